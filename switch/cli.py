@@ -1,0 +1,25 @@
+"""The `medswitch` command line: one entry point, one sub-command group per concern."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="medswitch")
+def main() -> None:
+    """medswitch — transaction switch for a medical-insurance IC-card network."""
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """What `make run` starts. Until the daemon lands this shows the available commands."""
+    parent = ctx.parent
+    assert parent is not None
+    click.echo("medswitch: the switch daemon (`medswitch serve`) is not built yet.")
+    click.echo("These commands work today:\n")
+    click.echo(parent.get_help())
+
+
+# Sub-command groups. Each lives in its own module; add one line here per group.
