@@ -1,0 +1,251 @@
+"""The double-entry core's values and its narrow interface (DESIGN §5).
+
+Accounts hold posted debits and credits in integer fen; transfers are immutable and move
+`amount_fen` from a debit account to a credit account. A transfer's id is derived from the
+business event (:func:`transfer_id`) and is its idempotency key.
+
+Results, in precedence order: a transfer is checked top to bottom and gets the first result that
+applies (the enum's values follow the same order).
+
+====================================  =============================================================
+CREATED                               posted now
+EXISTS                                the same id with the same data was posted before; nothing
+                                      moves (a replay of a remembered refusal returns that refusal)
+ID_INVALID, AMOUNT_OUT_OF_RANGE,      the transfer itself is malformed; never remembered
+ACCOUNTS_MUST_BE_DIFFERENT,
+REFERENCE_TOO_LONG
+EXISTS_WITH_DIFFERENT_DATA            the id was used for another transfer; nothing moves
+DEBIT/CREDIT_ACCOUNT_NOT_FOUND        checked before anything about the accounts' state
+KINDS_NOT_ALLOWED                     the pair of kinds is not in :data:`ledger.kinds.ALLOWED_PAIRS`
+DEBIT/CREDIT_ACCOUNT_CLOSED
+INSUFFICIENT_FUNDS                    a never-negative debit account would go below zero
+LINKED_EVENT_FAILED                   another transfer of the same linked batch failed
+====================================  =============================================================
+
+The replay check comes before the accounts' state so that a retransmission always gets the first
+answer, whatever happened to the accounts since. Refusals from NOT_FOUND to INSUFFICIENT_FUNDS are
+remembered under the id (a replay returns the first refusal and never posts later), except inside
+a linked batch that failed, which leaves no trace.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ledger.kinds import (
+    DEBIT_NORMAL_KINDS,
+    NEVER_NEGATIVE_BY_DEFAULT,
+    AccountKind,
+    account_id,
+)
+
+ID_CHARS_MAX = 64
+REFERENCE_CHARS_MAX = 240
+AMOUNT_FEN_MAX = 10**15  # ten trillion yuan: far above any real amount, far below 2**63
+
+
+class AccountFlags(enum.IntFlag):
+    NONE = 0
+    NEVER_NEGATIVE = 1  # debits may never exceed credits (only on NEVER_NEGATIVE_KINDS)
+
+
+class TransferResult(enum.IntEnum):
+    """Outcome of one transfer; lower values take precedence (see module docstring)."""
+
+    CREATED = 0
+    EXISTS = 1
+    ID_INVALID = 2
+    AMOUNT_OUT_OF_RANGE = 3
+    ACCOUNTS_MUST_BE_DIFFERENT = 4
+    REFERENCE_TOO_LONG = 5
+    EXISTS_WITH_DIFFERENT_DATA = 6
+    DEBIT_ACCOUNT_NOT_FOUND = 7
+    CREDIT_ACCOUNT_NOT_FOUND = 8
+    KINDS_NOT_ALLOWED = 9
+    DEBIT_ACCOUNT_CLOSED = 10
+    CREDIT_ACCOUNT_CLOSED = 11
+    INSUFFICIENT_FUNDS = 12
+    LINKED_EVENT_FAILED = 13
+
+    @property
+    def ok(self) -> bool:
+        """True when the money is (now or already) posted."""
+        return self in (TransferResult.CREATED, TransferResult.EXISTS)
+
+
+#: Refusals that depend on the ledger's state and are remembered under the transfer's id.
+REMEMBERED_REFUSALS = frozenset(
+    TransferResult(value)
+    for value in range(TransferResult.DEBIT_ACCOUNT_NOT_FOUND, TransferResult.LINKED_EVENT_FAILED)
+)
+
+
+class AccountResult(enum.IntEnum):
+    """Outcome of opening one account, in precedence order."""
+
+    CREATED = 0
+    EXISTS = 1
+    ID_MISMATCH = 2  # the id is not account_id(kind, owner)
+    FLAGS_NOT_ALLOWED = 3  # never-negative on a kind that may not carry it (e.g. a card shadow)
+    EXISTS_WITH_DIFFERENT_DATA = 4
+
+
+class CloseResult(enum.IntEnum):
+    CLOSED = 0
+    ALREADY_CLOSED = 1
+    NOT_FOUND = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account to open. Use :func:`new_account` for the id and the default flags."""
+
+    id: str
+    kind: AccountKind
+    owner: str
+    flags: AccountFlags = AccountFlags.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """An immutable movement of `amount_fen` from the debit to the credit account."""
+
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount_fen: int
+    code: int
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PostedTransfer:
+    """A transfer as the ledger remembers it: its first result and its commit order."""
+
+    transfer: Transfer
+    result: TransferResult
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: str
+    kind: AccountKind
+    flags: AccountFlags
+    debits_posted_fen: int
+    credits_posted_fen: int
+    closed: bool
+
+    @property
+    def balance_fen(self) -> int:
+        """Signed by the kind's normal side: debits - credits for assets, else credits - debits."""
+        if self.kind in DEBIT_NORMAL_KINDS:
+            return self.debits_posted_fen - self.credits_posted_fen
+        return self.credits_posted_fen - self.debits_posted_fen
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """An exception held for a person; `key` makes recording it idempotent."""
+
+    key: str
+    reason: str
+    reference: str
+    amount_fen: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedReversal:
+    """A reversal to send to a bank by store-and-forward; `key` makes queueing it idempotent."""
+
+    key: str
+    bank_id: str
+    reference: str
+    amount_fen: int
+
+
+def new_account(kind: AccountKind, owner: str, flags: AccountFlags | None = None) -> Account:
+    """An account of `kind` for `owner`, never-negative where DESIGN §5 says by default.
+
+    >>> new_account(AccountKind.PERSONAL_FUND, "7").flags
+    <AccountFlags.NEVER_NEGATIVE: 1>
+    """
+    if flags is None:
+        never = kind in NEVER_NEGATIVE_BY_DEFAULT
+        flags = AccountFlags.NEVER_NEGATIVE if never else AccountFlags.NONE
+    return Account(account_id(kind, owner), kind, owner, flags)
+
+
+def transfer_id(*parts: str | int) -> str:
+    """The idempotency key of a business event: 32 hex digits from its identifying parts.
+
+    >>> len(transfer_id("card-debit", "000000000001", 42))
+    32
+    >>> transfer_id("a", "bc") == transfer_id("ab", "c")
+    False
+    """
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class Ledger(abc.ABC):
+    """The narrow interface the switch and the business events use. All methods are coroutines;
+    a write returns only after it is durable."""
+
+    @abc.abstractmethod
+    async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]: ...
+
+    @abc.abstractmethod
+    async def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]: ...
+
+    @abc.abstractmethod
+    async def post(
+        self, transfers: Sequence[Transfer], *, linked: bool = False
+    ) -> list[TransferResult]:
+        """Post a batch; with `linked` all of it posts or none of it does."""
+
+    @abc.abstractmethod
+    async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
+        """The balances of the accounts that exist among `ids`."""
+
+    @abc.abstractmethod
+    async def all_balances(self) -> list[Balance]:
+        """Every account (a cold path: day-end and tests)."""
+
+    @abc.abstractmethod
+    async def lookup_transfers(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
+        """What the ledger remembers under each id (posted or refused)."""
+
+    @abc.abstractmethod
+    async def history(self, account: str, limit: int = 100) -> list[PostedTransfer]:
+        """The last `limit` posted transfers touching `account`, oldest first."""
+
+    @abc.abstractmethod
+    async def add_review(self, item: ReviewItem) -> bool:
+        """Record an exception for a person; False when its key was already recorded."""
+
+    @abc.abstractmethod
+    async def reviews(self) -> list[ReviewItem]: ...
+
+    @abc.abstractmethod
+    async def queue_reversal(self, item: QueuedReversal) -> bool:
+        """Queue a reversal for a bank; False when its key was already queued."""
+
+    @abc.abstractmethod
+    async def queued_reversals(self) -> list[QueuedReversal]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def transfer(self, transfer: Transfer) -> TransferResult:
+        """Post one transfer."""
+        (result,) = await self.post([transfer])
+        return result
+
+    async def balance(self, account: str) -> Balance | None:
+        return (await self.balances([account])).get(account)
