@@ -1,0 +1,104 @@
+"""Declarative binding between typed request/response dataclasses and message fields.
+
+Each typed message class lists ``BINDS``: which attribute travels in which field, through
+which :class:`Conv`. :func:`parse_fields` and :func:`build_fields` walk that list; nothing
+else in the message layer knows field numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from messages.codec import FieldValue
+from messages.errors import CodecError
+from messages.private import (
+    Balance,
+    BillData,
+    BlacklistDelta,
+    CardData,
+    OriginalData,
+    SettlementTotals,
+    TerminalParameters,
+    WorkingKeys,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Conv(Generic[T]):
+    """How one typed value becomes a field value and back."""
+
+    name: str
+    parse: Callable[[Any], T]
+    build: Callable[[T], FieldValue]
+    binary: bool = False  # the field value is bytes (else str)
+
+
+def _amount(value: str) -> int:
+    return int(value)
+
+
+def _build_amount(value: int) -> str:
+    if not 0 <= value <= 999_999_999_999:
+        raise CodecError("amount out of range", field="4")
+    return f"{value:012d}"
+
+
+def _same(value: T) -> T:
+    return value
+
+
+TEXT: Conv[str] = Conv("text", _same, _same)
+AMOUNT: Conv[int] = Conv("amount", _amount, _build_amount)
+BINARY: Conv[bytes] = Conv("binary", _same, _same, binary=True)
+CARD: Conv[CardData] = Conv("card", CardData.parse, CardData.build, binary=True)
+BILL: Conv[BillData] = Conv("bill", BillData.parse, BillData.build, binary=True)
+ORIGINAL: Conv[OriginalData] = Conv("original", OriginalData.parse, OriginalData.build)
+TOTALS: Conv[SettlementTotals] = Conv("totals", SettlementTotals.parse, SettlementTotals.build)
+BALANCES: Conv[tuple[Balance, ...]] = Conv("balances", Balance.parse_all, Balance.build_all)
+KEYS: Conv[WorkingKeys] = Conv("keys", WorkingKeys.parse, WorkingKeys.build, binary=True)
+PARAMETERS: Conv[TerminalParameters] = Conv(
+    "parameters", TerminalParameters.parse, TerminalParameters.build, binary=True
+)
+BLACKLIST: Conv[BlacklistDelta] = Conv(
+    "blacklist", BlacklistDelta.parse, BlacklistDelta.build, binary=True
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Attribute ``attr`` travels in field ``field`` through ``conv``."""
+
+    attr: str
+    field: int
+    conv: Conv[Any] = TEXT
+    required: bool = True
+
+
+def parse_fields(binds: tuple[Bind, ...], fields: Mapping[int, FieldValue]) -> dict[str, Any]:
+    """Typed attribute values for ``binds`` from a message's fields."""
+    values: dict[str, Any] = {}
+    for bind in binds:
+        raw = fields.get(bind.field)
+        if raw is None:
+            if bind.required:
+                raise CodecError("mandatory field missing", field=str(bind.field))
+            continue
+        if isinstance(raw, bytes) is not bind.conv.binary:
+            raise CodecError("field has the wrong type for its use", field=str(bind.field))
+        values[bind.attr] = bind.conv.parse(raw)
+    return values
+
+
+def build_fields(binds: tuple[Bind, ...], source: object, fields: dict[int, FieldValue]) -> None:
+    """Add the field values of ``source``'s bound attributes to ``fields``."""
+    for bind in binds:
+        value = getattr(source, bind.attr)
+        if value is None:
+            if bind.required:
+                raise CodecError("mandatory field missing", field=str(bind.field))
+            continue
+        fields[bind.field] = bind.conv.build(value)

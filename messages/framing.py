@@ -1,0 +1,106 @@
+"""Sans-IO framing: length-prefixed frames in, whole frames out.
+
+Feed bytes in any split; whole frames come out in order. Two length formats:
+
+- ``binary2``: 2-byte big-endian binary length (the terminal interface, CUP-POS);
+- ``ascii4``: 4 ASCII digits (the bank-host interface's usual header).
+
+>>> decoder = FrameDecoder(LengthFormat.BINARY2)
+>>> decoder.feed(b"\\x00\\x03ab")
+[]
+>>> decoder.feed(b"c\\x00\\x01z")
+[b'abc', b'z']
+>>> encode_frame(b"hello", LengthFormat.ASCII4)
+b'0005hello'
+"""
+
+from __future__ import annotations
+
+import enum
+
+from messages.errors import FramingError
+
+FRAME_BYTES_MAX_DEFAULT = 8192
+
+
+class LengthFormat(enum.Enum):
+    BINARY2 = "binary2"
+    ASCII4 = "ascii4"
+
+    @property
+    def width(self) -> int:
+        return 2 if self is LengthFormat.BINARY2 else 4
+
+
+def encode_frame(payload: bytes, length_format: LengthFormat) -> bytes:
+    """Prefix ``payload`` with its length in ``length_format``."""
+    size = len(payload)
+    if length_format is LengthFormat.BINARY2:
+        if size > 0xFFFF:
+            raise FramingError(f"frame of {size} bytes does not fit a 2-byte length")
+        return size.to_bytes(2, "big") + payload
+    if size > 9999:
+        raise FramingError(f"frame of {size} bytes does not fit a 4-digit length")
+    return b"%04d" % size + payload
+
+
+class FrameDecoder:
+    """Accumulates bytes and yields whole frames (without their length prefix).
+
+    A bad length (not digits, zero, above ``frame_bytes_max``) raises :class:`FramingError`;
+    the stream cannot be resynchronised after that, so the caller closes the connection.
+    """
+
+    __slots__ = ("_buffer", "_frame_bytes_max", "_length_format", "_offset")
+
+    def __init__(
+        self,
+        length_format: LengthFormat = LengthFormat.BINARY2,
+        frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
+    ) -> None:
+        self._length_format = length_format
+        self._frame_bytes_max = frame_bytes_max
+        self._buffer = bytearray()
+        self._offset = 0  # bytes of the stream consumed before the buffer's start
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every frame it completes, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        width = self._length_format.width
+        start = 0
+        while len(buffer) - start >= width:
+            size = self._frame_size(buffer[start : start + width], start)
+            end = start + width + size
+            if end > len(buffer):
+                break
+            frames.append(bytes(buffer[start + width : end]))
+            start = end
+        if start:
+            del buffer[:start]
+            self._offset += start
+        return frames
+
+    def _frame_size(self, prefix: bytearray, start: int) -> int:
+        if self._length_format is LengthFormat.BINARY2:
+            size = int.from_bytes(prefix, "big")
+        else:
+            if not prefix.isdigit():
+                raise FramingError(
+                    "length header is not 4 ASCII digits", offset=self._offset + start
+                )
+            size = int(prefix)
+        if size == 0:
+            raise FramingError("zero-length frame", offset=self._offset + start)
+        if size > self._frame_bytes_max:
+            raise FramingError(
+                f"frame of {size} bytes exceeds the maximum of {self._frame_bytes_max}",
+                offset=self._offset + start,
+            )
+        return size

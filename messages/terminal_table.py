@@ -1,0 +1,403 @@
+"""The terminal interface's transaction table, and typed ↔ message conversion.
+
+:func:`parse` turns a decoded :class:`~messages.codec.Message` into a typed request or reply;
+:func:`build` does the reverse. Identification is by MTI + F3 + 60.1 + 60.3; F25 is listed and
+echoed; reversals (0400/0401) match by MTI and carry their original's codes.
+
+>>> request = SignOn(stan="000001", terminal_id="POS00001", institution_id="101320000000001",
+...                 batch="000001")
+>>> message = build(request)
+>>> message.mti, message.fields[60]
+('0800', '00000001004')
+>>> parse(message) == request
+True
+>>> reply = reply_to(request, "00", SignOnReply)
+>>> build(reply).mti, parse(build(reply)) == reply
+('0810', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from messages.binding import build_fields, parse_fields
+from messages.codec import FieldValue, Message
+from messages.envelope import Row
+from messages.errors import CodecError, UnknownTransaction
+from messages.private import Field60
+from messages.terminal import (
+    _ENVELOPE,
+    BalanceInquiry,
+    BatchSettlement,
+    BatchSettlementReply,
+    BatchUploadEnd,
+    BatchUploadRecord,
+    BlacklistDownload,
+    BlacklistReply,
+    DebitAdvice,
+    Echo,
+    EdLoad,
+    EdLoadConfirm,
+    EpLoad,
+    EpLoadConfirm,
+    HistoryInquiry,
+    HistoryReply,
+    ParameterDownload,
+    ParameterReply,
+    Reversal,
+    Settlement,
+    SignOff,
+    SignOn,
+    SignOnReply,
+    TerminalMessage,
+    TerminalReply,
+    Unload,
+    UnloadConfirm,
+    Void,
+)
+
+# (row, request class, reply class)
+TABLE: tuple[tuple[Row, type[TerminalMessage], type[TerminalReply]], ...] = (
+    (
+        Row("sign_on", "0800", None, None, "00", "004", "sign-on, double-length keys with TDK"),
+        SignOn,
+        SignOnReply,
+    ),
+    (
+        Row("sign_on_double", "0800", None, None, "00", "003", "sign-on, double-length PIK+MAK"),
+        SignOn,
+        SignOnReply,
+    ),
+    (
+        Row("sign_on_single", "0800", None, None, "00", "001", "sign-on, single-length keys"),
+        SignOn,
+        SignOnReply,
+    ),
+    (Row("sign_off", "0820", None, None, "00", "002", "sign-off"), SignOff, TerminalReply),
+    (Row("echo", "0820", None, None, "00", "301", "echo test"), Echo, TerminalReply),
+    (
+        Row(
+            "parameter_download",
+            "0800",
+            None,
+            None,
+            "00",
+            "360",
+            "parameter download: offline limits, categories",
+        ),
+        ParameterDownload,
+        ParameterReply,
+    ),
+    (
+        Row(
+            "blacklist_download",
+            "0800",
+            None,
+            None,
+            "00",
+            "370",
+            "incremental blacklist download by version",
+        ),
+        BlacklistDownload,
+        BlacklistReply,
+    ),
+    (
+        Row(
+            "balance_inquiry",
+            "0200",
+            "310000",
+            "00",
+            "01",
+            "000",
+            "balances: personal fund, card ED and EP shadows",
+        ),
+        BalanceInquiry,
+        TerminalReply,
+    ),
+    (
+        Row("history_inquiry", "0200", "320000", "00", "02", "000", "recent transactions"),
+        HistoryInquiry,
+        HistoryReply,
+    ),
+    (
+        Row(
+            "settlement",
+            "0200",
+            "000000",
+            "00",
+            "22",
+            "000",
+            "medical settlement of a HIS bill: split, accumulators reserved",
+            reversible=True,
+        ),
+        Settlement,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "debit_advice",
+            "0220",
+            "000000",
+            "00",
+            "30",
+            "000",
+            "card debit (DEBIT FOR PURCHASE) confirmed by its TAC",
+        ),
+        DebitAdvice,
+        TerminalReply,
+    ),
+    (
+        Row("void", "0200", "200000", "00", "23", "000", "void of a settlement", reversible=True),
+        Void,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "ed_load",
+            "0200",
+            "600000",
+            "91",
+            "45",
+            "000",
+            "ED load from the personal fund: MAC1 in, MAC2 out",
+            reversible=True,
+        ),
+        EdLoad,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "ep_load",
+            "0200",
+            "601000",
+            "91",
+            "46",
+            "000",
+            "EP load from bank savings: MAC1 in, bank debit, MAC2 out",
+            reversible=True,
+        ),
+        EpLoad,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "unload",
+            "0200",
+            "610000",
+            "91",
+            "47",
+            "000",
+            "ED unload to the personal fund: MAC1 in, MAC2 out",
+            reversible=True,
+        ),
+        Unload,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "ed_load_confirm",
+            "0220",
+            "600000",
+            "91",
+            "45",
+            "000",
+            "ED load confirmed by TAC or proven by GET TRANSACTION PROVE",
+        ),
+        EdLoadConfirm,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "ep_load_confirm",
+            "0220",
+            "601000",
+            "91",
+            "46",
+            "000",
+            "EP load confirmed by TAC or proven",
+        ),
+        EpLoadConfirm,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "unload_confirm",
+            "0220",
+            "610000",
+            "91",
+            "47",
+            "000",
+            "unload confirmed by MAC3 or proven",
+        ),
+        UnloadConfirm,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "batch_upload",
+            "0320",
+            "000000",
+            "00",
+            "30",
+            "201",
+            "batch upload of one offline card debit with its TAC",
+        ),
+        BatchUploadRecord,
+        TerminalReply,
+    ),
+    (
+        Row("batch_upload_end", "0320", None, None, "00", "207", "end of batch upload"),
+        BatchUploadEnd,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "batch_settlement",
+            "0500",
+            None,
+            None,
+            "00",
+            "201",
+            "batch settlement with totals (F48)",
+        ),
+        BatchSettlement,
+        BatchSettlementReply,
+    ),
+)
+
+_Key = tuple[str, str | None, str | None, str | None]
+
+
+def _key(
+    mti: str, processing_code: str | None, txn_type: str | None, network_code: str | None
+) -> _Key:
+    return (mti, processing_code, txn_type, network_code)
+
+
+def _index() -> tuple[Mapping[_Key, tuple[Row, type[Any]]], Mapping[type[Any], Row]]:
+    by_key: dict[_Key, tuple[Row, type[Any]]] = {}
+    by_class: dict[type[Any], Row] = {}
+    for row, request, reply in TABLE:
+        for mti, cls in ((row.mti, request), (row.response_mti, reply)):
+            key = _key(mti, row.processing_code, row.txn_type, row.network_code)
+            if key in by_key:
+                raise RuntimeError(f"transaction table: {row.name} is ambiguous")
+            by_key[key] = (row, cls)
+        by_class.setdefault(request, row)
+        if request not in (SignOn, Reversal):
+            request.ROW = by_class[request]
+    return MappingProxyType(by_key), MappingProxyType(by_class)
+
+
+_BY_KEY, _BY_CLASS = _index()
+REVERSAL_MTIS = frozenset({"0400", "0401"})
+
+M = TypeVar("M", bound=TerminalMessage)
+
+
+def row_of(message: Message) -> Row:
+    """The table row a message belongs to; :class:`UnknownTransaction` if none."""
+    return _lookup(message)[0]
+
+
+def _lookup(message: Message) -> tuple[Row, type[Any]]:
+    f60 = _field60(message)
+    processing = message.fields.get(3)
+    if not isinstance(processing, str | None):
+        raise CodecError("processing code must be digits", field="3")
+    if message.mti in REVERSAL_MTIS or message.mti == "0410":
+        original = _BY_KEY.get(_key("0200", processing, f60.txn_type, "000"))
+        if original is None or not original[0].reversible:
+            raise UnknownTransaction("reversal of a transaction that is not reversible", field="3")
+        return original[0], Reversal if message.mti != "0410" else TerminalReply
+    found = _BY_KEY.get(_key(message.mti, processing, f60.txn_type, f60.network_code))
+    if found is None and processing is not None:
+        found = _BY_KEY.get(_key(message.mti, None, f60.txn_type, f60.network_code))
+    if found is None:
+        raise UnknownTransaction("no transaction matches MTI, F3, 60.1 and 60.3", field="60")
+    return found
+
+
+def parse(message: Message) -> TerminalMessage:
+    """The typed request or reply for ``message``."""
+    _, cls = _lookup(message)
+    f60 = _field60(message)
+    fields = message.fields
+    values = parse_fields(_ENVELOPE, fields)
+    values.update(parse_fields(cls.BINDS, fields))
+    values.update(batch=f60.batch, field60_rest=f60.rest, tpdu=message.tpdu, header=message.header)
+    if issubclass(cls, TerminalReply):
+        values.update(
+            mti=message.mti,
+            processing_code=fields.get(3),
+            condition_code=fields.get(25),
+            txn_type=f60.txn_type,
+            network_code=f60.network_code,
+        )
+    elif cls is SignOn:
+        values["key_scheme"] = f60.network_code
+    elif cls is Reversal:
+        values.update(
+            processing_code=message.text(3),
+            condition_code=fields.get(25),
+            txn_type=f60.txn_type,
+            repeat=message.mti == "0401",
+        )
+    result: TerminalMessage = cls(**values)
+    return result
+
+
+def build(typed: TerminalMessage) -> Message:
+    """The message for a typed request or reply."""
+    mti, processing_code, condition_code, txn_type, network_code = typed.codes()
+    fields: dict[int, FieldValue] = {}
+    if processing_code is not None:
+        fields[3] = processing_code
+    if condition_code is not None:
+        fields[25] = condition_code
+    fields[60] = Field60(
+        txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
+    ).build()
+    build_fields(_ENVELOPE, typed, fields)
+    build_fields(typed.BINDS, typed, fields)
+    return Message(mti, fields, tpdu=typed.tpdu, header=typed.header)
+
+
+def reply_to(
+    request: TerminalMessage,
+    response_code: str,
+    cls: type[TerminalReply] = TerminalReply,
+    **values: Any,
+) -> TerminalReply:
+    """A reply of class ``cls`` echoing ``request``'s envelope and codes.
+
+    The TPDU's destination and source addresses are swapped."""
+    mti, processing_code, condition_code, txn_type, network_code = request.codes()
+    tpdu = request.tpdu
+    if len(tpdu) == 5:
+        tpdu = tpdu[:1] + tpdu[3:5] + tpdu[1:3]
+    return cls(
+        mti=f"{(int(mti) // 10) * 10 + 10:04d}",
+        processing_code=processing_code,
+        condition_code=condition_code,
+        txn_type=txn_type,
+        network_code=network_code,
+        response_code=response_code,
+        stan=request.stan,
+        terminal_id=request.terminal_id,
+        institution_id=request.institution_id,
+        batch=request.batch,
+        field60_rest=request.field60_rest,
+        tpdu=tpdu,
+        header=request.header,
+        **values,
+    )
+
+
+def _field60(message: Message) -> Field60:
+    value = message.fields.get(60)
+    if not isinstance(value, str):
+        raise CodecError("mandatory field missing", field="60")
+    return Field60.parse(value)

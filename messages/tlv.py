@@ -1,0 +1,100 @@
+"""Tag-length-value records for medswitch's private fields (1-byte tag, 1-byte length).
+
+A layout is a tuple of :class:`Tag`; a record dataclass's attributes are named by it.
+Encoding writes tags in ascending order and omits absent (``None``) values, so the same
+values always give the same bytes.
+
+>>> layout = (Tag(0x01, "serial", TagKind.BYTES, 2), Tag(0x02, "count", TagKind.UINT, 2))
+>>> encode_tlv(layout, {"serial": b"\\xab\\xcd", "count": 7}).hex()
+'0102abcd02020007'
+>>> decode_tlv(layout, bytes.fromhex("0102abcd02020007"), "58")
+{'serial': b'\\xab\\xcd', 'count': 7}
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from messages.errors import CodecError
+
+
+class TagKind(enum.Enum):
+    UINT = "uint"  # big-endian unsigned integer of exactly `size` bytes
+    BYTES = "bytes"  # exactly `size` bytes, or up to 255 when size is 0
+    TEXT = "text"  # UTF-8, up to 255 bytes
+    BCD = "bcd"  # `size` bytes of packed BCD, as a digit string
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    tag: int
+    name: str
+    kind: TagKind
+    size: int = 0  # 0: variable, up to 255 bytes
+
+    def encode(self, value: Any) -> bytes:
+        if self.kind is TagKind.UINT:
+            return int(value).to_bytes(self.size, "big")
+        if self.kind is TagKind.TEXT:
+            return str(value).encode("utf-8")
+        if self.kind is TagKind.BCD:
+            return bytes.fromhex(value)
+        return bytes(value)
+
+    def decode(self, raw: bytes) -> Any:
+        if self.kind is TagKind.UINT:
+            return int.from_bytes(raw, "big")
+        if self.kind is TagKind.TEXT:
+            return raw.decode("utf-8")
+        if self.kind is TagKind.BCD:
+            digits = raw.hex()
+            if not digits.isdigit():
+                raise ValueError("not BCD")
+            return digits
+        return raw
+
+
+def encode_tlv(layout: tuple[Tag, ...], values: Mapping[str, Any]) -> bytes:
+    out = bytearray()
+    for tag in layout:
+        value = values.get(tag.name)
+        if value is None:
+            continue
+        raw = tag.encode(value)
+        if (tag.size and len(raw) != tag.size) or len(raw) > 255:
+            raise CodecError(f"private tag {tag.tag:02X} ({tag.name}) has a wrong length")
+        out += bytes((tag.tag, len(raw)))
+        out += raw
+    return bytes(out)
+
+
+def decode_tlv(layout: tuple[Tag, ...], data: bytes, field: str) -> dict[str, Any]:
+    by_tag = {t.tag: t for t in layout}
+    values: dict[str, Any] = {}
+    index = 0
+    size = len(data)
+    while index < size:
+        if index + 2 > size:
+            raise CodecError("truncated private tag", field=field, offset=index)
+        tag = by_tag.get(data[index])
+        length = data[index + 1]
+        raw = data[index + 2 : index + 2 + length]
+        if tag is None:
+            raise CodecError(f"unknown private tag {data[index]:02X}", field=field, offset=index)
+        if len(raw) != length or (tag.size and length != tag.size):
+            raise CodecError(
+                f"private tag {tag.tag:02X} has a wrong length", field=field, offset=index
+            )
+        if tag.name in values:
+            raise CodecError(f"private tag {tag.tag:02X} repeated", field=field, offset=index)
+        try:
+            values[tag.name] = tag.decode(raw)
+        except ValueError:
+            raise CodecError(
+                f"private tag {tag.tag:02X} is malformed", field=field, offset=index
+            ) from None
+        index += 2 + length
+    return values
