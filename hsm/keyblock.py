@@ -1,0 +1,90 @@
+"""Keys at rest: TR-31 version B key blocks under the LMK, through psec.
+
+The exact usage, alias, version and creation time ride in proprietary optional blocks, and
+the KCV in the standard KC block, so all are covered by the block's MAC: an edited index
+record or block is refused (`KeyTamperedError`). psec uses `cryptography`'s deprecated TripleDES
+location with 16-byte keys; exactly that warning is silenced around each psec call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cryptography.utils import CryptographyDeprecationWarning
+from psec import tr31
+
+from hsm.des import kcv
+from hsm.errors import KeyTamperedError, KeyUsageError
+from hsm.keys import TR31_ATTRIBUTES, KeyRef, KeyUsage
+
+_USAGE, _ALIAS, _VERSION, _CREATED = "01", "02", "03", "04"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """What a key store holds: the index fields and the wrapped block. No clear key."""
+
+    alias: str
+    version: int
+    usage: KeyUsage
+    kcv: str
+    created_at: str  # ISO 8601, as passed in by the caller
+    block: str  # TR-31 key block under the LMK
+
+    @property
+    def ref(self) -> KeyRef:
+        return KeyRef(self.alias, self.version, self.usage, self.kcv)
+
+
+@contextmanager
+def _psec_quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+        yield
+
+
+def wrap(lmk: bytes, ref: KeyRef, key: bytes, created_at: str) -> StoredKey:
+    """Wrap a clear key under the LMK with its usage bound."""
+    usage_code, mode, exportability = TR31_ATTRIBUTES[ref.usage]
+    header = tr31.Header("B", usage_code, "T", mode, "00", exportability)
+    header.blocks[_USAGE] = ref.usage.value
+    header.blocks[_ALIAS] = ref.alias
+    header.blocks[_VERSION] = str(ref.version)
+    header.blocks[_CREATED] = created_at
+    header.blocks["KC"] = "00" + kcv(key)  # KC block: 00 = legacy KCV (encrypt zeros)
+    with _psec_quiet():
+        block = tr31.KeyBlock(lmk, header).wrap(key)
+    return StoredKey(ref.alias, ref.version, ref.usage, kcv(key), created_at, block)
+
+
+def unwrap(lmk: bytes, stored: StoredKey, expected: KeyRef) -> bytes:
+    """Check the block's MAC, that it matches its record and the reference; return the key."""
+    where = f"key {expected.alias} v{expected.version}"
+    try:
+        with _psec_quiet():
+            kb = tr31.KeyBlock(lmk)
+            key: bytes = kb.unwrap(stored.block)
+    except (tr31.KeyBlockError, tr31.HeaderError, ValueError):
+        raise KeyTamperedError(f"{where}: key block failed its integrity check") from None
+    blocks = kb.header.blocks
+    bound = (
+        blocks.get(_USAGE),
+        blocks.get(_ALIAS),
+        blocks.get(_VERSION),
+        blocks.get("KC", "")[2:],
+    )
+    record = (stored.usage.value, stored.alias, str(stored.version), stored.kcv)
+    if bound != record or kcv(key) != stored.kcv:
+        raise KeyTamperedError(f"{where}: key block does not match its record")
+    if (stored.alias, stored.version) != (expected.alias, expected.version):
+        raise KeyTamperedError(f"{where}: the store returned another key")
+    if stored.usage is not expected.usage:
+        raise KeyUsageError(
+            f"{where} is {stored.usage.value}, referenced as {expected.usage.value}"
+        )
+    if expected.kcv and expected.kcv != stored.kcv:
+        raise KeyTamperedError(f"{where}: check value differs from the reference")
+    return key

@@ -1,0 +1,104 @@
+"""The local master key and key components (DESIGN §4).
+
+A key is the XOR of 2–9 components held by different custodians; the XOR of an even number of
+odd-parity components is even, so the formed key's parity is forced odd. Components and keys are
+shown by KCV only; `Component.reveal()` is the one deliberate way out (printed once at a
+ceremony).
+
+>>> a = Component(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
+>>> b = Component(bytes.fromhex("10101010101010102323232323232323"))
+>>> a
+Component(kcv='08D7B4')
+>>> combine([a, b]).hex().upper()
+'1032547698BADCFEDCFE98BA54761032'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from hsm.des import adjust_parity, kcv, xor
+from hsm.errors import InvalidInputError, KcvMismatchError, LmkError
+
+COMPONENTS_MIN, COMPONENTS_MAX = 2, 9
+
+
+class Component:
+    """One clear key component. repr/str show the KCV only."""
+
+    __slots__ = ("_value", "kcv")
+
+    def __init__(self, value: bytes) -> None:
+        if len(value) not in (8, 16, 24):
+            raise InvalidInputError("a component is 8, 16 or 24 bytes")
+        self._value = bytes(value)
+        self.kcv = kcv(value)
+
+    @classmethod
+    def parse(cls, text: str, expected_kcv: str | None = None) -> Component:
+        """From hex as a custodian types it (spaces allowed), checked against its KCV."""
+        try:
+            value = bytes.fromhex("".join(text.split()))
+        except ValueError:
+            raise InvalidInputError("component is not hex") from None
+        component = cls(value)
+        if expected_kcv is not None and expected_kcv.strip().upper() != component.kcv:
+            raise KcvMismatchError("component does not match its check value")
+        return component
+
+    def reveal(self) -> str:
+        """The component as hex in groups of 4: only for printing to its custodian."""
+        text = self._value.hex().upper()
+        return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+    def __repr__(self) -> str:
+        return f"Component(kcv={self.kcv!r})"
+
+    __str__ = __repr__
+
+
+def generate_component(random_bytes: Callable[[int], bytes], length: int = 16) -> Component:
+    return Component(adjust_parity(random_bytes(length)))
+
+
+def combine(components: Sequence[Component], *, minimum: int = 1) -> bytes:
+    """XOR the components and force odd parity."""
+    if not minimum <= len(components) <= COMPONENTS_MAX:
+        raise InvalidInputError(f"need {minimum} to {COMPONENTS_MAX} components")
+    if len({len(c._value) for c in components}) != 1:
+        raise InvalidInputError("components differ in length")
+    value = components[0]._value
+    for component in components[1:]:
+        value = xor(value, component._value)
+    return adjust_parity(value)
+
+
+class Lmk:
+    """The local master key, in memory only. Formed from components; shown by KCV."""
+
+    __slots__ = ("_key", "kcv")
+
+    def __init__(self, components: Sequence[Component], expected_kcv: str) -> None:
+        if not COMPONENTS_MIN <= len(components) <= COMPONENTS_MAX:
+            raise LmkError(f"the LMK needs {COMPONENTS_MIN} to {COMPONENTS_MAX} components")
+        key = combine(components, minimum=COMPONENTS_MIN)
+        if len(key) != 16:
+            raise LmkError("the LMK is a double-length (16-byte) key")
+        if kcv(key) != expected_kcv.strip().upper():
+            raise LmkError("formed LMK does not match the configured check value")
+        self._key = bytearray(key)
+        self.kcv = kcv(key)
+
+    def key_bytes(self) -> bytes:
+        if not any(self._key):
+            raise LmkError("the LMK has been erased")
+        return bytes(self._key)
+
+    def erase(self) -> None:
+        for i in range(len(self._key)):
+            self._key[i] = 0
+
+    def __repr__(self) -> str:
+        return f"Lmk(kcv={self.kcv!r})"
+
+    __str__ = __repr__
