@@ -1,0 +1,170 @@
+"""Group commit on one writer thread: concurrent callers' jobs are gathered into one database
+transaction and one durable commit; each caller's future is resolved only after that commit.
+
+The gathering is natural batching with a bounded size: while one commit is being made durable the
+next callers queue up, and the writer takes everything waiting (at most `batch_max` jobs) as the
+next batch. An optional `window_s` lets it wait a little for more when the last batch was shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH_MAX = 1024
+WINDOW_S = 0.0
+
+
+@dataclass(slots=True)
+class Job:
+    """One caller's request: `kind` names the operation, `args` its inputs."""
+
+    kind: str
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    batches: int = 0
+    jobs: int = 0
+    commits_failed: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+#: Executes a batch inside one transaction, setting each job's value; raises to roll back.
+Executor = Callable[[Sequence[Job]], None]
+
+
+class Writer:
+    """The writer thread. `begin`, `execute`, `commit` and `rollback` run on it only."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], None],
+        execute: Executor,
+        commit: Callable[[], None],
+        rollback: Callable[[], None],
+        disconnect: Callable[[], None],
+        *,
+        batch_max: int = BATCH_MAX,
+        window_s: float = WINDOW_S,
+    ) -> None:
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._connect, self._execute = connect, execute
+        self._commit, self._rollback, self._disconnect = commit, rollback, disconnect
+        self._batch_max, self._window_s = batch_max, window_s
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._closed = False
+        self.stats = Stats()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    async def submit(self, kind: str, *args: Any) -> Any:
+        """Queue a job and wait for its result, available only after its batch committed."""
+        if self._closed:
+            raise RuntimeError("ledger is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(Job(kind, args, loop, future))
+        return await future
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:  # reported to start()
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            shared = False
+            while True:
+                batch, stop = self._gather(shared)
+                if batch:
+                    self._run_batch(batch)
+                    shared = len(batch) > 1
+                if stop:
+                    return
+        finally:
+            self._disconnect()
+
+    def _gather(self, shared: bool) -> tuple[list[Job], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self._window_s if shared else 0.0
+        while len(batch) < self._batch_max:
+            try:
+                remaining = deadline - time.monotonic()
+                job = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        try:
+            self._execute(batch)
+            self._commit()
+        except Exception as exc:
+            self._rollback()
+            self.stats.commits_failed += 1
+            if len(batch) > 1:  # find the culprit: every job again on its own
+                for job in batch:
+                    job.value, job.error = None, None
+                    self._run_batch([job])
+                return
+            batch[0].error = exc
+        self.stats.batches += 1
+        self.stats.jobs += len(batch)
+        _deliver(batch)
+
+
+def _deliver(batch: Sequence[Job]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+    for job in batch:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+            loop.call_soon_threadsafe(_resolve, jobs)
+
+
+def _resolve(jobs: Sequence[Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.value)

@@ -1,0 +1,321 @@
+"""The ledger on PostgreSQL through asyncpg, group-committed.
+
+Callers' jobs queue on the event loop; a writer task takes everything waiting (bounded) as one
+batch and runs it in one transaction on its own connection: the touched accounts are locked in id
+order (``FOR UPDATE``), the transfer ids looked up, the batch decided by the same pure state machine
+as the model, then written with one set-based INSERT and one set-based UPDATE (``unnest``). Several
+processes may share the database: account locks serialise them, a unique-id race or a deadlock
+retries the batch (bounded). Each caller's future resolves only after COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ledger import sql_rows as rows
+from ledger.core import (
+    Account,
+    AccountResult,
+    Balance,
+    CloseResult,
+    Ledger,
+    PostedTransfer,
+    QueuedReversal,
+    ReviewItem,
+    Transfer,
+    TransferResult,
+)
+from ledger.group_commit import BATCH_MAX
+from ledger.migrate import upgrade_postgres
+from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
+
+RETRIES_MAX = 3
+_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+
+_INSERT_TRANSFERS = (
+    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
+    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])"
+)
+_UPDATE_ACCOUNTS = (
+    "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
+    " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
+)
+
+
+class _Job:
+    __slots__ = ("args", "future", "kind", "value")
+
+    def __init__(self, kind: str, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        self.kind, self.args, self.future = kind, args, future
+        self.value: Any = None
+
+
+class PgStore:
+    """The statements, run by the writer inside the batch's transaction."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.conn = connection
+
+    async def execute(self, batch: Sequence[_Job]) -> None:
+        start = 0
+        while start < len(batch):
+            end = start
+            while end < len(batch) and batch[end].kind == "post":
+                end += 1
+            if end > start:
+                await self.post(batch[start:end])
+                start = end
+            else:
+                job = batch[start]
+                job.value = await getattr(self, job.kind)(*job.args)
+                start += 1
+
+    async def load_accounts(self, ids: Sequence[str], *, lock: bool) -> dict[str, AccountState]:
+        sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
+        found = await self.conn.fetch(sql + (" FOR UPDATE" if lock else ""), list(ids))
+        return {row[0]: rows.account_state(row) for row in found}
+
+    async def load_remembered(self, ids: Sequence[str]) -> dict[str, Remembered]:
+        sql = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
+        return {row[0]: rows.remembered(row) for row in await self.conn.fetch(sql, list(ids))}
+
+    async def post(self, jobs: Sequence[_Job]) -> None:
+        ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
+        accounts = await self.load_accounts(sorted(account_ids), lock=True)
+        batch = Batch(accounts, await self.load_remembered(sorted(ids)))
+        for job in jobs:
+            transfers, linked = job.args
+            job.value = batch.post(transfers, linked=linked)
+        if batch.written:
+            at_us = rows.now_us()
+            columns = list(zip(*(rows.transfer_row(r, at_us) for r in batch.written), strict=True))
+            await self.conn.execute(_INSERT_TRANSFERS, *(list(c) for c in columns))
+        if batch.dirty:
+            changed = [batch.accounts[a] for a in sorted(batch.dirty)]
+            await self.conn.execute(
+                _UPDATE_ACCOUNTS,
+                [a.id for a in changed],
+                [a.debits_posted_fen for a in changed],
+                [a.credits_posted_fen for a in changed],
+            )
+
+    async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
+        existing = await self.load_accounts(sorted({a.id for a in accounts}), lock=True)
+        results = []
+        for account in accounts:
+            result = check_open(account, existing.get(account.id))
+            if result is AccountResult.CREATED:
+                existing[account.id] = AccountState.opened(account)
+                await self.conn.execute(
+                    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted,"
+                    " closed) VALUES ($1, $2, $3, $4, 0, 0, false)",
+                    account.id,
+                    account.kind.value,
+                    account.owner,
+                    int(account.flags),
+                )
+            results.append(result)
+        return results
+
+    async def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
+        results = []
+        for account in ids:
+            sql = "SELECT closed FROM accounts WHERE id = $1 FOR UPDATE"
+            closed = await self.conn.fetchval(sql, account)
+            if closed is None:
+                results.append(CloseResult.NOT_FOUND)
+            elif closed:
+                results.append(CloseResult.ALREADY_CLOSED)
+            else:
+                await self.conn.execute("UPDATE accounts SET closed = true WHERE id = $1", account)
+                results.append(CloseResult.CLOSED)
+        return results
+
+    async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
+        found = await self.load_accounts(list(ids), lock=False)
+        return {a: state.balance() for a, state in found.items()}
+
+    async def all_balances(self) -> list[Balance]:
+        found = await self.conn.fetch(f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts ORDER BY id")
+        return [rows.balance(row) for row in found]
+
+    async def lookup_transfers(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
+        sql = f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE id = ANY($1::text[])"
+        return {row[0]: rows.posted(row) for row in await self.conn.fetch(sql, list(ids))}
+
+    async def history(self, account: str, limit: int) -> list[PostedTransfer]:
+        sql = (
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE result = 0 AND seq IN"
+            " (SELECT seq FROM transfers WHERE debit_account_id = $1"
+            "  UNION SELECT seq FROM transfers WHERE credit_account_id = $1)"
+            " ORDER BY seq DESC LIMIT $2"
+        )
+        found = await self.conn.fetch(sql, account, rows.clamp_limit(limit))
+        return [rows.posted(row) for row in reversed(found)]
+
+    async def add_review(self, item: ReviewItem) -> bool:
+        status = await self.conn.execute(
+            "INSERT INTO review_items (key, reason, reference, amount_fen, detail, created_at_us)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+            item.key,
+            item.reason,
+            item.reference,
+            item.amount_fen,
+            item.detail,
+            rows.now_us(),
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def reviews(self) -> list[ReviewItem]:
+        sql = f"SELECT {rows.REVIEW_COLUMNS} FROM review_items ORDER BY seq"
+        return [rows.review_item(row) for row in await self.conn.fetch(sql)]
+
+    async def queue_reversal(self, item: QueuedReversal) -> bool:
+        status = await self.conn.execute(
+            "INSERT INTO reversal_queue (key, bank_id, reference, amount_fen, created_at_us)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+            item.key,
+            item.bank_id,
+            item.reference,
+            item.amount_fen,
+            rows.now_us(),
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def queued_reversals(self) -> list[QueuedReversal]:
+        sql = f"SELECT {rows.REVERSAL_COLUMNS} FROM reversal_queue ORDER BY seq"
+        return [rows.queued_reversal(row) for row in await self.conn.fetch(sql)]
+
+
+class PgLedger(Ledger):
+    """:class:`Ledger` on PostgreSQL. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, connections: list[asyncpg.Connection], batch_max: int) -> None:
+        self._connections = connections
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._batch_max = batch_max
+        self._closed = False
+        self._tasks = [asyncio.create_task(self._write(PgStore(c))) for c in connections]
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        writers: int = 1,
+        batch_max: int = BATCH_MAX,
+        migrate: bool = True,
+    ) -> PgLedger:
+        """Connect `writers` connections (each group-commits its own batches) and migrate."""
+        settings = {"search_path": schema} if schema else {}
+        connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(writers)]
+        if migrate:
+            await upgrade_postgres(connections[0])
+        return cls(connections, batch_max)
+
+    async def _submit(self, kind: str, *args: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("ledger is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(kind, args, future))
+        return await future
+
+    async def _write(self, store: PgStore) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                self._queue.put_nowait(None)  # for the other writers
+                return
+            batch = [first]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                job = self._queue.get_nowait()
+                if job is None:
+                    self._queue.put_nowait(None)  # let this batch finish, then stop
+                    break
+                batch.append(job)
+            await self._run_batch(store, batch)
+
+    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> None:
+        for attempt in range(RETRIES_MAX):
+            try:
+                async with store.conn.transaction():
+                    await store.execute(batch)
+            except _RETRYABLE:
+                if attempt + 1 < RETRIES_MAX:
+                    continue
+                error: BaseException | None = None
+            except Exception as exc:
+                error = exc
+            else:
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_result(job.value)
+                return
+            break
+        if len(batch) > 1:  # find the culprit: every job again on its own
+            for job in batch:
+                await self._run_batch(store, [job])
+            return
+        if not batch[0].future.done():
+            batch[0].future.set_exception(error or RuntimeError("retries exhausted"))
+
+    async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
+        result: list[AccountResult] = await self._submit("open_accounts", list(accounts))
+        return result
+
+    async def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
+        result: list[CloseResult] = await self._submit("close_accounts", list(ids))
+        return result
+
+    async def post(
+        self, transfers: Sequence[Transfer], *, linked: bool = False
+    ) -> list[TransferResult]:
+        result: list[TransferResult] = await self._submit("post", list(transfers), linked)
+        return result
+
+    async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
+        result: dict[str, Balance] = await self._submit("balances", list(ids))
+        return result
+
+    async def all_balances(self) -> list[Balance]:
+        result: list[Balance] = await self._submit("all_balances")
+        return result
+
+    async def lookup_transfers(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
+        result: dict[str, PostedTransfer] = await self._submit("lookup_transfers", list(ids))
+        return result
+
+    async def history(self, account: str, limit: int = 100) -> list[PostedTransfer]:
+        result: list[PostedTransfer] = await self._submit("history", account, limit)
+        return result
+
+    async def add_review(self, item: ReviewItem) -> bool:
+        return bool(await self._submit("add_review", item))
+
+    async def reviews(self) -> list[ReviewItem]:
+        result: list[ReviewItem] = await self._submit("reviews")
+        return result
+
+    async def queue_reversal(self, item: QueuedReversal) -> bool:
+        return bool(await self._submit("queue_reversal", item))
+
+    async def queued_reversals(self) -> list[QueuedReversal]:
+        result: list[QueuedReversal] = await self._submit("queued_reversals")
+        return result
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks)
+        for connection in self._connections:
+            await connection.close()

@@ -1,0 +1,215 @@
+"""The database schema, one definition for SQLite and PostgreSQL (SQLAlchemy 2 Core).
+
+Migrations live in ``ledger/migrations`` (Alembic) and are checked against these tables by a test.
+Amounts are integer fen (BIGINT); times are integer microseconds since the epoch, UTC.
+The hot path (ledger.sqlite_ledger, ledger.pg_ledger) uses the raw drivers on these same tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+#: INTEGER PRIMARY KEY on SQLite (the rowid, autoincrementing), BIGINT identity elsewhere.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+institutions = Table(
+    "institutions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    # hospital | pharmacy | bank | employer_unit | centre
+    Column("kind", String(16), nullable=False),
+    Column("name", String(120), nullable=False),
+    Column("level", SmallInteger),  # hospital/pharmacy level 1..3, for the policy
+    Column("settlement_bank_id", String(32), ForeignKey("institutions.id")),
+    Column("settlement_account_no", String(40)),
+    Column("status", String(16), nullable=False, server_default="active"),
+)
+
+terminals = Table(
+    "terminals",
+    metadata,
+    Column("id", String(8), primary_key=True),  # CUP terminal id (F41)
+    Column("institution_id", String(32), ForeignKey("institutions.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # pos | kiosk | bank_counter
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("batch_no", Integer, nullable=False, server_default="1"),
+    Column("stan", Integer, nullable=False, server_default="0"),
+)
+
+psams = Table(
+    "psams",
+    metadata,
+    Column("serial", String(20), primary_key=True),  # PSAM serial number
+    Column("psam_terminal_no", String(12), nullable=False, unique=True),  # bound into each TAC
+    Column("institution_id", String(32), ForeignKey("institutions.id"), nullable=False),
+    Column("terminal_id", String(8), ForeignKey("terminals.id")),  # binding
+    Column("key_version", SmallInteger, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False, server_default="active"),
+)
+
+cardholders = Table(
+    "cardholders",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("ssn", String(20), nullable=False, unique=True),  # social-security number
+    Column("name", String(60), nullable=False),
+    Column("category", String(10), nullable=False),  # employed | retired
+    Column("birth_date", Date),
+    Column("unit_id", String(32), ForeignKey("institutions.id"), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+)
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_no", String(19), primary_key=True),  # PAN with Luhn digit
+    Column("application_serial", String(20), nullable=False, unique=True),
+    Column("cardholder_id", String(20), ForeignKey("cardholders.id"), nullable=False),
+    Column("key_version", SmallInteger, nullable=False, server_default="1"),
+    # active | lost | cancelled | replaced
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("expiry", Date, nullable=False),
+    Column("replaced_by", String(19), ForeignKey("cards.card_no")),
+    Column("cancelled_at_us", BigInteger),
+    Index(None, "cardholder_id"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),  # ledger.kinds.account_id(kind, owner)
+    Column("kind", String(16), nullable=False),
+    Column("owner", String(40), nullable=False),
+    Column("flags", Integer, nullable=False, server_default="0"),
+    Column("debits_posted", BigInteger, nullable=False, server_default="0"),
+    Column("credits_posted", BigInteger, nullable=False, server_default="0"),
+    Column("closed", Boolean, nullable=False, server_default=false()),
+    CheckConstraint("debits_posted >= 0 AND credits_posted >= 0", name="posted_not_negative"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),  # the idempotency key
+    Column("debit_account_id", String(64), nullable=False),
+    Column("credit_account_id", String(64), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("reference", String(240), nullable=False, server_default=""),
+    Column("result", SmallInteger, nullable=False),  # 0 posted, else a remembered refusal
+    Column("posted_at_us", BigInteger, nullable=False),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+    Index(None, "debit_account_id"),
+    Index(None, "credit_account_id"),
+)
+
+response_cache = Table(
+    "response_cache",
+    metadata,
+    Column("message_key", String(80), primary_key=True),  # (terminal, batch, stan, class)
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+    Index(None, "expires_at_us"),
+)
+
+blacklist = Table(
+    "blacklist",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("application_serial", String(20), nullable=False),
+    Column("reason", String(16), nullable=False),  # lost | cancelled | replaced | fraud
+    Column("version", Integer, nullable=False),  # the list version that added it
+    Column("removed_version", Integer),  # the list version that removed it (unloss)
+    Column("added_at_us", BigInteger, nullable=False),
+    Index(None, "application_serial"),
+    Index(None, "version"),
+)
+
+offline_records = Table(
+    "offline_records",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("psam_terminal_no", String(12), nullable=False),
+    Column("psam_serial", BigInteger, nullable=False),  # PSAM transaction serial
+    Column("terminal_id", String(8), nullable=False),
+    Column("batch_no", Integer, nullable=False),
+    Column("application_serial", String(20), nullable=False),
+    Column("purse", String(2), nullable=False),  # ED | EP
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("tac", String(8), nullable=False),
+    Column("card_datetime", String(14), nullable=False),  # yyyymmddhhmmss the TAC covers
+    Column("transfer_id", String(64)),
+    Column("received_at_us", BigInteger, nullable=False),
+    UniqueConstraint("psam_terminal_no", "psam_serial"),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("reason", String(40), nullable=False),
+    Column("reference", String(240), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False, server_default="0"),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("resolved_at_us", BigInteger),
+    Column("resolved_by", String(40)),
+)
+
+reversal_queue = Table(
+    "reversal_queue",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("bank_id", String(32), nullable=False),
+    Column("reference", String(240), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False, server_default="queued"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor", String(40), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("subject", String(120), nullable=False),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+
+#: Tables whose rows are never updated nor deleted (enforced by triggers from the migration).
+APPEND_ONLY = ("transfers", "audit_log")

@@ -1,0 +1,89 @@
+"""Row shapes shared by the SQL ledgers: the column lists their raw statements select, and the
+conversions between rows and the core's values."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ledger.core import (
+    AccountFlags,
+    Balance,
+    PostedTransfer,
+    QueuedReversal,
+    ReviewItem,
+    Transfer,
+    TransferResult,
+)
+from ledger.kinds import AccountKind
+from ledger.state import AccountState, Remembered
+
+ACCOUNT_COLUMNS = "id, kind, owner, flags, debits_posted, credits_posted, closed"
+TRANSFER_COLUMNS = "id, debit_account_id, credit_account_id, amount_fen, code, reference, result"
+REVIEW_COLUMNS = "key, reason, reference, amount_fen, detail"
+REVERSAL_COLUMNS = "key, bank_id, reference, amount_fen"
+HISTORY_LIMIT_MAX = 10_000
+IN_CHUNK = 500  # ids per "IN (...)" statement
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def account_state(row: Sequence[Any]) -> AccountState:
+    return AccountState(
+        id=row[0],
+        kind=AccountKind(row[1]),
+        owner=row[2],
+        flags=AccountFlags(row[3]),
+        debits_posted_fen=int(row[4]),
+        credits_posted_fen=int(row[5]),
+        closed=bool(row[6]),
+    )
+
+
+def balance(row: Sequence[Any]) -> Balance:
+    return account_state(row).balance()
+
+
+def remembered(row: Sequence[Any]) -> Remembered:
+    transfer = Transfer(row[0], row[1], row[2], int(row[3]), int(row[4]), row[5])
+    return Remembered(transfer, TransferResult(row[6]))
+
+
+def posted(row: Sequence[Any]) -> PostedTransfer:
+    """A row of TRANSFER_COLUMNS followed by seq."""
+    first = remembered(row)
+    return PostedTransfer(first.transfer, first.result, int(row[7]))
+
+
+def transfer_row(row: Remembered, at_us: int) -> tuple[str, str, str, int, int, str, int, int]:
+    t = row.transfer
+    return (
+        t.id,
+        t.debit_account_id,
+        t.credit_account_id,
+        t.amount_fen,
+        t.code,
+        t.reference,
+        int(row.result),
+        at_us,
+    )
+
+
+def review_item(row: Sequence[Any]) -> ReviewItem:
+    return ReviewItem(row[0], row[1], row[2], int(row[3]), row[4])
+
+
+def queued_reversal(row: Sequence[Any]) -> QueuedReversal:
+    return QueuedReversal(row[0], row[1], row[2], int(row[3]))
+
+
+def clamp_limit(limit: int) -> int:
+    return max(0, min(limit, HISTORY_LIMIT_MAX))

@@ -1,0 +1,274 @@
+"""The ledger on embedded SQLite: WAL, synchronous=FULL, one writer thread, group commit.
+
+Every operation (reads too, so that a caller always reads its own writes) goes through the
+writer's queue; consecutive posts of a batch are decided together with one SELECT of the accounts
+and one of the ids they touch, then written with two ``executemany`` — the raw ``sqlite3`` driver,
+as DESIGN §6 asks. Results reach callers only after the batch's COMMIT returned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ledger import sql_rows as rows
+from ledger.core import (
+    Account,
+    AccountResult,
+    Balance,
+    CloseResult,
+    Ledger,
+    PostedTransfer,
+    QueuedReversal,
+    ReviewItem,
+    Transfer,
+    TransferResult,
+)
+from ledger.group_commit import BATCH_MAX, WINDOW_S, Job, Writer
+from ledger.migrate import upgrade_sqlite
+from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
+
+_INSERT_TRANSFER = (
+    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
+    " reference, result, posted_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection as the ledger uses it: autocommit mode (explicit BEGIN), WAL, FULL sync."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
+
+
+class SqliteStore:
+    """The statements, run on the writer thread inside the batch's transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self.db is not None, "not connected"
+        return self.db
+
+    def connect(self) -> None:
+        self.db = connect(self.path)
+
+    def disconnect(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def execute(self, batch: Sequence[Job]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        start = 0
+        while start < len(batch):
+            end = start
+            while end < len(batch) and batch[end].kind == "post":
+                end += 1
+            if end > start:
+                self.post(batch[start:end])
+                start = end
+            else:
+                job = batch[start]
+                job.value = getattr(self, job.kind)(*job.args)
+                start += 1
+
+    def _select_in(self, sql: str, ids: Sequence[str]) -> list[Any]:
+        found: list[Any] = []
+        for chunk in rows.chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            found.extend(self.conn.execute(sql.format(marks=marks), tuple(chunk)).fetchall())
+        return found
+
+    def load_accounts(self, ids: Sequence[str]) -> dict[str, AccountState]:
+        sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({{marks}})"
+        return {row[0]: rows.account_state(row) for row in self._select_in(sql, ids)}
+
+    def load_remembered(self, ids: Sequence[str]) -> dict[str, Remembered]:
+        sql = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id IN ({{marks}})"
+        return {row[0]: rows.remembered(row) for row in self._select_in(sql, ids)}
+
+    def post(self, jobs: Sequence[Job]) -> None:
+        ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
+        batch = Batch(self.load_accounts(sorted(account_ids)), self.load_remembered(sorted(ids)))
+        for job in jobs:
+            transfers, linked = job.args
+            job.value = batch.post(transfers, linked=linked)
+        at_us = rows.now_us()
+        self.conn.executemany(
+            _INSERT_TRANSFER, [rows.transfer_row(r, at_us) for r in batch.written]
+        )
+        changed = [batch.accounts[a] for a in batch.dirty]
+        self.conn.executemany(
+            _UPDATE_ACCOUNT, [(a.debits_posted_fen, a.credits_posted_fen, a.id) for a in changed]
+        )
+
+    def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
+        existing = self.load_accounts(sorted({a.id for a in accounts}))
+        results = []
+        for account in accounts:
+            result = check_open(account, existing.get(account.id))
+            if result is AccountResult.CREATED:
+                existing[account.id] = AccountState.opened(account)
+                self.conn.execute(
+                    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted,"
+                    " closed) VALUES (?, ?, ?, ?, 0, 0, 0)",
+                    (account.id, account.kind.value, account.owner, int(account.flags)),
+                )
+            results.append(result)
+        return results
+
+    def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
+        results = []
+        for account in ids:
+            row = self.conn.execute(
+                "SELECT closed FROM accounts WHERE id = ?", (account,)
+            ).fetchone()
+            if row is None:
+                results.append(CloseResult.NOT_FOUND)
+            elif row[0]:
+                results.append(CloseResult.ALREADY_CLOSED)
+            else:
+                self.conn.execute("UPDATE accounts SET closed = 1 WHERE id = ?", (account,))
+                results.append(CloseResult.CLOSED)
+        return results
+
+    def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
+        return {a: state.balance() for a, state in self.load_accounts(list(ids)).items()}
+
+    def all_balances(self) -> list[Balance]:
+        found = self.conn.execute(f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts ORDER BY id")
+        return [rows.balance(row) for row in found]
+
+    def lookup_transfers(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
+        sql = f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE id IN ({{marks}})"
+        return {row[0]: rows.posted(row) for row in self._select_in(sql, list(ids))}
+
+    def history(self, account: str, limit: int) -> list[PostedTransfer]:
+        sql = (
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE result = 0 AND seq IN"
+            " (SELECT seq FROM transfers WHERE debit_account_id = ?"
+            "  UNION SELECT seq FROM transfers WHERE credit_account_id = ?)"
+            " ORDER BY seq DESC LIMIT ?"
+        )
+        found = self.conn.execute(sql, (account, account, rows.clamp_limit(limit))).fetchall()
+        return [rows.posted(row) for row in reversed(found)]
+
+    def add_review(self, item: ReviewItem) -> bool:
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO review_items (key, reason, reference, amount_fen, detail,"
+            " created_at_us) VALUES (?, ?, ?, ?, ?, ?)",
+            (item.key, item.reason, item.reference, item.amount_fen, item.detail, rows.now_us()),
+        )
+        return cursor.rowcount == 1
+
+    def reviews(self) -> list[ReviewItem]:
+        sql = f"SELECT {rows.REVIEW_COLUMNS} FROM review_items ORDER BY seq"
+        return [rows.review_item(row) for row in self.conn.execute(sql)]
+
+    def queue_reversal(self, item: QueuedReversal) -> bool:
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO reversal_queue (key, bank_id, reference, amount_fen,"
+            " created_at_us) VALUES (?, ?, ?, ?, ?)",
+            (item.key, item.bank_id, item.reference, item.amount_fen, rows.now_us()),
+        )
+        return cursor.rowcount == 1
+
+    def queued_reversals(self) -> list[QueuedReversal]:
+        sql = f"SELECT {rows.REVERSAL_COLUMNS} FROM reversal_queue ORDER BY seq"
+        return [rows.queued_reversal(row) for row in self.conn.execute(sql)]
+
+
+class SqliteLedger(Ledger):
+    """:class:`Ledger` on SQLite. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, store: SqliteStore, writer: Writer) -> None:
+        self.store, self.writer = store, writer
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        batch_max: int = BATCH_MAX,
+        window_s: float = WINDOW_S,
+        migrate: bool = True,
+    ) -> SqliteLedger:
+        """Migrate the database at `path` to the newest schema and start the writer thread."""
+        if migrate:
+            upgrade_sqlite(path)
+        store = SqliteStore(path)
+        writer = Writer(
+            "ledger-sqlite-writer",
+            store.connect,
+            store.execute,
+            store.commit,
+            store.rollback,
+            store.disconnect,
+            batch_max=batch_max,
+            window_s=window_s,
+        )
+        writer.start()
+        return cls(store, writer)
+
+    async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
+        result: list[AccountResult] = await self.writer.submit("open_accounts", list(accounts))
+        return result
+
+    async def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
+        result: list[CloseResult] = await self.writer.submit("close_accounts", list(ids))
+        return result
+
+    async def post(
+        self, transfers: Sequence[Transfer], *, linked: bool = False
+    ) -> list[TransferResult]:
+        result: list[TransferResult] = await self.writer.submit("post", list(transfers), linked)
+        return result
+
+    async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
+        result: dict[str, Balance] = await self.writer.submit("balances", list(ids))
+        return result
+
+    async def all_balances(self) -> list[Balance]:
+        result: list[Balance] = await self.writer.submit("all_balances")
+        return result
+
+    async def lookup_transfers(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
+        result: dict[str, PostedTransfer] = await self.writer.submit("lookup_transfers", list(ids))
+        return result
+
+    async def history(self, account: str, limit: int = 100) -> list[PostedTransfer]:
+        result: list[PostedTransfer] = await self.writer.submit("history", account, limit)
+        return result
+
+    async def add_review(self, item: ReviewItem) -> bool:
+        return bool(await self.writer.submit("add_review", item))
+
+    async def reviews(self) -> list[ReviewItem]:
+        result: list[ReviewItem] = await self.writer.submit("reviews")
+        return result
+
+    async def queue_reversal(self, item: QueuedReversal) -> bool:
+        return bool(await self.writer.submit("queue_reversal", item))
+
+    async def queued_reversals(self) -> list[QueuedReversal]:
+        result: list[QueuedReversal] = await self.writer.submit("queued_reversals")
+        return result
+
+    async def close(self) -> None:
+        await self.writer.stop()
