@@ -60,9 +60,10 @@ class Des:
     def __init__(self, key: bytes) -> None:
         self.key_length = len(key)
         self._cipher = TripleDES(expand_key(key))
-        self._ecb_enc: CipherContext = Cipher(self._cipher, modes.ECB()).encryptor()
-        self._ecb_dec: CipherContext = Cipher(self._cipher, modes.ECB()).decryptor()
-        self._cbc: CipherContext = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
+        # Contexts are made on first use: a session key only ever needs the CBC one.
+        self._ecb_enc: CipherContext | None = None
+        self._ecb_dec: CipherContext | None = None
+        self._cbc: CipherContext | None = None
         self._chain = 0  # the CBC context's current chaining block, as an int
 
     def __repr__(self) -> str:
@@ -70,10 +71,14 @@ class Des:
 
     def encrypt_ecb(self, data: bytes) -> bytes:
         _check_blocks(data)
+        if self._ecb_enc is None:
+            self._ecb_enc = Cipher(self._cipher, modes.ECB()).encryptor()
         return self._ecb_enc.update(data)
 
     def decrypt_ecb(self, data: bytes) -> bytes:
         _check_blocks(data)
+        if self._ecb_dec is None:
+            self._ecb_dec = Cipher(self._cipher, modes.ECB()).decryptor()
         return self._ecb_dec.update(data)
 
     def cbc_last(self, data: bytes, iv: bytes = ZERO8) -> bytes:
@@ -81,6 +86,8 @@ class Des:
         _check_blocks(data)
         if not data:
             raise InvalidInputError("CBC-MAC of empty data")
+        if self._cbc is None:
+            self._cbc = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
         # The reused context chains from its previous output; cancel it and apply our IV.
         first = int.from_bytes(data[:8], "big") ^ self._chain ^ int.from_bytes(iv, "big")
         out = self._cbc.update(first.to_bytes(8, "big") + data[8:])

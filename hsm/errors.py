@@ -46,7 +46,13 @@ class KeyTamperedError(HsmError):
 class KcvMismatchError(HsmError):
     """A key or component did not match the check value it came with."""
 
-    code = "01"
+    code = "E2"
+
+
+class CardNotAuthenticatedError(HsmError):
+    """A MAC2 was asked for a card whose MAC1 does not verify."""
+
+    code = "E1"
 
 
 class LmkError(HsmError):
@@ -76,6 +82,7 @@ ERRORS_BY_CODE: dict[str, type[HsmError]] = {
         KeyUsageError,
         KeyTamperedError,
         KcvMismatchError,
+        CardNotAuthenticatedError,
         LmkError,
         PinBlockError,
         NotSupportedError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +50,10 @@ def test_lmk_from_components_forces_parity_and_checks_kcv() -> None:
 
 
 def test_three_to_nine_components() -> None:
-    parts = [generate_component(lambda n, i=i: bytes([i + 1]) * n) for i in range(9)]
+    def filler(byte: int) -> Callable[[int], bytes]:
+        return lambda n: bytes([byte]) * n
+
+    parts = [generate_component(filler(i + 1)) for i in range(9)]
     for count in range(2, 10):
         key = combine(parts[:count])
         assert Lmk(parts[:count], oracle.kcv(key)).kcv == oracle.kcv(key)
@@ -86,7 +89,7 @@ def test_key_block_round_trip_and_tamper() -> None:
         {"kcv": "000000"},
         {"version": 2},
     ):
-        edited = dataclasses.replace(stored, **change)  # type: ignore[arg-type]
+        edited = dataclasses.replace(stored, **change)
         with pytest.raises(KeyTamperedError):
             keyblock.unwrap(key, edited, ref)
     # Asked for as another usage.

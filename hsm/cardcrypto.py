@@ -1,0 +1,132 @@
+"""PBOC card operations on clear card keys (inside hsm/ only): MAC1/MAC2/MAC3/TAC, the PIN
+reload and unblock cryptograms, line-protected scripts and secure key writing.
+
+Card keys here are already diversified (16 bytes). `hsm.soft` looks keys up, enforces usage
+and calls these.
+
+>>> dlk = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # V4
+>>> txn = OnlineTxn(2, 0, 0x2000, 0, bytes.fromhex("C903814D"), bytes.fromhex("001122334455"),
+...                 bytes.fromhex("03976C22"))
+>>> verify_mac1(dlk, txn)
+True
+>>> mac2(dlk, txn, datetime(2016, 12, 16, 10, 58)).hex().upper()
+'8AFA5718'
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+
+from hsm import mac, pboc
+from hsm.des import Des
+from hsm.errors import InvalidInputError
+from hsm.interface import OnlineTxn, PurchaseRecord
+
+SCRIPT_INS = frozenset({0x1E, 0x18, 0x16, 0xD6, 0xDC})  # app block/unblock, card block, updates
+
+
+def _session(card_key: bytes, txn: OnlineTxn) -> Des:
+    return Des(pboc.online_session_key(Des(card_key), txn.rnd, txn.online_ctr))
+
+
+def _equal(a: bytes, b: bytes) -> bool:
+    if len(b) != 4:
+        raise InvalidInputError("a PBOC MAC or TAC is 4 bytes")
+    return hmac.compare_digest(a, b)
+
+
+def verify_mac1(card_key: bytes, txn: OnlineTxn) -> bool:
+    data = pboc.load_mac1_data(txn.old_balance_fen, txn.amount_fen, txn.txn_type, txn.terminal_id)
+    return _equal(mac.pboc_mac(_session(card_key, txn), data), txn.mac1)
+
+
+def mac2(card_key: bytes, txn: OnlineTxn, host_time: datetime) -> bytes:
+    data = pboc.load_mac2_data(txn.amount_fen, txn.txn_type, txn.terminal_id, host_time)
+    return mac.pboc_mac(_session(card_key, txn), data)
+
+
+def online_result(txn: OnlineTxn, new_balance: int, when: datetime) -> bytes:
+    return pboc.online_result_data(
+        new_balance, txn.online_ctr, txn.amount_fen, txn.txn_type, txn.terminal_id, when
+    )
+
+
+def verify_mac3(
+    card_key: bytes, txn: OnlineTxn, new_balance: int, when: datetime, m: bytes
+) -> bool:
+    data = online_result(txn, new_balance, when)
+    return _equal(mac.pboc_mac(_session(card_key, txn), data), m)
+
+
+def verify_load_tac(
+    dtk: bytes, txn: OnlineTxn, new_balance: int, when: datetime, t: bytes
+) -> bool:
+    data = online_result(txn, new_balance, when)
+    return _equal(mac.pboc_mac(Des(pboc.tac_key(dtk)), data), t)
+
+
+def _purchase_session(card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int) -> Des:
+    return Des(pboc.offline_session_key(Des(card_key), rnd, ctr, rec.term_serial))
+
+
+def purchase_mac1(card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int) -> bytes:
+    data = pboc.purchase_mac1_data(rec.amount_fen, rec.txn_type, rec.terminal_id, rec.when)
+    return mac.pboc_mac(_purchase_session(card_key, rec, rnd, ctr), data)
+
+
+def verify_purchase_mac2(
+    card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int, m: bytes
+) -> bool:
+    data = pboc.amount_data(rec.amount_fen)
+    return _equal(mac.pboc_mac(_purchase_session(card_key, rec, rnd, ctr), data), m)
+
+
+def verify_purchase_tac(dtk: bytes, rec: PurchaseRecord, t: bytes) -> bool:
+    data = pboc.purchase_tac_data(
+        rec.amount_fen, rec.txn_type, rec.terminal_id, rec.term_serial, rec.when
+    )
+    return _equal(mac.pboc_mac(Des(pboc.tac_key(dtk)), data), t)
+
+
+def pin_bcd(pin: str) -> bytes:
+    """A PIN as the card takes it: BCD, padded with F when the digits are odd."""
+    return bytes.fromhex(pin + "F" * (len(pin) % 2))
+
+
+def pin_reload_mac(drpk: bytes, pin: str) -> bytes:
+    return mac.pboc_mac(Des(pboc.tac_key(drpk)), pin_bcd(pin))
+
+
+def line_mac(key: bytes, challenge: bytes, command: bytes) -> bytes:
+    if len(key) == 8:
+        return mac.line_protection_mac(Des(key), None, challenge, command)
+    return mac.line_protection_mac(Des(key[:8]), Des(key), challenge, command)
+
+
+def script_mac(damk: bytes, challenge: bytes, command: bytes) -> bytes:
+    if len(command) < 5 or command[0] & 0x0F != 0x04 or command[1] not in SCRIPT_INS:
+        raise InvalidInputError("not a line-protected maintenance command")
+    if command[4] != len(command) - 5 + 4:
+        raise InvalidInputError("Lc must count the data and the 4-byte MAC")
+    return line_mac(damk, challenge, command)
+
+
+def protected_apdu(key: bytes, challenge: bytes, header: bytes, plain: bytes) -> bytes:
+    """header(4) Lc enc(plain) MAC, encrypted and MACed under `key` (secure messaging)."""
+    if len(header) != 4 or header[0] & 0x0F != 0x04:
+        raise InvalidInputError("header is CLA INS P1 P2 with a secure-messaging CLA (x4)")
+    enc = pboc.secure_encrypt(Des(key), plain)
+    body = header + bytes([len(enc) + 4]) + enc
+    return body + line_mac(key, challenge, body)
+
+
+def pin_unblock_command(dpuk: bytes, challenge: bytes, key_index: int, pin: str) -> bytes:
+    header = bytes([0x84, 0x24, key_index & 0xFF, 0x00])
+    return protected_apdu(dpuk, challenge, header, pin_bcd(pin))
+
+
+def data_check_code(key: bytes, data: bytes) -> bytes:
+    if len(key) != 16:
+        raise InvalidInputError("the data-check key is 16 bytes")
+    return mac.iso9797_alg3(Des(key[:8]), Des(key), data, padding=2)[:4]

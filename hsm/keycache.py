@@ -1,0 +1,98 @@
+"""Keys unwrapped from the store, kept with their cipher contexts (DESIGN §6).
+
+Stored keys are immutable per (alias, version), so a cache entry never goes stale. The cache
+is bounded; the oldest entries are dropped first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from hsm import keyblock, pboc
+from hsm.des import Des, kcv
+from hsm.errors import KeyTamperedError, KeyUsageError
+from hsm.keys import CardKeyPath, KeyRef, KeyUsage, check_alias
+from hsm.keystore import KeyStore
+from hsm.lmk import Lmk
+
+
+class LoadedKey:
+    """A clear key and its contexts. repr shows no key bytes."""
+
+    __slots__ = ("_left", "des", "key", "ref")
+
+    def __init__(self, ref: KeyRef, key: bytes) -> None:
+        self.ref = ref
+        self.key = key
+        self.des = Des(key)
+        self._left: Des | None = None
+
+    @property
+    def left(self) -> Des:
+        """Single-DES context on the left half (alg 3)."""
+        if self._left is None:
+            self._left = Des(self.key[:8])
+        return self._left
+
+    def __repr__(self) -> str:
+        return f"LoadedKey({self.ref.alias!r}, v{self.ref.version}, {self.ref.usage.value})"
+
+
+class KeyCache:
+    def __init__(self, lmk: Lmk, store: KeyStore, size_max: int = 100_000) -> None:
+        self._lmk = lmk
+        self.store = store
+        self._size_max = size_max
+        self._loaded: dict[tuple[str, int], LoadedKey] = {}
+
+    def __repr__(self) -> str:
+        return f"KeyCache(lmk={self._lmk.kcv!r}, {len(self._loaded)} loaded)"
+
+    @property
+    def lmk_kcv(self) -> str:
+        return self._lmk.kcv
+
+    async def load(self, ref: KeyRef, *usages: KeyUsage) -> LoadedKey:
+        if usages:
+            ref.require(*usages)
+        entry = self._loaded.get((ref.alias, ref.version))
+        if entry is None:
+            stored = await self.store.get(ref.alias, ref.version)
+            key = keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
+            entry = LoadedKey(stored.ref, key)
+            if len(self._loaded) >= self._size_max:
+                del self._loaded[next(iter(self._loaded))]
+            self._loaded[(ref.alias, ref.version)] = entry
+        elif entry.ref.usage is not ref.usage:
+            raise KeyUsageError(
+                f"key {ref.alias} v{ref.version} is {entry.ref.usage.value}, "
+                f"referenced as {ref.usage.value}"
+            )
+        elif ref.kcv and ref.kcv != entry.ref.kcv:
+            raise KeyTamperedError(f"key {ref.alias} v{ref.version}: check value differs")
+        return entry
+
+    async def card_key(self, path: CardKeyPath, *usages: KeyUsage) -> bytes:
+        """The master key diversified by each factor in turn."""
+        master = await self.load(path.master, *usages)
+        if not path.factors:
+            return master.key
+        key = pboc.diversify(master.des, path.factors[0])
+        for factor in path.factors[1:]:
+            key = pboc.diversify(Des(key), factor)
+        return key
+
+    async def next_version(self, alias: str, usage: KeyUsage) -> int:
+        existing = await self.store.list(check_alias(alias))
+        if any(r.usage is not usage for r in existing):
+            raise KeyUsageError(f"alias {alias} holds keys of another usage")
+        return max((r.version for r in existing), default=0) + 1
+
+    async def put(self, alias: str, usage: KeyUsage, key: bytes, now: datetime) -> KeyRef:
+        """Store a new clear key (wrapped) as the next version of `alias`."""
+        version = await self.next_version(alias, usage)
+        ref = KeyRef(alias, version, usage, kcv(key))
+        stored = keyblock.wrap(self._lmk.key_bytes(), ref, key, now.isoformat())
+        await self.store.put(stored)
+        self._loaded[(alias, version)] = LoadedKey(ref, key)
+        return ref

@@ -1,0 +1,312 @@
+"""SoftHsm: the HSM in process. Keys live wrapped in a KeyStore under an LMK held in memory.
+
+Usage is enforced on every call, from the reference and again from the key block's bound
+usage: a load master key never serves a purchase, a MAK never touches a PIN.
+
+    >>> import asyncio
+    >>> from hsm.keystore import MemoryKeyStore
+    >>> from hsm.lmk import Component, Lmk
+    >>> a, b = Component(bytes(range(16))), Component(bytes(range(16, 32)))
+    >>> hsm = SoftHsm(Lmk([a, b], "82E136"), MemoryKeyStore())
+    >>> asyncio.run(hsm.diagnostics())
+    '82E136'
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from hsm import cardcrypto, mac, pinblock, signon
+from hsm.des import Des, adjust_parity, kcv
+from hsm.errors import (
+    CardNotAuthenticatedError,
+    InvalidInputError,
+    KcvMismatchError,
+    KeyUsageError,
+)
+from hsm.interface import ExportedKey, MacAlgorithm, OnlineTxn, PurchaseRecord, SignOnKeys
+from hsm.keycache import KeyCache, LoadedKey
+from hsm.keys import CARD_MASTER_USAGES, TRANSPORTED_UNDER, CardKeyPath, KeyRef, KeyUsage
+from hsm.keystore import KeyStore
+from hsm.lmk import Component, Lmk, combine
+from hsm.padding import pad_method_2, unpad_method_2
+from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
+
+U = KeyUsage
+# Key lengths a new key of each usage gets (MAKs are single length: the CUP layouts carry 8).
+KEY_LENGTH = {U.MAK: 8}
+MAC_USAGES = {
+    MacAlgorithm.CUP_ECB: (U.MAK,),
+    MacAlgorithm.X9_9: (U.MAK, U.ZAK),
+    MacAlgorithm.X9_19: (U.MAK, U.ZAK, U.FILE),
+}
+FILE_ENCRYPTION_VARIANT = 0xF0  # a file key encrypts as K ⊕ F0…F0 and MACs as K
+
+
+class SoftHsm:
+    def __init__(
+        self,
+        lmk: Lmk,
+        store: KeyStore,
+        *,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._keys = KeyCache(lmk, store)
+        self._random = random_bytes
+
+    def __repr__(self) -> str:
+        return f"SoftHsm(lmk={self._keys.lmk_kcv!r})"
+
+    # -- keys ---------------------------------------------------------------------------------
+    async def diagnostics(self) -> str:
+        return self._keys.lmk_kcv
+
+    def _new_key(self, usage: KeyUsage) -> bytes:
+        return adjust_parity(self._random(KEY_LENGTH.get(usage, 16)))
+
+    async def generate_key(self, alias: str, usage: KeyUsage, *, now: datetime) -> KeyRef:
+        return await self._keys.put(alias, usage, self._new_key(usage), now)
+
+    async def form_key(
+        self, alias: str, usage: KeyUsage, components: Sequence[Component], *, now: datetime
+    ) -> KeyRef:
+        """A key from 1–9 clear components entered at a ceremony (XOR, odd parity)."""
+        return await self._keys.put(alias, usage, combine(components), now)
+
+    async def import_key(
+        self,
+        alias: str,
+        usage: KeyUsage,
+        kek: KeyRef,
+        encrypted: bytes,
+        kcv: str,
+        *,
+        now: datetime,
+    ) -> KeyRef:
+        wrapping = await self._kek(kek, usage)
+        key = adjust_parity(wrapping.des.decrypt_ecb(encrypted))
+        if not kcv or _kcv(key)[: len(kcv)] != kcv.upper():
+            raise KcvMismatchError(f"imported {usage.value} does not match its check value")
+        return await self._keys.put(alias, usage, key, now)
+
+    async def export_key(self, key: KeyRef, kek: KeyRef) -> ExportedKey:
+        wrapping = await self._kek(kek, key.usage)
+        loaded = await self._keys.load(key)
+        return ExportedKey(wrapping.des.encrypt_ecb(loaded.key), loaded.ref.kcv)
+
+    async def _kek(self, kek: KeyRef, usage: KeyUsage) -> LoadedKey:
+        kek.require(U.ZMK, U.TMK)
+        if usage not in TRANSPORTED_UNDER[kek.usage]:
+            raise KeyUsageError(f"a {usage.value} does not travel under a {kek.usage.value}")
+        return await self._keys.load(kek)
+
+    async def kcv(self, key: KeyRef | CardKeyPath) -> str:
+        if isinstance(key, CardKeyPath):
+            return _kcv(await self._keys.card_key(key))
+        return (await self._keys.load(key)).des.kcv()
+
+    # -- MACs ---------------------------------------------------------------------------------
+    async def generate_mac(self, key: KeyRef, algorithm: MacAlgorithm, data: bytes) -> bytes:
+        loaded = await self._keys.load(key, *MAC_USAGES[algorithm])
+        if algorithm is MacAlgorithm.CUP_ECB:
+            return mac.cup_ecb(loaded.des, data)
+        if algorithm is MacAlgorithm.X9_9:
+            return mac.iso9797_alg1(loaded.des, data)
+        if len(loaded.key) != 16:
+            raise InvalidInputError("X9.19 needs a double-length key")
+        return mac.iso9797_alg3(loaded.left, loaded.des, data)
+
+    async def verify_mac(
+        self, key: KeyRef, algorithm: MacAlgorithm, data: bytes, mac: bytes
+    ) -> bool:
+        expected = await self.generate_mac(key, algorithm, data)
+        if not 4 <= len(mac) <= 8:
+            raise InvalidInputError("a MAC is 4 to 8 bytes")
+        return hmac.compare_digest(expected[: len(mac)], mac)
+
+    # -- terminals ----------------------------------------------------------------------------
+    async def sign_on(
+        self, tmk: KeyRef, layout: int, alias_prefix: str, *, now: datetime
+    ) -> SignOnKeys:
+        wrapping = await self._keys.load(tmk, U.TMK)
+        pik_len, mak_len, tdk_len = signon.key_lengths(layout)
+        pik = adjust_parity(self._random(pik_len))
+        mak = adjust_parity(self._random(mak_len))
+        tdk = adjust_parity(self._random(tdk_len)) if tdk_len else None
+        working = signon.WorkingKeys(pik, mak, tdk)
+        field62 = signon.build_field62(wrapping.des, working)
+        return await self._store_working(alias_prefix, working, field62, now)
+
+    async def accept_sign_on(
+        self, tmk: KeyRef, field62: bytes, alias_prefix: str, *, now: datetime
+    ) -> SignOnKeys:
+        wrapping = await self._keys.load(tmk, U.TMK)
+        working = signon.parse_field62(wrapping.des, field62)
+        return await self._store_working(alias_prefix, working, field62, now)
+
+    async def _store_working(
+        self, prefix: str, working: signon.WorkingKeys, field62: bytes, now: datetime
+    ) -> SignOnKeys:
+        pik = await self._keys.put(f"{prefix}/PIK", U.PIK, working.pik, now)
+        mak = await self._keys.put(f"{prefix}/MAK", U.MAK, working.mak, now)
+        tdk = None
+        if working.tdk is not None:
+            tdk = await self._keys.put(f"{prefix}/TDK", U.TDK, working.tdk, now)
+        return SignOnKeys(field62, pik, mak, tdk)
+
+    async def _data_key(self, key: KeyRef) -> Des:
+        loaded = await self._keys.load(key, U.TDK, U.FILE)
+        if key.usage is U.FILE:
+            return Des(bytes(b ^ FILE_ENCRYPTION_VARIANT for b in loaded.key))
+        return loaded.des
+
+    async def encrypt_data(self, key: KeyRef, data: bytes) -> bytes:
+        return (await self._data_key(key)).encrypt_cbc(pad_method_2(data))
+
+    async def decrypt_data(self, key: KeyRef, data: bytes) -> bytes:
+        return unpad_method_2((await self._data_key(key)).decrypt_cbc(data))
+
+    # -- PINs ---------------------------------------------------------------------------------
+    async def _clear_pin(self, pin_key: KeyRef, pin_block: bytes, pan: str) -> str:
+        loaded = await self._keys.load(pin_key, U.PIK, U.ZPK)
+        if len(pin_block) != 8:
+            raise InvalidInputError("a PIN block is 8 bytes")
+        return pinblock.decode_format0(loaded.des.decrypt_ecb(pin_block), pan)
+
+    async def translate_pin(
+        self, source: KeyRef, destination: KeyRef, pin_block: bytes, pan: str
+    ) -> bytes:
+        out = await self._keys.load(destination, U.ZPK)
+        pin = await self._clear_pin(source, pin_block, pan)
+        return out.des.encrypt_ecb(pinblock.encode_format0(pin, pan))
+
+    async def pin_reload_mac(
+        self, reload_key: CardKeyPath, pin_key: KeyRef, pin_block: bytes, pan: str
+    ) -> bytes:
+        drpk = await self._keys.card_key(reload_key, U.MK_PIN_RELOAD)
+        pin = await self._clear_pin(pin_key, pin_block, pan)
+        return cardcrypto.pin_reload_mac(drpk, pin)
+
+    async def pin_unblock_command(
+        self,
+        unblock_key: CardKeyPath,
+        pin_key: KeyRef,
+        pin_block: bytes,
+        pan: str,
+        challenge: bytes,
+        key_index: int = 0,
+    ) -> bytes:
+        dpuk = await self._keys.card_key(unblock_key, U.MK_PIN_UNBLOCK)
+        pin = await self._clear_pin(pin_key, pin_block, pan)
+        return cardcrypto.pin_unblock_command(dpuk, challenge, key_index, pin)
+
+    # -- PBOC ED/EP ---------------------------------------------------------------------------
+    async def _online_key(self, key: CardKeyPath, txn: OnlineTxn) -> bytes:
+        if txn.txn_type in LOAD_TYPES:
+            return await self._keys.card_key(key, U.MK_LOAD)
+        if txn.txn_type == TYPE_ED_UNLOAD:
+            return await self._keys.card_key(key, U.MK_UNLOAD)
+        raise InvalidInputError(f"transaction type {txn.txn_type:02X} is not a load or unload")
+
+    async def verify_mac1(self, key: CardKeyPath, txn: OnlineTxn) -> bool:
+        return cardcrypto.verify_mac1(await self._online_key(key, txn), txn)
+
+    async def generate_mac2(self, key: CardKeyPath, txn: OnlineTxn, host_time: datetime) -> bytes:
+        card_key = await self._online_key(key, txn)
+        if not cardcrypto.verify_mac1(card_key, txn):
+            raise CardNotAuthenticatedError("MAC1 does not verify: no MAC2 for this card")
+        return cardcrypto.mac2(card_key, txn, host_time)
+
+    async def verify_mac3(
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        mac3: bytes,
+    ) -> bool:
+        if txn.txn_type != TYPE_ED_UNLOAD:
+            raise InvalidInputError("MAC3 belongs to an unload (type 03)")
+        card_key = await self._online_key(key, txn)
+        return cardcrypto.verify_mac3(card_key, txn, new_balance_fen, host_time, mac3)
+
+    async def verify_load_tac(
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        tac: bytes,
+    ) -> bool:
+        if txn.txn_type not in LOAD_TYPES:
+            raise InvalidInputError("a load TAC belongs to a load (type 01/02)")
+        dtk = await self._keys.card_key(key, U.MK_TAC)
+        return cardcrypto.verify_load_tac(dtk, txn, new_balance_fen, host_time, tac)
+
+    async def _purchase_key(self, key: CardKeyPath, record: PurchaseRecord) -> bytes:
+        if record.txn_type not in PURCHASE_TYPES:
+            raise InvalidInputError(f"transaction type {record.txn_type:02X} is not a debit")
+        return await self._keys.card_key(key, U.MK_PURCHASE)
+
+    async def generate_purchase_mac1(
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int
+    ) -> bytes:
+        card_key = await self._purchase_key(key, record)
+        return cardcrypto.purchase_mac1(card_key, record, rnd, offline_ctr)
+
+    async def verify_purchase_mac2(
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int,
+        mac2: bytes,
+    ) -> bool:
+        card_key = await self._purchase_key(key, record)
+        return cardcrypto.verify_purchase_mac2(card_key, record, rnd, offline_ctr, mac2)
+
+    async def verify_purchase_tac(
+        self, key: CardKeyPath, record: PurchaseRecord, tac: bytes
+    ) -> bool:
+        if record.txn_type not in PURCHASE_TYPES:
+            raise InvalidInputError(f"transaction type {record.txn_type:02X} is not a debit")
+        dtk = await self._keys.card_key(key, U.MK_TAC)
+        return cardcrypto.verify_purchase_tac(dtk, record, tac)
+
+    async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
+        damk = await self._keys.card_key(key, U.MK_APP_MAINT)
+        return cardcrypto.script_mac(damk, challenge, command)
+
+    async def write_card_key(
+        self,
+        control: CardKeyPath,
+        key: CardKeyPath,
+        challenge: bytes,
+        header: bytes,
+        attributes: bytes,
+    ) -> bytes:
+        if key.master.usage is U.MK_CONTROL and key == control:
+            raise KeyUsageError("a control key is not written under itself")
+        if key.master.usage not in CARD_MASTER_USAGES:
+            raise KeyUsageError("only card keys are written into cards")
+        protecting = await self._keys.card_key(control, U.MK_CONTROL)
+        card_key = await self._keys.card_key(key, key.master.usage)
+        return cardcrypto.protected_apdu(protecting, challenge, header, attributes + card_key)
+
+    async def write_psam_key(
+        self,
+        transport: CardKeyPath,
+        key: KeyRef,
+        challenge: bytes,
+        header: bytes,
+        attributes: bytes,
+    ) -> bytes:
+        protecting = await self._keys.card_key(transport, U.PSAM_TRANSPORT)
+        purchase = await self._keys.load(key, U.MK_PURCHASE)
+        return cardcrypto.protected_apdu(protecting, challenge, header, attributes + purchase.key)
+
+    async def card_data_check_code(self, key: CardKeyPath, data: bytes) -> bytes:
+        return cardcrypto.data_check_code(await self._keys.card_key(key, U.DATA_CHECK), data)
+
+    async def verify_card_data_check_code(
+        self, key: CardKeyPath, data: bytes, code: bytes
+    ) -> bool:
+        if len(code) != 4:
+            raise InvalidInputError("a data check code is 4 bytes")
+        expected = await self.card_data_check_code(key, data)
+        return hmac.compare_digest(expected, code)
+
+
+def _kcv(key: bytes) -> str:
+    return kcv(key)
