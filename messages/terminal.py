@@ -5,7 +5,7 @@ The transaction table that ties them to message codes is :mod:`messages.terminal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from messages.binding import (
@@ -97,7 +97,7 @@ class TerminalReply(TerminalMessage):
     acquirer_id: str | None = None
     rrn: str | None = None
     auth_code: str | None = None
-    pan: str | None = None
+    pan: str | None = field(default=None, repr=False)
     amount_fen: int | None = None
     balances: tuple[Balance, ...] | None = None
     card: CardData | None = None
@@ -151,7 +151,7 @@ class BlacklistDownload(TerminalMessage):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BalanceInquiry(TerminalMessage):
-    pan: str
+    pan: str = field(repr=False)
     card: CardData | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, Bind("card", 58, CARD, required=False))
 
@@ -165,7 +165,7 @@ class HistoryInquiry(BalanceInquiry):
 class Settlement(TerminalMessage):
     """Medical settlement of a HIS bill: the bill reference travels in field 63 under TDK."""
 
-    pan: str
+    pan: str = field(repr=False)
     amount_fen: int
     card: CardData
     bill: bytes
@@ -176,7 +176,7 @@ class Settlement(TerminalMessage):
 class DebitAdvice(TerminalMessage):
     """The card's DEBIT FOR PURCHASE happened: its TAC, PSAM number and serial in field 58."""
 
-    pan: str
+    pan: str = field(repr=False)
     amount_fen: int
     card: CardData
     bill: bytes | None = None
@@ -190,7 +190,7 @@ class DebitAdvice(TerminalMessage):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Void(TerminalMessage):
-    pan: str
+    pan: str = field(repr=False)
     amount_fen: int
     original: OriginalData
     card: CardData | None = None
@@ -213,7 +213,7 @@ class Reversal(TerminalMessage):
     condition_code: str | None = "00"
     reason: str = "98"
     repeat: bool = False
-    pan: str | None = None
+    pan: str | None = field(default=None, repr=False)
     amount_fen: int | None = None
     original: OriginalData | None = None
     card: CardData | None = None
@@ -235,7 +235,7 @@ class EdLoad(TerminalMessage):
     """Load 圈存 of the medical passbook from the personal fund: INITIALIZE FOR LOAD data
     (old balance, online counter, key version, algorithm, random, MAC1) in field 58."""
 
-    pan: str
+    pan: str = field(repr=False)
     amount_fen: int
     card: CardData
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD)
@@ -245,7 +245,7 @@ class EdLoad(TerminalMessage):
 class EpLoad(EdLoad):
     """Load of the purse from the cardholder's bank savings: the bank PIN in field 52."""
 
-    pin_block: bytes | None = None
+    pin_block: bytes | None = field(default=None, repr=False)
     security: str | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (
         _PAN,
