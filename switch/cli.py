@@ -23,3 +23,6 @@ def run(ctx: click.Context) -> None:
 
 
 # Sub-command groups. Each lives in its own module; add one line here per group.
+from switch.cli_keys import keys  # noqa: E402
+
+main.add_command(keys)

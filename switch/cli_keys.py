@@ -1,0 +1,345 @@
+"""`medswitch keys`: the key ceremony (DESIGN §4).
+
+Where things live: `--home DIR` (or MEDSWITCH_HOME), holding `keys.jsonl` (wrapped keys, see
+`switch.keystore_file`), `lmk.json` (the LMK's expected check value — never the LMK) and
+`audit.jsonl` (one JSON line per ceremony step: who, what, KCVs, when; never a key value).
+
+The LMK exists only in memory: every command that needs it forms it again from its components,
+entered by their custodians at hidden prompts or read from the custodians' separate files
+(`-c FILE`, repeated). Components are printed once when generated, with their KCVs; keys are
+only ever shown by KCV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import secrets
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hsm.des import kcv
+from hsm.errors import HsmError
+from hsm.keys import KeyRef, KeyUsage
+from hsm.lmk import Component, Lmk, combine, generate_component
+from hsm.soft import SoftHsm
+from switch.keystore_file import FileKeyStore
+
+T = TypeVar("T")
+LMK_CONFIG = "lmk.json"
+
+
+class Home:
+    def __init__(self, path: Path, operator: str) -> None:
+        self.path = path
+        self.operator = operator
+
+    @property
+    def store(self) -> FileKeyStore:
+        return FileKeyStore(self.path / "keys.jsonl")
+
+    def audit(self, what: str, **details: object) -> None:
+        """Append one ceremony step. Callers pass references and KCVs only."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = {"at": _now().isoformat(), "who": self.operator, "what": what, **details}
+        data = (json.dumps(line, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def expected_lmk_kcv(self) -> str | None:
+        config = self.path / LMK_CONFIG
+        if not config.exists():
+            return None
+        return str(json.loads(config.read_text())["kcv"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except HsmError as error:  # messages carry no key material
+        raise click.ClickException(f"{type(error).__name__}: {error}") from None
+
+
+def read_components(files: tuple[Path, ...], count: int, what: str) -> list[Component]:
+    """Components from the custodians' files, or at hidden prompts when no file is given."""
+    components = []
+    if files:
+        for file in files:
+            lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+            expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
+            components.append(_parse(lines[0] if lines else "", expected))
+        return components
+    for i in range(1, count + 1):
+        custodian = click.prompt(f"{what} component {i}: custodian name")
+        value = click.prompt(f"{custodian}, enter your component", hide_input=True)
+        check = click.prompt(f"{custodian}, enter its check value")
+        components.append(_parse(value, check))
+        click.echo(f"component {i} accepted, KCV {components[-1].kcv}")
+    return components
+
+
+def _parse(value: str, expected_kcv: str | None) -> Component:
+    try:
+        return Component.parse(value, expected_kcv)
+    except HsmError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def load_hsm(home: Home, files: tuple[Path, ...], count: int) -> SoftHsm:
+    expected = home.expected_lmk_kcv()
+    if expected is None:
+        raise click.ClickException("no LMK configured here: run `medswitch keys lmk-form` first")
+    components = read_components(files, count, "LMK")
+    try:
+        lmk = Lmk(components, expected)
+    except HsmError as error:
+        raise click.ClickException(str(error)) from None
+    return SoftHsm(lmk, home.store)
+
+
+async def resolve(home: Home, text: str) -> KeyRef:
+    """ALIAS or ALIAS:VERSION → the stored reference (latest version by default)."""
+    alias, _, version_text = text.partition(":")
+    if version_text and not version_text.isdigit():
+        raise click.ClickException(f"bad key version in {text}")
+    version = int(version_text) if version_text else None
+    records = await home.store.list(alias)
+    if version is not None:
+        records = [r for r in records if r.version == version]
+    if not records:
+        raise click.ClickException(f"no key {text}")
+    return records[-1].ref
+
+
+component_files = click.option(
+    "-c",
+    "--component-file",
+    "component_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="LMK component file of one custodian (repeat); prompts when absent.",
+)
+component_count = click.option(
+    "--components", "count", default=2, show_default=True, type=click.IntRange(2, 9),
+    help="How many LMK components to prompt for.",
+)
+usage_option = click.option(
+    "--usage", required=True, type=click.Choice([u.value for u in KeyUsage]),
+)
+
+
+@click.group()
+@click.option(
+    "--home",
+    envvar="MEDSWITCH_HOME",
+    default="var/keys",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).",
+)
+@click.option("--operator", default=None, help="Who performs the step (default: login name).")
+@click.pass_context
+def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
+    """Key ceremonies: components, LMK, keys (shown by KCV only), audit log."""
+    ctx.obj = Home(home, operator or getpass.getuser())
+
+
+@keys.command("component")
+@click.option("--length", default=16, show_default=True, type=click.Choice(["8", "16", "24"]))
+@click.option("--custodian", required=True, help="Who receives the component.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write it to this file (the custodian's medium) instead of printing it.",
+)
+@click.pass_obj
+def component(home: Home, length: str, custodian: str, out: Path | None) -> None:
+    """Generate one random key component (odd parity) for one custodian."""
+    part = generate_component(secrets.token_bytes, int(length))
+    if out is None:
+        click.echo(f"component for {custodian} (shown once, write it down): {part.reveal()}")
+    else:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{part.reveal()}\nKCV:{part.kcv}\n")
+        click.echo(f"component for {custodian} written to {out}")
+    click.echo(f"KCV {part.kcv}")
+    home.audit("component.generate", custodian=custodian, kcv=part.kcv, length=int(length))
+
+
+@keys.command("lmk-form")
+@component_files
+@component_count
+@click.option("--new", is_flag=True, help="Record this LMK's KCV as the configured one.")
+@click.pass_obj
+def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: bool) -> None:
+    """Form the LMK from 2–9 components and check (or, with --new, record) its KCV."""
+    components = read_components(component_files, count, "LMK")
+    if not 2 <= len(components) <= 9:
+        raise click.ClickException("the LMK needs 2 to 9 components")
+    formed_kcv = kcv(combine(components, minimum=2))
+    expected = home.expected_lmk_kcv()
+    if new:
+        if expected is not None:
+            raise click.ClickException("an LMK is already configured here")
+        home.path.mkdir(parents=True, exist_ok=True)
+        config = {"kcv": formed_kcv, "formed_at": _now().isoformat()}
+        (home.path / LMK_CONFIG).write_text(json.dumps(config) + "\n")
+    elif expected is None:
+        raise click.ClickException("no LMK configured here yet: form it with --new")
+    elif expected != formed_kcv:
+        raise click.ClickException("formed LMK does not match the configured check value")
+    Lmk(components, formed_kcv).erase()
+    click.echo(f"LMK KCV {formed_kcv}")
+    home.audit(
+        "lmk.form", kcv=formed_kcv, recorded=new, component_kcvs=[c.kcv for c in components]
+    )
+
+
+@keys.command("generate")
+@click.argument("alias")
+@usage_option
+@component_files
+@component_count
+@click.pass_obj
+def generate(
+    home: Home, alias: str, usage: str, component_files: tuple[Path, ...], count: int
+) -> None:
+    """Generate a random key as the next version of ALIAS."""
+    hsm = load_hsm(home, component_files, count)
+    ref = _run(hsm.generate_key(alias, KeyUsage(usage), now=_now()))
+    _report(home, "key.generate", ref)
+
+
+@keys.command("rotate")
+@click.argument("alias")
+@component_files
+@component_count
+@click.pass_obj
+def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int) -> None:
+    """A new random version of ALIAS, same usage; the old versions stay for stored data."""
+    current = _run(resolve(home, alias))
+    hsm = load_hsm(home, component_files, count)
+    ref = _run(hsm.generate_key(current.alias, current.usage, now=_now()))
+    _report(home, "key.rotate", ref, previous_version=current.version)
+
+
+@keys.command("form")
+@click.argument("alias")
+@usage_option
+@click.option("-k", "--key-component-file", "key_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A component of the key being formed (repeat); prompts when absent.")
+@click.option("--key-components", "key_count", default=2, show_default=True,
+              type=click.IntRange(1, 9))
+@component_files
+@component_count
+@click.pass_obj
+def form(
+    home: Home,
+    alias: str,
+    usage: str,
+    key_files: tuple[Path, ...],
+    key_count: int,
+    component_files: tuple[Path, ...],
+    count: int,
+) -> None:
+    """Form a key (a bank's ZMK, a terminal's TMK) from clear components."""
+    hsm = load_hsm(home, component_files, count)
+    parts = read_components(key_files, key_count, alias)
+    ref = _run(hsm.form_key(alias, KeyUsage(usage), parts, now=_now()))
+    _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts])
+
+
+@keys.command("import")
+@click.argument("alias")
+@usage_option
+@click.option("--kek", required=True, help="ZMK or TMK alias[:version] it arrives under.")
+@click.option("--value", required=True, help="The key encrypted under the KEK (hex).")
+@click.option("--kcv", "check", required=True, help="Its check value.")
+@component_files
+@component_count
+@click.pass_obj
+def import_(
+    home: Home, alias: str, usage: str, kek: str, value: str, check: str,
+    component_files: tuple[Path, ...], count: int,
+) -> None:
+    """Import a key received encrypted under a ZMK or TMK."""
+    kek_ref = _run(resolve(home, kek))
+    hsm = load_hsm(home, component_files, count)
+    try:
+        encrypted = bytes.fromhex(value)
+    except ValueError:
+        raise click.ClickException("--value is not hex") from None
+    ref = _run(hsm.import_key(alias, KeyUsage(usage), kek_ref, encrypted, check, now=_now()))
+    _report(home, "key.import", ref, kek=f"{kek_ref.alias}:{kek_ref.version}")
+
+
+@keys.command("export")
+@click.argument("key")
+@click.option("--kek", required=True, help="ZMK or TMK alias[:version] to export under.")
+@component_files
+@component_count
+@click.pass_obj
+def export(
+    home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int
+) -> None:
+    """Print KEY encrypted under a ZMK or TMK, with its KCV."""
+    key_ref, kek_ref = _run(resolve(home, key)), _run(resolve(home, kek))
+    hsm = load_hsm(home, component_files, count)
+    exported = _run(hsm.export_key(key_ref, kek_ref))
+    click.echo(f"{key_ref.alias} v{key_ref.version} under {kek_ref.alias} v{kek_ref.version}: "
+               f"{exported.encrypted.hex().upper()} KCV {exported.kcv}")
+    home.audit("key.export", alias=key_ref.alias, version=key_ref.version, kcv=exported.kcv,
+               kek=f"{kek_ref.alias}:{kek_ref.version}")
+
+
+@keys.command("sign-on")
+@click.argument("tmk")
+@click.option("--layout", default=60, show_default=True, type=click.Choice(["24", "40", "60"]))
+@click.option("--prefix", required=True, help="Alias prefix of the new PIK/MAK/TDK.")
+@component_files
+@component_count
+@click.pass_obj
+def sign_on(
+    home: Home, tmk: str, layout: str, prefix: str, component_files: tuple[Path, ...],
+    count: int,
+) -> None:
+    """New working keys under a terminal's TMK: prints field 62 (encrypted) and KCVs."""
+    tmk_ref = _run(resolve(home, tmk))
+    hsm = load_hsm(home, component_files, count)
+    result = _run(hsm.sign_on(tmk_ref, int(layout), prefix, now=_now()))
+    click.echo(f"field 62: {result.field62.hex().upper()}")
+    for ref in (result.pik, result.mak, result.tdk):
+        if ref is not None:
+            _report(home, "key.sign-on", ref, tmk=f"{tmk_ref.alias}:{tmk_ref.version}")
+
+
+@keys.command("list")
+@click.option("--alias", default=None, help="Only this alias.")
+@click.pass_obj
+def list_(home: Home, alias: str | None) -> None:
+    """Stored keys: alias, usage, version, KCV, created-at (never values). Needs no LMK."""
+    records = _run(home.store.list(alias))
+    for r in records:
+        click.echo(f"{r.alias}\t{r.usage.value}\tv{r.version}\t{r.kcv}\t{r.created_at}")
+
+
+def _report(home: Home, what: str, ref: KeyRef, **details: object) -> None:
+    click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
+    home.audit(what, alias=ref.alias, version=ref.version, usage=ref.usage.value, kcv=ref.kcv,
+               **details)
