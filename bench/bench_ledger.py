@@ -17,9 +17,10 @@ import secrets
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger.core import Ledger, Transfer, TransferResult, new_account
 from ledger.kinds import AccountKind as K
@@ -160,7 +161,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=DSN)
     args = parser.parse_args()
     backends = args.backend or ["sqlite", "postgres"]
-    runs: dict[str, Callable[[], Awaitable[list[Row]]]] = {
+    runs: dict[str, Callable[[], Coroutine[Any, Any, list[Row]]]] = {
         "sqlite": lambda: bench_sqlite(args.seconds),
         "postgres": lambda: bench_postgres(args.dsn, args.seconds),
     }
