@@ -27,6 +27,7 @@ from messages.fieldspec import Encoding, InterfaceSpec, Kind
 FieldValue = str | bytes
 
 TPDU_BYTES = 5
+_TEXT, _DIGITS, _BINARY = 0, 1, 2  # how decode treats each field's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Codec:
     _spec: dict[str, Any] = field(init=False, repr=False, compare=False)
     _binary: frozenset[int] = field(init=False, repr=False, compare=False)
     _digits: frozenset[int] = field(init=False, repr=False, compare=False)
+    _plan: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fields = self.interface.fields
@@ -75,6 +77,11 @@ class Codec:
         object.__setattr__(
             self, "_digits", frozenset(n for n, f in fields.items() if f.kind in digits)
         )
+        plan = {
+            str(n): (n, _BINARY if n in self._binary else _DIGITS if n in self._digits else _TEXT)
+            for n in fields
+        }
+        object.__setattr__(self, "_plan", plan)
 
     @property
     def prefix_bytes(self) -> int:
@@ -96,16 +103,17 @@ class Codec:
                 field="bitmap",
                 offset=self.interface.prefix_bytes + 2,
             )
-        binary, digits = self._binary, self._digits
+        plan = self._plan
         fields: dict[int, FieldValue] = {}
         for key, value in doc_dec.items():
-            if not key.isdigit() or key == "1":
+            step = plan.get(key)
+            if step is None:
                 continue
-            number = int(key)
-            if number in binary:
+            number, kind = step
+            if kind == _BINARY:
                 fields[number] = doc_enc[key]["data"]
             else:
-                if number in digits and not value.isdigit():
+                if kind == _DIGITS and not value.isdigit():
                     raise CodecError(
                         "numeric field holds a non-digit",
                         field=key,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
 
 from messages.errors import CodecError
-from messages.tlv import Tag, TagKind, decode_tlv, encode_tlv
+from messages.tlv import Tag, TagKind, decode_tlv, encode_tlv, index_layout
 
 
 class Purse(enum.IntEnum):
@@ -79,7 +79,11 @@ class _TlvRecord:
 
     @classmethod
     def parse(cls, data: bytes) -> Self:
-        values = decode_tlv(cls.LAYOUT, data, cls.FIELD)
+        by_tag = cls.__dict__.get("_BY_TAG")
+        if by_tag is None:
+            by_tag = index_layout(cls.LAYOUT)
+            setattr(cls, "_BY_TAG", by_tag)  # noqa: B010 - class-level cache, built once
+        values = decode_tlv(by_tag, data, cls.FIELD)
         for name, kind in cls._ENUMS.items():
             if name in values:
                 try:

@@ -302,8 +302,8 @@ def row_of(message: Message) -> Row:
     return _lookup(message)[0]
 
 
-def _lookup(message: Message) -> tuple[Row, type[Any]]:
-    f60 = _field60(message)
+def _lookup(message: Message, f60: Field60 | None = None) -> tuple[Row, type[Any]]:
+    f60 = f60 or _field60(message)
     processing = message.fields.get(3)
     if not isinstance(processing, str | None):
         raise CodecError("processing code must be digits", field="3")
@@ -322,8 +322,8 @@ def _lookup(message: Message) -> tuple[Row, type[Any]]:
 
 def parse(message: Message) -> TerminalMessage:
     """The typed request or reply for ``message``."""
-    _, cls = _lookup(message)
     f60 = _field60(message)
+    _, cls = _lookup(message, f60)
     fields = message.fields
     values = parse_fields(_ENVELOPE, fields)
     values.update(parse_fields(cls.BINDS, fields))

@@ -7,7 +7,7 @@ values always give the same bytes.
 >>> layout = (Tag(0x01, "serial", TagKind.BYTES, 2), Tag(0x02, "count", TagKind.UINT, 2))
 >>> encode_tlv(layout, {"serial": b"\\xab\\xcd", "count": 7}).hex()
 '0102abcd02020007'
->>> decode_tlv(layout, bytes.fromhex("0102abcd02020007"), "58")
+>>> decode_tlv(index_layout(layout), bytes.fromhex("0102abcd02020007"), "58")
 {'serial': b'\\xab\\xcd', 'count': 7}
 """
 
@@ -71,8 +71,12 @@ def encode_tlv(layout: tuple[Tag, ...], values: Mapping[str, Any]) -> bytes:
     return bytes(out)
 
 
-def decode_tlv(layout: tuple[Tag, ...], data: bytes, field: str) -> dict[str, Any]:
-    by_tag = {t.tag: t for t in layout}
+def index_layout(layout: tuple[Tag, ...]) -> dict[int, Tag]:
+    """Tags by number, for :func:`decode_tlv`; build once per layout."""
+    return {t.tag: t for t in layout}
+
+
+def decode_tlv(by_tag: Mapping[int, Tag], data: bytes, field: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
     size = len(data)
@@ -91,7 +95,7 @@ def decode_tlv(layout: tuple[Tag, ...], data: bytes, field: str) -> dict[str, An
         if tag.name in values:
             raise CodecError(f"private tag {tag.tag:02X} repeated", field=field, offset=index)
         try:
-            values[tag.name] = tag.decode(raw)
+            values[tag.name] = int.from_bytes(raw) if tag.kind is TagKind.UINT else tag.decode(raw)
         except ValueError:
             raise CodecError(
                 f"private tag {tag.tag:02X} is malformed", field=field, offset=index

@@ -26,3 +26,6 @@ def run(ctx: click.Context) -> None:
 from switch.cli_keys import keys  # noqa: E402
 
 main.add_command(keys)
+from switch.cli_messages import messages  # noqa: E402
+
+main.add_command(messages)
