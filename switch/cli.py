@@ -29,3 +29,7 @@ main.add_command(keys)
 from switch.cli_messages import messages  # noqa: E402
 
 main.add_command(messages)
+
+from switch.hsm_net import hsm_group  # noqa: E402
+
+main.add_command(hsm_group)

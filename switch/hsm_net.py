@@ -1,0 +1,345 @@
+"""The network HSM (IO): an asyncio server wrapping a SoftHsm, and a pipelined client that
+implements the `hsm.interface.Hsm` port, speaking the payShield-style host protocol of
+`hsm.hostcmd` (documented in specs/hsm-protocol.md).
+
+Several switch processes may share one server; each client connection carries many requests in
+flight, matched to responses by the 4-character header. The server answers one connection's
+requests in order (the SoftHsm never waits, so that costs nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hsm import hostcmd
+from hsm.errors import HsmError, InvalidInputError
+from hsm.interface import ExportedKey, Hsm, MacAlgorithm, OnlineTxn, PurchaseRecord, SignOnKeys
+from hsm.keys import CardKeyPath, KeyRef, KeyUsage
+
+log = logging.getLogger("medswitch.hsm")
+INTERNAL_ERROR = "41"
+
+
+class HsmServer:
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(self._serve, host, port)
+        bound: int = self._server.sockets[0].getsockname()[1]
+        log.info("hsm server listening", extra={"host": host, "port": bound})
+        return bound
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._connections):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        try:
+            while True:
+                try:
+                    length = int.from_bytes(await reader.readexactly(2), "big")
+                    body = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                writer.write(await self.handle(body))
+                if writer.transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def handle(self, body: bytes) -> bytes:
+        """One request body (without its length) → one framed response."""
+        header, code = body[:4].decode("ascii", "replace"), body[4:6].decode("ascii", "replace")
+        try:
+            header, command, args, kwargs = hostcmd.decode_request(body)
+            result = await getattr(self._hsm, command.method)(*args, **kwargs)
+            return hostcmd.encode_response(header, command, result)
+        except HsmError as error:
+            log.info("hsm command refused", extra={"command": code, "error": error.code})
+            return hostcmd.encode_error(header, code, error)
+        except Exception:  # never let one request kill the connection; no details leak
+            log.exception("hsm command failed", extra={"command": code})
+            failure = HsmError("internal error")
+            failure.code = INTERNAL_ERROR
+            return hostcmd.encode_error(header, code, failure)
+
+
+class HsmClient:
+    """The Hsm port over TCP. Requests are pipelined on one connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._pending: dict[str, tuple[asyncio.Future[bytes], hostcmd.Command]] = {}
+        self._ids = itertools.cycle(range(10_000))
+        self._receiver = asyncio.get_running_loop().create_task(self._receive())
+
+    def __repr__(self) -> str:
+        return f"HsmClient({len(self._pending)} in flight)"
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> HsmClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await self._receiver
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                length = int.from_bytes(await self._reader.readexactly(2), "big")
+                body = await self._reader.readexactly(length)
+                entry = self._pending.pop(body[:4].decode("ascii", "replace"), None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(body)
+        except (asyncio.IncompleteReadError, ConnectionError) as error:
+            lost = ConnectionError("HSM connection lost")
+            for future, _ in self._pending.values():
+                if not future.done():
+                    future.set_exception(lost)
+            self._pending.clear()
+            if not isinstance(error, asyncio.IncompleteReadError):
+                raise
+
+    async def call(self, method: str, *args: Any, code: str | None = None) -> Any:
+        command = hostcmd.BY_METHOD[method] if code is None else hostcmd.BY_CODE[code]
+        header = self._next_header()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[header] = (future, command)
+        if self._receiver.done():
+            del self._pending[header]
+            raise ConnectionError("HSM connection lost")
+        try:
+            self._writer.write(hostcmd.encode_request(header, command.code, command.method, args))
+        except HsmError:
+            del self._pending[header]
+            raise
+        return hostcmd.decode_response(await future, command)
+
+    def _next_header(self) -> str:
+        for _ in range(10_000):
+            header = f"{next(self._ids):04d}"
+            if header not in self._pending:
+                return header
+        raise InvalidInputError("10000 requests in flight")
+
+    # -- the Hsm port ---------------------------------------------------------------------------
+    async def diagnostics(self) -> str:
+        result: str = await self.call("diagnostics")
+        return result
+
+    async def generate_key(self, alias: str, usage: KeyUsage, *, now: datetime) -> KeyRef:
+        result: KeyRef = await self.call("generate_key", alias, usage, now)
+        return result
+
+    async def import_key(
+        self, alias: str, usage: KeyUsage, kek: KeyRef, encrypted: bytes, kcv: str, *,
+        now: datetime,
+    ) -> KeyRef:
+        result: KeyRef = await self.call("import_key", alias, usage, kek, encrypted, kcv, now)
+        return result
+
+    async def export_key(self, key: KeyRef, kek: KeyRef) -> ExportedKey:
+        result: ExportedKey = await self.call("export_key", key, kek)
+        return result
+
+    async def kcv(self, key: KeyRef | CardKeyPath) -> str:
+        result: str = await self.call("kcv", key)
+        return result
+
+    async def generate_mac(self, key: KeyRef, algorithm: MacAlgorithm, data: bytes) -> bytes:
+        result: bytes = await self.call("generate_mac", key, algorithm, data)
+        return result
+
+    async def verify_mac(
+        self, key: KeyRef, algorithm: MacAlgorithm, data: bytes, mac: bytes
+    ) -> bool:
+        result: bool = await self.call("verify_mac", key, algorithm, data, mac)
+        return result
+
+    async def sign_on(
+        self, tmk: KeyRef, layout: int, alias_prefix: str, *, now: datetime
+    ) -> SignOnKeys:
+        result: SignOnKeys = await self.call("sign_on", tmk, layout, alias_prefix, now)
+        return result
+
+    async def accept_sign_on(
+        self, tmk: KeyRef, field62: bytes, alias_prefix: str, *, now: datetime
+    ) -> SignOnKeys:
+        result: SignOnKeys = await self.call("accept_sign_on", tmk, field62, alias_prefix, now)
+        return result
+
+    async def encrypt_data(self, key: KeyRef, data: bytes) -> bytes:
+        result: bytes = await self.call("encrypt_data", key, data)
+        return result
+
+    async def decrypt_data(self, key: KeyRef, data: bytes) -> bytes:
+        result: bytes = await self.call("decrypt_data", key, data)
+        return result
+
+    async def translate_pin(
+        self, source: KeyRef, destination: KeyRef, pin_block: bytes, pan: str
+    ) -> bytes:
+        code = "CC" if source.usage is KeyUsage.ZPK else "CA"
+        result: bytes = await self.call(
+            "translate_pin", source, destination, pin_block, pan, code=code
+        )
+        return result
+
+    async def pin_reload_mac(
+        self, reload_key: CardKeyPath, pin_key: KeyRef, pin_block: bytes, pan: str
+    ) -> bytes:
+        result: bytes = await self.call("pin_reload_mac", reload_key, pin_key, pin_block, pan)
+        return result
+
+    async def pin_unblock_command(
+        self, unblock_key: CardKeyPath, pin_key: KeyRef, pin_block: bytes, pan: str,
+        challenge: bytes, key_index: int = 0,
+    ) -> bytes:
+        result: bytes = await self.call(
+            "pin_unblock_command", unblock_key, pin_key, pin_block, pan, challenge, key_index
+        )
+        return result
+
+    async def verify_mac1(self, key: CardKeyPath, txn: OnlineTxn) -> bool:
+        result: bool = await self.call("verify_mac1", key, txn)
+        return result
+
+    async def generate_mac2(self, key: CardKeyPath, txn: OnlineTxn, host_time: datetime) -> bytes:
+        result: bytes = await self.call("generate_mac2", key, txn, host_time)
+        return result
+
+    async def verify_mac3(
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        mac3: bytes,
+    ) -> bool:
+        result: bool = await self.call("verify_mac3", key, txn, new_balance_fen, host_time, mac3)
+        return result
+
+    async def verify_load_tac(
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        tac: bytes,
+    ) -> bool:
+        result: bool = await self.call(
+            "verify_load_tac", key, txn, new_balance_fen, host_time, tac
+        )
+        return result
+
+    async def generate_purchase_mac1(
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int
+    ) -> bytes:
+        result: bytes = await self.call("generate_purchase_mac1", key, record, rnd, offline_ctr)
+        return result
+
+    async def verify_purchase_mac2(
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int,
+        mac2: bytes,
+    ) -> bool:
+        result: bool = await self.call(
+            "verify_purchase_mac2", key, record, rnd, offline_ctr, mac2
+        )
+        return result
+
+    async def verify_purchase_tac(
+        self, key: CardKeyPath, record: PurchaseRecord, tac: bytes
+    ) -> bool:
+        result: bool = await self.call("verify_purchase_tac", key, record, tac)
+        return result
+
+    async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
+        result: bytes = await self.call("script_mac", key, challenge, command)
+        return result
+
+    async def write_card_key(
+        self, control: CardKeyPath, key: CardKeyPath, challenge: bytes, header: bytes,
+        attributes: bytes,
+    ) -> bytes:
+        result: bytes = await self.call(
+            "write_card_key", control, key, challenge, header, attributes
+        )
+        return result
+
+    async def write_psam_key(
+        self, transport: CardKeyPath, key: KeyRef, challenge: bytes, header: bytes,
+        attributes: bytes,
+    ) -> bytes:
+        result: bytes = await self.call(
+            "write_psam_key", transport, key, challenge, header, attributes
+        )
+        return result
+
+    async def card_data_check_code(self, key: CardKeyPath, data: bytes) -> bytes:
+        result: bytes = await self.call("card_data_check_code", key, data)
+        return result
+
+    async def verify_card_data_check_code(
+        self, key: CardKeyPath, data: bytes, code: bytes
+    ) -> bool:
+        result: bool = await self.call("verify_card_data_check_code", key, data, code)
+        return result
+
+
+# -- `medswitch hsm serve` ---------------------------------------------------------------------
+
+@click.group("hsm")
+def hsm_group() -> None:
+    """The network HSM."""
+
+
+@hsm_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1500, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port; the bound port is printed.")
+@click.option("--home", envvar="MEDSWITCH_HOME", default="var/keys", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("-c", "--component-file", "component_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="LMK component file of one custodian (repeat); prompts when absent.")
+@click.option("--components", "count", default=2, show_default=True, type=click.IntRange(2, 9))
+def serve(host: str, port: int, home: Path, component_files: tuple[Path, ...], count: int) -> None:
+    """Form the LMK from its components and serve the key store in HOME over TCP."""
+    import getpass
+
+    from switch.cli_keys import Home, load_hsm
+
+    keys_home = Home(home, getpass.getuser())
+    soft = load_hsm(keys_home, component_files, count)
+    keys_home.audit("hsm.serve", kcv=asyncio.run(soft.diagnostics()), host=host, port=port)
+
+    async def run() -> None:
+        server = HsmServer(soft)
+        bound = await server.start(host, port)
+        click.echo(f"hsm listening on {host}:{bound} (LMK KCV {await soft.diagnostics()})")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(run())
