@@ -1,15 +1,17 @@
 """PBOC card operations on clear card keys (inside hsm/ only): MAC1/MAC2/MAC3/TAC, the PIN
 reload and unblock cryptograms, line-protected scripts and secure key writing.
 
-Card keys here are already diversified (16 bytes). `hsm.soft` looks keys up, enforces usage
-and calls these.
+Card keys here are already diversified (16 bytes); session and TAC keys come in as `Des`
+objects so the caller can keep them for the MAC1 → MAC2 pair. `hsm.soft` looks keys up,
+enforces usage and calls these.
 
->>> dlk = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # V4
+>>> dlk = Des(bytes.fromhex("00112233445566778899AABBCCDDEEFF"))  # V4
 >>> txn = OnlineTxn(2, 0, 0x2000, 0, bytes.fromhex("C903814D"), bytes.fromhex("001122334455"),
 ...                 bytes.fromhex("03976C22"))
->>> verify_mac1(dlk, txn)
+>>> session = online_session(dlk, txn)
+>>> verify_mac1(session, txn)
 True
->>> mac2(dlk, txn, datetime(2016, 12, 16, 10, 58)).hex().upper()
+>>> mac2(session, txn, datetime(2016, 12, 16, 10, 58)).hex().upper()
 '8AFA5718'
 """
 
@@ -26,8 +28,12 @@ from hsm.interface import OnlineTxn, PurchaseRecord
 SCRIPT_INS = frozenset({0x1E, 0x18, 0x16, 0xD6, 0xDC})  # app block/unblock, card block, updates
 
 
-def _session(card_key: bytes, txn: OnlineTxn) -> Des:
-    return Des(pboc.online_session_key(Des(card_key), txn.rnd, txn.online_ctr))
+def online_session(card_key: Des, txn: OnlineTxn) -> Des:
+    return Des(pboc.online_session_key(card_key, txn.rnd, txn.online_ctr))
+
+
+def purchase_session(card_key: Des, rec: PurchaseRecord, rnd: bytes, ctr: int) -> Des:
+    return Des(pboc.offline_session_key(card_key, rnd, ctr, rec.term_serial))
 
 
 def _equal(a: bytes, b: bytes) -> bool:
@@ -36,14 +42,14 @@ def _equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def verify_mac1(card_key: bytes, txn: OnlineTxn) -> bool:
+def verify_mac1(session: Des, txn: OnlineTxn) -> bool:
     data = pboc.load_mac1_data(txn.old_balance_fen, txn.amount_fen, txn.txn_type, txn.terminal_id)
-    return _equal(mac.pboc_mac(_session(card_key, txn), data), txn.mac1)
+    return _equal(mac.pboc_mac(session, data), txn.mac1)
 
 
-def mac2(card_key: bytes, txn: OnlineTxn, host_time: datetime) -> bytes:
+def mac2(session: Des, txn: OnlineTxn, host_time: datetime) -> bytes:
     data = pboc.load_mac2_data(txn.amount_fen, txn.txn_type, txn.terminal_id, host_time)
-    return mac.pboc_mac(_session(card_key, txn), data)
+    return mac.pboc_mac(session, data)
 
 
 def online_result(txn: OnlineTxn, new_balance: int, when: datetime) -> bytes:
@@ -53,40 +59,31 @@ def online_result(txn: OnlineTxn, new_balance: int, when: datetime) -> bytes:
 
 
 def verify_mac3(
-    card_key: bytes, txn: OnlineTxn, new_balance: int, when: datetime, m: bytes
+    session: Des, txn: OnlineTxn, new_balance: int, when: datetime, m: bytes
 ) -> bool:
-    data = online_result(txn, new_balance, when)
-    return _equal(mac.pboc_mac(_session(card_key, txn), data), m)
+    return _equal(mac.pboc_mac(session, online_result(txn, new_balance, when)), m)
 
 
 def verify_load_tac(
-    dtk: bytes, txn: OnlineTxn, new_balance: int, when: datetime, t: bytes
+    tac_key: Des, txn: OnlineTxn, new_balance: int, when: datetime, t: bytes
 ) -> bool:
-    data = online_result(txn, new_balance, when)
-    return _equal(mac.pboc_mac(Des(pboc.tac_key(dtk)), data), t)
+    return _equal(mac.pboc_mac(tac_key, online_result(txn, new_balance, when)), t)
 
 
-def _purchase_session(card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int) -> Des:
-    return Des(pboc.offline_session_key(Des(card_key), rnd, ctr, rec.term_serial))
-
-
-def purchase_mac1(card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int) -> bytes:
+def purchase_mac1(session: Des, rec: PurchaseRecord) -> bytes:
     data = pboc.purchase_mac1_data(rec.amount_fen, rec.txn_type, rec.terminal_id, rec.when)
-    return mac.pboc_mac(_purchase_session(card_key, rec, rnd, ctr), data)
+    return mac.pboc_mac(session, data)
 
 
-def verify_purchase_mac2(
-    card_key: bytes, rec: PurchaseRecord, rnd: bytes, ctr: int, m: bytes
-) -> bool:
-    data = pboc.amount_data(rec.amount_fen)
-    return _equal(mac.pboc_mac(_purchase_session(card_key, rec, rnd, ctr), data), m)
+def verify_purchase_mac2(session: Des, rec: PurchaseRecord, m: bytes) -> bool:
+    return _equal(mac.pboc_mac(session, pboc.amount_data(rec.amount_fen)), m)
 
 
-def verify_purchase_tac(dtk: bytes, rec: PurchaseRecord, t: bytes) -> bool:
+def verify_purchase_tac(tac_key: Des, rec: PurchaseRecord, t: bytes) -> bool:
     data = pboc.purchase_tac_data(
         rec.amount_fen, rec.txn_type, rec.terminal_id, rec.term_serial, rec.when
     )
-    return _equal(mac.pboc_mac(Des(pboc.tac_key(dtk)), data), t)
+    return _equal(mac.pboc_mac(tac_key, data), t)
 
 
 def pin_bcd(pin: str) -> bytes:

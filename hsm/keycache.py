@@ -19,13 +19,21 @@ from hsm.lmk import Lmk
 class LoadedKey:
     """A clear key and its contexts. repr shows no key bytes."""
 
-    __slots__ = ("_left", "des", "key", "ref")
+    __slots__ = ("_left", "_tac", "des", "key", "ref")
 
     def __init__(self, ref: KeyRef, key: bytes) -> None:
         self.ref = ref
         self.key = key
         self.des = Des(key)
         self._left: Des | None = None
+        self._tac: Des | None = None
+
+    @property
+    def halves_xor(self) -> Des:
+        """Single DES under left ⊕ right: the TAC key of a DTK, the MAC key of a DRPK."""
+        if self._tac is None:
+            self._tac = Des(pboc.tac_key(self.key))
+        return self._tac
 
     @property
     def left(self) -> Des:
@@ -39,11 +47,15 @@ class LoadedKey:
 
 
 class KeyCache:
-    def __init__(self, lmk: Lmk, store: KeyStore, size_max: int = 100_000) -> None:
+    def __init__(
+        self, lmk: Lmk, store: KeyStore, size_max: int = 100_000, cards_max: int = 4096
+    ) -> None:
         self._lmk = lmk
         self.store = store
         self._size_max = size_max
+        self._cards_max = cards_max
         self._loaded: dict[tuple[str, int], LoadedKey] = {}
+        self._cards: dict[tuple[str, int, tuple[bytes, ...]], LoadedKey] = {}
 
     def __repr__(self) -> str:
         return f"KeyCache(lmk={self._lmk.kcv!r}, {len(self._loaded)} loaded)"
@@ -72,15 +84,25 @@ class KeyCache:
             raise KeyTamperedError(f"key {ref.alias} v{ref.version}: check value differs")
         return entry
 
-    async def card_key(self, path: CardKeyPath, *usages: KeyUsage) -> bytes:
-        """The master key diversified by each factor in turn."""
+    async def card(self, path: CardKeyPath, *usages: KeyUsage) -> LoadedKey:
+        """The master key diversified by each factor in turn (recent card keys are kept)."""
         master = await self.load(path.master, *usages)
         if not path.factors:
-            return master.key
-        key = pboc.diversify(master.des, path.factors[0])
-        for factor in path.factors[1:]:
-            key = pboc.diversify(Des(key), factor)
-        return key
+            return master
+        ident = (path.master.alias, path.master.version, path.factors)
+        entry = self._cards.get(ident)
+        if entry is None:
+            key = pboc.diversify(master.des, path.factors[0])
+            for factor in path.factors[1:]:
+                key = pboc.diversify(Des(key), factor)
+            entry = LoadedKey(master.ref, key)
+            if len(self._cards) >= self._cards_max:
+                del self._cards[next(iter(self._cards))]
+            self._cards[ident] = entry
+        return entry
+
+    async def card_key(self, path: CardKeyPath, *usages: KeyUsage) -> bytes:
+        return (await self.card(path, *usages)).key
 
     async def next_version(self, alias: str, usage: KeyUsage) -> int:
         existing = await self.store.list(check_alias(alias))

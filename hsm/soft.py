@@ -43,6 +43,7 @@ MAC_USAGES = {
     MacAlgorithm.X9_9: (U.MAK, U.ZAK),
     MacAlgorithm.X9_19: (U.MAK, U.ZAK, U.FILE),
 }
+SESSIONS_MAX = 1024
 FILE_ENCRYPTION_VARIANT = 0xF0  # a file key encrypts as K ⊕ F0…F0 and MACs as K
 
 
@@ -56,6 +57,8 @@ class SoftHsm:
     ) -> None:
         self._keys = KeyCache(lmk, store)
         self._random = random_bytes
+        # Session keys of recent loads, so MAC1 verify → MAC2 derive the session once.
+        self._sessions: dict[tuple[object, ...], Des] = {}
 
     def __repr__(self) -> str:
         return f"SoftHsm(lmk={self._keys.lmk_kcv!r})"
@@ -204,21 +207,31 @@ class SoftHsm:
         return cardcrypto.pin_unblock_command(dpuk, challenge, key_index, pin)
 
     # -- PBOC ED/EP ---------------------------------------------------------------------------
-    async def _online_key(self, key: CardKeyPath, txn: OnlineTxn) -> bytes:
+    async def _online_session(self, key: CardKeyPath, txn: OnlineTxn) -> Des:
         if txn.txn_type in LOAD_TYPES:
-            return await self._keys.card_key(key, U.MK_LOAD)
-        if txn.txn_type == TYPE_ED_UNLOAD:
-            return await self._keys.card_key(key, U.MK_UNLOAD)
-        raise InvalidInputError(f"transaction type {txn.txn_type:02X} is not a load or unload")
+            usage = U.MK_LOAD
+        elif txn.txn_type == TYPE_ED_UNLOAD:
+            usage = U.MK_UNLOAD
+        else:
+            raise InvalidInputError(f"transaction type {txn.txn_type:02X} is no load or unload")
+        card = await self._keys.card(key, usage)
+        ident = (key, txn.rnd, txn.online_ctr)
+        session = self._sessions.get(ident)
+        if session is None:
+            session = cardcrypto.online_session(card.des, txn)
+            if len(self._sessions) >= SESSIONS_MAX:
+                del self._sessions[next(iter(self._sessions))]
+            self._sessions[ident] = session
+        return session
 
     async def verify_mac1(self, key: CardKeyPath, txn: OnlineTxn) -> bool:
-        return cardcrypto.verify_mac1(await self._online_key(key, txn), txn)
+        return cardcrypto.verify_mac1(await self._online_session(key, txn), txn)
 
     async def generate_mac2(self, key: CardKeyPath, txn: OnlineTxn, host_time: datetime) -> bytes:
-        card_key = await self._online_key(key, txn)
-        if not cardcrypto.verify_mac1(card_key, txn):
+        session = await self._online_session(key, txn)
+        if not cardcrypto.verify_mac1(session, txn):
             raise CardNotAuthenticatedError("MAC1 does not verify: no MAC2 for this card")
-        return cardcrypto.mac2(card_key, txn, host_time)
+        return cardcrypto.mac2(session, txn, host_time)
 
     async def verify_mac3(
         self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
@@ -226,8 +239,8 @@ class SoftHsm:
     ) -> bool:
         if txn.txn_type != TYPE_ED_UNLOAD:
             raise InvalidInputError("MAC3 belongs to an unload (type 03)")
-        card_key = await self._online_key(key, txn)
-        return cardcrypto.verify_mac3(card_key, txn, new_balance_fen, host_time, mac3)
+        session = await self._online_session(key, txn)
+        return cardcrypto.verify_mac3(session, txn, new_balance_fen, host_time, mac3)
 
     async def verify_load_tac(
         self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
@@ -235,34 +248,37 @@ class SoftHsm:
     ) -> bool:
         if txn.txn_type not in LOAD_TYPES:
             raise InvalidInputError("a load TAC belongs to a load (type 01/02)")
-        dtk = await self._keys.card_key(key, U.MK_TAC)
-        return cardcrypto.verify_load_tac(dtk, txn, new_balance_fen, host_time, tac)
+        dtk = await self._keys.card(key, U.MK_TAC)
+        return cardcrypto.verify_load_tac(dtk.halves_xor, txn, new_balance_fen, host_time, tac)
 
-    async def _purchase_key(self, key: CardKeyPath, record: PurchaseRecord) -> bytes:
+    async def _purchase_session(
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int
+    ) -> Des:
         if record.txn_type not in PURCHASE_TYPES:
             raise InvalidInputError(f"transaction type {record.txn_type:02X} is not a debit")
-        return await self._keys.card_key(key, U.MK_PURCHASE)
+        card = await self._keys.card(key, U.MK_PURCHASE)
+        return cardcrypto.purchase_session(card.des, record, rnd, offline_ctr)
 
     async def generate_purchase_mac1(
         self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int
     ) -> bytes:
-        card_key = await self._purchase_key(key, record)
-        return cardcrypto.purchase_mac1(card_key, record, rnd, offline_ctr)
+        session = await self._purchase_session(key, record, rnd, offline_ctr)
+        return cardcrypto.purchase_mac1(session, record)
 
     async def verify_purchase_mac2(
         self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int,
         mac2: bytes,
     ) -> bool:
-        card_key = await self._purchase_key(key, record)
-        return cardcrypto.verify_purchase_mac2(card_key, record, rnd, offline_ctr, mac2)
+        session = await self._purchase_session(key, record, rnd, offline_ctr)
+        return cardcrypto.verify_purchase_mac2(session, record, mac2)
 
     async def verify_purchase_tac(
         self, key: CardKeyPath, record: PurchaseRecord, tac: bytes
     ) -> bool:
         if record.txn_type not in PURCHASE_TYPES:
             raise InvalidInputError(f"transaction type {record.txn_type:02X} is not a debit")
-        dtk = await self._keys.card_key(key, U.MK_TAC)
-        return cardcrypto.verify_purchase_tac(dtk, record, tac)
+        dtk = await self._keys.card(key, U.MK_TAC)
+        return cardcrypto.verify_purchase_tac(dtk.halves_xor, record, tac)
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
         damk = await self._keys.card_key(key, U.MK_APP_MAINT)
