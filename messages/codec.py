@@ -92,7 +92,12 @@ class Codec:
         try:
             doc_dec, doc_enc = iso8583.decode(payload, self._spec)
         except iso8583.DecodeError as err:
-            raise CodecError(err.msg, field=_field_name(err.field), offset=err.pos) from None
+            raise CodecError(
+                err.msg,
+                field=_field_name(err.field),
+                offset=err.pos,
+                envelope=self._envelope(err.doc_dec),
+            ) from None
         except KeyError as err:
             raise CodecError(
                 "bitmap names a field the interface does not define", field=str(err.args[0])
@@ -118,6 +123,7 @@ class Codec:
                         "numeric field holds a non-digit",
                         field=key,
                         offset=_offset_of(payload, doc_enc, key),
+                        envelope=self._envelope(doc_dec),
                     )
                 fields[number] = value
         prefix = self.interface.prefix_bytes
@@ -125,6 +131,14 @@ class Codec:
             head = doc_enc["h"]["data"]
             return Message(doc_dec["t"], fields, tpdu=head[:TPDU_BYTES], header=head[TPDU_BYTES:])
         return Message(doc_dec["t"], fields)
+
+    def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:
+        wanted = self.interface.envelope
+        return {
+            number: value
+            for number in wanted
+            if (value := doc_dec.get(str(number))) and value.isalnum()
+        }
 
     def encode(self, message: Message) -> bytes:
         """Encode ``message`` to a frame payload (without the length prefix)."""

@@ -6,6 +6,8 @@ the switch logs it and answers response code 30 (format error).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CodecError(ValueError):
     """A message that cannot be decoded, encoded, parsed or built.
@@ -15,10 +17,20 @@ class CodecError(ValueError):
     'field 41 at byte 57: field data is 5 bytes, expecting 6'
     """
 
-    def __init__(self, reason: str, *, field: str = "", offset: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        field: str = "",
+        offset: int | None = None,
+        envelope: Mapping[int, str] | None = None,
+    ) -> None:
         self.reason = reason
         self.field = field
         self.offset = offset
+        # Envelope fields (STAN, terminal, codes) decoded before the fault, so the reply can
+        # echo them; only the interface's envelope fields, never card data, never in str().
+        self.envelope: Mapping[int, str] = envelope or {}
         where = []
         if field:
             where.append(f"field {field}")

@@ -111,6 +111,7 @@ class InterfaceSpec:
     prefix_bytes: int  # bytes before the MTI (TPDU + header on the terminal interface)
     secondary_bitmap: bool
     mac_field: int
+    envelope: tuple[int, ...] = ()  # fields a format-error reply may echo (never card data)
 
     def compile(self) -> dict[str, Any]:
         """The pyiso8583 spec dict. Build it once per codec, never per message."""

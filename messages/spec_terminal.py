@@ -58,4 +58,5 @@ TERMINAL = InterfaceSpec(
     prefix_bytes=11,
     secondary_bitmap=False,
     mac_field=64,
+    envelope=(3, 11, 25, 41, 42, 60),
 )

@@ -161,3 +161,29 @@ def test_pretty_masks_pan_and_wipes_secrets() -> None:
     assert "6225880123456789" not in text
     assert "D2912" not in text
     assert "[wiped, 8 bytes]" in text
+
+
+def test_a_fault_carries_the_envelope_read_before_it_and_no_card_data() -> None:
+    message = Message(
+        "0200",
+        {
+            2: "6225880123456789",
+            3: "000000",
+            11: "000777",
+            41: "POS00001",
+            42: "101320000000001",
+            60: "22000001000",
+        },
+        tpdu=bytes(5),
+        header=bytes(6),
+    )
+    payload = TERMINAL_CODEC.encode(message)
+    with pytest.raises(CodecError) as caught:
+        TERMINAL_CODEC.decode(payload[:-3])  # field 60 cut short
+    assert caught.value.envelope == {
+        3: "000000",
+        11: "000777",
+        41: "POS00001",
+        42: "101320000000001",
+    }
+    assert "6225880123456789" not in repr(caught.value.__dict__.get("reason"))
