@@ -214,7 +214,11 @@ class PgLedger(Ledger):
         migrate: bool = True,
     ) -> PgLedger:
         """Connect `writers` connections (each group-commits its own batches) and migrate."""
-        settings = {"search_path": schema} if schema else {}
+        # Plan each statement for its actual parameters and the tables' current size: a generic
+        # plan made while `transfers` was small keeps scanning it sequentially once it is large.
+        settings = {"plan_cache_mode": "force_custom_plan"}
+        if schema:
+            settings["search_path"] = schema
         connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(writers)]
         if migrate:
             await upgrade_postgres(connections[0])
@@ -234,6 +238,7 @@ class PgLedger(Ledger):
                 self._queue.put_nowait(None)  # for the other writers
                 return
             batch = [first]
+            await asyncio.sleep(0)  # one loop turn: let every caller that is ready queue up
             while len(batch) < self._batch_max and not self._queue.empty():
                 job = self._queue.get_nowait()
                 if job is None:

@@ -13,7 +13,7 @@ import ledger
 MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages(ledger.__path__, "ledger.")
-    if ".migrations" not in info.name
+    if ".migrations" not in info.name and not info.name.startswith("ledger.medical")
 )
 
 
