@@ -2,7 +2,8 @@
 
 A `Des` object keeps its cipher contexts for the life of the key (DESIGN §6): ECB contexts are
 stateless across whole blocks, and the CBC-MAC context is reused by folding its previous output
-block into the next message's first block, so a MAC costs one `update` call.
+block into the next message's first block, so a MAC costs one `update` call. A `Des` (and so
+a SoftHsm) belongs to one thread: the event loop that owns it.
 
 >>> Des(bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")).kcv()
 '08D7B4'

@@ -73,12 +73,34 @@ def combine(components: Sequence[Component], *, minimum: int = 1) -> bytes:
     return adjust_parity(value)
 
 
+# Published components for the demo deployment and tests (DESIGN §4), so simulators and outside
+# tools can interoperate with it. TEST ONLY: an LMK formed with `production=True` refuses them.
+TEST_ONLY_COMPONENTS = (
+    "0123456789ABCDEFFEDCBA9876543210",
+    "10101010101010102323232323232323",
+)
+TEST_ONLY_KCVS = frozenset(kcv(bytes.fromhex(c)) for c in TEST_ONLY_COMPONENTS)
+TEST_ONLY_LMK_KCV = kcv(
+    adjust_parity(xor(*(bytes.fromhex(c) for c in TEST_ONLY_COMPONENTS)))
+)
+
+
+def is_test_only(components: Sequence[Component]) -> bool:
+    """True when any component is a published test component."""
+    return any(c.kcv in TEST_ONLY_KCVS for c in components)
+
+
 class Lmk:
     """The local master key, in memory only. Formed from components; shown by KCV."""
 
-    __slots__ = ("_key", "kcv")
+    __slots__ = ("_key", "kcv", "test_only")
 
-    def __init__(self, components: Sequence[Component], expected_kcv: str) -> None:
+    def __init__(
+        self, components: Sequence[Component], expected_kcv: str, *, production: bool = False
+    ) -> None:
+        self.test_only = is_test_only(components)
+        if production and self.test_only:
+            raise LmkError("TEST ONLY components are refused in production")
         if not COMPONENTS_MIN <= len(components) <= COMPONENTS_MAX:
             raise LmkError(f"the LMK needs {COMPONENTS_MIN} to {COMPONENTS_MAX} components")
         key = combine(components, minimum=COMPONENTS_MIN)
@@ -99,6 +121,6 @@ class Lmk:
             self._key[i] = 0
 
     def __repr__(self) -> str:
-        return f"Lmk(kcv={self.kcv!r})"
+        return f"Lmk(kcv={self.kcv!r}{', TEST ONLY' if self.test_only else ''})"
 
     __str__ = __repr__

@@ -27,12 +27,13 @@ import click
 from hsm.des import kcv
 from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
-from hsm.lmk import Component, Lmk, combine, generate_component
+from hsm.lmk import Component, Lmk, combine, generate_component, is_test_only
 from hsm.soft import SoftHsm
 from switch.keystore_file import FileKeyStore
 
 T = TypeVar("T")
 LMK_CONFIG = "lmk.json"
+TEST_ONLY_BANNER = "*** TEST ONLY LMK: published test components, never for production ***"
 
 
 class Home:
@@ -99,15 +100,19 @@ def _parse(value: str, expected_kcv: str | None) -> Component:
         raise click.ClickException(str(error)) from None
 
 
-def load_hsm(home: Home, files: tuple[Path, ...], count: int) -> SoftHsm:
+def load_hsm(
+    home: Home, files: tuple[Path, ...], count: int, *, production: bool = False
+) -> SoftHsm:
     expected = home.expected_lmk_kcv()
     if expected is None:
         raise click.ClickException("no LMK configured here: run `medswitch keys lmk-form` first")
     components = read_components(files, count, "LMK")
     try:
-        lmk = Lmk(components, expected)
+        lmk = Lmk(components, expected, production=production)
     except HsmError as error:
         raise click.ClickException(str(error)) from None
+    if lmk.test_only:
+        click.echo(TEST_ONLY_BANNER, err=True)
     return SoftHsm(lmk, home.store)
 
 
@@ -204,9 +209,13 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
     elif expected != formed_kcv:
         raise click.ClickException("formed LMK does not match the configured check value")
     Lmk(components, formed_kcv).erase()
+    test_only = is_test_only(components)
+    if test_only:
+        click.echo(TEST_ONLY_BANNER, err=True)
     click.echo(f"LMK KCV {formed_kcv}")
     home.audit(
-        "lmk.form", kcv=formed_kcv, recorded=new, component_kcvs=[c.kcv for c in components]
+        "lmk.form", kcv=formed_kcv, recorded=new, component_kcvs=[c.kcv for c in components],
+        test_only=test_only,
     )
 
 

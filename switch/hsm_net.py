@@ -84,22 +84,28 @@ class HsmServer:
 
 
 class HsmClient:
-    """The Hsm port over TCP. Requests are pipelined on one connection."""
+    """The Hsm port over TCP. Requests are pipelined on one connection; each fails with
+    TimeoutError if its answer takes longer than `timeout_s`, and with ConnectionError when the
+    connection drops (open a new client to reconnect)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float = 5.0
+    ) -> None:
         self._reader = reader
         self._writer = writer
-        self._pending: dict[str, tuple[asyncio.Future[bytes], hostcmd.Command]] = {}
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._ids = itertools.cycle(range(10_000))
-        self._receiver = asyncio.get_running_loop().create_task(self._receive())
+        self._receiver = self._loop.create_task(self._receive())
 
     def __repr__(self) -> str:
         return f"HsmClient({len(self._pending)} in flight)"
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> HsmClient:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+    async def connect(cls, host: str, port: int, timeout_s: float = 5.0) -> HsmClient:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        return cls(reader, writer, timeout_s)
 
     async def close(self) -> None:
         self._writer.close()
@@ -114,12 +120,12 @@ class HsmClient:
             while True:
                 length = int.from_bytes(await self._reader.readexactly(2), "big")
                 body = await self._reader.readexactly(length)
-                entry = self._pending.pop(body[:4].decode("ascii", "replace"), None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_result(body)
+                future = self._pending.pop(body[:4].decode("ascii", "replace"), None)
+                if future is not None and not future.done():
+                    future.set_result(body)
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             lost = ConnectionError("HSM connection lost")
-            for future, _ in self._pending.values():
+            for future in self._pending.values():
                 if not future.done():
                     future.set_exception(lost)
             self._pending.clear()
@@ -128,18 +134,24 @@ class HsmClient:
 
     async def call(self, method: str, *args: Any, code: str | None = None) -> Any:
         command = hostcmd.BY_METHOD[method] if code is None else hostcmd.BY_CODE[code]
-        header = self._next_header()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[header] = (future, command)
         if self._receiver.done():
-            del self._pending[header]
             raise ConnectionError("HSM connection lost")
+        request = hostcmd.encode_request(self._next_header(), command.code, command.method, args)
+        header = request[2:6].decode()
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._pending[header] = future
+        timer = self._loop.call_later(self._timeout_s, self._expire, header)
+        self._writer.write(request)
         try:
-            self._writer.write(hostcmd.encode_request(header, command.code, command.method, args))
-        except HsmError:
-            del self._pending[header]
-            raise
-        return hostcmd.decode_response(await future, command)
+            body = await future
+        finally:
+            timer.cancel()
+        return hostcmd.decode_response(body, command)
+
+    def _expire(self, header: str) -> None:
+        future = self._pending.pop(header, None)
+        if future is not None and not future.done():
+            future.set_exception(TimeoutError("HSM did not answer in time"))
 
     def _next_header(self) -> str:
         for _ in range(10_000):
@@ -321,14 +333,18 @@ def hsm_group() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="LMK component file of one custodian (repeat); prompts when absent.")
 @click.option("--components", "count", default=2, show_default=True, type=click.IntRange(2, 9))
-def serve(host: str, port: int, home: Path, component_files: tuple[Path, ...], count: int) -> None:
+@click.option("--production", is_flag=True, help="Refuse the published TEST ONLY components.")
+def serve(
+    host: str, port: int, home: Path, component_files: tuple[Path, ...], count: int,
+    production: bool,
+) -> None:
     """Form the LMK from its components and serve the key store in HOME over TCP."""
     import getpass
 
     from switch.cli_keys import Home, load_hsm
 
     keys_home = Home(home, getpass.getuser())
-    soft = load_hsm(keys_home, component_files, count)
+    soft = load_hsm(keys_home, component_files, count, production=production)
     keys_home.audit("hsm.serve", kcv=asyncio.run(soft.diagnostics()), host=host, port=port)
 
     async def run() -> None:

@@ -157,3 +157,15 @@ def test_file_store_sees_keys_added_by_another_process(tmp_path: Path) -> None:
         assert await reader.get("t/1", 1) == record
 
     asyncio.run(run())
+
+
+def test_published_test_components_are_labelled_and_refused_in_production() -> None:
+    from hsm.lmk import TEST_ONLY_COMPONENTS, TEST_ONLY_LMK_KCV
+
+    parts = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
+    demo = Lmk(parts, TEST_ONLY_LMK_KCV)
+    assert demo.test_only and "TEST ONLY" in repr(demo)
+    with pytest.raises(LmkError, match="TEST ONLY"):
+        Lmk(parts, TEST_ONLY_LMK_KCV, production=True)
+    own = [generate_component(lambda n: b"\x5a" * n), generate_component(lambda n: b"\x33" * n)]
+    assert not Lmk(own, oracle.kcv(combine(own)), production=True).test_only

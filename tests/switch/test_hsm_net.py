@@ -113,6 +113,26 @@ def test_connection_loss_fails_requests_in_flight() -> None:
     asyncio.run(run())
 
 
+def test_a_request_without_answer_times_out() -> None:
+    async def run() -> None:
+        class Stalling:
+            async def diagnostics(self) -> str:
+                await asyncio.sleep(10)
+                return "000000"
+
+        server = HsmServer(Stalling())  # type: ignore[arg-type]
+        port = await server.start("127.0.0.1", 0)
+        client = await HsmClient.connect("127.0.0.1", port, timeout_s=0.1)
+        try:
+            with pytest.raises(TimeoutError):
+                await client.diagnostics()
+        finally:
+            await client.close()
+            await server.stop()
+
+    asyncio.run(run())
+
+
 def test_unsupported_method_over_a_custom_backend() -> None:
     async def run() -> None:
         class Nothing:
