@@ -17,7 +17,7 @@ import getpass
 import json
 import os
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import click
 
 from hsm.des import kcv
-from hsm.errors import HsmError
+from hsm.errors import HsmError, LmkError
 from hsm.keys import KeyRef, KeyUsage
 from hsm.lmk import Component, Lmk, combine, generate_component, is_test_only
 from hsm.soft import SoftHsm
@@ -77,13 +77,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def read_components(files: tuple[Path, ...], count: int, what: str) -> list[Component]:
     """Components from the custodians' files, or at hidden prompts when no file is given."""
-    components = []
     if files:
-        for file in files:
-            lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
-            expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
-            components.append(_parse(lines[0] if lines else "", expected))
-        return components
+        try:
+            return component_files_of(files)
+        except HsmError as error:
+            raise click.ClickException(str(error)) from None
+    components = []
     for i in range(1, count + 1):
         custodian = click.prompt(f"{what} component {i}: custodian name")
         value = click.prompt(f"{custodian}, enter your component", hide_input=True)
@@ -100,20 +99,39 @@ def _parse(value: str, expected_kcv: str | None) -> Component:
         raise click.ClickException(str(error)) from None
 
 
+def open_soft_hsm(
+    home: Path, components: Sequence[Component], *, production: bool = False
+) -> SoftHsm:
+    """A SoftHsm over HOME's file key store, its LMK formed from `components` and checked
+    against HOME's configured KCV. For the composition root: raises HsmError, never prompts."""
+    expected = Home(home, "").expected_lmk_kcv()
+    if expected is None:
+        raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
+    lmk = Lmk(components, expected, production=production)
+    return SoftHsm(lmk, FileKeyStore(home / "keys.jsonl"))
+
+
+def component_files_of(files: Sequence[Path]) -> list[Component]:
+    """Components from the custodians' files (line 1 the component, line 2 `KCV:xxxxxx`)."""
+    components = []
+    for file in files:
+        lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+        expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
+        components.append(Component.parse(lines[0] if lines else "", expected))
+    return components
+
+
 def load_hsm(
     home: Home, files: tuple[Path, ...], count: int, *, production: bool = False
 ) -> SoftHsm:
-    expected = home.expected_lmk_kcv()
-    if expected is None:
-        raise click.ClickException("no LMK configured here: run `medswitch keys lmk-form` first")
     components = read_components(files, count, "LMK")
     try:
-        lmk = Lmk(components, expected, production=production)
+        hsm = open_soft_hsm(home.path, components, production=production)
     except HsmError as error:
         raise click.ClickException(str(error)) from None
-    if lmk.test_only:
+    if is_test_only(components):
         click.echo(TEST_ONLY_BANNER, err=True)
-    return SoftHsm(lmk, home.store)
+    return hsm
 
 
 async def resolve(home: Home, text: str) -> KeyRef:

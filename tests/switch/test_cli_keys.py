@@ -88,6 +88,14 @@ def test_ceremony_from_a_clean_directory(tmp_path: Path) -> None:
     keys("generate", "zmk/bank1", "--usage", "ZMK", input=lmk_typed)
     out = keys("rotate", "zmk/bank1", *lmk_args).output
     assert "zmk/bank1 v2 ZMK" in out
+    out = keys("generate", "bank1/zpk", "--usage", "ZPK", *lmk_args).output
+    zpk_kcv = out.split("KCV ")[-1].strip()
+    out = keys("export", "bank1/zpk", "--kek", "zmk/bank1", *lmk_args).output
+    encrypted = re.search(r": ([0-9A-F]{32}) KCV", out)
+    assert encrypted is not None and f"KCV {zpk_kcv}" in out
+    out = keys("import", "bank2/zpk", "--usage", "ZPK", "--kek", "zmk/bank1:2",
+               "--value", encrypted.group(1), "--kcv", zpk_kcv, *lmk_args).output
+    assert f"bank2/zpk v1 ZPK KCV {zpk_kcv}" in out
     listing = keys("list").output
     assert "pos/00000001/MAK\tMAK\tv1\t" + oracle.kcv(mak) in listing
     assert "zmk/bank1\tZMK\tv2" in listing
@@ -96,13 +104,39 @@ def test_ceremony_from_a_clean_directory(tmp_path: Path) -> None:
     audit = [json.loads(line) for line in (home / "audit.jsonl").read_text().splitlines()]
     steps = [a["what"] for a in audit]
     assert steps.count("component.generate") == 4 and "lmk.form" in steps
-    assert {"key.form", "key.sign-on", "key.generate", "key.rotate"} <= set(steps)
+    assert {"key.form", "key.sign-on", "key.generate", "key.rotate", "key.export",
+            "key.import"} <= set(steps)
     assert all(a["who"] and a["at"] for a in audit)
     written = "".join(p.read_text() for p in home.rglob("*") if p.is_file()).upper()
     secrets = [lmk, tmk, pik, mak, tdk] + [clear_of(p) for p in (*files.values(), *tmk_parts)]
+    assert not any(a.get("test_only") for a in audit)  # random components, not the demo ones
     for secret in secrets:
         assert secret.hex().upper() not in written
         assert secret.hex().upper()[:16] not in written
+
+
+def test_open_soft_hsm_for_the_composition_root(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    from hsm.errors import LmkError
+    from hsm.lmk import TEST_ONLY_COMPONENTS, Component
+    from switch.cli_keys import open_soft_hsm
+
+    home = tmp_path / "home"
+    parts = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
+    with pytest.raises(LmkError):
+        open_soft_hsm(home, parts)
+    runner = CliRunner()
+    typed = "".join(f"c{i}\n{c}\n{p.kcv}\n" for i, (c, p) in
+                    enumerate(zip(TEST_ONLY_COMPONENTS, parts, strict=True)))
+    result = runner.invoke(main, ["keys", "--home", str(home), "lmk-form", "--new"], input=typed)
+    assert result.exit_code == 0 and "TEST ONLY" in result.output
+    hsm = open_soft_hsm(home, parts)
+    assert asyncio.run(hsm.diagnostics()) in result.output
+    with pytest.raises(LmkError, match="TEST ONLY"):
+        open_soft_hsm(home, parts, production=True)
 
 
 def test_wrong_component_or_kcv_is_refused(tmp_path: Path) -> None:
