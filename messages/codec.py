@@ -133,12 +133,20 @@ class Codec:
         return Message(doc_dec["t"], fields)
 
     def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:
-        wanted = self.interface.envelope
-        return {
-            number: value
-            for number in wanted
-            if (value := doc_dec.get(str(number))) and value.isalnum()
-        }
+        """The interface's envelope fields among ``doc_dec`` that are well-formed."""
+        envelope: dict[int, str] = {}
+        for number in self.interface.envelope:
+            value = doc_dec.get(str(number))
+            if not value:
+                continue
+            ok = (
+                value.isdigit()
+                if number in self._digits
+                else value.isascii() and value.isprintable()
+            )
+            if ok:
+                envelope[number] = value
+        return envelope
 
     def encode(self, message: Message) -> bytes:
         """Encode ``message`` to a frame payload (without the length prefix)."""

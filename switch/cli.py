@@ -33,3 +33,7 @@ main.add_command(messages)
 from switch.hsm_net import hsm_group  # noqa: E402
 
 main.add_command(hsm_group)
+from switch.cli_serve import routes, serve  # noqa: E402
+
+main.add_command(serve)
+main.add_command(routes)

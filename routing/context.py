@@ -1,0 +1,61 @@
+"""What a handler is given beside its typed request: the terminal, its session, the time, and
+narrow interfaces to the services (implemented in switch/, faked nowhere: tests use the real
+ones on a temporary database and key store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from hsm.interface import Hsm, SignOnKeys
+from hsm.keys import KeyRef
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalRecord:
+    terminal_id: str
+    institution_id: str
+    kind: str  # pos | kiosk | bank_counter
+    status: str  # active | suspended | closed
+    batch: str  # 6 digits
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+class TerminalDirectory(Protocol):
+    async def get(self, terminal_id: str) -> TerminalRecord | None: ...
+
+    async def next_batch(self, terminal_id: str) -> str:
+        """Open the terminal's next batch (at sign-on) and return its number."""
+        ...
+
+
+class SessionKeys(Protocol):
+    async def tmk(self, terminal_id: str) -> KeyRef | None: ...
+
+    async def get(self, terminal_id: str) -> SignOnKeys | None: ...
+
+    def remember(self, terminal_id: str, keys: SignOnKeys) -> None: ...
+
+    def forget(self, terminal_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    terminal: TerminalRecord
+    session: SignOnKeys | None
+    now: datetime  # the host's time for this request, in the centre's time zone
+    hsm: Hsm
+    terminals: TerminalDirectory
+    sessions: SessionKeys
+
+    @property
+    def host_time(self) -> str:
+        return self.now.strftime("%H%M%S")
+
+    @property
+    def host_date(self) -> str:
+        return self.now.strftime("%m%d")

@@ -1,0 +1,53 @@
+"""The terminal interface's routes: which handler serves which transaction."""
+
+from __future__ import annotations
+
+from routing import network
+from routing.table import Route, RouteTable
+
+
+def terminal_routes() -> RouteTable:
+    return RouteTable(
+        [
+            Route(
+                "terminal",
+                "0800",
+                txn_type="00",
+                network_code="001",
+                handler=network.handle_sign_on,
+                description="sign-on, single-length keys",
+            ),
+            Route(
+                "terminal",
+                "0800",
+                txn_type="00",
+                network_code="003",
+                handler=network.handle_sign_on,
+                description="sign-on, double-length keys",
+            ),
+            Route(
+                "terminal",
+                "0800",
+                txn_type="00",
+                network_code="004",
+                handler=network.handle_sign_on,
+                description="sign-on with TDK",
+            ),
+            Route(
+                "terminal",
+                "0820",
+                txn_type="00",
+                network_code="002",
+                handler=network.handle_sign_off,
+                description="sign-off",
+            ),
+            Route(
+                "terminal",
+                "0820",
+                txn_type="00",
+                network_code="301",
+                handler=network.handle_echo,
+                description="echo",
+            ),
+        ]
+    )

@@ -1,0 +1,153 @@
+"""The composition root: configuration → HSM, database, routes, listeners, HTTP side.
+
+`medswitch serve` builds one :class:`App` and runs it until SIGTERM/SIGINT, then shuts down
+gracefully: stop accepting, let in-flight requests answer, close connections and the HSM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hsm.interface import Hsm
+from messages.codec import Codec
+from messages.framing import LengthFormat
+from messages.spec_terminal import TERMINAL
+from routing.terminal_routes import terminal_routes
+from switch.config import Config
+from switch.listener import Listener, ListenerSettings
+from switch.metrics import Metrics
+from switch.sessions import Sessions, SqliteTerminals
+from switch.terminal_service import TerminalService
+
+log = logging.getLogger("medswitch.app")
+
+
+@dataclass
+class App:
+    config: Config
+    hsm: Hsm
+    sessions: Sessions
+    clock: Callable[[], datetime] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    terminal_listener: Listener | None = None
+    http_runner: web.AppRunner | None = None
+    http_port: int = 0
+    ready: bool = False
+
+    def _clock(self) -> Callable[[], datetime]:
+        if self.clock is not None:
+            return self.clock
+        zone = ZoneInfo(self.config.timezone)
+        return lambda: datetime.now(zone)
+
+    async def start(self) -> None:
+        config = self.config
+        database = config.database
+        if not database.startswith("sqlite:///"):
+            raise RuntimeError("this build serves terminals on the embedded SQLite database only")
+        terminals = SqliteTerminals(Path(database.removeprefix("sqlite:///")))
+        service = TerminalService(
+            Codec(TERMINAL),
+            self.hsm,
+            terminals,
+            self.sessions,
+            terminal_routes(),
+            self.metrics,
+            self._clock(),
+        )
+        listen = config.terminal
+        settings = ListenerSettings(
+            listen.host,
+            listen.port,
+            LengthFormat.BINARY2,
+            listen.frame_bytes_max,
+            listen.connections_max,
+            listen.idle_timeout_s,
+            listen.read_timeout_s,
+            reuse_port=config.workers > 1,
+        )
+        self.terminal_listener = Listener(settings, service.handle)
+        await self.terminal_listener.start()
+        await self._start_http()
+        self.ready = True
+        log.info(
+            "terminal interface on %s:%d, HTTP on %s:%d",
+            listen.host,
+            self.terminal_listener.port,
+            config.http.host,
+            self.http_port,
+        )
+
+    async def _start_http(self) -> None:
+        http = web.Application()
+        http.router.add_get("/metrics", self._metrics)
+        http.router.add_get("/healthz", self._healthz)
+        http.router.add_get("/readyz", self._readyz)
+        self.http_runner = web.AppRunner(http, access_log=None)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        server = site._server  # the bound port when configured as 0
+        assert isinstance(server, asyncio.Server) and server.sockets
+        self.http_port = server.sockets[0].getsockname()[1]
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        listener = self.terminal_listener
+        if listener is not None:
+            self.metrics.connections.labels("terminal").set(listener.connections)
+        self.metrics.signed_on.set(self.sessions.signed_on)
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self.hsm.diagnostics(), timeout=self.config.hsm.timeout_s)
+        except Exception as err:  # any HSM failure makes us not ready; say which
+            return web.json_response(
+                {"status": "hsm unavailable", "error": type(err).__name__}, status=503
+            )
+        if not self.ready:
+            return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    @property
+    def terminal_port(self) -> int:
+        assert self.terminal_listener is not None
+        return self.terminal_listener.port
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.terminal_listener is not None:
+            await self.terminal_listener.close()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+
+
+async def serve_until_signalled(app: App) -> None:
+    """Run ``app`` until SIGTERM or SIGINT, then stop it gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    print(
+        f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}, "
+        f"HTTP on {app.config.http.host}:{app.http_port}",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping: draining in-flight requests")
+    await app.stop()

@@ -1,0 +1,81 @@
+"""`medswitch serve` (the daemon) and `medswitch routes` (the route table)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from hsm.interface import Hsm
+from routing.terminal_routes import terminal_routes
+from switch.app import App, serve_until_signalled
+from switch.config import Config, ConfigError, load
+from switch.keystore_file import FileKeyStore
+from switch.sessions import Sessions
+
+
+def _load_config(path: Path | None) -> Config:
+    try:
+        return load(path)
+    except ConfigError as err:
+        raise click.ClickException(f"configuration: {err}") from None
+
+
+def _soft_hsm(config: Config) -> Hsm:
+    from hsm.errors import HsmError
+    from switch.cli_keys import component_files_of, open_soft_hsm
+
+    files = [Path(f) for f in config.hsm.lmk_components]
+    if not files:
+        raise click.ClickException(
+            "hsm.lmk_components names no component files: the daemon forms the LMK from them"
+        )
+    try:
+        return open_soft_hsm(config.home_path, component_files_of(files))
+    except (HsmError, OSError) as err:
+        raise click.ClickException(f"HSM: {err}") from None
+
+
+async def _run(config: Config) -> None:
+    if config.hsm.backend == "network":
+        from switch.hsm_net import HsmClient
+
+        hsm: Hsm = await HsmClient.connect(config.hsm.host, config.hsm.port, config.hsm.timeout_s)
+    else:
+        hsm = _soft_hsm(config)
+    app = App(config, hsm, Sessions(FileKeyStore(config.home_path / "keys.jsonl")))
+    await serve_until_signalled(app)
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML file (default $MEDSWITCH_HOME/medswitch.toml).",
+)
+def serve(config_path: Path | None) -> None:
+    """Run the switch: terminal listener, /metrics, /healthz, /readyz. Stops on SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = _load_config(config_path)
+    database = Path(config.database.removeprefix("sqlite:///"))
+    if config.database.startswith("sqlite") and not database.exists():
+        raise click.ClickException(f"no database at {database}: run `medswitch demo init` first")
+    if config.hsm.backend not in ("soft", "network"):
+        raise click.ClickException("hsm.backend is soft or network")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    asyncio.run(_run(config))
+
+
+@click.command()
+def routes() -> None:
+    """Print the route table (checked for ambiguity when built)."""
+    click.echo(terminal_routes().describe())

@@ -1,0 +1,137 @@
+"""Configuration, read once into frozen dataclasses: a TOML file, then MEDSWITCH_* overrides.
+
+The file is ``$MEDSWITCH_HOME/medswitch.toml`` (or ``--config``). Every setting has a default
+that runs the embedded demo deployment; an environment variable named after the setting's path
+overrides the file, e.g. ``MEDSWITCH_TERMINAL_PORT=6000`` or ``MEDSWITCH_DATABASE_URL=...``.
+A wrong type or an unknown key is a clear error at start, never a surprise at runtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+DEFAULT_HOME = "var/demo"  # the embedded demo deployment, relative to the working directory
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 5800
+    connections_max: int = 2000
+    frame_bytes_max: int = 8192
+    idle_timeout_s: float = 300.0  # no frame for this long: the connection is closed
+    read_timeout_s: float = 30.0  # a frame started but not finished within this
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 5880  # /metrics, /healthz, /readyz and the HIS API
+
+
+@dataclass(frozen=True, slots=True)
+class HsmConfig:
+    backend: str = "soft"  # soft | network
+    host: str = "127.0.0.1"
+    port: int = 1500
+    lmk_components: tuple[str, ...] = ()  # custodians' component files (soft backend)
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    home: str = DEFAULT_HOME
+    database_url: str = ""  # empty: sqlite:///$home/medswitch.db
+    timezone: str = "Asia/Shanghai"
+    terminal: ListenConfig = field(default_factory=ListenConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    hsm: HsmConfig = field(default_factory=HsmConfig)
+    workers: int = 1
+    response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_path / 'medswitch.db'}"
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration from ``path`` (if it exists) and ``environ`` overrides."""
+    environ = os.environ if environ is None else environ
+    home = environ.get("MEDSWITCH_HOME", DEFAULT_HOME)
+    path = path or Path(home) / "medswitch.toml"
+    data: dict[str, Any] = {"home": home}
+    if path.exists():
+        try:
+            data.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    config = _build(Config, data, "")
+    if config.workers > 1 and config.database.startswith("sqlite"):
+        raise ConfigError("workers > 1 needs PostgreSQL: SQLite has a single writer")
+    return _override(config, environ, "MEDSWITCH_")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown setting {where}{sorted(unknown)[0]}")
+    values: dict[str, Any] = {}
+    for name, raw in data.items():
+        values[name] = _convert(hints[name], raw, f"{where}{name}")
+    return cls(**values)
+
+
+def _convert(hint: Any, raw: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        return _build(hint, raw, f"{where}.")  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(raw, str):
+            raw = [part for part in raw.split(",") if part]
+        if not isinstance(raw, list | tuple):
+            raise ConfigError(f"{where} must be a list")
+        return tuple(str(item) for item in raw)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    try:
+        if hint is bool and isinstance(raw, str):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if hint in (int, float) and isinstance(raw, bool):
+            raise ValueError
+        return hint(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {hint.__name__}, not {raw!r}") from None
+
+
+def _override(config: T, environ: Mapping[str, str], prefix: str) -> T:
+    changes: dict[str, Any] = {}
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):  # type: ignore[arg-type]
+        key = prefix + item.name.upper()
+        current = getattr(config, item.name)
+        if dataclasses.is_dataclass(current):
+            changes[item.name] = _override(current, environ, key + "_")
+        elif key in environ:
+            changes[item.name] = _convert(hints[item.name], environ[key], key)
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]

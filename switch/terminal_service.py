@@ -1,0 +1,161 @@
+"""The terminal interface's pipeline: bytes in → checks → route → handler → MACed reply out.
+
+Short and linear, like the handlers it calls: decode (30 on a format error), parse, registered
+terminal (97), institution (03), signed on (22), MAC (A0), batch (77), route (40), handler,
+build, MAC, encode. Every answer is counted by MTI and response code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from hsm.interface import Hsm, MacAlgorithm, SignOnKeys
+from messages import terminal_table
+from messages.codec import Codec, FieldValue, Message
+from messages.envelope import message_class
+from messages.errors import CodecError
+from messages.outcome import Outcome
+from messages.pretty import mask_pan
+from messages.terminal import SignOn, TerminalMessage, TerminalReply
+from routing.context import RequestContext
+from routing.table import RouteTable
+from switch.metrics import Metrics
+from switch.sessions import Sessions, SqliteTerminals
+
+log = logging.getLogger("medswitch.terminal")
+
+# Envelope fields a format-error reply may echo: never card data.
+_ECHOED = (3, 11, 25, 41, 42, 60)
+
+
+class TerminalService:
+    def __init__(
+        self,
+        codec: Codec,
+        hsm: Hsm,
+        terminals: SqliteTerminals,
+        sessions: Sessions,
+        routes: RouteTable,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.codec = codec
+        self.hsm = hsm
+        self.terminals = terminals
+        self.sessions = sessions
+        self.routes = routes
+        self.metrics = metrics
+        self.clock = clock
+
+    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+        try:
+            message = self.codec.decode(payload)
+            request = terminal_table.parse(message)
+        except CodecError as err:
+            self.metrics.format_errors.labels("terminal").inc()
+            log.warning("format error from %s: %s", peer, err)
+            return self._format_error(payload, err)
+        started = time.perf_counter()
+        reply, session, handler = await self._serve(request, message, payload)
+        encoded = await self._encode(reply, session)
+        self.metrics.messages.labels("terminal", reply.mti, reply.response_code).inc()
+        self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
+        log.info(
+            "%s %s stan=%s rc=%s pan=%s",
+            request.terminal_id,
+            message.mti,
+            request.stan,
+            reply.response_code,
+            mask_pan(getattr(request, "pan", None) or ""),
+        )
+        return encoded
+
+    async def _serve(
+        self, request: TerminalMessage, message: Message, payload: bytes
+    ) -> tuple[TerminalReply, SignOnKeys | None, str]:
+        terminal = await self.terminals.get(request.terminal_id)
+        if terminal is None or not terminal.active:
+            return self._reply(request, Outcome.TERMINAL_NOT_REGISTERED), None, "refused"
+        if terminal.institution_id != request.institution_id.strip():
+            return self._reply(request, Outcome.INVALID_MERCHANT), None, "refused"
+        session = None
+        if not isinstance(request, SignOn):
+            session = await self.sessions.get(terminal.terminal_id)
+            if session is None:
+                return self._reply(request, Outcome.RE_SIGN_ON), None, "refused"
+            if not await self._mac_ok(message, payload, session):
+                return self._reply(request, Outcome.MAC_ERROR), None, "refused"
+            if request.batch != terminal.batch:
+                return self._reply(request, Outcome.BATCH_MISMATCH), session, "refused"
+        mti, processing_code, _, txn_type, network_code = request.codes()
+        route = self.routes.match(
+            "terminal",
+            message_class(mti),
+            processing_code,
+            txn_type,
+            network_code,
+            None,
+            getattr(request, "pan", None) or "",
+        )
+        if route is None or route.handler is None:
+            return self._reply(request, Outcome.FUNCTION_NOT_SUPPORTED), session, "unrouted"
+        context = RequestContext(
+            terminal, session, self.clock(), self.hsm, self.terminals, self.sessions
+        )
+        reply: TerminalReply = await route.handler(request, context)
+        if isinstance(request, SignOn):
+            session = await self.sessions.get(terminal.terminal_id)
+        return reply, session, route.name
+
+    async def _mac_ok(self, message: Message, payload: bytes, session: SignOnKeys) -> bool:
+        mac = message.fields.get(64)
+        if not isinstance(mac, bytes):
+            return False
+        return await self.hsm.verify_mac(
+            session.mak, MacAlgorithm.CUP_ECB, self.codec.mac_block(payload), mac
+        )
+
+    def _reply(self, request: TerminalMessage, outcome: Outcome) -> TerminalReply:
+        host_time, host_date = self.stamps()
+        return terminal_table.reply_to(
+            request, outcome.code, host_time=host_time, host_date=host_date
+        )
+
+    def stamps(self) -> tuple[str, str]:
+        """Host time hhmmss and date MMDD: every reply carries them (they set the clock)."""
+        now = self.clock()
+        return now.strftime("%H%M%S"), now.strftime("%m%d")
+
+    async def _encode(self, reply: TerminalReply, session: SignOnKeys | None) -> bytes:
+        if session is None or reply.response_code == Outcome.MAC_ERROR.code:
+            return self.codec.encode(terminal_table.build(reply))
+        message = terminal_table.build(reply)
+        fields = dict(message.fields)
+        fields[64] = bytes(8)
+        payload = self.codec.encode(Message(message.mti, fields, message.tpdu, message.header))
+        mac = await self.hsm.generate_mac(
+            session.mak, MacAlgorithm.CUP_ECB, self.codec.mac_block(payload)
+        )
+        return self.codec.with_mac(payload, mac)
+
+    def _format_error(self, payload: bytes, err: CodecError) -> bytes | None:
+        """Answer 30, echoing what could be read of the envelope; nothing if not even that."""
+        prefix = self.codec.prefix_bytes
+        if len(payload) < prefix + 2:
+            return None
+        tpdu, header = payload[:5], payload[5:prefix]
+        mti = payload[prefix : prefix + 2].hex()
+        if not mti.isdigit() or mti[2] not in "02468":
+            return None
+        fields: dict[int, FieldValue] = {39: Outcome.FORMAT_ERROR.code}
+        fields.update(err.envelope)
+        reply = Message(
+            f"{(int(mti) // 10) * 10 + 10:04d}", fields, tpdu[:1] + tpdu[3:5] + tpdu[1:3], header
+        )
+        try:
+            return self.codec.encode(reply)
+        except CodecError:
+            return self.codec.encode(Message(reply.mti, {39: "30"}, reply.tpdu, reply.header))

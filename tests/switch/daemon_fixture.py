@@ -1,0 +1,158 @@
+"""A real daemon on 127.0.0.1 (port 0) over a temporary SQLite database and key store, and a
+terminal that speaks to it through the same messages/hsm code (its own secure module)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hsm.des import kcv
+from hsm.interface import MacAlgorithm, SignOnKeys
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import MemoryKeyStore
+from hsm.lmk import Component, Lmk, combine
+from hsm.soft import SoftHsm
+from ledger.migrate import upgrade_sqlite
+from messages import terminal_table
+from messages.codec import Codec, Message
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.spec_terminal import TERMINAL
+from messages.terminal import TerminalMessage, TerminalReply
+from switch.app import App
+from switch.config import Config, HttpConfig, ListenConfig
+from switch.sessions import Sessions
+
+ZONE = ZoneInfo("Asia/Shanghai")
+INSTITUTION = "101320000000001"
+CODEC = Codec(TERMINAL)
+
+
+def now() -> datetime:
+    return datetime.now(ZONE).replace(microsecond=0)
+
+
+def make_database(path: Path, terminals: dict[str, str]) -> None:
+    upgrade_sqlite(path)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO institutions (id, kind, name, level) VALUES (?, 'hospital', 'Demo', 3)",
+            (INSTITUTION,),
+        )
+        for terminal_id, kind in terminals.items():
+            connection.execute(
+                "INSERT INTO terminals (id, institution_id, kind) VALUES (?, ?, ?)",
+                (terminal_id, INSTITUTION, kind),
+            )
+
+
+def new_hsm(store: MemoryKeyStore) -> SoftHsm:
+    """A software HSM with a fresh random LMK (two components)."""
+    components = [Component(secrets.token_bytes(16)) for _ in range(2)]
+    return SoftHsm(Lmk(components, kcv(combine(components))), store)
+
+
+@dataclass
+class Terminal:
+    """A POS: its id, the key material its secure module holds, its batch and STAN."""
+
+    terminal_id: str
+    hsm: SoftHsm
+    tmk: KeyRef
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    keys: SignOnKeys | None = None
+    batch: str = "000000"
+    stan: int = 0
+    institution_id: str = INSTITUTION
+
+    def next_stan(self) -> str:
+        self.stan += 1
+        return f"{self.stan:06d}"
+
+    async def send(self, payload: bytes) -> bytes:
+        self.writer.write(encode_frame(payload, LengthFormat.BINARY2))
+        await self.writer.drain()
+        decoder = FrameDecoder(LengthFormat.BINARY2)
+        for _ in range(1000):
+            data = await asyncio.wait_for(self.reader.read(4096), timeout=10)
+            assert data, "connection closed"
+            frames = decoder.feed(data)
+            if frames:
+                return frames[0]
+        raise AssertionError("no reply")
+
+    async def exchange(
+        self, request: TerminalMessage, *, mac: bool = True, bad_mac: bool = False
+    ) -> TerminalReply:
+        message = terminal_table.build(request)
+        payload = CODEC.encode(message)
+        if mac and self.keys is not None:
+            fields = dict(message.fields)
+            fields[64] = bytes(8)
+            payload = CODEC.encode(Message(message.mti, fields, message.tpdu, message.header))
+            code = await self.hsm.generate_mac(
+                self.keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(payload)
+            )
+            payload = CODEC.with_mac(payload, b"00000000" if bad_mac else code)
+        answer = await self.send(payload)
+        reply = terminal_table.parse(CODEC.decode(answer))
+        assert isinstance(reply, TerminalReply)
+        if reply.mac is not None and self.keys is not None:
+            check = await self.hsm.verify_mac(
+                self.keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(answer), reply.mac
+            )
+            assert check, "the reply's MAC does not verify"
+        return reply
+
+    def envelope(self) -> dict[str, str]:
+        return {
+            "stan": self.next_stan(),
+            "terminal_id": self.terminal_id,
+            "institution_id": self.institution_id,
+            "batch": self.batch,
+        }
+
+
+@dataclass
+class Daemon:
+    app: App
+    hsm: SoftHsm
+    store: MemoryKeyStore
+    home: Path
+
+    @asynccontextmanager
+    async def terminal(
+        self, terminal_id: str, *, provision: bool = True
+    ) -> AsyncIterator[Terminal]:
+        tmk_alias = f"tmk/{terminal_id}"
+        tmk = await self.hsm.generate_key(tmk_alias, KeyUsage.TMK, now=now())
+        # The POS's secure module holds the same TMK (injected at the terminal's key loading).
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.app.terminal_port)
+        try:
+            yield Terminal(terminal_id, self.hsm, tmk, reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+@asynccontextmanager
+async def running_daemon(tmp: Path, terminals: dict[str, str]) -> AsyncIterator[Daemon]:
+    make_database(tmp / "medswitch.db", terminals)
+    store = MemoryKeyStore()
+    hsm = new_hsm(store)
+    config = Config(
+        home=str(tmp), terminal=replace(ListenConfig(), port=0), http=HttpConfig(port=0)
+    )
+    app = App(config, hsm, Sessions(store), clock=now)
+    await app.start()
+    try:
+        yield Daemon(app, hsm, store, tmp)
+    finally:
+        await app.stop()

@@ -1,0 +1,120 @@
+"""The daemon over real sockets on 127.0.0.1: sign-on, MACs, and every refusal path."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+from messages.codec import Message
+from messages.outcome import Outcome
+from messages.terminal import Echo, SignOn, SignOnReply
+from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
+
+TERMINALS = {"POS00001": "pos", "KIOSK001": "kiosk"}
+
+
+async def sign_on(terminal: Terminal) -> SignOnReply:
+    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
+    assert isinstance(reply, SignOnReply)
+    assert reply.response_code == "00"
+    assert reply.keys is not None
+    # The terminal's secure module checks the check values while storing the keys.
+    terminal.keys = await terminal.hsm.accept_sign_on(
+        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
+    )
+    terminal.batch = reply.batch
+    return reply
+
+
+def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with running_daemon(tmp_path, TERMINALS) as daemon:
+            await scenario(daemon)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            reply = await sign_on(pos)
+            assert reply.keys is not None and reply.keys.tdk is not None  # 60-byte layout
+            assert reply.batch == "000002"
+            assert reply.host_date is not None and len(reply.host_date) == 4
+            assert reply.host_time is not None and len(reply.host_time) == 6
+            assert reply.tpdu == bytes.fromhex("6000000003")  # destination and source swapped
+            echo = await pos.exchange(Echo(**pos.envelope()))
+            assert echo.response_code == "00"
+            assert echo.mac is not None  # MACed under the new MAK, checked by exchange()
+
+    run(tmp_path, scenario)
+
+
+def test_refusals(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            before = await pos.exchange(Echo(**pos.envelope()))
+            assert before.response_code == Outcome.RE_SIGN_ON.code  # not signed on yet
+            await sign_on(pos)
+            bad = await pos.exchange(Echo(**pos.envelope()), bad_mac=True)
+            assert bad.response_code == Outcome.MAC_ERROR.code
+            no_mac = await pos.exchange(Echo(**pos.envelope()), mac=False)
+            assert no_mac.response_code == Outcome.MAC_ERROR.code
+            pos.batch = "000009"
+            assert (await pos.exchange(Echo(**pos.envelope()))).response_code == "77"
+        async with daemon.terminal("POS00099") as stranger:
+            reply = await stranger.exchange(SignOn(**stranger.envelope()), mac=False)
+            assert reply.response_code == Outcome.TERMINAL_NOT_REGISTERED.code
+        async with daemon.terminal("KIOSK001") as kiosk:
+            kiosk.institution_id = "999999999999999"
+            reply = await kiosk.exchange(SignOn(**kiosk.envelope()), mac=False)
+            assert reply.response_code == Outcome.INVALID_MERCHANT.code
+
+    run(tmp_path, scenario)
+
+
+def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            message = Message(
+                "0820",
+                {11: "000042", 41: "POS00001", 42: "101320000000001", 60: "00000001301"},
+                bytes.fromhex("6000030000"),
+                bytes(6),
+            )
+            payload = bytearray(CODEC.encode(message))
+            payload[-3] = 0xAB  # field 60 is no longer BCD
+            answer = CODEC.decode(await pos.send(bytes(payload)))
+            assert answer.mti == "0830"
+            assert answer.fields[39] == "30"
+            assert answer.fields[11] == "000042"
+            assert answer.fields[41] == "POS00001"
+
+    run(tmp_path, scenario)
+
+
+def test_metrics_health_and_readiness(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            await sign_on(pos)
+            await pos.exchange(Echo(**pos.envelope()))
+        port = daemon.app.http_port
+
+        def get(path: str) -> tuple[int, str]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+
+        status, text = await asyncio.to_thread(get, "/metrics")
+        assert status == 200
+        assert (
+            'medswitch_messages_total{interface="terminal",mti="0830",response_code="00"}' in text
+        )
+        assert (
+            'medswitch_messages_total{interface="terminal",mti="0810",response_code="00"}' in text
+        )
+        assert "medswitch_handler_seconds_bucket" in text
+        assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
+
+    run(tmp_path, scenario)
