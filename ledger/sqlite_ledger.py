@@ -120,17 +120,18 @@ class SqliteStore:
 
     def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = self.load_accounts(sorted({a.id for a in accounts}))
-        results = []
+        results, created = [], []
         for account in accounts:
             result = check_open(account, existing.get(account.id))
             if result is AccountResult.CREATED:
                 existing[account.id] = AccountState.opened(account)
-                self.conn.execute(
-                    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted,"
-                    " closed) VALUES (?, ?, ?, ?, 0, 0, 0)",
-                    (account.id, account.kind.value, account.owner, int(account.flags)),
-                )
+                created.append((account.id, account.kind.value, account.owner, int(account.flags)))
             results.append(result)
+        self.conn.executemany(
+            "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
+            " VALUES (?, ?, ?, ?, 0, 0, 0)",
+            created,
+        )
         return results
 
     def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:

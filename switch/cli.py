@@ -37,3 +37,7 @@ from switch.cli_serve import routes, serve  # noqa: E402
 
 main.add_command(serve)
 main.add_command(routes)
+from switch.cli_ledger import demo_group, ledger_group  # noqa: E402
+
+main.add_command(ledger_group)
+main.add_command(demo_group)

@@ -53,35 +53,31 @@ class PayoutOrder:
     approved_by: str
 
 
+def contribution_transfers(line: ContributionLine) -> list[Transfer]:
+    """The transfers of one contribution line (also used by bulk loads such as the demo)."""
+    receivable = account_id(K.CONTRIBUTIONS_RECEIVABLE, line.unit_id)
+    ref = contribution_reference(line)
+    key = (line.unit_id, line.period, line.cardholder_id)
+    shares = (
+        ("contribution-personal", account_id(K.PERSONAL_FUND, line.cardholder_id),
+         line.personal_fen, TransferCode.CONTRIBUTION_PERSONAL),
+        ("contribution-pooled", centre(K.POOLED_FUND), line.pooled_fen,
+         TransferCode.CONTRIBUTION_POOLED),
+    )  # fmt: skip
+    return [
+        Transfer(transfer_id(name, *key), receivable, credit, amount, code, ref)
+        for name, credit, amount, code in shares
+        if amount
+    ]
+
+
+def contribution_reference(line: ContributionLine) -> str:
+    return f"contribution|{line.unit_id}|{line.period}|{line.cardholder_id}"
+
+
 async def post_contribution(ledger: Ledger, line: ContributionLine) -> EventResult:
     """contributions receivable → personal fund (individual share) and pooled fund (the rest)."""
-    receivable = account_id(K.CONTRIBUTIONS_RECEIVABLE, line.unit_id)
-    ref = f"contribution|{line.unit_id}|{line.period}|{line.cardholder_id}"
-    key = (line.unit_id, line.period, line.cardholder_id)
-    transfers = []
-    if line.personal_fen:
-        transfers.append(
-            Transfer(
-                transfer_id("contribution-personal", *key),
-                receivable,
-                account_id(K.PERSONAL_FUND, line.cardholder_id),
-                line.personal_fen,
-                TransferCode.CONTRIBUTION_PERSONAL,
-                ref,
-            )
-        )
-    if line.pooled_fen:
-        transfers.append(
-            Transfer(
-                transfer_id("contribution-pooled", *key),
-                receivable,
-                centre(K.POOLED_FUND),
-                line.pooled_fen,
-                TransferCode.CONTRIBUTION_POOLED,
-                ref,
-            )
-        )
-    return await post_event(ledger, ref, transfers)
+    return await post_event(ledger, contribution_reference(line), contribution_transfers(line))
 
 
 async def post_contribution_received(ledger: Ledger, line: StatementLine) -> EventResult:

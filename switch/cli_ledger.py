@@ -1,0 +1,125 @@
+"""`medswitch ledger ...` (balances, history, review items, migrations) and `medswitch demo init`
+(a demo deployment on the embedded SQLite database). No card numbers are printed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from ledger.core import Ledger
+from ledger.demo import init_demo
+from ledger.migrate import current_sqlite, head, upgrade_sqlite
+from ledger.sqlite_ledger import SqliteLedger
+
+DEFAULT_DB = Path("var/medswitch.db")
+T = TypeVar("T")
+
+db_option = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_DB,
+    envvar="MEDSWITCH_DB",
+    show_default=True,
+    help="The embedded SQLite database.",
+)
+
+
+def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
+    if not db.exists():
+        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+
+    async def run() -> T:
+        ledger = SqliteLedger.open(db)
+        try:
+            return await use(ledger)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(run())
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """The money: balances, history, items in review, schema migrations."""
+
+
+@ledger_group.command()
+@db_option
+def migrate(db: Path) -> None:
+    """Create or upgrade the database schema to the newest revision."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    upgrade_sqlite(db)
+    click.echo(f"{db}: schema at revision {current_sqlite(db)} (newest {head()})")
+
+
+@ledger_group.command()
+@click.argument("account")
+@db_option
+def balance(account: str, db: Path) -> None:
+    """Show an account's posted debits, credits and balance (ids like pf:0000000001)."""
+    found = _with_ledger(db, lambda ledger: ledger.balance(account))
+    if found is None:
+        raise click.ClickException(f"no account {account}")
+    click.echo(
+        f"{found.account_id} {found.kind.name} debits={found.debits_posted_fen} "
+        f"credits={found.credits_posted_fen} balance_fen={found.balance_fen}"
+        + (" closed" if found.closed else "")
+    )
+
+
+@ledger_group.command()
+@click.argument("account")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@db_option
+def history(account: str, limit: int, db: Path) -> None:
+    """The last transfers touching an account, oldest first."""
+    for posted in _with_ledger(db, lambda ledger: ledger.history(account, limit)):
+        t = posted.transfer
+        click.echo(
+            f"{posted.seq:>8} {t.code:>4} {t.debit_account_id} -> {t.credit_account_id} "
+            f"{t.amount_fen} {t.reference}"
+        )
+
+
+@ledger_group.command()
+@db_option
+def reviews(db: Path) -> None:
+    """Exceptions held for a person."""
+    for item in _with_ledger(db, lambda ledger: ledger.reviews()):
+        click.echo(f"{item.reason:<24} {item.amount_fen:>10} {item.reference} {item.detail}")
+
+
+@click.group("demo")
+def demo_group() -> None:
+    """A demo deployment on the embedded SQLite database."""
+
+
+@demo_group.command("init")
+@click.option("--cardholders", default=10_000, show_default=True, type=click.IntRange(1, 10**7))
+@click.option("--seed", default=1, show_default=True, help="Same seed, same deployment.")
+@click.option("--force", is_flag=True, help="Replace an existing database.")
+@db_option
+def demo_init(cardholders: int, seed: int, force: bool, db: Path) -> None:
+    """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
+    funded personal accounts. Keys are made by `medswitch keys`, not here."""
+    if db.exists():
+        if not force:
+            raise click.ClickException(f"{db} exists (use --force to replace it)")
+        for suffix in ("", "-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
+        summary = init_demo(db, cardholders, seed=seed, progress=bar.update)
+    click.echo(
+        f"{db}: {summary.institutions} institutions, {summary.terminals} terminals, "
+        f"{summary.cardholders} cardholders, {summary.accounts} accounts; personal funds "
+        f"{summary.personal_fen / 100:,.2f} yuan, pooled fund {summary.pooled_fen / 100:,.2f} "
+        f"yuan ({time.perf_counter() - start:.1f} s)"
+    )

@@ -1,0 +1,64 @@
+"""`medswitch demo init` and the `medswitch ledger` commands, on a small deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.demo import init_demo, luhn_digit
+from ledger.sqlite_ledger import SqliteLedger
+from switch.cli_ledger import demo_group, ledger_group
+from tests.ledger.event_support import check_balances
+
+
+def test_demo_deployment_is_consistent_and_deterministic(tmp_path: Path) -> None:
+    first = init_demo(tmp_path / "a.db", 120, seed=7)
+    second = init_demo(tmp_path / "b.db", 120, seed=7)
+    assert first == second
+    assert first.cardholders == 120 and first.accounts > 7 * 120
+    connection = sqlite3.connect(tmp_path / "a.db")
+    cards = [row[0] for row in connection.execute("SELECT card_no FROM cards")]
+    kinds = dict(connection.execute("SELECT kind, count(*) FROM institutions GROUP BY kind"))
+    connection.close()
+    assert len(cards) == 120 and all(luhn_digit(c[:-1]) == c[-1] for c in cards)
+    assert {"hospital", "pharmacy", "bank", "employer_unit", "centre"} <= set(kinds)
+
+    async def check() -> None:
+        ledger = SqliteLedger.open(tmp_path / "a.db")
+        try:
+            await check_balances(ledger)
+            receivables = [
+                b for b in await ledger.all_balances() if b.account_id.startswith("contrib:")
+            ]
+            assert all(b.balance_fen == 0 for b in receivables)  # settled by the statement
+        finally:
+            await ledger.close()
+
+    asyncio.run(check())
+    with pytest.raises(FileExistsError):
+        init_demo(tmp_path / "a.db", 1)
+
+
+def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
+    db = str(tmp_path / "var" / "demo.db")
+    runner = CliRunner()
+    made = runner.invoke(demo_group, ["init", "--cardholders", "30", "--db", db])
+    assert made.exit_code == 0, made.output
+    assert "30 cardholders" in made.output
+    again = runner.invoke(demo_group, ["init", "--cardholders", "30", "--db", db])
+    assert again.exit_code != 0 and "exists" in again.output
+    forced = runner.invoke(demo_group, ["init", "--cardholders", "5", "--db", db, "--force"])
+    assert forced.exit_code == 0, forced.output
+    shown = runner.invoke(ledger_group, ["balance", "pf:0000000001", "--db", db])
+    assert shown.exit_code == 0 and "PERSONAL_FUND" in shown.output
+    listed = runner.invoke(ledger_group, ["history", "pf:0000000001", "--db", db])
+    assert listed.exit_code == 0 and "contribution|" in listed.output
+    assert runner.invoke(ledger_group, ["reviews", "--db", db]).exit_code == 0
+    migrated = runner.invoke(ledger_group, ["migrate", "--db", db])
+    assert migrated.exit_code == 0 and "revision 0001" in migrated.output
+    missing = runner.invoke(ledger_group, ["balance", "pf:nobody", "--db", db])
+    assert missing.exit_code != 0
