@@ -257,6 +257,39 @@ ENUM_PARAMETERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+class FrameSplitter:
+    r"""Bytes in, complete message bodies out, whatever way the stream was cut.
+
+    >>> splitter = FrameSplitter()
+    >>> splitter.feed(b"\x00\x060001NC\x00")
+    [b'0001NC']
+    >>> splitter.feed(b"\x020")
+    []
+    >>> splitter.feed(b"1")
+    [b'01']
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        bodies = []
+        start = 0
+        buffer = self._buffer
+        while len(buffer) - start >= 2:
+            end = start + 2 + int.from_bytes(buffer[start : start + 2], "big")
+            if end > len(buffer):
+                break
+            bodies.append(bytes(buffer[start + 2 : end]))
+            start = end
+        if start:
+            del buffer[:start]
+        return bodies
+
+
 def frame(body: bytes) -> bytes:
     if len(body) > 0xFFFF:
         raise InvalidInputError("message longer than 65535 bytes")

@@ -27,6 +27,7 @@ from hsm.keys import CardKeyPath, KeyRef, KeyUsage
 
 log = logging.getLogger("medswitch.hsm")
 INTERNAL_ERROR = "41"
+READ_BYTES = 1 << 16
 
 
 class HsmServer:
@@ -52,14 +53,18 @@ class HsmServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
+        splitter = hostcmd.FrameSplitter()
         try:
             while True:
                 try:
-                    length = int.from_bytes(await reader.readexactly(2), "big")
-                    body = await reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    data = await reader.read(READ_BYTES)
+                except ConnectionError:
                     return
-                writer.write(await self.handle(body))
+                if not data:
+                    return
+                # Everything pipelined in this read is answered with one write.
+                replies = [await self.handle(body) for body in splitter.feed(data)]
+                writer.write(b"".join(replies))
                 if writer.transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
         finally:
@@ -116,21 +121,23 @@ class HsmClient:
             await self._writer.wait_closed()
 
     async def _receive(self) -> None:
+        splitter = hostcmd.FrameSplitter()
         try:
             while True:
-                length = int.from_bytes(await self._reader.readexactly(2), "big")
-                body = await self._reader.readexactly(length)
-                future = self._pending.pop(body[:4].decode("ascii", "replace"), None)
-                if future is not None and not future.done():
-                    future.set_result(body)
-        except (asyncio.IncompleteReadError, ConnectionError) as error:
-            lost = ConnectionError("HSM connection lost")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(lost)
-            self._pending.clear()
-            if not isinstance(error, asyncio.IncompleteReadError):
-                raise
+                data = await self._reader.read(READ_BYTES)
+                if not data:
+                    break
+                for body in splitter.feed(data):
+                    future = self._pending.pop(body[:4].decode("ascii", "replace"), None)
+                    if future is not None and not future.done():
+                        future.set_result(body)
+        except ConnectionError:
+            pass
+        lost = ConnectionError("HSM connection lost")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._pending.clear()
 
     async def call(self, method: str, *args: Any, code: str | None = None) -> Any:
         command = hostcmd.BY_METHOD[method] if code is None else hostcmd.BY_CODE[code]
