@@ -115,7 +115,8 @@ class Hsm(Protocol):
         ...
 
     async def encrypt_data(self, key: KeyRef, data: bytes) -> bytes:
-        """TDK or file key: 3DES-CBC, IV zero, ISO 9797-1 pad method 2."""
+        """TDK or file key: 3DES-CBC, IV zero, ISO 9797-1 pad method 2. A file key encrypts
+        under its variant K ⊕ F0…F0 and MACs (X9_19, `generate_mac`) under K itself."""
         ...
 
     async def decrypt_data(self, key: KeyRef, data: bytes) -> bytes: ...
