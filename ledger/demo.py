@@ -4,7 +4,7 @@ contributions posted through the ledger and settled by a bank statement, exactly
 would be. Deterministic for a seed. Keys are not made here (they come from the HSM).
 
 >>> luhn_digit("621234000000001")
-'6'
+'9'
 """
 
 from __future__ import annotations
