@@ -71,10 +71,7 @@ class KeyCache:
         if entry is None:
             stored = await self.store.get(ref.alias, ref.version)
             key = keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
-            entry = LoadedKey(stored.ref, key)
-            if len(self._loaded) >= self._size_max:
-                del self._loaded[next(iter(self._loaded))]
-            self._loaded[(ref.alias, ref.version)] = entry
+            entry = self._remember(LoadedKey(stored.ref, key))
         elif entry.ref.usage is not ref.usage:
             raise KeyUsageError(
                 f"key {ref.alias} v{ref.version} is {entry.ref.usage.value}, "
@@ -116,5 +113,11 @@ class KeyCache:
         ref = KeyRef(alias, version, usage, kcv(key))
         stored = keyblock.wrap(self._lmk.key_bytes(), ref, key, now.isoformat())
         await self.store.put(stored)
-        self._loaded[(alias, version)] = LoadedKey(ref, key)
+        self._remember(LoadedKey(ref, key))
         return ref
+
+    def _remember(self, entry: LoadedKey) -> LoadedKey:
+        if len(self._loaded) >= self._size_max:
+            del self._loaded[next(iter(self._loaded))]
+        self._loaded[(entry.ref.alias, entry.ref.version)] = entry
+        return entry

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from hsm import cardcrypto, mac, pinblock, signon
-from hsm.des import Des, adjust_parity, kcv
+from hsm.des import Des, adjust_parity
 from hsm.errors import (
     CardNotAuthenticatedError,
     InvalidInputError,
@@ -89,9 +89,11 @@ class SoftHsm:
         *,
         now: datetime,
     ) -> KeyRef:
+        if not 4 <= len(kcv) <= 16:
+            raise InvalidInputError("an imported key needs its check value (4 to 16 hex)")
         wrapping = await self._kek(kek, usage)
         key = adjust_parity(wrapping.des.decrypt_ecb(encrypted))
-        if not kcv or _kcv(key)[: len(kcv)] != kcv.upper():
+        if Des(key).kcv(8)[: len(kcv)] != kcv.upper():
             raise KcvMismatchError(f"imported {usage.value} does not match its check value")
         return await self._keys.put(alias, usage, key, now)
 
@@ -108,7 +110,7 @@ class SoftHsm:
 
     async def kcv(self, key: KeyRef | CardKeyPath) -> str:
         if isinstance(key, CardKeyPath):
-            return _kcv(await self._keys.card_key(key))
+            return (await self._keys.card(key)).des.kcv()
         return (await self._keys.load(key)).des.kcv()
 
     # -- MACs ---------------------------------------------------------------------------------
@@ -322,7 +324,3 @@ class SoftHsm:
             raise InvalidInputError("a data check code is 4 bytes")
         expected = await self.card_data_check_code(key, data)
         return hmac.compare_digest(expected, code)
-
-
-def _kcv(key: bytes) -> str:
-    return kcv(key)
