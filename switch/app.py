@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,11 +96,9 @@ class App:
         http.router.add_get("/readyz", self._readyz)
         self.http_runner = web.AppRunner(http, access_log=None)
         await self.http_runner.setup()
-        site = web.TCPSite(self.http_runner, self.config.http.host, self.config.http.port)
-        await site.start()
-        server = site._server  # the bound port when configured as 0
-        assert isinstance(server, asyncio.Server) and server.sockets
-        self.http_port = server.sockets[0].getsockname()[1]
+        sock = socket.create_server((self.config.http.host, self.config.http.port), backlog=128)
+        self.http_port = sock.getsockname()[1]  # the bound port when configured as 0
+        await web.SockSite(self.http_runner, sock).start()
 
     async def _metrics(self, _: web.Request) -> web.Response:
         listener = self.terminal_listener

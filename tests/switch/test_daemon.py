@@ -6,6 +6,8 @@ import asyncio
 import urllib.request
 from pathlib import Path
 
+import uvloop
+
 from messages.codec import Message
 from messages.outcome import Outcome
 from messages.terminal import Echo, SignOn, SignOnReply
@@ -32,7 +34,9 @@ def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
         async with running_daemon(tmp_path, TERMINALS) as daemon:
             await scenario(daemon)
 
-    asyncio.run(asyncio.wait_for(main(), timeout=60))
+    # The daemon runs on uvloop in production (medswitch serve); test it there.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=60))
 
 
 def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path) -> None:

@@ -1,0 +1,114 @@
+"""Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
+terminal, the card master keys (key version 1), the data-check and PSAM transport keys.
+
+Everything is created through the HSM and recorded in the ceremony audit log; only check values
+are printed. A production deployment runs the ceremony by hand (`medswitch keys ...`) and an
+HSM formed with ``production=True`` refuses the TEST ONLY components.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hsm.des import kcv
+from hsm.keys import KeyUsage
+from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
+from hsm.soft import SoftHsm
+from switch.cli_keys import LMK_CONFIG, Home, component_files_of, open_soft_hsm
+from switch.sessions import tmk_alias
+
+CARD_MASTER_USAGES = (
+    KeyUsage.MK_LOAD,
+    KeyUsage.MK_PURCHASE,
+    KeyUsage.MK_TAC,
+    KeyUsage.MK_UNLOAD,
+    KeyUsage.MK_PIN_RELOAD,
+    KeyUsage.MK_PIN_UNBLOCK,
+    KeyUsage.MK_APP_MAINT,
+    KeyUsage.MK_CONTROL,
+)
+CENTRE_USAGES = (KeyUsage.DATA_CHECK, KeyUsage.PSAM_TRANSPORT)
+
+
+def card_master_alias(usage: KeyUsage) -> str:
+    """Card master keys: one alias per usage, one version per card key version."""
+    return f"card/{usage.value}"
+
+
+def centre_alias(usage: KeyUsage) -> str:
+    return f"centre/{usage.value}"
+
+
+def custodian_files(home: Path) -> list[Path]:
+    return [home / "custodians" / f"{name}.component" for name in ("a", "b")]
+
+
+def write_test_components(home: Path) -> list[Path]:
+    """The custodians' files (component, then its KCV) and the LMK's recorded check value."""
+    files = custodian_files(home)
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    components = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
+    for file, component, text in zip(files, components, TEST_ONLY_COMPONENTS, strict=True):
+        if not file.exists():
+            file.write_text(f"{text}\nKCV:{component.kcv}\n")
+            file.chmod(0o600)
+    config = home / LMK_CONFIG
+    if not config.exists():
+        formed = kcv(combine(components, minimum=2))
+        config.write_text(json.dumps({"kcv": formed, "formed_at": _now().isoformat()}) + "\n")
+        Home(home, "demo").audit(
+            "lmk.form",
+            kcv=formed,
+            recorded=True,
+            test_only=True,
+            component_kcvs=[c.kcv for c in components],
+        )
+    return files
+
+
+async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
+    """Create whatever demo keys are missing; returns alias → KCV of what was created."""
+    files = write_test_components(home)
+    hsm = open_soft_hsm(home, component_files_of(files))
+    audit = Home(home, "demo")
+    store = audit.store
+    existing = {stored.alias for stored in await store.list()}
+    created: dict[str, str] = {}
+    wanted = [(card_master_alias(u), u) for u in CARD_MASTER_USAGES]
+    wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
+    wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
+    for alias, usage in wanted:
+        if alias in existing:
+            continue
+        ref = await _generate(hsm, alias, usage)
+        created[alias] = ref
+        audit.audit(
+            "key.generate", alias=alias, usage=usage.value, version=1, kcv=ref, test_only=True
+        )
+    return created
+
+
+async def _generate(hsm: SoftHsm, alias: str, usage: KeyUsage) -> str:
+    ref = await hsm.generate_key(alias, usage, now=_now())
+    return ref.kcv
+
+
+def write_config(home: Path, terminal_port: int = 5800, http_port: int = 5880) -> Path:
+    """The demo's medswitch.toml, naming the custodians' component files."""
+    path = home / "medswitch.toml"
+    if not path.exists():
+        components = ", ".join(f'"{f}"' for f in custodian_files(home))
+        path.write_text(
+            "# medswitch demo deployment — TEST ONLY keys, embedded SQLite.\n"
+            f'home = "{home}"\n\n[terminal]\nport = {terminal_port}\n\n'
+            f'[http]\nport = {http_port}\n\n[hsm]\nbackend = "soft"\n'
+            f"lmk_components = [{components}]\n"
+        )
+    return path
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
