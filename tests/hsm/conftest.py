@@ -5,6 +5,7 @@ with a fresh key store holding the vector keys."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,12 +68,41 @@ async def load_known_keys(soft: SoftHsm) -> dict[str, KeyRef]:
 Body = Callable[[Hsm, dict[str, KeyRef]], Awaitable[None]]
 
 
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record) + repr(record.__dict__))
+
+
+def secret_texts() -> list[str]:
+    """Every clear key (and half key) of the suite, as it could appear in text."""
+    values = [v for _, v in KNOWN_KEYS.values()] + [c.reveal().replace(" ", "") for c in
+                                                    (LMK_A, LMK_B)]
+    return [t for v in values for t in (v, v[:16], v[16:], v.lower()) if t]
+
+
 @dataclass
 class Backend:
     name: str
 
     def run(self, body: Body) -> None:
-        asyncio.run(self._run(body))
+        """Run one test body; afterwards no log line of the run may show key material."""
+        collector = _Collector()
+        root = logging.getLogger()
+        root.addHandler(collector)
+        level = root.level
+        root.setLevel(logging.DEBUG)
+        try:
+            asyncio.run(self._run(body))
+        finally:
+            root.removeHandler(collector)
+            root.setLevel(level)
+        logged = "\n".join(collector.lines)
+        for secret in secret_texts():
+            assert secret not in logged
 
     async def _run(self, body: Body) -> None:
         soft = make_soft_hsm()
