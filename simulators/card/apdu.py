@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from switch.card_connection import CardRemovedError
+
 SW_OK = 0x9000
 SW_MAC_INVALID = 0x9302
 SW_APP_LOCKED_PERMANENT = 0x9303
@@ -51,7 +53,7 @@ class CardStatus(Exception):
         self.sw = sw
 
 
-class PowerLost(Exception):
+class PowerLost(CardRemovedError):
     """The card lost power in the middle of a command (tearing): no response at all."""
 
 

@@ -110,7 +110,7 @@ def unblock_pin(state: CardState, apdu: Apdu, challenge: bytes | None, commit: C
     if dpuk is None:
         raise CardStatus(SW_REFERENCE_NOT_FOUND)
     cipher = check_line_mac(dpuk.value, challenge, apdu)
-    pin = _decrypt(dpuk.value, cipher)
+    pin = decrypt_sm(dpuk.value, cipher)
     if not 2 <= len(pin) <= 6:
         raise CardStatus(SW_WRONG_DATA)
     _set_pin(state, pin, commit)
@@ -121,7 +121,7 @@ def write_key(state: CardState, apdu: Apdu, challenge: bytes | None, commit: Com
     if control is None:
         raise CardStatus(SW_REFERENCE_NOT_FOUND)
     cipher = check_line_mac(control.value, challenge, apdu)
-    plain = _decrypt(control.value, cipher)
+    plain = decrypt_sm(control.value, cipher)
     if len(plain) != ATTRIBUTE_BYTES + KEY_BYTES:
         raise CardStatus(SW_WRONG_DATA)
     key_type, version, alg = plain[0], plain[3], plain[4]
@@ -208,7 +208,7 @@ def _set_pin(state: CardState, pin: bytes, commit: Commit) -> None:
     commit(write)
 
 
-def _decrypt(key: bytes, cipher: bytes) -> bytes:
+def decrypt_sm(key: bytes, cipher: bytes) -> bytes:
     if not cipher or len(cipher) % 8:
         raise CardStatus(SW_WRONG_LENGTH)
     try:
