@@ -11,17 +11,6 @@ def main() -> None:
     """medswitch — transaction switch for a medical-insurance IC-card network."""
 
 
-@main.command()
-@click.pass_context
-def run(ctx: click.Context) -> None:
-    """What `make run` starts. Until the daemon lands this shows the available commands."""
-    parent = ctx.parent
-    assert parent is not None
-    click.echo("medswitch: the switch daemon (`medswitch serve`) is not built yet.")
-    click.echo("These commands work today:\n")
-    click.echo(parent.get_help())
-
-
 # Sub-command groups. Each lives in its own module; add one line here per group.
 from switch.cli_keys import keys  # noqa: E402
 
@@ -33,9 +22,10 @@ main.add_command(messages)
 from switch.hsm_net import hsm_group  # noqa: E402
 
 main.add_command(hsm_group)
-from switch.cli_serve import routes, serve  # noqa: E402
+from switch.cli_serve import routes, run, serve  # noqa: E402
 
 main.add_command(serve)
+main.add_command(run)
 main.add_command(routes)
 from switch.cli_ledger import demo_group, ledger_group  # noqa: E402
 

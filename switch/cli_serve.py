@@ -79,3 +79,38 @@ def serve(config_path: Path | None) -> None:
 def routes() -> None:
     """Print the route table (checked for ambiguity when built)."""
     click.echo(terminal_routes().describe())
+
+
+@click.command()
+@click.option(
+    "--cardholders", default=10_000, show_default=True, help="Cardholders in a new demo deployment."
+)
+@click.pass_context
+def run(ctx: click.Context, cardholders: int) -> None:
+    """What `make run` does: set up the demo deployment if there is none, then serve.
+
+    The demo lives in $MEDSWITCH_HOME (default var/demo): an embedded SQLite database with
+    institutions, terminals and funded cardholders, keys from the published TEST ONLY
+    components, and a medswitch.toml. An existing deployment is served as it is."""
+    import sqlite3
+
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from ledger.demo import init_demo
+    from switch import demo_keys
+
+    config = _load_config(None)
+    home = config.home_path
+    database = Path(config.database.removeprefix("sqlite:///"))
+    if not database.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        click.echo(f"creating the demo deployment in {home} (TEST ONLY keys)")
+        with tqdm(total=cardholders, unit=" cardholders") as bar:
+            init_demo(database, cardholders, progress=bar.update)
+    with sqlite3.connect(database) as connection:
+        terminals = [row[0] for row in connection.execute("SELECT id FROM terminals")]
+    created = asyncio.run(demo_keys.provision(home, terminals))
+    for alias, check_value in created.items():
+        click.echo(f"key {alias} KCV {check_value}")
+    demo_keys.write_config(home)
+    ctx.invoke(serve, config_path=None)
