@@ -78,7 +78,7 @@ class Writer:
 
     async def submit(self, kind: str, *args: Any) -> Any:
         """Queue a job and wait for its result, available only after its batch committed."""
-        if self._closed:
+        if self._closed or not self._thread.is_alive():
             raise RuntimeError("ledger is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -138,7 +138,8 @@ class Writer:
             self._execute(batch)
             self._commit()
         except Exception as exc:
-            self._rollback()
+            with contextlib.suppress(Exception):  # a broken connection fails the batch, not us
+                self._rollback()
             self.stats.commits_failed += 1
             if len(batch) > 1:  # find the culprit: every job again on its own
                 for job in batch:
