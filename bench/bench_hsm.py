@@ -2,7 +2,7 @@
 in process (SoftHsm) and over the network HSM on 127.0.0.1 (server in another process,
 requests pipelined on one connection), next to the bare primitive.
 
-    python -m bench.bench_hsm [--seconds 2] [--in-flight 64]
+    python -m bench.bench_hsm [--seconds 2] [--in-flight 64] [--uvloop]
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
+from typing import Any, TypeVar
 
 from hsm import mac, pboc
 from hsm.des import Des, kcv
@@ -25,6 +26,7 @@ from hsm.lmk import Component, Lmk, combine
 from hsm.pinblock import encode_format0
 from hsm.soft import SoftHsm
 
+T = TypeVar("T")
 U = KeyUsage
 NOW = datetime(2026, 1, 1)
 KEYS = {
@@ -138,7 +140,7 @@ def primitive_rates(seconds: float) -> dict[str, float]:
     return out
 
 
-def _serve(port_pipe: multiprocessing.connection.Connection) -> None:
+def _serve(port_pipe: multiprocessing.connection.Connection, use_uvloop: bool) -> None:
     from switch.hsm_net import HsmServer
 
     async def run() -> None:
@@ -146,10 +148,18 @@ def _serve(port_pipe: multiprocessing.connection.Connection) -> None:
         port_pipe.send(await server.start("127.0.0.1", 0))
         await asyncio.Event().wait()
 
-    asyncio.run(run())
+    _run(run(), use_uvloop)
 
 
-async def measure(seconds: float, in_flight: int) -> dict[str, float]:
+def _run(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+async def measure(seconds: float, in_flight: int, use_uvloop: bool) -> dict[str, float]:
     from switch.hsm_net import HsmClient
 
     results: dict[str, float] = {}
@@ -159,7 +169,7 @@ async def measure(seconds: float, in_flight: int) -> dict[str, float]:
 
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    server = context.Process(target=_serve, args=(child,), daemon=True)
+    server = context.Process(target=_serve, args=(child, use_uvloop), daemon=True)
     server.start()
     try:
         port = parent.recv()
@@ -182,9 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--uvloop", action="store_true", help="uvloop on both sides")
     args = parser.parse_args(argv)
     results = primitive_rates(args.seconds / 2)
-    results.update(asyncio.run(measure(args.seconds, args.in_flight)))
+    results.update(_run(measure(args.seconds, args.in_flight, args.uvloop), args.uvloop))
     for name, value in results.items():
         print(f"{name:52s} {value:10,.0f} /s  {1e6 / value:8.1f} µs")
     return results
