@@ -1,0 +1,195 @@
+"""Issuer-side card and PSAM steps over a card connection, with every cryptogram from the HSM
+(DESIGN §4: card keys are diversified in the HSM and written by secure messaging; nothing here
+ever holds a clear key or PIN).
+
+- `personalize_card`: the card keys under the master control key, EF 0015/0016/0017 by
+  line-protected UPDATE BINARY (DAMK), the initial PIN by PIN UNBLOCK (enciphered under DPUK);
+- `personalize_psam`: the terminal number, then the purchase master key under the PSAM's
+  transport key;
+- lifecycle: application block/unblock, PIN reload and unblock, writing the authorisation file
+  with a fresh card data check code.
+
+Card layout these follow (simulators.card): transaction keys at index `KEY_INDEX`, the others
+at 0; key attributes `type | use right | change right | version | algorithm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hsm.interface import Hsm
+from hsm.keys import CardKeyPath, KeyRef
+from hsm.pboc import card_factor
+from switch.card_connection import CardConnection, expect
+
+KEY_INDEX = 0x01
+APP_AID = bytes.fromhex("D15600000503")
+SELECT_APP = bytes.fromhex("00A40400") + bytes([len(APP_AID)]) + APP_AID
+GET_CHALLENGE = bytes.fromhex("0084000004")
+ALG_3DES = 0x00
+RIGHTS = b"\xf0\xf0"  # use right, change right: free under the card's own protection
+SFI_PUBLIC, SFI_HOLDER, SFI_AUTHORISATION = 0x15, 0x16, 0x17
+AUTHORISATION_DATA_BYTES = 60
+PSAM_PURCHASE_USAGE = 0x22  # one level of diversification, purchase key
+
+
+@dataclass(frozen=True, slots=True)
+class CardMasterKeys:
+    """References to one generation of card master keys (never the keys)."""
+
+    control: KeyRef
+    load: KeyRef
+    purchase: KeyRef
+    tac: KeyRef
+    unload: KeyRef
+    pin_reload: KeyRef
+    pin_unblock: KeyRef
+    app_maint: KeyRef
+    data_check: KeyRef
+    version: int = 1
+
+    def path(self, key: KeyRef, serial: bytes) -> CardKeyPath:
+        return CardKeyPath(key, (card_factor(serial),))
+
+    def slots(self) -> list[tuple[KeyRef, int, int]]:
+        """(master, card key type, index), the maintenance key first so files can follow."""
+        return [
+            (self.app_maint, 0x36, 0),
+            (self.load, 0x3F, KEY_INDEX),
+            (self.purchase, 0x3E, KEY_INDEX),
+            (self.unload, 0x3D, KEY_INDEX),
+            (self.tac, 0x34, KEY_INDEX),
+            (self.pin_reload, 0x38, 0),
+            (self.pin_unblock, 0x37, 0),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class PinEntry:
+    """A PIN as it reaches the issuer: a format-0 block under a PIK or ZPK, with the PAN."""
+
+    pin_key: KeyRef
+    pin_block: bytes
+    pan: str
+
+
+def challenge(conn: CardConnection) -> bytes:
+    return expect(conn, GET_CHALLENGE, "GET CHALLENGE")
+
+
+async def personalize_card(
+    conn: CardConnection,
+    hsm: Hsm,
+    keys: CardMasterKeys,
+    serial: bytes,
+    public: bytes,
+    holder: bytes,
+    authorisation: bytes,
+    pin: PinEntry,
+) -> None:
+    """Keys, files (the authorisation file gets its data check code) and the initial PIN."""
+    expect(conn, SELECT_APP, "SELECT")
+    control = keys.path(keys.control, serial)
+    for master, key_type, index in keys.slots():
+        header = bytes([0x84, 0xD4, 0x01, index])
+        attributes = bytes([key_type]) + RIGHTS + bytes([keys.version, ALG_3DES])
+        apdu = await hsm.write_card_key(
+            control, keys.path(master, serial), challenge(conn), header, attributes
+        )
+        expect(conn, apdu, f"WRITE KEY {key_type:02X}")
+    await update_binary(conn, hsm, keys, serial, SFI_PUBLIC, public)
+    await update_binary(conn, hsm, keys, serial, SFI_HOLDER, holder)
+    await write_authorisation(conn, hsm, keys, serial, authorisation)
+    await unblock_pin(conn, hsm, keys, serial, pin)
+
+
+async def update_binary(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, sfi: int, data: bytes
+) -> None:
+    command = bytes([0x04, 0xD6, 0x80 | sfi, 0x00, len(data) + 4]) + data
+    mac = await hsm.script_mac(keys.path(keys.app_maint, serial), challenge(conn), command)
+    expect(conn, command + mac, f"UPDATE BINARY {sfi:02X}")
+
+
+async def write_authorisation(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, data: bytes
+) -> bytes:
+    """EF 0017 = data (60 bytes) || data check code over EF 0016 || data. Returns the code."""
+    if len(data) != AUTHORISATION_DATA_BYTES:
+        raise ValueError("authorisation data are 60 bytes")
+    holder = expect(conn, bytes([0x00, 0xB0, 0x80 | SFI_HOLDER, 0x00, 0x00]), "READ 0016")
+    code = await hsm.card_data_check_code(keys.path(keys.data_check, serial), holder + data)
+    await update_binary(conn, hsm, keys, serial, SFI_AUTHORISATION, data + code)
+    return code
+
+
+async def unblock_pin(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, pin: PinEntry
+) -> None:
+    """PIN UNBLOCK: the HSM enciphers the PIN under the card's DPUK and MACs the command."""
+    apdu = await hsm.pin_unblock_command(
+        keys.path(keys.pin_unblock, serial), pin.pin_key, pin.pin_block, pin.pan, challenge(conn)
+    )
+    expect(conn, apdu, "PIN UNBLOCK")
+
+
+async def reload_pin(
+    conn: CardConnection,
+    hsm: Hsm,
+    keys: CardMasterKeys,
+    serial: bytes,
+    pin: PinEntry,
+    pin_bcd: bytes,
+) -> None:
+    """RELOAD PIN `80 5E 00 00 Lc new || MAC`: the PIN travels as the standard has it (the
+    PIN pad's BCD digits); the HSM checks it against the enciphered block through the MAC."""
+    mac = await hsm.pin_reload_mac(
+        keys.path(keys.pin_reload, serial), pin.pin_key, pin.pin_block, pin.pan
+    )
+    data = pin_bcd + mac
+    expect(conn, bytes([0x80, 0x5E, 0x00, 0x00, len(data)]) + data, "RELOAD PIN")
+
+
+async def application_block(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, *, permanent: bool
+) -> None:
+    command = bytes([0x84, 0x1E, 0x00, 0x01 if permanent else 0x00, 0x04])
+    await _script(conn, hsm, keys, serial, command, "APPLICATION BLOCK")
+
+
+async def application_unblock(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes
+) -> None:
+    await _script(conn, hsm, keys, serial, bytes.fromhex("8418000004"), "APPLICATION UNBLOCK")
+
+
+async def _script(
+    conn: CardConnection,
+    hsm: Hsm,
+    keys: CardMasterKeys,
+    serial: bytes,
+    command: bytes,
+    what: str,
+) -> None:
+    mac = await hsm.script_mac(keys.path(keys.app_maint, serial), challenge(conn), command)
+    expect(conn, command + mac, what)
+
+
+async def personalize_psam(
+    conn: CardConnection,
+    hsm: Hsm,
+    transport: KeyRef,
+    purchase: KeyRef,
+    psam_serial: bytes,
+    terminal_id: bytes,
+    key_version: int,
+) -> None:
+    """Terminal number (EF 0016), then the purchase master key under the transport key."""
+    if len(terminal_id) != 6:
+        raise ValueError("a terminal number is 6 bytes")
+    expect(conn, bytes([0x00, 0xD6, 0x96, 0x00, 0x06]) + terminal_id, "UPDATE 0016")
+    header = bytes([0x84, 0xD4, 0x01, key_version])
+    attributes = bytes([PSAM_PURCHASE_USAGE]) + RIGHTS + bytes([key_version, ALG_3DES])
+    path = CardKeyPath(transport, (card_factor(psam_serial),))
+    apdu = await hsm.write_psam_key(path, purchase, challenge(conn), header, attributes)
+    expect(conn, apdu, "WRITE KEY (purchase)")
