@@ -91,28 +91,43 @@ class HsmServer:
 class HsmClient:
     """The Hsm port over TCP. Requests are pipelined on one connection; each fails with
     TimeoutError if its answer takes longer than `timeout_s`, and with ConnectionError when the
-    connection drops (open a new client to reconnect)."""
+    connection drops. The next request after a drop connects again (HSM operations are
+    idempotent, so a caller may retry one that failed)."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout_s: float = 5.0
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, host: str, port: int, timeout_s: float = 5.0) -> None:
+        self._address = (host, port)
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._ids = itertools.cycle(range(10_000))
-        self._receiver = self._loop.create_task(self._receive())
+        self._writer: asyncio.StreamWriter | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"HsmClient({len(self._pending)} in flight)"
+        return f"HsmClient({self._address[0]}:{self._address[1]}, {len(self._pending)} in flight)"
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout_s: float = 5.0) -> HsmClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-        return cls(reader, writer, timeout_s)
+        client = cls(host, port, timeout_s)
+        await client._open()
+        return client
+
+    async def _open(self) -> asyncio.StreamWriter:
+        async with self._connecting:
+            receiver, writer = self._receiver, self._writer
+            if writer is not None and receiver is not None and not receiver.done():
+                return writer
+            reader, opened = await asyncio.wait_for(
+                asyncio.open_connection(*self._address), self._timeout_s
+            )
+            self._writer = opened
+            self._receiver = self._loop.create_task(self._receive(reader))
+            return opened
 
     async def close(self) -> None:
+        if self._writer is None or self._receiver is None:
+            return
         self._writer.close()
         self._receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -120,11 +135,11 @@ class HsmClient:
         with contextlib.suppress(ConnectionError):
             await self._writer.wait_closed()
 
-    async def _receive(self) -> None:
+    async def _receive(self, reader: asyncio.StreamReader) -> None:
         splitter = hostcmd.FrameSplitter()
         try:
             while True:
-                data = await self._reader.read(READ_BYTES)
+                data = await reader.read(READ_BYTES)
                 if not data:
                     break
                 for body in splitter.feed(data):
@@ -141,14 +156,15 @@ class HsmClient:
 
     async def call(self, method: str, *args: Any, code: str | None = None) -> Any:
         command = hostcmd.BY_METHOD[method] if code is None else hostcmd.BY_CODE[code]
-        if self._receiver.done():
-            raise ConnectionError("HSM connection lost")
+        writer = self._writer
+        if writer is None or self._receiver is None or self._receiver.done():
+            writer = await self._open()
         request = hostcmd.encode_request(self._next_header(), command.code, command.method, args)
         header = request[2:6].decode()
         future: asyncio.Future[bytes] = self._loop.create_future()
         self._pending[header] = future
         timer = self._loop.call_later(self._timeout_s, self._expire, header)
-        self._writer.write(request)
+        writer.write(request)
         try:
             body = await future
         finally:

@@ -89,7 +89,7 @@ def test_pipelined_requests_match_their_responses() -> None:
     asyncio.run(run())
 
 
-def test_connection_loss_fails_requests_in_flight() -> None:
+def test_connection_loss_fails_requests_in_flight_then_reconnects() -> None:
     async def run() -> None:
         gate = asyncio.Event()
 
@@ -106,9 +106,17 @@ def test_connection_loss_fails_requests_in_flight() -> None:
         await server.stop()
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(pending, 5)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(OSError):  # nobody listens any more
             await client.diagnostics()
-        await client.close()
+        # The HSM comes back on the same port: the next request connects again.
+        gate.set()
+        again = HsmServer(Stalling())  # type: ignore[arg-type]
+        await again.start("127.0.0.1", port)
+        try:
+            assert await client.diagnostics() == "000000"
+        finally:
+            await client.close()
+            await again.stop()
 
     asyncio.run(run())
 
