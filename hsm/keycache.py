@@ -10,10 +10,12 @@ from datetime import datetime
 
 from hsm import keyblock, pboc
 from hsm.des import Des, kcv
-from hsm.errors import KeyTamperedError, KeyUsageError
+from hsm.errors import KeyExistsError, KeyTamperedError, KeyUsageError
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage, check_alias
 from hsm.keystore import KeyStore
 from hsm.lmk import Lmk
+
+PUT_ATTEMPTS = 3
 
 
 class LoadedKey:
@@ -108,13 +110,21 @@ class KeyCache:
         return max((r.version for r in existing), default=0) + 1
 
     async def put(self, alias: str, usage: KeyUsage, key: bytes, now: datetime) -> KeyRef:
-        """Store a new clear key (wrapped) as the next version of `alias`."""
-        version = await self.next_version(alias, usage)
-        ref = KeyRef(alias, version, usage, kcv(key))
-        stored = keyblock.wrap(self._lmk.key_bytes(), ref, key, now.isoformat())
-        await self.store.put(stored)
-        self._remember(LoadedKey(ref, key))
-        return ref
+        """Store a new clear key (wrapped) as the next version of `alias`. Another process
+        sharing the store may take a version first; then the next one is tried."""
+        for attempt in range(PUT_ATTEMPTS):
+            version = await self.next_version(alias, usage)
+            ref = KeyRef(alias, version, usage, kcv(key))
+            stored = keyblock.wrap(self._lmk.key_bytes(), ref, key, now.isoformat())
+            try:
+                await self.store.put(stored)
+            except KeyExistsError:
+                if attempt + 1 == PUT_ATTEMPTS:
+                    raise
+                continue
+            self._remember(LoadedKey(ref, key))
+            return ref
+        raise AssertionError("unreachable")
 
     def _remember(self, entry: LoadedKey) -> LoadedKey:
         if len(self._loaded) >= self._size_max:

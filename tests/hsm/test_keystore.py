@@ -169,3 +169,31 @@ def test_published_test_components_are_labelled_and_refused_in_production() -> N
         Lmk(parts, TEST_ONLY_LMK_KCV, production=True)
     own = [generate_component(lambda n: b"\x5a" * n), generate_component(lambda n: b"\x33" * n)]
     assert not Lmk(own, oracle.kcv(combine(own)), production=True).test_only
+
+
+def test_a_version_taken_by_another_process_is_skipped(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from hsm.soft import SoftHsm
+
+    path = tmp_path / "keys.jsonl"
+
+    class Racing(FileKeyStore):
+        """Another process appends version 1 between our version pick and our put."""
+
+        raced = False
+
+        async def put(self, stored: keyblock.StoredKey) -> None:
+            if not self.raced:
+                self.raced = True
+                other = keyblock.wrap(lmk().key_bytes(), stored.ref, SECRET, "other")
+                await FileKeyStore(path).put(other)
+            await super().put(stored)
+
+    async def run() -> None:
+        soft = SoftHsm(lmk(), Racing(path))
+        ref = await soft.generate_key("zpk/b1", KeyUsage.ZPK, now=datetime(2026, 1, 1))
+        assert ref.version == 2
+        assert [r.version for r in await FileKeyStore(path).list()] == [1, 2]
+
+    asyncio.run(run())
