@@ -66,6 +66,10 @@ class ExportedKey:
 
 
 class Hsm(Protocol):
+    async def close(self) -> None:
+        """SoftHsm: erase the LMK and keys from memory. Network client: close the connection."""
+        ...
+
     # -- keys -------------------------------------------------------------------------------
     async def diagnostics(self) -> str:
         """The LMK's check value (payShield NC)."""

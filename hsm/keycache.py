@@ -66,6 +66,13 @@ class KeyCache:
     def lmk_kcv(self) -> str:
         return self._lmk.kcv
 
+    def erase(self) -> None:
+        """Forget every clear key and erase the LMK (best effort: Python bytes are immutable,
+        so dropped keys live until the memory is reused)."""
+        self._loaded.clear()
+        self._cards.clear()
+        self._lmk.erase()
+
     async def load(self, ref: KeyRef, *usages: KeyUsage) -> LoadedKey:
         if usages:
             ref.require(*usages)

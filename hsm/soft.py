@@ -63,6 +63,11 @@ class SoftHsm:
     def __repr__(self) -> str:
         return f"SoftHsm(lmk={self._keys.lmk_kcv!r})"
 
+    async def close(self) -> None:
+        """Erase the LMK and every key in memory; later operations raise LmkError."""
+        self._sessions.clear()
+        self._keys.erase()
+
     # -- keys ---------------------------------------------------------------------------------
     async def diagnostics(self) -> str:
         return self._keys.lmk_kcv

@@ -380,5 +380,6 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.stop()
+        await soft.close()
 
     asyncio.run(run())

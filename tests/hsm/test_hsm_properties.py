@@ -119,3 +119,19 @@ def test_no_key_material_in_reprs_errors_or_logs(caplog: pytest.LogCaptureFixtur
     assert "v1/load" in text  # the scan did see the references
     for secret in _secrets():
         assert secret not in text
+
+
+def test_close_erases_the_lmk_and_keys() -> None:
+    from hsm.errors import LmkError
+
+    async def run() -> None:
+        soft = make_soft_hsm()
+        refs = await load_known_keys(soft)
+        assert await soft.kcv(refs["bank/zpk"])
+        await soft.close()
+        with pytest.raises(LmkError):
+            await soft.kcv(refs["bank/zpk"])
+        with pytest.raises(LmkError):
+            await soft.generate_key("new", U.ZPK, now=NOW)
+
+    asyncio.run(run())
