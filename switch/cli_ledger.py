@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,15 +18,20 @@ from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
 
-DEFAULT_DB = Path("var/medswitch.db")
 T = TypeVar("T")
+
+
+def default_db() -> Path:
+    """The demo deployment's database, as the switch's configuration places it by default."""
+    return Path(os.environ.get("MEDSWITCH_HOME", "var/demo")) / "medswitch.db"
+
 
 db_option = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_DB,
+    default=default_db,
     envvar="MEDSWITCH_DB",
-    show_default=True,
+    show_default="$MEDSWITCH_HOME/medswitch.db, home var/demo",
     help="The embedded SQLite database.",
 )
 
