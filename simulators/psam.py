@@ -253,10 +253,10 @@ class VirtualPsam:
         return b""
 
     def _purchase_mac1(self, apdu: Apdu) -> bytes:
-        """rnd(4) ctr(2) amount(4) type(1) date(4) time(3) key_ver(1) alg(1) factor(8 or 16)."""
+        """rnd(4) ctr(2) amount(4) type(1) date(4) time(3) key_ver(1) alg(1) factors(8 each)."""
         self._purchase = None
         data = apdu.data
-        if len(data) not in (0x1C, 0x24):
+        if len(data) not in (0x14, 0x1C, 0x24):  # 0, 1 or 2 diversification factors
             raise CardStatus(SW_WRONG_LENGTH)
         rnd, ctr = data[:4], int.from_bytes(data[4:6], "big")
         amount, txn_type = int.from_bytes(data[6:10], "big"), data[10]
