@@ -219,9 +219,16 @@ class PgLedger(Ledger):
         settings = {"plan_cache_mode": "force_custom_plan"}
         if schema:
             settings["search_path"] = schema
-        connections = [await asyncpg.connect(dsn, server_settings=settings) for _ in range(writers)]
-        if migrate:
-            await upgrade_postgres(connections[0])
+        connections: list[asyncpg.Connection] = []
+        try:
+            for _ in range(writers):
+                connections.append(await asyncpg.connect(dsn, server_settings=settings))
+            if migrate:
+                await upgrade_postgres(connections[0])
+        except BaseException:
+            for connection in connections:
+                await connection.close()
+            raise
         return cls(connections, batch_max)
 
     async def _submit(self, kind: str, *args: Any) -> Any:

@@ -35,6 +35,7 @@ from ledger.events.funds import (
 )
 from ledger.events.loads import (
     Attempt,
+    find_attempt,
     load,
     open_attempts,
     post_into_doubt,
@@ -79,6 +80,7 @@ __all__ = [
     "centre_accounts",
     "check_chip_balance",
     "contribution_transfers",
+    "find_attempt",
     "institution_accounts",
     "load",
     "open_attempts",

@@ -263,3 +263,16 @@ async def open_attempts(ledger: Ledger, application_serial: str, purse: Purse) -
     found = await ledger.lookup_transfers([a.resolve_id for a in attempts])
     resolved = {transfer for transfer, posted in found.items() if posted.result.ok}
     return [a for a in attempts if a.resolve_id not in resolved]
+
+
+async def find_attempt(ledger: Ledger, message_key: str, card_random: str) -> Attempt | None:
+    """The attempt put into doubt under this message key and card random, if it was.
+
+    What a confirmation (TAC advice) or a proof needs when it carries only the original's key.
+    A terminal's reversal of a load moves nothing: the attempt stays in doubt until proven.
+    """
+    into_doubt = transfer_id("into-doubt", message_key, card_random)
+    found = (await ledger.lookup_transfers([into_doubt])).get(into_doubt)
+    if found is None or not found.result.ok:
+        return None
+    return Attempt.parse(found.transfer.reference, found.transfer.amount_fen)

@@ -82,6 +82,8 @@ def test_ed_load_confirmed_once(name: str, tmp_path: Path) -> None:
         assert otherwise.outcome is O.CONFLICT and otherwise.review is not None
         assert await balance_fen(ledger, ED) == 30_000
         assert await ev.open_attempts(ledger, CARD, Purse.ED) == []
+        assert await ev.find_attempt(ledger, attempt.message_key, "r1") == attempt
+        assert await ev.find_attempt(ledger, attempt.message_key, "other") is None
 
     run(name, tmp_path, case)
 
