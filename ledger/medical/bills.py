@@ -1,0 +1,231 @@
+"""Bills from the hospitals' charging systems and their life cycle; the store port (bills and the
+accumulators together, so a split and its reservation happen atomically) and its in-memory
+implementation. The SQL implementation is `ledger.medical.sql_store`.
+
+States and what each transition does to the person's accumulators:
+
+    open ──approve──▶ approved ──complete──▶ completed ──void──▶ voided   (commit / reverse)
+      │                  │  └───void──▶ voided                            (release)
+      ├──cancel (HIS)──▶ cancelled                                        (release)
+      ├──reverse (POS)─▶ reversed  ◀──reverse── approved                  (release)
+      └──expire───────▶ expired    ◀──expire─── approved                  (release)
+
+A bill is `open` from its submission: its split is computed and its accumulator delta reserved at
+once. A transition to the state a bill is already in changes nothing (a repeated message); any
+other transition from a state not listed is refused (BillStateError).
+
+>>> TRANSITIONS[BillState.COMPLETED]
+(frozenset({<BillState.APPROVED: 'approved'>}), 'commit')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from ledger.medical.accumulators import AccumulatorBook, Totals
+from ledger.medical.codec import bill_to_dict
+from ledger.medical.split import Bill, Split
+
+EXPIRE_BATCH_MAX = 1000
+
+
+class BillState(enum.Enum):
+    OPEN = "open"
+    APPROVED = "approved"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    REVERSED = "reversed"
+    EXPIRED = "expired"
+    VOIDED = "voided"
+
+
+S = BillState
+IN_FLIGHT = frozenset({S.OPEN, S.APPROVED})
+Effect = Literal["none", "commit", "release", "void"]
+
+#: target → (states it may be reached from, what it does to the accumulators)
+TRANSITIONS: dict[BillState, tuple[frozenset[BillState], Effect]] = {
+    S.APPROVED: (frozenset({S.OPEN}), "none"),
+    S.COMPLETED: (frozenset({S.APPROVED}), "commit"),
+    S.CANCELLED: (frozenset({S.OPEN}), "release"),
+    S.REVERSED: (IN_FLIGHT, "release"),
+    S.EXPIRED: (IN_FLIGHT, "release"),
+    S.VOIDED: (frozenset({S.APPROVED, S.COMPLETED}), "void"),
+}
+
+
+class BillStateError(ValueError):
+    def __init__(self, bill_id: str, state: BillState, target: BillState) -> None:
+        super().__init__(f"bill {bill_id} is {state.value}: it cannot become {target.value}")
+        self.state = state
+
+
+class DuplicateBillError(ValueError):
+    """The institution's bill number was already used for a different bill."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An itemised bill as a charging system sends it."""
+
+    his_bill_no: str  # the institution's own reference: the idempotency key with the institution
+    card_no: str
+    service_date: dt.date
+    bill: Bill
+
+    def digest(self) -> str:
+        canonical = {
+            "his_bill_no": self.his_bill_no,
+            "card_no": self.card_no,
+            "service_date": self.service_date.isoformat(),
+            "bill": bill_to_dict(self.bill),
+        }
+        text = json.dumps(canonical, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bill_id_for(institution_id: str, his_bill_no: str) -> str:
+    """16 hex digits derived from the institution and its bill number (the POS's reference).
+
+    >>> bill_id_for("H001", "2026-000123")
+    '9054CA9CBE34A38E'
+    """
+    text = f"{institution_id}\x1f{his_bill_no}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest().upper()
+
+
+@dataclass(frozen=True)
+class BillRecord:
+    bill_id: str
+    institution_id: str
+    his_bill_no: str
+    card_no: str
+    person_id: str
+    year: int
+    service_date: dt.date
+    request_digest: str
+    bill: Bill
+    split: Split
+    state: BillState
+    created_at_us: int
+    expires_at_us: int
+    updated_at_us: int
+
+
+def check_transition(record: BillRecord, target: BillState) -> Effect | None:
+    """The accumulator effect of moving `record` to `target`; None when it already is there."""
+    if record.state is target:
+        return None
+    sources, effect = TRANSITIONS[target]
+    if record.state not in sources:
+        raise BillStateError(record.bill_id, record.state, target)
+    if effect == "void" and record.state is S.APPROVED:
+        return "release"
+    return effect
+
+
+class MedicalStore(Protocol):
+    """Bills and accumulators. Every method is atomic; implementations serialise the
+    read-split-reserve of `submit` per person (memory: a lock; SQL: a write transaction)."""
+
+    def submit(
+        self, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> tuple[BillRecord, bool]:
+        """Store `record` with the split `compute` returns for the person's current view
+        (committed + reserved), reserving its delta. Returns (stored record, created); an
+        existing bill id returns the stored record (created False) when its request digest is
+        the same, else raises DuplicateBillError."""
+        ...
+
+    def get(self, bill_id: str) -> BillRecord | None: ...
+
+    def transition(self, bill_id: str, target: BillState, now_us: int) -> tuple[BillRecord, bool]:
+        """Move a bill (KeyError when unknown); (record, changed)."""
+        ...
+
+    def expirable(self, now_us: int, limit: int) -> list[str]:
+        """Ids of in-flight bills whose expiry is before `now_us`."""
+        ...
+
+    def post_offline(
+        self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
+    ) -> bool:
+        """Commit an offline purchase's delta (computed from the current view) once per key."""
+        ...
+
+    def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
+        """(committed, view = committed + reserved)."""
+        ...
+
+
+class MemoryMedicalStore:
+    """The in-memory store: an AccumulatorBook and a dict of bills under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._book = AccumulatorBook()
+        self._bills: dict[str, BillRecord] = {}
+
+    def submit(
+        self, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> tuple[BillRecord, bool]:
+        with self._lock:
+            known = self._bills.get(record.bill_id)
+            if known is not None:
+                if known.request_digest != record.request_digest:
+                    raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
+                return known, False
+            split = compute(self._book.view(record.person_id, record.year))
+            stored = replace(record, split=split)
+            self._book.reserve(record.bill_id, record.person_id, record.year, split.delta)
+            self._bills[record.bill_id] = stored
+            return stored, True
+
+    def get(self, bill_id: str) -> BillRecord | None:
+        with self._lock:
+            return self._bills.get(bill_id)
+
+    def transition(self, bill_id: str, target: BillState, now_us: int) -> tuple[BillRecord, bool]:
+        with self._lock:
+            record = self._bills[bill_id]
+            effect = check_transition(record, target)
+            if effect is None:
+                return record, False
+            if effect == "commit":
+                self._book.commit(bill_id)
+            elif effect == "release":
+                self._book.release(bill_id)
+            elif effect == "void":
+                self._book.void(bill_id)
+            record = replace(record, state=target, updated_at_us=now_us)
+            self._bills[bill_id] = record
+            return record, True
+
+    def expirable(self, now_us: int, limit: int) -> list[str]:
+        with self._lock:
+            due = [
+                r.bill_id
+                for r in self._bills.values()
+                if r.state in IN_FLIGHT and r.expires_at_us < now_us
+            ]
+            return sorted(due)[:limit]
+
+    def post_offline(
+        self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
+    ) -> bool:
+        with self._lock:
+            if self._book.entry(key) is not None:
+                return False
+            delta = compute(self._book.view(person_id, year))
+            return self._book.post_offline(key, person_id, year, delta)
+
+    def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
+        with self._lock:
+            return self._book.committed(person_id, year), self._book.view(person_id, year)

@@ -1,0 +1,187 @@
+"""The bill service: what the HIS API and the switch's handlers call. It prices and splits a
+submitted bill against the reference data and keeps its life cycle and the person's
+accumulators in a store (`MemoryMedicalStore` or `SqlMedicalStore`). Synchronous (cold path,
+SQLite through SQLAlchemy Core); async callers run it in a thread (`asyncio.to_thread`).
+Times are passed in, never read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from ledger.medical.accumulators import Totals
+from ledger.medical.bills import (
+    EXPIRE_BATCH_MAX,
+    BillRecord,
+    BillState,
+    MedicalStore,
+    Submission,
+    bill_id_for,
+)
+from ledger.medical.directory import Cardholder, Directory
+from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
+
+BILL_TTL = dt.timedelta(hours=24)
+
+
+class MedicalError(Exception):
+    """A refusal a caller maps to its protocol: `code` is stable (the HIS API's error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def micros(now: dt.datetime) -> int:
+    if now.tzinfo is None:
+        raise ValueError("times are timezone-aware (UTC)")
+    return int(now.timestamp() * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A quote: the split a bill would get now, without reserving anything (price check)."""
+
+    cardholder: Cardholder
+    split: Split
+
+
+class MedicalService:
+    def __init__(
+        self, store: MedicalStore, directory: Directory, *, bill_ttl: dt.timedelta = BILL_TTL
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.bill_ttl = bill_ttl
+
+    # -- from the HIS ---------------------------------------------------------------------------
+    def _inputs(
+        self, institution_id: str, submission: Submission
+    ) -> tuple[Cardholder, Person, int, int]:
+        holder = self.directory.cardholder(submission.card_no)
+        if holder is None:
+            raise MedicalError("unknown_card", "no such card")
+        if holder.card_status != "active":
+            raise MedicalError("card_not_active", f"the card is {holder.card_status}")
+        level = self.directory.institution_level(institution_id)
+        if level is None:
+            raise MedicalError("unknown_institution", "the institution has no level on record")
+        year = submission.service_date.year
+        person = Person(holder.category, self.directory.authorised(holder.person_id, year))
+        return holder, person, level, year
+
+    def _split(self, submission: Submission, person: Person, level: int, view: Totals) -> Split:
+        day = submission.service_date
+        catalogue = self.directory.catalogue_on(day)
+        policy = self.directory.policy(day.year)
+        if catalogue is None or policy is None:
+            raise MedicalError("no_rules", f"no catalogue or policy in force on {day}")
+        return split_bill(submission.bill, catalogue, policy, person, level, view)
+
+    def price(self, institution_id: str, submission: Submission) -> Priced:
+        """The price check: the split the bill would get now; nothing is stored."""
+        submission.bill.validate()
+        holder, person, level, year = self._inputs(institution_id, submission)
+        _, view = self.store.accumulators(holder.person_id, year)
+        return Priced(holder, self._split(submission, person, level, view))
+
+    def submit_bill(
+        self, institution_id: str, submission: Submission, now: dt.datetime
+    ) -> tuple[BillRecord, bool]:
+        """Price, split and reserve; (record, created). The same submission again returns the
+        stored bill (created False) and counts once."""
+        submission.bill.validate()
+        holder, person, level, year = self._inputs(institution_id, submission)
+        now_us = micros(now)
+        draft = BillRecord(
+            bill_id=bill_id_for(institution_id, submission.his_bill_no),
+            institution_id=institution_id,
+            his_bill_no=submission.his_bill_no,
+            card_no=submission.card_no,
+            person_id=holder.person_id,
+            year=year,
+            service_date=submission.service_date,
+            request_digest=submission.digest(),
+            bill=submission.bill,
+            split=self._split(submission, person, level, ZERO),  # refuses early: no rules
+            state=BillState.OPEN,
+            created_at_us=now_us,
+            expires_at_us=now_us + int(self.bill_ttl.total_seconds() * 1_000_000),
+            updated_at_us=now_us,
+        )
+        return self.store.submit(draft, lambda view: self._split(submission, person, level, view))
+
+    def bill_for(self, institution_id: str, bill_id: str) -> BillRecord:
+        """An institution's own bill; another's is reported exactly like a missing one."""
+        record = self.store.get(bill_id)
+        if record is None or record.institution_id != institution_id:
+            raise MedicalError("not_found", "no such bill")
+        return record
+
+    def cancel_bill(self, institution_id: str, bill_id: str, now: dt.datetime) -> BillRecord:
+        self.bill_for(institution_id, bill_id)
+        return self.store.transition(bill_id, BillState.CANCELLED, micros(now))[0]
+
+    # -- from the switch ------------------------------------------------------------------------
+    def get_bill(self, bill_id: str) -> BillRecord | None:
+        return self.store.get(bill_id)
+
+    def approve_bill(
+        self, bill_id: str, institution_id: str, card_no: str, now: dt.datetime
+    ) -> BillRecord:
+        """The POS's 0200 for the bill: the card and the institution must be the bill's."""
+        record = self.bill_for(institution_id, bill_id)
+        if record.card_no != card_no:
+            raise MedicalError("card_mismatch", "the bill is for another card")
+        if record.expires_at_us < micros(now) and record.state is BillState.OPEN:
+            self.store.transition(bill_id, BillState.EXPIRED, micros(now))
+            raise MedicalError("expired", "the bill has expired")
+        return self.store.transition(bill_id, BillState.APPROVED, micros(now))[0]
+
+    def complete_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
+        """All card debits confirmed (or the rest paid in cash): commit the accumulators once;
+        the caller posts the ledger's BillCompletion with `record.split.pooled_fen`."""
+        return self.store.transition(bill_id, BillState.COMPLETED, micros(now))
+
+    def reverse_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
+        """A reversal before the card was debited: the reservation is released."""
+        return self.store.transition(bill_id, BillState.REVERSED, micros(now))
+
+    def void_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
+        """A void: a completed bill's accumulators are rolled back, an approved one's released."""
+        return self.store.transition(bill_id, BillState.VOIDED, micros(now))
+
+    def expire_bills(self, now: dt.datetime, limit: int = EXPIRE_BATCH_MAX) -> list[str]:
+        expired = []
+        for bill_id in self.store.expirable(micros(now), min(limit, EXPIRE_BATCH_MAX)):
+            if self.store.transition(bill_id, BillState.EXPIRED, micros(now))[1]:
+                expired.append(bill_id)
+        return expired
+
+    def post_offline_purchase(
+        self,
+        psam_terminal_no: str,
+        psam_serial: int,
+        application_serial: str,
+        institution_id: str,
+        amount_fen: int,
+        day: dt.date,
+    ) -> bool:
+        """An offline personal-account purchase with no bill counts when it posts, once per
+        (PSAM terminal number, serial)."""
+        holder = self.directory.cardholder_by_serial(application_serial)
+        level = self.directory.institution_level(institution_id)
+        policy = self.directory.policy(day.year)
+        if holder is None or level is None or policy is None:
+            raise MedicalError("unknown_card", "no cardholder, level or policy for the purchase")
+        person = Person(holder.category)
+        key = f"offline:{psam_terminal_no}:{psam_serial}"
+        return self.store.post_offline(
+            key,
+            holder.person_id,
+            day.year,
+            lambda view: offline_delta(policy, person, level, amount_fen, view),
+        )
+
+    def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
+        return self.store.accumulators(person_id, year)
