@@ -5,15 +5,18 @@ money and cardholders' EP money never cross (each side of the money balances on 
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ledger import events as ev
-from ledger.core import TransferResult
+from ledger.core import Balance, Ledger, QueuedReversal, ReviewItem, TransferResult
 from ledger.events import Purse
 from ledger.kinds import ALLOWED_PAIRS, Side, kind_of, side_of
 from ledger.memory import MemoryLedger
+from ledger.sqlite_ledger import SqliteLedger
 from tests.ledger.event_support import CARD, HOLDER, check_balances, deploy
 
 loads = st.tuples(
@@ -26,7 +29,7 @@ debits = st.tuples(st.just("debit"), st.sampled_from(Purse), st.integers(0, 5), 
 operations = st.lists(st.one_of(loads, unloads, resolves, checks, debits), max_size=40)
 
 
-async def _play(ledger: MemoryLedger, ops: list[tuple[object, ...]]) -> list[ev.Attempt]:
+async def _play(ledger: Ledger, ops: list[tuple[object, ...]]) -> list[ev.Attempt]:
     attempts: list[ev.Attempt] = []
     for index, (op, a, b, c) in enumerate(ops):
         if op in ("load", "unload"):
@@ -51,7 +54,7 @@ async def _play(ledger: MemoryLedger, ops: list[tuple[object, ...]]) -> list[ev.
     return attempts
 
 
-async def _finish(ledger: MemoryLedger, attempts: list[ev.Attempt]) -> None:
+async def _finish(ledger: Ledger, attempts: list[ev.Attempt]) -> None:
     """The card comes online with a counter past every attempt; what is still ambiguous is
     resolved by a person as not happened."""
     for purse in Purse:
@@ -96,3 +99,25 @@ def test_event_sequences(ops: list[tuple[object, ...]]) -> None:
             assert pair in ALLOWED_PAIRS
 
     asyncio.run(check())
+
+
+@settings(max_examples=15)
+@given(operations)
+def test_event_sequences_on_sqlite_match_the_model(ops: list[tuple[object, ...]]) -> None:
+    async def play(ledger: Ledger) -> tuple[list[Balance], list[ReviewItem], list[QueuedReversal]]:
+        await deploy(ledger)
+        attempts = await _play(ledger, ops)
+        await _finish(ledger, attempts)
+        balances = sorted(await ledger.all_balances(), key=lambda b: b.account_id)
+        return balances, await ledger.reviews(), await ledger.queued_reversals()
+
+    async def check(path: Path) -> None:
+        expected = await play(MemoryLedger())
+        ledger = SqliteLedger.open(path)
+        try:
+            assert await play(ledger) == expected
+        finally:
+            await ledger.close()
+
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(check(Path(directory) / "ledger.db"))
