@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-MODULES = ("bench.bench_codec", "bench.bench_hsm", "bench.bench_ledger")
+MODULES = ("bench.bench_codec", "bench.bench_hsm", "bench.bench_ledger", "bench.bench_switch")
 
 
 def run() -> int:

@@ -26,7 +26,9 @@ class TerminalRecord:
 
 
 class TerminalDirectory(Protocol):
-    async def get(self, terminal_id: str) -> TerminalRecord | None: ...
+    async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
+        """The record, from a cache unless ``refresh``."""
+        ...
 
     async def next_batch(self, terminal_id: str) -> str:
         """Open the terminal's next batch (at sign-on) and return its number."""

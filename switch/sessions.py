@@ -28,10 +28,14 @@ def session_prefix(terminal_id: str) -> str:
 
 
 class SqliteTerminals:
-    """Terminal records in the embedded SQLite database (cold path: a thread per call)."""
+    """Terminal records in the embedded SQLite database, cached in the process.
+
+    Reads go to the database (a thread per call) only on a miss or when asked to ``refresh``
+    (the pipeline does so before answering 77, so a batch opened by another worker is seen)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._cache: dict[str, TerminalRecord | None] = {}
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, timeout=10.0)
@@ -63,12 +67,20 @@ class SqliteTerminals:
             connection.close()
         return f"{int(batch):06d}"
 
-    async def get(self, terminal_id: str) -> TerminalRecord | None:
-        return await asyncio.to_thread(self._get, terminal_id)
+    async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
+        if not refresh and terminal_id in self._cache:
+            return self._cache[terminal_id]
+        record = await asyncio.to_thread(self._get, terminal_id)
+        if len(self._cache) > 100_000:  # bounded: a flood of unknown ids cannot grow it forever
+            self._cache.clear()
+        self._cache[terminal_id] = record
+        return record
 
     async def next_batch(self, terminal_id: str) -> str:
         """Open the terminal's next batch (at sign-on) and return its number."""
-        return await asyncio.to_thread(self._next_batch, terminal_id)
+        batch = await asyncio.to_thread(self._next_batch, terminal_id)
+        self._cache.pop(terminal_id, None)
+        return batch
 
 
 class Sessions:

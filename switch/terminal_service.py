@@ -89,7 +89,9 @@ class TerminalService:
             if not await self._mac_ok(message, payload, session):
                 return self._reply(request, Outcome.MAC_ERROR), None, "refused"
             if request.batch != terminal.batch:
-                return self._reply(request, Outcome.BATCH_MISMATCH), session, "refused"
+                terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
+                if terminal is None or request.batch != terminal.batch:
+                    return self._reply(request, Outcome.BATCH_MISMATCH), session, "refused"
         mti, processing_code, _, txn_type, network_code = request.codes()
         route = self.routes.match(
             "terminal",

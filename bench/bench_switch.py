@@ -1,0 +1,223 @@
+"""Terminal exchanges per second through `medswitch serve` (a separate process) — sign-on once,
+then MACed echo requests from N terminals with K outstanding each — next to a raw asyncio
+loopback echo server driven by the same client in the same run.
+
+    python -m bench.bench_switch [--terminals 20] [--depth 4] [--seconds 5]
+
+An echo exercises the whole pipeline except the ledger: decode, parse, terminal and session
+checks, MAC verify, route, build, MAC, encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+from hsm.interface import MacAlgorithm, SignOnKeys
+from hsm.keys import KeyRef, KeyUsage
+from ledger.demo import init_demo
+from messages.codec import Codec, Message
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.spec_terminal import TERMINAL
+from messages.terminal import Echo, SignOn, SignOnReply
+from messages.terminal_table import build, parse
+from switch import demo_keys
+from switch.cli_keys import component_files_of, open_soft_hsm
+
+CODEC = Codec(TERMINAL)
+
+
+class Client:
+    """One connection; requests matched to replies by STAN."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.waiting: dict[bytes, asyncio.Future[bytes]] = {}
+        self.decoder = FrameDecoder(LengthFormat.BINARY2)
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while data := await self.reader.read(65536):
+            for frame in self.decoder.feed(data):
+                future = self.waiting.pop(self._stan(frame), None)
+                if future is not None and not future.done():
+                    future.set_result(frame)
+
+    @staticmethod
+    def _stan(frame: bytes) -> bytes:
+        """F11 of a reply: the first field after the bitmap when F2-F10 are absent (echo
+        replies and their raw echo), read in place so the generator stays cheap."""
+        return frame[21:24].hex().encode()
+
+    async def request(self, payload: bytes, stan: bytes) -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting[stan] = future
+        self.writer.write(encode_frame(payload, LengthFormat.BINARY2))
+        return await asyncio.wait_for(future, timeout=30)
+
+
+async def drive(
+    port: int, payloads: list[list[tuple[bytes, bytes]]], depth: int, seconds: float
+) -> tuple[float, list[float]]:
+    """Send each connection's payloads round-robin, `depth` outstanding; exchanges/s, latencies."""
+    clients = [Client(*await asyncio.open_connection("127.0.0.1", port)) for _ in payloads]
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    count = 0
+
+    async def lane(client: Client, mine: list[tuple[bytes, bytes]], offset: int) -> None:
+        nonlocal count
+        index = offset
+        while time.perf_counter() < deadline:
+            payload, stan = mine[index % len(mine)]
+            index += depth
+            start = time.perf_counter()
+            await client.request(payload, stan)
+            latencies.append(time.perf_counter() - start)
+            count += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(lane(c, p, k) for c, p in zip(clients, payloads, strict=True) for k in range(depth))
+    )
+    elapsed = time.perf_counter() - start
+    for client in clients:
+        client.writer.close()
+        client.task.cancel()
+    return count / elapsed, latencies
+
+
+class EchoServer(asyncio.Protocol):
+    """The baseline: frames echoed back unchanged."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.decoder = FrameDecoder(LengthFormat.BINARY2)
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.transport.write(encode_frame(frame, LengthFormat.BINARY2))  # type: ignore[attr-defined]
+
+
+def _echo_server_process(port_pipe: int) -> None:  # pragma: no cover - runs in a child
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(EchoServer, "127.0.0.1", 0)
+        os.write(port_pipe, f"{server.sockets[0].getsockname()[1]}\n".encode())
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+async def sign_on_all(
+    port: int, home: Path, terminals: list[tuple[str, str]], count: int
+) -> list[list[tuple[bytes, bytes]]]:
+    """Sign each terminal on and pre-build `count` MACed echo payloads for it."""
+    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
+    now = demo_keys._now()
+    lanes = []
+    for terminal_id, institution in terminals:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        institution = institution.ljust(15)
+        request = SignOn(stan="000001", terminal_id=terminal_id, institution_id=institution)
+        writer.write(encode_frame(CODEC.encode(build(request)), LengthFormat.BINARY2))
+        decoder = FrameDecoder(LengthFormat.BINARY2)
+        frames: list[bytes] = []
+        while not frames:
+            frames = decoder.feed(await asyncio.wait_for(reader.read(4096), timeout=10))
+        writer.close()
+        reply = parse(CODEC.decode(frames[0]))
+        assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
+        tmk = KeyRef(demo_keys.tmk_alias(terminal_id), 1, KeyUsage.TMK)
+        keys: SignOnKeys = await hsm.accept_sign_on(
+            tmk, reply.keys.build(), f"bench/{terminal_id}", now=now
+        )
+        lane = []
+        for stan in range(2, count + 2):
+            echo = Echo(
+                stan=f"{stan:06d}",
+                terminal_id=terminal_id,
+                institution_id=institution,
+                batch=reply.batch,
+            )
+            message = build(echo)
+            unsigned = CODEC.encode(
+                Message(message.mti, {**message.fields, 64: bytes(8)}, message.tpdu, message.header)
+            )
+            mac = await hsm.generate_mac(keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(unsigned))
+            lane.append((CODEC.with_mac(unsigned, mac), f"{stan:06d}".encode()))
+        lanes.append(lane)
+    return lanes
+
+
+def report(name: str, rate: float, latencies: list[float]) -> None:
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000 if ordered else 0.0
+    print(f"{name:34s} {rate:10,.0f} exchanges/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terminals", type=int, default=20)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        init_demo(home / "medswitch.db", 10)
+        with sqlite3.connect(home / "medswitch.db") as connection:
+            rows = connection.execute(
+                "SELECT id, institution_id FROM terminals ORDER BY id LIMIT ?", (args.terminals,)
+            ).fetchall()
+        asyncio.run(demo_keys.provision(home, [r[0] for r in rows]))
+        demo_keys.write_config(home, terminal_port=0, http_port=0)
+        script = str(Path(sys.executable).parent / "medswitch")
+        env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+        server = subprocess.Popen(
+            [script, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        read, write = os.pipe()
+        echo = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from bench.bench_switch import _echo_server_process as f; f({write})",
+            ],
+            pass_fds=(write,),
+        )
+        try:
+            assert server.stdout is not None
+            match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", server.stdout.readline())
+            assert match, "the daemon did not start"
+            port = int(match.group(1))
+            echo_port = int(os.read(read, 64).decode().strip())
+            lanes = uvloop.run(sign_on_all(port, home, [(r[0], r[1]) for r in rows], 2000))
+            raw_rate, raw_lat = uvloop.run(drive(echo_port, lanes, args.depth, args.seconds))
+            rate, lat = uvloop.run(drive(port, lanes, args.depth, args.seconds))
+            print(f"{len(lanes)} terminals x {args.depth} outstanding, {args.seconds:.0f} s each:")
+            report("raw asyncio loopback echo", raw_rate, raw_lat)
+            report("medswitch serve, MACed echo", rate, lat)
+        finally:
+            for process in (server, echo):
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
