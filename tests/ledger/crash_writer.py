@@ -6,16 +6,24 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ledger.core import Transfer, TransferResult, new_account
+from ledger.core import Ledger, Transfer, TransferResult, new_account
 from ledger.kinds import AccountKind as K
+from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 
 TASKS = 8
 PER_TASK_MAX = 5_000
 
 
-async def main(path: str) -> None:
-    ledger = SqliteLedger.open(path)
+async def open_ledger(args: list[str]) -> Ledger:
+    """`sqlite PATH` or `postgres DSN SCHEMA`."""
+    if args[0] == "sqlite":
+        return SqliteLedger.open(args[1])
+    return await PgLedger.open(args[1], schema=args[2])
+
+
+async def main(args: list[str]) -> None:
+    ledger = await open_ledger(args)
     await ledger.open_accounts(
         [new_account(K.CARD_ED_SHADOW, "k1"), new_account(K.INSTITUTION_PAYABLE_INSURANCE, "h1")]
     )
@@ -34,4 +42,4 @@ async def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1:]))

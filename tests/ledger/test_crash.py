@@ -11,19 +11,24 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
 from ledger.core import Transfer
+from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from tests.ledger.invariants import check_invariants
+from tests.ledger.pg_support import DSN, fresh_schema
 
 ACKS_BEFORE_KILL = 400
 TIMEOUT_S = 60.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stream_until_killed(db: Path) -> dict[str, int]:
+def _stream_until_killed(ledger_args: list[str]) -> dict[str, int]:
     """Start the writer, read acknowledgements until enough arrived, then SIGKILL it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.ledger.crash_writer", str(db)],
+        [sys.executable, "-m", "tests.ledger.crash_writer", *ledger_args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -61,7 +66,7 @@ def _all_transfers(db: Path) -> list[Transfer]:
 
 def test_acknowledged_transfers_survive_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
-    acked = _stream_until_killed(db)
+    acked = _stream_until_killed(["sqlite", str(db)])
 
     async def check() -> None:
         ledger = SqliteLedger.open(db)
@@ -78,3 +83,29 @@ def test_acknowledged_transfers_survive_sigkill(tmp_path: Path) -> None:
             await ledger.close()
 
     asyncio.run(check())
+
+
+@pytest.mark.postgres
+def test_acknowledged_transfers_survive_sigkill_on_postgres() -> None:
+    async def check(schema: str) -> None:
+        acked = await asyncio.to_thread(_stream_until_killed, ["postgres", DSN, schema])
+        ledger = await PgLedger.open(DSN, schema=schema, migrate=False)
+        try:
+            found = await ledger.lookup_transfers(sorted(acked))
+            assert set(found) == set(acked)
+            balance = await ledger.balance("payins:h1")
+            assert balance is not None
+            connection = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                total = await connection.fetchval("SELECT sum(amount_fen) FROM transfers")
+            finally:
+                await connection.close()
+            assert balance.credits_posted_fen == total >= sum(acked.values())
+        finally:
+            await ledger.close()
+
+    async def go() -> None:
+        async with fresh_schema() as schema:
+            await check(schema)
+
+    asyncio.run(go())
