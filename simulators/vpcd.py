@@ -31,6 +31,7 @@ VPCD_PORT = 35963
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04
 POLL_S = 0.2
 RECONNECT_S = 0.2
+REMOVED_S = 1.5  # a torn card stays out long enough for pcscd's presence poll to notice
 
 
 class VpcdClient:
@@ -59,22 +60,24 @@ class VpcdClient:
     def run(self) -> None:
         """Connect, serve, reconnect after a hang-up, until stop() (one bounded wait each)."""
         while not self._stop.is_set():
+            torn = False
             try:
                 with socket.create_connection((self.host, self.port), timeout=POLL_S) as sock:
                     self.connected.set()
-                    self._serve(sock)
+                    torn = self._serve(sock)
             except OSError:
                 pass  # pcscd not (yet) listening, or it hung up: try again shortly
             finally:
                 self.connected.clear()
-            self._stop.wait(RECONNECT_S)
+            self._stop.wait(REMOVED_S if torn else RECONNECT_S)
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket) -> bool:
+        """Answer until the peer or stop() ends it (False) or the card is torn (True)."""
         sock.settimeout(POLL_S)
         while not self._stop.is_set():
             payload = self._receive(sock)
             if payload is None:
-                return
+                return False
             if len(payload) == 1:
                 answer = self._control(payload[0])
                 if answer is not None:
@@ -83,9 +86,10 @@ class VpcdClient:
             try:
                 response = self.card.process(payload)
             except CardRemovedError:
-                return  # torn: hang up, the reader sees the card go
+                return True  # torn: hang up, the reader sees the card go
             self.commands += 1
             _send(sock, response)
+        return False
 
     def _control(self, code: int) -> bytes | None:
         if code == POWER_OFF:

@@ -148,6 +148,8 @@ class PcscConnection:
             conn.connect()
             atr = bytes(conn.getATR())
         except Exception as exc:
+            self._conn = conn
+            self.disconnect()
             raise CardConnectionError(f"{self._name}: {type(exc).__name__}") from exc
         self._conn = conn
         return atr
@@ -157,6 +159,10 @@ class PcscConnection:
         if conn is not None:
             with contextlib.suppress(Exception):  # already gone: nothing left to release
                 conn.disconnect()
+            release = getattr(conn, "release", None)  # pyscard >= 2.1: the PC/SC context too
+            if release is not None:
+                with contextlib.suppress(Exception):
+                    release()
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         data, sw = self._raw(apdu)

@@ -15,6 +15,7 @@ from simulators.card.state import (
     KEY_TAC,
     KEY_UNLOAD,
 )
+from switch.card_connection import InProcessCard
 
 V4_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 SERIAL = bytes.fromhex("0000" "1122334455667788")
@@ -66,13 +67,13 @@ def v4_card(
     return card
 
 
-def call(card: VirtualCard, apdu: str | bytes) -> tuple[bytes, int]:
+def call(card: InProcessCard, apdu: str | bytes) -> tuple[bytes, int]:
     raw = h(apdu) if isinstance(apdu, str) else apdu
     out = card.process(raw)
     return out[:-2], int.from_bytes(out[-2:], "big")
 
 
-def ok(card: VirtualCard, apdu: str | bytes) -> bytes:
+def ok(card: InProcessCard, apdu: str | bytes) -> bytes:
     data, sw = call(card, apdu)
     assert sw == 0x9000, f"{sw:04X}"
     return data

@@ -1,0 +1,202 @@
+"""The real PC/SC path: pcscd with Debian's vsmartcard-vpcd driver, the virtual card in
+"Virtual PCD 00 00" and the PSAM in "Virtual PCD 00 01" through the vpcd client, and pyscard
+reaching them as it would real cards. Personalisation, a load and a purchase go over it with
+the HSM verifying MAC1/MAC2/TAC.
+
+The test starts pcscd (unless one already listens for vpcd, which it then leaves alone) and the
+vpcd clients, and stops what it started. Without pcscd, the vpcd driver or pyscard it skips
+with the reason; under CI=true it fails instead, unless .ci/run reported that installing them
+failed (MEDSWITCH_PCSC_UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from hsm import pboc
+from hsm.interface import OnlineTxn
+from simulators.card import Tear, VirtualCard
+from simulators.psam import VirtualPsam
+from simulators.vpcd import VPCD_PORT, VpcdClient
+from switch import card_personalize as perso
+from switch.card_connection import (
+    CardConnectionError,
+    CardRemovedError,
+    PcscConnection,
+    expect,
+    pcsc_readers,
+)
+from tests.simulators.issuer import (
+    CARD_SERIAL,
+    PSAM_SERIAL,
+    TERMINAL_ID,
+    load,
+    make_issuer,
+    purchase,
+)
+
+VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
+CARD_READER = "Virtual PCD 00 00"
+PSAM_READER = "Virtual PCD 00 01"
+WAIT_S = 10.0
+
+
+def _missing() -> str | None:
+    if shutil.which("pcscd") is None:
+        return "pcscd is not installed (apt-get install pcscd)"
+    if not VPCD_DRIVER.exists():
+        return "the vpcd driver is not installed (apt-get install vsmartcard-vpcd)"
+    if importlib.util.find_spec("smartcard") is None:
+        return "pyscard is not installed (pip install '.[pcsc]', needs swig, libpcsclite-dev)"
+    return None
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on the port, read from /proc: connecting to probe would
+    itself count as a card put into the vpcd slot."""
+    wanted = f":{port:04X}"
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(wanted) and fields[3] == "0A":  # 0A: LISTEN
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def pcscd() -> Iterator[None]:
+    missing = _missing()
+    if missing is not None:
+        unavailable = os.environ.get("MEDSWITCH_PCSC_UNAVAILABLE")
+        if os.environ.get("CI") == "true" and not unavailable:
+            pytest.fail(f"CI=true and the PC/SC stack is missing: {missing}")
+        pytest.skip(f"{missing}" + (f" ({unavailable})" if unavailable else ""))
+    process = None
+    if not _listening(VPCD_PORT):
+        process = subprocess.Popen(
+            ["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not _listening(VPCD_PORT) and time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                pytest.fail(f"pcscd exited with {process.returncode}")
+            time.sleep(0.1)
+        assert _listening(VPCD_PORT), "pcscd did not open the vpcd port"
+        yield
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def inserted(
+    card: VirtualCard | VirtualPsam, port: int, reader: str
+) -> tuple[VpcdClient, PcscConnection]:
+    client = VpcdClient(card, port=port)
+    client.start()
+    assert client.connected.wait(WAIT_S), "the vpcd client did not connect"
+    conn = PcscConnection(reader)
+    deadline = time.monotonic() + WAIT_S
+    while True:  # pcscd polls the slot; the card shows up within a moment
+        try:
+            atr = conn.connect()
+            break
+        except CardConnectionError:
+            if time.monotonic() > deadline:
+                client.stop()
+                raise
+            time.sleep(0.2)
+    assert atr == card.atr
+    return client, conn
+
+
+def reconnect(client: VpcdClient, card: VirtualCard, reader: str) -> PcscConnection:
+    """After a hang-up the client comes back by itself: wait for it and the reader."""
+    deadline = time.monotonic() + WAIT_S
+    while not client.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    conn = PcscConnection(reader)
+    while True:
+        try:
+            assert conn.connect() == card.atr
+            return conn
+        except CardConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_readers_listed(pcscd: None) -> None:
+    assert {CARD_READER, PSAM_READER} <= set(pcsc_readers())
+
+
+def test_personalise_load_and_purchase_over_pcsc(pcscd: None, tmp_path: Path) -> None:
+    when = datetime(2026, 11, 25, 16, 0, 0)
+
+    async def body() -> None:
+        issuer = await make_issuer()
+        card = VirtualCard(issuer.blank_card(), path=tmp_path / "card.json")
+        psam = VirtualPsam(issuer.blank_psam(), path=tmp_path / "psam.json")
+        card_client, conn = inserted(card, VPCD_PORT, CARD_READER)
+        psam_client, sam = inserted(psam, VPCD_PORT + 1, PSAM_READER)
+        try:
+            assert conn.reader_name == CARD_READER
+            await perso.personalize_card(
+                conn, issuer.hsm, issuer.keys, CARD_SERIAL, bytes(30), bytes(39), bytes(60),
+                issuer.pin("123456"),
+            )
+            await perso.personalize_psam(
+                sam, issuer.hsm, issuer.transport, issuer.keys.purchase, PSAM_SERIAL,
+                TERMINAL_ID, 1,
+            )
+            expect(conn, perso.SELECT_APP, "SELECT")
+            assert (await load(conn, issuer, 2, 100_00, when))[0] == 100_00
+            record = await purchase(conn, sam, issuer, 2, 25_50, when)
+            assert record.terminal_id == TERMINAL_ID
+            data = expect(conn, bytes.fromhex("805C000204"), "GET BALANCE")
+            assert int.from_bytes(data, "big") == 100_00 - 25_50
+            assert card_client.commands > 20
+
+            # A card torn after its balance update leaves the reader mid-command; put back,
+            # it proves the load with GET TRANSACTION PROVE and the HSM checks the TAC.
+            head = bytes.fromhex("805000020B01000001F4") + TERMINAL_ID + b"\x10"
+            init = expect(conn, head, "INIT LOAD")
+            txn = OnlineTxn(2, 74_50, 500, int.from_bytes(init[4:6], "big"), init[8:12],
+                            TERMINAL_ID, init[12:16])
+            keys = issuer.keys
+            mac2 = await issuer.hsm.generate_mac2(keys.path(keys.load, CARD_SERIAL), txn, when)
+            card.tear_next(Tear.AFTER_UPDATE)
+            credit = bytes.fromhex("805200000B") + pboc.bcd_datetime(when) + mac2 + b"\x04"
+            with pytest.raises(CardRemovedError):
+                conn.transmit(credit)
+            conn.disconnect()
+            conn = reconnect(card_client, card, CARD_READER)
+            expect(conn, perso.SELECT_APP, "SELECT")
+            proof = expect(conn, b"\x80\x5a\x00\x02\x02" + init[4:6] + b"\x08", "PROVE")
+            assert proof[:4] == mac2
+            tac_path = keys.path(keys.tac, CARD_SERIAL)
+            assert await issuer.hsm.verify_load_tac(tac_path, txn, 79_50, when, proof[4:])
+        finally:
+            conn.disconnect()
+            sam.disconnect()
+            card_client.stop()
+            psam_client.stop()
+
+    asyncio.run(body())
