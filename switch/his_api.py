@@ -1,0 +1,322 @@
+"""The HIS interface (DESIGN §3.3): an aiohttp application for hospitals' charging systems,
+documented by specs/his-api.yaml. The daemon mounts `make_his_app(deps)`; until then
+`medswitch his serve` (or `python -m switch.his_api`) runs it on its own.
+
+Each institution authenticates with HTTP Basic: user = its institution id, password = its HIS
+token (stored salted and hashed, `ReferenceData.issue_credential`). An institution sees and
+touches only its own bills: another's bill answers exactly like a missing one (404).
+
+Every refusal is a JSON body ``{"error": {"code": ..., "message": ...}}`` with a 4xx status,
+and stores nothing. The bill service is synchronous (SQLite through SQLAlchemy Core); handlers run
+it in a worker thread so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from aiohttp import web
+
+from ledger.medical.bills import (
+    BillRecord,
+    BillStateError,
+    DuplicateBillError,
+    Submission,
+)
+from ledger.medical.codec import bill_to_dict, split_to_dict
+from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.split import (
+    LINES_MAX,
+    QUANTITY_MAX,
+    UNIT_PRICE_MAX_FEN,
+    Bill,
+    BillError,
+    BillLine,
+    Split,
+    explain,
+)
+
+PREFIX = "/his/v1"
+BODY_BYTES_MAX = 256 * 1024
+REALM = 'Basic realm="medswitch-his", charset="UTF-8"'
+BILL_ID = re.compile(r"^[0-9A-F]{16}$")
+CARD_NO = re.compile(r"^[0-9]{12,19}$")
+TEXT_ID = re.compile(r"^[\x21-\x7e]{1,40}$")  # printable ASCII, no space
+CODE = re.compile(r"^[\x21-\x7e]{1,20}$")
+CATEGORY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+INSTITUTION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+T = TypeVar("T")
+
+
+class CredentialCheck(Protocol):
+    def check_credential(self, institution_id: str, token: str) -> bool: ...
+
+
+@dataclass
+class MemoryCredentials:
+    """Salted SHA-256 hashes of tokens in memory (tests, the simulator's own server)."""
+
+    hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (salt, hash)
+
+    def issue(self, institution_id: str, token: str | None = None) -> str:
+        token = token or secrets.token_urlsafe(24)
+        salt = secrets.token_hex(16)
+        self.hashes[institution_id] = (salt, _hash(salt, token))
+        return token
+
+    def check_credential(self, institution_id: str, token: str) -> bool:
+        salt, expected = self.hashes.get(institution_id, ("00" * 16, ""))
+        return hmac.compare_digest(expected, _hash(salt, token)) and bool(expected)
+
+
+def _hash(salt: str, token: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + token.encode()).hexdigest()
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class HisDeps:
+    service: MedicalService
+    credentials: CredentialCheck
+    clock: Callable[[], dt.datetime] = _utc_now
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = REALM
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+#: MedicalError codes → HTTP status
+BUSINESS_STATUS = {"not_found": 404, "card_mismatch": 409, "expired": 409}
+
+
+# -- request parsing ----------------------------------------------------------------------------
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ApiError(400, "invalid_request", message)
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        f"{name} must be an integer from {low} to {high}",
+    )
+    return int(value)
+
+
+def _text(value: Any, name: str, pattern: re.Pattern[str]) -> str:
+    _require(isinstance(value, str) and pattern.match(value) is not None, f"{name} is malformed")
+    return str(value)
+
+
+def _object(value: Any, name: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    _require(isinstance(value, dict), f"{name} must be a JSON object")
+    keys = set(value)
+    _require(required <= keys, f"{name} needs {sorted(required - keys)}")
+    _require(
+        keys <= required | optional,
+        f"{name} has unknown fields {sorted(keys - required - optional)}",
+    )
+    return dict(value)
+
+
+def parse_submission(body: Any) -> Submission:
+    data = _object(
+        body, "the bill", {"his_bill_no", "card_no", "service_date", "lines"}, {"special_category"}
+    )
+    try:
+        day = dt.date.fromisoformat(
+            _text(data["service_date"], "service_date", re.compile(r"^\d{4}-\d{2}-\d{2}$"))
+        )
+    except ValueError:
+        raise ApiError(400, "invalid_request", "service_date is not a date") from None
+    lines = data["lines"]
+    _require(
+        isinstance(lines, list) and 1 <= len(lines) <= LINES_MAX,
+        f"lines is a list of 1 to {LINES_MAX} items",
+    )
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        item = _object(line, f"line {number}", {"code", "quantity", "unit_price_fen"}, set())
+        parsed.append(
+            BillLine(
+                _text(item["code"], f"line {number} code", CODE),
+                _int(item["quantity"], f"line {number} quantity", 1, QUANTITY_MAX),
+                _int(
+                    item["unit_price_fen"], f"line {number} unit_price_fen", 0, UNIT_PRICE_MAX_FEN
+                ),
+            )
+        )
+    special = data.get("special_category")
+    if special is not None:
+        special = _text(special, "special_category", CATEGORY)
+    return Submission(
+        his_bill_no=_text(data["his_bill_no"], "his_bill_no", TEXT_ID),
+        card_no=_text(data["card_no"], "card_no", CARD_NO),
+        service_date=day,
+        bill=Bill(tuple(parsed), special),
+    )
+
+
+# -- responses ----------------------------------------------------------------------------------
+def split_json(split: Split) -> dict[str, Any]:
+    return {**split_to_dict(split), "explanation": list(explain(split))}
+
+
+def bill_json(record: BillRecord) -> dict[str, Any]:
+    return {
+        "bill_id": record.bill_id,
+        "his_bill_no": record.his_bill_no,
+        "card_no": record.card_no,
+        "service_date": record.service_date.isoformat(),
+        "state": record.state.value,
+        "expires_at": dt.datetime.fromtimestamp(record.expires_at_us / 1e6, dt.UTC).isoformat(),
+        "bill": bill_to_dict(record.bill),
+        "split": split_json(record.split),
+    }
+
+
+# -- the application ----------------------------------------------------------------------------
+DEPS = web.AppKey("his_deps", HisDeps)
+
+
+def _credentials(request: web.Request) -> tuple[str, str]:
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise ApiError(401, "unauthorised", "HTTP Basic credentials are required")
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "unauthorised", "malformed credentials") from None
+    if not sep or not INSTITUTION.match(user) or not password:
+        raise ApiError(401, "unauthorised", "malformed credentials")
+    return user, password
+
+
+def _institution(request: web.Request) -> str:
+    """The institution the middleware authenticated (its credentials are in every request)."""
+    return _credentials(request)[0]
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        deps = request.app[DEPS]
+        institution, token = _credentials(request)
+        ok = await asyncio.to_thread(deps.credentials.check_credential, institution, token)
+        if not ok:
+            raise ApiError(401, "unauthorised", "wrong institution id or token")
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error.status, error.code, error.message)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "too_large", f"the body is limited to {BODY_BYTES_MAX} bytes")
+    except web.HTTPException as error:
+        if error.status >= 500 or error.status < 400:
+            raise
+        code = error.reason.lower().replace(" ", "_")
+        kept = {name: error.headers[name] for name in ("Allow",) if name in error.headers}
+        return error_response(error.status, code, error.reason, kept)
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "malformed_json", "the body is not JSON") from None
+
+
+async def _call(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except MedicalError as error:
+        raise ApiError(BUSINESS_STATUS.get(error.code, 422), error.code, str(error)) from None
+    except BillError as error:
+        raise ApiError(400, "invalid_request", str(error)) from None
+    except DuplicateBillError as error:
+        raise ApiError(409, "duplicate_bill_no", str(error)) from None
+    except BillStateError as error:
+        raise ApiError(409, "bad_state", str(error)) from None
+
+
+def _bill_id(request: web.Request) -> str:
+    bill_id = request.match_info["bill_id"]
+    if not BILL_ID.match(bill_id):
+        raise ApiError(404, "not_found", "no such bill")
+    return bill_id
+
+
+async def submit_bill(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    submission = parse_submission(await _json_body(request))
+    record, created = await _call(
+        deps.service.submit_bill, _institution(request), submission, deps.clock()
+    )
+    return web.json_response(bill_json(record), status=201 if created else 200)
+
+
+async def price_check(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    submission = parse_submission(await _json_body(request))
+    priced = await _call(deps.service.price, _institution(request), submission)
+    return web.json_response({"split": split_json(priced.split)})
+
+
+async def get_bill(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    record = await _call(deps.service.bill_for, _institution(request), _bill_id(request))
+    return web.json_response(bill_json(record))
+
+
+async def cancel_bill(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    record = await _call(
+        deps.service.cancel_bill, _institution(request), _bill_id(request), deps.clock()
+    )
+    return web.json_response(bill_json(record))
+
+
+def make_his_app(deps: HisDeps) -> web.Application:
+    """The HIS application; mount it with `parent.add_subapp("/", app)` or run it alone."""
+    app = web.Application(middlewares=[errors_and_auth], client_max_size=BODY_BYTES_MAX)
+    app[DEPS] = deps
+    app.router.add_post(f"{PREFIX}/bills", submit_bill)
+    app.router.add_post(f"{PREFIX}/price-check", price_check)
+    app.router.add_get(f"{PREFIX}/bills/{{bill_id}}", get_bill)
+    app.router.add_post(f"{PREFIX}/bills/{{bill_id}}/cancel", cancel_bill)
+    return app

@@ -1,0 +1,67 @@
+"""Run the HIS application on 127.0.0.1, port 0, for a test (in the test's loop, or in a thread
+of its own for synchronous HTTP clients such as schemathesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+from aiohttp import web
+
+from ledger.medical.service import MedicalService
+from switch.his_api import HisDeps, MemoryCredentials
+from tests.ledger.medical.world import NOW
+
+TOKENS = {"H001": "token-of-h001", "H002": "token-of-h002"}
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def make_deps(service: MedicalService) -> HisDeps:
+    credentials = MemoryCredentials()
+    for institution, token in TOKENS.items():
+        credentials.issue(institution, token)
+    return HisDeps(service, credentials, clock=lambda: NOW)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def serving_in_thread(app: web.Application) -> Iterator[str]:
+    loop = asyncio.new_event_loop()
+    ready: list[str] = []
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def main() -> None:
+        async with serving(app) as url:
+            ready.append(url)
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    if not started.wait(timeout=30):
+        raise RuntimeError("the HIS test server did not start")
+    try:
+        yield ready[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()

@@ -1,0 +1,209 @@
+"""The HIS API over HTTP on 127.0.0.1: bills in, splits out, each institution alone with its
+bills; malformed JSON, unknown cards, wrong or missing credentials and another institution's bill
+answer clear 4xx JSON errors and store nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ledger.medical.accumulators import ZERO
+from ledger.medical.bills import bill_id_for
+from ledger.medical.service import MedicalService
+from switch.his_api import make_his_app
+from tests.ledger.medical.world import HOLDERS, memory_service, sql_service
+from tests.switch.his_support import TOKENS, basic, make_deps, serving
+
+CARD = HOLDERS[0].card_no
+H1 = {"Authorization": basic("H001", TOKENS["H001"])}
+H2 = {"Authorization": basic("H002", TOKENS["H002"])}
+JSON = {"Content-Type": "application/json"}
+BILLS = "/his/v1/bills"
+
+Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
+
+
+def bill(no: str = "N1", card: str = CARD, **extra: Any) -> dict[str, Any]:
+    return {
+        "his_bill_no": no,
+        "card_no": card,
+        "service_date": "2026-11-25",
+        "lines": [
+            {"code": "A01", "quantity": 40, "unit_price_fen": 1000},
+            {"code": "C01", "quantity": 1, "unit_price_fen": 800},
+        ],
+        **extra,
+    }
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> MedicalService:
+    if request.param == "memory":
+        return memory_service()
+    return sql_service(tmp_path / "ledger.db")
+
+
+def run(service: MedicalService, body: Body) -> None:
+    async def main() -> None:
+        app = make_his_app(make_deps(service))
+        async with serving(app) as url, aiohttp.ClientSession() as session:
+            await body(session, url, service)
+
+    asyncio.run(main())
+
+
+async def expect_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    assert (await response.json())["error"]["code"] == code
+
+
+def nothing_stored(service: MedicalService) -> None:
+    assert service.accumulators("P11", 2026) == (ZERO, ZERO)
+    assert service.get_bill(bill_id_for("H001", "N1")) is None
+
+
+def test_submit_query_cancel(service: MedicalService) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 201
+            created = await response.json()
+        split = created["split"]
+        assert created["state"] == "open"
+        assert (split["personal_account_fen"], split["pooled_fen"], split["self_pay_fen"]) == (
+            30000,
+            9000,
+            1800,
+        )
+        assert split["lines"][1]["parts"] == [
+            {"share": "self_pay", "amount_fen": 800, "reason": "CLASS_C"}
+        ]
+        assert any("丙类自费" in line for line in split["explanation"])
+        bill_id = created["bill_id"]
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 200  # the same bill again: stored once
+            assert (await response.json())["bill_id"] == bill_id
+        assert svc.accumulators("P11", 2026)[1].deductible_fen == 30000
+        async with session.get(f"{url}{BILLS}/{bill_id}", headers=H1) as response:
+            assert response.status == 200
+            assert (await response.json())["split"] == split
+        async with session.get(f"{url}{BILLS}/{bill_id}", headers=H2) as response:
+            await expect_error(response, 404, "not_found")  # another institution's bill
+        async with session.post(f"{url}{BILLS}/{bill_id}/cancel", headers=H2) as response:
+            await expect_error(response, 404, "not_found")
+        async with session.post(f"{url}{BILLS}/{bill_id}/cancel", headers=H1) as response:
+            assert response.status == 200
+            assert (await response.json())["state"] == "cancelled"
+        async with session.post(f"{url}{BILLS}/{bill_id}/cancel", headers=H1) as response:
+            assert response.status == 200
+        assert svc.accumulators("P11", 2026) == (ZERO, ZERO)
+        async with session.post(url + BILLS, json=bill(lines=[]), headers=H1) as response:
+            await expect_error(response, 400, "invalid_request")
+
+    run(service, body)
+
+
+def test_price_check_stores_nothing(service: MedicalService) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(url + "/his/v1/price-check", json=bill(), headers=H1) as response:
+            assert response.status == 200
+            assert (await response.json())["split"]["total_fen"] == 40800
+        nothing_stored(svc)
+
+    run(service, body)
+
+
+BAD_BODIES: list[tuple[str, Any, int, str]] = [
+    ("not JSON", b"{bill: 1", 400, "malformed_json"),
+    ("not UTF-8", b"\xff\xfe{}", 400, "malformed_json"),
+    ("an array", [], 400, "invalid_request"),
+    ("missing lines", {k: v for k, v in bill().items() if k != "lines"}, 400, "invalid_request"),
+    ("unknown field", bill(discount_fen=5), 400, "invalid_request"),
+    (
+        "quantity zero",
+        bill(lines=[{"code": "A01", "quantity": 0, "unit_price_fen": 1}]),
+        400,
+        "invalid_request",
+    ),
+    (
+        "price as text",
+        bill(lines=[{"code": "A01", "quantity": 1, "unit_price_fen": "1"}]),
+        400,
+        "invalid_request",
+    ),
+    (
+        "quantity true",
+        bill(lines=[{"code": "A01", "quantity": True, "unit_price_fen": 1}]),
+        400,
+        "invalid_request",
+    ),
+    ("bad date", bill(service_date="2026-02-30"), 400, "invalid_request"),
+    ("bad card number", bill(card="62000000000000000x"), 400, "invalid_request"),
+    ("unknown card", bill(card="6200000000000000999"), 422, "unknown_card"),
+    ("lost card", bill(card=HOLDERS[2].card_no), 422, "card_not_active"),
+    ("no policy for the year", bill(service_date="2031-01-01"), 422, "no_rules"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "status", "code"), BAD_BODIES, ids=[case[0] for case in BAD_BODIES]
+)
+def test_bad_requests_store_nothing(
+    service: MedicalService, name: str, payload: Any, status: int, code: str
+) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        if isinstance(payload, bytes):
+            request = session.post(url + BILLS, data=payload, headers=H1 | JSON)
+        else:
+            request = session.post(url + BILLS, json=payload, headers=H1)
+        async with request as response:
+            await expect_error(response, status, code)
+        nothing_stored(svc)
+
+    run(service, body)
+
+
+def test_credentials(service: MedicalService) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        for auth in [
+            {},
+            {"Authorization": basic("H001", "wrong")},
+            {"Authorization": basic("H404", "x")},
+            {"Authorization": basic("H001", TOKENS["H002"])},
+        ]:
+            async with session.post(url + BILLS, json=bill(), headers=auth) as response:
+                await expect_error(response, 401, "unauthorised")
+                assert response.headers["WWW-Authenticate"].startswith("Basic")
+        for header in ["Bearer abc", "Basic !!!", "Basic " + "SDAwMQ==", "Basic"]:
+            async with session.post(
+                url + BILLS, json=bill(), headers={"Authorization": header}
+            ) as response:
+                await expect_error(response, 401, "unauthorised")
+        nothing_stored(svc)
+
+    run(service, body)
+
+
+def test_protocol_errors(service: MedicalService) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(
+            url + BILLS, data="x", headers=H1 | {"Content-Type": "text/plain"}
+        ) as response:
+            await expect_error(response, 415, "unsupported_media_type")
+        big = b'{"x": "' + b"a" * 300_000 + b'"}'
+        async with session.post(url + BILLS, data=big, headers=H1 | JSON) as response:
+            await expect_error(response, 413, "too_large")
+        async with session.get(url + BILLS, headers=H1) as response:
+            await expect_error(response, 405, "method_not_allowed")
+        async with session.get(url + BILLS + "/nonsense", headers=H1) as response:
+            await expect_error(response, 404, "not_found")
+        async with session.get(url + "/elsewhere", headers=H1) as response:
+            await expect_error(response, 404, "not_found")
+        nothing_stored(svc)
+
+    run(service, body)
