@@ -1,6 +1,9 @@
 """The card's balance under MAC1, at each load, against its shadow — after letting the card's
 online counter prove or disprove the attempts still in doubt.
 
+A retransmitted request carries the same INITIALIZE random as its attempt: that attempt is still
+under way, never disproven by its own counter.
+
 The card is the authority: a chip below its shadow is normal (offline debits not yet uploaded); a
 chip above its shadow goes to review. The counter proves: an open attempt with the card's current
 counter did not happen (the card would have moved on); one with an older counter happened, unless
@@ -39,23 +42,35 @@ class ChipCheck:
 
 
 async def prove_by_counter(
-    ledger: Ledger, application_serial: str, purse: Purse, online_counter: int
+    ledger: Ledger,
+    application_serial: str,
+    purse: Purse,
+    online_counter: int,
+    card_random: str | None = None,
 ) -> list[EventResult]:
-    """Resolve the card's open attempts with what its current online counter proves."""
+    """Resolve the card's open attempts with what its current online counter proves.
+
+    `card_random` is the random of the INITIALIZE that reported the counter. An open attempt
+    with the card's current counter did not happen only if that INITIALIZE was a new one (a
+    different random): the same random is a retransmission of the attempt itself, still under
+    way. Without `card_random` such attempts are left open for a later proof.
+    """
     by_counter: dict[int, list[Attempt]] = defaultdict(list)
     for attempt in await open_attempts(ledger, application_serial, purse):
         by_counter[attempt.online_counter].append(attempt)
     results: list[EventResult] = []
     for counter, attempts in sorted(by_counter.items()):
-        results += await _prove(ledger, counter, attempts, online_counter)
+        if counter == online_counter:
+            superseded = [a for a in attempts if card_random not in (None, a.card_random)]
+            results += [await resolve_attempt(ledger, a, happened=False) for a in superseded]
+        else:
+            results += await _prove_older(ledger, counter, attempts, online_counter)
     return results
 
 
-async def _prove(
+async def _prove_older(
     ledger: Ledger, counter: int, attempts: list[Attempt], online_counter: int
 ) -> list[EventResult]:
-    if counter == online_counter:  # the card has not moved past it: none of them happened
-        return [await resolve_attempt(ledger, a, happened=False) for a in attempts]
     if counter > online_counter:  # the card is behind what we recorded: a person must look
         await review(ledger, ReviewReason.AMBIGUOUS_PROOF, attempts[0].reference)
         return []
@@ -74,9 +89,11 @@ async def check_chip_balance(
     purse: Purse,
     chip_balance_fen: int,
     online_counter: int,
+    card_random: str | None = None,
 ) -> ChipCheck:
-    """Compare the balance the card reported under a verified MAC1 with its shadow."""
-    proofs = await prove_by_counter(ledger, application_serial, purse, online_counter)
+    """Compare the balance the card reported under a verified MAC1 with its shadow, after
+    :func:`prove_by_counter` (pass the INITIALIZE's `card_random`, see there)."""
+    proofs = await prove_by_counter(ledger, application_serial, purse, online_counter, card_random)
     balance = await ledger.balance(shadow(purse, application_serial))
     shadow_fen = balance.balance_fen if balance is not None else 0
     if chip_balance_fen < shadow_fen:

@@ -46,7 +46,7 @@ async def _play(ledger: Ledger, ops: list[tuple[object, ...]]) -> list[ev.Attemp
             await ev.resolve_attempt(ledger, attempts[b % len(attempts)], happened=a)
         elif op == "check":
             assert isinstance(a, Purse) and isinstance(b, int)
-            await ev.check_chip_balance(ledger, CARD, a, 0, online_counter=b)
+            await ev.check_chip_balance(ledger, CARD, a, 0, b, card_random=f"c{index}")
         elif op == "debit":
             assert isinstance(a, Purse) and isinstance(b, int) and isinstance(c, int)
             debit = ev.CardDebit("000000000001", b, CARD, a, c, "h1", "h1")

@@ -142,7 +142,13 @@ def test_counter_unchanged_means_not_happened(name: str, tmp_path: Path) -> None
     async def case(ledger: Ledger) -> None:
         attempt = ed_load("T1|1|000020|0200", 4, 1_000)
         await ev.post_into_doubt(ledger, attempt)
-        check = await ev.check_chip_balance(ledger, CARD, Purse.ED, 0, online_counter=4)
+        # a retransmission (same random) or a caller that does not say: still under way
+        for random in ("r1", None):
+            check = await ev.check_chip_balance(ledger, CARD, Purse.ED, 0, 4, card_random=random)
+            assert check.proofs == ()
+        assert await balance_fen(ledger, PF) == PERSONAL_FEN - 1_000
+        # a new INITIALIZE (another random) still showing counter 4: it did not happen
+        check = await ev.check_chip_balance(ledger, CARD, Purse.ED, 0, 4, card_random="r2")
         assert check.status is ev.ChipStatus.EQUAL
         assert [p.outcome for p in check.proofs] == [O.POSTED]
         assert await balance_fen(ledger, PF) == PERSONAL_FEN
