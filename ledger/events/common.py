@@ -77,6 +77,7 @@ class ReviewReason(enum.Enum):
     LEDGER_REFUSED = "ledger_refused"
     AMBIGUOUS_PROOF = "ambiguous_proof"
     ATTEMPT_NOT_FOUND = "attempt_not_found"
+    ATTEMPT_ALREADY_UNDONE = "attempt_already_undone"
     SWEEP_CHANGED = "sweep_changed"
     SAME_OPERATOR = "same_operator"
 

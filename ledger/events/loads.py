@@ -187,7 +187,21 @@ async def post_into_doubt(ledger: Ledger, attempt: Attempt) -> EventResult:
     result = await post_event(ledger, attempt.reference, [transfer])
     if attempt.unload and result.outcome is Outcome.POSTED:
         await _review_if_below_zero(ledger, attempt)
+    if result.outcome is Outcome.ALREADY_POSTED:
+        return await _unless_undone(ledger, attempt, result)
     return result
+
+
+async def _unless_undone(ledger: Ledger, attempt: Attempt, replay: EventResult) -> EventResult:
+    """A retransmitted attempt that was meanwhile proven not to have happened must not get its
+    MAC2 again: the card could still take it, with the money already back at its source."""
+    found = (await ledger.lookup_transfers([attempt.resolve_id])).get(attempt.resolve_id)
+    if found is None or not found.result.ok:
+        return replay
+    if found.transfer.credit_account_id != attempt.source_account:
+        return replay  # proven to have happened: a second MAC2 changes nothing on the card
+    item = await review(ledger, ReviewReason.ATTEMPT_ALREADY_UNDONE, attempt.reference)
+    return EventResult(Outcome.CONFLICT, replay.transfer_ids, item)
 
 
 async def _review_if_below_zero(ledger: Ledger, attempt: Attempt) -> None:

@@ -78,6 +78,8 @@ def test_ed_load_confirmed_once(name: str, tmp_path: Path) -> None:
         again = await ev.resolve_attempt(ledger, attempt, happened=True)
         assert again.outcome is O.ALREADY_POSTED
         assert await balance_fen(ledger, ED) == 30_000
+        replayed = await ev.post_into_doubt(ledger, attempt)  # a late retransmission
+        assert replayed.outcome is O.ALREADY_POSTED
         otherwise = await ev.resolve_attempt(ledger, attempt, happened=False)
         assert otherwise.outcome is O.CONFLICT and otherwise.review is not None
         assert await balance_fen(ledger, ED) == 30_000
@@ -152,6 +154,9 @@ def test_counter_unchanged_means_not_happened(name: str, tmp_path: Path) -> None
         assert check.status is ev.ChipStatus.EQUAL
         assert [p.outcome for p in check.proofs] == [O.POSTED]
         assert await balance_fen(ledger, PF) == PERSONAL_FEN
+        # the undone attempt retransmitted late: no second MAC2 for it
+        late = await ev.post_into_doubt(ledger, attempt)
+        assert late.outcome is O.CONFLICT and late.review is not None
 
     run(name, tmp_path, case)
 
