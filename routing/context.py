@@ -5,11 +5,12 @@ ones on a temporary database and key store)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from hsm.interface import Hsm, SignOnKeys
 from hsm.keys import KeyRef
+from ledger.core import Ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,27 @@ class TerminalRecord:
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class CardRecord:
+    card_no: str
+    application_serial: str  # as the ledger names the card's accounts (hex)
+    cardholder_id: str
+    key_version: int
+    status: str  # active | lost | cancelled | replaced
+    expiry: date
+
+    @property
+    def serial_bytes(self) -> bytes:
+        """The 10-byte application serial the card reports (EF 0015 bytes 11-20)."""
+        return bytes.fromhex(self.application_serial).rjust(10, b"\0")
+
+
+class CardDirectory(Protocol):
+    def get(self, card_no: str) -> CardRecord | None:
+        """The card (a point read of the embedded database: no thread hop)."""
+        ...
 
 
 class TerminalDirectory(Protocol):
@@ -53,6 +75,9 @@ class RequestContext:
     hsm: Hsm
     terminals: TerminalDirectory
     sessions: SessionKeys
+    cards: CardDirectory
+    ledger: Ledger
+    message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
 
     @property
     def host_time(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import network
+from routing import loads, network
 from routing.table import Route, RouteTable
 
 
@@ -48,6 +48,22 @@ def terminal_routes() -> RouteTable:
                 network_code="301",
                 handler=network.handle_echo,
                 description="echo",
+            ),
+            Route(
+                "terminal",
+                "0200",
+                processing_code="600000",
+                txn_type="45",
+                handler=loads.handle_ed_load,
+                description="ED load from the personal fund",
+            ),
+            Route(
+                "terminal",
+                "0220",
+                processing_code="600000",
+                txn_type="45",
+                handler=loads.handle_ed_load_confirm,
+                description="ED load confirmation (TAC) or proof",
             ),
         ]
     )

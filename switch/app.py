@@ -20,10 +20,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
+from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
 from routing.terminal_routes import terminal_routes
+from switch.cards import SqliteCards
 from switch.config import Config
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
@@ -44,6 +46,8 @@ class App:
     http_runner: web.AppRunner | None = None
     http_port: int = 0
     ready: bool = False
+    ledger: SqliteLedger | None = None
+    cards: SqliteCards | None = None
 
     def _clock(self) -> Callable[[], datetime]:
         if self.clock is not None:
@@ -56,12 +60,17 @@ class App:
         database = config.database
         if not database.startswith("sqlite:///"):
             raise RuntimeError("this build serves terminals on the embedded SQLite database only")
-        terminals = SqliteTerminals(Path(database.removeprefix("sqlite:///")))
+        path = Path(database.removeprefix("sqlite:///"))
+        terminals = SqliteTerminals(path)
+        self.ledger = SqliteLedger.open(path)
+        self.cards = SqliteCards(path)
         service = TerminalService(
             Codec(TERMINAL),
             self.hsm,
             terminals,
             self.sessions,
+            self.cards,
+            self.ledger,
             terminal_routes(),
             self.metrics,
             self._clock(),
@@ -133,6 +142,10 @@ class App:
             await self.terminal_listener.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        if self.ledger is not None:
+            await self.ledger.close()
+        if self.cards is not None:
+            self.cards.close()
 
 
 async def serve_until_signalled(app: App) -> None:

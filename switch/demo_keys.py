@@ -17,6 +17,7 @@ from hsm.des import kcv
 from hsm.keys import KeyUsage
 from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
+from routing.cardkeys import card_master_alias
 from switch.cli_keys import LMK_CONFIG, Home, component_files_of, open_soft_hsm
 from switch.sessions import tmk_alias
 
@@ -31,11 +32,6 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_CONTROL,
 )
 CENTRE_USAGES = (KeyUsage.DATA_CHECK, KeyUsage.PSAM_TRANSPORT)
-
-
-def card_master_alias(usage: KeyUsage) -> str:
-    """Card master keys: one alias per usage, one version per card key version."""
-    return f"card/{usage.value}"
 
 
 def centre_alias(usage: KeyUsage) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from hsm.interface import Hsm, MacAlgorithm, SignOnKeys
+from ledger.core import Ledger
 from messages import terminal_table
 from messages.codec import Codec, FieldValue, Message
 from messages.envelope import message_class
@@ -20,7 +21,7 @@ from messages.errors import CodecError
 from messages.outcome import Outcome
 from messages.pretty import mask_pan
 from messages.terminal import SignOn, TerminalMessage, TerminalReply
-from routing.context import RequestContext
+from routing.context import CardDirectory, RequestContext
 from routing.table import RouteTable
 from switch.metrics import Metrics
 from switch.sessions import Sessions, SqliteTerminals
@@ -38,6 +39,8 @@ class TerminalService:
         hsm: Hsm,
         terminals: SqliteTerminals,
         sessions: Sessions,
+        cards: CardDirectory,
+        ledger: Ledger,
         routes: RouteTable,
         metrics: Metrics,
         clock: Callable[[], datetime],
@@ -46,6 +49,8 @@ class TerminalService:
         self.hsm = hsm
         self.terminals = terminals
         self.sessions = sessions
+        self.cards = cards
+        self.ledger = ledger
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
@@ -104,8 +109,17 @@ class TerminalService:
         )
         if route is None or route.handler is None:
             return self._reply(request, Outcome.FUNCTION_NOT_SUPPORTED), session, "unrouted"
+        message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{message_class(mti)}"
         context = RequestContext(
-            terminal, session, self.clock(), self.hsm, self.terminals, self.sessions
+            terminal,
+            session,
+            self.clock(),
+            self.hsm,
+            self.terminals,
+            self.sessions,
+            self.cards,
+            self.ledger,
+            message_key,
         )
         reply: TerminalReply = await route.handler(request, context)
         if isinstance(request, SignOn):

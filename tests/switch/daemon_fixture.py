@@ -19,6 +19,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
+from ledger.demo import init_demo
 from ledger.migrate import upgrade_sqlite
 from messages import terminal_table
 from messages.codec import Codec, Message
@@ -143,8 +144,15 @@ class Daemon:
 
 
 @asynccontextmanager
-async def running_daemon(tmp: Path, terminals: dict[str, str]) -> AsyncIterator[Daemon]:
-    make_database(tmp / "medswitch.db", terminals)
+async def running_daemon(
+    tmp: Path, terminals: dict[str, str] | None = None, *, cardholders: int = 0
+) -> AsyncIterator[Daemon]:
+    """The daemon over a database with ``terminals`` (and nothing else), or, with
+    ``cardholders``, over a demo deployment (institutions, terminals, funded cards)."""
+    if cardholders:
+        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
+    else:
+        make_database(tmp / "medswitch.db", terminals or {})
     store = MemoryKeyStore()
     hsm = new_hsm(store)
     config = Config(

@@ -1,0 +1,36 @@
+"""Cards of the embedded database, read on the event loop's thread.
+
+A primary-key read of SQLite in WAL mode takes microseconds and never waits for the ledger's
+writer, so it is cheaper inline than any thread hop (DESIGN §6). Status changes (a loss report)
+are seen at once: nothing is cached.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+from routing.context import CardRecord
+
+
+class SqliteCards:
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False
+        )
+        self._connection.execute("PRAGMA query_only = ON")
+
+    def get(self, card_no: str) -> CardRecord | None:
+        row = self._connection.execute(
+            "SELECT card_no, application_serial, cardholder_id, key_version, status, expiry "
+            "FROM cards WHERE card_no = ?",
+            (card_no,),
+        ).fetchone()
+        if row is None:
+            return None
+        expiry = row[5] if isinstance(row[5], date) else date.fromisoformat(str(row[5]))
+        return CardRecord(row[0], row[1], row[2], int(row[3]), row[4], expiry)
+
+    def close(self) -> None:
+        self._connection.close()

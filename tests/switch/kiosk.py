@@ -1,0 +1,138 @@
+"""A kiosk for the daemon tests: a virtual card personalised through the daemon's HSM (keys by
+secure messaging, never in clear outside the HSM and the card), and the ED load flow over the
+card connection and the terminal interface."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hsm import pboc, pinblock
+from hsm.des import Des, adjust_parity
+from hsm.keys import KeyRef, KeyUsage
+from hsm.lmk import Component
+from messages.private import CardData, Purse
+from messages.terminal import EdLoad, EdLoadConfirm, TerminalReply
+from routing.cardkeys import card_master_alias
+from simulators.card import CardState, VirtualCard
+from switch.card_connection import CardConnection, DirectConnection, expect
+from switch.card_personalize import KEY_INDEX, CardMasterKeys, PinEntry, personalize_card
+from tests.switch.daemon_fixture import Daemon, Terminal, now
+
+U = KeyUsage
+SELECT_APP = bytes.fromhex("00A4040006D15600000503")
+PIN = "123456"
+KIOSK_ID = bytes.fromhex("000000000001")  # the terminal number the card MACs
+
+
+@dataclass
+class CardOnFile:
+    card_no: str
+    serial: str  # the ledger's name for the card
+    cardholder_id: str
+
+
+def first_card(database: Path) -> CardOnFile:
+    with sqlite3.connect(database) as connection:
+        row = connection.execute(
+            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT 1"
+        ).fetchone()
+    return CardOnFile(*row)
+
+
+async def card_master_keys(daemon: Daemon) -> tuple[CardMasterKeys, bytes, KeyRef, bytes]:
+    """Key version 1 of every card master key in the daemon's HSM. Only the control master and
+    a PIN pad's PIK are formed from clear test values: the chip maker needs the first for blank
+    cards, the PIN pad the second."""
+    clear_control = adjust_parity(secrets.token_bytes(16))
+    clear_pik = adjust_parity(secrets.token_bytes(16))
+    hsm = daemon.hsm
+
+    async def generated(usage: KeyUsage) -> KeyRef:
+        return await hsm.generate_key(card_master_alias(usage), usage, now=now())
+
+    control = await hsm.form_key(
+        card_master_alias(U.MK_CONTROL), U.MK_CONTROL, [Component(clear_control)], now=now()
+    )
+    keys = CardMasterKeys(
+        control=control,
+        load=await generated(U.MK_LOAD),
+        purchase=await generated(U.MK_PURCHASE),
+        tac=await generated(U.MK_TAC),
+        unload=await generated(U.MK_UNLOAD),
+        pin_reload=await generated(U.MK_PIN_RELOAD),
+        pin_unblock=await generated(U.MK_PIN_UNBLOCK),
+        app_maint=await generated(U.MK_APP_MAINT),
+        data_check=await hsm.generate_key("centre/DATA_CHECK", U.DATA_CHECK, now=now()),
+    )
+    pik = await hsm.form_key("kiosk/pinpad", U.PIK, [Component(clear_pik)], now=now())
+    return keys, clear_control, pik, clear_pik
+
+
+async def issue_card(daemon: Daemon, on_file: CardOnFile) -> CardConnection:
+    keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    control = pboc.diversify(Des(clear_control), pboc.card_factor(serial))
+    card = VirtualCard(CardState.blank(serial, control))
+    conn = DirectConnection(card)
+    conn.connect()
+    block = Des(clear_pik).encrypt_ecb(pinblock.encode_format0(PIN, on_file.card_no))
+    public = bytes(10) + serial + bytes(10)
+    await personalize_card(
+        conn,
+        daemon.hsm,
+        keys,
+        serial,
+        public,
+        bytes(39),
+        bytes(60),
+        PinEntry(pik, block, on_file.card_no),
+    )
+    return conn
+
+
+def card_balance(conn: CardConnection) -> int:
+    return int.from_bytes(expect(conn, bytes.fromhex("805C000104"), "GET BALANCE"), "big")
+
+
+async def kiosk_load(
+    kiosk: Terminal, conn: CardConnection, on_file: CardOnFile, amount: int, *, confirm: bool = True
+) -> tuple[TerminalReply, TerminalReply | None]:
+    """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
+    expect(conn, SELECT_APP, "SELECT")
+    expect(conn, bytes.fromhex("0020000003") + bytes.fromhex(PIN), "VERIFY")
+    head = bytes([0x80, 0x50, 0x00, 0x01, 0x0B, KEY_INDEX])
+    init = expect(conn, head + amount.to_bytes(4, "big") + KIOSK_ID + b"\x10", "INIT LOAD")
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    data = CardData(
+        app_serial=serial,
+        purse=Purse.ED,
+        old_balance_fen=int.from_bytes(init[:4], "big"),
+        online_counter=int.from_bytes(init[4:6], "big"),
+        key_version=init[6],
+        algorithm_id=init[7],
+        card_random=init[8:12],
+        mac1=init[12:16],
+        psam_terminal=KIOSK_ID,
+        amount_fen=amount,
+        pboc_type=1,
+    )
+    reply = await kiosk.exchange(
+        EdLoad(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=data)
+    )
+    if reply.response_code != "00":
+        return reply, None
+    assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime
+    stamp = bytes.fromhex(reply.card.card_datetime)
+    tac = expect(conn, bytes.fromhex("805200000B") + stamp + reply.card.mac2 + b"\x04", "CREDIT")
+    if not confirm:
+        return reply, None
+    done = replace(
+        data, tac=tac, new_balance_fen=card_balance(conn), card_datetime=reply.card.card_datetime
+    )
+    confirmation = await kiosk.exchange(
+        EdLoadConfirm(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=done)
+    )
+    return reply, confirmation

@@ -1,0 +1,111 @@
+"""Kiosk ED loads end to end: a personalised virtual card, the daemon on 127.0.0.1, the ledger.
+
+After every flow the card's ED balance equals its shadow in the ledger once the card has proven
+each attempt, and the personal fund paid exactly what the card received."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import uvloop
+
+from ledger.kinds import AccountKind, account_id
+from messages.outcome import Outcome
+from messages.terminal import SignOn, SignOnReply
+from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
+from tests.switch.kiosk import card_balance, first_card, issue_card, kiosk_load
+
+KIOSK = "K0000001"
+
+
+async def signed_on_kiosk(daemon: Daemon, terminal: Terminal) -> None:
+    terminal.institution_id = "centre".ljust(15)
+    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
+    assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
+    terminal.keys = await terminal.hsm.accept_sign_on(
+        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
+    )
+    terminal.batch = reply.batch
+
+
+async def balances(daemon: Daemon, serial: str, cardholder: str) -> tuple[int, int, int]:
+    ledger = daemon.app.ledger
+    assert ledger is not None
+    ids = [
+        account_id(AccountKind.CARD_ED_SHADOW, serial),
+        account_id(AccountKind.ED_LOADS_IN_DOUBT, serial),
+        account_id(AccountKind.PERSONAL_FUND, cardholder),
+    ]
+    found = await ledger.balances(ids)
+    return tuple(found[i].balance_fen if i in found else 0 for i in ids)  # type: ignore[return-value]
+
+
+def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with running_daemon(tmp_path, cardholders=3) as daemon:
+            await scenario(daemon)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_kiosk_load_with_mac1_mac2_and_tac(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            reply, confirmation = await kiosk_load(kiosk, conn, on_file, 12_345)
+            assert reply.response_code == "00"
+            assert confirmation is not None and confirmation.response_code == "00"
+        assert card_balance(conn) == 12_345
+        shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (shadow, doubt, fund_before - fund) == (12_345, 0, 12_345)
+
+    run(tmp_path, scenario)
+
+
+def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, 5_000, confirm=False)
+            shadow, doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+            assert (shadow, doubt) == (0, 5_000)  # in doubt: the card has not spoken yet
+            await kiosk_load(kiosk, conn, on_file, 700)
+        assert card_balance(conn) == 5_700
+        shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (shadow, doubt, fund_before - fund) == (5_700, 0, 5_700)
+
+    run(tmp_path, scenario)
+
+
+def test_load_refusals_move_no_money(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        before = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            fund = before[2]
+            reply, _ = await kiosk_load(kiosk, conn, on_file, fund + 1)
+            assert reply.response_code == Outcome.INSUFFICIENT_FUNDS.code
+            unknown = type(on_file)("6212349999999999", on_file.serial, on_file.cardholder_id)
+            reply, _ = await kiosk_load(kiosk, conn, unknown, 100)
+            assert reply.response_code == Outcome.INVALID_CARD.code
+            with sqlite3.connect(daemon.home / "medswitch.db") as connection:
+                connection.execute(
+                    "UPDATE cards SET status = 'lost' WHERE card_no = ?", (on_file.card_no,)
+                )
+            reply, _ = await kiosk_load(kiosk, conn, on_file, 100)
+            assert reply.response_code == Outcome.LOST_CARD.code
+        assert await balances(daemon, on_file.serial, on_file.cardholder_id) == before
+        assert card_balance(conn) == 0
+
+    run(tmp_path, scenario)
