@@ -151,10 +151,13 @@ class PgStore:
 
     async def history(self, account: str, limit: int) -> list[PostedTransfer]:
         sql = (
-            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE result = 0 AND seq IN"
-            " (SELECT seq FROM transfers WHERE debit_account_id = $1"
-            "  UNION SELECT seq FROM transfers WHERE credit_account_id = $1)"
-            " ORDER BY seq DESC LIMIT $2"
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM ("
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"  WHERE debit_account_id = $1 AND result = 0 ORDER BY seq DESC LIMIT $2) AS d"
+            " UNION ALL"
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"  WHERE credit_account_id = $1 AND result = 0 ORDER BY seq DESC LIMIT $2) AS c"
+            f") AS both_sides ORDER BY seq DESC LIMIT $2"
         )
         found = await self.conn.fetch(sql, account, rows.clamp_limit(limit))
         return [rows.posted(row) for row in reversed(found)]

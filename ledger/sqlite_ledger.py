@@ -162,12 +162,16 @@ class SqliteStore:
 
     def history(self, account: str, limit: int) -> list[PostedTransfer]:
         sql = (
-            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers WHERE result = 0 AND seq IN"
-            " (SELECT seq FROM transfers WHERE debit_account_id = ?"
-            "  UNION SELECT seq FROM transfers WHERE credit_account_id = ?)"
-            " ORDER BY seq DESC LIMIT ?"
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM ("
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"  WHERE debit_account_id = ? AND result = 0 ORDER BY seq DESC LIMIT ?) AS d"
+            " UNION ALL"
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"  WHERE credit_account_id = ? AND result = 0 ORDER BY seq DESC LIMIT ?) AS c"
+            f") AS both_sides ORDER BY seq DESC LIMIT ?"
         )
-        found = self.conn.execute(sql, (account, account, rows.clamp_limit(limit))).fetchall()
+        limit = rows.clamp_limit(limit)
+        found = self.conn.execute(sql, (account, limit, account, limit, limit)).fetchall()
         return [rows.posted(row) for row in reversed(found)]
 
     def add_review(self, item: ReviewItem) -> bool:
