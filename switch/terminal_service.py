@@ -7,6 +7,8 @@ build, MAC, encode. Every answer is counted by MTI and response code.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,9 +26,13 @@ from messages.terminal import SignOn, TerminalMessage, TerminalReply
 from routing.context import CardDirectory, RequestContext
 from routing.table import RouteTable
 from switch.metrics import Metrics
+from switch.replies import ReplyCache
 from switch.sessions import Sessions, SqliteTerminals
 
 log = logging.getLogger("medswitch.terminal")
+
+# (reply, the session that MACs it, handler name, (message key, digest) to remember it under)
+Served = tuple[TerminalReply, SignOnKeys | None, str, tuple[str, bytes] | None]
 
 # Envelope fields a format-error reply may echo: never card data.
 _ECHOED = (3, 11, 25, 41, 42, 60)
@@ -51,6 +57,7 @@ class TerminalService:
         self.sessions = sessions
         self.cards = cards
         self.ledger = ledger
+        self.replies = ReplyCache()
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
@@ -64,8 +71,18 @@ class TerminalService:
             log.warning("format error from %s: %s", peer, err)
             return self._format_error(payload, err)
         started = time.perf_counter()
-        reply, session, handler = await self._serve(request, message, payload)
-        encoded = await self._encode(reply, session)
+        served = await self._serve(request, message, payload)
+        if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
+            self.metrics.messages.labels("terminal", message.mti, "repeat").inc()
+            return served
+        reply, session, handler, replay = served
+        try:
+            encoded = await self._encode(reply, session)
+        finally:
+            if replay is not None:
+                self.replies.finish(replay[0], replay[1], None)
+        if replay is not None:
+            self.replies.finish(replay[0], replay[1], encoded)
         self.metrics.messages.labels("terminal", reply.mti, reply.response_code).inc()
         self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
         log.info(
@@ -80,24 +97,36 @@ class TerminalService:
 
     async def _serve(
         self, request: TerminalMessage, message: Message, payload: bytes
-    ) -> tuple[TerminalReply, SignOnKeys | None, str]:
+    ) -> Served | bytes:
         terminal = await self.terminals.get(request.terminal_id)
         if terminal is None or not terminal.active:
-            return self._reply(request, Outcome.TERMINAL_NOT_REGISTERED), None, "refused"
+            return self._reply(request, Outcome.TERMINAL_NOT_REGISTERED), None, "refused", None
         if terminal.institution_id != request.institution_id.strip():
-            return self._reply(request, Outcome.INVALID_MERCHANT), None, "refused"
+            return self._reply(request, Outcome.INVALID_MERCHANT), None, "refused", None
         session = None
         if not isinstance(request, SignOn):
             session = await self.sessions.get(terminal.terminal_id)
             if session is None:
-                return self._reply(request, Outcome.RE_SIGN_ON), None, "refused"
+                return self._reply(request, Outcome.RE_SIGN_ON), None, "refused", None
             if not await self._mac_ok(message, payload, session):
-                return self._reply(request, Outcome.MAC_ERROR), None, "refused"
+                return self._reply(request, Outcome.MAC_ERROR), None, "refused", None
             if request.batch != terminal.batch:
                 terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
                 if terminal is None or request.batch != terminal.batch:
-                    return self._reply(request, Outcome.BATCH_MISMATCH), session, "refused"
+                    refusal = self._reply(request, Outcome.BATCH_MISMATCH)
+                    return refusal, session, "refused", None
         mti, processing_code, _, txn_type, network_code = request.codes()
+        message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{message_class(mti)}"
+        replay = None
+        if not mti.startswith("08"):  # network management is simply done again
+            digest = hashlib.blake2b(self.codec.mac_block(payload), digest_size=16).digest()
+            earlier = await self._earlier_reply(message_key, digest)
+            if isinstance(earlier, bytes):
+                return earlier
+            if earlier is Outcome.DUPLICATE:
+                return self._reply(request, Outcome.DUPLICATE), session, "duplicate", None
+            self.replies.begin(message_key, digest)
+            replay = (message_key, digest)
         route = self.routes.match(
             "terminal",
             message_class(mti),
@@ -108,8 +137,8 @@ class TerminalService:
             getattr(request, "pan", None) or "",
         )
         if route is None or route.handler is None:
-            return self._reply(request, Outcome.FUNCTION_NOT_SUPPORTED), session, "unrouted"
-        message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{message_class(mti)}"
+            refusal = self._reply(request, Outcome.FUNCTION_NOT_SUPPORTED)
+            return refusal, session, "unrouted", replay
         context = RequestContext(
             terminal,
             session,
@@ -121,10 +150,31 @@ class TerminalService:
             self.ledger,
             message_key,
         )
-        reply: TerminalReply = await route.handler(request, context)
+        try:
+            reply: TerminalReply = await route.handler(request, context)
+        except BaseException:
+            if replay is not None:
+                self.replies.finish(replay[0], replay[1], None)
+            raise
         if isinstance(request, SignOn):
             session = await self.sessions.get(terminal.terminal_id)
-        return reply, session, route.name
+        return reply, session, route.name, replay
+
+    async def _earlier_reply(self, key: str, digest: bytes) -> bytes | Outcome | None:
+        """The original reply to a retransmission, DUPLICATE for the same key with other
+        content, or None for a new request."""
+        remembered = self.replies.get(key)
+        if remembered is not None:
+            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
+        pending = self.replies.pending(key)
+        if pending is None:
+            return None
+        if pending[0] != digest:
+            return Outcome.DUPLICATE
+        try:
+            return await asyncio.shield(pending[1])
+        except asyncio.CancelledError:
+            return None
 
     async def _mac_ok(self, message: Message, payload: bytes, session: SignOnKeys) -> bool:
         mac = message.fields.get(64)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import uvloop
 
 from ledger.kinds import AccountKind, account_id
+from messages import terminal_table
 from messages.outcome import Outcome
-from messages.terminal import SignOn, SignOnReply
-from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
+from messages.terminal import EdLoad, SignOn, SignOnReply
+from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
 from tests.switch.kiosk import card_balance, first_card, issue_card, kiosk_load
 
 KIOSK = "K0000001"
@@ -107,5 +109,36 @@ def test_load_refusals_move_no_money(tmp_path: Path) -> None:
             assert reply.response_code == Outcome.LOST_CARD.code
         assert await balances(daemon, on_file.serial, on_file.cardholder_id) == before
         assert card_balance(conn) == 0
+
+    run(tmp_path, scenario)
+
+
+def test_a_retransmitted_load_gets_the_original_reply_and_posts_nothing(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            sent: list[bytes] = []
+            original_send = kiosk.send
+
+            async def recording_send(payload: bytes) -> bytes:
+                sent.append(payload)
+                return await original_send(payload)
+
+            kiosk.send = recording_send  # type: ignore[method-assign]
+            await kiosk_load(kiosk, conn, on_file, 800, confirm=False)
+            load_request = sent[-1]
+            first_reply = await original_send(load_request)  # the POS repeats it
+            again = await original_send(load_request)
+            assert first_reply == again
+            # The same key (terminal, batch, STAN, class) with other content, properly MACed:
+            repeated = terminal_table.parse(CODEC.decode(load_request))
+            assert isinstance(repeated, EdLoad)
+            different = await kiosk.exchange(replace(repeated, amount_fen=801, mac=None))
+            assert different.response_code == Outcome.DUPLICATE.code
+        _, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (doubt, fund_before - fund) == (800, 800)
 
     run(tmp_path, scenario)
