@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import loads, network
+from routing import inquiry, loads, network
 from routing.table import Route, RouteTable
 
 
@@ -48,6 +48,14 @@ def terminal_routes() -> RouteTable:
                 network_code="301",
                 handler=network.handle_echo,
                 description="echo",
+            ),
+            Route(
+                "terminal",
+                "0200",
+                processing_code="310000",
+                txn_type="01",
+                handler=inquiry.handle_balance_inquiry,
+                description="balances: personal fund, card ED and EP shadows",
             ),
             Route(
                 "terminal",

@@ -15,7 +15,7 @@ import uvloop
 from ledger.kinds import AccountKind, account_id
 from messages import terminal_table
 from messages.outcome import Outcome
-from messages.terminal import EdLoad, SignOn, SignOnReply
+from messages.terminal import BalanceInquiry, EdLoad, SignOn, SignOnReply
 from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
 from tests.switch.kiosk import card_balance, first_card, issue_card, kiosk_load
 
@@ -140,5 +140,21 @@ def test_a_retransmitted_load_gets_the_original_reply_and_posts_nothing(tmp_path
             assert different.response_code == Outcome.DUPLICATE.code
         _, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (doubt, fund_before - fund) == (800, 800)
+
+    run(tmp_path, scenario)
+
+
+def test_balance_inquiry_shows_fund_and_shadows(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, 3_000)
+            reply = await kiosk.exchange(BalanceInquiry(**kiosk.envelope(), pan=on_file.card_no))
+        assert reply.response_code == "00" and reply.balances is not None
+        shown = {b.account_type: b.amount_fen for b in reply.balances}
+        _, _, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert shown == {"91": fund, "92": 3_000, "93": 0}
 
     run(tmp_path, scenario)
