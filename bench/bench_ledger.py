@@ -1,6 +1,7 @@
 """Ledger throughput: durable transfers/s at concurrency 1, 8 and 64 on SQLite (group commit on one
 writer thread) and PostgreSQL (asyncpg, group commit), next to each database's raw commit rate
-(one small INSERT per durable commit) measured in the same run.
+(one small INSERT per durable commit) measured in the same run; then whole ED load cycles through
+the business events (balance check with proof, into doubt, confirmed) at concurrency 8 and 64.
 
     python -m bench.bench_ledger [--seconds 3] [--backend sqlite --backend postgres] [--dsn URL]
 
@@ -22,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import events as ev
 from ledger.core import Ledger, Transfer, TransferResult, new_account
 from ledger.kinds import AccountKind as K
 from ledger.sqlite_ledger import SqliteLedger, connect
 
 CONCURRENCY = (1, 8, 64)
+LOAD_CONCURRENCY = (8, 64)
 TRANSFERS_MAX = 200_000  # per measurement, whatever the duration
 DSN = os.environ.get("MEDSWITCH_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -109,6 +112,36 @@ async def transfers_per_s(ledger: Ledger, backend: str, concurrency: int, second
     return Row(backend, "ledger transfers (group commit)", concurrency, sum(counts), elapsed)
 
 
+async def load_cycles_per_s(ledger: Ledger, backend: str, concurrency: int, seconds: float) -> Row:
+    """Full ED load cycles through the business events, as a load handler runs them: MAC1 balance
+    check (with proof of what is open), into doubt, then confirmed by TAC."""
+    run = secrets.token_hex(3)
+    await ledger.open_accounts(ev.centre_accounts() + ev.unit_accounts(run))
+    for index in range(concurrency):
+        holder, card = f"{run}h{index}", f"{run}k{index}"
+        await ledger.open_accounts(ev.cardholder_accounts(holder) + ev.card_accounts(card))
+        await ev.post_contribution(ledger, ev.ContributionLine(run, "b", holder, 10**9, 0))
+    deadline = time.perf_counter() + seconds
+    counts = [0] * concurrency
+    limit = TRANSFERS_MAX // concurrency
+
+    async def caller(index: int) -> None:
+        holder, card = f"{run}h{index}", f"{run}k{index}"
+        while time.perf_counter() < deadline and counts[index] < limit:
+            counter, random = counts[index], f"{counts[index]:08x}"
+            await ev.check_chip_balance(ledger, card, ev.Purse.ED, 100 * counter, counter, random)
+            attempt = ev.load(f"{run}|{index}|{counter}", random, card, ev.Purse.ED, counter,
+                              100, holder)  # fmt: skip
+            assert (await ev.post_into_doubt(ledger, attempt)).outcome is ev.Outcome.POSTED
+            assert (await ev.resolve_attempt(ledger, attempt, happened=True)).ok
+            counts[index] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return Row(backend, "ED load cycles (events)", concurrency, sum(counts), elapsed)
+
+
 async def bench_sqlite(seconds: float) -> list[Row]:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as name:
         directory = Path(name)
@@ -117,6 +150,8 @@ async def bench_sqlite(seconds: float) -> list[Row]:
         try:
             for concurrency in CONCURRENCY:
                 rows.append(await transfers_per_s(ledger, "sqlite", concurrency, seconds))
+            for concurrency in LOAD_CONCURRENCY:
+                rows.append(await load_cycles_per_s(ledger, "sqlite", concurrency, seconds))
         finally:
             await ledger.close()
         return rows
@@ -136,6 +171,8 @@ async def bench_postgres(dsn: str, seconds: float) -> list[Row]:
         try:
             for concurrency in CONCURRENCY:
                 rows.append(await transfers_per_s(ledger, "postgres", concurrency, seconds))
+            for concurrency in LOAD_CONCURRENCY:
+                rows.append(await load_cycles_per_s(ledger, "postgres", concurrency, seconds))
         finally:
             await ledger.close()
         return rows

@@ -35,6 +35,7 @@ from ledger.events.funds import (
 )
 from ledger.events.loads import (
     Attempt,
+    doubt_accounts,
     find_attempt,
     load,
     open_attempts,
@@ -80,6 +81,7 @@ __all__ = [
     "centre_accounts",
     "check_chip_balance",
     "contribution_transfers",
+    "doubt_accounts",
     "find_attempt",
     "institution_accounts",
     "load",

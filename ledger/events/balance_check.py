@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ledger.core import Ledger, ReviewItem
 from ledger.events.common import EventResult, Purse, ReviewReason, review, shadow
-from ledger.events.loads import Attempt, open_attempts, resolve_attempt
+from ledger.events.loads import Attempt, doubt_accounts, open_attempts, resolve_attempt
 
 
 class ChipStatus(enum.Enum):
@@ -93,8 +93,17 @@ async def check_chip_balance(
 ) -> ChipCheck:
     """Compare the balance the card reported under a verified MAC1 with its shadow, after
     :func:`prove_by_counter` (pass the INITIALIZE's `card_random`, see there)."""
-    proofs = await prove_by_counter(ledger, application_serial, purse, online_counter, card_random)
-    balance = await ledger.balance(shadow(purse, application_serial))
+    card_shadow = shadow(purse, application_serial)
+    doubts = doubt_accounts(application_serial, purse)
+    balances = await ledger.balances([card_shadow, *doubts])
+    proofs: list[EventResult] = []
+    if any(balances[d].balance_fen for d in doubts if d in balances):  # something in doubt
+        proofs = await prove_by_counter(
+            ledger, application_serial, purse, online_counter, card_random
+        )
+        if proofs:
+            balances = await ledger.balances([card_shadow])
+    balance = balances.get(card_shadow)
     shadow_fen = balance.balance_fen if balance is not None else 0
     if chip_balance_fen < shadow_fen:
         status = ChipStatus.CHIP_BELOW_SHADOW

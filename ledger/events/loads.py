@@ -18,6 +18,7 @@ load (:func:`ledger.events.balance_check.check_chip_balance`) can resolve what i
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from ledger.core import Ledger, QueuedReversal, Transfer, transfer_id
@@ -260,14 +261,21 @@ async def _resolve_happened(ledger: Ledger, attempt: Attempt) -> EventResult:
     return await post_event(ledger, attempt.reference, pair, linked=True)
 
 
-async def open_attempts(ledger: Ledger, application_serial: str, purse: Purse) -> list[Attempt]:
-    """The card's attempts still in doubt for `purse` (from its doubt accounts' recent history)."""
+def doubt_accounts(application_serial: str, purse: Purse) -> list[str]:
+    """The card's accounts that hold `purse` attempts in doubt (loads; for the ED unloads too)."""
     doubts = [load("", "", application_serial, purse, 0, 0, "").doubt_account]
     if purse is Purse.ED:
         doubts.append(unload("", "", application_serial, 0, 0, "").doubt_account)
+    return doubts
+
+
+async def open_attempts(ledger: Ledger, application_serial: str, purse: Purse) -> list[Attempt]:
+    """The card's attempts still in doubt for `purse` (from its doubt accounts' recent history)."""
+    doubts = doubt_accounts(application_serial, purse)
+    histories = await asyncio.gather(*(ledger.history(doubt) for doubt in doubts))
     attempts: list[Attempt] = []
-    for doubt in doubts:
-        for posted in await ledger.history(doubt):
+    for doubt, history in zip(doubts, histories, strict=True):
+        for posted in history:
             transfer = posted.transfer
             if transfer.credit_account_id == doubt and transfer.code in (
                 TransferCode.LOAD_INTO_DOUBT,
