@@ -46,6 +46,10 @@ class CardDirectory(Protocol):
         """The card (a point read of the embedded database: no thread hop)."""
         ...
 
+    def psam_institution(self, psam_terminal_no: str) -> str | None:
+        """The institution owning the PSAM with this terminal number (12 digits)."""
+        ...
+
 
 class TerminalDirectory(Protocol):
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import inquiry, loads, network
+from routing import inquiry, loads, network, purchases
 from routing.table import Route, RouteTable
 
 
@@ -48,6 +48,14 @@ def terminal_routes() -> RouteTable:
                 network_code="301",
                 handler=network.handle_echo,
                 description="echo",
+            ),
+            Route(
+                "terminal",
+                "0220",
+                processing_code="000000",
+                txn_type="30",
+                handler=purchases.handle_debit_advice,
+                description="card debit confirmed by its TAC: posted once per PSAM serial",
             ),
             Route(
                 "terminal",

@@ -32,5 +32,12 @@ class SqliteCards:
         expiry = row[5] if isinstance(row[5], date) else date.fromisoformat(str(row[5]))
         return CardRecord(row[0], row[1], row[2], int(row[3]), row[4], expiry)
 
+    def psam_institution(self, psam_terminal_no: str) -> str | None:
+        """The institution owning the PSAM with this terminal number (bound into TACs)."""
+        row = self._connection.execute(
+            "SELECT institution_id FROM psams WHERE psam_terminal_no = ?", (psam_terminal_no,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def close(self) -> None:
         self._connection.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from hsm import pboc, pinblock
@@ -17,8 +18,15 @@ from messages.private import CardData, Purse
 from messages.terminal import EdLoad, EdLoadConfirm, TerminalReply
 from routing.cardkeys import card_master_alias
 from simulators.card import CardState, VirtualCard
+from simulators.psam import PsamState, VirtualPsam
 from switch.card_connection import CardConnection, DirectConnection, expect
-from switch.card_personalize import KEY_INDEX, CardMasterKeys, PinEntry, personalize_card
+from switch.card_personalize import (
+    KEY_INDEX,
+    CardMasterKeys,
+    PinEntry,
+    personalize_card,
+    personalize_psam,
+)
 from tests.switch.daemon_fixture import Daemon, Terminal, now
 
 U = KeyUsage
@@ -72,6 +80,13 @@ async def card_master_keys(daemon: Daemon) -> tuple[CardMasterKeys, bytes, KeyRe
 
 
 async def issue_card(daemon: Daemon, on_file: CardOnFile) -> CardConnection:
+    connection, _ = await issue_card_with_keys(daemon, on_file)
+    return connection
+
+
+async def issue_card_with_keys(
+    daemon: Daemon, on_file: CardOnFile
+) -> tuple[CardConnection, CardMasterKeys]:
     keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
     control = pboc.diversify(Des(clear_control), pboc.card_factor(serial))
@@ -90,7 +105,7 @@ async def issue_card(daemon: Daemon, on_file: CardOnFile) -> CardConnection:
         bytes(60),
         PinEntry(pik, block, on_file.card_no),
     )
-    return conn
+    return conn, keys
 
 
 def card_balance(conn: CardConnection) -> int:
@@ -136,3 +151,87 @@ async def kiosk_load(
         EdLoadConfirm(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=done)
     )
     return reply, confirmation
+
+
+@dataclass
+class PsamOnFile:
+    serial: str
+    terminal_no: str  # 12 digits: the terminal number bound into every TAC
+    institution_id: str
+    terminal_id: str  # the POS it is bound to
+
+
+def first_psam(database: Path) -> PsamOnFile:
+    with sqlite3.connect(database) as connection:
+        row = connection.execute(
+            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
+            "ORDER BY serial LIMIT 1"
+        ).fetchone()
+    return PsamOnFile(*row)
+
+
+async def issue_psam(daemon: Daemon, on_file: PsamOnFile, purchase: KeyRef) -> CardConnection:
+    """A PSAM from the chip maker (its transport key from a known test master), personalised
+    with its terminal number and the purchase master key under the transport key."""
+    clear_transport = adjust_parity(secrets.token_bytes(16))
+    transport = await daemon.hsm.form_key(
+        f"psam/transport/{on_file.serial}",
+        U.PSAM_TRANSPORT,
+        [Component(clear_transport)],
+        now=now(),
+    )
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    key = pboc.diversify(Des(clear_transport), pboc.card_factor(serial))
+    conn = DirectConnection(VirtualPsam(PsamState.blank(serial, key)))
+    conn.connect()
+    await personalize_psam(
+        conn,
+        daemon.hsm,
+        transport,
+        purchase,
+        serial,
+        bytes.fromhex(on_file.terminal_no),
+        purchase.version,
+    )
+    return conn
+
+
+def pos_purchase(
+    card: CardConnection, psam: CardConnection, on_file: CardOnFile, amount: int, when: datetime
+) -> CardData:
+    """An ED purchase at a POS: card INITIALIZE, PSAM MAC1, card DEBIT (TAC, MAC2), PSAM checks
+    MAC2. Returns the card data a debit advice carries."""
+    expect(card, SELECT_APP, "SELECT")
+    expect(card, bytes.fromhex("0020000003") + bytes.fromhex(PIN), "VERIFY")
+    terminal_id = expect(psam, bytes.fromhex("00B0960006"), "READ PSAM 0016")
+    head = bytes([0x80, 0x50, 0x01, 0x01, 0x0B, KEY_INDEX])
+    init = expect(card, head + amount.to_bytes(4, "big") + terminal_id + b"\x0f", "INIT PURCHASE")
+    ctr, kv, alg, rnd = init[4:6], init[9], init[10], init[11:15]
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    data = (
+        rnd
+        + ctr
+        + amount.to_bytes(4, "big")
+        + bytes([pboc.TYPE_ED_PURCHASE])
+        + pboc.bcd_datetime(when)
+        + bytes([kv, alg])
+        + pboc.card_factor(serial)
+    )
+    out = expect(psam, bytes([0x80, 0x70, 0x00, 0x00, len(data)]) + data + b"\x08", "PSAM MAC1")
+    term_serial, mac1 = out[:4], out[4:8]
+    debit = b"\x80\x54\x01\x00\x0f" + term_serial + pboc.bcd_datetime(when) + mac1 + b"\x08"
+    tac_mac2 = expect(card, debit, "DEBIT")
+    expect(psam, b"\x80\x72\x00\x00\x04" + tac_mac2[4:], "PSAM MAC2")
+    return CardData(
+        app_serial=serial,
+        purse=Purse.ED,
+        key_version=kv,
+        algorithm_id=alg,
+        offline_counter=int.from_bytes(ctr, "big"),
+        amount_fen=amount,
+        pboc_type=pboc.TYPE_ED_PURCHASE,
+        psam_terminal=terminal_id,
+        psam_serial=int.from_bytes(term_serial, "big"),
+        card_datetime=when.strftime("%Y%m%d%H%M%S"),
+        tac=tac_mac2[:4],
+    )

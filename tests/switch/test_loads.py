@@ -15,15 +15,24 @@ import uvloop
 from ledger.kinds import AccountKind, account_id
 from messages import terminal_table
 from messages.outcome import Outcome
-from messages.terminal import BalanceInquiry, EdLoad, SignOn, SignOnReply
+from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignOnReply
 from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
-from tests.switch.kiosk import card_balance, first_card, issue_card, kiosk_load
+from tests.switch.kiosk import (
+    card_balance,
+    first_card,
+    first_psam,
+    issue_card,
+    issue_card_with_keys,
+    issue_psam,
+    kiosk_load,
+    pos_purchase,
+)
 
 KIOSK = "K0000001"
 
 
-async def signed_on_kiosk(daemon: Daemon, terminal: Terminal) -> None:
-    terminal.institution_id = "centre".ljust(15)
+async def signed_on_kiosk(daemon: Daemon, terminal: Terminal, institution: str = "centre") -> None:
+    terminal.institution_id = institution.ljust(15)
     reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
     assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
     terminal.keys = await terminal.hsm.accept_sign_on(
@@ -156,5 +165,41 @@ def test_balance_inquiry_shows_fund_and_shadows(tmp_path: Path) -> None:
         shown = {b.account_type: b.amount_fen for b in reply.balances}
         _, _, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert shown == {"91": fund, "92": 3_000, "93": 0}
+
+    run(tmp_path, scenario)
+
+
+def test_card_debit_advice_posts_once_and_a_forged_tac_never(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, 10_000)
+        data = pos_purchase(conn, psam, on_file, 2_500, now().replace(tzinfo=None))
+        assert card_balance(conn) == 7_500
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            advice = DebitAdvice(**pos.envelope(), pan=on_file.card_no, amount_fen=2_500, card=data)
+            assert (await pos.exchange(advice)).response_code == "00"
+            again = replace(advice, **pos.envelope())  # the upload or a new STAN: same debit
+            assert (await pos.exchange(again)).response_code == "00"
+            forged = replace(
+                advice, **pos.envelope(), card=replace(data, psam_serial=999, tac=b"\0\0\0\0")
+            )
+            answer = await pos.exchange(forged)
+            assert answer.response_code == Outcome.SECURITY_FAILURE.code
+        shadow, _, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert shadow == card_balance(conn) == 7_500
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == 2_500
+        reasons = [item.reason for item in await ledger.reviews()]
+        assert "bad_tac" in reasons
 
     run(tmp_path, scenario)
