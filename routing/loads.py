@@ -74,9 +74,28 @@ def online_txn(request: EdLoad) -> OnlineTxn | None:
     )
 
 
+APPLICATION_BLOCK_TEMPORARY = bytes.fromhex("841E000004")
+
+
+async def block_script(
+    context: RequestContext, card: CardRecord, challenge: bytes | None
+) -> CardData | None:
+    """For a card reported lost: a temporary APPLICATION BLOCK (P2 = 00) the terminal sends to
+    the card, MACed by the HSM under the card's DAMK with the card's GET CHALLENGE value."""
+    if challenge is None:
+        return None
+    mac = await context.hsm.script_mac(
+        card_key(KeyUsage.MK_APP_MAINT, card), challenge, APPLICATION_BLOCK_TEMPORARY
+    )
+    return CardData(issuer_script=APPLICATION_BLOCK_TEMPORARY + mac)
+
+
 async def handle_ed_load(request: EdLoad, context: RequestContext) -> TerminalReply:
     card = context.cards.get(request.pan)
     refusal = card_refusal(card, context.now)
+    if refusal is Outcome.LOST_CARD and card is not None:
+        script = await block_script(context, card, request.card.challenge)
+        return _answer(request, context, Outcome.LOST_CARD, script)
     if refusal is not None or card is None:
         return _answer(request, context, refusal or Outcome.INVALID_CARD)
     txn = online_txn(request)

@@ -118,6 +118,7 @@ async def kiosk_load(
     """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
     expect(conn, SELECT_APP, "SELECT")
     expect(conn, bytes.fromhex("0020000003") + bytes.fromhex(PIN), "VERIFY")
+    challenge = expect(conn, bytes.fromhex("0084000004"), "GET CHALLENGE")
     head = bytes([0x80, 0x50, 0x00, 0x01, 0x0B, KEY_INDEX])
     init = expect(conn, head + amount.to_bytes(4, "big") + KIOSK_ID + b"\x10", "INIT LOAD")
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
@@ -133,11 +134,14 @@ async def kiosk_load(
         psam_terminal=KIOSK_ID,
         amount_fen=amount,
         pboc_type=1,
+        challenge=challenge,
     )
     reply = await kiosk.exchange(
         EdLoad(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=data)
     )
     if reply.response_code != "00":
+        if reply.card is not None and reply.card.issuer_script:  # e.g. a lost card's block
+            conn.transmit(reply.card.issuer_script)
         return reply, None
     assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime
     stamp = bytes.fromhex(reply.card.card_datetime)

@@ -110,14 +110,18 @@ def test_load_refusals_move_no_money(tmp_path: Path) -> None:
             unknown = type(on_file)("6212349999999999", on_file.serial, on_file.cardholder_id)
             reply, _ = await kiosk_load(kiosk, conn, unknown, 100)
             assert reply.response_code == Outcome.INVALID_CARD.code
+            assert card_balance(conn) == 0
             with sqlite3.connect(daemon.home / "medswitch.db") as connection:
                 connection.execute(
                     "UPDATE cards SET status = 'lost' WHERE card_no = ?", (on_file.card_no,)
                 )
             reply, _ = await kiosk_load(kiosk, conn, on_file, 100)
             assert reply.response_code == Outcome.LOST_CARD.code
+            assert reply.card is not None and reply.card.issuer_script is not None
+            # The block script was MACed for this card's challenge: the card is now blocked.
+            _, sw = conn.transmit(bytes.fromhex("805C000104"))
+            assert sw == 0x6A81  # function locked
         assert await balances(daemon, on_file.serial, on_file.cardholder_id) == before
-        assert card_balance(conn) == 0
 
     run(tmp_path, scenario)
 
