@@ -31,6 +31,14 @@ RIGHTS = b"\xf0\xf0"  # use right, change right: free under the card's own prote
 SFI_PUBLIC, SFI_HOLDER, SFI_AUTHORISATION = 0x15, 0x16, 0x17
 AUTHORISATION_DATA_BYTES = 60
 PSAM_PURCHASE_USAGE = 0x22  # one level of diversification, purchase key
+KEY_TYPE_CONTROL = 0x39
+
+# The chip makers' transport keys of the demo deployment — TEST ONLY, published so the virtual
+# card and PSAM factories (simulators) and the demo HSM agree: blank cards leave the factory
+# with their control key diversified from the first, blank PSAMs with their transport key from
+# the second. Personalisation replaces a card's control key with the issuer's at once.
+FACTORY_TEST_ONLY_CONTROL = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
+FACTORY_TEST_ONLY_PSAM_TRANSPORT = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +93,23 @@ async def personalize_card(
     public: bytes,
     holder: bytes,
     authorisation: bytes,
-    pin: PinEntry,
+    pin: PinEntry | None,
+    factory: KeyRef | None = None,
 ) -> None:
-    """Keys, files (the authorisation file gets its data check code) and the initial PIN."""
+    """Keys, files (the authorisation file gets its data check code) and the initial PIN
+    (None: the card keeps its factory PIN until the cardholder changes it).
+
+    `factory`: the chip maker's control master the blank card's control key is diversified
+    from; the issuer's control key is then written first, under it."""
     expect(conn, SELECT_APP, "SELECT")
     control = keys.path(keys.control, serial)
+    if factory is not None:
+        header = bytes([0x84, 0xD4, 0x01, 0x00])
+        attributes = bytes([KEY_TYPE_CONTROL]) + RIGHTS + bytes([keys.version, ALG_3DES])
+        apdu = await hsm.write_card_key(
+            keys.path(factory, serial), control, challenge(conn), header, attributes
+        )
+        expect(conn, apdu, "WRITE KEY (control)")
     for master, key_type, index in keys.slots():
         header = bytes([0x84, 0xD4, 0x01, index])
         attributes = bytes([key_type]) + RIGHTS + bytes([keys.version, ALG_3DES])
@@ -100,7 +120,8 @@ async def personalize_card(
     await update_binary(conn, hsm, keys, serial, SFI_PUBLIC, public)
     await update_binary(conn, hsm, keys, serial, SFI_HOLDER, holder)
     await write_authorisation(conn, hsm, keys, serial, authorisation)
-    await unblock_pin(conn, hsm, keys, serial, pin)
+    if pin is not None:
+        await unblock_pin(conn, hsm, keys, serial, pin)
 
 
 async def update_binary(

@@ -31,3 +31,7 @@ from switch.cli_ledger import demo_group, ledger_group  # noqa: E402
 
 main.add_command(ledger_group)
 main.add_command(demo_group)
+from switch.cli_cards import cards, psams  # noqa: E402
+
+main.add_command(cards)
+main.add_command(psams)

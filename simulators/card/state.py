@@ -116,9 +116,11 @@ class CardState:
     card_blocked: bool = False
 
     @classmethod
-    def blank(cls, serial: bytes, control_key: bytes, pin_tries: int = 3) -> CardState:
-        """A card as the chip maker delivers it: the file structure, the application serial and
-        the (diversified) master control key, nothing else."""
+    def blank(
+        cls, serial: bytes, control_key: bytes, pin_tries: int = 3, pin: bytes | None = None
+    ) -> CardState:
+        """A card as the chip maker delivers it: the file structure, the application serial,
+        the (diversified) master control key and possibly a factory PIN, nothing else."""
         if len(serial) != 10 or len(control_key) != 16:
             raise ValueError("a card needs a 10-byte serial and a 16-byte control key")
         public = bytearray(BINARY_SIZES[EF_PUBLIC])
@@ -129,6 +131,7 @@ class CardState:
         return cls(
             serial=serial,
             keys={(KEY_CONTROL, 0): control},
+            pin=pin,
             pin_tries_max=pin_tries,
             pin_tries_left=pin_tries,
             binary=binary,

@@ -1,0 +1,176 @@
+"""`medswitch cards` / `medswitch psams` end to end on virtual cards in direct connections:
+issue → approve (second operator) → personalize, batch refusals, re-runs, determinism, and a
+personalised card that then loads with the HSM verifying MAC1 and TAC."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from hsm.interface import OnlineTxn
+from hsm.keys import CardKeyPath, KeyUsage
+from hsm.pboc import bcd_datetime, card_factor
+from ledger import schema
+from ledger.migrate import upgrade_sqlite
+from simulators.card import VirtualCard
+from simulators.card.factory import blank_card, blank_psam
+from simulators.psam import VirtualPsam
+from switch.card_connection import CardConnection, DirectConnection, expect
+from switch.cli import main
+from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
+from switch.demo_keys import custodian_files, provision
+
+NOW = "2026-11-25T10:00:00"
+
+
+def make_db(path: Path, holders: int) -> None:
+    upgrade_sqlite(path)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as db:
+        db.execute(sa.insert(schema.institutions), [
+            {"id": "unit1", "kind": "unit", "name": "单位一"},
+            {"id": "hosp1", "kind": "hospital", "name": "医院一", "level": 3},
+        ])
+        db.execute(sa.insert(schema.terminals).values(id="00000001", institution_id="hosp1",
+                                                      kind="pos"))
+        db.execute(sa.insert(schema.cardholders), [
+            {"id": f"P{i:07d}", "ssn": f"1101011990{i:08d}", "name": f"持卡人{i}",
+             "category": "employed", "unit_id": "unit1"} for i in range(1, holders + 1)
+        ])
+    engine.dispose()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> dict[str, Any]:
+    home = tmp_path / "home"
+    asyncio.run(provision(home, []))
+    files = [str(f) for f in custodian_files(home)]
+    db = tmp_path / "medswitch.db"
+    make_db(db, 3)
+    base = ["--home", str(home), "--db", str(db)] + [a for f in files for a in ("-c", f)]
+    runner = CliRunner()
+    assert runner.invoke(main, ["keys", "--home", str(home), "--operator", "alice", "generate",
+                                "cards/file", "--usage", "FILE", *[a for f in files for a in
+                                ("-c", f)]]).exit_code == 0
+    return {"home": home, "db": db, "base": base, "runner": runner, "tmp": tmp_path}
+
+
+def cli(
+    d: dict[str, Any], group: str, who: str, *args: str, readers: dict[str, Any] | None = None
+) -> Result:
+    """Run `medswitch GROUP` as WHO; READERS (name → virtual card) stand in for PC/SC."""
+    connect = (lambda name: DirectConnection((readers or {})[name], name)) if readers else None
+    obj = {"connect": connect} if connect else None
+    runner: CliRunner = d["runner"]
+    return runner.invoke(main, [group, *d["base"], "--operator", who, *args], obj=obj)
+
+
+def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
+    d = deployment
+    out = d["tmp"] / "batches"
+    assert cli(d, "cards", "alice", "factory-keys").exit_code == 0
+    result = cli(d, "cards", "alice", "issue", "--out", str(out), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    (batch,) = sorted(out.glob("*.bat"))
+    assert "3 cards" in result.output
+    assert b"P0000001" not in batch.read_bytes()  # personal data are encrypted
+
+    refused = cli(d, "cards", "bob", "personalize", str(batch), "--reader", "r1")
+    assert refused.exit_code != 0 and "not approved" in refused.output
+    same = cli(d, "cards", "alice", "approve", str(batch))
+    assert same.exit_code != 0 and "second operator" in same.output
+    assert cli(d, "cards", "bob", "approve", str(batch)).exit_code == 0
+
+    serials = [bytes.fromhex(f"3101{n:012d}").rjust(10, b"\0") for n in (1, 2, 3)]
+    cards = {f"r{i}": VirtualCard(blank_card(s)) for i, s in enumerate(serials, 1)}
+    present = {k: v for k, v in cards.items() if k != "r3"}
+    first = cli(d, "cards", "carol", "personalize", str(batch), "--reader", "r1", "--reader",
+                "r2", readers=present)
+    assert first.exit_code == 1 and "2 personalised, 1 failed" in first.output
+    assert "not in any reader" in first.output
+    again = cli(d, "cards", "carol", "personalize", str(batch), *[a for r in cards for a in
+                ("--reader", r)], readers=cards)
+    assert again.exit_code == 0 and "1 personalised, 0 failed" in again.output
+    engine = sa.create_engine(f"sqlite:///{d['db']}")
+    with engine.connect() as db:
+        statuses = db.execute(sa.select(schema.cards.c.status)).scalars().all()
+    assert statuses == ["active"] * 3
+    assert batch.with_name(batch.name + ".print").exists()
+    assert "issue" in (d["home"] / "audit.jsonl").read_text()
+
+    # The personalised card loads, the HSM verifying MAC1 and the TAC with its own keys.
+    card = cards["r1"]
+    assert card.state.pin == bytes.fromhex("123456")
+    asyncio.run(load_checked(d["home"], DirectConnection(card), serials[0]))
+
+    psam = VirtualPsam(blank_psam(bytes.fromhex("31010000000000000777")))
+    bound = cli(d, "psams", "alice", "personalize", "--reader", "p", "--serial",
+                "31010000000000000777", "--terminal-no", "000012345678", "--institution",
+                "hosp1", "--terminal", "00000001", readers={"p": psam})
+    assert bound.exit_code == 0, bound.output
+    assert psam.state.terminal_id == bytes.fromhex("000012345678") and 1 in psam.state.keys
+
+
+async def load_checked(home: Path, conn: CardConnection, serial: bytes) -> None:
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    h = Home(home, "test")
+    load_key = CardKeyPath(await resolve(h, "card/MK_LOAD"), (card_factor(serial),))
+    tac_key = CardKeyPath(await resolve(h, "card/MK_TAC"), (card_factor(serial),))
+    conn.connect()
+    expect(conn, bytes.fromhex("00A4040006D15600000503"), "SELECT")
+    term = bytes.fromhex("000012345678")
+    init = expect(conn, bytes.fromhex("805000020B0100000100") + term + b"\x10", "INIT")
+    txn = OnlineTxn(2, 0, 256, 0, init[8:12], term, init[12:16])
+    when = datetime(2026, 11, 25, 11, 0)
+    mac2 = await hsm.generate_mac2(load_key, txn, when)
+    tac = expect(conn, bytes.fromhex("805200000B") + bcd_datetime(when) + mac2 + b"\x04", "CR")
+    assert await hsm.verify_load_tac(tac_key, txn, 256, when, tac)
+    assert KeyUsage.MK_LOAD is load_key.master.usage
+
+
+def test_batch_refused_whole(deployment: dict[str, Any]) -> None:
+    d = deployment
+    out = d["tmp"] / "batches"
+    assert cli(d, "cards", "alice", "issue", "--out", str(out), "--now", NOW).exit_code == 0
+    (batch,) = sorted(out.glob("*.bat"))
+    data = batch.read_bytes()
+    batch.write_bytes(data[:40] + bytes([data[40] ^ 1]) + data[41:])
+    bad = cli(d, "cards", "bob", "approve", str(batch))
+    assert bad.exit_code != 0 and "BatchError" in bad.output
+
+    async def retrailer() -> bytes:
+        hsm = open_soft_hsm(d["home"], component_files_of(custodian_files(d["home"])))
+        key = await resolve(Home(d["home"], "t"), "cards/file")
+        plain = await hsm.decrypt_data(key, data)
+        return await hsm.encrypt_data(key, plain.replace(b"T|3|", b"T|2|"))
+
+    batch.write_bytes(asyncio.run(retrailer()))
+    bad = cli(d, "cards", "bob", "approve", str(batch))
+    assert bad.exit_code != 0 and "count" in bad.output
+    batch.write_bytes(data)
+    assert cli(d, "cards", "bob", "approve", str(batch)).exit_code == 0
+    batch.write_bytes(data + bytes(8))
+    changed = cli(d, "cards", "bob", "personalize", str(batch), "--reader", "r")
+    assert changed.exit_code != 0
+
+
+def test_issuing_10000_cards_is_deterministic(tmp_path: Path, deployment: dict[str, Any]) -> None:
+    d = deployment
+    outputs = []
+    for run in ("a", "b"):
+        db = tmp_path / f"{run}.db"
+        make_db(db, 10_000)
+        out = tmp_path / f"out-{run}"
+        base = ["--home", str(d["home"]), "--db", str(db), *d["base"][4:]]
+        result = d["runner"].invoke(main, ["cards", *base, "--operator", "alice", "issue",
+                                           "--out", str(out), "--now", NOW])
+        assert result.exit_code == 0, result.output
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.bat"))})
+    assert len(outputs[0]) == 10 and outputs[0] == outputs[1]
+    assert all(name.startswith("cards-20261125100000-") for name in outputs[0])
