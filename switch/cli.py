@@ -31,6 +31,16 @@ from switch.cli_ledger import demo_group, ledger_group  # noqa: E402
 
 main.add_command(ledger_group)
 main.add_command(demo_group)
+from switch.cli_medical import authorise, catalogue, his_group, import_group, policy  # noqa: E402
+
+main.add_command(catalogue)
+main.add_command(policy)
+main.add_command(authorise)
+main.add_command(import_group)
+main.add_command(his_group)
+from switch.cli_sim import sim_group  # noqa: E402
+
+main.add_command(sim_group)
 from switch.cli_cards import cards, psams  # noqa: E402
 
 main.add_command(cards)

@@ -1,0 +1,422 @@
+"""`medswitch catalogue | policy | authorise | import fee-records | his`: the back office's side
+of the medical rules (specs/medical-files.md) and the HIS interface's own server.
+
+The database is the ledger's SQLite file (`--db`, default from the configuration's
+database_url); it is migrated to the current revision when opened. Files are MACed under a file
+key of the HSM: `--keys-home` (env MEDSWITCH_HOME, as for `medswitch keys`), the LMK formed from
+the custodians' component files (`-c`, repeated; prompts when absent), `--file-key ALIAS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import getpass
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+from sqlalchemy import Engine
+
+from hsm.keys import KeyRef
+from hsm.soft import SoftHsm
+from ledger.medical import filemac
+from ledger.medical.catalogue import KIND as CATALOGUE_KIND
+from ledger.medical.catalogue import (
+    CatalogueItem,
+    CatalogueVersion,
+    Coverage,
+    build_catalogue,
+    catalogue_from_framed,
+    diff,
+    effective_on,
+)
+from ledger.medical.fee_import import fee_reviews, import_fee_file
+from ledger.medical.policy import PolicyError
+from ledger.medical.recordfile import MedicalFileError, parse
+from ledger.medical.service import MedicalService
+from ledger.medical.split import yuan
+from ledger.medical.sql_store import (
+    ReferenceData,
+    SqlDirectory,
+    SqlMedicalStore,
+    catalogue_versions,
+    digest,
+    load_catalogue,
+    sqlite_engine,
+)
+from ledger.migrate import upgrade_sqlite
+from switch import config as config_module
+from switch.cli_keys import Home, load_hsm, resolve
+from switch.his_api import HisDeps, make_his_app
+
+T = TypeVar("T")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _now_us() -> int:
+    return int(_now().timestamp() * 1_000_000)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def open_engine(db: Path | None) -> Engine:
+    if db is None:
+        url = config_module.load().database
+        if not url.startswith("sqlite:///"):
+            raise click.ClickException("the medical commands work on SQLite: pass --db FILE")
+        db = Path(url.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    upgrade_sqlite(db)
+    return sqlite_engine(db)
+
+
+db_option = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The ledger's SQLite file (default: from the configuration).",
+)
+keys_home_option = click.option(
+    "--keys-home",
+    envvar="MEDSWITCH_HOME",
+    default="var/keys",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The key store's directory.",
+)
+components_option = click.option(
+    "-c",
+    "--component-file",
+    "component_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="LMK component file of one custodian (repeat); prompts when absent.",
+)
+file_key_option = click.option(
+    "--file-key", required=True, help="ALIAS[:VERSION] of the counterparty's file key."
+)
+
+
+def _hsm_and_key(keys_home: Path, files: tuple[Path, ...], alias: str) -> tuple[SoftHsm, KeyRef]:
+    home = Home(keys_home, getpass.getuser())
+    hsm = load_hsm(home, files, 2)
+    return hsm, _run(resolve(home, alias))
+
+
+# -- catalogue ----------------------------------------------------------------------------------
+@click.group()
+def catalogue() -> None:
+    """The catalogue of drugs and services (药物标准管理): versions with effective dates."""
+
+
+@catalogue.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@keys_home_option
+@components_option
+@file_key_option
+def catalogue_import(
+    file: Path,
+    db: Path | None,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
+) -> None:
+    """Import a catalogue FILE: its MAC, totals and every record are checked, or nothing is."""
+    data = file.read_bytes()
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    try:
+        framed = parse(data, CATALOGUE_KIND)
+        _run(filemac.verify(hsm, key, framed))
+        version = catalogue_from_framed(framed)
+    except MedicalFileError as error:
+        raise click.ClickException(f"{file}: refused: {error}") from None
+    engine = open_engine(db)
+    previous = [v for v, _ in catalogue_versions(engine) if v < version.number]
+    if not ReferenceData(engine).add_catalogue(version, digest(data), _now_us(), getpass.getuser()):
+        raise click.ClickException(f"catalogue version {version.number} is already imported")
+    click.echo(
+        f"catalogue v{version.number} effective {version.effective_from}: "
+        f"{len(version.items)} items"
+    )
+    if previous:
+        before = load_catalogue(engine, max(previous))
+        assert before is not None
+        _echo_diff(before, version)
+
+
+@catalogue.command("build")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "number", type=int, required=True)
+@click.option("--effective-from", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@keys_home_option
+@components_option
+@file_key_option
+def catalogue_build(
+    csv_file: Path,
+    number: int,
+    effective_from: dt.datetime,
+    out: Path,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
+) -> None:
+    """Build a MACed catalogue file from a CSV (code,name,unit,ceiling_fen,class,self_pay_bp;
+    a header row) — the drug-standard authority's side, and the demo's."""
+    items = {}
+    with csv_file.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                item = CatalogueItem(
+                    row["code"],
+                    row["name"],
+                    row["unit"],
+                    int(row["ceiling_fen"]),
+                    Coverage(row["class"]),
+                    int(row["self_pay_bp"] or 0),
+                )
+            except (KeyError, ValueError) as error:
+                raise click.ClickException(f"{csv_file}: {error}") from None
+            items[item.code] = item
+    version = CatalogueVersion(number, effective_from.date(), items)
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    out.write_bytes(_run(filemac.seal(hsm, key, build_catalogue(version))))
+    click.echo(f"{out}: catalogue v{number}, {len(items)} items")
+
+
+def _catalogue(engine: Engine, number: int | None, on: dt.date | None) -> CatalogueVersion:
+    versions = catalogue_versions(engine)
+    if number is None:
+        headers = [CatalogueVersion(v, day) for v, day in versions]
+        chosen = effective_on(headers, on or _now().date())
+        if chosen is None:
+            raise click.ClickException("no catalogue version in force")
+        number = chosen.number
+    found = load_catalogue(engine, number)
+    if found is None:
+        raise click.ClickException(f"no catalogue version {number}")
+    return found
+
+
+@catalogue.command("show")
+@click.option("--version", "number", type=int, default=None)
+@click.option(
+    "--on",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="The version in force on this date (default: today).",
+)
+@click.option("--code", default=None)
+@db_option
+def catalogue_show(
+    number: int | None, on: dt.datetime | None, code: str | None, db: Path | None
+) -> None:
+    """Show a catalogue version (or one item of it)."""
+    version = _catalogue(open_engine(db), number, on.date() if on else None)
+    click.echo(f"catalogue v{version.number} effective {version.effective_from}")
+    for item_code in sorted(version.items):
+        if code is None or code == item_code:
+            click.echo(_item_line(version.items[item_code]))
+
+
+def _item_line(item: CatalogueItem) -> str:
+    ratio = f" self-pay {item.self_pay_bp / 100:.2f}%" if item.self_pay_bp else ""
+    return (
+        f"{item.code:<12} {item.coverage.value} {yuan(item.ceiling_fen):>10}/{item.unit}"
+        f" {item.name}{ratio}"
+    )
+
+
+def _echo_diff(before: CatalogueVersion, after: CatalogueVersion) -> None:
+    change = diff(before, after)
+    click.echo(
+        f"against v{before.number}: {len(change.added)} added, "
+        f"{len(change.removed)} removed, {len(change.changed)} changed"
+    )
+    for code in change.added:
+        click.echo("+ " + _item_line(after.items[code]))
+    for code in change.removed:
+        click.echo("- " + _item_line(before.items[code]))
+    for old, new in change.changed:
+        click.echo("~ " + _item_line(old) + "\n  → " + _item_line(new))
+
+
+@catalogue.command("diff")
+@click.argument("before", type=int)
+@click.argument("after", type=int)
+@db_option
+def catalogue_diff(before: int, after: int, db: Path | None) -> None:
+    """What changed from version BEFORE to version AFTER."""
+    engine = open_engine(db)
+    _echo_diff(_catalogue(engine, before, None), _catalogue(engine, after, None))
+
+
+# -- policy -------------------------------------------------------------------------------------
+@click.group()
+def policy() -> None:
+    """The insurance policy per calendar year (a TOML file, specs/medical-files.md §2)."""
+
+
+@policy.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+def policy_import(file: Path, db: Path | None) -> None:
+    """Import a year's policy; a year already stored is refused (policies are not edited)."""
+    try:
+        stored = ReferenceData(open_engine(db)).set_policy(
+            file.read_text(encoding="utf-8"), _now_us(), getpass.getuser()
+        )
+    except (PolicyError, ValueError) as error:
+        raise click.ClickException(f"{file}: refused: {error}") from None
+    click.echo(
+        f"policy {stored.year}: cap {yuan(stored.annual_pooled_cap_fen)}, "
+        f"special categories {sorted(stored.special) or 'none'}"
+    )
+
+
+@policy.command("show")
+@click.argument("year", type=int)
+@db_option
+def policy_show(year: int, db: Path | None) -> None:
+    found = SqlDirectory(open_engine(db)).policy(year)
+    if found is None:
+        raise click.ClickException(f"no policy for {year}")
+    click.echo(f"policy {found.year}: annual pooled cap {yuan(found.annual_pooled_cap_fen)}")
+    for category, levels in found.deductibles.items():
+        click.echo(f"  deductible {category.value}: " + ", ".join(yuan(v) for v in levels))
+    for category, table in found.pooled.items():
+        for coverage, bps in table.items():
+            click.echo(
+                f"  pooled {category.value} {coverage.value}: "
+                + ", ".join(f"{bp / 100:.2f}%" for bp in bps)
+            )
+    for special in found.special.values():
+        click.echo(
+            f"  special {special.code} ({special.name}): "
+            + ", ".join(f"{bp / 100:.2f}%" for bp in special.pooled_bp_by_level)
+        )
+
+
+# -- authorise ----------------------------------------------------------------------------------
+@click.group()
+def authorise() -> None:
+    """Special-expense authorisations per person and year (later written to the card)."""
+
+
+@authorise.command("grant")
+@click.argument("person_id")
+@click.argument("category")
+@click.option("--year", type=int, default=None, help="Default: this year.")
+@db_option
+def authorise_grant(person_id: str, category: str, year: int | None, db: Path | None) -> None:
+    engine = open_engine(db)
+    year = year or _now().year
+    found = SqlDirectory(engine).policy(year)
+    if found is None or category not in found.special:
+        raise click.ClickException(f"{category} is not a special category of the {year} policy")
+    fresh = ReferenceData(engine).authorise(person_id, category, year, _now_us(), getpass.getuser())
+    click.echo(
+        f"{person_id} {'authorised' if fresh else 'already authorised'} for {category} "
+        f"in {year}; to be written to the card's authorisation file"
+    )
+
+
+@authorise.command("revoke")
+@click.argument("person_id")
+@click.argument("category")
+@click.option("--year", type=int, default=None)
+@db_option
+def authorise_revoke(person_id: str, category: str, year: int | None, db: Path | None) -> None:
+    done = ReferenceData(open_engine(db)).revoke(
+        person_id, category, year or _now().year, _now_us()
+    )
+    click.echo("revoked" if done else "no such authorisation")
+
+
+@authorise.command("list")
+@click.argument("person_id")
+@db_option
+def authorise_list(person_id: str, db: Path | None) -> None:
+    for category, year, active in ReferenceData(open_engine(db)).authorisations(person_id):
+        click.echo(f"{year} {category} {'active' if active else 'revoked'}")
+
+
+# -- import fee-records -------------------------------------------------------------------------
+@click.group("import")
+def import_group() -> None:
+    """Import counterparties' files."""
+
+
+@import_group.command("fee-records")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--match/--no-match",
+    default=True,
+    show_default=True,
+    help="Show the day-end match for the file's institution and date.",
+)
+@db_option
+@keys_home_option
+@components_option
+@file_key_option
+def import_fee_records(
+    file: Path,
+    match: bool,
+    db: Path | None,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
+) -> None:
+    """Import a hospital's fee-record FILE (MAC and totals checked, or nothing is stored)."""
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    engine = open_engine(db)
+    try:
+        fees, stored = _run(import_fee_file(engine, hsm, key, file.read_bytes(), _now_us()))
+    except MedicalFileError as error:
+        raise click.ClickException(f"{file}: refused: {error}") from None
+    click.echo(
+        f"{fees.institution_id} {fees.business_date}: {len(fees.records)} records, "
+        f"{yuan(fees.amount_total_fen)}" + ("" if stored else " (already imported)")
+    )
+    if match:
+        for item in fee_reviews(engine, fees.institution_id, fees.business_date):
+            click.echo(
+                f"review {item.reason} {item.reference} {yuan(item.amount_fen)} {item.detail}"
+            )
+
+
+# -- his ----------------------------------------------------------------------------------------
+@click.group("his")
+def his_group() -> None:
+    """The HIS interface on its own (the daemon mounts the same application)."""
+
+
+@his_group.command("credential")
+@click.argument("institution_id")
+@db_option
+def his_credential(institution_id: str, db: Path | None) -> None:
+    """Issue a new HIS token for INSTITUTION_ID (shown once; only its hash is kept)."""
+    token = ReferenceData(open_engine(db)).issue_credential(institution_id, _now_us())
+    click.echo(f"institution {institution_id} HIS token (shown once): {token}")
+
+
+@his_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5881, show_default=True, type=int)
+@db_option
+def his_serve(host: str, port: int, db: Path | None) -> None:
+    """Serve the HIS API over HTTP until interrupted."""
+    engine = open_engine(db)
+    service = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+    app = make_his_app(HisDeps(service, ReferenceData(engine)))
+    web.run_app(app, host=host, port=port, print=lambda text: click.echo(text))
