@@ -9,9 +9,11 @@ import pytest
 
 MODULES = (
     "simulators.card.apdu",
+    "simulators.card.factory",
     "simulators.card.state",
     "simulators.psam",
     "switch.card_connection",
+    "switch.card_issuance",
 )
 
 

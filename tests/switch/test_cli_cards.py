@@ -117,16 +117,22 @@ def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
     assert psam.state.terminal_id == bytes.fromhex("000012345678") and 1 in psam.state.keys
 
 
-async def load_checked(home: Path, conn: CardConnection, serial: bytes) -> None:
+async def load_checked(
+    home: Path, conn: CardConnection, serial: bytes, *, connect: bool = True
+) -> None:
+    """A load of 2.56 yuan into the EP: the key home's HSM checks MAC1, makes MAC2, checks
+    the TAC."""
     hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
     h = Home(home, "test")
     load_key = CardKeyPath(await resolve(h, "card/MK_LOAD"), (card_factor(serial),))
     tac_key = CardKeyPath(await resolve(h, "card/MK_TAC"), (card_factor(serial),))
-    conn.connect()
+    if connect:
+        conn.connect()
     expect(conn, bytes.fromhex("00A4040006D15600000503"), "SELECT")
     term = bytes.fromhex("000012345678")
     init = expect(conn, bytes.fromhex("805000020B0100000100") + term + b"\x10", "INIT")
     txn = OnlineTxn(2, 0, 256, 0, init[8:12], term, init[12:16])
+    assert await hsm.verify_mac1(load_key, txn)
     when = datetime(2026, 11, 25, 11, 0)
     mac2 = await hsm.generate_mac2(load_key, txn, when)
     tac = expect(conn, bytes.fromhex("805200000B") + bcd_datetime(when) + mac2 + b"\x04", "CR")

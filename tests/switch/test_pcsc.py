@@ -22,10 +22,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hsm import pboc
-from hsm.interface import OnlineTxn
+from hsm.interface import OnlineTxn, PurchaseRecord
+from hsm.keys import CardKeyPath
+from hsm.pboc import card_factor
 from simulators.card import Tear, VirtualCard
+from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
 from simulators.vpcd import VPCD_PORT, VpcdClient
 from switch import card_personalize as perso
@@ -36,6 +40,9 @@ from switch.card_connection import (
     expect,
     pcsc_readers,
 )
+from switch.cli import main
+from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
+from switch.demo_keys import custodian_files, provision
 from tests.simulators.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,
@@ -44,6 +51,7 @@ from tests.simulators.issuer import (
     make_issuer,
     purchase,
 )
+from tests.switch.test_cli_cards import load_checked, make_db
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 CARD_READER = "Virtual PCD 00 00"
@@ -127,7 +135,9 @@ def inserted(
     return client, conn
 
 
-def reconnect(client: VpcdClient, card: VirtualCard, reader: str) -> PcscConnection:
+def reconnect(
+    client: VpcdClient, card: VirtualCard | VirtualPsam, reader: str
+) -> PcscConnection:
     """After a hang-up the client comes back by itself: wait for it and the reader."""
     deadline = time.monotonic() + WAIT_S
     while not client.connected.is_set() and time.monotonic() < deadline:
@@ -200,3 +210,79 @@ def test_personalise_load_and_purchase_over_pcsc(pcscd: None, tmp_path: Path) ->
             psam_client.stop()
 
     asyncio.run(body())
+
+
+def test_cli_personalises_over_pcsc_then_load_and_purchase(pcscd: None, tmp_path: Path) -> None:
+    """Must show: a card and a PSAM personalised through the CLI over pcscd + vpcd + pyscard,
+    then a load and a purchase whose MAC1/MAC2/TAC the HSM verifies."""
+    home, db = tmp_path / "home", tmp_path / "medswitch.db"
+    asyncio.run(provision(home, []))
+    make_db(db, 1)
+    lmk = [a for f in custodian_files(home) for a in ("-c", str(f))]
+    runner = CliRunner()
+
+    def run(*args: str) -> None:
+        result = runner.invoke(main, [*args[:1], "--home", str(home), *args[1:]])
+        assert result.exit_code == 0, result.output
+
+    run("keys", "--operator", "alice", "generate", "cards/file", "--usage", "FILE", *lmk)
+    common = ["--db", str(db), *lmk]
+    run("cards", *common, "--operator", "alice", "factory-keys")
+    run("cards", *common, "--operator", "alice", "issue", "--out", str(tmp_path), "--now",
+        "2026-11-25T10:00:00")
+    (batch,) = tmp_path.glob("cards-*.bat")
+    run("cards", *common, "--operator", "bob", "approve", str(batch))
+
+    card_serial = bytes.fromhex("3101000000000001").rjust(10, b"\0")
+    psam_serial = bytes.fromhex("31010000000000000777")
+    card = VirtualCard(blank_card(card_serial), path=tmp_path / "card.json")
+    psam = VirtualPsam(blank_psam(psam_serial), path=tmp_path / "psam.json")
+    card_client, conn = inserted(card, VPCD_PORT, CARD_READER)
+    psam_client, sam = inserted(psam, VPCD_PORT + 1, PSAM_READER)
+    conn.disconnect()
+    sam.disconnect()
+    try:
+        run("cards", *common, "--operator", "carol", "personalize", str(batch),
+            "--reader", CARD_READER, "--reader", PSAM_READER)
+        run("psams", *common, "--operator", "carol", "personalize", "--reader", PSAM_READER,
+            "--serial", psam_serial.hex(), "--terminal-no", "000012345678",
+            "--institution", "hosp1", "--terminal", "00000001")
+        conn, sam = reconnect(card_client, card, CARD_READER), reconnect(
+            psam_client, psam, PSAM_READER)
+        asyncio.run(load_checked(home, conn, card_serial, connect=False))
+        asyncio.run(purchase_checked(home, conn, sam, card_serial))
+    finally:
+        conn.disconnect()
+        sam.disconnect()
+        card_client.stop()
+        psam_client.stop()
+
+
+async def purchase_checked(
+    home: Path, card: PcscConnection, psam: PcscConnection, serial: bytes
+) -> None:
+    """An offline purchase: card INITIALIZE, PSAM MAC1, card DEBIT, PSAM checks MAC2; the HSM
+    of the key home then verifies the TAC and MAC2 as the centre does at upload."""
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    keys = Home(home, "test")
+    factor = (card_factor(serial),)
+    tac_key = CardKeyPath(await resolve(keys, "card/MK_TAC"), factor)
+    purchase_key = CardKeyPath(await resolve(keys, "card/MK_PURCHASE"), factor)
+    when = datetime(2026, 11, 25, 11, 5, 0)
+    terminal_id = expect(psam, bytes.fromhex("00B0960006"), "READ PSAM 0016")
+    expect(card, perso.SELECT_APP, "SELECT")
+    init = expect(card, bytes.fromhex("805001020B0100000064") + terminal_id + b"\x0f", "INIT")
+    ctr, kv, alg, rnd = init[4:6], init[9], init[10], init[11:15]
+    data = (rnd + ctr + (100).to_bytes(4, "big") + b"\x06" + pboc.bcd_datetime(when)
+            + bytes([kv, alg]) + card_factor(serial))
+    out = expect(psam, bytes([0x80, 0x70, 0x00, 0x00, len(data)]) + data + b"\x08", "MAC1")
+    debit = b"\x80\x54\x01\x00\x0f" + out[:4] + pboc.bcd_datetime(when) + out[4:] + b"\x08"
+    tac_mac2 = expect(card, debit, "DEBIT")
+    expect(psam, b"\x80\x72\x00\x00\x04" + tac_mac2[4:], "PSAM MAC2")
+    record = PurchaseRecord(6, 100, terminal_id, int.from_bytes(out[:4], "big"), when)
+    assert await hsm.verify_purchase_tac(tac_key, record, tac_mac2[:4])
+    assert await hsm.verify_purchase_mac2(
+        purchase_key, record, rnd, int.from_bytes(ctr, "big"), tac_mac2[4:]
+    )
+    balance = expect(card, bytes.fromhex("805C000204"), "BALANCE")
+    assert int.from_bytes(balance, "big") == 256 - 100
