@@ -12,9 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.medical.accumulators import ZERO, Totals
-from ledger.medical.bills import BillState, BillStateError, DuplicateBillError, Submission
+from ledger.medical.bills import (
+    BillState,
+    BillStateError,
+    DuplicateBillError,
+    Submission,
+    bill_id_for,
+)
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
+from tests.ledger.medical.test_properties import bills
 from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_service
 
 CARD, RETIREE, LOST = (holder.card_no for holder in HOLDERS)
@@ -188,3 +195,62 @@ def test_committed_accumulators_only_fall_by_a_void(ops: list[tuple[str, int]]) 
         after = service.accumulators("P11", 2026)[0]
         if not (action == "void" and changed):
             assert after.covers(before)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bills, st.sampled_from([CARD, RETIREE]), st.sampled_from(["H001", "H002"]))
+def test_the_same_bill_submitted_twice_counts_once(bill: Bill, card: str, institution: str) -> None:
+    service = memory_service()
+    person = "P11" if card == CARD else "P29"
+    sub = Submission("N1", card, DAY, bill)
+    first, created = service.submit_bill(institution, sub, NOW)
+    second, created_again = service.submit_bill(institution, sub, NOW)
+    assert created and not created_again and first == second
+    assert service.accumulators(person, 2026)[1] == first.split.delta
+    split = first.split
+    assert split.personal_account_fen + split.pooled_fen + split.self_pay_fen == bill.total_fen
+
+
+ACTIONS = ["submit", "approve", "complete", "cancel", "reverse", "void", "expire", "offline"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3)), max_size=20))
+def test_sqlite_store_agrees_with_the_memory_model(ops: list[tuple[str, int]]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        services = [memory_service(), sql_service(Path(tmp) / "ledger.db")]
+        outcomes = [[_apply(svc, action, n) for action, n in ops] for svc in services]
+        assert outcomes[0] == outcomes[1]
+        assert services[0].accumulators("P11", 2026) == services[1].accumulators("P11", 2026)
+        services[1].store.engine.dispose()  # type: ignore[attr-defined]
+
+
+def _apply(service: MedicalService, action: str, n: int) -> object:
+    bill_id = bill_id_for("H001", f"N{n}")
+    try:
+        if action == "submit":
+            record, created = service.submit_bill(
+                "H001", submission(f"N{n}", ("A01", 9 + n, 1000), ("B01", 1, 2100)), NOW
+            )
+            return record.state.value, record.split.delta, created
+        if action == "offline":
+            return service.post_offline_purchase(
+                "000000000001", n, "0000000000000011", "H001", 1000 * n, DAY
+            )
+        if action == "approve":
+            return service.approve_bill(bill_id, "H001", CARD, NOW).state.value
+        if action == "expire":
+            return service.expire_bills(NOW + dt.timedelta(days=2))
+        if action == "cancel":
+            return service.cancel_bill("H001", bill_id, NOW).state.value
+        step = {
+            "complete": service.complete_bill,
+            "reverse": service.reverse_bill,
+            "void": service.void_bill,
+        }[action]
+        record, changed = step(bill_id, NOW)
+        return record.state.value, changed
+    except (BillStateError, MedicalError, KeyError) as error:
+        return type(error).__name__
