@@ -1,5 +1,5 @@
 """The HIS interface (DESIGN §3.3): an aiohttp application for hospitals' charging systems,
-documented by specs/his-api.yaml. The daemon mounts `make_his_app(deps)`; until then
+documented by specs/his-api.yaml. The daemon mounts it (`mount_his_app(parent, deps)`); until then
 `medswitch his serve` (or `python -m switch.his_api`) runs it on its own.
 
 Each institution authenticates with HTTP Basic: user = its institution id, password = its HIS
@@ -311,12 +311,21 @@ async def cancel_bill(request: web.Request) -> web.Response:
     return web.json_response(bill_json(record))
 
 
-def make_his_app(deps: HisDeps) -> web.Application:
-    """The HIS application; mount it with `parent.add_subapp("/", app)` or run it alone."""
+def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
+    """The HIS application with its routes under `prefix`: run it alone as it is, or mount it
+    in the daemon's HTTP application with `mount_his_app` (its credentials, error handling and
+    body limit then apply to its routes only)."""
     app = web.Application(middlewares=[errors_and_auth], client_max_size=BODY_BYTES_MAX)
     app[DEPS] = deps
-    app.router.add_post(f"{PREFIX}/bills", submit_bill)
-    app.router.add_post(f"{PREFIX}/price-check", price_check)
-    app.router.add_get(f"{PREFIX}/bills/{{bill_id}}", get_bill)
-    app.router.add_post(f"{PREFIX}/bills/{{bill_id}}/cancel", cancel_bill)
+    app.router.add_post(f"{prefix}/bills", submit_bill)
+    app.router.add_post(f"{prefix}/price-check", price_check)
+    app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)
+    app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
+    return app
+
+
+def mount_his_app(parent: web.Application, deps: HisDeps) -> web.Application:
+    """Mount the HIS application at /his/v1 of `parent` (e.g. beside /metrics and /healthz)."""
+    app = make_his_app(deps, prefix="")
+    parent.add_subapp(PREFIX, app)
     return app

@@ -11,11 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from ledger.medical.accumulators import ZERO
 from ledger.medical.bills import bill_id_for
 from ledger.medical.service import MedicalService
-from switch.his_api import make_his_app
+from switch.his_api import make_his_app, mount_his_app
 from tests.ledger.medical.world import HOLDERS, memory_service, sql_service
 from tests.switch.his_support import TOKENS, basic, make_deps, serving
 
@@ -207,3 +208,28 @@ def test_protocol_errors(service: MedicalService) -> None:
         nothing_stored(svc)
 
     run(service, body)
+
+
+def test_mounted_beside_other_routes() -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def main() -> None:
+        parent = web.Application()
+        parent.router.add_get("/healthz", healthz)
+        svc = memory_service()
+        mount_his_app(parent, make_deps(svc))
+        async with serving(parent) as url, aiohttp.ClientSession() as session:
+            async with session.get(url + "/healthz") as response:
+                assert response.status == 200
+            async with session.post(url + BILLS, json=bill()) as response:
+                await expect_error(response, 401, "unauthorised")
+            async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+                assert response.status == 201
+                bill_id = (await response.json())["bill_id"]
+            async with session.get(f"{url}{BILLS}/{bill_id}", headers=H2) as response:
+                await expect_error(response, 404, "not_found")
+            async with session.get(url + "/his/v1/elsewhere", headers=H1) as response:
+                await expect_error(response, 404, "not_found")
+
+    asyncio.run(main())
