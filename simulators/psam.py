@@ -37,6 +37,7 @@ from simulators.card.apdu import (
     SW_OFFSET_OUT_OF_RANGE,
     SW_REFERENCE_NOT_FOUND,
     SW_SECURITY_STATUS,
+    SW_UNKNOWN,
     SW_WRONG_DATA,
     SW_WRONG_LENGTH,
     SW_WRONG_P1P2,
@@ -71,14 +72,14 @@ class PsamKey:
     usage: int
     version: int
     alg: int
-    value: bytes
+    value: bytes = field(repr=False)
 
 
 @dataclass
 class PsamState:
     serial: bytes  # 10 bytes
-    transport_key: bytes  # 16 bytes, diversified for this PSAM by the issuer
-    terminal_id: bytes  # 6 bytes
+    transport_key: bytes = field(repr=False)  # 16 bytes, diversified for this PSAM
+    terminal_id: bytes = bytes(6)
     term_serial: int = 1  # the serial the next purchase MAC1 takes
     keys: dict[int, PsamKey] = field(default_factory=dict)  # by key version
 
@@ -186,6 +187,8 @@ class VirtualPsam:
             return reply(self._dispatch(Apdu.decode(raw)))
         except CardStatus as outcome:
             return status(outcome.sw)
+        except Exception:  # a card never crashes its reader: "no precise diagnosis"
+            return status(SW_UNKNOWN)
 
     def _dispatch(self, apdu: Apdu) -> bytes:
         key = (apdu.cla, apdu.ins)

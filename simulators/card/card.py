@@ -36,6 +36,7 @@ from simulators.card.apdu import (
     SW_OFFSET_OUT_OF_RANGE,
     SW_RECORD_NOT_FOUND,
     SW_SECURITY_STATUS,
+    SW_UNKNOWN,
     SW_WRONG_LENGTH,
     SW_WRONG_P1P2,
     Apdu,
@@ -146,6 +147,10 @@ class VirtualCard:
             return reply(self._dispatch(apdu))
         except CardStatus as outcome:
             return status(outcome.sw)
+        except PowerLost:
+            raise
+        except Exception:  # a card never crashes its reader: "no precise diagnosis"
+            return status(SW_UNKNOWN)
 
     def _dispatch(self, apdu: Apdu) -> bytes:
         if apdu.cla not in (0x00, 0x04, 0x80, 0x84):

@@ -66,7 +66,7 @@ class CardKey:
     index: int
     version: int
     alg: int
-    value: bytes
+    value: bytes = field(repr=False)  # a clear key: never in a repr, a log or an assertion
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,7 +105,7 @@ class Proof:
 class CardState:
     serial: bytes
     keys: dict[tuple[int, int], CardKey] = field(default_factory=dict)
-    pin: bytes | None = None  # BCD, F-padded; None until the first PIN RELOAD
+    pin: bytes | None = field(default=None, repr=False)  # BCD; None until a RELOAD/UNBLOCK
     pin_tries_max: int = 3
     pin_tries_left: int = 3
     binary: dict[int, bytes] = field(default_factory=dict)
