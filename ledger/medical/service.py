@@ -18,7 +18,9 @@ from ledger.medical.bills import (
     Submission,
     bill_id_for,
 )
+from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
+from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 
 BILL_TTL = dt.timedelta(hours=24)
@@ -70,20 +72,20 @@ class MedicalService:
         person = Person(holder.category, self.directory.authorised(holder.person_id, year))
         return holder, person, level, year
 
-    def _split(self, submission: Submission, person: Person, level: int, view: Totals) -> Split:
-        day = submission.service_date
+    def _rules(self, day: dt.date) -> tuple[CatalogueVersion, Policy]:
         catalogue = self.directory.catalogue_on(day)
         policy = self.directory.policy(day.year)
         if catalogue is None or policy is None:
             raise MedicalError("no_rules", f"no catalogue or policy in force on {day}")
-        return split_bill(submission.bill, catalogue, policy, person, level, view)
+        return catalogue, policy
 
     def price(self, institution_id: str, submission: Submission) -> Priced:
         """The price check: the split the bill would get now; nothing is stored."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
+        catalogue, policy = self._rules(submission.service_date)
         _, view = self.store.accumulators(holder.person_id, year)
-        return Priced(holder, self._split(submission, person, level, view))
+        return Priced(holder, split_bill(submission.bill, catalogue, policy, person, level, view))
 
     def submit_bill(
         self, institution_id: str, submission: Submission, now: dt.datetime
@@ -92,6 +94,11 @@ class MedicalService:
         stored bill (created False) and counts once."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
+        catalogue, policy = self._rules(submission.service_date)
+
+        def split(view: Totals) -> Split:  # pure: runs inside the store's transaction
+            return split_bill(submission.bill, catalogue, policy, person, level, view)
+
         now_us = micros(now)
         draft = BillRecord(
             bill_id=bill_id_for(institution_id, submission.his_bill_no),
@@ -103,13 +110,13 @@ class MedicalService:
             service_date=submission.service_date,
             request_digest=submission.digest(),
             bill=submission.bill,
-            split=self._split(submission, person, level, ZERO),  # refuses early: no rules
+            split=split(ZERO),  # a placeholder: the store splits against the current view
             state=BillState.OPEN,
             created_at_us=now_us,
             expires_at_us=now_us + int(self.bill_ttl.total_seconds() * 1_000_000),
             updated_at_us=now_us,
         )
-        return self.store.submit(draft, lambda view: self._split(submission, person, level, view))
+        return self.store.submit(draft, split)
 
     def bill_for(self, institution_id: str, bill_id: str) -> BillRecord:
         """An institution's own bill; another's is reported exactly like a missing one."""
