@@ -23,6 +23,7 @@ from ledger.kinds import account_id
 CENTRE = "centre"
 
 R = TransferResult
+_NOT_FOUND = (R.DEBIT_ACCOUNT_NOT_FOUND, R.CREDIT_ACCOUNT_NOT_FOUND)
 
 
 class Purse(enum.Enum):
@@ -169,16 +170,28 @@ async def review(
 
 
 async def post_event(
-    ledger: Ledger, subject: str, transfers: Sequence[Transfer], *, linked: bool = True
+    ledger: Ledger,
+    subject: str,
+    transfers: Sequence[Transfer],
+    *,
+    linked: bool = True,
+    ensure: Sequence[Account] = (),
 ) -> EventResult:
     """Post an event's transfers (all or none) and turn the core's results into an outcome.
 
-    A refusal other than insufficient funds is an anomaly: it goes to review with the results.
+    `ensure` names the accounts of the cards, cardholders and institutions the event touches:
+    when one is missing (a card issued, a cardholder imported, an institution added without
+    them) they are opened — they hold no money yet — and the event is posted again, once. A
+    failed linked batch leaves no trace, so the retry is decided afresh. A refusal other than
+    insufficient funds is an anomaly: it goes to review with the results.
     """
     ids = tuple(t.id for t in transfers)
     if not transfers:
         return EventResult(Outcome.NOTHING_TO_POST)
     results = await ledger.post(transfers, linked=linked)
+    if ensure and linked and any(r in _NOT_FOUND for r in results):
+        await ledger.open_accounts(ensure)
+        results = await ledger.post(transfers, linked=linked)
     if all(r is R.CREATED for r in results):
         return EventResult(Outcome.POSTED, ids)
     if all(r is R.EXISTS for r in results):

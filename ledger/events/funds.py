@@ -13,9 +13,12 @@ from ledger.events.common import (
     Outcome,
     ReviewReason,
     TransferCode,
+    bank_accounts,
+    cardholder_accounts,
     centre,
     post_event,
     review,
+    unit_accounts,
 )
 from ledger.kinds import AccountKind as K
 from ledger.kinds import Side, account_id, kind_of, side_of
@@ -77,7 +80,9 @@ def contribution_reference(line: ContributionLine) -> str:
 
 async def post_contribution(ledger: Ledger, line: ContributionLine) -> EventResult:
     """contributions receivable → personal fund (individual share) and pooled fund (the rest)."""
-    return await post_event(ledger, contribution_reference(line), contribution_transfers(line))
+    ensure = cardholder_accounts(line.cardholder_id) + unit_accounts(line.unit_id)
+    ref, transfers = contribution_reference(line), contribution_transfers(line)
+    return await post_event(ledger, ref, transfers, ensure=ensure)
 
 
 async def post_contribution_received(ledger: Ledger, line: StatementLine) -> EventResult:
@@ -105,7 +110,7 @@ async def post_savings_debits_settled(ledger: Ledger, line: StatementLine) -> Ev
         TransferCode.SAVINGS_DEBITS_SETTLED,
         ref,
     )
-    return await post_event(ledger, ref, [transfer])
+    return await post_event(ledger, ref, [transfer], ensure=bank_accounts(line.party_id))
 
 
 def _in_flight(payable_account: str) -> str:

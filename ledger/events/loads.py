@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ledger.core import Ledger, QueuedReversal, Transfer, transfer_id
+from ledger.core import Account, Ledger, QueuedReversal, Transfer, transfer_id
 from ledger.events.common import (
     EventResult,
     Outcome,
     Purse,
     ReviewReason,
     TransferCode,
+    bank_accounts,
+    card_accounts,
+    cardholder_accounts,
     centre,
     post_event,
     review,
@@ -185,12 +188,19 @@ async def post_into_doubt(ledger: Ledger, attempt: Attempt) -> EventResult:
         code,
         attempt.reference,
     )
-    result = await post_event(ledger, attempt.reference, [transfer])
+    result = await post_event(ledger, attempt.reference, [transfer], ensure=_accounts(attempt))
     if attempt.unload and result.outcome is Outcome.POSTED:
         await _review_if_below_zero(ledger, attempt)
     if result.outcome is Outcome.ALREADY_POSTED:
         return await _unless_undone(ledger, attempt, result)
     return result
+
+
+def _accounts(attempt: Attempt) -> list[Account]:
+    """The card's and its party's accounts (opened on first use if issuance did not)."""
+    party = attempt.party
+    funding = bank_accounts(party) if attempt.purse is Purse.EP else cardholder_accounts(party)
+    return card_accounts(attempt.application_serial) + funding
 
 
 async def _unless_undone(ledger: Ledger, attempt: Attempt, replay: EventResult) -> EventResult:

@@ -19,7 +19,10 @@ from ledger.events.common import (
     Purse,
     ReviewReason,
     TransferCode,
+    card_accounts,
+    cardholder_accounts,
     centre,
+    institution_accounts,
     post_event,
     review,
     shadow,
@@ -91,7 +94,8 @@ async def post_card_debit(ledger: Ledger, debit: CardDebit) -> EventResult:
         TransferCode.CARD_DEBIT,
         f"{subject}|{debit.application_serial}|{debit.bill_id or ''}",
     )
-    result = await post_event(ledger, subject, [transfer])
+    ensure = card_accounts(debit.application_serial) + institution_accounts(debit.institution_id)
+    result = await post_event(ledger, subject, [transfer], ensure=ensure)
     if result.outcome is Outcome.POSTED:
         await _review_debit(ledger, debit, subject)
     return result
@@ -119,7 +123,8 @@ async def post_bill_completion(ledger: Ledger, bill: BillCompletion) -> EventRes
         TransferCode.BILL_POOLED_SHARE,
         subject,
     )
-    return await post_event(ledger, subject, [transfer])
+    ensure = institution_accounts(bill.institution_id)
+    return await post_event(ledger, subject, [transfer], ensure=ensure)
 
 
 async def post_void(ledger: Ledger, void: Void) -> EventResult:
@@ -141,7 +146,8 @@ async def post_void(ledger: Ledger, void: Void) -> EventResult:
         for name, debit, credit, amount, code in shares
         if amount
     ]
-    return await post_event(ledger, subject, transfers)
+    ensure = institution_accounts(void.institution_id) + cardholder_accounts(void.cardholder_id)
+    return await post_event(ledger, subject, transfers, ensure=ensure)
 
 
 async def post_card_sweep(ledger: Ledger, sweep: CardSweep, now: dt.datetime) -> EventResult:
@@ -164,7 +170,8 @@ async def post_card_sweep(ledger: Ledger, sweep: CardSweep, now: dt.datetime) ->
         elif amount > 0:
             sweep_id = transfer_id("sweep", source)
             transfers.append(Transfer(sweep_id, source, target, amount, code, subject))
-    result = await post_event(ledger, subject, transfers)
+    ensure = cardholder_accounts(sweep.cardholder_id)
+    result = await post_event(ledger, subject, transfers, ensure=ensure)
     if result.outcome is Outcome.CONFLICT:  # swept before; a late debit changed the shadow
         await review(ledger, ReviewReason.SWEEP_CHANGED, subject)
     return result

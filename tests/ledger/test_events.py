@@ -285,3 +285,26 @@ def test_payouts_in_flight_paid_or_returned(name: str, tmp_path: Path) -> None:
         assert (await ev.post_savings_debits_settled(ledger, savings)).outcome is O.POSTED
 
     run(name, tmp_path, case)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_accounts_of_new_cards_cardholders_and_institutions_open_on_first_use(
+    name: str, tmp_path: Path
+) -> None:
+    async def case(ledger: Ledger) -> None:
+        line = ev.ContributionLine("u9", "2026-11", "c9", 5_000, 1_000)  # nobody opened these
+        assert (await ev.post_contribution(ledger, line)).outcome is O.POSTED
+        attempt = ev.load("T|9", "r9", "k9", Purse.ED, 0, 2_000, "c9")
+        assert (await ev.post_into_doubt(ledger, attempt)).outcome is O.POSTED
+        assert (await ev.resolve_attempt(ledger, attempt, happened=True)).outcome is O.POSTED
+        debit = ev.CardDebit("000000000009", 1, "k9", Purse.ED, 500, "h9", "h9")
+        assert (await ev.post_card_debit(ledger, debit)).outcome is O.POSTED
+        assert await balance_fen(ledger, "ed:k9") == 1_500
+        assert await balance_fen(ledger, "payins:h9") == 500
+        assert await reasons(ledger) == []
+        # the centre's own accounts are deployment, never opened behind anyone's back
+        await ledger.close_accounts(["pool:centre"])
+        refused = await ev.post_bill_completion(ledger, ev.BillCompletion("B9", "h9", 100))
+        assert refused.outcome is O.REFUSED and refused.review is not None
+
+    run(name, tmp_path, case)
