@@ -108,7 +108,12 @@ async def handle_ed_load(request: EdLoad, context: RequestContext) -> TerminalRe
         return _answer(request, context, Outcome.SECURITY_FAILURE)
     serial = card.application_serial
     await ev.check_chip_balance(
-        context.ledger, serial, ev.Purse.ED, txn.old_balance_fen, txn.online_ctr
+        context.ledger,
+        serial,
+        ev.Purse.ED,
+        txn.old_balance_fen,
+        txn.online_ctr,
+        card_random=txn.rnd.hex(),  # so a retry after a torn load settles the torn one now
     )
     attempt = ev.load(
         context.message_key,
@@ -122,6 +127,8 @@ async def handle_ed_load(request: EdLoad, context: RequestContext) -> TerminalRe
     posted = await ev.post_into_doubt(context.ledger, attempt)
     if posted.outcome is ev.Outcome.INSUFFICIENT_FUNDS:
         return _answer(request, context, Outcome.INSUFFICIENT_FUNDS)
+    if posted.outcome is ev.Outcome.CONFLICT:  # proven not to have happened meanwhile: in review
+        return _answer(request, context, Outcome.DUPLICATE)
     if not posted.ok:
         return _answer(request, context, Outcome.SYSTEM_FAULT)
     mac2 = await context.hsm.generate_mac2(key, txn, context.now)
