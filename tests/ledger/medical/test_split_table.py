@@ -134,6 +134,14 @@ CASES = [
         (0, 9600, 8400),
         0,
     ),
+    Case("retiree, class 乙, level 3", (("B01", 5, 2000),), RET, 3, DONE, (0, 7650, 2350), 0),
+    Case("half up: 90% of 5 fen is 4.5 → 5", (("A01", 1, 5),), EMP, 1, DONE, (0, 5, 0), 0),
+    Case(
+        "special category meets the annual cap: 500 fen of pooled room left",
+        (("A01", 1, 1000),),
+        EMP, 1, Totals(pooled_fen=4_999_500), (200, 500, 300), 0, "chronic",
+        frozenset({"chronic"}),
+    ),
     Case("unknown item is self-pay", (("Z99", 1, 777),), EMP, 1, ZERO, (0, 0, 777), 0),
 ]
 
