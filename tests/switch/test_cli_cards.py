@@ -180,3 +180,34 @@ def test_issuing_10000_cards_is_deterministic(tmp_path: Path, deployment: dict[s
         outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.bat"))})
     assert len(outputs[0]) == 10 and outputs[0] == outputs[1]
     assert all(name.startswith("cards-20261125100000-") for name in outputs[0])
+
+
+def test_replacement_and_renewal(deployment: dict[str, Any]) -> None:
+    d = deployment
+    out = d["tmp"] / "batches"
+    assert cli(d, "cards", "alice", "issue", "--out", str(out), "--now", NOW).exit_code == 0
+    engine = sa.create_engine(f"sqlite:///{d['db']}")
+    cards_t = schema.cards
+
+    def rows() -> dict[str, tuple[str, str, str | None]]:
+        with engine.connect() as db:
+            found = db.execute(sa.select(cards_t.c.card_no, cards_t.c.cardholder_id,
+                                         cards_t.c.status, cards_t.c.replaced_by)).all()
+        return {r[0]: (r[1], r[2], r[3]) for r in found}
+
+    first = rows()
+    old = next(no for no, (holder, _, _) in first.items() if holder == "P0000001")
+    result = cli(d, "cards", "alice", "replace", old, "--reason", "lost")
+    assert result.exit_code == 0 and old not in result.output  # the PAN is masked
+    assert cli(d, "cards", "alice", "replace", old, "--reason", "lost").exit_code != 0
+    again = cli(d, "cards", "alice", "issue", "--out", str(out), "--now", "2026-11-26T09:00:00")
+    assert again.exit_code == 0 and "1 cards" in again.output
+    after = rows()
+    (new,) = set(after) - set(first)
+    assert after[old] == ("P0000001", "replaced", new)
+    assert after[new] == ("P0000001", "issued", None)
+    # renewal: every card expiring before 2040 gets a successor
+    renew = cli(d, "cards", "alice", "issue", "--out", str(out), "--now", "2026-11-27T09:00:00",
+                "--renew-before", "2040-01-01")
+    assert renew.exit_code == 0 and "3 cards" in renew.output
+    assert all(r[2] is not None for no, r in rows().items() if no in after)

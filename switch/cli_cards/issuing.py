@@ -1,0 +1,175 @@
+"""`medswitch cards issue|approve|replace`: batch files from the ledger's cardholders, checked and
+approved by a second operator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from hsm.keys import KeyUsage
+from ledger import schema
+from switch import card_issuance as issuance
+from switch.cli_cards import (
+    STATUS_ACTIVE,
+    STATUS_ISSUED,
+    Context,
+    cards,
+    now_or,
+    pass_context,
+    run_hsm,
+)
+from switch.cli_keys import resolve
+
+U = KeyUsage
+
+
+@cards.command("issue")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--file-key", default="cards/file", show_default=True, help="FILE key alias.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--bin", "bin_prefix", default="621098", show_default=True)
+@click.option("--key-version", default=1, show_default=True, type=int)
+@click.option("--now", default=None, help="Issue date-time (ISO); default the clock.")
+@click.option("--renew-before", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Also renew cards expiring before this date.")
+@pass_context
+def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str,
+          key_version: int, now: str | None, renew_before: datetime | None) -> None:
+    """Cardholders without a live card (none, or only replaced/cancelled ones, or one expiring
+    before --renew-before) → encrypted batch files; the new cards recorded as issued and
+    the cards they replace pointed at them."""
+    when = now_or(now)
+    engine = c.engine()
+    cards_t = schema.cards
+    with engine.connect() as db:
+        have = sa.select(cards_t.c.cardholder_id).where(
+            cards_t.c.status.in_([STATUS_ISSUED, STATUS_ACTIVE])
+        )
+        if renew_before is not None:
+            have = have.where(cards_t.c.expiry >= renew_before.date())
+        holders = db.execute(
+            sa.select(schema.cardholders.c.id, schema.cardholders.c.name,
+                      schema.cardholders.c.ssn)
+            .where(schema.cardholders.c.status == "active")
+            .where(schema.cardholders.c.id.not_in(have))
+        ).all()
+        serials = db.execute(
+            sa.select(schema.cards.c.application_serial)
+            .where(schema.cards.c.application_serial.like(f"{issuance.CITY_CODE}%"))
+        ).scalars().all()
+    first = 1 + max((int(s[len(issuance.CITY_CODE):]) for s in serials), default=0)
+    records = issuance.plan([tuple(h) for h in holders], first_sequence=first,
+                            bin_prefix=bin_prefix, issued=when.date())
+    if not records:
+        click.echo("every active cardholder has a card")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+
+    async def write() -> list[tuple[Path, issuance.Batch, bytes]]:
+        key = await resolve(c.home, file_key)
+        written = []
+        for index, group in enumerate(issuance.batches(records, batch_size), start=1):
+            batch = issuance.Batch(f"{when:%Y%m%d%H%M%S}-{index:04d}", when, c.home.operator,
+                                   key_version, tuple(group))
+            data = await issuance.seal(c.hsm, key, batch)
+            written.append((out / f"cards-{batch.batch_id}.bat", batch, data))
+        return written
+
+    for path, batch, data in run_hsm(write()):
+        path.write_bytes(data)
+        c.home.audit("cards.issue", batch=batch.batch_id, records=len(batch.records),
+                     sha256=hashlib.sha256(data).hexdigest(), file=str(path))
+        click.echo(f"{path}: {len(batch.records)} cards")
+    with engine.begin() as db:
+        for r in records:  # the cards these replace or renew now point at their successor
+            db.execute(sa.update(cards_t)
+                       .where(cards_t.c.cardholder_id == r.cardholder_id)
+                       .where(cards_t.c.replaced_by.is_(None))
+                       .values(replaced_by=r.card_no))
+        db.execute(sa.insert(cards_t), [
+            {"card_no": r.card_no, "application_serial": r.application_serial,
+             "cardholder_id": r.cardholder_id, "key_version": key_version,
+             "status": STATUS_ISSUED, "expiry": r.expiry} for r in records
+        ])
+
+
+@cards.command("replace")
+@click.argument("card_no")
+@click.option("--reason", type=click.Choice(["lost", "damaged", "stolen"]), required=True)
+@pass_context
+def replace(c: Context, card_no: str, reason: str) -> None:
+    """Blacklist a card for replacement: it is refused from now on, and the next `cards issue`
+    makes its cardholder a new card. Its balances move per DESIGN §5 after the grace period."""
+    with c.engine().begin() as db:
+        done = db.execute(sa.update(schema.cards)
+                          .where(schema.cards.c.card_no == card_no)
+                          .where(schema.cards.c.status.in_([STATUS_ISSUED, STATUS_ACTIVE, "lost"]))
+                          .values(status="replaced"))
+    if done.rowcount != 1:
+        raise click.ClickException(f"no live card {card_no}")
+    c.home.audit("cards.replace", card=card_no[:6] + "…" + card_no[-4:], reason=reason)
+    click.echo(f"card {card_no[:6]}…{card_no[-4:]} blacklisted for replacement ({reason})")
+
+
+def approval_path(batch_file: Path) -> Path:
+    return batch_file.with_name(batch_file.name + ".approval")
+
+
+@cards.command("approve")
+@click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--file-key", default="cards/file", show_default=True)
+@pass_context
+def approve(c: Context, batch_file: Path, file_key: str) -> None:
+    """The checker: verifies the batch whole and approves it; never its own maker."""
+    data = batch_file.read_bytes()
+
+    async def check() -> issuance.Batch:
+        batch: issuance.Batch = await issuance.open_batch(
+            c.hsm, await resolve(c.home, file_key), data
+        )
+        return batch
+
+    batch = run_hsm(check())
+    if batch.maker == c.home.operator:
+        raise click.ClickException(f"{c.home.operator} made batch {batch.batch_id}: "
+                                   "a second operator approves it")
+    digest = hashlib.sha256(data).hexdigest()
+    record = {"batch": batch.batch_id, "sha256": digest, "maker": batch.maker,
+              "approver": c.home.operator}
+    approval_path(batch_file).write_text(json.dumps(record, sort_keys=True) + "\n")
+    c.home.audit("cards.approve", batch=batch.batch_id, sha256=digest, maker=batch.maker,
+                 records=len(batch.records))
+    click.echo(f"batch {batch.batch_id} approved: {len(batch.records)} cards")
+
+
+def check_approval(batch_file: Path, data: bytes, batch: issuance.Batch) -> None:
+    path = approval_path(batch_file)
+    if not path.exists():
+        raise click.ClickException(f"batch {batch.batch_id} is not approved")
+    approval = json.loads(path.read_text())
+    if approval.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise click.ClickException(f"batch {batch.batch_id} changed after its approval")
+    if approval.get("approver") in (None, batch.maker) or approval.get("batch") != batch.batch_id:
+        raise click.ClickException(f"batch {batch.batch_id}: the approval is not valid")
+
+
+def progress(batch_file: Path) -> dict[str, str]:
+    path = batch_file.with_name(batch_file.name + ".progress")
+    done: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            done[entry["serial"]] = entry["status"]
+    return done
+
+
+def mark(batch_file: Path, serial: str, status: str) -> None:
+    path = batch_file.with_name(batch_file.name + ".progress")
+    with path.open("a") as out:
+        out.write(json.dumps({"serial": serial, "status": status}) + "\n")
+

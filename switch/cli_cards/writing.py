@@ -1,0 +1,172 @@
+"""`medswitch cards personalize|factory-keys`: writing approved batches into cards."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from hsm.errors import HsmError
+from hsm.keys import KeyRef, KeyUsage
+from switch import card_issuance as issuance
+from switch import card_personalize as perso
+from switch.card_connection import CardConnection, CardConnectionError, expect
+from switch.cli_cards import (
+    FACTORY_CONTROL_ALIAS,
+    FACTORY_TRANSPORT_ALIAS,
+    STATUS_ACTIVE,
+    Context,
+    cards,
+    now_or,
+    pass_context,
+    run_hsm,
+    set_card_status,
+)
+from switch.cli_cards.issuing import check_approval, mark, progress
+from switch.cli_keys import resolve
+
+U = KeyUsage
+
+
+def _find_card(c: Context, readers: tuple[str, ...], serial: bytes) -> CardConnection | None:
+    """The reader whose card has this serial (EF 0015 bytes 11-20), connected; else None."""
+    for reader in readers:
+        conn = c.connect(reader)
+        try:
+            conn.connect()
+            expect(conn, perso.SELECT_APP, "SELECT")
+            public = expect(conn, bytes.fromhex("00B0950000"), "READ 0015")
+        except CardConnectionError:
+            conn.disconnect()
+            continue
+        if public[10:20] == serial:
+            return conn
+        conn.disconnect()
+    return None
+
+
+def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, bytes]:
+    """EF 0015 (30 bytes) and EF 0016 (39 bytes) of a record. The name is GBK in 20 bytes;
+    the 18-character ID number is packed as BCD (X as A) in the 16 ID bytes, F-padded."""
+    public = (
+        bytes.fromhex(issuance.CITY_CODE + "000000000000") + b"\x03\x01" + record.serial_bytes
+        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}") + b"\x00\x00"
+    )
+    name = record.name.encode("gbk", errors="replace")[:20].ljust(20, b"\x00")
+    id_no = bytes.fromhex(record.id_no.upper().replace("X", "A").ljust(32, "F")[:32])
+    holder = b"\x00\x00" + name + id_no + b"\x00"
+    return public, holder
+
+
+@cards.command("personalize")
+@click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reader", "readers", multiple=True, required=True,
+              help="PC/SC reader (name or a unique part of it); repeat for several.")
+@click.option("--file-key", default="cards/file", show_default=True)
+@pass_context
+def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key: str) -> None:
+    """Write each approved card: keys by secure messaging, files, data check code. Finished
+    cards are skipped on a re-run; a failed card is reported and the batch goes on."""
+    data = batch_file.read_bytes()
+
+    async def run() -> tuple[int, int]:
+        key = await resolve(c.home, file_key)
+        batch = await issuance.open_batch(c.hsm, key, data)
+        check_approval(batch_file, data, batch)
+        keys = await _master_keys(c, batch.key_version)
+        factory = await resolve(c.home, FACTORY_CONTROL_ALIAS)
+        done = progress(batch_file)
+        ok = failed = 0
+        with tqdm(total=len(batch.records), unit="card", disable=None) as bar:
+            for record in batch.records:
+                bar.update()
+                if done.get(record.application_serial) == "done":
+                    continue
+                error = await _personalize_one(c, readers, keys, factory, record,
+                                               batch.created.date())
+                if error is None:
+                    ok += 1
+                    mark(batch_file, record.application_serial, "done")
+                    set_card_status(c, record.card_no, STATUS_ACTIVE)
+                else:
+                    failed += 1
+                    mark(batch_file, record.application_serial, "failed")
+                    click.echo(f"card {record.application_serial}: {error}", err=True)
+        for suffix, make in ((".print", issuance.print_file), (".track", issuance.track_file)):
+            out = batch_file.with_name(batch_file.name + suffix)
+            out.write_bytes(await make(c.hsm, key, batch))
+        c.home.audit("cards.personalize", batch=batch.batch_id, done=ok, failed=failed)
+        return ok, failed
+
+    ok, failed = run_hsm(run())
+    click.echo(f"{batch_file.name}: {ok} personalised, {failed} failed")
+    if failed:
+        raise SystemExit(1)
+
+
+
+
+async def _master_keys(c: Context, version: int) -> perso.CardMasterKeys:
+    async def ref(alias: str, usage: KeyUsage) -> KeyRef:
+        found = await resolve(c.home, f"{alias}:{version}" if alias.startswith("card/") else alias)
+        found.require(usage)
+        return found
+
+    card = {u: await ref(f"card/{u.value}", u) for u in (
+        U.MK_CONTROL, U.MK_LOAD, U.MK_PURCHASE, U.MK_TAC, U.MK_UNLOAD, U.MK_PIN_RELOAD,
+        U.MK_PIN_UNBLOCK, U.MK_APP_MAINT)}
+    return perso.CardMasterKeys(
+        control=card[U.MK_CONTROL], load=card[U.MK_LOAD], purchase=card[U.MK_PURCHASE],
+        tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
+        pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
+        data_check=await ref("centre/DATA_CHECK", U.DATA_CHECK), version=version,
+    )
+
+
+async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.CardMasterKeys,
+                           factory: KeyRef, record: issuance.IssuanceRecord,
+                           issued: date) -> str | None:
+    conn = _find_card(c, readers, record.serial_bytes)
+    if conn is None:
+        return "not in any reader"
+    public, holder = card_files(record, issued)
+    try:
+        await perso.personalize_card(conn, c.hsm, keys, record.serial_bytes, public, holder,
+                                     bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
+    except (CardConnectionError, HsmError) as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        conn.disconnect()
+    return None
+
+
+
+
+@cards.command("factory-keys")
+@pass_context
+def factory_keys(c: Context) -> None:
+    """Form the chip makers' TEST ONLY transport keys in the HSM (demo deployments)."""
+    click.echo("*** TEST ONLY factory transport keys: never for production ***", err=True)
+
+    async def form() -> list[KeyRef]:
+        from hsm.lmk import Component
+
+        made = []
+        for alias, usage, value in (
+            (FACTORY_CONTROL_ALIAS, U.MK_CONTROL, perso.FACTORY_TEST_ONLY_CONTROL),
+            (FACTORY_TRANSPORT_ALIAS, U.PSAM_TRANSPORT, perso.FACTORY_TEST_ONLY_PSAM_TRANSPORT),
+        ):
+            if await c.home.store.list(alias):
+                continue
+            form_key = c.hsm.form_key  # SoftHsm: the ceremony's own operation
+            made.append(await form_key(alias, usage, [Component(bytes.fromhex(value))],
+                                       now=now_or(None)))
+        return made
+
+    for ref in run_hsm(form()):
+        c.home.audit("key.form", alias=ref.alias, usage=ref.usage.value, version=ref.version,
+                     kcv=ref.kcv, test_only=True)
+        click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
+
