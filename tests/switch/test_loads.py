@@ -10,12 +10,15 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from ledger.kinds import AccountKind, account_id
 from messages import terminal_table
 from messages.outcome import Outcome
 from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignOnReply
+from simulators.card.card import Tear
+from switch.card_connection import CardRemovedError
 from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
 from tests.switch.kiosk import (
     card_balance,
@@ -205,5 +208,31 @@ def test_card_debit_advice_posts_once_and_a_forged_tac_never(tmp_path: Path) -> 
         assert payable is not None and payable.balance_fen == 2_500
         reasons = [item.reason for item in await ledger.reviews()]
         assert "bad_tac" in reasons
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("tear", [Tear.BEFORE_UPDATE, Tear.AFTER_UPDATE], ids=lambda t: t.value)
+def test_a_torn_load_is_settled_by_the_cards_retry(tmp_path: Path, tear: Tear) -> None:
+    """Power lost in CREDIT FOR LOAD, before or after the card wrote its balance: the retry's
+    MAC1 (counter and balance) proves which, and the card, shadow and fund agree after it."""
+
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            conn._card.tear_next(tear)  # type: ignore[attr-defined]
+            with pytest.raises(CardRemovedError):
+                await kiosk_load(kiosk, conn, on_file, 4_000)
+            conn.connect()  # the cardholder puts the card back and the kiosk retries
+            reply, confirmation = await kiosk_load(kiosk, conn, on_file, 4_000)
+            assert reply.response_code == "00"
+            assert confirmation is not None and confirmation.response_code == "00"
+        expected = 8_000 if tear is Tear.AFTER_UPDATE else 4_000
+        assert card_balance(conn) == expected
+        shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (shadow, doubt, fund_before - fund) == (expected, 0, expected)
 
     run(tmp_path, scenario)
