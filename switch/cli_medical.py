@@ -39,15 +39,14 @@ from ledger.medical.policy import PolicyError
 from ledger.medical.recordfile import MedicalFileError, parse
 from ledger.medical.service import MedicalService
 from ledger.medical.split import yuan
-from ledger.medical.sql_store import (
+from ledger.medical.sql_reference import (
     ReferenceData,
     SqlDirectory,
-    SqlMedicalStore,
     catalogue_versions,
     digest,
     load_catalogue,
-    sqlite_engine,
 )
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from switch import config as config_module
 from switch.cli_keys import Home, load_hsm, resolve

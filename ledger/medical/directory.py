@@ -1,6 +1,6 @@
 """The reference data the bill service reads: cards and their holders, institution levels,
 special-category authorisations, catalogue versions and policy years. A port with an in-memory
-implementation here and an SQL one in `ledger.medical.sql_store`."""
+implementation here and an SQL one in `ledger.medical.sql_reference`."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ from ledger.medical.feerecords import (
     match,
 )
 from ledger.medical.recordfile import MedicalFileError, parse
-from ledger.medical.sql_store import digest, write_transaction
+from ledger.medical.sql_reference import digest
+from ledger.medical.sql_store import write_transaction
 from ledger.medical.tables import medical_bills, medical_fee_files, medical_fee_records
 from ledger.schema import offline_records, psams
 

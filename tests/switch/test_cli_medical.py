@@ -16,7 +16,8 @@ from ledger.medical.feerecords import FeeFile, FeeKind, FeeRecord, build_fee_fil
 from ledger.medical.filemac import seal
 from ledger.medical.policy import EXAMPLE
 from ledger.medical.service import MedicalService
-from ledger.medical.sql_store import ReferenceData, SqlDirectory, SqlMedicalStore
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
 from switch.cli import main
 from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
 from switch.his_api import HisDeps, make_his_app

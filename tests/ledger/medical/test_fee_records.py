@@ -26,7 +26,8 @@ from ledger.medical.feerecords import (
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
-from ledger.medical.sql_store import SqlDirectory, SqlMedicalStore
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
 from ledger.schema import offline_records, psams, terminals
 from tests.hsm.conftest import make_soft_hsm
 from tests.ledger.medical.world import DAY, HOLDERS, NOW, NOW_US, sql_world

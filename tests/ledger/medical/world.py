@@ -12,7 +12,8 @@ from ledger.medical.bills import MemoryMedicalStore
 from ledger.medical.directory import Cardholder, MemoryDirectory
 from ledger.medical.policy import EXAMPLE, Category
 from ledger.medical.service import MedicalService
-from ledger.medical.sql_store import ReferenceData, SqlDirectory, SqlMedicalStore, sqlite_engine
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.schema import cardholders, cards, institutions
 from tests.ledger.medical.support import CATALOGUE, POLICY
