@@ -88,6 +88,12 @@ class HisApiError(Exception):
         self.status = status
         self.body = body
 
+    @property
+    def code(self) -> str:
+        """The API's error code, or the HTTP status when the body has none."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return str(error.get("code", self.status)) if isinstance(error, dict) else str(self.status)
+
 
 class HisClient:
     """The charging system's side of the API."""
@@ -164,11 +170,7 @@ async def simulate(
             try:
                 bill = await client.submit(body)
             except HisApiError as error:
-                code = (
-                    str(error.body.get("error", {}).get("code", error.status))
-                    if isinstance(error.body, dict)
-                    else str(error.status)
-                )
+                code = error.code
                 summary.refused[code] = summary.refused.get(code, 0) + 1
                 return
             split = bill["split"]

@@ -233,3 +233,23 @@ def test_mounted_beside_other_routes() -> None:
                 await expect_error(response, 404, "not_found")
 
     asyncio.run(main())
+
+
+def test_concurrent_bills_over_http_never_share_the_deductible(tmp_path: Path) -> None:
+    service = sql_service(tmp_path / "ledger.db")
+
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async def submit(number: int) -> int:
+            payload = bill(
+                f"C{number}", lines=[{"code": "A01", "quantity": 10, "unit_price_fen": 1000}]
+            )
+            async with session.post(url + BILLS, json=payload, headers=H1) as response:
+                assert response.status == 201
+                split = (await response.json())["split"]
+                return int(split["accumulator_delta"]["deductible_fen"])
+
+        used = await asyncio.gather(*(submit(n) for n in range(8)))
+        assert sorted(used) == [0] * 5 + [10000] * 3
+        assert svc.accumulators("P11", 2026)[1].deductible_fen == 30000
+
+    run(service, body)
