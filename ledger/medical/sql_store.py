@@ -66,6 +66,7 @@ def sqlite_engine(path: Path | str) -> Engine:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let the begin event issue BEGIN
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=FULL")  # durable before the HIS hears back
         dbapi_connection.execute("PRAGMA busy_timeout=10000")
 
     @event.listens_for(engine, "begin")
