@@ -248,9 +248,34 @@ class ReferenceData:
             connection.rollback()
         return [(row.category, row.year, row.revoked_at_us is None) for row in rows]
 
+    def unwritten_authorisations(self, limit: int = 1000) -> list[tuple[str, str, int]]:
+        """(person, category, year) of active authorisations not yet written to the card's
+        authorisation file — for the card side, which calls `mark_written` once it has."""
+        a = medical_authorisations.c
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(a.person_id, a.category, a.year)
+                .where(a.written_to_card.is_(False), a.revoked_at_us.is_(None))
+                .order_by(a.person_id, a.year, a.category)
+                .limit(limit)
+            ).all()
+            connection.rollback()
+        return [(row.person_id, row.category, row.year) for row in rows]
+
+    def mark_written(self, person_id: str, category: str, year: int) -> bool:
+        a = medical_authorisations.c
+        with write_transaction(self.engine) as connection:
+            done = connection.execute(
+                update(medical_authorisations)
+                .where(a.person_id == person_id, a.category == category, a.year == year)
+                .values(written_to_card=True)
+            )
+        return bool(done.rowcount)
+
     # -- HIS credentials ------------------------------------------------------------------------
     def issue_credential(self, institution_id: str, now_us: int) -> str:
-        """A new bearer token for an institution (shown once; only its salted hash is kept)."""
+        """A new HIS token for an institution, its HTTP Basic password (shown once; only its
+        salted hash is kept; a new one replaces the old)."""
         token = secrets.token_urlsafe(24)
         salt = secrets.token_hex(16)
         values = {

@@ -254,3 +254,25 @@ def _apply(service: MedicalService, action: str, n: int) -> object:
         return record.state.value, changed
     except (BillStateError, MedicalError, KeyError) as error:
         return type(error).__name__
+
+
+def test_authorisations_are_queued_for_the_card(tmp_path: Path) -> None:
+    from ledger.medical.sql_reference import ReferenceData
+    from tests.ledger.medical.world import NOW_US, sql_world
+
+    engine = sql_world(tmp_path / "ledger.db")
+    reference = ReferenceData(engine)
+    assert reference.unwritten_authorisations() == [("P29", "chronic", 2026)]
+    assert reference.mark_written("P29", "chronic", 2026)
+    assert reference.unwritten_authorisations() == []
+    assert reference.revoke("P29", "chronic", 2026, NOW_US)
+    assert reference.authorise("P29", "chronic", 2026, NOW_US, "op")  # again: to be written
+    assert reference.unwritten_authorisations() == [("P29", "chronic", 2026)]
+    assert not reference.authorise("P29", "chronic", 2026, NOW_US, "op")
+    token = reference.issue_credential("H001", NOW_US)
+    assert reference.check_credential("H001", token)
+    assert not reference.check_credential("H001", token + "x")
+    assert not reference.check_credential("H002", token)
+    assert reference.check_credential("H001", reference.issue_credential("H001", NOW_US))
+    assert not reference.check_credential("H001", token)  # replaced
+    engine.dispose()
