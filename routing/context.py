@@ -50,6 +50,19 @@ class CardDirectory(Protocol):
         """The institution owning the PSAM with this terminal number (12 digits)."""
         ...
 
+    def blacklist_version(self) -> int: ...
+
+    def blacklist_changes(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """(version, 'A' add / 'D' delete, application serial) after ``after``, in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineLimits:
+    floor_fen: int
+    count_max: int
+    age_max_h: int
+
 
 class TerminalDirectory(Protocol):
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
@@ -82,6 +95,7 @@ class RequestContext:
     cards: CardDirectory
     ledger: Ledger
     message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
+    offline: OfflineLimits = OfflineLimits(20_000, 50, 72)
 
     @property
     def host_time(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import inquiry, loads, network, purchases
+from routing import downloads, inquiry, loads, network, purchases
 from routing.table import Route, RouteTable
 
 
@@ -48,6 +48,22 @@ def terminal_routes() -> RouteTable:
                 network_code="301",
                 handler=network.handle_echo,
                 description="echo",
+            ),
+            Route(
+                "terminal",
+                "0800",
+                txn_type="00",
+                network_code="360",
+                handler=downloads.handle_parameter_download,
+                description="parameter download: offline limits, categories",
+            ),
+            Route(
+                "terminal",
+                "0800",
+                txn_type="00",
+                network_code="370",
+                handler=downloads.handle_blacklist_download,
+                description="incremental blacklist download by version",
             ),
             Route(
                 "terminal",

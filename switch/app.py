@@ -24,6 +24,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
+from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
 from switch.cards import SqliteCards
 from switch.config import Config
@@ -71,6 +72,9 @@ class App:
             self.sessions,
             self.cards,
             self.ledger,
+            OfflineLimits(
+                config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
+            ),
             terminal_routes(),
             self.metrics,
             self._clock(),

@@ -39,5 +39,22 @@ class SqliteCards:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def blacklist_version(self) -> int:
+        row = self._connection.execute(
+            "SELECT max(max(version), coalesce(max(removed_version), 0)) FROM blacklist"
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def blacklist_changes(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """(version, 'A' or 'D', application serial) of changes after version ``after``, in
+        version order: additions, and removals (unloss) as deletions."""
+        rows = self._connection.execute(
+            "SELECT version, 'A', application_serial FROM blacklist WHERE version > ? "
+            "UNION ALL SELECT removed_version, 'D', application_serial FROM blacklist "
+            "WHERE removed_version > ? ORDER BY 1, 2 LIMIT ?",
+            (after, after, limit),
+        ).fetchall()
+        return [(int(v), str(a), str(s)) for v, a, s in rows]
+
     def close(self) -> None:
         self._connection.close()

@@ -52,6 +52,15 @@ class HsmConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineConfig:
+    """What terminals may do offline, sent with the parameter download (60.3 = 360)."""
+
+    floor_fen: int = 20_000  # the largest offline purchase
+    count_max: int = 50  # offline purchases before the POS must upload
+    age_max_h: int = 72  # the oldest offline purchase before the POS must upload
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: str = DEFAULT_HOME
     database_url: str = ""  # empty: sqlite:///$home/medswitch.db
@@ -59,6 +68,7 @@ class Config:
     terminal: ListenConfig = field(default_factory=ListenConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     hsm: HsmConfig = field(default_factory=HsmConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
     workers: int = 1
     response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
 

@@ -23,7 +23,7 @@ from messages.errors import CodecError
 from messages.outcome import Outcome
 from messages.pretty import mask_pan
 from messages.terminal import SignOn, TerminalMessage, TerminalReply
-from routing.context import CardDirectory, RequestContext
+from routing.context import CardDirectory, OfflineLimits, RequestContext
 from routing.table import RouteTable
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
@@ -47,6 +47,7 @@ class TerminalService:
         sessions: Sessions,
         cards: CardDirectory,
         ledger: Ledger,
+        offline: OfflineLimits,
         routes: RouteTable,
         metrics: Metrics,
         clock: Callable[[], datetime],
@@ -58,6 +59,7 @@ class TerminalService:
         self.cards = cards
         self.ledger = ledger
         self.replies = ReplyCache()
+        self.offline = offline
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
@@ -149,6 +151,7 @@ class TerminalService:
             self.cards,
             self.ledger,
             message_key,
+            self.offline,
         )
         try:
             reply: TerminalReply = await route.handler(request, context)

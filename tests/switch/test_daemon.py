@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import urllib.request
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import uvloop
 
 from messages.codec import Message
 from messages.outcome import Outcome
-from messages.terminal import Echo, SignOn, SignOnReply
+from messages.terminal import (
+    BlacklistDownload,
+    BlacklistReply,
+    Echo,
+    ParameterDownload,
+    ParameterReply,
+    SignOn,
+    SignOnReply,
+)
 from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
 
 TERMINALS = {"POS00001": "pos", "KIOSK001": "kiosk"}
@@ -120,5 +129,40 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
         assert "medswitch_handler_seconds_bucket" in text
         assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
         assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
+
+    run(tmp_path, scenario)
+
+
+def test_parameter_and_incremental_blacklist_download(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        with sqlite3.connect(daemon.home / "medswitch.db") as connection:
+            for version in range(1, 61):  # 60 loss reports; the fifth is later unlossed
+                connection.execute(
+                    "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+                    " added_at_us) VALUES (?, 'lost', ?, ?, 0)",
+                    (f"31{version:014d}", version, 61 if version == 5 else None),
+                )
+        async with daemon.terminal("POS00001") as pos:
+            await sign_on(pos)
+            parameters = await pos.exchange(ParameterDownload(**pos.envelope()))
+            assert isinstance(parameters, ParameterReply) and parameters.parameters is not None
+            assert parameters.parameters.offline_floor_fen == 20_000
+            assert parameters.parameters.blacklist_version == 61
+            held: set[bytes] = set()
+            version, rounds = 0, 0
+            while rounds < 10:
+                rounds += 1
+                reply = await pos.exchange(
+                    BlacklistDownload(**pos.envelope(), from_version=f"{version:08d}")
+                )
+                assert isinstance(reply, BlacklistReply) and reply.blacklist is not None
+                for action, serial in reply.blacklist.entries:
+                    (held.add if action == "A" else held.discard)(serial)
+                version = reply.blacklist.version
+                if not reply.blacklist.more:
+                    break
+            assert version == 61 and rounds == 2
+            assert len(held) == 59
+            assert bytes.fromhex("0000" + f"31{5:014d}") not in held
 
     run(tmp_path, scenario)

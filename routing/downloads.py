@@ -1,0 +1,71 @@
+"""Parameter download (60.3 = 360) and incremental blacklist download (60.3 = 370).
+
+A terminal keeps the blacklist version it holds and asks for what changed after it; each reply
+carries at most :data:`ENTRIES_MAX` changes (field 62 is 512 bytes) and says whether more
+remain, so the terminal asks again from the version it received.
+"""
+
+from __future__ import annotations
+
+from messages.outcome import Outcome
+from messages.private import BlacklistDelta, TerminalParameters
+from messages.terminal import (
+    BlacklistDownload,
+    BlacklistReply,
+    ParameterDownload,
+    ParameterReply,
+    TerminalReply,
+)
+from messages.terminal_table import reply_to
+from routing.context import RequestContext
+
+ENTRIES_MAX = 46  # 5 + 46 × 11 bytes fit field 62's 512
+CATEGORIES = "employed=在职\nretired=退休"
+
+
+async def handle_parameter_download(
+    request: ParameterDownload, context: RequestContext
+) -> TerminalReply:
+    limits = context.offline
+    parameters = TerminalParameters(
+        offline_floor_fen=limits.floor_fen,
+        offline_count_max=limits.count_max,
+        offline_age_max_h=limits.age_max_h,
+        blacklist_version=context.cards.blacklist_version(),
+        categories=CATEGORIES,
+    )
+    return reply_to(
+        request,
+        Outcome.APPROVED.code,
+        ParameterReply,
+        host_time=context.host_time,
+        host_date=context.host_date,
+        parameters=parameters,
+    )
+
+
+async def handle_blacklist_download(
+    request: BlacklistDownload, context: RequestContext
+) -> TerminalReply:
+    after = int(request.from_version)
+    changes = context.cards.blacklist_changes(after, ENTRIES_MAX + 1)
+    more = len(changes) > ENTRIES_MAX
+    if more:
+        # Never split one version across replies: stop before the last version sent. Versions
+        # are the list's change sequence (one loss report or unloss each), so a version never
+        # holds more changes than one reply carries.
+        last = changes[ENTRIES_MAX - 1][0]
+        changes = [c for c in changes[:ENTRIES_MAX] if c[0] < last] or changes[:ENTRIES_MAX]
+    version = changes[-1][0] if more else max([after, *[c[0] for c in changes]])
+    entries = tuple(
+        (action, bytes.fromhex(serial).rjust(10, b"\0")) for _, action, serial in changes
+    )
+    delta = BlacklistDelta(version, more, entries)
+    return reply_to(
+        request,
+        Outcome.APPROVED.code,
+        BlacklistReply,
+        host_time=context.host_time,
+        host_date=context.host_date,
+        blacklist=delta,
+    )
