@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
+from ledger.core import Ledger
 from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
@@ -32,6 +34,7 @@ from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
 from switch.sessions import Sessions, SqliteTerminals
 from switch.terminal_service import TerminalService
+from switch.timed import Timed
 
 log = logging.getLogger("medswitch.app")
 
@@ -67,11 +70,11 @@ class App:
         self.cards = SqliteCards(path)
         service = TerminalService(
             Codec(TERMINAL),
-            self.hsm,
+            cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
             terminals,
             self.sessions,
             self.cards,
-            self.ledger,
+            cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
             OfflineLimits(
                 config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
             ),

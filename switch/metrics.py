@@ -30,6 +30,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.ledger_seconds = Histogram(
+            "medswitch_ledger_seconds",
+            "Ledger operation latency (group commit included)",
+            ("operation",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.format_errors = Counter(
             "medswitch_format_errors",
             "Frames that did not decode, by interface",

@@ -127,6 +127,8 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
             'medswitch_messages_total{interface="terminal",mti="0810",response_code="00"}' in text
         )
         assert "medswitch_handler_seconds_bucket" in text
+        assert 'medswitch_hsm_seconds_count{operation="verify_mac"}' in text
+        assert 'medswitch_hsm_seconds_count{operation="sign_on"}' in text
         assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
         assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
 
