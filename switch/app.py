@@ -22,6 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
 from ledger.core import Ledger
+from ledger.medical.service import MedicalService
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
@@ -30,6 +33,7 @@ from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
 from switch.cards import SqliteCards
 from switch.config import Config
+from switch.his_api import HisDeps, mount_his_app
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
 from switch.sessions import Sessions, SqliteTerminals
@@ -95,7 +99,7 @@ class App:
         )
         self.terminal_listener = Listener(settings, service.handle)
         await self.terminal_listener.start()
-        await self._start_http()
+        await self._start_http(path)
         self.ready = True
         log.info(
             "terminal interface on %s:%d, HTTP on %s:%d",
@@ -105,11 +109,14 @@ class App:
             self.http_port,
         )
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, database: Path) -> None:
         http = web.Application()
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
+        engine = sqlite_engine(database)  # the HIS API's cold path: SQLAlchemy Core, a thread
+        service = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+        mount_his_app(http, HisDeps(service, ReferenceData(engine)))
         self.http_runner = web.AppRunner(http, access_log=None)
         await self.http_runner.setup()
         sock = socket.create_server((self.config.http.host, self.config.http.port), backlog=128)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -131,6 +132,14 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
         assert 'medswitch_hsm_seconds_count{operation="sign_on"}' in text
         assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
         assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
+        # The HIS API is mounted on the same port and refuses a caller without credentials.
+        try:
+            await asyncio.to_thread(get, "/his/v1/bills/b1")
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 401
+            assert b'"error"' in refused.read()
+        else:
+            raise AssertionError("the HIS API answered without credentials")
 
     run(tmp_path, scenario)
 
