@@ -80,7 +80,10 @@ def institutions() -> list[dict[str, Any]]:
         if row["kind"] in ("hospital", "pharmacy", "employer_unit"):
             row["settlement_bank_id"] = "b1" if index % 2 else "b2"
             row["settlement_account_no"] = f"62{index:010d}"
-    return rows
+    # One executemany takes its columns from the first row: give every row every column, or
+    # the levels (which the medical policy needs) are silently dropped.
+    columns = ("level", "settlement_bank_id", "settlement_account_no")
+    return [{column: None for column in columns} | row for row in rows]
 
 
 def terminals_and_psams(medical: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

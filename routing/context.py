@@ -11,6 +11,7 @@ from typing import Protocol
 from hsm.interface import Hsm, SignOnKeys
 from hsm.keys import KeyRef
 from ledger.core import Ledger
+from ledger.medical.service import MedicalService
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class RequestContext:
     ledger: Ledger
     message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
     offline: OfflineLimits = OfflineLimits(20_000, 50, 72)
+    medical: MedicalService | None = None
 
     @property
     def host_time(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import downloads, inquiry, loads, network, purchases
+from routing import downloads, inquiry, loads, network, purchases, settlement
 from routing.table import Route, RouteTable
 
 
@@ -64,6 +64,14 @@ def terminal_routes() -> RouteTable:
                 network_code="370",
                 handler=downloads.handle_blacklist_download,
                 description="incremental blacklist download by version",
+            ),
+            Route(
+                "terminal",
+                "0200",
+                processing_code="000000",
+                txn_type="22",
+                handler=settlement.handle_settlement,
+                description="medical settlement of a HIS bill: approved with its split",
             ),
             Route(
                 "terminal",

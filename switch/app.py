@@ -72,6 +72,8 @@ class App:
         terminals = SqliteTerminals(path)
         self.ledger = SqliteLedger.open(path)
         self.cards = SqliteCards(path)
+        engine = sqlite_engine(path)  # the medical core's cold path: SQLAlchemy Core, a thread
+        medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
         service = TerminalService(
             Codec(TERMINAL),
             cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
@@ -82,6 +84,7 @@ class App:
             OfflineLimits(
                 config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
             ),
+            medical,
             terminal_routes(),
             self.metrics,
             self._clock(),
@@ -99,7 +102,7 @@ class App:
         )
         self.terminal_listener = Listener(settings, service.handle)
         await self.terminal_listener.start()
-        await self._start_http(path)
+        await self._start_http(HisDeps(medical, ReferenceData(engine)))
         self.ready = True
         log.info(
             "terminal interface on %s:%d, HTTP on %s:%d",
@@ -109,14 +112,12 @@ class App:
             self.http_port,
         )
 
-    async def _start_http(self, database: Path) -> None:
+    async def _start_http(self, his: HisDeps) -> None:
         http = web.Application()
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
-        engine = sqlite_engine(database)  # the HIS API's cold path: SQLAlchemy Core, a thread
-        service = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
-        mount_his_app(http, HisDeps(service, ReferenceData(engine)))
+        mount_his_app(http, his)
         self.http_runner = web.AppRunner(http, access_log=None)
         await self.http_runner.setup()
         sock = socket.create_server((self.config.http.host, self.config.http.port), backlog=128)

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from hsm.interface import Hsm, MacAlgorithm, SignOnKeys
 from ledger.core import Ledger
+from ledger.medical.service import MedicalService
 from messages import terminal_table
 from messages.codec import Codec, FieldValue, Message
 from messages.envelope import message_class
@@ -48,6 +49,7 @@ class TerminalService:
         cards: CardDirectory,
         ledger: Ledger,
         offline: OfflineLimits,
+        medical: MedicalService | None,
         routes: RouteTable,
         metrics: Metrics,
         clock: Callable[[], datetime],
@@ -60,6 +62,7 @@ class TerminalService:
         self.ledger = ledger
         self.replies = ReplyCache()
         self.offline = offline
+        self.medical = medical
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
@@ -152,6 +155,7 @@ class TerminalService:
             self.ledger,
             message_key,
             self.offline,
+            self.medical,
         )
         try:
             reply: TerminalReply = await route.handler(request, context)

@@ -1,0 +1,108 @@
+"""Medical settlement of a HIS bill (0200, 60.1 = 22): the bill the hospital's charging system
+submitted, for the card presented, at the institution that owns it, is approved — its split
+was computed and the person's accumulators reserved when it was submitted. Approval moves no
+money: the card decides whether it can pay, and its debits arrive as TAC-confirmed advices.
+
+The bill reference comes in field 63 under the session's TDK; the split goes back the same way,
+with the receipt's explanation lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hsm.errors import HsmError
+from ledger.medical.bills import BillRecord, BillStateError
+from ledger.medical.service import MedicalError
+from ledger.medical.split import explain
+from messages.errors import CodecError
+from messages.outcome import Outcome
+from messages.private import BillData, CardData
+from messages.terminal import Settlement, TerminalReply
+from messages.terminal_table import reply_to
+from routing.context import RequestContext
+from routing.loads import block_script, card_refusal
+
+EXPLANATION_BYTES_MAX = 255  # one TLV element
+MEDICAL_REFUSALS = {
+    "not_found": Outcome.ORIGINAL_NOT_FOUND,  # no such bill at this institution
+    "card_mismatch": Outcome.INVALID_CARD,
+    "expired": Outcome.INVALID_TRANSACTION,
+}
+
+
+def _answer(
+    request: Settlement,
+    context: RequestContext,
+    outcome: Outcome,
+    bill: bytes | None = None,
+    card: CardData | None = None,
+) -> TerminalReply:
+    return reply_to(
+        request,
+        outcome.code,
+        host_time=context.host_time,
+        host_date=context.host_date,
+        amount_fen=request.amount_fen,
+        bill=bill,
+        card=card,
+    )
+
+
+async def handle_settlement(request: Settlement, context: RequestContext) -> TerminalReply:
+    tdk = context.session.tdk if context.session is not None else None
+    if tdk is None or context.medical is None:
+        # Bill data travel only under a TDK: sign on with 60.3 = 004.
+        return _answer(
+            request, context, Outcome.RE_SIGN_ON if tdk is None else Outcome.FUNCTION_NOT_SUPPORTED
+        )
+    try:
+        wanted = BillData.parse(await context.hsm.decrypt_data(tdk, request.bill))
+    except (HsmError, CodecError):
+        return _answer(request, context, Outcome.FORMAT_ERROR)
+    card = context.cards.get(request.pan)
+    refusal = card_refusal(card, context.now)
+    if refusal is Outcome.LOST_CARD and card is not None:
+        script = await block_script(context, card, request.card.challenge)
+        return _answer(request, context, refusal, card=script)
+    if refusal is not None or not wanted.bill_id:
+        return _answer(request, context, refusal or Outcome.FORMAT_ERROR)
+    medical = context.medical
+    institution = context.terminal.institution_id
+    try:
+        record = await asyncio.to_thread(medical.bill_for, institution, wanted.bill_id)
+        if record.split.total_fen != request.amount_fen:
+            return _answer(request, context, Outcome.INVALID_AMOUNT)
+        record = await asyncio.to_thread(
+            medical.approve_bill, wanted.bill_id, institution, request.pan, context.now
+        )
+    except MedicalError as refused:
+        return _answer(
+            request, context, MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
+        )
+    except BillStateError:
+        return _answer(request, context, Outcome.INVALID_TRANSACTION)
+    cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
+    return _answer(request, context, Outcome.APPROVED, bill=cipher)
+
+
+def split_answer(record: BillRecord) -> BillData:
+    """The split for the POS: the personal-account share from the ED, self-pay from the EP (or
+    in cash, the cardholder's choice at the POS), and the receipt's lines."""
+    split = record.split
+    lines: list[str] = []
+    for line in explain(split):
+        if len("\n".join([*lines, line]).encode()) > EXPLANATION_BYTES_MAX:
+            break
+        lines.append(line)
+    return BillData(
+        bill_id=record.bill_id,
+        total_fen=split.total_fen,
+        personal_fen=split.personal_account_fen,
+        pooled_fen=split.pooled_fen,
+        self_pay_fen=split.self_pay_fen,
+        ed_fen=split.personal_account_fen,
+        ep_fen=split.self_pay_fen,
+        cash_fen=0,
+        explanation="\n".join(lines),
+    )

@@ -1,0 +1,127 @@
+"""A HIS bill settled at the POS of the institution that owns it: submitted over the daemon's
+HIS API, approved over the terminal interface with the bill reference and the split under the
+session TDK, then the card's debit confirmed by its TAC."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
+from ledger.medical.policy import EXAMPLE
+from ledger.medical.sql_reference import ReferenceData
+from ledger.medical.sql_store import sqlite_engine
+from messages.outcome import Outcome
+from messages.private import BillData, CardData
+from messages.terminal import Settlement, TerminalReply
+from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
+from tests.switch.kiosk import first_card, first_psam
+from tests.switch.test_loads import signed_on_kiosk
+
+CATALOGUE = CatalogueVersion(
+    1,
+    now().date().replace(month=1, day=1),
+    {
+        "A01": CatalogueItem("A01", "阿莫西林胶囊", "盒", 1000, Coverage.A),
+        "B02": CatalogueItem("B02", "CT 平扫", "次", 15000, Coverage.B, 2000),
+        "C01": CatalogueItem("C01", "滋补膏方", "剂", 5000, Coverage.C),
+    },
+)
+
+
+def medical_reference(database: Path, institution: str) -> str:
+    """The catalogue and this year's policy, and the institution's HIS credential."""
+    reference = ReferenceData(sqlite_engine(database))
+    micros = int(now().timestamp() * 1_000_000)
+    reference.add_catalogue(CATALOGUE, "0" * 64, micros, "test")
+    reference.set_policy(EXAMPLE.replace("2026", str(now().year)), micros, "test")
+    return reference.issue_credential(institution, micros)
+
+
+def his_submit(port: int, institution: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/his/v1/bills",
+        json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic "
+            + base64.b64encode(f"{institution}:{token}".encode()).decode(),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+async def settle(
+    pos: Terminal, daemon: Daemon, card_no: str, bill_id: str, amount: int
+) -> tuple[TerminalReply, BillData | None]:
+    assert pos.keys is not None and pos.keys.tdk is not None
+    bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+    reply = await pos.exchange(
+        Settlement(**pos.envelope(), pan=card_no, amount_fen=amount, card=CardData(), bill=bill)
+    )
+    if reply.bill is None:
+        return reply, None
+    return reply, BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
+
+
+def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with running_daemon(tmp_path, cardholders=3) as daemon:
+            await scenario(daemon)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, db, psam.institution_id)
+        body = {
+            "his_bill_no": "HIS-0001",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [
+                {"code": "A01", "quantity": 2, "unit_price_fen": 1000},
+                {"code": "B02", "quantity": 1, "unit_price_fen": 15000},
+                {"code": "C01", "quantity": 1, "unit_price_fen": 5000},
+            ],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam.institution_id, token, body
+        )
+        bill_id, split = submitted["bill_id"], submitted["split"]
+        async with daemon.terminal(psam.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam.institution_id)
+            wrong, _ = await settle(pos, daemon, on_file.card_no, bill_id, 100)
+            assert wrong.response_code == Outcome.INVALID_AMOUNT.code
+            reply, answer = await settle(pos, daemon, on_file.card_no, bill_id, 22_000)
+            assert reply.response_code == "00", reply
+            assert answer is not None and answer.bill_id == bill_id
+            assert answer.total_fen == 22_000
+            assert (answer.personal_fen, answer.pooled_fen, answer.self_pay_fen) == (
+                split["personal_account_fen"],
+                split["pooled_fen"],
+                split["self_pay_fen"],
+            )
+            assert answer.ed_fen == answer.personal_fen and answer.explanation
+            other = first_card(db).card_no[:-1] + "0"
+            refused, _ = await settle(pos, daemon, other, bill_id, 22_000)
+            assert refused.response_code in (Outcome.INVALID_CARD.code, "14")
+        async with daemon.terminal("K0000001") as kiosk:  # the centre's kiosk owns no bill
+            await signed_on_kiosk(daemon, kiosk)
+            foreign, _ = await settle(kiosk, daemon, on_file.card_no, bill_id, 22_000)
+            assert foreign.response_code == Outcome.ORIGINAL_NOT_FOUND.code
+
+    run(tmp_path, scenario)
