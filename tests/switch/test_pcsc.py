@@ -103,6 +103,13 @@ def pcscd() -> Iterator[None]:
                 pytest.fail(f"pcscd exited with {process.returncode}")
             time.sleep(0.1)
         assert _listening(VPCD_PORT), "pcscd did not open the vpcd port"
+        while time.monotonic() < deadline:  # the readers come before pcscd's client socket
+            try:
+                if CARD_READER in pcsc_readers():
+                    break
+            except CardConnectionError:
+                pass
+            time.sleep(0.1)
         yield
     finally:
         if process is not None:
@@ -114,12 +121,26 @@ def pcscd() -> Iterator[None]:
                 process.wait(5)
 
 
+def settle(card: VirtualCard | VirtualPsam) -> None:
+    """Wait out pcscd's handling of a fresh insertion: it powers the card to read the ATR and,
+    nobody having connected, powers it down after a grace period. A connection made at that
+    very moment can see the card powered down under it (the next APDU then finds a card
+    with no session), so connect only once the card is down again (bounded)."""
+    deadline = time.monotonic() + 1.0
+    while not card.powered and time.monotonic() < deadline:
+        time.sleep(0.02)
+    deadline = time.monotonic() + 2.0
+    while card.powered and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def inserted(
     card: VirtualCard | VirtualPsam, port: int, reader: str
 ) -> tuple[VpcdClient, PcscConnection]:
     client = VpcdClient(card, port=port)
     client.start()
     assert client.connected.wait(WAIT_S), "the vpcd client did not connect"
+    settle(card)
     conn = PcscConnection(reader)
     deadline = time.monotonic() + WAIT_S
     while True:  # pcscd polls the slot; the card shows up within a moment
@@ -142,6 +163,7 @@ def reconnect(
     deadline = time.monotonic() + WAIT_S
     while not client.connected.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
+    settle(card)
     conn = PcscConnection(reader)
     while True:
         try:
