@@ -8,15 +8,19 @@ TAC that does not verify never posts and goes to review.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
+from hsm.errors import HsmError
 from hsm.interface import PurchaseRecord
 from hsm.keys import KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
 from ledger.core import ReviewItem, transfer_id
+from ledger.medical.bills import BillStateError
+from messages.errors import CodecError
 from messages.outcome import Outcome
-from messages.private import Purse
+from messages.private import BillData, Purse
 from messages.terminal import DebitAdvice, TerminalReply
 from messages.terminal_table import reply_to
 from routing.cardkeys import card_key
@@ -67,6 +71,7 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         await context.ledger.add_review(item)
         return _answer(request, context, Outcome.SECURITY_FAILURE)
     owner = context.cards.psam_institution(psam_no) or "unknown"
+    bill_id = await _bill_id(request, context)
     debit = ev.CardDebit(
         psam_no,
         data.psam_serial,
@@ -75,6 +80,37 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         request.amount_fen,
         owner,
         context.terminal.institution_id,
+        bill_id,
     )
     result = await ev.post_card_debit(context.ledger, debit)
+    if result.ok and bill_id is not None and purses[1] is ev.Purse.ED:
+        result = await complete_bill(context, bill_id, request.amount_fen)
     return _answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
+
+
+async def _bill_id(request: DebitAdvice, context: RequestContext) -> str | None:
+    """The bill an advice belongs to (field 63 under the session TDK), if it names one."""
+    tdk = context.session.tdk if context.session is not None else None
+    if request.bill is None or tdk is None:
+        return None
+    try:
+        return BillData.parse(await context.hsm.decrypt_data(tdk, request.bill)).bill_id
+    except (HsmError, CodecError):
+        return None
+
+
+async def complete_bill(context: RequestContext, bill_id: str, ed_fen: int) -> ev.EventResult:
+    """The card paid the bill's personal-account share from its ED: the bill completes — the
+    pooled share is owed to the institution and the accumulators are committed — once, however
+    often or in whatever order its advices come. (Self-pay from the EP or in cash is the
+    cardholder's own money, paid by its own debit; it does not hold the bill open.)"""
+    medical = context.medical
+    record = await asyncio.to_thread(medical.get_bill, bill_id) if medical else None
+    if medical is None or record is None or record.split.personal_account_fen != ed_fen:
+        return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+    try:
+        completed, _ = await asyncio.to_thread(medical.complete_bill, bill_id, context.now)
+    except BillStateError:  # reversed or voided meanwhile: its debit is in the ledger, in review
+        return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+    completion = ev.BillCompletion(bill_id, completed.institution_id, completed.split.pooled_fen)
+    return await ev.post_bill_completion(context.ledger, completion)

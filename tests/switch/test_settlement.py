@@ -9,20 +9,30 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
+from ledger.kinds import AccountKind, account_id
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
 from ledger.medical.policy import EXAMPLE
 from ledger.medical.sql_reference import ReferenceData
 from ledger.medical.sql_store import sqlite_engine
 from messages.outcome import Outcome
 from messages.private import BillData, CardData
-from messages.terminal import Settlement, TerminalReply
+from messages.terminal import DebitAdvice, Settlement, TerminalReply
 from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
-from tests.switch.kiosk import first_card, first_psam
+from tests.switch.kiosk import (
+    card_balance,
+    first_card,
+    first_psam,
+    issue_card_with_keys,
+    issue_psam,
+    kiosk_load,
+    pos_purchase,
+)
 from tests.switch.test_loads import signed_on_kiosk
 
 CATALOGUE = CatalogueVersion(
@@ -55,6 +65,17 @@ def his_submit(port: int, institution: str, token: str, body: dict[str, Any]) ->
             "Authorization": "Basic "
             + base64.b64encode(f"{institution}:{token}".encode()).decode(),
         },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def his_get(port: int, institution: str, token: str, bill_id: str) -> dict[str, Any]:
+    credentials = base64.b64encode(f"{institution}:{token}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/his/v1/bills/{bill_id}",
+        headers={"Authorization": "Basic " + credentials},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
@@ -123,5 +144,60 @@ def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path) -> None
             await signed_on_kiosk(daemon, kiosk)
             foreign, _ = await settle(kiosk, daemon, on_file.card_no, bill_id, 22_000)
             assert foreign.response_code == Outcome.ORIGINAL_NOT_FOUND.code
+
+    run(tmp_path, scenario)
+
+
+def test_settled_bill_completes_once_when_the_card_pays_its_personal_share(
+    tmp_path: Path,
+) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-0002",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [
+                {"code": "B02", "quantity": 10, "unit_price_fen": 15000}
+            ],  # past the deductible
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        bill_id, split = submitted["bill_id"], submitted["split"]
+        personal, pooled = split["personal_account_fen"], split["pooled_fen"]
+        assert personal > 0 and pooled > 0
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal("K0000001") as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, personal + 1_000)
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            reply, answer = await settle(pos, daemon, on_file.card_no, bill_id, 150_000)
+            assert reply.response_code == "00" and answer is not None
+            assert answer.ed_fen == personal
+            data = pos_purchase(conn, psam, on_file, personal, now().replace(tzinfo=None))
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            advice = DebitAdvice(
+                **pos.envelope(), pan=on_file.card_no, amount_fen=personal, card=data, bill=bill
+            )
+            assert (await pos.exchange(advice)).response_code == "00"
+            again = replace(advice, **pos.envelope())  # the same debit again (or its upload)
+            assert (await pos.exchange(again)).response_code == "00"
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == personal + pooled
+        assert card_balance(conn) == 1_000
+        state = await asyncio.to_thread(
+            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+        )
+        assert state["state"] == "completed"  # the accumulators are committed with it
 
     run(tmp_path, scenario)
