@@ -173,6 +173,72 @@ async def open_batch(hsm: Hsm, file_key: KeyRef, data: bytes) -> Batch:
         raise BatchError(f"malformed batch: {error}") from None
 
 
+PSAM_FORMAT = "MEDSWITCH-PSAMS"
+PSAM_SERIAL_PREFIX = "3109"
+
+
+@dataclass(frozen=True, slots=True)
+class PsamRecord:
+    """A PSAM to personalise: its serial (8 bytes as hex), the terminal number it will carry
+    (12 digits, bound into every TAC it makes) and the terminal it is bound to."""
+
+    seq: int
+    serial: str
+    terminal_no: str
+    institution_id: str
+    terminal_id: str
+
+    @property
+    def serial_bytes(self) -> bytes:
+        return bytes.fromhex(self.serial).rjust(10, b"\0")
+
+    def encode(self) -> str:
+        fields = ("P", str(self.seq), self.serial, self.terminal_no, self.institution_id,
+                  self.terminal_id)
+        if any("|" in f or "\n" in f for f in fields):
+            raise ValueError("a record field holds a separator")
+        return "|".join(fields)
+
+    @classmethod
+    def decode(cls, line: str) -> PsamRecord:
+        parts = line.split("|")
+        if len(parts) != 6 or parts[0] != "P":
+            raise BatchError("malformed PSAM record")
+        return cls(int(parts[1]), parts[2], parts[3], parts[4], parts[5])
+
+
+def plan_psams(terminals: list[tuple[str, str]], first_sequence: int) -> list[PsamRecord]:
+    """PSAMs for (terminal id, institution id), in terminal id order."""
+    return [
+        PsamRecord(seq, f"{PSAM_SERIAL_PREFIX}{seq:012d}", f"{CITY_CODE}{seq:08d}", inst, term)
+        for seq, (term, inst) in enumerate(sorted(terminals), start=first_sequence)
+    ]
+
+
+async def seal_psams(
+    hsm: Hsm, file_key: KeyRef, batch_id: str, created: datetime, maker: str, key_version: int,
+    records: list[PsamRecord],
+) -> bytes:
+    header = "|".join(("H", PSAM_FORMAT, VERSION, batch_id, f"{created:%Y%m%d%H%M%S}", maker,
+                       str(key_version)))
+    body = "".join(line + "\n" for line in [header, *(r.encode() for r in records)])
+    return await _seal_text(hsm, file_key, body, len(records))
+
+
+async def open_psams(
+    hsm: Hsm, file_key: KeyRef, data: bytes
+) -> tuple[str, str, int, list[PsamRecord]]:
+    """(batch id, maker, key version, records) of a checked PSAM batch."""
+    lines = await _open_text(hsm, file_key, data)
+    header = lines[0].split("|")
+    if len(header) != 7 or header[:3] != ["H", PSAM_FORMAT, VERSION]:
+        raise BatchError("not a PSAM batch")
+    try:
+        return header[3], header[5], int(header[6]), [PsamRecord.decode(x) for x in lines[1:]]
+    except ValueError as error:
+        raise BatchError(f"malformed batch: {error}") from None
+
+
 async def print_file(hsm: Hsm, file_key: KeyRef, batch: Batch) -> bytes:
     """Face data for the card printer: number in groups of four, name, expiry."""
     lines = [f"H|{PRINT_FORMAT}|{VERSION}|{batch.batch_id}"]

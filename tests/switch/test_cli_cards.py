@@ -211,3 +211,29 @@ def test_replacement_and_renewal(deployment: dict[str, Any]) -> None:
                 "--renew-before", "2040-01-01")
     assert renew.exit_code == 0 and "3 cards" in renew.output
     assert all(r[2] is not None for no, r in rows().items() if no in after)
+
+
+def test_psam_batch_issue_approve_personalize(deployment: dict[str, Any]) -> None:
+    d = deployment
+    out = d["tmp"] / "psams"
+    assert cli(d, "cards", "alice", "factory-keys").exit_code == 0
+    made = cli(d, "psams", "alice", "issue", "--out", str(out), "--now", NOW)
+    assert made.exit_code == 0 and "1 PSAMs" in made.output, made.output
+    (batch,) = out.glob("psams-*.bat")
+    assert b"00000001" not in batch.read_bytes()
+    assert "every POS" in cli(d, "psams", "alice", "issue", "--out", str(out)).output
+    assert cli(d, "psams", "bob", "personalize", str(batch), "--reader", "p").exit_code != 0
+    assert cli(d, "psams", "alice", "approve", str(batch)).exit_code != 0  # its maker
+    assert cli(d, "psams", "bob", "approve", str(batch)).exit_code == 0
+    psam = VirtualPsam(blank_psam(bytes.fromhex("3109000000000001").rjust(10, b"\0")))
+    done = cli(d, "psams", "carol", "personalize", str(batch), "--reader", "x", "--reader", "p",
+               readers={"p": psam, "x": VirtualCard(blank_card(bytes(10)))})
+    assert done.exit_code == 0 and "1 personalised, 0 failed" in done.output, done.output
+    assert psam.state.terminal_id == bytes.fromhex("310100000001")
+    engine = sa.create_engine(f"sqlite:///{d['db']}")
+    with engine.connect() as db:
+        row = db.execute(sa.select(schema.psams)).one()
+    assert (row.serial, row.terminal_id, row.status) == ("3109000000000001", "00000001", "active")
+    again = cli(d, "psams", "carol", "personalize", str(batch), "--reader", "p",
+                readers={"p": psam})
+    assert again.exit_code == 0 and "0 personalised" in again.output  # finished: skipped
