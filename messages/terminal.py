@@ -217,12 +217,14 @@ class Reversal(TerminalMessage):
     amount_fen: int | None = None
     original: OriginalData | None = None
     card: CardData | None = None
+    bill: bytes | None = None  # field 63 of the original, under the session's TDK
     BINDS: ClassVar[tuple[Bind, ...]] = (
         Bind("reason", 39),
         Bind("pan", 2, required=False),
         Bind("amount_fen", 4, AMOUNT, required=False),
         Bind("original", 61, ORIGINAL, required=False),
         Bind("card", 58, CARD, required=False),
+        Bind("bill", 63, BINARY, required=False),
     )
 
     def codes(self) -> tuple[str, str | None, str | None, str | None, str | None]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import downloads, inquiry, loads, network, purchases, settlement
+from routing import downloads, inquiry, loads, network, purchases, reversals, settlement
 from routing.table import Route, RouteTable
 
 
@@ -72,6 +72,20 @@ def terminal_routes() -> RouteTable:
                 txn_type="22",
                 handler=settlement.handle_settlement,
                 description="medical settlement of a HIS bill: approved with its split",
+            ),
+            Route(
+                "terminal",
+                "0200",
+                processing_code="200000",
+                txn_type="23",
+                handler=reversals.handle_void,
+                description="void of a settled bill: shares back where they came from",
+            ),
+            Route(
+                "terminal",
+                "0400",
+                handler=reversals.handle_reversal,
+                description="reversal: the approval cancelled; loads only flagged for proof",
             ),
             Route(
                 "terminal",

@@ -124,7 +124,9 @@ class TerminalService:
         message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{message_class(mti)}"
         replay = None
         if not mti.startswith("08"):  # network management is simply done again
-            digest = hashlib.blake2b(self.codec.mac_block(payload), digest_size=16).digest()
+            # The same request, with its MTI's repeat digit normalised (0401 repeats 0400).
+            block = bytes.fromhex(message_class(mti)) + self.codec.mac_block(payload)[2:]
+            digest = hashlib.blake2b(block, digest_size=16).digest()
             earlier = await self._earlier_reply(message_key, digest)
             if isinstance(earlier, bytes):
                 return earlier

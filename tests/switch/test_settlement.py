@@ -21,10 +21,12 @@ from ledger.medical.policy import EXAMPLE
 from ledger.medical.sql_reference import ReferenceData
 from ledger.medical.sql_store import sqlite_engine
 from messages.outcome import Outcome
-from messages.private import BillData, CardData
-from messages.terminal import DebitAdvice, Settlement, TerminalReply
+from messages.private import BillData, CardData, OriginalData
+from messages.terminal import DebitAdvice, Reversal, Settlement, TerminalReply, Void
 from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
 from tests.switch.kiosk import (
+    CardOnFile,
+    PsamOnFile,
     card_balance,
     first_card,
     first_psam,
@@ -199,5 +201,104 @@ def test_settled_bill_completes_once_when_the_card_pays_its_personal_share(
             his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
         )
         assert state["state"] == "completed"  # the accumulators are committed with it
+
+    run(tmp_path, scenario)
+
+
+async def _submitted_bill(
+    daemon: Daemon, his_bill_no: str, quantity: int
+) -> tuple[CardOnFile, PsamOnFile, str, str, dict[str, Any]]:
+    db = daemon.home / "medswitch.db"
+    on_file, psam_row = first_card(db), first_psam(db)
+    token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+    body = {
+        "his_bill_no": his_bill_no,
+        "card_no": on_file.card_no,
+        "service_date": now().date().isoformat(),
+        "lines": [{"code": "B02", "quantity": quantity, "unit_price_fen": 15000}],
+    }
+    submitted = await asyncio.to_thread(
+        his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+    )
+    return on_file, psam_row, token, submitted["bill_id"], submitted["split"]
+
+
+def test_reversal_before_the_debit_cancels_the_approval(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-R1", 1)
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            reply, _ = await settle(pos, daemon, on_file.card_no, bill_id, 15_000)
+            assert reply.response_code == "00"
+            reversal = Reversal(
+                stan=f"{pos.stan:06d}",
+                terminal_id=pos.terminal_id,
+                institution_id=pos.institution_id,
+                batch=pos.batch,
+                processing_code="000000",
+                txn_type="22",
+                pan=on_file.card_no,
+                amount_fen=15_000,
+                bill=bill,
+            )
+            assert (await pos.exchange(reversal)).response_code == "00"
+            again = replace(reversal, repeat=True)  # 0401: the same reversal, repeated
+            assert (await pos.exchange(again)).response_code == "00"
+            late, _ = await settle(pos, daemon, on_file.card_no, bill_id, 15_000)
+            assert late.response_code == Outcome.INVALID_TRANSACTION.code
+        state = await asyncio.to_thread(
+            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+        )
+        assert state["state"] == "reversed"
+        assert split["total_fen"] == 15_000
+
+    run(tmp_path, scenario)
+
+
+def test_void_after_the_debit_puts_every_share_back(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-V1", 10)
+        personal, pooled = split["personal_account_fen"], split["pooled_fen"]
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable_id = account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        fund_id = account_id(AccountKind.PERSONAL_FUND, on_file.cardholder_id)
+        pooled_id = account_id(AccountKind.POOLED_FUND, "centre")
+        async with daemon.terminal("K0000001") as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, personal)
+        before = await ledger.balances([fund_id, pooled_id])
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            await settle(pos, daemon, on_file.card_no, bill_id, 150_000)
+            data = pos_purchase(conn, psam, on_file, personal, now().replace(tzinfo=None))
+            advice = DebitAdvice(
+                **pos.envelope(), pan=on_file.card_no, amount_fen=personal, card=data, bill=bill
+            )
+            assert (await pos.exchange(advice)).response_code == "00"
+            original = OriginalData(pos.batch, f"{pos.stan - 1:06d}", "0000")
+            void = Void(
+                **pos.envelope(),
+                pan=on_file.card_no,
+                amount_fen=150_000,
+                original=original,
+                bill=bill,
+            )
+            assert (await pos.exchange(void)).response_code == "00"
+        after = await ledger.balances([fund_id, pooled_id, payable_id])
+        assert after[payable_id].balance_fen == 0
+        assert after[fund_id].balance_fen == before[fund_id].balance_fen + personal
+        assert after[pooled_id].balance_fen == before[pooled_id].balance_fen
+        assert pooled > 0 and card_balance(conn) == 0  # the card keeps what it paid: nothing
+        state = await asyncio.to_thread(
+            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+        )
+        assert state["state"] == "voided"
 
     run(tmp_path, scenario)
