@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -97,7 +98,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ledger.demo import init_demo
-    from switch import demo_keys
+    from switch import demo_keys, demo_medical
 
     config = _load_config(None)
     home = config.home_path
@@ -112,5 +113,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     created = asyncio.run(demo_keys.provision(home, terminals))
     for alias, check_value in created.items():
         click.echo(f"key {alias} KCV {check_value}")
+    for what in demo_medical.provision(home, database, datetime.now(UTC)):
+        click.echo(f"medical: {what}")
     demo_keys.write_config(home)
     ctx.invoke(serve, config_path=None)

@@ -1,0 +1,21 @@
+"""The demo's medical reference data: created once, then left as it is."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from ledger.demo import init_demo
+from switch import demo_medical
+
+
+def test_provision_creates_catalogue_policy_and_credentials_once(tmp_path: Path) -> None:
+    database = tmp_path / "medswitch.db"
+    init_demo(database, 2)
+    now = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
+    created = demo_medical.provision(tmp_path, database, now)
+    assert any("catalogue" in c for c in created) and any("policy 2027" in c for c in created)
+    credentials = tmp_path / demo_medical.CREDENTIALS_FILE
+    assert credentials.stat().st_mode & 0o077 == 0  # the tokens are secrets
+    assert len(credentials.read_text().splitlines()) == 11  # a comment and 10 institutions
+    assert demo_medical.provision(tmp_path, database, now) == []
