@@ -14,14 +14,14 @@ from hsm import pboc, pinblock
 from hsm.des import Des, adjust_parity
 from hsm.keys import KeyRef, KeyUsage
 from hsm.lmk import Component
-from messages.private import CardData, Purse
+from messages.private import CardData
 from messages.terminal import EdLoad, EdLoadConfirm, TerminalReply
 from routing.cardkeys import card_master_alias
+from simulators import terminal_card
 from simulators.card import CardState, VirtualCard
 from simulators.psam import PsamState, VirtualPsam
-from switch.card_connection import CardConnection, DirectConnection, expect
+from switch.card_connection import CardConnection, DirectConnection
 from switch.card_personalize import (
-    KEY_INDEX,
     CardMasterKeys,
     PinEntry,
     personalize_card,
@@ -109,33 +109,16 @@ async def issue_card_with_keys(
 
 
 def card_balance(conn: CardConnection) -> int:
-    return int.from_bytes(expect(conn, bytes.fromhex("805C000104"), "GET BALANCE"), "big")
+    return terminal_card.balance(conn)
 
 
 async def kiosk_load(
     kiosk: Terminal, conn: CardConnection, on_file: CardOnFile, amount: int, *, confirm: bool = True
 ) -> tuple[TerminalReply, TerminalReply | None]:
     """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
-    expect(conn, SELECT_APP, "SELECT")
-    expect(conn, bytes.fromhex("0020000003") + bytes.fromhex(PIN), "VERIFY")
-    challenge = expect(conn, bytes.fromhex("0084000004"), "GET CHALLENGE")
-    head = bytes([0x80, 0x50, 0x00, 0x01, 0x0B, KEY_INDEX])
-    init = expect(conn, head + amount.to_bytes(4, "big") + KIOSK_ID + b"\x10", "INIT LOAD")
+    terminal_card.open_application(conn, PIN)
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
-    data = CardData(
-        app_serial=serial,
-        purse=Purse.ED,
-        old_balance_fen=int.from_bytes(init[:4], "big"),
-        online_counter=int.from_bytes(init[4:6], "big"),
-        key_version=init[6],
-        algorithm_id=init[7],
-        card_random=init[8:12],
-        mac1=init[12:16],
-        psam_terminal=KIOSK_ID,
-        amount_fen=amount,
-        pboc_type=1,
-        challenge=challenge,
-    )
+    data = terminal_card.initialize_load(conn, serial, amount, KIOSK_ID).card
     reply = await kiosk.exchange(
         EdLoad(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=data)
     )
@@ -144,8 +127,7 @@ async def kiosk_load(
             conn.transmit(reply.card.issuer_script)
         return reply, None
     assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime
-    stamp = bytes.fromhex(reply.card.card_datetime)
-    tac = expect(conn, bytes.fromhex("805200000B") + stamp + reply.card.mac2 + b"\x04", "CREDIT")
+    tac = terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)
     if not confirm:
         return reply, None
     done = replace(
@@ -203,39 +185,7 @@ async def issue_psam(daemon: Daemon, on_file: PsamOnFile, purchase: KeyRef) -> C
 def pos_purchase(
     card: CardConnection, psam: CardConnection, on_file: CardOnFile, amount: int, when: datetime
 ) -> CardData:
-    """An ED purchase at a POS: card INITIALIZE, PSAM MAC1, card DEBIT (TAC, MAC2), PSAM checks
-    MAC2. Returns the card data a debit advice carries."""
-    expect(card, SELECT_APP, "SELECT")
-    expect(card, bytes.fromhex("0020000003") + bytes.fromhex(PIN), "VERIFY")
-    terminal_id = expect(psam, bytes.fromhex("00B0960006"), "READ PSAM 0016")
-    head = bytes([0x80, 0x50, 0x01, 0x01, 0x0B, KEY_INDEX])
-    init = expect(card, head + amount.to_bytes(4, "big") + terminal_id + b"\x0f", "INIT PURCHASE")
-    ctr, kv, alg, rnd = init[4:6], init[9], init[10], init[11:15]
+    """An ED purchase at a POS with its PSAM; returns the card data a debit advice carries."""
+    terminal_card.open_application(card, PIN)
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
-    data = (
-        rnd
-        + ctr
-        + amount.to_bytes(4, "big")
-        + bytes([pboc.TYPE_ED_PURCHASE])
-        + pboc.bcd_datetime(when)
-        + bytes([kv, alg])
-        + pboc.card_factor(serial)
-    )
-    out = expect(psam, bytes([0x80, 0x70, 0x00, 0x00, len(data)]) + data + b"\x08", "PSAM MAC1")
-    term_serial, mac1 = out[:4], out[4:8]
-    debit = b"\x80\x54\x01\x00\x0f" + term_serial + pboc.bcd_datetime(when) + mac1 + b"\x08"
-    tac_mac2 = expect(card, debit, "DEBIT")
-    expect(psam, b"\x80\x72\x00\x00\x04" + tac_mac2[4:], "PSAM MAC2")
-    return CardData(
-        app_serial=serial,
-        purse=Purse.ED,
-        key_version=kv,
-        algorithm_id=alg,
-        offline_counter=int.from_bytes(ctr, "big"),
-        amount_fen=amount,
-        pboc_type=pboc.TYPE_ED_PURCHASE,
-        psam_terminal=terminal_id,
-        psam_serial=int.from_bytes(term_serial, "big"),
-        card_datetime=when.strftime("%Y%m%d%H%M%S"),
-        tac=tac_mac2[:4],
-    )
+    return terminal_card.purchase(card, psam, serial, amount, when)
