@@ -12,6 +12,8 @@ failed (MEDSWITCH_PCSC_UNAVAILABLE).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -57,6 +59,8 @@ VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 CARD_READER = "Virtual PCD 00 00"
 PSAM_READER = "Virtual PCD 00 01"
 WAIT_S = 10.0
+LOCK_FILE = Path("/tmp/medswitch-pcsc-tests.lock")
+LOCK_WAIT_S = 180.0
 
 
 def _missing() -> str | None:
@@ -91,6 +95,31 @@ def pcscd() -> Iterator[None]:
         if os.environ.get("CI") == "true" and not unavailable:
             pytest.fail(f"CI=true and the PC/SC stack is missing: {missing}")
         pytest.skip(f"{missing}" + (f" ({unavailable})" if unavailable else ""))
+    with _exclusive():
+        yield from _running_pcscd()
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One PC/SC test run at a time on this machine: pcscd's socket and the vpcd ports are
+    machine-wide, and developers' test runs share the machine (CI runs alone)."""
+    with LOCK_FILE.open("a") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.skip("another test run holds the PC/SC stack (pcscd, vpcd ports)")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _running_pcscd() -> Iterator[None]:
     process = None
     if not _listening(VPCD_PORT):
         process = subprocess.Popen(
