@@ -200,3 +200,10 @@ def test_unload_mac3_and_prove() -> None:
     # the detail record: ctr before, overdraft, amount, type, terminal, date, time
     record = ok(card, "00B201C400")
     assert record == h("0000 000000 00001000 03") + TERMINAL + pboc.bcd_datetime(when)
+
+
+def test_a_fault_inside_the_card_is_6f00() -> None:
+    card = in_app(("C903814D",))
+    card.state.keys[(0x3F, 1)].value = bytes(5)  # a damaged key: DES refuses it
+    assert call(card, INIT_LOAD_EP)[1] == 0x6F00
+    assert call(card, "805C000204")[1] == 0x9000  # and the card goes on answering
