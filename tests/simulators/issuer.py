@@ -11,15 +11,15 @@ from datetime import datetime
 
 from hsm import pboc, pinblock
 from hsm.des import Des, adjust_parity, kcv
-from hsm.interface import OnlineTxn, PurchaseRecord
+from hsm.interface import PurchaseRecord
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
-from simulators.card import CardState
+from simulators.card import CardState, terminal
 from simulators.psam import PsamState
-from switch.card_connection import CardConnection, expect
-from switch.card_personalize import KEY_INDEX, CardMasterKeys, PinEntry
+from switch.card_connection import CardConnection
+from switch.card_personalize import CardMasterKeys, PinEntry
 
 U = KeyUsage
 NOW = datetime(2026, 11, 25, 9, 30, 0)
@@ -87,24 +87,13 @@ async def load(
 ) -> tuple[int, bytes]:
     """INITIALIZE FOR LOAD → HSM MAC1/MAC2 → CREDIT FOR LOAD → HSM checks the TAC.
     Returns (new balance, TAC)."""
-    head = bytes([0x80, 0x50, 0x00, purse, 0x0B, KEY_INDEX])
-    init = expect(conn, head + amount.to_bytes(4, "big") + TERMINAL_ID + b"\x10", "INIT LOAD")
-    txn = OnlineTxn(
-        txn_type=purse,
-        old_balance_fen=int.from_bytes(init[:4], "big"),
-        amount_fen=amount,
-        online_ctr=int.from_bytes(init[4:6], "big"),
-        rnd=init[8:12],
-        terminal_id=TERMINAL_ID,
-        mac1=init[12:16],
-    )
-    serial = CARD_SERIAL
+    txn = terminal.initialize_load(conn, purse, amount, TERMINAL_ID).online_txn()
     keys = issuer.keys
-    assert await issuer.hsm.verify_mac1(keys.path(keys.load, serial), txn)
-    mac2 = await issuer.hsm.generate_mac2(keys.path(keys.load, serial), txn, when)
-    tac = expect(conn, b"\x80\x52\x00\x00\x0b" + pboc.bcd_datetime(when) + mac2 + b"\x04", "CREDIT")
+    assert await issuer.hsm.verify_mac1(keys.path(keys.load, CARD_SERIAL), txn)
+    mac2 = await issuer.hsm.generate_mac2(keys.path(keys.load, CARD_SERIAL), txn, when)
+    tac = terminal.credit_for_load(conn, when, mac2)
     new_balance = txn.old_balance_fen + amount
-    tac_path = keys.path(keys.tac, serial)
+    tac_path = keys.path(keys.tac, CARD_SERIAL)
     assert await issuer.hsm.verify_load_tac(tac_path, txn, new_balance, when, tac)
     return new_balance, tac
 
@@ -117,30 +106,16 @@ async def purchase(
     amount: int,
     when: datetime,
 ) -> PurchaseRecord:
-    """The offline purchase a POS makes: card INITIALIZE, PSAM MAC1, card DEBIT, PSAM checks
-    MAC2; then the HSM verifies the TAC as the centre does at upload."""
-    terminal_id = expect(psam, bytes.fromhex("00B0960006"), "READ PSAM 0016")
-    head = bytes([0x80, 0x50, 0x01, purse, 0x0B, KEY_INDEX])
-    init = expect(card, head + amount.to_bytes(4, "big") + terminal_id + b"\x0f", "INIT PURCHASE")
-    ctr, kv, alg, rnd = init[4:6], init[9], init[10], init[11:15]
-    txn_type = pboc.TYPE_ED_PURCHASE if purse == 1 else pboc.TYPE_EP_PURCHASE
-    data = (
-        rnd + ctr + amount.to_bytes(4, "big") + bytes([txn_type]) + pboc.bcd_datetime(when)
-        + bytes([kv, alg]) + pboc.card_factor(CARD_SERIAL)
-    )
-    out = expect(psam, bytes([0x80, 0x70, 0x00, 0x00, len(data)]) + data + b"\x08", "PSAM MAC1")
-    term_serial, mac1 = out[:4], out[4:8]
-    debit = b"\x80\x54\x01\x00\x0f" + term_serial + pboc.bcd_datetime(when) + mac1 + b"\x08"
-    tac_mac2 = expect(card, debit, "DEBIT")
-    expect(psam, b"\x80\x72\x00\x00\x04" + tac_mac2[4:], "PSAM MAC2")
-    record = PurchaseRecord(
-        txn_type, amount, terminal_id, int.from_bytes(term_serial, "big"), when
+    """The offline purchase a POS makes (card INITIALIZE, PSAM MAC1, card DEBIT, PSAM checks
+    MAC2); then the HSM verifies the TAC and MAC2 as the centre does at upload."""
+    debit = terminal.offline_purchase(
+        card, psam, purse, amount, when, pboc.card_factor(CARD_SERIAL)
     )
     keys = issuer.keys
     tac_path = keys.path(keys.tac, CARD_SERIAL)
-    assert await issuer.hsm.verify_purchase_tac(tac_path, record, tac_mac2[:4])
+    assert await issuer.hsm.verify_purchase_tac(tac_path, debit.record, debit.tac)
     assert await issuer.hsm.verify_purchase_mac2(
-        keys.path(keys.purchase, CARD_SERIAL), record, rnd, int.from_bytes(ctr, "big"),
-        tac_mac2[4:],
+        keys.path(keys.purchase, CARD_SERIAL), debit.record, debit.rnd, debit.offline_ctr,
+        debit.mac2,
     )
-    return record
+    return debit.record
