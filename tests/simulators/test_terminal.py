@@ -16,7 +16,8 @@ from tests.simulators.test_psam import v4_psam
 
 
 def test_v4_through_the_terminal_helpers() -> None:
-    card = DirectConnection(v4_card(["C903814D", "584633C9", "11223344"]))
+    virtual = v4_card(["C903814D", "584633C9", "11223344"])
+    card = DirectConnection(virtual)
     psam = DirectConnection(v4_psam())
     card.connect()
     psam.connect()
@@ -36,8 +37,7 @@ def test_v4_through_the_terminal_helpers() -> None:
     assert terminal.get_balance(card, terminal.PURSE_EP) == 0x1FFF
     assert terminal.verify_pin(card, h("000000")) == 0x63C2
     assert terminal.verify_pin(card, h("123456")) == 0x9000
-    card_state = card._card.state  # type: ignore[attr-defined]
-    card_state.purses[1].balance = 500
+    virtual.state.purses[1].balance = 500
     init = terminal.initialize_load(card, terminal.PURSE_ED, 200, h("001122334455"), unload=True)
     session = Des(pboc.online_session_key(Des(V4_KEY), init.rnd, 0))
     when = datetime(2026, 1, 1, 0, 0, 0)
