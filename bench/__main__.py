@@ -6,7 +6,13 @@ import importlib
 import sys
 import time
 
-MODULES = ("bench.bench_codec", "bench.bench_hsm", "bench.bench_ledger", "bench.bench_switch")
+MODULES = (
+    "bench.bench_codec",
+    "bench.bench_hsm",
+    "bench.bench_ledger",
+    "bench.bench_switch",
+    "bench.bench_settle",
+)
 
 
 def run() -> int:

@@ -88,9 +88,7 @@ def operations(hsm: Hsm) -> dict[str, Callable[[], Awaitable[object]]]:
     return {
         "MAC verify CUP-ECB": verify_cup,
         "MAC generate X9.19": lambda: hsm.generate_mac(REFS["zak"], MacAlgorithm.X9_19, MAB),
-        "PIN translate PIK->ZPK": lambda: hsm.translate_pin(
-            REFS["pik"], REFS["zpk"], block, PAN
-        ),
+        "PIN translate PIK->ZPK": lambda: hsm.translate_pin(REFS["pik"], REFS["zpk"], block, PAN),
         "load MAC1 verify + MAC2 (new card each)": load,
     }
 

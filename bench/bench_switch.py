@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvloop
@@ -42,8 +44,14 @@ CODEC = Codec(TERMINAL)
 class Client:
     """One connection; requests matched to replies by STAN."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stan_of: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.reader, self.writer = reader, writer
+        self._stan_of = stan_of or self._stan
         self.waiting: dict[bytes, asyncio.Future[bytes]] = {}
         self.decoder = FrameDecoder(LengthFormat.BINARY2)
         self.task = asyncio.ensure_future(self._read())
@@ -51,7 +59,7 @@ class Client:
     async def _read(self) -> None:
         while data := await self.reader.read(65536):
             for frame in self.decoder.feed(data):
-                future = self.waiting.pop(self._stan(frame), None)
+                future = self.waiting.pop(self._stan_of(frame), None)
                 if future is not None and not future.done():
                     future.set_result(frame)
 
@@ -168,6 +176,33 @@ def report(name: str, rate: float, latencies: list[float]) -> None:
     print(f"{name:34s} {rate:10,.0f} exchanges/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
 
 
+@contextlib.contextmanager
+def processes(home: Path) -> Iterator[tuple[int, int]]:
+    """`medswitch serve` on ``home`` and a raw echo server, both on port 0, stopped after use;
+    yields (daemon port, echo port)."""
+    script = str(Path(sys.executable).parent / "medswitch")
+    env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+    server = subprocess.Popen(
+        [script, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    read, write = os.pipe()
+    code = f"from bench.bench_switch import _echo_server_process as f; f({write})"
+    echo = subprocess.Popen([sys.executable, "-c", code], pass_fds=(write,))
+    try:
+        assert server.stdout is not None
+        match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", server.stdout.readline())
+        assert match, "the daemon did not start"
+        yield int(match.group(1)), int(os.read(read, 64).decode().strip())
+    finally:
+        for process in (server, echo):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terminals", type=int, default=20)
@@ -183,40 +218,13 @@ def main(argv: list[str] | None = None) -> None:
             ).fetchall()
         asyncio.run(demo_keys.provision(home, [r[0] for r in rows]))
         demo_keys.write_config(home, terminal_port=0, http_port=0)
-        script = str(Path(sys.executable).parent / "medswitch")
-        env = {**os.environ, "MEDSWITCH_HOME": str(home)}
-        server = subprocess.Popen(
-            [script, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        read, write = os.pipe()
-        echo = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                f"from bench.bench_switch import _echo_server_process as f; f({write})",
-            ],
-            pass_fds=(write,),
-        )
-        try:
-            assert server.stdout is not None
-            match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", server.stdout.readline())
-            assert match, "the daemon did not start"
-            port = int(match.group(1))
-            echo_port = int(os.read(read, 64).decode().strip())
+        with processes(home) as (port, echo_port):
             lanes = uvloop.run(sign_on_all(port, home, [(r[0], r[1]) for r in rows], 2000))
             raw_rate, raw_lat = uvloop.run(drive(echo_port, lanes, args.depth, args.seconds))
             rate, lat = uvloop.run(drive(port, lanes, args.depth, args.seconds))
-            print(f"{len(lanes)} terminals x {args.depth} outstanding, {args.seconds:.0f} s each:")
-            report("raw asyncio loopback echo", raw_rate, raw_lat)
-            report("medswitch serve, MACed echo", rate, lat)
-        finally:
-            for process in (server, echo):
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+        print(f"{len(lanes)} terminals x {args.depth} outstanding, {args.seconds:.0f} s each:")
+        report("raw asyncio loopback echo", raw_rate, raw_lat)
+        report("medswitch serve, MACed echo", rate, lat)
 
 
 if __name__ == "__main__":

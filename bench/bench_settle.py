@@ -1,0 +1,298 @@
+"""The load generator of medical settlements: N signed-on POS terminals each settle HIS bills
+(0200, the bill under the TDK) and confirm the card's debit (0220 with its TAC), against a real
+`medswitch serve` on the embedded SQLite default, next to a raw loopback echo and raw pyiso8583
+decode+encode measured in the same run.
+
+    python -m bench.bench_settle [--terminals 8] [--bills 2400] [--depth 1]
+
+Everything a terminal would compute — cards' purchases through their PSAMs, MACs, TDK
+encryption — is done before the timed phase, with the same simulators and HSM code, so the
+timed phase measures the switch: decode, checks, MAC, the medical core, the HSM's TAC check, the
+ledger's group commit, encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import iso8583
+import uvloop
+
+from bench.bench_switch import Client, processes, report
+from hsm.interface import MacAlgorithm, SignOnKeys
+from hsm.keys import KeyRef, KeyUsage
+from hsm.soft import SoftHsm
+from ledger.demo import init_demo
+from ledger.medical.bills import Submission
+from ledger.medical.service import MedicalService
+from ledger.medical.split import Bill, BillLine
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
+from messages.codec import Codec, Message
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.private import BillData, CardData
+from messages.spec_terminal import TERMINAL
+from messages.terminal import (
+    DebitAdvice,
+    EdLoad,
+    Settlement,
+    SignOn,
+    SignOnReply,
+    TerminalMessage,
+)
+from messages.terminal_table import build, parse
+from routing.cardkeys import card_master_alias
+from simulators import terminal_card
+from simulators.factory import ChipMaker
+from switch import demo_keys, demo_medical
+from switch.card_connection import CardConnection
+from switch.card_personalize import CardMasterKeys
+from switch.cli_keys import component_files_of, open_soft_hsm
+
+CODEC = Codec(TERMINAL)
+PIN = "123456"
+BILL_FEN = 1_000  # one outpatient visit: below the deductible, all from the personal account
+U = KeyUsage
+
+
+@dataclass
+class Pos:
+    terminal_id: str
+    institution_id: str
+    psam: CardConnection
+    keys: SignOnKeys | None = None
+    batch: str = "000000"
+    stan: int = 0
+
+    def envelope(self) -> dict[str, str]:
+        self.stan += 1
+        return {
+            "stan": f"{self.stan:06d}",
+            "terminal_id": self.terminal_id,
+            "institution_id": self.institution_id.ljust(15),
+            "batch": self.batch,
+        }
+
+
+async def signed(hsm: SoftHsm, keys: SignOnKeys, typed: TerminalMessage) -> bytes:
+    message = build(typed)
+    unsigned = CODEC.encode(
+        Message(message.mti, {**message.fields, 64: bytes(8)}, message.tpdu, message.header)
+    )
+    mac = await hsm.generate_mac(keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(unsigned))
+    return CODEC.with_mac(unsigned, mac)
+
+
+async def exchange(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(encode_frame(payload, LengthFormat.BINARY2))
+        decoder = FrameDecoder(LengthFormat.BINARY2)
+        for _ in range(1000):
+            frames = decoder.feed(await asyncio.wait_for(reader.read(65536), timeout=30))
+            if frames:
+                return frames[0]
+        raise RuntimeError("no reply")
+    finally:
+        writer.close()
+
+
+async def sign_on(port: int, hsm: SoftHsm, pos: Pos) -> None:
+    reply = parse(CODEC.decode(await exchange(port, CODEC.encode(build(SignOn(**pos.envelope()))))))
+    assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
+    tmk = KeyRef(demo_keys.tmk_alias(pos.terminal_id), 1, U.TMK)
+    pos.keys = await hsm.accept_sign_on(
+        tmk, reply.keys.build(), f"bench/{pos.terminal_id}", now=demo_keys._now()
+    )
+    pos.batch = reply.batch
+
+
+Lanes = list[list[tuple[bytes, bytes]]]
+
+
+async def prepare(
+    home: Path, port: int, maker: ChipMaker, args: argparse.Namespace
+) -> tuple[Lanes, int]:
+    """Cards issued and loaded, PSAMs in the POS, bills submitted, and every terminal's
+    settlement and advice frames built; returns the lanes of (payload, STAN) and the cards."""
+    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
+    now = demo_keys._now()
+    keys = _card_master_keys()
+    database = home / "medswitch.db"
+    with sqlite3.connect(database) as connection:
+        cards = connection.execute(
+            "SELECT card_no, application_serial FROM cards ORDER BY card_no"
+        ).fetchall()
+        psams = connection.execute(
+            "SELECT p.serial, p.psam_terminal_no, p.institution_id, p.terminal_id FROM psams p "
+            "ORDER BY p.serial LIMIT ?",
+            (args.terminals,),
+        ).fetchall()
+    kiosk = Pos("K0000001", "centre", psam=None)  # type: ignore[arg-type]
+    await sign_on(port, hsm, kiosk)
+    assert kiosk.keys is not None
+    bills_per_card = -(-args.bills // len(cards))
+    chips: list[tuple[str, bytes, CardConnection]] = []
+    for card_no, serial_hex in cards:
+        serial = bytes.fromhex(serial_hex).rjust(10, b"\0")
+        conn = await maker.card(hsm, keys, serial, card_no, PIN)
+        terminal_card.open_application(conn, PIN)
+        amount = BILL_FEN * bills_per_card
+        start = terminal_card.initialize_load(conn, serial, amount, bytes(5) + b"\x01")
+        load = EdLoad(**kiosk.envelope(), pan=card_no, amount_fen=amount, card=start.card)
+        reply = parse(CODEC.decode(await exchange(port, await signed(hsm, kiosk.keys, load))))
+        assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime, reply
+        terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)
+        chips.append((card_no, serial, conn))
+    terminals = []
+    for serial_hex, terminal_no, institution, terminal_id in psams:
+        psam = await maker.psam(
+            hsm,
+            KeyRef(card_master_alias(U.MK_PURCHASE), 1, U.MK_PURCHASE),
+            bytes.fromhex(serial_hex).rjust(10, b"\0"),
+            bytes.fromhex(terminal_no),
+        )
+        pos = Pos(terminal_id, institution, psam)
+        await sign_on(port, hsm, pos)
+        terminals.append(pos)
+    engine = sqlite_engine(database)
+    medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+    lanes: list[list[tuple[bytes, bytes]]] = [[] for _ in terminals]
+    for number in range(args.bills):
+        pos = terminals[number % len(terminals)]
+        card_no, serial, conn = chips[number % len(chips)]
+        submission = Submission(
+            f"B{number:07d}", card_no, now.date(), Bill((BillLine("A01", 1, BILL_FEN),))
+        )
+        record, _ = medical.submit_bill(pos.institution_id, submission, dt.datetime.now(dt.UTC))
+        assert pos.keys is not None and pos.keys.tdk is not None
+        bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
+        settle = Settlement(
+            **pos.envelope(),
+            pan=card_no,
+            amount_fen=BILL_FEN,
+            card=CardData(),
+            bill=bill,
+        )
+        lanes[number % len(terminals)].append(
+            (await signed(hsm, pos.keys, settle), f"{pos.stan:06d}".encode())
+        )
+        terminal_card.open_application(conn, PIN)
+        data = terminal_card.purchase(
+            conn, pos.psam, serial, record.split.personal_account_fen, now.replace(tzinfo=None)
+        )
+        advice = DebitAdvice(
+            **pos.envelope(), pan=card_no, amount_fen=data.amount_fen or 0, card=data, bill=bill
+        )
+        lanes[number % len(terminals)].append(
+            (await signed(hsm, pos.keys, advice), f"{pos.stan:06d}".encode())
+        )
+    engine.dispose()
+    return lanes, len(chips)
+
+
+def _card_master_keys() -> CardMasterKeys:
+    def ref(usage: KeyUsage) -> KeyRef:
+        return KeyRef(card_master_alias(usage), 1, usage)
+
+    return CardMasterKeys(
+        control=ref(U.MK_CONTROL),
+        load=ref(U.MK_LOAD),
+        purchase=ref(U.MK_PURCHASE),
+        tac=ref(U.MK_TAC),
+        unload=ref(U.MK_UNLOAD),
+        pin_reload=ref(U.MK_PIN_RELOAD),
+        pin_unblock=ref(U.MK_PIN_UNBLOCK),
+        app_maint=ref(U.MK_APP_MAINT),
+        data_check=KeyRef(demo_keys.centre_alias(U.DATA_CHECK), 1, U.DATA_CHECK),
+    )
+
+
+async def drive_once(port: int, lanes: Lanes) -> tuple[float, list[float], dict[str, int]]:
+    """Each lane sends its frames in order, one outstanding; exchanges/s, latencies, and the
+    response codes seen."""
+    clients = [
+        Client(*await asyncio.open_connection("127.0.0.1", port), stan_of=_stan) for _ in lanes
+    ]
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+
+    async def lane(client: Client, frames: list[tuple[bytes, bytes]]) -> None:
+        for payload, stan in frames:
+            started = time.perf_counter()
+            answer = await client.request(payload, stan)
+            latencies.append(time.perf_counter() - started)
+            code = CODEC.decode(answer).fields.get(39)
+            codes[str(code)] = codes.get(str(code), 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(c, f) for c, f in zip(clients, lanes, strict=True)))
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.writer.close()
+        client.task.cancel()
+    return sum(len(f) for f in lanes) / elapsed, latencies, codes
+
+
+def _stan(frame: bytes) -> bytes:
+    stan = CODEC.decode(frame).fields.get(11)
+    return stan.encode() if isinstance(stan, str) else b""
+
+
+def raw_codec_rate(payload: bytes, seconds: float = 2.0) -> float:
+    """Raw pyiso8583 decode + encode of one frame, per second."""
+    spec = TERMINAL.compile()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(100):
+            decoded, _ = iso8583.decode(payload, spec)
+            iso8583.encode(decoded, spec)
+        count += 100
+    return count / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--terminals", type=int, default=20)
+    parser.add_argument("--bills", type=int, default=2400)
+    parser.add_argument("--cardholders", type=int, default=120)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        database = home / "medswitch.db"
+        init_demo(database, args.cardholders)
+        with sqlite3.connect(database) as connection:
+            terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
+        files = demo_keys.write_test_components(home)
+        hsm = open_soft_hsm(home, component_files_of(files))
+        maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
+        uvloop.run(demo_keys.provision(home, terminals))
+        demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
+        demo_keys.write_config(home, terminal_port=0, http_port=0)
+        with processes(home) as (port, echo_port):
+            started = time.perf_counter()
+            lanes, cards = uvloop.run(prepare(home, port, maker, args))
+            print(
+                f"prepared {args.bills} bills on {cards} cards and {len(lanes)} POS "
+                f"in {time.perf_counter() - started:.0f} s"
+            )
+            raw_rate, raw_lat, _ = uvloop.run(drive_once(echo_port, lanes))
+            rate, lat, codes = uvloop.run(drive_once(port, lanes))
+        codec_rate = raw_codec_rate(lanes[0][0][0])
+        print(f"{len(lanes)} POS, one outstanding each; settlement + advice per bill:")
+        report("raw asyncio loopback echo", raw_rate, raw_lat)
+        report("medswitch serve, settle + advise", rate, lat)
+        print(f"{'raw pyiso8583 decode+encode':34s} {codec_rate:10,.0f} per s (one core)")
+        print(f"response codes: {codes}")
+
+
+if __name__ == "__main__":
+    main()
