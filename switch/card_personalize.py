@@ -41,6 +41,41 @@ FACTORY_TEST_ONLY_CONTROL = "0F1E2D3C4B5A69788796A5B4C3D2E1F0"
 FACTORY_TEST_ONLY_PSAM_TRANSPORT = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
 
 
+AUTHORISATION_VERSION = 0x01
+AUTHORISATION_ENTRY_BYTES = 6
+AUTHORISATIONS_MAX = 9
+
+
+def encode_authorisations(entries: list[tuple[str, int]]) -> bytes:
+    """The 60 data bytes of EF 0017: version(1) | count(1) | up to 9 × (special-expense
+    category, 4 ASCII characters space-padded | year, 2 bytes BCD) | zeros.
+
+    >>> encode_authorisations([("M01", 2026)]).hex()[:16]
+    '01014d3031202026'
+    >>> decode_authorisations(encode_authorisations([("M01", 2026), ("T2", 2027)]))
+    [('M01', 2026), ('T2', 2027)]
+    """
+    if len(entries) > AUTHORISATIONS_MAX:
+        raise ValueError(f"at most {AUTHORISATIONS_MAX} authorisations fit the card")
+    out = bytes([AUTHORISATION_VERSION, len(entries)])
+    for category, year in sorted(entries):
+        code = category.encode("ascii")
+        if not 1 <= len(code) <= 4 or not 2000 <= year <= 9999:
+            raise ValueError("a category is 1-4 ASCII characters and a year yyyy")
+        out += code.ljust(4, b" ") + bytes.fromhex(f"{year:04d}")
+    return out.ljust(AUTHORISATION_DATA_BYTES, b"\0")
+
+
+def decode_authorisations(data: bytes) -> list[tuple[str, int]]:
+    if len(data) < 2 or data[0] != AUTHORISATION_VERSION:
+        return []
+    entries = []
+    for i in range(min(data[1], AUTHORISATIONS_MAX)):
+        entry = data[2 + i * 6 : 8 + i * 6]
+        entries.append((entry[:4].decode("ascii").rstrip(), int(entry[4:].hex())))
+    return entries
+
+
 @dataclass(frozen=True, slots=True)
 class CardMasterKeys:
     """References to one generation of card master keys (never the keys)."""

@@ -6,10 +6,12 @@ from datetime import date
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
+from ledger import schema
 from switch import card_issuance as issuance
 from switch import card_personalize as perso
 from switch.card_connection import CardConnection, CardConnectionError, expect
@@ -170,3 +172,53 @@ def factory_keys(c: Context) -> None:
                      kcv=ref.kcv, test_only=True)
         click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
 
+
+
+@cards.command("write-authorisation")
+@click.option("--reader", required=True, help="PC/SC reader holding the cardholder's card.")
+@click.option("--grant", "grants", multiple=True,
+              help="CATEGORY:YEAR of a special-expense authorisation; repeat. None clears.")
+@pass_context
+def write_authorisation(c: Context, reader: str, grants: tuple[str, ...]) -> None:
+    """Write the person's special-expense authorisations to the card's authorisation file,
+    with a fresh card data check code from the HSM."""
+    entries = []
+    for grant in grants:
+        category, _, year = grant.partition(":")
+        if not year.isdigit():
+            raise click.ClickException(f"--grant {grant}: CATEGORY:YEAR")
+        entries.append((category, int(year)))
+    try:
+        data = perso.encode_authorisations(entries)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+    async def run() -> bytes:
+        conn = c.connect(reader)
+        try:
+            conn.connect()
+            expect(conn, perso.SELECT_APP, "SELECT")
+            serial = expect(conn, bytes.fromhex("00B0950000"), "READ 0015")[10:20]
+            keys = await _master_keys(c, _key_version(c, serial))
+            await perso.write_authorisation(conn, c.hsm, keys, serial, data)
+        except CardConnectionError as error:
+            raise click.ClickException(str(error)) from None
+        finally:
+            conn.disconnect()
+        return serial
+
+    serial = run_hsm(run())
+    c.home.audit("cards.authorisation", serial=serial.hex().upper(), grants=list(grants))
+    click.echo(f"card {serial.hex().upper()}: {len(entries)} authorisation(s) written")
+
+
+def _key_version(c: Context, serial: bytes) -> int:
+    """The card's key version from the ledger's cards table (1 when the card is unknown)."""
+    if not c.db.exists():
+        return 1
+    with c.engine().connect() as db:
+        found = db.execute(
+            sa.select(schema.cards.c.key_version)
+            .where(schema.cards.c.application_serial == serial[-8:].hex().upper())
+        ).scalar()
+    return int(found) if found is not None else 1

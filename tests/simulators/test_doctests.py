@@ -14,6 +14,7 @@ MODULES = (
     "simulators.psam",
     "switch.card_connection",
     "switch.card_issuance",
+    "switch.card_personalize",
 )
 
 

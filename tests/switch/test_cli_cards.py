@@ -22,6 +22,7 @@ from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
 from switch.card_connection import CardConnection, DirectConnection, expect
+from switch.card_personalize import decode_authorisations
 from switch.cli import main
 from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
 from switch.demo_keys import custodian_files, provision
@@ -237,3 +238,34 @@ def test_psam_batch_issue_approve_personalize(deployment: dict[str, Any]) -> Non
     again = cli(d, "psams", "carol", "personalize", str(batch), "--reader", "p",
                 readers={"p": psam})
     assert again.exit_code == 0 and "0 personalised" in again.output  # finished: skipped
+
+
+def test_write_authorisation_with_a_fresh_check_code(deployment: dict[str, Any]) -> None:
+    d = deployment
+    out = d["tmp"] / "batches"
+    assert cli(d, "cards", "alice", "factory-keys").exit_code == 0
+    assert cli(d, "cards", "alice", "issue", "--out", str(out), "--now", NOW).exit_code == 0
+    (batch,) = out.glob("*.bat")
+    assert cli(d, "cards", "bob", "approve", str(batch)).exit_code == 0
+    serial = bytes.fromhex("3101000000000002").rjust(10, b"\0")
+    card = VirtualCard(blank_card(serial))
+    done = cli(d, "cards", "carol", "personalize", str(batch), "--reader", "r",
+               readers={"r": card})
+    assert "1 personalised" in done.output
+    wrote = cli(d, "cards", "carol", "write-authorisation", "--reader", "r", "--grant",
+                "M01:2026", "--grant", "T2:2026", readers={"r": card})
+    assert wrote.exit_code == 0, wrote.output
+    auth = card.state.binary[0x17]
+    assert decode_authorisations(auth[:60]) == [("M01", 2026), ("T2", 2026)]
+
+    async def check() -> bool:
+        hsm = open_soft_hsm(d["home"], component_files_of(custodian_files(d["home"])))
+        path = CardKeyPath(await resolve(Home(d["home"], "t"), "centre/DATA_CHECK"),
+                           (card_factor(serial),))
+        return await hsm.verify_card_data_check_code(path, card.state.binary[0x16] + auth[:60],
+                                                     auth[60:])
+
+    assert asyncio.run(check())
+    bad = cli(d, "cards", "carol", "write-authorisation", "--reader", "r", "--grant", "M01",
+              readers={"r": card})
+    assert bad.exit_code != 0
