@@ -207,3 +207,23 @@ def test_a_fault_inside_the_card_is_6f00() -> None:
     card.state.keys[(0x3F, 1)].value = bytes(5)  # a damaged key: DES refuses it
     assert call(card, INIT_LOAD_EP)[1] == 0x6F00
     assert call(card, "805C000204")[1] == 0x9000  # and the card goes on answering
+
+
+@pytest.mark.parametrize(("p1", "purse", "txn_type"), [(0x02, 1, 0x04), (0x03, 2, 0x09)])
+def test_cash_withdraw_and_capp_purchase(p1: int, purse: int, txn_type: int) -> None:
+    card = in_app(("584633C9",))
+    ok(card, "0020000003123456")
+    card.state.purses[purse].balance = 100
+    init = ok(card, bytes([0x80, 0x50, p1, purse, 0x0B, 0x00]) + h("00000001") + TERMINAL
+              + b"\x0f")
+    assert init[:6] == h("00000064 0000")
+    when = datetime(2016, 12, 16, 13, 46)
+    session = Des(pboc.offline_session_key(Des(V4_KEY), h("584633C9"), 0, 0))
+    mac1 = mac.pboc_mac(session, pboc.purchase_mac1_data(1, txn_type, TERMINAL, when))
+    out = ok(card, "805401000F00000000" + pboc.bcd_datetime(when).hex() + mac1.hex() + "08")
+    tac_key = Des(pboc.tac_key(V4_KEY))
+    assert out[:4] == mac.pboc_mac(tac_key, pboc.purchase_tac_data(1, txn_type, TERMINAL, 0,
+                                                                   when))
+    assert card.state.purses[purse].balance == 99
+    assert card.state.purses[purse].offline_ctr == 1
+    assert ok(card, "00B201C400")[9] == txn_type
