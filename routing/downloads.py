@@ -16,7 +16,7 @@ from messages.terminal import (
     ParameterReply,
     TerminalReply,
 )
-from messages.terminal_table import reply_to
+from routing.common import answer
 from routing.context import RequestContext
 
 ENTRIES_MAX = 46  # 5 + 46 × 11 bytes fit field 62's 512
@@ -34,14 +34,7 @@ async def handle_parameter_download(
         blacklist_version=context.cards.blacklist_version(),
         categories=CATEGORIES,
     )
-    return reply_to(
-        request,
-        Outcome.APPROVED.code,
-        ParameterReply,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        parameters=parameters,
-    )
+    return answer(request, context, Outcome.APPROVED, ParameterReply, parameters=parameters)
 
 
 async def handle_blacklist_download(
@@ -61,11 +54,4 @@ async def handle_blacklist_download(
         (action, bytes.fromhex(serial).rjust(10, b"\0")) for _, action, serial in changes
     )
     delta = BlacklistDelta(version, more, entries)
-    return reply_to(
-        request,
-        Outcome.APPROVED.code,
-        BlacklistReply,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        blacklist=delta,
-    )
+    return answer(request, context, Outcome.APPROVED, BlacklistReply, blacklist=delta)

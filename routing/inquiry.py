@@ -10,7 +10,7 @@ from ledger.kinds import AccountKind, account_id
 from messages.outcome import Outcome
 from messages.private import Balance
 from messages.terminal import BalanceInquiry, TerminalReply
-from messages.terminal_table import reply_to
+from routing.common import answer
 from routing.context import RequestContext
 from routing.loads import card_refusal
 
@@ -22,12 +22,7 @@ async def handle_balance_inquiry(request: BalanceInquiry, context: RequestContex
     card = context.cards.get(request.pan)
     refusal = card_refusal(card, context.now)
     if refusal is not None or card is None:
-        return reply_to(
-            request,
-            (refusal or Outcome.INVALID_CARD).code,
-            host_time=context.host_time,
-            host_date=context.host_date,
-        )
+        return answer(request, context, refusal or Outcome.INVALID_CARD)
     ids = {
         PERSONAL_FUND: account_id(AccountKind.PERSONAL_FUND, card.cardholder_id),
         CARD_ED: account_id(AccountKind.CARD_ED_SHADOW, card.application_serial),
@@ -37,10 +32,9 @@ async def handle_balance_inquiry(request: BalanceInquiry, context: RequestContex
     balances = tuple(
         Balance(kind, found[key].balance_fen if key in found else 0) for kind, key in ids.items()
     )
-    return reply_to(
+    return answer(
         request,
-        Outcome.APPROVED.code,
-        host_time=context.host_time,
-        host_date=context.host_date,
+        context,
+        Outcome.APPROVED,
         balances=balances,
     )

@@ -13,13 +13,12 @@ from datetime import datetime
 from hsm.interface import OnlineTxn
 from hsm.keys import KeyUsage
 from ledger import events as ev
-from ledger.core import ReviewItem, transfer_id
 from messages.outcome import Outcome
 from messages.private import CardData, Prove
 from messages.private import Purse as CardPurse
 from messages.terminal import EdLoad, EdLoadConfirm, TerminalReply
-from messages.terminal_table import reply_to
 from routing.cardkeys import card_key
+from routing.common import answer, note
 from routing.context import CardRecord, RequestContext
 
 ED_LOAD = 0x01  # PBOC transaction type of an ED load
@@ -28,14 +27,7 @@ ED_LOAD = 0x01  # PBOC transaction type of an ED load
 def _answer(
     request: EdLoad, context: RequestContext, outcome: Outcome, card: CardData | None = None
 ) -> TerminalReply:
-    return reply_to(
-        request,
-        outcome.code,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        amount_fen=request.amount_fen,
-        card=card,
-    )
+    return answer(request, context, outcome, card=card)
 
 
 def card_refusal(card: CardRecord | None, now: datetime) -> Outcome | None:
@@ -155,8 +147,9 @@ async def handle_ed_load_confirm(request: EdLoadConfirm, context: RequestContext
     if data.tac is None or data.new_balance_fen is None or data.card_datetime is None:
         # 9406 reported, or no TAC: the terminal's word is noted, the counter will decide.
         if data.prove is Prove.NOT_HAPPENED:
-            await _note(
+            await note(
                 context,
+                "load_not_happened",
                 f"load-not-happened|{attempts[0].reference}",
                 txn.amount_fen,
                 "terminal reports GET TRANSACTION PROVE 9406",
@@ -165,20 +158,13 @@ async def handle_ed_load_confirm(request: EdLoadConfirm, context: RequestContext
     when = datetime.strptime(data.card_datetime, "%Y%m%d%H%M%S")
     tac_key = card_key(KeyUsage.MK_TAC, card)
     if not await context.hsm.verify_load_tac(tac_key, txn, data.new_balance_fen, when, data.tac):
-        await _note(
+        await note(
             context,
-            f"bad-tac|{attempts[0].reference}",
+            "bad_tac",
+            f"load|{attempts[0].reference}",
             txn.amount_fen,
             "load confirmation with a TAC that does not verify",
         )
         return _answer(request, context, Outcome.SECURITY_FAILURE)
     result = await ev.resolve_attempt(context.ledger, attempts[0], happened=True)
     return _answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
-
-
-async def _note(context: RequestContext, subject: str, amount_fen: int, detail: str) -> None:
-    reason = subject.split("|", 1)[0]
-    item = ReviewItem(
-        transfer_id("review", reason, subject), reason, subject[:240], amount_fen, detail
-    )
-    await context.ledger.add_review(item)

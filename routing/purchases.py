@@ -11,32 +11,19 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from hsm.errors import HsmError
 from hsm.interface import PurchaseRecord
 from hsm.keys import KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
-from ledger.core import ReviewItem, transfer_id
 from ledger.medical.bills import BillStateError
-from messages.errors import CodecError
 from messages.outcome import Outcome
-from messages.private import BillData, Purse
+from messages.private import Purse
 from messages.terminal import DebitAdvice, TerminalReply
-from messages.terminal_table import reply_to
 from routing.cardkeys import card_key
+from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 
 _PURSES = {TYPE_ED_PURCHASE: (Purse.ED, ev.Purse.ED), TYPE_EP_PURCHASE: (Purse.EP, ev.Purse.EP)}
-
-
-def _answer(request: DebitAdvice, context: RequestContext, outcome: Outcome) -> TerminalReply:
-    return reply_to(
-        request,
-        outcome.code,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        amount_fen=request.amount_fen,
-    )
 
 
 async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> TerminalReply:
@@ -53,7 +40,7 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         or data.card_datetime is None
         or data.app_serial != card.serial_bytes
     ):
-        return _answer(request, context, Outcome.FORMAT_ERROR if card else Outcome.INVALID_CARD)
+        return answer(request, context, Outcome.FORMAT_ERROR if card else Outcome.INVALID_CARD)
     when = datetime.strptime(data.card_datetime, "%Y%m%d%H%M%S")
     record = PurchaseRecord(
         data.pboc_type or 0, request.amount_fen, data.psam_terminal, data.psam_serial, when
@@ -61,17 +48,17 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     psam_no = data.psam_terminal.hex()
     subject = f"card-debit|{psam_no}|{data.psam_serial}"
     if not await context.hsm.verify_purchase_tac(card_key(KeyUsage.MK_TAC, card), record, data.tac):
-        item = ReviewItem(
-            transfer_id("review", "bad_tac", subject),
+        await note(
+            context,
             "bad_tac",
             subject,
             request.amount_fen,
             "card-debit advice whose TAC does not verify",
         )
-        await context.ledger.add_review(item)
-        return _answer(request, context, Outcome.SECURITY_FAILURE)
+        return answer(request, context, Outcome.SECURITY_FAILURE)
     owner = context.cards.psam_institution(psam_no) or "unknown"
-    bill_id = await _bill_id(request, context)
+    bill = await bill_data(context, request.bill)
+    bill_id = bill.bill_id if bill is not None else None
     debit = ev.CardDebit(
         psam_no,
         data.psam_serial,
@@ -85,18 +72,7 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     result = await ev.post_card_debit(context.ledger, debit)
     if result.ok and bill_id is not None and purses[1] is ev.Purse.ED:
         result = await complete_bill(context, bill_id, request.amount_fen)
-    return _answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
-
-
-async def _bill_id(request: DebitAdvice, context: RequestContext) -> str | None:
-    """The bill an advice belongs to (field 63 under the session TDK), if it names one."""
-    tdk = context.session.tdk if context.session is not None else None
-    if request.bill is None or tdk is None:
-        return None
-    try:
-        return BillData.parse(await context.hsm.decrypt_data(tdk, request.bill)).bill_id
-    except (HsmError, CodecError):
-        return None
+    return answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
 
 
 async def complete_bill(context: RequestContext, bill_id: str, ed_fen: int) -> ev.EventResult:

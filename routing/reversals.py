@@ -15,95 +15,67 @@ from __future__ import annotations
 
 import asyncio
 
-from hsm.errors import HsmError
 from ledger import events as ev
-from ledger.core import ReviewItem, transfer_id
 from ledger.medical.bills import BillState, BillStateError
 from ledger.medical.service import MedicalError
-from messages.errors import CodecError
 from messages.outcome import Outcome
-from messages.private import BillData
-from messages.terminal import Reversal, TerminalMessage, TerminalReply, Void
-from messages.terminal_table import reply_to
+from messages.terminal import Reversal, TerminalReply, Void
+from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 
 SETTLEMENT, VOID, LOADS = "22", "23", frozenset({"45", "46", "47"})
 
 
-def _answer(request: TerminalMessage, context: RequestContext, outcome: Outcome) -> TerminalReply:
-    return reply_to(request, outcome.code, host_time=context.host_time, host_date=context.host_date)
-
-
-async def bill_of(context: RequestContext, bill: bytes | None) -> BillData | None:
-    tdk = context.session.tdk if context.session is not None else None
-    if bill is None or tdk is None:
-        return None
-    try:
-        data = BillData.parse(await context.hsm.decrypt_data(tdk, bill))
-    except (HsmError, CodecError):
-        return None
-    return data if data.bill_id else None
-
-
-async def _note(
-    context: RequestContext, reason: str, subject: str, amount_fen: int, detail: str
-) -> None:
-    item = ReviewItem(
-        transfer_id("review", reason, subject), reason, subject[:240], amount_fen, detail
-    )
-    await context.ledger.add_review(item)
-
-
 async def handle_reversal(request: Reversal, context: RequestContext) -> TerminalReply:
     if request.txn_type in LOADS:
-        await _note(
+        await note(
             context,
             "load_reversal",
             f"reversal|{context.message_key}",
             request.amount_fen or 0,
             "a load's reversal: the card's counter decides",
         )
-        return _answer(request, context, Outcome.APPROVED)
-    bill = await bill_of(context, request.bill)
+        return answer(request, context, Outcome.APPROVED)
+    bill = await bill_data(context, request.bill)
     medical = context.medical
     if request.txn_type != SETTLEMENT or bill is None or medical is None:
-        return _answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
     assert bill.bill_id is not None
     try:
         record = await asyncio.to_thread(
             medical.bill_for, context.terminal.institution_id, bill.bill_id
         )
         if record.state is BillState.COMPLETED:  # the card has paid: that is a void's job
-            await _note(
+            await note(
                 context,
                 "reversal_after_debit",
                 f"bill|{bill.bill_id}",
                 record.split.total_fen,
                 "reversal of a bill the card already paid",
             )
-            return _answer(request, context, Outcome.APPROVED)
+            return answer(request, context, Outcome.APPROVED)
         await asyncio.to_thread(medical.reverse_bill, bill.bill_id, context.now)
     except MedicalError:
-        return _answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
     except BillStateError:
         pass  # cancelled, expired or reversed already: nothing is reserved any more
-    return _answer(request, context, Outcome.APPROVED)
+    return answer(request, context, Outcome.APPROVED)
 
 
 async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
-    bill = await bill_of(context, request.bill)
+    bill = await bill_data(context, request.bill)
     medical = context.medical
     if bill is None or medical is None:
-        return _answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
     assert bill.bill_id is not None
     try:
         record = await asyncio.to_thread(
             medical.bill_for, context.terminal.institution_id, bill.bill_id
         )
     except MedicalError:
-        return _answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
     if record.card_no != request.pan or record.split.total_fen != request.amount_fen:
-        return _answer(request, context, Outcome.INVALID_TRANSACTION)
+        return answer(request, context, Outcome.INVALID_TRANSACTION)
     completed = record.state in (BillState.COMPLETED, BillState.VOIDED)
     cardholder = context.cards.get(request.pan)
     if completed and cardholder is not None:
@@ -118,9 +90,9 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
         )
         result = await ev.post_void(context.ledger, void)
         if not result.ok:
-            return _answer(request, context, Outcome.SYSTEM_FAULT)
+            return answer(request, context, Outcome.SYSTEM_FAULT)
         if ep_fen:
-            await _note(
+            await note(
                 context,
                 "void_ep_refund",
                 f"void|{record.bill_id}",
@@ -130,5 +102,5 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
     try:
         await asyncio.to_thread(medical.void_bill, record.bill_id, context.now)
     except BillStateError:
-        return _answer(request, context, Outcome.INVALID_TRANSACTION)
-    return _answer(request, context, Outcome.APPROVED)
+        return answer(request, context, Outcome.INVALID_TRANSACTION)
+    return answer(request, context, Outcome.APPROVED)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 
-from hsm.errors import HsmError
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from ledger.medical.split import explain
-from messages.errors import CodecError
 from messages.outcome import Outcome
 from messages.private import BillData, CardData
 from messages.terminal import Settlement, TerminalReply
-from messages.terminal_table import reply_to
+from routing.common import answer, bill_data
 from routing.context import RequestContext
 from routing.loads import block_script, card_refusal
 
@@ -38,15 +36,7 @@ def _answer(
     bill: bytes | None = None,
     card: CardData | None = None,
 ) -> TerminalReply:
-    return reply_to(
-        request,
-        outcome.code,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        amount_fen=request.amount_fen,
-        bill=bill,
-        card=card,
-    )
+    return answer(request, context, outcome, bill=bill, card=card)
 
 
 async def handle_settlement(request: Settlement, context: RequestContext) -> TerminalReply:
@@ -56,9 +46,8 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return _answer(
             request, context, Outcome.RE_SIGN_ON if tdk is None else Outcome.FUNCTION_NOT_SUPPORTED
         )
-    try:
-        wanted = BillData.parse(await context.hsm.decrypt_data(tdk, request.bill))
-    except (HsmError, CodecError):
+    wanted = await bill_data(context, request.bill)
+    if wanted is None:
         return _answer(request, context, Outcome.FORMAT_ERROR)
     card = context.cards.get(request.pan)
     refusal = card_refusal(card, context.now)
