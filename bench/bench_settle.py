@@ -147,7 +147,7 @@ async def prepare(
         terminal_card.open_application(conn, PIN)
         amount = BILL_FEN * bills_per_card
         start = terminal_card.initialize_load(conn, serial, amount, bytes(5) + b"\x01")
-        load = EdLoad(**kiosk.envelope(), pan=card_no, amount_fen=amount, card=start.card)
+        load = EdLoad(**kiosk.envelope(), pan=card_no, amount_fen=amount, card=start)
         reply = parse(CODEC.decode(await exchange(port, await signed(hsm, kiosk.keys, load))))
         assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime, reply
         terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)

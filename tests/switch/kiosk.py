@@ -118,7 +118,7 @@ async def kiosk_load(
     """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
     terminal_card.open_application(conn, PIN)
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
-    data = terminal_card.initialize_load(conn, serial, amount, KIOSK_ID).card
+    data = terminal_card.initialize_load(conn, serial, amount, KIOSK_ID)
     reply = await kiosk.exchange(
         EdLoad(**kiosk.envelope(), pan=on_file.card_no, amount_fen=amount, card=data)
     )
