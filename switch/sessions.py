@@ -101,6 +101,10 @@ class Sessions:
     async def tmk(self, terminal_id: str) -> KeyRef | None:
         return await self._latest(tmk_alias(terminal_id), KeyUsage.TMK)
 
+    async def latest(self, alias: str, usage: KeyUsage) -> KeyRef | None:
+        """The newest stored version of ``alias`` with ``usage`` (e.g. a bank link's ZAK)."""
+        return await self._latest(alias, usage)
+
     def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
         self._cache[terminal_id] = keys
 
