@@ -160,6 +160,26 @@ class ReviewItem:
 
 
 @dataclass(frozen=True, slots=True)
+class OfflineRecord:
+    """A card debit record a terminal sent (batch upload 0320 or advice 0220), as received.
+
+    (`psam_terminal_no`, `psam_serial`) is the debit's identity (DESIGN §5); `terminal_id` and
+    `batch_no` are the sending terminal's; `transfer_id` is the card debit's transfer when its TAC
+    verified, None when it did not (such a record never posts)."""
+
+    psam_terminal_no: str
+    psam_serial: int
+    terminal_id: str
+    batch_no: int
+    application_serial: str
+    purse: str  # ED | EP
+    amount_fen: int
+    tac: str  # 8 hex digits
+    card_datetime: str  # yyyymmddhhmmss the TAC covers
+    transfer_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedReversal:
     """A reversal to send to a bank by store-and-forward; `key` makes queueing it idempotent."""
 
@@ -238,6 +258,16 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def queued_reversals(self) -> list[QueuedReversal]: ...
+
+    @abc.abstractmethod
+    async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        """Keep each received record, once per (PSAM terminal number, PSAM serial): True when
+        it is new, or when a verified record replaces an unverified one (a forgery seen first);
+        False when that debit was already on file."""
+
+    @abc.abstractmethod
+    async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        """The records on file for a terminal's batch, in the order received."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

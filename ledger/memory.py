@@ -24,6 +24,7 @@ from ledger.core import (
     Balance,
     CloseResult,
     Ledger,
+    OfflineRecord,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -46,6 +47,7 @@ class MemoryModel:
         self.posted: list[Transfer] = []
         self.review_items: dict[str, ReviewItem] = {}
         self.reversals: dict[str, QueuedReversal] = {}
+        self.offline: dict[tuple[str, int], OfflineRecord] = {}
 
     def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         results = []
@@ -76,6 +78,17 @@ class MemoryModel:
             self.seq[row.transfer.id] = len(self.seq) + 1
             if row.result is TransferResult.CREATED:
                 self.posted.append(row.transfer)
+        return results
+
+    def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        results = []
+        for record in records:
+            key = (record.psam_terminal_no, record.psam_serial)
+            held = self.offline.get(key)
+            new = held is None or (held.transfer_id is None and record.transfer_id is not None)
+            if new:
+                self.offline[key] = record
+            results.append(new)
         return results
 
     def lookup(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
@@ -134,6 +147,13 @@ class MemoryLedger(Ledger):
 
     async def queued_reversals(self) -> list[QueuedReversal]:
         return list(self.model.reversals.values())
+
+    async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        return self.model.record_offline(records)
+
+    async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        held = self.model.offline.values()
+        return [r for r in held if (r.terminal_id, r.batch_no) == (terminal_id, batch_no)]
 
     async def close(self) -> None:
         return None

@@ -24,6 +24,7 @@ from ledger.core import (
     Balance,
     CloseResult,
     Ledger,
+    OfflineRecord,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -32,6 +33,7 @@ from ledger.core import (
 )
 from ledger.group_commit import BATCH_MAX
 from ledger.migrate import upgrade_postgres
+from ledger.sqlite_ledger import OFFLINE_COLUMNS, offline_row
 from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
 
 RETRIES_MAX = 3
@@ -45,6 +47,21 @@ _INSERT_TRANSFERS = (
 _UPDATE_ACCOUNTS = (
     "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
+)
+
+
+_UPSERT_OFFLINE = (
+    "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
+    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, received_at_us)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
+    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
+    " application_serial = excluded.application_serial, purse = excluded.purse,"
+    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
+    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
+    " received_at_us = excluded.received_at_us"
+    " WHERE offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL"
+    " RETURNING 1"
 )
 
 
@@ -178,6 +195,22 @@ class PgStore:
     async def reviews(self) -> list[ReviewItem]:
         sql = f"SELECT {rows.REVIEW_COLUMNS} FROM review_items ORDER BY seq"
         return [rows.review_item(row) for row in await self.conn.fetch(sql)]
+
+    async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        at_us = rows.now_us()
+        results = []
+        for record in records:  # one statement each: a record's result is its own
+            found = await self.conn.fetchval(_UPSERT_OFFLINE, *offline_row(record), at_us)
+            results.append(found is not None)
+        return results
+
+    async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        sql = (
+            f"SELECT {OFFLINE_COLUMNS} FROM offline_records"
+            " WHERE terminal_id = $1 AND batch_no = $2 ORDER BY seq"
+        )
+        found = await self.conn.fetch(sql, terminal_id, batch_no)
+        return [OfflineRecord(*row) for row in found]
 
     async def queue_reversal(self, item: QueuedReversal) -> bool:
         status = await self.conn.execute(
@@ -316,6 +349,14 @@ class PgLedger(Ledger):
 
     async def reviews(self) -> list[ReviewItem]:
         result: list[ReviewItem] = await self._submit("reviews")
+        return result
+
+    async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        result: list[bool] = await self._submit("record_offline", list(records))
+        return result
+
+    async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        result: list[OfflineRecord] = await self._submit("offline_records", terminal_id, batch_no)
         return result
 
     async def queue_reversal(self, item: QueuedReversal) -> bool:

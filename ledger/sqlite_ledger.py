@@ -20,6 +20,7 @@ from ledger.core import (
     Balance,
     CloseResult,
     Ledger,
+    OfflineRecord,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -33,6 +34,22 @@ from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
 _INSERT_TRANSFER = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Kept once per card debit; a verified record replaces an unverified one (a forgery seen first).
+_UPSERT_OFFLINE = (
+    "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
+    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, received_at_us)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (psam_terminal_no, psam_serial)"
+    " DO UPDATE SET terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
+    " application_serial = excluded.application_serial, purse = excluded.purse,"
+    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
+    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
+    " received_at_us = excluded.received_at_us"
+    " WHERE offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL"
+)
+OFFLINE_COLUMNS = (
+    "psam_terminal_no, psam_serial, terminal_id, batch_no, application_serial, purse,"
+    " amount_fen, tac, card_datetime, transfer_id"
 )
 _UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
 
@@ -186,6 +203,21 @@ class SqliteStore:
         sql = f"SELECT {rows.REVIEW_COLUMNS} FROM review_items ORDER BY seq"
         return [rows.review_item(row) for row in self.conn.execute(sql)]
 
+    def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        at_us = rows.now_us()
+        return [
+            self.conn.execute(_UPSERT_OFFLINE, (*offline_row(record), at_us)).rowcount == 1
+            for record in records
+        ]
+
+    def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        sql = (
+            f"SELECT {OFFLINE_COLUMNS} FROM offline_records"
+            " WHERE terminal_id = ? AND batch_no = ? ORDER BY seq"
+        )
+        found = self.conn.execute(sql, (terminal_id, batch_no))
+        return [OfflineRecord(*row) for row in found]
+
     def queue_reversal(self, item: QueuedReversal) -> bool:
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO reversal_queue (key, bank_id, reference, amount_fen,"
@@ -197,6 +229,23 @@ class SqliteStore:
     def queued_reversals(self) -> list[QueuedReversal]:
         sql = f"SELECT {rows.REVERSAL_COLUMNS} FROM reversal_queue ORDER BY seq"
         return [rows.queued_reversal(row) for row in self.conn.execute(sql)]
+
+
+def offline_row(record: OfflineRecord) -> tuple[Any, ...]:
+    """The record's columns in :data:`OFFLINE_COLUMNS` order (shared with the PostgreSQL ledger)."""
+    r = record
+    return (
+        r.psam_terminal_no,
+        r.psam_serial,
+        r.terminal_id,
+        r.batch_no,
+        r.application_serial,
+        r.purse,
+        r.amount_fen,
+        r.tac,
+        r.card_datetime,
+        r.transfer_id,
+    )
 
 
 class SqliteLedger(Ledger):
@@ -266,6 +315,16 @@ class SqliteLedger(Ledger):
 
     async def reviews(self) -> list[ReviewItem]:
         result: list[ReviewItem] = await self.writer.submit("reviews")
+        return result
+
+    async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        result: list[bool] = await self.writer.submit("record_offline", list(records))
+        return result
+
+    async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
+        result: list[OfflineRecord] = await self.writer.submit(
+            "offline_records", terminal_id, batch_no
+        )
         return result
 
     async def queue_reversal(self, item: QueuedReversal) -> bool:
