@@ -28,9 +28,13 @@ from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
+from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
+from routing.bank_routes import bank_routes
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
+from switch.bank_cards import SqliteCardStatus
+from switch.bank_service import BankService
 from switch.cards import SqliteCards
 from switch.config import Config
 from switch.his_api import HisDeps, mount_his_app
@@ -51,6 +55,8 @@ class App:
     clock: Callable[[], datetime] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     terminal_listener: Listener | None = None
+    bank_listener: Listener | None = None
+    bank_service: BankService | None = None
     http_runner: web.AppRunner | None = None
     http_port: int = 0
     ready: bool = False
@@ -102,6 +108,8 @@ class App:
         )
         self.terminal_listener = Listener(settings, service.handle)
         await self.terminal_listener.start()
+        if config.bank.enabled:
+            await self._start_bank(terminals)
         await self._start_http(HisDeps(medical, ReferenceData(engine)))
         self.ready = True
         log.info(
@@ -111,6 +119,41 @@ class App:
             config.http.host,
             self.http_port,
         )
+
+    async def _start_bank(self, terminals: SqliteTerminals) -> None:
+        """The inbound bank link: the bank spec, 4-digit ASCII lengths, the link's ZAK."""
+        config = self.config
+        assert self.ledger is not None and self.cards is not None
+        path = Path(config.database.removeprefix("sqlite:///"))
+        self.bank_service = BankService(
+            Codec(BANK),
+            cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
+            config.bank,
+            terminals,
+            self.sessions,
+            self.cards,
+            SqliteCardStatus(path),
+            cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
+            OfflineLimits(
+                config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
+            ),
+            bank_routes(),
+            self.metrics,
+            self._clock(),
+        )
+        link = config.bank
+        settings = ListenerSettings(
+            link.host,
+            link.port,
+            LengthFormat.ASCII4,
+            link.frame_bytes_max,
+            link.connections_max,
+            link.idle_timeout_s,
+            link.read_timeout_s,
+        )
+        self.bank_listener = Listener(settings, self.bank_service.handle)
+        await self.bank_listener.start()
+        log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.bank_listener.port)
 
     async def _start_http(self, his: HisDeps) -> None:
         http = web.Application()
@@ -128,6 +171,8 @@ class App:
         listener = self.terminal_listener
         if listener is not None:
             self.metrics.connections.labels("terminal").set(listener.connections)
+        if self.bank_listener is not None:
+            self.metrics.connections.labels("bank").set(self.bank_listener.connections)
         self.metrics.signed_on.set(self.sessions.signed_on)
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -151,8 +196,15 @@ class App:
         assert self.terminal_listener is not None
         return self.terminal_listener.port
 
+    @property
+    def bank_port(self) -> int:
+        assert self.bank_listener is not None
+        return self.bank_listener.port
+
     async def stop(self) -> None:
         self.ready = False
+        if self.bank_listener is not None:
+            await self.bank_listener.close()
         if self.terminal_listener is not None:
             await self.terminal_listener.close()
         if self.http_runner is not None:
@@ -170,9 +222,10 @@ async def serve_until_signalled(app: App) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if app.bank_listener else ""
     print(
-        f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}, "
-        f"HTTP on {app.config.http.host}:{app.http_port}",
+        f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}"
+        f"{bank}, HTTP on {app.config.http.host}:{app.http_port}",
         flush=True,
     )
     await stop.wait()

@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from hsm.interface import Hsm
+from routing.bank_routes import bank_routes
+from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
 from switch.app import App, serve_until_signalled
 from switch.config import Config, ConfigError, load
@@ -59,7 +61,8 @@ async def _run(config: Config) -> None:
     help="TOML file (default $MEDSWITCH_HOME/medswitch.toml).",
 )
 def serve(config_path: Path | None) -> None:
-    """Run the switch: terminal listener, /metrics, /healthz, /readyz. Stops on SIGTERM."""
+    """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
+    /readyz. Stops on SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = _load_config(config_path)
     database = Path(config.database.removeprefix("sqlite:///"))
@@ -78,8 +81,8 @@ def serve(config_path: Path | None) -> None:
 
 @click.command()
 def routes() -> None:
-    """Print the route table (checked for ambiguity when built)."""
-    click.echo(terminal_routes().describe())
+    """Print the route table, terminal and bank interfaces (checked for ambiguity when built)."""
+    click.echo(RouteTable(terminal_routes().routes + bank_routes().routes).describe())
 
 
 @click.command()

@@ -61,6 +61,22 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BankConfig:
+    """The inbound link of one bank host (the bank as acquirer for its counters)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5810
+    allowed_peers: tuple[str, ...] = ("127.0.0.1",)  # peer IP addresses; empty: any
+    acquirer_id: str = "01020000"  # F32 the bank sends (and the reply echoes)
+    zak_alias: str = "bank/01020000/ZAK"  # the link's MAC key (X9.19), latest version
+    connections_max: int = 64
+    frame_bytes_max: int = 8192
+    idle_timeout_s: float = 600.0  # the bank echoes well within this
+    read_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: str = DEFAULT_HOME
     database_url: str = ""  # empty: sqlite:///$home/medswitch.db
@@ -69,6 +85,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     hsm: HsmConfig = field(default_factory=HsmConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
     workers: int = 1
     response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
 

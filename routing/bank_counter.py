@@ -1,0 +1,107 @@
+"""Bank counter services on the inbound link (the bank as acquirer): link management, ED load
+and unload on the card in the counter's reader (field 122, the same card data as a kiosk's
+field 58, through the same cores in :mod:`routing.loads`), inquiry, loss report and unloss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.kinds import AccountKind, account_id
+from messages.bank import BankMessage, BankReply, CardService, CounterInquiry, CounterLoad, reply_to
+from messages.outcome import Outcome
+from messages.private import Balance
+from routing import loads
+from routing.bank_context import BankContext
+from routing.inquiry import CARD_ED, CARD_EP, PERSONAL_FUND
+
+# Card statuses a loss report may start from (a lost card reported again is simply lost).
+_REPORTABLE = ("active", "lost")
+
+
+def bank_answer(
+    request: BankMessage, context: BankContext, outcome: Outcome, **values: Any
+) -> BankReply:
+    """The reply to ``request``: its outcome, the PAN and amount echoed, and ``values``."""
+    values.setdefault("amount_fen", getattr(request, "amount_fen", None))
+    values.setdefault("pan", getattr(request, "pan", None))
+    return reply_to(request, outcome.code, **values)
+
+
+async def handle_bank_sign_on(request: BankMessage, context: BankContext) -> BankReply:
+    """0800 F70 = 001: the link is signed on (the service records it on approval)."""
+    return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_bank_sign_off(request: BankMessage, context: BankContext) -> BankReply:
+    return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_bank_echo(request: BankMessage, context: BankContext) -> BankReply:
+    return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_counter_inquiry(request: CounterInquiry, context: BankContext) -> BankReply:
+    base = context.base
+    card = base.cards.get(request.pan)
+    refusal = loads.card_refusal(card, base.now)
+    if refusal is not None or card is None:
+        return bank_answer(request, context, refusal or Outcome.INVALID_CARD)
+    ids = {
+        PERSONAL_FUND: account_id(AccountKind.PERSONAL_FUND, card.cardholder_id),
+        CARD_ED: account_id(AccountKind.CARD_ED_SHADOW, card.application_serial),
+        CARD_EP: account_id(AccountKind.CARD_EP_SHADOW, card.application_serial),
+    }
+    found = await base.ledger.balances(list(ids.values()))
+    balances = tuple(
+        Balance(kind, found[key].balance_fen if key in found else 0) for kind, key in ids.items()
+    )
+    return bank_answer(request, context, Outcome.APPROVED, balances=balances)
+
+
+async def handle_counter_ed_load(request: CounterLoad, context: BankContext) -> BankReply:
+    outcome, card = await loads.ed_load(context.base, request.pan, request.amount_fen, request.card)
+    return bank_answer(request, context, outcome, card=card)
+
+
+async def handle_counter_ed_load_confirm(request: CounterLoad, context: BankContext) -> BankReply:
+    outcome, card = await loads.ed_load_confirm(
+        context.base, request.pan, request.amount_fen, request.card
+    )
+    return bank_answer(request, context, outcome, card=card)
+
+
+async def handle_counter_unload(request: CounterLoad, context: BankContext) -> BankReply:
+    outcome, card = await loads.ed_unload(
+        context.base, request.pan, request.amount_fen, request.card
+    )
+    return bank_answer(request, context, outcome, card=card)
+
+
+async def handle_counter_unload_confirm(request: CounterLoad, context: BankContext) -> BankReply:
+    outcome, card = await loads.ed_unload_confirm(
+        context.base, request.pan, request.amount_fen, request.card
+    )
+    return bank_answer(request, context, outcome, card=card)
+
+
+async def handle_loss_report(request: CardService, context: BankContext) -> BankReply:
+    """挂失: no card present. The card is lost at once (refused 41 and blocked by script at its
+    next online use) and on the blacklist terminals download (offline use)."""
+    at_us = int(context.base.now.timestamp() * 1_000_000)
+    change = await context.card_status.report_lost(request.pan, at_us)
+    if change.status_before is None:
+        return bank_answer(request, context, Outcome.INVALID_CARD)
+    if change.status_before not in _REPORTABLE:
+        return bank_answer(request, context, Outcome.RESTRICTED_CARD)
+    return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_unloss(request: CardService, context: BankContext) -> BankReply:
+    """解挂: the card is active again and leaves the blacklist; its application is unblocked by
+    script the next time it is online (see :mod:`routing.loads`)."""
+    change = await context.card_status.unloss(request.pan)
+    if change.status_before is None:
+        return bank_answer(request, context, Outcome.INVALID_CARD)
+    if change.status_before not in _REPORTABLE:
+        return bank_answer(request, context, Outcome.RESTRICTED_CARD)
+    return bank_answer(request, context, Outcome.APPROVED)

@@ -1,0 +1,28 @@
+"""The bank interface's inbound routes (the bank as acquirer for its counters)."""
+
+from __future__ import annotations
+
+from routing import bank_counter as bc
+from routing.table import Handler, Route, RouteTable
+
+
+def bank_routes() -> RouteTable:
+    def route(mti: str, f3: str | None, f70: str | None, handler: Handler, text: str) -> Route:
+        return Route(
+            "bank", mti, processing_code=f3, network_code=f70, handler=handler, description=text
+        )
+
+    return RouteTable(
+        [
+            route("0800", None, "001", bc.handle_bank_sign_on, "link sign-on"),
+            route("0800", None, "002", bc.handle_bank_sign_off, "link sign-off"),
+            route("0800", None, "301", bc.handle_bank_echo, "link echo"),
+            route("0200", "310000", None, bc.handle_counter_inquiry, "counter inquiry"),
+            route("0200", "600000", None, bc.handle_counter_ed_load, "counter ED load: MAC2"),
+            route("0220", "600000", None, bc.handle_counter_ed_load_confirm, "load TAC"),
+            route("0200", "610000", None, bc.handle_counter_unload, "counter ED unload: MAC2"),
+            route("0220", "610000", None, bc.handle_counter_unload_confirm, "unload MAC3"),
+            route("0100", "720000", None, bc.handle_loss_report, "loss report 挂失"),
+            route("0100", "730000", None, bc.handle_unloss, "unloss 解挂"),
+        ]
+    )

@@ -1,0 +1,369 @@
+"""A bank host, both sides of the host-to-host link, through the switch's own messages and HSM
+interface (never a private copy of the formats).
+
+- :class:`BankAcquirer` — the bank's counters: connects to the switch's inbound bank link, signs
+  on, and sends counter transactions MACed (X9.19) under the link's ZAK, with a virtual card in
+  its reader: an ED load or unload runs INITIALIZE on the card, the 0200 brings MAC2, the card's
+  CREDIT FOR LOAD / DEBIT FOR UNLOAD gives the TAC / MAC3 for the 0220. Scriptable: see
+  :func:`run_script`.
+- :class:`BankIssuer` — the bank as issuer of savings accounts: a listener that answers savings
+  debits (0200 F3 401000) and their reversals by rule — approve, decline above an amount, delay,
+  drop — recording every request it received (repeats deduplicated by message key, as a real
+  bank applies a reversal once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from hsm.interface import Hsm, MacAlgorithm
+from hsm.keys import KeyRef
+from messages import bank
+from messages.bank import (
+    BankEcho,
+    BankMessage,
+    BankReply,
+    BankReversal,
+    BankSignOn,
+    CardService,
+    CounterInquiry,
+    CounterLoad,
+    CounterLoadConfirm,
+    CounterUnload,
+    CounterUnloadConfirm,
+    SavingsDebit,
+)
+from messages.codec import Codec, Message
+from messages.envelope import message_class
+from messages.errors import CodecError
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.private import CardData, Purse
+from messages.spec_bank import BANK
+from simulators import terminal_card
+from simulators.card import terminal
+from switch.card_connection import CardConnection, expect
+
+CODEC = Codec(BANK)
+COUNTER_NO = bytes.fromhex("000000000099")  # the terminal number the card MACs at a counter
+READ_PUBLIC = bytes.fromhex("00B095001E")  # READ BINARY, SFI 15, 30 bytes
+READS_MAX = 1000  # frames arrive whole within a few reads; a bound, not a wait
+
+
+async def mac_payload(hsm: Hsm, zak: KeyRef, message: Message, *, bad_mac: bool = False) -> bytes:
+    """``message`` encoded with its X9.19 MAC in field 128."""
+    fields = dict(message.fields)
+    fields[128] = bytes(8)
+    payload = CODEC.encode(Message(message.mti, fields))
+    mac = await hsm.generate_mac(zak, MacAlgorithm.X9_19, CODEC.mac_block(payload))
+    return CODEC.with_mac(payload, bytes(8) if bad_mac else mac)
+
+
+async def mac_verifies(hsm: Hsm, zak: KeyRef, payload: bytes, mac: bytes | None) -> bool:
+    if mac is None:
+        return False
+    return await hsm.verify_mac(zak, MacAlgorithm.X9_19, CODEC.mac_block(payload), mac)
+
+
+@dataclass
+class BankAcquirer:
+    """One connection of a bank's counters to the switch."""
+
+    hsm: Hsm
+    zak: KeyRef
+    acquirer_id: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    counter_id: str = "C0000001"
+    branch_id: str = "BRANCH000000001"
+    timeout_s: float = 10.0
+    clock: Callable[[], datetime] = datetime.now
+    _stan: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, hsm: Hsm, zak: KeyRef, acquirer_id: str, **kw: Any
+    ) -> BankAcquirer:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(hsm, zak, acquirer_id, reader, writer, **kw)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "stan": f"{next(self._stan) % 1_000_000:06d}",
+            "transmitted": self.clock().strftime("%m%d%H%M%S"),
+            "acquirer_id": self.acquirer_id,
+            "terminal_id": self.counter_id,
+            "branch_id": self.branch_id,
+        }
+
+    async def send(self, payload: bytes) -> bytes:
+        """One frame out, the next frame in (one request outstanding at a time)."""
+        self.writer.write(encode_frame(payload, LengthFormat.ASCII4))
+        await self.writer.drain()
+        decoder = FrameDecoder(LengthFormat.ASCII4)
+        for _ in range(READS_MAX):
+            data = await asyncio.wait_for(self.reader.read(4096), timeout=self.timeout_s)
+            if not data:
+                raise ConnectionError("the switch closed the bank link")
+            frames = decoder.feed(data)
+            if frames:
+                return frames[0]
+        raise ConnectionError("no reply")
+
+    async def exchange(
+        self, request: BankMessage, *, mac: bool = True, bad_mac: bool = False
+    ) -> BankReply:
+        message = bank.build(request)
+        payload = (
+            await mac_payload(self.hsm, self.zak, message, bad_mac=bad_mac)
+            if mac
+            else CODEC.encode(message)
+        )
+        answer = await self.send(payload)
+        reply = bank.parse(CODEC.decode(answer))
+        if not isinstance(reply, BankReply):
+            raise CodecError("the switch answered with a request")
+        if reply.mac is not None and not await mac_verifies(self.hsm, self.zak, answer, reply.mac):
+            raise CodecError("the reply's MAC does not verify", field="128")
+        return reply
+
+    async def sign_on(self) -> BankReply:
+        return await self.exchange(BankSignOn(**self.envelope()), mac=False)
+
+    async def echo(self) -> BankReply:
+        return await self.exchange(BankEcho(**self.envelope()), mac=False)
+
+    async def inquiry(self, card_no: str) -> BankReply:
+        return await self.exchange(CounterInquiry(**self.envelope(), pan=card_no))
+
+    async def card_service(self, service: str, card_no: str) -> BankReply:
+        """A card service with no card present: loss_report, unloss."""
+        return await self.exchange(CardService(**self.envelope(), service=service, pan=card_no))
+
+    async def ed_load(
+        self, conn: CardConnection, card_no: str, pin: str, amount_fen: int, *, confirm: bool = True
+    ) -> tuple[BankReply, BankReply | None]:
+        """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
+        terminal_card.open_application(conn, pin)
+        serial = _serial(conn)
+        data = terminal_card.initialize_load(conn, serial, amount_fen, COUNTER_NO)
+        reply = await self.exchange(
+            CounterLoad(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=data)
+        )
+        if reply.response_code != "00":
+            _run_script(conn, reply)
+            return reply, None
+        assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime
+        tac = terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)
+        if not confirm:
+            return reply, None
+        done = replace(
+            data,
+            tac=tac,
+            new_balance_fen=terminal_card.balance(conn),
+            card_datetime=reply.card.card_datetime,
+        )
+        confirmation = await self.exchange(
+            CounterLoadConfirm(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=done)
+        )
+        return reply, confirmation
+
+    async def ed_unload(
+        self, conn: CardConnection, card_no: str, pin: str, amount_fen: int, *, confirm: bool = True
+    ) -> tuple[BankReply, BankReply | None]:
+        """VERIFY → INITIALIZE FOR UNLOAD → 0200 (MAC2) → DEBIT FOR UNLOAD → 0220 with MAC3."""
+        terminal_card.open_application(conn, pin)
+        serial = _serial(conn)
+        init = terminal.initialize_load(
+            conn, terminal.PURSE_ED, amount_fen, COUNTER_NO, unload=True
+        )
+        data = CardData(
+            app_serial=serial,
+            purse=Purse.ED,
+            old_balance_fen=init.old_balance_fen,
+            online_counter=init.online_ctr,
+            key_version=init.key_version,
+            algorithm_id=init.alg,
+            card_random=init.rnd,
+            mac1=init.mac1,
+            psam_terminal=COUNTER_NO,
+            amount_fen=amount_fen,
+            pboc_type=init.txn_type,
+        )
+        reply = await self.exchange(
+            CounterUnload(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=data)
+        )
+        if reply.response_code != "00":
+            _run_script(conn, reply)
+            return reply, None
+        assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime
+        when = datetime.strptime(reply.card.card_datetime, "%Y%m%d%H%M%S")
+        mac3 = terminal.debit_for_unload(conn, when, reply.card.mac2)
+        if not confirm:
+            return reply, None
+        done = replace(
+            data,
+            mac3=mac3,
+            new_balance_fen=terminal_card.balance(conn),
+            card_datetime=reply.card.card_datetime,
+        )
+        confirmation = await self.exchange(
+            CounterUnloadConfirm(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=done)
+        )
+        return reply, confirmation
+
+
+def _serial(conn: CardConnection) -> bytes:
+    """The application serial (EF 0015 bytes 11-20), read from the card in the reader."""
+    return expect(conn, READ_PUBLIC, "READ BINARY 0015")[10:20]
+
+
+def _run_script(conn: CardConnection, reply: BankReply) -> None:
+    """An issuer script the switch sent back (a lost card's block) goes to the card."""
+    if reply.card is not None and reply.card.issuer_script:
+        conn.transmit(reply.card.issuer_script)
+
+
+# -- issuer side ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRules:
+    """How the issuer simulator answers a savings debit."""
+
+    decline_above_fen: int | None = None  # larger debits are declined 51
+    delay_s: float = 0.0  # before answering
+    drop: bool = False  # never answer (the switch times out and reverses)
+
+
+@dataclass
+class Received:
+    message_key: str
+    mti: str
+    typed: BankMessage
+    repeat: bool  # the same message key seen before (a repeated reversal is applied once)
+
+
+Rules = Callable[[SavingsDebit], Awaitable[IssuerRules]]
+
+
+class BankIssuer:
+    """The bank's host answering the switch's savings debits and reversals."""
+
+    def __init__(self, hsm: Hsm, zak: KeyRef, rules: IssuerRules | None = None) -> None:
+        self.hsm = hsm
+        self.zak = zak
+        self.rules = rules or IssuerRules()
+        self.received: list[Received] = []
+        self.applied: dict[str, int] = {}  # message key → amount debited (reversals remove)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder(LengthFormat.ASCII4)
+        try:
+            while data := await reader.read(4096):
+                for frame in decoder.feed(data):
+                    answer = await self.answer(frame)
+                    if answer is not None:
+                        writer.write(encode_frame(answer, LengthFormat.ASCII4))
+                        await writer.drain()
+        except (ConnectionError, CodecError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer(self, payload: bytes) -> bytes | None:
+        message = CODEC.decode(payload)
+        typed = bank.parse(message)
+        if isinstance(typed, BankReply):
+            return None
+        key = f"{typed.acquirer_id}|{typed.transmitted}|{typed.stan}|{message_class(message.mti)}"
+        repeat = any(r.message_key == key for r in self.received)
+        self.received.append(Received(key, message.mti, typed, repeat))
+        financial = not message.mti.startswith("08")
+        if financial and not await mac_verifies(self.hsm, self.zak, payload, typed.mac):
+            return CODEC.encode(bank.build(bank.reply_to(typed, "A0")))
+        code = "00"
+        if isinstance(typed, SavingsDebit):
+            rules = self.rules
+            if rules.drop:
+                return None
+            if rules.delay_s:
+                await asyncio.sleep(rules.delay_s)
+            if rules.decline_above_fen is not None and typed.amount_fen > rules.decline_above_fen:
+                code = "51"
+            elif not repeat:
+                self.applied[key] = typed.amount_fen
+        elif isinstance(typed, BankReversal):
+            original = _original_key(typed)
+            self.applied.pop(original, None)  # once, however often it is repeated
+        reply = bank.build(bank.reply_to(typed, code))
+        if not financial:
+            return CODEC.encode(reply)
+        return await mac_payload(self.hsm, self.zak, reply)
+
+
+def _original_key(reversal: BankReversal) -> str:
+    """The original's message key from F90: MTI(4) STAN(6) F7(10) F32(11)."""
+    data = reversal.original
+    return f"{data[20:31].lstrip('0')}|{data[10:20]}|{data[4:10]}|{data[:4]}"
+
+
+# -- scripts ----------------------------------------------------------------------------------
+
+
+async def run_script(
+    acquirer: BankAcquirer, lines: Iterable[str], cards: dict[str, tuple[CardConnection, str]]
+) -> list[str]:
+    """Run counter steps, one per line: ``sign_on``, ``echo``, ``inquiry CARD``,
+    ``load CARD AMOUNT``, ``unload CARD AMOUNT``, ``loss_report CARD``, ``unloss CARD``
+    (``#`` starts a comment). ``cards`` maps a card number to its connection and PIN. Returns
+    one result line per step."""
+    results: list[str] = []
+    for raw in lines:
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        verb, args = words[0], words[1:]
+        if verb == "sign_on":
+            reply = await acquirer.sign_on()
+        elif verb == "echo":
+            reply = await acquirer.echo()
+        elif verb == "inquiry":
+            reply = await acquirer.inquiry(args[0])
+        elif verb in ("loss_report", "unloss"):
+            reply = await acquirer.card_service(verb, args[0])
+        elif verb in ("load", "unload"):
+            conn, pin = cards[args[0]]
+            step = acquirer.ed_load if verb == "load" else acquirer.ed_unload
+            reply, confirmation = await step(conn, args[0], pin, int(args[1]))
+            if confirmation is not None:
+                reply = confirmation if confirmation.response_code != "00" else reply
+        else:
+            raise ValueError(f"unknown step {verb!r}")
+        results.append(f"{' '.join(words)} -> {reply.response_code}")
+    return results

@@ -1,0 +1,241 @@
+"""The inbound bank link's pipeline: bytes in → checks → route → handler → MACed reply out.
+
+The bank host is the acquirer for its counters. Shaped like :mod:`switch.terminal_service`:
+allowed peer (else no answer), decode (30 with the envelope it could read), parse, acquirer F32
+(03), MAC X9.19 under the link's ZAK on every financial message (A0, moving nothing), link signed
+on (91 before a 0800 F70 = 001), retransmission by (F32, F7, F11, class) → the original reply
+byte for byte (94 for the same key with other content), route (40), handler, build, MAC, encode.
+Network management (sign-on, sign-off, echo) needs no MAC; when it carries one it must verify.
+
+The link's sign-on state lives in this process (one inbound link per bank; a bank that finds the
+switch restarted signs on again, as bank hosts do after any reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from hsm.interface import Hsm, MacAlgorithm
+from hsm.keys import KeyRef, KeyUsage
+from ledger.core import Ledger
+from messages import bank
+from messages.bank import BankMessage, BankReply, BankSignOff, BankSignOn
+from messages.codec import Codec, FieldValue, Message
+from messages.envelope import message_class
+from messages.errors import CodecError
+from messages.outcome import Outcome
+from messages.pretty import mask_pan
+from routing.bank_context import BankContext, CardStatusRegister
+from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
+from routing.table import RouteTable
+from switch.config import BankConfig
+from switch.metrics import Metrics
+from switch.replies import ReplyCache
+from switch.sessions import Sessions, SqliteTerminals
+
+log = logging.getLogger("medswitch.bank")
+
+# (reply, MAC it?, handler name, (message key, digest) to remember it under)
+Served = tuple[BankReply, bool, str, tuple[str, bytes] | None]
+
+
+class BankService:
+    def __init__(
+        self,
+        codec: Codec,
+        hsm: Hsm,
+        link: BankConfig,
+        terminals: SqliteTerminals,
+        sessions: Sessions,
+        cards: CardDirectory,
+        card_status: CardStatusRegister,
+        ledger: Ledger,
+        offline: OfflineLimits,
+        routes: RouteTable,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.codec = codec
+        self.hsm = hsm
+        self.link = link
+        self.terminals = terminals
+        self.sessions = sessions
+        self.cards = cards
+        self.card_status = card_status
+        self.ledger = ledger
+        self.offline = offline
+        self.routes = routes
+        self.metrics = metrics
+        self.clock = clock
+        self.replies = ReplyCache()
+        self.signed_on: set[str] = set()  # acquirer ids (F32) whose link is signed on
+
+    def peer_allowed(self, peer: str) -> bool:
+        allowed = self.link.allowed_peers
+        return not allowed or peer.rpartition(":")[0] in allowed
+
+    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+        if not self.peer_allowed(peer):
+            log.warning("bank link: %s is not an allowed peer; not answered", peer)
+            return None
+        try:
+            message = self.codec.decode(payload)
+            request = bank.parse(message)
+        except CodecError as err:
+            self.metrics.format_errors.labels("bank").inc()
+            log.warning("bank link: format error from %s: %s", peer, err)
+            return self._format_error(payload, err)
+        if isinstance(request, BankReply):
+            log.warning("bank link: unexpected reply %s from %s", message.mti, peer)
+            return None
+        started = time.perf_counter()
+        zak = await self.sessions.latest(self.link.zak_alias, KeyUsage.ZAK)
+        served = await self._serve(request, message, payload, zak)
+        if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
+            self.metrics.messages.labels("bank", message.mti, "repeat").inc()
+            return served
+        reply, mac, handler, replay = served
+        try:
+            encoded = await self._encode(reply, zak if mac else None)
+        finally:
+            if replay is not None:
+                self.replies.finish(replay[0], replay[1], None)
+        if replay is not None:
+            self.replies.finish(replay[0], replay[1], encoded)
+        self.metrics.messages.labels("bank", reply.mti, reply.response_code).inc()
+        self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
+        log.info(
+            "bank %s %s %s stan=%s rc=%s pan=%s",
+            request.acquirer_id,
+            request.terminal_id or "-",
+            message.mti,
+            request.stan,
+            reply.response_code,
+            mask_pan(getattr(request, "pan", None) or ""),
+        )
+        return encoded
+
+    async def _serve(
+        self, request: BankMessage, message: Message, payload: bytes, zak: KeyRef | None
+    ) -> Served | bytes:
+        mti = message.mti
+        financial = not mti.startswith("08")
+        if request.acquirer_id != self.link.acquirer_id:
+            return self._refuse(request, Outcome.INVALID_MERCHANT), False, "refused", None
+        mac = message.fields.get(128)
+        needs_mac = financial or mac is not None
+        if needs_mac and (zak is None or not await self._mac_ok(payload, mac, zak)):
+            return self._refuse(request, Outcome.MAC_ERROR), False, "refused", None
+        if financial and request.acquirer_id not in self.signed_on:
+            refusal = self._refuse(request, Outcome.ISSUER_INOPERATIVE)
+            return refusal, True, "refused", None
+        message_key = f"{request.acquirer_id}|{request.transmitted}|{request.stan}|"
+        message_key += message_class(mti)
+        replay = None
+        if financial:  # network management is simply done again
+            block = message_class(mti).encode() + self.codec.mac_block(payload)[4:]
+            digest = hashlib.blake2b(block, digest_size=16).digest()
+            earlier = await self._earlier_reply(message_key, digest)
+            if isinstance(earlier, bytes):
+                return earlier
+            if earlier is Outcome.DUPLICATE:
+                return self._refuse(request, Outcome.DUPLICATE), True, "duplicate", None
+            self.replies.begin(message_key, digest)
+            replay = (message_key, digest)
+        processing = message.fields.get(3)
+        network = message.fields.get(70)
+        processing_code = processing if isinstance(processing, str) else None
+        route = self.routes.match(
+            "bank",
+            message_class(mti),
+            processing_code,
+            None,
+            network if isinstance(network, str) else None,
+            processing_code[2:4] if processing_code else None,
+            getattr(request, "pan", None) or "",
+        )
+        if route is None or route.handler is None:
+            refusal = self._refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
+            return refusal, financial, "unrouted", replay
+        try:
+            reply: BankReply = await route.handler(request, self._context(request, message_key))
+        except BaseException:
+            if replay is not None:
+                self.replies.finish(replay[0], replay[1], None)
+            raise
+        if reply.response_code == Outcome.APPROVED.code:
+            if isinstance(request, BankSignOn):
+                self.signed_on.add(request.acquirer_id)
+            elif isinstance(request, BankSignOff):
+                self.signed_on.discard(request.acquirer_id)
+        return reply, needs_mac, route.name, replay
+
+    def _context(self, request: BankMessage, message_key: str) -> BankContext:
+        counter = TerminalRecord(
+            request.terminal_id or "", request.acquirer_id, "bank_counter", "active", "000000"
+        )
+        base = RequestContext(
+            counter,
+            None,
+            self.clock(),
+            self.hsm,
+            self.terminals,
+            self.sessions,
+            self.cards,
+            self.ledger,
+            f"bank|{message_key}",
+            self.offline,
+        )
+        return BankContext(base, self.card_status)
+
+    async def _earlier_reply(self, key: str, digest: bytes) -> bytes | Outcome | None:
+        remembered = self.replies.get(key)
+        if remembered is not None:
+            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
+        pending = self.replies.pending(key)
+        if pending is None:
+            return None
+        if pending[0] != digest:
+            return Outcome.DUPLICATE
+        try:
+            return await asyncio.shield(pending[1])
+        except asyncio.CancelledError:
+            return None
+
+    async def _mac_ok(self, payload: bytes, mac: FieldValue | None, zak: KeyRef) -> bool:
+        if not isinstance(mac, bytes):
+            return False
+        return await self.hsm.verify_mac(
+            zak, MacAlgorithm.X9_19, self.codec.mac_block(payload), mac
+        )
+
+    def _refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
+        return bank.reply_to(request, outcome.code, pan=getattr(request, "pan", None))
+
+    async def _encode(self, reply: BankReply, zak: KeyRef | None) -> bytes:
+        message = bank.build(reply)
+        if zak is None:
+            return self.codec.encode(message)
+        fields = dict(message.fields)
+        fields[128] = bytes(8)
+        payload = self.codec.encode(Message(message.mti, fields))
+        mac = await self.hsm.generate_mac(zak, MacAlgorithm.X9_19, self.codec.mac_block(payload))
+        return self.codec.with_mac(payload, mac)
+
+    def _format_error(self, payload: bytes, err: CodecError) -> bytes | None:
+        """Answer 30, echoing what could be read of the envelope; nothing if not even that."""
+        mti = payload[:4].decode("ascii", "replace")
+        if not mti.isdigit() or mti[2] not in "02468":
+            return None
+        fields: dict[int, FieldValue] = {39: Outcome.FORMAT_ERROR.code}
+        fields.update(err.envelope)
+        reply = Message(f"{(int(mti) // 10) * 10 + 10:04d}", fields)
+        try:
+            return self.codec.encode(reply)
+        except CodecError:
+            return self.codec.encode(Message(reply.mti, {39: "30"}))
