@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -254,16 +254,20 @@ class Received:
     repeat: bool  # the same message key seen before (a repeated reversal is applied once)
 
 
-Rules = Callable[[SavingsDebit], Awaitable[IssuerRules]]
-
-
 class BankIssuer:
     """The bank's host answering the switch's savings debits and reversals."""
 
-    def __init__(self, hsm: Hsm, zak: KeyRef, rules: IssuerRules | None = None) -> None:
+    def __init__(
+        self,
+        hsm: Hsm,
+        zak: KeyRef,
+        rules: IssuerRules | None = None,
+        on_receive: Callable[[Received], None] | None = None,
+    ) -> None:
         self.hsm = hsm
         self.zak = zak
         self.rules = rules or IssuerRules()
+        self.on_receive = on_receive
         self.received: list[Received] = []
         self.applied: dict[str, int] = {}  # message key → amount debited (reversals remove)
         self._server: asyncio.Server | None = None
@@ -301,9 +305,12 @@ class BankIssuer:
         typed = bank.parse(message)
         if isinstance(typed, BankReply):
             return None
-        key = f"{typed.acquirer_id}|{typed.transmitted}|{typed.stan}|{message_class(message.mti)}"
+        key = message_key(typed.acquirer_id, typed.transmitted, typed.stan, message.mti)
         repeat = any(r.message_key == key for r in self.received)
-        self.received.append(Received(key, message.mti, typed, repeat))
+        received = Received(key, message.mti, typed, repeat)
+        self.received.append(received)
+        if self.on_receive is not None:
+            self.on_receive(received)
         financial = not message.mti.startswith("08")
         if financial and not await mac_verifies(self.hsm, self.zak, payload, typed.mac):
             return CODEC.encode(bank.build(bank.reply_to(typed, "A0")))
@@ -327,10 +334,20 @@ class BankIssuer:
         return await mac_payload(self.hsm, self.zak, reply)
 
 
+def message_key(acquirer_id: str, transmitted: str, stan: str, mti: str) -> str:
+    """(F32, F7, F11, class) as text; F32 as a number (F90 carries it zero-filled)."""
+    return f"{int(acquirer_id)}|{transmitted}|{stan}|{message_class(mti)}"
+
+
+def original_data(request: BankMessage, mti: str) -> str:
+    """F90 of a reversal of ``request``: MTI(4) STAN(6) F7(10) F32(11) F33(11)."""
+    return f"{mti}{request.stan}{request.transmitted}{int(request.acquirer_id):011d}{0:011d}"
+
+
 def _original_key(reversal: BankReversal) -> str:
-    """The original's message key from F90: MTI(4) STAN(6) F7(10) F32(11)."""
+    """The original's message key from F90."""
     data = reversal.original
-    return f"{data[20:31].lstrip('0')}|{data[10:20]}|{data[4:10]}|{data[:4]}"
+    return message_key(data[20:31], data[10:20], data[4:10], data[:4])
 
 
 # -- scripts ----------------------------------------------------------------------------------

@@ -45,3 +45,6 @@ from switch.cli_cards import cards, psams  # noqa: E402
 
 main.add_command(cards)
 main.add_command(psams)
+from switch.cli_bank import bank_sim  # noqa: E402
+
+sim_group.add_command(bank_sim)

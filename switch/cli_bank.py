@@ -1,0 +1,182 @@
+"""`medswitch sim bank`: a bank host simulator, both sides of the link (simulators/bank.py).
+
+    medswitch sim bank acquirer --card 6212340000000016 --reader "Virtual PCD 00 00" \\
+        --script counter.txt -c custodians/a.component -c custodians/b.component
+    medswitch sim bank issuer --port 5811 --decline-above 500000
+
+The acquirer plays a bank's counters against the switch's inbound bank link (`[bank]` in
+medswitch.toml): it signs on and runs the script's steps (``sign_on``, ``echo``, ``inquiry
+CARD``, ``load CARD FEN``, ``unload CARD FEN``, ``loss_report CARD``, ``unloss CARD``) with the
+card in the PC/SC reader. The link's ZAK comes from the key home (the bank's copy of the key;
+in the demo the switch's own TEST ONLY key home, where `medswitch keys generate --alias
+bank/01020000/ZAK --usage ZAK` makes it). The issuer answers savings debits by rule and prints
+one JSON line per request it received (card numbers masked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from hsm.keys import KeyUsage
+from messages.pretty import mask_pan
+from simulators.bank import BankAcquirer, BankIssuer, IssuerRules, Received, run_script
+from switch.card_connection import CardConnection, CardConnectionError, PcscConnection
+from switch.cli_keys import Home, component_count, component_files, load_hsm, resolve
+
+
+@click.group("bank")
+def bank_sim() -> None:
+    """A bank host: counters (acquirer) and savings accounts (issuer)."""
+
+
+def _key_options(function: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(
+        [
+            click.option(
+                "--home",
+                envvar="MEDSWITCH_HOME",
+                default="var/demo",
+                show_default=True,
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Key home holding the link's ZAK.",
+            ),
+            click.option("--zak", "zak_alias", default="bank/01020000/ZAK", show_default=True),
+            click.option("--acquirer", "acquirer_id", default="01020000", show_default=True),
+            component_files,
+            component_count,
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+@bank_sim.command("acquirer")
+@_key_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5810, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--card", "card_no", default=None, help="The card number of the card in the reader.")
+@click.option("--reader", default=None, help="PC/SC reader holding the card.")
+@click.option("--pin", default="123456", show_default=True, help="The cardholder's PIN (VERIFY).")
+@click.option("--counter", "counter_id", default="C0000001", show_default=True)
+@click.option(
+    "--script",
+    "script",
+    type=click.File("r"),
+    default="-",
+    show_default=True,
+    help="Steps, one per line (default: standard input).",
+)
+@click.pass_context
+def acquirer(
+    ctx: click.Context,
+    home: Path,
+    zak_alias: str,
+    acquirer_id: str,
+    component_files: tuple[Path, ...],
+    count: int,
+    host: str,
+    port: int,
+    card_no: str | None,
+    reader: str | None,
+    pin: str,
+    counter_id: str,
+    script: TextIO,
+) -> None:
+    """Send counter transactions to the switch's bank link, the card in READER."""
+    lines: list[str] = list(script)
+    hsm = load_hsm(Home(home, "bank-sim"), component_files, count)
+    cards: dict[str, tuple[CardConnection, str]] = {}
+    if card_no is not None and reader is not None:
+        connect = ctx.ensure_object(dict).get("connect", PcscConnection)
+        conn: CardConnection = connect(reader)
+        try:
+            conn.connect()
+        except CardConnectionError as error:
+            raise click.ClickException(f"reader {reader}: {error}") from None
+        cards[card_no] = (conn, pin)
+
+    async def run() -> list[str]:
+        zak = await resolve(Home(home, "bank-sim"), zak_alias)
+        if zak.usage is not KeyUsage.ZAK:
+            raise click.ClickException(f"{zak_alias} is no ZAK")
+        link = await BankAcquirer.connect(host, port, hsm, zak, acquirer_id, counter_id=counter_id)
+        try:
+            return await run_script(link, lines, cards)
+        finally:
+            await link.close()
+
+    try:
+        for result in asyncio.run(run()):
+            click.echo(_masked(result))
+    except (OSError, ConnectionError) as error:
+        raise click.ClickException(f"{host}:{port}: {error}") from None
+    except (ValueError, KeyError) as error:
+        raise click.ClickException(f"script: {error}") from None
+
+
+def _masked(line: str) -> str:
+    return " ".join(mask_pan(w) if w.isdigit() and len(w) >= 13 else w for w in line.split())
+
+
+@bank_sim.command("issuer")
+@_key_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5811, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--decline-above", type=int, default=None, help="Decline (51) debits above FEN.")
+@click.option("--delay-s", type=float, default=0.0, show_default=True)
+@click.option("--drop", is_flag=True, help="Never answer a savings debit.")
+@click.option(
+    "--seconds", type=float, default=0.0, help="Stop after this long (default: on SIGTERM)."
+)
+def issuer(
+    home: Path,
+    zak_alias: str,
+    acquirer_id: str,
+    component_files: tuple[Path, ...],
+    count: int,
+    host: str,
+    port: int,
+    decline_above: int | None,
+    delay_s: float,
+    drop: bool,
+    seconds: float,
+) -> None:
+    """Answer the switch's savings debits and reversals by rule until stopped."""
+    hsm = load_hsm(Home(home, "bank-sim"), component_files, count)
+    rules = IssuerRules(decline_above, delay_s, drop)
+
+    async def run() -> None:
+        zak = await resolve(Home(home, "bank-sim"), zak_alias)
+        bank = BankIssuer(hsm, zak, rules, on_receive=_print_received)
+        await bank.start(host, port)
+        click.echo(f"bank issuer {acquirer_id} on {host}:{bank.port}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds or None)
+        await bank.close()
+
+    asyncio.run(run())
+
+
+def _print_received(received: Received) -> None:
+    typed = received.typed
+    record = {
+        "key": received.message_key,
+        "mti": received.mti,
+        "repeat": received.repeat,
+        "pan": mask_pan(getattr(typed, "pan", None) or ""),
+        "amount_fen": getattr(typed, "amount_fen", None),
+    }
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
