@@ -244,6 +244,7 @@ class IssuerRules:
     decline_above_fen: int | None = None  # larger debits are declined 51
     delay_s: float = 0.0  # before answering
     drop: bool = False  # never answer (the switch times out and reverses)
+    drop_reversal_replies: int = 0  # apply the first N reversals but lose their answers
 
 
 @dataclass
@@ -270,6 +271,8 @@ class BankIssuer:
         self.on_receive = on_receive
         self.received: list[Received] = []
         self.applied: dict[str, int] = {}  # message key → amount debited (reversals remove)
+        self.reversals_seen = 0
+        self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
     @property
@@ -282,12 +285,17 @@ class BankIssuer:
         self._server = await asyncio.start_server(self._serve, host, port)
 
     async def close(self) -> None:
+        """Stop listening and drop every connection (a bank host going away)."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._writers):
+                writer.close()
             await self._server.wait_closed()
+            self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder(LengthFormat.ASCII4)
+        self._writers.add(writer)
         try:
             while data := await reader.read(4096):
                 for frame in decoder.feed(data):
@@ -298,6 +306,7 @@ class BankIssuer:
         except (ConnectionError, CodecError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def answer(self, payload: bytes) -> bytes | None:
@@ -328,6 +337,9 @@ class BankIssuer:
         elif isinstance(typed, BankReversal):
             original = _original_key(typed)
             self.applied.pop(original, None)  # once, however often it is repeated
+            self.reversals_seen += 1
+            if self.reversals_seen <= self.rules.drop_reversal_replies:
+                return None
         reply = bank.build(bank.reply_to(typed, code))
         if not financial:
             return CODEC.encode(reply)

@@ -1,0 +1,141 @@
+"""The outbound bank link and store-and-forward, over real sockets against the issuer simulator:
+sign-on on connect, responses matched by key, a timeout, late responses unmatched, reconnect
+after the bank goes away; a queued reversal delivered once across an outage, 0420 then 0421."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import MemoryKeyStore
+from hsm.soft import SoftHsm
+from ledger import events as ev
+from ledger.core import QueuedReversal
+from ledger.migrate import upgrade_sqlite
+from ledger.sqlite_ledger import SqliteLedger
+from messages.bank import SavingsDebit
+from simulators.bank import BankIssuer, IssuerRules
+from switch.bank_link import BankLinkClient, LinkDown, OutboundSettings
+from switch.bank_saf import SafSender, SqliteReversalQueue
+from tests.switch.daemon_fixture import new_hsm, now
+
+CENTRE = "09990000"
+BANK = "01020000"
+PAN = "6212340000000016"
+
+
+def run(coro: Awaitable[None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(coro, timeout=60))  # type: ignore[arg-type]
+
+
+async def keys() -> tuple[SoftHsm, KeyRef]:
+    hsm = new_hsm(MemoryKeyStore())
+    return hsm, await hsm.generate_key(f"bank/{BANK}/ZAK", KeyUsage.ZAK, now=now())
+
+
+def client(hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5) -> BankLinkClient:
+    settings = OutboundSettings(
+        "127.0.0.1", port, CENTRE, timeout_s=timeout_s, backoff_initial_s=0.05, backoff_max_s=0.2
+    )
+    return BankLinkClient(settings, hsm, zak, clock=now)
+
+
+def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebit:
+    values = {**link.envelope(), **envelope}
+    return SavingsDebit(**values, pan=PAN, amount_fen=amount_fen, pin_block=bytes(8))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_link_matches_times_out_and_reconnects() -> None:
+    async def scenario() -> None:
+        hsm, zak = await keys()
+        bank = BankIssuer(hsm, zak, IssuerRules(decline_above_fen=10_000))
+        await bank.start()
+        port = bank.port
+        link = client(hsm, zak, port)
+        link.start()
+        try:
+            assert await link.wait_up(5)
+            assert bank.received[0].mti == "0800"  # signed on when connected
+            replies = await asyncio.gather(
+                link.request(debit(link, 500)), link.request(debit(link, 20_000))
+            )
+            assert [r.response_code for r in replies] == ["00", "51"]
+            bank.rules = IssuerRules(delay_s=0.8)
+            with pytest.raises(TimeoutError):
+                await link.request(debit(link, 700))
+            await until(lambda: link.unmatched == 1)  # the late answer, logged and dropped
+            bank.rules = IssuerRules()
+            await bank.close()  # the bank goes away
+            await until(lambda: not link.up)
+            with pytest.raises(LinkDown):
+                await link.request(debit(link, 100))
+            await bank.start(port=port)
+            assert await link.wait_up(5) and link.connects == 2
+            assert (await link.request(debit(link, 100))).response_code == "00"
+        finally:
+            await link.close()
+            await bank.close()
+
+    run(scenario())
+
+
+def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        database = tmp_path / "medswitch.db"
+        upgrade_sqlite(database)
+        ledger = SqliteLedger.open(database)
+        hsm, zak = await keys()
+        bank = BankIssuer(hsm, zak, IssuerRules(drop_reversal_replies=1))
+        await bank.start()
+        port = bank.port
+        link = client(hsm, zak, port, timeout_s=0.3)
+        link.start()
+        saf = SafSender(SqliteReversalQueue(database), link, BANK, interval_s=0.05)
+        try:
+            assert await link.wait_up(5)
+            # A counter's EP load forwarded as a savings debit, keeping the counter's F32/F7/F11.
+            original = debit(link, 3_000, acquirer_id=BANK, stan="000042")
+            assert (await link.request(original)).response_code == "00"
+            assert sum(bank.applied.values()) == 3_000
+            await bank.close()  # outage
+            key = f"bank|{BANK}|{original.transmitted}|{original.stan}|0200"
+            attempt = ev.load(key, "a1b2c3d4", "3100000000000001", ev.Purse.EP, 5, 3_000, BANK)
+            queued = QueuedReversal(attempt.resolve_id, BANK, attempt.reference, 3_000)
+            assert await ledger.queue_reversal(queued)
+            saf.start()
+            await asyncio.sleep(0.3)  # the link is down: nothing goes, nothing is lost
+            assert [p.item.key for p in await saf.queue.pending(BANK)] == [queued.key]
+            await bank.start(port=port)
+            await until(lambda: _done(database))
+            reversals = [r.mti for r in bank.received if r.mti.startswith("04")]
+            assert reversals == ["0420", "0421"]  # the first answer was lost: repeated
+            assert bank.applied == {}  # reversed once
+            assert await saf.drain() == 0 and len(bank.received) == len(reversals) + 3
+        finally:
+            await saf.close()
+            await link.close()
+            await bank.close()
+            await ledger.close()
+
+    run(scenario())
+
+
+def _done(database: Path) -> bool:
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT status FROM reversal_queue").fetchall()
+    return rows == [("acknowledged",)]
