@@ -6,6 +6,7 @@ each attempt, and the personal fund paid exactly what the card received."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -65,7 +66,12 @@ def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
         runner.run(asyncio.wait_for(main(), timeout=120))
 
 
-def test_kiosk_load_with_mac1_mac2_and_tac(tmp_path: Path) -> None:
+def test_kiosk_load_with_mac1_mac2_and_tac(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+
     async def scenario(daemon: Daemon) -> None:
         on_file = first_card(daemon.home / "medswitch.db")
         conn = await issue_card(daemon, on_file)
@@ -78,8 +84,13 @@ def test_kiosk_load_with_mac1_mac2_and_tac(tmp_path: Path) -> None:
         assert card_balance(conn) == 12_345
         shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (shadow, doubt, fund_before - fund) == (12_345, 0, 12_345)
+        seen.append(on_file.card_no)
 
     run(tmp_path, scenario)
+    # Everything the daemon logged: the PAN only masked (first 6, last 4).
+    (pan,) = seen
+    assert pan not in caplog.text
+    assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in caplog.text
 
 
 def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path) -> None:
