@@ -7,7 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from hsm.keys import KeyRef
+from messages.bank import SavingsDebit
 from routing.context import RequestContext
+
+# What a savings link answers besides the bank's own codes: sent, no answer in time (a
+# reversal follows by store-and-forward); not sent at all (the link is down: nothing to undo).
+TIMED_OUT = "98"
+LINK_DOWN = "91"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,17 @@ class CardStatusRegister(Protocol):
         ...
 
 
+class SavingsLink(Protocol):
+    async def debit(self, request: SavingsDebit) -> str:
+        """The bank's response code for a savings debit, or TIMED_OUT / LINK_DOWN."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class BankContext:
     base: RequestContext  # terminal = the counter (F41) of the acquiring bank (F32)
     card_status: CardStatusRegister
+    bank_id: str = ""  # the bank of this link: the party of its savings-funded loads
+    savings: SavingsLink | None = None  # the outbound link to the bank as savings issuer
+    zpk_in: KeyRef | None = None  # PINs from the counters
+    zpk_out: KeyRef | None = None  # PINs towards the bank as issuer

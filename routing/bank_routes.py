@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from routing import bank_counter as bc
+from routing import bank_ep
 from routing.table import Handler, Route, RouteTable
 
 
@@ -20,6 +21,8 @@ def bank_routes() -> RouteTable:
             route("0200", "310000", None, bc.handle_counter_inquiry, "counter inquiry"),
             route("0200", "600000", None, bc.handle_counter_ed_load, "counter ED load: MAC2"),
             route("0220", "600000", None, bc.handle_counter_ed_load_confirm, "load TAC"),
+            route("0200", "601000", None, bank_ep.handle_counter_ep_load, "EP load from savings"),
+            route("0220", "601000", None, bank_ep.handle_counter_ep_load_confirm, "EP load TAC"),
             route("0200", "610000", None, bc.handle_counter_unload, "counter ED unload: MAC2"),
             route("0220", "610000", None, bc.handle_counter_unload_confirm, "unload MAC3"),
             route("0100", "720000", None, bc.handle_loss_report, "loss report 挂失"),

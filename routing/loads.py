@@ -34,6 +34,8 @@ from routing.context import CardRecord, RequestContext
 
 ED_LOAD = pboc.TYPE_ED_LOAD  # PBOC transaction type of an ED load
 ED_UNLOAD = pboc.TYPE_ED_UNLOAD
+EP_LOAD = pboc.TYPE_EP_LOAD
+_LEDGER_PURSE = {CardPurse.ED: ev.Purse.ED, CardPurse.EP: ev.Purse.EP}
 
 # What a core returns: the outcome and the card data for the reply (MAC2, a script), if any.
 CardResult = tuple[Outcome, CardData | None]
@@ -58,10 +60,12 @@ def card_refusal(card: CardRecord | None, now: datetime) -> Outcome | None:
     return None
 
 
-def card_online_txn(data: CardData, amount_fen: int, txn_type: int) -> OnlineTxn | None:
+def card_online_txn(
+    data: CardData, amount_fen: int, txn_type: int, purse: CardPurse = CardPurse.ED
+) -> OnlineTxn | None:
     """The card's INITIALIZE FOR LOAD / UNLOAD data as the HSM needs it; ``None`` if incomplete."""
     if (
-        data.purse is not CardPurse.ED
+        data.purse is not purse
         or data.old_balance_fen is None
         or data.online_counter is None
         or data.card_random is None
@@ -123,7 +127,7 @@ def _asks_for_unblock(data: CardData, card: CardRecord) -> bool:
     )
 
 
-async def _card_for(
+async def card_for(
     context: RequestContext, pan: str, data: CardData
 ) -> tuple[CardRecord | None, CardResult | None]:
     """The card, or the answer that refuses it (a lost card's block, an unlost card's unblock)."""
@@ -141,7 +145,7 @@ async def _card_for(
 
 async def ed_load(context: RequestContext, pan: str, amount_fen: int, data: CardData) -> CardResult:
     """MAC1 verified → personal fund into doubt → MAC2 (wherever the card is)."""
-    card, refused = await _card_for(context, pan, data)
+    card, refused = await card_for(context, pan, data)
     if card is None:
         return refused or (Outcome.INVALID_CARD, None)
     txn = card_online_txn(data, amount_fen, ED_LOAD)
@@ -183,7 +187,7 @@ async def ed_unload(
     context: RequestContext, pan: str, amount_fen: int, data: CardData
 ) -> CardResult:
     """MAC1 (under the unload key) verified → card ED shadow into doubt → MAC2."""
-    card, refused = await _card_for(context, pan, data)
+    card, refused = await card_for(context, pan, data)
     if card is None:
         return refused or (Outcome.INVALID_CARD, None)
     txn = card_online_txn(data, amount_fen, ED_UNLOAD)
@@ -229,17 +233,31 @@ async def ed_unload_confirm(
     return await _confirm(context, pan, amount_fen, data, unload=True)
 
 
+async def ep_load_confirm(
+    context: RequestContext, pan: str, amount_fen: int, data: CardData
+) -> CardResult:
+    """An EP load's TAC (the savings-funded load): loads in doubt → card EP shadow, once."""
+    return await _confirm(context, pan, amount_fen, data, unload=False, purse=CardPurse.EP)
+
+
 async def _confirm(
-    context: RequestContext, pan: str, amount_fen: int, data: CardData, *, unload: bool
+    context: RequestContext,
+    pan: str,
+    amount_fen: int,
+    data: CardData,
+    *,
+    unload: bool,
+    purse: CardPurse = CardPurse.ED,
 ) -> CardResult:
     card = context.cards.get(pan)
-    txn = card_online_txn(data, amount_fen, ED_UNLOAD if unload else ED_LOAD)
+    txn_type = ED_UNLOAD if unload else (EP_LOAD if purse is CardPurse.EP else ED_LOAD)
+    txn = card_online_txn(data, amount_fen, txn_type, purse)
     if card is None or txn is None or data.app_serial != card.serial_bytes:
         return (Outcome.FORMAT_ERROR if txn is None else Outcome.INVALID_CARD), None
     serial = card.application_serial
     attempts = [
         a
-        for a in await ev.open_attempts(context.ledger, serial, ev.Purse.ED)
+        for a in await ev.open_attempts(context.ledger, serial, _LEDGER_PURSE[purse])
         if a.online_counter == txn.online_ctr
         and a.card_random == txn.rnd.hex()
         and a.unload == unload

@@ -32,6 +32,8 @@ from messages.bank import (
     BankReversal,
     BankSignOn,
     CardService,
+    CounterEpLoad,
+    CounterEpLoadConfirm,
     CounterInquiry,
     CounterLoad,
     CounterLoadConfirm,
@@ -154,11 +156,47 @@ class BankAcquirer:
         self, conn: CardConnection, card_no: str, pin: str, amount_fen: int, *, confirm: bool = True
     ) -> tuple[BankReply, BankReply | None]:
         """VERIFY → INITIALIZE FOR LOAD → 0200 (MAC2) → CREDIT FOR LOAD → 0220 with the TAC."""
+        return await self._load(conn, card_no, pin, amount_fen, Purse.ED, None, confirm)
+
+    async def ep_load(
+        self,
+        conn: CardConnection,
+        card_no: str,
+        pin: str,
+        amount_fen: int,
+        pin_block: bytes,
+        *,
+        confirm: bool = True,
+    ) -> tuple[BankReply, BankReply | None]:
+        """An EP load from the cardholder's savings: the PIN block (under the link's ZPK) rides
+        with the card's INITIALIZE FOR LOAD data (purse EP)."""
+        return await self._load(conn, card_no, pin, amount_fen, Purse.EP, pin_block, confirm)
+
+    async def _load(
+        self,
+        conn: CardConnection,
+        card_no: str,
+        pin: str,
+        amount_fen: int,
+        purse: Purse,
+        pin_block: bytes | None,
+        confirm: bool,
+    ) -> tuple[BankReply, BankReply | None]:
         terminal_card.open_application(conn, pin)
         serial = _serial(conn)
-        data = terminal_card.initialize_load(conn, serial, amount_fen, COUNTER_NO)
+        data = terminal_card.initialize_load(conn, serial, amount_fen, COUNTER_NO, purse)
+        ep = purse is Purse.EP
+        cls, confirm_cls = (
+            (CounterEpLoad, CounterEpLoadConfirm) if ep else (CounterLoad, CounterLoadConfirm)
+        )
         reply = await self.exchange(
-            CounterLoad(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=data)
+            cls(
+                **self.envelope(),
+                pan=card_no,
+                amount_fen=amount_fen,
+                card=data,
+                pin_block=pin_block,
+            )
         )
         if reply.response_code != "00":
             _run_script(conn, reply)
@@ -170,11 +208,11 @@ class BankAcquirer:
         done = replace(
             data,
             tac=tac,
-            new_balance_fen=terminal_card.balance(conn),
+            new_balance_fen=terminal_card.balance(conn, purse),
             card_datetime=reply.card.card_datetime,
         )
         confirmation = await self.exchange(
-            CounterLoadConfirm(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=done)
+            confirm_cls(**self.envelope(), pan=card_no, amount_fen=amount_fen, card=done)
         )
         return reply, confirmation
 

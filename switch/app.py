@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
+from hsm.keys import KeyUsage
 from ledger.core import Ledger
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
@@ -34,6 +35,8 @@ from routing.bank_routes import bank_routes
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
 from switch.bank_cards import SqliteCardStatus
+from switch.bank_link import BankLinkClient, OutboundSavings, OutboundSettings
+from switch.bank_saf import SafSender, SqliteReversalQueue
 from switch.bank_service import BankService
 from switch.cards import SqliteCards
 from switch.config import Config
@@ -57,6 +60,8 @@ class App:
     terminal_listener: Listener | None = None
     bank_listener: Listener | None = None
     bank_service: BankService | None = None
+    bank_outbound: BankLinkClient | None = None
+    bank_saf: SafSender | None = None
     http_runner: web.AppRunner | None = None
     http_port: int = 0
     ready: bool = False
@@ -125,6 +130,7 @@ class App:
         config = self.config
         assert self.ledger is not None and self.cards is not None
         path = Path(config.database.removeprefix("sqlite:///"))
+        savings = await self._start_bank_outbound(path)
         self.bank_service = BankService(
             Codec(BANK),
             cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
@@ -140,6 +146,7 @@ class App:
             bank_routes(),
             self.metrics,
             self._clock(),
+            savings,
         )
         link = config.bank
         settings = ListenerSettings(
@@ -154,6 +161,24 @@ class App:
         self.bank_listener = Listener(settings, self.bank_service.handle)
         await self.bank_listener.start()
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.bank_listener.port)
+
+    async def _start_bank_outbound(self, path: Path) -> OutboundSavings | None:
+        """The outbound link to the bank as savings issuer, and its store-and-forward sender."""
+        link = self.config.bank
+        if not link.outbound_host:
+            return None
+        zak = await self.sessions.latest(link.outbound_zak_alias, KeyUsage.ZAK)
+        if zak is None:
+            log.error("bank outbound link: no key %s; EP loads refused", link.outbound_zak_alias)
+            return None
+        settings = OutboundSettings(
+            link.outbound_host, link.outbound_port, link.centre_id, link.outbound_timeout_s
+        )
+        self.bank_outbound = BankLinkClient(settings, self.hsm, zak, self._clock())
+        self.bank_outbound.start()
+        self.bank_saf = SafSender(SqliteReversalQueue(path), self.bank_outbound, link.acquirer_id)
+        self.bank_saf.start()
+        return OutboundSavings(self.bank_outbound)
 
     async def _start_http(self, his: HisDeps) -> None:
         http = web.Application()
@@ -205,6 +230,10 @@ class App:
         self.ready = False
         if self.bank_listener is not None:
             await self.bank_listener.close()
+        if self.bank_saf is not None:
+            await self.bank_saf.close()
+        if self.bank_outbound is not None:
+            await self.bank_outbound.close()
         if self.terminal_listener is not None:
             await self.terminal_listener.close()
         if self.http_runner is not None:

@@ -22,18 +22,23 @@ from typing import Any
 from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef
 from messages import bank
-from messages.bank import BankEcho, BankMessage, BankReply, BankSignOn
+from messages.bank import BankEcho, BankMessage, BankReply, BankSignOn, SavingsDebit
 from messages.codec import Codec, Message
 from messages.envelope import message_class
 from messages.errors import CodecError, FramingError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_bank import BANK
+from routing.bank_context import LINK_DOWN, TIMED_OUT
 
 log = logging.getLogger("medswitch.bank.out")
 
 
 class LinkDown(ConnectionError):
     """The link is not connected and signed on: the request was not sent."""
+
+
+class LinkLost(LinkDown):
+    """The connection was lost with the request sent and unanswered: it may have been done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +186,7 @@ class BankLinkClient:
                 await reading
             for future in list(self._pending.values()):
                 if not future.done():
-                    future.set_exception(LinkDown("the connection was lost"))
+                    future.set_exception(LinkLost("the connection was lost"))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         decoder = FrameDecoder(LengthFormat.ASCII4, self.settings.frame_bytes_max)
@@ -217,3 +222,18 @@ class BankLinkClient:
             log.warning("bank link: unmatched response %s stan=%s", reply.mti, reply.stan)
             return
         future.set_result(reply)
+
+
+class OutboundSavings:
+    """The savings issuer as the EP load handler sees it (routing.bank_context.SavingsLink)."""
+
+    def __init__(self, link: BankLinkClient) -> None:
+        self.link = link
+
+    async def debit(self, request: SavingsDebit) -> str:
+        try:
+            return (await self.link.request(request)).response_code
+        except (TimeoutError, LinkLost):
+            return TIMED_OUT
+        except LinkDown:
+            return LINK_DOWN

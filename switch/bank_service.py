@@ -30,7 +30,7 @@ from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from messages.pretty import mask_pan
-from routing.bank_context import BankContext, CardStatusRegister
+from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
 from routing.table import RouteTable
 from switch.config import BankConfig
@@ -59,7 +59,9 @@ class BankService:
         routes: RouteTable,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        savings: SavingsLink | None = None,
     ) -> None:
+        self.savings = savings
         self.codec = codec
         self.hsm = hsm
         self.link = link
@@ -163,7 +165,8 @@ class BankService:
             refusal = self._refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
             return refusal, financial, "unrouted", replay
         try:
-            reply: BankReply = await route.handler(request, self._context(request, message_key))
+            context = await self._context(request, message_key)
+            reply: BankReply = await route.handler(request, context)
         except BaseException:
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
@@ -175,7 +178,7 @@ class BankService:
                 self.signed_on.discard(request.acquirer_id)
         return reply, needs_mac, route.name, replay
 
-    def _context(self, request: BankMessage, message_key: str) -> BankContext:
+    async def _context(self, request: BankMessage, message_key: str) -> BankContext:
         counter = TerminalRecord(
             request.terminal_id or "", request.acquirer_id, "bank_counter", "active", "000000"
         )
@@ -191,7 +194,12 @@ class BankService:
             f"bank|{message_key}",
             self.offline,
         )
-        return BankContext(base, self.card_status)
+        link = self.link
+        zpk_in = zpk_out = None
+        if self.savings is not None:
+            zpk_in = await self.sessions.latest(link.zpk_alias, KeyUsage.ZPK)
+            zpk_out = await self.sessions.latest(link.outbound_zpk_alias, KeyUsage.ZPK)
+        return BankContext(base, self.card_status, link.acquirer_id, self.savings, zpk_in, zpk_out)
 
     async def _earlier_reply(self, key: str, digest: bytes) -> bytes | Outcome | None:
         remembered = self.replies.get(key)

@@ -70,6 +70,14 @@ class BankConfig:
     allowed_peers: tuple[str, ...] = ("127.0.0.1",)  # peer IP addresses; empty: any
     acquirer_id: str = "01020000"  # F32 the bank sends (and the reply echoes)
     zak_alias: str = "bank/01020000/ZAK"  # the link's MAC key (X9.19), latest version
+    zpk_alias: str = "bank/01020000/ZPK"  # PINs entered at the bank's counters
+    # The outbound link to the same bank as savings issuer (EP loads); no host: none.
+    outbound_host: str = ""
+    outbound_port: int = 5811
+    outbound_zak_alias: str = "bank/01020000/out/ZAK"
+    outbound_zpk_alias: str = "bank/01020000/out/ZPK"
+    centre_id: str = "09990000"  # the centre's F32 on messages it originates
+    outbound_timeout_s: float = 10.0  # a savings debit unanswered this long is reversed
     connections_max: int = 64
     frame_bytes_max: int = 8192
     idle_timeout_s: float = 600.0  # the bank echoes well within this
