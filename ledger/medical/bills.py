@@ -146,8 +146,16 @@ class MedicalStore(Protocol):
 
     def get(self, bill_id: str) -> BillRecord | None: ...
 
-    def transition(self, bill_id: str, target: BillState, now_us: int) -> tuple[BillRecord, bool]:
-        """Move a bill (KeyError when unknown); (record, changed)."""
+    def transition(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None = None,
+    ) -> tuple[BillRecord, bool]:
+        """Move a bill (KeyError when unknown); (record, changed). With `check`, the target is
+        what `check` returns for the bill as it is, called atomically with the move (it may
+        raise, and then nothing changes)."""
         ...
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
@@ -192,9 +200,17 @@ class MemoryMedicalStore:
         with self._lock:
             return self._bills.get(bill_id)
 
-    def transition(self, bill_id: str, target: BillState, now_us: int) -> tuple[BillRecord, bool]:
+    def transition(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None = None,
+    ) -> tuple[BillRecord, bool]:
         with self._lock:
             record = self._bills[bill_id]
+            if check is not None:
+                target = check(record)
             effect = check_transition(record, target)
             if effect is None:
                 return record, False

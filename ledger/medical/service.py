@@ -1,12 +1,14 @@
 """The bill service: what the HIS API and the switch's handlers call. It prices and splits a
 submitted bill against the reference data and keeps its life cycle and the person's
-accumulators in a store (`MemoryMedicalStore` or `SqlMedicalStore`). Synchronous (cold path,
-SQLite through SQLAlchemy Core); async callers run it in a thread (`asyncio.to_thread`).
-Times are passed in, never read."""
+accumulators in a store (`MemoryMedicalStore` or `SqlMedicalStore`, whose writes are
+group-committed). Synchronous; async callers run it in a thread (`asyncio.to_thread`). A
+transition that depends on the bill (approve, cancel) is decided inside the store's write, in
+one round trip. Times are passed in, never read."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.medical.accumulators import Totals
@@ -32,6 +34,13 @@ class MedicalError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _own(record: BillRecord, institution_id: str) -> BillRecord:
+    """An institution's own bill; another's is reported exactly like a missing one."""
+    if record.institution_id != institution_id:
+        raise MedicalError("not_found", "no such bill")
+    return record
 
 
 def micros(now: dt.datetime) -> int:
@@ -121,13 +130,16 @@ class MedicalService:
     def bill_for(self, institution_id: str, bill_id: str) -> BillRecord:
         """An institution's own bill; another's is reported exactly like a missing one."""
         record = self.store.get(bill_id)
-        if record is None or record.institution_id != institution_id:
+        if record is None:
             raise MedicalError("not_found", "no such bill")
-        return record
+        return _own(record, institution_id)
 
     def cancel_bill(self, institution_id: str, bill_id: str, now: dt.datetime) -> BillRecord:
-        self.bill_for(institution_id, bill_id)
-        return self.store.transition(bill_id, BillState.CANCELLED, micros(now))[0]
+        def check(record: BillRecord) -> BillState:  # inside the store's write transaction
+            _own(record, institution_id)
+            return BillState.CANCELLED
+
+        return self._checked(bill_id, now, check)[0]
 
     # -- from the switch ------------------------------------------------------------------------
     def get_bill(self, bill_id: str) -> BillRecord | None:
@@ -136,14 +148,31 @@ class MedicalService:
     def approve_bill(
         self, bill_id: str, institution_id: str, card_no: str, now: dt.datetime
     ) -> BillRecord:
-        """The POS's 0200 for the bill: the card and the institution must be the bill's."""
-        record = self.bill_for(institution_id, bill_id)
-        if record.card_no != card_no:
-            raise MedicalError("card_mismatch", "the bill is for another card")
-        if record.expires_at_us < micros(now) and record.state is BillState.OPEN:
-            self.store.transition(bill_id, BillState.EXPIRED, micros(now))
+        """The POS's 0200 for the bill: the card and the institution must be the bill's. One
+        write: the checks see the bill as it is inside the store's transaction; an open bill
+        past its expiry is expired (durably) and refused."""
+        now_us = micros(now)
+
+        def check(record: BillRecord) -> BillState:
+            _own(record, institution_id)
+            if record.card_no != card_no:
+                raise MedicalError("card_mismatch", "the bill is for another card")
+            if record.expires_at_us < now_us and record.state is BillState.OPEN:
+                return BillState.EXPIRED
+            return BillState.APPROVED
+
+        record, changed = self._checked(bill_id, now, check)
+        if record.state is BillState.EXPIRED and changed:
             raise MedicalError("expired", "the bill has expired")
-        return self.store.transition(bill_id, BillState.APPROVED, micros(now))[0]
+        return record
+
+    def _checked(
+        self, bill_id: str, now: dt.datetime, check: Callable[[BillRecord], BillState]
+    ) -> tuple[BillRecord, bool]:
+        try:
+            return self.store.transition(bill_id, BillState.APPROVED, micros(now), check)
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
 
     def complete_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
         """All card debits confirmed (or the rest paid in cash): commit the accumulators once;

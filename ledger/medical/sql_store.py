@@ -1,32 +1,38 @@
-"""Bills and accumulators in SQL (SQLAlchemy Core, a cold path): `SqlMedicalStore`, the SQL
-implementation of `ledger.medical.bills.MedicalStore`; reference data is `sql_reference`.
+"""Bills and accumulators in SQL: `SqlMedicalStore`, the SQL implementation of
+`ledger.medical.bills.MedicalStore`; reference data is `sql_reference`.
 
-SQLite: the ledger's database file, WAL; every write transaction here starts with BEGIN
-IMMEDIATE (`write_transaction`), so the read-split-reserve of a submission is serialised
-against any other writer (two bills in flight can never both see the same deductible free).
-Reads stay deferred. Reservations are not a table of their own: they are the delta columns of
-the bills in flight.
+SQLite, the ledger's database file, WAL. Writes (submit, transition, post_offline) are the
+settlement's hot path: they go through a `GroupWriter` — concurrent callers' writes share one
+``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), each in a savepoint
+of its own, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
+read-split-reserve of a submission is serialised against every other write: two bills in flight
+can never both see the same deductible free. Reads (`get`, `accumulators`, `expirable`) are
+deferred reads on the engine's pool and never wait for the writer. Reservations are not a table
+of their own: they are the delta columns of the bills in flight.
 
 >>> import tempfile, pathlib, datetime as dt
 >>> from ledger.migrate import upgrade_sqlite
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.db"
 >>> upgrade_sqlite(path)
 >>> engine = sqlite_engine(path)
->>> SqlMedicalStore(engine).accumulators("P1", 2026)[0].deductible_fen
+>>> store = SqlMedicalStore(engine)
+>>> store.accumulators("P1", 2026)[0].deductible_fen
 0
->>> engine.dispose()
+>>> store.close(); engine.dispose()
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
 from ledger.medical.accumulators import ZERO, Totals
@@ -38,12 +44,8 @@ from ledger.medical.bills import (
     check_transition,
 )
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
+from ledger.medical.group_write import BATCH_MAX, GroupWriter
 from ledger.medical.split import Split
-from ledger.medical.tables import (
-    medical_accumulators,
-    medical_bills,
-    medical_offline_counts,
-)
 
 TOTAL_NAMES = (
     "eligible_fen",
@@ -54,6 +56,59 @@ TOTAL_NAMES = (
 )
 WRITE_OPTION = "medical_write"
 IN_FLIGHT_VALUES = sorted(state.value for state in IN_FLIGHT)
+
+#: Decides, inside the write transaction, the state a bill is moved to (or raises).
+Check = Callable[[BillRecord], BillState]
+
+_BILL_COLUMNS = (
+    "bill_id, institution_id, his_bill_no, card_no, person_id, year, service_date,"
+    " request_digest, bill_json, split_json, state, created_at_us, expires_at_us, updated_at_us"
+)
+_SELECT_BILL = f"SELECT {_BILL_COLUMNS} FROM medical_bills WHERE bill_id = ?"
+_INSERT_BILL = (
+    f"INSERT INTO medical_bills ({_BILL_COLUMNS}, "
+    + ", ".join("d_" + name for name in TOTAL_NAMES)
+    + ") VALUES ("
+    + ", ".join("?" * (14 + len(TOTAL_NAMES)))
+    + ")"
+)
+_UPDATE_STATE = (
+    "UPDATE medical_bills SET state = ?, updated_at_us = ? WHERE bill_id = ? AND state = ?"
+)
+_SELECT_COMMITTED = (
+    f"SELECT {', '.join(TOTAL_NAMES)} FROM medical_accumulators WHERE person_id = ? AND year = ?"
+)
+_SELECT_RESERVED = (
+    "SELECT "
+    + ", ".join(f"coalesce(sum(d_{name}), 0)" for name in TOTAL_NAMES)
+    + " FROM medical_bills WHERE person_id = ? AND year = ? AND state IN ("
+    + ", ".join(f"'{state}'" for state in IN_FLIGHT_VALUES)
+    + ")"
+)
+_ADD_COMMITTED = (
+    "UPDATE medical_accumulators SET "
+    + ", ".join(f"{name} = {name} + ?" for name in TOTAL_NAMES)
+    + ", lock_version = lock_version + 1 WHERE person_id = ? AND year = ?"
+)
+_INSERT_COMMITTED = (
+    f"INSERT INTO medical_accumulators (person_id, year, {', '.join(TOTAL_NAMES)})"
+    f" VALUES (?, ?, {', '.join('?' * len(TOTAL_NAMES))})"
+)
+_INSERT_OFFLINE = (
+    "INSERT INTO medical_offline_counts (key, person_id, year, "
+    + ", ".join("d_" + name for name in TOTAL_NAMES)
+    + f") VALUES (?, ?, ?, {', '.join('?' * len(TOTAL_NAMES))})"
+)
+
+
+def connect_sqlite(path: Path | str) -> sqlite3.Connection:
+    """A raw connection as the medical store writes with it: autocommit mode (explicit BEGIN),
+    WAL, synchronous=FULL (durable before the HIS or the POS hears back)."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
 
 
 def sqlite_engine(path: Path | str) -> Engine:
@@ -87,176 +142,155 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def _totals(row: Any, prefix: str = "") -> Totals:
-    return Totals(*(int(getattr(row, prefix + name)) for name in TOTAL_NAMES))
-
-
-def _delta_values(delta: Totals, prefix: str = "d_") -> dict[str, int]:
-    return {prefix + name: value for name, value in zip(TOTAL_NAMES, delta.as_tuple(), strict=True)}
-
-
 def _record(row: Any) -> BillRecord:
     return BillRecord(
-        bill_id=row.bill_id,
-        institution_id=row.institution_id,
-        his_bill_no=row.his_bill_no,
-        card_no=row.card_no,
-        person_id=row.person_id,
-        year=row.year,
-        service_date=row.service_date,
-        request_digest=row.request_digest,
-        bill=bill_from_dict(json.loads(row.bill_json)),
-        split=split_from_dict(json.loads(row.split_json)),
-        state=BillState(row.state),
-        created_at_us=row.created_at_us,
-        expires_at_us=row.expires_at_us,
-        updated_at_us=row.updated_at_us,
+        bill_id=row[0],
+        institution_id=row[1],
+        his_bill_no=row[2],
+        card_no=row[3],
+        person_id=row[4],
+        year=row[5],
+        service_date=dt.date.fromisoformat(row[6]),
+        request_digest=row[7],
+        bill=bill_from_dict(json.loads(row[8])),
+        split=split_from_dict(json.loads(row[9])),
+        state=BillState(row[10]),
+        created_at_us=row[11],
+        expires_at_us=row[12],
+        updated_at_us=row[13],
     )
 
 
+def _view(db: sqlite3.Connection, person_id: str, year: int) -> Totals:
+    row = db.execute(_SELECT_COMMITTED, (person_id, year)).fetchone()
+    committed = ZERO if row is None else Totals(*(int(value) for value in row))
+    reserved = db.execute(_SELECT_RESERVED, (person_id, year)).fetchone()
+    return committed + Totals(*(int(value) for value in reserved))
+
+
+def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Totals) -> None:
+    values = delta.as_tuple()
+    if db.execute(_ADD_COMMITTED, (*values, person_id, year)).rowcount == 0:
+        db.execute(_INSERT_COMMITTED, (person_id, year, *values))
+
+
 class SqlMedicalStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, batch_max: int = BATCH_MAX) -> None:
         self.engine = engine
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database:
+            raise ValueError("the medical store runs on the ledger's SQLite file")
+        self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
+
+    def close(self) -> None:
+        """Close the writer's connection (the engine is the caller's)."""
+        self.writer.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection in autocommit mode: each statement reads the newest commit."""
+        with closing(self.engine.raw_connection()) as proxy:
+            db = proxy.driver_connection
+            assert isinstance(db, sqlite3.Connection)
+            yield db
 
     # -- accumulators ---------------------------------------------------------------------------
-    @staticmethod
-    def _committed(connection: Connection, person_id: str, year: int) -> Totals:
-        acc = medical_accumulators.c
-        row = connection.execute(
-            select(medical_accumulators).where(acc.person_id == person_id, acc.year == year)
-        ).first()
-        return ZERO if row is None else _totals(row)
-
-    @staticmethod
-    def _reserved(connection: Connection, person_id: str, year: int) -> Totals:
-        b = medical_bills.c
-        sums = [func.coalesce(func.sum(getattr(b, "d_" + name)), 0) for name in TOTAL_NAMES]
-        row = connection.execute(
-            select(*sums).where(
-                b.person_id == person_id, b.year == year, b.state.in_(IN_FLIGHT_VALUES)
-            )
-        ).one()
-        return Totals(*(int(value) for value in row))
-
-    def _view(self, connection: Connection, person_id: str, year: int) -> Totals:
-        return self._committed(connection, person_id, year) + self._reserved(
-            connection, person_id, year
-        )
-
-    @staticmethod
-    def _add_committed(connection: Connection, person_id: str, year: int, delta: Totals) -> None:
-        acc = medical_accumulators.c
-        changes = {
-            name: getattr(acc, name) + value
-            for name, value in zip(TOTAL_NAMES, delta.as_tuple(), strict=True)
-        }
-        done = connection.execute(
-            update(medical_accumulators)
-            .where(acc.person_id == person_id, acc.year == year)
-            .values(**changes, lock_version=acc.lock_version + 1)
-        )
-        if done.rowcount == 0:
-            values = _delta_values(delta, prefix="")
-            connection.execute(
-                insert(medical_accumulators).values(person_id=person_id, year=year, **values)
-            )
-
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
-        with self.engine.connect() as connection:
-            committed = self._committed(connection, person_id, year)
-            return committed, committed + self._reserved(connection, person_id, year)
+        with self._reading() as db:
+            db.execute("BEGIN")  # one snapshot for both sums
+            try:
+                row = db.execute(_SELECT_COMMITTED, (person_id, year)).fetchone()
+                reserved = db.execute(_SELECT_RESERVED, (person_id, year)).fetchone()
+            finally:
+                db.execute("ROLLBACK")
+        committed = ZERO if row is None else Totals(*(int(value) for value in row))
+        return committed, committed + Totals(*(int(value) for value in reserved))
 
     # -- bills ----------------------------------------------------------------------------------
     def submit(
         self, record: BillRecord, compute: Callable[[Totals], Split]
     ) -> tuple[BillRecord, bool]:
-        with write_transaction(self.engine) as connection:
-            b = medical_bills.c
-            known = connection.execute(
-                select(medical_bills).where(b.bill_id == record.bill_id)
-            ).first()
+        def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+            known = db.execute(_SELECT_BILL, (record.bill_id,)).fetchone()
             if known is not None:
-                if known.request_digest != record.request_digest:
+                if known[7] != record.request_digest:
                     raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
                 return _record(known), False
-            split = compute(self._view(connection, record.person_id, record.year))
-            connection.execute(
-                insert(medical_bills).values(
-                    bill_id=record.bill_id,
-                    institution_id=record.institution_id,
-                    his_bill_no=record.his_bill_no,
-                    card_no=record.card_no,
-                    person_id=record.person_id,
-                    year=record.year,
-                    service_date=record.service_date,
-                    request_digest=record.request_digest,
-                    bill_json=json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
-                    split_json=json.dumps(split_to_dict(split), ensure_ascii=False),
-                    state=record.state.value,
-                    created_at_us=record.created_at_us,
-                    expires_at_us=record.expires_at_us,
-                    updated_at_us=record.updated_at_us,
-                    **_delta_values(split.delta),
-                )
+            split = compute(_view(db, record.person_id, record.year))
+            db.execute(
+                _INSERT_BILL,
+                (
+                    record.bill_id,
+                    record.institution_id,
+                    record.his_bill_no,
+                    record.card_no,
+                    record.person_id,
+                    record.year,
+                    record.service_date.isoformat(),
+                    record.request_digest,
+                    json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
+                    json.dumps(split_to_dict(split), ensure_ascii=False),
+                    record.state.value,
+                    record.created_at_us,
+                    record.expires_at_us,
+                    record.updated_at_us,
+                    *split.delta.as_tuple(),
+                ),
             )
-        stored = self.get(record.bill_id)
-        assert stored is not None
-        return stored, True
+            return replace(record, split=split), True
+
+        return self.writer.run(write)
 
     def get(self, bill_id: str) -> BillRecord | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(medical_bills).where(medical_bills.c.bill_id == bill_id)
-            ).first()
-            connection.rollback()
+        with self._reading() as db:
+            row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
         return None if row is None else _record(row)
 
-    def transition(self, bill_id: str, target: BillState, now_us: int) -> tuple[BillRecord, bool]:
-        with write_transaction(self.engine) as connection:
-            b = medical_bills.c
-            row = connection.execute(select(medical_bills).where(b.bill_id == bill_id)).first()
+    def transition(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
+    ) -> tuple[BillRecord, bool]:
+        """Move a bill to `target` — or to the state `check` decides from the bill as it is
+        inside the write transaction (a check may also raise) — (record, changed); KeyError
+        when the bill is unknown."""
+
+        def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+            row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
             if row is None:
                 raise KeyError(bill_id)
             record = _record(row)
-            effect = check_transition(record, target)
+            to = target if check is None else check(record)
+            effect = check_transition(record, to)
             if effect is None:
                 return record, False
             if effect == "commit":
-                self._add_committed(connection, record.person_id, record.year, record.split.delta)
+                _add_committed(db, record.person_id, record.year, record.split.delta)
             elif effect == "void":
-                self._add_committed(
-                    connection, record.person_id, record.year, ZERO - record.split.delta
-                )
-            connection.execute(
-                update(medical_bills)
-                .where(b.bill_id == bill_id, b.state == record.state.value)
-                .values(state=target.value, updated_at_us=now_us)
-            )
-        return replace(record, state=target, updated_at_us=now_us), True
+                _add_committed(db, record.person_id, record.year, ZERO - record.split.delta)
+            db.execute(_UPDATE_STATE, (to.value, now_us, bill_id, record.state.value))
+            return replace(record, state=to, updated_at_us=now_us), True
+
+        return self.writer.run(write)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
-        b = medical_bills.c
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(b.bill_id)
-                .where(b.state.in_(IN_FLIGHT_VALUES), b.expires_at_us < now_us)
-                .order_by(b.bill_id)
-                .limit(limit)
-            )
-            return [row.bill_id for row in rows]
+        marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT bill_id FROM medical_bills WHERE state IN ({marks})"
+                " AND expires_at_us < ? ORDER BY bill_id LIMIT ?",
+                (*IN_FLIGHT_VALUES, now_us, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def post_offline(
         self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
     ) -> bool:
-        with write_transaction(self.engine) as connection:
-            o = medical_offline_counts.c
-            if connection.execute(select(o.key).where(o.key == key)).first() is not None:
+        def write(db: sqlite3.Connection) -> bool:
+            found = db.execute("SELECT 1 FROM medical_offline_counts WHERE key = ?", (key,))
+            if found.fetchone() is not None:
                 return False
-            delta = compute(self._view(connection, person_id, year))
-            connection.execute(
-                insert(medical_offline_counts).values(
-                    key=key, person_id=person_id, year=year, **_delta_values(delta)
-                )
-            )
-            self._add_committed(connection, person_id, year, delta)
+            delta = compute(_view(db, person_id, year))
+            db.execute(_INSERT_OFFLINE, (key, person_id, year, *delta.as_tuple()))
+            _add_committed(db, person_id, year, delta)
             return True
+
+        return self.writer.run(write)
