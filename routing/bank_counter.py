@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from hsm.keys import KeyUsage
 from ledger.kinds import AccountKind, account_id
 from messages.bank import BankMessage, BankReply, CardService, CounterInquiry, CounterLoad, reply_to
 from messages.outcome import Outcome
-from messages.private import Balance
+from messages.private import Balance, CardData
 from routing import loads
 from routing.bank_context import BankContext
+from routing.cardkeys import card_key
 from routing.inquiry import CARD_ED, CARD_EP, PERSONAL_FUND
 
 # Card statuses a loss report may start from (a lost card reported again is simply lost).
@@ -105,3 +107,41 @@ async def handle_unloss(request: CardService, context: BankContext) -> BankReply
     if change.status_before not in _REPORTABLE:
         return bank_answer(request, context, Outcome.RESTRICTED_CARD)
     return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_pin_reload(request: CardService, context: BankContext) -> BankReply:
+    """PIN reload after the counter's identity check: the new PIN arrives under the link's ZPK;
+    the HSM's RELOAD PIN MAC (DRPK) goes back in F122's MAC2 element, and the counter sends
+    ``80 5E 00 00 Lc new PIN || MAC`` to the card. The centre never sees the PIN in clear."""
+    base = context.base
+    card = base.cards.get(request.pan)
+    refusal = loads.card_refusal(card, base.now)
+    if refusal is not None or card is None:
+        return bank_answer(request, context, refusal or Outcome.INVALID_CARD)
+    if request.pin_block is None or context.zpk_in is None:
+        return bank_answer(request, context, Outcome.PIN_FORMAT_ERROR)
+    mac = await base.hsm.pin_reload_mac(
+        card_key(KeyUsage.MK_PIN_RELOAD, card), context.zpk_in, request.pin_block, request.pan
+    )
+    return bank_answer(request, context, Outcome.APPROVED, card=CardData(mac2=mac))
+
+
+async def handle_pin_unblock(request: CardService, context: BankContext) -> BankReply:
+    """PIN unblock: the whole PIN UNBLOCK command (secure messaging under the card's DPUK, MACed
+    with the card's challenge from F122) goes back as F122's issuer script."""
+    base = context.base
+    card = base.cards.get(request.pan)
+    refusal = loads.card_refusal(card, base.now)
+    if refusal is not None or card is None:
+        return bank_answer(request, context, refusal or Outcome.INVALID_CARD)
+    challenge = request.card.challenge if request.card is not None else None
+    if challenge is None or request.pin_block is None or context.zpk_in is None:
+        return bank_answer(request, context, Outcome.FORMAT_ERROR)
+    command = await base.hsm.pin_unblock_command(
+        card_key(KeyUsage.MK_PIN_UNBLOCK, card),
+        context.zpk_in,
+        request.pin_block,
+        request.pan,
+        challenge,
+    )
+    return bank_answer(request, context, Outcome.APPROVED, card=CardData(issuer_script=command))

@@ -25,6 +25,8 @@ def bank_routes() -> RouteTable:
             route("0220", "601000", None, bank_ep.handle_counter_ep_load_confirm, "EP load TAC"),
             route("0200", "610000", None, bc.handle_counter_unload, "counter ED unload: MAC2"),
             route("0220", "610000", None, bc.handle_counter_unload_confirm, "unload MAC3"),
+            route("0100", "700000", None, bc.handle_pin_reload, "PIN reload: DRPK MAC"),
+            route("0100", "710000", None, bc.handle_pin_unblock, "PIN unblock: DPUK command"),
             route("0100", "720000", None, bc.handle_loss_report, "loss report 挂失"),
             route("0100", "730000", None, bc.handle_unloss, "unloss 解挂"),
         ]

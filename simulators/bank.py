@@ -152,6 +152,42 @@ class BankAcquirer:
         """A card service with no card present: loss_report, unloss."""
         return await self.exchange(CardService(**self.envelope(), service=service, pan=card_no))
 
+    async def pin_reload(
+        self, conn: CardConnection, card_no: str, new_pin: str, pin_block: bytes
+    ) -> tuple[BankReply, int | None]:
+        """The new PIN (entered at the counter, ``pin_block`` under the link's ZPK) → the
+        switch's RELOAD PIN MAC → RELOAD PIN on the card; the card's status word."""
+        reply = await self.exchange(
+            CardService(**self.envelope(), service="pin_reload", pan=card_no, pin_block=pin_block)
+        )
+        if reply.response_code != "00" or reply.card is None or reply.card.mac2 is None:
+            return reply, None
+        terminal.select(conn)
+        data = bytes.fromhex(new_pin) + reply.card.mac2
+        _, sw = conn.transmit(bytes([0x80, 0x5E, 0x00, 0x00, len(data)]) + data)
+        return reply, sw
+
+    async def pin_unblock(
+        self, conn: CardConnection, card_no: str, pin_block: bytes
+    ) -> tuple[BankReply, int | None]:
+        """The card's challenge → the switch's PIN UNBLOCK command → the card."""
+        terminal.select(conn)
+        serial = _serial(conn)
+        challenge = expect(conn, terminal_card.GET_CHALLENGE, "GET CHALLENGE")
+        reply = await self.exchange(
+            CardService(
+                **self.envelope(),
+                service="pin_unblock",
+                pan=card_no,
+                pin_block=pin_block,
+                card=CardData(app_serial=serial, challenge=challenge),
+            )
+        )
+        if reply.response_code != "00" or reply.card is None or not reply.card.issuer_script:
+            return reply, None
+        _, sw = conn.transmit(reply.card.issuer_script)
+        return reply, sw
+
     async def ed_load(
         self, conn: CardConnection, card_no: str, pin: str, amount_fen: int, *, confirm: bool = True
     ) -> tuple[BankReply, BankReply | None]:

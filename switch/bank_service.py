@@ -24,7 +24,14 @@ from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef, KeyUsage
 from ledger.core import Ledger
 from messages import bank
-from messages.bank import BankMessage, BankReply, BankSignOff, BankSignOn
+from messages.bank import (
+    BankMessage,
+    BankReply,
+    BankSignOff,
+    BankSignOn,
+    CardService,
+    CounterEpLoad,
+)
 from messages.codec import Codec, FieldValue, Message
 from messages.envelope import message_class
 from messages.errors import CodecError
@@ -196,8 +203,9 @@ class BankService:
         )
         link = self.link
         zpk_in = zpk_out = None
-        if self.savings is not None:
+        if isinstance(request, CardService | CounterEpLoad):  # PINs travel in these
             zpk_in = await self.sessions.latest(link.zpk_alias, KeyUsage.ZPK)
+        if self.savings is not None and isinstance(request, CounterEpLoad):
             zpk_out = await self.sessions.latest(link.outbound_zpk_alias, KeyUsage.ZPK)
         return BankContext(base, self.card_status, link.acquirer_id, self.savings, zpk_in, zpk_out)
 

@@ -8,6 +8,8 @@ after unloss the card is unblocked by script at its next online contact."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,13 +19,17 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from hsm import pinblock
+from hsm.des import Des, adjust_parity
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
+from hsm.lmk import Component
 from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from messages import bank
 from messages.bank import CounterLoad
 from messages.outcome import Outcome
+from messages.pretty import mask_pan
 from messages.private import CardData
 from messages.terminal import EdLoad, SignOn, SignOnReply
 from simulators import terminal_card
@@ -41,7 +47,9 @@ KIOSK = "K0000001"
 
 
 @asynccontextmanager
-async def bank_daemon(tmp: Path) -> AsyncIterator[tuple[Daemon, KeyRef]]:
+async def bank_daemon(
+    tmp: Path, allowed_peers: tuple[str, ...] = ("127.0.0.1",)
+) -> AsyncIterator[tuple[Daemon, KeyRef]]:
     """The daemon over a demo deployment with its bank link on port 0, and the link's ZAK
     (the bank holds the same key: here the daemon's HSM stands in for the bank's)."""
     await asyncio.to_thread(init_demo, tmp / "medswitch.db", 3)
@@ -52,7 +60,13 @@ async def bank_daemon(tmp: Path) -> AsyncIterator[tuple[Daemon, KeyRef]]:
         home=str(tmp),
         terminal=replace(ListenConfig(), port=0),
         http=HttpConfig(port=0),
-        bank=BankConfig(enabled=True, port=0, acquirer_id=ACQUIRER, zak_alias=ZAK_ALIAS),
+        bank=BankConfig(
+            enabled=True,
+            port=0,
+            acquirer_id=ACQUIRER,
+            zak_alias=ZAK_ALIAS,
+            allowed_peers=allowed_peers,
+        ),
     )
     app = App(config, hsm, Sessions(store), clock=now)
     await app.start()
@@ -76,9 +90,11 @@ async def counter(daemon: Daemon, zak: KeyRef) -> AsyncIterator[BankAcquirer]:
 Scenario = Callable[[Daemon, KeyRef], Awaitable[None]]
 
 
-def run(tmp_path: Path, scenario: Scenario) -> None:
+def run(
+    tmp_path: Path, scenario: Scenario, allowed_peers: tuple[str, ...] = ("127.0.0.1",)
+) -> None:
     async def main() -> None:
-        async with bank_daemon(tmp_path) as (daemon, zak):
+        async with bank_daemon(tmp_path, allowed_peers) as (daemon, zak):
             await scenario(daemon, zak)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -110,7 +126,11 @@ async def signed_on_kiosk(terminal: Terminal) -> None:
     terminal.batch = reply.batch
 
 
-def test_counter_load_and_unload_move_card_and_ledger_alike(tmp_path: Path) -> None:
+def test_counter_load_and_unload_move_card_and_ledger_alike(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
     async def scenario(daemon: Daemon, zak: KeyRef) -> None:
         on_file = first_card(daemon.home / "medswitch.db")
         conn = await issue_card(daemon, on_file)
@@ -136,8 +156,21 @@ def test_counter_load_and_unload_move_card_and_ledger_alike(tmp_path: Path) -> N
             with pytest.raises(ApduError):
                 await bank_counter.ed_unload(conn, on_file.card_no, PIN, 7_001)
         assert await balances(daemon, on_file) == (7_000, 0, 0, fund_before - 7_000)
+        bank_lines = [r.getMessage() for r in caplog.records if r.name == "medswitch.bank"]
+        assert len(bank_lines) >= 6 and all(on_file.card_no not in line for line in bank_lines)
+        assert mask_pan(on_file.card_no) in "\n".join(bank_lines)
 
     run(tmp_path, scenario)
+
+
+def test_a_peer_not_allowed_is_not_answered(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon, zak: KeyRef) -> None:
+        async with counter(daemon, zak) as bank_counter:
+            bank_counter.timeout_s = 0.3
+            with pytest.raises(TimeoutError):
+                await bank_counter.sign_on()
+
+    run(tmp_path, scenario, allowed_peers=("192.0.2.1",))
 
 
 def test_bad_mac_is_answered_a0_and_moves_nothing(tmp_path: Path) -> None:
@@ -234,5 +267,37 @@ def test_loss_report_blocks_the_card_and_unloss_unblocks_it(tmp_path: Path) -> N
                 "SELECT status FROM cards WHERE card_no = ?", (on_file.card_no,)
             ).fetchone()
         assert status == "active"
+
+    run(tmp_path, scenario)
+
+
+def test_pin_reload_and_unblock_that_the_card_accepts(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon, zak: KeyRef) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        clear_zpk = adjust_parity(secrets.token_bytes(16))  # the counters' PIN pads hold it
+        zpk = [Component(clear_zpk)]
+        await daemon.hsm.form_key(ZAK_ALIAS.replace("ZAK", "ZPK"), KeyUsage.ZPK, zpk, now=now())
+
+        def under_zpk(pin: str) -> bytes:
+            return Des(clear_zpk).encrypt_ecb(pinblock.encode_format0(pin, on_file.card_no))
+
+        async with counter(daemon, zak) as bank_counter:
+            assert (await bank_counter.sign_on()).response_code == "00"
+            reply, sw = await bank_counter.pin_reload(
+                conn, on_file.card_no, "654321", under_zpk("654321")
+            )
+            assert reply.response_code == "00" and sw == 0x9000
+            terminal_card.open_application(conn, "654321")  # the card takes the new PIN
+            for _ in range(10):  # wrong PINs until the card blocks its PIN
+                conn.transmit(bytes.fromhex("00A4040006D15600000503"))
+                _, sw = conn.transmit(bytes.fromhex("0020000003111111"))
+                if sw == 0x6983:
+                    break
+            assert sw == 0x6983
+            reply, sw = await bank_counter.pin_unblock(conn, on_file.card_no, under_zpk("246810"))
+            assert reply.response_code == "00" and sw == 0x9000
+            terminal_card.open_application(conn, "246810")
+            assert "246810" not in repr(reply)  # nothing of the PIN comes back
 
     run(tmp_path, scenario)
