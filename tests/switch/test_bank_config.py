@@ -1,0 +1,42 @@
+"""The `[bank]` configuration and `medswitch routes` showing the bank interface's routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switch.cli import main as cli_main
+from switch.config import ConfigError, load
+
+
+def test_bank_section_from_file_and_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "medswitch.toml"
+    toml.write_text('[bank]\nenabled = true\nport = 6810\nallowed_peers = ["10.1.2.3"]\n')
+    environ = {"MEDSWITCH_HOME": str(tmp_path), "MEDSWITCH_BANK_OUTBOUND_HOST": "10.1.2.4"}
+    config = load(toml, environ)
+    assert config.bank.enabled and config.bank.port == 6810
+    assert config.bank.allowed_peers == ("10.1.2.3",)
+    assert config.bank.outbound_host == "10.1.2.4"
+    environ["MEDSWITCH_BANK_ALLOWED_PEERS"] = "127.0.0.1,10.9.9.9"
+    assert load(toml, environ).bank.allowed_peers == ("127.0.0.1", "10.9.9.9")
+    toml.write_text("[bank]\nzak = 'x'\n")
+    with pytest.raises(ConfigError, match=r"bank\.zak"):
+        load(toml, environ)
+
+
+def test_routes_show_the_bank_interface() -> None:
+    result = CliRunner().invoke(cli_main, ["routes"])
+    assert result.exit_code == 0, result.output
+    bank_rows = [line for line in result.output.splitlines() if line.startswith("bank")]
+    handlers = {line.split()[-1] for line in bank_rows}
+    assert {
+        "handle_bank_sign_on",
+        "handle_counter_ed_load",
+        "handle_counter_unload",
+        "handle_counter_ep_load",
+        "handle_loss_report",
+        "handle_unloss",
+        "handle_pin_reload",
+    } <= handlers
