@@ -28,6 +28,7 @@ from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from messages import bank
 from messages.bank import CounterLoad
+from messages.framing import LengthFormat, encode_frame
 from messages.outcome import Outcome
 from messages.pretty import mask_pan
 from messages.private import CardData
@@ -299,5 +300,36 @@ def test_pin_reload_and_unblock_that_the_card_accepts(tmp_path: Path) -> None:
             assert reply.response_code == "00" and sw == 0x9000
             terminal_card.open_application(conn, "246810")
             assert "246810" not in repr(reply)  # nothing of the PIN comes back
+
+    run(tmp_path, scenario)
+
+
+def test_a_load_resent_after_the_connection_dropped_moves_money_once(tmp_path: Path) -> None:
+    """The counter's connection is cut with a load in flight; the counter reconnects and sends
+    it again: the original reply (the same MAC2), the fund debited once."""
+
+    async def scenario(daemon: Daemon, zak: KeyRef) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn = await issue_card(daemon, on_file)
+        *_, fund_before = await balances(daemon, on_file)
+        terminal_card.open_application(conn, PIN)
+        serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+        data = terminal_card.initialize_load(conn, serial, 4_000, bytes(6))
+        async with counter(daemon, zak) as first:
+            assert (await first.sign_on()).response_code == "00"
+            load = CounterLoad(**first.envelope(), pan=on_file.card_no, amount_fen=4_000, card=data)
+            payload = await mac_payload(daemon.hsm, zak, bank.build(load))
+            first.writer.write(encode_frame(payload, LengthFormat.ASCII4))
+            await first.writer.drain()
+        await asyncio.sleep(0.2)  # the daemon finishes it; its reply has nowhere to go
+        async with counter(daemon, zak) as second:
+            answer = bank.parse(CODEC.decode(await second.send(payload)))
+            again = bank.parse(CODEC.decode(await second.send(payload)))
+        assert answer == again and answer.response_code == "00"
+        assert answer.card is not None and answer.card.mac2 and answer.card.card_datetime
+        terminal_card.credit_for_load(conn, answer.card.card_datetime, answer.card.mac2)
+        assert card_balance(conn) == 4_000
+        shadow, loads_in_doubt, _, fund = await balances(daemon, on_file)
+        assert (shadow, loads_in_doubt, fund_before - fund) == (0, 4_000, 4_000)
 
     run(tmp_path, scenario)
