@@ -8,9 +8,10 @@ The acquirer plays a bank's counters against the switch's inbound bank link (`[b
 medswitch.toml): it signs on and runs the script's steps (``sign_on``, ``echo``, ``inquiry
 CARD``, ``load CARD FEN``, ``unload CARD FEN``, ``loss_report CARD``, ``unloss CARD``) with the
 card in the PC/SC reader. The link's ZAK comes from the key home (the bank's copy of the key;
-in the demo the switch's own TEST ONLY key home, where `medswitch keys generate --alias
-bank/01020000/ZAK --usage ZAK` makes it). The issuer answers savings debits by rule and prints
-one JSON line per request it received (card numbers masked).
+in the demo the switch's own TEST ONLY key home, where `medswitch keys --home var/demo generate
+bank/01020000/ZAK --usage ZAK -c …/a.component -c …/b.component` makes it). The issuer
+answers savings debits by rule and prints one JSON line per request it received (card numbers
+masked).
 """
 
 from __future__ import annotations
