@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing import downloads, inquiry, loads, network, purchases, reversals, settlement
+from routing import batch, downloads, inquiry, loads, network, purchases, reversals, settlement
 from routing.table import Route, RouteTable
 
 
@@ -94,6 +94,31 @@ def terminal_routes() -> RouteTable:
                 txn_type="30",
                 handler=purchases.handle_debit_advice,
                 description="card debit confirmed by its TAC: posted once per PSAM serial",
+            ),
+            Route(
+                "terminal",
+                "0320",
+                processing_code="000000",
+                txn_type="30",
+                network_code="201",
+                handler=batch.handle_batch_upload,
+                description="batch upload of a card debit: TAC verified, on file, posted once",
+            ),
+            Route(
+                "terminal",
+                "0320",
+                txn_type="00",
+                network_code="207",
+                handler=batch.handle_batch_upload_end,
+                description="end of batch upload: its count against the records on file",
+            ),
+            Route(
+                "terminal",
+                "0500",
+                txn_type="00",
+                network_code="201",
+                handler=batch.handle_batch_settlement,
+                description="batch settlement: TAC-confirmed debits on file against F48",
             ),
             Route(
                 "terminal",

@@ -1,0 +1,160 @@
+"""The centre's half of the batch protocol: batch upload (0320, 60.3 = 201) of card-debit
+records, end of upload (0320, 60.3 = 207), batch settlement (0500).
+
+Upload intake: every record is checked, its TAC verified under the card's DTK of the record's key
+version, kept on file with the sending terminal and batch, and — when its TAC verifies — posted
+once per (PSAM terminal number, PSAM serial) through the same core as the online advice
+(:mod:`routing.purchases`): an advice already posted, or the same batch uploaded twice, posts
+nothing again. A TAC-valid record always posts; its anomalies (a date older than the offline age
+limit, the PSAM of another institution, a shadow below zero) go to review beside it. A record whose
+TAC does not verify never posts and goes to review.
+
+:func:`intake` takes a window of records: it verifies them all, then posts them concurrently so
+that the ledger's group-commit writer makes one durable commit of the window (DESIGN §6); a
+single 0320 is a window of one, and concurrent terminals share commits the same way.
+
+Batch settlement: the centre's totals are the TAC-confirmed debits on file for the terminal's
+batch — uploaded records and online advices alike (both are kept by ``Ledger.record_offline``),
+never approvals — compared with the terminal's field 48: result 1 balanced, 2 not balanced (the
+POS then uploads every record of the batch and ends with 207, whose count is compared with every
+record on file for that batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from ledger.core import OfflineRecord
+from messages.outcome import Outcome
+from messages.private import CardData, SettlementTotals
+from messages.terminal import (
+    BatchSettlement,
+    BatchSettlementReply,
+    BatchUploadEnd,
+    BatchUploadRecord,
+    TerminalReply,
+)
+from routing.common import answer, note
+from routing.context import RequestContext
+from routing.purchases import Debit, post_debit, read_debit, verify_debit
+
+WINDOW_RECORDS_MAX = 1024  # records posted in one group-commit window
+BALANCED, NOT_BALANCED = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class UploadItem:
+    """One uploaded record, as fields 2, 4, 58, 41 and 60.2 of its 0320 give it."""
+
+    pan: str
+    amount_fen: int
+    card: CardData
+    terminal_id: str
+    batch: str
+
+
+async def handle_batch_upload(request: BatchUploadRecord, context: RequestContext) -> TerminalReply:
+    item = UploadItem(
+        request.pan, request.amount_fen, request.card, request.terminal_id, request.batch
+    )
+    (outcome,) = await intake(context, [item])
+    return answer(request, context, outcome)
+
+
+async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[Outcome]:
+    """Take uploaded records: the outcome of each, in order (APPROVED: on file and posted, now
+    or before; SECURITY_FAILURE: its TAC does not verify, in review, never posted)."""
+    outcomes: list[Outcome] = []
+    for start in range(0, len(items), WINDOW_RECORDS_MAX):
+        outcomes.extend(await _intake_window(context, items[start : start + WINDOW_RECORDS_MAX]))
+    return outcomes
+
+
+async def _intake_window(context: RequestContext, items: Sequence[UploadItem]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    readable: list[tuple[int, Debit]] = []
+    for item in items:
+        sender = (item.terminal_id, item.batch)
+        debit = read_debit(context, item.pan, item.amount_fen, item.card, sender)
+        if isinstance(debit, Outcome):
+            outcomes.append(debit)
+        else:
+            readable.append((len(outcomes), debit))
+            outcomes.append(Outcome.SECURITY_FAILURE)  # until its TAC verifies
+    verified = [await verify_debit(context, debit) for _, debit in readable]
+    valid = [(at, debit) for (at, debit), ok in zip(readable, verified, strict=True) if ok]
+    results = await asyncio.gather(*(post_debit(context, debit) for _, debit in valid))
+    for (at, _), result in zip(valid, results, strict=True):
+        outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT
+    # On file after posting: a record on file as verified has its debit in the ledger.
+    on_file = [debit.on_file(ok) for (_, debit), ok in zip(readable, verified, strict=True)]
+    await context.ledger.record_offline(on_file)
+    for _, debit in valid:
+        await _note_late(context, debit)
+    return outcomes
+
+
+async def _note_late(context: RequestContext, debit: Debit) -> None:
+    """A debit older than the offline age limit: posted all the same, and reviewed."""
+    age = context.now.replace(tzinfo=None) - debit.record.when
+    if age > timedelta(hours=context.offline.age_max_h):
+        detail = f"card date {debit.record.when:%Y%m%d%H%M%S}, {age.days} days before upload"
+        await note(context, "late_upload", debit.subject, debit.record.amount_fen, detail)
+
+
+async def handle_batch_upload_end(
+    request: BatchUploadEnd, context: RequestContext
+) -> TerminalReply:
+    """The terminal's count of records sent against the records on file for its batch."""
+    if not request.count.isdigit() or not request.batch.isdigit():
+        return answer(request, context, Outcome.FORMAT_ERROR)
+    held = await context.ledger.offline_records(request.terminal_id, int(request.batch))
+    if int(request.count) != len(held):
+        subject = f"upload|{request.terminal_id}|{request.batch}"
+        detail = f"terminal sent {int(request.count)}, centre holds {len(held)}"
+        await note(context, "upload_count_mismatch", subject, 0, detail)
+    return answer(request, context, Outcome.APPROVED)
+
+
+def centre_totals(held: Sequence[OfflineRecord]) -> SettlementTotals:
+    """TAC-confirmed debits on file (records whose TAC did not verify count for nothing).
+
+    >>> row = OfflineRecord("000000000001", 1, "P1", 1, "31", "ED", 250, "00", "2026", "t")
+    >>> centre_totals([row, replace(row, psam_serial=2, transfer_id=None)])
+    SettlementTotals(debit_fen=250, debit_count=1, credit_fen=0, credit_count=0, result=0)
+    """
+    confirmed = [r for r in held if r.transfer_id is not None]
+    return SettlementTotals(sum(r.amount_fen for r in confirmed), len(confirmed), 0, 0)
+
+
+async def handle_batch_settlement(
+    request: BatchSettlement, context: RequestContext
+) -> BatchSettlementReply:
+    """Field 48 of the reply: the terminal's totals with the result, 1 balanced / 2 not."""
+    if not request.batch.isdigit():
+        return _settled(request, context, Outcome.FORMAT_ERROR, None)
+    held = await context.ledger.offline_records(request.terminal_id, int(request.batch))
+    centre = centre_totals(held)
+    sent = request.totals
+    agree = (sent.debit_fen, sent.debit_count, sent.credit_fen, sent.credit_count) == (
+        centre.debit_fen,
+        centre.debit_count,
+        centre.credit_fen,
+        centre.credit_count,
+    )
+    totals = replace(sent, result=BALANCED if agree else NOT_BALANCED)
+    return _settled(request, context, Outcome.APPROVED, totals)
+
+
+def _settled(
+    request: BatchSettlement,
+    context: RequestContext,
+    outcome: Outcome,
+    totals: SettlementTotals | None,
+) -> BatchSettlementReply:
+    reply = answer(request, context, outcome, BatchSettlementReply, totals=totals)
+    assert isinstance(reply, BatchSettlementReply)
+    return reply
