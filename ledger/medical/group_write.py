@@ -3,11 +3,15 @@ one SQLite write transaction and one durable COMMIT, and each caller gets its ow
 its own exception — only after that commit.
 
 Leader/follower, with no thread of its own: a caller that finds nobody writing becomes the
-leader; it takes everything queued (at most `batch_max` operations, its own first), runs each in
-a SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction on the writer's own ``sqlite3`` connection,
-commits, hands the lead to the oldest caller still waiting and wakes its batch. While a leader
-commits, the next callers queue up: the batch size follows the load. An operation that raises
-is rolled back to its savepoint and fails alone; a failed BEGIN or COMMIT fails the whole batch
+leader; it takes everything queued (at most `batch_max` operations, its own first), runs them in
+one ``BEGIN IMMEDIATE`` transaction on the writer's own ``sqlite3`` connection, commits, hands
+the lead to the oldest caller still waiting and wakes its batch. While a leader commits, the
+next callers queue up: the batch size follows the load.
+
+An operation that raises before writing anything (a refusal: the usual case) fails alone and the
+rest of its batch commits. One that raises after writing taints the batch: it is rolled back and
+each of its operations runs again in a transaction of its own (operations are re-runnable: they
+read what they decide on inside the transaction). A failed BEGIN or COMMIT fails the whole batch
 (nothing of it was written).
 
 >>> import sqlite3
@@ -44,6 +48,10 @@ class _Pending:
     lead: bool = False  # woken to lead the next batch rather than with a result
     value: Any = None
     error: BaseException | None = None
+
+
+class _Tainted(Exception):
+    """An operation raised after writing: its batch cannot commit as it is."""
 
 
 @dataclass(slots=True)
@@ -131,24 +139,30 @@ class GroupWriter:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             for pending in batch:
-                db.execute("SAVEPOINT op")
+                before = db.total_changes
                 try:
                     pending.value = pending.run(db)
                 except Exception as error:
-                    pending.error = error
-                    db.execute("ROLLBACK TO op")
-                db.execute("RELEASE op")
+                    if db.total_changes != before or not db.in_transaction:
+                        raise _Tainted from error  # it wrote before failing
+                    pending.error = error  # it failed before writing: the others go on
             db.execute("COMMIT")
-        except BaseException as error:  # nothing of the batch is durable: all of it failed
+        except BaseException as error:  # nothing of the batch is durable
             if self._db is not None and self._db.in_transaction:
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:  # a broken connection: open a new one next time
                     self._db.close()
                     self._db = None
-            for pending in batch:
-                pending.value, pending.error = None, error
             self.stats.failed_batches += 1
+            if isinstance(error, _Tainted) and len(batch) > 1:
+                for pending in batch:  # each again in a transaction of its own
+                    pending.value, pending.error = None, None
+                    self._write([pending])
+                return
+            cause = error.__cause__ if isinstance(error, _Tainted) else error
+            for pending in batch:
+                pending.value, pending.error = None, cause
             if not isinstance(error, Exception):
                 raise
             return

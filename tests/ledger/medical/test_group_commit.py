@@ -48,15 +48,16 @@ def _submit(service: MedicalService, count: int, card: str = CARD) -> list[BillR
     ]
 
 
-def _hold(store: SqlMedicalStore) -> tuple[threading.Thread, threading.Event]:
+def _hold(store: SqlMedicalStore | GroupWriter) -> tuple[threading.Thread, threading.Event]:
     """A batch that holds the write transaction open until released."""
+    writer = store.writer if isinstance(store, SqlMedicalStore) else store
     started, release = threading.Event(), threading.Event()
 
     def hold(_: sqlite3.Connection) -> None:
         started.set()
         assert release.wait(timeout=30)
 
-    held = threading.Thread(target=store.writer.run, args=(hold,))
+    held = threading.Thread(target=writer.run, args=(hold,))
     held.start()
     assert started.wait(timeout=10)
     return held, release
@@ -222,12 +223,43 @@ def test_the_writer_closes_and_refuses(tmp_path: Path) -> None:
 
 
 def test_a_failed_commit_fails_the_whole_batch() -> None:
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys = ON")  # not inside a transaction: a no-op there
+        return db
+
+    writer = GroupWriter(connect)
+    writer.run(lambda db: db.execute("CREATE TABLE p (id PRIMARY KEY)"))
+    writer.run(
+        lambda db: db.execute(
+            "CREATE TABLE c (id PRIMARY KEY, p REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    )
+    held, release = _hold(writer)
+    with ThreadPoolExecutor(2) as pool:
+        good = pool.submit(writer.run, lambda db: db.execute("INSERT INTO p VALUES (1)"))
+        while writer.waiting < 1:
+            time.sleep(0.001)
+        dangling = pool.submit(writer.run, lambda db: db.execute("INSERT INTO c VALUES (1, 9)"))
+        while writer.waiting < 2:
+            time.sleep(0.001)
+        release.set()
+        for future in (good, dangling):  # the deferred check fails the COMMIT: both are refused
+            with pytest.raises(sqlite3.IntegrityError):
+                future.result(timeout=30)
+    held.join()
+    assert writer.run(lambda db: db.execute("SELECT count(*) FROM p").fetchone()[0]) == 0
+    assert writer.stats.failed_batches == 1
+    writer.close()
+
+
+def test_an_operations_own_sqlite_error_fails_it_alone() -> None:
     writer = GroupWriter(
         lambda: sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     )
     writer.run(lambda db: db.execute("CREATE TABLE t (x PRIMARY KEY)"))
-    writer.run(lambda db: db.execute("PRAGMA foreign_keys = ON"))
-    with pytest.raises(sqlite3.OperationalError):  # BEGIN inside a transaction: the batch fails
-        writer.run(lambda db: db.execute("BEGIN"))
-    assert writer.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
+    writer.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+    with pytest.raises(sqlite3.IntegrityError):
+        writer.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+    assert writer.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0]) == 1
     writer.close()
