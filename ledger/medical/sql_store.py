@@ -3,12 +3,12 @@
 
 SQLite, the ledger's database file, WAL. Writes (submit, transition, post_offline) are the
 settlement's hot path: they go through a `GroupWriter` — concurrent callers' writes share one
-``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), each in a savepoint
-of its own, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
+``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), a refusal failing
+only its own caller, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
 read-split-reserve of a submission is serialised against every other write: two bills in flight
 can never both see the same deductible free. Reads (`get`, `accumulators`, `expirable`) are
-deferred reads on the engine's pool and never wait for the writer. Reservations are not a table
-of their own: they are the delta columns of the bills in flight.
+deferred reads on a raw connection per reading thread, and never wait for the writer.
+Reservations are not a table of their own: they are the delta columns of the bills in flight.
 
 >>> import tempfile, pathlib, datetime as dt
 >>> from ledger.migrate import upgrade_sqlite
@@ -26,8 +26,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -181,18 +182,30 @@ class SqlMedicalStore:
         if engine.dialect.name != "sqlite" or not database:
             raise ValueError("the medical store runs on the ledger's SQLite file")
         self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
+        self._database = database
+        self._readers = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the writer's connection (the engine is the caller's)."""
+        """Close the writer's and the readers' connections (the engine is the caller's)."""
         self.writer.close()
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
+            db.close()
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """A pooled connection in autocommit mode: each statement reads the newest commit."""
-        with closing(self.engine.raw_connection()) as proxy:
-            db = proxy.driver_connection
-            assert isinstance(db, sqlite3.Connection)
-            yield db
+        """This thread's reading connection, in autocommit mode: each statement reads the
+        newest commit, and never waits for the writer (WAL)."""
+        db: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if db is None:
+            db = connect_sqlite(self._database)
+            self._readers.db = db
+            with self._opened_lock:
+                self._opened.append(db)
+        yield db
 
     # -- accumulators ---------------------------------------------------------------------------
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
