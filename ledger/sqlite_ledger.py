@@ -204,11 +204,39 @@ class SqliteStore:
         return [rows.review_item(row) for row in self.conn.execute(sql)]
 
     def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
+        """One SELECT of what is on file per PSAM (chunked), one ``executemany`` of the rows to
+        write: a batch upload of thousands of records costs a few statements."""
+        held = self._offline_held(records)
+        results, writes = [], []
+        for record in records:
+            key = (record.psam_terminal_no, record.psam_serial)
+            verified = held.get(key)
+            new = verified is None or (not verified and record.transfer_id is not None)
+            if new:
+                held[key] = record.transfer_id is not None
+                writes.append(offline_row(record))
+            results.append(new)
         at_us = rows.now_us()
-        return [
-            self.conn.execute(_UPSERT_OFFLINE, (*offline_row(record), at_us)).rowcount == 1
-            for record in records
-        ]
+        self.conn.executemany(_UPSERT_OFFLINE, [(*row, at_us) for row in writes])
+        return results
+
+    def _offline_held(self, records: Sequence[OfflineRecord]) -> dict[tuple[str, int], bool]:
+        """(PSAM terminal number, serial) → verified, for the records' debits on file."""
+        serials: dict[str, set[int]] = {}
+        for record in records:
+            serials.setdefault(record.psam_terminal_no, set()).add(record.psam_serial)
+        held: dict[tuple[str, int], bool] = {}
+        for psam, wanted in serials.items():
+            ordered = sorted(wanted)
+            for start in range(0, len(ordered), rows.IN_CHUNK):
+                chunk = ordered[start : start + rows.IN_CHUNK]
+                sql = (
+                    "SELECT psam_serial, transfer_id IS NOT NULL FROM offline_records"
+                    f" WHERE psam_terminal_no = ? AND psam_serial IN ({','.join('?' * len(chunk))})"
+                )
+                for serial, verified in self.conn.execute(sql, (psam, *chunk)):
+                    held[(psam, int(serial))] = bool(verified)
+        return held
 
     def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
         sql = (

@@ -9,9 +9,10 @@ nothing again. A TAC-valid record always posts; its anomalies (a date older than
 limit, the PSAM of another institution, a shadow below zero) go to review beside it. A record whose
 TAC does not verify never posts and goes to review.
 
-:func:`intake` takes a window of records: it verifies them all, then posts them concurrently so
-that the ledger's group-commit writer makes one durable commit of the window (DESIGN §6); a
-single 0320 is a window of one, and concurrent terminals share commits the same way.
+:func:`intake` takes a window of records: it verifies them all, then posts them in one ledger
+submission: the group-commit writer makes one durable commit of the window (DESIGN §6); a
+single 0320 is a window of one, and concurrent terminals share commits the same way. (An
+upload carries no bill: a debit whose bill was settled online completes it through its advice.)
 
 Batch settlement: the centre's totals are the TAC-confirmed debits on file for the terminal's
 batch — uploaded records and online advices alike (both are kept by ``Ledger.record_offline``),
@@ -39,9 +40,9 @@ from messages.terminal import (
 )
 from routing.common import answer, note
 from routing.context import RequestContext
-from routing.purchases import Debit, post_debit, read_debit, verify_debit
+from routing.purchases import Debit, post_debits, read_debit, verify_debit
 
-WINDOW_RECORDS_MAX = 1024  # records posted in one group-commit window
+WINDOW_RECORDS_MAX = 2048  # records posted in one group-commit window
 BALANCED, NOT_BALANCED = 1, 2
 
 
@@ -66,14 +67,34 @@ async def handle_batch_upload(request: BatchUploadRecord, context: RequestContex
 
 async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[Outcome]:
     """Take uploaded records: the outcome of each, in order (APPROVED: on file and posted, now
-    or before; SECURITY_FAILURE: its TAC does not verify, in review, never posted)."""
+    or before; SECURITY_FAILURE: its TAC does not verify, in review, never posted).
+
+    Windows are pipelined two deep: the next window's TACs are verified while the ledger commits
+    the last one's postings."""
     outcomes: list[Outcome] = []
-    for start in range(0, len(items), WINDOW_RECORDS_MAX):
-        outcomes.extend(await _intake_window(context, items[start : start + WINDOW_RECORDS_MAX]))
+    in_flight: asyncio.Task[list[Outcome]] | None = None
+    try:
+        for start in range(0, len(items), WINDOW_RECORDS_MAX):
+            checked = await _check_window(context, items[start : start + WINDOW_RECORDS_MAX])
+            if in_flight is not None:
+                outcomes.extend(await in_flight)
+            in_flight = asyncio.create_task(_post_window(context, checked))
+            await asyncio.sleep(0)  # let it hand its postings to the writer
+        if in_flight is not None:
+            outcomes.extend(await in_flight)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
     return outcomes
 
 
-async def _intake_window(context: RequestContext, items: Sequence[UploadItem]) -> list[Outcome]:
+@dataclass(slots=True)
+class _Window:
+    outcomes: list[Outcome]
+    checked: list[tuple[int, Debit, bool]]  # (index, debit, TAC verified)
+
+
+async def _check_window(context: RequestContext, items: Sequence[UploadItem]) -> _Window:
     outcomes: list[Outcome] = []
     readable: list[tuple[int, Debit]] = []
     for item in items:
@@ -84,14 +105,18 @@ async def _intake_window(context: RequestContext, items: Sequence[UploadItem]) -
         else:
             readable.append((len(outcomes), debit))
             outcomes.append(Outcome.SECURITY_FAILURE)  # until its TAC verifies
-    verified = [await verify_debit(context, debit) for _, debit in readable]
-    valid = [(at, debit) for (at, debit), ok in zip(readable, verified, strict=True) if ok]
-    results = await asyncio.gather(*(post_debit(context, debit) for _, debit in valid))
+    checked = [(at, debit, await verify_debit(context, debit)) for at, debit in readable]
+    return _Window(outcomes, checked)
+
+
+async def _post_window(context: RequestContext, window: _Window) -> list[Outcome]:
+    valid = [(at, debit) for at, debit, ok in window.checked if ok]
+    results = await post_debits(context, [(debit, None) for _, debit in valid])
+    outcomes = window.outcomes
     for (at, _), result in zip(valid, results, strict=True):
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT
     # On file after posting: a record on file as verified has its debit in the ledger.
-    on_file = [debit.on_file(ok) for (_, debit), ok in zip(readable, verified, strict=True)]
-    await context.ledger.record_offline(on_file)
+    await context.ledger.record_offline([debit.on_file(ok) for _, debit, ok in window.checked])
     for _, debit in valid:
         await _note_late(context, debit)
     return outcomes

@@ -17,6 +17,7 @@ the accumulators, review notes).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -24,7 +25,10 @@ from hsm.interface import PurchaseRecord
 from hsm.keys import KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
-from ledger.core import OfflineRecord
+from ledger.core import Account, OfflineRecord, Transfer, TransferResult
+from ledger.events.common import review, shadow
+from ledger.kinds import AccountKind as K
+from ledger.kinds import account_id
 from ledger.medical.bills import BillStateError
 from ledger.medical.service import MedicalError
 from messages.outcome import Outcome
@@ -34,6 +38,12 @@ from routing.cardkeys import card_key
 from routing.common import answer, bill_data, note
 from routing.context import CardRecord, RequestContext
 
+_NOT_FOUND = (TransferResult.DEBIT_ACCOUNT_NOT_FOUND, TransferResult.CREDIT_ACCOUNT_NOT_FOUND)
+_OUTCOMES = {
+    TransferResult.CREATED: ev.Outcome.POSTED,
+    TransferResult.EXISTS: ev.Outcome.ALREADY_POSTED,
+    TransferResult.EXISTS_WITH_DIFFERENT_DATA: ev.Outcome.CONFLICT,
+}
 _PURSES = {TYPE_ED_PURCHASE: (Purse.ED, ev.Purse.ED), TYPE_EP_PURCHASE: (Purse.EP, ev.Purse.EP)}
 
 
@@ -48,10 +58,9 @@ class Debit:
     key_version: int
     terminal_id: str  # the sending terminal
     batch_no: int  # the sending terminal's batch (field 60.2)
-
-    @property
-    def psam_no(self) -> str:
-        return self.record.terminal_id.hex()
+    psam_no: str  # 12 digits: the PSAM terminal number bound into the TAC
+    card_datetime: str  # yyyymmddhhmmss, as the TAC covers it
+    transfer_id: str  # the card debit's transfer (DESIGN §5: PSAM number and serial)
 
     @property
     def subject(self) -> str:
@@ -59,7 +68,6 @@ class Debit:
 
     def on_file(self, verified: bool) -> OfflineRecord:
         """The record as the ledger keeps it; verified ones name their card-debit transfer."""
-        transfer = ev.card_debit_id(self.psam_no, self.record.term_serial) if verified else None
         return OfflineRecord(
             self.psam_no,
             self.record.term_serial,
@@ -69,8 +77,8 @@ class Debit:
             self.purse.value,
             self.record.amount_fen,
             self.tac.hex(),
-            self.record.when.strftime("%Y%m%d%H%M%S"),
-            transfer,
+            self.card_datetime,
+            self.transfer_id if verified else None,
         )
 
 
@@ -98,21 +106,49 @@ def read_debit(
         or not batch.isdigit()
     ):
         return Outcome.FORMAT_ERROR if card else Outcome.INVALID_CARD
-    try:
-        when = datetime.strptime(data.card_datetime, "%Y%m%d%H%M%S")
-    except ValueError:
+    when = _card_datetime(data.card_datetime)
+    if when is None:
         return Outcome.FORMAT_ERROR
     record = PurchaseRecord(
         data.pboc_type or 0, amount_fen, data.psam_terminal, data.psam_serial, when
     )
     version = card.key_version if data.key_version is None else data.key_version
-    return Debit(card, purses[1], record, data.tac, version, terminal_id, int(batch))
+    psam_no = data.psam_terminal.hex()
+    return Debit(
+        card,
+        purses[1],
+        record,
+        data.tac,
+        version,
+        terminal_id,
+        int(batch),
+        psam_no,
+        data.card_datetime,
+        ev.card_debit_id(psam_no, data.psam_serial),
+    )
+
+
+def _card_datetime(text: str) -> datetime | None:
+    """yyyymmddhhmmss (strptime costs a tenth of a record's intake).
+
+    >>> _card_datetime("20261125101500"), _card_datetime("20261325101500")
+    (datetime.datetime(2026, 11, 25, 10, 15), None)
+    """
+    if len(text) != 14 or not text.isdigit():
+        return None
+    y, mo, d = int(text[0:4]), int(text[4:6]), int(text[6:8])
+    try:
+        return datetime(y, mo, d, int(text[8:10]), int(text[10:12]), int(text[12:14]))
+    except ValueError:
+        return None
 
 
 async def verify_debit(context: RequestContext, debit: Debit) -> bool:
     """The TAC under the card's DTK of the record's key version (an older card generation
     uploads with its own version); a failure is noted for review."""
-    card = replace(debit.card, key_version=debit.key_version)
+    card = debit.card
+    if card.key_version != debit.key_version:
+        card = replace(card, key_version=debit.key_version)
     key = card_key(KeyUsage.MK_TAC, card)
     if await context.hsm.verify_purchase_tac(key, debit.record, debit.tac):
         return True
@@ -124,27 +160,127 @@ async def verify_debit(context: RequestContext, debit: Debit) -> bool:
 async def post_debit(
     context: RequestContext, debit: Debit, bill_id: str | None = None
 ) -> ev.EventResult:
-    """Post a verified debit (once per PSAM serial), then complete its bill, or count an ED
-    purchase with no bill towards the person's accumulators."""
-    owner = context.cards.psam_institution(debit.psam_no) or "unknown"
-    amount_fen = debit.record.amount_fen
-    posted = ev.CardDebit(
+    """Post one verified debit: :func:`post_debits` of one."""
+    (result,) = await post_debits(context, [(debit, bill_id)])
+    return result
+
+
+async def post_debits(
+    context: RequestContext, debits: Sequence[tuple[Debit, str | None]]
+) -> list[ev.EventResult]:
+    """Post verified debits (with their bills) together: one ledger submission for the lot, so
+    a window of uploaded records shares one durable commit (DESIGN §6). Each posts once per PSAM
+    serial (DESIGN §5's card-debit identity: a replay is ALREADY_POSTED), unlinked from the
+    others. Then each new debit's review notes; each ED debit completes its bill, or, with no
+    bill, counts towards the person's accumulators."""
+    owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
+    for debit, _ in debits:
+        if debit.psam_no not in owners:
+            owners[debit.psam_no] = context.cards.psam_institution(debit.psam_no) or "unknown"
+    postings = [_posting(context, debit, bill_id, owners) for debit, bill_id in debits]
+    transfers = [
+        debit_transfer(p, debit.transfer_id) for p, (debit, _) in zip(postings, debits, strict=True)
+    ]
+    results = await _post(context, postings, transfers)
+    await _review(context, postings, results)
+    done: list[ev.EventResult] = []
+    for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
+        if result.ok and debit.purse is ev.Purse.ED:
+            if bill_id is not None:
+                result = await complete_bill(context, bill_id, debit.record.amount_fen)
+            else:
+                await count_offline(context, debit, posting.institution_id)
+        done.append(result)
+    return done
+
+
+def _posting(
+    context: RequestContext, debit: Debit, bill_id: str | None, owners: dict[str, str]
+) -> ev.CardDebit:
+    return ev.CardDebit(
         debit.psam_no,
         debit.record.term_serial,
         debit.card.application_serial,
         debit.purse,
-        amount_fen,
-        owner,
+        debit.record.amount_fen,
+        owners[debit.psam_no],
         context.terminal.institution_id,
         bill_id,
     )
-    result = await ev.post_card_debit(context.ledger, posted)
-    if not result.ok or debit.purse is not ev.Purse.ED:
-        return result
-    if bill_id is not None:
-        return await complete_bill(context, bill_id, amount_fen)
-    await count_offline(context, debit, owner)
-    return result
+
+
+def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Transfer:
+    """ED shadow → institution payable (insurance); EP shadow → institution payable (EP): the
+    very transfer :func:`ledger.events.post_card_debit` posts (a test holds them equal), so an
+    advice and an upload of the same debit meet on one id with the same data."""
+    subject = f"card-debit|{debit.psam_terminal_no}|{debit.psam_serial}"
+    insurance = debit.purse is ev.Purse.ED
+    payable = K.INSTITUTION_PAYABLE_INSURANCE if insurance else K.INSTITUTION_PAYABLE_EP
+    return Transfer(
+        transfer_id or ev.card_debit_id(debit.psam_terminal_no, debit.psam_serial),
+        shadow(debit.purse, debit.application_serial),
+        account_id(payable, debit.institution_id),
+        debit.amount_fen,
+        ev.TransferCode.CARD_DEBIT,
+        f"{subject}|{debit.application_serial}|{debit.bill_id or ''}",
+    )
+
+
+async def _post(
+    context: RequestContext, postings: Sequence[ev.CardDebit], transfers: Sequence[Transfer]
+) -> list[ev.EventResult]:
+    """One submission; a card or institution without accounts gets them and its debits are
+    posted again, once (they held no money)."""
+    results = await context.ledger.post(transfers) if transfers else []
+    missing = [i for i, r in enumerate(results) if r in _NOT_FOUND]
+    if missing:
+        ensure: dict[str, Account] = {}
+        for i in missing:
+            opened = ev.card_accounts(postings[i].application_serial)
+            for account in opened + ev.institution_accounts(postings[i].institution_id):
+                ensure[account.id] = account
+        await context.ledger.open_accounts(list(ensure.values()))
+        again = await context.ledger.post([transfers[i] for i in missing])
+        for i, result in zip(missing, again, strict=True):
+            results[i] = result
+    return [
+        ev.EventResult(_OUTCOMES.get(r, ev.Outcome.REFUSED), (t.id,))
+        for t, r in zip(transfers, results, strict=True)
+    ]
+
+
+async def _review(
+    context: RequestContext, postings: Sequence[ev.CardDebit], results: Sequence[ev.EventResult]
+) -> None:
+    """Anomalies beside the postings: a refusal; for new debits, a PSAM of another institution
+    than the terminal's, a shadow below zero (read once for all the debits' cards)."""
+    ledger = context.ledger
+    new = [p for p, r in zip(postings, results, strict=True) if r.outcome is ev.Outcome.POSTED]
+    for posting, result in zip(postings, results, strict=True):
+        if result.outcome in (ev.Outcome.CONFLICT, ev.Outcome.REFUSED):
+            reason = ev.ReviewReason.ID_CONFLICT
+            if result.outcome is ev.Outcome.REFUSED:
+                reason = ev.ReviewReason.LEDGER_REFUSED
+            await review(ledger, reason, _subject(posting), posting.amount_fen)
+    for posting in new:
+        if posting.institution_id != posting.terminal_institution_id:
+            detail = f"psam={posting.institution_id} terminal={posting.terminal_institution_id}"
+            reason = ev.ReviewReason.PSAM_OTHER_INSTITUTION
+            await review(ledger, reason, _subject(posting), posting.amount_fen, detail)
+    shadows = (
+        await ledger.balances(sorted({shadow(p.purse, p.application_serial) for p in new}))
+        if new
+        else {}
+    )
+    for posting in new:
+        balance = shadows.get(shadow(posting.purse, posting.application_serial))
+        if balance is not None and balance.balance_fen < 0:
+            reason = ev.ReviewReason.SHADOW_BELOW_ZERO
+            await review(ledger, reason, _subject(posting), balance.balance_fen)
+
+
+def _subject(posting: ev.CardDebit) -> str:
+    return f"card-debit|{posting.psam_terminal_no}|{posting.psam_serial}"
 
 
 async def count_offline(context: RequestContext, debit: Debit, institution_id: str) -> None:

@@ -6,6 +6,7 @@ record is in review and unposted, and the ledger sums to zero."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ledger.medical.policy import EXAMPLE
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
+from ledger.memory import MemoryLedger
 from messages.outcome import Outcome
 from messages.private import CardData, SettlementTotals
 from messages.terminal import (
@@ -24,6 +26,7 @@ from messages.terminal import (
     BatchUploadRecord,
     DebitAdvice,
 )
+from routing.purchases import debit_transfer
 from tests.switch.daemon_fixture import Daemon, Terminal, now
 from tests.switch.kiosk import (
     card_balance,
@@ -127,3 +130,21 @@ def test_batch_upload_posts_each_debit_once_and_settles(tmp_path: Path) -> None:
         assert committed.personal_account_fen == sum(AMOUNTS)  # counted once each
 
     run(tmp_path, scenario)
+
+
+def test_a_windows_debit_is_the_very_transfer_the_advice_event_posts() -> None:
+    """routing.purchases posts a window's debits in one submission: each is the transfer
+    ledger.events.post_card_debit posts, so an advice and an upload meet on one id and data."""
+
+    async def check() -> None:
+        ledger = MemoryLedger()
+        for purse, bill in ((ev.Purse.ED, "B1"), (ev.Purse.EP, None)):
+            debit = ev.CardDebit(
+                "000000000001", 7, "3100000000000001", purse, 250, "i1", "i2", bill
+            )
+            result = await ev.post_card_debit(ledger, debit)
+            (posted,) = (await ledger.lookup_transfers(result.transfer_ids)).values()
+            assert posted.transfer == debit_transfer(debit)
+            ledger = MemoryLedger()
+
+    asyncio.run(check())
