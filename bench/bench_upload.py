@@ -5,7 +5,7 @@ commit per window, DESIGN §6), the same batch uploaded again (everything alread
 the same records over the wire as 0320 messages to a real `medswitch serve`.
 
     python -m bench.bench_upload [--records 100000] [--cards 2000] [--wire-records 20000]
-                                 [--terminals 8] [--cache-mib 0]
+                                 [--terminals 8] [--wire-purse ed|ep] [--cache-mib 0]
 
 The ledger is SQLite (WAL, synchronous=FULL) in a temporary directory; every TAC is computed
 before the timed phase from a card TAC master key formed from a random clear value. Records are
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import secrets
+import sqlite3
 import sys
 import tempfile
 import time
@@ -28,6 +29,8 @@ from typing import Any, cast
 
 import uvloop
 
+from bench.bench_settle import Lanes, Pos, drive_once, sign_on, signed
+from bench.bench_switch import processes, report
 from hsm import pboc
 from hsm.des import Des, adjust_parity, kcv
 from hsm.keys import KeyRef, KeyUsage
@@ -37,14 +40,18 @@ from hsm.mac import pboc_mac
 from hsm.soft import SoftHsm
 from ledger import events as ev
 from ledger.core import Ledger, Transfer, new_account, transfer_id
+from ledger.demo import init_demo
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.sqlite_ledger import SqliteLedger
 from messages.outcome import Outcome
 from messages.private import CardData, Purse
+from messages.terminal import BatchUploadRecord
 from routing.batch import UploadItem, intake
 from routing.cardkeys import card_master_alias
 from routing.context import CardRecord, RequestContext, TerminalRecord
+from switch import demo_keys, demo_medical
+from switch.cli_keys import component_files_of, open_soft_hsm
 
 PSAM_NO = "000000000001"
 INSTITUTION = "101320000000001"
@@ -80,7 +87,13 @@ def make_cards(count: int) -> list[CardRecord]:
 
 
 def make_records(
-    clear_tac_master: bytes, version: int, cards: list[CardRecord], count: int, when: dt.datetime
+    clear_tac_master: bytes,
+    version: int,
+    cards: list[CardRecord],
+    count: int,
+    when: dt.datetime,
+    psam_no: str = PSAM_NO,
+    purse: Purse = Purse.ED,
 ) -> list[UploadItem]:
     """Offline ED purchases with their cards' TACs (what a POS uploads)."""
     master = Des(clear_tac_master)
@@ -88,19 +101,20 @@ def make_records(
         c.card_no: Des(pboc.tac_key(pboc.diversify(master, pboc.card_factor(c.serial_bytes))))
         for c in cards
     }
-    psam = bytes.fromhex(PSAM_NO)
+    psam = bytes.fromhex(psam_no)
+    kind = pboc.TYPE_ED_PURCHASE if purse is Purse.ED else pboc.TYPE_EP_PURCHASE
     items = []
     for n in range(count):
         card = cards[n % len(cards)]
         amount = 100 + n % 900
-        data = pboc.purchase_tac_data(amount, pboc.TYPE_ED_PURCHASE, psam, n + 1, when)
+        data = pboc.purchase_tac_data(amount, kind, psam, n + 1, when)
         record = CardData(
             app_serial=card.serial_bytes,
-            purse=Purse.ED,
+            purse=purse,
             key_version=version,
             offline_counter=n // len(cards),
             amount_fen=amount,
-            pboc_type=pboc.TYPE_ED_PURCHASE,
+            pboc_type=kind,
             tac=pboc_mac(tac_keys[card.card_no], data),
             psam_terminal=psam,
             psam_serial=n + 1,
@@ -179,18 +193,100 @@ async def decoded(args: argparse.Namespace, home: Path) -> None:
         await ledger.close()
 
 
+async def wire_frames(home: Path, port: int, args: argparse.Namespace) -> tuple[list[Lanes], int]:
+    """Each POS signed on, and its lane of 0320 frames (one record each, MACed under its MAK),
+    its records' TACs under a TAC master of a new key version (the records carry it); twice,
+    with new STANs the second time (the same STANs would be answered from the retransmission
+    cache without reaching the intake)."""
+    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
+    clear = adjust_parity(secrets.token_bytes(16))
+    alias = card_master_alias(KeyUsage.MK_TAC)
+    now = demo_keys._now()
+    master = await hsm.form_key(alias, KeyUsage.MK_TAC, [Component(clear)], now=now)
+    with sqlite3.connect(home / "medswitch.db") as connection:
+        cards = [
+            CardRecord(no, serial, "", 1, "active", dt.date(2035, 1, 1))
+            for no, serial in connection.execute(
+                "SELECT card_no, application_serial FROM cards ORDER BY card_no"
+            )
+        ]
+        psams = connection.execute(
+            "SELECT psam_terminal_no, institution_id, terminal_id FROM psams ORDER BY serial"
+            " LIMIT ?",
+            (args.terminals,),
+        ).fetchall()
+    passes: list[Lanes] = [[], []]
+    per_terminal = -(-args.wire_records // len(psams))
+    when = now.replace(tzinfo=None) - dt.timedelta(hours=1)
+    for psam_no, institution, terminal_id in psams:
+        pos = Pos(terminal_id, institution, psam=cast(Any, None))
+        await sign_on(port, hsm, pos)
+        assert pos.keys is not None
+        purse = Purse[args.wire_purse.upper()]
+        items = make_records(clear, master.version, cards, per_terminal, when, psam_no, purse)
+        for lanes in passes:
+            lanes.append(await _lane(hsm, pos, items))
+    return passes, len(cards)
+
+
+async def _lane(hsm: SoftHsm, pos: Pos, items: list[UploadItem]) -> list[tuple[bytes, bytes]]:
+    assert pos.keys is not None
+    lane = []
+    for item in items:
+        head = pos.envelope()
+        upload = BatchUploadRecord(
+            stan=head["stan"],
+            terminal_id=head["terminal_id"],
+            institution_id=head["institution_id"],
+            batch=head["batch"],
+            pan=item.pan,
+            amount_fen=item.amount_fen,
+            card=item.card,
+        )
+        lane.append((await signed(hsm, pos.keys, upload), f"{pos.stan:06d}".encode()))
+    return lane
+
+
+def wire(args: argparse.Namespace, home: Path) -> None:
+    database = home / "medswitch.db"
+    init_demo(database, args.wire_cardholders)
+    with sqlite3.connect(database) as connection:
+        terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
+    demo_keys.write_test_components(home)
+    uvloop.run(demo_keys.provision(home, terminals))
+    demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
+    demo_keys.write_config(home, terminal_port=0, http_port=0)
+    with processes(home) as (port, _):
+        passes, cards = uvloop.run(wire_frames(home, port, args))
+        records = sum(len(lane) for lane in passes[0])
+        for label, lanes in zip(("first upload", "same batch again"), passes, strict=True):
+            rate, latencies, codes = uvloop.run(drive_once(port, lanes))
+            report(f"0320 over the wire, {label}", rate, latencies)
+            print(f"   {records:,d} records on {cards} cards from {len(lanes)} POS: codes {codes}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--wire-records", type=int, default=20_000)
     parser.add_argument("--terminals", type=int, default=8)
+    parser.add_argument("--wire-cardholders", type=int, default=200)
+    parser.add_argument(
+        "--wire-purse",
+        choices=("ed", "ep"),
+        default="ed",
+        help="ED debits with no bill also count towards the accumulators (the medical store)",
+    )
     parser.add_argument(
         "--cache-mib", type=int, default=0, help="SQLite page cache (default: SQLite's 2 MiB)"
     )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         uvloop.run(decoded(args, Path(tmp)))
+    if args.wire_records:
+        with tempfile.TemporaryDirectory() as tmp:
+            wire(args, Path(tmp))
 
 
 if __name__ == "__main__":

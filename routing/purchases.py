@@ -307,12 +307,15 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     debit = read_debit(context, request.pan, request.amount_fen, request.card, sender)
     if isinstance(debit, Outcome):
         return answer(request, context, debit)
-    verified = await verify_debit(context, debit)
-    await context.ledger.record_offline([debit.on_file(verified)])
-    if not verified:
+    if not await verify_debit(context, debit):
+        await context.ledger.record_offline([debit.on_file(False)])
         return answer(request, context, Outcome.SECURITY_FAILURE)
     bill = await bill_data(context, request.bill)
-    result = await post_debit(context, debit, bill.bill_id if bill is not None else None)
+    # On file just behind its posting in the writer's queue: the same commit or a later one.
+    result, _ = await asyncio.gather(
+        post_debit(context, debit, bill.bill_id if bill is not None else None),
+        context.ledger.record_offline([debit.on_file(True)]),
+    )
     return answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
 
 
