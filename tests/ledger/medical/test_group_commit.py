@@ -263,3 +263,23 @@ def test_an_operations_own_sqlite_error_fails_it_alone() -> None:
         writer.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
     assert writer.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0]) == 1
     writer.close()
+
+
+def test_submissions_in_one_batch_never_share_the_deductible(service: MedicalService) -> None:
+    store = _store(service)
+    before = store.writer.stats.batches
+    calls: list[Callable[[], object]] = [
+        (
+            lambda n=n: service.submit_bill(  # type: ignore[misc]
+                "H001",
+                Submission(f"D{n}", CARD, DAY, Bill((BillLine("A01", 10, 1000),))),
+                NOW,
+            )[0]
+        )
+        for n in range(8)
+    ]
+    results = _queued_behind_a_held_batch(store, calls)
+    assert store.writer.stats.batches - before == 2  # the held one, then all eight together
+    deductibles = [r.split.delta.deductible_fen for r in results if isinstance(r, BillRecord)]
+    assert sorted(deductibles) == [0] * 5 + [10000] * 3
+    assert service.accumulators("P11", 2026)[1].deductible_fen == 30000
