@@ -7,7 +7,8 @@ once per (PSAM terminal number, PSAM serial) through the same core as the online
 (:mod:`routing.purchases`): an advice already posted, or the same batch uploaded twice, posts
 nothing again. A TAC-valid record always posts; its anomalies (a date older than the offline age
 limit, the PSAM of another institution, a shadow below zero) go to review beside it. A record whose
-TAC does not verify never posts and goes to review.
+TAC does not verify never posts and goes to review. Offline counters of one card that skip
+among the records taken together (a window of a bulk intake) are reviewed as a gap.
 
 :func:`intake` takes a window of records: it verifies them all, then posts them in one ledger
 submission: the group-commit writer makes one durable commit of the window (DESIGN §6); a
@@ -24,6 +25,7 @@ record on file for that batch).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -122,6 +124,7 @@ async def _post_window(context: RequestContext, window: _Window) -> list[Outcome
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT
     for _, debit in valid:
         await _note_late(context, debit)
+    await _note_gaps(context, [debit for _, debit in valid])
     return outcomes
 
 
@@ -131,6 +134,23 @@ async def _note_late(context: RequestContext, debit: Debit) -> None:
     if age > timedelta(hours=context.offline.age_max_h):
         detail = f"card date {debit.record.when:%Y%m%d%H%M%S}, {age.days} days before upload"
         await note(context, "late_upload", debit.subject, debit.record.amount_fen, detail)
+
+
+async def _note_gaps(context: RequestContext, debits: Sequence[Debit]) -> None:
+    """Offline counters of one card's purse that skip within the records taken together: a
+    debit the terminal has not uploaded (yet). Posted all the same; the gap is reviewed."""
+    counters: dict[tuple[str, str], set[int]] = {}
+    for debit in debits:
+        if debit.offline_counter is not None:
+            key = (debit.card.application_serial, debit.purse.value)
+            counters.setdefault(key, set()).add(debit.offline_counter)
+    for (serial, purse), seen in counters.items():
+        ordered = sorted(seen)
+        for before, after in itertools.pairwise(ordered):
+            if after - before > 1:
+                subject = f"counter-gap|{serial}|{purse}|{before}|{after}"
+                detail = f"offline counters {before + 1}..{after - 1} not in the upload"
+                await note(context, "offline_counter_gap", subject, 0, detail)
 
 
 async def handle_batch_upload_end(

@@ -25,7 +25,7 @@ from hsm.interface import PurchaseRecord
 from hsm.keys import KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
-from ledger.core import Account, OfflineRecord, Transfer, TransferResult
+from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review, shadow
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
@@ -38,7 +38,6 @@ from routing.cardkeys import card_key
 from routing.common import answer, bill_data, note
 from routing.context import CardRecord, RequestContext
 
-_NOT_FOUND = (TransferResult.DEBIT_ACCOUNT_NOT_FOUND, TransferResult.CREDIT_ACCOUNT_NOT_FOUND)
 _OUTCOMES = {
     TransferResult.CREATED: ev.Outcome.POSTED,
     TransferResult.EXISTS: ev.Outcome.ALREADY_POSTED,
@@ -61,6 +60,7 @@ class Debit:
     psam_no: str  # 12 digits: the PSAM terminal number bound into the TAC
     card_datetime: str  # yyyymmddhhmmss, as the TAC covers it
     transfer_id: str  # the card debit's transfer (DESIGN §5: PSAM number and serial)
+    offline_counter: int | None = None  # the card's purse counter before this debit
 
     @property
     def subject(self) -> str:
@@ -125,6 +125,7 @@ def read_debit(
         psam_no,
         data.card_datetime,
         ev.card_debit_id(psam_no, data.psam_serial),
+        data.offline_counter,
     )
 
 
@@ -181,8 +182,8 @@ async def post_debits(
     transfers = [
         debit_transfer(p, debit.transfer_id) for p, (debit, _) in zip(postings, debits, strict=True)
     ]
-    results = await _post(context, postings, transfers)
-    await _review(context, postings, results)
+    results, before = await _post(context, postings, transfers)
+    await _review(context, postings, results, before)
     done: list[ev.EventResult] = []
     for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
         if result.ok and debit.purse is ev.Purse.ED:
@@ -228,55 +229,60 @@ def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Trans
 
 async def _post(
     context: RequestContext, postings: Sequence[ev.CardDebit], transfers: Sequence[Transfer]
-) -> list[ev.EventResult]:
-    """One submission; a card or institution without accounts gets them and its debits are
-    posted again, once (they held no money)."""
-    results = await context.ledger.post(transfers) if transfers else []
-    missing = [i for i, r in enumerate(results) if r in _NOT_FOUND]
-    if missing:
-        ensure: dict[str, Account] = {}
-        for i in missing:
-            opened = ev.card_accounts(postings[i].application_serial)
-            for account in opened + ev.institution_accounts(postings[i].institution_id):
+) -> tuple[list[ev.EventResult], dict[str, Balance]]:
+    """One submission, and the touched accounts' balances read just before it. A card or
+    institution without accounts gets them first: the core remembers a refusal for a missing
+    account under the id (only a failed linked batch leaves no trace), so a debit is never
+    posted before its accounts exist."""
+    ledger = context.ledger
+    if not transfers:
+        return [], {}
+    touched = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
+    before = await ledger.balances(sorted(touched))
+    ensure: dict[str, Account] = {}
+    for posting, transfer in zip(postings, transfers, strict=True):
+        if transfer.debit_account_id not in before or transfer.credit_account_id not in before:
+            opened = ev.card_accounts(posting.application_serial)
+            for account in opened + ev.institution_accounts(posting.institution_id):
                 ensure[account.id] = account
-        await context.ledger.open_accounts(list(ensure.values()))
-        again = await context.ledger.post([transfers[i] for i in missing])
-        for i, result in zip(missing, again, strict=True):
-            results[i] = result
-    return [
+    if ensure:
+        await ledger.open_accounts(list(ensure.values()))
+    results = await ledger.post(transfers)
+    outcomes = [
         ev.EventResult(_OUTCOMES.get(r, ev.Outcome.REFUSED), (t.id,))
         for t, r in zip(transfers, results, strict=True)
     ]
+    return outcomes, before
 
 
 async def _review(
-    context: RequestContext, postings: Sequence[ev.CardDebit], results: Sequence[ev.EventResult]
+    context: RequestContext,
+    postings: Sequence[ev.CardDebit],
+    results: Sequence[ev.EventResult],
+    before: dict[str, Balance],
 ) -> None:
     """Anomalies beside the postings: a refusal; for new debits, a PSAM of another institution
-    than the terminal's, a shadow below zero (read once for all the debits' cards)."""
+    than the terminal's, a shadow below zero after the debit (from the balance read before the
+    submission, less the new debits in order)."""
     ledger = context.ledger
-    new = [p for p, r in zip(postings, results, strict=True) if r.outcome is ev.Outcome.POSTED]
+    running = {a: b.balance_fen for a, b in before.items()}
     for posting, result in zip(postings, results, strict=True):
+        subject = _subject(posting)
         if result.outcome in (ev.Outcome.CONFLICT, ev.Outcome.REFUSED):
             reason = ev.ReviewReason.ID_CONFLICT
             if result.outcome is ev.Outcome.REFUSED:
                 reason = ev.ReviewReason.LEDGER_REFUSED
-            await review(ledger, reason, _subject(posting), posting.amount_fen)
-    for posting in new:
+            await review(ledger, reason, subject, posting.amount_fen)
+        if result.outcome is not ev.Outcome.POSTED:
+            continue
         if posting.institution_id != posting.terminal_institution_id:
             detail = f"psam={posting.institution_id} terminal={posting.terminal_institution_id}"
             reason = ev.ReviewReason.PSAM_OTHER_INSTITUTION
-            await review(ledger, reason, _subject(posting), posting.amount_fen, detail)
-    shadows = (
-        await ledger.balances(sorted({shadow(p.purse, p.application_serial) for p in new}))
-        if new
-        else {}
-    )
-    for posting in new:
-        balance = shadows.get(shadow(posting.purse, posting.application_serial))
-        if balance is not None and balance.balance_fen < 0:
-            reason = ev.ReviewReason.SHADOW_BELOW_ZERO
-            await review(ledger, reason, _subject(posting), balance.balance_fen)
+            await review(ledger, reason, subject, posting.amount_fen, detail)
+        account = shadow(posting.purse, posting.application_serial)
+        running[account] = running.get(account, 0) - posting.amount_fen
+        if running[account] < 0:
+            await review(ledger, ev.ReviewReason.SHADOW_BELOW_ZERO, subject, running[account])
 
 
 def _subject(posting: ev.CardDebit) -> str:

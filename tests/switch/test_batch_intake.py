@@ -1,0 +1,111 @@
+"""Batch-upload intake in process (no sockets): each record's TAC under the card's DTK of the
+record's key version; a TAC-valid record posts whatever its anomalies — a date older than the
+offline age limit, another institution's PSAM, a counter gap — and they go to review beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+from typing import Any, cast
+
+from hsm import pboc
+from hsm.des import Des, adjust_parity, kcv
+from hsm.keys import KeyUsage
+from hsm.keystore import MemoryKeyStore
+from hsm.lmk import Component, Lmk, combine
+from hsm.mac import pboc_mac
+from hsm.soft import SoftHsm
+from ledger.kinds import AccountKind, account_id
+from ledger.memory import MemoryLedger
+from messages.outcome import Outcome
+from messages.private import CardData, Purse
+from routing.batch import UploadItem, intake
+from routing.cardkeys import card_master_alias
+from routing.context import CardRecord, RequestContext, TerminalRecord
+
+OURS, THEIRS = "000000000001", "000000000002"  # PSAMs of this institution and another
+CARD = CardRecord("6212340000000016", "3100000000000001", "c1", 2, "active", dt.date(2035, 1, 1))
+NOW = dt.datetime(2026, 11, 25, 12, 0, 0)
+
+
+class Cards:
+    def get(self, card_no: str) -> CardRecord | None:
+        return CARD if card_no == CARD.card_no else None
+
+    def psam_institution(self, psam_terminal_no: str) -> str | None:
+        return {OURS: "inst-a", THEIRS: "inst-b"}.get(psam_terminal_no)
+
+    def blacklist_version(self) -> int:
+        return 0
+
+    def blacklist_changes(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        return []
+
+
+def record(
+    master: bytes, version: int, psam: str, serial: int, counter: int, when: dt.datetime
+) -> UploadItem:
+    tac_key = Des(pboc.tac_key(pboc.diversify(Des(master), pboc.card_factor(CARD.serial_bytes))))
+    data = pboc.purchase_tac_data(500, pboc.TYPE_ED_PURCHASE, bytes.fromhex(psam), serial, when)
+    card = CardData(
+        app_serial=CARD.serial_bytes,
+        purse=Purse.ED,
+        key_version=version,
+        offline_counter=counter,
+        amount_fen=500,
+        pboc_type=pboc.TYPE_ED_PURCHASE,
+        tac=pboc_mac(tac_key, data),
+        psam_terminal=bytes.fromhex(psam),
+        psam_serial=serial,
+        card_datetime=when.strftime("%Y%m%d%H%M%S"),
+    )
+    return UploadItem(CARD.card_no, 500, card, "P0000001", "000001")
+
+
+def test_anomalies_go_to_review_beside_postings_under_each_key_version() -> None:
+    async def scenario() -> None:
+        components = [Component(secrets.token_bytes(16)) for _ in range(2)]
+        hsm = SoftHsm(Lmk(components, kcv(combine(components))), MemoryKeyStore())
+        masters = [adjust_parity(secrets.token_bytes(16)) for _ in range(2)]
+        alias = card_master_alias(KeyUsage.MK_TAC)
+        versions = [
+            (await hsm.form_key(alias, KeyUsage.MK_TAC, [Component(m)], now=NOW)).version
+            for m in masters
+        ]
+        ledger = MemoryLedger()
+        context = RequestContext(
+            TerminalRecord("P0000001", "inst-a", "pos", "active", "000001"),
+            None,
+            NOW,
+            hsm,
+            cast(Any, None),
+            cast(Any, None),
+            Cards(),
+            ledger,
+            "test",
+        )
+        fresh = NOW - dt.timedelta(hours=1)
+        items = [
+            record(masters[0], versions[0], OURS, 1, 0, fresh),  # an older card key version
+            record(masters[1], versions[1], OURS, 2, 1, NOW - dt.timedelta(days=10)),  # late
+            record(masters[1], versions[1], THEIRS, 3, 4, fresh),  # other PSAM; 2..3 missing
+            record(masters[0], versions[1], OURS, 4, 5, fresh),  # TAC under the wrong key
+        ]
+        outcomes = await intake(context, items)
+        assert outcomes == [Outcome.APPROVED] * 3 + [Outcome.SECURITY_FAILURE]
+        assert await intake(context, items) == outcomes  # uploaded again: nothing changes
+        shadow = await ledger.balance(
+            account_id(AccountKind.CARD_ED_SHADOW, CARD.application_serial)
+        )
+        assert shadow is not None and shadow.balance_fen == -1_500  # the card has paid
+        reasons = {item.reason: item.reference for item in await ledger.reviews()}
+        assert reasons["late_upload"] == f"card-debit|{OURS}|2"
+        assert reasons["psam_other_institution"] == f"card-debit|{THEIRS}|3"
+        assert reasons["offline_counter_gap"].endswith("|ED|1|4")
+        assert reasons["bad_tac"] == f"card-debit|{OURS}|4"
+        assert "shadow_below_zero" in reasons
+        held = await ledger.offline_records("P0000001", 1)
+        assert [r.transfer_id is not None for r in held] == [True, True, True, False]
+
+    asyncio.run(scenario())
