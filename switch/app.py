@@ -67,6 +67,7 @@ class App:
     ready: bool = False
     ledger: SqliteLedger | None = None
     cards: SqliteCards | None = None
+    medical_store: SqlMedicalStore | None = None
 
     def _clock(self) -> Callable[[], datetime]:
         if self.clock is not None:
@@ -83,8 +84,9 @@ class App:
         terminals = SqliteTerminals(path)
         self.ledger = SqliteLedger.open(path)
         self.cards = SqliteCards(path)
-        engine = sqlite_engine(path)  # the medical core's cold path: SQLAlchemy Core, a thread
-        medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+        engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
+        self.medical_store = SqlMedicalStore(engine)
+        medical = MedicalService(self.medical_store, SqlDirectory(engine))
         service = TerminalService(
             Codec(TERMINAL),
             cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
@@ -242,6 +244,8 @@ class App:
             await self.ledger.close()
         if self.cards is not None:
             self.cards.close()
+        if self.medical_store is not None:
+            await asyncio.to_thread(self.medical_store.close)
 
 
 async def serve_until_signalled(app: App) -> None:
