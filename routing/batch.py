@@ -114,11 +114,7 @@ async def _check_window(context: RequestContext, items: Sequence[UploadItem]) ->
 async def _post_window(context: RequestContext, window: _Window) -> list[Outcome]:
     valid = [(at, debit) for at, debit, ok in window.checked if ok]
     on_file = [debit.on_file(ok) for _, debit, ok in window.checked]
-    # The records go to the writer just behind their postings: one commit, or a later one.
-    results, _ = await asyncio.gather(
-        post_debits(context, [(debit, None) for _, debit in valid]),
-        context.ledger.record_offline(on_file),
-    )
+    results = await post_debits(context, [(debit, None) for _, debit in valid], on_file)
     outcomes = window.outcomes
     for (at, _), result in zip(valid, results, strict=True):
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT

@@ -10,8 +10,8 @@ verified ones.
 
 The core comes in three steps so that a batch can verify many records and then post them
 together: :func:`read_debit` (the card data checked and typed), :func:`verify_debit` (the TAC,
-under the card's DTK of the record's key version), :func:`post_debit` (the ledger, the bill or
-the accumulators, review notes).
+under the card's DTK of the record's key version), :func:`post_debits` (the ledger and the
+records on file, the bill or the accumulators, review notes).
 """
 
 from __future__ import annotations
@@ -158,22 +158,18 @@ async def verify_debit(context: RequestContext, debit: Debit) -> bool:
     return False
 
 
-async def post_debit(
-    context: RequestContext, debit: Debit, bill_id: str | None = None
-) -> ev.EventResult:
-    """Post one verified debit: :func:`post_debits` of one."""
-    (result,) = await post_debits(context, [(debit, bill_id)])
-    return result
-
-
 async def post_debits(
-    context: RequestContext, debits: Sequence[tuple[Debit, str | None]]
+    context: RequestContext,
+    debits: Sequence[tuple[Debit, str | None]],
+    on_file: Sequence[OfflineRecord] = (),
 ) -> list[ev.EventResult]:
     """Post verified debits (with their bills) together: one ledger submission for the lot, so
     a window of uploaded records shares one durable commit (DESIGN §6). Each posts once per PSAM
     serial (DESIGN §5's card-debit identity: a replay is ALREADY_POSTED), unlinked from the
-    others. Then each new debit's review notes; each ED debit completes its bill, or, with no
-    bill, counts towards the person's accumulators."""
+    others; ``on_file`` (the records as received) is kept just behind the postings in the
+    writer's queue — in their commit or a later one, so a record on file as verified always has
+    its debit in the ledger. Then each new debit's review notes; each ED debit completes its
+    bill, or, with no bill, counts towards the person's accumulators."""
     owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
     for debit, _ in debits:
         if debit.psam_no not in owners:
@@ -182,7 +178,7 @@ async def post_debits(
     transfers = [
         debit_transfer(p, debit.transfer_id) for p, (debit, _) in zip(postings, debits, strict=True)
     ]
-    results, before = await _post(context, postings, transfers)
+    results, before = await _post(context, postings, transfers, on_file)
     await _review(context, postings, results, before)
     done: list[ev.EventResult] = []
     for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
@@ -228,7 +224,10 @@ def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Trans
 
 
 async def _post(
-    context: RequestContext, postings: Sequence[ev.CardDebit], transfers: Sequence[Transfer]
+    context: RequestContext,
+    postings: Sequence[ev.CardDebit],
+    transfers: Sequence[Transfer],
+    on_file: Sequence[OfflineRecord],
 ) -> tuple[list[ev.EventResult], dict[str, Balance]]:
     """One submission, and the touched accounts' balances read just before it. A card or
     institution without accounts gets them first: the core remembers a refusal for a missing
@@ -236,6 +235,8 @@ async def _post(
     posted before its accounts exist."""
     ledger = context.ledger
     if not transfers:
+        if on_file:
+            await ledger.record_offline(on_file)
         return [], {}
     touched = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
     before = await ledger.balances(sorted(touched))
@@ -247,7 +248,10 @@ async def _post(
                 ensure[account.id] = account
     if ensure:
         await ledger.open_accounts(list(ensure.values()))
-    results = await ledger.post(transfers)
+    if on_file:  # queued in this order: the records behind their postings
+        results, _ = await asyncio.gather(ledger.post(transfers), ledger.record_offline(on_file))
+    else:
+        results = await ledger.post(transfers)
     outcomes = [
         ev.EventResult(_OUTCOMES.get(r, ev.Outcome.REFUSED), (t.id,))
         for t, r in zip(transfers, results, strict=True)
@@ -317,11 +321,8 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         await context.ledger.record_offline([debit.on_file(False)])
         return answer(request, context, Outcome.SECURITY_FAILURE)
     bill = await bill_data(context, request.bill)
-    # On file just behind its posting in the writer's queue: the same commit or a later one.
-    result, _ = await asyncio.gather(
-        post_debit(context, debit, bill.bill_id if bill is not None else None),
-        context.ledger.record_offline([debit.on_file(True)]),
-    )
+    debits = [(debit, bill.bill_id if bill is not None else None)]
+    (result,) = await post_debits(context, debits, [debit.on_file(True)])
     return answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
 
 
