@@ -13,6 +13,7 @@ from hsm.interface import Hsm
 from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
+from switch import logs
 from switch.app import App, serve_until_signalled
 from switch.config import Config, ConfigError, load
 from switch.keystore_file import FileKeyStore
@@ -63,7 +64,7 @@ async def _run(config: Config) -> None:
 def serve(config_path: Path | None) -> None:
     """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
     /readyz. Stops on SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(logging.INFO)
     config = _load_config(config_path)
     database = Path(config.database.removeprefix("sqlite:///"))
     if config.database.startswith("sqlite") and not database.exists():

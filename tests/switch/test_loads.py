@@ -20,6 +20,7 @@ from messages.outcome import Outcome
 from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignOnReply
 from simulators.card.card import Tear
 from switch.card_connection import CardRemovedError
+from switch.logs import JsonFormatter
 from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
 from tests.switch.kiosk import (
     card_balance,
@@ -87,10 +88,11 @@ def test_kiosk_load_with_mac1_mac2_and_tac(
         seen.append(on_file.card_no)
 
     run(tmp_path, scenario)
-    # Everything the daemon logged: the PAN only masked (first 6, last 4).
+    # Everything the daemon logged, as its JSON lines: the PAN only masked (first 6, last 4).
     (pan,) = seen
-    assert pan not in caplog.text
-    assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in caplog.text
+    lines = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert pan not in lines
+    assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in lines
 
 
 def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path) -> None:
