@@ -118,15 +118,21 @@ class BankService:
             self.replies.finish(replay[0], replay[1], encoded)
         self.metrics.messages.labels("bank", reply.mti, reply.response_code).inc()
         self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
-        log.info(
-            "bank %s %s %s stan=%s rc=%s pan=%s",
-            request.acquirer_id,
-            request.terminal_id or "-",
-            message.mti,
-            request.stan,
-            reply.response_code,
-            mask_pan(getattr(request, "pan", None) or ""),
-        )
+        if log.isEnabledFor(logging.INFO):
+            fields = {
+                "interface": "bank",
+                "acquirer": request.acquirer_id,
+                "terminal": request.terminal_id,
+                "mti": message.mti,
+                "stan": request.stan,
+                "transmitted": request.transmitted,
+                "rc": reply.response_code,
+                "handler": handler,
+                "pan": mask_pan(getattr(request, "pan", None) or ""),
+                "amount_fen": getattr(request, "amount_fen", None),
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            log.info("message", extra={"fields": fields})
         return encoded
 
     async def _serve(

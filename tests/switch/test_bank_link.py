@@ -38,6 +38,7 @@ from simulators.bank import CODEC, BankAcquirer, mac_payload
 from switch.app import App
 from switch.card_connection import ApduError, CardConnection
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.logs import JsonFormatter
 from switch.sessions import Sessions
 from tests.switch.daemon_fixture import Daemon, Terminal, new_hsm, now
 from tests.switch.kiosk import PIN, CardOnFile, card_balance, first_card, issue_card, kiosk_load
@@ -157,7 +158,9 @@ def test_counter_load_and_unload_move_card_and_ledger_alike(
             with pytest.raises(ApduError):
                 await bank_counter.ed_unload(conn, on_file.card_no, PIN, 7_001)
         assert await balances(daemon, on_file) == (7_000, 0, 0, fund_before - 7_000)
-        bank_lines = [r.getMessage() for r in caplog.records if r.name == "medswitch.bank"]
+        bank_lines = [
+            JsonFormatter().format(r) for r in caplog.records if r.name == "medswitch.bank"
+        ]
         assert len(bank_lines) >= 6 and all(on_file.card_no not in line for line in bank_lines)
         assert mask_pan(on_file.card_no) in "\n".join(bank_lines)
 
