@@ -13,7 +13,6 @@ switch restarted signs on again, as bank hosts do after any reconnect).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -109,13 +108,7 @@ class BankService:
             self.metrics.messages.labels("bank", message.mti, "repeat").inc()
             return served
         reply, mac, handler, replay = served
-        try:
-            encoded = await self._encode(reply, zak if mac else None)
-        finally:
-            if replay is not None:
-                self.replies.finish(replay[0], replay[1], None)
-        if replay is not None:
-            self.replies.finish(replay[0], replay[1], encoded)
+        encoded = await self.replies.remember(replay, self._encode(reply, zak if mac else None))
         self.metrics.messages.labels("bank", reply.mti, reply.response_code).inc()
         self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
@@ -155,7 +148,7 @@ class BankService:
         if financial:  # network management is simply done again
             block = message_class(mti).encode() + self.codec.mac_block(payload)[4:]
             digest = hashlib.blake2b(block, digest_size=16).digest()
-            earlier = await self._earlier_reply(message_key, digest)
+            earlier = await self.replies.earlier(message_key, digest)
             if isinstance(earlier, bytes):
                 return earlier
             if earlier is Outcome.DUPLICATE:
@@ -214,20 +207,6 @@ class BankService:
         if self.savings is not None and isinstance(request, CounterEpLoad):
             zpk_out = await self.sessions.latest(link.outbound_zpk_alias, KeyUsage.ZPK)
         return BankContext(base, self.card_status, link.acquirer_id, self.savings, zpk_in, zpk_out)
-
-    async def _earlier_reply(self, key: str, digest: bytes) -> bytes | Outcome | None:
-        remembered = self.replies.get(key)
-        if remembered is not None:
-            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
-        pending = self.replies.pending(key)
-        if pending is None:
-            return None
-        if pending[0] != digest:
-            return Outcome.DUPLICATE
-        try:
-            return await asyncio.shield(pending[1])
-        except asyncio.CancelledError:
-            return None
 
     async def _mac_ok(self, payload: bytes, mac: FieldValue | None, zak: KeyRef) -> bool:
         if not isinstance(mac, bytes):

@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
+
+from messages.outcome import Outcome
+
+Replay = tuple[str, bytes]  # (message key, digest of the request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,36 @@ class ReplyCache:
 
     def pending(self, key: str) -> tuple[bytes, asyncio.Future[bytes]] | None:
         return self._pending.get(key)
+
+    async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
+        """The original reply to a retransmission (waiting for it if the first copy is still
+        being handled), DUPLICATE for the same key with other content, or None for a new
+        request."""
+        remembered = self.get(key)
+        if remembered is not None:
+            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
+        pending = self.pending(key)
+        if pending is None:
+            return None
+        if pending[0] != digest:
+            return Outcome.DUPLICATE
+        try:
+            return await asyncio.shield(pending[1])
+        except asyncio.CancelledError:
+            return None
+
+    async def remember(self, replay: Replay | None, reply: Awaitable[bytes]) -> bytes:
+        """Await ``reply`` and remember it under ``replay``; if it fails, let the waiting copies
+        go (they are then handled afresh) and re-raise."""
+        try:
+            encoded = await reply
+        except BaseException:
+            if replay is not None:
+                self.finish(replay[0], replay[1], None)
+            raise
+        if replay is not None:
+            self.finish(replay[0], replay[1], encoded)
+        return encoded
 
     def begin(self, key: str, digest: bytes) -> None:
         self._pending[key] = (digest, asyncio.get_running_loop().create_future())

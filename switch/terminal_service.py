@@ -7,7 +7,6 @@ build, MAC, encode. Every answer is counted by MTI and response code.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -81,13 +80,7 @@ class TerminalService:
             self.metrics.messages.labels("terminal", message.mti, "repeat").inc()
             return served
         reply, session, handler, replay = served
-        try:
-            encoded = await self._encode(reply, session)
-        finally:
-            if replay is not None:
-                self.replies.finish(replay[0], replay[1], None)
-        if replay is not None:
-            self.replies.finish(replay[0], replay[1], encoded)
+        encoded = await self.replies.remember(replay, self._encode(reply, session))
         self.metrics.messages.labels("terminal", reply.mti, reply.response_code).inc()
         self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
@@ -133,7 +126,7 @@ class TerminalService:
             # The same request, with its MTI's repeat digit normalised (0401 repeats 0400).
             block = bytes.fromhex(message_class(mti)) + self.codec.mac_block(payload)[2:]
             digest = hashlib.blake2b(block, digest_size=16).digest()
-            earlier = await self._earlier_reply(message_key, digest)
+            earlier = await self.replies.earlier(message_key, digest)
             if isinstance(earlier, bytes):
                 return earlier
             if earlier is Outcome.DUPLICATE:
@@ -174,22 +167,6 @@ class TerminalService:
         if isinstance(request, SignOn):
             session = await self.sessions.get(terminal.terminal_id)
         return reply, session, route.name, replay
-
-    async def _earlier_reply(self, key: str, digest: bytes) -> bytes | Outcome | None:
-        """The original reply to a retransmission, DUPLICATE for the same key with other
-        content, or None for a new request."""
-        remembered = self.replies.get(key)
-        if remembered is not None:
-            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
-        pending = self.replies.pending(key)
-        if pending is None:
-            return None
-        if pending[0] != digest:
-            return Outcome.DUPLICATE
-        try:
-            return await asyncio.shield(pending[1])
-        except asyncio.CancelledError:
-            return None
 
     async def _mac_ok(self, message: Message, payload: bytes, session: SignOnKeys) -> bool:
         mac = message.fields.get(64)
