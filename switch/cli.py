@@ -48,3 +48,4 @@ main.add_command(psams)
 from switch.cli_bank import bank_sim  # noqa: E402
 
 sim_group.add_command(bank_sim)
+from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401

@@ -1,0 +1,503 @@
+"""A hospital or pharmacy POS with its PSAM, and the terminal link a kiosk shares with it.
+
+The terminal speaks the switch's terminal interface through the same code the switch uses
+(:mod:`messages.terminal_table`, :mod:`messages.codec`, :mod:`messages.framing`) and keeps its
+working keys in its own secure module (a :class:`~hsm.soft.SoftHsm` holding its TMK): it signs
+on, MACs every request and checks every reply's MAC. What the terminal must not forget — batch,
+STAN, downloaded limits, blacklist, the batch's records, a load awaiting confirmation — is a
+JSON file written atomically after every change, so it survives a restart.
+
+    link = TerminalLink(Endpoint("127.0.0.1", 5880), "P0000001", institution, hsm, tmk, state)
+    pos = Pos(link, card, psam, pan="...", pin="123456")
+    await pos.sign_on(); await pos.offline(1200); await pos.settle_batch()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypedDict
+
+from hsm.interface import MacAlgorithm, SignOnKeys
+from hsm.keys import KeyRef
+from hsm.soft import SoftHsm
+from messages import terminal_table
+from messages.codec import Codec, Message
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.private import BillData, CardData, OriginalData, SettlementTotals
+from messages.spec_terminal import TERMINAL
+from messages.terminal import (
+    BatchSettlement,
+    BatchSettlementReply,
+    BatchUploadEnd,
+    BatchUploadRecord,
+    BlacklistDownload,
+    BlacklistReply,
+    DebitAdvice,
+    ParameterDownload,
+    ParameterReply,
+    Reversal,
+    Settlement,
+    SignOn,
+    SignOnReply,
+    TerminalMessage,
+    TerminalReply,
+    Void,
+)
+from simulators import terminal_card
+from simulators.card.state import read_json, write_atomic
+from switch.card_connection import CardConnection, expect
+
+CODEC = Codec(TERMINAL)
+READS_MAX = 10_000  # socket reads for one reply, at most
+BLACKLIST_ROUNDS_MAX = 100
+
+
+class Envelope(TypedDict):
+    stan: str
+    terminal_id: str
+    institution_id: str
+    batch: str
+
+
+class TerminalError(Exception):
+    """A refusal or a fault the operator is shown (no card data in the text)."""
+
+
+class Unreachable(TerminalError):
+    """The centre did not answer (no connection, or no reply in time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    timeout_s: float = 10.0
+
+
+@dataclass
+class TerminalState:
+    """The terminal's memory on disk."""
+
+    path: Path | None
+    batch: str = "000001"
+    stan: int = 0
+    floor_fen: int = 0
+    count_max: int = 0
+    age_max_h: int = 0
+    blacklist_version: int = 0
+    blacklist: set[str] = field(default_factory=set)  # application serials, hex
+    records: list[dict[str, Any]] = field(default_factory=list)
+    pending_load: dict[str, Any] | None = None
+
+    @classmethod
+    def open(cls, path: Path | None) -> TerminalState:
+        if path is None or not path.exists():
+            state = cls(path)
+            state.save()
+            return state
+        raw = read_json(path)
+        return cls(
+            path,
+            raw["batch"],
+            raw["stan"],
+            raw["floor_fen"],
+            raw["count_max"],
+            raw["age_max_h"],
+            raw["blacklist_version"],
+            set(raw["blacklist"]),
+            list(raw["records"]),
+            raw.get("pending_load"),
+        )
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        write_atomic(
+            self.path,
+            {
+                "batch": self.batch,
+                "stan": self.stan,
+                "floor_fen": self.floor_fen,
+                "count_max": self.count_max,
+                "age_max_h": self.age_max_h,
+                "blacklist_version": self.blacklist_version,
+                "blacklist": sorted(self.blacklist),
+                "records": self.records,
+                "pending_load": self.pending_load,
+            },
+        )
+
+    def next_stan(self) -> str:
+        self.stan = self.stan % 999_999 + 1
+        self.save()
+        return f"{self.stan:06d}"
+
+
+class TerminalLink:
+    """The terminal's connection to the centre and its secure module."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        terminal_id: str,
+        institution_id: str,
+        hsm: SoftHsm,
+        tmk: KeyRef,
+        state: TerminalState,
+        *,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.endpoint = endpoint
+        self.terminal_id = terminal_id
+        self.institution_id = institution_id.ljust(15)
+        self.hsm = hsm
+        self.tmk = tmk
+        self.state = state
+        self.clock = clock
+        self.keys: SignOnKeys | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.endpoint.host, self.endpoint.port),
+                    self.endpoint.timeout_s,
+                )
+            except (OSError, TimeoutError) as error:
+                raise Unreachable(f"centre unreachable: {error}") from None
+            self._reader, self._writer = reader, writer
+        return self._reader, self._writer
+
+    def envelope(self, stan: str | None = None) -> Envelope:
+        return {
+            "stan": stan or self.state.next_stan(),
+            "terminal_id": self.terminal_id,
+            "institution_id": self.institution_id,
+            "batch": self.state.batch,
+        }
+
+    async def exchange(self, request: TerminalMessage, *, mac: bool = True) -> TerminalReply:
+        message = terminal_table.build(request)
+        payload = CODEC.encode(message)
+        if mac:
+            keys = self.signed_on()
+            fields = dict(message.fields)
+            fields[64] = bytes(8)
+            payload = CODEC.encode(Message(message.mti, fields, message.tpdu, message.header))
+            code = await self.hsm.generate_mac(
+                keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(payload)
+            )
+            payload = CODEC.with_mac(payload, code)
+        answer = await self._send(payload)
+        reply = terminal_table.parse(CODEC.decode(answer))
+        if not isinstance(reply, TerminalReply):
+            raise TerminalError(f"the centre answered with a request ({type(reply).__name__})")
+        if reply.mac is not None and self.keys is not None:
+            good = await self.hsm.verify_mac(
+                self.keys.mak, MacAlgorithm.CUP_ECB, CODEC.mac_block(answer), reply.mac
+            )
+            if not good:
+                raise TerminalError("the reply's MAC does not verify")
+        return reply
+
+    async def _send(self, payload: bytes) -> bytes:
+        reader, writer = await self._connect()
+        try:
+            writer.write(encode_frame(payload, LengthFormat.BINARY2))
+            await writer.drain()
+            decoder = FrameDecoder(LengthFormat.BINARY2)
+            for _ in range(READS_MAX):
+                data = await asyncio.wait_for(reader.read(4096), self.endpoint.timeout_s)
+                if not data:
+                    raise Unreachable("the centre closed the connection")
+                frames = decoder.feed(data)
+                if frames:
+                    return bytes(frames[0])
+            raise Unreachable("no reply")
+        except (OSError, TimeoutError, Unreachable) as error:
+            await self.close()
+            if isinstance(error, Unreachable):
+                raise
+            raise Unreachable(f"no reply from the centre: {type(error).__name__}") from None
+
+    def signed_on(self) -> SignOnKeys:
+        if self.keys is None:
+            raise TerminalError("not signed on: run sign_on first")
+        return self.keys
+
+    async def sign_on(self) -> str:
+        """0800 → working keys under the TMK, the centre's clock and batch."""
+        reply = await self.exchange(SignOn(**self.envelope()), mac=False)
+        if not isinstance(reply, SignOnReply) or reply.keys is None:
+            raise TerminalError(f"sign-on refused: {reply.response_code}")
+        self.keys = await self.hsm.accept_sign_on(
+            self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
+        )
+        if reply.batch:
+            self.state.batch = reply.batch
+        self.state.save()
+        return (
+            f"signed on: batch {self.state.batch}, centre time {reply.host_date} {reply.host_time}"
+        )
+
+
+def read_serial(card: CardConnection, pin: str) -> bytes:
+    """SELECT, VERIFY the PIN (the card decides), then the application serial from EF 15."""
+    terminal_card.open_application(card, pin)
+    return expect(card, bytes.fromhex("00B095001E"), "READ BINARY")[10:20]
+
+
+def yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def refused(reply: TerminalReply, what: str) -> TerminalError:
+    return TerminalError(f"{what} refused: response code {reply.response_code}")
+
+
+class Pos:
+    """A POS with its card reader and PSAM."""
+
+    def __init__(
+        self,
+        link: TerminalLink,
+        card: CardConnection,
+        psam: CardConnection,
+        *,
+        pan: str,
+        pin: str,
+    ) -> None:
+        self.link = link
+        self.card = card
+        self.psam = psam
+        self.pan = pan
+        self.pin = pin
+
+    @property
+    def state(self) -> TerminalState:
+        return self.link.state
+
+    def _serial(self) -> bytes:
+        return read_serial(self.card, self.pin)
+
+    def _now(self) -> datetime:
+        return self.link.clock().replace(microsecond=0, tzinfo=None)
+
+    async def sign_on(self) -> list[str]:
+        lines = [await self.link.sign_on()]
+        lines.append(await self.download_parameters())
+        lines.append(await self.download_blacklist())
+        return lines
+
+    async def download_parameters(self) -> str:
+        reply = await self.link.exchange(ParameterDownload(**self.link.envelope()))
+        if not isinstance(reply, ParameterReply) or reply.parameters is None:
+            raise refused(reply, "parameter download")
+        found = reply.parameters
+        self.state.floor_fen = found.offline_floor_fen or 0
+        self.state.count_max = found.offline_count_max or 0
+        self.state.age_max_h = found.offline_age_max_h or 0
+        self.state.save()
+        return (
+            f"offline limits: floor {yuan(self.state.floor_fen)}, "
+            f"{self.state.count_max} records, {self.state.age_max_h} h"
+        )
+
+    async def download_blacklist(self) -> str:
+        for _ in range(BLACKLIST_ROUNDS_MAX):
+            request = BlacklistDownload(
+                **self.link.envelope(), from_version=f"{self.state.blacklist_version:08d}"
+            )
+            reply = await self.link.exchange(request)
+            if not isinstance(reply, BlacklistReply) or reply.blacklist is None:
+                raise refused(reply, "blacklist download")
+            delta = reply.blacklist
+            for action, serial in delta.entries:
+                if action == "A":
+                    self.state.blacklist.add(serial.hex())
+                else:
+                    self.state.blacklist.discard(serial.hex())
+            self.state.blacklist_version = delta.version
+            self.state.save()
+            if not delta.more:
+                break
+        return f"blacklist version {self.state.blacklist_version}: {len(self.state.blacklist)}"
+
+    def _debit(self, amount_fen: int, serial: bytes) -> CardData:
+        terminal_card.open_application(self.card, self.pin)
+        return terminal_card.purchase(self.card, self.psam, serial, amount_fen, self._now())
+
+    def _record(self, data: CardData, **extra: Any) -> dict[str, Any]:
+        record = {
+            "pan": self.pan,
+            "amount_fen": data.amount_fen,
+            "card": data.build().hex(),
+            "batch": self.state.batch,
+            "at": self._now().isoformat(),
+            "advised": False,
+            "voided": False,
+            **extra,
+        }
+        self.state.records.append(record)
+        self.state.save()
+        return record
+
+    async def _bill(self, bill_id: str) -> bytes:
+        keys = self.link.signed_on()
+        if keys.tdk is None:
+            raise TerminalError("no TDK from sign-on")
+        return await self.link.hsm.encrypt_data(keys.tdk, BillData(bill_id=bill_id).build())
+
+    async def settle(self, bill_id: str, total_fen: int) -> list[str]:
+        """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
+        through the PSAM → 0220 advice with the TAC. A reversal when no answer came."""
+        serial = self._serial()
+        if serial.hex() in self.state.blacklist:
+            raise TerminalError("card on the blacklist")
+        bill = await self._bill(bill_id)
+        envelope = self.link.envelope()
+        request = Settlement(
+            **envelope, pan=self.pan, amount_fen=total_fen, card=CardData(), bill=bill
+        )
+        try:
+            reply = await self.link.exchange(request)
+        except Unreachable:
+            reversal = Reversal(
+                **envelope,
+                processing_code="000000",
+                txn_type="22",
+                pan=self.pan,
+                amount_fen=total_fen,
+                bill=bill,
+            )
+            answer = await self.link.exchange(reversal)
+            return [f"no answer to the settlement: reversed ({answer.response_code})"]
+        if reply.response_code != "00" or reply.bill is None:
+            raise refused(reply, "settlement")
+        keys = self.link.signed_on()
+        assert keys.tdk is not None
+        split = BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, reply.bill))
+        lines = receipt(bill_id, split)
+        ed = split.ed_fen or 0
+        if ed:
+            data = self._debit(ed, serial)
+            record = self._record(
+                data,
+                bill_id=bill_id,
+                online=True,
+                settlement_stan=envelope["stan"],
+                settlement_fen=total_fen,
+            )
+            advice = DebitAdvice(
+                **self.link.envelope(), pan=self.pan, amount_fen=ed, card=data, bill=bill
+            )
+            record["stan"] = advice.stan
+            self.state.save()
+            try:
+                answer = await self.link.exchange(advice)
+            except Unreachable:
+                lines.append("advice not answered: the record goes with the batch upload")
+                return lines
+            record["advised"] = answer.response_code == "00"
+            self.state.save()
+            lines.append(f"card ED debited {yuan(ed)}, advice {answer.response_code}")
+        return lines
+
+    async def offline(self, amount_fen: int) -> list[str]:
+        """A purchase with no line to the centre, within the downloaded limits."""
+        serial = self._serial()
+        if serial.hex() in self.state.blacklist:
+            raise TerminalError("card on the blacklist: no offline purchase")
+        pending = [r for r in self.state.records if not r.get("online")]
+        if amount_fen > self.state.floor_fen:
+            raise TerminalError(f"above the offline floor limit {yuan(self.state.floor_fen)}")
+        if len(pending) >= self.state.count_max:
+            raise TerminalError(f"{len(pending)} offline records: settle the batch first")
+        if pending:
+            oldest = min(datetime.fromisoformat(r["at"]) for r in pending)
+            if self._now() - oldest > timedelta(hours=self.state.age_max_h):
+                raise TerminalError("the oldest offline record is too old: settle the batch")
+        data = self._debit(amount_fen, serial)
+        self._record(data, online=False)
+        return [f"offline purchase {yuan(amount_fen)}: TAC {(data.tac or b'').hex().upper()}"]
+
+    async def void(self, bill_id: str) -> list[str]:
+        """Void the settled bill's advice: the centre gives the share back to the fund."""
+        for record in self.state.records:
+            if record.get("bill_id") == bill_id and record.get("advised"):
+                bill = await self._bill(bill_id)
+                original = OriginalData(record["batch"], record["settlement_stan"], "0000")
+                reply = await self.link.exchange(
+                    Void(
+                        **self.link.envelope(),
+                        pan=record["pan"],
+                        amount_fen=record["settlement_fen"],
+                        original=original,
+                        bill=bill,
+                    )
+                )
+                if reply.response_code != "00":
+                    raise refused(reply, "void")
+                record["voided"] = True
+                self.state.save()
+                return [f"bill {bill_id} voided"]
+        raise TerminalError(f"no advised debit for bill {bill_id}")
+
+    async def settle_batch(self) -> list[str]:
+        """0500 with the batch's totals; when not balanced, 0320 for every record and the
+        end of upload. Then a new batch."""
+        debits = [r for r in self.state.records if not r["voided"]]
+        total = SettlementTotals(sum(r["amount_fen"] for r in debits), len(debits), 0, 0)
+        reply = await self.link.exchange(BatchSettlement(**self.link.envelope(), totals=total))
+        if not isinstance(reply, BatchSettlementReply) or reply.totals is None:
+            raise refused(reply, "batch settlement")
+        lines = [f"batch {self.state.batch}: {len(debits)} debits, {yuan(total.debit_fen)}"]
+        if reply.totals.result != 1:
+            lines.append("not balanced: uploading every record")
+            for record in debits:
+                data = CardData.parse(bytes.fromhex(record["card"]))
+                answer = await self.link.exchange(
+                    BatchUploadRecord(
+                        **self.link.envelope(),
+                        pan=record["pan"],
+                        amount_fen=record["amount_fen"],
+                        card=data,
+                    )
+                )
+                lines.append(f"  record {yuan(record['amount_fen'])}: {answer.response_code}")
+            end = await self.link.exchange(
+                BatchUploadEnd(**self.link.envelope(), count=f"{len(debits):04d}")
+            )
+            lines.append(f"end of upload: {end.response_code}")
+        else:
+            lines.append("balanced")
+        self.state.records = []
+        self.state.batch = f"{int(self.state.batch) % 999_999 + 1:06d}"
+        self.state.save()
+        return lines
+
+
+def receipt(bill_id: str, split: BillData) -> list[str]:
+    lines = [
+        f"bill {bill_id}: total {yuan(split.total_fen or 0)}",
+        f"  personal account {yuan(split.personal_fen or 0)}"
+        f"  pooled fund {yuan(split.pooled_fen or 0)}  self-pay {yuan(split.self_pay_fen or 0)}",
+        f"  from the card: ED {yuan(split.ed_fen or 0)}  EP {yuan(split.ep_fen or 0)}"
+        f"  cash {yuan(split.cash_fen or 0)}",
+    ]
+    lines += [f"  {line}" for line in (split.explanation or "").splitlines()]
+    return lines

@@ -1,0 +1,395 @@
+"""`medswitch sim pos` and `medswitch sim kiosk`: the network's terminals (simulators/pos.py,
+simulators/kiosk.py), scriptable and interactive.
+
+    medswitch sim pos --terminal-id P0000001 --institution 101320000000001 \\
+        --tmk-component tmk.a --tmk-component tmk.b --card card.json --psam psam.json \\
+        --pan 3100000000000001 --state pos.json --script day.txt
+    medswitch sim kiosk --terminal-id K0000001 --home var/demo -c a.component -c b.component \\
+        --card card.json --pan 3100000000000001 --state kiosk.json
+
+The terminal's TMK: its clear components as the key-loading device injects them
+(``--tmk-component``, repeat), or ``tmk/<terminal id>`` in a key home (``--home`` with the LMK's
+``-c`` files). The card (and the POS's PSAM): a virtual card's JSON file (``--card``) or a PC/SC
+reader (``--card-reader``). A script has one command per line (``#`` starts a comment); with no
+script the terminal prompts for commands on the screen.
+
+POS commands: sign_on · params · blacklist · settle BILL_ID TOTAL_FEN · offline FEN ·
+void BILL_ID · settle_batch · records. Kiosk commands: sign_on · insert · balance · load FEN ·
+load_lost FEN (the card is credited, the confirmation never sent) · recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shlex
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hsm.des import kcv
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import MemoryKeyStore
+from hsm.lmk import Component, Lmk, combine
+from hsm.soft import SoftHsm
+from simulators.card import VirtualCard
+from simulators.kiosk import Kiosk
+from simulators.pos import (
+    Endpoint,
+    Pos,
+    TerminalError,
+    TerminalLink,
+    TerminalState,
+    yuan,
+)
+from simulators.psam import VirtualPsam
+from switch.card_connection import (
+    CardConnection,
+    CardConnectionError,
+    DirectConnection,
+    PcscConnection,
+)
+from switch.cli_keys import Home, component_count, component_files, component_files_of, load_hsm
+from switch.cli_keys import resolve as resolve_key
+from switch.cli_sim import sim_group
+
+COMMANDS_MAX = 100_000  # interactive commands in one session, at most
+Handler = Callable[[list[str]], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    args: tuple[str, ...]  # argument names; FEN arguments are whole fen
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    line_no: int
+    command: Command
+    args: list[str]
+
+
+class ScriptError(click.ClickException):
+    pass
+
+
+def parse_line(text: str, line_no: int, commands: dict[str, Command], where: str) -> Step | None:
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError as error:
+        raise ScriptError(f"{where}:{line_no}: {error}") from None
+    if not words:
+        return None
+    name, args = words[0], words[1:]
+    command = commands.get(name)
+    if command is None:
+        known = ", ".join(sorted(commands))
+        raise ScriptError(f"{where}:{line_no}: unknown command {name!r} (known: {known})")
+    if len(args) != len(command.args):
+        usage = " ".join([name, *command.args])
+        raise ScriptError(
+            f"{where}:{line_no}: {name} takes {len(command.args)} argument(s): {usage}"
+        )
+    for arg_name, value in zip(command.args, args, strict=True):
+        if arg_name.endswith("FEN") and not (value.isdigit() and 0 < int(value) < 10**10):
+            raise ScriptError(f"{where}:{line_no}: {arg_name} must be a whole number of fen > 0")
+    return Step(line_no, command, args)
+
+
+def parse_script(path: Path, commands: dict[str, Command]) -> list[Step]:
+    steps = []
+    for line_no, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        step = parse_line(text, line_no, commands, str(path))
+        if step is not None:
+            steps.append(step)
+    return steps
+
+
+def prompted(commands: dict[str, Command], title: str) -> Iterator[Step]:
+    click.echo(click.style(f"== {title} ==", bold=True))
+    click.echo("commands: " + " · ".join(" ".join([c.name, *c.args]) for c in commands.values()))
+    click.echo("quit to leave")
+    for count in range(1, COMMANDS_MAX + 1):
+        try:
+            text = click.prompt(click.style(f"{title}>", fg="cyan"), default="", show_default=False)
+        except (click.Abort, EOFError):
+            return
+        if text.strip() in ("quit", "exit"):
+            return
+        try:
+            step = parse_line(text, count, commands, "input")
+        except ScriptError as error:
+            click.echo(click.style(error.message, fg="red"))
+            continue
+        if step is not None:
+            yield step
+
+
+async def run_steps(steps: Iterator[Step] | list[Step], *, stop_on_error: bool) -> int:
+    failures = 0
+    for step in steps:
+        try:
+            lines = await step.command.handler(step.args)
+        except (TerminalError, CardConnectionError) as error:
+            failures += 1
+            message = f"line {step.line_no}: {step.command.name}: {error}"
+            click.echo(click.style(message, fg="red"), err=True)
+            if stop_on_error:
+                return failures
+            continue
+        for line in lines:
+            click.echo(line)
+    return failures
+
+
+def ephemeral_module(files: tuple[Path, ...]) -> tuple[SoftHsm, list[Component]]:
+    """A terminal's secure module: a fresh random LMK, the TMK injected from its components."""
+    lmk_parts = [Component(secrets.token_bytes(16)) for _ in range(2)]
+    hsm = SoftHsm(Lmk(lmk_parts, kcv(combine(lmk_parts))), MemoryKeyStore())
+    try:
+        return hsm, component_files_of(files)
+    except Exception as error:
+        raise click.ClickException(f"TMK component: {error}") from None
+
+
+def connection(
+    file: Path | None, reader: str | None, what: str, psam: bool = False
+) -> CardConnection:
+    conn: CardConnection
+    if file is not None:
+        try:
+            device: Any = VirtualPsam.load(file) if psam else VirtualCard.load(file)
+        except (OSError, ValueError, KeyError) as error:
+            raise click.ClickException(f"{file}: {error}") from None
+        conn = DirectConnection(device, f"virtual {what}")
+    elif reader is not None:
+        conn = PcscConnection(reader)
+    else:
+        raise click.UsageError(f"give the {what} as --{what} FILE or --{what}-reader NAME")
+    try:
+        conn.connect()
+    except CardConnectionError as error:
+        raise click.ClickException(str(error)) from None
+    return conn
+
+
+def terminal_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", default=5800, show_default=True, type=click.IntRange(1, 65535)),
+        click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300)),
+        click.option("--terminal-id", required=True, help="The terminal's id (field 41)."),
+        click.option("--institution", default="centre", show_default=True, help="Field 42."),
+        click.option(
+            "--tmk-component",
+            "tmk_files",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="A clear TMK component file as injected (repeat).",
+        ),
+        click.option(
+            "--home",
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="A key home holding tmk/<terminal id> (with -c LMK components).",
+        ),
+        component_files,
+        component_count,
+        click.option(
+            "--state",
+            "state_file",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The terminal's records (JSON, kept across restarts).",
+        ),
+        click.option(
+            "--card",
+            "card_file",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="A virtual card's JSON file.",
+        ),
+        click.option("--card-reader", default=None, help="A PC/SC reader with the card."),
+        click.option("--pan", required=True, help="The card number (as the HIS knows it)."),
+        click.option("--pin", default="123456", show_default=True, help="The cardholder's PIN."),
+        click.option(
+            "--script",
+            "script",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="One command per line; prompts on the screen when absent.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@dataclass
+class Common:
+    host: str
+    port: int
+    timeout: float
+    terminal_id: str
+    institution: str
+    tmk_files: tuple[Path, ...]
+    home: Path | None
+    component_files: tuple[Path, ...]
+    count: int
+    state_file: Path
+    card_file: Path | None
+    card_reader: str | None
+    pan: str
+    pin: str
+    script: Path | None
+
+
+async def open_link(common: Common) -> TerminalLink:
+    now = datetime.now().replace(microsecond=0)
+    tmk: KeyRef
+    if common.tmk_files:
+        hsm, parts = ephemeral_module(common.tmk_files)
+        tmk = await hsm.form_key(f"tmk/{common.terminal_id}", KeyUsage.TMK, parts, now=now)
+    elif common.home is not None:
+        home = Home(common.home, f"terminal {common.terminal_id}")
+        hsm = load_hsm(home, common.component_files, common.count)
+        tmk = await resolve_key(home, f"tmk/{common.terminal_id}")
+    else:
+        raise click.UsageError("give the TMK: --tmk-component FILE (repeat) or --home with -c")
+    state = TerminalState.open(common.state_file)
+    endpoint = Endpoint(common.host, common.port, common.timeout)
+    return TerminalLink(endpoint, common.terminal_id, common.institution, hsm, tmk, state)
+
+
+def run_session(
+    common: Common, commands: Callable[[TerminalLink], dict[str, Command]], title: str
+) -> None:
+    probe = commands_for_parsing(commands)
+    steps = parse_script(common.script, probe) if common.script else None
+
+    async def main() -> int:
+        link = await open_link(common)
+        try:
+            table = commands(link)
+            if steps is not None:
+                bound = [Step(s.line_no, table[s.command.name], s.args) for s in steps]
+                return await run_steps(bound, stop_on_error=True)
+            return await run_steps(prompted(table, title), stop_on_error=False)
+        finally:
+            await link.close()
+
+    failures = asyncio.run(main())
+    if steps is not None and failures:
+        raise SystemExit(1)
+
+
+def commands_for_parsing(
+    commands: Callable[[TerminalLink], dict[str, Command]],
+) -> dict[str, Command]:
+    """The command table's names and arguments, for checking a script before connecting."""
+
+    class Nothing:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError("only for parsing")
+
+    return commands(Nothing())  # type: ignore[arg-type]
+
+
+@sim_group.command("pos")
+@terminal_options
+@click.option(
+    "--psam",
+    "psam_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A virtual PSAM's JSON file.",
+)
+@click.option("--psam-reader", default=None, help="A PC/SC reader with the PSAM.")
+def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> None:
+    """A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch."""
+    common = Common(**options)
+    state: dict[str, Pos] = {}
+
+    def pos_of(link: TerminalLink) -> Pos:
+        if "pos" not in state:
+            card = connection(common.card_file, common.card_reader, "card")
+            psam = connection(psam_file, psam_reader, "psam", psam=True)
+            state["pos"] = Pos(link, card, psam, pan=common.pan, pin=common.pin)
+        return state["pos"]
+
+    def table(link: TerminalLink) -> dict[str, Command]:
+        async def records(_: list[str]) -> list[str]:
+            rows = link.state.records
+            lines = [f"batch {link.state.batch}: {len(rows)} record(s)"]
+            for row in rows:
+                kind = "online" if row.get("online") else "offline"
+                flags = " voided" if row["voided"] else ""
+                lines.append(f"  {row['at']} {kind} {yuan(row['amount_fen'])}{flags}")
+            return lines
+
+        def one(name: str, args: tuple[str, ...], call: Handler) -> Command:
+            return Command(name, args, call)
+
+        return {
+            c.name: c
+            for c in (
+                one("sign_on", (), lambda a: pos_of(link).sign_on()),
+                one("params", (), lambda a: _lines(pos_of(link).download_parameters())),
+                one("blacklist", (), lambda a: _lines(pos_of(link).download_blacklist())),
+                one(
+                    "settle",
+                    ("BILL_ID", "TOTAL_FEN"),
+                    lambda a: pos_of(link).settle(a[0], int(a[1])),
+                ),
+                one("offline", ("FEN",), lambda a: pos_of(link).offline(int(a[0]))),
+                one("void", ("BILL_ID",), lambda a: pos_of(link).void(a[0])),
+                one("settle_batch", (), lambda a: pos_of(link).settle_batch()),
+                one("records", (), records),
+            )
+        }
+
+    run_session(common, table, f"POS {common.terminal_id}")
+
+
+@sim_group.command("kiosk")
+@terminal_options
+def sim_kiosk(**options: Any) -> None:
+    """A self-service kiosk: PIN, balances, ED load from the personal fund, torn-load recovery."""
+    common = Common(**options)
+    state: dict[str, Kiosk] = {}
+
+    def kiosk_of(link: TerminalLink) -> Kiosk:
+        if "kiosk" not in state:
+            card = connection(common.card_file, common.card_reader, "card")
+            state["kiosk"] = Kiosk(link, card, pan=common.pan, pin=common.pin)
+        return state["kiosk"]
+
+    def table(link: TerminalLink) -> dict[str, Command]:
+        async def insert(_: list[str]) -> list[str]:
+            return kiosk_of(link).insert()
+
+        commands = (
+            Command("sign_on", (), lambda a: kiosk_of(link).sign_on()),
+            Command("insert", (), insert),
+            Command("balance", (), lambda a: kiosk_of(link).balance()),
+            Command("load", ("FEN",), lambda a: kiosk_of(link).load(int(a[0]))),
+            Command(
+                "load_lost",
+                ("FEN",),
+                lambda a: kiosk_of(link).load(int(a[0]), lose_confirmation=True),
+            ),
+            Command("recover", (), lambda a: kiosk_of(link).recover()),
+        )
+        return {c.name: c for c in commands}
+
+    run_session(common, table, f"kiosk {common.terminal_id}")
+
+
+async def _lines(line: Awaitable[str]) -> list[str]:
+    return [await line]

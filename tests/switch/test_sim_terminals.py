@@ -1,0 +1,130 @@
+"""`medswitch sim pos` and `medswitch sim kiosk` scripted through the CLI against a real daemon
+over real sockets: a kiosk loads a virtual card (one load's confirmation lost and recovered by
+GET TRANSACTION PROVE), a POS signs on, settles a HIS bill with its advice, voids it, takes
+offline purchases and uploads them at batch settlement. Afterwards the card's ED shadow equals
+the virtual card's balance."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from hsm.des import adjust_parity
+from hsm.keys import KeyUsage
+from hsm.lmk import Component
+from simulators import terminal_card
+from simulators.card import VirtualCard
+from simulators.psam import VirtualPsam
+from switch.card_connection import DirectConnection
+from switch.cli import main
+from tests.switch.daemon_fixture import Daemon, now
+from tests.switch.kiosk import first_card, first_psam, issue_card_with_keys, issue_psam
+from tests.switch.test_loads import balances
+from tests.switch.test_settlement import his_submit, medical_reference, run
+
+KIOSK = "K0000001"
+
+
+async def tmk_file(daemon: Daemon, terminal_id: str, path: Path) -> Path:
+    """The same TMK in the centre's HSM and, as a component file, for the terminal's module."""
+    clear = adjust_parity(secrets.token_bytes(16))
+    await daemon.hsm.form_key(f"tmk/{terminal_id}", KeyUsage.TMK, [Component(clear)], now=now())
+    path.write_text(clear.hex().upper() + "\n")
+    return path
+
+
+async def invoke(args: list[str]) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, main, args, catch_exceptions=False)
+
+
+def card_ed(path: Path) -> int:
+    conn = DirectConnection(VirtualCard.load(path))
+    conn.connect()
+    terminal_card.open_application(conn, "123456")
+    return terminal_card.balance(conn)
+
+
+def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-SIM-1",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        bill_id, personal = submitted["bill_id"], submitted["split"]["personal_account_fen"]
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
+        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
+        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        port = str(daemon.app.terminal_port)
+        common = ["--port", port, "--pan", on_file.card_no, "--card", str(card_path)]
+
+        kiosk_script = tmp_path / "kiosk.txt"
+        kiosk_script.write_text(
+            f"sign_on\ninsert\nbalance\nload {personal + 10_000}\n"
+            "# the card is pulled after CREDIT: the confirmation never goes\n"
+            "load_lost 2000\nrecover\nload 1000\n"
+        )
+        tmk = await tmk_file(daemon, KIOSK, tmp_path / "kiosk.tmk")
+        kiosk_args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(tmk)]
+        kiosk_args += ["--state", str(tmp_path / "kiosk-state.json"), *common]
+        result = await invoke([*kiosk_args, "--script", str(kiosk_script)])
+        assert result.exit_code == 0, result.output
+        assert "the card proves the load" in result.output
+        assert card_ed(card_path) == personal + 13_000
+
+        pos_script = tmp_path / "pos.txt"
+        pos_script.write_text(
+            f"sign_on\nsettle {bill_id} 150000\nvoid {bill_id}\n"
+            "offline 1000\noffline 1500\nrecords\nsettle_batch\n"
+        )
+        tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
+        pos_args = ["sim", "pos", "--terminal-id", psam_row.terminal_id]
+        pos_args += ["--institution", psam_row.institution_id, "--tmk-component", str(tmk)]
+        pos_args += ["--state", str(tmp_path / "pos-state.json"), "--psam", str(psam_path)]
+        result = await invoke([*pos_args, *common, "--script", str(pos_script)])
+        assert result.exit_code == 0, result.output
+        assert f"bill {bill_id}" in result.output and "voided" in result.output
+        assert "end of upload: 00" in result.output or "balanced" in result.output
+        ed = card_ed(card_path)
+        assert ed == 13_000 - 1000 - 1500
+        shadow, in_doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (shadow, in_doubt) == (ed, 0)
+
+        # The records survived on disk, and the next batch starts empty.
+        again = await invoke([*pos_args, *common, "--script", str(_write(tmp_path, "records"))])
+        assert again.exit_code == 0 and "0 record(s)" in again.output
+
+    run(tmp_path, scenario)
+
+
+def _write(tmp: Path, text: str) -> Path:
+    path = tmp / "one.txt"
+    path.write_text(text + "\n")
+    return path
+
+
+def test_a_bad_script_line_is_named(tmp_path: Path) -> None:
+    script = tmp_path / "bad.txt"
+    script.write_text("sign_on\nload twelve\n")
+    tmk = tmp_path / "tmk"
+    tmk.write_text("00" * 16 + "\n")
+    args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(tmk)]
+    args += ["--state", str(tmp_path / "s.json"), "--pan", "1", "--script", str(script)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert f"{script}:2: FEN must be a whole number of fen" in result.output
+    script.write_text("dance\n")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and ":1: unknown command 'dance'" in result.output
