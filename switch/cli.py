@@ -48,4 +48,7 @@ main.add_command(psams)
 from switch.cli_bank import bank_sim  # noqa: E402
 
 sim_group.add_command(bank_sim)
+from switch.cli_ledger_files import ledger_files  # noqa: E402  (also adds import contributions|cardholders)
+
+main.add_command(ledger_files)
 from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401

@@ -1,0 +1,223 @@
+"""`medswitch import contributions|cardholders FILE` (added to the `import` group of
+`switch.cli_medical`) and `medswitch ledger-files build-contributions|build-cardholders CSV`
+(the counterparty's side, for the demo and tests). Formats: specs/ledger-files.md.
+
+The database is the ledger's SQLite file (`--db`, as for `medswitch ledger`); the HSM and the
+counterparty's FILE key come from the key home and the custodians' component files, as for
+`medswitch import fee-records`. A file that does not check is refused whole: nothing stored or
+posted, exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from ledger.core import Ledger
+from ledger.ledger_files import (
+    CardholderFile,
+    CardholderRecord,
+    ContributionFile,
+    ContributionRecord,
+    build_cardholders,
+    build_contributions,
+    import_cardholders,
+    import_contributions,
+)
+from ledger.medical import filemac
+from ledger.medical.policy import Category
+from ledger.medical.recordfile import MedicalFileError
+from ledger.medical.split import yuan
+from ledger.medical.sql_store import sqlite_engine
+from ledger.sqlite_ledger import SqliteLedger
+from switch.cli_ledger import db_option
+from switch.cli_medical import (
+    _hsm_and_key,
+    components_option,
+    file_key_option,
+    import_group,
+    keys_home_option,
+)
+
+T = TypeVar("T")
+BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs/ledger-files.md)."
+
+
+def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
+    if not db.exists():
+        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+
+    async def run() -> T:
+        ledger = SqliteLedger.open(db)
+        try:
+            return await use(ledger)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(run())
+
+
+def _records(data: bytes) -> int:
+    return max(data.count(b"\nD|"), 0)
+
+
+@import_group.command("contributions", epilog=BUILDER_HINT.format("build-contributions"))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@keys_home_option
+@components_option
+@file_key_option
+def import_contributions_command(
+    file: Path, db: Path, keys_home: Path, component_files: tuple[Path, ...], file_key: str
+) -> None:
+    """Post a contributions FILE: each line split by the policy's age ratios into the personal
+    fund and the pooled fund. MAC, totals and every line are checked first, or nothing posts;
+    the same file again posts nothing."""
+    data = file.read_bytes()
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    engine = sqlite_engine(db) if db.exists() else None
+    if engine is None:
+        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+    try:
+        with tqdm(total=_records(data), unit="line", disable=None) as bar:
+            done = _with_ledger(
+                db, lambda ledger: import_contributions(engine, ledger, hsm, key, data, bar.update)
+            )
+    except MedicalFileError as error:
+        raise click.ClickException(f"{file}: refused: {error}") from None
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{file}: contributions {done.file.file_id} for {done.file.period}: "
+        f"{len(done.file.records)} lines, {yuan(done.file.amount_total_fen)} — personal funds "
+        f"{yuan(done.personal_fen)}, pooled fund {yuan(done.pooled_fen)}; "
+        f"{done.posted} posted, {done.already_posted} already posted"
+    )
+
+
+@import_group.command("cardholders", epilog=BUILDER_HINT.format("build-cardholders"))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@db_option
+@keys_home_option
+@components_option
+@file_key_option
+def import_cardholders_command(
+    file: Path, db: Path, keys_home: Path, component_files: tuple[Path, ...], file_key: str
+) -> None:
+    """Register the cardholders of an encrypted cardholders FILE (new ones added, changed ones
+    updated, never an ID number) and open their ledger accounts; checked whole first."""
+    data = file.read_bytes()
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    engine = sqlite_engine(db) if db.exists() else None
+    if engine is None:
+        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+    try:
+        with tqdm(total=_records(data), unit="cardholder", disable=None) as bar:
+            done = _with_ledger(
+                db, lambda ledger: import_cardholders(engine, ledger, hsm, key, data, bar.update)
+            )
+    except MedicalFileError as error:
+        raise click.ClickException(f"{file}: refused: {error}") from None
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{file}: cardholders {done.file.file_id}: {len(done.file.records)} records, "
+        f"{done.added} added, {done.updated} updated, {done.unchanged} unchanged"
+    )
+
+
+# -- builders (the counterparty's side) ---------------------------------------------------------
+@click.group("ledger-files")
+def ledger_files() -> None:
+    """Build contributions and cardholders files (specs/ledger-files.md) from CSV."""
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != columns:
+            raise click.ClickException(f"{path}: the header row is {','.join(columns)}")
+        return list(reader)
+
+
+@ledger_files.command("build-contributions")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--period", required=True, help="The contribution period, yyyy-mm.")
+@click.option("--file-id", required=True, help="The file's id (1–32 of 0-9A-Za-z_.-).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@keys_home_option
+@components_option
+@file_key_option
+def build_contributions_command(
+    csv_file: Path,
+    period: str,
+    file_id: str,
+    out: Path,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
+) -> None:
+    """A MACed contributions file from a CSV (header row unit_id,cardholder_id,amount_fen)."""
+    try:
+        records = tuple(
+            ContributionRecord(row["unit_id"], row["cardholder_id"], int(row["amount_fen"]))
+            for row in _csv_rows(csv_file, ("unit_id", "cardholder_id", "amount_fen"))
+        )
+        body = build_contributions(ContributionFile(file_id, period, records))
+    except (ValueError, MedicalFileError) as error:
+        raise click.ClickException(f"{csv_file}: {error}") from None
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    out.write_bytes(asyncio.run(filemac.seal(hsm, key, body)))
+    click.echo(f"{out}: contributions {file_id} for {period}, {len(records)} lines")
+
+
+@ledger_files.command("build-cardholders")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--file-id", required=True, help="The file's id (1–32 of 0-9A-Za-z_.-).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@keys_home_option
+@components_option
+@file_key_option
+def build_cardholders_command(
+    csv_file: Path,
+    file_id: str,
+    out: Path,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
+) -> None:
+    """An encrypted, MACed cardholders file from a CSV with the header row
+    cardholder_id,ssn,name,category,birth_date,unit_id (birth_date yyyy-mm-dd)."""
+    columns = ("cardholder_id", "ssn", "name", "category", "birth_date", "unit_id")
+    try:
+        records = tuple(
+            CardholderRecord(
+                row["cardholder_id"],
+                row["ssn"],
+                row["name"],
+                Category(row["category"]),
+                dt.date.fromisoformat(row["birth_date"]),
+                row["unit_id"],
+            )
+            for row in _csv_rows(csv_file, columns)
+        )
+    except ValueError as error:
+        raise click.ClickException(f"{csv_file}: {error}") from None
+    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+
+    async def make() -> bytes:
+        body = await build_cardholders(hsm, key, CardholderFile(file_id, records))
+        return await filemac.seal(hsm, key, body)
+
+    try:
+        out.write_bytes(asyncio.run(make()))
+    except MedicalFileError as error:
+        raise click.ClickException(f"{csv_file}: {error}") from None
+    click.echo(f"{out}: cardholders {file_id}, {len(records)} records (personal data encrypted)")
