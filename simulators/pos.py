@@ -93,6 +93,7 @@ class TerminalState:
     blacklist: set[str] = field(default_factory=set)  # application serials, hex
     records: list[dict[str, Any]] = field(default_factory=list)
     pending_load: dict[str, Any] | None = None
+    pending_reversal: dict[str, Any] | None = None  # store and forward until answered
 
     @classmethod
     def open(cls, path: Path | None) -> TerminalState:
@@ -112,6 +113,7 @@ class TerminalState:
             set(raw["blacklist"]),
             list(raw["records"]),
             raw.get("pending_load"),
+            raw.get("pending_reversal"),
         )
 
     def save(self) -> None:
@@ -129,6 +131,7 @@ class TerminalState:
                 "blacklist": sorted(self.blacklist),
                 "records": self.records,
                 "pending_load": self.pending_load,
+                "pending_reversal": self.pending_reversal,
             },
         )
 
@@ -301,6 +304,7 @@ class Pos:
         lines = [await self.link.sign_on()]
         lines.append(await self.download_parameters())
         lines.append(await self.download_blacklist())
+        lines += await self.flush_reversal()
         return lines
 
     async def download_parameters(self) -> str:
@@ -362,9 +366,41 @@ class Pos:
             raise TerminalError("no TDK from sign-on")
         return await self.link.hsm.encrypt_data(keys.tdk, BillData(bill_id=bill_id).build())
 
+    async def flush_reversal(self) -> list[str]:
+        """Send the stored reversal until the centre answers: 0400, then 0401 repeats with
+        the same STAN within a batch. Field 61 names the original; the bill reference goes
+        under the current session's TDK (a restart signs on afresh)."""
+        pending = self.state.pending_reversal
+        if pending is None:
+            return []
+        repeat = pending.get("sent_batch") == self.state.batch
+        envelope = self.link.envelope(pending["sent_stan"] if repeat else None)
+        pending["sent_stan"], pending["sent_batch"] = envelope["stan"], envelope["batch"]
+        self.state.save()
+        reversal = Reversal(
+            **envelope,
+            processing_code="000000",
+            txn_type="22",
+            pan=pending["pan"],
+            amount_fen=pending["amount_fen"],
+            original=OriginalData(pending["batch"], pending["stan"], "0000"),
+            bill=await self._bill(pending["bill_id"]),
+            repeat=repeat,
+        )
+        try:
+            answer = await self.link.exchange(reversal)
+        except Unreachable:
+            return ["reversal not answered: it is sent again before the next request"]
+        self.state.pending_reversal = None
+        self.state.save()
+        return [f"reversal of STAN {pending['stan']} answered {answer.response_code}"]
+
     async def settle(self, bill_id: str, total_fen: int) -> list[str]:
         """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
         through the PSAM → 0220 advice with the TAC. A reversal when no answer came."""
+        flushed = await self.flush_reversal()
+        if self.state.pending_reversal is not None:
+            return flushed
         serial = self._serial()
         if serial.hex() in self.state.blacklist:
             raise TerminalError("card on the blacklist")
@@ -376,22 +412,25 @@ class Pos:
         try:
             reply = await self.link.exchange(request)
         except Unreachable:
-            reversal = Reversal(
-                **envelope,
-                processing_code="000000",
-                txn_type="22",
-                pan=self.pan,
-                amount_fen=total_fen,
-                bill=bill,
-            )
-            answer = await self.link.exchange(reversal)
-            return [f"no answer to the settlement: reversed ({answer.response_code})"]
+            self.state.pending_reversal = {
+                "stan": envelope["stan"],
+                "batch": envelope["batch"],
+                "pan": self.pan,
+                "amount_fen": total_fen,
+                "bill_id": bill_id,
+            }
+            self.state.save()
+            return [
+                "no answer to the settlement before the card was debited: "
+                "the card is not debited, the reversal is stored",
+                *await self.flush_reversal(),
+            ]
         if reply.response_code != "00" or reply.bill is None:
             raise refused(reply, "settlement")
         keys = self.link.signed_on()
         assert keys.tdk is not None
         split = BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, reply.bill))
-        lines = receipt(bill_id, split)
+        lines = [*flushed, *receipt(bill_id, split)]
         ed = split.ed_fen or 0
         if ed:
             data = self._debit(ed, serial)
@@ -460,12 +499,18 @@ class Pos:
     async def settle_batch(self) -> list[str]:
         """0500 with the batch's totals; when not balanced, 0320 for every record and the
         end of upload. Then a new batch."""
+        flushed = await self.flush_reversal()
+        if self.state.pending_reversal is not None:
+            return flushed
         debits = [r for r in self.state.records if not r["voided"]]
         total = SettlementTotals(sum(r["amount_fen"] for r in debits), len(debits), 0, 0)
         reply = await self.link.exchange(BatchSettlement(**self.link.envelope(), totals=total))
         if not isinstance(reply, BatchSettlementReply) or reply.totals is None:
             raise refused(reply, "batch settlement")
-        lines = [f"batch {self.state.batch}: {len(debits)} debits, {yuan(total.debit_fen)}"]
+        lines = [
+            *flushed,
+            f"batch {self.state.batch}: {len(debits)} debits, {yuan(total.debit_fen)}",
+        ]
         if reply.totals.result != 1:
             lines.append("not balanced: uploading every record")
             for record in debits:

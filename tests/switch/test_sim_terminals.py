@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from hsm.des import adjust_parity
 from hsm.keys import KeyUsage
 from hsm.lmk import Component
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from simulators import terminal_card
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
@@ -128,3 +129,104 @@ def test_a_bad_script_line_is_named(tmp_path: Path) -> None:
     script.write_text("dance\n")
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and ":1: unknown command 'dance'" in result.output
+
+
+class ReplyDropper:
+    """A TCP relay to the daemon that passes the first ``keep`` replies and drops the rest."""
+
+    def __init__(self, port: int, keep: int) -> None:
+        self.port, self.keep, self.replies = port, keep, 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+            decoder = FrameDecoder(LengthFormat.BINARY2)
+            for _ in range(10_000):
+                data = await src.read(4096)
+                if not data:
+                    break
+                if not replies:
+                    dst.write(data)
+                    continue
+                for frame in decoder.feed(data):
+                    self.replies += 1
+                    if self.replies <= self.keep:
+                        dst.write(encode_frame(bytes(frame), LengthFormat.BINARY2))
+            dst.close()
+
+        tasks = [
+            asyncio.create_task(pump(reader, up_writer, False)),
+            asyncio.create_task(pump(up_reader, writer, True)),
+        ]
+        self.tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_a_settlement_without_an_answer_is_reversed_after_a_restart(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-SIM-2",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
+        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
+        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
+        args = ["sim", "pos", "--terminal-id", psam_row.terminal_id, "--timeout", "1"]
+        args += ["--institution", psam_row.institution_id, "--tmk-component", str(tmk)]
+        args += ["--state", str(tmp_path / "pos-state.json"), "--psam", str(psam_path)]
+        args += ["--pan", on_file.card_no, "--card", str(card_path)]
+        dropper = ReplyDropper(daemon.app.terminal_port, keep=3)  # sign-on, parameters, blacklist
+        port = await dropper.start()
+        try:
+            script = _write(tmp_path, f"sign_on\nsettle {submitted['bill_id']} 2000")
+            lost = await invoke([*args, "--port", str(port), "--script", str(script)])
+        finally:
+            await dropper.stop()
+        assert lost.exit_code == 0, lost.output
+        assert "the reversal is stored" in lost.output and "not answered" in lost.output
+        script = _write(tmp_path, "sign_on")
+        args += ["--port", str(daemon.app.terminal_port), "--script", str(script)]
+        restarted = await invoke(args)
+        assert restarted.exit_code == 0, restarted.output
+        assert "reversal of STAN" in restarted.output and "answered 00" in restarted.output
+        shadow, _, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert shadow == card_ed(card_path) == 0
+
+    run(tmp_path, scenario)
+
+
+def test_interactive_prompts_name_a_bad_command_and_quit(tmp_path: Path) -> None:
+    tmk = tmp_path / "tmk"
+    tmk.write_text("00" * 16 + "\n")
+    args = ["sim", "pos", "--terminal-id", "P0000001", "--tmk-component", str(tmk)]
+    args += ["--state", str(tmp_path / "s.json"), "--pan", "1", "--port", "1"]
+    result = CliRunner().invoke(main, args, input="dance\nrecords\nquit\n")
+    assert result.exit_code == 0, result.output
+    assert "POS P0000001>" in result.output and "unknown command 'dance'" in result.output
+    assert "batch 000001: 0 record(s)" in result.output
