@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
+from hsm.errors import InvalidInputError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger import schema
@@ -375,7 +376,7 @@ async def _decrypt(hsm: Hsm, file_key: KeyRef, text: str, line: int) -> bytes:
         ) from None
     try:
         return await hsm.decrypt_data(file_key, secret)
-    except Exception as error:  # the HSM's refusal (padding) is a defect of the file
+    except InvalidInputError as error:  # bad padding: a defect of the file
         raise MedicalFileError(f"the personal data do not decrypt: {error}", line) from None
 
 

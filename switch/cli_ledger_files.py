@@ -20,6 +20,7 @@ from typing import TypeVar
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from hsm.errors import HsmError
 from ledger.core import Ledger
 from ledger.ledger_files import (
     CardholderFile,
@@ -90,7 +91,7 @@ def import_contributions_command(
             done = _with_ledger(
                 db, lambda ledger: import_contributions(engine, ledger, hsm, key, data, bar.update)
             )
-    except MedicalFileError as error:
+    except (MedicalFileError, HsmError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
     finally:
         engine.dispose()
@@ -123,7 +124,7 @@ def import_cardholders_command(
             done = _with_ledger(
                 db, lambda ledger: import_cardholders(engine, ledger, hsm, key, data, bar.update)
             )
-    except MedicalFileError as error:
+    except (MedicalFileError, HsmError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
     finally:
         engine.dispose()

@@ -156,6 +156,7 @@ def test_contributions_round_trip_split_by_age_and_idempotent(world: World) -> N
     holders = _holders(world.db)
     before = {h: world.balance(f"pf:{h}") for h, _, _ in holders}
     pool_before = world.balance("pool:centre")
+    receivable_before = sum(world.balance(f"contrib:u{u}") for u in range(1, 21))
     csv_path = _contributions_csv(world, lambda i: 10_001 + 1_000 * i)
     path = _build_contributions(world, csv_path, "c.dat")
     assert _build_contributions(world, csv_path, "again.dat").read_bytes() == path.read_bytes()
@@ -172,6 +173,8 @@ def test_contributions_round_trip_split_by_age_and_idempotent(world: World) -> N
     assert world.balance("pool:centre") - pool_before == pooled
     debits, credits = world.sums()
     assert debits == credits
+    receivable = sum(world.balance(f"contrib:u{u}") for u in range(1, 21))
+    assert receivable == receivable_before - sum(10_001 + 1_000 * i for i in range(HOLDERS))
 
     snapshot = world.snapshot()
     out = _import(world, "contributions", path)
@@ -322,6 +325,16 @@ def test_every_cardholder_refusal_leaves_the_database_unchanged(world: World) ->
             lambda r: [r[0], r[1].replace("|u1|", "|u77|"), *r[2:]], "unit.dat"
         ),
         "registered with another ID number": _build_cardholders(world, taken, "taken.dat", "K3"),
+        "line 2: a cardholder is D|id": resealed(
+            lambda r: [r[0], r[1].replace("|employed|", "|"), *r[2:]], "fields.dat"
+        ),
+        "line 3: the personal data are not hex": resealed(
+            lambda r: [r[0], r[1], r[2][:-1] + "G", *r[3:]], "hex.dat"
+        ),
+        "line 2: the personal data do not decrypt": resealed(
+            lambda r: [r[0], r[1].rsplit("|", 1)[0] + "|" + r[1].rsplit("|", 1)[1][:16], *r[2:]],
+            "cut.dat",
+        ),
     }
     cases["MAC"].write_bytes(data.replace(b"|employed|", b"|retired|", 1))
     snapshot = world.snapshot()
@@ -337,3 +350,22 @@ def test_doctests() -> None:
     import ledger.ledger_files
 
     assert doctest.testmod(ledger.ledger_files).failed == 0
+
+
+def test_a_cardholder_without_a_birth_date_is_refused(world: World) -> None:
+    with sqlite3.connect(world.db) as connection:
+        connection.execute("UPDATE cardholders SET birth_date = NULL WHERE id = '0000000003'")
+    body = build_contributions(
+        ContributionFile(
+            "C5",
+            "2026-11",
+            (
+                ContributionRecord("u2", "0000000001", 100),
+                ContributionRecord("u4", "0000000003", 100),
+            ),
+        )
+    )
+    snapshot = world.snapshot()
+    out = _import(world, "contributions", world.sealed(body, "nobirth.dat"), ok=False)
+    assert "line 3: cardholder 0000000003 has no birth date" in out
+    assert world.snapshot() == snapshot
