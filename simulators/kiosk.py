@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from messages.private import CardData, Purse
-from messages.terminal import BalanceInquiry, EdLoad, EdLoadConfirm
+from messages.terminal import BalanceInquiry, EdLoad, EdLoadConfirm, HistoryInquiry, HistoryReply
 from simulators import terminal_card
 from simulators.card import terminal
 from simulators.pos import TerminalError, TerminalLink, TerminalState, read_serial, refused, yuan
 from switch.card_connection import ApduError, CardConnection, CardConnectionError
+
+ACCOUNTS = {"91": "personal fund", "92": "card ED (shadow)", "93": "card EP (shadow)"}
 
 
 class Kiosk:
@@ -55,7 +57,21 @@ class Kiosk:
         if reply.response_code != "00":
             raise refused(reply, "balance inquiry")
         for entry in reply.balances or ():
-            lines.append(f"centre: {entry}")
+            name = ACCOUNTS.get(entry.account_type, entry.account_type)
+            lines.append(f"centre: {name} {yuan(entry.amount_fen)}")
+        return lines
+
+    async def history(self) -> list[str]:
+        """The centre's history of the card (0200 history inquiry)."""
+        reply = await self.link.exchange(HistoryInquiry(**self.link.envelope(), pan=self.pan))
+        if reply.response_code != "00" or not isinstance(reply, HistoryReply):
+            raise refused(reply, "history inquiry")
+        rows = (reply.history or b"").decode("utf-8", "replace").splitlines()
+        lines = [f"history: {len(rows)} entries"]
+        for row in rows:
+            when, kind, amount, *rest = [*row.split("|"), "", "", ""][:4]
+            fen = int(amount) if amount.isdigit() else 0
+            lines.append(f"  {when} {kind} {yuan(fen)} {rest[0]}".rstrip())
         return lines
 
     async def load(self, amount_fen: int, *, lose_confirmation: bool = False) -> list[str]:

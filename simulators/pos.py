@@ -462,6 +462,8 @@ class Pos:
         if serial.hex() in self.state.blacklist:
             raise TerminalError("card on the blacklist: no offline purchase")
         pending = [r for r in self.state.records if not r.get("online")]
+        if not self.state.count_max:
+            raise TerminalError("no offline limits downloaded: sign on first")
         if amount_fen > self.state.floor_fen:
             raise TerminalError(f"above the offline floor limit {yuan(self.state.floor_fen)}")
         if len(pending) >= self.state.count_max:
@@ -545,4 +547,7 @@ def receipt(bill_id: str, split: BillData) -> list[str]:
         f"  cash {yuan(split.cash_fen or 0)}",
     ]
     lines += [f"  {line}" for line in (split.explanation or "").splitlines()]
+    if split.ep_fen or split.cash_fen:
+        self_pay = (split.ep_fen or 0) + (split.cash_fen or 0)
+        lines.append(f"  self-pay {yuan(self_pay)} collected in cash")
     return lines

@@ -14,8 +14,8 @@ reader (``--card-reader``). A script has one command per line (``#`` starts a co
 script the terminal prompts for commands on the screen.
 
 POS commands: sign_on · params · blacklist · settle BILL_ID TOTAL_FEN · offline FEN ·
-void BILL_ID · settle_batch · records. Kiosk commands: sign_on · insert · balance · load FEN ·
-load_lost FEN (the card is credited, the confirmation never sent) · recover.
+void BILL_ID · settle_batch · records. Kiosk commands: sign_on · insert · balance ·
+history · load FEN · load_lost FEN (the card is credited, the confirmation never sent) · recover.
 """
 
 from __future__ import annotations
@@ -378,6 +378,7 @@ def sim_kiosk(**options: Any) -> None:
             Command("sign_on", (), lambda a: kiosk_of(link).sign_on()),
             Command("insert", (), insert),
             Command("balance", (), lambda a: kiosk_of(link).balance()),
+            Command("history", (), lambda a: kiosk_of(link).history()),
             Command("load", ("FEN",), lambda a: kiosk_of(link).load(int(a[0]))),
             Command(
                 "load_lost",

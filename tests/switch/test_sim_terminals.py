@@ -83,6 +83,7 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         result = await invoke([*kiosk_args, "--script", str(kiosk_script)])
         assert result.exit_code == 0, result.output
         assert "the card proves the load" in result.output
+        assert "centre: personal fund" in result.output
         assert card_ed(card_path) == personal + 13_000
 
         pos_script = tmp_path / "pos.txt"
