@@ -104,6 +104,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
         ["lmk-form", "--new", *components],
         ["generate", "file/social", "--usage", "FILE", *components],
         ["generate", "file/other", "--usage", "FILE", *components],
+        ["generate", "tdk/one", "--usage", "TDK", *components],
     ):
         result = runner.invoke(main, ["keys", "--home", str(keys_home), *args])
         assert result.exit_code == 0, result.output
@@ -342,6 +343,9 @@ def test_every_cardholder_refusal_leaves_the_database_unchanged(world: World) ->
         out = _import(world, "cardholders", path, ok=False)
         assert "refused" in out and expected in out, (expected, out)
         assert world.snapshot() == snapshot, expected
+    out = _import(world, "cardholders", good, ok=False, key="tdk/one")
+    assert "refused" in out and "is TDK" in out
+    assert world.snapshot() == snapshot
 
 
 def test_doctests() -> None:
