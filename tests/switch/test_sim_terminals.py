@@ -18,6 +18,9 @@ from hsm.lmk import Component
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from simulators import terminal_card
 from simulators.card import VirtualCard
+from simulators.card.card import Tear
+from simulators.kiosk import Kiosk
+from simulators.pos import Endpoint, TerminalLink, TerminalState
 from simulators.psam import VirtualPsam
 from switch.card_connection import DirectConnection
 from switch.cli import main
@@ -231,3 +234,39 @@ def test_interactive_prompts_name_a_bad_command_and_quit(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "POS P0000001>" in result.output and "unknown command 'dance'" in result.output
     assert "batch 000001: 0 record(s)" in result.output
+
+
+def test_a_load_torn_after_the_card_wrote_is_recovered_by_the_cli(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file = first_card(db)
+        conn, _ = await issue_card_with_keys(daemon, on_file)
+        card_path, state_path = tmp_path / "card.json", tmp_path / "kiosk-state.json"
+        card = VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+        tmk_path = await tmk_file(daemon, KIOSK, tmp_path / "kiosk.tmk")
+        (tmk,) = [r.ref for r in await daemon.store.list(f"tmk/{KIOSK}")]
+        endpoint = Endpoint("127.0.0.1", daemon.app.terminal_port)
+        link = TerminalLink(
+            endpoint, KIOSK, "centre", daemon.hsm, tmk, TerminalState.open(state_path)
+        )
+        torn = DirectConnection(card)
+        torn.connect()
+        kiosk = Kiosk(link, torn, pan=on_file.card_no, pin="123456")
+        try:
+            await kiosk.sign_on()
+            card.tear_next(Tear.AFTER_UPDATE)
+            assert "pulled" in (await kiosk.load(3_000))[0]
+        finally:
+            await link.close()
+        _, in_doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert in_doubt == 3_000
+        args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(tmk_path)]
+        args += ["--state", str(state_path), "--pan", on_file.card_no, "--card", str(card_path)]
+        args += ["--port", str(daemon.app.terminal_port)]
+        result = await invoke([*args, "--script", str(_write(tmp_path, "sign_on\nrecover"))])
+        assert result.exit_code == 0, result.output
+        assert "the card proves the load" in result.output
+        shadow, in_doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert (shadow, in_doubt) == (card_ed(card_path), 0) == (3_000, 0)
+
+    run(tmp_path, scenario)
