@@ -244,6 +244,7 @@ class TerminalLink:
 
     async def sign_on(self) -> str:
         """0800 → working keys under the TMK, the centre's clock and batch."""
+        self.keys = None  # the old session ends; the 0810 is not under its MAK
         reply = await self.exchange(SignOn(**self.envelope()), mac=False)
         if not isinstance(reply, SignOnReply) or reply.keys is None:
             raise TerminalError(f"sign-on refused: {reply.response_code}")
@@ -500,11 +501,13 @@ class Pos:
 
     async def settle_batch(self) -> list[str]:
         """0500 with the batch's totals; when not balanced, 0320 for every record and the
-        end of upload. Then a new batch."""
+        end of upload. Then a sign-on opens the next batch."""
         flushed = await self.flush_reversal()
         if self.state.pending_reversal is not None:
             return flushed
-        debits = [r for r in self.state.records if not r["voided"]]
+        # Every debit the card made counts, a voided one too: a void gives the bill's shares
+        # back to the funds, but the card's TAC-confirmed debit stands (the centre counts it).
+        debits = list(self.state.records)
         total = SettlementTotals(sum(r["amount_fen"] for r in debits), len(debits), 0, 0)
         reply = await self.link.exchange(BatchSettlement(**self.link.envelope(), totals=total))
         if not isinstance(reply, BatchSettlementReply) or reply.totals is None:
@@ -533,8 +536,8 @@ class Pos:
         else:
             lines.append("balanced")
         self.state.records = []
-        self.state.batch = f"{int(self.state.batch) % 999_999 + 1:06d}"
         self.state.save()
+        lines.append(await self.link.sign_on())  # the centre opens the next batch
         return lines
 
 

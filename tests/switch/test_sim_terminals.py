@@ -91,7 +91,7 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
 
         pos_script = tmp_path / "pos.txt"
         pos_script.write_text(
-            f"sign_on\nsettle {bill_id} 150000\nvoid {bill_id}\n"
+            f"sign_on\nsettle {bill_id} 150000\nvoid {bill_id}\nsettle_batch\n"
             "offline 1000\noffline 1500\nrecords\nsettle_batch\n"
         )
         tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
@@ -101,7 +101,9 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         result = await invoke([*pos_args, *common, "--script", str(pos_script)])
         assert result.exit_code == 0, result.output
         assert f"bill {bill_id}" in result.output and "voided" in result.output
-        assert "end of upload: 00" in result.output or "balanced" in result.output
+        out = result.output
+        assert "batch 000002: 1 debits, 350.00\nbalanced" in out
+        assert "not balanced: uploading every record" in out and "end of upload: 00" in out
         ed = card_ed(card_path)
         assert ed == 13_000 - 1000 - 1500
         shadow, in_doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
