@@ -162,6 +162,7 @@ class TerminalLink:
         self.tmk = tmk
         self.state = state
         self.clock = clock
+        self.offset = timedelta(0)  # the centre's clock minus ours, set at sign-on
         self.keys: SignOnKeys | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -237,6 +238,10 @@ class TerminalLink:
                 raise
             raise Unreachable(f"no reply from the centre: {type(error).__name__}") from None
 
+    def now(self) -> datetime:
+        """The terminal's clock set to the centre's at sign-on (naive, the centre's time)."""
+        return (self.clock().replace(tzinfo=None) + self.offset).replace(microsecond=0)
+
     def signed_on(self) -> SignOnKeys:
         if self.keys is None:
             raise TerminalError("not signed on: run sign_on first")
@@ -251,12 +256,29 @@ class TerminalLink:
         self.keys = await self.hsm.accept_sign_on(
             self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
         )
+        self.offset = centre_offset(reply.host_date, reply.host_time, self.clock())
         if reply.batch:
             self.state.batch = reply.batch
         self.state.save()
         return (
             f"signed on: batch {self.state.batch}, centre time {reply.host_date} {reply.host_time}"
         )
+
+
+def centre_offset(host_date: str | None, host_time: str | None, local: datetime) -> timedelta:
+    """The centre's MMDD hhmmss from the sign-on reply, minus the local clock."""
+    if not host_date or not host_time or len(host_date) != 4 or len(host_time) != 6:
+        return timedelta(0)
+    here = local.replace(tzinfo=None, microsecond=0)
+    try:
+        centre = datetime.strptime(f"{here.year}{host_date}{host_time}", "%Y%m%d%H%M%S")
+    except ValueError:
+        return timedelta(0)
+    for year in (here.year - 1, here.year + 1):  # around new year the centre's may differ
+        candidate = centre.replace(year=year) if host_date != "0229" else centre
+        if abs(candidate - here) < abs(centre - here):
+            centre = candidate
+    return centre - here
 
 
 def read_serial(card: CardConnection, pin: str) -> bytes:
@@ -299,7 +321,7 @@ class Pos:
         return read_serial(self.card, self.pin)
 
     def _now(self) -> datetime:
-        return self.link.clock().replace(microsecond=0, tzinfo=None)
+        return self.link.now()
 
     async def sign_on(self) -> list[str]:
         lines = [await self.link.sign_on()]

@@ -108,6 +108,10 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         assert ed == 13_000 - 1000 - 1500
         shadow, in_doubt, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (shadow, in_doubt) == (ed, 0)
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        reasons = {item.reason for item in await ledger.reviews()}
+        assert reasons == set()  # no bad TAC, no late date, no counter gap, nothing twice
 
         # The records survived on disk, and the next batch starts empty.
         again = await invoke([*pos_args, *common, "--script", str(_write(tmp_path, "records"))])
