@@ -18,7 +18,7 @@ from simulators.his import HisClient, Summary, simulate
 
 @click.group("sim")
 def sim_group() -> None:
-    """Simulators: a hospital charging system (HIS)."""
+    """Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk."""
 
 
 @sim_group.command("his")
