@@ -219,7 +219,7 @@ def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Trans
         account_id(payable, debit.institution_id),
         debit.amount_fen,
         ev.TransferCode.CARD_DEBIT,
-        f"{subject}|{debit.application_serial}|{debit.bill_id or ''}",
+        f"{subject}|{debit.application_serial}",  # the debit, not its bill (see post_card_debit)
     )
 
 

@@ -92,7 +92,9 @@ async def post_card_debit(ledger: Ledger, debit: CardDebit) -> EventResult:
         account_id(payable_kind, debit.institution_id),
         debit.amount_fen,
         TransferCode.CARD_DEBIT,
-        f"{subject}|{debit.application_serial}|{debit.bill_id or ''}",
+        # The card's debit, not the bill it paid: an upload of the same debit cannot name the
+        # bill its advice named, and must meet the advice on the same id with the same data.
+        f"{subject}|{debit.application_serial}",
     )
     ensure = card_accounts(debit.application_serial) + institution_accounts(debit.institution_id)
     result = await post_event(ledger, subject, [transfer], ensure=ensure)
