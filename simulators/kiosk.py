@@ -15,7 +15,14 @@ from messages.private import CardData, Purse
 from messages.terminal import BalanceInquiry, EdLoad, EdLoadConfirm, HistoryInquiry, HistoryReply
 from simulators import terminal_card
 from simulators.card import terminal
-from simulators.pos import TerminalError, TerminalLink, TerminalState, read_serial, refused, yuan
+from simulators.terminal_link import (
+    TerminalError,
+    TerminalLink,
+    TerminalState,
+    read_serial,
+    refused,
+    yuan,
+)
 from switch.card_connection import ApduError, CardConnection, CardConnectionError
 
 ACCOUNTS = {"91": "personal fund", "92": "card ED (shadow)", "93": "card EP (shadow)"}

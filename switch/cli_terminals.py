@@ -38,15 +38,15 @@ from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
 from simulators.card import VirtualCard
 from simulators.kiosk import Kiosk
-from simulators.pos import (
+from simulators.pos import Pos
+from simulators.psam import VirtualPsam
+from simulators.terminal_link import (
     Endpoint,
-    Pos,
     TerminalError,
     TerminalLink,
     TerminalState,
     yuan,
 )
-from simulators.psam import VirtualPsam
 from switch.card_connection import (
     CardConnection,
     CardConnectionError,

@@ -43,7 +43,8 @@ from messages.terminal import BatchUploadEnd, BatchUploadRecord
 from simulators import terminal_card
 from simulators.card import CardState, VirtualCard
 from simulators.kiosk import Kiosk
-from simulators.pos import Endpoint, Pos, TerminalLink, TerminalState
+from simulators.pos import Pos
+from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
 from switch.card_connection import CardConnection, DirectConnection
 from switch.card_personalize import PinEntry, personalize_card
 from tests.switch.daemon_fixture import Daemon, new_hsm, now, running_daemon

@@ -20,8 +20,8 @@ from simulators import terminal_card
 from simulators.card import VirtualCard
 from simulators.card.card import Tear
 from simulators.kiosk import Kiosk
-from simulators.pos import Endpoint, TerminalLink, TerminalState
 from simulators.psam import VirtualPsam
+from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
 from switch.card_connection import DirectConnection
 from switch.cli import main
 from tests.switch.daemon_fixture import Daemon, now
