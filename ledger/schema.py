@@ -211,5 +211,110 @@ audit_log = Table(
     Column("detail", Text, nullable=False, server_default=""),
 )
 
+# --- day-end (revision 0003_dayend; DESIGN §5, specs/dayend-files.md) -------------------------
+# Dates are ISO text (yyyy-mm-dd), the same on SQLite and PostgreSQL and easy for raw drivers.
+
+business_days = Table(
+    "business_days",
+    metadata,
+    Column("business_date", String(10), primary_key=True),
+    # prepared (maker ran, files staged) | approved (posted, files released) | rejected
+    Column("status", String(16), nullable=False),
+    Column("cutover_at_us", BigInteger, nullable=False),  # the instant that closes the date
+    Column("timezone", String(40), nullable=False),
+    Column("run_by", String(40), nullable=False),
+    Column("run_started_at_us", BigInteger, nullable=False),
+    Column("run_finished_at_us", BigInteger, nullable=False),
+    Column("runs", Integer, nullable=False, server_default="1"),
+    Column("approval_id", BigInteger),
+    Column("approved_by", String(40)),
+    Column("approved_at_us", BigInteger),
+    Column("report_name", String(120), nullable=False, server_default=""),
+    Column("report_sha256", String(64), nullable=False, server_default=""),
+)
+
+payouts = Table(
+    "payouts",
+    metadata,
+    # payout:<date>:<source>:<party>, or …:r<n> for a re-issue
+    Column("id", String(96), primary_key=True),
+    Column("business_date", String(10), nullable=False),
+    Column("bank_id", String(32), nullable=False),
+    Column("source", String(10), nullable=False),  # insurance | ep
+    Column("kind", String(12), nullable=False),  # institution | refund
+    Column("institution_id", String(32)),
+    Column("cardholder_id", String(20)),
+    Column("account_no", String(40), nullable=False),
+    Column("account_name", String(120), nullable=False, server_default=""),
+    Column("amount_fen", BigInteger, nullable=False),
+    # prepared | released | paid | returned | reissued
+    Column("status", String(12), nullable=False),
+    Column("reason", String(120), nullable=False, server_default=""),
+    Column("file_name", String(120), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("transfer_id", String(64), nullable=False),  # payable → payouts in flight
+    Column("reissue_of", String(96)),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    CheckConstraint("source IN ('insurance', 'ep')", name="source_known"),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+    Index(None, "business_date"),
+    Index(None, "file_name"),
+)
+
+payout_files = Table(
+    "payout_files",
+    metadata,
+    Column("name", String(120), primary_key=True),
+    Column("business_date", String(10), nullable=False),
+    Column("bank_id", String(32), nullable=False),
+    Column("source", String(10), nullable=False),  # insurance | ep
+    Column("kind", String(12), nullable=False),  # payout | refund
+    Column("record_count", Integer, nullable=False),
+    Column("total_fen", BigInteger, nullable=False),
+    Column("mac", String(16), nullable=False),  # hex, X9.19 under the bank's file key
+    Column("sha256", String(64), nullable=False),  # of the file's bytes as written
+    Column("status", String(12), nullable=False),  # staged | released
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("released_at_us", BigInteger),
+    Index(None, "business_date"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("subject_kind", String(32), nullable=False),  # payout_batch | review_adjustment | …
+    Column("subject_id", String(120), nullable=False),
+    Column("payload", Text, nullable=False, server_default=""),
+    Column("made_by", String(40), nullable=False),
+    Column("made_at_us", BigInteger, nullable=False),
+    Column("approved_by", String(40)),  # the checker, whether approving or rejecting
+    Column("approved_at_us", BigInteger),
+    Column("status", String(12), nullable=False),  # pending | approved | rejected
+    Column("reason", Text, nullable=False, server_default=""),
+    CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status_known"),
+    Index(None, "subject_kind", "subject_id"),
+)
+
+bank_statement_lines = Table(
+    "bank_statement_lines",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("bank_id", String(32), nullable=False),
+    Column("statement_date", String(10), nullable=False),
+    Column("line_ref", String(64), nullable=False),
+    # savings_debit | contribution | payout_paid | other
+    Column("kind", String(16), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("counterparty", String(120), nullable=False, server_default=""),
+    Column("status", String(12), nullable=False),  # unmatched | matched | review
+    Column("matched_transfer_id", String(64)),
+    Column("file_name", String(120), nullable=False, server_default=""),
+    Column("imported_at_us", BigInteger, nullable=False),
+    UniqueConstraint("bank_id", "line_ref"),
+    Index(None, "statement_date"),
+)
+
 #: Tables whose rows are never updated nor deleted (enforced by triggers from the migration).
 APPEND_ONLY = ("transfers", "audit_log")
