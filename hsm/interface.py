@@ -222,3 +222,11 @@ class Hsm(Protocol):
     async def verify_card_data_check_code(
         self, key: CardKeyPath, data: bytes, code: bytes
     ) -> bool: ...
+
+
+class PinPad(Protocol):
+    """A terminal's secure module (the kiosk's EPP): a PIN typed in leaves it only as an ISO
+    9564 format 0 block under the terminal's PIK. A terminal's operation, not the centre's: the
+    centre's HSM translates such blocks, never makes them (SoftHsm does both)."""
+
+    async def encrypt_pin(self, pin_key: KeyRef, pin: str, pan: str) -> bytes: ...

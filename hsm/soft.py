@@ -186,6 +186,12 @@ class SoftHsm:
             raise InvalidInputError("a PIN block is 8 bytes")
         return pinblock.decode_format0(loaded.des.decrypt_ecb(pin_block), pan)
 
+    async def encrypt_pin(self, pin_key: KeyRef, pin: str, pan: str) -> bytes:
+        """A PIN pad's operation (:class:`hsm.interface.PinPad`): the PIN keyed in, as a
+        format 0 block under the terminal's PIK (or a counter's ZPK)."""
+        loaded = await self._keys.load(pin_key, U.PIK, U.ZPK)
+        return loaded.des.encrypt_ecb(pinblock.encode_format0(pin, pan))
+
     async def translate_pin(
         self, source: KeyRef, destination: KeyRef, pin_block: bytes, pan: str
     ) -> bytes:
