@@ -15,10 +15,10 @@ JSON file written atomically after every change, so it survives a restart.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from messages.private import BillData, CardData, OriginalData, SettlementTotals
+from messages.private import BillData, CardData, OriginalData, Purse, SettlementTotals
 from messages.terminal import (
     BatchSettlement,
     BatchSettlementReply,
@@ -27,6 +27,7 @@ from messages.terminal import (
     BlacklistDownload,
     BlacklistReply,
     DebitAdvice,
+    Echo,
     ParameterDownload,
     ParameterReply,
     Reversal,
@@ -34,8 +35,10 @@ from messages.terminal import (
     Void,
 )
 from simulators import terminal_card
+from simulators.pos_rules import check_offline, offline_records, receipt, self_pay_line
 from simulators.terminal_link import (
     BLACKLIST_ROUNDS_MAX,
+    NotSent,
     TerminalError,
     TerminalLink,
     TerminalState,
@@ -44,7 +47,14 @@ from simulators.terminal_link import (
     refused,
     yuan,
 )
-from switch.card_connection import CardConnection
+from switch.card_connection import ApduError, CardConnection
+
+SELF_PAY = ("ep", "cash")
+NOT_SETTLED = (
+    "the bill is not settled (nothing was sent, the card is not debited);"
+    " a purchase without a bill can go offline"
+)
+SW_INSUFFICIENT = 0x9401  # the card's purse cannot pay the amount
 
 
 class Pos:
@@ -116,14 +126,15 @@ class Pos:
                 break
         return f"blacklist version {self.state.blacklist_version}: {len(self.state.blacklist)}"
 
-    def _debit(self, amount_fen: int, serial: bytes) -> CardData:
+    def _debit(self, amount_fen: int, serial: bytes, purse: Purse = Purse.ED) -> CardData:
         terminal_card.open_application(self.card, self.pin)
-        return terminal_card.purchase(self.card, self.psam, serial, amount_fen, self._now())
+        return terminal_card.purchase(self.card, self.psam, serial, amount_fen, self._now(), purse)
 
     def _record(self, data: CardData, **extra: Any) -> dict[str, Any]:
         record = {
             "pan": self.pan,
             "amount_fen": data.amount_fen,
+            "purse": (data.purse or Purse.ED).name,
             "card": data.build().hex(),
             "batch": self.state.batch,
             "at": self._now().isoformat(),
@@ -135,11 +146,31 @@ class Pos:
         self.state.save()
         return record
 
-    async def _bill(self, bill_id: str) -> bytes:
+    async def _bill(self, bill_id: str, **paid: int) -> bytes:
         keys = self.link.signed_on()
         if keys.tdk is None:
             raise TerminalError("no TDK from sign-on")
-        return await self.link.hsm.encrypt_data(keys.tdk, BillData(bill_id=bill_id).build())
+        plain = BillData(bill_id=bill_id, **paid).build()
+        return await self.link.hsm.encrypt_data(keys.tdk, plain)
+
+    async def _advise(self, record: dict[str, Any], data: CardData, bill: bytes | None) -> str:
+        """0220 with the debit's TAC; unanswered, the record goes with the batch upload."""
+        advice = DebitAdvice(
+            **self.link.envelope(),
+            pan=self.pan,
+            amount_fen=data.amount_fen or 0,
+            card=data,
+            bill=bill,
+        )
+        record["stan"] = advice.stan
+        self.state.save()
+        try:
+            answer = await self.link.exchange(advice)
+        except Unreachable:
+            return "advice not answered: the record goes with the batch upload"
+        record["advised"] = answer.response_code == "00"
+        self.state.save()
+        return f"advice {answer.response_code}"
 
     async def flush_reversal(self) -> list[str]:
         """Send the stored reversal until the centre answers: 0400, then 0401 repeats with
@@ -170,10 +201,18 @@ class Pos:
         self.state.save()
         return [f"reversal of STAN {pending['stan']} answered {answer.response_code}"]
 
-    async def settle(self, bill_id: str, total_fen: int) -> list[str]:
+    async def settle(self, bill_id: str, total_fen: int, self_pay: str = "cash") -> list[str]:
         """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
-        through the PSAM → 0220 advice with the TAC. A reversal when no answer came."""
-        flushed = await self.flush_reversal()
+        through the PSAM → 0220 advice with the TAC; the self-pay share from the card's EP
+        (its own debit and advice) or in cash, as ``self_pay`` chooses (``ep`` | ``cash``).
+        A reversal when no answer came."""
+        if self_pay not in SELF_PAY:
+            raise TerminalError(f"self-pay is paid by {' or '.join(SELF_PAY)}, not {self_pay!r}")
+        try:
+            flushed = [] if self.link.keys is not None else await self.sign_on()
+        except Unreachable as error:
+            raise TerminalError(f"{error}: {NOT_SETTLED}") from None
+        flushed += await self.flush_reversal()
         if self.state.pending_reversal is not None:
             return flushed
         serial = self._serial()
@@ -186,6 +225,8 @@ class Pos:
         )
         try:
             reply = await self.link.exchange(request)
+        except NotSent as error:
+            raise TerminalError(f"{error}: {NOT_SETTLED}") from None
         except Unreachable:
             self.state.pending_reversal = {
                 "stan": envelope["stan"],
@@ -206,56 +247,82 @@ class Pos:
         assert keys.tdk is not None
         split = BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, reply.bill))
         lines = [*flushed, *receipt(bill_id, split)]
+        paid = {"online": True, "bill_id": bill_id, "settlement_stan": envelope["stan"]}
+        paid["settlement_fen"] = total_fen
         ed = split.ed_fen or 0
         if ed:
             data = self._debit(ed, serial)
-            record = self._record(
-                data,
-                bill_id=bill_id,
-                online=True,
-                settlement_stan=envelope["stan"],
-                settlement_fen=total_fen,
-            )
-            advice = DebitAdvice(
-                **self.link.envelope(), pan=self.pan, amount_fen=ed, card=data, bill=bill
-            )
-            record["stan"] = advice.stan
-            self.state.save()
-            try:
-                answer = await self.link.exchange(advice)
-            except Unreachable:
-                lines.append("advice not answered: the record goes with the batch upload")
-                return lines
-            record["advised"] = answer.response_code == "00"
-            self.state.save()
-            lines.append(f"card ED debited {yuan(ed)}, advice {answer.response_code}")
+            record = self._record(data, **paid)
+            status = await self._advise(record, data, bill)
+            lines.append(f"  personal account {yuan(ed)}: card ED debited, {status}")
+        owed = (split.ep_fen or 0) + (split.cash_fen or 0)
+        if owed:
+            lines += await self._self_pay(owed, serial, self_pay, bill, paid)
         return lines
 
-    async def offline(self, amount_fen: int) -> list[str]:
-        """A purchase with no line to the centre, within the downloaded limits."""
+    async def _self_pay(
+        self, owed: int, serial: bytes, how: str, bill: bytes, paid: dict[str, Any]
+    ) -> list[str]:
+        """The self-pay share: a DEBIT FOR PURCHASE on the card's EP and its advice, or cash
+        (also when the EP cannot pay it: the card refuses, 9401)."""
+        if how == "ep":
+            try:
+                data = self._debit(owed, serial, Purse.EP)
+            except ApduError as error:
+                if error.sw != SW_INSUFFICIENT:
+                    raise
+                return [f"  the card's EP cannot pay {yuan(owed)}", self_pay_line("cash", owed)]
+            record = self._record(data, **paid)
+            status = await self._advise(record, data, bill)
+            return [f"{self_pay_line('ep', owed, data.tac)}, {status}"]
+        return [self_pay_line("cash", owed)]
+
+    async def purchase(self, amount_fen: int, purse: str = "ed") -> list[str]:
+        """A purchase with no bill, paid from the card's ED (or EP): online when the centre
+        answers (the debit and its advice at once); when the centre is unreachable, taken
+        offline through the PSAM within the downloaded limits, uploaded with the batch."""
+        chosen = _purse(purse)
         serial = self._serial()
         if serial.hex() in self.state.blacklist:
-            raise TerminalError("card on the blacklist: no offline purchase")
-        pending = [r for r in self.state.records if not r.get("online")]
-        if not self.state.count_max:
-            raise TerminalError("no offline limits downloaded: sign on first")
-        if amount_fen > self.state.floor_fen:
-            raise TerminalError(f"above the offline floor limit {yuan(self.state.floor_fen)}")
-        if len(pending) >= self.state.count_max:
-            raise TerminalError(f"{len(pending)} offline records: settle the batch first")
-        if pending:
-            oldest = min(datetime.fromisoformat(r["at"]) for r in pending)
-            if self._now() - oldest > timedelta(hours=self.state.age_max_h):
-                raise TerminalError("the oldest offline record is too old: settle the batch")
-        data = self._debit(amount_fen, serial)
+            raise TerminalError("card on the blacklist")
+        try:
+            lines = await self._reach()
+        except Unreachable as error:
+            taken = await self.offline(amount_fen, purse)
+            return [f"{error}: offline", *taken]
+        data = self._debit(amount_fen, serial, chosen)
+        record = self._record(data, online=True)
+        status = await self._advise(record, data, None)
+        return [*lines, f"purchase {yuan(amount_fen)} from the card's {chosen.name}, {status}"]
+
+    async def _reach(self) -> list[str]:
+        """The centre answers: an echo when signed on, else a sign-on (keys, limits, blacklist)."""
+        if self.link.keys is not None:
+            reply = await self.link.exchange(Echo(**self.link.envelope()))
+            if reply.response_code == "00":
+                return []
+        return await self.sign_on()
+
+    async def offline(self, amount_fen: int, purse: str = "ed") -> list[str]:
+        """A purchase with no line to the centre, within the downloaded limits."""
+        chosen = _purse(purse)
+        serial = self._serial()
+        check_offline(self.state, serial.hex(), amount_fen, self._now())
+        data = self._debit(amount_fen, serial, chosen)
         self._record(data, online=False)
-        return [f"offline purchase {yuan(amount_fen)}: TAC {(data.tac or b'').hex().upper()}"]
+        count = len(offline_records(self.state))
+        return [
+            f"offline purchase {yuan(amount_fen)} from the card's {chosen.name}:"
+            f" TAC {(data.tac or b'').hex().upper()} ({count} of {self.state.count_max} offline)"
+        ]
 
     async def void(self, bill_id: str) -> list[str]:
         """Void the settled bill's advice: the centre gives the share back to the fund."""
-        for record in self.state.records:
-            if record.get("bill_id") == bill_id and record.get("advised"):
-                bill = await self._bill(bill_id)
+        mine = [r for r in self.state.records if r.get("bill_id") == bill_id]
+        ep_fen = sum(r["amount_fen"] for r in mine if r.get("purse") == "EP" and r["advised"])
+        for record in mine:
+            if record.get("advised"):
+                bill = await self._bill(bill_id, **({"ep_fen": ep_fen} if ep_fen else {}))
                 original = OriginalData(record["batch"], record["settlement_stan"], "0000")
                 reply = await self.link.exchange(
                     Void(
@@ -268,7 +335,8 @@ class Pos:
                 )
                 if reply.response_code != "00":
                     raise refused(reply, "void")
-                record["voided"] = True
+                for each in mine:
+                    each["voided"] = True
                 self.state.save()
                 return [f"bill {bill_id} voided"]
         raise TerminalError(f"no advised debit for bill {bill_id}")
@@ -315,16 +383,8 @@ class Pos:
         return lines
 
 
-def receipt(bill_id: str, split: BillData) -> list[str]:
-    lines = [
-        f"bill {bill_id}: total {yuan(split.total_fen or 0)}",
-        f"  personal account {yuan(split.personal_fen or 0)}"
-        f"  pooled fund {yuan(split.pooled_fen or 0)}  self-pay {yuan(split.self_pay_fen or 0)}",
-        f"  from the card: ED {yuan(split.ed_fen or 0)}  EP {yuan(split.ep_fen or 0)}"
-        f"  cash {yuan(split.cash_fen or 0)}",
-    ]
-    lines += [f"  {line}" for line in (split.explanation or "").splitlines()]
-    if split.ep_fen or split.cash_fen:
-        self_pay = (split.ep_fen or 0) + (split.cash_fen or 0)
-        lines.append(f"  self-pay {yuan(self_pay)} collected in cash")
-    return lines
+def _purse(name: str) -> Purse:
+    try:
+        return Purse[name.upper()]
+    except KeyError:
+        raise TerminalError(f"the card pays from its ED or EP, not {name!r}") from None

@@ -53,6 +53,10 @@ class Unreachable(TerminalError):
     """The centre did not answer (no connection, or no reply in time)."""
 
 
+class NotSent(Unreachable):
+    """No connection to the centre (refused, or not made in time): the request never left."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     host: str
@@ -75,6 +79,7 @@ class TerminalState:
     records: list[dict[str, Any]] = field(default_factory=list)
     pending_load: dict[str, Any] | None = None
     pending_reversal: dict[str, Any] | None = None  # store and forward until answered
+    clock_offset_s: int = 0  # the centre's clock minus ours at the last sign-on
 
     @classmethod
     def open(cls, path: Path | None) -> TerminalState:
@@ -95,6 +100,7 @@ class TerminalState:
             list(raw["records"]),
             raw.get("pending_load"),
             raw.get("pending_reversal"),
+            raw.get("clock_offset_s", 0),
         )
 
     def save(self) -> None:
@@ -113,6 +119,7 @@ class TerminalState:
                 "records": self.records,
                 "pending_load": self.pending_load,
                 "pending_reversal": self.pending_reversal,
+                "clock_offset_s": self.clock_offset_s,
             },
         )
 
@@ -143,7 +150,9 @@ class TerminalLink:
         self.tmk = tmk
         self.state = state
         self.clock = clock
-        self.offset = timedelta(0)  # the centre's clock minus ours, set at sign-on
+        # the centre's clock minus ours, set at sign-on (kept on disk: offline records after a
+        # restart are dated in the centre's time too)
+        self.offset = timedelta(seconds=state.clock_offset_s)
         self.keys: SignOnKeys | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -163,7 +172,8 @@ class TerminalLink:
                     self.endpoint.timeout_s,
                 )
             except (OSError, TimeoutError) as error:
-                raise Unreachable(f"centre unreachable: {error}") from None
+                reason = str(error) or type(error).__name__
+                raise NotSent(f"centre unreachable: {reason}") from None
             self._reader, self._writer = reader, writer
         return self._reader, self._writer
 
@@ -238,6 +248,7 @@ class TerminalLink:
             self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
         )
         self.offset = centre_offset(reply.host_date, reply.host_time, self.clock())
+        self.state.clock_offset_s = int(self.offset.total_seconds())
         if reply.batch:
             self.state.batch = reply.batch
         self.state.save()

@@ -13,9 +13,12 @@ The terminal's TMK: its clear components as the key-loading device injects them
 reader (``--card-reader``). A script has one command per line (``#`` starts a comment); with no
 script the terminal prompts for commands on the screen.
 
-POS commands: sign_on · params · blacklist · settle BILL_ID TOTAL_FEN · offline FEN ·
-void BILL_ID · settle_batch · records. Kiosk commands: sign_on · insert · balance ·
-history · load FEN · load_lost FEN (the card is credited, the confirmation never sent) · recover.
+POS commands: sign_on · params · blacklist · settle BILL_ID TOTAL_FEN (self-pay in cash) ·
+settle_ep BILL_ID TOTAL_FEN (self-pay from the card's EP) · purchase FEN / purchase_ep FEN (no
+bill: online, or offline through the PSAM when the centre is unreachable) · offline FEN /
+offline_ep FEN (offline at once) · void BILL_ID · settle_batch · records. Kiosk commands:
+sign_on · insert · balance · history · load FEN · load_lost FEN (the card is credited, the
+confirmation never sent) · recover.
 """
 
 from __future__ import annotations
@@ -330,29 +333,30 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
             for row in rows:
                 kind = "online" if row.get("online") else "offline"
                 flags = " voided" if row["voided"] else ""
-                lines.append(f"  {row['at']} {kind} {yuan(row['amount_fen'])}{flags}")
+                purse = row.get("purse", "ED")
+                lines.append(f"  {row['at']} {kind} {purse} {yuan(row['amount_fen'])}{flags}")
             return lines
 
-        def one(name: str, args: tuple[str, ...], call: Handler) -> Command:
-            return Command(name, args, call)
-
-        return {
-            c.name: c
-            for c in (
-                one("sign_on", (), lambda a: pos_of(link).sign_on()),
-                one("params", (), lambda a: _lines(pos_of(link).download_parameters())),
-                one("blacklist", (), lambda a: _lines(pos_of(link).download_blacklist())),
-                one(
-                    "settle",
-                    ("BILL_ID", "TOTAL_FEN"),
-                    lambda a: pos_of(link).settle(a[0], int(a[1])),
-                ),
-                one("offline", ("FEN",), lambda a: pos_of(link).offline(int(a[0]))),
-                one("void", ("BILL_ID",), lambda a: pos_of(link).void(a[0])),
-                one("settle_batch", (), lambda a: pos_of(link).settle_batch()),
-                one("records", (), records),
-            )
-        }
+        pos = lambda: pos_of(link)  # noqa: E731 (the card and PSAM open on first use)
+        commands = (
+            Command("sign_on", (), lambda a: pos().sign_on()),
+            Command("params", (), lambda a: _lines(pos().download_parameters())),
+            Command("blacklist", (), lambda a: _lines(pos().download_blacklist())),
+            Command("settle", ("BILL_ID", "TOTAL_FEN"), lambda a: pos().settle(a[0], int(a[1]))),
+            Command(
+                "settle_ep",
+                ("BILL_ID", "TOTAL_FEN"),
+                lambda a: pos().settle(a[0], int(a[1]), self_pay="ep"),
+            ),
+            Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
+            Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
+            Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),
+            Command("offline_ep", ("FEN",), lambda a: pos().offline(int(a[0]), "ep")),
+            Command("void", ("BILL_ID",), lambda a: pos().void(a[0])),
+            Command("settle_batch", (), lambda a: pos().settle_batch()),
+            Command("records", (), records),
+        )
+        return {c.name: c for c in commands}
 
     run_session(common, table, f"POS {common.terminal_id}")
 
