@@ -169,7 +169,9 @@ offline_records = Table(
     Column("card_datetime", String(14), nullable=False),  # yyyymmddhhmmss the TAC covers
     Column("transfer_id", String(64)),
     Column("received_at_us", BigInteger, nullable=False),
+    Column("card_counter", Integer),  # the card's offline counter of the purse, before the debit
     UniqueConstraint("psam_terminal_no", "psam_serial"),
+    Index(None, "application_serial", "purse"),
 )
 
 review_items = Table(
