@@ -78,6 +78,11 @@ class BankConfig:
     outbound_zpk_alias: str = "bank/01020000/out/ZPK"
     centre_id: str = "09990000"  # the centre's F32 on messages it originates
     outbound_timeout_s: float = 10.0  # a savings debit unanswered this long is reversed
+    outbound_connections: int = 1  # connections to the bank; requests spread over those up
+    bins: tuple[str, ...] = ()  # card BIN prefixes whose EP loads go to this bank; empty: all
+    zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
+    key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
+    key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
     connections_max: int = 64
     frame_bytes_max: int = 8192
     idle_timeout_s: float = 600.0  # the bank echoes well within this
