@@ -318,5 +318,25 @@ bank_statement_lines = Table(
     Index(None, "statement_date"),
 )
 
+#: Terminals' working keys, shared by every worker (wrapped key blocks, never clear keys).
+session_keys = Table(
+    "session_keys",
+    metadata,
+    Column("alias", String(80), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("usage", String(8), nullable=False),
+    Column("kcv", String(16), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("block", Text, nullable=False),
+)
+
+#: Numbers that never repeat across restarts (SQLite; PostgreSQL uses sequences of those names).
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("next_value", BigInteger, nullable=False),
+)
+
 #: Tables whose rows are never updated nor deleted (enforced by triggers from the migration).
 APPEND_ONLY = ("transfers", "audit_log")
