@@ -92,14 +92,14 @@ class BankConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     home: str = DEFAULT_HOME
-    database_url: str = ""  # empty: sqlite:///$home/medswitch.db
+    database_url: str = ""  # [database] url; empty: sqlite:///$home/medswitch.db
     timezone: str = "Asia/Shanghai"
     terminal: ListenConfig = field(default_factory=ListenConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     hsm: HsmConfig = field(default_factory=HsmConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     bank: BankConfig = field(default_factory=BankConfig)
-    workers: int = 1
+    workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
     response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
 
     @property
@@ -109,6 +109,15 @@ class Config:
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.home_path / 'medswitch.db'}"
+
+    @property
+    def postgres(self) -> bool:
+        return self.database.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded database's file (a SQLite deployment)."""
+        return Path(self.database.removeprefix("sqlite:///"))
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -122,10 +131,34 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             data.update(tomllib.loads(path.read_text(encoding="utf-8")))
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: {err}") from None
-    config = _build(Config, data, "")
-    if config.workers > 1 and config.database.startswith("sqlite"):
-        raise ConfigError("workers > 1 needs PostgreSQL: SQLite has a single writer")
-    return _override(config, environ, "MEDSWITCH_")
+    _database_section(data)
+    config = _override(_build(Config, data, ""), environ, "MEDSWITCH_")
+    check(config)
+    return config
+
+
+def check(config: Config) -> None:
+    """What no single setting can say wrong on its own."""
+    if not config.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("database.url is sqlite:///FILE or postgresql://...")
+    if config.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    if config.workers > 1 and not config.postgres:
+        raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
+
+
+def _database_section(data: dict[str, Any]) -> None:
+    """``[database] url = ...`` is the setting ``database_url`` (env MEDSWITCH_DATABASE_URL)."""
+    section = data.pop("database", None)
+    if section is None:
+        return
+    if not isinstance(section, Mapping):
+        raise ConfigError("database must be a table")
+    unknown = set(section) - {"url"}
+    if unknown:
+        raise ConfigError(f"unknown setting database.{sorted(unknown)[0]}")
+    if "url" in section:
+        data["database_url"] = section["url"]
 
 
 def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
