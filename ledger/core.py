@@ -164,8 +164,10 @@ class OfflineRecord:
     """A card debit record a terminal sent (batch upload 0320 or advice 0220), as received.
 
     (`psam_terminal_no`, `psam_serial`) is the debit's identity (DESIGN §5); `terminal_id` and
-    `batch_no` are the sending terminal's; `transfer_id` is the card debit's transfer when its TAC
-    verified, None when it did not (such a record never posts)."""
+    `batch_no` are the sending terminal's (the batch in which it last sent the record);
+    `transfer_id` is the card debit's transfer when its TAC verified, None when it did not (such a
+    record never posts); `card_counter` the card's offline counter of the purse before the debit,
+    when the record carries it."""
 
     psam_terminal_no: str
     psam_serial: int
@@ -177,6 +179,7 @@ class OfflineRecord:
     tac: str  # 8 hex digits
     card_datetime: str  # yyyymmddhhmmss the TAC covers
     transfer_id: str | None
+    card_counter: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,16 @@ class Ledger(abc.ABC):
     async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
         """Keep each received record, once per (PSAM terminal number, PSAM serial): True when
         it is new, or when a verified record replaces an unverified one (a forgery seen first);
-        False when that debit was already on file."""
+        False when that debit was already on file. A record its terminal sends again in a later
+        batch (an advised debit uploaded after a new sign-on) moves to that batch, unless a
+        verified record would be replaced by an unverified one."""
+
+    @abc.abstractmethod
+    async def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        """For each (application serial, purse): the verified records' (card counter, card
+        date and time) on file, by counter (records without a counter left out)."""
 
     @abc.abstractmethod
     async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:

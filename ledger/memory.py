@@ -32,7 +32,7 @@ from ledger.core import (
     TransferResult,
     new_account,
 )
-from ledger.state import AccountState, Batch, Remembered, check_open
+from ledger.state import AccountState, Batch, Remembered, check_open, offline_decision
 
 HISTORY_LIMIT_MAX = 10_000
 
@@ -85,11 +85,22 @@ class MemoryModel:
         for record in records:
             key = (record.psam_terminal_no, record.psam_serial)
             held = self.offline.get(key)
-            new = held is None or (held.transfer_id is None and record.transfer_id is not None)
-            if new:
+            facts = None if held is None else (held.transfer_id is not None, *_where(held))
+            new, write = offline_decision(facts, record)
+            if write:
                 self.offline[key] = record
             results.append(new)
         return results
+
+    def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        found: dict[tuple[str, str], list[tuple[int, str]]] = {card: [] for card in cards}
+        for r in self.offline.values():
+            card = (r.application_serial, r.purse)
+            if card in found and r.transfer_id is not None and r.card_counter is not None:
+                found[card].append((r.card_counter, r.card_datetime))
+        return {card: sorted(pairs) for card, pairs in found.items()}
 
     def lookup(self, ids: Sequence[str]) -> dict[str, PostedTransfer]:
         found = {}
@@ -151,12 +162,21 @@ class MemoryLedger(Ledger):
     async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
         return self.model.record_offline(records)
 
+    async def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        return self.model.offline_counters(cards)
+
     async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
         held = self.model.offline.values()
         return [r for r in held if (r.terminal_id, r.batch_no) == (terminal_id, batch_no)]
 
     async def close(self) -> None:
         return None
+
+
+def _where(record: OfflineRecord) -> tuple[str, int]:
+    return record.terminal_id, record.batch_no
 
 
 __all__ = ["MemoryLedger", "MemoryModel", "new_account"]

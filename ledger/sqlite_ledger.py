@@ -29,27 +29,40 @@ from ledger.core import (
 )
 from ledger.group_commit import BATCH_MAX, WINDOW_S, Job, Writer
 from ledger.migrate import upgrade_sqlite
-from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
+from ledger.state import (
+    AccountState,
+    Batch,
+    Held,
+    Remembered,
+    check_open,
+    needed_ids,
+    offline_decision,
+)
 
 _INSERT_TRANSFER = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: Kept once per card debit; a verified record replaces an unverified one (a forgery seen first).
+#: Kept once per card debit; a verified record replaces an unverified one (a forgery seen first);
+#: its terminal sending it again in a later batch moves it there (never verified → unverified).
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, received_at_us)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (psam_terminal_no, psam_serial)"
+    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
+    " received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (psam_terminal_no, psam_serial)"
     " DO UPDATE SET terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
     " application_serial = excluded.application_serial, purse = excluded.purse,"
     " amount_fen = excluded.amount_fen, tac = excluded.tac,"
     " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " received_at_us = excluded.received_at_us"
-    " WHERE offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL"
+    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
+    " WHERE (offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL)"
+    " OR (offline_records.terminal_id = excluded.terminal_id"
+    " AND offline_records.batch_no <> excluded.batch_no"
+    " AND (excluded.transfer_id IS NOT NULL OR offline_records.transfer_id IS NULL))"
 )
 OFFLINE_COLUMNS = (
     "psam_terminal_no, psam_serial, terminal_id, batch_no, application_serial, purse,"
-    " amount_fen, tac, card_datetime, transfer_id"
+    " amount_fen, tac, card_datetime, transfer_id, card_counter"
 )
 _UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
 
@@ -210,33 +223,47 @@ class SqliteStore:
         results, writes = [], []
         for record in records:
             key = (record.psam_terminal_no, record.psam_serial)
-            verified = held.get(key)
-            new = verified is None or (not verified and record.transfer_id is not None)
-            if new:
-                held[key] = record.transfer_id is not None
+            new, write = offline_decision(held.get(key), record)
+            if write:
+                held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
                 writes.append(offline_row(record))
             results.append(new)
         at_us = rows.now_us()
         self.conn.executemany(_UPSERT_OFFLINE, [(*row, at_us) for row in writes])
         return results
 
-    def _offline_held(self, records: Sequence[OfflineRecord]) -> dict[tuple[str, int], bool]:
-        """(PSAM terminal number, serial) → verified, for the records' debits on file."""
+    def _offline_held(self, records: Sequence[OfflineRecord]) -> dict[tuple[str, int], Held]:
+        """(PSAM terminal number, serial) → (verified, terminal, batch), for the records'
+        debits on file."""
         serials: dict[str, set[int]] = {}
         for record in records:
             serials.setdefault(record.psam_terminal_no, set()).add(record.psam_serial)
-        held: dict[tuple[str, int], bool] = {}
+        held: dict[tuple[str, int], Held] = {}
         for psam, wanted in serials.items():
             ordered = sorted(wanted)
             for start in range(0, len(ordered), rows.IN_CHUNK):
                 chunk = ordered[start : start + rows.IN_CHUNK]
                 sql = (
-                    "SELECT psam_serial, transfer_id IS NOT NULL FROM offline_records"
-                    f" WHERE psam_terminal_no = ? AND psam_serial IN ({','.join('?' * len(chunk))})"
+                    "SELECT psam_serial, transfer_id IS NOT NULL, terminal_id, batch_no"
+                    " FROM offline_records WHERE psam_terminal_no = ?"
+                    f" AND psam_serial IN ({','.join('?' * len(chunk))})"
                 )
-                for serial, verified in self.conn.execute(sql, (psam, *chunk)):
-                    held[(psam, int(serial))] = bool(verified)
+                for serial, verified, terminal, batch in self.conn.execute(sql, (psam, *chunk)):
+                    held[(psam, int(serial))] = (bool(verified), terminal, int(batch))
         return held
+
+    def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        found: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        sql = (
+            "SELECT card_counter, card_datetime FROM offline_records WHERE application_serial = ?"
+            " AND purse = ? AND transfer_id IS NOT NULL AND card_counter IS NOT NULL"
+            " ORDER BY card_counter"
+        )
+        for card in dict.fromkeys(cards):
+            found[card] = [(int(c), d) for c, d in self.conn.execute(sql, card)]
+        return found
 
     def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
         sql = (
@@ -273,6 +300,7 @@ def offline_row(record: OfflineRecord) -> tuple[Any, ...]:
         r.tac,
         r.card_datetime,
         r.transfer_id,
+        r.card_counter,
     )
 
 
@@ -347,6 +375,14 @@ class SqliteLedger(Ledger):
 
     async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
         result: list[bool] = await self.writer.submit("record_offline", list(records))
+        return result
+
+    async def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        result: dict[tuple[str, str], list[tuple[int, str]]] = await self.writer.submit(
+            "offline_counters", list(cards)
+        )
         return result
 
     async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:

@@ -28,6 +28,7 @@ from ledger.core import (
     AccountFlags,
     AccountResult,
     Balance,
+    OfflineRecord,
     Transfer,
     TransferResult,
     new_account,
@@ -199,4 +200,38 @@ def needed_ids(transfers: Iterable[Transfer]) -> tuple[set[str], set[str]]:
     return ids, accounts
 
 
-__all__ = ["AccountState", "Batch", "Remembered", "check_open", "needed_ids", "new_account"]
+Held = tuple[bool, str, int]  # a debit on file: verified, its terminal, its batch
+
+
+def offline_decision(held: Held | None, record: OfflineRecord) -> tuple[bool, bool]:
+    """(new, write) for a received record next to what is on file (shared by every ledger):
+    new when the debit is not on file or a verified record replaces an unverified one; written
+    then, and also when its terminal sends it again in a later batch (moved there), never a
+    verified record replaced by an unverified one.
+
+    >>> row = OfflineRecord("000000000001", 1, "P1", 2, "31", "ED", 250, "00", "2026", "t")
+    >>> offline_decision(None, row), offline_decision((True, "P1", 1), row)
+    ((True, True), (False, True))
+    >>> offline_decision((True, "P1", 2), row), offline_decision((True, "P2", 1), row)
+    ((False, False), (False, False))
+    """
+    if held is None:
+        return True, True
+    verified, terminal, batch = held
+    mine = record.transfer_id is not None
+    if mine and not verified:
+        return True, True
+    moved = terminal == record.terminal_id and batch != record.batch_no
+    return False, moved and (mine or not verified)
+
+
+__all__ = [
+    "AccountState",
+    "Batch",
+    "Held",
+    "Remembered",
+    "check_open",
+    "needed_ids",
+    "new_account",
+    "offline_decision",
+]
