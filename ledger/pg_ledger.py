@@ -34,7 +34,14 @@ from ledger.core import (
 from ledger.group_commit import BATCH_MAX
 from ledger.migrate import upgrade_postgres
 from ledger.sqlite_ledger import OFFLINE_COLUMNS, offline_row
-from ledger.state import AccountState, Batch, Remembered, check_open, needed_ids
+from ledger.state import (
+    AccountState,
+    Batch,
+    Remembered,
+    check_open,
+    needed_ids,
+    offline_decision,
+)
 
 RETRIES_MAX = 3
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
@@ -52,16 +59,18 @@ _UPDATE_ACCOUNTS = (
 
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, received_at_us)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
+    " received_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
     " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
     " application_serial = excluded.application_serial, purse = excluded.purse,"
     " amount_fen = excluded.amount_fen, tac = excluded.tac,"
     " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " received_at_us = excluded.received_at_us"
-    " WHERE offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL"
-    " RETURNING 1"
+    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
+)
+_HELD_OFFLINE = (
+    "SELECT transfer_id IS NOT NULL, terminal_id, batch_no FROM offline_records"
+    " WHERE psam_terminal_no = $1 AND psam_serial = $2 FOR UPDATE"
 )
 
 
@@ -199,10 +208,29 @@ class PgStore:
     async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
         at_us = rows.now_us()
         results = []
-        for record in records:  # one statement each: a record's result is its own
-            found = await self.conn.fetchval(_UPSERT_OFFLINE, *offline_row(record), at_us)
-            results.append(found is not None)
+        for record in records:  # one decision each (offline_decision, as every ledger)
+            found = await self.conn.fetchrow(
+                _HELD_OFFLINE, record.psam_terminal_no, record.psam_serial
+            )
+            held = None if found is None else (bool(found[0]), found[1], int(found[2]))
+            new, write = offline_decision(held, record)
+            if write:
+                await self.conn.execute(_UPSERT_OFFLINE, *offline_row(record), at_us)
+            results.append(new)
         return results
+
+    async def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        sql = (
+            "SELECT card_counter, card_datetime FROM offline_records"
+            " WHERE application_serial = $1 AND purse = $2 AND transfer_id IS NOT NULL"
+            " AND card_counter IS NOT NULL ORDER BY card_counter"
+        )
+        found: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for card in dict.fromkeys(cards):
+            found[card] = [(int(r[0]), r[1]) for r in await self.conn.fetch(sql, *card)]
+        return found
 
     async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
         sql = (
@@ -357,6 +385,14 @@ class PgLedger(Ledger):
 
     async def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
         result: list[OfflineRecord] = await self._submit("offline_records", terminal_id, batch_no)
+        return result
+
+    async def offline_counters(
+        self, cards: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
+        result: dict[tuple[str, str], list[tuple[int, str]]] = await self._submit(
+            "offline_counters", list(cards)
+        )
         return result
 
     async def queue_reversal(self, item: QueuedReversal) -> bool:
