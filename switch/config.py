@@ -90,6 +90,18 @@ class BankConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DayendConfig:
+    """Day-end (ledger.dayend): the business date closes at `cutover` (HH:MM) in `timezone`
+    (empty: the centre's); files go under `out_dir` (empty: $home/dayend)."""
+
+    cutover: str = "23:00"  # before 12:00 it closes the next calendar day's morning
+    timezone: str = ""
+    out_dir: str = ""
+    settle_s: int = 60  # day-end refuses to run sooner after the cut-over (commits in flight)
+    file_key_alias: str = "bank/{bank}/FILE"  # each bank's file key, {bank} its id
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: str = DEFAULT_HOME
     database_url: str = ""  # [database] url; empty: sqlite:///$home/medswitch.db
@@ -99,6 +111,7 @@ class Config:
     hsm: HsmConfig = field(default_factory=HsmConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     bank: BankConfig = field(default_factory=BankConfig)
+    dayend: DayendConfig = field(default_factory=DayendConfig)
     workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
     response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
 
