@@ -7,8 +7,9 @@ once per (PSAM terminal number, PSAM serial) through the same core as the online
 (:mod:`routing.purchases`): an advice already posted, or the same batch uploaded twice, posts
 nothing again. A TAC-valid record always posts; its anomalies (a date older than the offline age
 limit, the PSAM of another institution, a shadow below zero) go to review beside it. A record whose
-TAC does not verify never posts and goes to review. Offline counters of one card that skip
-among the records taken together (a window of a bulk intake) are reviewed as a gap.
+TAC does not verify never posts and goes to review. Each record keeps the card's offline counter:
+at the end of an upload the counters of the batch's cards are checked across every record on
+file, and a gap still open after the grace of later uploads goes to review.
 
 :func:`intake` takes a window of records: it verifies them all, then posts them in one ledger
 submission: the group-commit writer makes one durable commit of the window (DESIGN §6); a
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -42,7 +43,7 @@ from messages.terminal import (
 )
 from routing.common import answer, note
 from routing.context import RequestContext
-from routing.purchases import Debit, post_debits, read_debit, verify_debit
+from routing.purchases import Debit, parse_card_datetime, post_debits, read_debit, verify_debit
 
 WINDOW_RECORDS_MAX = 2048  # records posted in one group-commit window
 BALANCED, NOT_BALANCED = 1, 2
@@ -120,7 +121,6 @@ async def _post_window(context: RequestContext, window: _Window) -> list[Outcome
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT
     for _, debit in valid:
         await _note_late(context, debit)
-    await _note_gaps(context, [debit for _, debit in valid])
     return outcomes
 
 
@@ -132,21 +132,29 @@ async def _note_late(context: RequestContext, debit: Debit) -> None:
         await note(context, "late_upload", debit.subject, debit.record.amount_fen, detail)
 
 
-async def _note_gaps(context: RequestContext, debits: Sequence[Debit]) -> None:
-    """Offline counters of one card's purse that skip within the records taken together: a
-    debit the terminal has not uploaded (yet). Posted all the same; the gap is reviewed."""
-    counters: dict[tuple[str, str], set[int]] = {}
-    for debit in debits:
-        if debit.offline_counter is not None:
-            key = (debit.card.application_serial, debit.purse.value)
-            counters.setdefault(key, set()).add(debit.offline_counter)
-    for (serial, purse), seen in counters.items():
-        ordered = sorted(seen)
-        for before, after in itertools.pairwise(ordered):
-            if after - before > 1:
+async def review_counter_gaps(context: RequestContext, cards: Iterable[tuple[str, str]]) -> int:
+    """Each card purse's offline counters on file (verified records of every terminal, advices
+    and uploads alike): a counter missing between two on file is a debit no terminal has sent.
+    It is reviewed once the grace of later uploads is over — the debit after the gap is older
+    than the offline age limit, by which any POS holding the missing debit had to upload it —
+    and stays unreviewed until then (another POS may still bring it). The debits on file are
+    posted whatever the gap. Returns the number of gaps reviewed."""
+    found = await context.ledger.offline_counters(sorted(set(cards)))
+    grace = timedelta(hours=context.offline.age_max_h)
+    now = context.now.replace(tzinfo=None)
+    reviewed = 0
+    for (serial, purse), pairs in found.items():
+        for (before, _), (after, when) in itertools.pairwise(pairs):
+            dated = parse_card_datetime(when)
+            if after - before > 1 and dated is not None and now - dated > grace:
                 subject = f"counter-gap|{serial}|{purse}|{before}|{after}"
-                detail = f"offline counters {before + 1}..{after - 1} not in the upload"
+                detail = (
+                    f"offline counters {before + 1}..{after - 1} on no record, the next"
+                    f" debit dated {dated:%Y-%m-%d %H:%M}"
+                )
                 await note(context, "offline_counter_gap", subject, 0, detail)
+                reviewed += 1
+    return reviewed
 
 
 async def handle_batch_upload_end(
@@ -160,6 +168,7 @@ async def handle_batch_upload_end(
         subject = f"upload|{request.terminal_id}|{request.batch}"
         detail = f"terminal sent {int(request.count)}, centre holds {len(held)}"
         await note(context, "upload_count_mismatch", subject, 0, detail)
+    await review_counter_gaps(context, ((r.application_serial, r.purse) for r in held))
     return answer(request, context, Outcome.APPROVED)
 
 

@@ -79,6 +79,7 @@ class Debit:
             self.tac.hex(),
             self.card_datetime,
             self.transfer_id if verified else None,
+            self.offline_counter,
         )
 
 
@@ -106,7 +107,7 @@ def read_debit(
         or not batch.isdigit()
     ):
         return Outcome.FORMAT_ERROR if card else Outcome.INVALID_CARD
-    when = _card_datetime(data.card_datetime)
+    when = parse_card_datetime(data.card_datetime)
     if when is None:
         return Outcome.FORMAT_ERROR
     record = PurchaseRecord(
@@ -129,10 +130,10 @@ def read_debit(
     )
 
 
-def _card_datetime(text: str) -> datetime | None:
+def parse_card_datetime(text: str) -> datetime | None:
     """yyyymmddhhmmss (strptime costs a tenth of a record's intake).
 
-    >>> _card_datetime("20261125101500"), _card_datetime("20261325101500")
+    >>> parse_card_datetime("20261125101500"), parse_card_datetime("20261325101500")
     (datetime.datetime(2026, 11, 25, 10, 15), None)
     """
     if len(text) != 14 or not text.isdigit():
