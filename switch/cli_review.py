@@ -1,0 +1,303 @@
+"""`medswitch review ...`: the operators' review queue (ledger/dayend/review_queue.py).
+
+    medswitch review list [--status open] [--reason R]
+    medswitch review show KEY
+    medswitch review accept KEY --operator alice --note "posted as the card says"
+    medswitch review reject KEY --operator alice --note "forged record"
+    medswitch review adjust KEY --debit A --credit B --amount 12.34 --operator alice --note …
+    medswitch review approve-adjustment ID --operator bob      (a different operator)
+    medswitch review decline-adjustment ID --operator bob --note …
+    medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]
+
+KEY is an item's key, a unique prefix of it (6+ hex digits) or ``#seq``. Amounts are shown in
+yuan; card numbers are masked. Every action is appended to the audit log with the operator and
+the time; a refused action changes nothing and exits non-zero with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from ledger.core import Ledger
+from ledger.dayend import recon_doubt
+from ledger.dayend.review_queue import Adjustment, QueuedItem, ReviewError, ReviewQueue
+from ledger.medical.split import yuan
+from ledger.medical.sql_store import sqlite_engine
+from ledger.migrate import upgrade_sqlite
+from ledger.sqlite_ledger import SqliteLedger
+from messages.pretty import mask_pan
+from switch.cli_ledger import db_option
+
+T = TypeVar("T")
+_DIGITS = re.compile(r"\d{13,19}")
+_AGE = re.compile(r"(\d+)([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def mask_text(text: str) -> str:
+    """Card numbers (13–19 digits passing Luhn) masked to first 6 and last 4.
+
+    >>> mask_text("debit 6212340000000019 at h1, serial 3100000000000001")
+    'debit 621234******0019 at h1, serial 3100000000000001'
+    """
+    return _DIGITS.sub(lambda m: mask_pan(m[0]) if _luhn_ok(m[0]) else m[0], text)
+
+
+def now_us() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
+
+
+def fen_of(text: str) -> int:
+    """Yuan with at most two decimals, as fen."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not an amount in yuan") from None
+    fen = value * 100
+    if fen != fen.to_integral_value() or fen <= 0:
+        raise click.BadParameter(f"{text!r}: a positive amount in yuan with at most 2 decimals")
+    return int(fen)
+
+
+def _engine(db: Path) -> Engine:
+    if not db.exists():
+        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+    upgrade_sqlite(db)
+    return sqlite_engine(db)
+
+
+def _queue(db: Path) -> ReviewQueue:
+    return ReviewQueue(_engine(db))
+
+
+def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
+    async def run() -> T:
+        ledger = SqliteLedger.open(db, migrate=False)
+        try:
+            return await use(ledger)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(run())
+
+
+def _refused(error: ReviewError) -> click.ClickException:
+    return click.ClickException(f"refused: {error}")
+
+
+def _when(at_us: int | None) -> str:
+    if at_us is None:
+        return "-"
+    return dt.datetime.fromtimestamp(at_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+operator_option = click.option(
+    "--operator", required=True, help="Who acts (recorded in the audit log)."
+)
+note_option = click.option("--note", default="", help="Why (recorded in the audit log).")
+
+
+@click.group("review")
+def review_group() -> None:
+    """The review queue: exceptions held for a person, with maker-checker adjustments."""
+
+
+@review_group.command("list")
+@click.option("--status", default=None, help="open, accepted, rejected, adjusting or adjusted.")
+@click.option("--reason", default=None, help="Only items with this reason.")
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 100_000))
+@db_option
+def list_items(status: str | None, reason: str | None, limit: int, db: Path) -> None:
+    """A table of review items, oldest first."""
+    items = _queue(db).items(status, reason, limit)
+    click.echo(f"{'#':>6}  {'key':<12} {'status':<10} {'reason':<26} {'yuan':>12}  reference")
+    for item in items:
+        click.echo(
+            f"{item.seq:>6}  {item.key[:12]:<12} {item.status:<10} {item.reason[:26]:<26} "
+            f"{yuan(item.amount_fen):>12}  {mask_text(item.reference)[:80]}"
+        )
+    click.echo(f"{len(items)} item(s)")
+
+
+def _echo_item(item: QueuedItem) -> None:
+    click.echo(f"item #{item.seq} {item.key}")
+    click.echo(f"  reason     {item.reason}")
+    click.echo(f"  status     {item.status}")
+    click.echo(f"  amount     {yuan(item.amount_fen)} yuan")
+    click.echo(f"  reference  {mask_text(item.reference)}")
+    click.echo(f"  detail     {mask_text(item.detail)}")
+    click.echo(f"  created    {_when(item.created_at_us)}")
+    if item.resolved_by:
+        click.echo(f"  resolved   {_when(item.resolved_at_us)} by {item.resolved_by}")
+
+
+@review_group.command("show")
+@click.argument("key")
+@db_option
+def show(key: str, db: Path) -> None:
+    """One item, its adjustments and its audit trail."""
+    queue = _queue(db)
+    try:
+        item = queue.find(key)
+    except ReviewError as error:
+        raise _refused(error) from None
+    _echo_item(item)
+    for adj in queue.adjustments(item.key):
+        a = adj.adjustment
+        click.echo(
+            f"  adjustment {adj.approval_id} [{adj.status}] {a.debit_account} -> "
+            f"{a.credit_account} {yuan(a.amount_fen)} yuan, made by {adj.made_by}"
+            + (f", decided by {adj.approved_by}" if adj.approved_by else "")
+            + (f": {adj.reason}" if adj.reason else "")
+        )
+    for entry in queue.trail(item.key):
+        click.echo(
+            f"  audit {_when(entry.at_us)} {entry.actor:<12} {entry.action:<28} {entry.detail}"
+        )
+
+
+@review_group.command("accept")
+@click.argument("key")
+@operator_option
+@note_option
+@db_option
+def accept(key: str, operator: str, note: str, db: Path) -> None:
+    """The item stands as posted: close it."""
+    try:
+        item = _queue(db).accept(key, operator, note, now_us())
+    except ReviewError as error:
+        raise _refused(error) from None
+    click.echo(f"#{item.seq} {item.key[:12]} accepted by {operator}")
+
+
+@review_group.command("reject")
+@click.argument("key")
+@operator_option
+@note_option
+@db_option
+def reject(key: str, operator: str, note: str, db: Path) -> None:
+    """The item is judged wrong (nothing to post): close it."""
+    try:
+        item = _queue(db).reject(key, operator, note, now_us())
+    except ReviewError as error:
+        raise _refused(error) from None
+    click.echo(f"#{item.seq} {item.key[:12]} rejected by {operator}")
+
+
+@review_group.command("adjust")
+@click.argument("key")
+@click.option("--debit", required=True, help="The account debited (e.g. payins:h1).")
+@click.option("--credit", required=True, help="The account credited (e.g. pool:centre).")
+@click.option("--amount", required=True, help="Yuan, e.g. 12.34.")
+@operator_option
+@note_option
+@db_option
+def adjust(
+    key: str, debit: str, credit: str, amount: str, operator: str, note: str, db: Path
+) -> None:
+    """Propose a correcting transfer (an allowed pair only); a second operator approves it."""
+    adjustment = Adjustment(debit, credit, fen_of(amount), note)
+    try:
+        pending = _queue(db).propose_adjustment(key, adjustment, operator, now_us())
+    except ReviewError as error:
+        raise _refused(error) from None
+    click.echo(
+        f"adjustment {pending.approval_id} pending: {debit} -> {credit} "
+        f"{yuan(adjustment.amount_fen)} yuan, made by {operator}; "
+        f"approve with: medswitch review approve-adjustment {pending.approval_id} --operator OTHER"
+    )
+
+
+@review_group.command("approve-adjustment")
+@click.argument("approval_id", type=int)
+@operator_option
+@db_option
+def approve_adjustment(approval_id: int, operator: str, db: Path) -> None:
+    """Post a pending adjustment (the operator must differ from its maker)."""
+    queue = _queue(db)
+    try:
+        result = _with_ledger(
+            db, lambda ledger: queue.approve_adjustment(ledger, approval_id, operator, now_us())
+        )
+    except ReviewError as error:
+        raise _refused(error) from None
+    click.echo(f"adjustment {approval_id} approved by {operator}: {result.name}")
+
+
+@review_group.command("decline-adjustment")
+@click.argument("approval_id", type=int)
+@operator_option
+@note_option
+@db_option
+def decline_adjustment(approval_id: int, operator: str, note: str, db: Path) -> None:
+    """Decline a pending adjustment: the item is open again."""
+    try:
+        _queue(db).decline_adjustment(approval_id, operator, note, now_us())
+    except ReviewError as error:
+        raise _refused(error) from None
+    click.echo(f"adjustment {approval_id} declined by {operator}")
+
+
+def parse_age(text: str) -> int:
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r}: an age like 90s, 30m, 24h or 2d")
+    return int(match[1]) * _UNIT_S[match[2]]
+
+
+def parse_now(text: str | None) -> int:
+    if text is None:
+        return now_us()
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date-time") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{text!r}: give the time zone (Z or +08:00)")
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+@review_group.command("sweep")
+@click.option("--now", "now_text", default=None, help="ISO date-time with zone (default: now).")
+@click.option(
+    "--age",
+    "age_text",
+    default="24h",
+    show_default=True,
+    envvar="MEDSWITCH_REVIEW_DOUBT_AGE",
+    help="Loads in doubt at least this old go to review (env MEDSWITCH_REVIEW_DOUBT_AGE).",
+)
+@db_option
+def sweep(now_text: str | None, age_text: str, db: Path) -> None:
+    """Put loads and unloads still in doubt past their age into review (once each)."""
+    age_s, at_us = parse_age(age_text), parse_now(now_text)
+    engine = _engine(db)
+    try:
+        done = _with_ledger(db, lambda ledger: recon_doubt.sweep(engine, ledger, at_us, age_s))
+    finally:
+        engine.dispose()
+    for aged in done.aged:
+        attempt = aged.attempt
+        click.echo(
+            f"{'unload' if attempt.unload else 'load':<6} {attempt.purse.value} "
+            f"{attempt.application_serial} counter {attempt.online_counter} "
+            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {aged.age_s} s"
+        )
+    click.echo(f"{len(done.aged)} in doubt for {age_s} s or more; {done.added} new review item(s)")
