@@ -52,3 +52,6 @@ from switch.cli_ledger_files import ledger_files  # noqa: E402  (also adds impor
 
 main.add_command(ledger_files)
 from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401
+from switch.cli_review import review_group  # noqa: E402
+
+main.add_command(review_group)
