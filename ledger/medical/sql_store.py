@@ -1,8 +1,12 @@
 """Bills and accumulators in SQL: `SqlMedicalStore`, the SQL implementation of
 `ledger.medical.bills.MedicalStore`; reference data is `sql_reference`.
 
-SQLite, the ledger's database file, WAL. Writes (submit, transition, post_offline) are the
-settlement's hot path: they go through a `GroupWriter` — concurrent callers' writes share one
+SQLite, the ledger's database file, WAL — or PostgreSQL through `ledger.pg_bridge` (the
+same statements and group writer over asyncpg; ``BEGIN IMMEDIATE`` takes an advisory lock
+there, so every worker's writes are serialised as on SQLite).
+
+Writes (submit, transition, post_offline) are the settlement's hot path: they go through a
+`GroupWriter` — concurrent callers' writes share one
 ``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), a refusal failing
 only its own caller, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
 read-split-reserve of a submission is serialised against every other write: two bills in flight
@@ -47,6 +51,7 @@ from ledger.medical.bills import (
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
 from ledger.medical.group_write import BATCH_MAX, GroupWriter
 from ledger.medical.split import Split
+from ledger.pg_bridge import PgEngine
 
 TOTAL_NAMES = (
     "eligible_fen",
@@ -56,6 +61,7 @@ TOTAL_NAMES = (
     "self_pay_fen",
 )
 WRITE_OPTION = "medical_write"
+MEDICAL_WRITE_LOCK = 0x6D656473  # PostgreSQL advisory lock: one medical writer at a time
 IN_FLIGHT_VALUES = sorted(state.value for state in IN_FLIGHT)
 
 #: Decides, inside the write transaction, the state a bill is moved to (or raises).
@@ -143,6 +149,10 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
+def _day(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
 def _record(row: Any) -> BillRecord:
     return BillRecord(
         bill_id=row[0],
@@ -151,7 +161,7 @@ def _record(row: Any) -> BillRecord:
         card_no=row[3],
         person_id=row[4],
         year=row[5],
-        service_date=dt.date.fromisoformat(row[6]),
+        service_date=_day(row[6]),
         request_digest=row[7],
         bill=bill_from_dict(json.loads(row[8])),
         split=split_from_dict(json.loads(row[9])),
@@ -176,16 +186,26 @@ def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Tot
 
 
 class SqlMedicalStore:
-    def __init__(self, engine: Engine, *, batch_max: int = BATCH_MAX) -> None:
+    def __init__(self, engine: Engine | PgEngine, *, batch_max: int = BATCH_MAX) -> None:
         self.engine = engine
+        self._readers = threading.local()
+        self._opened: list[Any] = []
+        self._opened_lock = threading.Lock()
+        self._date: Callable[[dt.date], Any] = dt.date.isoformat
+        if isinstance(engine, PgEngine):
+            bridge = engine.bridge
+            self._connect: Callable[[], Any] = bridge.connection
+            self.writer = GroupWriter(
+                lambda: bridge.connection(MEDICAL_WRITE_LOCK),  # type: ignore[arg-type,return-value]
+                batch_max=batch_max,
+            )
+            self._date = lambda day: day
+            return
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
-            raise ValueError("the medical store runs on the ledger's SQLite file")
+            raise ValueError("the medical store runs on the ledger's SQLite file or PostgreSQL")
         self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
-        self._database = database
-        self._readers = threading.local()
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
+        self._connect = lambda: connect_sqlite(database)
 
     def close(self) -> None:
         """Close the writer's and the readers' connections (the engine is the caller's)."""
@@ -201,7 +221,7 @@ class SqlMedicalStore:
         newest commit, and never waits for the writer (WAL)."""
         db: sqlite3.Connection | None = getattr(self._readers, "db", None)
         if db is None:
-            db = connect_sqlite(self._database)
+            db = self._connect()
             self._readers.db = db
             with self._opened_lock:
                 self._opened.append(db)
@@ -239,7 +259,7 @@ class SqlMedicalStore:
                     record.card_no,
                     record.person_id,
                     record.year,
-                    record.service_date.isoformat(),
+                    self._date(record.service_date),
                     record.request_digest,
                     json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
                     json.dumps(split_to_dict(split), ensure_ascii=False),

@@ -1,0 +1,332 @@
+"""PostgreSQL for the synchronous stores: an asyncpg pool on an event loop of its own thread.
+
+The medical store, the card directory and the reference data are synchronous (their callers run
+them in a thread, or as a point read). On SQLite they use ``sqlite3`` and SQLAlchemy Core; on
+PostgreSQL the same code runs over two small adapters onto one :class:`PgBridge` (asyncpg, no
+second driver):
+
+- :class:`SyncConnection`, the part of ``sqlite3.Connection`` the raw stores use (``?``
+  parameters become ``$n``; ``BEGIN``/``COMMIT``/``ROLLBACK``; ``BEGIN IMMEDIATE`` also takes
+  the store's advisory lock, one writer at a time as on SQLite). A statement that fails inside a
+  transaction rolls it back (PostgreSQL refuses anything else in it), so ``in_transaction`` tells
+  the group writer that the batch is lost.
+- :class:`PgEngine`, the part of a SQLAlchemy ``Engine`` the reference data uses: Core
+  statements compiled for PostgreSQL and run through asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import threading
+from collections import namedtuple
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+T = TypeVar("T")
+_DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")
+_QUERY = re.compile(r"\s*(SELECT|WITH|VALUES)\b", re.IGNORECASE)
+_RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES)\b|\bRETURNING\b", re.IGNORECASE)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(DSN, schema) of a database URL; ``?schema=NAME`` picks the schema (``search_path``).
+
+    >>> split_url("postgresql://u@h/db?schema=t_1")
+    ('postgresql://u@h/db', 't_1')
+    """
+    dsn, _, query = url.partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    schema = options.pop("schema", None)
+    rest = "&".join(f"{k}={v}" for k, v in options.items())
+    return (f"{dsn}?{rest}" if rest else dsn), schema
+
+
+def server_settings(schema: str | None) -> dict[str, str]:
+    settings = {"plan_cache_mode": "force_custom_plan"}
+    if schema:
+        settings["search_path"] = schema
+    return settings
+
+
+@functools.lru_cache(maxsize=512)
+def dollar_params(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (the stores' SQL has no ``?`` in
+    literals).
+
+    >>> dollar_params("SELECT a FROM t WHERE b = ? AND c = ?")
+    'SELECT a FROM t WHERE b = $1 AND c = $2'
+    """
+    count = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+def rowcount(status: str) -> int:
+    """The row count of a command status ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class PgBridge:
+    """An asyncpg pool served by a loop on a daemon thread; :meth:`run` from any other thread."""
+
+    def __init__(self, url: str, *, size: int = 8) -> None:
+        self.dsn, self.schema = split_url(url)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pg-bridge", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.pool: asyncpg.Pool = self.run(self._open(size))
+        except BaseException:
+            self._stop()
+            raise
+
+    async def _open(self, size: int) -> asyncpg.Pool:
+        settings = server_settings(self.schema)
+        return await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=size, server_settings=settings
+        )
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("PgBridge.run called from its own loop")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def connection(self, lock_key: int | None = None) -> SyncConnection:
+        return SyncConnection(self, lock_key)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self.run(asyncio.wait_for(self.pool.close(), timeout=10))
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+class Cursor:
+    def __init__(self, rows: list[Any], count: int) -> None:
+        self._rows = rows
+        self.rowcount = count
+
+    def fetchone(self) -> Any:
+        return tuple(self._rows[0]) if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return [tuple(row) for row in self._rows]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class SyncConnection:
+    """What the raw stores use of ``sqlite3.Connection``, on PostgreSQL. Outside a transaction
+    each statement runs on any pooled connection (autocommit); inside, on one held for it."""
+
+    def __init__(self, bridge: PgBridge, lock_key: int | None = None) -> None:
+        self._bridge = bridge
+        self._lock_key = lock_key
+        self._held: asyncpg.Connection | None = None
+        self._transaction: Any = None
+        self.total_changes = 0
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._transaction is not None
+
+    def __enter__(self) -> SyncConnection:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if self.in_transaction:
+            self.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+        command = sql.strip().upper()
+        if command.startswith("BEGIN"):
+            self._bridge.run(self._begin(immediate="IMMEDIATE" in command))
+            return Cursor([], -1)
+        if command in ("COMMIT", "ROLLBACK"):
+            self._bridge.run(self._end(command == "COMMIT"))
+            return Cursor([], -1)
+        if command.startswith("PRAGMA"):
+            return Cursor([], -1)
+        cursor = self._bridge.run(self._statement(dollar_params(sql), tuple(parameters)))
+        if cursor.rowcount > 0 and not _QUERY.match(sql):
+            self.total_changes += cursor.rowcount
+        return cursor
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._bridge.run(self._end(False))
+
+    async def _begin(self, *, immediate: bool) -> None:
+        if self._transaction is not None:
+            raise RuntimeError("a transaction is already open")
+        self._held = await self._bridge.pool.acquire()
+        self._transaction = self._held.transaction()
+        try:
+            await self._transaction.start()
+            if immediate and self._lock_key is not None:
+                await self._held.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
+        except BaseException:
+            await self._end(False)
+            raise
+
+    async def _end(self, commit: bool) -> None:
+        transaction, held = self._transaction, self._held
+        self._transaction, self._held = None, None
+        try:
+            if transaction is not None:
+                await (transaction.commit() if commit else transaction.rollback())
+        finally:
+            if held is not None:
+                await self._bridge.pool.release(held)
+
+    async def _statement(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+        if self._held is None:
+            async with self._bridge.pool.acquire() as connection:
+                return await _run(connection, sql, parameters)
+        try:
+            return await _run(self._held, sql, parameters)
+        except Exception:
+            await self._end(False)  # PostgreSQL refuses the rest of the transaction anyway
+            raise
+
+
+async def _run(connection: asyncpg.Connection, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+    if _RETURNS_ROWS.search(sql):
+        rows = await connection.fetch(sql, *parameters)
+        return Cursor(rows, len(rows))
+    return Cursor([], rowcount(await connection.execute(sql, *parameters)))
+
+
+# -- SQLAlchemy Core statements through asyncpg -----------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _row_type(names: tuple[str, ...]) -> Any:
+    return namedtuple("Row", names, rename=True)  # type: ignore[misc]
+
+
+class Result:
+    def __init__(self, rows: list[Any], count: int) -> None:
+        self._rows = rows
+        self.rowcount = count
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+class PgEngine:
+    """What the reference data uses of a SQLAlchemy ``Engine``, over a :class:`PgBridge`."""
+
+    dialect = _DIALECT
+
+    def __init__(self, bridge: PgBridge) -> None:
+        self.bridge = bridge
+
+    def connect(self) -> PgSaConnection:
+        return PgSaConnection(self.bridge)
+
+    @contextmanager
+    def begin(self) -> Iterator[PgSaConnection]:
+        with self.connect() as connection, connection.begin():
+            yield connection
+
+    def dispose(self) -> None:
+        """The bridge is its owner's to close."""
+
+
+class PgSaConnection:
+    def __init__(self, bridge: PgBridge) -> None:
+        self._raw = SyncConnection(bridge)
+        self._bridge = bridge
+
+    def __enter__(self) -> PgSaConnection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def execution_options(self, **_: Any) -> PgSaConnection:
+        return self
+
+    @contextmanager
+    def begin(self) -> Iterator[PgSaConnection]:
+        self._raw.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def commit(self) -> None:
+        if self._raw.in_transaction:
+            self._raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._raw.in_transaction:
+            self._raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def execute(self, statement: Any, parameters: Any = None) -> Result:
+        many = isinstance(parameters, list)
+        keys = list(parameters[0]) if many and parameters else None
+        compiled = statement.compile(dialect=_DIALECT, column_keys=keys)
+        names = compiled.positiontup or []
+        if many:
+            rows = [[compiled.construct_params(p)[n] for n in names] for p in parameters]
+            return self._bridge.run(self._many(str(compiled), rows))
+        bound = compiled.construct_params(parameters)
+        return self._bridge.run(self._one(str(compiled), [bound[n] for n in names]))
+
+    async def _one(self, sql: str, values: list[Any]) -> Result:
+        held = self._raw._held
+        if held is not None:
+            return await _fetch(held, sql, values)
+        async with self._bridge.pool.acquire() as connection:
+            return await _fetch(connection, sql, values)
+
+    async def _many(self, sql: str, rows: list[list[Any]]) -> Result:
+        held = self._raw._held
+        if held is not None:
+            await held.executemany(sql, rows)
+        else:
+            async with self._bridge.pool.acquire() as connection:
+                await connection.executemany(sql, rows)
+        return Result([], len(rows))
+
+
+async def _fetch(connection: asyncpg.Connection, sql: str, values: list[Any]) -> Result:
+    if _RETURNS_ROWS.search(sql):
+        found = await connection.fetch(sql, *values)
+        if not found:
+            return Result([], 0)
+        kind = _row_type(tuple(found[0].keys()))
+        return Result([kind(*row) for row in found], len(found))
+    return Result([], rowcount(await connection.execute(sql, *values)))
