@@ -5,6 +5,7 @@ not copied), and the card status register that loss reports and unlosses change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from hsm.keys import KeyRef
@@ -37,8 +38,31 @@ class CardStatusRegister(Protocol):
 
 
 class SavingsLink(Protocol):
+    """The bank as issuer of savings accounts, as an EP load handler sees it (one per bank; its
+    outbound connections behind it)."""
+
+    @property
+    def bank_id(self) -> str:
+        """The bank: the party of its savings-funded loads (their bank clearing account)."""
+        ...
+
     async def debit(self, request: SavingsDebit) -> str:
         """The bank's response code for a savings debit, or TIMED_OUT / LINK_DOWN."""
+        ...
+
+    async def pin_key(self) -> KeyRef | None:
+        """The bank's current ZPK: PINs are translated to it."""
+        ...
+
+    def envelope(self) -> dict[str, str]:
+        """F11, F7 and F32 (the centre's) for a message the centre originates on this link."""
+        ...
+
+
+class KeyExchange(Protocol):
+    async def take(self, field48: str, now: datetime) -> str:
+        """The bank's new zone keys (F48, under the link's ZMK) imported, KCVs checked; the
+        answer's F48. ValueError when they cannot be taken (nothing changes then)."""
         ...
 
 
@@ -49,4 +73,14 @@ class BankContext:
     bank_id: str = ""  # the bank of this link: the party of its savings-funded loads
     savings: SavingsLink | None = None  # the outbound link to the bank as savings issuer
     zpk_in: KeyRef | None = None  # PINs from the counters
-    zpk_out: KeyRef | None = None  # PINs towards the bank as issuer
+    keys: KeyExchange | None = None  # the inbound link's zone keys
+
+
+@dataclass(frozen=True, slots=True)
+class SavingsRoute:
+    """Which cards' EP loads go to which bank: card BIN prefixes (none: every card) → the
+    bank's savings link (``None`` where only the table is shown, `medswitch routes`)."""
+
+    bank_id: str
+    bins: tuple[str, ...] = ()
+    issuer: SavingsLink | None = None

@@ -8,7 +8,15 @@ from typing import Any
 
 from hsm.keys import KeyUsage
 from ledger.kinds import AccountKind, account_id
-from messages.bank import BankMessage, BankReply, CardService, CounterInquiry, CounterLoad, reply_to
+from messages.bank import (
+    BankMessage,
+    BankReply,
+    CardService,
+    CounterInquiry,
+    CounterLoad,
+    KeyChange,
+    reply_to,
+)
 from messages.outcome import Outcome
 from messages.private import Balance, CardData
 from routing import loads
@@ -40,6 +48,18 @@ async def handle_bank_sign_off(request: BankMessage, context: BankContext) -> Ba
 
 async def handle_bank_echo(request: BankMessage, context: BankContext) -> BankReply:
     return bank_answer(request, context, Outcome.APPROVED)
+
+
+async def handle_key_change(request: KeyChange, context: BankContext) -> BankReply:
+    """0800 F70 = 101 from the bank: its new zone keys under the link's ZMK, taken all or none
+    (a KCV that does not match: 89, nothing changes); the answer's F48 echoes the KCVs."""
+    if context.keys is None:
+        return bank_answer(request, context, Outcome.FUNCTION_NOT_SUPPORTED)
+    try:
+        taken = await context.keys.take(request.keys, context.base.now)
+    except ValueError:
+        return bank_answer(request, context, Outcome.SECURITY_FAILURE)
+    return bank_answer(request, context, Outcome.APPROVED, data=taken)
 
 
 async def handle_counter_inquiry(request: CounterInquiry, context: BankContext) -> BankReply:

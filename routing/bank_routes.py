@@ -18,6 +18,7 @@ def bank_routes() -> RouteTable:
             route("0800", None, "001", bc.handle_bank_sign_on, "link sign-on"),
             route("0800", None, "002", bc.handle_bank_sign_off, "link sign-off"),
             route("0800", None, "301", bc.handle_bank_echo, "link echo"),
+            route("0800", None, "101", bc.handle_key_change, "zone keys under the ZMK, KCVs"),
             route("0200", "310000", None, bc.handle_counter_inquiry, "counter inquiry"),
             route("0200", "600000", None, bc.handle_counter_ed_load, "counter ED load: MAC2"),
             route("0220", "600000", None, bc.handle_counter_ed_load_confirm, "load TAC"),

@@ -2,11 +2,65 @@
 
 from __future__ import annotations
 
-from routing import batch, downloads, inquiry, loads, network, purchases, reversals, settlement
+from collections.abc import Sequence
+
+from routing import (
+    bank_ep,
+    batch,
+    downloads,
+    inquiry,
+    loads,
+    network,
+    purchases,
+    reversals,
+    settlement,
+)
+from routing.bank_context import SavingsRoute
 from routing.table import Route, RouteTable
 
 
-def terminal_routes() -> RouteTable:
+def savings_load_routes(banks: Sequence[SavingsRoute]) -> list[Route]:
+    """EP loads from savings at a kiosk, routed by the card's BIN to its bank's link; a card of
+    no configured bank is answered 92 (no route)."""
+    routes = [
+        Route(
+            "terminal",
+            "0200",
+            processing_code="601000",
+            txn_type="46",
+            bin_prefix=prefix,
+            handler=bank_ep.kiosk_ep_load_via(bank.issuer, bank.bank_id),
+            description=f"EP load from savings at bank {bank.bank_id}: MAC1, PIN, debit, MAC2",
+        )
+        for bank in banks
+        for prefix in bank.bins or ("",)
+    ]
+    if not any(route.bin_prefix == "" for route in routes):
+        routes.append(
+            Route(
+                "terminal",
+                "0200",
+                processing_code="601000",
+                txn_type="46",
+                handler=bank_ep.kiosk_ep_load_via(None, ""),
+                description="EP load of a card no bank link serves: 92",
+            )
+        )
+    routes.append(
+        Route(
+            "terminal",
+            "0220",
+            processing_code="601000",
+            txn_type="46",
+            handler=bank_ep.handle_kiosk_ep_load_confirm,
+            description="EP load confirmation (TAC) or proof: in doubt → EP shadow",
+        )
+    )
+    return routes
+
+
+def terminal_routes(banks: Sequence[SavingsRoute] = ()) -> RouteTable:
+    """The terminal routes; ``banks``: the savings links EP loads are routed to by BIN."""
     return RouteTable(
         [
             Route(
@@ -144,5 +198,6 @@ def terminal_routes() -> RouteTable:
                 handler=loads.handle_ed_load_confirm,
                 description="ED load confirmation (TAC) or proof",
             ),
+            *savings_load_routes(banks),
         ]
     )

@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef
@@ -59,22 +59,45 @@ def reply_key(mti: str, stan: str, transmitted: str, acquirer_id: str) -> str:
     return f"{message_class(request_mti)}|{stan}|{transmitted}|{int(acquirer_id)}"
 
 
+class MacKeys(Protocol):
+    """The link's ZAK: the current one MACs, these verify (the previous too, for a while after
+    a key change: :class:`switch.bank_keys.LinkKeys`)."""
+
+    async def current(self) -> KeyRef | None: ...
+
+    async def accepted(self) -> list[KeyRef]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedKey:
+    """A ZAK that never changes."""
+
+    zak: KeyRef
+
+    async def current(self) -> KeyRef | None:
+        return self.zak
+
+    async def accepted(self) -> list[KeyRef]:
+        return [self.zak]
+
+
 class BankLinkClient:
     def __init__(
         self,
         settings: OutboundSettings,
         hsm: Hsm,
-        zak: KeyRef,
+        zak: KeyRef | MacKeys,
         clock: Callable[[], datetime] = datetime.now,
+        stans: Iterator[int] | None = None,
     ) -> None:
         self.settings = settings
         self.hsm = hsm
-        self.zak = zak
+        self.keys: MacKeys = FixedKey(zak) if isinstance(zak, KeyRef) else zak
         self.clock = clock
         self.codec = Codec(BANK)
         self.unmatched = 0  # responses that matched no pending request (late ones)
         self.connects = 0
-        self._stan = itertools.count(1)
+        self._stan = stans if stans is not None else itertools.count(1)
         self._pending: dict[str, asyncio.Future[BankReply]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._up = asyncio.Event()
@@ -136,12 +159,13 @@ class BankLinkClient:
         message = bank.build(typed)
         if not mac:
             return self.codec.encode(message)
+        zak = await self.keys.current()
+        if zak is None:
+            raise LinkDown("the link has no ZAK")
         fields = dict(message.fields)
         fields[128] = bytes(8)
         payload = self.codec.encode(Message(message.mti, fields))
-        code = await self.hsm.generate_mac(
-            self.zak, MacAlgorithm.X9_19, self.codec.mac_block(payload)
-        )
+        code = await self.hsm.generate_mac(zak, MacAlgorithm.X9_19, self.codec.mac_block(payload))
         return self.codec.with_mac(payload, code)
 
     async def _run(self) -> None:
@@ -208,13 +232,9 @@ class BankLinkClient:
         if not isinstance(reply, BankReply):
             log.warning("bank link: unexpected request %s from the bank", reply.codes()[0])
             return
-        if not reply.mti.startswith("08"):
-            ok = reply.mac is not None and await self.hsm.verify_mac(
-                self.zak, MacAlgorithm.X9_19, self.codec.mac_block(frame), reply.mac
-            )
-            if not ok:
-                log.warning("bank link: response %s stan=%s fails its MAC", reply.mti, reply.stan)
-                return
+        if not reply.mti.startswith("08") and not await self._mac_ok(frame, reply.mac):
+            log.warning("bank link: response %s stan=%s fails its MAC", reply.mti, reply.stan)
+            return
         key = reply_key(reply.mti, reply.stan, reply.transmitted, reply.acquirer_id)
         future = self._pending.get(key)
         if future is None or future.done():
@@ -223,12 +243,109 @@ class BankLinkClient:
             return
         future.set_result(reply)
 
+    async def _mac_ok(self, frame: bytes, mac: bytes | None) -> bool:
+        if mac is None:
+            return False
+        block = self.codec.mac_block(frame)
+        for zak in await self.keys.accepted():
+            if await self.hsm.verify_mac(zak, MacAlgorithm.X9_19, block, mac):
+                return True
+        return False
+
+
+class BankLinkPool:
+    """Several connections to one bank: requests spread round-robin over those signed on, so
+    one failing connection does not stop the others; STANs from one sequence (a response is
+    matched on its own connection, and F11 stays unique on the link)."""
+
+    def __init__(self, clients: list[BankLinkClient]) -> None:
+        if not clients:
+            raise ValueError("a pool needs a connection")
+        self.clients = clients
+        self._next = itertools.count()
+
+    @classmethod
+    def open(
+        cls,
+        settings: OutboundSettings,
+        hsm: Hsm,
+        keys: KeyRef | MacKeys,
+        clock: Callable[[], datetime],
+        connections: int,
+    ) -> BankLinkPool:
+        stans = itertools.count(1)
+        return cls(
+            [BankLinkClient(settings, hsm, keys, clock, stans) for _ in range(max(1, connections))]
+        )
+
+    @property
+    def settings(self) -> OutboundSettings:
+        return self.clients[0].settings
+
+    @property
+    def up(self) -> bool:
+        return any(client.up for client in self.clients)
+
+    @property
+    def unmatched(self) -> int:
+        return sum(client.unmatched for client in self.clients)
+
+    @property
+    def connects(self) -> int:
+        return sum(client.connects for client in self.clients)
+
+    def start(self) -> None:
+        for client in self.clients:
+            client.start()
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def wait_up(self, timeout_s: float) -> bool:
+        for _ in range(max(1, int(timeout_s / 0.05))):
+            if self.up:
+                return True
+            await asyncio.sleep(0.05)
+        return self.up
+
+    def envelope(self) -> dict[str, Any]:
+        return self.clients[0].envelope()
+
+    async def request(self, typed: BankMessage) -> BankReply:
+        start = next(self._next)
+        count = len(self.clients)
+        for offset in range(count):
+            client = self.clients[(start + offset) % count]
+            if client.up:
+                return await client.request(typed)
+        raise LinkDown(f"bank link {self.settings.host}:{self.settings.port}: no connection up")
+
 
 class OutboundSavings:
-    """The savings issuer as the EP load handler sees it (routing.bank_context.SavingsLink)."""
+    """The savings issuer as the EP load handlers see it (routing.bank_context.SavingsLink):
+    one bank, its link (a connection or a pool of them), and where its current ZPK is found."""
 
-    def __init__(self, link: BankLinkClient) -> None:
+    def __init__(
+        self,
+        link: BankLinkClient | BankLinkPool,
+        bank_id: str,
+        pin_key: Callable[[], Awaitable[KeyRef | None]],
+    ) -> None:
         self.link = link
+        self._bank_id = bank_id
+        self._pin_key = pin_key
+
+    @property
+    def bank_id(self) -> str:
+        return self._bank_id
+
+    async def pin_key(self) -> KeyRef | None:
+        return await self._pin_key()
+
+    def envelope(self) -> dict[str, str]:
+        envelope: dict[str, str] = self.link.envelope()
+        return envelope
 
     async def debit(self, request: SavingsDebit) -> str:
         try:

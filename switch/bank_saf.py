@@ -21,7 +21,7 @@ from pathlib import Path
 from ledger.core import QueuedReversal
 from ledger.events import Attempt
 from messages.bank import BankReversal
-from switch.bank_link import BankLinkClient, LinkDown
+from switch.bank_link import BankLinkClient, BankLinkPool, LinkDown
 
 log = logging.getLogger("medswitch.bank.saf")
 
@@ -94,7 +94,7 @@ class SafSender:
     def __init__(
         self,
         queue: SqliteReversalQueue,
-        link: BankLinkClient,
+        link: BankLinkClient | BankLinkPool,
         bank_id: str,
         interval_s: float = 1.0,
     ) -> None:

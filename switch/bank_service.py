@@ -39,6 +39,7 @@ from messages.pretty import mask_pan
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
 from routing.table import RouteTable
+from switch.bank_keys import LinkKeys, inbound_aliases
 from switch.config import BankConfig
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
@@ -46,8 +47,8 @@ from switch.sessions import Sessions, SqliteTerminals
 
 log = logging.getLogger("medswitch.bank")
 
-# (reply, MAC it?, handler name, (message key, digest) to remember it under)
-Served = tuple[BankReply, bool, str, tuple[str, bytes] | None]
+# (reply, the ZAK to MAC it under or None, handler name, (message key, digest) to remember it)
+Served = tuple[BankReply, KeyRef | None, str, tuple[str, bytes] | None]
 
 
 class BankService:
@@ -66,8 +67,10 @@ class BankService:
         metrics: Metrics,
         clock: Callable[[], datetime],
         savings: SavingsLink | None = None,
+        keys: LinkKeys | None = None,
     ) -> None:
         self.savings = savings
+        self.keys = keys or LinkKeys(hsm, sessions, inbound_aliases(link), link.key_overlap_s)
         self.codec = codec
         self.hsm = hsm
         self.link = link
@@ -102,13 +105,12 @@ class BankService:
             log.warning("bank link: unexpected reply %s from %s", message.mti, peer)
             return None
         started = time.perf_counter()
-        zak = await self.sessions.latest(self.link.zak_alias, KeyUsage.ZAK)
-        served = await self._serve(request, message, payload, zak)
+        served = await self._serve(request, message, payload)
         if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
             self.metrics.messages.labels("bank", message.mti, "repeat").inc()
             return served
-        reply, mac, handler, replay = served
-        encoded = await self.replies.remember(replay, self._encode(reply, zak if mac else None))
+        reply, zak, handler, replay = served
+        encoded = await self.replies.remember(replay, self._encode(reply, zak))
         self.metrics.messages.labels("bank", reply.mti, reply.response_code).inc()
         self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
@@ -129,19 +131,21 @@ class BankService:
         return encoded
 
     async def _serve(
-        self, request: BankMessage, message: Message, payload: bytes, zak: KeyRef | None
+        self, request: BankMessage, message: Message, payload: bytes
     ) -> Served | bytes:
         mti = message.mti
         financial = not mti.startswith("08")
         if request.acquirer_id != self.link.acquirer_id:
-            return self._refuse(request, Outcome.INVALID_MERCHANT), False, "refused", None
+            return self._refuse(request, Outcome.INVALID_MERCHANT), None, "refused", None
         mac = message.fields.get(128)
-        needs_mac = financial or mac is not None
-        if needs_mac and (zak is None or not await self._mac_ok(payload, mac, zak)):
-            return self._refuse(request, Outcome.MAC_ERROR), False, "refused", None
+        zak = None  # the key the request's MAC verified under: the reply is MACed under it
+        if financial or mac is not None:
+            zak = await self._mac_key(payload, mac)
+            if zak is None:
+                return self._refuse(request, Outcome.MAC_ERROR), None, "refused", None
         if financial and request.acquirer_id not in self.signed_on:
             refusal = self._refuse(request, Outcome.ISSUER_INOPERATIVE)
-            return refusal, True, "refused", None
+            return refusal, zak, "refused", None
         message_key = f"{request.acquirer_id}|{request.transmitted}|{request.stan}|"
         message_key += message_class(mti)
         replay = None
@@ -152,7 +156,7 @@ class BankService:
             if isinstance(earlier, bytes):
                 return earlier
             if earlier is Outcome.DUPLICATE:
-                return self._refuse(request, Outcome.DUPLICATE), True, "duplicate", None
+                return self._refuse(request, Outcome.DUPLICATE), zak, "duplicate", None
             self.replies.begin(message_key, digest)
             replay = (message_key, digest)
         processing = message.fields.get(3)
@@ -169,7 +173,7 @@ class BankService:
         )
         if route is None or route.handler is None:
             refusal = self._refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
-            return refusal, financial, "unrouted", replay
+            return refusal, zak, "unrouted", replay
         try:
             context = await self._context(request, message_key)
             reply: BankReply = await route.handler(request, context)
@@ -182,7 +186,7 @@ class BankService:
                 self.signed_on.add(request.acquirer_id)
             elif isinstance(request, BankSignOff):
                 self.signed_on.discard(request.acquirer_id)
-        return reply, needs_mac, route.name, replay
+        return reply, zak, route.name, replay
 
     async def _context(self, request: BankMessage, message_key: str) -> BankContext:
         counter = TerminalRecord(
@@ -201,19 +205,22 @@ class BankService:
             self.offline,
         )
         link = self.link
-        zpk_in = zpk_out = None
+        zpk_in = None
         if isinstance(request, CardService | CounterEpLoad):  # PINs travel in these
             zpk_in = await self.sessions.latest(link.zpk_alias, KeyUsage.ZPK)
-        if self.savings is not None and isinstance(request, CounterEpLoad):
-            zpk_out = await self.sessions.latest(link.outbound_zpk_alias, KeyUsage.ZPK)
-        return BankContext(base, self.card_status, link.acquirer_id, self.savings, zpk_in, zpk_out)
-
-    async def _mac_ok(self, payload: bytes, mac: FieldValue | None, zak: KeyRef) -> bool:
-        if not isinstance(mac, bytes):
-            return False
-        return await self.hsm.verify_mac(
-            zak, MacAlgorithm.X9_19, self.codec.mac_block(payload), mac
+        return BankContext(
+            base, self.card_status, link.acquirer_id, self.savings, zpk_in, self.keys
         )
+
+    async def _mac_key(self, payload: bytes, mac: FieldValue | None) -> KeyRef | None:
+        """The ZAK (current, or the previous within the overlap) the MAC verifies under."""
+        if not isinstance(mac, bytes):
+            return None
+        block = self.codec.mac_block(payload)
+        for zak in await self.keys.accepted():
+            if await self.hsm.verify_mac(zak, MacAlgorithm.X9_19, block, mac):
+                return zak
+        return None
 
     def _refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
         return bank.reply_to(request, outcome.code, pan=getattr(request, "pan", None))

@@ -74,7 +74,8 @@ def test_ep_load_from_savings_approved_declined_and_timed_out(tmp_path: Path) ->
         await app.start()
         counter: BankAcquirer | None = None
         try:
-            assert app.bank_outbound is not None and await app.bank_outbound.wait_up(5)
+            assert app.bank is not None and app.bank.outbound is not None
+            assert await app.bank.outbound.wait_up(5)
             daemon = Daemon(app, hsm, store, tmp_path)
             on_file = first_card(database)
             conn = await issue_card(daemon, on_file)
