@@ -21,7 +21,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
-from hsm.keys import KeyUsage
 from ledger.core import Ledger
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
@@ -29,15 +28,10 @@ from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
 from messages.codec import Codec
 from messages.framing import LengthFormat
-from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
-from routing.bank_routes import bank_routes
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
-from switch.bank_cards import SqliteCardStatus
-from switch.bank_link import BankLinkClient, OutboundSavings, OutboundSettings
-from switch.bank_saf import SafSender, SqliteReversalQueue
-from switch.bank_service import BankService
+from switch.bank_host import BankHost
 from switch.cards import SqliteCards
 from switch.config import Config
 from switch.his_api import HisDeps, mount_his_app
@@ -58,10 +52,7 @@ class App:
     clock: Callable[[], datetime] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     terminal_listener: Listener | None = None
-    bank_listener: Listener | None = None
-    bank_service: BankService | None = None
-    bank_outbound: BankLinkClient | None = None
-    bank_saf: SafSender | None = None
+    bank: BankHost | None = None
     http_runner: web.AppRunner | None = None
     http_port: int = 0
     ready: bool = False
@@ -87,6 +78,9 @@ class App:
         engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
         self.medical_store = SqlMedicalStore(engine)
         medical = MedicalService(self.medical_store, SqlDirectory(engine))
+        timed_hsm = cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds))
+        self.bank = BankHost(config.bank, timed_hsm, self.sessions, self.metrics, self._clock())
+        await self.bank.start_outbound(path)  # kiosk EP loads route to it
         service = TerminalService(
             Codec(TERMINAL),
             cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
@@ -98,7 +92,7 @@ class App:
                 config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
             ),
             medical,
-            terminal_routes(),
+            terminal_routes(self.bank.savings_routes()),
             self.metrics,
             self._clock(),
         )
@@ -116,7 +110,15 @@ class App:
         self.terminal_listener = Listener(settings, service.handle)
         await self.terminal_listener.start()
         if config.bank.enabled:
-            await self._start_bank(terminals)
+            await self.bank.start_inbound(
+                path,
+                terminals,
+                self.cards,
+                cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
+                OfflineLimits(
+                    config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
+                ),
+            )
         await self._start_http(HisDeps(medical, ReferenceData(engine)))
         self.ready = True
         log.info(
@@ -127,67 +129,14 @@ class App:
             self.http_port,
         )
 
-    async def _start_bank(self, terminals: SqliteTerminals) -> None:
-        """The inbound bank link: the bank spec, 4-digit ASCII lengths, the link's ZAK."""
-        config = self.config
-        assert self.ledger is not None and self.cards is not None
-        path = Path(config.database.removeprefix("sqlite:///"))
-        savings = await self._start_bank_outbound(path)
-        self.bank_service = BankService(
-            Codec(BANK),
-            cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
-            config.bank,
-            terminals,
-            self.sessions,
-            self.cards,
-            SqliteCardStatus(path),
-            cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
-            OfflineLimits(
-                config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
-            ),
-            bank_routes(),
-            self.metrics,
-            self._clock(),
-            savings,
-        )
-        link = config.bank
-        settings = ListenerSettings(
-            link.host,
-            link.port,
-            LengthFormat.ASCII4,
-            link.frame_bytes_max,
-            link.connections_max,
-            link.idle_timeout_s,
-            link.read_timeout_s,
-        )
-        self.bank_listener = Listener(settings, self.bank_service.handle)
-        await self.bank_listener.start()
-        log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.bank_listener.port)
-
-    async def _start_bank_outbound(self, path: Path) -> OutboundSavings | None:
-        """The outbound link to the bank as savings issuer, and its store-and-forward sender."""
-        link = self.config.bank
-        if not link.outbound_host:
-            return None
-        zak = await self.sessions.latest(link.outbound_zak_alias, KeyUsage.ZAK)
-        if zak is None:
-            log.error("bank outbound link: no key %s; EP loads refused", link.outbound_zak_alias)
-            return None
-        settings = OutboundSettings(
-            link.outbound_host, link.outbound_port, link.centre_id, link.outbound_timeout_s
-        )
-        self.bank_outbound = BankLinkClient(settings, self.hsm, zak, self._clock())
-        self.bank_outbound.start()
-        self.bank_saf = SafSender(SqliteReversalQueue(path), self.bank_outbound, link.acquirer_id)
-        self.bank_saf.start()
-        return OutboundSavings(self.bank_outbound)
-
     async def _start_http(self, his: HisDeps) -> None:
         http = web.Application()
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
         mount_his_app(http, his)
+        if self.bank is not None:
+            self.bank.mount(http)
         self.http_runner = web.AppRunner(http, access_log=None)
         await self.http_runner.setup()
         sock = socket.create_server((self.config.http.host, self.config.http.port), backlog=128)
@@ -198,8 +147,8 @@ class App:
         listener = self.terminal_listener
         if listener is not None:
             self.metrics.connections.labels("terminal").set(listener.connections)
-        if self.bank_listener is not None:
-            self.metrics.connections.labels("bank").set(self.bank_listener.connections)
+        if self.bank is not None and self.bank.listener is not None:
+            self.metrics.connections.labels("bank").set(self.bank.listener.connections)
         self.metrics.signed_on.set(self.sessions.signed_on)
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -225,17 +174,13 @@ class App:
 
     @property
     def bank_port(self) -> int:
-        assert self.bank_listener is not None
-        return self.bank_listener.port
+        assert self.bank is not None and self.bank.listener is not None
+        return self.bank.listener.port
 
     async def stop(self) -> None:
         self.ready = False
-        if self.bank_listener is not None:
-            await self.bank_listener.close()
-        if self.bank_saf is not None:
-            await self.bank_saf.close()
-        if self.bank_outbound is not None:
-            await self.bank_outbound.close()
+        if self.bank is not None:
+            await self.bank.stop()
         if self.terminal_listener is not None:
             await self.terminal_listener.close()
         if self.http_runner is not None:
@@ -255,7 +200,8 @@ async def serve_until_signalled(app: App) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
-    bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if app.bank_listener else ""
+    listening = app.bank is not None and app.bank.listener is not None
+    bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""
     print(
         f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}"
         f"{bank}, HTTP on {app.config.http.host}:{app.http_port}",
