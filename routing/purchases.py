@@ -170,7 +170,9 @@ async def post_debits(
     others; ``on_file`` (the records as received) is kept just behind the postings in the
     writer's queue — in their commit or a later one, so a record on file as verified always has
     its debit in the ledger. Then each new debit's review notes; each ED debit completes its
-    bill, or, with no bill, counts towards the person's accumulators."""
+    bill (its advice names it: an advice sent again after an upload of the same debit still
+    completes the bill, once), or, with no bill and posted now, counts towards the person's
+    accumulators (an advised debit uploaded again counts nothing: its bill counted it)."""
     owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
     for debit, _ in debits:
         if debit.psam_no not in owners:
@@ -185,8 +187,9 @@ async def post_debits(
     for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
         if result.ok and debit.purse is ev.Purse.ED:
             if bill_id is not None:
-                result = await complete_bill(context, bill_id, debit.record.amount_fen)
-            else:
+                before = result.outcome is ev.Outcome.ALREADY_POSTED
+                result = await complete_bill(context, bill_id, debit.record.amount_fen, before)
+            elif result.outcome is ev.Outcome.POSTED:  # posted before: counted then, or its bill
                 await count_offline(context, debit, posting.institution_id)
         done.append(result)
     return done
@@ -327,18 +330,27 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     return answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
 
 
-async def complete_bill(context: RequestContext, bill_id: str, ed_fen: int) -> ev.EventResult:
+async def complete_bill(
+    context: RequestContext, bill_id: str, ed_fen: int, posted_before: bool = False
+) -> ev.EventResult:
     """The card paid the bill's personal-account share from its ED: the bill completes — the
     pooled share is owed to the institution and the accumulators are committed — once, however
     often or in whatever order its advices come. (Self-pay from the EP or in cash is the
-    cardholder's own money, paid by its own debit; it does not hold the bill open.)"""
+    cardholder's own money, paid by its own debit; it does not hold the bill open.)
+
+    A bill completed now by a debit ``posted_before`` (its upload came before its advice) had
+    that debit counted as an offline purchase too: the bill completes, and a person checks the
+    accumulators (review ``bill_after_upload``)."""
     medical = context.medical
     record = await asyncio.to_thread(medical.get_bill, bill_id) if medical else None
     if medical is None or record is None or record.split.personal_account_fen != ed_fen:
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     try:
-        completed, _ = await asyncio.to_thread(medical.complete_bill, bill_id, context.now)
+        completed, changed = await asyncio.to_thread(medical.complete_bill, bill_id, context.now)
     except BillStateError:  # reversed or voided meanwhile: its debit is in the ledger, in review
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+    if changed and posted_before:
+        detail = "its debit was uploaded before its advice and counted as an offline purchase"
+        await note(context, "bill_after_upload", f"bill|{bill_id}", ed_fen, detail)
     completion = ev.BillCompletion(bill_id, completed.institution_id, completed.split.pooled_fen)
     return await ev.post_bill_completion(context.ledger, completion)

@@ -18,12 +18,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from messages.private import BillData, CardData, OriginalData, Purse, SettlementTotals
+from messages.private import BillData, CardData, OriginalData, Purse
 from messages.terminal import (
-    BatchSettlement,
-    BatchSettlementReply,
-    BatchUploadEnd,
-    BatchUploadRecord,
     BlacklistDownload,
     BlacklistReply,
     DebitAdvice,
@@ -34,7 +30,7 @@ from messages.terminal import (
     Settlement,
     Void,
 )
-from simulators import terminal_card
+from simulators import pos_batch, terminal_card
 from simulators.pos_rules import check_offline, offline_records, receipt, self_pay_line
 from simulators.terminal_link import (
     BLACKLIST_ROUNDS_MAX,
@@ -90,6 +86,8 @@ class Pos:
         lines.append(await self.download_parameters())
         lines.append(await self.download_blacklist())
         lines += await self.flush_reversal()
+        if self.state.pending_reversal is None:
+            lines += await pos_batch.flush_advices(self)
         return lines
 
     async def download_parameters(self) -> str:
@@ -154,7 +152,8 @@ class Pos:
         return await self.link.hsm.encrypt_data(keys.tdk, plain)
 
     async def _advise(self, record: dict[str, Any], data: CardData, bill: bytes | None) -> str:
-        """0220 with the debit's TAC; unanswered, the record goes with the batch upload."""
+        """0220 with the debit's TAC; unanswered, it is sent again at the batch settlement
+        (and the record goes with the batch upload)."""
         advice = DebitAdvice(
             **self.link.envelope(),
             pan=self.pan,
@@ -167,7 +166,7 @@ class Pos:
         try:
             answer = await self.link.exchange(advice)
         except Unreachable:
-            return "advice not answered: the record goes with the batch upload"
+            return "advice not answered: sent again at the batch settlement"
         record["advised"] = answer.response_code == "00"
         self.state.save()
         return f"advice {answer.response_code}"
@@ -342,45 +341,9 @@ class Pos:
         raise TerminalError(f"no advised debit for bill {bill_id}")
 
     async def settle_batch(self) -> list[str]:
-        """0500 with the batch's totals; when not balanced, 0320 for every record and the
-        end of upload. Then a sign-on opens the next batch."""
-        flushed = await self.flush_reversal()
-        if self.state.pending_reversal is not None:
-            return flushed
-        # Every debit the card made counts, a voided one too: a void gives the bill's shares
-        # back to the funds, but the card's TAC-confirmed debit stands (the centre counts it).
-        debits = list(self.state.records)
-        total = SettlementTotals(sum(r["amount_fen"] for r in debits), len(debits), 0, 0)
-        reply = await self.link.exchange(BatchSettlement(**self.link.envelope(), totals=total))
-        if not isinstance(reply, BatchSettlementReply) or reply.totals is None:
-            raise refused(reply, "batch settlement")
-        lines = [
-            *flushed,
-            f"batch {self.state.batch}: {len(debits)} debits, {yuan(total.debit_fen)}",
-        ]
-        if reply.totals.result != 1:
-            lines.append("not balanced: uploading every record")
-            for record in debits:
-                data = CardData.parse(bytes.fromhex(record["card"]))
-                answer = await self.link.exchange(
-                    BatchUploadRecord(
-                        **self.link.envelope(),
-                        pan=record["pan"],
-                        amount_fen=record["amount_fen"],
-                        card=data,
-                    )
-                )
-                lines.append(f"  record {yuan(record['amount_fen'])}: {answer.response_code}")
-            end = await self.link.exchange(
-                BatchUploadEnd(**self.link.envelope(), count=f"{len(debits):04d}")
-            )
-            lines.append(f"end of upload: {end.response_code}")
-        else:
-            lines.append("balanced")
-        self.state.records = []
-        self.state.save()
-        lines.append(await self.link.sign_on())  # the centre opens the next batch
-        return lines
+        """Day end (:func:`simulators.pos_batch.settle_batch`): unanswered advices again,
+        0500 with the totals, 0320 of every record when they disagree, a new batch."""
+        return await pos_batch.settle_batch(self)
 
 
 def _purse(name: str) -> Purse:

@@ -1,0 +1,112 @@
+"""A HIS bill whose card debit reaches the centre before its advice: the debit posts from the
+batch upload (0320 carries no bill, so it counts as an offline purchase), then the advice the
+POS sends again completes the bill — pooled share and accumulators — once, whatever follows;
+and the other order: the advice first, the upload after, counts nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ledger.core import transfer_id
+from ledger.kinds import AccountKind, account_id
+from ledger.medical.service import MedicalService
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
+from messages.private import BillData, CardData
+from messages.terminal import BatchUploadRecord, DebitAdvice
+from tests.switch.daemon_fixture import Daemon, Terminal, now
+from tests.switch.kiosk import first_psam, issue_psam, kiosk_load, pos_purchase
+from tests.switch.test_loads import KIOSK, signed_on_kiosk
+from tests.switch.test_scripted_day import cards_on_file, issue_cards
+from tests.switch.test_settlement import his_submit, medical_reference, run, settle
+
+
+async def send(pos: Terminal, pan: str, data: CardData, bill_id: str | None) -> str:
+    assert data.amount_fen is not None and pos.keys is not None and pos.keys.tdk is not None
+    if bill_id is None:
+        message = BatchUploadRecord(
+            **pos.envelope(), pan=pan, amount_fen=data.amount_fen, card=data
+        )
+    else:
+        bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+        message = DebitAdvice(
+            **pos.envelope(), pan=pan, amount_fen=data.amount_fen, card=data, bill=bill
+        )
+    return (await pos.exchange(message)).response_code
+
+
+def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
+    tmp_path: Path,
+) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        db = daemon.home / "medswitch.db"
+        cards, psam_row = cards_on_file(db, 2), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        bills = []
+        for n, on_file in enumerate(cards):  # one bill each: both above the deductible
+            body = {
+                "his_bill_no": f"HIS-UP-{n}",
+                "card_no": on_file.card_no,
+                "service_date": now().date().isoformat(),
+                "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
+            }
+            bills.append(
+                await asyncio.to_thread(
+                    his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+                )
+            )
+        assert all(b["split"]["pooled_fen"] and b["split"]["personal_account_fen"] for b in bills)
+        conns, keys = await issue_cards(daemon, cards)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            for conn, on_file in zip(conns, cards, strict=True):
+                await kiosk_load(kiosk, conn, on_file, 100_000)
+        when = now().replace(tzinfo=None)
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            debits = []
+            for bill, conn, on_file in zip(bills, conns, cards, strict=True):
+                reply, split = await settle(pos, daemon, on_file.card_no, bill["bill_id"], 150_000)
+                assert reply.response_code == "00" and split is not None and split.ed_fen
+                debits.append(pos_purchase(conn, psam, on_file, split.ed_fen, when))
+            pans = [c.card_no for c in cards]
+            first, second = (b["bill_id"] for b in bills)
+            # Bill 1: its advice is lost; the upload comes first, then the advice again.
+            assert await send(pos, pans[0], debits[0], None) == "00"
+            assert await send(pos, pans[0], debits[0], first) == "00"
+            assert await send(pos, pans[0], debits[0], first) == "00"  # once more: nothing
+            # Bill 2: the advice first, the upload after.
+            assert await send(pos, pans[1], debits[1], second) == "00"
+            assert await send(pos, pans[1], debits[1], None) == "00"
+
+        pooled = [transfer_id("bill-pooled", b["bill_id"]) for b in bills]
+        posted = await ledger.lookup_transfers(pooled)
+        assert [posted[p].transfer.amount_fen for p in pooled] == [
+            b["split"]["pooled_fen"] for b in bills
+        ]
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        shares = sum(b["split"]["pooled_fen"] + b["split"]["personal_account_fen"] for b in bills)
+        assert payable is not None and payable.balance_fen == shares
+        reviews = {(i.reason, i.reference) for i in await ledger.reviews()}
+        assert reviews == {("bill_after_upload", f"bill|{first}")}
+        engine = sqlite_engine(db)
+        medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+        assert [medical.get_bill(b).state.value for b in (first, second)] == ["completed"] * 2
+        counted = []
+        for on_file in cards:
+            holder = medical.directory.cardholder_by_serial(on_file.serial)
+            assert holder is not None
+            committed, _ = medical.accumulators(holder.person_id, when.year)
+            counted.append(committed.personal_account_fen)
+        shares = [b["split"]["personal_account_fen"] for b in bills]
+        # Bill 2's debit is counted once (by its bill); bill 1's twice (its upload counted it as
+        # an offline purchase before its advice came): the review above names it.
+        assert counted == [2 * shares[0], shares[1]]
+
+    run(tmp_path, scenario)
