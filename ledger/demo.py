@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import Engine
 
 from ledger import events as ev
 from ledger import schema
 from ledger.core import Account, Ledger, Transfer
-from ledger.migrate import upgrade_sqlite
+from ledger.migrate import upgrade_postgres, upgrade_sqlite
+from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 
 CARD_BIN = "621234"
@@ -141,23 +144,22 @@ def cardholder_rows(
         )
 
 
-def write_reference_data(path: Path) -> tuple[int, int, list[str]]:
+def write_reference_data(engine: Engine | PgEngine) -> tuple[int, int, list[str]]:
     """Institutions, terminals and PSAMs; returns their counts and the medical institutions."""
     rows = institutions()
     medical = [r["id"] for r in rows if r["kind"] in ("hospital", "pharmacy")]
     terminals, psams = terminals_and_psams(medical)
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        with engine.begin() as connection:
-            for table, data in ((schema.institutions, rows), (schema.terminals, terminals),
-                                (schema.psams, psams)):  # fmt: skip
-                connection.execute(insert(table), data)
-    finally:
-        engine.dispose()
+    with engine.begin() as connection:
+        for table, data in ((schema.institutions, rows), (schema.terminals, terminals),
+                            (schema.psams, psams)):  # fmt: skip
+            connection.execute(insert(table), data)
     return len(rows), len(terminals), medical
 
 
-def write_people(engine: Engine, chunk: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+People = list[tuple[dict[str, Any], dict[str, Any]]]  # (cardholder, card) rows
+
+
+def write_people(engine: Engine | PgEngine, chunk: People) -> None:
     with engine.begin() as connection:
         connection.execute(insert(schema.cardholders), [holder for holder, _ in chunk])
         connection.execute(insert(schema.cards), [card for _, card in chunk])
@@ -172,50 +174,78 @@ async def open_and_fund(ledger: Ledger, accounts: list[Account], transfers: list
 
 
 def init_demo(
-    path: Path, cardholders: int, *, seed: int = 1, progress: Progress | None = None
+    target: Path | str, cardholders: int, *, seed: int = 1, progress: Progress | None = None
 ) -> DemoSummary:
-    """Create the demo database at `path` (which must not exist yet)."""
+    """Create the demo database at `target`: a SQLite file (which must not exist yet) or a
+    ``postgresql://...`` URL (``?schema=NAME`` optional) whose schema has no institutions yet."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        return asyncio.run(_init_postgres(target, cardholders, seed, progress))
+    path = Path(str(target).removeprefix("sqlite:///"))
     if path.exists():
         raise FileExistsError(path)
     upgrade_sqlite(path)
-    institution_count, terminal_count, medical = write_reference_data(path)
-    return asyncio.run(
-        _fund(path, cardholders, seed, medical, institution_count, terminal_count, progress)
-    )
+    engine = create_engine(f"sqlite:///{path}")
+
+    async def fund() -> DemoSummary:
+        ledger = SqliteLedger.open(path, migrate=False)
+        try:
+            return await _fund(ledger, engine, cardholders, seed, progress)
+        finally:
+            await ledger.close()
+
+    try:
+        return asyncio.run(fund())
+    finally:
+        engine.dispose()
+
+
+async def _init_postgres(
+    url: str, cardholders: int, seed: int, progress: Progress | None
+) -> DemoSummary:
+    dsn, schema_name = split_url(url)
+    connection = await asyncpg.connect(dsn, server_settings=server_settings(schema_name))
+    try:
+        await upgrade_postgres(connection)
+        if await connection.fetchval("SELECT count(*) FROM institutions"):
+            raise FileExistsError(f"{dsn} already holds a deployment")
+    finally:
+        await connection.close()
+    bridge = await asyncio.to_thread(PgBridge, url)
+    ledger = await PgLedger.open(dsn, schema=schema_name, migrate=False)
+    try:
+        return await _fund(ledger, PgEngine(bridge), cardholders, seed, progress)
+    finally:
+        await ledger.close()
+        await asyncio.to_thread(bridge.close)
 
 
 async def _fund(
-    path: Path, cardholders: int, seed: int, medical: list[str], institution_count: int,
-    terminal_count: int, progress: Progress | None,
+    ledger: Ledger, engine: Engine | PgEngine, cardholders: int, seed: int,
+    progress: Progress | None,
 ) -> DemoSummary:  # fmt: skip
     rng = random.Random(seed)
-    ledger = SqliteLedger.open(path, migrate=False)
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        accounts = ev.centre_accounts() + ev.bank_accounts("b1") + ev.bank_accounts("b2")
-        accounts += [a for u in range(1, 21) for a in ev.unit_accounts(f"u{u}")]
-        accounts += [a for i in medical for a in ev.institution_accounts(i)]
-        await ledger.open_accounts(accounts)
-        opened, personal, pooled = len(accounts), 0, 0
-        for start in range(1, cardholders + 1, CHUNK):
-            count = min(CHUNK, cardholders + 1 - start)
-            rows = list(cardholder_rows(start, count, rng))
-            await asyncio.to_thread(write_people, engine, [(h, c) for h, c, _ in rows])
-            chunk_accounts = [a for h, c, _ in rows for a in ev.cardholder_accounts(h["id"])]
-            chunk_accounts += [
-                a for _, c, _ in rows for a in ev.card_accounts(c["application_serial"])
-            ]
-            transfers = [t for _, _, line in rows for t in ev.contribution_transfers(line)]
-            await open_and_fund(ledger, chunk_accounts, transfers)
-            opened += len(chunk_accounts)
-            personal += sum(line.personal_fen for _, _, line in rows)
-            pooled += sum(line.pooled_fen for _, _, line in rows)
-            if progress is not None:
-                progress(count)
-        await _settle_units(ledger)
-    finally:
-        engine.dispose()
-        await ledger.close()
+    institution_count, terminal_count, medical = await asyncio.to_thread(
+        write_reference_data, engine
+    )
+    accounts = ev.centre_accounts() + ev.bank_accounts("b1") + ev.bank_accounts("b2")
+    accounts += [a for u in range(1, 21) for a in ev.unit_accounts(f"u{u}")]
+    accounts += [a for i in medical for a in ev.institution_accounts(i)]
+    await ledger.open_accounts(accounts)
+    opened, personal, pooled = len(accounts), 0, 0
+    for start in range(1, cardholders + 1, CHUNK):
+        count = min(CHUNK, cardholders + 1 - start)
+        rows = list(cardholder_rows(start, count, rng))
+        await asyncio.to_thread(write_people, engine, [(h, c) for h, c, _ in rows])
+        chunk_accounts = [a for h, c, _ in rows for a in ev.cardholder_accounts(h["id"])]
+        chunk_accounts += [a for _, c, _ in rows for a in ev.card_accounts(c["application_serial"])]
+        transfers = [t for _, _, line in rows for t in ev.contribution_transfers(line)]
+        await open_and_fund(ledger, chunk_accounts, transfers)
+        opened += len(chunk_accounts)
+        personal += sum(line.personal_fen for _, _, line in rows)
+        pooled += sum(line.pooled_fen for _, _, line in rows)
+        if progress is not None:
+            progress(count)
+    await _settle_units(ledger)
     return DemoSummary(institution_count, terminal_count, cardholders, opened, personal, pooled)
 
 

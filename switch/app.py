@@ -23,21 +23,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hsm.interface import Hsm
 from ledger.core import Ledger
 from ledger.medical.service import MedicalService
-from ledger.medical.sql_reference import ReferenceData, SqlDirectory
-from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
-from ledger.sqlite_ledger import SqliteLedger
+from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
 from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
 from switch.bank_host import BankHost
-from switch.cards import SqliteCards
+from switch.cards import SqlCards
 from switch.config import Config
+from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
-from switch.sessions import Sessions, SqliteTerminals
+from switch.sessions import Sessions
 from switch.terminal_service import TerminalService
 from switch.timed import Timed
 
@@ -56,8 +55,9 @@ class App:
     http_runner: web.AppRunner | None = None
     http_port: int = 0
     ready: bool = False
-    ledger: SqliteLedger | None = None
-    cards: SqliteCards | None = None
+    stores: Stores | None = None  # opened by start() from config.database unless given
+    ledger: Ledger | None = None
+    cards: SqlCards | None = None
     medical_store: SqlMedicalStore | None = None
 
     def _clock(self) -> Callable[[], datetime]:
@@ -68,34 +68,36 @@ class App:
 
     async def start(self) -> None:
         config = self.config
-        database = config.database
-        if not database.startswith("sqlite:///"):
-            raise RuntimeError("this build serves terminals on the embedded SQLite database only")
-        path = Path(database.removeprefix("sqlite:///"))
-        terminals = SqliteTerminals(path)
-        self.ledger = SqliteLedger.open(path)
-        self.cards = SqliteCards(path)
-        engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
-        self.medical_store = SqlMedicalStore(engine)
-        medical = MedicalService(self.medical_store, SqlDirectory(engine))
+        if self.stores is None:
+            self.stores = await open_stores(config.database)
+        stores = self.stores
+        self.ledger, self.cards, self.medical_store = (
+            stores.ledger,
+            stores.cards,
+            stores.medical_store,
+        )
+        medical = MedicalService(stores.medical_store, stores.directory)
         timed_hsm = cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds))
+        timed_ledger = cast(Ledger, Timed(stores.ledger, self.metrics.ledger_seconds))
+        offline = OfflineLimits(
+            config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
+        )
         self.bank = BankHost(config.bank, timed_hsm, self.sessions, self.metrics, self._clock())
-        await self.bank.start_outbound(path)  # kiosk EP loads route to it
+        await self.bank.start_outbound(_bank_database(config))  # kiosk EP loads route to it
         service = TerminalService(
             Codec(TERMINAL),
-            cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds)),
-            terminals,
+            timed_hsm,
+            stores.terminals,  # type: ignore[arg-type]
             self.sessions,
-            self.cards,
-            cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
-            OfflineLimits(
-                config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
-            ),
+            stores.cards,
+            timed_ledger,
+            offline,
             medical,
             terminal_routes(self.bank.savings_routes()),
             self.metrics,
             self._clock(),
         )
+        service.replies = stores.reply_cache()  # shared by the workers on PostgreSQL
         listen = config.terminal
         settings = ListenerSettings(
             listen.host,
@@ -111,22 +113,23 @@ class App:
         await self.terminal_listener.start()
         if config.bank.enabled:
             await self.bank.start_inbound(
-                path,
-                terminals,
-                self.cards,
-                cast(Ledger, Timed(self.ledger, self.metrics.ledger_seconds)),
-                OfflineLimits(
-                    config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
-                ),
+                _bank_database(config),
+                stores.terminals,  # type: ignore[arg-type]
+                stores.cards,
+                timed_ledger,
+                offline,
             )
-        await self._start_http(HisDeps(medical, ReferenceData(engine)))
+            if self.bank.service is not None:
+                self.bank.service.replies = stores.reply_cache()
+        await self._start_http(HisDeps(medical, stores.reference))
         self.ready = True
         log.info(
-            "terminal interface on %s:%d, HTTP on %s:%d",
+            "terminal interface on %s:%d, HTTP on %s:%d (%s)",
             listen.host,
             self.terminal_listener.port,
             config.http.host,
             self.http_port,
+            "PostgreSQL" if stores.postgres else "SQLite",
         )
 
     async def _start_http(self, his: HisDeps) -> None:
@@ -168,6 +171,10 @@ class App:
         return web.json_response({"status": "ready"})
 
     @property
+    def workers(self) -> int:
+        return self.config.workers
+
+    @property
     def terminal_port(self) -> int:
         assert self.terminal_listener is not None
         return self.terminal_listener.port
@@ -185,12 +192,15 @@ class App:
             await self.terminal_listener.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
-        if self.ledger is not None:
-            await self.ledger.close()
-        if self.cards is not None:
-            self.cards.close()
-        if self.medical_store is not None:
-            await asyncio.to_thread(self.medical_store.close)
+        if self.stores is not None:
+            await self.stores.close()
+
+
+def _bank_database(config: Config) -> Path:
+    """The bank links' stores are on the embedded file (PostgreSQL: not yet, see bank_host)."""
+    if config.postgres and config.bank.enabled:
+        raise RuntimeError("the bank links run on the embedded SQLite database only, for now")
+    return config.sqlite_path
 
 
 async def serve_until_signalled(app: App) -> None:

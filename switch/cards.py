@@ -10,16 +10,17 @@ from __future__ import annotations
 import sqlite3
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from routing.context import CardRecord
 
 
-class SqliteCards:
-    def __init__(self, path: Path) -> None:
-        self._connection = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False
-        )
-        self._connection.execute("PRAGMA query_only = ON")
+class SqlCards:
+    """The card directory over a ``sqlite3``-like connection (SQLite, or PostgreSQL through
+    ``ledger.pg_bridge.SyncConnection``): portable statements only."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
 
     def get(self, card_no: str) -> CardRecord | None:
         row = self._connection.execute(
@@ -41,7 +42,8 @@ class SqliteCards:
 
     def blacklist_version(self) -> int:
         row = self._connection.execute(
-            "SELECT max(max(version), coalesce(max(removed_version), 0)) FROM blacklist"
+            "SELECT coalesce(max(v), 0) FROM (SELECT max(version) AS v FROM blacklist"
+            " UNION ALL SELECT max(removed_version) FROM blacklist) AS versions"
         ).fetchone()
         return int(row[0] or 0)
 
@@ -58,3 +60,12 @@ class SqliteCards:
 
     def close(self) -> None:
         self._connection.close()
+
+
+class SqliteCards(SqlCards):
+    """Read-only on the embedded database file."""
+
+    def __init__(self, path: Path) -> None:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        connection.execute("PRAGMA query_only = ON")
+        super().__init__(connection)

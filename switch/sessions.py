@@ -10,8 +10,11 @@ finds its terminals still signed on, with no process-local state to lose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hsm.interface import SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
@@ -27,23 +30,19 @@ def session_prefix(terminal_id: str) -> str:
     return f"term/{terminal_id}"
 
 
-class SqliteTerminals:
-    """Terminal records in the embedded SQLite database, cached in the process.
+class SqlTerminals:
+    """Terminal records in the database, cached in the process; ``connect`` opens a
+    ``sqlite3``-like connection (SQLite, or PostgreSQL through ``ledger.pg_bridge``).
 
     Reads go to the database (a thread per call) only on a miss or when asked to ``refresh``
     (the pipeline does so before answering 77, so a batch opened by another worker is seen)."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
         self._cache: dict[str, TerminalRecord | None] = {}
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self._path, timeout=10.0)
-        connection.execute("PRAGMA busy_timeout = 10000")
-        return connection
-
     def _get(self, terminal_id: str) -> TerminalRecord | None:
-        with self._connect() as connection:
+        with contextlib.closing(self._connect()) as connection:
             row = connection.execute(
                 "SELECT id, institution_id, kind, status, batch_no FROM terminals WHERE id = ?",
                 (terminal_id,),
@@ -53,18 +52,12 @@ class SqliteTerminals:
         return TerminalRecord(row[0], row[1], row[2], row[3], f"{int(row[4]):06d}")
 
     def _next_batch(self, terminal_id: str) -> str:
-        connection = self._connect()
-        try:
-            with connection:
-                connection.execute(
-                    "UPDATE terminals SET batch_no = batch_no % 999999 + 1 WHERE id = ?",
-                    (terminal_id,),
-                )
-                (batch,) = connection.execute(
-                    "SELECT batch_no FROM terminals WHERE id = ?", (terminal_id,)
-                ).fetchone()
-        finally:
-            connection.close()
+        with contextlib.closing(self._connect()) as connection, connection:
+            (batch,) = connection.execute(  # one statement: atomic against other workers
+                "UPDATE terminals SET batch_no = batch_no % 999999 + 1 WHERE id = ?"
+                " RETURNING batch_no",
+                (terminal_id,),
+            ).fetchone()
         return f"{int(batch):06d}"
 
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
@@ -81,6 +74,16 @@ class SqliteTerminals:
         batch = await asyncio.to_thread(self._next_batch, terminal_id)
         self._cache.pop(terminal_id, None)
         return batch
+
+
+class SqliteTerminals(SqlTerminals):
+    def __init__(self, path: Path) -> None:
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(path, timeout=10.0)
+            connection.execute("PRAGMA busy_timeout = 10000")
+            return connection
+
+        super().__init__(connect)
 
 
 class Sessions:
@@ -129,3 +132,46 @@ class Sessions:
         if not versions:
             return None
         return max(versions, key=lambda s: s.version).ref
+
+
+class SharedSessions(Sessions):
+    """The sessions of one of several workers: every message reads the terminal's newest
+    working keys from the shared store (one query when the store has ``newest``), so a sign-on
+    answered by another worker is used at once. A sign-off is remembered by this worker until a
+    newer sign-on."""
+
+    def __init__(self, store: KeyStore) -> None:
+        super().__init__(store)
+        self._off: dict[str, int] = {}
+
+    def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
+        self._off.pop(terminal_id, None)
+        super().remember(terminal_id, keys)
+
+    def forget(self, terminal_id: str) -> None:
+        cached = self._cache.get(terminal_id)
+        self._off[terminal_id] = cached.mak.version if cached is not None else 0
+        super().forget(terminal_id)
+
+    async def get(self, terminal_id: str) -> SignOnKeys | None:
+        prefix = session_prefix(terminal_id)
+        wanted = {f"{prefix}/MAK": KeyUsage.MAK, f"{prefix}/PIK": KeyUsage.PIK}
+        wanted[f"{prefix}/TDK"] = KeyUsage.TDK
+        newest = getattr(self._store, "newest", None)
+        if newest is not None:
+            found: dict[str, KeyRef] = await newest(wanted)
+        else:
+            found = {}
+            for alias, usage in wanted.items():
+                ref = await self._latest(alias, usage)
+                if ref is not None:
+                    found[alias] = ref
+        mak, pik, tdk = (found.get(alias) for alias in wanted)
+        if mak is None or pik is None or mak.version <= self._off.get(terminal_id, -1):
+            return None
+        cached = self._cache.get(terminal_id)
+        if cached is not None and (cached.mak, cached.pik, cached.tdk) == (mak, pik, tdk):
+            return cached
+        keys = SignOnKeys(b"", pik, mak, tdk)
+        self._cache[terminal_id] = keys
+        return keys

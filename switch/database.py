@@ -1,0 +1,144 @@
+"""The daemon's stores on the configured database: the embedded SQLite file or PostgreSQL.
+
+:func:`open_stores` picks the backend from the URL (``sqlite:///FILE`` or ``postgresql://...``,
+``?schema=NAME`` for a schema other than the user's default) and opens every store the daemon
+uses behind the same interfaces; :meth:`Stores.close` closes them. On PostgreSQL the schema is
+migrated to the newest revision first (serialised by an advisory lock: several workers may
+start at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ledger.core import Ledger
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
+from ledger.migrate import upgrade_postgres
+from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_ledger import PgLedger
+from ledger.sqlite_ledger import SqliteLedger
+from switch.bank_cards import SqliteCardStatus
+from switch.bank_saf import SqliteReversalQueue
+from switch.cards import SqlCards, SqliteCards
+from switch.pg_stores import PgCardStatus, PgReversalQueue
+from switch.replies import ReplyCache
+from switch.reply_store import SharedReplyCache
+from switch.sequences import PgSequences, Sequences, SqliteSequences
+from switch.sessions import SqliteTerminals, SqlTerminals
+
+POOL_MAX = 8  # per worker, per pool (the event loop's and the bridge's)
+
+
+@dataclass
+class Stores:
+    url: str
+    ledger: Ledger
+    terminals: SqlTerminals
+    cards: SqlCards
+    medical_store: SqlMedicalStore
+    directory: SqlDirectory
+    reference: ReferenceData
+    card_status: Any  # routing.bank_context.CardStatusRegister
+    reversal_queue: Any  # switch.bank_saf's queue: pending(), mark()
+    sequences: Sequences
+    pool: asyncpg.Pool | None = None  # PostgreSQL: this worker's pool on its event loop
+    bridge: PgBridge | None = None  # PostgreSQL: the synchronous stores' pool
+    _engine: Any = field(default=None, repr=False)
+
+    @property
+    def postgres(self) -> bool:
+        return self.pool is not None
+
+    def reply_cache(self) -> ReplyCache:
+        """The retransmission cache: shared through the database on PostgreSQL (several
+        workers), in the process on SQLite (one process)."""
+        return ReplyCache() if self.pool is None else SharedReplyCache(self.pool)
+
+    async def close(self) -> None:
+        await self.ledger.close()
+        self.cards.close()
+        await asyncio.to_thread(self.medical_store.close)
+        if self.bridge is not None:
+            await asyncio.to_thread(self.bridge.close)
+        elif self._engine is not None:
+            self._engine.dispose()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+async def open_stores(url: str) -> Stores:
+    if is_postgres(url):
+        return await _open_postgres(url)
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"unsupported database URL {url.split('://')[0]}://...")
+    return _open_sqlite(Path(url.removeprefix("sqlite:///")))
+
+
+def _open_sqlite(path: Path) -> Stores:
+    engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
+    return Stores(
+        url=f"sqlite:///{path}",
+        ledger=SqliteLedger.open(path),
+        terminals=SqliteTerminals(path),
+        cards=SqliteCards(path),
+        medical_store=SqlMedicalStore(engine),
+        directory=SqlDirectory(engine),
+        reference=ReferenceData(engine),
+        card_status=SqliteCardStatus(path),
+        reversal_queue=SqliteReversalQueue(path),
+        sequences=SqliteSequences(path),
+        _engine=engine,
+    )
+
+
+async def migrate_postgres(url: str) -> None:
+    dsn, schema = split_url(url)
+    connection = await asyncpg.connect(dsn, server_settings=server_settings(schema))
+    try:
+        await upgrade_postgres(connection)
+    finally:
+        await connection.close()
+
+
+async def _open_postgres(url: str) -> Stores:
+    dsn, schema = split_url(url)
+    await migrate_postgres(url)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=POOL_MAX, server_settings=server_settings(schema)
+    )
+    opened: list[Any] = [pool]
+    try:
+        ledger = await PgLedger.open(dsn, schema=schema, migrate=False)
+        opened.append(ledger)
+        bridge = await asyncio.to_thread(PgBridge, url, size=POOL_MAX)
+        engine = PgEngine(bridge)
+        return Stores(
+            url=url,
+            ledger=ledger,
+            terminals=SqlTerminals(bridge.connection),
+            cards=SqlCards(bridge.connection()),
+            medical_store=SqlMedicalStore(engine),
+            directory=SqlDirectory(engine),  # type: ignore[arg-type]
+            reference=ReferenceData(engine),  # type: ignore[arg-type]
+            card_status=PgCardStatus(pool),
+            reversal_queue=PgReversalQueue(pool),
+            sequences=PgSequences(pool),
+            pool=pool,
+            bridge=bridge,
+        )
+    except BaseException:
+        for item in reversed(opened):
+            with contextlib.suppress(Exception):
+                await item.close()
+        raise

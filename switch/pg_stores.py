@@ -1,0 +1,180 @@
+"""The daemon's asynchronous stores on PostgreSQL (asyncpg, the worker's own pool): the session
+key store, the card status register, the reversal queue's delivery state and never-repeating
+numbers. The synchronous ones (cards, terminals, the medical store) run the SQLite stores' own
+code over ``ledger.pg_bridge``.
+
+Keys: terminals' working keys (aliases ``term/...``) live in the ``session_keys`` table, so a
+sign-on answered by one worker is used by every other; keys made by key ceremonies (TMKs, zone
+keys) stay in the deployment's file key store (``medswitch keys`` writes it; they change
+rarely). Both hold wrapped key blocks under the LMK only, never clear keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import asyncpg  # type: ignore[import-untyped]
+
+from hsm.errors import KeyExistsError, KeyNotFoundError
+from hsm.keyblock import StoredKey
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import KeyStore
+from ledger.core import QueuedReversal
+from routing.bank_context import StatusChange
+from switch.bank_saf import Pending
+from switch.sessions import session_prefix
+
+SESSION_PREFIX = session_prefix("")  # "term/": working keys of signed-on terminals
+_KEY_COLUMNS = "alias, version, usage, kcv, created_at, block"
+BLACKLIST_LOCK = 0x626C6B6C  # advisory lock: one blacklist version at a time
+_NEXT_VERSION = (
+    "SELECT coalesce(greatest(max(version), max(removed_version)), 0) + 1 FROM blacklist"
+)
+
+
+def _stored(row: asyncpg.Record) -> StoredKey:
+    return StoredKey(row[0], int(row[1]), KeyUsage(row[2]), row[3], row[4], row[5])
+
+
+class PgKeyStore:
+    """Wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, alias: str, version: int) -> StoredKey:
+        row = await self._pool.fetchrow(
+            f"SELECT {_KEY_COLUMNS} FROM session_keys WHERE alias = $1 AND version = $2",
+            alias,
+            version,
+        )
+        if row is None:
+            raise KeyNotFoundError(f"no key {alias} v{version}")
+        return _stored(row)
+
+    async def put(self, stored: StoredKey) -> None:
+        status = await self._pool.execute(
+            f"INSERT INTO session_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT DO NOTHING",
+            stored.alias,
+            stored.version,
+            stored.usage.value,
+            stored.kcv,
+            stored.created_at,
+            stored.block,
+        )
+        if status != "INSERT 0 1":
+            raise KeyExistsError(f"key {stored.alias} v{stored.version} already exists")
+
+    async def list(self, alias: str | None = None) -> list[StoredKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM session_keys"
+        if alias is None:
+            rows = await self._pool.fetch(sql + " ORDER BY alias, version")
+        else:
+            rows = await self._pool.fetch(sql + " WHERE alias = $1 ORDER BY version", alias)
+        return [_stored(row) for row in rows]
+
+    async def newest(self, wanted: Mapping[str, KeyUsage]) -> dict[str, KeyRef]:
+        """The newest version of each alias with its usage, in one query."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT ON (alias) alias, version, usage, kcv FROM session_keys"
+            " WHERE alias = ANY($1::text[]) AND usage = ANY($2::text[])"
+            " ORDER BY alias, version DESC",
+            list(wanted),
+            [usage.value for usage in wanted.values()],
+        )
+        found = {row[0]: KeyRef(row[0], int(row[1]), KeyUsage(row[2]), row[3]) for row in rows}
+        return {alias: ref for alias, ref in found.items() if ref.usage is wanted[alias]}
+
+
+class RoutedKeyStore:
+    """Session keys (``term/...``) in one store, every other key in another."""
+
+    def __init__(self, sessions: PgKeyStore, others: KeyStore) -> None:
+        self._sessions = sessions
+        self._others = others
+
+    def _for(self, alias: str) -> KeyStore:
+        return self._sessions if alias.startswith(SESSION_PREFIX) else self._others
+
+    async def get(self, alias: str, version: int) -> StoredKey:
+        return await self._for(alias).get(alias, version)
+
+    async def put(self, stored: StoredKey) -> None:
+        await self._for(stored.alias).put(stored)
+
+    async def list(self, alias: str | None = None) -> list[StoredKey]:
+        if alias is not None:
+            return await self._for(alias).list(alias)
+        both = await self._sessions.list() + await self._others.list()
+        return sorted(both, key=lambda s: (s.alias, s.version))
+
+    async def newest(self, wanted: Mapping[str, KeyUsage]) -> dict[str, KeyRef]:
+        return await self._sessions.newest(wanted)
+
+
+class PgCardStatus:
+    """Loss report and unloss (``routing.bank_context.CardStatusRegister``): the card's status
+    and its blacklist entry under a new list version, one transaction, versions serialised."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def report_lost(self, card_no: str, at_us: int) -> StatusChange:
+        return await self._change(card_no, "active", at_us)
+
+    async def unloss(self, card_no: str) -> StatusChange:
+        return await self._change(card_no, "lost", 0)
+
+    async def _change(self, card_no: str, expected: str, at_us: int) -> StatusChange:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", BLACKLIST_LOCK)
+            row = await connection.fetchrow(
+                "SELECT status, application_serial FROM cards WHERE card_no = $1 FOR UPDATE",
+                card_no,
+            )
+            if row is None or row[0] != expected:
+                return StatusChange(None if row is None else str(row[0]), 0)
+            version = int(await connection.fetchval(_NEXT_VERSION))
+            if expected == "active":
+                await connection.execute(
+                    "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+                    " added_at_us) VALUES ($1, 'lost', $2, NULL, $3)",
+                    row[1],
+                    version,
+                    at_us,
+                )
+            else:
+                await connection.execute(
+                    "UPDATE blacklist SET removed_version = $1 WHERE application_serial = $2"
+                    " AND reason = 'lost' AND removed_version IS NULL",
+                    version,
+                    row[1],
+                )
+            after = "lost" if expected == "active" else "active"
+            await connection.execute(
+                "UPDATE cards SET status = $1 WHERE card_no = $2", after, card_no
+            )
+        return StatusChange(expected, version)
+
+
+class PgReversalQueue:
+    """The reversal queue's delivery state (``switch.bank_saf``'s queue interface)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def pending(self, bank_id: str, limit: int = 100) -> list[Pending]:
+        rows = await self._pool.fetch(
+            "SELECT key, bank_id, reference, amount_fen, attempts FROM reversal_queue"
+            " WHERE bank_id = $1 AND status = 'queued' ORDER BY seq LIMIT $2",
+            bank_id,
+            limit,
+        )
+        return [Pending(QueuedReversal(r[0], r[1], r[2], int(r[3])), int(r[4])) for r in rows]
+
+    async def mark(self, key: str, *, acknowledged: bool) -> None:
+        status = ", status = 'acknowledged'" if acknowledged else ""
+        await self._pool.execute(
+            f"UPDATE reversal_queue SET attempts = attempts + 1{status} WHERE key = $1", key
+        )
