@@ -10,8 +10,15 @@ POS settles its batch (0500): not balanced, so every record is uploaded (0320) �
 debits already advised too. One POS uploads a forged record (a debit that never happened, with
 a wrong TAC) and then uploads its whole batch again.
 
-Afterwards every card's ED and EP shadow equals the virtual card's balances, the forged record is
-in review and unposted, every card debit is posted exactly once, and the ledger sums to zero.
+Some cards pay their bill's self-pay share from their EP (a second debit with its TAC and
+advice). One advice is lost: the POS sends it again before its batch settlement and the bill
+completes. With its line to the centre down, a POS takes purchases offline by itself (within its
+downloaded limits) and uploads them at day end. A POS with its clock days behind loses one of a
+card's offline records: the card's counters show the gap, reviewed beside the late record.
+
+Afterwards every card's ED and EP shadow equals the virtual card's balances (but for the lost
+record, which the chip has and the shadow has not), the forged record is in review and unposted,
+every card debit is posted exactly once, and the ledger sums to zero.
 
 The terminals are the simulators themselves (simulators/pos.py, simulators/kiosk.py), called
 directly — the commands `medswitch sim pos|kiosk` run — with one terminal serving many cards in
@@ -22,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+from collections.abc import Coroutine
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +44,22 @@ from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component
 from ledger import events as ev
 from ledger.kinds import AccountKind, account_id
-from ledger.medical.sql_reference import ReferenceData
-from ledger.medical.sql_store import sqlite_engine
+from ledger.medical.service import MedicalService
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from messages.outcome import Outcome
 from messages.private import CardData, Purse
-from messages.terminal import BatchUploadEnd, BatchUploadRecord
+from messages.terminal import BatchUploadEnd, BatchUploadRecord, DebitAdvice
 from simulators import terminal_card
 from simulators.card import CardState, VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
-from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
+from simulators.terminal_link import Endpoint, TerminalLink, TerminalState, Unreachable
 from switch.card_connection import CardConnection, DirectConnection
 from switch.card_personalize import PinEntry, personalize_card
 from tests.switch.daemon_fixture import Daemon, new_hsm, now, running_daemon
 from tests.switch.kiosk import PIN, CardOnFile, PsamOnFile, card_master_keys, issue_psam
+from tests.switch.test_pos_offline import dead_port, give_ep
 from tests.switch.test_settlement import his_submit, medical_reference
 from tests.switch.test_sim_terminals import ReplyDropper
 
@@ -58,6 +69,12 @@ LOAD_FEN = 6_000  # each card's load: its bill's personal share and the offline 
 OFFLINE_FEN = 300
 FORGED_SERIAL = 900_000  # a PSAM transaction serial the POS never reached
 FORGED_FEN = 777
+EP_CARDS = range(3, CARDS, 5)  # their bills have a self-pay line the card's EP pays
+EP_FEN = 6_000
+FALLBACK_CARDS = (4, 7, 10)  # purchases at a POS whose centre is unreachable
+FALLBACK_FEN = 200
+LOST_ADVICE_CARD = 5
+GAP_CARD = 6  # its offline debit is lost by a POS whose clock is days behind
 
 
 def cards_on_file(database: Path, count: int) -> list[CardOnFile]:
@@ -111,6 +128,29 @@ async def terminal_link(
     tmk = await module.form_key(f"tmk/{terminal_id}", KeyUsage.TMK, [Component(clear)], now=now())
     endpoint = Endpoint("127.0.0.1", port, timeout)
     return TerminalLink(endpoint, terminal_id, institution, module, tmk, TerminalState.open(state))
+
+
+def medical_state(medical: MedicalService, bill_id: str) -> str:
+    record = medical.get_bill(bill_id)
+    assert record is not None
+    return record.state.value
+
+
+async def lose_one_advice(pos: Pos, work: Coroutine[Any, Any, list[str]]) -> list[str]:
+    """Run ``work`` with the POS's first debit advice lost on its way to the centre."""
+    exchange = pos.link.exchange
+
+    async def losing(request: Any, **options: Any) -> Any:
+        if isinstance(request, DebitAdvice):
+            pos.link.exchange = exchange  # type: ignore[method-assign]
+            raise Unreachable("the advice is lost on the line")
+        return await exchange(request, **options)
+
+    pos.link.exchange = losing  # type: ignore[method-assign]
+    try:
+        return await work
+    finally:
+        pos.link.exchange = exchange  # type: ignore[method-assign]
 
 
 def present(terminal: Pos | Kiosk, card: CardConnection, on_file: CardOnFile) -> None:
@@ -181,6 +221,8 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
 
         conns, keys = await issue_cards(daemon, cards)
         psams = [await issue_psam(daemon, row, keys.purchase) for row in psam_rows]
+        for i in EP_CARDS:  # an EP load's outcome (the kiosk's EP load is not exercised here)
+            await give_ep(daemon, conns[i]._card, cards[i].serial, EP_FEN)  # type: ignore[attr-defined]
 
         # Every card's HIS bill, submitted by the institution whose POS will settle it.
         def submit(i: int, number: str) -> dict[str, Any]:
@@ -191,6 +233,8 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
                 "service_date": now().date().isoformat(),
                 "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
             }
+            if i in EP_CARDS and number != "HIS-DAY-LOST":
+                body["lines"].append({"code": "C01", "quantity": 1, "unit_price_fen": 5000})
             return his_submit(daemon.app.http_port, institution, tokens[institution], body)
 
         bills = [await asyncio.to_thread(submit, i, f"HIS-DAY-{i:03d}") for i in range(CARDS)]
@@ -262,12 +306,20 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
             balance = await kiosks[1].balance()
             assert any("card ED (shadow)" in line for line in balance), balance
 
-            # HIS bills settled online, and offline purchases for every other card.
+            # HIS bills settled online, and offline purchases for every other card. One
+            # advice is lost on its way: the POS sends it again at its batch settlement.
             for i in range(CARDS):
                 pos = poses[i % 3]
                 present(pos, conns[i], cards[i])
-                lines = await pos.settle(bills[i]["bill_id"], 2000)
+                total, how = bills[i]["split"]["total_fen"], "ep" if i in EP_CARDS else "cash"
+                if i == LOST_ADVICE_CARD:
+                    lines = await lose_one_advice(pos, pos.settle(bills[i]["bill_id"], total))
+                    assert any("sent again at the batch settlement" in x for x in lines), lines
+                    continue
+                lines = await pos.settle(bills[i]["bill_id"], total, self_pay=how)
                 assert any("advice 00" in line for line in lines), lines
+                if i in EP_CARDS:
+                    assert any("from the card's EP (TAC" in line for line in lines), lines
                 if i % 2 == 0:
                     lines = await pos.offline(OFFLINE_FEN)
                     assert lines[0].startswith("offline purchase"), lines
@@ -276,6 +328,26 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
             assert await poses[1].void(bills[1]["bill_id"]) == [
                 f"bill {bills[1]['bill_id']} voided"
             ]
+
+            # POS 1's line to the centre goes down: it takes purchases offline by itself.
+            endpoint = poses[1].link.endpoint
+            await poses[1].link.close()
+            poses[1].link.endpoint = Endpoint("127.0.0.1", dead_port(), 1.0)
+            for i in FALLBACK_CARDS:
+                present(poses[1], conns[i], cards[i])
+                lines = await poses[1].purchase(FALLBACK_FEN)
+                assert "centre unreachable" in lines[0] and "offline purchase" in lines[1], lines
+            poses[1].link.endpoint = endpoint
+            # POS 1 with its clock 4 days behind: of the card's two offline debits it loses the
+            # first (the chip has it, no upload will): a gap in the card's counters.
+            present(poses[1], conns[GAP_CARD], cards[GAP_CARD])
+            poses[1].link.offset -= timedelta(days=4)
+            await poses[1].offline(OFFLINE_FEN)
+            lost_record = poses[1].state.records.pop()
+            poses[1].state.save()
+            await poses[1].offline(OFFLINE_FEN)
+            late = CardData.parse(bytes.fromhex(poses[1].state.records[-1]["card"]))
+            poses[1].link.offset += timedelta(days=4)
 
             # Day end. POS 0 carries a forged record, and uploads its whole batch once before
             # its batch settlement uploads it all again.
@@ -308,34 +380,53 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
             ev.card_debit_id(r["terminal_no"], CardData.parse(bytes.fromhex(r["card"])).psam_serial)
             for r in genuine
         }
-        assert len(debit_ids) == len(genuine) == CARDS + CARDS // 2
+        ep_count = len(EP_CARDS)
+        offline = CARDS // 2 + len(FALLBACK_CARDS) + 1  # and the late one after the gap
+        assert len(debit_ids) == len(genuine) == CARDS + ep_count + offline
         posted = await ledger.lookup_transfers(sorted(debit_ids))
         assert set(posted) == debit_ids
         forged_id = ev.card_debit_id(psam_rows[0].terminal_no, FORGED_SERIAL)
         assert forged_id not in await ledger.lookup_transfers([forged_id])
         reviews = {(item.reason, item.reference) for item in await ledger.reviews()}
         forged_subject = f"card-debit|{psam_rows[0].terminal_no}|{FORGED_SERIAL}"
+        gap = cards[GAP_CARD].serial, "ED", (late.offline_counter or 0) - 2, late.offline_counter
         assert reviews == {  # nothing else: an advised debit uploaded again is no conflict
-            ("bad_tac", forged_subject)
+            ("bad_tac", forged_subject),
+            ("late_upload", f"card-debit|{psam_rows[1].terminal_no}|{late.psam_serial}"),
+            ("offline_counter_gap", "counter-gap|{}|{}|{}|{}".format(*gap)),
         }
-        spent = [0] * CARDS
+        spent = [[0, 0] for _ in range(CARDS)]
         for i, on_file in enumerate(cards):
-            history = await ledger.history(account_id(AccountKind.CARD_ED_SHADOW, on_file.serial))
-            debits = [p for p in history if p.transfer.code == ev.TransferCode.CARD_DEBIT]
-            mine = [r for r in genuine if r["pan"] == on_file.card_no]
-            assert sorted(p.transfer.amount_fen for p in debits) == sorted(
-                r["amount_fen"] for r in mine
-            )
-            spent[i] = sum(r["amount_fen"] for r in mine)
+            for n, kind in enumerate((AccountKind.CARD_ED_SHADOW, AccountKind.CARD_EP_SHADOW)):
+                history = await ledger.history(account_id(kind, on_file.serial))
+                debits = [p for p in history if p.transfer.code == ev.TransferCode.CARD_DEBIT]
+                purse = ("ED", "EP")[n]
+                mine = [r for r in genuine if r["pan"] == on_file.card_no and r["purse"] == purse]
+                assert sorted(p.transfer.amount_fen for p in debits) == sorted(
+                    r["amount_fen"] for r in mine
+                )
+                spent[i][n] = sum(r["amount_fen"] for r in mine)
 
-        # Each card's ED and EP shadow equals the virtual card's purses.
+        # Each card's ED and EP shadow equals the virtual card's purses (the chip has paid the
+        # lost record too: it is below its shadow by that much).
         for i, on_file in enumerate(cards):
             ed_id = account_id(AccountKind.CARD_ED_SHADOW, on_file.serial)
             ep_id = account_id(AccountKind.CARD_EP_SHADOW, on_file.serial)
             found = await ledger.balances([ed_id, ep_id])
             shadow = tuple(found[a].balance_fen if a in found else 0 for a in (ed_id, ep_id))
-            assert shadow == purses(conns[i]) == (loaded[i] - spent[i], 0), on_file.card_no
+            ep = EP_FEN if i in EP_CARDS else 0
+            expected = (loaded[i] - spent[i][0], ep - spent[i][1])
+            lost = lost_record["amount_fen"] if i == GAP_CARD else 0
+            chip = purses(conns[i])
+            assert shadow == expected == (chip[0] + lost, chip[1]), on_file.card_no
         await ledger_sums(daemon)
+
+        # The bill whose advice was lost completed when the advice came again; so did the rest.
+        engine = sqlite_engine(db)
+        medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+        states = {medical_state(medical, b["bill_id"]) for i, b in enumerate(bills) if i != 1}
+        assert states == {"completed"}
+        assert medical_state(medical, bills[1]["bill_id"]) == "voided"
 
     async def main() -> None:
         async with running_daemon(tmp_path, cardholders=CARDS) as daemon:
