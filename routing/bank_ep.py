@@ -176,8 +176,8 @@ async def handle_kiosk_ep_load(
         link["stan"],
         link["transmitted"],
         link["acquirer_id"],
-        context.terminal.terminal_id[:8],
-        context.terminal.institution_id[:15],
+        context.terminal.terminal_id[:8].ljust(8),
+        context.terminal.institution_id[:15].ljust(15),
     )
     load = SavingsLoad(request.pan, request.amount_fen, request.pin_block, pik, envelope)
     outcome, data = await savings_load(context, request.card, load, issuer)

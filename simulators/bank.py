@@ -8,8 +8,11 @@ interface (never a private copy of the formats).
   :func:`run_script`.
 - :class:`BankIssuer` — the bank as issuer of savings accounts: a listener that answers savings
   debits (0200 F3 401000) and their reversals by rule — approve, decline above an amount, delay,
-  drop — recording every request it received (repeats deduplicated by message key, as a real
-  bank applies a reversal once).
+  drop, disconnect — recording every request it received (repeats deduplicated by message key,
+  as a real bank applies a reversal once), and taking the centre's key changes (0800 F70 = 101).
+
+Key changes, both ways, through :class:`BankKeys`: new zone keys under the link's ZMK with
+KCVs; the previous ZAK still verifies for an overlap after a change.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from hsm.errors import HsmError
 from hsm.interface import Hsm, MacAlgorithm
-from hsm.keys import KeyRef
+from hsm.keys import KeyRef, KeyUsage
 from messages import bank
 from messages.bank import (
     BankEcho,
@@ -39,6 +44,7 @@ from messages.bank import (
     CounterLoadConfirm,
     CounterUnload,
     CounterUnloadConfirm,
+    KeyChange,
     SavingsDebit,
 )
 from messages.codec import Codec, Message
@@ -70,6 +76,66 @@ async def mac_verifies(hsm: Hsm, zak: KeyRef, payload: bytes, mac: bytes | None)
     if mac is None:
         return False
     return await hsm.verify_mac(zak, MacAlgorithm.X9_19, CODEC.mac_block(payload), mac)
+
+
+EXCHANGED = (KeyUsage.ZAK, KeyUsage.ZPK, KeyUsage.FILE)
+
+
+@dataclass
+class BankKeys:
+    """The bank's side of a link's zone keys: its ZAK (and the previous one for ``overlap_s``
+    after a change), its ZMK, and where the keys it takes or makes are stored (``prefix``)."""
+
+    zak: KeyRef
+    zmk: KeyRef | None = None
+    prefix: str = "bank-sim"
+    overlap_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    previous: KeyRef | None = None
+    changed_at: float = 0.0
+
+    def accepted(self) -> list[KeyRef]:
+        keys = [self.zak]
+        if self.previous is not None and self.clock() - self.changed_at < self.overlap_s:
+            keys.append(self.previous)
+        return keys
+
+    def _switch(self, zak: KeyRef) -> None:
+        self.previous, self.zak, self.changed_at = self.zak, zak, self.clock()
+
+    async def take(self, hsm: Hsm, field48: str, now: datetime) -> str | None:
+        """The centre's offer imported under the ZMK (KCVs checked): the answer's F48, or None."""
+        if self.zmk is None:
+            return None
+        taken: list[str] = []
+        new_zak = None
+        try:
+            for item in field48.split(";"):
+                usage, _, value = item.partition("=")
+                encrypted, _, kcv = value.partition("/")
+                kind = KeyUsage(usage)
+                ref = await hsm.import_key(
+                    f"{self.prefix}/{usage}", kind, self.zmk, bytes.fromhex(encrypted), kcv, now=now
+                )
+                taken.append(f"{usage}={ref.kcv}")
+                new_zak = ref if kind is KeyUsage.ZAK else new_zak
+        except (HsmError, ValueError):
+            return None
+        if new_zak is not None:
+            self._switch(new_zak)
+        return ";".join(taken)
+
+    async def offer(self, hsm: Hsm, now: datetime) -> tuple[str, KeyRef]:
+        """New keys exported under the ZMK (the bank changes its inbound link's keys)."""
+        assert self.zmk is not None, "a key change needs the link's ZMK"
+        items: list[str] = []
+        zak = self.zak
+        for usage in EXCHANGED:
+            fresh = await hsm.generate_key(f"{self.prefix}/{usage.value}", usage, now=now)
+            out = await hsm.export_key(fresh, self.zmk)
+            items.append(f"{usage.value}={out.encrypted.hex().upper()}/{out.kcv}")
+            zak = fresh if usage is KeyUsage.ZAK else zak
+        return ";".join(items), zak
 
 
 @dataclass
@@ -121,6 +187,18 @@ class BankAcquirer:
             if frames:
                 return frames[0]
         raise ConnectionError("no reply")
+
+    async def key_change(self, keys: BankKeys) -> BankReply:
+        """The bank changes its link's zone keys (0800 F70 = 101): on 00 with the KCVs it sent,
+        its new ZAK MACs from now on (``keys`` keeps the old one for the overlap)."""
+        field48, new_zak = await keys.offer(self.hsm, self.clock())
+        reply = await self.exchange(KeyChange(**self.envelope(), keys=field48), mac=False)
+        expected = {i.split("=")[0]: i.split("/")[-1] for i in field48.split(";")}
+        answered = dict(i.split("=", 1) for i in (reply.data or "").split(";") if "=" in i)
+        if reply.response_code == "00" and answered == expected:
+            keys._switch(new_zak)
+            self.zak = new_zak
+        return reply
 
     async def exchange(
         self, request: BankMessage, *, mac: bool = True, bad_mac: bool = False
@@ -319,6 +397,7 @@ class IssuerRules:
     delay_s: float = 0.0  # before answering
     drop: bool = False  # never answer (the switch times out and reverses)
     drop_reversal_replies: int = 0  # apply the first N reversals but lose their answers
+    disconnect: bool = False  # apply a debit, then drop the connection without answering
 
 
 @dataclass
@@ -335,12 +414,12 @@ class BankIssuer:
     def __init__(
         self,
         hsm: Hsm,
-        zak: KeyRef,
+        zak: KeyRef | BankKeys,
         rules: IssuerRules | None = None,
         on_receive: Callable[[Received], None] | None = None,
     ) -> None:
         self.hsm = hsm
-        self.zak = zak
+        self.keys = zak if isinstance(zak, BankKeys) else BankKeys(zak)
         self.rules = rules or IssuerRules()
         self.on_receive = on_receive
         self.received: list[Received] = []
@@ -355,7 +434,12 @@ class BankIssuer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def zak(self) -> KeyRef:
+        return self.keys.zak
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen (again, after :meth:`close`: what it received and applied is kept)."""
         self._server = await asyncio.start_server(self._serve, host, port)
 
     async def close(self) -> None:
@@ -374,6 +458,8 @@ class BankIssuer:
             while data := await reader.read(4096):
                 for frame in decoder.feed(data):
                     answer = await self.answer(frame)
+                    if answer is DISCONNECT:
+                        return
                     if answer is not None:
                         writer.write(encode_frame(answer, LengthFormat.ASCII4))
                         await writer.drain()
@@ -395,9 +481,14 @@ class BankIssuer:
         if self.on_receive is not None:
             self.on_receive(received)
         financial = not message.mti.startswith("08")
-        if financial and not await mac_verifies(self.hsm, self.zak, payload, typed.mac):
+        zak = await self._mac_key(payload, typed.mac) if financial else self.zak
+        if zak is None:
             return CODEC.encode(bank.build(bank.reply_to(typed, "A0")))
         code = "00"
+        if isinstance(typed, KeyChange):
+            taken = await self.keys.take(self.hsm, typed.keys, datetime.now())
+            code = "00" if taken is not None else "89"
+            return CODEC.encode(bank.build(bank.reply_to(typed, code, data=taken)))
         if isinstance(typed, SavingsDebit):
             rules = self.rules
             if rules.drop:
@@ -408,6 +499,8 @@ class BankIssuer:
                 code = "51"
             elif not repeat:
                 self.applied[key] = typed.amount_fen
+            if rules.disconnect:
+                return DISCONNECT
         elif isinstance(typed, BankReversal):
             original = _original_key(typed)
             self.applied.pop(original, None)  # once, however often it is repeated
@@ -417,7 +510,16 @@ class BankIssuer:
         reply = bank.build(bank.reply_to(typed, code))
         if not financial:
             return CODEC.encode(reply)
-        return await mac_payload(self.hsm, self.zak, reply)
+        return await mac_payload(self.hsm, zak, reply)
+
+    async def _mac_key(self, payload: bytes, mac: bytes | None) -> KeyRef | None:
+        for zak in self.keys.accepted():
+            if await mac_verifies(self.hsm, zak, payload, mac):
+                return zak
+        return None
+
+
+DISCONNECT = b""  # what :meth:`BankIssuer.answer` returns to drop the connection
 
 
 def message_key(acquirer_id: str, transmitted: str, stan: str, mti: str) -> str:

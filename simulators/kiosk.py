@@ -1,5 +1,7 @@
 """A self-service kiosk: the card inserted and its PIN verified by the card, balances (the card's
-and the centre's), an ED load from the personal fund, and recovery of a torn load.
+and the centre's), an ED load from the personal fund, an EP load from the cardholder's bank
+savings (the bank PIN keyed into the kiosk's PIN pad, sent under its session PIK), and recovery
+of a torn load.
 
 The load: INITIALIZE FOR LOAD → 0200 (the centre verifies MAC1, answers MAC2) → CREDIT FOR LOAD
 → 0220 with the card's TAC. The kiosk writes the load to its state file before the card is
@@ -12,7 +14,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from messages.private import CardData, Purse
-from messages.terminal import BalanceInquiry, EdLoad, EdLoadConfirm, HistoryInquiry, HistoryReply
+from messages.terminal import (
+    BalanceInquiry,
+    EdLoad,
+    EdLoadConfirm,
+    EpLoad,
+    EpLoadConfirm,
+    HistoryInquiry,
+    HistoryReply,
+)
 from simulators import terminal_card
 from simulators.card import terminal
 from simulators.terminal_link import (
@@ -37,11 +47,13 @@ class Kiosk:
         pan: str,
         pin: str,
         terminal_no: bytes = bytes.fromhex("000000000001"),
+        bank_pin: str | None = None,
     ) -> None:
         self.link = link
         self.card = card
         self.pan = pan
         self.pin = pin
+        self.bank_pin = bank_pin or pin  # the savings account's PIN, keyed in for EP loads
         self.terminal_no = terminal_no
 
     @property
@@ -82,24 +94,41 @@ class Kiosk:
         return lines
 
     async def load(self, amount_fen: int, *, lose_confirmation: bool = False) -> list[str]:
+        """An ED load from the personal fund."""
+        return await self._load(amount_fen, Purse.ED, lose_confirmation)
+
+    async def ep_load(self, amount_fen: int, *, lose_confirmation: bool = False) -> list[str]:
+        """An EP load from the cardholder's savings: the bank PIN under the session PIK."""
+        return await self._load(amount_fen, Purse.EP, lose_confirmation)
+
+    async def _load(self, amount_fen: int, purse: Purse, lose_confirmation: bool) -> list[str]:
         if self.state.pending_load is not None:
             raise TerminalError("a load awaits its confirmation: run recover first")
         serial = read_serial(self.card, self.pin)
-        data = terminal_card.initialize_load(self.card, serial, amount_fen, self.terminal_no)
-        reply = await self.link.exchange(
-            EdLoad(**self.link.envelope(), pan=self.pan, amount_fen=amount_fen, card=data)
-        )
+        data = terminal_card.initialize_load(self.card, serial, amount_fen, self.terminal_no, purse)
+        envelope = self.link.envelope()
+        if purse is Purse.EP:
+            pik = self.link.signed_on().pik
+            block = await self.link.hsm.encrypt_pin(pik, self.bank_pin, self.pan)
+            request: EdLoad = EpLoad(
+                **envelope, pan=self.pan, amount_fen=amount_fen, card=data, pin_block=block
+            )
+        else:
+            request = EdLoad(**envelope, pan=self.pan, amount_fen=amount_fen, card=data)
+        reply = await self.link.exchange(request)
+        what = "EP load" if purse is Purse.EP else "load"
         if reply.response_code != "00":
             if reply.card is not None and reply.card.issuer_script:
                 self.card.transmit(reply.card.issuer_script)
-            raise refused(reply, "load")
+            raise refused(reply, what)
         if reply.card is None or not reply.card.mac2 or not reply.card.card_datetime:
-            raise TerminalError("the load's answer carries no MAC2")
+            raise TerminalError(f"the {what}'s answer carries no MAC2")
         self.state.pending_load = {
             "pan": self.pan,
             "amount_fen": amount_fen,
             "card": data.build().hex(),
             "card_datetime": reply.card.card_datetime,
+            "purse": purse.name,
         }
         self.state.save()
         try:
@@ -115,15 +144,17 @@ class Kiosk:
     async def _confirm(self, tac: bytes) -> list[str]:
         pending = self.state.pending_load
         assert pending is not None
+        purse = Purse[pending.get("purse", "ED")]
         data = CardData.parse(bytes.fromhex(pending["card"]))
         done = replace(
             data,
             tac=tac,
-            new_balance_fen=terminal_card.balance(self.card),
+            new_balance_fen=terminal_card.balance(self.card, purse),
             card_datetime=pending["card_datetime"],
         )
+        confirm = EpLoadConfirm if purse is Purse.EP else EdLoadConfirm
         reply = await self.link.exchange(
-            EdLoadConfirm(
+            confirm(
                 **self.link.envelope(),
                 pan=pending["pan"],
                 amount_fen=pending["amount_fen"],
@@ -134,7 +165,8 @@ class Kiosk:
             raise refused(reply, "load confirmation")
         self.state.pending_load = None
         self.state.save()
-        return [f"loaded {yuan(pending['amount_fen'])}: ED now {yuan(done.new_balance_fen or 0)}"]
+        balance = yuan(done.new_balance_fen or 0)
+        return [f"loaded {yuan(pending['amount_fen'])}: {purse.name} now {balance}"]
 
     async def recover(self) -> list[str]:
         """GET TRANSACTION PROVE for the load awaiting confirmation."""

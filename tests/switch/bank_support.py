@@ -1,0 +1,118 @@
+"""The daemon with both bank links for the bank tests: the inbound link's keys (its ZPK formed
+from a clear value, as a counter's PIN pad holds it), the outbound link's keys, the link's ZMK,
+and the issuer simulator the outbound link connects to."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hsm.des import adjust_parity
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import MemoryKeyStore
+from hsm.lmk import Component
+from ledger.demo import init_demo
+from ledger.kinds import AccountKind, account_id
+from simulators.bank import BankIssuer, BankKeys
+from switch.app import App
+from switch.bank_host import BankHost
+from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.sessions import Sessions
+from tests.switch.daemon_fixture import Daemon, new_hsm, now
+
+BANK = "01020000"
+
+
+@dataclass
+class BankDaemon:
+    daemon: Daemon
+    issuer: BankIssuer
+    zak_in: KeyRef
+    clear_zpk: bytes  # the counters' PIN pad key (inbound ZPK)
+    zmk: KeyRef
+
+    @property
+    def app(self) -> App:
+        return self.daemon.app
+
+    @property
+    def bank(self) -> BankHost:
+        assert self.daemon.app.bank is not None
+        return self.daemon.app.bank
+
+    @property
+    def database(self) -> Path:
+        return self.daemon.home / "medswitch.db"
+
+    async def balances(self, *ids: str) -> list[int]:
+        ledger = self.app.ledger
+        assert ledger is not None
+        found = await ledger.balances(list(ids))
+        return [found[i].balance_fen if i in found else 0 for i in ids]
+
+    async def ep_accounts(self, serial: str) -> list[int]:
+        """[card EP shadow, EP loads in doubt, bank clearing] of a card and the bank."""
+        return await self.balances(
+            account_id(AccountKind.CARD_EP_SHADOW, serial),
+            account_id(AccountKind.EP_LOADS_IN_DOUBT, serial),
+            account_id(AccountKind.BANK_CLEARING, BANK),
+        )
+
+    def reversal_statuses(self) -> list[str]:
+        with sqlite3.connect(self.database) as connection:
+            rows = connection.execute("SELECT status FROM reversal_queue ORDER BY seq")
+            return [r[0] for r in rows]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait, bounded, for ``condition``."""
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+@asynccontextmanager
+async def bank_daemon(tmp: Path, *, cardholders: int = 3, **bank: Any) -> AsyncIterator[BankDaemon]:
+    """The daemon over a demo deployment, its bank links up, the issuer simulator running."""
+    database = tmp / "medswitch.db"
+    await asyncio.to_thread(init_demo, database, cardholders)
+    store = MemoryKeyStore()
+    hsm = new_hsm(store)
+    zak_in = await hsm.generate_key(f"bank/{BANK}/ZAK", KeyUsage.ZAK, now=now())
+    clear_zpk = adjust_parity(secrets.token_bytes(16))
+    await hsm.form_key(f"bank/{BANK}/ZPK", KeyUsage.ZPK, [Component(clear_zpk)], now=now())
+    zak_out = await hsm.generate_key(f"bank/{BANK}/out/ZAK", KeyUsage.ZAK, now=now())
+    await hsm.generate_key(f"bank/{BANK}/out/ZPK", KeyUsage.ZPK, now=now())
+    zmk = await hsm.generate_key(f"bank/{BANK}/ZMK", KeyUsage.ZMK, now=now())
+    issuer = BankIssuer(hsm, BankKeys(zak_out, zmk, prefix="bank-sim/issuer"))
+    await issuer.start()
+    settings = {"outbound_timeout_s": 0.5, **bank}
+    config = Config(
+        home=str(tmp),
+        terminal=replace(ListenConfig(), port=0),
+        http=HttpConfig(port=0),
+        bank=BankConfig(
+            enabled=True,
+            port=0,
+            outbound_host="127.0.0.1",
+            outbound_port=issuer.port,
+            **settings,
+        ),
+    )
+    app = App(config, hsm, Sessions(store), clock=now)
+    await app.start()
+    try:
+        assert app.bank is not None and app.bank.outbound is not None
+        assert await app.bank.outbound.wait_up(5)
+        yield BankDaemon(Daemon(app, hsm, store, tmp), issuer, zak_in, clear_zpk, zmk)
+    finally:
+        await app.stop()
+        await issuer.close()
