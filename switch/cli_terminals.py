@@ -18,7 +18,8 @@ settle_ep BILL_ID TOTAL_FEN (self-pay from the card's EP) · purchase FEN / purc
 bill: online, or offline through the PSAM when the centre is unreachable) · offline FEN /
 offline_ep FEN (offline at once) · void BILL_ID · settle_batch · records. Kiosk commands:
 sign_on · insert · balance · history · load FEN · load_lost FEN (the card is credited, the
-confirmation never sent) · recover.
+confirmation never sent) · ep_load FEN (from bank savings: the bank PIN under the session PIK) ·
+ep_load_lost FEN · recover.
 """
 
 from __future__ import annotations
@@ -363,15 +364,17 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
 
 @sim_group.command("kiosk")
 @terminal_options
-def sim_kiosk(**options: Any) -> None:
-    """A self-service kiosk: PIN, balances, ED load from the personal fund, torn-load recovery."""
+@click.option("--bank-pin", default=None, help="The savings account's PIN (default: --pin).")
+def sim_kiosk(bank_pin: str | None, **options: Any) -> None:
+    """A self-service kiosk: PIN, balances, ED load from the personal fund, EP load from bank
+    savings, torn-load recovery."""
     common = Common(**options)
     state: dict[str, Kiosk] = {}
 
     def kiosk_of(link: TerminalLink) -> Kiosk:
         if "kiosk" not in state:
             card = connection(common.card_file, common.card_reader, "card")
-            state["kiosk"] = Kiosk(link, card, pan=common.pan, pin=common.pin)
+            state["kiosk"] = Kiosk(link, card, pan=common.pan, pin=common.pin, bank_pin=bank_pin)
         return state["kiosk"]
 
     def table(link: TerminalLink) -> dict[str, Command]:
@@ -388,6 +391,12 @@ def sim_kiosk(**options: Any) -> None:
                 "load_lost",
                 ("FEN",),
                 lambda a: kiosk_of(link).load(int(a[0]), lose_confirmation=True),
+            ),
+            Command("ep_load", ("FEN",), lambda a: kiosk_of(link).ep_load(int(a[0]))),
+            Command(
+                "ep_load_lost",
+                ("FEN",),
+                lambda a: kiosk_of(link).ep_load(int(a[0]), lose_confirmation=True),
             ),
             Command("recover", (), lambda a: kiosk_of(link).recover()),
         )
