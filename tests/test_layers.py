@@ -20,9 +20,14 @@ MAY_IMPORT = {
     "switch": PROJECT - {"simulators"},
 }
 # Of switch/, simulators may use only the card connection (and its personalisation steps); of
-# ledger/, only the catalogue's documented file format (the HIS simulator prices from it).
+# ledger/, only documented file formats: the catalogue (the HIS simulator prices from it) and the
+# day-end bank files (the bank simulator answers payout files).
 SIMULATORS_FROM_SWITCH = {"switch.card_connection", "switch.card_personalize"}
-SIMULATORS_FROM_LEDGER = {"ledger.medical.catalogue"}
+SIMULATORS_FROM_LEDGER = {
+    "ledger.medical.catalogue",
+    "ledger.dayend.payout_file",  # the bank simulator reads payout files, writes its answers
+    "ledger.dayend.bank_files",
+}
 MESSAGES_STDLIB = {
     "__future__",
     "collections",
