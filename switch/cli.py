@@ -55,3 +55,6 @@ from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401
 from switch.cli_review import review_group  # noqa: E402
 
 main.add_command(review_group)
+from switch.cli_dayend import dayend_group  # noqa: E402
+
+main.add_command(dayend_group)
