@@ -14,7 +14,7 @@ import getpass
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import click
 
@@ -23,12 +23,20 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger.core import Ledger
 from ledger.dayend import bank_files as bf
+from ledger.dayend import payout_file as pf
 from ledger.dayend.recon_returns import ReturnImport, import_returns
 from ledger.dayend.recon_statement import StatementImport, import_statement
 from ledger.medical.split import yuan
 from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
+from simulators.bank_files import (
+    ReturnRule,
+    StatementInput,
+    issuer_savings_debits,
+    return_file,
+    statement_file,
+)
 from switch import config as config_module
 from switch.cli_keys import Home, load_hsm, resolve
 from switch.cli_ledger import db_option
@@ -163,4 +171,189 @@ def import_statement_command(
         f"{file.name}: OK bank {s.bank_id} {s.account} {s.statement_date}: {len(s.entries)} "
         f"lines — {done.count('matched')} matched, {done.count('review')} to review, "
         f"{done.count('already')} already imported"
+    )
+
+
+# -- medswitch sim bank-files: the bank's side -------------------------------------------------
+def _sim_key(home: Path, component_files: tuple[Path, ...], alias: str) -> tuple[Hsm, KeyRef]:
+    bank_home = Home(home, "bank-sim")
+    hsm: Hsm = load_hsm(bank_home, component_files, 2)
+    return hsm, asyncio.run(resolve(bank_home, alias))
+
+
+def _write(out: Path, name: str, data: bytes) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_bytes(data)
+    return path
+
+
+def _returned(values: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """ID[:CODE[:TEXT]] → {id: (code, text)}; the code defaults to R002."""
+    found = {}
+    for value in values:
+        key, _, rest = value.partition(":")
+        code, _, text = rest.partition(":")
+        code = code or "R002"
+        if code not in bf.REASONS:
+            raise click.BadParameter(
+                f"{code}: one of {', '.join(bf.REASONS)}", param_hint="--return"
+            )
+        found[key] = (code, text)
+    return found
+
+
+_sim_options = [
+    click.option(
+        "--home",
+        envvar="MEDSWITCH_HOME",
+        default="var/demo",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Key home holding the file key.",
+    ),
+    components_option,
+    click.option("--file-key", default=None, help="ALIAS (default: [dayend] bank/{bank}/FILE)."),
+    click.option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="Directory to write the file into.",
+    ),
+]
+
+
+def _with_sim_options(function: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(_sim_options):
+        function = option(function)
+    return function
+
+
+@click.group("bank-files")
+def bank_files_sim() -> None:
+    """The bank's day-end files: return files 回盘 for payout files, daily statements."""
+
+
+@bank_files_sim.command("returns")
+@click.argument("payout_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_with_sim_options
+@click.option("--date", "return_date", required=True, help="The return file's date, yyyy-mm-dd.")
+@click.option(
+    "--return",
+    "returned",
+    multiple=True,
+    help="Return a payment: PAYOUT_ID or PAYEE_ID[:CODE[:TEXT]] (repeat); CODE R002 "
+    "(account number wrong) by default.",
+)
+@click.option("--return-above", type=int, default=None, help="Return every payment above FEN.")
+def sim_returns(
+    payout_file: Path,
+    home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str | None,
+    out: Path,
+    return_date: str,
+    returned: tuple[str, ...],
+    return_above: int | None,
+) -> None:
+    """Answer a released PAYOUT_FILE: every payment paid, except those returned by rule."""
+    data = payout_file.read_bytes()
+    bank = pf.header_bank(data) or payout_file.name.split("_")[2]
+    hsm, key = _sim_key(home, component_files, file_key or _alias(bank))
+    rule = ReturnRule(_returned(returned), return_above)
+    try:
+        name, sealed = asyncio.run(return_file(hsm, key, data, return_date, rule))
+    except (pf.PayoutFileError, HsmError) as error:
+        raise click.ClickException(f"{payout_file.name}: REFUSED by the bank: {error}") from None
+    path = _write(out, name, sealed)
+    answer, _, _ = bf.split_return(sealed)
+    back = [x for x in answer.lines if x.status == bf.RETURNED]
+    click.echo(f"{path}: {len(answer.lines)} payments, {len(back)} returned")
+
+
+def _alias(bank: str) -> str:
+    try:
+        return config_module.load().dayend.file_key_alias.format(bank=bank)
+    except config_module.ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _unit_amounts(values: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for value in values:
+        unit, _, fen = value.partition("=")
+        if not unit or not fen.isdigit() or int(fen) <= 0:
+            raise click.BadParameter(f"{value!r}: UNIT=FEN", param_hint="--contribution")
+        found.append((unit, int(fen)))
+    return tuple(found)
+
+
+@bank_files_sim.command("statement")
+@_with_sim_options
+@click.option("--bank", "bank_id", required=True, help="The bank's id (b1, b2…).")
+@click.option("--date", "statement_date", required=True, help="yyyy-mm-dd.")
+@click.option("--account", type=click.Choice([bf.FUND, bf.EP_FLOAT]), required=True)
+@click.option("--contribution", multiple=True, help="UNIT=FEN received (FUND; repeat).")
+@click.option("--savings-debits", type=int, default=0, help="The day's savings debits (EPFLOAT).")
+@click.option(
+    "--issuer-log",
+    type=click.File("r"),
+    default=None,
+    help="Savings debits from `sim bank issuer`'s JSON lines instead.",
+)
+@click.option(
+    "--paid-from",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A return file whose paid payments left the account (repeat).",
+)
+@click.option("--other", multiple=True, help="PARTY=FEN[:D] an item the centre cannot expect.")
+def sim_statement(
+    home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str | None,
+    out: Path,
+    bank_id: str,
+    statement_date: str,
+    account: str,
+    contribution: tuple[str, ...],
+    savings_debits: int,
+    issuer_log: TextIO | None,
+    paid_from: tuple[Path, ...],
+    other: tuple[str, ...],
+) -> None:
+    """The day's statement of the centre's FUND or EPFLOAT account at the bank."""
+    hsm, key = _sim_key(home, component_files, file_key or _alias(bank_id))
+    if issuer_log is not None:
+        savings_debits = issuer_savings_debits(issuer_log)
+    try:
+        paid = tuple(asyncio.run(bf.parse_return(hsm, key, p.read_bytes())) for p in paid_from)
+    except (bf.BankFileError, HsmError) as error:
+        raise click.ClickException(f"--paid-from: {error}") from None
+    others = []
+    for value in other:
+        party, _, rest = value.partition("=")
+        fen, _, direction = rest.partition(":")
+        if not fen.isdigit() or direction not in ("", bf.CREDIT, bf.DEBIT):
+            raise click.BadParameter(f"{value!r}: PARTY=FEN[:C|D]", param_hint="--other")
+        others.append((party, int(fen), direction or bf.CREDIT))
+    given = StatementInput(
+        bank_id,
+        statement_date,
+        account,
+        _unit_amounts(contribution),
+        savings_debits,
+        paid,
+        tuple(others),
+    )
+    try:
+        name, sealed = asyncio.run(statement_file(hsm, key, given))
+    except (bf.BankFileError, HsmError) as error:
+        raise click.ClickException(str(error)) from None
+    path = _write(out, name, sealed)
+    statement, _, _ = bf.split_statement(sealed)
+    click.echo(
+        f"{path}: {len(statement.entries)} lines, credits {yuan(statement.total_fen(bf.CREDIT))}"
+        f" yuan, debits {yuan(statement.total_fen(bf.DEBIT))} yuan"
     )
