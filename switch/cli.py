@@ -58,3 +58,6 @@ main.add_command(review_group)
 from switch.cli_dayend import dayend_group  # noqa: E402
 
 main.add_command(dayend_group)
+from switch.cli_recon import bank_files_sim  # noqa: E402
+
+sim_group.add_command(bank_files_sim)
