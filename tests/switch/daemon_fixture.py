@@ -1,17 +1,24 @@
-"""A real daemon on 127.0.0.1 (port 0) over a temporary SQLite database and key store, and a
-terminal that speaks to it through the same messages/hsm code (its own secure module)."""
+"""A real daemon on 127.0.0.1 (port 0) over a temporary database — SQLite, or a fresh PostgreSQL
+schema (``backend="postgres"``; tests take the ``backend`` fixture to run on both) — and key
+store, and a terminal that speaks to it through the same messages/hsm code (its own secure
+module)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
 
 from hsm.des import kcv
 from hsm.interface import MacAlgorithm, SignOnKeys
@@ -29,6 +36,13 @@ from messages.terminal import TerminalMessage, TerminalReply
 from switch.app import App
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
+from tests.ledger.pg_support import DSN, fresh_schema
+
+if TYPE_CHECKING:
+    from tests.switch.kiosk import CardOnFile, PsamOnFile
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
 
 ZONE = ZoneInfo("Asia/Shanghai")
 INSTITUTION = "101320000000001"
@@ -37,6 +51,27 @@ CODEC = Codec(TERMINAL)
 
 def now() -> datetime:
     return datetime.now(ZONE).replace(microsecond=0)
+
+
+async def make_pg_database(url: str, terminals: dict[str, str]) -> None:
+    from switch.database import migrate_postgres
+
+    await migrate_postgres(url)
+    connection = await asyncpg.connect(DSN, server_settings={"search_path": url.split("=")[-1]})
+    try:
+        await connection.execute(
+            "INSERT INTO institutions (id, kind, name, level) VALUES ($1, 'hospital', 'Demo', 3)",
+            INSTITUTION,
+        )
+        for terminal_id, kind in terminals.items():
+            await connection.execute(
+                "INSERT INTO terminals (id, institution_id, kind) VALUES ($1, $2, $3)",
+                terminal_id,
+                INSTITUTION,
+                kind,
+            )
+    finally:
+        await connection.close()
 
 
 def make_database(path: Path, terminals: dict[str, str]) -> None:
@@ -128,6 +163,36 @@ class Daemon:
     store: MemoryKeyStore
     home: Path
 
+    def sql(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement (``?`` parameters) on the daemon's database, committed."""
+        stores = self.app.stores
+        assert stores is not None
+        if stores.bridge is not None:
+            with contextlib.closing(stores.bridge.connection()) as pg:
+                return pg.execute(statement, parameters).fetchall()
+        with contextlib.closing(sqlite3.connect(self.home / "medswitch.db")) as db, db:
+            return db.execute(statement, parameters).fetchall()
+
+    def first_card(self) -> CardOnFile:
+        from tests.switch.kiosk import CardOnFile  # kiosk builds on this module
+
+        return CardOnFile(
+            *self.sql(
+                "SELECT card_no, application_serial, cardholder_id FROM cards"
+                " ORDER BY card_no LIMIT 1"
+            )[0]
+        )
+
+    def first_psam(self) -> PsamOnFile:
+        from tests.switch.kiosk import PsamOnFile
+
+        return PsamOnFile(
+            *self.sql(
+                "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams"
+                " ORDER BY serial LIMIT 1"
+            )[0]
+        )
+
     @asynccontextmanager
     async def terminal(
         self, terminal_id: str, *, provision: bool = True
@@ -145,18 +210,41 @@ class Daemon:
 
 @asynccontextmanager
 async def running_daemon(
-    tmp: Path, terminals: dict[str, str] | None = None, *, cardholders: int = 0
+    tmp: Path,
+    terminals: dict[str, str] | None = None,
+    *,
+    cardholders: int = 0,
+    backend: str = "sqlite",
 ) -> AsyncIterator[Daemon]:
     """The daemon over a database with ``terminals`` (and nothing else), or, with
     ``cardholders``, over a demo deployment (institutions, terminals, funded cards)."""
+    if backend == "postgres":
+        async with fresh_schema() as schema:
+            url = f"{DSN}?schema={schema}"
+            if cardholders:
+                await asyncio.to_thread(init_demo, url, cardholders)
+            else:
+                await make_pg_database(url, terminals or {})
+            async with _serving(tmp, url) as daemon:
+                yield daemon
+        return
     if cardholders:
         await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
     else:
         make_database(tmp / "medswitch.db", terminals or {})
+    async with _serving(tmp, "") as daemon:
+        yield daemon
+
+
+@asynccontextmanager
+async def _serving(tmp: Path, database_url: str) -> AsyncIterator[Daemon]:
     store = MemoryKeyStore()
     hsm = new_hsm(store)
     config = Config(
-        home=str(tmp), terminal=replace(ListenConfig(), port=0), http=HttpConfig(port=0)
+        home=str(tmp),
+        database_url=database_url,
+        terminal=replace(ListenConfig(), port=0),
+        http=HttpConfig(port=0),
     )
     app = App(config, hsm, Sessions(store), clock=now)
     await app.start()

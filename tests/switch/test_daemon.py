@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,7 +20,13 @@ from messages.terminal import (
     SignOn,
     SignOnReply,
 )
-from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
+from tests.switch.daemon_fixture import (
+    CODEC,
+    Daemon,
+    Terminal,
+    now,
+    running_daemon,
+)
 
 TERMINALS = {"POS00001": "pos", "KIOSK001": "kiosk"}
 
@@ -39,9 +44,9 @@ async def sign_on(terminal: Terminal) -> SignOnReply:
     return reply
 
 
-def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        async with running_daemon(tmp_path, TERMINALS) as daemon:
+        async with running_daemon(tmp_path, TERMINALS, backend=backend) as daemon:
             await scenario(daemon)
 
     # The daemon runs on uvloop in production (medswitch serve); test it there.
@@ -49,7 +54,7 @@ def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
         runner.run(asyncio.wait_for(main(), timeout=60))
 
 
-def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path) -> None:
+def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         async with daemon.terminal("POS00001") as pos:
             reply = await sign_on(pos)
@@ -62,10 +67,10 @@ def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path) ->
             assert echo.response_code == "00"
             assert echo.mac is not None  # MACed under the new MAK, checked by exchange()
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_refusals(tmp_path: Path) -> None:
+def test_refusals(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         async with daemon.terminal("POS00001") as pos:
             before = await pos.exchange(Echo(**pos.envelope()))
@@ -85,10 +90,10 @@ def test_refusals(tmp_path: Path) -> None:
             reply = await kiosk.exchange(SignOn(**kiosk.envelope()), mac=False)
             assert reply.response_code == Outcome.INVALID_MERCHANT.code
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path) -> None:
+def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         async with daemon.terminal("POS00001") as pos:
             message = Message(
@@ -105,10 +110,10 @@ def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path) -> None:
             assert answer.fields[11] == "000042"
             assert answer.fields[41] == "POS00001"
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_metrics_health_and_readiness(tmp_path: Path) -> None:
+def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         async with daemon.terminal("POS00001") as pos:
             await sign_on(pos)
@@ -141,18 +146,17 @@ def test_metrics_health_and_readiness(tmp_path: Path) -> None:
         else:
             raise AssertionError("the HIS API answered without credentials")
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_parameter_and_incremental_blacklist_download(tmp_path: Path) -> None:
+def test_parameter_and_incremental_blacklist_download(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        with sqlite3.connect(daemon.home / "medswitch.db") as connection:
-            for version in range(1, 61):  # 60 loss reports; the fifth is later unlossed
-                connection.execute(
-                    "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
-                    " added_at_us) VALUES (?, 'lost', ?, ?, 0)",
-                    (f"31{version:014d}", version, 61 if version == 5 else None),
-                )
+        for version in range(1, 61):  # 60 loss reports; the fifth is later unlossed
+            daemon.sql(
+                "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+                " added_at_us) VALUES (?, 'lost', ?, ?, 0)",
+                (f"31{version:014d}", version, 61 if version == 5 else None),
+            )
         async with daemon.terminal("POS00001") as pos:
             await sign_on(pos)
             parameters = await pos.exchange(ParameterDownload(**pos.envelope()))
@@ -176,4 +180,4 @@ def test_parameter_and_incremental_blacklist_download(tmp_path: Path) -> None:
             assert len(held) == 59
             assert bytes.fromhex("0000" + f"31{5:014d}") not in held
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)

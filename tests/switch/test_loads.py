@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,11 +20,15 @@ from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignO
 from simulators.card.card import Tear
 from switch.card_connection import CardRemovedError
 from switch.logs import JsonFormatter
-from tests.switch.daemon_fixture import CODEC, Daemon, Terminal, now, running_daemon
+from tests.switch.daemon_fixture import (
+    CODEC,
+    Daemon,
+    Terminal,
+    now,
+    running_daemon,
+)
 from tests.switch.kiosk import (
     card_balance,
-    first_card,
-    first_psam,
     issue_card,
     issue_card_with_keys,
     issue_psam,
@@ -58,9 +61,9 @@ async def balances(daemon: Daemon, serial: str, cardholder: str) -> tuple[int, i
     return tuple(found[i].balance_fen if i in found else 0 for i in ids)  # type: ignore[return-value]
 
 
-def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        async with running_daemon(tmp_path, cardholders=3) as daemon:
+        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
             await scenario(daemon)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -68,13 +71,13 @@ def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_kiosk_load_with_mac1_mac2_and_tac(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, backend: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
 
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -87,7 +90,7 @@ def test_kiosk_load_with_mac1_mac2_and_tac(
         assert (shadow, doubt, fund_before - fund) == (12_345, 0, 12_345)
         seen.append(on_file.card_no)
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
     # Everything the daemon logged, as its JSON lines: the PAN only masked (first 6, last 4).
     (pan,) = seen
     lines = "\n".join(JsonFormatter().format(record) for record in caplog.records)
@@ -95,9 +98,9 @@ def test_kiosk_load_with_mac1_mac2_and_tac(
     assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in lines
 
 
-def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path) -> None:
+def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -110,12 +113,12 @@ def test_lost_confirmation_is_resolved_by_the_cards_next_load(tmp_path: Path) ->
         shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (shadow, doubt, fund_before - fund) == (5_700, 0, 5_700)
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_load_refusals_move_no_money(tmp_path: Path) -> None:
+def test_load_refusals_move_no_money(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         before = await balances(daemon, on_file.serial, on_file.cardholder_id)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -127,10 +130,7 @@ def test_load_refusals_move_no_money(tmp_path: Path) -> None:
             reply, _ = await kiosk_load(kiosk, conn, unknown, 100)
             assert reply.response_code == Outcome.INVALID_CARD.code
             assert card_balance(conn) == 0
-            with sqlite3.connect(daemon.home / "medswitch.db") as connection:
-                connection.execute(
-                    "UPDATE cards SET status = 'lost' WHERE card_no = ?", (on_file.card_no,)
-                )
+            daemon.sql("UPDATE cards SET status = 'lost' WHERE card_no = ?", (on_file.card_no,))
             reply, _ = await kiosk_load(kiosk, conn, on_file, 100)
             assert reply.response_code == Outcome.LOST_CARD.code
             assert reply.card is not None and reply.card.issuer_script is not None
@@ -139,12 +139,14 @@ def test_load_refusals_move_no_money(tmp_path: Path) -> None:
             assert sw == 0x6A81  # function locked
         assert await balances(daemon, on_file.serial, on_file.cardholder_id) == before
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_a_retransmitted_load_gets_the_original_reply_and_posts_nothing(tmp_path: Path) -> None:
+def test_a_retransmitted_load_gets_the_original_reply_and_posts_nothing(
+    tmp_path: Path, backend: str
+) -> None:
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -170,12 +172,12 @@ def test_a_retransmitted_load_gets_the_original_reply_and_posts_nothing(tmp_path
         _, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (doubt, fund_before - fund) == (800, 800)
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_balance_inquiry_shows_fund_and_shadows(tmp_path: Path) -> None:
+def test_balance_inquiry_shows_fund_and_shadows(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         async with daemon.terminal(KIOSK) as kiosk:
             await signed_on_kiosk(daemon, kiosk)
@@ -186,13 +188,12 @@ def test_balance_inquiry_shows_fund_and_shadows(tmp_path: Path) -> None:
         _, _, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert shown == {"91": fund, "92": 3_000, "93": 0}
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_card_debit_advice_posts_once_and_a_forged_tac_never(tmp_path: Path) -> None:
+def test_card_debit_advice_posts_once_and_a_forged_tac_never(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
+        on_file, psam_row = daemon.first_card(), daemon.first_psam()
         conn, keys = await issue_card_with_keys(daemon, on_file)
         psam = await issue_psam(daemon, psam_row, keys.purchase)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -222,16 +223,18 @@ def test_card_debit_advice_posts_once_and_a_forged_tac_never(tmp_path: Path) -> 
         reasons = [item.reason for item in await ledger.reviews()]
         assert "bad_tac" in reasons
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
 @pytest.mark.parametrize("tear", [Tear.BEFORE_UPDATE, Tear.AFTER_UPDATE], ids=lambda t: t.value)
-def test_a_torn_load_is_settled_by_the_cards_retry(tmp_path: Path, tear: Tear) -> None:
+def test_a_torn_load_is_settled_by_the_cards_retry(
+    tmp_path: Path, tear: Tear, backend: str
+) -> None:
     """Power lost in CREDIT FOR LOAD, before or after the card wrote its balance: the retry's
     MAC1 (counter and balance) proves which, and the card, shadow and fund agree after it."""
 
     async def scenario(daemon: Daemon) -> None:
-        on_file = first_card(daemon.home / "medswitch.db")
+        on_file = daemon.first_card()
         conn = await issue_card(daemon, on_file)
         _, _, fund_before = await balances(daemon, on_file.serial, on_file.cardholder_id)
         async with daemon.terminal(KIOSK) as kiosk:
@@ -248,4 +251,4 @@ def test_a_torn_load_is_settled_by_the_cards_retry(tmp_path: Path, tear: Tear) -
         shadow, doubt, fund = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert (shadow, doubt, fund_before - fund) == (expected, 0, expected)
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)

@@ -18,18 +18,19 @@ import uvloop
 from ledger.kinds import AccountKind, account_id
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
 from ledger.medical.policy import EXAMPLE
-from ledger.medical.sql_reference import ReferenceData
-from ledger.medical.sql_store import sqlite_engine
 from messages.outcome import Outcome
 from messages.private import BillData, CardData, OriginalData
 from messages.terminal import DebitAdvice, Reversal, Settlement, TerminalReply, Void
-from tests.switch.daemon_fixture import Daemon, Terminal, now, running_daemon
+from tests.switch.daemon_fixture import (
+    Daemon,
+    Terminal,
+    now,
+    running_daemon,
+)
 from tests.switch.kiosk import (
     CardOnFile,
     PsamOnFile,
     card_balance,
-    first_card,
-    first_psam,
     issue_card_with_keys,
     issue_psam,
     kiosk_load,
@@ -48,9 +49,10 @@ CATALOGUE = CatalogueVersion(
 )
 
 
-def medical_reference(database: Path, institution: str) -> str:
+def medical_reference(daemon: Daemon, institution: str) -> str:
     """The catalogue and this year's policy, and the institution's HIS credential."""
-    reference = ReferenceData(sqlite_engine(database))
+    assert daemon.app.stores is not None
+    reference = daemon.app.stores.reference
     micros = int(now().timestamp() * 1_000_000)
     reference.add_catalogue(CATALOGUE, "0" * 64, micros, "test")
     reference.set_policy(EXAMPLE.replace("2026", str(now().year)), micros, "test")
@@ -97,20 +99,19 @@ async def settle(
     return reply, BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
 
 
-def run(tmp_path: Path, scenario) -> None:  # type: ignore[no-untyped-def]
+def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        async with running_daemon(tmp_path, cardholders=3) as daemon:
+        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
             await scenario(daemon)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(main(), timeout=120))
 
 
-def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path) -> None:
+def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam.institution_id)
+        on_file, psam = daemon.first_card(), daemon.first_psam()
+        token = await asyncio.to_thread(medical_reference, daemon, psam.institution_id)
         body = {
             "his_bill_no": "HIS-0001",
             "card_no": on_file.card_no,
@@ -139,7 +140,7 @@ def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path) -> None
                 split["self_pay_fen"],
             )
             assert answer.ed_fen == answer.personal_fen and answer.explanation
-            other = first_card(db).card_no[:-1] + "0"
+            other = daemon.first_card().card_no[:-1] + "0"
             refused, _ = await settle(pos, daemon, other, bill_id, 22_000)
             assert refused.response_code in (Outcome.INVALID_CARD.code, "14")
         async with daemon.terminal("K0000001") as kiosk:  # the centre's kiosk owns no bill
@@ -147,16 +148,15 @@ def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path) -> None
             foreign, _ = await settle(kiosk, daemon, on_file.card_no, bill_id, 22_000)
             assert foreign.response_code == Outcome.ORIGINAL_NOT_FOUND.code
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
 def test_settled_bill_completes_once_when_the_card_pays_its_personal_share(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        on_file, psam_row = daemon.first_card(), daemon.first_psam()
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
         body = {
             "his_bill_no": "HIS-0002",
             "card_no": on_file.card_no,
@@ -202,15 +202,14 @@ def test_settled_bill_completes_once_when_the_card_pays_its_personal_share(
         )
         assert state["state"] == "completed"  # the accumulators are committed with it
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
 async def _submitted_bill(
     daemon: Daemon, his_bill_no: str, quantity: int
 ) -> tuple[CardOnFile, PsamOnFile, str, str, dict[str, Any]]:
-    db = daemon.home / "medswitch.db"
-    on_file, psam_row = first_card(db), first_psam(db)
-    token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+    on_file, psam_row = daemon.first_card(), daemon.first_psam()
+    token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
     body = {
         "his_bill_no": his_bill_no,
         "card_no": on_file.card_no,
@@ -223,7 +222,7 @@ async def _submitted_bill(
     return on_file, psam_row, token, submitted["bill_id"], submitted["split"]
 
 
-def test_reversal_before_the_debit_cancels_the_approval(tmp_path: Path) -> None:
+def test_reversal_before_the_debit_cancels_the_approval(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-R1", 1)
         async with daemon.terminal(psam_row.terminal_id) as pos:
@@ -254,10 +253,10 @@ def test_reversal_before_the_debit_cancels_the_approval(tmp_path: Path) -> None:
         assert state["state"] == "reversed"
         assert split["total_fen"] == 15_000
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
-def test_void_after_the_debit_puts_every_share_back(tmp_path: Path) -> None:
+def test_void_after_the_debit_puts_every_share_back(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
         on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-V1", 10)
         personal, pooled = split["personal_account_fen"], split["pooled_fen"]
@@ -301,4 +300,4 @@ def test_void_after_the_debit_puts_every_share_back(tmp_path: Path) -> None:
         )
         assert state["state"] == "voided"
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)

@@ -1,0 +1,13 @@
+"""Fixtures shared by the switch tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.switch.daemon_fixture import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The daemon's database: every test taking this runs on SQLite and on PostgreSQL."""
+    return str(request.param)
