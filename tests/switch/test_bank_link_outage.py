@@ -1,0 +1,104 @@
+"""The bank link killed for a while under traffic, over real sockets: two kiosks load their cards'
+purses from savings without pause while the bank host first drops its connections after
+debiting (the switch answers 98 and queues reversals), then goes away altogether (91: nothing
+sent), then comes back on the same port. Afterwards nothing is lost or doubled: the bank's
+savings debits still standing equal the loads the kiosks were approved, the cards' EP balances
+and their shadows; nothing is left in doubt; the reversal queue is drained and each reversal
+was applied once at the bank."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import uvloop
+
+from messages.private import Purse
+from simulators import terminal_card
+from simulators.bank import IssuerRules
+from simulators.kiosk import Kiosk
+from simulators.terminal_link import TerminalError
+from tests.switch.bank_support import BankDaemon, bank_daemon, until
+from tests.switch.kiosk import PIN
+from tests.switch.test_scripted_day import cards_on_file, issue_cards, terminal_link
+
+ROUNDS_MAX = 400  # loads per kiosk, at most
+
+
+class Traffic:
+    def __init__(self) -> None:
+        self.approved: dict[str, int] = {}  # card number → fen approved
+        self.codes: list[str] = []
+        self.stop = asyncio.Event()
+
+    async def run(self, kiosk: Kiosk) -> None:
+        for round_no in range(ROUNDS_MAX):
+            if self.stop.is_set():
+                return
+            amount = 100 + round_no
+            try:
+                await kiosk.ep_load(amount)
+            except TerminalError as error:
+                self.codes.append(str(error).rsplit(" ", 1)[-1])
+            else:
+                self.codes.append("00")
+                self.approved[kiosk.pan] = self.approved.get(kiosk.pan, 0) + amount
+            await asyncio.sleep(0.05)
+
+
+def test_a_bank_link_killed_under_traffic_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        daemon = bank.daemon
+        cards = cards_on_file(bank.database, 2)
+        connections, _ = await issue_cards(daemon, cards)
+        port = daemon.app.terminal_port
+        kiosks = []
+        for i, (on_file, conn) in enumerate(zip(cards, connections, strict=True)):
+            link = await terminal_link(
+                daemon, f"K000000{i + 1}", "centre", tmp_path / f"k{i}.json", port, 10.0
+            )
+            kiosks.append(Kiosk(link, conn, pan=on_file.card_no, pin=PIN))
+        traffic = Traffic()
+        try:
+            for kiosk in kiosks:
+                await kiosk.sign_on()
+            running = asyncio.gather(*(traffic.run(kiosk) for kiosk in kiosks))
+            await until(lambda: traffic.codes.count("00") >= 2)
+            bank.issuer.rules = IssuerRules(disconnect=True)  # debits, then the line drops
+            await until(lambda: "98" in traffic.codes)
+            bank.issuer.rules = IssuerRules()
+            issuer_port = bank.issuer.port
+            await bank.issuer.close()  # the bank host goes away
+            await until(lambda: traffic.codes.count("91") >= 2)
+            before = traffic.codes.count("00")
+            await bank.issuer.start(port=issuer_port)
+            await until(lambda: traffic.codes.count("00") >= before + 4, timeout_s=60)
+            traffic.stop.set()
+            await asyncio.wait_for(running, timeout=60)
+            await until(lambda: set(bank.reversal_statuses()) == {"acknowledged"})
+        finally:
+            for kiosk in kiosks:
+                await kiosk.link.close()
+
+        assert {"00", "98", "91"} <= set(traffic.codes), traffic.codes
+        approved = sum(traffic.approved.values())
+        assert sum(bank.issuer.applied.values()) == approved  # debited once, reversed once
+        reversed_keys = {r.typed.original for r in bank.issuer.received if r.mti[:2] == "04"}
+        assert len(reversed_keys) == len(bank.reversal_statuses()) >= 1
+        total_shadow = 0
+        for on_file, conn in zip(cards, connections, strict=True):
+            shadow, in_doubt, _ = await bank.ep_accounts(on_file.serial)
+            terminal_card.open_application(conn, PIN)
+            card_ep = terminal_card.balance(conn, Purse.EP)
+            expected = traffic.approved.get(on_file.card_no, 0)
+            assert (shadow, in_doubt) == (card_ep, 0) == (expected, 0)
+            total_shadow += shadow
+        clearing = (await bank.ep_accounts(cards[0].serial))[2]
+        assert abs(clearing) == total_shadow == approved
+
+    async def main() -> None:
+        async with bank_daemon(tmp_path, outbound_connections=2) as daemon:
+            await scenario(daemon)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=180))
