@@ -1,4 +1,5 @@
-"""`medswitch sim bank`: a bank host simulator, both sides of the link (simulators/bank.py).
+"""`medswitch sim bank`: a bank host simulator, both sides of the link (simulators/bank.py);
+`medswitch bank key-change`: the running daemon changes a bank link's zone keys now.
 
     medswitch sim bank acquirer --card 6212340000000016 --reader "Virtual PCD 00 00" \\
         --script counter.txt -c custodians/a.component -c custodians/b.component
@@ -21,6 +22,8 @@ import contextlib
 import json
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TextIO
 
@@ -181,3 +184,40 @@ def _print_received(received: Received) -> None:
     }
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
+
+
+@click.group("bank")
+def bank_group() -> None:
+    """The bank host links of the running daemon."""
+
+
+@bank_group.command("key-change")
+@click.option("--bank", "bank_id", required=True, help="The bank (its acquirer id, F32).")
+@click.option(
+    "--url",
+    default=None,
+    help="The daemon's HTTP side (default: http://[http] host:port of the configuration).",
+)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600))
+def key_change(bank_id: str, url: str | None, timeout: float) -> None:
+    """Change the outbound link's zone keys now: new ZAK, ZPK and file key under the link's
+    ZMK, taken by the bank (its KCVs checked) before the daemon uses them."""
+    if url is None:
+        from switch.config import ConfigError, load
+
+        try:
+            http = load().http
+        except ConfigError as err:
+            raise click.ClickException(f"configuration: {err}") from None
+        url = f"http://{http.host}:{http.port}"
+    target = f"{url.rstrip('/')}/bank/{bank_id}/key-change"
+    request = urllib.request.Request(target, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        detail = json.loads(err.read() or b"{}").get("error", err.reason)
+        raise click.ClickException(f"key change refused: {detail}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise click.ClickException(f"{target}: {err}") from None
+    click.echo(f"bank {answer['bank']}: keys changed, new ZAK KCV {answer['zak_kcv']}")
