@@ -45,9 +45,10 @@ from switch.cli_cards import cards, psams  # noqa: E402
 
 main.add_command(cards)
 main.add_command(psams)
-from switch.cli_bank import bank_sim  # noqa: E402
+from switch.cli_bank import bank_group, bank_sim  # noqa: E402
 
 sim_group.add_command(bank_sim)
+main.add_command(bank_group)
 from switch.cli_ledger_files import ledger_files  # noqa: E402  (also adds import contributions|cardholders)
 
 main.add_command(ledger_files)
