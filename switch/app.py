@@ -56,6 +56,8 @@ class App:
     http_port: int = 0
     ready: bool = False
     stores: Stores | None = None  # opened by start() from config.database unless given
+    worker: int = 0  # this process's index among config.workers
+    worker_metrics_runner: web.AppRunner | None = None
     ledger: Ledger | None = None
     cards: SqlCards | None = None
     medical_store: SqlMedicalStore | None = None
@@ -142,9 +144,18 @@ class App:
             self.bank.mount(http)
         self.http_runner = web.AppRunner(http, access_log=None)
         await self.http_runner.setup()
-        sock = socket.create_server((self.config.http.host, self.config.http.port), backlog=128)
+        shared = self.config.workers > 1
+        address = (self.config.http.host, self.config.http.port)
+        sock = socket.create_server(address, backlog=128, reuse_port=shared)
         self.http_port = sock.getsockname()[1]  # the bound port when configured as 0
         await web.SockSite(self.http_runner, sock).start()
+        if shared and self.config.http.worker_metrics_port:
+            own = web.Application()
+            own.router.add_get("/metrics", self._metrics)
+            self.worker_metrics_runner = web.AppRunner(own, access_log=None)
+            await self.worker_metrics_runner.setup()
+            port = self.config.http.worker_metrics_port + self.worker
+            await web.TCPSite(self.worker_metrics_runner, self.config.http.host, port).start()
 
     async def _metrics(self, _: web.Request) -> web.Response:
         listener = self.terminal_listener
@@ -192,6 +203,8 @@ class App:
             await self.terminal_listener.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+        if self.worker_metrics_runner is not None:
+            await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
             await self.stores.close()
 
@@ -214,7 +227,8 @@ async def serve_until_signalled(app: App) -> None:
     bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""
     print(
         f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}"
-        f"{bank}, HTTP on {app.config.http.host}:{app.http_port}",
+        f"{bank}, HTTP on {app.config.http.host}:{app.http_port}"
+        + (f" (worker {app.worker + 1} of {app.workers})" if app.workers > 1 else ""),
         flush=True,
     )
     await stop.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,14 +11,18 @@ from pathlib import Path
 import click
 
 from hsm.interface import Hsm
+from hsm.keystore import KeyStore
 from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
 from switch import logs
 from switch.app import App, serve_until_signalled
-from switch.config import Config, ConfigError, load
+from switch.config import Config, ConfigError, check, load
+from switch.database import open_stores
 from switch.keystore_file import FileKeyStore
-from switch.sessions import Sessions
+from switch.pg_stores import PgKeyStore, RoutedKeyStore
+from switch.sessions import Sessions, SharedSessions
+from switch.workers import run_workers
 
 
 def _load_config(path: Path | None) -> Config:
@@ -27,9 +32,13 @@ def _load_config(path: Path | None) -> Config:
         raise click.ClickException(f"configuration: {err}") from None
 
 
-def _soft_hsm(config: Config) -> Hsm:
+def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
+    """The software HSM over ``store``, its LMK formed from the configured components and
+    checked against the home's recorded check value (as ``cli_keys.open_soft_hsm``)."""
     from hsm.errors import HsmError
-    from switch.cli_keys import component_files_of, open_soft_hsm
+    from hsm.lmk import Lmk, LmkError
+    from hsm.soft import SoftHsm
+    from switch.cli_keys import Home, component_files_of
 
     files = [Path(f) for f in config.hsm.lmk_components]
     if not files:
@@ -37,20 +46,51 @@ def _soft_hsm(config: Config) -> Hsm:
             "hsm.lmk_components names no component files: the daemon forms the LMK from them"
         )
     try:
-        return open_soft_hsm(config.home_path, component_files_of(files))
+        expected = Home(config.home_path, "").expected_lmk_kcv()
+        if expected is None:
+            raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
+        return SoftHsm(Lmk(component_files_of(files), expected), store)
     except (HsmError, OSError) as err:
         raise click.ClickException(f"HSM: {err}") from None
 
 
-async def _run(config: Config) -> None:
-    if config.hsm.backend == "network":
-        from switch.hsm_net import HsmClient
+async def _run(config: Config, worker: int = 0) -> None:
+    """One worker: the stores, the key store and HSM over them, the app until SIGTERM.
 
-        hsm: Hsm = await HsmClient.connect(config.hsm.host, config.hsm.port, config.hsm.timeout_s)
-    else:
-        hsm = _soft_hsm(config)
-    app = App(config, hsm, Sessions(FileKeyStore(config.home_path / "keys.jsonl")))
+    Keys: on SQLite the file key store holds every key; on PostgreSQL terminals' working keys
+    go to the database (every worker uses a sign-on any worker answered) and the rest stays in
+    the file the key ceremonies write."""
+    stores = await open_stores(config.database)
+    try:
+        files = FileKeyStore(config.home_path / "keys.jsonl")
+        store: KeyStore = files
+        sessions = Sessions(files)
+        if stores.pool is not None:
+            store = RoutedKeyStore(PgKeyStore(stores.pool), files)
+            sessions = SharedSessions(store)
+        if config.hsm.backend == "network":
+            from switch.hsm_net import HsmClient
+
+            hsm: Hsm = await HsmClient.connect(
+                config.hsm.host, config.hsm.port, config.hsm.timeout_s
+            )
+        else:
+            hsm = _soft_hsm(config, store)
+    except BaseException:
+        await stores.close()
+        raise
+    app = App(config, hsm, sessions, stores=stores, worker=worker)
     await serve_until_signalled(app)
+
+
+def _serve_one(config: Config, worker: int = 0) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    asyncio.run(_run(config, worker))
 
 
 @click.command()
@@ -61,23 +101,36 @@ async def _run(config: Config) -> None:
     default=None,
     help="TOML file (default $MEDSWITCH_HOME/medswitch.toml).",
 )
-def serve(config_path: Path | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes on the same ports (SO_REUSEPORT; PostgreSQL only). "
+    "Default: the configuration's `workers`.",
+)
+def serve(config_path: Path | None, workers: int | None) -> None:
     """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
     /readyz. Stops on SIGTERM."""
     logs.configure(logging.INFO)
     config = _load_config(config_path)
-    database = Path(config.database.removeprefix("sqlite:///"))
-    if config.database.startswith("sqlite") and not database.exists():
-        raise click.ClickException(f"no database at {database}: run `medswitch demo init` first")
+    if workers is not None:
+        config = dataclasses.replace(config, workers=workers)
+        try:
+            check(config)
+        except ConfigError as err:
+            raise click.ClickException(f"--workers {workers}: {err}") from None
+    if not config.postgres and not config.sqlite_path.exists():
+        raise click.ClickException(
+            f"no database at {config.sqlite_path}: run `medswitch demo init` first"
+        )
     if config.hsm.backend not in ("soft", "network"):
         raise click.ClickException("hsm.backend is soft or network")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
-    asyncio.run(_run(config))
+    if config.workers == 1:
+        _serve_one(config)
+        return
+    code = run_workers(config.workers, lambda index: _serve_one(config, index))
+    if code:
+        raise SystemExit(code)
 
 
 @click.command()

@@ -40,6 +40,8 @@ class ListenConfig:
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 5880  # /metrics, /healthz, /readyz and the HIS API
+    # With workers > 1, worker i also serves its own /metrics on this port + i (0: none).
+    worker_metrics_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)

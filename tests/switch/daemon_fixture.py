@@ -107,12 +107,14 @@ class Terminal:
     batch: str = "000000"
     stan: int = 0
     institution_id: str = INSTITUTION
+    sent: bytes = b""  # the last request's payload, to send it again as a retransmission
 
     def next_stan(self) -> str:
         self.stan += 1
         return f"{self.stan:06d}"
 
     async def send(self, payload: bytes) -> bytes:
+        self.sent = payload
         self.writer.write(encode_frame(payload, LengthFormat.BINARY2))
         await self.writer.drain()
         decoder = FrameDecoder(LengthFormat.BINARY2)
