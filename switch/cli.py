@@ -62,3 +62,6 @@ main.add_command(dayend_group)
 from switch.cli_recon import bank_files_sim  # noqa: E402
 
 sim_group.add_command(bank_files_sim)
+from switch.cli_statements import statements_group  # noqa: E402
+
+main.add_command(statements_group)
