@@ -52,8 +52,8 @@ main.add_command(bank_group)
 from switch.cli_ledger_files import ledger_files  # noqa: E402  (also adds import contributions|cardholders)
 
 main.add_command(ledger_files)
-from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401
 from switch.cli_review import review_group  # noqa: E402
+from switch.cli_terminals import sim_kiosk, sim_pos  # noqa: E402, F401
 
 main.add_command(review_group)
 from switch.cli_dayend import dayend_group  # noqa: E402
@@ -65,3 +65,7 @@ sim_group.add_command(bank_files_sim)
 from switch.cli_statements import statements_group  # noqa: E402
 
 main.add_command(statements_group)
+from switch.cli_recon import import_returns_command, import_statement_command  # noqa: E402
+
+dayend_group.add_command(import_returns_command)
+dayend_group.add_command(import_statement_command)
