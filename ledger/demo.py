@@ -207,7 +207,7 @@ async def _init_postgres(
     try:
         await upgrade_postgres(connection)
         if await connection.fetchval("SELECT count(*) FROM institutions"):
-            raise FileExistsError(f"{dsn} already holds a deployment")
+            raise FileExistsError(f"{dsn.split('@')[-1]} already holds a deployment")
     finally:
         await connection.close()
     bridge = await asyncio.to_thread(PgBridge, url)

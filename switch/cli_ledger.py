@@ -103,17 +103,30 @@ def reviews(db: Path) -> None:
 
 @click.group("demo")
 def demo_group() -> None:
-    """A demo deployment on the embedded SQLite database."""
+    """A demo deployment on the embedded SQLite database or on PostgreSQL."""
 
 
 @demo_group.command("init")
 @click.option("--cardholders", default=10_000, show_default=True, type=click.IntRange(1, 10**7))
 @click.option("--seed", default=1, show_default=True, help="Same seed, same deployment.")
-@click.option("--force", is_flag=True, help="Replace an existing database.")
+@click.option("--force", is_flag=True, help="Replace an existing database (SQLite).")
+@click.option(
+    "--database",
+    "database_url",
+    default=None,
+    envvar="MEDSWITCH_DATABASE_URL",
+    help="postgresql://... (?schema=NAME optional; migrated, must hold no deployment yet) "
+    "instead of the SQLite file --db.",
+)
 @db_option
-def demo_init(cardholders: int, seed: int, force: bool, db: Path) -> None:
+def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None, db: Path) -> None:
     """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
     funded personal accounts. Keys are made by `medswitch keys`, not here."""
+    if database_url and not database_url.startswith("sqlite:///"):
+        _demo_init_postgres(database_url, cardholders, seed, force)
+        return
+    if database_url:
+        db = Path(database_url.removeprefix("sqlite:///"))
     if db.exists():
         if not force:
             raise click.ClickException(f"{db} exists (use --force to replace it)")
@@ -128,4 +141,27 @@ def demo_init(cardholders: int, seed: int, force: bool, db: Path) -> None:
         f"{summary.cardholders} cardholders, {summary.accounts} accounts; personal funds "
         f"{summary.personal_fen / 100:,.2f} yuan, pooled fund {summary.pooled_fen / 100:,.2f} "
         f"yuan ({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.ClickException("--database is postgresql://... or sqlite:///FILE")
+    if force:
+        raise click.ClickException("--force replaces SQLite files only; drop the schema instead")
+    start = time.perf_counter()
+    try:
+        with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
+            summary = init_demo(url, cardholders, seed=seed, progress=bar.update)
+    except FileExistsError as err:
+        raise click.ClickException(str(err)) from None
+    except (OSError, asyncpg.PostgresError) as err:
+        raise click.ClickException(f"PostgreSQL: {err}") from None
+    host = url.split("@")[-1]  # never the password
+    click.echo(
+        f"{host}: {summary.institutions} institutions, {summary.terminals} terminals, "
+        f"{summary.cardholders} cardholders, {summary.accounts} accounts "
+        f"({time.perf_counter() - start:.1f} s)"
     )
