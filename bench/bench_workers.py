@@ -1,0 +1,260 @@
+"""`medswitch serve --workers N` on PostgreSQL: the settlement load of ``bench_settle`` (N POS,
+each settling HIS bills — 0200 with the bill under the TDK — and confirming the card's debit —
+0220 with its TAC — one outstanding per POS) against 1 worker and against N workers, each run
+on a fresh PostgreSQL schema with the same demo deployment, in the same process.
+
+    python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
+
+Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
+done before the timed phase, with the same simulators and HSM code as bench_settle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import uvloop
+
+from bench.bench_settle import (
+    BILL_FEN,
+    PIN,
+    Lanes,
+    Pos,
+    _card_master_keys,
+    drive_once,
+    exchange,
+    sign_on,
+    signed,
+)
+from bench.bench_switch import report
+from hsm.keys import KeyRef, KeyUsage
+from ledger.demo import init_demo
+from ledger.medical.bills import Submission
+from ledger.medical.catalogue import CatalogueVersion
+from ledger.medical.policy import EXAMPLE, parse_policy
+from ledger.medical.service import MedicalService
+from ledger.medical.split import Bill, BillLine
+from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
+from ledger.pg_bridge import PgBridge, PgEngine
+from messages.codec import Codec
+from messages.private import BillData, CardData
+from messages.spec_terminal import TERMINAL
+from messages.terminal import DebitAdvice, EdLoad, Settlement
+from messages.terminal_table import parse
+from routing.cardkeys import card_master_alias
+from simulators import terminal_card
+from simulators.factory import ChipMaker
+from switch import demo_keys
+from switch.cli_keys import component_files_of, open_soft_hsm
+from switch.demo_medical import ITEMS
+
+DSN = os.environ.get("MEDSWITCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+CODEC = Codec(TERMINAL)
+U = KeyUsage
+
+
+def reference_data(engine: PgEngine) -> None:
+    """The demo's catalogue and this year's policy (as switch.demo_medical on SQLite)."""
+    now = dt.datetime.now(dt.UTC)
+    micros = int(now.timestamp() * 1_000_000)
+    reference = ReferenceData(engine)  # type: ignore[arg-type]
+    catalogue = CatalogueVersion(1, dt.date(now.year, 1, 1), {i.code: i for i in ITEMS})
+    digest = hashlib.sha256(repr(sorted(catalogue.items)).encode()).hexdigest()
+    reference.add_catalogue(catalogue, digest, micros, "bench")
+    text = EXAMPLE.replace(f"year = {parse_policy(EXAMPLE).year}", f"year = {now.year}")
+    reference.set_policy(text, micros, "bench")
+
+
+async def prepare(
+    home: Path, url: str, port: int, maker: ChipMaker, terminals: int, bills: int
+) -> tuple[Lanes, int]:
+    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
+    now = demo_keys._now()
+    bridge = PgBridge(url)
+    engine = PgEngine(bridge)
+    try:
+        db = bridge.connection()
+        cards = db.execute("SELECT card_no, application_serial FROM cards ORDER BY card_no")
+        cards = cards.fetchall()
+        psams = db.execute(
+            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams"
+            " ORDER BY serial LIMIT ?",
+            (terminals,),
+        ).fetchall()
+        kiosk = Pos("K0000001", "centre", psam=None)  # type: ignore[arg-type]
+        await sign_on(port, hsm, kiosk)
+        assert kiosk.keys is not None
+        per_card = -(-bills // len(cards))
+        chips = []
+        for card_no, serial_hex in cards:
+            serial = bytes.fromhex(serial_hex).rjust(10, b"\0")
+            conn = await maker.card(hsm, _card_master_keys(), serial, card_no, PIN)
+            terminal_card.open_application(conn, PIN)
+            amount = BILL_FEN * per_card
+            start = terminal_card.initialize_load(conn, serial, amount, bytes(5) + b"\x01")
+            load = EdLoad(**kiosk.envelope(), pan=card_no, amount_fen=amount, card=start)
+            reply = parse(CODEC.decode(await exchange(port, await signed(hsm, kiosk.keys, load))))
+            assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime, reply
+            terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)
+            chips.append((card_no, serial, conn))
+        poses = []
+        for serial_hex, terminal_no, institution, terminal_id in psams:
+            psam = await maker.psam(
+                hsm,
+                KeyRef(card_master_alias(U.MK_PURCHASE), 1, U.MK_PURCHASE),
+                bytes.fromhex(serial_hex).rjust(10, b"\0"),
+                bytes.fromhex(terminal_no),
+            )
+            pos = Pos(terminal_id, institution, psam)
+            await sign_on(port, hsm, pos)
+            poses.append(pos)
+        store = SqlMedicalStore(engine)
+        medical = MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
+        lanes: Lanes = [[] for _ in poses]
+        for number in range(bills):
+            pos = poses[number % len(poses)]
+            card_no, serial, conn = chips[number % len(chips)]
+            submission = Submission(
+                f"B{number:07d}", card_no, now.date(), Bill((BillLine("A01", 1, BILL_FEN),))
+            )
+            record, _ = await asyncio.to_thread(
+                medical.submit_bill, pos.institution_id, submission, dt.datetime.now(dt.UTC)
+            )
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
+            settle = Settlement(
+                **pos.envelope(), pan=card_no, amount_fen=BILL_FEN, card=CardData(), bill=bill
+            )
+            lane = lanes[number % len(poses)]
+            lane.append((await signed(hsm, pos.keys, settle), f"{pos.stan:06d}".encode()))
+            terminal_card.open_application(conn, PIN)
+            data = terminal_card.purchase(
+                conn, pos.psam, serial, record.split.personal_account_fen, now.replace(tzinfo=None)
+            )
+            advice = DebitAdvice(
+                **pos.envelope(), pan=card_no, amount_fen=data.amount_fen or 0, card=data, bill=bill
+            )
+            lane.append((await signed(hsm, pos.keys, advice), f"{pos.stan:06d}".encode()))
+        store.close()
+        return lanes, len(chips)
+    finally:
+        bridge.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def daemon(home: Path, url: str, workers: int, port: int) -> Iterator[None]:
+    script = str(Path(sys.executable).parent / "medswitch")
+    env = {
+        **os.environ,
+        "MEDSWITCH_HOME": str(home),
+        "MEDSWITCH_DATABASE_URL": url,
+        "MEDSWITCH_TERMINAL_PORT": str(port),
+        "MEDSWITCH_HTTP_PORT": str(free_port()),
+    }
+    server = subprocess.Popen(
+        [script, "serve", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        for _ in range(workers):
+            line = server.stdout.readline()
+            assert "medswitch serving" in line, f"the daemon did not start: {line!r}"
+        yield
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+async def _schema(action: str, name: str) -> None:
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute(
+            f"{action} SCHEMA {name}" + (" CASCADE" if action == "DROP" else "")
+        )
+    finally:
+        await connection.close()
+
+
+def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float], dict[str, int]]:
+    schema = f"bench_{secrets.token_hex(4)}"
+    asyncio.run(_schema("CREATE", schema))
+    url = f"{DSN}?schema={schema}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            init_demo(url, args.cardholders)
+            files = demo_keys.write_test_components(home)
+            hsm = open_soft_hsm(home, component_files_of(files))
+            maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
+            bridge = PgBridge(url)
+            try:
+                rows = bridge.connection().execute("SELECT id FROM terminals").fetchall()
+                uvloop.run(demo_keys.provision(home, [row[0] for row in rows]))
+                reference_data(PgEngine(bridge))
+            finally:
+                bridge.close()
+            demo_keys.write_config(home, terminal_port=0, http_port=0)
+            port = free_port()
+            with daemon(home, url, workers, port):
+                started = time.perf_counter()
+                lanes, cards = uvloop.run(
+                    prepare(home, url, port, maker, args.terminals, args.bills)
+                )
+                print(
+                    f"{workers} worker(s): prepared {args.bills} bills on {cards} cards and "
+                    f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
+                return uvloop.run(drive_once(port, lanes))
+    finally:
+        asyncio.run(_schema("DROP", schema))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
+    parser.add_argument("--terminals", type=int, default=20)
+    parser.add_argument("--bills", type=int, default=1200)
+    parser.add_argument("--cardholders", type=int, default=120)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    results = {}
+    for workers in (int(n) for n in args.workers.split(",")):
+        results[workers] = run_one(workers, args)
+    print(f"PostgreSQL, {args.terminals} POS, one outstanding each; settlement + advice per bill:")
+    for workers, (rate, latencies, codes) in results.items():
+        report(f"--workers {workers}", rate, latencies)
+        print(f"{'':34s} response codes {codes}")
+
+
+if __name__ == "__main__":
+    main()
