@@ -24,6 +24,8 @@ class StatusChange:
 
     status_before: str | None  # None: no such card
     blacklist_version: int  # the list version that holds the change; 0 when nothing changed
+    # a replacement refused for its new card: "unknown", "other_holder" or "not_active"
+    new_card_problem: str = ""
 
 
 class CardStatusRegister(Protocol):
@@ -34,6 +36,17 @@ class CardStatusRegister(Protocol):
 
     async def unloss(self, card_no: str) -> StatusChange:
         """A lost card becomes active; its blacklist entry is removed under a new version."""
+        ...
+
+    async def cancel(self, card_no: str, at_us: int) -> StatusChange:
+        """注销: an active or lost card becomes cancelled (blacklisted under a new version, its
+        shadows swept back after the offline-upload grace period)."""
+        ...
+
+    async def replace(self, card_no: str, new_card_no: str, at_us: int) -> StatusChange:
+        """Card replacement: an active or lost card becomes replaced by ``new_card_no`` — an
+        active card of the same cardholder already on file — and is blacklisted and swept like
+        a cancelled one; the new card then takes ordinary loads."""
         ...
 
 

@@ -129,6 +129,43 @@ async def handle_unloss(request: CardService, context: BankContext) -> BankReply
     return bank_answer(request, context, Outcome.APPROVED)
 
 
+_NEW_CARD_REFUSALS = {
+    "unknown": Outcome.INVALID_CARD,
+    "other_holder": Outcome.NOT_PERMITTED_CARDHOLDER,
+    "not_active": Outcome.RESTRICTED_CARD,
+}
+
+
+async def handle_cancel(request: CardService, context: BankContext) -> BankReply:
+    """注销: the card (active or lost) is cancelled and blacklisted at once; its ED and EP
+    shadows go back (personal fund, refunds payable) after the offline-upload grace period."""
+    at_us = int(context.base.now.timestamp() * 1_000_000)
+    change = await context.card_status.cancel(request.pan, at_us)
+    return _ended(request, context, change.status_before, change.blacklist_version)
+
+
+async def handle_card_replacement(request: CardService, context: BankContext) -> BankReply:
+    """Card replacement: the new card (F102, issued to the same cardholder and on file) takes
+    over; the old one is blacklisted and swept like a cancelled card."""
+    if not request.new_card:
+        return bank_answer(request, context, Outcome.FORMAT_ERROR)
+    at_us = int(context.base.now.timestamp() * 1_000_000)
+    change = await context.card_status.replace(request.pan, request.new_card, at_us)
+    if change.new_card_problem:
+        return bank_answer(request, context, _NEW_CARD_REFUSALS[change.new_card_problem])
+    return _ended(request, context, change.status_before, change.blacklist_version)
+
+
+def _ended(
+    request: CardService, context: BankContext, status_before: str | None, version: int
+) -> BankReply:
+    if status_before is None:
+        return bank_answer(request, context, Outcome.INVALID_CARD)
+    if not version:  # cancelled or replaced before: not again
+        return bank_answer(request, context, Outcome.RESTRICTED_CARD)
+    return bank_answer(request, context, Outcome.APPROVED)
+
+
 async def handle_pin_reload(request: CardService, context: BankContext) -> BankReply:
     """PIN reload after the counter's identity check: the new PIN arrives under the link's ZPK;
     the HSM's RELOAD PIN MAC (DRPK) goes back in F122's MAC2 element, and the counter sends

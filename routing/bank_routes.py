@@ -30,5 +30,7 @@ def bank_routes() -> RouteTable:
             route("0100", "710000", None, bc.handle_pin_unblock, "PIN unblock: DPUK command"),
             route("0100", "720000", None, bc.handle_loss_report, "loss report 挂失"),
             route("0100", "730000", None, bc.handle_unloss, "unloss 解挂"),
+            route("0100", "740000", None, bc.handle_cancel, "cancel 注销: blacklisted, swept"),
+            route("0100", "750000", None, bc.handle_card_replacement, "card replacement"),
         ]
     )

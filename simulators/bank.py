@@ -226,9 +226,14 @@ class BankAcquirer:
     async def inquiry(self, card_no: str) -> BankReply:
         return await self.exchange(CounterInquiry(**self.envelope(), pan=card_no))
 
-    async def card_service(self, service: str, card_no: str) -> BankReply:
-        """A card service with no card present: loss_report, unloss."""
-        return await self.exchange(CardService(**self.envelope(), service=service, pan=card_no))
+    async def card_service(
+        self, service: str, card_no: str, new_card: str | None = None
+    ) -> BankReply:
+        """A card service with no card present: loss_report, unloss, cancel, card_replacement
+        (with the replacement's number)."""
+        return await self.exchange(
+            CardService(**self.envelope(), service=service, pan=card_no, new_card=new_card)
+        )
 
     async def pin_reload(
         self, conn: CardConnection, card_no: str, new_pin: str, pin_block: bytes
@@ -545,7 +550,8 @@ async def run_script(
     acquirer: BankAcquirer, lines: Iterable[str], cards: dict[str, tuple[CardConnection, str]]
 ) -> list[str]:
     """Run counter steps, one per line: ``sign_on``, ``echo``, ``inquiry CARD``,
-    ``load CARD AMOUNT``, ``unload CARD AMOUNT``, ``loss_report CARD``, ``unloss CARD``
+    ``load CARD AMOUNT``, ``unload CARD AMOUNT``, ``loss_report CARD``, ``unloss CARD``,
+    ``cancel CARD``, ``replace CARD NEW_CARD``
     (``#`` starts a comment). ``cards`` maps a card number to its connection and PIN. Returns
     one result line per step."""
     results: list[str] = []
@@ -560,8 +566,10 @@ async def run_script(
             reply = await acquirer.echo()
         elif verb == "inquiry":
             reply = await acquirer.inquiry(args[0])
-        elif verb in ("loss_report", "unloss"):
+        elif verb in ("loss_report", "unloss", "cancel"):
             reply = await acquirer.card_service(verb, args[0])
+        elif verb == "replace":
+            reply = await acquirer.card_service("card_replacement", args[0], args[1])
         elif verb in ("load", "unload"):
             conn, pin = cards[args[0]]
             step = acquirer.ed_load if verb == "load" else acquirer.ed_unload

@@ -1,4 +1,5 @@
-"""The card status register of the embedded database: loss report and unloss.
+"""The card status register of the embedded database: loss report and unloss, cancel 注销 and
+card replacement, and the sweep of ended cards' shadows after the grace period.
 
 One short write transaction each (``BEGIN IMMEDIATE``, on a thread: the ledger's writer may hold
 the database for a moment): the card's status in ``cards`` and its blacklist entry under a new
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ledger import events as ev
+from ledger.core import Ledger
+from ledger.events import GRACE_PERIOD
 from routing.bank_context import StatusChange
 
 _NEXT_VERSION = (
@@ -89,3 +94,99 @@ class SqliteCardStatus:
         finally:
             connection.close()
         return StatusChange("lost", int(version))
+
+    async def cancel(self, card_no: str, at_us: int) -> StatusChange:
+        return await asyncio.to_thread(self._end, card_no, at_us, None)
+
+    async def replace(self, card_no: str, new_card_no: str, at_us: int) -> StatusChange:
+        return await asyncio.to_thread(self._end, card_no, at_us, new_card_no)
+
+    def _end(self, card_no: str, at_us: int, new_card_no: str | None) -> StatusChange:
+        """Cancel (no new card) or replace: status, end time, blacklist entry, in one write."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                change = self._end_in(connection, card_no, at_us, new_card_no)
+                connection.execute("COMMIT" if change.blacklist_version else "ROLLBACK")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        finally:
+            connection.close()
+        return change
+
+    def _end_in(
+        self, connection: sqlite3.Connection, card_no: str, at_us: int, new_card_no: str | None
+    ) -> StatusChange:
+        row = connection.execute(
+            "SELECT status, application_serial, cardholder_id FROM cards WHERE card_no = ?",
+            (card_no,),
+        ).fetchone()
+        if row is None or row[0] not in ("active", "lost"):
+            return StatusChange(None if row is None else str(row[0]), 0)
+        if new_card_no is not None:
+            new = connection.execute(
+                "SELECT status, cardholder_id FROM cards WHERE card_no = ?", (new_card_no,)
+            ).fetchone()
+            problem = (
+                "unknown"
+                if new is None or new_card_no == card_no
+                else "other_holder"
+                if new[1] != row[2]
+                else "not_active"
+                if new[0] != "active"
+                else ""
+            )
+            if problem:
+                return StatusChange(str(row[0]), 0, problem)
+        status = "cancelled" if new_card_no is None else "replaced"
+        (version,) = connection.execute(_NEXT_VERSION).fetchone()
+        connection.execute(
+            "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+            " added_at_us) VALUES (?, ?, ?, NULL, ?)",
+            (row[1], status, version, at_us),
+        )
+        connection.execute(
+            "UPDATE cards SET status = ?, cancelled_at_us = ?, replaced_by = ? WHERE card_no = ?",
+            (status, at_us, new_card_no, card_no),
+        )
+        return StatusChange(str(row[0]), int(version))
+
+    async def ended_before(self, at_us: int) -> list[tuple[str, str, int]]:
+        """(application serial, cardholder, ended at µs) of cards cancelled or replaced at or
+        before ``at_us``: the ones whose shadows are due to be swept."""
+        return await asyncio.to_thread(self._ended_before, at_us)
+
+    def _ended_before(self, at_us: int) -> list[tuple[str, str, int]]:
+        connection = self._connect()
+        try:
+            rows = connection.execute(
+                "SELECT application_serial, cardholder_id, cancelled_at_us FROM cards "
+                "WHERE status IN ('cancelled', 'replaced') AND cancelled_at_us <= ? "
+                "ORDER BY cancelled_at_us",
+                (at_us,),
+            ).fetchall()
+        finally:
+            connection.close()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+async def sweep_ended_cards(
+    cards: SqliteCardStatus, ledger: Ledger, now: datetime, grace: timedelta = GRACE_PERIOD
+) -> list[tuple[str, str]]:
+    """Post the sweep of every cancelled or replaced card past its grace period (once each:
+    a card swept before posts nothing): ED shadow → personal fund, EP shadow → refunds
+    payable. Returns (application serial, outcome) of those that moved money or went to review.
+    """
+    due_us = int((now - grace).timestamp() * 1_000_000)
+    done: list[tuple[str, str]] = []
+    for serial, cardholder, ended_us in await cards.ended_before(due_us):
+        ended = datetime.fromtimestamp(ended_us / 1_000_000, UTC)
+        result = await ev.post_card_sweep(
+            ledger, ev.CardSweep(serial, cardholder, ended, grace), now
+        )
+        if result.outcome not in (ev.Outcome.NOTHING_TO_POST, ev.Outcome.ALREADY_POSTED):
+            done.append((serial, result.outcome.name))
+    return done

@@ -26,7 +26,7 @@ from messages.spec_bank import BANK
 from routing.bank_context import SavingsRoute
 from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
-from switch.bank_cards import SqliteCardStatus
+from switch.bank_cards import SqliteCardStatus, sweep_ended_cards
 from switch.bank_keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
 from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
 from switch.bank_saf import SafSender, SqliteReversalQueue
@@ -37,6 +37,7 @@ from switch.metrics import Metrics
 from switch.sessions import Sessions, SqliteTerminals
 
 log = logging.getLogger("medswitch.bank")
+SWEEP_INTERVAL_S = 3600.0  # how often ended cards past their grace period are swept
 
 
 async def change_keys(link: BankLinkPool, keys: LinkKeys, now: datetime) -> str:
@@ -74,6 +75,7 @@ class BankHost:
         self.service: BankService | None = None
         self.listener: Listener | None = None
         self._schedule: asyncio.Task[None] | None = None
+        self._sweeps: asyncio.Task[None] | None = None
 
     @property
     def bank_id(self) -> str:
@@ -145,6 +147,7 @@ class BankHost:
         )
         self.listener = Listener(settings, self.service.handle)
         await self.listener.start()
+        self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(database, ledger))
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
         return self.listener.port
 
@@ -162,6 +165,18 @@ class BankHost:
                 log.info("bank %s: scheduled key change, ZAK %s", self.bank_id, kcv)
             except (KeyChangeError, LinkDown, TimeoutError) as err:
                 log.warning("bank %s: scheduled key change failed: %s", self.bank_id, err)
+
+    async def _sweep_ended_cards(self, database: Path, ledger: Ledger) -> None:
+        cards = SqliteCardStatus(database)
+        while True:  # until stop() cancels it
+            try:
+                swept = await sweep_ended_cards(cards, ledger, self.clock())
+            except Exception:  # a failed round is logged; the next one tries again
+                log.exception("bank: sweeping ended cards failed")
+            else:
+                for serial, outcome in swept:
+                    log.info("card %s swept after its grace period: %s", serial, outcome)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
 
     def mount(self, http: web.Application) -> None:
         """POST /bank/{bank}/key-change: the operator's trigger (bind HTTP to loopback)."""
@@ -183,12 +198,12 @@ class BankHost:
 
     async def stop(self) -> None:
         await self.stop_inbound()
-        if self._schedule is not None:
-            self._schedule.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._schedule
+        for task in (self._schedule, self._sweeps):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.saf is not None:
             await self.saf.close()
         if self.outbound is not None:
             await self.outbound.close()
-
