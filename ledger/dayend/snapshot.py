@@ -184,16 +184,26 @@ def _in_doubt(connection: Connection, end: int) -> Iterator[InDoubt]:
     for debit, credit, amount in later:
         current[credit] = current.get(credit, 0) - int(amount)
         current[debit] = current.get(debit, 0) + int(amount)
-    for account in sorted(a for a, v in current.items() if v and a.split(":")[0] in IN_DOUBT_KINDS):
-        moves = _rows(connection, "SELECT debit_account_id, amount_fen, posted_at_us FROM "
-                      "transfers WHERE result = 0 AND posted_at_us < ? AND (debit_account_id = ? "
-                      "OR credit_account_id = ?) ORDER BY seq", end, account, account)
+    open_accounts = sorted(a for a, v in current.items() if v and a.split(":")[0] in
+                           IN_DOUBT_KINDS)
+    moves: dict[str, list[tuple[int, int]]] = defaultdict(list)  # account → (signed fen, time)
+    for chunk in _chunks(open_accounts):
+        marks = ", ".join("?" * len(chunk))
+        sql = ("SELECT debit_account_id, credit_account_id, amount_fen, posted_at_us FROM "
+               f"transfers WHERE (debit_account_id IN ({marks}) OR credit_account_id IN "
+               f"({marks})) AND result = 0 AND posted_at_us < ? ORDER BY seq")
+        wanted = set(chunk)
+        for debit, credit, amount, posted in _rows(connection, sql, *chunk, *chunk, end):
+            if debit in wanted:
+                moves[debit].append((-int(amount), int(posted)))
+            if credit in wanted:
+                moves[credit].append((int(amount), int(posted)))
+    for account in open_accounts:
         running, since = 0, 0
-        for debit, amount, posted in moves:
-            before = running
-            running += -int(amount) if debit == account else int(amount)
-            if before == 0 and running != 0:
-                since = int(posted)
+        for amount, posted in moves[account]:
+            if running == 0 and amount:
+                since = posted
+            running += amount
         if running:
             yield InDoubt(account, running, since)
 
@@ -206,37 +216,79 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
 def _pooled(connection: Connection, start: int, end: int) -> tuple[tuple[PooledPart, ...],
                                                                    tuple[str, ...]]:
     """The date's pooled-fund shares (bills completed, less voids) by institution, category and
-    class, from each bill's split."""
+    class, from each bill's split (its pooled share is the sum of its lines' pooled parts); what
+    the splits do not explain is shown unattributed ("-") with a note."""
     codes = (int(TransferCode.BILL_POOLED_SHARE), int(TransferCode.VOID_POOLED))
-    moves = _rows(connection, "SELECT code, reference, debit_account_id, credit_account_id, "
-                  "amount_fen FROM transfers WHERE result = 0 AND posted_at_us >= ? AND "
-                  "posted_at_us < ? AND code IN (?, ?) ORDER BY seq", start, end, *codes)
-    bill_ids = sorted({ref.partition("|")[2] for _, ref, _, _, _ in moves})
+    posted: dict[str, int] = defaultdict(int)  # institution → pooled fen posted (voids less)
+    sql = ("SELECT code, debit_account_id, credit_account_id, SUM(amount_fen) FROM transfers "
+           "WHERE result = 0 AND posted_at_us >= ? AND posted_at_us < ? AND code IN (?, ?) "
+           "GROUP BY code, debit_account_id, credit_account_id")
+    for code, debit, credit, amount in _rows(connection, sql, start, end, *codes):
+        sign = 1 if code == codes[0] else -1
+        posted[(credit if sign > 0 else debit).partition(":")[2]] += sign * int(amount)
+    if connection.dialect.name == "sqlite":
+        parts = _parts_sqlite(connection, start, end, codes)
+    else:
+        parts = _parts_python(connection, start, end, codes)
+    totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    explained: dict[str, int] = defaultdict(int)
+    for institution, category, coverage, amount, bills in parts:
+        totals[(institution, category, coverage)] = [amount, bills]
+        explained[institution] += amount
+    notes = []
+    for institution, amount in sorted(posted.items()):
+        if amount != explained[institution]:
+            gap = amount - explained[institution]
+            _add(totals[(institution, "-", "-")], gap)
+            notes.append(f"{institution}: {gap} fen of pooled shares not explained by bill splits")
+    pooled = tuple(PooledPart(i, c, k, v[0], v[1]) for (i, c, k), v in sorted(totals.items())
+                   if v[0] or v[1])
+    return pooled, tuple(notes)
+
+
+Part = tuple[str, str, str, int, int]  # institution, category, coverage, fen, bills
+
+
+def _parts_sqlite(connection: Connection, start: int, end: int, codes: tuple[int, int]
+                  ) -> list[Part]:
+    """Set-based in SQLite's JSON functions: one pass over the date's pooled-share transfers
+    joined with their bills' split lines."""
+    sql = (
+        "SELECT CASE WHEN t.code = ? THEN substr(t.credit_account_id, 8) "
+        "ELSE substr(t.debit_account_id, 8) END AS inst, "
+        "coalesce(json_extract(b.split_json, '$.special_category'), "
+        "json_extract(b.split_json, '$.category')) AS category, "
+        "coalesce(json_extract(l.value, '$.coverage'), '-') AS coverage, "
+        "SUM(CASE WHEN t.code = ? THEN 1 ELSE -1 END * json_extract(p.value, '$.amount_fen')), "
+        "COUNT(DISTINCT t.id) "
+        "FROM transfers t JOIN medical_bills b ON b.bill_id = substr(t.reference, 6), "
+        "json_each(b.split_json, '$.lines') l, json_each(l.value, '$.parts') p "
+        "WHERE t.result = 0 AND t.posted_at_us >= ? AND t.posted_at_us < ? AND t.code IN (?, ?) "
+        "AND json_extract(p.value, '$.share') = 'pooled' "
+        "GROUP BY inst, category, coverage")
+    rows = _rows(connection, sql, codes[0], codes[0], start, end, *codes)
+    return [(str(i), str(c), str(k), int(a), int(n)) for i, c, k, a, n in rows]
+
+
+def _parts_python(connection: Connection, start: int, end: int, codes: tuple[int, int]
+                  ) -> list[Part]:
+    moves = _rows(connection, "SELECT code, reference, debit_account_id, credit_account_id "
+                  "FROM transfers WHERE result = 0 AND posted_at_us >= ? AND "
+                  "posted_at_us < ? AND code IN (?, ?)", start, end, *codes)
+    bill_ids = sorted({ref.partition("|")[2] for _, ref, _, _ in moves})
     splits: dict[str, str] = {}
     for chunk in _chunks(bill_ids):
         marks = ", ".join("?" * len(chunk))
         sql = f"SELECT bill_id, split_json FROM medical_bills WHERE bill_id IN ({marks})"
         splits.update((row[0], row[1]) for row in _rows(connection, sql, *chunk))
     totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    notes = []
-    for code, ref, debit, credit, amount in moves:
+    for code, ref, debit, credit in moves:
         sign = 1 if code == codes[0] else -1
         institution = (credit if sign > 0 else debit).partition(":")[2]
-        bill_id = ref.partition("|")[2]
-        text = splits.get(bill_id)
-        parts = _split_parts(text) if text else {}
-        if text is None:
-            notes.append(f"bill {bill_id}: no split on file; its pooled share unattributed")
-        rest = int(amount)
-        for (category, coverage), part in sorted(parts.items()):
-            share = min(part, rest)
-            rest -= share
-            _add(totals[(institution, category, coverage)], sign * share)
-        if rest:
-            category = next(iter(parts))[0] if parts else "-"
-            _add(totals[(institution, category, "-")], sign * rest)
-    pooled = tuple(PooledPart(i, c, k, v[0], v[1]) for (i, c, k), v in sorted(totals.items()))
-    return pooled, tuple(notes)
+        text = splits.get(ref.partition("|")[2])
+        for (category, coverage), part in sorted(_split_parts(text).items() if text else ()):
+            _add(totals[(institution, category, coverage)], sign * part)
+    return [(i, c, k, v[0], v[1]) for (i, c, k), v in sorted(totals.items())]
 
 
 def _add(total: list[int], amount: int) -> None:
@@ -253,8 +305,6 @@ def _split_parts(text: str) -> dict[tuple[str, str], int]:
         pooled = sum(int(p["amount_fen"]) for p in line["parts"] if p["share"] == "pooled")
         if pooled:
             parts[(category, line["coverage"] or "-")] += pooled
-    if not parts:
-        parts[(category, "-")] = 0
     return dict(parts)
 
 

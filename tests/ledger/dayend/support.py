@@ -11,7 +11,11 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from ledger import events as ev
+from ledger.core import Ledger
 from ledger.dayend.calendar import Cutover
+from ledger.memory import MemoryLedger
+from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 
 BANKS = ("b1", "b2")
@@ -83,3 +87,48 @@ class Cli:
         (debits, credits), = self.rows("SELECT SUM(debits_posted), SUM(credits_posted) "
                                        "FROM accounts")
         return int(str(debits)), int(str(credits))
+
+
+@dataclass(frozen=True)
+class Card:
+    card_no: str
+    serial: str
+    holder: str
+
+
+def cards_of(db: Path, count: int) -> list[Card]:
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT card_no, application_serial, cardholder_id FROM cards "
+                         "ORDER BY card_no LIMIT ?", (count,)).fetchall()
+    return [Card(*row) for row in rows]
+
+
+async def day_events(ledger: Ledger, cards: list[Card]) -> None:
+    """The day's business events (the same on both ledgers)."""
+    e = ev.Purse.ED
+    for n, (card, institution) in enumerate(zip(cards, ("h1", "h1", "h2", "p1"), strict=True)):
+        await ev.post_card_debit(ledger, ev.CardDebit("PSAM01", n + 1, card.serial, e,
+                                                      1_000 + n, institution, institution))
+    for n, card in enumerate(cards[:2]):
+        attempt = ev.load(f"kiosk|{n}", "00", card.serial, ev.Purse.EP, 1, 5_000, "b1")
+        assert (await ev.post_into_doubt(ledger, attempt)).ok
+        assert (await ev.resolve_attempt(ledger, attempt, happened=True)).ok
+    await ev.post_card_debit(ledger, ev.CardDebit("PSAM02", 1, cards[0].serial, ev.Purse.EP,
+                                                  800, "h2", "h2"))
+    await ev.post_bill_completion(ledger, ev.BillCompletion("B2", "h1", 2_500))
+    await ev.post_void(ledger, ev.Void("B1", "h2", cards[0].holder, 0, 0, 300))
+    # A payable with no settlement account on file is held, never paid.
+    await ev.post_card_debit(ledger, ev.CardDebit("PSAM09", 1, cards[3].serial, e, 99, "nobody",
+                                                  "nobody"))
+
+
+async def post_both(db: Path, cards: list[Card]) -> MemoryLedger:
+    model = MemoryLedger()
+    await model.open_accounts(ev.centre_accounts() + ev.bank_accounts("b1"))
+    ledger = SqliteLedger.open(db)
+    try:
+        for target in (ledger, model):
+            await day_events(target, cards)
+    finally:
+        await ledger.close()
+    return model

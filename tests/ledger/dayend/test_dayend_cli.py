@@ -7,78 +7,15 @@ posts nothing; a tampered file fails `dayend verify`; the ledger sums to zero.""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from ledger import events as ev
-from ledger.core import Ledger
 from ledger.dayend import payout_file as pf
-from ledger.demo import init_demo
-from ledger.memory import MemoryLedger
-from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.dayend.support import Cli, make_keys, today_and_after
-
-
-@dataclass(frozen=True)
-class Card:
-    card_no: str
-    serial: str
-    holder: str
-
-
-def _cards(db: Path, count: int) -> list[Card]:
-    with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT card_no, application_serial, cardholder_id FROM cards "
-                         "ORDER BY card_no LIMIT ?", (count,)).fetchall()
-    return [Card(*row) for row in rows]
-
-
-async def _day(ledger: Ledger, cards: list[Card]) -> None:
-    """The day's business events (the same on both ledgers)."""
-    e = ev.Purse.ED
-    for n, (card, institution) in enumerate(zip(cards, ("h1", "h1", "h2", "p1"), strict=True)):
-        await ev.post_card_debit(ledger, ev.CardDebit("PSAM01", n + 1, card.serial, e,
-                                                      1_000 + n, institution, institution))
-    for n, card in enumerate(cards[:2]):
-        attempt = ev.load(f"kiosk|{n}", "00", card.serial, ev.Purse.EP, 1, 5_000, "b1")
-        assert (await ev.post_into_doubt(ledger, attempt)).ok
-        assert (await ev.resolve_attempt(ledger, attempt, happened=True)).ok
-    await ev.post_card_debit(ledger, ev.CardDebit("PSAM02", 1, cards[0].serial, ev.Purse.EP,
-                                                  800, "h2", "h2"))
-    await ev.post_bill_completion(ledger, ev.BillCompletion("B2", "h1", 2_500))
-    await ev.post_void(ledger, ev.Void("B1", "h2", cards[0].holder, 0, 0, 300))
-    # A payable with no settlement account on file is held, never paid.
-    await ev.post_card_debit(ledger, ev.CardDebit("PSAM09", 1, cards[3].serial, e, 99, "nobody",
-                                                  "nobody"))
-
-
-async def _post_both(db: Path, cards: list[Card]) -> MemoryLedger:
-    model = MemoryLedger()
-    await model.open_accounts(ev.centre_accounts() + ev.bank_accounts("b1"))
-    ledger = SqliteLedger.open(db)
-    try:
-        for target in (ledger, model):
-            await _day(target, cards)
-    finally:
-        await ledger.close()
-    return model
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    db = tmp_path / "medswitch.db"
-    init_demo(db, 8)
-    home, components = make_keys(tmp_path)
-    return Cli(db, home, components, tmp_path / "dayend", CliRunner())
+from tests.ledger.dayend.support import Cli, cards_of, post_both, today_and_after
 
 
 def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
-    cards = _cards(cli.db, 4)
-    model = asyncio.run(_post_both(cli.db, cards))
+    cards = cards_of(cli.db, 4)
+    model = asyncio.run(post_both(cli.db, cards))
     date, after = today_and_after()
     cli.invoke("dayend", "run", "--date", date, "--db", str(cli.db), "--keys-home",
                str(cli.keys_home), *cli.components, "--out", str(cli.out), "--operator", "alice",
@@ -159,7 +96,7 @@ def _balances(cli: Cli) -> dict[str, int]:
 
 
 def test_a_tampered_payout_file_fails_verify(cli: Cli) -> None:
-    asyncio.run(_post_both(cli.db, _cards(cli.db, 4)))
+    asyncio.run(post_both(cli.db, cards_of(cli.db, 4)))
     date, after = today_and_after()
     cli.run(date, after)
     staging = cli.out / "staging" / date.replace("-", "")

@@ -1,0 +1,19 @@
+"""The day-end tests' world: a demo deployment, a key home with the banks' file keys, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger.demo import init_demo
+from tests.ledger.dayend.support import Cli, make_keys
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    db = tmp_path / "medswitch.db"
+    init_demo(db, 8)
+    home, components = make_keys(tmp_path)
+    return Cli(db, home, components, tmp_path / "dayend", CliRunner())
