@@ -151,3 +151,21 @@ def test_savings_debits_from_the_issuer_log() -> None:
         "bank issuer 01020000 on 127.0.0.1:5811",
     ]
     assert issuer_savings_debits(log) == 5000
+
+
+def test_a_refund_file_is_decrypted_and_answered(hsm_keys: tuple[SoftHsm, KeyRef, KeyRef]) -> None:
+    hsm, key, _ = hsm_keys
+    refund = pf.PayoutFile(
+        pf.REFUND,
+        "2026-11-25",
+        "b1",
+        pf.EP,
+        (pf.PayoutLine("20261125-R-0000000001", "0000000001", "6222000011", "王伟", 300),),
+    )
+    data, _ = asyncio.run(pf.build(hsm, key, refund))
+    assert b"MSREFUND" not in data  # encrypted: it names a cardholder
+    rule = ReturnRule({"0000000001": ("R004", "")})
+    name, answer = asyncio.run(return_file(hsm, key, data, "2026-11-26", rule))
+    assert name == "RETURN_REFUND_20261125_b1_EP_20261126.txt"
+    (line,) = asyncio.run(bf.parse_return(hsm, key, answer)).lines
+    assert (line.status, line.reason_code, line.reason) == (bf.RETURNED, "R004", "account frozen")
