@@ -6,35 +6,48 @@ interface (never a private copy of the formats).
   its reader: an ED load or unload runs INITIALIZE on the card, the 0200 brings MAC2, the card's
   CREDIT FOR LOAD / DEBIT FOR UNLOAD gives the TAC / MAC3 for the 0220. Scriptable: see
   :func:`run_script`.
-- :class:`BankIssuer` — the bank as issuer of savings accounts: a listener that answers savings
+- :class:`BankIssuer` (:mod:`simulators.bank_issuer`) — the bank as issuer of savings
+  accounts: a listener that answers savings
   debits (0200 F3 401000) and their reversals by rule — approve, decline above an amount, delay,
   drop, disconnect — recording every request it received (repeats deduplicated by message key,
   as a real bank applies a reversal once), and taking the centre's key changes (0800 F70 = 101).
 
-Key changes, both ways, through :class:`BankKeys`: new zone keys under the link's ZMK with
-KCVs; the previous ZAK still verifies for an overlap after a change.
+Key changes, both ways, through :class:`BankKeys` (:mod:`simulators.bank_keys`): new zone keys
+under the link's ZMK with KCVs; the previous ZAK still verifies for an overlap after a change.
 """
 
 from __future__ import annotations
 
+__all__ = [
+    "CODEC",
+    "DISCONNECT",
+    "BankAcquirer",
+    "BankIssuer",
+    "BankKeys",
+    "IssuerRules",
+    "Received",
+    "mac_payload",
+    "mac_verifies",
+    "message_key",
+    "original_data",
+    "run_script",
+]
+
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from hsm.errors import HsmError
-from hsm.interface import Hsm, MacAlgorithm
-from hsm.keys import KeyRef, KeyUsage
+from hsm.interface import Hsm
+from hsm.keys import KeyRef
 from messages import bank
 from messages.bank import (
     BankEcho,
     BankMessage,
     BankReply,
-    BankReversal,
     BankSignOn,
     CardService,
     CounterEpLoad,
@@ -45,97 +58,26 @@ from messages.bank import (
     CounterUnload,
     CounterUnloadConfirm,
     KeyChange,
-    SavingsDebit,
 )
-from messages.codec import Codec, Message
-from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.private import CardData, Purse
-from messages.spec_bank import BANK
 from simulators import terminal_card
+from simulators.bank_issuer import (
+    DISCONNECT,
+    BankIssuer,
+    IssuerRules,
+    Received,
+    message_key,
+    original_data,
+)
+from simulators.bank_keys import CODEC, BankKeys, mac_payload, mac_verifies
 from simulators.card import terminal
 from switch.card_connection import CardConnection, expect
 
-CODEC = Codec(BANK)
 COUNTER_NO = bytes.fromhex("000000000099")  # the terminal number the card MACs at a counter
 READ_PUBLIC = bytes.fromhex("00B095001E")  # READ BINARY, SFI 15, 30 bytes
 READS_MAX = 1000  # frames arrive whole within a few reads; a bound, not a wait
-
-
-async def mac_payload(hsm: Hsm, zak: KeyRef, message: Message, *, bad_mac: bool = False) -> bytes:
-    """``message`` encoded with its X9.19 MAC in field 128."""
-    fields = dict(message.fields)
-    fields[128] = bytes(8)
-    payload = CODEC.encode(Message(message.mti, fields))
-    mac = await hsm.generate_mac(zak, MacAlgorithm.X9_19, CODEC.mac_block(payload))
-    return CODEC.with_mac(payload, bytes(8) if bad_mac else mac)
-
-
-async def mac_verifies(hsm: Hsm, zak: KeyRef, payload: bytes, mac: bytes | None) -> bool:
-    if mac is None:
-        return False
-    return await hsm.verify_mac(zak, MacAlgorithm.X9_19, CODEC.mac_block(payload), mac)
-
-
-EXCHANGED = (KeyUsage.ZAK, KeyUsage.ZPK, KeyUsage.FILE)
-
-
-@dataclass
-class BankKeys:
-    """The bank's side of a link's zone keys: its ZAK (and the previous one for ``overlap_s``
-    after a change), its ZMK, and where the keys it takes or makes are stored (``prefix``)."""
-
-    zak: KeyRef
-    zmk: KeyRef | None = None
-    prefix: str = "bank-sim"
-    overlap_s: float = 300.0
-    clock: Callable[[], float] = time.monotonic
-    previous: KeyRef | None = None
-    changed_at: float = 0.0
-
-    def accepted(self) -> list[KeyRef]:
-        keys = [self.zak]
-        if self.previous is not None and self.clock() - self.changed_at < self.overlap_s:
-            keys.append(self.previous)
-        return keys
-
-    def _switch(self, zak: KeyRef) -> None:
-        self.previous, self.zak, self.changed_at = self.zak, zak, self.clock()
-
-    async def take(self, hsm: Hsm, field48: str, now: datetime) -> str | None:
-        """The centre's offer imported under the ZMK (KCVs checked): the answer's F48, or None."""
-        if self.zmk is None:
-            return None
-        taken: list[str] = []
-        new_zak = None
-        try:
-            for item in field48.split(";"):
-                usage, _, value = item.partition("=")
-                encrypted, _, kcv = value.partition("/")
-                kind = KeyUsage(usage)
-                ref = await hsm.import_key(
-                    f"{self.prefix}/{usage}", kind, self.zmk, bytes.fromhex(encrypted), kcv, now=now
-                )
-                taken.append(f"{usage}={ref.kcv}")
-                new_zak = ref if kind is KeyUsage.ZAK else new_zak
-        except (HsmError, ValueError):
-            return None
-        if new_zak is not None:
-            self._switch(new_zak)
-        return ";".join(taken)
-
-    async def offer(self, hsm: Hsm, now: datetime) -> tuple[str, KeyRef]:
-        """New keys exported under the ZMK (the bank changes its inbound link's keys)."""
-        assert self.zmk is not None, "a key change needs the link's ZMK"
-        items: list[str] = []
-        zak = self.zak
-        for usage in EXCHANGED:
-            fresh = await hsm.generate_key(f"{self.prefix}/{usage.value}", usage, now=now)
-            out = await hsm.export_key(fresh, self.zmk)
-            items.append(f"{usage.value}={out.encrypted.hex().upper()}/{out.kcv}")
-            zak = fresh if usage is KeyUsage.ZAK else zak
-        return ";".join(items), zak
 
 
 @dataclass
@@ -389,158 +331,6 @@ def _run_script(conn: CardConnection, reply: BankReply) -> None:
     """An issuer script the switch sent back (a lost card's block) goes to the card."""
     if reply.card is not None and reply.card.issuer_script:
         conn.transmit(reply.card.issuer_script)
-
-
-# -- issuer side ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IssuerRules:
-    """How the issuer simulator answers a savings debit."""
-
-    decline_above_fen: int | None = None  # larger debits are declined 51
-    delay_s: float = 0.0  # before answering
-    drop: bool = False  # never answer (the switch times out and reverses)
-    drop_reversal_replies: int = 0  # apply the first N reversals but lose their answers
-    disconnect: bool = False  # apply a debit, then drop the connection without answering
-
-
-@dataclass
-class Received:
-    message_key: str
-    mti: str
-    typed: BankMessage
-    repeat: bool  # the same message key seen before (a repeated reversal is applied once)
-
-
-class BankIssuer:
-    """The bank's host answering the switch's savings debits and reversals."""
-
-    def __init__(
-        self,
-        hsm: Hsm,
-        zak: KeyRef | BankKeys,
-        rules: IssuerRules | None = None,
-        on_receive: Callable[[Received], None] | None = None,
-    ) -> None:
-        self.hsm = hsm
-        self.keys = zak if isinstance(zak, BankKeys) else BankKeys(zak)
-        self.rules = rules or IssuerRules()
-        self.on_receive = on_receive
-        self.received: list[Received] = []
-        self.applied: dict[str, int] = {}  # message key → amount debited (reversals remove)
-        self.reversals_seen = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def zak(self) -> KeyRef:
-        return self.keys.zak
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen (again, after :meth:`close`: what it received and applied is kept)."""
-        self._server = await asyncio.start_server(self._serve, host, port)
-
-    async def close(self) -> None:
-        """Stop listening and drop every connection (a bank host going away)."""
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = FrameDecoder(LengthFormat.ASCII4)
-        self._writers.add(writer)
-        try:
-            while data := await reader.read(4096):
-                for frame in decoder.feed(data):
-                    answer = await self.answer(frame)
-                    if answer is DISCONNECT:
-                        return
-                    if answer is not None:
-                        writer.write(encode_frame(answer, LengthFormat.ASCII4))
-                        await writer.drain()
-        except (ConnectionError, CodecError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-    async def answer(self, payload: bytes) -> bytes | None:
-        message = CODEC.decode(payload)
-        typed = bank.parse(message)
-        if isinstance(typed, BankReply):
-            return None
-        key = message_key(typed.acquirer_id, typed.transmitted, typed.stan, message.mti)
-        repeat = any(r.message_key == key for r in self.received)
-        received = Received(key, message.mti, typed, repeat)
-        self.received.append(received)
-        if self.on_receive is not None:
-            self.on_receive(received)
-        financial = not message.mti.startswith("08")
-        zak = await self._mac_key(payload, typed.mac) if financial else self.zak
-        if zak is None:
-            return CODEC.encode(bank.build(bank.reply_to(typed, "A0")))
-        code = "00"
-        if isinstance(typed, KeyChange):
-            taken = await self.keys.take(self.hsm, typed.keys, datetime.now())
-            code = "00" if taken is not None else "89"
-            return CODEC.encode(bank.build(bank.reply_to(typed, code, data=taken)))
-        if isinstance(typed, SavingsDebit):
-            rules = self.rules
-            if rules.drop:
-                return None
-            if rules.delay_s:
-                await asyncio.sleep(rules.delay_s)
-            if rules.decline_above_fen is not None and typed.amount_fen > rules.decline_above_fen:
-                code = "51"
-            elif not repeat:
-                self.applied[key] = typed.amount_fen
-            if rules.disconnect:
-                return DISCONNECT
-        elif isinstance(typed, BankReversal):
-            original = _original_key(typed)
-            self.applied.pop(original, None)  # once, however often it is repeated
-            self.reversals_seen += 1
-            if self.reversals_seen <= self.rules.drop_reversal_replies:
-                return None
-        reply = bank.build(bank.reply_to(typed, code))
-        if not financial:
-            return CODEC.encode(reply)
-        return await mac_payload(self.hsm, zak, reply)
-
-    async def _mac_key(self, payload: bytes, mac: bytes | None) -> KeyRef | None:
-        for zak in self.keys.accepted():
-            if await mac_verifies(self.hsm, zak, payload, mac):
-                return zak
-        return None
-
-
-DISCONNECT = b""  # what :meth:`BankIssuer.answer` returns to drop the connection
-
-
-def message_key(acquirer_id: str, transmitted: str, stan: str, mti: str) -> str:
-    """(F32, F7, F11, class) as text; F32 as a number (F90 carries it zero-filled)."""
-    return f"{int(acquirer_id)}|{transmitted}|{stan}|{message_class(mti)}"
-
-
-def original_data(request: BankMessage, mti: str) -> str:
-    """F90 of a reversal of ``request``: MTI(4) STAN(6) F7(10) F32(11) F33(11)."""
-    return f"{mti}{request.stan}{request.transmitted}{int(request.acquirer_id):011d}{0:011d}"
-
-
-def _original_key(reversal: BankReversal) -> str:
-    """The original's message key from F90."""
-    data = reversal.original
-    return message_key(data[20:31], data[10:20], data[4:10], data[:4])
 
 
 # -- scripts ----------------------------------------------------------------------------------
