@@ -1,0 +1,131 @@
+"""Day-end operations through the CLI: the cut-over filters what a date sees, an earlier date's
+unapproved payouts hold the next date back, a failed run stores nothing and a rerun completes,
+an approval that crashed after posting resumes without posting twice, reject and rerun, clear
+refusals; and the transfer a payout posts is the one `ledger.events.post_payout` would post."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger import events as ev
+from ledger.core import TransferResult
+from ledger.dayend import store
+from ledger.dayend.plan import Payout
+from ledger.memory import MemoryLedger
+from switch.cli import main
+from tests.ledger.dayend.support import CUTOVER, Cli, cards_of, post_both, today_and_after
+
+
+def _prepared(cli: Cli) -> tuple[str, str]:
+    asyncio.run(post_both(cli.db, cards_of(cli.db, 4)))
+    date, after = today_and_after()
+    assert "prepared" in cli.run(date, after).output
+    return date, after
+
+
+def test_the_cutover_decides_what_a_date_sees(cli: Cli) -> None:
+    asyncio.run(post_both(cli.db, cards_of(cli.db, 4)))
+    today, _ = today_and_after()
+    yesterday = dt.date.fromisoformat(today) - dt.timedelta(days=1)
+    after = (CUTOVER.instant(yesterday) + dt.timedelta(hours=1)).isoformat()
+    out = cli.run(yesterday.isoformat(), after).output  # everything posted after its cut-over
+    assert "closed: nothing to pay" in out and "0 transfers cleared" in out
+    report = (cli.out / "reports" / f"CLEARING_{yesterday:%Y%m%d}.csv").read_text()
+    assert "institution," not in report and "payable," not in report
+
+
+def test_an_unapproved_earlier_date_holds_the_next_back(cli: Cli) -> None:
+    date, _ = _prepared(cli)
+    tomorrow = dt.date.fromisoformat(date) + dt.timedelta(days=1)
+    later = (CUTOVER.instant(tomorrow) + dt.timedelta(minutes=5)).isoformat()
+    out = cli.run(tomorrow.isoformat(), later, ok=False).output
+    assert f"the payouts of {date} await approval" in out
+    cli.approve(date, "bob")
+    assert "closed: nothing to pay" in cli.run(tomorrow.isoformat(), later).output
+
+
+def test_a_failed_run_stores_nothing_and_a_rerun_completes(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(post_both(cli.db, cards_of(cli.db, 4)))
+    date, after = today_and_after()
+    monkeypatch.setenv("MEDSWITCH_DAYEND_FILE_KEY_ALIAS", "bank/{bank}/FILE-missing")
+    out = cli.run(date, after, ok=False).output
+    assert "no file key bank/b1/FILE-missing for bank b1" in out
+    assert cli.rows("SELECT * FROM business_days") == []
+    assert cli.rows("SELECT * FROM payouts") == [] and not (cli.out / "outbox").exists()
+    monkeypatch.delenv("MEDSWITCH_DAYEND_FILE_KEY_ALIAS")
+    assert "prepared" in cli.run(date, after).output
+    assert len(cli.rows("SELECT * FROM payouts")) == 5
+
+
+def test_an_approval_that_crashed_after_posting_resumes(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    date, _ = _prepared(cli)
+    real = store.mark_approved
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(store, "mark_approved", crash)
+    result = CliRunner().invoke(main, ["dayend", "approve", "--date", date, "--db", str(cli.db),
+                                       "--out", str(cli.out), "--operator", "bob"])
+    assert isinstance(result.exception, RuntimeError)
+    posted = cli.sums()
+    assert cli.rows("SELECT status FROM business_days") == [("prepared",)]
+    monkeypatch.setattr(store, "mark_approved", real)
+    out = cli.approve(date, "bob").output
+    assert "0 payouts posted, 5 already posted" in out
+    assert cli.sums() == posted
+    assert set(cli.rows("SELECT status FROM payouts")) == {("released",)}
+
+
+def test_reject_then_run_again_then_approve(cli: Cli) -> None:
+    date, after = _prepared(cli)
+    reject = ["dayend", "reject", "--date", date, "--db", str(cli.db), "--reason", "check h1"]
+    assert "a second operator rejects" in cli.invoke(*reject, "--operator", "alice",
+                                                     ok=False).output
+    assert "rejected by bob" in cli.invoke(*reject, "--operator", "bob").output
+    assert "nothing to approve" in cli.approve(date, "bob", ok=False).output
+    assert "prepared" in cli.run(date, after).output
+    statuses = cli.rows("SELECT status, made_by, approved_by FROM approvals ORDER BY id")
+    assert statuses == [("rejected", "alice", "bob"), ("pending", "alice", None)]
+    assert "5 payouts posted" in cli.approve(date, "carol").output
+
+
+def test_clear_refusals(cli: Cli, tmp_path: Path) -> None:
+    date, _ = today_and_after()
+    assert "no day-end run" in cli.approve(date, "bob", ok=False).output
+    assert "no day-end run" in cli.invoke("dayend", "status", "--date", date, "--db",
+                                          str(cli.db), ok=False).output
+    assert "not a date" in cli.invoke("dayend", "status", "--date", "2026-02-30", "--db",
+                                      str(cli.db), ok=False).output
+    junk = tmp_path / "PAYOUT_20261125_b1_INS.txt"
+    junk.write_bytes(b"H" * 300)
+    assert "REFUSED" in cli.verify(junk, ok=False).output
+    nowhere = tmp_path / "nowhere.db"
+    assert "does not exist" in cli.invoke("dayend", "status", "--date", date, "--db",
+                                          str(nowhere), ok=False).output
+
+
+def test_a_payouts_transfer_is_the_one_post_payout_posts() -> None:
+    async def body() -> None:
+        ledger = MemoryLedger()
+        await ledger.open_accounts(ev.centre_accounts())
+        debit = ev.CardDebit("PSAM01", 1, "3100000000000001", ev.Purse.EP, 700, "h1", "h1")
+        assert (await ev.post_card_debit(ledger, debit)).ok
+        payout = Payout("20261125-E-h1", "payep:h1", "ep", "institution", "h1", "b1", "62",
+                        "H", 700)
+        order = ev.PayoutOrder(payout.payout_id, "payep:h1", 700, "alice", "bob")
+        assert (await ev.post_payout(ledger, order)).ok
+        assert await ledger.post([payout.transfer]) == [TransferResult.EXISTS]
+        assert (await ev.resolve_payout(ledger, payout.payout_id, paid=True)).ok
+        assert (await ledger.balance("epfloat:centre")).balance_fen == -700  # type: ignore[union-attr]
+
+    asyncio.run(body())
