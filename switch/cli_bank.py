@@ -31,7 +31,14 @@ import click
 
 from hsm.keys import KeyUsage
 from messages.pretty import mask_pan
-from simulators.bank import BankAcquirer, BankIssuer, IssuerRules, Received, run_script
+from simulators.bank import (
+    BankAcquirer,
+    BankIssuer,
+    BankKeys,
+    IssuerRules,
+    Received,
+    run_script,
+)
 from switch.card_connection import CardConnection, CardConnectionError, PcscConnection
 from switch.cli_keys import Home, component_count, component_files, load_hsm, resolve
 
@@ -138,6 +145,15 @@ def _masked(line: str) -> str:
 @click.option("--delay-s", type=float, default=0.0, show_default=True)
 @click.option("--drop", is_flag=True, help="Never answer a savings debit.")
 @click.option(
+    "--disconnect", is_flag=True, help="Debit, then drop the connection without answering."
+)
+@click.option(
+    "--zmk",
+    "zmk_alias",
+    default=None,
+    help="The link's ZMK in the key home: take the centre's key changes under it.",
+)
+@click.option(
     "--seconds", type=float, default=0.0, help="Stop after this long (default: on SIGTERM)."
 )
 def issuer(
@@ -151,15 +167,19 @@ def issuer(
     decline_above: int | None,
     delay_s: float,
     drop: bool,
+    disconnect: bool,
+    zmk_alias: str | None,
     seconds: float,
 ) -> None:
     """Answer the switch's savings debits and reversals by rule until stopped."""
     hsm = load_hsm(Home(home, "bank-sim"), component_files, count)
-    rules = IssuerRules(decline_above, delay_s, drop)
+    rules = IssuerRules(decline_above, delay_s, drop, disconnect=disconnect)
 
     async def run() -> None:
         zak = await resolve(Home(home, "bank-sim"), zak_alias)
-        bank = BankIssuer(hsm, zak, rules, on_receive=_print_received)
+        zmk = await resolve(Home(home, "bank-sim"), zmk_alias) if zmk_alias else None
+        keys = BankKeys(zak, zmk, prefix=f"bank-sim/{acquirer_id}")
+        bank = BankIssuer(hsm, keys, rules, on_receive=_print_received)
         await bank.start(host, port)
         click.echo(f"bank issuer {acquirer_id} on {host}:{bank.port}")
         stop = asyncio.Event()
