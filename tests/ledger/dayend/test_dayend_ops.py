@@ -13,10 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from ledger import events as ev
-from ledger.core import TransferResult
+from ledger.core import OfflineRecord, TransferResult
 from ledger.dayend import store
 from ledger.dayend.plan import Payout
 from ledger.memory import MemoryLedger
+from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from tests.ledger.dayend.support import CUTOVER, Cli, cards_of, post_both, today_and_after
 
@@ -129,3 +130,32 @@ def test_a_payouts_transfer_is_the_one_post_payout_posts() -> None:
         assert (await ledger.balance("epfloat:centre")).balance_fen == -700  # type: ignore[union-attr]
 
     asyncio.run(body())
+
+
+def test_loads_in_doubt_with_their_age_and_late_uploads_are_reported(cli: Cli) -> None:
+    cards = cards_of(cli.db, 6)
+    asyncio.run(post_both(cli.db, cards[:4]))
+    date, after = today_and_after()
+    card_day = (dt.date.fromisoformat(date) - dt.timedelta(days=3)).strftime("%Y%m%d")
+
+    async def more() -> None:
+        ledger = SqliteLedger.open(cli.db)
+        try:
+            attempt = ev.load("kiosk|late", "01", cards[5].serial, ev.Purse.ED, 1, 1_500,
+                              cards[5].holder)
+            assert (await ev.post_into_doubt(ledger, attempt)).ok  # its confirmation never came
+            record = OfflineRecord("PSAM01", 1, "P0000001", 1, cards[0].serial, "ED", 1_000,
+                                   "00000000", card_day + "101500", "t1")
+            assert await ledger.record_offline([record]) == [True]
+        finally:
+            await ledger.close()
+
+    asyncio.run(more())
+    cli.run(date, after)
+    report = (cli.out / "reports" / f"CLEARING_{date.replace('-', '')}.csv").read_text()
+    rows = [line.split(",") for line in report.splitlines()]
+    doubt = [r for r in rows if r[0] == "in_doubt"]
+    assert len(doubt) == 1 and doubt[0][1] == f"edload:{cards[5].serial}"
+    assert doubt[0][5] == "1500" and int(doubt[0][3]) > 0  # age in seconds at the cut-over
+    assert ["late_uploads", "", "offline_records", "card_date_before_window", "1", "1000"] in rows
+    assert ["loads", "ED", "loads_into_doubt", "", "1", "1500"] in rows
