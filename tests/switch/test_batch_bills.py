@@ -44,7 +44,7 @@ def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
         assert ledger is not None
         db = daemon.home / "medswitch.db"
         cards, psam_row = cards_on_file(db, 2), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
         bills = []
         for n, on_file in enumerate(cards):  # one bill each: both above the deductible
             body = {

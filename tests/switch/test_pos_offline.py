@@ -66,7 +66,7 @@ def test_ep_self_pay_and_automatic_offline_fallback(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"
         on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
         body = {
             "his_bill_no": "HIS-EP-1",
             "card_no": on_file.card_no,

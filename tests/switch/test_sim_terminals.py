@@ -55,7 +55,7 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"
         on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
         body = {
             "his_bill_no": "HIS-SIM-1",
             "card_no": on_file.card_no,
@@ -191,7 +191,7 @@ def test_a_settlement_without_an_answer_is_reversed_after_a_restart(tmp_path: Pa
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"
         on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, db, psam_row.institution_id)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
         body = {
             "his_bill_no": "HIS-SIM-2",
             "card_no": on_file.card_no,
