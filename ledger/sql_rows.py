@@ -36,20 +36,33 @@ def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterator[Sequence[str]
         yield items[start : start + size]
 
 
+_KINDS = {kind.value: kind for kind in AccountKind}  # dict lookups: an enum call costs µs
+_FLAGS = {int(flags): flags for flags in (AccountFlags.NONE, AccountFlags.NEVER_NEGATIVE)}
+
+
 def account_state(row: Sequence[Any]) -> AccountState:
+    kind, flags = _KINDS.get(row[1]), _FLAGS.get(row[3])
     return AccountState(
-        id=row[0],
-        kind=AccountKind(row[1]),
-        owner=row[2],
-        flags=AccountFlags(row[3]),
-        debits_posted_fen=int(row[4]),
-        credits_posted_fen=int(row[5]),
-        closed=bool(row[6]),
+        row[0],
+        AccountKind(row[1]) if kind is None else kind,
+        row[2],
+        AccountFlags(row[3]) if flags is None else flags,
+        int(row[4]),
+        int(row[5]),
+        bool(row[6]),
     )
 
 
 def balance(row: Sequence[Any]) -> Balance:
-    return account_state(row).balance()
+    kind, flags = _KINDS.get(row[1]), _FLAGS.get(row[3])
+    return Balance(
+        row[0],
+        AccountKind(row[1]) if kind is None else kind,
+        AccountFlags(row[3]) if flags is None else flags,
+        int(row[4]),
+        int(row[5]),
+        bool(row[6]),
+    )
 
 
 def remembered(row: Sequence[Any]) -> Remembered:

@@ -180,7 +180,8 @@ class SqliteStore:
         return results
 
     def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
-        return {a: state.balance() for a, state in self.load_accounts(list(ids)).items()}
+        sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({{marks}})"
+        return {row[0]: rows.balance(row) for row in self._select_in(sql, list(ids))}
 
     def all_balances(self) -> list[Balance]:
         found = self.conn.execute(f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts ORDER BY id")

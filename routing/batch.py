@@ -29,7 +29,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ledger.core import OfflineRecord
 from messages.outcome import Outcome
@@ -119,17 +119,19 @@ async def _post_window(context: RequestContext, window: _Window) -> list[Outcome
     outcomes = window.outcomes
     for (at, _), result in zip(valid, results, strict=True):
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT
+    now = context.now.replace(tzinfo=None)
+    late = now - timedelta(hours=context.offline.age_max_h)
     for _, debit in valid:
-        await _note_late(context, debit)
+        if debit.record.when < late:
+            await _note_late(context, debit, now)
     return outcomes
 
 
-async def _note_late(context: RequestContext, debit: Debit) -> None:
+async def _note_late(context: RequestContext, debit: Debit, now: datetime) -> None:
     """A debit older than the offline age limit: posted all the same, and reviewed."""
-    age = context.now.replace(tzinfo=None) - debit.record.when
-    if age > timedelta(hours=context.offline.age_max_h):
-        detail = f"card date {debit.record.when:%Y%m%d%H%M%S}, {age.days} days before upload"
-        await note(context, "late_upload", debit.subject, debit.record.amount_fen, detail)
+    age = now - debit.record.when
+    detail = f"card date {debit.record.when:%Y%m%d%H%M%S}, {age.days} days before upload"
+    await note(context, "late_upload", debit.subject, debit.record.amount_fen, detail)
 
 
 async def review_counter_gaps(context: RequestContext, cards: Iterable[tuple[str, str]]) -> int:
