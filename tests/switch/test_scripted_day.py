@@ -213,7 +213,9 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
         cards = cards_on_file(db, CARDS)
         psam_rows = three_psams(db)
         institutions = sorted({p.institution_id for p in psam_rows})
-        tokens = {institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])}
+        tokens = {
+            institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])
+        }
         reference = ReferenceData(sqlite_engine(db))
         micros = int(now().timestamp() * 1_000_000)
         for institution in institutions[1:]:
