@@ -82,6 +82,13 @@ class BankIssuer:
             await self._server.wait_closed()
             self._server = None
 
+    def drop_connection(self) -> bool:
+        """One line fails: the oldest open connection is closed (False: none open)."""
+        for writer in list(self._writers):
+            writer.close()
+            return True
+        return False
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder(LengthFormat.ASCII4)
         self._writers.add(writer)

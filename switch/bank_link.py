@@ -97,6 +97,7 @@ class BankLinkClient:
         self.codec = Codec(BANK)
         self.unmatched = 0  # responses that matched no pending request (late ones)
         self.connects = 0
+        self.sent = 0  # requests sent on this connection
         self._stan = stans if stans is not None else itertools.count(1)
         self._pending: dict[str, asyncio.Future[BankReply]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -138,6 +139,7 @@ class BankLinkClient:
         """Send ``typed`` and wait for its response; LinkDown or TimeoutError otherwise."""
         if not self.up:
             raise LinkDown(f"bank link {self.settings.host}:{self.settings.port} is down")
+        self.sent += 1
         return await self._exchange(typed)
 
     async def _exchange(self, typed: BankMessage) -> BankReply:
