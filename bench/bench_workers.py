@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +68,7 @@ from switch.demo_medical import ITEMS
 
 DSN = os.environ.get("MEDSWITCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CODEC = Codec(TERMINAL)
+PROFILE = os.environ.get("BENCH_WORKERS_CPROFILE", "")  # a file: cProfile the 1-worker daemon
 U = KeyUsage
 
 
@@ -163,18 +166,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def mean_latencies(http_port: int) -> dict[str, float]:
+    """Mean seconds of each histogram series of the worker that answers the scrape."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"medswitch_(\w+)_seconds_(sum|count)\{(.*)\} (\S+)", line)
+        if match:
+            name = f"{match[1]} {match[3].split('=')[-1].strip(chr(34))}"
+            (sums if match[2] == "sum" else counts)[name] = float(match[4])
+    return {name: sums[name] / counts[name] for name in sums if counts.get(name)}
+
+
 @contextlib.contextmanager
-def daemon(home: Path, url: str, workers: int, port: int) -> Iterator[None]:
+def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Iterator[None]:
     script = str(Path(sys.executable).parent / "medswitch")
     env = {
         **os.environ,
         "MEDSWITCH_HOME": str(home),
         "MEDSWITCH_DATABASE_URL": url,
         "MEDSWITCH_TERMINAL_PORT": str(port),
-        "MEDSWITCH_HTTP_PORT": str(free_port()),
+        "MEDSWITCH_HTTP_PORT": str(http_port),
     }
+    command = [script, "serve", "--workers", str(workers)]
+    if PROFILE and workers == 1:  # cProfile of the one worker, written when it stops
+        command = [sys.executable, "-m", "cProfile", "-o", PROFILE, *command]
     server = subprocess.Popen(
-        [script, "serve", "--workers", str(workers)],
+        command,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -224,8 +245,8 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
             finally:
                 bridge.close()
             demo_keys.write_config(home, terminal_port=0, http_port=0)
-            port = free_port()
-            with daemon(home, url, workers, port):
+            port, http_port = free_port(), free_port()
+            with daemon(home, url, workers, port, http_port):
                 started = time.perf_counter()
                 lanes, cards = uvloop.run(
                     prepare(home, url, port, maker, args.terminals, args.bills)
@@ -235,7 +256,14 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
-                return uvloop.run(drive_once(port, lanes))
+                result = uvloop.run(drive_once(port, lanes))
+                means = mean_latencies(http_port)
+                slow = sorted(means.items(), key=lambda item: -item[1])[:8]
+                print(
+                    "  mean latency (one worker): "
+                    + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in slow)
+                )
+                return result
     finally:
         asyncio.run(_schema("DROP", schema))
 

@@ -34,6 +34,7 @@ from switch.sequences import PgSequences, Sequences, SqliteSequences
 from switch.sessions import SqliteTerminals, SqlTerminals
 
 POOL_MAX = 8  # per worker, per pool (the event loop's and the bridge's)
+LEDGER_WRITERS = 2  # group-committing connections per worker (row locks order them)
 
 
 @dataclass
@@ -119,7 +120,7 @@ async def _open_postgres(url: str) -> Stores:
     )
     opened: list[Any] = [pool]
     try:
-        ledger = await PgLedger.open(dsn, schema=schema, migrate=False)
+        ledger = await PgLedger.open(dsn, schema=schema, writers=LEDGER_WRITERS, migrate=False)
         opened.append(ledger)
         bridge = await asyncio.to_thread(PgBridge, url, size=POOL_MAX)
         engine = PgEngine(bridge)
