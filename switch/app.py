@@ -210,9 +210,10 @@ class App:
 
 
 def _bank_database(config: Config) -> Path:
-    """The bank links' stores are on the embedded file (PostgreSQL: not yet, see bank_host)."""
+    """The bank links' stores are on the embedded file (BankHost opens them from its path;
+    ``config.check`` refuses [bank] enabled on PostgreSQL)."""
     if config.postgres and config.bank.enabled:
-        raise RuntimeError("the bank links run on the embedded SQLite database only, for now")
+        raise RuntimeError("the bank links run on the embedded SQLite database only")
     return config.sqlite_path
 
 
