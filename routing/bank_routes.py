@@ -9,8 +9,17 @@ from routing.table import Handler, Route, RouteTable
 
 def bank_routes() -> RouteTable:
     def route(mti: str, f3: str | None, f70: str | None, handler: Handler, text: str) -> Route:
+        # Loads name their source account (F3 digits 3-4): 00 the personal fund in the local
+        # ledger, 10 the cardholder's savings behind the bank link.
+        account = f3[2:4] if f3 is not None and f3[:2] in ("60", "61") else None
         return Route(
-            "bank", mti, processing_code=f3, network_code=f70, handler=handler, description=text
+            "bank",
+            mti,
+            processing_code=f3,
+            network_code=f70,
+            account_type=account,
+            handler=handler,
+            description=text,
         )
 
     return RouteTable(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +39,13 @@ from switch.sessions import Sessions, SqliteTerminals
 
 log = logging.getLogger("medswitch.bank")
 SWEEP_INTERVAL_S = 3600.0  # how often ended cards past their grace period are swept
+
+
+def configured_savings_routes(config: BankConfig) -> list[SavingsRoute]:
+    """The savings routes `[bank]` configures (no link behind them: `medswitch routes`)."""
+    if not config.enabled or not config.outbound_host:
+        return []
+    return [SavingsRoute(config.acquirer_id, config.bins)]
 
 
 async def change_keys(link: BankLinkPool, keys: LinkKeys, now: datetime) -> str:
@@ -83,9 +91,7 @@ class BankHost:
 
     def savings_routes(self) -> list[SavingsRoute]:
         """Where kiosk EP loads go: this bank's savings link, for its BINs."""
-        if not self.config.enabled:
-            return []
-        return [SavingsRoute(self.bank_id, self.config.bins, self.savings)]
+        return [replace(r, issuer=self.savings) for r in configured_savings_routes(self.config)]
 
     async def start_outbound(self, database: Path) -> None:
         """The outbound link to the bank as savings issuer, its store-and-forward sender and

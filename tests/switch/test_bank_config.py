@@ -40,3 +40,21 @@ def test_routes_show_the_bank_interface() -> None:
         "handle_unloss",
         "handle_pin_reload",
     } <= handlers
+
+
+def test_routes_show_kiosk_ep_loads_routed_by_bin_to_the_bank_link() -> None:
+    environ = {
+        "MEDSWITCH_BANK_ENABLED": "true",
+        "MEDSWITCH_BANK_OUTBOUND_HOST": "127.0.0.1",
+        "MEDSWITCH_BANK_BINS": "621234,621299",
+    }
+    result = CliRunner().invoke(cli_main, ["routes"], env=environ)
+    assert result.exit_code == 0, result.output
+    ep_loads = [line.split() for line in result.output.splitlines() if " 601000 " in line]
+    by_bin = {row[6]: row[7] for row in ep_loads if row[0] == "terminal" and row[1] == "0200"}
+    assert by_bin == {
+        "621234": "handle_kiosk_ep_load[bank",
+        "621299": "handle_kiosk_ep_load[bank",
+        "*": "no_bank_route",
+    }
+    assert {row[5] for row in ep_loads if row[0] == "bank"} == {"10"}  # savings, by the link

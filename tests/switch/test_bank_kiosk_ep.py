@@ -124,3 +124,24 @@ def test_sim_kiosk_ep_load_from_the_cli(tmp_path: Path) -> None:
         assert (shadow, in_doubt) == (1_500, 0)
 
     run(tmp_path, scenario)
+
+
+def test_a_card_of_no_configured_bin_is_not_routed_to_the_bank(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        daemon = bank.daemon
+        on_file = first_card(bank.database)
+        (conn,), _ = await issue_cards(daemon, [on_file])
+        link = await terminal_link(
+            daemon, KIOSK, "centre", tmp_path / "kiosk.json", daemon.app.terminal_port, 10.0
+        )
+        kiosk = Kiosk(link, conn, pan=on_file.card_no, pin=PIN)
+        try:
+            await kiosk.sign_on()
+            with pytest.raises(TerminalError, match="response code 92"):
+                await kiosk.ep_load(1_000)
+            assert not [r for r in bank.issuer.received if isinstance(r.typed, SavingsDebit)]
+            assert (await kiosk.load(1_000))[0].startswith("loaded")  # ED: the local ledger
+        finally:
+            await link.close()
+
+    run(tmp_path, scenario, bins=("999999",))
