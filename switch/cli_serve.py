@@ -134,9 +134,14 @@ def serve(config_path: Path | None, workers: int | None) -> None:
 
 
 @click.command()
-def routes() -> None:
-    """Print the route table, terminal and bank interfaces (checked for ambiguity when built)."""
-    click.echo(RouteTable(terminal_routes().routes + bank_routes().routes).describe())
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
+def routes(config_path: Path | None) -> None:
+    """Print the route table, terminal and bank interfaces (checked for ambiguity when built);
+    kiosk EP loads by card BIN to the configured bank links."""
+    from switch.bank_host import configured_savings_routes
+
+    banks = configured_savings_routes(_load_config(config_path).bank)
+    click.echo(RouteTable(terminal_routes(banks).routes + bank_routes().routes).describe())
 
 
 @click.command()
