@@ -1,0 +1,182 @@
+"""The daemon's PostgreSQL stores, two "workers" at a time (two pools on one schema): session
+keys, the shared retransmission cache, never-repeating numbers, card status and the blacklist
+the card directory reads, the reversal queue. And the SQLite counters across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from hsm.errors import KeyExistsError, KeyNotFoundError
+from hsm.interface import SignOnKeys
+from hsm.keyblock import StoredKey
+from hsm.keys import KeyUsage
+from hsm.keystore import MemoryKeyStore
+from ledger.core import QueuedReversal
+from ledger.migrate import upgrade_sqlite
+from messages.outcome import Outcome
+from switch.database import Stores, open_stores
+from switch.pg_stores import PgKeyStore, RoutedKeyStore
+from switch.reply_store import SharedReplyCache
+from switch.sequences import SqliteSequences
+from switch.sessions import SharedSessions
+from tests.ledger.pg_support import DSN, fresh_schema
+from tests.switch.daemon_fixture import make_pg_database
+
+
+def key(alias: str, version: int, usage: KeyUsage = KeyUsage.MAK) -> StoredKey:
+    return StoredKey(alias, version, usage, "ABCDEF", "2026-11-25T00:00:00+00:00", "B0080...")
+
+
+@asynccontextmanager
+async def two_workers() -> AsyncIterator[tuple[Stores, Stores]]:
+    async with fresh_schema() as schema:
+        url = f"{DSN}?schema={schema}"
+        await make_pg_database(url, {"POS00001": "pos"})
+        first = await open_stores(url)
+        try:
+            second = await open_stores(url)
+            try:
+                yield first, second
+            finally:
+                await second.close()
+        finally:
+            await first.close()
+
+
+def run(scenario: Callable[[Stores, Stores], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with two_workers() as (first, second):
+            await scenario(first, second)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+@pytest.mark.postgres
+def test_session_keys_written_by_one_worker_are_used_by_the_other() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        assert first.pool is not None and second.pool is not None
+        files = MemoryKeyStore()
+        mine = RoutedKeyStore(PgKeyStore(first.pool), files)
+        theirs = SharedSessions(RoutedKeyStore(PgKeyStore(second.pool), files))
+        await mine.put(key("tmk/POS00001", 1, KeyUsage.TMK))
+        assert await files.list("tmk/POS00001")  # ceremony keys stay in the file store
+        assert await PgKeyStore(first.pool).list() == []
+        assert await theirs.get("POS00001") is None
+        for usage in (KeyUsage.MAK, KeyUsage.PIK, KeyUsage.TDK):
+            await mine.put(key(f"term/POS00001/{usage.value}", 1, usage))
+        with pytest.raises(KeyExistsError):
+            await mine.put(key("term/POS00001/MAK", 1))
+        with pytest.raises(KeyNotFoundError):
+            await mine.get("term/POS00001/MAK", 9)
+        keys = await theirs.get("POS00001")
+        assert keys is not None and keys.mak.version == 1 and keys.tdk is not None
+        await mine.put(key("term/POS00001/MAK", 2))  # a new sign-on at the first worker
+        keys = await theirs.get("POS00001")
+        assert keys is not None and keys.mak.version == 2
+        theirs.forget("POS00001")  # signed off here: until a newer sign-on
+        assert await theirs.get("POS00001") is None
+        await mine.put(key("term/POS00001/MAK", 3))
+        theirs.remember("POS00001", SignOnKeys(b"", keys.pik, keys.mak, keys.tdk))
+        keys = await theirs.get("POS00001")
+        assert keys is not None and keys.mak.version == 3
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_a_reply_remembered_by_one_worker_answers_a_copy_at_the_other() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        assert first.pool is not None and second.pool is not None
+        mine, theirs = SharedReplyCache(first.pool), SharedReplyCache(second.pool)
+        assert await mine.earlier("k1", b"d" * 16) is None
+        mine.begin("k1", b"d" * 16)
+        assert await mine.remember(("k1", b"d" * 16), asyncio.sleep(0, result=b"reply")) == (
+            b"reply"
+        )
+        assert await theirs.earlier("k1", b"d" * 16) == b"reply"
+        assert await theirs.earlier("k1", b"e" * 16) is Outcome.DUPLICATE
+        found = await asyncio.gather(*(theirs.earlier(f"n{i}", b"d" * 16) for i in range(50)))
+        assert found == [None] * 50  # fifty lookups, batched, none known
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_sequences_never_repeat_across_workers() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        drawn = await asyncio.gather(
+            *(s.sequences.next("rrn") for s in (first, second) for _ in range(100))
+        )
+        assert len(set(drawn)) == 200
+        with pytest.raises(ValueError):
+            await first.sequences.next("nothing")
+
+    run(scenario)
+
+
+def test_sqlite_counters_never_repeat_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    upgrade_sqlite(path)
+
+    async def draw(count: int) -> list[int]:
+        sequences = SqliteSequences(path, block=10)
+        return [await sequences.next("stan") for _ in range(count)]
+
+    first = asyncio.run(draw(25))
+    second = asyncio.run(draw(5))  # a restart: the rest of the last block is skipped
+    assert first == list(range(1, 26))
+    assert second == list(range(31, 36))
+
+
+@pytest.mark.postgres
+def test_a_loss_report_reaches_the_blacklist_the_terminals_download() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        assert first.pool is not None
+        await first.pool.execute(
+            "INSERT INTO institutions (id, kind, name) VALUES ('U1', 'employer_unit', 'u')"
+        )
+        await first.pool.execute(
+            "INSERT INTO cardholders (id, ssn, name, category, unit_id) VALUES"
+            " ('H1', 'S1', 'n', 'employed', 'U1')"
+        )
+        await first.pool.execute(
+            "INSERT INTO cards (card_no, application_serial, cardholder_id, expiry) VALUES"
+            " ('6212340000000001', '3100000000000001', 'H1', '2031-12-31')"
+        )
+        assert second.cards.blacklist_version() == 0
+        lost = await first.card_status.report_lost("6212340000000001", 1)
+        assert (lost.status_before, lost.blacklist_version) == ("active", 1)
+        again = await first.card_status.report_lost("6212340000000001", 2)
+        assert (again.status_before, again.blacklist_version) == ("lost", 0)
+        card = second.cards.get("6212340000000001")
+        assert card is not None and card.status == "lost"
+        back = await first.card_status.unloss("6212340000000001")
+        assert (back.status_before, back.blacklist_version) == ("lost", 2)
+        assert second.cards.blacklist_version() == 2
+        assert second.cards.blacklist_changes(0, 10) == [
+            (1, "A", "3100000000000001"),
+            (2, "D", "3100000000000001"),
+        ]
+        assert (await first.card_status.unloss("6299")).status_before is None
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_the_reversal_queue_delivery_state() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        item = QueuedReversal("rev-1", "b1", "bank|01020000|1125120000|000001|02", 500)
+        assert await first.ledger.queue_reversal(item)
+        pending = await second.reversal_queue.pending("b1")
+        assert [(p.item, p.attempts) for p in pending] == [(item, 0)]
+        await second.reversal_queue.mark("rev-1", acknowledged=False)
+        assert (await first.reversal_queue.pending("b1"))[0].attempts == 1
+        await first.reversal_queue.mark("rev-1", acknowledged=True)
+        assert await second.reversal_queue.pending("b1") == []
+
+    run(scenario)
