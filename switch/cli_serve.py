@@ -163,8 +163,13 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from switch import demo_keys, demo_medical
 
     config = _load_config(None)
+    if config.postgres:
+        raise click.ClickException(
+            "medswitch run sets up the embedded SQLite demo; on PostgreSQL run "
+            "`medswitch demo init --database URL`, provision keys, then `medswitch serve`"
+        )
     home = config.home_path
-    database = Path(config.database.removeprefix("sqlite:///"))
+    database = config.sqlite_path
     if not database.exists():
         home.mkdir(parents=True, exist_ok=True)
         click.echo(f"creating the demo deployment in {home} (TEST ONLY keys)")
