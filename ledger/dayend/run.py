@@ -103,6 +103,10 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
     if earlier and (stored is None or stored["status"] != "approved"):
         raise DayendError(f"the payouts of {', '.join(earlier)} await approval: approve or "
                           "reject them first (medswitch dayend approve|reject --date ...)")
+    later = store.runs_after(engine, date)
+    if later and (stored is None or stored["status"] == "rejected"):
+        raise DayendError(f"{later[0]} was run already and paid what {date} owed: an earlier "
+                          "date cannot be prepared after a later one")
     clock = _Clock(progress)
     snapshot = snap.read(engine, day, cutover)
     clock.step("snapshot")

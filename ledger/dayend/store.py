@@ -69,6 +69,15 @@ def pending_before(engine: Engine, date: str) -> list[str]:
         return sorted(r[0] for r in rows)
 
 
+def runs_after(engine: Engine, date: str) -> list[str]:
+    """Later dates that were run (and not rejected): their payables included this date's."""
+    t = s.business_days
+    with engine.connect() as c:
+        rows = c.execute(select(t.c.business_date).where(t.c.business_date > date,
+                                                         t.c.status != "rejected"))
+        return sorted(r[0] for r in rows)
+
+
 def files_of(engine: Engine, date: str) -> list[dict[str, Any]]:
     t = s.payout_files
     with engine.connect() as c:

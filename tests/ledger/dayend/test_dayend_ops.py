@@ -159,3 +159,15 @@ def test_loads_in_doubt_with_their_age_and_late_uploads_are_reported(cli: Cli) -
     assert doubt[0][5] == "1500" and int(doubt[0][3]) > 0  # age in seconds at the cut-over
     assert ["late_uploads", "", "offline_records", "card_date_before_window", "1", "1000"] in rows
     assert ["loads", "ED", "loads_into_doubt", "", "1", "1500"] in rows
+
+
+def test_an_earlier_date_cannot_be_prepared_after_a_later_one(cli: Cli) -> None:
+    date, after = _prepared(cli)
+    reject = ["dayend", "reject", "--date", date, "--db", str(cli.db), "--reason", "redo"]
+    cli.invoke(*reject, "--operator", "bob")
+    tomorrow = dt.date.fromisoformat(date) + dt.timedelta(days=1)
+    later = (CUTOVER.instant(tomorrow) + dt.timedelta(minutes=5)).isoformat()
+    assert "prepared" in cli.run(tomorrow.isoformat(), later).output  # pays the rejected date too
+    out = cli.run(date, after, ok=False).output
+    assert "an earlier date cannot be prepared after a later one" in out
+    assert "5 payouts posted" in cli.approve(tomorrow.isoformat(), "bob").output
