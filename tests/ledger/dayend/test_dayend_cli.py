@@ -65,6 +65,10 @@ def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
     assert "approve" in cli.approve(date, "carol", ok=False).output  # already approved
     status = cli.status(date).output
     assert "approved: run by alice (3 runs), approved by bob" in status
+    audit = cli.rows("SELECT actor, action FROM audit_log WHERE action LIKE 'dayend.%' "
+                     "ORDER BY seq")
+    assert audit == [("alice", "dayend.run"), ("alice", "dayend.rerun"), ("bob", "dayend.approve"),
+                     ("alice", "dayend.rerun")]
 
 
 def _lines(cli: Cli, staging: Path) -> dict[str, int]:
