@@ -178,7 +178,7 @@ async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_
         raise DayendError(f"{date} has nothing to approve (status {stored['status']})")
     request = store.approval(engine, int(stored["approval_id"]))
     assert request is not None
-    if request["made_by"] == operator:
+    if _same_person(str(request["made_by"]), operator):
         raise DayendError(f"{operator} prepared the payouts of {date} and cannot also approve "
                           "them: a second operator must (maker-checker)")
     _, staging, outbox = paths(out_dir, date)
@@ -200,6 +200,12 @@ async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_
         released.append(outbox / name)
     store.mark_approved(engine, date, int(stored["approval_id"]), operator, now_us)
     return ApproveResult(date, str(request["made_by"]), posted, already, released)
+
+
+def _same_person(maker: str, operator: str) -> bool:
+    if not operator.strip():
+        raise DayendError("an operator must be named")
+    return maker.strip().casefold() == operator.strip().casefold()
 
 
 async def _post(engine: Engine, ledger: Ledger, date: str) -> tuple[int, int]:
@@ -235,7 +241,7 @@ def reject(engine: Engine, date: str, operator: str, reason: str, now_us: int) -
         raise DayendError(f"{date} has no prepared payouts to reject")
     request = store.approval(engine, int(stored["approval_id"]))
     assert request is not None
-    if request["made_by"] == operator:
+    if _same_person(str(request["made_by"]), operator):
         raise DayendError(f"{operator} prepared the payouts of {date}: a second operator rejects")
     store.mark_rejected(engine, date, int(stored["approval_id"]), operator, now_us, reason)
     return str(request["made_by"])

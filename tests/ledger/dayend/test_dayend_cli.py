@@ -46,6 +46,8 @@ def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
 
     refused = cli.approve(date, "alice", ok=False).output
     assert "cannot also approve" in refused and not (cli.out / "outbox").exists()
+    assert "cannot also approve" in cli.approve(date, " Alice", ok=False).output
+    assert "an operator must be named" in cli.approve(date, " ", ok=False).output
     approved = cli.approve(date, "bob").output
     assert "5 payouts posted" in approved
     assert sorted(p.name for p in (cli.out / "outbox").iterdir()) == names
