@@ -221,6 +221,28 @@ def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)  # type: ignore[misc]
 
 
+_COMPILED: dict[Any, Any] = {}
+_COMPILED_MAX = 1000
+
+
+def _compiled(statement: Any, keys: list[str] | None) -> tuple[Any, Any]:
+    """The statement compiled for PostgreSQL, once per shape (SQLAlchemy's cache key; the
+    values of this call are its extracted parameters) — compiling is costly, and the caller
+    holds the GIL the bridge's loop needs."""
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:
+        return statement.compile(dialect=_DIALECT, column_keys=keys), None
+    shape = (cache_key.key, tuple(keys) if keys else None)
+    compiled = _COMPILED.get(shape)
+    if compiled is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        compiled = _COMPILED[shape] = statement.compile(
+            dialect=_DIALECT, column_keys=keys, cache_key=cache_key
+        )
+    return compiled, cache_key.bindparams
+
+
 class Result:
     def __init__(self, rows: list[Any], count: int) -> None:
         self._rows = rows
@@ -297,13 +319,16 @@ class PgSaConnection:
     def execute(self, statement: Any, parameters: Any = None) -> Result:
         many = isinstance(parameters, list)
         keys = list(parameters[0]) if many and parameters else None
-        compiled = statement.compile(dialect=_DIALECT, column_keys=keys)
+        compiled, extracted = _compiled(statement, keys)
         names = compiled.positiontup or []
         if many:
-            rows = [[compiled.construct_params(p)[n] for n in names] for p in parameters]
-            return self._bridge.run(self._many(str(compiled), rows))
-        bound = compiled.construct_params(parameters)
-        return self._bridge.run(self._one(str(compiled), [bound[n] for n in names]))
+            rows = [
+                [compiled.construct_params(p, extracted_parameters=extracted)[n] for n in names]
+                for p in parameters
+            ]
+            return self._bridge.run(self._many(compiled.string, rows))
+        bound = compiled.construct_params(parameters, extracted_parameters=extracted)
+        return self._bridge.run(self._one(compiled.string, [bound[n] for n in names]))
 
     async def _one(self, sql: str, values: list[Any]) -> Result:
         held = self._raw._held
