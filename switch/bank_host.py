@@ -1,8 +1,9 @@
-"""The bank host links of a deployment, wired from `[bank]`: the outbound connections to the
-bank as savings issuer (and their store-and-forward sender and key changes), the inbound
-listener for the bank's counters, and the operator's key-change trigger (HTTP, for `medswitch
-bank key-change`). :class:`switch.app.App` starts the outbound side before the terminal routes
-are built (kiosk EP loads route to it by BIN) and the inbound side after.
+"""The bank host links of a deployment, wired from `[bank]` (the first bank) and its
+`[[bank.links]]` (more banks, each with its own listener, allowed peers, keys and outbound
+connections): one :class:`~switch.bank_peer.BankPeer` per bank, the kiosk EP load routes by BIN
+over all of them, the sweep of ended cards, and the operator's key-change trigger (HTTP, for
+`medswitch bank key-change`). :class:`switch.app.App` starts the outbound side before the
+terminal routes are built (kiosk EP loads route to it by BIN) and the inbound side after.
 """
 
 from __future__ import annotations
@@ -11,55 +12,53 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
 
 from hsm.interface import Hsm
-from hsm.keys import KeyUsage
 from ledger.core import Ledger
-from messages.bank import KeyChange
-from messages.codec import Codec
-from messages.framing import LengthFormat
-from messages.spec_bank import BANK
 from routing.bank_context import SavingsRoute
-from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
 from switch.bank_cards import SqliteCardStatus, sweep_ended_cards
-from switch.bank_keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
-from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
-from switch.bank_saf import SafSender, SqliteReversalQueue
+from switch.bank_keys import KeyChangeError, LinkKeys
+from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings
+from switch.bank_peer import BankPeer, change_keys
+from switch.bank_saf import SafSender
 from switch.bank_service import BankService
 from switch.config import BankConfig
-from switch.listener import Listener, ListenerSettings
+from switch.listener import Listener
 from switch.metrics import Metrics
 from switch.sessions import Sessions, SqliteTerminals
 
+__all__ = ["BankHost", "bank_configs", "change_keys", "configured_savings_routes"]
+
 log = logging.getLogger("medswitch.bank")
 SWEEP_INTERVAL_S = 3600.0  # how often ended cards past their grace period are swept
+_OWN = ("acquirer_id", "zak_alias", "zpk_alias", "outbound_zak_alias", "zmk_alias")
+
+
+def bank_configs(config: BankConfig) -> list[BankConfig]:
+    """Every configured bank: `[bank]` and its `[[bank.links]]`, the enabled ones; ValueError
+    when two share an acquirer id or a key (each bank has its own)."""
+    if any(bank.links for bank in config.links):
+        raise ValueError("bank links: [[bank.links]] do not nest")
+    banks = [bank for bank in (config, *config.links) if bank.enabled]
+    for name in _OWN:
+        values = [getattr(bank, name) for bank in banks]
+        if len(set(values)) != len(values):
+            raise ValueError(f"bank links: two banks share {name}")
+    return banks
 
 
 def configured_savings_routes(config: BankConfig) -> list[SavingsRoute]:
     """The savings routes `[bank]` configures (no link behind them: `medswitch routes`)."""
-    if not config.enabled or not config.outbound_host:
-        return []
-    return [SavingsRoute(config.acquirer_id, config.bins)]
-
-
-async def change_keys(link: BankLinkPool, keys: LinkKeys, now: datetime) -> str:
-    """The centre changes its outbound link's zone keys: offered under the ZMK (0800 F70 = 101),
-    installed only when the bank answers 00 with the same KCVs. Returns the new ZAK's KCV."""
-    field48, exported = await keys.offer(now)
-    reply = await link.request(KeyChange(**link.envelope(), keys=field48))
-    if reply.response_code != "00":
-        raise KeyChangeError(f"the bank refused the key change: {reply.response_code}")
-    expected = {usage.value: kcv for usage, (_, kcv) in exported.items()}
-    if kcvs_of(reply.data) != expected:
-        raise KeyChangeError("the bank answered other KCVs: the keys were not changed")
-    await keys.install(exported, now)
-    return expected[KeyUsage.ZAK.value]
+    return [
+        SavingsRoute(bank.acquirer_id, bank.bins)
+        for bank in bank_configs(config)
+        if bank.outbound_host
+    ]
 
 
 class BankHost:
@@ -72,50 +71,51 @@ class BankHost:
         clock: Callable[[], datetime],
     ) -> None:
         self.config = config
-        self.hsm = hsm
-        self.sessions = sessions
-        self.metrics = metrics
         self.clock = clock
-        self.outbound: BankLinkPool | None = None
-        self.outbound_keys: LinkKeys | None = None
-        self.savings: OutboundSavings | None = None
-        self.saf: SafSender | None = None
-        self.service: BankService | None = None
-        self.listener: Listener | None = None
-        self._schedule: asyncio.Task[None] | None = None
+        banks = bank_configs(config)
+        self.peers = [BankPeer(bank, hsm, sessions, metrics, clock) for bank in banks]
         self._sweeps: asyncio.Task[None] | None = None
 
-    @property
-    def bank_id(self) -> str:
-        return self.config.acquirer_id
+    def peer(self, bank_id: str) -> BankPeer | None:
+        return next((peer for peer in self.peers if peer.bank_id == bank_id), None)
 
+    # -- the first bank's parts (the one `[bank]` itself names) ---------------------------------
+    @property
+    def first(self) -> BankPeer | None:
+        return self.peers[0] if self.peers else None
+
+    @property
+    def outbound(self) -> BankLinkPool | None:
+        return self.first.outbound if self.first else None
+
+    @property
+    def outbound_keys(self) -> LinkKeys | None:
+        return self.first.outbound_keys if self.first else None
+
+    @property
+    def savings(self) -> OutboundSavings | None:
+        return self.first.savings if self.first else None
+
+    @property
+    def saf(self) -> SafSender | None:
+        return self.first.saf if self.first else None
+
+    @property
+    def service(self) -> BankService | None:
+        return self.first.service if self.first else None
+
+    @property
+    def listener(self) -> Listener | None:
+        return self.first.listener if self.first else None
+
+    # -- every bank ------------------------------------------------------------------------------
     def savings_routes(self) -> list[SavingsRoute]:
-        """Where kiosk EP loads go: this bank's savings link, for its BINs."""
-        return [replace(r, issuer=self.savings) for r in configured_savings_routes(self.config)]
+        """Where kiosk EP loads go: each bank's savings link, for its BINs."""
+        return [route for peer in self.peers for route in peer.savings_routes()]
 
     async def start_outbound(self, database: Path) -> None:
-        """The outbound link to the bank as savings issuer, its store-and-forward sender and
-        its key-change schedule; nothing when no `outbound_host` is configured."""
-        link = self.config
-        if not link.enabled or not link.outbound_host:
-            return
-        keys = LinkKeys(self.hsm, self.sessions, outbound_aliases(link), link.key_overlap_s)
-        if await keys.current() is None:
-            log.error("bank outbound link: no key %s; EP loads refused", link.outbound_zak_alias)
-            return
-        settings = OutboundSettings(
-            link.outbound_host, link.outbound_port, link.centre_id, link.outbound_timeout_s
-        )
-        self.outbound_keys = keys
-        self.outbound = BankLinkPool.open(
-            settings, self.hsm, keys, self.clock, link.outbound_connections
-        )
-        self.outbound.start()
-        self.saf = SafSender(SqliteReversalQueue(database), self.outbound, self.bank_id)
-        self.saf.start()
-        self.savings = OutboundSavings(self.outbound, self.bank_id, keys.zpk)
-        if link.key_change_interval_s > 0:
-            self._schedule = asyncio.ensure_future(self._change_on_schedule())
+        for peer in self.peers:
+            await peer.start_outbound(database)
 
     async def start_inbound(
         self,
@@ -125,52 +125,21 @@ class BankHost:
         ledger: Ledger,
         offline: OfflineLimits,
     ) -> int:
-        """The listener for the bank's counters; returns its port."""
-        link = self.config
-        self.service = BankService(
-            Codec(BANK),
-            self.hsm,
-            link,
-            terminals,
-            self.sessions,
-            cards,
-            SqliteCardStatus(database),
-            ledger,
-            offline,
-            bank_routes(),
-            self.metrics,
-            self.clock,
-            self.savings,
-        )
-        settings = ListenerSettings(
-            link.host,
-            link.port,
-            LengthFormat.ASCII4,
-            link.frame_bytes_max,
-            link.connections_max,
-            link.idle_timeout_s,
-            link.read_timeout_s,
-        )
-        self.listener = Listener(settings, self.service.handle)
-        await self.listener.start()
+        """Each bank's listener for its counters, and the sweep of ended cards; returns the
+        first bank's port."""
+        ports = [
+            await peer.start_inbound(database, terminals, cards, ledger, offline)
+            for peer in self.peers
+        ]
         self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(database, ledger))
-        log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
-        return self.listener.port
+        return ports[0] if ports else 0
 
-    async def change_keys(self) -> str:
-        """Change the outbound link's zone keys now (KeyChangeError, LinkDown when not)."""
-        if self.outbound is None or self.outbound_keys is None:
-            raise LinkDown("no outbound bank link")
-        return await change_keys(self.outbound, self.outbound_keys, self.clock())
-
-    async def _change_on_schedule(self) -> None:
-        while True:  # until stop() cancels it
-            await asyncio.sleep(self.config.key_change_interval_s)
-            try:
-                kcv = await self.change_keys()
-                log.info("bank %s: scheduled key change, ZAK %s", self.bank_id, kcv)
-            except (KeyChangeError, LinkDown, TimeoutError) as err:
-                log.warning("bank %s: scheduled key change failed: %s", self.bank_id, err)
+    async def change_keys(self, bank_id: str | None = None) -> str:
+        """Change a bank's outbound zone keys now (KeyChangeError, LinkDown when not)."""
+        peer = self.peer(bank_id) if bank_id is not None else self.first
+        if peer is None:
+            raise LinkDown(f"no bank link {bank_id}")
+        return await peer.change_keys()
 
     async def _sweep_ended_cards(self, database: Path, ledger: Ledger) -> None:
         cards = SqliteCardStatus(database)
@@ -189,27 +158,22 @@ class BankHost:
         http.router.add_post("/bank/{bank}/key-change", self._key_change)
 
     async def _key_change(self, request: web.Request) -> web.Response:
-        if request.match_info["bank"] != self.bank_id:
+        bank_id = request.match_info["bank"]
+        if self.peer(bank_id) is None:
             return web.json_response({"error": "no such bank link"}, status=404)
         try:
-            kcv = await self.change_keys()
+            kcv = await self.change_keys(bank_id)
         except (KeyChangeError, LinkDown, TimeoutError) as err:
             reason = str(err) or type(err).__name__
             return web.json_response({"error": reason}, status=409)
-        return web.json_response({"bank": self.bank_id, "zak_kcv": kcv})
-
-    async def stop_inbound(self) -> None:
-        if self.listener is not None:
-            await self.listener.close()
+        return web.json_response({"bank": bank_id, "zak_kcv": kcv})
 
     async def stop(self) -> None:
-        await self.stop_inbound()
-        for task in (self._schedule, self._sweeps):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self.saf is not None:
-            await self.saf.close()
-        if self.outbound is not None:
-            await self.outbound.close()
+        for peer in self.peers:
+            await peer.stop_inbound()
+        if self._sweeps is not None:
+            self._sweeps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeps
+        for peer in self.peers:
+            await peer.stop()

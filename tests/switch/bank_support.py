@@ -17,6 +17,7 @@ from hsm.des import adjust_parity
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component
+from hsm.soft import SoftHsm
 from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from simulators.bank import BankIssuer, BankKeys
@@ -27,6 +28,7 @@ from switch.sessions import Sessions
 from tests.switch.daemon_fixture import Daemon, new_hsm, now
 
 BANK = "01020000"
+BANK_B = "01030000"  # a second bank, when asked for
 
 
 @dataclass
@@ -36,6 +38,8 @@ class BankDaemon:
     zak_in: KeyRef
     clear_zpk: bytes  # the counters' PIN pad key (inbound ZPK)
     zmk: KeyRef
+    issuer_b: BankIssuer | None = None  # the second bank's, when asked for
+    zak_in_b: KeyRef | None = None
 
     @property
     def app(self) -> App:
@@ -79,9 +83,43 @@ async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     raise AssertionError("condition not reached")
 
 
+async def second_bank(hsm: SoftHsm, **settings: Any) -> tuple[BankConfig, BankIssuer, KeyRef]:
+    """Bank B's keys (its own aliases), its issuer simulator, and its [[bank.links]] entry."""
+    prefix = f"bank/{BANK_B}"
+    zak_in = await hsm.generate_key(f"{prefix}/ZAK", KeyUsage.ZAK, now=now())
+    await hsm.generate_key(f"{prefix}/ZPK", KeyUsage.ZPK, now=now())
+    zak_out = await hsm.generate_key(f"{prefix}/out/ZAK", KeyUsage.ZAK, now=now())
+    await hsm.generate_key(f"{prefix}/out/ZPK", KeyUsage.ZPK, now=now())
+    zmk = await hsm.generate_key(f"{prefix}/ZMK", KeyUsage.ZMK, now=now())
+    issuer = BankIssuer(hsm, BankKeys(zak_out, zmk, prefix="bank-sim/issuer-b"))
+    await issuer.start()
+    config = BankConfig(
+        enabled=True,
+        port=0,
+        acquirer_id=BANK_B,
+        zak_alias=f"{prefix}/ZAK",
+        zpk_alias=f"{prefix}/ZPK",
+        outbound_host="127.0.0.1",
+        outbound_port=issuer.port,
+        outbound_zak_alias=f"{prefix}/out/ZAK",
+        outbound_zpk_alias=f"{prefix}/out/ZPK",
+        zmk_alias=f"{prefix}/ZMK",
+        outbound_timeout_s=0.5,
+        **settings,
+    )
+    return config, issuer, zak_in
+
+
 @asynccontextmanager
-async def bank_daemon(tmp: Path, *, cardholders: int = 3, **bank: Any) -> AsyncIterator[BankDaemon]:
-    """The daemon over a demo deployment, its bank links up, the issuer simulator running."""
+async def bank_daemon(
+    tmp: Path,
+    *,
+    cardholders: int = 3,
+    bank_b: dict[str, Any] | None = None,
+    **bank: Any,
+) -> AsyncIterator[BankDaemon]:
+    """The daemon over a demo deployment, its bank links up, the issuer simulator running;
+    with ``bank_b`` (its settings), a second bank beside the first."""
     database = tmp / "medswitch.db"
     await asyncio.to_thread(init_demo, database, cardholders)
     store = MemoryKeyStore()
@@ -95,6 +133,10 @@ async def bank_daemon(tmp: Path, *, cardholders: int = 3, **bank: Any) -> AsyncI
     issuer = BankIssuer(hsm, BankKeys(zak_out, zmk, prefix="bank-sim/issuer"))
     await issuer.start()
     settings = {"outbound_timeout_s": 0.5, **bank}
+    issuer_b = zak_in_b = None
+    if bank_b is not None:
+        link_b, issuer_b, zak_in_b = await second_bank(hsm, **bank_b)
+        settings["links"] = (link_b,)
     config = Config(
         home=str(tmp),
         terminal=replace(ListenConfig(), port=0),
@@ -112,7 +154,12 @@ async def bank_daemon(tmp: Path, *, cardholders: int = 3, **bank: Any) -> AsyncI
     try:
         assert app.bank is not None and app.bank.outbound is not None
         assert await app.bank.outbound.wait_up(5)
-        yield BankDaemon(Daemon(app, hsm, store, tmp), issuer, zak_in, clear_zpk, zmk)
+        for peer in app.bank.peers:
+            assert peer.outbound is not None and await peer.outbound.wait_up(5)
+        daemon = Daemon(app, hsm, store, tmp)
+        yield BankDaemon(daemon, issuer, zak_in, clear_zpk, zmk, issuer_b, zak_in_b)
     finally:
         await app.stop()
         await issuer.close()
+        if issuer_b is not None:
+            await issuer_b.close()

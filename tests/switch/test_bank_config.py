@@ -58,3 +58,25 @@ def test_routes_show_kiosk_ep_loads_routed_by_bin_to_the_bank_link() -> None:
         "*": "no_bank_route",
     }
     assert {row[5] for row in ep_loads if row[0] == "bank"} == {"10"}  # savings, by the link
+
+
+def test_more_banks_as_bank_links_tables(tmp_path: Path) -> None:
+    toml = tmp_path / "medswitch.toml"
+    toml.write_text(
+        "[bank]\nenabled = true\n[[bank.links]]\nenabled = true\nacquirer_id = '01030000'\n"
+        "port = 5812\nallowed_peers = ['10.0.0.9']\nbins = ['621299']\n",
+        encoding="utf-8",
+    )
+    (link,) = load(toml, {}).bank.links
+    assert (link.acquirer_id, link.port, link.allowed_peers, link.bins) == (
+        "01030000",
+        5812,
+        ("10.0.0.9",),
+        ("621299",),
+    )
+    toml.write_text("[bank]\nlinks = ['x']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bank\.links must be a list of tables"):
+        load(toml, {})
+    toml.write_text("[bank]\n[[bank.links]]\nzak = 'x'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bank\.links\[0\]\.zak"):
+        load(toml, {})

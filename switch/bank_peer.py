@@ -1,0 +1,173 @@
+"""One bank's links, both ways: the outbound connections to the bank as savings issuer (their
+store-and-forward sender and key changes) and the inbound listener for its counters, with its
+own allowed peers, keys and acquirer id. :class:`switch.bank_host.BankHost` holds one per
+configured bank."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from hsm.interface import Hsm
+from hsm.keys import KeyUsage
+from ledger.core import Ledger
+from messages.bank import KeyChange
+from messages.codec import Codec
+from messages.framing import LengthFormat
+from messages.spec_bank import BANK
+from routing.bank_context import SavingsRoute
+from routing.bank_routes import bank_routes
+from routing.context import CardDirectory, OfflineLimits
+from switch.bank_cards import SqliteCardStatus
+from switch.bank_keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
+from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
+from switch.bank_saf import SafSender, SqliteReversalQueue
+from switch.bank_service import BankService
+from switch.config import BankConfig
+from switch.listener import Listener, ListenerSettings
+from switch.metrics import Metrics
+from switch.sessions import Sessions, SqliteTerminals
+
+log = logging.getLogger("medswitch.bank")
+async def change_keys(link: BankLinkPool, keys: LinkKeys, now: datetime) -> str:
+    """The centre changes its outbound link's zone keys: offered under the ZMK (0800 F70 = 101),
+    installed only when the bank answers 00 with the same KCVs. Returns the new ZAK's KCV."""
+    field48, exported = await keys.offer(now)
+    reply = await link.request(KeyChange(**link.envelope(), keys=field48))
+    if reply.response_code != "00":
+        raise KeyChangeError(f"the bank refused the key change: {reply.response_code}")
+    expected = {usage.value: kcv for usage, (_, kcv) in exported.items()}
+    if kcvs_of(reply.data) != expected:
+        raise KeyChangeError("the bank answered other KCVs: the keys were not changed")
+    await keys.install(exported, now)
+    return expected[KeyUsage.ZAK.value]
+
+
+class BankPeer:
+    def __init__(
+        self,
+        config: BankConfig,
+        hsm: Hsm,
+        sessions: Sessions,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.config = config
+        self.hsm = hsm
+        self.sessions = sessions
+        self.metrics = metrics
+        self.clock = clock
+        self.outbound: BankLinkPool | None = None
+        self.outbound_keys: LinkKeys | None = None
+        self.savings: OutboundSavings | None = None
+        self.saf: SafSender | None = None
+        self.service: BankService | None = None
+        self.listener: Listener | None = None
+        self._schedule: asyncio.Task[None] | None = None
+
+    @property
+    def bank_id(self) -> str:
+        return self.config.acquirer_id
+
+    def savings_routes(self) -> list[SavingsRoute]:
+        """Where kiosk EP loads go: this bank's savings link, for its BINs."""
+        if not self.config.enabled or not self.config.outbound_host:
+            return []
+        return [SavingsRoute(self.bank_id, self.config.bins, self.savings)]
+
+    async def start_outbound(self, database: Path) -> None:
+        """The outbound link to the bank as savings issuer, its store-and-forward sender and
+        its key-change schedule; nothing when no `outbound_host` is configured."""
+        link = self.config
+        if not link.enabled or not link.outbound_host:
+            return
+        keys = LinkKeys(self.hsm, self.sessions, outbound_aliases(link), link.key_overlap_s)
+        if await keys.current() is None:
+            log.error("bank outbound link: no key %s; EP loads refused", link.outbound_zak_alias)
+            return
+        settings = OutboundSettings(
+            link.outbound_host, link.outbound_port, link.centre_id, link.outbound_timeout_s
+        )
+        self.outbound_keys = keys
+        self.outbound = BankLinkPool.open(
+            settings, self.hsm, keys, self.clock, link.outbound_connections
+        )
+        self.outbound.start()
+        self.saf = SafSender(SqliteReversalQueue(database), self.outbound, self.bank_id)
+        self.saf.start()
+        self.savings = OutboundSavings(self.outbound, self.bank_id, keys.zpk)
+        if link.key_change_interval_s > 0:
+            self._schedule = asyncio.ensure_future(self._change_on_schedule())
+
+    async def start_inbound(
+        self,
+        database: Path,
+        terminals: SqliteTerminals,
+        cards: CardDirectory,
+        ledger: Ledger,
+        offline: OfflineLimits,
+    ) -> int:
+        """The listener for the bank's counters; returns its port."""
+        link = self.config
+        self.service = BankService(
+            Codec(BANK),
+            self.hsm,
+            link,
+            terminals,
+            self.sessions,
+            cards,
+            SqliteCardStatus(database),
+            ledger,
+            offline,
+            bank_routes(),
+            self.metrics,
+            self.clock,
+            self.savings,
+        )
+        settings = ListenerSettings(
+            link.host,
+            link.port,
+            LengthFormat.ASCII4,
+            link.frame_bytes_max,
+            link.connections_max,
+            link.idle_timeout_s,
+            link.read_timeout_s,
+        )
+        self.listener = Listener(settings, self.service.handle)
+        await self.listener.start()
+        log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
+        return self.listener.port
+
+    async def change_keys(self) -> str:
+        """Change the outbound link's zone keys now (KeyChangeError, LinkDown when not)."""
+        if self.outbound is None or self.outbound_keys is None:
+            raise LinkDown("no outbound bank link")
+        return await change_keys(self.outbound, self.outbound_keys, self.clock())
+
+    async def _change_on_schedule(self) -> None:
+        while True:  # until stop() cancels it
+            await asyncio.sleep(self.config.key_change_interval_s)
+            try:
+                kcv = await self.change_keys()
+                log.info("bank %s: scheduled key change, ZAK %s", self.bank_id, kcv)
+            except (KeyChangeError, LinkDown, TimeoutError) as err:
+                log.warning("bank %s: scheduled key change failed: %s", self.bank_id, err)
+
+    async def stop_inbound(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
+
+    async def stop(self) -> None:
+        await self.stop_inbound()
+        if self._schedule is not None:
+            self._schedule.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._schedule
+        if self.saf is not None:
+            await self.saf.close()
+        if self.outbound is not None:
+            await self.outbound.close()
