@@ -85,6 +85,8 @@ class BankConfig:
     zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
     key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
     key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
+    # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
+    links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
     frame_bytes_max: int = 8192
     idle_timeout_s: float = 600.0  # the bank echoes well within this
@@ -196,6 +198,11 @@ def _convert(hint: Any, raw: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a table")
         return _build(hint, raw, f"{where}.")  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        if not isinstance(raw, list | tuple) or not all(isinstance(r, Mapping) for r in raw):
+            raise ConfigError(f"{where} must be a list of tables")
+        item = typing.get_args(hint)[0]
+        return tuple(_build(item, entry, f"{where}[{i}].") for i, entry in enumerate(raw))
     if origin is tuple:
         if isinstance(raw, str):
             raw = [part for part in raw.split(",") if part]
