@@ -54,6 +54,7 @@ class BankIssuer:
         self.rules = rules or IssuerRules()
         self.on_receive = on_receive
         self.received: list[Received] = []
+        self._seen: set[str] = set()  # message keys received
         self.applied: dict[str, int] = {}  # message key → amount debited (reversals remove)
         self.reversals_seen = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -113,7 +114,8 @@ class BankIssuer:
         if isinstance(typed, BankReply):
             return None
         key = message_key(typed.acquirer_id, typed.transmitted, typed.stan, message.mti)
-        repeat = any(r.message_key == key for r in self.received)
+        repeat = key in self._seen
+        self._seen.add(key)
         received = Received(key, message.mti, typed, repeat)
         self.received.append(received)
         if self.on_receive is not None:
