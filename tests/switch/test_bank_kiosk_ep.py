@@ -145,3 +145,33 @@ def test_a_card_of_no_configured_bin_is_not_routed_to_the_bank(tmp_path: Path) -
             await link.close()
 
     run(tmp_path, scenario, bins=("999999",))
+
+
+def test_a_kiosk_ep_load_whose_confirmation_was_lost_is_proven_by_the_card(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        daemon = bank.daemon
+        on_file = first_card(bank.database)
+        (conn,), _ = await issue_cards(daemon, [on_file])
+        link = await terminal_link(
+            daemon, KIOSK, "centre", tmp_path / "kiosk.json", daemon.app.terminal_port, 10.0
+        )
+        kiosk = Kiosk(link, conn, pan=on_file.card_no, pin=PIN)
+        try:
+            await kiosk.sign_on()
+            lost = await kiosk.ep_load(4_000, lose_confirmation=True)
+            assert lost == ["card credited 40.00; the confirmation was lost"]
+            shadow, in_doubt, _ = await bank.ep_accounts(on_file.serial)
+            assert (shadow, in_doubt) == (0, 4_000)
+            with pytest.raises(TerminalError, match="recover"):
+                await kiosk.ep_load(1_000)  # the kiosk first settles what it owes the card
+            assert await kiosk.recover() == [
+                "the card proves the load",
+                "loaded 40.00: EP now 40.00",
+            ]
+            shadow, in_doubt, _ = await bank.ep_accounts(on_file.serial)
+            assert (shadow, in_doubt) == (4_000, 0)
+            assert sum(bank.issuer.applied.values()) == 4_000  # debited once, never reversed
+        finally:
+            await link.close()
+
+    run(tmp_path, scenario)
