@@ -112,6 +112,9 @@ async def _match(
     engine: Engine, ledger: Ledger, s: bf.Statement, e: bf.StatementEntry, owed: _Owed
 ) -> LineOutcome:
     line = StatementLine(f"{s.bank_id}:{e.line_ref}", 0, e.counterparty, e.amount_fen)
+    posted = await _posted_before(ledger, line)
+    if posted is not None:  # a crash after posting, before the line was recorded
+        return LineOutcome(e, "matched", posted, "")
     if e.kind == bf.CONTRIBUTION and (e.direction, s.account) == (bf.CREDIT, bf.FUND):
         if _kind_of_party(engine, e.counterparty) != "employer_unit":
             return LineOutcome(e, "review", None, f"{e.counterparty} is no employer unit")
@@ -132,6 +135,16 @@ async def _match(
     if not result.ok:
         return LineOutcome(e, "review", None, f"the ledger refused it: {result.outcome.value}")
     return LineOutcome(e, "matched", result.transfer_ids[0], "")
+
+
+async def _posted_before(ledger: Ledger, line: StatementLine) -> str | None:
+    """The line's posting if an earlier import made it (the ids of ledger.events.funds)."""
+    ids = [
+        transfer_id(name, line.statement_id, line.line_no)
+        for name in ("contribution-received", "savings-debits-settled")
+    ]
+    found = await ledger.lookup_transfers(ids)
+    return next((i for i in ids if i in found and found[i].result.ok), None)
 
 
 def _match_payout(engine: Engine, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:

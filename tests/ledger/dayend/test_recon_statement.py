@@ -1,0 +1,76 @@
+"""Statement import at the library level (ledger/dayend/recon_statement.py): a crash after a line
+posted and before it was recorded is repaired by importing the same file again (matched, not
+reviewed, posted once); lines that owe more than expected, name no unit, or come from another
+bank go to review; a statement under another key is refused before anything is read."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hsm.keys import KeyUsage
+from hsm.keystore import MemoryKeyStore
+from ledger.dayend import bank_files as bf
+from ledger.dayend.recon_statement import import_statement
+from ledger.demo import init_demo
+from ledger.events import ContributionLine, StatementLine, post_contribution
+from ledger.events.funds import post_contribution_received
+from ledger.medical.sql_store import sqlite_engine
+from ledger.sqlite_ledger import SqliteLedger
+from tests.switch.daemon_fixture import new_hsm, now
+
+ENTRIES = (
+    bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half"),
+    bf.StatementEntry("R2", bf.CONTRIBUTION, bf.CREDIT, 4_000, "u2", "second half"),
+    bf.StatementEntry("R3", bf.CONTRIBUTION, bf.CREDIT, 1, "u2", "one fen too many"),
+    bf.StatementEntry("R4", bf.CONTRIBUTION, bf.CREDIT, 5, "h1", "not a unit"),
+    bf.StatementEntry("R5", bf.SAVINGS_DEBITS, bf.CREDIT, 5, "b1", "on the wrong account"),
+)
+
+
+def test_crash_repair_and_unmatched_lines(tmp_path: Path) -> None:
+    db = tmp_path / "medswitch.db"
+    init_demo(db, 3)
+    asyncio.run(_scenario(db))
+
+
+async def _scenario(db: Path) -> None:
+    hsm = new_hsm(MemoryKeyStore())
+    key = await hsm.generate_key("bank/b1/FILE", KeyUsage.FILE, now=now())
+    other = await hsm.generate_key("bank/b2/FILE", KeyUsage.FILE, now=now())
+    statement = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", ENTRIES)
+    data = await bf.seal(hsm, key, bf.render_statement(statement))
+    engine = sqlite_engine(db)
+    ledger = SqliteLedger.open(db)
+    try:
+        line = ContributionLine("u2", "2026-11", "0000000001", 3_000, 7_000)
+        assert (await post_contribution(ledger, line)).ok
+        # the first line posted by an import that crashed before recording it
+        crashed = StatementLine("b1:R1", 0, "u2", 6_000)
+        assert (await post_contribution_received(ledger, crashed)).ok
+        with pytest.raises(bf.BankFileError, match="MAC"):
+            await import_statement(engine, ledger, hsm, other, data, "carol", 1)
+        done = await import_statement(engine, ledger, hsm, key, data, "carol", 1)
+        assert [(x.entry.line_ref, x.status) for x in done.lines] == [
+            ("R1", "matched"),
+            ("R2", "matched"),
+            ("R3", "review"),
+            ("R4", "review"),
+            ("R5", "review"),
+        ]
+        assert [x.why for x in done.lines[2:]] == [
+            "more than the unit's contributions owed",
+            "h1 is no employer unit",
+            "SAVINGS_DEBITS/C on FUND: unexpected",
+        ]
+        owed = await ledger.balance("contrib:u2")
+        assert owed is not None and owed.balance_fen == 0  # 6000 once, then 4000
+        reviews = [r for r in await ledger.reviews() if r.reason == "bank_unmatched"]
+        assert sorted(r.amount_fen for r in reviews) == [1, 5, 5]
+        again = await import_statement(engine, ledger, hsm, key, data, "carol", 2)
+        assert again.count("already") == 5
+    finally:
+        await ledger.close()
+        engine.dispose()
