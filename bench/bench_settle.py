@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import iso8583
 import uvloop
 
-from bench.bench_switch import Client, processes, report
+from bench.bench_switch import Client, CpuMeter, processes, report
 from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.soft import SoftHsm
@@ -259,11 +264,38 @@ def raw_codec_rate(payload: bytes, seconds: float = 2.0) -> float:
     return count / (time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
+    """py-spy (when asked for, and on PATH) samples the daemon while the block runs: every
+    thread's stacks (waits on the GIL included), or with ``gil`` only the GIL holder's. A
+    ``.txt`` file gets collapsed stacks, ``.json`` speedscope, anything else a flame graph."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    fmt = "speedscope" if out.suffix == ".json" else "raw" if out.suffix == ".txt" else "flamegraph"
+    command = [spy, "record", "--pid", str(pid), "--rate", "500", "--nonblocking", "--format", fmt]
+    command += ["-o", str(out)] + (["--gil"] if gil else [])
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--bills", type=int, default=2400)
     parser.add_argument("--cardholders", type=int, default=120)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy record the daemon into this SVG/file"
+    )
+    parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -277,21 +309,36 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(demo_keys.provision(home, terminals))
         demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
         demo_keys.write_config(home, terminal_port=0, http_port=0)
-        with processes(home) as (port, echo_port):
+        pids: dict[str, int] = {}
+        with processes(home, pids) as (port, echo_port):
             started = time.perf_counter()
             lanes, cards = uvloop.run(prepare(home, port, maker, args))
             print(
                 f"prepared {args.bills} bills on {cards} cards and {len(lanes)} POS "
                 f"in {time.perf_counter() - started:.0f} s"
             )
+            exchanges = sum(len(lane) for lane in lanes)
+            echo, daemon = CpuMeter(pids["echo"]), CpuMeter(pids["daemon"])
+            echo.start()
             raw_rate, raw_lat, _ = uvloop.run(drive_once(echo_port, lanes))
-            rate, lat, codes = uvloop.run(drive_once(port, lanes))
+            echo.stop()
+            with profiled(pids["daemon"], args.profile, args.profile_gil):
+                daemon.start()
+                own_cpu = time.process_time()
+                rate, lat, codes = uvloop.run(drive_once(port, lanes))
+                own_cpu = time.process_time() - own_cpu
+                daemon.stop()
         codec_rate = raw_codec_rate(lanes[0][0][0])
         print(f"{len(lanes)} POS, one outstanding each; settlement + advice per bill:")
         report("raw asyncio loopback echo", raw_rate, raw_lat)
         report("medswitch serve, settle + advise", rate, lat)
         print(f"{'raw pyiso8583 decode+encode':34s} {codec_rate:10,.0f} per s (one core)")
         print(f"response codes: {codes}")
+        print(f"CPU per exchange: daemon {daemon.per(exchanges)}")
+        print(
+            f"                  generator {own_cpu / exchanges * 1e6:.0f} us, "
+            f"raw echo server {echo.total_s / exchanges * 1e6:.0f} us"
+        )
 
 
 if __name__ == "__main__":

@@ -176,10 +176,59 @@ def report(name: str, rate: float, latencies: list[float]) -> None:
     print(f"{name:34s} {rate:10,.0f} exchanges/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
 
 
+def _cpu_ticks(stat: Path) -> tuple[int, int]:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])  # utime, stime
+
+
+class CpuMeter:
+    """CPU time a process spends between :meth:`start` and :meth:`stop` (Linux /proc): user
+    and system seconds, and seconds per thread (the main thread's id is the process id). On a
+    shared machine this, divided by the exchanges, is steadier than any rate."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.user_s = self.system_s = 0.0
+        self.threads_s: dict[int, float] = {}
+
+    def _threads(self) -> dict[int, int]:
+        found = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                found[int(task.name)] = sum(_cpu_ticks(task / "stat"))
+        return found
+
+    def start(self) -> None:
+        self._before = _cpu_ticks(Path(f"/proc/{self.pid}/stat")), self._threads()
+
+    def stop(self) -> None:
+        (user, system), threads = self._before
+        tick = os.sysconf("SC_CLK_TCK")
+        now_user, now_system = _cpu_ticks(Path(f"/proc/{self.pid}/stat"))
+        self.user_s, self.system_s = (now_user - user) / tick, (now_system - system) / tick
+        self.threads_s = {
+            tid: (ticks - threads.get(tid, 0)) / tick for tid, ticks in self._threads().items()
+        }
+
+    @property
+    def total_s(self) -> float:
+        return self.user_s + self.system_s
+
+    def per(self, count: int) -> str:
+        """µs per unit of work: the total, the system share, the main thread and the others."""
+        main = self.threads_s.get(self.pid, 0.0)
+        others = sorted((s for t, s in self.threads_s.items() if t != self.pid and s), reverse=True)
+        return (
+            f"{self.total_s / count * 1e6:5.0f} us ({self.system_s / max(self.total_s, 1e-9):.0%}"
+            f" system): event loop {main / count * 1e6:.0f} us, other threads "
+            f"{[round(s / count * 1e6) for s in others]}"
+        )
+
+
 @contextlib.contextmanager
-def processes(home: Path) -> Iterator[tuple[int, int]]:
+def processes(home: Path, pids: dict[str, int] | None = None) -> Iterator[tuple[int, int]]:
     """`medswitch serve` on ``home`` and a raw echo server, both on port 0, stopped after use;
-    yields (daemon port, echo port)."""
+    yields (daemon port, echo port); ``pids``, when given, gets the "daemon" and "echo" ids."""
     script = str(Path(sys.executable).parent / "medswitch")
     env = {**os.environ, "MEDSWITCH_HOME": str(home)}
     server = subprocess.Popen(
@@ -188,6 +237,8 @@ def processes(home: Path) -> Iterator[tuple[int, int]]:
     read, write = os.pipe()
     code = f"from bench.bench_switch import _echo_server_process as f; f({write})"
     echo = subprocess.Popen([sys.executable, "-c", code], pass_fds=(write,))
+    if pids is not None:
+        pids.update(daemon=server.pid, echo=echo.pid)
     try:
         assert server.stdout is not None
         match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", server.stdout.readline())
