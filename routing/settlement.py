@@ -24,6 +24,7 @@ from routing.loads import block_script, card_refusal
 EXPLANATION_BYTES_MAX = 255  # one TLV element
 MEDICAL_REFUSALS = {
     "not_found": Outcome.ORIGINAL_NOT_FOUND,  # no such bill at this institution
+    "amount_mismatch": Outcome.INVALID_AMOUNT,
     "card_mismatch": Outcome.INVALID_CARD,
     "expired": Outcome.INVALID_TRANSACTION,
 }
@@ -58,12 +59,14 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return _answer(request, context, refusal or Outcome.FORMAT_ERROR)
     medical = context.medical
     institution = context.terminal.institution_id
-    try:
-        record = await asyncio.to_thread(medical.bill_for, institution, wanted.bill_id)
-        if record.split.total_fen != request.amount_fen:
-            return _answer(request, context, Outcome.INVALID_AMOUNT)
+    try:  # one thread hop: the checks run inside the store's write (DESIGN §6)
         record = await asyncio.to_thread(
-            medical.approve_bill, wanted.bill_id, institution, request.pan, context.now
+            medical.approve_bill,
+            wanted.bill_id,
+            institution,
+            request.pan,
+            context.now,
+            request.amount_fen,
         )
     except MedicalError as refused:
         return _answer(

@@ -146,15 +146,23 @@ class MedicalService:
         return self.store.get(bill_id)
 
     def approve_bill(
-        self, bill_id: str, institution_id: str, card_no: str, now: dt.datetime
+        self,
+        bill_id: str,
+        institution_id: str,
+        card_no: str,
+        now: dt.datetime,
+        amount_fen: int | None = None,
     ) -> BillRecord:
-        """The POS's 0200 for the bill: the card and the institution must be the bill's. One
-        write: the checks see the bill as it is inside the store's transaction; an open bill
-        past its expiry is expired (durably) and refused."""
+        """The POS's 0200 for the bill: the institution, the amount (when given: the bill's
+        total) and the card must be the bill's, checked in that order. One write: the checks see
+        the bill as it is inside the store's transaction; an open bill past its expiry is expired
+        (durably) and refused."""
         now_us = micros(now)
 
         def check(record: BillRecord) -> BillState:
             _own(record, institution_id)
+            if amount_fen is not None and record.split.total_fen != amount_fen:
+                raise MedicalError("amount_mismatch", "the amount is not the bill's total")
             if record.card_no != card_no:
                 raise MedicalError("card_mismatch", "the bill is for another card")
             if record.expires_at_us < now_us and record.state is BillState.OPEN:
