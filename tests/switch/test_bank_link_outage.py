@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvloop
 
+from messages.bank import BankReversal
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import IssuerRules
@@ -83,7 +84,8 @@ def test_a_bank_link_killed_under_traffic_loses_and_doubles_nothing(tmp_path: Pa
         assert {"00", "98", "91"} <= set(traffic.codes), traffic.codes
         approved = sum(traffic.approved.values())
         assert sum(bank.issuer.applied.values()) == approved  # debited once, reversed once
-        reversed_keys = {r.typed.original for r in bank.issuer.received if r.mti[:2] == "04"}
+        reversals = [r.typed for r in bank.issuer.received]
+        reversed_keys = {r.original for r in reversals if isinstance(r, BankReversal)}
         assert len(reversed_keys) == len(bank.reversal_statuses()) >= 1
         total_shadow = 0
         for on_file, conn in zip(cards, connections, strict=True):

@@ -37,6 +37,7 @@ def test_two_banks_each_with_its_links_peers_bins_and_keys(tmp_path: Path) -> No
         assert [peer.bank_id for peer in host.peers] == [BANK, BANK_B]
         peer_b = host.peer(BANK_B)
         assert peer_b is not None and peer_b.listener is not None and bank.issuer_b is not None
+        assert bank.zak_in_b is not None
         card_a, card_b = cards_on_file(bank.database, 2)
         assert card_b.card_no.startswith(CARD_B_PREFIX) and not card_a.card_no.startswith(
             CARD_B_PREFIX
