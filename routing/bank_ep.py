@@ -198,6 +198,8 @@ def kiosk_ep_load_via(issuer: SavingsLink | None, bank_id: str) -> Handler:
     """The kiosk EP load bound to one bank's savings link (a route per BIN range)."""
 
     async def handle(request: EpLoad, context: RequestContext) -> TerminalReply:
+        if issuer is None and bank_id:  # configured, but its outbound link never came up
+            return answer(request, context, Outcome.ISSUER_INOPERATIVE)
         return await handle_kiosk_ep_load(request, context, issuer)
 
     handle.__qualname__ = f"handle_kiosk_ep_load[bank {bank_id}]" if bank_id else "no_bank_route"
