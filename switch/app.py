@@ -36,6 +36,7 @@ from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
+from switch.replies import ReplyCache
 from switch.sessions import Sessions
 from switch.terminal_service import TerminalService
 from switch.timed import Timed
@@ -99,7 +100,8 @@ class App:
             self.metrics,
             self._clock(),
         )
-        service.replies = stores.reply_cache()  # shared by the workers on PostgreSQL
+        assert isinstance(service.replies, ReplyCache)  # replaced: shared by the workers on PG
+        service.replies = stores.reply_cache()
         listen = config.terminal
         settings = ListenerSettings(
             listen.host,
@@ -122,6 +124,7 @@ class App:
                 offline,
             )
             if self.bank.service is not None:
+                assert isinstance(self.bank.service.replies, ReplyCache)
                 self.bank.service.replies = stores.reply_cache()
         await self._start_http(HisDeps(medical, stores.reference))
         self.ready = True

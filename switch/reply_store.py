@@ -94,7 +94,16 @@ class SharedReplyCache(ReplyCache):
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         super().finish(key, digest, reply)
         if reply is not None:
-            self._writing[key] = asyncio.ensure_future(self._store((key, digest + reply)))
+            writing = asyncio.ensure_future(self._store((key, digest + reply)))
+            self._writing[key] = writing
+            writing.add_done_callback(lambda done: self._written(key, done))
+
+    def _written(self, key: str, done: asyncio.Future[None]) -> None:
+        if self._writing.get(key) is done and not done.cancelled() and done.exception() is None:
+            del self._writing[key]  # nobody awaits it (remember() pops it first when it does)
+        elif not done.cancelled() and done.exception() is not None:
+            log.error("response cache write failed: %s", done.exception())
+            self._writing.pop(key, None)
 
     async def remember(self, replay: Replay | None, reply: Awaitable[bytes]) -> bytes:
         """The reply, once it is in the database too (a copy at another worker then finds it)."""
@@ -102,10 +111,8 @@ class SharedReplyCache(ReplyCache):
         if replay is not None:
             writing = self._writing.pop(replay[0], None)
             if writing is not None:
-                try:
+                with contextlib.suppress(OSError, asyncpg.PostgresError):  # logged when done
                     await writing
-                except (OSError, asyncpg.PostgresError) as error:
-                    log.error("response cache write failed: %s", error)
         return encoded
 
     async def _read(self, keys: list[str]) -> list[bytes | None]:
