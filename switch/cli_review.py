@@ -28,8 +28,10 @@ import click
 from sqlalchemy import Engine
 
 from ledger.core import Ledger
+from ledger.dayend import recon_adjustments as adjustments
 from ledger.dayend import recon_doubt
-from ledger.dayend.review_queue import Adjustment, QueuedItem, ReviewError, ReviewQueue
+from ledger.dayend.recon_adjustments import Adjustment
+from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue
 from ledger.medical.split import yuan
 from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
@@ -159,7 +161,7 @@ def show(key: str, db: Path) -> None:
     except ReviewError as error:
         raise _refused(error) from None
     _echo_item(item)
-    for adj in queue.adjustments(item.key):
+    for adj in adjustments.pending_adjustments(queue, item.key):
         a = adj.adjustment
         click.echo(
             f"  adjustment {adj.approval_id} [{adj.status}] {a.debit_account} -> "
@@ -215,7 +217,7 @@ def adjust(
     """Propose a correcting transfer (an allowed pair only); a second operator approves it."""
     adjustment = Adjustment(debit, credit, fen_of(amount), note)
     try:
-        pending = _queue(db).propose_adjustment(key, adjustment, operator, now_us())
+        pending = adjustments.propose(_queue(db), key, adjustment, operator, now_us())
     except ReviewError as error:
         raise _refused(error) from None
     click.echo(
@@ -234,7 +236,7 @@ def approve_adjustment(approval_id: int, operator: str, db: Path) -> None:
     queue = _queue(db)
     try:
         result = _with_ledger(
-            db, lambda ledger: queue.approve_adjustment(ledger, approval_id, operator, now_us())
+            db, lambda ledger: adjustments.approve(queue, ledger, approval_id, operator, now_us())
         )
     except ReviewError as error:
         raise _refused(error) from None
@@ -249,7 +251,7 @@ def approve_adjustment(approval_id: int, operator: str, db: Path) -> None:
 def decline_adjustment(approval_id: int, operator: str, note: str, db: Path) -> None:
     """Decline a pending adjustment: the item is open again."""
     try:
-        _queue(db).decline_adjustment(approval_id, operator, note, now_us())
+        adjustments.decline(_queue(db), approval_id, operator, note, now_us())
     except ReviewError as error:
         raise _refused(error) from None
     click.echo(f"adjustment {approval_id} declined by {operator}")

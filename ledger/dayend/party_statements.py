@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, select
 
 from ledger import schema
 from ledger.dayend.calendar import Cutover
+from ledger.dayend.recon_adjustments import ADJUSTMENT_CODE
 from ledger.dayend.statements_render import PartyStatement, Section
 from ledger.events.common import TransferCode as C
 from ledger.medical.codec import split_from_dict
@@ -30,7 +31,6 @@ from ledger.medical.split import Share
 from ledger.medical.tables import medical_bills
 
 CHUNK = 500
-ADJUSTMENT_CODE = 901  # ledger.dayend.review_queue.ADJUSTMENT_CODE
 
 #: (code, the payable on the debit side?) → what the movement is, for an institution's payables
 INSTITUTION_LABELS = {
