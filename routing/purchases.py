@@ -184,12 +184,12 @@ async def post_debits(
     await _review(context, postings, results, before)
     done: list[ev.EventResult] = []
     for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
-        if result.ok and debit.purse is ev.Purse.ED:
-            if bill_id is not None:
-                earlier = result.outcome is ev.Outcome.ALREADY_POSTED
-                result = await complete_bill(context, bill_id, debit.record.amount_fen, earlier)
-            elif result.outcome is ev.Outcome.POSTED:  # posted before: counted then, or its bill
-                await count_offline(context, debit, posting.institution_id)
+        if result.ok and bill_id is not None:
+            counted = debit.purse is ev.Purse.ED and result.outcome is ev.Outcome.ALREADY_POSTED
+            result = await complete_bill(context, bill_id, debit, counted)
+        elif result.ok and debit.purse is ev.Purse.ED and result.outcome is ev.Outcome.POSTED:
+            # An offline purchase counts when it posts (posted before: counted then, or its bill).
+            await count_offline(context, debit, posting.institution_id)
         done.append(result)
     return done
 
@@ -336,19 +336,27 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
 
 
 async def complete_bill(
-    context: RequestContext, bill_id: str, ed_fen: int, posted_before: bool = False
+    context: RequestContext, bill_id: str, debit: Debit, posted_before: bool = False
 ) -> ev.EventResult:
     """The card paid the bill's personal-account share from its ED: the bill completes — the
     pooled share is owed to the institution and the accumulators are committed — once, however
     often or in whatever order its advices come. (Self-pay from the EP or in cash is the
-    cardholder's own money, paid by its own debit; it does not hold the bill open.)
+    cardholder's own money, paid by its own debit; it does not hold the bill open — but a bill
+    with no personal-account share completes when its EP self-pay debit is confirmed.)
 
-    A bill completed now by a debit ``posted_before`` (its upload came before its advice) had
-    that debit counted as an offline purchase too: the bill completes, and a person checks the
-    accumulators (review ``bill_after_upload``)."""
+    A bill completed now by an ED debit ``posted_before`` (its upload came before its advice)
+    had that debit counted as an offline purchase too: the bill completes, and a person checks
+    the accumulators (review ``bill_after_upload``)."""
     medical = context.medical
     record = await asyncio.to_thread(medical.get_bill, bill_id) if medical else None
-    if medical is None or record is None or record.split.personal_account_fen != ed_fen:
+    if medical is None or record is None:
+        return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+    split, amount = record.split, debit.record.amount_fen
+    if debit.purse is ev.Purse.ED:
+        completes = split.personal_account_fen == amount
+    else:
+        completes = split.personal_account_fen == 0 and split.self_pay_fen == amount
+    if not completes:
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     try:
         completed, changed = await asyncio.to_thread(medical.complete_bill, bill_id, context.now)
@@ -356,6 +364,6 @@ async def complete_bill(
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     if changed and posted_before:
         detail = "its debit was uploaded before its advice and counted as an offline purchase"
-        await note(context, "bill_after_upload", f"bill|{bill_id}", ed_fen, detail)
+        await note(context, "bill_after_upload", f"bill|{bill_id}", amount, detail)
     completion = ev.BillCompletion(bill_id, completed.institution_id, completed.split.pooled_fen)
     return await ev.post_bill_completion(context.ledger, completion)

@@ -1,7 +1,8 @@
 """A HIS bill whose card debit reaches the centre before its advice: the debit posts from the
 batch upload (0320 carries no bill, so it counts as an offline purchase), then the advice the
 POS sends again completes the bill — pooled share and accumulators — once, whatever follows;
-and the other order: the advice first, the upload after, counts nothing twice."""
+the other order: the advice first, the upload after, counts nothing twice; and a bill with no
+personal-account share completes when its EP self-pay debit is confirmed."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from ledger.kinds import AccountKind, account_id
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
-from messages.private import BillData, CardData
+from messages.private import BillData, CardData, Purse
 from messages.terminal import BatchUploadRecord, DebitAdvice
+from simulators import terminal_card
 from tests.switch.daemon_fixture import Daemon, Terminal, now
-from tests.switch.kiosk import first_psam, issue_psam, kiosk_load, pos_purchase
+from tests.switch.kiosk import PIN, first_psam, issue_psam, kiosk_load, pos_purchase
 from tests.switch.test_loads import KIOSK, signed_on_kiosk
+from tests.switch.test_pos_offline import give_ep
 from tests.switch.test_scripted_day import cards_on_file, issue_cards
 from tests.switch.test_settlement import his_submit, medical_reference, run, settle
 
@@ -59,7 +62,13 @@ def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
                 )
             )
         assert all(b["split"]["pooled_fen"] and b["split"]["personal_account_fen"] for b in bills)
+        body["his_bill_no"] = "HIS-UP-EP"  # card 1's second bill: its deductible is met
+        only_ep = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        assert only_ep["split"]["personal_account_fen"] == 0 and only_ep["split"]["pooled_fen"]
         conns, keys = await issue_cards(daemon, cards)
+        await give_ep(daemon, conns[1]._card, cards[1].serial, 100_000)  # type: ignore[attr-defined]
         psam = await issue_psam(daemon, psam_row, keys.purchase)
         async with daemon.terminal(KIOSK) as kiosk:
             await signed_on_kiosk(daemon, kiosk)
@@ -82,6 +91,14 @@ def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
             # Bill 2: the advice first, the upload after.
             assert await send(pos, pans[1], debits[1], second) == "00"
             assert await send(pos, pans[1], debits[1], None) == "00"
+            # Bill 3 has no personal-account share: its EP self-pay debit completes it.
+            reply, split = await settle(pos, daemon, pans[1], only_ep["bill_id"], 150_000)
+            assert reply.response_code == "00" and split is not None and split.ep_fen
+            terminal_card.open_application(conns[1], PIN)
+            serial = bytes.fromhex(cards[1].serial).rjust(10, b"\0")
+            ep = terminal_card.purchase(conns[1], psam, serial, split.ep_fen, when, Purse.EP)
+            assert await send(pos, pans[1], ep, only_ep["bill_id"]) == "00"
+            bills.append(only_ep)
 
         pooled = [transfer_id("bill-pooled", b["bill_id"]) for b in bills]
         posted = await ledger.lookup_transfers(pooled)
@@ -97,14 +114,15 @@ def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
         assert reviews == {("bill_after_upload", f"bill|{first}")}
         engine = sqlite_engine(db)
         medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
-        assert [medical.get_bill(b).state.value for b in (first, second)] == ["completed"] * 2
+        states = [medical.get_bill(b["bill_id"]).state.value for b in bills]  # type: ignore[union-attr]
+        assert states == ["completed"] * 3
         counted = []
         for on_file in cards:
             holder = medical.directory.cardholder_by_serial(on_file.serial)
             assert holder is not None
             committed, _ = medical.accumulators(holder.person_id, when.year)
             counted.append(committed.personal_account_fen)
-        shares = [b["split"]["personal_account_fen"] for b in bills]
+        shares = [b["split"]["personal_account_fen"] for b in bills[:2]]
         # Bill 2's debit is counted once (by its bill); bill 1's twice (its upload counted it as
         # an offline purchase before its advice came): the review above names it.
         assert counted == [2 * shares[0], shares[1]]
