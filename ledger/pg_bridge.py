@@ -29,7 +29,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 T = TypeVar("T")
-_DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")
+_DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 _QUERY = re.compile(r"\s*(SELECT|WITH|VALUES)\b", re.IGNORECASE)
 _RETURNS_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES)\b|\bRETURNING\b", re.IGNORECASE)
 
@@ -218,7 +218,7 @@ async def _run(connection: asyncpg.Connection, sql: str, parameters: tuple[Any, 
 
 @functools.lru_cache(maxsize=64)
 def _row_type(names: tuple[str, ...]) -> Any:
-    return namedtuple("Row", names, rename=True)  # type: ignore[misc]
+    return namedtuple("Row", names, rename=True)
 
 
 _COMPILED: dict[Any, Any] = {}
