@@ -34,6 +34,7 @@ from simulators import pos_batch, terminal_card
 from simulators.pos_rules import check_offline, offline_records, receipt, self_pay_line
 from simulators.terminal_link import (
     BLACKLIST_ROUNDS_MAX,
+    Envelope,
     NotSent,
     TerminalError,
     TerminalLink,
@@ -227,14 +228,7 @@ class Pos:
         except NotSent as error:
             raise TerminalError(f"{error}: {NOT_SETTLED}") from None
         except Unreachable:
-            self.state.pending_reversal = {
-                "stan": envelope["stan"],
-                "batch": envelope["batch"],
-                "pan": self.pan,
-                "amount_fen": total_fen,
-                "bill_id": bill_id,
-            }
-            self.state.save()
+            self._store_reversal(envelope, total_fen, bill_id)
             return [
                 "no answer to the settlement before the card was debited: "
                 "the card is not debited, the reversal is stored",
@@ -250,7 +244,15 @@ class Pos:
         paid["settlement_fen"] = total_fen
         ed = split.ed_fen or 0
         if ed:
-            data = self._debit(ed, serial)
+            try:
+                data = self._debit(ed, serial)
+            except ApduError as error:  # the card refuses (9401: its ED cannot pay): reversed
+                self._store_reversal(envelope, total_fen, bill_id)
+                answered = await self.flush_reversal()
+                raise TerminalError(
+                    f"the card's ED cannot pay {yuan(ed)} ({error}): the settlement is reversed"
+                    f" ({'; '.join(answered)})"
+                ) from None
             record = self._record(data, **paid)
             status = await self._advise(record, data, bill)
             lines.append(f"  personal account {yuan(ed)}: card ED debited, {status}")
@@ -258,6 +260,16 @@ class Pos:
         if owed:
             lines += await self._self_pay(owed, serial, self_pay, bill, paid)
         return lines
+
+    def _store_reversal(self, envelope: Envelope, total_fen: int, bill_id: str) -> None:
+        self.state.pending_reversal = {
+            "stan": envelope["stan"],
+            "batch": envelope["batch"],
+            "pan": self.pan,
+            "amount_fen": total_fen,
+            "bill_id": bill_id,
+        }
+        self.state.save()
 
     async def _self_pay(
         self, owed: int, serial: bytes, how: str, bill: bytes, paid: dict[str, Any]

@@ -3,7 +3,8 @@ real daemon: a HIS bill whose self-pay share the card's EP pays (its own debit, 
 a purchase with no bill online; then, the centre unreachable, purchases taken offline through
 the PSAM within the downloaded limits (one refused above the floor limit), kept on disk across
 restarts and uploaded at the next batch settlement. Afterwards both shadows equal the card's
-purses, the bill is completed once, nothing is in review."""
+purses, the bill is completed once, nothing is in review. And a card whose ED cannot pay its
+bill's share: the settlement is reversed at once."""
 
 from __future__ import annotations
 
@@ -152,5 +153,44 @@ def test_ep_self_pay_and_automatic_offline_fallback(tmp_path: Path) -> None:
         assert sum(b.debits_posted_fen for b in balances) == sum(
             b.credits_posted_fen for b in balances
         )
+
+    run(tmp_path, scenario)
+
+
+def test_a_card_that_cannot_pay_its_share_has_the_settlement_reversed(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-EMPTY-1",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        conn, keys = await issue_card_with_keys(daemon, on_file)  # never loaded: ED 0
+        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
+        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
+        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
+        script = tmp_path / "pos.txt"
+        script.write_text(f"sign_on\nsettle {submitted['bill_id']} 2000\n")
+        args = ["sim", "pos", "--terminal-id", psam_row.terminal_id, "--tmk-component", str(tmk)]
+        args += ["--institution", psam_row.institution_id, "--psam", str(psam_path)]
+        args += ["--state", str(tmp_path / "pos-state.json"), "--pan", on_file.card_no]
+        args += ["--card", str(card_path), "--port", str(daemon.app.terminal_port)]
+        result = await invoke([*args, "--script", str(script)])
+        assert result.exit_code == 1, result.output
+        assert "the card's ED cannot pay 20.00" in result.output, result.output
+        assert "the settlement is reversed (reversal of STAN" in result.output, result.output
+        assert "answered 00" in result.output, result.output
+        store = daemon.app.medical_store
+        assert store is not None
+        record = await asyncio.to_thread(store.get, submitted["bill_id"])
+        assert record is not None and record.state.value == "reversed"
 
     run(tmp_path, scenario)
