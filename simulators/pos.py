@@ -145,11 +145,11 @@ class Pos:
         self.state.save()
         return record
 
-    async def _bill(self, bill_id: str, **paid: int) -> bytes:
+    async def _bill(self, bill_id: str, ep_fen: int | None = None) -> bytes:
         keys = self.link.signed_on()
         if keys.tdk is None:
             raise TerminalError("no TDK from sign-on")
-        plain = BillData(bill_id=bill_id, **paid).build()
+        plain = BillData(bill_id=bill_id, ep_fen=ep_fen).build()
         return await self.link.hsm.encrypt_data(keys.tdk, plain)
 
     async def _advise(self, record: dict[str, Any], data: CardData, bill: bytes | None) -> str:
@@ -333,7 +333,7 @@ class Pos:
         ep_fen = sum(r["amount_fen"] for r in mine if r.get("purse") == "EP" and r["advised"])
         for record in mine:
             if record.get("advised"):
-                bill = await self._bill(bill_id, **({"ep_fen": ep_fen} if ep_fen else {}))
+                bill = await self._bill(bill_id, ep_fen or None)
                 original = OriginalData(record["batch"], record["settlement_stan"], "0000")
                 reply = await self.link.exchange(
                     Void(

@@ -338,7 +338,9 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
                 lines.append(f"  {row['at']} {kind} {purse} {yuan(row['amount_fen'])}{flags}")
             return lines
 
-        pos = lambda: pos_of(link)  # noqa: E731 (the card and PSAM open on first use)
+        def pos() -> Pos:  # the card and the PSAM open on first use
+            return pos_of(link)
+
         commands = (
             Command("sign_on", (), lambda a: pos().sign_on()),
             Command("params", (), lambda a: _lines(pos().download_parameters())),
