@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,9 +36,71 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
 
 
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    r"""A stream handler that writes lines in batches: at most ``lines_max`` lines or
+    ``interval_s`` seconds after the first waiting line (a small thread flushes a quiet
+    daemon), and at once for a warning or worse. One write system call per message on the
+    event loop's thread costs more than the line itself, and hands the GIL to whichever thread
+    is waiting for it. ``flush`` (called by ``logging.shutdown`` at exit) writes everything.
+
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> handler = BatchedStreamHandler(stream, lines_max=2, interval_s=60)
+    >>> logger = logging.getLogger("doctest.batched")
+    >>> logger.addHandler(handler); logger.propagate = False; logger.setLevel(logging.INFO)
+    >>> logger.warning("one"); stream.getvalue()
+    'one\n'
+    >>> logger.error("two"); logger.info("three"); stream.getvalue()
+    'one\ntwo\n'
+    >>> handler.flush(); stream.getvalue()
+    'one\ntwo\nthree\n'
+    >>> handler.close()
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, *, lines_max: int = 256, interval_s: float = 0.2
+    ) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._lines_max = lines_max
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_now_and_then, daemon=True)
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._waiting.append(line)
+            due = len(self._waiting) >= self._lines_max or record.levelno >= logging.WARNING
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._waiting = self._waiting, []
+            if lines:
+                self.stream.write("\n".join(lines) + "\n")
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+    def close(self) -> None:
+        self._stopping.set()
+        super().close()
+
+    def _flush_now_and_then(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            if self._waiting:
+                self.flush()
+
+
 def configure(level: int = logging.INFO) -> None:
     """JSON lines on stderr for the whole process."""
-    handler = logging.StreamHandler()
+    handler = BatchedStreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,6 +1,20 @@
-"""Prometheus metrics of one daemon: a registry of its own, no module-level singletons."""
+"""Prometheus metrics of one daemon: a registry of its own, no module-level singletons.
+
+The hot path counts through :meth:`Metrics.answered` and :meth:`Metrics.handled`, which keep
+the labelled children they have looked up (a ``labels()`` call costs more than the count).
+
+>>> metrics = Metrics()
+>>> metrics.answered("terminal", "0210", "00"); metrics.answered("terminal", "0210", "00")
+>>> metrics.messages.labels("terminal", "0210", "00")._value.get()
+2.0
+>>> metrics.handled("settlement", 0.002)
+>>> metrics.handler_seconds.labels("settlement")._sum.get()
+0.002
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -54,3 +68,20 @@ class Metrics:
             "Terminals with a session in this process",
             registry=self.registry,
         )
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
+
+    def answered(self, interface: str, mti: str, response_code: str) -> None:
+        """One more message answered on ``interface`` with ``mti`` and ``response_code``."""
+        key = (interface, mti, response_code)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.messages.labels(*key)
+        child.inc()
+
+    def handled(self, handler: str, seconds: float) -> None:
+        """``handler`` took ``seconds`` from decoded request to encoded reply."""
+        child = self._timed.get(handler)
+        if child is None:
+            child = self._timed[handler] = self.handler_seconds.labels(handler)
+        child.observe(seconds)

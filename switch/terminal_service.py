@@ -77,12 +77,12 @@ class TerminalService:
         started = time.perf_counter()
         served = await self._serve(request, message, payload)
         if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
-            self.metrics.messages.labels("terminal", message.mti, "repeat").inc()
+            self.metrics.answered("terminal", message.mti, "repeat")
             return served
         reply, session, handler, replay = served
         encoded = await self.replies.remember(replay, self._encode(reply, session))
-        self.metrics.messages.labels("terminal", reply.mti, reply.response_code).inc()
-        self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
+        self.metrics.answered("terminal", reply.mti, reply.response_code)
+        self.metrics.handled(handler, time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
             fields = {
                 "interface": "terminal",

@@ -28,6 +28,7 @@ class Timed:
         self._target = target
         self._seconds = seconds
         self._wrapped: dict[str, Callable[..., Any]] = {}
+        self._plain: set[str] = set()  # attributes that are not coroutine functions
 
     def __repr__(self) -> str:
         return f"Timed({self._target!r})"
@@ -37,7 +38,8 @@ class Timed:
         if wrapped is not None:
             return wrapped
         attribute = getattr(self._target, name)
-        if not inspect.iscoroutinefunction(attribute):
+        if name in self._plain or not inspect.iscoroutinefunction(attribute):
+            self._plain.add(name)  # read afresh each time, asked about only once
             return attribute
         observe = self._seconds.labels(name).observe
 
