@@ -1,0 +1,66 @@
+"""The parent of `serve --workers N`: SIGTERM reaches every worker and the parent waits for all;
+a worker that dies on its own stops the others and sets the exit code."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from switch.workers import run_workers
+
+    def serve(index):
+        stopped = []
+        signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+        print(f"worker {index} {os.getpid()}", flush=True)
+        if index == 0 and sys.argv[1] == "die":
+            time.sleep(0.3)
+            raise SystemExit(3)
+        for _ in range(600):  # bounded: 60 s
+            if stopped:
+                print(f"worker {index} stopped", flush=True)
+                return
+            time.sleep(0.1)
+        raise SystemExit(9)
+
+    sys.exit(run_workers(2, serve))
+    """
+)
+
+
+def start(mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, mode], stdout=subprocess.PIPE, text=True)
+
+
+def test_sigterm_reaches_every_worker_and_the_parent_waits() -> None:
+    process = start("serve")
+    try:
+        assert process.stdout is not None
+        started = [process.stdout.readline() for _ in range(2)]
+        assert sorted(line.split()[1] for line in started) == ["0", "1"]
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        rest = process.stdout.read()
+        assert "worker 0 stopped" in rest and "worker 1 stopped" in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_a_worker_that_dies_stops_the_others() -> None:
+    process = start("die")
+    try:
+        assert process.wait(timeout=30) == 3
+        assert process.stdout is not None
+        assert "worker 1 stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
