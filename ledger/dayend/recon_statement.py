@@ -23,7 +23,9 @@ checked under the bank's file key before anything is read.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
@@ -71,84 +73,89 @@ class StatementImport:
 
 def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> set[str]:
     c = schema.bank_statement_lines.c
+    found: set[str] = set()
     with engine.connect() as connection:
-        found = connection.execute(
-            select(c.line_ref).where(c.bank_id == bank_id, c.line_ref.in_(refs))
-        )
-        return set(found.scalars())
+        for at in range(0, len(refs), 500):
+            chunk = refs[at : at + 500]
+            rows = connection.execute(
+                select(c.line_ref).where(c.bank_id == bank_id, c.line_ref.in_(chunk))
+            )
+            found.update(rows.scalars())
+    return found
 
 
-def _kind_of_party(engine: Engine, party: str) -> str | None:
-    i = schema.institutions.c
-    with engine.connect() as connection:
-        return connection.execute(select(i.kind).where(i.id == party)).scalar()
+@dataclass
+class _Context:
+    """What matching needs, read once for the whole statement: institutions' kinds, what each
+    party owes (less what earlier lines of this import settled), postings an interrupted import
+    made, and the payouts the statement names."""
 
+    kinds: dict[str, str]
+    owed: dict[str, int]
+    posted: set[str]
+    payouts: dict[str, dict[str, Any]]
 
-def _payout(engine: Engine, payout_id: str) -> dict[str, object] | None:
-    p = schema.payouts.c
-    with engine.connect() as connection:
-        row = connection.execute(select(schema.payouts).where(p.id == payout_id)).mappings()
-        found = row.first()
-        return dict(found) if found else None
-
-
-class _Owed:
-    """What each party still owes the centre, less what earlier lines of this import settled."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.used: dict[str, int] = {}
-
-    async def take(self, account: str, amount_fen: int) -> bool:
-        found = await self.ledger.balance(account)
-        owed = (found.balance_fen if found else 0) - self.used.get(account, 0)
-        if found is None or amount_fen > owed:
+    def take(self, account: str, amount_fen: int) -> bool:
+        if account not in self.owed or amount_fen > self.owed[account]:
             return False
-        self.used[account] = self.used.get(account, 0) + amount_fen
+        self.owed[account] -= amount_fen
         return True
 
 
-async def _match(
-    engine: Engine, ledger: Ledger, s: bf.Statement, e: bf.StatementEntry, owed: _Owed
-) -> LineOutcome:
-    line = StatementLine(f"{s.bank_id}:{e.line_ref}", 0, e.counterparty, e.amount_fen)
-    posted = await _posted_before(ledger, line)
-    if posted is not None:  # a crash after posting, before the line was recorded
-        return LineOutcome(e, "matched", posted, "")
+def _line(s: bf.Statement, e: bf.StatementEntry) -> StatementLine:
+    return StatementLine(f"{s.bank_id}:{e.line_ref}", 0, e.counterparty, e.amount_fen)
+
+
+def _posting_ids(line: StatementLine) -> list[str]:
+    """The transfer ids ledger.events.funds gives a statement line."""
+    names = ("contribution-received", "savings-debits-settled")
+    return [transfer_id(name, line.statement_id, line.line_no) for name in names]
+
+
+async def _context(
+    engine: Engine, ledger: Ledger, s: bf.Statement, entries: list[bf.StatementEntry]
+) -> _Context:
+    i, p = schema.institutions.c, schema.payouts.c
+    payout_ids = sorted({e.counterparty for e in entries if e.kind == bf.PAYOUT})
+    with engine.connect() as connection:
+        kinds = {row.id: row.kind for row in connection.execute(select(i.id, i.kind))}
+        found = connection.execute(select(schema.payouts).where(p.id.in_(payout_ids)))
+        payouts = {row["id"]: dict(row) for row in found.mappings()}
+    accounts = {account_id(K.CONTRIBUTIONS_RECEIVABLE, e.counterparty) for e in entries}
+    accounts.add(account_id(K.BANK_CLEARING, s.bank_id))
+    balances = await ledger.balances(sorted(accounts))
+    ids = [i for e in entries for i in _posting_ids(_line(s, e))]
+    done = await ledger.lookup_transfers(ids)
+    posted = {i for i, x in done.items() if x.result.ok}
+    owed = {a: b.balance_fen for a, b in balances.items()}
+    return _Context(kinds, owed, posted, payouts)
+
+
+def _decide(ctx: _Context, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:
+    """Matched (with the transfer that posts or posted it) or to review, with why."""
+    line = _line(s, e)
+    before = next((i for i in _posting_ids(line) if i in ctx.posted), None)
+    if before is not None:  # an interrupted import posted it, but did not record the line
+        return LineOutcome(e, "matched", before, "")
     if e.kind == bf.CONTRIBUTION and (e.direction, s.account) == (bf.CREDIT, bf.FUND):
-        if _kind_of_party(engine, e.counterparty) != "employer_unit":
+        if ctx.kinds.get(e.counterparty) != "employer_unit":
             return LineOutcome(e, "review", None, f"{e.counterparty} is no employer unit")
-        receivable = account_id(K.CONTRIBUTIONS_RECEIVABLE, e.counterparty)
-        if not await owed.take(receivable, e.amount_fen):
+        if not ctx.take(account_id(K.CONTRIBUTIONS_RECEIVABLE, e.counterparty), e.amount_fen):
             return LineOutcome(e, "review", None, "more than the unit's contributions owed")
-        result = await post_contribution_received(ledger, line)
-    elif e.kind == bf.SAVINGS_DEBITS and (e.direction, s.account) == (bf.CREDIT, bf.EP_FLOAT):
+        return LineOutcome(e, "matched", _posting_ids(line)[0], "")
+    if e.kind == bf.SAVINGS_DEBITS and (e.direction, s.account) == (bf.CREDIT, bf.EP_FLOAT):
         if e.counterparty != s.bank_id:
             return LineOutcome(e, "review", None, "savings debits of another bank")
-        if not await owed.take(account_id(K.BANK_CLEARING, s.bank_id), e.amount_fen):
+        if not ctx.take(account_id(K.BANK_CLEARING, s.bank_id), e.amount_fen):
             return LineOutcome(e, "review", None, "more than the bank's savings debits owed")
-        result = await post_savings_debits_settled(ledger, line)
-    elif e.kind == bf.PAYOUT and e.direction == bf.DEBIT:
-        return _match_payout(engine, s, e)
-    else:
-        return LineOutcome(e, "review", None, f"{e.kind}/{e.direction} on {s.account}: unexpected")
-    if not result.ok:
-        return LineOutcome(e, "review", None, f"the ledger refused it: {result.outcome.value}")
-    return LineOutcome(e, "matched", result.transfer_ids[0], "")
+        return LineOutcome(e, "matched", _posting_ids(line)[1], "")
+    if e.kind == bf.PAYOUT and e.direction == bf.DEBIT:
+        return _match_payout(ctx, s, e)
+    return LineOutcome(e, "review", None, f"{e.kind}/{e.direction} on {s.account}: unexpected")
 
 
-async def _posted_before(ledger: Ledger, line: StatementLine) -> str | None:
-    """The line's posting if an earlier import made it (the ids of ledger.events.funds)."""
-    ids = [
-        transfer_id(name, line.statement_id, line.line_no)
-        for name in ("contribution-received", "savings-debits-settled")
-    ]
-    found = await ledger.lookup_transfers(ids)
-    return next((i for i in ids if i in found and found[i].result.ok), None)
-
-
-def _match_payout(engine: Engine, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:
-    p = _payout(engine, e.counterparty)
+def _match_payout(ctx: _Context, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:
+    p = ctx.payouts.get(e.counterparty)
     if p is None:
         return LineOutcome(e, "review", None, f"no payout {e.counterparty}")
     expected = (s.bank_id, SOURCE_OF.get(s.account), e.amount_fen)
@@ -157,6 +164,18 @@ def _match_payout(engine: Engine, s: bf.Statement, e: bf.StatementEntry) -> Line
     if p["status"] != "paid":
         return LineOutcome(e, "review", None, f"the payout is {p['status']}, not paid")
     return LineOutcome(e, "matched", transfer_id("payout-result", e.counterparty), "")
+
+
+async def _post(ledger: Ledger, s: bf.Statement, outcome: LineOutcome) -> LineOutcome:
+    """Post a matched contribution or savings-debits line (a replay posts nothing)."""
+    e = outcome.entry
+    if outcome.status != "matched" or e.kind not in (bf.CONTRIBUTION, bf.SAVINGS_DEBITS):
+        return outcome
+    post = post_contribution_received if e.kind == bf.CONTRIBUTION else post_savings_debits_settled
+    result = await post(ledger, _line(s, e))
+    if not result.ok:
+        return LineOutcome(e, "review", None, f"the ledger refused it: {result.outcome.value}")
+    return outcome
 
 
 def review_item(s: bf.Statement, outcome: LineOutcome) -> ReviewItem:
@@ -183,35 +202,37 @@ async def import_statement(
     """Check the statement whole, then match, post and record each new line once."""
     s = await bf.parse_statement(hsm, file_key, data)
     seen = _on_record(engine, s.bank_id, [e.line_ref for e in s.entries])
-    owed = _Owed(ledger)
-    outcomes = []
-    for e in s.entries:
-        if e.line_ref in seen:
-            outcomes.append(LineOutcome(e, "already", None, ""))
-            continue
-        outcome = await _match(engine, ledger, s, e, owed)
-        if outcome.status == "review":
-            await ledger.add_review(review_item(s, outcome))
-        outcomes.append(outcome)
+    fresh_entries = [e for e in s.entries if e.line_ref not in seen]
+    ctx = await _context(engine, ledger, s, fresh_entries)
+    decided = [_decide(ctx, s, e) for e in fresh_entries]
+    # concurrent: the ledger's group commit makes them a few durable commits
+    posted = await asyncio.gather(*(_post(ledger, s, x) for x in decided))
+    reviews = [review_item(s, x) for x in posted if x.status == "review"]
+    await asyncio.gather(*(ledger.add_review(item) for item in reviews))
+    by_ref = {x.entry.line_ref: x for x in posted}
+    outcomes = [by_ref.get(e.line_ref) or LineOutcome(e, "already", None, "") for e in s.entries]
     fresh = [x for x in outcomes if x.status != "already"]
     with write_transaction(engine) as c:
-        for x in fresh:
-            c.execute(
-                insert(schema.bank_statement_lines)
-                .prefix_with("OR IGNORE", dialect="sqlite")
-                .values(
-                    bank_id=s.bank_id,
-                    statement_date=s.statement_date,
-                    line_ref=x.entry.line_ref,
-                    kind=KIND_ROW[x.entry.kind],
-                    amount_fen=x.entry.amount_fen,
-                    counterparty=x.entry.counterparty[:120],
-                    status=x.status,
-                    matched_transfer_id=x.transfer_id,
-                    file_name=bf.statement_name(s),
-                    imported_at_us=now_us,
-                )
+        rows = [
+            {
+                "bank_id": s.bank_id,
+                "statement_date": s.statement_date,
+                "line_ref": x.entry.line_ref,
+                "kind": KIND_ROW[x.entry.kind],
+                "amount_fen": x.entry.amount_fen,
+                "counterparty": x.entry.counterparty[:120],
+                "status": x.status,
+                "matched_transfer_id": x.transfer_id,
+                "file_name": bf.statement_name(s),
+                "imported_at_us": now_us,
+            }
+            for x in fresh
+        ]
+        if rows:
+            statement = insert(schema.bank_statement_lines).prefix_with(
+                "OR IGNORE", dialect="sqlite"
             )
+            c.execute(statement, rows)
         audit(
             c,
             now_us,
