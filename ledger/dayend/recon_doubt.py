@@ -10,6 +10,7 @@ adds nothing. The clock is passed in (`now_us`).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, select
@@ -96,7 +97,6 @@ async def sweep(
     if age_s < 0:
         raise ValueError("the age is not negative")
     aged = await aged_attempts(engine, ledger, now_us, age_s)
-    added = 0
-    for item in aged:
-        added += bool(await ledger.add_review(review_item(item)))
-    return SweepResult(tuple(aged), added)
+    # concurrent: the ledger's group commit records them in a few durable commits
+    added = await asyncio.gather(*(ledger.add_review(review_item(item)) for item in aged))
+    return SweepResult(tuple(aged), sum(added))

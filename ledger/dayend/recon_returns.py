@@ -18,6 +18,7 @@ repaired by importing the file again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -116,13 +117,15 @@ async def import_returns(
     sent, payouts = _payout_file(engine, r)
     already = set(check(r, sent, payouts))
     fresh = [x for x in r.lines if x.payout_id not in already]
-    for x in fresh:
-        result = await resolve_payout(ledger, x.payout_id, paid=x.status == PAID)
+    # concurrent: the ledger's group commit makes them a few durable commits
+    results = await asyncio.gather(
+        *(resolve_payout(ledger, x.payout_id, paid=x.status == PAID) for x in fresh)
+    )
+    for x, result in zip(fresh, results, strict=True):
         if not result.ok:
             raise BankFileError(f"the ledger refused {x.payout_id}: {result.outcome.value}")
-    for x in fresh:
-        if x.status == RETURNED:
-            await ledger.add_review(review_item(r, x.payout_id))
+    returned = [review_item(r, x.payout_id) for x in fresh if x.status == RETURNED]
+    await asyncio.gather(*(ledger.add_review(item) for item in returned))
     with write_transaction(engine) as c:
         for x in fresh:
             reason = f"{x.reason_code} {x.reason}".strip() if x.status == RETURNED else ""
