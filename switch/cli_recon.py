@@ -87,7 +87,7 @@ def _import(
 
     try:
         return asyncio.run(go())
-    except (bf.BankFileError, HsmError) as error:
+    except (pf.PayoutFileError, HsmError) as error:  # BankFileError is one
         raise click.ClickException(f"{file.name}: REFUSED: {error}") from None
     finally:
         engine.dispose()

@@ -21,10 +21,7 @@ from dataclasses import dataclass
 
 from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef
-from ledger.dayend.payout_file import ENCODING, LINE_BYTES, PayoutFileError
-from ledger.dayend.payout_file import _field as field
-from ledger.dayend.payout_file import _fields as fields_of
-from ledger.dayend.payout_file import _line as line_of
+from ledger.dayend.payout_file import ENCODING, LINE_BYTES, PayoutFileError, _field, _fields, _line
 
 RETURN_FORMAT = "MSRETURN"
 STATEMENT_FORMAT = "MSSTMT"
@@ -102,6 +99,28 @@ MAC_HEX = 16
 
 class BankFileError(PayoutFileError):
     """A return file or statement that does not check; refused whole."""
+
+
+# The payout file's fixed-width field helpers, their refusals as this module's.
+def field(value: str, width: int, name: str, *, digits: bool = False) -> bytes:
+    try:
+        return _field(value, width, name, digits=digits)
+    except PayoutFileError as error:
+        raise BankFileError(str(error)) from None
+
+
+def fields_of(line: bytes, fields: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    try:
+        return _fields(line, fields)
+    except PayoutFileError as error:
+        raise BankFileError(str(error)) from None
+
+
+def line_of(fields: tuple[tuple[str, int], ...], values: dict[str, str], digits: set[str]) -> bytes:
+    try:
+        return _line(fields, values, digits)
+    except PayoutFileError as error:
+        raise BankFileError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,12 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
     assert b"no such a/c" in data
     tampered.write_bytes(data.replace(b"no such a/c", b"no such a/d"))
     assert "REFUSED" in _import(cli, "import-returns", tampered, ok=False)
+    tampered.write_bytes(data[:-1])
+    assert "line break" in _import(cli, "import-returns", tampered, ok=False)
+    tampered.write_bytes(b"H" + bytes([0x80]) + data[2:])
+    assert "not a return file" in _import(cli, "import-returns", tampered, ok=False)
+    tampered.write_bytes(data[:200] + bytes([0x81, 0x20]) + data[202:])  # not GB18030 text
+    assert "REFUSED" in _import(cli, "import-returns", tampered, ok=False)
     other_key = _import_with_key(cli, returned_file, "bank/b2/FILE")
     assert "REFUSED" in other_key and "MAC" in other_key
     assert _snapshot(cli) == before
