@@ -73,8 +73,8 @@ def outbound_aliases(config: BankConfig) -> LinkAliases:
 def parse_items(field48: str) -> dict[str, tuple[str, str]]:
     """``USAGE=hex/KCV;...`` → {usage: (hex, kcv)}.
 
-    >>> parse_items("ZAK=00112233/ABCDEF;ZPK=44556677/123456")["ZPK"]
-    ('44556677', '123456')
+    >>> parse_items("ZAK=0011223344556677/ABCDEF;ZPK=8899AABBCCDDEEFF/123456")["ZPK"]
+    ('8899AABBCCDDEEFF', '123456')
     """
     items: dict[str, tuple[str, str]] = {}
     parts = [p for p in field48.split(";") if p]
