@@ -42,6 +42,7 @@ from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from messages.codec import Codec, Message
+from messages.fieldspec import Var
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.private import BillData, CardData
 from messages.spec_terminal import TERMINAL
@@ -235,8 +236,8 @@ async def drive_once(port: int, lanes: Lanes) -> tuple[float, list[float], dict[
             started = time.perf_counter()
             answer = await client.request(payload, stan)
             latencies.append(time.perf_counter() - started)
-            code = CODEC.decode(answer).fields.get(39)
-            codes[str(code)] = codes.get(str(code), 0) + 1
+            code = peek(answer).get(39, b"").decode()
+            codes[code] = codes.get(code, 0) + 1
 
     started = time.perf_counter()
     await asyncio.gather(*(lane(c, f) for c, f in zip(clients, lanes, strict=True)))
@@ -247,9 +248,40 @@ async def drive_once(port: int, lanes: Lanes) -> tuple[float, list[float], dict[
     return sum(len(f) for f in lanes) / elapsed, latencies, codes
 
 
+def peek(frame: bytes, last: int = 39) -> dict[int, bytes]:
+    """The raw values of a terminal frame's fields up to ``last``, read in place from the
+    bitmap and the field specs — a tenth of a full decode, so that the generator, which shares
+    the two cores with the daemon, stays cheap.
+
+    >>> from messages.terminal import Settlement
+    >>> request = Settlement(stan="000042", terminal_id="T0000001", institution_id="I".ljust(15),
+    ...     pan="6200000000000000017", amount_fen=1000, card=CardData(), bill=b"")
+    >>> fields = peek(CODEC.encode(build(request)), 41)
+    >>> fields[2].hex(), fields[4].hex(), fields[11].hex(), fields[41]
+    ('62000000000000000170', '000000001000', '000042', b'T0000001')
+    """
+    offset = TERMINAL.prefix_bytes + 2
+    bitmap = int.from_bytes(frame[offset : offset + 8], "big")
+    offset += 8
+    found: dict[int, bytes] = {}
+    for number in range(2, last + 1):
+        if not bitmap >> (64 - number) & 1:
+            continue
+        spec = TERMINAL.fields[number]
+        size = spec.length
+        if spec.var:  # BCD length digits: LL in one byte, LLL in two
+            width = 1 if spec.var == Var.LL else 2
+            size = int(frame[offset : offset + width].hex())
+            offset += width
+        if spec.kind.is_digits:
+            size = (size + 1) // 2
+        found[number] = frame[offset : offset + size]
+        offset += size
+    return found
+
+
 def _stan(frame: bytes) -> bytes:
-    stan = CODEC.decode(frame).fields.get(11)
-    return stan.encode() if isinstance(stan, str) else b""
+    return peek(frame, 11).get(11, b"").hex().encode()
 
 
 def raw_codec_rate(payload: bytes, seconds: float = 2.0) -> float:
