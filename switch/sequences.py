@@ -27,7 +27,9 @@ class Sequences(Protocol):
 
 
 def rrn(number: int) -> str:
-    """>>> rrn(42)
+    """Twelve digits.
+
+    >>> rrn(42)
     '000000000042'
     """
     return f"{number % 10**12:012d}"
