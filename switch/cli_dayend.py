@@ -111,8 +111,8 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
 @out_option
 @click.option("--operator", envvar="MEDSWITCH_OPERATOR", default=getpass.getuser,
               show_default="the login name", help="The maker (recorded in the approval).")
-@click.option("--now", "now_text", default=None,
-              help="The clock's time, ISO (drills and tests); default: now.")
+@click.option("--now", "now_text", default=None, hidden=True,
+              help="The clock's time, ISO (drills and tests only); default: now.")
 def run_command(date: str, db: Path, keys_home: Path, component_files: tuple[Path, ...],
                 out: Path | None, operator: str, now_text: str | None) -> None:
     """Clear business DATE and prepare its payouts (the maker). Posts nothing; run it again and

@@ -99,14 +99,7 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
         raise DayendError(f"business date {date} has not closed: its cut-over is at "
                           f"{cutover.instant(day).isoformat()} (run at least {settle_s} s after)")
     stored = store.day(engine, date)
-    earlier = store.pending_before(engine, date)
-    if earlier and (stored is None or stored["status"] != "approved"):
-        raise DayendError(f"the payouts of {', '.join(earlier)} await approval: approve or "
-                          "reject them first (medswitch dayend approve|reject --date ...)")
-    later = store.runs_after(engine, date)
-    if later and (stored is None or stored["status"] == "rejected"):
-        raise DayendError(f"{later[0]} was run already and paid what {date} owed: an earlier "
-                          "date cannot be prepared after a later one")
+    _check_order(engine, date, stored)
     clock = _Clock(progress)
     snapshot = snap.read(engine, day, cutover)
     clock.step("snapshot")
@@ -116,23 +109,40 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
     clock.step("clearing")
     reports, staging, _ = paths(out_dir, date)
     report_path = reports / f"CLEARING_{day:%Y%m%d}.csv"
-    write_atomic(report_path, report_bytes)
-    staged, written = [], []
+    built, staged = [], []
     for planned in payout_plan.files:
-        key = await key_for(planned.file.bank_id)
-        data, mac = await pf.build(hsm, key, planned.file)
-        write_atomic(staging / planned.name, data)
-        written.append(staging / planned.name)
+        data, mac = await pf.build(hsm, await key_for(planned.file.bank_id), planned.file)
+        built.append((staging / planned.name, data))
         staged.append(store.StagedFile(planned.name, planned.file.kind, planned.file.bank_id,
                                        planned.file.source, len(planned.lines),
                                        planned.file.total_fen, mac, sha256(data)))
-    clock.step("files")
     prepared = store.Prepared(date, end_us, cutover.zone.key, operator, now_us, now_us,
                               report_path.name, sha256(report_bytes), payout_plan, tuple(staged))
+    _refuse_changed_approval(engine, prepared, stored)
+    write_atomic(report_path, report_bytes)
+    for path, data in built:
+        write_atomic(path, data)
+    written = [path for path, _ in built]
+    if staging.exists():  # what an earlier, superseded run staged and this one does not
+        for stale in set(staging.iterdir()) - set(written):
+            stale.unlink()
+    clock.step("files")
     status = _store(engine, prepared, stored, operator, now_us)
     clock.step("store")
     return RunResult(date, status, report_path, written, payout_plan, cl.summary(report),
                      clock.timings)
+
+
+def _check_order(engine: Engine, date: str, stored: dict[str, object] | None) -> None:
+    """Dates are prepared in order, each once its predecessors are decided."""
+    earlier = store.pending_before(engine, date)
+    if earlier and (stored is None or stored["status"] != "approved"):
+        raise DayendError(f"the payouts of {', '.join(earlier)} await approval: approve or "
+                          "reject them first (medswitch dayend approve|reject --date ...)")
+    later = store.runs_after(engine, date)
+    if later and (stored is None or stored["status"] == "rejected"):
+        raise DayendError(f"{later[0]} was run already and paid what {date} owed: an earlier "
+                          "date cannot be prepared after a later one")
 
 
 def _same(stored: dict[str, object], files: list[dict[str, object]], p: store.Prepared) -> bool:
@@ -141,16 +151,23 @@ def _same(stored: dict[str, object], files: list[dict[str, object]], p: store.Pr
         (str(f["name"]), str(f["sha256"])) for f in files)
 
 
+def _refuse_changed_approval(engine: Engine, p: store.Prepared,
+                             stored: dict[str, object] | None) -> None:
+    """An approved date is never prepared again: a run that now computes other bytes writes
+    and stores nothing."""
+    if stored is not None and stored["status"] == "approved" and not _same(
+            stored, store.files_of(engine, p.date), p):
+        raise DayendError(f"{p.date} was approved by {stored['approved_by']}, and a run now "
+                          "computes other files: the ledger changed before the cut-over; "
+                          "nothing written or stored (investigate; the approved files stand)")
+
+
 def _store(engine: Engine, p: store.Prepared, stored: dict[str, object] | None, operator: str,
            now_us: int) -> str:
     if (stored is not None and stored["status"] != "rejected"
             and _same(stored, store.files_of(engine, p.date), p)):
         store.count_rerun(engine, p.date, operator, now_us)
         return "unchanged"
-    if stored is not None and stored["status"] == "approved":
-        raise DayendError(f"{p.date} was approved by {stored['approved_by']}, and a run now "
-                          "computes other files: the ledger changed before the cut-over; "
-                          "nothing stored (investigate; the approved files stand)")
     if stored is not None and stored["status"] == "prepared" and stored["approval_id"]:
         store.supersede(engine, p.date, int(str(stored["approval_id"])), operator, now_us)
     store.save_prepared(engine, p)

@@ -171,3 +171,24 @@ def test_an_earlier_date_cannot_be_prepared_after_a_later_one(cli: Cli) -> None:
     out = cli.run(date, after, ok=False).output
     assert "an earlier date cannot be prepared after a later one" in out
     assert "5 payouts posted" in cli.approve(tomorrow.isoformat(), "bob").output
+
+
+def test_an_approved_date_whose_ledger_changed_is_neither_rewritten_nor_restored(cli: Cli) -> None:
+    date, after = _prepared(cli)
+    cli.approve(date, "bob")
+    tree = cli.tree()
+    card = cards_of(cli.db, 1)[0]
+
+    async def late_debit() -> None:  # stamped before the date's cut-over (the test's clock)
+        ledger = SqliteLedger.open(cli.db)
+        try:
+            debit = ev.CardDebit("PSAM07", 1, card.serial, ev.Purse.ED, 50, "h1", "h1")
+            assert (await ev.post_card_debit(ledger, debit)).ok
+        finally:
+            await ledger.close()
+
+    asyncio.run(late_debit())
+    out = cli.run(date, after, ok=False).output
+    assert "computes other files" in out and "nothing written or stored" in out
+    assert cli.tree() == tree
+    assert cli.rows("SELECT status, runs FROM business_days") == [("approved", 1)]
