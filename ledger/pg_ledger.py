@@ -44,6 +44,11 @@ from ledger.state import (
 )
 
 RETRIES_MAX = 3
+#: Jobs that only read (run last in their batch).
+READS = frozenset(
+    {"balances", "all_balances", "lookup_transfers", "history", "reviews", "offline_records",
+     "offline_counters", "queued_reversals"}
+)  # fmt: skip
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 _INSERT_TRANSFERS = (
@@ -89,18 +94,30 @@ class PgStore:
         self.conn = connection
 
     async def execute(self, batch: Sequence[_Job]) -> None:
-        start = 0
-        while start < len(batch):
-            end = start
-            while end < len(batch) and batch[end].kind == "post":
-                end += 1
-            if end > start:
-                await self.post(batch[start:end])
-                start = end
-            else:
-                job = batch[start]
+        """The batch in phases, each as few statements as it can be: accounts opened, then
+        every posting together (one lock, one lookup, one INSERT, one UPDATE), then the other
+        writes in order, then the reads (balances merged into one query) — which see all of
+        it. Jobs in one batch are concurrent (their callers had not heard back), so any order
+        is one they could have had; a caller's own jobs keep theirs (a record behind its
+        posting, a read behind both)."""
+        posts = [job for job in batch if job.kind == "post"]
+        opening = [job for job in batch if job.kind == "open_accounts"]
+        reads = [job for job in batch if job.kind in READS]
+        writes = [job for job in batch if job.kind not in READS | {"post", "open_accounts"}]
+        for job in opening:
+            job.value = await self.open_accounts(*job.args)
+        if posts:
+            await self.post(posts)
+        for job in writes:
+            job.value = await getattr(self, job.kind)(*job.args)
+        balances = [job for job in reads if job.kind == "balances"]
+        if balances:
+            found = await self.balances(sorted({a for job in balances for a in job.args[0]}))
+            for job in balances:
+                job.value = {a: found[a] for a in job.args[0] if a in found}
+        for job in reads:
+            if job.kind != "balances":
                 job.value = await getattr(self, job.kind)(*job.args)
-                start += 1
 
     async def load_accounts(self, ids: Sequence[str], *, lock: bool) -> dict[str, AccountState]:
         sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
