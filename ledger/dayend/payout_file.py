@@ -1,7 +1,8 @@
 """Payout and cardholder refund files (specs/dayend-files.md): fixed-width GB18030 lines, a header,
 one line per payment, a trailer with the count, the total and an X9.19 MAC under the bank's file
-key (through the HSM port). A refund file names cardholders and their savings accounts, so it is
-encrypted as well, under the same file key. No card numbers anywhere.
+key (through the HSM port). A payout file names institutions and their settlement accounts, never
+a card number; a refund file names cardholders and the card their savings account is linked to,
+so it is encrypted as well, under the same file key.
 
 The layout is pure (:func:`render`, :func:`split`); sealing and checking await the HSM.
 
