@@ -1,5 +1,6 @@
 """`medswitch ledger ...` (balances, history, review items, migrations) and `medswitch demo init`
-(a demo deployment on the embedded SQLite database). No card numbers are printed."""
+(a demo deployment), on the embedded SQLite file (--db) or PostgreSQL (--database URL,
+MEDSWITCH_DATABASE_URL). No card numbers are printed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from ledger.core import Ledger
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
+from ledger.pg_bridge import split_url
+from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 
 T = TypeVar("T")
@@ -36,18 +39,48 @@ db_option = click.option(
 )
 
 
-def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
-    if not db.exists():
+database_option = click.option(
+    "--database",
+    "database_url",
+    default=None,
+    envvar="MEDSWITCH_DATABASE_URL",
+    help="postgresql://... (?schema=NAME optional) instead of the SQLite file --db.",
+)
+
+
+def _postgres(url: str | None) -> str | None:
+    if not url or url.startswith("sqlite:///"):
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.ClickException("--database is postgresql://... or sqlite:///FILE")
+    return url
+
+
+def _sqlite(db: Path, url: str | None) -> Path:
+    return Path(url.removeprefix("sqlite:///")) if url else db
+
+
+def _with_ledger(db: Path, url: str | None, use: Callable[[Ledger], Awaitable[T]]) -> T:
+    postgres = _postgres(url)
+    db = _sqlite(db, url)
+    if postgres is None and not db.exists():
         raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
 
     async def run() -> T:
-        ledger = SqliteLedger.open(db)
+        if postgres is None:
+            ledger: Ledger = SqliteLedger.open(db)
+        else:
+            dsn, schema = split_url(postgres)
+            ledger = await PgLedger.open(dsn, schema=schema)
         try:
             return await use(ledger)
         finally:
             await ledger.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except OSError as err:
+        raise click.ClickException(f"database: {err}") from None
 
 
 @click.group("ledger")
@@ -57,8 +90,17 @@ def ledger_group() -> None:
 
 @ledger_group.command()
 @db_option
-def migrate(db: Path) -> None:
+@database_option
+def migrate(db: Path, database_url: str | None) -> None:
     """Create or upgrade the database schema to the newest revision."""
+    postgres = _postgres(database_url)
+    if postgres is not None:
+        from switch.database import migrate_postgres
+
+        asyncio.run(migrate_postgres(postgres))
+        click.echo(f"{postgres.split('@')[-1]}: schema at the newest revision {head()}")
+        return
+    db = _sqlite(db, database_url)
     db.parent.mkdir(parents=True, exist_ok=True)
     upgrade_sqlite(db)
     click.echo(f"{db}: schema at revision {current_sqlite(db)} (newest {head()})")
@@ -67,9 +109,10 @@ def migrate(db: Path) -> None:
 @ledger_group.command()
 @click.argument("account")
 @db_option
-def balance(account: str, db: Path) -> None:
+@database_option
+def balance(account: str, db: Path, database_url: str | None) -> None:
     """Show an account's posted debits, credits and balance (ids like pf:0000000001)."""
-    found = _with_ledger(db, lambda ledger: ledger.balance(account))
+    found = _with_ledger(db, database_url, lambda ledger: ledger.balance(account))
     if found is None:
         raise click.ClickException(f"no account {account}")
     click.echo(
@@ -83,9 +126,10 @@ def balance(account: str, db: Path) -> None:
 @click.argument("account")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @db_option
-def history(account: str, limit: int, db: Path) -> None:
+@database_option
+def history(account: str, limit: int, db: Path, database_url: str | None) -> None:
     """The last transfers touching an account, oldest first."""
-    for posted in _with_ledger(db, lambda ledger: ledger.history(account, limit)):
+    for posted in _with_ledger(db, database_url, lambda ledger: ledger.history(account, limit)):
         t = posted.transfer
         click.echo(
             f"{posted.seq:>8} {t.code:>4} {t.debit_account_id} -> {t.credit_account_id} "
@@ -95,9 +139,10 @@ def history(account: str, limit: int, db: Path) -> None:
 
 @ledger_group.command()
 @db_option
-def reviews(db: Path) -> None:
+@database_option
+def reviews(db: Path, database_url: str | None) -> None:
     """Exceptions held for a person."""
-    for item in _with_ledger(db, lambda ledger: ledger.reviews()):
+    for item in _with_ledger(db, database_url, lambda ledger: ledger.reviews()):
         click.echo(f"{item.reason:<24} {item.amount_fen:>10} {item.reference} {item.detail}")
 
 

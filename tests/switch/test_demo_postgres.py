@@ -1,5 +1,5 @@
 """`medswitch demo init --database postgresql://...`: the same deployment as on SQLite for the
-same seed (every account's balance equal), refused a second time."""
+same seed (every account's balance equal), refused a second time; `medswitch ledger` there."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ledger.demo import init_demo
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli_ledger import demo_group
+from switch.cli_ledger import demo_group, ledger_group
 from tests.ledger.pg_support import DSN, fresh_schema
 
 pytestmark = pytest.mark.postgres
@@ -31,6 +31,13 @@ def test_demo_init_on_postgres_equals_the_sqlite_demo(tmp_path: Path) -> None:
             assert "30 cardholders" in result.output
             again = await asyncio.to_thread(runner.invoke, demo_group, args)
             assert again.exit_code != 0 and "already holds a deployment" in again.output
+            for command in (["migrate"], ["balance", "pf:0000000001"], ["reviews"]):
+                done = await asyncio.to_thread(
+                    runner.invoke, ledger_group, [*command, "--database", url]
+                )
+                assert done.exit_code == 0, done.output
+                if command[0] == "balance":
+                    assert "pf:0000000001" in done.output and "balance_fen=" in done.output
             pg = await PgLedger.open(DSN, schema=schema, migrate=False)
             lite = SqliteLedger.open(tmp_path / "demo.db")
             try:
