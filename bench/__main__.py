@@ -13,6 +13,7 @@ MODULES = (
     "bench.bench_switch",
     "bench.bench_settle",
     "bench.bench_dayend",
+    "bench.bench_bank_link",
 )
 
 
