@@ -17,6 +17,7 @@ second driver):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import re
 import threading
@@ -75,8 +76,9 @@ def rowcount(status: str) -> int:
 class PgBridge:
     """An asyncpg pool served by a loop on a daemon thread; :meth:`run` from any other thread."""
 
-    def __init__(self, url: str, *, size: int = 8) -> None:
+    def __init__(self, url: str, *, size: int = 8, timeout_s: float = 30.0) -> None:
         self.dsn, self.schema = split_url(url)
+        self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="pg-bridge", daemon=True
@@ -95,9 +97,16 @@ class PgBridge:
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """The coroutine's result, run on the bridge's loop; TimeoutError (and the coroutine
+        cancelled) when the database does not answer within ``timeout_s``."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("PgBridge.run called from its own loop")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError("PostgreSQL did not answer in time") from None
 
     def connection(self, lock_key: int | None = None) -> SyncConnection:
         return SyncConnection(self, lock_key)
