@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from ledger import schema
+from ledger.core import transfer_id
 from ledger.dayend.calendar import Cutover
 from ledger.dayend.recon_adjustments import ADJUSTMENT_CODE
 from ledger.dayend.statements_render import PartyStatement, Section
@@ -330,8 +331,9 @@ def unit_statement(
         Section(
             "Members' bills by category and coverage class",
             CLASS_COLUMNS,
-            _by_class((s, 1) for s in bills),
-            f"bills of the unit's {len(members)} members completed in the range",
+            _by_class(bills),
+            f"bills of the unit's {len(members)} members whose pooled share posted in the range;"
+            " voids counted negative",
         ),
         Section(
             "Members' card debits",
@@ -358,18 +360,30 @@ def _members(c: Connection, unit_id: str) -> tuple[list[str], list[str]]:
     return holders, serials
 
 
-def _member_bills(c: Connection, members: Sequence[str], start: int, end: int) -> list[Any]:
-    b = medical_bills.c
-    found = []
+def _member_bills(
+    c: Connection, members: Sequence[str], start: int, end: int
+) -> list[tuple[Any, int]]:
+    """(split, +1) for each member's bill whose pooled share posted in [start, end), (split, -1)
+    for each whose void took it back: anchored on the ledger, so a later void never changes the
+    statement of an earlier range (the ids of ledger.events.purchases)."""
+    b, t = medical_bills.c, schema.transfers.c
+    splits: dict[str, str] = {}
     for at in range(0, len(members), CHUNK):
-        statement = select(b.bill_id, b.split_json).where(
-            b.person_id.in_(members[at : at + CHUNK]),
-            b.state == "completed",
-            b.updated_at_us >= start,
-            b.updated_at_us < end,
+        statement = select(b.bill_id, b.split_json).where(b.person_id.in_(members[at : at + CHUNK]))
+        splits.update((row.bill_id, row.split_json) for row in c.execute(statement))
+    moves = {transfer_id("bill-pooled", bill): (bill, 1) for bill in splits}
+    moves |= {transfer_id("void-pooled", bill): (bill, -1) for bill in splits}
+    ids = sorted(moves)
+    found = []
+    for at in range(0, len(ids), CHUNK):
+        statement = select(t.id).where(
+            t.id.in_(ids[at : at + CHUNK]),
+            t.result == 0,
+            t.posted_at_us >= start,
+            t.posted_at_us < end,
         )
-        found += [(row.bill_id, row.split_json) for row in c.execute(statement)]
-    return [split_from_dict(json.loads(text)) for _, text in sorted(found)]
+        found += [moves[row.id] for row in c.execute(statement)]
+    return [(split_from_dict(json.loads(splits[bill])), sign) for bill, sign in sorted(found)]
 
 
 def _member_debits(

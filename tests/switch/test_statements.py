@@ -147,7 +147,8 @@ def test_unit_statement(db: Path, tmp_path: Path) -> None:
     assert "2026-11,1,30.00,70.00,100.00" in text
     assert f"{today},statement|b1:20261125F00001|0,100.00" in text
     assert "ED,hospital,2," in text and "EP,hospital,1,8.00" in text
-    assert "employed,甲,2,250.00,0.00,0.00" in text  # both bills' 甲 lines (the rows say completed)
+    # the bill with a pooled share, by class (the other one's shares are its card debits)
+    assert "employed,甲,1,200.00,0.00,0.00" in text and "employed,乙,1,300.00,48.00,52.00" in text
 
 
 def test_refusals(db: Path, tmp_path: Path) -> None:
