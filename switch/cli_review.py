@@ -31,7 +31,7 @@ from ledger.core import Ledger
 from ledger.dayend import recon_adjustments as adjustments
 from ledger.dayend import recon_doubt
 from ledger.dayend.recon_adjustments import Adjustment
-from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue
+from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Status
 from ledger.medical.split import yuan
 from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
@@ -122,7 +122,7 @@ def review_group() -> None:
 
 
 @review_group.command("list")
-@click.option("--status", default=None, help="open, accepted, rejected, adjusting or adjusted.")
+@click.option("--status", default=None, type=click.Choice([x.value for x in Status]))
 @click.option("--reason", default=None, help="Only items with this reason.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 100_000))
 @db_option
