@@ -10,7 +10,9 @@ import asyncio
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm
 from ledger.core import Ledger
-from ledger.medical.service import MedicalService
+from ledger.medical.service import CALLER_THREADS, MedicalService
 from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
 from messages.framing import LengthFormat
@@ -71,6 +73,9 @@ class App:
 
     async def start(self) -> None:
         config = self.config
+        asyncio.get_running_loop().set_default_executor(  # medical writes wait in threads
+            ThreadPoolExecutor(CALLER_THREADS, thread_name_prefix="medswitch")
+        )
         if self.stores is None:
             self.stores = await open_stores(config.database)
         stores = self.stores
@@ -229,12 +234,13 @@ async def serve_until_signalled(app: App) -> None:
     await app.start()
     listening = app.bank is not None and app.bank.listener is not None
     bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""
-    print(
+    line = (
         f"medswitch serving: terminals on {app.config.terminal.host}:{app.terminal_port}"
         f"{bank}, HTTP on {app.config.http.host}:{app.http_port}"
-        + (f" (worker {app.worker + 1} of {app.workers})" if app.workers > 1 else ""),
-        flush=True,
+        + (f" (worker {app.worker + 1} of {app.workers})" if app.workers > 1 else "")
     )
+    sys.stdout.write(line + "\n")  # one write: workers' lines never interleave
+    sys.stdout.flush()
     await stop.wait()
     log.info("stopping: draining in-flight requests")
     await app.stop()

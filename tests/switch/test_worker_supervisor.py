@@ -17,13 +17,13 @@ SCRIPT = textwrap.dedent(
     def serve(index):
         stopped = []
         signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
-        print(f"worker {index} {os.getpid()}", flush=True)
+        os.write(1, f"worker {index} {os.getpid()}\\n".encode())  # one write: whole lines
         if index == 0 and sys.argv[1] == "die":
             time.sleep(0.3)
             raise SystemExit(3)
         for _ in range(600):  # bounded: 60 s
             if stopped:
-                print(f"worker {index} stopped", flush=True)
+                os.write(1, f"worker {index} stopped\\n".encode())
                 return
             time.sleep(0.1)
         raise SystemExit(9)
@@ -42,7 +42,8 @@ def test_sigterm_reaches_every_worker_and_the_parent_waits() -> None:
     try:
         assert process.stdout is not None
         started = [process.stdout.readline() for _ in range(2)]
-        assert sorted(line.split()[1] for line in started) == ["0", "1"]
+        problem = "" if all(started) else process.communicate(timeout=30)[1]
+        assert sorted(line.split()[1] for line in started if line) == ["0", "1"], problem
         time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
