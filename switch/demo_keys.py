@@ -1,5 +1,6 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
-terminal, the card master keys (key version 1), the data-check and PSAM transport keys.
+terminal, the card master keys (key version 1), the data-check and PSAM transport keys, and a
+file key per bank for the day-end payout and return files.
 
 Everything is created through the HSM and recorded in the ceremony audit log; only check values
 are printed. A production deployment runs the ceremony by hand (`medswitch keys ...`) and an
@@ -17,6 +18,7 @@ from hsm.des import kcv
 from hsm.keys import KeyUsage
 from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
+from ledger.demo import institutions
 from routing.cardkeys import card_master_alias
 from switch.cli_keys import LMK_CONFIG, Home, component_files_of, open_soft_hsm
 from switch.sessions import tmk_alias
@@ -36,6 +38,16 @@ CENTRE_USAGES = (KeyUsage.DATA_CHECK, KeyUsage.PSAM_TRANSPORT)
 
 def centre_alias(usage: KeyUsage) -> str:
     return f"centre/{usage.value}"
+
+
+def demo_bank_ids() -> list[str]:
+    """The demo's banks: day-end MACs each one's payout files under its file key."""
+    return [row["id"] for row in institutions() if row["kind"] == "bank"]
+
+
+def bank_file_alias(bank_id: str) -> str:
+    """The alias day-end's default `[dayend] file_key_alias` names for a bank's file key."""
+    return f"bank/{bank_id}/FILE"
 
 
 def custodian_files(home: Path) -> list[Path]:
@@ -76,6 +88,7 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
     wanted = [(card_master_alias(u), u) for u in CARD_MASTER_USAGES]
     wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
     wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
+    wanted += [(bank_file_alias(b), KeyUsage.FILE) for b in demo_bank_ids()]
     for alias, usage in wanted:
         if alias in existing:
             continue
