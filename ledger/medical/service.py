@@ -26,6 +26,11 @@ from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 
 BILL_TTL = dt.timedelta(hours=24)
+#: Threads an async caller should give the service: each write holds its thread until its group
+#: commit is durable, so the pool's width caps how many writes one commit can gather. Under
+#: bench_settle (20 POS) asyncio's default 6 threads gave 2.8 writes per commit, 32 gave 4.6, and
+#: the daemon spent 15-20% less CPU per exchange.
+CALLER_THREADS = 32
 
 
 class MedicalError(Exception):
