@@ -192,6 +192,25 @@ class MedicalService:
         the caller posts the ledger's BillCompletion with `record.split.pooled_fen`."""
         return self.store.transition(bill_id, BillState.COMPLETED, micros(now))
 
+    def complete_paid_bill(
+        self, bill_id: str, personal_account_fen: int, now: dt.datetime
+    ) -> tuple[BillRecord, bool]:
+        """:meth:`complete_bill` for a card debit of ``personal_account_fen``, in one write (one
+        thread hop for the advice, instead of a read then a write): MedicalError ``not_found``
+        for an unknown bill, ``amount_mismatch`` when the debit is not the bill's
+        personal-account share; BillStateError when the bill cannot complete (reversed,
+        voided)."""
+
+        def check(record: BillRecord) -> BillState:
+            if record.split.personal_account_fen != personal_account_fen:
+                raise MedicalError("amount_mismatch", "not the bill's personal-account share")
+            return BillState.COMPLETED
+
+        try:
+            return self.store.transition(bill_id, BillState.COMPLETED, micros(now), check)
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
+
     def reverse_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
         """A reversal before the card was debited: the reservation is released."""
         return self.store.transition(bill_id, BillState.REVERSED, micros(now))

@@ -45,3 +45,22 @@ def test_the_amount_is_checked_after_the_institution_and_before_the_card(
     assert unchanged is not None and unchanged.state is BillState.OPEN
     approved = service.approve_bill(record.bill_id, "H001", CARD, NOW, total)
     assert approved.state is BillState.APPROVED
+
+
+def test_a_paid_bill_completes_in_one_write_once(service: MedicalService) -> None:
+    sub = Submission("N2", CARD, DAY, Bill((BillLine("A01", 40, 1000),)))
+    record, _ = service.submit_bill("H001", sub, NOW)
+    service.approve_bill(record.bill_id, "H001", CARD, NOW)
+    personal = record.split.personal_account_fen
+    with pytest.raises(MedicalError) as unknown:
+        service.complete_paid_bill("no-such-bill", personal, NOW)
+    assert unknown.value.code == "not_found"
+    with pytest.raises(MedicalError) as short:
+        service.complete_paid_bill(record.bill_id, personal - 1, NOW)
+    assert short.value.code == "amount_mismatch"
+    unchanged = service.get_bill(record.bill_id)
+    assert unchanged is not None and unchanged.state is BillState.APPROVED
+    done, changed = service.complete_paid_bill(record.bill_id, personal, NOW)
+    assert changed and done.state is BillState.COMPLETED
+    assert not service.complete_paid_bill(record.bill_id, personal, NOW)[1]
+    assert service.accumulators("P11", 2026)[0] == record.split.delta
