@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
 
@@ -31,7 +30,7 @@ from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
-from switch.bank_host import BankHost
+from switch.bank_host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
@@ -90,8 +89,15 @@ class App:
         offline = OfflineLimits(
             config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
         )
-        self.bank = BankHost(config.bank, timed_hsm, self.sessions, self.metrics, self._clock())
-        await self.bank.start_outbound(_bank_database(config))  # kiosk EP loads route to it
+        self.bank = BankHost(
+            config.bank,
+            timed_hsm,
+            self.sessions,
+            self.metrics,
+            self._clock(),
+            BankStores.of(stores),
+        )
+        await self.bank.start_outbound()  # kiosk EP loads route to it
         service = TerminalService(
             Codec(TERMINAL),
             timed_hsm,
@@ -122,8 +128,6 @@ class App:
         await self.terminal_listener.start()
         if config.bank.enabled:
             await self.bank.start_inbound(
-                _bank_database(config),
-                stores.terminals,  # type: ignore[arg-type]
                 stores.cards,
                 timed_ledger,
                 offline,
@@ -215,14 +219,6 @@ class App:
             await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
             await self.stores.close()
-
-
-def _bank_database(config: Config) -> Path:
-    """The bank links' stores are on the embedded file (BankHost opens them from its path;
-    ``config.check`` refuses [bank] enabled on PostgreSQL)."""
-    if config.postgres and config.bank.enabled:
-        raise RuntimeError("the bank links run on the embedded SQLite database only")
-    return config.sqlite_path
 
 
 async def serve_until_signalled(app: App) -> None:

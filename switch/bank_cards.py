@@ -13,6 +13,7 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 from ledger import events as ev
 from ledger.core import Ledger
@@ -22,6 +23,51 @@ from routing.bank_context import StatusChange
 _NEXT_VERSION = (
     "SELECT coalesce(max(max(version), coalesce(max(removed_version), 0)), 0) + 1 FROM blacklist"
 )
+
+
+class CardStatusStore(Protocol):
+    """The card status register as the bank links use it, on either backend (this module's
+    :class:`SqliteCardStatus`, ``switch.pg_stores.PgCardStatus``)."""
+
+    async def report_lost(self, card_no: str, at_us: int) -> StatusChange: ...
+
+    async def unloss(self, card_no: str) -> StatusChange: ...
+
+    async def cancel(self, card_no: str, at_us: int) -> StatusChange: ...
+
+    async def replace(self, card_no: str, new_card_no: str, at_us: int) -> StatusChange: ...
+
+    async def ended_before(self, at_us: int) -> list[tuple[str, str, int]]: ...
+
+
+ENDED_BEFORE = (
+    "SELECT application_serial, cardholder_id, cancelled_at_us FROM cards "
+    "WHERE status IN ('cancelled', 'replaced') AND cancelled_at_us <= {0} "
+    "ORDER BY cancelled_at_us"
+)
+
+
+def ending_status(new_card_no: str | None) -> str:
+    return "cancelled" if new_card_no is None else "replaced"
+
+
+def can_end(status: str) -> bool:
+    """A card is cancelled or replaced from active or lost, never twice."""
+    return status in ("active", "lost")
+
+
+def replacement_problem(
+    card_no: str, cardholder: Any, new_card_no: str, new: tuple[Any, Any] | None
+) -> str:
+    """Why ``new_card_no`` (its (status, cardholder) row, None if unknown) cannot replace
+    ``card_no`` of ``cardholder``: '' when it can."""
+    if new is None or new_card_no == card_no:
+        return "unknown"
+    if new[1] != cardholder:
+        return "other_holder"
+    if new[0] != "active":
+        return "not_active"
+    return ""
 
 
 class SqliteCardStatus:
@@ -124,24 +170,16 @@ class SqliteCardStatus:
             "SELECT status, application_serial, cardholder_id FROM cards WHERE card_no = ?",
             (card_no,),
         ).fetchone()
-        if row is None or row[0] not in ("active", "lost"):
+        if row is None or not can_end(row[0]):
             return StatusChange(None if row is None else str(row[0]), 0)
         if new_card_no is not None:
             new = connection.execute(
                 "SELECT status, cardholder_id FROM cards WHERE card_no = ?", (new_card_no,)
             ).fetchone()
-            problem = (
-                "unknown"
-                if new is None or new_card_no == card_no
-                else "other_holder"
-                if new[1] != row[2]
-                else "not_active"
-                if new[0] != "active"
-                else ""
-            )
+            problem = replacement_problem(card_no, row[2], new_card_no, new)
             if problem:
                 return StatusChange(str(row[0]), 0, problem)
-        status = "cancelled" if new_card_no is None else "replaced"
+        status = ending_status(new_card_no)
         (version,) = connection.execute(_NEXT_VERSION).fetchone()
         connection.execute(
             "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
@@ -162,19 +200,14 @@ class SqliteCardStatus:
     def _ended_before(self, at_us: int) -> list[tuple[str, str, int]]:
         connection = self._connect()
         try:
-            rows = connection.execute(
-                "SELECT application_serial, cardholder_id, cancelled_at_us FROM cards "
-                "WHERE status IN ('cancelled', 'replaced') AND cancelled_at_us <= ? "
-                "ORDER BY cancelled_at_us",
-                (at_us,),
-            ).fetchall()
+            rows = connection.execute(ENDED_BEFORE.format("?"), (at_us,)).fetchall()
         finally:
             connection.close()
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
 
 async def sweep_ended_cards(
-    cards: SqliteCardStatus, ledger: Ledger, now: datetime, grace: timedelta = GRACE_PERIOD
+    cards: CardStatusStore, ledger: Ledger, now: datetime, grace: timedelta = GRACE_PERIOD
 ) -> list[tuple[str, str]]:
     """Post the sweep of every cancelled or replaced card past its grace period (once each:
     a card swept before posts nothing): ED shadow → personal fund, EP shadow → refunds

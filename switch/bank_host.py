@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from aiohttp import web
 
@@ -21,18 +20,18 @@ from hsm.interface import Hsm
 from ledger.core import Ledger
 from routing.bank_context import SavingsRoute
 from routing.context import CardDirectory, OfflineLimits
-from switch.bank_cards import SqliteCardStatus, sweep_ended_cards
+from switch.bank_cards import sweep_ended_cards
 from switch.bank_keys import KeyChangeError, LinkKeys
 from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings
-from switch.bank_peer import BankPeer, change_keys
+from switch.bank_peer import BankPeer, BankStores, change_keys
 from switch.bank_saf import SafSender
 from switch.bank_service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener
 from switch.metrics import Metrics
-from switch.sessions import Sessions, SqliteTerminals
+from switch.sessions import Sessions
 
-__all__ = ["BankHost", "bank_configs", "change_keys", "configured_savings_routes"]
+__all__ = ["BankHost", "BankStores", "bank_configs", "change_keys", "configured_savings_routes"]
 
 log = logging.getLogger("medswitch.bank")
 SWEEP_INTERVAL_S = 3600.0  # how often ended cards past their grace period are swept
@@ -69,11 +68,13 @@ class BankHost:
         sessions: Sessions,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        stores: BankStores,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.stores = stores
         banks = bank_configs(config)
-        self.peers = [BankPeer(bank, hsm, sessions, metrics, clock) for bank in banks]
+        self.peers = [BankPeer(bank, hsm, sessions, metrics, clock, stores) for bank in banks]
         self._sweeps: asyncio.Task[None] | None = None
 
     def peer(self, bank_id: str) -> BankPeer | None:
@@ -113,25 +114,20 @@ class BankHost:
         """Where kiosk EP loads go: each bank's savings link, for its BINs."""
         return [route for peer in self.peers for route in peer.savings_routes()]
 
-    async def start_outbound(self, database: Path) -> None:
+    async def start_outbound(self) -> None:
         for peer in self.peers:
-            await peer.start_outbound(database)
+            await peer.start_outbound()
 
     async def start_inbound(
         self,
-        database: Path,
-        terminals: SqliteTerminals,
         cards: CardDirectory,
         ledger: Ledger,
         offline: OfflineLimits,
     ) -> int:
         """Each bank's listener for its counters, and the sweep of ended cards; returns the
         first bank's port."""
-        ports = [
-            await peer.start_inbound(database, terminals, cards, ledger, offline)
-            for peer in self.peers
-        ]
-        self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(database, ledger))
+        ports = [await peer.start_inbound(cards, ledger, offline) for peer in self.peers]
+        self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(ledger))
         return ports[0] if ports else 0
 
     async def change_keys(self, bank_id: str | None = None) -> str:
@@ -141,8 +137,8 @@ class BankHost:
             raise LinkDown(f"no bank link {bank_id}")
         return await peer.change_keys()
 
-    async def _sweep_ended_cards(self, database: Path, ledger: Ledger) -> None:
-        cards = SqliteCardStatus(database)
+    async def _sweep_ended_cards(self, ledger: Ledger) -> None:
+        cards = self.stores.card_status
         while True:  # until stop() cancels it
             try:
                 swept = await sweep_ended_cards(cards, ledger, self.clock())

@@ -29,6 +29,9 @@ from messages.errors import CodecError, FramingError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_bank import BANK
 from routing.bank_context import LINK_DOWN, TIMED_OUT
+from switch.sequences import Sequences, stan
+
+STAN_RESERVE = 32  # outbound STANs drawn ahead from the shared sequence, per bank
 
 log = logging.getLogger("medswitch.bank.out")
 
@@ -81,6 +84,60 @@ class FixedKey:
         return [self.zak]
 
 
+class Stans:
+    """Outbound STANs (F11) from the shared sequence ``stan`` (``switch.sequences``): unique
+    across the workers and restarts (on PostgreSQL a database sequence, on SQLite blocks from
+    the ``counters`` table), never restarting at 1 with the process.
+
+    Asynchronous callers await :meth:`draw`; the synchronous :meth:`__next__` (an envelope built
+    inside a handler) takes from numbers drawn ahead, topped up in the background when half
+    used. Without sequences (a test, a simulator): counting from 1 in the process."""
+
+    def __init__(self, sequences: Sequences | None = None, reserve: int = STAN_RESERVE) -> None:
+        self._sequences = sequences
+        self._reserve = reserve
+        self._ahead: list[int] = []
+        self._count = itertools.count(1)
+        self._filling: asyncio.Task[None] | None = None
+
+    async def draw(self) -> int:
+        if self._sequences is None:
+            return next(self._count)
+        if self._ahead:
+            return self._ahead.pop(0)
+        return await self._sequences.next("stan")
+
+    def __iter__(self) -> Stans:
+        return self
+
+    def __next__(self) -> int:
+        if self._sequences is None:
+            return next(self._count)
+        if len(self._ahead) <= self._reserve // 2:
+            self._top_up()
+        if not self._ahead:
+            raise LinkDown("no outbound STAN drawn ahead yet")
+        return self._ahead.pop(0)
+
+    async def fill(self) -> None:
+        """Draw ahead up to the reserve (before the link is used, and in the background)."""
+        if self._sequences is None:
+            return
+        while len(self._ahead) < self._reserve:
+            self._ahead.append(await self._sequences.next("stan"))
+
+    def _top_up(self) -> None:
+        if self._filling is None or self._filling.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule
+                self._filling = asyncio.ensure_future(self.fill())
+
+    async def close(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._filling
+
+
 class BankLinkClient:
     def __init__(
         self,
@@ -88,7 +145,7 @@ class BankLinkClient:
         hsm: Hsm,
         zak: KeyRef | MacKeys,
         clock: Callable[[], datetime] = datetime.now,
-        stans: Iterator[int] | None = None,
+        stans: Stans | Iterator[int] | None = None,
     ) -> None:
         self.settings = settings
         self.hsm = hsm
@@ -98,7 +155,7 @@ class BankLinkClient:
         self.unmatched = 0  # responses that matched no pending request (late ones)
         self.connects = 0
         self.sent = 0  # requests sent on this connection
-        self._stan = stans if stans is not None else itertools.count(1)
+        self._stan: Stans | Iterator[int] = stans if stans is not None else Stans()
         self._pending: dict[str, asyncio.Future[BankReply]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._up = asyncio.Event()
@@ -129,8 +186,18 @@ class BankLinkClient:
         return self.up
 
     def envelope(self) -> dict[str, Any]:
+        """F11, F7, F32 of a new request (F11 from the numbers drawn ahead)."""
+        return self._envelope(next(self._stan))
+
+    async def next_envelope(self) -> dict[str, Any]:
+        """F11, F7, F32 of a new request, F11 drawn from the sequence when none is ahead."""
+        source = self._stan
+        number = await source.draw() if isinstance(source, Stans) else next(source)
+        return self._envelope(number)
+
+    def _envelope(self, number: int) -> dict[str, Any]:
         return {
-            "stan": f"{next(self._stan) % 1_000_000:06d}",
+            "stan": stan(number),
             "transmitted": self.clock().strftime("%m%d%H%M%S"),
             "acquirer_id": self.settings.acquirer_id,
         }
@@ -192,7 +259,7 @@ class BankLinkClient:
         self.connects += 1
         reading = asyncio.ensure_future(self._read(reader))
         try:
-            reply = await self._exchange(BankSignOn(**self.envelope()))
+            reply = await self._exchange(BankSignOn(**await self.next_envelope()))
             if reply.response_code != "00":
                 raise ConnectionError(f"sign-on refused {reply.response_code}")
             self._up.set()
@@ -200,7 +267,7 @@ class BankLinkClient:
             while not reading.done():
                 done, _ = await asyncio.wait({reading}, timeout=settings.echo_idle_s)
                 if not done:
-                    echo = await self._exchange(BankEcho(**self.envelope()))
+                    echo = await self._exchange(BankEcho(**await self.next_envelope()))
                     if echo.response_code != "00":
                         raise ConnectionError(f"echo refused {echo.response_code}")
         finally:
@@ -260,10 +327,11 @@ class BankLinkPool:
     one failing connection does not stop the others; STANs from one sequence (a response is
     matched on its own connection, and F11 stays unique on the link)."""
 
-    def __init__(self, clients: list[BankLinkClient]) -> None:
+    def __init__(self, clients: list[BankLinkClient], stans: Stans | None = None) -> None:
         if not clients:
             raise ValueError("a pool needs a connection")
         self.clients = clients
+        self.stans = stans
         self._next = itertools.count()
 
     @classmethod
@@ -274,10 +342,14 @@ class BankLinkPool:
         keys: KeyRef | MacKeys,
         clock: Callable[[], datetime],
         connections: int,
+        sequences: Sequences | None = None,
     ) -> BankLinkPool:
-        stans = itertools.count(1)
+        """``connections`` to one bank sharing one STAN source: the ``sequences`` when given
+        (the daemon's), else counting in the process."""
+        stans = Stans(sequences)
         return cls(
-            [BankLinkClient(settings, hsm, keys, clock, stans) for _ in range(max(1, connections))]
+            [BankLinkClient(settings, hsm, keys, clock, stans) for _ in range(max(1, connections))],
+            stans,
         )
 
     @property
@@ -303,6 +375,8 @@ class BankLinkPool:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+        if self.stans is not None:
+            await self.stans.close()
 
     async def wait_up(self, timeout_s: float) -> bool:
         for _ in range(max(1, int(timeout_s / 0.05))):
@@ -313,6 +387,9 @@ class BankLinkPool:
 
     def envelope(self) -> dict[str, Any]:
         return self.clients[0].envelope()
+
+    async def next_envelope(self) -> dict[str, Any]:
+        return await self.clients[0].next_envelope()
 
     async def request(self, typed: BankMessage) -> BankReply:
         start = next(self._next)

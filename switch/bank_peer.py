@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 from hsm.interface import Hsm
 from hsm.keys import KeyUsage
@@ -22,22 +23,42 @@ from messages.spec_bank import BANK
 from routing.bank_context import SavingsRoute
 from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
-from switch.bank_cards import SqliteCardStatus
+from switch.bank_cards import CardStatusStore
 from switch.bank_keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
 from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
-from switch.bank_saf import SafSender, SqliteReversalQueue
+from switch.bank_saf import ReversalQueue, SafSender
 from switch.bank_service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
-from switch.sessions import Sessions, SqliteTerminals
+from switch.sequences import Sequences
+from switch.sessions import Sessions
 
 log = logging.getLogger("medswitch.bank")
+
+
+@dataclass(frozen=True, slots=True)
+class BankStores:
+    """What the bank links keep in the daemon's database, on either backend (taken from the
+    stores ``switch.database.open_stores`` opened): the card status register, the reversal
+    queue's delivery state, the terminals (counters) and the never-repeating numbers."""
+
+    card_status: CardStatusStore
+    reversal_queue: ReversalQueue
+    terminals: Any  # routing.context.TerminalDirectory: SqliteTerminals or SqlTerminals
+    sequences: Sequences
+
+    @classmethod
+    def of(cls, stores: Any) -> BankStores:
+        """The bank links' part of ``switch.database.Stores``."""
+        return cls(stores.card_status, stores.reversal_queue, stores.terminals, stores.sequences)
+
+
 async def change_keys(link: BankLinkPool, keys: LinkKeys, now: datetime) -> str:
     """The centre changes its outbound link's zone keys: offered under the ZMK (0800 F70 = 101),
     installed only when the bank answers 00 with the same KCVs. Returns the new ZAK's KCV."""
     field48, exported = await keys.offer(now)
-    reply = await link.request(KeyChange(**link.envelope(), keys=field48))
+    reply = await link.request(KeyChange(**await link.next_envelope(), keys=field48))
     if reply.response_code != "00":
         raise KeyChangeError(f"the bank refused the key change: {reply.response_code}")
     expected = {usage.value: kcv for usage, (_, kcv) in exported.items()}
@@ -55,8 +76,10 @@ class BankPeer:
         sessions: Sessions,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        stores: BankStores,
     ) -> None:
         self.config = config
+        self.stores = stores
         self.hsm = hsm
         self.sessions = sessions
         self.metrics = metrics
@@ -79,7 +102,7 @@ class BankPeer:
             return []
         return [SavingsRoute(self.bank_id, self.config.bins, self.savings)]
 
-    async def start_outbound(self, database: Path) -> None:
+    async def start_outbound(self) -> None:
         """The outbound link to the bank as savings issuer, its store-and-forward sender and
         its key-change schedule; nothing when no `outbound_host` is configured."""
         link = self.config
@@ -94,10 +117,17 @@ class BankPeer:
         )
         self.outbound_keys = keys
         self.outbound = BankLinkPool.open(
-            settings, self.hsm, keys, self.clock, link.outbound_connections
+            settings,
+            self.hsm,
+            keys,
+            self.clock,
+            link.outbound_connections,
+            self.stores.sequences,
         )
+        if self.outbound.stans is not None:
+            await self.outbound.stans.fill()  # kiosk EP loads take their F11 from these
         self.outbound.start()
-        self.saf = SafSender(SqliteReversalQueue(database), self.outbound, self.bank_id)
+        self.saf = SafSender(self.stores.reversal_queue, self.outbound, self.bank_id)
         self.saf.start()
         self.savings = OutboundSavings(self.outbound, self.bank_id, keys.zpk)
         if link.key_change_interval_s > 0:
@@ -105,8 +135,6 @@ class BankPeer:
 
     async def start_inbound(
         self,
-        database: Path,
-        terminals: SqliteTerminals,
         cards: CardDirectory,
         ledger: Ledger,
         offline: OfflineLimits,
@@ -117,10 +145,10 @@ class BankPeer:
             Codec(BANK),
             self.hsm,
             link,
-            terminals,
+            self.stores.terminals,
             self.sessions,
             cards,
-            SqliteCardStatus(database),
+            self.stores.card_status,
             ledger,
             offline,
             bank_routes(),

@@ -17,6 +17,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from ledger.core import QueuedReversal
 from ledger.events import Attempt
@@ -35,6 +36,26 @@ class Pending:
     attempts: int
 
 
+class ReversalQueue(Protocol):
+    """The queue's delivery state on either backend (:class:`SqliteReversalQueue`,
+    ``switch.pg_stores.PgReversalQueue``): the queued ones of a bank in order, and marking a
+    send (acknowledged or not; each counts as an attempt)."""
+
+    async def pending(self, bank_id: str, limit: int = 100) -> list[Pending]: ...
+
+    async def mark(self, key: str, *, acknowledged: bool) -> None: ...
+
+
+PENDING = (
+    "SELECT key, bank_id, reference, amount_fen, attempts FROM reversal_queue "
+    "WHERE bank_id = {0} AND status = 'queued' ORDER BY seq LIMIT {1}"
+)
+
+
+def pending_of(rows: list[Any]) -> list[Pending]:
+    return [Pending(QueuedReversal(r[0], r[1], r[2], int(r[3])), int(r[4])) for r in rows]
+
+
 class SqliteReversalQueue:
     """The queue's delivery state (status, attempts) in the embedded database."""
 
@@ -48,12 +69,8 @@ class SqliteReversalQueue:
 
     def _pending(self, bank_id: str, limit: int) -> list[Pending]:
         with contextlib.closing(self._connect()) as connection:
-            rows = connection.execute(
-                "SELECT key, bank_id, reference, amount_fen, attempts FROM reversal_queue "
-                "WHERE bank_id = ? AND status = 'queued' ORDER BY seq LIMIT ?",
-                (bank_id, limit),
-            ).fetchall()
-        return [Pending(QueuedReversal(r[0], r[1], r[2], int(r[3])), int(r[4])) for r in rows]
+            rows = connection.execute(PENDING.format("?", "?"), (bank_id, limit)).fetchall()
+        return pending_of(rows)
 
     def _mark(self, key: str, acknowledged: bool) -> None:
         with contextlib.closing(self._connect()) as connection, connection:
@@ -93,7 +110,7 @@ class SafSender:
 
     def __init__(
         self,
-        queue: SqliteReversalQueue,
+        queue: ReversalQueue,
         link: BankLinkClient | BankLinkPool,
         bank_id: str,
         interval_s: float = 1.0,
@@ -113,7 +130,7 @@ class SafSender:
                 log.warning("reversal %s names no original; left queued", pending.item.key)
                 continue
             reversal = BankReversal(
-                **self.link.envelope(),
+                **await self.link.next_envelope(),
                 processing_code=SAVINGS_DEBIT,
                 original=original,
                 amount_fen=pending.item.amount_fen,

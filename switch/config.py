@@ -162,8 +162,6 @@ def check(config: Config) -> None:
         raise ConfigError("workers must be at least 1")
     if config.workers > 1 and not config.postgres:
         raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
-    if config.postgres and config.bank.enabled:
-        raise ConfigError("[bank] enabled: the bank links run on the embedded SQLite file only")
 
 
 def _database_section(data: dict[str, Any]) -> None:

@@ -19,9 +19,9 @@ from hsm.errors import KeyExistsError, KeyNotFoundError
 from hsm.keyblock import StoredKey
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
-from ledger.core import QueuedReversal
 from routing.bank_context import StatusChange
-from switch.bank_saf import Pending
+from switch.bank_cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
+from switch.bank_saf import PENDING, Pending, pending_of
 from switch.sessions import session_prefix
 
 SESSION_PREFIX = session_prefix("")  # "term/": working keys of signed-on terminals
@@ -114,8 +114,9 @@ class RoutedKeyStore:
 
 
 class PgCardStatus:
-    """Loss report and unloss (``routing.bank_context.CardStatusRegister``): the card's status
-    and its blacklist entry under a new list version, one transaction, versions serialised."""
+    """The card status register (``switch.bank_cards.CardStatusStore``): loss report, unloss,
+    cancel and replacement — the card's status and its blacklist entry under a new list
+    version, one transaction, versions serialised — and the ended cards due for the sweep."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -157,21 +158,68 @@ class PgCardStatus:
             )
         return StatusChange(expected, version)
 
+    async def cancel(self, card_no: str, at_us: int) -> StatusChange:
+        return await self._end(card_no, at_us, None)
+
+    async def replace(self, card_no: str, new_card_no: str, at_us: int) -> StatusChange:
+        return await self._end(card_no, at_us, new_card_no)
+
+    async def _end(self, card_no: str, at_us: int, new_card_no: str | None) -> StatusChange:
+        """Cancel (no new card) or replace: status, end time, blacklist entry, in one write."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", BLACKLIST_LOCK)
+            row = await connection.fetchrow(
+                "SELECT status, application_serial, cardholder_id FROM cards"
+                " WHERE card_no = $1 FOR UPDATE",
+                card_no,
+            )
+            if row is None or not can_end(row[0]):
+                return StatusChange(None if row is None else str(row[0]), 0)
+            if new_card_no is not None:
+                new = await connection.fetchrow(
+                    "SELECT status, cardholder_id FROM cards WHERE card_no = $1", new_card_no
+                )
+                problem = replacement_problem(
+                    card_no, row[2], new_card_no, None if new is None else (new[0], new[1])
+                )
+                if problem:
+                    return StatusChange(str(row[0]), 0, problem)
+            status = ending_status(new_card_no)
+            version = int(await connection.fetchval(_NEXT_VERSION))
+            await connection.execute(
+                "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+                " added_at_us) VALUES ($1, $2, $3, NULL, $4)",
+                row[1],
+                status,
+                version,
+                at_us,
+            )
+            await connection.execute(
+                "UPDATE cards SET status = $1, cancelled_at_us = $2, replaced_by = $3"
+                " WHERE card_no = $4",
+                status,
+                at_us,
+                new_card_no,
+                card_no,
+            )
+        return StatusChange(str(row[0]), version)
+
+    async def ended_before(self, at_us: int) -> list[tuple[str, str, int]]:
+        """(application serial, cardholder, ended at µs) of cards cancelled or replaced at or
+        before ``at_us``: the ones whose shadows are due to be swept."""
+        rows = await self._pool.fetch(ENDED_BEFORE.format("$1"), at_us)
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
 
 class PgReversalQueue:
-    """The reversal queue's delivery state (``switch.bank_saf``'s queue interface)."""
+    """The reversal queue's delivery state (``switch.bank_saf.ReversalQueue``)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def pending(self, bank_id: str, limit: int = 100) -> list[Pending]:
-        rows = await self._pool.fetch(
-            "SELECT key, bank_id, reference, amount_fen, attempts FROM reversal_queue"
-            " WHERE bank_id = $1 AND status = 'queued' ORDER BY seq LIMIT $2",
-            bank_id,
-            limit,
-        )
-        return [Pending(QueuedReversal(r[0], r[1], r[2], int(r[3])), int(r[4])) for r in rows]
+        rows = await self._pool.fetch(PENDING.format("$1", "$2"), bank_id, limit)
+        return pending_of(list(rows))
 
     async def mark(self, key: str, *, acknowledged: bool) -> None:
         status = ", status = 'acknowledged'" if acknowledged else ""
