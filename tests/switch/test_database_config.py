@@ -39,7 +39,6 @@ def test_more_than_one_worker_needs_postgresql(tmp_path: Path) -> None:
         ("[database]\npool = 3\n", "unknown setting database.pool"),
         ('database = "x"\n', "database must be a table"),
         ("workers = 0\n", "at least 1"),
-        (f'[database]\nurl = "{PG}"\n[bank]\nenabled = true\n', "SQLite"),
     ],
 )
 def test_bad_database_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -47,3 +46,10 @@ def test_bad_database_settings_are_clear_errors(tmp_path: Path, text: str, messa
     toml.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load(toml, {})
+
+
+def test_the_bank_links_run_on_postgresql(tmp_path: Path) -> None:
+    toml = tmp_path / "medswitch.toml"
+    toml.write_text(f'[database]\nurl = "{PG}"\n[bank]\nenabled = true\n')
+    config = load(toml, {})
+    assert config.postgres and config.bank.enabled
