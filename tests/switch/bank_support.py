@@ -25,7 +25,9 @@ from switch.app import App
 from switch.bank_host import BankHost
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
+from tests.ledger.pg_support import DSN, fresh_schema
 from tests.switch.daemon_fixture import Daemon, new_hsm, now
+from tests.switch.kiosk import CardOnFile
 
 BANK = "01020000"
 BANK_B = "01030000"  # a second bank, when asked for
@@ -73,6 +75,21 @@ class BankDaemon:
             rows = connection.execute("SELECT status FROM reversal_queue ORDER BY seq")
             return [r[0] for r in rows]
 
+    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a query (no parameters) on the daemon's database, either backend."""
+        stores = self.app.stores
+        assert stores is not None
+        if stores.pool is not None:
+            return [tuple(row) for row in await stores.pool.fetch(sql)]
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute(sql).fetchall()
+
+    async def first_card(self) -> CardOnFile:
+        rows = await self.fetch(
+            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT 1"
+        )
+        return CardOnFile(*rows[0])
+
 
 async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     """Wait, bounded, for ``condition``."""
@@ -116,12 +133,28 @@ async def bank_daemon(
     *,
     cardholders: int = 3,
     bank_b: dict[str, Any] | None = None,
+    backend: str = "sqlite",
     **bank: Any,
 ) -> AsyncIterator[BankDaemon]:
     """The daemon over a demo deployment, its bank links up, the issuer simulator running;
-    with ``bank_b`` (its settings), a second bank beside the first."""
-    database = tmp / "medswitch.db"
-    await asyncio.to_thread(init_demo, database, cardholders)
+    with ``bank_b`` (its settings), a second bank beside the first; with ``backend`` =
+    "postgres", the deployment in a fresh PostgreSQL schema."""
+    if backend != "postgres":
+        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
+        async with _bank_daemon(tmp, "", bank_b, bank) as running:
+            yield running
+        return
+    async with fresh_schema() as schema:
+        url = f"{DSN}?schema={schema}"
+        await asyncio.to_thread(init_demo, url, cardholders)
+        async with _bank_daemon(tmp, url, bank_b, bank) as running:
+            yield running
+
+
+@asynccontextmanager
+async def _bank_daemon(
+    tmp: Path, url: str, bank_b: dict[str, Any] | None, bank: dict[str, Any]
+) -> AsyncIterator[BankDaemon]:
     store = MemoryKeyStore()
     hsm = new_hsm(store)
     zak_in = await hsm.generate_key(f"bank/{BANK}/ZAK", KeyUsage.ZAK, now=now())
@@ -139,6 +172,7 @@ async def bank_daemon(
         settings["links"] = (link_b,)
     config = Config(
         home=str(tmp),
+        database_url=url,
         terminal=replace(ListenConfig(), port=0),
         http=HttpConfig(port=0),
         bank=BankConfig(
