@@ -96,6 +96,8 @@ class App:
             self.metrics,
             self._clock(),
             BankStores.of(stores),
+            workers=config.workers,
+            worker=self.worker,
         )
         await self.bank.start_outbound()  # kiosk EP loads route to it
         service = TerminalService(

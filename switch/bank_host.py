@@ -69,12 +69,29 @@ class BankHost:
         metrics: Metrics,
         clock: Callable[[], datetime],
         stores: BankStores,
+        *,
+        workers: int = 1,
+        worker: int = 0,
     ) -> None:
+        """With several ``workers`` each runs every bank's links (the listeners share their
+        ports); only worker 0 changes keys on schedule and sweeps ended cards."""
         self.config = config
         self.clock = clock
         self.stores = stores
-        banks = bank_configs(config)
-        self.peers = [BankPeer(bank, hsm, sessions, metrics, clock, stores) for bank in banks]
+        self.primary = worker == 0
+        self.peers = [
+            BankPeer(
+                bank,
+                hsm,
+                sessions,
+                metrics,
+                clock,
+                stores,
+                reuse_port=workers > 1,
+                primary=self.primary,
+            )
+            for bank in bank_configs(config)
+        ]
         self._sweeps: asyncio.Task[None] | None = None
 
     def peer(self, bank_id: str) -> BankPeer | None:
@@ -127,7 +144,8 @@ class BankHost:
         """Each bank's listener for its counters, and the sweep of ended cards; returns the
         first bank's port."""
         ports = [await peer.start_inbound(cards, ledger, offline) for peer in self.peers]
-        self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(ledger))
+        if self.primary:
+            self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(ledger))
         return ports[0] if ports else 0
 
     async def change_keys(self, bank_id: str | None = None) -> str:

@@ -77,9 +77,14 @@ class BankPeer:
         metrics: Metrics,
         clock: Callable[[], datetime],
         stores: BankStores,
+        *,
+        reuse_port: bool = False,
+        primary: bool = True,
     ) -> None:
         self.config = config
         self.stores = stores
+        self.reuse_port = reuse_port  # several workers share the listener's port
+        self.primary = primary  # the one worker that changes keys on schedule
         self.hsm = hsm
         self.sessions = sessions
         self.metrics = metrics
@@ -130,7 +135,7 @@ class BankPeer:
         self.saf = SafSender(self.stores.reversal_queue, self.outbound, self.bank_id)
         self.saf.start()
         self.savings = OutboundSavings(self.outbound, self.bank_id, keys.zpk)
-        if link.key_change_interval_s > 0:
+        if link.key_change_interval_s > 0 and self.primary:
             self._schedule = asyncio.ensure_future(self._change_on_schedule())
 
     async def start_inbound(
@@ -164,6 +169,7 @@ class BankPeer:
             link.connections_max,
             link.idle_timeout_s,
             link.read_timeout_s,
+            reuse_port=self.reuse_port,
         )
         self.listener = Listener(settings, self.service.handle)
         await self.listener.start()

@@ -24,8 +24,8 @@ from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from switch.bank_cards import SqliteCardStatus
-from switch.bank_saf import SqliteReversalQueue
+from switch.bank_cards import CardStatusStore, SqliteCardStatus
+from switch.bank_saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import SqlCards, SqliteCards
 from switch.pg_stores import PgCardStatus, PgReversalQueue
 from switch.replies import ReplyCache
@@ -46,8 +46,8 @@ class Stores:
     medical_store: SqlMedicalStore
     directory: SqlDirectory
     reference: ReferenceData
-    card_status: Any  # routing.bank_context.CardStatusRegister
-    reversal_queue: Any  # switch.bank_saf's queue: pending(), mark()
+    card_status: CardStatusStore  # the bank links' card status register
+    reversal_queue: ReversalQueue  # the reversal queue's delivery state
     sequences: Sequences
     pool: asyncpg.Pool | None = None  # PostgreSQL: this worker's pool on its event loop
     bridge: PgBridge | None = None  # PostgreSQL: the synchronous stores' pool
