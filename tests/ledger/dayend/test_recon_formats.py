@@ -24,7 +24,7 @@ def _text(max_chars: int) -> st.SearchStrategy[str]:
     return st.text(alphabet, max_size=max_chars).map(str.strip)
 
 
-_ids = st.text(st.sampled_from("abcdef0123456789-"), min_size=1, max_size=40)
+_ids = st.text(st.sampled_from("abcdef0123456789-"), min_size=1, max_size=32)  # payee_id: 32 bytes
 
 
 @st.composite
