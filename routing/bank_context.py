@@ -67,8 +67,9 @@ class SavingsLink(Protocol):
         """The bank's current ZPK: PINs are translated to it."""
         ...
 
-    def envelope(self) -> dict[str, str]:
-        """F11, F7 and F32 (the centre's) for a message the centre originates on this link."""
+    async def envelope(self) -> dict[str, str]:
+        """F11, F7 and F32 (the centre's) for a message the centre originates on this link (F11
+        from the shared sequence: awaited, so a burst never runs out of numbers)."""
         ...
 
 

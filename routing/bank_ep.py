@@ -171,7 +171,7 @@ async def handle_kiosk_ep_load(
     if context.terminal.kind != "kiosk":  # a POS takes payments, it does not load purses
         return answer(request, context, Outcome.NOT_PERMITTED_TERMINAL)
     pik = context.session.pik if context.session is not None else None
-    link = issuer.envelope()
+    link = await issuer.envelope()
     envelope = DebitEnvelope(
         link["stan"],
         link["transmitted"],

@@ -369,8 +369,8 @@ class OutboundSavings:
     async def pin_key(self) -> KeyRef | None:
         return await self._pin_key()
 
-    def envelope(self) -> dict[str, str]:
-        envelope: dict[str, str] = self.link.envelope()
+    async def envelope(self) -> dict[str, str]:
+        envelope: dict[str, str] = await self.link.next_envelope()
         return envelope
 
     async def debit(self, request: SavingsDebit) -> str:
