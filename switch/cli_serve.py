@@ -35,8 +35,8 @@ def _load_config(path: Path | None) -> Config:
 def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
     """The software HSM over ``store``, its LMK formed from the configured components and
     checked against the home's recorded check value (as ``cli_keys.open_soft_hsm``)."""
-    from hsm.errors import HsmError
-    from hsm.lmk import Lmk, LmkError
+    from hsm.errors import HsmError, LmkError
+    from hsm.lmk import Lmk
     from hsm.soft import SoftHsm
     from switch.cli_keys import Home, component_files_of
 
