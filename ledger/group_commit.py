@@ -4,6 +4,9 @@ transaction and one durable commit; each caller's future is resolved only after 
 The gathering is natural batching with a bounded size: while one commit is being made durable the
 next callers queue up, and the writer takes everything waiting (at most `batch_max` jobs) as the
 next batch. An optional `window_s` lets it wait a little for more when the last batch was shared.
+
+Callers on the event loop `submit`; synchronous callers on other threads `run` (the medical
+store's writes on SQLite share the ledger's writer this way: one writer per database file).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any
 
 BATCH_MAX = 1024
 WINDOW_S = 0.0
+#: A job whose only argument is a function of the writer's connection, run in the batch's
+#: transaction (the medical store's writes on the ledger's writer): see `run_calls`.
+CALL = "call"
 
 
 @dataclass(slots=True)
@@ -27,10 +33,11 @@ class Job:
 
     kind: str
     args: tuple[Any, ...]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None  # None: a synchronous caller waiting on `done`
+    future: asyncio.Future[Any] | None
     value: Any = None
     error: BaseException | None = None
+    done: threading.Event | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +74,7 @@ class Writer:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._closed = False
+        self._closing = threading.Lock()  # a job is queued before the stop mark or refused
         self.stats = Stats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -78,18 +86,41 @@ class Writer:
 
     async def submit(self, kind: str, *args: Any) -> Any:
         """Queue a job and wait for its result, available only after its batch committed."""
-        if self._closed or not self._thread.is_alive():
-            raise RuntimeError("ledger is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(Job(kind, args, loop, future))
+        self._put(Job(kind, args, loop, future))
         return await future
 
+    def run(self, kind: str, *args: Any) -> Any:
+        """`submit` for a synchronous caller on another thread: blocks until its batch
+        committed, then returns its result or raises its error."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the writer thread cannot wait for its own batch")
+        job = Job(kind, args, None, None, done=threading.Event())
+        self._put(job)
+        assert job.done is not None
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.value
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued behind the batch being written (for tests and metrics)."""
+        return self._queue.qsize()
+
+    def _put(self, job: Job) -> None:
+        with self._closing:
+            if self._closed or not self._thread.is_alive():
+                raise RuntimeError("ledger is closed")
+            self._queue.put(job)
+
     async def stop(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
@@ -111,6 +142,22 @@ class Writer:
                     return
         finally:
             self._disconnect()
+            self._refuse_waiting()
+
+    def _refuse_waiting(self) -> None:
+        """The thread is ending: nothing queued will run, so nobody may wait for it."""
+        with self._closing:
+            self._closed = True
+        left: list[Job] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.error = RuntimeError("ledger is closed")
+                left.append(job)
+        _deliver(left)
 
     def _gather(self, shared: bool) -> tuple[list[Job], bool]:
         first = self._queue.get()
@@ -152,9 +199,32 @@ class Writer:
         _deliver(batch)
 
 
+def run_calls(db: Any, jobs: Sequence[Job]) -> None:
+    """Run `CALL` jobs inside the open transaction on `db` (a DB-API connection in autocommit
+    mode, e.g. ``sqlite3``), each in a savepoint of its own: a job that raises is rolled back to
+    where it started and gets its own exception; the other jobs of the batch commit. A job whose
+    failure took the whole transaction with it (the savepoint is gone) fails the batch, which the
+    writer then runs again job by job."""
+    for job in jobs:
+        db.execute("SAVEPOINT job")
+        try:
+            job.value = job.args[0](db)
+        except Exception as error:
+            try:
+                db.execute("ROLLBACK TO job")
+            except Exception:
+                raise error from None
+            job.value, job.error = None, error
+        db.execute("RELEASE job")
+
+
 def _deliver(batch: Sequence[Job]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
     for job in batch:
+        if job.loop is None:
+            if job.done is not None:
+                job.done.set()
+            continue
         by_loop.setdefault(job.loop, []).append(job)
     for loop, jobs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
@@ -163,7 +233,7 @@ def _deliver(batch: Sequence[Job]) -> None:
 
 def _resolve(jobs: Sequence[Job]) -> None:
     for job in jobs:
-        if job.future.done():
+        if job.future is None or job.future.done():
             continue
         if job.error is not None:
             job.future.set_exception(job.error)

@@ -3,7 +3,9 @@
 Every operation (reads too, so that a caller always reads its own writes) goes through the
 writer's queue; consecutive posts of a batch are decided together with one SELECT of the accounts
 and one of the ids they touch, then written with two ``executemany`` — the raw ``sqlite3`` driver,
-as DESIGN §6 asks. Results reach callers only after the batch's COMMIT returned.
+as DESIGN §6 asks. Results reach callers only after the batch's COMMIT returned. On the daemon
+the medical store's writes run on this writer too (`CALL` jobs, each in a savepoint): one
+writer per file, one commit per group, no wait for SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ledger.core import (
     Transfer,
     TransferResult,
 )
-from ledger.group_commit import BATCH_MAX, WINDOW_S, Job, Writer
+from ledger.group_commit import BATCH_MAX, CALL, WINDOW_S, Job, Writer, run_calls
 from ledger.migrate import upgrade_sqlite
 from ledger.state import (
     AccountState,
@@ -105,6 +107,9 @@ class SqliteStore:
 
     def execute(self, batch: Sequence[Job]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+        if any(job.kind == CALL for job in batch):  # the medical store's writes: first
+            run_calls(self.conn, [job for job in batch if job.kind == CALL])
+            batch = [job for job in batch if job.kind != CALL]
         start = 0
         while start < len(batch):
             end = start

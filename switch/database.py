@@ -35,6 +35,8 @@ from switch.sessions import SqliteTerminals, SqlTerminals
 
 POOL_MAX = 8  # per worker, per pool (the event loop's and the bridge's)
 LEDGER_WRITERS = 2  # group-committing connections per worker (row locks order them)
+#: SQLite: after a shared batch the one writer (ledger and bills) waits this long for more.
+WINDOW_S = 0.002
 
 
 @dataclass
@@ -88,12 +90,13 @@ async def open_stores(url: str) -> Stores:
 
 def _open_sqlite(path: Path) -> Stores:
     engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
+    ledger = SqliteLedger.open(path, window_s=WINDOW_S)  # the file's one writer: bills too
     return Stores(
         url=f"sqlite:///{path}",
-        ledger=SqliteLedger.open(path),
+        ledger=ledger,
         terminals=SqliteTerminals(path),
         cards=SqliteCards(path),
-        medical_store=SqlMedicalStore(engine),
+        medical_store=SqlMedicalStore(engine, ledger_writer=ledger.writer),
         directory=SqlDirectory(engine),
         reference=ReferenceData(engine),
         card_status=SqliteCardStatus(path),

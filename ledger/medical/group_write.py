@@ -32,7 +32,9 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from ledger.group_commit import CALL, Writer
 
 T = TypeVar("T")
 BATCH_MAX = 256
@@ -169,3 +171,32 @@ class GroupWriter:
         self.stats.batches += 1
         self.stats.ops += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
+
+
+class Writes(Protocol):
+    """Where the medical store's writes go: its own `GroupWriter` or the ledger's writer."""
+
+    def run(self, operation: Operation[T]) -> T: ...
+
+    def close(self) -> None: ...
+
+
+class LedgerWrites:
+    """The medical store's writes as jobs on the SQLite ledger's writer thread (one writer, one
+    connection, one transaction and one durable commit per group for both): each operation runs
+    in a savepoint of the ledger's batch, fails alone, and returns once that batch committed.
+    Called from threads other than the writer's (the daemon's callers run in a pool)."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._closed = False
+
+    def run(self, operation: Operation[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the medical store is closed")
+        value: T = self._writer.run(CALL, operation)
+        return value
+
+    def close(self) -> None:
+        """Refuse new writes; the writer is the ledger's and closes with it."""
+        self._closed = True

@@ -6,7 +6,8 @@ same statements and group writer over asyncpg; ``BEGIN IMMEDIATE`` takes an advi
 there, so every worker's writes are serialised as on SQLite).
 
 Writes (submit, transition, post_offline) are the settlement's hot path: they go through a
-`GroupWriter` — concurrent callers' writes share one
+`GroupWriter` — or, given the SQLite ledger's writer, through that one (one writer per file,
+sharing the ledger's commits) — concurrent callers' writes share one
 ``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), a refusal failing
 only its own caller, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
 read-split-reserve of a submission is serialised against every other write: two bills in flight
@@ -40,6 +41,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
+from ledger.group_commit import Writer
 from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
     IN_FLIGHT,
@@ -49,7 +51,7 @@ from ledger.medical.bills import (
     check_transition,
 )
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
-from ledger.medical.group_write import BATCH_MAX, GroupWriter
+from ledger.medical.group_write import BATCH_MAX, GroupWriter, LedgerWrites, Writes
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgEngine
 
@@ -186,8 +188,18 @@ def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Tot
 
 
 class SqlMedicalStore:
-    def __init__(self, engine: Engine | PgEngine, *, batch_max: int = BATCH_MAX) -> None:
+    """`ledger_writer`: on SQLite, the ledger's writer on the same file, which then runs the
+    store's writes too (one writer per file); without it the store has a `GroupWriter`."""
+
+    def __init__(
+        self,
+        engine: Engine | PgEngine,
+        *,
+        batch_max: int = BATCH_MAX,
+        ledger_writer: Writer | None = None,
+    ) -> None:
         self.engine = engine
+        self.writer: Writes
         self._readers = threading.local()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
@@ -204,7 +216,10 @@ class SqlMedicalStore:
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
             raise ValueError("the medical store runs on the ledger's SQLite file or PostgreSQL")
-        self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
+        if ledger_writer is not None:
+            self.writer = LedgerWrites(ledger_writer)
+        else:
+            self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
         self._connect = lambda: connect_sqlite(database)
 
     def close(self) -> None:

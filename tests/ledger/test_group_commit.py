@@ -95,3 +95,32 @@ def test_submit_after_stop_is_refused() -> None:
             raise AssertionError("submit after stop was accepted")
 
     asyncio.run(go())
+
+
+def test_threads_run_jobs_beside_the_event_loops_callers() -> None:
+    database = FakeDatabase()
+
+    async def go() -> None:
+        writer = database.writer()
+        writer.start()
+
+        def in_thread(index: int) -> object:
+            value = writer.run("boom" if index == 7 else "post", index)
+            assert index in database.committed  # durable before the thread hears of it
+            return value
+
+        threads = [asyncio.to_thread(in_thread, i) for i in range(10)]
+        tasks = [writer.submit("post", i) for i in range(10, 60)]
+        results = await asyncio.gather(*threads, *tasks, return_exceptions=True)
+        assert isinstance(results[7], ValueError)
+        assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 7)
+        await writer.stop()
+        try:
+            writer.run("post", 99)
+        except RuntimeError as err:
+            assert "closed" in str(err)
+        else:
+            raise AssertionError("run after stop was accepted")
+
+    asyncio.run(go())
+    assert sorted(database.committed) == [i for i in range(60) if i != 7]  # type: ignore[type-var]
