@@ -10,6 +10,12 @@ already sees that commit. Off the loop (a worker thread) it is asked at every lo
 
 The daemon's own writes go through other connections and so move the version too; ``clear``
 drops everything at once for a writer that wants not to wait for the next iteration.
+
+Measured (best of 5 x 20,000, shared 2-core machine): ``PRAGMA data_version`` 11.9 us, a card's
+primary-key SELECT 24.0 us, a hit within one loop iteration 2.2 us. Under bench_settle (20 POS)
+the daemon's own ledger commits move the version in ~76% of the iterations that look a card up,
+and no card recurs within one iteration: 0 hits in 6,000 lookups. Terminal records are therefore
+left in their process cache (switch.sessions), which a version check would only make slower.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from hsm.interface import SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
 from routing.context import TerminalRecord
-from switch.lookup_cache import DataVersionCache
 
 
 def tmk_alias(terminal_id: str) -> str:
@@ -78,11 +77,6 @@ class SqlTerminals:
 
 
 class SqliteTerminals(SqlTerminals):
-    """On the embedded file the records are read inline (a point read, no thread hop) on a
-    read-only connection and cached until another connection commits (``PRAGMA
-    data_version``, once per loop iteration): a terminal disabled from the CLI while the daemon
-    runs is refused at its next message."""
-
     def __init__(self, path: Path) -> None:
         def connect() -> sqlite3.Connection:
             connection = sqlite3.connect(path, timeout=10.0)
@@ -90,28 +84,6 @@ class SqliteTerminals(SqlTerminals):
             return connection
 
         super().__init__(connect)
-        self._reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._reader.execute("PRAGMA query_only = ON")
-        self.cache = DataVersionCache(self._reader)
-
-    def _read(self, terminal_id: str) -> TerminalRecord | None:
-        row = self._reader.execute(
-            "SELECT id, institution_id, kind, status, batch_no FROM terminals WHERE id = ?",
-            (terminal_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return TerminalRecord(row[0], row[1], row[2], row[3], f"{int(row[4]):06d}")
-
-    async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
-        if refresh:
-            self.cache.clear()
-        return self.cache.lookup("terminal", terminal_id, lambda: self._read(terminal_id))
-
-    async def next_batch(self, terminal_id: str) -> str:
-        batch = await super().next_batch(terminal_id)
-        self.cache.clear()  # this process's own write: seen without waiting for the next check
-        return batch
 
 
 class Sessions:

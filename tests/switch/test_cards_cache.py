@@ -13,7 +13,6 @@ import uvloop
 from ledger.migrate import upgrade_sqlite
 from messages.outcome import Outcome
 from switch.cards import SqliteCards
-from switch.sessions import SqliteTerminals
 from tests.switch.daemon_fixture import Daemon
 from tests.switch.kiosk import issue_card, kiosk_load
 from tests.switch.test_loads import KIOSK, run, signed_on_kiosk
@@ -175,35 +174,3 @@ def test_the_running_daemon_refuses_a_card_lost_by_another_process_at_its_next_u
             assert reply.response_code == Outcome.LOST_CARD.code
 
     run(tmp_path, scenario)
-
-
-def test_terminal_records_are_cached_until_another_process_commits(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    make_file(path)
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "INSERT INTO terminals (id, institution_id, kind) VALUES ('POS00001', 'h', 'pos')"
-        )
-    terminals = SqliteTerminals(path)
-    statements: list[str] = []
-    terminals.cache._connection.set_trace_callback(statements.append)
-
-    async def scenario() -> None:
-        for _ in range(5):
-            record = await terminals.get("POS00001")
-            assert record is not None and record.active
-        assert selects(statements, "terminals") == 1
-        assert statements.count("PRAGMA data_version") == 1
-        await asyncio.to_thread(
-            in_another_process,
-            path,
-            "UPDATE terminals SET status = 'disabled' WHERE id = 'POS00001'",
-        )
-        record = await terminals.get("POS00001")
-        assert record is not None and not record.active
-        batch = await terminals.next_batch("POS00001")  # this process's own write
-        record = await terminals.get("POS00001")
-        assert record is not None and record.batch == batch
-        assert selects(statements, "terminals") == 3
-
-    asyncio.run(scenario())
