@@ -280,7 +280,16 @@ class UnloadConfirm(EdLoad):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchUploadRecord(EdLoad):
-    """0320, 60.3 = 201: one offline card debit with its TAC, key version and PSAM serial."""
+    """0320, 60.3 = 201: one offline card debit with its TAC, key version and PSAM serial; the
+    bill it paid, if any, in field 63 (the advice's TLV under the session's TDK)."""
+
+    bill: bytes | None = None
+    BINDS: ClassVar[tuple[Bind, ...]] = (
+        _PAN,
+        _AMOUNT,
+        _CARD,
+        Bind("bill", 63, BINARY, required=False),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

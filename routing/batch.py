@@ -13,8 +13,10 @@ file, and a gap still open after the grace of later uploads goes to review.
 
 :func:`intake` takes a window of records: it verifies them all, then posts them in one ledger
 submission: the group-commit writer makes one durable commit of the window (DESIGN §6); a
-single 0320 is a window of one, and concurrent terminals share commits the same way. (An
-upload carries no bill: a debit whose bill was settled online completes it through its advice.)
+single 0320 is a window of one, and concurrent terminals share commits the same way.
+A record that paid a bill names it in field 63 (the advice's TLV under the session's TDK) and
+completes it exactly as its advice would (:func:`routing.purchases.complete_bill`): once per bill,
+whichever of the upload or the advice comes first, the accumulators counted by the bill only.
 
 Batch settlement: the centre's totals are the TAC-confirmed debits on file for the terminal's
 batch — uploaded records and online advices alike (both are kept by ``Ledger.record_offline``),
@@ -41,7 +43,7 @@ from messages.terminal import (
     BatchUploadRecord,
     TerminalReply,
 )
-from routing.common import answer, note
+from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 from routing.purchases import Debit, parse_card_datetime, post_debits, read_debit, verify_debit
 
@@ -58,11 +60,18 @@ class UploadItem:
     card: CardData
     terminal_id: str
     batch: str
+    bill_id: str | None = None  # the bill the debit paid (field 63), if any
 
 
 async def handle_batch_upload(request: BatchUploadRecord, context: RequestContext) -> TerminalReply:
+    bill = await bill_data(context, request.bill)
     item = UploadItem(
-        request.pan, request.amount_fen, request.card, request.terminal_id, request.batch
+        request.pan,
+        request.amount_fen,
+        request.card,
+        request.terminal_id,
+        request.batch,
+        bill.bill_id if bill is not None else None,
     )
     (outcome,) = await intake(context, [item])
     return answer(request, context, outcome)
@@ -95,6 +104,7 @@ async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[O
 class _Window:
     outcomes: list[Outcome]
     checked: list[tuple[int, Debit, bool]]  # (index, debit, TAC verified)
+    bills: dict[int, str]  # index → the bill its debit paid
 
 
 async def _check_window(context: RequestContext, items: Sequence[UploadItem]) -> _Window:
@@ -109,13 +119,15 @@ async def _check_window(context: RequestContext, items: Sequence[UploadItem]) ->
             readable.append((len(outcomes), debit))
             outcomes.append(Outcome.SECURITY_FAILURE)  # until its TAC verifies
     checked = [(at, debit, await verify_debit(context, debit)) for at, debit in readable]
-    return _Window(outcomes, checked)
+    bills = {at: item.bill_id for at, item in enumerate(items) if item.bill_id is not None}
+    return _Window(outcomes, checked, bills)
 
 
 async def _post_window(context: RequestContext, window: _Window) -> list[Outcome]:
     valid = [(at, debit) for at, debit, ok in window.checked if ok]
     on_file = [debit.on_file(ok) for _, debit, ok in window.checked]
-    results = await post_debits(context, [(debit, None) for _, debit in valid], on_file)
+    debits = [(debit, window.bills.get(at)) for at, debit in valid]
+    results = await post_debits(context, debits, on_file)
     outcomes = window.outcomes
     for (at, _), result in zip(valid, results, strict=True):
         outcomes[at] = Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT

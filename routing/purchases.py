@@ -348,19 +348,25 @@ async def complete_bill(
     had that debit counted as an offline purchase too: the bill completes, and a person checks
     the accumulators (review ``bill_after_upload``)."""
     medical = context.medical
-    record = await asyncio.to_thread(medical.get_bill, bill_id) if medical else None
-    if medical is None or record is None:
+    if medical is None:
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
-    split, amount = record.split, debit.record.amount_fen
-    if debit.purse is ev.Purse.ED:
-        completes = split.personal_account_fen == amount
-    else:
-        completes = split.personal_account_fen == 0 and split.self_pay_fen == amount
-    if not completes:
-        return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+    amount = debit.record.amount_fen
     try:
-        completed, changed = await asyncio.to_thread(medical.complete_bill, bill_id, context.now)
-    except BillStateError:  # reversed or voided meanwhile: its debit is in the ledger, in review
+        if debit.purse is ev.Purse.ED:  # one write, the amount checked inside it
+            completed, changed = await asyncio.to_thread(
+                medical.complete_paid_bill, bill_id, amount, context.now
+            )
+        else:
+            record = await asyncio.to_thread(medical.get_bill, bill_id)
+            split = record.split if record is not None else None
+            if split is None or split.personal_account_fen or split.self_pay_fen != amount:
+                return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
+            completed, changed = await asyncio.to_thread(
+                medical.complete_bill, bill_id, context.now
+            )
+    except (MedicalError, BillStateError):
+        # Unknown, not this debit's share, or reversed/voided meanwhile: its debit is in the
+        # ledger (in review when the bill cannot complete).
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     if changed and posted_before:
         detail = "its debit was uploaded before its advice and counted as an offline purchase"

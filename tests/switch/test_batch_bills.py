@@ -1,5 +1,6 @@
-"""A HIS bill whose card debit reaches the centre before its advice: the debit posts from the
-batch upload (0320 carries no bill, so it counts as an offline purchase), then the advice the
+"""A HIS bill whose card debit reaches the centre before its advice: an upload naming its bill
+(field 63) completes it once, whatever comes after; an upload with no bill (an older POS) posts
+the debit as an offline purchase, then the advice the
 POS sends again completes the bill — pooled share and accumulators — once, whatever follows;
 the other order: the advice first, the upload after, counts nothing twice; and a bill with no
 personal-account share completes when its EP self-pay debit is confirmed."""
@@ -19,20 +20,27 @@ from messages.terminal import BatchUploadRecord, DebitAdvice
 from simulators import terminal_card
 from tests.switch.daemon_fixture import Daemon, Terminal, now
 from tests.switch.kiosk import PIN, first_psam, issue_psam, kiosk_load, pos_purchase
+from tests.switch.test_batch import ledger_state
 from tests.switch.test_loads import KIOSK, signed_on_kiosk
 from tests.switch.test_pos_offline import give_ep
 from tests.switch.test_scripted_day import cards_on_file, issue_cards
 from tests.switch.test_settlement import his_submit, medical_reference, run, settle
 
 
-async def send(pos: Terminal, pan: str, data: CardData, bill_id: str | None) -> str:
+async def send(
+    pos: Terminal, pan: str, data: CardData, bill_id: str | None, upload: bool = False
+) -> str:
+    """An advice (with its bill) when ``bill_id`` is given and not ``upload``; else an upload
+    record, naming its bill in field 63 when ``bill_id`` is given."""
     assert data.amount_fen is not None and pos.keys is not None and pos.keys.tdk is not None
-    if bill_id is None:
-        message = BatchUploadRecord(
-            **pos.envelope(), pan=pan, amount_fen=data.amount_fen, card=data
+    bill = None
+    if bill_id is not None:
+        bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+    if bill_id is None or upload:
+        message: BatchUploadRecord | DebitAdvice = BatchUploadRecord(
+            **pos.envelope(), pan=pan, amount_fen=data.amount_fen, card=data, bill=bill
         )
     else:
-        bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
         message = DebitAdvice(
             **pos.envelope(), pan=pan, amount_fen=data.amount_fen, card=data, bill=bill
         )
@@ -126,5 +134,65 @@ def test_a_bill_completes_once_whether_its_upload_or_its_advice_comes_first(
         # Bill 2's debit is counted once (by its bill); bill 1's twice (its upload counted it as
         # an offline purchase before its advice came): the review above names it.
         assert counted == [2 * shares[0], shares[1]]
+
+    run(tmp_path, scenario)
+
+
+def test_an_upload_naming_its_bill_completes_it_before_its_lost_advice(tmp_path: Path) -> None:
+    """The advice is lost; the upload names the bill (field 63): the bill completes, its pooled
+    share posted once and the accumulators counted once (by the bill, not as an offline
+    purchase); the upload again and the late advice change nothing, and nothing is reviewed."""
+
+    async def scenario(daemon: Daemon) -> None:
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        db = daemon.home / "medswitch.db"
+        (on_file,), psam_row = cards_on_file(db, 1), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-UPBILL-0",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
+        }
+        bill = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        assert bill["split"]["pooled_fen"] and bill["split"]["personal_account_fen"]
+        (conn,), keys = await issue_cards(daemon, [on_file])
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal(KIOSK) as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, 100_000)
+        when = now().replace(tzinfo=None)
+        bill_id, pan = bill["bill_id"], on_file.card_no
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            reply, split = await settle(pos, daemon, pan, bill_id, 150_000)
+            assert reply.response_code == "00" and split is not None and split.ed_fen
+            debit = pos_purchase(conn, psam, on_file, split.ed_fen, when)
+            assert await send(pos, pan, debit, bill_id, upload=True) == "00"
+            after_upload = await ledger_state(daemon)
+            assert await send(pos, pan, debit, bill_id, upload=True) == "00"  # uploaded twice
+            assert await send(pos, pan, debit, bill_id) == "00"  # the late advice
+            assert await ledger_state(daemon) == after_upload
+
+        pooled = transfer_id("bill-pooled", bill_id)
+        posted = await ledger.lookup_transfers([pooled])
+        assert posted[pooled].transfer.amount_fen == bill["split"]["pooled_fen"]
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        shares = bill["split"]["pooled_fen"] + bill["split"]["personal_account_fen"]
+        assert payable is not None and payable.balance_fen == shares
+        assert await ledger.reviews() == []
+        engine = sqlite_engine(db)
+        medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+        record = medical.get_bill(bill_id)
+        assert record is not None and record.state.value == "completed"
+        holder = medical.directory.cardholder_by_serial(on_file.serial)
+        assert holder is not None
+        committed, _ = medical.accumulators(holder.person_id, when.year)
+        assert committed.personal_account_fen == bill["split"]["personal_account_fen"]
 
     run(tmp_path, scenario)
