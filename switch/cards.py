@@ -1,12 +1,8 @@
 """Cards of the embedded database, read on the event loop's thread.
 
 A primary-key read of SQLite in WAL mode takes microseconds and never waits for the ledger's
-writer, so it is cheaper inline than any thread hop (DESIGN §6); yet each read releases the GIL
-and waits to take it back behind the ledger's threads. On SQLite the cards, PSAM owners and the
-blacklist version are therefore cached until the file's ``PRAGMA data_version`` moves (checked
-once per event-loop iteration, ``switch.lookup_cache``): a loss report committed by any other
-connection or process is seen by the next message. On PostgreSQL (several workers, writers
-elsewhere, no such cheap signal) nothing is cached.
+writer, so it is cheaper inline than any thread hop (DESIGN §6). Status changes (a loss report)
+are seen at once: nothing is cached.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from routing.context import CardRecord
-from switch.lookup_cache import DataVersionCache
 
 
 class SqlCards:
@@ -68,28 +63,9 @@ class SqlCards:
 
 
 class SqliteCards(SqlCards):
-    """Read-only on the embedded database file; lookups cached until another connection
-    commits (``PRAGMA data_version``)."""
+    """Read-only on the embedded database file."""
 
     def __init__(self, path: Path) -> None:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         connection.execute("PRAGMA query_only = ON")
         super().__init__(connection)
-        self.cache = DataVersionCache(connection)
-
-    def get(self, card_no: str) -> CardRecord | None:
-        return self.cache.lookup("card", card_no, lambda: super(SqliteCards, self).get(card_no))
-
-    def psam_institution(self, psam_terminal_no: str) -> str | None:
-        return self.cache.lookup(
-            "psam",
-            psam_terminal_no,
-            lambda: super(SqliteCards, self).psam_institution(psam_terminal_no),
-        )
-
-    def blacklist_version(self) -> int:
-        return self.cache.lookup("blacklist", "", super().blacklist_version)
-
-    def invalidate(self) -> None:
-        """Drop every cached lookup now (after a write of this process)."""
-        self.cache.clear()
