@@ -1,6 +1,6 @@
 """A POS's day end: its advices still unanswered sent again (store and forward: a debit's bill
-completes through its advice, which only the advice carries — an upload record has no field
-63), then batch settlement 0500 with the batch's totals and, when the centre's totals differ,
+completes through its advice, or through its upload record, which names the bill in field 63
+too), then batch settlement 0500 with the batch's totals and, when the centre's totals differ,
 batch upload 0320 of every record and the end of upload; a sign-on then opens the next batch.
 """
 
@@ -83,12 +83,14 @@ async def settle_batch(pos: Pos) -> list[str]:
         lines.append("not balanced: uploading every record")
         for record in debits:
             data = CardData.parse(bytes.fromhex(record["card"]))
+            bill = await _bill(pos, record["bill_id"]) if record.get("bill_id") else None
             answer = await pos.link.exchange(
                 BatchUploadRecord(
                     **pos.link.envelope(),
                     pan=record["pan"],
                     amount_fen=record["amount_fen"],
                     card=data,
+                    bill=bill,
                 )
             )
             lines.append(f"  record {yuan(record['amount_fen'])}: {answer.response_code}")
