@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
-from ledger.medical.bills import Submission
+from ledger.medical.bills import BillRecord, Submission
 from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
@@ -124,32 +124,29 @@ async def sign_on(port: int, hsm: SoftHsm, pos: Pos) -> None:
 Lanes = list[list[tuple[bytes, bytes]]]
 
 
-async def prepare(
-    home: Path, port: int, maker: ChipMaker, args: argparse.Namespace
-) -> tuple[Lanes, int]:
-    """Cards issued and loaded, PSAMs in the POS, bills submitted, and every terminal's
-    settlement and advice frames built; returns the lanes of (payload, STAN) and the cards."""
-    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
-    now = demo_keys._now()
-    keys = _card_master_keys()
-    database = home / "medswitch.db"
-    with sqlite3.connect(database) as connection:
-        cards = connection.execute(
-            "SELECT card_no, application_serial FROM cards ORDER BY card_no"
-        ).fetchall()
-        psams = connection.execute(
-            "SELECT p.serial, p.psam_terminal_no, p.institution_id, p.terminal_id FROM psams p "
-            "ORDER BY p.serial LIMIT ?",
-            (args.terminals,),
-        ).fetchall()
+Submit = Callable[[str, Submission], Awaitable[BillRecord]]
+
+
+async def build_lanes(
+    port: int,
+    hsm: SoftHsm,
+    maker: ChipMaker,
+    cards: Sequence[tuple[str, str]],
+    psams: Sequence[tuple[str, str, str, str]],
+    submit: Submit,
+    bills: int,
+    now: dt.datetime,
+) -> Lanes:
+    """Each card issued and loaded at a kiosk, a PSAM in each POS, `bills` bills submitted, and
+    every POS's settlement and advice frames built: the lanes of (payload, STAN) per POS."""
     kiosk = Pos("K0000001", "centre", psam=None)  # type: ignore[arg-type]
     await sign_on(port, hsm, kiosk)
     assert kiosk.keys is not None
-    bills_per_card = -(-args.bills // len(cards))
+    bills_per_card = -(-bills // len(cards))
     chips: list[tuple[str, bytes, CardConnection]] = []
     for card_no, serial_hex in cards:
         serial = bytes.fromhex(serial_hex).rjust(10, b"\0")
-        conn = await maker.card(hsm, keys, serial, card_no, PIN)
+        conn = await maker.card(hsm, _card_master_keys(), serial, card_no, PIN)
         terminal_card.open_application(conn, PIN)
         amount = BILL_FEN * bills_per_card
         start = terminal_card.initialize_load(conn, serial, amount, bytes(5) + b"\x01")
@@ -169,16 +166,14 @@ async def prepare(
         pos = Pos(terminal_id, institution, psam)
         await sign_on(port, hsm, pos)
         terminals.append(pos)
-    engine = sqlite_engine(database)
-    medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
     lanes: list[list[tuple[bytes, bytes]]] = [[] for _ in terminals]
-    for number in range(args.bills):
+    for number in range(bills):
         pos = terminals[number % len(terminals)]
         card_no, serial, conn = chips[number % len(chips)]
         submission = Submission(
             f"B{number:07d}", card_no, now.date(), Bill((BillLine("A01", 1, BILL_FEN),))
         )
-        record, _ = medical.submit_bill(pos.institution_id, submission, dt.datetime.now(dt.UTC))
+        record = await submit(pos.institution_id, submission)
         assert pos.keys is not None and pos.keys.tdk is not None
         bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
         settle = Settlement(
@@ -201,8 +196,36 @@ async def prepare(
         lanes[number % len(terminals)].append(
             (await signed(hsm, pos.keys, advice), f"{pos.stan:06d}".encode())
         )
+    return lanes
+
+
+async def prepare(
+    home: Path, port: int, maker: ChipMaker, args: argparse.Namespace
+) -> tuple[Lanes, int]:
+    """Cards issued and loaded, PSAMs in the POS, bills submitted, and every terminal's
+    settlement and advice frames built; returns the lanes of (payload, STAN) and the cards."""
+    hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
+    now = demo_keys._now()
+    database = home / "medswitch.db"
+    with sqlite3.connect(database) as connection:
+        cards = connection.execute(
+            "SELECT card_no, application_serial FROM cards ORDER BY card_no"
+        ).fetchall()
+        psams = connection.execute(
+            "SELECT p.serial, p.psam_terminal_no, p.institution_id, p.terminal_id FROM psams p "
+            "ORDER BY p.serial LIMIT ?",
+            (args.terminals,),
+        ).fetchall()
+    engine = sqlite_engine(database)
+    medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+
+    async def submit(institution: str, submission: Submission) -> BillRecord:
+        record, _ = medical.submit_bill(institution, submission, dt.datetime.now(dt.UTC))
+        return record
+
+    lanes = await build_lanes(port, hsm, maker, cards, psams, submit, args.bills, now)
     engine.dispose()
-    return lanes, len(chips)
+    return lanes, len(cards)
 
 
 def _card_master_keys() -> CardMasterKeys:

@@ -33,34 +33,22 @@ import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
 from bench.bench_settle import (
-    BILL_FEN,
-    PIN,
     Lanes,
-    Pos,
-    _card_master_keys,
+    build_lanes,
     drive_once,
-    exchange,
-    sign_on,
-    signed,
 )
 from bench.bench_switch import report
-from hsm.keys import KeyRef, KeyUsage
+from hsm.keys import KeyUsage
 from ledger.demo import init_demo
-from ledger.medical.bills import Submission
+from ledger.medical.bills import BillRecord, Submission
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.policy import EXAMPLE, parse_policy
 from ledger.medical.service import MedicalService
-from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.pg_bridge import PgBridge, PgEngine
 from messages.codec import Codec
-from messages.private import BillData, CardData
 from messages.spec_terminal import TERMINAL
-from messages.terminal import DebitAdvice, EdLoad, Settlement
-from messages.terminal_table import parse
-from routing.cardkeys import card_master_alias
-from simulators import terminal_card
 from simulators.factory import ChipMaker
 from switch import demo_keys
 from switch.cli_keys import component_files_of, open_soft_hsm
@@ -93,69 +81,26 @@ async def prepare(
     engine = PgEngine(bridge)
     try:
         db = bridge.connection()
-        cards = db.execute("SELECT card_no, application_serial FROM cards ORDER BY card_no")
-        cards = cards.fetchall()
+        cards = db.execute(
+            "SELECT card_no, application_serial FROM cards ORDER BY card_no"
+        ).fetchall()
         psams = db.execute(
             "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams"
             " ORDER BY serial LIMIT ?",
             (terminals,),
         ).fetchall()
-        kiosk = Pos("K0000001", "centre", psam=None)  # type: ignore[arg-type]
-        await sign_on(port, hsm, kiosk)
-        assert kiosk.keys is not None
-        per_card = -(-bills // len(cards))
-        chips = []
-        for card_no, serial_hex in cards:
-            serial = bytes.fromhex(serial_hex).rjust(10, b"\0")
-            conn = await maker.card(hsm, _card_master_keys(), serial, card_no, PIN)
-            terminal_card.open_application(conn, PIN)
-            amount = BILL_FEN * per_card
-            start = terminal_card.initialize_load(conn, serial, amount, bytes(5) + b"\x01")
-            load = EdLoad(**kiosk.envelope(), pan=card_no, amount_fen=amount, card=start)
-            reply = parse(CODEC.decode(await exchange(port, await signed(hsm, kiosk.keys, load))))
-            assert reply.card is not None and reply.card.mac2 and reply.card.card_datetime, reply
-            terminal_card.credit_for_load(conn, reply.card.card_datetime, reply.card.mac2)
-            chips.append((card_no, serial, conn))
-        poses = []
-        for serial_hex, terminal_no, institution, terminal_id in psams:
-            psam = await maker.psam(
-                hsm,
-                KeyRef(card_master_alias(U.MK_PURCHASE), 1, U.MK_PURCHASE),
-                bytes.fromhex(serial_hex).rjust(10, b"\0"),
-                bytes.fromhex(terminal_no),
-            )
-            pos = Pos(terminal_id, institution, psam)
-            await sign_on(port, hsm, pos)
-            poses.append(pos)
         store = SqlMedicalStore(engine)
         medical = MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
-        lanes: Lanes = [[] for _ in poses]
-        for number in range(bills):
-            pos = poses[number % len(poses)]
-            card_no, serial, conn = chips[number % len(chips)]
-            submission = Submission(
-                f"B{number:07d}", card_no, now.date(), Bill((BillLine("A01", 1, BILL_FEN),))
-            )
-            record, _ = await asyncio.to_thread(
-                medical.submit_bill, pos.institution_id, submission, dt.datetime.now(dt.UTC)
-            )
-            assert pos.keys is not None and pos.keys.tdk is not None
-            bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
-            settle = Settlement(
-                **pos.envelope(), pan=card_no, amount_fen=BILL_FEN, card=CardData(), bill=bill
-            )
-            lane = lanes[number % len(poses)]
-            lane.append((await signed(hsm, pos.keys, settle), f"{pos.stan:06d}".encode()))
-            terminal_card.open_application(conn, PIN)
-            data = terminal_card.purchase(
-                conn, pos.psam, serial, record.split.personal_account_fen, now.replace(tzinfo=None)
-            )
-            advice = DebitAdvice(
-                **pos.envelope(), pan=card_no, amount_fen=data.amount_fen or 0, card=data, bill=bill
-            )
-            lane.append((await signed(hsm, pos.keys, advice), f"{pos.stan:06d}".encode()))
+
+        async def submit(institution: str, submission: Submission) -> BillRecord:
+            now_utc = dt.datetime.now(dt.UTC)
+            submit_bill = medical.submit_bill
+            record, _ = await asyncio.to_thread(submit_bill, institution, submission, now_utc)
+            return record
+
+        lanes = await build_lanes(port, hsm, maker, cards, psams, submit, bills, now)
         store.close()
-        return lanes, len(chips)
+        return lanes, len(cards)
     finally:
         bridge.close()
 
