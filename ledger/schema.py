@@ -330,6 +330,15 @@ session_keys = Table(
     Column("block", Text, nullable=False),
 )
 
+#: Terminals' sign-offs, shared by every worker: working keys up to `mak_version` are dead.
+sign_offs = Table(
+    "sign_offs",
+    metadata,
+    Column("terminal_id", String(8), primary_key=True),
+    Column("mak_version", Integer, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+)
+
 #: Numbers that never repeat across restarts (SQLite; PostgreSQL uses sequences of those names).
 counters = Table(
     "counters",

@@ -82,7 +82,9 @@ class SessionKeys(Protocol):
 
     def remember(self, terminal_id: str, keys: SignOnKeys) -> None: ...
 
-    def forget(self, terminal_id: str) -> None: ...
+    async def forget(self, terminal_id: str) -> None:
+        """The terminal signed off: its working keys serve no message until a new sign-on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ async def handle_sign_on(request: SignOn, context: RequestContext) -> TerminalRe
 
 
 async def handle_sign_off(request: SignOff, context: RequestContext) -> TerminalReply:
-    context.sessions.forget(request.terminal_id)
+    await context.sessions.forget(request.terminal_id)
     return answer(request, context, Outcome.APPROVED)
 
 

@@ -74,17 +74,40 @@ class PgKeyStore:
             rows = await self._pool.fetch(sql + " WHERE alias = $1 ORDER BY version", alias)
         return [_stored(row) for row in rows]
 
-    async def newest(self, wanted: Mapping[str, KeyUsage]) -> dict[str, KeyRef]:
-        """The newest version of each alias with its usage, in one query."""
+    async def newest(
+        self, wanted: Mapping[str, KeyUsage], terminal_id: str
+    ) -> tuple[dict[str, KeyRef], int]:
+        """The newest version of each alias with its usage, and the MAK version the terminal
+        last signed off (-1: never), in one query."""
         rows = await self._pool.fetch(
-            "SELECT DISTINCT ON (alias) alias, version, usage, kcv FROM session_keys"
+            "(SELECT DISTINCT ON (alias) alias, version, usage, kcv FROM session_keys"
             " WHERE alias = ANY($1::text[]) AND usage = ANY($2::text[])"
-            " ORDER BY alias, version DESC",
+            " ORDER BY alias, version DESC)"
+            " UNION ALL (SELECT NULL, mak_version, NULL, NULL FROM sign_offs"
+            " WHERE terminal_id = $3)",
             list(wanted),
             [usage.value for usage in wanted.values()],
+            terminal_id,
         )
-        found = {row[0]: KeyRef(row[0], int(row[1]), KeyUsage(row[2]), row[3]) for row in rows}
-        return {alias: ref for alias, ref in found.items() if ref.usage is wanted[alias]}
+        off = max((int(row[1]) for row in rows if row[0] is None), default=-1)
+        found = {
+            row[0]: KeyRef(row[0], int(row[1]), KeyUsage(row[2]), row[3])
+            for row in rows
+            if row[0] is not None
+        }
+        return {alias: ref for alias, ref in found.items() if ref.usage is wanted[alias]}, off
+
+    async def sign_off(self, terminal_id: str, mak_version: int) -> None:
+        """Record that the terminal signed off the keys up to ``mak_version`` (never lowered)."""
+        await self._pool.execute(
+            "INSERT INTO sign_offs (terminal_id, mak_version, at_us)"
+            " VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)"
+            " ON CONFLICT (terminal_id) DO UPDATE SET"
+            " mak_version = greatest(sign_offs.mak_version, excluded.mak_version),"
+            " at_us = excluded.at_us",
+            terminal_id,
+            mak_version,
+        )
 
 
 class RoutedKeyStore:
@@ -109,8 +132,13 @@ class RoutedKeyStore:
         both = await self._sessions.list() + await self._others.list()
         return sorted(both, key=lambda s: (s.alias, s.version))
 
-    async def newest(self, wanted: Mapping[str, KeyUsage]) -> dict[str, KeyRef]:
-        return await self._sessions.newest(wanted)
+    async def newest(
+        self, wanted: Mapping[str, KeyUsage], terminal_id: str
+    ) -> tuple[dict[str, KeyRef], int]:
+        return await self._sessions.newest(wanted, terminal_id)
+
+    async def sign_off(self, terminal_id: str, mak_version: int) -> None:
+        await self._sessions.sign_off(terminal_id, mak_version)
 
 
 class PgCardStatus:

@@ -89,8 +89,8 @@ class SqliteTerminals(SqlTerminals):
 class Sessions:
     """The working keys of signed-on terminals, cached; rebuilt from the key store on a miss.
 
-    A sign-off is remembered by this process only (``None`` in the cache): with several
-    workers a signed-off terminal's next message may still find its keys in another worker.
+    A sign-off is remembered in the cache (``None``); with several workers,
+    :class:`SharedSessions` records it in the database for all of them.
     """
 
     def __init__(self, store: KeyStore) -> None:
@@ -111,7 +111,7 @@ class Sessions:
     def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
         self._cache[terminal_id] = keys
 
-    def forget(self, terminal_id: str) -> None:
+    async def forget(self, terminal_id: str) -> None:
         self._cache[terminal_id] = None
 
     async def get(self, terminal_id: str) -> SignOnKeys | None:
@@ -137,8 +137,8 @@ class Sessions:
 class SharedSessions(Sessions):
     """The sessions of one of several workers: every message reads the terminal's newest
     working keys from the shared store (one query when the store has ``newest``), so a sign-on
-    answered by another worker is used at once. A sign-off is remembered by this worker until a
-    newer sign-on."""
+    answered by another worker is used at once. A sign-off answered by any worker ends the keys it
+    found (up to that MAK version) for every worker until a newer sign-on."""
 
     def __init__(self, store: KeyStore) -> None:
         super().__init__(store)
@@ -148,18 +148,25 @@ class SharedSessions(Sessions):
         self._off.pop(terminal_id, None)
         super().remember(terminal_id, keys)
 
-    def forget(self, terminal_id: str) -> None:
-        cached = self._cache.get(terminal_id)
-        self._off[terminal_id] = cached.mak.version if cached is not None else 0
-        super().forget(terminal_id)
+    async def forget(self, terminal_id: str) -> None:
+        keys = await self.get(terminal_id)  # the newest keys, whichever worker signed them on
+        version = keys.mak.version if keys is not None else self._off.get(terminal_id, 0)
+        self._off[terminal_id] = version
+        sign_off = getattr(self._store, "sign_off", None)
+        if sign_off is not None:
+            await sign_off(terminal_id, version)
+        await super().forget(terminal_id)
 
     async def get(self, terminal_id: str) -> SignOnKeys | None:
         prefix = session_prefix(terminal_id)
         wanted = {f"{prefix}/MAK": KeyUsage.MAK, f"{prefix}/PIK": KeyUsage.PIK}
         wanted[f"{prefix}/TDK"] = KeyUsage.TDK
         newest = getattr(self._store, "newest", None)
-        if newest is not None:
-            found: dict[str, KeyRef] = await newest(wanted)
+        off = self._off.get(terminal_id, -1)
+        found: dict[str, KeyRef]
+        if newest is not None:  # with the terminal's last sign-off, in the same query
+            found, signed_off = await newest(wanted, terminal_id)
+            off = max(off, signed_off)
         else:
             found = {}
             for alias, usage in wanted.items():
@@ -167,7 +174,7 @@ class SharedSessions(Sessions):
                 if ref is not None:
                     found[alias] = ref
         mak, pik, tdk = (found.get(alias) for alias in wanted)
-        if mak is None or pik is None or mak.version <= self._off.get(terminal_id, -1):
+        if mak is None or pik is None or mak.version <= off:
             return None
         cached = self._cache.get(terminal_id)
         if cached is not None and (cached.mak, cached.pik, cached.tdk) == (mak, pik, tdk):

@@ -78,12 +78,15 @@ def test_session_keys_written_by_one_worker_are_used_by_the_other() -> None:
         await mine.put(key("term/POS00001/MAK", 2))  # a new sign-on at the first worker
         keys = await theirs.get("POS00001")
         assert keys is not None and keys.mak.version == 2
-        theirs.forget("POS00001")  # signed off here: until a newer sign-on
+        await theirs.forget("POS00001")  # signed off here: for every worker, until a new sign-on
         assert await theirs.get("POS00001") is None
+        again = SharedSessions(RoutedKeyStore(PgKeyStore(first.pool), files))
+        assert await again.get("POS00001") is None  # another worker: signed off there too
         await mine.put(key("term/POS00001/MAK", 3))
         theirs.remember("POS00001", SignOnKeys(b"", keys.pik, keys.mak, keys.tdk))
         keys = await theirs.get("POS00001")
         assert keys is not None and keys.mak.version == 3
+        assert (await again.get("POS00001")) == keys  # the new sign-on serves everywhere
 
     run(scenario)
 

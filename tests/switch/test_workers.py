@@ -19,7 +19,15 @@ import pytest
 from click.testing import CliRunner
 
 from hsm.keys import KeyUsage
-from messages.terminal import BalanceInquiry, Echo, SignOn, SignOnReply, TerminalReply
+from messages.outcome import Outcome
+from messages.terminal import (
+    BalanceInquiry,
+    Echo,
+    SignOff,
+    SignOn,
+    SignOnReply,
+    TerminalReply,
+)
 from switch.cli_keys import component_files_of, open_soft_hsm
 from switch.cli_serve import serve
 from switch.demo_keys import custodian_files, provision, write_config
@@ -144,6 +152,12 @@ async def _scenario(home: Path, port: int, metrics_port: int) -> None:
         again = await first.send(original)  # the retransmission reaches worker 0
         assert again == await _reply_bytes(second, original)
         assert answered(metrics_port).get("repeat", 0.0) == repeats + 1
+        # A sign-off answered by worker 1 ends the keys at worker 0 too.
+        signed_off = await second.exchange(SignOff(**second.envelope()))
+        assert signed_off.response_code == "00", signed_off
+        first.stan = second.stan
+        echo = await first.exchange(Echo(**first.envelope()))
+        assert echo.response_code == Outcome.RE_SIGN_ON.code, echo
     finally:
         for terminal in opened:
             terminal.writer.close()
