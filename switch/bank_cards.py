@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,60 +87,10 @@ class SqliteCardStatus:
         return await asyncio.to_thread(self._unloss, card_no)
 
     def _report_lost(self, card_no: str, at_us: int) -> StatusChange:
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute(
-                    "SELECT status, application_serial FROM cards WHERE card_no = ?", (card_no,)
-                ).fetchone()
-                if row is None or row[0] != "active":
-                    connection.execute("ROLLBACK")
-                    return StatusChange(None if row is None else str(row[0]), 0)
-                (version,) = connection.execute(_NEXT_VERSION).fetchone()
-                connection.execute(
-                    "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
-                    " added_at_us) VALUES (?, 'lost', ?, NULL, ?)",
-                    (row[1], version, at_us),
-                )
-                connection.execute("UPDATE cards SET status = 'lost' WHERE card_no = ?", (card_no,))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        finally:
-            connection.close()
-        return StatusChange("active", int(version))
+        return self._write(lambda connection: _report_lost_in(connection, card_no, at_us))
 
     def _unloss(self, card_no: str) -> StatusChange:
-        connection = self._connect()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute(
-                    "SELECT status, application_serial FROM cards WHERE card_no = ?", (card_no,)
-                ).fetchone()
-                if row is None or row[0] != "lost":
-                    connection.execute("ROLLBACK")
-                    return StatusChange(None if row is None else str(row[0]), 0)
-                (version,) = connection.execute(_NEXT_VERSION).fetchone()
-                connection.execute(
-                    "UPDATE blacklist SET removed_version = ? WHERE application_serial = ? "
-                    "AND reason = 'lost' AND removed_version IS NULL",
-                    (version, row[1]),
-                )
-                connection.execute(
-                    "UPDATE cards SET status = 'active' WHERE card_no = ?", (card_no,)
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-        finally:
-            connection.close()
-        return StatusChange("lost", int(version))
+        return self._write(lambda connection: _unloss_in(connection, card_no))
 
     async def cancel(self, card_no: str, at_us: int) -> StatusChange:
         return await asyncio.to_thread(self._end, card_no, at_us, None)
@@ -149,11 +100,16 @@ class SqliteCardStatus:
 
     def _end(self, card_no: str, at_us: int, new_card_no: str | None) -> StatusChange:
         """Cancel (no new card) or replace: status, end time, blacklist entry, in one write."""
+        return self._write(lambda connection: self._end_in(connection, card_no, at_us, new_card_no))
+
+    def _write(self, change_in: Callable[[sqlite3.Connection], StatusChange]) -> StatusChange:
+        """``change_in`` in one write transaction: committed when it changed the blacklist
+        (a new list version), rolled back when it refused."""
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                change = self._end_in(connection, card_no, at_us, new_card_no)
+                change = change_in(connection)
                 connection.execute("COMMIT" if change.blacklist_version else "ROLLBACK")
             except BaseException:
                 if connection.in_transaction:
@@ -204,6 +160,40 @@ class SqliteCardStatus:
         finally:
             connection.close()
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def _report_lost_in(connection: sqlite3.Connection, card_no: str, at_us: int) -> StatusChange:
+    """An active card becomes lost, added to the blacklist under a new version."""
+    row = connection.execute(
+        "SELECT status, application_serial FROM cards WHERE card_no = ?", (card_no,)
+    ).fetchone()
+    if row is None or row[0] != "active":
+        return StatusChange(None if row is None else str(row[0]), 0)
+    (version,) = connection.execute(_NEXT_VERSION).fetchone()
+    connection.execute(
+        "INSERT INTO blacklist (application_serial, reason, version, removed_version,"
+        " added_at_us) VALUES (?, 'lost', ?, NULL, ?)",
+        (row[1], version, at_us),
+    )
+    connection.execute("UPDATE cards SET status = 'lost' WHERE card_no = ?", (card_no,))
+    return StatusChange("active", int(version))
+
+
+def _unloss_in(connection: sqlite3.Connection, card_no: str) -> StatusChange:
+    """A lost card becomes active again, its blacklist entry removed under a new version."""
+    row = connection.execute(
+        "SELECT status, application_serial FROM cards WHERE card_no = ?", (card_no,)
+    ).fetchone()
+    if row is None or row[0] != "lost":
+        return StatusChange(None if row is None else str(row[0]), 0)
+    (version,) = connection.execute(_NEXT_VERSION).fetchone()
+    connection.execute(
+        "UPDATE blacklist SET removed_version = ? WHERE application_serial = ? "
+        "AND reason = 'lost' AND removed_version IS NULL",
+        (version, row[1]),
+    )
+    connection.execute("UPDATE cards SET status = 'active' WHERE card_no = ?", (card_no,))
+    return StatusChange("lost", int(version))
 
 
 async def sweep_ended_cards(
