@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -40,14 +41,32 @@ WORKERS = 2
 CONNECTIONS_MAX = 12  # tried until each worker holds one (all on one worker: 2 in 2**12)
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
+def free_ports(count: int, *, run: int = 1) -> list[int]:
+    """``count`` distinct free ports; the last one starts a run of ``run`` consecutive free
+    ports (the workers' metrics ports are that base + the worker's number). Every port is held
+    until all are chosen, so none of them coincide."""
+    held: list[socket.socket] = []
+
+    def hold(port: int) -> int | None:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return None
+        held.append(sock)
+        return int(sock.getsockname()[1])
+
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        ports = [hold(0) for _ in range(count - 1)]
+        for _ in range(100):  # a bound: a run of free ports is found in a try or two
+            base = hold(0)
+            assert base is not None
+            if all(hold(base + offset) is not None for offset in range(1, run)):
+                return [p for p in ports if p is not None] + [base]
+        raise RuntimeError(f"no run of {run} free ports")
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
 
 
@@ -80,7 +99,7 @@ def test_two_workers_share_sessions_and_the_retransmission_cache(tmp_path: Path)
             url = f"{DSN}?schema={schema}"
             await make_pg_database(url, {"POS00001": "pos"})
             await provision(tmp_path, ["POS00001"])
-            terminal_port, http_port, metrics_port = free_ports(3)
+            terminal_port, http_port, metrics_port = free_ports(3, run=WORKERS)
             write_config(tmp_path, terminal_port=terminal_port, http_port=http_port)
             env = {
                 **os.environ,
@@ -88,15 +107,17 @@ def test_two_workers_share_sessions_and_the_retransmission_cache(tmp_path: Path)
                 "MEDSWITCH_DATABASE_URL": url,
                 "MEDSWITCH_HTTP_WORKER_METRICS_PORT": str(metrics_port),
             }
+            errors = (tmp_path / "serve.err").open("w")  # the workers' log lines
             process = subprocess.Popen(
                 [SCRIPT, "serve", "--workers", str(WORKERS)],
                 env=env,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=errors,
                 text=True,
             )
+            errors.close()  # the child holds its own copy
             try:
-                await asyncio.to_thread(_wait_for_workers, process)
+                await asyncio.to_thread(_wait_for_workers, process, tmp_path / "serve.err")
                 await _scenario(tmp_path, terminal_port, metrics_port)
                 process.send_signal(signal.SIGTERM)
                 assert await asyncio.to_thread(process.wait, 60) == 0
@@ -108,11 +129,14 @@ def test_two_workers_share_sessions_and_the_retransmission_cache(tmp_path: Path)
     asyncio.run(asyncio.wait_for(main(), timeout=180))
 
 
-def _wait_for_workers(process: subprocess.Popen[str]) -> None:
+def _wait_for_workers(process: subprocess.Popen[str], errors: Path) -> None:
     assert process.stdout is not None
     for worker in range(1, WORKERS + 1):
         line = process.stdout.readline()
-        assert "medswitch serving" in line, f"worker {worker}: {line!r}"
+        if "medswitch serving" not in line:
+            time.sleep(1)  # the failing worker's last words reach its log
+            tail = errors.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"worker {worker} did not start: {line!r}; its log:\n{tail}")
 
 
 async def _scenario(home: Path, port: int, metrics_port: int) -> None:
