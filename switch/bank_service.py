@@ -35,12 +35,12 @@ from messages.codec import Codec, FieldValue, Message
 from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
-from messages.pretty import mask_pan
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
 from routing.table import RouteTable
 from switch.bank_keys import LinkKeys, inbound_aliases
 from switch.config import BankConfig
+from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
 from switch.sessions import Sessions, SqliteTerminals
@@ -107,27 +107,21 @@ class BankService:
         started = time.perf_counter()
         served = await self._serve(request, message, payload)
         if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
-            self.metrics.messages.labels("bank", message.mti, "repeat").inc()
+            self.metrics.answered("bank", message.mti, "repeat")
             return served
         reply, zak, handler, replay = served
         encoded = await self.replies.remember(replay, self._encode(reply, zak))
-        self.metrics.messages.labels("bank", reply.mti, reply.response_code).inc()
-        self.metrics.handler_seconds.labels(handler).observe(time.perf_counter() - started)
+        self.metrics.answered("bank", reply.mti, reply.response_code)
+        self.metrics.handled(handler, time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
-            fields = {
-                "interface": "bank",
+            envelope = {
                 "acquirer": request.acquirer_id,
                 "terminal": request.terminal_id,
                 "mti": message.mti,
                 "stan": request.stan,
                 "transmitted": request.transmitted,
-                "rc": reply.response_code,
-                "handler": handler,
-                "pan": mask_pan(getattr(request, "pan", None) or ""),
-                "amount_fen": getattr(request, "amount_fen", None),
-                "ms": round((time.perf_counter() - started) * 1000, 3),
             }
-            log.info("message", extra={"fields": fields})
+            log_message(log, "bank", envelope, request, reply.response_code, handler, started)
         return encoded
 
     async def _serve(

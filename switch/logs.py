@@ -15,7 +15,11 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
+from collections.abc import Mapping
 from typing import TextIO
+
+from messages.pretty import mask_pan
 
 
 class JsonFormatter(logging.Formatter):
@@ -105,3 +109,29 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def log_message(
+    log: logging.Logger,
+    interface: str,
+    envelope: Mapping[str, object],
+    request: object,
+    response_code: str,
+    handler: str,
+    started: float,
+) -> None:
+    """The one JSON line per message (DESIGN §7): the interface's envelope fields, the response
+    code, the handler, the PAN masked (first 6 + last 4), the amount and the time taken since
+    ``started`` (``time.perf_counter()``). Nothing is built when INFO is off."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = {
+        "interface": interface,
+        **envelope,
+        "rc": response_code,
+        "handler": handler,
+        "pan": mask_pan(getattr(request, "pan", None) or ""),
+        "amount_fen": getattr(request, "amount_fen", None),
+        "ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    log.info("message", extra={"fields": fields})

@@ -21,10 +21,10 @@ from messages.codec import Codec, FieldValue, Message
 from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
-from messages.pretty import mask_pan
 from messages.terminal import SignOn, TerminalMessage, TerminalReply
 from routing.context import CardDirectory, OfflineLimits, RequestContext
 from routing.table import RouteTable
+from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
 from switch.sessions import Sessions, SqliteTerminals
@@ -84,19 +84,13 @@ class TerminalService:
         self.metrics.answered("terminal", reply.mti, reply.response_code)
         self.metrics.handled(handler, time.perf_counter() - started)
         if log.isEnabledFor(logging.INFO):
-            fields = {
-                "interface": "terminal",
+            envelope = {
                 "terminal": request.terminal_id,
                 "mti": message.mti,
                 "stan": request.stan,
                 "batch": request.batch,
-                "rc": reply.response_code,
-                "handler": handler,
-                "pan": mask_pan(getattr(request, "pan", None) or ""),
-                "amount_fen": getattr(request, "amount_fen", None),
-                "ms": round((time.perf_counter() - started) * 1000, 3),
             }
-            log.info("message", extra={"fields": fields})
+            log_message(log, "terminal", envelope, request, reply.response_code, handler, started)
         return encoded
 
     async def _serve(
