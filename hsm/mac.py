@@ -46,16 +46,27 @@ def cup_ecb(key: Des, mab: bytes) -> bytes:
     Zero-pad when unaligned; XOR all blocks; hex the result; encrypt the first 8 hex chars,
     XOR with the last 8, encrypt again; the first 4 bytes as uppercase hex.
     """
-    if len(mab) % 8:
-        mab = mab + bytes(8 - len(mab) % 8)
-    acc = 0
-    for i in range(0, len(mab), 8):
-        acc ^= int.from_bytes(mab[i : i + 8], "big")
-    hexed = acc.to_bytes(8, "big").hex().upper().encode()
+    hexed = xor_blocks(mab).to_bytes(8, "big").hex().upper().encode()
     e1 = key.encrypt_ecb(hexed[:8])
     t = int.from_bytes(e1, "big") ^ int.from_bytes(hexed[8:], "big")
     e2 = key.encrypt_ecb(t.to_bytes(8, "big"))
     return e2[:4].hex().upper().encode()
+
+
+def xor_blocks(data: bytes) -> int:
+    """The XOR of `data`'s 8-byte blocks (the last zero-padded), folding the upper blocks onto
+    the lower ones as one integer: log2(blocks) big-integer steps instead of a step per block.
+
+    >>> hex(xor_blocks(bytes.fromhex("0102030405060708" "1000000000000000" "ff")))
+    '0xee02030405060708'
+    """
+    blocks = -(-len(data) // 8)
+    acc = int.from_bytes(data, "big") << (8 * (blocks * 8 - len(data)))
+    while blocks > 1:
+        low = blocks - blocks // 2
+        acc = (acc >> (64 * low)) ^ (acc & ((1 << (64 * low)) - 1))
+        blocks = low
+    return acc
 
 
 def pboc_mac(key: Des, data: bytes, iv: bytes = ZERO8) -> bytes:
