@@ -9,8 +9,6 @@ with the receipt's explanation lines.
 
 from __future__ import annotations
 
-import asyncio
-
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from ledger.medical.split import explain
@@ -59,9 +57,8 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return _answer(request, context, refusal or Outcome.FORMAT_ERROR)
     medical = context.medical
     institution = context.terminal.institution_id
-    try:  # one thread hop: the checks run inside the store's write (DESIGN §6)
-        record = await asyncio.to_thread(
-            medical.approve_bill,
+    try:  # one round trip to the writer: the checks run inside the store's write (DESIGN §6)
+        record = await medical.approve_bill_async(
             wanted.bill_id,
             institution,
             request.pan,

@@ -158,6 +158,16 @@ class MedicalStore(Protocol):
         raise, and then nothing changes)."""
         ...
 
+    async def transition_async(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None = None,
+    ) -> tuple[BillRecord, bool]:
+        """`transition` for a caller on the event loop (the daemon's handlers)."""
+        ...
+
     def expirable(self, now_us: int, limit: int) -> list[str]:
         """Ids of in-flight bills whose expiry is before `now_us`."""
         ...
@@ -223,6 +233,15 @@ class MemoryMedicalStore:
             record = replace(record, state=target, updated_at_us=now_us)
             self._bills[bill_id] = record
             return record, True
+
+    async def transition_async(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None = None,
+    ) -> tuple[BillRecord, bool]:
+        return self.transition(bill_id, target, now_us, check)  # in memory: no waiting
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         with self._lock:

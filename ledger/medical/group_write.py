@@ -28,6 +28,7 @@ read what they decide on inside the transaction). A failed BEGIN or COMMIT fails
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -105,6 +106,11 @@ class GroupWriter:
         value: T = pending.value
         return value
 
+    async def submit(self, operation: Operation[T]) -> T:
+        """`run` for a caller on the event loop: it waits in a thread (the batch's leader may be
+        that thread)."""
+        return await asyncio.to_thread(self.run, operation)
+
     def close(self) -> None:
         """Refuse new writes and close the connection once nobody is writing."""
         with self._lock:
@@ -178,6 +184,8 @@ class Writes(Protocol):
 
     def run(self, operation: Operation[T]) -> T: ...
 
+    async def submit(self, operation: Operation[T]) -> T: ...
+
     def close(self) -> None: ...
 
 
@@ -185,7 +193,8 @@ class LedgerWrites:
     """The medical store's writes as jobs on the SQLite ledger's writer thread (one writer, one
     connection, one transaction and one durable commit per group for both): each operation runs
     in a savepoint of the ledger's batch, fails alone, and returns once that batch committed.
-    Called from threads other than the writer's (the daemon's callers run in a pool)."""
+    `run` is called from threads other than the writer's; `submit` from the event loop, which
+    queues the job and awaits it like the ledger's own (no thread hop)."""
 
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
@@ -195,6 +204,12 @@ class LedgerWrites:
         if self._closed:
             raise RuntimeError("the medical store is closed")
         value: T = self._writer.run(CALL, operation)
+        return value
+
+    async def submit(self, operation: Operation[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the medical store is closed")
+        value: T = await self._writer.submit(CALL, operation)
         return value
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
 """The bill service: what the HIS API and the switch's handlers call. It prices and splits a
 submitted bill against the reference data and keeps its life cycle and the person's
 accumulators in a store (`MemoryMedicalStore` or `SqlMedicalStore`, whose writes are
-group-committed). Synchronous; async callers run it in a thread (`asyncio.to_thread`). A
-transition that depends on the bill (approve, cancel) is decided inside the store's write, in
-one round trip. Times are passed in, never read."""
+group-committed). Synchronous; async callers run it in a thread (`asyncio.to_thread`), except
+for the daemon's two hot transitions, approval and completion by a card debit, which have async
+forms that await the store's writer directly. A transition that depends on the bill (approve,
+cancel) is decided inside the store's write, in one round trip. Times are passed in, never
+read."""
 
 from __future__ import annotations
 
@@ -46,6 +48,42 @@ def _own(record: BillRecord, institution_id: str) -> BillRecord:
     if record.institution_id != institution_id:
         raise MedicalError("not_found", "no such bill")
     return record
+
+
+def _approval(
+    institution_id: str, card_no: str, now_us: int, amount_fen: int | None
+) -> Callable[[BillRecord], BillState]:
+    """The checks of a POS's approval, run on the bill inside the store's write."""
+
+    def check(record: BillRecord) -> BillState:
+        _own(record, institution_id)
+        if amount_fen is not None and record.split.total_fen != amount_fen:
+            raise MedicalError("amount_mismatch", "the amount is not the bill's total")
+        if record.card_no != card_no:
+            raise MedicalError("card_mismatch", "the bill is for another card")
+        if record.expires_at_us < now_us and record.state is BillState.OPEN:
+            return BillState.EXPIRED
+        return BillState.APPROVED
+
+    return check
+
+
+def _approved(found: tuple[BillRecord, bool]) -> BillRecord:
+    record, changed = found
+    if record.state is BillState.EXPIRED and changed:
+        raise MedicalError("expired", "the bill has expired")
+    return record
+
+
+def _paid(personal_account_fen: int) -> Callable[[BillRecord], BillState]:
+    """A card debit completes its bill when it is the bill's personal-account share."""
+
+    def check(record: BillRecord) -> BillState:
+        if record.split.personal_account_fen != personal_account_fen:
+            raise MedicalError("amount_mismatch", "not the bill's personal-account share")
+        return BillState.COMPLETED
+
+    return check
 
 
 def micros(now: dt.datetime) -> int:
@@ -162,22 +200,27 @@ class MedicalService:
         total) and the card must be the bill's, checked in that order. One write: the checks see
         the bill as it is inside the store's transaction; an open bill past its expiry is expired
         (durably) and refused."""
-        now_us = micros(now)
+        check = _approval(institution_id, card_no, micros(now), amount_fen)
+        return _approved(self._checked(bill_id, now, check))
 
-        def check(record: BillRecord) -> BillState:
-            _own(record, institution_id)
-            if amount_fen is not None and record.split.total_fen != amount_fen:
-                raise MedicalError("amount_mismatch", "the amount is not the bill's total")
-            if record.card_no != card_no:
-                raise MedicalError("card_mismatch", "the bill is for another card")
-            if record.expires_at_us < now_us and record.state is BillState.OPEN:
-                return BillState.EXPIRED
-            return BillState.APPROVED
-
-        record, changed = self._checked(bill_id, now, check)
-        if record.state is BillState.EXPIRED and changed:
-            raise MedicalError("expired", "the bill has expired")
-        return record
+    async def approve_bill_async(
+        self,
+        bill_id: str,
+        institution_id: str,
+        card_no: str,
+        now: dt.datetime,
+        amount_fen: int | None = None,
+    ) -> BillRecord:
+        """:meth:`approve_bill` from the event loop (the daemon's 0200): the store's write is
+        awaited on its writer, with no thread hop on the SQLite default."""
+        check = _approval(institution_id, card_no, micros(now), amount_fen)
+        try:
+            found = await self.store.transition_async(
+                bill_id, BillState.APPROVED, micros(now), check
+            )
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
+        return _approved(found)
 
     def _checked(
         self, bill_id: str, now: dt.datetime, check: Callable[[BillRecord], BillState]
@@ -196,18 +239,25 @@ class MedicalService:
         self, bill_id: str, personal_account_fen: int, now: dt.datetime
     ) -> tuple[BillRecord, bool]:
         """:meth:`complete_bill` for a card debit of ``personal_account_fen``, in one write (one
-        thread hop for the advice, instead of a read then a write): MedicalError ``not_found``
+        round trip for the advice, instead of a read then a write): MedicalError ``not_found``
         for an unknown bill, ``amount_mismatch`` when the debit is not the bill's
         personal-account share; BillStateError when the bill cannot complete (reversed,
         voided)."""
-
-        def check(record: BillRecord) -> BillState:
-            if record.split.personal_account_fen != personal_account_fen:
-                raise MedicalError("amount_mismatch", "not the bill's personal-account share")
-            return BillState.COMPLETED
-
+        check = _paid(personal_account_fen)
         try:
             return self.store.transition(bill_id, BillState.COMPLETED, micros(now), check)
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
+
+    async def complete_paid_bill_async(
+        self, bill_id: str, personal_account_fen: int, now: dt.datetime
+    ) -> tuple[BillRecord, bool]:
+        """:meth:`complete_paid_bill` from the event loop (the daemon's advice)."""
+        check = _paid(personal_account_fen)
+        try:
+            return await self.store.transition_async(
+                bill_id, BillState.COMPLETED, micros(now), check
+            )
         except KeyError:
             raise MedicalError("not_found", "no such bill") from None
 

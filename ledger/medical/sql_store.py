@@ -187,6 +187,30 @@ def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Tot
         db.execute(_INSERT_COMMITTED, (person_id, year, *values))
 
 
+def _transition(
+    bill_id: str, target: BillState, now_us: int, check: Check | None
+) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+    """The write moving a bill (see `SqlMedicalStore.transition`)."""
+
+    def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+        row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
+        if row is None:
+            raise KeyError(bill_id)
+        record = _record(row)
+        to = target if check is None else check(record)
+        effect = check_transition(record, to)
+        if effect is None:
+            return record, False
+        if effect == "commit":
+            _add_committed(db, record.person_id, record.year, record.split.delta)
+        elif effect == "void":
+            _add_committed(db, record.person_id, record.year, ZERO - record.split.delta)
+        db.execute(_UPDATE_STATE, (to.value, now_us, bill_id, record.state.value))
+        return replace(record, state=to, updated_at_us=now_us), True
+
+    return write
+
+
 class SqlMedicalStore:
     """`ledger_writer`: on SQLite, the ledger's writer on the same file, which then runs the
     store's writes too (one writer per file); without it the store has a `GroupWriter`."""
@@ -300,24 +324,14 @@ class SqlMedicalStore:
         """Move a bill to `target` — or to the state `check` decides from the bill as it is
         inside the write transaction (a check may also raise) — (record, changed); KeyError
         when the bill is unknown."""
+        return self.writer.run(_transition(bill_id, target, now_us, check))
 
-        def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
-            row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
-            if row is None:
-                raise KeyError(bill_id)
-            record = _record(row)
-            to = target if check is None else check(record)
-            effect = check_transition(record, to)
-            if effect is None:
-                return record, False
-            if effect == "commit":
-                _add_committed(db, record.person_id, record.year, record.split.delta)
-            elif effect == "void":
-                _add_committed(db, record.person_id, record.year, ZERO - record.split.delta)
-            db.execute(_UPDATE_STATE, (to.value, now_us, bill_id, record.state.value))
-            return replace(record, state=to, updated_at_us=now_us), True
-
-        return self.writer.run(write)
+    async def transition_async(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
+    ) -> tuple[BillRecord, bool]:
+        """`transition` from the event loop: on the ledger's writer the write is queued as its
+        job and awaited, with no thread in between."""
+        return await self.writer.submit(_transition(bill_id, target, now_us, check))
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
