@@ -52,7 +52,7 @@ from ledger.medical.bills import (
 )
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
 from ledger.medical.group_write import BATCH_MAX, GroupWriter, LedgerWrites, Writes
-from ledger.medical.split import Split
+from ledger.medical.split import Bill, Split
 from ledger.pg_bridge import PgEngine
 
 TOTAL_NAMES = (
@@ -155,23 +155,42 @@ def _day(value: Any) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
 
-def _record(row: Any) -> BillRecord:
-    return BillRecord(
-        bill_id=row[0],
-        institution_id=row[1],
-        his_bill_no=row[2],
-        card_no=row[3],
-        person_id=row[4],
-        year=row[5],
-        service_date=_day(row[6]),
-        request_digest=row[7],
-        bill=bill_from_dict(json.loads(row[8])),
-        split=split_from_dict(json.loads(row[9])),
-        state=BillState(row[10]),
-        created_at_us=row[11],
-        expires_at_us=row[12],
-        updated_at_us=row[13],
-    )
+class Decoded:
+    """Stored bills' lines and splits, decoded from JSON once per store: both are written with
+    the bill and never change (its request digest names the submission), while its approval
+    and its completion each read the row again inside their writes. Bounded: the oldest
+    entries make room."""
+
+    def __init__(self, size_max: int = 4096) -> None:
+        self._found: dict[tuple[str, str], tuple[Bill, Split]] = {}
+        self._size_max = size_max
+        self._lock = threading.Lock()
+
+    def record(self, row: Any) -> BillRecord:
+        key = (row[0], row[7])
+        found = self._found.get(key)
+        if found is None:
+            found = bill_from_dict(json.loads(row[8])), split_from_dict(json.loads(row[9]))
+            with self._lock:
+                if len(self._found) >= self._size_max:
+                    del self._found[next(iter(self._found))]
+                self._found[key] = found
+        return BillRecord(
+            bill_id=row[0],
+            institution_id=row[1],
+            his_bill_no=row[2],
+            card_no=row[3],
+            person_id=row[4],
+            year=row[5],
+            service_date=_day(row[6]),
+            request_digest=row[7],
+            bill=found[0],
+            split=found[1],
+            state=BillState(row[10]),
+            created_at_us=row[11],
+            expires_at_us=row[12],
+            updated_at_us=row[13],
+        )
 
 
 def _view(db: sqlite3.Connection, person_id: str, year: int) -> Totals:
@@ -188,7 +207,7 @@ def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Tot
 
 
 def _transition(
-    bill_id: str, target: BillState, now_us: int, check: Check | None
+    decoded: Decoded, bill_id: str, target: BillState, now_us: int, check: Check | None
 ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
     """The write moving a bill (see `SqlMedicalStore.transition`)."""
 
@@ -196,7 +215,7 @@ def _transition(
         row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
         if row is None:
             raise KeyError(bill_id)
-        record = _record(row)
+        record = decoded.record(row)
         to = target if check is None else check(record)
         effect = check_transition(record, to)
         if effect is None:
@@ -225,6 +244,7 @@ class SqlMedicalStore:
         self.engine = engine
         self.writer: Writes
         self._readers = threading.local()
+        self._decoded = Decoded()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
         self._date: Callable[[dt.date], Any] = dt.date.isoformat
@@ -287,7 +307,7 @@ class SqlMedicalStore:
             if known is not None:
                 if known[7] != record.request_digest:
                     raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
-                return _record(known), False
+                return self._decoded.record(known), False
             split = compute(_view(db, record.person_id, record.year))
             db.execute(
                 _INSERT_BILL,
@@ -316,7 +336,7 @@ class SqlMedicalStore:
     def get(self, bill_id: str) -> BillRecord | None:
         with self._reading() as db:
             row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else self._decoded.record(row)
 
     def transition(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
@@ -324,14 +344,14 @@ class SqlMedicalStore:
         """Move a bill to `target` — or to the state `check` decides from the bill as it is
         inside the write transaction (a check may also raise) — (record, changed); KeyError
         when the bill is unknown."""
-        return self.writer.run(_transition(bill_id, target, now_us, check))
+        return self.writer.run(_transition(self._decoded, bill_id, target, now_us, check))
 
     async def transition_async(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
     ) -> tuple[BillRecord, bool]:
         """`transition` from the event loop: on the ledger's writer the write is queued as its
         job and awaited, with no thread in between."""
-        return await self.writer.submit(_transition(bill_id, target, now_us, check))
+        return await self.writer.submit(_transition(self._decoded, bill_id, target, now_us, check))
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
