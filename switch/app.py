@@ -83,7 +83,14 @@ class App:
             stores.cards,
             stores.medical_store,
         )
-        medical = MedicalService(stores.medical_store, stores.directory)
+        medical = cast(
+            MedicalService,
+            Timed(
+                MedicalService(stores.medical_store, stores.directory),
+                self.metrics.medical_seconds,
+                calls=True,
+            ),
+        )
         timed_hsm = cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds))
         timed_ledger = cast(Ledger, Timed(stores.ledger, self.metrics.ledger_seconds))
         offline = OfflineLimits(

@@ -44,6 +44,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.medical_seconds = Histogram(
+            "medswitch_medical_seconds",
+            "Medical-core operation latency: split, approval, completion (group commit included)",
+            ("operation",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
         self.ledger_seconds = Histogram(
             "medswitch_ledger_seconds",
             "Ledger operation latency (group commit included)",

@@ -1,16 +1,23 @@
-"""Latency of the HSM and the ledger as the daemon sees it, by operation, without touching either:
-a proxy that times every coroutine method it forwards.
+"""Latency of the HSM, the ledger and the medical core as the daemon sees it, by operation,
+without touching either: a proxy that times every coroutine method it forwards (and, when
+asked, every plain method).
 
 >>> import asyncio
 >>> from prometheus_client import CollectorRegistry, Histogram
 >>> class Backend:
+...     limit = 3
 ...     async def kcv(self) -> str:
 ...         return "08D7B4"
+...     def split(self, fen: int) -> int:
+...         return fen // 2
 >>> seconds = Histogram("t_seconds", "t", ("operation",), registry=CollectorRegistry())
 >>> asyncio.run(Timed(Backend(), seconds).kcv())
 '08D7B4'
 >>> seconds.labels("kcv")._sum.get() > 0
 True
+>>> timed = Timed(Backend(), seconds, calls=True)
+>>> timed.split(10), timed.limit, seconds.labels("split")._sum.get() > 0
+(5, 3, True)
 """
 
 from __future__ import annotations
@@ -24,11 +31,15 @@ from prometheus_client import Histogram
 
 
 class Timed:
-    def __init__(self, target: object, seconds: Histogram) -> None:
+    """Times the target's coroutine methods; with ``calls`` also its plain methods (run where
+    they are called: the medical service's, in the threads its callers hand them to)."""
+
+    def __init__(self, target: object, seconds: Histogram, *, calls: bool = False) -> None:
         self._target = target
         self._seconds = seconds
+        self._calls = calls
         self._wrapped: dict[str, Callable[..., Any]] = {}
-        self._plain: set[str] = set()  # attributes that are not coroutine functions
+        self._plain: set[str] = set()  # attributes that are not timed
 
     def __repr__(self) -> str:
         return f"Timed({self._target!r})"
@@ -38,17 +49,40 @@ class Timed:
         if wrapped is not None:
             return wrapped
         attribute = getattr(self._target, name)
-        if name in self._plain or not inspect.iscoroutinefunction(attribute):
-            self._plain.add(name)  # read afresh each time, asked about only once
+        if name in self._plain:
+            return attribute  # read afresh each time, asked about only once
+        if inspect.iscoroutinefunction(attribute):
+            wrapped = _timed_coroutine(attribute, self._seconds.labels(name).observe)
+        elif self._calls and inspect.ismethod(attribute):
+            wrapped = _timed_call(attribute, self._seconds.labels(name).observe)
+        else:
+            self._plain.add(name)
             return attribute
-        observe = self._seconds.labels(name).observe
+        self._wrapped[name] = wrapped
+        return wrapped
 
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await attribute(*args, **kwargs)
-            finally:
-                observe(time.perf_counter() - started)
 
-        self._wrapped[name] = timed
-        return timed
+def _timed_coroutine(
+    function: Callable[..., Any], observe: Callable[[float], None]
+) -> Callable[..., Any]:
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            observe(time.perf_counter() - started)
+
+    return timed
+
+
+def _timed_call(
+    function: Callable[..., Any], observe: Callable[[float], None]
+) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            observe(time.perf_counter() - started)
+
+    return timed

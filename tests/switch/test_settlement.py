@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from prometheus_client import generate_latest
 
 from ledger.kinds import AccountKind, account_id
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
@@ -190,6 +191,9 @@ def test_settled_bill_completes_once_when_the_card_pays_its_personal_share(
             assert (await pos.exchange(advice)).response_code == "00"
             again = replace(advice, **pos.envelope())  # the same debit again (or its upload)
             assert (await pos.exchange(again)).response_code == "00"
+        exposed = generate_latest(daemon.app.metrics.registry).decode()
+        for operation in ("submit_bill", "approve_bill_async"):  # the medical core is timed
+            assert f'medswitch_medical_seconds_count{{operation="{operation}"}} ' in exposed
         ledger = daemon.app.ledger
         assert ledger is not None
         payable = await ledger.balance(
