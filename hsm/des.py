@@ -84,15 +84,17 @@ class Des:
 
     def cbc_last(self, data: bytes, iv: bytes = ZERO8) -> bytes:
         """Last block of the CBC encryption of `data` (already padded) under `iv`: a CBC-MAC."""
-        _check_blocks(data)
-        if not data:
+        if not data or len(data) % 8:
+            _check_blocks(data)
             raise InvalidInputError("CBC-MAC of empty data")
-        if self._cbc is None:
-            self._cbc = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
+        cbc = self._cbc
+        if cbc is None:
+            cbc = self._cbc = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
         # The reused context chains from its previous output; cancel it and apply our IV.
-        first = int.from_bytes(data[:8], "big") ^ self._chain ^ int.from_bytes(iv, "big")
-        out = self._cbc.update(first.to_bytes(8, "big") + data[8:])
-        last = out[-8:]
+        first = int.from_bytes(data[:8], "big") ^ self._chain
+        if iv is not ZERO8:
+            first ^= int.from_bytes(iv, "big")
+        last = cbc.update(first.to_bytes(8, "big") + data[8:])[-8:]
         self._chain = int.from_bytes(last, "big")
         return last
 

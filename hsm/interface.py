@@ -12,6 +12,7 @@ code); misuse — a key of the wrong usage, malformed input, a tampered key — 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -186,6 +187,13 @@ class Hsm(Protocol):
     async def verify_purchase_tac(
         self, key: CardKeyPath, record: PurchaseRecord, tac: bytes
     ) -> bool: ...
+
+    async def verify_purchase_tacs(
+        self, items: Sequence[tuple[CardKeyPath, PurchaseRecord, bytes]]
+    ) -> list[bool]:
+        """`verify_purchase_tac` of each (key, record, TAC), in order: a batch upload's
+        window in one call. Misuse in any item raises, as the single call would."""
+        ...
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
         """Line-protection MAC (DAMK) for APPLICATION BLOCK/UNBLOCK, CARD BLOCK, UPDATE

@@ -107,5 +107,8 @@ class CardKeyPath:
     factors: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
-        if any(len(f) != 8 for f in self.factors) or len(self.factors) > 3:
+        if len(self.factors) > 3:
             raise InvalidInputError("card key factors are up to three of 8 bytes")
+        for factor in self.factors:  # a loop, not any(): a path is made per card debit
+            if len(factor) != 8:
+                raise InvalidInputError("card key factors are up to three of 8 bytes")

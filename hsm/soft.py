@@ -293,6 +293,24 @@ class SoftHsm:
         dtk = await self._keys.card(key, U.MK_TAC)
         return cardcrypto.verify_purchase_tac(dtk.halves_xor, record, tac)
 
+    async def verify_purchase_tacs(
+        self, items: Sequence[tuple[CardKeyPath, PurchaseRecord, bytes]]
+    ) -> list[bool]:
+        """One call for a batch upload's window: one tight loop, each card's TAC key looked
+        up once per path object (a caller passing one path for a card's records saves the
+        lookup; the items hold their paths, so an object id is not reused during the call)."""
+        tac_keys: dict[int, Des] = {}
+        results = []
+        for key, record, tac in items:
+            if record.txn_type not in PURCHASE_TYPES:
+                raise InvalidInputError(f"transaction type {record.txn_type:02X} is not a debit")
+            tac_key = tac_keys.get(id(key))
+            if tac_key is None:
+                tac_key = (await self._keys.card(key, U.MK_TAC)).halves_xor
+                tac_keys[id(key)] = tac_key
+            results.append(cardcrypto.verify_purchase_tac(tac_key, record, tac))
+        return results
+
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
         damk = await self._keys.card_key(key, U.MK_APP_MAINT)
         return cardcrypto.script_mac(damk, challenge, command)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import signal
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,13 @@ class HsmClient:
     ) -> bool:
         result: bool = await self.call("verify_purchase_tac", key, record, tac)
         return result
+
+    async def verify_purchase_tacs(
+        self, items: Sequence[tuple[CardKeyPath, PurchaseRecord, bytes]]
+    ) -> list[bool]:
+        """Pipelined W6 commands on the one connection (the protocol has no batch command)."""
+        calls = [self.verify_purchase_tac(key, record, tac) for key, record, tac in items]
+        return list(await asyncio.gather(*calls))
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
         result: bytes = await self.call("script_mac", key, challenge, command)

@@ -138,6 +138,41 @@ def test_v4_purchase_tac(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_purchase_tacs_in_one_call(backend: Backend) -> None:
+    """A window of records in one call: each result is the single call's, in order, whether
+    the records share a path object, carry equal ones, or are diversified per card."""
+
+    async def body(hsm: Hsm, refs: Refs) -> None:
+        record = PURCHASE_VECTORS[1][2]
+        vector = path(refs, "v4/tac")
+        other = replace(record, term_serial=1)
+        factor = h("1122334455667788")
+        card = path(refs, "v4/tac", factor)
+        dtk = pboc.diversify(Des(clear("v4/tac")), factor)
+        card_tac = mac.pboc_mac(Des(pboc.tac_key(dtk)), pboc.purchase_tac_data(
+            other.amount_fen, other.txn_type, other.terminal_id, other.term_serial, other.when
+        ))  # fmt: skip
+        items = [
+            (vector, record, h("8AF270DC")),
+            (vector, other, h("8AF270DC")),
+            (path(refs, "v4/tac"), record, h("8AF270DC")),
+            (card, other, card_tac),
+            (card, record, card_tac),
+            (path(refs, "v4/tac", factor), other, card_tac),
+        ]
+        expected = [True, False, True, True, False, True]
+        singles = [await hsm.verify_purchase_tac(*item) for item in items]
+        assert singles == expected
+        assert await hsm.verify_purchase_tacs(items) == expected
+        assert await hsm.verify_purchase_tacs([]) == []
+        with pytest.raises(KeyUsageError):  # misuse in any item fails the call
+            await hsm.verify_purchase_tacs([*items, (path(refs, "v4/load"), record, card_tac)])
+        with pytest.raises(InvalidInputError):
+            await hsm.verify_purchase_tacs([(vector, replace(record, txn_type=2), card_tac)])
+
+    backend.run(body)
+
+
 def test_load_key_never_serves_a_purchase(backend: Backend) -> None:
     async def body(hsm: Hsm, refs: Refs) -> None:
         record = PURCHASE_VECTORS[1][2]

@@ -133,6 +133,43 @@ def test_reused_context_gives_independent_macs(key: bytes, first: bytes, second:
     assert mac.iso9797_alg1(shared, second) == mac.iso9797_alg1(Des(key), second)
 
 
+@given(st.datetimes(min_value=datetime(1000, 1, 1)))
+def test_bcd_datetime_is_the_digits_of_the_date(when: datetime) -> None:
+    assert pboc.bcd_datetime(when).hex() == when.strftime("%Y%m%d%H%M%S").zfill(14)
+
+
+@given(
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from(sorted(pboc.PURCHASE_TYPES)),
+    st.binary(min_size=6, max_size=6),
+    st.integers(0, 0xFFFFFFFF),
+    st.datetimes(min_value=datetime(1000, 1, 1)),
+)
+def test_purchase_tac_data_layout(
+    amount: int, txn_type: int, terminal: bytes, serial: int, when: datetime
+) -> None:
+    """amount(4) type(1) terminal(6) serial(4) BCD date and time(7), as reference §1.4."""
+    expected = (
+        amount.to_bytes(4, "big") + bytes([txn_type]) + terminal + serial.to_bytes(4, "big")
+        + bytes.fromhex(when.strftime("%Y%m%d%H%M%S").zfill(14))
+    )  # fmt: skip
+    assert pboc.purchase_tac_data(amount, txn_type, terminal, serial, when) == expected
+
+
+def test_purchase_tac_data_refuses_what_does_not_fit() -> None:
+    when = datetime(2026, 11, 25, 10, 0)
+    for amount, txn_type, terminal, serial in (
+        (-1, 6, bytes(6), 0),
+        (1 << 32, 6, bytes(6), 0),
+        (1, 6, bytes(6), 1 << 32),
+        (1, 256, bytes(6), 0),
+        (1, 6, bytes(5), 0),
+        (1, 6, bytes(7), 0),
+    ):
+        with pytest.raises(InvalidInputError):
+            pboc.purchase_tac_data(amount, txn_type, terminal, serial, when)
+
+
 @given(pins, pans)
 def test_pin_block_matches_psec(pin: str, pan: str) -> None:
     block = pinblock.encode_format0(pin, pan)

@@ -9,7 +9,7 @@ from pathlib import Path
 HSM = Path(__file__).resolve().parents[2] / "hsm"
 ALLOWED = {
     "__future__", "collections", "contextlib", "dataclasses", "datetime", "enum", "hmac",
-    "re", "secrets", "typing", "warnings", "cryptography", "psec", "hsm",
+    "re", "secrets", "struct", "typing", "warnings", "cryptography", "psec", "hsm",
 }
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "time", "monotonic", "perf_counter", "getenv"}
 
