@@ -56,7 +56,16 @@ def has_odd_parity(key: bytes) -> bool:
 class Des:
     """One DES or 3DES key with cached cipher contexts. Never shows the key."""
 
-    __slots__ = ("_cbc", "_chain", "_cipher", "_ecb_dec", "_ecb_enc", "key_length")
+    __slots__ = (
+        "_cbc",
+        "_cbc_dec",
+        "_chain",
+        "_cipher",
+        "_dec_chain",
+        "_ecb_dec",
+        "_ecb_enc",
+        "key_length",
+    )
 
     def __init__(self, key: bytes) -> None:
         self.key_length = len(key)
@@ -66,6 +75,8 @@ class Des:
         self._ecb_dec: CipherContext | None = None
         self._cbc: CipherContext | None = None
         self._chain = 0  # the CBC context's current chaining block, as an int
+        self._cbc_dec: CipherContext | None = None
+        self._dec_chain = 0  # the last cipher block the CBC decryptor was given, as an int
 
     def __repr__(self) -> str:
         return f"Des(<{self.key_length}-byte key>)"
@@ -99,12 +110,32 @@ class Des:
         return last
 
     def encrypt_cbc(self, data: bytes, iv: bytes = ZERO8) -> bytes:
+        """CBC encryption under `iv`, through the CBC-MAC's reused context (its chaining block
+        cancelled in the first block, as there)."""
         _check_blocks(data)
-        return Cipher(self._cipher, modes.CBC(iv)).encryptor().update(data)
+        if not data:
+            return b""
+        cbc = self._cbc
+        if cbc is None:
+            cbc = self._cbc = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
+        first = int.from_bytes(data[:8], "big") ^ self._chain ^ int.from_bytes(iv, "big")
+        out = cbc.update(first.to_bytes(8, "big") + data[8:])
+        self._chain = int.from_bytes(out[-8:], "big")
+        return out
 
     def decrypt_cbc(self, data: bytes, iv: bytes = ZERO8) -> bytes:
+        """CBC decryption under `iv` with a reused context: it XORs the first block with the
+        last cipher block it was given before, which is swapped for `iv` here."""
         _check_blocks(data)
-        return Cipher(self._cipher, modes.CBC(iv)).decryptor().update(data)
+        if not data:
+            return b""
+        cbc = self._cbc_dec
+        if cbc is None:
+            cbc = self._cbc_dec = Cipher(self._cipher, modes.CBC(ZERO8)).decryptor()
+        out = cbc.update(data)
+        first = int.from_bytes(out[:8], "big") ^ self._dec_chain ^ int.from_bytes(iv, "big")
+        self._dec_chain = int.from_bytes(data[-8:], "big")
+        return first.to_bytes(8, "big") + out[8:]
 
     def kcv(self, length: int = 3) -> str:
         """Key check value: leading bytes of E(K, 00×8), uppercase hex (6H by default)."""
