@@ -33,7 +33,7 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ledger.kinds import (
@@ -212,8 +212,12 @@ def transfer_id(*parts: str | int) -> str:
     >>> transfer_id("a", "bc") == transfer_id("ab", "c")
     False
     """
-    text = "\x1f".join(str(part) for part in parts)
+    text = "\x1f".join(map(str, parts))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+#: The accounts to open for a transfer that names one missing (see `Ledger.post_and_record`).
+Opening = Callable[[Transfer], Sequence[Account]]
 
 
 class Ledger(abc.ABC):
@@ -231,6 +235,21 @@ class Ledger(abc.ABC):
         self, transfers: Sequence[Transfer], *, linked: bool = False
     ) -> list[TransferResult]:
         """Post a batch; with `linked` all of it posts or none of it does."""
+
+    @abc.abstractmethod
+    async def post_and_record(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord] = (),
+        *,
+        opening: Opening | None = None,
+    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+        """`post` (not linked) then `record_offline` in one round and one transaction (the
+        records behind the postings): the post's results, and the balances the touched
+        accounts that existed had just before it. A transfer naming an account that does not
+        exist first gets the accounts ``opening`` gives for it opened (the core remembers a
+        refusal for a missing account under the id, so a transfer must not meet its accounts
+        missing). Records' own results are those of `record_offline`, not returned."""
 
     @abc.abstractmethod
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:

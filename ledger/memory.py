@@ -25,6 +25,7 @@ from ledger.core import (
     CloseResult,
     Ledger,
     OfflineRecord,
+    Opening,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -32,7 +33,15 @@ from ledger.core import (
     TransferResult,
     new_account,
 )
-from ledger.state import AccountState, Batch, Remembered, check_open, offline_decision
+from ledger.state import (
+    AccountState,
+    Batch,
+    Remembered,
+    before_and_missing,
+    check_open,
+    offline_decision,
+    open_missing,
+)
 
 HISTORY_LIMIT_MAX = 10_000
 
@@ -74,11 +83,28 @@ class MemoryModel:
     def post(self, transfers: Sequence[Transfer], *, linked: bool = False) -> list[TransferResult]:
         batch = Batch(self.accounts, self.remembered)
         results = batch.post(transfers, linked=linked)
+        self._written(batch)
+        return results
+
+    def post_and_record(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord],
+        opening: Opening | None,
+    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+        before, wanted = before_and_missing(self.accounts, transfers, opening)
+        open_missing(self.accounts, wanted)
+        batch = Batch(self.accounts, self.remembered)
+        results = batch.post(transfers, linked=False)
+        self._written(batch)
+        self.record_offline(records)
+        return results, before
+
+    def _written(self, batch: Batch) -> None:
         for row in batch.written:
             self.seq[row.transfer.id] = len(self.seq) + 1
             if row.result is TransferResult.CREATED:
                 self.posted.append(row.transfer)
-        return results
 
     def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
         results = []
@@ -133,6 +159,15 @@ class MemoryLedger(Ledger):
         self, transfers: Sequence[Transfer], *, linked: bool = False
     ) -> list[TransferResult]:
         return self.model.post(transfers, linked=linked)
+
+    async def post_and_record(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord] = (),
+        *,
+        opening: Opening | None = None,
+    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+        return self.model.post_and_record(transfers, records, opening)
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
         accounts = self.model.accounts

@@ -25,6 +25,7 @@ from ledger.core import (
     CloseResult,
     Ledger,
     OfflineRecord,
+    Opening,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -38,9 +39,11 @@ from ledger.state import (
     AccountState,
     Batch,
     Remembered,
+    before_and_missing,
     check_open,
     needed_ids,
     offline_decision,
+    open_missing,
 )
 
 RETRIES_MAX = 3
@@ -61,6 +64,13 @@ _UPDATE_ACCOUNTS = (
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
 )
 
+
+_INSERT_ACCOUNTS = (
+    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
+    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
+)
+_POSTS = frozenset({"post", "post_and_record"})  # decided together by PgStore.post
 
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
@@ -100,10 +110,10 @@ class PgStore:
         it. Jobs in one batch are concurrent (their callers had not heard back), so any order
         is one they could have had; a caller's own jobs keep theirs (a record behind its
         posting, a read behind both)."""
-        posts = [job for job in batch if job.kind == "post"]
+        posts = [job for job in batch if job.kind in _POSTS]
         opening = [job for job in batch if job.kind == "open_accounts"]
         reads = [job for job in batch if job.kind in READS]
-        writes = [job for job in batch if job.kind not in READS | {"post", "open_accounts"}]
+        writes = [job for job in batch if job.kind not in READS | _POSTS | {"open_accounts"}]
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts:
@@ -129,12 +139,32 @@ class PgStore:
         return {row[0]: rows.remembered(row) for row in await self.conn.fetch(sql, list(ids))}
 
     async def post(self, jobs: Sequence[_Job]) -> None:
+        """Every ``post`` and ``post_and_record`` of the batch decided together; the records
+        of each ``post_and_record`` kept behind all the postings."""
         ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
         accounts = await self.load_accounts(sorted(account_ids), lock=True)
         batch = Batch(accounts, await self.load_remembered(sorted(ids)))
+        opened: list[Account] = []
         for job in jobs:
-            transfers, linked = job.args
-            job.value = batch.post(transfers, linked=linked)
+            if job.kind == "post":
+                transfers, linked = job.args
+                job.value = batch.post(transfers, linked=linked)
+            else:
+                transfers, _, opening = job.args
+                before, wanted = before_and_missing(batch.accounts, transfers, opening)
+                if wanted:  # those that exist, for open_missing to see (locked too)
+                    unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
+                    batch.accounts.update(await self.load_accounts(unseen, lock=True))
+                    opened += open_missing(batch.accounts, wanted)
+                job.value = (batch.post(transfers, linked=False), before)
+        if opened:  # a concurrent process opening one too: a unique violation, retried
+            await self.conn.execute(
+                _INSERT_ACCOUNTS,
+                [a.id for a in opened],
+                [a.kind.value for a in opened],
+                [a.owner for a in opened],
+                [int(a.flags) for a in opened],
+            )
         if batch.written:
             at_us = rows.now_us()
             columns = list(zip(*(rows.transfer_row(r, at_us) for r in batch.written), strict=True))
@@ -147,6 +177,9 @@ class PgStore:
                 [a.debits_posted_fen for a in changed],
                 [a.credits_posted_fen for a in changed],
             )
+        for job in jobs:
+            if job.kind == "post_and_record" and job.args[1]:
+                await self.record_offline(job.args[1])
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = await self.load_accounts(sorted({a.id for a in accounts}), lock=True)
@@ -371,6 +404,18 @@ class PgLedger(Ledger):
         self, transfers: Sequence[Transfer], *, linked: bool = False
     ) -> list[TransferResult]:
         result: list[TransferResult] = await self._submit("post", list(transfers), linked)
+        return result
+
+    async def post_and_record(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord] = (),
+        *,
+        opening: Opening | None = None,
+    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+        result: tuple[list[TransferResult], dict[str, Balance]] = await self._submit(
+            "post_and_record", list(transfers), list(records), opening
+        )
         return result
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:

@@ -23,6 +23,7 @@ from ledger.core import (
     CloseResult,
     Ledger,
     OfflineRecord,
+    Opening,
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
@@ -36,9 +37,11 @@ from ledger.state import (
     Batch,
     Held,
     Remembered,
+    before_and_missing,
     check_open,
     needed_ids,
     offline_decision,
+    open_missing,
 )
 
 _INSERT_TRANSFER = (
@@ -67,6 +70,15 @@ OFFLINE_COLUMNS = (
     " amount_fen, tac, card_datetime, transfer_id, card_counter"
 )
 _UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
+_INSERT_ACCOUNT = (
+    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
+    " VALUES (?, ?, ?, ?, 0, 0, 0)"
+)
+_POSTS = frozenset({"post", "post_and_record"})  # decided together by SqliteStore.post
+
+
+def _account_row(account: Account) -> tuple[str, str, str, int]:
+    return (account.id, account.kind.value, account.owner, int(account.flags))
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -113,7 +125,7 @@ class SqliteStore:
         start = 0
         while start < len(batch):
             end = start
-            while end < len(batch) and batch[end].kind == "post":
+            while end < len(batch) and batch[end].kind in _POSTS:
                 end += 1
             if end > start:
                 self.post(batch[start:end])
@@ -139,11 +151,26 @@ class SqliteStore:
         return {row[0]: rows.remembered(row) for row in self._select_in(sql, ids)}
 
     def post(self, jobs: Sequence[Job]) -> None:
+        """Consecutive ``post`` and ``post_and_record`` jobs, decided together: one SELECT of
+        the accounts and one of the ids, two ``executemany``; the records of each
+        ``post_and_record`` then, behind every posting."""
         ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
         batch = Batch(self.load_accounts(sorted(account_ids)), self.load_remembered(sorted(ids)))
+        opened: list[Account] = []
         for job in jobs:
-            transfers, linked = job.args
-            job.value = batch.post(transfers, linked=linked)
+            if job.kind == "post":
+                transfers, linked = job.args
+                job.value = batch.post(transfers, linked=linked)
+            else:
+                transfers, _, opening = job.args
+                before, wanted = before_and_missing(batch.accounts, transfers, opening)
+                if wanted:  # those that exist, for open_missing to see
+                    unseen = [a.id for a in wanted if a.id not in batch.accounts]
+                    batch.accounts.update(self.load_accounts(unseen))
+                    opened += open_missing(batch.accounts, wanted)
+                job.value = (batch.post(transfers, linked=False), before)
+        if opened:
+            self.conn.executemany(_INSERT_ACCOUNT, [_account_row(a) for a in opened])
         at_us = rows.now_us()
         self.conn.executemany(
             _INSERT_TRANSFER, [rows.transfer_row(r, at_us) for r in batch.written]
@@ -152,6 +179,9 @@ class SqliteStore:
         self.conn.executemany(
             _UPDATE_ACCOUNT, [(a.debits_posted_fen, a.credits_posted_fen, a.id) for a in changed]
         )
+        for job in jobs:
+            if job.kind == "post_and_record" and job.args[1]:
+                self.record_offline(job.args[1])
 
     def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = self.load_accounts(sorted({a.id for a in accounts}))
@@ -160,13 +190,9 @@ class SqliteStore:
             result = check_open(account, existing.get(account.id))
             if result is AccountResult.CREATED:
                 existing[account.id] = AccountState.opened(account)
-                created.append((account.id, account.kind.value, account.owner, int(account.flags)))
+                created.append(_account_row(account))
             results.append(result)
-        self.conn.executemany(
-            "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
-            " VALUES (?, ?, ?, ?, 0, 0, 0)",
-            created,
-        )
+        self.conn.executemany(_INSERT_ACCOUNT, created)
         return results
 
     def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
@@ -354,6 +380,18 @@ class SqliteLedger(Ledger):
         self, transfers: Sequence[Transfer], *, linked: bool = False
     ) -> list[TransferResult]:
         result: list[TransferResult] = await self.writer.submit("post", list(transfers), linked)
+        return result
+
+    async def post_and_record(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord] = (),
+        *,
+        opening: Opening | None = None,
+    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+        result: tuple[list[TransferResult], dict[str, Balance]] = await self.writer.submit(
+            "post_and_record", list(transfers), list(records), opening
+        )
         return result
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:

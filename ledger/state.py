@@ -17,7 +17,7 @@ load only the rows a batch touches into them, decide, and write back what change
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from ledger.core import (
@@ -29,6 +29,7 @@ from ledger.core import (
     AccountResult,
     Balance,
     OfflineRecord,
+    Opening,
     Transfer,
     TransferResult,
     new_account,
@@ -189,6 +190,44 @@ class Batch:
         self.written.append(row)
 
 
+def before_and_missing(
+    accounts: Mapping[str, AccountState], transfers: Sequence[Transfer], opening: Opening | None
+) -> tuple[dict[str, Balance], list[Account]]:
+    """For :meth:`ledger.core.Ledger.post_and_record` (every ledger): the balances of the
+    touched accounts in ``accounts`` (those that exist) before the post, and the accounts
+    ``opening`` gives for the transfers naming one not there, once each. The SQL ledgers then
+    load those that exist (:func:`open_missing` needs them) before opening the rest."""
+    before: dict[str, Balance] = {}
+    wanted: dict[str, Account] = {}
+    for transfer in transfers:
+        found = 0
+        for touched in (transfer.debit_account_id, transfer.credit_account_id):
+            state = accounts.get(touched)
+            if state is not None:
+                found += 1
+                if touched not in before:
+                    before[touched] = state.balance()
+        if found < 2 and opening is not None:
+            for account in opening(transfer):
+                wanted.setdefault(account.id, account)
+    return before, list(wanted.values())
+
+
+def open_missing(
+    accounts: MutableMapping[str, AccountState], wanted: Sequence[Account]
+) -> list[Account]:
+    """Open (into ``accounts``, which holds every one of ``wanted`` that exists) the accounts
+    of ``wanted`` that do not exist; returns them, for the SQL ledgers to insert. One that
+    cannot be opened (an id not its kind's and owner's) stays missing: its transfer is
+    refused."""
+    opened = []
+    for account in wanted:
+        if check_open(account, accounts.get(account.id)) is AccountResult.CREATED:
+            accounts[account.id] = AccountState.opened(account)
+            opened.append(account)
+    return opened
+
+
 def needed_ids(transfers: Iterable[Transfer]) -> tuple[set[str], set[str]]:
     """The transfer ids and account ids a batch must load before it is decided."""
     ids: set[str] = set()
@@ -230,8 +269,10 @@ __all__ = [
     "Batch",
     "Held",
     "Remembered",
+    "before_and_missing",
     "check_open",
     "needed_ids",
     "new_account",
     "offline_decision",
+    "open_missing",
 ]
