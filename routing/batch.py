@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from hsm.keys import CardKeyPath
 from ledger.core import OfflineRecord
 from messages.outcome import Outcome
 from messages.private import CardData, SettlementTotals
@@ -45,7 +46,7 @@ from messages.terminal import (
 )
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
-from routing.purchases import Debit, parse_card_datetime, post_debits, read_debit, verify_debit
+from routing.purchases import Debit, parse_card_datetime, post_debits, read_debit, verify_debits
 
 WINDOW_RECORDS_MAX = 2048  # records posted in one group-commit window
 BALANCED, NOT_BALANCED = 1, 2
@@ -81,22 +82,25 @@ async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[O
     """Take uploaded records: the outcome of each, in order (APPROVED: on file and posted, now
     or before; SECURITY_FAILURE: its TAC does not verify, in review, never posted).
 
-    Windows are pipelined two deep: the next window's TACs are verified while the ledger commits
-    the last one's postings."""
+    Windows are pipelined two deep: a window's postings are handed to the ledger's writer
+    before the last window's results are taken and the next window's TACs verified, so the
+    writer always has the next commit queued while this thread works."""
     outcomes: list[Outcome] = []
-    in_flight: asyncio.Task[list[Outcome]] | None = None
+    in_flight: list[asyncio.Task[list[Outcome]]] = []
+    paths: dict[tuple[str, int], CardKeyPath] = {}  # the cards' TAC key paths, made once
     try:
         for start in range(0, len(items), WINDOW_RECORDS_MAX):
-            checked = await _check_window(context, items[start : start + WINDOW_RECORDS_MAX])
-            if in_flight is not None:
-                outcomes.extend(await in_flight)
-            in_flight = asyncio.create_task(_post_window(context, checked))
+            window = items[start : start + WINDOW_RECORDS_MAX]
+            checked = await _check_window(context, window, paths)
+            in_flight.append(asyncio.create_task(_post_window(context, checked)))
             await asyncio.sleep(0)  # let it hand its postings to the writer
-        if in_flight is not None:
-            outcomes.extend(await in_flight)
+            if len(in_flight) == 2:
+                outcomes.extend(await in_flight.pop(0))
+        for task in in_flight:
+            outcomes.extend(await task)
     finally:
-        if in_flight is not None and not in_flight.done():
-            in_flight.cancel()
+        for task in in_flight:
+            task.cancel()
     return outcomes
 
 
@@ -107,7 +111,11 @@ class _Window:
     bills: dict[int, str]  # index → the bill its debit paid
 
 
-async def _check_window(context: RequestContext, items: Sequence[UploadItem]) -> _Window:
+async def _check_window(
+    context: RequestContext,
+    items: Sequence[UploadItem],
+    paths: dict[tuple[str, int], CardKeyPath],
+) -> _Window:
     outcomes: list[Outcome] = []
     readable: list[tuple[int, Debit]] = []
     for item in items:
@@ -118,7 +126,8 @@ async def _check_window(context: RequestContext, items: Sequence[UploadItem]) ->
         else:
             readable.append((len(outcomes), debit))
             outcomes.append(Outcome.SECURITY_FAILURE)  # until its TAC verifies
-    checked = [(at, debit, await verify_debit(context, debit)) for at, debit in readable]
+    verified = await verify_debits(context, [debit for _, debit in readable], paths)
+    checked = [(at, debit, ok) for (at, debit), ok in zip(readable, verified, strict=True)]
     bills = {at: item.bill_id for at, item in enumerate(items) if item.bill_id is not None}
     return _Window(outcomes, checked, bills)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from hsm.interface import PurchaseRecord
-from hsm.keys import KeyUsage
+from hsm.keys import CardKeyPath, KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
 from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
@@ -147,15 +147,35 @@ def parse_card_datetime(text: str) -> datetime | None:
 async def verify_debit(context: RequestContext, debit: Debit) -> bool:
     """The TAC under the card's DTK of the record's key version (an older card generation
     uploads with its own version); a failure is noted for review."""
-    card = debit.card
-    if card.key_version != debit.key_version:
-        card = replace(card, key_version=debit.key_version)
-    key = card_key(KeyUsage.MK_TAC, card)
-    if await context.hsm.verify_purchase_tac(key, debit.record, debit.tac):
-        return True
-    detail = f"card debit whose TAC does not verify (key version {debit.key_version})"
-    await note(context, "bad_tac", debit.subject, debit.record.amount_fen, detail)
-    return False
+    (verified,) = await verify_debits(context, [debit])
+    return verified
+
+
+async def verify_debits(
+    context: RequestContext,
+    debits: Sequence[Debit],
+    paths: dict[tuple[str, int], CardKeyPath] | None = None,
+) -> list[bool]:
+    """:func:`verify_debit` of each, in one HSM call (a batch upload's window). A card's
+    records share one key path: ``paths`` (application serial, key version) → path, kept by
+    the caller across windows."""
+    paths = {} if paths is None else paths
+    items = []
+    for debit in debits:
+        card = debit.card
+        path = paths.get((card.application_serial, debit.key_version))
+        if path is None:
+            if card.key_version != debit.key_version:
+                card = replace(card, key_version=debit.key_version)
+            path = card_key(KeyUsage.MK_TAC, card)
+            paths[(card.application_serial, debit.key_version)] = path
+        items.append((path, debit.record, debit.tac))
+    verified = await context.hsm.verify_purchase_tacs(items) if items else []
+    for debit, ok in zip(debits, verified, strict=True):
+        if not ok:
+            detail = f"card debit whose TAC does not verify (key version {debit.key_version})"
+            await note(context, "bad_tac", debit.subject, debit.record.amount_fen, detail)
+    return verified
 
 
 async def post_debits(
@@ -166,63 +186,84 @@ async def post_debits(
     """Post verified debits (with their bills) together: one ledger submission for the lot, so
     a window of uploaded records shares one durable commit (DESIGN §6). Each posts once per PSAM
     serial (DESIGN §5's card-debit identity: a replay is ALREADY_POSTED), unlinked from the
-    others; ``on_file`` (the records as received) is kept just behind the postings in the
-    writer's queue — in their commit or a later one, so a record on file as verified always has
-    its debit in the ledger. Then each new debit's review notes; each ED debit completes its
-    bill (its advice names it: an advice sent again after an upload of the same debit still
-    completes the bill, once), or, with no bill and posted now, counts towards the person's
-    accumulators (an advised debit uploaded again counts nothing: its bill counted it)."""
+    others; ``on_file`` (the records as received) is kept just behind the postings, in the same
+    writer round and commit, so a record on file as verified always has its debit in the
+    ledger. Then each new debit's review notes; each ED debit completes its bill (its advice
+    names it: an advice sent again after an upload of the same debit still completes the bill,
+    once), or, with no bill and posted now, counts towards the person's accumulators (an
+    advised debit uploaded again counts nothing: its bill counted it)."""
     owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
     for debit, _ in debits:
         if debit.psam_no not in owners:
             owners[debit.psam_no] = context.cards.psam_institution(debit.psam_no) or "unknown"
-    postings = [_posting(context, debit, bill_id, owners) for debit, bill_id in debits]
+    paid = [owners[debit.psam_no] for debit, _ in debits]  # the institution each debit pays
     transfers = [
-        debit_transfer(p, debit.transfer_id) for p, (debit, _) in zip(postings, debits, strict=True)
+        _card_debit_transfer(
+            debit.transfer_id,
+            debit.psam_no,
+            debit.record.term_serial,
+            debit.card.application_serial,
+            debit.purse,
+            debit.record.amount_fen,
+            institution,
+        )
+        for (debit, _), institution in zip(debits, paid, strict=True)
     ]
-    results, before = await _post(context, postings, transfers, on_file)
-    await _review(context, postings, results, before)
+    outcomes, before = await _post(context, transfers, on_file)
+    await _review(context, [debit for debit, _ in debits], paid, outcomes, before)
     done: list[ev.EventResult] = []
-    for (debit, bill_id), posting, result in zip(debits, postings, results, strict=True):
-        if result.ok and bill_id is not None:
-            counted = debit.purse is ev.Purse.ED and result.outcome is ev.Outcome.ALREADY_POSTED
-            result = await complete_bill(context, bill_id, debit, counted)
-        elif result.ok and debit.purse is ev.Purse.ED and result.outcome is ev.Outcome.POSTED:
+    posted, already = ev.Outcome.POSTED, ev.Outcome.ALREADY_POSTED
+    for (debit, bill_id), institution, outcome, transfer in zip(
+        debits, paid, outcomes, transfers, strict=True
+    ):
+        ok = outcome is posted or outcome is already
+        if ok and bill_id is not None:
+            counted = debit.purse is ev.Purse.ED and outcome is already
+            done.append(await complete_bill(context, bill_id, debit, counted))
+            continue
+        if ok and debit.purse is ev.Purse.ED and outcome is posted:
             # An offline purchase counts when it posts (posted before: counted then, or its bill).
-            await count_offline(context, debit, posting.institution_id)
-        done.append(result)
+            await count_offline(context, debit, institution)
+        done.append(ev.EventResult(outcome, (transfer.id,)))
     return done
-
-
-def _posting(
-    context: RequestContext, debit: Debit, bill_id: str | None, owners: dict[str, str]
-) -> ev.CardDebit:
-    return ev.CardDebit(
-        debit.psam_no,
-        debit.record.term_serial,
-        debit.card.application_serial,
-        debit.purse,
-        debit.record.amount_fen,
-        owners[debit.psam_no],
-        context.terminal.institution_id,
-        bill_id,
-    )
 
 
 def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Transfer:
     """ED shadow → institution payable (insurance); EP shadow → institution payable (EP): the
     very transfer :func:`ledger.events.post_card_debit` posts (a test holds them equal), so an
-    advice and an upload of the same debit meet on one id with the same data. (The account ids
-    are :func:`ledger.kinds.account_id`'s, from prefixes read once: an intake costs ~100 µs.)"""
-    subject = f"card-debit|{debit.psam_terminal_no}|{debit.psam_serial}"
-    shadow_prefix, payable_prefix = _PREFIXES[debit.purse]
-    return Transfer(
+    advice and an upload of the same debit meet on one id with the same data."""
+    return _card_debit_transfer(
         transfer_id or ev.card_debit_id(debit.psam_terminal_no, debit.psam_serial),
-        f"{shadow_prefix}:{debit.application_serial}",
-        f"{payable_prefix}:{debit.institution_id}",
+        debit.psam_terminal_no,
+        debit.psam_serial,
+        debit.application_serial,
+        debit.purse,
         debit.amount_fen,
+        debit.institution_id,
+    )
+
+
+def _card_debit_transfer(
+    transfer_id: str,
+    psam_no: str,
+    psam_serial: int,
+    application_serial: str,
+    purse: ev.Purse,
+    amount_fen: int,
+    institution_id: str,
+) -> Transfer:
+    """:func:`debit_transfer` from the debit's fields (a window builds thousands: no
+    ``CardDebit`` in between; the account ids are :func:`ledger.kinds.account_id`'s, from
+    prefixes read once)."""
+    shadow_prefix, payable_prefix = _PREFIXES[purse]
+    return Transfer(
+        transfer_id,
+        f"{shadow_prefix}:{application_serial}",
+        f"{payable_prefix}:{institution_id}",
+        amount_fen,
         ev.TransferCode.CARD_DEBIT,
-        f"{subject}|{debit.application_serial}",  # the debit, not its bill (see post_card_debit)
+        # the debit, not its bill (see post_card_debit)
+        f"card-debit|{psam_no}|{psam_serial}|{application_serial}",
     )
 
 
@@ -233,73 +274,65 @@ _PREFIXES = {
 
 
 async def _post(
-    context: RequestContext,
-    postings: Sequence[ev.CardDebit],
-    transfers: Sequence[Transfer],
-    on_file: Sequence[OfflineRecord],
-) -> tuple[list[ev.EventResult], dict[str, Balance]]:
-    """One submission, and the touched accounts' balances read just before it. A card or
-    institution without accounts gets them first: the core remembers a refusal for a missing
-    account under the id (only a failed linked batch leaves no trace), so a debit is never
-    posted before its accounts exist."""
+    context: RequestContext, transfers: Sequence[Transfer], on_file: Sequence[OfflineRecord]
+) -> tuple[list[ev.Outcome], dict[str, Balance]]:
+    """One submission (``Ledger.post_and_record``: one writer round, the records behind
+    their postings), and the touched accounts' balances just before it. A card or
+    institution without accounts gets them first, in the same round: the core remembers a
+    refusal for a missing account under the id (only a failed linked batch leaves no trace),
+    so a debit is never posted before its accounts exist."""
     ledger = context.ledger
     if not transfers:
         if on_file:
             await ledger.record_offline(on_file)
         return [], {}
-    touched = {t.debit_account_id for t in transfers} | {t.credit_account_id for t in transfers}
-    before = await ledger.balances(sorted(touched))
-    ensure: dict[str, Account] = {}
-    for posting, transfer in zip(postings, transfers, strict=True):
-        if transfer.debit_account_id not in before or transfer.credit_account_id not in before:
-            opened = ev.card_accounts(posting.application_serial)
-            for account in opened + ev.institution_accounts(posting.institution_id):
-                ensure[account.id] = account
-    if ensure:
-        await ledger.open_accounts(list(ensure.values()))
-    if on_file:  # queued in this order: the records behind their postings
-        results, _ = await asyncio.gather(ledger.post(transfers), ledger.record_offline(on_file))
-    else:
-        results = await ledger.post(transfers)
-    outcomes = [
-        ev.EventResult(_OUTCOMES.get(r, ev.Outcome.REFUSED), (t.id,))
-        for t, r in zip(transfers, results, strict=True)
-    ]
-    return outcomes, before
+    results, before = await ledger.post_and_record(transfers, on_file, opening=_debit_accounts)
+    refused = ev.Outcome.REFUSED
+    return [_OUTCOMES.get(r, refused) for r in results], before
+
+
+def _debit_accounts(transfer: Transfer) -> list[Account]:
+    """A card debit naming an account not yet open: its card's accounts (the shadow debited
+    names the card) and its institution's (the payable credited names it)."""
+    card = transfer.debit_account_id.partition(":")[2]
+    institution = transfer.credit_account_id.partition(":")[2]
+    return ev.card_accounts(card) + ev.institution_accounts(institution)
 
 
 async def _review(
     context: RequestContext,
-    postings: Sequence[ev.CardDebit],
-    results: Sequence[ev.EventResult],
+    debits: Sequence[Debit],
+    paid: Sequence[str],
+    outcomes: Sequence[ev.Outcome],
     before: dict[str, Balance],
 ) -> None:
     """Anomalies beside the postings: a refusal; for new debits, a PSAM of another institution
     than the terminal's, a shadow below zero after the debit (from the balance read before the
     submission, less the new debits in order)."""
     ledger = context.ledger
-    running = {a: b.balance_fen for a, b in before.items()}
-    for posting, result in zip(postings, results, strict=True):
-        subject = _subject(posting)
-        if result.outcome in (ev.Outcome.CONFLICT, ev.Outcome.REFUSED):
+    terminal_institution = context.terminal.institution_id
+    running: dict[str, int] = {}
+    for debit, institution, outcome in zip(debits, paid, outcomes, strict=True):
+        amount = debit.record.amount_fen
+        if outcome is ev.Outcome.CONFLICT or outcome is ev.Outcome.REFUSED:
             reason = ev.ReviewReason.ID_CONFLICT
-            if result.outcome is ev.Outcome.REFUSED:
+            if outcome is ev.Outcome.REFUSED:
                 reason = ev.ReviewReason.LEDGER_REFUSED
-            await review(ledger, reason, subject, posting.amount_fen)
-        if result.outcome is not ev.Outcome.POSTED:
+            await review(ledger, reason, debit.subject, amount)
+        if outcome is not ev.Outcome.POSTED:
             continue
-        if posting.institution_id != posting.terminal_institution_id:
-            detail = f"psam={posting.institution_id} terminal={posting.terminal_institution_id}"
+        if institution != terminal_institution:
+            detail = f"psam={institution} terminal={terminal_institution}"
             reason = ev.ReviewReason.PSAM_OTHER_INSTITUTION
-            await review(ledger, reason, subject, posting.amount_fen, detail)
-        account = shadow(posting.purse, posting.application_serial)
-        running[account] = running.get(account, 0) - posting.amount_fen
-        if running[account] < 0:
-            await review(ledger, ev.ReviewReason.SHADOW_BELOW_ZERO, subject, running[account])
-
-
-def _subject(posting: ev.CardDebit) -> str:
-    return f"card-debit|{posting.psam_terminal_no}|{posting.psam_serial}"
+            await review(ledger, reason, debit.subject, amount, detail)
+        account = shadow(debit.purse, debit.card.application_serial)
+        left = running.get(account)
+        if left is None:
+            held = before.get(account)
+            left = 0 if held is None else held.balance_fen
+        running[account] = left = left - amount
+        if left < 0:
+            await review(ledger, ev.ReviewReason.SHADOW_BELOW_ZERO, debit.subject, left)
 
 
 async def count_offline(context: RequestContext, debit: Debit, institution_id: str) -> None:

@@ -18,6 +18,8 @@ from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.mac import pboc_mac
 from hsm.soft import SoftHsm
+from ledger import events as ev
+from ledger.core import Transfer, TransferResult, new_account
 from ledger.kinds import AccountKind, account_id
 from ledger.memory import MemoryLedger
 from messages.outcome import Outcome
@@ -118,5 +120,50 @@ def test_anomalies_go_to_review_beside_postings_under_each_key_version() -> None
         assert await review_counter_gaps(later, purse) == 1
         gaps = [i for i in await ledger.reviews() if i.reason == "offline_counter_gap"]
         assert [i.reference for i in gaps] == [f"counter-gap|{CARD.application_serial}|ED|1|4"]
+
+    asyncio.run(scenario())
+
+
+def test_a_shadow_is_reviewed_at_the_debit_that_takes_it_below_zero() -> None:
+    """The shadow's balance before the window (read in the post's own round), less the
+    window's new debits in order: the review names the debit that crossed zero, once."""
+
+    async def scenario() -> None:
+        components = [Component(secrets.token_bytes(16)) for _ in range(2)]
+        hsm = SoftHsm(Lmk(components, kcv(combine(components))), MemoryKeyStore())
+        master = adjust_parity(secrets.token_bytes(16))
+        alias = card_master_alias(KeyUsage.MK_TAC)
+        formed = await hsm.form_key(alias, KeyUsage.MK_TAC, [Component(master)], now=NOW)
+        version = formed.version
+        ledger = MemoryLedger()
+        clearing = account_id(AccountKind.ED_PROOF_CLEARING, ev.CENTRE)
+        shadow = account_id(AccountKind.CARD_ED_SHADOW, CARD.application_serial)
+        card_accounts = ev.card_accounts(CARD.application_serial)
+        centre = new_account(AccountKind.ED_PROOF_CLEARING, ev.CENTRE)
+        await ledger.open_accounts([centre, *card_accounts])
+        load = Transfer("load", clearing, shadow, 1_200, ev.TransferCode.LOAD_TO_SHADOW)
+        assert await ledger.post([load]) == [TransferResult.CREATED]
+        context = RequestContext(
+            TerminalRecord("P0000001", "inst-a", "pos", "active", "000001"),
+            None,
+            NOW,
+            hsm,
+            cast(Any, None),
+            cast(Any, None),
+            Cards(),
+            ledger,
+            "test",
+        )
+        fresh = NOW - dt.timedelta(hours=1)
+        items = [record(master, version, OURS, n, n, fresh) for n in (1, 2, 3, 4)]
+        assert await intake(context, items[:2]) == [Outcome.APPROVED] * 2
+        assert not [i for i in await ledger.reviews() if i.reason == "shadow_below_zero"]
+        assert await intake(context, items) == [Outcome.APPROVED] * 4  # 1 and 2 again
+        below = [i for i in await ledger.reviews() if i.reason == "shadow_below_zero"]
+        assert [(i.reference, i.amount_fen) for i in below] == [
+            (f"card-debit|{OURS}|3", -300),
+            (f"card-debit|{OURS}|4", -800),
+        ]
+        assert (await ledger.balance(shadow)).balance_fen == -800  # type: ignore[union-attr]
 
     asyncio.run(scenario())
