@@ -339,6 +339,15 @@ sign_offs = Table(
     Column("at_us", BigInteger, nullable=False),
 )
 
+#: One row counting every change of cards, psams and blacklist (triggers from the migration):
+#: a daemon forgets the card records it keeps when the count moves.
+directory_version = Table(
+    "directory_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+
 #: Numbers that never repeat across restarts (SQLite; PostgreSQL uses sequences of those names).
 counters = Table(
     "counters",

@@ -26,7 +26,7 @@ from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank_cards import CardStatusStore, SqliteCardStatus
 from switch.bank_saf import ReversalQueue, SqliteReversalQueue
-from switch.cards import SqlCards, SqliteCards
+from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
 from switch.pg_stores import PgCardStatus, PgReversalQueue
 from switch.replies import ReplyCache
 from switch.reply_store import SharedReplyCache
@@ -91,15 +91,16 @@ async def open_stores(url: str) -> Stores:
 def _open_sqlite(path: Path) -> Stores:
     engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
     ledger = SqliteLedger.open(path, window_s=WINDOW_S)  # the file's one writer: bills too
+    cards = SqliteCards(path, keep_s=KEEP_S)
     return Stores(
         url=f"sqlite:///{path}",
         ledger=ledger,
         terminals=SqliteTerminals(path),
-        cards=SqliteCards(path),
+        cards=cards,
         medical_store=SqlMedicalStore(engine, ledger_writer=ledger.writer),
         directory=SqlDirectory(engine),
         reference=ReferenceData(engine),
-        card_status=SqliteCardStatus(path),
+        card_status=Forgetting(SqliteCardStatus(path), cards),
         reversal_queue=SqliteReversalQueue(path),
         sequences=SqliteSequences(path),
         _engine=engine,
@@ -127,15 +128,16 @@ async def _open_postgres(url: str) -> Stores:
         opened.append(ledger)
         bridge = await asyncio.to_thread(PgBridge, url, size=POOL_MAX)
         engine = PgEngine(bridge)
+        cards = SqlCards(bridge.connection(), keep_s=KEEP_S)
         return Stores(
             url=url,
             ledger=ledger,
             terminals=SqlTerminals(bridge.connection),
-            cards=SqlCards(bridge.connection()),
+            cards=cards,
             medical_store=SqlMedicalStore(engine),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]
             reference=ReferenceData(engine),  # type: ignore[arg-type]
-            card_status=PgCardStatus(pool),
+            card_status=Forgetting(PgCardStatus(pool), cards),
             reversal_queue=PgReversalQueue(pool),
             sequences=PgSequences(pool),
             pool=pool,

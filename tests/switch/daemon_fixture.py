@@ -166,14 +166,20 @@ class Daemon:
     home: Path
 
     def sql(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        """Run one statement (``?`` parameters) on the daemon's database, committed."""
+        """Run one statement (``?`` parameters) on the daemon's database, committed. The
+        daemon's card directory then reads afresh at once, as after a change made through the
+        daemon itself (another process's change is seen from 5 ms after its commit:
+        test_card_status_live)."""
         stores = self.app.stores
         assert stores is not None
         if stores.bridge is not None:
             with contextlib.closing(stores.bridge.connection()) as pg:
-                return pg.execute(statement, parameters).fetchall()
-        with contextlib.closing(sqlite3.connect(self.home / "medswitch.db")) as db, db:
-            return db.execute(statement, parameters).fetchall()
+                rows = pg.execute(statement, parameters).fetchall()
+        else:
+            with contextlib.closing(sqlite3.connect(self.home / "medswitch.db")) as db, db:
+                rows = db.execute(statement, parameters).fetchall()
+        stores.cards.forget()
+        return rows
 
     def first_card(self) -> CardOnFile:
         from tests.switch.kiosk import CardOnFile  # kiosk builds on this module

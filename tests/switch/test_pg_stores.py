@@ -19,6 +19,7 @@ from hsm.keystore import MemoryKeyStore
 from ledger.core import QueuedReversal
 from ledger.migrate import upgrade_sqlite
 from messages.outcome import Outcome
+from switch.cards import KEEP_S
 from switch.database import Stores, open_stores
 from switch.pg_stores import PgKeyStore, RoutedKeyStore
 from switch.reply_store import SharedReplyCache
@@ -166,6 +167,34 @@ def test_a_loss_report_reaches_the_blacklist_the_terminals_download() -> None:
             (2, "D", "3100000000000001"),
         ]
         assert (await first.card_status.unloss("6299")).status_before is None
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_a_worker_keeps_card_records_until_another_changes_the_directory() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        assert first.pool is not None
+        await first.pool.execute(
+            "INSERT INTO institutions (id, kind, name) VALUES ('U1', 'employer_unit', 'u')"
+        )
+        await first.pool.execute(
+            "INSERT INTO cardholders (id, ssn, name, category, unit_id) VALUES"
+            " ('H1', 'S1', 'n', 'employed', 'U1')"
+        )
+        await first.pool.execute(
+            "INSERT INTO cards (card_no, application_serial, cardholder_id, expiry) VALUES"
+            " ('6212340000000001', '3100000000000001', 'H1', '2031-12-31')"
+        )
+        for stores in (first, second):
+            card = stores.cards.get("6212340000000001")
+            assert card is not None and card.status == "active"
+        await first.card_status.report_lost("6212340000000001", 1)
+        mine = first.cards.get("6212340000000001")  # its own register's change: at once
+        assert mine is not None and mine.status == "lost"
+        await asyncio.sleep(KEEP_S * 2)  # the other worker reads the moved count at its next use
+        theirs = second.cards.get("6212340000000001")
+        assert theirs is not None and theirs.status == "lost"
 
     run(scenario)
 
