@@ -386,8 +386,8 @@ async def complete_bill(
     amount = debit.record.amount_fen
     try:
         if debit.purse is ev.Purse.ED:  # one write, the amount checked inside it
-            completed, changed = await asyncio.to_thread(
-                medical.complete_paid_bill, bill_id, amount, context.now
+            completed, changed = await medical.complete_paid_bill_async(
+                bill_id, amount, context.now
             )
         else:
             record = await asyncio.to_thread(medical.get_bill, bill_id)
