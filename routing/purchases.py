@@ -26,7 +26,7 @@ from hsm.keys import CardKeyPath, KeyUsage
 from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
 from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
-from ledger.events.common import review, shadow
+from ledger.events.common import review
 from ledger.kinds import AccountKind as K
 from ledger.medical.bills import BillStateError
 from ledger.medical.service import MedicalError
@@ -182,8 +182,9 @@ async def post_debits(
     context: RequestContext,
     debits: Sequence[tuple[Debit, str | None]],
     on_file: Sequence[OfflineRecord] = (),
-) -> list[ev.EventResult]:
-    """Post verified debits (with their bills) together: one ledger submission for the lot, so
+) -> list[bool]:
+    """Post verified debits (with their bills) together — each True when its money is in the
+    ledger (posted now or before) and its bill, if any, in order — in one ledger submission, so
     a window of uploaded records shares one durable commit (DESIGN §6). Each posts once per PSAM
     serial (DESIGN §5's card-debit identity: a replay is ALREADY_POSTED), unlinked from the
     others; ``on_file`` (the records as received) is kept just behind the postings, in the same
@@ -210,21 +211,18 @@ async def post_debits(
         for (debit, _), institution in zip(debits, paid, strict=True)
     ]
     outcomes, before = await _post(context, transfers, on_file)
-    await _review(context, [debit for debit, _ in debits], paid, outcomes, before)
-    done: list[ev.EventResult] = []
+    await _review(context, [debit for debit, _ in debits], transfers, paid, outcomes, before)
+    done: list[bool] = []
     posted, already = ev.Outcome.POSTED, ev.Outcome.ALREADY_POSTED
-    for (debit, bill_id), institution, outcome, transfer in zip(
-        debits, paid, outcomes, transfers, strict=True
-    ):
+    for (debit, bill_id), institution, outcome in zip(debits, paid, outcomes, strict=True):
         ok = outcome is posted or outcome is already
         if ok and bill_id is not None:
             counted = debit.purse is ev.Purse.ED and outcome is already
-            done.append(await complete_bill(context, bill_id, debit, counted))
-            continue
-        if ok and debit.purse is ev.Purse.ED and outcome is posted:
+            ok = (await complete_bill(context, bill_id, debit, counted)).ok
+        elif ok and debit.purse is ev.Purse.ED and outcome is posted:
             # An offline purchase counts when it posts (posted before: counted then, or its bill).
             await count_offline(context, debit, institution)
-        done.append(ev.EventResult(outcome, (transfer.id,)))
+        done.append(ok)
     return done
 
 
@@ -302,6 +300,7 @@ def _debit_accounts(transfer: Transfer) -> list[Account]:
 async def _review(
     context: RequestContext,
     debits: Sequence[Debit],
+    transfers: Sequence[Transfer],
     paid: Sequence[str],
     outcomes: Sequence[ev.Outcome],
     before: dict[str, Balance],
@@ -312,7 +311,9 @@ async def _review(
     ledger = context.ledger
     terminal_institution = context.terminal.institution_id
     running: dict[str, int] = {}
-    for debit, institution, outcome in zip(debits, paid, outcomes, strict=True):
+    for debit, transfer, institution, outcome in zip(
+        debits, transfers, paid, outcomes, strict=True
+    ):
         amount = debit.record.amount_fen
         if outcome is ev.Outcome.CONFLICT or outcome is ev.Outcome.REFUSED:
             reason = ev.ReviewReason.ID_CONFLICT
@@ -325,7 +326,7 @@ async def _review(
             detail = f"psam={institution} terminal={terminal_institution}"
             reason = ev.ReviewReason.PSAM_OTHER_INSTITUTION
             await review(ledger, reason, debit.subject, amount, detail)
-        account = shadow(debit.purse, debit.card.application_serial)
+        account = transfer.debit_account_id  # the card's shadow of the debit's purse
         left = running.get(account)
         if left is None:
             held = before.get(account)
@@ -364,8 +365,8 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         return answer(request, context, Outcome.SECURITY_FAILURE)
     bill = await bill_data(context, request.bill)
     debits = [(debit, bill.bill_id if bill is not None else None)]
-    (result,) = await post_debits(context, debits, [debit.on_file(True)])
-    return answer(request, context, Outcome.APPROVED if result.ok else Outcome.SYSTEM_FAULT)
+    (ok,) = await post_debits(context, debits, [debit.on_file(True)])
+    return answer(request, context, Outcome.APPROVED if ok else Outcome.SYSTEM_FAULT)
 
 
 async def complete_bill(
