@@ -51,8 +51,11 @@ from routing.purchases import Debit, parse_card_datetime, post_debits, read_debi
 # Records posted in one group-commit window: a bigger window shares its commit's index pages
 # and its cards' account rows among more records (2048 → 16384: ~65 → ~47 µs a record on the
 # upload bench); the writer is then busy ~0.5 s with it, which only a bulk intake ever asks
-# (a 0320 over the wire is a window of one).
+# (a 0320 over the wire is a window of one). The first windows grow from the smallest and the
+# last ones shrink to it (:func:`windows`), so that the writer starts early and is left little
+# to do alone at the end.
 WINDOW_RECORDS_MAX = 16384
+WINDOW_RECORDS_MIN = 2048
 BALANCED, NOT_BALANCED = 1, 2
 
 
@@ -93,8 +96,8 @@ async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[O
     in_flight: list[asyncio.Task[list[Outcome]]] = []
     paths: dict[tuple[str, int], CardKeyPath] = {}  # the cards' TAC key paths, made once
     try:
-        for start in range(0, len(items), WINDOW_RECORDS_MAX):
-            window = items[start : start + WINDOW_RECORDS_MAX]
+        for start, end in windows(len(items)):
+            window = items[start:end]
             checked = await _check_window(context, window, paths)
             in_flight.append(asyncio.create_task(_post_window(context, checked)))
             await asyncio.sleep(0)  # let it hand its postings to the writer
@@ -108,10 +111,33 @@ async def intake(context: RequestContext, items: Sequence[UploadItem]) -> list[O
     return outcomes
 
 
+def windows(count: int) -> list[tuple[int, int]]:
+    """(start, end) of each window of ``count`` records: doubling from WINDOW_RECORDS_MIN up
+    to WINDOW_RECORDS_MAX, and at the end never more than half of what is left (down to the
+    minimum again).
+
+    >>> [end - start for start, end in windows(40_000)]
+    [2048, 4096, 8192, 12832, 6416, 3208, 2048, 1160]
+    >>> windows(1), windows(0)
+    ([(0, 1)], [])
+    """
+    bounds = []
+    start, size = 0, WINDOW_RECORDS_MIN
+    while start < count:
+        left = count - start
+        take = left if left <= WINDOW_RECORDS_MIN else max(WINDOW_RECORDS_MIN, min(size, left // 2))
+        bounds.append((start, start + take))
+        start += take
+        size = min(size * 2, WINDOW_RECORDS_MAX)
+    return bounds
+
+
 @dataclass(slots=True)
 class _Window:
     outcomes: list[Outcome]
-    checked: list[tuple[int, Debit, bool]]  # (index, debit, TAC verified)
+    at: list[int]  # the readable records' indexes (parallel lists: no tuple per record)
+    debits: list[Debit]
+    verified: list[bool]  # their TACs
     bills: dict[int, str]  # index → the bill its debit paid
 
 
@@ -121,32 +147,36 @@ async def _check_window(
     paths: dict[tuple[str, int], CardKeyPath],
 ) -> _Window:
     outcomes: list[Outcome] = []
-    readable: list[tuple[int, Debit]] = []
+    at: list[int] = []
+    debits: list[Debit] = []
     for item in items:
         sender = (item.terminal_id, item.batch)
         debit = read_debit(context, item.pan, item.amount_fen, item.card, sender)
         if isinstance(debit, Outcome):
             outcomes.append(debit)
         else:
-            readable.append((len(outcomes), debit))
+            at.append(len(outcomes))
+            debits.append(debit)
             outcomes.append(Outcome.SECURITY_FAILURE)  # until its TAC verifies
-    verified = await verify_debits(context, [debit for _, debit in readable], paths)
-    checked = [(at, debit, ok) for (at, debit), ok in zip(readable, verified, strict=True)]
-    bills = {at: item.bill_id for at, item in enumerate(items) if item.bill_id is not None}
-    return _Window(outcomes, checked, bills)
+    verified = await verify_debits(context, debits, paths)
+    bills = {n: item.bill_id for n, item in enumerate(items) if item.bill_id is not None}
+    return _Window(outcomes, at, debits, verified, bills)
 
 
 async def _post_window(context: RequestContext, window: _Window) -> list[Outcome]:
-    valid = [(at, debit) for at, debit, ok in window.checked if ok]
-    on_file = [debit.on_file(ok) for _, debit, ok in window.checked]
-    debits = [(debit, window.bills.get(at)) for at, debit in valid]
-    posted = await post_debits(context, debits, on_file)
+    checked = zip(window.debits, window.verified, strict=True)
+    on_file = [debit.on_file(ok) for debit, ok in checked]
+    valid = [n for n, ok in enumerate(window.verified) if ok]
+    debits = [window.debits[n] for n in valid]
+    at = [window.at[n] for n in valid]
+    bills = [window.bills.get(n) for n in at] if window.bills else [None] * len(at)
+    posted = await post_debits(context, debits, bills, on_file)
     outcomes = window.outcomes
-    for (at, _), ok in zip(valid, posted, strict=True):
-        outcomes[at] = Outcome.APPROVED if ok else Outcome.SYSTEM_FAULT
+    for n, ok in zip(at, posted, strict=True):
+        outcomes[n] = Outcome.APPROVED if ok else Outcome.SYSTEM_FAULT
     now = context.now.replace(tzinfo=None)
     late = now - timedelta(hours=context.offline.age_max_h)
-    for _, debit in valid:
+    for debit in debits:
         if debit.record.when < late:
             await _note_late(context, debit, now)
     return outcomes

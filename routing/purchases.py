@@ -180,11 +180,12 @@ async def verify_debits(
 
 async def post_debits(
     context: RequestContext,
-    debits: Sequence[tuple[Debit, str | None]],
+    debits: Sequence[Debit],
+    bills: Sequence[str | None],
     on_file: Sequence[OfflineRecord] = (),
 ) -> list[bool]:
-    """Post verified debits (with their bills) together — each True when its money is in the
-    ledger (posted now or before) and its bill, if any, in order — in one ledger submission, so
+    """Post verified debits (with the bill each paid, if any) together — each True when its
+    money is in the ledger (posted now or before) and its bill in order — in one submission, so
     a window of uploaded records shares one durable commit (DESIGN §6). Each posts once per PSAM
     serial (DESIGN §5's card-debit identity: a replay is ALREADY_POSTED), unlinked from the
     others; ``on_file`` (the records as received) is kept just behind the postings, in the same
@@ -194,10 +195,10 @@ async def post_debits(
     once), or, with no bill and posted now, counts towards the person's accumulators (an
     advised debit uploaded again counts nothing: its bill counted it)."""
     owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
-    for debit, _ in debits:
+    for debit in debits:
         if debit.psam_no not in owners:
             owners[debit.psam_no] = context.cards.psam_institution(debit.psam_no) or "unknown"
-    paid = [owners[debit.psam_no] for debit, _ in debits]  # the institution each debit pays
+    paid = [owners[debit.psam_no] for debit in debits]  # the institution each debit pays
     transfers = [
         _card_debit_transfer(
             debit.transfer_id,
@@ -208,13 +209,13 @@ async def post_debits(
             debit.record.amount_fen,
             institution,
         )
-        for (debit, _), institution in zip(debits, paid, strict=True)
+        for debit, institution in zip(debits, paid, strict=True)
     ]
     outcomes, before = await _post(context, transfers, on_file)
-    await _review(context, [debit for debit, _ in debits], transfers, paid, outcomes, before)
+    await _review(context, debits, transfers, paid, outcomes, before)
     done: list[bool] = []
     posted, already = ev.Outcome.POSTED, ev.Outcome.ALREADY_POSTED
-    for (debit, bill_id), institution, outcome in zip(debits, paid, outcomes, strict=True):
+    for debit, bill_id, institution, outcome in zip(debits, bills, paid, outcomes, strict=True):
         ok = outcome is posted or outcome is already
         if ok and bill_id is not None:
             counted = debit.purse is ev.Purse.ED and outcome is already
@@ -364,8 +365,8 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         await context.ledger.record_offline([debit.on_file(False)])
         return answer(request, context, Outcome.SECURITY_FAILURE)
     bill = await bill_data(context, request.bill)
-    debits = [(debit, bill.bill_id if bill is not None else None)]
-    (ok,) = await post_debits(context, debits, [debit.on_file(True)])
+    bills = [bill.bill_id if bill is not None else None]
+    (ok,) = await post_debits(context, [debit], bills, [debit.on_file(True)])
     return answer(request, context, Outcome.APPROVED if ok else Outcome.SYSTEM_FAULT)
 
 
