@@ -189,6 +189,18 @@ class DebitAdvice(TerminalMessage):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CashClose(TerminalMessage):
+    """A settled bill closed with its personal-account share paid in cash, no card debit (the
+    card cannot pay it, or the share is nil and the self-pay was taken in cash): the amount in
+    field 4, the bill in field 63 under the TDK."""
+
+    pan: str = field(repr=False)
+    amount_fen: int
+    bill: bytes
+    BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, Bind("bill", 63, BINARY))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Void(TerminalMessage):
     pan: str = field(repr=False)
     amount_fen: int

@@ -36,6 +36,7 @@ from messages.terminal import (
     BatchUploadRecord,
     BlacklistDownload,
     BlacklistReply,
+    CashClose,
     DebitAdvice,
     Echo,
     EdLoad,
@@ -146,6 +147,19 @@ TABLE: tuple[tuple[Row, type[TerminalMessage], type[TerminalReply]], ...] = (
             "card debit (DEBIT FOR PURCHASE) confirmed by its TAC",
         ),
         DebitAdvice,
+        TerminalReply,
+    ),
+    (
+        Row(
+            "cash_close",
+            "0220",
+            "000000",
+            "00",
+            "22",
+            "000",
+            "settled bill closed with its personal-account share paid in cash",
+        ),
+        CashClose,
         TerminalReply,
     ),
     (

@@ -3,19 +3,25 @@ submitted, for the card presented, at the institution that owns it, is approved 
 was computed and the person's accumulators reserved when it was submitted. Approval moves no
 money: the card decides whether it can pay, and its debits arrive as TAC-confirmed advices.
 
+A settled bill whose personal-account share is paid in cash instead (the card cannot pay it, or
+the share is nil and the self-pay is taken in cash) is closed by a 0220 with 60.1 = 22 (DESIGN
+§5: "closed with the rest paid in cash"): the bill completes — the pooled share owed to the
+institution, the accumulators committed — once, as a card debit of that share would complete it.
+
 The bill reference comes in field 63 under the session's TDK; the split goes back the same way,
 with the receipt's explanation lines.
 """
 
 from __future__ import annotations
 
+from ledger import events as ev
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from ledger.medical.split import explain
 from messages.outcome import Outcome
 from messages.private import BillData, CardData
-from messages.terminal import Settlement, TerminalReply
-from routing.common import answer, bill_data
+from messages.terminal import CashClose, Settlement, TerminalReply
+from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 from routing.loads import block_script, card_refusal
 
@@ -73,6 +79,36 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return _answer(request, context, Outcome.INVALID_TRANSACTION)
     cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
     return _answer(request, context, Outcome.APPROVED, bill=cipher)
+
+
+async def handle_cash_close(request: CashClose, context: RequestContext) -> TerminalReply:
+    tdk = context.session.tdk if context.session is not None else None
+    if tdk is None or context.medical is None:
+        outcome = Outcome.RE_SIGN_ON if tdk is None else Outcome.FUNCTION_NOT_SUPPORTED
+        return answer(request, context, outcome)
+    wanted = await bill_data(context, request.bill)
+    if wanted is None or not wanted.bill_id:
+        return answer(request, context, Outcome.FORMAT_ERROR)
+    try:
+        record, changed = await context.medical.close_in_cash_async(
+            wanted.bill_id,
+            context.terminal.institution_id,
+            request.pan,
+            request.amount_fen,
+            context.now,
+        )
+    except MedicalError as refused:
+        outcome = MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
+        return answer(request, context, outcome)
+    except BillStateError:
+        return answer(request, context, Outcome.INVALID_TRANSACTION)
+    if not changed:  # completed before: by the card's debit, or closed in cash already
+        detail = "closed in cash after it had completed: the cardholder may have paid twice"
+        await note(context, "cash_close_completed_bill", f"bill|{record.bill_id}",
+                   request.amount_fen, detail)  # fmt: skip
+    completion = ev.BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
+    posted = await ev.post_bill_completion(context.ledger, completion)
+    return answer(request, context, Outcome.APPROVED if posted.ok else Outcome.SYSTEM_FAULT)
 
 
 def split_answer(record: BillRecord) -> BillData:

@@ -22,6 +22,7 @@ from messages.private import BillData, CardData, OriginalData, Purse
 from messages.terminal import (
     BlacklistDownload,
     BlacklistReply,
+    CashClose,
     DebitAdvice,
     Echo,
     ParameterDownload,
@@ -201,13 +202,20 @@ class Pos:
         self.state.save()
         return [f"reversal of STAN {pending['stan']} answered {answer.response_code}"]
 
-    async def settle(self, bill_id: str, total_fen: int, self_pay: str = "cash") -> list[str]:
+    async def settle(
+        self, bill_id: str, total_fen: int, self_pay: str = "cash", personal: str = "card"
+    ) -> list[str]:
         """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
         through the PSAM → 0220 advice with the TAC; the self-pay share from the card's EP
         (its own debit and advice) or in cash, as ``self_pay`` chooses (``ep`` | ``cash``).
-        A reversal when no answer came."""
+        With ``personal`` = ``cash`` the personal share is paid in cash instead of by the card.
+        A bill no card debit completes (its personal share paid in cash, or nil with the
+        self-pay in cash) is closed in cash at the centre (0220, 60.1 = 22). A reversal when
+        no answer came."""
         if self_pay not in SELF_PAY:
             raise TerminalError(f"self-pay is paid by {' or '.join(SELF_PAY)}, not {self_pay!r}")
+        if personal not in ("card", "cash"):
+            raise TerminalError(f"the personal share is paid by card or cash, not {personal!r}")
         try:
             flushed = [] if self.link.keys is not None else await self.sign_on()
         except Unreachable as error:
@@ -243,7 +251,9 @@ class Pos:
         paid = {"online": True, "bill_id": bill_id, "settlement_stan": envelope["stan"]}
         paid["settlement_fen"] = total_fen
         ed = split.ed_fen or 0
-        if ed:
+        if ed and personal == "cash":
+            lines.append(f"  personal account {yuan(ed)} collected in cash")
+        elif ed:
             try:
                 data = self._debit(ed, serial)
             except ApduError as error:  # the card refuses (9401: its ED cannot pay): reversed
@@ -257,9 +267,29 @@ class Pos:
             status = await self._advise(record, data, bill)
             lines.append(f"  personal account {yuan(ed)}: card ED debited, {status}")
         owed = (split.ep_fen or 0) + (split.cash_fen or 0)
+        ep_paid = False
         if owed:
-            lines += await self._self_pay(owed, serial, self_pay, bill, paid)
+            paid_lines, ep_paid = await self._self_pay(owed, serial, self_pay, bill, paid)
+            lines += paid_lines
+        # The centre completes a bill on the card debit of its personal share (or, with none,
+        # of its EP self-pay); any other bill is closed in cash.
+        if personal == "cash" or not (ed or ep_paid):
+            lines.append(await self._close_in_cash(ed if personal == "cash" else 0, bill))
         return lines
+
+    async def _close_in_cash(self, personal_fen: int, bill: bytes) -> str:
+        """0220, 60.1 = 22: the bill's personal share (``personal_fen``, maybe nil) was paid in
+        cash; the centre completes the bill."""
+        request = CashClose(
+            **self.link.envelope(), pan=self.pan, amount_fen=personal_fen, bill=bill
+        )
+        try:
+            reply = await self.link.exchange(request)
+        except (NotSent, Unreachable) as error:
+            return f"  bill closed in cash, not answered ({error}): close it again with settle"
+        if reply.response_code != "00":
+            raise refused(reply, "close in cash")
+        return "  bill closed in cash at the centre 00"
 
     def _store_reversal(self, envelope: Envelope, total_fen: int, bill_id: str) -> None:
         self.state.pending_reversal = {
@@ -273,20 +303,21 @@ class Pos:
 
     async def _self_pay(
         self, owed: int, serial: bytes, how: str, bill: bytes, paid: dict[str, Any]
-    ) -> list[str]:
+    ) -> tuple[list[str], bool]:
         """The self-pay share: a DEBIT FOR PURCHASE on the card's EP and its advice, or cash
-        (also when the EP cannot pay it: the card refuses, 9401)."""
+        (also when the EP cannot pay it: the card refuses, 9401); and whether the EP paid."""
         if how == "ep":
             try:
                 data = self._debit(owed, serial, Purse.EP)
             except ApduError as error:
                 if error.sw != SW_INSUFFICIENT:
                     raise
-                return [f"  the card's EP cannot pay {yuan(owed)}", self_pay_line("cash", owed)]
+                lines = [f"  the card's EP cannot pay {yuan(owed)}", self_pay_line("cash", owed)]
+                return lines, False
             record = self._record(data, **paid)
             status = await self._advise(record, data, bill)
-            return [f"{self_pay_line('ep', owed, data.tac)}, {status}"]
-        return [self_pay_line("cash", owed)]
+            return [f"{self_pay_line('ep', owed, data.tac)}, {status}"], True
+        return [self_pay_line("cash", owed)], False
 
     async def purchase(self, amount_fen: int, purse: str = "ed") -> list[str]:
         """A purchase with no bill, paid from the card's ED (or EP): online when the centre

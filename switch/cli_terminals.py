@@ -351,6 +351,11 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
                 ("BILL_ID", "TOTAL_FEN"),
                 lambda a: pos().settle(a[0], int(a[1]), self_pay="ep"),
             ),
+            Command(
+                "settle_cash",
+                ("BILL_ID", "TOTAL_FEN"),
+                lambda a: pos().settle(a[0], int(a[1]), personal="cash"),
+            ),
             Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
             Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
             Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),

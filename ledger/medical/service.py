@@ -261,6 +261,30 @@ class MedicalService:
         except KeyError:
             raise MedicalError("not_found", "no such bill") from None
 
+    async def close_in_cash_async(
+        self, bill_id: str, institution_id: str, card_no: str, cash_fen: int, now: dt.datetime
+    ) -> tuple[BillRecord, bool]:
+        """A settled bill closed at the institution that owns it with its personal-account share
+        paid in cash (no card debit): it completes — accumulators committed — once. MedicalError
+        ``not_found`` (unknown, or another institution's), ``card_mismatch``,
+        ``amount_mismatch`` (the cash is not the personal-account share); BillStateError when it
+        cannot complete (never approved, reversed, voided, expired)."""
+
+        def check(record: BillRecord) -> BillState:
+            _own(record, institution_id)
+            if record.card_no != card_no:
+                raise MedicalError("card_mismatch", "the bill is for another card")
+            if record.split.personal_account_fen != cash_fen:
+                raise MedicalError("amount_mismatch", "not the bill's personal-account share")
+            return BillState.COMPLETED
+
+        try:
+            return await self.store.transition_async(
+                bill_id, BillState.COMPLETED, micros(now), check
+            )
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
+
     def reverse_bill(self, bill_id: str, now: dt.datetime) -> tuple[BillRecord, bool]:
         """A reversal before the card was debited: the reservation is released."""
         return self.store.transition(bill_id, BillState.REVERSED, micros(now))

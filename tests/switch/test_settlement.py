@@ -21,7 +21,14 @@ from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
 from ledger.medical.policy import EXAMPLE
 from messages.outcome import Outcome
 from messages.private import BillData, CardData, OriginalData
-from messages.terminal import DebitAdvice, Reversal, Settlement, TerminalReply, Void
+from messages.terminal import (
+    CashClose,
+    DebitAdvice,
+    Reversal,
+    Settlement,
+    TerminalReply,
+    Void,
+)
 from tests.switch.daemon_fixture import (
     Daemon,
     Terminal,
@@ -304,5 +311,45 @@ def test_void_after_the_debit_puts_every_share_back(tmp_path: Path, backend: str
             his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
         )
         assert state["state"] == "voided"
+
+    run(tmp_path, scenario, backend)
+
+
+def test_a_settled_bill_closed_in_cash_completes_once(tmp_path: Path, backend: str) -> None:
+    """The personal-account share paid in cash instead of by the card (0220, 60.1 = 22): the
+    bill completes — the pooled share owed to the institution, the accumulators committed —
+    once; a wrong amount, a bill never approved and a second close are answered as such."""
+
+    async def scenario(daemon: Daemon) -> None:
+        on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-C01", 10)
+        personal, pooled = split["personal_account_fen"], split["pooled_fen"]
+        assert personal > 0 and pooled > 0
+
+        async def close(pos: Terminal, amount: int) -> str:
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            request = CashClose(**pos.envelope(), pan=on_file.card_no, amount_fen=amount, bill=bill)
+            return (await pos.exchange(request)).response_code
+
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            assert await close(pos, personal) == "12"  # not approved yet: nothing to close
+            reply, _ = await settle(pos, daemon, on_file.card_no, bill_id, split["total_fen"])
+            assert reply.response_code == "00"
+            assert await close(pos, personal - 1) == Outcome.INVALID_AMOUNT.code
+            assert await close(pos, personal) == "00"
+            assert await close(pos, personal) == "00"  # again: nothing more, and reviewed
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == pooled  # the cash stayed there
+        state = await asyncio.to_thread(
+            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+        )
+        assert state["state"] == "completed"
+        reviews = [item.reason for item in await ledger.reviews()]
+        assert reviews == ["cash_close_completed_bill"]
 
     run(tmp_path, scenario, backend)

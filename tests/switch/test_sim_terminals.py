@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from hsm.des import adjust_parity
 from hsm.keys import KeyUsage
 from hsm.lmk import Component
+from ledger.kinds import AccountKind, account_id
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from simulators import terminal_card
 from simulators.card import VirtualCard
@@ -27,7 +28,7 @@ from switch.cli import main
 from tests.switch.daemon_fixture import Daemon, now
 from tests.switch.kiosk import first_card, first_psam, issue_card_with_keys, issue_psam
 from tests.switch.test_loads import balances
-from tests.switch.test_settlement import his_submit, medical_reference, run
+from tests.switch.test_settlement import his_get, his_submit, medical_reference, run
 
 KIOSK = "K0000001"
 
@@ -227,6 +228,58 @@ def test_a_settlement_without_an_answer_is_reversed_after_a_restart(tmp_path: Pa
         assert "reversal of STAN" in restarted.output and "answered 00" in restarted.output
         shadow, _, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
         assert shadow == card_ed(card_path) == 0
+
+    run(tmp_path, scenario)
+
+
+def test_a_bill_paid_in_cash_at_the_pos_is_closed_at_the_centre(tmp_path: Path) -> None:
+    """`settle_cash`: the POS settles the bill, takes the personal share in cash instead of from
+    the card, and closes the bill at the centre: the pooled share is owed to the institution,
+    the card and its shadow are untouched."""
+
+    async def scenario(daemon: Daemon) -> None:
+        db = daemon.home / "medswitch.db"
+        on_file, psam_row = first_card(db), first_psam(db)
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-SIM-CASH",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        )
+        bill_id, split = submitted["bill_id"], submitted["split"]
+        assert split["personal_account_fen"] > 0 and split["pooled_fen"] > 0
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
+        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
+        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
+        args = ["sim", "pos", "--terminal-id", psam_row.terminal_id]
+        args += ["--institution", psam_row.institution_id, "--tmk-component", str(tmk)]
+        args += ["--state", str(tmp_path / "pos-state.json"), "--psam", str(psam_path)]
+        args += ["--pan", on_file.card_no, "--card", str(card_path)]
+        args += ["--port", str(daemon.app.terminal_port)]
+        script = _write(tmp_path, f"sign_on\nsettle_cash {bill_id} {split['total_fen']}")
+        result = await invoke([*args, "--script", str(script)])
+        assert result.exit_code == 0, result.output
+        assert "collected in cash" in result.output
+        assert "bill closed in cash at the centre 00" in result.output
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == split["pooled_fen"]
+        shadow, _, _ = await balances(daemon, on_file.serial, on_file.cardholder_id)
+        assert shadow == card_ed(card_path) == 0
+        state = await asyncio.to_thread(
+            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+        )
+        assert state["state"] == "completed"
 
     run(tmp_path, scenario)
 
