@@ -75,7 +75,10 @@ _POSTS = frozenset({"post", "post_and_record"})  # decided together by PgStore.p
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $12"
+    " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[],"
+    " $7::bigint[], $8::text[], $9::text[], $10::text[], $11::int[])"
+    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
     " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
     " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
     " application_serial = excluded.application_serial, purse = excluded.purse,"
@@ -84,8 +87,11 @@ _UPSERT_OFFLINE = (
     " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
 )
 _HELD_OFFLINE = (
-    "SELECT transfer_id IS NOT NULL, terminal_id, batch_no FROM offline_records"
-    " WHERE psam_terminal_no = $1 AND psam_serial = $2 FOR UPDATE"
+    "SELECT o.psam_terminal_no, o.psam_serial, o.transfer_id IS NOT NULL, o.terminal_id,"
+    " o.batch_no FROM offline_records AS o"
+    " JOIN unnest($1::text[], $2::bigint[]) AS k(p, s)"
+    " ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
+    " ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o"
 )
 
 
@@ -256,17 +262,27 @@ class PgStore:
         return [rows.review_item(row) for row in await self.conn.fetch(sql)]
 
     async def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
-        at_us = rows.now_us()
-        results = []
-        for record in records:  # one decision each (offline_decision, as every ledger)
-            found = await self.conn.fetchrow(
-                _HELD_OFFLINE, record.psam_terminal_no, record.psam_serial
-            )
-            held = None if found is None else (bool(found[0]), found[1], int(found[2]))
-            new, write = offline_decision(held, record)
+        """One SELECT … FOR UPDATE of what is on file, one decision per record in order
+        (offline_decision, as every ledger), one upsert of the rows to write: a debit written
+        twice in one call is written once, where it was first written, with its last values."""
+        if not records:
+            return []
+        keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
+        found = await self.conn.fetch(
+            _HELD_OFFLINE, [k[0] for k in keys], [k[1] for k in keys]
+        )
+        held = {(row[0], int(row[1])): (bool(row[2]), row[3], int(row[4])) for row in found}
+        results, writes = [], {}
+        for record in records:
+            key = (record.psam_terminal_no, record.psam_serial)
+            new, write = offline_decision(held.get(key), record)
             if write:
-                await self.conn.execute(_UPSERT_OFFLINE, *offline_row(record), at_us)
+                held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
+                writes[key] = record  # a dict keeps the first position, takes the last value
             results.append(new)
+        if writes:
+            columns = zip(*(offline_row(r) for r in writes.values()), strict=True)
+            await self.conn.execute(_UPSERT_OFFLINE, *(list(c) for c in columns), rows.now_us())
         return results
 
     async def offline_counters(

@@ -45,12 +45,20 @@ async def scenario(ledger: Ledger) -> None:
     assert await ledger.offline_records("P0000001", 5) == [later]
     assert await ledger.offline_records("P0000001", 3) == [genuine_8]
 
+    # Written twice in one call (a forgery, then the genuine record): kept once, with the
+    # genuine record's data, where the first was put (before a record sent after both).
+    forged_12 = replace(forged, psam_serial=12, batch_no=6)
+    genuine_12 = replace(GENUINE, psam_serial=12, batch_no=6, transfer_id="v" * 32)
+    after = replace(GENUINE, psam_serial=13, batch_no=6)
+    assert await ledger.record_offline([forged_12, after, genuine_12]) == [True, True, True]
+    assert await ledger.offline_records("P0000001", 6) == [genuine_12, after]
+
     # The card's counters: verified records with a counter, by counter.
     counted = replace(GENUINE, psam_serial=10, card_counter=2, card_datetime="20261125090000")
     await ledger.record_offline([counted, replace(forged, psam_serial=11, card_counter=3)])
     card = ("3100000000000001", "ED")
     assert await ledger.offline_counters([card, ("31", "EP")]) == {
-        card: [(2, "20261125090000"), *[(4, "20261125101500")] * 3],  # serials 7, 8, 9
+        card: [(2, "20261125090000"), *[(4, "20261125101500")] * 5],  # serials 7-9, 12, 13
         ("31", "EP"): [],
     }
 
