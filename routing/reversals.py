@@ -80,17 +80,30 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
     cardholder = context.cards.get(request.pan)
     if completed and cardholder is not None:
         ep_fen = min(bill.ep_fen or 0, record.split.self_pay_fen)
+        personal = record.split.personal_account_fen
+        # The card's ED paid the personal share — unless the terminal says it paid less (the
+        # bill was closed with it in cash): the fund gets back what the card paid, no more.
+        ed_fen = personal if bill.ed_fen is None else min(bill.ed_fen, personal)
         void = ev.Void(
             record.bill_id,
             record.institution_id,
             cardholder.cardholder_id,
             record.split.pooled_fen,
-            record.split.personal_account_fen,
+            ed_fen,
             ep_fen,
         )
         result = await ev.post_void(context.ledger, void)
         if not result.ok:
             return answer(request, context, Outcome.SYSTEM_FAULT)
+        if ed_fen != personal:
+            await note(
+                context,
+                "void_ed_as_reported",
+                f"void|{record.bill_id}",
+                personal - ed_fen,
+                "personal share refunded to the fund as the terminal reported the card paid it:"
+                " the rest was paid in cash",
+            )
         if ep_fen:
             await note(
                 context,

@@ -339,17 +339,33 @@ def test_a_settled_bill_closed_in_cash_completes_once(tmp_path: Path, backend: s
             assert await close(pos, personal - 1) == Outcome.INVALID_AMOUNT.code
             assert await close(pos, personal) == "00"
             assert await close(pos, personal) == "00"  # again: nothing more, and reviewed
-        ledger = daemon.app.ledger
-        assert ledger is not None
-        payable = await ledger.balance(
-            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
-        )
-        assert payable is not None and payable.balance_fen == pooled  # the cash stayed there
-        state = await asyncio.to_thread(
-            his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
-        )
-        assert state["state"] == "completed"
-        reviews = [item.reason for item in await ledger.reviews()]
-        assert reviews == ["cash_close_completed_bill"]
+            ledger = daemon.app.ledger
+            assert ledger is not None
+            payable_id = account_id(
+                AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id
+            )
+            fund_id = account_id(AccountKind.PERSONAL_FUND, on_file.cardholder_id)
+            before = await ledger.balances([payable_id, fund_id])
+            assert before[payable_id].balance_fen == pooled  # the cash stayed at the counter
+            state = await asyncio.to_thread(
+                his_get, daemon.app.http_port, psam_row.institution_id, token, bill_id
+            )
+            assert state["state"] == "completed"
+            # Voided with the card reported to have paid nothing: only the pooled share returns.
+            assert pos.keys is not None and pos.keys.tdk is not None
+            plain = BillData(bill_id=bill_id, ed_fen=0).build()
+            void = Void(
+                **pos.envelope(),
+                pan=on_file.card_no,
+                amount_fen=split["total_fen"],
+                original=OriginalData(pos.batch, "000001", "0000"),
+                bill=await pos.hsm.encrypt_data(pos.keys.tdk, plain),
+            )
+            assert (await pos.exchange(void)).response_code == "00"
+        after = await ledger.balances([payable_id, fund_id])
+        assert after[payable_id].balance_fen == 0
+        assert after[fund_id].balance_fen == before[fund_id].balance_fen  # no refund of cash
+        reviews = sorted(item.reason for item in await ledger.reviews())
+        assert reviews == ["cash_close_completed_bill", "void_ed_as_reported"]
 
     run(tmp_path, scenario, backend)
