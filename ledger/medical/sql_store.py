@@ -1,13 +1,13 @@
 """Bills and accumulators in SQL: `SqlMedicalStore`, the SQL implementation of
 `ledger.medical.bills.MedicalStore`; reference data is `sql_reference`.
 
-SQLite, the ledger's database file, WAL — or PostgreSQL through `ledger.pg_bridge` (the
-same statements and group writer over asyncpg; ``BEGIN IMMEDIATE`` takes an advisory lock
-there, so every worker's writes are serialised as on SQLite).
+SQLite, the ledger's database file, WAL — or PostgreSQL, whose writes are
+`ledger.medical.pg_store`'s (native asyncpg, serialised per person, not globally) and whose reads
+go through `ledger.pg_bridge` (the same statements over asyncpg).
 
-Writes (submit, transition, post_offline) are the settlement's hot path: they go through a
-`GroupWriter` — or, given the SQLite ledger's writer, through that one (one writer per file,
-sharing the ledger's commits) — concurrent callers' writes share one
+On SQLite, writes (submit, transition, post_offline) — the settlement's hot path — go
+through a `GroupWriter` — or, given the SQLite ledger's writer, through that one (one writer per
+file, sharing the ledger's commits) — concurrent callers' writes share one
 ``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), a refusal failing
 only its own caller, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
 read-split-reserve of a submission is serialised against every other write: two bills in flight
@@ -38,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
@@ -52,6 +53,7 @@ from ledger.medical.bills import (
 )
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
 from ledger.medical.group_write import BATCH_MAX, GroupWriter, LedgerWrites, Writes
+from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Bill, Split
 from ledger.pg_bridge import PgEngine
 
@@ -63,7 +65,6 @@ TOTAL_NAMES = (
     "self_pay_fen",
 )
 WRITE_OPTION = "medical_write"
-MEDICAL_WRITE_LOCK = 0x6D656473  # PostgreSQL advisory lock: one medical writer at a time
 IN_FLIGHT_VALUES = sorted(state.value for state in IN_FLIGHT)
 
 #: Decides, inside the write transaction, the state a bill is moved to (or raises).
@@ -232,7 +233,9 @@ def _transition(
 
 class SqlMedicalStore:
     """`ledger_writer`: on SQLite, the ledger's writer on the same file, which then runs the
-    store's writes too (one writer per file); without it the store has a `GroupWriter`."""
+    store's writes too (one writer per file); without it the store has a `GroupWriter`.
+    `pool`: on PostgreSQL, an asyncpg pool of the event loop that calls `transition_async`
+    (the daemon's), which then awaits its write there with no thread in between."""
 
     def __init__(
         self,
@@ -240,22 +243,18 @@ class SqlMedicalStore:
         *,
         batch_max: int = BATCH_MAX,
         ledger_writer: Writer | None = None,
+        pool: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
-        self.writer: Writes
+        self.writer: Writes | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
+        self._pg: PgWrites | None = None
         self._readers = threading.local()
         self._decoded = Decoded()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
-        self._date: Callable[[dt.date], Any] = dt.date.isoformat
         if isinstance(engine, PgEngine):
-            bridge = engine.bridge
-            self._connect: Callable[[], Any] = bridge.connection
-            self.writer = GroupWriter(
-                lambda: bridge.connection(MEDICAL_WRITE_LOCK),  # type: ignore[arg-type,return-value]
-                batch_max=batch_max,
-            )
-            self._date = lambda day: day
+            self._connect: Callable[[], Any] = engine.bridge.connection
+            self._pg = PgWrites(engine.bridge, self._decoded, _BILL_COLUMNS, pool)
             return
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
@@ -266,9 +265,15 @@ class SqlMedicalStore:
             self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
         self._connect = lambda: connect_sqlite(database)
 
+    def _writes(self) -> Writes:
+        if self.writer is None:
+            raise RuntimeError("no SQLite writer: PostgreSQL writes are native")
+        return self.writer
+
     def close(self) -> None:
         """Close the writer's and the readers' connections (the engine is the caller's)."""
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         with self._opened_lock:
             opened, self._opened = self._opened, []
         for db in opened:
@@ -302,6 +307,9 @@ class SqlMedicalStore:
     def submit(
         self, record: BillRecord, compute: Callable[[Totals], Split]
     ) -> tuple[BillRecord, bool]:
+        if self._pg is not None:
+            return self._pg.submit(record, compute)
+
         def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
             known = db.execute(_SELECT_BILL, (record.bill_id,)).fetchone()
             if known is not None:
@@ -318,7 +326,7 @@ class SqlMedicalStore:
                     record.card_no,
                     record.person_id,
                     record.year,
-                    self._date(record.service_date),
+                    record.service_date.isoformat(),
                     record.request_digest,
                     json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
                     json.dumps(split_to_dict(split), ensure_ascii=False),
@@ -331,7 +339,7 @@ class SqlMedicalStore:
             )
             return replace(record, split=split), True
 
-        return self.writer.run(write)
+        return self._writes().run(write)
 
     def get(self, bill_id: str) -> BillRecord | None:
         with self._reading() as db:
@@ -344,14 +352,20 @@ class SqlMedicalStore:
         """Move a bill to `target` — or to the state `check` decides from the bill as it is
         inside the write transaction (a check may also raise) — (record, changed); KeyError
         when the bill is unknown."""
-        return self.writer.run(_transition(self._decoded, bill_id, target, now_us, check))
+        if self._pg is not None:
+            return self._pg.transition(bill_id, target, now_us, check)
+        return self._writes().run(_transition(self._decoded, bill_id, target, now_us, check))
 
     async def transition_async(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
     ) -> tuple[BillRecord, bool]:
         """`transition` from the event loop: on the ledger's writer the write is queued as its
-        job and awaited, with no thread in between."""
-        return await self.writer.submit(_transition(self._decoded, bill_id, target, now_us, check))
+        job and awaited, with no thread in between; on PostgreSQL, awaited on the store's pool
+        (through a thread without one)."""
+        if self._pg is not None:
+            return await self._pg.transition_async(bill_id, target, now_us, check)
+        write = _transition(self._decoded, bill_id, target, now_us, check)
+        return await self._writes().submit(write)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
@@ -366,6 +380,9 @@ class SqlMedicalStore:
     def post_offline(
         self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
     ) -> bool:
+        if self._pg is not None:
+            return self._pg.post_offline(key, person_id, year, compute)
+
         def write(db: sqlite3.Connection) -> bool:
             found = db.execute("SELECT 1 FROM medical_offline_counts WHERE key = ?", (key,))
             if found.fetchone() is not None:
@@ -375,4 +392,4 @@ class SqlMedicalStore:
             _add_committed(db, person_id, year, delta)
             return True
 
-        return self.writer.run(write)
+        return self._writes().run(write)

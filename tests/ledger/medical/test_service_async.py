@@ -1,7 +1,8 @@
 """The daemon's two hot transitions from the event loop — approval and completion by a card
 debit — behave exactly as their synchronous forms on every store: in memory, on the store's own
-group writer (PostgreSQL's path, through a thread) and as jobs on the SQLite ledger's writer
-(the embedded default: no thread hop)."""
+group writer (through a thread), as jobs on the SQLite ledger's writer (the embedded default: no
+thread hop) and on PostgreSQL's native writes without a pool of the caller's loop (through a
+thread; with one: test_pg_native)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,25 @@ from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.sqlite_ledger import SqliteLedger
+from tests.ledger.medical.pg_world import pg_engine
 from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_world
 
 CARD, RETIREE, _ = (holder.card_no for holder in HOLDERS)
+POSTGRES = pytest.mark.postgres
 
 
-@pytest.fixture(params=["memory", "own-writer", "ledger-writer"])
+@pytest.fixture(
+    params=["memory", "own-writer", "ledger-writer", pytest.param("postgres", marks=POSTGRES)]
+)
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MedicalService]:
     if request.param == "memory":
         yield memory_service()
+        return
+    if request.param == "postgres":
+        with pg_engine() as (pg, _):
+            pg_store = SqlMedicalStore(pg)
+            yield MedicalService(pg_store, SqlDirectory(pg))  # type: ignore[arg-type]
+            pg_store.close()
         return
     path = tmp_path / "ledger.db"
     engine = sql_world(path)

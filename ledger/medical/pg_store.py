@@ -1,0 +1,230 @@
+"""The medical store's writes on PostgreSQL, natively over asyncpg: `PgWrites`, used by
+`ledger.medical.sql_store.SqlMedicalStore` on a `PgEngine` (its reads stay on the bridge).
+
+Each write is at most two round trips and holds no lock across the network: a read of what it
+decides on (the bill, or the person's view: committed + reserved accumulators, in one
+snapshot), a decision in Python (the service's check, the split), then one call of a function of
+migration 0008, which is its own transaction (durable before it answers: synchronous_commit
+stays on) and applies the decision only if what it was made on still holds:
+
+- a transition moves the bill from the state it was decided on (its row lock orders concurrent
+  ones; false when another moved it first: read again, decide again), with its accumulator
+  effect (commit, void, release: check_transition) in the same transaction;
+- a submission (and an offline purchase) stores its split, computed from the view it read,
+  only if that is still the person's view under the person's lock — a transaction-scoped
+  advisory lock per (person, year) that every write changing a view takes — else it splits
+  again from the view returned. Two bills of one person in flight never both see the same
+  deductible free; writes of different people never wait for each other.
+
+A transition decided on a record this process saw last (its approval, its submission) skips the
+read: the conditional move checks it is still the bill's state. Refusals and repeats are always
+decided on a fresh read. Retries end: a bill's states only move forward.
+
+The synchronous methods run on the bridge's loop (threads); `transition_async` runs on the
+caller's loop with the pool given to the store (the daemon's), else through a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ledger.medical.accumulators import Totals
+from ledger.medical.bills import BillRecord, BillState, DuplicateBillError, check_transition
+from ledger.medical.codec import bill_to_dict, split_to_dict
+from ledger.medical.split import Split
+from ledger.pg_bridge import PgBridge
+
+T = TypeVar("T")
+Check = Callable[[BillRecord], BillState]
+
+_SUBMIT = (
+    "SELECT outcome, current_view FROM medical_submit("
+    + ", ".join(f"${n}" for n in range(1, 17))
+    + ")"
+)
+_TRANSITION = "SELECT medical_transition($1, $2, $3, $4, $5, $6, $7)"
+_OFFLINE_READ = (
+    "SELECT EXISTS (SELECT 1 FROM medical_offline_counts WHERE key = $1), medical_view($2, $3)"
+)
+_POST_OFFLINE = "SELECT outcome, current_view FROM medical_post_offline($1, $2, $3, $4, $5)"
+
+
+class Decoder(Protocol):
+    def record(self, row: Any) -> BillRecord: ...
+
+
+class Recent:
+    """The last record of each bill this process read or wrote, bounded (oldest out first)."""
+
+    def __init__(self, size_max: int = 8192) -> None:
+        self._records: dict[str, BillRecord] = {}
+        self._size_max = size_max
+        self._lock = threading.Lock()
+
+    def get(self, bill_id: str) -> BillRecord | None:
+        return self._records.get(bill_id)
+
+    def put(self, record: BillRecord) -> None:
+        with self._lock:
+            self._records.pop(record.bill_id, None)
+            if len(self._records) >= self._size_max:
+                del self._records[next(iter(self._records))]
+            self._records[record.bill_id] = record
+
+
+class PgWrites:
+    """`bill_columns`: the bill's columns in the order `decoder.record` reads them."""
+
+    def __init__(
+        self,
+        bridge: PgBridge,
+        decoder: Decoder,
+        bill_columns: str,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
+        self._bridge = bridge
+        self._decoder = decoder
+        self._pool = pool
+        self._recent = Recent()
+        self._select_bill = f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = $1"
+        self._submit_read = (
+            f"SELECT {', '.join('b.' + c.strip() for c in bill_columns.split(','))},"
+            " medical_view($2, $3) FROM (SELECT 1) AS one"
+            " LEFT JOIN medical_bills AS b ON b.bill_id = $1"
+        )
+
+    def _run(self, write: Callable[[asyncpg.Pool], Coroutine[Any, Any, T]]) -> T:
+        return self._bridge.run(write(self._bridge.pool))
+
+    # -- submissions ----------------------------------------------------------------------------
+    def submit(
+        self, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> tuple[BillRecord, bool]:
+        return self._run(lambda db: self._submit(db, record, compute))
+
+    async def _submit(
+        self, db: asyncpg.Pool, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> tuple[BillRecord, bool]:
+        found = await db.fetchrow(self._submit_read, record.bill_id, record.person_id, record.year)
+        known, view = (found if found[0] is not None else None), found[-1]
+        fixed = (
+            record.bill_id,
+            record.institution_id,
+            record.his_bill_no,
+            record.card_no,
+            record.person_id,
+            record.year,
+            record.service_date,
+            record.request_digest,
+        )
+        while known is None:
+            split = compute(Totals(*view))
+            outcome, view = await db.fetchrow(
+                _SUBMIT,
+                *fixed,
+                _json(bill_to_dict(record.bill)),
+                _json(split_to_dict(split)),
+                record.state.value,
+                record.created_at_us,
+                record.expires_at_us,
+                record.updated_at_us,
+                list(split.delta.as_tuple()),
+                view,
+            )
+            if outcome == "created":
+                stored = replace(record, split=split)
+                self._recent.put(stored)
+                return stored, True
+            if outcome == "known":  # stored meanwhile under this id
+                known = await db.fetchrow(self._select_bill, record.bill_id)
+        if known[7] != record.request_digest:
+            raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
+        return self._decoder.record(known), False
+
+    # -- transitions ----------------------------------------------------------------------------
+    def transition(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None
+    ) -> tuple[BillRecord, bool]:
+        return self._run(lambda db: self._transition(db, bill_id, target, now_us, check))
+
+    async def transition_async(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None
+    ) -> tuple[BillRecord, bool]:
+        if self._pool is None:
+            return await asyncio.to_thread(self.transition, bill_id, target, now_us, check)
+        return await self._transition(self._pool, bill_id, target, now_us, check)
+
+    async def _transition(
+        self, db: asyncpg.Pool, bill_id: str, target: BillState, now_us: int, check: Check | None
+    ) -> tuple[BillRecord, bool]:
+        record = self._recent.get(bill_id)
+        fresh = record is None
+        while True:
+            if record is None:
+                row = await db.fetchrow(self._select_bill, bill_id)
+                if row is None:
+                    raise KeyError(bill_id)
+                record, fresh = self._decoder.record(row), True
+            try:
+                to = target if check is None else check(record)
+                effect = check_transition(record, to)
+            except Exception:
+                if fresh:
+                    raise
+                record = None  # decided on a remembered record: refuse only on a fresh one
+                continue
+            if effect is None:
+                if fresh:
+                    self._recent.put(record)
+                    return record, False
+                record = None
+                continue
+            moved = await db.fetchval(
+                _TRANSITION,
+                bill_id,
+                record.state.value,
+                to.value,
+                now_us,
+                effect,
+                record.person_id,
+                record.year,
+            )
+            if moved:
+                record = replace(record, state=to, updated_at_us=now_us)
+                self._recent.put(record)
+                return record, True
+            record = None  # it moved meanwhile: read it again
+
+    # -- offline purchases ----------------------------------------------------------------------
+    def post_offline(
+        self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
+    ) -> bool:
+        return self._run(lambda db: self._post_offline(db, key, person_id, year, compute))
+
+    async def _post_offline(
+        self,
+        db: asyncpg.Pool,
+        key: str,
+        person_id: str,
+        year: int,
+        compute: Callable[[Totals], Totals],
+    ) -> bool:
+        known, view = await db.fetchrow(_OFFLINE_READ, key, person_id, year)
+        outcome = "known" if known else "stale"
+        while outcome == "stale":
+            delta = compute(Totals(*view))
+            outcome, view = await db.fetchrow(
+                _POST_OFFLINE, key, person_id, year, list(delta.as_tuple()), view
+            )
+        return bool(outcome == "created")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
