@@ -137,7 +137,7 @@ async def _open_postgres(url: str) -> Stores:
             ledger=ledger,
             terminals=SqlTerminals(bridge.connection),
             cards=cards,
-            medical_store=SqlMedicalStore(engine),
+            medical_store=SqlMedicalStore(engine, pool=pool),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]
             reference=ReferenceData(engine),  # type: ignore[arg-type]
             card_status=Forgetting(PgCardStatus(pool), cards),
