@@ -54,6 +54,12 @@ _OFFLINE_READ = (
     "SELECT EXISTS (SELECT 1 FROM medical_offline_counts WHERE key = $1), medical_view($2, $3)"
 )
 _POST_OFFLINE = "SELECT outcome, current_view FROM medical_post_offline($1, $2, $3, $4, $5)"
+_ACCUMULATORS = (  # one statement: one snapshot for the committed figures and the view
+    "SELECT ARRAY[coalesce(c.eligible_fen, 0), coalesce(c.deductible_fen, 0),"
+    " coalesce(c.pooled_fen, 0), coalesce(c.personal_account_fen, 0),"
+    " coalesce(c.self_pay_fen, 0)], medical_view($1, $2) FROM (SELECT 1) AS one"
+    " LEFT JOIN medical_accumulators AS c ON c.person_id = $1 AND c.year = $2"
+)
 
 
 class Decoder(Protocol):
@@ -201,6 +207,16 @@ class PgWrites:
                 self._recent.put(record)
                 return record, True
             record = None  # it moved meanwhile: read it again
+
+    # -- reads --------------------------------------------------------------------------------
+    def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
+        """(committed, view) in one snapshot (two statements in a READ COMMITTED transaction
+        would each take their own, and a completion between them would drop its delta from
+        the view)."""
+        committed, view = self._bridge.run(
+            self._bridge.pool.fetchrow(_ACCUMULATORS, person_id, year)
+        )
+        return Totals(*committed), Totals(*view)
 
     # -- offline purchases ----------------------------------------------------------------------
     def post_offline(

@@ -293,6 +293,8 @@ class SqlMedicalStore:
 
     # -- accumulators ---------------------------------------------------------------------------
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
+        if self._pg is not None:
+            return self._pg.accumulators(person_id, year)
         with self._reading() as db:
             db.execute("BEGIN")  # one snapshot for both sums
             try:
