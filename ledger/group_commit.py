@@ -25,6 +25,10 @@ WINDOW_S = 0.0
 #: A job whose only argument is a function of the writer's connection, run in the batch's
 #: transaction (the medical store's writes on the ledger's writer): see `run_calls`.
 CALL = "call"
+#: A `CALL` whose value names transfers to post in the same transaction: args (the call, a
+#: function of its value giving (transfers, opening)); the job's value is (the call's value,
+#: the transfers' results). See `ledger.sqlite_ledger.SqliteStore.execute`.
+CALL_POST = "call_post"
 
 
 @dataclass(slots=True)
@@ -200,11 +204,11 @@ class Writer:
 
 
 def run_calls(db: Any, jobs: Sequence[Job]) -> None:
-    """Run `CALL` jobs inside the open transaction on `db` (a DB-API connection in autocommit
-    mode, e.g. ``sqlite3``), each in a savepoint of its own: a job that raises is rolled back to
-    where it started and gets its own exception; the other jobs of the batch commit. A job whose
-    failure took the whole transaction with it (the savepoint is gone) fails the batch, which the
-    writer then runs again job by job."""
+    """Run `CALL` (and `CALL_POST`) jobs inside the open transaction on `db` (a DB-API
+    connection in autocommit mode, e.g. ``sqlite3``), each in a savepoint of its own: a job that
+    raises is rolled back to where it started and gets its own exception; the other jobs of the
+    batch commit. A job whose failure took the whole transaction with it (the savepoint is gone)
+    fails the batch, which the writer then runs again job by job."""
     for job in jobs:
         db.execute("SAVEPOINT job")
         try:

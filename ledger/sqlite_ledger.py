@@ -30,7 +30,7 @@ from ledger.core import (
     Transfer,
     TransferResult,
 )
-from ledger.group_commit import BATCH_MAX, CALL, WINDOW_S, Job, Writer, run_calls
+from ledger.group_commit import BATCH_MAX, CALL, CALL_POST, WINDOW_S, Job, Writer, run_calls
 from ledger.migrate import upgrade_sqlite
 from ledger.state import (
     AccountState,
@@ -75,6 +75,19 @@ _INSERT_ACCOUNT = (
     " VALUES (?, ?, ?, ?, 0, 0, 0)"
 )
 _POSTS = frozenset({"post", "post_and_record"})  # decided together by SqliteStore.post
+_CALLS = frozenset({CALL, CALL_POST})
+
+
+def _follow_ups(calls: Sequence[Job]) -> list[tuple[Job, Job]]:
+    """Each `CALL_POST` that did not fail, with a ``post_and_record`` job of the transfers its
+    value names (and the accounts they may need opened)."""
+    followed = []
+    for job in calls:
+        if job.kind == CALL_POST and job.error is None:
+            transfers, opening = job.args[1](job.value)
+            post = Job("post_and_record", (list(transfers), [], opening), None, None)
+            followed.append((job, post))
+    return followed
 
 
 def _account_row(account: Account) -> tuple[str, str, str, int]:
@@ -119,9 +132,12 @@ class SqliteStore:
 
     def execute(self, batch: Sequence[Job]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
-        if any(job.kind == CALL for job in batch):  # the medical store's writes: first
-            run_calls(self.conn, [job for job in batch if job.kind == CALL])
-            batch = [job for job in batch if job.kind != CALL]
+        followed: list[tuple[Job, Job]] = []
+        if any(job.kind in _CALLS for job in batch):  # the medical store's writes: first
+            calls = [job for job in batch if job.kind in _CALLS]
+            run_calls(self.conn, calls)
+            followed = _follow_ups(calls)  # the postings a call's value names, then
+            batch = [post for _, post in followed] + [j for j in batch if j.kind not in _CALLS]
         start = 0
         while start < len(batch):
             end = start
@@ -134,6 +150,8 @@ class SqliteStore:
                 job = batch[start]
                 job.value = getattr(self, job.kind)(*job.args)
                 start += 1
+        for call, post in followed:
+            call.value = (call.value, post.value[0])
 
     def _select_in(self, sql: str, ids: Sequence[str]) -> list[Any]:
         found: list[Any] = []

@@ -17,7 +17,7 @@ records on file, the bill or the accumulators, review notes).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -28,7 +28,7 @@ from ledger import events as ev
 from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review
 from ledger.kinds import AccountKind as K
-from ledger.medical.bills import BillStateError
+from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from messages.outcome import Outcome
 from messages.private import CardData, Purse
@@ -386,7 +386,17 @@ async def complete_bill(
     if medical is None:
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     amount = debit.record.amount_fen
+    subject = f"bill|{bill_id}"
     try:
+        if debit.purse is ev.Purse.ED and medical.posts_with_ledger:
+            # The bill and its pooled share in one writer round: the completion is posted in
+            # the transaction that completes the bill (or finds it completed), none if refused.
+            (completed, changed), results = await medical.complete_paid_bill_then_post(
+                bill_id, amount, context.now, _completion_postings
+            )
+            await _note_after_upload(context, bill_id, amount, changed and posted_before)
+            transfers = ev.bill_completion_transfers(_completion(completed))
+            return await ev.outcome_of(context.ledger, subject, transfers, results)
         if debit.purse is ev.Purse.ED:  # one write, the amount checked inside it
             completed, changed = await medical.complete_paid_bill_async(
                 bill_id, amount, context.now
@@ -403,8 +413,27 @@ async def complete_bill(
         # Unknown, not this debit's share, or reversed/voided meanwhile: its debit is in the
         # ledger (in review when the bill cannot complete).
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
-    if changed and posted_before:
+    await _note_after_upload(context, bill_id, amount, changed and posted_before)
+    return await ev.post_bill_completion(context.ledger, _completion(completed))
+
+
+def _completion(record: BillRecord) -> ev.BillCompletion:
+    return ev.BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
+
+
+def _completion_postings(
+    found: tuple[BillRecord, bool],
+) -> tuple[list[Transfer], Callable[[Transfer], list[Account]]]:
+    """Run on the writer, in the completing transaction: the bill's pooled share, and the
+    institution's accounts opened if it has none yet."""
+    completion = _completion(found[0])
+    accounts = ev.institution_accounts(completion.institution_id)
+    return ev.bill_completion_transfers(completion), lambda _: accounts
+
+
+async def _note_after_upload(
+    context: RequestContext, bill_id: str, amount: int, after_upload: bool
+) -> None:
+    if after_upload:
         detail = "its debit was uploaded before its advice and counted as an offline purchase"
         await note(context, "bill_after_upload", f"bill|{bill_id}", amount, detail)
-    completion = ev.BillCompletion(bill_id, completed.institution_id, completed.split.pooled_fen)
-    return await ev.post_bill_completion(context.ledger, completion)

@@ -20,6 +20,7 @@ from ledger.events.common import (
     cardholder_accounts,
     centre_accounts,
     institution_accounts,
+    outcome_of,
     unit_accounts,
 )
 from ledger.events.funds import (
@@ -49,6 +50,7 @@ from ledger.events.purchases import (
     CardDebit,
     CardSweep,
     Void,
+    bill_completion_transfers,
     card_debit_id,
     post_bill_completion,
     post_card_debit,
@@ -75,6 +77,7 @@ __all__ = [
     "TransferCode",
     "Void",
     "bank_accounts",
+    "bill_completion_transfers",
     "card_accounts",
     "card_debit_id",
     "cardholder_accounts",
@@ -86,6 +89,7 @@ __all__ = [
     "institution_accounts",
     "load",
     "open_attempts",
+    "outcome_of",
     "post_bill_completion",
     "post_card_debit",
     "post_card_sweep",

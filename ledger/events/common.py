@@ -185,13 +185,22 @@ async def post_event(
     failed linked batch leaves no trace, so the retry is decided afresh. A refusal other than
     insufficient funds is an anomaly: it goes to review with the results.
     """
-    ids = tuple(t.id for t in transfers)
     if not transfers:
         return EventResult(Outcome.NOTHING_TO_POST)
     results = await ledger.post(transfers, linked=linked)
     if ensure and linked and any(r in _NOT_FOUND for r in results):
         await ledger.open_accounts(ensure)
         results = await ledger.post(transfers, linked=linked)
+    return await outcome_of(ledger, subject, transfers, results)
+
+
+async def outcome_of(
+    ledger: Ledger, subject: str, transfers: Sequence[Transfer], results: Sequence[R]
+) -> EventResult:
+    """The outcome of an event's posted transfers (see :func:`post_event`), refusals reviewed."""
+    ids = tuple(t.id for t in transfers)
+    if not transfers:
+        return EventResult(Outcome.NOTHING_TO_POST)
     if all(r is R.CREATED for r in results):
         return EventResult(Outcome.POSTED, ids)
     if all(r is R.EXISTS for r in results):

@@ -114,19 +114,25 @@ async def _review_debit(ledger: Ledger, debit: CardDebit, subject: str) -> None:
 
 async def post_bill_completion(ledger: Ledger, bill: BillCompletion) -> EventResult:
     """Pooled fund → institution payable (insurance) for the pooled share, once per bill."""
-    subject = f"bill|{bill.bill_id}"
-    if bill.pooled_share_fen == 0:
-        return EventResult(Outcome.NOTHING_TO_POST)
-    transfer = Transfer(
-        transfer_id("bill-pooled", bill.bill_id),
-        centre(K.POOLED_FUND),
-        account_id(K.INSTITUTION_PAYABLE_INSURANCE, bill.institution_id),
-        bill.pooled_share_fen,
-        TransferCode.BILL_POOLED_SHARE,
-        subject,
-    )
+    transfers = bill_completion_transfers(bill)
     ensure = institution_accounts(bill.institution_id)
-    return await post_event(ledger, subject, [transfer], ensure=ensure)
+    return await post_event(ledger, f"bill|{bill.bill_id}", transfers, ensure=ensure)
+
+
+def bill_completion_transfers(bill: BillCompletion) -> list[Transfer]:
+    """The completion's one transfer (none for a bill with no pooled share)."""
+    if bill.pooled_share_fen == 0:
+        return []
+    return [
+        Transfer(
+            transfer_id("bill-pooled", bill.bill_id),
+            centre(K.POOLED_FUND),
+            account_id(K.INSTITUTION_PAYABLE_INSURANCE, bill.institution_id),
+            bill.pooled_share_fen,
+            TransferCode.BILL_POOLED_SHARE,
+            f"bill|{bill.bill_id}",
+        )
+    ]
 
 
 async def post_void(ledger: Ledger, void: Void) -> EventResult:

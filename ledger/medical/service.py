@@ -10,9 +10,10 @@ read."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ledger.core import Opening, Transfer, TransferResult
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import (
     EXPIRE_BATCH_MAX,
@@ -26,6 +27,7 @@ from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
+from ledger.medical.sql_store import SqlMedicalStore
 
 BILL_TTL = dt.timedelta(hours=24)
 #: Threads an async caller should give the service: each write holds its thread until its group
@@ -257,6 +259,33 @@ class MedicalService:
         try:
             return await self.store.transition_async(
                 bill_id, BillState.COMPLETED, micros(now), check
+            )
+        except KeyError:
+            raise MedicalError("not_found", "no such bill") from None
+
+    @property
+    def posts_with_ledger(self) -> bool:
+        """Whether the store writes in the ledger's transactions (the embedded SQLite default):
+        then a bill's completion and its postings are one write
+        (:meth:`complete_paid_bill_then_post`)."""
+        return bool(getattr(self.store, "posts_with_ledger", False))
+
+    async def complete_paid_bill_then_post(
+        self,
+        bill_id: str,
+        personal_account_fen: int,
+        now: dt.datetime,
+        postings: Callable[[tuple[BillRecord, bool]], tuple[Sequence[Transfer], Opening]],
+    ) -> tuple[tuple[BillRecord, bool], list[TransferResult]]:
+        """:meth:`complete_paid_bill_async` and, in the same transaction, the ledger postings
+        ``postings`` names from its outcome (none when it is refused): one writer round and
+        one commit for the bill and its pooled share. Only when :attr:`posts_with_ledger`."""
+        store = self.store
+        assert isinstance(store, SqlMedicalStore), "only a store on the ledger's writer"
+        check = _paid(personal_account_fen)
+        try:
+            return await store.transition_then_post(
+                bill_id, BillState.COMPLETED, micros(now), check, postings
             )
         except KeyError:
             raise MedicalError("not_found", "no such bill") from None

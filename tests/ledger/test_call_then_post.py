@@ -1,0 +1,109 @@
+"""A medical write and the postings its outcome names, in one writer job (`CALL_POST`): both in
+one transaction and one commit — the postings only when the write did not fail, the write
+rolled back when the postings cannot be made — and the accounts they need opened on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.core import Account, Transfer, TransferResult, new_account
+from ledger.group_commit import CALL_POST
+from ledger.kinds import AccountKind as K
+from ledger.sqlite_ledger import SqliteLedger
+
+SOURCE = new_account(K.CONTRIBUTIONS_RECEIVABLE, "u1")
+TARGET = new_account(K.PERSONAL_FUND, "c1")
+
+
+def write_counter(name: str, fail: bool = False) -> Any:
+    def write(db: sqlite3.Connection) -> str:
+        db.execute("INSERT INTO counters (name, next_value) VALUES (?, 1)", (name,))
+        if fail:
+            raise LookupError("after writing")
+        return name
+
+    return write
+
+
+def postings(amount: int, opening: list[Account]) -> Any:
+    def name(value: str) -> tuple[list[Transfer], Any]:
+        transfer = Transfer(f"t-{value}", SOURCE.id, TARGET.id, amount, 1)
+        return [transfer], lambda _: opening
+
+    return name
+
+
+def counters(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT name FROM counters ORDER BY name")]
+
+
+def run(path: Path, scenario: Any) -> Any:
+    async def main() -> Any:
+        ledger = SqliteLedger.open(path)
+        try:
+            return await scenario(ledger)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(main())
+
+
+def test_the_write_and_its_postings_commit_together(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+
+    async def scenario(ledger: SqliteLedger) -> None:
+        # The accounts do not exist yet: the postings open them.
+        value, results = await ledger.writer.submit(
+            CALL_POST, write_counter("a"), postings(5, [SOURCE, TARGET])
+        )
+        assert (value, results) == ("a", [TransferResult.CREATED])
+        balance = (await ledger.balances([TARGET.id]))[TARGET.id]
+        assert balance.credits_posted_fen == 5
+        # The same transfer again (a replay): the write is new, the posting remembered.
+        value, results = await ledger.writer.submit(
+            CALL_POST,
+            write_counter("b"),
+            lambda _: ([Transfer("t-a", SOURCE.id, TARGET.id, 5, 1)], lambda _: []),
+        )
+        assert (value, results) == ("b", [TransferResult.EXISTS])
+
+    run(path, scenario)
+    assert counters(path) == ["a", "b"]
+
+
+def test_a_failed_write_posts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+
+    async def scenario(ledger: SqliteLedger) -> None:
+        with pytest.raises(LookupError):
+            await ledger.writer.submit(
+                CALL_POST, write_counter("a", fail=True), postings(5, [SOURCE, TARGET])
+            )
+        assert await ledger.balances([TARGET.id]) == {}  # not even the accounts
+
+    run(path, scenario)
+    assert counters(path) == []
+
+
+def test_postings_that_cannot_be_made_roll_the_write_back(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+
+    def broken(value: str) -> tuple[list[Transfer], Any]:
+        raise ValueError(f"no postings for {value}")
+
+    async def scenario(ledger: SqliteLedger) -> None:
+        with pytest.raises(ValueError, match="no postings for a"):
+            await ledger.writer.submit(CALL_POST, write_counter("a"), broken)
+        value, _ = await ledger.writer.submit(
+            CALL_POST, write_counter("b"), postings(3, [SOURCE, TARGET])
+        )
+        assert value == "b"
+
+    run(path, scenario)
+    assert counters(path) == ["b"]
