@@ -29,6 +29,11 @@ CALL = "call"
 #: function of its value giving (transfers, opening)); the job's value is (the call's value,
 #: the transfers' results). See `ledger.sqlite_ledger.SqliteStore.execute`.
 CALL_POST = "call_post"
+#: A ``post_and_record`` followed, when all its transfers are in the ledger (posted now or
+#: before), by a `CALL_POST` in the same transaction: args (transfers, records, opening, call,
+#: postings); the job's value is ((results, balances before), the call's outcome: None when not
+#: run, else (value, its postings' results) or the exception it raised).
+POST_CALL_POST = "post_call_post"
 
 
 @dataclass(slots=True)

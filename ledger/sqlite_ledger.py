@@ -11,9 +11,9 @@ writer per file, one commit per group, no wait for SQLite's write lock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger import sql_rows as rows
 from ledger.core import (
@@ -30,7 +30,16 @@ from ledger.core import (
     Transfer,
     TransferResult,
 )
-from ledger.group_commit import BATCH_MAX, CALL, CALL_POST, WINDOW_S, Job, Writer, run_calls
+from ledger.group_commit import (
+    BATCH_MAX,
+    CALL,
+    CALL_POST,
+    POST_CALL_POST,
+    WINDOW_S,
+    Job,
+    Writer,
+    run_calls,
+)
 from ledger.migrate import upgrade_sqlite
 from ledger.state import (
     AccountState,
@@ -74,6 +83,8 @@ _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
     " VALUES (?, ?, ?, ?, 0, 0, 0)"
 )
+T = TypeVar("T")
+Posted = tuple[list[TransferResult], dict[str, Balance]]  # a post_and_record's value
 _POSTS = frozenset({"post", "post_and_record"})  # decided together by SqliteStore.post
 _CALLS = frozenset({CALL, CALL_POST})
 
@@ -138,6 +149,15 @@ class SqliteStore:
             run_calls(self.conn, calls)
             followed = _follow_ups(calls)  # the postings a call's value names, then
             batch = [post for _, post in followed] + [j for j in batch if j.kind not in _CALLS]
+        chained: list[tuple[Job, Job]] = []
+        if any(job.kind == POST_CALL_POST for job in batch):  # their posts with the others
+            chained = [
+                (job, Job("post_and_record", job.args[:3], None, None))
+                for job in batch
+                if job.kind == POST_CALL_POST
+            ]
+            rest = [job for job in batch if job.kind != POST_CALL_POST]
+            batch = [post for _, post in chained] + rest
         start = 0
         while start < len(batch):
             end = start
@@ -152,6 +172,26 @@ class SqliteStore:
                 start += 1
         for call, post in followed:
             call.value = (call.value, post.value[0])
+        if chained:
+            self._chain_calls(chained)
+
+    def _chain_calls(self, chained: Sequence[tuple[Job, Job]]) -> None:
+        """The calls of `POST_CALL_POST` jobs whose posts are all in the ledger, then the
+        postings they name: in the batch's transaction, after every post of the batch."""
+        calls: dict[int, Job] = {}
+        for n, (job, post) in enumerate(chained):
+            if all(result.ok for result in post.value[0]):
+                calls[n] = Job(CALL_POST, job.args[3:5], None, None)
+        run_calls(self.conn, list(calls.values()))
+        followed = _follow_ups(list(calls.values()))
+        if followed:
+            self.post([post for _, post in followed])
+            for call, post in followed:
+                call.value = (call.value, post.value[0])
+        for n, (job, post) in enumerate(chained):
+            ran = calls.get(n)
+            outcome = None if ran is None else ran.error or ran.value
+            job.value = (post.value, outcome)
 
     def _select_in(self, sql: str, ids: Sequence[str]) -> list[Any]:
         found: list[Any] = []
@@ -399,6 +439,25 @@ class SqliteLedger(Ledger):
     ) -> list[TransferResult]:
         result: list[TransferResult] = await self.writer.submit("post", list(transfers), linked)
         return result
+
+    async def post_and_call(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord],
+        opening: Opening,
+        call: Callable[[sqlite3.Connection], T],
+        postings: Callable[[T], tuple[Sequence[Transfer], Opening]],
+    ) -> tuple[Posted, tuple[T, list[TransferResult]] | BaseException | None]:
+        """:meth:`post_and_record`, then — when every transfer is in the ledger (posted now or
+        before) — ``call`` (a write of another store on this file, in its savepoint) and the
+        postings it names, all in one writer round and one transaction: a card debit, the bill
+        it completes and the bill's pooled share. The call's outcome is None when it did not
+        run, else its value with its postings' results, or the exception it raised (nothing of
+        it written)."""
+        found = await self.writer.submit(
+            POST_CALL_POST, list(transfers), list(records), opening, call, postings
+        )
+        return found  # type: ignore[no-any-return]
 
     async def post_and_record(
         self,

@@ -211,6 +211,10 @@ async def post_debits(
         )
         for debit, institution in zip(debits, paid, strict=True)
     ]
+    if _one_paid_bill(context, debits, bills):  # an advice, on the embedded default
+        bill_id = bills[0]
+        assert bill_id is not None
+        return [await _post_and_complete(context, debits[0], bill_id, transfers, paid, on_file)]
     outcomes, before = await _post(context, transfers, on_file)
     await _review(context, debits, transfers, paid, outcomes, before)
     done: list[bool] = []
@@ -225,6 +229,57 @@ async def post_debits(
             await count_offline(context, debit, institution)
         done.append(ok)
     return done
+
+
+def _one_paid_bill(
+    context: RequestContext, debits: Sequence[Debit], bills: Sequence[str | None]
+) -> bool:
+    """One ED debit paying a bill, with the bills in the ledger's transactions (SQLite)."""
+    medical = context.medical
+    return (
+        len(debits) == 1
+        and bills[0] is not None
+        and debits[0].purse is ev.Purse.ED
+        and medical is not None
+        and medical.posts_with_ledger
+    )
+
+
+async def _post_and_complete(
+    context: RequestContext,
+    debit: Debit,
+    bill_id: str,
+    transfers: list[Transfer],
+    paid: list[str],
+    on_file: Sequence[OfflineRecord],
+) -> bool:
+    """An advice's ED debit of its bill's personal share, on the SQLite default: the debit
+    posted and kept on file, then — if it is in the ledger — the bill completed and its pooled
+    share posted, in one writer round and one transaction (``SqliteLedger.post_and_call``);
+    then the debit's review notes, as :func:`post_debits` makes them."""
+    medical = context.medical
+    assert medical is not None
+    amount = debit.record.amount_fen
+    write = medical.paid_completion_write(bill_id, amount, context.now)
+    (results, before), completed = await context.ledger.post_and_call(  # type: ignore[attr-defined]
+        transfers, on_file, _debit_accounts, write, _completion_postings
+    )
+    outcomes = [_OUTCOMES.get(r, ev.Outcome.REFUSED) for r in results]
+    await _review(context, [debit], transfers, paid, outcomes, before)
+    if completed is None:  # the debit is not in the ledger: the bill waits
+        return False
+    if isinstance(completed, (MedicalError, BillStateError, KeyError)):
+        # Unknown, not this debit's share, or reversed/voided meanwhile: its debit is in the
+        # ledger (in review when the bill cannot complete), as complete_bill answers.
+        return True
+    if isinstance(completed, BaseException):
+        raise completed
+    (record, changed), posted = completed
+    await _note_after_upload(
+        context, bill_id, amount, changed and outcomes[0] is ev.Outcome.ALREADY_POSTED
+    )
+    completion = ev.bill_completion_transfers(_completion(record))
+    return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
 
 def debit_transfer(debit: ev.CardDebit, transfer_id: str | None = None) -> Transfer:

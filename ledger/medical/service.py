@@ -10,6 +10,7 @@ read."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -289,6 +290,19 @@ class MedicalService:
             )
         except KeyError:
             raise MedicalError("not_found", "no such bill") from None
+
+    def paid_completion_write(
+        self, bill_id: str, personal_account_fen: int, now: dt.datetime
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+        """The write of :meth:`complete_paid_bill_async`, for the ledger to run behind the
+        card debit that paid the share, in the same transaction
+        (``SqliteLedger.post_and_call``). It raises KeyError for an unknown bill, MedicalError
+        ``amount_mismatch``, BillStateError. Only when :attr:`posts_with_ledger`."""
+        store = self.store
+        assert isinstance(store, SqlMedicalStore), "only a store on the ledger's writer"
+        return store.transition_write(
+            bill_id, BillState.COMPLETED, micros(now), _paid(personal_account_fen)
+        )
 
     async def close_in_cash_async(
         self, bill_id: str, institution_id: str, card_no: str, cash_fen: int, now: dt.datetime

@@ -375,6 +375,16 @@ class SqlMedicalStore:
         """Whether its writes share the SQLite ledger's transactions (`transition_then_post`)."""
         return isinstance(self.writer, LedgerWrites)
 
+    def transition_write(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+        """The write of `transition`, for the ledger's writer to run inside a job of its own
+        (`SqliteLedger.post_and_call`): KeyError when the bill is unknown. Only when
+        `posts_with_ledger`."""
+        if not self.posts_with_ledger:
+            raise RuntimeError("the medical store does not write on the ledger's writer")
+        return _transition(self._decoded, bill_id, target, now_us, check)
+
     async def transition_then_post(
         self,
         bill_id: str,

@@ -107,3 +107,42 @@ def test_postings_that_cannot_be_made_roll_the_write_back(tmp_path: Path) -> Non
 
     run(path, scenario)
     assert counters(path) == ["b"]
+
+
+def test_a_post_then_the_call_its_money_allows(tmp_path: Path) -> None:
+    """`post_and_call`: the debit posted first; the call and its postings only when the debit
+    is in the ledger (now or before); a refused call leaves the debit posted."""
+    path = tmp_path / "ledger.db"
+    debit = Transfer("debit-1", SOURCE.id, TARGET.id, 7, 1)
+
+    def opening(_: Transfer) -> list[Account]:
+        return [SOURCE, TARGET]
+
+    async def scenario(ledger: SqliteLedger) -> None:
+        (results, before), outcome = await ledger.post_and_call(
+            [debit], [], opening, write_counter("a"), postings(2, [])
+        )
+        assert results == [TransferResult.CREATED] and before == {}
+        assert outcome == ("a", [TransferResult.CREATED])
+        # The same debit again (an advice sent twice): in the ledger before, so the call runs.
+        (results, before), outcome = await ledger.post_and_call(
+            [debit], [], opening, write_counter("b"), postings(2, [])
+        )
+        assert results == [TransferResult.EXISTS] and before[TARGET.id].credits_posted_fen == 9
+        assert outcome == ("b", [TransferResult.CREATED])
+        # A refused call: its write is rolled back, the debit stays.
+        fresh = Transfer("debit-2", SOURCE.id, TARGET.id, 1, 1)
+        (results, _), outcome = await ledger.post_and_call(
+            [fresh], [], opening, write_counter("c", fail=True), postings(2, [])
+        )
+        assert results == [TransferResult.CREATED] and isinstance(outcome, LookupError)
+        # A debit the ledger refuses (its id taken by other data): no call at all.
+        clash = Transfer("debit-1", SOURCE.id, TARGET.id, 8, 1)
+        (results, _), outcome = await ledger.post_and_call(
+            [clash], [], opening, write_counter("d"), postings(2, [])
+        )
+        assert results == [TransferResult.EXISTS_WITH_DIFFERENT_DATA] and outcome is None
+        assert (await ledger.balances([TARGET.id]))[TARGET.id].credits_posted_fen == 7 + 2 + 2 + 1
+
+    run(path, scenario)
+    assert counters(path) == ["a", "b"]
