@@ -34,7 +34,12 @@ from switch.sequences import PgSequences, Sequences, SqliteSequences
 from switch.sessions import SqliteTerminals, SqlTerminals
 
 POOL_MAX = 8  # per worker, per pool (the event loop's and the bridge's)
-LEDGER_WRITERS = 2  # group-committing connections per worker (row locks order them)
+#: Group-committing ledger connections per worker (row locks order them). One: every advice and
+#: completion posts to the same few rows (the pooled fund, the institutions' payables), so two
+#: writers per worker mostly waited for each other's row locks with smaller groups
+#: (bench_workers, interleaved: 1 worker 658-700 vs 613-625 exchanges/s, 2 workers 633-645 vs
+#: 524-552/s, p99 77-87 vs 88-116 ms).
+LEDGER_WRITERS = 1
 #: SQLite: after a shared batch the one writer (ledger and bills) waits this long for more. None
 #: since the bills' writes come from the event loop rather than pool threads: each job arriving
 #: in the window woke the writer and took the GIL from the loop (bench_settle, interleaved:
