@@ -275,9 +275,8 @@ async def _post_and_complete(
     if isinstance(completed, BaseException):
         raise completed
     (record, changed), posted = completed
-    await _note_after_upload(
-        context, bill_id, amount, changed and outcomes[0] is ev.Outcome.ALREADY_POSTED
-    )
+    before = outcomes[0] is ev.Outcome.ALREADY_POSTED
+    await _note_completion(context, bill_id, amount, changed, before)
     completion = ev.bill_completion_transfers(_completion(record))
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
@@ -449,13 +448,15 @@ async def complete_bill(
             (completed, changed), results = await medical.complete_paid_bill_then_post(
                 bill_id, amount, context.now, _completion_postings
             )
-            await _note_after_upload(context, bill_id, amount, changed and posted_before)
+            await _note_completion(context, bill_id, amount, changed, posted_before)
             transfers = ev.bill_completion_transfers(_completion(completed))
             return await ev.outcome_of(context.ledger, subject, transfers, results)
         if debit.purse is ev.Purse.ED:  # one write, the amount checked inside it
             completed, changed = await medical.complete_paid_bill_async(
                 bill_id, amount, context.now
             )
+            await _note_completion(context, bill_id, amount, changed, posted_before)
+            return await ev.post_bill_completion(context.ledger, _completion(completed))
         else:
             record = await asyncio.to_thread(medical.get_bill, bill_id)
             split = record.split if record is not None else None
@@ -492,3 +493,15 @@ async def _note_after_upload(
     if after_upload:
         detail = "its debit was uploaded before its advice and counted as an offline purchase"
         await note(context, "bill_after_upload", f"bill|{bill_id}", amount, detail)
+
+
+async def _note_completion(
+    context: RequestContext, bill_id: str, amount: int, changed: bool, posted_before: bool
+) -> None:
+    """A person checks an ED debit of a bill's personal share that completed it after its
+    upload (counted as an offline purchase too), or that is new while the bill was already
+    complete: the share was paid twice (by another card debit, or in cash at the counter)."""
+    await _note_after_upload(context, bill_id, amount, changed and posted_before)
+    if not changed and not posted_before:
+        detail = "a new card debit of the personal share of a bill already completed"
+        await note(context, "bill_paid_twice", f"bill|{bill_id}", amount, detail)

@@ -373,3 +373,42 @@ def test_a_settled_bill_closed_in_cash_completes_once(tmp_path: Path, backend: s
         assert reviews == ["cash_close_completed_bill", "void_ed_as_reported"]
 
     run(tmp_path, scenario, backend)
+
+
+def test_a_card_debit_after_a_cash_close_is_posted_and_reviewed(
+    tmp_path: Path, backend: str
+) -> None:
+    """The card is the authority: its debit of a personal share already paid in cash is posted
+    (and answered 00), the bill is not completed twice, and a person sees it paid twice."""
+
+    async def scenario(daemon: Daemon) -> None:
+        on_file, psam_row, _, bill_id, split = await _submitted_bill(daemon, "HIS-C02", 10)
+        personal, pooled = split["personal_account_fen"], split["pooled_fen"]
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal("K0000001") as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, personal)
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            reply, _ = await settle(pos, daemon, on_file.card_no, bill_id, split["total_fen"])
+            assert reply.response_code == "00"
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            close = CashClose(**pos.envelope(), pan=on_file.card_no, amount_fen=personal, bill=bill)
+            assert (await pos.exchange(close)).response_code == "00"
+            data = pos_purchase(conn, psam, on_file, personal, now().replace(tzinfo=None))
+            advice = DebitAdvice(
+                **pos.envelope(), pan=on_file.card_no, amount_fen=personal, card=data, bill=bill
+            )
+            assert (await pos.exchange(advice)).response_code == "00"
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == pooled + personal  # pooled once
+        assert card_balance(conn) == 0
+        assert [item.reason for item in await ledger.reviews()] == ["bill_paid_twice"]
+
+    run(tmp_path, scenario, backend)
