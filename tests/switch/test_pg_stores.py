@@ -137,21 +137,26 @@ def test_sqlite_counters_never_repeat_across_a_restart(tmp_path: Path) -> None:
     assert second == list(range(31, 36))
 
 
+async def one_card(stores: Stores) -> None:
+    """Card 6212340000000001 (serial 3100000000000001) of cardholder H1 of unit U1."""
+    assert stores.pool is not None
+    await stores.pool.execute(
+        "INSERT INTO institutions (id, kind, name) VALUES ('U1', 'employer_unit', 'u')"
+    )
+    await stores.pool.execute(
+        "INSERT INTO cardholders (id, ssn, name, category, unit_id) VALUES"
+        " ('H1', 'S1', 'n', 'employed', 'U1')"
+    )
+    await stores.pool.execute(
+        "INSERT INTO cards (card_no, application_serial, cardholder_id, expiry) VALUES"
+        " ('6212340000000001', '3100000000000001', 'H1', '2031-12-31')"
+    )
+
+
 @pytest.mark.postgres
 def test_a_loss_report_reaches_the_blacklist_the_terminals_download() -> None:
     async def scenario(first: Stores, second: Stores) -> None:
-        assert first.pool is not None
-        await first.pool.execute(
-            "INSERT INTO institutions (id, kind, name) VALUES ('U1', 'employer_unit', 'u')"
-        )
-        await first.pool.execute(
-            "INSERT INTO cardholders (id, ssn, name, category, unit_id) VALUES"
-            " ('H1', 'S1', 'n', 'employed', 'U1')"
-        )
-        await first.pool.execute(
-            "INSERT INTO cards (card_no, application_serial, cardholder_id, expiry) VALUES"
-            " ('6212340000000001', '3100000000000001', 'H1', '2031-12-31')"
-        )
+        await one_card(first)
         assert second.cards.blacklist_version() == 0
         lost = await first.card_status.report_lost("6212340000000001", 1)
         assert (lost.status_before, lost.blacklist_version) == ("active", 1)
@@ -174,18 +179,7 @@ def test_a_loss_report_reaches_the_blacklist_the_terminals_download() -> None:
 @pytest.mark.postgres
 def test_a_worker_keeps_card_records_until_another_changes_the_directory() -> None:
     async def scenario(first: Stores, second: Stores) -> None:
-        assert first.pool is not None
-        await first.pool.execute(
-            "INSERT INTO institutions (id, kind, name) VALUES ('U1', 'employer_unit', 'u')"
-        )
-        await first.pool.execute(
-            "INSERT INTO cardholders (id, ssn, name, category, unit_id) VALUES"
-            " ('H1', 'S1', 'n', 'employed', 'U1')"
-        )
-        await first.pool.execute(
-            "INSERT INTO cards (card_no, application_serial, cardholder_id, expiry) VALUES"
-            " ('6212340000000001', '3100000000000001', 'H1', '2031-12-31')"
-        )
+        await one_card(first)
         for stores in (first, second):
             card = stores.cards.get("6212340000000001")
             assert card is not None and card.status == "active"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
@@ -26,7 +27,14 @@ from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
 from switch.card_connection import DirectConnection
 from switch.cli import main
 from tests.switch.daemon_fixture import Daemon, now
-from tests.switch.kiosk import first_card, first_psam, issue_card_with_keys, issue_psam
+from tests.switch.kiosk import (
+    CardOnFile,
+    PsamOnFile,
+    first_card,
+    first_psam,
+    issue_card_with_keys,
+    issue_psam,
+)
 from tests.switch.test_loads import balances
 from tests.switch.test_settlement import his_get, his_submit, medical_reference, run
 
@@ -52,26 +60,41 @@ def card_ed(path: Path) -> int:
     return terminal_card.balance(conn)
 
 
+PAST_DEDUCTIBLE = {"code": "B02", "quantity": 10, "unit_price_fen": 15000}
+
+
+async def billed_card(
+    daemon: Daemon, tmp: Path, his_bill_no: str, line: dict[str, Any] = PAST_DEDUCTIBLE
+) -> tuple[CardOnFile, PsamOnFile, str, dict[str, Any], Path, Path]:
+    """The first card with a HIS bill of one ``line`` (by default past the deductible) at the
+    first PSAM's institution, the card and the PSAM issued and saved for the simulators:
+    (card, PSAM, HIS token, the HIS's answer, card file, PSAM file)."""
+    db = daemon.home / "medswitch.db"
+    on_file, psam_row = first_card(db), first_psam(db)
+    token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+    body = {
+        "his_bill_no": his_bill_no,
+        "card_no": on_file.card_no,
+        "service_date": now().date().isoformat(),
+        "lines": [line],
+    }
+    submitted = await asyncio.to_thread(
+        his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+    )
+    conn, keys = await issue_card_with_keys(daemon, on_file)
+    psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
+    card_path, psam_path = tmp / "card.json", tmp / "psam.json"
+    VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
+    VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+    return on_file, psam_row, token, submitted, card_path, psam_path
+
+
 def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-        body = {
-            "his_bill_no": "HIS-SIM-1",
-            "card_no": on_file.card_no,
-            "service_date": now().date().isoformat(),
-            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
-        }
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        on_file, psam_row, _, submitted, card_path, psam_path = await billed_card(
+            daemon, tmp_path, "HIS-SIM-1"
         )
         bill_id, personal = submitted["bill_id"], submitted["split"]["personal_account_fen"]
-        conn, keys = await issue_card_with_keys(daemon, on_file)
-        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
         port = str(daemon.app.terminal_port)
         common = ["--port", port, "--pan", on_file.card_no, "--card", str(card_path)]
 
@@ -190,23 +213,10 @@ class ReplyDropper:
 
 def test_a_settlement_without_an_answer_is_reversed_after_a_restart(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-        body = {
-            "his_bill_no": "HIS-SIM-2",
-            "card_no": on_file.card_no,
-            "service_date": now().date().isoformat(),
-            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
-        }
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        small = {"code": "A01", "quantity": 2, "unit_price_fen": 1000}
+        on_file, psam_row, _, submitted, card_path, psam_path = await billed_card(
+            daemon, tmp_path, "HIS-SIM-2", small
         )
-        conn, keys = await issue_card_with_keys(daemon, on_file)
-        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
         tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
         args = ["sim", "pos", "--terminal-id", psam_row.terminal_id, "--timeout", "1"]
         args += ["--institution", psam_row.institution_id, "--tmk-component", str(tmk)]
@@ -238,25 +248,11 @@ def test_a_bill_paid_in_cash_at_the_pos_is_closed_at_the_centre(tmp_path: Path) 
     the card and its shadow are untouched."""
 
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-        body = {
-            "his_bill_no": "HIS-SIM-CASH",
-            "card_no": on_file.card_no,
-            "service_date": now().date().isoformat(),
-            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
-        }
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
+        on_file, psam_row, token, submitted, card_path, psam_path = await billed_card(
+            daemon, tmp_path, "HIS-SIM-CASH"
         )
         bill_id, split = submitted["bill_id"], submitted["split"]
         assert split["personal_account_fen"] > 0 and split["pooled_fen"] > 0
-        conn, keys = await issue_card_with_keys(daemon, on_file)
-        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
         tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
         args = ["sim", "pos", "--terminal-id", psam_row.terminal_id]
         args += ["--institution", psam_row.institution_id, "--tmk-component", str(tmk)]
