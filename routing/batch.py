@@ -46,7 +46,8 @@ from messages.terminal import (
 )
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
-from routing.purchases import Debit, parse_card_datetime, post_debits, read_debit, verify_debits
+from routing.debits import Debit, parse_card_datetime, read_debit, verify_debits
+from routing.purchases import post_debits
 
 # Records posted in one group-commit window: a bigger window shares its commit's index pages
 # and its cards' account rows among more records (2048 → 16384: ~65 → ~47 µs a record on the

@@ -9,21 +9,17 @@ verify never posts and goes to review. Every record a terminal sends is kept on 
 verified ones.
 
 The core comes in three steps so that a batch can verify many records and then post them
-together: :func:`read_debit` (the card data checked and typed), :func:`verify_debit` (the TAC,
-under the card's DTK of the record's key version), :func:`post_debits` (the ledger and the
-records on file, the bill or the accumulators, review notes).
+together: :func:`routing.debits.read_debit` (the card data checked and typed),
+:func:`routing.debits.verify_debit` (the TAC, under the card's DTK of the record's key version),
+:func:`post_debits` (the ledger and the records on file, the bill or the accumulators, review
+notes).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
 
-from hsm.interface import PurchaseRecord
-from hsm.keys import CardKeyPath, KeyUsage
-from hsm.pboc import TYPE_ED_PURCHASE, TYPE_EP_PURCHASE
 from ledger import events as ev
 from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review
@@ -31,151 +27,16 @@ from ledger.kinds import AccountKind as K
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from messages.outcome import Outcome
-from messages.private import CardData, Purse
 from messages.terminal import DebitAdvice, TerminalReply
-from routing.cardkeys import card_key
 from routing.common import answer, bill_data, note
-from routing.context import CardRecord, RequestContext
+from routing.context import RequestContext
+from routing.debits import Debit, read_debit, verify_debit
 
 _OUTCOMES = {
     TransferResult.CREATED: ev.Outcome.POSTED,
     TransferResult.EXISTS: ev.Outcome.ALREADY_POSTED,
     TransferResult.EXISTS_WITH_DIFFERENT_DATA: ev.Outcome.CONFLICT,
 }
-_PURSES = {TYPE_ED_PURCHASE: (Purse.ED, ev.Purse.ED), TYPE_EP_PURCHASE: (Purse.EP, ev.Purse.EP)}
-
-
-@dataclass(frozen=True, slots=True)
-class Debit:
-    """A card debit record as a terminal sent it, its card data checked (TAC not yet)."""
-
-    card: CardRecord
-    purse: ev.Purse
-    record: PurchaseRecord
-    tac: bytes
-    key_version: int
-    terminal_id: str  # the sending terminal
-    batch_no: int  # the sending terminal's batch (field 60.2)
-    psam_no: str  # 12 digits: the PSAM terminal number bound into the TAC
-    card_datetime: str  # yyyymmddhhmmss, as the TAC covers it
-    transfer_id: str  # the card debit's transfer (DESIGN §5: PSAM number and serial)
-    offline_counter: int | None = None  # the card's purse counter before this debit
-
-    @property
-    def subject(self) -> str:
-        return f"card-debit|{self.psam_no}|{self.record.term_serial}"
-
-    def on_file(self, verified: bool) -> OfflineRecord:
-        """The record as the ledger keeps it; verified ones name their card-debit transfer."""
-        return OfflineRecord(
-            self.psam_no,
-            self.record.term_serial,
-            self.terminal_id,
-            self.batch_no,
-            self.card.application_serial,
-            self.purse.value,
-            self.record.amount_fen,
-            self.tac.hex(),
-            self.card_datetime,
-            self.transfer_id if verified else None,
-            self.offline_counter,
-        )
-
-
-def read_debit(
-    context: RequestContext,
-    pan: str,
-    amount_fen: int,
-    data: CardData,
-    sender: tuple[str, str],
-) -> Debit | Outcome:
-    """The debit in field 58 sent by ``sender`` (its terminal id and batch, fields 41 and 60.2),
-    or the outcome refusing it (an unknown card, missing elements)."""
-    terminal_id, batch = sender
-    card = context.cards.get(pan)
-    purses = _PURSES.get(data.pboc_type or 0)
-    if (
-        card is None
-        or purses is None
-        or data.purse is not purses[0]
-        or data.tac is None
-        or data.psam_terminal is None
-        or data.psam_serial is None
-        or data.card_datetime is None
-        or data.app_serial != card.serial_bytes
-        or not batch.isdigit()
-    ):
-        return Outcome.FORMAT_ERROR if card else Outcome.INVALID_CARD
-    when = parse_card_datetime(data.card_datetime)
-    if when is None:
-        return Outcome.FORMAT_ERROR
-    record = PurchaseRecord(
-        data.pboc_type or 0, amount_fen, data.psam_terminal, data.psam_serial, when
-    )
-    version = card.key_version if data.key_version is None else data.key_version
-    psam_no = data.psam_terminal.hex()
-    return Debit(
-        card,
-        purses[1],
-        record,
-        data.tac,
-        version,
-        terminal_id,
-        int(batch),
-        psam_no,
-        data.card_datetime,
-        ev.card_debit_id(psam_no, data.psam_serial),
-        data.offline_counter,
-    )
-
-
-def parse_card_datetime(text: str) -> datetime | None:
-    """yyyymmddhhmmss (strptime costs a tenth of a record's intake).
-
-    >>> parse_card_datetime("20261125101500"), parse_card_datetime("20261325101500")
-    (datetime.datetime(2026, 11, 25, 10, 15), None)
-    """
-    if len(text) != 14 or not text.isdigit():
-        return None
-    y, mo, d = int(text[0:4]), int(text[4:6]), int(text[6:8])
-    try:
-        return datetime(y, mo, d, int(text[8:10]), int(text[10:12]), int(text[12:14]))
-    except ValueError:
-        return None
-
-
-async def verify_debit(context: RequestContext, debit: Debit) -> bool:
-    """The TAC under the card's DTK of the record's key version (an older card generation
-    uploads with its own version); a failure is noted for review."""
-    (verified,) = await verify_debits(context, [debit])
-    return verified
-
-
-async def verify_debits(
-    context: RequestContext,
-    debits: Sequence[Debit],
-    paths: dict[tuple[str, int], CardKeyPath] | None = None,
-) -> list[bool]:
-    """:func:`verify_debit` of each, in one HSM call (a batch upload's window). A card's
-    records share one key path: ``paths`` (application serial, key version) → path, kept by
-    the caller across windows."""
-    paths = {} if paths is None else paths
-    items = []
-    for debit in debits:
-        card = debit.card
-        path = paths.get((card.application_serial, debit.key_version))
-        if path is None:
-            if card.key_version != debit.key_version:
-                card = replace(card, key_version=debit.key_version)
-            path = card_key(KeyUsage.MK_TAC, card)
-            paths[(card.application_serial, debit.key_version)] = path
-        items.append((path, debit.record, debit.tac))
-    verified = await context.hsm.verify_purchase_tacs(items) if items else []
-    for debit, ok in zip(debits, verified, strict=True):
-        if not ok:
-            detail = f"card debit whose TAC does not verify (key version {debit.key_version})"
-            await note(context, "bad_tac", debit.subject, debit.record.amount_fen, detail)
-    return verified
 
 
 async def post_debits(
