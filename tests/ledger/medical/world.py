@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, insert
 
@@ -45,6 +46,13 @@ def memory_service() -> MedicalService:
 def sql_world(path: Path) -> Engine:
     upgrade_sqlite(path)
     engine = sqlite_engine(path)
+    populate(engine)
+    return engine
+
+
+def populate(engine: Any) -> None:
+    """The institutions, cardholders, cards and reference data of the service tests (an
+    SQLAlchemy engine, or a ``PgEngine`` on PostgreSQL)."""
     with engine.begin() as connection:
         connection.execute(
             insert(institutions),
@@ -76,12 +84,12 @@ def sql_world(path: Path) -> Engine:
                 )
             )
     reference = ReferenceData(engine)
-    reference.add_catalogue(CATALOGUE, "0" * 64, NOW_US, "test")
+    assert reference.add_catalogue(CATALOGUE, "0" * 64, NOW_US, "test")
+    assert not reference.add_catalogue(CATALOGUE, "0" * 64, NOW_US, "test")
     reference.set_policy(EXAMPLE, NOW_US, "test")
     for (person, year), categories in AUTHORISED.items():
         for category in categories:
-            reference.authorise(person, category, year, NOW_US, "test")
-    return engine
+            assert reference.authorise(person, category, year, NOW_US, "test")
 
 
 def sql_service(path: Path) -> MedicalService:
