@@ -67,6 +67,21 @@ def record(
     return UploadItem(CARD.card_no, 500, card, "P0000001", "000001")
 
 
+def pos_context(hsm: SoftHsm, ledger: MemoryLedger) -> RequestContext:
+    """A request of POS P0000001 of institution inst-a, at NOW."""
+    return RequestContext(
+        TerminalRecord("P0000001", "inst-a", "pos", "active", "000001"),
+        None,
+        NOW,
+        hsm,
+        cast(Any, None),
+        cast(Any, None),
+        Cards(),
+        ledger,
+        "test",
+    )
+
+
 def test_anomalies_go_to_review_beside_postings_under_each_key_version() -> None:
     async def scenario() -> None:
         components = [Component(secrets.token_bytes(16)) for _ in range(2)]
@@ -78,17 +93,7 @@ def test_anomalies_go_to_review_beside_postings_under_each_key_version() -> None
             for m in masters
         ]
         ledger = MemoryLedger()
-        context = RequestContext(
-            TerminalRecord("P0000001", "inst-a", "pos", "active", "000001"),
-            None,
-            NOW,
-            hsm,
-            cast(Any, None),
-            cast(Any, None),
-            Cards(),
-            ledger,
-            "test",
-        )
+        context = pos_context(hsm, ledger)
         fresh = NOW - dt.timedelta(hours=1)
         items = [
             record(masters[0], versions[0], OURS, 1, 0, fresh),  # an older card key version
@@ -143,17 +148,7 @@ def test_a_shadow_is_reviewed_at_the_debit_that_takes_it_below_zero() -> None:
         await ledger.open_accounts([centre, *card_accounts])
         load = Transfer("load", clearing, shadow, 1_200, ev.TransferCode.LOAD_TO_SHADOW)
         assert await ledger.post([load]) == [TransferResult.CREATED]
-        context = RequestContext(
-            TerminalRecord("P0000001", "inst-a", "pos", "active", "000001"),
-            None,
-            NOW,
-            hsm,
-            cast(Any, None),
-            cast(Any, None),
-            Cards(),
-            ledger,
-            "test",
-        )
+        context = pos_context(hsm, ledger)
         fresh = NOW - dt.timedelta(hours=1)
         items = [record(master, version, OURS, n, n, fresh) for n in (1, 2, 3, 4)]
         assert await intake(context, items[:2]) == [Outcome.APPROVED] * 2
