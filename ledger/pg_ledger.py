@@ -34,7 +34,7 @@ from ledger.core import (
 )
 from ledger.group_commit import BATCH_MAX
 from ledger.migrate import upgrade_postgres
-from ledger.sqlite_ledger import OFFLINE_COLUMNS, offline_row
+from ledger.sqlite_offline import OFFLINE_COLUMNS, offline_row
 from ledger.state import (
     AccountState,
     Batch,

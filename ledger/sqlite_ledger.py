@@ -41,42 +41,20 @@ from ledger.group_commit import (
     run_calls,
 )
 from ledger.migrate import upgrade_sqlite
+from ledger.sqlite_offline import OfflineRecords
 from ledger.state import (
     AccountState,
     Batch,
-    Held,
     Remembered,
     before_and_missing,
     check_open,
     needed_ids,
-    offline_decision,
     open_missing,
 )
 
 _INSERT_TRANSFER = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-#: Kept once per card debit; a verified record replaces an unverified one (a forgery seen first);
-#: its terminal sending it again in a later batch moves it there (never verified → unverified).
-_UPSERT_OFFLINE = (
-    "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (psam_terminal_no, psam_serial)"
-    " DO UPDATE SET terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
-    " application_serial = excluded.application_serial, purse = excluded.purse,"
-    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
-    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
-    " WHERE (offline_records.transfer_id IS NULL AND excluded.transfer_id IS NOT NULL)"
-    " OR (offline_records.terminal_id = excluded.terminal_id"
-    " AND offline_records.batch_no <> excluded.batch_no"
-    " AND (excluded.transfer_id IS NOT NULL OR offline_records.transfer_id IS NULL))"
-)
-OFFLINE_COLUMNS = (
-    "psam_terminal_no, psam_serial, terminal_id, batch_no, application_serial, purse,"
-    " amount_fen, tac, card_datetime, transfer_id, card_counter"
 )
 _UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
 _INSERT_ACCOUNT = (
@@ -114,7 +92,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return connection
 
 
-class SqliteStore:
+class SqliteStore(OfflineRecords):
     """The statements, run on the writer thread inside the batch's transaction."""
 
     def __init__(self, path: Path | str) -> None:
@@ -306,63 +284,6 @@ class SqliteStore:
         sql = f"SELECT {rows.REVIEW_COLUMNS} FROM review_items ORDER BY seq"
         return [rows.review_item(row) for row in self.conn.execute(sql)]
 
-    def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
-        """One SELECT of what is on file per PSAM (chunked), one ``executemany`` of the rows to
-        write: a batch upload of thousands of records costs a few statements."""
-        held = self._offline_held(records)
-        results, writes = [], []
-        for record in records:
-            key = (record.psam_terminal_no, record.psam_serial)
-            new, write = offline_decision(held.get(key), record)
-            if write:
-                held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-                writes.append(offline_row(record))
-            results.append(new)
-        at_us = rows.now_us()
-        self.conn.executemany(_UPSERT_OFFLINE, [(*row, at_us) for row in writes])
-        return results
-
-    def _offline_held(self, records: Sequence[OfflineRecord]) -> dict[tuple[str, int], Held]:
-        """(PSAM terminal number, serial) → (verified, terminal, batch), for the records'
-        debits on file."""
-        serials: dict[str, set[int]] = {}
-        for record in records:
-            serials.setdefault(record.psam_terminal_no, set()).add(record.psam_serial)
-        held: dict[tuple[str, int], Held] = {}
-        for psam, wanted in serials.items():
-            ordered = sorted(wanted)
-            for start in range(0, len(ordered), rows.IN_CHUNK):
-                chunk = ordered[start : start + rows.IN_CHUNK]
-                sql = (
-                    "SELECT psam_serial, transfer_id IS NOT NULL, terminal_id, batch_no"
-                    " FROM offline_records WHERE psam_terminal_no = ?"
-                    f" AND psam_serial IN ({','.join('?' * len(chunk))})"
-                )
-                for serial, verified, terminal, batch in self.conn.execute(sql, (psam, *chunk)):
-                    held[(psam, int(serial))] = (bool(verified), terminal, int(batch))
-        return held
-
-    def offline_counters(
-        self, cards: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], list[tuple[int, str]]]:
-        found: dict[tuple[str, str], list[tuple[int, str]]] = {}
-        sql = (
-            "SELECT card_counter, card_datetime FROM offline_records WHERE application_serial = ?"
-            " AND purse = ? AND transfer_id IS NOT NULL AND card_counter IS NOT NULL"
-            " ORDER BY card_counter"
-        )
-        for card in dict.fromkeys(cards):
-            found[card] = [(int(c), d) for c, d in self.conn.execute(sql, card)]
-        return found
-
-    def offline_records(self, terminal_id: str, batch_no: int) -> list[OfflineRecord]:
-        sql = (
-            f"SELECT {OFFLINE_COLUMNS} FROM offline_records"
-            " WHERE terminal_id = ? AND batch_no = ? ORDER BY seq"
-        )
-        found = self.conn.execute(sql, (terminal_id, batch_no))
-        return [OfflineRecord(*row) for row in found]
-
     def queue_reversal(self, item: QueuedReversal) -> bool:
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO reversal_queue (key, bank_id, reference, amount_fen,"
@@ -374,24 +295,6 @@ class SqliteStore:
     def queued_reversals(self) -> list[QueuedReversal]:
         sql = f"SELECT {rows.REVERSAL_COLUMNS} FROM reversal_queue ORDER BY seq"
         return [rows.queued_reversal(row) for row in self.conn.execute(sql)]
-
-
-def offline_row(record: OfflineRecord) -> tuple[Any, ...]:
-    """The record's columns in :data:`OFFLINE_COLUMNS` order (shared with the PostgreSQL ledger)."""
-    r = record
-    return (
-        r.psam_terminal_no,
-        r.psam_serial,
-        r.terminal_id,
-        r.batch_no,
-        r.application_serial,
-        r.purse,
-        r.amount_fen,
-        r.tac,
-        r.card_datetime,
-        r.transfer_id,
-        r.card_counter,
-    )
 
 
 class SqliteLedger(Ledger):
