@@ -301,17 +301,7 @@ async def complete_bill(
     if medical is None:
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     amount = debit.record.amount_fen
-    subject = f"bill|{bill_id}"
     try:
-        if debit.purse is ev.Purse.ED and medical.posts_with_ledger:
-            # The bill and its pooled share in one writer round: the completion is posted in
-            # the transaction that completes the bill (or finds it completed), none if refused.
-            (completed, changed), results = await medical.complete_paid_bill_then_post(
-                bill_id, amount, context.now, _completion_postings
-            )
-            await _note_completion(context, bill_id, amount, changed, posted_before)
-            transfers = ev.bill_completion_transfers(_completion(completed))
-            return await ev.outcome_of(context.ledger, subject, transfers, results)
         if debit.purse is ev.Purse.ED:  # one write, the amount checked inside it
             completed, changed = await medical.complete_paid_bill_async(
                 bill_id, amount, context.now

@@ -31,12 +31,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ledger.core import Opening, Transfer, TransferResult
-from ledger.group_commit import CALL, CALL_POST, Writer
+from ledger.group_commit import CALL, Writer
 
 T = TypeVar("T")
 BATCH_MAX = 256
@@ -212,18 +211,6 @@ class LedgerWrites:
             raise RuntimeError("the medical store is closed")
         value: T = await self._writer.submit(CALL, operation)
         return value
-
-    async def submit_then_post(
-        self, operation: Operation[T], postings: Callable[[T], tuple[Sequence[Transfer], Opening]]
-    ) -> tuple[T, list[TransferResult]]:
-        """`submit`, and in the same transaction the ledger postings ``postings`` names from
-        the operation's value (none if it raises): one writer round for both."""
-        if self._closed:
-            raise RuntimeError("the medical store is closed")
-        found: tuple[T, list[TransferResult]] = await self._writer.submit(
-            CALL_POST, operation, postings
-        )
-        return found
 
     def close(self) -> None:
         """Refuse new writes; the writer is the ledger's and closes with it."""

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger.core import Opening, Transfer, TransferResult
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import (
     EXPIRE_BATCH_MAX,
@@ -267,29 +266,9 @@ class MedicalService:
     @property
     def posts_with_ledger(self) -> bool:
         """Whether the store writes in the ledger's transactions (the embedded SQLite default):
-        then a bill's completion and its postings are one write
-        (:meth:`complete_paid_bill_then_post`)."""
+        then a card debit, the bill it completes and the bill's pooled share are one write
+        (:meth:`paid_completion_write`)."""
         return bool(getattr(self.store, "posts_with_ledger", False))
-
-    async def complete_paid_bill_then_post(
-        self,
-        bill_id: str,
-        personal_account_fen: int,
-        now: dt.datetime,
-        postings: Callable[[tuple[BillRecord, bool]], tuple[Sequence[Transfer], Opening]],
-    ) -> tuple[tuple[BillRecord, bool], list[TransferResult]]:
-        """:meth:`complete_paid_bill_async` and, in the same transaction, the ledger postings
-        ``postings`` names from its outcome (none when it is refused): one writer round and
-        one commit for the bill and its pooled share. Only when :attr:`posts_with_ledger`."""
-        store = self.store
-        assert isinstance(store, SqlMedicalStore), "only a store on the ledger's writer"
-        check = _paid(personal_account_fen)
-        try:
-            return await store.transition_then_post(
-                bill_id, BillState.COMPLETED, micros(now), check, postings
-            )
-        except KeyError:
-            raise MedicalError("not_found", "no such bill") from None
 
     def paid_completion_write(
         self, bill_id: str, personal_account_fen: int, now: dt.datetime

@@ -32,7 +32,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +42,6 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
-from ledger.core import Opening, Transfer, TransferResult
 from ledger.group_commit import Writer
 from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
@@ -372,7 +371,7 @@ class SqlMedicalStore:
 
     @property
     def posts_with_ledger(self) -> bool:
-        """Whether its writes share the SQLite ledger's transactions (`transition_then_post`)."""
+        """Whether its writes share the SQLite ledger's transactions (`transition_write`)."""
         return isinstance(self.writer, LedgerWrites)
 
     def transition_write(
@@ -384,23 +383,6 @@ class SqlMedicalStore:
         if not self.posts_with_ledger:
             raise RuntimeError("the medical store does not write on the ledger's writer")
         return _transition(self._decoded, bill_id, target, now_us, check)
-
-    async def transition_then_post(
-        self,
-        bill_id: str,
-        target: BillState,
-        now_us: int,
-        check: Check | None,
-        postings: Callable[[tuple[BillRecord, bool]], tuple[Sequence[Transfer], Opening]],
-    ) -> tuple[tuple[BillRecord, bool], list[TransferResult]]:
-        """`transition_async`, and in the same transaction of the ledger the postings
-        ``postings`` names from its outcome (none when it raises): one writer round and one
-        commit for the bill and its money. Only when `posts_with_ledger`."""
-        writes = self.writer
-        if not isinstance(writes, LedgerWrites):
-            raise RuntimeError("the medical store does not write on the ledger's writer")
-        write = _transition(self._decoded, bill_id, target, now_us, check)
-        return await writes.submit_then_post(write, postings)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
