@@ -12,6 +12,7 @@ MODULES = (
     "bench.bench_ledger",
     "bench.bench_switch",
     "bench.bench_settle",
+    "bench.bench_pipeline",
     "bench.bench_dayend",
     "bench.bench_bank_link",
 )
