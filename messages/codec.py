@@ -59,29 +59,30 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """Encoder and decoder for one interface. Build one per interface and share it."""
+    """Encoder and decoder for one interface. Build one per interface and share it.
+
+    The bytes before the MTI (TPDU and header) are sliced and joined here, not by pyiso8583: they
+    are plain bytes, and one pyiso8583 field less is ~1 us less per message either way."""
 
     interface: InterfaceSpec
     _spec: dict[str, Any] = field(init=False, repr=False, compare=False)
-    _binary: frozenset[int] = field(init=False, repr=False, compare=False)
     _digits: frozenset[int] = field(init=False, repr=False, compare=False)
-    _plan: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
+    _decode_plan: dict[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
+    _encode_plan: dict[int, tuple[str, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fields = self.interface.fields
-        object.__setattr__(self, "_spec", self.interface.compile())
-        object.__setattr__(
-            self, "_binary", frozenset(n for n, f in fields.items() if f.kind is Kind.B)
-        )
+        object.__setattr__(self, "_spec", self.interface.compile(prefix=False))
         digits = (Kind.N,) if self.interface.encoding is Encoding.BCD else (Kind.N, Kind.Z)
         object.__setattr__(
             self, "_digits", frozenset(n for n, f in fields.items() if f.kind in digits)
         )
-        plan = {
-            str(n): (n, _BINARY if n in self._binary else _DIGITS if n in self._digits else _TEXT)
-            for n in fields
+        kinds = {
+            n: _BINARY if f.kind is Kind.B else _DIGITS if f.kind in digits else _TEXT
+            for n, f in fields.items()
         }
-        object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_decode_plan", {str(n): (n, k) for n, k in kinds.items()})
+        object.__setattr__(self, "_encode_plan", {n: (str(n), k) for n, k in kinds.items()})
 
     @property
     def prefix_bytes(self) -> int:
@@ -89,13 +90,18 @@ class Codec:
 
     def decode(self, payload: bytes) -> Message:
         """Decode one frame's payload (without its length prefix)."""
+        prefix = self.interface.prefix_bytes
+        if len(payload) < prefix:  # what pyiso8583 says of a short fixed-length field
+            raise CodecError(
+                f"Field data is {len(payload)} bytes, expecting {prefix}", field="header", offset=0
+            )
         try:
-            doc_dec, doc_enc = iso8583.decode(payload, self._spec)
+            doc_dec, doc_enc = iso8583.decode(payload[prefix:], self._spec)
         except iso8583.DecodeError as err:
             raise CodecError(
                 err.msg,
                 field=_field_name(err.field),
-                offset=err.pos,
+                offset=prefix + err.pos,
                 envelope=self._envelope(err.doc_dec),
             ) from None
         except KeyError as err:
@@ -104,11 +110,9 @@ class Codec:
             ) from None
         if "1" in doc_dec and not self.interface.secondary_bitmap:
             raise CodecError(
-                "secondary bitmap on a 64-field interface",
-                field="bitmap",
-                offset=self.interface.prefix_bytes + 2,
+                "secondary bitmap on a 64-field interface", field="bitmap", offset=prefix + 2
             )
-        plan = self._plan
+        plan = self._decode_plan
         fields: dict[int, FieldValue] = {}
         for key, value in doc_dec.items():
             step = plan.get(key)
@@ -122,14 +126,13 @@ class Codec:
                     raise CodecError(
                         "numeric field holds a non-digit",
                         field=key,
-                        offset=_offset_of(payload, doc_enc, key),
+                        offset=_offset_of(doc_enc, key, prefix),
                         envelope=self._envelope(doc_dec),
                     )
                 fields[number] = value
-        prefix = self.interface.prefix_bytes
         if prefix:
-            head = doc_enc["h"]["data"]
-            return Message(doc_dec["t"], fields, tpdu=head[:TPDU_BYTES], header=head[TPDU_BYTES:])
+            tpdu, header = bytes(payload[:TPDU_BYTES]), bytes(payload[TPDU_BYTES:prefix])
+            return Message(doc_dec["t"], fields, tpdu=tpdu, header=header)
         return Message(doc_dec["t"], fields)
 
     def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:
@@ -151,26 +154,34 @@ class Codec:
     def encode(self, message: Message) -> bytes:
         """Encode ``message`` to a frame payload (without the length prefix)."""
         doc: dict[str, str] = {"t": message.mti}
-        if self.interface.prefix_bytes:
-            doc["h"] = (message.tpdu + message.header).hex()
-        binary = self._binary
+        plan = self._encode_plan
         for number, value in message.fields.items():
-            if number in binary:
+            # A field the interface does not define goes as text: pyiso8583 refuses it below.
+            key, kind = plan.get(number) or (str(number), _TEXT)
+            if kind == _BINARY:
                 if not isinstance(value, bytes):
-                    raise CodecError("binary field given as text", field=str(number))
-                doc[str(number)] = value.hex()
+                    raise CodecError("binary field given as text", field=key)
+                doc[key] = value.hex()
             else:
                 if not isinstance(value, str):
-                    raise CodecError("text field given as bytes", field=str(number))
-                if number in self._digits and not value.isdigit():
-                    raise CodecError("numeric field holds a non-digit", field=str(number))
-                doc[str(number)] = value
+                    raise CodecError("text field given as bytes", field=key)
+                if kind == _DIGITS and not value.isdigit():
+                    raise CodecError("numeric field holds a non-digit", field=key)
+                doc[key] = value
+        prefix = self.interface.prefix_bytes
+        head_bytes = len(message.tpdu) + len(message.header)
+        if prefix and head_bytes != prefix:  # what pyiso8583 says of a fixed-length field
+            raise CodecError(
+                f"Field data is {head_bytes} bytes, expecting {prefix}", field="header"
+            )
         try:
             encoded, _ = iso8583.encode(doc, self._spec)
         except iso8583.EncodeError as err:
             raise CodecError(err.msg, field=_field_name(err.field)) from None
         except KeyError as err:
             raise CodecError("field not defined by the interface", field=str(err.args[0])) from None
+        if prefix:
+            return b"".join((message.tpdu, message.header, encoded))
         return bytes(encoded)
 
     def mac_block(self, payload: bytes) -> bytes:
@@ -193,9 +204,9 @@ def _field_name(field: str) -> str:
     return {"h": "header", "t": "MTI", "p": "bitmap", "1": "secondary bitmap"}.get(field, field)
 
 
-def _offset_of(payload: bytes, doc_enc: Mapping[str, Mapping[str, bytes]], key: str) -> int:
-    """Best-effort byte offset of field ``key`` (only computed on the error path)."""
-    offset = 0
+def _offset_of(doc_enc: Mapping[str, Mapping[str, bytes]], key: str, offset: int) -> int:
+    """Best-effort byte offset of field ``key``, the message starting at ``offset`` (only
+    computed on the error path)."""
     for k, part in doc_enc.items():
         if k == key:
             return offset + len(part["len"])

@@ -113,15 +113,18 @@ class InterfaceSpec:
     mac_field: int
     envelope: tuple[int, ...] = ()  # fields a format-error reply may echo (never card data)
 
-    def compile(self) -> dict[str, Any]:
-        """The pyiso8583 spec dict. Build it once per codec, never per message."""
+    def compile(self, prefix: bool = True) -> dict[str, Any]:
+        """The pyiso8583 spec dict. Build it once per codec, never per message.
+
+        ``prefix=False`` leaves the bytes before the MTI out of it, for a caller that reads and
+        writes them itself (the codec: they are plain bytes, one pyiso8583 field less)."""
         bcd = self.encoding is Encoding.BCD
         spec: dict[str, Any] = {
             "h": {
                 "data_enc": "b",
                 "len_enc": "b",
                 "len_type": 0,
-                "max_len": self.prefix_bytes,
+                "max_len": self.prefix_bytes if prefix else 0,
                 "desc": "TPDU and header",
             },
             "t": {

@@ -3,20 +3,23 @@
 Layouts are documented in ``specs/terminal-interface.md``; the bank interface carries the same
 card data in field 122 and bill data in field 123.
 
->>> Field60.parse("22000123000").build()
+>>> parse_field60("22000123000")
+('22', '000123', '000', '')
+>>> build_field60(*parse_field60("22000123000"))
 '22000123000'
->>> Field60.parse("22000123000").batch
-'000123'
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from messages.errors import CodecError
 from messages.tlv import Tag, TagKind, decode_tlv, encode_tlv, index_layout
+
+T = TypeVar("T")
 
 
 class Purse(enum.IntEnum):
@@ -33,23 +36,29 @@ class Prove(enum.IntEnum):
     NOT_HAPPENED = 2  # 9406: the card did not change
 
 
-@dataclass(frozen=True, slots=True)
-class Field60:
-    """60.1 transaction type, 60.2 batch, 60.3 network management code, then optional digits."""
+def parse_field60(value: str) -> tuple[str, str, str, str]:
+    """60.1 transaction type, 60.2 batch, 60.3 network management code, then the optional
+    digits after them, carried as received. Strings, not a record: every message has a field 60
+    and only the table lookup and the typed message read its parts."""
+    if len(value) < 11:
+        raise CodecError("60 needs at least 11 digits (60.1, 60.2, 60.3)", field="60")
+    return value[:2], value[2:8], value[8:11], value[11:]
 
-    txn_type: str = "00"
-    batch: str = "000000"
-    network_code: str = "000"
-    rest: str = ""
 
-    @classmethod
-    def parse(cls, value: str) -> Self:
-        if len(value) < 11:
-            raise CodecError("60 needs at least 11 digits (60.1, 60.2, 60.3)", field="60")
-        return cls(value[:2], value[2:8], value[8:11], value[11:])
+def build_field60(txn_type: str, batch: str, network_code: str, rest: str) -> str:
+    return f"{txn_type}{batch}{network_code}{rest}"
 
-    def build(self) -> str:
-        return f"{self.txn_type}{self.batch}{self.network_code}{self.rest}"
+
+def construct(cls: type[T], values: Mapping[str, Any]) -> T:
+    """``cls(**values)`` for a frozen dataclass without slots, without its ``__init__``.
+
+    That ``__init__`` sets each field through ``object.__setattr__``: 2-3 us for CardData's 22
+    fields, most of them absent, on every message. Only for values a parser has checked (names,
+    types, required fields present): a field left out reads its default from the class, where
+    ``dataclass`` puts it, so the result equals ``cls(**values)``."""
+    instance: T = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +99,13 @@ class _TlvRecord:
                     values[name] = kind(values[name])
                 except ValueError:
                     raise CodecError(f"bad value for {name}", field=cls.FIELD) from None
-        return cls(**values)
+        return construct(cls, values)
 
     def build(self) -> bytes:
         return encode_tlv(self.LAYOUT, {t.name: getattr(self, t.name) for t in self.LAYOUT})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: parse builds it with construct()
 class CardData(_TlvRecord):
     """PBOC ED/EP card data (terminal field 58, bank field 122). Every element is optional;
     each transaction's row in the spec lists which it needs."""
@@ -152,7 +161,7 @@ class CardData(_TlvRecord):
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: parse builds it with construct()
 class BillData(_TlvRecord):
     """The bill reference and its settlement split (terminal field 63, bank field 123).
 
@@ -185,7 +194,7 @@ class BillData(_TlvRecord):
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: parse builds it with construct()
 class TerminalParameters(_TlvRecord):
     """Parameter download (0810, 60.3 = 360): offline limits and the category table."""
 

@@ -6,7 +6,7 @@ The transaction table that ties them to message codes is :mod:`messages.terminal
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from messages.binding import (
     AMOUNT,
@@ -58,9 +58,12 @@ _AMOUNT = Bind("amount_fen", 4, AMOUNT)
 _CARD = Bind("card", 58, CARD)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TerminalMessage:
-    """Fields every terminal message carries: who, which batch, the frame's TPDU and header."""
+    """Fields every terminal message carries: who, which batch, the frame's TPDU and header.
+
+    No slots, here and in the subclasses: the table's parse builds them with
+    :func:`~messages.private.construct`, which fills the instance's ``__dict__``."""
 
     stan: str
     terminal_id: str
@@ -73,6 +76,12 @@ class TerminalMessage:
 
     ROW: ClassVar[Row]  # set by the transaction table
     BINDS: ClassVar[tuple[Bind, ...]] = ()
+    WIRE_BINDS: ClassVar[tuple[Bind, ...]] = _ENVELOPE  # the envelope's, then BINDS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Join each class's binds to the envelope's once, not on every parse and build."""
+        super().__init_subclass__(**kwargs)
+        cls.WIRE_BINDS = (*_ENVELOPE, *cls.BINDS)
 
     def codes(self) -> tuple[str, str | None, str | None, str | None, str | None]:
         """(MTI, F3, F25, 60.1, 60.3) of this message."""
@@ -80,7 +89,7 @@ class TerminalMessage:
         return (row.mti, row.processing_code, row.condition_code, row.txn_type, row.network_code)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TerminalReply(TerminalMessage):
     """A response: the request's envelope and codes, the response code and host stamps.
 
@@ -118,7 +127,7 @@ class TerminalReply(TerminalMessage):
 # ---- requests -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SignOn(TerminalMessage):
     key_scheme: str = "004"  # 60.3: 001 single, 003 double, 004 double with TDK
     operator: bytes | None = None
@@ -128,40 +137,40 @@ class SignOn(TerminalMessage):
         return ("0800", None, None, "00", self.key_scheme)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SignOff(TerminalMessage):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Echo(TerminalMessage):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ParameterDownload(TerminalMessage):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BlacklistDownload(TerminalMessage):
     from_version: str  # F48, 8 digits
     BINDS: ClassVar[tuple[Bind, ...]] = (Bind("from_version", 48),)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BalanceInquiry(TerminalMessage):
     pan: str = field(repr=False)
     card: CardData | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, Bind("card", 58, CARD, required=False))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class HistoryInquiry(BalanceInquiry):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Settlement(TerminalMessage):
     """Medical settlement of a HIS bill: the bill reference travels in field 63 under TDK."""
 
@@ -172,7 +181,7 @@ class Settlement(TerminalMessage):
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD, Bind("bill", 63, BINARY))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DebitAdvice(TerminalMessage):
     """The card's DEBIT FOR PURCHASE happened: its TAC, PSAM number and serial in field 58."""
 
@@ -188,7 +197,7 @@ class DebitAdvice(TerminalMessage):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CashClose(TerminalMessage):
     """A settled bill closed with its personal-account share paid in cash, no card debit (the
     card cannot pay it, or the share is nil and the self-pay was taken in cash): the amount in
@@ -200,7 +209,7 @@ class CashClose(TerminalMessage):
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, Bind("bill", 63, BINARY))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Void(TerminalMessage):
     pan: str = field(repr=False)
     amount_fen: int
@@ -216,7 +225,7 @@ class Void(TerminalMessage):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Reversal(TerminalMessage):
     """0400: repeats its original's STAN, batch and codes; the reason in field 39."""
 
@@ -244,7 +253,7 @@ class Reversal(TerminalMessage):
         return (mti, self.processing_code, self.condition_code, self.txn_type, "000")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class EdLoad(TerminalMessage):
     """Load 圈存 of the medical passbook from the personal fund: INITIALIZE FOR LOAD data
     (old balance, online counter, key version, algorithm, random, MAC1) in field 58."""
@@ -255,7 +264,7 @@ class EdLoad(TerminalMessage):
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class EpLoad(EdLoad):
     """Load of the purse from the cardholder's bank savings: the bank PIN in field 52."""
 
@@ -270,27 +279,27 @@ class EpLoad(EdLoad):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Unload(EdLoad):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class EdLoadConfirm(EdLoad):
     """After CREDIT FOR LOAD: the card's TAC, or a GET TRANSACTION PROVE result."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class EpLoadConfirm(EdLoad):
     pass
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class UnloadConfirm(EdLoad):
     """After DEBIT FOR UNLOAD: the card's MAC3, or a GET TRANSACTION PROVE result."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchUploadRecord(EdLoad):
     """0320, 60.3 = 201: one offline card debit with its TAC, key version and PSAM serial; the
     bill it paid, if any, in field 63 (the advice's TLV under the session's TDK)."""
@@ -304,7 +313,7 @@ class BatchUploadRecord(EdLoad):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchUploadEnd(TerminalMessage):
     """0320, 60.3 = 207: end of upload, with the number of records sent (F48, 4 digits)."""
 
@@ -312,7 +321,7 @@ class BatchUploadEnd(TerminalMessage):
     BINDS: ClassVar[tuple[Bind, ...]] = (Bind("count", 48),)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchSettlement(TerminalMessage):
     totals: SettlementTotals
     BINDS: ClassVar[tuple[Bind, ...]] = (Bind("totals", 48, TOTALS),)
@@ -321,13 +330,13 @@ class BatchSettlement(TerminalMessage):
 # ---- responses ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SignOnReply(TerminalReply):
     keys: WorkingKeys | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (*_REPLY, Bind("keys", 62, KEYS, required=False))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ParameterReply(TerminalReply):
     parameters: TerminalParameters | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (
@@ -336,19 +345,19 @@ class ParameterReply(TerminalReply):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BlacklistReply(TerminalReply):
     blacklist: BlacklistDelta | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (*_REPLY, Bind("blacklist", 62, BLACKLIST, required=False))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class HistoryReply(TerminalReply):
     history: bytes | None = None  # UTF-8 lines: yyyymmddhhmmss|type|amount_fen|institution
     BINDS: ClassVar[tuple[Bind, ...]] = (*_REPLY, Bind("history", 62, BINARY, required=False))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchSettlementReply(TerminalReply):
     totals: SettlementTotals | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (*_REPLY, Bind("totals", 48, TOTALS, required=False))

@@ -26,9 +26,8 @@ from messages.binding import build_fields, parse_fields
 from messages.codec import FieldValue, Message
 from messages.envelope import Row
 from messages.errors import CodecError, UnknownTransaction
-from messages.private import Field60
+from messages.private import build_field60, construct, parse_field60
 from messages.terminal import (
-    _ENVELOPE,
     BalanceInquiry,
     BatchSettlement,
     BatchSettlementReply,
@@ -313,22 +312,22 @@ M = TypeVar("M", bound=TerminalMessage)
 
 def row_of(message: Message) -> Row:
     """The table row a message belongs to; :class:`UnknownTransaction` if none."""
-    return _lookup(message)[0]
+    txn_type, _, network_code, _ = _field60(message)
+    return _lookup(message, txn_type, network_code)[0]
 
 
-def _lookup(message: Message, f60: Field60 | None = None) -> tuple[Row, type[Any]]:
-    f60 = f60 or _field60(message)
+def _lookup(message: Message, txn_type: str, network_code: str) -> tuple[Row, type[Any]]:
     processing = message.fields.get(3)
     if not isinstance(processing, str | None):
         raise CodecError("processing code must be digits", field="3")
     if message.mti in REVERSAL_MTIS or message.mti == "0410":
-        original = _BY_KEY.get(_key("0200", processing, f60.txn_type, "000"))
+        original = _BY_KEY.get(_key("0200", processing, txn_type, "000"))
         if original is None or not original[0].reversible:
             raise UnknownTransaction("reversal of a transaction that is not reversible", field="3")
         return original[0], Reversal if message.mti != "0410" else TerminalReply
-    found = _BY_KEY.get(_key(message.mti, processing, f60.txn_type, f60.network_code))
+    found = _BY_KEY.get(_key(message.mti, processing, txn_type, network_code))
     if found is None and processing is not None:
-        found = _BY_KEY.get(_key(message.mti, None, f60.txn_type, f60.network_code))
+        found = _BY_KEY.get(_key(message.mti, None, txn_type, network_code))
     if found is None:
         raise UnknownTransaction("no transaction matches MTI, F3, 60.1 and 60.3", field="60")
     return found
@@ -336,30 +335,29 @@ def _lookup(message: Message, f60: Field60 | None = None) -> tuple[Row, type[Any
 
 def parse(message: Message) -> TerminalMessage:
     """The typed request or reply for ``message``."""
-    f60 = _field60(message)
-    _, cls = _lookup(message, f60)
+    txn_type, batch, network_code, rest = _field60(message)
+    _, cls = _lookup(message, txn_type, network_code)
     fields = message.fields
-    values = parse_fields(_ENVELOPE, fields)
-    values.update(parse_fields(cls.BINDS, fields))
-    values.update(batch=f60.batch, field60_rest=f60.rest, tpdu=message.tpdu, header=message.header)
+    values = parse_fields(cls.WIRE_BINDS, fields)
+    values.update(batch=batch, field60_rest=rest, tpdu=message.tpdu, header=message.header)
     if issubclass(cls, TerminalReply):
         values.update(
             mti=message.mti,
             processing_code=fields.get(3),
             condition_code=fields.get(25),
-            txn_type=f60.txn_type,
-            network_code=f60.network_code,
+            txn_type=txn_type,
+            network_code=network_code,
         )
     elif cls is SignOn:
-        values["key_scheme"] = f60.network_code
+        values["key_scheme"] = network_code
     elif cls is Reversal:
         values.update(
             processing_code=message.text(3),
             condition_code=fields.get(25),
-            txn_type=f60.txn_type,
+            txn_type=txn_type,
             repeat=message.mti == "0401",
         )
-    result: TerminalMessage = cls(**values)
+    result: TerminalMessage = construct(cls, values)
     return result
 
 
@@ -371,11 +369,10 @@ def build(typed: TerminalMessage) -> Message:
         fields[3] = processing_code
     if condition_code is not None:
         fields[25] = condition_code
-    fields[60] = Field60(
+    fields[60] = build_field60(
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
-    ).build()
-    build_fields(_ENVELOPE, typed, fields)
-    build_fields(typed.BINDS, typed, fields)
+    )
+    build_fields(typed.WIRE_BINDS, typed, fields)
     return Message(mti, fields, tpdu=typed.tpdu, header=typed.header)
 
 
@@ -410,8 +407,8 @@ def reply_to(
     )
 
 
-def _field60(message: Message) -> Field60:
+def _field60(message: Message) -> tuple[str, str, str, str]:
     value = message.fields.get(60)
     if not isinstance(value, str):
         raise CodecError("mandatory field missing", field="60")
-    return Field60.parse(value)
+    return parse_field60(value)

@@ -14,8 +14,9 @@ values always give the same bytes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from messages.errors import CodecError
@@ -44,18 +45,6 @@ class Tag:
             return bytes.fromhex(value)
         return bytes(value)
 
-    def decode(self, raw: bytes) -> Any:
-        if self.kind is TagKind.UINT:
-            return int.from_bytes(raw, "big")
-        if self.kind is TagKind.TEXT:
-            return raw.decode("utf-8")
-        if self.kind is TagKind.BCD:
-            digits = raw.hex()
-            if not digits.isdigit():
-                raise ValueError("not BCD")
-            return digits
-        return raw
-
 
 def encode_tlv(layout: tuple[Tag, ...], values: Mapping[str, Any]) -> bytes:
     out = bytearray()
@@ -71,34 +60,64 @@ def encode_tlv(layout: tuple[Tag, ...], values: Mapping[str, Any]) -> bytes:
     return bytes(out)
 
 
-def index_layout(layout: tuple[Tag, ...]) -> dict[int, Tag]:
-    """Tags by number, for :func:`decode_tlv`; build once per layout."""
-    return {t.tag: t for t in layout}
+def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[Tag, Callable[[bytes], Any] | None]]:
+    """Tags by number with their decoders (``None``: the bytes as they are), for
+    :func:`decode_tlv`; build once per layout, so decoding a tag costs no dispatch on its kind."""
+    return {t.tag: (t, _DECODERS[t.kind]) for t in layout}
 
 
-def decode_tlv(by_tag: Mapping[int, Tag], data: bytes, field: str) -> dict[str, Any]:
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8")
+
+
+def _bcd(raw: bytes) -> str:
+    digits = raw.hex()
+    if not digits.isdigit():
+        raise ValueError("not BCD")
+    return digits
+
+
+_DECODERS: Mapping[TagKind, Callable[[bytes], Any] | None] = MappingProxyType(
+    {
+        TagKind.UINT: int.from_bytes,
+        TagKind.BYTES: None,
+        TagKind.TEXT: _text,
+        TagKind.BCD: _bcd,
+    }
+)
+
+
+def decode_tlv(
+    by_tag: Mapping[int, tuple[Tag, Callable[[bytes], Any] | None]], data: bytes, field: str
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
     size = len(data)
     while index < size:
         if index + 2 > size:
             raise CodecError("truncated private tag", field=field, offset=index)
-        tag = by_tag.get(data[index])
-        length = data[index + 1]
-        raw = data[index + 2 : index + 2 + length]
-        if tag is None:
+        entry = by_tag.get(data[index])
+        if entry is None:
             raise CodecError(f"unknown private tag {data[index]:02X}", field=field, offset=index)
-        if len(raw) != length or (tag.size and length != tag.size):
+        tag, decoder = entry
+        length = data[index + 1]
+        end = index + 2 + length
+        if end > size or (tag.size and length != tag.size):
             raise CodecError(
                 f"private tag {tag.tag:02X} has a wrong length", field=field, offset=index
             )
-        if tag.name in values:
+        name = tag.name
+        if name in values:
             raise CodecError(f"private tag {tag.tag:02X} repeated", field=field, offset=index)
-        try:
-            values[tag.name] = int.from_bytes(raw) if tag.kind is TagKind.UINT else tag.decode(raw)
-        except ValueError:
-            raise CodecError(
-                f"private tag {tag.tag:02X} is malformed", field=field, offset=index
-            ) from None
-        index += 2 + length
+        raw = data[index + 2 : end]
+        if decoder is None:
+            values[name] = raw
+        else:
+            try:
+                values[name] = decoder(raw)
+            except ValueError:
+                raise CodecError(
+                    f"private tag {tag.tag:02X} is malformed", field=field, offset=index
+                ) from None
+        index = end
     return values

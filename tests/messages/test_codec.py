@@ -112,6 +112,30 @@ def test_non_digit_in_numeric_field_is_a_format_error_without_data() -> None:
     assert "1A" not in str(caught.value).upper().replace("FIELD", "")
 
 
+def test_a_fault_names_its_byte_offset_in_the_whole_payload() -> None:
+    payload = bytearray(v8_payload())
+    payload[11 + 2 + 8] = 0x1A  # F3, after the TPDU and header, MTI and bitmap
+    with pytest.raises(CodecError) as caught:
+        TERMINAL_CODEC.decode(bytes(payload))
+    assert (caught.value.field, caught.value.offset) == ("3", 21)
+
+
+def test_a_payload_shorter_than_tpdu_and_header_is_a_header_fault() -> None:
+    with pytest.raises(CodecError) as caught:
+        TERMINAL_CODEC.decode(v8_payload()[:7])
+    assert (caught.value.field, caught.value.offset) == ("header", 0)
+    assert caught.value.reason == "Field data is 7 bytes, expecting 11"
+    assert caught.value.envelope == {}
+
+
+def test_tpdu_and_header_must_fill_their_11_bytes() -> None:
+    message = Message("0800", {11: "000001"}, tpdu=bytes(5), header=bytes(5))
+    with pytest.raises(CodecError) as caught:
+        TERMINAL_CODEC.encode(message)
+    assert caught.value.field == "header"
+    assert caught.value.reason == "Field data is 10 bytes, expecting 11"
+
+
 def test_secondary_bitmap_is_refused_on_the_terminal_interface() -> None:
     payload = bytearray(v8_payload())
     payload[13] |= 0x80
