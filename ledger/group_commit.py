@@ -208,23 +208,38 @@ class Writer:
         _deliver(batch)
 
 
-def run_calls(db: Any, jobs: Sequence[Job]) -> None:
+class Tainted(Exception):
+    """A call raised after writing, outside a savepoint: its batch cannot commit as it is."""
+
+
+def run_calls(db: Any, jobs: Sequence[Job], *, savepoints: bool = False) -> None:
     """Run `CALL` (and `CALL_POST`) jobs inside the open transaction on `db` (a DB-API
-    connection in autocommit mode, e.g. ``sqlite3``), each in a savepoint of its own: a job that
-    raises is rolled back to where it started and gets its own exception; the other jobs of the
-    batch commit. A job whose failure took the whole transaction with it (the savepoint is gone)
-    fails the batch, which the writer then runs again job by job."""
+    connection in autocommit mode, e.g. ``sqlite3``): a job that raises gets its own exception;
+    the other jobs of the batch commit. A call nearly always raises before writing (a refusal),
+    so nothing needs undoing and no savepoint is paid for (two statements per call, each a GIL
+    handoff on the writer); one that raises after writing (or took the transaction with it)
+    raises `Tainted`, and the batch is run again with ``savepoints``: each call in a savepoint
+    of its own, rolled back to where it started when it raises. A call whose failure took the
+    whole transaction with it (the savepoint is gone) fails the batch, which the writer then
+    runs again job by job."""
     for job in jobs:
-        db.execute("SAVEPOINT job")
+        if savepoints:
+            db.execute("SAVEPOINT job")
+        before = db.total_changes
         try:
             job.value = job.args[0](db)
         except Exception as error:
-            try:
-                db.execute("ROLLBACK TO job")
-            except Exception:
-                raise error from None
+            if not savepoints:
+                if db.total_changes != before or not db.in_transaction:
+                    raise Tainted from error
+            else:
+                try:
+                    db.execute("ROLLBACK TO job")
+                except Exception:
+                    raise error from None
             job.value, job.error = None, error
-        db.execute("RELEASE job")
+        if savepoints:
+            db.execute("RELEASE job")
 
 
 def _deliver(batch: Sequence[Job]) -> None:

@@ -3,9 +3,11 @@ conversions between rows and the core's values."""
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.core import (
     AccountFlags,
@@ -25,15 +27,39 @@ REVIEW_COLUMNS = "key, reason, reference, amount_fen, detail"
 REVERSAL_COLUMNS = "key, bank_id, reference, amount_fen"
 HISTORY_LIMIT_MAX = 10_000
 IN_CHUNK = 500  # ids per "IN (...)" statement
+VALUES_CHUNK = 64  # rows per multi-row statement (a prepared statement kept per row count)
+T = TypeVar("T")
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def chunks(items: Sequence[str], size: int = IN_CHUNK) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@functools.cache
+def with_values(sql: str, width: int, count: int) -> str:
+    """``sql`` with its ``{values}`` slot filled with ``count`` rows of ``width`` SQLite marks.
+
+    >>> with_values("INSERT INTO t (a, b) VALUES {values}", 2, 2)
+    'INSERT INTO t (a, b) VALUES (?, ?), (?, ?)'
+    """
+    row = "(" + ", ".join("?" * width) + ")"
+    return sql.format(values=", ".join([row] * count))
+
+
+def execute_values(db: sqlite3.Connection, sql: str, found: Sequence[Sequence[Any]]) -> list[Any]:
+    """``sql`` (see :func:`with_values`) on SQLite for the rows ``found``, a chunk of them per
+    statement: ``executemany`` steps (and hands the GIL over) once per row, this once per
+    chunk. Returns the rows the statements give, if any, in order."""
+    results: list[Any] = []
+    for chunk in chunks(found, VALUES_CHUNK):
+        values = [value for row in chunk for value in row]
+        results += db.execute(with_values(sql, len(chunk[0]), len(chunk)), values).fetchall()
+    return results
 
 
 _KINDS = {kind.value: kind for kind in AccountKind}  # dict lookups: an enum call costs µs
@@ -91,6 +117,19 @@ def transfer_row(row: Remembered, at_us: int) -> tuple[str, str, str, int, int, 
         t.reference,
         int(row.result),
         at_us,
+    )
+
+
+def account_row(state: AccountState) -> tuple[str, str, str, int, int, int, bool]:
+    """An account's columns in ``accounts`` order."""
+    return (
+        state.id,
+        state.kind.value,
+        state.owner,
+        int(state.flags),
+        state.debits_posted_fen,
+        state.credits_posted_fen,
+        state.closed,
     )
 
 

@@ -37,6 +37,7 @@ from ledger.group_commit import (
     POST_CALL_POST,
     WINDOW_S,
     Job,
+    Tainted,
     Writer,
     run_calls,
 )
@@ -52,11 +53,16 @@ from ledger.state import (
     open_missing,
 )
 
-_INSERT_TRANSFER = (
+_INSERT_TRANSFERS = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " reference, result, posted_at_us) VALUES {values}"
 )
-_UPDATE_ACCOUNT = "UPDATE accounts SET debits_posted = ?, credits_posted = ? WHERE id = ?"
+#: The accounts a batch opened (inserted with their totals) and those whose totals changed.
+_WRITE_ACCOUNTS = (
+    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
+    " VALUES {values} ON CONFLICT (id) DO UPDATE SET debits_posted = excluded.debits_posted,"
+    " credits_posted = excluded.credits_posted"
+)
 _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
     " VALUES (?, ?, ?, ?, 0, 0, 0)"
@@ -84,8 +90,11 @@ def _account_row(account: Account) -> tuple[str, str, str, int]:
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection as the ledger uses it: autocommit mode (explicit BEGIN), WAL, FULL sync."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """A connection as the ledger uses it: autocommit mode (explicit BEGIN), WAL, FULL sync;
+    room for a prepared statement per row count of the multi-row statements (`with_values`)."""
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=1024
+    )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=10000")
@@ -120,11 +129,23 @@ class SqliteStore(OfflineRecords):
             self.conn.execute("ROLLBACK")
 
     def execute(self, batch: Sequence[Job]) -> None:
+        """The batch in one transaction; again with a savepoint per call when a call raised
+        after writing (`Tainted`: rare), its values reset and what it wrote rolled back."""
         self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._execute(batch, savepoints=False)
+        except Tainted:
+            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                job.value, job.error = None, None
+            self._execute(batch, savepoints=True)
+
+    def _execute(self, batch: Sequence[Job], *, savepoints: bool) -> None:
         followed: list[tuple[Job, Job]] = []
         if any(job.kind in _CALLS for job in batch):  # the medical store's writes: first
             calls = [job for job in batch if job.kind in _CALLS]
-            run_calls(self.conn, calls)
+            run_calls(self.conn, calls, savepoints=savepoints)
             followed = _follow_ups(calls)  # the postings a call's value names, then
             batch = [post for _, post in followed] + [j for j in batch if j.kind not in _CALLS]
         chained: list[tuple[Job, Job]] = []
@@ -151,16 +172,16 @@ class SqliteStore(OfflineRecords):
         for call, post in followed:
             call.value = (call.value, post.value[0])
         if chained:
-            self._chain_calls(chained)
+            self._chain_calls(chained, savepoints)
 
-    def _chain_calls(self, chained: Sequence[tuple[Job, Job]]) -> None:
+    def _chain_calls(self, chained: Sequence[tuple[Job, Job]], savepoints: bool) -> None:
         """The calls of `POST_CALL_POST` jobs whose posts are all in the ledger, then the
         postings they name: in the batch's transaction, after every post of the batch."""
         calls: dict[int, Job] = {}
         for n, (job, post) in enumerate(chained):
             if all(result.ok for result in post.value[0]):
                 calls[n] = Job(CALL_POST, job.args[3:5], None, None)
-        run_calls(self.conn, list(calls.values()))
+        run_calls(self.conn, list(calls.values()), savepoints=savepoints)
         followed = _follow_ups(list(calls.values()))
         if followed:
             self.post([post for _, post in followed])
@@ -188,8 +209,9 @@ class SqliteStore(OfflineRecords):
 
     def post(self, jobs: Sequence[Job]) -> None:
         """Consecutive ``post`` and ``post_and_record`` jobs, decided together: one SELECT of
-        the accounts and one of the ids, two ``executemany``; the records of each
-        ``post_and_record`` then, behind every posting."""
+        the accounts and one of the ids, one upsert of the accounts opened or changed and one
+        INSERT of the transfers; the records of every ``post_and_record`` then, behind every
+        posting, in one go."""
         ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
         batch = Batch(self.load_accounts(sorted(account_ids)), self.load_remembered(sorted(ids)))
         opened: list[Account] = []
@@ -205,19 +227,15 @@ class SqliteStore(OfflineRecords):
                     batch.accounts.update(self.load_accounts(unseen))
                     opened += open_missing(batch.accounts, wanted)
                 job.value = (batch.post(transfers, linked=False), before)
-        if opened:
-            self.conn.executemany(_INSERT_ACCOUNT, [_account_row(a) for a in opened])
+        changed = dict.fromkeys([a.id for a in opened] + list(batch.dirty))
+        states = [rows.account_row(batch.accounts[a]) for a in changed]
+        rows.execute_values(self.conn, _WRITE_ACCOUNTS, states)
         at_us = rows.now_us()
-        self.conn.executemany(
-            _INSERT_TRANSFER, [rows.transfer_row(r, at_us) for r in batch.written]
-        )
-        changed = [batch.accounts[a] for a in batch.dirty]
-        self.conn.executemany(
-            _UPDATE_ACCOUNT, [(a.debits_posted_fen, a.credits_posted_fen, a.id) for a in changed]
-        )
-        for job in jobs:
-            if job.kind == "post_and_record" and job.args[1]:
-                self.record_offline(job.args[1])
+        written = [rows.transfer_row(r, at_us) for r in batch.written]
+        rows.execute_values(self.conn, _INSERT_TRANSFERS, written)
+        on_file = [r for job in jobs if job.kind == "post_and_record" for r in job.args[1]]
+        if on_file:
+            self.record_offline(on_file)
 
     def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = self.load_accounts(sorted({a.id for a in accounts}))

@@ -17,7 +17,7 @@ from ledger.state import Held, offline_decision
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " received_at_us) VALUES {values}"
     " ON CONFLICT (psam_terminal_no, psam_serial)"
     " DO UPDATE SET terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
     " application_serial = excluded.application_serial, purse = excluded.purse,"
@@ -28,6 +28,12 @@ _UPSERT_OFFLINE = (
     " OR (offline_records.terminal_id = excluded.terminal_id"
     " AND offline_records.batch_no <> excluded.batch_no"
     " AND (excluded.transfer_id IS NOT NULL OR offline_records.transfer_id IS NULL))"
+)
+#: What is on file for some (PSAM terminal number, serial) pairs: one statement for many.
+_SELECT_HELD = (
+    "SELECT o.psam_terminal_no, o.psam_serial, o.transfer_id IS NOT NULL, o.terminal_id,"
+    " o.batch_no FROM (VALUES {values}) AS v JOIN offline_records AS o"
+    " ON o.psam_terminal_no = v.column1 AND o.psam_serial = v.column2"
 )
 OFFLINE_COLUMNS = (
     "psam_terminal_no, psam_serial, terminal_id, batch_no, application_serial, purse,"
@@ -43,40 +49,30 @@ class OfflineRecords:
         raise NotImplementedError
 
     def record_offline(self, records: Sequence[OfflineRecord]) -> list[bool]:
-        """One SELECT of what is on file per PSAM (chunked), one ``executemany`` of the rows to
-        write: a batch upload of thousands of records costs a few statements."""
+        """One SELECT of what is on file, one upsert of the rows to write (a chunk of rows per
+        statement): a batch upload of thousands of records costs a few statements."""
         held = self._offline_held(records)
         results, writes = [], []
+        at_us = rows.now_us()
         for record in records:
             key = (record.psam_terminal_no, record.psam_serial)
             new, write = offline_decision(held.get(key), record)
             if write:
                 held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-                writes.append(offline_row(record))
+                writes.append((*offline_row(record), at_us))
             results.append(new)
-        at_us = rows.now_us()
-        self.conn.executemany(_UPSERT_OFFLINE, [(*row, at_us) for row in writes])
+        rows.execute_values(self.conn, _UPSERT_OFFLINE, writes)
         return results
 
     def _offline_held(self, records: Sequence[OfflineRecord]) -> dict[tuple[str, int], Held]:
         """(PSAM terminal number, serial) → (verified, terminal, batch), for the records'
         debits on file."""
-        serials: dict[str, set[int]] = {}
-        for record in records:
-            serials.setdefault(record.psam_terminal_no, set()).add(record.psam_serial)
-        held: dict[tuple[str, int], Held] = {}
-        for psam, wanted in serials.items():
-            ordered = sorted(wanted)
-            for start in range(0, len(ordered), rows.IN_CHUNK):
-                chunk = ordered[start : start + rows.IN_CHUNK]
-                sql = (
-                    "SELECT psam_serial, transfer_id IS NOT NULL, terminal_id, batch_no"
-                    " FROM offline_records WHERE psam_terminal_no = ?"
-                    f" AND psam_serial IN ({','.join('?' * len(chunk))})"
-                )
-                for serial, verified, terminal, batch in self.conn.execute(sql, (psam, *chunk)):
-                    held[(psam, int(serial))] = (bool(verified), terminal, int(batch))
-        return held
+        keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
+        found = rows.execute_values(self.conn, _SELECT_HELD, keys)
+        return {
+            (psam, int(serial)): (bool(verified), terminal, int(batch))
+            for psam, serial, verified, terminal, batch in found
+        }
 
     def offline_counters(
         self, cards: Sequence[tuple[str, str]]
