@@ -49,6 +49,7 @@ from ledger.medical.bills import (
     BillRecord,
     BillState,
     DuplicateBillError,
+    Effect,
     check_transition,
 )
 from ledger.medical.codec import bill_from_dict, bill_to_dict, split_from_dict, split_to_dict
@@ -82,8 +83,11 @@ _INSERT_BILL = (
     + ", ".join("?" * (14 + len(TOTAL_NAMES)))
     + ")"
 )
+#: The row as the deciding record says (always, on a row read in the transaction; a record
+#: kept from an earlier write when no other write moved the bill since).
 _UPDATE_STATE = (
     "UPDATE medical_bills SET state = ?, updated_at_us = ? WHERE bill_id = ? AND state = ?"
+    " AND updated_at_us = ? AND request_digest = ?"
 )
 _SELECT_COMMITTED = (
     f"SELECT {', '.join(TOTAL_NAMES)} FROM medical_accumulators WHERE person_id = ? AND year = ?"
@@ -207,26 +211,76 @@ def _add_committed(db: sqlite3.Connection, person_id: str, year: int, delta: Tot
         db.execute(_INSERT_COMMITTED, (person_id, year, *values))
 
 
-def _transition(
-    decoded: Decoded, bill_id: str, target: BillState, now_us: int, check: Check | None
-) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
-    """The write moving a bill (see `SqlMedicalStore.transition`)."""
+class Written:
+    """Bills as this store's writer last wrote them (submitted or moved), so that the next move
+    of one — the advice's completion after the 0200's approval — decides on the record kept,
+    without reading its row again: its UPDATE finds the row still as kept (state, update time,
+    request digest), or writes nothing and the row is read (another process moved the bill, or
+    the kept write was rolled back). Used on the writer only. Bounded: the oldest make room."""
 
-    def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
-        row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
-        if row is None:
-            raise KeyError(bill_id)
-        record = decoded.record(row)
+    def __init__(self, size_max: int = 4096) -> None:
+        self._kept: dict[str, BillRecord] = {}
+        self._size_max = size_max
+
+    def get(self, bill_id: str) -> BillRecord | None:
+        return self._kept.get(bill_id)
+
+    def keep(self, record: BillRecord) -> None:
+        if len(self._kept) >= self._size_max and record.bill_id not in self._kept:
+            del self._kept[next(iter(self._kept))]
+        self._kept[record.bill_id] = record
+
+
+def _updated(db: sqlite3.Connection, record: BillRecord, to: BillState, now_us: int) -> bool:
+    """Move the row, if it is as ``record`` says."""
+    found = (record.bill_id, record.state.value, record.updated_at_us, record.request_digest)
+    return db.execute(_UPDATE_STATE, (to.value, now_us, *found)).rowcount == 1
+
+
+def _transition(
+    decoded: Decoded,
+    written: Written,
+    bill_id: str,
+    target: BillState,
+    now_us: int,
+    check: Check | None,
+) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+    """The write moving a bill (see `SqlMedicalStore.transition`): decided on the record kept
+    from this writer's last write of the bill when its row is still so, else on the row."""
+
+    def decide(record: BillRecord) -> tuple[BillState, Effect | None]:
         to = target if check is None else check(record)
-        effect = check_transition(record, to)
-        if effect is None:
-            return record, False
+        return to, check_transition(record, to)
+
+    def moved(
+        db: sqlite3.Connection, record: BillRecord, to: BillState, effect: Effect
+    ) -> tuple[BillRecord, bool]:
         if effect == "commit":
             _add_committed(db, record.person_id, record.year, record.split.delta)
         elif effect == "void":
             _add_committed(db, record.person_id, record.year, ZERO - record.split.delta)
-        db.execute(_UPDATE_STATE, (to.value, now_us, bill_id, record.state.value))
-        return replace(record, state=to, updated_at_us=now_us), True
+        record = replace(record, state=to, updated_at_us=now_us)
+        written.keep(record)
+        return record, True
+
+    def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+        kept = written.get(bill_id)
+        if kept is not None:
+            try:
+                to, effect = decide(kept)
+            except Exception:  # decided on the row as it is, below
+                effect = None
+            if effect is not None and _updated(db, kept, to, now_us):
+                return moved(db, kept, to, effect)
+        row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
+        if row is None:
+            raise KeyError(bill_id)
+        record = decoded.record(row)
+        to, effect = decide(record)
+        if effect is None:
+            return record, False
+        _updated(db, record, to, now_us)
+        return moved(db, record, to, effect)
 
     return write
 
@@ -250,6 +304,7 @@ class SqlMedicalStore:
         self._pg: PgWrites | None = None
         self._readers = threading.local()
         self._decoded = Decoded()
+        self._written = Written()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
         if isinstance(engine, PgEngine):
@@ -339,7 +394,9 @@ class SqlMedicalStore:
                     *split.delta.as_tuple(),
                 ),
             )
-            return replace(record, split=split), True
+            stored = replace(record, split=split)
+            self._written.keep(stored)
+            return stored, True
 
         return self._writes().run(write)
 
@@ -356,7 +413,9 @@ class SqlMedicalStore:
         when the bill is unknown."""
         if self._pg is not None:
             return self._pg.transition(bill_id, target, now_us, check)
-        return self._writes().run(_transition(self._decoded, bill_id, target, now_us, check))
+        return self._writes().run(
+            _transition(self._decoded, self._written, bill_id, target, now_us, check)
+        )
 
     async def transition_async(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
@@ -366,7 +425,7 @@ class SqlMedicalStore:
         (through a thread without one)."""
         if self._pg is not None:
             return await self._pg.transition_async(bill_id, target, now_us, check)
-        write = _transition(self._decoded, bill_id, target, now_us, check)
+        write = _transition(self._decoded, self._written, bill_id, target, now_us, check)
         return await self._writes().submit(write)
 
     @property
@@ -382,7 +441,7 @@ class SqlMedicalStore:
         `posts_with_ledger`."""
         if not self.posts_with_ledger:
             raise RuntimeError("the medical store does not write on the ledger's writer")
-        return _transition(self._decoded, bill_id, target, now_us, check)
+        return _transition(self._decoded, self._written, bill_id, target, now_us, check)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))

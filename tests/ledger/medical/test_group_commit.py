@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
 from ledger.medical.group_write import GroupWriter
@@ -283,3 +284,27 @@ def test_submissions_in_one_batch_never_share_the_deductible(service: MedicalSer
     deductibles = [r.split.delta.deductible_fen for r in results if isinstance(r, BillRecord)]
     assert sorted(deductibles) == [0] * 5 + [10000] * 3
     assert service.accumulators("P11", 2026)[1].deductible_fen == 30000
+
+
+def test_a_bill_moved_by_another_process_is_decided_on_its_row(service: MedicalService) -> None:
+    """The writer keeps the bills it wrote and decides their next move on them; a bill another
+    connection moved meanwhile is decided on its row as it is."""
+    store = _store(service)
+    opened, approved = _submit(service, 2)
+    service.approve_bill(approved.bill_id, "H001", CARD, NOW)
+    assert isinstance(store.engine, Engine) and store.engine.url.database is not None
+    database = store.engine.url.database
+    with sqlite3.connect(database) as other:  # the CLI, say: one approved, one reversed
+        for record, state in ((opened, "approved"), (approved, "reversed")):
+            other.execute(
+                "UPDATE medical_bills SET state = ?, updated_at_us = updated_at_us + 1"
+                " WHERE bill_id = ?",
+                (state, record.bill_id),
+            )
+    again = service.approve_bill(opened.bill_id, "H001", CARD, NOW)
+    assert again.state is BillState.APPROVED and again.updated_at_us == opened.updated_at_us + 1
+    with pytest.raises(BillStateError):
+        service.complete_bill(approved.bill_id, NOW)
+    committed, _ = store.accumulators(HOLDERS[0].person_id, DAY.year)
+    assert committed.eligible_fen == 0  # nothing completed
+    assert service.complete_bill(opened.bill_id, NOW)[1]  # its own writes: kept and current
