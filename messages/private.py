@@ -17,7 +17,16 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from messages.errors import CodecError
-from messages.tlv import Tag, TagKind, decode_tlv, encode_tlv, index_layout
+from messages.tlv import (
+    Decoder,
+    Encoder,
+    Tag,
+    TagKind,
+    decode_tlv,
+    encode_tlv,
+    encoders,
+    index_layout,
+)
 
 T = TypeVar("T")
 
@@ -53,9 +62,10 @@ def construct(cls: type[T], values: Mapping[str, Any]) -> T:
     """``cls(**values)`` for a frozen dataclass without slots, without its ``__init__``.
 
     That ``__init__`` sets each field through ``object.__setattr__``: 2-3 us for CardData's 22
-    fields, most of them absent, on every message. Only for values a parser has checked (names,
-    types, required fields present): a field left out reads its default from the class, where
-    ``dataclass`` puts it, so the result equals ``cls(**values)``."""
+    fields, most of them absent, on every message. Only where every name in ``values`` is a
+    field and every field without a default is given (a parser's checked values, a reply's echo):
+    a field left out reads its default from the class, where ``dataclass`` puts it, so the result
+    equals ``cls(**values)``."""
     instance: T = object.__new__(cls)
     instance.__dict__.update(values)
     return instance
@@ -85,14 +95,18 @@ class _TlvRecord:
     LAYOUT: ClassVar[tuple[Tag, ...]]
     FIELD: ClassVar[str]
     _ENUMS: ClassVar[dict[str, type[enum.IntEnum]]] = {}
+    _BY_TAG: ClassVar[Mapping[int, tuple[Tag, Decoder | None]]]
+    _ENCODERS: ClassVar[tuple[tuple[str, int, int, Encoder], ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Index the layout once per record class, not on every parse and build."""
+        super().__init_subclass__(**kwargs)
+        cls._BY_TAG = index_layout(cls.LAYOUT)
+        cls._ENCODERS = encoders(cls.LAYOUT)
 
     @classmethod
     def parse(cls, data: bytes) -> Self:
-        by_tag = cls.__dict__.get("_BY_TAG")
-        if by_tag is None:
-            by_tag = index_layout(cls.LAYOUT)
-            setattr(cls, "_BY_TAG", by_tag)  # noqa: B010 - class-level cache, built once
-        values = decode_tlv(by_tag, data, cls.FIELD)
+        values = decode_tlv(cls._BY_TAG, data, cls.FIELD)
         for name, kind in cls._ENUMS.items():
             if name in values:
                 try:
@@ -102,7 +116,7 @@ class _TlvRecord:
         return construct(cls, values)
 
     def build(self) -> bytes:
-        return encode_tlv(self.LAYOUT, {t.name: getattr(self, t.name) for t in self.LAYOUT})
+        return encode_tlv(self._ENCODERS, self)
 
 
 @dataclass(frozen=True)  # no slots: parse builds it with construct()

@@ -2,10 +2,12 @@
 
 A layout is a tuple of :class:`Tag`; a record dataclass's attributes are named by it.
 Encoding writes tags in ascending order and omits absent (``None``) values, so the same
-values always give the same bytes.
+values always give the same bytes. A layout is indexed once (:func:`index_layout` to decode,
+:func:`encoders` to encode) so that a tag costs no dispatch on its kind per message.
 
+>>> from types import SimpleNamespace
 >>> layout = (Tag(0x01, "serial", TagKind.BYTES, 2), Tag(0x02, "count", TagKind.UINT, 2))
->>> encode_tlv(layout, {"serial": b"\\xab\\xcd", "count": 7}).hex()
+>>> encode_tlv(encoders(layout), SimpleNamespace(serial=b"\\xab\\xcd", count=7)).hex()
 '0102abcd02020007'
 >>> decode_tlv(index_layout(layout), bytes.fromhex("0102abcd02020007"), "58")
 {'serial': b'\\xab\\xcd', 'count': 7}
@@ -20,6 +22,9 @@ from types import MappingProxyType
 from typing import Any
 
 from messages.errors import CodecError
+
+Decoder = Callable[[bytes], Any]
+Encoder = Callable[[Any, int], bytes]  # (value, the tag's size)
 
 
 class TagKind(enum.Enum):
@@ -36,59 +41,84 @@ class Tag:
     kind: TagKind
     size: int = 0  # 0: variable, up to 255 bytes
 
-    def encode(self, value: Any) -> bytes:
-        if self.kind is TagKind.UINT:
-            return int(value).to_bytes(self.size, "big")
-        if self.kind is TagKind.TEXT:
-            return str(value).encode("utf-8")
-        if self.kind is TagKind.BCD:
-            return bytes.fromhex(value)
-        return bytes(value)
+
+def encoders(layout: tuple[Tag, ...]) -> tuple[tuple[str, int, int, Encoder], ...]:
+    """(name, tag, size, encoder) of each tag in layout order, for :func:`encode_tlv`."""
+    return tuple((t.name, t.tag, t.size, _ENCODERS[t.kind]) for t in layout)
 
 
-def encode_tlv(layout: tuple[Tag, ...], values: Mapping[str, Any]) -> bytes:
+def encode_tlv(plan: tuple[tuple[str, int, int, Encoder], ...], record: object) -> bytes:
+    """``record``'s attributes named by the layout, its ``None`` ones left out."""
     out = bytearray()
-    for tag in layout:
-        value = values.get(tag.name)
+    for name, tag, fixed, encode in plan:
+        value = getattr(record, name)
         if value is None:
             continue
-        raw = tag.encode(value)
-        if (tag.size and len(raw) != tag.size) or len(raw) > 255:
-            raise CodecError(f"private tag {tag.tag:02X} ({tag.name}) has a wrong length")
-        out += bytes((tag.tag, len(raw)))
+        raw = encode(value, fixed)
+        size = len(raw)
+        if (fixed and size != fixed) or size > 255:
+            raise CodecError(f"private tag {tag:02X} ({name}) has a wrong length")
+        out.append(tag)
+        out.append(size)
         out += raw
     return bytes(out)
 
 
-def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[Tag, Callable[[bytes], Any] | None]]:
+def _encode_uint(value: Any, size: int) -> bytes:
+    return int(value).to_bytes(size, "big")
+
+
+def _encode_text(value: Any, size: int) -> bytes:
+    return str(value).encode("utf-8")
+
+
+def _encode_bcd(value: Any, size: int) -> bytes:
+    return bytes.fromhex(value)
+
+
+def _encode_bytes(value: Any, size: int) -> bytes:
+    return bytes(value)
+
+
+_ENCODERS: Mapping[TagKind, Encoder] = MappingProxyType(
+    {
+        TagKind.UINT: _encode_uint,
+        TagKind.BYTES: _encode_bytes,
+        TagKind.TEXT: _encode_text,
+        TagKind.BCD: _encode_bcd,
+    }
+)
+
+
+def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[Tag, Decoder | None]]:
     """Tags by number with their decoders (``None``: the bytes as they are), for
-    :func:`decode_tlv`; build once per layout, so decoding a tag costs no dispatch on its kind."""
+    :func:`decode_tlv`."""
     return {t.tag: (t, _DECODERS[t.kind]) for t in layout}
 
 
-def _text(raw: bytes) -> str:
+def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
-def _bcd(raw: bytes) -> str:
+def _decode_bcd(raw: bytes) -> str:
     digits = raw.hex()
     if not digits.isdigit():
         raise ValueError("not BCD")
     return digits
 
 
-_DECODERS: Mapping[TagKind, Callable[[bytes], Any] | None] = MappingProxyType(
+_DECODERS: Mapping[TagKind, Decoder | None] = MappingProxyType(
     {
         TagKind.UINT: int.from_bytes,
         TagKind.BYTES: None,
-        TagKind.TEXT: _text,
-        TagKind.BCD: _bcd,
+        TagKind.TEXT: _decode_text,
+        TagKind.BCD: _decode_bcd,
     }
 )
 
 
 def decode_tlv(
-    by_tag: Mapping[int, tuple[Tag, Callable[[bytes], Any] | None]], data: bytes, field: str
+    by_tag: Mapping[int, tuple[Tag, Decoder | None]], data: bytes, field: str
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
