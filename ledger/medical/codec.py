@@ -29,8 +29,15 @@ def totals_to_dict(totals: Totals) -> Json:
     }
 
 
+_TOTAL_KEYS = tuple(totals_to_dict(Totals()))
+# dict lookups: an enum call costs µs, and a stored split is decoded on the ledger's writer
+_COVERAGES = {coverage.value: coverage for coverage in Coverage}
+_SHARES = {share.value: share for share in Share}
+_CATEGORIES = {category.value: category for category in Category}
+
+
 def totals_from_dict(data: Json) -> Totals:
-    return Totals(**{key: int(data[key]) for key in totals_to_dict(Totals())})
+    return Totals(*[int(data[key]) for key in _TOTAL_KEYS])
 
 
 def bill_to_dict(bill: Bill) -> Json:
@@ -94,13 +101,13 @@ def _line_from_dict(data: Json) -> LineSplit:
         number=int(data["number"]),
         code=str(data["code"]),
         name=str(data["name"]),
-        coverage=Coverage(data["coverage"]) if data["coverage"] else None,
+        coverage=_COVERAGES[data["coverage"]] if data["coverage"] else None,
         quantity=int(data["quantity"]),
         unit_price_fen=int(data["unit_price_fen"]),
         ceiling_fen=None if data["ceiling_fen"] is None else int(data["ceiling_fen"]),
         amount_fen=int(data["amount_fen"]),
         parts=tuple(
-            Part(Share(part["share"]), int(part["amount_fen"]), Reason[part["reason"]])
+            Part(_SHARES[part["share"]], int(part["amount_fen"]), Reason[part["reason"]])
             for part in data["parts"]
         ),
     )
@@ -112,7 +119,7 @@ def split_from_dict(data: Json) -> Split:
         policy_year=int(data["policy_year"]),
         catalogue_version=int(data["catalogue_version"]),
         institution_level=int(data["institution_level"]),
-        category=Category(data["category"]),
+        category=_CATEGORIES[data["category"]],
         special_category=data["special_category"],
         total_fen=int(data["total_fen"]),
         personal_account_fen=int(data["personal_account_fen"]),
