@@ -132,7 +132,7 @@ class Codec:
                 fields[number] = value
         if prefix:
             tpdu, header = bytes(payload[:TPDU_BYTES]), bytes(payload[TPDU_BYTES:prefix])
-            return Message(doc_dec["t"], fields, tpdu=tpdu, header=header)
+            return Message(doc_dec["t"], fields, tpdu, header)  # positional: keywords cost more
         return Message(doc_dec["t"], fields)
 
     def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:

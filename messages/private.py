@@ -95,7 +95,7 @@ class _TlvRecord:
     LAYOUT: ClassVar[tuple[Tag, ...]]
     FIELD: ClassVar[str]
     _ENUMS: ClassVar[dict[str, type[enum.IntEnum]]] = {}
-    _BY_TAG: ClassVar[Mapping[int, tuple[Tag, Decoder | None]]]
+    _BY_TAG: ClassVar[Mapping[int, tuple[str, int, Decoder | None]]]
     _ENCODERS: ClassVar[tuple[tuple[str, int, int, Encoder], ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

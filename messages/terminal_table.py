@@ -378,7 +378,7 @@ def build(typed: TerminalMessage) -> Message:
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
     )
     build_fields(typed.WIRE_BINDS, typed, fields)
-    return Message(mti, fields, tpdu=typed.tpdu, header=typed.header)
+    return Message(mti, fields, typed.tpdu, typed.header)
 
 
 def reply_to(

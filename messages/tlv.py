@@ -90,10 +90,10 @@ _ENCODERS: Mapping[TagKind, Encoder] = MappingProxyType(
 )
 
 
-def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[Tag, Decoder | None]]:
-    """Tags by number with their decoders (``None``: the bytes as they are), for
-    :func:`decode_tlv`."""
-    return {t.tag: (t, _DECODERS[t.kind]) for t in layout}
+def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[str, int, Decoder | None]]:
+    """(name, size, decoder) of each tag by number (decoder ``None``: the bytes as they are),
+    for :func:`decode_tlv`."""
+    return {t.tag: (t.name, t.size, _DECODERS[t.kind]) for t in layout}
 
 
 def _decode_text(raw: bytes) -> str:
@@ -118,7 +118,7 @@ _DECODERS: Mapping[TagKind, Decoder | None] = MappingProxyType(
 
 
 def decode_tlv(
-    by_tag: Mapping[int, tuple[Tag, Decoder | None]], data: bytes, field: str
+    by_tag: Mapping[int, tuple[str, int, Decoder | None]], data: bytes, field: str
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
@@ -126,19 +126,17 @@ def decode_tlv(
     while index < size:
         if index + 2 > size:
             raise CodecError("truncated private tag", field=field, offset=index)
-        entry = by_tag.get(data[index])
+        tag = data[index]
+        entry = by_tag.get(tag)
         if entry is None:
-            raise CodecError(f"unknown private tag {data[index]:02X}", field=field, offset=index)
-        tag, decoder = entry
+            raise CodecError(f"unknown private tag {tag:02X}", field=field, offset=index)
+        name, fixed, decoder = entry
         length = data[index + 1]
         end = index + 2 + length
-        if end > size or (tag.size and length != tag.size):
-            raise CodecError(
-                f"private tag {tag.tag:02X} has a wrong length", field=field, offset=index
-            )
-        name = tag.name
+        if end > size or (fixed and length != fixed):
+            raise CodecError(f"private tag {tag:02X} has a wrong length", field=field, offset=index)
         if name in values:
-            raise CodecError(f"private tag {tag.tag:02X} repeated", field=field, offset=index)
+            raise CodecError(f"private tag {tag:02X} repeated", field=field, offset=index)
         raw = data[index + 2 : end]
         if decoder is None:
             values[name] = raw
@@ -147,7 +145,7 @@ def decode_tlv(
                 values[name] = decoder(raw)
             except ValueError:
                 raise CodecError(
-                    f"private tag {tag.tag:02X} is malformed", field=field, offset=index
+                    f"private tag {tag:02X} is malformed", field=field, offset=index
                 ) from None
         index = end
     return values
