@@ -2,10 +2,11 @@
 
 Every operation (reads too, so that a caller always reads its own writes) goes through the
 writer's queue; consecutive posts of a batch are decided together with one SELECT of the accounts
-and one of the ids they touch, then written with two ``executemany`` — the raw ``sqlite3`` driver,
-as DESIGN §6 asks. Results reach callers only after the batch's COMMIT returned. On the daemon
-the medical store's writes run on this writer too (`CALL` jobs, each in a savepoint): one
-writer per file, one commit per group, no wait for SQLite's write lock.
+and one of the ids they touch, then written with one multi-row statement per table — the raw
+``sqlite3`` driver, as DESIGN §6 asks, and few calls into it: each releases the GIL, and taking
+it back from the event loop costs both threads. Results reach callers only after the batch's
+COMMIT returned. On the daemon the medical store's writes run on this writer too (`CALL` jobs,
+see `run_calls`): one writer per file, one commit per group, no wait for SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -162,8 +163,8 @@ class SqliteStore(OfflineRecords):
             end = start
             while end < len(batch) and batch[end].kind in _POSTS:
                 end += 1
-            if end > start:
-                self.post(batch[start:end])
+            if end > start:  # the chained posts are the first run
+                self.post(batch[start:end], chained if start == 0 else (), savepoints)
                 start = end
             else:
                 job = batch[start]
@@ -171,26 +172,18 @@ class SqliteStore(OfflineRecords):
                 start += 1
         for call, post in followed:
             call.value = (call.value, post.value[0])
-        if chained:
-            self._chain_calls(chained, savepoints)
 
-    def _chain_calls(self, chained: Sequence[tuple[Job, Job]], savepoints: bool) -> None:
-        """The calls of `POST_CALL_POST` jobs whose posts are all in the ledger, then the
-        postings they name: in the batch's transaction, after every post of the batch."""
+    def _chained_calls(
+        self, chained: Sequence[tuple[Job, Job]], savepoints: bool
+    ) -> dict[int, Job]:
+        """The calls of `POST_CALL_POST` jobs whose posts are all in the ledger (as decided,
+        not yet written: the calls write other tables), run now; by the job's index."""
         calls: dict[int, Job] = {}
         for n, (job, post) in enumerate(chained):
             if all(result.ok for result in post.value[0]):
                 calls[n] = Job(CALL_POST, job.args[3:5], None, None)
         run_calls(self.conn, list(calls.values()), savepoints=savepoints)
-        followed = _follow_ups(list(calls.values()))
-        if followed:
-            self.post([post for _, post in followed])
-            for call, post in followed:
-                call.value = (call.value, post.value[0])
-        for n, (job, post) in enumerate(chained):
-            ran = calls.get(n)
-            outcome = None if ran is None else ran.error or ran.value
-            job.value = (post.value, outcome)
+        return calls
 
     def _select_in(self, sql: str, ids: Sequence[str]) -> list[Any]:
         found: list[Any] = []
@@ -207,13 +200,46 @@ class SqliteStore(OfflineRecords):
         sql = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id IN ({{marks}})"
         return {row[0]: rows.remembered(row) for row in self._select_in(sql, ids)}
 
-    def post(self, jobs: Sequence[Job]) -> None:
+    def post(
+        self,
+        jobs: Sequence[Job],
+        chained: Sequence[tuple[Job, Job]] = (),
+        savepoints: bool = False,
+    ) -> None:
         """Consecutive ``post`` and ``post_and_record`` jobs, decided together: one SELECT of
         the accounts and one of the ids, one upsert of the accounts opened or changed and one
         INSERT of the transfers; the records of every ``post_and_record`` then, behind every
-        posting, in one go."""
+        posting, in one go. With ``chained`` (`POST_CALL_POST` jobs, their posts first among
+        ``jobs``): their calls run once those posts are decided, and the postings the calls
+        name are decided in the same `Batch` and written with the others."""
+        batch = Batch({}, {})
+        opened = self._decide(batch, jobs)
+        if chained:
+            calls = self._chained_calls(chained, savepoints)
+            followed = _follow_ups(list(calls.values()))
+            opened += self._decide(batch, [post for _, post in followed])
+            for call, post in followed:
+                call.value = (call.value, post.value[0])
+            for n, (job, post) in enumerate(chained):
+                ran = calls.get(n)
+                outcome = None if ran is None else ran.error or ran.value
+                job.value = (post.value, outcome)
+        changed = dict.fromkeys([a.id for a in opened] + list(batch.dirty))
+        states = [rows.account_row(batch.accounts[a]) for a in changed]
+        rows.execute_values(self.conn, _WRITE_ACCOUNTS, states)
+        at_us = rows.now_us()
+        written = [rows.transfer_row(r, at_us) for r in batch.written]
+        rows.execute_values(self.conn, _INSERT_TRANSFERS, written)
+        on_file = [r for job in jobs if job.kind == "post_and_record" for r in job.args[1]]
+        if on_file:
+            self.record_offline(on_file)
+
+    def _decide(self, batch: Batch, jobs: Sequence[Job]) -> list[Account]:
+        """Decide ``jobs`` in ``batch``, loading first the accounts and ids it does not hold;
+        the accounts opened on the way."""
         ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
-        batch = Batch(self.load_accounts(sorted(account_ids)), self.load_remembered(sorted(ids)))
+        batch.accounts.update(self.load_accounts(sorted(account_ids - batch.accounts.keys())))
+        batch.remembered.update(self.load_remembered(sorted(ids - batch.remembered.keys())))
         opened: list[Account] = []
         for job in jobs:
             if job.kind == "post":
@@ -227,15 +253,7 @@ class SqliteStore(OfflineRecords):
                     batch.accounts.update(self.load_accounts(unseen))
                     opened += open_missing(batch.accounts, wanted)
                 job.value = (batch.post(transfers, linked=False), before)
-        changed = dict.fromkeys([a.id for a in opened] + list(batch.dirty))
-        states = [rows.account_row(batch.accounts[a]) for a in changed]
-        rows.execute_values(self.conn, _WRITE_ACCOUNTS, states)
-        at_us = rows.now_us()
-        written = [rows.transfer_row(r, at_us) for r in batch.written]
-        rows.execute_values(self.conn, _INSERT_TRANSFERS, written)
-        on_file = [r for job in jobs if job.kind == "post_and_record" for r in job.args[1]]
-        if on_file:
-            self.record_offline(on_file)
+        return opened
 
     def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = self.load_accounts(sorted({a.id for a in accounts}))
