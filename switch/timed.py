@@ -3,20 +3,21 @@ without touching either: a proxy that times every coroutine method it forwards (
 asked, every plain method).
 
 >>> import asyncio
->>> from prometheus_client import CollectorRegistry, Histogram
+>>> from prometheus_client import CollectorRegistry
+>>> from switch.metrics import Latencies
 >>> class Backend:
 ...     limit = 3
 ...     async def kcv(self) -> str:
 ...         return "08D7B4"
 ...     def split(self, fen: int) -> int:
 ...         return fen // 2
->>> seconds = Histogram("t_seconds", "t", ("operation",), registry=CollectorRegistry())
+>>> seconds = Latencies("t_seconds", "t", "operation", CollectorRegistry())
 >>> asyncio.run(Timed(Backend(), seconds).kcv())
 '08D7B4'
->>> seconds.labels("kcv")._sum.get() > 0
+>>> seconds.labels("kcv").totals()[1] > 0
 True
 >>> timed = Timed(Backend(), seconds, calls=True)
->>> timed.split(10), timed.limit, seconds.labels("split")._sum.get() > 0
+>>> timed.split(10), timed.limit, seconds.labels("split").totals()[1] > 0
 (5, 3, True)
 """
 
@@ -27,14 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Histogram
+from switch.metrics import Latencies
 
 
 class Timed:
     """Times the target's coroutine methods; with ``calls`` also its plain methods (run where
     they are called: the medical service's, in the threads its callers hand them to)."""
 
-    def __init__(self, target: object, seconds: Histogram, *, calls: bool = False) -> None:
+    def __init__(self, target: object, seconds: Latencies, *, calls: bool = False) -> None:
         self._target = target
         self._seconds = seconds
         self._calls = calls
