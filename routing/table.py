@@ -63,6 +63,9 @@ def _overlaps(a: Route, b: Route) -> bool:
     return a.bin_prefix == b.bin_prefix
 
 
+CODES_KEPT_MAX = 4096  # distinct (interface, MTI, codes) answers kept
+
+
 class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
@@ -77,6 +80,13 @@ class RouteTable:
             self._by_mti.setdefault((route.interface, route.mti), []).append(route)
         for candidates in self._by_mti.values():
             candidates.sort(key=lambda r: (-len(r.bin_prefix), -sum(k is not None for k in r.key)))
+        # Where no candidate looks at the card's BIN, the answer depends on the codes alone.
+        self._by_codes: dict[tuple[str | None, ...], Route | None] = {}
+        self._no_bins = {
+            key
+            for key, candidates in self._by_mti.items()
+            if not any(r.bin_prefix for r in candidates)
+        }
 
     def match(
         self,
@@ -89,8 +99,21 @@ class RouteTable:
         pan: str,
     ) -> Route | None:
         """The most specific route for a message, or ``None`` (answered 92 / 12)."""
+        where = (interface, mti)
         wanted = (processing_code, txn_type, network_code, account_type)
-        for route in self._by_mti.get((interface, mti), ()):
+        if where not in self._no_bins:
+            return self._first(where, wanted, pan)
+        codes = (*where, *wanted)
+        if codes not in self._by_codes:
+            if len(self._by_codes) >= CODES_KEPT_MAX:  # codes come off the wire: bounded
+                self._by_codes.clear()
+            self._by_codes[codes] = self._first(where, wanted, pan)
+        return self._by_codes[codes]
+
+    def _first(
+        self, where: tuple[str, str], wanted: tuple[str | None, ...], pan: str
+    ) -> Route | None:
+        for route in self._by_mti.get(where, ()):
             if route.bin_prefix and not pan.startswith(route.bin_prefix):
                 continue
             if all(k is None or k == w for k, w in zip(route.key[2:], wanted, strict=True)):

@@ -114,11 +114,12 @@ class TerminalService:
                     refusal = self._reply(request, Outcome.BATCH_MISMATCH)
                     return refusal, session, "refused", None
         mti, processing_code, _, txn_type, network_code = request.codes()
-        message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{message_class(mti)}"
+        kind = message_class(mti)
+        message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{kind}"
         replay = None
         if not mti.startswith("08"):  # network management is simply done again
             # The same request, with its MTI's repeat digit normalised (0401 repeats 0400).
-            block = bytes.fromhex(message_class(mti)) + self.codec.mac_block(payload)[2:]
+            block = bytes.fromhex(kind) + self.codec.mac_block(payload)[2:]
             digest = hashlib.blake2b(block, digest_size=16).digest()
             earlier = await self.replies.earlier(message_key, digest)
             if isinstance(earlier, bytes):
@@ -129,7 +130,7 @@ class TerminalService:
             replay = (message_key, digest)
         route = self.routes.match(
             "terminal",
-            message_class(mti),
+            kind,
             processing_code,
             txn_type,
             network_code,
@@ -179,7 +180,7 @@ class TerminalService:
     def stamps(self) -> tuple[str, str]:
         """Host time hhmmss and date MMDD: every reply carries them (they set the clock)."""
         now = self.clock()
-        return now.strftime("%H%M%S"), now.strftime("%m%d")
+        return f"{now.hour:02d}{now.minute:02d}{now.second:02d}", f"{now.month:02d}{now.day:02d}"
 
     async def _encode(self, reply: TerminalReply, session: SignOnKeys | None) -> bytes:
         if session is None or reply.response_code == Outcome.MAC_ERROR.code:
