@@ -116,8 +116,10 @@ def split_answer(record: BillRecord) -> BillData:
     in cash, the cardholder's choice at the POS), and the receipt's lines."""
     split = record.split
     lines: list[str] = []
+    size = -1  # the joined lines' bytes: one newline fewer than lines
     for line in explain(split):
-        if len("\n".join([*lines, line]).encode()) > EXPLANATION_BYTES_MAX:
+        size += len(line.encode()) + 1
+        if size > EXPLANATION_BYTES_MAX:
             break
         lines.append(line)
     return BillData(
