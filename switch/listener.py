@@ -43,6 +43,8 @@ class _Connection(asyncio.Protocol):
         self._decoder = FrameDecoder(settings.length_format, settings.frame_bytes_max)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._heard_at = self._loop.time()  # when the peer last sent bytes
         self._peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,7 +77,9 @@ class _Connection(asyncio.Protocol):
             return
         for frame in frames:
             self._listener.spawn(self._serve(frame))
-        self._arm()
+        self._heard_at = self._loop.time()  # the timer, when it fires, waits on from here
+        if self._decoder.buffered_bytes:  # a frame begun: the (shorter) read timeout from now
+            self._rearm()
 
     async def _serve(self, frame: bytes) -> None:
         reply = await self._listener.handler(frame, self._peer)
@@ -84,13 +88,28 @@ class _Connection(asyncio.Protocol):
             transport.write(encode_frame(reply, self._listener.settings.length_format))
 
     def _arm(self) -> None:
+        """One timer per connection, re-armed when it fires, not at every frame (a timer handle
+        per frame cost more than the frame's framing)."""
+        self._timer = self._loop.call_at(self._heard_at + self._timeout_s(), self._check)
+
+    def _rearm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._arm()
+
+    def _timeout_s(self) -> float:
         settings = self._listener.settings
-        waiting = (
-            settings.read_timeout_s if self._decoder.buffered_bytes else settings.idle_timeout_s
-        )
-        self._timer = asyncio.get_running_loop().call_later(waiting, self._expire)
+        return settings.read_timeout_s if self._decoder.buffered_bytes else settings.idle_timeout_s
+
+    def _check(self) -> None:
+        """The timer fired: close if the peer was silent for the whole timeout (a frame begun
+        and not completed: the read timeout; nothing: the idle timeout), else wait on."""
+        if self._transport is None:
+            return
+        if self._loop.time() < self._heard_at + self._timeout_s():
+            self._arm()
+            return
+        self._expire()
 
     def _expire(self) -> None:
         log.info(
