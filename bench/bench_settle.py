@@ -3,7 +3,11 @@
 `medswitch serve` on the embedded SQLite default, next to a raw loopback echo and raw pyiso8583
 decode+encode measured in the same run.
 
-    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120]
+    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120] [--no-pin]
+
+The generator runs on one core and the daemon and the echo server on the other (``--no-pin``:
+wherever the scheduler puts them), as a load test would run its generator elsewhere:
+:func:`bench.bench_switch.cores` says why.
 
 Everything a terminal would compute — cards loaded and confirmed at a kiosk (so the ED
 shadows hold what the cards hold and no debit goes to review), cards' purchases through their
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import shutil
 import signal
 import sqlite3
@@ -32,7 +37,7 @@ from pathlib import Path
 import iso8583
 import uvloop
 
-from bench.bench_switch import Client, CpuMeter, processes, report
+from bench.bench_switch import Client, CpuMeter, cores, processes, report
 from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.soft import SoftHsm
@@ -364,6 +369,12 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=Path, default=None, help="py-spy record the daemon into this SVG/file"
     )
     parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place the generator and the servers (default: the generator "
+        "on the last CPU, the daemon and the echo server on the others)",
+    )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -378,7 +389,13 @@ def main(argv: list[str] | None = None) -> None:
         demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
         demo_keys.write_config(home, terminal_port=0, http_port=0)
         pids: dict[str, int] = {}
-        with processes(home, pids) as (port, echo_port):
+        layout = None if args.no_pin else cores()
+        servers = None
+        if layout is not None:
+            servers, generator = layout
+            os.sched_setaffinity(0, generator)
+            print(f"CPUs: generator {sorted(generator)}, daemon and echo server {sorted(servers)}")
+        with processes(home, pids, servers) as (port, echo_port):
             started = time.perf_counter()
             lanes, cards = uvloop.run(prepare(home, port, maker, args))
             print(

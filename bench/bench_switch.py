@@ -225,18 +225,39 @@ class CpuMeter:
         )
 
 
+def cores() -> tuple[set[int], set[int]] | None:
+    """(the servers' CPUs, the generator's CPU) when this process may use two or more: the
+    generator gets the last. On loopback every reply the daemon sends wakes the generator, and
+    a generator free to run on the daemon's core is often run in its place in the middle of
+    that send, with the event loop's GIL held (a reply's write took 126-171 us instead of 17
+    us): DESIGN §6's prototype was measured with its generator on the other core too."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return set(allowed[:-1]), {allowed[-1]}
+
+
 @contextlib.contextmanager
-def processes(home: Path, pids: dict[str, int] | None = None) -> Iterator[tuple[int, int]]:
-    """`medswitch serve` on ``home`` and a raw echo server, both on port 0, stopped after use;
-    yields (daemon port, echo port); ``pids``, when given, gets the "daemon" and "echo" ids."""
+def processes(
+    home: Path, pids: dict[str, int] | None = None, cpus: set[int] | None = None
+) -> Iterator[tuple[int, int]]:
+    """`medswitch serve` on ``home`` and a raw echo server, both on port 0 (and on ``cpus``
+    when given), stopped after use; yields (daemon port, echo port); ``pids``, when given, gets
+    the "daemon" and "echo" ids."""
     script = str(Path(sys.executable).parent / "medswitch")
     env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+    pinned = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     server = subprocess.Popen(
-        [script, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [script, "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=pinned,
     )
     read, write = os.pipe()
     code = f"from bench.bench_switch import _echo_server_process as f; f({write})"
-    echo = subprocess.Popen([sys.executable, "-c", code], pass_fds=(write,))
+    echo = subprocess.Popen([sys.executable, "-c", code], pass_fds=(write,), preexec_fn=pinned)
     if pids is not None:
         pids.update(daemon=server.pid, echo=echo.pid)
     try:
