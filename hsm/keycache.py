@@ -73,26 +73,44 @@ class KeyCache:
         self._cards.clear()
         self._lmk.erase()
 
-    async def load(self, ref: KeyRef, *usages: KeyUsage) -> LoadedKey:
-        if usages:
-            ref.require(*usages)
+    def loaded(self, ref: KeyRef, *usages: KeyUsage) -> LoadedKey | None:
+        """:meth:`load` without a coroutine, for a key already in memory (every call after
+        a key's first: an exchange makes five HSM calls); None when it is not."""
+        if usages and ref.usage not in usages:
+            ref.require(*usages)  # raises, naming the usages
         entry = self._loaded.get((ref.alias, ref.version))
         if entry is None:
-            stored = await self.store.get(ref.alias, ref.version)
-            key = keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
-            entry = self._remember(LoadedKey(stored.ref, key))
-        elif entry.ref.usage is not ref.usage:
+            return None
+        if entry.ref.usage is not ref.usage:
             raise KeyUsageError(
                 f"key {ref.alias} v{ref.version} is {entry.ref.usage.value}, "
                 f"referenced as {ref.usage.value}"
             )
-        elif ref.kcv and ref.kcv != entry.ref.kcv:
+        if ref.kcv and ref.kcv != entry.ref.kcv:
             raise KeyTamperedError(f"key {ref.alias} v{ref.version}: check value differs")
         return entry
 
+    async def load(self, ref: KeyRef, *usages: KeyUsage) -> LoadedKey:
+        entry = self.loaded(ref, *usages)
+        if entry is None:
+            stored = await self.store.get(ref.alias, ref.version)
+            key = keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
+            entry = self._remember(LoadedKey(stored.ref, key))
+        return entry
+
+    def loaded_card(self, path: CardKeyPath, *usages: KeyUsage) -> LoadedKey | None:
+        """:meth:`card` without a coroutine, when its master key is in memory."""
+        master = self.loaded(path.master, *usages)
+        return None if master is None else self._diversified(master, path)
+
     async def card(self, path: CardKeyPath, *usages: KeyUsage) -> LoadedKey:
         """The master key diversified by each factor in turn (recent card keys are kept)."""
-        master = await self.load(path.master, *usages)
+        entry = self.loaded_card(path, *usages)
+        if entry is None:
+            entry = self._diversified(await self.load(path.master, *usages), path)
+        return entry
+
+    def _diversified(self, master: LoadedKey, path: CardKeyPath) -> LoadedKey:
         if not path.factors:
             return master
         ident = (path.master.alias, path.master.version, path.factors)

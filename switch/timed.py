@@ -39,16 +39,12 @@ class Timed:
         self._target = target
         self._seconds = seconds
         self._calls = calls
-        self._wrapped: dict[str, Callable[..., Any]] = {}
         self._plain: set[str] = set()  # attributes that are not timed
 
     def __repr__(self) -> str:
         return f"Timed({self._target!r})"
 
     def __getattr__(self, name: str) -> Any:
-        wrapped = self._wrapped.get(name)
-        if wrapped is not None:
-            return wrapped
         attribute = getattr(self._target, name)
         if name in self._plain:
             return attribute  # read afresh each time, asked about only once
@@ -59,7 +55,9 @@ class Timed:
         else:
             self._plain.add(name)
             return attribute
-        self._wrapped[name] = wrapped
+        # Kept as an attribute of the proxy: found from then on without calling __getattr__
+        # (a Python call per use, and the hot path makes a dozen uses per exchange).
+        setattr(self, name, wrapped)
         return wrapped
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hsm.errors import (
     KeyUsageError,
     LmkError,
 )
+from hsm.keycache import KeyCache
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore, MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine, generate_component
@@ -197,3 +199,20 @@ def test_a_version_taken_by_another_process_is_skipped(tmp_path: Path) -> None:
         assert [r.version for r in await FileKeyStore(path).list()] == [1, 2]
 
     asyncio.run(run())
+
+
+def test_a_key_in_memory_is_taken_without_awaiting_with_the_same_checks() -> None:
+    """KeyCache.loaded (the hot path's) answers as load does, or None when load must read the
+    store; usage and check value are enforced the same way."""
+    cache = KeyCache(lmk(), MemoryKeyStore())
+    ref = asyncio.run(cache.put("t/TDK", KeyUsage.TDK, SECRET, datetime(2026, 11, 25)))
+    fresh = KeyCache(lmk(), cache.store)
+    assert fresh.loaded(ref, KeyUsage.TDK) is None  # not yet read from the store
+    entry = asyncio.run(fresh.load(ref, KeyUsage.TDK))
+    assert fresh.loaded(ref, KeyUsage.TDK, KeyUsage.FILE) is entry
+    with pytest.raises(KeyUsageError):
+        fresh.loaded(ref, KeyUsage.MAK)
+    with pytest.raises(KeyUsageError):
+        fresh.loaded(dataclasses.replace(ref, usage=KeyUsage.MAK))
+    with pytest.raises(KeyTamperedError):
+        fresh.loaded(dataclasses.replace(ref, kcv="000000"))
