@@ -30,7 +30,8 @@ class Remembered:
 class ReplyCache:
     def __init__(self, entries_max: int = 200_000, age_max_s: float = 24 * 3600.0) -> None:
         self._entries: OrderedDict[str, Remembered] = OrderedDict()
-        self._pending: dict[str, tuple[bytes, asyncio.Future[bytes]]] = {}
+        # A request being handled: its digest, and a future once a copy waits for its reply.
+        self._pending: dict[str, tuple[bytes, asyncio.Future[bytes] | None]] = {}
         self._entries_max = entries_max
         self._age_max_s = age_max_s
 
@@ -45,7 +46,16 @@ class ReplyCache:
         return found
 
     def pending(self, key: str) -> tuple[bytes, asyncio.Future[bytes]] | None:
-        return self._pending.get(key)
+        """The digest of the request with ``key`` being handled, and the future its reply will
+        resolve (made now if nobody waited before: most requests have no copy)."""
+        found = self._pending.get(key)
+        if found is None:
+            return None
+        digest, future = found
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = (digest, future)
+        return digest, future
 
     async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
         """The original reply to a retransmission (waiting for it if the first copy is still
@@ -78,16 +88,16 @@ class ReplyCache:
         return encoded
 
     def begin(self, key: str, digest: bytes) -> None:
-        self._pending[key] = (digest, asyncio.get_running_loop().create_future())
+        self._pending[key] = (digest, None)
 
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         """Remember ``reply`` (``None``: the handler failed; waiters get no reply)."""
-        waiting = self._pending.pop(key, None)
-        if waiting is not None and not waiting[1].done():
+        waiting = self._pending.pop(key, (digest, None))[1]
+        if waiting is not None and not waiting.done():
             if reply is None:
-                waiting[1].cancel()
+                waiting.cancel()
             else:
-                waiting[1].set_result(reply)
+                waiting.set_result(reply)
         if reply is None:
             return
         self._entries[key] = Remembered(digest, reply, time.monotonic())
