@@ -10,6 +10,8 @@ diversified by the card's application serial (its last 8 bytes; reference §1.2)
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage
 from hsm.pboc import card_factor
 from routing.context import CardRecord
@@ -20,6 +22,17 @@ def card_master_alias(usage: KeyUsage) -> str:
     return f"card/{usage.value}"
 
 
-def card_key(usage: KeyUsage, card: CardRecord) -> CardKeyPath:
-    master = KeyRef(card_master_alias(usage), card.key_version, usage)
-    return CardKeyPath(master, (card_factor(card.serial_bytes),))
+def card_key(usage: KeyUsage, card: CardRecord, key_version: int | None = None) -> CardKeyPath:
+    """The path of the card's key version, or of ``key_version`` (a record made by an older
+    card generation)."""
+    version = card.key_version if key_version is None else key_version
+    return _card_key(usage, card.serial_bytes, version)
+
+
+@lru_cache(maxsize=4096)
+def _card_key(usage: KeyUsage, serial: bytes, key_version: int) -> CardKeyPath:
+    """Kept for the card's next operation (a cardholder comes back; an upload holds many of a
+    card's records): building a path — reference, factor, checks — costs about as much Python
+    as the TAC check it serves. Paths are values: a kept one is never stale."""
+    master = KeyRef(card_master_alias(usage), key_version, usage)
+    return CardKeyPath(master, (card_factor(serial),))

@@ -6,8 +6,8 @@ The first two steps of :mod:`routing.purchases`' core; posting is the third."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from hsm.interface import PurchaseRecord
 from hsm.keys import CardKeyPath, KeyUsage
@@ -23,9 +23,10 @@ from routing.context import CardRecord, RequestContext
 _PURSES = {TYPE_ED_PURCHASE: (Purse.ED, ev.Purse.ED), TYPE_EP_PURCHASE: (Purse.EP, ev.Purse.EP)}
 
 
-@dataclass(frozen=True, slots=True)
-class Debit:
-    """A card debit record as a terminal sent it, its card data checked (TAC not yet)."""
+class Debit(NamedTuple):
+    """A card debit record as a terminal sent it, its card data checked (TAC not yet). A named
+    tuple, not a frozen dataclass: as immutable, and built in a quarter of the time (one per
+    advice, thousands per batch upload)."""
 
     card: CardRecord
     purse: ev.Purse
@@ -125,7 +126,10 @@ def parse_card_datetime(text: str) -> datetime | None:
 async def verify_debit(context: RequestContext, debit: Debit) -> bool:
     """The TAC under the card's DTK of the record's key version (an older card generation
     uploads with its own version); a failure is noted for review."""
-    (verified,) = await verify_debits(context, [debit])
+    path = card_key(KeyUsage.MK_TAC, debit.card, debit.key_version)
+    (verified,) = await context.hsm.verify_purchase_tacs([(path, debit.record, debit.tac)])
+    if not verified:
+        await _note_bad_tac(context, debit)
     return verified
 
 
@@ -143,14 +147,16 @@ async def verify_debits(
         card = debit.card
         path = paths.get((card.application_serial, debit.key_version))
         if path is None:
-            if card.key_version != debit.key_version:
-                card = replace(card, key_version=debit.key_version)
-            path = card_key(KeyUsage.MK_TAC, card)
+            path = card_key(KeyUsage.MK_TAC, card, debit.key_version)
             paths[(card.application_serial, debit.key_version)] = path
         items.append((path, debit.record, debit.tac))
     verified = await context.hsm.verify_purchase_tacs(items) if items else []
     for debit, ok in zip(debits, verified, strict=True):
         if not ok:
-            detail = f"card debit whose TAC does not verify (key version {debit.key_version})"
-            await note(context, "bad_tac", debit.subject, debit.record.amount_fen, detail)
+            await _note_bad_tac(context, debit)
     return verified
+
+
+async def _note_bad_tac(context: RequestContext, debit: Debit) -> None:
+    detail = f"card debit whose TAC does not verify (key version {debit.key_version})"
+    await note(context, "bad_tac", debit.subject, debit.record.amount_fen, detail)

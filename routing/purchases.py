@@ -137,7 +137,8 @@ async def _post_and_complete(
         raise completed
     (record, changed), posted = completed
     before = outcomes[0] is ev.Outcome.ALREADY_POSTED
-    await _note_completion(context, bill_id, amount, changed, before)
+    if changed == before:  # else nothing to note (every advice but an odd one): no coroutine
+        await _note_completion(context, bill_id, amount, changed, before)
     completion = ev.bill_completion_transfers(_completion(record))
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
