@@ -19,7 +19,7 @@ from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from ledger.medical.split import explain
 from messages.outcome import Outcome
-from messages.private import BillData, CardData
+from messages.private import BillData, construct
 from messages.terminal import CashClose, Settlement, TerminalReply
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
@@ -34,33 +34,22 @@ MEDICAL_REFUSALS = {
 }
 
 
-def _answer(
-    request: Settlement,
-    context: RequestContext,
-    outcome: Outcome,
-    bill: bytes | None = None,
-    card: CardData | None = None,
-) -> TerminalReply:
-    return answer(request, context, outcome, bill=bill, card=card)
-
-
 async def handle_settlement(request: Settlement, context: RequestContext) -> TerminalReply:
     tdk = context.session.tdk if context.session is not None else None
     if tdk is None or context.medical is None:
         # Bill data travel only under a TDK: sign on with 60.3 = 004.
-        return _answer(
-            request, context, Outcome.RE_SIGN_ON if tdk is None else Outcome.FUNCTION_NOT_SUPPORTED
-        )
+        outcome = Outcome.RE_SIGN_ON if tdk is None else Outcome.FUNCTION_NOT_SUPPORTED
+        return answer(request, context, outcome)
     wanted = await bill_data(context, request.bill)
     if wanted is None:
-        return _answer(request, context, Outcome.FORMAT_ERROR)
+        return answer(request, context, Outcome.FORMAT_ERROR)
     card = context.cards.get(request.pan)
     refusal = card_refusal(card, context.now)
     if refusal is Outcome.LOST_CARD and card is not None:
         script = await block_script(context, card, request.card.challenge)
-        return _answer(request, context, refusal, card=script)
+        return answer(request, context, refusal, card=script)
     if refusal is not None or not wanted.bill_id:
-        return _answer(request, context, refusal or Outcome.FORMAT_ERROR)
+        return answer(request, context, refusal or Outcome.FORMAT_ERROR)
     medical = context.medical
     institution = context.terminal.institution_id
     try:  # one round trip to the writer: the checks run inside the store's write (DESIGN §6)
@@ -72,13 +61,12 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
             request.amount_fen,
         )
     except MedicalError as refused:
-        return _answer(
-            request, context, MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
-        )
+        outcome = MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
+        return answer(request, context, outcome)
     except BillStateError:
-        return _answer(request, context, Outcome.INVALID_TRANSACTION)
+        return answer(request, context, Outcome.INVALID_TRANSACTION)
     cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
-    return _answer(request, context, Outcome.APPROVED, bill=cipher)
+    return answer(request, context, Outcome.APPROVED, bill=cipher)
 
 
 async def handle_cash_close(request: CashClose, context: RequestContext) -> TerminalReply:
@@ -115,21 +103,34 @@ def split_answer(record: BillRecord) -> BillData:
     """The split for the POS: the personal-account share from the ED, self-pay from the EP (or
     in cash, the cardholder's choice at the POS), and the receipt's lines."""
     split = record.split
-    lines: list[str] = []
+    lines = explain(split)
+    explanation = "\n".join(lines)
+    if len(explanation.encode()) > EXPLANATION_BYTES_MAX:  # a long bill: the lines that fit
+        explanation = _fitting(lines)
+    # BillData(**values) without its frozen __init__, each field set through object.__setattr__
+    return construct(
+        BillData,
+        {
+            "bill_id": record.bill_id,
+            "total_fen": split.total_fen,
+            "personal_fen": split.personal_account_fen,
+            "pooled_fen": split.pooled_fen,
+            "self_pay_fen": split.self_pay_fen,
+            "ed_fen": split.personal_account_fen,
+            "ep_fen": split.self_pay_fen,
+            "cash_fen": 0,
+            "explanation": explanation,
+        },
+    )
+
+
+def _fitting(lines: tuple[str, ...]) -> str:
+    """The leading lines whose join fits in one TLV element."""
+    fitting: list[str] = []
     size = -1  # the joined lines' bytes: one newline fewer than lines
-    for line in explain(split):
+    for line in lines:
         size += len(line.encode()) + 1
         if size > EXPLANATION_BYTES_MAX:
             break
-        lines.append(line)
-    return BillData(
-        bill_id=record.bill_id,
-        total_fen=split.total_fen,
-        personal_fen=split.personal_account_fen,
-        pooled_fen=split.pooled_fen,
-        self_pay_fen=split.self_pay_fen,
-        ed_fen=split.personal_account_fen,
-        ep_fen=split.self_pay_fen,
-        cash_fen=0,
-        explanation="\n".join(lines),
-    )
+        fitting.append(line)
+    return "\n".join(fitting)

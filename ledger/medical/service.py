@@ -215,11 +215,10 @@ class MedicalService:
     ) -> BillRecord:
         """:meth:`approve_bill` from the event loop (the daemon's 0200): the store's write is
         awaited on its writer, with no thread hop on the SQLite default."""
-        check = _approval(institution_id, card_no, micros(now), amount_fen)
+        now_us = micros(now)  # once: a zone-aware timestamp costs a microsecond
+        check = _approval(institution_id, card_no, now_us, amount_fen)
         try:
-            found = await self.store.transition_async(
-                bill_id, BillState.APPROVED, micros(now), check
-            )
+            found = await self.store.transition_async(bill_id, BillState.APPROVED, now_us, check)
         except KeyError:
             raise MedicalError("not_found", "no such bill") from None
         return _approved(found)

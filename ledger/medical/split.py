@@ -306,8 +306,9 @@ def yuan(fen: int) -> str:
     >>> yuan(123456), yuan(-5)
     ('1234.56', '-0.05')
     """
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+    if fen < 0:
+        return "-" + yuan(-fen)
+    return f"{fen // 100}.{fen % 100:02d}"
 
 
 def explain(split: Split) -> tuple[str, ...]:
@@ -322,11 +323,12 @@ def explain(split: Split) -> tuple[str, ...]:
             f"{line.number:>3} {line.code} {line.name} [{coverage}] {line.quantity} x "
             f"{yuan(line.unit_price_fen)} = {yuan(line.amount_fen)}"
         )
-        out.extend(
-            f"      {part.share.value:<16} {yuan(part.amount_fen):>10}  {part.reason.value}"
-            for part in line.parts
-        )
-    out.extend(f"note: {note}" for note in split.notes)
+        for part in line.parts:  # loops, not extend(generator): a receipt per settlement
+            out.append(
+                f"      {part.share.value:<16} {yuan(part.amount_fen):>10}  {part.reason.value}"
+            )
+    for note in split.notes:
+        out.append(f"note: {note}")
     out.append(
         f"total {yuan(split.total_fen)}: personal account {yuan(split.personal_account_fen)}, "
         f"pooled fund {yuan(split.pooled_fen)}, self-pay {yuan(split.self_pay_fen)}"
