@@ -412,3 +412,41 @@ def test_a_card_debit_after_a_cash_close_is_posted_and_reviewed(
         assert [item.reason for item in await ledger.reviews()] == ["bill_paid_twice"]
 
     run(tmp_path, scenario, backend)
+
+
+def test_the_split_answer_carries_the_receipt_lines_that_fit_in_one_element() -> None:
+    """A short bill's explanation goes whole; a long one's is cut after the last whole line
+    that fits in 255 bytes (UTF-8: the item names are Chinese), and the shares are the split's."""
+    import datetime as dt
+
+    from ledger.medical.accumulators import ZERO
+    from ledger.medical.bills import BillRecord, BillState
+    from ledger.medical.policy import Category
+    from ledger.medical.split import Bill, BillLine, Person, explain, split_bill
+    from routing.settlement import EXPLANATION_BYTES_MAX, split_answer
+    from tests.ledger.medical.support import CATALOGUE as ITEMS
+    from tests.ledger.medical.support import POLICY
+
+    def record(lines: tuple[BillLine, ...]) -> BillRecord:
+        split = split_bill(Bill(lines), ITEMS, POLICY, Person(Category.EMPLOYED), 1, ZERO)
+        day = dt.date(2026, 11, 25)
+        return BillRecord("b1", "h1", "n1", "c1", "p1", 2026, day, "", Bill(lines), split,
+                          BillState.APPROVED, 0, 0, 0)  # fmt: skip
+
+    short = record((BillLine("A01", 1, 1000),))
+    answer = split_answer(short)
+    assert answer.explanation == "\n".join(explain(short.split))
+    assert (answer.bill_id, answer.total_fen, answer.cash_fen) == ("b1", 1000, 0)
+    assert (answer.ed_fen, answer.ep_fen) == (
+        short.split.personal_account_fen,
+        short.split.self_pay_fen,
+    )
+    long = record(tuple(BillLine("A01", n, 1200) for n in range(1, 13)))
+    lines = explain(long.split)
+    explanation = split_answer(long).explanation
+    assert explanation is not None
+    kept = explanation.split("\n")
+    assert kept == list(lines[: len(kept)])
+    assert len(explanation.encode()) <= EXPLANATION_BYTES_MAX
+    assert len("\n".join(lines[: len(kept) + 1]).encode()) > EXPLANATION_BYTES_MAX
+    assert answer == BillData.parse(answer.build())
