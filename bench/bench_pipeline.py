@@ -33,7 +33,7 @@ from bench.bench_settle import Lanes, peek, prepare
 from ledger.demo import init_demo
 from simulators.factory import ChipMaker
 from switch import demo_keys, demo_medical, logs
-from switch.app import App
+from switch.app import App, settle_garbage_collector
 from switch.cli_keys import component_files_of, open_soft_hsm
 from switch.cli_serve import _soft_hsm
 from switch.config import load
@@ -49,6 +49,7 @@ async def run(home: Path, args: argparse.Namespace, maker: ChipMaker) -> None:
     await app.start()
     try:
         lanes, _ = await prepare(home, app.terminal_port, maker, args)
+        settle_garbage_collector()  # as `medswitch serve` does once it has started
         assert app.terminal_listener is not None
         await drive(app.terminal_listener.handler, lanes, args.profile)
     finally:
