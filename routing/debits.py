@@ -109,16 +109,16 @@ def read_debit(
 
 
 def parse_card_datetime(text: str) -> datetime | None:
-    """yyyymmddhhmmss (strptime costs a tenth of a record's intake).
+    """yyyymmddhhmmss (strptime costs a tenth of a record's intake; six int() and a datetime
+    twice what ISO 8601's basic format costs fromisoformat, which checks the same ranges).
 
     >>> parse_card_datetime("20261125101500"), parse_card_datetime("20261325101500")
     (datetime.datetime(2026, 11, 25, 10, 15), None)
     """
     if len(text) != 14 or not text.isdigit():
         return None
-    y, mo, d = int(text[0:4]), int(text[4:6]), int(text[6:8])
     try:
-        return datetime(y, mo, d, int(text[8:10]), int(text[10:12]), int(text[12:14]))
+        return datetime.fromisoformat(f"{text[:8]}T{text[8:]}")
     except ValueError:
         return None
 

@@ -450,3 +450,28 @@ def test_the_split_answer_carries_the_receipt_lines_that_fit_in_one_element() ->
     assert len(explanation.encode()) <= EXPLANATION_BYTES_MAX
     assert len("\n".join(lines[: len(kept) + 1]).encode()) > EXPLANATION_BYTES_MAX
     assert answer == BillData.parse(answer.build())
+
+
+def test_a_card_date_and_time_is_read_as_the_card_wrote_it_or_refused() -> None:
+    """Field 58's yyyymmddhhmmss: each field in its range, the calendar respected, as
+    ``datetime(y, mo, d, h, mi, s)`` would have it."""
+    import datetime as dt
+
+    from routing.debits import parse_card_datetime
+
+    assert parse_card_datetime("20240229235959") == dt.datetime(2024, 2, 29, 23, 59, 59)
+    assert parse_card_datetime("00010101000000") == dt.datetime(1, 1, 1)
+    for text in (
+        "20250229101500",  # not a leap year
+        "20261131101500",
+        "20261325101500",
+        "20261100101500",
+        "00001125101500",
+        "20261125240000",
+        "20261125106000",
+        "20261125101560",
+        "2026112510150",
+        "2026112510150a",
+        "2026-11-25T1015",
+    ):
+        assert parse_card_datetime(text) is None, text
