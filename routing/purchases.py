@@ -139,6 +139,8 @@ async def _post_and_complete(
     before = outcomes[0] is ev.Outcome.ALREADY_POSTED
     if changed == before:  # else nothing to note (every advice but an odd one): no coroutine
         await _note_completion(context, bill_id, amount, changed, before)
+    if not posted:  # no pooled share, nothing posted: outcome_of would say NOTHING_TO_POST
+        return True
     completion = ev.bill_completion_transfers(_completion(record))
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
