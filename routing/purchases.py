@@ -335,10 +335,11 @@ def _completion_postings(
     found: tuple[BillRecord, bool],
 ) -> tuple[list[Transfer], Callable[[Transfer], list[Account]]]:
     """Run on the writer, in the completing transaction: the bill's pooled share, and the
-    institution's accounts opened if it has none yet."""
+    institution's accounts opened if it has none yet (built only then: the writer holds the
+    GIL the event loop waits for)."""
     completion = _completion(found[0])
-    accounts = ev.institution_accounts(completion.institution_id)
-    return ev.bill_completion_transfers(completion), lambda _: accounts
+    institution = completion.institution_id
+    return ev.bill_completion_transfers(completion), lambda _: ev.institution_accounts(institution)
 
 
 async def _note_after_upload(
