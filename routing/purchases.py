@@ -137,7 +137,7 @@ async def _post_and_complete(
         raise completed
     (record, changed), posted = completed
     before = outcomes[0] is ev.Outcome.ALREADY_POSTED
-    if changed == before:  # else nothing to note (every advice but an odd one): no coroutine
+    if changed == before:  # completed after its upload, or paid twice: else no note, no coroutine
         await _note_completion(context, bill_id, amount, changed, before)
     if not posted:  # no pooled share, nothing posted: outcome_of would say NOTHING_TO_POST
         return True
