@@ -340,8 +340,11 @@ def raw_codec_rate(payload: bytes, seconds: float = 2.0) -> float:
 @contextlib.contextmanager
 def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
     """py-spy (when asked for, and on PATH) samples the daemon while the block runs: every
-    thread's stacks (waits on the GIL included), or with ``gil`` only the GIL holder's. A
-    ``.txt`` file gets collapsed stacks, ``.json`` speedscope, anything else a flame graph."""
+    thread's stacks (waits on the GIL included), or with ``gil`` only the GIL holder's — the
+    one that says where the CPU goes. A ``.txt`` file gets collapsed stacks, ``.json``
+    speedscope, anything else a flame graph. The daemon is paused for each sample: without
+    that, stacks read while it runs came out torn, and time in uvloop's C code was taken for
+    Python at the loop's top."""
     if out is None:
         yield
         return
@@ -349,7 +352,7 @@ def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
     if spy is None:
         raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
     fmt = "speedscope" if out.suffix == ".json" else "raw" if out.suffix == ".txt" else "flamegraph"
-    command = [spy, "record", "--pid", str(pid), "--rate", "500", "--nonblocking", "--format", fmt]
+    command = [spy, "record", "--pid", str(pid), "--rate", "400", "--format", fmt]
     command += ["-o", str(out)] + (["--gil"] if gil else [])
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the load starts
