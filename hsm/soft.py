@@ -242,7 +242,11 @@ class SoftHsm:
         return cardcrypto.mac2(session, txn, host_time)
 
     async def verify_mac3(
-        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        self,
+        key: CardKeyPath,
+        txn: OnlineTxn,
+        new_balance_fen: int,
+        host_time: datetime,
         mac3: bytes,
     ) -> bool:
         if txn.txn_type != TYPE_ED_UNLOAD:
@@ -251,7 +255,11 @@ class SoftHsm:
         return cardcrypto.verify_mac3(session, txn, new_balance_fen, host_time, mac3)
 
     async def verify_load_tac(
-        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
+        self,
+        key: CardKeyPath,
+        txn: OnlineTxn,
+        new_balance_fen: int,
+        host_time: datetime,
         tac: bytes,
     ) -> bool:
         if txn.txn_type not in LOAD_TYPES:
@@ -274,7 +282,11 @@ class SoftHsm:
         return cardcrypto.purchase_mac1(session, record)
 
     async def verify_purchase_mac2(
-        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int,
+        self,
+        key: CardKeyPath,
+        record: PurchaseRecord,
+        rnd: bytes,
+        offline_ctr: int,
         mac2: bytes,
     ) -> bool:
         session = await self._purchase_session(key, record, rnd, offline_ctr)
@@ -341,9 +353,7 @@ class SoftHsm:
     async def card_data_check_code(self, key: CardKeyPath, data: bytes) -> bytes:
         return cardcrypto.data_check_code(await self._keys.card_key(key, U.DATA_CHECK), data)
 
-    async def verify_card_data_check_code(
-        self, key: CardKeyPath, data: bytes, code: bytes
-    ) -> bool:
+    async def verify_card_data_check_code(self, key: CardKeyPath, data: bytes, code: bytes) -> bool:
         if len(code) != 4:
             raise InvalidInputError("a data check code is 4 bytes")
         expected = await self.card_data_check_code(key, data)
