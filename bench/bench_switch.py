@@ -228,9 +228,10 @@ class CpuMeter:
 def cores() -> tuple[set[int], set[int]] | None:
     """(the servers' CPUs, the generator's CPU) when this process may use two or more: the
     generator gets the last. On loopback every reply the daemon sends wakes the generator, and
-    a generator free to run on the daemon's core is often run in its place in the middle of
-    that send, with the event loop's GIL held (a reply's write took 126-171 us instead of 17
-    us): DESIGN §6's prototype was measured with its generator on the other core too."""
+    a generator free to run on the daemon's core may be run in its place in the middle of
+    that send, with the event loop's GIL held (on a busy machine a reply's write took 126-171
+    us, pinned 17 us): DESIGN §6's prototype was measured with its generator on the other
+    core too."""
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         return None
