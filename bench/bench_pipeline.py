@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import datetime as dt
 import logging
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -29,12 +27,10 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import Lanes, peek, prepare
-from ledger.demo import init_demo
+from bench.bench_settle import Lanes, demo_home, peek, prepare
 from simulators.factory import ChipMaker
-from switch import demo_keys, demo_medical, logs
+from switch import logs
 from switch.app import App, settle_garbage_collector
-from switch.cli_keys import component_files_of, open_soft_hsm
 from switch.cli_serve import _soft_hsm
 from switch.config import load
 from switch.keystore_file import FileKeyStore
@@ -113,16 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        database = home / "medswitch.db"
-        init_demo(database, args.cardholders)
-        with sqlite3.connect(database) as connection:
-            terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
-        files = demo_keys.write_test_components(home)
-        hsm = open_soft_hsm(home, component_files_of(files))
-        maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
-        uvloop.run(demo_keys.provision(home, terminals))
-        demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
-        demo_keys.write_config(home, terminal_port=0, http_port=0)
+        maker = demo_home(home, args.cardholders)
         stderr = os.dup(2)
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)

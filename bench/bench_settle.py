@@ -246,6 +246,22 @@ async def prepare(
     return lanes, len(cards)
 
 
+def demo_home(home: Path, cardholders: int) -> ChipMaker:
+    """The demo deployment in ``home`` — database, keys, terminals provisioned, the medical
+    reference data, a configuration on port 0 — and the card factory its cards are made with."""
+    database = home / "medswitch.db"
+    init_demo(database, cardholders)
+    with sqlite3.connect(database) as connection:
+        terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
+    files = demo_keys.write_test_components(home)
+    hsm = open_soft_hsm(home, component_files_of(files))
+    maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
+    uvloop.run(demo_keys.provision(home, terminals))
+    demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
+    demo_keys.write_config(home, terminal_port=0, http_port=0)
+    return maker
+
+
 def _card_master_keys() -> CardMasterKeys:
     def ref(usage: KeyUsage) -> KeyRef:
         return KeyRef(card_master_alias(usage), 1, usage)
@@ -381,16 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        database = home / "medswitch.db"
-        init_demo(database, args.cardholders)
-        with sqlite3.connect(database) as connection:
-            terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
-        files = demo_keys.write_test_components(home)
-        hsm = open_soft_hsm(home, component_files_of(files))
-        maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
-        uvloop.run(demo_keys.provision(home, terminals))
-        demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
-        demo_keys.write_config(home, terminal_port=0, http_port=0)
+        maker = demo_home(home, args.cardholders)
         pids: dict[str, int] = {}
         layout = None if args.no_pin else cores()
         servers = None
