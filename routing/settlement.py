@@ -34,6 +34,14 @@ MEDICAL_REFUSALS = {
 }
 
 
+def medical_refusal(error: MedicalError | BillStateError) -> Outcome:
+    """The answer to a bill the medical core would not move: by its refusal's code, or 12 for
+    a bill in a state it cannot leave that way (reversed, voided, expired, completed)."""
+    if isinstance(error, MedicalError):
+        return MEDICAL_REFUSALS.get(error.code, Outcome.INVALID_TRANSACTION)
+    return Outcome.INVALID_TRANSACTION
+
+
 async def handle_settlement(request: Settlement, context: RequestContext) -> TerminalReply:
     tdk = context.session.tdk if context.session is not None else None
     if tdk is None or context.medical is None:
@@ -60,11 +68,8 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
             context.now,
             request.amount_fen,
         )
-    except MedicalError as refused:
-        outcome = MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
-        return answer(request, context, outcome)
-    except BillStateError:
-        return answer(request, context, Outcome.INVALID_TRANSACTION)
+    except (MedicalError, BillStateError) as refused:
+        return answer(request, context, medical_refusal(refused))
     cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
     return answer(request, context, Outcome.APPROVED, bill=cipher)
 
@@ -85,11 +90,8 @@ async def handle_cash_close(request: CashClose, context: RequestContext) -> Term
             request.amount_fen,
             context.now,
         )
-    except MedicalError as refused:
-        outcome = MEDICAL_REFUSALS.get(refused.code, Outcome.INVALID_TRANSACTION)
-        return answer(request, context, outcome)
-    except BillStateError:
-        return answer(request, context, Outcome.INVALID_TRANSACTION)
+    except (MedicalError, BillStateError) as refused:
+        return answer(request, context, medical_refusal(refused))
     if not changed:  # completed before: by the card's debit, or closed in cash already
         detail = "closed in cash after it had completed: the cardholder may have paid twice"
         await note(context, "cash_close_completed_bill", f"bill|{record.bill_id}",
