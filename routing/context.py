@@ -103,11 +103,18 @@ class RequestContext:
 
     @property
     def host_time(self) -> str:
-        """hhmmss (formatted from the fields: strftime costs five times as much)."""
-        now = self.now
-        return f"{now.hour:02d}{now.minute:02d}{now.second:02d}"
+        return host_stamps(self.now)[0]
 
     @property
     def host_date(self) -> str:
-        """MMDD."""
-        return f"{self.now.month:02d}{self.now.day:02d}"
+        return host_stamps(self.now)[1]
+
+
+def host_stamps(now: datetime) -> tuple[str, str]:
+    """The host's time hhmmss and date MMDD that every reply carries (they set the terminal's
+    clock), formatted from the fields: strftime costs five times as much.
+
+    >>> host_stamps(datetime(2026, 1, 5, 7, 8, 9))
+    ('070809', '0105')
+    """
+    return f"{now.hour:02d}{now.minute:02d}{now.second:02d}", f"{now.month:02d}{now.day:02d}"

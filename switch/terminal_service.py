@@ -22,7 +22,7 @@ from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from messages.terminal import SignOn, TerminalMessage, TerminalReply
-from routing.context import CardDirectory, OfflineLimits, RequestContext
+from routing.context import CardDirectory, OfflineLimits, RequestContext, host_stamps
 from routing.table import RouteTable
 from switch.logs import log_message
 from switch.metrics import Metrics
@@ -179,8 +179,7 @@ class TerminalService:
 
     def stamps(self) -> tuple[str, str]:
         """Host time hhmmss and date MMDD: every reply carries them (they set the clock)."""
-        now = self.clock()
-        return f"{now.hour:02d}{now.minute:02d}{now.second:02d}", f"{now.month:02d}{now.day:02d}"
+        return host_stamps(self.clock())
 
     async def _encode(self, reply: TerminalReply, session: SignOnKeys | None) -> bytes:
         if session is None or reply.response_code == Outcome.MAC_ERROR.code:
