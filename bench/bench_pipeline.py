@@ -44,7 +44,7 @@ async def run(home: Path, args: argparse.Namespace, maker: ChipMaker) -> None:
     app = App(config, _soft_hsm(config, files), Sessions(files))
     await app.start()
     try:
-        lanes, _ = await prepare(home, app.terminal_port, maker, args)
+        lanes, _ = await prepare(home, app.terminal_port, app.http_port, maker, args)
         settle_garbage_collector()  # as `medswitch serve` does once it has started
         assert app.terminal_listener is not None
         await drive(app.terminal_listener.handler, lanes, args.profile)

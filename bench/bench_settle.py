@@ -11,7 +11,8 @@ wherever the scheduler puts them), as a load test would run its generator elsewh
 
 Everything a terminal would compute — cards loaded and confirmed at a kiosk (so the ED
 shadows hold what the cards hold and no debit goes to review), cards' purchases through their
-PSAMs, MACs, TDK encryption — is done before the timed phase, with the same simulators and HSM
+PSAMs, MACs, TDK encryption — and the bills, submitted to the daemon's HIS API as the
+hospitals' charging systems submit them, are done before the timed phase, with the same simulators and HSM
 code, so the timed phase measures the switch: decode, checks, MAC, the medical core, the HSM's
 TAC check, the ledger's group commit, encode.
 """
@@ -33,7 +34,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import aiohttp
 import iso8583
 import uvloop
 
@@ -42,11 +45,9 @@ from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
-from ledger.medical.bills import BillRecord, Submission
-from ledger.medical.service import MedicalService
+from ledger.medical.bills import Submission
+from ledger.medical.codec import bill_to_dict
 from ledger.medical.split import Bill, BillLine
-from ledger.medical.sql_reference import SqlDirectory
-from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from messages.codec import Codec, Message
 from messages.fieldspec import Var
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
@@ -65,6 +66,7 @@ from messages.terminal_table import build, parse
 from routing.cardkeys import card_master_alias
 from simulators import terminal_card
 from simulators.factory import ChipMaker
+from simulators.his import HisClient
 from switch import demo_keys, demo_medical
 from switch.card_connection import CardConnection
 from switch.card_personalize import CardMasterKeys
@@ -131,7 +133,14 @@ async def sign_on(port: int, hsm: SoftHsm, pos: Pos) -> None:
 Lanes = list[list[tuple[bytes, bytes]]]
 
 
-Submit = Callable[[str, Submission], Awaitable[BillRecord]]
+class Submitted(NamedTuple):
+    """What the lanes need of a submitted bill."""
+
+    bill_id: str
+    personal_account_fen: int
+
+
+Submit = Callable[[str, Submission], Awaitable[Submitted]]
 
 
 async def build_lanes(
@@ -206,7 +215,7 @@ async def build_lanes(
         )
         terminal_card.open_application(conn, PIN)
         data = terminal_card.purchase(
-            conn, pos.psam, serial, record.split.personal_account_fen, now.replace(tzinfo=None)
+            conn, pos.psam, serial, record.personal_account_fen, now.replace(tzinfo=None)
         )
         advice = DebitAdvice(
             **pos.envelope(), pan=card_no, amount_fen=data.amount_fen or 0, card=data, bill=bill
@@ -218,10 +227,12 @@ async def build_lanes(
 
 
 async def prepare(
-    home: Path, port: int, maker: ChipMaker, args: argparse.Namespace
+    home: Path, port: int, http_port: int, maker: ChipMaker, args: argparse.Namespace
 ) -> tuple[Lanes, int]:
-    """Cards issued and loaded, PSAMs in the POS, bills submitted, and every terminal's
-    settlement and advice frames built; returns the lanes of (payload, STAN) and the cards."""
+    """Cards issued and loaded, PSAMs in the POS, bills submitted to the daemon's HIS API (as
+    the hospitals' charging systems submit them, so the daemon's writer has each bill as it
+    wrote it when its settlement comes), and every terminal's settlement and advice frames
+    built; returns the lanes of (payload, STAN) and the cards."""
     hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
     now = demo_keys._now()
     database = home / "medswitch.db"
@@ -234,16 +245,37 @@ async def prepare(
             "ORDER BY p.serial LIMIT ?",
             (args.terminals,),
         ).fetchall()
-    engine = sqlite_engine(database)
-    medical = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{http_port}"
+        clients = {
+            institution: HisClient(session, url, institution, token)
+            for institution, token in his_credentials(home).items()
+        }
 
-    async def submit(institution: str, submission: Submission) -> BillRecord:
-        record, _ = medical.submit_bill(institution, submission, dt.datetime.now(dt.UTC))
-        return record
+        async def submit(institution: str, submission: Submission) -> Submitted:
+            bill = await clients[institution].submit(bill_body(submission))
+            return Submitted(bill["bill_id"], bill["split"]["personal_account_fen"])
 
-    lanes = await build_lanes(port, hsm, maker, cards, psams, submit, args.bills, now)
-    engine.dispose()
+        lanes = await build_lanes(port, hsm, maker, cards, psams, submit, args.bills, now)
     return lanes, len(cards)
+
+
+def his_credentials(home: Path) -> dict[str, str]:
+    """Each institution's HIS token, from the file `demo_medical.provision` wrote."""
+    text = (home / demo_medical.CREDENTIALS_FILE).read_text()
+    pairs = (line.split() for line in text.splitlines() if line and not line.startswith("#"))
+    return {institution: token for institution, token in pairs}
+
+
+def bill_body(submission: Submission) -> dict[str, Any]:
+    """``submission`` as the HIS API's JSON body."""
+    bill = {k: v for k, v in bill_to_dict(submission.bill).items() if v is not None}
+    return {
+        "his_bill_no": submission.his_bill_no,
+        "card_no": submission.card_no,
+        "service_date": submission.service_date.isoformat(),
+        **bill,
+    }
 
 
 def demo_home(home: Path, cardholders: int) -> ChipMaker:
@@ -405,9 +437,9 @@ def main(argv: list[str] | None = None) -> None:
             servers, generator = layout
             os.sched_setaffinity(0, generator)
             print(f"CPUs: generator {sorted(generator)}, daemon and echo server {sorted(servers)}")
-        with processes(home, pids, servers) as (port, echo_port):
+        with processes(home, pids, servers) as (port, echo_port, http_port):
             started = time.perf_counter()
-            lanes, cards = uvloop.run(prepare(home, port, maker, args))
+            lanes, cards = uvloop.run(prepare(home, port, http_port, maker, args))
             print(
                 f"prepared {args.bills} bills on {cards} cards and {len(lanes)} POS "
                 f"in {time.perf_counter() - started:.0f} s"

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import uvloop
 
@@ -238,13 +239,21 @@ def cores() -> tuple[set[int], set[int]] | None:
     return set(allowed[:-1]), {allowed[-1]}
 
 
+class Ports(NamedTuple):
+    """Where `processes` listen: the daemon's terminal and HTTP ports, the echo server's."""
+
+    terminal: int
+    echo: int
+    http: int
+
+
 @contextlib.contextmanager
 def processes(
     home: Path, pids: dict[str, int] | None = None, cpus: set[int] | None = None
-) -> Iterator[tuple[int, int]]:
+) -> Iterator[Ports]:
     """`medswitch serve` on ``home`` and a raw echo server, both on port 0 (and on ``cpus``
-    when given), stopped after use; yields (daemon port, echo port); ``pids``, when given, gets
-    the "daemon" and "echo" ids."""
+    when given), stopped after use; yields their `Ports`; ``pids``, when given, gets the
+    "daemon" and "echo" ids."""
     script = str(Path(sys.executable).parent / "medswitch")
     env = {**os.environ, "MEDSWITCH_HOME": str(home)}
     pinned = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
@@ -263,9 +272,11 @@ def processes(
         pids.update(daemon=server.pid, echo=echo.pid)
     try:
         assert server.stdout is not None
-        match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", server.stdout.readline())
+        line = server.stdout.readline()
+        match = re.search(r"terminals on 127\.0\.0\.1:(\d+).*HTTP on [^:]+:(\d+)", line)
         assert match, "the daemon did not start"
-        yield int(match.group(1)), int(os.read(read, 64).decode().strip())
+        echo_port = int(os.read(read, 64).decode().strip())
+        yield Ports(int(match.group(1)), echo_port, int(match.group(2)))
     finally:
         for process in (server, echo):
             process.send_signal(signal.SIGTERM)
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             ).fetchall()
         asyncio.run(demo_keys.provision(home, [r[0] for r in rows]))
         demo_keys.write_config(home, terminal_port=0, http_port=0)
-        with processes(home) as (port, echo_port):
+        with processes(home) as (port, echo_port, _):
             lanes = uvloop.run(sign_on_all(port, home, [(r[0], r[1]) for r in rows], 2000))
             raw_rate, raw_lat = uvloop.run(drive(echo_port, lanes, args.depth, args.seconds))
             rate, lat = uvloop.run(drive(port, lanes, args.depth, args.seconds))

@@ -270,7 +270,7 @@ def wire(args: argparse.Namespace, home: Path) -> None:
     uvloop.run(demo_keys.provision(home, terminals))
     demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
     demo_keys.write_config(home, terminal_port=0, http_port=0)
-    with processes(home) as (port, _):
+    with processes(home) as (port, _, _):
         passes, cards = uvloop.run(wire_frames(home, port, args))
         records = sum(len(lane) for lane in passes[0])
         for label, lanes in zip(("first upload", "same batch again"), passes, strict=True):

@@ -34,13 +34,14 @@ import uvloop
 
 from bench.bench_settle import (
     Lanes,
+    Submitted,
     build_lanes,
     drive_once,
 )
 from bench.bench_switch import report
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
-from ledger.medical.bills import BillRecord, Submission
+from ledger.medical.bills import Submission
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.policy import EXAMPLE, parse_policy
 from ledger.medical.service import MedicalService
@@ -92,11 +93,11 @@ async def prepare(
         store = SqlMedicalStore(engine)
         medical = MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
 
-        async def submit(institution: str, submission: Submission) -> BillRecord:
+        async def submit(institution: str, submission: Submission) -> Submitted:
             now_utc = dt.datetime.now(dt.UTC)
             submit_bill = medical.submit_bill
             record, _ = await asyncio.to_thread(submit_bill, institution, submission, now_utc)
-            return record
+            return Submitted(record.bill_id, record.split.personal_account_fen)
 
         lanes = await build_lanes(port, hsm, maker, cards, psams, submit, bills, now)
         store.close()
