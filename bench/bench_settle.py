@@ -12,9 +12,9 @@ wherever the scheduler puts them), as a load test would run its generator elsewh
 Everything a terminal would compute — cards loaded and confirmed at a kiosk (so the ED
 shadows hold what the cards hold and no debit goes to review), cards' purchases through their
 PSAMs, MACs, TDK encryption — and the bills, submitted to the daemon's HIS API as the
-hospitals' charging systems submit them, are done before the timed phase, with the same simulators and HSM
-code, so the timed phase measures the switch: decode, checks, MAC, the medical core, the HSM's
-TAC check, the ledger's group commit, encode.
+hospitals' charging systems submit them, are done before the timed phase, with the same
+simulators and HSM code, so the timed phase measures the switch: decode, checks, MAC, the
+medical core, the HSM's TAC check, the ledger's group commit, encode.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from switch.cli_keys import component_files_of, open_soft_hsm
 CODEC = Codec(TERMINAL)
 PIN = "123456"
 BILL_FEN = 1_000  # one outpatient visit: below the deductible, all from the personal account
+SUBMITTING = 8  # bills submitted at a time while preparing
 U = KeyUsage
 
 
@@ -194,13 +195,10 @@ async def build_lanes(
         await sign_on(port, hsm, pos)
         terminals.append(pos)
     lanes: list[list[tuple[bytes, bytes]]] = [[] for _ in terminals]
-    for number in range(bills):
+    records = await submit_all(submit, terminals, [c[0] for c in chips], bills, now.date())
+    for number, record in enumerate(records):
         pos = terminals[number % len(terminals)]
         card_no, serial, conn = chips[number % len(chips)]
-        submission = Submission(
-            f"B{number:07d}", card_no, now.date(), Bill((BillLine("A01", 1, BILL_FEN),))
-        )
-        record = await submit(pos.institution_id, submission)
         assert pos.keys is not None and pos.keys.tdk is not None
         bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
         settle = Settlement(
@@ -224,6 +222,21 @@ async def build_lanes(
             (await signed(hsm, pos.keys, advice), f"{pos.stan:06d}".encode())
         )
     return lanes
+
+
+async def submit_all(
+    submit: Submit, terminals: Sequence[Pos], cards: Sequence[str], bills: int, day: dt.date
+) -> list[Submitted]:
+    """Bill ``n`` on card ``n`` (cyclically) at POS ``n``'s institution, a few at a time."""
+    limit = asyncio.Semaphore(SUBMITTING)
+
+    async def one(number: int) -> Submitted:
+        bill = Bill((BillLine("A01", 1, BILL_FEN),))
+        submission = Submission(f"B{number:07d}", cards[number % len(cards)], day, bill)
+        async with limit:
+            return await submit(terminals[number % len(terminals)].institution_id, submission)
+
+    return list(await asyncio.gather(*(one(n) for n in range(bills))))
 
 
 async def prepare(
