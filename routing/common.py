@@ -12,7 +12,7 @@ from messages.outcome import Outcome
 from messages.private import BillData
 from messages.terminal import TerminalMessage, TerminalReply
 from messages.terminal_table import reply_to
-from routing.context import RequestContext
+from routing.context import RequestContext, host_stamps
 
 REFERENCE_CHARS_MAX = 240
 
@@ -27,14 +27,8 @@ def answer(
     """The reply to ``request`` (of class ``cls``): its outcome, the host's date and time (they
     set the terminal's clock), the amount echoed when the request has one, and ``values``."""
     values.setdefault("amount_fen", getattr(request, "amount_fen", None))
-    return reply_to(
-        request,
-        outcome.code,
-        cls,
-        host_time=context.host_time,
-        host_date=context.host_date,
-        **values,
-    )
+    host_time, host_date = host_stamps(context.now)  # once, not once per stamp
+    return reply_to(request, outcome.code, cls, host_time=host_time, host_date=host_date, **values)
 
 
 async def note(

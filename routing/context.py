@@ -112,9 +112,11 @@ class RequestContext:
 
 def host_stamps(now: datetime) -> tuple[str, str]:
     """The host's time hhmmss and date MMDD that every reply carries (they set the terminal's
-    clock), formatted from the fields: strftime costs five times as much.
+    clock), each the digits of one integer with a leading 1 cut off: strftime costs ten times
+    as much, f-strings with ``:02d`` twice.
 
-    >>> host_stamps(datetime(2026, 1, 5, 7, 8, 9))
-    ('070809', '0105')
+    >>> host_stamps(datetime(2026, 1, 5, 7, 8, 9)), host_stamps(datetime(2026, 12, 31, 23, 59, 0))
+    (('070809', '0105'), ('235900', '1231'))
     """
-    return f"{now.hour:02d}{now.minute:02d}{now.second:02d}", f"{now.month:02d}{now.day:02d}"
+    hhmmss = 1_000_000 + now.hour * 10_000 + now.minute * 100 + now.second
+    return str(hhmmss)[1:], str(10_000 + now.month * 100 + now.day)[1:]
