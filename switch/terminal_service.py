@@ -65,6 +65,7 @@ class TerminalService:
         self.routes = routes
         self.metrics = metrics
         self.clock = clock
+        self._classes: dict[str, tuple[str, bytes]] = {}
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
         try:
@@ -102,11 +103,15 @@ class TerminalService:
         if terminal.institution_id != request.institution_id.strip():
             return self._reply(request, Outcome.INVALID_MERCHANT), None, "refused", None
         session = None
+        block = self.codec.mac_block(payload)  # what the MAC covers; digested below
         if not isinstance(request, SignOn):
             session = await self.sessions.get(terminal.terminal_id)
             if session is None:
                 return self._reply(request, Outcome.RE_SIGN_ON), None, "refused", None
-            if not await self._mac_ok(message, payload, session):
+            mac = message.fields.get(64)
+            if not isinstance(mac, bytes) or not await self.hsm.verify_mac(
+                session.mak, MacAlgorithm.CUP_ECB, block, mac
+            ):
                 return self._reply(request, Outcome.MAC_ERROR), None, "refused", None
             if request.batch != terminal.batch:
                 terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
@@ -114,13 +119,12 @@ class TerminalService:
                     refusal = self._reply(request, Outcome.BATCH_MISMATCH)
                     return refusal, session, "refused", None
         mti, processing_code, _, txn_type, network_code = request.codes()
-        kind = message_class(mti)
+        kind, kind_bytes = self._class_of(mti)
         message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{kind}"
         replay = None
         if not mti.startswith("08"):  # network management is simply done again
             # The same request, with its MTI's repeat digit normalised (0401 repeats 0400).
-            block = bytes.fromhex(kind) + self.codec.mac_block(payload)[2:]
-            digest = hashlib.blake2b(block, digest_size=16).digest()
+            digest = hashlib.blake2b(kind_bytes + block[2:], digest_size=16).digest()
             earlier = await self.replies.earlier(message_key, digest)
             if isinstance(earlier, bytes):
                 return earlier
@@ -163,13 +167,13 @@ class TerminalService:
             session = await self.sessions.get(terminal.terminal_id)
         return reply, session, route.name, replay
 
-    async def _mac_ok(self, message: Message, payload: bytes, session: SignOnKeys) -> bool:
-        mac = message.fields.get(64)
-        if not isinstance(mac, bytes):
-            return False
-        return await self.hsm.verify_mac(
-            session.mak, MacAlgorithm.CUP_ECB, self.codec.mac_block(payload), mac
-        )
+    def _class_of(self, mti: str) -> tuple[str, bytes]:
+        """The MTI's message class, as text and as its two BCD bytes (kept: a few MTIs)."""
+        found = self._classes.get(mti)
+        if found is None:
+            kind = message_class(mti)
+            found = self._classes[mti] = (kind, bytes.fromhex(kind))
+        return found
 
     def _reply(self, request: TerminalMessage, outcome: Outcome) -> TerminalReply:
         host_time, host_date = self.stamps()
