@@ -22,6 +22,13 @@ from typing import TextIO
 
 from messages.pretty import mask_pan
 
+_text = encode_basestring  # a str as JSON, quoted (not ASCII-only: ensure_ascii is off)
+_INFINITY = float("inf")
+# The keys of a message line besides its envelope's, in their order.
+_MESSAGE_KEYS = frozenset(
+    ("ts", "level", "logger", "msg", "interface", "rc", "handler", "pan", "amount_fen", "ms")
+)
+
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # And its C encoding function, made once: JSONEncoder.encode makes it again for every line
@@ -59,6 +66,45 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update(fields)
         return "".join(_ENCODE(entry, 0))
+
+    def message_line(
+        self,
+        created: float,
+        logger: str,
+        interface: str,
+        envelope: Mapping[str, object],
+        texts: tuple[str, str, str],
+        amount_fen: object,
+        ms: float,
+    ) -> str | None:
+        """:meth:`line` of :func:`log_message`'s fields, written out rather than built as a
+        dict and encoded (a third of the time): the same line, when every text is a ``str``,
+        the amount an ``int`` or ``None`` and no envelope key is one of the line's own.
+        Otherwise ``None``: the caller encodes the dict.
+
+        ``texts`` are the response code, the handler and the masked PAN."""
+        if type(amount_fen) is int:
+            amount = int.__repr__(amount_fen)
+        elif amount_fen is None:
+            amount = "null"
+        else:
+            return None
+        parts = []
+        for key, value in envelope.items():
+            if type(key) is not str or type(value) is not str or key in _MESSAGE_KEYS:
+                return None
+            parts.append(f"{_text(key)}:{_text(value)},")
+        rc, handler, pan = texts
+        if not (type(rc) is type(handler) is type(pan) is type(interface) is type(logger) is str):
+            return None
+        if type(ms) is not float or not -_INFINITY < ms < _INFINITY:  # JSON's NaN, Infinity
+            return None
+        return (
+            f'{{"ts":"{self._timestamp(created)}","level":"info","logger":{_text(logger)},'
+            f'"msg":"message","interface":{_text(interface)},{"".join(parts)}'
+            f'"rc":{_text(rc)},"handler":{_text(handler)},"pan":{_text(pan)},'
+            f'"amount_fen":{amount},"ms":{float.__repr__(ms)}}}'
+        )
 
     def _timestamp(self, created: float) -> str:
         """UTC ISO 8601 with milliseconds, the date and time formatted once a second.
@@ -168,16 +214,29 @@ def log_message(
     ``started`` (``time.perf_counter()``). Nothing is built when INFO is off."""
     if not log.isEnabledFor(logging.INFO):
         return
+    pan = mask_pan(getattr(request, "pan", None) or "")
+    amount_fen = getattr(request, "amount_fen", None)
+    ms = round((time.perf_counter() - started) * 1000, 3)
+    direct = _only_handler(log)
+    if direct is not None:
+        formatter = direct.formatter
+        assert isinstance(formatter, JsonFormatter)
+        line = formatter.message_line(
+            time.time(), log.name, interface, envelope, (response_code, handler, pan),
+            amount_fen, ms,
+        )  # fmt: skip
+        if line is not None:
+            direct.add_line(line)
+            return
     fields = {
         "interface": interface,
         **envelope,
         "rc": response_code,
         "handler": handler,
-        "pan": mask_pan(getattr(request, "pan", None) or ""),
-        "amount_fen": getattr(request, "amount_fen", None),
-        "ms": round((time.perf_counter() - started) * 1000, 3),
+        "pan": pan,
+        "amount_fen": amount_fen,
+        "ms": ms,
     }
-    direct = _only_handler(log)
     if direct is None:
         log.info("message", extra={"fields": fields})
         return

@@ -8,6 +8,8 @@ import json
 import logging
 import time
 
+import pytest
+
 from messages.private import CardData
 from messages.terminal import Settlement
 from switch.logs import BatchedStreamHandler, JsonFormatter, log_message
@@ -49,3 +51,46 @@ def test_the_direct_line_is_the_dispatched_line() -> None:
     assert direct == dispatched
     assert direct["pan"] == "621234*********0017" and direct["msg"] == "message"
     assert stream.getvalue().count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("envelope", "texts", "amount_fen", "ms"),
+    [
+        ({"terminal": "P0000001", "mti": "0200"}, ("00", "handle_settlement", "621234***0017"),
+         1000, 1.5),
+        ({"terminal": 'P"\\\n\x01é中'}, ("A0", "refused", ""), None, 0.0),
+        ({}, ("30", "h", "*****"), 0, 12345.678),
+        ({"batch": "000001", "stan": "000042"}, ("00", "h", "p"), -7, 1e-05),
+    ],
+)  # fmt: skip
+def test_the_written_out_line_is_the_encoded_line(
+    envelope: dict[str, object], texts: tuple[str, str, str], amount_fen: int | None, ms: float
+) -> None:
+    formatter = JsonFormatter()
+    rc, handler, pan = texts
+    fields = {"interface": "terminal", **envelope, "rc": rc, "handler": handler, "pan": pan,
+              "amount_fen": amount_fen, "ms": ms}  # fmt: skip
+    created = 1764151200.0425
+    line = formatter.message_line(
+        created, "medswitch.terminal", "terminal", envelope, texts, amount_fen, ms
+    )
+    assert line == formatter.line(created, "info", "medswitch.terminal", "message", fields)
+    assert list(json.loads(line)) == ["ts", "level", "logger", "msg", *fields]
+
+
+@pytest.mark.parametrize(
+    ("envelope", "amount_fen", "ms"),
+    [
+        ({"rc": "00"}, 1, 1.0),  # an envelope key the line has: the dict decides its place
+        ({"terminal": 1}, 1, 1.0),  # not a str
+        ({"terminal": "P1"}, True, 1.0),  # a bool is no amount
+        ({"terminal": "P1"}, 1.5, 1.0),
+        ({"terminal": "P1"}, 1, float("nan")),
+    ],
+)
+def test_anything_else_is_left_to_the_encoder(
+    envelope: dict[str, object], amount_fen: object, ms: float
+) -> None:
+    formatter = JsonFormatter()
+    texts = ("00", "h", "p")
+    assert formatter.message_line(0.0, "l", "terminal", envelope, texts, amount_fen, ms) is None
