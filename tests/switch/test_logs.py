@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -94,3 +95,26 @@ def test_anything_else_is_left_to_the_encoder(
     formatter = JsonFormatter()
     texts = ("00", "h", "p")
     assert formatter.message_line(0.0, "l", "terminal", envelope, texts, amount_fen, ms) is None
+
+
+def test_lines_added_from_several_threads_are_all_written_once_in_order() -> None:
+    stream = io.StringIO()
+    handler = BatchedStreamHandler(stream, lines_max=7, interval_s=0.001)
+
+    def add(thread: int) -> None:
+        for n in range(2000):
+            handler.add_line(f"{thread} {n}")
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.flush()
+    handler.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8000
+    for t in range(4):
+        assert [line for line in lines if line.startswith(f"{t} ")] == [
+            f"{t} {n}" for n in range(2000)
+        ]
