@@ -82,7 +82,8 @@ class Des:
         return f"Des(<{self.key_length}-byte key>)"
 
     def encrypt_ecb(self, data: bytes) -> bytes:
-        _check_blocks(data)
+        if len(data) % 8:  # _check_blocks, inline: two per CUP MAC
+            _check_blocks(data)
         if self._ecb_enc is None:
             self._ecb_enc = Cipher(self._cipher, modes.ECB()).encryptor()
         return self._ecb_enc.update(data)

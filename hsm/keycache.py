@@ -81,6 +81,8 @@ class KeyCache:
         entry = self._loaded.get((ref.alias, ref.version))
         if entry is None:
             return None
+        if entry.ref is ref:  # the reference it was stored or loaded under: as checked below
+            return entry
         if entry.ref.usage is not ref.usage:
             raise KeyUsageError(
                 f"key {ref.alias} v{ref.version} is {entry.ref.usage.value}, "

@@ -64,9 +64,16 @@ def xor_blocks(data: bytes) -> int:
     acc = int.from_bytes(data, "big") << (8 * (blocks * 8 - len(data)))
     while blocks > 1:
         low = blocks - blocks // 2
-        acc = (acc >> (64 * low)) ^ (acc & ((1 << (64 * low)) - 1))
+        mask = _LOW_BLOCKS[low] if low < _LOW_BLOCKS_KEPT else (1 << (64 * low)) - 1
+        acc = (acc >> (64 * low)) ^ (acc & mask)
         blocks = low
     return acc
+
+
+# The mask of the lower n blocks, made once for messages up to 64 blocks (a quarter of
+# xor_blocks' time went into making them).
+_LOW_BLOCKS_KEPT = 65
+_LOW_BLOCKS = tuple((1 << (64 * n)) - 1 for n in range(_LOW_BLOCKS_KEPT))
 
 
 def pboc_mac(key: Des, data: bytes, iv: bytes = ZERO8) -> bytes:

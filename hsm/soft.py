@@ -38,6 +38,8 @@ from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
 U = KeyUsage
 # Key lengths a new key of each usage gets (MAKs are single length: the CUP layouts carry 8).
 KEY_LENGTH = {U.MAK: 8}
+_CUP_ECB = MacAlgorithm.CUP_ECB
+_cup_ecb = mac.cup_ecb  # verify_mac's parameter ``mac`` hides the module
 MAC_USAGES = {
     MacAlgorithm.CUP_ECB: (U.MAK,),
     MacAlgorithm.X9_9: (U.MAK, U.ZAK),
@@ -122,6 +124,9 @@ class SoftHsm:
     # The hot calls take a key in memory without awaiting (KeyCache.loaded): a coroutine
     # layer per call costs more than a CUP MAC's Python.
     async def generate_mac(self, key: KeyRef, algorithm: MacAlgorithm, data: bytes) -> bytes:
+        if algorithm is _CUP_ECB:  # every terminal message: no table, no dispatch
+            loaded = self._keys.loaded(key, U.MAK) or await self._keys.load(key, U.MAK)
+            return _cup_ecb(loaded.des, data)
         usages = MAC_USAGES[algorithm]
         loaded = self._keys.loaded(key, *usages) or await self._keys.load(key, *usages)
         return _mac(loaded, algorithm, data)
@@ -129,9 +134,13 @@ class SoftHsm:
     async def verify_mac(
         self, key: KeyRef, algorithm: MacAlgorithm, data: bytes, mac: bytes
     ) -> bool:
-        usages = MAC_USAGES[algorithm]
-        loaded = self._keys.loaded(key, *usages) or await self._keys.load(key, *usages)
-        expected = _mac(loaded, algorithm, data)
+        if algorithm is _CUP_ECB:
+            loaded = self._keys.loaded(key, U.MAK) or await self._keys.load(key, U.MAK)
+            expected = _cup_ecb(loaded.des, data)
+        else:
+            usages = MAC_USAGES[algorithm]
+            loaded = self._keys.loaded(key, *usages) or await self._keys.load(key, *usages)
+            expected = _mac(loaded, algorithm, data)
         if not 4 <= len(mac) <= 8:
             raise InvalidInputError("a MAC is 4 to 8 bytes")
         return hmac.compare_digest(expected[: len(mac)], mac)

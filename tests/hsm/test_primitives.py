@@ -86,6 +86,26 @@ def test_v8_cup_ecb() -> None:
     assert mac.cup_ecb(Des(h("0723C80DB5F4CD3D0723C80DB5F4CD3D")), mab) == b"B3A092AE"
 
 
+@given(st.binary(max_size=1200))
+def test_xor_blocks_is_the_xor_of_the_zero_padded_blocks(data: bytes) -> None:
+    padded = data + bytes(-len(data) % 8)
+    expected = 0
+    for start in range(0, len(padded), 8):
+        expected ^= int.from_bytes(padded[start : start + 8], "big")
+    assert mac.xor_blocks(data) == expected
+
+
+def test_xor_blocks_on_either_side_of_the_kept_masks() -> None:
+    for blocks in (63, 64, 65, 66, 128, 129, 130, 257):
+        data = bytes(range(256)) * (blocks * 8 // 256 + 1)
+        data = data[: blocks * 8 - 3]
+        padded = data + bytes(3)
+        expected = 0
+        for start in range(0, len(padded), 8):
+            expected ^= int.from_bytes(padded[start : start + 8], "big")
+        assert mac.xor_blocks(data) == expected
+
+
 def test_v10_pin_block() -> None:
     assert pinblock.encode_format0("1234", "5544332211009966") == h("041277CDDEEFF669")
 
