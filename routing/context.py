@@ -4,7 +4,7 @@ ones on a temporary database and key store)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
@@ -35,11 +35,17 @@ class CardRecord:
     key_version: int
     status: str  # active | lost | cancelled | replaced
     expiry: date
+    _serial: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def serial_bytes(self) -> bytes:
-        """The 10-byte application serial the card reports (EF 0015 bytes 11-20)."""
-        return bytes.fromhex(self.application_serial).rjust(10, b"\0")
+        """The 10-byte application serial the card reports (EF 0015 bytes 11-20), made at
+        its first use (an advice asks twice; the daemon keeps its cards)."""
+        serial = self._serial
+        if serial is None:
+            serial = bytes.fromhex(self.application_serial).rjust(10, b"\0")
+            object.__setattr__(self, "_serial", serial)
+        return serial
 
 
 class CardDirectory(Protocol):

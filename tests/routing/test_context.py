@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pytest
@@ -55,3 +55,16 @@ def test_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         context.now = datetime(2026, 1, 6)  # type: ignore[misc]
     assert context.host_time == "070809" and context.host_date == "0105"
+
+
+def test_a_card_serial_is_made_once_and_takes_no_part_in_equality() -> None:
+    from routing.context import CardRecord
+
+    card = CardRecord("6212340000000016", "3100000000000001", "c1", 1, "active", date(2030, 1, 1))
+    fresh = CardRecord("6212340000000016", "3100000000000001", "c1", 1, "active", date(2030, 1, 1))
+    assert card.serial_bytes == bytes.fromhex("00003100000000000001")
+    assert card.serial_bytes is card.serial_bytes
+    assert card == fresh and repr(card) == repr(fresh) and hash(card) == hash(fresh)
+    bad = CardRecord("6212340000000016", "not hex", "c1", 1, "active", date(2030, 1, 1))
+    with pytest.raises(ValueError):
+        bad.serial_bytes  # noqa: B018 - the property raises at its use, as before
