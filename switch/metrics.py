@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -115,6 +115,11 @@ class Latency:
         self._waiting.append(seconds)
         if len(self._waiting) >= self.FOLD_AT:
             self._fold()
+
+    def observer(self) -> tuple[collections.deque[float], Callable[[], None], int]:
+        """What :meth:`observe` uses — the deque to append to, the fold to call once it holds
+        the count given — for a caller that observes inline (the deque is never replaced)."""
+        return self._waiting, self._fold, self.FOLD_AT
 
     def totals(self) -> tuple[list[int], float]:
         """Cumulative bucket counts (``le`` each bound, then +Inf) and the sum."""

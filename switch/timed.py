@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from switch.metrics import Latencies
+from switch.metrics import Latencies, Latency
 
 
 class Timed:
@@ -49,9 +49,9 @@ class Timed:
         if name in self._plain:
             return attribute  # read afresh each time, asked about only once
         if inspect.iscoroutinefunction(attribute):
-            wrapped = _timed_coroutine(attribute, self._seconds.labels(name).observe)
+            wrapped = _timed_coroutine(attribute, self._seconds.labels(name))
         elif self._calls and inspect.ismethod(attribute):
-            wrapped = _timed_call(attribute, self._seconds.labels(name).observe)
+            wrapped = _timed_call(attribute, self._seconds.labels(name))
         else:
             self._plain.add(name)
             return attribute
@@ -61,27 +61,37 @@ class Timed:
         return wrapped
 
 
-def _timed_coroutine(
-    function: Callable[..., Any], observe: Callable[[float], None]
-) -> Callable[..., Any]:
+# The wrappers run Latency.observe's two lines themselves (a Python call less on every HSM,
+# ledger and medical call: a dozen per exchange) through the deque and fold it hands out.
+
+
+def _timed_coroutine(function: Callable[..., Any], latency: Latency) -> Callable[..., Any]:
+    waiting, fold, fold_at = latency.observer()
+    perf_counter = time.perf_counter
+
     async def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             return await function(*args, **kwargs)
         finally:
-            observe(time.perf_counter() - started)
+            waiting.append(perf_counter() - started)
+            if len(waiting) >= fold_at:
+                fold()
 
     return timed
 
 
-def _timed_call(
-    function: Callable[..., Any], observe: Callable[[float], None]
-) -> Callable[..., Any]:
+def _timed_call(function: Callable[..., Any], latency: Latency) -> Callable[..., Any]:
+    waiting, fold, fold_at = latency.observer()
+    perf_counter = time.perf_counter
+
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started = perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            observe(time.perf_counter() - started)
+            waiting.append(perf_counter() - started)
+            if len(waiting) >= fold_at:
+                fold()
 
     return timed
