@@ -55,11 +55,7 @@ async def post_debits(
     names it: an advice sent again after an upload of the same debit still completes the bill,
     once), or, with no bill and posted now, counts towards the person's accumulators (an
     advised debit uploaded again counts nothing: its bill counted it)."""
-    owners: dict[str, str] = {}  # PSAM terminal number → its institution, read once
-    for debit in debits:
-        if debit.psam_no not in owners:
-            owners[debit.psam_no] = context.cards.psam_institution(debit.psam_no) or "unknown"
-    paid = [owners[debit.psam_no] for debit in debits]  # the institution each debit pays
+    paid = _institutions(context, debits)  # the institution each debit pays
     transfers = [
         _card_debit_transfer(
             debit.transfer_id,
@@ -90,6 +86,18 @@ async def post_debits(
             await count_offline(context, debit, institution)
         done.append(ok)
     return done
+
+
+def _institutions(context: RequestContext, debits: Sequence[Debit]) -> list[str]:
+    """The institution owning each debit's PSAM, read once per PSAM (an advice has one)."""
+    cards = context.cards
+    if len(debits) == 1:
+        return [cards.psam_institution(debits[0].psam_no) or "unknown"]
+    owners: dict[str, str] = {}  # PSAM terminal number → its institution
+    for debit in debits:
+        if debit.psam_no not in owners:
+            owners[debit.psam_no] = cards.psam_institution(debit.psam_no) or "unknown"
+    return [owners[debit.psam_no] for debit in debits]
 
 
 def _one_paid_bill(
