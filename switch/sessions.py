@@ -60,6 +60,11 @@ class SqlTerminals:
             ).fetchone()
         return f"{int(batch):06d}"
 
+    def kept(self, terminal_id: str) -> TerminalRecord | None:
+        """The record in the cache, without a coroutine; ``None`` when none is kept (unknown,
+        or not yet read): then :meth:`get`."""
+        return self._cache.get(terminal_id)
+
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
         if not refresh and terminal_id in self._cache:
             return self._cache[terminal_id]
@@ -114,6 +119,11 @@ class Sessions:
     async def forget(self, terminal_id: str) -> None:
         self._cache[terminal_id] = None
 
+    def kept(self, terminal_id: str) -> SignOnKeys | None:
+        """The keys of a signed-on terminal in the cache, without a coroutine; ``None`` when
+        none are kept (not yet read, or signed off): then :meth:`get`."""
+        return self._cache.get(terminal_id)
+
     async def get(self, terminal_id: str) -> SignOnKeys | None:
         if terminal_id in self._cache:
             return self._cache[terminal_id]
@@ -147,6 +157,10 @@ class SharedSessions(Sessions):
     def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
         self._off.pop(terminal_id, None)
         super().remember(terminal_id, keys)
+
+    def kept(self, terminal_id: str) -> SignOnKeys | None:
+        """Never: every message reads the shared store (:meth:`get`)."""
+        return None
 
     async def forget(self, terminal_id: str) -> None:
         keys = await self.get(terminal_id)  # the newest keys, whichever worker signed them on

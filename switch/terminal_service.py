@@ -97,7 +97,9 @@ class TerminalService:
     async def _serve(
         self, request: TerminalMessage, message: Message, payload: bytes
     ) -> Served | bytes:
-        terminal = await self.terminals.get(request.terminal_id)
+        terminal = self.terminals.kept(request.terminal_id) or await self.terminals.get(
+            request.terminal_id
+        )  # the cache's record without a coroutine, as nearly every message finds it
         if terminal is None or not terminal.active:
             return self._reply(request, Outcome.TERMINAL_NOT_REGISTERED), None, "refused", None
         if terminal.institution_id != request.institution_id.strip():
@@ -105,7 +107,8 @@ class TerminalService:
         session = None
         block = self.codec.mac_block(payload)  # what the MAC covers; digested below
         if not isinstance(request, SignOn):
-            session = await self.sessions.get(terminal.terminal_id)
+            terminal_id = terminal.terminal_id
+            session = self.sessions.kept(terminal_id) or await self.sessions.get(terminal_id)
             if session is None:
                 return self._reply(request, Outcome.RE_SIGN_ON), None, "refused", None
             mac = message.fields.get(64)
