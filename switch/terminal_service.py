@@ -34,6 +34,8 @@ log = logging.getLogger("medswitch.terminal")
 # (reply, the session that MACs it, handler name, (message key, digest) to remember it under)
 Served = tuple[TerminalReply, SignOnKeys | None, str, tuple[str, bytes] | None]
 
+_MAC_ERROR = Outcome.MAC_ERROR.code  # read once: an enum's value is two Python calls away
+
 # Envelope fields a format-error reply may echo: never card data.
 _ECHOED = (3, 11, 25, 41, 42, 60)
 
@@ -189,7 +191,7 @@ class TerminalService:
         return host_stamps(self.clock())
 
     async def _encode(self, reply: TerminalReply, session: SignOnKeys | None) -> bytes:
-        if session is None or reply.response_code == Outcome.MAC_ERROR.code:
+        if session is None or reply.response_code == _MAC_ERROR:
             return self.codec.encode(terminal_table.build(reply))
         message = terminal_table.build(reply)
         fields = dict(message.fields)
