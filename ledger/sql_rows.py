@@ -28,6 +28,15 @@ REVERSAL_COLUMNS = "key, bank_id, reference, amount_fen"
 HISTORY_LIMIT_MAX = 10_000
 IN_CHUNK = 500  # ids per "IN (...)" statement
 VALUES_CHUNK = 64  # rows per multi-row statement (a prepared statement kept per row count)
+
+
+class WriterConnection(sqlite3.Connection):
+    """A writer's connection (``factory=`` of ``sqlite3.connect``): ``kept`` holds what its
+    writes keep from one transaction to the next (the medical store's bills). Writes that are
+    objects, not closures over a store, find their caches here on whichever writer runs
+    them: a thread of this process or the ledger's writer process (`ledger.writer_process`)."""
+
+    kept: Any = None
 T = TypeVar("T")
 
 

@@ -64,7 +64,11 @@ TRANSITIONS: dict[BillState, tuple[frozenset[BillState], Effect]] = {
 class BillStateError(ValueError):
     def __init__(self, bill_id: str, state: BillState, target: BillState) -> None:
         super().__init__(f"bill {bill_id} is {state.value}: it cannot become {target.value}")
-        self.state = state
+        self.bill_id, self.state, self.target = bill_id, state, target
+
+    def __reduce__(self) -> tuple[type[BillStateError], tuple[str, BillState, BillState]]:
+        """Pickled as it was made (it comes back from the ledger's writer process)."""
+        return type(self), (self.bill_id, self.state, self.target)
 
 
 class DuplicateBillError(ValueError):

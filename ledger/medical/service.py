@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import (
@@ -44,6 +45,10 @@ class MedicalError(Exception):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> tuple[type[MedicalError], tuple[str, str]]:
+        """Pickled as it was made (a refusal comes back from the ledger's writer process)."""
+        return type(self), (self.code, str(self))
+
 
 def _own(record: BillRecord, institution_id: str) -> BillRecord:
     """An institution's own bill; another's is reported exactly like a missing one."""
@@ -52,22 +57,25 @@ def _own(record: BillRecord, institution_id: str) -> BillRecord:
     return record
 
 
-def _approval(
-    institution_id: str, card_no: str, now_us: int, amount_fen: int | None
-) -> Callable[[BillRecord], BillState]:
-    """The checks of a POS's approval, run on the bill inside the store's write."""
+@dataclass(frozen=True, slots=True)
+class _Approval:
+    """The checks of a POS's approval, run on the bill inside the store's write (an object,
+    not a closure: the write may run in the ledger's writer process, so it must pickle)."""
 
-    def check(record: BillRecord) -> BillState:
-        _own(record, institution_id)
-        if amount_fen is not None and record.split.total_fen != amount_fen:
+    institution_id: str
+    card_no: str
+    now_us: int
+    amount_fen: int | None
+
+    def __call__(self, record: BillRecord) -> BillState:
+        _own(record, self.institution_id)
+        if self.amount_fen is not None and record.split.total_fen != self.amount_fen:
             raise MedicalError("amount_mismatch", "the amount is not the bill's total")
-        if record.card_no != card_no:
+        if record.card_no != self.card_no:
             raise MedicalError("card_mismatch", "the bill is for another card")
-        if record.expires_at_us < now_us and record.state is BillState.OPEN:
+        if record.expires_at_us < self.now_us and record.state is BillState.OPEN:
             return BillState.EXPIRED
         return BillState.APPROVED
-
-    return check
 
 
 def _approved(found: tuple[BillRecord, bool]) -> BillRecord:
@@ -77,15 +85,44 @@ def _approved(found: tuple[BillRecord, bool]) -> BillRecord:
     return record
 
 
-def _paid(personal_account_fen: int) -> Callable[[BillRecord], BillState]:
+@dataclass(frozen=True, slots=True)
+class _Paid:
     """A card debit completes its bill when it is the bill's personal-account share."""
 
-    def check(record: BillRecord) -> BillState:
-        if record.split.personal_account_fen != personal_account_fen:
+    personal_account_fen: int
+
+    def __call__(self, record: BillRecord) -> BillState:
+        if record.split.personal_account_fen != self.personal_account_fen:
             raise MedicalError("amount_mismatch", "not the bill's personal-account share")
         return BillState.COMPLETED
 
-    return check
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    """The HIS cancels its own bill."""
+
+    institution_id: str
+
+    def __call__(self, record: BillRecord) -> BillState:
+        _own(record, self.institution_id)
+        return BillState.CANCELLED
+
+
+@dataclass(frozen=True, slots=True)
+class _CashClose:
+    """A settled bill closed in cash at the institution that owns it."""
+
+    institution_id: str
+    card_no: str
+    cash_fen: int
+
+    def __call__(self, record: BillRecord) -> BillState:
+        _own(record, self.institution_id)
+        if record.card_no != self.card_no:
+            raise MedicalError("card_mismatch", "the bill is for another card")
+        if record.split.personal_account_fen != self.cash_fen:
+            raise MedicalError("amount_mismatch", "not the bill's personal-account share")
+        return BillState.COMPLETED
 
 
 def micros(now: dt.datetime) -> int:
@@ -150,8 +187,12 @@ class MedicalService:
         holder, person, level, year = self._inputs(institution_id, submission)
         catalogue, policy = self._rules(submission.service_date)
 
-        def split(view: Totals) -> Split:  # pure: runs inside the store's transaction
-            return split_bill(submission.bill, catalogue, policy, person, level, view)
+        # pure, run inside the store's transaction, and pickled to the ledger's writer process
+        # (so with only the bill's items of the catalogue)
+        codes = {line.code for line in submission.bill.lines}
+        items = {code: item for code, item in catalogue.items.items() if code in codes}
+        bill_catalogue = replace(catalogue, items=items)
+        split = partial(split_bill, submission.bill, bill_catalogue, policy, person, level)
 
         now_us = micros(now)
         draft = BillRecord(
@@ -180,11 +221,7 @@ class MedicalService:
         return _own(record, institution_id)
 
     def cancel_bill(self, institution_id: str, bill_id: str, now: dt.datetime) -> BillRecord:
-        def check(record: BillRecord) -> BillState:  # inside the store's write transaction
-            _own(record, institution_id)
-            return BillState.CANCELLED
-
-        return self._checked(bill_id, now, check)[0]
+        return self._checked(bill_id, now, _Cancel(institution_id))[0]
 
     # -- from the switch ------------------------------------------------------------------------
     def get_bill(self, bill_id: str) -> BillRecord | None:
@@ -202,7 +239,7 @@ class MedicalService:
         total) and the card must be the bill's, checked in that order. One write: the checks see
         the bill as it is inside the store's transaction; an open bill past its expiry is expired
         (durably) and refused."""
-        check = _approval(institution_id, card_no, micros(now), amount_fen)
+        check = _Approval(institution_id, card_no, micros(now), amount_fen)
         return _approved(self._checked(bill_id, now, check))
 
     async def approve_bill_async(
@@ -216,7 +253,7 @@ class MedicalService:
         """:meth:`approve_bill` from the event loop (the daemon's 0200): the store's write is
         awaited on its writer, with no thread hop on the SQLite default."""
         now_us = micros(now)  # once: a zone-aware timestamp costs a microsecond
-        check = _approval(institution_id, card_no, now_us, amount_fen)
+        check = _Approval(institution_id, card_no, now_us, amount_fen)
         try:
             found = await self.store.transition_async(bill_id, BillState.APPROVED, now_us, check)
         except KeyError:
@@ -244,7 +281,7 @@ class MedicalService:
         for an unknown bill, ``amount_mismatch`` when the debit is not the bill's
         personal-account share; BillStateError when the bill cannot complete (reversed,
         voided)."""
-        check = _paid(personal_account_fen)
+        check = _Paid(personal_account_fen)
         try:
             return self.store.transition(bill_id, BillState.COMPLETED, micros(now), check)
         except KeyError:
@@ -254,7 +291,7 @@ class MedicalService:
         self, bill_id: str, personal_account_fen: int, now: dt.datetime
     ) -> tuple[BillRecord, bool]:
         """:meth:`complete_paid_bill` from the event loop (the daemon's advice)."""
-        check = _paid(personal_account_fen)
+        check = _Paid(personal_account_fen)
         try:
             return await self.store.transition_async(
                 bill_id, BillState.COMPLETED, micros(now), check
@@ -279,7 +316,7 @@ class MedicalService:
         store = self.store
         assert isinstance(store, SqlMedicalStore), "only a store on the ledger's writer"
         return store.transition_write(
-            bill_id, BillState.COMPLETED, micros(now), _paid(personal_account_fen)
+            bill_id, BillState.COMPLETED, micros(now), _Paid(personal_account_fen)
         )
 
     async def close_in_cash_async(
@@ -291,14 +328,7 @@ class MedicalService:
         ``amount_mismatch`` (the cash is not the personal-account share); BillStateError when it
         cannot complete (never approved, reversed, voided, expired)."""
 
-        def check(record: BillRecord) -> BillState:
-            _own(record, institution_id)
-            if record.card_no != card_no:
-                raise MedicalError("card_mismatch", "the bill is for another card")
-            if record.split.personal_account_fen != cash_fen:
-                raise MedicalError("amount_mismatch", "not the bill's personal-account share")
-            return BillState.COMPLETED
-
+        check = _CashClose(institution_id, card_no, cash_fen)
         try:
             return await self.store.transition_async(
                 bill_id, BillState.COMPLETED, micros(now), check
@@ -343,7 +373,7 @@ class MedicalService:
             key,
             holder.person_id,
             day.year,
-            lambda view: offline_delta(policy, person, level, amount_fen, view),
+            partial(offline_delta, policy, person, level, amount_fen),
         )
 
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:

@@ -35,7 +35,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ from ledger.medical.group_write import BATCH_MAX, GroupWriter, LedgerWrites, Wri
 from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Bill, Split
 from ledger.pg_bridge import PgEngine
+from ledger.sql_rows import WriterConnection
+from ledger.writer_process import ProcessWriter
 
 TOTAL_NAMES = (
     "eligible_fen",
@@ -123,7 +125,9 @@ _INSERT_OFFLINE = (
 def connect_sqlite(path: Path | str) -> sqlite3.Connection:
     """A raw connection as the medical store writes with it: autocommit mode (explicit BEGIN),
     WAL, synchronous=FULL (durable before the HIS or the POS hears back)."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, factory=WriterConnection
+    )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=10000")
@@ -242,53 +246,125 @@ def _updated(db: sqlite3.Connection, record: BillRecord, to: BillState, now_us: 
     return db.execute(_UPDATE_STATE, (to.value, now_us, *found)).rowcount == 1
 
 
-def _transition(
-    decoded: Decoded,
-    written: Written,
-    bill_id: str,
-    target: BillState,
-    now_us: int,
-    check: Check | None,
-) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
-    """The write moving a bill (see `SqlMedicalStore.transition`): decided on the record kept
-    from this writer's last write of the bill when its row is still so, else on the row."""
+def kept(db: sqlite3.Connection) -> tuple[Decoded, Written]:
+    """The bills ``db``'s writes decoded and wrote (`WriterConnection.kept`); fresh, kept by
+    nobody, on a connection that is not a `WriterConnection`."""
+    found: tuple[Decoded, Written] | None = getattr(db, "kept", None)
+    if found is None:
+        found = Decoded(), Written()
+        if isinstance(db, WriterConnection):
+            db.kept = found
+    return found
 
-    def decide(record: BillRecord) -> tuple[BillState, Effect | None]:
-        to = target if check is None else check(record)
+
+@dataclass(frozen=True, slots=True)
+class SubmitWrite:
+    """The write of `SqlMedicalStore.submit`: ``compute`` splits the bill against the
+    person's accumulators as they are in the transaction (it must pickle: a function of the
+    module's level, or a `functools.partial` of one)."""
+
+    record: BillRecord
+    compute: Callable[[Totals], Split]
+
+    def __call__(self, db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+        decoded, written = kept(db)
+        record = self.record
+        known = db.execute(_SELECT_BILL, (record.bill_id,)).fetchone()
+        if known is not None:
+            if known[7] != record.request_digest:
+                raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
+            return decoded.record(known), False
+        split = self.compute(_view(db, record.person_id, record.year))
+        db.execute(
+            _INSERT_BILL,
+            (
+                record.bill_id,
+                record.institution_id,
+                record.his_bill_no,
+                record.card_no,
+                record.person_id,
+                record.year,
+                record.service_date.isoformat(),
+                record.request_digest,
+                json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
+                json.dumps(split_to_dict(split), ensure_ascii=False),
+                record.state.value,
+                record.created_at_us,
+                record.expires_at_us,
+                record.updated_at_us,
+                *_figures(split.delta),
+            ),
+        )
+        stored = replace(record, split=split)
+        written.keep(stored)
+        return stored, True
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionWrite:
+    """The write moving a bill (see `SqlMedicalStore.transition`): decided on the record kept
+    from this writer's last write of the bill when its row is still so, else on the row.
+    ``check`` must pickle, like `SubmitWrite`'s ``compute``."""
+
+    bill_id: str
+    target: BillState
+    now_us: int
+    check: Check | None = None
+
+    def _decide(self, record: BillRecord) -> tuple[BillState, Effect | None]:
+        to = self.target if self.check is None else self.check(record)
         return to, check_transition(record, to)
 
-    def moved(
-        db: sqlite3.Connection, record: BillRecord, to: BillState, effect: Effect
+    def _moved(
+        self, db: sqlite3.Connection, record: BillRecord, to: BillState, effect: Effect
     ) -> tuple[BillRecord, bool]:
         if effect == "commit":
             _add_committed(db, record.person_id, record.year, record.split.delta)
         elif effect == "void":
             _add_committed(db, record.person_id, record.year, ZERO - record.split.delta)
         # not dataclasses.replace: it walks the fields, microseconds more on the writer
-        record = BillRecord(**{**vars(record), "state": to, "updated_at_us": now_us})
-        written.keep(record)
+        record = BillRecord(**{**vars(record), "state": to, "updated_at_us": self.now_us})
+        kept(db)[1].keep(record)
         return record, True
 
-    def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
-        kept = written.get(bill_id)
-        if kept is not None:
+    def __call__(self, db: sqlite3.Connection) -> tuple[BillRecord, bool]:
+        decoded, written = kept(db)
+        known = written.get(self.bill_id)
+        if known is not None:
             try:
-                to, effect = decide(kept)
+                to, effect = self._decide(known)
             except Exception:  # decided on the row as it is, below
                 effect = None
-            if effect is not None and _updated(db, kept, to, now_us):
-                return moved(db, kept, to, effect)
-        row = db.execute(_SELECT_BILL, (bill_id,)).fetchone()
+            if effect is not None and _updated(db, known, to, self.now_us):
+                return self._moved(db, known, to, effect)
+        row = db.execute(_SELECT_BILL, (self.bill_id,)).fetchone()
         if row is None:
-            raise KeyError(bill_id)
+            raise KeyError(self.bill_id)
         record = decoded.record(row)
-        to, effect = decide(record)
+        to, effect = self._decide(record)
         if effect is None:
             return record, False
-        _updated(db, record, to, now_us)
-        return moved(db, record, to, effect)
+        _updated(db, record, to, self.now_us)
+        return self._moved(db, record, to, effect)
 
-    return write
+
+@dataclass(frozen=True, slots=True)
+class OfflineWrite:
+    """The write of `SqlMedicalStore.post_offline`; ``compute`` pickles, as `SubmitWrite`'s."""
+
+    key: str
+    person_id: str
+    year: int
+    compute: Callable[[Totals], Totals]
+
+    def __call__(self, db: sqlite3.Connection) -> bool:
+        found = db.execute("SELECT 1 FROM medical_offline_counts WHERE key = ?", (self.key,))
+        if found.fetchone() is not None:
+            return False
+        delta = self.compute(_view(db, self.person_id, self.year))
+        db.execute(_INSERT_OFFLINE, (self.key, self.person_id, self.year, *_figures(delta)))
+        _add_committed(db, self.person_id, self.year, delta)
+        return True
 
 
 class SqlMedicalStore:
@@ -302,7 +378,7 @@ class SqlMedicalStore:
         engine: Engine | PgEngine,
         *,
         batch_max: int = BATCH_MAX,
-        ledger_writer: Writer | None = None,
+        ledger_writer: Writer | ProcessWriter | None = None,
         pool: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
@@ -310,7 +386,6 @@ class SqlMedicalStore:
         self._pg: PgWrites | None = None
         self._readers = threading.local()
         self._decoded = Decoded()
-        self._written = Written()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
         if isinstance(engine, PgEngine):
@@ -373,38 +448,7 @@ class SqlMedicalStore:
         if self._pg is not None:
             return self._pg.submit(record, compute)
 
-        def write(db: sqlite3.Connection) -> tuple[BillRecord, bool]:
-            known = db.execute(_SELECT_BILL, (record.bill_id,)).fetchone()
-            if known is not None:
-                if known[7] != record.request_digest:
-                    raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
-                return self._decoded.record(known), False
-            split = compute(_view(db, record.person_id, record.year))
-            db.execute(
-                _INSERT_BILL,
-                (
-                    record.bill_id,
-                    record.institution_id,
-                    record.his_bill_no,
-                    record.card_no,
-                    record.person_id,
-                    record.year,
-                    record.service_date.isoformat(),
-                    record.request_digest,
-                    json.dumps(bill_to_dict(record.bill), ensure_ascii=False),
-                    json.dumps(split_to_dict(split), ensure_ascii=False),
-                    record.state.value,
-                    record.created_at_us,
-                    record.expires_at_us,
-                    record.updated_at_us,
-                    *_figures(split.delta),
-                ),
-            )
-            stored = replace(record, split=split)
-            self._written.keep(stored)
-            return stored, True
-
-        return self._writes().run(write)
+        return self._writes().run(SubmitWrite(record, compute))
 
     def get(self, bill_id: str) -> BillRecord | None:
         with self._reading() as db:
@@ -419,9 +463,7 @@ class SqlMedicalStore:
         when the bill is unknown."""
         if self._pg is not None:
             return self._pg.transition(bill_id, target, now_us, check)
-        return self._writes().run(
-            _transition(self._decoded, self._written, bill_id, target, now_us, check)
-        )
+        return self._writes().run(TransitionWrite(bill_id, target, now_us, check))
 
     async def transition_async(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
@@ -431,8 +473,7 @@ class SqlMedicalStore:
         (through a thread without one)."""
         if self._pg is not None:
             return await self._pg.transition_async(bill_id, target, now_us, check)
-        write = _transition(self._decoded, self._written, bill_id, target, now_us, check)
-        return await self._writes().submit(write)
+        return await self._writes().submit(TransitionWrite(bill_id, target, now_us, check))
 
     @property
     def posts_with_ledger(self) -> bool:
@@ -447,7 +488,7 @@ class SqlMedicalStore:
         `posts_with_ledger`."""
         if not self.posts_with_ledger:
             raise RuntimeError("the medical store does not write on the ledger's writer")
-        return _transition(self._decoded, self._written, bill_id, target, now_us, check)
+        return TransitionWrite(bill_id, target, now_us, check)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
         marks = ", ".join("?" * len(IN_FLIGHT_VALUES))
@@ -465,13 +506,4 @@ class SqlMedicalStore:
         if self._pg is not None:
             return self._pg.post_offline(key, person_id, year, compute)
 
-        def write(db: sqlite3.Connection) -> bool:
-            found = db.execute("SELECT 1 FROM medical_offline_counts WHERE key = ?", (key,))
-            if found.fetchone() is not None:
-                return False
-            delta = compute(_view(db, person_id, year))
-            db.execute(_INSERT_OFFLINE, (key, person_id, year, *_figures(delta)))
-            _add_committed(db, person_id, year, delta)
-            return True
-
-        return self._writes().run(write)
+        return self._writes().run(OfflineWrite(key, person_id, year, compute))
