@@ -47,6 +47,7 @@ class Job:
     value: Any = None
     error: BaseException | None = None
     done: threading.Event | None = None
+    ticket: int = 0  # a job run for another process: its number there (`writer_process`)
 
 
 @dataclass(slots=True)
@@ -59,6 +60,8 @@ class Stats:
 
 #: Executes a batch inside one transaction, setting each job's value; raises to roll back.
 Executor = Callable[[Sequence[Job]], None]
+#: Hands a committed batch's values and errors to their callers.
+Deliver = Callable[[Sequence[Job]], None]
 
 
 class Writer:
@@ -75,7 +78,9 @@ class Writer:
         *,
         batch_max: int = BATCH_MAX,
         window_s: float = WINDOW_S,
+        deliver: Deliver | None = None,
     ) -> None:
+        self._deliver = deliver or deliver_to_callers
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._connect, self._execute = connect, execute
         self._commit, self._rollback, self._disconnect = commit, rollback, disconnect
@@ -97,7 +102,7 @@ class Writer:
         """Queue a job and wait for its result, available only after its batch committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._put(Job(kind, args, loop, future))
+        self.put(Job(kind, args, loop, future))
         return await future
 
     def run(self, kind: str, *args: Any) -> Any:
@@ -106,7 +111,7 @@ class Writer:
         if threading.current_thread() is self._thread:
             raise RuntimeError("the writer thread cannot wait for its own batch")
         job = Job(kind, args, None, None, done=threading.Event())
-        self._put(job)
+        self.put(job)
         assert job.done is not None
         job.done.wait()
         if job.error is not None:
@@ -118,7 +123,8 @@ class Writer:
         """Jobs queued behind the batch being written (for tests and metrics)."""
         return self._queue.qsize()
 
-    def _put(self, job: Job) -> None:
+    def put(self, job: Job) -> None:
+        """Queue ``job``; its batch's `Deliver` hands it back (`submit` and `run` wait for it)."""
         with self._closing:
             if self._closed or not self._thread.is_alive():
                 raise RuntimeError("ledger is closed")
@@ -145,7 +151,7 @@ class Writer:
             while True:
                 batch, stop = self._gather(shared)
                 if batch:
-                    self._run_batch(batch)
+                    self.run_batch(batch)
                     shared = len(batch) > 1
                 if stop:
                     return
@@ -166,7 +172,7 @@ class Writer:
             if job is not None:
                 job.error = RuntimeError("ledger is closed")
                 left.append(job)
-        _deliver(left)
+        self._deliver(left)
 
     def _gather(self, shared: bool) -> tuple[list[Job], bool]:
         first = self._queue.get()
@@ -189,7 +195,10 @@ class Writer:
             batch.append(job)
         return batch, False
 
-    def _run_batch(self, batch: list[Job]) -> None:
+    def run_batch(self, batch: list[Job]) -> None:
+        """One batch in one transaction and one commit, then delivered; a batch that fails
+        runs again job by job, so that only the culprit fails. Called by the writer's own
+        thread (or by the one thread of `ledger.writer_process`'s child, which gathers)."""
         try:
             self._execute(batch)
             self._commit()
@@ -200,12 +209,12 @@ class Writer:
             if len(batch) > 1:  # find the culprit: every job again on its own
                 for job in batch:
                     job.value, job.error = None, None
-                    self._run_batch([job])
+                    self.run_batch([job])
                 return
             batch[0].error = exc
         self.stats.batches += 1
         self.stats.jobs += len(batch)
-        _deliver(batch)
+        self._deliver(batch)
 
 
 class Tainted(Exception):
@@ -242,7 +251,9 @@ def run_calls(db: Any, jobs: Sequence[Job], *, savepoints: bool = False) -> None
             db.execute("RELEASE job")
 
 
-def _deliver(batch: Sequence[Job]) -> None:
+def deliver_to_callers(batch: Sequence[Job]) -> None:
+    """Wake each job's caller: a synchronous one's event, an event loop's future (one
+    ``call_soon_threadsafe`` per loop and batch)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
     for job in batch:
         if job.loop is None:

@@ -53,6 +53,7 @@ from ledger.state import (
     needed_ids,
     open_missing,
 )
+from ledger.writer_process import ProcessWriter
 
 _INSERT_TRANSFERS = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
@@ -94,7 +95,11 @@ def connect(path: Path | str) -> sqlite3.Connection:
     """A connection as the ledger uses it: autocommit mode (explicit BEGIN), WAL, FULL sync;
     room for a prepared statement per row count of the multi-row statements (`with_values`)."""
     connection = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, cached_statements=1024
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=1024,
+        factory=rows.WriterConnection,
     )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
@@ -336,8 +341,8 @@ class SqliteStore(OfflineRecords):
 class SqliteLedger(Ledger):
     """:class:`Ledger` on SQLite. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, store: SqliteStore, writer: Writer) -> None:
-        self.store, self.writer = store, writer
+    def __init__(self, store: SqliteStore, writer: Writer | ProcessWriter) -> None:
+        self.store, self.writer = store, writer  # store: the writer's, when it is a thread
 
     @classmethod
     def open(
@@ -347,11 +352,18 @@ class SqliteLedger(Ledger):
         batch_max: int = BATCH_MAX,
         window_s: float = WINDOW_S,
         migrate: bool = True,
+        process: bool = False,
     ) -> SqliteLedger:
-        """Migrate the database at `path` to the newest schema and start the writer thread."""
+        """Migrate the database at `path` to the newest schema and start the writer: a thread,
+        or with ``process`` a process of its own (`ledger.writer_process`: the daemon's, so
+        that the event loop has an interpreter lock to itself)."""
         if migrate:
             upgrade_sqlite(path)
         store = SqliteStore(path)
+        if process:
+            child = ProcessWriter(path, batch_max=batch_max)  # it gathers without a window
+            child.start()
+            return cls(store, child)
         writer = Writer(
             "ledger-sqlite-writer",
             store.connect,

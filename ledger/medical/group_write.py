@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ledger.group_commit import CALL, Writer
+from ledger.writer_process import ProcessWriter
 
 T = TypeVar("T")
 BATCH_MAX = 256
@@ -196,7 +197,7 @@ class LedgerWrites:
     `run` is called from threads other than the writer's; `submit` from the event loop, which
     queues the job and awaits it like the ledger's own (no thread hop)."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer | ProcessWriter) -> None:
         self._writer = writer
         self._closed = False
 
