@@ -30,7 +30,6 @@ True
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,7 @@ class _Field:
         width = self.prefix_width
         if len_enc == "bcd":
             digits = f"{count:0{width * 2}d}"
-            return binascii.a2b_hex(digits) if len(digits) == width * 2 else None
+            return bytes.fromhex(digits) if len(digits) == width * 2 else None
         if len_enc == "ascii":
             digits = f"{count:0{width}d}"
             return digits.encode("ascii") if len(digits) == width else None
@@ -303,12 +302,17 @@ def compile_encoder(
         for n, f in fields.items()
     }
     low_half = (1 << 64) - 1
-    a2b_hex = binascii.a2b_hex
+    fromhex = bytes.fromhex  # skips whitespace, which pyiso8583's a2b_hex refuses: not given
 
     def encode(message: Message) -> bytes | None:
         try:
             mti = message.mti
-            raw_mti = a2b_hex(mti) if bcd else mti.encode("ascii")
+            if bcd:
+                if type(mti) is not str or not mti.isalnum():
+                    return None
+                raw_mti = fromhex(mti)
+            else:
+                raw_mti = mti.encode("ascii")
             if len(raw_mti) != (2 if bcd else 4):
                 return None
             fields = message.fields
@@ -338,10 +342,13 @@ def compile_encoder(
                     data = value.encode("ascii")
                     count = len(data)
                 else:  # packed nibbles, BCD digits or hex
-                    if form == BCD and not value.isdigit():
+                    if form == BCD:
+                        if not value.isdigit():
+                            return None
+                    elif value and not value.isalnum():
                         return None
                     if pad is None:  # counted in bytes
-                        data = a2b_hex(value)
+                        data = fromhex(value)
                         count = len(data)
                     else:  # counted in nibbles: an odd count takes a pad nibble
                         count = len(value)
@@ -349,7 +356,7 @@ def compile_encoder(
                             if not pad:
                                 return None
                             value = "0" + value if pad == "L" else value + "0"
-                        data = a2b_hex(value)
+                        data = fromhex(value)
                 if fixed >= 0:
                     if count != fixed:
                         return None

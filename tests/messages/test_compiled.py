@@ -152,6 +152,7 @@ ODD_VALUES = st.one_of(
     st.text(string.hexdigits, max_size=40),
     st.binary(max_size=40),
     st.just("٠١٢"),  # digits to str.isdigit, not to a hex decoder
+    st.sampled_from(["62 25 88", "6225\n\n", " 6225 "]),  # spaces bytes.fromhex would skip
     st.integers(0, 99),
     st.none(),
 )
@@ -180,7 +181,7 @@ def odd_message(draw: st.DrawFn, interface: InterfaceSpec) -> Message:
     elif irregularity == "number":
         fields[draw(st.sampled_from([0, 1, 65, 129, 200, "3"]))] = draw(ODD_VALUES | st.just("0"))
     elif irregularity == "mti":
-        mti = draw(st.sampled_from(["02A0", "021", "02100", b"0210", "٠٢١٠", 200]))
+        mti = draw(st.sampled_from(["02A0", "021", "02100", "02 10", b"0210", "٠٢١٠", 200]))
     elif irregularity == "tpdu":
         tpdu = draw(st.sampled_from([b"", bytes(4), bytes(6), "12345"]))
     return Message(mti, fields, tpdu, message.header)
@@ -205,6 +206,20 @@ def test_a_value_of_a_near_type_encodes_as_the_reference_encodes(name: str, numb
     near += [] if spec.kind is Kind.B else [value.encode(), bytearray(value.encode())]
     for odd in near:
         same_encode(codec, Message("0200", {3: "000000", number: odd}, bytes(5), bytes(6)))
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [(name, n) for name, c in sorted(CODECS.items()) for n in c.interface.fields],
+)
+@pytest.mark.parametrize("spaced", ["62 25 ", " 62 25", "6225\n\n", "62\t\t25", "6 2"])
+def test_hex_with_whitespace_encodes_as_the_reference_encodes(
+    name: str, number: int, spaced: str
+) -> None:
+    # bytes.fromhex skips ASCII whitespace between bytes, pyiso8583's binascii.a2b_hex never
+    codec = CODECS[name]
+    same_encode(codec, Message("0200", {3: "000000", number: spaced}, bytes(5), bytes(6)))
+    same_encode(codec, Message(spaced.replace("62", "02", 1), {3: "000000"}, bytes(5), bytes(6)))
 
 
 # --- the daemon's messages -----------------------------------------------------------------
