@@ -37,10 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
+import dataclasses
 import enum
+import functools
 import io
 import itertools
 import logging
+import operator
 import os
 import pickle
 import signal
@@ -49,7 +53,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -193,11 +197,10 @@ class ProcessWriter:
         if not jobs or transport is None or transport.is_closing():
             return
         try:
-            message = pickle.dumps([(j.ticket, j.kind, j.args) for j in jobs], _PROTOCOL)
+            message = dumps([(j.ticket, j.kind, j.args) for j in jobs])
         except Exception:  # one job's arguments do not pickle: it fails alone
-            message = pickle.dumps(
-                [(j.ticket, j.kind, j.args) for j in _picklable(jobs, self._pending)], _PROTOCOL
-            )
+            fit = _picklable(jobs, self._pending)
+            message = dumps([(j.ticket, j.kind, j.args) for j in fit])
         transport.write(_HEADER.pack(len(message)) + message)
 
     def _received(self, data: bytes) -> None:
@@ -365,10 +368,12 @@ def _gather(conn: Connection, batch_max: int) -> tuple[list[Job], bool]:
 SENT_MAX = 4096  # bills and splits the child remembers having sent; the parent keeps twice
 
 
-def _shared_enums() -> list[enum.Enum]:
-    """The enums' members that cross in answers, numbered the same on both ends (an enum
-    unpickles through its class's call: a microsecond each, and an answer holds dozens)."""
+@functools.cache
+def _members() -> list[enum.Enum]:
+    """The enums' members that cross, numbered the same on both ends (an enum unpickles
+    through its class's call: a microsecond each, and an answer holds dozens)."""
     from ledger.core import AccountFlags, AccountResult, CloseResult, TransferResult
+    from ledger.events import TransferCode
     from ledger.kinds import AccountKind
     from ledger.medical.bills import BillState
     from ledger.medical.catalogue import Coverage
@@ -376,33 +381,84 @@ def _shared_enums() -> list[enum.Enum]:
     from ledger.medical.split import Reason, Share
 
     classes = (AccountFlags, AccountResult, CloseResult, TransferResult, AccountKind)
-    classes += (BillState, Coverage, Category, Reason, Share)  # type: ignore[assignment]
+    classes += (TransferCode, BillState, Coverage, Category, Reason, Share)  # type: ignore[assignment]
     return [member for cls in classes for member in cls]
 
 
+def _member(number: int) -> enum.Enum:
+    return _members()[number]
+
+
+@functools.cache
+def _table() -> dict[type, Callable[[Any], Any]]:
+    """Reducers by exact type, for a pickler's ``dispatch_table`` (looked up in C: nothing is
+    called for the other objects): enum members by number; the frozen dataclasses that cross
+    most (the ledger's records, the medical writes) by their fields in order, rebuilt by their
+    ``__init__`` (their default, a Python ``__setstate__`` walking ``fields()``, costs
+    several times as much)."""
+    from ledger import core
+    from ledger.medical import service, sql_store
+    from ledger.medical.accumulators import Totals
+
+    table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+    index: dict[type, dict[Any, int]] = {}
+    for number, member in enumerate(_members()):
+        index.setdefault(type(member), {})[member] = number
+    for kind, numbers in index.items():
+        table[kind] = functools.partial(_reduce_member, numbers)
+    classes = [core.Transfer, core.OfflineRecord, core.Account, core.Balance, Totals]
+    classes += [sql_store.TransitionWrite, sql_store.SubmitWrite, sql_store.OfflineWrite]
+    classes += [service._Approval, service._Paid, service._Cancel, service._CashClose]
+    for cls in classes:
+        fields = dataclasses.fields(cls)
+        if all(f.init for f in fields):
+            get = operator.attrgetter(*(f.name for f in fields))
+            table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
+    return table
+
+
+def _reduce_member(numbers: dict[Any, int], member: Any) -> Any:
+    number = numbers.get(member)
+    if number is None:  # a combination of flags: as pickle makes it
+        return member.__reduce_ex__(_PROTOCOL)
+    return _member, (number,)
+
+
+def _reduce_fields(cls: type, get: Callable[[Any], Any], single: bool, obj: Any) -> Any:
+    values = get(obj)
+    return cls, ((values,) if single else values)
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` pickled with `_table`'s reducers (what crosses to the writer process)."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, _PROTOCOL)
+    pickler.dispatch_table = _table()
+    pickler.dump(value)
+    return out.getvalue()
+
+
 class _Sent:
-    """The child's side of the answers' pickling. Besides plain pickle: an enum member goes as
-    its number, and a bill's lines or split (immutable, and the same objects from the bill's
-    approval to its completion: the writer keeps them) goes whole once, then as its number
-    while the child remembers it. The parent keeps more than the child remembers, so a number
-    always names what the parent has (`_Received`)."""
+    """The child's side of the answers' pickling: `_table`'s reducers, and a bill's lines or
+    split (immutable, and the same objects from the bill's approval to its completion: the
+    writer keeps them) whole once, then by number while the child remembers it. The parent
+    keeps more than the child remembers, so a number always names what the parent has
+    (`_Received`)."""
 
     def __init__(self) -> None:
-        self._index: dict[type, dict[Any, int]] = {}
-        for number, member in enumerate(_shared_enums()):
-            self._index.setdefault(type(member), {})[member] = number
         from ledger.medical.split import Bill, Split
 
-        self._kept_types = (Bill, Split)
+        self._dispatch = dict(_table())
+        self._dispatch[Bill] = self._dispatch[Split] = self._reduce_kept
         self._sent: dict[int, tuple[int, Any]] = {}  # id → (number, the object, held)
         self._numbers = itertools.count()
         self._added: list[int] = []  # ids numbered by the message being pickled
-        self._fresh: Any = None  # the object whose new id is being pickled
+        self._fresh: Any = None  # the object whose new number is being pickled
 
     def dump(self, answers: Any) -> bytes:
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
-        pickler.persistent_id = self._reference  # type: ignore[method-assign]
+        pickler = pickle.Pickler(out, _PROTOCOL)
+        pickler.dispatch_table = self._dispatch
         self._added, self._fresh = [], None
         try:
             pickler.dump(answers)
@@ -412,48 +468,46 @@ class _Sent:
             raise
         return out.getvalue()
 
-    def _reference(self, obj: Any) -> Any:
-        kind = type(obj)
-        members = self._index.get(kind)  # the exact type: 0 is no AccountFlags.NONE here
-        if members is not None:
-            return members.get(obj)  # a combination of flags: pickled as it is
-        if kind not in self._kept_types:
-            return None
-        if obj is self._fresh:  # inside its own (number, object) id: pickled as it is
+    def _reduce_kept(self, obj: Any) -> Any:
+        if obj is self._fresh:  # inside its own _keep(number, obj): as pickle makes it
             self._fresh = None
-            return None
+            return obj.__reduce_ex__(_PROTOCOL)
         found = self._sent.get(id(obj))
         if found is not None and found[1] is obj:
-            return -found[0] - 1
+            return _kept, (found[0],)
         number = next(self._numbers)
         self._sent[id(obj)] = (number, obj)  # held: its id cannot name another object
         self._added.append(id(obj))
         if len(self._sent) > SENT_MAX:
             del self._sent[next(iter(self._sent))]
         self._fresh = obj
-        return number, obj
+        return _keep, (number, obj)
+
+
+_receiving = threading.local()  # the `_Received` whose message is being unpickled
+
+
+def _kept(number: int) -> Any:
+    return _receiving.kept[number]
+
+
+def _keep(number: int, obj: Any) -> Any:
+    kept = _receiving.kept
+    kept[number] = obj
+    if len(kept) > 2 * SENT_MAX:
+        del kept[next(iter(kept))]
+    return obj
 
 
 class _Received:
     """The parent's side of `_Sent`."""
 
     def __init__(self) -> None:
-        self._members = _shared_enums()
         self._kept: dict[int, Any] = {}
 
     def load(self, data: bytes | bytearray) -> Any:
-        unpickler = pickle.Unpickler(io.BytesIO(data))
-        unpickler.persistent_load = self._load  # type: ignore[method-assign]
-        return unpickler.load()
-
-    def _load(self, pid: Any) -> Any:
-        if type(pid) is int:
-            return self._members[pid] if pid >= 0 else self._kept[-pid - 1]
-        number, obj = pid
-        self._kept[number] = obj
-        if len(self._kept) > 2 * SENT_MAX:
-            del self._kept[next(iter(self._kept))]
-        return obj
+        _receiving.kept = self._kept
+        return pickle.loads(data)
 
 
 def _picklable(jobs: Sequence[Job], pending: dict[int, Job]) -> list[Job]:
@@ -462,7 +516,7 @@ def _picklable(jobs: Sequence[Job], pending: dict[int, Job]) -> list[Job]:
     fit = []
     for job in jobs:
         try:
-            pickle.dumps(job.args, _PROTOCOL)
+            dumps(job.args)
         except Exception as error:
             pending.pop(job.ticket, None)
             detail = f"a {job.kind} job cannot go to the writer process: {error!r}"
@@ -495,5 +549,7 @@ def _crossing(error: BaseException | None) -> BaseException | None:
     return error
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":  # run as the module it is: what it pickles names ledger.writer_process
+    from ledger import writer_process
+
+    writer_process.main(sys.argv[1:])
