@@ -77,7 +77,9 @@ class App:
             ThreadPoolExecutor(CALLER_THREADS, thread_name_prefix="medswitch")
         )
         if self.stores is None:
-            self.stores = await open_stores(config.database)
+            self.stores = await open_stores(
+                config.database, writer_process=config.writer_process
+            )
         stores = self.stores
         self.ledger, self.cards, self.medical_store = (
             stores.ledger,
@@ -201,6 +203,8 @@ class App:
             )
         if not self.ready:
             return web.json_response({"status": "starting"}, status=503)
+        if getattr(getattr(self.ledger, "writer", None), "ended", False):  # its process died
+            return web.json_response({"status": "ledger writer ended"}, status=503)
         return web.json_response({"status": "ready"})
 
     @property

@@ -60,7 +60,7 @@ async def _run(config: Config, worker: int = 0) -> None:
     Keys: on SQLite the file key store holds every key; on PostgreSQL terminals' working keys
     go to the database (every worker uses a sign-on any worker answered) and the rest stays in
     the file the key ceremonies write."""
-    stores = await open_stores(config.database)
+    stores = await open_stores(config.database, writer_process=config.writer_process)
     try:
         files = FileKeyStore(config.home_path / "keys.jsonl")
         store: KeyStore = files

@@ -24,6 +24,7 @@ from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
+from ledger.writer_process import ProcessWriter
 from switch.bank_cards import CardStatusStore, SqliteCardStatus
 from switch.bank_saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
@@ -88,17 +89,23 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-async def open_stores(url: str) -> Stores:
+async def open_stores(url: str, *, writer_process: bool = False) -> Stores:
+    """The stores on ``url``; on SQLite with ``writer_process``, the ledger's writer (which
+    writes the bills too) in a process of its own (`ledger.writer_process`)."""
     if is_postgres(url):
         return await _open_postgres(url)
     if not url.startswith("sqlite:///"):
         raise ValueError(f"unsupported database URL {url.split('://')[0]}://...")
-    return _open_sqlite(Path(url.removeprefix("sqlite:///")))
+    stores = _open_sqlite(Path(url.removeprefix("sqlite:///")), writer_process)
+    if isinstance(stores.ledger.writer, ProcessWriter):
+        await stores.ledger.writer.attach()  # on this loop: the HIS API's threads write too
+    return stores
 
 
-def _open_sqlite(path: Path) -> Stores:
+def _open_sqlite(path: Path, writer_process: bool = False) -> Stores:
     engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
-    ledger = SqliteLedger.open(path, window_s=WINDOW_S)  # the file's one writer: bills too
+    # the file's one writer: bills too
+    ledger = SqliteLedger.open(path, window_s=WINDOW_S, process=writer_process)
     cards = SqliteCards(path, keep_s=KEEP_S)
     return Stores(
         url=f"sqlite:///{path}",

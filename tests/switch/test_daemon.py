@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 import uvloop
 
+from ledger.writer_process import ProcessWriter
 from messages.codec import Message
 from messages.outcome import Outcome
 from messages.terminal import (
@@ -145,6 +149,35 @@ def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
             assert b'"error"' in refused.read()
         else:
             raise AssertionError("the HIS API answered without credentials")
+
+    run(tmp_path, scenario, backend)
+
+
+def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the writer process is the embedded SQLite ledger's")
+
+    async def scenario(daemon: Daemon) -> None:
+        writer = daemon.app.ledger.writer  # type: ignore[attr-defined]
+        assert isinstance(writer, ProcessWriter), "on SQLite the daemon writes from a process"
+        assert writer._process is not None
+        port = daemon.app.http_port
+
+        def get(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as refused:
+                return refused.code, refused.read().decode()
+
+        assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
+        os.kill(writer._process.pid, signal.SIGKILL)
+        for _ in range(200):  # bounded: the loss is seen when its socket closes
+            if writer.ended:
+                break
+            await asyncio.sleep(0.05)
+        status, text = await asyncio.to_thread(get, "/readyz")
+        assert status == 503 and "ledger writer ended" in text
 
     run(tmp_path, scenario, backend)
 
