@@ -182,6 +182,16 @@ def _cpu_ticks(stat: Path) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])  # utime, stime
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc): the daemon's writer process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # one that just ended
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 class CpuMeter:
     """CPU time a process spends between :meth:`start` and :meth:`stop` (Linux /proc): user
     and system seconds, and seconds per thread (the main thread's id is the process id). On a
