@@ -113,13 +113,16 @@ class Des:
     def encrypt_cbc(self, data: bytes, iv: bytes = ZERO8) -> bytes:
         """CBC encryption under `iv`, through the CBC-MAC's reused context (its chaining block
         cancelled in the first block, as there)."""
-        _check_blocks(data)
+        if len(data) % 8:
+            _check_blocks(data)
         if not data:
             return b""
         cbc = self._cbc
         if cbc is None:
             cbc = self._cbc = Cipher(self._cipher, modes.CBC(ZERO8)).encryptor()
-        first = int.from_bytes(data[:8], "big") ^ self._chain ^ int.from_bytes(iv, "big")
+        first = int.from_bytes(data[:8], "big") ^ self._chain
+        if iv is not ZERO8:
+            first ^= int.from_bytes(iv, "big")
         out = cbc.update(first.to_bytes(8, "big") + data[8:])
         self._chain = int.from_bytes(out[-8:], "big")
         return out
@@ -127,14 +130,17 @@ class Des:
     def decrypt_cbc(self, data: bytes, iv: bytes = ZERO8) -> bytes:
         """CBC decryption under `iv` with a reused context: it XORs the first block with the
         last cipher block it was given before, which is swapped for `iv` here."""
-        _check_blocks(data)
+        if len(data) % 8:
+            _check_blocks(data)
         if not data:
             return b""
         cbc = self._cbc_dec
         if cbc is None:
             cbc = self._cbc_dec = Cipher(self._cipher, modes.CBC(ZERO8)).decryptor()
         out = cbc.update(data)
-        first = int.from_bytes(out[:8], "big") ^ self._dec_chain ^ int.from_bytes(iv, "big")
+        first = int.from_bytes(out[:8], "big") ^ self._dec_chain
+        if iv is not ZERO8:
+            first ^= int.from_bytes(iv, "big")
         self._dec_chain = int.from_bytes(data[-8:], "big")
         return first.to_bytes(8, "big") + out[8:]
 

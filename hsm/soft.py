@@ -177,11 +177,13 @@ class SoftHsm:
 
     async def encrypt_data(self, key: KeyRef, data: bytes) -> bytes:
         loaded = self._keys.loaded(key, U.TDK, U.FILE) or await self._keys.load(key, U.TDK, U.FILE)
-        return _data_key(loaded).encrypt_cbc(pad_method_2(data))
+        des = loaded.des if loaded.ref.usage is U.TDK else _data_key(loaded)  # a TDK: as it is
+        return des.encrypt_cbc(pad_method_2(data))
 
     async def decrypt_data(self, key: KeyRef, data: bytes) -> bytes:
         loaded = self._keys.loaded(key, U.TDK, U.FILE) or await self._keys.load(key, U.TDK, U.FILE)
-        return unpad_method_2(_data_key(loaded).decrypt_cbc(data))
+        des = loaded.des if loaded.ref.usage is U.TDK else _data_key(loaded)
+        return unpad_method_2(des.decrypt_cbc(data))
 
     # -- PINs ---------------------------------------------------------------------------------
     async def _clear_pin(self, pin_key: KeyRef, pin_block: bytes, pan: str) -> str:
