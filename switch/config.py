@@ -118,7 +118,8 @@ class Config:
     dayend: DayendConfig = field(default_factory=DayendConfig)
     workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
     #: SQLite: the ledger's writer in a process of its own (`ledger.writer_process`), so that
-    #: the event loop has an interpreter lock to itself; false: a thread of the daemon.
+    #: the event loop has an interpreter lock to itself, when the daemon may use more than one
+    #: CPU; false: a thread of the daemon.
     writer_process: bool = True
     response_timeout_s: float = 20.0  # a handler that takes longer is answered 96
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,14 @@ def is_postgres(url: str) -> bool:
 
 async def open_stores(url: str, *, writer_process: bool = False) -> Stores:
     """The stores on ``url``; on SQLite with ``writer_process``, the ledger's writer (which
-    writes the bills too) in a process of its own (`ledger.writer_process`)."""
+    writes the bills too) in a process of its own (`ledger.writer_process`) — when this
+    process may run on more than one CPU: on one, a second process only adds its hand-offs."""
     if is_postgres(url):
         return await _open_postgres(url)
     if not url.startswith("sqlite:///"):
         raise ValueError(f"unsupported database URL {url.split('://')[0]}://...")
-    stores = _open_sqlite(Path(url.removeprefix("sqlite:///")), writer_process)
+    apart = writer_process and len(os.sched_getaffinity(0)) > 1
+    stores = _open_sqlite(Path(url.removeprefix("sqlite:///")), apart)
     if isinstance(stores.ledger.writer, ProcessWriter):
         await stores.ledger.writer.attach()  # on this loop: the HIS API's threads write too
     return stores
