@@ -64,6 +64,7 @@ def _overlaps(a: Route, b: Route) -> bool:
 
 
 CODES_KEPT_MAX = 4096  # distinct (interface, MTI, codes) answers kept
+_UNSEEN = object()
 
 
 class RouteTable:
@@ -99,16 +100,18 @@ class RouteTable:
         pan: str,
     ) -> Route | None:
         """The most specific route for a message, or ``None`` (answered 92 / 12)."""
+        codes = (interface, mti, processing_code, txn_type, network_code, account_type)
+        found = self._by_codes.get(codes, _UNSEEN)  # only codes whose MTI no BIN route serves
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
         where = (interface, mti)
         wanted = (processing_code, txn_type, network_code, account_type)
         if where not in self._no_bins:
             return self._first(where, wanted, pan)
-        codes = (*where, *wanted)
-        if codes not in self._by_codes:
-            if len(self._by_codes) >= CODES_KEPT_MAX:  # codes come off the wire: bounded
-                self._by_codes.clear()
-            self._by_codes[codes] = self._first(where, wanted, pan)
-        return self._by_codes[codes]
+        if len(self._by_codes) >= CODES_KEPT_MAX:  # codes come off the wire: bounded
+            self._by_codes.clear()
+        route = self._by_codes[codes] = self._first(where, wanted, pan)
+        return route
 
     def _first(
         self, where: tuple[str, str], wanted: tuple[str | None, ...], pan: str
