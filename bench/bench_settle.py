@@ -445,12 +445,12 @@ def main(argv: list[str] | None = None) -> None:
         maker = demo_home(home, args.cardholders)
         pids: dict[str, int] = {}
         layout = None if args.no_pin else cores()
-        servers = None
+        servers = generator = None
         if layout is not None:
             servers, generator = layout
             os.sched_setaffinity(0, generator)
             print(f"CPUs: generator {sorted(generator)}, daemon and echo server {sorted(servers)}")
-        with processes(home, pids, servers) as (port, echo_port, http_port):
+        with processes(home, pids, servers, generator) as (port, echo_port, http_port):
             started = time.perf_counter()
             lanes, cards = uvloop.run(prepare(home, port, http_port, maker, args))
             print(
@@ -459,10 +459,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             exchanges = sum(len(lane) for lane in lanes)
             echo, daemon = CpuMeter(pids["echo"]), CpuMeter(pids["daemon"])
-            helpers = [CpuMeter(pid) for pid in children(pids["daemon"])]
-            if layout is not None:  # the writer process beside the generator, off the loop's CPU
-                for helper in helpers:
-                    os.sched_setaffinity(helper.pid, generator)
+            helpers = [CpuMeter(pid) for pid in children(pids["daemon"])]  # its writer
             echo.start()
             raw_rate, raw_lat, _ = uvloop.run(drive_once(echo_port, lanes))
             echo.stop()

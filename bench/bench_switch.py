@@ -257,23 +257,36 @@ class Ports(NamedTuple):
     http: int
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` onto ``cpus`` (threads it starts later inherit)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 @contextlib.contextmanager
 def processes(
-    home: Path, pids: dict[str, int] | None = None, cpus: set[int] | None = None
+    home: Path,
+    pids: dict[str, int] | None = None,
+    cpus: set[int] | None = None,
+    beside: set[int] | None = None,
 ) -> Iterator[Ports]:
     """`medswitch serve` on ``home`` and a raw echo server, both on port 0 (and on ``cpus``
-    when given), stopped after use; yields their `Ports`; ``pids``, when given, gets the
-    "daemon" and "echo" ids."""
+    when given; the daemon's own processes, its ledger writer, on ``beside``), stopped after
+    use; yields their `Ports`; ``pids``, when given, gets the "daemon" and "echo" ids. The
+    daemon is pinned once it has started: it sees every CPU while it decides whether its
+    writer gets a process."""
     script = str(Path(sys.executable).parent / "medswitch")
     env = {**os.environ, "MEDSWITCH_HOME": str(home)}
     pinned = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    every = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus | (beside or set())))
     server = subprocess.Popen(
         [script, "serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        preexec_fn=pinned,
+        preexec_fn=every,  # not this process's CPU (the generator's) alone
     )
     read, write = os.pipe()
     code = f"from bench.bench_switch import _echo_server_process as f; f({write})"
@@ -285,6 +298,10 @@ def processes(
         line = server.stdout.readline()
         match = re.search(r"terminals on 127\.0\.0\.1:(\d+).*HTTP on [^:]+:(\d+)", line)
         assert match, "the daemon did not start"
+        if cpus is not None:
+            pin(server.pid, cpus)
+            for child in children(server.pid):
+                pin(child, beside or cpus)
         echo_port = int(os.read(read, 64).decode().strip())
         yield Ports(int(match.group(1)), echo_port, int(match.group(2)))
     finally:
