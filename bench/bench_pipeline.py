@@ -28,6 +28,7 @@ from pathlib import Path
 import uvloop
 
 from bench.bench_settle import Lanes, demo_home, peek, prepare
+from bench.bench_switch import CpuMeter, children
 from simulators.factory import ChipMaker
 from switch import logs
 from switch.app import App, settle_garbage_collector
@@ -63,6 +64,9 @@ async def drive(handler, lanes: Lanes, profile: Path | None) -> None:  # type: i
             codes[code] = codes.get(code, 0) + 1
 
     exchanges = sum(len(frames) for frames in lanes)
+    writers = [CpuMeter(pid) for pid in children(os.getpid())]  # the ledger's writer process
+    for writer in writers:
+        writer.start()
     writer_before = _other_threads_s()
     profiler = cProfile.Profile() if profile else None
     cpu, wall = time.thread_time(), time.perf_counter()
@@ -73,10 +77,13 @@ async def drive(handler, lanes: Lanes, profile: Path | None) -> None:  # type: i
         profiler.disable()
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
     others = _other_threads_s() - writer_before
+    for writer in writers:
+        writer.stop()
     print(f"{len(lanes)} lanes, {exchanges} exchanges in {wall:.2f} s: {exchanges / wall:,.0f}/s")
     print(
         f"CPU per exchange: event loop {cpu / exchanges * 1e6:.0f} us, "
         f"other threads {others / exchanges * 1e6:.0f} us"
+        + "".join(f", writer process {w.total_s / exchanges * 1e6:.0f} us" for w in writers)
     )
     print(f"response codes: {codes}")
     if profiler and profile:
