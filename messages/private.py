@@ -18,10 +18,10 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from messages.errors import CodecError
 from messages.tlv import (
-    Decoder,
     Encoder,
     Tag,
     TagKind,
+    TagTable,
     decode_tlv,
     encode_tlv,
     encoders,
@@ -95,24 +95,35 @@ class _TlvRecord:
     LAYOUT: ClassVar[tuple[Tag, ...]]
     FIELD: ClassVar[str]
     _ENUMS: ClassVar[dict[str, type[enum.IntEnum]]] = {}
-    _BY_TAG: ClassVar[Mapping[int, tuple[str, int, Decoder | None]]]
+    _BY_TAG: ClassVar[TagTable]
     _ENCODERS: ClassVar[tuple[tuple[str, int, int, Encoder], ...]]
+    # (name, enum, its members by value) of each _ENUMS entry: a dict get instead of the
+    # enum's call (~0.5 us each); a value that is no member's still goes through the call.
+    _MEMBERS: ClassVar[tuple[tuple[str, type[enum.IntEnum], Mapping[Any, enum.IntEnum]], ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Index the layout once per record class, not on every parse and build."""
         super().__init_subclass__(**kwargs)
         cls._BY_TAG = index_layout(cls.LAYOUT)
         cls._ENCODERS = encoders(cls.LAYOUT)
+        cls._MEMBERS = tuple(
+            (name, kind, {member.value: member for member in kind})
+            for name, kind in cls._ENUMS.items()
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> Self:
         values = decode_tlv(cls._BY_TAG, data, cls.FIELD)
-        for name, kind in cls._ENUMS.items():
+        for name, kind, members in cls._MEMBERS:
             if name in values:
-                try:
-                    values[name] = kind(values[name])
-                except ValueError:
-                    raise CodecError(f"bad value for {name}", field=cls.FIELD) from None
+                value = values[name]
+                member = members.get(value)
+                if member is None:
+                    try:
+                        member = kind(value)
+                    except ValueError:
+                        raise CodecError(f"bad value for {name}", field=cls.FIELD) from None
+                values[name] = member
         return construct(cls, values)
 
     def build(self) -> bytes:

@@ -23,7 +23,6 @@ from typing import Any
 
 from messages.errors import CodecError
 
-Decoder = Callable[[bytes], Any]
 Encoder = Callable[[Any, int], bytes]  # (value, the tag's size)
 
 
@@ -90,36 +89,27 @@ _ENCODERS: Mapping[TagKind, Encoder] = MappingProxyType(
 )
 
 
-def index_layout(layout: tuple[Tag, ...]) -> dict[int, tuple[str, int, Decoder | None]]:
-    """(name, size, decoder) of each tag by number (decoder ``None``: the bytes as they are),
+# How decode_tlv reads a tag's value, by its kind: an int code per tag instead of a decoder
+# call, so that the common kinds cost no Python call (a 1-byte integer is the byte itself).
+_RAW, _UINT, _UINT1, _TEXT, _BCD = 0, 1, 2, 3, 4
+
+TagTable = tuple[tuple[str, int, int] | None, ...]  # (name, size, how) by tag number 0-255
+
+
+def index_layout(layout: tuple[Tag, ...]) -> TagTable:
+    """(name, size, how to read it) of each tag, indexed by its number (``None``: no such tag),
     for :func:`decode_tlv`."""
-    return {t.tag: (t.name, t.size, _DECODERS[t.kind]) for t in layout}
+    table: list[tuple[str, int, int] | None] = [None] * 256
+    for t in layout:
+        if t.kind is TagKind.UINT:
+            how = _UINT1 if t.size == 1 else _UINT
+        else:
+            how = {TagKind.BYTES: _RAW, TagKind.TEXT: _TEXT, TagKind.BCD: _BCD}[t.kind]
+        table[t.tag] = (t.name, t.size, how)
+    return tuple(table)
 
 
-def _decode_text(raw: bytes) -> str:
-    return raw.decode("utf-8")
-
-
-def _decode_bcd(raw: bytes) -> str:
-    digits = raw.hex()
-    if not digits.isdigit():
-        raise ValueError("not BCD")
-    return digits
-
-
-_DECODERS: Mapping[TagKind, Decoder | None] = MappingProxyType(
-    {
-        TagKind.UINT: int.from_bytes,
-        TagKind.BYTES: None,
-        TagKind.TEXT: _decode_text,
-        TagKind.BCD: _decode_bcd,
-    }
-)
-
-
-def decode_tlv(
-    by_tag: Mapping[int, tuple[str, int, Decoder | None]], data: bytes, field: str
-) -> dict[str, Any]:
+def decode_tlv(by_tag: TagTable, data: bytes, field: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
     size = len(data)
@@ -127,25 +117,36 @@ def decode_tlv(
         if index + 2 > size:
             raise CodecError("truncated private tag", field=field, offset=index)
         tag = data[index]
-        entry = by_tag.get(tag)
+        entry = by_tag[tag]
         if entry is None:
             raise CodecError(f"unknown private tag {tag:02X}", field=field, offset=index)
-        name, fixed, decoder = entry
+        name, fixed, how = entry
         length = data[index + 1]
         end = index + 2 + length
         if end > size or (fixed and length != fixed):
             raise CodecError(f"private tag {tag:02X} has a wrong length", field=field, offset=index)
         if name in values:
             raise CodecError(f"private tag {tag:02X} repeated", field=field, offset=index)
-        raw = data[index + 2 : end]
-        if decoder is None:
-            values[name] = raw
+        if how == _UINT1:
+            values[name] = data[index + 2]
+        elif how == _RAW:
+            values[name] = data[index + 2 : end]
+        elif how == _UINT:
+            values[name] = int.from_bytes(data[index + 2 : end])
         else:
+            raw = data[index + 2 : end]
             try:
-                values[name] = decoder(raw)
+                values[name] = raw.decode("utf-8") if how == _TEXT else _decode_bcd(raw)
             except ValueError:
                 raise CodecError(
                     f"private tag {tag:02X} is malformed", field=field, offset=index
                 ) from None
         index = end
     return values
+
+
+def _decode_bcd(raw: bytes) -> str:
+    digits = raw.hex()
+    if not digits.isdigit():
+        raise ValueError("not BCD")
+    return digits
