@@ -90,7 +90,7 @@ class ProcessWriter:
         self._attaching: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[None] | None = None
         self._buffer = bytearray()
-        self._outgoing: list[bytes] = []  # this loop turn's messages, sent at its end
+        self._outgoing: list[Job] = []  # this loop turn's jobs, sent at its end
         self._shared = _Received()
         self.stats = Stats()
 
