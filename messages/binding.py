@@ -2,7 +2,10 @@
 
 Each typed message class lists ``BINDS``: which attribute travels in which field, through
 which :class:`Conv`. :func:`parse_fields` and :func:`build_fields` walk that list; nothing
-else in the message layer knows field numbers.
+else in the message layer knows field numbers. A class that parses and builds on every
+exchange turns its list into plans once (:func:`parse_plan`, :func:`build_plan`) and walks
+those with :func:`parse_planned` and :func:`build_planned`: the same values and errors, without
+reading each :class:`Bind` and its :class:`Conv` per field nor calling the identity on text.
 """
 
 from __future__ import annotations
@@ -37,10 +40,6 @@ class Conv(Generic[T]):
     binary: bool = False  # the field value is bytes (else str)
 
 
-def _amount(value: str) -> int:
-    return int(value)
-
-
 def _build_amount(value: int) -> str:
     if not 0 <= value <= 999_999_999_999:
         raise CodecError("amount out of range", field="4")
@@ -52,7 +51,7 @@ def _same(value: T) -> T:
 
 
 TEXT: Conv[str] = Conv("text", _same, _same)
-AMOUNT: Conv[int] = Conv("amount", _amount, _build_amount)
+AMOUNT: Conv[int] = Conv("amount", int, _build_amount)  # int(value): what _amount did
 BINARY: Conv[bytes] = Conv("binary", _same, _same, binary=True)
 CARD: Conv[CardData] = Conv("card", CardData.parse, CardData.build, binary=True)
 BILL: Conv[BillData] = Conv("bill", BillData.parse, BillData.build, binary=True)
@@ -102,3 +101,58 @@ def build_fields(binds: tuple[Bind, ...], source: object, fields: dict[int, Fiel
                 raise CodecError("mandatory field missing", field=str(bind.field))
             continue
         fields[bind.field] = bind.conv.build(value)
+
+
+# (field, attribute, required, binary, parse; None: the value as it is) of each bind
+ParsePlan = tuple[tuple[int, str, bool, bool, Callable[[Any], Any] | None], ...]
+# (attribute, field, required, build; None: the value as it is) of each bind
+BuildPlan = tuple[tuple[str, int, bool, Callable[[Any], FieldValue] | None], ...]
+
+
+def parse_plan(binds: tuple[Bind, ...]) -> ParsePlan:
+    """``binds`` for :func:`parse_planned`, in their order."""
+    return tuple(
+        (
+            b.field,
+            b.attr,
+            b.required,
+            b.conv.binary,
+            None if b.conv.parse is _same else b.conv.parse,
+        )
+        for b in binds
+    )
+
+
+def build_plan(binds: tuple[Bind, ...]) -> BuildPlan:
+    """``binds`` for :func:`build_planned`, in their order."""
+    return tuple(
+        (b.attr, b.field, b.required, None if b.conv.build is _same else b.conv.build)
+        for b in binds
+    )
+
+
+def parse_planned(plan: ParsePlan, fields: Mapping[int, FieldValue]) -> dict[str, Any]:
+    """:func:`parse_fields` of the binds ``plan`` was made from."""
+    values: dict[str, Any] = {}
+    get = fields.get
+    for number, attr, required, binary, parse in plan:
+        raw = get(number)
+        if raw is None:
+            if required:
+                raise CodecError("mandatory field missing", field=str(number))
+            continue
+        if isinstance(raw, bytes) is not binary:
+            raise CodecError("field has the wrong type for its use", field=str(number))
+        values[attr] = raw if parse is None else parse(raw)
+    return values
+
+
+def build_planned(plan: BuildPlan, source: object, fields: dict[int, FieldValue]) -> None:
+    """:func:`build_fields` of the binds ``plan`` was made from."""
+    for attr, number, required, build in plan:
+        value = getattr(source, attr)
+        if value is None:
+            if required:
+                raise CodecError("mandatory field missing", field=str(number))
+            continue
+        fields[number] = value if build is None else build(value)

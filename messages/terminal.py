@@ -19,6 +19,10 @@ from messages.binding import (
     PARAMETERS,
     TOTALS,
     Bind,
+    BuildPlan,
+    ParsePlan,
+    build_plan,
+    parse_plan,
 )
 from messages.envelope import Row
 from messages.private import (
@@ -77,11 +81,16 @@ class TerminalMessage:
     ROW: ClassVar[Row]  # set by the transaction table
     BINDS: ClassVar[tuple[Bind, ...]] = ()
     WIRE_BINDS: ClassVar[tuple[Bind, ...]] = _ENVELOPE  # the envelope's, then BINDS
+    PARSE_PLAN: ClassVar[ParsePlan] = parse_plan(_ENVELOPE)  # WIRE_BINDS', for the table
+    BUILD_PLAN: ClassVar[BuildPlan] = build_plan(_ENVELOPE)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Join each class's binds to the envelope's once, not on every parse and build."""
+        """Join each class's binds to the envelope's, and plan them, once, not on every parse
+        and build."""
         super().__init_subclass__(**kwargs)
         cls.WIRE_BINDS = (*_ENVELOPE, *cls.BINDS)
+        cls.PARSE_PLAN = parse_plan(cls.WIRE_BINDS)
+        cls.BUILD_PLAN = build_plan(cls.WIRE_BINDS)
 
     def codes(self) -> tuple[str, str | None, str | None, str | None, str | None]:
         """(MTI, F3, F25, 60.1, 60.3) of this message."""

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from messages.binding import build_fields, parse_fields
+from messages.binding import build_planned, parse_planned
 from messages.codec import FieldValue, Message
 from messages.envelope import Row, response_mti
 from messages.errors import CodecError, UnknownTransaction
@@ -343,16 +343,17 @@ def parse(message: Message) -> TerminalMessage:
     txn_type, batch, network_code, rest = _field60(message)
     _, cls = _lookup(message, txn_type, network_code)
     fields = message.fields
-    values = parse_fields(cls.WIRE_BINDS, fields)
-    values.update(batch=batch, field60_rest=rest, tpdu=message.tpdu, header=message.header)
+    values = parse_planned(cls.PARSE_PLAN, fields)
+    values["batch"] = batch
+    values["field60_rest"] = rest
+    values["tpdu"] = message.tpdu
+    values["header"] = message.header
     if issubclass(cls, TerminalReply):
-        values.update(
-            mti=message.mti,
-            processing_code=fields.get(3),
-            condition_code=fields.get(25),
-            txn_type=txn_type,
-            network_code=network_code,
-        )
+        values["mti"] = message.mti
+        values["processing_code"] = fields.get(3)
+        values["condition_code"] = fields.get(25)
+        values["txn_type"] = txn_type
+        values["network_code"] = network_code
     elif cls is SignOn:
         values["key_scheme"] = network_code
     elif cls is Reversal:
@@ -377,7 +378,7 @@ def build(typed: TerminalMessage) -> Message:
     fields[60] = build_field60(
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
     )
-    build_fields(typed.WIRE_BINDS, typed, fields)
+    build_planned(typed.BUILD_PLAN, typed, fields)
     return Message(mti, fields, typed.tpdu, typed.header)
 
 
