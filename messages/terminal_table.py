@@ -310,6 +310,22 @@ _BY_KEY, _BY_CLASS = _index()
 _REPLY_FIELDS: Mapping[type[TerminalReply], frozenset[str]] = MappingProxyType(
     {reply: frozenset(f.name for f in dataclasses.fields(reply)) for _, _, reply in TABLE}
 )
+# What reply_to echoes; the fields of each reply class it may be given besides, so that one
+# subset test tells whether its values may go in without the class's __init__.
+_ECHOED = frozenset(
+    (
+        *("mti", "processing_code", "condition_code", "txn_type", "network_code"),
+        *("response_code", "stan", "terminal_id", "institution_id", "batch", "field60_rest"),
+        *("tpdu", "header"),
+    )
+)
+_REPLY_EXTRAS: Mapping[type[TerminalReply], frozenset[str]] = MappingProxyType(
+    {reply: names - _ECHOED for reply, names in _REPLY_FIELDS.items()}
+)
+# The response MTI of each request MTI of the table (reversals' included), read, not computed.
+_RESPONSE_MTIS: Mapping[str, str] = MappingProxyType(
+    {mti: response_mti(mti) for mti in {row.mti for row, _, _ in TABLE} | {"0400", "0401"}}
+)
 REVERSAL_MTIS = frozenset({"0400", "0401"})
 
 M = TypeVar("M", bound=TerminalMessage)
@@ -398,8 +414,9 @@ def reply_to(
     tpdu = request.tpdu
     if len(tpdu) == 5:
         tpdu = tpdu[:1] + tpdu[3:5] + tpdu[1:3]
+    reply_mti = _RESPONSE_MTIS.get(mti)
     echoed: dict[str, Any] = {
-        "mti": response_mti(mti),
+        "mti": response_mti(mti) if reply_mti is None else reply_mti,
         "processing_code": processing_code,
         "condition_code": condition_code,
         "txn_type": txn_type,
@@ -413,8 +430,8 @@ def reply_to(
         "tpdu": tpdu,
         "header": request.header,
     }
-    names = _REPLY_FIELDS.get(cls)
-    if names is None or not values.keys() <= names or not values.keys().isdisjoint(echoed):
+    extras = _REPLY_EXTRAS.get(cls)
+    if extras is None or not values.keys() <= extras:
         return cls(**echoed, **values)
     echoed.update(values)
     return construct(cls, echoed)
