@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from messages.errors import CodecError
 from messages.tlv import (
-    Encoder,
+    EncodePlan,
     Tag,
     TagKind,
     TagTable,
@@ -96,7 +96,7 @@ class _TlvRecord:
     FIELD: ClassVar[str]
     _ENUMS: ClassVar[dict[str, type[enum.IntEnum]]] = {}
     _BY_TAG: ClassVar[TagTable]
-    _ENCODERS: ClassVar[tuple[tuple[str, int, int, Encoder], ...]]
+    _ENCODERS: ClassVar[EncodePlan]
     # (name, enum, its members by value) of each _ENUMS entry: a dict get instead of the
     # enum's call (~0.5 us each); a value that is no member's still goes through the call.
     _MEMBERS: ClassVar[tuple[tuple[str, type[enum.IntEnum], Mapping[Any, enum.IntEnum]], ...]]

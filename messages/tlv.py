@@ -16,14 +16,10 @@ values always give the same bytes. A layout is indexed once (:func:`index_layout
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from messages.errors import CodecError
-
-Encoder = Callable[[Any, int], bytes]  # (value, the tag's size)
 
 
 class TagKind(enum.Enum):
@@ -41,19 +37,45 @@ class Tag:
     size: int = 0  # 0: variable, up to 255 bytes
 
 
-def encoders(layout: tuple[Tag, ...]) -> tuple[tuple[str, int, int, Encoder], ...]:
-    """(name, tag, size, encoder) of each tag in layout order, for :func:`encode_tlv`."""
-    return tuple((t.name, t.tag, t.size, _ENCODERS[t.kind]) for t in layout)
+# How encode_tlv writes a value: an integer of a fixed 1-255 bytes (to_bytes gives exactly that
+# many or raises, so its length needs no check), bytes, text, BCD digits, any other integer.
+_PUT_UINT, _PUT_RAW, _PUT_TEXT, _PUT_BCD, _PUT_INT = 0, 1, 2, 3, 4
+
+EncodePlan = tuple[tuple[str, int, int, int, bytes], ...]  # (name, tag, size, how, tag+size)
 
 
-def encode_tlv(plan: tuple[tuple[str, int, int, Encoder], ...], record: object) -> bytes:
+def encoders(layout: tuple[Tag, ...]) -> EncodePlan:
+    """(name, tag, size, how to write it, its tag and length bytes) of each tag in layout
+    order, for :func:`encode_tlv`."""
+    plan = []
+    for t in layout:
+        if t.kind is TagKind.UINT:
+            how = _PUT_UINT if 0 < t.size <= 255 else _PUT_INT
+        else:
+            how = {TagKind.BYTES: _PUT_RAW, TagKind.TEXT: _PUT_TEXT, TagKind.BCD: _PUT_BCD}[t.kind]
+        plan.append((t.name, t.tag, t.size, how, bytes((t.tag, t.size & 0xFF))))
+    return tuple(plan)
+
+
+def encode_tlv(plan: EncodePlan, record: object) -> bytes:
     """``record``'s attributes named by the layout, its ``None`` ones left out."""
     out = bytearray()
-    for name, tag, fixed, encode in plan:
+    for name, tag, fixed, how, head in plan:
         value = getattr(record, name)
         if value is None:
             continue
-        raw = encode(value, fixed)
+        if how == _PUT_UINT:
+            out += head
+            out += int(value).to_bytes(fixed, "big")
+            continue
+        if how == _PUT_RAW:
+            raw = bytes(value)
+        elif how == _PUT_TEXT:
+            raw = str(value).encode("utf-8")
+        elif how == _PUT_BCD:
+            raw = bytes.fromhex(value)
+        else:
+            raw = int(value).to_bytes(fixed, "big")
         size = len(raw)
         if (fixed and size != fixed) or size > 255:
             raise CodecError(f"private tag {tag:02X} ({name}) has a wrong length")
@@ -61,32 +83,6 @@ def encode_tlv(plan: tuple[tuple[str, int, int, Encoder], ...], record: object) 
         out.append(size)
         out += raw
     return bytes(out)
-
-
-def _encode_uint(value: Any, size: int) -> bytes:
-    return int(value).to_bytes(size, "big")
-
-
-def _encode_text(value: Any, size: int) -> bytes:
-    return str(value).encode("utf-8")
-
-
-def _encode_bcd(value: Any, size: int) -> bytes:
-    return bytes.fromhex(value)
-
-
-def _encode_bytes(value: Any, size: int) -> bytes:
-    return bytes(value)
-
-
-_ENCODERS: Mapping[TagKind, Encoder] = MappingProxyType(
-    {
-        TagKind.UINT: _encode_uint,
-        TagKind.BYTES: _encode_bytes,
-        TagKind.TEXT: _encode_text,
-        TagKind.BCD: _encode_bcd,
-    }
-)
 
 
 # How decode_tlv reads a tag's value, by its kind: an int code per tag instead of a decoder
