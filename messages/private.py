@@ -113,6 +113,8 @@ class _TlvRecord:
 
     @classmethod
     def parse(cls, data: bytes) -> Self:
+        if not data:  # a settlement's field 58: no tag, nothing to read
+            return construct(cls, {})
         values = decode_tlv(cls._BY_TAG, data, cls.FIELD)
         for name, kind, members in cls._MEMBERS:
             if name in values:
