@@ -365,7 +365,7 @@ def _gather(conn: Connection, batch_max: int) -> tuple[list[Job], bool]:
         return jobs, True
 
 
-SENT_MAX = 4096  # bills and splits the child remembers having sent; the parent keeps twice
+SENT_MAX = 16384  # bills and splits the child remembers having sent; the parent keeps twice
 
 
 @functools.cache
