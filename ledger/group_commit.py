@@ -49,6 +49,14 @@ class Job:
     done: threading.Event | None = None
     ticket: int = 0  # a job run for another process: its number there (`writer_process`)
 
+    def wait(self) -> Any:
+        """A synchronous caller's wait: its value once delivered, or its error raised."""
+        assert self.done is not None
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
 
 @dataclass(slots=True)
 class Stats:
@@ -112,11 +120,7 @@ class Writer:
             raise RuntimeError("the writer thread cannot wait for its own batch")
         job = Job(kind, args, None, None, done=threading.Event())
         self.put(job)
-        assert job.done is not None
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.value
+        return job.wait()
 
     @property
     def waiting(self) -> int:

@@ -37,6 +37,7 @@ from ledger.group_commit import (
     CALL_POST,
     POST_CALL_POST,
     WINDOW_S,
+    Deliver,
     Job,
     Tainted,
     Writer,
@@ -129,6 +130,27 @@ class SqliteStore(OfflineRecords):
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
+
+    def writer(
+        self,
+        *,
+        batch_max: int = BATCH_MAX,
+        window_s: float = WINDOW_S,
+        deliver: Deliver | None = None,
+    ) -> Writer:
+        """The `Writer` that runs this store's batches (a thread of the daemon's, or the one
+        thread of `ledger.writer_process`'s child, which delivers its own way)."""
+        return Writer(
+            "ledger-sqlite-writer",
+            self.connect,
+            self.execute,
+            self.commit,
+            self.rollback,
+            self.disconnect,
+            batch_max=batch_max,
+            window_s=window_s,
+            deliver=deliver,
+        )
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
@@ -364,16 +386,7 @@ class SqliteLedger(Ledger):
             child = ProcessWriter(path, batch_max=batch_max)  # it gathers without a window
             child.start()
             return cls(store, child)
-        writer = Writer(
-            "ledger-sqlite-writer",
-            store.connect,
-            store.execute,
-            store.commit,
-            store.rollback,
-            store.disconnect,
-            batch_max=batch_max,
-            window_s=window_s,
-        )
+        writer = store.writer(batch_max=batch_max, window_s=window_s)
         writer.start()
         return cls(store, writer)
 

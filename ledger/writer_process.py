@@ -14,9 +14,9 @@ closures.
 The child is a fresh interpreter (``python -m ledger.writer_process``; not a fork: the
 parent has threads), started by `start`, which returns once the child's connection is open or
 raises what opening it raised. It gathers and writes on one thread, and answers each batch in
-one message once its commit returned. Answers pickle enum members and the bills' splits the
-parent already has by number (`_Sent`). If the child ends, every job waiting for it fails,
-later ones are refused as on a closed ledger, and the daemon is no longer ready.
+one message once its commit returned; what crosses is pickled as `ledger.writer_pickle` says.
+If the child ends, every job waiting for it fails, later ones are refused as on a closed
+ledger, and the daemon is no longer ready.
 
 >>> import asyncio, tempfile, pathlib
 >>> from ledger.migrate import upgrade_sqlite
@@ -37,14 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
-import dataclasses
-import enum
-import functools
-import io
 import itertools
 import logging
-import operator
 import os
 import pickle
 import signal
@@ -53,18 +47,18 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ledger.group_commit import BATCH_MAX, Job, Stats, Writer, deliver_to_callers
+from ledger.group_commit import BATCH_MAX, Job, Stats, deliver_to_callers
+from ledger.writer_pickle import Received, Sent, crossing, dumps
 
 log = logging.getLogger("medswitch.ledger")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 _STOP = b""  # the parent's last message: the child finishes what it has and ends
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _HEADER = struct.Struct("!i")  # a message's length, as multiprocessing.connection frames it
 
 
@@ -91,7 +85,7 @@ class ProcessWriter:
         self._ended: asyncio.Future[None] | None = None
         self._buffer = bytearray()
         self._outgoing: list[Job] = []  # this loop turn's jobs, sent at its end
-        self._shared = _Received()
+        self._shared = Received()
         self.stats = Stats()
 
     def start(self) -> None:
@@ -156,11 +150,7 @@ class ProcessWriter:
             loop.call_soon_threadsafe(self._send_from_thread, job)
         except RuntimeError:  # the loop is closed
             raise RuntimeError("ledger is closed") from None
-        assert job.done is not None
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.value
+        return job.wait()
 
     @property
     def waiting(self) -> int:
@@ -312,29 +302,21 @@ def _child(conn: Connection, path: str, batch_max: int) -> None:
     from ledger.sqlite_ledger import SqliteStore  # imported here: the module imports this one
 
     store = SqliteStore(path)
-    sent = _Sent()
+    sent = Sent()
 
     def answer(batch: Sequence[Job]) -> None:
-        answers = [(job.ticket, job.value, _crossing(job.error)) for job in batch]
+        answers = [(job.ticket, job.value, crossing(job.error)) for job in batch]
         try:
             message = sent.dump(answers)
         except Exception:  # a value that does not pickle fails its own job
             message = sent.dump([_answer(job) for job in batch])
         conn.send_bytes(message)
 
-    writer = Writer(
-        "ledger-sqlite-writer",
-        store.connect,
-        store.execute,
-        store.commit,
-        store.rollback,
-        store.disconnect,
-        deliver=answer,
-    )
+    writer = store.writer(deliver=answer)
     try:
         store.connect()
     except BaseException as error:  # reported to the parent's start()
-        conn.send_bytes(pickle.dumps(_crossing(error)))
+        conn.send_bytes(pickle.dumps(crossing(error)))
         return
     conn.send_bytes(pickle.dumps(None))
     try:
@@ -365,151 +347,6 @@ def _gather(conn: Connection, batch_max: int) -> tuple[list[Job], bool]:
         return jobs, True
 
 
-SENT_MAX = 16384  # bills and splits the child remembers having sent; the parent keeps twice
-
-
-@functools.cache
-def _members() -> list[enum.Enum]:
-    """The enums' members that cross, numbered the same on both ends (an enum unpickles
-    through its class's call: a microsecond each, and an answer holds dozens)."""
-    from ledger.core import AccountFlags, AccountResult, CloseResult, TransferResult
-    from ledger.events import TransferCode
-    from ledger.kinds import AccountKind
-    from ledger.medical.bills import BillState
-    from ledger.medical.catalogue import Coverage
-    from ledger.medical.policy import Category
-    from ledger.medical.split import Reason, Share
-
-    classes = (AccountFlags, AccountResult, CloseResult, TransferResult, AccountKind)
-    classes += (TransferCode, BillState, Coverage, Category, Reason, Share)  # type: ignore[assignment]
-    return [member for cls in classes for member in cls]
-
-
-def _member(number: int) -> enum.Enum:
-    return _members()[number]
-
-
-@functools.cache
-def _table() -> dict[type, Callable[[Any], Any]]:
-    """Reducers by exact type, for a pickler's ``dispatch_table`` (looked up in C: nothing is
-    called for the other objects): enum members by number; the frozen dataclasses that cross
-    most (the ledger's records, the medical writes) by their fields in order, rebuilt by their
-    ``__init__`` (their default, a Python ``__setstate__`` walking ``fields()``, costs
-    several times as much)."""
-    from ledger import core
-    from ledger.medical import service, sql_store
-    from ledger.medical.accumulators import Totals
-
-    table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
-    index: dict[type, dict[Any, int]] = {}
-    for number, member in enumerate(_members()):
-        index.setdefault(type(member), {})[member] = number
-    for kind, numbers in index.items():
-        table[kind] = functools.partial(_reduce_member, numbers)
-    classes = [core.Transfer, core.OfflineRecord, core.Account, core.Balance, Totals]
-    classes += [sql_store.TransitionWrite, sql_store.SubmitWrite, sql_store.OfflineWrite]
-    classes += [service._Approval, service._Paid, service._Cancel, service._CashClose]
-    for cls in classes:
-        fields = dataclasses.fields(cls)
-        if all(f.init for f in fields):
-            get = operator.attrgetter(*(f.name for f in fields))
-            table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
-    return table
-
-
-def _reduce_member(numbers: dict[Any, int], member: Any) -> Any:
-    number = numbers.get(member)
-    if number is None:  # a combination of flags: as pickle makes it
-        return member.__reduce_ex__(_PROTOCOL)
-    return _member, (number,)
-
-
-def _reduce_fields(cls: type, get: Callable[[Any], Any], single: bool, obj: Any) -> Any:
-    values = get(obj)
-    return cls, ((values,) if single else values)
-
-
-def dumps(value: Any) -> bytes:
-    """``value`` pickled with `_table`'s reducers (what crosses to the writer process)."""
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, _PROTOCOL)
-    pickler.dispatch_table = _table()
-    pickler.dump(value)
-    return out.getvalue()
-
-
-class _Sent:
-    """The child's side of the answers' pickling: `_table`'s reducers, and a bill's lines or
-    split (immutable, and the same objects from the bill's approval to its completion: the
-    writer keeps them) whole once, then by number while the child remembers it. The parent
-    keeps more than the child remembers, so a number always names what the parent has
-    (`_Received`)."""
-
-    def __init__(self) -> None:
-        from ledger.medical.split import Bill, Split
-
-        self._dispatch = dict(_table())
-        self._dispatch[Bill] = self._dispatch[Split] = self._reduce_kept
-        self._sent: dict[int, tuple[int, Any]] = {}  # id → (number, the object, held)
-        self._numbers = itertools.count()
-        self._added: list[int] = []  # ids numbered by the message being pickled
-        self._fresh: Any = None  # the object whose new number is being pickled
-
-    def dump(self, answers: Any) -> bytes:
-        out = io.BytesIO()
-        pickler = pickle.Pickler(out, _PROTOCOL)
-        pickler.dispatch_table = self._dispatch
-        self._added, self._fresh = [], None
-        try:
-            pickler.dump(answers)
-        except BaseException:  # what it numbered did not reach the parent
-            for key in self._added:
-                del self._sent[key]
-            raise
-        return out.getvalue()
-
-    def _reduce_kept(self, obj: Any) -> Any:
-        if obj is self._fresh:  # inside its own _keep(number, obj): as pickle makes it
-            self._fresh = None
-            return obj.__reduce_ex__(_PROTOCOL)
-        found = self._sent.get(id(obj))
-        if found is not None and found[1] is obj:
-            return _kept, (found[0],)
-        number = next(self._numbers)
-        self._sent[id(obj)] = (number, obj)  # held: its id cannot name another object
-        self._added.append(id(obj))
-        if len(self._sent) > SENT_MAX:
-            del self._sent[next(iter(self._sent))]
-        self._fresh = obj
-        return _keep, (number, obj)
-
-
-_receiving = threading.local()  # the `_Received` whose message is being unpickled
-
-
-def _kept(number: int) -> Any:
-    return _receiving.kept[number]
-
-
-def _keep(number: int, obj: Any) -> Any:
-    kept = _receiving.kept
-    kept[number] = obj
-    if len(kept) > 2 * SENT_MAX:
-        del kept[next(iter(kept))]
-    return obj
-
-
-class _Received:
-    """The parent's side of `_Sent`."""
-
-    def __init__(self) -> None:
-        self._kept: dict[int, Any] = {}
-
-    def load(self, data: bytes | bytearray) -> Any:
-        _receiving.kept = self._kept
-        return pickle.loads(data)
-
-
 def _picklable(jobs: Sequence[Job], pending: dict[int, Job]) -> list[Job]:
     """The jobs whose arguments pickle; the others failed (a programming error: a write that
     is a closure, not an object), and forgotten."""
@@ -530,23 +367,11 @@ def _picklable(jobs: Sequence[Job], pending: dict[int, Job]) -> list[Job]:
 def _answer(job: Job) -> tuple[int, Any, BaseException | None]:
     """A job's answer as it can cross: a value that does not pickle is an error."""
     try:
-        pickle.dumps(job.value, pickle.HIGHEST_PROTOCOL)
+        dumps(job.value)
     except Exception as error:  # the caller hears of it
         detail = f"the writer's answer does not cross to the daemon: {error!r}"
         return job.ticket, None, RuntimeError(detail)
-    return job.ticket, job.value, _crossing(job.error)
-
-
-def _crossing(error: BaseException | None) -> BaseException | None:
-    """``error`` if it survives pickling both ways (errors are rare: checked each time),
-    else a RuntimeError naming it: the parent must be able to read every answer."""
-    if error is None:
-        return None
-    try:
-        pickle.loads(pickle.dumps(error, pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error
+    return job.ticket, job.value, crossing(job.error)
 
 
 if __name__ == "__main__":  # run as the module it is: what it pickles names ledger.writer_process

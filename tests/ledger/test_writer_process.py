@@ -26,7 +26,8 @@ from ledger.medical.split import Bill, BillLine, Split
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.sqlite_ledger import SqliteLedger
-from ledger.writer_process import SENT_MAX, ProcessWriter, _Received, _Sent
+from ledger.writer_pickle import SENT_MAX, Received, Sent
+from ledger.writer_process import ProcessWriter
 from tests.ledger.medical.world import HOLDERS, NOW, sql_world
 from tests.ledger.scenario_table import run_scenario
 
@@ -181,7 +182,7 @@ def _zero():  # type: ignore[no-untyped-def]
 def test_the_answers_pickling_gives_what_plain_pickle_gives() -> None:
     """Enum members by number (never a plain 0 taken for AccountFlags.NONE), a split sent once
     then by number, more splits than the child remembers."""
-    sent, received = _Sent(), _Received()
+    sent, received = Sent(), Received()
     splits = [_split(n) for n in range(SENT_MAX + 50)]
     messages = []
     for n, split in enumerate(splits):
