@@ -175,7 +175,6 @@ class ProcessWriter:
             raise RuntimeError("ledger is closed")
         job.ticket = ticket = next(self._tickets)
         self._pending[ticket] = job
-
         outgoing = self._outgoing
         if not outgoing:  # the loop turn's jobs go in one message: one wake-up of the child
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
@@ -241,7 +240,10 @@ class ProcessWriter:
             self._ended.set_result(None)
 
     async def stop(self) -> None:
+        """Write what was sent, then end the child (once; after it died, only reap it)."""
         if self._closed:
+            if self._process is not None and self._process.poll() is None:
+                await asyncio.to_thread(self._join)
             return
         self._closed = True
         if self._transport is not None:
