@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import uvloop
 
 from ledger.writer_process import ProcessWriter
@@ -153,9 +152,8 @@ def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
     run(tmp_path, scenario, backend)
 
 
-def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("the writer process is the embedded SQLite ledger's")
+def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path) -> None:
+    """The embedded SQLite ledger's writer process (PostgreSQL has none)."""
 
     async def scenario(daemon: Daemon) -> None:
         writer = daemon.app.ledger.writer  # type: ignore[attr-defined]
@@ -179,7 +177,7 @@ def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path, backend
         status, text = await asyncio.to_thread(get, "/readyz")
         assert status == 503 and "ledger writer ended" in text
 
-    run(tmp_path, scenario, backend)
+    run(tmp_path, scenario, "sqlite")
 
 
 def test_parameter_and_incremental_blacklist_download(tmp_path: Path, backend: str) -> None:
