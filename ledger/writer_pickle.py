@@ -57,7 +57,7 @@ def _table() -> dict[type, Callable[[Any], Any]]:
     ``__init__`` (their default, a Python ``__setstate__`` walking ``fields()``, costs
     several times as much)."""
     from ledger import core
-    from ledger.medical import service, sql_store
+    from ledger.medical import service, sql_writes
     from ledger.medical.accumulators import Totals
 
     table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
@@ -67,7 +67,7 @@ def _table() -> dict[type, Callable[[Any], Any]]:
     for kind, numbers in index.items():
         table[kind] = functools.partial(_reduce_member, numbers)
     classes = [core.Transfer, core.OfflineRecord, core.Account, core.Balance, Totals]
-    classes += [sql_store.TransitionWrite, sql_store.SubmitWrite, sql_store.OfflineWrite]
+    classes += [sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite]
     classes += [service._Approval, service._Paid, service._Cancel, service._CashClose]
     for cls in classes:
         fields = dataclasses.fields(cls)

@@ -8,7 +8,7 @@ same `Writer` over the same `SqliteStore`, run by a child process; the parent's
 `ProcessWriter` has `Writer`'s interface (`submit`, `run`, `stop`, `waiting`, `stats`) and
 passes each job over a socket pair, pickled: the job's kind and arguments go, its value or
 error comes back once its batch committed. So every job's arguments must pickle: the ledger's
-records do, and the medical store's writes are objects (`ledger.medical.sql_store`), not
+records do, and the medical store's writes are objects (`ledger.medical.sql_writes`), not
 closures.
 
 The child is a fresh interpreter (``python -m ledger.writer_process``; not a fork: the
