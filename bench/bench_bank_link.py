@@ -20,7 +20,7 @@ from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer
-from switch.bank_link import BankLinkPool, OutboundSettings
+from switch.bank.link import BankLinkPool, OutboundSettings
 
 PAN = "6212340000000016"
 

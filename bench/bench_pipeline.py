@@ -32,7 +32,7 @@ from bench.bench_switch import CpuMeter, children
 from simulators.factory import ChipMaker
 from switch import logs
 from switch.app import App, settle_garbage_collector
-from switch.cli_serve import _soft_hsm
+from switch.cli.serve import _soft_hsm
 from switch.config import load
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions

@@ -67,10 +67,11 @@ from routing.cardkeys import card_master_alias
 from simulators import terminal_card
 from simulators.factory import ChipMaker
 from simulators.his import HisClient
-from switch import demo_keys, demo_medical
-from switch.card_connection import CardConnection
-from switch.card_personalize import CardMasterKeys
-from switch.cli_keys import component_files_of, open_soft_hsm
+from switch.card_io.connection import CardConnection
+from switch.card_io.personalize import CardMasterKeys
+from switch.demo import keys as demo_keys
+from switch.demo import medical as demo_medical
+from switch.key_home import component_files_of, open_soft_hsm
 
 CODEC = Codec(TERMINAL)
 PIN = "123456"

@@ -36,8 +36,8 @@ from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
 from messages.terminal import Echo, SignOn, SignOnReply
 from messages.terminal_table import build, parse
-from switch import demo_keys
-from switch.cli_keys import component_files_of, open_soft_hsm
+from switch.demo import keys as demo_keys
+from switch.key_home import component_files_of, open_soft_hsm
 
 CODEC = Codec(TERMINAL)
 

@@ -56,8 +56,9 @@ from messages.terminal import BatchUploadRecord
 from routing.batch import UploadItem, intake
 from routing.cardkeys import card_master_alias
 from routing.context import CardRecord, RequestContext, TerminalRecord
-from switch import demo_keys, demo_medical
-from switch.cli_keys import component_files_of, open_soft_hsm
+from switch.demo import keys as demo_keys
+from switch.demo import medical as demo_medical
+from switch.key_home import component_files_of, open_soft_hsm
 
 PSAM_NO = "000000000001"
 INSTITUTION = "101320000000001"

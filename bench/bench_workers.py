@@ -51,9 +51,9 @@ from ledger.pg_bridge import PgBridge, PgEngine
 from messages.codec import Codec
 from messages.spec_terminal import TERMINAL
 from simulators.factory import ChipMaker
-from switch import demo_keys
-from switch.cli_keys import component_files_of, open_soft_hsm
-from switch.demo_medical import ITEMS
+from switch.demo import keys as demo_keys
+from switch.demo.medical import ITEMS
+from switch.key_home import component_files_of, open_soft_hsm
 
 DSN = os.environ.get("MEDSWITCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CODEC = Codec(TERMINAL)
@@ -62,7 +62,7 @@ U = KeyUsage
 
 
 def reference_data(engine: PgEngine) -> None:
-    """The demo's catalogue and this year's policy (as switch.demo_medical on SQLite)."""
+    """The demo's catalogue and this year's policy (as switch.demo.medical on SQLite)."""
     now = dt.datetime.now(dt.UTC)
     micros = int(now.timestamp() * 1_000_000)
     reference = ReferenceData(engine)  # type: ignore[arg-type]

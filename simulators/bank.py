@@ -73,7 +73,7 @@ from simulators.bank_issuer import (
 )
 from simulators.bank_keys import CODEC, BankKeys, mac_payload, mac_verifies
 from simulators.card import terminal
-from switch.card_connection import CardConnection, expect
+from switch.card_io.connection import CardConnection, expect
 
 COUNTER_NO = bytes.fromhex("000000000099")  # the terminal number the card MACs at a counter
 READ_PUBLIC = bytes.fromhex("00B095001E")  # READ BINARY, SFI 15, 30 bytes

@@ -16,8 +16,8 @@ from hsm.lmk import Component
 from hsm.soft import SoftHsm
 from simulators.card import CardState, VirtualCard
 from simulators.psam import PsamState, VirtualPsam
-from switch.card_connection import CardConnection, DirectConnection
-from switch.card_personalize import CardMasterKeys, PinEntry, personalize_card, personalize_psam
+from switch.card_io.connection import CardConnection, DirectConnection
+from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card, personalize_psam
 
 
 @dataclass

@@ -33,7 +33,7 @@ from simulators.terminal_link import (
     refused,
     yuan,
 )
-from switch.card_connection import ApduError, CardConnection, CardConnectionError
+from switch.card_io.connection import ApduError, CardConnection, CardConnectionError
 
 ACCOUNTS = {"91": "personal fund", "92": "card ED (shadow)", "93": "card EP (shadow)"}
 

@@ -45,7 +45,7 @@ from simulators.terminal_link import (
     refused,
     yuan,
 )
-from switch.card_connection import ApduError, CardConnection
+from switch.card_io.connection import ApduError, CardConnection
 
 SELF_PAY = ("ep", "cash")
 NOT_SETTLED = (

@@ -10,7 +10,7 @@ from datetime import datetime
 from hsm import pboc
 from messages.private import CardData, Purse
 from simulators.card import terminal
-from switch.card_connection import ApduError, CardConnection, expect
+from switch.card_io.connection import ApduError, CardConnection, expect
 
 GET_CHALLENGE = bytes.fromhex("0084000004")
 

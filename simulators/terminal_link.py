@@ -31,7 +31,7 @@ from messages.terminal import (
 )
 from simulators import terminal_card
 from simulators.card.state import read_json, write_atomic
-from switch.card_connection import CardConnection, expect
+from switch.card_io.connection import CardConnection, expect
 
 CODEC = Codec(TERMINAL)
 READS_MAX = 10_000  # socket reads for one reply, at most

@@ -25,7 +25,7 @@ import struct
 import threading
 from pathlib import Path
 
-from switch.card_connection import CardRemovedError, InProcessCard
+from switch.card_io.connection import CardRemovedError, InProcessCard
 
 VPCD_PORT = 35963
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0x00, 0x01, 0x02, 0x04

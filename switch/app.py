@@ -31,7 +31,7 @@ from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
-from switch.bank_host import BankHost, BankStores
+from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores

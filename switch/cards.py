@@ -122,7 +122,7 @@ class SqlCards:
 
 
 class Forgetting:
-    """A card status register (``switch.bank_cards.CardStatusStore``) whose changes make the
+    """A card status register (``switch.bank.cards.CardStatusStore``) whose changes make the
     card directory forget what it keeps, before the change is answered."""
 
     def __init__(self, register: Any, cards: SqlCards) -> None:

@@ -26,8 +26,8 @@ from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from ledger.writer_process import ProcessWriter
-from switch.bank_cards import CardStatusStore, SqliteCardStatus
-from switch.bank_saf import ReversalQueue, SqliteReversalQueue
+from switch.bank.cards import CardStatusStore, SqliteCardStatus
+from switch.bank.saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
 from switch.pg_stores import PgCardStatus, PgReversalQueue
 from switch.replies import ReplyCache

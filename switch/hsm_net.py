@@ -13,13 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import signal
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-
-import click
 
 from hsm import hostcmd
 from hsm.errors import HsmError, InvalidInputError
@@ -348,46 +344,3 @@ class HsmClient:
 
 
 # -- `medswitch hsm serve` ---------------------------------------------------------------------
-
-@click.group("hsm")
-def hsm_group() -> None:
-    """The network HSM."""
-
-
-@hsm_group.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=1500, show_default=True, type=click.IntRange(0, 65535),
-              help="0 picks a free port; the bound port is printed.")
-@click.option("--home", envvar="MEDSWITCH_HOME", default="var/keys", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
-@click.option("-c", "--component-file", "component_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="LMK component file of one custodian (repeat); prompts when absent.")
-@click.option("--components", "count", default=2, show_default=True, type=click.IntRange(2, 9))
-@click.option("--production", is_flag=True, help="Refuse the published TEST ONLY components.")
-def serve(
-    host: str, port: int, home: Path, component_files: tuple[Path, ...], count: int,
-    production: bool,
-) -> None:
-    """Form the LMK from its components and serve the key store in HOME over TCP."""
-    import getpass
-
-    from switch.cli_keys import Home, load_hsm
-
-    keys_home = Home(home, getpass.getuser())
-    soft = load_hsm(keys_home, component_files, count, production=production)
-    keys_home.audit("hsm.serve", kcv=asyncio.run(soft.diagnostics()), host=host, port=port)
-
-    async def run() -> None:
-        server = HsmServer(soft)
-        bound = await server.start(host, port)
-        click.echo(f"hsm listening on {host}:{bound} (LMK KCV {await soft.diagnostics()})")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.stop()
-        await soft.close()
-
-    asyncio.run(run())

@@ -20,8 +20,8 @@ from hsm.keyblock import StoredKey
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
 from routing.bank_context import StatusChange
-from switch.bank_cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
-from switch.bank_saf import PENDING, Pending, pending_of
+from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
+from switch.bank.saf import PENDING, Pending, pending_of
 from switch.sessions import session_prefix
 
 SESSION_PREFIX = session_prefix("")  # "term/": working keys of signed-on terminals
@@ -142,7 +142,7 @@ class RoutedKeyStore:
 
 
 class PgCardStatus:
-    """The card status register (``switch.bank_cards.CardStatusStore``): loss report, unloss,
+    """The card status register (``switch.bank.cards.CardStatusStore``): loss report, unloss,
     cancel and replacement — the card's status and its blacklist entry under a new list
     version, one transaction, versions serialised — and the ended cards due for the sweep."""
 
@@ -240,7 +240,7 @@ class PgCardStatus:
 
 
 class PgReversalQueue:
-    """The reversal queue's delivery state (``switch.bank_saf.ReversalQueue``)."""
+    """The reversal queue's delivery state (``switch.bank.saf.ReversalQueue``)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -1,2 +1,2 @@
 """Day-end (DESIGN §5): the business date and its cut-over, clearing, payouts approved by a second
-operator, payout and refund files. `medswitch dayend` (switch/cli_dayend.py) drives it."""
+operator, payout and refund files. `medswitch dayend` (switch/cli/dayend.py) drives it."""

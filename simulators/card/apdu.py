@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switch.card_connection import CardRemovedError
+from switch.card_io.connection import CardRemovedError
 
 SW_OK = 0x9000
 SW_MAC_INVALID = 0x9302

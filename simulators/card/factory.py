@@ -1,5 +1,5 @@
 """The virtual chip maker: blank cards and PSAMs carrying keys diversified from the demo's
-TEST ONLY factory transport keys (`switch.card_personalize.FACTORY_TEST_ONLY_*`), ready for
+TEST ONLY factory transport keys (`switch.card_io.personalize.FACTORY_TEST_ONLY_*`), ready for
 `medswitch cards personalize` / `medswitch psams personalize`.
 
     python -m simulators.card.factory card 31010000000000000001 card.json
@@ -20,7 +20,7 @@ from hsm.des import Des
 from simulators.card.card import VirtualCard
 from simulators.card.state import CardState
 from simulators.psam import PsamState, VirtualPsam
-from switch.card_personalize import (
+from switch.card_io.personalize import (
     FACTORY_TEST_ONLY_CONTROL,
     FACTORY_TEST_ONLY_PSAM_TRANSPORT,
 )

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from hsm import pboc
 from hsm.interface import OnlineTxn, PurchaseRecord
-from switch.card_connection import ApduError, CardConnection, expect
+from switch.card_io.connection import ApduError, CardConnection, expect
 
 PURSE_ED, PURSE_EP = 0x01, 0x02
 KEY_INDEX = 0x01

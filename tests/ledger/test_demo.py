@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ledger.demo import init_demo, luhn_digit
 from ledger.migrate import head
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli_ledger import demo_group, ledger_group
+from switch.cli.ledger import demo_group, ledger_group
 from tests.ledger.event_support import check_balances
 
 

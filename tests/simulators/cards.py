@@ -15,7 +15,7 @@ from simulators.card.state import (
     KEY_TAC,
     KEY_UNLOAD,
 )
-from switch.card_connection import InProcessCard
+from switch.card_io.connection import InProcessCard
 
 V4_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 SERIAL = bytes.fromhex("0000" "1122334455667788")

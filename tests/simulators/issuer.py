@@ -18,8 +18,8 @@ from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
 from simulators.card import CardState, terminal
 from simulators.psam import PsamState
-from switch.card_connection import CardConnection
-from switch.card_personalize import CardMasterKeys, PinEntry
+from switch.card_io.connection import CardConnection
+from switch.card_io.personalize import CardMasterKeys, PinEntry
 
 U = KeyUsage
 NOW = datetime(2026, 11, 25, 9, 30, 0)

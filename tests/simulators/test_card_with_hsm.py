@@ -10,8 +10,8 @@ from pathlib import Path
 
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
-from switch import card_personalize as perso
-from switch.card_connection import DirectConnection, expect
+from switch.card_io import personalize as perso
+from switch.card_io.connection import DirectConnection, expect
 from tests.simulators.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,

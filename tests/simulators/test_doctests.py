@@ -12,9 +12,9 @@ MODULES = (
     "simulators.card.factory",
     "simulators.card.state",
     "simulators.psam",
-    "switch.card_connection",
-    "switch.card_issuance",
-    "switch.card_personalize",
+    "switch.card_io.connection",
+    "switch.card_io.issuance",
+    "switch.card_io.personalize",
 )
 
 

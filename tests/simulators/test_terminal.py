@@ -10,7 +10,7 @@ import pytest
 from hsm import mac, pboc
 from hsm.des import Des
 from simulators.card import terminal
-from switch.card_connection import ApduError, DirectConnection
+from switch.card_io.connection import ApduError, DirectConnection
 from tests.simulators.cards import V4_KEY, h, v4_card
 from tests.simulators.test_psam import v4_psam
 

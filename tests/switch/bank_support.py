@@ -22,7 +22,7 @@ from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from simulators.bank import BankIssuer, BankKeys
 from switch.app import App
-from switch.bank_host import BankHost
+from switch.bank.host import BankHost
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
 from tests.ledger.pg_support import DSN, fresh_schema

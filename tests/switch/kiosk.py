@@ -20,8 +20,8 @@ from routing.cardkeys import card_master_alias
 from simulators import terminal_card
 from simulators.card import CardState, VirtualCard
 from simulators.psam import PsamState, VirtualPsam
-from switch.card_connection import CardConnection, DirectConnection
-from switch.card_personalize import (
+from switch.card_io.connection import CardConnection, DirectConnection
+from switch.card_io.personalize import (
     CardMasterKeys,
     PinEntry,
     personalize_card,

@@ -16,7 +16,7 @@ from hsm import pinblock
 from hsm.des import Des
 from ledger.kinds import AccountKind, account_id
 from simulators.bank import BankAcquirer
-from switch.bank_cards import SqliteCardStatus, sweep_ended_cards
+from switch.bank.cards import SqliteCardStatus, sweep_ended_cards
 from tests.switch.bank_support import BANK, BankDaemon, bank_daemon
 from tests.switch.daemon_fixture import now
 from tests.switch.kiosk import PIN, CardOnFile

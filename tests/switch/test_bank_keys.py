@@ -18,7 +18,7 @@ from hsm.keys import KeyUsage
 from messages.bank import KeyChange, SavingsDebit
 from simulators.bank import BankAcquirer, BankKeys
 from simulators.kiosk import Kiosk
-from switch.bank_keys import parse_items
+from switch.bank.keys import parse_items
 from tests.switch.bank_support import BANK, BankDaemon, bank_daemon, until
 from tests.switch.daemon_fixture import now
 from tests.switch.kiosk import PIN, first_card

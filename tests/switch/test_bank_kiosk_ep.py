@@ -18,7 +18,7 @@ from simulators.bank import IssuerRules
 from simulators.card import VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.terminal_link import TerminalError
-from switch.card_connection import DirectConnection
+from switch.card_io.connection import DirectConnection
 from tests.switch.bank_support import BankDaemon, bank_daemon, until
 from tests.switch.kiosk import PIN, first_card
 from tests.switch.test_scripted_day import issue_cards, terminal_link

@@ -36,7 +36,7 @@ from messages.terminal import EdLoad, SignOn, SignOnReply
 from simulators import terminal_card
 from simulators.bank import CODEC, BankAcquirer, mac_payload
 from switch.app import App
-from switch.card_connection import ApduError, CardConnection
+from switch.card_io.connection import ApduError, CardConnection
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.logs import JsonFormatter
 from switch.sessions import Sessions

@@ -21,8 +21,8 @@ from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
-from switch.bank_link import BankLinkClient, LinkDown, OutboundSettings
-from switch.bank_saf import SafSender, SqliteReversalQueue
+from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
+from switch.bank.saf import SafSender, SqliteReversalQueue
 from tests.switch.daemon_fixture import new_hsm, now
 
 CENTRE = "09990000"

@@ -8,7 +8,7 @@ import asyncio
 
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer
-from switch.bank_link import BankLinkPool, OutboundSettings
+from switch.bank.link import BankLinkPool, OutboundSettings
 from tests.switch.daemon_fixture import now
 from tests.switch.test_bank_outbound import CENTRE, PAN, keys, run, until
 

@@ -21,7 +21,7 @@ from messages.bank import SavingsDebit
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import BankAcquirer, IssuerRules
-from switch.bank_link import BankLinkPool, OutboundSettings
+from switch.bank.link import BankLinkPool, OutboundSettings
 from switch.database import open_stores
 from tests.ledger.pg_support import DSN, fresh_schema
 from tests.switch.bank_support import BANK, BankDaemon, bank_daemon

@@ -20,11 +20,11 @@ from hsm.keystore import MemoryKeyStore
 from ledger.demo import init_demo
 from messages.bank import BankReversal, SavingsDebit
 from simulators.bank import BankAcquirer, BankIssuer, IssuerRules, original_data
-from switch import demo_keys
 from switch.app import App
 from switch.cli import main as cli_main
-from switch.cli_keys import component_files_of, open_soft_hsm
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.demo import keys as demo_keys
+from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions
 from tests.switch.daemon_fixture import Daemon, new_hsm, now

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from ledger.core import QueuedReversal
-from switch.bank_cards import CardStatusStore
-from switch.bank_saf import ReversalQueue
+from switch.bank.cards import CardStatusStore
+from switch.bank.saf import ReversalQueue
 from switch.database import Stores, open_stores
 from tests.ledger.pg_support import DSN, fresh_schema
 from tests.switch.daemon_fixture import BACKENDS, make_database, make_pg_database

@@ -17,7 +17,7 @@ from ledger.kinds import AccountKind, account_id
 from messages.bank import SavingsDebit
 from simulators.bank import BankAcquirer
 from simulators.kiosk import Kiosk
-from switch.bank_host import bank_configs
+from switch.bank.host import bank_configs
 from switch.config import BankConfig
 from tests.switch.bank_support import BANK, BANK_B, BankDaemon, bank_daemon
 from tests.switch.daemon_fixture import now

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from switch.demo_keys import provision, write_config
+from switch.demo.keys import provision, write_config
 from tests.ledger.pg_support import DSN, fresh_schema
 from tests.switch.daemon_fixture import make_pg_database
 from tests.switch.test_workers import SCRIPT, WORKERS, free_ports

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from simulators.card import PowerLost
-from switch import card_connection as cc
-from switch.card_connection import (
+from switch.card_io import connection as cc
+from switch.card_io.connection import (
     ApduError,
     CardConnectionError,
     CardRemovedError,

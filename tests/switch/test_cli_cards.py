@@ -21,11 +21,11 @@ from ledger.migrate import upgrade_sqlite
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
-from switch.card_connection import CardConnection, DirectConnection, expect
-from switch.card_personalize import decode_authorisations
+from switch.card_io.connection import CardConnection, DirectConnection, expect
+from switch.card_io.personalize import decode_authorisations
 from switch.cli import main
-from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
-from switch.demo_keys import custodian_files, provision
+from switch.demo.keys import custodian_files, provision
+from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 
 NOW = "2026-11-25T10:00:00"
 

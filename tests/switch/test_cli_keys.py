@@ -122,7 +122,7 @@ def test_open_soft_hsm_for_the_composition_root(tmp_path: Path) -> None:
 
     from hsm.errors import LmkError
     from hsm.lmk import TEST_ONLY_COMPONENTS, Component
-    from switch.cli_keys import open_soft_hsm
+    from switch.key_home import open_soft_hsm
 
     home = tmp_path / "home"
     parts = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]

@@ -35,7 +35,7 @@ from ledger.medical.recordfile import build, parse
 from ledger.medical.sql_reference import ReferenceData
 from ledger.medical.sql_store import sqlite_engine
 from switch.cli import main
-from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
+from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 
 HOLDERS = 12
 TABLES = ("accounts", "transfers", "cardholders", "cards", "review_items")

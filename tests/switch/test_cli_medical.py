@@ -19,8 +19,8 @@ from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from switch.cli import main
-from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
 from switch.his_api import HisDeps, make_his_app
+from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.ledger.medical.world import HOLDERS, sql_world
 from tests.switch.his_support import serving_in_thread
 

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from ledger.demo import init_demo
-from switch import demo_medical
+from switch.demo import medical as demo_medical
 
 
 def test_provision_creates_catalogue_policy_and_credentials_once(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ledger.demo import init_demo
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli_ledger import demo_group, ledger_group
+from switch.cli.ledger import demo_group, ledger_group
 from tests.ledger.pg_support import DSN, fresh_schema
 
 pytestmark = pytest.mark.postgres

@@ -18,7 +18,7 @@ from messages import terminal_table
 from messages.outcome import Outcome
 from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignOnReply
 from simulators.card.card import Tear
-from switch.card_connection import CardRemovedError
+from switch.card_io.connection import CardRemovedError
 from switch.logs import JsonFormatter
 from tests.switch.daemon_fixture import (
     CODEC,

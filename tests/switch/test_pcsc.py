@@ -34,8 +34,8 @@ from simulators.card import Tear, VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
 from simulators.vpcd import VPCD_PORT, VpcdClient
-from switch import card_personalize as perso
-from switch.card_connection import (
+from switch.card_io import personalize as perso
+from switch.card_io.connection import (
     CardConnectionError,
     CardRemovedError,
     PcscConnection,
@@ -43,8 +43,8 @@ from switch.card_connection import (
     pcsc_readers,
 )
 from switch.cli import main
-from switch.cli_keys import Home, component_files_of, open_soft_hsm, resolve
-from switch.demo_keys import custodian_files, provision
+from switch.demo.keys import custodian_files, provision
+from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.simulators.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,

@@ -21,7 +21,7 @@ from simulators import terminal_card
 from simulators.card import VirtualCard
 from simulators.card.state import PURSE_EP
 from simulators.psam import VirtualPsam
-from switch.card_connection import DirectConnection
+from switch.card_io.connection import DirectConnection
 from tests.switch.daemon_fixture import Daemon, now
 from tests.switch.kiosk import first_card, first_psam, issue_card_with_keys, issue_psam
 from tests.switch.test_settlement import his_submit, medical_reference, run

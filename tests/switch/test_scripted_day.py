@@ -55,8 +55,8 @@ from simulators.card import CardState, VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
 from simulators.terminal_link import Endpoint, TerminalLink, TerminalState, Unreachable
-from switch.card_connection import CardConnection, DirectConnection
-from switch.card_personalize import PinEntry, personalize_card
+from switch.card_io.connection import CardConnection, DirectConnection
+from switch.card_io.personalize import PinEntry, personalize_card
 from tests.switch.daemon_fixture import Daemon, new_hsm, now, running_daemon
 from tests.switch.kiosk import PIN, CardOnFile, PsamOnFile, card_master_keys, issue_psam
 from tests.switch.test_pos_offline import dead_port, give_ep

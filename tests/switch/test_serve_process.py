@@ -15,7 +15,7 @@ from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
 from messages.terminal import SignOn, SignOnReply
 from messages.terminal_table import build, parse
-from switch.demo_keys import provision, write_config
+from switch.demo.keys import provision, write_config
 from tests.switch.daemon_fixture import INSTITUTION, make_database
 
 SCRIPT = str(Path(sys.executable).parent / "medswitch")

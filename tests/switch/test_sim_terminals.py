@@ -24,7 +24,7 @@ from simulators.card.card import Tear
 from simulators.kiosk import Kiosk
 from simulators.psam import VirtualPsam
 from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
-from switch.card_connection import DirectConnection
+from switch.card_io.connection import DirectConnection
 from switch.cli import main
 from tests.switch.daemon_fixture import Daemon, now
 from tests.switch.kiosk import (

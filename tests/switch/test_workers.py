@@ -29,9 +29,9 @@ from messages.terminal import (
     SignOnReply,
     TerminalReply,
 )
-from switch.cli_keys import component_files_of, open_soft_hsm
-from switch.cli_serve import serve
-from switch.demo_keys import custodian_files, provision, write_config
+from switch.cli.serve import serve
+from switch.demo.keys import custodian_files, provision, write_config
+from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
 from tests.ledger.pg_support import DSN, fresh_schema
 from tests.switch.daemon_fixture import Terminal, make_database, make_pg_database, now

@@ -38,9 +38,10 @@ from simulators.bank_files import (
     statement_file,
 )
 from switch import config as config_module
-from switch.cli_keys import Home, load_hsm, resolve
-from switch.cli_ledger import db_option
-from switch.cli_medical import components_option, keys_home_option
+from switch.cli.keys import load_hsm, resolve
+from switch.cli.ledger import db_option
+from switch.cli.medical import components_option, keys_home_option
+from switch.key_home import Home
 
 T = TypeVar("T")
 Importer = Callable[..., Awaitable[T]]

@@ -17,55 +17,29 @@ import getpass
 import json
 import os
 import secrets
-from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from hsm.des import kcv
-from hsm.errors import HsmError, LmkError
+from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
 from hsm.lmk import Component, Lmk, combine, generate_component, is_test_only
 from hsm.soft import SoftHsm
-from switch.keystore_file import FileKeyStore
+from switch.key_home import (
+    LMK_CONFIG,
+    TEST_ONLY_BANNER,
+    Home,
+    KeyNotFound,
+    ceremony_now,
+    component_files_of,
+    open_soft_hsm,
+)
+from switch.key_home import resolve as resolve_stored
 
 T = TypeVar("T")
-LMK_CONFIG = "lmk.json"
-TEST_ONLY_BANNER = "*** TEST ONLY LMK: published test components, never for production ***"
-
-
-class Home:
-    def __init__(self, path: Path, operator: str) -> None:
-        self.path = path
-        self.operator = operator
-
-    @property
-    def store(self) -> FileKeyStore:
-        return FileKeyStore(self.path / "keys.jsonl")
-
-    def audit(self, what: str, **details: object) -> None:
-        """Append one ceremony step. Callers pass references and KCVs only."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        line = {"at": _now().isoformat(), "who": self.operator, "what": what, **details}
-        data = (json.dumps(line, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def expected_lmk_kcv(self) -> str | None:
-        config = self.path / LMK_CONFIG
-        if not config.exists():
-            return None
-        return str(json.loads(config.read_text())["kcv"])
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -99,28 +73,6 @@ def _parse(value: str, expected_kcv: str | None) -> Component:
         raise click.ClickException(str(error)) from None
 
 
-def open_soft_hsm(
-    home: Path, components: Sequence[Component], *, production: bool = False
-) -> SoftHsm:
-    """A SoftHsm over HOME's file key store, its LMK formed from `components` and checked
-    against HOME's configured KCV. For the composition root: raises HsmError, never prompts."""
-    expected = Home(home, "").expected_lmk_kcv()
-    if expected is None:
-        raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
-    lmk = Lmk(components, expected, production=production)
-    return SoftHsm(lmk, FileKeyStore(home / "keys.jsonl"))
-
-
-def component_files_of(files: Sequence[Path]) -> list[Component]:
-    """Components from the custodians' files (line 1 the component, line 2 `KCV:xxxxxx`)."""
-    components = []
-    for file in files:
-        lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
-        expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
-        components.append(Component.parse(lines[0] if lines else "", expected))
-    return components
-
-
 def load_hsm(
     home: Home, files: tuple[Path, ...], count: int, *, production: bool = False
 ) -> SoftHsm:
@@ -136,16 +88,10 @@ def load_hsm(
 
 async def resolve(home: Home, text: str) -> KeyRef:
     """ALIAS or ALIAS:VERSION → the stored reference (latest version by default)."""
-    alias, _, version_text = text.partition(":")
-    if version_text and not version_text.isdigit():
-        raise click.ClickException(f"bad key version in {text}")
-    version = int(version_text) if version_text else None
-    records = await home.store.list(alias)
-    if version is not None:
-        records = [r for r in records if r.version == version]
-    if not records:
-        raise click.ClickException(f"no key {text}")
-    return records[-1].ref
+    try:
+        return await resolve_stored(home, text)
+    except KeyNotFound as error:
+        raise click.ClickException(str(error)) from None
 
 
 component_files = click.option(
@@ -157,11 +103,17 @@ component_files = click.option(
     help="LMK component file of one custodian (repeat); prompts when absent.",
 )
 component_count = click.option(
-    "--components", "count", default=2, show_default=True, type=click.IntRange(2, 9),
+    "--components",
+    "count",
+    default=2,
+    show_default=True,
+    type=click.IntRange(2, 9),
     help="How many LMK components to prompt for.",
 )
 usage_option = click.option(
-    "--usage", required=True, type=click.Choice([u.value for u in KeyUsage]),
+    "--usage",
+    required=True,
+    type=click.Choice([u.value for u in KeyUsage]),
 )
 
 
@@ -220,7 +172,7 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
         if expected is not None:
             raise click.ClickException("an LMK is already configured here")
         home.path.mkdir(parents=True, exist_ok=True)
-        config = {"kcv": formed_kcv, "formed_at": _now().isoformat()}
+        config = {"kcv": formed_kcv, "formed_at": ceremony_now().isoformat()}
         (home.path / LMK_CONFIG).write_text(json.dumps(config) + "\n")
     elif expected is None:
         raise click.ClickException("no LMK configured here yet: form it with --new")
@@ -232,7 +184,10 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
         click.echo(TEST_ONLY_BANNER, err=True)
     click.echo(f"LMK KCV {formed_kcv}")
     home.audit(
-        "lmk.form", kcv=formed_kcv, recorded=new, component_kcvs=[c.kcv for c in components],
+        "lmk.form",
+        kcv=formed_kcv,
+        recorded=new,
+        component_kcvs=[c.kcv for c in components],
         test_only=test_only,
     )
 
@@ -248,7 +203,7 @@ def generate(
 ) -> None:
     """Generate a random key as the next version of ALIAS."""
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(alias, KeyUsage(usage), now=_now()))
+    ref = _run(hsm.generate_key(alias, KeyUsage(usage), now=ceremony_now()))
     _report(home, "key.generate", ref)
 
 
@@ -261,18 +216,24 @@ def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int
     """A new random version of ALIAS, same usage; the old versions stay for stored data."""
     current = _run(resolve(home, alias))
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(current.alias, current.usage, now=_now()))
+    ref = _run(hsm.generate_key(current.alias, current.usage, now=ceremony_now()))
     _report(home, "key.rotate", ref, previous_version=current.version)
 
 
 @keys.command("form")
 @click.argument("alias")
 @usage_option
-@click.option("-k", "--key-component-file", "key_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A component of the key being formed (repeat); prompts when absent.")
-@click.option("--key-components", "key_count", default=2, show_default=True,
-              type=click.IntRange(1, 9))
+@click.option(
+    "-k",
+    "--key-component-file",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A component of the key being formed (repeat); prompts when absent.",
+)
+@click.option(
+    "--key-components", "key_count", default=2, show_default=True, type=click.IntRange(1, 9)
+)
 @component_files
 @component_count
 @click.pass_obj
@@ -288,7 +249,7 @@ def form(
     """Form a key (a bank's ZMK, a terminal's TMK) from clear components."""
     hsm = load_hsm(home, component_files, count)
     parts = read_components(key_files, key_count, alias)
-    ref = _run(hsm.form_key(alias, KeyUsage(usage), parts, now=_now()))
+    ref = _run(hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now()))
     _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts])
 
 
@@ -302,8 +263,14 @@ def form(
 @component_count
 @click.pass_obj
 def import_(
-    home: Home, alias: str, usage: str, kek: str, value: str, check: str,
-    component_files: tuple[Path, ...], count: int,
+    home: Home,
+    alias: str,
+    usage: str,
+    kek: str,
+    value: str,
+    check: str,
+    component_files: tuple[Path, ...],
+    count: int,
 ) -> None:
     """Import a key received encrypted under a ZMK or TMK."""
     kek_ref = _run(resolve(home, kek))
@@ -312,7 +279,9 @@ def import_(
         encrypted = bytes.fromhex(value)
     except ValueError:
         raise click.ClickException("--value is not hex") from None
-    ref = _run(hsm.import_key(alias, KeyUsage(usage), kek_ref, encrypted, check, now=_now()))
+    ref = _run(
+        hsm.import_key(alias, KeyUsage(usage), kek_ref, encrypted, check, now=ceremony_now())
+    )
     _report(home, "key.import", ref, kek=f"{kek_ref.alias}:{kek_ref.version}")
 
 
@@ -322,17 +291,22 @@ def import_(
 @component_files
 @component_count
 @click.pass_obj
-def export(
-    home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int
-) -> None:
+def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int) -> None:
     """Print KEY encrypted under a ZMK or TMK, with its KCV."""
     key_ref, kek_ref = _run(resolve(home, key)), _run(resolve(home, kek))
     hsm = load_hsm(home, component_files, count)
     exported = _run(hsm.export_key(key_ref, kek_ref))
-    click.echo(f"{key_ref.alias} v{key_ref.version} under {kek_ref.alias} v{kek_ref.version}: "
-               f"{exported.encrypted.hex().upper()} KCV {exported.kcv}")
-    home.audit("key.export", alias=key_ref.alias, version=key_ref.version, kcv=exported.kcv,
-               kek=f"{kek_ref.alias}:{kek_ref.version}")
+    click.echo(
+        f"{key_ref.alias} v{key_ref.version} under {kek_ref.alias} v{kek_ref.version}: "
+        f"{exported.encrypted.hex().upper()} KCV {exported.kcv}"
+    )
+    home.audit(
+        "key.export",
+        alias=key_ref.alias,
+        version=key_ref.version,
+        kcv=exported.kcv,
+        kek=f"{kek_ref.alias}:{kek_ref.version}",
+    )
 
 
 @keys.command("sign-on")
@@ -343,13 +317,17 @@ def export(
 @component_count
 @click.pass_obj
 def sign_on(
-    home: Home, tmk: str, layout: str, prefix: str, component_files: tuple[Path, ...],
+    home: Home,
+    tmk: str,
+    layout: str,
+    prefix: str,
+    component_files: tuple[Path, ...],
     count: int,
 ) -> None:
     """New working keys under a terminal's TMK: prints field 62 (encrypted) and KCVs."""
     tmk_ref = _run(resolve(home, tmk))
     hsm = load_hsm(home, component_files, count)
-    result = _run(hsm.sign_on(tmk_ref, int(layout), prefix, now=_now()))
+    result = _run(hsm.sign_on(tmk_ref, int(layout), prefix, now=ceremony_now()))
     click.echo(f"field 62: {result.field62.hex().upper()}")
     for ref in (result.pik, result.mak, result.tdk):
         if ref is not None:
@@ -368,5 +346,6 @@ def list_(home: Home, alias: str | None) -> None:
 
 def _report(home: Home, what: str, ref: KeyRef, **details: object) -> None:
     click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
-    home.audit(what, alias=ref.alias, version=ref.version, usage=ref.usage.value, kcv=ref.kcv,
-               **details)
+    home.audit(
+        what, alias=ref.alias, version=ref.version, usage=ref.usage.value, kcv=ref.kcv, **details
+    )

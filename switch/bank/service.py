@@ -38,7 +38,7 @@ from messages.outcome import Outcome
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
 from routing.table import RouteTable
-from switch.bank_keys import LinkKeys, inbound_aliases
+from switch.bank.keys import LinkKeys, inbound_aliases
 from switch.config import BankConfig
 from switch.logs import log_message
 from switch.metrics import Metrics

@@ -1,6 +1,6 @@
 """The bank host links of a deployment, wired from `[bank]` (the first bank) and its
 `[[bank.links]]` (more banks, each with its own listener, allowed peers, keys and outbound
-connections): one :class:`~switch.bank_peer.BankPeer` per bank, the kiosk EP load routes by BIN
+connections): one :class:`~switch.bank.peer.BankPeer` per bank, the kiosk EP load routes by BIN
 over all of them, the sweep of ended cards, and the operator's key-change trigger (HTTP, for
 `medswitch bank key-change`). :class:`switch.app.App` starts the outbound side before the
 terminal routes are built (kiosk EP loads route to it by BIN) and the inbound side after.
@@ -20,12 +20,12 @@ from hsm.interface import Hsm
 from ledger.core import Ledger
 from routing.bank_context import SavingsRoute
 from routing.context import CardDirectory, OfflineLimits
-from switch.bank_cards import sweep_ended_cards
-from switch.bank_keys import KeyChangeError, LinkKeys
-from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings
-from switch.bank_peer import BankPeer, BankStores, change_keys
-from switch.bank_saf import SafSender
-from switch.bank_service import BankService
+from switch.bank.cards import sweep_ended_cards
+from switch.bank.keys import KeyChangeError, LinkKeys
+from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings
+from switch.bank.peer import BankPeer, BankStores, change_keys
+from switch.bank.saf import SafSender
+from switch.bank.service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener
 from switch.metrics import Metrics

@@ -39,8 +39,9 @@ from simulators.bank import (
     Received,
     run_script,
 )
-from switch.card_connection import CardConnection, CardConnectionError, PcscConnection
-from switch.cli_keys import Home, component_count, component_files, load_hsm, resolve
+from switch.card_io.connection import CardConnection, CardConnectionError, PcscConnection
+from switch.cli.keys import component_count, component_files, load_hsm, resolve
+from switch.key_home import Home
 
 
 @click.group("bank")

@@ -49,8 +49,9 @@ from ledger.medical.sql_reference import (
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from switch import config as config_module
-from switch.cli_keys import Home, load_hsm, resolve
+from switch.cli.keys import load_hsm, resolve
 from switch.his_api import HisDeps, make_his_app
+from switch.key_home import Home
 
 T = TypeVar("T")
 

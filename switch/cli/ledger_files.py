@@ -1,5 +1,5 @@
 """`medswitch import contributions|cardholders FILE` (added to the `import` group of
-`switch.cli_medical`) and `medswitch ledger-files build-contributions|build-cardholders CSV`
+`switch.cli.medical`) and `medswitch ledger-files build-contributions|build-cardholders CSV`
 (the counterparty's side, for the demo and tests). Formats: specs/ledger-files.md.
 
 The database is the ledger's SQLite file (`--db`, as for `medswitch ledger`); the HSM and the
@@ -38,8 +38,8 @@ from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from ledger.medical.sql_store import sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli_ledger import db_option
-from switch.cli_medical import (
+from switch.cli.ledger import db_option
+from switch.cli.medical import (
     _hsm_and_key,
     components_option,
     file_key_option,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ledger.core import QueuedReversal
 from ledger.events import Attempt
 from messages.bank import BankReversal
-from switch.bank_link import BankLinkClient, BankLinkPool, LinkDown
+from switch.bank.link import BankLinkClient, BankLinkPool, LinkDown
 
 log = logging.getLogger("medswitch.bank.saf")
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from hsm.keys import KeyUsage
 from ledger import schema
-from switch import card_issuance as issuance
-from switch.cli_cards import (
+from switch.card_io import issuance
+from switch.cli.cards import (
     STATUS_ACTIVE,
     STATUS_ISSUED,
     Context,
@@ -23,7 +23,7 @@ from switch.cli_cards import (
     pass_context,
     run_hsm,
 )
-from switch.cli_keys import resolve
+from switch.cli.keys import resolve
 
 U = KeyUsage
 

@@ -27,10 +27,11 @@ from hsm.errors import HsmError
 from hsm.keys import KeyUsage
 from hsm.soft import SoftHsm
 from ledger import schema
-from switch import card_issuance as issuance
-from switch.card_connection import CardConnection, PcscConnection
-from switch.cli_keys import Home, component_count, component_files, load_hsm
-from switch.cli_ledger import default_db
+from switch.card_io import issuance
+from switch.card_io.connection import CardConnection, PcscConnection
+from switch.cli.keys import component_count, component_files, load_hsm
+from switch.cli.ledger import default_db
+from switch.key_home import Home
 
 U = KeyUsage
 Connect = Callable[[str], CardConnection]
@@ -127,6 +128,6 @@ def set_card_status(c: Context, card_no: str, status: str) -> None:
 
 
 # The commands, one module per concern; importing them registers them on the groups.
-from switch.cli_cards import issuing, psam_commands, writing  # noqa: E402
+from switch.cli.cards import issuing, psam_commands, writing  # noqa: E402
 
 __all__ = ["cards", "issuing", "psam_commands", "psams", "writing"]

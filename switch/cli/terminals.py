@@ -51,15 +51,16 @@ from simulators.terminal_link import (
     TerminalState,
     yuan,
 )
-from switch.card_connection import (
+from switch.card_io.connection import (
     CardConnection,
     CardConnectionError,
     DirectConnection,
     PcscConnection,
 )
-from switch.cli_keys import Home, component_count, component_files, component_files_of, load_hsm
-from switch.cli_keys import resolve as resolve_key
-from switch.cli_sim import sim_group
+from switch.cli.keys import component_count, component_files, load_hsm
+from switch.cli.keys import resolve as resolve_key
+from switch.cli.sim import sim_group
+from switch.key_home import Home, component_files_of
 
 COMMANDS_MAX = 100_000  # interactive commands in one session, at most
 Handler = Callable[[list[str]], Awaitable[list[str]]]

@@ -29,7 +29,7 @@ from messages.errors import CodecError, FramingError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_bank import BANK
 from routing.bank_context import LINK_DOWN, TIMED_OUT
-from switch.bank_stans import NoStanAhead, Stans
+from switch.bank.stans import NoStanAhead, Stans
 from switch.sequences import Sequences, stan
 
 __all__ = ["BankLinkClient", "BankLinkPool", "LinkDown", "LinkLost", "NoStanAhead", "Stans"]
@@ -65,7 +65,7 @@ def reply_key(mti: str, stan: str, transmitted: str, acquirer_id: str) -> str:
 
 class MacKeys(Protocol):
     """The link's ZAK: the current one MACs, these verify (the previous too, for a while after
-    a key change: :class:`switch.bank_keys.LinkKeys`)."""
+    a key change: :class:`switch.bank.keys.LinkKeys`)."""
 
     async def current(self) -> KeyRef | None: ...
 

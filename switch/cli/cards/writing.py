@@ -12,10 +12,10 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
 from ledger import schema
-from switch import card_issuance as issuance
-from switch import card_personalize as perso
-from switch.card_connection import CardConnection, CardConnectionError, expect
-from switch.cli_cards import (
+from switch.card_io import issuance
+from switch.card_io import personalize as perso
+from switch.card_io.connection import CardConnection, CardConnectionError, expect
+from switch.cli.cards import (
     FACTORY_CONTROL_ALIAS,
     FACTORY_TRANSPORT_ALIAS,
     STATUS_ACTIVE,
@@ -26,8 +26,8 @@ from switch.cli_cards import (
     run_hsm,
     set_card_status,
 )
-from switch.cli_cards.issuing import check_approval, mark, progress
-from switch.cli_keys import resolve
+from switch.cli.cards.issuing import check_approval, mark, progress
+from switch.cli.keys import resolve
 
 U = KeyUsage
 

@@ -36,9 +36,10 @@ from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
 from switch import config as config_module
-from switch.cli_keys import Home, load_hsm, resolve
-from switch.cli_ledger import db_option
-from switch.cli_medical import components_option, keys_home_option
+from switch.cli.keys import load_hsm, resolve
+from switch.cli.ledger import db_option
+from switch.cli.medical import components_option, keys_home_option
+from switch.key_home import Home
 
 STEPS = ("snapshot", "clearing", "files", "store")
 

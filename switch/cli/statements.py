@@ -23,7 +23,7 @@ from ledger.dayend.statements_render import PartyStatement, render_csv, render_h
 from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from switch import config as config_module
-from switch.cli_ledger import db_option
+from switch.cli.ledger import db_option
 
 Build = Callable[[Engine, str, dt.date, dt.date, Cutover], PartyStatement]
 

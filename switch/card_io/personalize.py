@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hsm.interface import Hsm
 from hsm.keys import CardKeyPath, KeyRef
 from hsm.pboc import card_factor
-from switch.card_connection import CardConnection, expect
+from switch.card_io.connection import CardConnection, expect
 
 KEY_INDEX = 0x01
 APP_AID = bytes.fromhex("D15600000503")

@@ -38,7 +38,7 @@ def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
     from hsm.errors import HsmError, LmkError
     from hsm.lmk import Lmk
     from hsm.soft import SoftHsm
-    from switch.cli_keys import Home, component_files_of
+    from switch.key_home import Home, component_files_of
 
     files = [Path(f) for f in config.hsm.lmk_components]
     if not files:
@@ -138,7 +138,7 @@ def serve(config_path: Path | None, workers: int | None) -> None:
 def routes(config_path: Path | None) -> None:
     """Print the route table, terminal and bank interfaces (checked for ambiguity when built);
     kiosk EP loads by card BIN to the configured bank links."""
-    from switch.bank_host import configured_savings_routes
+    from switch.bank.host import configured_savings_routes
 
     banks = configured_savings_routes(_load_config(config_path).bank)
     click.echo(RouteTable(terminal_routes(banks).routes + bank_routes().routes).describe())
@@ -160,7 +160,8 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ledger.demo import init_demo
-    from switch import demo_keys, demo_medical
+    from switch.demo import keys as demo_keys
+    from switch.demo import medical as demo_medical
 
     config = _load_config(None)
     if config.postgres:

@@ -20,7 +20,7 @@ from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
 from ledger.demo import institutions
 from routing.cardkeys import card_master_alias
-from switch.cli_keys import LMK_CONFIG, Home, component_files_of, open_soft_hsm
+from switch.key_home import LMK_CONFIG, Home, component_files_of, open_soft_hsm
 from switch.sessions import tmk_alias
 
 CARD_MASTER_USAGES = (

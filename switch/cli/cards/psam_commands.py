@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from hsm.keys import KeyUsage
 from ledger import schema
-from switch import card_issuance as issuance
-from switch import card_personalize as perso
-from switch.card_connection import CardConnection, CardConnectionError, expect
-from switch.cli_cards import (
+from switch.card_io import issuance
+from switch.card_io import personalize as perso
+from switch.card_io.connection import CardConnection, CardConnectionError, expect
+from switch.cli.cards import (
     FACTORY_TRANSPORT_ALIAS,
     STATUS_ACTIVE,
     STATUS_ISSUED,
@@ -27,8 +27,8 @@ from switch.cli_cards import (
     psams,
     run_hsm,
 )
-from switch.cli_cards.issuing import approval_path, mark, progress
-from switch.cli_keys import resolve
+from switch.cli.cards.issuing import approval_path, mark, progress
+from switch.cli.keys import resolve
 
 U = KeyUsage
 PSAM_FILE_KEY = "cards/file"

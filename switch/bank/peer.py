@@ -1,6 +1,6 @@
 """One bank's links, both ways: the outbound connections to the bank as savings issuer (their
 store-and-forward sender and key changes) and the inbound listener for its counters, with its
-own allowed peers, keys and acquirer id. :class:`switch.bank_host.BankHost` holds one per
+own allowed peers, keys and acquirer id. :class:`switch.bank.host.BankHost` holds one per
 configured bank."""
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from messages.spec_bank import BANK
 from routing.bank_context import SavingsRoute
 from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
-from switch.bank_cards import CardStatusStore
-from switch.bank_keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
-from switch.bank_link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
-from switch.bank_saf import ReversalQueue, SafSender
-from switch.bank_service import BankService
+from switch.bank.cards import CardStatusStore
+from switch.bank.keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
+from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
+from switch.bank.saf import ReversalQueue, SafSender
+from switch.bank.service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics

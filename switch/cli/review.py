@@ -37,7 +37,7 @@ from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
 from messages.pretty import mask_pan
-from switch.cli_ledger import db_option
+from switch.cli.ledger import db_option
 
 T = TypeVar("T")
 _DIGITS = re.compile(r"\d{13,19}")

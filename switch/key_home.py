@@ -1,0 +1,97 @@
+"""A deployment's key home: the wrapped-key file, the LMK's configured check value, the ceremony
+audit log, and the HSM formed over them (DESIGN §4). Used by the daemon, the demo and the CLI alike;
+nothing here prompts or prints.
+
+`HOME/keys.jsonl` holds wrapped keys (`switch.keystore_file`), `HOME/lmk.json` the LMK's expected
+check value (never the LMK) and `HOME/audit.jsonl` one JSON line per ceremony step (who, what, KCVs,
+when; never a key value).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hsm.errors import LmkError
+from hsm.keys import KeyRef
+from hsm.lmk import Component, Lmk
+from hsm.soft import SoftHsm
+from switch.keystore_file import FileKeyStore
+
+LMK_CONFIG = "lmk.json"
+TEST_ONLY_BANNER = "*** TEST ONLY LMK: published test components, never for production ***"
+
+
+class KeyNotFound(LookupError):
+    """No stored key answers to the alias (or alias:version) asked for."""
+
+
+class Home:
+    def __init__(self, path: Path, operator: str) -> None:
+        self.path = path
+        self.operator = operator
+
+    @property
+    def store(self) -> FileKeyStore:
+        return FileKeyStore(self.path / "keys.jsonl")
+
+    def audit(self, what: str, **details: object) -> None:
+        """Append one ceremony step. Callers pass references and KCVs only."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = {"at": ceremony_now().isoformat(), "who": self.operator, "what": what, **details}
+        data = (json.dumps(line, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def expected_lmk_kcv(self) -> str | None:
+        config = self.path / LMK_CONFIG
+        if not config.exists():
+            return None
+        return str(json.loads(config.read_text())["kcv"])
+
+
+def ceremony_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def open_soft_hsm(
+    home: Path, components: Sequence[Component], *, production: bool = False
+) -> SoftHsm:
+    """A SoftHsm over HOME's file key store, its LMK formed from `components` and checked
+    against HOME's configured KCV. For the composition root: raises HsmError, never prompts."""
+    expected = Home(home, "").expected_lmk_kcv()
+    if expected is None:
+        raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
+    lmk = Lmk(components, expected, production=production)
+    return SoftHsm(lmk, FileKeyStore(home / "keys.jsonl"))
+
+
+def component_files_of(files: Sequence[Path]) -> list[Component]:
+    """Components from the custodians' files (line 1 the component, line 2 `KCV:xxxxxx`)."""
+    components = []
+    for file in files:
+        lines = [ln for ln in file.read_text().splitlines() if ln.strip()]
+        expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
+        components.append(Component.parse(lines[0] if lines else "", expected))
+    return components
+
+
+async def resolve(home: Home, text: str) -> KeyRef:
+    """ALIAS or ALIAS:VERSION → the stored reference (latest version by default)."""
+    alias, _, version_text = text.partition(":")
+    if version_text and not version_text.isdigit():
+        raise KeyNotFound(f"bad key version in {text}")
+    version = int(version_text) if version_text else None
+    records = await home.store.list(alias)
+    if version is not None:
+        records = [r for r in records if r.version == version]
+    if not records:
+        raise KeyNotFound(f"no key {text}")
+    return records[-1].ref
