@@ -24,7 +24,7 @@ run: $(STAMP)
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict messages hsm
+	$(VENV)/bin/mypy --strict messages hsm routing ledger switch simulators
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -38,37 +38,10 @@ import iso8583
 from messages.compiled import TPDU_BYTES, Decoder, Encoder, compile_decoder, compile_encoder
 from messages.errors import CodecError
 from messages.fieldspec import Encoding, InterfaceSpec, Kind
-
-FieldValue = str | bytes
+from messages.message import FieldValue as FieldValue
+from messages.message import Message as Message
 
 _TEXT, _DIGITS, _BINARY = 0, 1, 2  # how decode treats each field's value
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One ISO 8583 message. Treat ``fields`` as read-only; build a new message to change it."""
-
-    mti: str
-    fields: Mapping[int, FieldValue]
-    tpdu: bytes = b""
-    header: bytes = b""
-
-    def get(self, number: int) -> FieldValue | None:
-        return self.fields.get(number)
-
-    def text(self, number: int) -> str:
-        """Field ``number`` as text; :class:`CodecError` if absent or binary."""
-        value = self.fields.get(number)
-        if not isinstance(value, str):
-            raise CodecError("mandatory field missing", field=str(number))
-        return value
-
-    def binary(self, number: int) -> bytes:
-        """Field ``number`` as bytes; :class:`CodecError` if absent or text."""
-        value = self.fields.get(number)
-        if not isinstance(value, bytes):
-            raise CodecError("mandatory field missing", field=str(number))
-        return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,9 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from messages.codec import Message
+from messages.message import Message
 
 # How a field's bytes become its value (decode) and its value becomes bytes (encode).
 BINARY = 0  # bytes as they are (binary fields)

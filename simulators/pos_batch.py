@@ -6,7 +6,7 @@ batch upload 0320 of every record and the end of upload; a sign-on then opens th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from messages.private import BillData, CardData, SettlementTotals
 from messages.terminal import (
@@ -16,10 +16,21 @@ from messages.terminal import (
     BatchUploadRecord,
     DebitAdvice,
 )
-from simulators.terminal_link import Unreachable, refused, yuan
+from simulators.terminal_link import TerminalLink, TerminalState, Unreachable, refused, yuan
 
-if TYPE_CHECKING:
-    from simulators.pos import Pos
+
+class Pos(Protocol):
+    """What the day end needs of a POS (:class:`simulators.pos.Pos`): its link to the centre, its
+    state on disk, and its pending reversal sent first. Named here so that this module does not
+    import the POS that calls it."""
+
+    @property
+    def link(self) -> TerminalLink: ...
+
+    @property
+    def state(self) -> TerminalState: ...
+
+    async def flush_reversal(self) -> list[str]: ...
 
 
 def unanswered(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

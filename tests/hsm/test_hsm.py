@@ -19,8 +19,8 @@ from hsm.errors import (
 )
 from hsm.interface import Hsm, MacAlgorithm, OnlineTxn, PurchaseRecord
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage
-from tests.hsm import psec_oracle as oracle
-from tests.hsm.conftest import NOW, Backend, clear
+from tests.support import psec_oracle as oracle
+from tests.support.hsm_keys import NOW, Backend, clear
 
 U = KeyUsage
 Refs = dict[str, KeyRef]

@@ -16,8 +16,8 @@ from hsm.interface import MacAlgorithm, OnlineTxn
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage
 from hsm.lmk import Component
 from hsm.soft import SoftHsm
-from tests.hsm import psec_oracle as oracle
-from tests.hsm.conftest import KNOWN_KEYS, LMK_A, LMK_B, NOW, load_known_keys, make_soft_hsm
+from tests.support import psec_oracle as oracle
+from tests.support.hsm_keys import KNOWN_KEYS, LMK_A, LMK_B, NOW, load_known_keys, make_soft_hsm
 
 U = KeyUsage
 keys16 = st.binary(min_size=16, max_size=16)

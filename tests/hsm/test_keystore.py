@@ -25,7 +25,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore, MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine, generate_component
 from switch.keystore_file import FileKeyStore
-from tests.hsm import psec_oracle as oracle
+from tests.support import psec_oracle as oracle
 
 A = "0123456789ABCDEFFEDCBA9876543210"
 B = "10101010101010102323232323232323"

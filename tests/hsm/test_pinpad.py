@@ -9,8 +9,8 @@ import pytest
 
 from hsm.errors import KeyUsageError
 from hsm.interface import PinPad
-from tests.hsm import psec_oracle as oracle
-from tests.hsm.conftest import clear, load_known_keys, make_soft_hsm
+from tests.support import psec_oracle as oracle
+from tests.support.hsm_keys import clear, load_known_keys, make_soft_hsm
 
 
 def test_the_pin_pad_encrypts_the_v10_block_under_its_pik() -> None:

@@ -12,7 +12,7 @@ from hsm import mac, pboc, pinblock, signon
 from hsm.des import Des, adjust_parity, has_odd_parity, kcv
 from hsm.errors import InvalidInputError, KcvMismatchError, PinBlockError
 from hsm.padding import pad_method_1, pad_method_2, unpad_method_2
-from tests.hsm import psec_oracle as oracle
+from tests.support import psec_oracle as oracle
 
 keys8 = st.binary(min_size=8, max_size=8)
 keys16 = st.binary(min_size=16, max_size=16)

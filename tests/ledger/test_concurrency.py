@@ -17,8 +17,8 @@ from ledger.kinds import AccountKind as K
 from ledger.memory import MemoryLedger
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.invariants import check_invariants
-from tests.ledger.pg_support import DSN, fresh_schema
+from tests.support.invariants import check_invariants
+from tests.support.pg import DSN, fresh_schema
 
 WRITERS = 50
 FUNDED_FEN = 20_000

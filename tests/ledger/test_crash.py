@@ -17,8 +17,8 @@ import pytest
 from ledger.core import Transfer
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.invariants import check_invariants
-from tests.ledger.pg_support import DSN, fresh_schema
+from tests.support.invariants import check_invariants
+from tests.support.pg import DSN, fresh_schema
 
 ACKS_BEFORE_KILL = 400
 TIMEOUT_S = 60.0

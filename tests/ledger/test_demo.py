@@ -13,7 +13,7 @@ from ledger.demo import init_demo, luhn_digit
 from ledger.migrate import head
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.ledger import demo_group, ledger_group
-from tests.ledger.event_support import check_balances
+from tests.support.events import check_balances
 
 
 def test_demo_deployment_is_consistent_and_deterministic(tmp_path: Path) -> None:

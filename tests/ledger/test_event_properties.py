@@ -17,7 +17,7 @@ from ledger.events import Purse
 from ledger.kinds import ALLOWED_PAIRS, Side, kind_of, side_of
 from ledger.memory import MemoryLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.event_support import CARD, HOLDER, check_balances, deploy
+from tests.support.events import CARD, HOLDER, check_balances, deploy
 
 loads = st.tuples(
     st.just("load"), st.sampled_from(Purse), st.integers(0, 3), st.integers(1, 40_000)

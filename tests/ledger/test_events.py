@@ -13,7 +13,7 @@ from ledger import events as ev
 from ledger.core import Ledger
 from ledger.events import Outcome as O
 from ledger.events import Purse
-from tests.ledger.event_support import (
+from tests.support.events import (
     CARD,
     HOLDER,
     PERSONAL_FEN,

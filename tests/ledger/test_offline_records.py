@@ -12,7 +12,7 @@ import pytest
 from ledger.core import Ledger, OfflineRecord
 from ledger.memory import MemoryLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.pg_support import pg_ledger
+from tests.support.pg import pg_ledger
 
 GENUINE = OfflineRecord(
     "000000000001", 7, "P0000001", 3, "3100000000000001", "ED", 2_500, "a1b2c3d4",

@@ -17,7 +17,7 @@ from ledger.kinds import ALLOWED_PAIRS, account_id
 from ledger.kinds import AccountKind as K
 from ledger.memory import MemoryLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.pg_support import pg_ledger
+from tests.support.pg import pg_ledger
 
 R = TransferResult
 CARD_A, CARD_B, CARD_C, INSTITUTION = "31000000000000a1", "31000000000000b2", "31000000000c3", "i1"

@@ -16,9 +16,9 @@ from ledger.kinds import ALLOWED_PAIRS, side_of
 from ledger.memory import MemoryLedger
 from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger import strategies
-from tests.ledger.invariants import check_invariants, posted_transfers
-from tests.ledger.pg_support import pg_ledger
+from tests.support import ledger_strategies as strategies
+from tests.support.invariants import check_invariants, posted_transfers
+from tests.support.pg import pg_ledger
 
 Steps = Sequence[tuple[Sequence[Transfer], bool]]
 

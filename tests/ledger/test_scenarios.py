@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ledger.memory import MemoryLedger
-from tests.ledger.scenario_table import run_scenario
+from tests.support.scenario_table import run_scenario
 
 
 def test_scenario_table_on_the_model() -> None:

@@ -13,8 +13,8 @@ from sqlalchemy import create_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.schema import metadata
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.pg_support import pg_ledger
-from tests.ledger.scenario_table import run_scenario
+from tests.support.pg import pg_ledger
+from tests.support.scenario_table import run_scenario
 
 
 def test_scenario_table_on_sqlite(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ from ledger.medical.sql_store import SqlMedicalStore
 from ledger.sqlite_ledger import SqliteLedger
 from ledger.writer_pickle import SENT_MAX, Received, Sent
 from ledger.writer_process import ProcessWriter
-from tests.ledger.medical.world import HOLDERS, NOW, sql_world
-from tests.ledger.scenario_table import run_scenario
+from tests.support.medical_world import HOLDERS, NOW, sql_world
+from tests.support.scenario_table import run_scenario
 
 CARD = HOLDERS[0].card_no
 

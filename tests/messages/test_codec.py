@@ -8,27 +8,15 @@ from hsm.des import Des
 from hsm.mac import cup_ecb
 from messages.codec import Codec, Message
 from messages.errors import CodecError, UnknownTransaction
-from messages.framing import FrameDecoder, LengthFormat
 from messages.pretty import pretty
 from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
 from messages.terminal_table import row_of
+from tests.support.frames import TERMINAL_CODEC, V8_FRAME, v8_payload
 
-# Reference §2.6, the whole 129-byte frame as published (length prefix included).
-V8_FRAME = bytes.fromhex(
-    "007F600003000060321032007202003020048000C08015000000000000001234000002030099303030303030"
-    "303139353237313831383232313738373531353600192600000100060000000000435F011232383434313233"
-    "34353637383930313233345F03063136303033365F04063230303832365C0230314233413039324145"
-)
 V8_MAK = bytes.fromhex("0723C80DB5F4CD3D0723C80DB5F4CD3D")
 
-TERMINAL_CODEC = Codec(TERMINAL)
 BANK_CODEC = Codec(BANK)
-
-
-def v8_payload() -> bytes:
-    (payload,) = FrameDecoder(LengthFormat.BINARY2).feed(V8_FRAME)
-    return payload
 
 
 def test_v8_frame_is_129_bytes_with_its_length_prefix() -> None:

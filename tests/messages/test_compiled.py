@@ -25,8 +25,8 @@ from messages.private import CardData, Purse
 from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
 from messages.terminal import DebitAdvice, Settlement
-from tests.messages import strategies as s
-from tests.messages.test_codec import v8_payload
+from tests.support import message_strategies as s
+from tests.support.frames import v8_payload
 
 CODECS = {"terminal": Codec(TERMINAL), "bank": Codec(BANK)}
 TERMINAL_CODEC, BANK_CODEC = CODECS["terminal"], CODECS["bank"]

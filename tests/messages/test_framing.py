@@ -14,7 +14,7 @@ from messages.errors import CodecError, FramingError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
-from tests.messages.test_codec import TERMINAL_CODEC, v8_payload
+from tests.support.frames import TERMINAL_CODEC, v8_payload
 
 V8_PAYLOAD = v8_payload()
 

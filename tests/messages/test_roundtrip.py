@@ -12,7 +12,7 @@ from messages import bank, terminal_table
 from messages.codec import Codec
 from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
-from tests.messages import strategies as s
+from tests.support import message_strategies as s
 
 TERMINAL_CODEC = Codec(TERMINAL)
 BANK_CODEC = Codec(BANK)

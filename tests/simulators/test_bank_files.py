@@ -22,7 +22,7 @@ from simulators.bank_files import (
     return_file,
     statement_file,
 )
-from tests.switch.daemon_fixture import new_hsm, now
+from tests.support.daemon import new_hsm, now
 
 PAYOUT = pf.PayoutFile(
     pf.PAYOUT,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hsm import cardcrypto
 from simulators.card import CardState
 from simulators.psam import PsamState, VirtualPsam
-from tests.simulators.cards import CONTROL, DAMK, SELECT_APP, V4_KEY, call, ok, v4_card
-from tests.simulators.test_psam import v4_psam
+from tests.support.cards import CONTROL, DAMK, SELECT_APP, V4_KEY, call, ok, v4_card
+from tests.support.psam import v4_psam
 
 INS = [0x20, 0x24, 0x16, 0x18, 0x1E, 0x50, 0x52, 0x54, 0x58, 0x5A, 0x5C, 0x5E, 0x70, 0x72,
        0x84, 0xA4, 0xB0, 0xB2, 0xD4, 0xD6]

@@ -10,7 +10,7 @@ import pytest
 from hsm import cardcrypto, mac, pboc
 from hsm.des import Des
 from simulators.card import VirtualCard
-from tests.simulators.cards import (
+from tests.support.cards import (
     DAMK,
     DRPK,
     SELECT_APP,

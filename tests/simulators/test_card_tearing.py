@@ -12,7 +12,7 @@ from hsm import mac, pboc
 from hsm.des import Des
 from simulators.card import PowerLost, Tear, VirtualCard
 from switch.card_io.connection import CardConnectionError, CardRemovedError, DirectConnection
-from tests.simulators.cards import SELECT_APP, V4_KEY, call, h, ok, v4_card
+from tests.support.cards import SELECT_APP, V4_KEY, call, h, ok, v4_card
 
 INIT_LOAD = "805000020B0100002000001122334455" "10"
 CREDIT = "805200000B" "20161216105800" "8AFA5718" "04"

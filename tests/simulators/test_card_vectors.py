@@ -3,7 +3,7 @@ inputs."""
 
 from __future__ import annotations
 
-from tests.simulators.cards import SELECT_APP, call, h, ok, v4_card
+from tests.support.cards import SELECT_APP, call, h, ok, v4_card
 
 
 def test_v4_load_then_purchase() -> None:

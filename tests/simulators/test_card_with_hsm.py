@@ -12,7 +12,7 @@ from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
 from switch.card_io import personalize as perso
 from switch.card_io.connection import DirectConnection, expect
-from tests.simulators.issuer import (
+from tests.support.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,
     TERMINAL_ID,

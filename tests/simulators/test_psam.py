@@ -8,22 +8,12 @@ from pathlib import Path
 
 from hsm import cardcrypto, mac, pboc
 from hsm.des import Des
-from simulators.psam import PsamKey, PsamState, VirtualPsam
-from tests.simulators.cards import SELECT_APP, V4_KEY, call, h, ok, v4_card
+from simulators.psam import PsamState, VirtualPsam
+from tests.support.cards import SELECT_APP, call, h, ok, v4_card
+from tests.support.psam import SERIAL, TERM, TRANSPORT, v4_psam
 
-TRANSPORT = bytes.fromhex("778899AABBCCDDEEFF00112233445566")
-SERIAL = bytes.fromhex("31010000000000000777")
-TERM = "001122334455"
 # rnd | ctr | amount | type | date time | kv | alg  (V4's purchase)
 V4_MAC1_INPUT = "584633C9" "0000" "00000001" "06" "20161216134600" "00" "00"
-
-
-def v4_psam(path: Path | None = None) -> VirtualPsam:
-    state = PsamState.blank(SERIAL, TRANSPORT, h(TERM), term_serial=0)
-    state.keys[0] = PsamKey(0x02, 0, 0, V4_KEY)  # V4's card key itself: no diversification
-    psam = VirtualPsam(state, path=path)
-    psam.power_on()
-    return psam
 
 
 def test_v4_purchase_through_the_psam() -> None:

@@ -11,8 +11,8 @@ from hsm import mac, pboc
 from hsm.des import Des
 from simulators.card import terminal
 from switch.card_io.connection import ApduError, DirectConnection
-from tests.simulators.cards import V4_KEY, h, v4_card
-from tests.simulators.test_psam import v4_psam
+from tests.support.cards import V4_KEY, h, v4_card
+from tests.support.psam import v4_psam
 
 
 def test_v4_through_the_terminal_helpers() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.switch.daemon_fixture import BACKENDS
+from tests.support.daemon import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

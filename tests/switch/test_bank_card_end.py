@@ -17,10 +17,11 @@ from hsm.des import Des
 from ledger.kinds import AccountKind, account_id
 from simulators.bank import BankAcquirer
 from switch.bank.cards import SqliteCardStatus, sweep_ended_cards
-from tests.switch.bank_support import BANK, BankDaemon, bank_daemon
-from tests.switch.daemon_fixture import now
-from tests.switch.kiosk import PIN, CardOnFile
-from tests.switch.test_scripted_day import cards_on_file, issue_cards
+from tests.support.bank import BANK, BankDaemon, bank_daemon
+from tests.support.daemon import now
+from tests.support.kiosk import PIN
+from tests.support.on_file import CardOnFile
+from tests.support.scripted_day import cards_on_file, issue_cards
 
 NEW_CARD = "3100009999999995"
 NEW_SERIAL = "00000000000000099999"

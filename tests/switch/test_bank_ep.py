@@ -26,8 +26,9 @@ from simulators.bank import BankAcquirer, BankIssuer, IssuerRules
 from switch.app import App
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
-from tests.switch.daemon_fixture import Daemon, new_hsm, now
-from tests.switch.kiosk import PIN, first_card, issue_card
+from tests.support.daemon import Daemon, new_hsm, now
+from tests.support.kiosk import PIN, issue_card
+from tests.support.on_file import first_card
 
 BANK = "01020000"
 

@@ -19,11 +19,12 @@ from messages.bank import KeyChange, SavingsDebit
 from simulators.bank import BankAcquirer, BankKeys
 from simulators.kiosk import Kiosk
 from switch.bank.keys import parse_items
-from tests.switch.bank_support import BANK, BankDaemon, bank_daemon, until
-from tests.switch.daemon_fixture import now
-from tests.switch.kiosk import PIN, first_card
-from tests.switch.test_scripted_day import issue_cards, terminal_link
-from tests.switch.test_sim_terminals import invoke
+from tests.support.bank import BANK, BankDaemon, bank_daemon, until
+from tests.support.daemon import now
+from tests.support.kiosk import PIN
+from tests.support.on_file import first_card
+from tests.support.scripted_day import issue_cards, terminal_link
+from tests.support.sim import invoke
 
 
 def run(tmp: Path, scenario: Any, **bank: Any) -> None:

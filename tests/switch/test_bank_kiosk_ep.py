@@ -19,10 +19,11 @@ from simulators.card import VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.terminal_link import TerminalError
 from switch.card_io.connection import DirectConnection
-from tests.switch.bank_support import BankDaemon, bank_daemon, until
-from tests.switch.kiosk import PIN, first_card
-from tests.switch.test_scripted_day import issue_cards, terminal_link
-from tests.switch.test_sim_terminals import invoke, tmk_file
+from tests.support.bank import BankDaemon, bank_daemon, until
+from tests.support.kiosk import PIN
+from tests.support.on_file import first_card
+from tests.support.scripted_day import issue_cards, terminal_link
+from tests.support.sim import invoke, tmk_file
 
 KIOSK = "K0000001"
 

@@ -40,8 +40,9 @@ from switch.card_io.connection import ApduError, CardConnection
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.logs import JsonFormatter
 from switch.sessions import Sessions
-from tests.switch.daemon_fixture import Daemon, Terminal, new_hsm, now
-from tests.switch.kiosk import PIN, CardOnFile, card_balance, first_card, issue_card, kiosk_load
+from tests.support.daemon import Daemon, Terminal, new_hsm, now
+from tests.support.kiosk import PIN, card_balance, issue_card, kiosk_load
+from tests.support.on_file import CardOnFile, first_card
 
 ACQUIRER = "01020000"
 ZAK_ALIAS = "bank/01020000/ZAK"

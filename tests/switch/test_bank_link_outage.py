@@ -19,9 +19,9 @@ from simulators import terminal_card
 from simulators.bank import IssuerRules
 from simulators.kiosk import Kiosk
 from simulators.terminal_link import TerminalError
-from tests.switch.bank_support import BankDaemon, bank_daemon, until
-from tests.switch.kiosk import PIN
-from tests.switch.test_scripted_day import cards_on_file, issue_cards, terminal_link
+from tests.support.bank import BankDaemon, bank_daemon, until
+from tests.support.kiosk import PIN
+from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
 
 ROUNDS_MAX = 400  # loads per kiosk, at most
 

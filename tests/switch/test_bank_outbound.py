@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import uvloop
 
-from hsm.keys import KeyRef, KeyUsage
-from hsm.keystore import MemoryKeyStore
+from hsm.keys import KeyRef
 from hsm.soft import SoftHsm
 from ledger import events as ev
 from ledger.core import QueuedReversal
@@ -23,21 +20,9 @@ from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
 from switch.bank.saf import SafSender, SqliteReversalQueue
-from tests.switch.daemon_fixture import new_hsm, now
-
-CENTRE = "09990000"
-BANK = "01020000"
-PAN = "6212340000000016"
-
-
-def run(coro: Awaitable[None]) -> None:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(asyncio.wait_for(coro, timeout=60))  # type: ignore[arg-type]
-
-
-async def keys() -> tuple[SoftHsm, KeyRef]:
-    hsm = new_hsm(MemoryKeyStore())
-    return hsm, await hsm.generate_key(f"bank/{BANK}/ZAK", KeyUsage.ZAK, now=now())
+from tests.support.bank import BANK
+from tests.support.bank_link import CENTRE, PAN, keys, run, until
+from tests.support.daemon import now
 
 
 def client(hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5) -> BankLinkClient:
@@ -50,14 +35,6 @@ def client(hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5) -> Bank
 def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebit:
     values = {**link.envelope(), **envelope}
     return SavingsDebit(**values, pan=PAN, amount_fen=amount_fen, pin_block=bytes(8))
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def test_link_matches_times_out_and_reconnects() -> None:

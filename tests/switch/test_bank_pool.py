@@ -9,8 +9,8 @@ import asyncio
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer
 from switch.bank.link import BankLinkPool, OutboundSettings
-from tests.switch.daemon_fixture import now
-from tests.switch.test_bank_outbound import CENTRE, PAN, keys, run, until
+from tests.support.bank_link import CENTRE, PAN, keys, run, until
+from tests.support.daemon import now
 
 
 def test_requests_spread_and_survive_one_failing_connection() -> None:

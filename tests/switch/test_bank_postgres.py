@@ -23,10 +23,10 @@ from simulators import terminal_card
 from simulators.bank import BankAcquirer, IssuerRules
 from switch.bank.link import BankLinkPool, OutboundSettings
 from switch.database import open_stores
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.bank_support import BANK, BankDaemon, bank_daemon
-from tests.switch.daemon_fixture import BACKENDS, make_database, make_pg_database, new_hsm, now
-from tests.switch.kiosk import PIN, issue_card
+from tests.support.bank import BANK, BankDaemon, bank_daemon
+from tests.support.daemon import BACKENDS, make_database, make_pg_database, new_hsm, now
+from tests.support.kiosk import PIN, issue_card
+from tests.support.pg import DSN, fresh_schema
 
 
 async def _until_statuses(bank: BankDaemon, wanted: list[str], timeout_s: float = 15.0) -> None:

@@ -27,8 +27,9 @@ from switch.demo import keys as demo_keys
 from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions
-from tests.switch.daemon_fixture import Daemon, new_hsm, now
-from tests.switch.kiosk import card_balance, first_card, issue_card
+from tests.support.daemon import Daemon, new_hsm, now
+from tests.support.kiosk import card_balance, issue_card
+from tests.support.on_file import first_card
 
 ACQUIRER = "01020000"
 

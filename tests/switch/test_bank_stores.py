@@ -19,8 +19,8 @@ from ledger.core import QueuedReversal
 from switch.bank.cards import CardStatusStore
 from switch.bank.saf import ReversalQueue
 from switch.database import Stores, open_stores
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.daemon_fixture import BACKENDS, make_database, make_pg_database
+from tests.support.daemon import BACKENDS, make_database, make_pg_database
+from tests.support.pg import DSN, fresh_schema
 
 CARDS = {  # card_no: (application serial, cardholder)
     "6212340000000001": ("3100000000000001", "H1"),

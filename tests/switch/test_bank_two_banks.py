@@ -19,10 +19,10 @@ from simulators.bank import BankAcquirer
 from simulators.kiosk import Kiosk
 from switch.bank.host import bank_configs
 from switch.config import BankConfig
-from tests.switch.bank_support import BANK, BANK_B, BankDaemon, bank_daemon
-from tests.switch.daemon_fixture import now
-from tests.switch.kiosk import PIN
-from tests.switch.test_scripted_day import cards_on_file, issue_cards, terminal_link
+from tests.support.bank import BANK, BANK_B, BankDaemon, bank_daemon
+from tests.support.daemon import now
+from tests.support.kiosk import PIN
+from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
 
 CARD_B_PREFIX = f"{CARD_BIN}000000002"  # the demo's second card: bank B's "BIN"
 

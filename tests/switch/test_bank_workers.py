@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from switch.demo.keys import provision, write_config
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.daemon_fixture import make_pg_database
-from tests.switch.test_workers import SCRIPT, WORKERS, free_ports
+from tests.support.daemon import make_pg_database
+from tests.support.pg import DSN, fresh_schema
+from tests.support.workers import SCRIPT, WORKERS, free_ports
 
 
 @pytest.mark.postgres

@@ -27,17 +27,19 @@ from messages.terminal import (
     DebitAdvice,
 )
 from routing.purchases import debit_transfer
-from tests.switch.daemon_fixture import Daemon, Terminal, now
-from tests.switch.kiosk import (
+from tests.support.daemon import Daemon, Terminal, now, run
+from tests.support.kiosk import (
+    KIOSK,
+    balances,
     card_balance,
-    first_card,
-    first_psam,
     issue_card_with_keys,
     issue_psam,
     kiosk_load,
     pos_purchase,
+    signed_on_kiosk,
 )
-from tests.switch.test_loads import KIOSK, balances, run, signed_on_kiosk
+from tests.support.on_file import first_card, first_psam
+from tests.support.scripted_day import ledger_sums as ledger_state
 
 AMOUNTS = (1_000, 2_000, 3_000)
 
@@ -58,14 +60,6 @@ async def settle(pos: Terminal, totals: SettlementTotals) -> int:
     assert isinstance(reply, BatchSettlementReply) and reply.totals is not None, reply
     assert reply.response_code == "00"
     return reply.totals.result
-
-
-async def ledger_state(daemon: Daemon) -> tuple[tuple[str, int, int], ...]:
-    ledger = daemon.app.ledger
-    assert ledger is not None
-    found = await ledger.all_balances()
-    assert sum(b.debits_posted_fen for b in found) == sum(b.credits_posted_fen for b in found)
-    return tuple(sorted((b.account_id, b.debits_posted_fen, b.credits_posted_fen) for b in found))
 
 
 def test_batch_upload_posts_each_debit_once_and_settles(tmp_path: Path) -> None:

@@ -18,13 +18,20 @@ from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from messages.private import BillData, CardData, Purse
 from messages.terminal import BatchUploadRecord, DebitAdvice
 from simulators import terminal_card
-from tests.switch.daemon_fixture import Daemon, Terminal, now
-from tests.switch.kiosk import PIN, first_psam, issue_psam, kiosk_load, pos_purchase
-from tests.switch.test_batch import ledger_state
-from tests.switch.test_loads import KIOSK, signed_on_kiosk
-from tests.switch.test_pos_offline import give_ep
-from tests.switch.test_scripted_day import cards_on_file, issue_cards
-from tests.switch.test_settlement import his_submit, medical_reference, run, settle
+from tests.support.daemon import Daemon, Terminal, now, run
+from tests.support.kiosk import (
+    KIOSK,
+    PIN,
+    give_ep,
+    issue_psam,
+    kiosk_load,
+    pos_purchase,
+    signed_on_kiosk,
+)
+from tests.support.on_file import first_psam
+from tests.support.scripted_day import cards_on_file, issue_cards
+from tests.support.scripted_day import ledger_sums as ledger_state
+from tests.support.settlement import his_submit, medical_reference, settle
 
 
 async def send(

@@ -18,7 +18,7 @@ from switch.card_io.connection import (
     PcscConnection,
     expect,
 )
-from tests.simulators.cards import SELECT_APP, h, v4_card
+from tests.support.cards import SELECT_APP, h, v4_card
 
 
 def test_direct_connection_round_trip() -> None:

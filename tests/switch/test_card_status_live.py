@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 from messages.outcome import Outcome
-from tests.switch.daemon_fixture import Daemon
-from tests.switch.kiosk import issue_card, kiosk_load
-from tests.switch.test_loads import KIOSK, run, signed_on_kiosk
+from tests.support.daemon import Daemon, run
+from tests.support.kiosk import KIOSK, issue_card, kiosk_load, signed_on_kiosk
 
 
 def in_another_process(path: Path, statement: str) -> None:

@@ -5,7 +5,6 @@ personalised card that then loads with the HSM verifying MAC1 and TAC."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +12,20 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from hsm.interface import OnlineTxn
-from hsm.keys import CardKeyPath, KeyUsage
-from hsm.pboc import bcd_datetime, card_factor
+from hsm.keys import CardKeyPath
+from hsm.pboc import card_factor
 from ledger import schema
-from ledger.migrate import upgrade_sqlite
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
-from switch.card_io.connection import CardConnection, DirectConnection, expect
+from switch.card_io.connection import DirectConnection
 from switch.card_io.personalize import decode_authorisations
 from switch.cli import main
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
+from tests.support.card_issuance import load_checked, make_db
 
 NOW = "2026-11-25T10:00:00"
-
-
-def make_db(path: Path, holders: int) -> None:
-    upgrade_sqlite(path)
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as db:
-        db.execute(sa.insert(schema.institutions), [
-            {"id": "unit1", "kind": "unit", "name": "单位一"},
-            {"id": "hosp1", "kind": "hospital", "name": "医院一", "level": 3},
-        ])
-        db.execute(sa.insert(schema.terminals).values(id="00000001", institution_id="hosp1",
-                                                      kind="pos"))
-        db.execute(sa.insert(schema.cardholders), [
-            {"id": f"P{i:07d}", "ssn": f"1101011990{i:08d}", "name": f"持卡人{i}",
-             "category": "employed", "unit_id": "unit1"} for i in range(1, holders + 1)
-        ])
-    engine.dispose()
 
 
 @pytest.fixture
@@ -116,29 +97,6 @@ def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
                 "hosp1", "--terminal", "00000001", readers={"p": psam})
     assert bound.exit_code == 0, bound.output
     assert psam.state.terminal_id == bytes.fromhex("000012345678") and 1 in psam.state.keys
-
-
-async def load_checked(
-    home: Path, conn: CardConnection, serial: bytes, *, connect: bool = True
-) -> None:
-    """A load of 2.56 yuan into the EP: the key home's HSM checks MAC1, makes MAC2, checks
-    the TAC."""
-    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
-    h = Home(home, "test")
-    load_key = CardKeyPath(await resolve(h, "card/MK_LOAD"), (card_factor(serial),))
-    tac_key = CardKeyPath(await resolve(h, "card/MK_TAC"), (card_factor(serial),))
-    if connect:
-        conn.connect()
-    expect(conn, bytes.fromhex("00A4040006D15600000503"), "SELECT")
-    term = bytes.fromhex("000012345678")
-    init = expect(conn, bytes.fromhex("805000020B0100000100") + term + b"\x10", "INIT")
-    txn = OnlineTxn(2, 0, 256, 0, init[8:12], term, init[12:16])
-    assert await hsm.verify_mac1(load_key, txn)
-    when = datetime(2026, 11, 25, 11, 0)
-    mac2 = await hsm.generate_mac2(load_key, txn, when)
-    tac = expect(conn, bytes.fromhex("805200000B") + bcd_datetime(when) + mac2 + b"\x04", "CR")
-    assert await hsm.verify_load_tac(tac_key, txn, 256, when, tac)
-    assert KeyUsage.MK_LOAD is load_key.master.usage
 
 
 def test_batch_refused_whole(deployment: dict[str, Any]) -> None:

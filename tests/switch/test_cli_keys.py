@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from switch.cli import main
-from tests.hsm import psec_oracle as oracle
+from tests.support import psec_oracle as oracle
 
 
 def clear_of(component_file: Path) -> bytes:

@@ -21,8 +21,8 @@ from ledger.medical.sql_store import SqlMedicalStore
 from switch.cli import main
 from switch.his_api import HisDeps, make_his_app
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.ledger.medical.world import HOLDERS, sql_world
-from tests.switch.his_support import serving_in_thread
+from tests.support.his import serving_in_thread
+from tests.support.medical_world import HOLDERS, sql_world
 
 CSV_V2 = """code,name,unit,ceiling_fen,class,self_pay_bp
 A01,阿莫西林胶囊,盒,1100,甲,0

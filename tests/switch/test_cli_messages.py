@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from switch.cli import main
-from tests.messages.test_codec import V8_FRAME
+from tests.support.frames import V8_FRAME
 
 
 def test_decode_shows_the_v8_frame_and_names_no_transaction() -> None:

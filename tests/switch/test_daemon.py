@@ -23,7 +23,7 @@ from messages.terminal import (
     SignOn,
     SignOnReply,
 )
-from tests.switch.daemon_fixture import (
+from tests.support.daemon import (
     CODEC,
     Daemon,
     Terminal,

@@ -27,10 +27,10 @@ from ledger.medical.sql_store import sqlite_engine
 from messages.private import CardData
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
-from tests.ledger.dayend.support import Cli, make_keys, today_and_after
-from tests.switch.daemon_fixture import Daemon, now, running_daemon
-from tests.switch.kiosk import PIN, issue_psam
-from tests.switch.test_scripted_day import (
+from tests.support.daemon import Daemon, now, running_daemon
+from tests.support.dayend import Cli, make_keys, today_and_after
+from tests.support.kiosk import PIN, issue_psam
+from tests.support.scripted_day import (
     CARDS,
     FORGED_FEN,
     KIOSKS,
@@ -44,7 +44,7 @@ from tests.switch.test_scripted_day import (
     terminal_link,
     three_psams,
 )
-from tests.switch.test_settlement import his_submit, medical_reference
+from tests.support.settlement import his_submit, medical_reference
 
 BIG_LOAD_FEN = 90_000
 

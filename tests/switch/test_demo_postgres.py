@@ -13,7 +13,7 @@ from ledger.demo import init_demo
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.ledger import demo_group, ledger_group
-from tests.ledger.pg_support import DSN, fresh_schema
+from tests.support.pg import DSN, fresh_schema
 
 pytestmark = pytest.mark.postgres
 

@@ -17,8 +17,8 @@ from ledger.medical.accumulators import ZERO
 from ledger.medical.bills import bill_id_for
 from ledger.medical.service import MedicalService
 from switch.his_api import make_his_app, mount_his_app
-from tests.ledger.medical.world import HOLDERS, memory_service, sql_service
-from tests.switch.his_support import TOKENS, basic, make_deps, serving
+from tests.support.his import TOKENS, basic, make_deps, serving
+from tests.support.medical_world import HOLDERS, memory_service, sql_service
 
 CARD = HOLDERS[0].card_no
 H1 = {"Authorization": basic("H001", TOKENS["H001"])}

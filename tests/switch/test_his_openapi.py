@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from switch.his_api import make_his_app  # noqa: E402
-from tests.ledger.medical.world import HOLDERS, memory_service  # noqa: E402
-from tests.switch.his_support import TOKENS, basic, make_deps, serving_in_thread  # noqa: E402
+from tests.support.his import TOKENS, basic, make_deps, serving_in_thread  # noqa: E402
+from tests.support.medical_world import HOLDERS, memory_service  # noqa: E402
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
 schema = schemathesis.openapi.from_path(SPEC)

@@ -21,7 +21,7 @@ from hsm.interface import MacAlgorithm
 from hsm.keys import KeyRef, KeyUsage
 from switch.cli import main
 from switch.hsm_net import HsmClient, HsmServer
-from tests.hsm.conftest import KNOWN_KEYS, load_known_keys, make_soft_hsm
+from tests.support.hsm_keys import KNOWN_KEYS, load_known_keys, make_soft_hsm
 
 
 async def raw_exchange(port: int, bodies: list[bytes]) -> list[bytes]:

@@ -5,69 +5,36 @@ each attempt, and the personal fund paid exactly what the card received."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from ledger.kinds import AccountKind, account_id
 from messages import terminal_table
 from messages.outcome import Outcome
-from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad, SignOn, SignOnReply
+from messages.terminal import BalanceInquiry, DebitAdvice, EdLoad
 from simulators.card.card import Tear
 from switch.card_io.connection import CardRemovedError
 from switch.logs import JsonFormatter
-from tests.switch.daemon_fixture import (
+from tests.support.daemon import (
     CODEC,
     Daemon,
-    Terminal,
     now,
-    running_daemon,
+    run,
 )
-from tests.switch.kiosk import (
+from tests.support.kiosk import (
+    KIOSK,
+    balances,
     card_balance,
     issue_card,
     issue_card_with_keys,
     issue_psam,
     kiosk_load,
     pos_purchase,
+    signed_on_kiosk,
 )
-
-KIOSK = "K0000001"
-
-
-async def signed_on_kiosk(daemon: Daemon, terminal: Terminal, institution: str = "centre") -> None:
-    terminal.institution_id = institution.ljust(15)
-    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
-    assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
-    terminal.keys = await terminal.hsm.accept_sign_on(
-        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
-    )
-    terminal.batch = reply.batch
-
-
-async def balances(daemon: Daemon, serial: str, cardholder: str) -> tuple[int, int, int]:
-    ledger = daemon.app.ledger
-    assert ledger is not None
-    ids = [
-        account_id(AccountKind.CARD_ED_SHADOW, serial),
-        account_id(AccountKind.ED_LOADS_IN_DOUBT, serial),
-        account_id(AccountKind.PERSONAL_FUND, cardholder),
-    ]
-    found = await ledger.balances(ids)
-    return tuple(found[i].balance_fen if i in found else 0 for i in ids)  # type: ignore[return-value]
-
-
-def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
-            await scenario(daemon)
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(asyncio.wait_for(main(), timeout=120))
 
 
 def test_kiosk_load_with_mac1_mac2_and_tac(

@@ -45,7 +45,8 @@ from switch.card_io.connection import (
 from switch.cli import main
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.simulators.issuer import (
+from tests.support.card_issuance import load_checked, make_db
+from tests.support.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,
     TERMINAL_ID,
@@ -53,7 +54,6 @@ from tests.simulators.issuer import (
     make_issuer,
     purchase,
 )
-from tests.switch.test_cli_cards import load_checked, make_db
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 CARD_READER = "Virtual PCD 00 00"

@@ -25,8 +25,8 @@ from switch.pg_stores import PgKeyStore, RoutedKeyStore
 from switch.reply_store import SharedReplyCache
 from switch.sequences import SqliteSequences
 from switch.sessions import SharedSessions
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.daemon_fixture import make_pg_database
+from tests.support.daemon import make_pg_database
+from tests.support.pg import DSN, fresh_schema
 
 
 def key(alias: str, version: int, usage: KeyUsage = KeyUsage.MAK) -> StoredKey:

@@ -9,32 +9,24 @@ bill's share: the settlement is reversed at once."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
-from ledger import events as ev
-from ledger.core import Transfer, new_account, transfer_id
+from ledger.core import transfer_id
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.card import VirtualCard
-from simulators.card.state import PURSE_EP
 from simulators.psam import VirtualPsam
 from switch.card_io.connection import DirectConnection
-from tests.switch.daemon_fixture import Daemon, now
-from tests.switch.kiosk import first_card, first_psam, issue_card_with_keys, issue_psam
-from tests.switch.test_settlement import his_submit, medical_reference, run
-from tests.switch.test_sim_terminals import KIOSK, invoke, tmk_file
+from tests.support.daemon import Daemon, now, run
+from tests.support.kiosk import KIOSK, give_ep, issue_card_with_keys, issue_psam
+from tests.support.on_file import first_card, first_psam
+from tests.support.relay import dead_port
+from tests.support.settlement import his_submit, medical_reference
+from tests.support.sim import invoke, tmk_file
 
 EP_FEN = 9_000
-
-
-def dead_port() -> int:
-    """A port nothing listens on: connecting is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def card_purses(path: Path) -> tuple[int, int]:
@@ -42,25 +34,6 @@ def card_purses(path: Path) -> tuple[int, int]:
     conn.connect()
     terminal_card.open_application(conn, "123456")
     return terminal_card.balance(conn, Purse.ED), terminal_card.balance(conn, Purse.EP)
-
-
-async def give_ep(daemon: Daemon, card: VirtualCard, serial: str, amount: int) -> None:
-    """An EP load's outcome, as a fixture: the card's EP holds ``amount`` and so does its
-    shadow (the kiosk's EP load from bank savings is not what this test is about)."""
-    card.state.purses[PURSE_EP].balance += amount
-    card.save()
-    ledger = daemon.app.ledger
-    assert ledger is not None
-    await ledger.open_accounts([new_account(K.EP_PROOF_CLEARING, ev.CENTRE)])
-    await ledger.open_accounts(ev.card_accounts(serial))
-    transfer = Transfer(
-        transfer_id("test-ep", serial),
-        account_id(K.EP_PROOF_CLEARING, ev.CENTRE),
-        account_id(K.CARD_EP_SHADOW, serial),
-        amount,
-        ev.TransferCode.LOAD_TO_SHADOW,
-    )
-    assert (await ledger.post([transfer]))[0].ok
 
 
 def test_ep_self_pay_and_automatic_offline_fallback(tmp_path: Path) -> None:

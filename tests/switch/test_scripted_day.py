@@ -27,21 +27,13 @@ turn; the scripts through the CLI are tested in test_sim_terminals.py."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-import sqlite3
 from collections.abc import Coroutine
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from hsm import pboc, pinblock
-from hsm.des import Des, adjust_parity
-from hsm.keys import KeyUsage
-from hsm.keystore import MemoryKeyStore
-from hsm.lmk import Component
 from ledger import events as ev
 from ledger.kinds import AccountKind, account_id
 from ledger.medical.service import MedicalService
@@ -51,83 +43,36 @@ from messages.outcome import Outcome
 from messages.private import CardData, Purse
 from messages.terminal import BatchUploadEnd, BatchUploadRecord, DebitAdvice
 from simulators import terminal_card
-from simulators.card import CardState, VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
-from simulators.terminal_link import Endpoint, TerminalLink, TerminalState, Unreachable
-from switch.card_io.connection import CardConnection, DirectConnection
-from switch.card_io.personalize import PinEntry, personalize_card
-from tests.switch.daemon_fixture import Daemon, new_hsm, now, running_daemon
-from tests.switch.kiosk import PIN, CardOnFile, PsamOnFile, card_master_keys, issue_psam
-from tests.switch.test_pos_offline import dead_port, give_ep
-from tests.switch.test_settlement import his_submit, medical_reference
-from tests.switch.test_sim_terminals import ReplyDropper
+from simulators.terminal_link import Endpoint, Unreachable
+from switch.card_io.connection import CardConnection
+from tests.support.daemon import Daemon, now, running_daemon
+from tests.support.kiosk import PIN, give_ep, issue_psam
+from tests.support.relay import ReplyDropper, dead_port
+from tests.support.scripted_day import (
+    CARDS,
+    FORGED_FEN,
+    FORGED_SERIAL,
+    KIOSKS,
+    LOAD_FEN,
+    OFFLINE_FEN,
+    cards_on_file,
+    forge_record,
+    issue_cards,
+    ledger_sums,
+    present,
+    terminal_link,
+    three_psams,
+)
+from tests.support.settlement import his_submit, medical_reference
 
-CARDS = 50
-KIOSKS = ("K0000001", "K0000002")
-LOAD_FEN = 6_000  # each card's load: its bill's personal share and the offline purchases fit
-OFFLINE_FEN = 300
-FORGED_SERIAL = 900_000  # a PSAM transaction serial the POS never reached
-FORGED_FEN = 777
 EP_CARDS = range(3, CARDS, 5)  # their bills have a self-pay line the card's EP pays
 EP_FEN = 6_000
 FALLBACK_CARDS = (4, 7, 10)  # purchases at a POS whose centre is unreachable
 FALLBACK_FEN = 200
 LOST_ADVICE_CARD = 5
 GAP_CARD = 6  # its offline debit is lost by a POS whose clock is days behind
-
-
-def cards_on_file(database: Path, count: int) -> list[CardOnFile]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT ?",
-            (count,),
-        ).fetchall()
-    assert len(rows) == count
-    return [CardOnFile(*row) for row in rows]
-
-
-def three_psams(database: Path) -> list[PsamOnFile]:
-    """Two PSAMs (POS) of the first institution, one of the second."""
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
-            "ORDER BY institution_id, serial"
-        ).fetchall()
-    psams = [PsamOnFile(*row) for row in rows]
-    first = [p for p in psams if p.institution_id == psams[0].institution_id][:2]
-    other = next(p for p in psams if p.institution_id != psams[0].institution_id)
-    assert len(first) == 2
-    return [*first, other]
-
-
-async def issue_cards(daemon: Daemon, cards: list[CardOnFile]) -> tuple[list[CardConnection], Any]:
-    """Virtual cards personalised through the daemon's HSM under one set of master keys."""
-    keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
-    connections: list[CardConnection] = []
-    for on_file in cards:
-        serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
-        control = pboc.diversify(Des(clear_control), pboc.card_factor(serial))
-        conn = DirectConnection(VirtualCard(CardState.blank(serial, control)))
-        conn.connect()
-        block = Des(clear_pik).encrypt_ecb(pinblock.encode_format0(PIN, on_file.card_no))
-        entry = PinEntry(pik, block, on_file.card_no)
-        public = bytes(10) + serial + bytes(10)
-        await personalize_card(conn, daemon.hsm, keys, serial, public, bytes(39), bytes(60), entry)
-        connections.append(conn)
-    return connections, keys
-
-
-async def terminal_link(
-    daemon: Daemon, terminal_id: str, institution: str, state: Path, port: int, timeout: float
-) -> TerminalLink:
-    """The terminal's own secure module with the TMK the centre holds as tmk/<terminal id>."""
-    clear = adjust_parity(secrets.token_bytes(16))
-    await daemon.hsm.form_key(f"tmk/{terminal_id}", KeyUsage.TMK, [Component(clear)], now=now())
-    module = new_hsm(MemoryKeyStore())
-    tmk = await module.form_key(f"tmk/{terminal_id}", KeyUsage.TMK, [Component(clear)], now=now())
-    endpoint = Endpoint("127.0.0.1", port, timeout)
-    return TerminalLink(endpoint, terminal_id, institution, module, tmk, TerminalState.open(state))
 
 
 def medical_state(medical: MedicalService, bill_id: str) -> str:
@@ -153,32 +98,9 @@ async def lose_one_advice(pos: Pos, work: Coroutine[Any, Any, list[str]]) -> lis
         pos.link.exchange = exchange  # type: ignore[method-assign]
 
 
-def present(terminal: Pos | Kiosk, card: CardConnection, on_file: CardOnFile) -> None:
-    """The next customer's card in the terminal's reader."""
-    terminal.card, terminal.pan = card, on_file.card_no
-
-
 def purses(card: CardConnection) -> tuple[int, int]:
     terminal_card.open_application(card, PIN)
     return terminal_card.balance(card, Purse.ED), terminal_card.balance(card, Purse.EP)
-
-
-def forge_record(pos: Pos) -> dict[str, Any]:
-    """A test helper: an offline record for a debit the card never made, with a wrong TAC,
-    written into the POS's batch (as a tampered terminal would) before its upload."""
-    genuine = pos.state.records[-1]
-    data = replace(
-        CardData.parse(bytes.fromhex(genuine["card"])),
-        psam_serial=FORGED_SERIAL,
-        amount_fen=FORGED_FEN,
-        tac=b"\0\0\0\0",
-    )
-    forged = {**genuine, "amount_fen": FORGED_FEN, "card": data.build().hex(), "online": False}
-    forged.pop("bill_id", None)
-    forged["advised"] = False
-    pos.state.records.append(forged)
-    pos.state.save()
-    return forged
 
 
 async def upload_every_record(pos: Pos) -> list[tuple[str, str]]:
@@ -194,14 +116,6 @@ async def upload_every_record(pos: Pos) -> list[tuple[str, str]]:
     count = f"{len(pos.state.records):04d}"
     end = await pos.link.exchange(BatchUploadEnd(**pos.link.envelope(), count=count))
     return [*codes, ("end", end.response_code)]
-
-
-async def ledger_sums(daemon: Daemon) -> tuple[tuple[str, int, int], ...]:
-    ledger = daemon.app.ledger
-    assert ledger is not None
-    found = await ledger.all_balances()
-    assert sum(b.debits_posted_fen for b in found) == sum(b.credits_posted_fen for b in found)
-    return tuple(sorted((b.account_id, b.debits_posted_fen, b.credits_posted_fen) for b in found))
 
 
 def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) -> None:

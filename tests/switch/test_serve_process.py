@@ -16,7 +16,7 @@ from messages.spec_terminal import TERMINAL
 from messages.terminal import SignOn, SignOnReply
 from messages.terminal_table import build, parse
 from switch.demo.keys import provision, write_config
-from tests.switch.daemon_fixture import INSTITUTION, make_database
+from tests.support.daemon import INSTITUTION, make_database
 
 SCRIPT = str(Path(sys.executable).parent / "medswitch")
 

@@ -5,115 +5,37 @@ session TDK, then the card's debit confirmed by its TAC."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import uvloop
 from prometheus_client import generate_latest
 
 from ledger.kinds import AccountKind, account_id
-from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
-from ledger.medical.policy import EXAMPLE
 from messages.outcome import Outcome
-from messages.private import BillData, CardData, OriginalData
+from messages.private import BillData, OriginalData
 from messages.terminal import (
     CashClose,
     DebitAdvice,
     Reversal,
-    Settlement,
-    TerminalReply,
     Void,
 )
-from tests.switch.daemon_fixture import (
+from tests.support.daemon import (
     Daemon,
     Terminal,
     now,
-    running_daemon,
+    run,
 )
-from tests.switch.kiosk import (
-    CardOnFile,
-    PsamOnFile,
+from tests.support.kiosk import (
     card_balance,
     issue_card_with_keys,
     issue_psam,
     kiosk_load,
     pos_purchase,
+    signed_on_kiosk,
 )
-from tests.switch.test_loads import signed_on_kiosk
-
-CATALOGUE = CatalogueVersion(
-    1,
-    now().date().replace(month=1, day=1),
-    {
-        "A01": CatalogueItem("A01", "阿莫西林胶囊", "盒", 1000, Coverage.A),
-        "B02": CatalogueItem("B02", "CT 平扫", "次", 15000, Coverage.B, 2000),
-        "C01": CatalogueItem("C01", "滋补膏方", "剂", 5000, Coverage.C),
-    },
-)
-
-
-def medical_reference(daemon: Daemon, institution: str) -> str:
-    """The catalogue and this year's policy, and the institution's HIS credential."""
-    assert daemon.app.stores is not None
-    reference = daemon.app.stores.reference
-    micros = int(now().timestamp() * 1_000_000)
-    reference.add_catalogue(CATALOGUE, "0" * 64, micros, "test")
-    reference.set_policy(EXAMPLE.replace("2026", str(now().year)), micros, "test")
-    return reference.issue_credential(institution, micros)
-
-
-def his_submit(port: int, institution: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/his/v1/bills",
-        json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic "
-            + base64.b64encode(f"{institution}:{token}".encode()).decode(),
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        result: dict[str, Any] = json.loads(response.read())
-        return result
-
-
-def his_get(port: int, institution: str, token: str, bill_id: str) -> dict[str, Any]:
-    credentials = base64.b64encode(f"{institution}:{token}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/his/v1/bills/{bill_id}",
-        headers={"Authorization": "Basic " + credentials},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        result: dict[str, Any] = json.loads(response.read())
-        return result
-
-
-async def settle(
-    pos: Terminal, daemon: Daemon, card_no: str, bill_id: str, amount: int
-) -> tuple[TerminalReply, BillData | None]:
-    assert pos.keys is not None and pos.keys.tdk is not None
-    bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
-    reply = await pos.exchange(
-        Settlement(**pos.envelope(), pan=card_no, amount_fen=amount, card=CardData(), bill=bill)
-    )
-    if reply.bill is None:
-        return reply, None
-    return reply, BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
-
-
-def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
-            await scenario(daemon)
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(asyncio.wait_for(main(), timeout=120))
+from tests.support.on_file import CardOnFile, PsamOnFile
+from tests.support.settlement import his_get, his_submit, medical_reference, settle
 
 
 def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path, backend: str) -> None:
@@ -424,8 +346,8 @@ def test_the_split_answer_carries_the_receipt_lines_that_fit_in_one_element() ->
     from ledger.medical.policy import Category
     from ledger.medical.split import Bill, BillLine, Person, explain, split_bill
     from routing.settlement import EXPLANATION_BYTES_MAX, split_answer
-    from tests.ledger.medical.support import CATALOGUE as ITEMS
-    from tests.ledger.medical.support import POLICY
+    from tests.support.medical import CATALOGUE as ITEMS
+    from tests.support.medical import POLICY
 
     def record(lines: tuple[BillLine, ...]) -> BillRecord:
         split = split_bill(Bill(lines), ITEMS, POLICY, Person(Category.EMPLOYED), 1, ZERO)

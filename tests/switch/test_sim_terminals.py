@@ -7,17 +7,12 @@ the virtual card's balance."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from hsm.des import adjust_parity
-from hsm.keys import KeyUsage
-from hsm.lmk import Component
 from ledger.kinds import AccountKind, account_id
-from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from simulators import terminal_card
 from simulators.card import VirtualCard
 from simulators.card.card import Tear
@@ -26,31 +21,12 @@ from simulators.psam import VirtualPsam
 from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
 from switch.card_io.connection import DirectConnection
 from switch.cli import main
-from tests.switch.daemon_fixture import Daemon, now
-from tests.switch.kiosk import (
-    CardOnFile,
-    PsamOnFile,
-    first_card,
-    first_psam,
-    issue_card_with_keys,
-    issue_psam,
-)
-from tests.switch.test_loads import balances
-from tests.switch.test_settlement import his_get, his_submit, medical_reference, run
-
-KIOSK = "K0000001"
-
-
-async def tmk_file(daemon: Daemon, terminal_id: str, path: Path) -> Path:
-    """The same TMK in the centre's HSM and, as a component file, for the terminal's module."""
-    clear = adjust_parity(secrets.token_bytes(16))
-    await daemon.hsm.form_key(f"tmk/{terminal_id}", KeyUsage.TMK, [Component(clear)], now=now())
-    path.write_text(clear.hex().upper() + "\n")
-    return path
-
-
-async def invoke(args: list[str]) -> Result:
-    return await asyncio.to_thread(CliRunner().invoke, main, args, catch_exceptions=False)
+from tests.support.daemon import Daemon, now, run
+from tests.support.kiosk import KIOSK, balances, issue_card_with_keys, issue_psam
+from tests.support.on_file import CardOnFile, PsamOnFile, first_card, first_psam
+from tests.support.relay import ReplyDropper
+from tests.support.settlement import his_get, his_submit, medical_reference
+from tests.support.sim import invoke, tmk_file
 
 
 def card_ed(path: Path) -> int:
@@ -163,52 +139,6 @@ def test_a_bad_script_line_is_named(tmp_path: Path) -> None:
     script.write_text("dance\n")
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and ":1: unknown command 'dance'" in result.output
-
-
-class ReplyDropper:
-    """A TCP relay to the daemon that passes the first ``keep`` replies and drops the rest."""
-
-    def __init__(self, port: int, keep: int) -> None:
-        self.port, self.keep, self.replies = port, keep, 0
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
-            decoder = FrameDecoder(LengthFormat.BINARY2)
-            for _ in range(10_000):
-                data = await src.read(4096)
-                if not data:
-                    break
-                if not replies:
-                    dst.write(data)
-                    continue
-                for frame in decoder.feed(data):
-                    self.replies += 1
-                    if self.replies <= self.keep:
-                        dst.write(encode_frame(bytes(frame), LengthFormat.BINARY2))
-            dst.close()
-
-        tasks = [
-            asyncio.create_task(pump(reader, up_writer, False)),
-            asyncio.create_task(pump(up_reader, writer, True)),
-        ]
-        self.tasks.update(tasks)
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def test_a_settlement_without_an_answer_is_reversed_after_a_restart(tmp_path: Path) -> None:

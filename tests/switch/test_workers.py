@@ -9,9 +9,7 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -33,41 +31,11 @@ from switch.cli.serve import serve
 from switch.demo.keys import custodian_files, provision, write_config
 from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.daemon_fixture import Terminal, make_database, make_pg_database, now
+from tests.support.daemon import Terminal, make_database, make_pg_database, now
+from tests.support.pg import DSN, fresh_schema
+from tests.support.workers import SCRIPT, WORKERS, free_ports
 
-SCRIPT = str(Path(sys.executable).parent / "medswitch")
-WORKERS = 2
 CONNECTIONS_MAX = 12  # tried until each worker holds one (all on one worker: 2 in 2**12)
-
-
-def free_ports(count: int, *, run: int = 1) -> list[int]:
-    """``count`` distinct free ports; the last one starts a run of ``run`` consecutive free
-    ports (the workers' metrics ports are that base + the worker's number). Every port is held
-    until all are chosen, so none of them coincide."""
-    held: list[socket.socket] = []
-
-    def hold(port: int) -> int | None:
-        sock = socket.socket()
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            return None
-        held.append(sock)
-        return int(sock.getsockname()[1])
-
-    try:
-        ports = [hold(0) for _ in range(count - 1)]
-        for _ in range(100):  # a bound: a run of free ports is found in a try or two
-            base = hold(0)
-            assert base is not None
-            if all(hold(base + offset) is not None for offset in range(1, run)):
-                return [p for p in ports if p is not None] + [base]
-        raise RuntimeError(f"no run of {run} free ports")
-    finally:
-        for sock in held:
-            sock.close()
 
 
 def test_sqlite_refuses_more_than_one_worker(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.demo import init_demo
-from tests.ledger.dayend.support import Cli, make_keys
+from tests.support.dayend import Cli, make_keys
 
 
 @pytest.fixture

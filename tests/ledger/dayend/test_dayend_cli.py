@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from ledger.dayend import payout_file as pf
-from tests.ledger.dayend.support import Cli, cards_of, post_both, today_and_after
+from tests.support.dayend import Cli, cards_of, post_both, today_and_after
 
 
 def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:

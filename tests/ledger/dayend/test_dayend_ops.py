@@ -19,7 +19,7 @@ from ledger.dayend.plan import Payout
 from ledger.memory import MemoryLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
-from tests.ledger.dayend.support import CUTOVER, Cli, cards_of, post_both, today_and_after
+from tests.support.dayend import CUTOVER, Cli, cards_of, post_both, today_and_after
 
 
 def _prepared(cli: Cli) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.lmk import Component
 from hsm.soft import SoftHsm
 from ledger.dayend import payout_file as pf
-from tests.hsm.conftest import make_soft_hsm
+from tests.support.hsm_keys import make_soft_hsm
 
 NOW = dt.datetime(2026, 11, 25, 10, 0, 0)
 LINES = (

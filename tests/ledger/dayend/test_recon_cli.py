@@ -21,8 +21,8 @@ from ledger import events as ev
 from ledger.core import Transfer
 from ledger.demo import init_demo
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.dayend.support import CUTOVER, Cli, make_keys, today_and_after
-from tests.ledger.invariants import check_invariants
+from tests.support.dayend import CUTOVER, Cli, make_keys, today_and_after
+from tests.support.invariants import check_invariants
 
 OURS = "WHERE reason IN ('payout_returned', 'bank_unmatched')"  # (card debits add others)
 TABLES = ("accounts", "transfers", "payouts", "review_items", "bank_statement_lines", "approvals")

@@ -13,7 +13,7 @@ from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
 from ledger.dayend import bank_files as bf
 from ledger.dayend.payout_file import LINE_BYTES
-from tests.switch.daemon_fixture import new_hsm, now
+from tests.support.daemon import new_hsm, now
 
 HSM = new_hsm(MemoryKeyStore())
 KEY = asyncio.run(HSM.generate_key("bank/b1/FILE", KeyUsage.FILE, now=now()))

@@ -19,7 +19,7 @@ from ledger.events import ContributionLine, StatementLine, post_contribution
 from ledger.events.funds import post_contribution_received
 from ledger.medical.sql_store import sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
-from tests.switch.daemon_fixture import new_hsm, now
+from tests.support.daemon import new_hsm, now
 
 ENTRIES = (
     bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half"),

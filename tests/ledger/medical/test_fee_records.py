@@ -29,8 +29,8 @@ from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.schema import offline_records, psams, terminals
-from tests.hsm.conftest import make_soft_hsm
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, NOW_US, sql_world
+from tests.support.hsm_keys import make_soft_hsm
+from tests.support.medical_world import DAY, HOLDERS, NOW, NOW_US, sql_world
 
 CARD = HOLDERS[0].card_no
 AT = "20261125101500"

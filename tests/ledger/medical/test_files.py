@@ -20,8 +20,8 @@ from ledger.medical.catalogue import (
 )
 from ledger.medical.policy import EXAMPLE, PolicyError, parse_policy
 from ledger.medical.recordfile import MedicalFileError, build, parse
-from tests.hsm.conftest import make_soft_hsm
-from tests.ledger.medical.support import CATALOGUE
+from tests.support.hsm_keys import make_soft_hsm
+from tests.support.medical import CATALOGUE
 
 NOW = dt.datetime(2026, 11, 25, 10, 0, 0)
 

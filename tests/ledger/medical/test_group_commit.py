@@ -19,7 +19,7 @@ from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, sql_service
+from tests.support.medical_world import DAY, HOLDERS, NOW, sql_service
 
 CARD, RETIREE = HOLDERS[0].card_no, HOLDERS[1].card_no
 THREADS = 24

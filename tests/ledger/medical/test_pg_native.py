@@ -26,9 +26,9 @@ from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.medical.pg_world import pg_engine
-from tests.ledger.medical.test_service import ACTIONS, _apply
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_world
+from tests.support.medical_model import ACTIONS, _apply
+from tests.support.medical_pg import pg_engine
+from tests.support.medical_world import DAY, HOLDERS, NOW, memory_service, sql_world
 
 pytestmark = pytest.mark.postgres
 

@@ -7,22 +7,9 @@ from hypothesis import strategies as st
 
 from ledger.medical.accumulators import ZERO, AccumulatorBook, EntryState, Totals
 from ledger.medical.policy import Category
-from ledger.medical.split import Bill, BillLine, Person, offline_delta, split_bill
-from tests.ledger.medical.support import CATALOGUE, POLICY
+from ledger.medical.split import Bill, Person, offline_delta, split_bill
+from tests.support.medical import CATALOGUE, POLICY, bills
 
-CODES = [*sorted(CATALOGUE.items), "Z99"]
-
-lines = st.builds(
-    BillLine,
-    st.sampled_from(CODES),
-    st.integers(1, 50),
-    st.integers(0, 40_000),
-)
-bills = st.builds(
-    Bill,
-    st.lists(lines, min_size=1, max_size=12).map(tuple),
-    st.sampled_from([None, "chronic", "unknown"]),
-)
 people = st.builds(
     Person,
     st.sampled_from(list(Category)),

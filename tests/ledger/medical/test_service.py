@@ -17,30 +17,30 @@ from ledger.medical.bills import (
     BillStateError,
     DuplicateBillError,
     Submission,
-    bill_id_for,
 )
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
-from tests.ledger.medical.test_properties import bills
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_service
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
+from tests.support.medical import bills
+from tests.support.medical_model import ACTIONS, CARD, LOST, RETIREE, _apply, submission
+from tests.support.medical_pg import pg_engine
+from tests.support.medical_world import DAY, NOW, memory_service, sql_service
 
-CARD, RETIREE, LOST = (holder.card_no for holder in HOLDERS)
 
-
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MedicalService]:
     if request.param == "memory":
         yield memory_service()
+    elif request.param == "postgres":  # the SQL store's native writes, reference data over asyncpg
+        with pg_engine() as (engine, _):
+            store = SqlMedicalStore(engine)
+            yield MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
+            store.close()
     else:
         svc = sql_service(tmp_path / "ledger.db")
         yield svc
         svc.store.engine.dispose()  # type: ignore[attr-defined]
-
-
-def submission(
-    no: str, *lines: tuple[str, int, int], card: str = CARD, special: str | None = None
-) -> Submission:
-    return Submission(no, card, DAY, Bill(tuple(BillLine(*line) for line in lines), special))
 
 
 def test_submit_reserves_and_the_same_bill_twice_counts_once(service: MedicalService) -> None:
@@ -211,9 +211,6 @@ def test_the_same_bill_submitted_twice_counts_once(bill: Bill, card: str, instit
     assert split.personal_account_fen + split.pooled_fen + split.self_pay_fen == bill.total_fen
 
 
-ACTIONS = ["submit", "approve", "complete", "cancel", "reverse", "void", "expire", "offline"]
-
-
 @settings(max_examples=12, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 3)), max_size=20))
 def test_sqlite_store_agrees_with_the_memory_model(ops: list[tuple[str, int]]) -> None:
@@ -227,38 +224,9 @@ def test_sqlite_store_agrees_with_the_memory_model(ops: list[tuple[str, int]]) -
         services[1].store.engine.dispose()  # type: ignore[attr-defined]
 
 
-def _apply(service: MedicalService, action: str, n: int) -> object:
-    bill_id = bill_id_for("H001", f"N{n}")
-    try:
-        if action == "submit":
-            record, created = service.submit_bill(
-                "H001", submission(f"N{n}", ("A01", 9 + n, 1000), ("B01", 1, 2100)), NOW
-            )
-            return record.state.value, record.split.delta, created
-        if action == "offline":
-            return service.post_offline_purchase(
-                "000000000001", n, "0000000000000011", "H001", 1000 * n, DAY
-            )
-        if action == "approve":
-            return service.approve_bill(bill_id, "H001", CARD, NOW).state.value
-        if action == "expire":
-            return service.expire_bills(NOW + dt.timedelta(days=2))
-        if action == "cancel":
-            return service.cancel_bill("H001", bill_id, NOW).state.value
-        step = {
-            "complete": service.complete_bill,
-            "reverse": service.reverse_bill,
-            "void": service.void_bill,
-        }[action]
-        record, changed = step(bill_id, NOW)
-        return record.state.value, changed
-    except (BillStateError, MedicalError, KeyError) as error:
-        return type(error).__name__
-
-
 def test_authorisations_are_queued_for_the_card(tmp_path: Path) -> None:
     from ledger.medical.sql_reference import ReferenceData
-    from tests.ledger.medical.world import NOW_US, sql_world
+    from tests.support.medical_world import NOW_US, sql_world
 
     engine = sql_world(tmp_path / "ledger.db")
     reference = ReferenceData(engine)

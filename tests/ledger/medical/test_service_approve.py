@@ -11,7 +11,7 @@ import pytest
 from ledger.medical.bills import BillState, Submission
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_service
+from tests.support.medical_world import DAY, HOLDERS, NOW, memory_service, sql_service
 
 CARD, RETIREE, _ = (holder.card_no for holder in HOLDERS)
 

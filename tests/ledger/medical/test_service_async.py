@@ -18,8 +18,8 @@ from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.medical.pg_world import pg_engine
-from tests.ledger.medical.world import DAY, HOLDERS, NOW, memory_service, sql_world
+from tests.support.medical_pg import pg_engine
+from tests.support.medical_world import DAY, HOLDERS, NOW, memory_service, sql_world
 
 CARD, RETIREE, _ = (holder.card_no for holder in HOLDERS)
 POSTGRES = pytest.mark.postgres

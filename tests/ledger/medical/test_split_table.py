@@ -14,7 +14,7 @@ import pytest
 from ledger.medical.accumulators import ZERO, AccumulatorBook, Totals
 from ledger.medical.policy import Category, Counted
 from ledger.medical.split import Bill, BillLine, Person, Reason, Share, explain, split_bill
-from tests.ledger.medical.support import CATALOGUE, POLICY, policy
+from tests.support.medical import CATALOGUE, POLICY, policy
 
 EMP, RET = Category.EMPLOYED, Category.RETIRED
 DONE = Totals(deductible_fen=80_000)  # the deductible already consumed at any level

@@ -17,7 +17,7 @@ from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from ledger.schema import cardholders, cards, institutions
-from tests.ledger.medical.support import CATALOGUE, POLICY
+from tests.support.medical import CATALOGUE, POLICY
 
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 25)

@@ -1,11 +1,15 @@
-"""Shared fixtures for the medical tests: a small catalogue and the example policy."""
+"""Shared fixtures for the medical tests: a small catalogue, the example policy, and hypothesis
+strategies for bills over that catalogue."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import strategies as st
+
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
 from ledger.medical.policy import EXAMPLE, Policy, parse_policy
+from ledger.medical.split import Bill, BillLine
 
 A, B, C = Coverage.A, Coverage.B, Coverage.C
 
@@ -29,3 +33,17 @@ def policy(**replace: object) -> Policy:
 
 
 POLICY = policy()
+
+# Bills over the catalogue, for the property tests (one code the catalogue does not hold).
+CODES = [*sorted(CATALOGUE.items), "Z99"]
+lines = st.builds(
+    BillLine,
+    st.sampled_from(CODES),
+    st.integers(1, 50),
+    st.integers(0, 40_000),
+)
+bills = st.builds(
+    Bill,
+    st.lists(lines, min_size=1, max_size=12).map(tuple),
+    st.sampled_from([None, "chronic", "unknown"]),
+)

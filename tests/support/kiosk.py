@@ -1,24 +1,34 @@
 """A kiosk for the daemon tests: a virtual card personalised through the daemon's HSM (keys by
 secure messaging, never in clear outside the HSM and the card), and the ED load flow over the
-card connection and the terminal interface."""
+card connection and the terminal interface; a kiosk signed on, the balances the ledger keeps for
+a card, and an EP load's outcome given directly."""
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 from hsm import pboc, pinblock
 from hsm.des import Des, adjust_parity
 from hsm.keys import KeyRef, KeyUsage
 from hsm.lmk import Component
+from ledger import events as ev
+from ledger.core import Transfer, new_account, transfer_id
+from ledger.kinds import AccountKind, account_id
+from ledger.kinds import AccountKind as K
 from messages.private import CardData
-from messages.terminal import EdLoad, EdLoadConfirm, TerminalReply
+from messages.terminal import (
+    EdLoad,
+    EdLoadConfirm,
+    SignOn,
+    SignOnReply,
+    TerminalReply,
+)
 from routing.cardkeys import card_master_alias
 from simulators import terminal_card
 from simulators.card import CardState, VirtualCard
+from simulators.card.state import PURSE_EP
 from simulators.psam import PsamState, VirtualPsam
 from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import (
@@ -27,27 +37,17 @@ from switch.card_io.personalize import (
     personalize_card,
     personalize_psam,
 )
-from tests.switch.daemon_fixture import Daemon, Terminal, now
+from tests.support.daemon import (
+    Daemon,
+    Terminal,
+    now,
+)
+from tests.support.on_file import CardOnFile, PsamOnFile
 
 U = KeyUsage
 SELECT_APP = bytes.fromhex("00A4040006D15600000503")
 PIN = "123456"
 KIOSK_ID = bytes.fromhex("000000000001")  # the terminal number the card MACs
-
-
-@dataclass
-class CardOnFile:
-    card_no: str
-    serial: str  # the ledger's name for the card
-    cardholder_id: str
-
-
-def first_card(database: Path) -> CardOnFile:
-    with sqlite3.connect(database) as connection:
-        row = connection.execute(
-            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT 1"
-        ).fetchone()
-    return CardOnFile(*row)
 
 
 async def card_master_keys(daemon: Daemon) -> tuple[CardMasterKeys, bytes, KeyRef, bytes]:
@@ -139,23 +139,6 @@ async def kiosk_load(
     return reply, confirmation
 
 
-@dataclass
-class PsamOnFile:
-    serial: str
-    terminal_no: str  # 12 digits: the terminal number bound into every TAC
-    institution_id: str
-    terminal_id: str  # the POS it is bound to
-
-
-def first_psam(database: Path) -> PsamOnFile:
-    with sqlite3.connect(database) as connection:
-        row = connection.execute(
-            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
-            "ORDER BY serial LIMIT 1"
-        ).fetchone()
-    return PsamOnFile(*row)
-
-
 async def issue_psam(daemon: Daemon, on_file: PsamOnFile, purchase: KeyRef) -> CardConnection:
     """A PSAM from the chip maker (its transport key from a known test master), personalised
     with its terminal number and the purchase master key under the transport key."""
@@ -189,3 +172,46 @@ def pos_purchase(
     terminal_card.open_application(card, PIN)
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
     return terminal_card.purchase(card, psam, serial, amount, when)
+
+KIOSK = "K0000001"
+
+
+async def signed_on_kiosk(daemon: Daemon, terminal: Terminal, institution: str = "centre") -> None:
+    terminal.institution_id = institution.ljust(15)
+    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
+    assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
+    terminal.keys = await terminal.hsm.accept_sign_on(
+        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
+    )
+    terminal.batch = reply.batch
+
+
+async def balances(daemon: Daemon, serial: str, cardholder: str) -> tuple[int, int, int]:
+    ledger = daemon.app.ledger
+    assert ledger is not None
+    ids = [
+        account_id(AccountKind.CARD_ED_SHADOW, serial),
+        account_id(AccountKind.ED_LOADS_IN_DOUBT, serial),
+        account_id(AccountKind.PERSONAL_FUND, cardholder),
+    ]
+    found = await ledger.balances(ids)
+    return tuple(found[i].balance_fen if i in found else 0 for i in ids)  # type: ignore[return-value]
+
+
+async def give_ep(daemon: Daemon, card: VirtualCard, serial: str, amount: int) -> None:
+    """An EP load's outcome, as a fixture: the card's EP holds ``amount`` and so does its
+    shadow (the kiosk's EP load from bank savings is not what this test is about)."""
+    card.state.purses[PURSE_EP].balance += amount
+    card.save()
+    ledger = daemon.app.ledger
+    assert ledger is not None
+    await ledger.open_accounts([new_account(K.EP_PROOF_CLEARING, ev.CENTRE)])
+    await ledger.open_accounts(ev.card_accounts(serial))
+    transfer = Transfer(
+        transfer_id("test-ep", serial),
+        account_id(K.EP_PROOF_CLEARING, ev.CENTRE),
+        account_id(K.CARD_EP_SHADOW, serial),
+        amount,
+        ev.TransferCode.LOAD_TO_SHADOW,
+    )
+    assert (await ledger.post([transfer]))[0].ok

@@ -11,7 +11,7 @@ from ledger.core import AccountFlags, Ledger
 from ledger.kinds import AccountKind as K
 from ledger.memory import MemoryLedger
 from ledger.sqlite_ledger import SqliteLedger
-from tests.ledger.pg_support import pg_ledger
+from tests.support.pg import pg_ledger
 
 PERSONAL_FEN = 100_000
 POOLED_FEN = 300_000

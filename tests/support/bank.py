@@ -25,9 +25,9 @@ from switch.app import App
 from switch.bank.host import BankHost
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
-from tests.ledger.pg_support import DSN, fresh_schema
-from tests.switch.daemon_fixture import Daemon, new_hsm, now
-from tests.switch.kiosk import CardOnFile
+from tests.support.daemon import Daemon, new_hsm, now
+from tests.support.on_file import CardOnFile
+from tests.support.pg import DSN, fresh_schema
 
 BANK = "01020000"
 BANK_B = "01030000"  # a second bank, when asked for

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ledger.medical.service import MedicalService
 from switch.his_api import HisDeps, MemoryCredentials
-from tests.ledger.medical.world import NOW
+from tests.support.medical_world import NOW
 
 TOKENS = {"H001": "token-of-h001", "H002": "token-of-h002"}
 

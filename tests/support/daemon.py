@@ -1,7 +1,7 @@
 """A real daemon on 127.0.0.1 (port 0) over a temporary database — SQLite, or a fresh PostgreSQL
 schema (``backend="postgres"``; tests take the ``backend`` fixture to run on both) — and key
 store, and a terminal that speaks to it through the same messages/hsm code (its own secure
-module)."""
+module). ``run`` runs a scenario against a demo daemon, bounded in time."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+import uvloop
 
 from hsm.des import kcv
 from hsm.interface import MacAlgorithm, SignOnKeys
@@ -32,14 +33,15 @@ from messages import terminal_table
 from messages.codec import Codec, Message
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
-from messages.terminal import TerminalMessage, TerminalReply
+from messages.terminal import (
+    TerminalMessage,
+    TerminalReply,
+)
 from switch.app import App
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
-from tests.ledger.pg_support import DSN, fresh_schema
-
-if TYPE_CHECKING:
-    from tests.switch.kiosk import CardOnFile, PsamOnFile
+from tests.support.on_file import CardOnFile, PsamOnFile
+from tests.support.pg import DSN, fresh_schema
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -182,8 +184,6 @@ class Daemon:
         return rows
 
     def first_card(self) -> CardOnFile:
-        from tests.switch.kiosk import CardOnFile  # kiosk builds on this module
-
         return CardOnFile(
             *self.sql(
                 "SELECT card_no, application_serial, cardholder_id FROM cards"
@@ -192,8 +192,6 @@ class Daemon:
         )
 
     def first_psam(self) -> PsamOnFile:
-        from tests.switch.kiosk import PsamOnFile
-
         return PsamOnFile(
             *self.sql(
                 "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams"
@@ -260,3 +258,12 @@ async def _serving(tmp: Path, database_url: str) -> AsyncIterator[Daemon]:
         yield Daemon(app, hsm, store, tmp)
     finally:
         await app.stop()
+
+
+def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
+            await scenario(daemon)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))

@@ -1,5 +1,5 @@
 """The service tests' small world on PostgreSQL: a fresh schema per test, migrated, with the
-same institutions, cardholders and reference data as `world.sql_world`."""
+same institutions, cardholders and reference data as `medical_world.sql_world`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import PgBridge, PgEngine
-from tests.ledger.medical.world import populate
-from tests.ledger.pg_support import DSN, fresh_schema
+from tests.support.medical_world import populate
+from tests.support.pg import DSN, fresh_schema
 
 
 async def _migrate(schema: str) -> None:
