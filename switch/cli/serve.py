@@ -34,11 +34,9 @@ def _load_config(path: Path | None) -> Config:
 
 def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
     """The software HSM over ``store``, its LMK formed from the configured components and
-    checked against the home's recorded check value (as ``cli_keys.open_soft_hsm``)."""
-    from hsm.errors import HsmError, LmkError
-    from hsm.lmk import Lmk
-    from hsm.soft import SoftHsm
-    from switch.key_home import Home, component_files_of
+    checked against the home's recorded check value (`switch.key_home.soft_hsm_over`)."""
+    from hsm.errors import HsmError
+    from switch.key_home import component_files_of, soft_hsm_over
 
     files = [Path(f) for f in config.hsm.lmk_components]
     if not files:
@@ -46,10 +44,7 @@ def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
             "hsm.lmk_components names no component files: the daemon forms the LMK from them"
         )
     try:
-        expected = Home(config.home_path, "").expected_lmk_kcv()
-        if expected is None:
-            raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
-        return SoftHsm(Lmk(component_files_of(files), expected), store)
+        return soft_hsm_over(config.home_path, component_files_of(files), store)
     except (HsmError, OSError) as err:
         raise click.ClickException(f"HSM: {err}") from None
 

@@ -19,6 +19,8 @@ from ledger import schema
 from switch.card_io import issuance
 from switch.card_io.connection import CardConnection, PcscConnection
 from switch.cli.common import (
+    Database,
+    check_database,
     component_count_option,
     component_files_option,
     default_db,
@@ -63,9 +65,7 @@ class Context:
         return self._hsm
 
     def engine(self) -> sa.Engine:
-        if not self.db.exists():
-            raise click.ClickException(f"{self.db} does not exist (medswitch ledger migrate)")
-        return sa.create_engine(f"sqlite:///{self.db}")
+        return sa.create_engine(check_database(Database(self.db)))
 
 
 def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
