@@ -22,7 +22,7 @@ import getpass
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -46,8 +46,10 @@ from switch.cli.common import (
     with_back_office,
     with_engine,
 )
-from switch.database import BackOffice
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 STEPS = ("snapshot", "clearing", "files", "store")
 

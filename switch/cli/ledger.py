@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -15,7 +16,9 @@ from ledger.core import Balance, PostedTransfer, ReviewItem
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from switch.cli.common import Database, database_options, with_back_office
-from switch.database import BackOffice, is_postgres, migrate_postgres
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 
 @click.group("ledger")
@@ -27,6 +30,8 @@ def ledger_group() -> None:
 @database_options
 def migrate(database: Database) -> None:
     """Create or upgrade the database schema to the newest revision."""
+    from switch.database import is_postgres, migrate_postgres
+
     url = database.resolve()
     if is_postgres(url):
         asyncio.run(migrate_postgres(url))
@@ -101,6 +106,8 @@ def demo_init(cardholders: int, seed: int, force: bool, database: Database) -> N
     """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
     funded personal accounts. Keys are made by `medswitch keys`, not here. On PostgreSQL the
     schema is migrated and must hold no deployment yet."""
+    from switch.database import is_postgres
+
     url = database.resolve()
     if is_postgres(url):
         _demo_init_postgres(url, cardholders, seed, force)

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import getpass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -48,8 +49,10 @@ from switch.cli.common import (
     keys_home_option,
     with_back_office,
 )
-from switch.database import BackOffice
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs/ledger-files.md)."
 

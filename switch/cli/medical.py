@@ -16,10 +16,9 @@ import datetime as dt
 import getpass
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from aiohttp import web
 from sqlalchemy import Engine
 
 from ledger.medical import filemac
@@ -36,7 +35,6 @@ from ledger.medical.catalogue import (
 from ledger.medical.fee_import import fee_reviews, import_fee_file
 from ledger.medical.policy import PolicyError
 from ledger.medical.recordfile import MedicalFileError, parse
-from ledger.medical.service import MedicalService
 from ledger.medical.split import yuan
 from ledger.medical.sql_reference import (
     ReferenceData,
@@ -57,9 +55,10 @@ from switch.cli.common import (
     with_back_office,
     with_engine,
 )
-from switch.database import BackOffice, sqlite_file
-from switch.his_api import HisDeps, make_his_app
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 
@@ -414,6 +413,12 @@ def his_credential(institution_id: str, database: Database) -> None:
 def his_serve(host: str, port: int, database: Database) -> None:
     """Serve the HIS API over HTTP until interrupted (on a SQLite deployment; on PostgreSQL the
     daemon serves it)."""
+    from aiohttp import web
+
+    from ledger.medical.service import MedicalService
+    from switch.database import sqlite_file
+    from switch.his_api import HisDeps, make_his_app
+
     db = sqlite_file(database.resolve())
     if db is None:
         raise click.ClickException("his serve works on SQLite: pass --db FILE")

@@ -15,7 +15,7 @@ import getpass
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
@@ -47,8 +47,10 @@ from switch.cli.common import (
     resolve,
     with_back_office,
 )
-from switch.database import BackOffice
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 Importer = Callable[..., Awaitable[T]]

@@ -21,7 +21,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -34,7 +34,9 @@ from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Sta
 from ledger.medical.split import yuan
 from messages.pretty import mask_pan
 from switch.cli.common import Database, database_options, with_back_office, with_engine
-from switch.database import BackOffice
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 _DIGITS = re.compile(r"\d{13,19}")

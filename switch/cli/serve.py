@@ -15,14 +15,7 @@ from hsm.keystore import KeyStore
 from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
-from switch import logs
-from switch.app import App, serve_until_signalled
 from switch.config import Config, ConfigError, check, load
-from switch.database import open_stores
-from switch.keystore_file import FileKeyStore
-from switch.pg_stores import PgKeyStore, RoutedKeyStore
-from switch.sessions import Sessions, SharedSessions
-from switch.workers import run_workers
 
 
 def _load_config(path: Path | None) -> Config:
@@ -55,6 +48,13 @@ async def _run(config: Config, worker: int = 0) -> None:
     Keys: on SQLite the file key store holds every key; on PostgreSQL terminals' working keys
     go to the database (every worker uses a sign-on any worker answered) and the rest stays in
     the file the key ceremonies write."""
+    # The daemon loads when it runs, not for `medswitch --help` or `routes`.
+    from switch.app import App, serve_until_signalled
+    from switch.database import open_stores
+    from switch.keystore_file import FileKeyStore
+    from switch.pg_stores import PgKeyStore, RoutedKeyStore
+    from switch.sessions import Sessions, SharedSessions
+
     stores = await open_stores(config.database, writer_process=config.writer_process)
     try:
         files = FileKeyStore(config.home_path / "keys.jsonl")
@@ -106,6 +106,9 @@ def _serve_one(config: Config, worker: int = 0) -> None:
 def serve(config_path: Path | None, workers: int | None) -> None:
     """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
     /readyz. Stops on SIGTERM."""
+    from switch import logs
+    from switch.workers import run_workers
+
     logs.configure(logging.INFO)
     config = _load_config(config_path)
     if workers is not None:
