@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,8 +86,6 @@ config_option = click.option(
 
 def default_db() -> Path:
     """The demo deployment's database, as the configuration places it by default."""
-    import os
-
     return Path(os.environ.get(HOME_ENV, "var/demo")) / "medswitch.db"
 
 
