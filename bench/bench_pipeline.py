@@ -32,8 +32,8 @@ from bench.bench_switch import CpuMeter, children
 from simulators.factory import ChipMaker
 from switch import logs
 from switch.app import App, settle_garbage_collector
-from switch.cli.serve import _soft_hsm
 from switch.config import load
+from switch.key_home import component_files_of, soft_hsm_over
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions
 
@@ -42,7 +42,8 @@ async def run(home: Path, args: argparse.Namespace, maker: ChipMaker) -> None:
     """`medswitch serve`'s App on ``home`` in this loop, its message log on /dev/null."""
     config = load(environ={**os.environ, "MEDSWITCH_HOME": str(home)})
     files = FileKeyStore(home / "keys.jsonl")
-    app = App(config, _soft_hsm(config, files), Sessions(files))
+    components = component_files_of([Path(f) for f in config.hsm.lmk_components])
+    app = App(config, soft_hsm_over(home, components, files), Sessions(files))
     await app.start()
     try:
         lanes, _ = await prepare(home, app.terminal_port, app.http_port, maker, args)

@@ -10,8 +10,10 @@ second driver):
   the store's advisory lock, one writer at a time as on SQLite). A statement that fails inside a
   transaction rolls it back (PostgreSQL refuses anything else in it), so ``in_transaction`` tells
   the group writer that the batch is lost.
-- :class:`PgEngine`, the part of a SQLAlchemy ``Engine`` the reference data uses: Core
-  statements compiled for PostgreSQL and run through asyncpg.
+- :class:`PgEngine`, the part of a SQLAlchemy ``Engine`` the reference data and the back office
+  (day-end, review, statements, file imports) use: Core statements compiled for PostgreSQL and
+  run through asyncpg; rows as named tuples, ``mappings()``, ``scalars()``; raw SQL with ``?``
+  through ``exec_driver_sql``.
 """
 
 from __future__ import annotations
@@ -237,22 +239,32 @@ _COMPILED_MAX = 1000
 def _compiled(statement: Any, keys: list[str] | None) -> tuple[Any, Any]:
     """The statement compiled for PostgreSQL, once per shape (SQLAlchemy's cache key; the
     values of this call are its extracted parameters) — compiling is costly, and the caller
-    holds the GIL the bridge's loop needs."""
+    holds the GIL the bridge's loop needs. A statement with ``IN`` of a list (as many
+    parameters as the list has values) is compiled at each call, its parameters rendered."""
     cache_key = statement._generate_cache_key()
-    if cache_key is None:
-        return statement.compile(dialect=_DIALECT, column_keys=keys), None
-    shape = (cache_key.key, tuple(keys) if keys else None)
-    compiled = _COMPILED.get(shape)
+    shape = None if cache_key is None else (cache_key.key, tuple(keys) if keys else None)
+    compiled = _COMPILED.get(shape) if shape is not None else None
     if compiled is None:
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.clear()
-        compiled = _COMPILED[shape] = statement.compile(
-            dialect=_DIALECT, column_keys=keys, cache_key=cache_key
-        )
-    return compiled, cache_key.bindparams
+        compiled = statement.compile(dialect=_DIALECT, column_keys=keys, cache_key=cache_key)
+        if _POSTCOMPILE in compiled.string:
+            compiled = _EXPANDING
+        if shape is not None:
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            _COMPILED[shape] = compiled
+    if compiled is _EXPANDING:
+        render = {"render_postcompile": True}
+        return statement.compile(dialect=_DIALECT, column_keys=keys, compile_kwargs=render), None
+    return compiled, None if cache_key is None else cache_key.bindparams
+
+
+_POSTCOMPILE = "__[POSTCOMPILE_"
+_EXPANDING = object()  # the cache's mark of a statement compiled at each call
 
 
 class Result:
+    """What the callers use of SQLAlchemy's ``Result`` (rows are named tuples)."""
+
     def __init__(self, rows: list[Any], count: int) -> None:
         self._rows = rows
         self.rowcount = count
@@ -263,8 +275,27 @@ class Result:
     def all(self) -> list[Any]:
         return list(self._rows)
 
+    fetchall = all
+
     def scalar(self) -> Any:
         return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self._rows) != 1:
+            raise LookupError(f"one row expected, {len(self._rows)} found")
+        return self._rows[0][0]
+
+    def scalars(self) -> Result:
+        return Result([row[0] for row in self._rows], self.rowcount)
+
+    def mappings(self) -> Result:
+        rows = [dict(zip(row._fields, row, strict=True)) for row in self._rows]
+        return Result(rows, self.rowcount)
+
+    @property
+    def inserted_primary_key(self) -> tuple[Any, ...] | None:
+        """An INSERT's key (PostgreSQL's statements carry RETURNING of the primary key)."""
+        return tuple(self._rows[0]) if self._rows else None
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
@@ -301,8 +332,17 @@ class PgSaConnection:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    dialect = _DIALECT
+
     def execution_options(self, **_: Any) -> PgSaConnection:
         return self
+
+    def get_execution_options(self) -> dict[str, Any]:
+        return {}
+
+    def exec_driver_sql(self, sql: str, parameters: Sequence[Any] = ()) -> Result:
+        """Raw SQL with ``?`` placeholders (as on SQLite)."""
+        return self._bridge.run(self._one(dollar_params(sql), list(parameters)))
 
     @contextmanager
     def begin(self) -> Iterator[PgSaConnection]:

@@ -21,7 +21,7 @@ import asyncpg  # type: ignore[import-untyped]
 from ledger.core import Ledger
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
-from ledger.migrate import upgrade_postgres
+from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
@@ -166,3 +166,77 @@ async def _open_postgres(url: str) -> Stores:
             with contextlib.suppress(Exception):
                 await item.close()
         raise
+
+
+# -- the back office's stores: what `medswitch dayend|review|statements|import ...` use ---------
+
+
+class DatabaseMissing(LookupError):
+    """A SQLite deployment whose file does not exist yet."""
+
+
+@dataclass
+class BackOffice:
+    """The tables through SQLAlchemy Core (`engine`: an ``Engine`` on SQLite, the bridge's
+    :class:`PgEngine` on PostgreSQL) and the ledger, opened on first use on the caller's loop."""
+
+    url: str
+    engine: Any  # sqlalchemy.Engine | PgEngine: the same Core statements run on either
+    _ledger: Ledger | None = field(default=None, repr=False)
+    _bridge: PgBridge | None = field(default=None, repr=False)
+
+    @property
+    def postgres(self) -> bool:
+        return self._bridge is not None
+
+    async def ledger(self) -> Ledger:
+        if self._ledger is None:
+            if self._bridge is None:
+                path = Path(self.url.removeprefix("sqlite:///"))
+                self._ledger = SqliteLedger.open(path, migrate=False)
+            else:
+                dsn, schema = split_url(self.url)
+                self._ledger = await PgLedger.open(dsn, schema=schema, migrate=False)
+        return self._ledger
+
+    async def close(self) -> None:
+        try:
+            if self._ledger is not None:
+                await self._ledger.close()
+        finally:
+            if self._bridge is not None:
+                await asyncio.to_thread(self._bridge.close)
+            else:
+                self.engine.dispose()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` URL; None for PostgreSQL; ValueError for anything else."""
+    if is_postgres(url):
+        return None
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"unsupported database URL {url.split('://')[0]}://...")
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def check_exists(url: str) -> None:
+    """DatabaseMissing for a SQLite file that is not there (a PostgreSQL schema is migrated)."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise DatabaseMissing(f"{path} does not exist (medswitch demo init, or ledger migrate)")
+
+
+async def open_back_office(url: str, *, create: bool = False) -> BackOffice:
+    """The back office's stores on ``url``, its schema migrated to the newest revision first
+    (the day-end and review tables on a database made before them); ``create``: a SQLite file
+    that does not exist yet is made (else DatabaseMissing)."""
+    path = sqlite_file(url)
+    if not create:
+        check_exists(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        upgrade_sqlite(path)
+        return BackOffice(url, sqlite_engine(path))
+    await migrate_postgres(url)
+    bridge = await asyncio.to_thread(PgBridge, url, size=2)
+    return BackOffice(url, PgEngine(bridge), _bridge=bridge)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hsm.errors import LmkError
 from hsm.keys import KeyRef
+from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk
 from hsm.soft import SoftHsm
 from switch.keystore_file import FileKeyStore
@@ -66,11 +67,18 @@ def open_soft_hsm(
 ) -> SoftHsm:
     """A SoftHsm over HOME's file key store, its LMK formed from `components` and checked
     against HOME's configured KCV. For the composition root: raises HsmError, never prompts."""
+    return soft_hsm_over(home, components, FileKeyStore(home / "keys.jsonl"), production=production)
+
+
+def soft_hsm_over(
+    home: Path, components: Sequence[Component], store: KeyStore, *, production: bool = False
+) -> SoftHsm:
+    """A SoftHsm over `store` (the daemon's: on PostgreSQL the working keys go to the
+    database), its LMK formed from `components` and checked against HOME's configured KCV."""
     expected = Home(home, "").expected_lmk_kcv()
     if expected is None:
         raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
-    lmk = Lmk(components, expected, production=production)
-    return SoftHsm(lmk, FileKeyStore(home / "keys.jsonl"))
+    return SoftHsm(Lmk(components, expected, production=production), store)
 
 
 def component_files_of(files: Sequence[Path]) -> list[Component]:

@@ -1,71 +1,98 @@
-"""The `medswitch` command line: one entry point, one sub-command group per concern."""
+"""The `medswitch` command line: one entry point, one sub-command group per concern.
+
+Every command is named here by dotted path and imported only when it runs (`switch.cli.lazy`):
+`medswitch --help` and light commands such as `medswitch messages decode` start without the
+ledger, the HSM or the database drivers. Add a command with one line in `COMMANDS` (its short
+help is the first sentence of its docstring; `tests/switch/test_cli_lazy.py` checks both).
+"""
 
 from __future__ import annotations
 
 import click
 
+from switch.cli.lazy import Lazy, LazyGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS = {
+    "authorise": Lazy(
+        "switch.cli.medical:authorise",
+        "Special-expense authorisations per person and year (later written to the card).",
+    ),
+    "bank": Lazy("switch.cli.bank:bank_group", "The bank host links of the running daemon."),
+    "cards": Lazy(
+        "switch.cli.cards:cards", "Card issuance: batch files, approval, personalisation."
+    ),
+    "catalogue": Lazy(
+        "switch.cli.medical:catalogue",
+        "The catalogue of drugs and services (药物标准管理): versions with effective dates.",
+    ),
+    "dayend": Lazy(
+        "switch.cli.groups:dayend_group",
+        "Day-end: cut-over, clearing, payouts approved by a second operator, payout files.",
+    ),
+    "demo": Lazy(
+        "switch.cli.ledger:demo_group",
+        "A demo deployment on the embedded SQLite database or on PostgreSQL.",
+    ),
+    "his": Lazy(
+        "switch.cli.medical:his_group",
+        "The HIS interface on its own (the daemon mounts the same application).",
+    ),
+    "hsm": Lazy("switch.cli.hsm:hsm_group", "The network HSM."),
+    "import": Lazy("switch.cli.groups:import_group", "Import counterparties' files."),
+    "keys": Lazy(
+        "switch.cli.keys:keys",
+        "Key ceremonies: components, LMK, keys (shown by KCV only), audit log.",
+    ),
+    "ledger": Lazy(
+        "switch.cli.ledger:ledger_group",
+        "The money: balances, history, items in review, schema migrations.",
+    ),
+    "ledger-files": Lazy(
+        "switch.cli.ledger_files:ledger_files",
+        "Build contributions and cardholders files (specs/ledger-files.md) from CSV.",
+    ),
+    "messages": Lazy(
+        "switch.cli.messages:messages",
+        "Decode ISO 8583 frames of the terminal and bank interfaces.",
+    ),
+    "policy": Lazy(
+        "switch.cli.medical:policy",
+        "The insurance policy per calendar year (a TOML file, specs/medical-files.md §2).",
+    ),
+    "psams": Lazy(
+        "switch.cli.cards:psams",
+        "PSAMs: personalisation with the purchase key, bound to a terminal.",
+    ),
+    "review": Lazy(
+        "switch.cli.review:review_group",
+        "The review queue: exceptions held for a person, with maker-checker adjustments.",
+    ),
+    "routes": Lazy(
+        "switch.cli.serve:routes",
+        "Print the route table, terminal and bank interfaces (checked for ambiguity when "
+        "built); kiosk EP loads by card BIN to the configured bank links.",
+    ),
+    "run": Lazy(
+        "switch.cli.serve:run",
+        "What `make run` does: set up the demo deployment if there is none, then serve.",
+    ),
+    "serve": Lazy(
+        "switch.cli.serve:serve",
+        "Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, "
+        "/healthz, /readyz.",
+    ),
+    "sim": Lazy(
+        "switch.cli.groups:sim_group",
+        "Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk.",
+    ),
+    "statements": Lazy(
+        "switch.cli.statements:statements_group",
+        "Statements for institutions and employer units (CSV and HTML).",
+    ),
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="medswitch")
 def main() -> None:
     """medswitch — transaction switch for a medical-insurance IC-card network."""
-
-
-# Sub-command groups. Each lives in its own module; add one line here per group.
-from switch.cli.keys import keys  # noqa: E402
-
-main.add_command(keys)
-from switch.cli.messages import messages  # noqa: E402
-
-main.add_command(messages)
-
-from switch.cli.hsm import hsm_group  # noqa: E402
-
-main.add_command(hsm_group)
-from switch.cli.serve import routes, run, serve  # noqa: E402
-
-main.add_command(serve)
-main.add_command(run)
-main.add_command(routes)
-from switch.cli.ledger import demo_group, ledger_group  # noqa: E402
-
-main.add_command(ledger_group)
-main.add_command(demo_group)
-from switch.cli.medical import authorise, catalogue, his_group, import_group, policy  # noqa: E402
-
-main.add_command(catalogue)
-main.add_command(policy)
-main.add_command(authorise)
-main.add_command(import_group)
-main.add_command(his_group)
-from switch.cli.sim import sim_group  # noqa: E402
-
-main.add_command(sim_group)
-from switch.cli.cards import cards, psams  # noqa: E402
-
-main.add_command(cards)
-main.add_command(psams)
-from switch.cli.bank import bank_group, bank_sim  # noqa: E402
-
-sim_group.add_command(bank_sim)
-main.add_command(bank_group)
-from switch.cli.ledger_files import ledger_files  # noqa: E402  (also adds import contributions|cardholders)
-
-main.add_command(ledger_files)
-from switch.cli.review import review_group  # noqa: E402
-from switch.cli.terminals import sim_kiosk, sim_pos  # noqa: E402, F401
-
-main.add_command(review_group)
-from switch.cli.dayend import dayend_group  # noqa: E402
-
-main.add_command(dayend_group)
-from switch.cli.recon import bank_files_sim  # noqa: E402
-
-sim_group.add_command(bank_files_sim)
-from switch.cli.statements import statements_group  # noqa: E402
-
-main.add_command(statements_group)
-from switch.cli.recon import import_returns_command, import_statement_command  # noqa: E402
-
-dayend_group.add_command(import_returns_command)
-dayend_group.add_command(import_statement_command)

@@ -40,7 +40,13 @@ from simulators.bank import (
     run_script,
 )
 from switch.card_io.connection import CardConnection, CardConnectionError, PcscConnection
-from switch.cli.keys import component_count, component_files, load_hsm, resolve
+from switch.cli.common import (
+    component_count_option,
+    component_files_option,
+    home_option,
+    load_hsm,
+    resolve,
+)
 from switch.key_home import Home
 
 
@@ -52,18 +58,11 @@ def bank_sim() -> None:
 def _key_options(function: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
-            click.option(
-                "--home",
-                envvar="MEDSWITCH_HOME",
-                default="var/demo",
-                show_default=True,
-                type=click.Path(file_okay=False, path_type=Path),
-                help="Key home holding the link's ZAK.",
-            ),
+            home_option(default="var/demo", help="Key home holding the link's ZAK."),
             click.option("--zak", "zak_alias", default="bank/01020000/ZAK", show_default=True),
             click.option("--acquirer", "acquirer_id", default="01020000", show_default=True),
-            component_files,
-            component_count,
+            component_files_option,
+            component_count_option,
         ]
     ):
         function = option(function)

@@ -10,7 +10,8 @@ the daemon keeps serving (day-end reads only what posted before the cut-over ins
     5 23 * * *  medswitch dayend run --date "$(date +\\%F)" --operator cron -c A -c B
 
 (a cut-over before noon closes the previous day: pass yesterday's date). Settings: ``[dayend]``
-in the configuration (cut-over, time zone, output directory, bank file key alias).
+in the configuration (cut-over, time zone, output directory, bank file key alias); the database
+is the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import getpass
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import Engine
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from hsm.errors import HsmError
@@ -32,28 +33,25 @@ from ledger.dayend import payout_file as pf
 from ledger.dayend import run as dayend
 from ledger.dayend import store
 from ledger.dayend.calendar import CalendarError, Cutover, parse_date
-from ledger.medical.sql_store import sqlite_engine
-from ledger.migrate import upgrade_sqlite
-from ledger.sqlite_ledger import SqliteLedger
 from switch import config as config_module
-from switch.cli.keys import load_hsm, resolve
-from switch.cli.ledger import db_option
-from switch.cli.medical import components_option, keys_home_option
+from switch.cli.common import (
+    Database,
+    check_database,
+    component_files_option,
+    database_options,
+    keys_home_option,
+    load_config,
+    load_hsm,
+    resolve,
+    with_back_office,
+    with_engine,
+)
 from switch.key_home import Home
 
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
+
 STEPS = ("snapshot", "clearing", "files", "store")
-
-
-@click.group("dayend")
-def dayend_group() -> None:
-    """Day-end: cut-over, clearing, payouts approved by a second operator, payout files."""
-
-
-def _config() -> config_module.Config:
-    try:
-        return config_module.load()
-    except config_module.ConfigError as error:
-        raise click.ClickException(str(error)) from None
 
 
 def _cutover(config: config_module.Config) -> Cutover:
@@ -74,13 +72,6 @@ def _date(text: str) -> str:
         return parse_date(text).isoformat()
     except CalendarError as error:
         raise click.BadParameter(str(error)) from None
-
-
-def _engine(db: Path) -> Engine:
-    if not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
-    upgrade_sqlite(db)  # the day-end tables on a database made before them
-    return sqlite_engine(db)
 
 
 def _now_us(text: str | None, cutover: Cutover) -> int:
@@ -104,22 +95,23 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
                                help="Who does this (recorded; maker and checker must differ).")
 
 
-@dayend_group.command("run")
+@click.command("run")
 @date_option
-@db_option
+@database_options
 @keys_home_option
-@components_option
+@component_files_option
 @out_option
 @click.option("--operator", envvar="MEDSWITCH_OPERATOR", default=getpass.getuser,
               show_default="the login name", help="The maker (recorded in the approval).")
 @click.option("--now", "now_text", default=None, hidden=True,
               help="The clock's time, ISO (drills and tests only); default: now.")
-def run_command(date: str, db: Path, keys_home: Path, component_files: tuple[Path, ...],
-                out: Path | None, operator: str, now_text: str | None) -> None:
+def run_command(date: str, database: Database, keys_home: Path,
+                component_files: tuple[Path, ...], out: Path | None, operator: str,
+                now_text: str | None) -> None:
     """Clear business DATE and prepare its payouts (the maker). Posts nothing; run it again and
     it writes the same bytes."""
-    config, date = _config(), _date(date)
-    cutover, engine = _cutover(config), _engine(db)
+    config, date = database.config(), _date(date)
+    cutover, url = _cutover(config), check_database(database)
     home = Home(keys_home, operator)
     hsm = load_hsm(home, component_files, 2)
     pattern = config.dayend.file_key_alias
@@ -139,15 +131,17 @@ def run_command(date: str, db: Path, keys_home: Path, component_files: tuple[Pat
         bar.set_postfix_str(step)
         bar.update()
 
+    async def clear(office: BackOffice) -> dayend.RunResult:
+        return await dayend.run(
+            office.engine, hsm, key_for, date, cutover, _out(config, out), operator,
+            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress)
+
     try:
-        result = asyncio.run(dayend.run(
-            engine, hsm, key_for, date, cutover, _out(config, out), operator,
-            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress))
+        result = with_back_office(url, clear)
     except (dayend.DayendError, pf.PayoutFileError, HsmError) as error:
         raise click.ClickException(str(error)) from None
     finally:
         bar.close()
-        engine.dispose()
     for line in result.summary:
         click.echo(line)
     click.echo(f"report {result.report}")
@@ -161,67 +155,60 @@ def run_command(date: str, db: Path, keys_home: Path, component_files: tuple[Pat
     click.echo(f"timing: {timings} total {sum(result.timings_s.values()):.2f}s")
 
 
-@dayend_group.command("approve")
+@click.command("approve")
 @date_option
-@db_option
+@database_options
 @out_option
 @operator_option
-def approve_command(date: str, db: Path, out: Path | None, operator: str) -> None:
+def approve_command(date: str, database: Database, out: Path | None, operator: str) -> None:
     """Approve DATE's prepared payouts (the checker, not the maker): post them and release the
     files to the outbox."""
-    config, date = _config(), _date(date)
-    engine = _engine(db)
+    config, date = database.config(), _date(date)
 
-    async def go() -> dayend.ApproveResult:
-        ledger = SqliteLedger.open(db)
-        try:
-            return await dayend.approve(engine, ledger, date, operator, _out(config, out),
-                                        time.time_ns() // 1000)
-        finally:
-            await ledger.close()
+    async def go(office: BackOffice) -> dayend.ApproveResult:
+        return await dayend.approve(office.engine, await office.ledger(), date, operator,
+                                    _out(config, out), time.time_ns() // 1000)
 
     try:
-        result = asyncio.run(go())
+        result = with_back_office(database, go)
     except dayend.DayendError as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        engine.dispose()
     click.echo(f"{date} approved by {operator} (prepared by {result.made_by}): "
                f"{result.posted} payouts posted, {result.already} already posted")
     for path in result.released:
         click.echo(f"released {path}")
 
 
-@dayend_group.command("reject")
+@click.command("reject")
 @date_option
-@db_option
+@database_options
 @operator_option
 @click.option("--reason", required=True, help="Why (recorded).")
-def reject_command(date: str, db: Path, operator: str, reason: str) -> None:
+def reject_command(date: str, database: Database, operator: str, reason: str) -> None:
     """Reject DATE's prepared payouts: nothing posts or is released; run day-end again."""
-    date, engine = _date(date), _engine(db)
+    date = _date(date)
     try:
-        maker = dayend.reject(engine, date, operator, reason, time.time_ns() // 1000)
+        maker = with_engine(database, lambda engine: dayend.reject(
+            engine, date, operator, reason, time.time_ns() // 1000))
     except dayend.DayendError as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        engine.dispose()
     click.echo(f"{date} rejected by {operator} (prepared by {maker}): nothing posted")
 
 
-@dayend_group.command("status")
+@click.command("status")
 @date_option
-@db_option
-def status_command(date: str, db: Path) -> None:
+@database_options
+def status_command(date: str, database: Database) -> None:
     """DATE's day-end: status, who ran and approved it, its files and payouts."""
-    date, engine = _date(date), _engine(db)
-    try:
+    date = _date(date)
+
+    def read(engine: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         day = store.day(engine, date)
         if day is None:
             raise click.ClickException(f"no day-end run for {date}")
-        files, payouts = store.files_of(engine, date), store.payouts_of(engine, date)
-    finally:
-        engine.dispose()
+        return day, store.files_of(engine, date), store.payouts_of(engine, date)
+
+    day, files, payouts = with_engine(database, read)
     approved = f", approved by {day['approved_by']}" if day["approved_by"] else ""
     click.echo(f"{date} {day['status']}: run by {day['run_by']} ({day['runs']} runs){approved}")
     click.echo(f"report {day['report_name']} sha256 {day['report_sha256']}")
@@ -235,10 +222,10 @@ def status_command(date: str, db: Path) -> None:
                              or "none"))
 
 
-@dayend_group.command("verify")
+@click.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @keys_home_option
-@components_option
+@component_files_option
 @click.option("--bank", default=None, help="The bank (default: from the file's header or name).")
 @click.option("--file-key", default=None, help="ALIAS[:VERSION] (default: [dayend] alias).")
 def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...],
@@ -248,7 +235,7 @@ def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...
     bank = bank or pf.header_bank(data) or _bank_from_name(file.name)
     if bank is None and file_key is None:
         raise click.ClickException("cannot tell the bank: pass --bank or --file-key")
-    alias = file_key or _config().dayend.file_key_alias.format(bank=bank)
+    alias = file_key or load_config().dayend.file_key_alias.format(bank=bank)
     home = Home(keys_home, getpass.getuser())
     hsm = load_hsm(home, component_files, 2)
 

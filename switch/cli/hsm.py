@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from switch.cli.keys import load_hsm
+from switch.cli.common import component_count_option, component_files_option, home_option, load_hsm
 from switch.hsm_net import HsmServer
 from switch.key_home import Home
 
@@ -27,22 +27,9 @@ def hsm_group() -> None:
     type=click.IntRange(0, 65535),
     help="0 picks a free port; the bound port is printed.",
 )
-@click.option(
-    "--home",
-    envvar="MEDSWITCH_HOME",
-    default="var/keys",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option(
-    "-c",
-    "--component-file",
-    "component_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LMK component file of one custodian (repeat); prompts when absent.",
-)
-@click.option("--components", "count", default=2, show_default=True, type=click.IntRange(2, 9))
+@home_option(help="Directory of the key store and the LMK check value (env MEDSWITCH_HOME).")
+@component_files_option
+@component_count_option
 @click.option("--production", is_flag=True, help="Refuse the published TEST ONLY components.")
 def serve(
     host: str,

@@ -24,92 +24,27 @@ from typing import Any, TypeVar
 import click
 
 from hsm.des import kcv
-from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
-from hsm.lmk import Component, Lmk, combine, generate_component, is_test_only
-from hsm.soft import SoftHsm
-from switch.key_home import (
-    LMK_CONFIG,
-    TEST_ONLY_BANNER,
-    Home,
-    KeyNotFound,
-    ceremony_now,
-    component_files_of,
-    open_soft_hsm,
+from hsm.lmk import Lmk, combine, generate_component, is_test_only
+from switch.cli.common import (
+    cli_errors,
+    component_count_option,
+    component_files_option,
+    home_option,
+    load_hsm,
+    read_components,
+    resolve,
 )
-from switch.key_home import resolve as resolve_stored
+from switch.key_home import LMK_CONFIG, TEST_ONLY_BANNER, Home, ceremony_now
 
 T = TypeVar("T")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
+    with cli_errors(named=True):  # messages carry no key material
         return asyncio.run(coro)
-    except HsmError as error:  # messages carry no key material
-        raise click.ClickException(f"{type(error).__name__}: {error}") from None
 
 
-def read_components(files: tuple[Path, ...], count: int, what: str) -> list[Component]:
-    """Components from the custodians' files, or at hidden prompts when no file is given."""
-    if files:
-        try:
-            return component_files_of(files)
-        except HsmError as error:
-            raise click.ClickException(str(error)) from None
-    components = []
-    for i in range(1, count + 1):
-        custodian = click.prompt(f"{what} component {i}: custodian name")
-        value = click.prompt(f"{custodian}, enter your component", hide_input=True)
-        check = click.prompt(f"{custodian}, enter its check value")
-        components.append(_parse(value, check))
-        click.echo(f"component {i} accepted, KCV {components[-1].kcv}")
-    return components
-
-
-def _parse(value: str, expected_kcv: str | None) -> Component:
-    try:
-        return Component.parse(value, expected_kcv)
-    except HsmError as error:
-        raise click.ClickException(str(error)) from None
-
-
-def load_hsm(
-    home: Home, files: tuple[Path, ...], count: int, *, production: bool = False
-) -> SoftHsm:
-    components = read_components(files, count, "LMK")
-    try:
-        hsm = open_soft_hsm(home.path, components, production=production)
-    except HsmError as error:
-        raise click.ClickException(str(error)) from None
-    if is_test_only(components):
-        click.echo(TEST_ONLY_BANNER, err=True)
-    return hsm
-
-
-async def resolve(home: Home, text: str) -> KeyRef:
-    """ALIAS or ALIAS:VERSION → the stored reference (latest version by default)."""
-    try:
-        return await resolve_stored(home, text)
-    except KeyNotFound as error:
-        raise click.ClickException(str(error)) from None
-
-
-component_files = click.option(
-    "-c",
-    "--component-file",
-    "component_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LMK component file of one custodian (repeat); prompts when absent.",
-)
-component_count = click.option(
-    "--components",
-    "count",
-    default=2,
-    show_default=True,
-    type=click.IntRange(2, 9),
-    help="How many LMK components to prompt for.",
-)
 usage_option = click.option(
     "--usage",
     required=True,
@@ -118,14 +53,7 @@ usage_option = click.option(
 
 
 @click.group()
-@click.option(
-    "--home",
-    envvar="MEDSWITCH_HOME",
-    default="var/keys",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).",
-)
+@home_option(help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).")
 @click.option("--operator", default=None, help="Who performs the step (default: login name).")
 @click.pass_context
 def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
@@ -157,8 +85,8 @@ def component(home: Home, length: str, custodian: str, out: Path | None) -> None
 
 
 @keys.command("lmk-form")
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.option("--new", is_flag=True, help="Record this LMK's KCV as the configured one.")
 @click.pass_obj
 def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: bool) -> None:
@@ -195,8 +123,8 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
 @keys.command("generate")
 @click.argument("alias")
 @usage_option
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def generate(
     home: Home, alias: str, usage: str, component_files: tuple[Path, ...], count: int
@@ -209,8 +137,8 @@ def generate(
 
 @keys.command("rotate")
 @click.argument("alias")
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int) -> None:
     """A new random version of ALIAS, same usage; the old versions stay for stored data."""
@@ -234,8 +162,8 @@ def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int
 @click.option(
     "--key-components", "key_count", default=2, show_default=True, type=click.IntRange(1, 9)
 )
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def form(
     home: Home,
@@ -259,8 +187,8 @@ def form(
 @click.option("--kek", required=True, help="ZMK or TMK alias[:version] it arrives under.")
 @click.option("--value", required=True, help="The key encrypted under the KEK (hex).")
 @click.option("--kcv", "check", required=True, help="Its check value.")
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def import_(
     home: Home,
@@ -288,8 +216,8 @@ def import_(
 @keys.command("export")
 @click.argument("key")
 @click.option("--kek", required=True, help="ZMK or TMK alias[:version] to export under.")
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int) -> None:
     """Print KEY encrypted under a ZMK or TMK, with its KCV."""
@@ -313,8 +241,8 @@ def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], co
 @click.argument("tmk")
 @click.option("--layout", default=60, show_default=True, type=click.Choice(["24", "40", "60"]))
 @click.option("--prefix", required=True, help="Alias prefix of the new PIK/MAK/TDK.")
-@component_files
-@component_count
+@component_files_option
+@component_count_option
 @click.pass_obj
 def sign_on(
     home: Home,

@@ -1,86 +1,24 @@
 """`medswitch ledger ...` (balances, history, review items, migrations) and `medswitch demo init`
-(a demo deployment), on the embedded SQLite file (--db) or PostgreSQL (--database URL,
-MEDSWITCH_DATABASE_URL). No card numbers are printed."""
+(a demo deployment), on the deployment's database: the configured one, the SQLite file `--db`
+or `--database URL` (`switch.cli.common`). No card numbers are printed."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from ledger.core import Ledger
+from ledger.core import Balance, PostedTransfer, ReviewItem
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
-from ledger.pg_bridge import split_url
-from ledger.pg_ledger import PgLedger
-from ledger.sqlite_ledger import SqliteLedger
+from switch.cli.common import Database, database_options, with_back_office
 
-T = TypeVar("T")
-
-
-def default_db() -> Path:
-    """The demo deployment's database, as the switch's configuration places it by default."""
-    return Path(os.environ.get("MEDSWITCH_HOME", "var/demo")) / "medswitch.db"
-
-
-db_option = click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=default_db,
-    envvar="MEDSWITCH_DB",
-    show_default="$MEDSWITCH_HOME/medswitch.db, home var/demo",
-    help="The embedded SQLite database.",
-)
-
-
-database_option = click.option(
-    "--database",
-    "database_url",
-    default=None,
-    envvar="MEDSWITCH_DATABASE_URL",
-    help="postgresql://... (?schema=NAME optional) instead of the SQLite file --db.",
-)
-
-
-def _postgres(url: str | None) -> str | None:
-    if not url or url.startswith("sqlite:///"):
-        return None
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise click.ClickException("--database is postgresql://... or sqlite:///FILE")
-    return url
-
-
-def _sqlite(db: Path, url: str | None) -> Path:
-    return Path(url.removeprefix("sqlite:///")) if url else db
-
-
-def _with_ledger(db: Path, url: str | None, use: Callable[[Ledger], Awaitable[T]]) -> T:
-    postgres = _postgres(url)
-    db = _sqlite(db, url)
-    if postgres is None and not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
-
-    async def run() -> T:
-        if postgres is None:
-            ledger: Ledger = SqliteLedger.open(db)
-        else:
-            dsn, schema = split_url(postgres)
-            ledger = await PgLedger.open(dsn, schema=schema)
-        try:
-            return await use(ledger)
-        finally:
-            await ledger.close()
-
-    try:
-        return asyncio.run(run())
-    except OSError as err:
-        raise click.ClickException(f"database: {err}") from None
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 
 @click.group("ledger")
@@ -89,18 +27,17 @@ def ledger_group() -> None:
 
 
 @ledger_group.command()
-@db_option
-@database_option
-def migrate(db: Path, database_url: str | None) -> None:
+@database_options
+def migrate(database: Database) -> None:
     """Create or upgrade the database schema to the newest revision."""
-    postgres = _postgres(database_url)
-    if postgres is not None:
-        from switch.database import migrate_postgres
+    from switch.database import is_postgres, migrate_postgres
 
-        asyncio.run(migrate_postgres(postgres))
-        click.echo(f"{postgres.split('@')[-1]}: schema at the newest revision {head()}")
+    url = database.resolve()
+    if is_postgres(url):
+        asyncio.run(migrate_postgres(url))
+        click.echo(f"{url.split('@')[-1]}: schema at the newest revision {head()}")
         return
-    db = _sqlite(db, database_url)
+    db = Path(url.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     upgrade_sqlite(db)
     click.echo(f"{db}: schema at revision {current_sqlite(db)} (newest {head()})")
@@ -108,11 +45,14 @@ def migrate(db: Path, database_url: str | None) -> None:
 
 @ledger_group.command()
 @click.argument("account")
-@db_option
-@database_option
-def balance(account: str, db: Path, database_url: str | None) -> None:
+@database_options
+def balance(account: str, database: Database) -> None:
     """Show an account's posted debits, credits and balance (ids like pf:0000000001)."""
-    found = _with_ledger(db, database_url, lambda ledger: ledger.balance(account))
+
+    async def use(office: BackOffice) -> Balance | None:
+        return await (await office.ledger()).balance(account)
+
+    found = with_back_office(database, use)
     if found is None:
         raise click.ClickException(f"no account {account}")
     click.echo(
@@ -125,11 +65,14 @@ def balance(account: str, db: Path, database_url: str | None) -> None:
 @ledger_group.command()
 @click.argument("account")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
-@db_option
-@database_option
-def history(account: str, limit: int, db: Path, database_url: str | None) -> None:
+@database_options
+def history(account: str, limit: int, database: Database) -> None:
     """The last transfers touching an account, oldest first."""
-    for posted in _with_ledger(db, database_url, lambda ledger: ledger.history(account, limit)):
+
+    async def use(office: BackOffice) -> list[PostedTransfer]:
+        return await (await office.ledger()).history(account, limit)
+
+    for posted in with_back_office(database, use):
         t = posted.transfer
         click.echo(
             f"{posted.seq:>8} {t.code:>4} {t.debit_account_id} -> {t.credit_account_id} "
@@ -138,11 +81,14 @@ def history(account: str, limit: int, db: Path, database_url: str | None) -> Non
 
 
 @ledger_group.command()
-@db_option
-@database_option
-def reviews(db: Path, database_url: str | None) -> None:
+@database_options
+def reviews(database: Database) -> None:
     """Exceptions held for a person."""
-    for item in _with_ledger(db, database_url, lambda ledger: ledger.reviews()):
+
+    async def use(office: BackOffice) -> list[ReviewItem]:
+        return await (await office.ledger()).reviews()
+
+    for item in with_back_office(database, use):
         click.echo(f"{item.reason:<24} {item.amount_fen:>10} {item.reference} {item.detail}")
 
 
@@ -155,23 +101,18 @@ def demo_group() -> None:
 @click.option("--cardholders", default=10_000, show_default=True, type=click.IntRange(1, 10**7))
 @click.option("--seed", default=1, show_default=True, help="Same seed, same deployment.")
 @click.option("--force", is_flag=True, help="Replace an existing database (SQLite).")
-@click.option(
-    "--database",
-    "database_url",
-    default=None,
-    envvar="MEDSWITCH_DATABASE_URL",
-    help="postgresql://... (?schema=NAME optional; migrated, must hold no deployment yet) "
-    "instead of the SQLite file --db.",
-)
-@db_option
-def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None, db: Path) -> None:
+@database_options
+def demo_init(cardholders: int, seed: int, force: bool, database: Database) -> None:
     """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
-    funded personal accounts. Keys are made by `medswitch keys`, not here."""
-    if database_url and not database_url.startswith("sqlite:///"):
-        _demo_init_postgres(database_url, cardholders, seed, force)
+    funded personal accounts. Keys are made by `medswitch keys`, not here. On PostgreSQL the
+    schema is migrated and must hold no deployment yet."""
+    from switch.database import is_postgres
+
+    url = database.resolve()
+    if is_postgres(url):
+        _demo_init_postgres(url, cardholders, seed, force)
         return
-    if database_url:
-        db = Path(database_url.removeprefix("sqlite:///"))
+    db = Path(url.removeprefix("sqlite:///"))
     if db.exists():
         if not force:
             raise click.ClickException(f"{db} exists (use --force to replace it)")
@@ -192,8 +133,6 @@ def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None
 def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise click.ClickException("--database is postgresql://... or sqlite:///FILE")
     if force:
         raise click.ClickException("--force replaces SQLite files only; drop the schema instead")
     start = time.perf_counter()

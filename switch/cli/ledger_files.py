@@ -2,7 +2,7 @@
 `switch.cli.medical`) and `medswitch ledger-files build-contributions|build-cardholders CSV`
 (the counterparty's side, for the demo and tests). Formats: specs/ledger-files.md.
 
-The database is the ledger's SQLite file (`--db`, as for `medswitch ledger`); the HSM and the
+The database is the deployment's (`switch.cli.common`: SQLite or PostgreSQL); the HSM and the
 counterparty's FILE key come from the key home and the custodians' component files, as for
 `medswitch import fee-records`. A file that does not check is refused whole: nothing stored or
 posted, exit code 1.
@@ -13,19 +13,22 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-from collections.abc import Awaitable, Callable
+import getpass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from hsm.errors import HsmError
-from ledger.core import Ledger
+from hsm.interface import Hsm
+from hsm.keys import KeyRef
 from ledger.ledger_files import (
     CardholderFile,
+    CardholderImport,
     CardholderRecord,
     ContributionFile,
+    ContributionImport,
     ContributionRecord,
     build_cardholders,
     build_contributions,
@@ -36,65 +39,60 @@ from ledger.medical import filemac
 from ledger.medical.policy import Category
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
-from ledger.medical.sql_store import sqlite_engine
-from ledger.sqlite_ledger import SqliteLedger
-from switch.cli.ledger import db_option
-from switch.cli.medical import (
-    _hsm_and_key,
-    components_option,
+from switch.cli.common import (
+    Database,
+    check_database,
+    component_files_option,
+    database_options,
     file_key_option,
-    import_group,
+    hsm_and_key,
     keys_home_option,
+    with_back_office,
 )
+from switch.key_home import Home
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
+
 BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs/ledger-files.md)."
 
 
-def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
-    if not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
-
-    async def run() -> T:
-        ledger = SqliteLedger.open(db)
-        try:
-            return await use(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(run())
+def _hsm_and_key(keys_home: Path, files: tuple[Path, ...], alias: str) -> tuple[Hsm, KeyRef]:
+    return hsm_and_key(Home(keys_home, getpass.getuser()), files, alias)
 
 
 def _records(data: bytes) -> int:
     return max(data.count(b"\nD|"), 0)
 
 
-@import_group.command("contributions", epilog=BUILDER_HINT.format("build-contributions"))
+@click.command("contributions", epilog=BUILDER_HINT.format("build-contributions"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@db_option
+@database_options
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def import_contributions_command(
-    file: Path, db: Path, keys_home: Path, component_files: tuple[Path, ...], file_key: str
+    file: Path,
+    database: Database,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
 ) -> None:
     """Post a contributions FILE: each line split by the policy's age ratios into the personal
     fund and the pooled fund. MAC, totals and every line are checked first, or nothing posts;
     the same file again posts nothing."""
-    data = file.read_bytes()
+    data, url = file.read_bytes(), check_database(database)
     hsm, key = _hsm_and_key(keys_home, component_files, file_key)
-    engine = sqlite_engine(db) if db.exists() else None
-    if engine is None:
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+
+    async def post(office: BackOffice) -> ContributionImport:
+        ledger = await office.ledger()
+        return await import_contributions(office.engine, ledger, hsm, key, data, bar.update)
+
     try:
         with tqdm(total=_records(data), unit="line", disable=None) as bar:
-            done = _with_ledger(
-                db, lambda ledger: import_contributions(engine, ledger, hsm, key, data, bar.update)
-            )
+            done = with_back_office(url, post)
     except (MedicalFileError, HsmError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
-    finally:
-        engine.dispose()
     click.echo(
         f"{file}: contributions {done.file.file_id} for {done.file.period}: "
         f"{len(done.file.records)} lines, {yuan(done.file.amount_total_fen)} — personal funds "
@@ -103,31 +101,33 @@ def import_contributions_command(
     )
 
 
-@import_group.command("cardholders", epilog=BUILDER_HINT.format("build-cardholders"))
+@click.command("cardholders", epilog=BUILDER_HINT.format("build-cardholders"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@db_option
+@database_options
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def import_cardholders_command(
-    file: Path, db: Path, keys_home: Path, component_files: tuple[Path, ...], file_key: str
+    file: Path,
+    database: Database,
+    keys_home: Path,
+    component_files: tuple[Path, ...],
+    file_key: str,
 ) -> None:
     """Register the cardholders of an encrypted cardholders FILE (new ones added, changed ones
     updated, never an ID number) and open their ledger accounts; checked whole first."""
-    data = file.read_bytes()
+    data, url = file.read_bytes(), check_database(database)
     hsm, key = _hsm_and_key(keys_home, component_files, file_key)
-    engine = sqlite_engine(db) if db.exists() else None
-    if engine is None:
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+
+    async def register(office: BackOffice) -> CardholderImport:
+        ledger = await office.ledger()
+        return await import_cardholders(office.engine, ledger, hsm, key, data, bar.update)
+
     try:
         with tqdm(total=_records(data), unit="cardholder", disable=None) as bar:
-            done = _with_ledger(
-                db, lambda ledger: import_cardholders(engine, ledger, hsm, key, data, bar.update)
-            )
+            done = with_back_office(url, register)
     except (MedicalFileError, HsmError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
-    finally:
-        engine.dispose()
     click.echo(
         f"{file}: cardholders {done.file.file_id}: {len(done.file.records)} records, "
         f"{done.added} added, {done.updated} updated, {done.unchanged} unchanged"
@@ -154,7 +154,7 @@ def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
 @click.option("--file-id", required=True, help="The file's id (1–32 of 0-9A-Za-z_.-).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def build_contributions_command(
     csv_file: Path,
@@ -184,7 +184,7 @@ def build_contributions_command(
 @click.option("--file-id", required=True, help="The file's id (1–32 of 0-9A-Za-z_.-).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def build_cardholders_command(
     csv_file: Path,

@@ -1,8 +1,9 @@
 """`medswitch catalogue | policy | authorise | import fee-records | his`: the back office's side
 of the medical rules (specs/medical-files.md) and the HIS interface's own server.
 
-The database is the ledger's SQLite file (`--db`, default from the configuration's
-database_url); it is migrated to the current revision when opened. Files are MACed under a file
+The database is the deployment's (`switch.cli.common`: the configured one, `--db FILE` or
+`--database URL`, SQLite or PostgreSQL); it is migrated to the current revision when opened
+(a SQLite file that does not exist yet is made). Files are MACed under a file
 key of the HSM: `--keys-home` (env MEDSWITCH_HOME, as for `medswitch keys`), the LMK formed from
 the custodians' component files (`-c`, repeated; prompts when absent), `--file-key ALIAS`.
 """
@@ -13,16 +14,13 @@ import asyncio
 import csv
 import datetime as dt
 import getpass
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from aiohttp import web
 from sqlalchemy import Engine
 
-from hsm.keys import KeyRef
-from hsm.soft import SoftHsm
 from ledger.medical import filemac
 from ledger.medical.catalogue import KIND as CATALOGUE_KIND
 from ledger.medical.catalogue import (
@@ -37,7 +35,6 @@ from ledger.medical.catalogue import (
 from ledger.medical.fee_import import fee_reviews, import_fee_file
 from ledger.medical.policy import PolicyError
 from ledger.medical.recordfile import MedicalFileError, parse
-from ledger.medical.service import MedicalService
 from ledger.medical.split import yuan
 from ledger.medical.sql_reference import (
     ReferenceData,
@@ -48,10 +45,20 @@ from ledger.medical.sql_reference import (
 )
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
-from switch import config as config_module
-from switch.cli.keys import load_hsm, resolve
-from switch.his_api import HisDeps, make_his_app
+from switch.cli.common import (
+    Database,
+    component_files_option,
+    database_options,
+    file_key_option,
+    hsm_and_key,
+    keys_home_option,
+    with_back_office,
+    with_engine,
+)
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 
@@ -68,48 +75,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def open_engine(db: Path | None) -> Engine:
-    if db is None:
-        url = config_module.load().database
-        if not url.startswith("sqlite:///"):
-            raise click.ClickException("the medical commands work on SQLite: pass --db FILE")
-        db = Path(url.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    upgrade_sqlite(db)
-    return sqlite_engine(db)
 
 
-db_option = click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The ledger's SQLite file (default: from the configuration).",
-)
-keys_home_option = click.option(
-    "--keys-home",
-    envvar="MEDSWITCH_HOME",
-    default="var/keys",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The key store's directory.",
-)
-components_option = click.option(
-    "-c",
-    "--component-file",
-    "component_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LMK component file of one custodian (repeat); prompts when absent.",
-)
-file_key_option = click.option(
-    "--file-key", required=True, help="ALIAS[:VERSION] of the counterparty's file key."
-)
-
-
-def _hsm_and_key(keys_home: Path, files: tuple[Path, ...], alias: str) -> tuple[SoftHsm, KeyRef]:
-    home = Home(keys_home, getpass.getuser())
-    hsm = load_hsm(home, files, 2)
-    return hsm, _run(resolve(home, alias))
+def _on_engine(database: Database, use: Callable[[Engine], T]) -> T:
+    return with_engine(database, use, create=True)
 
 
 # -- catalogue ----------------------------------------------------------------------------------
@@ -120,38 +89,42 @@ def catalogue() -> None:
 
 @catalogue.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@db_option
+@database_options
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def catalogue_import(
     file: Path,
-    db: Path | None,
+    database: Database,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
 ) -> None:
     """Import a catalogue FILE: its MAC, totals and every record are checked, or nothing is."""
     data = file.read_bytes()
-    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
     try:
         framed = parse(data, CATALOGUE_KIND)
         _run(filemac.verify(hsm, key, framed))
         version = catalogue_from_framed(framed)
     except MedicalFileError as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
-    engine = open_engine(db)
-    previous = [v for v, _ in catalogue_versions(engine) if v < version.number]
-    if not ReferenceData(engine).add_catalogue(version, digest(data), _now_us(), getpass.getuser()):
-        raise click.ClickException(f"catalogue version {version.number} is already imported")
-    click.echo(
-        f"catalogue v{version.number} effective {version.effective_from}: "
-        f"{len(version.items)} items"
-    )
-    if previous:
-        before = load_catalogue(engine, max(previous))
-        assert before is not None
-        _echo_diff(before, version)
+
+    def store(engine: Engine) -> None:
+        previous = [v for v, _ in catalogue_versions(engine) if v < version.number]
+        user = getpass.getuser()
+        if not ReferenceData(engine).add_catalogue(version, digest(data), _now_us(), user):
+            raise click.ClickException(f"catalogue version {version.number} is already imported")
+        click.echo(
+            f"catalogue v{version.number} effective {version.effective_from}: "
+            f"{len(version.items)} items"
+        )
+        if previous:
+            before = load_catalogue(engine, max(previous))
+            assert before is not None
+            _echo_diff(before, version)
+
+    _on_engine(database, store)
 
 
 @catalogue.command("build")
@@ -160,7 +133,7 @@ def catalogue_import(
 @click.option("--effective-from", type=click.DateTime(["%Y-%m-%d"]), required=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def catalogue_build(
     csv_file: Path,
@@ -189,7 +162,7 @@ def catalogue_build(
                 raise click.ClickException(f"{csv_file}: {error}") from None
             items[item.code] = item
     version = CatalogueVersion(number, effective_from.date(), items)
-    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
     out.write_bytes(_run(filemac.seal(hsm, key, build_catalogue(version))))
     click.echo(f"{out}: catalogue v{number}, {len(items)} items")
 
@@ -217,12 +190,13 @@ def _catalogue(engine: Engine, number: int | None, on: dt.date | None) -> Catalo
     help="The version in force on this date (default: today).",
 )
 @click.option("--code", default=None)
-@db_option
+@database_options
 def catalogue_show(
-    number: int | None, on: dt.datetime | None, code: str | None, db: Path | None
+    number: int | None, on: dt.datetime | None, code: str | None, database: Database
 ) -> None:
     """Show a catalogue version (or one item of it)."""
-    version = _catalogue(open_engine(db), number, on.date() if on else None)
+    day = on.date() if on else None
+    version = _on_engine(database, lambda engine: _catalogue(engine, number, day))
     click.echo(f"catalogue v{version.number} effective {version.effective_from}")
     for item_code in sorted(version.items):
         if code is None or code == item_code:
@@ -254,11 +228,14 @@ def _echo_diff(before: CatalogueVersion, after: CatalogueVersion) -> None:
 @catalogue.command("diff")
 @click.argument("before", type=int)
 @click.argument("after", type=int)
-@db_option
-def catalogue_diff(before: int, after: int, db: Path | None) -> None:
+@database_options
+def catalogue_diff(before: int, after: int, database: Database) -> None:
     """What changed from version BEFORE to version AFTER."""
-    engine = open_engine(db)
-    _echo_diff(_catalogue(engine, before, None), _catalogue(engine, after, None))
+
+    def show(engine: Engine) -> None:
+        _echo_diff(_catalogue(engine, before, None), _catalogue(engine, after, None))
+
+    _on_engine(database, show)
 
 
 # -- policy -------------------------------------------------------------------------------------
@@ -269,12 +246,14 @@ def policy() -> None:
 
 @policy.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@db_option
-def policy_import(file: Path, db: Path | None) -> None:
+@database_options
+def policy_import(file: Path, database: Database) -> None:
     """Import a year's policy; a year already stored is refused (policies are not edited)."""
+    text = file.read_text(encoding="utf-8")
     try:
-        stored = ReferenceData(open_engine(db)).set_policy(
-            file.read_text(encoding="utf-8"), _now_us(), getpass.getuser()
+        stored = _on_engine(
+            database,
+            lambda engine: ReferenceData(engine).set_policy(text, _now_us(), getpass.getuser()),
         )
     except (PolicyError, ValueError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
@@ -286,9 +265,9 @@ def policy_import(file: Path, db: Path | None) -> None:
 
 @policy.command("show")
 @click.argument("year", type=int)
-@db_option
-def policy_show(year: int, db: Path | None) -> None:
-    found = SqlDirectory(open_engine(db)).policy(year)
+@database_options
+def policy_show(year: int, database: Database) -> None:
+    found = _on_engine(database, lambda engine: SqlDirectory(engine).policy(year))
     if found is None:
         raise click.ClickException(f"no policy for {year}")
     click.echo(f"policy {found.year}: annual pooled cap {yuan(found.annual_pooled_cap_fen)}")
@@ -317,14 +296,21 @@ def authorise() -> None:
 @click.argument("person_id")
 @click.argument("category")
 @click.option("--year", type=int, default=None, help="Default: this year.")
-@db_option
-def authorise_grant(person_id: str, category: str, year: int | None, db: Path | None) -> None:
-    engine = open_engine(db)
+@database_options
+def authorise_grant(
+    person_id: str, category: str, year: int | None, database: Database
+) -> None:
     year = year or _now().year
-    found = SqlDirectory(engine).policy(year)
-    if found is None or category not in found.special:
-        raise click.ClickException(f"{category} is not a special category of the {year} policy")
-    fresh = ReferenceData(engine).authorise(person_id, category, year, _now_us(), getpass.getuser())
+
+    def grant(engine: Engine) -> bool:
+        found = SqlDirectory(engine).policy(year)
+        if found is None or category not in found.special:
+            message = f"{category} is not a special category of the {year} policy"
+            raise click.ClickException(message)
+        user = getpass.getuser()
+        return ReferenceData(engine).authorise(person_id, category, year, _now_us(), user)
+
+    fresh = _on_engine(database, grant)
     click.echo(
         f"{person_id} {'authorised' if fresh else 'already authorised'} for {category} "
         f"in {year}; to be written to the card's authorisation file"
@@ -335,29 +321,30 @@ def authorise_grant(person_id: str, category: str, year: int | None, db: Path | 
 @click.argument("person_id")
 @click.argument("category")
 @click.option("--year", type=int, default=None)
-@db_option
-def authorise_revoke(person_id: str, category: str, year: int | None, db: Path | None) -> None:
-    done = ReferenceData(open_engine(db)).revoke(
-        person_id, category, year or _now().year, _now_us()
+@database_options
+def authorise_revoke(
+    person_id: str, category: str, year: int | None, database: Database
+) -> None:
+    done = _on_engine(
+        database,
+        lambda engine: ReferenceData(engine).revoke(
+            person_id, category, year or _now().year, _now_us()
+        ),
     )
     click.echo("revoked" if done else "no such authorisation")
 
 
 @authorise.command("list")
 @click.argument("person_id")
-@db_option
-def authorise_list(person_id: str, db: Path | None) -> None:
-    for category, year, active in ReferenceData(open_engine(db)).authorisations(person_id):
+@database_options
+def authorise_list(person_id: str, database: Database) -> None:
+    found = _on_engine(database, lambda engine: ReferenceData(engine).authorisations(person_id))
+    for category, year, active in found:
         click.echo(f"{year} {category} {'active' if active else 'revoked'}")
 
 
-# -- import fee-records -------------------------------------------------------------------------
-@click.group("import")
-def import_group() -> None:
-    """Import counterparties' files."""
-
-
-@import_group.command("fee-records")
+# -- import fee-records (in the `import` group of switch.cli.groups) ----------------------------
+@click.command("fee-records")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--match/--no-match",
@@ -365,34 +352,41 @@ def import_group() -> None:
     show_default=True,
     help="Show the day-end match for the file's institution and date.",
 )
-@db_option
+@database_options
 @keys_home_option
-@components_option
+@component_files_option
 @file_key_option
 def import_fee_records(
     file: Path,
     match: bool,
-    db: Path | None,
+    database: Database,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
 ) -> None:
     """Import a hospital's fee-record FILE (MAC and totals checked, or nothing is stored)."""
-    hsm, key = _hsm_and_key(keys_home, component_files, file_key)
-    engine = open_engine(db)
-    try:
-        fees, stored = _run(import_fee_file(engine, hsm, key, file.read_bytes(), _now_us()))
-    except MedicalFileError as error:
-        raise click.ClickException(f"{file}: refused: {error}") from None
-    click.echo(
-        f"{fees.institution_id} {fees.business_date}: {len(fees.records)} records, "
-        f"{yuan(fees.amount_total_fen)}" + ("" if stored else " (already imported)")
-    )
-    if match:
-        for item in fee_reviews(engine, fees.institution_id, fees.business_date):
-            click.echo(
+    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
+    data = file.read_bytes()
+
+    async def store(office: BackOffice) -> list[str]:
+        try:
+            fees, stored = await import_fee_file(office.engine, hsm, key, data, _now_us())
+        except MedicalFileError as error:
+            raise click.ClickException(f"{file}: refused: {error}") from None
+        lines = [
+            f"{fees.institution_id} {fees.business_date}: {len(fees.records)} records, "
+            f"{yuan(fees.amount_total_fen)}" + ("" if stored else " (already imported)")
+        ]
+        if match:
+            found = fee_reviews(office.engine, fees.institution_id, fees.business_date)
+            lines += [
                 f"review {item.reason} {item.reference} {yuan(item.amount_fen)} {item.detail}"
-            )
+                for item in found
+            ]
+        return lines
+
+    for line in with_back_office(database, store, create=True):
+        click.echo(line)
 
 
 # -- his ----------------------------------------------------------------------------------------
@@ -403,20 +397,34 @@ def his_group() -> None:
 
 @his_group.command("credential")
 @click.argument("institution_id")
-@db_option
-def his_credential(institution_id: str, db: Path | None) -> None:
+@database_options
+def his_credential(institution_id: str, database: Database) -> None:
     """Issue a new HIS token for INSTITUTION_ID (shown once; only its hash is kept)."""
-    token = ReferenceData(open_engine(db)).issue_credential(institution_id, _now_us())
+    token = _on_engine(
+        database, lambda engine: ReferenceData(engine).issue_credential(institution_id, _now_us())
+    )
     click.echo(f"institution {institution_id} HIS token (shown once): {token}")
 
 
 @his_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5881, show_default=True, type=int)
-@db_option
-def his_serve(host: str, port: int, db: Path | None) -> None:
-    """Serve the HIS API over HTTP until interrupted."""
-    engine = open_engine(db)
+@database_options
+def his_serve(host: str, port: int, database: Database) -> None:
+    """Serve the HIS API over HTTP until interrupted (on a SQLite deployment; on PostgreSQL the
+    daemon serves it)."""
+    from aiohttp import web
+
+    from ledger.medical.service import MedicalService
+    from switch.database import sqlite_file
+    from switch.his_api import HisDeps, make_his_app
+
+    db = sqlite_file(database.resolve())
+    if db is None:
+        raise click.ClickException("his serve works on SQLite: pass --db FILE")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    upgrade_sqlite(db)
+    engine = sqlite_engine(db)
     service = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
     app = make_his_app(HisDeps(service, ReferenceData(engine)))
     web.run_app(app, host=host, port=port, print=lambda text: click.echo(text))

@@ -4,7 +4,8 @@ return file 回盘 of a payout file and its daily statement, MAC-checked under t
 matched and posted (ledger/dayend/recon_returns.py, recon_statement.py; formats in
 specs/dayend-files.md). A file that does not check is refused whole (exit 1, nothing posted);
 importing the same file again changes nothing. Returned payments and unmatched statement lines
-go to the review queue (`medswitch review list`).
+go to the review queue (`medswitch review list`). The database is the deployment's, SQLite or
+PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import getpass
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
 from hsm.errors import HsmError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
-from ledger.core import Ledger
 from ledger.dayend import bank_files as bf
 from ledger.dayend import payout_file as pf
 from ledger.dayend.recon_returns import ReturnImport, import_returns
 from ledger.dayend.recon_statement import StatementImport, import_statement
 from ledger.medical.split import yuan
-from ledger.medical.sql_store import sqlite_engine
-from ledger.migrate import upgrade_sqlite
-from ledger.sqlite_ledger import SqliteLedger
 from simulators.bank_files import (
     ReturnRule,
     StatementInput,
@@ -37,70 +34,71 @@ from simulators.bank_files import (
     return_file,
     statement_file,
 )
-from switch import config as config_module
-from switch.cli.keys import load_hsm, resolve
-from switch.cli.ledger import db_option
-from switch.cli.medical import components_option, keys_home_option
+from switch.cli.common import (
+    Database,
+    check_database,
+    component_files_option,
+    database_options,
+    home_option,
+    hsm_and_key,
+    keys_home_option,
+    load_config,
+    load_hsm,
+    resolve,
+    with_back_office,
+)
 from switch.key_home import Home
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 Importer = Callable[..., Awaitable[T]]
 
 
-def _key_alias(data: bytes, file_key: str | None) -> str:
+def _key_alias(data: bytes, file_key: str | None, database: Database) -> str:
     if file_key is not None:
         return file_key
     bank = bf.header_bank(data)
     if bank is None:
         raise click.ClickException("not a return file or statement (header): nothing imported")
-    try:
-        pattern = config_module.load().dayend.file_key_alias
-    except config_module.ConfigError as error:
-        raise click.ClickException(str(error)) from None
-    return pattern.format(bank=bank)
+    return database.config().dayend.file_key_alias.format(bank=bank)
 
 
 def _import(
     file: Path,
-    db: Path,
+    database: Database,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str | None,
     operator: str,
     importer: Importer[T],
 ) -> T:
-    data = file.read_bytes()
-    if not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
-    alias = _key_alias(data, file_key)
+    data, url = file.read_bytes(), check_database(database)
+    alias = _key_alias(data, file_key, database)
     home = Home(keys_home, operator)
     hsm: Hsm = load_hsm(home, component_files, 2)
-    upgrade_sqlite(db)
-    engine = sqlite_engine(db)
 
-    async def go() -> T:
+    async def go(office: BackOffice) -> T:
         key: KeyRef = await resolve(home, alias)
-        ledger: Ledger = SqliteLedger.open(db, migrate=False)
-        try:
-            return await importer(engine, ledger, hsm, key, data, operator, time.time_ns() // 1000)
-        finally:
-            await ledger.close()
+        ledger = await office.ledger()
+        return await importer(
+            office.engine, ledger, hsm, key, data, operator, time.time_ns() // 1000
+        )
 
     try:
-        return asyncio.run(go())
+        return with_back_office(url, go)
     except (pf.PayoutFileError, HsmError) as error:  # BankFileError is one
         raise click.ClickException(f"{file.name}: REFUSED: {error}") from None
-    finally:
-        engine.dispose()
 
 
 def _options(function: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
             click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
-            db_option,
+            database_options,
             keys_home_option,
-            components_option,
+            component_files_option,
             click.option("--file-key", default=None, help="ALIAS[:VERSION] (default: [dayend])."),
             click.option(
                 "--operator",
@@ -119,7 +117,7 @@ def _options(function: click.decorators.FC) -> click.decorators.FC:
 @_options
 def import_returns_command(
     file: Path,
-    db: Path,
+    database: Database,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str | None,
@@ -129,7 +127,7 @@ def import_returns_command(
     account or the EP float, returned ones go back to the payable for the next payout and into
     review."""
     done: ReturnImport = _import(
-        file, db, keys_home, component_files, file_key, operator, import_returns
+        file, database, keys_home, component_files, file_key, operator, import_returns
     )
     r = done.file
     click.echo(
@@ -149,7 +147,7 @@ def import_returns_command(
 @_options
 def import_statement_command(
     file: Path,
-    db: Path,
+    database: Database,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str | None,
@@ -158,7 +156,7 @@ def import_statement_command(
     """Match and post a bank's daily statement FILE (contributions into the fund bank account,
     savings debits into the EP float, payouts out of them); unmatched lines go to review."""
     done: StatementImport = _import(
-        file, db, keys_home, component_files, file_key, operator, import_statement
+        file, database, keys_home, component_files, file_key, operator, import_statement
     )
     s = done.statement
     for x in done.lines:
@@ -177,9 +175,7 @@ def import_statement_command(
 
 # -- medswitch sim bank-files: the bank's side -------------------------------------------------
 def _sim_key(home: Path, component_files: tuple[Path, ...], alias: str) -> tuple[Hsm, KeyRef]:
-    bank_home = Home(home, "bank-sim")
-    hsm: Hsm = load_hsm(bank_home, component_files, 2)
-    return hsm, asyncio.run(resolve(bank_home, alias))
+    return hsm_and_key(Home(home, "bank-sim"), component_files, alias)
 
 
 def _write(out: Path, name: str, data: bytes) -> Path:
@@ -205,15 +201,8 @@ def _returned(values: tuple[str, ...]) -> dict[str, tuple[str, str]]:
 
 
 _sim_options = [
-    click.option(
-        "--home",
-        envvar="MEDSWITCH_HOME",
-        default="var/demo",
-        show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Key home holding the file key.",
-    ),
-    components_option,
+    home_option(default="var/demo", help="Key home holding the file key."),
+    component_files_option,
     click.option("--file-key", default=None, help="ALIAS (default: [dayend] bank/{bank}/FILE)."),
     click.option(
         "--out",
@@ -274,10 +263,7 @@ def sim_returns(
 
 
 def _alias(bank: str) -> str:
-    try:
-        return config_module.load().dayend.file_key_alias.format(bank=bank)
-    except config_module.ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    return load_config().dayend.file_key_alias.format(bank=bank)
 
 
 def _unit_amounts(values: tuple[str, ...]) -> tuple[tuple[str, int], ...]:

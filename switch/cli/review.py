@@ -11,33 +11,32 @@
 
 KEY is an item's key, a unique prefix of it (6+ hex digits) or ``#seq``. Amounts are shown in
 yuan; card numbers are masked. Every action is appended to the audit log with the operator and
-the time; a refused action changes nothing and exits non-zero with the reason.
+the time; a refused action changes nothing and exits non-zero with the reason. The database is
+the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from sqlalchemy import Engine
 
-from ledger.core import Ledger
+from ledger.core import TransferResult
 from ledger.dayend import recon_adjustments as adjustments
 from ledger.dayend import recon_doubt
 from ledger.dayend.recon_adjustments import Adjustment
+from ledger.dayend.recon_doubt import SweepResult
 from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Status
 from ledger.medical.split import yuan
-from ledger.medical.sql_store import sqlite_engine
-from ledger.migrate import upgrade_sqlite
-from ledger.sqlite_ledger import SqliteLedger
 from messages.pretty import mask_pan
-from switch.cli.ledger import db_option
+from switch.cli.common import Database, database_options, with_back_office, with_engine
+
+if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.database import BackOffice
 
 T = TypeVar("T")
 _DIGITS = re.compile(r"\d{13,19}")
@@ -78,26 +77,12 @@ def fen_of(text: str) -> int:
     return int(fen)
 
 
-def _engine(db: Path) -> Engine:
-    if not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
-    upgrade_sqlite(db)
-    return sqlite_engine(db)
-
-
-def _queue(db: Path) -> ReviewQueue:
-    return ReviewQueue(_engine(db))
-
-
-def _with_ledger(db: Path, use: Callable[[Ledger], Awaitable[T]]) -> T:
-    async def run() -> T:
-        ledger = SqliteLedger.open(db, migrate=False)
-        try:
-            return await use(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(run())
+def _on_queue(database: Database, use: Callable[[ReviewQueue], T]) -> T:
+    """``use`` on the review queue of the deployment's database; a refusal in one line."""
+    try:
+        return with_engine(database, lambda engine: use(ReviewQueue(engine)))
+    except ReviewError as error:
+        raise _refused(error) from None
 
 
 def _refused(error: ReviewError) -> click.ClickException:
@@ -125,10 +110,10 @@ def review_group() -> None:
 @click.option("--status", default=None, type=click.Choice([x.value for x in Status]))
 @click.option("--reason", default=None, help="Only items with this reason.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 100_000))
-@db_option
-def list_items(status: str | None, reason: str | None, limit: int, db: Path) -> None:
+@database_options
+def list_items(status: str | None, reason: str | None, limit: int, database: Database) -> None:
     """A table of review items, oldest first."""
-    items = _queue(db).items(status, reason, limit)
+    items = _on_queue(database, lambda queue: queue.items(status, reason, limit))
     click.echo(f"{'#':>6}  {'key':<12} {'status':<10} {'reason':<26} {'yuan':>12}  reference")
     for item in items:
         click.echo(
@@ -152,40 +137,37 @@ def _echo_item(item: QueuedItem) -> None:
 
 @review_group.command("show")
 @click.argument("key")
-@db_option
-def show(key: str, db: Path) -> None:
+@database_options
+def show(key: str, database: Database) -> None:
     """One item, its adjustments and its audit trail."""
-    queue = _queue(db)
-    try:
+
+    def echo(queue: ReviewQueue) -> None:
         item = queue.find(key)
-    except ReviewError as error:
-        raise _refused(error) from None
-    _echo_item(item)
-    for adj in adjustments.pending_adjustments(queue, item.key):
-        a = adj.adjustment
-        click.echo(
-            f"  adjustment {adj.approval_id} [{adj.status}] {a.debit_account} -> "
-            f"{a.credit_account} {yuan(a.amount_fen)} yuan, made by {adj.made_by}"
-            + (f", decided by {adj.approved_by}" if adj.approved_by else "")
-            + (f": {adj.reason}" if adj.reason else "")
-        )
-    for entry in queue.trail(item.key):
-        click.echo(
-            f"  audit {_when(entry.at_us)} {entry.actor:<12} {entry.action:<28} {entry.detail}"
-        )
+        _echo_item(item)
+        for adj in adjustments.pending_adjustments(queue, item.key):
+            a = adj.adjustment
+            click.echo(
+                f"  adjustment {adj.approval_id} [{adj.status}] {a.debit_account} -> "
+                f"{a.credit_account} {yuan(a.amount_fen)} yuan, made by {adj.made_by}"
+                + (f", decided by {adj.approved_by}" if adj.approved_by else "")
+                + (f": {adj.reason}" if adj.reason else "")
+            )
+        for entry in queue.trail(item.key):
+            click.echo(
+                f"  audit {_when(entry.at_us)} {entry.actor:<12} {entry.action:<28} {entry.detail}"
+            )
+
+    _on_queue(database, echo)
 
 
 @review_group.command("accept")
 @click.argument("key")
 @operator_option
 @note_option
-@db_option
-def accept(key: str, operator: str, note: str, db: Path) -> None:
+@database_options
+def accept(key: str, operator: str, note: str, database: Database) -> None:
     """The item stands as posted: close it."""
-    try:
-        item = _queue(db).accept(key, operator, note, now_us())
-    except ReviewError as error:
-        raise _refused(error) from None
+    item = _on_queue(database, lambda queue: queue.accept(key, operator, note, now_us()))
     click.echo(f"#{item.seq} {item.key[:12]} accepted by {operator}")
 
 
@@ -193,13 +175,10 @@ def accept(key: str, operator: str, note: str, db: Path) -> None:
 @click.argument("key")
 @operator_option
 @note_option
-@db_option
-def reject(key: str, operator: str, note: str, db: Path) -> None:
+@database_options
+def reject(key: str, operator: str, note: str, database: Database) -> None:
     """The item is judged wrong (nothing to post): close it."""
-    try:
-        item = _queue(db).reject(key, operator, note, now_us())
-    except ReviewError as error:
-        raise _refused(error) from None
+    item = _on_queue(database, lambda queue: queue.reject(key, operator, note, now_us()))
     click.echo(f"#{item.seq} {item.key[:12]} rejected by {operator}")
 
 
@@ -210,16 +189,15 @@ def reject(key: str, operator: str, note: str, db: Path) -> None:
 @click.option("--amount", required=True, help="Yuan, e.g. 12.34.")
 @operator_option
 @note_option
-@db_option
+@database_options
 def adjust(
-    key: str, debit: str, credit: str, amount: str, operator: str, note: str, db: Path
+    key: str, debit: str, credit: str, amount: str, operator: str, note: str, database: Database
 ) -> None:
     """Propose a correcting transfer (an allowed pair only); a second operator approves it."""
     adjustment = Adjustment(debit, credit, fen_of(amount), note)
-    try:
-        pending = adjustments.propose(_queue(db), key, adjustment, operator, now_us())
-    except ReviewError as error:
-        raise _refused(error) from None
+    pending = _on_queue(
+        database, lambda queue: adjustments.propose(queue, key, adjustment, operator, now_us())
+    )
     click.echo(
         f"adjustment {pending.approval_id} pending: {debit} -> {credit} "
         f"{yuan(adjustment.amount_fen)} yuan, made by {operator}; "
@@ -230,14 +208,16 @@ def adjust(
 @review_group.command("approve-adjustment")
 @click.argument("approval_id", type=int)
 @operator_option
-@db_option
-def approve_adjustment(approval_id: int, operator: str, db: Path) -> None:
+@database_options
+def approve_adjustment(approval_id: int, operator: str, database: Database) -> None:
     """Post a pending adjustment (the operator must differ from its maker)."""
-    queue = _queue(db)
+
+    async def post(office: BackOffice) -> TransferResult:
+        queue, ledger = ReviewQueue(office.engine), await office.ledger()
+        return await adjustments.approve(queue, ledger, approval_id, operator, now_us())
+
     try:
-        result = _with_ledger(
-            db, lambda ledger: adjustments.approve(queue, ledger, approval_id, operator, now_us())
-        )
+        result = with_back_office(database, post)
     except ReviewError as error:
         raise _refused(error) from None
     click.echo(f"adjustment {approval_id} approved by {operator}: {result.name}")
@@ -247,13 +227,12 @@ def approve_adjustment(approval_id: int, operator: str, db: Path) -> None:
 @click.argument("approval_id", type=int)
 @operator_option
 @note_option
-@db_option
-def decline_adjustment(approval_id: int, operator: str, note: str, db: Path) -> None:
+@database_options
+def decline_adjustment(approval_id: int, operator: str, note: str, database: Database) -> None:
     """Decline a pending adjustment: the item is open again."""
-    try:
-        adjustments.decline(_queue(db), approval_id, operator, note, now_us())
-    except ReviewError as error:
-        raise _refused(error) from None
+    _on_queue(
+        database, lambda queue: adjustments.decline(queue, approval_id, operator, note, now_us())
+    )
     click.echo(f"adjustment {approval_id} declined by {operator}")
 
 
@@ -286,15 +265,15 @@ def parse_now(text: str | None) -> int:
     envvar="MEDSWITCH_REVIEW_DOUBT_AGE",
     help="Loads in doubt at least this old go to review (env MEDSWITCH_REVIEW_DOUBT_AGE).",
 )
-@db_option
-def sweep(now_text: str | None, age_text: str, db: Path) -> None:
+@database_options
+def sweep(now_text: str | None, age_text: str, database: Database) -> None:
     """Put loads and unloads still in doubt past their age into review (once each)."""
     age_s, at_us = parse_age(age_text), parse_now(now_text)
-    engine = _engine(db)
-    try:
-        done = _with_ledger(db, lambda ledger: recon_doubt.sweep(engine, ledger, at_us, age_s))
-    finally:
-        engine.dispose()
+
+    async def swept(office: BackOffice) -> SweepResult:
+        return await recon_doubt.sweep(office.engine, await office.ledger(), at_us, age_s)
+
+    done = with_back_office(database, swept)
     for aged in done.aged:
         attempt = aged.attempt
         click.echo(

@@ -15,14 +15,7 @@ from hsm.keystore import KeyStore
 from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
-from switch import logs
-from switch.app import App, serve_until_signalled
 from switch.config import Config, ConfigError, check, load
-from switch.database import open_stores
-from switch.keystore_file import FileKeyStore
-from switch.pg_stores import PgKeyStore, RoutedKeyStore
-from switch.sessions import Sessions, SharedSessions
-from switch.workers import run_workers
 
 
 def _load_config(path: Path | None) -> Config:
@@ -34,11 +27,9 @@ def _load_config(path: Path | None) -> Config:
 
 def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
     """The software HSM over ``store``, its LMK formed from the configured components and
-    checked against the home's recorded check value (as ``cli_keys.open_soft_hsm``)."""
-    from hsm.errors import HsmError, LmkError
-    from hsm.lmk import Lmk
-    from hsm.soft import SoftHsm
-    from switch.key_home import Home, component_files_of
+    checked against the home's recorded check value (`switch.key_home.soft_hsm_over`)."""
+    from hsm.errors import HsmError
+    from switch.key_home import component_files_of, soft_hsm_over
 
     files = [Path(f) for f in config.hsm.lmk_components]
     if not files:
@@ -46,10 +37,7 @@ def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
             "hsm.lmk_components names no component files: the daemon forms the LMK from them"
         )
     try:
-        expected = Home(config.home_path, "").expected_lmk_kcv()
-        if expected is None:
-            raise LmkError("no LMK configured: run `medswitch keys lmk-form --new` first")
-        return SoftHsm(Lmk(component_files_of(files), expected), store)
+        return soft_hsm_over(config.home_path, component_files_of(files), store)
     except (HsmError, OSError) as err:
         raise click.ClickException(f"HSM: {err}") from None
 
@@ -60,6 +48,13 @@ async def _run(config: Config, worker: int = 0) -> None:
     Keys: on SQLite the file key store holds every key; on PostgreSQL terminals' working keys
     go to the database (every worker uses a sign-on any worker answered) and the rest stays in
     the file the key ceremonies write."""
+    # The daemon loads when it runs, not for `medswitch --help` or `routes`.
+    from switch.app import App, serve_until_signalled
+    from switch.database import open_stores
+    from switch.keystore_file import FileKeyStore
+    from switch.pg_stores import PgKeyStore, RoutedKeyStore
+    from switch.sessions import Sessions, SharedSessions
+
     stores = await open_stores(config.database, writer_process=config.writer_process)
     try:
         files = FileKeyStore(config.home_path / "keys.jsonl")
@@ -111,6 +106,9 @@ def _serve_one(config: Config, worker: int = 0) -> None:
 def serve(config_path: Path | None, workers: int | None) -> None:
     """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
     /readyz. Stops on SIGTERM."""
+    from switch import logs
+    from switch.workers import run_workers
+
     logs.configure(logging.INFO)
     config = _load_config(config_path)
     if workers is not None:

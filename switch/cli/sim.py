@@ -16,12 +16,7 @@ from ledger.medical.split import yuan
 from simulators.his import HisClient, Summary, simulate
 
 
-@click.group("sim")
-def sim_group() -> None:
-    """Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk."""
-
-
-@sim_group.command("his")
+@click.command("his")
 @click.option("--url", default="http://127.0.0.1:5881", show_default=True)
 @click.option("--institution", required=True, help="The institution id (HTTP Basic user).")
 @click.option(

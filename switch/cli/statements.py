@@ -1,7 +1,7 @@
 """`medswitch statements institution ID --from D --to D --out DIR` and `medswitch statements unit
 ID ...`: party statements as CSV and HTML (ledger/dayend/party_statements.py), over business
 dates closed at the ``[dayend]`` cut-over. The same ledger and range write the same bytes; card
-numbers never appear.
+numbers never appear. The database is the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,16 @@ from ledger.dayend.party_statements import (
     unit_statement,
 )
 from ledger.dayend.statements_render import PartyStatement, render_csv, render_html
-from ledger.medical.sql_store import sqlite_engine
-from ledger.migrate import upgrade_sqlite
-from switch import config as config_module
-from switch.cli.ledger import db_option
+from switch.cli.common import Database, check_database, database_options, with_engine
 
 Build = Callable[[Engine, str, dt.date, dt.date, Cutover], PartyStatement]
 
 
-def _cutover() -> Cutover:
+def _cutover(database: Database) -> Cutover:
+    config = database.config()
     try:
-        config = config_module.load()
         return Cutover.parse(config.dayend.cutover, config.dayend.timezone or config.timezone)
-    except (config_module.ConfigError, CalendarError) as error:
+    except CalendarError as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -43,18 +40,16 @@ def _date(text: str, hint: str) -> dt.date:
         raise click.BadParameter(str(error), param_hint=hint) from None
 
 
-def _write(build: Build, party: str, date_from: str, date_to: str, out: Path, db: Path) -> None:
-    if not db.exists():
-        raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
+def _write(
+    build: Build, party: str, date_from: str, date_to: str, out: Path, database: Database
+) -> None:
+    url = check_database(database)
     first, last = _date(date_from, "--from"), _date(date_to, "--to")
-    upgrade_sqlite(db)
-    engine = sqlite_engine(db)
+    cutover = _cutover(database)
     try:
-        statement = build(engine, party, first, last, _cutover())
+        statement = with_engine(url, lambda engine: build(engine, party, first, last, cutover))
     except StatementError as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        engine.dispose()
     out.mkdir(parents=True, exist_ok=True)
     for suffix, data in ((".csv", render_csv(statement)), (".html", render_html(statement))):
         path = out / (statement.stem + suffix)
@@ -76,7 +71,7 @@ def _range_options(function: click.decorators.FC) -> click.decorators.FC:
                 show_default=True,
                 help="Directory for the CSV and HTML files.",
             ),
-            db_option,
+            database_options,
         ]
     ):
         function = option(function)
@@ -91,15 +86,17 @@ def statements_group() -> None:
 @statements_group.command("institution")
 @click.argument("institution_id")
 @_range_options
-def institution(institution_id: str, date_from: str, date_to: str, out: Path, db: Path) -> None:
+def institution(
+    institution_id: str, date_from: str, date_to: str, out: Path, database: Database
+) -> None:
     """What a hospital or pharmacy was settled (by kind of money, date, category and class) and
     what it was paid."""
-    _write(institution_statement, institution_id, date_from, date_to, out, db)
+    _write(institution_statement, institution_id, date_from, date_to, out, database)
 
 
 @statements_group.command("unit")
 @click.argument("unit_id")
 @_range_options
-def unit(unit_id: str, date_from: str, date_to: str, out: Path, db: Path) -> None:
+def unit(unit_id: str, date_from: str, date_to: str, out: Path, database: Database) -> None:
     """An employer unit's contributions (by period, received, owed) and its members' spending."""
-    _write(unit_statement, unit_id, date_from, date_to, out, db)
+    _write(unit_statement, unit_id, date_from, date_to, out, database)

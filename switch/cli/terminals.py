@@ -57,9 +57,8 @@ from switch.card_io.connection import (
     DirectConnection,
     PcscConnection,
 )
-from switch.cli.keys import component_count, component_files, load_hsm
-from switch.cli.keys import resolve as resolve_key
-from switch.cli.sim import sim_group
+from switch.cli.common import component_count_option, component_files_option, load_hsm
+from switch.cli.common import resolve as resolve_key
 from switch.key_home import Home, component_files_of
 
 COMMANDS_MAX = 100_000  # interactive commands in one session, at most
@@ -204,8 +203,8 @@ def terminal_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(file_okay=False, path_type=Path),
             help="A key home holding tmk/<terminal id> (with -c LMK components).",
         ),
-        component_files,
-        component_count,
+        component_files_option,
+        component_count_option,
         click.option(
             "--state",
             "state_file",
@@ -306,7 +305,7 @@ def commands_for_parsing(
     return commands(Nothing())  # type: ignore[arg-type]
 
 
-@sim_group.command("pos")
+@click.command("pos")
 @terminal_options
 @click.option(
     "--psam",
@@ -370,7 +369,7 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
     run_session(common, table, f"POS {common.terminal_id}")
 
 
-@sim_group.command("kiosk")
+@click.command("kiosk")
 @terminal_options
 @click.option("--bank-pin", default=None, help="The savings account's PIN (default: --pin).")
 def sim_kiosk(bank_pin: str | None, **options: Any) -> None:

@@ -14,21 +14,20 @@ import sqlalchemy as sa
 from hsm.keys import KeyUsage
 from ledger import schema
 from switch.card_io import issuance
-from switch.cli.cards import (
+from switch.cli.cards.context import (
     STATUS_ACTIVE,
     STATUS_ISSUED,
     Context,
-    cards,
     now_or,
     pass_context,
     run_hsm,
 )
-from switch.cli.keys import resolve
+from switch.cli.common import resolve
 
 U = KeyUsage
 
 
-@cards.command("issue")
+@click.command("issue")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--file-key", default="cards/file", show_default=True, help="FILE key alias.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
@@ -98,7 +97,7 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
         ])
 
 
-@cards.command("replace")
+@click.command("replace")
 @click.argument("card_no")
 @click.option("--reason", type=click.Choice(["lost", "damaged", "stolen"]), required=True)
 @pass_context
@@ -120,7 +119,7 @@ def approval_path(batch_file: Path) -> Path:
     return batch_file.with_name(batch_file.name + ".approval")
 
 
-@cards.command("approve")
+@click.command("approve")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--file-key", default="cards/file", show_default=True)
 @pass_context

@@ -17,24 +17,23 @@ from ledger import schema
 from switch.card_io import issuance
 from switch.card_io import personalize as perso
 from switch.card_io.connection import CardConnection, CardConnectionError, expect
-from switch.cli.cards import (
+from switch.cli.cards.context import (
     FACTORY_TRANSPORT_ALIAS,
     STATUS_ACTIVE,
     STATUS_ISSUED,
     Context,
     now_or,
     pass_context,
-    psams,
     run_hsm,
 )
 from switch.cli.cards.issuing import approval_path, mark, progress
-from switch.cli.keys import resolve
+from switch.cli.common import resolve
 
 U = KeyUsage
 PSAM_FILE_KEY = "cards/file"
 
 
-@psams.command("issue")
+@click.command("issue")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--file-key", default=PSAM_FILE_KEY, show_default=True)
 @click.option("--key-version", default=1, show_default=True, type=int)
@@ -83,7 +82,7 @@ def issue(c: Context, out: Path, file_key: str, key_version: int, now: str | Non
     click.echo(f"{path}: {len(records)} PSAMs")
 
 
-@psams.command("approve")
+@click.command("approve")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--file-key", default=PSAM_FILE_KEY, show_default=True)
 @pass_context
@@ -112,7 +111,7 @@ def _open(c: Context, data: bytes, file_key: str) -> Opened:
     return opened
 
 
-@psams.command("personalize")
+@click.command("personalize")
 @click.argument("batch_file", required=False,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reader", "readers", multiple=True, required=True,

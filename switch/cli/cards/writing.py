@@ -15,19 +15,18 @@ from ledger import schema
 from switch.card_io import issuance
 from switch.card_io import personalize as perso
 from switch.card_io.connection import CardConnection, CardConnectionError, expect
-from switch.cli.cards import (
+from switch.cli.cards.context import (
     FACTORY_CONTROL_ALIAS,
     FACTORY_TRANSPORT_ALIAS,
     STATUS_ACTIVE,
     Context,
-    cards,
     now_or,
     pass_context,
     run_hsm,
     set_card_status,
 )
 from switch.cli.cards.issuing import check_approval, mark, progress
-from switch.cli.keys import resolve
+from switch.cli.common import resolve
 
 U = KeyUsage
 
@@ -62,7 +61,7 @@ def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, by
     return public, holder
 
 
-@cards.command("personalize")
+@click.command("personalize")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reader", "readers", multiple=True, required=True,
               help="PC/SC reader (name or a unique part of it); repeat for several.")
@@ -146,7 +145,7 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
 
 
 
-@cards.command("factory-keys")
+@click.command("factory-keys")
 @pass_context
 def factory_keys(c: Context) -> None:
     """Form the chip makers' TEST ONLY transport keys in the HSM (demo deployments)."""
@@ -174,7 +173,7 @@ def factory_keys(c: Context) -> None:
 
 
 
-@cards.command("write-authorisation")
+@click.command("write-authorisation")
 @click.option("--reader", required=True, help="PC/SC reader holding the cardholder's card.")
 @click.option("--grant", "grants", multiple=True,
               help="CATEGORY:YEAR of a special-expense authorisation; repeat. None clears.")
