@@ -74,14 +74,6 @@ KNOWN_CYCLES = frozenset(
                 "ledger.writer_process",
             }
         ),
-        frozenset(
-            {
-                "switch.cli.cards",
-                "switch.cli.cards.issuing",
-                "switch.cli.cards.psam_commands",
-                "switch.cli.cards.writing",
-            }
-        ),
     }
 )
 

@@ -31,8 +31,8 @@ from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.ledger.dayend.support import CUTOVER, make_keys, today_and_after
-from tests.ledger.pg_support import DSN
+from tests.support.dayend import CUTOVER, make_keys, today_and_after
+from tests.support.pg import DSN
 
 pytestmark = pytest.mark.postgres
 
