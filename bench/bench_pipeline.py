@@ -31,7 +31,7 @@ from bench.bench_settle import Lanes, demo_home, peek, prepare
 from bench.bench_switch import CpuMeter, children
 from simulators.factory import ChipMaker
 from switch import logs
-from switch.app import App, settle_garbage_collector
+from switch.app import open_app, settle_garbage_collector
 from switch.cli.serve import _soft_hsm
 from switch.config import load
 from switch.keystore_file import FileKeyStore
@@ -42,7 +42,7 @@ async def run(home: Path, args: argparse.Namespace, maker: ChipMaker) -> None:
     """`medswitch serve`'s App on ``home`` in this loop, its message log on /dev/null."""
     config = load(environ={**os.environ, "MEDSWITCH_HOME": str(home)})
     files = FileKeyStore(home / "keys.jsonl")
-    app = App(config, _soft_hsm(config, files), Sessions(files))
+    app = await open_app(config, _soft_hsm(config, files), Sessions(files))
     await app.start()
     try:
         lanes, _ = await prepare(home, app.terminal_port, app.http_port, maker, args)

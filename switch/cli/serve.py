@@ -16,7 +16,7 @@ from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
 from switch import logs
-from switch.app import App, serve_until_signalled
+from switch.app import open_app, serve_until_signalled
 from switch.config import Config, ConfigError, check, load
 from switch.database import open_stores
 from switch.keystore_file import FileKeyStore
@@ -76,10 +76,10 @@ async def _run(config: Config, worker: int = 0) -> None:
             )
         else:
             hsm = _soft_hsm(config, store)
+        app = await open_app(config, hsm, sessions, stores=stores, worker=worker)
     except BaseException:
         await stores.close()
         raise
-    app = App(config, hsm, sessions, stores=stores, worker=worker)
     await serve_until_signalled(app)
 
 
