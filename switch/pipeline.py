@@ -16,8 +16,8 @@ Bounded, and what a 96 means for money (specs/terminal-interface.md, "Faults"):
   waits for it, bounded by its own deadline, and is answered 96 again).
 - A ledger that cannot be written (its writer ended) fails the work at once: the request is
   answered 96 at once, with one log line and no traceback (:func:`ledger_unavailable` is the
-  one place that recognises it). That request posted nothing; its repeat posts once the ledger
-  is back. Work that did commit before the writer was lost posts nothing more when repeated
+  one place that recognises it). The ledger wrote nothing for that request; its repeat posts
+  once the ledger is back. Work that did commit before the writer was lost posts nothing more when repeated
   (the ledger's transfer ids are idempotent) and is answered afresh.
 - A TAC-confirmed debit (0220 advice, 0320 upload) is money the card has already paid. It is
   answered 00 only after its posting committed; a 96 leaves the record with the POS, which
