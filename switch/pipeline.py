@@ -17,8 +17,8 @@ Bounded, and what a 96 means for money (specs/terminal-interface.md, "Faults"):
 - A ledger that cannot be written (its writer ended) fails the work at once: the request is
   answered 96 at once, with one log line and no traceback (:func:`ledger_unavailable` is the
   one place that recognises it). The ledger wrote nothing for that request; its repeat posts
-  once the ledger is back. Work that did commit before the writer was lost posts nothing more when repeated
-  (the ledger's transfer ids are idempotent) and is answered afresh.
+  once the ledger is back. Work that did commit before the writer was lost posts nothing more
+  when repeated (the ledger's transfer ids are idempotent) and is answered afresh.
 - A TAC-confirmed debit (0220 advice, 0320 upload) is money the card has already paid. It is
   answered 00 only after its posting committed; a 96 leaves the record with the POS, which
   sends it again (and uploads it at batch settlement) until it is answered 00; and when the
@@ -265,11 +265,11 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             return Served(refusal, mac_key, "unrouted", replay)
         try:
             reply: Rep = await route.handler(request, await link.context(request, admitted))
-        except BaseException:
+            mac_key = await link.answered(request, reply, admitted)
+        except BaseException:  # copies waiting for this reply are handled afresh
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
             raise
-        mac_key = await link.answered(request, reply, admitted)
         return Served(reply, mac_key, route.name, replay)
 
     def _fault(self, request: Req, error: Exception, exchange: _Exchange) -> Served[Rep, Key]:
