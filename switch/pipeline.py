@@ -205,11 +205,6 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             return work.result()
         return await self._timed_out(request, message, work, exchange)
 
-    async def drain(self, timeout_s: float) -> None:
-        """Wait (bounded) for the work of requests answered 96 at their deadline."""
-        if self._late:
-            await asyncio.wait(set(self._late), timeout=timeout_s)
-
     async def _work(
         self, request: Req, message: Message, payload: bytes, exchange: _Exchange
     ) -> bytes:
