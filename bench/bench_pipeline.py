@@ -31,7 +31,7 @@ from bench.bench_settle import Lanes, demo_home, peek, prepare
 from bench.bench_switch import CpuMeter, children
 from simulators.factory import ChipMaker
 from switch import logs
-from switch.app import App, settle_garbage_collector
+from switch.app import open_app, settle_garbage_collector
 from switch.config import load
 from switch.key_home import component_files_of, soft_hsm_over
 from switch.keystore_file import FileKeyStore
@@ -43,7 +43,7 @@ async def run(home: Path, args: argparse.Namespace, maker: ChipMaker) -> None:
     config = load(environ={**os.environ, "MEDSWITCH_HOME": str(home)})
     files = FileKeyStore(home / "keys.jsonl")
     components = component_files_of([Path(f) for f in config.hsm.lmk_components])
-    app = App(config, soft_hsm_over(home, components, files), Sessions(files))
+    app = await open_app(config, soft_hsm_over(home, components, files), Sessions(files))
     await app.start()
     try:
         lanes, _ = await prepare(home, app.terminal_port, app.http_port, maker, args)

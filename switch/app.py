@@ -1,7 +1,8 @@
 """The composition root: configuration → HSM, database, routes, listeners, HTTP side.
 
-`medswitch serve` builds one :class:`App` and runs it until SIGTERM/SIGINT, then shuts down
-gracefully: stop accepting, let in-flight requests answer, close connections and the HSM.
+`medswitch serve` builds one :class:`App` (:func:`open_app`, the one place it is composed) and
+runs it until SIGTERM/SIGINT, then shuts down gracefully: stop accepting, let in-flight requests
+answer, close connections and the HSM.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import socket
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 from zoneinfo import ZoneInfo
@@ -22,14 +22,15 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hsm.interface import Hsm
+from hsm.interface import Hsm, SignOnKeys
 from ledger.core import Ledger
 from ledger.medical.service import CALLER_THREADS, MedicalService
 from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
 from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
-from routing.context import OfflineLimits
+from messages.terminal import TerminalMessage, TerminalReply
+from routing.context import OfflineLimits, TerminalRecord
 from routing.terminal_routes import terminal_routes
 from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
@@ -38,124 +39,88 @@ from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
-from switch.replies import ReplyCache
+from switch.pipeline import Pipeline
 from switch.sessions import Sessions
 from switch.terminal_service import TerminalService
 from switch.timed import Timed
 
 log = logging.getLogger("medswitch.app")
 
+TerminalPipeline = Pipeline[TerminalMessage, TerminalReply, SignOnKeys, TerminalRecord]
 
-@dataclass
+
 class App:
-    config: Config
-    hsm: Hsm
-    sessions: Sessions
-    clock: Callable[[], datetime] | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    terminal_listener: Listener | None = None
-    bank: BankHost | None = None
-    http_runner: web.AppRunner | None = None
-    http_port: int = 0
-    ready: bool = False
-    stores: Stores | None = None  # opened by start() from config.database unless given
-    worker: int = 0  # this process's index among config.workers
-    worker_metrics_runner: web.AppRunner | None = None
-    ledger: Ledger | None = None
-    cards: SqlCards | None = None
-    medical_store: SqlMedicalStore | None = None
+    """The daemon, built whole by :func:`open_app` (its one composition), started by
+    :meth:`start`: listeners bound, the bank's inbound links, the HTTP side."""
 
-    def _clock(self) -> Callable[[], datetime]:
-        if self.clock is not None:
-            return self.clock
-        zone = ZoneInfo(self.config.timezone)
-        return lambda: datetime.now(zone)
+    def __init__(
+        self,
+        *,
+        config: Config,
+        hsm: Hsm,
+        sessions: Sessions,
+        stores: Stores,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        bank: BankHost,
+        terminal: TerminalPipeline,
+        terminal_listener: Listener,
+        timed_ledger: Ledger,
+        offline: OfflineLimits,
+        his: HisDeps,
+        worker: int = 0,
+    ) -> None:
+        self.config = config
+        self.hsm = hsm
+        self.sessions = sessions
+        self.stores = stores
+        self.metrics = metrics
+        self.clock = clock
+        self.bank = bank
+        self.terminal = terminal  # the terminal link's pipeline (the listener's handler)
+        self.terminal_listener = terminal_listener
+        self.timed_ledger = timed_ledger  # the ledger behind its latency metrics
+        self.offline = offline
+        self.his = his
+        self.worker = worker  # this process's index among config.workers
+        # Set while running: the HTTP side and readiness.
+        self.http_runner: web.AppRunner | None = None
+        self.worker_metrics_runner: web.AppRunner | None = None
+        self.http_port = 0
+        self.ready = False
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.stores.ledger
+
+    @property
+    def cards(self) -> SqlCards:
+        return self.stores.cards
+
+    @property
+    def medical_store(self) -> SqlMedicalStore:
+        return self.stores.medical_store
 
     async def start(self) -> None:
         config = self.config
-        asyncio.get_running_loop().set_default_executor(  # medical writes wait in threads
-            ThreadPoolExecutor(CALLER_THREADS, thread_name_prefix="medswitch")
-        )
-        if self.stores is None:
-            self.stores = await open_stores(
-                config.database, writer_process=config.writer_process
-            )
-        stores = self.stores
-        self.ledger, self.cards, self.medical_store = (
-            stores.ledger,
-            stores.cards,
-            stores.medical_store,
-        )
-        medical = cast(
-            MedicalService,
-            Timed(
-                MedicalService(stores.medical_store, stores.directory),
-                self.metrics.medical_seconds,
-                calls=True,
-            ),
-        )
-        timed_hsm = cast(Hsm, Timed(self.hsm, self.metrics.hsm_seconds))
-        timed_ledger = cast(Ledger, Timed(stores.ledger, self.metrics.ledger_seconds))
-        offline = OfflineLimits(
-            config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
-        )
-        self.bank = BankHost(
-            config.bank,
-            timed_hsm,
-            self.sessions,
-            self.metrics,
-            self._clock(),
-            BankStores.of(stores),
-            workers=config.workers,
-            worker=self.worker,
-        )
-        await self.bank.start_outbound()  # kiosk EP loads route to it
-        service = TerminalService(
-            Codec(TERMINAL),
-            timed_hsm,
-            stores.terminals,  # type: ignore[arg-type]
-            self.sessions,
-            stores.cards,
-            timed_ledger,
-            offline,
-            medical,
-            terminal_routes(self.bank.savings_routes()),
-            self.metrics,
-            self._clock(),
-        )
-        assert isinstance(service.replies, ReplyCache)  # replaced: shared by the workers on PG
-        service.replies = stores.reply_cache()
-        listen = config.terminal
-        settings = ListenerSettings(
-            listen.host,
-            listen.port,
-            LengthFormat.BINARY2,
-            listen.frame_bytes_max,
-            listen.connections_max,
-            listen.idle_timeout_s,
-            listen.read_timeout_s,
-            reuse_port=config.workers > 1,
-        )
-        self.terminal_listener = Listener(settings, service.handle)
         await self.terminal_listener.start()
         if config.bank.enabled:
             await self.bank.start_inbound(
-                stores.cards,
-                timed_ledger,
-                offline,
+                self.stores.cards,
+                self.timed_ledger,
+                self.offline,
+                replies=self.stores.reply_cache,
+                response_timeout_s=config.response_timeout_s,
             )
-            if self.bank.service is not None:
-                assert isinstance(self.bank.service.replies, ReplyCache)
-                self.bank.service.replies = stores.reply_cache()
-        await self._start_http(HisDeps(medical, stores.reference))
+        await self._start_http(self.his)
         self.ready = True
         log.info(
             "terminal interface on %s:%d, HTTP on %s:%d (%s)",
-            listen.host,
+            config.terminal.host,
             self.terminal_listener.port,
             config.http.host,
             self.http_port,
-            "PostgreSQL" if stores.postgres else "SQLite",
+            "PostgreSQL" if self.stores.postgres else "SQLite",
         )
 
     async def _start_http(self, his: HisDeps) -> None:
@@ -233,6 +198,121 @@ class App:
             await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
             await self.stores.close()
+
+
+async def open_app(
+    config: Config,
+    hsm: Hsm,
+    sessions: Sessions,
+    *,
+    stores: Stores | None = None,
+    clock: Callable[[], datetime] | None = None,
+    worker: int = 0,
+) -> App:
+    """The daemon's one composition: the stores on ``config.database`` (unless given; closed
+    again if building fails), the HSM, ledger and medical core behind their latency metrics,
+    the bank links (their outbound side started: kiosk EP loads route to it by BIN), the
+    terminal link's pipeline and listener (not yet bound: :meth:`App.start`)."""
+    asyncio.get_running_loop().set_default_executor(  # medical writes wait in threads
+        ThreadPoolExecutor(CALLER_THREADS, thread_name_prefix="medswitch")
+    )
+    given = stores
+    if stores is None:
+        stores = await open_stores(config.database, writer_process=config.writer_process)
+    try:
+        return await _compose(config, hsm, sessions, stores, clock or _zone_clock(config), worker)
+    except BaseException:
+        if given is None:
+            await stores.close()
+        raise
+
+
+async def _compose(
+    config: Config,
+    hsm: Hsm,
+    sessions: Sessions,
+    stores: Stores,
+    clock: Callable[[], datetime],
+    worker: int,
+) -> App:
+    metrics = Metrics()
+    timed_hsm = cast(Hsm, Timed(hsm, metrics.hsm_seconds))
+    timed_ledger = cast(Ledger, Timed(stores.ledger, metrics.ledger_seconds))
+    medical = cast(
+        MedicalService,
+        Timed(
+            MedicalService(stores.medical_store, stores.directory),
+            metrics.medical_seconds,
+            calls=True,
+        ),
+    )
+    offline = OfflineLimits(
+        config.offline.floor_fen, config.offline.count_max, config.offline.age_max_h
+    )
+    bank = BankHost(
+        config.bank,
+        timed_hsm,
+        sessions,
+        metrics,
+        clock,
+        BankStores.of(stores),
+        workers=config.workers,
+        worker=worker,
+    )
+    await bank.start_outbound()  # kiosk EP loads route to it
+    try:
+        terminal = TerminalService(
+            codec=Codec(TERMINAL),
+            hsm=timed_hsm,
+            terminals=stores.terminals,
+            sessions=sessions,
+            cards=stores.cards,
+            ledger=timed_ledger,
+            offline=offline,
+            medical=medical,
+            routes=terminal_routes(bank.savings_routes()),
+            clock=clock,
+        )
+        pipeline = Pipeline(
+            link=terminal,
+            replies=stores.reply_cache(),  # shared by the workers on PostgreSQL
+            metrics=metrics,
+            response_timeout_s=config.response_timeout_s,
+        )
+        listen = config.terminal
+        settings = ListenerSettings(
+            listen.host,
+            listen.port,
+            LengthFormat.BINARY2,
+            listen.frame_bytes_max,
+            listen.connections_max,
+            listen.idle_timeout_s,
+            listen.read_timeout_s,
+            reuse_port=config.workers > 1,
+        )
+    except BaseException:
+        await bank.stop()
+        raise
+    return App(
+        config=config,
+        hsm=hsm,
+        sessions=sessions,
+        stores=stores,
+        metrics=metrics,
+        clock=clock,
+        bank=bank,
+        terminal=pipeline,
+        terminal_listener=Listener(settings, pipeline.handle),
+        timed_ledger=timed_ledger,
+        offline=offline,
+        his=HisDeps(medical, stores.reference),
+        worker=worker,
+    )
+
+
+def _zone_clock(config: Config) -> Callable[[], datetime]:
+    zone = ZoneInfo(config.timezone)
+    return lambda: datetime.now(zone)
 
 
 GC_THRESHOLDS = (20_000, 20, 20)

@@ -24,6 +24,11 @@ log = logging.getLogger("medswitch.listener")
 Handler = Callable[[bytes, str], Awaitable[bytes | None]]
 
 
+class Hangup(Exception):
+    """Raised by a handler that has no answer a peer could match (a frame whose message type
+    the interface does not define): its connection is closed."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
     host: str
@@ -82,7 +87,12 @@ class _Connection(asyncio.Protocol):
             self._rearm()
 
     async def _serve(self, frame: bytes) -> None:
-        reply = await self._listener.handler(frame, self._peer)
+        try:
+            reply = await self._listener.handler(frame, self._peer)
+        except Hangup as reason:
+            log.warning("closing %s: %s", self._peer, reason)
+            self.close()
+            return
         transport = self._transport
         if reply is not None and transport is not None and not transport.is_closing():
             transport.write(encode_frame(reply, self._listener.settings.length_format))

@@ -29,6 +29,7 @@ from switch.bank.service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener
 from switch.metrics import Metrics
+from switch.replies import ReplyCache
 from switch.sessions import Sessions
 
 __all__ = ["BankHost", "BankStores", "bank_configs", "change_keys", "configured_savings_routes"]
@@ -140,10 +141,18 @@ class BankHost:
         cards: CardDirectory,
         ledger: Ledger,
         offline: OfflineLimits,
+        *,
+        replies: Callable[[], ReplyCache],
+        response_timeout_s: float,
     ) -> int:
-        """Each bank's listener for its counters, and the sweep of ended cards; returns the
-        first bank's port."""
-        ports = [await peer.start_inbound(cards, ledger, offline) for peer in self.peers]
+        """Each bank's listener for its counters (each with its reply cache from ``replies``),
+        and the sweep of ended cards; returns the first bank's port."""
+        ports = [
+            await peer.start_inbound(
+                cards, ledger, offline, replies=replies(), response_timeout_s=response_timeout_s
+            )
+            for peer in self.peers
+        ]
         if self.primary:
             self._sweeps = asyncio.ensure_future(self._sweep_ended_cards(ledger))
         return ports[0] if ports else 0

@@ -24,13 +24,21 @@ from routing.bank_context import SavingsRoute
 from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
 from switch.bank.cards import CardStatusStore
-from switch.bank.keys import KeyChangeError, LinkKeys, kcvs_of, outbound_aliases
+from switch.bank.keys import (
+    KeyChangeError,
+    LinkKeys,
+    inbound_aliases,
+    kcvs_of,
+    outbound_aliases,
+)
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
 from switch.bank.saf import ReversalQueue, SafSender
 from switch.bank.service import BankService
 from switch.config import BankConfig
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
+from switch.pipeline import Pipeline
+from switch.replies import ReplyCache
 from switch.sequences import Sequences
 from switch.sessions import Sessions
 
@@ -143,23 +151,32 @@ class BankPeer:
         cards: CardDirectory,
         ledger: Ledger,
         offline: OfflineLimits,
+        *,
+        replies: ReplyCache,
+        response_timeout_s: float,
     ) -> int:
         """The listener for the bank's counters; returns its port."""
         link = self.config
         self.service = BankService(
-            Codec(BANK),
-            self.hsm,
-            link,
-            self.stores.terminals,
-            self.sessions,
-            cards,
-            self.stores.card_status,
-            ledger,
-            offline,
-            bank_routes(),
-            self.metrics,
-            self.clock,
-            self.savings,
+            codec=Codec(BANK),
+            hsm=self.hsm,
+            link=link,
+            keys=LinkKeys(self.hsm, self.sessions, inbound_aliases(link), link.key_overlap_s),
+            terminals=self.stores.terminals,
+            sessions=self.sessions,
+            cards=cards,
+            card_status=self.stores.card_status,
+            ledger=ledger,
+            offline=offline,
+            routes=bank_routes(),
+            clock=self.clock,
+            savings=self.savings,
+        )
+        pipeline = Pipeline(
+            link=self.service,
+            replies=replies,
+            metrics=self.metrics,
+            response_timeout_s=response_timeout_s,
         )
         settings = ListenerSettings(
             link.host,
@@ -171,7 +188,7 @@ class BankPeer:
             link.read_timeout_s,
             reuse_port=self.reuse_port,
         )
-        self.listener = Listener(settings, self.service.handle)
+        self.listener = Listener(settings, pipeline.handle)
         await self.listener.start()
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
         return self.listener.port

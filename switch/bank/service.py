@@ -1,11 +1,14 @@
-"""The inbound bank link's pipeline: bytes in → checks → route → handler → MACed reply out.
+"""The inbound bank link's profile of :mod:`switch.pipeline`: how a bank host's frame is read,
+checked, routed and answered. The bank host is the acquirer for its counters.
 
-The bank host is the acquirer for its counters. Shaped like :mod:`switch.terminal_service`:
-allowed peer (else no answer), decode (30 with the envelope it could read), parse, acquirer F32
-(03), MAC X9.19 under the link's ZAK on every financial message (A0, moving nothing), link signed
-on (91 before a 0800 F70 = 001), retransmission by (F32, F7, F11, class) → the original reply
-byte for byte (94 for the same key with other content), route (40), handler, build, MAC, encode.
-Network management (sign-on, sign-off, echo) needs no MAC; when it carries one it must verify.
+Before anything, the peer must be allowed (else no answer). A frame that does not decode is
+answered 30 with the envelope it could read when its MTI is a request the interface defines;
+otherwise the connection is closed. A reply where a request belongs is not answered.
+
+Admission, in order: acquirer F32 (03); MAC X9.19 under the link's ZAK on every financial
+message, and on network management when it carries one (A0, moving nothing); link signed on
+(91 before a 0800 F70 = 001). Then the pipeline's retransmission check by (F32, F7, F11, class)
+→ the original reply byte for byte (94 for the same key with other content), and route (40).
 
 The link's sign-on state lives in this process (one inbound link per bank; a bank that finds the
 switch restarted signs on again, as bank hosts do after any reconnect).
@@ -15,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any
 
 from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef, KeyUsage
@@ -32,48 +36,54 @@ from messages.bank import (
     CounterEpLoad,
 )
 from messages.codec import Codec, FieldValue, Message
-from messages.envelope import message_class
+from messages.envelope import message_class, response_mti
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
-from routing.table import RouteTable
-from switch.bank.keys import LinkKeys, inbound_aliases
+from routing.table import Route, RouteTable
+from switch.bank.keys import LinkKeys
 from switch.config import BankConfig
-from switch.logs import log_message
-from switch.metrics import Metrics
-from switch.replies import ReplyCache
-from switch.sessions import Sessions, SqliteTerminals
+from switch.pipeline import Admitted, Served
+from switch.sessions import Sessions, SqlTerminals
 
-log = logging.getLogger("medswitch.bank")
+#: The request MTIs the bank interface defines, each with its response's MTI: a format error
+#: is answered only to these (specs/bank-interface.md).
+RESPONSE_MTIS: Mapping[str, str] = MappingProxyType(
+    {mti: response_mti(mti) for mti in {row.mti for row, _ in bank.TABLE} | {"0420", "0421"}}
+)
 
-# (reply, the ZAK to MAC it under or None, handler name, (message key, digest) to remember it)
-Served = tuple[BankReply, KeyRef | None, str, tuple[str, bytes] | None]
+BankAdmitted = Admitted[KeyRef, None]
+BankServed = Served[BankReply, KeyRef]
 
 
 class BankService:
+    """One bank's inbound link (a :class:`switch.pipeline.Link`)."""
+
+    name = "bank"
+    log = logging.getLogger("medswitch.bank")
+
     def __init__(
         self,
+        *,
         codec: Codec,
         hsm: Hsm,
         link: BankConfig,
-        terminals: SqliteTerminals,
+        keys: LinkKeys,
+        terminals: SqlTerminals,
         sessions: Sessions,
         cards: CardDirectory,
         card_status: CardStatusRegister,
         ledger: Ledger,
         offline: OfflineLimits,
         routes: RouteTable,
-        metrics: Metrics,
         clock: Callable[[], datetime],
-        savings: SavingsLink | None = None,
-        keys: LinkKeys | None = None,
+        savings: SavingsLink | None,
     ) -> None:
-        self.savings = savings
-        self.keys = keys or LinkKeys(hsm, sessions, inbound_aliases(link), link.key_overlap_s)
         self.codec = codec
         self.hsm = hsm
         self.link = link
+        self.keys = keys
         self.terminals = terminals
         self.sessions = sessions
         self.cards = cards
@@ -81,108 +91,63 @@ class BankService:
         self.ledger = ledger
         self.offline = offline
         self.routes = routes
-        self.metrics = metrics
         self.clock = clock
-        self.replies = ReplyCache()
+        self.savings = savings
         self.signed_on: set[str] = set()  # acquirer ids (F32) whose link is signed on
 
     def peer_allowed(self, peer: str) -> bool:
         allowed = self.link.allowed_peers
         return not allowed or peer.rpartition(":")[0] in allowed
 
-    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+    def read(self, payload: bytes, peer: str) -> tuple[Message, BankMessage] | None:
         if not self.peer_allowed(peer):
-            log.warning("bank link: %s is not an allowed peer; not answered", peer)
+            self.log.warning("bank link: %s is not an allowed peer; not answered", peer)
             return None
-        try:
-            message = self.codec.decode(payload)
-            request = bank.parse(message)
-        except CodecError as err:
-            self.metrics.format_errors.labels("bank").inc()
-            log.warning("bank link: format error from %s: %s", peer, err)
-            return self._format_error(payload, err)
+        message = self.codec.decode(payload)
+        request = bank.parse(message)
         if isinstance(request, BankReply):
-            log.warning("bank link: unexpected reply %s from %s", message.mti, peer)
+            self.log.warning("bank link: unexpected reply %s from %s", message.mti, peer)
             return None
-        started = time.perf_counter()
-        served = await self._serve(request, message, payload)
-        if isinstance(served, bytes):  # a retransmission: the original reply, byte for byte
-            self.metrics.answered("bank", message.mti, "repeat")
-            return served
-        reply, zak, handler, replay = served
-        encoded = await self.replies.remember(replay, self._encode(reply, zak))
-        self.metrics.answered("bank", reply.mti, reply.response_code)
-        self.metrics.handled(handler, time.perf_counter() - started)
-        if log.isEnabledFor(logging.INFO):
-            envelope = {
-                "acquirer": request.acquirer_id,
-                "terminal": request.terminal_id,
-                "mti": message.mti,
-                "stan": request.stan,
-                "transmitted": request.transmitted,
-            }
-            log_message(log, "bank", envelope, request, reply.response_code, handler, started)
-        return encoded
+        return message, request
 
-    async def _serve(
+    async def admit(
         self, request: BankMessage, message: Message, payload: bytes
-    ) -> Served | bytes:
+    ) -> BankAdmitted | BankServed:
         mti = message.mti
         financial = not mti.startswith("08")
         if request.acquirer_id != self.link.acquirer_id:
-            return self._refuse(request, Outcome.INVALID_MERCHANT), None, "refused", None
+            return Served(self.refuse(request, Outcome.INVALID_MERCHANT))
         mac = message.fields.get(128)
         zak = None  # the key the request's MAC verified under: the reply is MACed under it
         if financial or mac is not None:
             zak = await self._mac_key(payload, mac)
             if zak is None:
-                return self._refuse(request, Outcome.MAC_ERROR), None, "refused", None
+                return Served(self.refuse(request, Outcome.MAC_ERROR))
         if financial and request.acquirer_id not in self.signed_on:
-            refusal = self._refuse(request, Outcome.ISSUER_INOPERATIVE)
-            return refusal, zak, "refused", None
-        message_key = f"{request.acquirer_id}|{request.transmitted}|{request.stan}|"
-        message_key += message_class(mti)
-        replay = None
+            return Served(self.refuse(request, Outcome.ISSUER_INOPERATIVE), zak)
+        kind = message_class(mti)
+        message_key = f"{request.acquirer_id}|{request.transmitted}|{request.stan}|{kind}"
+        digest = None
         if financial:  # network management is simply done again
-            block = message_class(mti).encode() + self.codec.mac_block(payload)[4:]
+            block = kind.encode() + self.codec.mac_block(payload)[4:]
             digest = hashlib.blake2b(block, digest_size=16).digest()
-            earlier = await self.replies.earlier(message_key, digest)
-            if isinstance(earlier, bytes):
-                return earlier
-            if earlier is Outcome.DUPLICATE:
-                return self._refuse(request, Outcome.DUPLICATE), zak, "duplicate", None
-            self.replies.begin(message_key, digest)
-            replay = (message_key, digest)
+        return Admitted(zak, message_key, digest, None)
+
+    def route(self, request: BankMessage, message: Message) -> Route | None:
         processing = message.fields.get(3)
         network = message.fields.get(70)
         processing_code = processing if isinstance(processing, str) else None
-        route = self.routes.match(
+        return self.routes.match(
             "bank",
-            message_class(mti),
+            message_class(message.mti),
             processing_code,
             None,
             network if isinstance(network, str) else None,
             processing_code[2:4] if processing_code else None,
             getattr(request, "pan", None) or "",
         )
-        if route is None or route.handler is None:
-            refusal = self._refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
-            return refusal, zak, "unrouted", replay
-        try:
-            context = await self._context(request, message_key)
-            reply: BankReply = await route.handler(request, context)
-        except BaseException:
-            if replay is not None:
-                self.replies.finish(replay[0], replay[1], None)
-            raise
-        if reply.response_code == Outcome.APPROVED.code:
-            if isinstance(request, BankSignOn):
-                self.signed_on.add(request.acquirer_id)
-            elif isinstance(request, BankSignOff):
-                self.signed_on.discard(request.acquirer_id)
-        return reply, zak, route.name, replay
 
-    async def _context(self, request: BankMessage, message_key: str) -> BankContext:
+    async def context(self, request: BankMessage, admitted: BankAdmitted) -> Any:
         counter = TerminalRecord(
             request.terminal_id or "", request.acquirer_id, "bank_counter", "active", "000000"
         )
@@ -195,7 +160,7 @@ class BankService:
             self.sessions,
             self.cards,
             self.ledger,
-            f"bank|{message_key}",
+            f"bank|{admitted.message_key}",
             self.offline,
         )
         link = self.link
@@ -205,6 +170,26 @@ class BankService:
         return BankContext(
             base, self.card_status, link.acquirer_id, self.savings, zpk_in, self.keys
         )
+
+    async def answered(
+        self, request: BankMessage, reply: BankReply, admitted: BankAdmitted
+    ) -> KeyRef | None:
+        """An approved sign-on opens the link for financial messages; a sign-off closes it."""
+        if reply.response_code == Outcome.APPROVED.code:
+            if isinstance(request, BankSignOn):
+                self.signed_on.add(request.acquirer_id)
+            elif isinstance(request, BankSignOff):
+                self.signed_on.discard(request.acquirer_id)
+        return admitted.mac_key
+
+    def envelope(self, request: BankMessage, message: Message) -> dict[str, str | None]:
+        return {
+            "acquirer": request.acquirer_id,
+            "terminal": request.terminal_id,
+            "mti": message.mti,
+            "stan": request.stan,
+            "transmitted": request.transmitted,
+        }
 
     async def _mac_key(self, payload: bytes, mac: FieldValue | None) -> KeyRef | None:
         """The ZAK (current, or the previous within the overlap) the MAC verifies under."""
@@ -216,27 +201,30 @@ class BankService:
                 return zak
         return None
 
-    def _refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
+    def refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
         return bank.reply_to(request, outcome.code, pan=getattr(request, "pan", None))
 
-    async def _encode(self, reply: BankReply, zak: KeyRef | None) -> bytes:
+    async def seal(self, reply: BankReply, mac_key: KeyRef | None) -> bytes:
         message = bank.build(reply)
-        if zak is None:
+        if mac_key is None:
             return self.codec.encode(message)
         fields = dict(message.fields)
         fields[128] = bytes(8)
         payload = self.codec.encode(Message(message.mti, fields))
-        mac = await self.hsm.generate_mac(zak, MacAlgorithm.X9_19, self.codec.mac_block(payload))
+        mac = await self.hsm.generate_mac(
+            mac_key, MacAlgorithm.X9_19, self.codec.mac_block(payload)
+        )
         return self.codec.with_mac(payload, mac)
 
-    def _format_error(self, payload: bytes, err: CodecError) -> bytes | None:
-        """Answer 30, echoing what could be read of the envelope; nothing if not even that."""
-        mti = payload[:4].decode("ascii", "replace")
-        if not mti.isdigit() or mti[2] not in "02468":
+    def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
+        """Answer 30 to a request the interface defines, echoing what could be read of the
+        envelope; None (the connection is closed) when the MTI is not one of those."""
+        reply_mti = RESPONSE_MTIS.get(payload[:4].decode("ascii", "replace"))
+        if reply_mti is None:
             return None
         fields: dict[int, FieldValue] = {39: Outcome.FORMAT_ERROR.code}
         fields.update(err.envelope)
-        reply = Message(f"{(int(mti) // 10) * 10 + 10:04d}", fields)
+        reply = Message(reply_mti, fields)
         try:
             return self.codec.encode(reply)
         except CodecError:

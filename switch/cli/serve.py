@@ -49,7 +49,7 @@ async def _run(config: Config, worker: int = 0) -> None:
     go to the database (every worker uses a sign-on any worker answered) and the rest stays in
     the file the key ceremonies write."""
     # The daemon loads when it runs, not for `medswitch --help` or `routes`.
-    from switch.app import App, serve_until_signalled
+    from switch.app import open_app, serve_until_signalled
     from switch.database import open_stores
     from switch.keystore_file import FileKeyStore
     from switch.pg_stores import PgKeyStore, RoutedKeyStore
@@ -71,10 +71,10 @@ async def _run(config: Config, worker: int = 0) -> None:
             )
         else:
             hsm = _soft_hsm(config, store)
+        app = await open_app(config, hsm, sessions, stores=stores, worker=worker)
     except BaseException:
         await stores.close()
         raise
-    app = App(config, hsm, sessions, stores=stores, worker=worker)
     await serve_until_signalled(app)
 
 

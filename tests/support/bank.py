@@ -21,7 +21,7 @@ from hsm.soft import SoftHsm
 from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from simulators.bank import BankIssuer, BankKeys
-from switch.app import App
+from switch.app import App, open_app
 from switch.bank.host import BankHost
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
@@ -183,7 +183,7 @@ async def _bank_daemon(
             **settings,
         ),
     )
-    app = App(config, hsm, Sessions(store), clock=now)
+    app = await open_app(config, hsm, Sessions(store), clock=now)
     await app.start()
     try:
         assert app.bank is not None and app.bank.outbound is not None

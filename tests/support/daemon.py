@@ -33,11 +33,8 @@ from messages import terminal_table
 from messages.codec import Codec, Message
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
-from messages.terminal import (
-    TerminalMessage,
-    TerminalReply,
-)
-from switch.app import App
+from messages.terminal import TerminalMessage, TerminalReply
+from switch.app import App, open_app
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
 from tests.support.on_file import CardOnFile, PsamOnFile
@@ -252,7 +249,7 @@ async def _serving(tmp: Path, database_url: str) -> AsyncIterator[Daemon]:
         terminal=replace(ListenConfig(), port=0),
         http=HttpConfig(port=0),
     )
-    app = App(config, hsm, Sessions(store), clock=now)
+    app = await open_app(config, hsm, Sessions(store), clock=now)
     await app.start()
     try:
         yield Daemon(app, hsm, store, tmp)

@@ -23,7 +23,7 @@ from messages.bank import SavingsDebit
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import BankAcquirer, BankIssuer, IssuerRules
-from switch.app import App
+from switch.app import open_app
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, new_hsm, now
@@ -71,7 +71,7 @@ def test_ep_load_from_savings_approved_declined_and_timed_out(tmp_path: Path) ->
                 outbound_timeout_s=0.5,
             ),
         )
-        app = App(config, hsm, Sessions(store), clock=now)
+        app = await open_app(config, hsm, Sessions(store), clock=now)
         await app.start()
         counter: BankAcquirer | None = None
         try:

@@ -28,6 +28,7 @@ from ledger.demo import init_demo
 from ledger.kinds import AccountKind, account_id
 from messages import bank
 from messages.bank import CounterLoad
+from messages.codec import Message
 from messages.framing import LengthFormat, encode_frame
 from messages.outcome import Outcome
 from messages.pretty import mask_pan
@@ -35,7 +36,7 @@ from messages.private import CardData
 from messages.terminal import EdLoad, SignOn, SignOnReply
 from simulators import terminal_card
 from simulators.bank import CODEC, BankAcquirer, mac_payload
-from switch.app import App
+from switch.app import open_app
 from switch.card_io.connection import ApduError, CardConnection
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.logs import JsonFormatter
@@ -71,7 +72,7 @@ async def bank_daemon(
             allowed_peers=allowed_peers,
         ),
     )
-    app = App(config, hsm, Sessions(store), clock=now)
+    app = await open_app(config, hsm, Sessions(store), clock=now)
     await app.start()
     try:
         yield Daemon(app, hsm, store, tmp), zak
@@ -176,6 +177,28 @@ def test_a_peer_not_allowed_is_not_answered(tmp_path: Path) -> None:
                 await bank_counter.sign_on()
 
     run(tmp_path, scenario, allowed_peers=("192.0.2.1",))
+
+
+def test_a_frame_whose_mti_the_interface_does_not_define_closes_the_link(tmp_path: Path) -> None:
+    """No 30 under an MTI the bank interface does not define (0600 → 0610), and no silence
+    on an open link for an MTI that is not even digits: the connection is closed."""
+    envelope = {7: "1207120000", 11: "000042", 32: ACQUIRER, 70: "301"}
+    undefined = CODEC.encode(Message("0600", envelope))
+    unreadable = b"AB" + undefined[2:]
+
+    async def scenario(daemon: Daemon, zak: KeyRef) -> None:
+        for frame in (undefined, unreadable):
+            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.app.bank_port)
+            try:
+                writer.write(encode_frame(frame, LengthFormat.ASCII4))
+                await writer.drain()
+                assert await asyncio.wait_for(reader.read(4096), timeout=10) == b""
+            finally:
+                writer.close()
+        async with counter(daemon, zak) as bank_counter:  # the link serves on
+            assert (await bank_counter.sign_on()).response_code == "00"
+
+    run(tmp_path, scenario)
 
 
 def test_bad_mac_is_answered_a0_and_moves_nothing(tmp_path: Path) -> None:

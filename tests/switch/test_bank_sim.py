@@ -20,7 +20,7 @@ from hsm.keystore import MemoryKeyStore
 from ledger.demo import init_demo
 from messages.bank import BankReversal, SavingsDebit
 from simulators.bank import BankAcquirer, BankIssuer, IssuerRules, original_data
-from switch.app import App
+from switch.app import open_app
 from switch.cli import main as cli_main
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.demo import keys as demo_keys
@@ -114,7 +114,7 @@ def test_sim_bank_acquirer_runs_a_counter_script(tmp_path: Path) -> None:
             http=HttpConfig(port=0),
             bank=BankConfig(enabled=True, port=0, zak_alias=zak.alias),
         )
-        app = App(config, hsm, Sessions(store), clock=now)
+        app = await open_app(config, hsm, Sessions(store), clock=now)
         await app.start()
         try:
             daemon = Daemon(app, hsm, MemoryKeyStore(), tmp_path)

@@ -13,6 +13,7 @@ import uvloop
 
 from ledger.writer_process import ProcessWriter
 from messages.codec import Message
+from messages.framing import LengthFormat, encode_frame
 from messages.outcome import Outcome
 from messages.terminal import (
     BlacklistDownload,
@@ -114,6 +115,30 @@ def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path, backend: 
             assert answer.fields[41] == "POS00001"
 
     run(tmp_path, scenario, backend)
+
+
+def test_a_frame_whose_mti_the_interface_does_not_define_closes_the_connection(
+    tmp_path: Path,
+) -> None:
+    """No format-error reply with an MTI the interface does not define (0600 → 0610), and no
+    silence on an open connection for an MTI that is not even BCD, or absent: closed."""
+    envelope = {11: "000042", 41: "POS00001", 42: "101320000000001", 60: "00000001301"}
+    tpdu, header = bytes.fromhex("6000030000"), bytes(6)
+    undefined = CODEC.encode(Message("0600", envelope, tpdu, header))  # decodes; no such MTI
+    unreadable = bytearray(CODEC.encode(Message("0820", envelope, tpdu, header)))
+    unreadable[11:13] = b"\xab\xcd"  # the MTI's two BCD bytes
+    response = CODEC.encode(Message("0830", {**envelope, 39: "00"}, tpdu, header))
+
+    async def scenario(daemon: Daemon) -> None:
+        for frame in (undefined, bytes(unreadable), tpdu + header, response):
+            async with daemon.terminal("POS00001") as pos:
+                pos.writer.write(encode_frame(frame, LengthFormat.BINARY2))
+                await pos.writer.drain()
+                assert await asyncio.wait_for(pos.reader.read(4096), timeout=10) == b""
+        async with daemon.terminal("POS00001") as pos:  # the listener serves on
+            assert (await sign_on(pos)).response_code == "00"
+
+    run(tmp_path, scenario)
 
 
 def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:

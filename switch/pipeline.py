@@ -1,0 +1,310 @@
+"""One request pipeline for both links, written once: bytes in → decode → parse → admit →
+repeat? → route → handler → seal (MAC, encode) → remember → metrics → log → bytes out. What
+differs between the terminal interface and the bank link is a :class:`Link` profile
+(:class:`switch.terminal_service.TerminalService`, :class:`switch.bank.service.BankService`):
+how a frame is read and answered when it does not decode, the link's admission checks (kept
+linear, top to bottom, in the profile), its route key, its handler context and its MAC.
+
+Bounded, and what a 96 means for money (specs/terminal-interface.md, "Faults"):
+
+- Every request is answered within ``response_timeout_s`` of its arrival. Its work runs as a
+  task of its own; when the deadline passes first the request is answered 96 (system fault),
+  and its work is *not* cancelled: a handler stopped half-way could leave a bank's savings
+  debit without its ledger posting, or a posting without its review record. It runs to its
+  end, and its reply, once known, is remembered as the exchange's answer. A 96 is never
+  remembered: a retransmission gets the truth once it is known (while the work still runs it
+  waits for it, bounded by its own deadline, and is answered 96 again).
+- A ledger that cannot be written (its writer ended) fails the work at once: the request is
+  answered 96 at once, with one log line and no traceback (:func:`ledger_unavailable` is the
+  one place that recognises it). The ledger wrote nothing for that request; its repeat posts
+  once the ledger is back. Work that did commit before the writer was lost posts nothing more
+  when repeated (the ledger's transfer ids are idempotent) and is answered afresh.
+- A TAC-confirmed debit (0220 advice, 0320 upload) is money the card has already paid. It is
+  answered 00 only after its posting committed; a 96 leaves the record with the POS, which
+  sends it again (and uploads it at batch settlement) until it is answered 00; and when the
+  ledger was only slow, the work still posts when the ledger answers. A 96 never drops what a
+  card has paid.
+- Any other failure of the work is a fault of the switch: answered 96 as well, logged with its
+  traceback, not remembered.
+
+A frame that does not decode is answered 30 by the profile when its MTI is a request the
+interface defines; otherwise (no MTI, an MTI the interface does not define, a response) the
+profile gives no answer and the connection is closed (:class:`~switch.listener.Hangup`): no
+reply the peer could match exists, and a closed connection tells it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from messages.codec import Message
+from messages.errors import CodecError
+from messages.outcome import Outcome
+from routing.table import Route
+from switch.listener import Hangup
+from switch.logs import log_message
+from switch.metrics import Metrics
+from switch.replies import Replay, ReplyCache
+
+log = logging.getLogger("medswitch.pipeline")
+
+
+class Reply(Protocol):
+    """What the pipeline reads of any reply: its MTI and response code."""
+
+    @property
+    def mti(self) -> str: ...
+
+    @property
+    def response_code(self) -> str: ...
+
+
+Req = TypeVar("Req")
+Rep = TypeVar("Rep", bound=Reply)
+Key = TypeVar("Key")  # what a reply is MACed under: a terminal's session, a bank link's ZAK
+Party = TypeVar("Party")  # who the link admitted: a terminal's record; nothing on a bank link
+
+
+class Served(NamedTuple, Generic[Rep, Key]):
+    """A reply to seal and send: the handler's, or a refusal."""
+
+    reply: Rep
+    mac_key: Key | None = None  # None: sent without a MAC
+    handler: str = "refused"  # the metrics' and log line's name for who answered
+    replay: Replay | None = None  # (message key, digest) to remember the reply under
+
+
+class Repeat(NamedTuple):
+    """A retransmission: the original reply, byte for byte."""
+
+    original: bytes
+
+
+class Admitted(NamedTuple, Generic[Key, Party]):
+    """A request that passed its link's checks."""
+
+    mac_key: Key | None  # what the request's MAC verified under; the reply is sealed under it
+    message_key: str  # DESIGN §5's message identity
+    digest: bytes | None  # of the request's content; None: not remembered (network management)
+    party: Party
+
+
+class Link(Protocol[Req, Rep, Key, Party]):
+    """One link's part of the pipeline. ``admit`` holds the link's checks, in order."""
+
+    name: str  # "terminal" | "bank": the metrics' label, the log line's interface
+    log: logging.Logger
+
+    def read(self, payload: bytes, peer: str) -> tuple[Message, Req] | None:
+        """The decoded frame and its typed request (CodecError when it does not decode); None:
+        not answered (a peer not allowed, a reply where a request belongs)."""
+        ...
+
+    def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
+        """The 30 answer to a frame that did not decode; None: close the connection."""
+        ...
+
+    async def admit(
+        self, request: Req, message: Message, payload: bytes
+    ) -> Admitted[Key, Party] | Served[Rep, Key]: ...
+
+    def route(self, request: Req, message: Message) -> Route | None: ...
+
+    async def context(self, request: Req, admitted: Admitted[Key, Party]) -> Any:
+        """What the route's handler is given beside the request."""
+        ...
+
+    async def answered(
+        self, request: Req, reply: Rep, admitted: Admitted[Key, Party]
+    ) -> Key | None:
+        """The handler answered: the link's own state follows (sign-on, sign-off); returns
+        the key the reply is sealed under."""
+        ...
+
+    def refuse(self, request: Req, outcome: Outcome) -> Rep: ...
+
+    async def seal(self, reply: Rep, mac_key: Key | None) -> bytes:
+        """The reply's bytes, MACed under ``mac_key`` when there is one."""
+        ...
+
+    def envelope(self, request: Req, message: Message) -> dict[str, str | None]:
+        """The link's envelope fields for the message's log line (no card data)."""
+        ...
+
+
+def ledger_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the ledger cannot be written now: its writer ended (the writer
+    thread's and process's "ledger is closed" failures). The one place that recognises it."""
+    return isinstance(error, RuntimeError) and str(error).startswith("ledger is closed")
+
+
+class _Exchange:
+    """One request's progress, shared by its work and the wait that bounds it."""
+
+    __slots__ = ("late", "mac_key")
+
+    def __init__(self) -> None:
+        self.mac_key: Any = None  # set once admitted: a late 96 is sealed under it
+        self.late = False  # answered 96 at the deadline; the work goes on
+
+
+class Pipeline(Generic[Req, Rep, Key, Party]):
+    """The listener's handler for one link (``handle``)."""
+
+    def __init__(
+        self,
+        *,
+        link: Link[Req, Rep, Key, Party],
+        replies: ReplyCache,
+        metrics: Metrics,
+        response_timeout_s: float,
+    ) -> None:
+        assert response_timeout_s > 0
+        self.link = link
+        self.replies = replies
+        self.metrics = metrics
+        self.response_timeout_s = response_timeout_s
+        self._late: set[asyncio.Task[bytes]] = set()  # work answered 96 that still runs
+
+    @property
+    def late(self) -> int:
+        """Requests answered 96 at their deadline whose work still runs."""
+        return len(self._late)
+
+    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+        link = self.link
+        try:
+            read = link.read(payload, peer)
+        except CodecError as err:
+            self.metrics.format_errors.labels(link.name).inc()
+            link.log.warning("%s: format error from %s: %s", link.name, peer, err)
+            answer = link.format_error(payload, err)
+            if answer is None:
+                raise Hangup(f"{link.name}: no message type the interface defines") from None
+            return answer
+        if read is None:
+            return None
+        message, request = read
+        loop = asyncio.get_running_loop()
+        exchange = _Exchange()
+        work = loop.create_task(self._work(request, message, payload, exchange))
+        waiter = loop.create_future()
+        work.add_done_callback(lambda _: _wake(waiter))
+        timer = loop.call_later(self.response_timeout_s, _wake, waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:  # the listener's task (shutdown): the work goes on
+            self._keep(work)
+            raise
+        finally:
+            timer.cancel()
+        if work.done():
+            return work.result()
+        return await self._timed_out(request, message, work, exchange)
+
+    async def _work(
+        self, request: Req, message: Message, payload: bytes, exchange: _Exchange
+    ) -> bytes:
+        started = time.perf_counter()
+        link = self.link
+        try:
+            served = await self._serve(request, message, payload, exchange)
+        except Exception as error:  # the work failed: 96, never remembered
+            served = self._fault(request, error, exchange)
+        if isinstance(served, Repeat):
+            if not exchange.late:
+                self.metrics.answered(link.name, message.mti, "repeat")
+            return served.original
+        reply, mac_key, handler, replay = served
+        try:
+            encoded = await self.replies.remember(replay, link.seal(reply, mac_key))
+        except Exception as error:  # no MAC (the HSM failed): 96, without one
+            link.log.error("%s: the reply was not sealed: answered 96", link.name, exc_info=error)
+            reply, handler = link.refuse(request, Outcome.SYSTEM_FAULT), "failed"
+            encoded = await link.seal(reply, None)
+        if not exchange.late:
+            self.metrics.answered(link.name, reply.mti, reply.response_code)
+            self.metrics.handled(handler, time.perf_counter() - started)
+        if link.log.isEnabledFor(logging.INFO):
+            envelope = link.envelope(request, message)
+            if exchange.late:
+                envelope["late"] = "yes"  # answered 96 at the deadline
+            code = reply.response_code
+            log_message(link.log, link.name, envelope, request, code, handler, started)
+        return encoded
+
+    async def _serve(
+        self, request: Req, message: Message, payload: bytes, exchange: _Exchange
+    ) -> Served[Rep, Key] | Repeat:
+        link = self.link
+        admitted = await link.admit(request, message, payload)
+        if isinstance(admitted, Served):
+            return admitted
+        mac_key = exchange.mac_key = admitted.mac_key
+        replay = None
+        if admitted.digest is not None:
+            key, digest = admitted.message_key, admitted.digest
+            earlier = await self.replies.earlier(key, digest)
+            if isinstance(earlier, bytes):
+                return Repeat(earlier)
+            if earlier is Outcome.DUPLICATE:
+                return Served(link.refuse(request, Outcome.DUPLICATE), mac_key, "duplicate")
+            self.replies.begin(key, digest)
+            replay = (key, digest)
+        route = link.route(request, message)
+        if route is None or route.handler is None:
+            refusal = link.refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
+            return Served(refusal, mac_key, "unrouted", replay)
+        try:
+            reply: Rep = await route.handler(request, await link.context(request, admitted))
+            mac_key = await link.answered(request, reply, admitted)
+        except BaseException:  # copies waiting for this reply are handled afresh
+            if replay is not None:
+                self.replies.finish(replay[0], replay[1], None)
+            raise
+        return Served(reply, mac_key, route.name, replay)
+
+    def _fault(self, request: Req, error: Exception, exchange: _Exchange) -> Served[Rep, Key]:
+        link = self.link
+        if ledger_unavailable(error):
+            link.log.error("%s: the ledger is unavailable (%s): answered 96", link.name, error)
+            handler = "unavailable"
+        else:
+            link.log.error("%s: the request failed: answered 96", link.name, exc_info=error)
+            handler = "failed"
+        return Served(link.refuse(request, Outcome.SYSTEM_FAULT), exchange.mac_key, handler)
+
+    async def _timed_out(
+        self, request: Req, message: Message, work: asyncio.Task[bytes], exchange: _Exchange
+    ) -> bytes:
+        """The deadline passed first: 96 now (not remembered); the work goes on."""
+        exchange.late = True
+        self._keep(work)
+        link = self.link
+        envelope = link.envelope(request, message)
+        link.log.warning(
+            "%s: no answer within %.1f s (%s): answered 96; its work goes on",
+            link.name,
+            self.response_timeout_s,
+            " ".join(f"{name}={value}" for name, value in envelope.items()),
+        )
+        refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
+        self.metrics.answered(link.name, refusal.mti, refusal.response_code)
+        return await link.seal(refusal, exchange.mac_key)
+
+    def _keep(self, work: asyncio.Task[bytes]) -> None:
+        self._late.add(work)
+        work.add_done_callback(self._late_done)
+
+    def _late_done(self, work: asyncio.Task[bytes]) -> None:
+        self._late.discard(work)
+        if not work.cancelled() and work.exception() is not None:  # seal failed: said once
+            self.link.log.error("%s: late work failed", self.link.name, exc_info=work.exception())
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,266 @@
+"""The request pipeline's bounds (switch/pipeline.py): a request whose work outlasts
+``response_timeout_s`` is answered 96 and its work goes on — a card debit's advice still posts
+when the ledger answers, and a retransmission then gets the truth; a ledger whose writer ended
+is answered 96 at once, one log line and no traceback, and nothing is remembered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import uvloop
+
+from ledger.kinds import AccountKind, account_id
+from ledger.writer_process import ProcessWriter
+from messages import terminal_table
+from messages.codec import Message
+from messages.errors import CodecError
+from messages.outcome import Outcome
+from messages.terminal import DebitAdvice, SignOn, SignOnReply, TerminalReply
+from routing.table import Route
+from switch.listener import Hangup
+from switch.metrics import Metrics
+from switch.pipeline import Admitted, Pipeline
+from switch.replies import ReplyCache
+from tests.support.daemon import CODEC, Daemon, Terminal, now, running_daemon
+from tests.support.kiosk import issue_card_with_keys, issue_psam, kiosk_load, pos_purchase
+from tests.support.on_file import PsamOnFile
+
+DEBIT_FEN = 3_000
+
+
+class HeldLedger:
+    """The daemon's ledger with its postings held until ``gate`` opens: a slow writer."""
+
+    def __init__(self, ledger: Any, gate: asyncio.Event) -> None:
+        self._ledger, self._gate = ledger, gate
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._ledger, name)
+        if not name.startswith("post"):
+            return attribute
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await self._gate.wait()
+            return await attribute(*args, **kwargs)
+
+        return held
+
+
+async def sign_on(daemon: Daemon, terminal: Terminal, institution: str) -> None:
+    terminal.institution_id = institution.ljust(15)
+    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
+    assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
+    terminal.keys = await terminal.hsm.accept_sign_on(
+        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
+    )
+    terminal.batch = reply.batch
+
+
+Scenario = Callable[[Daemon, Terminal, DebitAdvice, PsamOnFile], Awaitable[None]]
+
+
+def run_with_an_advice(tmp_path: Path, scenario: Scenario, backend: str = "sqlite") -> None:
+    """A card loaded at the centre's kiosk, then debited at its institution's POS (signed
+    on): ``scenario`` gets the POS and the debit's advice, not yet sent."""
+
+    async def main() -> None:
+        async with running_daemon(tmp_path, cardholders=3, backend=backend) as daemon:
+            on_file, psam_row = daemon.first_card(), daemon.first_psam()
+            conn, keys = await issue_card_with_keys(daemon, on_file)
+            psam = await issue_psam(daemon, psam_row, keys.purchase)
+            async with daemon.terminal("K0000001") as kiosk:
+                await sign_on(daemon, kiosk, "centre")
+                loaded, confirmed = await kiosk_load(kiosk, conn, on_file, 2 * DEBIT_FEN)
+                assert loaded.response_code == "00" and confirmed is not None
+            async with daemon.terminal(psam_row.terminal_id) as pos:
+                await sign_on(daemon, pos, psam_row.institution_id)
+                data = pos_purchase(conn, psam, on_file, DEBIT_FEN, now().replace(tzinfo=None))
+                advice = DebitAdvice(
+                    **pos.envelope(), pan=on_file.card_no, amount_fen=DEBIT_FEN, card=data
+                )
+                await scenario(daemon, pos, advice, psam_row)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+async def payable_fen(daemon: Daemon, institution: str) -> int:
+    kind = AccountKind.INSTITUTION_PAYABLE_INSURANCE
+    balance = await daemon.app.ledger.balance(account_id(kind, institution))
+    return 0 if balance is None else balance.balance_fen
+
+
+def reply_of(payload: bytes) -> TerminalReply:
+    reply = terminal_table.parse(CODEC.decode(payload))
+    assert isinstance(reply, TerminalReply)
+    return reply
+
+
+def test_an_advice_past_the_deadline_is_answered_96_and_still_posts(
+    tmp_path: Path, backend: str
+) -> None:
+    async def scenario(
+        daemon: Daemon, pos: Terminal, advice: DebitAdvice, psam: PsamOnFile
+    ) -> None:
+        pipeline = daemon.app.terminal
+        pipeline.response_timeout_s = 1.0
+        gate = asyncio.Event()
+        link = pipeline.link
+        link.ledger = HeldLedger(link.ledger, gate)  # type: ignore[assignment]
+        before = await payable_fen(daemon, psam.institution_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = await pos.exchange(advice)  # its MAC verified under the session
+        assert first.response_code == "96" and loop.time() - started < 5
+        assert reply_of(await pos.send(pos.sent)).response_code == "96"  # still not known
+        assert pipeline.late == 2 and await payable_fen(daemon, psam.institution_id) == before
+        gate.set()  # the ledger answers
+        for _ in range(200):  # bounded: the held work finishes
+            if pipeline.late == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert pipeline.late == 0
+        assert await payable_fen(daemon, psam.institution_id) == before + DEBIT_FEN
+        truth = await pos.send(pos.sent)  # the retransmission gets the remembered answer
+        assert reply_of(truth).response_code == "00"
+        assert await pos.send(pos.sent) == truth  # byte for byte, posted once
+        assert await payable_fen(daemon, psam.institution_id) == before + DEBIT_FEN
+
+    run_with_an_advice(tmp_path, scenario, backend)
+
+
+def test_a_ledger_whose_writer_ended_is_answered_96_at_once_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(
+        daemon: Daemon, pos: Terminal, advice: DebitAdvice, psam: PsamOnFile
+    ) -> None:
+        writer = daemon.app.ledger.writer  # type: ignore[attr-defined]
+        assert isinstance(writer, ProcessWriter) and writer._process is not None
+        os.kill(writer._process.pid, signal.SIGKILL)
+        for _ in range(200):  # bounded: the loss is seen when its socket closes
+            if writer.ended:
+                break
+            await asyncio.sleep(0.05)
+        assert writer.ended
+        caplog.clear()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = await pos.exchange(advice)
+        assert first.response_code == "96"
+        assert loop.time() - started < 5  # at once, not at response_timeout_s (20 s)
+        again = await pos.send(pos.sent)  # not remembered: handled again, 96 again
+        assert reply_of(again).response_code == "96"
+        unavailable = [r for r in caplog.records if "ledger is unavailable" in r.getMessage()]
+        assert len(unavailable) == 2
+        assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.ERROR)
+        assert daemon.app.terminal.replies.get(_key(pos, advice)) is None
+
+    caplog.set_level(logging.INFO)
+    run_with_an_advice(tmp_path, scenario)
+
+
+def _key(pos: Terminal, advice: DebitAdvice) -> str:
+    return f"{pos.terminal_id}|{advice.batch}|{advice.stan}|0220"
+
+
+class Answer(NamedTuple):
+    mti: str
+    response_code: str
+
+
+class EchoLink:
+    """A link of the pipeline in miniature: a frame is ``MTI|key|content``; every request
+    is admitted, remembered by its key, and routed to ``handler``; a reply is ``MTI|code``."""
+
+    name = "test"
+    log = logging.getLogger("medswitch.test")
+
+    def __init__(self, handler: Callable[[str, Any], Awaitable[Answer]]) -> None:
+        self.route_to = Route("test", "0200", handler=handler)
+
+    def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
+        mti, _, rest = payload.decode().partition("|")
+        return Message(mti, {}), rest
+
+    def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
+        return None
+
+    async def admit(self, request: str, message: Message, payload: bytes) -> Admitted[str, None]:
+        key, _, content = request.partition("|")
+        return Admitted("mac", key, content.encode(), None)
+
+    def route(self, request: str, message: Message) -> Route:
+        return self.route_to
+
+    async def context(self, request: str, admitted: Admitted[str, None]) -> None:
+        return None
+
+    async def answered(self, request: str, reply: Answer, admitted: Admitted[str, None]) -> str:
+        return "mac"
+
+    def refuse(self, request: str, outcome: Outcome) -> Answer:
+        return Answer("0210", outcome.code)
+
+    async def seal(self, reply: Answer, mac_key: str | None) -> bytes:
+        return f"{reply.mti}|{reply.response_code}".encode()
+
+    def envelope(self, request: str, message: Message) -> dict[str, str | None]:
+        return {"key": request.partition("|")[0]}
+
+
+def test_a_failing_handler_is_answered_96_with_its_traceback_logged_and_nothing_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = []
+
+    async def handler(request: str, context: Any) -> Answer:
+        calls.append(request)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        return Answer("0210", "00")
+
+    async def main() -> None:
+        replies = ReplyCache()
+        pipeline = Pipeline(
+            link=EchoLink(handler), replies=replies, metrics=Metrics(), response_timeout_s=5.0
+        )
+        assert await pipeline.handle(b"0200|k1|same", "peer") == b"0210|96"
+        assert replies.get("k1") is None  # a 96 is not the exchange's answer
+        assert await pipeline.handle(b"0200|k1|same", "peer") == b"0210|00"  # handled again
+        assert await pipeline.handle(b"0200|k1|same", "peer") == b"0210|00"  # remembered
+        assert await pipeline.handle(b"0200|k1|other", "peer") == b"0210|94"
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert len(calls) == 2
+    failed = [r for r in caplog.records if r.exc_info is not None]
+    assert len(failed) == 1 and "answered 96" in failed[0].getMessage()
+
+
+def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
+    async def handler(request: str, context: Any) -> Answer:
+        return Answer("0210", "00")
+
+    class Unreadable(EchoLink):
+        def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
+            raise CodecError("not BCD", field="MTI")
+
+    async def main() -> None:
+        pipeline = Pipeline(
+            link=Unreadable(handler),
+            replies=ReplyCache(),
+            metrics=Metrics(),
+            response_timeout_s=5.0,
+        )
+        with pytest.raises(Hangup):
+            await pipeline.handle(b"\xab\xcd", "peer")
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
