@@ -185,7 +185,7 @@ class ProcessWriter:
         self._woken = asyncio.Event()
         await self._connect(conn, process)
 
-    async def _connect(self, conn: Connection, process: subprocess.Popen[bytes]) -> None:
+    async def _connect(self, conn: Connection, process: subprocess.Popen[bytes]) -> _Child:
         """Make ``process`` the current child, its channel carried by the loop."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -193,6 +193,7 @@ class ProcessWriter:
         child = _Child(process, Received(self._wire), time.monotonic(), ended=loop.create_future())
         self._child, self._process = child, process
         await loop.create_unix_connection(lambda: _Channel(self, child), sock=sock)
+        return child
 
     async def submit(self, op: Operation) -> Any:
         """Queue a job and wait for its answer, available only after its batch committed;
@@ -358,11 +359,11 @@ class ProcessWriter:
             except Exception as error:
                 log.error("the ledger's writer process did not restart: %s", type(error).__name__)
                 continue
-            await self._connect(conn, process)
             self.restarted += 1
             self._in_a_row = tries
-            if self.stopping():  # stop came while it started: stop() ends it
-                return
+            child = await self._connect(conn, process)
+            if self.stopping() or child.ended is None or child.ended.done():
+                return  # stop came while it started (stop ends it), or it died (supervised)
             self._health = Health.OK
             log.warning("the ledger's writer process restarted (attempt %d)", tries)
             return
