@@ -5,6 +5,8 @@ these classes itself)."""
 
 from __future__ import annotations
 
+import enum
+
 from ledger import core
 from ledger.events import TransferCode
 from ledger.kinds import AccountKind
@@ -20,8 +22,9 @@ from ledger.writer.wire import Crossing
 
 def sqlite_writer() -> Crossing:
     """The classes, in an order both ends share (enum members are numbered by it)."""
-    enums = (core.AccountFlags, core.AccountResult, core.CloseResult, core.TransferResult)
-    enums += (AccountKind, TransferCode, BillState, Coverage, Category, Reason, Share)  # type: ignore[assignment]
+    enums: tuple[type[enum.Enum], ...] = (core.AccountFlags, core.AccountResult, core.CloseResult)
+    enums += (core.TransferResult, AccountKind, TransferCode, BillState, Coverage, Category)
+    enums += (Reason, Share)
     records: tuple[type, ...] = (core.Transfer, core.OfflineRecord, core.Account, core.Balance)
     records += (Totals, sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite)
     records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS

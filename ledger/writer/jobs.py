@@ -21,7 +21,6 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from ledger.core import (
     Account,
     Balance,
-    LedgerUnavailable,
     OfflineRecord,
     Opening,
     QueuedReversal,
@@ -215,11 +214,10 @@ class Job:
     done: threading.Event | None = None
     ticket: int = 0  # a job run for another process: its number there
 
-    def wait(self, timeout_s: float | None = None) -> Any:
+    def wait(self) -> Any:
         """A synchronous caller's wait: its value once delivered, or its error raised."""
         assert self.done is not None
-        if not self.done.wait(timeout_s):
-            raise LedgerUnavailable("no answer from the ledger's writer in time")
+        self.done.wait()
         if self.error is not None:
             raise self.error
         return self.value

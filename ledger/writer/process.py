@@ -248,7 +248,8 @@ class ProcessWriter:
         self._pending[ticket] = job
         outgoing = self._outgoing
         if not outgoing:  # the loop turn's jobs go in one message: one wake-up of the child
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+            assert self._loop is not None  # attached: it has a child
+            self._loop.call_soon(self._flush)
         outgoing.append(job)
 
     def _flush(self) -> None:

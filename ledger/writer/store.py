@@ -24,6 +24,7 @@ from ledger.core import (
     PostedTransfer,
     QueuedReversal,
     ReviewItem,
+    Transfer,
 )
 from ledger.sqlite_offline import OfflineRecords
 from ledger.state import (
@@ -99,6 +100,11 @@ def _follow_ups(calls: Sequence[j.Job]) -> list[tuple[j.Job, j.Job]]:
             transfers, opening = op.postings(job.value)
             followed.append((job, j.Job(j.PostAndRecord(list(transfers), [], opening))))
     return followed
+
+
+def _transfers(op: j.Operation) -> Sequence[Transfer]:
+    assert isinstance(op, j.POSTS), "only posts are decided together"
+    return op.transfers
 
 
 def _account_row(account: Account) -> tuple[str, str, str, int]:
@@ -325,7 +331,7 @@ class SqliteStore(OfflineRecords):
     def _decide(self, batch: Batch, jobs: Sequence[j.Job]) -> list[Account]:
         """Decide ``jobs`` in ``batch``, loading first the accounts and ids it does not hold;
         the accounts opened on the way."""
-        ids, account_ids = needed_ids(t for job in jobs for t in job.op.transfers)  # type: ignore[union-attr]
+        ids, account_ids = needed_ids(t for job in jobs for t in _transfers(job.op))
         batch.accounts.update(self.load_accounts(sorted(account_ids - batch.accounts.keys())))
         batch.remembered.update(self.load_remembered(sorted(ids - batch.remembered.keys())))
         opened: list[Account] = []
