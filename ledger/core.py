@@ -220,6 +220,29 @@ def transfer_id(*parts: str | int) -> str:
 Opening = Callable[[Transfer], Sequence[Account]]
 
 
+class Health(enum.Enum):
+    """Whether a ledger takes writes (`Ledger.health`): the daemon is ready only on `OK`."""
+
+    OK = "ok"
+    #: Its writer (the SQLite writer process) died and is being started again: every call
+    #: fails at once with `LedgerUnavailable` until it is back.
+    RESTARTING = "restarting"
+    #: Its writer ended for good (closed, or restarted too often): nothing more is written.
+    WRITER_ENDED = "writer ended"
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger cannot answer now: it is closed, or its writer died (and may be restarting:
+    see `Ledger.health`). Raised at once, never after a wait for an answer that cannot come;
+    a request pipeline answers it as a system malfunction (ISO 8583 response code 96).
+
+    For a write that was in flight when its writer died the outcome is unknown: it may have
+    committed (the writer commits before it answers) or not. Every write is safe to retry:
+    transfers by their ids (idempotency keys), bill submissions by their bill id and request
+    digest, bill transitions (a bill already in the target state is left as it is), offline
+    purchases by their key, reviews and reversals by their keys."""
+
+
 class Ledger(abc.ABC):
     """The narrow interface the switch and the business events use. All methods are coroutines;
     a write returns only after it is durable."""
@@ -302,6 +325,10 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    def health(self) -> Health:
+        """Whether it takes writes now (a ledger with no writer of its own to lose: always)."""
+        return Health.OK
 
     async def transfer(self, transfer: Transfer) -> TransferResult:
         """Post one transfer."""

@@ -24,6 +24,7 @@ from ledger.core import (
     Balance,
     CloseResult,
     Ledger,
+    LedgerUnavailable,
     OfflineRecord,
     Opening,
     PostedTransfer,
@@ -32,7 +33,6 @@ from ledger.core import (
     Transfer,
     TransferResult,
 )
-from ledger.group_commit import BATCH_MAX
 from ledger.migrate import upgrade_postgres
 from ledger.sqlite_offline import OFFLINE_COLUMNS, offline_row
 from ledger.state import (
@@ -54,6 +54,7 @@ READS = frozenset(
 )  # fmt: skip
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
+BATCH_MAX = 1024  # jobs one writer connection commits together
 _INSERT_TRANSFERS = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
@@ -63,7 +64,6 @@ _UPDATE_ACCOUNTS = (
     "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
 )
-
 
 _INSERT_ACCOUNTS = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
@@ -363,7 +363,7 @@ class PgLedger(Ledger):
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         if self._closed:
-            raise RuntimeError("ledger is closed")
+            raise LedgerUnavailable("ledger is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(kind, args, future))
         return await future

@@ -34,7 +34,7 @@ class WriterConnection(sqlite3.Connection):
     """A writer's connection (``factory=`` of ``sqlite3.connect``): ``kept`` holds what its
     writes keep from one transaction to the next (the medical store's bills). Writes that are
     objects, not closures over a store, find their caches here on whichever writer runs
-    them: a thread of this process or the ledger's writer process (`ledger.writer_process`)."""
+    them: a thread of this process or the ledger's writer process (`ledger.writer.process`)."""
 
     kept: Any = None
 T = TypeVar("T")
@@ -76,7 +76,9 @@ _FLAGS = {int(flags): flags for flags in (AccountFlags.NONE, AccountFlags.NEVER_
 
 
 def account_state(row: Sequence[Any]) -> AccountState:
+    """An account's row as loaded: its posted totals are never negative."""
     kind, flags = _KINDS.get(row[1]), _FLAGS.get(row[3])
+    assert row[4] >= 0 and row[5] >= 0, f"account {row[0]} has a negative posted total"
     return AccountState(
         row[0],
         AccountKind(row[1]) if kind is None else kind,

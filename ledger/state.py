@@ -180,8 +180,17 @@ class Batch:
         return None
 
     def _apply(self, transfer: Transfer) -> None:
-        self.accounts[transfer.debit_account_id].debits_posted_fen += transfer.amount_fen
-        self.accounts[transfer.credit_account_id].credits_posted_fen += transfer.amount_fen
+        """Move the amount; the invariants asserted where the totals change (O(1))."""
+        debit = self.accounts[transfer.debit_account_id]
+        credit = self.accounts[transfer.credit_account_id]
+        amount_fen = transfer.amount_fen
+        assert 0 < amount_fen <= AMOUNT_FEN_MAX, "an amount out of range reached the totals"
+        debit.debits_posted_fen += amount_fen
+        credit.credits_posted_fen += amount_fen
+        assert (
+            AccountFlags.NEVER_NEGATIVE not in debit.flags
+            or debit.credits_posted_fen >= debit.debits_posted_fen
+        ), "a never-negative account went below zero"
         self.dirty.add(transfer.debit_account_id)
         self.dirty.add(transfer.credit_account_id)
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm, SignOnKeys
-from ledger.core import Ledger
+from ledger.core import Health, Ledger
 from ledger.medical.service import CALLER_THREADS, MedicalService
 from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
@@ -166,10 +166,11 @@ class App:
             return web.json_response(
                 {"status": "hsm unavailable", "error": type(err).__name__}, status=503
             )
-        if not self.ready:
+        if not self.ready or self.ledger is None:
             return web.json_response({"status": "starting"}, status=503)
-        if getattr(getattr(self.ledger, "writer", None), "ended", False):  # its process died
-            return web.json_response({"status": "ledger writer ended"}, status=503)
+        health = self.ledger.health()
+        if health is not Health.OK:  # its writer process died (and may be restarting)
+            return web.json_response({"status": f"ledger {health.value}"}, status=503)
         return web.json_response({"status": "ready"})
 
     @property

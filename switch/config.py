@@ -117,7 +117,7 @@ class Config:
     bank: BankConfig = field(default_factory=BankConfig)
     dayend: DayendConfig = field(default_factory=DayendConfig)
     workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
-    #: SQLite: the ledger's writer in a process of its own (`ledger.writer_process`), so that
+    #: SQLite: the ledger's writer in a process of its own (`ledger.writer.process`), so that
     #: the event loop has an interpreter lock to itself, when the daemon may use more than one
     #: CPU; false: a thread of the daemon.
     writer_process: bool = True

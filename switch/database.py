@@ -25,7 +25,6 @@ from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from ledger.writer_process import ProcessWriter
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
 from switch.bank.saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
@@ -92,23 +91,21 @@ def is_postgres(url: str) -> bool:
 
 async def open_stores(url: str, *, writer_process: bool = False) -> Stores:
     """The stores on ``url``; on SQLite with ``writer_process``, the ledger's writer (which
-    writes the bills too) in a process of its own (`ledger.writer_process`) — when this
+    writes the bills too) in a process of its own (`ledger.writer.process`) — when this
     process may run on more than one CPU: on one, a second process only adds its hand-offs."""
     if is_postgres(url):
         return await _open_postgres(url)
     if not url.startswith("sqlite:///"):
         raise ValueError(f"unsupported database URL {url.split('://')[0]}://...")
     apart = writer_process and len(os.sched_getaffinity(0)) > 1
-    stores = _open_sqlite(Path(url.removeprefix("sqlite:///")), apart)
-    if isinstance(stores.ledger.writer, ProcessWriter):
-        await stores.ledger.writer.attach()  # on this loop: the HIS API's threads write too
-    return stores
+    return await _open_sqlite(Path(url.removeprefix("sqlite:///")), apart)
 
 
-def _open_sqlite(path: Path, writer_process: bool = False) -> Stores:
+async def _open_sqlite(path: Path, writer_process: bool = False) -> Stores:
     engine = sqlite_engine(path)  # reference data: SQLAlchemy Core; bills: group-committed
-    # the file's one writer: bills too
-    ledger = SqliteLedger.open(path, window_s=WINDOW_S, process=writer_process)
+    # the file's one writer, bills too; a process is attached to this loop (the HIS API's
+    # threads write through it too)
+    ledger = await SqliteLedger.open_attached(path, window_s=WINDOW_S, process=writer_process)
     cards = SqliteCards(path, keep_s=KEEP_S)
     return Stores(
         url=f"sqlite:///{path}",

@@ -40,6 +40,7 @@ import logging
 import time
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from ledger.core import LedgerUnavailable
 from messages.codec import Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
@@ -136,9 +137,9 @@ class Link(Protocol[Req, Rep, Key, Party]):
 
 
 def ledger_unavailable(error: BaseException) -> bool:
-    """Whether ``error`` says the ledger cannot be written now: its writer ended (the writer
-    thread's and process's "ledger is closed" failures). The one place that recognises it."""
-    return isinstance(error, RuntimeError) and str(error).startswith("ledger is closed")
+    """Whether ``error`` says the ledger cannot be written now (closed, or its writer ended
+    and may be restarting: `ledger.core.LedgerUnavailable`). The one place that recognises it."""
+    return isinstance(error, LedgerUnavailable)
 
 
 class _Exchange:

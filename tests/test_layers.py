@@ -62,20 +62,7 @@ CLI_FROM_OUTSIDE = frozenset({("bench.bench_pipeline", "switch.cli.serve")})
 # Cycles other branches remove: the writer's (the `writer` branch: ledger/writer/) and the cards
 # commands' package importing itself through its submodules (the `cli` branch). The lead empties
 # this set at merge; any other cycle fails now, and so does an entry no longer found.
-KNOWN_CYCLES = frozenset(
-    {
-        frozenset(
-            {
-                "ledger.medical.group_write",
-                "ledger.medical.service",
-                "ledger.medical.sql_store",
-                "ledger.sqlite_ledger",
-                "ledger.writer_pickle",
-                "ledger.writer_process",
-            }
-        ),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -186,6 +187,22 @@ class MedicalStore(Protocol):
         """(committed, view = committed + reserved)."""
         ...
 
+    @property
+    def posts_with_ledger(self) -> bool:
+        """Whether its writes run in the SQLite ledger's transactions (`transition_write`)."""
+        ...
+
+    def transition_write(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None,
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | None:
+        """`transition` as a write for the ledger's writer to run in one of its transactions
+        (`ledger.writer.jobs.PostThenCall`); None when this store does not write there."""
+        ...
+
 
 class MemoryMedicalStore:
     """The in-memory store: an AccumulatorBook and a dict of bills under one lock."""
@@ -268,3 +285,16 @@ class MemoryMedicalStore:
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:
         with self._lock:
             return self._book.committed(person_id, year), self._book.view(person_id, year)
+
+    @property
+    def posts_with_ledger(self) -> bool:
+        return False
+
+    def transition_write(
+        self,
+        bill_id: str,
+        target: BillState,
+        now_us: int,
+        check: Callable[[BillRecord], BillState] | None,
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | None:
+        return None

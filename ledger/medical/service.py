@@ -28,7 +28,6 @@ from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
-from ledger.medical.sql_store import SqlMedicalStore
 
 BILL_TTL = dt.timedelta(hours=24)
 #: Threads an async caller should give the service: each write holds its thread until its group
@@ -123,6 +122,10 @@ class _CashClose:
         if record.split.personal_account_fen != self.cash_fen:
             raise MedicalError("amount_mismatch", "not the bill's personal-account share")
         return BillState.COMPLETED
+
+
+#: The checks that run inside the store's write, for the writer process's wire.
+CHECKS: tuple[type, ...] = (_Approval, _Paid, _Cancel, _CashClose)
 
 
 def micros(now: dt.datetime) -> int:
@@ -304,7 +307,7 @@ class MedicalService:
         """Whether the store writes in the ledger's transactions (the embedded SQLite default):
         then a card debit, the bill it completes and the bill's pooled share are one write
         (:meth:`paid_completion_write`)."""
-        return bool(getattr(self.store, "posts_with_ledger", False))
+        return self.store.posts_with_ledger
 
     def paid_completion_write(
         self, bill_id: str, personal_account_fen: int, now: dt.datetime
@@ -313,11 +316,12 @@ class MedicalService:
         card debit that paid the share, in the same transaction
         (``SqliteLedger.post_and_call``). It raises KeyError for an unknown bill, MedicalError
         ``amount_mismatch``, BillStateError. Only when :attr:`posts_with_ledger`."""
-        store = self.store
-        assert isinstance(store, SqlMedicalStore), "only a store on the ledger's writer"
-        return store.transition_write(
+        write = self.store.transition_write(
             bill_id, BillState.COMPLETED, micros(now), _Paid(personal_account_fen)
         )
+        if write is None:
+            raise RuntimeError("the medical store does not write on the ledger's writer")
+        return write
 
     async def close_in_cash_async(
         self, bill_id: str, institution_id: str, card_no: str, cash_fen: int, now: dt.datetime

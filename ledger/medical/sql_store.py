@@ -5,9 +5,9 @@ SQLite, the ledger's database file, WAL — or PostgreSQL, whose writes are
 `ledger.medical.pg_store`'s (native asyncpg, serialised per person, not globally) and whose reads
 go through `ledger.pg_bridge` (the same statements over asyncpg).
 
-On SQLite, writes (submit, transition, post_offline) — the settlement's hot path — go
-through a `GroupWriter` — or, given the SQLite ledger's writer, through that one (one writer per
-file, sharing the ledger's commits) — concurrent callers' writes share one
+On SQLite, writes (submit, transition, post_offline) — the settlement's hot path — are `Call`
+jobs on a SQLite writer (`ledger.writer`): the ledger's, given it (one writer per file, sharing
+the ledger's commits), else one of the store's own — concurrent callers' writes share one
 ``BEGIN IMMEDIATE`` transaction and one durable commit (synchronous=FULL), a refusal failing
 only its own caller, with the raw ``sqlite3`` driver (DESIGN §6). One writer at a time means the
 read-split-reserve of a submission is serialised against every other write: two bills in flight
@@ -34,19 +34,17 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 
-from ledger.group_commit import Writer
 from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
     BillRecord,
     BillState,
 )
-from ledger.medical.group_write import BATCH_MAX, GroupWriter, LedgerWrites, Writes
 from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Split
 from ledger.medical.sql_writes import (
@@ -63,9 +61,52 @@ from ledger.medical.sql_writes import (
 )
 from ledger.pg_bridge import PgEngine
 from ledger.sql_rows import WriterConnection
-from ledger.writer_process import ProcessWriter
+from ledger.writer.engine import Writer
+from ledger.writer.jobs import Call, Stats, Submits, Write
+from ledger.writer.store import SqliteStore
 
+T = TypeVar("T")
 WRITE_OPTION = "medical_write"
+BATCH_MAX = 256  # the store's own writer's (the ledger's has its own)
+
+
+class LedgerWrites:
+    """The medical store's writes as `Call` jobs on a SQLite writer (one connection, one
+    transaction and one durable commit per group): each write fails alone (in a savepoint
+    when it wrote before failing), and returns once its batch committed. `run` is called from
+    threads other than the writer's; `submit` from the event loop, which queues the job and
+    awaits it like the ledger's own (no thread hop). ``own``: a writer of the store's own
+    (CLIs, the demo), closed with it; else the writer is the ledger's and closes with it."""
+
+    def __init__(self, writer: Submits, *, own: Writer | None = None) -> None:
+        self._writer, self._own = writer, own
+        self._closed = False
+
+    def run(self, operation: Write[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the medical store is closed")
+        value: T = self._writer.run(Call(operation))
+        return value
+
+    async def submit(self, operation: Write[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the medical store is closed")
+        value: T = await self._writer.submit(Call(operation))
+        return value
+
+    @property
+    def waiting(self) -> int:
+        return self._writer.waiting
+
+    @property
+    def stats(self) -> Stats:
+        return self._writer.stats
+
+    def close(self) -> None:
+        """Refuse new writes; close the store's own writer (the ledger's closes with it)."""
+        self._closed = True
+        if self._own is not None:
+            self._own.close()
 
 
 def connect_sqlite(path: Path | str) -> sqlite3.Connection:
@@ -113,7 +154,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 class SqlMedicalStore:
     """`ledger_writer`: on SQLite, the ledger's writer on the same file, which then runs the
-    store's writes too (one writer per file); without it the store has a `GroupWriter`.
+    store's writes too (one writer per file); without it the store has a writer of its own.
     `pool`: on PostgreSQL, an asyncpg pool of the event loop that calls `transition_async`
     (the daemon's), which then awaits its write there with no thread in between."""
 
@@ -122,12 +163,13 @@ class SqlMedicalStore:
         engine: Engine | PgEngine,
         *,
         batch_max: int = BATCH_MAX,
-        ledger_writer: Writer | ProcessWriter | None = None,
+        ledger_writer: Submits | None = None,
         pool: asyncpg.Pool | None = None,
     ) -> None:
         self.engine = engine
-        self.writer: Writes | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
+        self.writer: LedgerWrites | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
         self._pg: PgWrites | None = None
+        self._shared = False  # writes in the SQLite ledger's transactions
         self._readers = threading.local()
         self._decoded = Decoded()
         self._opened: list[Any] = []
@@ -139,13 +181,16 @@ class SqlMedicalStore:
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
             raise ValueError("the medical store runs on the ledger's SQLite file or PostgreSQL")
+        self._shared = ledger_writer is not None
         if ledger_writer is not None:
             self.writer = LedgerWrites(ledger_writer)
         else:
-            self.writer = GroupWriter(lambda: connect_sqlite(database), batch_max=batch_max)
+            own = SqliteStore(database).writer(batch_max=batch_max)
+            own.start()
+            self.writer = LedgerWrites(own, own=own)
         self._connect = lambda: connect_sqlite(database)
 
-    def _writes(self) -> Writes:
+    def _writes(self) -> LedgerWrites:
         if self.writer is None:
             raise RuntimeError("no SQLite writer: PostgreSQL writes are native")
         return self.writer
@@ -222,16 +267,16 @@ class SqlMedicalStore:
     @property
     def posts_with_ledger(self) -> bool:
         """Whether its writes share the SQLite ledger's transactions (`transition_write`)."""
-        return isinstance(self.writer, LedgerWrites)
+        return self._shared
 
     def transition_write(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
-    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+    ) -> Write[tuple[BillRecord, bool]] | None:
         """The write of `transition`, for the ledger's writer to run inside a job of its own
-        (`SqliteLedger.post_and_call`): KeyError when the bill is unknown. Only when
+        (`SqliteLedger.post_and_call`): KeyError when the bill is unknown. None unless
         `posts_with_ledger`."""
-        if not self.posts_with_ledger:
-            raise RuntimeError("the medical store does not write on the ledger's writer")
+        if not self._shared:
+            return None
         return TransitionWrite(bill_id, target, now_us, check)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:

@@ -1,5 +1,5 @@
 """The medical store's writes on SQLite, as they run on the writer — a thread of the daemon or
-the ledger's writer process (`ledger.writer_process`): objects holding their inputs
+the ledger's writer process (`ledger.writer.process`): objects holding their inputs
 (`SubmitWrite`, `TransitionWrite`, `OfflineWrite`), so that they pickle, which find what the
 writer keeps of the bills on its connection (`kept`), with the statements they and the
 store's reads share. `ledger.medical.sql_store.SqlMedicalStore` hands them to its writer."""

@@ -1,4 +1,4 @@
-"""A medical write and the postings its outcome names, in one writer job (`CALL_POST`): both in
+"""A medical write and the postings its outcome names, in one writer job (`CallThenPost`): both in
 one transaction and one commit — the postings only when the write did not fail, the write
 rolled back when the postings cannot be made — and the accounts they need opened on the way."""
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from ledger.core import Account, Transfer, TransferResult, new_account
-from ledger.group_commit import CALL_POST
 from ledger.kinds import AccountKind as K
 from ledger.sqlite_ledger import SqliteLedger
+from ledger.writer.jobs import CallThenPost
 
 SOURCE = new_account(K.CONTRIBUTIONS_RECEIVABLE, "u1")
 TARGET = new_account(K.PERSONAL_FUND, "c1")
@@ -60,16 +60,17 @@ def test_the_write_and_its_postings_commit_together(tmp_path: Path) -> None:
     async def scenario(ledger: SqliteLedger) -> None:
         # The accounts do not exist yet: the postings open them.
         value, results = await ledger.writer.submit(
-            CALL_POST, write_counter("a"), postings(5, [SOURCE, TARGET])
+            CallThenPost(write_counter("a"), postings(5, [SOURCE, TARGET]))
         )
         assert (value, results) == ("a", [TransferResult.CREATED])
         balance = (await ledger.balances([TARGET.id]))[TARGET.id]
         assert balance.credits_posted_fen == 5
         # The same transfer again (a replay): the write is new, the posting remembered.
         value, results = await ledger.writer.submit(
-            CALL_POST,
-            write_counter("b"),
-            lambda _: ([Transfer("t-a", SOURCE.id, TARGET.id, 5, 1)], lambda _: []),
+            CallThenPost(
+                write_counter("b"),
+                lambda _: ([Transfer("t-a", SOURCE.id, TARGET.id, 5, 1)], lambda _: []),
+            )
         )
         assert (value, results) == ("b", [TransferResult.EXISTS])
 
@@ -83,7 +84,7 @@ def test_a_failed_write_posts_nothing(tmp_path: Path) -> None:
     async def scenario(ledger: SqliteLedger) -> None:
         with pytest.raises(LookupError):
             await ledger.writer.submit(
-                CALL_POST, write_counter("a", fail=True), postings(5, [SOURCE, TARGET])
+                CallThenPost(write_counter("a", fail=True), postings(5, [SOURCE, TARGET]))
             )
         assert await ledger.balances([TARGET.id]) == {}  # not even the accounts
 
@@ -99,9 +100,9 @@ def test_postings_that_cannot_be_made_roll_the_write_back(tmp_path: Path) -> Non
 
     async def scenario(ledger: SqliteLedger) -> None:
         with pytest.raises(ValueError, match="no postings for a"):
-            await ledger.writer.submit(CALL_POST, write_counter("a"), broken)
+            await ledger.writer.submit(CallThenPost(write_counter("a"), broken))
         value, _ = await ledger.writer.submit(
-            CALL_POST, write_counter("b"), postings(3, [SOURCE, TARGET])
+            CallThenPost(write_counter("b"), postings(3, [SOURCE, TARGET]))
         )
         assert value == "b"
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ledger.group_commit import Job, Writer
+from ledger.writer.engine import Writer
+from ledger.writer.jobs import History, Job
 
 
 class FakeDatabase:
-    """Records what the writer does; a job of kind "boom" makes its batch fail."""
+    """Records what the writer does; a job for the account "boom" makes its batch fail (the
+    jobs are `History` operations carrying their number as their limit)."""
 
     def __init__(self) -> None:
         self.pending: list[Job] = []
@@ -20,14 +22,15 @@ class FakeDatabase:
 
     def execute(self, batch: Sequence[Job]) -> None:
         for job in batch:
-            if job.kind == "boom":
+            assert isinstance(job.op, History)
+            if job.op.account == "boom":
                 raise ValueError("boom")
-            job.value = ("done", job.args[0], self.commits)
+            job.value = ("done", job.op.limit, self.commits)
         self.pending = list(batch)
 
     def commit(self) -> None:
         self.commits += 1
-        self.committed += [job.args[0] for job in self.pending]
+        self.committed += [job.op.limit for job in self.pending]  # type: ignore[union-attr]
 
     def rollback(self) -> None:
         self.rollbacks += 1
@@ -40,6 +43,10 @@ class FakeDatabase:
         return Writer("test-writer", nothing, self.execute, self.commit, self.rollback, nothing)
 
 
+def _op(number: int, *, boom: bool = False) -> History:
+    return History("boom" if boom else "ok", number)
+
+
 def test_results_only_after_commit_and_batches_shared() -> None:
     database = FakeDatabase()
 
@@ -48,7 +55,7 @@ def test_results_only_after_commit_and_batches_shared() -> None:
         writer.start()
 
         async def caller(index: int) -> None:
-            value = await writer.submit("post", index)
+            value = await writer.submit(_op(index))
             assert index in database.committed  # durable before the caller hears of it
             assert value[:2] == ("done", index)
 
@@ -68,7 +75,7 @@ def test_a_failing_job_fails_alone() -> None:
         writer = database.writer()
         writer.start()
         results = await asyncio.gather(
-            *(writer.submit("boom" if i == 3 else "post", i) for i in range(10)),
+            *(writer.submit(_op(i, boom=i == 3)) for i in range(10)),
             return_exceptions=True,
         )
         await writer.stop()
@@ -88,7 +95,7 @@ def test_submit_after_stop_is_refused() -> None:
         writer.start()
         await writer.stop()
         try:
-            await writer.submit("post", 1)
+            await writer.submit(_op(1))
         except RuntimeError as err:
             assert "closed" in str(err)
         else:
@@ -105,18 +112,18 @@ def test_threads_run_jobs_beside_the_event_loops_callers() -> None:
         writer.start()
 
         def in_thread(index: int) -> object:
-            value = writer.run("boom" if index == 7 else "post", index)
+            value = writer.run(_op(index, boom=index == 7))
             assert index in database.committed  # durable before the thread hears of it
             return value
 
         threads = [asyncio.to_thread(in_thread, i) for i in range(10)]
-        tasks = [writer.submit("post", i) for i in range(10, 60)]
+        tasks = [writer.submit(_op(i)) for i in range(10, 60)]
         results = await asyncio.gather(*threads, *tasks, return_exceptions=True)
         assert isinstance(results[7], ValueError)
         assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 7)
         await writer.stop()
         try:
-            writer.run("post", 99)
+            writer.run(_op(99))
         except RuntimeError as err:
             assert "closed" in str(err)
         else:

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 from ledger.core import Transfer, TransferResult, new_account
-from ledger.group_commit import CALL
 from ledger.kinds import AccountKind as K
 from ledger.medical.accumulators import Totals
-from ledger.medical.group_write import GroupWriter, LedgerWrites
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
+from ledger.writer.jobs import Call
 
 ACCOUNTS = [new_account(K.CONTRIBUTIONS_RECEIVABLE, "u1"), new_account(K.PERSONAL_FUND, "c1")]
 WAIT_S = 10.0
@@ -46,8 +45,8 @@ def test_wiring_gives_the_store_no_writer_of_its_own(tmp_path: Path) -> None:
         engine = sqlite_engine(tmp_path / "l.db")
         shared = SqlMedicalStore(engine, ledger_writer=ledger.writer)
         own = SqlMedicalStore(engine)
-        assert isinstance(shared.writer, LedgerWrites)
-        assert isinstance(own.writer, GroupWriter)
+        assert shared.posts_with_ledger and not own.posts_with_ledger
+        assert own.writer is not None and own.writer.stats is not ledger.writer.stats
         shared.close()
         own.close()
         with pytest.raises(RuntimeError, match="closed"):
@@ -85,7 +84,7 @@ def test_medical_and_ledger_writes_share_one_commit_and_fail_alone(tmp_path: Pat
 
         pool = ThreadPoolExecutor(4)
         loop = asyncio.get_running_loop()
-        held = loop.run_in_executor(pool, writer.run, CALL, hold)
+        held = loop.run_in_executor(pool, writer.run, Call(hold))
         assert await asyncio.to_thread(started.wait, WAIT_S)
         batches = writer.stats.batches + 1  # the hold's, once released
         calls: list[Any] = [

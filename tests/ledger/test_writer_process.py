@@ -1,4 +1,4 @@
-"""The SQLite ledger's writer in a process of its own (`ledger.writer_process`): the same
+"""The SQLite ledger's writer in a process of its own (`ledger.writer.process`): the same
 ledger as with the writer thread (the scenario table, the medical store's writes and refusals
 crossing back), answers only after the commit, a job that cannot cross failing alone, the
 child's end failing whoever waits, and the answers' pickling (enum members and kept splits by
@@ -14,20 +14,31 @@ import pickle
 import signal
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ledger.core import AccountFlags, TransferResult
-from ledger.group_commit import CALL
+from ledger.core import (
+    AccountFlags,
+    Health,
+    LedgerUnavailable,
+    Transfer,
+    TransferResult,
+    new_account,
+)
+from ledger.crossing import sqlite_writer
+from ledger.kinds import AccountKind
 from ledger.medical.bills import BillState, BillStateError, Submission
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine, Split
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
-from ledger.sqlite_ledger import SqliteLedger
-from ledger.writer_pickle import SENT_MAX, Received, Sent
-from ledger.writer_process import ProcessWriter
+from ledger.sqlite_ledger import CROSSING, SqliteLedger
+from ledger.writer.jobs import AllBalances, Call
+from ledger.writer.process import ProcessWriter, Restarts
+from ledger.writer.wire import SENT_MAX, Received, Sent, Wire
 from tests.support.medical_world import HOLDERS, NOW, sql_world
 from tests.support.scenario_table import run_scenario
 
@@ -82,7 +93,7 @@ def test_bills_through_the_writer_process_and_their_refusals(tmp_path: Path) -> 
                 await asyncio.to_thread(service.reverse_bill, record.bill_id, later)
             assert state.value.state is BillState.COMPLETED
             with pytest.raises(RuntimeError, match="cannot wait for its own"):
-                ledger.writer.run("all_balances")  # on the loop's thread: it would never return
+                ledger.writer.run(AllBalances())  # on the loop's thread: it would never return
         finally:
             store.close()
             await ledger.close()
@@ -98,14 +109,14 @@ def test_bills_through_the_writer_process_and_their_refusals(tmp_path: Path) -> 
 
 def test_a_job_that_cannot_cross_fails_alone(tmp_path: Path) -> None:
     async def jobs() -> None:
-        writer = ProcessWriter(tmp_path / "ledger.db")
+        writer = ProcessWriter(tmp_path / "ledger.db", crossing=CROSSING)
         from ledger.migrate import upgrade_sqlite
 
         upgrade_sqlite(tmp_path / "ledger.db")
         writer.start()
         try:
-            closure = writer.submit(CALL, lambda db: 1)  # a closure: no pickle for it
-            fine = writer.submit("all_balances")
+            closure = writer.submit(Call(lambda db: 1))  # a closure: no pickle for it
+            fine = writer.submit(AllBalances())
             results = await asyncio.gather(closure, fine, return_exceptions=True)
             assert isinstance(results[0], RuntimeError)
             assert "cannot go to the writer process" in str(results[0])
@@ -116,22 +127,80 @@ def test_a_job_that_cannot_cross_fails_alone(tmp_path: Path) -> None:
     asyncio.run(jobs())
 
 
-def test_the_child_ending_fails_whoever_waits_and_refuses_the_rest(tmp_path: Path) -> None:
-    async def ended() -> None:
-        ledger = SqliteLedger.open(tmp_path / "ledger.db", process=True)
+ACCOUNTS = [new_account(AccountKind.CONTRIBUTIONS_RECEIVABLE, "u1")]
+ACCOUNTS += [new_account(AccountKind.PERSONAL_FUND, "c1")]
+WAIT_S = 20.0
+
+
+async def _until(test: Callable[[], bool]) -> None:
+    """Wait (bounded) for ``test`` to hold."""
+    deadline = time.monotonic() + WAIT_S
+    while not test():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_dead_child_fails_its_jobs_at_once_and_is_replaced(tmp_path: Path) -> None:
+    """Killed with jobs in flight: each fails at once with LedgerUnavailable (or was answered:
+    committed), later calls fail at once while it restarts, the dead child is reaped, a new one
+    is attached, and the transfers retried by their ids post exactly once."""
+
+    async def died() -> None:
+        restarts = Restarts(delays_s=(0.2, 0.2), stable_s=60.0)
+        ledger = SqliteLedger.open(tmp_path / "ledger.db", process=True, restarts=restarts)
         writer = ledger.writer
         assert isinstance(writer, ProcessWriter) and writer._process is not None
-        await writer.submit("all_balances")
-        os.kill(writer._process.pid, signal.SIGKILL)
-        with pytest.raises(RuntimeError, match="ledger is closed"):
-            for _ in range(100):  # bounded: the first jobs may be sent before the loss is seen
-                await asyncio.wait_for(writer.submit("all_balances"), 10)
-                await asyncio.sleep(0.05)
-        with pytest.raises(RuntimeError, match="ledger is closed"):
-            await writer.submit("all_balances")
+        await ledger.open_accounts(ACCOUNTS)
+        transfers = [Transfer(f"t{n}", "contrib:u1", "pf:c1", 1 + n, 1) for n in range(200)]
+        in_flight = [asyncio.ensure_future(ledger.post([t])) for t in transfers]
+        await asyncio.sleep(0)  # sent at the end of this loop turn
+        dead = writer._process
+        os.kill(dead.pid, signal.SIGKILL)
+        started = time.monotonic()
+        answers = await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 10)
+        assert all(
+            a == [TransferResult.CREATED] or isinstance(a, LedgerUnavailable) for a in answers
+        )
+        assert any(isinstance(a, LedgerUnavailable) for a in answers)
+        assert ledger.health() is Health.RESTARTING
+        with pytest.raises(LedgerUnavailable, match="restarting"):
+            await ledger.post(transfers[:1])  # at once, not after a wait
+        assert time.monotonic() - started < 5.0
+        await _until(lambda: ledger.health() is Health.OK)
+        assert dead.poll() == -signal.SIGKILL  # reaped: no zombie
+        assert writer.restarted == 1 and writer._process is not dead
+        retried = await ledger.post(transfers)  # the lost answers retried: nothing doubled
+        assert all(r in (TransferResult.CREATED, TransferResult.EXISTS) for r in retried)
+        balance = await ledger.balance("pf:c1")
+        assert balance is not None and balance.credits_posted_fen == sum(range(1, 201))
         await ledger.close()
+        assert ledger.health() is Health.WRITER_ENDED
 
-    asyncio.run(ended())
+    asyncio.run(died())
+
+
+def test_a_child_that_keeps_dying_is_given_up_after_its_restarts(tmp_path: Path) -> None:
+    async def keeps_dying() -> None:
+        restarts = Restarts(delays_s=(0.05,), stable_s=60.0)
+        ledger = SqliteLedger.open(tmp_path / "ledger.db", process=True, restarts=restarts)
+        writer = ledger.writer
+        assert isinstance(writer, ProcessWriter)
+        await writer.submit(AllBalances())
+        children = []
+        for _ in range(2):
+            await _until(lambda: ledger.health() is Health.OK)
+            assert writer._process is not None
+            children.append(writer._process)
+            os.kill(writer._process.pid, signal.SIGKILL)
+            await _until(lambda: ledger.health() is not Health.OK)
+        await _until(lambda: ledger.health() is Health.WRITER_ENDED)
+        assert writer.restarted == 1  # the second death within stable_s: no second restart
+        with pytest.raises(LedgerUnavailable, match="ledger is closed"):
+            await writer.submit(AllBalances())
+        await ledger.close()
+        assert all(child.poll() == -signal.SIGKILL for child in children)
+
+    asyncio.run(keeps_dying())
 
 
 def test_a_thread_waits_for_its_answer_through_the_loop(tmp_path: Path) -> None:
@@ -142,13 +211,13 @@ def test_a_thread_waits_for_its_answer_through_the_loop(tmp_path: Path) -> None:
         await writer.attach()
         try:
             answers = await asyncio.gather(
-                *(asyncio.to_thread(writer.run, "all_balances") for _ in range(8))
+                *(asyncio.to_thread(writer.run, AllBalances()) for _ in range(8))
             )
             assert answers == [[]] * 8
         finally:
             await ledger.close()
         with pytest.raises(RuntimeError, match="ledger is closed"):
-            await asyncio.to_thread(writer.run, "all_balances")
+            await asyncio.to_thread(writer.run, AllBalances())
 
     asyncio.run(threads())
     assert threading.active_count() >= 1
@@ -182,7 +251,8 @@ def _zero():  # type: ignore[no-untyped-def]
 def test_the_answers_pickling_gives_what_plain_pickle_gives() -> None:
     """Enum members by number (never a plain 0 taken for AccountFlags.NONE), a split sent once
     then by number, more splits than the child remembers."""
-    sent, received = Sent(), Received()
+    wire = Wire(sqlite_writer())
+    sent, received = Sent(wire), Received(wire)
     splits = [_split(n) for n in range(SENT_MAX + 50)]
     messages = []
     for n, split in enumerate(splits):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import uvloop
 
-from ledger.writer_process import ProcessWriter
+from ledger.core import Health
+from ledger.writer.process import ProcessWriter, Restarts
 from messages.codec import Message
 from messages.framing import LengthFormat, encode_frame
 from messages.outcome import Outcome
@@ -177,13 +178,15 @@ def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
     run(tmp_path, scenario, backend)
 
 
-def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path) -> None:
-    """The embedded SQLite ledger's writer process (PostgreSQL has none)."""
+def test_not_ready_once_the_ledgers_writer_process_ended_for_good(tmp_path: Path) -> None:
+    """The embedded SQLite ledger's writer process (PostgreSQL has none), with no restart left
+    (its restarts: tests/switch/test_settlement.py)."""
 
     async def scenario(daemon: Daemon) -> None:
         writer = daemon.app.ledger.writer  # type: ignore[attr-defined]
         assert isinstance(writer, ProcessWriter), "on SQLite the daemon writes from a process"
         assert writer._process is not None
+        writer._restarts = Restarts(delays_s=())
         port = daemon.app.http_port
 
         def get(path: str) -> tuple[int, str]:
@@ -196,7 +199,7 @@ def test_not_ready_once_the_ledgers_writer_process_ended(tmp_path: Path) -> None
         assert (await asyncio.to_thread(get, "/readyz"))[0] == 200
         os.kill(writer._process.pid, signal.SIGKILL)
         for _ in range(200):  # bounded: the loss is seen when its socket closes
-            if writer.ended:
+            if writer.health() is Health.WRITER_ENDED:
                 break
             await asyncio.sleep(0.05)
         status, text = await asyncio.to_thread(get, "/readyz")

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import pytest
 import uvloop
 
+from ledger.core import Health
 from ledger.kinds import AccountKind, account_id
-from ledger.writer_process import ProcessWriter
+from ledger.writer.process import ProcessWriter, Restarts
 from messages import terminal_table
 from messages.codec import Message
 from messages.errors import CodecError
@@ -144,12 +145,13 @@ def test_a_ledger_whose_writer_ended_is_answered_96_at_once_without_a_traceback(
     ) -> None:
         writer = daemon.app.ledger.writer  # type: ignore[attr-defined]
         assert isinstance(writer, ProcessWriter) and writer._process is not None
+        writer._restarts = Restarts(delays_s=())  # given up at once: no restart to race
         os.kill(writer._process.pid, signal.SIGKILL)
         for _ in range(200):  # bounded: the loss is seen when its socket closes
-            if writer.ended:
+            if daemon.app.ledger.health() is Health.WRITER_ENDED:
                 break
             await asyncio.sleep(0.05)
-        assert writer.ended
+        assert daemon.app.ledger.health() is Health.WRITER_ENDED
         caplog.clear()
         loop = asyncio.get_running_loop()
         started = loop.time()

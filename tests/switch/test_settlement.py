@@ -5,10 +5,15 @@ session TDK, then the card's debit confirmed by its TAC."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from ledger.kinds import AccountKind, account_id
@@ -397,3 +402,98 @@ def test_a_card_date_and_time_is_read_as_the_card_wrote_it_or_refused() -> None:
         "2026-11-25T1015",
     ):
         assert parse_card_datetime(text) is None, text
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+async def _until(test: Any, what: str, limit_s: float = 20.0) -> None:
+    """Wait (bounded) until ``test()`` (a coroutine function) holds."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not await test():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_the_writer_process_dies_and_the_daemon_recovers_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    """SQLite's writer process killed (issue 22, finding 1): the ledger fails at once with
+    LedgerUnavailable (no hang), the HIS API answers an error at once, /readyz says 503 while
+    the writer restarts, the dead child is reaped; then, with the same daemon, a settlement and
+    its advice go through and the ledger balances."""
+
+    async def scenario(daemon: Daemon) -> None:
+        from ledger.core import Health, LedgerUnavailable
+        from ledger.writer.process import ProcessWriter, Restarts
+
+        ledger = daemon.app.ledger
+        assert ledger is not None
+        writer = ledger.writer  # type: ignore[attr-defined]
+        assert isinstance(writer, ProcessWriter), "on SQLite the daemon writes from a process"
+        writer._restarts = Restarts(delays_s=(1.5,))  # a window long enough to look into
+        port = daemon.app.http_port
+        on_file, psam_row, token, bill_id, split = await _submitted_bill(daemon, "HIS-KILL", 10)
+        personal, pooled = split["personal_account_fen"], split["pooled_fen"]
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal("K0000001") as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, personal + 1_000)
+        assert (await asyncio.to_thread(_get, port, "/readyz"))[0] == 200
+
+        dead = writer._process
+        assert dead is not None
+        os.kill(dead.pid, signal.SIGKILL)
+        await _until(lambda: _health_is(ledger, Health.RESTARTING), "the loss to be seen")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LedgerUnavailable):
+            await ledger.all_balances()
+        body = {
+            "his_bill_no": "HIS-DOWN",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "A01", "quantity": 1, "unit_price_fen": 1000}],
+        }
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(his_submit, port, psam_row.institution_id, token, body)
+        assert refused.value.code >= 500
+        status, text = await asyncio.to_thread(_get, port, "/readyz")
+        assert status == 503 and "ledger restarting" in text
+        assert asyncio.get_running_loop().time() - started < 1.5  # failures, not waits
+
+        await _until(lambda: _ready(port), "/readyz to answer 200 again")
+        assert dead.poll() == -signal.SIGKILL and writer.restarted == 1  # reaped, replaced
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            reply, answer = await settle(pos, daemon, on_file.card_no, bill_id, 150_000)
+            assert reply.response_code == "00" and answer is not None
+            data = pos_purchase(conn, psam, on_file, personal, now().replace(tzinfo=None))
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            advice = DebitAdvice(
+                **pos.envelope(), pan=on_file.card_no, amount_fen=personal, card=data, bill=bill
+            )
+            assert (await pos.exchange(advice)).response_code == "00"
+        payable = await ledger.balance(
+            account_id(AccountKind.INSTITUTION_PAYABLE_INSURANCE, psam_row.institution_id)
+        )
+        assert payable is not None and payable.balance_fen == personal + pooled
+        everything = await ledger.all_balances()
+        debits = sum(b.debits_posted_fen for b in everything)
+        assert debits == sum(b.credits_posted_fen for b in everything) and debits > 0
+
+    run(tmp_path, scenario, "sqlite")
+
+
+async def _health_is(ledger: Any, health: Any) -> bool:
+    return bool(ledger.health() is health)
+
+
+async def _ready(port: int) -> bool:
+    return (await asyncio.to_thread(_get, port, "/readyz"))[0] == 200

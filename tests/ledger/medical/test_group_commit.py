@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import Engine
 
 from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
-from ledger.medical.group_write import GroupWriter
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
-from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
+from ledger.medical.sql_store import LedgerWrites, SqlMedicalStore, sqlite_engine
+from ledger.writer.engine import Writer
+from ledger.writer.store import SqliteStore
 from tests.support.medical_world import DAY, HOLDERS, NOW, sql_service
 
 CARD, RETIREE = HOLDERS[0].card_no, HOLDERS[1].card_no
@@ -49,9 +50,10 @@ def _submit(service: MedicalService, count: int, card: str = CARD) -> list[BillR
     ]
 
 
-def _hold(store: SqlMedicalStore | GroupWriter) -> tuple[threading.Thread, threading.Event]:
+def _hold(store: SqlMedicalStore | LedgerWrites) -> tuple[threading.Thread, threading.Event]:
     """A batch that holds the write transaction open until released."""
     writer = store.writer if isinstance(store, SqlMedicalStore) else store
+    assert writer is not None
     started, release = threading.Event(), threading.Event()
 
     def hold(_: sqlite3.Connection) -> None:
@@ -223,13 +225,24 @@ def test_the_writer_closes_and_refuses(tmp_path: Path) -> None:
     store.engine.dispose()
 
 
-def test_a_failed_commit_fails_the_whole_batch() -> None:
-    def connect() -> sqlite3.Connection:
-        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA foreign_keys = ON")  # not inside a transaction: a no-op there
-        return db
+class _ForeignKeys(SqliteStore):
+    """The writer's statements on a connection that checks foreign keys."""
 
-    writer = GroupWriter(connect)
+    def connect(self) -> None:
+        super().connect()
+        self.conn.execute("PRAGMA foreign_keys = ON")  # not inside a transaction: a no-op there
+
+
+def _own_writes(path: Path) -> LedgerWrites:
+    writer: Writer = _ForeignKeys(path).writer(batch_max=256)
+    writer.start()
+    return LedgerWrites(writer, own=writer)
+
+
+def test_a_failed_commit_fails_only_its_culprit(tmp_path: Path) -> None:
+    """The batch's COMMIT fails (a deferred check): nothing of it is durable, and it runs again
+    job by job, so the culprit alone fails (the engine's rule, the ledger's too)."""
+    writer = _own_writes(tmp_path / "w.db")
     writer.run(lambda db: db.execute("CREATE TABLE p (id PRIMARY KEY)"))
     writer.run(
         lambda db: db.execute(
@@ -238,32 +251,34 @@ def test_a_failed_commit_fails_the_whole_batch() -> None:
     )
     held, release = _hold(writer)
     with ThreadPoolExecutor(2) as pool:
-        good = pool.submit(writer.run, lambda db: db.execute("INSERT INTO p VALUES (1)"))
+        good = pool.submit(writer.run, lambda db: db.execute("INSERT INTO p VALUES (1)").rowcount)
         while writer.waiting < 1:
             time.sleep(0.001)
         dangling = pool.submit(writer.run, lambda db: db.execute("INSERT INTO c VALUES (1, 9)"))
         while writer.waiting < 2:
             time.sleep(0.001)
+        failed = writer.stats.commits_failed
         release.set()
-        for future in (good, dangling):  # the deferred check fails the COMMIT: both are refused
-            with pytest.raises(sqlite3.IntegrityError):
-                future.result(timeout=30)
+        assert good.result(timeout=30) == 1
+        with pytest.raises(sqlite3.IntegrityError):
+            dangling.result(timeout=30)
     held.join()
-    assert writer.run(lambda db: db.execute("SELECT count(*) FROM p").fetchone()[0]) == 0
-    assert writer.stats.failed_batches == 1
+    assert writer.run(lambda db: db.execute("SELECT count(*) FROM p").fetchone()[0]) == 1
+    assert writer.run(lambda db: db.execute("SELECT count(*) FROM c").fetchone()[0]) == 0
+    assert writer.stats.commits_failed - failed == 2  # the pair, then the culprit alone
     writer.close()
 
 
-def test_an_operations_own_sqlite_error_fails_it_alone() -> None:
-    writer = GroupWriter(
-        lambda: sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    )
+def test_an_operations_own_sqlite_error_fails_it_alone(tmp_path: Path) -> None:
+    writer = _own_writes(tmp_path / "w.db")
     writer.run(lambda db: db.execute("CREATE TABLE t (x PRIMARY KEY)"))
     writer.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
     with pytest.raises(sqlite3.IntegrityError):
         writer.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
     assert writer.run(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0]) == 1
     writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.run(lambda db: None)
 
 
 def test_submissions_in_one_batch_never_share_the_deductible(service: MedicalService) -> None:

@@ -1,5 +1,6 @@
 """Group commit on one writer thread: concurrent callers' jobs are gathered into one database
-transaction and one durable commit; each caller's future is resolved only after that commit.
+transaction and one durable commit; each caller's answer is delivered only after that commit.
+The SQLite ledger's one engine (PostgreSQL's group commit is `ledger.pg_ledger`'s own task).
 
 The gathering is natural batching with a bounded size: while one commit is being made durable the
 next callers queue up, and the writer takes everything waiting (at most `batch_max` jobs) as the
@@ -7,6 +8,7 @@ next batch. An optional `window_s` lets it wait a little for more when the last 
 
 Callers on the event loop `submit`; synchronous callers on other threads `run` (the medical
 store's writes on SQLite share the ledger's writer this way: one writer per database file).
+The writer process's child runs the same batches through `Writer.run_batch` on its one thread.
 """
 
 from __future__ import annotations
@@ -17,53 +19,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from ledger.core import Health, LedgerUnavailable
+from ledger.writer.jobs import Job, Operation, Stats
 
 BATCH_MAX = 1024
 WINDOW_S = 0.0
-#: A job whose only argument is a function of the writer's connection, run in the batch's
-#: transaction (the medical store's writes on the ledger's writer): see `run_calls`.
-CALL = "call"
-#: A `CALL` whose value names transfers to post in the same transaction: args (the call, a
-#: function of its value giving (transfers, opening)); the job's value is (the call's value,
-#: the transfers' results). See `ledger.sqlite_ledger.SqliteStore.execute`.
-CALL_POST = "call_post"
-#: A ``post_and_record`` followed, when all its transfers are in the ledger (posted now or
-#: before), by a `CALL_POST` in the same transaction: args (transfers, records, opening, call,
-#: postings); the job's value is ((results, balances before), the call's outcome: None when not
-#: run, else (value, its postings' results) or the exception it raised).
-POST_CALL_POST = "post_call_post"
-
-
-@dataclass(slots=True)
-class Job:
-    """One caller's request: `kind` names the operation, `args` its inputs."""
-
-    kind: str
-    args: tuple[Any, ...]
-    loop: asyncio.AbstractEventLoop | None  # None: a synchronous caller waiting on `done`
-    future: asyncio.Future[Any] | None
-    value: Any = None
-    error: BaseException | None = None
-    done: threading.Event | None = None
-    ticket: int = 0  # a job run for another process: its number there (`writer_process`)
-
-    def wait(self) -> Any:
-        """A synchronous caller's wait: its value once delivered, or its error raised."""
-        assert self.done is not None
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-@dataclass(slots=True)
-class Stats:
-    batches: int = 0
-    jobs: int = 0
-    commits_failed: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+CLOSED = "ledger is closed"
 
 
 #: Executes a batch inside one transaction, setting each job's value; raises to roll back.
@@ -106,19 +69,19 @@ class Writer:
         if self._startup_error is not None:
             raise self._startup_error
 
-    async def submit(self, kind: str, *args: Any) -> Any:
-        """Queue a job and wait for its result, available only after its batch committed."""
+    async def submit(self, op: Operation) -> Any:
+        """Queue a job and wait for its answer, available only after its batch committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.put(Job(kind, args, loop, future))
+        self.put(Job(op, loop, future))
         return await future
 
-    def run(self, kind: str, *args: Any) -> Any:
+    def run(self, op: Operation) -> Any:
         """`submit` for a synchronous caller on another thread: blocks until its batch
-        committed, then returns its result or raises its error."""
+        committed, then returns its answer or raises its error."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("the writer thread cannot wait for its own batch")
-        job = Job(kind, args, None, None, done=threading.Event())
+        job = Job(op, done=threading.Event())
         self.put(job)
         return job.wait()
 
@@ -127,20 +90,33 @@ class Writer:
         """Jobs queued behind the batch being written (for tests and metrics)."""
         return self._queue.qsize()
 
+    def health(self) -> Health:
+        return Health.WRITER_ENDED if self._closed else Health.OK
+
     def put(self, job: Job) -> None:
         """Queue ``job``; its batch's `Deliver` hands it back (`submit` and `run` wait for it)."""
         with self._closing:
             if self._closed or not self._thread.is_alive():
-                raise RuntimeError("ledger is closed")
+                raise LedgerUnavailable(CLOSED)
             self._queue.put(job)
 
-    async def stop(self) -> None:
+    def _stop_mark(self) -> bool:
         with self._closing:
             if self._closed:
-                return
+                return False
             self._closed = True
             self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
+            return True
+
+    async def stop(self) -> None:
+        """Write what was queued, then end the thread (once)."""
+        if self._stop_mark():
+            await asyncio.to_thread(self._thread.join)
+
+    def close(self) -> None:
+        """`stop` for a synchronous caller (not the writer's own thread)."""
+        if self._stop_mark() and self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         try:
@@ -174,7 +150,7 @@ class Writer:
             except queue.Empty:
                 break
             if job is not None:
-                job.error = RuntimeError("ledger is closed")
+                job.error = LedgerUnavailable(CLOSED)
                 left.append(job)
         self._deliver(left)
 
@@ -202,7 +178,7 @@ class Writer:
     def run_batch(self, batch: list[Job]) -> None:
         """One batch in one transaction and one commit, then delivered; a batch that fails
         runs again job by job, so that only the culprit fails. Called by the writer's own
-        thread (or by the one thread of `ledger.writer_process`'s child, which gathers)."""
+        thread (or by the one thread of the writer process's child, which gathers)."""
         try:
             self._execute(batch)
             self._commit()
@@ -218,41 +194,8 @@ class Writer:
             batch[0].error = exc
         self.stats.batches += 1
         self.stats.jobs += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
         self._deliver(batch)
-
-
-class Tainted(Exception):
-    """A call raised after writing, outside a savepoint: its batch cannot commit as it is."""
-
-
-def run_calls(db: Any, jobs: Sequence[Job], *, savepoints: bool = False) -> None:
-    """Run `CALL` (and `CALL_POST`) jobs inside the open transaction on `db` (a DB-API
-    connection in autocommit mode, e.g. ``sqlite3``): a job that raises gets its own exception;
-    the other jobs of the batch commit. A call nearly always raises before writing (a refusal),
-    so nothing needs undoing and no savepoint is paid for (two statements per call, each a GIL
-    handoff on the writer); one that raises after writing (or took the transaction with it)
-    raises `Tainted`, and the batch is run again with ``savepoints``: each call in a savepoint
-    of its own, rolled back to where it started when it raises. A call whose failure took the
-    whole transaction with it (the savepoint is gone) fails the batch, which the writer then
-    runs again job by job."""
-    for job in jobs:
-        if savepoints:
-            db.execute("SAVEPOINT job")
-        before = db.total_changes
-        try:
-            job.value = job.args[0](db)
-        except Exception as error:
-            if not savepoints:
-                if db.total_changes != before or not db.in_transaction:
-                    raise Tainted from error
-            else:
-                try:
-                    db.execute("ROLLBACK TO job")
-                except Exception:
-                    raise error from None
-            job.value, job.error = None, error
-        if savepoints:
-            db.execute("RELEASE job")
 
 
 def deliver_to_callers(batch: Sequence[Job]) -> None:
@@ -267,10 +210,11 @@ def deliver_to_callers(batch: Sequence[Job]) -> None:
         by_loop.setdefault(job.loop, []).append(job)
     for loop, jobs in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
-            loop.call_soon_threadsafe(_resolve, jobs)
+            loop.call_soon_threadsafe(resolve, jobs)
 
 
-def _resolve(jobs: Sequence[Job]) -> None:
+def resolve(jobs: Sequence[Job]) -> None:
+    """Settle the jobs' futures (on their loop)."""
     for job in jobs:
         if job.future is None or job.future.done():
             continue

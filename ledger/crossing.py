@@ -1,0 +1,31 @@
+"""What the SQLite ledger's writer process carries, for its wire (`ledger.writer.wire`): the
+enums sent by number, the records sent by their fields, the bill parts sent once. Named by
+`ledger.sqlite_ledger.CROSSING`; both processes call `sqlite_writer` (the wire imports none of
+these classes itself)."""
+
+from __future__ import annotations
+
+import enum
+
+from ledger import core
+from ledger.events import TransferCode
+from ledger.kinds import AccountKind
+from ledger.medical import service, sql_writes
+from ledger.medical.accumulators import Totals
+from ledger.medical.bills import BillState
+from ledger.medical.catalogue import Coverage
+from ledger.medical.policy import Category
+from ledger.medical.split import Bill, Reason, Share, Split
+from ledger.writer import jobs
+from ledger.writer.wire import Crossing
+
+
+def sqlite_writer() -> Crossing:
+    """The classes, in an order both ends share (enum members are numbered by it)."""
+    enums: tuple[type[enum.Enum], ...] = (core.AccountFlags, core.AccountResult, core.CloseResult)
+    enums += (core.TransferResult, AccountKind, TransferCode, BillState, Coverage, Category)
+    enums += (Reason, Share)
+    records: tuple[type, ...] = (core.Transfer, core.OfflineRecord, core.Account, core.Balance)
+    records += (Totals, sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite)
+    records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS
+    return Crossing(enums=enums, records=records, kept=(Bill, Split))

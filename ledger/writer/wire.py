@@ -1,0 +1,195 @@
+"""What crosses between the daemon and its ledger writer process, and how it is pickled: through
+a dispatch table (looked up in C, calling Python only for the types it names) that sends enum
+members by number and the hot records (frozen dataclasses, named tuples) by their fields; the
+child's answers also send the objects of `Crossing.kept` (a bill's lines and split) by number once
+the parent has them (`Sent`, `Received`).
+
+The wire imports none of the classes it pickles: it is given them (`Crossing`), by whoever opens
+the writer process, as the dotted name of a function both processes call (`load_crossing`).
+
+>>> import enum
+>>> class Colour(enum.Enum):
+...     RED = 1
+>>> wire = Wire(Crossing(enums=(Colour,)))
+>>> wire.loads(wire.dumps([Colour.RED, 0]))
+[<Colour.RED: 1>, 0]
+"""
+
+from __future__ import annotations
+
+import copyreg
+import dataclasses
+import enum
+import functools
+import importlib
+import io
+import itertools
+import operator
+import pickle
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+SENT_MAX = 16384  # kept objects the child remembers having sent; the parent keeps twice
+
+
+class Crossing(NamedTuple):
+    """The classes a writer's jobs and answers carry: ``enums`` whose members go by number (the
+    same order on both ends), ``records`` (frozen dataclasses whose fields all init, or named
+    tuples) by their fields, ``kept`` (immutable, sent again and again: a bill's lines and
+    split) by number once sent."""
+
+    enums: Sequence[type[enum.Enum]] = ()
+    records: Sequence[type] = ()
+    kept: Sequence[type] = ()
+
+
+def load_crossing(name: str) -> Crossing:
+    """The `Crossing` the function ``module:function`` returns."""
+    module, _, function = name.partition(":")
+    made: Crossing = getattr(importlib.import_module(module), function)()
+    return made
+
+
+_receiving = threading.local()  # the wire (and `Received`) whose message is being unpickled
+
+
+def _member(number: int) -> enum.Enum:
+    member: enum.Enum = _receiving.members[number]
+    return member
+
+
+def _reduce_member(numbers: dict[Any, int], member: Any) -> Any:
+    number = numbers.get(member)
+    if number is None:  # a combination of flags: as pickle makes it
+        return member.__reduce_ex__(PROTOCOL)
+    return _member, (number,)
+
+
+def _reduce_fields(cls: type, get: Callable[[Any], Any], single: bool, obj: Any) -> Any:
+    values = get(obj)
+    return cls, ((values,) if single else values)
+
+
+def _reduce_tuple(cls: type, obj: Any) -> Any:
+    return cls, tuple(obj) if isinstance(obj, tuple) else ()
+
+
+class Wire:
+    """Both ends' pickling of one `Crossing`."""
+
+    def __init__(self, crossing: Crossing) -> None:
+        self.crossing = crossing
+        self.members: list[enum.Enum] = [m for cls in crossing.enums for m in cls]
+        table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+        index: dict[type, dict[Any, int]] = {}
+        for number, member in enumerate(self.members):
+            index.setdefault(type(member), {})[member] = number
+        for kind, numbers in index.items():
+            table[kind] = functools.partial(_reduce_member, numbers)
+        for cls in crossing.records:
+            if issubclass(cls, tuple):  # a named tuple: rebuilt from its values
+                table[cls] = functools.partial(_reduce_tuple, cls)
+                continue
+            fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+            if not fields:  # nothing to carry but the class
+                table[cls] = functools.partial(_reduce_tuple, cls)
+            elif all(f.init for f in fields):  # by ``__init__``: pickle's default costs more
+                get = operator.attrgetter(*(f.name for f in fields))
+                table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
+        self.table = table
+
+    def dumps(self, value: Any) -> bytes:
+        """``value`` pickled with the table's reducers."""
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, PROTOCOL)
+        pickler.dispatch_table = self.table
+        pickler.dump(value)
+        return out.getvalue()
+
+    def loads(self, data: bytes | bytearray) -> Any:
+        _receiving.members = self.members
+        return pickle.loads(data)
+
+
+class Sent:
+    """The child's side of the answers' pickling: the wire's reducers, and a `Crossing.kept`
+    object (immutable, and the same object from a bill's approval to its completion: the
+    writer keeps them) whole once, then by number while the child remembers it. The parent
+    keeps more than the child remembers, so a number always names what the parent has
+    (`Received`)."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._dispatch = dict(wire.table)
+        for cls in wire.crossing.kept:
+            self._dispatch[cls] = self._reduce_kept
+        self._sent: dict[int, tuple[int, Any]] = {}  # id → (number, the object, held)
+        self._numbers = itertools.count()
+        self._added: list[int] = []  # ids numbered by the message being pickled
+        self._fresh: Any = None  # the object whose new number is being pickled
+
+    def dump(self, answers: Any) -> bytes:
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, PROTOCOL)
+        pickler.dispatch_table = self._dispatch
+        self._added, self._fresh = [], None
+        try:
+            pickler.dump(answers)
+        except BaseException:  # what it numbered did not reach the parent
+            for key in self._added:
+                del self._sent[key]
+            raise
+        return out.getvalue()
+
+    def _reduce_kept(self, obj: Any) -> Any:
+        if obj is self._fresh:  # inside its own _keep(number, obj): as pickle makes it
+            self._fresh = None
+            return obj.__reduce_ex__(PROTOCOL)
+        found = self._sent.get(id(obj))
+        if found is not None and found[1] is obj:
+            return _kept, (found[0],)
+        number = next(self._numbers)
+        self._sent[id(obj)] = (number, obj)  # held: its id cannot name another object
+        self._added.append(id(obj))
+        if len(self._sent) > SENT_MAX:
+            del self._sent[next(iter(self._sent))]
+        self._fresh = obj
+        return _keep, (number, obj)
+
+
+def _kept(number: int) -> Any:
+    return _receiving.kept[number]
+
+
+def _keep(number: int, obj: Any) -> Any:
+    kept = _receiving.kept
+    kept[number] = obj
+    if len(kept) > 2 * SENT_MAX:
+        del kept[next(iter(kept))]
+    return obj
+
+
+class Received:
+    """The parent's side of `Sent` (one per child: a new child numbers from 0 again)."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._members = wire.members
+        self._kept: dict[int, Any] = {}
+
+    def load(self, data: bytes | bytearray) -> Any:
+        _receiving.kept = self._kept
+        _receiving.members = self._members
+        return pickle.loads(data)
+
+
+def portable(error: BaseException | None) -> BaseException | None:
+    """``error`` if it survives pickling both ways (errors are rare: checked each time),
+    else a RuntimeError naming it: the parent must be able to read every answer."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error, PROTOCOL))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
