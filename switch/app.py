@@ -31,12 +31,14 @@ from messages.framing import LengthFormat
 from messages.spec_terminal import TERMINAL
 from routing.context import OfflineLimits
 from routing.terminal_routes import terminal_routes
+from switch import descriptors
 from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
-from switch.listener import Listener, ListenerSettings
+from switch.http_server import GuardedSite, HttpGuard, HttpLimits
+from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
 from switch.sessions import Sessions
@@ -126,17 +128,9 @@ class App:
         assert isinstance(service.replies, ReplyCache)  # replaced: shared by the workers on PG
         service.replies = stores.reply_cache()
         listen = config.terminal
-        settings = ListenerSettings(
-            listen.host,
-            listen.port,
-            LengthFormat.BINARY2,
-            listen.frame_bytes_max,
-            listen.connections_max,
-            listen.idle_timeout_s,
-            listen.read_timeout_s,
-            reuse_port=config.workers > 1,
-        )
-        self.terminal_listener = Listener(settings, service.handle)
+        settings = listener_settings(listen, LengthFormat.BINARY2, reuse_port=config.workers > 1)
+        malformed = self.metrics.format_errors.labels("terminal").inc
+        self.terminal_listener = Listener(settings, service.handle, malformed)
         await self.terminal_listener.start()
         if config.bank.enabled:
             await self.bank.start_inbound(
@@ -159,20 +153,34 @@ class App:
         )
 
     async def _start_http(self, his: HisDeps) -> None:
-        http = web.Application()
+        limits = self.config.http
+        guard = HttpGuard(
+            HttpLimits(
+                limits.connections_max,
+                limits.connections_per_address_max,
+                limits.header_timeout_s,
+                limits.body_timeout_s,
+                limits.idle_timeout_s,
+            )
+        )
+        http = web.Application(
+            middlewares=[guard.middleware], client_max_size=limits.body_bytes_max
+        )
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
         mount_his_app(http, his)
         if self.bank is not None:
             self.bank.mount(http)
-        self.http_runner = web.AppRunner(http, access_log=None)
+        self.http_runner = web.AppRunner(
+            http, access_log=None, shutdown_timeout=limits.drain_timeout_s
+        )
         await self.http_runner.setup()
         shared = self.config.workers > 1
         address = (self.config.http.host, self.config.http.port)
         sock = socket.create_server(address, backlog=128, reuse_port=shared)
         self.http_port = sock.getsockname()[1]  # the bound port when configured as 0
-        await web.SockSite(self.http_runner, sock).start()
+        await GuardedSite(self.http_runner, sock, guard).start()
         if shared and self.config.http.worker_metrics_port:
             own = web.Application()
             own.router.add_get("/metrics", self._metrics)
@@ -222,13 +230,20 @@ class App:
         return self.bank.listener.port
 
     async def stop(self) -> None:
+        """The drain: every listener stops accepting and reading at once, then answers what
+        it had read (each within its drain_timeout_s) while the bank links, the ledger's writer
+        and the stores those requests need are still open; then these close."""
         self.ready = False
+        listeners = [] if self.terminal_listener is None else [self.terminal_listener]
+        listeners += [] if self.bank is None else self.bank.listeners
+        for listener in listeners:
+            listener.stop_accepting()
+        draining = [listener.close() for listener in listeners]
+        if self.http_runner is not None:
+            draining.append(self.http_runner.cleanup())
+        await asyncio.gather(*draining)
         if self.bank is not None:
             await self.bank.stop()
-        if self.terminal_listener is not None:
-            await self.terminal_listener.close()
-        if self.http_runner is not None:
-            await self.http_runner.cleanup()
         if self.worker_metrics_runner is not None:
             await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
@@ -255,6 +270,7 @@ async def serve_until_signalled(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    app.config = descriptors.fit(app.config, descriptors.raise_nofile())  # before any listener
     await app.start()
     settle_garbage_collector()
     listening = app.bank is not None and app.bank.listener is not None

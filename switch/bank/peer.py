@@ -29,7 +29,7 @@ from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSe
 from switch.bank.saf import ReversalQueue, SafSender
 from switch.bank.service import BankService
 from switch.config import BankConfig
-from switch.listener import Listener, ListenerSettings
+from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.sequences import Sequences
 from switch.sessions import Sessions
@@ -161,17 +161,9 @@ class BankPeer:
             self.clock,
             self.savings,
         )
-        settings = ListenerSettings(
-            link.host,
-            link.port,
-            LengthFormat.ASCII4,
-            link.frame_bytes_max,
-            link.connections_max,
-            link.idle_timeout_s,
-            link.read_timeout_s,
-            reuse_port=self.reuse_port,
-        )
-        self.listener = Listener(settings, self.service.handle)
+        settings = listener_settings(link, LengthFormat.ASCII4, reuse_port=self.reuse_port)
+        malformed = self.metrics.format_errors.labels("bank").inc
+        self.listener = Listener(settings, self.service.handle, malformed)
         await self.listener.start()
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
         return self.listener.port
