@@ -161,6 +161,7 @@ class App:
                 limits.header_timeout_s,
                 limits.body_timeout_s,
                 limits.idle_timeout_s,
+                limits.body_bytes_max,
             )
         )
         http = web.Application(

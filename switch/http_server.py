@@ -14,9 +14,10 @@ the transport and aiohttp's protocol (:class:`GuardedSite`) and bounds, per conn
 - **connections**: ``connections_max`` in all and ``connections_per_address_max`` from one
   address; over either, the connection is aborted before aiohttp sees it.
 
-The handler's own time is not bounded here (its collaborators have their timeouts). Request
-bodies above ``body_bytes_max`` are refused by aiohttp (413), set as the root application's
-``client_max_size``.
+The handler's own time is not bounded here (its collaborators have their timeouts). A request
+whose Content-Length exceeds ``body_bytes_max`` is answered 413 before its handler (and before
+any credential check) runs; a chunked body is held to the same limit by aiohttp as it is read
+(the root application's ``client_max_size``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class HttpLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
+    body_bytes_max: int = 256 * 1024
 
 
 class _Guarded(asyncio.Protocol):
@@ -188,6 +190,9 @@ class HttpGuard:
         if connection is not None:
             connection.head_received(request.content)
         try:
+            declared = request.content_length
+            if declared is not None and declared > self.limits.body_bytes_max:
+                raise web.HTTPRequestEntityTooLarge(self.limits.body_bytes_max, declared)
             return await handler(request)
         finally:
             if connection is not None:
