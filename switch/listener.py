@@ -19,7 +19,8 @@ has a bound:
   does not run (it restarts when reading resumes); the idle timeout does, so a peer that never
   reads its replies is closed after ``idle_timeout_s`` (aborted: its unsent replies dropped).
 - **Connections**: ``connections_max`` in all and ``connections_per_address_max`` from one IP
-  address; a connection over either is closed as soon as it is accepted.
+  address, and only from ``allowed_addresses`` when it names any (a bank link's peers); a
+  connection over a cap or from elsewhere is closed as soon as it is accepted.
 - **Bad input**: a length header that cannot be a frame's (not digits, zero, above
   ``frame_bytes_max``) closes the connection at once — the stream cannot be resynchronised. A
   frame the handler cannot read even enough of to refuse (it returns ``None``) ends the
@@ -76,6 +77,7 @@ class ListenerSettings:
     write_buffer_bytes_max: int = 65_536  # replies unsent before reading pauses
     drain_timeout_s: float = 10.0  # at stop: the longest wait for replies to go out
     backlog: int = 1024
+    allowed_addresses: tuple[str, ...] = ()  # peers' IP addresses; empty: any
 
 
 class ListenLimits(Protocol):
@@ -104,7 +106,11 @@ class ListenLimits(Protocol):
 
 
 def listener_settings(
-    limits: ListenLimits, length_format: LengthFormat, *, reuse_port: bool = False
+    limits: ListenLimits,
+    length_format: LengthFormat,
+    *,
+    reuse_port: bool = False,
+    allowed_addresses: tuple[str, ...] = (),
 ) -> ListenerSettings:
     """The settings of a listener configured by ``limits``."""
     return ListenerSettings(
@@ -120,6 +126,7 @@ def listener_settings(
         in_flight_max=limits.in_flight_max,
         write_buffer_bytes_max=limits.write_buffer_bytes_max,
         drain_timeout_s=limits.drain_timeout_s,
+        allowed_addresses=allowed_addresses,
     )
 
 
@@ -192,14 +199,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self._heard_at = self._loop.time()
+        if self._ending:  # lingering, or read before pause_reading took effect: not taken
+            return
         continuing = self._decoder.buffered_bytes > 0
         try:
             frames = self._decoder.feed(data)
         except FramingError as err:
             self._listener.malformed(self, str(err))
             self.abort()
-            return
-        if self._ending:  # lingering, or read before pause_reading took effect: not taken
             return
         if frames:
             self._waiting.extend(frames)
@@ -391,6 +398,9 @@ class Listener:
     def admit(self, connection: _Connection) -> bool:
         settings = self.settings
         if self._draining:
+            return False
+        if settings.allowed_addresses and connection.address not in settings.allowed_addresses:
+            self._warn("%s is not an allowed peer; refused", connection.peer)
             return False
         if len(self._connections) >= settings.connections_max:
             self._warn(

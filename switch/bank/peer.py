@@ -161,7 +161,12 @@ class BankPeer:
             self.clock,
             self.savings,
         )
-        settings = listener_settings(link, LengthFormat.ASCII4, reuse_port=self.reuse_port)
+        settings = listener_settings(
+            link,
+            LengthFormat.ASCII4,
+            reuse_port=self.reuse_port,
+            allowed_addresses=link.allowed_peers,  # others refused at accept
+        )
         malformed = self.metrics.format_errors.labels("bank").inc
         self.listener = Listener(settings, self.service.handle, malformed)
         await self.listener.start()

@@ -271,3 +271,23 @@ async def _drain() -> None:
     assert sorted(replies) == sorted(handled)  # every request read was answered
     assert reader.at_eof()
     writer.close()
+
+
+def test_only_allowed_addresses_are_admitted() -> None:
+    asyncio.run(_allowed())
+
+
+async def _allowed() -> None:
+    listener = await _started(allowed_addresses=("127.0.0.1",))
+    try:
+        stranger = await asyncio.open_connection(
+            "127.0.0.1", listener.port, local_addr=("127.0.0.2", 0)
+        )
+        assert await _closed(stranger[0], 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(encode_frame(b"hello", B2))
+        assert await _replies(reader, 1) == [b"hello"]
+        writer.close()
+        stranger[1].close()
+    finally:
+        await listener.close()
