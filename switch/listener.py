@@ -44,11 +44,19 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 from messages.errors import FramingError
-from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.framing import FrameDecoder, encode_frame
+from switch.listener_settings import ListenerSettings, ListenLimits, listener_settings
+
+__all__ = [
+    "Handler",
+    "ListenLimits",
+    "Listener",
+    "ListenerSettings",
+    "listener_settings",
+]
 
 log = logging.getLogger("medswitch.listener")
 
@@ -60,74 +68,6 @@ _IN_FLIGHT, _WRITING, _DRAINING = 1, 2, 4  # why reading is paused (bits)
 WARNINGS_PER_INTERVAL = 10
 WARNING_INTERVAL_S = 10.0
 LINGER_S = 2.0  # after the last reply of a connection that ends: the peer's bytes dropped
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerSettings:
-    host: str
-    port: int
-    length_format: LengthFormat
-    frame_bytes_max: int = 8192
-    connections_max: int = 2000
-    idle_timeout_s: float = 300.0
-    read_timeout_s: float = 30.0  # a frame complete within this of its first byte
-    reuse_port: bool = False
-    connections_per_address_max: int = 200
-    in_flight_max: int = 32  # requests being handled for one connection
-    write_buffer_bytes_max: int = 65_536  # replies unsent before reading pauses
-    drain_timeout_s: float = 10.0  # at stop: the longest wait for replies to go out
-    backlog: int = 1024
-    allowed_addresses: tuple[str, ...] = ()  # peers' IP addresses; empty: any
-
-
-class ListenLimits(Protocol):
-    """What a listener's section of the configuration says (``[terminal]``, ``[bank]``)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def frame_bytes_max(self) -> int: ...
-    @property
-    def connections_max(self) -> int: ...
-    @property
-    def connections_per_address_max(self) -> int: ...
-    @property
-    def idle_timeout_s(self) -> float: ...
-    @property
-    def read_timeout_s(self) -> float: ...
-    @property
-    def in_flight_max(self) -> int: ...
-    @property
-    def write_buffer_bytes_max(self) -> int: ...
-    @property
-    def drain_timeout_s(self) -> float: ...
-
-
-def listener_settings(
-    limits: ListenLimits,
-    length_format: LengthFormat,
-    *,
-    reuse_port: bool = False,
-    allowed_addresses: tuple[str, ...] = (),
-) -> ListenerSettings:
-    """The settings of a listener configured by ``limits``."""
-    return ListenerSettings(
-        host=limits.host,
-        port=limits.port,
-        length_format=length_format,
-        frame_bytes_max=limits.frame_bytes_max,
-        connections_max=limits.connections_max,
-        idle_timeout_s=limits.idle_timeout_s,
-        read_timeout_s=limits.read_timeout_s,
-        reuse_port=reuse_port,
-        connections_per_address_max=limits.connections_per_address_max,
-        in_flight_max=limits.in_flight_max,
-        write_buffer_bytes_max=limits.write_buffer_bytes_max,
-        drain_timeout_s=limits.drain_timeout_s,
-        allowed_addresses=allowed_addresses,
-    )
 
 
 class _Warnings:
