@@ -211,6 +211,8 @@ class _Connection(asyncio.Protocol):
         if not self._paused and transport is not None and not transport.is_closing():
             transport.resume_reading()
             self._frame_at = self._loop.time()  # the deadline did not run while paused
+            if self._deadline() < self._timer_at:  # a frame begun: its deadline, not idle's
+                self._rearm()
 
     def end(self) -> None:
         """Stop reading; close once every request taken is answered and its reply flushed."""

@@ -291,3 +291,25 @@ async def _allowed() -> None:
         stranger[1].close()
     finally:
         await listener.close()
+
+
+def test_a_frame_begun_while_reading_was_paused_has_its_deadline_from_the_resume() -> None:
+    asyncio.run(_paused_then_trickle())
+
+
+async def _paused_then_trickle() -> None:
+    async def slow(frame: bytes, peer: str) -> bytes:
+        await asyncio.sleep(0.3)
+        return frame
+
+    listener = await _started(slow, in_flight_max=1, read_timeout_s=0.3, idle_timeout_s=5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        started = time.monotonic()
+        writer.write(encode_frame(b"whole", B2) + b"\x00\x20abc")  # then a frame never finished
+        assert await _replies(reader, 1) == [b"whole"]
+        assert await _closed(reader, 3)
+        assert time.monotonic() - started < 1.5  # 0.3 s handling, then the 0.3 s deadline
+        writer.close()
+    finally:
+        await listener.close()
