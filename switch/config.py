@@ -181,6 +181,32 @@ def check(config: Config) -> None:
         raise ConfigError("workers must be at least 1")
     if config.workers > 1 and not config.postgres:
         raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
+    sections = {"terminal": config.terminal, "http": config.http, "bank": config.bank}
+    sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
+    for where, section in sections.items():
+        _limits(where, section)
+
+
+_LIMITS = (  # a listener's limits: each a positive number
+    "connections_max",
+    "connections_per_address_max",
+    "in_flight_max",
+    "write_buffer_bytes_max",
+    "frame_bytes_max",
+    "body_bytes_max",
+    "idle_timeout_s",
+    "read_timeout_s",
+    "header_timeout_s",
+    "body_timeout_s",
+    "drain_timeout_s",
+)
+
+
+def _limits(where: str, section: object) -> None:
+    for name in _LIMITS:
+        value = getattr(section, name, None)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{where}.{name} must be above 0, not {value!r}")
 
 
 def _database_section(data: dict[str, Any]) -> None:

@@ -130,13 +130,14 @@ def test_a_connection_flooding_without_reading_neither_grows_the_daemon_nor_dela
         flood.close()
         print(f"flood: {sent} bytes sent, sign-on + echo {waited_s:.3f} s, RSS +{grown_kib} KiB")
         assert grown_kib < 20_000, grown_kib
-        assert waited_s < 2.0, waited_s
+        assert waited_s < 5.0, waited_s  # measured 0.2-0.4 s; before: no reply in 20 s
 
 
 def test_partial_http_requests_cannot_take_the_terminals_descriptors(tmp_path: Path) -> None:
     with serving(tmp_path, nofile=600) as served:
         held = asyncio.run(_partial_http_then_sign_on(served))
-        assert held < 600
+        print(f"descriptors held by the daemon with 1,100 partial HTTP requests: {held}")
+        assert held < 150  # the HTTP port's share (39 connections) and the daemon's own
 
 
 async def _partial_http_then_sign_on(served: Served) -> int:
