@@ -34,6 +34,12 @@ reading on every connection, so no new request is taken; frames already read (in
 queued) are answered; each connection closes once it has none left and its replies are flushed
 (``transport.close`` writes its buffer out first). :meth:`Listener.close` waits for that up to
 ``drain_timeout_s``, then aborts what is left and cancels handlers still running.
+
+A connection that ends this way (drain, or an unanswerable frame) sends FIN once its replies
+are out and then reads and drops what the peer still sends for ``LINGER_S`` (longer while a
+slow reader is still taking replies, up to ``idle_timeout_s``) before it closes: closing a
+socket with unread input sends a reset, which can destroy replies the peer has not read. A
+peer that ends its own side (EOF) after its requests is answered in the same way.
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ class _Connection(asyncio.Protocol):
         self._paused = 0  # _IN_FLIGHT | _WRITING | _DRAINING
         self._ending = False  # no more reading: close once the requests taken are answered
         self._lingering = False  # our side ended; the peer's last bytes read and dropped
+        self._peer_ended = False  # the peer's side ended (EOF)
         self.address = "?"
         self.peer = "?"
 
@@ -155,6 +162,15 @@ class _Connection(asyncio.Protocol):
             self._frame_at = now
             if self._deadline() < self._timer_at:
                 self._rearm()
+
+    def eof_received(self) -> bool:
+        """The peer sends no more: answer what it sent, then close (True keeps our side open
+        for the replies)."""
+        self._peer_ended = True
+        if self._lingering or not (self._in_flight or self._waiting):
+            return False
+        self.end()
+        return True
 
     def pause_writing(self) -> None:
         self._pause(_WRITING)
@@ -227,7 +243,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if self._waiting or self._in_flight or transport is None or self._lingering:
             return
-        if not transport.can_write_eof():
+        if self._peer_ended or not transport.can_write_eof():
             transport.close()  # writes out what is buffered, then closes
             return
         self._lingering = True
@@ -235,11 +251,20 @@ class _Connection(asyncio.Protocol):
         transport.resume_reading()
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(LINGER_S, self._linger_ended)
+        self._timer = self._loop.call_later(LINGER_S, self._linger_ended, self._loop.time())
 
-    def _linger_ended(self) -> None:
-        if self._transport is not None:
-            self.abort() if self._transport.get_write_buffer_size() else self._transport.close()
+    def _linger_ended(self, since: float) -> None:
+        """Close; but while replies are still going out to a peer that reads them slowly, wait
+        on (up to the idle timeout; the drain aborts sooner at its own timeout)."""
+        transport = self._transport
+        if transport is None:
+            return
+        if not transport.get_write_buffer_size():
+            transport.close()
+        elif self._loop.time() - since < self._settings.idle_timeout_s:
+            self._timer = self._loop.call_later(LINGER_S, self._linger_ended, since)
+        else:
+            self.abort()
 
     def _arm(self) -> None:
         """One timer per connection, re-armed when it fires, not at every frame (a timer handle

@@ -313,3 +313,25 @@ async def _paused_then_trickle() -> None:
         writer.close()
     finally:
         await listener.close()
+
+
+def test_a_peer_that_ends_its_side_still_gets_every_reply() -> None:
+    asyncio.run(_half_closed())
+
+
+async def _half_closed() -> None:
+    async def slow(frame: bytes, peer: str) -> bytes:
+        await asyncio.sleep(0.1)
+        return frame
+
+    listener = await _started(slow)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"".join(encode_frame(b"h%d" % n, B2) for n in range(5)))
+        writer.write_eof()  # sent everything; now waits for the replies
+        replies = await _replies(reader, 6)  # 5, then the end of the stream
+        assert sorted(replies) == [b"h%d" % n for n in range(5)]
+        assert reader.at_eof()
+        writer.close()
+    finally:
+        await listener.close()
