@@ -156,12 +156,12 @@ class App:
         limits = self.config.http
         guard = HttpGuard(
             HttpLimits(
-                limits.connections_max,
-                limits.connections_per_address_max,
-                limits.header_timeout_s,
-                limits.body_timeout_s,
-                limits.idle_timeout_s,
-                limits.body_bytes_max,
+                connections_max=limits.connections_max,
+                connections_per_address_max=limits.connections_per_address_max,
+                header_timeout_s=limits.header_timeout_s,
+                body_timeout_s=limits.body_timeout_s,
+                idle_timeout_s=limits.idle_timeout_s,
+                body_bytes_max=limits.body_bytes_max,
             )
         )
         http = web.Application(
