@@ -37,7 +37,8 @@ from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
-from switch.listener import Listener, ListenerSettings
+from switch.http_server import GuardedSite, HttpGuard, HttpLimits
+from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.pipeline import Pipeline
 from switch.sessions import Sessions
@@ -124,20 +125,35 @@ class App:
         )
 
     async def _start_http(self, his: HisDeps) -> None:
-        http = web.Application()
+        limits = self.config.http
+        guard = HttpGuard(
+            HttpLimits(
+                connections_max=limits.connections_max,
+                connections_per_address_max=limits.connections_per_address_max,
+                header_timeout_s=limits.header_timeout_s,
+                body_timeout_s=limits.body_timeout_s,
+                idle_timeout_s=limits.idle_timeout_s,
+                body_bytes_max=limits.body_bytes_max,
+            )
+        )
+        http = web.Application(
+            middlewares=[guard.middleware], client_max_size=limits.body_bytes_max
+        )
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
         mount_his_app(http, his)
         if self.bank is not None:
             self.bank.mount(http)
-        self.http_runner = web.AppRunner(http, access_log=None)
+        self.http_runner = web.AppRunner(
+            http, access_log=None, shutdown_timeout=limits.drain_timeout_s
+        )
         await self.http_runner.setup()
         shared = self.config.workers > 1
         address = (self.config.http.host, self.config.http.port)
         sock = socket.create_server(address, backlog=128, reuse_port=shared)
         self.http_port = sock.getsockname()[1]  # the bound port when configured as 0
-        await web.SockSite(self.http_runner, sock).start()
+        await GuardedSite(self.http_runner, sock, guard).start()
         if shared and self.config.http.worker_metrics_port:
             own = web.Application()
             own.router.add_get("/metrics", self._metrics)
@@ -188,13 +204,23 @@ class App:
         return self.bank.listener.port
 
     async def stop(self) -> None:
+        """The drain: every listener stops accepting and reading at once, then answers what
+        it had read (each within its drain_timeout_s) while the bank links, the ledger's writer
+        and the stores those requests need are still open; then these close."""
         self.ready = False
+        listeners = [] if self.terminal_listener is None else [self.terminal_listener]
+        listeners += [] if self.bank is None else self.bank.listeners
+        for listener in listeners:
+            listener.stop_accepting()
+        draining = [listener.close() for listener in listeners]
+        if self.http_runner is not None:
+            draining.append(self.http_runner.cleanup())
+        await asyncio.gather(*draining)
+        running = await self.terminal.settle_late(self.config.terminal.drain_timeout_s)
+        if running:  # a ledger write already handed to the writer still completes
+            log.warning("stopping with %d requests answered 96 still running", running)
         if self.bank is not None:
             await self.bank.stop()
-        if self.terminal_listener is not None:
-            await self.terminal_listener.close()
-        if self.http_runner is not None:
-            await self.http_runner.cleanup()
         if self.worker_metrics_runner is not None:
             await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
@@ -281,16 +307,7 @@ async def _compose(
             response_timeout_s=config.response_timeout_s,
         )
         listen = config.terminal
-        settings = ListenerSettings(
-            listen.host,
-            listen.port,
-            LengthFormat.BINARY2,
-            listen.frame_bytes_max,
-            listen.connections_max,
-            listen.idle_timeout_s,
-            listen.read_timeout_s,
-            reuse_port=config.workers > 1,
-        )
+        settings = listener_settings(listen, LengthFormat.BINARY2, reuse_port=config.workers > 1)
     except BaseException:
         await bank.stop()
         raise
@@ -303,7 +320,9 @@ async def _compose(
         clock=clock,
         bank=bank,
         terminal=pipeline,
-        terminal_listener=Listener(settings, pipeline.handle),
+        terminal_listener=Listener(
+            settings, pipeline.handle, metrics.format_errors.labels("terminal").inc
+        ),
         timed_ledger=timed_ledger,
         offline=offline,
         his=HisDeps(medical, stores.reference),

@@ -33,7 +33,11 @@ class ListenConfig:
     connections_max: int = 2000
     frame_bytes_max: int = 8192
     idle_timeout_s: float = 300.0  # no frame for this long: the connection is closed
-    read_timeout_s: float = 30.0  # a frame started but not finished within this
+    read_timeout_s: float = 30.0  # a frame not complete this long after its first byte: closed
+    connections_per_address_max: int = 200  # from one IP address (a NAT may hide many POS)
+    in_flight_max: int = 32  # requests handled at once for one connection; then reading pauses
+    write_buffer_bytes_max: int = 65_536  # replies not yet taken by the peer; then reading pauses
+    drain_timeout_s: float = 10.0  # at SIGTERM: the longest wait for accepted requests' replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,13 @@ class HttpConfig:
     port: int = 5880  # /metrics, /healthz, /readyz and the HIS API
     # With workers > 1, worker i also serves its own /metrics on this port + i (0: none).
     worker_metrics_port: int = 0
+    connections_max: int = 256
+    connections_per_address_max: int = 64
+    header_timeout_s: float = 10.0  # a request's head complete within this of its first byte
+    body_timeout_s: float = 30.0  # its body complete within this of its head
+    idle_timeout_s: float = 60.0  # a connection with no request in progress: closed after this
+    body_bytes_max: int = 256 * 1024  # a larger request body is answered 413
+    drain_timeout_s: float = 10.0  # at SIGTERM: the longest wait for requests being handled
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,11 @@ class BankConfig:
     connections_max: int = 64
     frame_bytes_max: int = 8192
     idle_timeout_s: float = 600.0  # the bank echoes well within this
-    read_timeout_s: float = 30.0
+    read_timeout_s: float = 30.0  # a frame not complete this long after its first byte: closed
+    connections_per_address_max: int = 64
+    in_flight_max: int = 64
+    write_buffer_bytes_max: int = 262_144
+    drain_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,32 @@ def check(config: Config) -> None:
         raise ConfigError("workers must be at least 1")
     if config.workers > 1 and not config.postgres:
         raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
+    sections = {"terminal": config.terminal, "http": config.http, "bank": config.bank}
+    sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
+    for where, section in sections.items():
+        _limits(where, section)
+
+
+_LIMITS = (  # a listener's limits: each a positive number
+    "connections_max",
+    "connections_per_address_max",
+    "in_flight_max",
+    "write_buffer_bytes_max",
+    "frame_bytes_max",
+    "body_bytes_max",
+    "idle_timeout_s",
+    "read_timeout_s",
+    "header_timeout_s",
+    "body_timeout_s",
+    "drain_timeout_s",
+)
+
+
+def _limits(where: str, section: object) -> None:
+    for name in _LIMITS:
+        value = getattr(section, name, None)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{where}.{name} must be above 0, not {value!r}")
 
 
 def _database_section(data: dict[str, Any]) -> None:

@@ -29,8 +29,10 @@ Bounded, and what a 96 means for money (specs/terminal-interface.md, "Faults"):
 
 A frame that does not decode is answered 30 by the profile when its MTI is a request the
 interface defines; otherwise (no MTI, an MTI the interface does not define, a response) the
-profile gives no answer and the connection is closed (:class:`~switch.listener.Hangup`): no
-reply the peer could match exists, and a closed connection tells it at once.
+profile gives no answer and the connection is closed (the handler returns ``None``: see
+`switch.listener`): no reply the peer could match exists, and a closed connection tells it at
+once. A message the profile reads but does not answer (a stray reply) gets ``b""``: nothing is
+sent and the connection stays open.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from messages.codec import Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.table import Route
-from switch.listener import Hangup
 from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.replies import Replay, ReplyCache
@@ -175,6 +176,13 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         """Requests answered 96 at their deadline whose work still runs."""
         return len(self._late)
 
+    async def settle_late(self, timeout_s: float) -> int:
+        """Wait (at most ``timeout_s``) for the work answered 96 that still runs, so that a
+        drain closes the ledger only after it; returns how many are still running."""
+        if self._late:
+            await asyncio.wait(set(self._late), timeout=timeout_s)
+        return len(self._late)
+
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
         link = self.link
         try:
@@ -183,11 +191,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             self.metrics.format_errors.labels(link.name).inc()
             link.log.warning("%s: format error from %s: %s", link.name, peer, err)
             answer = link.format_error(payload, err)
-            if answer is None:
-                raise Hangup(f"{link.name}: no message type the interface defines") from None
-            return answer
+            return answer  # None: no message type the interface defines; the listener closes
         if read is None:
-            return None
+            return b""
         message, request = read
         loop = asyncio.get_running_loop()
         exchange = _Exchange()

@@ -128,6 +128,11 @@ class BankHost:
         return self.first.listener if self.first else None
 
     # -- every bank ------------------------------------------------------------------------------
+    @property
+    def listeners(self) -> list[Listener]:
+        """Every bank's inbound listener (those started)."""
+        return [peer.listener for peer in self.peers if peer.listener is not None]
+
     def savings_routes(self) -> list[SavingsRoute]:
         """Where kiosk EP loads go: each bank's savings link, for its BINs."""
         return [route for peer in self.peers for route in peer.savings_routes()]

@@ -35,7 +35,7 @@ from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSe
 from switch.bank.saf import ReversalQueue, SafSender
 from switch.bank.service import BankService
 from switch.config import BankConfig
-from switch.listener import Listener, ListenerSettings
+from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.pipeline import Pipeline
 from switch.replies import ReplyCache
@@ -178,17 +178,14 @@ class BankPeer:
             metrics=self.metrics,
             response_timeout_s=response_timeout_s,
         )
-        settings = ListenerSettings(
-            link.host,
-            link.port,
+        settings = listener_settings(
+            link,
             LengthFormat.ASCII4,
-            link.frame_bytes_max,
-            link.connections_max,
-            link.idle_timeout_s,
-            link.read_timeout_s,
             reuse_port=self.reuse_port,
+            allowed_addresses=link.allowed_peers,  # others refused at accept
         )
-        self.listener = Listener(settings, pipeline.handle)
+        malformed = self.metrics.format_errors.labels("bank").inc
+        self.listener = Listener(settings, pipeline.handle, malformed)
         await self.listener.start()
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
         return self.listener.port

@@ -49,12 +49,14 @@ async def _run(config: Config, worker: int = 0) -> None:
     go to the database (every worker uses a sign-on any worker answered) and the rest stays in
     the file the key ceremonies write."""
     # The daemon loads when it runs, not for `medswitch --help` or `routes`.
+    from switch import descriptors
     from switch.app import open_app, serve_until_signalled
     from switch.database import open_stores
     from switch.keystore_file import FileKeyStore
     from switch.pg_stores import PgKeyStore, RoutedKeyStore
     from switch.sessions import Sessions, SharedSessions
 
+    config = descriptors.fit(config, descriptors.raise_nofile())  # before any listener is built
     stores = await open_stores(config.database, writer_process=config.writer_process)
     try:
         files = FileKeyStore(config.home_path / "keys.jsonl")
