@@ -81,6 +81,8 @@ class App:
                 config.database, writer_process=config.writer_process
             )
         stores = self.stores
+        self.sessions.attach(stores.session_sets())  # unless given one
+        self.sessions.count_into(self.metrics.sign_ons)
         self.ledger, self.cards, self.medical_store = (
             stores.ledger,
             stores.cards,

@@ -111,13 +111,16 @@ class TerminalService:
         if not isinstance(request, SignOn):
             terminal_id = terminal.terminal_id
             session = self.sessions.kept(terminal_id) or await self.sessions.get(terminal_id)
-            if session is None:
-                return self._reply(request, Outcome.RE_SIGN_ON), None, "refused", None
             mac = message.fields.get(64)
-            if not isinstance(mac, bytes) or not await self.hsm.verify_mac(
-                session.mak, MacAlgorithm.CUP_ECB, block, mac
-            ):
-                return self._reply(request, Outcome.MAC_ERROR), None, "refused", None
+            if (
+                session is None
+                or not isinstance(mac, bytes)
+                or not await self.hsm.verify_mac(session.mak, MacAlgorithm.CUP_ECB, block, mac)
+            ):  # not the current keys: a sign-on's pending ones (then current), or 22 / A0
+                proven = await self.sessions.proven(terminal_id, self.hsm, block, mac)
+                if isinstance(proven, Outcome):
+                    return self._reply(request, proven), None, "refused", None
+                session = proven
             if request.batch != terminal.batch:
                 terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
                 if terminal is None or request.batch != terminal.batch:
@@ -168,8 +171,9 @@ class TerminalService:
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
             raise
-        if isinstance(request, SignOn):
-            session = await self.sessions.get(terminal.terminal_id)
+        if isinstance(request, SignOn):  # an 0810 with keys is MACed under them (pending)
+            approved = reply.response_code == Outcome.APPROVED.code
+            session = self.sessions.issued(terminal.terminal_id) if approved else None
         return reply, session, route.name, replay
 
     def _class_of(self, mti: str) -> tuple[str, bytes]:
