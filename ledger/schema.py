@@ -330,13 +330,21 @@ session_keys = Table(
     Column("block", Text, nullable=False),
 )
 
-#: Terminals' sign-offs, shared by every worker: working keys up to `mak_version` are dead.
-sign_offs = Table(
-    "sign_offs",
+#: Terminals' working-key sets (specs/terminal-interface.md, sign-on): `pending` from the sign-on
+#: until a request MACed under the set arrives, then `current`; at most one current and a bounded
+#: number of pending sets per terminal (older ones are deleted with their key blocks).
+session_sets = Table(
+    "session_sets",
     metadata,
     Column("terminal_id", String(8), primary_key=True),
-    Column("mak_version", Integer, nullable=False),
-    Column("at_us", BigInteger, nullable=False),
+    Column("mak_version", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(8), nullable=False),  # current | pending
+    Column("mak_kcv", String(16), nullable=False),
+    Column("pik_version", Integer, nullable=False),
+    Column("pik_kcv", String(16), nullable=False),
+    Column("tdk_version", Integer),
+    Column("tdk_kcv", String(16)),
+    Column("batch_no", Integer, nullable=False),  # the batch the set opens once promoted
 )
 
 #: One row counting every change of cards, psams and blacklist (triggers from the migration):

@@ -76,17 +76,22 @@ class TerminalDirectory(Protocol):
         """The record, from a cache unless ``refresh``."""
         ...
 
-    async def next_batch(self, terminal_id: str) -> str:
-        """Open the terminal's next batch (at sign-on) and return its number."""
-        ...
-
 
 class SessionKeys(Protocol):
     async def tmk(self, terminal_id: str) -> KeyRef | None: ...
 
-    async def get(self, terminal_id: str) -> SignOnKeys | None: ...
+    async def get(self, terminal_id: str) -> SignOnKeys | None:
+        """The terminal's current working keys."""
+        ...
 
-    def remember(self, terminal_id: str, keys: SignOnKeys) -> None: ...
+    def admit(self, terminal_id: str, now: datetime) -> bool:
+        """May the terminal sign on now (its sign-on rate limit)?"""
+        ...
+
+    async def offer(self, terminal_id: str, keys: SignOnKeys) -> str:
+        """Keys a sign-on issued: pending until a request MACed under them arrives (the
+        current keys serve until then); the batch they open then."""
+        ...
 
     async def forget(self, terminal_id: str) -> None:
         """The terminal signed off: its working keys serve no message until a new sign-on."""

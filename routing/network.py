@@ -14,20 +14,26 @@ _LAYOUTS = {"001": 24, "003": 40, "004": 60}
 
 
 async def handle_sign_on(request: SignOn, context: RequestContext) -> TerminalReply:
-    """New PIK/MAK(/TDK) under the terminal's TMK, a new batch, and the host's clock."""
+    """New PIK/MAK(/TDK) under the terminal's TMK, a new batch, and the host's clock.
+
+    The sign-on is not MACed (the terminal has no keys yet), so anyone can send one: the new
+    keys are pending — the current ones keep serving — until a request MACed under them
+    proves that their sender holds the TMK (specs/terminal-interface.md, sign-on). At most
+    ``per_minute`` sign-ons of a terminal in any minute; more are answered 65."""
     layout = _LAYOUTS.get(request.key_scheme)
     tmk = await context.sessions.tmk(request.terminal_id)
     if layout is None:
         return answer(request, context, Outcome.FUNCTION_NOT_SUPPORTED)
     if tmk is None:
         return answer(request, context, Outcome.SECURITY_FAILURE)
+    if not context.sessions.admit(request.terminal_id, context.now):
+        return answer(request, context, Outcome.COUNT_LIMIT)
     keys = await context.hsm.sign_on(tmk, layout, f"term/{request.terminal_id}", now=context.now)
-    context.sessions.remember(request.terminal_id, keys)
-    batch = await context.terminals.next_batch(request.terminal_id)
+    batch = await context.sessions.offer(request.terminal_id, keys)
     reply = answer(
         request, context, Outcome.APPROVED, SignOnReply, keys=WorkingKeys.parse(keys.field62)
     )
-    return replace(reply, batch=batch)  # 60.2 of the 0810: the batch the terminal now uses
+    return replace(reply, batch=batch)  # 60.2 of the 0810: the batch the new keys open
 
 
 async def handle_sign_off(request: SignOff, context: RequestContext) -> TerminalReply:

@@ -263,6 +263,8 @@ async def _compose(
     worker: int,
 ) -> App:
     metrics = Metrics()
+    sessions.attach(stores.session_sets())  # unless given one
+    sessions.count_into(metrics.sign_ons)
     timed_hsm = cast(Hsm, Timed(hsm, metrics.hsm_seconds))
     timed_ledger = cast(Ledger, Timed(stores.ledger, metrics.ledger_seconds))
     medical = cast(

@@ -41,6 +41,16 @@ class ListenConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SignOnConfig:
+    """Terminal sign-ons (specs/terminal-interface.md, sign-on): at most ``per_minute`` per
+    terminal in any 60 s (per worker process; more are answered 65), and the pending key sets
+    kept per terminal (``pending_max`` >= ``per_minute``)."""
+
+    per_minute: int = 6
+    pending_max: int = 6
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 5880  # /metrics, /healthz, /readyz and the HIS API
@@ -126,6 +136,7 @@ class Config:
     database_url: str = ""  # [database] url; empty: sqlite:///$home/medswitch.db
     timezone: str = "Asia/Shanghai"
     terminal: ListenConfig = field(default_factory=ListenConfig)
+    sign_on: SignOnConfig = field(default_factory=SignOnConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     hsm: HsmConfig = field(default_factory=HsmConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
@@ -185,6 +196,12 @@ def check(config: Config) -> None:
     sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
     for where, section in sections.items():
         _limits(where, section)
+
+    if not 1 <= config.sign_on.per_minute <= config.sign_on.pending_max <= 100:
+        raise ConfigError(
+            "sign_on: 1 <= per_minute <= pending_max <= 100 (a set a sign-on issued must"
+            " outlive the next minute's sign-ons)"
+        )
 
 
 _LIMITS = (  # a listener's limits: each a positive number

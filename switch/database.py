@@ -28,10 +28,11 @@ from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
 from switch.bank.saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
-from switch.pg_stores import PgCardStatus, PgReversalQueue
+from switch.pg_stores import PgCardStatus, PgKeyStore, PgReversalQueue
 from switch.replies import ReplyCache
 from switch.reply_store import SharedReplyCache
 from switch.sequences import PgSequences, Sequences, SqliteSequences
+from switch.session_store import SqliteSessionKeys
 from switch.sessions import SqliteTerminals, SqlTerminals
 
 POOL_MAX = 8  # per worker, per pool (the event loop's and the bridge's)
@@ -63,10 +64,21 @@ class Stores:
     pool: asyncpg.Pool | None = None  # PostgreSQL: this worker's pool on its event loop
     bridge: PgBridge | None = None  # PostgreSQL: the synchronous stores' pool
     _engine: Any = field(default=None, repr=False)
+    _session_sets: PgKeyStore | SqliteSessionKeys | None = field(default=None, repr=False)
 
     @property
     def postgres(self) -> bool:
         return self.pool is not None
+
+    def session_sets(self) -> PgKeyStore | SqliteSessionKeys:
+        """Terminals' working-key sets and their key blocks (``switch.session_store``), in
+        this database (one store, closed with the others)."""
+        if self._session_sets is None:
+            if self.pool is not None:
+                self._session_sets = PgKeyStore(self.pool)
+            else:
+                self._session_sets = SqliteSessionKeys(Path(self.url.removeprefix("sqlite:///")))
+        return self._session_sets
 
     def reply_cache(self) -> ReplyCache:
         """The retransmission cache: shared through the database on PostgreSQL (several
@@ -74,6 +86,8 @@ class Stores:
         return ReplyCache() if self.pool is None else SharedReplyCache(self.pool)
 
     async def close(self) -> None:
+        if isinstance(self._session_sets, SqliteSessionKeys):
+            await asyncio.to_thread(self._session_sets.close)
         await self.ledger.close()
         self.cards.close()
         await asyncio.to_thread(self.medical_store.close)

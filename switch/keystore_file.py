@@ -4,7 +4,9 @@ Records are only ever appended (keys are immutable per alias and version). Each 
 `write` of a whole line followed by fsync, so a crash leaves at most a torn last line, which
 is skipped on reading (the next append starts on a fresh line). The file holds TR-31 blocks
 under the LMK, never clear keys. Several processes may append; a miss re-reads the file so a
-key another process added is found.
+key another process added is found. Records are indexed by alias: listing one alias costs its
+own versions, not the whole store. Terminals' working keys do not come here (they are many
+and short-lived: ``switch.session_store`` keeps them in the database, bounded).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class FileKeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._records: dict[tuple[str, int], StoredKey] = {}
+        self._by_alias: dict[str, dict[int, StoredKey]] = {}
         self._offset = 0
         self._reload()
 
@@ -39,6 +42,7 @@ class FileKeyStore:
             record = _decode(line)
             if record is not None:
                 self._records[(record.alias, record.version)] = record
+                self._by_alias.setdefault(record.alias, {})[record.version] = record
         self._offset += end
 
     async def get(self, alias: str, version: int) -> StoredKey:
@@ -69,7 +73,10 @@ class FileKeyStore:
 
     async def list(self, alias: str | None = None) -> list[StoredKey]:
         self._reload()
-        return [r for k, r in sorted(self._records.items()) if alias is None or k[0] == alias]
+        if alias is None:
+            return [r for _, r in sorted(self._records.items())]
+        versions = self._by_alias.get(alias, {})
+        return [versions[v] for v in sorted(versions)]
 
 
 def _encode(stored: StoredKey) -> dict[str, object]:

@@ -78,6 +78,14 @@ class Metrics:
             "Terminals with a session in this process",
             registry=self.registry,
         )
+        self.sign_ons = Counter(
+            "medswitch_sign_ons",
+            "Terminal sign-ons by outcome: issued (keys pending), refused (rate limit, 65),"
+            " proven (a request MACed under the keys made them current), unproven (pending keys"
+            " retired unused: forged sign-ons, or keys their terminal never received)",
+            ("outcome",),
+            registry=self.registry,
+        )
         self._counted: dict[tuple[str, str, str], Any] = {}
         self._timed: dict[str, Any] = {}
 

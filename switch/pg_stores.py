@@ -3,28 +3,47 @@ key store, the card status register, the reversal queue's delivery state and nev
 numbers. The synchronous ones (cards, terminals, the medical store) run the SQLite stores' own
 code over ``ledger.pg_bridge``.
 
-Keys: terminals' working keys (aliases ``term/...``) live in the ``session_keys`` table, so a
-sign-on answered by one worker is used by every other; keys made by key ceremonies (TMKs, zone
-keys) stay in the deployment's file key store (``medswitch keys`` writes it; they change
-rarely). Both hold wrapped key blocks under the LMK only, never clear keys.
+Keys: terminals' working keys (aliases ``term/...``) live in the ``session_keys`` table and their
+sets (pending, current: ``switch.session_store``) in ``session_sets``, so a sign-on, or the first
+request under its keys, answered by one worker holds for every other; keys made by key
+ceremonies (TMKs, zone keys) stay in the deployment's file key store (``medswitch keys``
+writes it; they change rarely). Both hold wrapped key blocks under the LMK only, never clear keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
 
 from hsm.errors import KeyExistsError, KeyNotFoundError
+from hsm.interface import SignOnKeys
 from hsm.keyblock import StoredKey
-from hsm.keys import KeyRef, KeyUsage
+from hsm.keys import KeyUsage
 from hsm.keystore import KeyStore
 from routing.bank_context import StatusChange
+from switch.bank import saf
 from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
-from switch.bank.saf import PENDING, Pending, pending_of
-from switch.sessions import session_prefix
+from switch.bank.saf import Pending, pending_of
+from switch.session_store import (
+    CURRENT,
+    PENDING,
+    PRUNE_BLOCKS,
+    SET_COLUMNS,
+    Change,
+    KeySets,
+    ended,
+    next_batch,
+    offered,
+    promoted,
+    pruned,
+    session_prefix,
+    set_row,
+    sets_of,
+)
 
 SESSION_PREFIX = session_prefix("")  # "term/": working keys of signed-on terminals
+SESSION_LOCK = 0x7365736E  # advisory lock class: one change of a terminal's key sets at a time
 _KEY_COLUMNS = "alias, version, usage, kcv, created_at, block"
 BLACKLIST_LOCK = 0x626C6B6C  # advisory lock: one blacklist version at a time
 _NEXT_VERSION = (
@@ -37,7 +56,8 @@ def _stored(row: asyncpg.Record) -> StoredKey:
 
 
 class PgKeyStore:
-    """Wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``)."""
+    """Terminals' wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``) and
+    their key sets in ``session_sets`` (``switch.session_store.SessionStore``)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -74,46 +94,95 @@ class PgKeyStore:
             rows = await self._pool.fetch(sql + " WHERE alias = $1 ORDER BY version", alias)
         return [_stored(row) for row in rows]
 
-    async def newest(
-        self, wanted: Mapping[str, KeyUsage], terminal_id: str
-    ) -> tuple[dict[str, KeyRef], int]:
-        """The newest version of each alias with its usage, and the MAK version the terminal
-        last signed off (-1: never), in one query."""
+    async def key_sets(self, terminal_id: str) -> KeySets:
         rows = await self._pool.fetch(
-            "(SELECT DISTINCT ON (alias) alias, version, usage, kcv FROM session_keys"
-            " WHERE alias = ANY($1::text[]) AND usage = ANY($2::text[])"
-            " ORDER BY alias, version DESC)"
-            " UNION ALL (SELECT NULL, mak_version, NULL, NULL FROM sign_offs"
-            " WHERE terminal_id = $3)",
-            list(wanted),
-            [usage.value for usage in wanted.values()],
-            terminal_id,
+            f"SELECT {SET_COLUMNS} FROM session_sets WHERE terminal_id = $1", terminal_id
         )
-        off = max((int(row[1]) for row in rows if row[0] is None), default=-1)
-        found = {
-            row[0]: KeyRef(row[0], int(row[1]), KeyUsage(row[2]), row[3])
-            for row in rows
-            if row[0] is not None
-        }
-        return {alias: ref for alias, ref in found.items() if ref.usage is wanted[alias]}, off
+        return sets_of(terminal_id, rows)
 
-    async def sign_off(self, terminal_id: str, mak_version: int) -> None:
-        """Record that the terminal signed off the keys up to ``mak_version`` (never lowered)."""
-        await self._pool.execute(
-            "INSERT INTO sign_offs (terminal_id, mak_version, at_us)"
-            " VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)"
-            " ON CONFLICT (terminal_id) DO UPDATE SET"
-            " mak_version = greatest(sign_offs.mak_version, excluded.mak_version),"
-            " at_us = excluded.at_us",
-            terminal_id,
-            mak_version,
+    async def offer(self, terminal_id: str, keys: SignOnKeys, pending_max: int) -> Change:
+        change = await self._change(
+            terminal_id, lambda sets: offered(sets, keys, pending_max), keys
         )
+        assert change is not None
+        return change
+
+    async def promote(self, terminal_id: str, mak_version: int) -> Change | None:
+        return await self._change(
+            terminal_id, lambda sets: promoted(sets, mak_version), promoting=True
+        )
+
+    async def end(self, terminal_id: str) -> Change:
+        change = await self._change(terminal_id, ended)
+        assert change is not None
+        return change
+
+    async def _change(
+        self,
+        terminal_id: str,
+        decide: Callable[[KeySets], Change | None],
+        added: SignOnKeys | None = None,
+        *,
+        promoting: bool = False,
+    ) -> Change | None:
+        """One transaction, serialised per terminal (an advisory lock: a terminal with no
+        row yet has nothing to lock): read the sets, ``decide``, write the change."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", SESSION_LOCK, terminal_id
+            )
+            rows = await connection.fetch(
+                f"SELECT {SET_COLUMNS} FROM session_sets WHERE terminal_id = $1", terminal_id
+            )
+            change = decide(sets_of(terminal_id, rows))
+            if change is None:
+                return None
+            if added is not None:
+                batch = await connection.fetchval(
+                    "SELECT batch_no FROM terminals WHERE id = $1", terminal_id
+                )
+                change = change._replace(batch=next_batch(int(batch)))
+                await connection.execute(
+                    f"INSERT INTO session_sets (terminal_id, {SET_COLUMNS}, batch_no)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    *set_row(terminal_id, PENDING, added),
+                    change.batch,
+                )
+            gone = [keys.mak.version for keys in change.retired]
+            if gone:
+                await connection.execute(
+                    "DELETE FROM session_sets WHERE terminal_id = $1"
+                    " AND mak_version = ANY($2::int[])",
+                    terminal_id,
+                    gone,
+                )
+            await connection.executemany(
+                PRUNE_BLOCKS.format("$1", "$2", "(SELECT unnest($3::int[]))"),
+                pruned(terminal_id, change.sets, list),
+            )
+            current = change.sets.current
+            if promoting and current is not None:
+                await connection.execute(
+                    "UPDATE session_sets SET state = $1 WHERE terminal_id = $2"
+                    " AND mak_version = $3",
+                    CURRENT,
+                    terminal_id,
+                    current.mak.version,
+                )
+                await connection.execute(
+                    "UPDATE terminals SET batch_no = (SELECT batch_no FROM session_sets"
+                    " WHERE terminal_id = $1 AND mak_version = $2) WHERE id = $1",
+                    terminal_id,
+                    current.mak.version,
+                )
+        return change
 
 
 class RoutedKeyStore:
-    """Session keys (``term/...``) in one store, every other key in another."""
+    """Session keys (``term/...``) in one store (the database's), every other key in another
+    (the key ceremonies' file)."""
 
-    def __init__(self, sessions: PgKeyStore, others: KeyStore) -> None:
+    def __init__(self, sessions: KeyStore, others: KeyStore) -> None:
         self._sessions = sessions
         self._others = others
 
@@ -131,14 +200,6 @@ class RoutedKeyStore:
             return await self._for(alias).list(alias)
         both = await self._sessions.list() + await self._others.list()
         return sorted(both, key=lambda s: (s.alias, s.version))
-
-    async def newest(
-        self, wanted: Mapping[str, KeyUsage], terminal_id: str
-    ) -> tuple[dict[str, KeyRef], int]:
-        return await self._sessions.newest(wanted, terminal_id)
-
-    async def sign_off(self, terminal_id: str, mak_version: int) -> None:
-        await self._sessions.sign_off(terminal_id, mak_version)
 
 
 class PgCardStatus:
@@ -246,7 +307,7 @@ class PgReversalQueue:
         self._pool = pool
 
     async def pending(self, bank_id: str, limit: int = 100) -> list[Pending]:
-        rows = await self._pool.fetch(PENDING.format("$1", "$2"), bank_id, limit)
+        rows = await self._pool.fetch(saf.PENDING.format("$1", "$2"), bank_id, limit)
         return pending_of(list(rows))
 
     async def mark(self, key: str, *, acknowledged: bool) -> None:

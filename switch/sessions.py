@@ -1,33 +1,47 @@
 """Registered terminals and their sign-on sessions.
 
 A terminal is registered in the database (``terminals``: institution, kind, status, batch);
-its TMK is the latest version of key alias ``tmk/<terminal id>`` in the key store; a sign-on
-stores new working keys under ``term/<terminal id>/PIK|MAK|TDK`` (new versions) and a new batch.
-The session is therefore derivable from the database and the key store: a restarted daemon
-finds its terminals still signed on, with no process-local state to lose.
+its TMK is the latest version of key alias ``tmk/<terminal id>`` in the key store. A sign-on
+issues new working keys under ``term/<terminal id>/PIK|MAK|TDK`` (new versions) as a *pending*
+set and opens a new batch; the set becomes *current* when a request MACed under it arrives, and
+until then the current set keeps serving (specs/terminal-interface.md, sign-on): an unsigned
+sign-on cannot end a live session. The sets are kept in a :class:`SessionStore`
+(``switch.session_store``), so a restarted daemon finds its terminals still signed on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hsm.interface import SignOnKeys
+from prometheus_client import Counter
+
+from hsm.interface import Hsm, MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
+from messages.outcome import Outcome
 from routing.context import TerminalRecord
+from switch.session_store import (
+    NO_KEYS,
+    Change,
+    KeySets,
+    SessionStore,
+    session_prefix,
+)
+
+__all__ = ["SessionStore", "Sessions", "SharedSessions", "SignOnLimit", "session_prefix"]
+TERMINALS_MAX = 100_000  # sessions and sign-on windows kept in the process
 
 
 def tmk_alias(terminal_id: str) -> str:
     return f"tmk/{terminal_id}"
-
-
-def session_prefix(terminal_id: str) -> str:
-    return f"term/{terminal_id}"
 
 
 class SqlTerminals:
@@ -35,7 +49,8 @@ class SqlTerminals:
     ``sqlite3``-like connection (SQLite, or PostgreSQL through ``ledger.pg_bridge``).
 
     Reads go to the database (a thread per call) only on a miss or when asked to ``refresh``
-    (the pipeline does so before answering 77, so a batch opened by another worker is seen)."""
+    (the pipeline does so before answering 77, so a batch opened by a promoted sign-on — here or
+    at another worker — is seen)."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -51,15 +66,6 @@ class SqlTerminals:
             return None
         return TerminalRecord(row[0], row[1], row[2], row[3], f"{int(row[4]):06d}")
 
-    def _next_batch(self, terminal_id: str) -> str:
-        with contextlib.closing(self._connect()) as connection, connection:
-            (batch,) = connection.execute(  # one statement: atomic against other workers
-                "UPDATE terminals SET batch_no = batch_no % 999999 + 1 WHERE id = ?"
-                " RETURNING batch_no",
-                (terminal_id,),
-            ).fetchone()
-        return f"{int(batch):06d}"
-
     def kept(self, terminal_id: str) -> TerminalRecord | None:
         """The record in the cache, without a coroutine; ``None`` when none is kept (unknown,
         or not yet read): then :meth:`get`."""
@@ -74,12 +80,6 @@ class SqlTerminals:
         self._cache[terminal_id] = record
         return record
 
-    async def next_batch(self, terminal_id: str) -> str:
-        """Open the terminal's next batch (at sign-on) and return its number."""
-        batch = await asyncio.to_thread(self._next_batch, terminal_id)
-        self._cache.pop(terminal_id, None)
-        return batch
-
 
 class SqliteTerminals(SqlTerminals):
     def __init__(self, path: Path) -> None:
@@ -91,20 +91,60 @@ class SqliteTerminals(SqlTerminals):
         super().__init__(connect)
 
 
+@dataclass(frozen=True, slots=True)
+class SignOnLimit:
+    """Sign-ons one terminal may make: ``per_minute`` in any 60 s (more are answered 65),
+    and the pending sets kept (``pending_max`` ≥ ``per_minute``: a set a sign-on issued then
+    outlives the next minute's sign-ons, whoever sends them)."""
+
+    per_minute: int = 6
+    pending_max: int = 6
+    window_s: float = 60.0
+
+
 class Sessions:
-    """The working keys of signed-on terminals, cached; rebuilt from the key store on a miss.
+    """The working-key sets of signed-on terminals (:class:`KeySets`), kept in the process and
+    in a :class:`SessionStore` (the database's: given, or attached by the app once it has
+    opened the database), read from it on a miss. One process: the kept sets are the truth;
+    with several workers, :class:`SharedSessions` reads the store for every message.
 
-    A sign-off is remembered in the cache (``None``); with several workers,
-    :class:`SharedSessions` records it in the database for all of them.
-    """
+    ``store`` is the key store of the keys made by key ceremonies (TMKs, zone keys)."""
 
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        sets: SessionStore | None = None,
+        limit: SignOnLimit | None = None,
+    ) -> None:
         self._store = store
-        self._cache: dict[str, SignOnKeys | None] = {}
+        self._set_store = sets
+        self.limit = SignOnLimit() if limit is None else limit
+        self._cache: dict[str, KeySets] = {}
+        self._windows: dict[str, collections.deque[float]] = {}
+        self._counted: Counter | None = None
+
+    def attach(self, sets: SessionStore) -> None:
+        """Keep the sets in ``sets`` unless a store was given (the app: its database's)."""
+        if self._set_store is None:
+            self._set_store = sets
+
+    @property
+    def _sets(self) -> SessionStore:
+        if self._set_store is None:
+            raise RuntimeError("sessions without a session store: attach the database's")
+        return self._set_store
+
+    def count_into(self, counter: Counter) -> None:
+        """Count sign-ons by outcome (issued, refused, proven, unproven) into ``counter``."""
+        self._counted = counter
+
+    def _count(self, outcome: str, amount: int = 1) -> None:
+        if self._counted is not None and amount:
+            self._counted.labels(outcome).inc(amount)
 
     @property
     def signed_on(self) -> int:
-        return sum(keys is not None for keys in self._cache.values())
+        return sum(sets.current is not None for sets in self._cache.values())
 
     async def tmk(self, terminal_id: str) -> KeyRef | None:
         return await self._latest(tmk_alias(terminal_id), KeyUsage.TMK)
@@ -113,29 +153,89 @@ class Sessions:
         """The newest stored version of ``alias`` with ``usage`` (e.g. a bank link's ZAK)."""
         return await self._latest(alias, usage)
 
-    def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
-        self._cache[terminal_id] = keys
-
-    async def forget(self, terminal_id: str) -> None:
-        self._cache[terminal_id] = None
-
     def kept(self, terminal_id: str) -> SignOnKeys | None:
-        """The keys of a signed-on terminal in the cache, without a coroutine; ``None`` when
-        none are kept (not yet read, or signed off): then :meth:`get`."""
-        return self._cache.get(terminal_id)
+        """The current keys of a terminal in the cache, without a coroutine; ``None`` when
+        none are kept (not yet read, or none current): then :meth:`get`."""
+        sets = self._cache.get(terminal_id)
+        return None if sets is None else sets.current
 
     async def get(self, terminal_id: str) -> SignOnKeys | None:
-        if terminal_id in self._cache:
-            return self._cache[terminal_id]
-        prefix = session_prefix(terminal_id)
-        mak = await self._latest(f"{prefix}/MAK", KeyUsage.MAK)
-        pik = await self._latest(f"{prefix}/PIK", KeyUsage.PIK)
-        if mak is None or pik is None:
-            return None
-        tdk = await self._latest(f"{prefix}/TDK", KeyUsage.TDK)
-        keys = SignOnKeys(b"", pik, mak, tdk)
-        self._cache[terminal_id] = keys
-        return keys
+        """The terminal's current keys (None: none; it may have pending ones)."""
+        return (await self._key_sets(terminal_id)).current
+
+    async def _key_sets(self, terminal_id: str) -> KeySets:
+        sets = self._cache.get(terminal_id)
+        if sets is None:
+            sets = await self._sets.key_sets(terminal_id)
+            self._keep(terminal_id, sets)
+        return sets
+
+    def _keep(self, terminal_id: str, sets: KeySets) -> None:
+        if len(self._cache) >= TERMINALS_MAX and terminal_id not in self._cache:
+            self._cache.clear()  # bounded; the store has them all
+        self._cache[terminal_id] = sets
+
+    def admit(self, terminal_id: str, now: datetime) -> bool:
+        """May the terminal sign on now? At most ``per_minute`` admitted in any window."""
+        at_s = now.timestamp()
+        window = self._windows.get(terminal_id)
+        if window is None:
+            if len(self._windows) >= TERMINALS_MAX:
+                self._windows.clear()
+            window = self._windows[terminal_id] = collections.deque()
+        while window and window[0] <= at_s - self.limit.window_s:
+            window.popleft()
+        if len(window) >= self.limit.per_minute:
+            self._count("refused")
+            return False
+        window.append(at_s)
+        return True
+
+    async def offer(self, terminal_id: str, keys: SignOnKeys) -> str:
+        """Keys a sign-on issued: pending until a request MACed under them arrives; the batch
+        they open then (6 digits, for the 0810's 60.2)."""
+        keys = SignOnKeys(b"", keys.pik, keys.mak, keys.tdk)  # the references, as stored
+        change = await self._sets.offer(terminal_id, keys, self.limit.pending_max)
+        self._changed(terminal_id, change)
+        self._count("issued")
+        return f"{change.batch:06d}"
+
+    def issued(self, terminal_id: str) -> SignOnKeys | None:
+        """The newest pending keys known here (what the 0810 of a sign-on is MACed under)."""
+        sets = self._cache.get(terminal_id, NO_KEYS)
+        return sets.pending[0] if sets.pending else None
+
+    async def proven(
+        self, terminal_id: str, hsm: Hsm, block: bytes, mac: object
+    ) -> SignOnKeys | Outcome:
+        """A request whose MAC the current keys did not verify: the pending set it verifies
+        under, now current (for every worker and after a restart); else 22 when the terminal
+        has no keys at all, A0 when it has."""
+        sets = self._cache.get(terminal_id)
+        if sets is None:
+            sets = await self._key_sets(terminal_id)
+        if not sets:
+            return Outcome.RE_SIGN_ON
+        if not isinstance(mac, bytes):
+            return Outcome.MAC_ERROR
+        for keys in sets.pending:  # bounded: pending_max
+            if await hsm.verify_mac(keys.mak, MacAlgorithm.CUP_ECB, block, mac):
+                change = await self._sets.promote(terminal_id, keys.mak.version)
+                if change is None:  # promoted or retired meanwhile: read what holds now
+                    self._keep(terminal_id, await self._sets.key_sets(terminal_id))
+                else:
+                    self._changed(terminal_id, change)
+                    self._count("proven")
+                return keys  # it verified: this request is the terminal's
+        return Outcome.MAC_ERROR
+
+    async def forget(self, terminal_id: str) -> None:
+        """A sign-off: every set of the terminal ends, for every worker."""
+        self._changed(terminal_id, await self._sets.end(terminal_id))
+
+    def _changed(self, terminal_id: str, change: Change) -> None:
+        self._keep(terminal_id, change.sets)
+        self._count("unproven", len(change.unproven))
 
     async def _latest(self, alias: str, usage: KeyUsage) -> KeyRef | None:
         versions = [s for s in await self._store.list(alias) if s.usage is usage]
@@ -145,54 +245,15 @@ class Sessions:
 
 
 class SharedSessions(Sessions):
-    """The sessions of one of several workers: every message reads the terminal's newest
-    working keys from the shared store (one query when the store has ``newest``), so a sign-on
-    answered by another worker is used at once. A sign-off answered by any worker ends the keys it
-    found (up to that MAK version) for every worker until a newer sign-on."""
-
-    def __init__(self, store: KeyStore) -> None:
-        super().__init__(store)
-        self._off: dict[str, int] = {}
-
-    def remember(self, terminal_id: str, keys: SignOnKeys) -> None:
-        self._off.pop(terminal_id, None)
-        super().remember(terminal_id, keys)
+    """The sessions of one of several workers: every message reads the terminal's sets from
+    the shared store (one query), so a sign-on, promotion or sign-off by another worker holds
+    at once."""
 
     def kept(self, terminal_id: str) -> SignOnKeys | None:
         """Never: every message reads the shared store (:meth:`get`)."""
         return None
 
-    async def forget(self, terminal_id: str) -> None:
-        keys = await self.get(terminal_id)  # the newest keys, whichever worker signed them on
-        version = keys.mak.version if keys is not None else self._off.get(terminal_id, 0)
-        self._off[terminal_id] = version
-        sign_off = getattr(self._store, "sign_off", None)
-        if sign_off is not None:
-            await sign_off(terminal_id, version)
-        await super().forget(terminal_id)
-
     async def get(self, terminal_id: str) -> SignOnKeys | None:
-        prefix = session_prefix(terminal_id)
-        wanted = {f"{prefix}/MAK": KeyUsage.MAK, f"{prefix}/PIK": KeyUsage.PIK}
-        wanted[f"{prefix}/TDK"] = KeyUsage.TDK
-        newest = getattr(self._store, "newest", None)
-        off = self._off.get(terminal_id, -1)
-        found: dict[str, KeyRef]
-        if newest is not None:  # with the terminal's last sign-off, in the same query
-            found, signed_off = await newest(wanted, terminal_id)
-            off = max(off, signed_off)
-        else:
-            found = {}
-            for alias, usage in wanted.items():
-                ref = await self._latest(alias, usage)
-                if ref is not None:
-                    found[alias] = ref
-        mak, pik, tdk = (found.get(alias) for alias in wanted)
-        if mak is None or pik is None or mak.version <= off:
-            return None
-        cached = self._cache.get(terminal_id)
-        if cached is not None and (cached.mak, cached.pik, cached.tdk) == (mak, pik, tdk):
-            return cached
-        keys = SignOnKeys(b"", pik, mak, tdk)
-        self._cache[terminal_id] = keys
-        return keys
+        sets = await self._sets.key_sets(terminal_id)
+        self._keep(terminal_id, sets)  # what proven() then tries, for this message
+        return sets.current

@@ -106,13 +106,16 @@ class TerminalService:
         if not isinstance(request, SignOn):
             terminal_id = terminal.terminal_id
             session = self.sessions.kept(terminal_id) or await self.sessions.get(terminal_id)
-            if session is None:
-                return Served(self.refuse(request, Outcome.RE_SIGN_ON))
             mac = message.fields.get(64)
-            if not isinstance(mac, bytes) or not await self.hsm.verify_mac(
-                session.mak, MacAlgorithm.CUP_ECB, block, mac
-            ):
-                return Served(self.refuse(request, Outcome.MAC_ERROR))
+            if (
+                session is None
+                or not isinstance(mac, bytes)
+                or not await self.hsm.verify_mac(session.mak, MacAlgorithm.CUP_ECB, block, mac)
+            ):  # not the current keys: a sign-on's pending ones (then current), or 22 / A0
+                proven = await self.sessions.proven(terminal_id, self.hsm, block, mac)
+                if isinstance(proven, Outcome):
+                    return Served(self.refuse(request, proven))
+                session = proven
             if request.batch != terminal.batch:
                 terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
                 if terminal is None or request.batch != terminal.batch:
@@ -157,8 +160,9 @@ class TerminalService:
         self, request: TerminalMessage, reply: TerminalReply, admitted: TerminalAdmitted
     ) -> SignOnKeys | None:
         """A sign-on's reply is MACed under the session it opened."""
-        if isinstance(request, SignOn):
-            return await self.sessions.get(admitted.party.terminal_id)
+        if isinstance(request, SignOn):  # an 0810 with keys is MACed under them (pending)
+            approved = reply.response_code == Outcome.APPROVED.code
+            return self.sessions.issued(admitted.party.terminal_id) if approved else None
         return admitted.mac_key
 
     def envelope(self, request: TerminalMessage, message: Message) -> dict[str, str | None]:

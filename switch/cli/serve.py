@@ -16,6 +16,11 @@ from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
 from switch.config import Config, ConfigError, check, load
+from switch.database import open_stores
+from switch.keystore_file import FileKeyStore
+from switch.pg_stores import RoutedKeyStore
+from switch.sessions import Sessions, SharedSessions, SignOnLimit
+from switch.workers import run_workers
 
 
 def _load_config(path: Path | None) -> Config:
@@ -45,26 +50,22 @@ def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
 async def _run(config: Config, worker: int = 0) -> None:
     """One worker: the stores, the key store and HSM over them, the app until SIGTERM.
 
-    Keys: on SQLite the file key store holds every key; on PostgreSQL terminals' working keys
-    go to the database (every worker uses a sign-on any worker answered) and the rest stays in
-    the file the key ceremonies write."""
+    Keys: terminals' working keys and their sets go to the database (``session_keys``,
+    ``session_sets``: bounded, on PostgreSQL shared by every worker); the rest stays in the file
+    the key ceremonies write."""
     # The daemon loads when it runs, not for `medswitch --help` or `routes`.
     from switch import descriptors
     from switch.app import open_app, serve_until_signalled
-    from switch.database import open_stores
-    from switch.keystore_file import FileKeyStore
-    from switch.pg_stores import PgKeyStore, RoutedKeyStore
-    from switch.sessions import Sessions, SharedSessions
 
     config = descriptors.fit(config, descriptors.raise_nofile())  # before any listener is built
     stores = await open_stores(config.database, writer_process=config.writer_process)
     try:
         files = FileKeyStore(config.home_path / "keys.jsonl")
-        store: KeyStore = files
-        sessions = Sessions(files)
-        if stores.pool is not None:
-            store = RoutedKeyStore(PgKeyStore(stores.pool), files)
-            sessions = SharedSessions(store)
+        sets = stores.session_sets()
+        store: KeyStore = RoutedKeyStore(sets, files)
+        limit = SignOnLimit(config.sign_on.per_minute, config.sign_on.pending_max)
+        shared = SharedSessions if stores.pool is not None else Sessions
+        sessions = shared(files, sets, limit)
         if config.hsm.backend == "network":
             from switch.hsm_net import HsmClient
 
@@ -109,7 +110,6 @@ def serve(config_path: Path | None, workers: int | None) -> None:
     """Run the switch: terminal listener, the bank link ([bank] enabled), /metrics, /healthz,
     /readyz. Stops on SIGTERM."""
     from switch import logs
-    from switch.workers import run_workers
 
     logs.configure(logging.INFO)
     config = _load_config(config_path)

@@ -24,7 +24,7 @@ import uvloop
 from hsm.des import kcv
 from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
-from hsm.keystore import MemoryKeyStore
+from hsm.keystore import KeyStore, MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
@@ -87,7 +87,7 @@ def make_database(path: Path, terminals: dict[str, str]) -> None:
             )
 
 
-def new_hsm(store: MemoryKeyStore) -> SoftHsm:
+def new_hsm(store: KeyStore) -> SoftHsm:
     """A software HSM with a fresh random LMK (two components)."""
     components = [Component(secrets.token_bytes(16)) for _ in range(2)]
     return SoftHsm(Lmk(components, kcv(combine(components))), store)

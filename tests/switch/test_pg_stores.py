@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hsm.errors import KeyExistsError, KeyNotFoundError
-from hsm.interface import SignOnKeys
+from hsm.interface import MacAlgorithm
 from hsm.keyblock import StoredKey
 from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
@@ -24,8 +25,9 @@ from switch.database import Stores, open_stores
 from switch.pg_stores import PgKeyStore, RoutedKeyStore
 from switch.reply_store import SharedReplyCache
 from switch.sequences import SqliteSequences
+from switch.session_store import NO_KEYS
 from switch.sessions import SharedSessions
-from tests.support.daemon import make_pg_database
+from tests.support.daemon import make_pg_database, new_hsm, now
 from tests.support.pg import DSN, fresh_schema
 
 
@@ -62,32 +64,36 @@ def test_session_keys_written_by_one_worker_are_used_by_the_other() -> None:
     async def scenario(first: Stores, second: Stores) -> None:
         assert first.pool is not None and second.pool is not None
         files = MemoryKeyStore()
-        mine = RoutedKeyStore(PgKeyStore(first.pool), files)
-        theirs = SharedSessions(RoutedKeyStore(PgKeyStore(second.pool), files))
-        await mine.put(key("tmk/POS00001", 1, KeyUsage.TMK))
+        routed = RoutedKeyStore(PgKeyStore(first.pool), files)
+        hsm = new_hsm(routed)
+        tmk = await hsm.generate_key("tmk/POS00001", KeyUsage.TMK, now=now())
         assert await files.list("tmk/POS00001")  # ceremony keys stay in the file store
         assert await PgKeyStore(first.pool).list() == []
+        mine = SharedSessions(files, PgKeyStore(first.pool))
+        theirs = SharedSessions(files, PgKeyStore(second.pool))
         assert await theirs.get("POS00001") is None
-        for usage in (KeyUsage.MAK, KeyUsage.PIK, KeyUsage.TDK):
-            await mine.put(key(f"term/POS00001/{usage.value}", 1, usage))
+        keys = replace(await hsm.sign_on(tmk, 60, "term/POS00001", now=now()), field62=b"")
+        assert len(await PgKeyStore(second.pool).list()) == 3  # PIK, MAK, TDK in the database
         with pytest.raises(KeyExistsError):
-            await mine.put(key("term/POS00001/MAK", 1))
+            await routed.put(key("term/POS00001/MAK", 1))
         with pytest.raises(KeyNotFoundError):
-            await mine.get("term/POS00001/MAK", 9)
-        keys = await theirs.get("POS00001")
-        assert keys is not None and keys.mak.version == 1 and keys.tdk is not None
-        await mine.put(key("term/POS00001/MAK", 2))  # a new sign-on at the first worker
-        keys = await theirs.get("POS00001")
-        assert keys is not None and keys.mak.version == 2
-        await theirs.forget("POS00001")  # signed off here: for every worker, until a new sign-on
-        assert await theirs.get("POS00001") is None
-        again = SharedSessions(RoutedKeyStore(PgKeyStore(first.pool), files))
-        assert await again.get("POS00001") is None  # another worker: signed off there too
-        await mine.put(key("term/POS00001/MAK", 3))
-        theirs.remember("POS00001", SignOnKeys(b"", keys.pik, keys.mak, keys.tdk))
-        keys = await theirs.get("POS00001")
-        assert keys is not None and keys.mak.version == 3
-        assert (await again.get("POS00001")) == keys  # the new sign-on serves everywhere
+            await routed.get("term/POS00001/MAK", 9)
+        assert await mine.offer("POS00001", keys) == "000002"
+        assert await theirs.get("POS00001") is None  # pending: nothing MACed under it yet
+        mac = await hsm.generate_mac(keys.mak, MacAlgorithm.CUP_ECB, b"request")
+        assert await theirs.proven("POS00001", hsm, b"request", mac) == keys
+        assert await mine.get("POS00001") == keys  # promoted at one worker: current at both
+        terminal = await first.terminals.get("POS00001", refresh=True)
+        assert terminal is not None and terminal.batch == "000002"  # the batch moved with it
+        forged = await hsm.sign_on(tmk, 60, "term/POS00001", now=now())
+        assert await theirs.offer("POS00001", forged) == "000003"
+        assert await mine.get("POS00001") == keys  # a sign-on alone changes nothing live
+        terminal = await first.terminals.get("POS00001", refresh=True)
+        assert terminal is not None and terminal.batch == "000002"
+        await theirs.forget("POS00001")  # signed off here: for every worker
+        assert await mine.get("POS00001") is None
+        assert await mine.proven("POS00001", hsm, b"request", mac) is Outcome.RE_SIGN_ON
+        assert await PgKeyStore(first.pool).key_sets("POS00001") == NO_KEYS
 
     run(scenario)
 
