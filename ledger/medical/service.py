@@ -5,7 +5,12 @@ group-committed). Synchronous; async callers run it in a thread (`asyncio.to_thr
 for the daemon's two hot transitions, approval and completion by a card debit, which have async
 forms that await the store's writer directly. A transition that depends on the bill (approve,
 cancel) is decided inside the store's write, in one round trip. Times are passed in, never
-read."""
+read.
+
+A submitted bill must pass the plausibility limits of `ledger.medical.limits` (MedicalError
+``bill_over_limit``, nothing stored), and holds its reservation by the rule written there: an
+open bill for `open_ttl` (its ``expires_at``), a bill the POS approved until `bill_ttl` after its
+submission; `expire_bills` releases what is past."""
 
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ from ledger.medical.bills import (
 )
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
+from ledger.medical.limits import BillLimits, check_bill
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 from ledger.medical.sql_store import SqlMedicalStore
 
-BILL_TTL = dt.timedelta(hours=24)
+BILL_TTL = dt.timedelta(hours=24)  # a bill the POS approved: released this long after submission
+OPEN_TTL = dt.timedelta(hours=2)  # an open bill (not yet approved by the POS): its expires_at
 #: Threads an async caller should give the service: each write holds its thread until its group
 #: commit is durable, so the pool's width caps how many writes one commit can gather. Under
 #: bench_settle (20 POS) asyncio's default 6 threads gave 2.8 writes per commit, 32 gave 4.6, and
@@ -139,13 +146,44 @@ class Priced:
     split: Split
 
 
+@dataclass(frozen=True, slots=True)
+class _Expiry:
+    """Whether an in-flight bill is due to expire at `now_us`: an open one past its expiry
+    (`open_ttl` after submission), an approved one `approved_ttl_us` after submission."""
+
+    now_us: int
+    approved_ttl_us: int
+
+    def __call__(self, record: BillRecord) -> BillState:
+        if record.state is BillState.OPEN and record.expires_at_us < self.now_us:
+            return BillState.EXPIRED
+        due_us = record.created_at_us + self.approved_ttl_us
+        if record.state is BillState.APPROVED and due_us < self.now_us:
+            return BillState.EXPIRED
+        return record.state  # not due: nothing changes
+
+
+def _ttl_us(ttl: dt.timedelta) -> int:
+    return int(ttl.total_seconds() * 1_000_000)
+
+
 class MedicalService:
     def __init__(
-        self, store: MedicalStore, directory: Directory, *, bill_ttl: dt.timedelta = BILL_TTL
+        self,
+        store: MedicalStore,
+        directory: Directory,
+        *,
+        bill_ttl: dt.timedelta = BILL_TTL,
+        open_ttl: dt.timedelta = OPEN_TTL,
+        limits: BillLimits | None = None,
     ) -> None:
+        if not dt.timedelta(0) < open_ttl <= bill_ttl:
+            raise ValueError("0 < open_ttl <= bill_ttl")
         self.store = store
         self.directory = directory
         self.bill_ttl = bill_ttl
+        self.open_ttl = open_ttl
+        self.limits = limits or BillLimits()
 
     # -- from the HIS ---------------------------------------------------------------------------
     def _inputs(
@@ -163,18 +201,23 @@ class MedicalService:
         person = Person(holder.category, self.directory.authorised(holder.person_id, year))
         return holder, person, level, year
 
-    def _rules(self, day: dt.date) -> tuple[CatalogueVersion, Policy]:
+    def _rules(self, submission: Submission, level: int) -> tuple[CatalogueVersion, Policy]:
+        """The catalogue and policy of the service date, once the bill passed the limits."""
+        day = submission.service_date
         catalogue = self.directory.catalogue_on(day)
         policy = self.directory.policy(day.year)
         if catalogue is None or policy is None:
             raise MedicalError("no_rules", f"no catalogue or policy in force on {day}")
+        refused = check_bill(submission.bill, level, catalogue, self.limits)
+        if refused is not None:
+            raise MedicalError("bill_over_limit", refused)
         return catalogue, policy
 
     def price(self, institution_id: str, submission: Submission) -> Priced:
         """The price check: the split the bill would get now; nothing is stored."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission.service_date)
+        catalogue, policy = self._rules(submission, level)
         _, view = self.store.accumulators(holder.person_id, year)
         return Priced(holder, split_bill(submission.bill, catalogue, policy, person, level, view))
 
@@ -185,7 +228,7 @@ class MedicalService:
         stored bill (created False) and counts once."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission.service_date)
+        catalogue, policy = self._rules(submission, level)
 
         # pure, run inside the store's transaction, and pickled to the ledger's writer process
         # (so with only the bill's items of the catalogue)
@@ -208,7 +251,7 @@ class MedicalService:
             split=split(ZERO),  # a placeholder: the store splits against the current view
             state=BillState.OPEN,
             created_at_us=now_us,
-            expires_at_us=now_us + int(self.bill_ttl.total_seconds() * 1_000_000),
+            expires_at_us=now_us + _ttl_us(self.open_ttl),  # approved: bill_ttl (_Expiry)
             updated_at_us=now_us,
         )
         return self.store.submit(draft, split)
@@ -345,9 +388,18 @@ class MedicalService:
         return self.store.transition(bill_id, BillState.VOIDED, micros(now))
 
     def expire_bills(self, now: dt.datetime, limit: int = EXPIRE_BATCH_MAX) -> list[str]:
+        """Expire, releasing their reservations, the open bills past their expiry and the
+        approved ones `bill_ttl` after submission (at most `limit` candidates a call); the ids
+        expired. A candidate is read first, so an approved bill not yet due costs no write."""
+        now_us = micros(now)
+        due = _Expiry(now_us, _ttl_us(self.bill_ttl))
         expired = []
-        for bill_id in self.store.expirable(micros(now), min(limit, EXPIRE_BATCH_MAX)):
-            if self.store.transition(bill_id, BillState.EXPIRED, micros(now))[1]:
+        for bill_id in self.store.expirable(now_us, min(limit, EXPIRE_BATCH_MAX)):
+            record = self.store.get(bill_id)
+            if record is None or due(record) is not BillState.EXPIRED:
+                continue
+            # decided again inside the write: a bill settled meanwhile is left as it is
+            if self.store.transition(bill_id, BillState.EXPIRED, now_us, due)[1]:
                 expired.append(bill_id)
         return expired
 
