@@ -36,6 +36,7 @@ from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
+from switch.his_throttle import LoginThrottle
 from switch.listener import Listener, ListenerSettings
 from switch.metrics import Metrics
 from switch.replies import ReplyCache
@@ -89,7 +90,7 @@ class App:
         medical = cast(
             MedicalService,
             Timed(
-                MedicalService(stores.medical_store, stores.directory),
+                _medical_service(stores, config),
                 self.metrics.medical_seconds,
                 calls=True,
             ),
@@ -147,7 +148,14 @@ class App:
             if self.bank.service is not None:
                 assert isinstance(self.bank.service.replies, ReplyCache)
                 self.bank.service.replies = stores.reply_cache()
-        await self._start_http(HisDeps(medical, stores.reference))
+        his = HisDeps(
+            medical,
+            stores.reference,
+            throttle=LoginThrottle(config.his.throttle_settings()),
+            metrics=self.metrics,
+            expiry_sweep_s=config.his.expiry_sweep_s,
+        )
+        await self._start_http(his)
         self.ready = True
         log.info(
             "terminal interface on %s:%d, HTTP on %s:%d (%s)",
@@ -233,6 +241,18 @@ class App:
             await self.worker_metrics_runner.cleanup()
         if self.stores is not None:
             await self.stores.close()
+
+
+def _medical_service(stores: Stores, config: Config) -> MedicalService:
+    """The bill service with the configured plausibility limits and holds ([his])."""
+    open_ttl, bill_ttl = config.his.ttls()
+    return MedicalService(
+        stores.medical_store,
+        stores.directory,
+        bill_ttl=bill_ttl,
+        open_ttl=open_ttl,
+        limits=config.his.bill_limits(),
+    )
 
 
 GC_THRESHOLDS = (20_000, 20, 20)
