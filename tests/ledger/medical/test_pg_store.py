@@ -12,6 +12,12 @@ from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from tests.ledger.medical.pg_world import pg_engine
+from tests.ledger.medical.test_limits import (  # the holds, on PostgreSQL's native writes
+    test_an_approved_bill_holds_until_24_hours_after_submission,
+    test_an_open_bill_holds_the_year_for_two_hours_only,
+    test_the_probed_bill_is_refused_and_nothing_reserved,
+    test_the_sweep_releases_an_open_bill_nobody_settles,
+)
 from tests.ledger.medical.test_service import (  # collected here again, on this module's fixture
     test_cancel_reverse_and_expiry_release,
     test_life_cycle,
@@ -25,6 +31,8 @@ from tests.ledger.medical.test_service import (  # collected here again, on this
 pytestmark = pytest.mark.postgres
 
 __all__ = [
+    "test_an_approved_bill_holds_until_24_hours_after_submission",
+    "test_an_open_bill_holds_the_year_for_two_hours_only",
     "test_cancel_reverse_and_expiry_release",
     "test_life_cycle",
     "test_offline_purchases_count_once",
@@ -32,6 +40,8 @@ __all__ = [
     "test_refusals_store_nothing",
     "test_special_category_and_retiree",
     "test_submit_reserves_and_the_same_bill_twice_counts_once",
+    "test_the_probed_bill_is_refused_and_nothing_reserved",
+    "test_the_sweep_releases_an_open_bill_nobody_settles",
 ]
 
 
