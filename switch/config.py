@@ -122,6 +122,7 @@ class HisConfig:
     level1_total_max_fen: int = 2_000_000  # the bill's total: community clinics, pharmacies
     level2_total_max_fen: int = 20_000_000
     level3_total_max_fen: int = 100_000_000
+    open_bills_max: int = 20  # one institution's open bills for one card
     open_bill_ttl_s: float = 7200.0  # an open bill's hold; the POS must settle it within
     bill_ttl_s: float = 86_400.0  # an approved bill's hold, from its submission
     expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: never
@@ -141,11 +142,16 @@ class HisConfig:
 
     def bill_limits(self) -> BillLimits:
         return BillLimits(
-            self.lines_max,
-            self.quantity_max,
-            self.unit_price_max_fen,
-            self.ceiling_multiple_max,
-            (self.level1_total_max_fen, self.level2_total_max_fen, self.level3_total_max_fen),
+            lines_max=self.lines_max,
+            quantity_max=self.quantity_max,
+            unit_price_max_fen=self.unit_price_max_fen,
+            ceiling_multiple_max=self.ceiling_multiple_max,
+            total_max_fen_by_level=(
+                self.level1_total_max_fen,
+                self.level2_total_max_fen,
+                self.level3_total_max_fen,
+            ),
+            open_bills_max=self.open_bills_max,
         )
 
     def ttls(self) -> tuple[dt.timedelta, dt.timedelta]:

@@ -26,10 +26,14 @@ Reservations a bill cannot hold hostage (the rule; `ledger.medical.service` appl
    without it.
 2. Once the POS has approved it (the card is at the counter), the bill holds its reservation
    until it completes, is reversed or voided, or 24 h after its submission (`bill_ttl`).
-3. Together with the limits above, one institution without the card can hold at most one
-   level-capped bill's reservation, for at most `open_ttl` plus one sweep, per submission.
+3. The level's total applies to one institution's open bills for one person together, and
+   it may have at most `open_bills_max` of them (`check_held`): an institution without the
+   card holds at most one level-capped total of the person's year, for at most `open_ttl` plus
+   one sweep after its latest submission.
+4. A later bill is never refused because of another bill's reservation: it is split against
+   the person's year as reserved (above the annual pooled cap, self-pay) until the hold ends.
 
->>> from ledger.medical.split import Bill, BillLine
+>>> from ledger.medical.split import BillLine
 >>> from ledger.medical.catalogue import CatalogueVersion, CatalogueItem, Coverage
 >>> import datetime as dt
 >>> catalogue = CatalogueVersion(1, dt.date(2026, 1, 1),
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.medical.bills import BillRecord, BillState, Held
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.split import Bill
 
@@ -61,9 +66,10 @@ class BillLimits:
     unit_price_max_fen: int = 10_000_000  # 100 000 yuan for one unit
     ceiling_multiple_max: int = 10  # a unit price above this many times the ceiling; 0: off
     total_max_fen_by_level: tuple[int, int, int] = TOTAL_MAX_FEN_BY_LEVEL
+    open_bills_max: int = 20  # one institution's open bills for one card
 
     def __post_init__(self) -> None:
-        figures = (self.lines_max, self.quantity_max, self.unit_price_max_fen)
+        figures = (self.lines_max, self.quantity_max, self.unit_price_max_fen, self.open_bills_max)
         if min(figures) < 1 or self.ceiling_multiple_max < 0:
             raise ValueError("bill limits are positive (ceiling_multiple_max: 0 turns it off)")
         if len(self.total_max_fen_by_level) != 3 or min(self.total_max_fen_by_level) < 1:
@@ -105,3 +111,46 @@ def check_bill(
             f" for a level {level} institution"
         )
     return None
+
+
+def check_held(held: Held, bill: Bill, level: int, limits: BillLimits) -> str | None:
+    """Why `bill` cannot join the institution's open bills for the person (`held`, those not
+    expired), or None: at most `open_bills_max` of them, and the level's total applies to them
+    together, so that many bills cannot hold more than one may.
+
+    >>> from ledger.medical.split import BillLine
+    >>> bill = Bill((BillLine("X01", 1, 600_000),))
+    >>> check_held(Held(1, 1_500_000), bill, 1, BillLimits())[-74:]
+    'total 2100000 fen, over the limit of 2000000 fen for a level 1 institution'
+    >>> check_held(Held(20, 0), bill, 3, BillLimits())
+    'the institution has 20 open bills for this card already'
+    """
+    if held.bills >= limits.open_bills_max:
+        return f"the institution has {held.bills} open bills for this card already"
+    total_max_fen = limits.total_max_fen(level)
+    if held.total_fen + bill.total_fen <= total_max_fen:
+        return None
+    return (
+        f"the institution's open bills for this card would total"
+        f" {held.total_fen + bill.total_fen} fen, over the limit of {total_max_fen} fen for a"
+        f" level {level} institution"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldExpiry:
+    """Whether an in-flight bill's hold is over at `now_us` (rule 1 and 2 above): an open one
+    past its expiry (`open_ttl` after submission), an approved one `approved_ttl_us` after its
+    submission. The state to move it to — its own when it is not due (nothing changes). An
+    object, not a closure: the store may run it in the ledger's writer process."""
+
+    now_us: int
+    approved_ttl_us: int
+
+    def __call__(self, record: BillRecord) -> BillState:
+        if record.state is BillState.OPEN and record.expires_at_us < self.now_us:
+            return BillState.EXPIRED
+        due_us = record.created_at_us + self.approved_ttl_us
+        if record.state is BillState.APPROVED and due_us < self.now_us:
+            return BillState.EXPIRED
+        return record.state

@@ -31,7 +31,7 @@ from ledger.medical.bills import (
 )
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
-from ledger.medical.limits import BillLimits, check_bill
+from ledger.medical.limits import BillLimits, HoldExpiry, check_bill, check_held
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 from ledger.medical.sql_store import SqlMedicalStore
@@ -146,23 +146,6 @@ class Priced:
     split: Split
 
 
-@dataclass(frozen=True, slots=True)
-class _Expiry:
-    """Whether an in-flight bill is due to expire at `now_us`: an open one past its expiry
-    (`open_ttl` after submission), an approved one `approved_ttl_us` after submission."""
-
-    now_us: int
-    approved_ttl_us: int
-
-    def __call__(self, record: BillRecord) -> BillState:
-        if record.state is BillState.OPEN and record.expires_at_us < self.now_us:
-            return BillState.EXPIRED
-        due_us = record.created_at_us + self.approved_ttl_us
-        if record.state is BillState.APPROVED and due_us < self.now_us:
-            return BillState.EXPIRED
-        return record.state  # not due: nothing changes
-
-
 def _ttl_us(ttl: dt.timedelta) -> int:
     return int(ttl.total_seconds() * 1_000_000)
 
@@ -229,6 +212,8 @@ class MedicalService:
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
         catalogue, policy = self._rules(submission, level)
+        now_us = micros(now)
+        self._check_held(institution_id, submission, holder.person_id, level, now_us)
 
         # pure, run inside the store's transaction, and pickled to the ledger's writer process
         # (so with only the bill's items of the catalogue)
@@ -237,7 +222,6 @@ class MedicalService:
         bill_catalogue = replace(catalogue, items=items)
         split = partial(split_bill, submission.bill, bill_catalogue, policy, person, level)
 
-        now_us = micros(now)
         draft = BillRecord(
             bill_id=bill_id_for(institution_id, submission.his_bill_no),
             institution_id=institution_id,
@@ -251,10 +235,24 @@ class MedicalService:
             split=split(ZERO),  # a placeholder: the store splits against the current view
             state=BillState.OPEN,
             created_at_us=now_us,
-            expires_at_us=now_us + _ttl_us(self.open_ttl),  # approved: bill_ttl (_Expiry)
+            expires_at_us=now_us + _ttl_us(self.open_ttl),  # approved: bill_ttl (HoldExpiry)
             updated_at_us=now_us,
         )
         return self.store.submit(draft, split)
+
+    def _check_held(
+        self, institution_id: str, submission: Submission, person_id: str, level: int, now_us: int
+    ) -> None:
+        """The level's total applies to the institution's open bills for the person together
+        (MedicalError ``bill_over_limit``), so that many bills cannot hold more than one. Read
+        before the write: concurrent submissions of one institution for one card may pass it
+        together. A bill already stored is left to the store (the same bill again: 200)."""
+        if self.store.get(bill_id_for(institution_id, submission.his_bill_no)) is not None:
+            return
+        held = self.store.held(institution_id, person_id, submission.service_date.year, now_us)
+        refused = check_held(held, submission.bill, level, self.limits)
+        if refused is not None:
+            raise MedicalError("bill_over_limit", refused)
 
     def bill_for(self, institution_id: str, bill_id: str) -> BillRecord:
         """An institution's own bill; another's is reported exactly like a missing one."""
@@ -392,7 +390,7 @@ class MedicalService:
         approved ones `bill_ttl` after submission (at most `limit` candidates a call); the ids
         expired. A candidate is read first, so an approved bill not yet due costs no write."""
         now_us = micros(now)
-        due = _Expiry(now_us, _ttl_us(self.bill_ttl))
+        due = HoldExpiry(now_us, _ttl_us(self.bill_ttl))
         expired = []
         for bill_id in self.store.expirable(now_us, min(limit, EXPIRE_BATCH_MAX)):
             record = self.store.get(bill_id)

@@ -126,3 +126,37 @@ def test_ttls_are_checked() -> None:
     svc = memory_service()
     with pytest.raises(ValueError):
         MedicalService(svc.store, svc.directory, open_ttl=dt.timedelta(days=2))
+
+
+def test_an_institutions_open_bills_for_a_card_share_the_level_total(
+    service: MedicalService,
+) -> None:
+    """Many bills cannot hold more than one may: H001 (level 1: 2 000 000 fen)."""
+    first = submission("N1", ("A01", 1500, 1000))
+    record, _ = service.submit_bill("H001", first, NOW)
+    with pytest.raises(MedicalError, match="open bills for this card would total 2100000 fen"):
+        service.submit_bill("H001", submission("N2", ("A01", 600, 1000)), NOW)
+    assert service.submit_bill("H001", first, NOW) == (record, False)  # the same bill: fine
+    assert service.submit_bill("H002", submission("N2", ("A01", 600, 1000)), NOW)[1]
+    later = NOW + dt.timedelta(minutes=121)  # N1 no longer held, swept or not
+    assert service.submit_bill("H001", submission("N2", ("A01", 600, 1000)), later)[1]
+    service.approve_bill(bill_id_for("H001", "N2"), "H001", CARD, later)
+    # an approved bill is no longer held without the card: it does not count
+    assert service.submit_bill("H001", submission("N3", ("A01", 1900, 1000)), later)[1]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_an_institution_has_a_few_open_bills_per_card(store: str, tmp_path: Path) -> None:
+    limits = BillLimits(open_bills_max=2)
+    if store == "memory":
+        service = memory_service(limits)
+    else:
+        service = sql_service(tmp_path / "ledger.db", limits)
+    free = [submission(f"N{n}", ("A01", 1, 0)) for n in range(4)]  # 0 fen: only the count
+    assert service.submit_bill("H001", free[0], NOW)[1]
+    assert service.submit_bill("H001", free[1], NOW)[1]
+    with pytest.raises(MedicalError, match="has 2 open bills for this card already"):
+        service.submit_bill("H001", free[2], NOW)
+    assert service.submit_bill("H002", free[2], NOW)[1]  # another institution's own count
+    service.cancel_bill("H001", bill_id_for("H001", "N0"), NOW)
+    assert service.submit_bill("H001", free[3], NOW)[1]

@@ -14,6 +14,7 @@ from ledger.medical.sql_store import SqlMedicalStore
 from tests.ledger.medical.pg_world import pg_engine
 from tests.ledger.medical.test_limits import (  # the holds, on PostgreSQL's native writes
     test_an_approved_bill_holds_until_24_hours_after_submission,
+    test_an_institutions_open_bills_for_a_card_share_the_level_total,
     test_an_open_bill_holds_the_year_for_two_hours_only,
     test_the_probed_bill_is_refused_and_nothing_reserved,
     test_the_sweep_releases_an_open_bill_nobody_settles,
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.postgres
 
 __all__ = [
     "test_an_approved_bill_holds_until_24_hours_after_submission",
+    "test_an_institutions_open_bills_for_a_card_share_the_level_total",
     "test_an_open_bill_holds_the_year_for_two_hours_only",
     "test_cancel_reverse_and_expiry_release",
     "test_life_cycle",

@@ -97,6 +97,6 @@ def populate(engine: Any) -> None:
             assert reference.authorise(person, category, year, NOW_US, "test")
 
 
-def sql_service(path: Path) -> MedicalService:
+def sql_service(path: Path, limits: BillLimits | None = None) -> MedicalService:
     engine = sql_world(path)
-    return MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+    return MedicalService(SqlMedicalStore(engine), SqlDirectory(engine), limits=limits)
