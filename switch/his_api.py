@@ -13,9 +13,9 @@ it in a worker thread so the event loop never waits on the database.
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
 over the plausibility limits of `ledger.medical.limits` is refused 422 ``bill_over_limit``; the
-application sweeps expired bills every `expiry_sweep_s` (their reservations released, the rule
-in `ledger.medical.limits`). A body nested too deep for the JSON parser is 400
-``malformed_json``; a client that disconnects mid-body is logged in one line.
+application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`). A body nested
+too deep for the JSON parser is 400 ``malformed_json``; a client that disconnects mid-body is
+logged in one line.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from ledger.medical.split import (
     Split,
     explain,
 )
+from switch.his_sweep import sweep_expired_bills
 from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
 
@@ -362,25 +363,12 @@ async def cancel_bill(request: web.Request) -> web.Response:
     return web.json_response(bill_json(record))
 
 
-async def sweep_expired_bills(deps: HisDeps) -> None:
-    """Expire what is due every `deps.expiry_sweep_s`, from the start, until cancelled; a
-    failure is logged in one line and the next round tries again."""
-    while True:
-        try:
-            expired = await asyncio.to_thread(deps.service.expire_bills, deps.clock())
-        except Exception as error:  # the store is down or busy: the next round retries
-            log.warning("bill expiry sweep failed: %s: %s", type(error).__name__, error)
-        else:
-            if expired:
-                log.info("expired %d bills, their reservations released", len(expired))
-        await asyncio.sleep(deps.expiry_sweep_s)
-
-
 async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
     deps = app[DEPS]
     task = None
     if deps.expiry_sweep_s > 0:
-        task = asyncio.create_task(sweep_expired_bills(deps), name="his-bill-expiry")
+        sweep = sweep_expired_bills(deps.service.expire_bills, deps.clock, deps.expiry_sweep_s)
+        task = asyncio.create_task(sweep, name="his-bill-expiry")
     yield
     if task is not None:
         task.cancel()

@@ -286,3 +286,36 @@ def test_the_his_section_configures_limits_holds_and_throttle() -> None:
     for wrong in ({"MEDSWITCH_HIS_LINES_MAX": "0"}, {"MEDSWITCH_HIS_OPEN_BILL_TTL_S": "1e9"}):
         with pytest.raises(ConfigError, match="his"):
             load(environ={"MEDSWITCH_HOME": "/nonexistent", **wrong})
+
+
+def test_a_failed_sweep_is_one_line_and_the_next_round_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from switch.his_sweep import sweep_expired_bills
+
+    calls: list[dt.datetime] = []
+
+    def expire(now: dt.datetime) -> list[str]:
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("the medical store is closed")
+        return ["0123456789ABCDEF"]
+
+    async def main() -> None:
+        task = asyncio.create_task(sweep_expired_bills(expire, lambda: NOW, 0.01))
+        for _ in range(500):  # bounded: 5 s
+            if len(calls) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(main())
+    messages = [r.getMessage() for r in caplog.records if r.name == "medswitch.his"]
+    assert messages[:2] == [
+        "bill expiry sweep failed: RuntimeError: the medical store is closed",
+        "expired 1 bills, their reservations released",
+    ]
+    assert tracebacks(caplog) == []
