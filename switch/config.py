@@ -122,7 +122,7 @@ class HisConfig:
     level1_total_max_fen: int = 2_000_000  # the bill's total: community clinics, pharmacies
     level2_total_max_fen: int = 20_000_000
     level3_total_max_fen: int = 100_000_000
-    open_bills_max: int = 20  # one institution's open bills for one card
+    open_bills_max: int = 50  # one institution's open bills for one card
     open_bill_ttl_s: float = 7200.0  # an open bill's hold; the POS must settle it within
     bill_ttl_s: float = 86_400.0  # an approved bill's hold, from its submission
     expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: never

@@ -66,7 +66,7 @@ class BillLimits:
     unit_price_max_fen: int = 10_000_000  # 100 000 yuan for one unit
     ceiling_multiple_max: int = 10  # a unit price above this many times the ceiling; 0: off
     total_max_fen_by_level: tuple[int, int, int] = TOTAL_MAX_FEN_BY_LEVEL
-    open_bills_max: int = 20  # one institution's open bills for one card
+    open_bills_max: int = 50  # one institution's open bills for one card
 
     def __post_init__(self) -> None:
         figures = (self.lines_max, self.quantity_max, self.unit_price_max_fen, self.open_bills_max)
@@ -122,8 +122,8 @@ def check_held(held: Held, bill: Bill, level: int, limits: BillLimits) -> str | 
     >>> bill = Bill((BillLine("X01", 1, 600_000),))
     >>> check_held(Held(1, 1_500_000), bill, 1, BillLimits())[-74:]
     'total 2100000 fen, over the limit of 2000000 fen for a level 1 institution'
-    >>> check_held(Held(20, 0), bill, 3, BillLimits())
-    'the institution has 20 open bills for this card already'
+    >>> check_held(Held(50, 0), bill, 3, BillLimits())
+    'the institution has 50 open bills for this card already'
     """
     if held.bills >= limits.open_bills_max:
         return f"the institution has {held.bills} open bills for this card already"
