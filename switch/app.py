@@ -37,6 +37,7 @@ from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
+from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
 from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
@@ -270,7 +271,7 @@ async def _compose(
     medical = cast(
         MedicalService,
         Timed(
-            MedicalService(stores.medical_store, stores.directory),
+            _medical_service(stores, config),
             metrics.medical_seconds,
             calls=True,
         ),
@@ -327,7 +328,13 @@ async def _compose(
         ),
         timed_ledger=timed_ledger,
         offline=offline,
-        his=HisDeps(medical, stores.reference),
+        his=HisDeps(
+            medical,
+            stores.reference,
+            throttle=LoginThrottle(config.his.throttle_settings()),
+            metrics=metrics,
+            expiry_sweep_s=config.his.expiry_sweep_s,
+        ),
         worker=worker,
     )
 
@@ -335,6 +342,18 @@ async def _compose(
 def _zone_clock(config: Config) -> Callable[[], datetime]:
     zone = ZoneInfo(config.timezone)
     return lambda: datetime.now(zone)
+
+
+def _medical_service(stores: Stores, config: Config) -> MedicalService:
+    """The bill service with the configured plausibility limits and holds ([his])."""
+    open_ttl, bill_ttl = config.his.ttls()
+    return MedicalService(
+        stores.medical_store,
+        stores.directory,
+        bill_ttl=bill_ttl,
+        open_ttl=open_ttl,
+        limits=config.his.bill_limits(),
+    )
 
 
 GC_THRESHOLDS = (20_000, 20, 20)

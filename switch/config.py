@@ -9,6 +9,7 @@ A wrong type or an unknown key is a clear error at start, never a surprise at ru
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 import types
@@ -17,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ledger.medical.limits import BillLimits
+from switch.his_throttle import ThrottleSettings
 
 T = TypeVar("T")
 DEFAULT_HOME = "var/demo"  # the embedded demo deployment, relative to the working directory
@@ -131,6 +135,66 @@ class DayendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HisConfig:
+    """The HIS interface's abuse limits (specs/his-api.yaml): the plausibility of a bill
+    (`ledger.medical.limits`), how long a bill holds a person's year, login throttling
+    (`switch.his_throttle`). The defaults are those classes' own."""
+
+    lines_max: int = 300
+    quantity_max: int = 10_000
+    unit_price_max_fen: int = 10_000_000
+    ceiling_multiple_max: int = 10  # unit price at most this many times the ceiling; 0: off
+    level1_total_max_fen: int = 2_000_000  # the bill's total: community clinics, pharmacies
+    level2_total_max_fen: int = 20_000_000
+    level3_total_max_fen: int = 100_000_000
+    open_bills_max: int = 50  # one institution's open bills for one card
+    open_bill_ttl_s: float = 7200.0  # an open bill's hold; the POS must settle it within
+    bill_ttl_s: float = 86_400.0  # an approved bill's hold, from its submission
+    expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: never
+    login_id_failures_max: int = 5
+    login_address_failures_max: int = 20
+    login_window_s: float = 300.0  # this long without a failure forgets the failures
+    login_delay_s: float = 1.0  # the first lock, doubled by each further failure
+    login_delay_max_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        try:
+            self.bill_limits(), self.throttle_settings()
+        except ValueError as error:
+            raise ConfigError(f"his: {error}") from None
+        if not 0 < self.open_bill_ttl_s <= self.bill_ttl_s or self.expiry_sweep_s < 0:
+            raise ConfigError("his: 0 < open_bill_ttl_s <= bill_ttl_s, expiry_sweep_s >= 0")
+
+    def bill_limits(self) -> BillLimits:
+        return BillLimits(
+            lines_max=self.lines_max,
+            quantity_max=self.quantity_max,
+            unit_price_max_fen=self.unit_price_max_fen,
+            ceiling_multiple_max=self.ceiling_multiple_max,
+            total_max_fen_by_level=(
+                self.level1_total_max_fen,
+                self.level2_total_max_fen,
+                self.level3_total_max_fen,
+            ),
+            open_bills_max=self.open_bills_max,
+        )
+
+    def ttls(self) -> tuple[dt.timedelta, dt.timedelta]:
+        """(open bills' hold, approved bills' hold)."""
+        seconds = dt.timedelta(seconds=1)
+        return self.open_bill_ttl_s * seconds, self.bill_ttl_s * seconds
+
+    def throttle_settings(self) -> ThrottleSettings:
+        return ThrottleSettings(
+            id_failures_max=self.login_id_failures_max,
+            address_failures_max=self.login_address_failures_max,
+            window_s=self.login_window_s,
+            delay_s=self.login_delay_s,
+            delay_max_s=self.login_delay_max_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     home: str = DEFAULT_HOME
     database_url: str = ""  # [database] url; empty: sqlite:///$home/medswitch.db
@@ -142,6 +206,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     bank: BankConfig = field(default_factory=BankConfig)
     dayend: DayendConfig = field(default_factory=DayendConfig)
+    his: HisConfig = field(default_factory=HisConfig)
     workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
     #: SQLite: the ledger's writer in a process of its own (`ledger.writer.process`), so that
     #: the event loop has an interpreter lock to itself, when the daemon may use more than one

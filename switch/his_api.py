@@ -9,6 +9,13 @@ touches only its own bills: another's bill answers exactly like a missing one (4
 Every refusal is a JSON body ``{"error": {"code": ..., "message": ...}}`` with a 4xx status,
 and stores nothing. The bill service is synchronous (SQLite through SQLAlchemy Core); handlers run
 it in a worker thread so the event loop never waits on the database.
+
+Abuse: failed logins are throttled per institution id and per client address
+(`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
+over the plausibility limits of `ledger.medical.limits` is refused 422 ``bill_over_limit``; the
+application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`). A body nested
+too deep for the JSON parser is 400 ``malformed_json``; a client that disconnects mid-body is
+logged in one line.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+import math
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -46,6 +56,9 @@ from ledger.medical.split import (
     Split,
     explain,
 )
+from switch.his_sweep import sweep_expired_bills
+from switch.his_throttle import LoginThrottle
+from switch.metrics import Metrics
 
 PREFIX = "/his/v1"
 BODY_BYTES_MAX = 256 * 1024
@@ -58,6 +71,7 @@ CATEGORY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 INSTITUTION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 T = TypeVar("T")
+log = logging.getLogger("medswitch.his")
 
 
 class CredentialCheck(Protocol):
@@ -94,6 +108,9 @@ class HisDeps:
     service: MedicalService
     credentials: CredentialCheck
     clock: Callable[[], dt.datetime] = _utc_now
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    metrics: Metrics = field(default_factory=Metrics)
+    expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: no sweep
 
 
 class ApiError(Exception):
@@ -230,17 +247,46 @@ def _institution(request: web.Request) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _authenticate(request: web.Request) -> None:
+    """The request's credentials, checked unless its id or address is locked (429)."""
+    deps = request.app[DEPS]
+    institution, token = _credentials(request)
+    address = request.remote or ""
+    wait_s = deps.throttle.retry_after_s(institution, address)
+    if wait_s > 0:
+        deps.metrics.his_logins_throttled.inc()
+        raise ThrottledError(math.ceil(wait_s))
+    with deps.throttle.checking(institution, address):
+        check = deps.credentials.check_credential
+        if not await asyncio.to_thread(check, institution, token):
+            deps.throttle.failed(institution, address)
+            deps.metrics.his_login_failures.inc()
+            raise ApiError(401, "unauthorised", "wrong institution id or token")
+        deps.throttle.succeeded(institution, address)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read (logged once where it is seen)."""
+
+
+class ThrottledError(ApiError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(429, "too_many_attempts", "too many failed logins: retry later")
+        self.retry_after_s = retry_after_s
+
+
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        deps = request.app[DEPS]
-        institution, token = _credentials(request)
-        ok = await asyncio.to_thread(deps.credentials.check_credential, institution, token)
-        if not ok:
-            raise ApiError(401, "unauthorised", "wrong institution id or token")
+        await _authenticate(request)
         return await handler(request)
+    except ThrottledError as error:
+        retry = {"Retry-After": str(error.retry_after_s)}
+        return error_response(error.status, error.code, error.message, retry)
     except ApiError as error:
         return error_response(error.status, error.code, error.message)
+    except ClientGone:  # an answer for the record (the access log): nobody reads it
+        return error_response(400, "incomplete_body", "the client disconnected mid-body")
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", f"the body is limited to {BODY_BYTES_MAX} bytes")
     except web.HTTPException as error:
@@ -254,11 +300,17 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except ConnectionError as error:  # the client went away mid-body: nobody to answer
+        log.info("HIS client %s disconnected mid-body: %s", request.remote, error)
+        raise ClientGone from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "malformed_json", "the body is not JSON") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deep") from None
 
 
 async def _call(fn: Callable[..., T], *args: Any) -> T:
@@ -311,12 +363,26 @@ async def cancel_bill(request: web.Request) -> web.Response:
     return web.json_response(bill_json(record))
 
 
+async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
+    deps = app[DEPS]
+    task = None
+    if deps.expiry_sweep_s > 0:
+        sweep = sweep_expired_bills(deps.service.expire_bills, deps.clock, deps.expiry_sweep_s)
+        task = asyncio.create_task(sweep, name="his-bill-expiry")
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     """The HIS application with its routes under `prefix`: run it alone as it is, or mount it
     in the daemon's HTTP application with `mount_his_app` (its credentials, error handling and
     body limit then apply to its routes only)."""
     app = web.Application(middlewares=[errors_and_auth], client_max_size=BODY_BYTES_MAX)
     app[DEPS] = deps
+    app.cleanup_ctx.append(_expiry_sweep)
     app.router.add_post(f"{prefix}/bills", submit_bill)
     app.router.add_post(f"{prefix}/price-check", price_check)
     app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)

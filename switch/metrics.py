@@ -73,6 +73,16 @@ class Metrics:
             ("interface",),
             registry=self.registry,
         )
+        self.his_login_failures = Counter(
+            "medswitch_his_login_failures",
+            "HIS logins refused 401 for a wrong institution id or token",
+            registry=self.registry,
+        )
+        self.his_logins_throttled = Counter(
+            "medswitch_his_logins_throttled",
+            "HIS requests answered 429 while their institution id or address was locked",
+            registry=self.registry,
+        )
         self.signed_on = Gauge(
             "medswitch_terminals_signed_on",
             "Terminals with a session in this process",

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from ledger.medical.accumulators import AccumulatorBook, Totals
 from ledger.medical.codec import bill_to_dict
@@ -60,6 +60,13 @@ TRANSITIONS: dict[BillState, tuple[frozenset[BillState], Effect]] = {
     S.EXPIRED: (IN_FLIGHT, "release"),
     S.VOIDED: (frozenset({S.APPROVED, S.COMPLETED}), "void"),
 }
+
+
+class Held(NamedTuple):
+    """An institution's open bills for one person's year (`MedicalStore.held`)."""
+
+    bills: int
+    total_fen: int
 
 
 class BillStateError(ValueError):
@@ -177,6 +184,11 @@ class MedicalStore(Protocol):
         """Ids of in-flight bills whose expiry is before `now_us`."""
         ...
 
+    def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
+        """`institution_id`'s open bills for the person's year that have not expired at
+        `now_us`: what it holds of the person without the card."""
+        ...
+
     def post_offline(
         self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]
     ) -> bool:
@@ -272,6 +284,17 @@ class MemoryMedicalStore:
                 if r.state in IN_FLIGHT and r.expires_at_us < now_us
             ]
             return sorted(due)[:limit]
+
+    def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
+        with self._lock:
+            totals = [
+                r.split.total_fen
+                for r in self._bills.values()
+                if (r.institution_id, r.person_id, r.year) == (institution_id, person_id, year)
+                and r.state is S.OPEN
+                and r.expires_at_us >= now_us
+            ]
+        return Held(len(totals), sum(totals))
 
     def post_offline(
         self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]

@@ -5,7 +5,12 @@ group-committed). Synchronous; async callers run it in a thread (`asyncio.to_thr
 for the daemon's two hot transitions, approval and completion by a card debit, which have async
 forms that await the store's writer directly. A transition that depends on the bill (approve,
 cancel) is decided inside the store's write, in one round trip. Times are passed in, never
-read."""
+read.
+
+A submitted bill must pass the plausibility limits of `ledger.medical.limits` (MedicalError
+``bill_over_limit``, nothing stored), and holds its reservation by the rule written there: an
+open bill for `open_ttl` (its ``expires_at``), a bill the POS approved until `bill_ttl` after its
+submission; `expire_bills` releases what is past."""
 
 from __future__ import annotations
 
@@ -26,10 +31,12 @@ from ledger.medical.bills import (
 )
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
+from ledger.medical.limits import BillLimits, HoldExpiry, check_bill, check_held
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 
-BILL_TTL = dt.timedelta(hours=24)
+BILL_TTL = dt.timedelta(hours=24)  # a bill the POS approved: released this long after submission
+OPEN_TTL = dt.timedelta(hours=2)  # an open bill (not yet approved by the POS): its expires_at
 #: Threads an async caller should give the service: each write holds its thread until its group
 #: commit is durable, so the pool's width caps how many writes one commit can gather. Under
 #: bench_settle (20 POS) asyncio's default 6 threads gave 2.8 writes per commit, 32 gave 4.6, and
@@ -142,13 +149,27 @@ class Priced:
     split: Split
 
 
+def _ttl_us(ttl: dt.timedelta) -> int:
+    return int(ttl.total_seconds() * 1_000_000)
+
+
 class MedicalService:
     def __init__(
-        self, store: MedicalStore, directory: Directory, *, bill_ttl: dt.timedelta = BILL_TTL
+        self,
+        store: MedicalStore,
+        directory: Directory,
+        *,
+        bill_ttl: dt.timedelta = BILL_TTL,
+        open_ttl: dt.timedelta = OPEN_TTL,
+        limits: BillLimits | None = None,
     ) -> None:
+        if not dt.timedelta(0) < open_ttl <= bill_ttl:
+            raise ValueError("0 < open_ttl <= bill_ttl")
         self.store = store
         self.directory = directory
         self.bill_ttl = bill_ttl
+        self.open_ttl = open_ttl
+        self.limits = limits or BillLimits()
 
     # -- from the HIS ---------------------------------------------------------------------------
     def _inputs(
@@ -166,18 +187,23 @@ class MedicalService:
         person = Person(holder.category, self.directory.authorised(holder.person_id, year))
         return holder, person, level, year
 
-    def _rules(self, day: dt.date) -> tuple[CatalogueVersion, Policy]:
+    def _rules(self, submission: Submission, level: int) -> tuple[CatalogueVersion, Policy]:
+        """The catalogue and policy of the service date, once the bill passed the limits."""
+        day = submission.service_date
         catalogue = self.directory.catalogue_on(day)
         policy = self.directory.policy(day.year)
         if catalogue is None or policy is None:
             raise MedicalError("no_rules", f"no catalogue or policy in force on {day}")
+        refused = check_bill(submission.bill, level, catalogue, self.limits)
+        if refused is not None:
+            raise MedicalError("bill_over_limit", refused)
         return catalogue, policy
 
     def price(self, institution_id: str, submission: Submission) -> Priced:
         """The price check: the split the bill would get now; nothing is stored."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission.service_date)
+        catalogue, policy = self._rules(submission, level)
         _, view = self.store.accumulators(holder.person_id, year)
         return Priced(holder, split_bill(submission.bill, catalogue, policy, person, level, view))
 
@@ -188,7 +214,9 @@ class MedicalService:
         stored bill (created False) and counts once."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission.service_date)
+        catalogue, policy = self._rules(submission, level)
+        now_us = micros(now)
+        self._check_held(institution_id, submission, holder.person_id, level, now_us)
 
         # pure, run inside the store's transaction, and pickled to the ledger's writer process
         # (so with only the bill's items of the catalogue)
@@ -197,7 +225,6 @@ class MedicalService:
         bill_catalogue = replace(catalogue, items=items)
         split = partial(split_bill, submission.bill, bill_catalogue, policy, person, level)
 
-        now_us = micros(now)
         draft = BillRecord(
             bill_id=bill_id_for(institution_id, submission.his_bill_no),
             institution_id=institution_id,
@@ -211,10 +238,24 @@ class MedicalService:
             split=split(ZERO),  # a placeholder: the store splits against the current view
             state=BillState.OPEN,
             created_at_us=now_us,
-            expires_at_us=now_us + int(self.bill_ttl.total_seconds() * 1_000_000),
+            expires_at_us=now_us + _ttl_us(self.open_ttl),  # approved: bill_ttl (HoldExpiry)
             updated_at_us=now_us,
         )
         return self.store.submit(draft, split)
+
+    def _check_held(
+        self, institution_id: str, submission: Submission, person_id: str, level: int, now_us: int
+    ) -> None:
+        """The level's total applies to the institution's open bills for the person together
+        (MedicalError ``bill_over_limit``), so that many bills cannot hold more than one. Read
+        before the write: concurrent submissions of one institution for one card may pass it
+        together. A bill already stored is left to the store (the same bill again: 200)."""
+        if self.store.get(bill_id_for(institution_id, submission.his_bill_no)) is not None:
+            return
+        held = self.store.held(institution_id, person_id, submission.service_date.year, now_us)
+        refused = check_held(held, submission.bill, level, self.limits)
+        if refused is not None:
+            raise MedicalError("bill_over_limit", refused)
 
     def bill_for(self, institution_id: str, bill_id: str) -> BillRecord:
         """An institution's own bill; another's is reported exactly like a missing one."""
@@ -349,9 +390,18 @@ class MedicalService:
         return self.store.transition(bill_id, BillState.VOIDED, micros(now))
 
     def expire_bills(self, now: dt.datetime, limit: int = EXPIRE_BATCH_MAX) -> list[str]:
+        """Expire, releasing their reservations, the open bills past their expiry and the
+        approved ones `bill_ttl` after submission (at most `limit` candidates a call); the ids
+        expired. A candidate is read first, so an approved bill not yet due costs no write."""
+        now_us = micros(now)
+        due = HoldExpiry(now_us, _ttl_us(self.bill_ttl))
         expired = []
-        for bill_id in self.store.expirable(micros(now), min(limit, EXPIRE_BATCH_MAX)):
-            if self.store.transition(bill_id, BillState.EXPIRED, micros(now))[1]:
+        for bill_id in self.store.expirable(now_us, min(limit, EXPIRE_BATCH_MAX)):
+            record = self.store.get(bill_id)
+            if record is None or due(record) is not BillState.EXPIRED:
+                continue
+            # decided again inside the write: a bill settled meanwhile is left as it is
+            if self.store.transition(bill_id, BillState.EXPIRED, now_us, due)[1]:
                 expired.append(bill_id)
         return expired
 

@@ -44,6 +44,7 @@ from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
     BillRecord,
     BillState,
+    Held,
 )
 from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Split
@@ -174,6 +175,7 @@ class SqlMedicalStore:
         self._decoded = Decoded()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
+        self._closed = False
         if isinstance(engine, PgEngine):
             self._connect: Callable[[], Any] = engine.bridge.connection
             self._pg = PgWrites(engine.bridge, self._decoded, BILL_COLUMNS, pool)
@@ -197,6 +199,7 @@ class SqlMedicalStore:
 
     def close(self) -> None:
         """Close the writer's and the readers' connections (the engine is the caller's)."""
+        self._closed = True
         if self.writer is not None:
             self.writer.close()
         with self._opened_lock:
@@ -208,6 +211,8 @@ class SqlMedicalStore:
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """This thread's reading connection, in autocommit mode: each statement reads the
         newest commit, and never waits for the writer (WAL)."""
+        if self._closed:
+            raise RuntimeError("the medical store is closed")
         db: sqlite3.Connection | None = getattr(self._readers, "db", None)
         if db is None:
             db = self._connect()
@@ -288,6 +293,19 @@ class SqlMedicalStore:
                 (*IN_FLIGHT_VALUES, now_us, limit),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
+        """The institution's open bills for the person's year, not expired at `now_us` (a
+        bill's totals are its shares' deltas added up)."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT count(*),"
+                " coalesce(sum(d_personal_account_fen + d_pooled_fen + d_self_pay_fen), 0)"
+                " FROM medical_bills WHERE person_id = ? AND year = ? AND state = 'open'"
+                " AND institution_id = ? AND expires_at_us >= ?",
+                (person_id, year, institution_id, now_us),
+            ).fetchone()
+        return Held(int(row[0]), int(row[1]))
 
     def post_offline(
         self, key: str, person_id: str, year: int, compute: Callable[[Totals], Totals]

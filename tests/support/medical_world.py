@@ -11,6 +11,7 @@ from sqlalchemy import Engine, insert
 
 from ledger.medical.bills import MemoryMedicalStore
 from ledger.medical.directory import Cardholder, MemoryDirectory
+from ledger.medical.limits import BillLimits
 from ledger.medical.policy import EXAMPLE, Category
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
@@ -32,7 +33,11 @@ LEVELS = {"H001": 1, "H002": 2}
 AUTHORISED = {("P29", 2026): frozenset({"chronic"})}
 
 
-def memory_service() -> MedicalService:
+#: Limits no bill of the property tests reaches (they test the split, not plausibility).
+LENIENT = BillLimits(ceiling_multiple_max=0, total_max_fen_by_level=(10**15, 10**15, 10**15))
+
+
+def memory_service(limits: BillLimits | None = None) -> MedicalService:
     directory = MemoryDirectory(
         cards={holder.card_no: holder for holder in HOLDERS},
         levels=dict(LEVELS),
@@ -40,7 +45,7 @@ def memory_service() -> MedicalService:
         catalogues=[CATALOGUE],
         policies={2026: POLICY},
     )
-    return MedicalService(MemoryMedicalStore(), directory)
+    return MedicalService(MemoryMedicalStore(), directory, limits=limits)
 
 
 def sql_world(path: Path) -> Engine:
@@ -92,6 +97,6 @@ def populate(engine: Any) -> None:
             assert reference.authorise(person, category, year, NOW_US, "test")
 
 
-def sql_service(path: Path) -> MedicalService:
+def sql_service(path: Path, limits: BillLimits | None = None) -> MedicalService:
     engine = sql_world(path)
-    return MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
+    return MedicalService(SqlMedicalStore(engine), SqlDirectory(engine), limits=limits)

@@ -14,32 +14,24 @@ import pytest
 from aiohttp import web
 
 from ledger.medical.accumulators import ZERO
-from ledger.medical.bills import bill_id_for
 from ledger.medical.service import MedicalService
 from switch.his_api import make_his_app, mount_his_app
-from tests.support.his import TOKENS, basic, make_deps, serving
+from tests.support.his import (
+    BILLS,
+    H1,
+    H2,
+    JSON,
+    TOKENS,
+    basic,
+    bill,
+    expect_error,
+    make_deps,
+    nothing_stored,
+    serving,
+)
 from tests.support.medical_world import HOLDERS, memory_service, sql_service
 
-CARD = HOLDERS[0].card_no
-H1 = {"Authorization": basic("H001", TOKENS["H001"])}
-H2 = {"Authorization": basic("H002", TOKENS["H002"])}
-JSON = {"Content-Type": "application/json"}
-BILLS = "/his/v1/bills"
-
 Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
-
-
-def bill(no: str = "N1", card: str = CARD, **extra: Any) -> dict[str, Any]:
-    return {
-        "his_bill_no": no,
-        "card_no": card,
-        "service_date": "2026-11-25",
-        "lines": [
-            {"code": "A01", "quantity": 40, "unit_price_fen": 1000},
-            {"code": "C01", "quantity": 1, "unit_price_fen": 800},
-        ],
-        **extra,
-    }
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -56,17 +48,6 @@ def run(service: MedicalService, body: Body) -> None:
             await body(session, url, service)
 
     asyncio.run(main())
-
-
-async def expect_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/json"
-    assert (await response.json())["error"]["code"] == code
-
-
-def nothing_stored(service: MedicalService) -> None:
-    assert service.accumulators("P11", 2026) == (ZERO, ZERO)
-    assert service.get_bill(bill_id_for("H001", "N1")) is None
 
 
 def test_submit_query_cancel(service: MedicalService) -> None:
