@@ -22,6 +22,10 @@ from hsm.soft import SoftHsm
 from switch.keystore_file import FileKeyStore
 
 LMK_CONFIG = "lmk.json"
+#: Files this process creates are its user's alone: the database and its WAL, keys, the audit
+#: log, logs (issue 22: a 0644 database in a 0755 home held every cardholder).
+PRIVATE_UMASK = 0o077
+PRIVATE_HOME_MODE = 0o700
 TEST_ONLY_BANNER = "*** TEST ONLY LMK: published test components, never for production ***"
 
 
@@ -40,7 +44,7 @@ class Home:
 
     def audit(self, what: str, **details: object) -> None:
         """Append one ceremony step. Callers pass references and KCVs only."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
         line = {"at": ceremony_now().isoformat(), "who": self.operator, "what": what, **details}
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
         fd = os.open(self.path / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -55,6 +59,24 @@ class Home:
         if not config.exists():
             return None
         return str(json.loads(config.read_text())["kcv"])
+
+
+def private_home(path: Path) -> Path:
+    """Make this process's files private (umask 077: 0600 files, 0700 directories) and `path`,
+    the deployment's home, 0700 — created so, or tightened if it was looser, with the key
+    home's files (a daemon's and a demo's start: an earlier deployment's home too). The
+    database's files are tightened where they are opened (`ledger.migrate.upgrade_sqlite`)."""
+    os.umask(PRIVATE_UMASK)
+    path.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_HOME_MODE)
+    for name in ("keys.jsonl", "audit.jsonl", LMK_CONFIG):  # the key home's own files
+        _tighten(path / name, 0o600)
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    if path.exists() and path.stat().st_mode & 0o777 & ~mode:
+        path.chmod(mode)
 
 
 def ceremony_now() -> datetime:

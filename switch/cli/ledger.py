@@ -101,7 +101,7 @@ def migrate(db: Path, database_url: str | None) -> None:
         click.echo(f"{postgres.split('@')[-1]}: schema at the newest revision {head()}")
         return
     db = _sqlite(db, database_url)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
     upgrade_sqlite(db)
     click.echo(f"{db}: schema at revision {current_sqlite(db)} (newest {head()})")
 
@@ -177,7 +177,7 @@ def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None
             raise click.ClickException(f"{db} exists (use --force to replace it)")
         for suffix in ("", "-wal", "-shm"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
     start = time.perf_counter()
     with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
         summary = init_demo(db, cardholders, seed=seed, progress=bar.update)

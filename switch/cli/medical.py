@@ -74,7 +74,7 @@ def open_engine(db: Path | None) -> Engine:
         if not url.startswith("sqlite:///"):
             raise click.ClickException("the medical commands work on SQLite: pass --db FILE")
         db = Path(url.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
     upgrade_sqlite(db)
     return sqlite_engine(db)
 

@@ -19,6 +19,7 @@ from switch import logs
 from switch.app import App, serve_until_signalled
 from switch.config import Config, ConfigError, check, load
 from switch.database import open_stores
+from switch.key_home import private_home
 from switch.keystore_file import FileKeyStore
 from switch.pg_stores import PgKeyStore, RoutedKeyStore
 from switch.sessions import Sessions, SharedSessions
@@ -113,6 +114,7 @@ def serve(config_path: Path | None, workers: int | None) -> None:
     /readyz. Stops on SIGTERM."""
     logs.configure(logging.INFO)
     config = _load_config(config_path)
+    private_home(config.home_path)  # 0700, and what the daemon writes 0600
     if workers is not None:
         config = dataclasses.replace(config, workers=workers)
         try:
@@ -169,10 +171,9 @@ def run(ctx: click.Context, cardholders: int) -> None:
             "medswitch run sets up the embedded SQLite demo; on PostgreSQL run "
             "`medswitch demo init --database URL`, provision keys, then `medswitch serve`"
         )
-    home = config.home_path
+    home = private_home(config.home_path)  # 0700, and what it writes 0600
     database = config.sqlite_path
     if not database.exists():
-        home.mkdir(parents=True, exist_ok=True)
         click.echo(f"creating the demo deployment in {home} (TEST ONLY keys)")
         with tqdm(total=cardholders, unit=" cardholders") as bar:
             init_demo(database, cardholders, progress=bar.update)

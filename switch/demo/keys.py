@@ -57,7 +57,7 @@ def custodian_files(home: Path) -> list[Path]:
 def write_test_components(home: Path) -> list[Path]:
     """The custodians' files (component, then its KCV) and the LMK's recorded check value."""
     files = custodian_files(home)
-    files[0].parent.mkdir(parents=True, exist_ok=True)
+    files[0].parent.mkdir(0o700, parents=True, exist_ok=True)
     components = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
     for file, component, text in zip(files, components, TEST_ONLY_COMPONENTS, strict=True):
         if not file.exists():
