@@ -34,6 +34,10 @@ CALL_POST = "call_post"
 #: postings); the job's value is ((results, balances before), the call's outcome: None when not
 #: run, else (value, its postings' results) or the exception it raised).
 POST_CALL_POST = "post_call_post"
+#: A `CALL` whose write may wait for the next commit to reach the disk: a batch made only of
+#: these commits without its own fsync (durable against the process's crash, not the
+#: machine's; the next batch's fsync covers it). The retransmission cache's replies on SQLite.
+CALL_UNSYNCED = "call_unsynced"
 
 
 @dataclass(slots=True)
@@ -202,7 +206,16 @@ class Writer:
     def run_batch(self, batch: list[Job]) -> None:
         """One batch in one transaction and one commit, then delivered; a batch that fails
         runs again job by job, so that only the culprit fails. Called by the writer's own
-        thread (or by the one thread of `ledger.writer_process`'s child, which gathers)."""
+        thread (or by the one thread of `ledger.writer_process`'s child, which gathers).
+        `CALL_UNSYNCED` jobs gathered with other work commit first, on their own: they do not
+        wait for the others' fsync (a reply held for a later request's disk write)."""
+        unsynced = [job for job in batch if job.kind == CALL_UNSYNCED]
+        if unsynced and len(unsynced) < len(batch):
+            self._run_batch(unsynced)
+            batch = [job for job in batch if job.kind != CALL_UNSYNCED]
+        self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Job]) -> None:
         try:
             self._execute(batch)
             self._commit()
@@ -213,7 +226,7 @@ class Writer:
             if len(batch) > 1:  # find the culprit: every job again on its own
                 for job in batch:
                     job.value, job.error = None, None
-                    self.run_batch([job])
+                    self._run_batch([job])
                 return
             batch[0].error = exc
         self.stats.batches += 1

@@ -35,6 +35,7 @@ from ledger.group_commit import (
     BATCH_MAX,
     CALL,
     CALL_POST,
+    CALL_UNSYNCED,
     POST_CALL_POST,
     WINDOW_S,
     Deliver,
@@ -73,7 +74,7 @@ _INSERT_ACCOUNT = (
 T = TypeVar("T")
 Posted = tuple[list[TransferResult], dict[str, Balance]]  # a post_and_record's value
 _POSTS = frozenset({"post", "post_and_record"})  # decided together by SqliteStore.post
-_CALLS = frozenset({CALL, CALL_POST})
+_CALLS = frozenset({CALL, CALL_POST, CALL_UNSYNCED})
 
 
 def _follow_ups(calls: Sequence[Job]) -> list[tuple[Job, Job]]:
@@ -114,6 +115,7 @@ class SqliteStore(OfflineRecords):
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
+        self._unsynced = False  # synchronous=NORMAL: the batch is only `CALL_UNSYNCED` jobs
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -122,6 +124,7 @@ class SqliteStore(OfflineRecords):
 
     def connect(self) -> None:
         self.db = connect(self.path)
+        self._unsynced = False
 
     def disconnect(self) -> None:
         if self.db is not None:
@@ -159,6 +162,10 @@ class SqliteStore(OfflineRecords):
     def execute(self, batch: Sequence[Job]) -> None:
         """The batch in one transaction; again with a savepoint per call when a call raised
         after writing (`Tainted`: rare), its values reset and what it wrote rolled back."""
+        unsynced = all(job.kind == CALL_UNSYNCED for job in batch)
+        if unsynced is not self._unsynced:  # WAL, NORMAL: no fsync at this batch's commit
+            self.conn.execute(f"PRAGMA synchronous={'NORMAL' if unsynced else 'FULL'}")
+            self._unsynced = unsynced
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self._execute(batch, savepoints=False)

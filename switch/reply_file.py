@@ -5,10 +5,13 @@ PostgreSQL (`switch.reply_store`).
 One process serves a SQLite file, so the process's cache holds every reply it has made: lookups
 stay in memory (no read per request). What the table adds is the replies of earlier runs, read
 once, before the first lookup (the most recent `entries_max` unexpired ones). A reply is written
-through the ledger's writer — one statement per group of replies, in the writer's next group
-commit with the other requests' work: no fsync of its own — and sent only once that commit is
-durable. The table is bounded like the memory: rows older than the cache's age and beyond its
-size are deleted now and then in the same writes.
+through the ledger's writer — one statement for each loop turn's replies, in the writer's next
+group commit with the other requests' work — and sent once that commit is done. A commit of
+replies alone is not fsynced (`CALL_UNSYNCED`): a reply then survives the daemon's crash or
+restart, and the next commit's fsync takes it to the disk; were the machine to fail in between,
+its retransmission is handled afresh, which the ledger's idempotent transfers keep safe. The table
+is bounded like the memory: rows older than the cache's age and beyond its size are deleted now
+and then in the same writes.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger.group_commit import CALL
+from ledger.group_commit import CALL, CALL_UNSYNCED
 from messages.outcome import Outcome
 from switch.replies import Remembered, Replay, ReplyCache
-from switch.reply_store import DIGEST_BYTES, Batcher
+from switch.reply_store import BATCH_MAX, DIGEST_BYTES
 
 log = logging.getLogger("medswitch.replies")
 PURGE_EVERY_S = 600.0
@@ -93,8 +96,8 @@ class FileReplyCache(ReplyCache):
     ) -> None:
         super().__init__(entries_max=entries_max, age_max_s=age_max_s)
         self._writer = writer
-        self._store: Batcher[tuple[str, bytes], None] = Batcher(self._write)
-        self._writing: dict[str, asyncio.Future[None]] = {}
+        self._queued: list[tuple[str, bytes]] = []  # this loop turn's replies, written at its end
+        self._group: asyncio.Future[None] | None = None  # resolved once they are written
         self._loaded: asyncio.Future[None] | None = None
         self._purged_at_s = time.monotonic() - PURGE_EVERY_S  # the first write purges
 
@@ -122,41 +125,54 @@ class FileReplyCache(ReplyCache):
 
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         super().finish(key, digest, reply)
-        if reply is not None:
-            writing = asyncio.ensure_future(self._store((key, digest + reply)))
-            self._writing[key] = writing
-            writing.add_done_callback(lambda done: self._written(key, done))
-
-    def _written(self, key: str, done: asyncio.Future[None]) -> None:
-        if done.cancelled():
-            self._writing.pop(key, None)
-        elif done.exception() is not None:
-            log.error("response cache write failed: %s", done.exception())
-            self._writing.pop(key, None)
-        elif self._writing.get(key) is done:
-            del self._writing[key]
+        if reply is None:
+            return
+        if self._group is None:  # the loop turn's replies: one write, one future
+            loop = asyncio.get_running_loop()
+            self._group = loop.create_future()
+            loop.call_soon(self._flush)
+        self._queued.append((key, digest + reply))
 
     async def remember(self, replay: Replay | None, reply: Awaitable[bytes]) -> bytes:
-        """The reply, once it is durable in the file too (a restart then still knows it)."""
+        """The reply, once it is in the file too (a restart then still knows it)."""
         encoded = await super().remember(replay, reply)
-        if replay is not None:
-            writing = self._writing.pop(replay[0], None)
-            if writing is not None:
-                # a failed write is logged; the reply still goes (the ledger stays idempotent)
-                with contextlib.suppress(Exception):
-                    await writing
+        group = self._group  # the one its finish() joined: nothing ran in between
+        if replay is not None and group is not None:
+            with contextlib.suppress(Exception):  # logged once; the ledger stays idempotent
+                await asyncio.shield(group)
         return encoded
 
-    async def _write(self, items: list[tuple[str, bytes]]) -> list[None]:
+    def _flush(self) -> None:
+        rows, group = self._queued, self._group
+        self._queued, self._group = [], None
+        if group is None or not rows:
+            return
+        writing = asyncio.ensure_future(self._write(rows))
+        writing.add_done_callback(lambda done: _settle(group, done))
+
+    async def _write(self, rows: list[tuple[str, bytes]]) -> None:
         now_us = _now_us()
         purge = None
         if time.monotonic() - self._purged_at_s > PURGE_EVERY_S:
             self._purged_at_s = time.monotonic()
             purge = now_us
         expires_us = now_us + int(self._age_max_s * 1_000_000)
-        store = StoreReplies(tuple(items), now_us, expires_us, purge, self._entries_max)
-        await self._writer.submit(CALL, store)
-        return [None] * len(items)
+        for start in range(0, len(rows), BATCH_MAX):
+            chunk = tuple(rows[start : start + BATCH_MAX])
+            store = StoreReplies(chunk, now_us, expires_us, purge, self._entries_max)
+            await self._writer.submit(CALL_UNSYNCED, store)
+
+
+def _settle(group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
+    if group.done():
+        return
+    if done.cancelled():
+        group.cancel()
+    elif (error := done.exception()) is not None:
+        log.error("response cache write failed: %s", error)
+        group.set_exception(error)
+    else:
+        group.set_result(None)
 
 
 def _now_us() -> int:
