@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hsm.errors import LmkError
+from hsm.interface import Hsm
 from hsm.keys import KeyRef
+from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk
 from hsm.soft import SoftHsm
+from ledger.personal import DATA_ALIAS, INDEX_ALIAS, PersonalKeys
 from switch.keystore_file import FileKeyStore
 
 LMK_CONFIG = "lmk.json"
@@ -103,6 +106,20 @@ def component_files_of(files: Sequence[Path]) -> list[Component]:
         expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
         components.append(Component.parse(lines[0] if lines else "", expected))
     return components
+
+
+async def personal_keys(hsm: Hsm, store: KeyStore) -> PersonalKeys:
+    """The keys cardholders' names and ID numbers are sealed and indexed under (ledger.personal):
+    the newest PERSONAL_DATA version seals, every version opens; KeyNotFound when missing."""
+    data = sorted(await store.list(DATA_ALIAS), key=lambda stored: stored.version)
+    index = sorted(await store.list(INDEX_ALIAS), key=lambda stored: stored.version)
+    if not data or not index:
+        raise KeyNotFound(
+            f"no {DATA_ALIAS} or {INDEX_ALIAS}: generate them (medswitch keys generate, usages "
+            "PERSONAL_DATA and PERSONAL_INDEX) before cardholders are written"
+        )
+    earlier = tuple(stored.ref for stored in data[:-1])
+    return PersonalKeys(hsm, data[-1].ref, index[-1].ref, earlier)
 
 
 async def resolve(home: Home, text: str) -> KeyRef:

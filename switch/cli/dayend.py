@@ -34,12 +34,13 @@ from ledger.dayend import store
 from ledger.dayend.calendar import CalendarError, Cutover, parse_date
 from ledger.medical.sql_store import sqlite_engine
 from ledger.migrate import upgrade_sqlite
+from ledger.personal import PersonalDataError, PersonalKeys
 from ledger.sqlite_ledger import SqliteLedger
 from switch import config as config_module
 from switch.cli.keys import load_hsm, resolve
 from switch.cli.ledger import db_option
 from switch.cli.medical import components_option, keys_home_option
-from switch.key_home import Home
+from switch.key_home import Home, KeyNotFound, personal_keys
 
 STEPS = ("snapshot", "clearing", "files", "store")
 
@@ -139,11 +140,19 @@ def run_command(date: str, db: Path, keys_home: Path, component_files: tuple[Pat
         bar.set_postfix_str(step)
         bar.update()
 
-    try:
-        result = asyncio.run(dayend.run(
+    async def go() -> dayend.RunResult:
+        try:  # refunds name cardholders: their names are sealed under these
+            personal: PersonalKeys | None = await personal_keys(hsm, home.store)
+        except KeyNotFound:
+            personal = None  # a day with refunds then says what is missing
+        return await dayend.run(
             engine, hsm, key_for, date, cutover, _out(config, out), operator,
-            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress))
-    except (dayend.DayendError, pf.PayoutFileError, HsmError) as error:
+            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress,
+            personal=personal)
+
+    try:
+        result = asyncio.run(go())
+    except (dayend.DayendError, pf.PayoutFileError, HsmError, PersonalDataError) as error:
         raise click.ClickException(str(error)) from None
     finally:
         bar.close()

@@ -17,9 +17,11 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from ledger.core import Ledger
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
+from ledger.personal import PersonalKeys
 from ledger.pg_bridge import split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
+from switch.key_home import private_home
 
 T = TypeVar("T")
 
@@ -163,12 +165,29 @@ def demo_group() -> None:
     help="postgresql://... (?schema=NAME optional; migrated, must hold no deployment yet) "
     "instead of the SQLite file --db.",
 )
+@click.option(
+    "--keys-home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The key home the demo's personal-data keys are made in (TEST ONLY LMK) [default: "
+    "the database's directory; on PostgreSQL $MEDSWITCH_HOME, or var/demo].",
+)
 @db_option
-def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None, db: Path) -> None:
+def demo_init(
+    cardholders: int,
+    seed: int,
+    force: bool,
+    database_url: str | None,
+    keys_home: Path | None,
+    db: Path,
+) -> None:
     """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
-    funded personal accounts. Keys are made by `medswitch keys`, not here."""
+    funded personal accounts; names and ID numbers sealed under the home's PERSONAL_DATA key
+    (made with the other centre keys if missing). Terminal keys are made by `medswitch keys`
+    or `medswitch run`."""
     if database_url and not database_url.startswith("sqlite:///"):
-        _demo_init_postgres(database_url, cardholders, seed, force)
+        home = keys_home or Path(os.environ.get("MEDSWITCH_HOME", "var/demo"))
+        _demo_init_postgres(database_url, cardholders, seed, force, _demo_keys(home))
         return
     if database_url:
         db = Path(database_url.removeprefix("sqlite:///"))
@@ -178,9 +197,10 @@ def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None
         for suffix in ("", "-wal", "-shm"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
     db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
+    personal = _demo_keys(keys_home or db.parent)
     start = time.perf_counter()
     with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
-        summary = init_demo(db, cardholders, seed=seed, progress=bar.update)
+        summary = init_demo(db, cardholders, personal=personal, seed=seed, progress=bar.update)
     click.echo(
         f"{db}: {summary.institutions} institutions, {summary.terminals} terminals, "
         f"{summary.cardholders} cardholders, {summary.accounts} accounts; personal funds "
@@ -189,7 +209,16 @@ def demo_init(cardholders: int, seed: int, force: bool, database_url: str | None
     )
 
 
-def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> None:
+def _demo_keys(home: Path) -> PersonalKeys:
+    from switch.demo.keys import demo_personal_keys
+
+    private_home(home)
+    return asyncio.run(demo_personal_keys(home))
+
+
+def _demo_init_postgres(
+    url: str, cardholders: int, seed: int, force: bool, personal: PersonalKeys
+) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     if not url.startswith(("postgresql://", "postgres://")):
@@ -199,7 +228,9 @@ def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> N
     start = time.perf_counter()
     try:
         with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
-            summary = init_demo(url, cardholders, seed=seed, progress=bar.update)
+            summary = init_demo(
+                url, cardholders, personal=personal, seed=seed, progress=bar.update
+            )
     except FileExistsError as err:
         raise click.ClickException(str(err)) from None
     except (OSError, asyncpg.PostgresError) as err:

@@ -21,15 +21,16 @@ import click
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from hsm.errors import HsmError
+from ledger.cardholder_import import import_cardholders
 from ledger.core import Ledger
 from ledger.ledger_files import (
     CardholderFile,
+    CardholderImport,
     CardholderRecord,
     ContributionFile,
     ContributionRecord,
     build_cardholders,
     build_contributions,
-    import_cardholders,
     import_contributions,
 )
 from ledger.medical import filemac
@@ -37,6 +38,7 @@ from ledger.medical.policy import Category
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from ledger.medical.sql_store import sqlite_engine
+from ledger.personal import PersonalDataError
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.ledger import db_option
 from switch.cli.medical import (
@@ -46,6 +48,8 @@ from switch.cli.medical import (
     import_group,
     keys_home_option,
 )
+from switch.key_home import KeyNotFound, personal_keys
+from switch.keystore_file import FileKeyStore
 
 T = TypeVar("T")
 BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs/ledger-files.md)."
@@ -121,10 +125,17 @@ def import_cardholders_command(
         raise click.ClickException(f"{db} does not exist (medswitch demo init, or ledger migrate)")
     try:
         with tqdm(total=_records(data), unit="cardholder", disable=None) as bar:
-            done = _with_ledger(
-                db, lambda ledger: import_cardholders(engine, ledger, hsm, key, data, bar.update)
-            )
-    except (MedicalFileError, HsmError) as error:
+
+            async def run(ledger: Ledger) -> CardholderImport:
+                personal = await personal_keys(hsm, FileKeyStore(keys_home / "keys.jsonl"))
+                return await import_cardholders(
+                    engine, ledger, hsm, key, data, personal, bar.update
+                )
+
+            done = _with_ledger(db, run)
+    except KeyNotFound as error:
+        raise click.ClickException(str(error)) from None
+    except (MedicalFileError, HsmError, PersonalDataError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
     finally:
         engine.dispose()

@@ -175,8 +175,9 @@ def run(ctx: click.Context, cardholders: int) -> None:
     database = config.sqlite_path
     if not database.exists():
         click.echo(f"creating the demo deployment in {home} (TEST ONLY keys)")
+        personal = asyncio.run(demo_keys.demo_personal_keys(home))  # the centre's keys first
         with tqdm(total=cardholders, unit=" cardholders") as bar:
-            init_demo(database, cardholders, progress=bar.update)
+            init_demo(database, cardholders, personal=personal, progress=bar.update)
     with sqlite3.connect(database) as connection:
         terminals = [row[0] for row in connection.execute("SELECT id FROM terminals")]
     created = asyncio.run(demo_keys.provision(home, terminals))

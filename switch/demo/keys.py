@@ -1,6 +1,7 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
-terminal, the card master keys (key version 1), the data-check and PSAM transport keys, and a
-file key per bank for the day-end payout and return files.
+terminal, the card master keys (key version 1), the data-check and PSAM transport keys, the
+keys cardholders' names and ID numbers are sealed and indexed under, and a file key per bank
+for the day-end payout and return files.
 
 Everything is created through the HSM and recorded in the ceremony audit log; only check values
 are printed. A production deployment runs the ceremony by hand (`medswitch keys ...`) and an
@@ -19,8 +20,9 @@ from hsm.keys import KeyUsage
 from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
 from ledger.demo import institutions
+from ledger.personal import PersonalKeys
 from routing.cardkeys import card_master_alias
-from switch.key_home import LMK_CONFIG, Home, component_files_of, open_soft_hsm
+from switch.key_home import LMK_CONFIG, Home, component_files_of, open_soft_hsm, personal_keys
 from switch.sessions import tmk_alias
 
 CARD_MASTER_USAGES = (
@@ -33,7 +35,12 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_APP_MAINT,
     KeyUsage.MK_CONTROL,
 )
-CENTRE_USAGES = (KeyUsage.DATA_CHECK, KeyUsage.PSAM_TRANSPORT)
+CENTRE_USAGES = (
+    KeyUsage.DATA_CHECK,
+    KeyUsage.PSAM_TRANSPORT,
+    KeyUsage.PERSONAL_DATA,  # centre/PERSONAL_DATA: cardholders' names and ID numbers sealed
+    KeyUsage.PERSONAL_INDEX,  # centre/PERSONAL_INDEX: their ID numbers' keyed hashes
+)
 
 
 def centre_alias(usage: KeyUsage) -> str:
@@ -98,6 +105,15 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
             "key.generate", alias=alias, usage=usage.value, version=1, kcv=ref, test_only=True
         )
     return created
+
+
+async def demo_personal_keys(home: Path) -> PersonalKeys:
+    """The demo's keys for cardholders' personal data (made first if missing, with the other
+    centre keys) on a software HSM over HOME's key file: what `ledger.demo.init_demo` seals
+    with, and what the daemon and the CLI open with later."""
+    await provision(home, [])
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    return await personal_keys(hsm, Home(home, "demo").store)
 
 
 async def _generate(hsm: SoftHsm, alias: str, usage: KeyUsage) -> str:

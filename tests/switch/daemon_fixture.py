@@ -35,6 +35,7 @@ from messages.spec_terminal import TERMINAL
 from messages.terminal import TerminalMessage, TerminalReply
 from switch.app import App
 from switch.config import Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.ledger.pg_support import DSN, fresh_schema
 
@@ -230,14 +231,16 @@ async def running_daemon(
         async with fresh_schema() as schema:
             url = f"{DSN}?schema={schema}"
             if cardholders:
-                await asyncio.to_thread(init_demo, url, cardholders)
+                personal = await demo_personal_keys(tmp)
+                await asyncio.to_thread(init_demo, url, cardholders, personal=personal)
             else:
                 await make_pg_database(url, terminals or {})
             async with _serving(tmp, url) as daemon:
                 yield daemon
         return
     if cardholders:
-        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders, personal=personal)
     else:
         make_database(tmp / "medswitch.db", terminals or {})
     async with _serving(tmp, "") as daemon:

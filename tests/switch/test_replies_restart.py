@@ -17,6 +17,7 @@ from messages.private import BillData
 from messages.terminal import DebitAdvice
 from switch.app import App
 from switch.config import Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.reply_file import FileReplyCache
 from switch.sessions import Sessions
 from tests.switch.daemon_fixture import Daemon, Terminal, new_hsm, now
@@ -38,7 +39,8 @@ async def _started(tmp: Path, hsm, store: MemoryKeyStore) -> App:  # type: ignor
 
 
 async def _scenario(tmp: Path) -> None:
-    await asyncio.to_thread(init_demo, tmp / "medswitch.db", 3)
+    personal = await demo_personal_keys(tmp)
+    await asyncio.to_thread(init_demo, tmp / "medswitch.db", 3, personal=personal)
     store = MemoryKeyStore()
     hsm = new_hsm(store)
     app = await _started(tmp, hsm, store)

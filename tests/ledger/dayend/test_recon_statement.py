@@ -19,6 +19,7 @@ from ledger.events import ContributionLine, StatementLine, post_contribution
 from ledger.events.funds import post_contribution_received
 from ledger.medical.sql_store import sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
+from tests.ledger.personal_support import demo_keys
 from tests.switch.daemon_fixture import new_hsm, now
 
 ENTRIES = (
@@ -32,7 +33,7 @@ ENTRIES = (
 
 def test_crash_repair_and_unmatched_lines(tmp_path: Path) -> None:
     db = tmp_path / "medswitch.db"
-    init_demo(db, 3)
+    init_demo(db, 3, personal=demo_keys(db.parent))
     asyncio.run(_scenario(db))
 
 
