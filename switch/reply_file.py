@@ -99,6 +99,8 @@ class FileReplyCache(ReplyCache):
         self._queued: list[tuple[str, bytes]] = []  # this loop turn's replies, written at its end
         self._group: asyncio.Future[None] | None = None  # resolved once they are written
         self._loaded: asyncio.Future[None] | None = None
+        with contextlib.suppress(RuntimeError):  # on a loop (the daemon's start): read now
+            self._loaded = asyncio.get_running_loop().create_task(self._load())
         self._purged_at_s = time.monotonic() - PURGE_EVERY_S  # the first write purges
 
     async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
@@ -107,14 +109,19 @@ class FileReplyCache(ReplyCache):
         return await super().earlier(key, digest)
 
     async def load(self) -> None:
-        """Read the earlier runs' replies (once; the first lookup waits for it)."""
+        """Read the earlier runs' replies (once, from the start on a running loop; a lookup
+        before they are in waits for them)."""
         if self._loaded is None:
             self._loaded = asyncio.ensure_future(self._load())
         await asyncio.shield(self._loaded)
 
     async def _load(self) -> None:
         now_us = _now_us()
-        rows = await self._writer.submit(CALL, LoadReplies(now_us, self._entries_max))
+        try:
+            rows = await self._writer.submit(CALL, LoadReplies(now_us, self._entries_max))
+        except Exception as error:  # served from memory: the ledger stays idempotent
+            log.error("response cache: earlier runs' replies not read: %s", error)
+            return
         now_s = time.monotonic()
         for key, row, created_us in rows:
             if key in self._entries or key in self._pending:
