@@ -86,16 +86,19 @@ def write_test_components(home: Path) -> list[Path]:
 
 async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
     """Create whatever demo keys are missing; returns alias → KCV of what was created."""
-    files = write_test_components(home)
-    hsm = open_soft_hsm(home, component_files_of(files))
-    audit = Home(home, "demo")
-    store = audit.store
-    existing = {stored.alias for stored in await store.list()}
-    created: dict[str, str] = {}
     wanted = [(card_master_alias(u), u) for u in CARD_MASTER_USAGES]
     wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
     wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
     wanted += [(bank_file_alias(b), KeyUsage.FILE) for b in demo_bank_ids()]
+    return await _provision(home, wanted)
+
+
+async def _provision(home: Path, wanted: list[tuple[str, KeyUsage]]) -> dict[str, str]:
+    files = write_test_components(home)
+    hsm = open_soft_hsm(home, component_files_of(files))
+    audit = Home(home, "demo")
+    existing = {stored.alias for stored in await audit.store.list()}
+    created: dict[str, str] = {}
     for alias, usage in wanted:
         if alias in existing:
             continue
@@ -108,10 +111,11 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
 
 
 async def demo_personal_keys(home: Path) -> PersonalKeys:
-    """The demo's keys for cardholders' personal data (made first if missing, with the other
-    centre keys) on a software HSM over HOME's key file: what `ledger.demo.init_demo` seals
-    with, and what the daemon and the CLI open with later."""
-    await provision(home, [])
+    """The demo's keys for cardholders' personal data (made first if missing; TEST ONLY LMK)
+    on a software HSM over HOME's key file: what `ledger.demo.init_demo` seals with, and what
+    the daemon and the CLI open with later. Only these two: the others are `provision`'s."""
+    usages = (KeyUsage.PERSONAL_DATA, KeyUsage.PERSONAL_INDEX)
+    await _provision(home, [(centre_alias(u), u) for u in usages])
     hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
     return await personal_keys(hsm, Home(home, "demo").store)
 
