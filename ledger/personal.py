@@ -139,14 +139,22 @@ async def people(engine: Engine, keys: PersonalKeys, ids: Iterable[str]) -> dict
 
 
 async def seal_clear_cardholders(engine: Engine, keys: PersonalKeys) -> int:
-    """Seal the rows written in clear before revision 0009 and empty their clear columns (with
-    SQLite's secure_delete, so the freed cells are zeroed); how many were sealed."""
+    """Seal the rows written in clear before revision 0009 and empty their clear columns (on
+    SQLite with secure_delete, so the freed cells are zeroed, then a checkpoint that takes the
+    new pages into the file); how many were sealed."""
     total = 0
     while found := await asyncio.to_thread(_clear_rows, engine):
         sealed = await keys.seal_all(found)
         await asyncio.to_thread(_write_sealed, engine, found, sealed)
         total += len(found)
+    if total and engine.dialect.name == "sqlite":  # the clear pages' last copies: overwritten
+        await asyncio.to_thread(_checkpoint, engine)
     return total
+
+
+def _checkpoint(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _clear_rows(engine: Engine) -> list[tuple[str, Person]]:
