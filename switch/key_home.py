@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +79,11 @@ def private_home(path: Path) -> Path:
 
 
 def _tighten(path: Path, mode: int) -> None:
-    if path.exists() and path.stat().st_mode & 0o777 & ~mode:
+    """``mode`` if looser; never a shared directory (sticky, as /tmp): that is no home."""
+    if not path.exists():
+        return
+    current = path.stat().st_mode
+    if current & 0o777 & ~mode and not current & stat.S_ISVTX:
         path.chmod(mode)
 
 

@@ -21,7 +21,7 @@ from ledger.personal import PersonalKeys
 from ledger.pg_bridge import split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from switch.key_home import private_home
+from switch.key_home import PRIVATE_UMASK
 
 T = TypeVar("T")
 
@@ -210,9 +210,12 @@ def demo_init(
 
 
 def _demo_keys(home: Path) -> PersonalKeys:
+    """The demo's personal-data keys in ``home`` (made private if new; an existing directory,
+    which may be any the database was put in, keeps its mode: its key files are 0600)."""
     from switch.demo.keys import demo_personal_keys
 
-    private_home(home)
+    os.umask(PRIVATE_UMASK)
+    home.mkdir(0o700, parents=True, exist_ok=True)
     return asyncio.run(demo_personal_keys(home))
 
 

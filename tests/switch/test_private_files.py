@@ -89,3 +89,19 @@ def test_the_daemon_makes_its_home_and_files_private(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_shared_directory_is_never_taken_for_a_home(tmp_path: Path) -> None:
+    from switch.key_home import private_home
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    mask = os.umask(0o022)
+    try:
+        private_home(shared)
+        fresh = private_home(tmp_path / "new" / "home")
+    finally:
+        os.umask(mask)
+    assert mode(shared) == 0o777 and shared.stat().st_mode & 0o1000
+    assert mode(fresh) == 0o700
