@@ -71,6 +71,7 @@ from switch.card_io.connection import CardConnection
 from switch.card_io.personalize import CardMasterKeys
 from switch.demo import keys as demo_keys
 from switch.demo import medical as demo_medical
+from switch.demo.keys import demo_personal_keys
 from switch.key_home import component_files_of, open_soft_hsm
 
 CODEC = Codec(TERMINAL)
@@ -296,7 +297,7 @@ def demo_home(home: Path, cardholders: int) -> ChipMaker:
     """The demo deployment in ``home`` — database, keys, terminals provisioned, the medical
     reference data, a configuration on port 0 — and the card factory its cards are made with."""
     database = home / "medswitch.db"
-    init_demo(database, cardholders)
+    init_demo(database, cardholders, personal=asyncio.run(demo_personal_keys(home)))
     with sqlite3.connect(database) as connection:
         terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
     files = demo_keys.write_test_components(home)

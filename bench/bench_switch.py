@@ -37,6 +37,7 @@ from messages.spec_terminal import TERMINAL
 from messages.terminal import Echo, SignOn, SignOnReply
 from messages.terminal_table import build, parse
 from switch.demo import keys as demo_keys
+from switch.demo.keys import demo_personal_keys
 from switch.key_home import component_files_of, open_soft_hsm
 
 CODEC = Codec(TERMINAL)
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        init_demo(home / "medswitch.db", 10)
+        init_demo(home / "medswitch.db", 10, personal=asyncio.run(demo_personal_keys(home)))
         with sqlite3.connect(home / "medswitch.db") as connection:
             rows = connection.execute(
                 "SELECT id, institution_id FROM terminals ORDER BY id LIMIT ?", (args.terminals,)

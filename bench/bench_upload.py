@@ -22,6 +22,7 @@ over the wire counts them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import gc
 import secrets
@@ -58,6 +59,7 @@ from routing.cardkeys import card_master_alias
 from routing.context import CardRecord, RequestContext, TerminalRecord
 from switch.demo import keys as demo_keys
 from switch.demo import medical as demo_medical
+from switch.demo.keys import demo_personal_keys
 from switch.key_home import component_files_of, open_soft_hsm
 
 PSAM_NO = "000000000001"
@@ -264,7 +266,9 @@ async def _lane(hsm: SoftHsm, pos: Pos, items: list[UploadItem]) -> list[tuple[b
 
 def wire(args: argparse.Namespace, home: Path) -> None:
     database = home / "medswitch.db"
-    init_demo(database, args.wire_cardholders)
+    init_demo(
+        database, args.wire_cardholders, personal=asyncio.run(demo_personal_keys(home))
+    )
     with sqlite3.connect(database) as connection:
         terminals = [r[0] for r in connection.execute("SELECT id FROM terminals")]
     demo_keys.write_test_components(home)

@@ -179,7 +179,8 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
     try:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
-            init_demo(url, args.cardholders)
+            personal = asyncio.run(demo_keys.demo_personal_keys(home))
+            init_demo(url, args.cardholders, personal=personal)
             files = demo_keys.write_test_components(home)
             hsm = open_soft_hsm(home, component_files_of(files))
             maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))

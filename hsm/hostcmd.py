@@ -64,6 +64,10 @@ COMMANDS: tuple[Command, ...] = (
     _c("CC", "translate_pin", "source:K destination:K pin_block:B pan:S", "B"),
     _c("M0", "encrypt_data", "key:K data:B", "B"),
     _c("M2", "decrypt_data", "key:K data:B", "B"),
+    # vendor commands: personal data at rest
+    _c("X0", "encrypt_personal", "key:K context:B data:B", "B"),
+    _c("X2", "decrypt_personal", "key:K context:B sealed:B", "B"),
+    _c("X4", "index_personal", "key:K data:B", "B"),
     # vendor commands: terminals, card PINs and PBOC ED/EP
     _c("V0", "sign_on", "tmk:K layout:N alias_prefix:S *now:T", "G"),
     _c("V2", "accept_sign_on", "tmk:K field62:B alias_prefix:S *now:T", "G"),

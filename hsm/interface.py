@@ -126,6 +126,19 @@ class Hsm(Protocol):
 
     async def decrypt_data(self, key: KeyRef, data: bytes) -> bytes: ...
 
+    # -- personal data at rest (hsm.personal) --------------------------------------------------
+    async def encrypt_personal(self, key: KeyRef, context: bytes, data: bytes) -> bytes:
+        """PERSONAL_DATA key: ``data`` sealed (AES-GCM, a fresh nonce) for ``context``."""
+        ...
+
+    async def decrypt_personal(self, key: KeyRef, context: bytes, sealed: bytes) -> bytes:
+        """What `encrypt_personal` sealed for ``context``; KeyTamperedError otherwise."""
+        ...
+
+    async def index_personal(self, key: KeyRef, data: bytes) -> bytes:
+        """PERSONAL_INDEX key: the keyed hash of ``data`` (16 bytes) for equality lookups."""
+        ...
+
     # -- PINs -------------------------------------------------------------------------------
     async def translate_pin(
         self, source: KeyRef, destination: KeyRef, pin_block: bytes, pan: str

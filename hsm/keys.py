@@ -34,6 +34,8 @@ class KeyUsage(enum.StrEnum):
     MK_CONTROL = "MK_CONTROL"  # card/application master control key (personalisation)
     DATA_CHECK = "DATA_CHECK"  # card data check code key
     PSAM_TRANSPORT = "PSAM_TRANSPORT"  # PSAM transport key: wraps the purchase key into PSAMs
+    PERSONAL_DATA = "PERSONAL_DATA"  # seals names and ID numbers at rest (hsm.personal)
+    PERSONAL_INDEX = "PERSONAL_INDEX"  # keyed hash of ID numbers: lookups without clear text
 
 
 # TR-31 header usage, mode of use and exportability for each usage (the exact usage is bound
@@ -57,6 +59,8 @@ TR31_ATTRIBUTES: dict[KeyUsage, tuple[str, str, str]] = {
     KeyUsage.MK_APP_MAINT: ("E6", "X", "N"),
     KeyUsage.MK_CONTROL: ("E5", "X", "N"),
     KeyUsage.DATA_CHECK: ("E3", "X", "N"),
+    KeyUsage.PERSONAL_DATA: ("D0", "B", "N"),
+    KeyUsage.PERSONAL_INDEX: ("M7", "C", "N"),  # HMAC
 }
 
 # Which usages a key-encryption key may carry across (import and export).

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from hsm import cardcrypto, mac, pinblock, signon
+from hsm import cardcrypto, mac, personal, pinblock, signon
 from hsm.des import Des, adjust_parity
 from hsm.errors import (
     CardNotAuthenticatedError,
@@ -184,6 +184,25 @@ class SoftHsm:
         loaded = self._keys.loaded(key, U.TDK, U.FILE) or await self._keys.load(key, U.TDK, U.FILE)
         des = loaded.des if loaded.ref.usage is U.TDK else _data_key(loaded)
         return unpad_method_2(des.decrypt_cbc(data))
+
+    # -- personal data at rest ------------------------------------------------------------------
+    async def encrypt_personal(self, key: KeyRef, context: bytes, data: bytes) -> bytes:
+        loaded = self._keys.loaded(key, U.PERSONAL_DATA) or await self._keys.load(
+            key, U.PERSONAL_DATA
+        )
+        return personal.seal(loaded.key, self._random(personal.NONCE_BYTES), context, data)
+
+    async def decrypt_personal(self, key: KeyRef, context: bytes, sealed: bytes) -> bytes:
+        loaded = self._keys.loaded(key, U.PERSONAL_DATA) or await self._keys.load(
+            key, U.PERSONAL_DATA
+        )
+        return personal.open_sealed(loaded.key, context, sealed)
+
+    async def index_personal(self, key: KeyRef, data: bytes) -> bytes:
+        loaded = self._keys.loaded(key, U.PERSONAL_INDEX) or await self._keys.load(
+            key, U.PERSONAL_INDEX
+        )
+        return personal.index(loaded.key, data)
 
     # -- PINs ---------------------------------------------------------------------------------
     async def _clear_pin(self, pin_key: KeyRef, pin_block: bytes, pan: str) -> str:

@@ -1,7 +1,8 @@
 """A demo deployment on embedded SQLite: institutions of each kind and level, terminals with
 PSAMs, N cardholders with cards, every account the events need, and funded personal accounts —
 contributions posted through the ledger and settled by a bank statement, exactly as a real file
-would be. Deterministic for a seed. Keys are not made here (they come from the HSM).
+would be. Deterministic for a seed. Keys are not made here (they come from the HSM): names and
+ID numbers are sealed under the caller's `PersonalKeys` (ledger/personal.py).
 
 >>> luhn_digit("621234000000001")
 '9'
@@ -25,6 +26,7 @@ from ledger import events as ev
 from ledger import schema
 from ledger.core import Account, Ledger, Transfer
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
+from ledger.personal import Person, PersonalKeys
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
@@ -144,6 +146,13 @@ def cardholder_rows(
         )
 
 
+async def sealed_in_place(holders: list[dict[str, Any]], personal: PersonalKeys) -> None:
+    """Replace each cardholder row's clear ID number and name by their sealed columns."""
+    people = [(h["id"], Person(h.pop("ssn"), h.pop("name"))) for h in holders]
+    for holder, sealed in zip(holders, await personal.seal_all(people), strict=True):
+        holder.update(sealed.columns())
+
+
 def write_reference_data(engine: Engine | PgEngine) -> tuple[int, int, list[str]]:
     """Institutions, terminals and PSAMs; returns their counts and the medical institutions."""
     rows = institutions()
@@ -174,12 +183,19 @@ async def open_and_fund(ledger: Ledger, accounts: list[Account], transfers: list
 
 
 def init_demo(
-    target: Path | str, cardholders: int, *, seed: int = 1, progress: Progress | None = None
+    target: Path | str,
+    cardholders: int,
+    *,
+    personal: PersonalKeys,
+    seed: int = 1,
+    progress: Progress | None = None,
 ) -> DemoSummary:
     """Create the demo database at `target`: a SQLite file (which must not exist yet) or a
-    ``postgresql://...`` URL (``?schema=NAME`` optional) whose schema has no institutions yet."""
+    ``postgresql://...`` URL (``?schema=NAME`` optional) whose schema has no institutions yet.
+    Names and ID numbers are sealed under ``personal`` (its HSM must not be bound to another
+    event loop: this runs its own)."""
     if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
-        return asyncio.run(_init_postgres(target, cardholders, seed, progress))
+        return asyncio.run(_init_postgres(target, cardholders, seed, progress, personal))
     path = Path(str(target).removeprefix("sqlite:///"))
     if path.exists():
         raise FileExistsError(path)
@@ -189,7 +205,7 @@ def init_demo(
     async def fund() -> DemoSummary:
         ledger = SqliteLedger.open(path, migrate=False)
         try:
-            return await _fund(ledger, engine, cardholders, seed, progress)
+            return await _fund(ledger, engine, cardholders, seed, progress, personal)
         finally:
             await ledger.close()
 
@@ -200,7 +216,7 @@ def init_demo(
 
 
 async def _init_postgres(
-    url: str, cardholders: int, seed: int, progress: Progress | None
+    url: str, cardholders: int, seed: int, progress: Progress | None, personal: PersonalKeys
 ) -> DemoSummary:
     dsn, schema_name = split_url(url)
     connection = await asyncpg.connect(dsn, server_settings=server_settings(schema_name))
@@ -213,7 +229,7 @@ async def _init_postgres(
     bridge = await asyncio.to_thread(PgBridge, url)
     ledger = await PgLedger.open(dsn, schema=schema_name, migrate=False)
     try:
-        return await _fund(ledger, PgEngine(bridge), cardholders, seed, progress)
+        return await _fund(ledger, PgEngine(bridge), cardholders, seed, progress, personal)
     finally:
         await ledger.close()
         await asyncio.to_thread(bridge.close)
@@ -221,7 +237,7 @@ async def _init_postgres(
 
 async def _fund(
     ledger: Ledger, engine: Engine | PgEngine, cardholders: int, seed: int,
-    progress: Progress | None,
+    progress: Progress | None, keys: PersonalKeys,
 ) -> DemoSummary:  # fmt: skip
     rng = random.Random(seed)
     institution_count, terminal_count, medical = await asyncio.to_thread(
@@ -235,6 +251,7 @@ async def _fund(
     for start in range(1, cardholders + 1, CHUNK):
         count = min(CHUNK, cardholders + 1 - start)
         rows = list(cardholder_rows(start, count, rng))
+        await sealed_in_place([h for h, _, _ in rows], keys)
         await asyncio.to_thread(write_people, engine, [(h, c) for h, c, _ in rows])
         chunk_accounts = [a for h, c, _ in rows for a in ev.cardholder_accounts(h["id"])]
         chunk_accounts += [a for _, c, _ in rows for a in ev.card_accounts(c["application_serial"])]

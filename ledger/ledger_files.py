@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from hsm.errors import InvalidInputError
 from hsm.interface import Hsm
@@ -52,7 +52,6 @@ from ledger.medical.recordfile import (
     parse_int,
 )
 from ledger.medical.sql_reference import SqlDirectory
-from ledger.medical.sql_store import write_transaction
 
 CONTRIBUTIONS = "CONTRIBUTIONS"
 CARDHOLDERS = "CARDHOLDERS"
@@ -156,7 +155,7 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
-def _units(engine: Engine, ids: set[str]) -> set[str]:
+def known_units(engine: Engine, ids: set[str]) -> set[str]:
     i = schema.institutions.c
     found: set[str] = set()
     with engine.connect() as connection:
@@ -221,7 +220,7 @@ def contribution_lines(engine: Engine, file: ContributionFile) -> list[Contribut
         raise MedicalFileError(f"no policy for {year}: import it first (medswitch policy import)")
     first_day = dt.date(year, month, 1)
     units = {r.unit_id for r in file.records}
-    if missing := sorted(units - _units(engine, units)):
+    if missing := sorted(units - known_units(engine, units)):
         raise MedicalFileError(f"unknown employer unit(s): {', '.join(missing[:5])}")
     births = _birth_dates(engine, {r.cardholder_id for r in file.records})
     lines = []
@@ -378,73 +377,3 @@ async def _decrypt(hsm: Hsm, file_key: KeyRef, text: str, line: int) -> bytes:
         return await hsm.decrypt_data(file_key, secret)
     except InvalidInputError as error:  # bad padding: a defect of the file
         raise MedicalFileError(f"the personal data do not decrypt: {error}", line) from None
-
-
-def _row(record: CardholderRecord) -> dict[str, object]:
-    return {
-        "id": record.cardholder_id,
-        "ssn": record.ssn,
-        "name": record.name,
-        "category": record.category.value,
-        "birth_date": record.birth_date,
-        "unit_id": record.unit_id,
-    }
-
-
-async def import_cardholders(
-    engine: Engine,
-    ledger: Ledger,
-    hsm: Hsm,
-    file_key: KeyRef,
-    data: bytes,
-    progress: Progress | None = None,
-) -> CardholderImport:
-    """Register the file's cardholders (new ones added, changed ones updated — never their ID
-    number — in one transaction) and open their ledger accounts. Checked whole first."""
-    framed = parse(data, CARDHOLDERS)
-    await filemac.verify(hsm, file_key, framed)
-    parsed = await cardholders_from_framed(hsm, file_key, framed, progress)
-    units = {r.unit_id for r in parsed.records}
-    if missing := sorted(units - _units(engine, units)):
-        raise MedicalFileError(f"unknown employer unit(s): {', '.join(missing[:5])}")
-    c = schema.cardholders.c
-    columns = (c.id, c.ssn, c.name, c.category, c.birth_date, c.unit_id)
-    added: list[CardholderRecord] = []
-    changed: list[CardholderRecord] = []
-    with write_transaction(engine) as connection:
-        existing: dict[str, dict[str, object]] = {}
-        by_ssn: dict[str, str] = {}
-        for chunk in _chunks([r.cardholder_id for r in parsed.records]):
-            for row in connection.execute(select(*columns).where(c.id.in_(chunk))):
-                existing[row.id] = dict(row._mapping)
-        for chunk in _chunks([r.ssn for r in parsed.records]):
-            for ssn_row in connection.execute(select(c.id, c.ssn).where(c.ssn.in_(chunk))):
-                by_ssn[ssn_row.ssn] = ssn_row.id
-        for line, record in enumerate(parsed.records, start=2):
-            owner = by_ssn.get(record.ssn)
-            if owner is not None and owner != record.cardholder_id:
-                raise MedicalFileError(
-                    f"ID number of cardholder {record.cardholder_id} is registered to another", line
-                )
-            before = existing.get(record.cardholder_id)
-            if before is None:
-                added.append(record)
-            elif before["ssn"] != record.ssn:
-                raise MedicalFileError(
-                    f"cardholder {record.cardholder_id} is registered with another ID number", line
-                )
-            elif before != _row(record):
-                changed.append(record)
-        if added:
-            connection.execute(schema.cardholders.insert(), [_row(r) for r in added])
-        for record in changed:
-            values = _row(record)
-            del values["id"], values["ssn"]
-            connection.execute(
-                update(schema.cardholders).where(c.id == record.cardholder_id).values(**values)
-            )
-    accounts = [a for r in parsed.records for a in cardholder_accounts(r.cardholder_id)]
-    if accounts:
-        await ledger.open_accounts(accounts)
-    unchanged = len(parsed.records) - len(added) - len(changed)
-    return CardholderImport(parsed, len(added), len(changed), unchanged)

@@ -10,7 +10,9 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,8 +51,28 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+#: The database file, its WAL and shared-memory index: the owner's alone (cardholders, card
+#: numbers, the ledger). SQLite gives the WAL and index the database file's mode.
+SQLITE_FILE_MODE = 0o600
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def private_sqlite(path: Path | str) -> None:
+    """Create the database file at `path` 0600 if it is missing, and tighten it and its WAL,
+    index and journal to 0600 if they are looser (a database made before this rule)."""
+    path = Path(path)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, SQLITE_FILE_MODE))
+    for suffix in SQLITE_SUFFIXES:
+        file = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o777 & ~SQLITE_FILE_MODE:
+                file.chmod(SQLITE_FILE_MODE)
+
+
 def upgrade_sqlite(path: Path | str, revision: str = "head") -> None:
-    """Create or upgrade the SQLite database at `path`."""
+    """Create or upgrade the SQLite database at `path` (its files 0600: `private_sqlite`)."""
+    private_sqlite(path)
     engine = create_engine(f"sqlite:///{path}")
     try:
         with engine.begin() as connection:

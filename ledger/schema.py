@@ -78,12 +78,17 @@ cardholders = Table(
     "cardholders",
     metadata,
     Column("id", String(20), primary_key=True),
-    Column("ssn", String(20), nullable=False, unique=True),  # social-security number
-    Column("name", String(60), nullable=False),
+    # The ID number and name in clear: NULL since they are sealed (ledger/personal.py); only
+    # rows written before revision 0009 hold them until sealed.
+    Column("ssn", String(20), unique=True),  # social-security number
+    Column("name", String(60)),
     Column("category", String(10), nullable=False),  # employed | retired
     Column("birth_date", Date),
     Column("unit_id", String(32), ForeignKey("institutions.id"), nullable=False),
     Column("status", String(16), nullable=False, server_default="active"),
+    Column("ssn_index", String(32), unique=True),  # keyed hash of the ID number (hex)
+    Column("personal", LargeBinary),  # ID number and name sealed under PERSONAL_DATA
+    Column("personal_key_version", SmallInteger),  # the PERSONAL_DATA key's version
 )
 
 cards = Table(

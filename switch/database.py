@@ -30,6 +30,7 @@ from switch.bank.saf import ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
 from switch.pg_stores import PgCardStatus, PgKeyStore, PgReversalQueue
 from switch.replies import ReplyCache
+from switch.reply_file import FileReplyCache
 from switch.reply_store import SharedReplyCache
 from switch.sequences import PgSequences, Sequences, SqliteSequences
 from switch.session_store import SqliteSessionKeys
@@ -82,8 +83,13 @@ class Stores:
 
     def reply_cache(self) -> ReplyCache:
         """The retransmission cache: shared through the database on PostgreSQL (several
-        workers), in the process on SQLite (one process)."""
-        return ReplyCache() if self.pool is None else SharedReplyCache(self.pool)
+        workers); on SQLite (one process) in the process, and durable in the file through the
+        ledger's writer (a restart still answers a retransmission byte for byte)."""
+        if self.pool is not None:
+            return SharedReplyCache(self.pool)
+        if isinstance(self.ledger, SqliteLedger):
+            return FileReplyCache(self.ledger.writer)
+        return ReplyCache()
 
     async def close(self) -> None:
         if isinstance(self._session_sets, SqliteSessionKeys):

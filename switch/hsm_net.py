@@ -234,6 +234,18 @@ class HsmClient:
         result: bytes = await self.call("decrypt_data", key, data)
         return result
 
+    async def encrypt_personal(self, key: KeyRef, context: bytes, data: bytes) -> bytes:
+        result: bytes = await self.call("encrypt_personal", key, context, data)
+        return result
+
+    async def decrypt_personal(self, key: KeyRef, context: bytes, sealed: bytes) -> bytes:
+        result: bytes = await self.call("decrypt_personal", key, context, sealed)
+        return result
+
+    async def index_personal(self, key: KeyRef, data: bytes) -> bytes:
+        result: bytes = await self.call("index_personal", key, data)
+        return result
+
     async def translate_pin(
         self, source: KeyRef, destination: KeyRef, pin_block: bytes, pan: str
     ) -> bytes:

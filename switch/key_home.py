@@ -11,18 +11,28 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hsm.errors import LmkError
+from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk
 from hsm.soft import SoftHsm
 from switch.keystore_file import FileKeyStore
 
+if TYPE_CHECKING:  # the ledger (and SQLAlchemy) load when personal data is used, not for --help
+    from ledger.personal import PersonalKeys
+
 LMK_CONFIG = "lmk.json"
+#: Files this process creates are its user's alone: the database and its WAL, keys, the audit
+#: log, logs (issue 22: a 0644 database in a 0755 home held every cardholder).
+PRIVATE_UMASK = 0o077
+PRIVATE_HOME_MODE = 0o700
 TEST_ONLY_BANNER = "*** TEST ONLY LMK: published test components, never for production ***"
 
 
@@ -41,7 +51,7 @@ class Home:
 
     def audit(self, what: str, **details: object) -> None:
         """Append one ceremony step. Callers pass references and KCVs only."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
         line = {"at": ceremony_now().isoformat(), "who": self.operator, "what": what, **details}
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
         fd = os.open(self.path / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -56,6 +66,28 @@ class Home:
         if not config.exists():
             return None
         return str(json.loads(config.read_text())["kcv"])
+
+
+def private_home(path: Path) -> Path:
+    """Make this process's files private (umask 077: 0600 files, 0700 directories) and `path`,
+    the deployment's home, 0700 — created so, or tightened if it was looser, with the key
+    home's files (a daemon's and a demo's start: an earlier deployment's home too). The
+    database's files are tightened where they are opened (`ledger.migrate.upgrade_sqlite`)."""
+    os.umask(PRIVATE_UMASK)
+    path.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
+    _tighten(path, PRIVATE_HOME_MODE)
+    for name in ("keys.jsonl", "audit.jsonl", LMK_CONFIG):  # the key home's own files
+        _tighten(path / name, 0o600)
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """``mode`` if looser; never a shared directory (sticky, as /tmp): that is no home."""
+    if not path.exists():
+        return
+    current = path.stat().st_mode
+    if current & 0o777 & ~mode and not current & stat.S_ISVTX:
+        path.chmod(mode)
 
 
 def ceremony_now() -> datetime:
@@ -89,6 +121,22 @@ def component_files_of(files: Sequence[Path]) -> list[Component]:
         expected = lines[1].split(":", 1)[-1] if len(lines) > 1 else None
         components.append(Component.parse(lines[0] if lines else "", expected))
     return components
+
+
+async def personal_keys(hsm: Hsm, store: KeyStore) -> PersonalKeys:
+    """The keys cardholders' names and ID numbers are sealed and indexed under (ledger.personal):
+    the newest PERSONAL_DATA version seals, every version opens; KeyNotFound when missing."""
+    from ledger.personal import DATA_ALIAS, INDEX_ALIAS, PersonalKeys
+
+    data = sorted(await store.list(DATA_ALIAS), key=lambda stored: stored.version)
+    index = sorted(await store.list(INDEX_ALIAS), key=lambda stored: stored.version)
+    if not data or not index:
+        raise KeyNotFound(
+            f"no {DATA_ALIAS} or {INDEX_ALIAS}: generate them (medswitch keys generate, usages "
+            "PERSONAL_DATA and PERSONAL_INDEX) before cardholders are written"
+        )
+    earlier = tuple(stored.ref for stored in data[:-1])
+    return PersonalKeys(hsm, data[-1].ref, index[-1].ref, earlier)
 
 
 async def resolve(home: Home, text: str) -> KeyRef:

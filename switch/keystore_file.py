@@ -59,7 +59,7 @@ class FileKeyStore:
         if (stored.alias, stored.version) in self._records:
             raise KeyExistsError(f"key {stored.alias} v{stored.version} already exists")
         line = json.dumps(_encode(stored), separators=(",", ":")).encode() + b"\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size

@@ -33,6 +33,7 @@ from ledger.dayend import snapshot as snap
 from ledger.dayend import store
 from ledger.dayend.calendar import Cutover, parse_date
 from ledger.dayend.plan import Payout, Plan, plan
+from ledger.personal import PersonalKeys, people
 
 KeyFor = Callable[[str], Awaitable[KeyRef]]
 Progress = Callable[[str], None]
@@ -90,8 +91,10 @@ class _Clock:
 
 async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cutover,
               out_dir: Path, operator: str, now_us: int, *, settle_s: int = 60,
-              progress: Progress | None = None) -> RunResult:
-    """The maker's day-end run for `date` (yyyy-mm-dd)."""
+              progress: Progress | None = None,
+              personal: PersonalKeys | None = None) -> RunResult:
+    """The maker's day-end run for `date` (yyyy-mm-dd). Refunds name their cardholders, whose
+    names are sealed at rest: a day with refunds needs ``personal``, the keys to open them."""
     day = parse_date(date)
     date = day.isoformat()
     end_us = cutover.instant_us(day)
@@ -102,6 +105,12 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
     _check_order(engine, date, stored)
     clock = _Clock(progress)
     snapshot = snap.read(engine, day, cutover)
+    if snapshot.refund_targets:
+        if personal is None:
+            raise DayendError("refunds name their cardholders: the personal-data keys "
+                              "(PERSONAL_DATA, PERSONAL_INDEX) are needed to open the names")
+        found = await people(engine, personal, snapshot.refund_targets)
+        snapshot = snap.with_names(snapshot, {i: p.name for i, p in found.items()})
     clock.step("snapshot")
     payout_plan = plan(snapshot)
     report = cl.clearing(snapshot, payout_plan)

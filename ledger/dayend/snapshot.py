@@ -7,6 +7,7 @@ date's transfers, balances at the cut-over as the current balance less what post
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections import defaultdict
@@ -58,7 +59,7 @@ class RefundTarget:
     """Where a cardholder's refunds go: the bank that funded their EP, the card it debits."""
 
     cardholder_id: str
-    name: str
+    name: str  # "" as read: names are sealed at rest (`with_names` fills them in)
     bank_id: str | None
     card_no: str | None
 
@@ -307,12 +308,18 @@ def _split_parts(text: str) -> dict[tuple[str, str], int]:
     return dict(parts)
 
 
+def with_names(snapshot: Snapshot, names: dict[str, str]) -> Snapshot:
+    """`snapshot` with its refund targets' names (opened through the HSM: ledger.personal)."""
+    targets = {holder: dataclasses.replace(target, name=names.get(holder, ""))
+               for holder, target in snapshot.refund_targets.items()}
+    return dataclasses.replace(snapshot, refund_targets=targets)
+
+
 def _refund_targets(connection: Connection, cardholders: Iterable[str],
                     end: int) -> dict[str, RefundTarget]:
     targets = {}
     load = int(TransferCode.LOAD_INTO_DOUBT)
     for holder in sorted(cardholders):
-        names = _rows(connection, "SELECT name FROM cardholders WHERE id = ?", holder)
         cards = _rows(connection, "SELECT card_no, application_serial FROM cards WHERE "
                       "cardholder_id = ? ORDER BY card_no", holder)
         best: tuple[int, str, str] | None = None
@@ -322,7 +329,7 @@ def _refund_targets(connection: Connection, cardholders: Iterable[str],
                          "ORDER BY seq DESC LIMIT 1", f"epload:{serial}", load, end)
             if rows and (best is None or rows[0][0] > best[0]):
                 best = (int(rows[0][0]), rows[0][1].partition(":")[2], card_no)
-        name = names[0][0] if names else ""
+        name = ""  # sealed at rest: the run opens it through the HSM (`with_names`)
         if best is None:
             targets[holder] = RefundTarget(holder, name, None, None)
         else:

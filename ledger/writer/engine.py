@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ledger.core import Health, LedgerUnavailable
-from ledger.writer.jobs import Job, Operation, Stats
+from ledger.writer.jobs import Call, Job, Operation, Stats
 
 BATCH_MAX = 1024
 WINDOW_S = 0.0
@@ -178,7 +178,17 @@ class Writer:
     def run_batch(self, batch: list[Job]) -> None:
         """One batch in one transaction and one commit, then delivered; a batch that fails
         runs again job by job, so that only the culprit fails. Called by the writer's own
-        thread (or by the one thread of the writer process's child, which gathers)."""
+        thread (or by the one thread of the writer process's child, which gathers).
+        Unsynced calls (`Call(..., synced=False)`) gathered with other work commit first, on
+        their own: they do not wait for the others' fsync (a reply held for a later request's
+        disk write)."""
+        unsynced = [job for job in batch if _unsynced(job)]
+        if unsynced and len(unsynced) < len(batch):
+            self._run_batch(unsynced)
+            batch = [job for job in batch if not _unsynced(job)]
+        self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Job]) -> None:
         try:
             self._execute(batch)
             self._commit()
@@ -189,13 +199,18 @@ class Writer:
             if len(batch) > 1:  # find the culprit: every job again on its own
                 for job in batch:
                     job.value, job.error = None, None
-                    self.run_batch([job])
+                    self._run_batch([job])
                 return
             batch[0].error = exc
         self.stats.batches += 1
         self.stats.jobs += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
         self._deliver(batch)
+
+
+def _unsynced(job: Job) -> bool:
+    """A write that may wait for the next commit to reach the disk (the reply cache's)."""
+    return isinstance(job.op, Call) and not job.op.synced
 
 
 def deliver_to_callers(batch: Sequence[Job]) -> None:

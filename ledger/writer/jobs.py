@@ -84,9 +84,13 @@ class PostAndRecord:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A `Write`, failing alone (its own exception) when it raises. Answer: its value."""
+    """A `Write`, failing alone (its own exception) when it raises. Answer: its value.
+    Unsynced (``synced=False``): a batch made only of such calls commits without its own fsync
+    (durable against the process's crash, not the machine's; the next batch's fsync covers it).
+    The retransmission cache's replies on SQLite."""
 
     write: Write[Any]
+    synced: bool = True
 
 
 @dataclass(frozen=True, slots=True)

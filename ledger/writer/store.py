@@ -143,6 +143,7 @@ class SqliteStore(OfflineRecords):
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
+        self._unsynced = False  # synchronous=NORMAL: the batch is only unsynced calls
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -151,6 +152,7 @@ class SqliteStore(OfflineRecords):
 
     def connect(self) -> None:
         self.db = connect(self.path)
+        self._unsynced = False
 
     def disconnect(self) -> None:
         if self.db is not None:
@@ -188,6 +190,10 @@ class SqliteStore(OfflineRecords):
     def execute(self, batch: Sequence[j.Job]) -> None:
         """The batch in one transaction; again with a savepoint per call when a call raised
         after writing (`Tainted`: rare), its values reset and what it wrote rolled back."""
+        unsynced = all(isinstance(job.op, j.Call) and not job.op.synced for job in batch)
+        if unsynced is not self._unsynced:  # WAL, NORMAL: no fsync at this batch's commit
+            self.conn.execute(f"PRAGMA synchronous={'NORMAL' if unsynced else 'FULL'}")
+            self._unsynced = unsynced
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self._execute(batch, savepoints=False)

@@ -33,6 +33,7 @@ from ledger.dayend import payout_file as pf
 from ledger.dayend import run as dayend
 from ledger.dayend import store
 from ledger.dayend.calendar import CalendarError, Cutover, parse_date
+from ledger.personal import PersonalDataError, PersonalKeys
 from switch import config as config_module
 from switch.cli.common import (
     Database,
@@ -46,7 +47,7 @@ from switch.cli.common import (
     with_back_office,
     with_engine,
 )
-from switch.key_home import Home
+from switch.key_home import Home, KeyNotFound, personal_keys
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
@@ -132,13 +133,18 @@ def run_command(date: str, database: Database, keys_home: Path,
         bar.update()
 
     async def clear(office: BackOffice) -> dayend.RunResult:
+        try:  # refunds name cardholders: their names are sealed under these
+            personal: PersonalKeys | None = await personal_keys(hsm, home.store)
+        except KeyNotFound:
+            personal = None  # a day with refunds then says what is missing
         return await dayend.run(
             office.engine, hsm, key_for, date, cutover, _out(config, out), operator,
-            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress)
+            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress,
+            personal=personal)
 
     try:
         result = with_back_office(url, clear)
-    except (dayend.DayendError, pf.PayoutFileError, HsmError) as error:
+    except (dayend.DayendError, pf.PayoutFileError, HsmError, PersonalDataError) as error:
         raise click.ClickException(str(error)) from None
     finally:
         bar.close()

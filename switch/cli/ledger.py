@@ -5,6 +5,7 @@ or `--database URL` (`switch.cli.common`). No card numbers are printed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,9 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from ledger.core import Balance, PostedTransfer, ReviewItem
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
+from ledger.personal import PersonalKeys
 from switch.cli.common import Database, database_options, with_back_office
+from switch.key_home import PRIVATE_UMASK
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
@@ -38,7 +41,7 @@ def migrate(database: Database) -> None:
         click.echo(f"{url.split('@')[-1]}: schema at the newest revision {head()}")
         return
     db = Path(url.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
     upgrade_sqlite(db)
     click.echo(f"{db}: schema at revision {current_sqlite(db)} (newest {head()})")
 
@@ -102,15 +105,26 @@ def demo_group() -> None:
 @click.option("--seed", default=1, show_default=True, help="Same seed, same deployment.")
 @click.option("--force", is_flag=True, help="Replace an existing database (SQLite).")
 @database_options
-def demo_init(cardholders: int, seed: int, force: bool, database: Database) -> None:
+@click.option(
+    "--keys-home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The key home the demo's personal-data keys are made in (TEST ONLY LMK) [default: "
+    "the database's directory; on PostgreSQL $MEDSWITCH_HOME, or var/demo].",
+)
+def demo_init(
+    cardholders: int, seed: int, force: bool, database: Database, keys_home: Path | None
+) -> None:
     """Institutions of each kind and level, terminals with PSAMs, cardholders with cards and
-    funded personal accounts. Keys are made by `medswitch keys`, not here. On PostgreSQL the
-    schema is migrated and must hold no deployment yet."""
+    funded personal accounts; names and ID numbers sealed under the home's PERSONAL_DATA key
+    (made with the other centre keys if missing). Terminal keys are made by `medswitch keys`
+    or `medswitch run`. On PostgreSQL the schema is migrated and must hold no deployment yet."""
     from switch.database import is_postgres
 
     url = database.resolve()
     if is_postgres(url):
-        _demo_init_postgres(url, cardholders, seed, force)
+        home = keys_home or Path(os.environ.get("MEDSWITCH_HOME", "var/demo"))
+        _demo_init_postgres(url, cardholders, seed, force, _demo_keys(home))
         return
     db = Path(url.removeprefix("sqlite:///"))
     if db.exists():
@@ -118,10 +132,11 @@ def demo_init(cardholders: int, seed: int, force: bool, database: Database) -> N
             raise click.ClickException(f"{db} exists (use --force to replace it)")
         for suffix in ("", "-wal", "-shm"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
+    personal = _demo_keys(keys_home or db.parent)
     start = time.perf_counter()
     with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
-        summary = init_demo(db, cardholders, seed=seed, progress=bar.update)
+        summary = init_demo(db, cardholders, personal=personal, seed=seed, progress=bar.update)
     click.echo(
         f"{db}: {summary.institutions} institutions, {summary.terminals} terminals, "
         f"{summary.cardholders} cardholders, {summary.accounts} accounts; personal funds "
@@ -130,7 +145,19 @@ def demo_init(cardholders: int, seed: int, force: bool, database: Database) -> N
     )
 
 
-def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> None:
+def _demo_keys(home: Path) -> PersonalKeys:
+    """The demo's personal-data keys in ``home`` (made private if new; an existing directory,
+    which may be any the database was put in, keeps its mode: its key files are 0600)."""
+    from switch.demo.keys import demo_personal_keys
+
+    os.umask(PRIVATE_UMASK)
+    home.mkdir(0o700, parents=True, exist_ok=True)
+    return asyncio.run(demo_personal_keys(home))
+
+
+def _demo_init_postgres(
+    url: str, cardholders: int, seed: int, force: bool, personal: PersonalKeys
+) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     if force:
@@ -138,7 +165,9 @@ def _demo_init_postgres(url: str, cardholders: int, seed: int, force: bool) -> N
     start = time.perf_counter()
     try:
         with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
-            summary = init_demo(url, cardholders, seed=seed, progress=bar.update)
+            summary = init_demo(
+                url, cardholders, personal=personal, seed=seed, progress=bar.update
+            )
     except FileExistsError as err:
         raise click.ClickException(str(err)) from None
     except (OSError, asyncpg.PostgresError) as err:

@@ -23,6 +23,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from hsm.errors import HsmError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
+from ledger.cardholder_import import import_cardholders
 from ledger.ledger_files import (
     CardholderFile,
     CardholderImport,
@@ -32,13 +33,13 @@ from ledger.ledger_files import (
     ContributionRecord,
     build_cardholders,
     build_contributions,
-    import_cardholders,
     import_contributions,
 )
 from ledger.medical import filemac
 from ledger.medical.policy import Category
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
+from ledger.personal import PersonalDataError
 from switch.cli.common import (
     Database,
     check_database,
@@ -53,6 +54,8 @@ from switch.key_home import Home
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
+from switch.key_home import KeyNotFound, personal_keys
+from switch.keystore_file import FileKeyStore
 
 BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs/ledger-files.md)."
 
@@ -121,12 +124,17 @@ def import_cardholders_command(
 
     async def register(office: BackOffice) -> CardholderImport:
         ledger = await office.ledger()
-        return await import_cardholders(office.engine, ledger, hsm, key, data, bar.update)
+        personal = await personal_keys(hsm, FileKeyStore(keys_home / "keys.jsonl"))
+        return await import_cardholders(
+            office.engine, ledger, hsm, key, data, personal, bar.update
+        )
 
     try:
         with tqdm(total=_records(data), unit="cardholder", disable=None) as bar:
             done = with_back_office(url, register)
-    except (MedicalFileError, HsmError) as error:
+    except KeyNotFound as error:
+        raise click.ClickException(str(error)) from None
+    except (MedicalFileError, HsmError, PersonalDataError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
     click.echo(
         f"{file}: cardholders {done.file.file_id}: {len(done.file.records)} records, "

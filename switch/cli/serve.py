@@ -17,6 +17,7 @@ from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
 from switch.config import Config, ConfigError, check, load
 from switch.database import open_stores
+from switch.key_home import private_home
 from switch.keystore_file import FileKeyStore
 from switch.pg_stores import RoutedKeyStore
 from switch.sessions import Sessions, SharedSessions, SignOnLimit
@@ -113,6 +114,7 @@ def serve(config_path: Path | None, workers: int | None) -> None:
 
     logs.configure(logging.INFO)
     config = _load_config(config_path)
+    private_home(config.home_path)  # 0700, and what the daemon writes 0600
     if workers is not None:
         config = dataclasses.replace(config, workers=workers)
         try:
@@ -169,13 +171,13 @@ def run(ctx: click.Context, cardholders: int) -> None:
             "medswitch run sets up the embedded SQLite demo; on PostgreSQL run "
             "`medswitch demo init --database URL`, provision keys, then `medswitch serve`"
         )
-    home = config.home_path
+    home = private_home(config.home_path)  # 0700, and what it writes 0600
     database = config.sqlite_path
     if not database.exists():
-        home.mkdir(parents=True, exist_ok=True)
         click.echo(f"creating the demo deployment in {home} (TEST ONLY keys)")
+        personal = asyncio.run(demo_keys.demo_personal_keys(home))  # the centre's keys first
         with tqdm(total=cardholders, unit=" cardholders") as bar:
-            init_demo(database, cardholders, progress=bar.update)
+            init_demo(database, cardholders, personal=personal, progress=bar.update)
     with sqlite3.connect(database) as connection:
         terminals = [row[0] for row in connection.execute("SELECT id FROM terminals")]
     created = asyncio.run(demo_keys.provision(home, terminals))

@@ -1,6 +1,7 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
-terminal, the card master keys (key version 1), the data-check and PSAM transport keys, and a
-file key per bank for the day-end payout and return files.
+terminal, the card master keys (key version 1), the data-check and PSAM transport keys, the
+keys cardholders' names and ID numbers are sealed and indexed under, and a file key per bank
+for the day-end payout and return files.
 
 Everything is created through the HSM and recorded in the ceremony audit log; only check values
 are printed. A production deployment runs the ceremony by hand (`medswitch keys ...`) and an
@@ -19,8 +20,9 @@ from hsm.keys import KeyUsage
 from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
 from ledger.demo import institutions
+from ledger.personal import PersonalKeys
 from routing.cardkeys import card_master_alias
-from switch.key_home import LMK_CONFIG, Home, component_files_of, open_soft_hsm
+from switch.key_home import LMK_CONFIG, Home, component_files_of, open_soft_hsm, personal_keys
 from switch.sessions import tmk_alias
 
 CARD_MASTER_USAGES = (
@@ -33,7 +35,12 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_APP_MAINT,
     KeyUsage.MK_CONTROL,
 )
-CENTRE_USAGES = (KeyUsage.DATA_CHECK, KeyUsage.PSAM_TRANSPORT)
+CENTRE_USAGES = (
+    KeyUsage.DATA_CHECK,
+    KeyUsage.PSAM_TRANSPORT,
+    KeyUsage.PERSONAL_DATA,  # centre/PERSONAL_DATA: cardholders' names and ID numbers sealed
+    KeyUsage.PERSONAL_INDEX,  # centre/PERSONAL_INDEX: their ID numbers' keyed hashes
+)
 
 
 def centre_alias(usage: KeyUsage) -> str:
@@ -57,7 +64,7 @@ def custodian_files(home: Path) -> list[Path]:
 def write_test_components(home: Path) -> list[Path]:
     """The custodians' files (component, then its KCV) and the LMK's recorded check value."""
     files = custodian_files(home)
-    files[0].parent.mkdir(parents=True, exist_ok=True)
+    files[0].parent.mkdir(0o700, parents=True, exist_ok=True)
     components = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
     for file, component, text in zip(files, components, TEST_ONLY_COMPONENTS, strict=True):
         if not file.exists():
@@ -79,16 +86,19 @@ def write_test_components(home: Path) -> list[Path]:
 
 async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
     """Create whatever demo keys are missing; returns alias → KCV of what was created."""
-    files = write_test_components(home)
-    hsm = open_soft_hsm(home, component_files_of(files))
-    audit = Home(home, "demo")
-    store = audit.store
-    existing = {stored.alias for stored in await store.list()}
-    created: dict[str, str] = {}
     wanted = [(card_master_alias(u), u) for u in CARD_MASTER_USAGES]
     wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
     wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
     wanted += [(bank_file_alias(b), KeyUsage.FILE) for b in demo_bank_ids()]
+    return await _provision(home, wanted)
+
+
+async def _provision(home: Path, wanted: list[tuple[str, KeyUsage]]) -> dict[str, str]:
+    files = write_test_components(home)
+    hsm = open_soft_hsm(home, component_files_of(files))
+    audit = Home(home, "demo")
+    existing = {stored.alias for stored in await audit.store.list()}
+    created: dict[str, str] = {}
     for alias, usage in wanted:
         if alias in existing:
             continue
@@ -98,6 +108,16 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
             "key.generate", alias=alias, usage=usage.value, version=1, kcv=ref, test_only=True
         )
     return created
+
+
+async def demo_personal_keys(home: Path) -> PersonalKeys:
+    """The demo's keys for cardholders' personal data (made first if missing; TEST ONLY LMK)
+    on a software HSM over HOME's key file: what `ledger.demo.init_demo` seals with, and what
+    the daemon and the CLI open with later. Only these two: the others are `provision`'s."""
+    usages = (KeyUsage.PERSONAL_DATA, KeyUsage.PERSONAL_INDEX)
+    await _provision(home, [(centre_alias(u), u) for u in usages])
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    return await personal_keys(hsm, Home(home, "demo").store)
 
 
 async def _generate(hsm: SoftHsm, alias: str, usage: KeyUsage) -> str:

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine
 
-from ledger.demo import init_demo, luhn_digit
+from ledger.demo import cardholder_rows, init_demo, luhn_digit
 from ledger.migrate import head
+from ledger.personal import Person, people
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.ledger import demo_group, ledger_group
 from tests.support.events import check_balances
+from tests.support.personal import demo_keys
 
 
 def test_demo_deployment_is_consistent_and_deterministic(tmp_path: Path) -> None:
-    first = init_demo(tmp_path / "a.db", 120, seed=7)
-    second = init_demo(tmp_path / "b.db", 120, seed=7)
+    first = init_demo(tmp_path / "a.db", 120, personal=demo_keys(tmp_path), seed=7)
+    second = init_demo(tmp_path / "b.db", 120, personal=demo_keys(tmp_path), seed=7)
     assert first == second
     assert first.cardholders == 120 and first.accounts > 7 * 120
     connection = sqlite3.connect(tmp_path / "a.db")
@@ -41,7 +45,7 @@ def test_demo_deployment_is_consistent_and_deterministic(tmp_path: Path) -> None
 
     asyncio.run(check())
     with pytest.raises(FileExistsError):
-        init_demo(tmp_path / "a.db", 1)
+        init_demo(tmp_path / "a.db", 1, personal=demo_keys(tmp_path))
 
 
 def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
@@ -63,3 +67,27 @@ def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
     assert migrated.exit_code == 0 and f"revision {head()} (newest {head()})" in migrated.output
     missing = runner.invoke(ledger_group, ["balance", "pf:nobody", "--db", db])
     assert missing.exit_code != 0
+
+
+def test_demo_names_and_id_numbers_are_sealed_at_rest(tmp_path: Path) -> None:
+    """The database and its WAL hold no cardholder's name or ID number in clear; opened through
+    the HSM they are the ones generated, and an ID number is found by its keyed hash."""
+    personal = demo_keys(tmp_path)
+    init_demo(tmp_path / "a.db", 50, personal=personal, seed=3)
+    generated = {h["id"]: Person(h["ssn"], h["name"]) for h, _, _ in
+                 cardholder_rows(1, 50, random.Random(3))}  # fmt: skip
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("a.db*"))
+    for person in generated.values():
+        assert person.ssn.encode() not in data and person.name.encode() not in data
+    engine = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        assert asyncio.run(people(engine, personal, generated)) == generated
+        holder, person = next(iter(generated.items()))
+        index = asyncio.run(personal.ssn_index(person.ssn))
+        with engine.connect() as connection:
+            found = connection.exec_driver_sql(
+                "SELECT id FROM cardholders WHERE ssn_index = ?", (index,)
+            ).scalar_one()
+        assert found == holder
+    finally:
+        engine.dispose()

@@ -24,6 +24,7 @@ from simulators.bank import BankIssuer, BankKeys
 from switch.app import App, open_app
 from switch.bank.host import BankHost
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, new_hsm, now
 from tests.support.on_file import CardOnFile
@@ -140,13 +141,15 @@ async def bank_daemon(
     with ``bank_b`` (its settings), a second bank beside the first; with ``backend`` =
     "postgres", the deployment in a fresh PostgreSQL schema."""
     if backend != "postgres":
-        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders, personal=personal)
         async with _bank_daemon(tmp, "", bank_b, bank) as running:
             yield running
         return
     async with fresh_schema() as schema:
         url = f"{DSN}?schema={schema}"
-        await asyncio.to_thread(init_demo, url, cardholders)
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, url, cardholders, personal=personal)
         async with _bank_daemon(tmp, url, bank_b, bank) as running:
             yield running
 

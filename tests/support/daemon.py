@@ -33,9 +33,11 @@ from messages import terminal_table
 from messages.codec import Codec, Message
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
-from messages.terminal import TerminalMessage, TerminalReply
+from messages.terminal import SignOn, SignOnReply, TerminalMessage, TerminalReply
+from messages.terminal_table import build, parse
 from switch.app import App, open_app
 from switch.config import Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.support.on_file import CardOnFile, PsamOnFile
 from tests.support.pg import DSN, fresh_schema
@@ -225,14 +227,16 @@ async def running_daemon(
         async with fresh_schema() as schema:
             url = f"{DSN}?schema={schema}"
             if cardholders:
-                await asyncio.to_thread(init_demo, url, cardholders)
+                personal = await demo_personal_keys(tmp)
+                await asyncio.to_thread(init_demo, url, cardholders, personal=personal)
             else:
                 await make_pg_database(url, terminals or {})
             async with _serving(tmp, url) as daemon:
                 yield daemon
         return
     if cardholders:
-        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders)
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, tmp / "medswitch.db", cardholders, personal=personal)
     else:
         make_database(tmp / "medswitch.db", terminals or {})
     async with _serving(tmp, "") as daemon:
@@ -264,3 +268,23 @@ def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ign
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+async def sign_on_once(port: int) -> SignOnReply:
+    """One sign-on of POS00001 on a fresh connection to a daemon's terminal port."""
+    codec = Codec(TERMINAL)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        request = SignOn(stan="000001", terminal_id="POS00001", institution_id=INSTITUTION)
+        writer.write(encode_frame(codec.encode(build(request)), LengthFormat.BINARY2))
+        decoder = FrameDecoder(LengthFormat.BINARY2)
+        for _ in range(100):
+            frames = decoder.feed(await asyncio.wait_for(reader.read(4096), timeout=10))
+            if frames:
+                reply = parse(codec.decode(frames[0]))
+                assert isinstance(reply, SignOnReply)
+                return reply
+        raise AssertionError("no reply")
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -3,6 +3,7 @@ and the business date of now with a clock after its cut-over."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 import time
@@ -15,15 +16,18 @@ from ledger import events as ev
 from ledger.core import Ledger
 from ledger.dayend.calendar import Cutover
 from ledger.memory import MemoryLedger
+from ledger.personal import PersonalKeys
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
+from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys
 
 BANKS = ("b1", "b2")
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
 
 
 def make_keys(tmp: Path) -> tuple[Path, list[str]]:
-    """A key home (test LMK components from two custodians) holding bank/<b>/FILE keys."""
+    """A key home (test LMK components from two custodians) holding bank/<b>/FILE keys and
+    the keys cardholders' names and ID numbers are sealed under (`personal_of`)."""
     home, runner, components = tmp / "keys", CliRunner(), []
     for who in ("alice", "bob"):
         path = tmp / f"{who}.component"
@@ -32,10 +36,18 @@ def make_keys(tmp: Path) -> tuple[Path, list[str]]:
         components += ["-c", str(path)]
     steps = [["lmk-form", "--new", *components]]
     steps += [["generate", f"bank/{b}/FILE", "--usage", "FILE", *components] for b in BANKS]
+    steps += [["generate", f"centre/{u}", "--usage", u, *components]
+              for u in ("PERSONAL_DATA", "PERSONAL_INDEX")]  # fmt: skip
     for args in steps:
         result = runner.invoke(main, ["keys", "--home", str(home), *args])
         assert result.exit_code == 0, result.output
     return home, components
+
+
+def personal_of(home: Path, components: list[str]) -> PersonalKeys:
+    """The personal-data keys of a `make_keys` home (what `init_demo` seals with)."""
+    hsm = open_soft_hsm(home, component_files_of([Path(p) for p in components[1::2]]))
+    return asyncio.run(personal_keys(hsm, Home(home, "test").store))
 
 
 def today_and_after() -> tuple[str, str]:

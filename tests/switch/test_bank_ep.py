@@ -25,6 +25,7 @@ from simulators import terminal_card
 from simulators.bank import BankAcquirer, BankIssuer, IssuerRules
 from switch.app import open_app
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, new_hsm, now
 from tests.support.kiosk import PIN, issue_card
@@ -49,7 +50,9 @@ async def _until(condition: object, timeout_s: float = 10.0) -> None:
 def test_ep_load_from_savings_approved_declined_and_timed_out(tmp_path: Path) -> None:
     async def scenario() -> None:
         database = tmp_path / "medswitch.db"
-        await asyncio.to_thread(init_demo, database, 3)
+        await asyncio.to_thread(
+            init_demo, database, 3, personal=await demo_personal_keys(database.parent)
+        )
         store = MemoryKeyStore()
         hsm = new_hsm(store)
         zak_in = await hsm.generate_key(f"bank/{BANK}/ZAK", KeyUsage.ZAK, now=now())

@@ -39,6 +39,7 @@ from simulators.bank import CODEC, BankAcquirer, mac_payload
 from switch.app import open_app
 from switch.card_io.connection import ApduError, CardConnection
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
 from switch.logs import JsonFormatter
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, Terminal, new_hsm, now
@@ -56,7 +57,9 @@ async def bank_daemon(
 ) -> AsyncIterator[tuple[Daemon, KeyRef]]:
     """The daemon over a demo deployment with its bank link on port 0, and the link's ZAK
     (the bank holds the same key: here the daemon's HSM stands in for the bank's)."""
-    await asyncio.to_thread(init_demo, tmp / "medswitch.db", 3)
+    await asyncio.to_thread(
+        init_demo, tmp / "medswitch.db", 3, personal=await demo_personal_keys(tmp)
+    )
     store = MemoryKeyStore()
     hsm = new_hsm(store)
     zak = await hsm.generate_key(ZAK_ALIAS, KeyUsage.ZAK, now=now())

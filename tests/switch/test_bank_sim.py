@@ -24,6 +24,7 @@ from switch.app import open_app
 from switch.cli import main as cli_main
 from switch.config import BankConfig, Config, HttpConfig, ListenConfig
 from switch.demo import keys as demo_keys
+from switch.demo.keys import demo_personal_keys
 from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions
@@ -103,7 +104,8 @@ def test_sim_bank_acquirer_runs_a_counter_script(tmp_path: Path) -> None:
     """The CLI with a file key home (TEST ONLY components), the daemon on the same keys."""
 
     async def scenario() -> None:
-        await asyncio.to_thread(init_demo, tmp_path / "medswitch.db", 3)
+        personal = await demo_personal_keys(tmp_path)
+        await asyncio.to_thread(init_demo, tmp_path / "medswitch.db", 3, personal=personal)
         files = demo_keys.write_test_components(tmp_path)
         hsm = open_soft_hsm(tmp_path, component_files_of(files))
         store = FileKeyStore(tmp_path / "keys.jsonl")

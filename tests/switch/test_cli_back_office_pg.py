@@ -31,7 +31,7 @@ from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.support.dayend import CUTOVER, make_keys, today_and_after
+from tests.support.dayend import CUTOVER, make_keys, personal_of, today_and_after
 from tests.support.pg import DSN
 
 pytestmark = pytest.mark.postgres
@@ -226,8 +226,9 @@ def test_the_back_office_on_postgresql_does_what_it_does_on_sqlite(
     tmp_path: Path, keys: tuple[Path, list[str]], pg_url: str
 ) -> None:
     db = tmp_path / "medswitch.db"
-    init_demo(db, 6, seed=5)
-    init_demo(pg_url, 6, seed=5)
+    personal = personal_of(*keys)  # names sealed under the key home's PERSONAL_DATA key
+    init_demo(db, 6, seed=5, personal=personal)
+    init_demo(pg_url, 6, seed=5, personal=personal)
 
     async def post_days() -> None:
         lite = SqliteLedger.open(db)

@@ -5,6 +5,7 @@ personalised card that then loads with the HSM verifying MAC1 and TAC."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
     (batch,) = sorted(out.glob("*.bat"))
     assert "3 cards" in result.output
     assert b"P0000001" not in batch.read_bytes()  # personal data are encrypted
+    with sqlite3.connect(d["db"]) as db:  # rows written in clear before: sealed on first use
+        clear = db.execute("SELECT count(*) FROM cardholders WHERE ssn IS NOT NULL"
+                           " OR name IS NOT NULL OR personal IS NULL").fetchone()[0]
+    assert clear == 0
 
     refused = cli(d, "cards", "bob", "personalize", str(batch), "--reader", "r1")
     assert refused.exit_code != 0 and "not approved" in refused.output

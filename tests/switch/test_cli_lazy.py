@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from ledger.demo import init_demo
 from switch.cli import COMMANDS, main
 from switch.cli.lazy import Lazy, LazyGroup, load
+from tests.support.personal import demo_keys
 
 HEAVY = ("ledger", "sqlalchemy", "asyncpg", "aiohttp", "simulators", "switch.database",
          "switch.app", "tqdm")
@@ -112,8 +113,9 @@ def two_deployments(tmp_path: Path) -> tuple[Path, Path]:
     """Two demo databases told apart by their cardholder count (ledger balance of an account
     only one of them has)."""
     small, large = tmp_path / "small.db", tmp_path / "large.db"
-    init_demo(small, 2)
-    init_demo(large, 4)
+    personal = demo_keys(tmp_path / "keys")
+    init_demo(small, 2, personal=personal)
+    init_demo(large, 4, personal=personal)
     return small, large
 
 

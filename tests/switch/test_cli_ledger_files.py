@@ -34,10 +34,22 @@ from ledger.medical.policy import EXAMPLE, parse_policy
 from ledger.medical.recordfile import build, parse
 from ledger.medical.sql_reference import ReferenceData
 from ledger.medical.sql_store import sqlite_engine
+from ledger.personal import Person, people
 from switch.cli import main
-from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
+from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys, resolve
 
 HOLDERS = 12
+
+
+def assert_no_clear_personal_data(db: Path, secrets: list[str]) -> None:
+    """Neither the database file nor its WAL holds any of ``secrets`` in clear (UTF-8, as
+    SQLite stores text; UTF-16 too)."""
+    files = [db.with_name(db.name + suffix) for suffix in ("", "-wal")]
+    data = b"".join(f.read_bytes() for f in files if f.exists())
+    assert data
+    for secret in secrets:
+        for encoded in (secret.encode(), secret.encode("utf-16-le")):
+            assert encoded not in data, secret
 TABLES = ("accounts", "transfers", "cardholders", "cards", "review_items")
 
 
@@ -68,6 +80,22 @@ class World:
         path = self.tmp / name
         path.write_bytes(asyncio.run(seal(hsm, key, body)))
         return path
+
+    def people(self, ids: list[str]) -> dict[str, Person]:
+        """Cardholders opened through the HSM, as card issuance and refund files read them."""
+        hsm = open_soft_hsm(
+            self.keys_home, component_files_of([Path(p) for p in self.components[1::2]])
+        )
+
+        async def opened() -> dict[str, Person]:
+            keys = await personal_keys(hsm, Home(self.keys_home, "test").store)
+            engine = sqlite_engine(self.db)
+            try:
+                return await people(engine, keys, ids)
+            finally:
+                engine.dispose()
+
+        return asyncio.run(opened())
 
     def snapshot(self) -> dict[str, list[tuple[object, ...]]]:
         with sqlite3.connect(self.db) as connection:
@@ -105,6 +133,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
         ["generate", "file/social", "--usage", "FILE", *components],
         ["generate", "file/other", "--usage", "FILE", *components],
         ["generate", "tdk/one", "--usage", "TDK", *components],
+        ["generate", "centre/PERSONAL_DATA", "--usage", "PERSONAL_DATA", *components],
+        ["generate", "centre/PERSONAL_INDEX", "--usage", "PERSONAL_INDEX", *components],
     ):
         result = runner.invoke(main, ["keys", "--home", str(keys_home), *args])
         assert result.exit_code == 0, result.output
@@ -114,7 +144,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 @pytest.fixture
 def world(tmp_path: Path, keys: tuple[Path, list[str]]) -> World:
     db = tmp_path / "demo.db"
-    init_demo(db, HOLDERS)
+    keys_home, files = keys[0], [Path(p) for p in keys[1][1::2]]
+    hsm = open_soft_hsm(keys_home, component_files_of(files))
+    personal = asyncio.run(personal_keys(hsm, Home(keys_home, "test").store))
+    init_demo(db, HOLDERS, personal=personal)
     engine = sqlite_engine(db)
     ReferenceData(engine).set_policy(EXAMPLE, 0, "test")  # the 2026 policy
     engine.dispose()
@@ -277,7 +310,9 @@ def test_cardholders_round_trip_encrypted_then_contributions(world: World) -> No
             "SELECT ssn, name, category, birth_date, unit_id FROM cardholders WHERE id = ?",
             ("9000000002",),
         ).fetchone()
-    assert row == ("31010119550315123X", "李四", "retired", "1955-03-15", "u2")
+    assert row == (None, None, "retired", "1955-03-15", "u2")  # sealed at rest
+    assert world.people(["9000000002"]) == {"9000000002": Person("31010119550315123X", "李四")}
+    assert_no_clear_personal_data(world.db, ["31010119550315123X", "李四", "张三", "王五"])
     assert world.balance("pf:9000000002") == 0
     snapshot = world.snapshot()
     assert "0 added, 0 updated, 3 unchanged" in _import(world, "cardholders", path)
@@ -286,6 +321,11 @@ def test_cardholders_round_trip_encrypted_then_contributions(world: World) -> No
     moved = CARDHOLDERS_CSV.replace("王五,employed,1988-08-08,u1", "王五,employed,1988-08-08,u3")
     out = _import(world, "cardholders", _build_cardholders(world, moved, "k3.dat", "K2"))
     assert "0 added, 1 updated, 2 unchanged" in out
+    renamed = moved.replace("张三", "张叁")
+    out = _import(world, "cardholders", _build_cardholders(world, renamed, "k4.dat", "K4"))
+    assert "0 added, 1 updated, 2 unchanged" in out
+    assert world.people(["9000000001"])["9000000001"].name == "张叁"  # sealed again
+    assert_no_clear_personal_data(world.db, ["张叁"])
 
     csv_path = world.tmp / "new.csv"
     csv_path.write_text(

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from ledger.demo import init_demo
 from switch.demo import medical as demo_medical
+from tests.support.personal import demo_keys
 
 
 def test_provision_creates_catalogue_policy_and_credentials_once(tmp_path: Path) -> None:
     database = tmp_path / "medswitch.db"
-    init_demo(database, 2)
+    init_demo(database, 2, personal=demo_keys(database.parent))
     now = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
     created = demo_medical.provision(tmp_path, database, now)
     assert any("catalogue" in c for c in created) and any("policy 2027" in c for c in created)

@@ -13,13 +13,14 @@ from ledger.demo import init_demo
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.ledger import demo_group, ledger_group
+from tests.support.personal import demo_keys
 from tests.support.pg import DSN, fresh_schema
 
 pytestmark = pytest.mark.postgres
 
 
 def test_demo_init_on_postgres_equals_the_sqlite_demo(tmp_path: Path) -> None:
-    init_demo(tmp_path / "demo.db", 30, seed=3)
+    init_demo(tmp_path / "demo.db", 30, personal=demo_keys(tmp_path), seed=3)
 
     async def main() -> None:
         async with fresh_schema() as schema:

@@ -17,6 +17,7 @@ from ledger.demo import init_demo
 from ledger.events import Purse, load, post_into_doubt
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
+from tests.support.personal import demo_keys
 
 PAN = "6212340000000019"  # Luhn-valid
 
@@ -37,7 +38,7 @@ def _add_items(db: Path) -> None:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "demo.db"
-    init_demo(path, 6)
+    init_demo(path, 6, personal=demo_keys(path.parent))
     _add_items(path)
     return path
 

@@ -38,6 +38,7 @@ from ledger.medical.policy import EXAMPLE, Category, parse_policy
 from ledger.medical.split import Bill, BillLine, Person, split_bill
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
+from tests.support.personal import demo_keys
 
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
 CATALOGUE = CatalogueVersion(
@@ -93,7 +94,7 @@ async def _business(db: Path) -> None:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "demo.db"
-    init_demo(path, 4)
+    init_demo(path, 4, personal=demo_keys(path.parent))
     asyncio.run(_business(path))
     return path
 

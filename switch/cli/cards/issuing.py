@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from hsm.keys import KeyUsage
 from ledger import schema
+from ledger.personal import Person, PersonalDataError, people, seal_clear_cardholders
 from switch.card_io import issuance
 from switch.cli.cards.context import (
     STATUS_ACTIVE,
@@ -23,6 +24,7 @@ from switch.cli.cards.context import (
     run_hsm,
 )
 from switch.cli.common import resolve
+from switch.key_home import KeyNotFound, personal_keys
 
 U = KeyUsage
 
@@ -51,18 +53,28 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
         )
         if renew_before is not None:
             have = have.where(cards_t.c.expiry >= renew_before.date())
-        holders = db.execute(
-            sa.select(schema.cardholders.c.id, schema.cardholders.c.name,
-                      schema.cardholders.c.ssn)
+        holder_ids = db.execute(
+            sa.select(schema.cardholders.c.id)
             .where(schema.cardholders.c.status == "active")
             .where(schema.cardholders.c.id.not_in(have))
-        ).all()
+        ).scalars().all()
         serials = db.execute(
             sa.select(schema.cards.c.application_serial)
             .where(schema.cards.c.application_serial.like(f"{issuance.CITY_CODE}%"))
         ).scalars().all()
     first = 1 + max((int(s[len(issuance.CITY_CODE):]) for s in serials), default=0)
-    records = issuance.plan([tuple(h) for h in holders], first_sequence=first,
+
+    async def clear_people() -> dict[str, Person]:  # names and ID numbers: sealed at rest
+        keys = await personal_keys(c.hsm, c.home.store)
+        await seal_clear_cardholders(engine, keys)  # rows written before they were sealed
+        return await people(engine, keys, holder_ids)
+
+    try:
+        found = run_hsm(clear_people()) if holder_ids else {}
+    except (KeyNotFound, PersonalDataError) as error:
+        raise click.ClickException(str(error)) from None
+    holders = [(i, found[i].name, found[i].ssn) for i in holder_ids]
+    records = issuance.plan(holders, first_sequence=first,
                             bin_prefix=bin_prefix, issued=when.date())
     if not records:
         click.echo("every active cardholder has a card")

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.demo import init_demo
-from tests.support.dayend import Cli, make_keys
+from tests.support.dayend import Cli, make_keys, personal_of
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     db = tmp_path / "medswitch.db"
-    init_demo(db, 8)
     home, components = make_keys(tmp_path)
+    init_demo(db, 8, personal=personal_of(home, components))
     return Cli(db, home, components, tmp_path / "dayend", CliRunner())

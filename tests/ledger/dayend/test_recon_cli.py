@@ -21,7 +21,7 @@ from ledger import events as ev
 from ledger.core import Transfer
 from ledger.demo import init_demo
 from ledger.sqlite_ledger import SqliteLedger
-from tests.support.dayend import CUTOVER, Cli, make_keys, today_and_after
+from tests.support.dayend import CUTOVER, Cli, make_keys, personal_of, today_and_after
 from tests.support.invariants import check_invariants
 
 OURS = "WHERE reason IN ('payout_returned', 'bank_unmatched')"  # (card debits add others)
@@ -31,8 +31,8 @@ TABLES = ("accounts", "transfers", "payouts", "review_items", "bank_statement_li
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     db = tmp_path / "medswitch.db"
-    init_demo(db, 6)
     home, components = make_keys(tmp_path)
+    init_demo(db, 6, personal=personal_of(home, components))
     return Cli(db, home, components, tmp_path / "dayend", CliRunner())
 
 

@@ -20,6 +20,7 @@ from ledger.events.funds import post_contribution_received
 from ledger.medical.sql_store import sqlite_engine
 from ledger.sqlite_ledger import SqliteLedger
 from tests.support.daemon import new_hsm, now
+from tests.support.personal import demo_keys
 
 ENTRIES = (
     bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half"),
@@ -32,7 +33,7 @@ ENTRIES = (
 
 def test_crash_repair_and_unmatched_lines(tmp_path: Path) -> None:
     db = tmp_path / "medswitch.db"
-    init_demo(db, 3)
+    init_demo(db, 3, personal=demo_keys(db.parent))
     asyncio.run(_scenario(db))
 
 

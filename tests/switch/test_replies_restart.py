@@ -1,0 +1,143 @@
+"""Retransmissions after a restart on the embedded SQLite file: the reply cache is durable there
+(switch.reply_file), so a request resent to a restarted daemon gets its original reply byte for
+byte — here a 0200 whose bill has since completed, which handled afresh would answer 12."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import uvloop
+
+from hsm.keystore import MemoryKeyStore
+from ledger.demo import init_demo
+from messages.private import BillData
+from messages.terminal import DebitAdvice
+from switch.app import App, open_app
+from switch.config import Config, HttpConfig, ListenConfig
+from switch.demo.keys import demo_personal_keys
+from switch.reply_file import FileReplyCache
+from switch.sessions import Sessions
+from tests.support.daemon import Daemon, Terminal, new_hsm, now
+from tests.support.kiosk import (
+    issue_card_with_keys,
+    issue_psam,
+    kiosk_load,
+    pos_purchase,
+    signed_on_kiosk,
+)
+from tests.support.settlement import his_submit, medical_reference, settle
+
+
+async def _started(tmp: Path, hsm, store: MemoryKeyStore) -> App:  # type: ignore[no-untyped-def]
+    config = Config(
+        home=str(tmp),
+        database_url="",
+        terminal=replace(ListenConfig(), port=0),
+        http=HttpConfig(port=0),
+    )
+    app = await open_app(config, hsm, Sessions(store), clock=now)
+    await app.start()
+    return app
+
+
+async def _scenario(tmp: Path) -> None:
+    personal = await demo_personal_keys(tmp)
+    await asyncio.to_thread(init_demo, tmp / "medswitch.db", 3, personal=personal)
+    store = MemoryKeyStore()
+    hsm = new_hsm(store)
+    app = await _started(tmp, hsm, store)
+    try:
+        daemon = Daemon(app, hsm, store, tmp)
+        on_file, psam_row = daemon.first_card(), daemon.first_psam()
+        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+        body = {
+            "his_bill_no": "HIS-R1",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
+        }
+        submitted = await asyncio.to_thread(
+            his_submit, app.http_port, psam_row.institution_id, token, body
+        )
+        bill_id, personal = submitted["bill_id"], submitted["split"]["personal_account_fen"]
+        conn, keys = await issue_card_with_keys(daemon, on_file)
+        psam = await issue_psam(daemon, psam_row, keys.purchase)
+        async with daemon.terminal("K0000001") as kiosk:
+            await signed_on_kiosk(daemon, kiosk)
+            await kiosk_load(kiosk, conn, on_file, personal + 1_000)
+        async with daemon.terminal(psam_row.terminal_id) as pos:
+            await signed_on_kiosk(daemon, pos, psam_row.institution_id)
+            reply, _ = await settle(pos, daemon, on_file.card_no, bill_id, 150_000)
+            assert reply.response_code == "00", reply
+            settlement = pos.sent
+            original = await pos.send(settlement)  # the reply as the cache holds it
+            data = pos_purchase(conn, psam, on_file, personal, now().replace(tzinfo=None))
+            assert pos.keys is not None and pos.keys.tdk is not None
+            bill = await pos.hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=bill_id).build())
+            advice = DebitAdvice(
+                **pos.envelope(), pan=on_file.card_no, amount_fen=personal, card=data, bill=bill
+            )
+            assert (await pos.exchange(advice)).response_code == "00"  # the bill completes
+            session = (pos.keys, pos.batch, pos.institution_id, pos.tmk)
+    finally:
+        await app.stop()
+    with sqlite3.connect(tmp / "medswitch.db") as db:  # the reply is in the file
+        assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] >= 3
+
+    app = await _started(tmp, hsm, store)  # the restart: a new process's memory
+    try:
+        assert isinstance(app.stores.reply_cache(), FileReplyCache)  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.terminal_port)
+        try:
+            keys_, batch, institution, tmk = session
+            again = Terminal(psam_row.terminal_id, hsm, tmk, reader, writer, keys_, batch)
+            again.institution_id = institution
+            assert await again.send(settlement) == original  # byte for byte: not 12
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        await app.stop()
+
+
+def test_a_retransmission_after_a_restart_gets_the_original_reply(tmp_path: Path) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(_scenario(tmp_path), timeout=120))
+
+
+def test_the_file_cache_survives_its_writer_process_and_stays_bounded(tmp_path: Path) -> None:
+    from ledger.sqlite_ledger import SqliteLedger
+    from ledger.writer.process import ProcessWriter
+
+    path = tmp_path / "ledger.db"
+
+    async def run(keys: list[str], *, entries_max: int) -> dict[str, object]:
+        ledger = SqliteLedger.open(path, process=True)  # the daemon's writer: a child process
+        try:
+            assert isinstance(ledger.writer, ProcessWriter)
+            await ledger.writer.attach()
+            cache = FileReplyCache(ledger.writer, entries_max=entries_max)
+            found = {key: await cache.earlier(key, b"d" * 16) for key in keys}
+            for key in keys:
+                if found[key] is None:
+                    cache.begin(key, b"d" * 16)
+                    reply = asyncio.sleep(0, result=f"reply {key}".encode())
+                    assert await cache.remember((key, b"d" * 16), reply) == reply_of(key)
+            return found
+        finally:
+            await ledger.close()
+
+    def reply_of(key: str) -> bytes:
+        return f"reply {key}".encode()
+
+    first = asyncio.run(run(["a", "b", "c"], entries_max=10))
+    assert set(first.values()) == {None}
+    again = asyncio.run(run(["a", "b", "c", "d"], entries_max=10))
+    assert again == {"a": b"reply a", "b": b"reply b", "c": b"reply c", "d": None}
+    asyncio.run(run(["e"], entries_max=2))  # its first write purges all but the newest 2
+    with sqlite3.connect(path) as db:
+        kept = [row[0] for row in db.execute("SELECT message_key FROM response_cache")]
+    assert "e" in kept and len(kept) <= 2, kept
