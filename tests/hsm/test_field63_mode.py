@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hsm.keys import KeyUsage
 from hsm.lmk import Component
-from tests.hsm.conftest import make_soft_hsm
+from tests.support.hsm_keys import make_soft_hsm
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "terminal-interface.md"
 
