@@ -31,6 +31,10 @@ from switch.cli.ledger import demo_group, ledger_group  # noqa: E402
 
 main.add_command(ledger_group)
 main.add_command(demo_group)
+from switch.cli.sandbox import cards_command, sandbox_command  # noqa: E402
+
+demo_group.add_command(sandbox_command)
+demo_group.add_command(cards_command)
 from switch.cli.medical import authorise, catalogue, his_group, import_group, policy  # noqa: E402
 
 main.add_command(catalogue)

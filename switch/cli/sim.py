@@ -21,6 +21,9 @@ def sim_group() -> None:
     """Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk."""
 
 
+BILLS_LISTED = 20  # bills listed one per line, at most
+
+
 @sim_group.command("his")
 @click.option("--url", default="http://127.0.0.1:5881", show_default=True)
 @click.option("--institution", required=True, help="The institution id (HTTP Basic user).")
@@ -90,6 +93,8 @@ def sim_his(
         f"submitted {summary.submitted}, cancelled {summary.cancelled}, refused "
         f"{sum(summary.refused.values())} {dict(sorted(summary.refused.items()))}"
     )
+    for bill_id in summary.bill_ids[:BILLS_LISTED]:  # what a POS settles: bill id and total
+        click.echo(f"bill {bill_id} total_fen {summary.totals_fen[bill_id]}")
     click.echo(
         f"total {yuan(summary.total_fen)}: personal account "
         f"{yuan(summary.personal_account_fen)}, pooled {yuan(summary.pooled_fen)}, "
