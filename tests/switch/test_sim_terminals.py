@@ -215,10 +215,12 @@ def test_interactive_prompts_name_a_bad_command_and_quit(tmp_path: Path) -> None
     tmk.write_text("00" * 16 + "\n")
     args = ["sim", "pos", "--terminal-id", "P0000001", "--tmk-component", str(tmk)]
     args += ["--state", str(tmp_path / "s.json"), "--pan", "1", "--port", "1"]
-    result = CliRunner().invoke(main, args, input="dance\nrecords\nquit\n")
+    result = CliRunner().invoke(main, args, input="dance\nhelp\nrecords\nquit\n")
     assert result.exit_code == 0, result.output
     assert "POS P0000001>" in result.output and "unknown command 'dance'" in result.output
     assert "batch 000001: 0 record(s)" in result.output
+    assert "settle BILL_ID TOTAL_FEN" in result.output  # help: usage and what it does
+    assert "settle a HIS bill: personal share from the card's ED" in result.output
 
 
 def test_a_load_torn_after_the_card_wrote_is_recovered_by_the_cli(tmp_path: Path) -> None:
