@@ -7,6 +7,7 @@ the virtual card's balance."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         kiosk_script.write_text(
             f"sign_on\ninsert\nbalance\nload {personal + 10_000}\n"
             "# the card is pulled after CREDIT: the confirmation never goes\n"
-            "load_lost 2000\nrecover\nload 1000\n"
+            "load_lost 2000\nrecover\nload 1000\nhistory\n"
         )
         tmk = await tmk_file(daemon, KIOSK, tmp_path / "kiosk.tmk")
         kiosk_args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(tmk)]
@@ -88,6 +89,9 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         assert "the card proves the load" in result.output
         assert "centre: personal fund" in result.output
         assert card_ed(card_path) == personal + 13_000
+        history = result.output[result.output.index("history: "):]
+        assert re.search(r"^  \d{14} load_to_shadow 10\.00$", history, re.MULTILINE), history
+        assert re.search(r"^  \d{14} load_into_doubt 10\.00$", history, re.MULTILINE), history
 
         pos_script = tmp_path / "pos.txt"
         pos_script.write_text(
