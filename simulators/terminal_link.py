@@ -47,7 +47,12 @@ class Envelope(TypedDict):
 
 
 class TerminalError(Exception):
-    """A refusal or a fault the operator is shown (no card data in the text)."""
+    """A refusal or a fault the operator is shown (no card data in the text); `code`: the
+    centre's response code when it refused."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unreachable(TerminalError):
@@ -291,4 +296,4 @@ def answered(code: str) -> str:
 
 def refused(reply: TerminalReply, what: str) -> TerminalError:
     """A refusal as the terminal shows it: code, meaning and what to do (the spec's table)."""
-    return TerminalError(f"{what} refused: {explain(reply.response_code)}")
+    return TerminalError(f"{what} refused: {explain(reply.response_code)}", reply.response_code)

@@ -25,7 +25,9 @@ def test_a_refusal_shows_code_meaning_and_what_to_do() -> None:
                           batch="000001", response_code="13", mti="0210",
                           processing_code="000000", condition_code="00", txn_type="22",
                           network_code="000")
-    message = str(refused(reply, "settlement"))
+    error = refused(reply, "settlement")
+    message = str(error)
+    assert error.code == "13"
     assert message.startswith("settlement refused: 13 invalid amount: check field 4")
     assert answered("00") == "00"
     assert answered("A0") == "A0 mac error: " + TERMINAL_ACTIONS[Outcome.MAC_ERROR]
