@@ -129,6 +129,7 @@ class PostedTransfer:
     transfer: Transfer
     result: TransferResult
     seq: int
+    posted_at_us: int | None = None  # when it was committed: `history` gives it, else None
 
 
 @dataclass(frozen=True, slots=True)

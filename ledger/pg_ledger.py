@@ -233,16 +233,16 @@ class PgStore:
 
     async def history(self, account: str, limit: int) -> list[PostedTransfer]:
         sql = (
-            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM ("
-            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM ("
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM transfers"
             f"  WHERE debit_account_id = $1 AND result = 0 ORDER BY seq DESC LIMIT $2) AS d"
             " UNION ALL"
-            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM transfers"
             f"  WHERE credit_account_id = $1 AND result = 0 ORDER BY seq DESC LIMIT $2) AS c"
             f") AS both_sides ORDER BY seq DESC LIMIT $2"
         )
         found = await self.conn.fetch(sql, account, rows.clamp_limit(limit))
-        return [rows.posted(row) for row in reversed(found)]
+        return [rows.posted_timed(row) for row in reversed(found)]
 
     async def add_review(self, item: ReviewItem) -> bool:
         status = await self.conn.execute(

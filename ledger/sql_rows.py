@@ -117,6 +117,12 @@ def posted(row: Sequence[Any]) -> PostedTransfer:
     return PostedTransfer(first.transfer, first.result, int(row[7]))
 
 
+def posted_timed(row: Sequence[Any]) -> PostedTransfer:
+    """A row of TRANSFER_COLUMNS followed by seq and posted_at_us (a history row)."""
+    first = remembered(row)
+    return PostedTransfer(first.transfer, first.result, int(row[7]), int(row[8]))
+
+
 def transfer_row(row: Remembered, at_us: int) -> tuple[str, str, str, int, int, str, int, int]:
     t = row.transfer
     return (

@@ -20,6 +20,7 @@ from messages.private import BillData, CardData, TerminalParameters
 from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
 from messages.terminal import _ENVELOPE, _REPLY
+from messages.terminal_actions import TERMINAL_ACTIONS, meaning
 from messages.tlv import Tag
 
 
@@ -79,8 +80,8 @@ def tlv_table(layout: tuple[Tag, ...]) -> str:
 
 
 def response_codes() -> str:
-    lines = ["| F39 | outcome |", "|---|---|"]
-    lines += [f"| {o.code} | {o.name.lower().replace('_', ' ')} |" for o in Outcome]
+    lines = ["| F39 | outcome | what the terminal does |", "|---|---|---|"]
+    lines += [f"| {o.code} | {meaning(o)} | {TERMINAL_ACTIONS[o]} |" for o in Outcome]
     return "\n".join(lines)
 
 

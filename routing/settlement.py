@@ -107,8 +107,8 @@ def split_answer(record: BillRecord) -> BillData:
     split = record.split
     lines = explain(split)
     explanation = "\n".join(lines)
-    if len(explanation.encode()) > EXPLANATION_BYTES_MAX:  # a long bill: the lines that fit
-        explanation = _fitting(lines)
+    if len(explanation.encode()) > EXPLANATION_BYTES_MAX:  # a long bill: every line, short
+        explanation = _compact(record)
     # BillData(**values) without its frozen __init__, each field set through object.__setattr__
     return construct(
         BillData,
@@ -126,13 +126,23 @@ def split_answer(record: BillRecord) -> BillData:
     )
 
 
-def _fitting(lines: tuple[str, ...]) -> str:
-    """The leading lines whose join fits in one TLV element."""
-    fitting: list[str] = []
-    size = -1  # the joined lines' bytes: one newline fewer than lines
-    for line in lines:
-        size += len(line.encode()) + 1
-        if size > EXPLANATION_BYTES_MAX:
+def _compact(record: BillRecord) -> str:
+    """A receipt line per bill line, `number code amount` (ASCII, the names and parts left out),
+    as many as fit in one TLV element; when some still do not, the last line says how many
+    more there are and where to see them — a receipt never drops a line silently."""
+    lines = [
+        f"{line.number} {line.code} {line.amount_fen // 100}.{line.amount_fen % 100:02d}"
+        for line in record.split.lines
+    ]
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        more = len(lines) - index - 1
+        tail = f"\n+{more} more lines: bill {record.bill_id} at the HIS" if more else ""
+        if size + len(line) + 1 + len(tail.encode()) > EXPLANATION_BYTES_MAX + 1:
+            rest = len(lines) - index
+            kept.append(f"+{rest} more lines: bill {record.bill_id} at the HIS")
             break
-        fitting.append(line)
-    return "\n".join(fitting)
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)

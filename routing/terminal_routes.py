@@ -193,6 +193,14 @@ def terminal_routes(banks: Sequence[SavingsRoute] = ()) -> RouteTable:
             Route(
                 "terminal",
                 "0200",
+                processing_code="320000",
+                txn_type="02",
+                handler=inquiry.handle_history_inquiry,
+                description="history: the latest postings on the card's fund, ED and EP",
+            ),
+            Route(
+                "terminal",
+                "0200",
                 processing_code="600000",
                 txn_type="45",
                 handler=loads.handle_ed_load,

@@ -139,6 +139,7 @@ class Summary:
     pooled_fen: int = 0
     self_pay_fen: int = 0
     bill_ids: list[str] = field(default_factory=list)
+    totals_fen: dict[str, int] = field(default_factory=dict)  # by bill id, as the HIS answered
 
 
 async def simulate(
@@ -176,6 +177,7 @@ async def simulate(
             split = bill["split"]
             summary.submitted += 1
             summary.bill_ids.append(bill["bill_id"])
+            summary.totals_fen[bill["bill_id"]] = split["total_fen"]
             summary.total_fen += split["total_fen"]
             summary.personal_account_fen += split["personal_account_fen"]
             summary.pooled_fen += split["pooled_fen"]

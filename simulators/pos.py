@@ -41,6 +41,7 @@ from simulators.terminal_link import (
     TerminalLink,
     TerminalState,
     Unreachable,
+    answered,
     read_serial,
     refused,
     yuan,
@@ -171,7 +172,7 @@ class Pos:
             return "advice not answered: sent again at the batch settlement"
         record["advised"] = answer.response_code == "00"
         self.state.save()
-        return f"advice {answer.response_code}"
+        return f"advice {answered(answer.response_code)}"
 
     async def flush_reversal(self) -> list[str]:
         """Send the stored reversal until the centre answers: 0400, then 0401 repeats with
@@ -200,7 +201,7 @@ class Pos:
             return ["reversal not answered: it is sent again before the next request"]
         self.state.pending_reversal = None
         self.state.save()
-        return [f"reversal of STAN {pending['stan']} answered {answer.response_code}"]
+        return [f"reversal of STAN {pending['stan']} answered {answered(answer.response_code)}"]
 
     async def settle(
         self, bill_id: str, total_fen: int, self_pay: str = "cash", personal: str = "card"

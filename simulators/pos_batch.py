@@ -16,7 +16,14 @@ from messages.terminal import (
     BatchUploadRecord,
     DebitAdvice,
 )
-from simulators.terminal_link import TerminalLink, TerminalState, Unreachable, refused, yuan
+from simulators.terminal_link import (
+    TerminalLink,
+    TerminalState,
+    Unreachable,
+    answered,
+    refused,
+    yuan,
+)
 
 
 class Pos(Protocol):
@@ -65,7 +72,8 @@ async def flush_advices(pos: Pos) -> list[str]:
             break
         record["advised"] = answer.response_code == "00"
         pos.state.save()
-        lines.append(f"advice of {yuan(record['amount_fen'])} sent again: {answer.response_code}")
+        again = answered(answer.response_code)
+        lines.append(f"advice of {yuan(record['amount_fen'])} sent again: {again}")
     return lines
 
 
@@ -104,11 +112,11 @@ async def settle_batch(pos: Pos) -> list[str]:
                     bill=bill,
                 )
             )
-            lines.append(f"  record {yuan(record['amount_fen'])}: {answer.response_code}")
+            lines.append(f"  record {yuan(record['amount_fen'])}: {answered(answer.response_code)}")
         end = await pos.link.exchange(
             BatchUploadEnd(**pos.link.envelope(), count=f"{len(debits):04d}")
         )
-        lines.append(f"end of upload: {end.response_code}")
+        lines.append(f"end of upload: {answered(end.response_code)}")
     else:
         lines.append("balanced")
     pos.state.records = []

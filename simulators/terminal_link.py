@@ -29,6 +29,7 @@ from messages.terminal import (
     TerminalMessage,
     TerminalReply,
 )
+from messages.terminal_actions import explain
 from simulators import terminal_card
 from simulators.card.state import read_json, write_atomic
 from switch.card_io.connection import CardConnection, expect
@@ -46,7 +47,12 @@ class Envelope(TypedDict):
 
 
 class TerminalError(Exception):
-    """A refusal or a fault the operator is shown (no card data in the text)."""
+    """A refusal or a fault the operator is shown (no card data in the text); `code`: the
+    centre's response code when it refused."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unreachable(TerminalError):
@@ -243,7 +249,7 @@ class TerminalLink:
         self.keys = None  # the old session ends; the 0810 is not under its MAK
         reply = await self.exchange(SignOn(**self.envelope()), mac=False)
         if not isinstance(reply, SignOnReply) or reply.keys is None:
-            raise TerminalError(f"sign-on refused: {reply.response_code}")
+            raise refused(reply, "sign-on")
         self.keys = await self.hsm.accept_sign_on(
             self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
         )
@@ -283,5 +289,11 @@ def yuan(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
+def answered(code: str) -> str:
+    """A response code as a line shows it: `00`, or a refusal's code, meaning and what to do."""
+    return code if code == "00" else explain(code)
+
+
 def refused(reply: TerminalReply, what: str) -> TerminalError:
-    return TerminalError(f"{what} refused: response code {reply.response_code}")
+    """A refusal as the terminal shows it: code, meaning and what to do (the spec's table)."""
+    return TerminalError(f"{what} refused: {explain(reply.response_code)}", reply.response_code)

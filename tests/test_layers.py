@@ -187,12 +187,19 @@ def _test_module(name: str) -> bool:
 
 
 def support_rule(imports: list[Import]) -> list[str]:
-    """No test module is imported by anything, and what tests share lives in tests.support."""
+    """No test module is imported by anything, and what tests share lives in tests.support —
+    except the contract suite's own helpers, which only tests/contract/ uses (it must import
+    nothing of the project, tests.support included)."""
     return [
         str(i)
         for i in imports
         if (i.target is not None and _test_module(i.target))
-        or (i.top == "tests" and i.name != "tests" and not _within(i.name, "tests.support"))
+        or (
+            i.top == "tests"
+            and i.name != "tests"
+            and not _within(i.name, "tests.support")
+            and not (_within(i.name, "tests.contract") and _within(i.importer, "tests.contract"))
+        )
     ]
 
 

@@ -395,17 +395,17 @@ class SqliteStore(OfflineRecords):
 
     def history(self, account: str, limit: int) -> list[PostedTransfer]:
         sql = (
-            f"SELECT {rows.TRANSFER_COLUMNS}, seq FROM ("
-            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f"SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM ("
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM transfers"
             f"  WHERE debit_account_id = ? AND result = 0 ORDER BY seq DESC LIMIT ?) AS d"
             " UNION ALL"
-            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq FROM transfers"
+            f" SELECT * FROM (SELECT {rows.TRANSFER_COLUMNS}, seq, posted_at_us FROM transfers"
             f"  WHERE credit_account_id = ? AND result = 0 ORDER BY seq DESC LIMIT ?) AS c"
             f") AS both_sides ORDER BY seq DESC LIMIT ?"
         )
         limit = rows.clamp_limit(limit)
         found = self.conn.execute(sql, (account, limit, account, limit, limit)).fetchall()
-        return [rows.posted(row) for row in reversed(found)]
+        return [rows.posted_timed(row) for row in reversed(found)]
 
     def add_review(self, item: ReviewItem) -> bool:
         cursor = self.conn.execute(

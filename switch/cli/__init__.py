@@ -30,7 +30,7 @@ COMMANDS = {
         "Day-end: cut-over, clearing, payouts approved by a second operator, payout files.",
     ),
     "demo": Lazy(
-        "switch.cli.ledger:demo_group",
+        "switch.cli.groups:demo_group",
         "A demo deployment on the embedded SQLite database or on PostgreSQL.",
     ),
     "his": Lazy(

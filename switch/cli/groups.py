@@ -84,6 +84,30 @@ DAYEND = {
     ),
 }
 
+DEMO = {
+    "cards": Lazy(
+        "switch.cli.sandbox:cards_command",
+        "The sandbox's TEST ONLY cards: card number (in full: test cards, not cardholder "
+        "data), application serial, PIN, personal fund balance, card image.",
+    ),
+    "init": Lazy(
+        "switch.cli.ledger:demo_init",
+        "Institutions of each kind and level, terminals with PSAMs, cardholders with cards and "
+        "funded personal accounts; names and ID numbers sealed under the home's PERSONAL_DATA "
+        "key (made with the other centre keys if missing).",
+    ),
+    "sandbox": Lazy(
+        "switch.cli.sandbox:sandbox_command",
+        "Write the TEST ONLY sandbox (terminal keys, card and PSAM images, catalogue) of the "
+        "demo deployment in $MEDSWITCH_HOME when it has none, and print its quick-start.",
+    ),
+}
+
+
+@click.group("demo", cls=LazyGroup, lazy=DEMO)
+def demo_group() -> None:
+    """A demo deployment on the embedded SQLite database or on PostgreSQL."""
+
 
 @click.group("sim", cls=LazyGroup, lazy=SIM)
 def sim_group() -> None:

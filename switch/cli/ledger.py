@@ -95,12 +95,7 @@ def reviews(database: Database) -> None:
         click.echo(f"{item.reason:<24} {item.amount_fen:>10} {item.reference} {item.detail}")
 
 
-@click.group("demo")
-def demo_group() -> None:
-    """A demo deployment on the embedded SQLite database or on PostgreSQL."""
-
-
-@demo_group.command("init")
+@click.command("init")
 @click.option("--cardholders", default=10_000, show_default=True, type=click.IntRange(1, 10**7))
 @click.option("--seed", default=1, show_default=True, help="Same seed, same deployment.")
 @click.option("--force", is_flag=True, help="Replace an existing database (SQLite).")

@@ -186,4 +186,9 @@ def run(ctx: click.Context, cardholders: int) -> None:
     for what in demo_medical.provision(home, database, datetime.now(UTC)):
         click.echo(f"medical: {what}")
     demo_keys.write_config(home)
+    from switch.cli import sandbox
+
+    config = _load_config(None)
+    for line in sandbox.provision(home.resolve(), database, config.terminal.port, config.http.port):
+        click.echo(line)
     ctx.invoke(serve, config_path=None)

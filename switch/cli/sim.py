@@ -15,6 +15,8 @@ from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from simulators.his import HisClient, Summary, simulate
 
+BILLS_LISTED = 20  # bills listed one per line, at most
+
 
 @click.command("his")
 @click.option("--url", default="http://127.0.0.1:5881", show_default=True)
@@ -85,6 +87,8 @@ def sim_his(
         f"submitted {summary.submitted}, cancelled {summary.cancelled}, refused "
         f"{sum(summary.refused.values())} {dict(sorted(summary.refused.items()))}"
     )
+    for bill_id in summary.bill_ids[:BILLS_LISTED]:  # what a POS settles: bill id and total
+        click.echo(f"bill {bill_id} total_fen {summary.totals_fen[bill_id]}")
     click.echo(
         f"total {yuan(summary.total_fen)}: personal account "
         f"{yuan(summary.personal_account_fen)}, pooled {yuan(summary.pooled_fen)}, "

@@ -115,10 +115,44 @@ def parse_script(path: Path, commands: dict[str, Command]) -> list[Step]:
     return steps
 
 
+ABOUT = {
+    "sign_on": "sign on: working keys, batch, the centre's clock",
+    "params": "download the offline limits and categories",
+    "blacklist": "download the blacklist changes since the version held",
+    "settle": "settle a HIS bill: personal share from the card's ED, self-pay in cash",
+    "settle_ep": "settle a HIS bill: self-pay from the card's EP",
+    "settle_cash": "settle a HIS bill: the personal share paid in cash",
+    "purchase": "a purchase with no bill from the ED (offline if the centre is unreachable)",
+    "purchase_ep": "a purchase with no bill from the EP",
+    "offline": "an offline ED purchase through the PSAM at once",
+    "offline_ep": "an offline EP purchase through the PSAM at once",
+    "void": "void a settled bill",
+    "settle_batch": "batch settlement; uploads every record when not balanced; signs on again",
+    "records": "this batch's card debits",
+    "insert": "read the card, verify the PIN",
+    "balance": "the card's ED and EP, the centre's balances",
+    "history": "the card's recent transactions at the centre",
+    "load": "load the ED from the personal fund",
+    "load_lost": "load the ED, the confirmation never sent (a torn load)",
+    "ep_load": "load the EP from bank savings (the bank PIN under the PIK)",
+    "ep_load_lost": "load the EP, the confirmation never sent",
+    "recover": "resolve a torn load (GET TRANSACTION PROVE)",
+}
+
+
+def help_lines(commands: dict[str, Command]) -> list[str]:
+    """`help`: every command with its arguments (FEN: whole fen) and what it does."""
+    usages = {c.name: " ".join([c.name, *c.args]) for c in commands.values()}
+    width = max(len(u) for u in usages.values())
+    lines = [f"  {usages[n]:<{width}}  {ABOUT.get(n, '')}".rstrip() for n in usages]
+    return ["commands (amounts FEN in whole fen):", *lines, f"  {'help':<{width}}  this list",
+            f"  {'quit':<{width}}  leave"]
+
+
 def prompted(commands: dict[str, Command], title: str) -> Iterator[Step]:
     click.echo(click.style(f"== {title} ==", bold=True))
     click.echo("commands: " + " · ".join(" ".join([c.name, *c.args]) for c in commands.values()))
-    click.echo("quit to leave")
+    click.echo("help lists them with what they do, quit to leave")
     for count in range(1, COMMANDS_MAX + 1):
         try:
             text = click.prompt(click.style(f"{title}>", fg="cyan"), default="", show_default=False)
@@ -126,6 +160,9 @@ def prompted(commands: dict[str, Command], title: str) -> Iterator[Step]:
             return
         if text.strip() in ("quit", "exit"):
             return
+        if text.strip() in ("help", "?"):
+            click.echo("\n".join(help_lines(commands)))
+            continue
         try:
             step = parse_line(text, count, commands, "input")
         except ScriptError as error:

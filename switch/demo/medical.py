@@ -30,13 +30,18 @@ ITEMS = (
 CREDENTIALS_FILE = "his-credentials.txt"
 
 
+def catalogue_version(now: dt.datetime) -> CatalogueVersion:
+    """The demo's catalogue, version 1, in force from 1 January of `now`'s year."""
+    return CatalogueVersion(1, dt.date(now.year, 1, 1), {i.code: i for i in ITEMS})
+
+
 def provision(home: Path, database: Path, now: dt.datetime) -> list[str]:
     """Whatever medical reference data the demo lacks; returns what was created."""
     engine = sqlite_engine(database)
     reference = ReferenceData(engine)
     micros = int(now.timestamp() * 1_000_000)
     created = []
-    catalogue = CatalogueVersion(1, dt.date(now.year, 1, 1), {i.code: i for i in ITEMS})
+    catalogue = catalogue_version(now)
     digest = hashlib.sha256(repr(sorted(catalogue.items)).encode()).hexdigest()
     if reference.add_catalogue(catalogue, digest, micros, "demo"):
         created.append(f"catalogue v1 ({len(ITEMS)} items)")

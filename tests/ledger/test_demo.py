@@ -15,7 +15,8 @@ from ledger.demo import cardholder_rows, init_demo, luhn_digit
 from ledger.migrate import head
 from ledger.personal import Person, people
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli.ledger import demo_group, ledger_group
+from switch.cli.groups import demo_group
+from switch.cli.ledger import ledger_group
 from tests.support.events import check_balances
 from tests.support.personal import demo_keys
 

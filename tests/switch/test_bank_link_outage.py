@@ -40,7 +40,7 @@ class Traffic:
             try:
                 await kiosk.ep_load(amount)
             except TerminalError as error:
-                self.codes.append(str(error).rsplit(" ", 1)[-1])
+                self.codes.append(error.code or "no answer")
             else:
                 self.codes.append("00")
                 self.approved[kiosk.pan] = self.approved.get(kiosk.pan, 0) + amount

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from ledger.demo import init_demo
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
-from switch.cli.ledger import demo_group, ledger_group
+from switch.cli.groups import demo_group
+from switch.cli.ledger import ledger_group
 from tests.support.personal import demo_keys
 from tests.support.pg import DSN, fresh_schema
 

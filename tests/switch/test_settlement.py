@@ -341,9 +341,11 @@ def test_a_card_debit_after_a_cash_close_is_posted_and_reviewed(
     run(tmp_path, scenario, backend)
 
 
-def test_the_split_answer_carries_the_receipt_lines_that_fit_in_one_element() -> None:
-    """A short bill's explanation goes whole; a long one's is cut after the last whole line
-    that fits in 255 bytes (UTF-8: the item names are Chinese), and the shares are the split's."""
+def test_the_split_answer_carries_every_receipt_line_or_says_how_many_more() -> None:
+    """A short bill's explanation goes whole; a long one's (over 255 bytes: the item names are
+    Chinese) becomes one short line per bill line, every line shown; a bill too long even for
+    that ends with how many lines more and where to see them (the old answer dropped lines
+    silently: a receipt showed 1 of 4). The shares are the split's."""
     import datetime as dt
 
     from ledger.medical.accumulators import ZERO
@@ -369,13 +371,20 @@ def test_the_split_answer_carries_the_receipt_lines_that_fit_in_one_element() ->
         short.split.self_pay_fen,
     )
     long = record(tuple(BillLine("A01", n, 1200) for n in range(1, 13)))
-    lines = explain(long.split)
+    assert len("\n".join(explain(long.split)).encode()) > EXPLANATION_BYTES_MAX
     explanation = split_answer(long).explanation
-    assert explanation is not None
-    kept = explanation.split("\n")
-    assert kept == list(lines[: len(kept)])
-    assert len(explanation.encode()) <= EXPLANATION_BYTES_MAX
-    assert len("\n".join(lines[: len(kept) + 1]).encode()) > EXPLANATION_BYTES_MAX
+    assert explanation is not None and len(explanation.encode()) <= EXPLANATION_BYTES_MAX
+    shown = explanation.split("\n")
+    assert shown == [f"{line.number} A01 {line.amount_fen / 100:.2f}" for line in long.split.lines]
+    longer = record(tuple(BillLine("A01", 1, 1200) for _ in range(40)))
+    explanation = split_answer(longer).explanation
+    assert explanation is not None and len(explanation.encode()) <= EXPLANATION_BYTES_MAX
+    *shown, last = explanation.split("\n")
+    assert shown == [f"{n} A01 12.00" for n in range(1, len(shown) + 1)]
+    assert last == f"+{40 - len(shown)} more lines: bill b1 at the HIS"
+    marker = f"+{39 - len(shown)} more lines: bill b1 at the HIS"
+    one_more = [*shown, f"{len(shown) + 1} A01 12.00", marker]
+    assert len("\n".join(one_more).encode()) > EXPLANATION_BYTES_MAX  # as many as fit
     assert answer == BillData.parse(answer.build())
 
 

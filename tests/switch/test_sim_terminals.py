@@ -7,6 +7,7 @@ the virtual card's balance."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         kiosk_script.write_text(
             f"sign_on\ninsert\nbalance\nload {personal + 10_000}\n"
             "# the card is pulled after CREDIT: the confirmation never goes\n"
-            "load_lost 2000\nrecover\nload 1000\n"
+            "load_lost 2000\nrecover\nload 1000\nhistory\n"
         )
         tmk = await tmk_file(daemon, KIOSK, tmp_path / "kiosk.tmk")
         kiosk_args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(tmk)]
@@ -88,6 +89,9 @@ def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:
         assert "the card proves the load" in result.output
         assert "centre: personal fund" in result.output
         assert card_ed(card_path) == personal + 13_000
+        history = result.output[result.output.index("history: "):]
+        assert re.search(r"^  \d{14} load_to_shadow 10\.00$", history, re.MULTILINE), history
+        assert re.search(r"^  \d{14} load_into_doubt 10\.00$", history, re.MULTILINE), history
 
         pos_script = tmp_path / "pos.txt"
         pos_script.write_text(
@@ -215,10 +219,12 @@ def test_interactive_prompts_name_a_bad_command_and_quit(tmp_path: Path) -> None
     tmk.write_text("00" * 16 + "\n")
     args = ["sim", "pos", "--terminal-id", "P0000001", "--tmk-component", str(tmk)]
     args += ["--state", str(tmp_path / "s.json"), "--pan", "1", "--port", "1"]
-    result = CliRunner().invoke(main, args, input="dance\nrecords\nquit\n")
+    result = CliRunner().invoke(main, args, input="dance\nhelp\nrecords\nquit\n")
     assert result.exit_code == 0, result.output
     assert "POS P0000001>" in result.output and "unknown command 'dance'" in result.output
     assert "batch 000001: 0 record(s)" in result.output
+    assert "settle BILL_ID TOTAL_FEN" in result.output  # help: usage and what it does
+    assert "settle a HIS bill: personal share from the card's ED" in result.output
 
 
 def test_a_load_torn_after_the_card_wrote_is_recovered_by_the_cli(tmp_path: Path) -> None:

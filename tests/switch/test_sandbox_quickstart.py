@@ -1,0 +1,115 @@
+"""The sandbox's quick-start, run verbatim: `medswitch run` (a subprocess on free ports) creates
+the demo deployment and prints the commands; each command is run through the shell exactly as
+printed, the interactive simulators fed what the quick-start says to type."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switch.demo.keys import write_config
+
+BIN = Path(sys.executable).parent
+START_S = 120.0
+COMMAND_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSWITCH_")}
+    env |= {"MEDSWITCH_HOME": str(home), "PATH": f"{BIN}:{env.get('PATH', '')}"}
+    env["MEDSWITCH_WRITER_PROCESS"] = "0"  # one process to stop
+    return env
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    home = tmp_path / "demo"
+    home.mkdir()
+    write_config(home, terminal_port=free_port(), http_port=free_port())
+    log = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen(
+        [str(BIN / "medswitch"), "run", "--cardholders", "20"],
+        env=environment(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + START_S
+        text = ""
+        while "medswitch serving" not in text:
+            assert process.poll() is None, f"medswitch run ended: {text[-2000:]}"
+            assert time.monotonic() < deadline, f"medswitch run did not start: {text[-2000:]}"
+            time.sleep(0.2)
+            text = Path(log.name).read_text()
+        lines = text.splitlines()
+        start = lines.index(next(ln for ln in lines if ln.startswith("# TEST ONLY")))
+        printed = [ln for ln in lines[start:] if ln.startswith(("medswitch sim", "MEDSWITCH_"))]
+        yield home, printed
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def shell(command: str, home: Path, typed: str = "") -> str:
+    done = subprocess.run(
+        ["bash", "-c", command],
+        input=typed,
+        capture_output=True,
+        text=True,
+        env=environment(home),
+        timeout=COMMAND_S,
+        cwd=home.parent,
+    )
+    return done.stdout + done.stderr
+
+
+def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]) -> None:
+    home, printed = daemon
+    assert [c.split()[1] if c.startswith("medswitch") else c.split()[2] for c in printed] == [
+        "sim", "sim", "sim", "dayend",
+    ]
+    his, kiosk, pos, dayend = printed
+    readme = (home / "sandbox" / "README.txt").read_text().splitlines()
+    assert [ln for ln in readme if not ln.startswith("#")] == printed
+
+    out = shell(his, home)
+    found = re.search(r"^bill (\S+) total_fen (\d+)$", out, re.MULTILINE)
+    assert found, out
+    bill_id, total = found.groups()
+
+    out = shell(kiosk, home, "sign_on\ninsert\nload 20000\nbalance\nquit\n")
+    assert "signed on" in out and "loaded 200.00: ED now 200.00" in out, out
+
+    out = shell(pos, home, f"sign_on\nsettle {bill_id} {total}\nsettle_batch\nquit\n")
+    assert f"bill {bill_id}: total {int(total) / 100:.2f}" in out, out
+    assert "card ED debited, advice 00" in out and "balanced" in out, out
+
+    out = shell(dayend, home)
+    assert "has not closed" in out or "report " in out, out
+
+    listing = json.loads((home / "sandbox" / "terminals.json").read_text())
+    assert "TEST ONLY" in listing["test_only"]
+    cards = shell("medswitch demo cards", home)
+    assert all(c["card_no"] in cards for c in listing["cards"]), cards
