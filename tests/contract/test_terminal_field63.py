@@ -45,12 +45,13 @@ def _pad_method_2(data: bytes) -> bytes:
 def test_field63_is_3des_cbc_zero_iv_with_method_2_padding() -> None:
     example = _example()
     assert _pad_method_2(example["plain"]) == example["padded"]
-    encryptor = Cipher(TripleDES(example["tdk"]), modes.CBC(bytes(8))).encryptor()
+    key = example["tdk"] + example["tdk"][:8]  # two-key 3DES as three keys: K1 K2 K1
+    encryptor = Cipher(TripleDES(key), modes.CBC(bytes(8))).encryptor()
     assert encryptor.update(example["padded"]) + encryptor.finalize() == example["cipher"]
 
 
 def test_ecb_would_differ() -> None:
     """The example tells the two modes apart (its plaintext is two blocks)."""
     example = _example()
-    encryptor = Cipher(TripleDES(example["tdk"]), modes.ECB()).encryptor()
+    encryptor = Cipher(TripleDES(example["tdk"] + example["tdk"][:8]), modes.ECB()).encryptor()
     assert encryptor.update(example["padded"]) + encryptor.finalize() != example["cipher"]
