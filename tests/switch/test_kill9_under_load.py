@@ -1,0 +1,232 @@
+"""kill -9 of `medswitch serve` under load (issue 22, "Must show"): a demo deployment on the
+embedded SQLite file with its default writer process; a few POS settle HIS bills (0200) and
+confirm the cards' debits (0220) concurrently; the daemon is SIGKILLed in the middle, started
+again on the same home, and every request — answered or not — is sent again. Then:
+
+- every advice answered 00 before the kill is in the ledger (its card-debit transfer) at once
+  after the restart, before anything is re-sent;
+- a re-sent request answered before the kill gets its original reply byte for byte (the reply
+  cache is durable on SQLite); one not answered is answered 00 now;
+- each advice's card-debit transfer is in the ledger exactly once, and there are as many
+  card-debit transfers as advices: nothing lost, nothing doubled;
+- the accounts sum to zero and each account's totals are its transfers'.
+
+The requests are the load generator's (bench.bench_settle): cards loaded at a kiosk, PSAMs in
+the POS, bills submitted over the HIS API, every frame built before the load starts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+
+from bench.bench_settle import CODEC, Lanes, demo_home, prepare
+from bench.bench_switch import children
+from ledger.events.purchases import card_debit_id
+from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from messages.terminal import DebitAdvice
+from messages.terminal_table import parse
+
+SCRIPT = str(Path(sys.executable).parent / "medswitch")
+POS = 6
+BILLS = 150  # a settlement and an advice each: 300 requests over 6 POS
+KILL_AFTER = 150  # answered requests, then SIGKILL
+REPLY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Ports:
+    terminal: int
+    http: int
+
+
+@contextlib.contextmanager
+def serving(home: Path) -> Iterator[tuple[subprocess.Popen[str], Ports]]:
+    """`medswitch serve` on ``home``; stopped (SIGTERM, then SIGKILL) and its writer process
+    reaped after use, whether or not the test killed it first."""
+    env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+    process = subprocess.Popen(
+        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    helpers: list[int] = []
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        match = re.search(r"terminals on 127\.0\.0\.1:(\d+).*HTTP on [^:]+:(\d+)", line)
+        assert match, line + (process.stderr.read() if process.poll() is not None else "")
+        helpers = children(process.pid)  # its ledger writer
+        yield process, Ports(int(match.group(1)), int(match.group(2)))
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        _reap(helpers)
+
+
+def _reap(pids: list[int]) -> None:
+    """The daemon's children end when its end of their socket closes; bounded wait, then kill."""
+    deadline = time.monotonic() + 15
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+Replies = list[list[bytes | None]]
+
+
+async def drive(port: int, lanes: Lanes, after: int, kill: Callable[[], None]) -> Replies:
+    """Each POS sends its requests in order, one outstanding, on its own connection; once
+    ``after`` replies have come in (all POS together), ``kill`` runs. A POS whose connection
+    ends stops there; the replies it got, None for the rest."""
+    replies: Replies = [[None] * len(lane) for lane in lanes]
+    answered = 0
+
+    async def pos(number: int) -> None:
+        nonlocal answered
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        decoder = FrameDecoder(LengthFormat.BINARY2)
+        try:
+            for index, (payload, _) in enumerate(lanes[number]):
+                writer.write(encode_frame(payload, LengthFormat.BINARY2))
+                reply = await _one_frame(reader, decoder)
+                if reply is None:
+                    return
+                replies[number][index] = reply
+                answered += 1
+                if answered == after:
+                    kill()
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(pos(n) for n in range(len(lanes)))), timeout=120)
+    return replies
+
+
+async def _one_frame(reader: asyncio.StreamReader, decoder: FrameDecoder) -> bytes | None:
+    for _ in range(1000):  # a reply is a few reads at most
+        data = await asyncio.wait_for(reader.read(65536), timeout=REPLY_TIMEOUT_S)
+        if not data:
+            return None
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+    raise AssertionError("no whole reply in 1000 reads")
+
+
+def code_of(reply: bytes) -> str:
+    return parse(CODEC.decode(reply)).response_code
+
+
+def debit_ids(lanes: Lanes) -> dict[tuple[int, int], str]:
+    """(POS, index) of each advice → the id of the card-debit transfer it posts."""
+    found = {}
+    for number, lane in enumerate(lanes):
+        for index, (payload, _) in enumerate(lane):
+            request = parse(CODEC.decode(payload))
+            if isinstance(request, DebitAdvice):
+                card = request.card
+                assert card.psam_terminal is not None and card.psam_serial is not None
+                found[number, index] = card_debit_id(card.psam_terminal.hex(), card.psam_serial)
+    return found
+
+
+def transfer_counts(database: Path, ids: list[str]) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        counts = dict.fromkeys(ids, 0)
+        for (found,) in db.execute(
+            f"SELECT id FROM transfers WHERE id IN ({','.join('?' * len(ids))})", ids
+        ):
+            counts[found] += 1
+        return counts
+
+
+def check_ledger(database: Path, advices: int) -> None:
+    """As many card-debit transfers as advices; accounts summing to zero, each one's totals
+    equal to its transfers'."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        (debits,) = db.execute(
+            "SELECT COUNT(*) FROM transfers WHERE reference LIKE 'card-debit|%'"
+        ).fetchone()
+        assert debits == advices
+        debited, credited = db.execute(
+            "SELECT SUM(debits_posted), SUM(credits_posted) FROM accounts"
+        ).fetchone()
+        assert debited == credited
+        posted = dict.fromkeys((r[0] for r in db.execute("SELECT id FROM accounts")), (0, 0))
+        for account, total in db.execute(
+            "SELECT debit_account_id, SUM(amount_fen) FROM transfers GROUP BY debit_account_id"
+        ):
+            posted[account] = (total, posted[account][1])
+        for account, total in db.execute(
+            "SELECT credit_account_id, SUM(amount_fen) FROM transfers GROUP BY credit_account_id"
+        ):
+            posted[account] = (posted[account][0], total)
+        for account, debits_fen, credits_fen in db.execute(
+            "SELECT id, debits_posted, credits_posted FROM accounts"
+        ):
+            assert posted[account] == (debits_fen, credits_fen), account
+
+
+def test_kill9_under_load_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    home = tmp_path
+    maker = demo_home(home, cardholders=8)
+    database = home / "medswitch.db"
+    with serving(home) as (first, ports):
+        plan = argparse.Namespace(terminals=POS, bills=BILLS)
+        lanes, _ = uvloop.run(prepare(home, ports.terminal, ports.http, maker, plan))
+        before = uvloop.run(drive(ports.terminal, lanes, KILL_AFTER, first.kill))
+        assert first.wait(timeout=30) == -signal.SIGKILL
+    answered = sum(r is not None for lane in before for r in lane)
+    total = sum(len(lane) for lane in lanes)
+    assert KILL_AFTER <= answered < total  # killed in the middle
+    advices = debit_ids(lanes)
+    ok_before = [
+        advices[n, i]
+        for (n, i) in advices
+        if (reply := before[n][i]) is not None and code_of(reply) == "00"
+    ]
+    assert ok_before
+    with serving(home) as (_, ports):
+        durable = transfer_counts(database, ok_before)
+        assert set(durable.values()) == {1}, durable  # committed before its 00 went out
+        after = uvloop.run(drive(ports.terminal, lanes, -1, lambda: None))
+        for number, lane in enumerate(lanes):
+            for index in range(len(lane)):
+                again, first_reply = after[number][index], before[number][index]
+                assert again is not None, (number, index)
+                if first_reply is not None:
+                    assert again == first_reply, (number, index)  # byte for byte
+                else:
+                    assert code_of(again) == "00", (number, index, code_of(again))
+        counts = transfer_counts(database, list(advices.values()))
+        assert set(counts.values()) == {1}, counts
+        check_ledger(database, len(advices))
