@@ -1,12 +1,13 @@
 """kill -9 of `medswitch serve` under load (issue 22, "Must show"): a demo deployment on the
 embedded SQLite file with its default writer process; a few POS settle HIS bills (0200) and
 confirm the cards' debits (0220) concurrently; the daemon is SIGKILLed in the middle, started
-again on the same home, and every request — answered or not — is sent again. Then:
+again on the same home, and every request — answered or not — is sent again; it is killed again
+while that runs, started again, and everything is sent once more. Then:
 
-- every advice answered 00 before the kill is in the ledger (its card-debit transfer) at once
+- every advice answered 00 before a kill is in the ledger (its card-debit transfer) at once
   after the restart, before anything is re-sent;
-- a re-sent request answered before the kill gets its original reply byte for byte (the reply
-  cache is durable on SQLite); one not answered is answered 00 now;
+- a re-sent request answered before gets its original reply byte for byte (the reply cache is
+  durable on SQLite); one never answered is answered 00 at the end;
 - each advice's card-debit transfer is in the ledger exactly once, and there are as many
   card-debit transfers as advices: nothing lost, nothing doubled;
 - the accounts sum to zero and each account's totals are its transfers'.
@@ -36,6 +37,7 @@ from tests.support.serve import serving
 POS = 6
 BILLS = 150  # a settlement and an advice each: 300 requests over 6 POS
 KILL_AFTER = 150  # answered requests, then SIGKILL
+AGAIN_KILL_AFTER = 240  # answered while everything is re-sent (the first 150 from the cache)
 REPLY_TIMEOUT_S = 30.0
 
 
@@ -137,37 +139,56 @@ def check_ledger(database: Path, advices: int) -> None:
             assert posted[account] == (debits_fen, credits_fen), account
 
 
+def check_durable(database: Path, advices: dict[tuple[int, int], str], known: Replies) -> None:
+    """Every advice answered 00 so far has its card-debit transfer in the ledger."""
+    answered = [
+        advices[n, i] for (n, i) in advices if (r := known[n][i]) is not None and code_of(r) == "00"
+    ]
+    assert answered
+    counts = transfer_counts(database, answered)
+    assert set(counts.values()) == {1}, counts  # committed before its 00 went out
+
+
+def check_consistent(known: Replies, again: Replies) -> Replies:
+    """A request answered before and again got the same reply, byte for byte; the replies
+    known now (the first of each)."""
+    merged: Replies = []
+    for number, lane in enumerate(known):
+        for index, first in enumerate(lane):
+            later = again[number][index]
+            if first is not None and later is not None:
+                assert later == first, (number, index)
+        merged.append([a if a is not None else b for a, b in zip(lane, again[number], strict=True)])
+    return merged
+
+
 def test_kill9_under_load_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
     home = tmp_path
     maker = demo_home(home, cardholders=8)
     database = home / "medswitch.db"
-    with serving(home) as (first, ports):
+    with serving(home) as (daemon, ports):
         plan = argparse.Namespace(terminals=POS, bills=BILLS)
         lanes, _ = uvloop.run(prepare(home, ports.terminal, ports.http, maker, plan))
-        before = uvloop.run(drive(ports.terminal, lanes, KILL_AFTER, first.kill))
-        assert first.wait(timeout=30) == -signal.SIGKILL
-    answered = sum(r is not None for lane in before for r in lane)
+        first = uvloop.run(drive(ports.terminal, lanes, KILL_AFTER, daemon.kill))
+        assert daemon.wait(timeout=30) == -signal.SIGKILL
     total = sum(len(lane) for lane in lanes)
-    assert KILL_AFTER <= answered < total  # killed in the middle
+    assert KILL_AFTER <= sum(r is not None for lane in first for r in lane) < total
     advices = debit_ids(lanes)
-    ok_before = [
-        advices[n, i]
-        for (n, i) in advices
-        if (reply := before[n][i]) is not None and code_of(reply) == "00"
-    ]
-    assert ok_before
+    with serving(home) as (daemon, ports):  # everything re-sent, and killed again meanwhile
+        check_durable(database, advices, first)
+        second = uvloop.run(drive(ports.terminal, lanes, AGAIN_KILL_AFTER, daemon.kill))
+        assert daemon.wait(timeout=30) == -signal.SIGKILL
+    known = check_consistent(first, second)
+    assert sum(r is not None for lane in known for r in lane) < total  # killed in the middle
     with serving(home) as (_, ports):
-        durable = transfer_counts(database, ok_before)
-        assert set(durable.values()) == {1}, durable  # committed before its 00 went out
-        after = uvloop.run(drive(ports.terminal, lanes, -1, lambda: None))
-        for number, lane in enumerate(lanes):
-            for index in range(len(lane)):
-                again, first_reply = after[number][index], before[number][index]
-                assert again is not None, (number, index)
-                if first_reply is not None:
-                    assert again == first_reply, (number, index)  # byte for byte
-                else:
-                    assert code_of(again) == "00", (number, index, code_of(again))
-        counts = transfer_counts(database, list(advices.values()))
-        assert set(counts.values()) == {1}, counts
-        check_ledger(database, len(advices))
+        check_durable(database, advices, known)
+        last = uvloop.run(drive(ports.terminal, lanes, -1, lambda: None))
+    check_consistent(known, last)
+    for number, lane in enumerate(last):
+        for index, reply in enumerate(lane):
+            assert reply is not None, (number, index)
+            if known[number][index] is None:  # never answered before: handled now, once
+                assert code_of(reply) == "00", (number, index, code_of(reply))
+    counts = transfer_counts(database, list(advices.values()))
+    assert set(counts.values()) == {1}, counts
+    check_ledger(database, len(advices))
