@@ -4,6 +4,7 @@ ones on a temporary database and key store)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
@@ -86,6 +87,10 @@ class SessionKeys(Protocol):
 
     def admit(self, terminal_id: str, now: datetime) -> bool:
         """May the terminal sign on now (its sign-on rate limit)?"""
+        ...
+
+    def signing_on(self, terminal_id: str) -> AbstractAsyncContextManager[None]:
+        """Held while a sign-on of the terminal issues and offers its keys: one at a time."""
         ...
 
     async def offer(self, terminal_id: str, keys: SignOnKeys) -> str:

@@ -28,8 +28,11 @@ async def handle_sign_on(request: SignOn, context: RequestContext) -> TerminalRe
         return answer(request, context, Outcome.SECURITY_FAILURE)
     if not context.sessions.admit(request.terminal_id, context.now):
         return answer(request, context, Outcome.COUNT_LIMIT)
-    keys = await context.hsm.sign_on(tmk, layout, f"term/{request.terminal_id}", now=context.now)
-    batch = await context.sessions.offer(request.terminal_id, keys)
+    async with context.sessions.signing_on(request.terminal_id):  # the next version is ours
+        keys = await context.hsm.sign_on(
+            tmk, layout, f"term/{request.terminal_id}", now=context.now
+        )
+        batch = await context.sessions.offer(request.terminal_id, keys)
     reply = answer(
         request, context, Outcome.APPROVED, SignOnReply, keys=WorkingKeys.parse(keys.field62)
     )

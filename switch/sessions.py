@@ -5,8 +5,12 @@ its TMK is the latest version of key alias ``tmk/<terminal id>`` in the key stor
 issues new working keys under ``term/<terminal id>/PIK|MAK|TDK`` (new versions) as a *pending*
 set and opens a new batch; the set becomes *current* when a request MACed under it arrives, and
 until then the current set keeps serving (specs/terminal-interface.md, sign-on): an unsigned
-sign-on cannot end a live session. The sets are kept in a :class:`SessionStore`
-(``switch.session_store``), so a restarted daemon finds its terminals still signed on.
+sign-on cannot end a live session. A terminal's sign-ons take turns in the process
+(:meth:`Sessions.signing_on`): the HSM numbers new keys after the newest version stored, so two
+at once would be given the same version (the loser's insert failed and its keys displaced the
+winner's in the HSM's key cache: the winner's requests were answered 96). The sets are kept in
+a :class:`SessionStore` (``switch.session_store``), so a restarted daemon finds its terminals
+still signed on.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +106,14 @@ class SignOnLimit:
     window_s: float = 60.0
 
 
+@dataclass
+class _Turn:
+    """A terminal's sign-ons taking turns: the lock, and the sign-ons holding or awaiting it."""
+
+    lock: asyncio.Lock
+    users: int = 0
+
+
 class Sessions:
     """The working-key sets of signed-on terminals (:class:`KeySets`), kept in the process and
     in a :class:`SessionStore` (the database's: given, or attached by the app once it has
@@ -122,6 +134,7 @@ class Sessions:
         self._cache: dict[str, KeySets] = {}
         self._windows: dict[str, collections.deque[float]] = {}
         self._counted: Counter | None = None
+        self._turns: dict[str, _Turn] = {}  # terminals with a sign-on under way or waiting
 
     def attach(self, sets: SessionStore) -> None:
         """Keep the sets in ``sets`` unless a store was given (the app: its database's)."""
@@ -190,6 +203,23 @@ class Sessions:
             return False
         window.append(at_s)
         return True
+
+    @contextlib.asynccontextmanager
+    async def signing_on(self, terminal_id: str) -> AsyncIterator[None]:
+        """The terminal's sign-ons one at a time (the keys issued and offered inside); the
+        turns kept only while a sign-on holds or waits for one (at most ``per_minute`` a
+        terminal, so bounded by the sign-on limit)."""
+        turn = self._turns.get(terminal_id)
+        if turn is None:
+            turn = self._turns[terminal_id] = _Turn(asyncio.Lock())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[terminal_id]
 
     async def offer(self, terminal_id: str, keys: SignOnKeys) -> str:
         """Keys a sign-on issued: pending until a request MACed under them arrives; the batch

@@ -1,0 +1,72 @@
+"""`medswitch serve` as a process on a home (a demo deployment, ports 0): the ports it says it
+listens on, stopped after use — SIGTERM, then SIGKILL — and its writer process reaped, whether
+or not the test killed the daemon first."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.bench_switch import children
+
+SCRIPT = str(Path(sys.executable).parent / "medswitch")
+
+
+@dataclass(frozen=True)
+class Ports:
+    terminal: int
+    http: int
+
+
+@contextlib.contextmanager
+def serving(home: Path) -> Iterator[tuple[subprocess.Popen[str], Ports]]:
+    """`medswitch serve` on ``home``; stopped (SIGTERM, then SIGKILL) and its writer process
+    reaped after use, whether or not the test killed it first."""
+    env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+    process = subprocess.Popen(
+        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    helpers: list[int] = []
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        match = re.search(r"terminals on 127\.0\.0\.1:(\d+).*HTTP on [^:]+:(\d+)", line)
+        assert match, line + (process.stderr.read() if process.poll() is not None else "")
+        helpers = children(process.pid)  # its ledger writer
+        yield process, Ports(int(match.group(1)), int(match.group(2)))
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        _reap(helpers)
+
+
+def _reap(pids: list[int]) -> None:
+    """The daemon's children end when its end of their socket closes; bounded wait, then kill."""
+    deadline = time.monotonic() + 15
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
