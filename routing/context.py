@@ -101,6 +101,19 @@ class SessionKeys(Protocol):
 _OFFLINE = OfflineLimits(20_000, 50, 72)
 
 
+class Why:
+    """Why a handler refused its request, for the request's log line (specs/terminal-interface.md,
+    "Faults"): a short machine-readable reason and the bill the request named, if any. Set by
+    :func:`routing.common.answer`; empty when the handler gave none (the log line then names
+    the response code's outcome)."""
+
+    __slots__ = ("bill_id", "reason")
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.bill_id = ""
+
+
 @dataclass(frozen=True, init=False)  # no slots: __init__ fills the instance's dict at once
 class RequestContext:
     terminal: TerminalRecord
@@ -114,6 +127,7 @@ class RequestContext:
     message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
     offline: OfflineLimits = _OFFLINE
     medical: MedicalService | None = None
+    why: Why = field(default_factory=Why)  # a refusal's reason (mutable: filled by answer())
 
     def __init__(  # the fields in order, as dataclass would write it
         self,
@@ -143,6 +157,7 @@ class RequestContext:
             message_key=message_key,
             offline=offline,
             medical=medical,
+            why=Why(),
         )
 
     @property
