@@ -127,7 +127,8 @@ class RequestContext:
     message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
     offline: OfflineLimits = _OFFLINE
     medical: MedicalService | None = None
-    why: Why = field(default_factory=Why)  # a refusal's reason (mutable: filled by answer())
+    # A refusal's reason, filled by answer(): made by __init__, not one of its parameters.
+    why: Why = field(default_factory=Why, init=False, compare=False, repr=False)
 
     def __init__(  # the fields in order, as dataclass would write it
         self,
