@@ -32,8 +32,7 @@ def answer(
     ``reason`` (machine-readable, no card data) and ``bill_id`` go to the request's log line
     when the outcome is a refusal."""
     if reason or bill_id:
-        why = context.why
-        why.reason, why.bill_id = reason, bill_id
+        context.note_why(reason, bill_id)
     values.setdefault("amount_fen", getattr(request, "amount_fen", None))
     host_time, host_date = host_stamps(context.now)  # once, not once per stamp
     return reply_to(request, outcome.code, cls, host_time=host_time, host_date=host_date, **values)

@@ -295,8 +295,8 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
             raise
-        why = getattr(context, "why", None)  # a terminal handler's reason for a refusal
-        if why is not None and (why.reason or why.bill_id):
+        why = getattr(context, "why", None)  # a terminal handler's note: why it refused
+        if why is not None:
             return Served(reply, mac_key, route.name, replay, why.reason, why.bill_id)
         return Served(reply, mac_key, route.name, replay)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from routing.context import OfflineLimits, RequestContext, TerminalRecord
+from routing.context import OfflineLimits, RequestContext, TerminalRecord, Why
 
 
 def _values() -> dict[str, Any]:
@@ -53,10 +53,11 @@ def test_built_positionally_by_keyword_and_by_replace_alike() -> None:
 def test_each_context_has_its_own_refusal_note() -> None:
     values = _values()
     context, again = RequestContext(**values), RequestContext(**values)
-    later = dataclasses.replace(context, now=datetime(2026, 1, 6))
-    assert context.why is not later.why and context.why is not again.why
+    assert context.why is None
+    context.note_why("bill_not_found", "B1")
+    assert context.why == Why("bill_not_found", "B1") and again.why is None
+    assert dataclasses.replace(context, now=datetime(2026, 1, 6)).why is None
     assert context == again  # the note takes no part in equality
-    assert (context.why.reason, context.why.bill_id) == ("", "")
 
 
 def test_frozen() -> None:
