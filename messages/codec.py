@@ -100,6 +100,8 @@ class Codec:
             raise CodecError(
                 f"Field data is {len(payload)} bytes, expecting {prefix}", field="header", offset=0
             )
+        if not self.interface.secondary_bitmap:
+            self._refuse_secondary_bitmap(payload)
         try:
             doc_dec, doc_enc = iso8583.decode(payload[prefix:], self._spec)
         except iso8583.DecodeError as err:
@@ -113,10 +115,6 @@ class Codec:
             raise CodecError(
                 "bitmap names a field the interface does not define", field=str(err.args[0])
             ) from None
-        if "1" in doc_dec and not self.interface.secondary_bitmap:
-            raise CodecError(
-                "secondary bitmap on a 64-field interface", field="bitmap", offset=prefix + 2
-            )
         plan = self._decode_plan
         fields: dict[int, FieldValue] = {}
         for key, value in doc_dec.items():
@@ -139,6 +137,32 @@ class Codec:
             tpdu, header = bytes(payload[:TPDU_BYTES]), bytes(payload[TPDU_BYTES:prefix])
             return Message(doc_dec["t"], fields, tpdu, header)  # positional: keywords cost more
         return Message(doc_dec["t"], fields)
+
+    def _refuse_secondary_bitmap(self, payload: bytes) -> None:
+        """A 64-field interface's frame with bit 1 set is a format error. Where its fields lie
+        is then a guess — after 8 bytes of secondary bitmap, or at once (the bit set by
+        mistake) — so its envelope is echoed only when exactly one reading decodes the whole
+        frame with no field beyond 64: never fields read from the wrong offsets."""
+        prefix = self.interface.prefix_bytes
+        bitmap_at = prefix + (2 if self._spec["t"]["data_enc"] == "b" else 4)
+        if len(payload) <= bitmap_at or not payload[bitmap_at] & 0x80:
+            return
+        cleared = payload[:bitmap_at] + bytes((payload[bitmap_at] & 0x7F,))
+        readings = []
+        for candidate in (payload, cleared + payload[bitmap_at + 1 :]):
+            try:
+                doc_dec, _ = iso8583.decode(candidate[prefix:], self._spec)
+            except (iso8583.DecodeError, KeyError):
+                continue
+            if all(not key.isdigit() or int(key) <= 64 for key in doc_dec):
+                readings.append(doc_dec)
+        envelope = self._envelope(readings[0]) if len(readings) == 1 else {}
+        raise CodecError(
+            "secondary bitmap on a 64-field interface",
+            field="bitmap",
+            offset=bitmap_at,
+            envelope=envelope,
+        )
 
     def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:
         """The interface's envelope fields among ``doc_dec`` that are well-formed."""

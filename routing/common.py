@@ -22,10 +22,17 @@ def answer(
     context: RequestContext,
     outcome: Outcome,
     cls: type[TerminalReply] = TerminalReply,
+    *,
+    reason: str = "",
+    bill_id: str = "",
     **values: Any,
 ) -> TerminalReply:
     """The reply to ``request`` (of class ``cls``): its outcome, the host's date and time (they
-    set the terminal's clock), the amount echoed when the request has one, and ``values``."""
+    set the terminal's clock), the amount echoed when the request has one, and ``values``.
+    ``reason`` (machine-readable, no card data) and ``bill_id`` go to the request's log line
+    when the outcome is a refusal."""
+    if reason or bill_id:
+        context.note_why(reason, bill_id)
     values.setdefault("amount_fen", getattr(request, "amount_fen", None))
     host_time, host_date = host_stamps(context.now)  # once, not once per stamp
     return reply_to(request, outcome.code, cls, host_time=host_time, host_date=host_date, **values)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from hsm.interface import Hsm, SignOnKeys
 from hsm.keys import KeyRef
@@ -106,6 +106,16 @@ class SessionKeys(Protocol):
 _OFFLINE = OfflineLimits(20_000, 50, 72)
 
 
+class Why(NamedTuple):
+    """Why a handler refused its request, for the request's log line (specs/terminal-interface.md,
+    "Faults"): a short machine-readable reason and the bill the request named, if any. Noted by
+    :func:`routing.common.answer`; none when the handler gave none (the log line then names the
+    response code's outcome)."""
+
+    reason: str
+    bill_id: str
+
+
 @dataclass(frozen=True, init=False)  # no slots: __init__ fills the instance's dict at once
 class RequestContext:
     terminal: TerminalRecord
@@ -119,6 +129,9 @@ class RequestContext:
     message_key: str  # (terminal, batch, STAN, message class): DESIGN §5's message identity
     offline: OfflineLimits = _OFFLINE
     medical: MedicalService | None = None
+    # A refusal's reason, noted by answer() (note_why): not an __init__ parameter, and nothing
+    # is made for the requests answered without one.
+    why: Why | None = field(default=None, init=False, compare=False, repr=False)
 
     def __init__(  # the fields in order, as dataclass would write it
         self,
@@ -149,6 +162,10 @@ class RequestContext:
             offline=offline,
             medical=medical,
         )
+
+    def note_why(self, reason: str, bill_id: str) -> None:
+        """Note why the request is refused (the context is otherwise frozen)."""
+        self.__dict__["why"] = Why(reason, bill_id)
 
     @property
     def host_time(self) -> str:

@@ -25,9 +25,9 @@ async def handle_sign_on(request: SignOn, context: RequestContext) -> TerminalRe
     if layout is None:
         return answer(request, context, Outcome.FUNCTION_NOT_SUPPORTED)
     if tmk is None:
-        return answer(request, context, Outcome.SECURITY_FAILURE)
+        return answer(request, context, Outcome.SECURITY_FAILURE, reason="no_tmk")
     if not context.sessions.admit(request.terminal_id, context.now):
-        return answer(request, context, Outcome.COUNT_LIMIT)
+        return answer(request, context, Outcome.COUNT_LIMIT, reason="sign_on_rate_limit")
     async with context.sessions.signing_on(request.terminal_id):  # the next version is ours
         keys = await context.hsm.sign_on(
             tmk, layout, f"term/{request.terminal_id}", now=context.now

@@ -289,7 +289,7 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
         return answer(request, context, debit)
     if not await verify_debit(context, debit):
         await context.ledger.record_offline([debit.on_file(False)])
-        return answer(request, context, Outcome.SECURITY_FAILURE)
+        return answer(request, context, Outcome.SECURITY_FAILURE, reason="tac_mismatch")
     bill = await bill_data(context, request.bill)
     bills = [bill.bill_id if bill is not None else None]
     (ok,) = await post_debits(context, [debit], bills, [debit.on_file(True)])

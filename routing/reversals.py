@@ -66,16 +66,21 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
     bill = await bill_data(context, request.bill)
     medical = context.medical
     if bill is None or medical is None:
-        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        reason = "format: field 63 absent or not readable under the TDK"
+        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND, reason=reason)
     assert bill.bill_id is not None
+    bill_id = bill.bill_id
     try:
-        record = await asyncio.to_thread(
-            medical.bill_for, context.terminal.institution_id, bill.bill_id
-        )
+        record = await asyncio.to_thread(medical.bill_for, context.terminal.institution_id, bill_id)
     except MedicalError:
-        return answer(request, context, Outcome.ORIGINAL_NOT_FOUND)
+        return answer(
+            request, context, Outcome.ORIGINAL_NOT_FOUND, reason="bill_not_found", bill_id=bill_id
+        )
     if record.card_no != request.pan or record.split.total_fen != request.amount_fen:
-        return answer(request, context, Outcome.INVALID_TRANSACTION)
+        reason = "void_card_mismatch" if record.card_no != request.pan else "void_amount_mismatch"
+        return answer(
+            request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id
+        )
     completed = record.state in (BillState.COMPLETED, BillState.VOIDED)
     cardholder = context.cards.get(request.pan)
     if completed and cardholder is not None:
@@ -114,6 +119,9 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
             )
     try:
         await asyncio.to_thread(medical.void_bill, record.bill_id, context.now)
-    except BillStateError:
-        return answer(request, context, Outcome.INVALID_TRANSACTION)
+    except BillStateError as error:
+        reason = f"bill_state: {error.state.value}"
+        return answer(
+            request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id
+        )
     return answer(request, context, Outcome.APPROVED)

@@ -26,6 +26,8 @@ from routing.context import RequestContext
 from routing.loads import block_script, card_refusal
 
 EXPLANATION_BYTES_MAX = 255  # one TLV element
+F63_UNREADABLE = "format: field 63 absent or not readable under the TDK"
+F63_NO_BILL = "format: field 63 names no bill_id"
 MEDICAL_REFUSALS = {
     "not_found": Outcome.ORIGINAL_NOT_FOUND,  # no such bill at this institution
     "amount_mismatch": Outcome.INVALID_AMOUNT,
@@ -42,6 +44,22 @@ def medical_refusal(error: MedicalError | BillStateError) -> Outcome:
     return Outcome.INVALID_TRANSACTION
 
 
+def refuse_bill(
+    request: Settlement | CashClose,
+    context: RequestContext,
+    error: MedicalError | BillStateError,
+    bill_id: str,
+) -> TerminalReply:
+    """The refusal of a bill the medical core would not move, its reason and bill logged:
+    ``bill_not_found``, ``bill_amount_mismatch``, ``bill_card_mismatch``, ``bill_expired``, or
+    ``bill_state: <state>`` (reversed, voided, completed, ...)."""
+    if isinstance(error, MedicalError):
+        reason = "bill_" + error.code
+    else:
+        reason = f"bill_state: {error.state.value}"
+    return answer(request, context, medical_refusal(error), reason=reason, bill_id=bill_id)
+
+
 async def handle_settlement(request: Settlement, context: RequestContext) -> TerminalReply:
     tdk = context.session.tdk if context.session is not None else None
     if tdk is None or context.medical is None:
@@ -50,26 +68,30 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return answer(request, context, outcome)
     wanted = await bill_data(context, request.bill)
     if wanted is None:
-        return answer(request, context, Outcome.FORMAT_ERROR)
+        return answer(request, context, Outcome.FORMAT_ERROR, reason=F63_UNREADABLE)
+    bill_id = wanted.bill_id or ""
     card = context.cards.get(request.pan)
     refusal = card_refusal(card, context.now)
     if refusal is Outcome.LOST_CARD and card is not None:
         script = await block_script(context, card, request.card.challenge)
-        return answer(request, context, refusal, card=script)
-    if refusal is not None or not wanted.bill_id:
-        return answer(request, context, refusal or Outcome.FORMAT_ERROR)
+        return answer(request, context, refusal, card=script, reason="card_lost", bill_id=bill_id)
+    if refusal is not None:
+        reason = "card_" + refusal.name.lower()
+        return answer(request, context, refusal, reason=reason, bill_id=bill_id)
+    if not bill_id:
+        return answer(request, context, Outcome.FORMAT_ERROR, reason=F63_NO_BILL)
     medical = context.medical
     institution = context.terminal.institution_id
     try:  # one round trip to the writer: the checks run inside the store's write (DESIGN §6)
         record = await medical.approve_bill_async(
-            wanted.bill_id,
+            bill_id,
             institution,
             request.pan,
             context.now,
             request.amount_fen,
         )
     except (MedicalError, BillStateError) as refused:
-        return answer(request, context, medical_refusal(refused))
+        return refuse_bill(request, context, refused, bill_id)
     cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
     return answer(request, context, Outcome.APPROVED, bill=cipher)
 
@@ -81,7 +103,8 @@ async def handle_cash_close(request: CashClose, context: RequestContext) -> Term
         return answer(request, context, outcome)
     wanted = await bill_data(context, request.bill)
     if wanted is None or not wanted.bill_id:
-        return answer(request, context, Outcome.FORMAT_ERROR)
+        reason = F63_UNREADABLE if wanted is None else F63_NO_BILL
+        return answer(request, context, Outcome.FORMAT_ERROR, reason=reason)
     try:
         record, changed = await context.medical.close_in_cash_async(
             wanted.bill_id,
@@ -91,7 +114,7 @@ async def handle_cash_close(request: CashClose, context: RequestContext) -> Term
             context.now,
         )
     except (MedicalError, BillStateError) as refused:
-        return answer(request, context, medical_refusal(refused))
+        return refuse_bill(request, context, refused, wanted.bill_id)
     if not changed:  # completed before: by the card's debit, or closed in cash already
         detail = "closed in cash after it had completed: the cardholder may have paid twice"
         await note(context, "cash_close_completed_bill", f"bill|{record.bill_id}",

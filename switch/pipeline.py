@@ -28,8 +28,9 @@ Bounded, and what a 96 means for money (specs/terminal-interface.md, "Faults"):
   traceback, not remembered.
 
 A frame that does not decode is answered 30 by the profile when its MTI is a request the
-interface defines; otherwise (no MTI, an MTI the interface does not define, a response) the
-profile gives no answer and the connection is closed (the handler returns ``None``: see
+interface defines and the envelope the peer matches replies by could be read; otherwise (no
+MTI, an MTI the interface does not define, a response, no readable STAN) the profile gives no
+answer and the connection is closed (the handler returns ``None``: see
 `switch.listener`): no reply the peer could match exists, and a closed connection tells it at
 once. A message the profile reads but does not answer (a stray reply) gets ``b""``: nothing is
 sent and the connection stays open.
@@ -77,6 +78,8 @@ class Served(NamedTuple, Generic[Rep, Key]):
     mac_key: Key | None = None  # None: sent without a MAC
     handler: str = "refused"  # the metrics' and log line's name for who answered
     replay: Replay | None = None  # (message key, digest) to remember the reply under
+    reason: str = ""  # a refusal's machine-readable reason for the log line ("": the outcome's)
+    bill: str = ""  # the bill the request named, for a refusal's log line
 
 
 class Repeat(NamedTuple):
@@ -135,6 +138,19 @@ class Link(Protocol[Req, Rep, Key, Party]):
     def envelope(self, request: Req, message: Message) -> dict[str, str | None]:
         """The link's envelope fields for the message's log line (no card data)."""
         ...
+
+
+_APPROVED = Outcome.APPROVED.code
+_REASONS = {outcome.value: outcome.name.lower() for outcome in Outcome}
+
+
+def refusal_reason(code: str) -> str:
+    """The log line's reason for a refusal whose answerer gave none: its outcome's name.
+
+    >>> refusal_reason("13"), refusal_reason("Q9")
+    ('invalid_amount', 'code_Q9')
+    """
+    return _REASONS.get(code) or f"code_{code}"
 
 
 def ledger_unavailable(error: BaseException) -> bool:
@@ -225,12 +241,13 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if not exchange.late:
                 self.metrics.answered(link.name, message.mti, "repeat")
             return served.original
-        reply, mac_key, handler, replay = served
+        reply, mac_key, handler, replay, reason, bill = served
         try:
             encoded = await self.replies.remember(replay, link.seal(reply, mac_key))
         except Exception as error:  # no MAC (the HSM failed): 96, without one
             link.log.error("%s: the reply was not sealed: answered 96", link.name, exc_info=error)
             reply, handler = link.refuse(request, Outcome.SYSTEM_FAULT), "failed"
+            reason = "reply_not_sealed"
             encoded = await link.seal(reply, None)
         if not exchange.late:
             self.metrics.answered(link.name, reply.mti, reply.response_code)
@@ -240,6 +257,10 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if exchange.late:
                 envelope["late"] = "yes"  # answered 96 at the deadline
             code = reply.response_code
+            if code != _APPROVED:  # every refusal says why (and which bill), no card data
+                envelope["reason"] = reason or refusal_reason(code)
+                if bill:
+                    envelope["bill"] = bill
             log_message(link.log, link.name, envelope, request, code, handler, started)
         return encoded
 
@@ -258,31 +279,37 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if isinstance(earlier, bytes):
                 return Repeat(earlier)
             if earlier is Outcome.DUPLICATE:
-                return Served(link.refuse(request, Outcome.DUPLICATE), mac_key, "duplicate")
+                refusal = link.refuse(request, Outcome.DUPLICATE)
+                return Served(refusal, mac_key, "duplicate", reason="duplicate_other_content")
             self.replies.begin(key, digest)
             replay = (key, digest)
         route = link.route(request, message)
         if route is None or route.handler is None:
             refusal = link.refuse(request, Outcome.FUNCTION_NOT_SUPPORTED)
-            return Served(refusal, mac_key, "unrouted", replay)
+            return Served(refusal, mac_key, "unrouted", replay, "no_route")
         try:
-            reply: Rep = await route.handler(request, await link.context(request, admitted))
+            context = await link.context(request, admitted)
+            reply: Rep = await route.handler(request, context)
             mac_key = await link.answered(request, reply, admitted)
         except BaseException:  # copies waiting for this reply are handled afresh
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
             raise
+        why = getattr(context, "why", None)  # a terminal handler's note: why it refused
+        if why is not None:
+            return Served(reply, mac_key, route.name, replay, why.reason, why.bill_id)
         return Served(reply, mac_key, route.name, replay)
 
     def _fault(self, request: Req, error: Exception, exchange: _Exchange) -> Served[Rep, Key]:
         link = self.link
         if ledger_unavailable(error):
             link.log.error("%s: the ledger is unavailable (%s): answered 96", link.name, error)
-            handler = "unavailable"
+            handler, reason = "unavailable", "ledger_unavailable"
         else:
             link.log.error("%s: the request failed: answered 96", link.name, exc_info=error)
-            handler = "failed"
-        return Served(link.refuse(request, Outcome.SYSTEM_FAULT), exchange.mac_key, handler)
+            handler, reason = "failed", "fault"
+        refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
+        return Served(refusal, exchange.mac_key, handler, reason=reason)
 
     async def _timed_out(
         self, request: Req, message: Message, work: asyncio.Task[bytes], exchange: _Exchange

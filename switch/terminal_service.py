@@ -5,7 +5,9 @@ Admission, in order: registered terminal (97), institution (03), signed on (22),
 batch (77); then the pipeline's repeat check and route (40). A frame that does not decode is
 answered 30 when its MTI is a request the interface defines (the reply's MTI is that request's
 response); otherwise (no MTI, an MTI the interface does not define, a response) the connection
-is closed. Replies are MACed under the session, except A0.
+is closed, as it is when the frame's STAN and terminal (F11, F41) cannot be read. Replies are
+MACed under the keys the request's MAC verified under (a sign-on's 0810 under the keys it
+issues); refusals before that (30, 97, 03, 22, A0, a refused sign-on) carry no MAC.
 """
 
 from __future__ import annotations
@@ -98,9 +100,11 @@ class TerminalService:
             request.terminal_id
         )  # the cache's record without a coroutine, as nearly every message finds it
         if terminal is None or not terminal.active:
-            return Served(self.refuse(request, Outcome.TERMINAL_NOT_REGISTERED))
+            reason = "terminal_unknown" if terminal is None else f"terminal_{terminal.status}"
+            return Served(self.refuse(request, Outcome.TERMINAL_NOT_REGISTERED), reason=reason)
         if terminal.institution_id != request.institution_id.strip():
-            return Served(self.refuse(request, Outcome.INVALID_MERCHANT))
+            refusal = self.refuse(request, Outcome.INVALID_MERCHANT)
+            return Served(refusal, reason="institution_mismatch")
         session = None
         block = self.codec.mac_block(payload)  # what the MAC covers; digested below
         if not isinstance(request, SignOn):
@@ -114,12 +118,18 @@ class TerminalService:
             ):  # not the current keys: a sign-on's pending ones (then current), or 22 / A0
                 proven = await self.sessions.proven(terminal_id, self.hsm, block, mac)
                 if isinstance(proven, Outcome):
-                    return Served(self.refuse(request, proven))
+                    reason = (
+                        "not_signed_on"
+                        if proven is Outcome.RE_SIGN_ON
+                        else "mac_mismatch" if isinstance(mac, bytes) else "mac_missing"
+                    )
+                    return Served(self.refuse(request, proven), reason=reason)
                 session = proven
             if request.batch != terminal.batch:
                 terminal = await self.terminals.get(terminal.terminal_id, refresh=True)
                 if terminal is None or request.batch != terminal.batch:
-                    return Served(self.refuse(request, Outcome.BATCH_MISMATCH), session)
+                    refusal = self.refuse(request, Outcome.BATCH_MISMATCH)
+                    return Served(refusal, session, reason="batch_mismatch")
         mti = message.mti
         kind, kind_bytes = self._class_of(mti)
         message_key = f"{terminal.terminal_id}|{request.batch}|{request.stan}|{kind}"
@@ -205,17 +215,21 @@ class TerminalService:
 
     def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
         """Answer 30 to a request the interface defines, echoing what could be read of the
-        envelope; None (the connection is closed) when the MTI is not one of those."""
+        envelope; None (the connection is closed) when the MTI is not one of those, or when
+        the STAN (F11) and terminal (F41) the POS matches a reply by could not be read.
+        No MAC: the centre does not know the sender holds any keys."""
         prefix = self.codec.prefix_bytes
         mti = payload[prefix : prefix + 2].hex()
         reply_mti = RESPONSE_MTIS.get(mti)
-        if reply_mti is None:
+        envelope = err.envelope
+        if reply_mti is None or 11 not in envelope or 41 not in envelope:
             return None
         tpdu, header = payload[:5], payload[5:prefix]
         fields: dict[int, FieldValue] = {39: Outcome.FORMAT_ERROR.code}
-        fields.update(err.envelope)
+        fields.update(envelope)
         reply = Message(reply_mti, fields, tpdu[:1] + tpdu[3:5] + tpdu[1:3], header)
         try:
             return self.codec.encode(reply)
-        except CodecError:
-            return self.codec.encode(Message(reply.mti, {39: "30"}, reply.tpdu, reply.header))
+        except CodecError:  # an echoed field the reply cannot carry: the matching ones only
+            fields = {39: "30", 11: envelope[11], 41: envelope[41]}
+            return self.codec.encode(Message(reply.mti, fields, reply.tpdu, reply.header))

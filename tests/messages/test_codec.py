@@ -131,6 +131,28 @@ def test_secondary_bitmap_is_refused_on_the_terminal_interface() -> None:
         TERMINAL_CODEC.decode(bytes(payload))
 
 
+def test_a_secondary_bitmaps_error_echoes_the_envelope_only_from_a_reading_that_fits() -> None:
+    """Bit 1 set on the terminal interface: the envelope comes from whichever reading (8 bytes
+    of secondary bitmap, or none) decodes the whole frame — never from shifted offsets."""
+    envelope = {11: "123456", 41: "POS00001", 42: "101320000000001", 60: "00000001301"}
+    plain = TERMINAL_CODEC.encode(Message("0820", envelope, bytes(5), bytes(6)))
+    bit_only = bytearray(plain)
+    bit_only[13] |= 0x80
+    with_secondary = bytearray(bit_only)
+    with_secondary[21:21] = bytes(8)
+    naming_field_65 = bytearray(with_secondary)
+    naming_field_65[21] = 0x80
+    for frame, expected in (
+        (bit_only, envelope),
+        (with_secondary, envelope),
+        (naming_field_65, {}),  # neither reading fits
+    ):
+        with pytest.raises(CodecError) as caught:
+            TERMINAL_CODEC.decode(bytes(frame))
+        assert caught.value.field == "bitmap" and caught.value.offset == 13
+        assert dict(caught.value.envelope) == expected
+
+
 def test_card_data_never_appears_in_errors() -> None:
     pan = "6225880123456789"
     message = Message("0200", {2: pan, 3: "00000X"}, tpdu=bytes(5), header=bytes(6))

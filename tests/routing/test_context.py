@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from routing.context import OfflineLimits, RequestContext, TerminalRecord
+from routing.context import OfflineLimits, RequestContext, TerminalRecord, Why
 
 
 def _values() -> dict[str, Any]:
@@ -31,7 +31,7 @@ def _values() -> dict[str, Any]:
 
 def test_init_takes_the_fields_in_order_with_their_defaults() -> None:
     parameters = list(inspect.signature(RequestContext.__init__).parameters.values())[1:]
-    fields = dataclasses.fields(RequestContext)
+    fields = [f for f in dataclasses.fields(RequestContext) if f.init]
     assert [p.name for p in parameters] == [f.name for f in fields]
     for parameter, field in zip(parameters, fields, strict=True):
         default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
@@ -48,6 +48,16 @@ def test_built_positionally_by_keyword_and_by_replace_alike() -> None:
     shorter = {k: v for k, v in values.items() if k not in ("offline", "medical")}
     assert RequestContext(**shorter).offline == OfflineLimits(20_000, 50, 72)
     assert RequestContext(**shorter).medical is None
+
+
+def test_each_context_has_its_own_refusal_note() -> None:
+    values = _values()
+    context, again = RequestContext(**values), RequestContext(**values)
+    assert context.why is None
+    context.note_why("bill_not_found", "B1")
+    assert context.why == Why("bill_not_found", "B1") and again.why is None
+    assert dataclasses.replace(context, now=datetime(2026, 1, 6)).why is None
+    assert context == again  # the note takes no part in equality
 
 
 def test_frozen() -> None:

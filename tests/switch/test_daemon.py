@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from ledger.core import Health
@@ -75,7 +77,9 @@ def test_sign_on_gives_working_keys_a_new_batch_and_the_clock(tmp_path: Path, ba
     run(tmp_path, scenario, backend)
 
 
-def test_refusals(tmp_path: Path, backend: str) -> None:
+def test_refusals(tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="medswitch.terminal")
+
     async def scenario(daemon: Daemon) -> None:
         async with daemon.terminal("POS00001") as pos:
             before = await pos.exchange(Echo(**pos.envelope()))
@@ -94,6 +98,20 @@ def test_refusals(tmp_path: Path, backend: str) -> None:
             kiosk.institution_id = "999999999999999"
             reply = await kiosk.exchange(SignOn(**kiosk.envelope()), mac=False)
             assert reply.response_code == Outcome.INVALID_MERCHANT.code
+            assert reply.mac is None  # no keys the sender is known to hold: no field 64
+        reasons = [
+            (fields["rc"], fields["reason"])
+            for record in caplog.records
+            if isinstance(fields := getattr(record, "fields", None), dict) and "reason" in fields
+        ]
+        assert reasons == [
+            ("22", "not_signed_on"),
+            ("A0", "mac_mismatch"),
+            ("A0", "mac_missing"),
+            ("77", "batch_mismatch"),
+            ("97", "terminal_unknown"),
+            ("03", "institution_mismatch"),
+        ]
 
     run(tmp_path, scenario, backend)
 
@@ -116,6 +134,48 @@ def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path, backend: 
             assert answer.fields[41] == "POS00001"
 
     run(tmp_path, scenario, backend)
+
+
+def test_a_secondary_bitmap_is_answered_30_echoing_the_envelope_from_the_right_offsets(
+    tmp_path: Path,
+) -> None:
+    """Bit 1 set on this 64-field interface, with or without the 8 bytes of a secondary
+    bitmap: 30, echoing the STAN, terminal and institution as sent, without a MAC."""
+    envelope = {11: "123456", 41: "POS00001", 42: "101320000000001", 60: "00000001301"}
+    plain = CODEC.encode(Message("0820", envelope, bytes.fromhex("6000030000"), bytes(6)))
+    bit_only = bytearray(plain)
+    bit_only[13] |= 0x80
+    with_secondary = bytearray(bit_only)
+    with_secondary[21:21] = bytes(8)
+
+    async def scenario(daemon: Daemon) -> None:
+        for frame in (bit_only, with_secondary):
+            async with daemon.terminal("POS00001") as pos:
+                answer = CODEC.decode(await pos.send(bytes(frame)))
+                assert answer.mti == "0830" and answer.fields[39] == "30"
+                assert answer.fields[11] == "123456"
+                assert answer.fields[41] == "POS00001"
+                assert answer.fields[42] == "101320000000001"
+                assert 64 not in answer.fields
+
+    run(tmp_path, scenario)
+
+
+def test_a_format_error_whose_stan_cannot_be_read_closes_the_connection(
+    tmp_path: Path,
+) -> None:
+    """A 0200 cut short inside field 2: the STAN the POS would match a 30 by was never read."""
+    tpdu, header = bytes.fromhex("6000030000"), bytes(6)
+    whole = CODEC.encode(Message("0200", {2: "6225880123456789", 11: "000042"}, tpdu, header))
+    cut = whole[:24]  # MTI and bitmap read; field 2 truncated
+
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            pos.writer.write(encode_frame(cut, LengthFormat.BINARY2))
+            await pos.writer.drain()
+            assert await asyncio.wait_for(pos.reader.read(4096), timeout=10) == b""
+
+    run(tmp_path, scenario)
 
 
 def test_a_frame_whose_mti_the_interface_does_not_define_closes_the_connection(

@@ -244,6 +244,30 @@ def test_a_failing_handler_is_answered_96_with_its_traceback_logged_and_nothing_
     assert len(calls) == 2
     failed = [r for r in caplog.records if r.exc_info is not None]
     assert len(failed) == 1 and "answered 96" in failed[0].getMessage()
+    lines = [r.fields for r in caplog.records if r.getMessage() == "message"]  # type: ignore[attr-defined]
+    assert [(line["rc"], line.get("reason")) for line in lines] == [
+        ("96", "fault"),
+        ("00", None),  # an approval says no reason (the repeat after it logs no line)
+        ("94", "duplicate_other_content"),
+    ]
+
+
+def test_a_refusal_its_handler_gave_no_reason_for_is_logged_with_its_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(request: str, context: Any) -> Answer:
+        return Answer("0210", "51")
+
+    async def main() -> None:
+        pipeline = Pipeline(
+            link=EchoLink(handler), replies=ReplyCache(), metrics=Metrics(), response_timeout_s=5
+        )
+        assert await pipeline.handle(b"0200|k1|same", "peer") == b"0210|51"
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    [line] = [r.fields for r in caplog.records if r.getMessage() == "message"]  # type: ignore[attr-defined]
+    assert (line["rc"], line["reason"], "bill" in line) == ("51", "insufficient_funds", False)
 
 
 def test_a_frame_the_link_cannot_answer_hangs_up() -> None:

@@ -5,6 +5,7 @@ session TDK, then the card's debit confirmed by its TAC."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import urllib.error
@@ -43,7 +44,21 @@ from tests.support.on_file import CardOnFile, PsamOnFile
 from tests.support.settlement import his_get, his_submit, medical_reference, settle
 
 
-def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path, backend: str) -> None:
+def refusal_lines(caplog: pytest.LogCaptureFixture, code: str) -> list[dict[str, Any]]:
+    """The message log lines' fields of the terminal's answers with response code ``code``."""
+    found = []
+    for record in caplog.records:
+        fields = getattr(record, "fields", None)
+        if record.name == "medswitch.terminal" and isinstance(fields, dict):
+            found += [fields] if fields.get("rc") == code else []
+    return found
+
+
+def test_his_bill_settled_at_the_owning_institutions_pos(
+    tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="medswitch.terminal")
+
     async def scenario(daemon: Daemon) -> None:
         on_file, psam = daemon.first_card(), daemon.first_psam()
         token = await asyncio.to_thread(medical_reference, daemon, psam.institution_id)
@@ -82,6 +97,15 @@ def test_his_bill_settled_at_the_owning_institutions_pos(tmp_path: Path, backend
             await signed_on_kiosk(daemon, kiosk)
             foreign, _ = await settle(kiosk, daemon, on_file.card_no, bill_id, 22_000)
             assert foreign.response_code == Outcome.ORIGINAL_NOT_FOUND.code
+        # Every refusal's log line says why and names the bill; no card number in either.
+        [amount] = refusal_lines(caplog, Outcome.INVALID_AMOUNT.code)
+        assert (amount["reason"], amount["bill"]) == ("bill_amount_mismatch", bill_id)
+        [missing] = refusal_lines(caplog, Outcome.ORIGINAL_NOT_FOUND.code)
+        assert (missing["reason"], missing["bill"]) == ("bill_not_found", bill_id)
+        [card] = refusal_lines(caplog, Outcome.INVALID_CARD.code)
+        assert card["bill"] == bill_id and card["reason"].startswith("card_")
+        assert on_file.card_no not in str([amount, missing, card])
+        assert not any("reason" in line for line in refusal_lines(caplog, "00"))
 
     run(tmp_path, scenario, backend)
 
