@@ -25,7 +25,7 @@ has a bound:
   ``frame_bytes_max``) closes the connection at once — the stream cannot be resynchronised. A
   frame the handler cannot read even enough of to refuse (it returns ``None``) ends the
   connection too: nothing more is read, the requests before it are answered, then it closes.
-  Either is one warning line, and warnings are rate-limited (``_Warnings``) so a flood of
+  Either is one warning line, and warnings are rate-limited (`switch.ratelimit`) so a flood of
   garbage cannot flood the log; length-header errors are counted through ``on_malformed``
   (the handler counts the frames it reads).
 
@@ -55,6 +55,7 @@ from typing import cast
 from messages.errors import FramingError
 from messages.framing import FrameDecoder, encode_frame
 from switch.listener_settings import ListenerSettings, ListenLimits, listener_settings
+from switch.ratelimit import RateLimitedWarnings
 
 __all__ = [
     "Handler",
@@ -71,34 +72,7 @@ log = logging.getLogger("medswitch.listener")
 Handler = Callable[[bytes, str], Awaitable[bytes | None]]
 
 _IN_FLIGHT, _WRITING, _DRAINING = 1, 2, 4  # why reading is paused (bits)
-WARNINGS_PER_INTERVAL = 10
-WARNING_INTERVAL_S = 10.0
 LINGER_S = 2.0  # after the last reply of a connection that ends: the peer's bytes dropped
-
-
-class _Warnings:
-    """At most ``WARNINGS_PER_INTERVAL`` warning lines per ``WARNING_INTERVAL_S``; the lines
-    held back are counted and their number said in the first line of the next interval."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._until = 0.0
-        self._lines = 0
-        self._held = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = self._loop.time()
-        if now >= self._until:
-            if self._held:
-                log.warning(
-                    "%d similar warnings held back in %.0f s", self._held, WARNING_INTERVAL_S
-                )
-            self._until, self._lines, self._held = now + WARNING_INTERVAL_S, 0, 0
-        if self._lines >= WARNINGS_PER_INTERVAL:
-            self._held += 1
-            return
-        self._lines += 1
-        log.warning(message, *args)
 
 
 class _Connection(asyncio.Protocol):
@@ -327,7 +301,7 @@ class Listener:
         self._connections: set[_Connection] = set()
         self._per_address: collections.Counter[str] = collections.Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._warnings: _Warnings | None = None
+        self._warnings: RateLimitedWarnings | None = None
         self._draining = False
         self._emptied = asyncio.Event()
 
@@ -353,7 +327,7 @@ class Listener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._warnings = _Warnings(loop)
+        self._warnings = RateLimitedWarnings(log, loop.time)
         self._server = await loop.create_server(
             lambda: _Connection(self),
             self.settings.host,

@@ -50,6 +50,7 @@ from messages.outcome import Outcome
 from routing.table import Route
 from switch.logs import log_message
 from switch.metrics import Metrics
+from switch.ratelimit import RateLimitedWarnings
 from switch.replies import Replay, ReplyCache
 
 log = logging.getLogger("medswitch.pipeline")
@@ -186,6 +187,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         self.metrics = metrics
         self.response_timeout_s = response_timeout_s
         self._late: set[asyncio.Task[bytes]] = set()  # work answered 96 that still runs
+        self._format_warnings = RateLimitedWarnings(link.log)  # a flood must not fill the disk
 
     @property
     def late(self) -> int:
@@ -205,7 +207,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             read = link.read(payload, peer)
         except CodecError as err:
             self.metrics.format_errors.labels(link.name).inc()
-            link.log.warning("%s: format error from %s: %s", link.name, peer, err)
+            self._format_warnings.warning("%s: format error from %s: %s", link.name, peer, err)
             answer = link.format_error(payload, err)
             return answer  # None: no message type the interface defines; the listener closes
         if read is None:

@@ -288,3 +288,29 @@ def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
         assert await pipeline.handle(b"\xab\xcd", "peer") is None  # the listener closes
 
     asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_format_errors_from_a_flood_write_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(request: str, context: Any) -> Answer:
+        return Answer("0210", "00")
+
+    class Unreadable(EchoLink):
+        def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
+            raise CodecError("not BCD", field="MTI")
+
+    async def main() -> None:
+        pipeline = Pipeline(
+            link=Unreadable(handler),
+            replies=ReplyCache(),
+            metrics=Metrics(),
+            response_timeout_s=5.0,
+        )
+        for _ in range(1_000):
+            assert await pipeline.handle(b"\xab\xcd", "peer") is None
+
+    caplog.set_level(logging.WARNING)
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    lines = [r for r in caplog.records if "format error" in r.getMessage()]
+    assert 1 <= len(lines) <= 10  # counted in medswitch_format_errors_total, not logged each
