@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
+import pytest
 
+from ledger.medical.service import MedicalService
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import PgBridge, PgEngine
-from tests.support.medical_world import populate
+from tests.support.medical_world import memory_service, populate, sql_service
 from tests.support.pg import DSN, fresh_schema
 
 
@@ -42,3 +47,24 @@ def pg_engine() -> Iterator[tuple[PgEngine, str]]:
     finally:
         loop.run_until_complete(schema_cm.__aexit__(None, None, None))
         loop.close()
+
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def service_on(backend: str, tmp_path: Path) -> Iterator[MedicalService]:
+    """The bill service on ``backend`` (a fixture parameter of `BACKENDS`): the memory model,
+    the SQL store on SQLite, or its native writes on PostgreSQL with reference data over
+    asyncpg; closed afterwards."""
+    if backend == "memory":
+        yield memory_service()
+    elif backend == "postgres":
+        with pg_engine() as (engine, _):
+            store = SqlMedicalStore(engine)
+            yield MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
+            store.close()
+    else:
+        service = sql_service(tmp_path / "ledger.db")
+        yield service
+        service.store.engine.dispose()  # type: ignore[attr-defined]

@@ -270,7 +270,9 @@ def test_a_refusal_its_handler_gave_no_reason_for_is_logged_with_its_outcome(
     assert (line["rc"], line["reason"], "bill" in line) == ("51", "insufficient_funds", False)
 
 
-def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
+def _unreadable_pipeline() -> Pipeline:
+    """A pipeline whose link can read no frame's message type (a format error with no reply)."""
+
     async def handler(request: str, context: Any) -> Answer:
         return Answer("0210", "00")
 
@@ -278,13 +280,14 @@ def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
         def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
             raise CodecError("not BCD", field="MTI")
 
+    return Pipeline(
+        link=Unreadable(handler), replies=ReplyCache(), metrics=Metrics(), response_timeout_s=5.0
+    )
+
+
+def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
     async def main() -> None:
-        pipeline = Pipeline(
-            link=Unreadable(handler),
-            replies=ReplyCache(),
-            metrics=Metrics(),
-            response_timeout_s=5.0,
-        )
+        pipeline = _unreadable_pipeline()
         assert await pipeline.handle(b"\xab\xcd", "peer") is None  # the listener closes
 
     asyncio.run(asyncio.wait_for(main(), timeout=10))
@@ -293,20 +296,8 @@ def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
 def test_format_errors_from_a_flood_write_a_bounded_number_of_lines(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def handler(request: str, context: Any) -> Answer:
-        return Answer("0210", "00")
-
-    class Unreadable(EchoLink):
-        def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
-            raise CodecError("not BCD", field="MTI")
-
     async def main() -> None:
-        pipeline = Pipeline(
-            link=Unreadable(handler),
-            replies=ReplyCache(),
-            metrics=Metrics(),
-            response_timeout_s=5.0,
-        )
+        pipeline = _unreadable_pipeline()
         for _ in range(1_000):
             assert await pipeline.handle(b"\xab\xcd", "peer") is None
 

@@ -15,28 +15,17 @@ from ledger.medical.bills import BillState, Submission, bill_id_for
 from ledger.medical.limits import BillLimits, check_bill
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
-from ledger.medical.sql_reference import SqlDirectory
-from ledger.medical.sql_store import SqlMedicalStore
 from tests.support.medical import CATALOGUE
-from tests.support.medical_pg import pg_engine
+from tests.support.medical_pg import BACKENDS, service_on
 from tests.support.medical_world import DAY, HOLDERS, NOW, memory_service, sql_service
 
 CARD = HOLDERS[0].card_no
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MedicalService]:
-    if request.param == "memory":
-        yield memory_service()
-    elif request.param == "postgres":  # the SQL store's native writes, reference data over asyncpg
-        with pg_engine() as (engine, _):
-            store = SqlMedicalStore(engine)
-            yield MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
-            store.close()
-    else:
-        svc = sql_service(tmp_path / "ledger.db")
-        yield svc
-        svc.store.engine.dispose()  # type: ignore[attr-defined]
+    with service_on(request.param, tmp_path) as on_backend:
+        yield on_backend
 
 
 def submission(no: str, *lines: tuple[str, int, int]) -> Submission:

@@ -20,27 +20,16 @@ from ledger.medical.bills import (
 )
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
-from ledger.medical.sql_reference import SqlDirectory
-from ledger.medical.sql_store import SqlMedicalStore
 from tests.support.medical import bills
 from tests.support.medical_model import ACTIONS, CARD, LOST, RETIREE, _apply, submission
-from tests.support.medical_pg import pg_engine
+from tests.support.medical_pg import BACKENDS, service_on
 from tests.support.medical_world import DAY, LENIENT, NOW, memory_service, sql_service
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MedicalService]:
-    if request.param == "memory":
-        yield memory_service()
-    elif request.param == "postgres":  # the SQL store's native writes, reference data over asyncpg
-        with pg_engine() as (engine, _):
-            store = SqlMedicalStore(engine)
-            yield MedicalService(store, SqlDirectory(engine))  # type: ignore[arg-type]
-            store.close()
-    else:
-        svc = sql_service(tmp_path / "ledger.db")
-        yield svc
-        svc.store.engine.dispose()  # type: ignore[attr-defined]
+    with service_on(request.param, tmp_path) as on_backend:
+        yield on_backend
 
 
 def test_submit_reserves_and_the_same_bill_twice_counts_once(service: MedicalService) -> None:
