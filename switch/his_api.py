@@ -61,7 +61,8 @@ from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
 
 PREFIX = "/his/v1"
-BODY_BYTES_MAX = 256 * 1024
+BODY_BYTES_MAX = 256 * 1024  # the HIS limit, whatever the application it is mounted in allows
+BODY_LIMIT_TEXT = f"the body is limited to 256 KiB ({BODY_BYTES_MAX} bytes)"
 REALM = 'Basic realm="medswitch-his", charset="UTF-8"'
 BILL_ID = re.compile(r"^[0-9A-F]{16}$")
 CARD_NO = re.compile(r"^[0-9]{12,19}$")
@@ -288,7 +289,7 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     except ClientGone:  # an answer for the record (the access log): nobody reads it
         return error_response(400, "incomplete_body", "the client disconnected mid-body")
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "too_large", f"the body is limited to {BODY_BYTES_MAX} bytes")
+        return error_response(413, "too_large", BODY_LIMIT_TEXT)
     except web.HTTPException as error:
         if error.status >= 500 or error.status < 400:
             raise
@@ -300,11 +301,21 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json")
+    declared = request.content_length
+    if declared is not None and declared > BODY_BYTES_MAX:
+        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
     try:
-        raw = await request.read()
+        raw = await request.content.read(BODY_BYTES_MAX + 1)
+        while len(raw) <= BODY_BYTES_MAX and not request.content.at_eof():
+            chunk = await request.content.read(BODY_BYTES_MAX + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
     except ConnectionError as error:  # the client went away mid-body: nobody to answer
         log.info("HIS client %s disconnected mid-body: %s", request.remote, error)
         raise ClientGone from None
+    if len(raw) > BODY_BYTES_MAX:  # a chunked body without a length
+        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

@@ -1,0 +1,82 @@
+"""The HIS API as a contract (issue 26, HIS items 7, 8, 9, 11): the body limit the spec states
+wherever the application is mounted, money fields as 64-bit integers, a retry that gets the
+stored bill whatever happened to the card since, lookup and listing by the hospital's own bill
+number, and an extensible error object with a request id and a field pointer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from ledger.medical.service import MedicalService
+from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
+from tests.support.his import BILLS, H1, JSON, expect_error, make_deps, serving
+from tests.support.medical_world import memory_service
+
+SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
+Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
+
+
+def run(body: Body, *, mounted: bool = False, service: MedicalService | None = None) -> None:
+    svc = service or memory_service()
+
+    async def main() -> None:
+        if mounted:  # aiohttp's own default for the parent: 1 MiB
+            app = web.Application()
+            mount_his_app(app, make_deps(svc))
+        else:
+            app = make_his_app(make_deps(svc))
+        async with serving(app) as url, aiohttp.ClientSession() as session:
+            await body(session, url, svc)
+
+    asyncio.run(main())
+
+
+def _spec() -> dict[str, Any]:
+    loaded = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+# -- item 9: the body limit, money as int64 ------------------------------------------------------
+def test_the_body_limit_is_256_kib_even_when_mounted_in_a_larger_application() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        big = b'{"x": "' + b"a" * 300_000 + b'"}'  # under the parent's 1 MiB, over the HIS limit
+        async with session.post(url + BILLS, data=big, headers=H1 | JSON) as response:
+            await expect_error(response, 413, "too_large")
+            assert "256 KiB" in (await response.json())["error"]["message"]
+
+        async def chunks() -> Any:  # no Content-Length: the limit holds as the body is read
+            for _ in range(40):
+                yield b" " * 10_000
+
+        async with session.post(url + BILLS, data=chunks(), headers=H1 | JSON) as response:
+            await expect_error(response, 413, "too_large")
+
+    run(body, mounted=True)
+    assert BODY_BYTES_MAX == 256 * 1024
+    assert "256 KiB" in _spec()["components"]["responses"]["TooLarge"]["description"]
+
+
+def _fen_properties(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.endswith("_fen") and isinstance(value, dict) and "type" in value:
+                found.append((f"{path}/{key}", value))
+            found += _fen_properties(value, f"{path}/{key}")
+    return found
+
+
+def test_every_money_field_of_the_spec_is_a_64_bit_integer() -> None:
+    fields = _fen_properties(_spec())
+    assert len(fields) >= 10
+    assert [name for name, schema in fields if schema.get("format") != "int64"] == []
+    total = _spec()["components"]["schemas"]["Split"]["properties"]["total_fen"]
+    assert "bill_over_limit" in total["description"]  # the cap on a bill's total, stated
