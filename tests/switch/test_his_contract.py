@@ -6,6 +6,7 @@ number, and an extensible error object with a request id and a field pointer."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from ledger.medical.directory import MemoryDirectory
 from ledger.medical.service import MedicalService
 from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
-from tests.support.his import BILLS, H1, JSON, expect_error, make_deps, serving
+from tests.support.his import BILLS, CARD, H1, JSON, bill, expect_error, make_deps, serving
 from tests.support.medical_world import memory_service
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
@@ -80,3 +82,28 @@ def test_every_money_field_of_the_spec_is_a_64_bit_integer() -> None:
     assert [name for name, schema in fields if schema.get("format") != "int64"] == []
     total = _spec()["components"]["schemas"]["Split"]["properties"]["total_fen"]
     assert "bill_over_limit" in total["description"]  # the cap on a bill's total, stated
+
+
+# -- item 7: a retry gets the stored bill, whatever happened to the card since -------------------
+def _report_lost(service: MedicalService) -> None:
+    directory = service.directory
+    assert isinstance(directory, MemoryDirectory)
+    directory.cards[CARD] = dataclasses.replace(directory.cards[CARD], card_status="lost")
+
+
+def test_a_retry_after_the_card_was_reported_lost_gets_the_stored_bill() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 201
+            stored = await response.json()
+        _report_lost(svc)
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 200, await response.text()
+            assert await response.json() == stored
+        other = bill(lines=[{"code": "A01", "quantity": 1, "unit_price_fen": 1000}])
+        async with session.post(url + BILLS, json=other, headers=H1) as response:
+            await expect_error(response, 409, "duplicate_bill_no")  # other content: still 409
+        async with session.post(url + BILLS, json=bill("N2"), headers=H1) as response:
+            await expect_error(response, 422, "card_not_active")  # a new bill: refused
+
+    run(body)
