@@ -270,6 +270,17 @@ class MedicalService:
             raise MedicalError("not_found", "no such bill")
         return _own(record, institution_id)
 
+    def bill_numbered(self, institution_id: str, his_bill_no: str) -> BillRecord:
+        """An institution's bill by its own number (exact, case-sensitive)."""
+        return self.bill_for(institution_id, bill_id_for(institution_id, his_bill_no))
+
+    def bills_of(
+        self, institution_id: str, after_no: str, since: dt.datetime, limit: int
+    ) -> list[BillRecord]:
+        """A page of the institution's bills submitted since `since`, by bill number after
+        `after_no` (MedicalStore.bills_of)."""
+        return self.store.bills_of(institution_id, after_no, micros(since), limit)
+
     def cancel_bill(self, institution_id: str, bill_id: str, now: dt.datetime) -> BillRecord:
         return self._checked(bill_id, now, _Cancel(institution_id))[0]
 

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
 from ledger.medical.directory import MemoryDirectory
 from ledger.medical.service import MedicalService
 from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
-from tests.support.his import BILLS, CARD, H1, JSON, bill, expect_error, make_deps, serving
-from tests.support.medical_world import memory_service
+from tests.support.his import BILLS, CARD, H1, H2, JSON, bill, expect_error, make_deps, serving
+from tests.support.medical_world import memory_service, sql_service
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
 Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
@@ -107,3 +108,96 @@ def test_a_retry_after_the_card_was_reported_lost_gets_the_stored_bill() -> None
             await expect_error(response, 422, "card_not_active")  # a new bill: refused
 
     run(body)
+
+
+# -- item 8: the bill by the hospital's own number, and the listing -----------------------------
+def test_a_duplicate_bill_no_names_the_stored_bill_which_the_lookup_finds() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill("Rx-1"), headers=H1) as response:
+            stored = await response.json()
+        reordered = bill("Rx-1")
+        reordered["lines"].reverse()  # "the same content" is the lines in order
+        async with session.post(url + BILLS, json=reordered, headers=H1) as response:
+            await expect_error(response, 409, "duplicate_bill_no")
+            assert (await response.json())["error"]["bill_id"] == stored["bill_id"]
+        lookup = {"his_bill_no": "Rx-1"}
+        async with session.get(url + BILLS, params=lookup, headers=H1) as response:
+            assert response.status == 200
+            assert await response.json() == {"bills": [stored], "next_cursor": None}
+        for params, headers in (({"his_bill_no": "rx-1"}, H1), (lookup, H2)):
+            async with session.get(url + BILLS, params=params, headers=headers) as response:
+                assert response.status == 200  # case-sensitive; the institution's own bills only
+                assert await response.json() == {"bills": [], "next_cursor": None}
+
+    run(body)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_path: Path) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        for number in range(5):
+            async with session.post(url + BILLS, json=bill(f"L{number}"), headers=H1) as response:
+                assert response.status == 201
+        async with session.post(url + BILLS, json=bill("OTHER"), headers=H2) as response:
+            assert response.status == 201
+        seen: list[str] = []
+        params: dict[str, str] = {"limit": "2", "since": "2026-11-25T00:00:00Z"}
+        for _page in range(5):
+            async with session.get(url + BILLS, params=params, headers=H1) as response:
+                assert response.status == 200, await response.text()
+                page = await response.json()
+            seen += [found["his_bill_no"] for found in page["bills"]]
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert seen == [f"L{number}" for number in range(5)]
+        later = {"since": "2026-11-26T00:00:00+08:00"}  # after NOW: nothing
+        async with session.get(url + BILLS, params=later, headers=H1) as response:
+            assert await response.json() == {"bills": [], "next_cursor": None}
+        for wrong, where in (({"limit": "101"}, "?limit"), ({"cursor": "!!"}, "?cursor")):
+            async with session.get(url + BILLS, params=wrong, headers=H1) as response:
+                await expect_error(response, 400, "invalid_request")
+                assert (await response.json())["error"]["field"] == where
+
+    run(body, service=memory_service() if backend == "memory" else sql_service(tmp_path / "l.db"))
+
+
+# -- item 11: the error object -------------------------------------------------------------------
+def test_errors_carry_a_request_id_and_point_at_the_field() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        wrong = bill()
+        wrong["lines"][1]["quantity"] = 0
+        async with session.post(url + BILLS, json=wrong, headers=H1) as response:
+            await expect_error(response, 400, "invalid_request")
+            error = (await response.json())["error"]
+            assert error["field"] == "/lines/1/quantity"
+            assert error["request_id"] == response.headers["X-Request-Id"]
+            assert error["message"]  # the old members stay
+        async with session.post(url + BILLS, json={"card_no": CARD}, headers=H1) as response:
+            assert (await response.json())["error"]["field"] == "/his_bill_no"
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 201
+            first = response.headers["X-Request-Id"]
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.headers["X-Request-Id"] not in ("", first)
+
+    run(body)
+
+
+def test_every_his_path_answers_the_error_shape_in_a_parent_application() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        async with session.delete(url + BILLS, headers=H1) as response:
+            await expect_error(response, 405, "method_not_allowed")
+        for path in ("/his/v2/bills", "/his/", "/his/v1x"):
+            async with session.get(url + path, headers=H1) as response:
+                await expect_error(response, 404, "not_found")
+                assert (await response.json())["error"]["request_id"]
+
+    run(body, mounted=True)
+
+
+def test_the_spec_leaves_the_error_code_open() -> None:
+    error = _spec()["components"]["schemas"]["Error"]["properties"]["error"]
+    assert "enum" not in error["properties"]["code"]
+    assert error.get("additionalProperties", True) is True
+    assert {"request_id", "field", "bill_id"} <= set(error["properties"])
