@@ -6,9 +6,12 @@ Each institution authenticates with HTTP Basic: user = its institution id, passw
 token (stored salted and hashed, `ReferenceData.issue_credential`). An institution sees and
 touches only its own bills: another's bill answers exactly like a missing one (404).
 
-Every refusal is a JSON body ``{"error": {"code": ..., "message": ...}}`` with a 4xx status,
-and stores nothing. The bill service is synchronous (SQLite through SQLAlchemy Core); handlers run
-it in a worker thread so the event loop never waits on the database.
+Every refusal is a JSON body ``{"error": {"code": ..., "message": ..., "request_id": ...}}``
+(with ``field``, a JSON pointer, when one field is at fault; `switch.his_parse`) with a 4xx
+status, and stores nothing; every answer carries X-Request-Id. A retry of a stored bill gets it
+back whatever happened since; ``GET /his/v1/bills`` finds a bill by the hospital's own number or
+lists its bills page by page. The bill service is synchronous (SQLite through SQLAlchemy
+Core); handlers run it in a worker thread so the event loop never waits on the database.
 
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill

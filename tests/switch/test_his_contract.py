@@ -20,7 +20,8 @@ from ledger.medical.directory import MemoryDirectory
 from ledger.medical.service import MedicalService
 from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
 from tests.support.his import BILLS, CARD, H1, H2, JSON, bill, expect_error, make_deps, serving
-from tests.support.medical_world import memory_service, sql_service
+from tests.support.medical_pg import BACKENDS, service_on
+from tests.support.medical_world import memory_service
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
 Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
@@ -132,7 +133,7 @@ def test_a_duplicate_bill_no_names_the_stored_bill_which_the_lookup_finds() -> N
     run(body)
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_path: Path) -> None:
     async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
         for number in range(5):
@@ -159,7 +160,8 @@ def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_
                 await expect_error(response, 400, "invalid_request")
                 assert (await response.json())["error"]["field"] == where
 
-    run(body, service=memory_service() if backend == "memory" else sql_service(tmp_path / "l.db"))
+    with service_on(backend, tmp_path) as service:
+        run(body, service=service)
 
 
 # -- item 11: the error object -------------------------------------------------------------------
