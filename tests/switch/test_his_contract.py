@@ -107,6 +107,13 @@ def test_a_retry_after_the_card_was_reported_lost_gets_the_stored_bill() -> None
             await expect_error(response, 409, "duplicate_bill_no")  # other content: still 409
         async with session.post(url + BILLS, json=bill("N2"), headers=H1) as response:
             await expect_error(response, 422, "card_not_active")  # a new bill: refused
+        cancel = f"{url}{BILLS}/{stored['bill_id']}/cancel"
+        async with session.post(cancel, headers=H1) as response:
+            assert response.status == 200
+        async with session.post(url + BILLS, json=bill(), headers=H1) as response:
+            assert response.status == 200  # the stored bill as it is now; nothing new
+            assert (await response.json())["state"] == "cancelled"
+        assert svc.accumulators("P11", 2026)[1].deductible_fen == 0  # released, not re-held
 
     run(body)
 
