@@ -6,9 +6,12 @@ Each institution authenticates with HTTP Basic: user = its institution id, passw
 token (stored salted and hashed, `ReferenceData.issue_credential`). An institution sees and
 touches only its own bills: another's bill answers exactly like a missing one (404).
 
-Every refusal is a JSON body ``{"error": {"code": ..., "message": ...}}`` with a 4xx status,
-and stores nothing. The bill service is synchronous (SQLite through SQLAlchemy Core); handlers run
-it in a worker thread so the event loop never waits on the database.
+Every refusal is a JSON body ``{"error": {"code": ..., "message": ..., "request_id": ...}}``
+(with ``field``, a JSON pointer, when one field is at fault; `switch.his_parse`) with a 4xx
+status, and stores nothing; every answer carries X-Request-Id. A retry of a stored bill gets it
+back whatever happened since; ``GET /his/v1/bills`` finds a bill by the hospital's own number or
+lists its bills page by page. The bill service is synchronous (SQLite through SQLAlchemy
+Core); handlers run it in a worker thread so the event loop never waits on the database.
 
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
@@ -38,36 +41,27 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from ledger.medical.bills import (
-    BillRecord,
-    BillStateError,
-    DuplicateBillError,
-    Submission,
-)
+from ledger.medical.bills import BillRecord, BillStateError, DuplicateBillError, bill_id_for
 from ledger.medical.codec import bill_to_dict, split_to_dict
 from ledger.medical.service import MedicalError, MedicalService
-from ledger.medical.split import (
-    LINES_MAX,
-    QUANTITY_MAX,
-    UNIT_PRICE_MAX_FEN,
-    Bill,
-    BillError,
-    BillLine,
-    Split,
-    explain,
+from ledger.medical.split import BillError, Split, explain
+from switch.his_parse import (
+    BILL_ID,
+    TEXT_ID,
+    ApiError,
+    encode_cursor,
+    parse_list_query,
+    parse_submission,
 )
 from switch.his_sweep import sweep_expired_bills
 from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
 
 PREFIX = "/his/v1"
-BODY_BYTES_MAX = 256 * 1024
+BODY_BYTES_MAX = 256 * 1024  # the HIS limit, whatever the application it is mounted in allows
+BODY_LIMIT_TEXT = f"the body is limited to 256 KiB ({BODY_BYTES_MAX} bytes)"
+REQUEST_ID_HEADER = "X-Request-Id"
 REALM = 'Basic realm="medswitch-his", charset="UTF-8"'
-BILL_ID = re.compile(r"^[0-9A-F]{16}$")
-CARD_NO = re.compile(r"^[0-9]{12,19}$")
-TEXT_ID = re.compile(r"^[\x21-\x7e]{1,40}$")  # printable ASCII, no space
-CODE = re.compile(r"^[\x21-\x7e]{1,20}$")
-CATEGORY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 INSTITUTION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 T = TypeVar("T")
@@ -113,94 +107,37 @@ class HisDeps:
     expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: no sweep
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    request_id: str | None = None,
+    field: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> web.Response:
+    """The error object: `code` (an open set), `message`, `request_id` (also the
+    X-Request-Id header), `field` (a JSON pointer) when one field is at fault, and for some
+    codes more (`bill_id` of a duplicate_bill_no)."""
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = REALM
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    request_id = request_id or new_request_id()
+    headers[REQUEST_ID_HEADER] = request_id
+    error: dict[str, str] = {"code": code, "message": message, "request_id": request_id}
+    if field is not None:
+        error["field"] = field
+    error.update(extra or {})
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
 
 
 #: MedicalError codes → HTTP status
 BUSINESS_STATUS = {"not_found": 404, "card_mismatch": 409, "expired": 409}
-
-
-# -- request parsing ----------------------------------------------------------------------------
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ApiError(400, "invalid_request", message)
-
-
-def _int(value: Any, name: str, low: int, high: int) -> int:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-        f"{name} must be an integer from {low} to {high}",
-    )
-    return int(value)
-
-
-def _text(value: Any, name: str, pattern: re.Pattern[str]) -> str:
-    _require(isinstance(value, str) and pattern.match(value) is not None, f"{name} is malformed")
-    return str(value)
-
-
-def _object(value: Any, name: str, required: set[str], optional: set[str]) -> dict[str, Any]:
-    _require(isinstance(value, dict), f"{name} must be a JSON object")
-    keys = set(value)
-    _require(required <= keys, f"{name} needs {sorted(required - keys)}")
-    _require(
-        keys <= required | optional,
-        f"{name} has unknown fields {sorted(keys - required - optional)}",
-    )
-    return dict(value)
-
-
-def parse_submission(body: Any) -> Submission:
-    data = _object(
-        body, "the bill", {"his_bill_no", "card_no", "service_date", "lines"}, {"special_category"}
-    )
-    try:
-        day = dt.date.fromisoformat(
-            _text(data["service_date"], "service_date", re.compile(r"^\d{4}-\d{2}-\d{2}$"))
-        )
-    except ValueError:
-        raise ApiError(400, "invalid_request", "service_date is not a date") from None
-    lines = data["lines"]
-    _require(
-        isinstance(lines, list) and 1 <= len(lines) <= LINES_MAX,
-        f"lines is a list of 1 to {LINES_MAX} items",
-    )
-    parsed = []
-    for number, line in enumerate(lines, start=1):
-        item = _object(line, f"line {number}", {"code", "quantity", "unit_price_fen"}, set())
-        parsed.append(
-            BillLine(
-                _text(item["code"], f"line {number} code", CODE),
-                _int(item["quantity"], f"line {number} quantity", 1, QUANTITY_MAX),
-                _int(
-                    item["unit_price_fen"], f"line {number} unit_price_fen", 0, UNIT_PRICE_MAX_FEN
-                ),
-            )
-        )
-    special = data.get("special_category")
-    if special is not None:
-        special = _text(special, "special_category", CATEGORY)
-    return Submission(
-        his_bill_no=_text(data["his_bill_no"], "his_bill_no", TEXT_ID),
-        card_no=_text(data["card_no"], "card_no", CARD_NO),
-        service_date=day,
-        bill=Bill(tuple(parsed), special),
-    )
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -277,34 +214,59 @@ class ThrottledError(ApiError):
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Credentials first, then the handler; every answer carries a request id (X-Request-Id),
+    every refusal the error object."""
+    request_id = new_request_id()
     try:
         await _authenticate(request)
-        return await handler(request)
+        response = await handler(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
     except ThrottledError as error:
         retry = {"Retry-After": str(error.retry_after_s)}
-        return error_response(error.status, error.code, error.message, retry)
+        return error_response(
+            error.status, error.code, error.message, retry, request_id=request_id
+        )
     except ApiError as error:
-        return error_response(error.status, error.code, error.message)
+        return error_response(
+            error.status,
+            error.code,
+            error.message,
+            request_id=request_id,
+            field=error.field,
+            extra=error.extra,
+        )
     except ClientGone:  # an answer for the record (the access log): nobody reads it
-        return error_response(400, "incomplete_body", "the client disconnected mid-body")
+        message = "the client disconnected mid-body"
+        return error_response(400, "incomplete_body", message, request_id=request_id)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "too_large", f"the body is limited to {BODY_BYTES_MAX} bytes")
+        return error_response(413, "too_large", BODY_LIMIT_TEXT, request_id=request_id)
     except web.HTTPException as error:
         if error.status >= 500 or error.status < 400:
             raise
         code = error.reason.lower().replace(" ", "_")
         kept = {name: error.headers[name] for name in ("Allow",) if name in error.headers}
-        return error_response(error.status, code, error.reason, kept)
+        return error_response(error.status, code, error.reason, kept, request_id=request_id)
 
 
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json")
+    declared = request.content_length
+    if declared is not None and declared > BODY_BYTES_MAX:
+        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
     try:
-        raw = await request.read()
+        raw = await request.content.read(BODY_BYTES_MAX + 1)
+        while len(raw) <= BODY_BYTES_MAX and not request.content.at_eof():
+            chunk = await request.content.read(BODY_BYTES_MAX + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
     except ConnectionError as error:  # the client went away mid-body: nobody to answer
         log.info("HIS client %s disconnected mid-body: %s", request.remote, error)
         raise ClientGone from None
+    if len(raw) > BODY_BYTES_MAX:  # a chunked body without a length
+        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -336,10 +298,44 @@ def _bill_id(request: web.Request) -> str:
 async def submit_bill(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     submission = parse_submission(await _json_body(request))
-    record, created = await _call(
-        deps.service.submit_bill, _institution(request), submission, deps.clock()
-    )
+    institution = _institution(request)
+    try:
+        record, created = await _call(
+            deps.service.submit_bill, institution, submission, deps.clock()
+        )
+    except ApiError as error:
+        if error.code == "duplicate_bill_no":  # the stored bill's id: the HIS can look at it
+            error.extra["bill_id"] = bill_id_for(institution, submission.his_bill_no)
+        raise
     return web.json_response(bill_json(record), status=201 if created else 200)
+
+
+async def find_bills(request: web.Request) -> web.Response:
+    """A page of the institution's bills (BillPage): with ``?his_bill_no=`` the one with that
+    number, or none; otherwise by bill number (`since`, `limit`, `cursor`)."""
+    deps = request.app[DEPS]
+    institution = _institution(request)
+    query = dict(request.query)
+    if "his_bill_no" in query:
+        number = query.pop("his_bill_no")
+        if query:
+            message = "his_bill_no is the only parameter of a lookup"
+            raise ApiError(400, "invalid_request", message, field="?" + sorted(query)[0])
+        found = []
+        if TEXT_ID.match(number):
+            with contextlib.suppress(ApiError):  # not_found: an empty page
+                found.append(await _call(deps.service.bill_numbered, institution, number))
+        return web.json_response({"bills": [bill_json(r) for r in found], "next_cursor": None})
+    wanted = parse_list_query(query)
+    records = await _call(
+        deps.service.bills_of, institution, wanted.after_no, wanted.since, wanted.limit
+    )
+    more = len(records) == wanted.limit
+    page = {
+        "bills": [bill_json(record) for record in records],
+        "next_cursor": encode_cursor(records[-1].his_bill_no) if more else None,
+    }
+    return web.json_response(page)
 
 
 async def price_check(request: web.Request) -> web.Response:
@@ -384,6 +380,7 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app[DEPS] = deps
     app.cleanup_ctx.append(_expiry_sweep)
     app.router.add_post(f"{prefix}/bills", submit_bill)
+    app.router.add_get(f"{prefix}/bills", find_bills)
     app.router.add_post(f"{prefix}/price-check", price_check)
     app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)
     app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
@@ -394,4 +391,10 @@ def mount_his_app(parent: web.Application, deps: HisDeps) -> web.Application:
     """Mount the HIS application at /his/v1 of `parent` (e.g. beside /metrics and /healthz)."""
     app = make_his_app(deps, prefix="")
     parent.add_subapp(PREFIX, app)
+    # every other path under /his/ (another version, a typo) answers the HIS error shape too
+    parent.router.add_route("*", r"/his{rest:(/(?!v1(?:/|$)).*)?}", _no_such_path)
     return app
+
+
+async def _no_such_path(_: web.Request) -> web.Response:
+    return error_response(404, "not_found", f"no such path: this centre serves {PREFIX}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -192,7 +193,12 @@ class HttpGuard:
         try:
             declared = request.content_length
             if declared is not None and declared > self.limits.body_bytes_max:
-                raise web.HTTPRequestEntityTooLarge(self.limits.body_bytes_max, declared)
+                limit = self.limits.body_bytes_max
+                error = {"code": "too_large", "message": f"the body is limited to {limit} bytes"}
+                raise web.HTTPRequestEntityTooLarge(
+                    limit, declared, text=json.dumps({"error": error}),
+                    content_type="application/json",
+                )
             return await handler(request)
         finally:
             if connection is not None:

@@ -184,6 +184,14 @@ class MedicalStore(Protocol):
         """Ids of in-flight bills whose expiry is before `now_us`."""
         ...
 
+    def bills_of(
+        self, institution_id: str, after_no: str, since_us: int, limit: int
+    ) -> list[BillRecord]:
+        """Up to `limit` of the institution's bills submitted at or after `since_us`, in the
+        order of their bill numbers (code-point order), those after `after_no` ("" from the
+        first): the HIS's listing, page by page."""
+        ...
+
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         """`institution_id`'s open bills for the person's year that have not expired at
         `now_us`: what it holds of the person without the card."""
@@ -284,6 +292,19 @@ class MemoryMedicalStore:
                 if r.state in IN_FLIGHT and r.expires_at_us < now_us
             ]
             return sorted(due)[:limit]
+
+    def bills_of(
+        self, institution_id: str, after_no: str, since_us: int, limit: int
+    ) -> list[BillRecord]:
+        with self._lock:
+            found = [
+                r
+                for r in self._bills.values()
+                if r.institution_id == institution_id
+                and r.his_bill_no > after_no
+                and r.created_at_us >= since_us
+            ]
+        return sorted(found, key=lambda r: r.his_bill_no)[:limit]
 
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         with self._lock:

@@ -25,6 +25,7 @@ from ledger.medical.bills import (
     EXPIRE_BATCH_MAX,
     BillRecord,
     BillState,
+    DuplicateBillError,
     MedicalStore,
     Submission,
     bill_id_for,
@@ -211,8 +212,15 @@ class MedicalService:
         self, institution_id: str, submission: Submission, now: dt.datetime
     ) -> tuple[BillRecord, bool]:
         """Price, split and reserve; (record, created). The same submission again returns the
-        stored bill (created False) and counts once."""
+        stored bill (created False) and counts once, whatever happened since to the card, the
+        reference data or the limits (a retry must learn what was stored); the same bill number
+        with other content is DuplicateBillError."""
         submission.bill.validate()
+        known = self.store.get(bill_id_for(institution_id, submission.his_bill_no))
+        if known is not None and known.institution_id == institution_id:
+            if known.request_digest != submission.digest():
+                raise DuplicateBillError(f"bill number {submission.his_bill_no} already used")
+            return known, False
         holder, person, level, year = self._inputs(institution_id, submission)
         catalogue, policy = self._rules(submission, level)
         now_us = micros(now)
@@ -249,9 +257,7 @@ class MedicalService:
         """The level's total applies to the institution's open bills for the person together
         (MedicalError ``bill_over_limit``), so that many bills cannot hold more than one. Read
         before the write: concurrent submissions of one institution for one card may pass it
-        together. A bill already stored is left to the store (the same bill again: 200)."""
-        if self.store.get(bill_id_for(institution_id, submission.his_bill_no)) is not None:
-            return
+        together. A bill already stored was answered before (`submit_bill`)."""
         held = self.store.held(institution_id, person_id, submission.service_date.year, now_us)
         refused = check_held(held, submission.bill, level, self.limits)
         if refused is not None:
@@ -263,6 +269,17 @@ class MedicalService:
         if record is None:
             raise MedicalError("not_found", "no such bill")
         return _own(record, institution_id)
+
+    def bill_numbered(self, institution_id: str, his_bill_no: str) -> BillRecord:
+        """An institution's bill by its own number (exact, case-sensitive)."""
+        return self.bill_for(institution_id, bill_id_for(institution_id, his_bill_no))
+
+    def bills_of(
+        self, institution_id: str, after_no: str, since: dt.datetime, limit: int
+    ) -> list[BillRecord]:
+        """A page of the institution's bills submitted since `since`, by bill number after
+        `after_no` (MedicalStore.bills_of)."""
+        return self.store.bills_of(institution_id, after_no, micros(since), limit)
 
     def cancel_bill(self, institution_id: str, bill_id: str, now: dt.datetime) -> BillRecord:
         return self._checked(bill_id, now, _Cancel(institution_id))[0]

@@ -294,6 +294,18 @@ class SqlMedicalStore:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def bills_of(
+        self, institution_id: str, after_no: str, since_us: int, limit: int
+    ) -> list[BillRecord]:
+        """Along the (institution_id, his_bill_no) unique index; `since_us` filters."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {BILL_COLUMNS} FROM medical_bills WHERE institution_id = ?"
+                " AND his_bill_no > ? AND created_at_us >= ? ORDER BY his_bill_no LIMIT ?",
+                (institution_id, after_no, since_us, limit),
+            ).fetchall()
+        return [self._decoded.record(row) for row in rows]
+
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         """The institution's open bills for the person's year, not expired at `now_us` (a
         bill's totals are its shares' deltas added up)."""

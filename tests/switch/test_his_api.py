@@ -180,7 +180,7 @@ def test_protocol_errors(service: MedicalService) -> None:
         big = b'{"x": "' + b"a" * 300_000 + b'"}'
         async with session.post(url + BILLS, data=big, headers=H1 | JSON) as response:
             await expect_error(response, 413, "too_large")
-        async with session.get(url + BILLS, headers=H1) as response:
+        async with session.delete(url + BILLS, headers=H1) as response:
             await expect_error(response, 405, "method_not_allowed")
         async with session.get(url + BILLS + "/nonsense", headers=H1) as response:
             await expect_error(response, 404, "not_found")

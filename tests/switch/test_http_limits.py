@@ -6,6 +6,7 @@ HTTP port takes its body limit from the configuration."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -141,6 +142,11 @@ async def _declared_too_large() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n")
         assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 413")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert b"application/json" in head  # the HIS API's error shape, before any route
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), 2))
+        assert body["error"]["code"] == "too_large"
         writer.close()
 
 
