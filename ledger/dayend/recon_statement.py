@@ -16,9 +16,11 @@ anything else                       → review (reason ``bank_unmatched``)
 =================  =====  ========  ==========================================================
 
 Idempotent by the bank's line reference: a line on record (``bank_statement_lines``, unique per
-bank and reference) is skipped, and a posting's transfer id comes from the bank and the
-reference, so a crash between posting and recording is repaired by importing again. The MAC is
-checked under the bank's file key before anything is read.
+bank and reference) with the same content (statement date, kind, amount, counterparty) is a repeat
+and skipped (``already``); the same reference with other content is never dropped: it goes to
+review (``conflict``, reason ``bank_unmatched``) and posts nothing. A posting's transfer id comes
+from the bank and the reference, so a crash between posting and recording is repaired by
+importing again. The MAC is checked under the bank's file key before anything is read.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ SOURCE_OF = {bf.FUND: "insurance", bf.EP_FLOAT: "ep"}
 @dataclass(frozen=True)
 class LineOutcome:
     entry: bf.StatementEntry
-    status: str  # matched | review | already
+    status: str  # matched | review | already | conflict
     transfer_id: str | None
     why: str
 
@@ -71,17 +73,37 @@ class StatementImport:
         return sum(1 for x in self.lines if x.status == status)
 
 
-def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> set[str]:
+def _content(statement_date: str, kind: str, amount_fen: int, counterparty: str) -> tuple[Any, ...]:
+    return (statement_date, kind, int(amount_fen), counterparty[:120])
+
+
+def _entry_content(s: bf.Statement, e: bf.StatementEntry) -> tuple[Any, ...]:
+    return _content(s.statement_date, KIND_ROW[e.kind], e.amount_fen, e.counterparty)
+
+
+def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The content of each line on record under these references."""
     c = schema.bank_statement_lines.c
-    found: set[str] = set()
+    found: dict[str, tuple[Any, ...]] = {}
+    columns = (c.line_ref, c.statement_date, c.kind, c.amount_fen, c.counterparty)
     with engine.connect() as connection:
         for at in range(0, len(refs), 500):
             chunk = refs[at : at + 500]
             rows = connection.execute(
-                select(c.line_ref).where(c.bank_id == bank_id, c.line_ref.in_(chunk))
+                select(*columns).where(c.bank_id == bank_id, c.line_ref.in_(chunk))
             )
-            found.update(rows.scalars())
+            for row in rows:
+                found[row.line_ref] = _content(*row[1:])
     return found
+
+
+def _conflict(s: bf.Statement, e: bf.StatementEntry, was: tuple[Any, ...]) -> LineOutcome:
+    date, kind, amount_fen, counterparty = was
+    why = (
+        f"reference {e.line_ref} is on record for another line ({date} {kind} {amount_fen} fen "
+        f"{counterparty}): not posted, ask the bank"
+    )
+    return LineOutcome(e, "conflict", None, why)
 
 
 @dataclass
@@ -180,8 +202,11 @@ async def _post(ledger: Ledger, s: bf.Statement, outcome: LineOutcome) -> LineOu
 
 def review_item(s: bf.Statement, outcome: LineOutcome) -> ReviewItem:
     e = outcome.entry
+    key = transfer_id("review", REASON, s.bank_id, e.line_ref)
+    if outcome.status == "conflict":  # one item per distinct content under the reference
+        key = transfer_id("review", REASON, s.bank_id, e.line_ref, *_entry_content(s, e))
     return ReviewItem(
-        key=transfer_id("review", REASON, s.bank_id, e.line_ref),
+        key=key,
         reason=REASON,
         reference=f"statement|{s.bank_id}|{s.statement_date}|{e.line_ref}|{e.kind}|"
         f"{e.counterparty}"[:240],
@@ -202,16 +227,22 @@ async def import_statement(
     """Check the statement whole, then match, post and record each new line once."""
     s = await bf.parse_statement(hsm, file_key, data)
     seen = _on_record(engine, s.bank_id, [e.line_ref for e in s.entries])
+    conflicts = [
+        _conflict(s, e, seen[e.line_ref])
+        for e in s.entries
+        if e.line_ref in seen and seen[e.line_ref] != _entry_content(s, e)
+    ]
     fresh_entries = [e for e in s.entries if e.line_ref not in seen]
     ctx = await _context(engine, ledger, s, fresh_entries)
     decided = [_decide(ctx, s, e) for e in fresh_entries]
     # concurrent: the ledger's group commit makes them a few durable commits
     posted = await asyncio.gather(*(_post(ledger, s, x) for x in decided))
-    reviews = [review_item(s, x) for x in posted if x.status == "review"]
+    reviews = [review_item(s, x) for x in [*posted, *conflicts] if x.status != "matched"]
     await asyncio.gather(*(ledger.add_review(item) for item in reviews))
-    by_ref = {x.entry.line_ref: x for x in posted}
+    by_ref = {x.entry.line_ref: x for x in [*posted, *conflicts]}
     outcomes = [by_ref.get(e.line_ref) or LineOutcome(e, "already", None, "") for e in s.entries]
-    fresh = [x for x in outcomes if x.status != "already"]
+    # a conflict cannot be recorded under its reference: it stays in review until resolved
+    fresh = [x for x in outcomes if x.status in ("matched", "review")]
     with write_transaction(engine) as c:
         rows = [
             {
@@ -244,5 +275,6 @@ async def import_statement(
             new=len(fresh),
             matched=sum(1 for x in fresh if x.status == "matched"),
             review=sum(1 for x in fresh if x.status == "review"),
+            conflict=len(conflicts),
         )
     return StatementImport(s, tuple(outcomes))

@@ -166,10 +166,12 @@ def import_statement_command(
             f"{e.line_ref:<20} {e.kind:<15} {e.direction} {yuan(e.amount_fen):>12} "
             f"{e.counterparty:<20} {x.status}{why}"
         )
+    conflicts = done.count("conflict")
+    reused = f"{conflicts} reusing a reference for another line (to review), " if conflicts else ""
     click.echo(
         f"{file.name}: OK bank {s.bank_id} {s.account} {s.statement_date}: {len(s.entries)} "
         f"lines — {done.count('matched')} matched, {done.count('review')} to review, "
-        f"{done.count('already')} already imported"
+        f"{reused}{done.count('already')} already imported"
     )
 
 

@@ -75,3 +75,46 @@ async def _scenario(db: Path) -> None:
     finally:
         await ledger.close()
         engine.dispose()
+
+
+def test_a_reference_reused_for_another_line_goes_to_review(tmp_path: Path) -> None:
+    """The same reference with the same content is a repeat; with other content (a genuinely
+    owed contribution) it is neither dropped as `already` nor posted: it goes to review."""
+    db = tmp_path / "medswitch.db"
+    init_demo(db, 3, personal=demo_keys(db.parent))
+    asyncio.run(_reused(db))
+
+
+async def _reused(db: Path) -> None:
+    hsm = new_hsm(MemoryKeyStore())
+    key = await hsm.generate_key("bank/b1/FILE", KeyUsage.FILE, now=now())
+    first = bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half")
+    later = bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 4_000, "u2", "second half")
+    day1 = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", (first,))
+    day2 = bf.Statement("b1", "2026-11-27", bf.FUND, "S2", (later,))
+    engine = sqlite_engine(db)
+    ledger = SqliteLedger.open(db)
+    try:
+        line = ContributionLine("u2", "2026-11", "0000000001", 3_000, 7_000)
+        assert (await post_contribution(ledger, line)).ok
+        data1 = await bf.seal(hsm, key, bf.render_statement(day1))
+        data2 = await bf.seal(hsm, key, bf.render_statement(day2))
+        assert (await import_statement(engine, ledger, hsm, key, data1, "carol", 1)).count(
+            "matched"
+        ) == 1
+        assert (await import_statement(engine, ledger, hsm, key, data1, "carol", 2)).count(
+            "already"
+        ) == 1
+        done = await import_statement(engine, ledger, hsm, key, data2, "carol", 3)
+        assert [x.status for x in done.lines] == ["conflict"]
+        assert "R1 is on record for another line (2026-11-26" in done.lines[0].why
+        owed = await ledger.balance("contrib:u2")
+        assert owed is not None and owed.balance_fen == 4_000  # nothing posted for the conflict
+        reviews = [r for r in await ledger.reviews() if r.reason == "bank_unmatched"]
+        assert [(r.amount_fen, "2026-11-27" in r.reference) for r in reviews] == [(4_000, True)]
+        again = await import_statement(engine, ledger, hsm, key, data2, "carol", 4)
+        assert [x.status for x in again.lines] == ["conflict"]  # still not dropped
+        assert len([r for r in await ledger.reviews() if r.reason == "bank_unmatched"]) == 1
+    finally:
+        await ledger.close()
+        engine.dispose()
