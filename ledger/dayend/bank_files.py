@@ -17,6 +17,8 @@ Layout pure (:func:`render_return`, :func:`split_return`, …); sealing and chec
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 
 from hsm.interface import Hsm, MacAlgorithm
@@ -422,3 +424,33 @@ def header_bank(data: bytes) -> str | None:
     if data[:1] != b"H" or data[1:9].rstrip(b" ") not in (b"MSRETURN", b"MSSTMT"):
         return None
     return data[19:51].decode(ENCODING, "replace").rstrip()
+
+
+_NAME_DATE = (re.compile(r"^RETURN_.+_(\d{8})\.txt$"), re.compile(r"^STMT_(\d{8})_.+\.txt$"))
+
+
+def check_dates(file_date: str, file_name: str | None, latest: dt.date) -> None:
+    """Refuse a return file or statement dated after `latest` (the business date after the
+    current one), or whose name, when in the spec's form, carries another date than its header.
+
+    >>> check_dates("2026-11-26", "STMT_20261126_b1_FUND.txt", dt.date(2026, 11, 27))
+    >>> check_dates("2026-11-26", "STMT_20261125_b1_FUND.txt", dt.date(2026, 11, 27))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ledger.dayend.bank_files.BankFileError: ...for 2026-11-25 but its header is dated 2026-11-26
+    >>> check_dates("2026-12-26", None, dt.date(2026, 11, 27))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ledger.dayend.bank_files.BankFileError: ...dated 2026-12-26, later than 2026-11-27 (the next...
+    """
+    label = file_name or "the file"
+    if file_date > latest.isoformat():
+        raise BankFileError(
+            f"{label} is dated {file_date}, later than {latest.isoformat()} (the next business "
+            "date): a date in the future"
+        )
+    for pattern in _NAME_DATE if file_name else ():
+        found = pattern.match(file_name or "")
+        if found and _iso(found.group(1)) != file_date:
+            raise BankFileError(
+                f"{label} is named for {_iso(found.group(1))} but its header is dated {file_date}"
+            )

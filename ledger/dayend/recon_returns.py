@@ -19,6 +19,7 @@ repaired by importing the file again.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +30,16 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
-from ledger.dayend.bank_files import PAID, REASONS, RETURNED, BankFileError, ReturnFile
+from ledger.dayend.bank_files import (
+    PAID,
+    REASONS,
+    RETURNED,
+    BankFileError,
+    ReturnFile,
+    check_dates,
+)
 from ledger.dayend.bank_files import parse_return as parse_file
+from ledger.dayend.calendar import Cutover
 from ledger.dayend.review_queue import audit
 from ledger.events.funds import resolve_payout
 from ledger.medical.sql_store import write_transaction
@@ -63,6 +72,11 @@ def _payout_file(engine: Engine, r: ReturnFile) -> tuple[dict[str, Any], list[di
 def check(r: ReturnFile, sent: dict[str, Any], payouts: list[dict[str, Any]]) -> list[str]:
     """Refuse a return file that does not answer this payout file exactly; the ids already
     answered the same way."""
+    if r.return_date < sent["business_date"]:
+        raise BankFileError(
+            f"the return file is dated {r.return_date}, before {r.payout_file} it answers "
+            f"(business date {sent['business_date']})"
+        )
     if sent["bank_id"] != r.bank_id:
         raise BankFileError(f"{r.payout_file} was sent to bank {sent['bank_id']}, not {r.bank_id}")
     if sent["status"] != "released":
@@ -111,9 +125,15 @@ async def import_returns(
     data: bytes,
     operator: str,
     now_us: int,
+    *,
+    cutover: Cutover,
+    file_name: str | None = None,
 ) -> ReturnImport:
-    """Check the whole file, post each new answer, mark the payouts, review the returned."""
+    """Check the whole file (its date from the payout file's business date to the next
+    business date, a file name's date the header's), post each new answer, mark the payouts,
+    review the returned."""
     r = await parse_file(hsm, file_key, data)
+    check_dates(r.return_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
     sent, payouts = _payout_file(engine, r)
     already = set(check(r, sent, payouts))
     fresh = [x for x in r.lines if x.payout_id not in already]

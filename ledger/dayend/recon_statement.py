@@ -26,6 +26,7 @@ importing again. The MAC is checked under the bank's file key before anything is
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
 from ledger.dayend import bank_files as bf
+from ledger.dayend.calendar import Cutover
 from ledger.dayend.review_queue import audit
 from ledger.events.funds import (
     StatementLine,
@@ -223,9 +225,15 @@ async def import_statement(
     data: bytes,
     operator: str,
     now_us: int,
+    *,
+    cutover: Cutover,
+    file_name: str | None = None,
 ) -> StatementImport:
-    """Check the statement whole, then match, post and record each new line once."""
+    """Check the statement whole (its date no later than the next business date, a file name's
+    date the header's), then match, post and record each new line once."""
     s = await bf.parse_statement(hsm, file_key, data)
+    latest = cutover.date_of(now_us) + dt.timedelta(days=1)
+    bf.check_dates(s.statement_date, file_name, latest)
     seen = _on_record(engine, s.bank_id, [e.line_ref for e in s.entries])
     conflicts = [
         _conflict(s, e, seen[e.line_ref])

@@ -24,6 +24,7 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger.dayend import bank_files as bf
 from ledger.dayend import payout_file as pf
+from ledger.dayend.calendar import CalendarError, Cutover
 from ledger.dayend.recon_returns import ReturnImport, import_returns
 from ledger.dayend.recon_statement import StatementImport, import_statement
 from ledger.medical.split import yuan
@@ -50,6 +51,7 @@ from switch.cli.common import (
 from switch.key_home import Home
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.config import Config
     from switch.database import BackOffice
 
 T = TypeVar("T")
@@ -65,6 +67,13 @@ def _key_alias(data: bytes, file_key: str | None, database: Database) -> str:
     return database.config().dayend.file_key_alias.format(bank=bank)
 
 
+def _cutover(config: Config) -> Cutover:
+    try:
+        return Cutover.parse(config.dayend.cutover, config.dayend.timezone or config.timezone)
+    except CalendarError as error:
+        raise click.ClickException(f"[dayend] {error}") from None
+
+
 def _import(
     file: Path,
     database: Database,
@@ -76,14 +85,24 @@ def _import(
 ) -> T:
     data, url = file.read_bytes(), check_database(database)
     alias = _key_alias(data, file_key, database)
+    cutover = _cutover(database.config())
     home = Home(keys_home, operator)
     hsm: Hsm = load_hsm(home, component_files, 2)
 
     async def go(office: BackOffice) -> T:
         key: KeyRef = await resolve(home, alias)
         ledger = await office.ledger()
+        now_us = time.time_ns() // 1000
         return await importer(
-            office.engine, ledger, hsm, key, data, operator, time.time_ns() // 1000
+            office.engine,
+            ledger,
+            hsm,
+            key,
+            data,
+            operator,
+            now_us,
+            cutover=cutover,
+            file_name=file.name,
         )
 
     try:
