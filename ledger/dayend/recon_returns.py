@@ -40,6 +40,7 @@ from ledger.dayend.bank_files import (
 )
 from ledger.dayend.bank_files import parse_return as parse_file
 from ledger.dayend.calendar import Cutover
+from ledger.dayend.recon_statement import rematch_payouts
 from ledger.dayend.review_queue import audit
 from ledger.events.funds import resolve_payout
 from ledger.medical.sql_store import write_transaction
@@ -56,6 +57,7 @@ class ReturnImport:
     returned: int  # answered now: returned (each now a review item)
     already: int  # answered the same way by an earlier import: nothing posted
     reissued: int  # earlier returned payouts found re-issued by a later payout
+    rematched: int = 0  # statement lines waiting in review for these payouts, matched now
 
 
 def _payout_file(engine: Engine, r: ReturnFile) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -163,8 +165,9 @@ async def import_returns(
         }
         audit(c, now_us, operator, "recon.returns", r.payout_file, **summary)
     reissued = link_reissues(engine, now_us)
+    rematched = rematch_payouts(engine, operator, now_us, r.bank_id)
     paid = sum(1 for x in fresh if x.status == PAID)
-    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued)
+    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued, rematched)
 
 
 def link_reissues(engine: Engine, now_us: int) -> int:

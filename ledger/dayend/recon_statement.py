@@ -30,7 +30,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, insert, select, update
 
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
@@ -38,7 +38,7 @@ from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
 from ledger.dayend import bank_files as bf
 from ledger.dayend.calendar import Cutover
-from ledger.dayend.review_queue import audit
+from ledger.dayend.review_queue import ReviewError, ReviewQueue, Status, audit, set_status
 from ledger.events.funds import (
     StatementLine,
     post_contribution_received,
@@ -70,6 +70,7 @@ class LineOutcome:
 class StatementImport:
     statement: bf.Statement
     lines: tuple[LineOutcome, ...]
+    rematched: int = 0  # payout lines of earlier imports waiting in review, matched now
 
     def count(self, status: str) -> int:
         return sum(1 for x in self.lines if x.status == status)
@@ -285,4 +286,68 @@ async def import_statement(
             review=sum(1 for x in fresh if x.status == "review"),
             conflict=len(conflicts),
         )
-    return StatementImport(s, tuple(outcomes))
+    # import order does not matter: payout lines waiting for their return file
+    return StatementImport(s, tuple(outcomes), rematch_payouts(engine, operator, now_us, s.bank_id))
+
+
+# -- import order (specs/dayend-files.md, "Import order") ---------------------------------------
+# A PAYOUT line imported before the return file that says its payout was paid goes to review
+# ("the payout is released, not paid"). Once the payout is paid, the line waiting in review is
+# matched again: called by both imports (the return file's, and any later statement of the bank,
+# its own re-import included). Re-matched when the payout is now paid, was sent to the line's
+# bank from the line's account for the line's amount: the line becomes matched (the payout's
+# result transfer; nothing posts) and its review item, if still open, is accepted by the
+# importing operator, with an audit entry. A line whose item an operator acted on is left alone.
+_L = schema.bank_statement_lines.c
+_P = schema.payouts.c
+LINES_MAX = 10_000  # re-matched per call; the rest at the next import
+
+
+def _account(file_name: str) -> str:
+    """The account of a recorded line: its file name is ``bf.statement_name``'s (the centre's
+    canonical name, not the incoming file's), whose last part is the account."""
+    return file_name.rsplit(".", 1)[0].rsplit("_", 1)[-1]
+
+
+def rematch_payouts(engine: Engine, operator: str, now_us: int, bank_id: str | None = None) -> int:
+    """Re-match the PAYOUT statement lines in review whose payout is now paid (of one bank, or
+    all); how many were re-matched."""
+    joined = schema.bank_statement_lines.join(
+        schema.payouts,
+        and_(_P.id == _L.counterparty, _P.bank_id == _L.bank_id, _P.amount_fen == _L.amount_fen),
+    )
+    statement = (
+        select(_L.seq, _L.bank_id, _L.line_ref, _L.file_name, _P.id, _P.source)
+        .select_from(joined)
+        .where(_L.kind == KIND_ROW[bf.PAYOUT], _L.status == "review", _P.status == "paid")
+        .order_by(_L.seq)
+        .limit(LINES_MAX)
+    )
+    if bank_id is not None:
+        statement = statement.where(_L.bank_id == bank_id)
+    queue = ReviewQueue(engine)
+    done = 0
+    with write_transaction(engine) as c:
+        for seq, bank, line_ref, file_name, payout_id, source in c.execute(statement).fetchall():
+            if SOURCE_OF.get(_account(file_name)) != source:
+                continue
+            key = transfer_id("review", REASON, bank, line_ref)
+            try:
+                item = queue.find(key, c)
+            except ReviewError:
+                item = None
+            if item is not None and item.status != Status.OPEN.value:
+                continue  # an operator acted on it: theirs to finish
+            if item is not None:
+                set_status(c, item, Status.ACCEPTED, operator, now_us)
+            c.execute(
+                update(schema.bank_statement_lines)
+                .where(_L.seq == seq, _L.status == "review")
+                .values(
+                    status="matched", matched_transfer_id=transfer_id("payout-result", payout_id)
+                )
+            )
+            audit(c, now_us, operator, "recon.rematched", key, bank=bank, line_ref=line_ref,
+                  payout=payout_id)  # fmt: skip
+            done += 1
+    return done

@@ -153,6 +153,7 @@ def import_returns_command(
         f"{file.name}: OK bank {r.bank_id} answers {r.payout_file}: {len(r.lines)} payments, "
         f"{yuan(r.total_fen)} yuan — {done.paid} paid, {done.returned} returned now, "
         f"{done.already} already answered; {done.reissued} earlier returns re-issued"
+        + (f"; {done.rematched} statement lines in review re-matched" if done.rematched else "")
     )
     for x in r.lines:
         if x.status == bf.RETURNED:
@@ -191,6 +192,7 @@ def import_statement_command(
         f"{file.name}: OK bank {s.bank_id} {s.account} {s.statement_date}: {len(s.entries)} "
         f"lines — {done.count('matched')} matched, {done.count('review')} to review, "
         f"{reused}{done.count('already')} already imported"
+        + (f"; {done.rematched} earlier lines in review re-matched" if done.rematched else "")
     )
 
 
