@@ -290,8 +290,23 @@ def _lines(plain: bytes) -> tuple[list[bytes], bytes, str]:
     if not plain.endswith(b"\n"):
         raise BankFileError("the file does not end with a line break (truncated?)")
     lines = plain[:-1].split(b"\n")
-    if len(lines) < 2 or any(len(x) != LINE_BYTES for x in lines):
-        raise BankFileError(f"every line must be {LINE_BYTES} bytes (a header and a trailer)")
+    for number, x in enumerate(lines, 1):
+        if x.endswith(b"\r"):
+            raise BankFileError(
+                f"line {number} of the file (the header is line 1) ends with CR LF: lines end "
+                "with LF alone (a text-mode transfer?)"
+            )
+        if len(x) != LINE_BYTES:
+            raise BankFileError(
+                f"line {number} of the file (the header is line 1) is {len(x)} bytes, not "
+                f"{LINE_BYTES}"
+            )
+    if len(lines) < 2:
+        raise BankFileError("the trailer is missing: the file has only a header")
+    if not lines[-1].startswith(b"T"):
+        raise BankFileError(
+            f"the trailer is missing: the last line ({len(lines)} of the file) is not a T record"
+        )
     return lines[:-1], lines[-1], ""
 
 
@@ -372,9 +387,14 @@ def split_statement(sealed: bytes) -> tuple[Statement, str, bytes]:
         if e.kind not in STATEMENT_KINDS or e.direction not in (CREDIT, DEBIT) or not e.line_ref:
             raise BankFileError(f"line {number}: unknown kind or direction, or no reference")
         entries.append(e)
-    refs = [e.line_ref for e in entries]
-    if len(set(refs)) != len(refs):
-        raise BankFileError("a bank reference appears twice in the statement")
+    first: dict[str, int] = {}
+    for number, e in enumerate(entries, 1):
+        if e.line_ref in first:
+            raise BankFileError(
+                f"bank reference {e.line_ref} appears twice in the statement (lines "
+                f"{first[e.line_ref]} and {number})"
+            )
+        first[e.line_ref] = number
     s = Statement(
         head["bank"], _iso(head["date"]), head["account"], head["statement_id"], tuple(entries)
     )

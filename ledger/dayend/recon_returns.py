@@ -58,6 +58,11 @@ class ReturnImport:
     already: int  # answered the same way by an earlier import: nothing posted
     reissued: int  # earlier returned payouts found re-issued by a later payout
     rematched: int = 0  # statement lines waiting in review for these payouts, matched now
+    answered_now: frozenset[str] = frozenset()  # the payout ids this import answered
+
+    @property
+    def changed_nothing(self) -> bool:
+        return not self.answered_now and not self.reissued and not self.rematched
 
 
 def _payout_file(engine: Engine, r: ReturnFile) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -167,7 +172,8 @@ async def import_returns(
     reissued = link_reissues(engine, now_us)
     rematched = rematch_payouts(engine, operator, now_us, r.bank_id)
     paid = sum(1 for x in fresh if x.status == PAID)
-    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued, rematched)
+    now = frozenset(x.payout_id for x in fresh)
+    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued, rematched, now)
 
 
 def link_reissues(engine: Engine, now_us: int) -> int:

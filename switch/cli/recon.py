@@ -155,8 +155,10 @@ def import_returns_command(
         f"{done.already} already answered; {done.reissued} earlier returns re-issued"
         + (f"; {done.rematched} statement lines in review re-matched" if done.rematched else "")
     )
+    if done.changed_nothing:
+        click.echo(f"{file.name}: imported before: nothing changed")
     for x in r.lines:
-        if x.status == bf.RETURNED:
+        if x.status == bf.RETURNED and x.payout_id in done.answered_now:
             click.echo(
                 f"returned {x.payout_id} {x.payee_id} {yuan(x.amount_fen)} yuan: "
                 f"{x.reason_code} {bf.REASONS[x.reason_code]} {x.reason}".rstrip()
@@ -194,6 +196,8 @@ def import_statement_command(
         f"{reused}{done.count('already')} already imported"
         + (f"; {done.rematched} earlier lines in review re-matched" if done.rematched else "")
     )
+    if done.count("already") == len(s.entries) and not done.rematched:
+        click.echo(f"{file.name}: imported before: nothing changed")
 
 
 # -- medswitch sim bank-files: the bank's side -------------------------------------------------

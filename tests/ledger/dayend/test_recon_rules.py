@@ -142,3 +142,25 @@ def test_a_statement_imported_again_rematches_a_line_waiting_in_review(cli: Cli)
     out = _import(cli, "import-statement", statement, ok=True)
     assert "1 already imported; 1 earlier lines in review re-matched" in out
     assert cli.rows("SELECT status FROM bank_statement_lines") == [("matched",)]
+
+
+def test_a_reimport_says_it_changed_nothing(cli: Cli) -> None:
+    asyncio.run(_debit(cli.db))
+    date, after = today_and_after()
+    day = dt.date.fromisoformat(date)
+    cli.run(date, after)
+    cli.approve(date, "bob")
+    payout = cli.out / "outbox" / f"PAYOUT_{day:%Y%m%d}_b1_INS.txt"
+    answer = _bank(cli, "returns", str(payout), "--date", date, "--return", "h1:R002:no a/c")
+    out = _import(cli, "import-returns", answer, ok=True)
+    assert "1 returned now" in out and f"returned {day:%Y%m%d}-I-h1" in out
+    out = _import(cli, "import-returns", answer, ok=True)
+    assert f"{answer.name}: imported before: nothing changed" in out
+    assert "returned " not in out.replace("returned now", "")  # no line reprinted as news
+    statement = _bank(
+        cli, "statement", "--bank", "b1", "--date", date, "--account", "FUND",
+        "--contribution", "u2=1",
+    )  # fmt: skip
+    assert "nothing changed" not in _import(cli, "import-statement", statement, ok=True)
+    out = _import(cli, "import-statement", statement, ok=True)
+    assert f"{statement.name}: imported before: nothing changed" in out
