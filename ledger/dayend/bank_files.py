@@ -172,6 +172,18 @@ class Statement:
         return sum(e.amount_fen for e in self.entries if e.direction == direction)
 
 
+def masked_card(account_no: str) -> str:
+    """A refund's account number (the cardholder's card number) as a return file carries it:
+    the first 6 and last 4 digits, starred between (all starred when shorter than 11).
+
+    >>> masked_card("6222000011112222"), masked_card("6222000011")
+    ('622200******2222', '**********')
+    """
+    if len(account_no) < 11:
+        return "*" * len(account_no)
+    return account_no[:6] + "*" * (len(account_no) - 10) + account_no[-4:]
+
+
 def return_name(r: ReturnFile) -> str:
     """RETURN_<the payout file's name without extension>_<yyyymmdd>.txt"""
     stem = r.payout_file.rsplit(".", 1)[0]

@@ -37,6 +37,7 @@ from ledger.dayend.bank_files import (
     BankFileError,
     ReturnFile,
     check_dates,
+    masked_card,
 )
 from ledger.dayend.bank_files import parse_return as parse_file
 from ledger.dayend.calendar import Cutover
@@ -100,6 +101,11 @@ def check(r: ReturnFile, sent: dict[str, Any], payouts: list[dict[str, Any]]) ->
         seen.add(x.payout_id)
         if (p["line_no"], p["amount_fen"]) != (x.payout_line, x.amount_fen):
             raise BankFileError(f"line {number}: {x.payout_id}'s line or amount differs")
+        if p["kind"] == "refund" and x.account_no != masked_card(p["account_no"]):
+            raise BankFileError(
+                f"line {number}: {x.payout_id} is a refund to a card: its account number is "
+                "carried masked (first 6 and last 4 digits), never in clear"
+            )
         status = p["status"]
         wanted = _STATUS[x.status]
         if status == wanted or (status == "reissued" and wanted == "returned"):

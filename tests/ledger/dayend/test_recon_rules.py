@@ -16,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from ledger import events as ev
+from ledger.dayend import bank_files as bf
+from ledger.dayend.recon_returns import check
 from ledger.demo import init_demo
 from ledger.sqlite_ledger import SqliteLedger
 from tests.support.dayend import Cli, make_keys, personal_of, today_and_after
@@ -164,3 +166,28 @@ def test_a_reimport_says_it_changed_nothing(cli: Cli) -> None:
     assert "nothing changed" not in _import(cli, "import-statement", statement, ok=True)
     out = _import(cli, "import-statement", statement, ok=True)
     assert f"{statement.name}: imported before: nothing changed" in out
+
+
+def test_a_return_line_with_a_card_number_in_clear_is_refused() -> None:
+    """A refund's account number is the cardholder's card number: a return file carries it
+    masked (first 6, last 4); in clear, the file is refused (recon_returns.check)."""
+    card = "6222000011112222"
+    sent = {"bank_id": "b1", "status": "released", "mac": "00" * 8, "business_date": "2026-11-25"}
+    payout = {
+        "id": "20261125-R-0000000001",
+        "line_no": 1,
+        "amount_fen": 300,
+        "status": "released",
+        "kind": "refund",
+        "account_no": card,
+    }
+
+    def answer(account_no: str) -> bf.ReturnFile:
+        line = bf.ReturnLine(1, payout["id"], "0000000001", account_no, 300, bf.PAID)
+        return bf.ReturnFile("b1", "2026-11-26", "REFUND_20261125_b1_EP.enc", "00" * 8, (line,))
+
+    with pytest.raises(bf.BankFileError, match=r"line 1: .* masked .* never in clear"):
+        check(answer(card), sent, [payout])
+    assert check(answer("622200******2222"), sent, [payout]) == []
+    institution = {**payout, "kind": "institution"}  # a settlement account: as in the payout file
+    assert check(answer(card), sent, [institution]) == []
