@@ -347,7 +347,7 @@ def rematch_payouts(engine: Engine, operator: str, now_us: int, bank_id: str | N
                     status="matched", matched_transfer_id=transfer_id("payout-result", payout_id)
                 )
             )
-            audit(c, now_us, operator, "recon.rematched", key, bank=bank, line_ref=line_ref,
-                  payout=payout_id)  # fmt: skip
+            detail = {"bank": bank, "line_ref": line_ref, "payout": payout_id}
+            audit(c, now_us, operator, "recon.rematched", key, **detail)
             done += 1
     return done
