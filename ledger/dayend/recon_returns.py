@@ -42,7 +42,7 @@ from ledger.dayend.bank_files import (
 from ledger.dayend.bank_files import parse_return as parse_file
 from ledger.dayend.calendar import Cutover
 from ledger.dayend.recon_statement import rematch_payouts
-from ledger.dayend.review_queue import audit
+from ledger.dayend.review_queue import audit, audit_refusal
 from ledger.events.funds import resolve_payout
 from ledger.medical.sql_store import write_transaction
 
@@ -145,10 +145,16 @@ async def import_returns(
     """Check the whole file (its date from the payout file's business date to the next
     business date, a file name's date the header's), post each new answer, mark the payouts,
     review the returned."""
-    r = await parse_file(hsm, file_key, data)
-    check_dates(r.return_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
-    sent, payouts = _payout_file(engine, r)
-    already = set(check(r, sent, payouts))
+    try:
+        r = await parse_file(hsm, file_key, data)
+        check_dates(r.return_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
+        sent, payouts = _payout_file(engine, r)
+        already = set(check(r, sent, payouts))
+    except BankFileError as error:
+        audit_refusal(
+            engine, now_us, operator, "recon.returns.refused", file_name or "", str(error)
+        )
+        raise
     fresh = [x for x in r.lines if x.payout_id not in already]
     # concurrent: the ledger's group commit makes them a few durable commits
     results = await asyncio.gather(

@@ -38,7 +38,14 @@ from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
 from ledger.dayend import bank_files as bf
 from ledger.dayend.calendar import Cutover
-from ledger.dayend.review_queue import ReviewError, ReviewQueue, Status, audit, set_status
+from ledger.dayend.review_queue import (
+    ReviewError,
+    ReviewQueue,
+    Status,
+    audit,
+    audit_refusal,
+    set_status,
+)
 from ledger.events.funds import (
     StatementLine,
     post_contribution_received,
@@ -232,9 +239,14 @@ async def import_statement(
 ) -> StatementImport:
     """Check the statement whole (its date no later than the next business date, a file name's
     date the header's), then match, post and record each new line once."""
-    s = await bf.parse_statement(hsm, file_key, data)
-    latest = cutover.date_of(now_us) + dt.timedelta(days=1)
-    bf.check_dates(s.statement_date, file_name, latest)
+    try:
+        s = await bf.parse_statement(hsm, file_key, data)
+        bf.check_dates(s.statement_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
+    except bf.BankFileError as error:
+        audit_refusal(
+            engine, now_us, operator, "recon.statement.refused", file_name or "", str(error)
+        )
+        raise
     seen = _on_record(engine, s.bank_id, [e.line_ref for e in s.entries])
     conflicts = [
         _conflict(s, e, seen[e.line_ref])

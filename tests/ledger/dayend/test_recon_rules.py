@@ -1,9 +1,10 @@
 """Rules of the bank files' imports (specs/dayend-files.md). Dates are checked before anything
 posts: a return file dated before the business date of the payout file it answers, a return file
 or statement dated after the next business date, and a file whose name (in the spec's form)
-carries another date than its header are refused whole, naming the file and the dates. Import
-order does not matter: a statement's payout line imported before its return file waits in review
-and is matched once the return file is imported."""
+carries another date than its header are refused whole, naming the file and the dates, and the
+refusal is in the audit log. Import order does not matter: a statement's payout line imported
+before its return file waits in review and is matched once the return file is imported. A
+re-import says it changed nothing; a refund's card number in clear in a return file is refused."""
 
 from __future__ import annotations
 
@@ -89,6 +90,15 @@ def test_misdated_return_files_and_statements_are_refused(cli: Cli) -> None:
     out = _import(cli, "import-statement", statement, ok=False)
     assert f"{statement.name} is dated {later}, later than" in out
     assert _snapshot(cli) == before  # nothing of any of them
+    refused = cli.rows(
+        "SELECT action, subject, actor FROM audit_log WHERE action LIKE '%.refused' ORDER BY seq"
+    )  # every import is in the audit log, a refused one too
+    assert refused == [
+        ("recon.returns.refused", early.name, "carol"),
+        ("recon.returns.refused", future.name, "carol"),
+        ("recon.returns.refused", renamed.name, "carol"),
+        ("recon.statement.refused", statement.name, "carol"),
+    ]
 
     assert "1 paid, 0 returned now" in _import(cli, "import-returns", good, ok=True)
 
