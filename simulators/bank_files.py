@@ -53,9 +53,11 @@ async def return_file(
     lines = []
     for number, x in enumerate(f.lines, 1):
         status, code, text = rule.decide(x)
+        # a refund's account number is the card number: never in clear in a return file
+        account = bf.masked_card(x.account_no) if f.kind == pf.REFUND else x.account_no
         lines.append(
             bf.ReturnLine(
-                number, x.payout_id, x.payee_id, x.account_no, x.amount_fen, status, code, text
+                number, x.payout_id, x.payee_id, account, x.amount_fen, status, code, text
             )
         )
     answer = bf.ReturnFile(f.bank_id, return_date, pf.file_name(f), checked.mac, tuple(lines))

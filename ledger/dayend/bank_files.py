@@ -17,6 +17,8 @@ Layout pure (:func:`render_return`, :func:`split_return`, …); sealing and chec
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 
 from hsm.interface import Hsm, MacAlgorithm
@@ -170,6 +172,18 @@ class Statement:
         return sum(e.amount_fen for e in self.entries if e.direction == direction)
 
 
+def masked_card(account_no: str) -> str:
+    """A refund's account number (the cardholder's card number) as a return file carries it:
+    the first 6 and last 4 digits, starred between (all starred when shorter than 11).
+
+    >>> masked_card("6222000011112222"), masked_card("6222000011")
+    ('622200******2222', '**********')
+    """
+    if len(account_no) < 11:
+        return "*" * len(account_no)
+    return account_no[:6] + "*" * (len(account_no) - 10) + account_no[-4:]
+
+
 def return_name(r: ReturnFile) -> str:
     """RETURN_<the payout file's name without extension>_<yyyymmdd>.txt"""
     stem = r.payout_file.rsplit(".", 1)[0]
@@ -288,8 +302,23 @@ def _lines(plain: bytes) -> tuple[list[bytes], bytes, str]:
     if not plain.endswith(b"\n"):
         raise BankFileError("the file does not end with a line break (truncated?)")
     lines = plain[:-1].split(b"\n")
-    if len(lines) < 2 or any(len(x) != LINE_BYTES for x in lines):
-        raise BankFileError(f"every line must be {LINE_BYTES} bytes (a header and a trailer)")
+    for number, x in enumerate(lines, 1):
+        if x.endswith(b"\r"):
+            raise BankFileError(
+                f"line {number} of the file (the header is line 1) ends with CR LF: lines end "
+                "with LF alone (a text-mode transfer?)"
+            )
+        if len(x) != LINE_BYTES:
+            raise BankFileError(
+                f"line {number} of the file (the header is line 1) is {len(x)} bytes, not "
+                f"{LINE_BYTES}"
+            )
+    if len(lines) < 2:
+        raise BankFileError("the trailer is missing: the file has only a header")
+    if not lines[-1].startswith(b"T"):
+        raise BankFileError(
+            f"the trailer is missing: the last line ({len(lines)} of the file) is not a T record"
+        )
     return lines[:-1], lines[-1], ""
 
 
@@ -370,9 +399,14 @@ def split_statement(sealed: bytes) -> tuple[Statement, str, bytes]:
         if e.kind not in STATEMENT_KINDS or e.direction not in (CREDIT, DEBIT) or not e.line_ref:
             raise BankFileError(f"line {number}: unknown kind or direction, or no reference")
         entries.append(e)
-    refs = [e.line_ref for e in entries]
-    if len(set(refs)) != len(refs):
-        raise BankFileError("a bank reference appears twice in the statement")
+    first: dict[str, int] = {}
+    for number, e in enumerate(entries, 1):
+        if e.line_ref in first:
+            raise BankFileError(
+                f"bank reference {e.line_ref} appears twice in the statement (lines "
+                f"{first[e.line_ref]} and {number})"
+            )
+        first[e.line_ref] = number
     s = Statement(
         head["bank"], _iso(head["date"]), head["account"], head["statement_id"], tuple(entries)
     )
@@ -422,3 +456,33 @@ def header_bank(data: bytes) -> str | None:
     if data[:1] != b"H" or data[1:9].rstrip(b" ") not in (b"MSRETURN", b"MSSTMT"):
         return None
     return data[19:51].decode(ENCODING, "replace").rstrip()
+
+
+_NAME_DATE = (re.compile(r"^RETURN_.+_(\d{8})\.txt$"), re.compile(r"^STMT_(\d{8})_.+\.txt$"))
+
+
+def check_dates(file_date: str, file_name: str | None, latest: dt.date) -> None:
+    """Refuse a return file or statement dated after `latest` (the business date after the
+    current one), or whose name, when in the spec's form, carries another date than its header.
+
+    >>> check_dates("2026-11-26", "STMT_20261126_b1_FUND.txt", dt.date(2026, 11, 27))
+    >>> check_dates("2026-11-26", "STMT_20261125_b1_FUND.txt", dt.date(2026, 11, 27))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ledger.dayend.bank_files.BankFileError: ...for 2026-11-25 but its header is dated 2026-11-26
+    >>> check_dates("2026-12-26", None, dt.date(2026, 11, 27))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ledger.dayend.bank_files.BankFileError: ...dated 2026-12-26, later than 2026-11-27 (the next...
+    """
+    label = file_name or "the file"
+    if file_date > latest.isoformat():
+        raise BankFileError(
+            f"{label} is dated {file_date}, later than {latest.isoformat()} (the next business "
+            "date): a date in the future"
+        )
+    for pattern in _NAME_DATE if file_name else ():
+        found = pattern.match(file_name or "")
+        if found and _iso(found.group(1)) != file_date:
+            raise BankFileError(
+                f"{label} is named for {_iso(found.group(1))} but its header is dated {file_date}"
+            )

@@ -19,6 +19,7 @@ repaired by importing the file again.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,19 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
-from ledger.dayend.bank_files import PAID, REASONS, RETURNED, BankFileError, ReturnFile
+from ledger.dayend.bank_files import (
+    PAID,
+    REASONS,
+    RETURNED,
+    BankFileError,
+    ReturnFile,
+    check_dates,
+    masked_card,
+)
 from ledger.dayend.bank_files import parse_return as parse_file
-from ledger.dayend.review_queue import audit
+from ledger.dayend.calendar import Cutover
+from ledger.dayend.recon_statement import rematch_payouts
+from ledger.dayend.review_queue import audit, audit_refusal
 from ledger.events.funds import resolve_payout
 from ledger.medical.sql_store import write_transaction
 
@@ -47,6 +58,12 @@ class ReturnImport:
     returned: int  # answered now: returned (each now a review item)
     already: int  # answered the same way by an earlier import: nothing posted
     reissued: int  # earlier returned payouts found re-issued by a later payout
+    rematched: int = 0  # statement lines waiting in review for these payouts, matched now
+    answered_now: frozenset[str] = frozenset()  # the payout ids this import answered
+
+    @property
+    def changed_nothing(self) -> bool:
+        return not self.answered_now and not self.reissued and not self.rematched
 
 
 def _payout_file(engine: Engine, r: ReturnFile) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -63,6 +80,11 @@ def _payout_file(engine: Engine, r: ReturnFile) -> tuple[dict[str, Any], list[di
 def check(r: ReturnFile, sent: dict[str, Any], payouts: list[dict[str, Any]]) -> list[str]:
     """Refuse a return file that does not answer this payout file exactly; the ids already
     answered the same way."""
+    if r.return_date < sent["business_date"]:
+        raise BankFileError(
+            f"the return file is dated {r.return_date}, before {r.payout_file} it answers "
+            f"(business date {sent['business_date']})"
+        )
     if sent["bank_id"] != r.bank_id:
         raise BankFileError(f"{r.payout_file} was sent to bank {sent['bank_id']}, not {r.bank_id}")
     if sent["status"] != "released":
@@ -79,6 +101,11 @@ def check(r: ReturnFile, sent: dict[str, Any], payouts: list[dict[str, Any]]) ->
         seen.add(x.payout_id)
         if (p["line_no"], p["amount_fen"]) != (x.payout_line, x.amount_fen):
             raise BankFileError(f"line {number}: {x.payout_id}'s line or amount differs")
+        if p["kind"] == "refund" and x.account_no != masked_card(p["account_no"]):
+            raise BankFileError(
+                f"line {number}: {x.payout_id} is a refund to a card: its account number is "
+                "carried masked (first 6 and last 4 digits), never in clear"
+            )
         status = p["status"]
         wanted = _STATUS[x.status]
         if status == wanted or (status == "reissued" and wanted == "returned"):
@@ -111,11 +138,23 @@ async def import_returns(
     data: bytes,
     operator: str,
     now_us: int,
+    *,
+    cutover: Cutover,
+    file_name: str | None = None,
 ) -> ReturnImport:
-    """Check the whole file, post each new answer, mark the payouts, review the returned."""
-    r = await parse_file(hsm, file_key, data)
-    sent, payouts = _payout_file(engine, r)
-    already = set(check(r, sent, payouts))
+    """Check the whole file (its date from the payout file's business date to the next
+    business date, a file name's date the header's), post each new answer, mark the payouts,
+    review the returned."""
+    try:
+        r = await parse_file(hsm, file_key, data)
+        check_dates(r.return_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
+        sent, payouts = _payout_file(engine, r)
+        already = set(check(r, sent, payouts))
+    except BankFileError as error:
+        audit_refusal(
+            engine, now_us, operator, "recon.returns.refused", file_name or "", str(error)
+        )
+        raise
     fresh = [x for x in r.lines if x.payout_id not in already]
     # concurrent: the ledger's group commit makes them a few durable commits
     results = await asyncio.gather(
@@ -143,8 +182,10 @@ async def import_returns(
         }
         audit(c, now_us, operator, "recon.returns", r.payout_file, **summary)
     reissued = link_reissues(engine, now_us)
+    rematched = rematch_payouts(engine, operator, now_us, r.bank_id)
     paid = sum(1 for x in fresh if x.status == PAID)
-    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued)
+    now = frozenset(x.payout_id for x in fresh)
+    return ReturnImport(r, paid, len(fresh) - paid, len(already), reissued, rematched, now)
 
 
 def link_reissues(engine: Engine, now_us: int) -> int:

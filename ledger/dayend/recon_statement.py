@@ -16,25 +16,36 @@ anything else                       → review (reason ``bank_unmatched``)
 =================  =====  ========  ==========================================================
 
 Idempotent by the bank's line reference: a line on record (``bank_statement_lines``, unique per
-bank and reference) is skipped, and a posting's transfer id comes from the bank and the
-reference, so a crash between posting and recording is repaired by importing again. The MAC is
-checked under the bank's file key before anything is read.
+bank and reference) with the same content (statement date, kind, amount, counterparty) is a repeat
+and skipped (``already``); the same reference with other content is never dropped: it goes to
+review (``conflict``, reason ``bank_unmatched``) and posts nothing. A posting's transfer id comes
+from the bank and the reference, so a crash between posting and recording is repaired by
+importing again. The MAC is checked under the bank's file key before anything is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, insert, select, update
 
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
 from ledger.dayend import bank_files as bf
-from ledger.dayend.review_queue import audit
+from ledger.dayend.calendar import Cutover
+from ledger.dayend.review_queue import (
+    ReviewError,
+    ReviewQueue,
+    Status,
+    audit,
+    audit_refusal,
+    set_status,
+)
 from ledger.events.funds import (
     StatementLine,
     post_contribution_received,
@@ -57,7 +68,7 @@ SOURCE_OF = {bf.FUND: "insurance", bf.EP_FLOAT: "ep"}
 @dataclass(frozen=True)
 class LineOutcome:
     entry: bf.StatementEntry
-    status: str  # matched | review | already
+    status: str  # matched | review | already | conflict
     transfer_id: str | None
     why: str
 
@@ -66,22 +77,43 @@ class LineOutcome:
 class StatementImport:
     statement: bf.Statement
     lines: tuple[LineOutcome, ...]
+    rematched: int = 0  # payout lines of earlier imports waiting in review, matched now
 
     def count(self, status: str) -> int:
         return sum(1 for x in self.lines if x.status == status)
 
 
-def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> set[str]:
+def _content(statement_date: str, kind: str, amount_fen: int, counterparty: str) -> tuple[Any, ...]:
+    return (statement_date, kind, int(amount_fen), counterparty[:120])
+
+
+def _entry_content(s: bf.Statement, e: bf.StatementEntry) -> tuple[Any, ...]:
+    return _content(s.statement_date, KIND_ROW[e.kind], e.amount_fen, e.counterparty)
+
+
+def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The content of each line on record under these references."""
     c = schema.bank_statement_lines.c
-    found: set[str] = set()
+    found: dict[str, tuple[Any, ...]] = {}
+    columns = (c.line_ref, c.statement_date, c.kind, c.amount_fen, c.counterparty)
     with engine.connect() as connection:
         for at in range(0, len(refs), 500):
             chunk = refs[at : at + 500]
             rows = connection.execute(
-                select(c.line_ref).where(c.bank_id == bank_id, c.line_ref.in_(chunk))
+                select(*columns).where(c.bank_id == bank_id, c.line_ref.in_(chunk))
             )
-            found.update(rows.scalars())
+            for row in rows:
+                found[row.line_ref] = _content(*row[1:])
     return found
+
+
+def _conflict(s: bf.Statement, e: bf.StatementEntry, was: tuple[Any, ...]) -> LineOutcome:
+    date, kind, amount_fen, counterparty = was
+    why = (
+        f"reference {e.line_ref} is on record for another line ({date} {kind} {amount_fen} fen "
+        f"{counterparty}): not posted, ask the bank"
+    )
+    return LineOutcome(e, "conflict", None, why)
 
 
 @dataclass
@@ -180,8 +212,11 @@ async def _post(ledger: Ledger, s: bf.Statement, outcome: LineOutcome) -> LineOu
 
 def review_item(s: bf.Statement, outcome: LineOutcome) -> ReviewItem:
     e = outcome.entry
+    key = transfer_id("review", REASON, s.bank_id, e.line_ref)
+    if outcome.status == "conflict":  # one item per distinct content under the reference
+        key = transfer_id("review", REASON, s.bank_id, e.line_ref, *_entry_content(s, e))
     return ReviewItem(
-        key=transfer_id("review", REASON, s.bank_id, e.line_ref),
+        key=key,
         reason=REASON,
         reference=f"statement|{s.bank_id}|{s.statement_date}|{e.line_ref}|{e.kind}|"
         f"{e.counterparty}"[:240],
@@ -198,20 +233,37 @@ async def import_statement(
     data: bytes,
     operator: str,
     now_us: int,
+    *,
+    cutover: Cutover,
+    file_name: str | None = None,
 ) -> StatementImport:
-    """Check the statement whole, then match, post and record each new line once."""
-    s = await bf.parse_statement(hsm, file_key, data)
+    """Check the statement whole (its date no later than the next business date, a file name's
+    date the header's), then match, post and record each new line once."""
+    try:
+        s = await bf.parse_statement(hsm, file_key, data)
+        bf.check_dates(s.statement_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
+    except bf.BankFileError as error:
+        audit_refusal(
+            engine, now_us, operator, "recon.statement.refused", file_name or "", str(error)
+        )
+        raise
     seen = _on_record(engine, s.bank_id, [e.line_ref for e in s.entries])
+    conflicts = [
+        _conflict(s, e, seen[e.line_ref])
+        for e in s.entries
+        if e.line_ref in seen and seen[e.line_ref] != _entry_content(s, e)
+    ]
     fresh_entries = [e for e in s.entries if e.line_ref not in seen]
     ctx = await _context(engine, ledger, s, fresh_entries)
     decided = [_decide(ctx, s, e) for e in fresh_entries]
     # concurrent: the ledger's group commit makes them a few durable commits
     posted = await asyncio.gather(*(_post(ledger, s, x) for x in decided))
-    reviews = [review_item(s, x) for x in posted if x.status == "review"]
+    reviews = [review_item(s, x) for x in [*posted, *conflicts] if x.status != "matched"]
     await asyncio.gather(*(ledger.add_review(item) for item in reviews))
-    by_ref = {x.entry.line_ref: x for x in posted}
+    by_ref = {x.entry.line_ref: x for x in [*posted, *conflicts]}
     outcomes = [by_ref.get(e.line_ref) or LineOutcome(e, "already", None, "") for e in s.entries]
-    fresh = [x for x in outcomes if x.status != "already"]
+    # a conflict cannot be recorded under its reference: it stays in review until resolved
+    fresh = [x for x in outcomes if x.status in ("matched", "review")]
     with write_transaction(engine) as c:
         rows = [
             {
@@ -244,5 +296,70 @@ async def import_statement(
             new=len(fresh),
             matched=sum(1 for x in fresh if x.status == "matched"),
             review=sum(1 for x in fresh if x.status == "review"),
+            conflict=len(conflicts),
         )
-    return StatementImport(s, tuple(outcomes))
+    # import order does not matter: payout lines waiting for their return file
+    return StatementImport(s, tuple(outcomes), rematch_payouts(engine, operator, now_us, s.bank_id))
+
+
+# -- import order (specs/dayend-files.md, "Import order") ---------------------------------------
+# A PAYOUT line imported before the return file that says its payout was paid goes to review
+# ("the payout is released, not paid"). Once the payout is paid, the line waiting in review is
+# matched again: called by both imports (the return file's, and any later statement of the bank,
+# its own re-import included). Re-matched when the payout is now paid, was sent to the line's
+# bank from the line's account for the line's amount: the line becomes matched (the payout's
+# result transfer; nothing posts) and its review item, if still open, is accepted by the
+# importing operator, with an audit entry. A line whose item an operator acted on is left alone.
+_L = schema.bank_statement_lines.c
+_P = schema.payouts.c
+LINES_MAX = 10_000  # re-matched per call; the rest at the next import
+
+
+def _account(file_name: str) -> str:
+    """The account of a recorded line: its file name is ``bf.statement_name``'s (the centre's
+    canonical name, not the incoming file's), whose last part is the account."""
+    return file_name.rsplit(".", 1)[0].rsplit("_", 1)[-1]
+
+
+def rematch_payouts(engine: Engine, operator: str, now_us: int, bank_id: str | None = None) -> int:
+    """Re-match the PAYOUT statement lines in review whose payout is now paid (of one bank, or
+    all); how many were re-matched."""
+    joined = schema.bank_statement_lines.join(
+        schema.payouts,
+        and_(_P.id == _L.counterparty, _P.bank_id == _L.bank_id, _P.amount_fen == _L.amount_fen),
+    )
+    statement = (
+        select(_L.seq, _L.bank_id, _L.line_ref, _L.file_name, _P.id, _P.source)
+        .select_from(joined)
+        .where(_L.kind == KIND_ROW[bf.PAYOUT], _L.status == "review", _P.status == "paid")
+        .order_by(_L.seq)
+        .limit(LINES_MAX)
+    )
+    if bank_id is not None:
+        statement = statement.where(_L.bank_id == bank_id)
+    queue = ReviewQueue(engine)
+    done = 0
+    with write_transaction(engine) as c:
+        for seq, bank, line_ref, file_name, payout_id, source in c.execute(statement).fetchall():
+            if SOURCE_OF.get(_account(file_name)) != source:
+                continue
+            key = transfer_id("review", REASON, bank, line_ref)
+            try:
+                item = queue.find(key, c)
+            except ReviewError:
+                item = None
+            if item is not None and item.status != Status.OPEN.value:
+                continue  # an operator acted on it: theirs to finish
+            if item is not None:
+                set_status(c, item, Status.ACCEPTED, operator, now_us)
+            c.execute(
+                update(schema.bank_statement_lines)
+                .where(_L.seq == seq, _L.status == "review")
+                .values(
+                    status="matched", matched_transfer_id=transfer_id("payout-result", payout_id)
+                )
+            )
+            detail = {"bank": bank, "line_ref": line_ref, "payout": payout_id}
+            audit(c, now_us, operator, "recon.rematched", key, **detail)
+            done += 1
+    return done

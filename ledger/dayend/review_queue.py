@@ -136,6 +136,14 @@ def audit(
     )
 
 
+def audit_refusal(
+    engine: Engine, at_us: int, actor: str, action: str, subject: str, why: str
+) -> None:
+    """A refused import in the audit log (its own transaction: nothing else was written)."""
+    with write_transaction(engine) as connection:
+        audit(connection, at_us, actor, action, subject or "(unnamed file)", refused=why[:500])
+
+
 class ReviewQueue:
     """Operators' actions on the review items of one database."""
 

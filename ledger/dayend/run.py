@@ -33,6 +33,7 @@ from ledger.dayend import snapshot as snap
 from ledger.dayend import store
 from ledger.dayend.calendar import Cutover, parse_date
 from ledger.dayend.plan import Payout, Plan, plan
+from ledger.dayend.recon_returns import link_reissues
 from ledger.personal import PersonalKeys, people
 
 KeyFor = Callable[[str], Awaitable[KeyRef]]
@@ -190,6 +191,7 @@ class ApproveResult:
     posted: int
     already: int
     released: list[Path]
+    reissued: int = 0  # earlier returned payouts this approval's payouts re-issue
 
 
 async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_dir: Path,
@@ -225,7 +227,10 @@ async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_
         write_atomic(outbox / name, data)
         released.append(outbox / name)
     store.mark_approved(engine, date, int(stored["approval_id"]), operator, now_us)
-    return ApproveResult(date, str(request["made_by"]), posted, already, released)
+    # the returned payouts these released ones pay again are `reissued` now, not at the next
+    # return import (specs/dayend-files.md, "Return file")
+    reissued = link_reissues(engine, now_us)
+    return ApproveResult(date, str(request["made_by"]), posted, already, released, reissued)
 
 
 def _same_person(maker: str, operator: str) -> bool:

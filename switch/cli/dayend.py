@@ -180,7 +180,8 @@ def approve_command(date: str, database: Database, out: Path | None, operator: s
     except dayend.DayendError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{date} approved by {operator} (prepared by {result.made_by}): "
-               f"{result.posted} payouts posted, {result.already} already posted")
+               f"{result.posted} payouts posted, {result.already} already posted"
+               + (f", {result.reissued} returned payouts re-issued" if result.reissued else ""))
     for path in result.released:
         click.echo(f"released {path}")
 

@@ -24,6 +24,7 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger.dayend import bank_files as bf
 from ledger.dayend import payout_file as pf
+from ledger.dayend.calendar import CalendarError, Cutover
 from ledger.dayend.recon_returns import ReturnImport, import_returns
 from ledger.dayend.recon_statement import StatementImport, import_statement
 from ledger.medical.split import yuan
@@ -50,6 +51,7 @@ from switch.cli.common import (
 from switch.key_home import Home
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
+    from switch.config import Config
     from switch.database import BackOffice
 
 T = TypeVar("T")
@@ -65,6 +67,13 @@ def _key_alias(data: bytes, file_key: str | None, database: Database) -> str:
     return database.config().dayend.file_key_alias.format(bank=bank)
 
 
+def _cutover(config: Config) -> Cutover:
+    try:
+        return Cutover.parse(config.dayend.cutover, config.dayend.timezone or config.timezone)
+    except CalendarError as error:
+        raise click.ClickException(f"[dayend] {error}") from None
+
+
 def _import(
     file: Path,
     database: Database,
@@ -76,14 +85,24 @@ def _import(
 ) -> T:
     data, url = file.read_bytes(), check_database(database)
     alias = _key_alias(data, file_key, database)
+    cutover = _cutover(database.config())
     home = Home(keys_home, operator)
     hsm: Hsm = load_hsm(home, component_files, 2)
 
     async def go(office: BackOffice) -> T:
         key: KeyRef = await resolve(home, alias)
         ledger = await office.ledger()
+        now_us = time.time_ns() // 1000
         return await importer(
-            office.engine, ledger, hsm, key, data, operator, time.time_ns() // 1000
+            office.engine,
+            ledger,
+            hsm,
+            key,
+            data,
+            operator,
+            now_us,
+            cutover=cutover,
+            file_name=file.name,
         )
 
     try:
@@ -134,9 +153,12 @@ def import_returns_command(
         f"{file.name}: OK bank {r.bank_id} answers {r.payout_file}: {len(r.lines)} payments, "
         f"{yuan(r.total_fen)} yuan — {done.paid} paid, {done.returned} returned now, "
         f"{done.already} already answered; {done.reissued} earlier returns re-issued"
+        + (f"; {done.rematched} statement lines in review re-matched" if done.rematched else "")
     )
+    if done.changed_nothing:
+        click.echo(f"{file.name}: imported before: nothing changed")
     for x in r.lines:
-        if x.status == bf.RETURNED:
+        if x.status == bf.RETURNED and x.payout_id in done.answered_now:
             click.echo(
                 f"returned {x.payout_id} {x.payee_id} {yuan(x.amount_fen)} yuan: "
                 f"{x.reason_code} {bf.REASONS[x.reason_code]} {x.reason}".rstrip()
@@ -166,11 +188,16 @@ def import_statement_command(
             f"{e.line_ref:<20} {e.kind:<15} {e.direction} {yuan(e.amount_fen):>12} "
             f"{e.counterparty:<20} {x.status}{why}"
         )
+    conflicts = done.count("conflict")
+    reused = f"{conflicts} reusing a reference for another line (to review), " if conflicts else ""
     click.echo(
         f"{file.name}: OK bank {s.bank_id} {s.account} {s.statement_date}: {len(s.entries)} "
         f"lines — {done.count('matched')} matched, {done.count('review')} to review, "
-        f"{done.count('already')} already imported"
+        f"{reused}{done.count('already')} already imported"
+        + (f"; {done.rematched} earlier lines in review re-matched" if done.rematched else "")
     )
+    if done.count("already") == len(s.entries) and not done.rematched:
+        click.echo(f"{file.name}: imported before: nothing changed")
 
 
 # -- medswitch sim bank-files: the bank's side -------------------------------------------------

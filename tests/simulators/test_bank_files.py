@@ -169,3 +169,4 @@ def test_a_refund_file_is_decrypted_and_answered(hsm_keys: tuple[SoftHsm, KeyRef
     assert name == "RETURN_REFUND_20261125_b1_EP_20261126.txt"
     (line,) = asyncio.run(bf.parse_return(hsm, key, answer)).lines
     assert (line.status, line.reason_code, line.reason) == (bf.RETURNED, "R004", "account frozen")
+    assert line.account_no == "**********" and b"6222000011" not in answer  # the card number

@@ -151,6 +151,8 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
     after_next = CUTOVER.instant(dt.date.fromisoformat(next_day)) + dt.timedelta(minutes=2)
     cli.run(next_day, after_next.isoformat())
     cli.approve(next_day, "bob")
+    # re-issued at the approval that released the new payment, not at its return file
+    assert cli.rows(f"SELECT status FROM payouts WHERE id = '{h1}'") == [("reissued",)]
     next_compact = next_day.replace("-", "")
     reissue = cli.rows(
         f"SELECT id, amount_fen, account_no FROM payouts WHERE business_date = '{next_day}'"
@@ -160,7 +162,7 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
     _bank(cli, "returns", str(b1_next), "--date", next_day)
     answer = next((cli.out / "bank").glob(f"RETURN_PAYOUT_{next_compact}_b1_INS_*.txt"))
     out = _import(cli, "import-returns", answer)
-    assert "1 paid, 0 returned now" in out and "1 earlier returns re-issued" in out
+    assert "1 paid, 0 returned now" in out and "0 earlier returns re-issued" in out
     assert cli.rows(f"SELECT status FROM payouts WHERE id = '{h1}'") == [("reissued",)]
     assert cli.rows(f"SELECT reissue_of FROM payouts WHERE id = '{next_compact}-I-h1'") == [(h1,)]
     assert _balance(cli, "payins:h1") == 0

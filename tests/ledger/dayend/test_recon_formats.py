@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -94,3 +95,31 @@ def test_any_changed_byte_is_refused(statement: bf.Statement, data: st.DataObjec
         return
     # a change inside trailing filler of a line is the only one that may pass: same content
     assert parsed == statement
+
+
+def _sealed_statement(*refs: str) -> bytes:
+    entries = tuple(bf.StatementEntry(r, bf.OTHER, bf.CREDIT, 5, "x") for r in refs)
+    statement = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", entries)
+    return asyncio.run(bf.seal(HSM, KEY, bf.render_statement(statement)))
+
+
+def _refusal(data: bytes) -> str:
+    with pytest.raises(bf.BankFileError) as refused:
+        asyncio.run(bf.parse_statement(HSM, KEY, data))
+    return str(refused.value)
+
+
+def test_refusals_say_what_is_wrong_and_where() -> None:
+    sealed = _sealed_statement("R1", "R2", "R3")
+    lines = sealed.split(b"\n")[:-1]
+    no_trailer = b"".join(x + b"\n" for x in lines[:-1])
+    assert _refusal(no_trailer) == (
+        "the trailer is missing: the last line (4 of the file) is not a T record"
+    )
+    assert _refusal(lines[0] + b"\n") == "the trailer is missing: the file has only a header"
+    crlf = sealed.replace(b"\n", b"\r\n")
+    assert _refusal(crlf).startswith("line 1 of the file (the header is line 1) ends with CR LF")
+    short = b"".join(x + b"\n" for x in [*lines[:2], lines[2][:-3], *lines[3:]])
+    assert _refusal(short) == "line 3 of the file (the header is line 1) is 217 bytes, not 220"
+    twice = _sealed_statement("R1", "R2", "R1")
+    assert _refusal(twice) == "bank reference R1 appears twice in the statement (lines 1 and 3)"
