@@ -103,7 +103,9 @@ def test_misdated_return_files_and_statements_are_refused(cli: Cli) -> None:
     assert "1 paid, 0 returned now" in _import(cli, "import-returns", good, ok=True)
 
 
-def test_a_statement_before_its_return_file_is_matched_when_the_return_comes(cli: Cli) -> None:
+def _paid_day(cli: Cli) -> tuple[Path, Path]:
+    """Today cleared and approved, b1's return file paying its payout, and b1's statement of
+    that payment: (the return file, the statement)."""
     asyncio.run(_debit(cli.db))
     date, after = today_and_after()
     day = dt.date.fromisoformat(date)
@@ -115,6 +117,11 @@ def test_a_statement_before_its_return_file_is_matched_when_the_return_comes(cli
         cli, "statement", "--bank", "b1", "--date", date, "--account", "FUND",
         "--paid-from", str(answer),
     )  # fmt: skip
+    return answer, statement
+
+
+def test_a_statement_before_its_return_file_is_matched_when_the_return_comes(cli: Cli) -> None:
+    answer, statement = _paid_day(cli)
     out = _import(cli, "import-statement", statement, ok=True)
     assert "the payout is released, not paid" in out and "1 to review" in out
     out = _import(cli, "import-statement", statement, ok=True)
@@ -137,17 +144,7 @@ def test_a_statement_before_its_return_file_is_matched_when_the_return_comes(cli
 def test_a_statement_imported_again_rematches_a_line_waiting_in_review(cli: Cli) -> None:
     """The other order of the same rule: the payout paid, its statement line still in review
     (here: put back by hand, as a database from before the rule would hold it)."""
-    asyncio.run(_debit(cli.db))
-    date, after = today_and_after()
-    day = dt.date.fromisoformat(date)
-    cli.run(date, after)
-    cli.approve(date, "bob")
-    payout = cli.out / "outbox" / f"PAYOUT_{day:%Y%m%d}_b1_INS.txt"
-    answer = _bank(cli, "returns", str(payout), "--date", date)
-    statement = _bank(
-        cli, "statement", "--bank", "b1", "--date", date, "--account", "FUND",
-        "--paid-from", str(answer),
-    )  # fmt: skip
+    _, statement = _paid_day(cli)
     _import(cli, "import-statement", statement, ok=True)
     with sqlite3.connect(cli.db) as c:
         c.execute("UPDATE payouts SET status = 'paid'")  # as if answered, line left in review
