@@ -216,10 +216,12 @@ def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
         status, text = await asyncio.to_thread(get, "/metrics")
         assert status == 200
         assert (
-            'medswitch_messages_total{interface="terminal",mti="0830",response_code="00"}' in text
+            'medswitch_messages_total{interface="terminal",mti="0830",response_code="00",'
+            'type="echo"}' in text
         )
         assert (
-            'medswitch_messages_total{interface="terminal",mti="0810",response_code="00"}' in text
+            'medswitch_messages_total{interface="terminal",mti="0810",response_code="00",'
+            'type="sign_on"}' in text
         )
         assert "medswitch_handler_seconds_bucket" in text
         assert 'medswitch_hsm_seconds_count{operation="verify_mac"}' in text
