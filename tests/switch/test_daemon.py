@@ -31,7 +31,6 @@ from tests.support.daemon import (
     CODEC,
     Daemon,
     Terminal,
-    now,
     running_daemon,
 )
 
@@ -39,16 +38,7 @@ TERMINALS = {"POS00001": "pos", "KIOSK001": "kiosk"}
 
 
 async def sign_on(terminal: Terminal) -> SignOnReply:
-    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
-    assert isinstance(reply, SignOnReply)
-    assert reply.response_code == "00"
-    assert reply.keys is not None
-    # The terminal's secure module checks the check values while storing the keys.
-    terminal.keys = await terminal.hsm.accept_sign_on(
-        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
-    )
-    terminal.batch = reply.batch
-    return reply
+    return await terminal.sign_on()  # its secure module checks the keys' check values
 
 
 def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
