@@ -65,7 +65,7 @@ class MoneyGauges:
         )
         self.risk_read_age = Gauge(
             "medswitch_risk_read_age_seconds",
-            "Age of the database read behind the gauges above (it is redone when 5 s old;"
+            "Age of the database read behind the gauges above (it is redone when 10 s old;"
             " older means the database did not answer in time)",
             registry=registry,
         )

@@ -5,7 +5,7 @@ one-screen answer to "is the centre healthy and is any money at risk" as JSON (w
 ``/status`` answers only a request from the loopback address, or one that carries
 ``Authorization: Bearer <http.status_token>`` when that token is set; any other gets 403. Both
 pages read the database through :class:`switch.risk.RiskWatch` (in a worker thread, at most one
-read each 5 s), never on the event loop.
+read each 10 s), never on the event loop.
 """
 
 from __future__ import annotations

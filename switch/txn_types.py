@@ -30,10 +30,10 @@ def _names() -> Mapping[type, str]:
     return MappingProxyType(names)
 
 
-_NAMES = _names()
+NAMES = _names()
 
 
 def transaction_type(request: object) -> str:
     if isinstance(request, CardService):
         return request.service  # the row name parsing found: pin_reload, loss_report...
-    return _NAMES.get(type(request), "other")
+    return NAMES.get(type(request), "other")

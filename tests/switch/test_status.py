@@ -24,7 +24,7 @@ from switch.demo.keys import provision, write_config
 from tests.support.daemon import make_database, running_daemon
 from tests.support.kiosk import PIN
 from tests.support.prometheus import free_port
-from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
+from tests.support.scripted_day import issue_cards, terminal_link
 from tests.support.serve import serving
 
 BIN = Path(sys.executable).parent
@@ -106,15 +106,15 @@ def test_medswitch_status_through_the_serving_daemon(home: Path) -> None:
     assert len(lines) == 1 and "the daemon did not answer" in lines[0], done.stderr
 
 
-def test_status_follows_sign_ons_and_loads_in_doubt(tmp_path: Path) -> None:
+def test_status_follows_sign_ons_and_loads_in_doubt(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        async with running_daemon(tmp_path, cardholders=2) as daemon:
+        async with running_daemon(tmp_path, cardholders=2, backend=backend) as daemon:
             daemon.app.observer.risk.max_age_s = 0  # every /status reads afresh
             port = daemon.app.http_port
             status, before = await asyncio.to_thread(get_status, port, "127.0.0.1")
             assert status == 200 and before["terminals"]["signed_on"] == {}
             assert before["loads_in_doubt"]["count"] == 0
-            cards = cards_on_file(daemon.home / "medswitch.db", 1)
+            cards = [daemon.first_card()]
             conns, _ = await issue_cards(daemon, cards)
             link = await terminal_link(
                 daemon, KIOSK, "centre", tmp_path / "k.json", daemon.app.terminal_port, 5.0
