@@ -1,7 +1,7 @@
 """The gauges of money at risk and of the ledger's writer, set from a :class:`switch.risk.Risk`
-just before a scrape is written (`switch.app`), so they cost nothing between scrapes.
+just before a scrape is written (`switch.observe_http`), so they cost nothing between scrapes.
 
->>> from prometheus_client import CollectorRegistry, generate_latest
+>>> from prometheus_client import CollectorRegistry
 >>> from switch.risk import DayEnd, InDoubt, Risk
 >>> gauges = MoneyGauges(CollectorRegistry())
 >>> risk = Risk(10_000_000, InDoubt(2, 500, 4_000_000), {"bank_unmatched": 1},
@@ -9,6 +9,10 @@ just before a scrape is written (`switch.app`), so they cost nothing between scr
 >>> gauges.show(risk, writer_up=True)
 >>> gauges.loads_in_doubt_oldest._value.get(), gauges.dayend_state.labels("prepared")._value.get()
 (6.0, 1.0)
+>>> gauges.show(Risk(10_000_000, InDoubt(), {},
+...             DayEnd("2026-01-01", "approved", 0), {}), writer_up=False)
+>>> gauges.review_items.labels("bank_unmatched")._value.get(), gauges.writer_up._value.get()
+(0.0, 0.0)
 """
 
 from __future__ import annotations

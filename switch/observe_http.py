@@ -90,7 +90,7 @@ class Observer:
 
     def status(self, risk: Risk) -> dict[str, Any]:
         now_us = int(time.time() * 1e6)
-        links = self._links()
+        links = self.status_of_links()
         saf = {
             bank: {"depth": depth, "oldest_age_s": round(max(0.0, (now_us - oldest) / 1e6), 1)}
             for bank, (depth, oldest) in sorted(risk.saf.items())
@@ -127,7 +127,8 @@ class Observer:
         status["attention"] = attention(status)
         return status
 
-    def _links(self) -> list[dict[str, Any]]:
+    def status_of_links(self) -> list[dict[str, Any]]:
+        """Each bank link: outbound up, inbound connections, signed on (when known)."""
         links = []
         registry = self.metrics.registry
         for peer in self.bank.peers:

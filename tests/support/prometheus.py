@@ -99,7 +99,6 @@ def prometheus(
             f"--config.file={config}",
             f"--storage.tsdb.path={home / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

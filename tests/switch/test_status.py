@@ -20,7 +20,9 @@ import pytest
 import uvloop
 
 from simulators.kiosk import Kiosk
+from switch.cli.status import screen
 from switch.demo.keys import provision, write_config
+from tests.support.bank import BANK, bank_daemon, until
 from tests.support.daemon import make_database, running_daemon
 from tests.support.kiosk import PIN
 from tests.support.prometheus import free_port
@@ -135,6 +137,31 @@ def test_status_follows_sign_ons_and_loads_in_doubt(tmp_path: Path, backend: str
             doubt = after["loads_in_doubt"]
             assert (doubt["count"], doubt["fen"], doubt["capped"]) == (1, 1_500, False)
             assert doubt["oldest_age_s"] >= 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_status_shows_the_bank_links_and_a_reversal_waiting(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with bank_daemon(tmp_path) as bank:
+            observer = bank.app.observer
+            observer.risk.max_age_s = 0
+            port = bank.app.http_port
+            status, answer = await asyncio.to_thread(get_status, port, "127.0.0.1")
+            assert status == 200
+            (link,) = answer["bank_links"]
+            assert link["bank"] == BANK and link["outbound_up"] is True
+            assert answer["saf"] == {}
+            printed = "\n".join(screen(answer))
+            assert f"bank {BANK}  outbound up, inbound 0 connections" in printed
+            assert "SAF            empty" in printed
+
+            await bank.issuer.close()  # the bank host goes away
+            await until(lambda: not observer.status_of_links()[0]["outbound_up"])
+            status, answer = await asyncio.to_thread(get_status, port, "127.0.0.1")
+            assert f"bank {BANK}: outbound link down" in answer["attention"]
+            assert "outbound DOWN" in "\n".join(screen(answer))
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(main(), timeout=120))
