@@ -288,9 +288,10 @@ async def find_bills(request: web.Request) -> web.Response:
     query = dict(request.query)
     if "his_bill_no" in query:
         number = query.pop("his_bill_no")
-        if query:
-            message = "his_bill_no is the only parameter of a lookup"
-            raise ApiError(400, "invalid_request", message, field="?" + sorted(query)[0])
+        parse_list_query({k: v for k, v in query.items() if k == "limit"})  # a valid limit
+        if others := sorted(set(query) - {"limit"}):  # (generated clients send its default)
+            message = "his_bill_no and limit are the only parameters of a lookup"
+            raise ApiError(400, "invalid_request", message, field="?" + others[0])
         found = []
         if TEXT_ID.match(number):
             with contextlib.suppress(ApiError):  # not_found: an empty page
