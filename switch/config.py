@@ -158,8 +158,8 @@ class HisConfig:
     login_window_s: float = 300.0  # this long without a failure forgets the failures
     login_delay_s: float = 1.0  # the first lock, doubled by each further failure
     login_delay_max_s: float = 300.0
-    rate_per_s: float = 20.0  # requests a second per institution (switch.his_rate); 0: no limit
-    rate_burst: int = 40
+    rate_per_s: float = 50.0  # requests a second per institution (switch.his_rate); 0: no limit
+    rate_burst: int = 100
     idempotency_retention_s: float = 86_400.0  # Idempotency-Key answers kept this long
     port: int | None = None  # the HIS API's own port (0: any free); unset: on the [http] port
     tls_cert: str = ""  # PEM files: with both, the HIS port speaks HTTPS only

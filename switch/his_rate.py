@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 @dataclass(frozen=True, slots=True)
 class RateSettings:
-    per_s: float = 20.0  # requests a second, sustained, per institution; 0: no limit
-    burst: int = 40  # requests at once
+    per_s: float = 50.0  # requests a second, sustained, per institution; 0: no limit
+    burst: int = 100  # requests at once
     keys_max: int = 10_000
 
     def __post_init__(self) -> None:
