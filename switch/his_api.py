@@ -1,6 +1,7 @@
 """The HIS interface (DESIGN §3.3): an aiohttp application for hospitals' charging systems,
-documented by specs/his-api.yaml. The daemon mounts it (`mount_his_app(parent, deps)`); until then
-`medswitch his serve` (or `python -m switch.his_api`) runs it on its own.
+documented by specs/his-api.yaml. The daemon mounts it beside /metrics (`mount_his_app(parent,
+deps)`), or serves it on a port of its own, over TLS when configured (`switch.his_serve`);
+`medswitch his serve` runs it alone.
 
 Each institution authenticates with HTTP Basic: user = its institution id, password = its HIS
 token (stored salted and hashed, `ReferenceData.issue_credential`). An institution sees and
@@ -16,9 +17,12 @@ Core); handlers run it in a worker thread so the event loop never waits on the d
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
 over the plausibility limits of `ledger.medical.limits` is refused 422 ``bill_over_limit``; the
-application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`). A body nested
-too deep for the JSON parser is 400 ``malformed_json``; a client that disconnects mid-body is
-logged in one line.
+application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`); each institution
+has a request rate (`switch.his_rate`, 429 ``rate_limited``). Bodies are UTF-8 JSON only
+(`switch.his_body`); writes take an Idempotency-Key (`switch.his_idempotency`); a line the
+institution may not bill is 422 with its pointer (`ledger.medical.billable`); the catalogue is
+served as the centre prices with it (`switch.his_catalogue`); a service date after today in the
+centre's time zone is refused.
 """
 
 from __future__ import annotations
