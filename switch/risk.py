@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -33,6 +34,7 @@ from ledger import schema
 from ledger.dayend.calendar import Cutover
 from ledger.dayend.recon_doubt import DOUBT_KINDS, INTO_DOUBT
 from ledger.events.loads import Attempt
+from switch.config import Config
 
 log = logging.getLogger("medswitch.risk")
 
@@ -206,6 +208,13 @@ class RiskWatch:
                 raise RuntimeError(f"no risk read yet: {type(error).__name__}") from error
             return last
         return self.last
+
+
+def risk_watch(engine: Any, config: Config) -> RiskWatch:
+    """The daemon's watch: reads through ``engine`` (SQLAlchemy Core, either backend), the
+    business date by ``[dayend]`` cut-over and time zone (else the centre's)."""
+    cutover = Cutover.parse(config.dayend.cutover, config.dayend.timezone or config.timezone)
+    return RiskWatch(partial(read_risk, engine, cutover))
 
 
 def oldest_age_s(risk: Risk) -> float:

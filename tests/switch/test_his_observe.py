@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import urllib.error
 import urllib.request
@@ -14,7 +15,12 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from switch.config import Config, HisConfig, HttpConfig
+from switch.his_serve import start_his_site
+from switch.http_server import HttpLimits
 from tests.support.daemon import Daemon, now, running_daemon
+from tests.support.his import make_deps
+from tests.support.medical_world import memory_service
 from tests.support.scripted_day import cards_on_file
 from tests.support.settlement import his_get, his_submit, medical_reference
 
@@ -101,3 +107,24 @@ def test_his_requests_are_counted_timed_and_logged_masked(
 async def _run(tmp: Path, scenario) -> None:  # type: ignore[no-untyped-def]
     async with running_daemon(tmp, cardholders=2) as daemon:
         await scenario(daemon)
+
+
+def test_the_his_api_on_its_own_port_is_observed_too() -> None:
+    async def main() -> None:
+        deps = make_deps(memory_service())
+        config = Config(http=HttpConfig(port=0), his=dataclasses.replace(HisConfig(), port=0))
+        site = await start_his_site(deps, HttpLimits(), config)
+        try:
+            status = await asyncio.to_thread(request, site.port, "/his/v1/bills", "H1", "wrong")
+            assert status == 401
+        finally:
+            await site.runner.cleanup()
+        counted = [
+            (s.labels["route"], s.labels["status"], s.labels["institution"], s.value)
+            for family in deps.metrics.his_requests.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        ]
+        assert counted == [("GET /his/v1/bills", "401", "-", 1.0)]
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
