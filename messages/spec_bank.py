@@ -52,5 +52,5 @@ BANK = InterfaceSpec(
     prefix_bytes=0,
     secondary_bitmap=True,
     mac_field=128,
-    envelope=(3, 7, 11, 32, 41, 42, 70),
+    envelope=(3, 4, 7, 11, 32, 33, 41, 42, 70),
 )

@@ -10,7 +10,7 @@ any of its settings; everything wire-level of that bank's links — both directi
 - ``request_mac``, ``response_mac``, ``network_mac``: the MAC policy of financial requests,
   their responses and network management (0800/0810): ``required``, ``optional`` (verified
   when present), ``none`` (neither sent nor checked). Under ``optional`` a sign-off or key
-  change (F70 002, 101) from the bank must still be MACed;
+  change request (0800 F70 002, 101) must still be MACed (its 0810 need not);
 - ``mac_padding``: ISO 9797-1 padding ``method1`` (zeros) or ``method2`` (80 then zeros);
 - ``field7``: F7 of the messages the centre originates in ``gmt`` (the standard's) or ``local``;
 - ``repeat``: a repeated reversal (0421) ``keep``s its first attempt's F11 and F7 or takes
@@ -107,11 +107,12 @@ class Dialect:
         return now.strftime("%m%d%H%M%S")
 
     def policy(self, mti: str, network_code: str | None = None) -> MacPolicy:
-        """The MAC policy of a message: network management (guarded codes at least
-        required unless none), a response, or a financial request."""
+        """The MAC policy of a message: network management (a sign-off or key change
+        request required unless the policy is none), a response, or a financial request."""
         if mti.startswith("08"):
             policy = self.network_mac
-            if policy is MacPolicy.OPTIONAL and network_code in GUARDED_NETWORK_CODES:
+            guarded = network_code in GUARDED_NETWORK_CODES and mti == "0800"
+            if policy is MacPolicy.OPTIONAL and guarded:
                 return MacPolicy.REQUIRED
             return policy
         return self.response_mac if int(mti[2]) % 2 == 1 else self.request_mac
@@ -124,8 +125,19 @@ class Dialect:
             return policy is MacPolicy.REQUIRED
         return policy is not MacPolicy.NONE
 
-    def carries(self, field: int) -> bool:
-        return field not in self.omit_fields
+    def debit_fields(self, stan: str, transmitted: str, local: datetime) -> dict[int, str]:
+        """The savings debit's optional fields this dialect carries: F12/F13 the centre's
+        local time and date, F22 051 (chip read, PIN entered), F25 00, F37 F7's MMDDhh and
+        F11, F49 156 (CNY)."""
+        fields = {
+            12: local.strftime("%H%M%S"),
+            13: local.strftime("%m%d"),
+            22: "051",
+            25: "00",
+            37: transmitted[:6] + stan,
+            49: "156",
+        }
+        return {n: v for n, v in fields.items() if n not in self.omit_fields}
 
 
 PRESETS: dict[str, Dialect] = {
