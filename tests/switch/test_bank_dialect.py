@@ -1,0 +1,150 @@
+"""Bank link dialects through the daemon (specs/bank-interface.md, "Dialects"): the golden
+savings debits, the settings refused at start, a bank that MACs no response, a response whose
+required MAC is missing, an unsigned sign-off, and a format error that echoes the envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from hsm import pinblock
+from hsm.des import Des
+from messages.bank import BankEcho, BankSignOff
+from messages.codec import Message
+from messages.private import Purse
+from simulators import terminal_card
+from simulators.bank import BankAcquirer, IssuerRules
+from simulators.bank_keys import CODEC
+from switch.bank.dialect import PRESETS, Settings, dialect_of
+from switch.config import ConfigError, load
+from tests.support import bank_golden
+from tests.support.bank import BANK, BankDaemon, bank_daemon, until
+from tests.support.kiosk import PIN, issue_card
+from tests.support.on_file import first_card
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples" / "frames.json"
+
+
+def run(tmp: Path, scenario: object, **bank: object) -> None:
+    async def main() -> None:
+        async with bank_daemon(tmp, **bank) as daemon:  # type: ignore[arg-type]
+            await scenario(daemon)  # type: ignore[operator]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+async def counter_for(bank: BankDaemon) -> BankAcquirer:
+    app = bank.app
+    counter = await BankAcquirer.connect(
+        "127.0.0.1", app.bank_port, bank.daemon.hsm, bank.zak_in, BANK
+    )
+    assert (await counter.sign_on()).response_code == "00"
+    return counter
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_the_centre_encodes_each_golden_savings_debit(preset: str) -> None:
+    frozen = json.loads(EXAMPLES.read_text())["bank_dialects"]["frames"][preset]
+    assert asyncio.run(bank_golden.frame(preset)).hex().upper() == frozen
+
+
+def test_dialect_settings_are_checked_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "medswitch.toml"
+    config.write_text('[bank]\ndialect = "jpos-iso87a"\nresponse_mac = "none"\n')
+    bank = load(config, {}).bank
+    dialect = dialect_of(bank)
+    assert (dialect.bitmap, dialect.response_mac.value) == ("hex", "none")
+    config.write_text('[bank]\nlength_header = "binary3"\n')
+    with pytest.raises(ConfigError, match=r"bank\.length_header must be one of binary2, "):
+        load(config, {})
+    config.write_text('[bank]\n[[bank.links]]\ndialect = "iso93"\n')
+    with pytest.raises(ConfigError, match=r"bank.links\[0\].dialect must be one of medswitch"):
+        load(config, {})
+    with pytest.raises(ValueError, match="omit_fields"):
+        dialect_of(Settings(omit_fields=("F2",)))
+    assert dialect_of(Settings(omit_fields=("F49", "12"))).omit_fields == {12, 49}
+
+
+def test_a_bank_that_macs_no_response_completes_an_ep_load(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        bank.issuer.rules = IssuerRules(unsigned_replies=True)
+        on_file = first_card(bank.database)
+        conn = await issue_card(bank.daemon, on_file)
+        block = Des(bank.clear_zpk).encrypt_ecb(pinblock.encode_format0(PIN, on_file.card_no))
+        counter = await counter_for(bank)
+        try:
+            reply, confirmation = await counter.ep_load(conn, on_file.card_no, PIN, 7_000, block)
+            assert reply.response_code == "00", reply
+            assert confirmation is not None and confirmation.response_code == "00"
+            assert terminal_card.balance(conn, Purse.EP) == 7_000
+            debit = next(r for r in bank.issuer.received if r.mti == "0200")
+            assert debit.typed.mac is not None  # the centre still MACs its requests
+        finally:
+            await counter.close()
+
+    run(tmp_path, scenario, response_mac="none")
+
+
+def test_a_missing_response_mac_is_logged_as_missing_and_times_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        bank.issuer.rules = IssuerRules(unsigned_replies=True)
+        on_file = first_card(bank.database)
+        conn = await issue_card(bank.daemon, on_file)
+        block = Des(bank.clear_zpk).encrypt_ecb(pinblock.encode_format0(PIN, on_file.card_no))
+        counter = await counter_for(bank)
+        try:
+            with caplog.at_level(logging.WARNING, "medswitch.bank.out"):
+                reply, _ = await counter.ep_load(conn, on_file.card_no, PIN, 3_000, block)
+            assert reply.response_code == "98"  # as for any unanswered debit: reversed
+            lines = [r.getMessage() for r in caplog.records if "0210" in r.getMessage()]
+            assert any("carries no MAC (missing)" in line for line in lines), lines
+            assert not any("fails its MAC" in line for line in lines)
+            bank.issuer.rules = IssuerRules()  # MACed again: the reversal is acknowledged
+            await until(lambda: bank.reversal_statuses() == ["acknowledged"])
+        finally:
+            await counter.close()
+
+    run(tmp_path, scenario)  # medswitch: response_mac = "required"
+
+
+def test_an_unsigned_sign_off_is_refused_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        counter = await counter_for(bank)
+        try:
+            sign_off = BankSignOff(**counter.envelope())
+            with caplog.at_level(logging.WARNING, "medswitch.bank"):
+                assert (await counter.exchange(sign_off, mac=False)).response_code == "A0"
+            assert any("F70=002: no MAC (missing)" in r.getMessage() for r in caplog.records)
+            echo = await counter.exchange(BankEcho(**counter.envelope()), mac=False)
+            assert echo.response_code == "00"  # still signed on
+            signed = BankSignOff(**counter.envelope())
+            assert (await counter.exchange(signed)).response_code == "00"
+        finally:
+            await counter.close()
+
+    run(tmp_path, scenario)
+
+
+def test_a_format_error_echoes_the_envelope(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        counter = await counter_for(bank)
+        try:
+            envelope = {7: "1207063015", 11: "004711", 32: BANK, 70: "999"}
+            answer = await counter.send(CODEC.encode(Message("0800", envelope)))
+            reply = CODEC.decode(answer)
+            assert reply.mti == "0810"
+            assert reply.fields == {**envelope, 39: "30"}
+        finally:
+            await counter.close()
+
+    run(tmp_path, scenario)
