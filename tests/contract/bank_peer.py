@@ -293,6 +293,7 @@ class Issuer:
     pin: str  # the cardholder's PIN the bank knows
     bank_id: str
     hold_debits: bool = False  # take debits but never answer (the centre times out)
+    stan: int = 0  # the bank's own requests on the centre's connection
     requests: queue.Queue[Msg] = field(default_factory=queue.Queue)
     responses: queue.Queue[Msg] = field(default_factory=queue.Queue)
     _conn: socket.socket | None = None
@@ -341,16 +342,25 @@ class Issuer:
                 return None
         return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: code})
 
-    def echo(self) -> Msg:
-        """The bank's own echo on the centre's outbound connection; the centre's answer."""
+    def request(self, mti: str, fields: dict[int, Value], *, mac: bool = False) -> Msg:
+        """The bank's own request on the centre's outbound connection; the centre's answer
+        (its F7, F11 and F32 checked to echo the request's)."""
         assert self._conn is not None, "the centre has not connected"
-        request = {7: gmt_now(), 11: "900001", 32: self.bank_id, 70: "301"}
+        self.stan += 1
+        request = {7: gmt_now(), 11: f"{900000 + self.stan:06d}", 32: self.bank_id, **fields}
+        payload = (sealed(self.dialect, self.zak, mti, request) if mac
+                   else encode(self.dialect, mti, request))
         with self._lock:
-            self._conn.sendall(frame(self.dialect, encode(self.dialect, "0800", request)))
+            self._conn.sendall(frame(self.dialect, payload))
         reply = self.responses.get(timeout=REPLY_S)
-        assert (reply.mti, reply.fields.get(11), reply.fields.get(7)) == ("0810", "900001",
-                                                                           request[7])
+        assert reply.mti == f"{int(mti) // 10 * 10 + 10:04d}", reply.mti
+        for n in (7, 11, 32):
+            assert reply.fields.get(n) == request[n], f"F{n} not echoed"
         return reply
+
+    def echo(self) -> Msg:
+        """The bank's own echo on the centre's outbound connection."""
+        return self.request("0800", {70: "301"})
 
     def next_request(self, mti_prefix: str, timeout_s: float = REPLY_S) -> Msg:
         """The next request the centre sent whose MTI starts with ``mti_prefix``."""

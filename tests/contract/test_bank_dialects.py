@@ -203,6 +203,32 @@ def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str
 
 
 @pytest.mark.parametrize("preset", list(BANKS))
+def test_the_banks_own_requests_on_the_centres_connection_are_answered(
+    three_banks: Banks, preset: str
+) -> None:
+    """Spec: "The bank's requests on the outbound connection" — none is dropped."""
+    bank = three_banks.banks[preset]
+    issuer, keys = bank.issuer, bank.keys
+    counter = Counter(bank.dialect, bank.port, bank.bank_id, keys["ZAK"])
+    try:
+        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "00"
+        ep, pan = card_for(three_banks.deployment, list(BANKS).index(preset), pboc.EP)
+        block = pin_block(PIN, pan, keys["ZPK"])
+        assert issuer.request("0200", {2: pan, 3: "310000"},
+                              mac=True).fields[39] == "40"  # not on this connection
+        unknown = issuer.request("0800", {70: "999"})
+        assert (unknown.fields[39], unknown.fields[70]) == ("30", "999")
+        assert issuer.request("0800", {70: "002"}, mac=True).fields[39] == "00"  # sign-off
+        code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
+        assert code == "91"  # nothing goes to a bank that signed the line off
+        assert issuer.request("0800", {70: "001"}).fields[39] == "00"  # signed on again
+        code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
+        assert code == "00"
+    finally:
+        counter.close()
+
+
+@pytest.mark.parametrize("preset", list(BANKS))
 def test_the_golden_savings_debit_reads_from_the_spec(preset: str) -> None:
     golden = EXAMPLES["bank_dialects"]
     dialect = Dialect.of(preset)
