@@ -14,16 +14,22 @@ import uvloop
 
 from hsm import pinblock
 from hsm.des import Des
-from messages.bank import BankEcho, BankSignOff
+from hsm.keys import KeyUsage
+from hsm.keystore import MemoryKeyStore
+from messages import bank
+from messages.bank import BankEcho, BankSignOff, SavingsDebit
 from messages.codec import Message
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import BankAcquirer, IssuerRules
 from simulators.bank_keys import CODEC
 from switch.bank.dialect import PRESETS, Settings, dialect_of
+from switch.bank.link import BankLinkClient, OutboundSettings
+from switch.bank.wire import LinkWire
 from switch.config import ConfigError, load
 from tests.support import bank_golden
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
+from tests.support.daemon import new_hsm, now
 from tests.support.kiosk import PIN, issue_card
 from tests.support.on_file import first_card
 
@@ -148,3 +154,64 @@ def test_a_format_error_echoes_the_envelope(tmp_path: Path) -> None:
             await counter.close()
 
     run(tmp_path, scenario)
+
+
+def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> None:
+    """The outbound client in a dialect none of the presets has (BCD numerics and MTI, hex
+    bitmaps and F128, no length header, MAC padding method 2) against a bank built on the same
+    dialect: sign-on, a debit whose MAC verifies, the bank's own echo answered."""
+    dialect = dialect_of(
+        Settings(
+            numerics="bcd",
+            length_header="none",
+            bitmap="hex",
+            binary_fields="hex",
+            mac_padding="method2",
+        )
+    )
+
+    async def main() -> None:
+        hsm = new_hsm(MemoryKeyStore())
+        zak = await hsm.generate_key("bank/x/ZAK", KeyUsage.ZAK, now=now())
+        wire = LinkWire(dialect, hsm)
+        seen: list[Message] = []
+        echoed: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        async def bank_host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            decoder = wire.decoder(8192)
+            while data := await reader.read(4096):
+                for payload in decoder.feed(data):
+                    message = wire.codec.decode(payload)
+                    if message.mti == "0810":
+                        echoed.set_result(message)
+                        continue
+                    seen.append(message)
+                    assert (await wire.check(payload, message, [zak])).ok
+                    reply = bank.reply_to(bank.parse(message), "00")
+                    key = zak if message.mti != "0800" else None
+                    writer.write(wire.frame(await wire.seal(reply, key)))
+                    if message.fields.get(70) == "001":  # and the bank echoes at once
+                        echo = BankEcho(stan="000777", transmitted="1207063015", acquirer_id="1")
+                        writer.write(wire.frame(await wire.seal(echo, None)))
+
+        server = await asyncio.start_server(bank_host, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = OutboundSettings("127.0.0.1", port, "09990000", 5.0, dialect=dialect)
+        client = BankLinkClient(settings, hsm, zak, now)
+        client.start()
+        try:
+            assert await client.wait_up(5)
+            assert (await asyncio.wait_for(echoed, 5)).fields[39] == "00"
+            block = bytes(range(8))
+            debit = SavingsDebit(
+                **client.envelope(), pan="6212340000000019", amount_fen=100, pin_block=block
+            )
+            assert (await client.request(debit)).response_code == "00"
+            sent = seen[-1]
+            assert (sent.mti, sent.fields[52], sent.fields[49]) == ("0200", block, "156")
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
