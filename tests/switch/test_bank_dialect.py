@@ -188,7 +188,8 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
                     seen.append(message)
                     assert (await wire.check(payload, message, [zak])).ok
                     reply = bank.reply_to(bank.parse(message), "00")
-                    key = zak if message.mti != "0800" else None
+                    signed = message.mti != "0800" and message.fields[4] != "000000000999"
+                    key = zak if signed else None
                     writer.write(wire.frame(await wire.seal(reply, key)))
                     if message.fields.get(70) == "001":  # and the bank echoes at once
                         echo = BankEcho(stan="000777", transmitted="1207063015", acquirer_id="1")
@@ -196,8 +197,9 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
 
         server = await asyncio.start_server(bank_host, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        settings = OutboundSettings("127.0.0.1", port, "09990000", 5.0, dialect=dialect)
-        client = BankLinkClient(settings, hsm, zak, now)
+        settings = OutboundSettings("127.0.0.1", port, "09990000", 1.0, dialect=dialect)
+        drops: list[str] = []
+        client = BankLinkClient(settings, hsm, zak, now, on_drop=drops.append)
         client.start()
         try:
             assert await client.wait_up(5)
@@ -209,6 +211,12 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
             assert (await client.request(debit)).response_code == "00"
             sent = seen[-1]
             assert (sent.mti, sent.fields[52], sent.fields[49]) == ("0200", block, "156")
+            unsigned = SavingsDebit(
+                **client.envelope(), pan="6212340000000019", amount_fen=999, pin_block=block
+            )  # the bank answers it without a MAC
+            with pytest.raises(TimeoutError):
+                await client.request(unsigned)
+            assert drops == ["missing_mac"]
         finally:
             await client.close()
             server.close()
