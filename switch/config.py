@@ -115,11 +115,12 @@ class BankConfig:
     dialect: str = "medswitch"  # medswitch | jpos-iso87a | binary-header
     length_header: str = ""  # ascii4 | binary2 | none
     bitmap: str = ""  # binary | hex
-    binary_fields: str = ""  # F52, F128: raw | hex
+    binary_fields: str = ""  # F52, F64, F128: raw | hex
     numerics: str = ""  # ascii | bcd
     request_mac: str = ""  # required | optional | none (financial requests)
     response_mac: str = ""  # required | optional | none (their responses)
     network_mac: str = ""  # required | optional | none (0800/0810)
+    mac_field: str = ""  # 128 | 64 (F64 when no field above 64)
     mac_padding: str = ""  # method1 | method2 (ISO 9797-1)
     field7: str = ""  # gmt | local
     repeat: str = ""  # keep | new: a repeated reversal's F11 and F7

@@ -224,7 +224,9 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         return response
     except ThrottledError as error:
         retry = {"Retry-After": str(error.retry_after_s)}
-        return error_response(error.status, error.code, error.message, retry, request_id=request_id)
+        return error_response(
+            error.status, error.code, error.message, retry, request_id=request_id
+        )
     except ApiError as error:
         return error_response(
             error.status,

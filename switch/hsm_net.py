@@ -190,13 +190,7 @@ class HsmClient:
         return result
 
     async def import_key(
-        self,
-        alias: str,
-        usage: KeyUsage,
-        kek: KeyRef,
-        encrypted: bytes,
-        kcv: str,
-        *,
+        self, alias: str, usage: KeyUsage, kek: KeyRef, encrypted: bytes, kcv: str, *,
         now: datetime,
     ) -> KeyRef:
         result: KeyRef = await self.call("import_key", alias, usage, kek, encrypted, kcv, now)
@@ -268,13 +262,8 @@ class HsmClient:
         return result
 
     async def pin_unblock_command(
-        self,
-        unblock_key: CardKeyPath,
-        pin_key: KeyRef,
-        pin_block: bytes,
-        pan: str,
-        challenge: bytes,
-        key_index: int = 0,
+        self, unblock_key: CardKeyPath, pin_key: KeyRef, pin_block: bytes, pan: str,
+        challenge: bytes, key_index: int = 0,
     ) -> bytes:
         result: bytes = await self.call(
             "pin_unblock_command", unblock_key, pin_key, pin_block, pan, challenge, key_index
@@ -290,25 +279,19 @@ class HsmClient:
         return result
 
     async def verify_mac3(
-        self,
-        key: CardKeyPath,
-        txn: OnlineTxn,
-        new_balance_fen: int,
-        host_time: datetime,
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
         mac3: bytes,
     ) -> bool:
         result: bool = await self.call("verify_mac3", key, txn, new_balance_fen, host_time, mac3)
         return result
 
     async def verify_load_tac(
-        self,
-        key: CardKeyPath,
-        txn: OnlineTxn,
-        new_balance_fen: int,
-        host_time: datetime,
+        self, key: CardKeyPath, txn: OnlineTxn, new_balance_fen: int, host_time: datetime,
         tac: bytes,
     ) -> bool:
-        result: bool = await self.call("verify_load_tac", key, txn, new_balance_fen, host_time, tac)
+        result: bool = await self.call(
+            "verify_load_tac", key, txn, new_balance_fen, host_time, tac
+        )
         return result
 
     async def generate_purchase_mac1(
@@ -318,14 +301,12 @@ class HsmClient:
         return result
 
     async def verify_purchase_mac2(
-        self,
-        key: CardKeyPath,
-        record: PurchaseRecord,
-        rnd: bytes,
-        offline_ctr: int,
+        self, key: CardKeyPath, record: PurchaseRecord, rnd: bytes, offline_ctr: int,
         mac2: bytes,
     ) -> bool:
-        result: bool = await self.call("verify_purchase_mac2", key, record, rnd, offline_ctr, mac2)
+        result: bool = await self.call(
+            "verify_purchase_mac2", key, record, rnd, offline_ctr, mac2
+        )
         return result
 
     async def verify_purchase_tac(
@@ -346,11 +327,7 @@ class HsmClient:
         return result
 
     async def write_card_key(
-        self,
-        control: CardKeyPath,
-        key: CardKeyPath,
-        challenge: bytes,
-        header: bytes,
+        self, control: CardKeyPath, key: CardKeyPath, challenge: bytes, header: bytes,
         attributes: bytes,
     ) -> bytes:
         result: bytes = await self.call(
@@ -359,11 +336,7 @@ class HsmClient:
         return result
 
     async def write_psam_key(
-        self,
-        transport: CardKeyPath,
-        key: KeyRef,
-        challenge: bytes,
-        header: bytes,
+        self, transport: CardKeyPath, key: KeyRef, challenge: bytes, header: bytes,
         attributes: bytes,
     ) -> bytes:
         result: bytes = await self.call(
@@ -375,7 +348,9 @@ class HsmClient:
         result: bytes = await self.call("card_data_check_code", key, data)
         return result
 
-    async def verify_card_data_check_code(self, key: CardKeyPath, data: bytes, code: bytes) -> bool:
+    async def verify_card_data_check_code(
+        self, key: CardKeyPath, data: bytes, code: bytes
+    ) -> bool:
         result: bool = await self.call("verify_card_data_check_code", key, data, code)
         return result
 

@@ -196,9 +196,7 @@ class HttpGuard:
                 limit = self.limits.body_bytes_max
                 error = {"code": "too_large", "message": f"the body is limited to {limit} bytes"}
                 raise web.HTTPRequestEntityTooLarge(
-                    limit,
-                    declared,
-                    text=json.dumps({"error": error}),
+                    limit, declared, text=json.dumps({"error": error}),
                     content_type="application/json",
                 )
             return await handler(request)

@@ -121,9 +121,7 @@ class TerminalService:
                     reason = (
                         "not_signed_on"
                         if proven is Outcome.RE_SIGN_ON
-                        else "mac_mismatch"
-                        if isinstance(mac, bytes)
-                        else "mac_missing"
+                        else "mac_mismatch" if isinstance(mac, bytes) else "mac_missing"
                     )
                     return Served(self.refuse(request, proven), reason=reason)
                 session = proven

@@ -5,12 +5,14 @@ any of its settings; everything wire-level of that bank's links — both directi
 - ``length_header``: ``ascii4`` (4 ASCII digits), ``binary2`` (2 bytes, big-endian), ``none``
   (a message ends where its fields end);
 - ``bitmap``: ``binary`` (8 bytes each) or ``hex`` (16 hex characters each);
-- ``binary_fields``: F52 and F128 ``raw`` (8 bytes) or ``hex`` (16 hex characters);
+- ``binary_fields``: F52, F64 and F128 ``raw`` (8 bytes) or ``hex`` (16 hex characters);
 - ``numerics``: ``ascii`` digits and length prefixes, or ``bcd`` (packed; the MTI in 2 bytes);
 - ``request_mac``, ``response_mac``, ``network_mac``: the MAC policy of financial requests,
   their responses and network management (0800/0810): ``required``, ``optional`` (verified
   when present), ``none`` (neither sent nor checked). Under ``optional`` a sign-off or key
   change request (0800 F70 002, 101) must still be MACed (its 0810 need not);
+- ``mac_field``: ``128`` (always F128, so a secondary bitmap) or ``64`` (F64 when the message
+  has no field above 64, else F128, as ISO 8583:1987 has it);
 - ``mac_padding``: ISO 9797-1 padding ``method1`` (zeros) or ``method2`` (80 then zeros);
 - ``field7``: F7 of the messages the centre originates in ``gmt`` (the standard's) or ``local``;
 - ``repeat``: a repeated reversal (0421) ``keep``s its first attempt's F11 and F7 or takes
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -52,7 +55,8 @@ __all__ = [
 OPTIONAL_FIELDS = frozenset({12, 13, 22, 25, 37, 49})
 #: Network management codes that change the link's state: MACed unless the policy is none.
 GUARDED_NETWORK_CODES = frozenset({"002", "101"})
-_HEX_FIELDS = frozenset({52, 128})
+_HEX_FIELDS = frozenset({52, 64, 128})
+MAC_FIELDS = (64, 128)
 
 
 class MacPolicy(enum.Enum):
@@ -71,6 +75,7 @@ class Dialect:
     request_mac: MacPolicy = MacPolicy.REQUIRED
     response_mac: MacPolicy = MacPolicy.REQUIRED
     network_mac: MacPolicy = MacPolicy.OPTIONAL
+    mac_field: str = "128"
     mac_padding: str = "method1"
     field7: str = "gmt"
     repeat: str = "keep"
@@ -125,6 +130,12 @@ class Dialect:
             return policy is MacPolicy.REQUIRED
         return policy is not MacPolicy.NONE
 
+    def mac_field_of(self, numbers: Iterable[int]) -> int:
+        """Where a message with these fields carries its MAC."""
+        if self.mac_field == "64" and all(n <= 64 for n in numbers if n not in MAC_FIELDS):
+            return 64
+        return 128
+
     def debit_fields(self, stan: str, transmitted: str, local: datetime) -> dict[int, str]:
         """The savings debit's optional fields this dialect carries: F12/F13 the centre's
         local time and date, F22 051 (chip read, PIN entered), F25 00, F37 F7's MMDDhh and
@@ -170,6 +181,8 @@ class DialectSettings(Protocol):
     @property
     def network_mac(self) -> str: ...
     @property
+    def mac_field(self) -> str: ...
+    @property
     def mac_padding(self) -> str: ...
     @property
     def field7(self) -> str: ...
@@ -191,6 +204,7 @@ class Settings:
     request_mac: str = ""
     response_mac: str = ""
     network_mac: str = ""
+    mac_field: str = ""
     mac_padding: str = ""
     field7: str = ""
     repeat: str = ""
@@ -205,6 +219,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "request_mac": tuple(p.value for p in MacPolicy),
     "response_mac": tuple(p.value for p in MacPolicy),
     "network_mac": tuple(p.value for p in MacPolicy),
+    "mac_field": ("128", "64"),
     "mac_padding": ("method1", "method2"),
     "field7": ("gmt", "local"),
     "repeat": ("keep", "new"),

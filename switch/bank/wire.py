@@ -18,7 +18,7 @@ from messages.codec import FieldValue, Message
 from messages.envelope import response_mti
 from messages.errors import CodecError
 from messages.framing import FrameDecoder, encode_frame
-from switch.bank.dialect import Dialect, MacPolicy
+from switch.bank.dialect import MAC_FIELDS, Dialect, MacPolicy
 
 MISSING_MAC, BAD_MAC = "missing_mac", "bad_mac"
 
@@ -28,6 +28,11 @@ class MacCheck:
     ok: bool
     key: KeyRef | None = None  # the ZAK it verified under (the reply is MACed under it)
     reason: str | None = None  # MISSING_MAC or BAD_MAC when not ok
+
+
+def mac_of(message: Message) -> FieldValue | None:
+    """The message's MAC field: F128, or F64 in a message without a secondary bitmap."""
+    return message.fields.get(128, message.fields.get(64))
 
 
 class LinkWire:
@@ -49,12 +54,12 @@ class LinkWire:
         return mti if len(mti) == 4 and mti.isdigit() else ""
 
     async def encode(self, message: Message, zak: KeyRef | None) -> bytes:
-        """``message`` encoded, with its MAC in F128 under ``zak`` (none without one)."""
+        """``message`` encoded, with its MAC (F128, or F64 where the dialect puts it there)
+        under ``zak`` (none without one)."""
+        fields = {n: v for n, v in message.fields.items() if n not in MAC_FIELDS}
         if zak is None:
-            fields = {n: v for n, v in message.fields.items() if n != 128}
             return self.codec.encode(Message(message.mti, fields))
-        fields = dict(message.fields)
-        fields[128] = bytes(8)
+        fields[self.dialect.mac_field_of(fields)] = bytes(8)
         payload = self.codec.encode(Message(message.mti, fields))
         data = self.dialect.mac_data(self.codec.mac_block(payload))
         mac = await self.hsm.generate_mac(zak, MacAlgorithm.X9_19, data)
@@ -78,7 +83,7 @@ class LinkWire:
         (verified when present; ok without one), none (not looked at, ok)."""
         network = message.fields.get(70)
         policy = self.dialect.policy(message.mti, network if isinstance(network, str) else None)
-        mac = message.fields.get(128)
+        mac = mac_of(message)
         if policy is MacPolicy.NONE or (policy is MacPolicy.OPTIONAL and mac is None):
             return MacCheck(True)
         return await self.verify(payload, mac, keys)
@@ -86,7 +91,7 @@ class LinkWire:
     def body_digest_block(self, payload: bytes, message: Message) -> bytes:
         """The bytes after the MTI without the MAC: what a retransmission must repeat."""
         body = payload[self.codec.mti_bytes :]
-        return body[: -self.codec.mac_bytes] if 128 in message.fields else body
+        return body[: -self.codec.mac_bytes] if mac_of(message) is not None else body
 
     def envelope(self, message: Message) -> dict[int, str]:
         """The envelope fields (specs/bank-interface.md) of a decoded message that are

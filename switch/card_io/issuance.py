@@ -105,9 +105,8 @@ class IssuanceRecord:
         if len(parts) != 9 or parts[0] != "D":
             raise BatchError("malformed record")
         expiry = _month_end(parts[7])
-        return cls(
-            int(parts[1]), parts[2], parts[3], parts[4], parts[5], parts[6], expiry, parts[8]
-        )
+        return cls(int(parts[1]), parts[2], parts[3], parts[4], parts[5], parts[6], expiry,
+                   parts[8])
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +152,8 @@ def batches(records: list[IssuanceRecord], size: int) -> list[list[IssuanceRecor
 async def seal(hsm: Hsm, file_key: KeyRef, batch: Batch) -> bytes:
     """The encrypted batch file."""
     header = "|".join(
-        (
-            "H",
-            FORMAT,
-            VERSION,
-            batch.batch_id,
-            f"{batch.created:%Y%m%d%H%M%S}",
-            batch.maker,
-            str(batch.key_version),
-        )
+        ("H", FORMAT, VERSION, batch.batch_id, f"{batch.created:%Y%m%d%H%M%S}", batch.maker,
+         str(batch.key_version))
     )
     body = "".join(line + "\n" for line in [header, *(r.encode() for r in batch.records)])
     return await _seal_text(hsm, file_key, body, len(batch.records))
@@ -201,14 +193,8 @@ class PsamRecord:
         return bytes.fromhex(self.serial).rjust(10, b"\0")
 
     def encode(self) -> str:
-        fields = (
-            "P",
-            str(self.seq),
-            self.serial,
-            self.terminal_no,
-            self.institution_id,
-            self.terminal_id,
-        )
+        fields = ("P", str(self.seq), self.serial, self.terminal_no, self.institution_id,
+                  self.terminal_id)
         if any("|" in f or "\n" in f for f in fields):
             raise ValueError("a record field holds a separator")
         return "|".join(fields)
@@ -230,17 +216,11 @@ def plan_psams(terminals: list[tuple[str, str]], first_sequence: int) -> list[Ps
 
 
 async def seal_psams(
-    hsm: Hsm,
-    file_key: KeyRef,
-    batch_id: str,
-    created: datetime,
-    maker: str,
-    key_version: int,
+    hsm: Hsm, file_key: KeyRef, batch_id: str, created: datetime, maker: str, key_version: int,
     records: list[PsamRecord],
 ) -> bytes:
-    header = "|".join(
-        ("H", PSAM_FORMAT, VERSION, batch_id, f"{created:%Y%m%d%H%M%S}", maker, str(key_version))
-    )
+    header = "|".join(("H", PSAM_FORMAT, VERSION, batch_id, f"{created:%Y%m%d%H%M%S}", maker,
+                       str(key_version)))
     body = "".join(line + "\n" for line in [header, *(r.encode() for r in records)])
     return await _seal_text(hsm, file_key, body, len(records))
 

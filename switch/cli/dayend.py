@@ -89,18 +89,11 @@ def _now_us(text: str | None, cutover: Cutover) -> int:
 
 
 date_option = click.option("--date", "date", required=True, help="Business date, yyyy-mm-dd.")
-out_option = click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Output directory (default: [dayend] out_dir, else $MEDSWITCH_HOME/dayend).",
-)
-operator_option = click.option(
-    "--operator",
-    envvar="MEDSWITCH_OPERATOR",
-    required=True,
-    help="Who does this (recorded; maker and checker must differ).",
-)
+out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                          default=None, help="Output directory (default: [dayend] out_dir, "
+                          "else $MEDSWITCH_HOME/dayend).")
+operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", required=True,
+                               help="Who does this (recorded; maker and checker must differ).")
 
 
 @click.command("run")
@@ -109,29 +102,13 @@ operator_option = click.option(
 @keys_home_option
 @component_files_option
 @out_option
-@click.option(
-    "--operator",
-    envvar="MEDSWITCH_OPERATOR",
-    default=getpass.getuser,
-    show_default="the login name",
-    help="The maker (recorded in the approval).",
-)
-@click.option(
-    "--now",
-    "now_text",
-    default=None,
-    hidden=True,
-    help="The clock's time, ISO (drills and tests only); default: now.",
-)
-def run_command(
-    date: str,
-    database: Database,
-    keys_home: Path,
-    component_files: tuple[Path, ...],
-    out: Path | None,
-    operator: str,
-    now_text: str | None,
-) -> None:
+@click.option("--operator", envvar="MEDSWITCH_OPERATOR", default=getpass.getuser,
+              show_default="the login name", help="The maker (recorded in the approval).")
+@click.option("--now", "now_text", default=None, hidden=True,
+              help="The clock's time, ISO (drills and tests only); default: now.")
+def run_command(date: str, database: Database, keys_home: Path,
+                component_files: tuple[Path, ...], out: Path | None, operator: str,
+                now_text: str | None) -> None:
     """Clear business DATE and prepare its payouts (the maker). Posts nothing; run it again and
     it writes the same bytes."""
     config, date = database.config(), _date(date)
@@ -147,8 +124,7 @@ def run_command(
         except click.ClickException:
             raise dayend.DayendError(
                 f"no file key {alias} for bank {bank}: exchange one under the bank's ZMK "
-                f"(medswitch keys import/generate {alias} --usage FILE)"
-            ) from None
+                f"(medswitch keys import/generate {alias} --usage FILE)") from None
 
     bar = tqdm(total=len(STEPS), unit="step", disable=None, file=sys.stderr)
 
@@ -162,18 +138,9 @@ def run_command(
         except KeyNotFound:
             personal = None  # a day with refunds then says what is missing
         return await dayend.run(
-            office.engine,
-            hsm,
-            key_for,
-            date,
-            cutover,
-            _out(config, out),
-            operator,
-            _now_us(now_text, cutover),
-            settle_s=config.dayend.settle_s,
-            progress=progress,
-            personal=personal,
-        )
+            office.engine, hsm, key_for, date, cutover, _out(config, out), operator,
+            _now_us(now_text, cutover), settle_s=config.dayend.settle_s, progress=progress,
+            personal=personal)
 
     try:
         result = with_back_office(url, clear)
@@ -186,11 +153,9 @@ def run_command(
     click.echo(f"report {result.report}")
     for path in result.files:
         click.echo(f"staged {path}")
-    state = {
-        "prepared": f"prepared: awaiting approval by an operator other than {operator}",
-        "closed": "closed: nothing to pay",
-        "unchanged": "unchanged: identical to the stored run; nothing stored or posted",
-    }
+    state = {"prepared": f"prepared: awaiting approval by an operator other than {operator}",
+             "closed": "closed: nothing to pay",
+             "unchanged": "unchanged: identical to the stored run; nothing stored or posted"}
     click.echo(f"{date} {state[result.status]}")
     timings = " ".join(f"{k} {v:.2f}s" for k, v in result.timings_s.items())
     click.echo(f"timing: {timings} total {sum(result.timings_s.values()):.2f}s")
@@ -207,24 +172,16 @@ def approve_command(date: str, database: Database, out: Path | None, operator: s
     config, date = database.config(), _date(date)
 
     async def go(office: BackOffice) -> dayend.ApproveResult:
-        return await dayend.approve(
-            office.engine,
-            await office.ledger(),
-            date,
-            operator,
-            _out(config, out),
-            time.time_ns() // 1000,
-        )
+        return await dayend.approve(office.engine, await office.ledger(), date, operator,
+                                    _out(config, out), time.time_ns() // 1000)
 
     try:
         result = with_back_office(database, go)
     except dayend.DayendError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(
-        f"{date} approved by {operator} (prepared by {result.made_by}): "
-        f"{result.posted} payouts posted, {result.already} already posted"
-        + (f", {result.reissued} returned payouts re-issued" if result.reissued else "")
-    )
+    click.echo(f"{date} approved by {operator} (prepared by {result.made_by}): "
+               f"{result.posted} payouts posted, {result.already} already posted"
+               + (f", {result.reissued} returned payouts re-issued" if result.reissued else ""))
     for path in result.released:
         click.echo(f"released {path}")
 
@@ -238,10 +195,8 @@ def reject_command(date: str, database: Database, operator: str, reason: str) ->
     """Reject DATE's prepared payouts: nothing posts or is released; run day-end again."""
     date = _date(date)
     try:
-        maker = with_engine(
-            database,
-            lambda engine: dayend.reject(engine, date, operator, reason, time.time_ns() // 1000),
-        )
+        maker = with_engine(database, lambda engine: dayend.reject(
+            engine, date, operator, reason, time.time_ns() // 1000))
     except dayend.DayendError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{date} rejected by {operator} (prepared by {maker}): nothing posted")
@@ -265,14 +220,13 @@ def status_command(date: str, database: Database) -> None:
     click.echo(f"{date} {day['status']}: run by {day['run_by']} ({day['runs']} runs){approved}")
     click.echo(f"report {day['report_name']} sha256 {day['report_sha256']}")
     for f in files:
-        click.echo(
-            f"file {f['name']} {f['status']} {f['record_count']} payments "
-            f"{f['total_fen']} fen MAC {f['mac']}"
-        )
+        click.echo(f"file {f['name']} {f['status']} {f['record_count']} payments "
+                   f"{f['total_fen']} fen MAC {f['mac']}")
     by_status: dict[str, int] = {}
     for p in payouts:
         by_status[p["status"]] = by_status.get(p["status"], 0) + 1
-    click.echo("payouts " + (" ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none"))
+    click.echo("payouts " + (" ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
+                             or "none"))
 
 
 @click.command("verify")
@@ -281,13 +235,8 @@ def status_command(date: str, database: Database) -> None:
 @component_files_option
 @click.option("--bank", default=None, help="The bank (default: from the file's header or name).")
 @click.option("--file-key", default=None, help="ALIAS[:VERSION] (default: [dayend] alias).")
-def verify_command(
-    file: Path,
-    keys_home: Path,
-    component_files: tuple[Path, ...],
-    bank: str | None,
-    file_key: str | None,
-) -> None:
+def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...],
+                   bank: str | None, file_key: str | None) -> None:
     """Check a payout or refund FILE: layout, trailer count and total, MAC (exit 1 if not)."""
     data = file.read_bytes()
     bank = bank or pf.header_bank(data) or _bank_from_name(file.name)
@@ -305,10 +254,8 @@ def verify_command(
     except (pf.PayoutFileError, HsmError) as error:
         raise click.ClickException(f"{file.name}: REFUSED: {error}") from None
     f = checked.file
-    click.echo(
-        f"{file.name}: OK {f.kind} {f.business_date} bank {f.bank_id} source {f.source}: "
-        f"{len(f.lines)} payments, {f.total_fen} fen, MAC {checked.mac}"
-    )
+    click.echo(f"{file.name}: OK {f.kind} {f.business_date} bank {f.bank_id} source {f.source}: "
+               f"{len(f.lines)} payments, {f.total_fen} fen, MAC {checked.mac}")
 
 
 def _bank_from_name(name: str) -> str | None:

@@ -160,7 +160,9 @@ def _demo_init_postgres(
     start = time.perf_counter()
     try:
         with tqdm(total=cardholders, unit="cardholder", disable=None) as bar:
-            summary = init_demo(url, cardholders, personal=personal, seed=seed, progress=bar.update)
+            summary = init_demo(
+                url, cardholders, personal=personal, seed=seed, progress=bar.update
+            )
     except FileExistsError as err:
         raise click.ClickException(str(err)) from None
     except (OSError, asyncpg.PostgresError) as err:

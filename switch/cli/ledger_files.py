@@ -125,7 +125,9 @@ def import_cardholders_command(
     async def register(office: BackOffice) -> CardholderImport:
         ledger = await office.ledger()
         personal = await personal_keys(hsm, FileKeyStore(keys_home / "keys.jsonl"))
-        return await import_cardholders(office.engine, ledger, hsm, key, data, personal, bar.update)
+        return await import_cardholders(
+            office.engine, ledger, hsm, key, data, personal, bar.update
+        )
 
     try:
         with tqdm(total=_records(data), unit="cardholder", disable=None) as bar:

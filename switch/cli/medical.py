@@ -75,6 +75,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+
+
 def _on_engine(database: Database, use: Callable[[Engine], T]) -> T:
     return with_engine(database, use, create=True)
 
@@ -295,7 +297,9 @@ def authorise() -> None:
 @click.argument("category")
 @click.option("--year", type=int, default=None, help="Default: this year.")
 @database_options
-def authorise_grant(person_id: str, category: str, year: int | None, database: Database) -> None:
+def authorise_grant(
+    person_id: str, category: str, year: int | None, database: Database
+) -> None:
     year = year or _now().year
 
     def grant(engine: Engine) -> bool:
@@ -318,7 +322,9 @@ def authorise_grant(person_id: str, category: str, year: int | None, database: D
 @click.argument("category")
 @click.option("--year", type=int, default=None)
 @database_options
-def authorise_revoke(person_id: str, category: str, year: int | None, database: Database) -> None:
+def authorise_revoke(
+    person_id: str, category: str, year: int | None, database: Database
+) -> None:
     done = _on_engine(
         database,
         lambda engine: ReferenceData(engine).revoke(

@@ -121,9 +121,8 @@ async def _form_tmk(hsm: SoftHsm, out: Path, terminal_id: str, now: dt.datetime)
     return await hsm.form_key(tmk_alias(terminal_id), U.TMK, component_files_of(files), now=now)
 
 
-async def _key(
-    home: Home, hsm: SoftHsm, alias: str, usage: U, value: str | None, now: dt.datetime
-) -> KeyRef:
+async def _key(home: Home, hsm: SoftHsm, alias: str, usage: U, value: str | None,
+               now: dt.datetime) -> KeyRef:
     found = await home.store.list(alias)
     if found:
         return found[-1].ref
@@ -138,58 +137,34 @@ async def _master_keys(home: Home) -> perso.CardMasterKeys:
 
     card = {u: await ref(f"card/{u.value}") for u in demo_keys.CARD_MASTER_USAGES}
     return perso.CardMasterKeys(
-        control=card[U.MK_CONTROL],
-        load=card[U.MK_LOAD],
-        purchase=card[U.MK_PURCHASE],
-        tac=card[U.MK_TAC],
-        unload=card[U.MK_UNLOAD],
-        pin_reload=card[U.MK_PIN_RELOAD],
-        pin_unblock=card[U.MK_PIN_UNBLOCK],
-        app_maint=card[U.MK_APP_MAINT],
-        data_check=await ref(demo_keys.centre_alias(U.DATA_CHECK)),
-        version=1,
+        control=card[U.MK_CONTROL], load=card[U.MK_LOAD], purchase=card[U.MK_PURCHASE],
+        tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
+        pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
+        data_check=await ref(demo_keys.centre_alias(U.DATA_CHECK)), version=1,
     )
 
 
-async def _write_card(
-    hsm: SoftHsm, keys: perso.CardMasterKeys, factory: KeyRef, card: SandboxCard, path: Path
-) -> None:
+async def _write_card(hsm: SoftHsm, keys: perso.CardMasterKeys, factory: KeyRef,
+                      card: SandboxCard, path: Path) -> None:
     serial = bytes.fromhex(card.application_serial).rjust(10, b"\0")
     device = VirtualCard(blank_card(serial, pin=bytes.fromhex(CARD_PIN)), path=path)
     conn = DirectConnection(device, "sandbox card")
     conn.connect()
     public = bytes(10) + serial + bytes(10)
-    await perso.personalize_card(
-        conn,
-        hsm,
-        keys,
-        serial,
-        public,
-        bytes(39),
-        bytes(perso.AUTHORISATION_DATA_BYTES),
-        None,
-        factory,
-    )
+    await perso.personalize_card(conn, hsm, keys, serial, public, bytes(39),
+                                 bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
     conn.disconnect()
 
 
-async def _write_psam(
-    hsm: SoftHsm, transport: KeyRef, purchase: KeyRef, terminal: SandboxTerminal, path: Path
-) -> None:
+async def _write_psam(hsm: SoftHsm, transport: KeyRef, purchase: KeyRef,
+                      terminal: SandboxTerminal, path: Path) -> None:
     assert terminal.psam_serial is not None and terminal.psam_terminal_no is not None
     serial = bytes.fromhex(terminal.psam_serial).rjust(10, b"\0")
     device = VirtualPsam(blank_psam(serial), path=path)
     conn = DirectConnection(device, "sandbox PSAM")
     conn.connect()
-    await perso.personalize_psam(
-        conn,
-        hsm,
-        transport,
-        purchase,
-        serial,
-        bytes.fromhex(terminal.psam_terminal_no),
-        purchase.version,
-    )
+    await perso.personalize_psam(conn, hsm, transport, purchase, serial,
+                                 bytes.fromhex(terminal.psam_terminal_no), purchase.version)
     conn.disconnect()
 
 
@@ -202,46 +177,27 @@ async def _provision(home_path: Path, database: Path, now: dt.datetime) -> None:
     listing = []
     for terminal in terminals:
         tmk = await _form_tmk(hsm, out, terminal.terminal_id, now)
-        home.audit(
-            "key.form",
-            alias=tmk.alias,
-            usage="TMK",
-            version=tmk.version,
-            kcv=tmk.kcv,
-            test_only=True,
-        )
+        home.audit("key.form", alias=tmk.alias, usage="TMK", version=tmk.version, kcv=tmk.kcv,
+                   test_only=True)
         parts = [f"tmk/{terminal.terminal_id}.{p}" for p in ("a", "b")]
-        entry: dict[str, object] = {
-            "terminal_id": terminal.terminal_id,
-            "kind": terminal.kind,
-            "institution": terminal.institution,
-            "tmk_components": parts,
-            "tmk_kcv": tmk.kcv,
-        }
+        entry: dict[str, object] = {"terminal_id": terminal.terminal_id, "kind": terminal.kind,
+                 "institution": terminal.institution, "tmk_components": parts,
+                 "tmk_kcv": tmk.kcv}
         if terminal.psam_serial is not None:
-            entry |= {
-                "psam": f"psams/{terminal.terminal_id}.json",
-                "psam_serial": terminal.psam_serial,
-                "psam_terminal_no": terminal.psam_terminal_no,
-            }
+            entry |= {"psam": f"psams/{terminal.terminal_id}.json",
+                      "psam_serial": terminal.psam_serial,
+                      "psam_terminal_no": terminal.psam_terminal_no}
         listing.append(entry)
     await demo_keys.provision(home_path, [])  # card masters and centre keys, when missing
     keys = await _master_keys(home)
-    factory = await _key(
-        home, hsm, FACTORY_CONTROL, U.MK_CONTROL, perso.FACTORY_TEST_ONLY_CONTROL, now
-    )
-    transport = await _key(
-        home, hsm, FACTORY_TRANSPORT, U.PSAM_TRANSPORT, perso.FACTORY_TEST_ONLY_PSAM_TRANSPORT, now
-    )
+    factory = await _key(home, hsm, FACTORY_CONTROL, U.MK_CONTROL,
+                         perso.FACTORY_TEST_ONLY_CONTROL, now)
+    transport = await _key(home, hsm, FACTORY_TRANSPORT, U.PSAM_TRANSPORT,
+                           perso.FACTORY_TEST_ONLY_PSAM_TRANSPORT, now)
     for terminal in terminals:
         if terminal.psam_serial is not None:
-            await _write_psam(
-                hsm,
-                transport,
-                keys.purchase,
-                terminal,
-                out / "psams" / f"{terminal.terminal_id}.json",
-            )
+            await _write_psam(hsm, transport, keys.purchase, terminal,
+                              out / "psams" / f"{terminal.terminal_id}.json")
     cards = sandbox_cards(database)
     for card in cards:
         await _write_card(hsm, keys, factory, card, out / "cards" / f"{card.card_no}.json")
@@ -249,27 +205,16 @@ async def _provision(home_path: Path, database: Path, now: dt.datetime) -> None:
     catalogue = demo_medical.catalogue_version(now)
     (out / "catalogue.txt").write_bytes(await seal(hsm, catalogue_key, build_catalogue(catalogue)))
     (out / "terminals.json").write_text(
-        json.dumps(
-            {
-                "test_only": TEST_ONLY,
-                "terminals": listing,
-                "cards": [vars_of(c) for c in cards],
-                "card_pin": CARD_PIN,
-            },
-            indent=1,
-        )
+        json.dumps({"test_only": TEST_ONLY, "terminals": listing,
+                    "cards": [vars_of(c) for c in cards], "card_pin": CARD_PIN}, indent=1)
         + "\n"
     )
 
 
 def vars_of(card: SandboxCard) -> dict[str, object]:
-    return {
-        "card_no": card.card_no,
-        "application_serial": card.application_serial,
-        "cardholder_id": card.cardholder_id,
-        "image": f"cards/{card.card_no}.json",
-        "personal_fund_fen": card.personal_fund_fen,
-    }
+    return {"card_no": card.card_no, "application_serial": card.application_serial,
+            "cardholder_id": card.cardholder_id, "image": f"cards/{card.card_no}.json",
+            "personal_fund_fen": card.personal_fund_fen}
 
 
 def his_token(home: Path, institution: str) -> str:

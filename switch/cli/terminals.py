@@ -145,12 +145,8 @@ def help_lines(commands: dict[str, Command]) -> list[str]:
     usages = {c.name: " ".join([c.name, *c.args]) for c in commands.values()}
     width = max(len(u) for u in usages.values())
     lines = [f"  {usages[n]:<{width}}  {ABOUT.get(n, '')}".rstrip() for n in usages]
-    return [
-        "commands (amounts FEN in whole fen):",
-        *lines,
-        f"  {'help':<{width}}  this list",
-        f"  {'quit':<{width}}  leave",
-    ]
+    return ["commands (amounts FEN in whole fen):", *lines, f"  {'help':<{width}}  this list",
+            f"  {'quit':<{width}}  leave"]
 
 
 def prompted(commands: dict[str, Command], title: str) -> Iterator[Step]:

@@ -71,6 +71,7 @@ class Dialect:
     length_header: str
     bitmap: str
     binary_fields: str
+    mac_field: int
     mac_padding: str
 
     @classmethod
@@ -78,7 +79,7 @@ class Dialect:
         settings = presets()[preset]
         assert settings["numerics"] == "ascii", "this peer writes ASCII numerics only"
         return cls(settings["length_header"], settings["bitmap"], settings["binary_fields"],
-                   settings["mac_padding"])
+                   int(settings["mac_field"]), settings["mac_padding"])
 
     @property
     def mac_width(self) -> int:
@@ -220,14 +221,16 @@ def x919(zak: bytes, data: bytes, padding: str) -> bytes:
 
 
 def sealed(dialect: Dialect, zak: bytes, mti: str, fields: dict[int, Value]) -> bytes:
-    """The payload with F128 over every byte from the MTI to the byte before F128."""
-    unsigned = encode(dialect, mti, {**fields, 128: bytes(8)})
+    """The payload with its MAC field over every byte from the MTI to the byte before it: F128,
+    or F64 when the dialect says so and no field above 64 is there."""
+    where = 64 if dialect.mac_field == 64 and max(fields) <= 64 else 128
+    unsigned = encode(dialect, mti, {**fields, where: bytes(8)})
     block = unsigned[: -dialect.mac_width]
-    return encode(dialect, mti, {**fields, 128: x919(zak, block, dialect.mac_padding)})
+    return encode(dialect, mti, {**fields, where: x919(zak, block, dialect.mac_padding)})
 
 
 def mac_verifies(dialect: Dialect, zak: bytes, msg: Msg) -> bool:
-    mac = msg.fields.get(128)
+    mac = msg.fields.get(128, msg.fields.get(64))
     block = msg.raw[: -dialect.mac_width]
     return isinstance(mac, bytes) and mac == x919(zak, block, dialect.mac_padding)
 

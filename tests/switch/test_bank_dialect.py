@@ -167,6 +167,7 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
             bitmap="hex",
             binary_fields="hex",
             mac_padding="method2",
+            mac_field="64",
         )
     )
 
@@ -211,6 +212,7 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
             assert (await client.request(debit)).response_code == "00"
             sent = seen[-1]
             assert (sent.mti, sent.fields[52], sent.fields[49]) == ("0200", block, "156")
+            assert 64 in sent.fields and 128 not in sent.fields  # no field above 64
             unsigned = SavingsDebit(
                 **client.envelope(), pan="6212340000000019", amount_fen=999, pin_block=block
             )  # the bank answers it without a MAC

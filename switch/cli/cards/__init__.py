@@ -38,14 +38,8 @@ def psams(ctx: click.Context, /, **kwargs: Any) -> None:
     ctx.obj = make_context(ctx, **kwargs)
 
 
-for _command in (
-    issuing.issue,
-    issuing.approve,
-    issuing.replace,
-    writing.personalize,
-    writing.factory_keys,
-    writing.write_authorisation,
-):
+for _command in (issuing.issue, issuing.approve, issuing.replace, writing.personalize,
+                 writing.factory_keys, writing.write_authorisation):
     cards.add_command(_command)
 for _command in (psam_commands.issue, psam_commands.approve, psam_commands.personalize):
     psams.add_command(_command)

@@ -49,9 +49,8 @@ def run_hsm(coro: Any) -> Any:
 
 
 class Context:
-    def __init__(
-        self, home: Home, files: tuple[Path, ...], count: int, db: Path, connect: Connect
-    ) -> None:
+    def __init__(self, home: Home, files: tuple[Path, ...], count: int, db: Path,
+                 connect: Connect) -> None:
         self.home = home
         self.files = files
         self.count = count
@@ -70,32 +69,20 @@ class Context:
 
 
 def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            home_option(help="Key home: key store, LMK check value, audit log."),
-            click.option("--operator", default=None, help="Who performs the step."),
-            click.option(
-                "--db",
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=default_db,
-                help="The ledger database (default $MEDSWITCH_HOME/medswitch.db).",
-            ),
-            component_files_option,
-            component_count_option,
-        ]
-    ):
+    for option in reversed([
+        home_option(help="Key home: key store, LMK check value, audit log."),
+        click.option("--operator", default=None, help="Who performs the step."),
+        click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=default_db,
+                     help="The ledger database (default $MEDSWITCH_HOME/medswitch.db)."),
+        component_files_option,
+        component_count_option,
+    ]):
         function = option(function)
     return function
 
 
-def make_context(
-    ctx: click.Context,
-    home: Path,
-    operator: str | None,
-    db: Path,
-    component_files: tuple[Path, ...],
-    count: int,
-) -> Context:
+def make_context(ctx: click.Context, home: Path, operator: str | None, db: Path,
+             component_files: tuple[Path, ...], count: int) -> Context:
     import getpass
 
     obj = ctx.ensure_object(dict)
@@ -112,6 +99,5 @@ FACTORY_TRANSPORT_ALIAS = "factory/PSAM_TRANSPORT"
 
 def set_card_status(c: Context, card_no: str, status: str) -> None:
     with c.engine().begin() as db:
-        db.execute(
-            sa.update(schema.cards).where(schema.cards.c.card_no == card_no).values(status=status)
-        )
+        db.execute(sa.update(schema.cards).where(schema.cards.c.card_no == card_no)
+                   .values(status=status))

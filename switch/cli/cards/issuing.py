@@ -36,23 +36,11 @@ U = KeyUsage
 @click.option("--bin", "bin_prefix", default="621098", show_default=True)
 @click.option("--key-version", default=1, show_default=True, type=int)
 @click.option("--now", default=None, help="Issue date-time (ISO); default the clock.")
-@click.option(
-    "--renew-before",
-    type=click.DateTime(["%Y-%m-%d"]),
-    default=None,
-    help="Also renew cards expiring before this date.",
-)
+@click.option("--renew-before", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Also renew cards expiring before this date.")
 @pass_context
-def issue(
-    c: Context,
-    out: Path,
-    file_key: str,
-    batch_size: int,
-    bin_prefix: str,
-    key_version: int,
-    now: str | None,
-    renew_before: datetime | None,
-) -> None:
+def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str,
+          key_version: int, now: str | None, renew_before: datetime | None) -> None:
     """Cardholders without a live card (none, or only replaced/cancelled ones, or one expiring
     before --renew-before) → encrypted batch files; the new cards recorded as issued and
     the cards they replace pointed at them."""
@@ -65,25 +53,16 @@ def issue(
         )
         if renew_before is not None:
             have = have.where(cards_t.c.expiry >= renew_before.date())
-        holder_ids = (
-            db.execute(
-                sa.select(schema.cardholders.c.id)
-                .where(schema.cardholders.c.status == "active")
-                .where(schema.cardholders.c.id.not_in(have))
-            )
-            .scalars()
-            .all()
-        )
-        serials = (
-            db.execute(
-                sa.select(schema.cards.c.application_serial).where(
-                    schema.cards.c.application_serial.like(f"{issuance.CITY_CODE}%")
-                )
-            )
-            .scalars()
-            .all()
-        )
-    first = 1 + max((int(s[len(issuance.CITY_CODE) :]) for s in serials), default=0)
+        holder_ids = db.execute(
+            sa.select(schema.cardholders.c.id)
+            .where(schema.cardholders.c.status == "active")
+            .where(schema.cardholders.c.id.not_in(have))
+        ).scalars().all()
+        serials = db.execute(
+            sa.select(schema.cards.c.application_serial)
+            .where(schema.cards.c.application_serial.like(f"{issuance.CITY_CODE}%"))
+        ).scalars().all()
+    first = 1 + max((int(s[len(issuance.CITY_CODE):]) for s in serials), default=0)
 
     async def clear_people() -> dict[str, Person]:  # names and ID numbers: sealed at rest
         keys = await personal_keys(c.hsm, c.home.store)
@@ -95,9 +74,8 @@ def issue(
     except (KeyNotFound, PersonalDataError) as error:
         raise click.ClickException(str(error)) from None
     holders = [(i, found[i].name, found[i].ssn) for i in holder_ids]
-    records = issuance.plan(
-        holders, first_sequence=first, bin_prefix=bin_prefix, issued=when.date()
-    )
+    records = issuance.plan(holders, first_sequence=first,
+                            bin_prefix=bin_prefix, issued=when.date())
     if not records:
         click.echo("every active cardholder has a card")
         return
@@ -107,45 +85,28 @@ def issue(
         key = await resolve(c.home, file_key)
         written = []
         for index, group in enumerate(issuance.batches(records, batch_size), start=1):
-            batch = issuance.Batch(
-                f"{when:%Y%m%d%H%M%S}-{index:04d}", when, c.home.operator, key_version, tuple(group)
-            )
+            batch = issuance.Batch(f"{when:%Y%m%d%H%M%S}-{index:04d}", when, c.home.operator,
+                                   key_version, tuple(group))
             data = await issuance.seal(c.hsm, key, batch)
             written.append((out / f"cards-{batch.batch_id}.bat", batch, data))
         return written
 
     for path, batch, data in run_hsm(write()):
         path.write_bytes(data)
-        c.home.audit(
-            "cards.issue",
-            batch=batch.batch_id,
-            records=len(batch.records),
-            sha256=hashlib.sha256(data).hexdigest(),
-            file=str(path),
-        )
+        c.home.audit("cards.issue", batch=batch.batch_id, records=len(batch.records),
+                     sha256=hashlib.sha256(data).hexdigest(), file=str(path))
         click.echo(f"{path}: {len(batch.records)} cards")
     with engine.begin() as db:
         for r in records:  # the cards these replace or renew now point at their successor
-            db.execute(
-                sa.update(cards_t)
-                .where(cards_t.c.cardholder_id == r.cardholder_id)
-                .where(cards_t.c.replaced_by.is_(None))
-                .values(replaced_by=r.card_no)
-            )
-        db.execute(
-            sa.insert(cards_t),
-            [
-                {
-                    "card_no": r.card_no,
-                    "application_serial": r.application_serial,
-                    "cardholder_id": r.cardholder_id,
-                    "key_version": key_version,
-                    "status": STATUS_ISSUED,
-                    "expiry": r.expiry,
-                }
-                for r in records
-            ],
-        )
+            db.execute(sa.update(cards_t)
+                       .where(cards_t.c.cardholder_id == r.cardholder_id)
+                       .where(cards_t.c.replaced_by.is_(None))
+                       .values(replaced_by=r.card_no))
+        db.execute(sa.insert(cards_t), [
+            {"card_no": r.card_no, "application_serial": r.application_serial,
+             "cardholder_id": r.cardholder_id, "key_version": key_version,
+             "status": STATUS_ISSUED, "expiry": r.expiry} for r in records
+        ])
 
 
 @click.command("replace")
@@ -156,12 +117,10 @@ def replace(c: Context, card_no: str, reason: str) -> None:
     """Blacklist a card for replacement: it is refused from now on, and the next `cards issue`
     makes its cardholder a new card. Its balances move per DESIGN §5 after the grace period."""
     with c.engine().begin() as db:
-        done = db.execute(
-            sa.update(schema.cards)
-            .where(schema.cards.c.card_no == card_no)
-            .where(schema.cards.c.status.in_([STATUS_ISSUED, STATUS_ACTIVE, "lost"]))
-            .values(status="replaced")
-        )
+        done = db.execute(sa.update(schema.cards)
+                          .where(schema.cards.c.card_no == card_no)
+                          .where(schema.cards.c.status.in_([STATUS_ISSUED, STATUS_ACTIVE, "lost"]))
+                          .values(status="replaced"))
     if done.rowcount != 1:
         raise click.ClickException(f"no live card {card_no}")
     c.home.audit("cards.replace", card=card_no[:6] + "…" + card_no[-4:], reason=reason)
@@ -188,24 +147,14 @@ def approve(c: Context, batch_file: Path, file_key: str) -> None:
 
     batch = run_hsm(check())
     if batch.maker == c.home.operator:
-        raise click.ClickException(
-            f"{c.home.operator} made batch {batch.batch_id}: a second operator approves it"
-        )
+        raise click.ClickException(f"{c.home.operator} made batch {batch.batch_id}: "
+                                   "a second operator approves it")
     digest = hashlib.sha256(data).hexdigest()
-    record = {
-        "batch": batch.batch_id,
-        "sha256": digest,
-        "maker": batch.maker,
-        "approver": c.home.operator,
-    }
+    record = {"batch": batch.batch_id, "sha256": digest, "maker": batch.maker,
+              "approver": c.home.operator}
     approval_path(batch_file).write_text(json.dumps(record, sort_keys=True) + "\n")
-    c.home.audit(
-        "cards.approve",
-        batch=batch.batch_id,
-        sha256=digest,
-        maker=batch.maker,
-        records=len(batch.records),
-    )
+    c.home.audit("cards.approve", batch=batch.batch_id, sha256=digest, maker=batch.maker,
+                 records=len(batch.records))
     click.echo(f"batch {batch.batch_id} approved: {len(batch.records)} cards")
 
 
@@ -234,3 +183,4 @@ def mark(batch_file: Path, serial: str, status: str) -> None:
     path = batch_file.with_name(batch_file.name + ".progress")
     with path.open("a") as out:
         out.write(json.dumps({"serial": serial, "status": status}) + "\n")
+

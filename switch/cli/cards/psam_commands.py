@@ -47,19 +47,13 @@ def issue(c: Context, out: Path, file_key: str, key_version: int, now: str | Non
     with engine.connect() as db:
         bound = sa.select(p.c.terminal_id).where(p.c.terminal_id.is_not(None))
         terminals = db.execute(
-            sa.select(t.c.id, t.c.institution_id)
-            .where(t.c.kind == "pos")
-            .where(t.c.status == "active")
-            .where(t.c.id.not_in(bound))
+            sa.select(t.c.id, t.c.institution_id).where(t.c.kind == "pos")
+            .where(t.c.status == "active").where(t.c.id.not_in(bound))
         ).all()
-        serials = (
-            db.execute(
-                sa.select(p.c.serial).where(p.c.serial.like(f"{issuance.PSAM_SERIAL_PREFIX}%"))
-            )
-            .scalars()
-            .all()
-        )
-    first = 1 + max((int(s[len(issuance.PSAM_SERIAL_PREFIX) :]) for s in serials), default=0)
+        serials = db.execute(
+            sa.select(p.c.serial).where(p.c.serial.like(f"{issuance.PSAM_SERIAL_PREFIX}%"))
+        ).scalars().all()
+    first = 1 + max((int(s[len(issuance.PSAM_SERIAL_PREFIX):]) for s in serials), default=0)
     records = issuance.plan_psams([(r[0], r[1]) for r in terminals], first)
     if not records:
         click.echo("every POS terminal has a PSAM")
@@ -78,27 +72,13 @@ def issue(c: Context, out: Path, file_key: str, key_version: int, now: str | Non
     path = out / f"psams-{batch_id}.bat"
     path.write_bytes(data)
     with engine.begin() as db:
-        db.execute(
-            sa.insert(p),
-            [
-                {
-                    "serial": r.serial,
-                    "psam_terminal_no": r.terminal_no,
-                    "institution_id": r.institution_id,
-                    "terminal_id": r.terminal_id,
-                    "key_version": key_version,
-                    "status": STATUS_ISSUED,
-                }
-                for r in records
-            ],
-        )
-    c.home.audit(
-        "psams.issue",
-        batch=batch_id,
-        records=len(records),
-        sha256=hashlib.sha256(data).hexdigest(),
-        file=str(path),
-    )
+        db.execute(sa.insert(p), [
+            {"serial": r.serial, "psam_terminal_no": r.terminal_no,
+             "institution_id": r.institution_id, "terminal_id": r.terminal_id,
+             "key_version": key_version, "status": STATUS_ISSUED} for r in records
+        ])
+    c.home.audit("psams.issue", batch=batch_id, records=len(records),
+                 sha256=hashlib.sha256(data).hexdigest(), file=str(path))
     click.echo(f"{path}: {len(records)} PSAMs")
 
 
@@ -115,7 +95,8 @@ def approve(c: Context, batch_file: Path, file_key: str) -> None:
     digest = hashlib.sha256(data).hexdigest()
     approval = {"batch": batch_id, "sha256": digest, "maker": maker, "approver": c.home.operator}
     approval_path(batch_file).write_text(json.dumps(approval, sort_keys=True) + "\n")
-    c.home.audit("psams.approve", batch=batch_id, sha256=digest, maker=maker, records=len(records))
+    c.home.audit("psams.approve", batch=batch_id, sha256=digest, maker=maker,
+                 records=len(records))
     click.echo(f"PSAM batch {batch_id} approved: {len(records)} PSAMs")
 
 
@@ -131,16 +112,10 @@ def _open(c: Context, data: bytes, file_key: str) -> Opened:
 
 
 @click.command("personalize")
-@click.argument(
-    "batch_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--reader",
-    "readers",
-    multiple=True,
-    required=True,
-    help="PC/SC reader(s) holding the blank PSAMs.",
-)
+@click.argument("batch_file", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reader", "readers", multiple=True, required=True,
+              help="PC/SC reader(s) holding the blank PSAMs.")
 @click.option("--file-key", default=PSAM_FILE_KEY, show_default=True)
 @click.option("--serial", help="Without a batch: the PSAM's serial (hex, 8 or 10 bytes).")
 @click.option("--terminal-no", help="Without a batch: its terminal number, 12 digits.")
@@ -148,17 +123,9 @@ def _open(c: Context, data: bytes, file_key: str) -> Opened:
 @click.option("--terminal", default=None, help="Without a batch: the terminal (F41) it serves.")
 @click.option("--key-version", default=1, show_default=True, type=int)
 @pass_context
-def personalize(
-    c: Context,
-    batch_file: Path | None,
-    readers: tuple[str, ...],
-    file_key: str,
-    serial: str | None,
-    terminal_no: str | None,
-    institution: str | None,
-    terminal: str | None,
-    key_version: int,
-) -> None:
+def personalize(c: Context, batch_file: Path | None, readers: tuple[str, ...], file_key: str,
+                serial: str | None, terminal_no: str | None, institution: str | None,
+                terminal: str | None, key_version: int) -> None:
     """Terminal number, then the purchase master key under the PSAM's transport key; each
     PSAM recorded in the ledger as active, bound to its terminal."""
     if batch_file is None:
@@ -166,9 +133,8 @@ def personalize(
             raise click.ClickException("without a batch: --serial, --terminal-no, --institution")
         if len(terminal_no) != 12 or not terminal_no.isdigit():
             raise click.ClickException("the PSAM terminal number is 12 digits")
-        one = issuance.PsamRecord(
-            0, bytes.fromhex(serial).hex().upper(), terminal_no, institution, terminal or ""
-        )
+        one = issuance.PsamRecord(0, bytes.fromhex(serial).hex().upper(), terminal_no,
+                                  institution, terminal or "")
         error = run_hsm(_write(c, readers, one, key_version))
         if error is not None:
             raise click.ClickException(f"PSAM {one.serial}: {error}")
@@ -232,15 +198,8 @@ async def _write(
     if conn is None:
         return "not in any reader"
     try:
-        await perso.personalize_psam(
-            conn,
-            c.hsm,
-            transport,
-            purchase,
-            record.serial_bytes,
-            bytes.fromhex(record.terminal_no),
-            key_version,
-        )
+        await perso.personalize_psam(conn, c.hsm, transport, purchase, record.serial_bytes,
+                                     bytes.fromhex(record.terminal_no), key_version)
     except CardConnectionError as error:
         return f"{type(error).__name__}: {error}"
     finally:
@@ -252,26 +211,12 @@ def _record(c: Context, r: issuance.PsamRecord, key_version: int, *, insert: boo
     p = schema.psams
     with c.engine().begin() as db:
         if insert:
-            db.execute(
-                sa.insert(p).values(
-                    serial=r.serial,
-                    psam_terminal_no=r.terminal_no,
-                    institution_id=r.institution_id,
-                    terminal_id=r.terminal_id or None,
-                    key_version=key_version,
-                    status=STATUS_ACTIVE,
-                )
-            )
+            db.execute(sa.insert(p).values(
+                serial=r.serial, psam_terminal_no=r.terminal_no, institution_id=r.institution_id,
+                terminal_id=r.terminal_id or None, key_version=key_version, status=STATUS_ACTIVE))
         else:
             db.execute(sa.update(p).where(p.c.serial == r.serial).values(status=STATUS_ACTIVE))
-    c.home.audit(
-        "psams.personalize",
-        serial=r.serial,
-        terminal_no=r.terminal_no,
-        institution=r.institution_id,
-        terminal=r.terminal_id,
-    )
-    click.echo(
-        f"PSAM {r.serial}: terminal number {r.terminal_no}"
-        + (f", bound to terminal {r.terminal_id}" if r.terminal_id else "")
-    )
+    c.home.audit("psams.personalize", serial=r.serial, terminal_no=r.terminal_no,
+                 institution=r.institution_id, terminal=r.terminal_id)
+    click.echo(f"PSAM {r.serial}: terminal number {r.terminal_no}"
+               + (f", bound to terminal {r.terminal_id}" if r.terminal_id else ""))

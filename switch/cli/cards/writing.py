@@ -52,11 +52,8 @@ def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, by
     """EF 0015 (30 bytes) and EF 0016 (39 bytes) of a record. The name is GBK in 20 bytes;
     the 18-character ID number is packed as BCD (X as A) in the 16 ID bytes, F-padded."""
     public = (
-        bytes.fromhex(issuance.CITY_CODE + "000000000000")
-        + b"\x03\x01"
-        + record.serial_bytes
-        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}")
-        + b"\x00\x00"
+        bytes.fromhex(issuance.CITY_CODE + "000000000000") + b"\x03\x01" + record.serial_bytes
+        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}") + b"\x00\x00"
     )
     name = record.name.encode("gbk", errors="replace")[:20].ljust(20, b"\x00")
     id_no = bytes.fromhex(record.id_no.upper().replace("X", "A").ljust(32, "F")[:32])
@@ -66,13 +63,8 @@ def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, by
 
 @click.command("personalize")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--reader",
-    "readers",
-    multiple=True,
-    required=True,
-    help="PC/SC reader (name or a unique part of it); repeat for several.",
-)
+@click.option("--reader", "readers", multiple=True, required=True,
+              help="PC/SC reader (name or a unique part of it); repeat for several.")
 @click.option("--file-key", default="cards/file", show_default=True)
 @pass_context
 def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key: str) -> None:
@@ -93,9 +85,8 @@ def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key
                 bar.update()
                 if done.get(record.application_serial) == "done":
                     continue
-                error = await _personalize_one(
-                    c, readers, keys, factory, record, batch.created.date()
-                )
+                error = await _personalize_one(c, readers, keys, factory, record,
+                                               batch.created.date())
                 if error is None:
                     ok += 1
                     mark(batch_file, record.application_serial, "done")
@@ -116,68 +107,42 @@ def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key
         raise SystemExit(1)
 
 
+
+
 async def _master_keys(c: Context, version: int) -> perso.CardMasterKeys:
     async def ref(alias: str, usage: KeyUsage) -> KeyRef:
         found = await resolve(c.home, f"{alias}:{version}" if alias.startswith("card/") else alias)
         found.require(usage)
         return found
 
-    card = {
-        u: await ref(f"card/{u.value}", u)
-        for u in (
-            U.MK_CONTROL,
-            U.MK_LOAD,
-            U.MK_PURCHASE,
-            U.MK_TAC,
-            U.MK_UNLOAD,
-            U.MK_PIN_RELOAD,
-            U.MK_PIN_UNBLOCK,
-            U.MK_APP_MAINT,
-        )
-    }
+    card = {u: await ref(f"card/{u.value}", u) for u in (
+        U.MK_CONTROL, U.MK_LOAD, U.MK_PURCHASE, U.MK_TAC, U.MK_UNLOAD, U.MK_PIN_RELOAD,
+        U.MK_PIN_UNBLOCK, U.MK_APP_MAINT)}
     return perso.CardMasterKeys(
-        control=card[U.MK_CONTROL],
-        load=card[U.MK_LOAD],
-        purchase=card[U.MK_PURCHASE],
-        tac=card[U.MK_TAC],
-        unload=card[U.MK_UNLOAD],
-        pin_reload=card[U.MK_PIN_RELOAD],
-        pin_unblock=card[U.MK_PIN_UNBLOCK],
-        app_maint=card[U.MK_APP_MAINT],
-        data_check=await ref("centre/DATA_CHECK", U.DATA_CHECK),
-        version=version,
+        control=card[U.MK_CONTROL], load=card[U.MK_LOAD], purchase=card[U.MK_PURCHASE],
+        tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
+        pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
+        data_check=await ref("centre/DATA_CHECK", U.DATA_CHECK), version=version,
     )
 
 
-async def _personalize_one(
-    c: Context,
-    readers: tuple[str, ...],
-    keys: perso.CardMasterKeys,
-    factory: KeyRef,
-    record: issuance.IssuanceRecord,
-    issued: date,
-) -> str | None:
+async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.CardMasterKeys,
+                           factory: KeyRef, record: issuance.IssuanceRecord,
+                           issued: date) -> str | None:
     conn = _find_card(c, readers, record.serial_bytes)
     if conn is None:
         return "not in any reader"
     public, holder = card_files(record, issued)
     try:
-        await perso.personalize_card(
-            conn,
-            c.hsm,
-            keys,
-            record.serial_bytes,
-            public,
-            holder,
-            bytes(perso.AUTHORISATION_DATA_BYTES),
-            None,
-            factory,
-        )
+        await perso.personalize_card(conn, c.hsm, keys, record.serial_bytes, public, holder,
+                                     bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
     except (CardConnectionError, HsmError) as error:
         return f"{type(error).__name__}: {error}"
     finally:
         conn.disconnect()
     return None
+
+
 
 
 @click.command("factory-keys")
@@ -197,31 +162,21 @@ def factory_keys(c: Context) -> None:
             if await c.home.store.list(alias):
                 continue
             form_key = c.hsm.form_key  # SoftHsm: the ceremony's own operation
-            made.append(
-                await form_key(alias, usage, [Component(bytes.fromhex(value))], now=now_or(None))
-            )
+            made.append(await form_key(alias, usage, [Component(bytes.fromhex(value))],
+                                       now=now_or(None)))
         return made
 
     for ref in run_hsm(form()):
-        c.home.audit(
-            "key.form",
-            alias=ref.alias,
-            usage=ref.usage.value,
-            version=ref.version,
-            kcv=ref.kcv,
-            test_only=True,
-        )
+        c.home.audit("key.form", alias=ref.alias, usage=ref.usage.value, version=ref.version,
+                     kcv=ref.kcv, test_only=True)
         click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
+
 
 
 @click.command("write-authorisation")
 @click.option("--reader", required=True, help="PC/SC reader holding the cardholder's card.")
-@click.option(
-    "--grant",
-    "grants",
-    multiple=True,
-    help="CATEGORY:YEAR of a special-expense authorisation; repeat. None clears.",
-)
+@click.option("--grant", "grants", multiple=True,
+              help="CATEGORY:YEAR of a special-expense authorisation; repeat. None clears.")
 @pass_context
 def write_authorisation(c: Context, reader: str, grants: tuple[str, ...]) -> None:
     """Write the person's special-expense authorisations to the card's authorisation file,
@@ -262,8 +217,7 @@ def _key_version(c: Context, serial: bytes) -> int:
         return 1
     with c.engine().connect() as db:
         found = db.execute(
-            sa.select(schema.cards.c.key_version).where(
-                schema.cards.c.application_serial == serial[-8:].hex().upper()
-            )
+            sa.select(schema.cards.c.key_version)
+            .where(schema.cards.c.application_serial == serial[-8:].hex().upper())
         ).scalar()
     return int(found) if found is not None else 1
