@@ -19,6 +19,7 @@ from hsm.keystore import MemoryKeyStore
 from messages import bank
 from messages.bank import BankEcho, BankSignOff, SavingsDebit
 from messages.codec import Message
+from messages.framing import FrameDecoder, LengthFormat
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import BankAcquirer, IssuerRules
@@ -26,7 +27,9 @@ from simulators.bank_keys import CODEC
 from switch.bank.dialect import PRESETS, Settings, dialect_of
 from switch.bank.link import BankLinkClient, OutboundSettings
 from switch.bank.wire import LinkWire
-from switch.config import ConfigError, load
+from switch.config import BankConfig, ConfigError, load
+from switch.listener import Listener
+from switch.listener_settings import listener_settings
 from tests.support import bank_golden
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.daemon import new_hsm, now
@@ -223,5 +226,41 @@ def test_an_outbound_link_in_bcd_without_length_header_and_method2_padding() -> 
             await client.close()
             server.close()
             await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_listener_without_length_header_reads_messages_by_their_fields() -> None:
+    """`length_header = "none"` inbound: the listener cuts the stream where each message's
+    fields end (two messages in one write, one split over two writes) and answers each."""
+    codec = dialect_of(Settings(length_header="none")).codec()
+    first = codec.encode(Message("0800", {7: "1207063015", 11: "000001", 32: BANK, 70: "001"}))
+    second = codec.encode(Message("0800", {7: "1207063015", 11: "000002", 32: BANK, 70: "301"}))
+
+    async def answer(payload: bytes, peer: str) -> bytes:
+        message = codec.decode(payload)
+        return codec.encode(Message("0810", {**message.fields, 39: "00"}))
+
+    async def main() -> None:
+        settings = listener_settings(
+            BankConfig(port=0), LengthFormat.NONE, measure=codec.frame_length
+        )
+        listener = Listener(settings, answer)
+        await listener.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(first + second[:9])
+            await writer.drain()
+            writer.write(second[9:])
+            decoder = FrameDecoder(LengthFormat.NONE, measure=codec.frame_length)
+            replies: list[bytes] = []
+            for _ in range(20):
+                if len(replies) == 2:
+                    break
+                replies += decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
+            assert [codec.decode(r).fields[11] for r in replies] == ["000001", "000002"]
+            writer.close()
+        finally:
+            await listener.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
