@@ -183,15 +183,7 @@ class BankLinkClient:
                 await self._session()
                 backoff = self.settings.backoff_initial_s
             except (OSError, ConnectionError, TimeoutError, CodecError) as err:
-                settings = self.settings
-                log.warning(
-                    "bank %s link %s:%d: %s %s",
-                    settings.bank_id,
-                    settings.host,
-                    settings.port,
-                    type(err).__name__,
-                    err,
-                )
+                log.info("bank link %s: %s", self.settings.host, type(err).__name__)
             self._up.clear()
             await asyncio.sleep(backoff)  # close() cancels the task, ending the sleep
             backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -248,7 +240,7 @@ class BankLinkClient:
             answer = await outbound_requests.answer(self.wire, keys, frame, bank_id)
             if answer.signed_on is not None:
                 self.signed_off = not answer.signed_on
-            if self._writer is not None:
+            if self._writer is not None and answer.payload:
                 self._writer.write(self.wire.frame(answer.payload))
             return
         try:
