@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,25 @@ def test_a_listener_without_length_header_reads_messages_by_their_fields() -> No
             await listener.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_mac_policy_by_message_class() -> None:
+    """Financial requests and responses by their own settings; network management by
+    network_mac, a sign-off or key change request at least required unless it is none."""
+    medswitch = PRESETS["medswitch"]
+    assert medswitch.policy("0200").value == "required"
+    assert medswitch.policy("0210").value == "required"
+    assert medswitch.policy("0800", "301").value == "optional"
+    assert medswitch.policy("0800", "002").value == "required"
+    assert medswitch.policy("0810", "002").value == "optional"
+    assert (medswitch.signs("0800", "001"), medswitch.signs("0800", "101")) == (False, True)
+    relaxed = dialect_of(Settings(network_mac="none", request_mac="optional"))
+    assert relaxed.policy("0800", "002").value == "none" and not relaxed.signs("0800", "002")
+    assert relaxed.policy("0420").value == "optional" and relaxed.signs("0420")
+    strict = dialect_of(Settings(network_mac="required", field7="local"))
+    assert strict.signs("0800", "301") and strict.policy("0810", "301").value == "required"
+    clock = datetime(2026, 12, 7, 14, 30, 15, tzinfo=timezone(timedelta(hours=8)))
+    assert (strict.transmitted(clock), medswitch.transmitted(clock)) == (
+        "1207143015",
+        "1207063015",
+    )
