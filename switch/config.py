@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ledger.medical.limits import BillLimits
+from switch.bank.dialect import dialect_of
 from switch.his_idempotency import IdempotencySettings
 from switch.his_rate import RateSettings
 from switch.his_throttle import ThrottleSettings
@@ -113,6 +114,20 @@ class BankConfig:
     zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
     key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
     key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
+    # The link's dialect (switch/bank/dialect.py): a preset; each setting below "" = the preset's.
+    dialect: str = "medswitch"  # medswitch | jpos-iso87a | binary-header
+    length_header: str = ""  # ascii4 | binary2 | none
+    bitmap: str = ""  # binary | hex
+    binary_fields: str = ""  # F52, F64, F128: raw | hex
+    numerics: str = ""  # ascii | bcd
+    request_mac: str = ""  # required | optional | none (financial requests)
+    response_mac: str = ""  # required | optional | none (their responses)
+    network_mac: str = ""  # required | optional | none (0800/0810)
+    mac_field: str = ""  # 128 | 64 (F64 when no field above 64)
+    mac_padding: str = ""  # method1 | method2 (ISO 9797-1)
+    field7: str = ""  # gmt | local
+    repeat: str = ""  # keep | new: a repeated reversal's F11 and F7
+    omit_fields: tuple[str, ...] = ()  # optional savings-debit fields the bank does not want
     # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
     links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
@@ -278,6 +293,11 @@ def check(config: Config) -> None:
     sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
     for where, section in sections.items():
         _limits(where, section)
+        if isinstance(section, BankConfig):
+            try:
+                dialect_of(section, where)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
     if not 1 <= config.sign_on.per_minute <= config.sign_on.pending_max <= 100:
         raise ConfigError(
