@@ -248,7 +248,6 @@ class Loaded(NamedTuple):
 
 #: The MEDSWITCH_* variables that are not settings: commands' options and the tests' own.
 OTHER_VARIABLES: Mapping[str, str] = {
-    "MEDSWITCH_HOME": "the deployment's directory (default var/demo): medswitch.toml, keys",
     "MEDSWITCH_DB": "a SQLite file instead of the configured database (back-office commands)",
     "MEDSWITCH_OPERATOR": "the operator's name for day-end and reconciliation commands",
     "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review doubt`: loads in doubt at least this old",

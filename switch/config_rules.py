@@ -53,7 +53,7 @@ def one_of(*choices: str) -> Rule:
     def fault(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
-    return Rule(" | ".join(choices), fault)
+    return Rule(", ".join(choices), fault)
 
 
 def _clock(value: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +90,13 @@ def _serve_one(config: Config, worker: int = 0) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    asyncio.run(_run(config, worker))
+    try:
+        asyncio.run(_run(config, worker))
+    except OSError as error:  # a port in use or not ours: one line, no traceback
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        click.echo(f"Error: cannot listen: {error.strerror or error}", err=True)
+        raise SystemExit(1) from None
 
 
 @click.command()
@@ -112,8 +119,8 @@ def serve(config_path: Path | None, workers: int | None) -> None:
     /readyz. Stops on SIGTERM."""
     from switch import logs
 
-    logs.configure(logging.INFO)
     config = _load_config(config_path)
+    logs.configure(logging.getLevelNamesMapping()[config.log_level.upper()])
     private_home(config.home_path)  # 0700, and what the daemon writes 0600
     if workers is not None:
         config = dataclasses.replace(config, workers=workers)
