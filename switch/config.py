@@ -284,8 +284,12 @@ def load_sourced(path: Path | None = None, environ: Mapping[str, str] | None = N
         data.update(from_file)
         for leaf in _leaves(from_file):
             sources["database_url" if leaf == "database.url" else leaf] = f"file {path}"
-    _database_section(data)
-    config = _override(_build(Config, data, ""), environ, "MEDSWITCH_", sources)
+    try:
+        _database_section(data)
+        built = _build(Config, data, "")
+    except ConfigError as err:  # the file's (MEDSWITCH_HOME is only a path)
+        raise ConfigError(f"{err} (file {path})" if read else str(err)) from None
+    config = _override(built, environ, "MEDSWITCH_", sources)
     check(config, sources)
     return Loaded(config, path if read else None, sources)
 
