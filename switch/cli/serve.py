@@ -122,6 +122,13 @@ def serve(config_path: Path | None, workers: int | None) -> None:
     config = _load_config(config_path)
     logs.configure(logging.getLevelNamesMapping()[config.log_level.upper()])
     private_home(config.home_path)  # 0700, and what the daemon writes 0600
+    if config.trace_file:
+        from switch.trace import open_trace
+
+        try:
+            open_trace(Path(config.trace_file))
+        except OSError as err:
+            raise click.ClickException(f"trace_file: {err.strerror}: {config.trace_file}") from None
     if workers is not None:
         config = dataclasses.replace(config, workers=workers)
         try:
