@@ -195,10 +195,11 @@ def run(ctx: click.Context, cardholders: int) -> None:
     with sqlite3.connect(database) as connection:
         terminals = [row[0] for row in connection.execute("SELECT id FROM terminals")]
     created = asyncio.run(demo_keys.provision(home, terminals))
-    for alias, check_value in created.items():
-        click.echo(f"key {alias} KCV {check_value}")
-    for what in demo_medical.provision(home, database, datetime.now(UTC)):
-        click.echo(f"medical: {what}")
+    made = list(demo_medical.provision(home, database, datetime.now(UTC)))
+    if created:  # one line, not one per key: their check values are in the key store
+        made.insert(0, f"{len(created)} keys (check values: medswitch keys --home {home} list)")
+    if made:
+        click.echo("demo: " + "; ".join(made))
     demo_keys.write_config(home)
     from switch.cli import sandbox
 
