@@ -250,7 +250,7 @@ class Loaded(NamedTuple):
 OTHER_VARIABLES: Mapping[str, str] = {
     "MEDSWITCH_DB": "a SQLite file instead of the configured database (back-office commands)",
     "MEDSWITCH_OPERATOR": "the operator's name for day-end and reconciliation commands",
-    "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review doubt`: loads in doubt at least this old",
+    "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review sweep --age`: the age for review",
     "MEDSWITCH_HIS_TOKEN": "`medswitch sim his`: an institution's HIS token",
     "MEDSWITCH_PCSC_UNAVAILABLE": "tests: why the PC/SC reader tests may skip",
     "MEDSWITCH_TEST_PG_DSN": "tests: the PostgreSQL server they use",

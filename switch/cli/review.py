@@ -35,7 +35,7 @@ from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Sta
 from ledger.medical.split import yuan
 from messages.pretty import mask_pan
 from switch.cli.common import Database, database_options, with_back_office, with_engine
-from switch.cli.human import human_time
+from switch.cli.human import human_duration, human_time
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
@@ -277,6 +277,9 @@ def sweep(now_text: str | None, age_text: str, database: Database) -> None:
         click.echo(
             f"{'unload' if attempt.unload else 'load':<6} {attempt.purse.value} "
             f"{attempt.application_serial} counter {attempt.online_counter} "
-            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {aged.age_s} s"
+            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {human_duration(aged.age_s)}"
         )
-    click.echo(f"{len(done.aged)} in doubt for {age_s} s or more; {done.added} new review item(s)")
+    click.echo(
+        f"{len(done.aged)} in doubt for {human_duration(age_s)} or more; "
+        f"{done.added} new review item(s)"
+    )
