@@ -58,6 +58,7 @@ MEANINGS: Mapping[str, str] = {
     "his.login_id_failures_max": "failed logins for one id before it is locked",
     "his.login_address_failures_max": "failed logins from one address before it is locked",
     "his.login_delay_max_s": "the longest lock",
+    "his.rate_burst": "requests one institution may send at once beyond rate_per_s",
 }
 
 
@@ -114,7 +115,7 @@ def _value(value: Any) -> str:
     """A value as TOML writes it (strings quoted, lists bracketed, true/false)."""
     if isinstance(value, tuple):
         value = list(value)
-    return json.dumps(value, ensure_ascii=False)
+    return "unset" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def show(loaded: Loaded) -> list[str]:
@@ -177,7 +178,9 @@ def reference() -> str:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return "list of strings"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(hint, str(hint))
+    plain = config_rules.plain_type(hint)
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    return names.get(plain, str(plain)) + ("" if plain is hint else ", optional")
 
 
 def sources_summary(loaded: Loaded) -> str:
