@@ -301,25 +301,10 @@ def check(config: Config, sources: Mapping[str, str] | None = None) -> None:
         raise ConfigError(fault)
     if config.workers > 1 and not config.postgres:
         raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
-    sections: dict[str, ListenConfig | HttpConfig | BankConfig]
-    sections = {"terminal": config.terminal, "http": config.http, "bank": config.bank}
-    sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
-    for where, section in sections.items():
-        _limits(where, section)
-
-    if not 1 <= config.sign_on.per_minute <= config.sign_on.pending_max <= 100:
+    if not config.sign_on.per_minute <= config.sign_on.pending_max:
         raise ConfigError(
-            "sign_on: 1 <= per_minute <= pending_max <= 100 (a set a sign-on issued must"
-            " outlive the next minute's sign-ons)"
-        )
-
-
-def _limits(where: str, section: ListenConfig | HttpConfig | BankConfig) -> None:
-    """A listener's caps agree: one address's connections within all connections."""
-    if section.connections_per_address_max > section.connections_max:
-        raise ConfigError(
-            f"{where}.connections_per_address_max ({section.connections_per_address_max}) is"
-            f" above {where}.connections_max ({section.connections_max})"
+            "sign_on: per_minute <= pending_max (a set a sign-on issued must outlive the next"
+            " minute's sign-ons)"
         )
 
 
