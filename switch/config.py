@@ -250,6 +250,7 @@ class Loaded(NamedTuple):
 OTHER_VARIABLES: Mapping[str, str] = {
     "MEDSWITCH_DB": "a SQLite file instead of the configured database (back-office commands)",
     "MEDSWITCH_OPERATOR": "the operator's name for day-end and reconciliation commands",
+    "MEDSWITCH_OPERATOR_TOKEN_FILE": "an operator's login token file (operator logins)",
     "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review sweep --age`: the age for review",
     "MEDSWITCH_HIS_TOKEN": "`medswitch sim his`: an institution's HIS token",
     "MEDSWITCH_PCSC_UNAVAILABLE": "tests: why the PC/SC reader tests may skip",
