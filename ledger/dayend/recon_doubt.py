@@ -93,7 +93,9 @@ def review_item(aged: AgedAttempt) -> ReviewItem:
 
 
 def _age(seconds: int) -> str:
-    """>>> _age(90_000), _age(7_200), _age(300)
+    """A duration for people.
+
+    >>> _age(90_000), _age(7_200), _age(300)
     ('25 h', '2 h', '5 min')
     """
     return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
