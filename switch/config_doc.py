@@ -59,6 +59,7 @@ MEANINGS: Mapping[str, str] = {
     "his.login_address_failures_max": "failed logins from one address before it is locked",
     "his.login_delay_max_s": "the longest lock",
     "his.rate_burst": "requests one institution may send at once beyond rate_per_s",
+    "his.tls_key": "the HIS port's PEM private key (with tls_cert)",
 }
 
 
