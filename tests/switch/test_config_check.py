@@ -179,7 +179,9 @@ def test_every_medswitch_variable_the_project_names_is_known() -> None:
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in (".py", ".md", ".yaml", ".toml") and path.is_file():
                 named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8")))
-    named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", (ROOT / "README.md").read_text()))
+    for single in ("README.md", "Makefile", ".ci/run"):
+        if (ROOT / single).is_file():
+            named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", (ROOT / single).read_text()))
     named -= {"MEDSWITCH_TERMINAL_PROT"}  # this file's mistyped example
     assert named - known == set()
 
