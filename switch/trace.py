@@ -10,14 +10,16 @@ same length — so the line is still a frame that decodes, and holds no card sec
 and no key. A frame that does not decode is not written, only its size (it cannot be masked).
 
 The trace is a logger (``medswitch.trace``) of its own, off unless :func:`open_trace` gives it
-a file; :func:`frame` costs one level check when it is off. Tracing writes each frame as it
+a file; :func:`frame` costs one level check when it is off. The frame travels to the file's
+formatter (:class:`TraceFormatter`, which holds the codecs) as the record's message, masked
+there: no other handler sees it (the logger does not propagate), and as text it is only
+"frame terminal in". Tracing writes each frame as it
 passes: for finding a fault, not for a day at full load.
 
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -53,22 +55,56 @@ class Masked(NamedTuple):
     masked: dict[str, str]  # field number -> masked value of the fields taken out
 
 
-@functools.cache
-def codec_of(interface: str) -> tuple[Codec, LengthFormat]:
-    from messages.spec_bank import BANK
-    from messages.spec_terminal import TERMINAL
+class Passing(NamedTuple):
+    """A frame handed to the trace logger (the record's message): masked only by the trace's
+    own formatter; as text it says nothing of its content."""
 
-    if interface == "terminal":
-        return Codec(TERMINAL), LengthFormat.BINARY2
-    return Codec(BANK), LengthFormat.ASCII4
+    interface: str
+    direction: str
+    peer: str
+    payload: bytes
+
+    def __str__(self) -> str:
+        return f"frame {self.interface} {self.direction}"
+
+
+class TraceFormatter(logging.Formatter):
+    """A frame record as its trace line: masked with the interfaces' codecs it holds."""
+
+    def __init__(self) -> None:
+        from messages.spec_bank import BANK
+        from messages.spec_terminal import TERMINAL
+        from switch.logs import JsonFormatter
+
+        super().__init__()
+        self._json = JsonFormatter()
+        self._codecs = {
+            "terminal": (Codec(TERMINAL), LengthFormat.BINARY2),
+            "bank": (Codec(BANK), LengthFormat.ASCII4),
+        }
+
+    def format(self, record: logging.LogRecord) -> str:
+        passing = record.msg
+        if not isinstance(passing, Passing) or passing.interface not in self._codecs:
+            return self._json.line(record.created, "debug", record.name, "not a frame", {})
+        codec, length_format = self._codecs[passing.interface]
+        found = masked(codec, length_format, passing.payload)
+        fields: dict[str, object] = {
+            "interface": passing.interface,
+            "direction": passing.direction,
+            "peer": passing.peer,
+        }
+        if found is None:
+            fields["undecodable_bytes"] = len(passing.payload)
+        else:
+            fields["frame"], fields["masked"] = found
+        return self._json.line(record.created, "debug", record.name, "frame", fields)
 
 
 def open_trace(path: Path) -> None:
     """Append every frame, masked, to ``path`` from now on (the daemon's umask: private)."""
-    from switch.logs import JsonFormatter
-
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TraceFormatter())
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     log.propagate = False  # not in the daemon's log
@@ -76,20 +112,12 @@ def open_trace(path: Path) -> None:
 
 def frame(interface: str, direction: str, peer: str, payload: bytes) -> None:
     """Trace one frame's payload (without its length prefix), if tracing is on."""
-    if not log.isEnabledFor(logging.DEBUG) or not payload:
-        return
-    found = masked(interface, payload)
-    fields: dict[str, object] = {"interface": interface, "direction": direction, "peer": peer}
-    if found is None:
-        fields["undecodable_bytes"] = len(payload)
-    else:
-        fields["frame"], fields["masked"] = found
-    log.debug("frame", extra={"fields": fields})
+    if payload and log.isEnabledFor(logging.DEBUG):
+        log.debug(Passing(interface, direction, peer, payload))
 
 
-def masked(interface: str, payload: bytes) -> Masked | None:
+def masked(codec: Codec, length_format: LengthFormat, payload: bytes) -> Masked | None:
     """The frame without its secrets; ``None`` if it does not decode."""
-    codec, length_format = codec_of(interface)
     try:
         message = codec.decode(payload)
         kept = {

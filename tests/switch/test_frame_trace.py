@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from messages.spec_terminal import TERMINAL
 from messages.terminal import SignOn
 from messages.terminal_table import build
 from switch.demo.keys import provision, write_config
-from switch.trace import masked
+from switch.trace import Passing, TraceFormatter, masked
 from tests.support.daemon import INSTITUTION, make_database
 
 SCRIPT = str(Path(sys.executable).parent / "medswitch")
@@ -93,7 +94,8 @@ def test_the_trace_masks_what_it_writes_and_decode_reads_it_back(tmp_path: Path)
     traced_reply = codec.decode(bytes.fromhex(lines[1]["frame"])[2:])
     assert traced_reply.fields[62] == bytes(len(keys)) and traced_reply.fields[64] == bytes(8)
     assert traced_reply.fields[39] == "00" and traced_reply.fields[41] == "POS00001"
-    assert (lines[2]["frame"], lines[2]["masked"]) == masked("terminal", inquiry[2:])
+    expected = masked(codec, LengthFormat.BINARY2, inquiry[2:])
+    assert (lines[2]["frame"], lines[2]["masked"]) == expected
     assert lines[2]["masked"] == {"2": f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"}
     assert oct(trace.stat().st_mode & 0o777) == "0o600"
 
@@ -105,3 +107,20 @@ def test_the_trace_masks_what_it_writes_and_decode_reads_it_back(tmp_path: Path)
     assert out.count(" terminal in 127.0.0.1") == 2 and out.count(" terminal out ") == 2
     assert "transaction: sign_on" in out and "transaction: balance_inquiry" in out
     assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in out and pan not in out
+
+
+def test_a_frame_that_does_not_decode_leaves_only_its_size() -> None:
+    payload = bytes.fromhex("0200") + b"6212345678901234567=4912"  # not a terminal frame
+    record = logging.LogRecord(
+        "medswitch.trace",
+        logging.DEBUG,
+        "",
+        0,
+        Passing("terminal", "in", "peer", payload),
+        (),
+        None,
+    )
+    line = json.loads(TraceFormatter().format(record))
+    assert line["undecodable_bytes"] == len(payload) and "frame" not in line
+    assert "6212345678901234567" not in json.dumps(line)
+    assert record.getMessage() == "frame terminal in"  # what any other handler would see
