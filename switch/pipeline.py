@@ -230,9 +230,10 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             raise
         finally:
             timer.cancel()
-        answer = work.result() if work.done() else await self._timed_out(
-            request, message, work, exchange
-        )
+        if work.done():
+            answer = work.result()
+        else:
+            answer = await self._timed_out(request, message, work, exchange)
         trace.frame(link.name, "out", peer, answer)
         return answer
 
