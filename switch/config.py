@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import os
 import tomllib
 import types
@@ -22,6 +21,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from ledger.medical.limits import BillLimits
 from switch import config_rules
+from switch.his_idempotency import IdempotencySettings
+from switch.his_rate import RateSettings
 from switch.his_throttle import ThrottleSettings
 
 T = TypeVar("T")
@@ -158,12 +159,23 @@ class HisConfig:
     login_window_s: float = 300.0  # this long without a failure forgets the failures
     login_delay_s: float = 1.0  # the first lock, doubled by each further failure
     login_delay_max_s: float = 300.0
+    rate_per_s: float = 50.0  # requests a second per institution (switch.his_rate); 0: no limit
+    rate_burst: int = 100
+    idempotency_retention_s: float = 86_400.0  # Idempotency-Key answers kept this long
+    port: int | None = None  # the HIS API's own port (0: any free); unset: on the [http] port
+    tls_cert: str = ""  # PEM files: with both, the HIS port speaks HTTPS only
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         try:
-            self.bill_limits(), self.throttle_settings()
+            self.bill_limits(), self.throttle_settings(), self.rate_settings()
+            IdempotencySettings(retention_s=self.idempotency_retention_s)
         except ValueError as error:
             raise ConfigError(f"his: {error}") from None
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError("his.port is from 0 to 65535")
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_cert and self.port is None):
+            raise ConfigError("his: tls_cert and tls_key go together, with his.port")
         if not 0 < self.open_bill_ttl_s <= self.bill_ttl_s or self.expiry_sweep_s < 0:
             raise ConfigError("his: 0 < open_bill_ttl_s <= bill_ttl_s, expiry_sweep_s >= 0")
 
@@ -185,6 +197,9 @@ class HisConfig:
         """(open bills' hold, approved bills' hold)."""
         seconds = dt.timedelta(seconds=1)
         return self.open_bill_ttl_s * seconds, self.bill_ttl_s * seconds
+
+    def rate_settings(self) -> RateSettings:
+        return RateSettings(per_s=self.rate_per_s, burst=self.rate_burst)
 
     def throttle_settings(self) -> ThrottleSettings:
         return ThrottleSettings(
@@ -246,19 +261,6 @@ class Loaded(NamedTuple):
     sources: Mapping[str, str]  # setting path -> "file PATH" | "env NAME" (absent: default)
 
 
-#: The MEDSWITCH_* variables that are not settings: commands' options and the tests' own.
-OTHER_VARIABLES: Mapping[str, str] = {
-    "MEDSWITCH_DB": "a SQLite file instead of the configured database (back-office commands)",
-    "MEDSWITCH_OPERATOR": "the operator's name for day-end and reconciliation commands",
-    "MEDSWITCH_OPERATOR_TOKEN_FILE": "an operator's login token file (operator logins)",
-    "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review sweep --age`: the age for review",
-    "MEDSWITCH_HIS_TOKEN": "`medswitch sim his`: an institution's HIS token",
-    "MEDSWITCH_PCSC_UNAVAILABLE": "tests: why the PC/SC reader tests may skip",
-    "MEDSWITCH_TEST_PG_DSN": "tests: the PostgreSQL server they use",
-    "MEDSWITCH_BENCH_PG_DSN": "benchmarks: the PostgreSQL server they use",
-}
-
-
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """The configuration from ``path`` (if it exists) and ``environ`` overrides."""
     return load_sourced(path, environ).config
@@ -283,7 +285,7 @@ def load_sourced(path: Path | None = None, environ: Mapping[str, str] | None = N
         except OSError as err:
             raise ConfigError(f"{path}: {err.strerror}") from None
         data.update(from_file)
-        for leaf in _leaves(from_file):
+        for leaf in config_rules.leaves(from_file):
             sources["database_url" if leaf == "database.url" else leaf] = f"file {path}"
     try:
         _database_section(data)
@@ -312,30 +314,12 @@ def check(config: Config, sources: Mapping[str, str] | None = None) -> None:
 def _unknown_variables(environ: Mapping[str, str]) -> None:
     """A MEDSWITCH_* variable no setting or command knows is a mistake: refused, with the
     closest valid name."""
-    known = set(OTHER_VARIABLES)
+    known = set(config_rules.OTHER_VARIABLES)
     for setting in config_rules.settings(Config()):
-        name = config_rules.env_name(setting.path)
-        if name is not None:
-            known.add(name)
-    for name in sorted(environ):
-        if name.startswith(config_rules.ENV_PREFIX) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown variable {name}{hint}")
-
-
-def _leaves(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """The setting paths a TOML document sets (its tables flattened, list entries indexed)."""
-    paths = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            paths += _leaves(value, f"{prefix}{key}.")
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            for index, entry in enumerate(value):
-                paths += _leaves(entry, f"{prefix}{key}[{index}].")
-        else:
-            paths.append(prefix + key)
-    return paths
+        known.add(config_rules.env_name(setting.path) or "")
+    fault = config_rules.unknown_variable(environ, known)
+    if fault:
+        raise ConfigError(fault)
 
 
 def _database_section(data: dict[str, Any]) -> None:

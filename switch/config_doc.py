@@ -17,7 +17,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from switch import config_rules
-from switch.config import OTHER_VARIABLES, Config, Loaded
+from switch.config import Config, Loaded
+from switch.config_rules import OTHER_VARIABLES
 
 #: Meanings of settings that have no comment in `switch.config` (kept here rather than there so
 #: that the classes other work adds settings to change as little as possible).

@@ -14,6 +14,7 @@ The module knows no configuration class: it walks any frozen dataclass (`switch.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -177,6 +178,43 @@ def parse(hint: Any, raw: object) -> Any:
     """``raw`` (a TOML value or an environment variable's text) as a ``hint`` (bool, int,
     float, str); ``None``: it is not one."""
     return SCALARS[hint](raw)
+
+
+#: The MEDSWITCH_* variables that are not settings: commands' options and the tests' own.
+OTHER_VARIABLES: Mapping[str, str] = {
+    "MEDSWITCH_DB": "a SQLite file instead of the configured database (back-office commands)",
+    "MEDSWITCH_OPERATOR": "the operator's name for day-end and reconciliation commands",
+    "MEDSWITCH_OPERATOR_TOKEN_FILE": "an operator's login token file (operator logins)",
+    "MEDSWITCH_REVIEW_DOUBT_AGE": "`medswitch review sweep --age`: the age for review",
+    "MEDSWITCH_HIS_TOKEN": "`medswitch sim his`: an institution's HIS token",
+    "MEDSWITCH_PCSC_UNAVAILABLE": "tests: why the PC/SC reader tests may skip",
+    "MEDSWITCH_TEST_PG_DSN": "tests: the PostgreSQL server they use",
+    "MEDSWITCH_BENCH_PG_DSN": "benchmarks: the PostgreSQL server they use",
+}
+
+
+def unknown_variable(environ: Mapping[str, str], known: set[str]) -> str | None:
+    """The first MEDSWITCH_* variable of ``environ`` not in ``known``, said with the closest
+    known name; ``None``: there is none."""
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            return f"unknown variable {name}" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
+def leaves(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The setting paths a TOML document sets (its tables flattened, list entries indexed)."""
+    paths = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            paths += leaves(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for index, entry in enumerate(value):
+                paths += leaves(entry, f"{prefix}{key}[{index}].")
+        else:
+            paths.append(prefix + key)
+    return paths
 
 
 class Setting(NamedTuple):

@@ -27,7 +27,7 @@ def human_duration(seconds: float) -> str:
     if whole < 60:
         return f"{whole} s"
     units = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
-    parts = []
+    parts: list[tuple[int, str]] = []
     for name, size in units:
         count, whole = divmod(whole, size)
         if count or parts:

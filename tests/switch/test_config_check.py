@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from switch import config_rules
-from switch.config import OTHER_VARIABLES, BankConfig, Config, ConfigError, load
+from switch.config import BankConfig, Config, ConfigError, load
+from switch.config_rules import OTHER_VARIABLES
 from switch.demo.keys import provision, write_config
 from tests.support.daemon import make_database
 
