@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import os
 import tomllib
 import types
@@ -341,7 +342,10 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"unknown setting {where}{sorted(unknown)[0]}")
+        name = sorted(unknown)[0]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {where}{close[0]}?)" if close else ""
+        raise ConfigError(f"unknown setting {where}{name}{hint}")
     values: dict[str, Any] = {}
     for name, raw in data.items():
         values[name] = _convert(hints[name], raw, f"{where}{name}")

@@ -70,7 +70,7 @@ BAD_FILE = [
     ("[bank]\nenabled = 1\n", "bank.enabled must be true or false, not 1"),
     ("[terminal]\nport = 5800.5\n", "terminal.port must be a whole number"),
     ('log_level = "loud"\n', "log_level must be one of debug, info, warning, error"),
-    ("[terminal]\nprot = 1\n", "unknown setting terminal.prot"),
+    ("[terminal]\nprot = 1\n", "unknown setting terminal.prot (did you mean terminal.port?)"),
 ]
 
 
