@@ -71,6 +71,7 @@ class HttpConfig:
     idle_timeout_s: float = 60.0  # a connection with no request in progress: closed after this
     body_bytes_max: int = 256 * 1024  # a larger request body is answered 413
     drain_timeout_s: float = 10.0  # at SIGTERM: the longest wait for requests being handled
+    status_token: str = ""  # /status from beyond loopback with "Authorization: Bearer <token>"
 
 
 @dataclass(frozen=True, slots=True)

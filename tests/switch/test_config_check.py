@@ -145,6 +145,15 @@ def test_config_check_and_show_say_where_each_value_came_from(tmp_path: Path) ->
     assert len(lines) == len(list(config_rules.settings(Config())))
 
 
+def test_the_example_production_configuration_passes() -> None:
+    """ops/README.md's command, run as printed from the repository's root."""
+    done = medswitch("config", "check", "ops/medswitch.example.toml", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("configuration ok: ")
+    shown = medswitch("config", "show", "--config", "ops/medswitch.example.toml", cwd=ROOT)
+    assert shown.returncode == 0 and "# file ops/medswitch.example.toml" in shown.stdout
+
+
 def test_config_check_of_a_missing_file_is_an_error(tmp_path: Path) -> None:
     line = refused(medswitch("config", "check", str(tmp_path / "nope.toml")))
     assert line == f"Error: {tmp_path / 'nope.toml'}: no such file"
@@ -180,6 +189,9 @@ def test_every_medswitch_variable_the_project_names_is_known() -> None:
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in (".py", ".md", ".yaml", ".toml") and path.is_file():
                 named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8")))
+    for path in (ROOT / "ops").rglob("*"):
+        if path.suffix in (".service", ".timer", ".toml", ".md", ".yml") and path.is_file():
+            named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8")))
     for single in ("README.md", "Makefile", ".ci/run"):
         if (ROOT / single).is_file():
             named.update(re.findall(r"MEDSWITCH_[A-Z0-9_]*[A-Z0-9]\b", (ROOT / single).read_text()))
