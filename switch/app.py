@@ -391,7 +391,11 @@ async def serve_until_signalled(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:  # a port in use: what open_app started (the ledger's writer) closes
+        await app.stop()
+        raise
     settle_garbage_collector()
     listening = app.bank is not None and app.bank.listener is not None
     bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""

@@ -25,6 +25,10 @@ COMMANDS = {
         "switch.cli.medical:catalogue",
         "The catalogue of drugs and services (药物标准管理): versions with effective dates.",
     ),
+    "config": Lazy(
+        "switch.cli.config_cmd:config_group",
+        "The configuration: check a file, show the effective values, print the reference.",
+    ),
     "dayend": Lazy(
         "switch.cli.groups:dayend_group",
         "Day-end: cut-over, clearing, payouts approved by a second operator, payout files.",
