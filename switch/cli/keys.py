@@ -12,22 +12,19 @@ only ever shown by KCV.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
 import secrets
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
 from hsm.des import kcv
-from hsm.keys import KeyRef, KeyUsage
+from hsm.keys import KeyUsage
 from hsm.lmk import Lmk, combine, generate_component, is_test_only
 from switch.cli.common import (
-    cli_errors,
     component_count_option,
     component_files_option,
     home_option,
@@ -35,20 +32,29 @@ from switch.cli.common import (
     read_components,
     resolve,
 )
+from switch.cli.key_distribution import (
+    export_blocks,
+    export_components,
+    import_block,
+    policy_,
+    write_private,
+)
+from switch.cli.key_distribution import report as _report
+from switch.cli.key_distribution import run as _run
 from switch.key_home import LMK_CONFIG, TEST_ONLY_BANNER, Home, ceremony_now
 
 T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    with cli_errors(named=True):  # messages carry no key material
-        return asyncio.run(coro)
 
 
 usage_option = click.option(
     "--usage",
     required=True,
     type=click.Choice([u.value for u in KeyUsage]),
+)
+exportable_option = click.option(
+    "--exportable",
+    is_flag=True,
+    help="The key may leave the HSM as `medswitch keys policy` allows (fixed now, for good).",
 )
 
 
@@ -123,16 +129,24 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
 @keys.command("generate")
 @click.argument("alias")
 @usage_option
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
 def generate(
-    home: Home, alias: str, usage: str, component_files: tuple[Path, ...], count: int
+    home: Home,
+    alias: str,
+    usage: str,
+    exportable: bool,
+    component_files: tuple[Path, ...],
+    count: int,
 ) -> None:
     """Generate a random key as the next version of ALIAS."""
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(alias, KeyUsage(usage), now=ceremony_now()))
-    _report(home, "key.generate", ref)
+    ref = _run(
+        hsm.generate_key(alias, KeyUsage(usage), now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.generate", ref, exportable=exportable)
 
 
 @keys.command("rotate")
@@ -162,6 +176,7 @@ def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int
 @click.option(
     "--key-components", "key_count", default=2, show_default=True, type=click.IntRange(1, 9)
 )
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
@@ -170,6 +185,7 @@ def form(
     alias: str,
     usage: str,
     key_files: tuple[Path, ...],
+    exportable: bool,
     key_count: int,
     component_files: tuple[Path, ...],
     count: int,
@@ -177,8 +193,10 @@ def form(
     """Form a key (a bank's ZMK, a terminal's TMK) from clear components."""
     hsm = load_hsm(home, component_files, count)
     parts = read_components(key_files, key_count, alias)
-    ref = _run(hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now()))
-    _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts])
+    ref = _run(
+        hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts], exportable=exportable)
 
 
 @keys.command("import")
@@ -214,15 +232,49 @@ def import_(
 
 
 @keys.command("export")
-@click.argument("key")
-@click.option("--kek", required=True, help="ZMK or TMK alias[:version] to export under.")
+@click.argument("key_list", metavar="KEY...", nargs=-1, required=True)
+@click.option("--kek", required=True, help="The key-encryption key alias[:version].")
+@click.option(
+    "--form",
+    "form_",
+    default="ecb",
+    show_default=True,
+    type=click.Choice(["ecb", "tr31"]),
+    help="ecb: under a ZMK or TMK (one key); tr31: key blocks under a transport key.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="tr31: write the export file here (new file) instead of printing it.",
+)
 @component_files_option
 @component_count_option
 @click.pass_obj
-def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int) -> None:
-    """Print KEY encrypted under a ZMK or TMK, with its KCV."""
-    key_ref, kek_ref = _run(resolve(home, key)), _run(resolve(home, kek))
+def export(
+    home: Home,
+    key_list: tuple[str, ...],
+    kek: str,
+    form_: str,
+    out: Path | None,
+    component_files: tuple[Path, ...],
+    count: int,
+) -> None:
+    """KEY encrypted under a KEK with its KCV, as `medswitch keys policy` allows."""
     hsm = load_hsm(home, component_files, count)
+    if form_ == "tr31":
+        kek_ref, text, lines = _run(export_blocks(hsm, home, key_list, kek))
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            write_private(out, text)
+            click.echo(f"{len(lines)} keys under {kek_ref.alias} v{kek_ref.version} -> {out}")
+        for line in lines:
+            home.audit("key.export", alias=line.alias, version=line.version, kcv=line.kcv,
+                       kek=f"{kek_ref.alias}:{kek_ref.version}", form="tr31")
+        return
+    if len(key_list) != 1:
+        raise click.ClickException("--form ecb exports one key at a time")
+    key_ref, kek_ref = _run(resolve(home, key_list[0])), _run(resolve(home, kek))
     exported = _run(hsm.export_key(key_ref, kek_ref))
     click.echo(
         f"{key_ref.alias} v{key_ref.version} under {kek_ref.alias} v{kek_ref.version}: "
@@ -234,6 +286,7 @@ def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], co
         version=key_ref.version,
         kcv=exported.kcv,
         kek=f"{kek_ref.alias}:{kek_ref.version}",
+        form="ecb",
     )
 
 
@@ -272,8 +325,5 @@ def list_(home: Home, alias: str | None) -> None:
         click.echo(f"{r.alias}\t{r.usage.value}\tv{r.version}\t{r.kcv}\t{r.created_at}")
 
 
-def _report(home: Home, what: str, ref: KeyRef, **details: object) -> None:
-    click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
-    home.audit(
-        what, alias=ref.alias, version=ref.version, usage=ref.usage.value, kcv=ref.kcv, **details
-    )
+for command in (export_components, import_block, policy_):
+    keys.add_command(command)
