@@ -1,0 +1,158 @@
+"""issue 19's ceremony from a blank deployment, through `medswitch keys` and the simulators:
+custodians form the LMK and the outside parties' transport keys; a new terminal's TMK leaves as
+two custodians' components and the POS simulator loaded from them signs on and settles; the
+card master keys leave for a personalisation bureau, the purchase key for the PSAM issuer; a
+card the bureau personalised from that export loads at a kiosk and pays at the POS; a forbidden
+export is refused with its rule named. No key value appears in anything the centre wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import uvloop
+
+from hsm.keys import KeyUsage
+from ledger.demo import init_demo
+from simulators import bureau
+from simulators.card import VirtualCard
+from simulators.psam import VirtualPsam
+from switch.key_home import component_files_of, open_soft_hsm, personal_keys
+from switch.keystore_file import FileKeyStore
+from tests.support.ceremony import Ceremony, invoke, serving
+from tests.support.daemon import now
+from tests.support.on_file import first_card, first_psam
+from tests.support.settlement import his_submit, medical_reference
+
+U = KeyUsage
+CARD_KEYS = [f"card/{u}" for u in ("MK_CONTROL", "MK_LOAD", "MK_PURCHASE", "MK_TAC", "MK_UNLOAD",
+                                     "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT")]
+NEW_POS, KIOSK = "P0009001", "K0000001"
+
+
+def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
+    media = tmp_path / "media"  # the custodians' own media and the parties' mail, not the home
+    media.mkdir()
+    c = Ceremony(tmp_path / "home", media)
+
+    # Custodians form the LMK, then the bureau's and the PSAM issuer's transport keys.
+    c.lmk_files = [c.component("alice", "lmk.alice"), c.component("bob", "lmk.bob")]
+    c.keys("lmk-form", "--new", *[a for f in c.lmk_files for a in ("-c", str(f))])
+    transport = {}
+    for alias, usage, owners in (("bureau/acme", "BUREAU_KEK", ("erin", "frank")),
+                                 ("psam-issuer/kek", "PSAM_KEK", ("gina", "hal"))):
+        parts = [c.component(o, f"{alias.replace('/', '_')}.{o}") for o in owners]
+        c.keys("form", alias, "--usage", usage, *[a for p in parts for a in ("-k", str(p))])
+        transport[usage] = parts
+
+    # The centre's keys, card master keys exportable (fixed at generation).
+    for alias in CARD_KEYS:
+        c.keys("generate", alias, "--usage", alias.split("/")[1], "--exportable")
+    c.keys("generate", "centre/DATA_CHECK", "--usage", "DATA_CHECK", "--exportable")
+    for usage in ("PERSONAL_DATA", "PERSONAL_INDEX"):
+        c.keys("generate", f"centre/{usage}", "--usage", usage)
+
+    # The ledger (demo institutions and cardholders) sealed under the ceremony's keys.
+    db = c.home / "medswitch.db"
+    hsm = open_soft_hsm(c.home, component_files_of(c.lmk_files))
+    sealing = asyncio.run(personal_keys(hsm, FileKeyStore(c.home / "keys.jsonl")))
+    init_demo(db, 3, personal=sealing)
+    card_row, psam_row = first_card(db), first_psam(db)
+    # A new terminal, by the estate's way today (a row; `terminals add` is coming), its PSAM.
+    with sqlite3.connect(db) as sql:
+        sql.execute("INSERT INTO terminals (id, institution_id, kind) VALUES (?, ?, 'pos')",
+                    (NEW_POS, psam_row.institution_id))
+        sql.execute("UPDATE psams SET terminal_id = ? WHERE serial = ?",
+                    (NEW_POS, psam_row.serial))
+
+    # The terminals' TMKs leave as two custodians' components for the key-loading device.
+    tmk_parts = {}
+    for terminal, owners in ((NEW_POS, ("carol", "dave")), (KIOSK, ("carol", "dave"))):
+        c.keys("generate", f"tmk/{terminal}", "--usage", "TMK", "--exportable")
+        out = c.keys("export-components", f"tmk/{terminal}", *[a for o in owners for a in
+                     ("--custodian", o)], "--out-dir", str(media / terminal)).output
+        assert out.count("written to") == 2
+        tmk_parts[terminal] = sorted((media / terminal).iterdir())
+
+    # Card master keys leave for the bureau, the purchase key for the PSAM issuer (TR-31).
+    c.keys("export", *CARD_KEYS, "centre/DATA_CHECK", "--kek", "bureau/acme", "--form", "tr31",
+           "--out", str(media / "bureau.keys"))
+    c.keys("export", "card/MK_PURCHASE", "--kek", "psam-issuer/kek", "--form", "tr31",
+           "--out", str(media / "psam-issuer.keys"))
+
+    # A forbidden export is refused, naming its rule; so is a key not made exportable.
+    refused = c.keys("export", "card/MK_LOAD", "--kek", "psam-issuer/kek", "--form", "tr31",
+                     ok=False).output
+    assert "card-masters-to-bureau" in refused
+    refused = c.keys("export", "centre/PERSONAL_DATA", "--kek", "bureau/acme", "--form", "tr31",
+                     ok=False).output
+    assert "stays-in-hsm" in refused
+
+    # The bureau personalises the card, the PSAM issuer the PSAM, from the exports alone.
+    serial = bytes.fromhex(card_row.serial).rjust(10, b"\0")
+
+    async def outside() -> tuple[VirtualCard, VirtualPsam]:
+        cards = await bureau.receive((media / "bureau.keys").read_text(),
+                                     bureau._components(transport["BUREAU_KEK"]), U.BUREAU_KEK)
+        card = await bureau.personalise_card(cards, serial, bytes(10) + serial + bytes(10),
+                                             bytes(39), 1)
+        psams = await bureau.receive((media / "psam-issuer.keys").read_text(),
+                                     bureau._components(transport["PSAM_KEK"]), U.PSAM_KEK)
+        psam = await bureau.personalise_psam(psams, bytes.fromhex(psam_row.serial).rjust(10, b"\0"),
+                                             bytes.fromhex(psam_row.terminal_no), 1)
+        return card, psam
+
+    card, psam = asyncio.run(outside())
+    card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
+    VirtualCard(card.state, path=card_path)
+    VirtualPsam(psam.state, path=psam_path)
+
+    async def day() -> None:
+        async with serving(c) as daemon:
+            port = str(daemon.app.terminal_port)
+            common = ["--port", port, "--pan", card_row.card_no, "--card", str(card_path)]
+            kiosk = ["sim", "kiosk", "--terminal-id", KIOSK, "--state",
+                     str(tmp_path / "kiosk.json"), *common]
+            kiosk += [a for p in tmp_parts(tmk_parts, KIOSK) for a in ("--tmk-component", p)]
+            script = tmp_path / "kiosk.txt"
+            script.write_text("sign_on\ninsert\nload 20000\nbalance\n")
+            result = await invoke([*kiosk, "--script", str(script)])
+            assert result.exit_code == 0, result.output
+            assert "loaded 200.00: ED now 200.00" in result.output
+            assert "centre: card ED (shadow) 200.00" in result.output
+
+            token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
+            body = {"his_bill_no": "HIS-CEREMONY-1", "card_no": card_row.card_no,
+                    "service_date": now().date().isoformat(),
+                    "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
+            bill = await asyncio.to_thread(his_submit, daemon.app.http_port,
+                                           psam_row.institution_id, token, body)
+            pos = ["sim", "pos", "--terminal-id", NEW_POS, "--institution",
+                   psam_row.institution_id, "--state", str(tmp_path / "pos.json"),
+                   "--psam", str(psam_path), *common]
+            pos += [a for p in tmp_parts(tmk_parts, NEW_POS) for a in ("--tmk-component", p)]
+            script = tmp_path / "pos.txt"
+            script.write_text(f"sign_on\nsettle {bill['bill_id']} 2000\npurchase 1500\n"
+                              "settle_batch\n")
+            result = await invoke([*pos, "--script", str(script)])
+            assert result.exit_code == 0, result.output
+            out = result.output
+            assert out.startswith("signed on: batch 000002")
+            assert "personal account 20.00: card ED debited, advice 00" in out
+            assert "purchase 15.00 from the card's ED, advice 00" in out
+            assert "batch 000002: 2 debits, 35.00\nbalanced" in out
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(day(), timeout=120))
+
+    # Nothing the centre wrote holds a clear component.
+    written = "".join(p.read_text(errors="replace") for p in c.home.rglob("*")
+                      if p.is_file() and p.suffix != ".db").upper()
+    for part in [*c.lmk_files, *transport["BUREAU_KEK"], *tmk_parts[NEW_POS]]:
+        clear = part.read_text().splitlines()[0].replace(" ", "")
+        assert clear not in written
+
+
+def tmp_parts(parts: dict[str, list[Path]], terminal: str) -> list[str]:
+    return [str(p) for p in parts[terminal]]
