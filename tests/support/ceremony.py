@@ -4,6 +4,8 @@ daemon in process over that home's key file: what tests/switch/test_key_ceremony
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,17 @@ class Ceremony:
         argv = ["keys", "--home", str(self.home), "--operator", who, *args]
         result = CliRunner().invoke(main, argv + (lmk if takes_lmk else []))
         assert (result.exit_code == 0) is ok, result.output
+        return result
+
+    def documented(self, line: str, spec: Path) -> Result:
+        """A command line exactly as the spec prints it, run in the custodians' directory (where
+        its component files are) with MEDSWITCH_HOME naming the home."""
+        assert line in spec.read_text(), line
+        argv = shlex.split(line)
+        assert argv[0] == "medswitch"
+        with contextlib.chdir(self.media):
+            result = CliRunner(env={"MEDSWITCH_HOME": str(self.home)}).invoke(main, argv[1:])
+        assert result.exit_code == 0, result.output
         return result
 
     def component(self, custodian: str, name: str) -> Path:

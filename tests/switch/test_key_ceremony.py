@@ -14,6 +14,7 @@ from pathlib import Path
 import uvloop
 
 from hsm.keys import KeyUsage
+from hsm.policy import POLICY
 from ledger.demo import init_demo
 from simulators import bureau
 from simulators.card import VirtualCard
@@ -26,6 +27,7 @@ from tests.support.on_file import first_card, first_psam
 from tests.support.settlement import his_submit, medical_reference
 
 U = KeyUsage
+SPEC = Path(__file__).parents[2] / "specs" / "key-ceremony.md"
 CARD_KEYS = [f"card/{u}" for u in ("MK_CONTROL", "MK_LOAD", "MK_PURCHASE", "MK_TAC", "MK_UNLOAD",
                                      "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT")]
 NEW_POS, KIOSK = "P0009001", "K0000001"
@@ -39,12 +41,14 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     # Custodians form the LMK, then the bureau's and the PSAM issuer's transport keys.
     c.lmk_files = [c.component("alice", "lmk.alice"), c.component("bob", "lmk.bob")]
     c.keys("lmk-form", "--new", *[a for f in c.lmk_files for a in ("-c", str(f))])
-    transport = {}
-    for alias, usage, owners in (("bureau/acme", "BUREAU_KEK", ("erin", "frank")),
-                                 ("psam-issuer/kek", "PSAM_KEK", ("gina", "hal"))):
-        parts = [c.component(o, f"{alias.replace('/', '_')}.{o}") for o in owners]
-        c.keys("form", alias, "--usage", usage, *[a for p in parts for a in ("-k", str(p))])
-        transport[usage] = parts
+    transport = {"BUREAU_KEK": [c.component(o, f"bureau.{o}") for o in ("erin", "frank")]}
+    c.documented("medswitch keys form bureau/acme --usage BUREAU_KEK -k bureau.erin "
+                 "-k bureau.frank -c lmk.alice -c lmk.bob", SPEC)
+    transport["PSAM_KEK"] = [c.component(o, f"psam.{o}") for o in ("gina", "hal")]
+    c.keys("form", "psam-issuer/kek", "--usage", "PSAM_KEK",
+           *[a for p in transport["PSAM_KEK"] for a in ("-k", str(p))])
+    policy = c.keys("policy").output.splitlines()
+    assert policy[1:] == ["\t".join(rule.row()) for rule in POLICY]
 
     # The centre's keys, card master keys exportable (fixed at generation).
     for alias in CARD_KEYS:
