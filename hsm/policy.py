@@ -78,6 +78,7 @@ POLICY: tuple[Rule, ...] = (
     Rule("tmk-to-kif", (U.TMK,), U.KIF_KEK, Form.TR31, True),
     Rule("tmk-components", (U.TMK,), None, Form.COMPONENTS, True),
     Rule("card-masters-to-bureau", CARD_MASTERS, U.BUREAU_KEK, Form.TR31, True),
+    Rule("batch-key-to-bureau", (U.FILE,), U.BUREAU_KEK, Form.TR31, True),
     Rule("psam-keys-to-issuer", (U.MK_PURCHASE, U.PSAM_TRANSPORT), U.PSAM_KEK, Form.TR31, True),
     Rule(
         "stays-in-hsm",

@@ -26,6 +26,7 @@ from hsm.soft import SoftHsm
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
+from switch.card_io import issuance
 from switch.card_io.connection import DirectConnection
 from switch.card_io.personalize import (
     FACTORY_TEST_ONLY_CONTROL,
@@ -33,6 +34,7 @@ from switch.card_io.personalize import (
     CardMasterKeys,
     personalize_card,
     personalize_psam,
+    write_psam_purchase_key,
 )
 
 U = KeyUsage
@@ -53,38 +55,70 @@ def _blocks(export_text: str) -> list[str]:
 
 @dataclass
 class Party:
-    """An outside party's HSM with the centre's keys imported: usage → reference."""
+    """An outside party's HSM with the centre's keys imported: (usage, the centre's version)
+    → the reference in the party's own store."""
 
     hsm: SoftHsm
-    keys: dict[KeyUsage, KeyRef]
+    kek: KeyRef
+    keys: dict[tuple[KeyUsage, int], KeyRef]
+
+    def key(self, usage: KeyUsage, version: int | None = None) -> KeyRef:
+        """The centre's VERSION of a usage (the newest received when None)."""
+        if version is None:
+            version = max(v for u, v in self.keys if u is usage)
+        return self.keys[(usage, version)]
+
+    async def receive(self, export_text: str) -> None:
+        """Import every block of an export file under the transport key."""
+        for block in _blocks(export_text):
+            sent = keyblock_version(block)
+            ref = await self.hsm.import_key_block(self.kek, block, now=_now())
+            self.keys[(ref.usage, sent)] = ref
+
+
+def keyblock_version(block: str) -> int:
+    """The centre's version bound in a block's optional block 03 (specs/key-ceremony.md)."""
+    at, count = 16, int(block[12:14])
+    for _ in range(count):
+        ident, length = block[at : at + 2], int(block[at + 2 : at + 4], 16)
+        if ident == "03":
+            return int(block[at + 4 : at + length])
+        at += length
+    raise ValueError("key block without its version (optional block 03)")
+
+
+async def party(kek_components: list[Component], kek_usage: KeyUsage) -> Party:
+    """An outside party's HSM (its own LMK) with the transport key formed from components."""
+    lmk_parts = [Component(secrets.token_bytes(16)) for _ in range(2)]
+    hsm = SoftHsm(Lmk(lmk_parts, kcv(combine(lmk_parts, minimum=2))), MemoryKeyStore())
+    kek = await hsm.form_key("centre/kek", kek_usage, kek_components, now=_now())
+    return Party(hsm, kek, {})
 
 
 async def receive(
     export_text: str, kek_components: list[Component], kek_usage: KeyUsage
 ) -> Party:
-    """Form the transport key from its components and import every block under it."""
-    lmk_parts = [Component(secrets.token_bytes(16)) for _ in range(2)]
-    hsm = SoftHsm(Lmk(lmk_parts, kcv(combine(lmk_parts, minimum=2))), MemoryKeyStore())
-    kek = await hsm.form_key("centre/kek", kek_usage, kek_components, now=_now())
-    keys = {}
-    for block in _blocks(export_text):
-        ref = await hsm.import_key_block(kek, block, now=_now())
-        keys[ref.usage] = ref
-    return Party(hsm, keys)
+    """A party formed and an export file received."""
+    received = await party(kek_components, kek_usage)
+    await received.receive(export_text)
+    return received
 
 
 async def personalise_card(party: Party, serial: bytes, public: bytes, holder: bytes,
                            key_version: int) -> VirtualCard:
-    """A blank card (factory control key) personalised with the imported card master keys;
-    the card keeps its factory PIN."""
-    k = party.keys
+    """A blank card (factory control key) personalised with the centre's card master keys of
+    KEY_VERSION; the card keeps its factory PIN."""
     factory = await party.hsm.form_key(
         "factory/control", U.MK_CONTROL, [Component.parse(FACTORY_TEST_ONLY_CONTROL)], now=_now()
     )
+
+    def k(usage: KeyUsage) -> KeyRef:
+        return party.key(usage, key_version)
+
     masters = CardMasterKeys(
-        control=k[U.MK_CONTROL], load=k[U.MK_LOAD], purchase=k[U.MK_PURCHASE], tac=k[U.MK_TAC],
-        unload=k[U.MK_UNLOAD], pin_reload=k[U.MK_PIN_RELOAD], pin_unblock=k[U.MK_PIN_UNBLOCK],
-        app_maint=k[U.MK_APP_MAINT], data_check=k[U.DATA_CHECK], version=key_version,
+        control=k(U.MK_CONTROL), load=k(U.MK_LOAD), purchase=k(U.MK_PURCHASE), tac=k(U.MK_TAC),
+        unload=k(U.MK_UNLOAD), pin_reload=k(U.MK_PIN_RELOAD), pin_unblock=k(U.MK_PIN_UNBLOCK),
+        app_maint=k(U.MK_APP_MAINT), data_check=party.key(U.DATA_CHECK), version=key_version,
     )
     card = VirtualCard(blank_card(serial))
     conn = DirectConnection(card)
@@ -94,18 +128,37 @@ async def personalise_card(party: Party, serial: bytes, public: bytes, holder: b
     return card
 
 
-async def personalise_psam(party: Party, serial: bytes, terminal_no: bytes,
-                           key_version: int) -> VirtualPsam:
-    """A blank PSAM (factory transport key) with the imported purchase master key."""
+async def personalise_batch(party: Party, batch_data: bytes) -> list[tuple[str, VirtualCard]]:
+    """Every card of a centre's issuance batch (sealed under the file key the bureau received
+    with the card master keys): (card number, the personalised card)."""
+    batch = await issuance.open_batch(party.hsm, party.key(U.FILE), batch_data)
+    cards = []
+    for record in batch.records:
+        public, holder = issuance.card_files(record, batch.created.date())
+        card = await personalise_card(party, record.serial_bytes, public, holder,
+                                      batch.key_version)
+        cards.append((record.card_no, card))
+    return cards
+
+
+async def personalise_psam(party: Party, psam: VirtualPsam | None, serial: bytes,
+                           terminal_no: bytes, key_version: int) -> VirtualPsam:
+    """A blank PSAM (factory transport key; PSAM is None) or one already issued, given the
+    centre's purchase master key of KEY_VERSION (a PSAM holds one per version)."""
     transport = await party.hsm.form_key(
         "factory/psam-transport", U.PSAM_TRANSPORT,
         [Component.parse(FACTORY_TEST_ONLY_PSAM_TRANSPORT)], now=_now(),
     )
-    psam = VirtualPsam(blank_psam(serial))
+    issued = psam is not None
+    psam = psam or VirtualPsam(blank_psam(serial))
     conn = DirectConnection(psam)
     conn.connect()
-    await personalize_psam(conn, party.hsm, transport, party.keys[U.MK_PURCHASE], serial,
-                           terminal_no, key_version)
+    purchase = party.key(U.MK_PURCHASE, key_version)
+    if issued:
+        await write_psam_purchase_key(conn, party.hsm, transport, purchase, serial, key_version)
+    else:
+        await personalize_psam(conn, party.hsm, transport, purchase, serial, terminal_no,
+                               key_version)
     return psam
 
 
@@ -131,14 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     usage = U.BUREAU_KEK if args.kind == "card" else U.PSAM_KEK
 
     async def run() -> None:
-        party = await receive(args.export.read_text(), _components(args.kek_component), usage)
+        received = await receive(args.export.read_text(), _components(args.kek_component), usage)
         if args.kind == "card":
             public = bytes(10) + serial + bytes(10)
-            card = await personalise_card(party, serial, public, bytes(39), args.key_version)
+            card = await personalise_card(received, serial, public, bytes(39), args.key_version)
             VirtualCard(card.state, path=args.out)
         else:
             terminal_no = bytes.fromhex(args.terminal_no)
-            psam = await personalise_psam(party, serial, terminal_no, args.key_version)
+            psam = await personalise_psam(received, None, serial, terminal_no, args.key_version)
             VirtualPsam(psam.state, path=args.out)
 
     asyncio.run(run())

@@ -40,6 +40,15 @@ class Ceremony:
         assert (result.exit_code == 0) is ok, result.output
         return result
 
+    def cards(self, *args: str, who: str = "alice", ok: bool = True) -> Result:
+        """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS`."""
+        lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
+        argv = ["cards", "--home", str(self.home), "--db", str(self.home / "medswitch.db"),
+                "--operator", who, *lmk, *args]
+        result = CliRunner().invoke(main, argv)
+        assert (result.exit_code == 0) is ok, result.output
+        return result
+
     def documented(self, line: str, spec: Path) -> Result:
         """A command line exactly as the spec prints it, run in the custodians' directory (where
         its component files are) with MEDSWITCH_HOME naming the home."""

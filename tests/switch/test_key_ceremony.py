@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -22,7 +25,7 @@ from simulators.psam import VirtualPsam
 from switch.key_home import component_files_of, open_soft_hsm, personal_keys
 from switch.keystore_file import FileKeyStore
 from tests.support.ceremony import Ceremony, invoke, serving
-from tests.support.daemon import now
+from tests.support.daemon import Daemon, now
 from tests.support.on_file import first_card, first_psam
 from tests.support.settlement import his_submit, medical_reference
 
@@ -95,15 +98,18 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
 
     # The bureau personalises the card, the PSAM issuer the PSAM, from the exports alone.
     serial = bytes.fromhex(card_row.serial).rjust(10, b"\0")
+    psam_serial = bytes.fromhex(psam_row.serial).rjust(10, b"\0")
+    bureau_keks = bureau._components(transport["BUREAU_KEK"])
+    issuer_keks = bureau._components(transport["PSAM_KEK"])
 
     async def outside() -> tuple[VirtualCard, VirtualPsam]:
-        cards = await bureau.receive((media / "bureau.keys").read_text(),
-                                     bureau._components(transport["BUREAU_KEK"]), U.BUREAU_KEK)
+        cards = await bureau.receive((media / "bureau.keys").read_text(), bureau_keks,
+                                     U.BUREAU_KEK)
         card = await bureau.personalise_card(cards, serial, bytes(10) + serial + bytes(10),
                                              bytes(39), 1)
-        psams = await bureau.receive((media / "psam-issuer.keys").read_text(),
-                                     bureau._components(transport["PSAM_KEK"]), U.PSAM_KEK)
-        psam = await bureau.personalise_psam(psams, bytes.fromhex(psam_row.serial).rjust(10, b"\0"),
+        psams = await bureau.receive((media / "psam-issuer.keys").read_text(), issuer_keks,
+                                     U.PSAM_KEK)
+        psam = await bureau.personalise_psam(psams, None, psam_serial,
                                              bytes.fromhex(psam_row.terminal_no), 1)
         return card, psam
 
@@ -111,44 +117,68 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
     VirtualCard(card.state, path=card_path)
     VirtualPsam(psam.state, path=psam_path)
+    terminals = Terminals(tmp_path, psam_row.institution_id, psam_path, tmk_parts)
 
-    async def day() -> None:
+    async def day_one() -> None:
         async with serving(c) as daemon:
-            port = str(daemon.app.terminal_port)
-            common = ["--port", port, "--pan", card_row.card_no, "--card", str(card_path)]
-            kiosk = ["sim", "kiosk", "--terminal-id", KIOSK, "--state",
-                     str(tmp_path / "kiosk.json"), *common]
-            kiosk += [a for p in tmp_parts(tmk_parts, KIOSK) for a in ("--tmk-component", p)]
-            script = tmp_path / "kiosk.txt"
-            script.write_text("sign_on\ninsert\nload 20000\nbalance\n")
-            result = await invoke([*kiosk, "--script", str(script)])
-            assert result.exit_code == 0, result.output
-            assert "loaded 200.00: ED now 200.00" in result.output
-            assert "centre: card ED (shadow) 200.00" in result.output
-
-            token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-            body = {"his_bill_no": "HIS-CEREMONY-1", "card_no": card_row.card_no,
-                    "service_date": now().date().isoformat(),
-                    "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
-            bill = await asyncio.to_thread(his_submit, daemon.app.http_port,
-                                           psam_row.institution_id, token, body)
-            pos = ["sim", "pos", "--terminal-id", NEW_POS, "--institution",
-                   psam_row.institution_id, "--state", str(tmp_path / "pos.json"),
-                   "--psam", str(psam_path), *common]
-            pos += [a for p in tmp_parts(tmk_parts, NEW_POS) for a in ("--tmk-component", p)]
-            script = tmp_path / "pos.txt"
-            script.write_text(f"sign_on\nsettle {bill['bill_id']} 2000\npurchase 1500\n"
-                              "settle_batch\n")
-            result = await invoke([*pos, "--script", str(script)])
-            assert result.exit_code == 0, result.output
-            out = result.output
+            out = await terminals.kiosk(daemon, card_row.card_no, card_path, "load 20000")
+            assert "loaded 200.00: ED now 200.00" in out
+            assert "centre: card ED (shadow) 200.00" in out
+            bill = await his_bill(daemon, psam_row.institution_id, card_row.card_no, "HIS-C-1")
+            out = await terminals.pos(daemon, card_row.card_no, card_path,
+                                      f"settle {bill} 2000\npurchase 1500")
             assert out.startswith("signed on: batch 000002")
             assert "personal account 20.00: card ED debited, advice 00" in out
             assert "purchase 15.00 from the card's ED, advice 00" in out
             assert "batch 000002: 2 debits, 35.00\nbalanced" in out
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(asyncio.wait_for(day(), timeout=120))
+    timed(day_one())
+
+    # Card master key version 2: new cards on it, version 1 cards keep working.
+    for alias in CARD_KEYS:
+        out = c.keys("generate", alias, "--usage", alias.split("/")[1], "--exportable").output
+        assert f"{alias} v2 " in out
+    c.keys("generate", "cards/file", "--usage", "FILE", "--exportable")
+    c.keys("export", *[f"{a}:2" for a in CARD_KEYS], "centre/DATA_CHECK", "cards/file",
+           "--kek", "bureau/acme", "--form", "tr31", "--out", str(media / "bureau-v2.keys"))
+    c.keys("export", "card/MK_PURCHASE:2", "--kek", "psam-issuer/kek", "--form", "tr31",
+           "--out", str(media / "psam-issuer-v2.keys"))
+    replaced = first_card(db, offset=1)
+    c.cards("replace", replaced.card_no, "--reason", "lost")
+    out = c.cards("issue", "--out", str(media / "batches")).output
+    assert "1 cards" in out
+    (batch,) = (media / "batches").glob("*.bat")
+    c.cards("approve", str(batch), who="bob")
+
+    async def outside_v2() -> tuple[str, VirtualCard]:
+        cards = await bureau.receive((media / "bureau-v2.keys").read_text(), bureau_keks,
+                                     U.BUREAU_KEK)
+        ((card_no, card),) = await bureau.personalise_batch(cards, batch.read_bytes())
+        psams = await bureau.receive((media / "psam-issuer-v2.keys").read_text(), issuer_keks,
+                                     U.PSAM_KEK)
+        await bureau.personalise_psam(psams, VirtualPsam.load(psam_path), psam_serial,
+                                      bytes.fromhex(psam_row.terminal_no), 2)
+        return card_no, card
+
+    new_no, new_card = asyncio.run(outside_v2())
+    new_path = tmp_path / "card-v2.json"
+    VirtualCard(new_card.state, path=new_path)
+    with sqlite3.connect(db) as sql:
+        assert sql.execute("SELECT key_version, status FROM cards WHERE card_no = ?",
+                           (new_no,)).fetchone() == (2, "issued")
+    out = c.cards("activate", str(batch), "--personalised-by", "acme", who="carol").output
+    assert "1 cards active (personalised by acme)" in out
+
+    async def day_two() -> None:
+        async with serving(c) as daemon:
+            out = await terminals.kiosk(daemon, new_no, new_path, "load 5000")
+            assert "loaded 50.00: ED now 50.00" in out
+            out = await terminals.pos(daemon, new_no, new_path, "purchase 1200")
+            assert "purchase 12.00 from the card's ED, advice 00" in out
+            out = await terminals.pos(daemon, card_row.card_no, card_path, "purchase 500")
+            assert "purchase 5.00 from the card's ED, advice 00" in out
+
+    timed(day_two())
 
     # Nothing the centre wrote holds a clear component.
     written = "".join(p.read_text(errors="replace") for p in c.home.rglob("*")
@@ -158,5 +188,46 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
         assert clear not in written
 
 
-def tmp_parts(parts: dict[str, list[Path]], terminal: str) -> list[str]:
-    return [str(p) for p in parts[terminal]]
+def timed(day: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(day, timeout=120))
+
+
+async def his_bill(daemon: Daemon, institution: str, card_no: str, his_no: str) -> str:
+    """A bill of 20.00 (two A01 at 10.00) for the card at the institution: its id."""
+    token = await asyncio.to_thread(medical_reference, daemon, institution)
+    body = {"his_bill_no": his_no, "card_no": card_no, "service_date": now().date().isoformat(),
+            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
+    bill = await asyncio.to_thread(his_submit, daemon.app.http_port, institution, token, body)
+    return str(bill["bill_id"])
+
+
+@dataclass
+class Terminals:
+    """The kiosk and the new POS, each loaded from its TMK's component files (`medswitch sim`
+    scripts through the CLI)."""
+
+    tmp: Path
+    institution: str
+    psam: Path
+    tmk_parts: dict[str, list[Path]]
+
+    async def _run(self, daemon: Daemon, args: list[str], terminal: str, pan: str, card: Path,
+                   script: str) -> str:
+        path = self.tmp / f"{terminal}.txt"
+        path.write_text(f"sign_on\n{script}\n")
+        args += ["--port", str(daemon.app.terminal_port), "--pan", pan, "--card", str(card)]
+        args += [a for p in self.tmk_parts[terminal] for a in ("--tmk-component", str(p))]
+        result = await invoke([*args, "--state", str(self.tmp / f"{terminal}.json"),
+                               "--script", str(path)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async def kiosk(self, daemon: Daemon, pan: str, card: Path, script: str) -> str:
+        args = ["sim", "kiosk", "--terminal-id", KIOSK]
+        return await self._run(daemon, args, KIOSK, pan, card, f"insert\n{script}\nbalance")
+
+    async def pos(self, daemon: Daemon, pan: str, card: Path, script: str) -> str:
+        args = ["sim", "pos", "--terminal-id", NEW_POS, "--institution", self.institution,
+                "--psam", str(self.psam)]
+        return await self._run(daemon, args, NEW_POS, pan, card, f"{script}\nsettle_batch")
