@@ -55,25 +55,32 @@ def _blocks(export_text: str) -> list[str]:
 
 @dataclass
 class Party:
-    """An outside party's HSM with the centre's keys imported: (usage, the centre's version)
-    → the reference in the party's own store."""
+    """An outside party's HSM with the centre's keys imported: (the centre's alias and
+    version) → the reference in the party's own store."""
 
     hsm: SoftHsm
     kek: KeyRef
-    keys: dict[tuple[KeyUsage, int], KeyRef]
+    keys: dict[tuple[str, int], KeyRef]
 
     def key(self, usage: KeyUsage, version: int | None = None) -> KeyRef:
-        """The centre's VERSION of a usage (the newest received when None)."""
-        if version is None:
-            version = max(v for u, v in self.keys if u is usage)
-        return self.keys[(usage, version)]
+        """The one key of USAGE received at the centre's VERSION (the newest when None)."""
+        found = [(v, ref) for (_, v), ref in self.keys.items() if ref.usage is usage]
+        if version is None and found:
+            version = max(v for v, _ in found)
+        matching = [ref for v, ref in found if v == version]
+        if len(matching) != 1:
+            raise LookupError(f"{len(matching)} keys {usage.value} v{version} received")
+        return matching[0]
+
+    def by_alias(self, alias: str, version: int) -> KeyRef:
+        return self.keys[(alias, version)]
 
     async def receive(self, export_text: str) -> None:
         """Import every block of an export file under the transport key."""
         for block in _blocks(export_text):
             sent = keyblock_version(block)
             ref = await self.hsm.import_key_block(self.kek, block, now=_now())
-            self.keys[(ref.usage, sent)] = ref
+            self.keys[(ref.alias, sent)] = ref
 
 
 def keyblock_version(block: str) -> int:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from hsm.keys import KeyRef
+from hsm.lmk import Component
 from hsm.policy import POLICY
 from hsm.soft import SoftHsm
 from switch.cli.common import (
@@ -32,7 +33,7 @@ from switch.key_home import Home, ceremony_now
 T = TypeVar("T")
 
 EXPORT_MAGIC = "medswitch key export 1"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -113,19 +114,35 @@ def export_components(home: Home, key: str, custodians: tuple[str, ...], out_dir
     hsm = load_hsm(home, component_files, count)
     ref = run(resolve(home, key))
     parts = run(hsm.export_components(ref, len(custodians)))
-    if out_dir is not None:
-        out_dir.mkdir(0o700, parents=True, exist_ok=True)
-    for number, (custodian, part) in enumerate(zip(custodians, parts, strict=True), start=1):
-        heading = (f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}: component "
-                   f"{number} of {len(parts)} for {custodian}")
-        if out_dir is None:
-            click.echo(f"{heading} (shown once, write it down): {part.reveal()} KCV {part.kcv}")
-            continue
-        path = out_dir / f"{_SAFE.sub('_', ref.alias)}.v{ref.version}.{_SAFE.sub('_', custodian)}"
-        write_private(path, f"{part.reveal()}\nKCV:{part.kcv}\n# {heading}\n")
-        click.echo(f"{heading} written to {path} (component KCV {part.kcv})")
+    if out_dir is None:
+        for number, (custodian, part) in enumerate(zip(custodians, parts, strict=True), 1):
+            click.echo(f"{component_heading(ref, number, len(parts), custodian)} (shown once, "
+                       f"write it down): {part.reveal()} KCV {part.kcv}")
+    else:
+        for path, part in zip(write_components(ref, custodians, parts, out_dir), parts,
+                              strict=True):
+            click.echo(f"{path.read_text().splitlines()[2][2:]} written to {path} "
+                       f"(component KCV {part.kcv})")
     home.audit("key.export-components", alias=ref.alias, version=ref.version, kcv=ref.kcv,
                custodians=list(custodians), component_kcvs=[p.kcv for p in parts])
+
+
+def component_heading(ref: KeyRef, number: int, count: int, custodian: str) -> str:
+    return (f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}: component {number} "
+            f"of {count} for {custodian}")
+
+
+def write_components(ref: KeyRef, custodians: Sequence[str], parts: Sequence[Component],
+                     out_dir: Path) -> list[Path]:
+    """One new file per custodian (specs/key-ceremony.md §Components): the paths."""
+    out_dir.mkdir(0o700, parents=True, exist_ok=True)
+    paths = []
+    for number, (custodian, part) in enumerate(zip(custodians, parts, strict=True), start=1):
+        path = out_dir / f"{SAFE.sub('_', ref.alias)}.v{ref.version}.{SAFE.sub('_', custodian)}"
+        heading = component_heading(ref, number, len(parts), custodian)
+        write_private(path, f"{part.reveal()}\nKCV:{part.kcv}\n# {heading}\n")
+        paths.append(path)
+    return paths
 
 
 @click.command("import-block")

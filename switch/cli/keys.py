@@ -32,6 +32,7 @@ from switch.cli.common import (
     read_components,
     resolve,
 )
+from switch.cli.key_age import age, rotate_tmks
 from switch.cli.key_distribution import (
     export_blocks,
     export_components,
@@ -325,5 +326,5 @@ def list_(home: Home, alias: str | None) -> None:
         click.echo(f"{r.alias}\t{r.usage.value}\tv{r.version}\t{r.kcv}\t{r.created_at}")
 
 
-for command in (export_components, import_block, policy_):
+for command in (export_components, import_block, policy_, age, rotate_tmks):
     keys.add_command(command)

@@ -34,7 +34,7 @@ class Ceremony:
         """`medswitch keys --home HOME --operator WHO ARGS -c … -c …` (the LMK's components
         appended where the command takes them)."""
         lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
-        takes_lmk = args[0] not in ("component", "list", "policy", "lmk-form")
+        takes_lmk = args[0] not in ("component", "list", "policy", "lmk-form", "age")
         argv = ["keys", "--home", str(self.home), "--operator", who, *args]
         result = CliRunner().invoke(main, argv + (lmk if takes_lmk else []))
         assert (result.exit_code == 0) is ok, result.output
