@@ -55,13 +55,30 @@ def home_option(
     )
 
 
+class ComponentSource(click.ParamType[Path]):
+    """A custodian's component file (existing), or `key-card:READER[#SLOT]`: the component on
+    the custodian's key card (switch.cli.key_cards)."""
+
+    name = "FILE|key-card:READER"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        text = str(value)
+        if text.startswith("key-card:"):
+            if not text.removeprefix("key-card:").strip():
+                self.fail("key-card: needs a reader name", param, ctx)
+        elif not Path(text).is_file():
+            self.fail(f"file {text!r} does not exist", param, ctx)
+        return Path(text)
+
+
 component_files_option = click.option(
     "-c",
     "--component-file",
     "component_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LMK component file of one custodian (repeat); prompts when absent.",
+    type=ComponentSource(),
+    help="LMK component file of one custodian, or key-card:READER (repeat); prompts when absent.",
 )
 component_count_option = click.option(
     "--components",
@@ -238,13 +255,14 @@ def database_errors() -> Iterator[None]:
 
 # -- the key home and the HSM -------------------------------------------------------------------
 def read_components(files: Sequence[Path], count: int, what: str) -> list[Component]:
-    """Components from the custodians' files, or at hidden prompts when no file is given."""
+    """Components from the custodians' files or key cards, or at hidden prompts when none is
+    given."""
     from hsm.lmk import Component
-    from switch.key_home import component_files_of
+    from switch.cli.key_cards import read_sources
 
     if files:
         with cli_errors():
-            return component_files_of(files)
+            return read_sources(files)
     components = []
     for i in range(1, count + 1):
         custodian = click.prompt(f"{what} component {i}: custodian name")

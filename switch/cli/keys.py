@@ -25,6 +25,7 @@ from hsm.des import kcv
 from hsm.keys import KeyUsage
 from hsm.lmk import Lmk, combine, generate_component, is_test_only
 from switch.cli.common import (
+    ComponentSource,
     component_count_option,
     component_files_option,
     home_option,
@@ -33,6 +34,7 @@ from switch.cli.common import (
     resolve,
 )
 from switch.cli.key_age import age, rotate_tmks
+from switch.cli.key_cards import key_card, write_to_card
 from switch.cli.key_distribution import (
     export_blocks,
     export_components,
@@ -76,11 +78,22 @@ def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write it to this file (the custodian's medium) instead of printing it.",
 )
+@click.option("--key-card", "reader", default=None,
+              help="Or write it onto the custodian's key card in this reader (PIN asked).")
+@click.option("--slot", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="The key card's slot.")
+@click.option("--label", default="LMK", show_default=True, help="What the component is for.")
 @click.pass_obj
-def component(home: Home, length: str, custodian: str, out: Path | None) -> None:
+def component(home: Home, length: str, custodian: str, out: Path | None, reader: str | None,
+              slot: int, label: str) -> None:
     """Generate one random key component (odd parity) for one custodian."""
+    if out is not None and reader is not None:
+        raise click.UsageError("--out or --key-card, not both")
     part = generate_component(secrets.token_bytes, int(length))
-    if out is None:
+    if reader is not None:
+        write_to_card(home, reader, slot, label, custodian, part)
+        click.echo(f"component for {custodian} written to the key card in {reader}, slot {slot}")
+    elif out is None:
         click.echo(f"component for {custodian} (shown once, write it down): {part.reveal()}")
     else:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -171,7 +184,7 @@ def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int
     "--key-component-file",
     "key_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ComponentSource(),
     help="A component of the key being formed (repeat); prompts when absent.",
 )
 @click.option(
@@ -326,5 +339,5 @@ def list_(home: Home, alias: str | None) -> None:
         click.echo(f"{r.alias}\t{r.usage.value}\tv{r.version}\t{r.kcv}\t{r.created_at}")
 
 
-for command in (export_components, import_block, policy_, age, rotate_tmks):
+for command in (export_components, import_block, policy_, age, rotate_tmks, key_card):
     keys.add_command(command)
