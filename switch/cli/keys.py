@@ -165,15 +165,20 @@ def generate(
 
 @keys.command("rotate")
 @click.argument("alias")
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
-def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int) -> None:
+def rotate(
+    home: Home, alias: str, exportable: bool, component_files: tuple[Path, ...], count: int
+) -> None:
     """A new random version of ALIAS, same usage; the old versions stay for stored data."""
     current = _run(resolve(home, alias))
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(current.alias, current.usage, now=ceremony_now()))
-    _report(home, "key.rotate", ref, previous_version=current.version)
+    ref = _run(
+        hsm.generate_key(current.alias, current.usage, now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.rotate", ref, previous_version=current.version, exportable=exportable)
 
 
 @keys.command("form")
