@@ -2,10 +2,11 @@
 custodian's key components, which it gives out only encrypted to the reading HSM's one-time
 key (specs/key-ceremony.md §Custodian key cards; the HSM side is `hsm.keycard`).
 
-The card's rules, enforced here as a card's operating system would: the PIN is set once; a
-wrong PIN counts down from 3 (63Cx) and at 0 the card is blocked (6983) for good — nothing
-reads it any more; WRITE and READ COMPONENT need the PIN verified since the card was powered;
-a slot is written once; no command returns a component in clear.
+The card's rules, enforced here as a card's operating system would: the PIN and the HSM the
+card is bound to are set once; a wrong PIN counts down from 3 (63Cx) and at 0 the card is
+blocked (6983) for good — nothing reads it any more; WRITE and READ COMPONENT need the PIN
+verified since the card was powered; a READ must be signed by the bound HSM's identity key
+(6988 otherwise); a slot is written once; no command returns a component in clear.
 
     python -m simulators.keycard new alice.keycard.json
     python -m simulators.vpcd alice.keycard.json --keycard   # into "Virtual PCD 00 00"
@@ -20,13 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from hsm.des import kcv
-from hsm.keycard import INFO_READ, INFO_WRITE, NONCE_BYTES, PUBLIC_BYTES, public_bytes, session_key
+from hsm.keycard import (
+    INFO_READ,
+    INFO_WRITE,
+    NONCE_BYTES,
+    PUBLIC_BYTES,
+    SIGNATURE_BYTES,
+    fingerprint,
+    public_bytes,
+    read_request_message,
+    session_key,
+)
 from simulators.card.state import read_json, write_atomic
 
 AID = bytes.fromhex("D1560000054B43")  # "KC"
@@ -49,6 +61,7 @@ class Slot:
 class KeyCardState:
     private: bytes  # the card's X25519 key: made on the card, never exported
     pin: str | None = None
+    hsm_public: bytes | None = None  # the Ed25519 identity of the HSM it is bound to
     tries_left: int = PIN_TRIES
     slots: dict[int, Slot] = field(default_factory=dict)
 
@@ -60,6 +73,7 @@ class KeyCardState:
 
     def to_json(self) -> dict[str, Any]:
         return {"private": self.private.hex(), "pin": self.pin, "tries_left": self.tries_left,
+                "hsm_public": self.hsm_public.hex() if self.hsm_public else None,
                 "slots": {str(n): {"label": s.label, "value": s.value.hex(), "kcv": s.kcv}
                           for n, s in self.slots.items()}}
 
@@ -67,7 +81,9 @@ class KeyCardState:
     def from_json(cls, raw: dict[str, Any]) -> KeyCardState:
         slots = {int(n): Slot(s["label"], bytes.fromhex(s["value"]), s["kcv"])
                  for n, s in raw["slots"].items()}
-        return cls(bytes.fromhex(raw["private"]), raw["pin"], int(raw["tries_left"]), slots)
+        bound = bytes.fromhex(raw["hsm_public"]) if raw.get("hsm_public") else None
+        return cls(bytes.fromhex(raw["private"]), pin=raw["pin"], hsm_public=bound,
+                   tries_left=int(raw["tries_left"]), slots=slots)
 
 
 class VirtualKeyCard:
@@ -138,8 +154,10 @@ class VirtualKeyCard:
     def _get_data(self, p1: int, p2: int, data: bytes) -> bytes:
         if (p1, p2) == (0x00, 0x00):
             return public_bytes(self._private)
-        if (p1, p2) == (0x00, 0x01):  # status: tries | PIN set | per slot: n, label, KCV
+        if (p1, p2) == (0x00, 0x01):  # tries | PIN set | HSM (3) | per slot: n, label, KCV
             out = bytes([self.state.tries_left, self.state.pin is not None])
+            bound = self.state.hsm_public
+            out += bytes.fromhex(fingerprint(bound)) if bound else bytes(3)
             for number, slot in sorted(self.state.slots.items()):
                 label = slot.label.encode()
                 out += bytes([number, len(label)]) + label + bytes.fromhex(slot.kcv)
@@ -147,11 +165,14 @@ class VirtualKeyCard:
         raise _Status(SW_P1P2)
 
     def _set_pin(self, p1: int, p2: int, data: bytes) -> bytes:
+        """INITIALISE: the bound HSM's identity (32) then the PIN, once, at the ceremony."""
         if self.state.pin is not None:
-            raise _Status(SW_CONDITIONS)  # set once, at the ceremony
-        if not 4 <= len(data) <= 12 or not data.isdigit():
+            raise _Status(SW_CONDITIONS)
+        bound, pin = data[:PUBLIC_BYTES], data[PUBLIC_BYTES:]
+        if len(bound) != PUBLIC_BYTES or not 4 <= len(pin) <= 12 or not pin.isdigit():
             raise _Status(SW_WRONG_DATA)
-        self.state.pin = data.decode()
+        self.state.hsm_public = bound
+        self.state.pin = pin.decode()
         self.save()
         return b""
 
@@ -204,9 +225,16 @@ class VirtualKeyCard:
         found = self.state.slots.get(slot)
         if found is None:
             raise _Status(SW_NOT_FOUND)
-        if len(data) != PUBLIC_BYTES:
+        if len(data) != PUBLIC_BYTES + SIGNATURE_BYTES or self.state.hsm_public is None:
             raise _Status(SW_WRONG_LENGTH)
-        key = session_key(self._private, data, INFO_READ)
+        one_time, signature = data[:PUBLIC_BYTES], data[PUBLIC_BYTES:]
+        try:
+            Ed25519PublicKey.from_public_bytes(self.state.hsm_public).verify(
+                signature, read_request_message(slot, one_time)
+            )
+        except InvalidSignature:
+            raise _Status(SW_SM_WRONG) from None
+        key = session_key(self._private, one_time, INFO_READ)
         nonce = self._random(NONCE_BYTES)
         return nonce + AESGCM(key).encrypt(nonce, found.value, bytes([slot]))
 

@@ -28,6 +28,7 @@ class SlotInfo:
 class KeyCardStatus:
     tries_left: int
     pin_set: bool
+    bound_to: str  # the fingerprint of the HSM identity the card answers reads for
     slots: tuple[SlotInfo, ...]
 
 
@@ -37,7 +38,9 @@ def _refusal(what: str, sw: int) -> KeyCardError:
         return KeyCardError(f"wrong PIN: {left} {'try' if left == 1 else 'tries'} left")
     reasons = {0x6983: "the key card is blocked (PIN tried too often)",
                0x6982: "the PIN is not verified", 0x6985: "refused by the card's rules",
-               0x6A83: "no component in that slot", 0x6988: "the card could not open the data",
+               0x6A83: "no component in that slot",
+               0x6988: "the card refused the data (not sealed for it, or not signed by the HSM"
+                       " it is bound to)",
                0x6A80: "the card refused the data"}
     return KeyCardError(f"{what}: {reasons.get(sw, f'status {sw:04X}')}")
 
@@ -69,20 +72,21 @@ def public_key(conn: CardConnection) -> bytes:
 
 def status(conn: CardConnection) -> KeyCardStatus:
     data = _send(conn, GET_STATUS, "GET DATA")
-    if len(data) < 2:
+    if len(data) < 5:
         raise KeyCardError("GET DATA: short answer")
-    slots, at = [], 2
+    slots, at = [], 5
     while at + 2 <= len(data):
         number, length = data[at], data[at + 1]
         label = data[at + 2 : at + 2 + length].decode("ascii", "replace")
         check = data[at + 2 + length : at + 5 + length].hex().upper()
         slots.append(SlotInfo(number, label, check))
         at += 5 + length
-    return KeyCardStatus(data[0], bool(data[1]), tuple(slots))
+    return KeyCardStatus(data[0], bool(data[1]), data[2:5].hex().upper(), tuple(slots))
 
 
-def set_pin(conn: CardConnection, pin: str) -> None:
-    _send(conn, _apdu(bytes.fromhex("80E00000"), pin.encode()), "SET PIN")
+def initialise(conn: CardConnection, hsm_public: bytes, pin: str) -> None:
+    """Bind a blank card to the HSM's identity and set its PIN (once)."""
+    _send(conn, _apdu(bytes.fromhex("80E00000"), hsm_public + pin.encode()), "SET PIN")
 
 
 def verify(conn: CardConnection, pin: str) -> None:
@@ -95,6 +99,7 @@ def write_component(conn: CardConnection, slot: int, label: str, sealed: bytes) 
     _send(conn, _apdu(bytes([0x80, 0xD2, slot, 0x00]), body), f"WRITE COMPONENT {slot}")
 
 
-def read_component(conn: CardConnection, slot: int, one_time_public: bytes) -> bytes:
-    apdu = _apdu(bytes([0x80, 0xB2, slot, 0x00]), one_time_public, le=True)
+def read_component(conn: CardConnection, slot: int, request: bytes) -> bytes:
+    """REQUEST: the one-time public key and the HSM identity's signature over it."""
+    apdu = _apdu(bytes([0x80, 0xB2, slot, 0x00]), request, le=True)
     return _send(conn, apdu, f"READ COMPONENT {slot}")

@@ -254,15 +254,17 @@ def database_errors() -> Iterator[None]:
 
 
 # -- the key home and the HSM -------------------------------------------------------------------
-def read_components(files: Sequence[Path], count: int, what: str) -> list[Component]:
-    """Components from the custodians' files or key cards, or at hidden prompts when none is
-    given."""
+def read_components(
+    files: Sequence[Path], count: int, what: str, home: Path | None = None
+) -> list[Component]:
+    """Components from the custodians' files or key cards (read for HOME's HSM), or at hidden
+    prompts when none is given."""
     from hsm.lmk import Component
     from switch.cli.key_cards import read_sources
 
     if files:
         with cli_errors():
-            return read_sources(files)
+            return read_sources(files, home)
     components = []
     for i in range(1, count + 1):
         custodian = click.prompt(f"{what} component {i}: custodian name")
@@ -281,7 +283,7 @@ def load_hsm(
     from hsm.lmk import is_test_only
     from switch.key_home import TEST_ONLY_BANNER, open_soft_hsm
 
-    components = read_components(files, count, "LMK")
+    components = read_components(files, count, "LMK", home.path)
     with cli_errors():
         hsm = open_soft_hsm(home.path, components, production=production)
     if is_test_only(components):

@@ -21,7 +21,7 @@ from hsm.keycard import ReadRequest, seal_for_card
 from hsm.lmk import Component
 from switch.card_io import keycard
 from switch.card_io.connection import CardConnection, CardConnectionError, PcscConnection
-from switch.key_home import Home, component_files_of
+from switch.key_home import Home, component_files_of, hsm_identity
 
 PREFIX = "key-card:"
 Connect = Callable[[str], CardConnection]
@@ -57,23 +57,30 @@ def _pin(reader: str, confirm: bool = False) -> str:
                             confirmation_prompt=confirm))
 
 
-def read_sources(sources: Sequence[Path]) -> list[Component]:
-    """Components from files and key cards, in the order given."""
+def read_sources(sources: Sequence[Path], home: Path | None) -> list[Component]:
+    """Components from files and key cards (read for HOME's HSM), in the order given."""
     components = []
     for source in sources:
         if not is_key_card(source):
             components += component_files_of([source])
             continue
         reader, slot = _where(source)
+        if home is None:
+            raise click.ClickException("a key card is read only into the key home's HSM")
+        identity = hsm_identity(home)
         conn = _connect(reader)
         try:
             card_status = keycard.status(conn)
             check = {s.slot: s.kcv for s in card_status.slots}.get(slot)
             if check is None:
                 raise click.ClickException(f"key card in {reader}: no component in slot {slot}")
+            if card_status.bound_to != identity.fingerprint:
+                raise click.ClickException(f"key card in {reader} is bound to HSM "
+                                           f"{card_status.bound_to}, not this one "
+                                           f"({identity.fingerprint})")
             keycard.verify(conn, _pin(reader))
-            request = ReadRequest()
-            answer = keycard.read_component(conn, slot, request.public)
+            request = ReadRequest(identity, slot)
+            answer = keycard.read_component(conn, slot, request.data)
             components.append(request.open(keycard.public_key(conn), slot, answer, check))
         except CardConnectionError as error:
             raise click.ClickException(f"key card in {reader}: {error}") from None
@@ -112,16 +119,19 @@ def key_card() -> None:
 @click.option("--custodian", required=True, help="Whose card it is.")
 @click.pass_obj
 def init(home: Home, reader: str, custodian: str) -> None:
-    """Set a blank key card's PIN (once; entered twice at a hidden prompt)."""
+    """Bind a blank key card to this home's HSM and set its PIN (once; entered twice at a
+    hidden prompt)."""
+    identity = hsm_identity(home.path, create=True)
     conn = _connect(reader)
     try:
-        keycard.set_pin(conn, _pin(reader, confirm=True))
+        keycard.initialise(conn, identity.public, _pin(reader, confirm=True))
     except CardConnectionError as error:
         raise click.ClickException(f"key card in {reader}: {error}") from None
     finally:
         conn.disconnect()
-    home.audit("keycard.init", custodian=custodian, reader=reader)
-    click.echo(f"key card in {reader} is {custodian}'s: PIN set")
+    home.audit("keycard.init", custodian=custodian, reader=reader, hsm=identity.fingerprint)
+    click.echo(f"key card in {reader} is {custodian}'s, bound to HSM {identity.fingerprint}: "
+               "PIN set")
 
 
 @key_card.command("status")
@@ -136,6 +146,7 @@ def status_(reader: str) -> None:
     finally:
         conn.disconnect()
     state = "blocked" if found.tries_left == 0 else f"{found.tries_left} PIN tries left"
-    click.echo(f"key card in {reader}: {state}{'' if found.pin_set else ', no PIN set'}")
+    bound = f", bound to HSM {found.bound_to}" if found.pin_set else ", blank"
+    click.echo(f"key card in {reader}: {state}{bound}")
     for slot in found.slots:
         click.echo(f"slot {slot.slot}\t{slot.label}\tKCV {slot.kcv}")

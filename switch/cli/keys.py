@@ -111,7 +111,7 @@ def component(home: Home, length: str, custodian: str, out: Path | None, reader:
 @click.pass_obj
 def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: bool) -> None:
     """Form the LMK from 2–9 components and check (or, with --new, record) its KCV."""
-    components = read_components(component_files, count, "LMK")
+    components = read_components(component_files, count, "LMK", home.path)
     if not 2 <= len(components) <= 9:
         raise click.ClickException("the LMK needs 2 to 9 components")
     formed_kcv = kcv(combine(components, minimum=2))
@@ -211,7 +211,7 @@ def form(
 ) -> None:
     """Form a key (a bank's ZMK, a terminal's TMK) from clear components."""
     hsm = load_hsm(home, component_files, count)
-    parts = read_components(key_files, key_count, alias)
+    parts = read_components(key_files, key_count, alias, home.path)
     ref = _run(
         hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now(), exportable=exportable)
     )

@@ -13,10 +13,13 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from hsm.des import kcv
+from hsm.keycard import HsmIdentity, ReadRequest
 from hsm.lmk import Component, combine
 from simulators.keycard import KeyCardState, VirtualKeyCard
+from switch.card_io import keycard
 from switch.card_io.connection import DirectConnection
 from switch.cli import main
+from switch.key_home import hsm_identity
 
 
 class Sniffed:
@@ -133,4 +136,36 @@ def test_wrong_pins_count_down_and_block(tmp_path: Path) -> None:
     conn = DirectConnection(fresh)
     conn.connect()
     assert conn.transmit(bytes.fromhex("00A4040007D1560000054B43"))[1] == 0x9000
-    assert conn.transmit(bytes.fromhex("80B2010020") + bytes(32) + b"\x00")[1] == 0x6982
+    assert conn.transmit(bytes.fromhex("80B2010060") + bytes(96) + b"\x00")[1] == 0x6982
+
+
+def test_a_card_answers_only_the_hsm_it_is_bound_to(tmp_path: Path) -> None:
+    """A custodian's card and PIN in another deployment's machine give nothing: the CLI says
+    whose card it is, and the card itself refuses a read its HSM did not sign (6988)."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    card = VirtualKeyCard(KeyCardState.new())
+    readers = {"r": Sniffed(card)}
+    cli(home, readers, "key-card", "init", "--reader", "r", "--custodian", "alice",
+        typed="2468\n2468\n")
+    cli(home, readers, "component", "--custodian", "alice", "--key-card", "r", typed="2468\n")
+    identity = hsm_identity(home)
+    status = cli(home, readers, "key-card", "status", "--reader", "r").output
+    assert f"bound to HSM {identity.fingerprint}" in status
+    paper = tmp_path / "b.component"
+    cli(other, readers, "component", "--custodian", "bob", "--out", str(paper))
+    hsm_identity(other, create=True)
+    out = cli(other, readers, "lmk-form", "--new", "-c", "key-card:r", "-c", str(paper),
+              typed="2468\n", ok=False).output
+    assert f"is bound to HSM {identity.fingerprint}, not this one" in out
+
+    conn = DirectConnection(card)
+    conn.connect()
+    keycard.select(conn)
+    keycard.verify(conn, "2468")
+    stranger = ReadRequest(HsmIdentity.generate(), 1)
+    assert conn.transmit(bytes.fromhex("80B2010060") + stranger.data + b"\x00")[1] == 0x6988
+    own = ReadRequest(identity, 1)
+    answer = keycard.read_component(conn, 1, own.data)
+    part = own.open(keycard.public_key(conn), 1, answer, card.state.slots[1].kcv)
+    assert part.kcv == card.state.slots[1].kcv
+    assert card.state.tries_left == 3  # the refused read cost no PIN try
