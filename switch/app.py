@@ -37,6 +37,9 @@ from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.his_api import HisDeps, mount_his_app
+from switch.his_idempotency import IdempotencyKeys, IdempotencySettings
+from switch.his_rate import RateLimiter
+from switch.his_serve import HisSite, start_his_site
 from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
 from switch.listener import Listener, listener_settings
@@ -89,6 +92,7 @@ class App:
         self.http_runner: web.AppRunner | None = None
         self.worker_metrics_runner: web.AppRunner | None = None
         self.http_port = 0
+        self.his_site: HisSite | None = None  # the HIS API's own port, when [his] port is set
         self.ready = False
 
     @property
@@ -127,23 +131,25 @@ class App:
 
     async def _start_http(self, his: HisDeps) -> None:
         limits = self.config.http
-        guard = HttpGuard(
-            HttpLimits(
-                connections_max=limits.connections_max,
-                connections_per_address_max=limits.connections_per_address_max,
-                header_timeout_s=limits.header_timeout_s,
-                body_timeout_s=limits.body_timeout_s,
-                idle_timeout_s=limits.idle_timeout_s,
-                body_bytes_max=limits.body_bytes_max,
-            )
+        http_limits = HttpLimits(
+            connections_max=limits.connections_max,
+            connections_per_address_max=limits.connections_per_address_max,
+            header_timeout_s=limits.header_timeout_s,
+            body_timeout_s=limits.body_timeout_s,
+            idle_timeout_s=limits.idle_timeout_s,
+            body_bytes_max=limits.body_bytes_max,
         )
+        guard = HttpGuard(http_limits)
         http = web.Application(
             middlewares=[guard.middleware], client_max_size=limits.body_bytes_max
         )
         http.router.add_get("/metrics", self._metrics)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
-        mount_his_app(http, his)
+        if self.config.his.port is None:
+            mount_his_app(http, his)
+        else:  # its own port, maybe TLS; /metrics and health stay here
+            self.his_site = await start_his_site(his, http_limits, self.config)
         if self.bank is not None:
             self.bank.mount(http)
         self.http_runner = web.AppRunner(
@@ -216,6 +222,8 @@ class App:
         draining = [listener.close() for listener in listeners]
         if self.http_runner is not None:
             draining.append(self.http_runner.cleanup())
+        if self.his_site is not None:
+            draining.append(self.his_site.runner.cleanup())
         await asyncio.gather(*draining)
         running = await self.terminal.settle_late(self.config.terminal.drain_timeout_s)
         if running:  # a ledger write already handed to the writer still completes
@@ -334,6 +342,11 @@ async def _compose(
             throttle=LoginThrottle(config.his.throttle_settings()),
             metrics=metrics,
             expiry_sweep_s=config.his.expiry_sweep_s,
+            rate=RateLimiter(config.his.rate_settings()),
+            idempotency=IdempotencyKeys(
+                IdempotencySettings(retention_s=config.his.idempotency_retention_s)
+            ),
+            timezone=config.timezone,
         ),
         worker=worker,
     )

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ledger.medical.limits import BillLimits
+from switch.his_idempotency import IdempotencySettings
+from switch.his_rate import RateSettings
 from switch.his_throttle import ThrottleSettings
 
 T = TypeVar("T")
@@ -156,12 +158,23 @@ class HisConfig:
     login_window_s: float = 300.0  # this long without a failure forgets the failures
     login_delay_s: float = 1.0  # the first lock, doubled by each further failure
     login_delay_max_s: float = 300.0
+    rate_per_s: float = 50.0  # requests a second per institution (switch.his_rate); 0: no limit
+    rate_burst: int = 100
+    idempotency_retention_s: float = 86_400.0  # Idempotency-Key answers kept this long
+    port: int | None = None  # the HIS API's own port (0: any free); unset: on the [http] port
+    tls_cert: str = ""  # PEM files: with both, the HIS port speaks HTTPS only
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         try:
-            self.bill_limits(), self.throttle_settings()
+            self.bill_limits(), self.throttle_settings(), self.rate_settings()
+            IdempotencySettings(retention_s=self.idempotency_retention_s)
         except ValueError as error:
             raise ConfigError(f"his: {error}") from None
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError("his.port is from 0 to 65535")
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_cert and self.port is None):
+            raise ConfigError("his: tls_cert and tls_key go together, with his.port")
         if not 0 < self.open_bill_ttl_s <= self.bill_ttl_s or self.expiry_sweep_s < 0:
             raise ConfigError("his: 0 < open_bill_ttl_s <= bill_ttl_s, expiry_sweep_s >= 0")
 
@@ -183,6 +196,9 @@ class HisConfig:
         """(open bills' hold, approved bills' hold)."""
         seconds = dt.timedelta(seconds=1)
         return self.open_bill_ttl_s * seconds, self.bill_ttl_s * seconds
+
+    def rate_settings(self) -> RateSettings:
+        return RateSettings(per_s=self.rate_per_s, burst=self.rate_burst)
 
     def throttle_settings(self) -> ThrottleSettings:
         return ThrottleSettings(

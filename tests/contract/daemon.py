@@ -59,7 +59,8 @@ class Deployment:
 
 
 @contextmanager
-def running(tmp: Path) -> Iterator[Deployment]:
+def running(tmp: Path, extra_config: str = "") -> Iterator[Deployment]:
+    """`medswitch run` with the demo's settings, and `extra_config` (TOML sections) after them."""
     home = tmp / "demo"
     home.mkdir()
     deployment = Deployment(home, free_port(), free_port())
@@ -67,7 +68,7 @@ def running(tmp: Path) -> Iterator[Deployment]:
     (home / "medswitch.toml").write_text(
         f'home = "{home}"\n\n[terminal]\nport = {deployment.terminal_port}\n\n'
         f'[http]\nport = {deployment.http_port}\n\n[hsm]\nbackend = "soft"\n'
-        f"lmk_components = [{components}]\n"
+        f"lmk_components = [{components}]\n{extra_config}"
     )
     log = tmp / "run.log"
     env = {"MEDSWITCH_HOME": str(home), "MEDSWITCH_WRITER_PROCESS": "0", "PATH": "/usr/bin:/bin"}
