@@ -94,19 +94,19 @@ def keyblock_version(block: str) -> int:
     raise ValueError("key block without its version (optional block 03)")
 
 
-async def party(kek_components: list[Component], kek_usage: KeyUsage) -> Party:
+async def party(components: list[Component], kek_usage: KeyUsage) -> Party:
     """An outside party's HSM (its own LMK) with the transport key formed from components."""
     lmk_parts = [Component(secrets.token_bytes(16)) for _ in range(2)]
     hsm = SoftHsm(Lmk(lmk_parts, kcv(combine(lmk_parts, minimum=2))), MemoryKeyStore())
-    kek = await hsm.form_key("centre/kek", kek_usage, kek_components, now=_now())
+    kek = await hsm.form_key("centre/kek", kek_usage, components, now=_now())
     return Party(hsm, kek, {})
 
 
 async def receive(
-    export_text: str, kek_components: list[Component], kek_usage: KeyUsage
+    export_text: str, components: list[Component], kek_usage: KeyUsage
 ) -> Party:
     """A party formed and an export file received."""
-    received = await party(kek_components, kek_usage)
+    received = await party(components, kek_usage)
     await received.receive(export_text)
     return received
 
@@ -169,7 +169,7 @@ async def personalise_psam(party: Party, psam: VirtualPsam | None, serial: bytes
     return psam
 
 
-def _components(paths: list[Path]) -> list[Component]:
+def kek_components(paths: list[Path]) -> list[Component]:
     parts = []
     for path in paths:
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     usage = U.BUREAU_KEK if args.kind == "card" else U.PSAM_KEK
 
     async def run() -> None:
-        received = await receive(args.export.read_text(), _components(args.kek_component), usage)
+        received = await receive(args.export.read_text(), kek_components(args.kek_component), usage)
         if args.kind == "card":
             public = bytes(10) + serial + bytes(10)
             card = await personalise_card(received, serial, public, bytes(39), args.key_version)

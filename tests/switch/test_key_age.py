@@ -114,13 +114,18 @@ def test_scheduled_rotation_under_a_kif_key(tmp_path: Path) -> None:
     assert f"2 TMKs under kif/vendor v1 -> {export}" in out
     listed = c.keys("list").output
 
-    async def vendor() -> dict[str, str]:
-        party = await bureau.receive(export.read_text(), component_files_of(kif),
-                                     KeyUsage.KIF_KEK)
-        return {f"tmk/{t}": party.by_alias(f"tmk/{t}", 2).kcv for t in TERMINALS}
-
-    received = asyncio.run(vendor())
-    for alias, kcv in received.items():
-        assert f"{alias}\tTMK\tv2\t{kcv}" in listed
+    # The facility's own HSM (another home, its own LMK) takes them in with the same KIF key.
+    vendor = Ceremony(tmp_path / "vendor", c.media)
+    vendor.lmk_files = [vendor.component("vic", "v.lmk.vic"), vendor.component("wes", "v.lmk.wes")]
+    vendor.keys("lmk-form", "--new", *[a for f in vendor.lmk_files for a in ("-c", str(f))])
+    vendor.keys("form", "kif/centre", "--usage", "KIF_KEK",
+                *[a for p in kif for a in ("-k", str(p))])
+    out = vendor.keys("import-block", str(export), "--kek", "kif/centre").output
+    for terminal in TERMINALS:
+        kcv = listed.split(f"tmk/{terminal}\tTMK\tv2\t")[1].split("\t")[0]
+        assert f"tmk/{terminal} v1 TMK KCV {kcv}" in out
+    party = asyncio.run(bureau.receive(export.read_text(), component_files_of(kif),
+                                       KeyUsage.KIF_KEK))
+    assert party.by_alias(f"tmk/{TERMINALS[0]}", 2).kcv in listed
     refused = c.keys("rotate-tmks", "--older-than", "365", "--kif", "kif/vendor", ok=False)
     assert "--kif ALIAS --out FILE" in refused.output

@@ -97,26 +97,19 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     assert "stays-in-hsm" in refused
 
     # The bureau personalises the card, the PSAM issuer the PSAM, from the exports alone.
-    serial = bytes.fromhex(card_row.serial).rjust(10, b"\0")
     psam_serial = bytes.fromhex(psam_row.serial).rjust(10, b"\0")
-    bureau_keks = bureau._components(transport["BUREAU_KEK"])
-    issuer_keks = bureau._components(transport["PSAM_KEK"])
+    bureau_keks = bureau.kek_components(transport["BUREAU_KEK"])
+    issuer_keks = bureau.kek_components(transport["PSAM_KEK"])
 
-    async def outside() -> tuple[VirtualCard, VirtualPsam]:
-        cards = await bureau.receive((media / "bureau.keys").read_text(), bureau_keks,
-                                     U.BUREAU_KEK)
-        card = await bureau.personalise_card(cards, serial, bytes(10) + serial + bytes(10),
-                                             bytes(39), 1)
-        psams = await bureau.receive((media / "psam-issuer.keys").read_text(), issuer_keks,
-                                     U.PSAM_KEK)
-        psam = await bureau.personalise_psam(psams, None, psam_serial,
-                                             bytes.fromhex(psam_row.terminal_no), 1)
-        return card, psam
-
-    card, psam = asyncio.run(outside())
     card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-    VirtualCard(card.state, path=card_path)
-    VirtualPsam(psam.state, path=psam_path)
+    for kind, export, keks, serial_hex, out in (
+        ("card", "bureau.keys", transport["BUREAU_KEK"], card_row.serial, card_path),
+        ("psam", "psam-issuer.keys", transport["PSAM_KEK"], psam_row.serial, psam_path),
+    ):  # `python -m simulators.bureau …`, as the parties run it
+        bureau.main([kind, "--export", str(media / export), "--serial",
+                     serial_hex.rjust(20, "0"), "--key-version", "1", "--terminal-no",
+                     psam_row.terminal_no, "--out", str(out),
+                     *[a for k in keks for a in ("--kek-component", str(k))]])
     terminals = Terminals(tmp_path, psam_row.institution_id, psam_path, tmk_parts)
 
     async def day_one() -> None:
