@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from hsm.des import kcv
 from hsm.keycard import HsmIdentity, ReadRequest
 from hsm.lmk import Component, combine
+from simulators import keycard as keycard_simulator
 from simulators.keycard import KeyCardState, VirtualKeyCard
 from switch.card_io import keycard
 from switch.card_io.connection import DirectConnection
@@ -108,7 +109,9 @@ def test_components_live_on_pin_protected_cards(tmp_path: Path) -> None:
 
 def test_wrong_pins_count_down_and_block(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    card = VirtualKeyCard(KeyCardState.new(), path=tmp_path / "alice.keycard.json")
+    keycard_simulator.main(["new", str(tmp_path / "alice.keycard.json")])  # a blank card's file
+    card = VirtualKeyCard.load(tmp_path / "alice.keycard.json")
+    assert card.state.pin is None and not card.state.slots
     readers = {"r": Sniffed(card)}
     cli(home, readers, "key-card", "init", "--reader", "r", "--custodian", "alice",
         typed="2468\n2468\n")
