@@ -12,8 +12,9 @@ from pathlib import Path
 import uvloop
 from click.testing import CliRunner
 
+from hsm.des import kcv as kcv_of
 from hsm.keys import KeyUsage
-from hsm.lmk import combine
+from hsm.lmk import Component, combine
 from simulators import bureau
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card
@@ -53,7 +54,14 @@ def test_age_report_and_scheduled_rotation_by_components(tmp_path: Path) -> None
     assert set(report) == {*(f"tmk/{t}" for t in TERMINALS), "zmk/bank1"}
     assert all(r[2] == "1" and r[3] == "v1" and r[5] == "30" for r in report.values())
 
-    old_dir = c.media / "kld-v1"  # the TMK the POS was loaded with first
+    printed = c.keys("export-components", f"tmk/{TERMINALS[1]}", "--custodian", "carol",
+                     "--custodian", "dave", "--custodian", "erin").output.splitlines()
+    shown = [line.split("write it down): ")[1].split(" KCV ") for line in printed]
+    assert len(shown) == 3 and all(f"of 3 for {w}" in printed[i]
+                                   for i, w in enumerate(("carol", "dave", "erin")))
+    tmk_kcv = printed[0].split(" KCV ")[1].split(":")[0]
+    assert kcv_of(combine([Component.parse(v, k) for v, k in shown])) == tmk_kcv
+    old_dir = c.media / "kld-v1"  # the TMK the terminal was loaded with first
     c.keys("export-components", f"tmk/{TERMINALS[0]}", "--custodian", "carol", "--custodian",
            "dave", "--out-dir", str(old_dir))
     out_dir = c.media / "kld"
@@ -67,8 +75,7 @@ def test_age_report_and_scheduled_rotation_by_components(tmp_path: Path) -> None
         parts = sorted((out_dir / terminal).iterdir())
         assert len(parts) == 2
         kcv = out.split(f"tmk/{terminal} v1 -> v2 KCV ")[1].split()[0]
-        from hsm.des import kcv as check_value
-        assert check_value(combine(component_files_of(parts))) == kcv
+        assert kcv_of(combine(component_files_of(parts))) == kcv
     again = c.keys(*rotate, "--now", later(100)).output
     assert "no TMK last rotated 90 or more days ago" in again
 
