@@ -58,7 +58,7 @@ TR31_ATTRIBUTES: dict[KeyUsage, tuple[str, str, str]] = {
     KeyUsage.ZAK: ("M3", "C", "E"),
     KeyUsage.MAK: ("M0", "C", "E"),
     KeyUsage.TDK: ("D0", "B", "E"),
-    KeyUsage.FILE: ("D0", "B", "E"),
+    KeyUsage.FILE: ("D0", "B", "N"),
     KeyUsage.MK_LOAD: ("E6", "X", "N"),
     KeyUsage.MK_PURCHASE: ("E6", "X", "N"),
     KeyUsage.MK_TAC: ("E6", "X", "N"),

@@ -15,7 +15,7 @@ import pytest
 from hsm import keyblock
 from hsm.des import adjust_parity, kcv
 from hsm.errors import InvalidInputError
-from hsm.keys import KeyRef, KeyUsage
+from hsm.keys import TR31_ATTRIBUTES, KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.policy import POLICY, Form, PolicyError, rules_for
@@ -40,6 +40,13 @@ def test_the_spec_table_is_the_code_table() -> None:
 
 def test_every_usage_has_a_rule() -> None:
     assert {u for rule in POLICY for u in rule.keys} == set(KeyUsage)
+
+
+def test_keys_that_need_exportability_are_not_exportable_by_default() -> None:
+    """What the spec says: a key a `yes` rule covers leaves only if made --exportable."""
+    for rule in POLICY:
+        if rule.exportable:
+            assert all(TR31_ATTRIBUTES[u][2] == "N" for u in rule.keys), rule.name
 
 
 def new_hsm() -> SoftHsm:
