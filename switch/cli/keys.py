@@ -6,8 +6,13 @@ Where things live: `--home DIR` (or MEDSWITCH_HOME), holding `keys.jsonl` (wrapp
 
 The LMK exists only in memory: every command that needs it forms it again from its components,
 entered by their custodians at hidden prompts or read from the custodians' separate files
-(`-c FILE`, repeated). Components are printed once when generated, with their KCVs; keys are
-only ever shown by KCV.
+(`-c FILE`, repeated) or their key cards (`-c key-card:READER`). Components are printed once
+when generated, with their KCVs; keys are only ever shown by KCV.
+
+Keys leaving for outside parties (`export --form tr31`, `export-components`, `import-block`,
+`policy`): switch/cli/key_distribution.py and specs/key-ceremony.md; key age and scheduled
+TMK rotation (`age`, `rotate-tmks`): switch/cli/key_age.py; custodians' key cards
+(`key-card`, `component --key-card`): switch/cli/key_cards.py.
 """
 
 from __future__ import annotations
