@@ -26,9 +26,11 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
 @operator_option
 def settlement_account_command(institution: str, bank: str, account_no: str,
                                database: Database, operator: str) -> None:
-    """Set or correct INSTITUTION's settlement bank and account (audited). Its returned payouts
-    are then re-issued by the next day-end — to this account; giving the very account a payout
-    was returned from confirms it may be paid again."""
+    """Set or correct an INSTITUTION's settlement bank and account; its returned payouts are
+    re-issued to it by the next day-end.
+
+    Audited. Giving the very account a payout was returned from confirms it may be paid
+    again."""
     try:
         reissue = with_engine(database, lambda engine: set_settlement_account(
             engine, institution, bank, account_no, operator, time.time_ns() // 1000))
@@ -44,8 +46,10 @@ def settlement_account_command(institution: str, bank: str, account_no: str,
 @database_options
 @operator_option
 def confirm_reissue_command(payout_id: str, database: Database, operator: str) -> None:
-    """Confirm that returned PAYOUT_ID may be paid again to the same account (the bank's reason
-    has gone, e.g. the account was unfrozen): the next day-end re-issues it."""
+    """Confirm that a returned PAYOUT_ID may be paid again to the same account: the next
+    day-end re-issues it.
+
+    For when the bank's reason has gone (e.g. the account was unfrozen). Audited."""
     try:
         said = with_engine(database, lambda engine: confirm_reissue(
             engine, payout_id, operator, time.time_ns() // 1000))
