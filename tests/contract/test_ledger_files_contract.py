@@ -6,7 +6,8 @@ written by us and accepted, each split as the example policy says; what the cent
 builders write read back by us; and every defect — CRLF line ends, a missing trailer, a
 duplicate line, a count that does not match, a MAC under another key — refused whole with the
 line named, nothing posted. A fee-record file written by us is accepted, a second one for the
-same day refused. Imports nothing of medswitch."""
+same day refused; a catalogue version written by us is accepted and shown, its defects refused.
+Imports nothing of medswitch."""
 
 from __future__ import annotations
 
@@ -155,3 +156,31 @@ def test_a_fee_record_file_from_the_spec(centre: Centre, tmp_path: Path) -> None
                                                                            "1600|1600"),
                                               "T|1|1600"]))
     assert centre.run("import", "fee-records", str(other), *common, ok=False).code == 1
+
+
+def test_a_catalogue_from_the_spec(centre: Centre, tmp_path: Path) -> None:
+    """medical-files §2: a new complete version from tomorrow; defects refused whole."""
+    start = (dt.datetime.now(ZONE) + dt.timedelta(days=1)).strftime("%Y%m%d")
+    items = ["D|A01|阿莫西林胶囊|盒|1100|甲|0", "D|B09|头孢呋辛酯片|盒|2500|乙|1000",
+             "D|C09|美容护理|次|9000|丙|0"]
+    good = [f"H|CATALOGUE|7|{start}", *items, "T|3|12600"]
+    common = (*centre.db, *centre.keys, "--file-key", "file/social")
+    defects = {  # what the refusal says → the file
+        "the trailer's amount total is 12601 fen, the records sum to 12600 fen": [
+            *good[:-1], "T|3|12601"],
+        "line 5: item A01 appears twice": [good[0], *items, items[0], "T|4|13700"],
+        "line 4: the trailer is missing": good[:-1],
+    }
+    for n, (says, records) in enumerate(defects.items()):
+        path = tmp_path / f"bad{n}.txt"
+        path.write_bytes(files.record_file(KEY, records))
+        refused = centre.run("catalogue", "import", str(path), *common, ok=False).out
+        assert f"{path}: refused: " in refused and says in refused, (says, refused)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(files.record_file(KEY, good).replace(b"\n", b"\r\n"))
+    assert centre.run("catalogue", "import", str(crlf), *common, ok=False).code == 1
+    path = tmp_path / "catalogue.txt"
+    path.write_bytes(files.record_file(KEY, good))
+    centre.run("catalogue", "import", str(path), *common)
+    shown = centre.run("catalogue", "show", "--version", "7", "--code", "B09", *centre.db).out
+    assert re.search(r"B09\s+乙\s+25\.00/盒 头孢呋辛酯片 self-pay 10\.00%", shown), shown
