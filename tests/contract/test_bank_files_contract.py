@@ -4,14 +4,18 @@ components) by the documented `medswitch keys export`; the payout file the centr
 releases read and MAC-checked; statements and a return file written by us and imported —
 a statement's payout line before the return file that pays it (re-matched after: order does
 not matter), a reused reference for another booking (a conflict, to review, never dropped), the
-returned payout held until its account is corrected, then re-issued to the new account only.
+returned payout held until its account is corrected, then re-issued to the new account only,
+as h1's party statement (CSV) shows.
 Every defect — a return file dated before its payout file, a name's date not the header's, a
 file dated in the future, a missing trailer, CRLF, a duplicate reference, another key — is
 refused whole with what and where, nothing changed. Imports nothing of medswitch."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,6 +214,34 @@ def test_a_day_of_bank_files(world: World, tmp_path: Path) -> None:
                                (world.out / "outbox" / again_name).read_bytes(), PAYOUT)
     assert [(d["payee_id"], d["account_no"], int(d["amount"])) for d in reissue.details] == [
         ("h1", "6200009999", 12345)]
+
+    # h1's party statement (dayend-files "Party statements") names both payouts.
+    span = (day.isoformat(), third.isoformat())
+    world.centre.run("statements", "institution", "h1", "--from", span[0], "--to", span[1],
+                     "--out", str(tmp_path / "st"), *world.centre.db)
+    text = (tmp_path / "st" / f"institution_h1_{span[0]}_{span[1]}.csv").read_text("utf-8")
+    sections = party_statement(text)
+    assert sections["statement"] == [["statement", "institution", "h1", "第1医院", *span]]
+    payouts = sections["Payouts"]
+    at = {name: n for n, name in enumerate(payouts[0])}
+    assert [(r[at["payout"]], r[at["account"]], r[at["status"]], r[at["reissue of"]])
+            for r in payouts[1:]] == [
+        (f"{compact(day)}-I-h1", "620000000023", "reissued", ""),
+        (f"{compact(third)}-I-h1", "6200009999", "released", f"{compact(day)}-I-h1")]
+
+
+def party_statement(text: str) -> dict[str, list[list[str]]]:
+    """The CSV as the spec lays it out: a first row, then per section an empty row, a
+    `section,<title>[,<note>]` row, a header row and the rows. Title → header and rows."""
+    rows = list(csv.reader(io.StringIO(text)))
+    sections, title = {"statement": [rows[0]]}, ""
+    for before, row in itertools.pairwise(rows):
+        if row and row[0] == "section" and before == []:
+            title = row[1]
+            sections[title] = []
+        elif row:
+            sections[title].append(row)
+    return sections
 
 
 def test_defective_statements_are_refused_whole(world: World, tmp_path: Path) -> None:
