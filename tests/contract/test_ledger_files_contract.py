@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,3 +185,25 @@ def test_a_catalogue_from_the_spec(centre: Centre, tmp_path: Path) -> None:
     centre.run("catalogue", "import", str(path), *common)
     shown = centre.run("catalogue", "show", "--version", "7", "--code", "B09", *centre.db).out
     assert re.search(r"B09\s+乙\s+25\.00/盒 头孢呋辛酯片 self-pay 10\.00%", shown), shown
+
+
+def test_the_demo_policy_is_the_spec_example(centre: Centre) -> None:
+    """medical-files §3's example (this year) is what the demo stores, as `policy show` says
+    it (its contribution bands are checked by the contributions' split above)."""
+    policy = tomllib.loads(files.examples("medical-files.md")["policy"])
+    year = dt.datetime.now(ZONE).year
+
+    def pct(bps: list[int]) -> str:
+        return ", ".join(f"{bp / 100:.2f}%" for bp in bps)
+
+    def yuan(fens: list[int]) -> str:
+        return ", ".join(f"{fen / 100:.2f}" for fen in fens)
+
+    expected = [f"policy {year}: annual pooled cap {policy['annual_pooled_cap_fen'] / 100:.2f}"]
+    expected += [f"  deductible {c}: {yuan(v)}" for c, v in policy["deductible_fen"].items()]
+    expected += [f"  pooled {c} {k}: {pct(v)}" for c, by in policy["pooled_bp"].items()
+                 for k, v in by.items()]
+    expected += [f"  special {code} ({s['name']}): {pct(s['pooled_bp'])}"
+                 for code, s in policy["special"].items()]
+    shown = centre.run("policy", "show", str(year), *centre.db).out
+    assert [x for x in shown.splitlines() if not x.startswith("***")] == expected, shown
