@@ -68,7 +68,8 @@ def _cardholders(file_id: str) -> list[str]:
 
 
 def _period() -> str:
-    return dt.datetime.now(ZONE).strftime("%Y-%m")
+    """This month: the demo stores this year's policy (medical-files §3)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m")
 
 
 def test_cardholders_then_contributions_written_from_the_spec(centre: Centre,
@@ -191,7 +192,7 @@ def test_the_demo_policy_is_the_spec_example(centre: Centre) -> None:
     """medical-files §3's example (this year) is what the demo stores, as `policy show` says
     it (its contribution bands are checked by the contributions' split above)."""
     policy = tomllib.loads(files.examples("medical-files.md")["policy"])
-    year = dt.datetime.now(ZONE).year
+    year = dt.datetime.now(dt.UTC).year
 
     def pct(bps: list[int]) -> str:
         return ", ".join(f"{bp / 100:.2f}%" for bp in bps)
