@@ -1,12 +1,16 @@
 """A bank's, an employer's and the agency's side of the file interfaces, written from
 specs/dayend-files.md, specs/ledger-files.md and specs/medical-files.md alone: the file keys (from
 clear components, under a ZMK), the X9.19 MAC, the file encryption, the 220-byte fixed-width
-records of payout, refund, return and statement files, and the `|`-separated record files.
+records of payout, refund, return and statement files, the `|`-separated record files, the
+specs' worked examples and the party statements' CSV layout.
 Imports nothing of medswitch (only the standard library and `cryptography`)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +199,20 @@ def examples(spec: str) -> dict[str, str]:
 def padded(text: str) -> bytes:
     """A fixed-width file as the spec shows it (trailing spaces removed), as bytes."""
     return b"".join(x.encode(ENCODING).ljust(LINE, b" ") + b"\n" for x in text.splitlines())
+
+
+# -- party statements (dayend-files "Party statements") ----------------------------------------
+
+
+def party_statement(text: str) -> dict[str, list[list[str]]]:
+    """The CSV as the spec lays it out: a first row, then per section an empty row, a
+    `section,<title>[,<note>]` row, a header row and the rows. Title → header and rows."""
+    rows = list(csv.reader(io.StringIO(text)))
+    sections, title = {"statement": [rows[0]]}, ""
+    for before, row in itertools.pairwise(rows):
+        if row and row[0] == "section" and before == []:
+            title = row[1]
+            sections[title] = []
+        elif row:
+            sections[title].append(row)
+    return sections

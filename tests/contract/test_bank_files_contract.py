@@ -12,10 +12,7 @@ refused whole with what and where, nothing changed. Imports nothing of medswitch
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,7 +217,7 @@ def test_a_day_of_bank_files(world: World, tmp_path: Path) -> None:
     world.centre.run("statements", "institution", "h1", "--from", span[0], "--to", span[1],
                      "--out", str(tmp_path / "st"), *world.centre.db)
     text = (tmp_path / "st" / f"institution_h1_{span[0]}_{span[1]}.csv").read_text("utf-8")
-    sections = party_statement(text)
+    sections = files.party_statement(text)
     assert sections["statement"] == [["statement", "institution", "h1", "第1医院", *span]]
     payouts = sections["Payouts"]
     at = {name: n for n, name in enumerate(payouts[0])}
@@ -229,19 +226,6 @@ def test_a_day_of_bank_files(world: World, tmp_path: Path) -> None:
         (f"{compact(day)}-I-h1", "620000000023", "reissued", ""),
         (f"{compact(third)}-I-h1", "6200009999", "released", f"{compact(day)}-I-h1")]
 
-
-def party_statement(text: str) -> dict[str, list[list[str]]]:
-    """The CSV as the spec lays it out: a first row, then per section an empty row, a
-    `section,<title>[,<note>]` row, a header row and the rows. Title → header and rows."""
-    rows = list(csv.reader(io.StringIO(text)))
-    sections, title = {"statement": [rows[0]]}, ""
-    for before, row in itertools.pairwise(rows):
-        if row and row[0] == "section" and before == []:
-            title = row[1]
-            sections[title] = []
-        elif row:
-            sections[title].append(row)
-    return sections
 
 
 def test_defective_statements_are_refused_whole(world: World, tmp_path: Path) -> None:

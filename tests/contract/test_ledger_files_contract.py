@@ -3,7 +3,7 @@ written from the specs alone, against the real CLI on a demo deployment: the fil
 a ceremony from clear components (`medswitch keys form`; here the published TEST ONLY example
 components), a cardholders file (personal data encrypted per record) and a contributions file
 written by us and accepted, each split as the example policy says; what the centre's own
-builders write read back by us; and every defect — CRLF line ends, a missing trailer, a
+builders write read back by us, and the unit's party statement CSV; and every defect — CRLF line ends, a missing trailer, a
 duplicate line, a count that does not match, a MAC under another key — refused whole with the
 line named, nothing posted. A fee-record file written by us is accepted, a second one for the
 same day refused; a catalogue version written by us is accepted and shown, its defects refused.
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract import files
-from tests.contract.centre import ZONE, Centre, demo
+from tests.contract.centre import ZONE, Centre, business_date, demo
 
 EXAMPLE_KEYS = {" ".join(w[:-1]): w[-1]
                 for w in (x.split() for x in files.examples("dayend-files.md")["keys"]
@@ -98,6 +98,16 @@ def test_cardholders_then_contributions_written_from_the_spec(centre: Centre,
     assert _balance(centre, "pool:centre") - pooled == (60000 - 21000) + (45050 - 13515)
     again = _import(centre, "contributions", contributions)
     assert "0 posted" in again, again
+    today = business_date().isoformat()  # u2's statement (dayend-files "Party statements")
+    centre.run("statements", "unit", "u2", "--from", today, "--to", today, "--out",
+               str(tmp_path / "st"), *centre.db)
+    sections = files.party_statement(
+        (tmp_path / "st" / f"unit_u2_{today}_{today}.csv").read_text("utf-8"))
+    assert sections["statement"] == [["statement", "unit", "u2", "参保单位2", today, today]]
+    by_period = sections["Contributions by period"]
+    assert by_period[0] == ["period", "members", "personal accounts (yuan)",
+                            "pooled fund (yuan)", "total (yuan)"]
+    assert [period, "1", "210.00", "390.00", "600.00"] in by_period[1:], by_period
 
 
 def test_defective_ledger_files_are_refused_whole_with_the_line(centre: Centre,
