@@ -1,12 +1,13 @@
-"""The agency's and a hospital's side of specs/ledger-files.md and specs/medical-files.md §6,
+"""The agency's and a hospital's side of specs/ledger-files.md and specs/medical-files.md,
 written from the specs alone, against the real CLI on a demo deployment: the file key formed at
 a ceremony from clear components (`medswitch keys form`; here the published TEST ONLY example
 components), a cardholders file (personal data encrypted per record) and a contributions file
 written by us and accepted, each split as the example policy says; what the centre's own
-builders write read back by us, and the unit's party statement CSV; and every defect — CRLF line ends, a missing trailer, a
-duplicate line, a count that does not match, a MAC under another key — refused whole with the
-line named, nothing posted. A fee-record file written by us is accepted, a second one for the
-same day refused; a catalogue version written by us is accepted and shown, its defects refused.
+builders write read back by us, and the unit's party statement CSV; every defect — CRLF line
+ends, a missing trailer, a duplicate line, a count that does not match, a MAC under another
+key — refused whole with the line named, nothing posted. A fee-record file (§6) written by us
+is accepted, a second one for the same day refused; a catalogue version (§2) written by us is
+accepted and shown, its defects refused; the demo's policy is the spec's example (§3).
 Imports nothing of medswitch."""
 
 from __future__ import annotations
