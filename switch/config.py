@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ledger.medical.limits import BillLimits
+from switch.bank.dialect import dialect_of
+from switch.his_idempotency import IdempotencySettings
+from switch.his_rate import RateSettings
 from switch.his_throttle import ThrottleSettings
 
 T = TypeVar("T")
@@ -67,6 +70,7 @@ class HttpConfig:
     idle_timeout_s: float = 60.0  # a connection with no request in progress: closed after this
     body_bytes_max: int = 256 * 1024  # a larger request body is answered 413
     drain_timeout_s: float = 10.0  # at SIGTERM: the longest wait for requests being handled
+    status_token: str = ""  # /status from beyond loopback with "Authorization: Bearer <token>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,20 @@ class BankConfig:
     zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
     key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
     key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
+    # The link's dialect (switch/bank/dialect.py): a preset; each setting below "" = the preset's.
+    dialect: str = "medswitch"  # medswitch | jpos-iso87a | binary-header
+    length_header: str = ""  # ascii4 | binary2 | none
+    bitmap: str = ""  # binary | hex
+    binary_fields: str = ""  # F52, F64, F128: raw | hex
+    numerics: str = ""  # ascii | bcd
+    request_mac: str = ""  # required | optional | none (financial requests)
+    response_mac: str = ""  # required | optional | none (their responses)
+    network_mac: str = ""  # required | optional | none (0800/0810)
+    mac_field: str = ""  # 128 | 64 (F64 when no field above 64)
+    mac_padding: str = ""  # method1 | method2 (ISO 9797-1)
+    field7: str = ""  # gmt | local
+    repeat: str = ""  # keep | new: a repeated reversal's F11 and F7
+    omit_fields: tuple[str, ...] = ()  # optional savings-debit fields the bank does not want
     # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
     links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
@@ -156,12 +174,23 @@ class HisConfig:
     login_window_s: float = 300.0  # this long without a failure forgets the failures
     login_delay_s: float = 1.0  # the first lock, doubled by each further failure
     login_delay_max_s: float = 300.0
+    rate_per_s: float = 50.0  # requests a second per institution (switch.his_rate); 0: no limit
+    rate_burst: int = 100
+    idempotency_retention_s: float = 86_400.0  # Idempotency-Key answers kept this long
+    port: int | None = None  # the HIS API's own port (0: any free); unset: on the [http] port
+    tls_cert: str = ""  # PEM files: with both, the HIS port speaks HTTPS only
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
         try:
-            self.bill_limits(), self.throttle_settings()
+            self.bill_limits(), self.throttle_settings(), self.rate_settings()
+            IdempotencySettings(retention_s=self.idempotency_retention_s)
         except ValueError as error:
             raise ConfigError(f"his: {error}") from None
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError("his.port is from 0 to 65535")
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_cert and self.port is None):
+            raise ConfigError("his: tls_cert and tls_key go together, with his.port")
         if not 0 < self.open_bill_ttl_s <= self.bill_ttl_s or self.expiry_sweep_s < 0:
             raise ConfigError("his: 0 < open_bill_ttl_s <= bill_ttl_s, expiry_sweep_s >= 0")
 
@@ -183,6 +212,9 @@ class HisConfig:
         """(open bills' hold, approved bills' hold)."""
         seconds = dt.timedelta(seconds=1)
         return self.open_bill_ttl_s * seconds, self.bill_ttl_s * seconds
+
+    def rate_settings(self) -> RateSettings:
+        return RateSettings(per_s=self.rate_per_s, burst=self.rate_burst)
 
     def throttle_settings(self) -> ThrottleSettings:
         return ThrottleSettings(
@@ -261,6 +293,11 @@ def check(config: Config) -> None:
     sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
     for where, section in sections.items():
         _limits(where, section)
+        if isinstance(section, BankConfig):
+            try:
+                dialect_of(section, where)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
     if not 1 <= config.sign_on.per_minute <= config.sign_on.pending_max <= 100:
         raise ConfigError(

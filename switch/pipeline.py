@@ -52,6 +52,7 @@ from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.ratelimit import RateLimitedWarnings
 from switch.replies import Replay, ReplyCache
+from switch.txn_types import transaction_type
 
 log = logging.getLogger("medswitch.pipeline")
 
@@ -241,7 +242,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             served = self._fault(request, error, exchange)
         if isinstance(served, Repeat):
             if not exchange.late:
-                self.metrics.answered(link.name, message.mti, "repeat")
+                self.metrics.answered(
+                    link.name, transaction_type(request), message.mti, "repeat"
+                )
             return served.original
         reply, mac_key, handler, replay, reason, bill = served
         try:
@@ -252,8 +255,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             reason = "reply_not_sealed"
             encoded = await link.seal(reply, None)
         if not exchange.late:
-            self.metrics.answered(link.name, reply.mti, reply.response_code)
-            self.metrics.handled(handler, time.perf_counter() - started)
+            code = reply.response_code
+            self.metrics.answered(link.name, transaction_type(request), reply.mti, code)
+            self.metrics.handled(handler, code, time.perf_counter() - started)
         if link.log.isEnabledFor(logging.INFO):
             envelope = link.envelope(request, message)
             if exchange.late:
@@ -328,7 +332,8 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             " ".join(f"{name}={value}" for name, value in envelope.items()),
         )
         refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
-        self.metrics.answered(link.name, refusal.mti, refusal.response_code)
+        kind = transaction_type(request)
+        self.metrics.answered(link.name, kind, refusal.mti, refusal.response_code)
         return await link.seal(refusal, exchange.mac_key)
 
     def _keep(self, work: asyncio.Task[bytes]) -> None:

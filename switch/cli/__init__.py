@@ -85,6 +85,11 @@ COMMANDS = {
         "switch.cli.groups:sim_group",
         "Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk.",
     ),
+    "status": Lazy(
+        "switch.cli.status:status",
+        "The running daemon's health and money at risk: terminals, bank links, SAF, loads in "
+        "doubt, review queue, day-end, ledger writer (exit 1 when something needs attention).",
+    ),
     "statements": Lazy(
         "switch.cli.statements:statements_group",
         "Statements for institutions and employer units (CSV and HTML).",

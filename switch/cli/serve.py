@@ -189,6 +189,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from switch.cli import sandbox
 
     config = _load_config(None)
-    for line in sandbox.provision(home.resolve(), database, config.terminal.port, config.http.port):
+    url = sandbox.his_url(config)
+    for line in sandbox.provision(home.resolve(), database, config.terminal.port, url):
         click.echo(line)
     ctx.invoke(serve, config_path=None)
