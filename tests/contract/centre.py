@@ -78,11 +78,12 @@ def demo(home: Path) -> Centre:
 
 def receive_file_key(centre: Centre, bank: str, zmk: bytes) -> bytes:
     """The bank's side of the documented key exchange: the centre exports its file key under
-    the bank's ZMK (the command exactly as dayend-files prints it, for b1; the same for b2), the
-    bank decrypts it under the ZMK and checks it against the KCV."""
-    command = ("medswitch keys export bank/b1/FILE --kek bank/b1/ZMK -c "
-               "$MEDSWITCH_HOME/custodians/a.component -c $MEDSWITCH_HOME/custodians/b.component")
-    printed = centre.shell(command.replace("b1", bank))
+    the bank's ZMK (the command exactly as dayend-files prints it for b1, read from the spec;
+    the same for b2), the bank decrypts it under the ZMK and checks it against the KCV."""
+    spec = (files.SPECS / "dayend-files.md").read_text(encoding="utf-8")
+    command = re.findall(r"```\n(medswitch keys export [^\n]*)\n```", spec)
+    assert len(command) == 1, "dayend-files prints the export command once"
+    printed = centre.shell(command[0].replace("b1", bank))
     found = re.search(rf"bank/{bank}/FILE v\d+ under bank/{bank}/ZMK v\d+: ([0-9A-F]{{32}}) "
                       r"KCV ([0-9A-F]{6})", printed)
     assert found, printed
