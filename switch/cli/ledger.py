@@ -17,7 +17,7 @@ from ledger.core import Balance, PostedTransfer, ReviewItem
 from ledger.demo import init_demo
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from ledger.personal import PersonalKeys
-from switch.cli.common import Database, database_options, with_back_office
+from switch.cli.common import Database, database_options, deployment_home, with_back_office
 from switch.key_home import PRIVATE_UMASK
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
@@ -118,7 +118,7 @@ def demo_init(
 
     url = database.resolve()
     if is_postgres(url):
-        home = keys_home or Path(os.environ.get("MEDSWITCH_HOME", "var/demo"))
+        home = keys_home or deployment_home()
         _demo_init_postgres(url, cardholders, seed, force, _demo_keys(home))
         return
     db = Path(url.removeprefix("sqlite:///"))

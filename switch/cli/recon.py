@@ -228,7 +228,7 @@ def _returned(values: tuple[str, ...]) -> dict[str, tuple[str, str]]:
 
 
 _sim_options = [
-    home_option(default="var/demo", help="Key home holding the file key."),
+    home_option(help="Key home holding the file key."),
     component_files_option,
     click.option("--file-key", default=None, help="ALIAS (default: [dayend] bank/{bank}/FILE)."),
     click.option(
