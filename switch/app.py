@@ -36,6 +36,7 @@ from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
+from switch.estate.admin import AdminApi
 from switch.his_api import HisDeps, mount_his_app
 from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
@@ -144,6 +145,7 @@ class App:
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
         mount_his_app(http, his)
+        AdminApi(self.stores.directory.engine, self._estate_changed).mount(http)
         if self.bank is not None:
             self.bank.mount(http)
         self.http_runner = web.AppRunner(
@@ -162,6 +164,11 @@ class App:
             await self.worker_metrics_runner.setup()
             port = self.config.http.worker_metrics_port + self.worker
             await web.TCPSite(self.worker_metrics_runner, self.config.http.host, port).start()
+
+    def _estate_changed(self) -> None:
+        """A change through the admin API: read terminals and cards afresh at once."""
+        self.stores.terminals.forget()
+        self.stores.cards.forget()
 
     async def _metrics(self, _: web.Request) -> web.Response:
         listener = self.terminal_listener

@@ -18,6 +18,10 @@ class EstateError(ValueError):
     """A refused estate operation, in one line (never carrying card data in full)."""
 
 
+class NotFound(EstateError):
+    """No such terminal, PSAM, institution, parameter version, bill or card."""
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 

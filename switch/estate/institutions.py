@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger import schema
-from switch.estate.common import EstateError, audit, changing, limit_of
+from switch.estate.common import EstateError, NotFound, audit, changing, limit_of
 
 INST = schema.institutions
 KINDS = ("hospital", "pharmacy", "bank", "employer_unit", "centre")
@@ -54,7 +54,7 @@ def _institution(row: Any) -> Institution:
 def _get(connection: Any, institution_id: str) -> Institution:
     row = connection.execute(_query().where(INST.c.id == institution_id)).first()
     if row is None:
-        raise EstateError(f"no institution {institution_id}")
+        raise NotFound(f"no institution {institution_id}")
     return _institution(row)
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from ledger import schema
 from ledger.medical import tables
-from switch.estate.common import EstateError, limit_of, masked
+from switch.estate.common import NotFound, limit_of, masked
 
 MB = tables.medical_bills
 C = schema.cards
@@ -38,8 +38,8 @@ class Bill:
 
 
 _BILL_COLUMNS = (MB.c.bill_id, MB.c.institution_id, MB.c.his_bill_no, MB.c.card_no,
-                 MB.c.person_id, MB.c.service_date, MB.c.state, MB.c.eligible_fen,
-                 MB.c.pooled_fen, MB.c.personal_account_fen, MB.c.self_pay_fen,
+                 MB.c.person_id, MB.c.service_date, MB.c.state, MB.c.d_eligible_fen,
+                 MB.c.d_pooled_fen, MB.c.d_personal_account_fen, MB.c.d_self_pay_fen,
                  MB.c.created_at_us)
 
 
@@ -69,7 +69,7 @@ def show_bill(engine: Any, bill_id: str) -> Bill:
             sa.select(*_BILL_COLUMNS, MB.c.bill_json).where(MB.c.bill_id == bill_id)
         ).first()
     if row is None:
-        raise EstateError(f"no bill {bill_id}")
+        raise NotFound(f"no bill {bill_id}")
     try:
         items = len(json.loads(row[12]).get("items", []))
     except (ValueError, AttributeError):
@@ -119,5 +119,5 @@ def show_card(engine: Any, card: str) -> Card:
             sa.or_(C.c.card_no == card, C.c.application_serial == card.upper())
         )).first()
     if row is None:
-        raise EstateError("no such card")
+        raise NotFound("no such card")
     return _card(row)

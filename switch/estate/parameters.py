@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from ledger import schema
 from switch.cards import PARAMETERS_SQL
-from switch.estate.common import EstateError, audit, changing, limit_of, now_us
+from switch.estate.common import EstateError, NotFound, audit, changing, limit_of, now_us
 from switch.estate.terminals import check_group
 
 TP = schema.terminal_parameters
@@ -85,7 +85,7 @@ def set_parameters(
             found = connection.execute(sa.select(schema.institutions.c.id).where(
                 schema.institutions.c.id == institution)).first()
             if found is None:
-                raise EstateError(f"no institution {institution}")
+                raise NotFound(f"no institution {institution}")
         result = connection.execute(sa.insert(TP).values(
             scope=scope, floor_fen=floor_fen, count_max=count_max, age_max_h=age_max_h,
             categories=table, created_at_us=now_us(), created_by=actor,
@@ -110,7 +110,7 @@ def _set(row: Any) -> ParameterSet:
 def _get(connection: Any, version: int) -> ParameterSet:
     row = connection.execute(sa.select(*_COLUMNS).where(TP.c.version == version)).first()
     if row is None:
-        raise EstateError(f"no parameter version {version}")
+        raise NotFound(f"no parameter version {version}")
     return _set(row)
 
 

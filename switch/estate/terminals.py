@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger import schema
-from switch.estate.common import EstateError, audit, changing, limit_of
+from switch.estate.common import EstateError, NotFound, audit, changing, limit_of
 
 T = schema.terminals
 P = schema.psams
@@ -95,7 +95,7 @@ def show_terminal(engine: Any, terminal_id: str) -> Terminal:
 def _get_terminal(connection: Any, terminal_id: str) -> Terminal:
     row = connection.execute(_terminals_query().where(T.c.id == terminal_id)).first()
     if row is None:
-        raise EstateError(f"no terminal {terminal_id}")
+        raise NotFound(f"no terminal {terminal_id}")
     return _terminal(row)
 
 
@@ -104,7 +104,7 @@ def _check_institution(connection: Any, institution_id: str) -> None:
         sa.select(schema.institutions.c.status).where(schema.institutions.c.id == institution_id)
     ).first()
     if row is None:
-        raise EstateError(f"no institution {institution_id}")
+        raise NotFound(f"no institution {institution_id}")
     if row[0] != "active":
         raise EstateError(f"institution {institution_id} is {row[0]}")
 
@@ -222,7 +222,7 @@ _PSAM_COLUMNS = (P.c.serial, P.c.psam_terminal_no, P.c.institution_id, P.c.termi
 def _get_psam(connection: Any, serial: str) -> Psam:
     row = connection.execute(sa.select(*_PSAM_COLUMNS).where(P.c.serial == serial)).first()
     if row is None:
-        raise EstateError(f"no PSAM {serial}")
+        raise NotFound(f"no PSAM {serial}")
     return _psam(row)
 
 

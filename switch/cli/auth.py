@@ -1,0 +1,74 @@
+"""How a command knows its operator: the token `medswitch operators login NAME` wrote, read
+from ``--token-file`` / MEDSWITCH_OPERATOR_TOKEN_FILE (default
+``$MEDSWITCH_HOME/operators/<login user>.token``), or, with no token file and a terminal, the
+operator's name and password at prompts. The identity so authenticated — never a name typed on
+the command line — acts, is checked for its role, is compared by maker-checker and is written to
+the audit log. A command's ``--operator NAME``, where one is still accepted, must name the
+authenticated operator (a script's assertion), or the command is refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from switch.cli.common import deployment_home
+
+TOKEN_FILE_ENV = "MEDSWITCH_OPERATOR_TOKEN_FILE"
+
+
+def token_file(given: Path | None = None) -> Path:
+    if given is not None:
+        return given
+    from_env = os.environ.get(TOKEN_FILE_ENV)
+    if from_env:
+        return Path(from_env)
+    return deployment_home() / "operators" / f"{getpass.getuser()}.token"
+
+
+def authenticate(
+    engine: Any, role: str | None = None, *, typed: str | None = None,
+    token_path: Path | None = None,
+) -> Any:
+    """The authenticated :class:`switch.operators.Operator` (with ``role``, when given); one-line
+    errors for a missing, expired or refused login, a missing role, or a typed name that is
+    not the authenticated operator's."""
+    from switch.operators import AuthError, check_password_rule, login, operator_of_token, require
+
+    path = token_file(token_path)
+    try:
+        if path.exists():
+            operator = operator_of_token(engine, path.read_text().strip())
+        elif sys.stdin.isatty():
+            name = click.prompt("operator")
+            password = getpass.getpass(f"{name}, your password: ")
+            check_password_rule(password)
+            operator, _ = login(engine, name, password, 60)
+        else:
+            raise AuthError(
+                f"no operator logged in (no token file {path}): run `medswitch operators "
+                f"login NAME` or set {TOKEN_FILE_ENV}"
+            )
+        if typed is not None and typed != operator.name:
+            raise AuthError(
+                f"--operator {typed} is not the authenticated operator ({operator.name}): "
+                "an operator acts under their own login only"
+            )
+        return operator if role is None else require(operator, role)
+    except AuthError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def write_token(path: Path, token: str) -> None:
+    """The token file: the operator's alone (0600), replaced whole."""
+    path.parent.mkdir(0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    temporary.replace(path)
