@@ -29,7 +29,7 @@ TOKENS = schema.operator_tokens
 ROLES = ("admin", "maker", "checker", "auditor", "key_custodian")
 PASSWORD_CHARS_MIN = 8
 TOKEN_TTL_S_MAX = 12 * 3600
-_NAME = re.compile(r"[a-z][a-z0-9_.-]{1,39}")
+VALID_NAME = re.compile(r"[a-z][a-z0-9_.-]{1,39}")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -105,7 +105,7 @@ def add_operator(
 ) -> Operator:
     """A new operator; ``actor`` an ``admin`` — or None for the very first operator (who must
     then be an admin): the deployment's bootstrap."""
-    if not _NAME.fullmatch(name):
+    if not VALID_NAME.fullmatch(name):
         raise AuthError("an operator's name is 2 to 40 of a-z 0-9 _ . - (a letter first)")
     roles = check_roles(roles)
     check_password_rule(password)

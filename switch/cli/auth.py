@@ -9,15 +9,19 @@ authenticated operator (a script's assertion), or the command is refused.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from switch.cli.common import deployment_home
+from switch.cli.common import Database, deployment_home, with_engine
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 TOKEN_FILE_ENV = "MEDSWITCH_OPERATOR_TOKEN_FILE"
 
@@ -72,3 +76,34 @@ def write_token(path: Path, token: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
     temporary.replace(path)
+
+
+def operator_login(role: str | None) -> Callable[[F], F]:
+    """A command run by an authenticated operator (with ``role``): adds ``--token-file`` and
+    ``--operator NAME`` (optional; when given it must name the authenticated operator) and
+    gives the command ``operator``, the authenticated name. Goes below `database_options`
+    (it authenticates on the command's ``database``)."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            typed, path = kwargs.pop("operator"), kwargs.pop("token_file")
+            database: Database = kwargs["database"]
+            operator = with_engine(
+                database, lambda engine: authenticate(engine, role, typed=typed, token_path=path)
+            )
+            kwargs["operator"] = operator.name
+            return function(*args, **kwargs)
+
+        for option in (
+            click.option("--operator", default=None,
+                         help="The operator you are logged in as (checked; optional)."),
+            click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                         default=None,
+                         help=f"The login token (env {TOKEN_FILE_ENV}, default "
+                         "$MEDSWITCH_HOME/operators/<login user>.token)."),
+        ):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

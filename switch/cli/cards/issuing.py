@@ -44,6 +44,7 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     """Cardholders without a live card (none, or only replaced/cancelled ones, or one expiring
     before --renew-before) → encrypted batch files; the new cards recorded as issued and
     the cards they replace pointed at them."""
+    c.authenticate("maker")
     when = now_or(now)
     engine = c.engine()
     cards_t = schema.cards
@@ -116,6 +117,7 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
 def replace(c: Context, card_no: str, reason: str) -> None:
     """Blacklist a card for replacement: it is refused from now on, and the next `cards issue`
     makes its cardholder a new card. Its balances move per DESIGN §5 after the grace period."""
+    c.authenticate("maker")
     with c.engine().begin() as db:
         done = db.execute(sa.update(schema.cards)
                           .where(schema.cards.c.card_no == card_no)
@@ -137,6 +139,7 @@ def approval_path(batch_file: Path) -> Path:
 @pass_context
 def approve(c: Context, batch_file: Path, file_key: str) -> None:
     """The checker: verifies the batch whole and approves it; never its own maker."""
+    c.authenticate("checker")
     data = batch_file.read_bytes()
 
     async def check() -> issuance.Batch:
