@@ -182,14 +182,16 @@ def login(engine: Any, name: str, password: str, ttl_s: int) -> tuple[Operator, 
     name or password is one answer, and audited."""
     if not 60 <= ttl_s <= TOKEN_TTL_S_MAX:
         raise AuthError(f"a login lasts 1 minute to {TOKEN_TTL_S_MAX // 3600} hours")
-    with changing(engine) as connection:
+    with engine.connect() as connection:
         row = connection.execute(
             sa.select(OPS.c.name, OPS.c.roles, OPS.c.status, OPS.c.password_hash)
             .where(OPS.c.name == name)
         ).first()
-        if row is None or row[2] != "active" or not verify_password(row[3], password):
+    if row is None or row[2] != "active" or not verify_password(row[3], password):
+        with changing(engine) as connection:  # the refusal is kept
             audit(connection, name[:40], "operators.login-refused", name[:40], {})
-            raise AuthError("wrong operator name or password, or the operator is disabled")
+        raise AuthError("wrong operator name or password, or the operator is disabled")
+    with changing(engine) as connection:
         token = secrets.token_hex(32)
         at = now_us()
         connection.execute(sa.delete(TOKENS).where(TOKENS.c.expires_at_us < at))

@@ -138,6 +138,9 @@ def demo_init(
         f"{summary.personal_fen / 100:,.2f} yuan, pooled fund {summary.pooled_fen / 100:,.2f} "
         f"yuan ({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    enrol_demo(url)
 
 
 def _demo_keys(home: Path) -> PersonalKeys:
@@ -173,3 +176,6 @@ def _demo_init_postgres(
         f"{summary.cardholders} cardholders, {summary.accounts} accounts "
         f"({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    enrol_demo(url)

@@ -183,3 +183,13 @@ def whoami(token_file: Path | None, database: Database) -> None:
         click.echo(f"{operator.name} ({', '.join(operator.roles)})")
 
     _run(database, use)
+
+
+def enrol_demo(url: str) -> None:
+    """The demo's TEST ONLY operators (switch/demo/operators.py), unless the database has
+    operators; their names printed."""
+    from switch.demo.operators import enrol_demo_operators
+
+    names = with_engine(url, enrol_demo_operators)
+    if names:
+        click.echo(f"operators (TEST ONLY, password NAME-password): {', '.join(names)}")

@@ -162,6 +162,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ledger.demo import init_demo
+    from switch.cli.operators import enrol_demo
     from switch.demo import keys as demo_keys
     from switch.demo import medical as demo_medical
 
@@ -185,6 +186,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
         click.echo(f"key {alias} KCV {check_value}")
     for what in demo_medical.provision(home, database, datetime.now(UTC)):
         click.echo(f"medical: {what}")
+    enrol_demo(f"sqlite:///{database}")
     demo_keys.write_config(home)
     from switch.cli import sandbox
 
