@@ -51,3 +51,9 @@ def limit_of(limit: int) -> int:
     if not 0 < limit <= LIST_MAX:
         raise EstateError(f"limit is 1..{LIST_MAX}")
     return limit
+
+
+def record(engine: Any, actor: str, action: str, subject: str, **detail: object) -> None:
+    """One audit entry in a transaction of its own (after a change its module made)."""
+    with changing(engine) as connection:
+        audit(connection, actor, action, subject, detail)

@@ -66,12 +66,14 @@ class Office:
     runner: CliRunner
 
     def invoke(self, *args: str, db: bool = True, ok: bool = True) -> str:
-        """As the operator ``--operator NAME`` names (enrolled on first use)."""
+        """As the operator ``--operator NAME`` names, else as the clerk (enrolled on first
+        use)."""
         where = self.database[1]
         operators = NamedOperators(where if where.startswith("postgres") else Path(where),
                                    self.out.with_name(self.out.name + "-operator-tokens"))
+        named = args if "--operator" in args else (*args, "--operator", "clerk")  # imports
         result = self.runner.invoke(
-            main, [*args, *(self.database if db else [])], env=operators.env(args)
+            main, [*args, *(self.database if db else [])], env=operators.env(named)
         )
         assert (result.exit_code == 0) is ok, (args, result.output)
         return _CLOCK.sub("", result.output.replace(str(self.out), "OUT"))
