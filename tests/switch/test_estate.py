@@ -32,8 +32,10 @@ from tests.support.operators import as_operator, enrol
 TERMINALS = {"POS00001": "pos", "POS00002": "pos"}
 
 
-def medswitch(db: Path, token: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--db", str(db)], env=as_operator(token))
+def medswitch(db: Path | str, token: Path, *args: str) -> Result:
+    """`medswitch ARGS` on the daemon's database (a SQLite file or a PostgreSQL URL)."""
+    where = ["--database", db] if isinstance(db, str) else ["--db", str(db)]
+    return CliRunner().invoke(main, [*args, *where], env=as_operator(token))
 
 
 def ok(result: Result) -> str:
@@ -41,7 +43,7 @@ def ok(result: Result) -> str:
     return result.output
 
 
-async def cli(db: Path, token: Path, *args: str) -> Result:
+async def cli(db: Path | str, token: Path, *args: str) -> Result:
     """A command while the daemon runs on this loop (the CLI runs its own loop)."""
     return await asyncio.to_thread(medswitch, db, token, *args)
 
@@ -62,13 +64,19 @@ async def parameters_of(terminal: Terminal) -> Any:
     return reply.parameters
 
 
-def run(tmp_path: Path, scenario: Any) -> None:
+def run(tmp_path: Path, scenario: Any, backend: str = "sqlite") -> None:
     async def main_() -> None:
-        async with running_daemon(tmp_path, TERMINALS) as daemon:
+        async with running_daemon(tmp_path, TERMINALS, backend=backend) as daemon:
             await scenario(daemon)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(main_(), timeout=120))
+
+
+def database_of(daemon: Daemon) -> Path | str:
+    """The daemon's database as a command names it."""
+    url = daemon.app.stores.url
+    return url if url.startswith("postgres") else Path(url.removeprefix("sqlite:///"))
 
 
 def audit_rows(db: Path) -> list[tuple[str, str, str]]:
@@ -78,10 +86,13 @@ def audit_rows(db: Path) -> list[tuple[str, str, str]]:
         ).fetchall()
 
 
-def test_a_disabled_terminal_gets_97_at_once_and_enabled_serves_again(tmp_path: Path) -> None:
-    db = tmp_path / "medswitch.db"
+def test_a_disabled_terminal_gets_97_at_once_and_enabled_serves_again(
+    tmp_path: Path, backend: str
+) -> None:
+    seen: list[tuple[str, str, str]] = []
 
     async def scenario(daemon: Daemon) -> None:
+        db = database_of(daemon)
         maker = await asyncio.to_thread(enrol, db, tmp_path / "tokens", "mia", "maker")
         async with daemon.terminal("POS00001") as pos:
             await sign_on(pos)
@@ -98,18 +109,18 @@ def test_a_disabled_terminal_gets_97_at_once_and_enabled_serves_again(tmp_path: 
             assert (await pos.exchange(Echo(**pos.envelope()))).response_code == "97"
             ok(await cli(db, maker, "institutions", "enable", INSTITUTION))
             assert (await pos.exchange(Echo(**pos.envelope()))).response_code == "00"
+        seen.extend(daemon.sql("SELECT actor, action, subject FROM audit_log ORDER BY seq"))
 
-    run(tmp_path, scenario)
-    actions = [(actor, action) for actor, action, _ in audit_rows(db) if "." in action]
+    run(tmp_path, scenario, backend)
+    actions = [(actor, action) for actor, action, _ in seen]
     assert ("mia", "terminals.disable") in actions
     assert ("mia", "terminals.enable") in actions
     assert ("mia", "institutions.disable") in actions
 
 
-def test_a_new_parameter_version_at_the_next_download(tmp_path: Path) -> None:
-    db = tmp_path / "medswitch.db"
-
+def test_a_new_parameter_version_at_the_next_download(tmp_path: Path, backend: str) -> None:
     async def scenario(daemon: Daemon) -> None:
+        db = database_of(daemon)
         maker = await asyncio.to_thread(enrol, db, tmp_path / "tokens", "mia", "maker")
         async with daemon.terminal("POS00001") as pos, daemon.terminal("POS00002") as other:
             await sign_on(pos)
@@ -138,7 +149,7 @@ def test_a_new_parameter_version_at_the_next_download(tmp_path: Path) -> None:
             shown = ok(await cli(db, maker, "terminals", "show", "POS00002"))
             assert f"next parameter download: version {night}" in shown
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, backend)
 
 
 def test_blacklist_by_command_reaches_the_pos(tmp_path: Path) -> None:
@@ -205,8 +216,28 @@ def test_admin_api_disables_at_once_under_a_token_with_roles(tmp_path: Path) -> 
                 assert answer.status == 200
             async with http.post(f"{base}/terminals", json=body, headers=bearer(maker)) as answer:
                 assert answer.status == 400 and "exists" in (await answer.json())["error"]
+            async with http.post(f"{base}/terminals", data=b"[", headers=bearer(maker)) as answer:
+                assert answer.status == 400 and "not JSON" in (await answer.json())["error"]
+            limits = {"institution": INSTITUTION, "floor_fen": 123, "count_max": 4,
+                      "age_max_h": 5}
+            async with http.post(f"{base}/parameters", json=limits,
+                                 headers=bearer(maker)) as answer:
+                assert answer.status == 200
+                version = (await answer.json())["version"]
+            async with http.post(f"{base}/parameters", json={**limits, "floor_fen": "many"},
+                                 headers=bearer(maker)) as answer:
+                assert answer.status == 400 and "floor_fen" in (await answer.json())["error"]
+            entry = {"card": "00112233445566778899", "reason": "stolen", "note": "police"}
+            async with http.post(f"{base}/blacklist", json=entry, headers=bearer(maker)) as answer:
+                assert answer.status == 200
+            async with http.get(f"{base}/blacklist", headers=bearer(auditor)) as answer:
+                listed_now = await answer.json()
+                assert listed_now["version"] == 1
+                assert listed_now["entries"][0]["reason"] == "stolen"
         async with daemon.terminal("POS00003") as new:
             await sign_on(new)  # registered through the API: served without a restart
+            got = await parameters_of(new)
+            assert (got.parameters_version, got.offline_floor_fen) == (version, 123)
 
     run(tmp_path, scenario)
     assert ("mia", "terminals.add", "POS00003") in audit_rows(db)
