@@ -42,7 +42,7 @@ COMMANDS = {
         "A demo deployment on the embedded SQLite database or on PostgreSQL.",
     ),
     "his": Lazy(
-        "switch.cli.medical:his_group",
+        "switch.cli.his:his_group",
         "The HIS interface on its own (the daemon mounts the same application).",
     ),
     "hsm": Lazy("switch.cli.hsm:hsm_group", "The network HSM."),
