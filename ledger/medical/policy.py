@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,18 @@ from ledger.medical.catalogue import BP, Coverage
 
 LEVELS = (1, 2, 3)
 AGE_MAX = 200
+GENERAL = "general"  # the billing category of a catalogue code the policy does not list
+
+
+def is_category_name(text: str) -> bool:
+    """A billing category's name: a lower-case letter, then up to 31 of a-z, 0-9, _."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+    return 1 <= len(text) <= 32 and "a" <= text[0] <= "z" and set(text) <= allowed
+
+
+def is_code(text: str) -> bool:
+    """A catalogue code: 1 to 20 printable ASCII characters, no space."""
+    return 1 <= len(text) <= 20 and all("!" <= c <= "~" for c in text)
 
 
 class Category(enum.Enum):
@@ -62,6 +74,18 @@ class Policy:
     contribution: tuple[ContributionBand, ...]
     special: Mapping[str, SpecialCategory] = field(default_factory=dict)
     counted: frozenset[Counted] = frozenset()
+    item_categories: Mapping[str, str] = field(default_factory=dict)  # catalogue code → category
+    kind_categories: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind → may bill
+
+    def item_category(self, code: str) -> str:
+        """The billing category of a catalogue code (``general`` unless the policy says)."""
+        return self.item_categories.get(code, GENERAL)
+
+    def may_bill(self, kind: str, category: str) -> bool:
+        """Whether an institution of `kind` may bill items of `category` (a kind the policy
+        does not list may bill every category)."""
+        allowed = self.kind_categories.get(kind)
+        return allowed is None or category in allowed
 
     def deductible_fen(self, category: Category, level: int) -> int:
         return self.deductibles[category][_level_index(level)]
@@ -172,6 +196,8 @@ def parse_policy(text: str) -> Policy:
         "contribution",
         "special",
         "deductible_counts",
+        "item_categories",
+        "institution_kinds",
     }
     if unknown := set(doc) - known:
         raise PolicyError(f"unknown keys: {sorted(unknown)}")
@@ -192,7 +218,37 @@ def parse_policy(text: str) -> Policy:
         contribution=_contribution(doc.get("contribution")),
         special=_special(doc.get("special")),
         counted=counted,
+        item_categories=_item_categories(doc.get("item_categories")),
+        kind_categories=_kinds(doc.get("institution_kinds")),
     )
+
+
+def _names(value: Any, what: str, valid: Callable[[str], bool]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and valid(v) for v in value):
+        raise PolicyError(f"{what} is a list of {valid.__name__.removeprefix('is_')}s")
+    return list(value)
+
+
+def _item_categories(value: Any) -> dict[str, str]:
+    """``[item_categories]``: category name → the catalogue codes of that category."""
+    table = _table(value if value is not None else {}, "item_categories")
+    out: dict[str, str] = {}
+    for category, codes in table.items():
+        if not is_category_name(category):
+            raise PolicyError(f"item_categories: {category!r} is not a category name")
+        for code in _names(codes, f"item_categories.{category}", is_code):
+            if out.setdefault(code, category) != category:
+                raise PolicyError(f"item_categories: {code} is in two categories")
+    return out
+
+
+def _kinds(value: Any) -> dict[str, frozenset[str]]:
+    """``[institution_kinds]``: kind → the categories an institution of that kind may bill."""
+    table = _table(value if value is not None else {}, "institution_kinds")
+    return {
+        kind: frozenset(_names(names, f"institution_kinds.{kind}", is_category_name))
+        for kind, names in table.items()
+    }
 
 
 EXAMPLE = """\
@@ -225,4 +281,12 @@ personal_bp = 4000
 [special.chronic]
 name = "门诊慢性病"
 pooled_bp = [8000, 8000, 8000]
+
+[item_categories]                        # billing categories of catalogue codes; others: general
+drug = ["A01", "A04", "B01", "B03", "C01"]
+examination = ["A03", "B02"]
+bed_day = ["B04"]
+
+[institution_kinds]                      # what each kind may bill; a kind not listed: everything
+pharmacy = ["drug"]
 """

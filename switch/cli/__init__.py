@@ -33,6 +33,10 @@ COMMANDS = {
         "switch.cli.medical:catalogue",
         "The catalogue of drugs and services (药物标准管理): versions with effective dates.",
     ),
+    "config": Lazy(
+        "switch.cli.config_cmd:config_group",
+        "The configuration: check a file, show the effective values, print the reference.",
+    ),
     "dayend": Lazy(
         "switch.cli.groups:dayend_group",
         "Day-end: cut-over, clearing, payouts approved by a second operator, payout files.",
@@ -105,13 +109,18 @@ COMMANDS = {
         "switch.cli.groups:sim_group",
         "Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk.",
     ),
-    "terminals": Lazy(
-        "switch.cli.terminals:terminals_group",
-        "Terminals: add, list, show, disable, enable, move, replace the PSAM (audited).",
+    "status": Lazy(
+        "switch.cli.status:status",
+        "The running daemon's health and money at risk: terminals, bank links, SAF, loads in "
+        "doubt, review queue, day-end, ledger writer (exit 1 when something needs attention).",
     ),
     "statements": Lazy(
         "switch.cli.statements:statements_group",
         "Statements for institutions and employer units (CSV and HTML).",
+    ),
+    "terminals": Lazy(
+        "switch.cli.terminals:terminals_group",
+        "Terminals: add, list, show, disable, enable, move, replace the PSAM (audited).",
     ),
 }
 

@@ -33,6 +33,7 @@ from ledger.dayend import payout_file as pf
 from ledger.dayend import run as dayend
 from ledger.dayend import store
 from ledger.dayend.calendar import CalendarError, Cutover, parse_date
+from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError, PersonalKeys
 from switch import config as config_module
 from switch.cli.auth import operator_login
@@ -219,7 +220,7 @@ def status_command(date: str, database: Database) -> None:
     click.echo(f"report {day['report_name']} sha256 {day['report_sha256']}")
     for f in files:
         click.echo(f"file {f['name']} {f['status']} {f['record_count']} payments "
-                   f"{f['total_fen']} fen MAC {f['mac']}")
+                   f"{yuan(f['total_fen'])} yuan MAC {f['mac']}")
     by_status: dict[str, int] = {}
     for p in payouts:
         by_status[p["status"]] = by_status.get(p["status"], 0) + 1
@@ -253,7 +254,7 @@ def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...
         raise click.ClickException(f"{file.name}: REFUSED: {error}") from None
     f = checked.file
     click.echo(f"{file.name}: OK {f.kind} {f.business_date} bank {f.bank_id} source {f.source}: "
-               f"{len(f.lines)} payments, {f.total_fen} fen, MAC {checked.mac}")
+               f"{len(f.lines)} payments, {yuan(f.total_fen)} yuan, MAC {checked.mac}")
 
 
 def _bank_from_name(name: str) -> str | None:

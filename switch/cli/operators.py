@@ -185,11 +185,12 @@ def whoami(token_file: Path | None, database: Database) -> None:
     _run(database, use)
 
 
-def enrol_demo(url: str) -> None:
+def enrol_demo(url: str) -> list[str]:
     """The demo's TEST ONLY operators (switch/demo/operators.py), unless the database has
-    operators; their names printed."""
+    operators: what was done, for the start-up's one line."""
     from switch.demo.operators import enrol_demo_operators
 
     names = with_engine(url, enrol_demo_operators)
-    if names:
-        click.echo(f"operators (TEST ONLY, password NAME-password): {', '.join(names)}")
+    if not names:
+        return []
+    return [f"operators {', '.join(names)} (TEST ONLY, password NAME-password)"]

@@ -9,7 +9,8 @@
     medswitch review decline-adjustment ID --operator bob --note …
     medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]
 
-KEY is an item's key, a unique prefix of it (6+ hex digits) or ``#seq``. Amounts are shown in
+KEY is an item's number as `review list` shows it (``#1`` or ``1``), its key or a unique prefix
+of it (6+ hex digits). Amounts are shown in
 yuan; card numbers are masked. Every action is appended to the audit log with the operator and
 the time; a refused action changes nothing and exits non-zero with the reason. The database is
 the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
@@ -35,6 +36,7 @@ from ledger.medical.split import yuan
 from messages.pretty import mask_pan
 from switch.cli.auth import operator_login
 from switch.cli.common import Database, database_options, with_back_office, with_engine
+from switch.cli.human import human_duration, human_time
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
@@ -90,12 +92,6 @@ def _refused(error: ReviewError) -> click.ClickException:
     return click.ClickException(f"refused: {error}")
 
 
-def _when(at_us: int | None) -> str:
-    if at_us is None:
-        return "-"
-    return dt.datetime.fromtimestamp(at_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 note_option = click.option("--note", default="", help="Why (recorded in the audit log).")
 
 
@@ -115,7 +111,8 @@ def list_items(status: str | None, reason: str | None, limit: int, database: Dat
     click.echo(f"{'#':>6}  {'key':<12} {'status':<10} {'reason':<26} {'yuan':>12}  reference")
     for item in items:
         click.echo(
-            f"{item.seq:>6}  {item.key[:12]:<12} {item.status:<10} {item.reason[:26]:<26} "
+            f"{'#' + str(item.seq):>6}  {item.key[:12]:<12} {item.status:<10} "
+            f"{item.reason[:26]:<26} "
             f"{yuan(item.amount_fen):>12}  {mask_text(item.reference)[:80]}"
         )
     click.echo(f"{len(items)} item(s)")
@@ -128,9 +125,9 @@ def _echo_item(item: QueuedItem) -> None:
     click.echo(f"  amount     {yuan(item.amount_fen)} yuan")
     click.echo(f"  reference  {mask_text(item.reference)}")
     click.echo(f"  detail     {mask_text(item.detail)}")
-    click.echo(f"  created    {_when(item.created_at_us)}")
+    click.echo(f"  created    {human_time(item.created_at_us)}")
     if item.resolved_by:
-        click.echo(f"  resolved   {_when(item.resolved_at_us)} by {item.resolved_by}")
+        click.echo(f"  resolved   {human_time(item.resolved_at_us)} by {item.resolved_by}")
 
 
 @review_group.command("show")
@@ -152,7 +149,8 @@ def show(key: str, database: Database) -> None:
             )
         for entry in queue.trail(item.key):
             click.echo(
-                f"  audit {_when(entry.at_us)} {entry.actor:<12} {entry.action:<28} {entry.detail}"
+                f"  audit {human_time(entry.at_us)} {entry.actor:<12} {entry.action:<28} "
+                f"{entry.detail}"
             )
 
     _on_queue(database, echo)
@@ -278,6 +276,9 @@ def sweep(now_text: str | None, age_text: str, database: Database) -> None:
         click.echo(
             f"{'unload' if attempt.unload else 'load':<6} {attempt.purse.value} "
             f"{attempt.application_serial} counter {attempt.online_counter} "
-            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {aged.age_s} s"
+            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {human_duration(aged.age_s)}"
         )
-    click.echo(f"{len(done.aged)} in doubt for {age_s} s or more; {done.added} new review item(s)")
+    click.echo(
+        f"{len(done.aged)} in doubt for {human_duration(age_s)} or more; "
+        f"{done.added} new review item(s)"
+    )

@@ -1,5 +1,6 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
 terminal, the card master keys (key version 1), the data-check and PSAM transport keys, the
+file key card issuance batches are sealed under (`cards/file`), the
 keys cardholders' names and ID numbers are sealed and indexed under, and a file key per bank
 for the day-end payout and return files.
 
@@ -41,6 +42,9 @@ CENTRE_USAGES = (
     KeyUsage.PERSONAL_DATA,  # centre/PERSONAL_DATA: cardholders' names and ID numbers sealed
     KeyUsage.PERSONAL_INDEX,  # centre/PERSONAL_INDEX: their ID numbers' keyed hashes
 )
+
+
+CARD_BATCH_FILE_KEY = "cards/file"  # `cards issue|approve|personalize --file-key` default
 
 
 def centre_alias(usage: KeyUsage) -> str:
@@ -90,6 +94,7 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
     wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
     wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
     wanted += [(bank_file_alias(b), KeyUsage.FILE) for b in demo_bank_ids()]
+    wanted += [(CARD_BATCH_FILE_KEY, KeyUsage.FILE)]  # `medswitch cards issue` seals under it
     return await _provision(home, wanted)
 
 

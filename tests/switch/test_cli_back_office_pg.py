@@ -210,7 +210,7 @@ def _script(office: Office) -> list[str]:
     run(office.invoke("review", "sweep", "--now", late, "--age", "1h"))
     assert "1 new review item(s)" in said[-1]
     run(office.invoke("review", "list", "--status", "open"))
-    keys = re.findall(r"^\s+\d+\s+([0-9a-f]{12}) ", said[-1], re.MULTILINE)
+    keys = re.findall(r"^\s+#\d+\s+([0-9a-f]{12}) ", said[-1], re.MULTILINE)
     assert len(keys) >= 3, said[-1]
     run(office.invoke("review", "accept", keys[0], "--operator", "alice", "--note", "as posted"))
     run(office.invoke("review", "adjust", keys[1], "--debit", "payins:h1", "--credit",

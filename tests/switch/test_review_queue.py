@@ -6,6 +6,7 @@ action in the audit log, the sweep of loads in doubt past their age; the ledger 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -279,3 +280,15 @@ def test_sweep_puts_old_loads_in_doubt_into_review_once(db: Path) -> None:
     out = run(db, "list", "--reason", "load_in_doubt_aged").output
     assert "10.00" in out and "20.00" in out and "2 item(s)" in out
     assert "time zone" in run(db, "sweep", "--now", "2100-01-01T00:00:00", ok=False).output
+
+
+def test_an_item_is_named_as_the_list_shows_it(db: Path) -> None:
+    """`review list` shows #N; `review show` takes it as listed, or without the #."""
+    listed = run(db, "list").output.splitlines()
+    numbers = re.findall(r"^\s*(#\d+)\s", "\n".join(listed), re.MULTILINE)
+    assert numbers == ["#1", "#2", "#3"], listed
+    for ref in ("#2", "2"):
+        shown = run(db, "show", ref).output
+        assert shown.startswith("item #2 " + "b" * 32), shown
+    assert "created    20" in shown and "Z" in shown  # a clock time, not microseconds
+    assert "no review item 9" in run(db, "show", "9", ok=False).output

@@ -48,19 +48,6 @@ def _find_card(c: Context, readers: tuple[str, ...], serial: bytes) -> CardConne
     return None
 
 
-def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, bytes]:
-    """EF 0015 (30 bytes) and EF 0016 (39 bytes) of a record. The name is GBK in 20 bytes;
-    the 18-character ID number is packed as BCD (X as A) in the 16 ID bytes, F-padded."""
-    public = (
-        bytes.fromhex(issuance.CITY_CODE + "000000000000") + b"\x03\x01" + record.serial_bytes
-        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}") + b"\x00\x00"
-    )
-    name = record.name.encode("gbk", errors="replace")[:20].ljust(20, b"\x00")
-    id_no = bytes.fromhex(record.id_no.upper().replace("X", "A").ljust(32, "F")[:32])
-    holder = b"\x00\x00" + name + id_no + b"\x00"
-    return public, holder
-
-
 @click.command("personalize")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reader", "readers", multiple=True, required=True,
@@ -133,7 +120,7 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
     conn = _find_card(c, readers, record.serial_bytes)
     if conn is None:
         return "not in any reader"
-    public, holder = card_files(record, issued)
+    public, holder = issuance.card_files(record, issued)
     try:
         await perso.personalize_card(conn, c.hsm, keys, record.serial_bytes, public, holder,
                                      bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)

@@ -24,7 +24,7 @@ def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
                ok=False)  # now: the date has not closed
     before = cli.sums()
     out = cli.run(date, after).output
-    assert "prepared: awaiting approval" in out and "held payins:nobody 99" in out
+    assert "prepared: awaiting approval" in out and "held payins:nobody 0.99 yuan" in out
     compact = date.replace("-", "")
     staging = cli.out / "staging" / compact
     names = sorted(p.name for p in staging.iterdir())
