@@ -106,3 +106,42 @@ def operator_login(role: str | None) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+#: `medswitch keys` sub-commands that change nothing (any role may run them).
+KEY_READS = frozenset({"list", "policy", "age"})
+
+
+def key_operator(home: Path, typed: str | None, command: str | None) -> str:
+    """Who performs a key ceremony step in the key home ``home``: once the deployment has
+    operators, the authenticated operator with the ``key_custodian`` role for a step that
+    changes something (``--operator`` is then only checked); reads (:data:`KEY_READS`) need no
+    login. The deployment's operators are in
+    its database: MEDSWITCH_DATABASE_URL when set, else ``home/medswitch.db``. Before there are
+    any — a blank deployment's first ceremony, which comes before its database — the step is
+    recorded under ``--operator`` or the login name, as the audit log has always shown it."""
+    import sqlite3
+
+    if command in KEY_READS:  # aliases, KCVs and ages: read by anyone, as review lists are
+        return typed or getpass.getuser()
+    url = os.environ.get("MEDSWITCH_DATABASE_URL") or ""
+    if not url:
+        db = home / "medswitch.db"
+        if not db.exists():
+            return typed or getpass.getuser()
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                (count,) = connection.execute("SELECT count(*) FROM operators").fetchone()
+        except sqlite3.Error:  # a database from before operators: none enrolled
+            count = 0
+        if not count:
+            return typed or getpass.getuser()
+        url = f"sqlite:///{db}"
+    from switch.operators import has_operators
+
+    def who(engine: Any) -> str:
+        if not has_operators(engine):
+            return typed or getpass.getuser()
+        return str(authenticate(engine, "key_custodian", typed=typed).name)
+
+    return with_engine(url, who)

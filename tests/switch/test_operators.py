@@ -5,6 +5,7 @@ authenticated operators, whatever name is typed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -124,3 +125,34 @@ def test_a_maker_cannot_approve_nor_approve_under_another_name(tmp_path: Path) -
     same = office.run("review", "approve-adjustment", "1", who="carl")
     assert same.exit_code == 1 and "different operator" in same.output
     assert office.rows("SELECT status FROM approvals") == [("pending",)]
+
+
+def test_key_steps_need_a_logged_in_custodian_once_there_are_operators(tmp_path: Path) -> None:
+    office = Office(tmp_path)  # the key home holds the deployment's database
+    blank = CliRunner().invoke(main, ["keys", "--home", str(tmp_path), "component",
+                                      "--custodian", "kim", "--out", str(tmp_path / "first")])
+    assert blank.exit_code == 0, blank.output  # no operators yet: the blank deployment's steps
+    office.run("operators", "add", "root-admin", "--role", "admin",
+               input=twice(PASSWORDS["root-admin"]))
+    office.login("root-admin")
+    for name, role in (("mia", "maker"), ("kim", "key_custodian")):
+        office.run("operators", "add", name, "--role", role, who="root-admin",
+                   input=twice(f"{name}-pass-01"))
+        assert office.login(name, f"{name}-pass-01").exit_code == 0
+
+    def component(who: str | None, *typed: str) -> Result:
+        token = office.token(who) if who else tmp_path / "nobody.token"
+        return CliRunner().invoke(
+            main, ["keys", "--home", str(tmp_path), *typed, "component", "--custodian", "kim",
+                   "--out", str(tmp_path / f"{who}.component")],
+            env={"MEDSWITCH_OPERATOR_TOKEN_FILE": str(token)},
+        )
+
+    assert "no operator logged in" in component(None).output
+    assert "mia lacks the role key_custodian" in component("mia").output
+    assert "not the authenticated operator (kim)" in component("kim", "--operator", "lee").output
+    assert component("kim").exit_code == 0
+    listed = CliRunner().invoke(main, ["keys", "--home", str(tmp_path), "list"])
+    assert listed.exit_code == 0, listed.output  # reads need no login
+    steps = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert steps[-1]["who"] == "kim"
