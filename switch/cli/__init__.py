@@ -81,7 +81,7 @@ COMMANDS = {
     ),
     "policy": Lazy(
         "switch.cli.medical:policy",
-        "The insurance policy per calendar year (a TOML file, specs/medical-files.md §2).",
+        "The insurance policy per calendar year (a TOML file, specs/medical-files.md §3).",
     ),
     "psams": Lazy(
         "switch.cli.cards:psams",

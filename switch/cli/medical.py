@@ -241,7 +241,7 @@ def catalogue_diff(before: int, after: int, database: Database) -> None:
 # -- policy -------------------------------------------------------------------------------------
 @click.group()
 def policy() -> None:
-    """The insurance policy per calendar year (a TOML file, specs/medical-files.md §2)."""
+    """The insurance policy per calendar year (a TOML file, specs/medical-files.md §3)."""
 
 
 @policy.command("import")

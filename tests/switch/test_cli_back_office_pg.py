@@ -197,6 +197,11 @@ def _script(office: Office) -> list[str]:
     for _ in range(2):
         run(office.keyed("dayend", "import-returns", str(returned), "--operator", "carol"))
     assert "1 paid, 1 returned now" in said[-2] and "2 already answered" in said[-1]
+    # h1's account corrected (PostgreSQL: the institution row, the audit entry, the returned
+    # payouts the next day-end re-issues; ledger.dayend.returned_hold).
+    run(office.invoke("dayend", "settlement-account", "h1", "--bank", "b1", "--account",
+                      "6200000099", "--operator", "carol"))
+    assert f"returned payout {compact}-I-h1: re-issued by the next day-end" in said[-1]
     run(office.invoke("sim", "bank-files", "statement", "--bank", "b1", "--date", next_day,
                       "--account", "FUND", "--contribution", "u2=10000", "--contribution", "u3=5",
                       "--paid-from", str(returned), *bank, db=False))
