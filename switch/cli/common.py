@@ -38,13 +38,17 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 HOME_ENV = "MEDSWITCH_HOME"
+#: The deployment's home when MEDSWITCH_HOME is unset: the demo's (as ``switch.config``), so
+#: every command — keys, cards, daemon, ledger, back office — works on the same deployment.
+DEFAULT_HOME = "var/demo"
 
 
 # -- options ------------------------------------------------------------------------------------
 def home_option(
-    *names: str, default: str = "var/keys", help: str = "The key store's directory."
+    *names: str, default: str = DEFAULT_HOME, help: str = "The deployment's home (its key store)."
 ) -> Callable[[F], F]:
-    """The key home (`--home` or `--keys-home`), env MEDSWITCH_HOME."""
+    """The deployment's home (`--home` or `--keys-home`), env MEDSWITCH_HOME, default the
+    demo's: the key home is the deployment's home."""
     return click.option(
         *(names or ("--home",)),
         envvar=HOME_ENV,
@@ -103,7 +107,12 @@ config_option = click.option(
 
 def default_db() -> Path:
     """The demo deployment's database, as the configuration places it by default."""
-    return Path(os.environ.get(HOME_ENV, "var/demo")) / "medswitch.db"
+    return deployment_home() / "medswitch.db"
+
+
+def deployment_home() -> Path:
+    """$MEDSWITCH_HOME, else the demo's home."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from ledger.dayend.calendar import CalendarError, Cutover, parse_date
 from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError, PersonalKeys
 from switch import config as config_module
+from switch.cli.auth import operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -93,8 +94,6 @@ date_option = click.option("--date", "date", required=True, help="Business date,
 out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                           default=None, help="Output directory (default: [dayend] out_dir, "
                           "else $MEDSWITCH_HOME/dayend).")
-operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", required=True,
-                               help="Who does this (recorded; maker and checker must differ).")
 
 
 @click.command("run")
@@ -103,8 +102,7 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
 @keys_home_option
 @component_files_option
 @out_option
-@click.option("--operator", envvar="MEDSWITCH_OPERATOR", default=getpass.getuser,
-              show_default="the login name", help="The maker (recorded in the approval).")
+@operator_login("maker")
 @click.option("--now", "now_text", default=None, hidden=True,
               help="The clock's time, ISO (drills and tests only); default: now.")
 def run_command(date: str, database: Database, keys_home: Path,
@@ -166,7 +164,7 @@ def run_command(date: str, database: Database, keys_home: Path,
 @date_option
 @database_options
 @out_option
-@operator_option
+@operator_login("checker")
 def approve_command(date: str, database: Database, out: Path | None, operator: str) -> None:
     """Approve DATE's prepared payouts (the checker, not the maker): post them and release the
     files to the outbox."""
@@ -190,7 +188,7 @@ def approve_command(date: str, database: Database, out: Path | None, operator: s
 @click.command("reject")
 @date_option
 @database_options
-@operator_option
+@operator_login("checker")
 @click.option("--reason", required=True, help="Why (recorded).")
 def reject_command(date: str, database: Database, operator: str, reason: str) -> None:
     """Reject DATE's prepared payouts: nothing posts or is released; run day-end again."""

@@ -21,12 +21,12 @@ SIM = {
         "Build realistic bills from the catalogue and submit them to the HIS API.",
     ),
     "kiosk": Lazy(
-        "switch.cli.terminals:sim_kiosk",
+        "switch.cli.sim_terminals:sim_kiosk",
         "A self-service kiosk: PIN, balances, ED load from the personal fund, EP load from "
         "bank savings, torn-load recovery.",
     ),
     "pos": Lazy(
-        "switch.cli.terminals:sim_pos",
+        "switch.cli.sim_terminals:sim_pos",
         "A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch.",
     ),
 }

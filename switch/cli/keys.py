@@ -17,7 +17,6 @@ TMK rotation (`age`, `rotate-tmks`): switch/cli/key_age.py; custodians' key card
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ import click
 from hsm.des import kcv
 from hsm.keys import KeyUsage
 from hsm.lmk import Lmk, combine, generate_component, is_test_only
+from switch.cli.auth import key_operator
 from switch.cli.common import (
     ComponentSource,
     component_count_option,
@@ -68,11 +68,14 @@ exportable_option = click.option(
 
 @click.group()
 @home_option(help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).")
-@click.option("--operator", default=None, help="Who performs the step (default: login name).")
+@click.option("--operator", default=None,
+              help="Who performs the step: checked against the login once the deployment has "
+              "operators (switch/cli/auth.py); before that, recorded as given (default: login "
+              "name).")
 @click.pass_context
 def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
     """Key ceremonies: components, LMK, keys (shown by KCV only), audit log."""
-    ctx.obj = Home(home, operator or getpass.getuser())
+    ctx.obj = Home(home, key_operator(home, operator, ctx.invoked_subcommand))
 
 
 @keys.command("component")

@@ -18,7 +18,7 @@ from ledger.demo import init_demo
 from ledger.medical.split import yuan
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from ledger.personal import PersonalKeys
-from switch.cli.common import Database, database_options, with_back_office
+from switch.cli.common import Database, database_options, deployment_home, with_back_office
 from switch.cli.human import human_time
 from switch.key_home import PRIVATE_UMASK
 
@@ -123,7 +123,7 @@ def demo_init(
 
     url = database.resolve()
     if is_postgres(url):
-        home = keys_home or Path(os.environ.get("MEDSWITCH_HOME", "var/demo"))
+        home = keys_home or deployment_home()
         _demo_init_postgres(url, cardholders, seed, force, _demo_keys(home))
         return
     db = Path(url.removeprefix("sqlite:///"))
@@ -143,6 +143,10 @@ def demo_init(
         f"{summary.personal_fen / 100:,.2f} yuan, pooled fund {summary.pooled_fen / 100:,.2f} "
         f"yuan ({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    for line in enrol_demo(url):
+        click.echo(line)
 
 
 def _demo_keys(home: Path) -> PersonalKeys:
@@ -178,3 +182,7 @@ def _demo_init_postgres(
         f"{summary.cardholders} cardholders, {summary.accounts} accounts "
         f"({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    for line in enrol_demo(url):
+        click.echo(line)

@@ -12,10 +12,8 @@ import time
 import click
 
 from ledger.dayend.returned_hold import HoldError, confirm_reissue, set_settlement_account
+from switch.cli.auth import operator_login
 from switch.cli.common import Database, database_options, with_engine
-
-operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", required=True,
-                               help="Who does this (recorded in the audit log).")
 
 
 @click.command("settlement-account")
@@ -23,7 +21,7 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
 @click.option("--bank", required=True, help="The settlement bank (an institution of kind bank).")
 @click.option("--account", "account_no", required=True, help="The settlement account number.")
 @database_options
-@operator_option
+@operator_login("maker")
 def settlement_account_command(institution: str, bank: str, account_no: str,
                                database: Database, operator: str) -> None:
     """Set or correct an INSTITUTION's settlement bank and account; its returned payouts are
@@ -44,7 +42,7 @@ def settlement_account_command(institution: str, bank: str, account_no: str,
 @click.command("confirm-reissue")
 @click.argument("payout_id")
 @database_options
-@operator_option
+@operator_login("maker")
 def confirm_reissue_command(payout_id: str, database: Database, operator: str) -> None:
     """Confirm that a returned PAYOUT_ID may be paid again to the same account: the next
     day-end re-issues it.

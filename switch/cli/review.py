@@ -34,6 +34,7 @@ from ledger.dayend.recon_doubt import SweepResult
 from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Status
 from ledger.medical.split import yuan
 from messages.pretty import mask_pan
+from switch.cli.auth import operator_login
 from switch.cli.common import Database, database_options, with_back_office, with_engine
 from switch.cli.human import human_duration, human_time
 
@@ -91,9 +92,6 @@ def _refused(error: ReviewError) -> click.ClickException:
     return click.ClickException(f"refused: {error}")
 
 
-operator_option = click.option(
-    "--operator", required=True, help="Who acts (recorded in the audit log)."
-)
 note_option = click.option("--note", default="", help="Why (recorded in the audit log).")
 
 
@@ -160,9 +158,9 @@ def show(key: str, database: Database) -> None:
 
 @review_group.command("accept")
 @click.argument("key")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def accept(key: str, operator: str, note: str, database: Database) -> None:
     """The item stands as posted: close it."""
     item = _on_queue(database, lambda queue: queue.accept(key, operator, note, now_us()))
@@ -171,9 +169,9 @@ def accept(key: str, operator: str, note: str, database: Database) -> None:
 
 @review_group.command("reject")
 @click.argument("key")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def reject(key: str, operator: str, note: str, database: Database) -> None:
     """The item is judged wrong (nothing to post): close it."""
     item = _on_queue(database, lambda queue: queue.reject(key, operator, note, now_us()))
@@ -185,9 +183,9 @@ def reject(key: str, operator: str, note: str, database: Database) -> None:
 @click.option("--debit", required=True, help="The account debited (e.g. payins:h1).")
 @click.option("--credit", required=True, help="The account credited (e.g. pool:centre).")
 @click.option("--amount", required=True, help="Yuan, e.g. 12.34.")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def adjust(
     key: str, debit: str, credit: str, amount: str, operator: str, note: str, database: Database
 ) -> None:
@@ -199,14 +197,15 @@ def adjust(
     click.echo(
         f"adjustment {pending.approval_id} pending: {debit} -> {credit} "
         f"{yuan(adjustment.amount_fen)} yuan, made by {operator}; "
-        f"approve with: medswitch review approve-adjustment {pending.approval_id} --operator OTHER"
+        f"another operator approves with: medswitch review approve-adjustment "
+        f"{pending.approval_id}"
     )
 
 
 @review_group.command("approve-adjustment")
 @click.argument("approval_id", type=int)
-@operator_option
 @database_options
+@operator_login("checker")
 def approve_adjustment(approval_id: int, operator: str, database: Database) -> None:
     """Post a pending adjustment (the operator must differ from its maker)."""
 
@@ -223,9 +222,9 @@ def approve_adjustment(approval_id: int, operator: str, database: Database) -> N
 
 @review_group.command("decline-adjustment")
 @click.argument("approval_id", type=int)
-@operator_option
 @note_option
 @database_options
+@operator_login("checker")
 def decline_adjustment(approval_id: int, operator: str, note: str, database: Database) -> None:
     """Decline a pending adjustment: the item is open again."""
     _on_queue(

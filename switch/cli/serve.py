@@ -176,6 +176,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ledger.demo import init_demo
+    from switch.cli.operators import enrol_demo
     from switch.demo import keys as demo_keys
     from switch.demo import medical as demo_medical
 
@@ -198,6 +199,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     made = list(demo_medical.provision(home, database, datetime.now(UTC)))
     if created:  # one line, not one per key: their check values are in the key store
         made.insert(0, f"{len(created)} keys (check values: medswitch keys --home {home} list)")
+    made += enrol_demo(f"sqlite:///{database}")
     if made:
         click.echo("demo: " + "; ".join(made))
     demo_keys.write_config(home)

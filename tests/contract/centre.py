@@ -27,10 +27,16 @@ class Answer:
     out: str  # stdout and stderr
 
 
+#: The demo's administrator (specs/dayend-files.md, *Operators*: TEST ONLY password NAME-password).
+DEMO_ADMIN = "demo-admin"
+CLERK = "clerk"  # who runs the commands that name no --operator
+
+
 @dataclass
 class Centre:
     home: Path
     file_keys: dict[str, bytes] = field(default_factory=dict)
+    logged_in: set[str] = field(default_factory=set)
 
     @property
     def env(self) -> dict[str, str]:
@@ -38,10 +44,45 @@ class Centre:
         return {"MEDSWITCH_HOME": str(self.home), "PATH": f"{bin_dir}:/usr/bin:/bin",
                 "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", str(self.home))}
 
-    def run(self, *args: str, ok: bool | None = True) -> Answer:
-        """`medswitch ARGS`; asserts the exit status when `ok` is not None."""
+    def token(self, name: str) -> Path:
+        return self.home / "contract-tokens" / f"{name}.token"
+
+    def login(self, name: str) -> None:
+        """NAME enrolled by the demo's administrator with every back-office role (once) and
+        logged in, as the spec says operators are: `medswitch operators add|login`."""
+        if name in self.logged_in:
+            return
+        admin = self.token(DEMO_ADMIN)
+        if DEMO_ADMIN not in self.logged_in:
+            self._medswitch(["operators", "login", DEMO_ADMIN, "--token-file", str(admin)],
+                            f"{DEMO_ADMIN}-password\n")
+            self.logged_in.add(DEMO_ADMIN)
+        if name != DEMO_ADMIN:
+            roles = [a for r in ("maker", "checker", "key_custodian") for a in ("--role", r)]
+            password = f"{name}-password"
+            self._medswitch(["operators", "add", name, *roles, "--token-file", str(admin)],
+                            f"{password}\n{password}\n")
+            self._medswitch(["operators", "login", name, "--token-file", str(self.token(name))],
+                            f"{password}\n")
+        self.logged_in.add(name)
+
+    def _medswitch(self, args: list[str], typed: str) -> None:
         done = subprocess.run([str(Path(sys.executable).parent / "medswitch"), *args],
-                              env=self.env, cwd=self.home, capture_output=True, text=True,
+                              env=self.env, cwd=self.home, input=typed, capture_output=True,
+                              text=True, timeout=RUN_S, check=False)
+        assert done.returncode == 0, (args, done.stdout + done.stderr)
+
+    def run(self, *args: str, ok: bool | None = True) -> Answer:
+        """`medswitch ARGS` as the operator ``--operator NAME`` names (else the clerk), logged
+        in; asserts the exit status when `ok` is not None."""
+        named = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--operator"]
+        env = self.env
+        if (self.home / "medswitch.db").exists():
+            who = named[-1] if named else CLERK
+            self.login(who)
+            env = env | {"MEDSWITCH_OPERATOR_TOKEN_FILE": str(self.token(who))}
+        done = subprocess.run([str(Path(sys.executable).parent / "medswitch"), *args],
+                              env=env, cwd=self.home, capture_output=True, text=True,
                               timeout=RUN_S, check=False)
         answer = Answer(done.returncode, done.stdout + done.stderr)
         if ok is not None:
@@ -49,8 +90,10 @@ class Centre:
         return answer
 
     def shell(self, command: str) -> str:
-        """A command exactly as a spec prints it, in the demo's environment."""
-        done = subprocess.run(["bash", "-c", command], env=self.env, cwd=self.home,
+        """A command exactly as a spec prints it, in the demo's environment, by the clerk."""
+        self.login(CLERK)
+        env = self.env | {"MEDSWITCH_OPERATOR_TOKEN_FILE": str(self.token(CLERK))}
+        done = subprocess.run(["bash", "-c", command], env=env, cwd=self.home,
                               capture_output=True, text=True, timeout=RUN_S, check=False)
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         return done.stdout

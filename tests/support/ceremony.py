@@ -20,6 +20,7 @@ from switch.key_home import component_files_of, open_soft_hsm
 from switch.keystore_file import FileKeyStore
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, now
+from tests.support.operators import NamedOperators
 
 
 @dataclass
@@ -36,18 +37,28 @@ class Ceremony:
         lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
         takes_lmk = args[0] not in ("component", "list", "policy", "lmk-form", "age")
         argv = ["keys", "--home", str(self.home), "--operator", who, *args]
-        result = CliRunner().invoke(main, argv + (lmk if takes_lmk else []))
+        result = CliRunner().invoke(main, argv + (lmk if takes_lmk else []), env=self.login(argv))
         assert (result.exit_code == 0) is ok, result.output
         return result
 
     def cards(self, *args: str, who: str = "alice", ok: bool = True) -> Result:
-        """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS`."""
+        """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS`, as
+        WHO logged in (enrolled on first use)."""
         lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
-        argv = ["cards", "--home", str(self.home), "--db", str(self.home / "medswitch.db"),
-                "--operator", who, *lmk, *args]
-        result = CliRunner().invoke(main, argv)
+        db = self.home / "medswitch.db"
+        argv = ["cards", "--home", str(self.home), "--db", str(db), "--operator", who, *lmk, *args]
+        result = CliRunner().invoke(main, argv, env=self.login(argv))
         assert (result.exit_code == 0) is ok, result.output
         return result
+
+    def login(self, argv: list[str]) -> dict[str, str]:
+        """The environment of the operator ``--operator WHO`` names, logged in (enrolled on
+        first use) once the home has its database; before it, the blank deployment's steps
+        are recorded as typed."""
+        db = self.home / "medswitch.db"
+        if not db.exists():
+            return {}
+        return NamedOperators(db, self.media / "operator-tokens").env(argv)
 
     def documented(self, line: str, spec: Path) -> Result:
         """A command line exactly as the spec prints it, run in the custodians' directory (where

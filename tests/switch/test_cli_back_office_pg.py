@@ -33,6 +33,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.dayend import CUTOVER, make_keys, personal_of, today_and_after
+from tests.support.operators import NamedOperators
 from tests.support.pg import DSN
 
 pytestmark = pytest.mark.postgres
@@ -65,7 +66,15 @@ class Office:
     runner: CliRunner
 
     def invoke(self, *args: str, db: bool = True, ok: bool = True) -> str:
-        result = self.runner.invoke(main, [*args, *(self.database if db else [])])
+        """As the operator ``--operator NAME`` names, else as the clerk (enrolled on first
+        use)."""
+        where = self.database[1]
+        operators = NamedOperators(where if where.startswith("postgres") else Path(where),
+                                   self.out.with_name(self.out.name + "-operator-tokens"))
+        named = args if "--operator" in args else (*args, "--operator", "clerk")  # imports
+        result = self.runner.invoke(
+            main, [*args, *(self.database if db else [])], env=operators.env(named)
+        )
         assert (result.exit_code == 0) is ok, (args, result.output)
         return _CLOCK.sub("", result.output.replace(str(self.out), "OUT"))
 

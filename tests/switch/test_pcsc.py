@@ -48,6 +48,7 @@ from tests.support.issuer import (
     make_issuer,
     purchase,
 )
+from tests.support.operators import NamedOperators
 from tests.support.pcsc import (
     CARD_READER,
     PSAM_READER,
@@ -124,8 +125,12 @@ def test_cli_personalises_over_pcsc_then_load_and_purchase(pcscd: None, tmp_path
     lmk = [a for f in custodian_files(home) for a in ("-c", str(f))]
     runner = CliRunner()
 
+    operators = NamedOperators(db, tmp_path / "operator-tokens")
+
     def run(*args: str) -> None:
-        result = runner.invoke(main, [*args[:1], "--home", str(home), *args[1:]])
+        """As the operator ``--operator NAME`` names (enrolled on first use)."""
+        result = runner.invoke(main, [*args[:1], "--home", str(home), *args[1:]],
+                               env=operators.env(args))
         assert result.exit_code == 0, result.output
 
     run("keys", "--operator", "alice", "generate", "cards/file", "--usage", "FILE", *lmk)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from switch.cli.cards import issuing, psam_commands, writing
+from switch.cli.cards import issuing, psam_commands, views, writing
 from switch.cli.cards.context import group_options, make_context
 
 
@@ -28,7 +28,7 @@ from switch.cli.cards.context import group_options, make_context
 @group_options
 @click.pass_context
 def cards(ctx: click.Context, /, **kwargs: Any) -> None:
-    """Card issuance: batch files, approval, personalisation."""
+    """Cards: issuance (batch files, approval, personalisation), list and show (masked)."""
     ctx.obj = make_context(ctx, **kwargs)
 
 
@@ -36,14 +36,17 @@ def cards(ctx: click.Context, /, **kwargs: Any) -> None:
 @group_options
 @click.pass_context
 def psams(ctx: click.Context, /, **kwargs: Any) -> None:
-    """PSAMs: personalisation with the purchase key, bound to a terminal."""
+    """PSAMs: personalisation, bound to a terminal; list, show, disable, enable, unbind."""
     ctx.obj = make_context(ctx, **kwargs)
 
 
 for _command in (issuing.issue, issuing.approve, issuing.activate, issuing.replace,
-                 writing.personalize, writing.factory_keys, writing.write_authorisation):
+                 writing.personalize, writing.factory_keys, writing.write_authorisation,
+                 views.list_cards, views.show_card):
     cards.add_command(_command)
-for _command in (psam_commands.issue, psam_commands.approve, psam_commands.personalize):
+for _command in (psam_commands.issue, psam_commands.approve, psam_commands.personalize,
+                 views.list_psams, views.show_psam, views.disable_psam, views.enable_psam,
+                 views.unbind_psam):
     psams.add_command(_command)
 
 __all__ = ["cards", "psams"]

@@ -48,6 +48,7 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     before --renew-before) → encrypted batch files; the new cards recorded as issued and
     the cards they replace pointed at them. New cards get the newest card master key version
     (cards of earlier versions keep theirs and keep working)."""
+    c.authenticate("maker")
     when = now_or(now)
     if key_version is None:
         key_version = run_hsm(newest_card_version(c))
@@ -135,6 +136,7 @@ async def newest_card_version(c: Context) -> int:
 def activate(c: Context, batch_file: Path, bureau: str, file_key: str) -> None:
     """Cards of an approved batch personalised by a bureau (from the keys exported to it):
     recorded active, so the switch serves them, as `cards personalize` does for the centre's."""
+    c.authenticate("maker")
     data = batch_file.read_bytes()
 
     async def check() -> issuance.Batch:
@@ -163,6 +165,7 @@ def activate(c: Context, batch_file: Path, bureau: str, file_key: str) -> None:
 def replace(c: Context, card_no: str, reason: str) -> None:
     """Blacklist a card for replacement: it is refused from now on, and the next `cards issue`
     makes its cardholder a new card. Its balances move per DESIGN §5 after the grace period."""
+    c.authenticate("maker")
     with c.engine().begin() as db:
         done = db.execute(sa.update(schema.cards)
                           .where(schema.cards.c.card_no == card_no)
@@ -184,6 +187,7 @@ def approval_path(batch_file: Path) -> Path:
 @pass_context
 def approve(c: Context, batch_file: Path, file_key: str) -> None:
     """The checker: verifies the batch whole and approves it; never its own maker."""
+    c.authenticate("checker")
     data = batch_file.read_bytes()
 
     async def check() -> issuance.Batch:

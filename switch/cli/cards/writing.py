@@ -57,6 +57,7 @@ def _find_card(c: Context, readers: tuple[str, ...], serial: bytes) -> CardConne
 def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key: str) -> None:
     """Write each approved card: keys by secure messaging, files, data check code. Finished
     cards are skipped on a re-run; a failed card is reported and the batch goes on."""
+    c.authenticate("maker")
     data = batch_file.read_bytes()
 
     async def run() -> tuple[int, int]:
@@ -136,6 +137,7 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
 @pass_context
 def factory_keys(c: Context) -> None:
     """Form the chip makers' TEST ONLY transport keys in the HSM (demo deployments)."""
+    c.authenticate("key_custodian")
     click.echo("*** TEST ONLY factory transport keys: never for production ***", err=True)
 
     async def form() -> list[KeyRef]:
@@ -168,6 +170,7 @@ def factory_keys(c: Context) -> None:
 def write_authorisation(c: Context, reader: str, grants: tuple[str, ...]) -> None:
     """Write the person's special-expense authorisations to the card's authorisation file,
     with a fresh card data check code from the HSM."""
+    c.authenticate("maker")
     entries = []
     for grant in grants:
         category, _, year = grant.partition(":")

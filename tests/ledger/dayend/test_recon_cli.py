@@ -178,7 +178,8 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
 def _import_with_key(cli: Cli, path: Path, alias: str) -> str:
     args = ("--db", str(cli.db), "--keys-home", str(cli.keys_home), *cli.components)
     return cli.invoke(
-        "dayend", "import-returns", str(path), *args, "--file-key", alias, ok=False
+        "dayend", "import-returns", str(path), *args, "--file-key", alias, "--operator", "carol",
+        ok=False
     ).output
 
 
