@@ -6,6 +6,11 @@ order (``FOR UPDATE``), the transfer ids looked up, the batch decided by the sam
 as the model, then written with one set-based INSERT and one set-based UPDATE (``unnest``). Several
 processes may share the database: account locks serialise them, a unique-id race or a deadlock
 retries the batch (bounded). Each caller's future resolves only after COMMIT.
+
+A writer's connection heals (``ledger.pg_connection``): a batch whose connection is lost fails
+with :class:`LedgerUnavailable` (its outcome unknown: answered 96, safe to retry), and the
+writer connects again before its next batch, no more often than its backoff allows; batches
+meanwhile fail at once, and :meth:`PgLedger.health` says ``RESTARTING``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ledger.core import (
     AccountResult,
     Balance,
     CloseResult,
+    Health,
     Ledger,
     LedgerUnavailable,
     OfflineRecord,
@@ -34,6 +40,7 @@ from ledger.core import (
     TransferResult,
 )
 from ledger.migrate import upgrade_postgres
+from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
 from ledger.sqlite_offline import OFFLINE_COLUMNS, offline_row
 from ledger.state import (
     AccountState,
@@ -326,12 +333,12 @@ class PgStore:
 class PgLedger(Ledger):
     """:class:`Ledger` on PostgreSQL. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, connections: list[asyncpg.Connection], batch_max: int) -> None:
-        self._connections = connections
+    def __init__(self, links: list[Healing], batch_max: int) -> None:
+        self._links = links
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._batch_max = batch_max
         self._closed = False
-        self._tasks = [asyncio.create_task(self._write(PgStore(c))) for c in connections]
+        self._tasks = [asyncio.create_task(self._write(link)) for link in links]
 
     @classmethod
     async def open(
@@ -349,17 +356,27 @@ class PgLedger(Ledger):
         settings = {"plan_cache_mode": "force_custom_plan"}
         if schema:
             settings["search_path"] = schema
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S)
+
         connections: list[asyncpg.Connection] = []
         try:
             for _ in range(writers):
-                connections.append(await asyncpg.connect(dsn, server_settings=settings))
+                connections.append(await connect())
             if migrate:
                 await upgrade_postgres(connections[0])
         except BaseException:
             for connection in connections:
                 await connection.close()
             raise
-        return cls(connections, batch_max)
+        return cls([Healing(c, connect) for c in connections], batch_max)
+
+    def health(self) -> Health:
+        """``RESTARTING`` while a writer's connection is lost and not yet made again."""
+        if self._closed:
+            return Health.WRITER_ENDED
+        return Health.OK if all(link.up for link in self._links) else Health.RESTARTING
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         if self._closed:
@@ -368,7 +385,8 @@ class PgLedger(Ledger):
         self._queue.put_nowait(_Job(kind, args, future))
         return await future
 
-    async def _write(self, store: PgStore) -> None:
+    async def _write(self, link: Healing) -> None:
+        store = PgStore(link.connection)
         while True:
             first = await self._queue.get()
             if first is None:
@@ -382,9 +400,16 @@ class PgLedger(Ledger):
                     self._queue.put_nowait(None)  # let this batch finish, then stop
                     break
                 batch.append(job)
-            await self._run_batch(store, batch)
+            if not await link.ready():
+                _fail(batch, LedgerUnavailable("PostgreSQL connection lost; reconnecting"))
+                continue
+            store.conn = link.connection
+            if not await self._run_batch(store, batch):
+                link.drop()
 
-    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> None:
+    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> bool:
+        """The batch committed, or its callers told why not; False when the connection was
+        lost (every caller then gets LedgerUnavailable: the outcome is unknown)."""
         for attempt in range(RETRIES_MAX):
             try:
                 async with store.conn.transaction():
@@ -394,19 +419,25 @@ class PgLedger(Ledger):
                     continue
                 error: BaseException | None = None
             except Exception as exc:
+                if lost(exc, store.conn):
+                    _fail(batch, LedgerUnavailable(f"PostgreSQL connection lost: {exc}"))
+                    return False
                 error = exc
             else:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_result(job.value)
-                return
+                return True
             break
         if len(batch) > 1:  # find the culprit: every job again on its own
-            for job in batch:
-                await self._run_batch(store, [job])
-            return
+            for index, job in enumerate(batch):
+                if not await self._run_batch(store, [job]):
+                    _fail(batch[index + 1 :], LedgerUnavailable("PostgreSQL connection lost"))
+                    return False
+            return True
         if not batch[0].future.done():
             batch[0].future.set_exception(error or RuntimeError("retries exhausted"))
+        return True
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))
@@ -487,5 +518,12 @@ class PgLedger(Ledger):
         self._queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks)
-        for connection in self._connections:
-            await connection.close()
+        for link in self._links:
+            with contextlib.suppress(Exception):
+                await link.close()
+
+
+def _fail(jobs: Sequence[_Job], error: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)
