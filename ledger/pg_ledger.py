@@ -41,16 +41,12 @@ from ledger.core import (
 )
 from ledger.migrate import upgrade_postgres
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
-from ledger.sqlite_offline import OFFLINE_COLUMNS, offline_row
+from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
+from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import (
     AccountState,
-    Batch,
     Remembered,
-    before_and_missing,
     check_open,
-    needed_ids,
-    offline_decision,
-    open_missing,
 )
 
 RETRIES_MAX = 3
@@ -62,23 +58,6 @@ READS = frozenset(
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
-_INSERT_TRANSFERS = (
-    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])"
-)
-_UPDATE_ACCOUNTS = (
-    "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
-    " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
-)
-
-_INSERT_ACCOUNTS = (
-    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
-    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
-)
-_POSTS = frozenset({"post", "post_and_record"})  # decided together by PgStore.post
-
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
@@ -123,10 +102,10 @@ class PgStore:
         it. Jobs in one batch are concurrent (their callers had not heard back), so any order
         is one they could have had; a caller's own jobs keep theirs (a record behind its
         posting, a read behind both)."""
-        posts = [job for job in batch if job.kind in _POSTS]
+        posts = [job for job in batch if job.kind in POSTS]
         opening = [job for job in batch if job.kind == "open_accounts"]
         reads = [job for job in batch if job.kind in READS]
-        writes = [job for job in batch if job.kind not in READS | _POSTS | {"open_accounts"}]
+        writes = [job for job in batch if job.kind not in READS | POSTS | {"open_accounts"}]
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts:
@@ -152,47 +131,9 @@ class PgStore:
         return {row[0]: rows.remembered(row) for row in await self.conn.fetch(sql, list(ids))}
 
     async def post(self, jobs: Sequence[_Job]) -> None:
-        """Every ``post`` and ``post_and_record`` of the batch decided together; the records
-        of each ``post_and_record`` kept behind all the postings."""
-        ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
-        accounts = await self.load_accounts(sorted(account_ids), lock=True)
-        batch = Batch(accounts, await self.load_remembered(sorted(ids)))
-        opened: list[Account] = []
-        for job in jobs:
-            if job.kind == "post":
-                transfers, linked = job.args
-                job.value = batch.post(transfers, linked=linked)
-            else:
-                transfers, _, opening = job.args
-                before, wanted = before_and_missing(batch.accounts, transfers, opening)
-                if wanted:  # those that exist, for open_missing to see (locked too)
-                    unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
-                    batch.accounts.update(await self.load_accounts(unseen, lock=True))
-                    opened += open_missing(batch.accounts, wanted)
-                job.value = (batch.post(transfers, linked=False), before)
-        if opened:  # a concurrent process opening one too: a unique violation, retried
-            await self.conn.execute(
-                _INSERT_ACCOUNTS,
-                [a.id for a in opened],
-                [a.kind.value for a in opened],
-                [a.owner for a in opened],
-                [int(a.flags) for a in opened],
-            )
-        if batch.written:
-            at_us = rows.now_us()
-            columns = list(zip(*(rows.transfer_row(r, at_us) for r in batch.written), strict=True))
-            await self.conn.execute(_INSERT_TRANSFERS, *(list(c) for c in columns))
-        if batch.dirty:
-            changed = [batch.accounts[a] for a in sorted(batch.dirty)]
-            await self.conn.execute(
-                _UPDATE_ACCOUNTS,
-                [a.id for a in changed],
-                [a.debits_posted_fen for a in changed],
-                [a.credits_posted_fen for a in changed],
-            )
-        for job in jobs:
-            if job.kind == "post_and_record" and job.args[1]:
-                await self.record_offline(job.args[1])
+        """Every ``post`` and ``post_and_record`` of the batch decided together, in two
+        statements (``ledger.pg_post``)."""
+        await post_jobs(self.conn, jobs)
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = await self.load_accounts(sorted({a.id for a in accounts}), lock=True)
@@ -278,17 +219,9 @@ class PgStore:
         found = await self.conn.fetch(
             _HELD_OFFLINE, [k[0] for k in keys], [k[1] for k in keys]
         )
-        held = {(row[0], int(row[1])): (bool(row[2]), row[3], int(row[4])) for row in found}
-        results, writes = [], {}
-        for record in records:
-            key = (record.psam_terminal_no, record.psam_serial)
-            new, write = offline_decision(held.get(key), record)
-            if write:
-                held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-                writes[key] = record  # a dict keeps the first position, takes the last value
-            results.append(new)
+        results, writes = decide_offline(held_of(found), records)
         if writes:
-            columns = zip(*(offline_row(r) for r in writes.values()), strict=True)
+            columns = zip(*writes, strict=True)
             await self.conn.execute(_UPSERT_OFFLINE, *(list(c) for c in columns), rows.now_us())
         return results
 
