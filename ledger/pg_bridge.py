@@ -50,8 +50,11 @@ def split_url(url: str) -> tuple[str, str | None]:
     return (f"{dsn}?{rest}" if rest else dsn), schema
 
 
-def server_settings(schema: str | None) -> dict[str, str]:
-    settings = {"plan_cache_mode": "force_custom_plan"}
+APPLICATION = "medswitch"  # application_name: the daemon's backends in pg_stat_activity
+
+
+def server_settings(schema: str | None, application: str = APPLICATION) -> dict[str, str]:
+    settings = {"plan_cache_mode": "force_custom_plan", "application_name": application}
     if schema:
         settings["search_path"] = schema
     return settings

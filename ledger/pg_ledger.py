@@ -40,6 +40,7 @@ from ledger.core import (
     TransferResult,
 )
 from ledger.migrate import upgrade_postgres
+from ledger.pg_bridge import APPLICATION, server_settings
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
 from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
 from ledger.sqlite_offline import OFFLINE_COLUMNS
@@ -286,9 +287,7 @@ class PgLedger(Ledger):
         """Connect `writers` connections (each group-commits its own batches) and migrate."""
         # Plan each statement for its actual parameters and the tables' current size: a generic
         # plan made while `transfers` was small keeps scanning it sequentially once it is large.
-        settings = {"plan_cache_mode": "force_custom_plan"}
-        if schema:
-            settings["search_path"] = schema
+        settings = server_settings(schema, f"{APPLICATION}-ledger")
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S)
