@@ -86,6 +86,11 @@ class Healing:
     def up(self) -> bool:
         return not self.connection.is_closed()
 
+    @property
+    def retry_in_s(self) -> float:
+        """How long until the next connect attempt is due (0: now)."""
+        return max(0.0, self._retry_at - self._clock())
+
     def drop(self) -> None:
         """Forget a connection found lost (closed at once, without a goodbye to the server)."""
         if not self.connection.is_closed():

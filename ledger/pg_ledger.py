@@ -59,6 +59,7 @@ READS = frozenset(
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
+WATCH_S = 1.0  # an idle writer looks at its connection this often
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
@@ -320,7 +321,7 @@ class PgLedger(Ledger):
     async def _write(self, link: Healing) -> None:
         store = PgStore(link.connection)
         while True:
-            first = await self._queue.get()
+            first = await self._next(link)
             if first is None:
                 self._queue.put_nowait(None)  # for the other writers
                 return
@@ -338,6 +339,17 @@ class PgLedger(Ledger):
             store.conn = link.connection
             if not await self._run_batch(store, batch):
                 link.drop()
+
+    async def _next(self, link: Healing) -> _Job | None:
+        """The next job. Waiting for it, the writer looks at its connection every WATCH_S
+        and, lost, connects again on the backoff schedule whether or not jobs come: readiness
+        reports the ledger down meanwhile, so traffic may not come back to trigger it."""
+        while True:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            wait_s = WATCH_S if link.up or await link.ready() else link.retry_in_s
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self._queue.get(), timeout=wait_s)
 
     async def _run_batch(self, store: PgStore, batch: list[_Job]) -> bool:
         """The batch committed, or its callers told why not; False when the connection was

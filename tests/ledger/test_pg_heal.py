@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from ledger.core import Health, LedgerUnavailable, Transfer, TransferResult, new_account
@@ -14,7 +15,7 @@ from ledger.kinds import AccountKind as K
 from ledger.memory import MemoryLedger
 from ledger.pg_ledger import PgLedger
 from tests.support.invariants import check_invariants
-from tests.support.pg import fresh_database, terminate_backends
+from tests.support.pg import DSN, fresh_database, terminate_backends
 
 pytestmark = pytest.mark.postgres
 
@@ -97,5 +98,42 @@ def test_terminated_backends_are_reconnected_and_nothing_is_lost_or_doubled() ->
     async def main() -> None:
         async with fresh_database() as dsn:
             await asyncio.wait_for(_traffic(dsn), timeout=120)
+
+    asyncio.run(main())
+
+
+async def _ledger_backends(dsn: str) -> int:
+    admin = await asyncpg.connect(DSN)
+    try:
+        count = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+            " AND application_name = 'medswitch-ledger'",
+            dsn.rsplit("/", 1)[1],
+        )
+    finally:
+        await admin.close()
+    return int(count)
+
+
+def test_an_idle_ledger_connects_again_without_traffic() -> None:
+    """Readiness reports a lost connection (so a balancer may send nothing): the writer must
+    not wait for a request to connect again."""
+
+    async def main() -> None:
+        async with fresh_database() as dsn:
+            ledger = await PgLedger.open(dsn)
+            try:
+                await ledger.open_accounts(ACCOUNTS)
+                assert await _ledger_backends(dsn) == 1
+                assert await terminate_backends(dsn) >= 1
+                for _ in range(RETRY_ROUNDS * 4):  # bounded: the writer looks every WATCH_S
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                    if ledger.health() is Health.OK and await _ledger_backends(dsn) == 1:
+                        break
+                else:
+                    raise AssertionError("the idle ledger did not connect again")
+                assert await _retried(ledger, _transfer(0)) is TransferResult.CREATED
+            finally:
+                await ledger.close()
 
     asyncio.run(main())
