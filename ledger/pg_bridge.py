@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
+from ledger.pg_connection import CONNECT_TIMEOUT_S
+
 T = TypeVar("T")
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 _QUERY = re.compile(r"\s*(SELECT|WITH|VALUES)\b", re.IGNORECASE)
@@ -97,8 +99,8 @@ class PgBridge:
 
     async def _open(self, size: int) -> asyncpg.Pool:
         settings = server_settings(self.schema)
-        return await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=size, server_settings=settings
+        return await asyncpg.create_pool(  # lost connections are made again at acquire
+            self.dsn, min_size=1, max_size=size, server_settings=settings, timeout=CONNECT_TIMEOUT_S
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
