@@ -174,7 +174,8 @@ async def _open_postgres(url: str) -> Stores:
             ledger=ledger,
             terminals=SqlTerminals(bridge.connection, keep_s=KEEP_S),
             cards=cards,
-            medical_store=SqlMedicalStore(engine, pool=pool),
+            # bills a card debit completes: in the ledger's group commits (post_and_call)
+            medical_store=SqlMedicalStore(engine, pool=pool, pg_ledger=True),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]
             reference=ReferenceData(engine),  # type: ignore[arg-type]
             card_status=Forgetting(PgCardStatus(pool), cards),

@@ -46,7 +46,7 @@ from ledger.medical.bills import (
     BillState,
     Held,
 )
-from ledger.medical.pg_store import PgWrites
+from ledger.medical.pg_store import LedgerTransition, PgWrites
 from ledger.medical.split import Split
 from ledger.medical.sql_writes import (
     BILL_COLUMNS,
@@ -166,6 +166,7 @@ class SqlMedicalStore:
         batch_max: int = BATCH_MAX,
         ledger_writer: Submits | None = None,
         pool: asyncpg.Pool | None = None,
+        pg_ledger: bool = False,
     ) -> None:
         self.engine = engine
         self.writer: LedgerWrites | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
@@ -179,6 +180,7 @@ class SqlMedicalStore:
         if isinstance(engine, PgEngine):
             self._connect: Callable[[], Any] = engine.bridge.connection
             self._pg = PgWrites(engine.bridge, self._decoded, BILL_COLUMNS, pool)
+            self._shared = pg_ledger  # the daemon's PgLedger, on this database, runs them
             return
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
@@ -271,17 +273,20 @@ class SqlMedicalStore:
 
     @property
     def posts_with_ledger(self) -> bool:
-        """Whether its writes share the SQLite ledger's transactions (`transition_write`)."""
+        """Whether its writes share the ledger's transactions (`transition_write`): the SQLite
+        ledger's writer given, or on PostgreSQL ``pg_ledger`` (the ledger on this database)."""
         return self._shared
 
     def transition_write(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
-    ) -> Write[tuple[BillRecord, bool]] | None:
+    ) -> Write[tuple[BillRecord, bool]] | LedgerTransition | None:
         """The write of `transition`, for the ledger's writer to run inside a job of its own
-        (`SqliteLedger.post_and_call`): KeyError when the bill is unknown. None unless
-        `posts_with_ledger`."""
+        (`SqliteLedger.post_and_call`, `PgLedger.post_and_call`): KeyError when the bill is
+        unknown. None unless `posts_with_ledger`."""
         if not self._shared:
             return None
+        if self._pg is not None:
+            return self._pg.ledger_transition(bill_id, target, now_us, check)
         return TransitionWrite(bill_id, target, now_us, check)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:
