@@ -61,6 +61,7 @@ READS = frozenset(
     {"balances", "all_balances", "lookup_transfers", "history", "reviews", "offline_records",
      "offline_counters", "queued_reversals"}
 )  # fmt: skip
+_NOT_ONE_BY_ONE = READS | POSTS | {"open_accounts", "call"}  # what `execute` runs in phases
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
@@ -110,13 +111,14 @@ class PgStore:
         is one they could have had; a caller's own jobs keep theirs (a record behind its
         posting, a read behind both)."""
         posts = [job for job in batch if job.kind in POSTS]
+        calls = [job for job in batch if job.kind == "call"]
         opening = [job for job in batch if job.kind == "open_accounts"]
         reads = [job for job in batch if job.kind in READS]
-        writes = [job for job in batch if job.kind not in READS | POSTS | {"open_accounts"}]
+        writes = [job for job in batch if job.kind not in _NOT_ONE_BY_ONE]
         for job in opening:
             job.value = await self.open_accounts(*job.args)
-        if posts:
-            await post_jobs(self.conn, posts, guarded=guarded)
+        if posts or calls:
+            await post_jobs(self.conn, posts, calls=calls, guarded=guarded)
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
         balances = [job for job in reads if job.kind == "balances"]
@@ -427,6 +429,15 @@ class PgLedger(Ledger):
         found: PostedThenCalled[Any] = await self._submit(
             "post_and_call", list(transfers), list(records), opening, call, postings, list(likely)
         )
+        return found
+
+    async def call(self, call: LedgerCall) -> Any:
+        """``call`` (a write of another store on this database: a bill's transition) in a
+        batch, with the others of its kind, sharing the batch's commit; its value once
+        committed, or the exception that refused it (nothing of it written)."""
+        found = await self._submit("call", call)
+        if isinstance(found, BaseException):
+            raise found
         return found
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:

@@ -22,7 +22,8 @@ likely accounts and ids come with the job, read and locked by the one read, so t
 read of their own and take no lock out of order. A call refusing (a bill unknown, not this
 debit's share, reversed) fails alone, having written nothing; a batch run alone again after a
 failure (``guarded``) runs each call in a savepoint of its own, so that one failing in SQL
-leaves its debit posted.
+leaves its debit posted. A ``call`` job is a call with no posting (a bill's approval): it runs
+with the others, so that it too shares the batch's commit.
 
 asyncpg prepares each statement once per connection (its statement cache) — every batch uses
 the same three shapes whatever its size, the values travelling as arrays.
@@ -111,12 +112,19 @@ class Job(Protocol):
 
 
 class LedgerCall(Protocol):
-    """A ``post_and_call``'s call: ``runner`` runs the calls of its kind of a batch together on
-    the batch's connection, each one's outcome in order (its value, or the exception that
-    refused it with nothing written); it raises only when SQL failed (the transaction did)."""
+    """A ``post_and_call``'s or a ``call``'s call: ``runner`` runs the calls of its kind of a
+    batch together on the batch's connection, each one's outcome in order (its value, or the
+    exception that refused it with nothing written); it raises only when SQL failed (the
+    transaction did)."""
 
     @property
     def runner(self) -> Runner: ...
+
+
+class LedgerCalls(Protocol):
+    """A ledger that runs calls in its batches (``PgLedger.call``)."""
+
+    async def call(self, call: LedgerCall) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -156,11 +164,22 @@ def held_of(found: Sequence[Any] | None) -> Held:
 
 
 async def post_jobs(
-    connection: asyncpg.Connection, jobs: Sequence[Job], *, guarded: bool = False
+    connection: asyncpg.Connection,
+    jobs: Sequence[Job],
+    *,
+    calls: Sequence[Job] = (),
+    guarded: bool = False,
 ) -> None:
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
-    all the postings, in job order."""
+    all the postings, in job order. ``calls`` (``call`` jobs) run with the ``post_and_call``
+    jobs' calls, after the accounts are locked (the order every batch takes its locks in)."""
+    if not jobs:
+        if calls:
+            outcomes = await run_calls(connection, [(j, j.args[0]) for j in calls], guarded=guarded)
+            for job in calls:
+                job.value = outcomes[id(job)]
+        return
     likely = [t for job in jobs if job.kind == "post_and_call" for t in job.args[5]]
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
@@ -172,9 +191,9 @@ async def post_jobs(
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
     opened = await _decide(connection, batch, jobs)
     chained = [job for job in jobs if job.kind == "post_and_call"]
-    if chained:
+    if chained or calls:
         asked = _Asked(account_ids, ids)
-        opened += await _call(connection, batch, chained, asked, guarded=guarded)
+        opened += await _call(connection, batch, chained, calls, asked, guarded=guarded)
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -214,31 +233,20 @@ async def _call(
     connection: asyncpg.Connection,
     batch: Batch,
     chained: Sequence[Job],
+    plain: Sequence[Job],
     asked: _Asked,
     *,
     guarded: bool,
 ) -> list[Account]:
     """The calls of the ``post_and_call`` jobs whose transfers are all in the ledger (as
-    decided, not yet written: the calls write other tables), then the postings their values
-    name, decided in ``batch``; each job's value made a ``PostedThenCalled``."""
+    decided, not yet written: the calls write other tables) and of the ``call`` jobs, then the
+    postings their values name, decided in ``batch``; each ``post_and_call``'s value made a
+    ``PostedThenCalled``, each ``call``'s its outcome."""
     ready = [job for job in chained if all(r.ok for r in job.value[0])]
-    groups: dict[Runner, list[Job]] = {}
-    for job in ready:
-        groups.setdefault(job.args[3].runner, []).append(job)
-    outcomes: dict[int, Any] = {}
-    for runner, group in groups.items():
-        if not guarded:
-            found = await runner(connection, [job.args[3] for job in group])
-            outcomes.update(zip(map(id, group), found, strict=True))
-            continue
-        for job in group:
-            try:
-                async with connection.transaction():  # a savepoint
-                    (outcomes[id(job)],) = await runner(connection, [job.args[3]])
-            except Exception as error:
-                if lost(error, connection):
-                    raise
-                outcomes[id(job)] = error
+    pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
+    outcomes = await run_calls(connection, pending, guarded=guarded)
+    for job in plain:
+        job.value = outcomes[id(job)]
     follows: dict[int, _Follow] = {}
     for job in ready:
         outcome = outcomes[id(job)]
@@ -259,6 +267,31 @@ async def _call(
                 called = CalledAndPosted(called, follow.value[0])
         job.value = PostedThenCalled(Posted(results, before), called)
     return opened
+
+
+async def run_calls(
+    connection: asyncpg.Connection, pending: Sequence[tuple[Job, LedgerCall]], *, guarded: bool
+) -> dict[int, Any]:
+    """Each job's call's outcome, by the job's ``id``: the calls of one runner together, or
+    ``guarded`` each in a savepoint of its own (a call failing in SQL: its error its outcome)."""
+    groups: dict[Runner, list[tuple[Job, LedgerCall]]] = {}
+    for job, call in pending:
+        groups.setdefault(call.runner, []).append((job, call))
+    outcomes: dict[int, Any] = {}
+    for runner, group in groups.items():
+        if not guarded:
+            found = await runner(connection, [call for _, call in group])
+            outcomes.update(zip((id(job) for job, _ in group), found, strict=True))
+            continue
+        for job, call in group:
+            try:
+                async with connection.transaction():  # a savepoint
+                    (outcomes[id(job)],) = await runner(connection, [call])
+            except Exception as error:
+                if lost(error, connection):
+                    raise
+                outcomes[id(job)] = error
+    return outcomes
 
 
 async def _read_more(

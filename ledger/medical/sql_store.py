@@ -61,6 +61,7 @@ from ledger.medical.sql_writes import (
     TransitionWrite,
 )
 from ledger.pg_bridge import PgEngine
+from ledger.pg_post import LedgerCalls
 from ledger.sql_rows import WriterConnection
 from ledger.writer.engine import Writer
 from ledger.writer.jobs import Call, Stats, Submits, Write
@@ -166,11 +167,12 @@ class SqlMedicalStore:
         batch_max: int = BATCH_MAX,
         ledger_writer: Submits | None = None,
         pool: asyncpg.Pool | None = None,
-        pg_ledger: bool = False,
+        pg_ledger: LedgerCalls | None = None,
     ) -> None:
         self.engine = engine
         self.writer: LedgerWrites | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
         self._pg: PgWrites | None = None
+        self._pg_ledger: LedgerCalls | None = None  # runs the async transitions in its batches
         self._shared = False  # writes in the SQLite ledger's transactions
         self._readers = threading.local()
         self._decoded = Decoded()
@@ -180,7 +182,8 @@ class SqlMedicalStore:
         if isinstance(engine, PgEngine):
             self._connect: Callable[[], Any] = engine.bridge.connection
             self._pg = PgWrites(engine.bridge, self._decoded, BILL_COLUMNS, pool)
-            self._shared = pg_ledger  # the daemon's PgLedger, on this database, runs them
+            self._pg_ledger = pg_ledger  # the daemon's PgLedger, on this database
+            self._shared = pg_ledger is not None
             return
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
@@ -265,8 +268,13 @@ class SqlMedicalStore:
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
     ) -> tuple[BillRecord, bool]:
         """`transition` from the event loop: on the ledger's writer the write is queued as its
-        job and awaited, with no thread in between; on PostgreSQL, awaited on the store's pool
+        job and awaited, with no thread in between; on PostgreSQL, a job of the ledger's
+        batches given ``pg_ledger`` (sharing their commits), else awaited on the store's pool
         (through a thread without one)."""
+        if self._pg is not None and self._pg_ledger is not None:
+            write = self._pg.ledger_transition(bill_id, target, now_us, check)
+            found: tuple[BillRecord, bool] = await self._pg_ledger.call(write)
+            return found
         if self._pg is not None:
             return await self._pg.transition_async(bill_id, target, now_us, check)
         return await self._writes().submit(TransitionWrite(bill_id, target, now_us, check))

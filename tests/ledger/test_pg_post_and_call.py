@@ -76,7 +76,8 @@ def share(amount: int, to: Account = TARGET) -> Any:
 
 
 def likely(value: str, amount: int) -> list[Transfer]:
-    return share(amount)(value)[0]
+    transfers: list[Transfer] = share(amount)(value)[0]
+    return transfers
 
 
 @asynccontextmanager
@@ -194,5 +195,28 @@ def test_a_call_failing_in_sql_leaves_its_debit_posted_and_the_others_done() -> 
             balances = await ledger.balances([TARGET.id])
             assert balances[TARGET.id].credits_posted_fen == 3 * 10 + 2
             assert await names() == ["n0", "n2"]
+
+    asyncio.run(main())
+
+
+def test_calls_without_postings_share_the_batch_and_a_refusal_is_raised() -> None:
+    """``PgLedger.call`` (a bill's approval): run with the batch's other calls, in its commit."""
+
+    async def main() -> None:
+        store = Counters()
+        async with ledger_and_names() as (ledger, names):
+            await ledger.open_accounts([SOURCE, TARGET, OTHER])
+            debit = Transfer("debit-1", SOURCE.id, TARGET.id, 5, 1)
+            found = await asyncio.gather(
+                ledger.call(Count("x", store)),
+                ledger.call(Count("y", store, refuse=True)),
+                ledger.post_and_call([debit], [], opening, Count("z", store), share(1)),
+                return_exceptions=True,
+            )
+            assert store.rounds == [3]  # the calls of one runner, together
+            assert found[0] == "x" and isinstance(found[1], LookupError)
+            assert found[2][1] == ("z", [TransferResult.CREATED])
+            assert await ledger.call(Count("w", store)) == "w"  # alone: no posting read
+            assert await names() == ["w", "x", "z"]
 
     asyncio.run(main())

@@ -1,6 +1,7 @@
 """A card debit's bill completed inside the PostgreSQL ledger's group commit
-(`PgLedger.post_and_call` with the store's `LedgerTransition`, `PgWrites.transitions`): it
-answers exactly as the pool's `complete_paid_bill_async` does, the completions of one batch move
+(`PgLedger.post_and_call` with the store's `LedgerTransition`, `PgWrites.transitions`), and the
+daemon's other transitions in its batches (`PgLedger.call`): they answer exactly as the pool's
+`approve_bill_async` and `complete_paid_bill_async` do, the completions of one batch move
 together, the same bill twice in a batch completes once, and a record another worker moved
 meanwhile is read again rather than trusted; every refusal leaves its debit posted."""
 
@@ -20,6 +21,7 @@ from ledger.core import Account, Transfer, TransferResult
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
+from ledger.medical.pg_store import LedgerTransition
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
@@ -43,8 +45,10 @@ def world() -> Iterator[tuple[PgEngine, str]]:
 
 
 @asynccontextmanager
-async def worker(engine: PgEngine, url: str) -> AsyncIterator[tuple[MedicalService, PgLedger]]:
-    """A daemon worker: its bills written on its ledger's writer, its other transitions on a
+async def worker(
+    engine: PgEngine, url: str, *, in_ledger: bool = True
+) -> AsyncIterator[tuple[MedicalService, PgLedger]]:
+    """A daemon worker: its async transitions in its ledger's batches (``in_ledger``) or on a
     pool of this loop."""
     dsn, schema = split_url(url)
     pool = await asyncpg.create_pool(
@@ -52,7 +56,7 @@ async def worker(engine: PgEngine, url: str) -> AsyncIterator[tuple[MedicalServi
     )
     ledger = await PgLedger.open(dsn, schema=schema, migrate=False)
     await ledger.open_accounts(ev.centre_accounts())  # the pooled fund
-    store = SqlMedicalStore(engine, pool=pool, pg_ledger=True)
+    store = SqlMedicalStore(engine, pool=pool, pg_ledger=ledger if in_ledger else None)
     try:
         yield MedicalService(store, SqlDirectory(engine)), ledger  # type: ignore[arg-type]
     finally:
@@ -85,6 +89,7 @@ async def in_ledger(
     shadow = account_id(K.CARD_ED_SHADOW, "C1")
     debit = Transfer(f"debit-{next(DEBITS)}", shadow, PAYABLE, amount, 1)
     write = service.paid_completion_write(bill_id, amount, NOW)
+    assert isinstance(write, LedgerTransition)  # PostgreSQL's, not SQLite's
     likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, "H001", 1))
     (results, _), called = await ledger.post_and_call(
         [debit], [], _accounts, write, _postings, likely
@@ -111,16 +116,24 @@ async def outcome(call: Any) -> object:
 
 
 async def attempts(service: MedicalService, ledger: PgLedger | None) -> list[object]:
-    """Completions of every kind, by the pool (``ledger`` None) or in the ledger."""
+    """Approvals and completions of every kind, on the pool (``ledger`` None) or in the
+    ledger's batches (a completion with its debit)."""
 
     def complete(bill_id: str, amount: int) -> Any:
         if ledger is None:
             return service.complete_paid_bill_async(bill_id, amount, NOW)
         return in_ledger(service, ledger, bill_id, amount)
 
+    async def approve(bill_id: str, card: str = CARD) -> tuple[BillRecord, bool]:
+        return await service.approve_bill_async(bill_id, "H001", card, NOW), True
+
     first, reversed_ = await submitted(service, "A1"), await submitted(service, "A2")
     personal = first.split.personal_account_fen
-    found = [await outcome(complete(first.bill_id, personal))]  # not approved yet
+    found = [
+        await outcome(approve("0000000000000000")),
+        await outcome(approve(first.bill_id, RETIREE)),
+        await outcome(complete(first.bill_id, personal)),  # not approved yet
+    ]
     for bill in (first, reversed_):
         await service.approve_bill_async(bill.bill_id, "H001", CARD, NOW)
     await asyncio.to_thread(service.reverse_bill, reversed_.bill_id, NOW)
@@ -139,13 +152,15 @@ def test_a_completion_in_the_ledger_answers_as_the_pools(
     world: tuple[PgEngine, str],
 ) -> None:
     async def by(engine: PgEngine, url: str, pool: bool) -> list[object]:
-        async with worker(engine, url) as (service, ledger):
+        async with worker(engine, url, in_ledger=not pool) as (service, ledger):
             return await attempts(service, None if pool else ledger)
 
     by_pool = asyncio.run(by(*world, pool=True))
     with pg_engine() as other:  # the same bills, numbers and times on a world of their own
         in_the_ledger = asyncio.run(by(*other, pool=False))
-    assert by_pool[:6] == [
+    assert by_pool[:8] == [
+        "not_found",
+        "card_mismatch",
         "BillStateError:open",
         "not_found",
         "amount_mismatch",
