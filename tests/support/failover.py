@@ -167,7 +167,7 @@ async def drive(
 
     async def pos(number: int) -> None:
         nonlocal approved
-        connection = await asyncio.open_connection(host, port)
+        connection: Connection | None = None
         try:
             for index, (payload, _) in enumerate(lanes[number]):
                 for _ in range(TRIES):
@@ -184,7 +184,8 @@ async def drive(
                     if approved == after:
                         happening.append(asyncio.create_task(event(seen)))
         finally:
-            connection[1].close()
+            if connection is not None:
+                connection[1].close()
 
     try:
         await asyncio.wait_for(asyncio.gather(*(pos(n) for n in range(len(lanes)))), timeout_s)
@@ -209,12 +210,15 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def _exchange(
-    connection: Connection, host: str, port: int, payload: bytes
-) -> tuple[bytes | None, Connection]:
-    """One request and its reply; None when the connection ended (then a new one)."""
-    reader, writer = connection
+    connection: Connection | None, host: str, port: int, payload: bytes
+) -> tuple[bytes | None, Connection | None]:
+    """One request and its reply on ``connection`` (opened if None); no reply and no
+    connection when it ended or could not be opened."""
     decoder = FrameDecoder(LengthFormat.BINARY2)
     try:
+        if connection is None:
+            connection = await asyncio.open_connection(host, port)
+        reader, writer = connection
         writer.write(encode_frame(payload, LengthFormat.BINARY2))
         for _ in range(1000):  # a reply is a few reads at most
             data = await asyncio.wait_for(reader.read(65536), timeout=REPLY_TIMEOUT_S)
@@ -225,8 +229,9 @@ async def _exchange(
                 return frames[0], connection
     except (ConnectionError, OSError):
         pass
-    writer.close()
-    return None, await asyncio.open_connection(host, port)
+    if connection is not None:
+        connection[1].close()
+    return None, None
 
 
 async def check_ledger(url: str, advices: Sequence[str]) -> None:
