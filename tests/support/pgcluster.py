@@ -118,7 +118,7 @@ class Cluster:
         )
 
     def stop(self) -> None:
-        """A fast stop; nothing when it is not running (killed, or never started)."""
+        """An immediate stop (the data is thrown away); nothing when it is not running."""
         if self.postmaster_pid() is None:
             return
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
