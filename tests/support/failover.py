@@ -144,6 +144,7 @@ class Seen:
     codes: list[list[list[str]]]
     replies: list[list[bytes | None]]
     fault: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first 96
+    fault_times: list[float] = field(default_factory=list)  # loop time of each 96 (or none)
 
     def all_codes(self) -> list[str]:
         return [code for lane in self.codes for request in lane for code in request]
@@ -177,6 +178,7 @@ async def drive(
                     if code not in ("96", "none"):
                         break
                     seen.fault.set()
+                    seen.fault_times.append(asyncio.get_running_loop().time())
                     await asyncio.sleep(RETRY_S)
                 seen.replies[number][index] = reply
                 if code == "00":

@@ -99,4 +99,8 @@ async def fail_over(pair: Pair, seen: Seen) -> None:
 
 def outage(seen: Seen) -> str:
     faults = [len(request) - 1 for lane in seen.codes for request in lane if len(request) > 1]
-    return f"{len(faults)} requests answered otherwise first, {sum(faults)} such answers in all"
+    span = max(seen.fault_times) - min(seen.fault_times)
+    return (
+        f"{len(faults)} requests answered otherwise first, {sum(faults)} such answers in all,"
+        f" over {span:.1f} s"
+    )
