@@ -91,7 +91,10 @@ def drill(home: Path, *, restart: bool) -> None:
 async def fail_over(pair: Pair, seen: Seen) -> None:
     """kill -9 of the primary under load; once a POS has seen the fault, the standby promoted."""
     pair.primary.kill()
-    await asyncio.wait_for(seen.fault.wait(), timeout=FAULT_WAIT_S)
+    try:
+        await asyncio.wait_for(seen.fault.wait(), timeout=FAULT_WAIT_S)
+    except TimeoutError:
+        raise AssertionError(f"no POS saw a fault {FAULT_WAIT_S} s after the kill") from None
     started = time.monotonic()
     await asyncio.to_thread(pair.standby.promote)
     print(f"standby promoted in {time.monotonic() - started:.2f} s")
