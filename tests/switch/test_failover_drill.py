@@ -22,7 +22,6 @@ import contextlib
 import time
 from pathlib import Path
 
-import pytest
 import uvloop
 
 from bench.bench_workers import prepare
@@ -39,12 +38,6 @@ FAULT_WAIT_S = 20.0  # the standby is promoted once a POS has seen a 96 (bounded
 SETTINGS = {"MEDSWITCH_RESPONSE_TIMEOUT_S": "5"}
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="needs the daemon's connections to heal (issue 25 item 3): its ledger writer's"
-    " connection to the killed primary is never replaced, so every request stays 96",
-)
 def test_failover_to_the_synchronous_standby_loses_and_doubles_nothing(tmp_path: Path) -> None:
     drill(tmp_path, restart=False)
 
