@@ -141,6 +141,39 @@ def test_a_duplicate_bill_no_names_the_stored_bill_which_the_lookup_finds() -> N
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cancelled_bills_number_stays_taken_and_the_409_says_so(
+    backend: str, tmp_path: Path
+) -> None:
+    """The spec's decision: a number belongs to its bill for good (the POS's bill_id is derived
+    from it); a new bill under a cancelled bill's number is 409 naming that bill and its state,
+    and the same bill under a new number is accepted."""
+
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill("RX-9"), headers=H1) as response:
+            assert response.status == 201
+            stored = await response.json()
+        cancel = f"{url}{BILLS}/{stored['bill_id']}/cancel"
+        async with session.post(cancel, headers=H1) as response:
+            assert response.status == 200
+        corrected = bill("RX-9", lines=[{"code": "A01", "quantity": 2, "unit_price_fen": 1000}])
+        async with session.post(url + BILLS, json=corrected, headers=H1) as response:
+            await expect_error(response, 409, "duplicate_bill_no")
+            error = (await response.json())["error"]
+        assert error["bill_id"] == stored["bill_id"]
+        assert f"bill {stored['bill_id']} (cancelled)" in error["message"]
+        assert "a new bill needs a new number" in error["message"]
+        async with session.post(url + BILLS, json={**corrected, "his_bill_no": "RX-9-2"},
+                                headers=H1) as response:
+            assert response.status == 201
+            assert (await response.json())["bill_id"] != stored["bill_id"]
+        async with session.get(url + BILLS, params={"his_bill_no": "RX-9"}, headers=H1) as found:
+            assert [b["state"] for b in (await found.json())["bills"]] == ["cancelled"]
+
+    with service_on(backend, tmp_path) as service:
+        run(body, service=service)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_path: Path) -> None:
     async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
         for number in range(5):
