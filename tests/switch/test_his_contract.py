@@ -21,9 +21,11 @@ from ledger.medical.service import MedicalService
 from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
 from tests.support.his import BILLS, CARD, H1, H2, JSON, bill, expect_error, make_deps, serving
 from tests.support.medical_pg import BACKENDS, service_on
-from tests.support.medical_world import memory_service
+from tests.support.medical_world import NOW, memory_service
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
+RECON = "/his/v1/reconciliation"
+SHARES = ("total_fen", "personal_account_fen", "pooled_fen", "self_pay_fen")
 Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
 
 
@@ -197,6 +199,69 @@ def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_
             assert await response.json() == {"bills": [], "next_cursor": None}
         for wrong, where in (({"limit": "101"}, "?limit"), ({"cursor": "!!"}, "?cursor")):
             async with session.get(url + BILLS, params=wrong, headers=H1) as response:
+                await expect_error(response, 400, "invalid_request")
+                assert (await response.json())["error"]["field"] == where
+
+    with service_on(backend, tmp_path) as service:
+        run(body, service=service)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_reconciliation_lists_a_service_dates_bills_with_shares_and_totals(
+    backend: str, tmp_path: Path
+) -> None:
+    """Build: "a reconciliation listing" — a service date's bills in every state with their
+    shares, page by page, and the whole date's totals per state on every page."""
+
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        stored = {}
+        for number in ("R1", "R2", "R3", "R5"):
+            async with session.post(url + BILLS, json=bill(number), headers=H1) as response:
+                stored[number] = await response.json()
+        other_day = bill("R4", service_date="2026-11-24")
+        async with session.post(url + BILLS, json=other_day, headers=H1) as response:
+            assert response.status == 201
+        async with session.post(url + BILLS, json=bill("R1"), headers=H2) as response:
+            assert response.status == 201  # another institution's bill of the day
+        async with session.post(f"{url}{BILLS}/{stored['R2']['bill_id']}/cancel",
+                                headers=H1) as response:
+            assert response.status == 200
+        r3 = stored["R3"]
+        svc.approve_bill(r3["bill_id"], "H001", CARD, NOW, r3["split"]["total_fen"])
+        svc.complete_bill(r3["bill_id"], NOW)
+
+        lines, totals = [], []
+        params = {"service_date": "2026-11-25", "limit": "2"}
+        for _page in range(5):
+            async with session.get(url + RECON, params=params, headers=H1) as response:
+                assert response.status == 200, await response.text()
+                page = await response.json()
+            lines += page["bills"]
+            totals.append(page["totals"])
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert [(x["his_bill_no"], x["state"]) for x in lines] == [
+            ("R1", "open"), ("R2", "cancelled"), ("R3", "completed"), ("R5", "open")]
+        for line in lines:
+            split = stored[line["his_bill_no"]]["split"]
+            assert line["bill_id"] == stored[line["his_bill_no"]]["bill_id"]
+            assert [line[k] for k in SHARES] == [split[k] for k in SHARES]
+            assert line["total_fen"] == sum(line[k] for k in SHARES[1:])
+        by_state = {"cancelled": ["R2"], "completed": ["R3"], "open": ["R1", "R5"]}
+        assert all(t == totals[0] for t in totals) and totals[0] == [  # on every page
+            {"state": state, "bills": len(numbers),
+             **{k: sum(stored[no]["split"][k] for no in numbers) for k in SHARES}}
+            for state, numbers in by_state.items()]
+        async with session.get(url + RECON, params={"service_date": "2026-11-23"},
+                               headers=H1) as response:
+            assert await response.json() == {"service_date": "2026-11-23", "totals": [],
+                                             "bills": [], "next_cursor": None}
+        for wrong, where in (({}, "?service_date"), ({"service_date": "2026-13-01"},
+                                                      "?service_date"),
+                             ({"service_date": "2026-11-25", "since": "x"}, "?since"),
+                             ({"service_date": "2026-11-25", "limit": "0"}, "?limit")):
+            async with session.get(url + RECON, params=wrong, headers=H1) as response:
                 await expect_error(response, 400, "invalid_request")
                 assert (await response.json())["error"]["field"] == where
 
