@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,35 @@ def test_a_duplicate_bill_no_names_the_stored_bill_which_the_lookup_finds() -> N
             async with session.get(url + BILLS, params=params, headers=headers) as response:
                 assert response.status == 200  # case-sensitive; the institution's own bills only
                 assert await response.json() == {"bills": [], "next_cursor": None}
+
+    run(body)
+
+
+def test_the_same_content_is_the_parsed_json_not_its_text() -> None:
+    """The spec's "the same content": key order, whitespace, and special_category null or
+    absent are the same bill (200, counted once); a number not written as an integer is no
+    bill at all (400), so it never makes a retry differ."""
+
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill("S-1"), headers=H1) as response:
+            assert response.status == 201
+            stored = await response.json()
+        _, view = svc.accumulators("P11", 2026)
+        same = bill("S-1", special_category=None)
+        texts = [
+            json.dumps(dict(reversed(list(bill("S-1").items())))),  # keys in another order
+            json.dumps(bill("S-1"), indent=4, separators=(" , ", " : ")),  # other whitespace
+            json.dumps(same),  # special_category null, not absent
+        ]
+        for text in texts:
+            async with session.post(url + BILLS, data=text, headers=H1 | JSON) as response:
+                assert response.status == 200, await response.text()
+                assert await response.json() == stored
+        assert svc.accumulators("P11", 2026)[1] == view  # counted once
+        spelled = json.dumps(bill("S-1")).replace('"unit_price_fen": 1000', '"unit_price_fen": 1e3')
+        async with session.post(url + BILLS, data=spelled, headers=H1 | JSON) as response:
+            await expect_error(response, 400, "invalid_request")
+            assert (await response.json())["error"]["field"] == "/lines/0/unit_price_fen"
 
     run(body)
 
