@@ -338,3 +338,15 @@ def test_the_spec_leaves_the_error_code_open() -> None:
     assert "enum" not in error["properties"]["code"]
     assert error.get("additionalProperties", True) is True
     assert {"request_id", "field", "bill_id"} <= set(error["properties"])
+
+
+def test_the_document_is_1_minor_and_each_minor_is_in_the_changelog() -> None:
+    """Versioning: `info.version` is 1.MINOR, MINOR growing with each compatible addition, each
+    recorded in specs/CHANGELOG.md; the path's version is /his/v1."""
+    version = str(_spec()["info"]["version"])
+    major, _, minor = version.partition(".")
+    assert major == "1" and minor.isdigit(), version
+    changelog = (SPEC.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    for each in range(1, int(minor) + 1):
+        assert f"his-api 1.{each}:" in changelog, f"his-api 1.{each} is not in the CHANGELOG"
+    assert all(path.startswith("/his/v1/") for path in _spec()["paths"])
