@@ -3,6 +3,9 @@ after VERIFY, and that it writes only what the record key's MAC covers, for its 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from hsm import cardcrypto
@@ -16,7 +19,7 @@ from messages.card_records import (
     read_visit_command,
     update_health_command,
 )
-from simulators.card import CardKey, VirtualCard
+from simulators.card import CardKey, CardState, VirtualCard
 from simulators.card.state import KEY_APP_MAINT
 from tests.support.cards import DAMK, SELECT_APP, call, ok, v4_card
 
@@ -108,3 +111,25 @@ def test_a_card_without_the_record_key_refuses_every_write(ins: str) -> None:
         else update_health_command(HEALTH.encode() + bytes(4))
     )
     assert call(card, scripted(card, command))[1] == 0x6A88
+
+
+def test_the_virtual_card_answers_the_specs_golden_traces() -> None:
+    """specs/card-layout.md's write and read, step by step, on a card with the spec's DRK,
+    serial, PIN and challenge."""
+    text = (Path(__file__).resolve().parents[2] / "specs" / "card-layout.md").read_text()
+
+    def golden(name: str) -> bytes:
+        found = re.search(rf"^\| {re.escape(name)} \| `([0-9A-F]+)` \|$", text, re.MULTILINE)
+        assert found, name
+        return bytes.fromhex(found.group(1))
+
+    state = CardState.blank(golden("application serial"), bytes(16), pin=golden("PIN"))
+    state.keys[(KEY_APP_MAINT, 2)] = CardKey(KEY_APP_MAINT, 2, 1, 0, golden("DRK"))
+    challenges = [golden("challenge")]
+    card = VirtualCard(state, random_bytes=lambda n: challenges.pop(0))
+    steps = [line for block in re.findall(r"```\n(.*?)```", text, re.DOTALL)
+             for line in block.splitlines() if line]  # fmt: skip
+    assert len(steps) == 16
+    for command, expected in zip(steps[::2], steps[1::2], strict=True):
+        assert command.startswith("> ") and expected.startswith("< ")
+        assert card.process(bytes.fromhex(command[2:])).hex().upper() == expected[2:], command
