@@ -394,6 +394,11 @@ class Pos:
                 return [f"bill {bill_id} voided"]
         raise TerminalError(f"no advised debit for bill {bill_id}")
 
+    async def book(self) -> list[str]:
+        """The card's record book after the cardholder's PIN (simulators.pos_records)."""
+        terminal_card.open_application(self.card, self.pin)
+        return pos_records.book_lines(self.card)
+
     async def settle_batch(self) -> list[str]:
         """Day end (:func:`simulators.pos_batch.settle_batch`): unanswered advices again,
         0500 with the totals, 0320 of every record when they disagree, a new batch."""

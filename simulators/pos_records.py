@@ -16,13 +16,12 @@ from messages.card_records import (
     VISIT_RECORDS_MAX,
     Emergency,
     HealthData,
-    RecordFormatError,
     Visit,
     read_health_command,
     read_visit_command,
 )
 from simulators.terminal_link import yuan
-from switch.card_io.connection import CardConnection, expect
+from switch.card_io.connection import ApduError, CardConnection, expect
 
 GET_CHALLENGE = bytes.fromhex("0084000004")
 SW_OK = 0x9000
@@ -56,7 +55,7 @@ def _visit(card: CardConnection, number: int) -> bytes | None:
     if sw == SW_RECORD_NOT_FOUND:
         return None
     if sw != SW_OK:
-        raise RecordFormatError(f"READ RECORD {number} of EF 001A answered {sw:04X}")
+        raise ApduError(f"READ RECORD {number} of EF 001A", sw)
     return data
 
 
@@ -90,3 +89,21 @@ def visit_lines(visits: list[Visit]) -> list[str]:
         f" pooled {yuan(v.pooled_fen)}, self-pay {yuan(v.self_pay_fen)})"
         for v in visits
     ]
+
+
+def book_lines(card: CardConnection) -> list[str]:
+    """The card's record book as the POS shows it, in the application after VERIFY: the health
+    data (or that there are none) and the recent visits, newest first."""
+    found = health(card)
+    lines = ["health data: none on the card"]
+    if found is not None:
+        lines = [
+            f"health data (updated {found.updated_at} by {found.updated_by}):"
+            f" blood {found.blood_type or '?'}, allergies {','.join(found.allergies) or '-'},"
+            f" implants {','.join(found.implants) or '-'},"
+            f" chronic {','.join(found.chronic) or '-'}, donor {found.donor},"
+            f" emergency {found.emergency_phone or '-'}"
+        ]
+    visits = recent_visits(card)
+    lines.append(f"visits on the card: {len(visits)}")
+    return lines + [f"  {line}" for line in visit_lines(visits)]
