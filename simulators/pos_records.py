@@ -26,6 +26,7 @@ from switch.card_io.connection import ApduError, CardConnection, expect
 GET_CHALLENGE = bytes.fromhex("0084000004")
 SW_OK = 0x9000
 SW_RECORD_NOT_FOUND = 0x6A83
+SW_FILE_NOT_FOUND = 0x6A82
 
 
 class BeforeSettlement(NamedTuple):
@@ -52,7 +53,7 @@ def apply_visit_script(card: CardConnection, script: bytes | None) -> str:
 
 def _visit(card: CardConnection, number: int) -> bytes | None:
     data, sw = card.transmit(read_visit_command(number))
-    if sw == SW_RECORD_NOT_FOUND:
+    if sw in (SW_RECORD_NOT_FOUND, SW_FILE_NOT_FOUND):  # no such record; a card with no book
         return None
     if sw != SW_OK:
         raise ApduError(f"READ RECORD {number} of EF 001A", sw)
