@@ -35,6 +35,7 @@ from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
+from switch.estate.admin import AdminApi
 from switch.his_api import HisDeps, mount_his_app
 from switch.his_idempotency import IdempotencyKeys, IdempotencySettings
 from switch.his_observe import his_observer
@@ -158,6 +159,7 @@ class App:
             mount_his_app(http, his)
         else:  # its own port, maybe TLS; /metrics and health stay here
             self.his_site = await start_his_site(his, http_limits, self.config)
+        AdminApi(self.stores.directory.engine, self._estate_changed).mount(http)
         if self.bank is not None:
             self.bank.mount(http)
         self.http_runner = web.AppRunner(
@@ -176,6 +178,11 @@ class App:
             await self.worker_metrics_runner.setup()
             port = self.config.http.worker_metrics_port + self.worker
             await web.TCPSite(self.worker_metrics_runner, self.config.http.host, port).start()
+
+    def _estate_changed(self) -> None:
+        """A change through the admin API: read terminals and cards afresh at once."""
+        self.stores.terminals.forget()
+        self.stores.cards.forget()
 
     def _writer_health(self) -> Health:
         return self.ledger.health()
@@ -391,7 +398,11 @@ async def serve_until_signalled(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:  # a port in use: what open_app started (the ledger's writer) closes
+        await app.stop()
+        raise
     settle_garbage_collector()
     listening = app.bank is not None and app.bank.listener is not None
     bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""

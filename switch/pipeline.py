@@ -48,6 +48,7 @@ from messages.codec import Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.table import Route
+from switch import trace
 from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.ratelimit import RateLimitedWarnings
@@ -204,12 +205,15 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
         link = self.link
+        trace.frame(link.name, "in", peer, payload)  # when a trace file is set (switch.trace)
         try:
             read = link.read(payload, peer)
         except CodecError as err:
             self.metrics.format_errors.labels(link.name).inc()
             self._format_warnings.warning("%s: format error from %s: %s", link.name, peer, err)
             answer = link.format_error(payload, err)
+            if answer:
+                trace.frame(link.name, "out", peer, answer)
             return answer  # None: no message type the interface defines; the listener closes
         if read is None:
             return b""
@@ -228,8 +232,11 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         finally:
             timer.cancel()
         if work.done():
-            return work.result()
-        return await self._timed_out(request, message, work, exchange)
+            answer = work.result()
+        else:
+            answer = await self._timed_out(request, message, work, exchange)
+        trace.frame(link.name, "out", peer, answer)
+        return answer
 
     async def _work(
         self, request: Req, message: Message, payload: bytes, exchange: _Exchange

@@ -71,16 +71,19 @@ def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
     """Each bank's zone keys formed in the deployment's key store from one clear component."""
     medswitch = str(Path(sys.executable).parent / "medswitch")
     custodians = [str(home / "custodians" / f"{c}.component") for c in ("a", "b")]
+    env = {"MEDSWITCH_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    # The demo's key custodian logs in (README, "Operators": TEST ONLY password).
+    subprocess.run([medswitch, "operators", "login", "demo-custodian"], check=True,
+                   input=b"demo-custodian-password\n", capture_output=True, timeout=60, env=env)
     for bank in banks.values():
         for name, key in bank.keys.items():
             part = tmp / f"{bank.bank_id}-{name.replace('/', '-')}.component"
             part.write_text(f"{key.hex().upper()}\nKCV:{check_value(key).hex().upper()[:6]}\n")
             subprocess.run(
-                [medswitch, "keys", "--home", str(home), "--operator", "contract", "form",
+                [medswitch, "keys", "--home", str(home), "form",
                  f"bank/{bank.bank_id}/{name}", "--usage", USAGES[name], "-k", str(part),
                  "--key-components", "1", "-c", custodians[0], "-c", custodians[1]],
-                check=True, capture_output=True, timeout=60,
-                env={"MEDSWITCH_HOME": str(home), "PATH": "/usr/bin:/bin"},
+                check=True, capture_output=True, timeout=60, env=env,
             )
 
 

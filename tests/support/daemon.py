@@ -175,7 +175,7 @@ class Terminal:
 class Daemon:
     app: App
     hsm: SoftHsm
-    store: MemoryKeyStore
+    store: KeyStore
     home: Path
 
     def sql(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
