@@ -204,14 +204,10 @@ class Pos:
         self.state.save()
         return [f"reversal of STAN {pending['stan']} answered {answered(answer.response_code)}"]
 
-    async def settle(
-        self,
-        bill_id: str,
-        total_fen: int,
-        self_pay: str = "cash",
-        personal: str = "card",
-        visit: tuple[str, tuple[str, ...]] = ("", ()),  # department, ICD-10 diagnoses
-    ) -> list[str]:
+    async def settle(  # visit: the department and the ICD-10 diagnoses, for the card's book
+        self, bill_id: str, total_fen: int, self_pay: str = "cash", personal: str = "card",
+        visit: tuple[str, tuple[str, ...]] = ("", ()),
+    ) -> list[str]:  # fmt: skip
         """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
         through the PSAM → 0220 advice with the TAC; the self-pay share from the card's EP
         (its own debit and advice) or in cash, as ``self_pay`` chooses (``ep`` | ``cash``).
@@ -394,11 +390,6 @@ class Pos:
                 self.state.save()
                 return [f"bill {bill_id} voided"]
         raise TerminalError(f"no advised debit for bill {bill_id}")
-
-    async def book(self) -> list[str]:
-        """The card's record book after the cardholder's PIN (simulators.pos_records)."""
-        terminal_card.open_application(self.card, self.pin)
-        return pos_records.book_lines(self.card)
 
     async def settle_batch(self) -> list[str]:
         """Day end (:func:`simulators.pos_batch.settle_batch`): unanswered advices again,

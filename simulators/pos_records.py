@@ -20,6 +20,7 @@ from messages.card_records import (
     read_health_command,
     read_visit_command,
 )
+from simulators import terminal_card
 from simulators.terminal_link import yuan
 from switch.card_io.connection import ApduError, CardConnection, expect
 
@@ -90,6 +91,12 @@ def visit_lines(visits: list[Visit]) -> list[str]:
         f" pooled {yuan(v.pooled_fen)}, self-pay {yuan(v.self_pay_fen)})"
         for v in visits
     ]
+
+
+async def book(card: CardConnection, pin: str) -> list[str]:
+    """The POS's `book` command: SELECT and VERIFY (the cardholder's consent), then the book."""
+    terminal_card.open_application(card, pin)
+    return book_lines(card)
 
 
 def book_lines(card: CardConnection) -> list[str]:
