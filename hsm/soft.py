@@ -380,7 +380,8 @@ class SoftHsm:
         return results
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
-        damk = await self._keys.card_key(key, U.MK_APP_MAINT)
+        # The DAMK (files and blocks) or the record key DRK (the record book): both MAC scripts.
+        damk = await self._keys.card_key(key, U.MK_APP_MAINT, U.MK_RECORD)
         return cardcrypto.script_mac(damk, challenge, command)
 
     async def write_card_key(

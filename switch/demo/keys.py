@@ -37,6 +37,7 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_PIN_UNBLOCK,
     KeyUsage.MK_APP_MAINT,
     KeyUsage.MK_CONTROL,
+    KeyUsage.MK_RECORD,
 )
 CENTRE_USAGES = (
     KeyUsage.DATA_CHECK,
