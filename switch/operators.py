@@ -58,8 +58,11 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored: str, password: str) -> bool:
-    """>>> verify_password(hash_password("correct horse"), "correct horse")
-    True"""
+    """Whether `password` is the one `stored` was made from (scrypt, constant-time compare).
+
+    >>> verify_password(hash_password("correct horse"), "correct horse")
+    True
+    """
     try:
         kind, n, r, p, salt, digest = stored.split("$")
         if kind != "scrypt":
