@@ -170,6 +170,7 @@ class App:
         if self.bank is not None and self.bank.listener is not None:
             self.metrics.connections.labels("bank").set(self.bank.listener.connections)
         self.metrics.signed_on.set(self.sessions.signed_on)
+        await self.bank.show_metrics()  # link state, reversal queue depth
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -188,6 +189,9 @@ class App:
         health = self.ledger.health()
         if health is not Health.OK:  # its writer process died (and may be restarting)
             return web.json_response({"status": f"ledger {health.value}"}, status=503)
+        banks = self.bank.readiness()  # [bank] ready_when over the outbound links
+        if not banks.ready:
+            return web.json_response({"status": "bank links down", "banks": banks.down}, status=503)
         return web.json_response({"status": "ready"})
 
     @property

@@ -110,6 +110,14 @@ class BankConfig:
     zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
     key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
     key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
+    # Store-and-forward of reversals (switch/bank/saf.py; specs/bank-interface.md).
+    saf_backoff_initial_s: float = 5.0  # after the first unacknowledged attempt; doubling
+    saf_backoff_max_s: float = 300.0  # the longest wait between attempts
+    saf_attempts_max: int = 50  # then the reversal goes to review
+    saf_age_max_s: float = 86_400.0  # a reversal not acknowledged this long goes to review
+    saf_in_flight_max: int = 8  # reversals sent at once (each on its own schedule)
+    saf_ordered: bool = False  # the bank requires order: one at a time, oldest first
+    ready_when: str = "any"  # /readyz: outbound links signed on: "any" | "all" | "ignore"
     # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
     links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
@@ -120,6 +128,14 @@ class BankConfig:
     in_flight_max: int = 64
     write_buffer_bytes_max: int = 262_144
     drain_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.saf_backoff_initial_s <= self.saf_backoff_max_s:
+            raise ConfigError("bank: 0 < saf_backoff_initial_s <= saf_backoff_max_s")
+        if self.saf_attempts_max < 1 or self.saf_age_max_s <= 0 or self.saf_in_flight_max < 1:
+            raise ConfigError("bank: saf_attempts_max, saf_age_max_s, saf_in_flight_max above 0")
+        if self.ready_when not in ("any", "all", "ignore"):
+            raise ConfigError(f"bank: ready_when is any, all or ignore, not {self.ready_when!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from routing.context import CardDirectory, OfflineLimits
 from switch.bank.cards import sweep_ended_cards
 from switch.bank.keys import KeyChangeError, LinkKeys
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings
+from switch.bank.observe import BankMetrics, Readiness, ready
 from switch.bank.peer import BankPeer, BankStores, change_keys
 from switch.bank.saf import SafSender
 from switch.bank.service import BankService
@@ -80,6 +81,7 @@ class BankHost:
         self.clock = clock
         self.stores = stores
         self.primary = worker == 0
+        self.observed = BankMetrics(metrics.registry)
         self.peers = [
             BankPeer(
                 bank,
@@ -90,6 +92,7 @@ class BankHost:
                 stores,
                 reuse_port=workers > 1,
                 primary=self.primary,
+                observed=self.observed,
             )
             for bank in bank_configs(config)
         ]
@@ -136,6 +139,16 @@ class BankHost:
     def savings_routes(self) -> list[SavingsRoute]:
         """Where kiosk EP loads go: each bank's savings link, for its BINs."""
         return [route for peer in self.peers for route in peer.savings_routes()]
+
+    async def show_metrics(self) -> None:
+        """Every bank's link and queue gauges, as they are now (before a scrape)."""
+        for peer in self.peers:
+            self.observed.show(peer.bank_id, await peer.link_state())
+
+    def readiness(self) -> Readiness:
+        """`[bank] ready_when` over the banks' outbound links (those configured)."""
+        links = [(p.bank_id, p.outbound.up) for p in self.peers if p.outbound is not None]
+        return ready(self.config.ready_when, links)
 
     async def start_outbound(self) -> None:
         for peer in self.peers:

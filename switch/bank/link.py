@@ -11,6 +11,7 @@ response must verify, or it is dropped as if it never came (the request then tim
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -29,6 +30,7 @@ from messages.errors import CodecError, FramingError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_bank import BANK
 from routing.bank_context import LINK_DOWN, TIMED_OUT
+from switch.bank.observe import LinkEvents
 from switch.bank.stans import NoStanAhead, Stans
 from switch.sequences import Sequences, stan
 
@@ -93,8 +95,10 @@ class BankLinkClient:
         zak: KeyRef | MacKeys,
         clock: Callable[[], datetime] = datetime.now,
         stans: Stans | Iterator[int] | None = None,
+        events: LinkEvents | None = None,
     ) -> None:
         self.settings = settings
+        self.events = events or LinkEvents(settings.host)  # a log line each; metrics if given
         self.hsm = hsm
         self.keys: MacKeys = FixedKey(zak) if isinstance(zak, KeyRef) else zak
         self.clock = clock
@@ -104,6 +108,7 @@ class BankLinkClient:
         self.sent = 0  # requests sent on this connection
         self._stan: Stans | Iterator[int] = stans if stans is not None else Stans()
         self._pending: dict[str, asyncio.Future[BankReply]] = {}
+        self._expired: collections.deque[str] = collections.deque(maxlen=256)  # late ones
         self._writer: asyncio.StreamWriter | None = None
         self._up = asyncio.Event()
         self._closing = False
@@ -112,6 +117,11 @@ class BankLinkClient:
     @property
     def up(self) -> bool:
         return self._up.is_set()
+
+    @property
+    def connected(self) -> bool:
+        """Connected (signed on or not)."""
+        return self._writer is not None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -167,9 +177,17 @@ class BankLinkClient:
         try:
             payload = await self._encode(typed, mac=not mti.startswith("08"))
             writer.write(encode_frame(payload, LengthFormat.ASCII4))
-            return await asyncio.wait_for(future, self.settings.timeout_s)
+            self.events.sent(typed, mti)
+            reply = await asyncio.wait_for(future, self.settings.timeout_s)
+        except TimeoutError:
+            self.events.timed_out(typed)
+            raise
         finally:
             self._pending.pop(key, None)
+            if future.cancelled():  # timed out: its answer, if it comes, is late
+                self._expired.append(key)
+        self.events.answered(typed, reply)
+        return reply
 
     async def _encode(self, typed: BankMessage, *, mac: bool) -> bytes:
         message = bank.build(typed)
@@ -191,7 +209,7 @@ class BankLinkClient:
                 await self._session()
                 backoff = self.settings.backoff_initial_s
             except (OSError, ConnectionError, TimeoutError, CodecError) as err:
-                log.info("bank link %s: %s", self.settings.host, type(err).__name__)
+                self.events.link_failed(self.settings.host, self.settings.port, err)
             self._up.clear()
             await asyncio.sleep(backoff)  # close() cancels the task, ending the sleep
             backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -210,7 +228,7 @@ class BankLinkClient:
             if reply.response_code != "00":
                 raise ConnectionError(f"sign-on refused {reply.response_code}")
             self._up.set()
-            log.info("bank link %s:%d signed on", settings.host, settings.port)
+            self.events.signed_on(settings.host, settings.port)
             while not reading.done():
                 done, _ = await asyncio.wait({reading}, timeout=settings.echo_idle_s)
                 if not done:
@@ -244,18 +262,22 @@ class BankLinkClient:
             reply = bank.parse(self.codec.decode(frame))
         except CodecError as err:
             log.warning("bank link: unreadable response: %s", err)
+            self.events.dropped("unreadable", frame[:4].decode("ascii", "replace"), None)
             return
         if not isinstance(reply, BankReply):
             log.warning("bank link: unexpected request %s from the bank", reply.codes()[0])
             return
         if not reply.mti.startswith("08") and not await self._mac_ok(frame, reply.mac):
-            log.warning("bank link: response %s stan=%s fails its MAC", reply.mti, reply.stan)
+            self.events.dropped(
+                "missing_mac" if reply.mac is None else "bad_mac", reply.mti, reply.stan
+            )
             return
         key = reply_key(reply.mti, reply.stan, reply.transmitted, reply.acquirer_id)
         future = self._pending.get(key)
         if future is None or future.done():
             self.unmatched += 1
-            log.warning("bank link: unmatched response %s stan=%s", reply.mti, reply.stan)
+            late = key in self._expired
+            self.events.dropped("late" if late else "unmatched", reply.mti, reply.stan)
             return
         future.set_result(reply)
 
@@ -290,12 +312,16 @@ class BankLinkPool:
         clock: Callable[[], datetime],
         connections: int,
         sequences: Sequences | None = None,
+        events: LinkEvents | None = None,
     ) -> BankLinkPool:
         """``connections`` to one bank sharing one STAN source: the ``sequences`` when given
         (the daemon's), else counting in the process."""
         stans = Stans(sequences)
         return cls(
-            [BankLinkClient(settings, hsm, keys, clock, stans) for _ in range(max(1, connections))],
+            [
+                BankLinkClient(settings, hsm, keys, clock, stans, events)
+                for _ in range(max(1, connections))
+            ],
             stans,
         )
 
@@ -306,6 +332,10 @@ class BankLinkPool:
     @property
     def up(self) -> bool:
         return any(client.up for client in self.clients)
+
+    @property
+    def connected(self) -> bool:
+        return any(client.connected for client in self.clients)
 
     @property
     def unmatched(self) -> int:

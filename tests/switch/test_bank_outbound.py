@@ -19,7 +19,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
-from switch.bank.saf import SafSender, SqliteReversalQueue
+from switch.bank.saf import SafSender, SafSettings, SqliteReversalQueue
 from tests.support.bank import BANK
 from tests.support.bank_link import CENTRE, PAN, keys, run, until
 from tests.support.daemon import now
@@ -82,7 +82,8 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
         port = bank.port
         link = client(hsm, zak, port, timeout_s=0.3)
         link.start()
-        saf = SafSender(SqliteReversalQueue(database), link, BANK, interval_s=0.05)
+        fast = SafSettings(backoff_initial_s=0.05, poll_s=0.05)
+        saf = SafSender(SqliteReversalQueue(database), link, BANK, fast)
         try:
             assert await link.wait_up(5)
             # A counter's EP load forwarded as a savings debit, keeping the counter's F32/F7/F11.
@@ -99,8 +100,11 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
             assert [p.item.key for p in await saf.queue.pending(BANK)] == [queued.key]
             await bank.start(port=port)
             await until(lambda: _done(database))
-            reversals = [r.mti for r in bank.received if r.mti.startswith("04")]
+            sent = [r for r in bank.received if r.mti.startswith("04")]
+            reversals = [r.mti for r in sent]
             assert reversals == ["0420", "0421"]  # the first answer was lost: repeated
+            first, repeat = (r.typed for r in sent)  # a repeat keeps its F11 and F7
+            assert (repeat.stan, repeat.transmitted) == (first.stan, first.transmitted)
             assert bank.applied == {}  # reversed once
             assert await saf.drain() == 0 and len(bank.received) == len(reversals) + 3
         finally:
