@@ -208,6 +208,8 @@ class BankLinkClient:
             try:
                 await self._session()
                 backoff = self.settings.backoff_initial_s
+                ended = ConnectionResetError("the connection was closed")
+                self.events.link_failed(self.settings.host, self.settings.port, ended)
             except (OSError, ConnectionError, TimeoutError, CodecError) as err:
                 self.events.link_failed(self.settings.host, self.settings.port, err)
             self._up.clear()

@@ -1,0 +1,133 @@
+"""Store-and-forward through the daemon and the issuer simulator (specs/bank-interface.md,
+"Store-and-forward"): a stuck reversal does not delay the next and is given up to review after
+its attempt limit (seen by `medswitch review list`, the metrics and the queue); a bank that
+requires order gets them one at a time; a repeat keeps its F11 and F7 and a 0431 answer is an
+acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Coroutine
+from pathlib import Path
+
+import uvloop
+from click.testing import CliRunner
+
+from messages.bank import BankReversal
+from simulators.bank import IssuerRules, Received
+from switch.cli import main
+from tests.support.bank import BANK, BankDaemon, bank_daemon, until
+from tests.support.bank_observe import queue_reversal, sample, scrape
+
+STUCK, NEXT = "000101", "000102"  # the originals' F11
+WHEN = "1207093000"
+REVIEW_LIST = "medswitch review list --reason reversal_undelivered"
+
+
+def run(scenario: Coroutine[None, None, None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(scenario, timeout=120))
+
+
+def reversals(received: list[Received]) -> list[tuple[str, str, str, str]]:
+    """(original F11, MTI, F11, F7) of each reversal the bank received, in order."""
+    return [
+        (r.typed.original[4:10], r.mti, r.typed.stan, r.typed.transmitted)
+        for r in received
+        if isinstance(r.typed, BankReversal)
+    ]
+
+
+async def row(bank: BankDaemon, key: str) -> tuple[str, int]:
+    ((status, attempts),) = await bank.fetch(
+        f"SELECT status, attempts FROM reversal_queue WHERE key = '{key}'"
+    )
+    return str(status), int(attempts)
+
+
+def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(tmp_path: Path) -> None:
+    async def scenario(bank: BankDaemon) -> None:
+        bank.issuer.rules = IssuerRules(unanswered_reversals=(STUCK,))
+        stuck = await queue_reversal(bank.app, STUCK, 3_000, WHEN)
+        following = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
+        done = {"acknowledged"}
+        await until(lambda: set(bank.reversal_statuses()) - {"queued"} == done)
+        # The next one was acknowledged while the stuck one's first attempt still waited.
+        assert await row(bank, following) == ("acknowledged", 1)
+        assert await row(bank, stuck) == ("queued", 0)
+        await until(lambda: "review" in bank.reversal_statuses())
+        assert await row(bank, stuck) == ("review", 2)  # its limit: 2 attempts
+        sent = [r for r in reversals(bank.issuer.received) if r[0] == STUCK]
+        assert [r[1] for r in sent] == ["0420", "0421"]
+        assert sent[0][2:] == sent[1][2:]  # the repeat keeps F11 and F7
+        samples = await scrape(bank.app)
+        assert sample(samples, "medswitch_saf_review_total", bank=BANK) == 1
+        outcomes = {
+            outcome: sample(samples, "medswitch_bank_reversals_total", bank=BANK, outcome=outcome)
+            for outcome in ("acknowledged", "retried", "review")
+        }
+        assert outcomes == {"acknowledged": 1, "retried": 2, "review": 1}
+        assert sample(samples, "medswitch_saf_depth", bank=BANK) == 0
+        assert sample(samples, "medswitch_saf_oldest_age_seconds", bank=BANK) == 0
+        labels = {"bank": BANK, "type": "reversal", "response_code": "00"}
+        assert sample(samples, "medswitch_bank_requests_total", **labels) == 1
+
+    async def daemon_run() -> None:
+        settings = {
+            "outbound_timeout_s": 2.0,
+            "saf_backoff_initial_s": 0.1,
+            "saf_attempts_max": 2,
+        }
+        async with bank_daemon(tmp_path, **settings) as bank:
+            await scenario(bank)
+
+    run(daemon_run())
+    # The operators see it, the daemon stopped or not.
+    database = tmp_path / "medswitch.db"
+    result = CliRunner().invoke(
+        main, shlex.split(REVIEW_LIST)[1:], env={"MEDSWITCH_DB": str(database)}
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "reversal_undelivered" in line]
+    assert len(lines) == 1 and "30.00" in lines[0] and "open" in lines[0], result.output
+
+
+def test_a_bank_that_requires_order_gets_its_reversals_one_at_a_time(tmp_path: Path) -> None:
+    async def daemon_run() -> None:
+        settings = {
+            "outbound_timeout_s": 0.3,
+            "saf_backoff_initial_s": 0.05,
+            "saf_attempts_max": 2,
+            "saf_ordered": True,
+        }
+        async with bank_daemon(tmp_path, **settings) as bank:
+            bank.issuer.rules = IssuerRules(unanswered_reversals=(STUCK,))
+            stuck = await queue_reversal(bank.app, STUCK, 3_000, WHEN)
+            following = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
+            await until(lambda: "acknowledged" in bank.reversal_statuses())
+            assert await row(bank, stuck) == ("review", 2)
+            assert await row(bank, following) == ("acknowledged", 1)
+            order = [(r[0], r[1]) for r in reversals(bank.issuer.received)]
+            assert order == [(STUCK, "0420"), (STUCK, "0421"), (NEXT, "0420")]
+
+    run(daemon_run())
+
+
+def test_a_repeat_answered_0431_is_acknowledged(tmp_path: Path) -> None:
+    async def daemon_run() -> None:
+        settings = {"outbound_timeout_s": 0.3, "saf_backoff_initial_s": 0.05}
+        async with bank_daemon(tmp_path, **settings) as bank:
+            bank.issuer.rules = IssuerRules(drop_reversal_replies=1, repeat_reply_mti="0431")
+            key = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
+            await until(lambda: bank.reversal_statuses() == ["acknowledged"])
+            assert await row(bank, key) == ("acknowledged", 2)
+            sent = reversals(bank.issuer.received)
+            assert [r[1] for r in sent] == ["0420", "0421"] and sent[0][2:] == sent[1][2:]
+            samples = await scrape(bank.app)
+            labels = {"bank": BANK, "type": "reversal", "response_code": "00"}
+            assert sample(samples, "medswitch_bank_requests_total", **labels) == 1
+            dropped = [k for k in samples if k[0] == "medswitch_bank_responses_dropped_total"]
+            assert dropped == []  # the 0431 matched its 0421
+
+    run(daemon_run())
