@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hsm.keys import KeyRef
 from hsm.soft import SoftHsm
@@ -19,17 +20,20 @@ from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
+from switch.bank.observe import BankMetrics, LinkEvents
 from switch.bank.saf import SafSender, SafSettings, SqliteReversalQueue
 from tests.support.bank import BANK
 from tests.support.bank_link import CENTRE, PAN, keys, run, until
 from tests.support.daemon import now
 
 
-def client(hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5) -> BankLinkClient:
+def client(
+    hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5, events: LinkEvents | None = None
+) -> BankLinkClient:
     settings = OutboundSettings(
         "127.0.0.1", port, CENTRE, timeout_s=timeout_s, backoff_initial_s=0.05, backoff_max_s=0.2
     )
-    return BankLinkClient(settings, hsm, zak, clock=now)
+    return BankLinkClient(settings, hsm, zak, clock=now, events=events)
 
 
 def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebit:
@@ -43,7 +47,8 @@ def test_link_matches_times_out_and_reconnects() -> None:
         bank = BankIssuer(hsm, zak, IssuerRules(decline_above_fen=10_000))
         await bank.start()
         port = bank.port
-        link = client(hsm, zak, port)
+        registry = CollectorRegistry()
+        link = client(hsm, zak, port, events=LinkEvents(BANK, BankMetrics(registry)))
         link.start()
         try:
             assert await link.wait_up(5)
@@ -56,6 +61,10 @@ def test_link_matches_times_out_and_reconnects() -> None:
             with pytest.raises(TimeoutError):
                 await link.request(debit(link, 700))
             await until(lambda: link.unmatched == 1)  # the late answer, logged and dropped
+            late = {"bank": BANK, "reason": "late"}
+            assert registry.get_sample_value("medswitch_bank_responses_dropped_total", late) == 1
+            answered = {"bank": BANK, "type": "debit", "response_code": "51"}
+            assert registry.get_sample_value("medswitch_bank_requests_total", answered) == 1
             bank.rules = IssuerRules()
             await bank.close()  # the bank goes away
             await until(lambda: not link.up)
