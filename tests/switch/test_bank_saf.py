@@ -7,16 +7,20 @@ acknowledgement."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from collections.abc import Coroutine
 from pathlib import Path
 
+import pytest
 import uvloop
 from click.testing import CliRunner
 
 from messages.bank import BankReversal
 from simulators.bank import IssuerRules, Received
+from switch.bank.saf import SafSettings
 from switch.cli import main
+from switch.config import ConfigError, load
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.bank_observe import queue_reversal, sample, scrape
 
@@ -131,3 +135,41 @@ def test_a_repeat_answered_0431_is_acknowledged(tmp_path: Path) -> None:
             assert dropped == []  # the 0431 matched its 0421
 
     run(daemon_run())
+
+
+def test_a_reversal_past_its_age_goes_to_review_while_the_bank_is_away(tmp_path: Path) -> None:
+    async def daemon_run() -> None:
+        async with bank_daemon(tmp_path, saf_age_max_s=0.5) as bank:
+            await bank.issuer.close()  # the bank goes away: nothing is sent, nothing counted
+            key = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
+            await until(lambda: bank.reversal_statuses() == ["review"])
+            assert await row(bank, key) == ("review", 0)
+            reviews = await bank.fetch("SELECT reason, amount_fen, detail FROM review_items")
+            assert [(r[0], r[1]) for r in reviews] == [("reversal_undelivered", 4_000)]
+            assert "never sent" in reviews[0][2]
+            samples = await scrape(bank.app)
+            assert sample(samples, "medswitch_saf_review_total", bank=BANK) == 1
+
+    run(daemon_run())
+
+
+def test_store_and_forward_and_readiness_settings(tmp_path: Path) -> None:
+    toml = tmp_path / "medswitch.toml"
+    environ = {"MEDSWITCH_HOME": str(tmp_path)}
+    toml.write_text(
+        "[bank]\nsaf_ordered = true\nsaf_attempts_max = 3\nready_when = 'all'\n"
+        "[[bank.links]]\nacquirer_id = '01030000'\nsaf_backoff_max_s = 60.0\n"
+    )
+    config = load(toml, environ)
+    assert (config.bank.saf_ordered, config.bank.saf_attempts_max) == (True, 3)
+    assert config.bank.ready_when == "all" and config.bank.saf_backoff_initial_s == 5.0
+    assert SafSettings.of(config.bank.links[0]).delay_s(10) == 60.0
+    for bad, says in (
+        ("ready_when = 'some'", "ready_when is any, all or ignore"),
+        ("saf_backoff_initial_s = 0.0", "saf_backoff_initial_s"),
+        ("saf_backoff_max_s = 1.0", "saf_backoff_initial_s <= saf_backoff_max_s"),
+        ("saf_attempts_max = 0", "saf_attempts_max"),
+    ):
+        toml.write_text(f"[bank]\n{bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load(toml, environ)

@@ -144,6 +144,14 @@ def test_a_bank_killed_under_traffic_drains_its_queue_when_it_returns(
             r.typed.original for r in bank.issuer.received if isinstance(r.typed, BankReversal)
         }
         assert len(reversed_keys) == len(bank.reversal_statuses()) >= 1
+        for original in reversed_keys:  # before the restart and after: one F11 and F7 each
+            sent = [
+                (r.mti, r.typed.stan, r.typed.transmitted)
+                for r in bank.issuer.received
+                if isinstance(r.typed, BankReversal) and r.typed.original == original
+            ]
+            assert [mti for mti, *_ in sent] == ["0420"] + ["0421"] * (len(sent) - 1)
+            assert len({(stan, transmitted) for _, stan, transmitted in sent}) == 1, sent
         cards = cards_on_file(bank.database, 2)
         for on_file, conn in zip(cards, connections, strict=True):
             shadow, in_doubt, _ = await bank.ep_accounts(on_file.serial)
