@@ -147,7 +147,11 @@ class BankHost:
 
     def readiness(self) -> Readiness:
         """`[bank] ready_when` over the banks' outbound links (those configured)."""
-        links = [(p.bank_id, p.outbound.up) for p in self.peers if p.outbound is not None]
+        links = [
+            (peer.bank_id, peer.outbound is not None and peer.outbound.up)
+            for peer in self.peers
+            if peer.config.outbound_host  # configured, started or not (no key: down)
+        ]
         return ready(self.config.ready_when, links)
 
     async def start_outbound(self) -> None:

@@ -231,6 +231,9 @@ class SafEvents:
         if self.metrics is not None:
             self.metrics.saf_review.labels(self.bank).inc()
 
+    def failed_send(self, key: str, error: BaseException | None) -> None:
+        log.error("bank %s: reversal %s: sending failed: %r", self.bank, key, error)
+
     def failed_round(self) -> None:
         log.exception(
             "bank %s: store-and-forward round failed; the next one tries again", self.bank

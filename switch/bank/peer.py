@@ -200,13 +200,14 @@ class BankPeer:
     async def link_state(self) -> LinkState:
         """Both links' state and the reversal queue's depth, as the metrics show them."""
         outbound, service, listener = self.outbound, self.service, self.listener
-        state = LinkState(
-            None if outbound is None else outbound.connected,
-            None if outbound is None else outbound.up,
+        configured = self.config.enabled and bool(self.config.outbound_host)
+        state = LinkState(  # an outbound link configured but not started (no key) is down
+            (outbound is not None and outbound.connected) if configured else None,
+            (outbound is not None and outbound.up) if configured else None,
             None if listener is None else listener.connections > 0,
             None if service is None else self.bank_id in service.signed_on,
         )
-        if outbound is None:
+        if not configured:
             return state
         depth = await self.stores.reversal_queue.depth(self.bank_id)
         oldest_s = 0.0 if depth.oldest_at_us is None else (now_us() - depth.oldest_at_us) / 1e6

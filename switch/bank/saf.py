@@ -172,8 +172,10 @@ class SafSender:
                 break
         return started
 
-    def _finished(self, key: str, _: asyncio.Task[bool]) -> None:
+    def _finished(self, key: str, task: asyncio.Task[bool]) -> None:
         self._in_flight.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:  # the next round retries
+            self.events.failed_send(key, task.exception())
 
     def _past_limit(self, pending: Pending) -> str | None:
         settings = self.settings

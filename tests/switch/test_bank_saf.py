@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from switch.cli import main
 from switch.config import ConfigError, load
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.bank_observe import queue_reversal, sample, scrape
+from tests.support.daemon import BACKENDS
 
 STUCK, NEXT = "000101", "000102"  # the originals' F11
 WHEN = "1207093000"
@@ -50,17 +51,29 @@ async def row(bank: BankDaemon, key: str) -> tuple[str, int]:
     return str(status), int(attempts)
 
 
-def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(tmp_path: Path) -> None:
+async def statuses_until(bank: BankDaemon, reached: Callable[[set[str]], bool]) -> None:
+    """Wait, bounded, for the queue's statuses (either backend) to satisfy ``reached``."""
+    for _ in range(300):
+        rows = await bank.fetch("SELECT status FROM reversal_queue")
+        if reached({str(r[0]) for r in rows}):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the reversal queue never got there")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(
+    backend: str, tmp_path: Path
+) -> None:
     async def scenario(bank: BankDaemon) -> None:
         bank.issuer.rules = IssuerRules(unanswered_reversals=(STUCK,))
         stuck = await queue_reversal(bank.app, STUCK, 3_000, WHEN)
         following = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
-        done = {"acknowledged"}
-        await until(lambda: set(bank.reversal_statuses()) - {"queued"} == done)
+        await statuses_until(bank, lambda statuses: "acknowledged" in statuses)
         # The next one was acknowledged while the stuck one's first attempt still waited.
         assert await row(bank, following) == ("acknowledged", 1)
         assert await row(bank, stuck) == ("queued", 0)
-        await until(lambda: "review" in bank.reversal_statuses())
+        await statuses_until(bank, lambda statuses: "review" in statuses)
         assert await row(bank, stuck) == ("review", 2)  # its limit: 2 attempts
         sent = [r for r in reversals(bank.issuer.received) if r[0] == STUCK]
         assert [r[1] for r in sent] == ["0420", "0421"]
@@ -83,15 +96,19 @@ def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(tmp_path: P
             "saf_backoff_initial_s": 0.1,
             "saf_attempts_max": 2,
         }
-        async with bank_daemon(tmp_path, **settings) as bank:
+        async with bank_daemon(tmp_path, backend=backend, **settings) as bank:
             await scenario(bank)
+            url = bank.app.config.database_url
+            if url:  # PostgreSQL: its schema is dropped when the daemon is gone
+                await asyncio.to_thread(review_list, {"MEDSWITCH_DATABASE_URL": url})
 
     run(daemon_run())
-    # The operators see it, the daemon stopped or not.
-    database = tmp_path / "medswitch.db"
-    result = CliRunner().invoke(
-        main, shlex.split(REVIEW_LIST)[1:], env={"MEDSWITCH_DB": str(database)}
-    )
+    if backend == "sqlite":  # the operators see it, the daemon stopped or not
+        review_list({"MEDSWITCH_DB": str(tmp_path / "medswitch.db")})
+
+
+def review_list(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, shlex.split(REVIEW_LIST)[1:], env=env)
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "reversal_undelivered" in line]
     assert len(lines) == 1 and "30.00" in lines[0] and "open" in lines[0], result.output
