@@ -158,6 +158,9 @@ def test_a_reversal_past_its_age_goes_to_review_while_the_bank_is_away(tmp_path:
     async def daemon_run() -> None:
         async with bank_daemon(tmp_path, saf_age_max_s=0.5) as bank:
             await bank.issuer.close()  # the bank goes away: nothing is sent, nothing counted
+            outbound = bank.bank.outbound
+            assert outbound is not None
+            await until(lambda: not outbound.up)
             key = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
             await until(lambda: bank.reversal_statuses() == ["review"])
             assert await row(bank, key) == ("review", 0)

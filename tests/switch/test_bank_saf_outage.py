@@ -92,7 +92,7 @@ def test_a_bank_killed_under_traffic_drains_its_queue_when_it_returns(
             await until(lambda: traffic.codes.count("00") >= 2)
             # Debits, then the line drops unanswered; the answers to reversals are lost.
             bank.issuer.rules = IssuerRules(disconnect=True, drop_reversal_replies=LOST)
-            await until(lambda: traffic.codes.count("98") >= 3)
+            await until(lambda: traffic.codes.count("98") >= 2)
             bank.issuer.rules = IssuerRules(drop_reversal_replies=LOST)
             await bank.issuer.close()  # the bank host goes away
             await until(lambda: traffic.codes.count("91") >= 2)
