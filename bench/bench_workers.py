@@ -136,6 +136,7 @@ def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Ite
         "MEDSWITCH_DATABASE_URL": url,
         "MEDSWITCH_TERMINAL_PORT": str(port),
         "MEDSWITCH_HTTP_PORT": str(http_port),
+        "MEDSWITCH_HIS_RATE_PER_S": "0",  # bills are prepared faster than a HIS submits
     }
     command = [script, "serve", "--workers", str(workers)]
     if PROFILE and workers == 1:  # cProfile of the one worker, written when it stops

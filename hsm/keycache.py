@@ -136,13 +136,24 @@ class KeyCache:
             raise KeyUsageError(f"alias {alias} holds keys of another usage")
         return max((r.version for r in existing), default=0) + 1
 
-    async def put(self, alias: str, usage: KeyUsage, key: bytes, now: datetime) -> KeyRef:
+    async def exportable(self, ref: KeyRef) -> bool:
+        """Whether the stored key was made exportable, read from its block as stored now
+        (checked again: the byte read is under the block's MAC)."""
+        stored = await self.store.get(ref.alias, ref.version)
+        keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
+        return keyblock.exportable(stored)
+
+    async def put(
+        self, alias: str, usage: KeyUsage, key: bytes, now: datetime, *, exportable: bool = False
+    ) -> KeyRef:
         """Store a new clear key (wrapped) as the next version of `alias`. Another process
         sharing the store may take a version first; then the next one is tried."""
         for attempt in range(PUT_ATTEMPTS):
             version = await self.next_version(alias, usage)
             ref = KeyRef(alias, version, usage, kcv(key))
-            stored = keyblock.wrap(self._lmk.key_bytes(), ref, key, now.isoformat())
+            stored = keyblock.wrap(
+                self._lmk.key_bytes(), ref, key, now.isoformat(), exportable=exportable
+            )
             try:
                 await self.store.put(stored)
             except KeyExistsError:

@@ -230,6 +230,7 @@ class TerminalParameters(_TlvRecord):
     offline_age_max_h: int | None = None
     blacklist_version: int | None = None
     categories: str | None = None  # "code=name" lines
+    parameters_version: int | None = None  # 0: the centre's configured defaults
 
     FIELD: ClassVar[str] = "62"
     LAYOUT: ClassVar[tuple[Tag, ...]] = (
@@ -238,6 +239,7 @@ class TerminalParameters(_TlvRecord):
         Tag(0x03, "offline_age_max_h", TagKind.UINT, 2),
         Tag(0x04, "blacklist_version", TagKind.UINT, 4),
         Tag(0x05, "categories", TagKind.TEXT),
+        Tag(0x06, "parameters_version", TagKind.UINT, 4),
     )
 
 

@@ -32,6 +32,7 @@ class IssuerRules:
     disconnect: bool = False  # apply a debit, then drop the connection without answering
     unanswered_reversals: tuple[str, ...] = ()  # originals' F11: their reversals never answered
     repeat_reply_mti: str = "0430"  # a repeated reversal (0421) answered 0430, or 0431
+    unsigned_replies: bool = False  # answer without F128 (a bank whose dialect MACs no response)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class BankIssuer:
         reply = bank.build(bank.reply_to(typed, code))
         if message.mti == "0421":
             reply = Message(self.rules.repeat_reply_mti, reply.fields)
-        if not financial:
+        if not financial or self.rules.unsigned_replies:
             return CODEC.encode(reply)
         return await mac_payload(self.hsm, zak, reply)
 

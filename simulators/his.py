@@ -32,7 +32,6 @@ from ledger.medical.catalogue import CatalogueVersion, Coverage
 
 LINES_EXTRA_MAX = 5
 ABOVE_CEILING_RATE = 0.05
-UNKNOWN_ITEM_RATE = 0.02
 BILLS_MAX = 1_000_000
 TIMEOUT_S = 30.0
 
@@ -63,14 +62,6 @@ def make_bill(
         if rng.random() < ABOVE_CEILING_RATE:
             price = item.ceiling_fen + rng.randint(1, max(1, item.ceiling_fen // 5))
         lines.append({"code": code, "quantity": rng.randint(1, 3), "unit_price_fen": price})
-    if rng.random() < UNKNOWN_ITEM_RATE:
-        lines.append(
-            {
-                "code": "ZZ" + str(rng.randint(1000, 9999)),
-                "quantity": 1,
-                "unit_price_fen": rng.randint(100, 5000),
-            }
-        )
     body: dict[str, Any] = {
         "his_bill_no": his_bill_no,
         "card_no": card_no,

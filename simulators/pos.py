@@ -103,8 +103,9 @@ class Pos:
         self.state.age_max_h = found.offline_age_max_h or 0
         self.state.save()
         return (
-            f"offline limits: floor {yuan(self.state.floor_fen)}, "
-            f"{self.state.count_max} records, {self.state.age_max_h} h"
+            f"offline limits (parameters version {found.parameters_version or 0}): floor "
+            f"{yuan(self.state.floor_fen)}, {self.state.count_max} records, "
+            f"{self.state.age_max_h} h"
         )
 
     async def download_blacklist(self) -> str:

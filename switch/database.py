@@ -130,7 +130,7 @@ async def _open_sqlite(path: Path, writer_process: bool = False) -> Stores:
     return Stores(
         url=f"sqlite:///{path}",
         ledger=ledger,
-        terminals=SqliteTerminals(path),
+        terminals=SqliteTerminals(path, keep_s=KEEP_S),
         cards=cards,
         medical_store=SqlMedicalStore(engine, ledger_writer=ledger.writer),
         directory=SqlDirectory(engine),
@@ -167,7 +167,7 @@ async def _open_postgres(url: str) -> Stores:
         return Stores(
             url=url,
             ledger=ledger,
-            terminals=SqlTerminals(bridge.connection),
+            terminals=SqlTerminals(bridge.connection, keep_s=KEEP_S),
             cards=cards,
             medical_store=SqlMedicalStore(engine, pool=pool),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]

@@ -61,6 +61,8 @@ def fit(config: Config, nofile: int) -> Config:
     banks = (config.bank, *config.bank.links)  # each enabled one listens
     caps = {"terminal": config.terminal.connections_max, "http": config.http.connections_max}
     caps.update({f"bank {i}": b.connections_max for i, b in enumerate(banks) if b.enabled})
+    if config.his.port is not None:  # the HIS API's own port, with the [http] limits
+        caps["his"] = config.http.connections_max
     fitted = shares(caps, nofile)
     if fitted == caps:
         return config
@@ -77,6 +79,8 @@ def fit(config: Config, nofile: int) -> Config:
     return dataclasses.replace(
         config,
         terminal=dataclasses.replace(config.terminal, connections_max=fitted["terminal"]),
-        http=dataclasses.replace(config.http, connections_max=fitted["http"]),
+        http=dataclasses.replace(
+            config.http, connections_max=min(fitted["http"], fitted.get("his", fitted["http"]))
+        ),
         bank=dataclasses.replace(capped[0], links=tuple(capped[1:])),
     )

@@ -1,6 +1,7 @@
 """The HIS interface (DESIGN §3.3): an aiohttp application for hospitals' charging systems,
-documented by specs/his-api.yaml. The daemon mounts it (`mount_his_app(parent, deps)`); until then
-`medswitch his serve` (or `python -m switch.his_api`) runs it on its own.
+documented by specs/his-api.yaml. The daemon mounts it beside /metrics (`mount_his_app(parent,
+deps)`), or serves it on a port of its own, over TLS when configured (`switch.his_serve`);
+`medswitch his serve` runs it alone.
 
 Each institution authenticates with HTTP Basic: user = its institution id, password = its HIS
 token (stored salted and hashed, `ReferenceData.issue_credential`). An institution sees and
@@ -16,35 +17,49 @@ Core); handlers run it in a worker thread so the event loop never waits on the d
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
 over the plausibility limits of `ledger.medical.limits` is refused 422 ``bill_over_limit``; the
-application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`). A body nested
-too deep for the JSON parser is 400 ``malformed_json``; a client that disconnects mid-body is
-logged in one line.
+application sweeps expired bills every `expiry_sweep_s` (`switch.his_sweep`); each institution
+has a request rate (`switch.his_rate`, 429 ``rate_limited``). Bodies are UTF-8 JSON only
+(`switch.his_body`); writes take an Idempotency-Key (`switch.his_idempotency`); a line the
+institution may not bill is 422 with its pointer (`ledger.medical.billable`); the catalogue is
+served as the centre prices with it (`switch.his_catalogue`); a service date after today in the
+centre's time zone is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
-import json
 import logging
-import math
-import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from ledger.medical.bills import BillRecord, BillStateError, DuplicateBillError, bill_id_for
+from ledger.medical.bills import (
+    BillRecord,
+    BillStateError,
+    DuplicateBillError,
+    Submission,
+    bill_id_for,
+)
 from ledger.medical.codec import bill_to_dict, split_to_dict
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import BillError, Split, explain
+from switch.his_auth import (
+    REALM,
+    CredentialCheck,
+    MemoryCredentials,
+    ThrottledError,
+    authenticate,
+    credentials,
+)
+from switch.his_body import BODY_BYTES_MAX, BODY_LIMIT_TEXT, ClientGone, json_body
+from switch.his_catalogue import catalogue_response
+from switch.his_idempotency import HEADER, REPLAYED, Answer, IdempotencyKeys, fingerprint, key_of
 from switch.his_parse import (
     BILL_ID,
     TEXT_ID,
@@ -53,44 +68,18 @@ from switch.his_parse import (
     parse_list_query,
     parse_submission,
 )
+from switch.his_rate import RateLimiter
 from switch.his_sweep import sweep_expired_bills
 from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
 
+__all__ = ["BODY_BYTES_MAX", "HisDeps", "MemoryCredentials", "make_his_app", "mount_his_app"]
+
 PREFIX = "/his/v1"
-BODY_BYTES_MAX = 256 * 1024  # the HIS limit, whatever the application it is mounted in allows
-BODY_LIMIT_TEXT = f"the body is limited to 256 KiB ({BODY_BYTES_MAX} bytes)"
 REQUEST_ID_HEADER = "X-Request-Id"
-REALM = 'Basic realm="medswitch-his", charset="UTF-8"'
-INSTITUTION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 T = TypeVar("T")
 log = logging.getLogger("medswitch.his")
-
-
-class CredentialCheck(Protocol):
-    def check_credential(self, institution_id: str, token: str) -> bool: ...
-
-
-@dataclass
-class MemoryCredentials:
-    """Salted SHA-256 hashes of tokens in memory (tests, the simulator's own server)."""
-
-    hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (salt, hash)
-
-    def issue(self, institution_id: str, token: str | None = None) -> str:
-        token = token or secrets.token_urlsafe(24)
-        salt = secrets.token_hex(16)
-        self.hashes[institution_id] = (salt, _hash(salt, token))
-        return token
-
-    def check_credential(self, institution_id: str, token: str) -> bool:
-        salt, expected = self.hashes.get(institution_id, ("00" * 16, ""))
-        return hmac.compare_digest(expected, _hash(salt, token)) and bool(expected)
-
-
-def _hash(salt: str, token: str) -> str:
-    return hashlib.sha256(bytes.fromhex(salt) + token.encode()).hexdigest()
 
 
 def _utc_now() -> dt.datetime:
@@ -105,6 +94,12 @@ class HisDeps:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     metrics: Metrics = field(default_factory=Metrics)
     expiry_sweep_s: float = 60.0  # expired bills are released this often; 0: no sweep
+    rate: RateLimiter = field(default_factory=RateLimiter)  # requests per institution
+    idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
+    timezone: str = "Asia/Shanghai"  # the centre's: service dates and "today" are in it
+
+    def today(self) -> dt.date:
+        return self.clock().astimezone(ZoneInfo(self.timezone)).date()
 
 
 def error_response(
@@ -162,54 +157,12 @@ def bill_json(record: BillRecord) -> dict[str, Any]:
 DEPS = web.AppKey("his_deps", HisDeps)
 
 
-def _credentials(request: web.Request) -> tuple[str, str]:
-    header = request.headers.get("Authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        raise ApiError(401, "unauthorised", "HTTP Basic credentials are required")
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "unauthorised", "malformed credentials") from None
-    if not sep or not INSTITUTION.match(user) or not password:
-        raise ApiError(401, "unauthorised", "malformed credentials")
-    return user, password
-
-
 def _institution(request: web.Request) -> str:
     """The institution the middleware authenticated (its credentials are in every request)."""
-    return _credentials(request)[0]
+    return credentials(request)[0]
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def _authenticate(request: web.Request) -> None:
-    """The request's credentials, checked unless its id or address is locked (429)."""
-    deps = request.app[DEPS]
-    institution, token = _credentials(request)
-    address = request.remote or ""
-    wait_s = deps.throttle.retry_after_s(institution, address)
-    if wait_s > 0:
-        deps.metrics.his_logins_throttled.inc()
-        raise ThrottledError(math.ceil(wait_s))
-    with deps.throttle.checking(institution, address):
-        check = deps.credentials.check_credential
-        if not await asyncio.to_thread(check, institution, token):
-            deps.throttle.failed(institution, address)
-            deps.metrics.his_login_failures.inc()
-            raise ApiError(401, "unauthorised", "wrong institution id or token")
-        deps.throttle.succeeded(institution, address)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request was read (logged once where it is seen)."""
-
-
-class ThrottledError(ApiError):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(429, "too_many_attempts", "too many failed logins: retry later")
-        self.retry_after_s = retry_after_s
 
 
 @web.middleware
@@ -218,20 +171,21 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     every refusal the error object."""
     request_id = new_request_id()
     try:
-        await _authenticate(request)
+        deps = request.app[DEPS]
+        await authenticate(request, deps.credentials, deps.throttle, deps.rate, deps.metrics)
         response = await handler(request)
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
     except ThrottledError as error:
         retry = {"Retry-After": str(error.retry_after_s)}
-        return error_response(
-            error.status, error.code, error.message, retry, request_id=request_id
-        )
+        return error_response(error.status, error.code, error.message, retry, request_id=request_id)
     except ApiError as error:
+        kept = {"Retry-After": "1"} if error.code == "request_in_progress" else None
         return error_response(
             error.status,
             error.code,
             error.message,
+            kept,
             request_id=request_id,
             field=error.field,
             extra=error.extra,
@@ -249,37 +203,13 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(error.status, code, error.reason, kept, request_id=request_id)
 
 
-async def _json_body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send application/json")
-    declared = request.content_length
-    if declared is not None and declared > BODY_BYTES_MAX:
-        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
-    try:
-        raw = await request.content.read(BODY_BYTES_MAX + 1)
-        while len(raw) <= BODY_BYTES_MAX and not request.content.at_eof():
-            chunk = await request.content.read(BODY_BYTES_MAX + 1 - len(raw))
-            if not chunk:
-                break
-            raw += chunk
-    except ConnectionError as error:  # the client went away mid-body: nobody to answer
-        log.info("HIS client %s disconnected mid-body: %s", request.remote, error)
-        raise ClientGone from None
-    if len(raw) > BODY_BYTES_MAX:  # a chunked body without a length
-        raise ApiError(413, "too_large", BODY_LIMIT_TEXT)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "malformed_json", "the body is not JSON") from None
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "the body is nested too deep") from None
-
-
 async def _call(fn: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.to_thread(fn, *args)
     except MedicalError as error:
-        raise ApiError(BUSINESS_STATUS.get(error.code, 422), error.code, str(error)) from None
+        at = f"/lines/{error.line - 1}/code" if error.line else None
+        status = BUSINESS_STATUS.get(error.code, 422)
+        raise ApiError(status, error.code, str(error), field=at) from None
     except BillError as error:
         raise ApiError(400, "invalid_request", str(error)) from None
     except DuplicateBillError as error:
@@ -295,19 +225,63 @@ def _bill_id(request: web.Request) -> str:
     return bill_id
 
 
+def _dated(deps: HisDeps, submission: Submission) -> Submission:
+    """A service date after today in the centre's time zone is refused."""
+    today = deps.today()
+    if submission.service_date > today:
+        message = (
+            f"service_date {submission.service_date} is after today ({today}, {deps.timezone})"
+        )
+        raise ApiError(422, "service_date_in_future", message, field="/service_date")
+    return submission
+
+
+async def _idempotent(
+    request: web.Request, body: Any, answer: Callable[[], Awaitable[web.Response]]
+) -> web.Response:
+    """`answer()` under the request's Idempotency-Key, if it has one (`switch.his_idempotency`)."""
+    key = key_of(request.headers.get(HEADER))
+    if key is None:
+        return await answer()
+    keys = request.app[DEPS].idempotency
+    institution = _institution(request)
+    print_ = fingerprint(request.method, request.path, body)
+    kept = keys.begin(institution, key, print_)
+    if kept is not None:
+        return web.Response(
+            status=kept.status,
+            body=kept.body,
+            content_type="application/json",
+            headers={REPLAYED: "true"},
+        )
+    try:
+        response = await answer()
+    except BaseException:
+        keys.abandon(institution, key)
+        raise
+    assert isinstance(response.body, bytes)
+    keys.finish(institution, key, print_, Answer(response.status, response.body))
+    return response
+
+
 async def submit_bill(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    submission = parse_submission(await _json_body(request))
-    institution = _institution(request)
-    try:
-        record, created = await _call(
-            deps.service.submit_bill, institution, submission, deps.clock()
-        )
-    except ApiError as error:
-        if error.code == "duplicate_bill_no":  # the stored bill's id: the HIS can look at it
-            error.extra["bill_id"] = bill_id_for(institution, submission.his_bill_no)
-        raise
-    return web.json_response(bill_json(record), status=201 if created else 200)
+    body = await json_body(request)
+
+    async def answer() -> web.Response:
+        submission = _dated(deps, parse_submission(body))
+        institution = _institution(request)
+        try:
+            record, created = await _call(
+                deps.service.submit_bill, institution, submission, deps.clock()
+            )
+        except ApiError as error:
+            if error.code == "duplicate_bill_no":  # the stored bill's id: the HIS can look
+                error.extra["bill_id"] = bill_id_for(institution, submission.his_bill_no)
+            raise
+        return web.json_response(bill_json(record), status=201 if created else 200)
+
+    return await _idempotent(request, body, answer)
 
 
 async def find_bills(request: web.Request) -> web.Response:
@@ -318,9 +292,10 @@ async def find_bills(request: web.Request) -> web.Response:
     query = dict(request.query)
     if "his_bill_no" in query:
         number = query.pop("his_bill_no")
-        if query:
-            message = "his_bill_no is the only parameter of a lookup"
-            raise ApiError(400, "invalid_request", message, field="?" + sorted(query)[0])
+        parse_list_query({k: v for k, v in query.items() if k == "limit"})  # a valid limit
+        if others := sorted(set(query) - {"limit"}):  # (generated clients send its default)
+            message = "his_bill_no and limit are the only parameters of a lookup"
+            raise ApiError(400, "invalid_request", message, field="?" + others[0])
         found = []
         if TEXT_ID.match(number):
             with contextlib.suppress(ApiError):  # not_found: an empty page
@@ -340,7 +315,7 @@ async def find_bills(request: web.Request) -> web.Response:
 
 async def price_check(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    submission = parse_submission(await _json_body(request))
+    submission = _dated(deps, parse_submission(await json_body(request), numbered=False))
     priced = await _call(deps.service.price, _institution(request), submission)
     return web.json_response({"split": split_json(priced.split)})
 
@@ -353,10 +328,21 @@ async def get_bill(request: web.Request) -> web.Response:
 
 async def cancel_bill(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    record = await _call(
-        deps.service.cancel_bill, _institution(request), _bill_id(request), deps.clock()
-    )
-    return web.json_response(bill_json(record))
+
+    async def answer() -> web.Response:
+        record = await _call(
+            deps.service.cancel_bill, _institution(request), _bill_id(request), deps.clock()
+        )
+        return web.json_response(bill_json(record))
+
+    return await _idempotent(request, None, answer)
+
+
+async def get_catalogue(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    directory = deps.service.directory
+    zone = ZoneInfo(deps.timezone)
+    return await catalogue_response(request, directory, _institution(request), deps.clock, zone)
 
 
 async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
@@ -384,6 +370,7 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app.router.add_post(f"{prefix}/price-check", price_check)
     app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)
     app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
+    app.router.add_get(f"{prefix}/catalogue", get_catalogue)
     return app
 
 

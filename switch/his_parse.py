@@ -92,13 +92,16 @@ def _line(line: Any, number: int) -> BillLine:
     )
 
 
-def parse_submission(body: Any) -> Submission:
+def parse_submission(body: Any, *, numbered: bool = True) -> Submission:
+    """A bill; a price check's (`numbered` False) may leave out his_bill_no (it is unused)."""
+    required = {"card_no", "service_date", "lines"}
+    numbering = {"his_bill_no"}
     data = _object(
         body,
         "the bill",
         "",
-        {"his_bill_no", "card_no", "service_date", "lines"},
-        {"special_category"},
+        required | (numbering if numbered else set()),
+        {"special_category"} | (set() if numbered else numbering),
     )
     try:
         day = dt.date.fromisoformat(
@@ -119,7 +122,11 @@ def parse_submission(body: Any) -> Submission:
     if special is not None:
         special = _text(special, "special_category", "/special_category", CATEGORY)
     return Submission(
-        his_bill_no=_text(data["his_bill_no"], "his_bill_no", "/his_bill_no", TEXT_ID),
+        his_bill_no=(
+            _text(data["his_bill_no"], "his_bill_no", "/his_bill_no", TEXT_ID)
+            if numbered or "his_bill_no" in data
+            else ""
+        ),
         card_no=_text(data["card_no"], "card_no", "/card_no", CARD_NO),
         service_date=day,
         bill=Bill(parsed, special),
@@ -141,7 +148,7 @@ def encode_cursor(his_bill_no: str) -> str:
     return base64.urlsafe_b64encode(his_bill_no.encode()).decode().rstrip("=")
 
 
-def _cursor(text: str) -> str:
+def parse_cursor(text: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -173,5 +180,5 @@ def parse_list_query(query: dict[str, str]) -> ListQuery:
     limit = int(limit_text) if limit_text.isdigit() and len(limit_text) <= 4 else 0
     _require(1 <= limit <= LIST_LIMIT_MAX, f"limit is from 1 to {LIST_LIMIT_MAX}", "?limit")
     since = _since(query["since"]) if "since" in query else EPOCH
-    after = _cursor(query["cursor"]) if "cursor" in query else ""
+    after = parse_cursor(query["cursor"]) if "cursor" in query else ""
     return ListQuery(since, after, limit)

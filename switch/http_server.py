@@ -220,4 +220,5 @@ class GuardedSite(web.SockSite):
             self._guard.protocol(cast(Callable[[], asyncio.Protocol], server)),
             sock=self._sock,
             backlog=self._backlog,
+            ssl=self._ssl_context,  # TLS when the site was given a context (the HIS port)
         )

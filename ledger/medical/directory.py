@@ -28,6 +28,8 @@ class Directory(Protocol):
 
     def institution_level(self, institution_id: str) -> int | None: ...
 
+    def institution_kind(self, institution_id: str) -> str | None: ...
+
     def authorised(self, person_id: str, year: int) -> frozenset[str]: ...
 
     def catalogue_on(self, day: dt.date) -> CatalogueVersion | None: ...
@@ -42,6 +44,7 @@ class MemoryDirectory:
     authorisations: dict[tuple[str, int], frozenset[str]] = field(default_factory=dict)
     catalogues: list[CatalogueVersion] = field(default_factory=list)
     policies: dict[int, Policy] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # institution → hospital | pharmacy
 
     def cardholder(self, card_no: str) -> Cardholder | None:
         return self.cards.get(card_no)
@@ -52,6 +55,9 @@ class MemoryDirectory:
 
     def institution_level(self, institution_id: str) -> int | None:
         return self.levels.get(institution_id)
+
+    def institution_kind(self, institution_id: str) -> str | None:
+        return self.kinds.get(institution_id)
 
     def authorised(self, person_id: str, year: int) -> frozenset[str]:
         return self.authorisations.get((person_id, year), frozenset())

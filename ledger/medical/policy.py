@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,18 @@ from ledger.medical.catalogue import BP, Coverage
 
 LEVELS = (1, 2, 3)
 AGE_MAX = 200
+GENERAL = "general"  # the billing category of a catalogue code the policy does not list
+
+
+def is_category_name(text: str) -> bool:
+    """A billing category's name: a lower-case letter, then up to 31 of a-z, 0-9, _."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+    return 1 <= len(text) <= 32 and "a" <= text[0] <= "z" and set(text) <= allowed
+
+
+def is_code(text: str) -> bool:
+    """A catalogue code: 1 to 20 printable ASCII characters, no space."""
+    return 1 <= len(text) <= 20 and all("!" <= c <= "~" for c in text)
 
 
 class Category(enum.Enum):
@@ -62,6 +74,18 @@ class Policy:
     contribution: tuple[ContributionBand, ...]
     special: Mapping[str, SpecialCategory] = field(default_factory=dict)
     counted: frozenset[Counted] = frozenset()
+    item_categories: Mapping[str, str] = field(default_factory=dict)  # catalogue code → category
+    kind_categories: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kind → may bill
+
+    def item_category(self, code: str) -> str:
+        """The billing category of a catalogue code (``general`` unless the policy says)."""
+        return self.item_categories.get(code, GENERAL)
+
+    def may_bill(self, kind: str, category: str) -> bool:
+        """Whether an institution of `kind` may bill items of `category` (a kind the policy
+        does not list may bill every category)."""
+        allowed = self.kind_categories.get(kind)
+        return allowed is None or category in allowed
 
     def deductible_fen(self, category: Category, level: int) -> int:
         return self.deductibles[category][_level_index(level)]
@@ -172,6 +196,8 @@ def parse_policy(text: str) -> Policy:
         "contribution",
         "special",
         "deductible_counts",
+        "item_categories",
+        "institution_kinds",
     }
     if unknown := set(doc) - known:
         raise PolicyError(f"unknown keys: {sorted(unknown)}")
@@ -192,29 +218,58 @@ def parse_policy(text: str) -> Policy:
         contribution=_contribution(doc.get("contribution")),
         special=_special(doc.get("special")),
         counted=counted,
+        item_categories=_item_categories(doc.get("item_categories")),
+        kind_categories=_kinds(doc.get("institution_kinds")),
     )
+
+
+def _names(value: Any, what: str, valid: Callable[[str], bool]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and valid(v) for v in value):
+        raise PolicyError(f"{what} is a list of {valid.__name__.removeprefix('is_')}s")
+    return list(value)
+
+
+def _item_categories(value: Any) -> dict[str, str]:
+    """``[item_categories]``: category name → the catalogue codes of that category."""
+    table = _table(value if value is not None else {}, "item_categories")
+    out: dict[str, str] = {}
+    for category, codes in table.items():
+        if not is_category_name(category):
+            raise PolicyError(f"item_categories: {category!r} is not a category name")
+        for code in _names(codes, f"item_categories.{category}", is_code):
+            if out.setdefault(code, category) != category:
+                raise PolicyError(f"item_categories: {code} is in two categories")
+    return out
+
+
+def _kinds(value: Any) -> dict[str, frozenset[str]]:
+    """``[institution_kinds]``: kind → the categories an institution of that kind may bill."""
+    table = _table(value if value is not None else {}, "institution_kinds")
+    return {
+        kind: frozenset(_names(names, f"institution_kinds.{kind}", is_category_name))
+        for kind, names in table.items()
+    }
 
 
 EXAMPLE = """\
 year = 2026
-annual_pooled_cap_fen = 5000000          # 50 000 yuan of pooled fund per person and year
-deductible_counts = ["offline_purchases"]
-
-[deductible_fen]                         # by institution level 1, 2, 3
+annual_pooled_cap_fen = 5000000          # the pooled fund pays at most this per person and year
+deductible_counts = ["offline_purchases"] # what counts towards the deductible besides the
+                                          # eligible amounts: class_b_self_pay, offline_purchases
+[deductible_fen]                          # 起付标准 by person category, institution levels 1, 2, 3
 employed = [30000, 50000, 80000]
 retired = [20000, 35000, 60000]
 
-[pooled_bp.employed]                     # pooled share above the deductible, levels 1, 2, 3
+[pooled_bp.employed]                      # pooled share above the deductible, levels 1, 2, 3
 "甲" = [9000, 8500, 8000]
 "乙" = [8500, 8000, 7500]
-
 [pooled_bp.retired]
 "甲" = [9500, 9200, 9000]
 "乙" = [9000, 8700, 8500]
 
-[[contribution]]                         # personal-account share of a contribution by age
-age_below = 35
-personal_bp = 3000
+[[contribution]]                          # personal-account share of a contribution by age
+age_below = 35                            # (bands ascending; the last is age_below = 200);
+personal_bp = 3000                        # the pooled fund gets the rest
 [[contribution]]
 age_below = 45
 personal_bp = 3500
@@ -222,7 +277,15 @@ personal_bp = 3500
 age_below = 200
 personal_bp = 4000
 
-[special.chronic]
-name = "门诊慢性病"
-pooled_bp = [8000, 8000, 8000]
+[special.chronic]                         # special-expense categories: payable regardless of
+name = "门诊慢性病"                        # the deductible, only for persons authorised for them
+pooled_bp = [8000, 8000, 8000]            # that year (`medswitch authorise grant PERSON chronic`)
+
+[item_categories]                         # optional: billing category → catalogue codes
+drug = ["A01", "A04", "B01", "B03", "C01"]  # (a code not listed is `general`)
+examination = ["A03", "B02"]
+bed_day = ["B04"]
+
+[institution_kinds]                       # optional: the categories each kind may bill
+pharmacy = ["drug"]                       # (a kind not listed bills every category)
 """

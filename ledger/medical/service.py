@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from ledger.medical.accumulators import Totals
+from ledger.medical.billable import unbillable
 from ledger.medical.bills import (
     EXPIRE_BATCH_MAX,
     BillRecord,
@@ -48,13 +49,14 @@ CALLER_THREADS = 32
 class MedicalError(Exception):
     """A refusal a caller maps to its protocol: `code` is stable (the HIS API's error code)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, line: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.line = line  # the bill's line at fault, from 1; 0: none in particular
 
-    def __reduce__(self) -> tuple[type[MedicalError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[MedicalError], tuple[str, str, int]]:
         """Pickled as it was made (a refusal comes back from the ledger's writer process)."""
-        return type(self), (self.code, str(self))
+        return type(self), (self.code, str(self), self.line)
 
 
 def _own(record: BillRecord, institution_id: str) -> BillRecord:
@@ -188,8 +190,11 @@ class MedicalService:
         person = Person(holder.category, self.directory.authorised(holder.person_id, year))
         return holder, person, level, year
 
-    def _rules(self, submission: Submission, level: int) -> tuple[CatalogueVersion, Policy]:
-        """The catalogue and policy of the service date, once the bill passed the limits."""
+    def _rules(
+        self, institution_id: str, submission: Submission, level: int
+    ) -> tuple[CatalogueVersion, Policy]:
+        """The catalogue and policy of the service date, once the bill passed the limits and
+        every line is one the institution may bill (`ledger.medical.billable`)."""
         day = submission.service_date
         catalogue = self.directory.catalogue_on(day)
         policy = self.directory.policy(day.year)
@@ -198,13 +203,17 @@ class MedicalService:
         refused = check_bill(submission.bill, level, catalogue, self.limits)
         if refused is not None:
             raise MedicalError("bill_over_limit", refused)
+        kind = self.directory.institution_kind(institution_id)
+        found = unbillable(submission.bill, catalogue, policy, kind)
+        if found is not None:
+            raise MedicalError(found.code, found.message, found.line)
         return catalogue, policy
 
     def price(self, institution_id: str, submission: Submission) -> Priced:
         """The price check: the split the bill would get now; nothing is stored."""
         submission.bill.validate()
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission, level)
+        catalogue, policy = self._rules(institution_id, submission, level)
         _, view = self.store.accumulators(holder.person_id, year)
         return Priced(holder, split_bill(submission.bill, catalogue, policy, person, level, view))
 
@@ -222,7 +231,7 @@ class MedicalService:
                 raise DuplicateBillError(f"bill number {submission.his_bill_no} already used")
             return known, False
         holder, person, level, year = self._inputs(institution_id, submission)
-        catalogue, policy = self._rules(submission, level)
+        catalogue, policy = self._rules(institution_id, submission, level)
         now_us = micros(now)
         self._check_held(institution_id, submission, holder.person_id, level, now_us)
 

@@ -70,6 +70,10 @@ class SqlDirectory:
         row = self._one(select(institutions.c.level).where(institutions.c.id == institution_id))
         return None if row is None or row.level is None else int(row.level)
 
+    def institution_kind(self, institution_id: str) -> str | None:
+        row = self._one(select(institutions.c.kind).where(institutions.c.id == institution_id))
+        return None if row is None else str(row.kind)
+
     def authorised(self, person_id: str, year: int) -> frozenset[str]:
         a = medical_authorisations.c
         with self.engine.connect() as connection:

@@ -34,7 +34,6 @@ from messages.pretty import mask_pan
 log = logging.getLogger("medswitch.bank.out")
 
 Connection = Literal["outbound", "inbound"]
-DropReason = Literal["missing_mac", "bad_mac", "unmatched", "late", "unreadable"]
 ReversalOutcome = Literal["acknowledged", "retried", "review"]
 READY_RULES = ("any", "all", "ignore")
 
@@ -113,6 +112,10 @@ class BankMetrics:
             registry=registry,
         )
 
+    def count_drop(self, bank: str, reason: str) -> None:
+        """A response from ``bank`` dropped (``switch.bank.link`` logs it)."""
+        self.dropped.labels(bank, reason).inc()
+
     def show(self, bank: str, state: LinkState) -> None:
         """Set a bank's gauges from its links' state (before each scrape)."""
         for connection, up, signed_on in (
@@ -175,17 +178,6 @@ class LinkEvents:
         log.warning(
             "bank %s: %s stan=%s timed out unanswered", self.bank, request_type(typed), typed.stan
         )
-
-    def dropped(self, reason: DropReason, mti: str, stan: str | None) -> None:
-        log.warning(
-            "bank %s: response %s stan=%s dropped: %s",
-            self.bank,
-            mti,
-            stan or "-",
-            reason.replace("_", " "),
-        )
-        if self.metrics is not None:
-            self.metrics.dropped.labels(self.bank, reason).inc()
 
     def link_failed(self, host: str, port: int, error: BaseException) -> None:
         reason = str(error) or type(error).__name__

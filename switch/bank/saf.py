@@ -236,9 +236,11 @@ class SafSender:
         return done
 
     async def _envelope(self, pending: Pending) -> dict[str, Any]:
-        """F11, F7, F32: the first sending's (kept in the queue before it goes) for a repeat."""
+        """F11, F7, F32: a repeat's are its first sending's (kept in the queue before it goes),
+        unless the dialect says ``repeat = "new"``."""
         acquirer_id = self.link.settings.acquirer_id
-        if pending.stan is not None and pending.transmitted is not None:
+        keep = self.link.settings.dialect.repeat != "new"  # the bank's dialect says
+        if keep and pending.stan is not None and pending.transmitted is not None:
             return {
                 "stan": pending.stan,
                 "transmitted": pending.transmitted,

@@ -244,6 +244,15 @@ async def personalize_psam(
     if len(terminal_id) != 6:
         raise ValueError("a terminal number is 6 bytes")
     expect(conn, bytes([0x00, 0xD6, 0x96, 0x00, 0x06]) + terminal_id, "UPDATE 0016")
+    await write_psam_purchase_key(conn, hsm, transport, purchase, psam_serial, key_version)
+
+
+async def write_psam_purchase_key(
+    conn: CardConnection, hsm: Hsm, transport: KeyRef, purchase: KeyRef, psam_serial: bytes,
+    key_version: int,
+) -> None:
+    """A purchase master key version into a PSAM (an issued one too: a new card key version)
+    under its transport key."""
     header = bytes([0x84, 0xD4, 0x01, key_version])
     attributes = bytes([PSAM_PURCHASE_USAGE]) + RIGHTS + bytes([key_version, ALG_3DES])
     path = CardKeyPath(transport, (card_factor(psam_serial),))

@@ -13,6 +13,8 @@ daemon with the simulators or their own terminal, written beside the database in
 - ``psams/<terminal>.json``: the POS terminals' PSAM images, with their terminal numbers.
 - ``catalogue.txt``: the catalogue file, MACed under the sandbox's catalogue FILE key.
 - ``his-credentials.txt`` (in the home): the HIS user and token of every hospital.
+- ``his-examples.json``: ready HIS API requests for the first card, each with its answer
+  (`switch.cli.sandbox_his`; specs/his-api.yaml, "Sandbox").
 - ``README.txt``: the quick-start, also printed by ``medswitch demo sandbox``.
 
 Card numbers are shown in full here: these are TEST ONLY cards of a demo deployment, not
@@ -28,6 +30,8 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -42,10 +46,14 @@ from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
 from switch.card_io import personalize as perso
 from switch.card_io.connection import DirectConnection
+from switch.cli import sandbox_his
 from switch.demo import keys as demo_keys
 from switch.demo import medical as demo_medical
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from switch.sessions import tmk_alias
+
+if TYPE_CHECKING:
+    from switch.config import Config
 
 SANDBOX = "sandbox"
 POS_COUNT = 2
@@ -55,6 +63,7 @@ CARD_PIN = "123456"  # the factory PIN the sandbox cards keep
 CATALOGUE_KEY = "sandbox/catalogue"
 FACTORY_CONTROL = "factory/MK_CONTROL"
 FACTORY_TRANSPORT = "factory/PSAM_TRANSPORT"
+CENTRE_ZONE = "Asia/Shanghai"  # the demo centre's (its quick-start's day-end date is too)
 TEST_ONLY = "TEST ONLY — sandbox of a demo deployment; never for production"
 U = KeyUsage
 
@@ -225,7 +234,7 @@ def his_token(home: Path, institution: str) -> str:
     raise click.ClickException(f"no HIS credential for {institution}")
 
 
-def quick_start(home: Path, terminal_port: int, http_port: int) -> list[str]:
+def quick_start(home: Path, terminal_port: int, his_url: str) -> list[str]:
     """The quick-start's lines: each command works exactly as printed."""
     out = sandbox_dir(home)
     listing = json.loads((out / "terminals.json").read_text())
@@ -243,7 +252,7 @@ def quick_start(home: Path, terminal_port: int, http_port: int) -> list[str]:
         f"# {TEST_ONLY}",
         f"# sandbox: {out}  (medswitch demo cards lists the cards)",
         "# 1. a HIS submits a bill for the card (prints the bill id and total):",
-        f"medswitch sim his --url http://127.0.0.1:{http_port} --institution {hospital} "
+        f"medswitch sim his --url {his_url} --institution {hospital} "
         f"--token {token} --catalogue {out / 'catalogue.txt'} --card {card['card_no']} --count 1",
         "# 2. the kiosk loads the card's ED from the personal fund "
         "(type: sign_on, insert, load 20000, balance, quit):",
@@ -253,24 +262,36 @@ def quick_start(home: Path, terminal_port: int, http_port: int) -> list[str]:
         "settle_batch, quit):",
         f"medswitch sim pos --terminal-id {pos['terminal_id']} --institution {hospital} "
         f"{tmk(pos)} --psam {out / pos['psam']} --state {out / 'pos-state.json'} {common}",
-        "# 4. the day's end, once the business date has closed (cut-over 23:00 centre time;"
-        " before it the command says so):",
+        "# 4. the day's end by the demo's maker, logged in first (TEST ONLY password), once"
+        " the business date has closed (cut-over 23:00 centre time; before it the command"
+        " says so):",
+        f"echo demo-maker-password | MEDSWITCH_HOME={home} medswitch operators login demo-maker"
+        f" --db {home / 'medswitch.db'}",
         f"MEDSWITCH_HOME={home} medswitch dayend run --date $(TZ=Asia/Shanghai date +%F) "
         f"--db {home / 'medswitch.db'} --keys-home {home} "
         + " ".join(f"-c {f}" for f in demo_keys.custodian_files(home)),
     ]
 
 
-def provision(home: Path, database: Path, terminal_port: int, http_port: int) -> list[str]:
+def provision(home: Path, database: Path, terminal_port: int, his_url: str) -> list[str]:
     """Write the sandbox when the home has none; returns the quick-start lines."""
     if not (sandbox_dir(home) / "terminals.json").exists():
         asyncio.run(_provision(home, database, dt.datetime.now(dt.UTC).replace(microsecond=0)))
-    lines = quick_start(home, terminal_port, http_port)
+    lines = quick_start(home, terminal_port, his_url)
     (sandbox_dir(home) / "README.txt").write_text("\n".join(lines) + "\n")
+    today = dt.datetime.now(ZoneInfo(CENTRE_ZONE)).date()
+    sandbox_his.write(sandbox_dir(home), database, his_url, today, TEST_ONLY)
     return lines
 
 
-def _home_and_database() -> tuple[Path, Path, int, int]:
+def his_url(config: Config) -> str:
+    """Where the sandbox's HIS requests go: the [his] port when set (https with TLS), else the
+    [http] port."""
+    port = config.http.port if config.his.port is None else config.his.port
+    return f"{'https' if config.his.tls_cert else 'http'}://127.0.0.1:{port}"
+
+
+def _home_and_database() -> tuple[Path, Path, int, str]:
     from switch.config import ConfigError, load
 
     try:
@@ -280,16 +301,16 @@ def _home_and_database() -> tuple[Path, Path, int, int]:
     database = config.sqlite_path
     if not database.exists():
         raise click.ClickException(f"no database at {database}: run `medswitch run` first")
-    return config.home_path.resolve(), database, config.terminal.port, config.http.port
+    return config.home_path.resolve(), database, config.terminal.port, his_url(config)
 
 
 @click.command("sandbox")
 def sandbox_command() -> None:
     """Write the TEST ONLY sandbox (terminal keys, card and PSAM images, catalogue) of the demo
     deployment in $MEDSWITCH_HOME when it has none, and print its quick-start."""
-    home, database, terminal_port, http_port = _home_and_database()
+    home, database, terminal_port, url = _home_and_database()
     demo_medical.provision(home, database, dt.datetime.now(dt.UTC))
-    for line in provision(home, database, terminal_port, http_port):
+    for line in provision(home, database, terminal_port, url):
         click.echo(line)
 
 

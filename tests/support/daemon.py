@@ -150,6 +150,18 @@ class Terminal:
             assert check, "the reply's MAC does not verify"
         return reply
 
+    async def sign_on(self) -> SignOnReply:
+        """Sign on (00 expected); the secure module takes the keys, checking their KCVs."""
+        reply = await self.exchange(SignOn(**self.envelope()), mac=False)
+        assert isinstance(reply, SignOnReply)
+        assert reply.response_code == "00"
+        assert reply.keys is not None
+        self.keys = await self.hsm.accept_sign_on(
+            self.tmk, reply.keys.build(), f"pos/{self.terminal_id}", now=now()
+        )
+        self.batch = reply.batch
+        return reply
+
     def envelope(self) -> dict[str, str]:
         return {
             "stan": self.next_stan(),
@@ -163,7 +175,7 @@ class Terminal:
 class Daemon:
     app: App
     hsm: SoftHsm
-    store: MemoryKeyStore
+    store: KeyStore
     home: Path
 
     def sql(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:

@@ -20,6 +20,7 @@ from ledger.personal import PersonalKeys
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys
+from tests.support.operators import NamedOperators
 
 BANKS = ("b1", "b2")
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
@@ -64,9 +65,11 @@ class Cli:
     components: list[str]
     out: Path
     runner: CliRunner
+    _operators: NamedOperators | None = None
 
     def invoke(self, *args: str, ok: bool = True) -> Result:
-        result = self.runner.invoke(main, list(args))
+        """As the operator ``--operator NAME`` names (enrolled on first use)."""
+        result = self.runner.invoke(main, list(args), env=self.operators.env(args))
         assert (result.exit_code == 0) is ok, (args, result.output)
         return result
 
@@ -90,6 +93,12 @@ class Cli:
         """Every file under the output directory, by relative path."""
         return {str(p.relative_to(self.out)): p.read_bytes()
                 for p in sorted(self.out.rglob("*")) if p.is_file()}
+
+    @property
+    def operators(self) -> NamedOperators:
+        if self._operators is None:
+            self._operators = NamedOperators(self.db, self.out.parent / "operator-tokens")
+        return self._operators
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.db) as connection:

@@ -47,3 +47,16 @@ bills = st.builds(
     st.lists(lines, min_size=1, max_size=12).map(tuple),
     st.sampled_from([None, "chronic", "unknown"]),
 )
+# What the bill service accepts: catalogue codes only (an unknown one is refused, unknown_item).
+known_bills = st.builds(
+    Bill,
+    st.lists(
+        st.builds(
+            BillLine, st.sampled_from(sorted(CATALOGUE.items)), st.integers(1, 50),
+            st.integers(0, 40_000),
+        ),
+        min_size=1,
+        max_size=12,
+    ).map(tuple),
+    st.sampled_from([None, "chronic", "unknown"]),
+)

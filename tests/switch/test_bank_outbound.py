@@ -5,6 +5,7 @@ after the bank goes away; a queued reversal delivered once across an outage, 042
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -28,12 +29,16 @@ from tests.support.daemon import now
 
 
 def client(
-    hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5, events: LinkEvents | None = None
+    hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5, metrics: BankMetrics | None = None
 ) -> BankLinkClient:
     settings = OutboundSettings(
         "127.0.0.1", port, CENTRE, timeout_s=timeout_s, backoff_initial_s=0.05, backoff_max_s=0.2
     )
-    return BankLinkClient(settings, hsm, zak, clock=now, events=events)
+    if metrics is None:
+        return BankLinkClient(settings, hsm, zak, clock=now)
+    events = LinkEvents(BANK, metrics)
+    on_drop = functools.partial(metrics.count_drop, BANK)
+    return BankLinkClient(settings, hsm, zak, clock=now, on_drop=on_drop, events=events)
 
 
 def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebit:
@@ -48,7 +53,7 @@ def test_link_matches_times_out_and_reconnects() -> None:
         await bank.start()
         port = bank.port
         registry = CollectorRegistry()
-        link = client(hsm, zak, port, events=LinkEvents(BANK, BankMetrics(registry)))
+        link = client(hsm, zak, port, metrics=BankMetrics(registry))
         link.start()
         try:
             assert await link.wait_up(5)

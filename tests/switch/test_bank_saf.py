@@ -185,10 +185,10 @@ def test_store_and_forward_and_readiness_settings(tmp_path: Path) -> None:
     assert config.bank.ready_when == "all" and config.bank.saf_backoff_initial_s == 5.0
     assert SafSettings.of(config.bank.links[0]).delay_s(10) == 60.0
     for bad, says in (
-        ("ready_when = 'some'", "ready_when is any, all or ignore"),
-        ("saf_backoff_initial_s = 0.0", "saf_backoff_initial_s"),
-        ("saf_backoff_max_s = 1.0", "saf_backoff_initial_s <= saf_backoff_max_s"),
-        ("saf_attempts_max = 0", "saf_attempts_max"),
+        ("ready_when = 'some'", "bank.ready_when"),
+        ("saf_backoff_initial_s = 0.0", "bank.saf_backoff_initial_s"),
+        ("saf_backoff_max_s = 1.0", "bank: saf_backoff_initial_s <= saf_backoff_max_s"),
+        ("saf_attempts_max = 0", "bank.saf_attempts_max"),
     ):
         toml.write_text(f"[bank]\n{bad}\n")
         with pytest.raises(ConfigError, match=re.escape(says)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import resource
 
-from switch.config import BankConfig, Config, HttpConfig, ListenConfig
+from switch.config import BankConfig, Config, HisConfig, HttpConfig, ListenConfig
 from switch.descriptors import RESERVED, fit, raise_nofile, shares
 
 
@@ -28,6 +28,13 @@ def test_a_configuration_is_fitted_listener_by_listener() -> None:
     assert fitted.bank.connections_max == 32
     assert fitted.bank.links[0].connections_max == 32
     assert fitted.bank.links[0].port == 1  # nothing else changes
+
+
+def test_the_his_apis_own_port_counts_as_a_listener_with_the_http_limits() -> None:
+    config = Config(terminal=ListenConfig(), http=HttpConfig(), his=HisConfig(port=0))
+    fitted = fit(config, RESERVED + 1256)  # 2000 + 256 + 256 asked for, half left
+    assert fitted.terminal.connections_max == 1000
+    assert fitted.http.connections_max == 128  # each of the two HTTP ports
 
 
 def test_the_soft_limit_is_raised_toward_the_hard_one() -> None:

@@ -102,7 +102,9 @@ def test_price_check_stores_nothing(service: MedicalService) -> None:
 
 BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("not JSON", b"{bill: 1", 400, "malformed_json"),
-    ("not UTF-8", b"\xff\xfe{}", 400, "malformed_json"),
+    ("not UTF-8", b"\xff\xfe{}", 400, "bad_encoding"),
+    ("GBK", "{\"门诊\": 1}".encode("gbk"), 400, "bad_encoding"),
+    ("a BOM", b"\xef\xbb\xbf{}", 400, "bad_encoding"),
     ("an array", [], 400, "invalid_request"),
     ("missing lines", {k: v for k, v in bill().items() if k != "lines"}, 400, "invalid_request"),
     ("unknown field", bill(discount_fen=5), 400, "invalid_request"),
@@ -128,7 +130,14 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("bad card number", bill(card="62000000000000000x"), 400, "invalid_request"),
     ("unknown card", bill(card="6200000000000000999"), 422, "unknown_card"),
     ("lost card", bill(card=HOLDERS[2].card_no), 422, "card_not_active"),
-    ("no policy for the year", bill(service_date="2031-01-01"), 422, "no_rules"),
+    ("no policy for the year", bill(service_date="2019-01-01"), 422, "no_rules"),
+    ("a service date after today", bill(service_date="2026-11-26"), 422, "service_date_in_future"),
+    (
+        "an unknown code",
+        bill(lines=[{"code": "a01", "quantity": 1, "unit_price_fen": 5}]),
+        422,
+        "unknown_item",
+    ),
 ]
 
 

@@ -20,7 +20,7 @@ from ledger.medical.bills import (
 )
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
-from tests.support.medical import bills
+from tests.support.medical import known_bills as bills
 from tests.support.medical_model import ACTIONS, CARD, LOST, RETIREE, _apply, submission
 from tests.support.medical_pg import BACKENDS, service_on
 from tests.support.medical_world import DAY, LENIENT, NOW, memory_service, sql_service

@@ -3,8 +3,8 @@ was first sent with (a repeat, 0421, carries them again), the time of its next a
 exponential backoff, kept across a restart) and the time of its last attempt. A reversal given
 up after its attempt or age limit gets the status ``review`` (and a review item).
 
-Revision ID: 0011_saf_repeats
-Revises: 0010_sealed_cardholders
+Revision ID: 0012_saf_repeats
+Revises: 0011_estate_operators
 Create Date: 2026-12-07
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_saf_repeats"
-down_revision = "0010_sealed_cardholders"
+revision = "0012_saf_repeats"
+down_revision = "0011_estate_operators"
 branch_labels = None
 depends_on = None
 
