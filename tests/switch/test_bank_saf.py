@@ -193,3 +193,17 @@ def test_store_and_forward_and_readiness_settings(tmp_path: Path) -> None:
         toml.write_text(f"[bank]\n{bad}\n")
         with pytest.raises(ConfigError, match=re.escape(says)):
             load(toml, environ)
+
+
+def test_a_dialect_with_new_repeats_gives_each_repeat_a_new_f11(tmp_path: Path) -> None:
+    async def daemon_run() -> None:
+        settings = {"outbound_timeout_s": 0.3, "saf_backoff_initial_s": 0.05, "repeat": "new"}
+        async with bank_daemon(tmp_path, **settings) as bank:
+            bank.issuer.rules = IssuerRules(drop_reversal_replies=1)
+            key = await queue_reversal(bank.app, NEXT, 4_000, WHEN)
+            await until(lambda: bank.reversal_statuses() == ["acknowledged"])
+            assert await row(bank, key) == ("acknowledged", 2)
+            sent = reversals(bank.issuer.received)
+            assert [r[1] for r in sent] == ["0420", "0421"] and sent[0][2] != sent[1][2]
+
+    run(daemon_run())
