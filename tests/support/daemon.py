@@ -232,9 +232,17 @@ async def running_daemon(
     *,
     cardholders: int = 0,
     backend: str = "sqlite",
+    database_url: str | None = None,
 ) -> AsyncIterator[Daemon]:
     """The daemon over a database with ``terminals`` (and nothing else), or, with
-    ``cardholders``, over a demo deployment (institutions, terminals, funded cards)."""
+    ``cardholders``, over a demo deployment (institutions, terminals, funded cards); on
+    PostgreSQL a fresh schema, or the (empty) database at ``database_url`` (a demo only)."""
+    if database_url is not None:
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, database_url, cardholders, personal=personal)
+        async with _serving(tmp, database_url) as daemon:
+            yield daemon
+        return
     if backend == "postgres":
         async with fresh_schema() as schema:
             url = f"{DSN}?schema={schema}"
