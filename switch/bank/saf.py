@@ -135,6 +135,11 @@ class SafSender:
         self.clock_us = clock_us
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._acknowledged = asyncio.Event()  # a send was acknowledged: look again at once
+        # Sends finished, each with the count of sends finished by then: a row read before its
+        # send finished is stale (it would be sent again, as if never sent).
+        self._finishes = 0
+        self._finished_as: dict[str, int] = {}
 
     async def depth(self) -> Depth:
         return await self.queue.depth(self.bank_id)
@@ -149,7 +154,13 @@ class SafSender:
         """Give up the items past their limits; start sending those due (not already going)."""
         settings = self.settings
         started: list[asyncio.Task[bool]] = []
+        reading = self._finishes
+        self._finished_as = {k: n for k, n in self._finished_as.items() if n > reading}
         for pending in await self.queue.pending(self.bank_id, PAGE):
+            if self._finished_as.get(pending.key, 0) > reading:  # read before it finished
+                if settings.ordered:
+                    break  # the next round (at once, when it was acknowledged) reads it again
+                continue
             if pending.key in self._in_flight:
                 if settings.ordered:
                     break
@@ -174,8 +185,14 @@ class SafSender:
 
     def _finished(self, key: str, task: asyncio.Task[bool]) -> None:
         self._in_flight.pop(key, None)
-        if not task.cancelled() and task.exception() is not None:  # the next round retries
+        self._finishes += 1
+        self._finished_as[key] = self._finishes
+        if task.cancelled():
+            return
+        if task.exception() is not None:  # the next round retries
             self.events.failed_send(key, task.exception())
+        elif task.result():
+            self._acknowledged.set()
 
     def _past_limit(self, pending: Pending) -> str | None:
         settings = self.settings
@@ -265,8 +282,12 @@ class SafSender:
 
     async def _run(self) -> None:
         while True:  # until close() cancels it; each round bounded by the queue's page
+            self._acknowledged.clear()
             try:
                 await self.round()
             except Exception:  # a database hiccup: logged, the next round tries again
                 self.events.failed_round()
-            await asyncio.sleep(self.settings.poll_s)
+            # The next round after poll_s, or as soon as a send is acknowledged (the next in
+            # order, or a free place among those in flight).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acknowledged.wait(), self.settings.poll_s)

@@ -207,3 +207,29 @@ def test_a_dialect_with_new_repeats_gives_each_repeat_a_new_f11(tmp_path: Path) 
             assert [r[1] for r in sent] == ["0420", "0421"] and sent[0][2] != sent[1][2]
 
     run(daemon_run())
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_queue_drains_each_reversal_once(ordered: bool, tmp_path: Path) -> None:
+    """200 reversals queued while the bank is away go once each when it returns (in order when
+    the bank requires it): a send acknowledged while its row was being read is not sent again."""
+
+    async def daemon_run() -> None:
+        async with bank_daemon(tmp_path, saf_ordered=ordered) as bank:
+            port = bank.issuer.port
+            await bank.issuer.close()
+            outbound = bank.bank.outbound
+            assert outbound is not None
+            await until(lambda: not outbound.up)
+            originals = [f"{200_000 + n:06d}" for n in range(200)]
+            for n, original in enumerate(originals):
+                await queue_reversal(bank.app, original, 100 + n, WHEN)
+            await bank.issuer.start(port=port)
+            await until(lambda: set(bank.reversal_statuses()) == {"acknowledged"})
+            sent = reversals(bank.issuer.received)
+            assert [mti for _, mti, *_ in sent] == ["0420"] * len(originals)
+            assert sorted(r[0] for r in sent) == originals
+            if ordered:
+                assert [r[0] for r in sent] == originals
+
+    run(daemon_run())
