@@ -270,7 +270,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if exchange.late:
                 envelope["late"] = "yes"  # answered 96 at the deadline
             code = reply.response_code
-            if code != _APPROVED:  # every refusal says why (and which bill), no card data
+            # every refusal says why (and which bill), no card data; an approval when its
+            # handler noted something (e.g. a settlement without its visit script)
+            if code != _APPROVED or reason:
                 envelope["reason"] = reason or refusal_reason(code)
                 if bill:
                     envelope["bill"] = bill

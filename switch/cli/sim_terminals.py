@@ -39,6 +39,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
+from simulators import pos_records
 from simulators.card import VirtualCard
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
@@ -265,6 +266,12 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
                 ("BILL_ID", "TOTAL_FEN"),
                 lambda a: pos().settle(a[0], int(a[1]), personal="cash"),
             ),
+            Command(
+                "settle_visit",
+                ("BILL_ID", "TOTAL_FEN", "DEPARTMENT", "ICD10_CODES"),
+                lambda a: pos().settle(a[0], int(a[1]), visit=(a[2], tuple(a[3].split(",")))),
+            ),
+            Command("book", (), lambda a: pos_records.book(pos().card, pos().pin)),
             Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
             Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
             Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),
