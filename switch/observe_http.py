@@ -76,6 +76,7 @@ class Observer:
         except RuntimeError as err:
             error = {"code": "database_unavailable", "message": str(err)}
             return web.json_response({"error": error}, status=503)
+        await self.bank.show_metrics()  # the links' signed-on gauges /status reads, current
         return web.json_response(self.status(risk))
 
     def _allowed(self, request: web.Request) -> bool:

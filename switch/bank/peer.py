@@ -220,7 +220,10 @@ class BankPeer:
         )
         if not configured:
             return state
-        depth = await self.stores.reversal_queue.depth(self.bank_id)
+        try:
+            depth = await self.stores.reversal_queue.depth(self.bank_id)
+        except Exception:  # the database away: the links still show, the depth as last read
+            return state
         oldest_s = 0.0 if depth.oldest_at_us is None else (now_us() - depth.oldest_at_us) / 1e6
         return replace(state, saf_depth=depth.count, saf_oldest_age_s=max(0.0, oldest_s))
 
