@@ -202,6 +202,10 @@ class App:
         health = self.ledger.health()
         if health is not Health.OK:  # its writer process died (and may be restarting)
             return web.json_response({"status": f"ledger {health.value}"}, status=503)
+        banks = self.bank.readiness()  # [bank] ready_when over the outbound links
+        if not banks.ready:
+            down = {"status": "bank links down", "banks": banks.down}
+            return web.json_response(down, status=503)
         return web.json_response({"status": "ready"})
 
     @property

@@ -109,6 +109,7 @@ BY_PATH: Mapping[str, Rule] = {
     "bank.outbound_connections": between(1, 64),
     "bank.key_change_interval_s": at_least(0, " (0: never)"),
     "bank.key_overlap_s": at_least(0),
+    "bank.ready_when": one_of("any", "all", "ignore"),
     "dayend.cutover": CLOCK,
     "dayend.timezone": ZONE_OR_EMPTY,
     "dayend.settle_s": at_least(0),

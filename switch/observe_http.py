@@ -55,6 +55,7 @@ class Observer:
         if self.bank.listener is not None:
             metrics.connections.labels("bank").set(self.bank.listener.connections)
         metrics.signed_on.set(self.sessions.signed_on)
+        await self.bank.show_metrics()  # the bank links' state, their reversal queues' depth
         writer_up = self.health() is Health.OK
         try:
             risk = await self.risk.current()
@@ -75,6 +76,7 @@ class Observer:
         except RuntimeError as err:
             error = {"code": "database_unavailable", "message": str(err)}
             return web.json_response({"error": error}, status=503)
+        await self.bank.show_metrics()  # the links' signed-on gauges /status reads, current
         return web.json_response(self.status(risk))
 
     def _allowed(self, request: web.Request) -> bool:

@@ -23,6 +23,7 @@ from routing.context import CardDirectory, OfflineLimits
 from switch.bank.cards import sweep_ended_cards
 from switch.bank.keys import KeyChangeError, LinkKeys
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings
+from switch.bank.observe import BankMetrics, Readiness, ready
 from switch.bank.peer import BankPeer, BankStores, change_keys
 from switch.bank.saf import SafSender
 from switch.bank.service import BankService
@@ -83,6 +84,7 @@ class BankHost:
         self.clock = clock
         self.stores = stores
         self.primary = worker == 0
+        self.observed = BankMetrics(metrics.registry)
         self.peers = [
             BankPeer(
                 bank,
@@ -93,7 +95,8 @@ class BankHost:
                 stores,
                 reuse_port=workers > 1,
                 primary=self.primary,
-                on_drop=on_drop,
+                on_drop=on_drop or self.observed.count_drop,
+                observed=self.observed,
             )
             for bank in bank_configs(config)
         ]
@@ -140,6 +143,20 @@ class BankHost:
     def savings_routes(self) -> list[SavingsRoute]:
         """Where kiosk EP loads go: each bank's savings link, for its BINs."""
         return [route for peer in self.peers for route in peer.savings_routes()]
+
+    async def show_metrics(self) -> None:
+        """Every bank's link and queue gauges, as they are now (before a scrape)."""
+        for peer in self.peers:
+            self.observed.show(peer.bank_id, await peer.link_state())
+
+    def readiness(self) -> Readiness:
+        """`[bank] ready_when` over the banks' outbound links (those configured)."""
+        links = [
+            (peer.bank_id, peer.outbound is not None and peer.outbound.up)
+            for peer in self.peers
+            if peer.config.outbound_host  # configured, started or not (no key: down)
+        ]
+        return ready(self.config.ready_when, links)
 
     async def start_outbound(self) -> None:
         for peer in self.peers:

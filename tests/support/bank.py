@@ -71,6 +71,15 @@ class BankDaemon:
             account_id(AccountKind.BANK_CLEARING, BANK),
         )
 
+    async def restart(self) -> None:
+        """Stop the daemon and start it again on the same home, keys and database (its bank
+        links sign on again once their bank is there)."""
+        old = self.daemon.app
+        await old.stop()
+        app = await open_app(old.config, self.daemon.hsm, Sessions(self.daemon.store), clock=now)
+        await app.start()
+        self.daemon.app = app
+
     def reversal_statuses(self) -> list[str]:
         with sqlite3.connect(self.database) as connection:
             rows = connection.execute("SELECT status FROM reversal_queue ORDER BY seq")
@@ -188,15 +197,15 @@ async def _bank_daemon(
     )
     app = await open_app(config, hsm, Sessions(store), clock=now)
     await app.start()
+    daemon = Daemon(app, hsm, store, tmp)
     try:
         assert app.bank is not None and app.bank.outbound is not None
         assert await app.bank.outbound.wait_up(5)
         for peer in app.bank.peers:
             assert peer.outbound is not None and await peer.outbound.wait_up(5)
-        daemon = Daemon(app, hsm, store, tmp)
         yield BankDaemon(daemon, issuer, zak_in, clear_zpk, zmk, issuer_b, zak_in_b)
     finally:
-        await app.stop()
+        await daemon.app.stop()  # the one running (restart() replaces it)
         await issuer.close()
         if issuer_b is not None:
             await issuer_b.close()
