@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import importlib.util
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -143,9 +145,19 @@ def test_every_dashboard_panel_has_data_after_a_scripted_day(tmp_path: Path) -> 
                 assert seen, "Prometheus never scraped the day's end"
                 await asyncio.to_thread(check_panels, server)
                 await asyncio.to_thread(check_values, server)
-                rules = await asyncio.to_thread(server.api, "rules")
-                groups = {group["name"]: group for group in rules["groups"]}
-                assert all(r["health"] == "ok" for g in groups.values() for r in g["rules"])
+                groups = await asyncio.to_thread(evaluated_rules, server)
+                unhealthy = [(r["name"], r.get("lastError")) for g in groups.values()
+                             for r in g["rules"] if r["health"] != "ok"]
+                assert not unhealthy, unhealthy
+
+    def evaluated_rules(server: Prometheus) -> dict[str, Any]:
+        """The rule groups once each rule has been evaluated (bounded: 20 s)."""
+        for _ in range(40):
+            groups = {g["name"]: g for g in server.api("rules")["groups"]}
+            if all(r["health"] != "unknown" for g in groups.values() for r in g["rules"]):
+                break
+            time.sleep(0.5)
+        return groups
 
     def check_panels(server: Prometheus) -> None:
         empty = []
