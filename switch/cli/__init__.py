@@ -55,6 +55,10 @@ COMMANDS = {
         "switch.cli.messages:messages",
         "Decode ISO 8583 frames of the terminal and bank interfaces.",
     ),
+    "nac": Lazy(
+        "switch.cli.nac:nac_group",
+        "The network access controller: modem lines in, routed by TPDU to hosts.",
+    ),
     "policy": Lazy(
         "switch.cli.medical:policy",
         "The insurance policy per calendar year (a TOML file, specs/medical-files.md §2).",

@@ -1,0 +1,97 @@
+"""The network access controller: its lines, its router, its status and metrics over HTTP
+(``/status`` JSON, ``/metrics`` Prometheus), built whole from a checked table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from switch.nac.calls import LineRunner
+from switch.nac.config import Line, Table
+from switch.nac.line_io import LineDevice, PtyLine, SerialLine
+from switch.nac.stats import LineStats, NacCollector, NacStats
+from switch.nac.upstream import Router
+
+log = logging.getLogger("medswitch.nac")
+
+
+def device_of(line: Line) -> LineDevice:
+    if line.pty is not None:
+        return PtyLine(line.pty, line.speed_bps)
+    assert line.device is not None, "a line is a pty or a device (checked at load)"
+    return SerialLine(line.device, line.speed_bps)
+
+
+class Nac:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.stats = NacStats({line.name: LineStats(line.name) for line in table.lines}, {})
+        self.router = Router(table.routes, table.settings, self.stats)
+        self._calls_up = 0
+        self.runners = {
+            line.name: LineRunner(
+                line,
+                device_of(line),
+                table.settings,
+                self.router,
+                self.stats.lines[line.name],
+                self._count_calls,
+            )
+            for line in table.lines
+        }
+        self.registry = CollectorRegistry()
+        self.registry.register(NacCollector(self.stats))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._site: web.TCPSite | None = None
+        self._runner: web.AppRunner | None = None
+        self.status_port = 0
+
+    def _count_calls(self, change: int) -> int:
+        self._calls_up += change
+        return self._calls_up
+
+    async def start(self) -> None:
+        for name, runner in self.runners.items():
+            task = asyncio.create_task(runner.run(), name=f"nac line {name}")
+            task.add_done_callback(self._ended)
+            self._tasks.append(task)
+        await asyncio.sleep(0)  # each line opened and linked before the daemon says it serves
+        app = web.Application()
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        settings = self.table.settings
+        self._site = web.TCPSite(self._runner, settings.status_host, settings.status_port)
+        await self._site.start()
+        server = self._site._server
+        assert isinstance(server, asyncio.Server)
+        self.status_port = server.sockets[0].getsockname()[1]
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s ended: %r", task.get_name(), task.exception())
+
+    async def _status(self, _: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_json())
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.router.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
