@@ -71,6 +71,9 @@ def run_command(table_file: Path) -> None:
         except OSError as error:
             await nac.stop()
             raise click.ClickException(f"cannot start: {error}") from None
+        url = f"http://{table.settings.status_host}:{nac.status_port}"
+        if table.settings.status_file is not None:
+            table.settings.status_file.write_text(url + "\n")
         sys.stdout.write(
             f"medswitch nac serving: {len(table.lines)} line(s), status on "
             f"{table.settings.status_host}:{nac.status_port}\n"
@@ -78,15 +81,35 @@ def run_command(table_file: Path) -> None:
         sys.stdout.flush()
         await stop.wait()
         await nac.stop()
+        if table.settings.status_file is not None:
+            table.settings.status_file.unlink(missing_ok=True)
 
     asyncio.run(serve())
 
 
 @nac_group.command("status")
-@click.option("--url", default="http://127.0.0.1:5890", show_default=True, help="Its status side.")
+@click.option(
+    "--table",
+    "table_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The running controller's table: its status_file, else its status host and port.",
+)
+@click.option("--url", default=None, help="Its status side (default http://127.0.0.1:5890).")
 @click.option("--json", "as_json", is_flag=True, help="The status as JSON.")
-def status_command(url: str, as_json: bool) -> None:
+def status_command(table_file: Path | None, url: str | None, as_json: bool) -> None:
     """Each line's state and counts, each host's, the routing misses."""
+    if url is None and table_file is not None:
+        settings = _load(table_file).settings
+        url = f"http://{settings.status_host}:{settings.status_port}"
+        if settings.status_file is not None:
+            try:
+                url = settings.status_file.read_text().strip()
+            except OSError:
+                raise click.ClickException(
+                    f"{settings.status_file}: not there (is `medswitch nac run` running?)"
+                ) from None
+    url = url or "http://127.0.0.1:5890"
     target = f"{url.rstrip('/')}/status"
     try:
         with urllib.request.urlopen(target, timeout=10) as response:

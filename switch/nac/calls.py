@@ -57,7 +57,9 @@ class LineRunner:
         self.settings = settings
         self.router = router
         self.stats = stats
-        self.faults: Faults = line.faults  # tests and drills change them between calls
+        self.faults: Faults = line.faults  # every call's (the table's)
+        self._injected: Faults | None = None  # the next call's only (tests, drills)
+        self._call_faults = line.faults
         self._calls_up = calls_up  # add to the calls up; returns how many are up
         self._call = 0
         self._answers = 0  # frames written to the terminal in this call
@@ -75,6 +77,10 @@ class LineRunner:
                 await self.device.hang_up()
         finally:
             self.device.close()
+
+    def inject(self, faults: Faults) -> None:
+        """``faults`` for the line's next call only, instead of the table's."""
+        self._injected = faults
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -129,8 +135,9 @@ class LineRunner:
         if self._calls_up(0) >= self.settings.calls_max:
             self.stats.calls["busy"] += 1
             return hayes.Result(hayes.ResultKind.BUSY)
-        if self.faults.slow_answer_s:
-            await asyncio.sleep(self.faults.slow_answer_s)
+        self._call_faults, self._injected = self._injected or self.faults, None
+        if self._call_faults.slow_answer_s:
+            await asyncio.sleep(self._call_faults.slow_answer_s)
         self._call += 1
         self._answers = 0
         self._calls_up(1)
@@ -218,10 +225,10 @@ class LineRunner:
         self._answers += 1
         data = encode_line(answer, self.line.framing)
         for _ in range(1 + RETRANSMISSIONS_MAX):
-            if self.faults.noise_bytes:
-                noise = (NOISE * 16)[: self.faults.noise_bytes]
+            if self._call_faults.noise_bytes:
+                noise = (NOISE * 16)[: self._call_faults.noise_bytes]
                 await self.device.write(noise)
-            if self._answers in self.faults.drop_answer:
+            if self._answers in self._call_faults.drop_answer:
                 await self.device.write(data[: len(data) // 2])
                 return self._drop("fault")
             self.stats.frames_out += 1  # counted as it leaves (the line takes its time)

@@ -79,6 +79,7 @@ class Settings:
     escape_guard_s: float = 1.0  # S12: the silence around +++
     idle_timeout_s: float = 120.0  # a connected line silent this long is dropped
     calls_max: int = 256  # calls up at once; one more dial hears BUSY
+    status_file: Path | None = None  # where the running controller writes its status URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +94,11 @@ def load_table(path: Path) -> Table:
         text = path.read_text()
     except OSError as error:
         raise TableError(f"{path}: {error.strerror}") from None
-    return parse_table(text)
+    return parse_table(text, path.parent)
 
 
-def parse_table(text: str) -> Table:
+def parse_table(text: str, base: Path = Path()) -> Table:
+    """The table in ``text``; relative paths in it are relative to ``base`` (its directory)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -104,8 +106,8 @@ def parse_table(text: str) -> Table:
     unknown = set(raw) - {"nac", "lines", "routes"}
     if unknown:
         raise TableError(f"unknown section(s): {', '.join(sorted(unknown))}")
-    settings = _settings(raw.get("nac", {}))
-    lines = tuple(_line(n + 1, entry) for n, entry in enumerate(_tables(raw, "lines")))
+    settings = _settings(raw.get("nac", {}), base)
+    lines = tuple(_line(n + 1, entry, base) for n, entry in enumerate(_tables(raw, "lines")))
     if not lines or len(lines) > LINES_MAX:
         raise TableError(f"lines: 1 to {LINES_MAX} lines, not {len(lines)}")
     for what in ("name", "pty", "device"):
@@ -150,7 +152,7 @@ def _number(entry: dict[str, Any], key: str, default: float, low: float, high: f
     return float(value)
 
 
-def _settings(entry: dict[str, Any]) -> Settings:
+def _settings(entry: dict[str, Any], base: Path) -> Settings:
     if not isinstance(entry, dict):
         raise TableError("nac: a table")
     _only(entry, {*Settings.__dataclass_fields__}, "nac")
@@ -163,6 +165,9 @@ def _settings(entry: dict[str, Any]) -> Settings:
     status_host = entry.get("status_host", "127.0.0.1")
     if not isinstance(status_host, str) or not status_host:
         raise TableError("nac.status_host: an address")
+    status_file = entry.get("status_file")
+    if status_file is not None and (not isinstance(status_file, str) or not status_file):
+        raise TableError("nac.status_file: a path")
     return Settings(
         digits,
         status_host,
@@ -173,10 +178,11 @@ def _settings(entry: dict[str, Any]) -> Settings:
         _number(entry, "escape_guard_s", 1.0, 0.02, 5.0),
         _number(entry, "idle_timeout_s", 120.0, 1.0, 3600),
         int(_number(entry, "calls_max", 256, 1, LINES_MAX)),
+        base / status_file if status_file else None,
     )
 
 
-def _line(number: int, entry: dict[str, Any]) -> Line:
+def _line(number: int, entry: dict[str, Any], base: Path) -> Line:
     where = f"lines[{number - 1}]"
     _only(entry, {"name", "pty", "device", "speed_bps", "framing", "faults"}, where)
     name = entry.get("name", f"line{number:02d}")
@@ -210,7 +216,7 @@ def _line(number: int, entry: dict[str, Any]) -> Line:
     return Line(
         name,
         number,
-        Path(pty) if isinstance(pty, str) else None,
+        base / pty if isinstance(pty, str) else None,
         device if isinstance(device, str) else None,
         speed,
         framing,

@@ -126,8 +126,7 @@ def test_stx_framing_acks_and_the_bad_lrc_is_sent_again(tmp_path: Path) -> None:
         hport = await host.start()
         text = table_text(tmp_path, {"0003": [hport]}, framing="stx")
         async with running_nac(text) as nac:
-            runner = nac.runners["line01"]
-            runner.faults = Faults(noise_bytes=5)  # noise before each answer: dropped
+            nac.runners["line01"].inject(Faults(noise_bytes=5))  # before each answer: dropped
             modem = ModemLine(Dial(str(tmp_path / "line01"), NUMBER, LineFraming.STX, 5))
             assert await modem.exchange(TPDU + BODY) == SWAPPED + BODY
             # a damaged frame from the terminal: NAKed, sent again, answered once
@@ -156,13 +155,12 @@ def test_a_line_dropped_mid_frame_and_the_next_call(tmp_path: Path) -> None:
         host = SwappingHost()
         hport = await host.start()
         async with running_nac(table_text(tmp_path, {"0003": [hport]})) as nac:
-            nac.runners["line01"].faults = Faults(drop_answer=(2,))
+            nac.runners["line01"].inject(Faults(drop_answer=(2,)))
             modem = ModemLine(Dial(str(tmp_path / "line01"), NUMBER, timeout_s=5))
             await modem.exchange(TPDU + BODY)
             with pytest.raises(LineDown, match="dropped") as caught:
                 await modem.exchange(TPDU + BODY)
             assert caught.value.sent and not modem.connected
-            nac.runners["line01"].faults = Faults()
             assert await modem.exchange(TPDU + BODY) == SWAPPED + BODY  # dialled again
             assert modem.calls == 2
             assert nac.stats.lines["line01"].failures["fault"] == 1
