@@ -1,7 +1,8 @@
 """A terminal's modem line (specs/dialup.md): the serial port opened through pyserial (a real
 device, or the terminal side of an access controller's pseudo-terminal line), the AT dialogue
 (ATZ, ATE0, ATDT number → CONNECT), then frames in the line's framing until the line drops.
-Closing the port drops DTR: the call ends. A dropped line is dialled again at the next exchange.
+Closing the port drops DTR: the call ends. A dropped line is dialled again at the next exchange;
+on a pty line, once the controller has linked a fresh pair (another terminal name).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ModemLine:
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._buffer = b""
         self._ended = False
+        self._last_target = ""  # the device the last call used (a pty line is relinked after)
 
     @property
     def connected(self) -> bool:
@@ -117,10 +119,17 @@ class ModemLine:
 
     async def _open(self) -> serial.Serial:
         for _ in range(OPEN_TRIES):
+            target = os.path.realpath(self.dial.port)
+            if os.path.islink(self.dial.port) and target == self._last_target:
+                await asyncio.sleep(0.02)  # the line of the call that ended: not yet relinked
+                continue
             try:
-                return serial.Serial(self.dial.port, timeout=0, exclusive=False)
+                port = serial.Serial(target, timeout=0, exclusive=False)
             except (serial.SerialException, OSError):
                 await asyncio.sleep(0.02)
+                continue
+            self._last_target = target
+            return port
         raise LineDown(f"modem port {self.dial.port} cannot be opened", sent=False)
 
     def _readable(self) -> None:

@@ -3,9 +3,11 @@ pyserial, read and written from the event loop, and the line's speed emulated.
 
 A pty line links its terminal side at the configured path; a terminal opens that path. Each call
 gets a fresh pair: when either side hangs up (the terminal closes its side, as a modem drops DTR;
-the controller drops the carrier by closing its side) the pair is closed and a new one linked in
-its place. Until the terminal's first byte the controller holds the terminal side open itself,
-so a line nobody has opened yet does not read as hung up.
+the controller drops the carrier by closing its side) the pair is closed and a new one, under
+another terminal name, linked in its place (a terminal dialling again waits for the new name,
+so it never reopens the pair of the call that ended). Until the terminal's first byte the
+controller holds the terminal side open itself, so a line nobody has opened yet does not read
+as hung up.
 """
 
 from __future__ import annotations
@@ -129,8 +131,7 @@ class PtyLine:
         self._slave: int | None = None  # held until the terminal's first byte
 
     def open(self) -> None:
-        self.close()
-        master, slave = os.openpty()
+        master, slave = os.openpty()  # before the old pair closes: another terminal name
         tty.setraw(slave)
         os.set_blocking(master, False)
         temporary = self.link.with_name(f".{self.link.name}.new")
@@ -138,6 +139,7 @@ class PtyLine:
             temporary.unlink()
         temporary.symlink_to(os.ttyname(slave))
         temporary.replace(self.link)
+        self.close()
         self._slave = slave
         self._stream = FdStream(master, self._release)
 
@@ -159,7 +161,8 @@ class PtyLine:
         return await paced_write(self._stream, data, self.speed_bps)
 
     async def hang_up(self) -> None:
-        self.close()
+        """Nothing yet: the next ``open`` links a fresh pair, then closes this one (the carrier
+        drops then), so the two never share a terminal name."""
 
     def close(self) -> None:
         self._release()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -47,7 +48,6 @@ class Nac:
         self.registry = CollectorRegistry()
         self.registry.register(NacCollector(self.stats))
         self._tasks: list[asyncio.Task[None]] = []
-        self._site: web.TCPSite | None = None
         self._runner: web.AppRunner | None = None
         self.status_port = 0
 
@@ -67,11 +67,9 @@ class Nac:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         settings = self.table.settings
-        self._site = web.TCPSite(self._runner, settings.status_host, settings.status_port)
-        await self._site.start()
-        server = self._site._server
-        assert isinstance(server, asyncio.Server)
-        self.status_port = server.sockets[0].getsockname()[1]
+        sock = socket.create_server((settings.status_host, settings.status_port))
+        self.status_port = sock.getsockname()[1]  # the bound port when configured as 0
+        await web.SockSite(self._runner, sock).start()
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -127,6 +127,14 @@ class HostLink:
         for key in lost:
             self.router.fail(key, self)
 
+    def abandon(self, retry_s: float) -> None:
+        """An answer did not come in time: the connection closed (its other requests fail
+        now), the host not tried again for ``retry_s``; the NII's next host takes the calls."""
+        self.stats.failures["timeout"] += 1
+        self.down_until = asyncio.get_running_loop().time() + retry_s
+        if self._writer is not None:
+            self._writer.close()  # the reader sees the end and fails what was in flight
+
     async def close(self) -> None:
         writer, self._writer = self._writer, None
         task, self._reader_task = self._reader_task, None
@@ -177,6 +185,8 @@ class Router:
             waiting.host = await self._send(links, rewrite(frame, line_number, call), key)
             answer = await asyncio.wait_for(waiting.future, self.settings.answer_timeout_s)
         except TimeoutError:
+            if waiting.host is not None:  # a host that does not answer is left for a while
+                waiting.host.abandon(self.settings.host_retry_s)
             raise Dropped("host_timeout") from None
         finally:
             if self._waiting.get(key) is waiting:

@@ -23,10 +23,12 @@ def table_text(
     lines: int = 2,
     speed_bps: int = 9600,
     framing: str = "cup",
+    framings: Sequence[str] = (),
     answer_timeout_s: float = 5.0,
     extra: str = "",
 ) -> str:
-    """A table: ``lines`` pty lines linked as lines_dir/lineNN, routes NII → local ports."""
+    """A table: ``lines`` pty lines linked as lines_dir/lineNN (``framings``: each line's, else
+    ``framing``), routes NII → local ports."""
     text = [
         "[nac]",
         f'numbers = ["{NUMBER}"]',
@@ -43,7 +45,7 @@ def table_text(
             f'name = "line{n:02d}"',
             f'pty = "{lines_dir / f"line{n:02d}"}"',
             f"speed_bps = {speed_bps}",
-            f'framing = "{framing}"',
+            f'framing = "{framings[n - 1] if framings else framing}"',
         ]
     for nii, ports in routes.items():
         hosts = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
@@ -92,5 +94,51 @@ class SwappingHost:
             self.server.close()
             for writer in self._writers:
                 writer.close()
+            await self.server.wait_closed()
+            self.server = None
+
+
+class Relay:
+    """A switch host in front of another (a TCP relay to ``port``) that can be killed: its
+    listener and every connection closed at once, as when its process dies."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(1_000_000):
+                    data = await source.read(65_536)
+                    if not data:
+                        break
+                    sink.write(data)
+            sink.close()
+
+        tasks = [
+            asyncio.create_task(pump(reader, up_writer)),
+            asyncio.create_task(pump(up_reader, writer)),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def kill(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for writer in self._writers:
+                writer.close()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.server.wait_closed()
             self.server = None
