@@ -131,6 +131,7 @@ class PtyLine:
         self._slave: int | None = None  # held until the terminal's first byte
 
     def open(self) -> None:
+        self.link.parent.mkdir(parents=True, exist_ok=True)
         master, slave = os.openpty()  # before the old pair closes: another terminal name
         tty.setraw(slave)
         os.set_blocking(master, False)
