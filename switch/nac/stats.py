@@ -1,12 +1,14 @@
 """What the access controller counts, per line and per host, kept once: `medswitch nac status`
-reads it as JSON and Prometheus as ``medswitch_nac_*`` (specs/dialup.md "Metrics").
+reads it as JSON and Prometheus as ``medswitch_nac_*`` (specs/dialup.md "Status, metrics and
+logs").
 
-Call results: ``connect``, ``busy``, ``no_answer``, ``no_carrier``. Failure causes:
-``host_timeout`` (no answer in time: the line dropped), ``host_down`` (no host of the NII
-reachable), ``routing_miss`` (no route for the destination NII), ``bad_tpdu``, ``bad_frame``
-(a framing the line cannot resynchronise, or NAKs past the bound), ``retransmissions`` (our
-frame NAKed past the bound), ``hangup_mid_frame`` (the terminal hung up inside a frame),
-``idle`` (a connected line silent too long), ``fault`` (an injected drop).
+Call results: ``connect``, ``busy``, ``no_answer``. Failure causes: ``host_timeout`` (no answer
+in time: the line dropped), ``host_down`` (no host of the NII reachable), ``host_lost`` (the
+host's connection lost with the request on it), ``routing_miss`` (no route for the destination
+NII), ``bad_tpdu``, ``bad_frame`` (a framing the line cannot resynchronise, or NAKs past the
+bound), ``retransmissions`` (our frame NAKed past the bound), ``hangup_mid_frame`` (the
+terminal hung up inside a frame), ``idle`` (a connected line silent too long), ``fault`` (an
+injected drop).
 """
 
 from __future__ import annotations
