@@ -197,10 +197,15 @@ class SerialLine:
         return await self._stream.write(data)
 
     async def hang_up(self) -> None:
-        if self._port is not None:
-            self._port.dtr = False
+        if self._stream is not None and self._stream.ended:
+            self.close()  # the device went away: opened again for the next call
             await asyncio.sleep(0.5)
-            self._port.dtr = True
+            return
+        if self._port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self._port.dtr = False
+                await asyncio.sleep(0.5)
+                self._port.dtr = True
 
     def close(self) -> None:
         port, self._port = self._port, None

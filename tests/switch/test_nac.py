@@ -4,13 +4,17 @@ dialogue, both framings with their faults, the TPDU rewrite, routing misses, fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 import serial
 
 from messages import hayes
+from messages.framing import LengthFormat, encode_frame
 from messages.line_framing import LineFraming
 from simulators.dial_link import Dial, LineDown, ModemLine
 from switch.nac.config import Faults
@@ -231,5 +235,49 @@ def test_after_a_hang_up_the_line_is_a_fresh_modem(tmp_path: Path) -> None:
             port = serial.Serial(str(tmp_path / "line01"), timeout=0)
             assert await dialogue(port, b"AT\r") == b"AT\r\r\nOK\r\n"  # echo on again
             port.close()
+
+    run(work)
+
+
+def test_a_serial_device_line_and_the_metrics(tmp_path: Path) -> None:
+    """A line on a serial device through pyserial (here the terminal side of a pty pair the
+    test holds the other side of), and /metrics with the call on it."""
+
+    async def work() -> None:
+        host = SwappingHost()
+        hport = await host.start()
+        master, slave = os.openpty()
+        device = os.ttyname(slave)
+        os.close(slave)
+        text = table_text(tmp_path, {"0003": [hport]}, lines=1).replace(
+            f'pty = "{tmp_path / "line01"}"', f'device = "{device}"'
+        )
+        try:
+            async with running_nac(text) as nac:
+                os.set_blocking(master, False)
+
+                async def typed(data: bytes, expect: bytes) -> bytes:
+                    os.write(master, data)
+                    seen = b""
+                    for _ in range(500):
+                        with contextlib.suppress(BlockingIOError):
+                            seen += os.read(master, 4096)
+                        if seen.endswith(expect):
+                            return seen
+                        await asyncio.sleep(0.01)
+                    raise AssertionError(f"{expect!r} not in {seen!r}")
+
+                await typed(b"ATE0\r", b"OK\r\n")
+                await typed(f"ATDT{NUMBER}\r".encode(), b"CONNECT 9600\r\n")
+                answer = await typed(encode_frame(TPDU + BODY, LengthFormat.BINARY2), BODY)
+                assert answer == encode_frame(SWAPPED + BODY, LengthFormat.BINARY2)
+                url = f"http://127.0.0.1:{nac.status_port}/metrics"
+                metrics = await asyncio.to_thread(lambda: urlopen(url, timeout=10).read())
+                assert b'medswitch_nac_calls_total{line="line01",result="connect"} 1.0' in metrics
+                assert b'medswitch_nac_frames_total{direction="in",line="line01"} 1.0' in metrics
+                assert f'medswitch_nac_host_up{{host="127.0.0.1:{hport}"}} 1.0'.encode() in metrics
+        finally:
+            os.close(master)
+            await host.stop()
 
     run(work)
