@@ -67,16 +67,29 @@ class LineRunner:
         self._backlog: list[LineEvent] = []  # decoded, not yet handled
 
     async def run(self) -> None:
+        """Call after call; the device is open already (``Nac.start`` opens every line first,
+        so a device that cannot be opened stops the start)."""
         try:
             while True:
-                self.device.open()
                 self.stats.state = "idle"
                 await self._session()
                 if self.stats.state == "connected":
                     self._end_call()
                 await self.device.hang_up()
+                await self._reopen()
         finally:
             self.device.close()
+
+    async def _reopen(self) -> None:
+        """The device for the next call; one that cannot be opened is tried again each second."""
+        while True:
+            try:
+                self.device.open()
+                return
+            except OSError as error:
+                self.stats.state = "out_of_service"
+                log.error("line %s cannot be opened: %s", self.line.name, error)
+                await asyncio.sleep(1.0)
 
     def inject(self, faults: Faults) -> None:
         """``faults`` for the line's next call only, instead of the table's."""

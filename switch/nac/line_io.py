@@ -140,7 +140,7 @@ class PtyLine:
             temporary.unlink()
         temporary.symlink_to(os.ttyname(slave))
         temporary.replace(self.link)
-        self.close()
+        self._close_pair()
         self._slave = slave
         self._stream = FdStream(master, self._release)
 
@@ -166,6 +166,13 @@ class PtyLine:
         drops then), so the two never share a terminal name."""
 
     def close(self) -> None:
+        """The line out of service: its pair closed and its link removed (a link left behind
+        would name a terminal another program may get next)."""
+        self._close_pair()
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
+
+    def _close_pair(self) -> None:
         self._release()
         stream, self._stream = self._stream, None
         if stream is not None:

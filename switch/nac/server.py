@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 
@@ -19,6 +18,7 @@ from switch.nac.stats import LineStats, NacCollector, NacStats
 from switch.nac.upstream import Router
 
 log = logging.getLogger("medswitch.nac")
+STOP_WAIT_S = 5.0
 
 
 def device_of(line: Line) -> LineDevice:
@@ -56,11 +56,14 @@ class Nac:
         return self._calls_up
 
     async def start(self) -> None:
+        """Every line opened (and linked) first: a device that cannot be opened raises here
+        (``OSError``), before the controller says it serves."""
+        for runner in self.runners.values():
+            runner.device.open()
         for name, runner in self.runners.items():
             task = asyncio.create_task(runner.run(), name=f"nac line {name}")
             task.add_done_callback(self._ended)
             self._tasks.append(task)
-        await asyncio.sleep(0)  # each line opened and linked before the daemon says it serves
         app = web.Application()
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
@@ -85,9 +88,8 @@ class Nac:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:  # bounded, and our own cancellation is not swallowed
+            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
         self._tasks.clear()
         await self.router.close()
         if self._runner is not None:

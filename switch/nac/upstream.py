@@ -10,7 +10,6 @@ b'`\\x00\\x03\\x00\\x81...'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -140,12 +139,9 @@ class HostLink:
         task, self._reader_task = self._reader_task, None
         if writer is not None:
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task], timeout=5.0)  # bounded; our own cancel not swallowed
 
 
 class Router:

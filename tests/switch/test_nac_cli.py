@@ -148,3 +148,12 @@ def test_sim_pos_dials_through_the_controller(tmp_path: Path) -> None:
         assert "cannot be opened" in lost.output
 
     run(tmp_path, scenario)
+
+
+def test_lines_are_unlinked_when_the_controller_stops(tmp_path: Path) -> None:
+    async def work() -> None:
+        async with running_nac(table_text(tmp_path, {"0003": [5800]})):
+            assert (tmp_path / "line01").is_symlink() and (tmp_path / "line02").is_symlink()
+        assert not (tmp_path / "line01").exists() and not (tmp_path / "line01").is_symlink()
+
+    asyncio.run(asyncio.wait_for(work(), COMMAND_S))
