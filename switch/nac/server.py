@@ -89,7 +89,9 @@ class Nac:
         for task in self._tasks:
             task.cancel()
         if self._tasks:  # bounded, and our own cancellation is not swallowed
-            await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in pending:
+                log.warning("%s did not stop in %s s", task.get_name(), STOP_WAIT_S)
         self._tasks.clear()
         await self.router.close()
         if self._runner is not None:
