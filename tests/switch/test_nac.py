@@ -281,3 +281,19 @@ def test_a_serial_device_line_and_the_metrics(tmp_path: Path) -> None:
             await host.stop()
 
     run(work)
+
+
+def test_a_slow_answer_and_an_idle_line_dropped(tmp_path: Path) -> None:
+    async def work() -> None:
+        text = table_text(tmp_path, {"0003": [1]}, extra="idle_timeout_s = 1.0")
+        async with running_nac(text) as nac:
+            nac.runners["line01"].inject(Faults(slow_answer_s=0.3))
+            modem = ModemLine(Dial(str(tmp_path / "line01"), NUMBER, timeout_s=5))
+            await modem._call()  # connected: CONNECT comes after the slow answer
+            assert modem.connected and nac.stats.lines["line01"].calls["connect"] == 1
+            with pytest.raises(LineDown, match="dropped"):
+                await modem._read(5.0)  # nothing sent: the line is dropped when idle
+            modem.close()
+            assert nac.stats.lines["line01"].failures["idle"] == 1
+
+    run(work)
