@@ -232,7 +232,7 @@ class ModemLine:
         """Hang up: the port closed, DTR dropped."""
         port, self._port = self._port, None
         if port is not None:
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError, RuntimeError):  # no loop: none to tell
                 asyncio.get_running_loop().remove_reader(port.fileno())
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
