@@ -67,15 +67,22 @@ class ModemLine:
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._buffer = b""
         self._ended = False
-        self._last_target = ""  # the device the last call used (a pty line is relinked after)
+        self._last_target = ""
+        self._in_call = False  # the device the last call used (a pty line is relinked after)
 
     @property
     def connected(self) -> bool:
-        return self._port is not None
+        return self._port is not None and self._in_call
 
     async def exchange(self, payload: bytes) -> bytes:
         if self._port is None:
             await self._call()
+        elif not self._in_call:  # hung up with ATH: the port is open, in command mode
+            try:
+                await self._dial()
+            except LineDown:
+                self.close()
+                raise
         try:
             return await self._frames(payload)
         except LineDown:
@@ -98,19 +105,41 @@ class ModemLine:
         try:
             if result.kind is not hayes.ResultKind.OK:
                 raise LineDown(f"modem: ATZ answered {result.kind.value}", sent=False)
-            for command in ("ATE0",):
-                result = await self._command(command, self.dial.timeout_s)
-                if result.kind is not hayes.ResultKind.OK:
-                    raise LineDown(f"modem: {command} answered {result.kind.value}", sent=False)
-            kind = "P" if self.dial.pulse else "T"
-            result = await self._command(f"ATD{kind}{self.dial.number}", self.dial.dial_timeout_s)
-            if result.kind is not hayes.ResultKind.CONNECT:
-                raise LineDown(f"dial {self.dial.number}: {result.kind.value}", sent=False)
+            result = await self._command("ATE0", self.dial.timeout_s)
+            if result.kind is not hayes.ResultKind.OK:
+                raise LineDown(f"modem: ATE0 answered {result.kind.value}", sent=False)
+            await self._dial()
         except LineDown:
             self.close()
             raise
+
+    async def _dial(self) -> None:
+        kind = "P" if self.dial.pulse else "T"
+        result = await self._command(f"ATD{kind}{self.dial.number}", self.dial.dial_timeout_s)
+        if result.kind is not hayes.ResultKind.CONNECT:
+            raise LineDown(f"dial {self.dial.number}: {result.kind.value}", sent=False)
         self.calls += 1
         self.speed_bps = result.speed_bps
+        self._in_call = True
+
+    async def hang_up(self, guard_s: float = 1.0) -> None:
+        """Hang up politely, the port kept open: ``guard_s`` of silence, ``+++``, the silence
+        again (the modem answers OK in command mode), then ATH. A line that does not answer
+        so is hung up by dropping DTR."""
+        if self._port is None or not self._in_call:
+            return
+        try:
+            await asyncio.sleep(guard_s)
+            self._write(b"+++")
+            if (await self._result("+++", guard_s + self.dial.timeout_s)).kind is not (
+                hayes.ResultKind.OK
+            ):
+                raise LineDown("modem: no OK after +++", sent=False)
+            if (await self._command("ATH", self.dial.timeout_s)).kind is not hayes.ResultKind.OK:
+                raise LineDown("modem: ATH refused", sent=False)
+            self._in_call = False
+        except LineDown:
+            self.close()
 
     async def _attach(self, port: serial.Serial) -> None:
         self._port, self._ended, self._buffer = port, False, b""
@@ -165,6 +194,10 @@ class ModemLine:
 
     async def _command(self, command: str, timeout_s: float) -> hayes.Result:
         self._write(command.encode() + b"\r")
+        return await self._result(command, timeout_s)
+
+    async def _result(self, command: str, timeout_s: float) -> hayes.Result:
+        """The modem's next result code (echoed and empty lines skipped)."""
         for _ in range(DIALOGUE_LINES_MAX):
             while b"\n" not in self._buffer:
                 try:
@@ -231,6 +264,7 @@ class ModemLine:
     def close(self) -> None:
         """Hang up: the port closed, DTR dropped."""
         port, self._port = self._port, None
+        self._in_call = False
         if port is not None:
             with contextlib.suppress(ValueError, OSError, RuntimeError):  # no loop: none to tell
                 asyncio.get_running_loop().remove_reader(port.fileno())

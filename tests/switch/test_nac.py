@@ -297,3 +297,21 @@ def test_a_slow_answer_and_an_idle_line_dropped(tmp_path: Path) -> None:
             assert nac.stats.lines["line01"].failures["idle"] == 1
 
     run(work)
+
+
+def test_the_terminal_hangs_up_with_escape_and_ath_and_dials_again(tmp_path: Path) -> None:
+    async def work() -> None:
+        host = SwappingHost()
+        hport = await host.start()
+        async with running_nac(table_text(tmp_path, {"0003": [hport]})) as nac:
+            modem = ModemLine(Dial(str(tmp_path / "line01"), NUMBER, timeout_s=5))
+            assert await modem.exchange(TPDU + BODY) == SWAPPED + BODY
+            await modem.hang_up(guard_s=0.3)  # the table's escape guard is 0.2 s
+            assert not modem.connected and nac.stats.lines["line01"].state == "command"
+            assert await modem.exchange(TPDU + BODY) == SWAPPED + BODY  # ATDT again
+            assert modem.calls == 2 and nac.stats.lines["line01"].calls["connect"] == 2
+            assert not nac.stats.lines["line01"].failures
+            modem.close()
+        await host.stop()
+
+    run(work)
