@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
+# setuptools' notice on every editable install (folders named like the packages may shadow
+# them: here they are the packages); its other warnings still show.
+QUIET  := PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: run test lint bench clean
 
@@ -12,11 +15,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(QUIET) $(PY) -m pip install --quiet -e .
 	touch $@
 
 $(TSTAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(QUIET) $(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
 run: $(STAMP)

@@ -39,6 +39,7 @@ from bench.bench_settle import (
     drive_once,
 )
 from bench.bench_switch import report
+from bench.pg_waits import WaitSampler
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
 from ledger.medical.bills import Submission
@@ -204,7 +205,9 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
-                result = uvloop.run(drive_once(port, lanes))
+                with WaitSampler(DSN) as waits:
+                    result = uvloop.run(drive_once(port, lanes))
+                print("  PostgreSQL backends (pg_stat_activity samples):\n" + waits.report())
                 means = mean_latencies(http_port)
                 slow = sorted(means.items(), key=lambda item: -item[1])[:8]
                 print(

@@ -17,7 +17,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from psec import tr31
 
 from hsm.des import kcv
-from hsm.errors import KeyTamperedError, KeyUsageError
+from hsm.errors import InvalidInputError, KeyTamperedError, KeyUsageError
 from hsm.keys import TR31_ATTRIBUTES, KeyRef, KeyUsage
 
 _USAGE, _ALIAS, _VERSION, _CREATED = "01", "02", "03", "04"
@@ -46,10 +46,13 @@ def _psec_quiet() -> Iterator[None]:
         yield
 
 
-def wrap(lmk: bytes, ref: KeyRef, key: bytes, created_at: str) -> StoredKey:
-    """Wrap a clear key under the LMK with its usage bound."""
+def wrap(
+    lmk: bytes, ref: KeyRef, key: bytes, created_at: str, *, exportable: bool = False
+) -> StoredKey:
+    """Wrap a clear key under the LMK with its usage bound; `exportable` sets the block's
+    exportability to "E" (hsm.policy), otherwise it is the usage's default."""
     usage_code, mode, exportability = TR31_ATTRIBUTES[ref.usage]
-    header = tr31.Header("B", usage_code, "T", mode, "00", exportability)
+    header = tr31.Header("B", usage_code, "T", mode, "00", "E" if exportable else exportability)
     header.blocks[_USAGE] = ref.usage.value
     header.blocks[_ALIAS] = ref.alias
     header.blocks[_VERSION] = str(ref.version)
@@ -88,3 +91,57 @@ def unwrap(lmk: bytes, stored: StoredKey, expected: KeyRef) -> bytes:
     if expected.kcv and expected.kcv != stored.kcv:
         raise KeyTamperedError(f"{where}: check value differs from the reference")
     return key
+
+
+EXPORTABILITY_AT = 11  # TR-31 header: B | length(4) | usage(2) | algorithm | mode | version(2) | E
+
+
+def exportable(stored: StoredKey) -> bool:
+    """Whether the key was made exportable: its block's exportability byte (covered by the
+    block's MAC, which `unwrap` checks first)."""
+    return stored.block[EXPORTABILITY_AT : EXPORTABILITY_AT + 1] == "E"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportedKey:
+    """A key read from a TR-31 block under a transport key (hsm/ only: holds the clear key)."""
+
+    ref: KeyRef
+    key: bytes
+
+    def __repr__(self) -> str:
+        return f"TransportedKey({self.ref!r})"
+
+
+def wrap_transport(kek: bytes, ref: KeyRef, key: bytes) -> str:
+    """The key as it leaves for an outside party: a TR-31 version B block under the transport
+    key, not exportable again ("N"), its usage, alias, version and KCV bound in the header."""
+    usage_code, mode, _ = TR31_ATTRIBUTES[ref.usage]
+    header = tr31.Header("B", usage_code, "T", mode, "00", "N")
+    header.blocks[_USAGE] = ref.usage.value
+    header.blocks[_ALIAS] = ref.alias
+    header.blocks[_VERSION] = str(ref.version)
+    header.blocks["KC"] = "00" + kcv(key)
+    with _psec_quiet():
+        block: str = tr31.KeyBlock(kek, header).wrap(key)
+    return block
+
+
+def unwrap_transport(kek: bytes, block: str) -> TransportedKey:
+    """The key of a block `wrap_transport` made; KeyTamperedError when it fails its MAC or
+    its bound check value, InvalidInputError when a bound field is missing."""
+    try:
+        with _psec_quiet():
+            kb = tr31.KeyBlock(kek)
+            key: bytes = kb.unwrap(block)
+    except (tr31.KeyBlockError, tr31.HeaderError, ValueError):
+        raise KeyTamperedError("key block failed its integrity check under that KEK") from None
+    blocks = kb.header.blocks
+    try:
+        usage = KeyUsage(blocks[_USAGE])
+        alias, version, check = blocks[_ALIAS], int(blocks[_VERSION]), blocks["KC"][2:]
+    except (KeyError, ValueError):
+        raise InvalidInputError("key block lacks its usage, alias, version or KCV") from None
+    if kcv(key) != check:
+        raise KeyTamperedError(f"key block {alias} v{version}: check value differs")
+    return TransportedKey(KeyRef(alias, version, usage, check), key)

@@ -32,41 +32,46 @@ class KeyUsage(enum.StrEnum):
     MK_PIN_UNBLOCK = "MK_PIN_UNBLOCK"
     MK_APP_MAINT = "MK_APP_MAINT"
     MK_CONTROL = "MK_CONTROL"  # card/application master control key (personalisation)
+    MK_RECORD = "MK_RECORD"  # the card's record book: health data and visit records (DRK)
     DATA_CHECK = "DATA_CHECK"  # card data check code key
     PSAM_TRANSPORT = "PSAM_TRANSPORT"  # PSAM transport key: wraps the purchase key into PSAMs
     PERSONAL_DATA = "PERSONAL_DATA"  # seals names and ID numbers at rest (hsm.personal)
     PERSONAL_INDEX = "PERSONAL_INDEX"  # keyed hash of ID numbers: lookups without clear text
+    # Transport keys shared with outside parties (specs/key-ceremony.md): what leaves goes
+    # under one of them, as hsm.policy allows.
+    KIF_KEK = "KIF_KEK"  # a key-injection facility's: terminals' TMKs travel under it
+    BUREAU_KEK = "BUREAU_KEK"  # a card personalisation bureau's: card master keys
+    PSAM_KEK = "PSAM_KEK"  # the PSAM issuer's: the purchase master key and PSAM transport key
 
 
 # TR-31 header usage, mode of use and exportability for each usage (the exact usage is bound
-# again in a proprietary optional block, see hsm.keyblock).
+# again in a proprietary optional block, see hsm.keyblock). A key generated or formed
+# `exportable` gets "E" instead (hsm.policy: keys leaving in a TR-31 block or as components).
 TR31_ATTRIBUTES: dict[KeyUsage, tuple[str, str, str]] = {
     KeyUsage.ZMK: ("K0", "B", "N"),
     KeyUsage.TMK: ("K0", "B", "N"),
     KeyUsage.PSAM_TRANSPORT: ("K0", "E", "N"),
+    KeyUsage.KIF_KEK: ("K0", "B", "N"),
+    KeyUsage.BUREAU_KEK: ("K0", "B", "N"),
+    KeyUsage.PSAM_KEK: ("K0", "B", "N"),
     KeyUsage.ZPK: ("P0", "B", "E"),
     KeyUsage.PIK: ("P0", "B", "E"),
     KeyUsage.ZAK: ("M3", "C", "E"),
     KeyUsage.MAK: ("M0", "C", "E"),
     KeyUsage.TDK: ("D0", "B", "E"),
-    KeyUsage.FILE: ("D0", "B", "E"),
+    KeyUsage.FILE: ("D0", "B", "N"),
     KeyUsage.MK_LOAD: ("E6", "X", "N"),
-    KeyUsage.MK_PURCHASE: ("E6", "X", "E"),
+    KeyUsage.MK_PURCHASE: ("E6", "X", "N"),
     KeyUsage.MK_TAC: ("E6", "X", "N"),
     KeyUsage.MK_UNLOAD: ("E6", "X", "N"),
     KeyUsage.MK_PIN_RELOAD: ("E6", "X", "N"),
     KeyUsage.MK_PIN_UNBLOCK: ("E6", "X", "N"),
     KeyUsage.MK_APP_MAINT: ("E6", "X", "N"),
     KeyUsage.MK_CONTROL: ("E5", "X", "N"),
+    KeyUsage.MK_RECORD: ("E6", "X", "N"),
     KeyUsage.DATA_CHECK: ("E3", "X", "N"),
     KeyUsage.PERSONAL_DATA: ("D0", "B", "N"),
     KeyUsage.PERSONAL_INDEX: ("M7", "C", "N"),  # HMAC
-}
-
-# Which usages a key-encryption key may carry across (import and export).
-TRANSPORTED_UNDER: dict[KeyUsage, frozenset[KeyUsage]] = {
-    KeyUsage.ZMK: frozenset({KeyUsage.ZPK, KeyUsage.ZAK, KeyUsage.FILE}),
-    KeyUsage.TMK: frozenset({KeyUsage.PIK, KeyUsage.MAK, KeyUsage.TDK}),
 }
 
 CARD_MASTER_USAGES = frozenset(

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from hsm import cardcrypto, mac, personal, pinblock, signon
+from hsm import cardcrypto, distribution, mac, personal, pinblock, policy, signon
 from hsm.des import Des, adjust_parity
 from hsm.errors import (
     CardNotAuthenticatedError,
@@ -29,9 +29,9 @@ from hsm.errors import (
 )
 from hsm.interface import ExportedKey, MacAlgorithm, OnlineTxn, PurchaseRecord, SignOnKeys
 from hsm.keycache import KeyCache, LoadedKey
-from hsm.keys import CARD_MASTER_USAGES, TRANSPORTED_UNDER, CardKeyPath, KeyRef, KeyUsage
+from hsm.keys import CARD_MASTER_USAGES, CardKeyPath, KeyRef, KeyUsage
 from hsm.keystore import KeyStore
-from hsm.lmk import Component, Lmk, combine
+from hsm.lmk import Component, Lmk, combine, is_test_only
 from hsm.padding import pad_method_2, unpad_method_2
 from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
 
@@ -77,14 +77,47 @@ class SoftHsm:
     def _new_key(self, usage: KeyUsage) -> bytes:
         return adjust_parity(self._random(KEY_LENGTH.get(usage, 16)))
 
-    async def generate_key(self, alias: str, usage: KeyUsage, *, now: datetime) -> KeyRef:
-        return await self._keys.put(alias, usage, self._new_key(usage), now)
+    async def generate_key(
+        self, alias: str, usage: KeyUsage, *, now: datetime, exportable: bool = False
+    ) -> KeyRef:
+        """`exportable`: the key may leave as hsm.policy's rules marked so allow (fixed now)."""
+        return await self._keys.put(
+            alias, usage, self._new_key(usage), now, exportable=exportable
+        )
 
     async def form_key(
-        self, alias: str, usage: KeyUsage, components: Sequence[Component], *, now: datetime
+        self,
+        alias: str,
+        usage: KeyUsage,
+        components: Sequence[Component],
+        *,
+        now: datetime,
+        exportable: bool = False,
     ) -> KeyRef:
-        """A key from 1–9 clear components entered at a ceremony (XOR, odd parity)."""
-        return await self._keys.put(alias, usage, combine(components), now)
+        """A key from 1–9 clear components entered at a ceremony (XOR, odd parity). Under an
+        LMK that is not TEST ONLY, a published TEST ONLY component is refused."""
+        if not self._keys.lmk_test_only and is_test_only(components):
+            raise InvalidInputError(
+                f"{alias}: a published TEST ONLY component is refused: this HSM's LMK is not "
+                "TEST ONLY"
+            )
+        return await self._keys.put(alias, usage, combine(components), now, exportable=exportable)
+
+    # Key distribution to outside parties (console operations: `medswitch keys`, not on the
+    # network HSM's command set).
+    async def export_key_block(self, key: KeyRef, kek: KeyRef) -> str:
+        """KEY as a TR-31 block under a transport key, as hsm.policy allows."""
+        return await distribution.export_block(self._keys, key, kek)
+
+    async def import_key_block(
+        self, kek: KeyRef, block: str, *, now: datetime, alias: str | None = None
+    ) -> KeyRef:
+        """A TR-31 block received under KEK, stored as the next version of its alias."""
+        return await distribution.import_block(self._keys, kek, block, now, alias)
+
+    async def export_components(self, key: KeyRef, count: int) -> list[Component]:
+        """A TMK as 2-3 clear components for a key-loading device (hsm.policy)."""
+        return await distribution.export_components(self._keys, key, count, self._random)
 
     async def import_key(
         self,
@@ -110,9 +143,7 @@ class SoftHsm:
         return ExportedKey(wrapping.des.encrypt_ecb(loaded.key), loaded.ref.kcv)
 
     async def _kek(self, kek: KeyRef, usage: KeyUsage) -> LoadedKey:
-        kek.require(U.ZMK, U.TMK)
-        if usage not in TRANSPORTED_UNDER[kek.usage]:
-            raise KeyUsageError(f"a {usage.value} does not travel under a {kek.usage.value}")
+        policy.check(usage, kek.usage, policy.Form.ECB)
         return await self._keys.load(kek)
 
     async def kcv(self, key: KeyRef | CardKeyPath) -> str:
@@ -349,7 +380,8 @@ class SoftHsm:
         return results
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
-        damk = await self._keys.card_key(key, U.MK_APP_MAINT)
+        # The DAMK (files and blocks) or the record key DRK (the record book): both MAC scripts.
+        damk = await self._keys.card_key(key, U.MK_APP_MAINT, U.MK_RECORD)
         return cardcrypto.script_mac(damk, challenge, command)
 
     async def write_card_key(

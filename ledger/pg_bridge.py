@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
+from ledger.pg_connection import CONNECT_TIMEOUT_S
+
 T = TypeVar("T")
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 _QUERY = re.compile(r"\s*(SELECT|WITH|VALUES)\b", re.IGNORECASE)
@@ -50,8 +52,11 @@ def split_url(url: str) -> tuple[str, str | None]:
     return (f"{dsn}?{rest}" if rest else dsn), schema
 
 
-def server_settings(schema: str | None) -> dict[str, str]:
-    settings = {"plan_cache_mode": "force_custom_plan"}
+APPLICATION = "medswitch"  # application_name: the daemon's backends in pg_stat_activity
+
+
+def server_settings(schema: str | None, application: str = APPLICATION) -> dict[str, str]:
+    settings = {"plan_cache_mode": "force_custom_plan", "application_name": application}
     if schema:
         settings["search_path"] = schema
     return settings
@@ -94,8 +99,8 @@ class PgBridge:
 
     async def _open(self, size: int) -> asyncpg.Pool:
         settings = server_settings(self.schema)
-        return await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=size, server_settings=settings
+        return await asyncpg.create_pool(  # lost connections are made again at acquire
+            self.dsn, min_size=1, max_size=size, server_settings=settings, timeout=CONNECT_TIMEOUT_S
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -6,6 +6,11 @@ order (``FOR UPDATE``), the transfer ids looked up, the batch decided by the sam
 as the model, then written with one set-based INSERT and one set-based UPDATE (``unnest``). Several
 processes may share the database: account locks serialise them, a unique-id race or a deadlock
 retries the batch (bounded). Each caller's future resolves only after COMMIT.
+
+A writer's connection heals (``ledger.pg_connection``): a batch whose connection is lost fails
+with :class:`LedgerUnavailable` (its outcome unknown: answered 96, safe to retry), and the
+writer connects again before its next batch, no more often than its backoff allows; batches
+meanwhile fail at once, and :meth:`PgLedger.health` says ``RESTARTING``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ledger.core import (
     AccountResult,
     Balance,
     CloseResult,
+    Health,
     Ledger,
     LedgerUnavailable,
     OfflineRecord,
@@ -34,16 +40,14 @@ from ledger.core import (
     TransferResult,
 )
 from ledger.migrate import upgrade_postgres
-from ledger.sqlite_offline import OFFLINE_COLUMNS, offline_row
+from ledger.pg_bridge import APPLICATION, server_settings
+from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
+from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
+from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import (
     AccountState,
-    Batch,
     Remembered,
-    before_and_missing,
     check_open,
-    needed_ids,
-    offline_decision,
-    open_missing,
 )
 
 RETRIES_MAX = 3
@@ -55,23 +59,7 @@ READS = frozenset(
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
-_INSERT_TRANSFERS = (
-    "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])"
-)
-_UPDATE_ACCOUNTS = (
-    "UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
-    " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(id, d, c) WHERE a.id = u.id"
-)
-
-_INSERT_ACCOUNTS = (
-    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
-    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
-)
-_POSTS = frozenset({"post", "post_and_record"})  # decided together by PgStore.post
-
+WATCH_S = 1.0  # an idle writer looks at its connection this often
 _UPSERT_OFFLINE = (
     "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
@@ -116,10 +104,10 @@ class PgStore:
         it. Jobs in one batch are concurrent (their callers had not heard back), so any order
         is one they could have had; a caller's own jobs keep theirs (a record behind its
         posting, a read behind both)."""
-        posts = [job for job in batch if job.kind in _POSTS]
+        posts = [job for job in batch if job.kind in POSTS]
         opening = [job for job in batch if job.kind == "open_accounts"]
         reads = [job for job in batch if job.kind in READS]
-        writes = [job for job in batch if job.kind not in READS | _POSTS | {"open_accounts"}]
+        writes = [job for job in batch if job.kind not in READS | POSTS | {"open_accounts"}]
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts:
@@ -145,47 +133,9 @@ class PgStore:
         return {row[0]: rows.remembered(row) for row in await self.conn.fetch(sql, list(ids))}
 
     async def post(self, jobs: Sequence[_Job]) -> None:
-        """Every ``post`` and ``post_and_record`` of the batch decided together; the records
-        of each ``post_and_record`` kept behind all the postings."""
-        ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
-        accounts = await self.load_accounts(sorted(account_ids), lock=True)
-        batch = Batch(accounts, await self.load_remembered(sorted(ids)))
-        opened: list[Account] = []
-        for job in jobs:
-            if job.kind == "post":
-                transfers, linked = job.args
-                job.value = batch.post(transfers, linked=linked)
-            else:
-                transfers, _, opening = job.args
-                before, wanted = before_and_missing(batch.accounts, transfers, opening)
-                if wanted:  # those that exist, for open_missing to see (locked too)
-                    unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
-                    batch.accounts.update(await self.load_accounts(unseen, lock=True))
-                    opened += open_missing(batch.accounts, wanted)
-                job.value = (batch.post(transfers, linked=False), before)
-        if opened:  # a concurrent process opening one too: a unique violation, retried
-            await self.conn.execute(
-                _INSERT_ACCOUNTS,
-                [a.id for a in opened],
-                [a.kind.value for a in opened],
-                [a.owner for a in opened],
-                [int(a.flags) for a in opened],
-            )
-        if batch.written:
-            at_us = rows.now_us()
-            columns = list(zip(*(rows.transfer_row(r, at_us) for r in batch.written), strict=True))
-            await self.conn.execute(_INSERT_TRANSFERS, *(list(c) for c in columns))
-        if batch.dirty:
-            changed = [batch.accounts[a] for a in sorted(batch.dirty)]
-            await self.conn.execute(
-                _UPDATE_ACCOUNTS,
-                [a.id for a in changed],
-                [a.debits_posted_fen for a in changed],
-                [a.credits_posted_fen for a in changed],
-            )
-        for job in jobs:
-            if job.kind == "post_and_record" and job.args[1]:
-                await self.record_offline(job.args[1])
+        """Every ``post`` and ``post_and_record`` of the batch decided together, in two
+        statements (``ledger.pg_post``)."""
+        await post_jobs(self.conn, jobs)
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = await self.load_accounts(sorted({a.id for a in accounts}), lock=True)
@@ -271,17 +221,9 @@ class PgStore:
         found = await self.conn.fetch(
             _HELD_OFFLINE, [k[0] for k in keys], [k[1] for k in keys]
         )
-        held = {(row[0], int(row[1])): (bool(row[2]), row[3], int(row[4])) for row in found}
-        results, writes = [], {}
-        for record in records:
-            key = (record.psam_terminal_no, record.psam_serial)
-            new, write = offline_decision(held.get(key), record)
-            if write:
-                held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-                writes[key] = record  # a dict keeps the first position, takes the last value
-            results.append(new)
+        results, writes = decide_offline(held_of(found), records)
         if writes:
-            columns = zip(*(offline_row(r) for r in writes.values()), strict=True)
+            columns = zip(*writes, strict=True)
             await self.conn.execute(_UPSERT_OFFLINE, *(list(c) for c in columns), rows.now_us())
         return results
 
@@ -326,12 +268,12 @@ class PgStore:
 class PgLedger(Ledger):
     """:class:`Ledger` on PostgreSQL. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, connections: list[asyncpg.Connection], batch_max: int) -> None:
-        self._connections = connections
+    def __init__(self, links: list[Healing], batch_max: int) -> None:
+        self._links = links
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._batch_max = batch_max
         self._closed = False
-        self._tasks = [asyncio.create_task(self._write(PgStore(c))) for c in connections]
+        self._tasks = [asyncio.create_task(self._write(link)) for link in links]
 
     @classmethod
     async def open(
@@ -346,20 +288,28 @@ class PgLedger(Ledger):
         """Connect `writers` connections (each group-commits its own batches) and migrate."""
         # Plan each statement for its actual parameters and the tables' current size: a generic
         # plan made while `transfers` was small keeps scanning it sequentially once it is large.
-        settings = {"plan_cache_mode": "force_custom_plan"}
-        if schema:
-            settings["search_path"] = schema
+        settings = server_settings(schema, f"{APPLICATION}-ledger")
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S)
+
         connections: list[asyncpg.Connection] = []
         try:
             for _ in range(writers):
-                connections.append(await asyncpg.connect(dsn, server_settings=settings))
+                connections.append(await connect())
             if migrate:
                 await upgrade_postgres(connections[0])
         except BaseException:
             for connection in connections:
                 await connection.close()
             raise
-        return cls(connections, batch_max)
+        return cls([Healing(c, connect) for c in connections], batch_max)
+
+    def health(self) -> Health:
+        """``RESTARTING`` while a writer's connection is lost and not yet made again."""
+        if self._closed:
+            return Health.WRITER_ENDED
+        return Health.OK if all(link.up for link in self._links) else Health.RESTARTING
 
     async def _submit(self, kind: str, *args: Any) -> Any:
         if self._closed:
@@ -368,9 +318,10 @@ class PgLedger(Ledger):
         self._queue.put_nowait(_Job(kind, args, future))
         return await future
 
-    async def _write(self, store: PgStore) -> None:
+    async def _write(self, link: Healing) -> None:
+        store = PgStore(link.connection)
         while True:
-            first = await self._queue.get()
+            first = await self._next(link)
             if first is None:
                 self._queue.put_nowait(None)  # for the other writers
                 return
@@ -382,9 +333,27 @@ class PgLedger(Ledger):
                     self._queue.put_nowait(None)  # let this batch finish, then stop
                     break
                 batch.append(job)
-            await self._run_batch(store, batch)
+            if not await link.ready():
+                _fail(batch, LedgerUnavailable("PostgreSQL connection lost; reconnecting"))
+                continue
+            store.conn = link.connection
+            if not await self._run_batch(store, batch):
+                link.drop()
 
-    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> None:
+    async def _next(self, link: Healing) -> _Job | None:
+        """The next job. Waiting for it, the writer looks at its connection every WATCH_S
+        and, lost, connects again on the backoff schedule whether or not jobs come: readiness
+        reports the ledger down meanwhile, so traffic may not come back to trigger it."""
+        while True:
+            if not self._queue.empty():
+                return self._queue.get_nowait()
+            wait_s = WATCH_S if link.up or await link.ready() else link.retry_in_s
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self._queue.get(), timeout=wait_s)
+
+    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> bool:
+        """The batch committed, or its callers told why not; False when the connection was
+        lost (every caller then gets LedgerUnavailable: the outcome is unknown)."""
         for attempt in range(RETRIES_MAX):
             try:
                 async with store.conn.transaction():
@@ -394,19 +363,25 @@ class PgLedger(Ledger):
                     continue
                 error: BaseException | None = None
             except Exception as exc:
+                if lost(exc, store.conn):
+                    _fail(batch, LedgerUnavailable(f"PostgreSQL connection lost: {exc}"))
+                    return False
                 error = exc
             else:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_result(job.value)
-                return
+                return True
             break
         if len(batch) > 1:  # find the culprit: every job again on its own
-            for job in batch:
-                await self._run_batch(store, [job])
-            return
+            for index, job in enumerate(batch):
+                if not await self._run_batch(store, [job]):
+                    _fail(batch[index + 1 :], LedgerUnavailable("PostgreSQL connection lost"))
+                    return False
+            return True
         if not batch[0].future.done():
             batch[0].future.set_exception(error or RuntimeError("retries exhausted"))
+        return True
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))
@@ -487,5 +462,12 @@ class PgLedger(Ledger):
         self._queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks)
-        for connection in self._connections:
-            await connection.close()
+        for link in self._links:
+            with contextlib.suppress(Exception):
+                await link.close()
+
+
+def _fail(jobs: Sequence[_Job], error: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

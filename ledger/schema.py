@@ -61,6 +61,7 @@ terminals = Table(
     Column("status", String(16), nullable=False, server_default="active"),
     Column("batch_no", Integer, nullable=False, server_default="1"),
     Column("stan", Integer, nullable=False, server_default="0"),
+    Column("param_group", String(32)),  # the terminal_parameters group it belongs to, if any
 )
 
 psams = Table(
@@ -155,6 +156,7 @@ blacklist = Table(
     Column("version", Integer, nullable=False),  # the list version that added it
     Column("removed_version", Integer),  # the list version that removed it (unloss)
     Column("added_at_us", BigInteger, nullable=False),
+    Column("note", String(200)),  # an operator's reason (switch/estate/blacklist.py)
     Index(None, "application_serial"),
     Index(None, "version"),
 )
@@ -352,13 +354,54 @@ session_sets = Table(
     Column("batch_no", Integer, nullable=False),  # the batch the set opens once promoted
 )
 
-#: One row counting every change of cards, psams and blacklist (triggers from the migration):
-#: a daemon forgets the card records it keeps when the count moves.
+#: Change counts kept by triggers from the migrations: row 1 every change of cards, psams and
+#: blacklist (a daemon forgets the card records it keeps when it moves); row 2 the estate's
+#: (terminals' institution, kind and status, institutions: the terminal records it keeps).
 directory_version = Table(
     "directory_version",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
+)
+
+#: Versioned offline limits and category tables (switch/estate/parameters.py): scope ``all``,
+#: ``institution:ID`` or ``group:NAME``; a terminal downloads the newest version of the
+#: narrowest scope that has one (specs/terminal-interface.md, parameter download).
+terminal_parameters = Table(
+    "terminal_parameters",
+    metadata,
+    Column("version", Seq, primary_key=True, autoincrement=True),
+    Column("scope", String(48), nullable=False),
+    Column("floor_fen", BigInteger, nullable=False),
+    Column("count_max", Integer, nullable=False),
+    Column("age_max_h", Integer, nullable=False),
+    Column("categories", Text, nullable=False),  # "code=name" lines
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("created_by", String(40), nullable=False),
+    Index(None, "scope"),
+)
+
+#: Back-office and key-ceremony operators (switch/operators/): roles, a memory-hard password
+#: hash (scrypt), status; and the SHA-256 of the short-lived tokens `operators login` issues.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("roles", String(80), nullable=False),  # comma-separated: maker,checker,...
+    Column("password_hash", Text, nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("created_by", String(40), nullable=False),
+    Column("password_changed_at_us", BigInteger, nullable=False),
+)
+
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("operator", String(40), ForeignKey("operators.name"), nullable=False),
+    Column("issued_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
 )
 
 #: Numbers that never repeat across restarts (SQLite; PostgreSQL uses sequences of those names).

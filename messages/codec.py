@@ -29,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,8 @@ from messages.fieldspec import Encoding, InterfaceSpec, Kind
 from messages.message import FieldValue as FieldValue
 from messages.message import Message as Message
 
-_TEXT, _DIGITS, _BINARY = 0, 1, 2  # how decode treats each field's value
+_TEXT, _DIGITS, _BINARY, _HEX = 0, 1, 2, 3  # how decode treats each field's value
+_INCOMPLETE = re.compile(r"is (\d+) (?:bytes|nibbles)(?: wide)?, expecting (\d+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,13 @@ class Codec:
         object.__setattr__(
             self, "_digits", frozenset(n for n, f in fields.items() if f.kind in digits)
         )
+        hex_fields = self.interface.hex_fields
         kinds = {
-            n: _BINARY if f.kind is Kind.B else _DIGITS if f.kind in digits else _TEXT
+            n: (_HEX if n in hex_fields else _BINARY)
+            if f.kind is Kind.B
+            else _DIGITS
+            if f.kind in digits
+            else _TEXT
             for n, f in fields.items()
         }
         object.__setattr__(self, "_decode_plan", {str(n): (n, k) for n, k in kinds.items()})
@@ -76,7 +83,8 @@ class Codec:
             "prefix_bytes": self.interface.prefix_bytes,
             "secondary_bitmap": self.interface.secondary_bitmap,
             "digits": self._digits,
-            "binary": frozenset(n for n, k in kinds.items() if k == _BINARY),
+            # hex fields too: the fast path has no form for them, so it declines them
+            "binary": frozenset(n for n, k in kinds.items() if k in (_BINARY, _HEX)),
         }
         fast_decode = compile_decoder(self._spec, make=Message, **layout)
         object.__setattr__(self, "fast_decode", fast_decode)
@@ -124,6 +132,16 @@ class Codec:
             number, kind = step
             if kind == _BINARY:
                 fields[number] = doc_enc[key]["data"]
+            elif kind == _HEX:
+                try:
+                    fields[number] = bytes.fromhex(value)
+                except ValueError:
+                    raise CodecError(
+                        "binary field in hex holds a non-hex character",
+                        field=key,
+                        offset=_offset_of(doc_enc, key, prefix),
+                        envelope=self._envelope(doc_dec),
+                    ) from None
             else:
                 if kind == _DIGITS and not value.isdigit():
                     raise CodecError(
@@ -194,10 +212,10 @@ class Codec:
         for number, value in message.fields.items():
             # A field the interface does not define goes as text: pyiso8583 refuses it below.
             key, kind = plan.get(number) or (str(number), _TEXT)
-            if kind == _BINARY:
+            if kind in (_BINARY, _HEX):
                 if not isinstance(value, bytes):
                     raise CodecError("binary field given as text", field=key)
-                doc[key] = value.hex()
+                doc[key] = value.hex() if kind == _BINARY else value.hex().upper()
             else:
                 if not isinstance(value, str):
                     raise CodecError("text field given as bytes", field=key)
@@ -220,20 +238,53 @@ class Codec:
             return b"".join((message.tpdu, message.header, encoded))
         return bytes(encoded)
 
+    @property
+    def mti_bytes(self) -> int:
+        """The MTI's width on the wire: 4 ASCII digits, or 2 bytes of BCD."""
+        return 2 if self.interface.encoding is Encoding.BCD else 4
+
+    @property
+    def mac_bytes(self) -> int:
+        """The MAC field's width on the wire: 8 bytes, or 16 hex characters."""
+        return 16 if self.interface.mac_field in self.interface.hex_fields else 8
+
     def mac_block(self, payload: bytes) -> bytes:
         """The bytes a MAC covers: MTI through the field before the MAC field, as transmitted.
 
-        ``payload`` must carry the MAC field (its 8 bytes are the frame's last); encode a message
-        with 8 zero bytes there, take this block, then :meth:`with_mac`.
+        ``payload`` must carry the MAC field (the frame's last field); encode a message with 8
+        zero bytes there, take this block, then :meth:`with_mac`.
         """
-        return payload[self.interface.prefix_bytes : -8]
+        return payload[self.interface.prefix_bytes : -self.mac_bytes]
 
-    @staticmethod
-    def with_mac(payload: bytes, mac: bytes) -> bytes:
-        """``payload`` with its trailing 8-byte MAC field replaced by ``mac``."""
+    def with_mac(self, payload: bytes, mac: bytes) -> bytes:
+        """``payload`` with its trailing MAC field replaced by ``mac`` (8 bytes)."""
         if len(mac) != 8:
-            raise CodecError("a MAC field is 8 bytes", field="64")
-        return payload[:-8] + mac
+            raise CodecError("a MAC field is 8 bytes", field=str(self.interface.mac_field))
+        wire = mac.hex().upper().encode("ascii") if self.mac_bytes == 16 else mac
+        return payload[: -self.mac_bytes] + wire
+
+    def frame_length(self, buffer: bytes) -> int | None:
+        """Where the first message in ``buffer`` ends (a link without a length header), or
+        None while it is incomplete; CodecError when it cannot be a message at all."""
+        prefix = self.interface.prefix_bytes
+        if len(buffer) < prefix + self.mti_bytes:
+            return None
+        try:
+            iso8583.decode(buffer[prefix:], self._spec)
+        except iso8583.DecodeError as err:
+            if err.msg == "Extra data after last field":
+                return prefix + err.pos
+            found = _INCOMPLETE.search(err.msg)
+            if found and int(found[1]) < int(found[2]):
+                return None
+            raise CodecError(
+                err.msg, field=_field_name(err.field), offset=prefix + err.pos
+            ) from None
+        except KeyError as err:
+            raise CodecError(
+                "bitmap names a field the interface does not define", field=str(err.args[0])
+            ) from None
+        return len(buffer)
 
 
 def _field_name(field: str) -> str:

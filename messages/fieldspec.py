@@ -112,6 +112,8 @@ class InterfaceSpec:
     secondary_bitmap: bool
     mac_field: int
     envelope: tuple[int, ...] = ()  # fields a format-error reply may echo (never card data)
+    bitmap_hex: bool = False  # bitmaps as 16 hex characters (jPOS ISO87A), not 8 bytes
+    hex_fields: frozenset[int] = frozenset()  # binary fields sent as hex text, 2 chars a byte
 
     def compile(self, prefix: bool = True) -> dict[str, Any]:
         """The pyiso8583 spec dict. Build it once per codec, never per message.
@@ -143,6 +145,12 @@ class InterfaceSpec:
                 "desc": "Secondary bitmap",
             },
         }
+        if self.bitmap_hex:
+            for bitmap in ("p", "1"):
+                spec[bitmap].update(data_enc="ascii", max_len=16)
         for number, field in self.fields.items():
-            spec[str(number)] = compile_field(field, self.encoding)
+            compiled = compile_field(field, self.encoding)
+            if number in self.hex_fields and field.kind is Kind.B:
+                compiled.update(data_enc="ascii", max_len=field.length * 2)
+            spec[str(number)] = compiled
         return spec

@@ -3,7 +3,9 @@
 Feed bytes in any split; whole frames come out in order. Two length formats:
 
 - ``binary2``: 2-byte big-endian binary length (the terminal interface, CUP-POS);
-- ``ascii4``: 4 ASCII digits (the bank-host interface's usual header).
+- ``ascii4``: 4 ASCII digits (the bank-host interface's usual header);
+- ``none``: no header at all (some bank hosts): a message ends where its own fields end, so
+  the decoder is given ``measure`` — the codec's :meth:`~messages.codec.Codec.frame_length`.
 
 >>> decoder = FrameDecoder(LengthFormat.BINARY2)
 >>> decoder.feed(b"\\x00\\x03ab")
@@ -17,8 +19,12 @@ b'0005hello'
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
-from messages.errors import FramingError
+from messages.errors import CodecError, FramingError
+
+#: Where the first message of a buffer ends (None: not all there yet); raises CodecError.
+Measure = Callable[[bytes], "int | None"]
 
 FRAME_BYTES_MAX_DEFAULT = 8192
 
@@ -26,15 +32,18 @@ FRAME_BYTES_MAX_DEFAULT = 8192
 class LengthFormat(enum.Enum):
     BINARY2 = "binary2"
     ASCII4 = "ascii4"
+    NONE = "none"
 
     @property
     def width(self) -> int:
-        return 2 if self is LengthFormat.BINARY2 else 4
+        return {LengthFormat.BINARY2: 2, LengthFormat.ASCII4: 4, LengthFormat.NONE: 0}[self]
 
 
 def encode_frame(payload: bytes, length_format: LengthFormat) -> bytes:
     """Prefix ``payload`` with its length in ``length_format``."""
     size = len(payload)
+    if length_format is LengthFormat.NONE:
+        return payload
     if length_format is LengthFormat.BINARY2:
         if size > 0xFFFF:
             raise FramingError(f"frame of {size} bytes does not fit a 2-byte length")
@@ -51,13 +60,17 @@ class FrameDecoder:
     the stream cannot be resynchronised after that, so the caller closes the connection.
     """
 
-    __slots__ = ("_buffer", "_frame_bytes_max", "_length_format", "_offset")
+    __slots__ = ("_buffer", "_frame_bytes_max", "_length_format", "_measure", "_offset")
 
     def __init__(
         self,
         length_format: LengthFormat = LengthFormat.BINARY2,
         frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
+        measure: Measure | None = None,
     ) -> None:
+        if length_format is LengthFormat.NONE and measure is None:
+            raise ValueError("frames without a length header need a measure")
+        self._measure = measure
         self._length_format = length_format
         self._frame_bytes_max = frame_bytes_max
         self._buffer = bytearray()
@@ -72,6 +85,8 @@ class FrameDecoder:
         """Add ``data``; return every frame it completes, in order."""
         buffer = self._buffer
         buffer += data
+        if self._measure is not None and self._length_format is LengthFormat.NONE:
+            return self._feed_unframed(self._measure)
         frames: list[bytes] = []
         width = self._length_format.width
         start = 0
@@ -85,6 +100,26 @@ class FrameDecoder:
         if start:
             del buffer[:start]
             self._offset += start
+        return frames
+
+    def _feed_unframed(self, measure: Measure) -> list[bytes]:
+        buffer = self._buffer
+        frames: list[bytes] = []
+        while buffer:
+            try:
+                size = measure(bytes(buffer))
+            except CodecError as err:
+                raise FramingError(f"no message: {err}", offset=self._offset) from None
+            if size is None:
+                if len(buffer) > self._frame_bytes_max:
+                    raise FramingError(
+                        f"message exceeds the maximum of {self._frame_bytes_max} bytes",
+                        offset=self._offset,
+                    )
+                break
+            frames.append(bytes(buffer[:size]))
+            del buffer[:size]
+            self._offset += size
         return frames
 
     def _frame_size(self, prefix: bytearray, start: int) -> int:

@@ -36,6 +36,7 @@ _FIELDS = (
     FieldSpec(52, "PIN data (ISO 9564 format 0 under ZPK)", Kind.B, 8, sensitive=True),
     FieldSpec(53, "security related control information", Kind.N, 16),
     FieldSpec(54, "additional amounts (balances)", Kind.AN, 120, Var.LLL),
+    FieldSpec(64, "message authentication code, primary (dialects with mac_field 64)", Kind.B, 8),
     FieldSpec(70, "network management information code", Kind.N, 3),
     FieldSpec(90, "original data elements", Kind.N, 42),
     FieldSpec(100, "receiving institution identification code", Kind.N, 11, Var.LL),
@@ -52,5 +53,5 @@ BANK = InterfaceSpec(
     prefix_bytes=0,
     secondary_bitmap=True,
     mac_field=128,
-    envelope=(3, 7, 11, 32, 41, 42, 70),
+    envelope=(3, 4, 7, 11, 32, 33, 41, 42, 70),
 )

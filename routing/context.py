@@ -60,6 +60,11 @@ class CardDirectory(Protocol):
 
     def blacklist_version(self) -> int: ...
 
+    def terminal_parameters(self, terminal_id: str) -> StoredParameters | None:
+        """The newest parameter version for the terminal (its group's, else its
+        institution's, else every terminal's); None when none is stored."""
+        ...
+
     def blacklist_changes(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """(version, 'A' add / 'D' delete, application serial) after ``after``, in order."""
         ...
@@ -70,6 +75,15 @@ class OfflineLimits:
     floor_fen: int
     count_max: int
     age_max_h: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredParameters:
+    """A parameter version an operator set (switch/estate/parameters.py)."""
+
+    version: int
+    limits: OfflineLimits
+    categories: str
 
 
 class TerminalDirectory(Protocol):

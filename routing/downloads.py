@@ -1,5 +1,9 @@
 """Parameter download (60.3 = 360) and incremental blacklist download (60.3 = 370).
 
+The parameters are the newest version an operator set for the terminal (its group's, else its
+institution's, else every terminal's: `medswitch parameters set`), read at each download, or,
+with none stored, the configuration's ``[offline]`` limits (no tag 06).
+
 A terminal keeps the blacklist version it holds and asks for what changed after it; each reply
 carries at most :data:`ENTRIES_MAX` changes (field 62 is 512 bytes) and says whether more
 remain, so the terminal asks again from the version it received.
@@ -26,13 +30,15 @@ CATEGORIES = "employed=在职\nretired=退休"
 async def handle_parameter_download(
     request: ParameterDownload, context: RequestContext
 ) -> TerminalReply:
-    limits = context.offline
+    stored = context.cards.terminal_parameters(context.terminal.terminal_id)
+    limits = context.offline if stored is None else stored.limits
     parameters = TerminalParameters(
         offline_floor_fen=limits.floor_fen,
         offline_count_max=limits.count_max,
         offline_age_max_h=limits.age_max_h,
         blacklist_version=context.cards.blacklist_version(),
-        categories=CATEGORIES,
+        categories=CATEGORIES if stored is None else stored.categories,
+        parameters_version=None if stored is None else stored.version,
     )
     return answer(request, context, Outcome.APPROVED, ParameterReply, parameters=parameters)
 

@@ -134,7 +134,7 @@ class BankAcquirer:
         """The bank changes its link's zone keys (0800 F70 = 101): on 00 with the KCVs it sent,
         its new ZAK MACs from now on (``keys`` keeps the old one for the overlap)."""
         field48, new_zak = await keys.offer(self.hsm, self.clock())
-        reply = await self.exchange(KeyChange(**self.envelope(), keys=field48), mac=False)
+        reply = await self.exchange(KeyChange(**self.envelope(), keys=field48))
         expected = {i.split("=")[0]: i.split("/")[-1] for i in field48.split(";")}
         answered = dict(i.split("=", 1) for i in (reply.data or "").split(";") if "=" in i)
         if reply.response_code == "00" and answered == expected:

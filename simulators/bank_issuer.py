@@ -29,6 +29,7 @@ class IssuerRules:
     drop: bool = False  # never answer (the switch times out and reverses)
     drop_reversal_replies: int = 0  # apply the first N reversals but lose their answers
     disconnect: bool = False  # apply a debit, then drop the connection without answering
+    unsigned_replies: bool = False  # answer without F128 (a bank whose dialect MACs no response)
 
 
 @dataclass
@@ -148,7 +149,7 @@ class BankIssuer:
             if self.reversals_seen <= self.rules.drop_reversal_replies:
                 return None
         reply = bank.build(bank.reply_to(typed, code))
-        if not financial:
+        if not financial or self.rules.unsigned_replies:
             return CODEC.encode(reply)
         return await mac_payload(self.hsm, zak, reply)
 

@@ -13,7 +13,7 @@ comes back after a moment, as a card put back in.
     ...
     client.stop()
 
-Run by hand: `python -m simulators.vpcd card.json [--psam] [--port 35963]`.
+Run by hand: `python -m simulators.vpcd card.json [--psam | --keycard] [--port 35963]`.
 """
 
 from __future__ import annotations
@@ -140,10 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Put a virtual card or PSAM into vpcd.")
     parser.add_argument("state", type=Path, help="the card's (or PSAM's) JSON state file")
     parser.add_argument("--psam", action="store_true", help="the file holds a PSAM")
+    parser.add_argument("--keycard", action="store_true", help="the file holds a key card")
     parser.add_argument("--port", type=int, default=VPCD_PORT)
     args = parser.parse_args(argv)
     card: InProcessCard
-    card = VirtualPsam.load(args.state) if args.psam else VirtualCard.load(args.state)
+    if args.keycard:
+        from simulators.keycard import VirtualKeyCard
+
+        card = VirtualKeyCard.load(args.state)
+    else:
+        card = VirtualPsam.load(args.state) if args.psam else VirtualCard.load(args.state)
     client = VpcdClient(card, port=args.port)
     with contextlib.suppress(KeyboardInterrupt):
         client.run()

@@ -20,7 +20,6 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hsm.interface import Hsm, SignOnKeys
 from ledger.core import Health, Ledger
@@ -36,15 +35,19 @@ from switch.bank.host import BankHost, BankStores
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
+from switch.estate.admin import AdminApi
 from switch.his_api import HisDeps, mount_his_app
 from switch.his_idempotency import IdempotencyKeys, IdempotencySettings
+from switch.his_observe import his_observer
 from switch.his_rate import RateLimiter
 from switch.his_serve import HisSite, start_his_site
 from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
 from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
+from switch.observe_http import Observer
 from switch.pipeline import Pipeline
+from switch.risk import RiskWatch, risk_watch
 from switch.sessions import Sessions
 from switch.terminal_service import TerminalService
 from switch.timed import Timed
@@ -73,6 +76,7 @@ class App:
         timed_ledger: Ledger,
         offline: OfflineLimits,
         his: HisDeps,
+        risk: RiskWatch,
         worker: int = 0,
     ) -> None:
         self.config = config
@@ -88,6 +92,10 @@ class App:
         self.offline = offline
         self.his = his
         self.worker = worker  # this process's index among config.workers
+        self.observer = Observer(  # /metrics and /status
+            metrics, risk, sessions, terminal_listener, bank, self._writer_health,
+            config.http.status_token, worker, config.workers,
+        )
         # Set while running: the HTTP side and readiness.
         self.http_runner: web.AppRunner | None = None
         self.worker_metrics_runner: web.AppRunner | None = None
@@ -141,15 +149,17 @@ class App:
         )
         guard = HttpGuard(http_limits)
         http = web.Application(
-            middlewares=[guard.middleware], client_max_size=limits.body_bytes_max
+            middlewares=[his_observer(self.metrics), guard.middleware],
+            client_max_size=limits.body_bytes_max,
         )
-        http.router.add_get("/metrics", self._metrics)
+        self.observer.mount(http)
         http.router.add_get("/healthz", self._healthz)
         http.router.add_get("/readyz", self._readyz)
         if self.config.his.port is None:
             mount_his_app(http, his)
         else:  # its own port, maybe TLS; /metrics and health stay here
             self.his_site = await start_his_site(his, http_limits, self.config)
+        AdminApi(self.stores.directory.engine, self._estate_changed).mount(http)
         if self.bank is not None:
             self.bank.mount(http)
         self.http_runner = web.AppRunner(
@@ -163,21 +173,19 @@ class App:
         await GuardedSite(self.http_runner, sock, guard).start()
         if shared and self.config.http.worker_metrics_port:
             own = web.Application()
-            own.router.add_get("/metrics", self._metrics)
+            own.router.add_get("/metrics", self.observer.metrics_page)
             self.worker_metrics_runner = web.AppRunner(own, access_log=None)
             await self.worker_metrics_runner.setup()
             port = self.config.http.worker_metrics_port + self.worker
             await web.TCPSite(self.worker_metrics_runner, self.config.http.host, port).start()
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        listener = self.terminal_listener
-        if listener is not None:
-            self.metrics.connections.labels("terminal").set(listener.connections)
-        if self.bank is not None and self.bank.listener is not None:
-            self.metrics.connections.labels("bank").set(self.bank.listener.connections)
-        self.metrics.signed_on.set(self.sessions.signed_on)
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def _estate_changed(self) -> None:
+        """A change through the admin API: read terminals and cards afresh at once."""
+        self.stores.terminals.forget()
+        self.stores.cards.forget()
+
+    def _writer_health(self) -> Health:
+        return self.ledger.health()
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -348,6 +356,7 @@ async def _compose(
             ),
             timezone=config.timezone,
         ),
+        risk=risk_watch(stores.reference.engine, config),
         worker=worker,
     )
 
@@ -389,7 +398,11 @@ async def serve_until_signalled(app: App) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:  # a port in use: what open_app started (the ledger's writer) closes
+        await app.stop()
+        raise
     settle_garbage_collector()
     listening = app.bank is not None and app.bank.listener is not None
     bank = f", bank link on {app.config.bank.host}:{app.bank_port}" if listening else ""

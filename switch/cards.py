@@ -23,11 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from routing.bank_context import StatusChange
-from routing.context import CardRecord
+from routing.context import CardRecord, OfflineLimits, StoredParameters
 
 KEEP_S = 0.005  # the daemon trusts what it keeps this long before reading the change count
 KEPT_MAX = 200_000  # records kept at most (then all are read afresh)
 _UNKNOWN = object()
+
+#: The parameters a terminal downloads (``?``: its id): the newest version of the narrowest
+#: scope that has one — its group, its institution, every terminal (switch/estate/parameters.py).
+PARAMETERS_SQL = (
+    "SELECT p.version, p.floor_fen, p.count_max, p.age_max_h, p.categories "
+    "FROM terminal_parameters p JOIN terminals t ON t.id = ? "
+    "WHERE p.scope = 'all' OR p.scope = 'institution:' || t.institution_id "
+    "OR p.scope = 'group:' || t.param_group "
+    "ORDER BY CASE WHEN p.scope LIKE 'group:%' THEN 0 WHEN p.scope LIKE 'institution:%' THEN 1 "
+    "ELSE 2 END, p.version DESC LIMIT 1"
+)
 
 
 class SqlCards:
@@ -105,6 +116,14 @@ class SqlCards:
             " UNION ALL SELECT max(removed_version) FROM blacklist) AS versions"
         ).fetchone()
         return int(row[0] or 0)
+
+    def terminal_parameters(self, terminal_id: str) -> StoredParameters | None:
+        """Read at every parameter download (once a sign-on): a new version is seen at once."""
+        row = self._connection.execute(PARAMETERS_SQL, (terminal_id,)).fetchone()
+        if row is None:
+            return None
+        limits = OfflineLimits(int(row[1]), int(row[2]), int(row[3]))
+        return StoredParameters(int(row[0]), limits, str(row[4]))
 
     def blacklist_changes(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """(version, 'A' or 'D', application serial) of changes after version ``after``, in

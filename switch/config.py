@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import os
 import tomllib
 import types
@@ -17,9 +18,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ledger.medical.limits import BillLimits
+from switch import config_rules
+from switch.bank.dialect import dialect_of
 from switch.his_idempotency import IdempotencySettings
 from switch.his_rate import RateSettings
 from switch.his_throttle import ThrottleSettings
@@ -69,6 +72,7 @@ class HttpConfig:
     idle_timeout_s: float = 60.0  # a connection with no request in progress: closed after this
     body_bytes_max: int = 256 * 1024  # a larger request body is answered 413
     drain_timeout_s: float = 10.0  # at SIGTERM: the longest wait for requests being handled
+    status_token: str = ""  # /status from beyond loopback with "Authorization: Bearer <token>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,20 @@ class BankConfig:
     zmk_alias: str = "bank/01020000/ZMK"  # the link's ZMK: new zone keys travel under it
     key_change_interval_s: float = 0.0  # the centre changes the outbound keys this often; 0: never
     key_overlap_s: float = 300.0  # after a change, the previous keys still verify this long
+    # The link's dialect (switch/bank/dialect.py): a preset; each setting below "" = the preset's.
+    dialect: str = "medswitch"  # medswitch | jpos-iso87a | binary-header
+    length_header: str = ""  # ascii4 | binary2 | none
+    bitmap: str = ""  # binary | hex
+    binary_fields: str = ""  # F52, F64, F128: raw | hex
+    numerics: str = ""  # ascii | bcd
+    request_mac: str = ""  # required | optional | none (financial requests)
+    response_mac: str = ""  # required | optional | none (their responses)
+    network_mac: str = ""  # required | optional | none (0800/0810)
+    mac_field: str = ""  # 128 | 64 (F64 when no field above 64)
+    mac_padding: str = ""  # method1 | method2 (ISO 9797-1)
+    field7: str = ""  # gmt | local
+    repeat: str = ""  # keep | new: a repeated reversal's F11 and F7
+    omit_fields: tuple[str, ...] = ()  # optional savings-debit fields the bank does not want
     # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
     links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
@@ -224,6 +242,10 @@ class Config:
     dayend: DayendConfig = field(default_factory=DayendConfig)
     his: HisConfig = field(default_factory=HisConfig)
     workers: int = 1  # processes on SO_REUSEPORT (PostgreSQL only)
+    log_level: str = "info"  # the daemon's JSON log lines at this level and above
+    #: Every terminal and bank frame in and out, masked (`switch.trace`), appended to this file;
+    #: empty: none. `medswitch messages decode --trace FILE` reads it back.
+    trace_file: str = ""
     #: SQLite: the ledger's writer in a process of its own (`ledger.writer.process`), so that
     #: the event loop has an interpreter lock to itself, when the daemon may use more than one
     #: CPU; false: a thread of the daemon.
@@ -248,63 +270,79 @@ class Config:
         return Path(self.database.removeprefix("sqlite:///"))
 
 
+class Loaded(NamedTuple):
+    """A configuration and where each of its settings came from."""
+
+    config: Config
+    file: Path | None  # the TOML file read; None: there was none
+    sources: Mapping[str, str]  # setting path -> "file PATH" | "env NAME" (absent: default)
+
+
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """The configuration from ``path`` (if it exists) and ``environ`` overrides."""
+    return load_sourced(path, environ).config
+
+
+def load_sourced(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Loaded:
+    """:func:`load`, with the source of every setting that is not its default."""
     environ = os.environ if environ is None else environ
+    _unknown_variables(environ)
     home = environ.get("MEDSWITCH_HOME", DEFAULT_HOME)
     path = path or Path(home) / "medswitch.toml"
     data: dict[str, Any] = {"home": home}
-    if path.exists():
+    sources: dict[str, str] = {}
+    if "MEDSWITCH_HOME" in environ:
+        sources["home"] = "env MEDSWITCH_HOME"
+    read = path.exists()
+    if read:
         try:
-            data.update(tomllib.loads(path.read_text(encoding="utf-8")))
+            from_file = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: {err}") from None
-    _database_section(data)
-    config = _override(_build(Config, data, ""), environ, "MEDSWITCH_")
-    check(config)
-    return config
+        except OSError as err:
+            raise ConfigError(f"{path}: {err.strerror}") from None
+        data.update(from_file)
+        for leaf in config_rules.leaves(from_file):
+            sources["database_url" if leaf == "database.url" else leaf] = f"file {path}"
+    try:
+        _database_section(data)
+        built = _build(Config, data, "")
+    except ConfigError as err:  # the file's (MEDSWITCH_HOME is only a path)
+        raise ConfigError(f"{err} (file {path})" if read else str(err)) from None
+    config = _override(built, environ, "MEDSWITCH_", sources)
+    check(config, sources)
+    return Loaded(config, path if read else None, sources)
 
 
-def check(config: Config) -> None:
-    """What no single setting can say wrong on its own."""
-    if not config.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ConfigError("database.url is sqlite:///FILE or postgresql://...")
-    if config.workers < 1:
-        raise ConfigError("workers must be at least 1")
+def check(config: Config, sources: Mapping[str, str] | None = None) -> None:
+    """Every setting within its range (`switch.config_rules`), then what no single setting can
+    say wrong on its own."""
+    for fault in config_rules.faults(config, sources):
+        raise ConfigError(fault)
     if config.workers > 1 and not config.postgres:
         raise ConfigError("workers > 1 needs PostgreSQL (database.url): SQLite has one writer")
-    sections = {"terminal": config.terminal, "http": config.http, "bank": config.bank}
-    sections.update({f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)})
-    for where, section in sections.items():
-        _limits(where, section)
-
-    if not 1 <= config.sign_on.per_minute <= config.sign_on.pending_max <= 100:
+    links = {f"bank.links[{i}]": link for i, link in enumerate(config.bank.links)}
+    for where, section in {"bank": config.bank, **links}.items():
+        try:
+            dialect_of(section, where)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if not config.sign_on.per_minute <= config.sign_on.pending_max:
         raise ConfigError(
-            "sign_on: 1 <= per_minute <= pending_max <= 100 (a set a sign-on issued must"
-            " outlive the next minute's sign-ons)"
+            "sign_on: per_minute <= pending_max (a set a sign-on issued must outlive the next"
+            " minute's sign-ons)"
         )
 
 
-_LIMITS = (  # a listener's limits: each a positive number
-    "connections_max",
-    "connections_per_address_max",
-    "in_flight_max",
-    "write_buffer_bytes_max",
-    "frame_bytes_max",
-    "body_bytes_max",
-    "idle_timeout_s",
-    "read_timeout_s",
-    "header_timeout_s",
-    "body_timeout_s",
-    "drain_timeout_s",
-)
-
-
-def _limits(where: str, section: object) -> None:
-    for name in _LIMITS:
-        value = getattr(section, name, None)
-        if value is not None and not value > 0:
-            raise ConfigError(f"{where}.{name} must be above 0, not {value!r}")
+def _unknown_variables(environ: Mapping[str, str]) -> None:
+    """A MEDSWITCH_* variable no setting or command knows is a mistake: refused, with the
+    closest valid name."""
+    known = set(config_rules.OTHER_VARIABLES)
+    for setting in config_rules.settings(Config()):
+        known.add(config_rules.env_name(setting.path) or "")
+    fault = config_rules.unknown_variable(environ, known)
+    if fault:
+        raise ConfigError(fault)
 
 
 def _database_section(data: dict[str, Any]) -> None:
@@ -326,7 +364,10 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"unknown setting {where}{sorted(unknown)[0]}")
+        name = sorted(unknown)[0]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {where}{close[0]}?)" if close else ""
+        raise ConfigError(f"unknown setting {where}{name}{hint}")
     values: dict[str, Any] = {}
     for name, raw in data.items():
         values[name] = _convert(hints[name], raw, f"{where}{name}")
@@ -347,29 +388,29 @@ def _convert(hint: Any, raw: Any, where: str) -> Any:
     if origin is tuple:
         if isinstance(raw, str):
             raw = [part for part in raw.split(",") if part]
-        if not isinstance(raw, list | tuple):
-            raise ConfigError(f"{where} must be a list")
-        return tuple(str(item) for item in raw)
+        if not isinstance(raw, list | tuple) or not all(isinstance(r, str) for r in raw):
+            raise ConfigError(f"{where} must be a list of strings")
+        return tuple(raw)
     if origin in (typing.Union, types.UnionType):
         hint = next(h for h in typing.get_args(hint) if h is not type(None))
-    try:
-        if hint is bool and isinstance(raw, str):
-            return raw.lower() in ("1", "true", "yes", "on")
-        if hint in (int, float) and isinstance(raw, bool):
-            raise ValueError
-        return hint(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be {hint.__name__}, not {raw!r}") from None
+    value = config_rules.parse(hint, raw)
+    if value is None:
+        raise ConfigError(f"{where} must be {config_rules.KINDS[hint]}, not {raw!r}")
+    return value
 
 
-def _override(config: T, environ: Mapping[str, str], prefix: str) -> T:
+def _override(
+    config: T, environ: Mapping[str, str], prefix: str, sources: dict[str, str], path: str = ""
+) -> T:
     changes: dict[str, Any] = {}
     hints = typing.get_type_hints(type(config))
     for item in dataclasses.fields(config):  # type: ignore[arg-type]
         key = prefix + item.name.upper()
         current = getattr(config, item.name)
         if dataclasses.is_dataclass(current):
-            changes[item.name] = _override(current, environ, key + "_")
+            where = f"{path}{item.name}."
+            changes[item.name] = _override(current, environ, key + "_", sources, where)
         elif key in environ:
             changes[item.name] = _convert(hints[item.name], environ[key], key)
+            sources[path + item.name] = f"env {key}"
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]

@@ -23,6 +23,7 @@ from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_connection import CONNECT_TIMEOUT_S
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
@@ -130,7 +131,7 @@ async def _open_sqlite(path: Path, writer_process: bool = False) -> Stores:
     return Stores(
         url=f"sqlite:///{path}",
         ledger=ledger,
-        terminals=SqliteTerminals(path),
+        terminals=SqliteTerminals(path, keep_s=KEEP_S),
         cards=cards,
         medical_store=SqlMedicalStore(engine, ledger_writer=ledger.writer),
         directory=SqlDirectory(engine),
@@ -154,8 +155,12 @@ async def migrate_postgres(url: str) -> None:
 async def _open_postgres(url: str) -> Stores:
     dsn, schema = split_url(url)
     await migrate_postgres(url)
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=POOL_MAX, server_settings=server_settings(schema)
+    pool = await asyncpg.create_pool(  # lost connections are made again at acquire
+        dsn,
+        min_size=1,
+        max_size=POOL_MAX,
+        server_settings=server_settings(schema),
+        timeout=CONNECT_TIMEOUT_S,  # an unreachable server: 96 soon, not a minute's wait
     )
     opened: list[Any] = [pool]
     try:
@@ -167,7 +172,7 @@ async def _open_postgres(url: str) -> Stores:
         return Stores(
             url=url,
             ledger=ledger,
-            terminals=SqlTerminals(bridge.connection),
+            terminals=SqlTerminals(bridge.connection, keep_s=KEEP_S),
             cards=cards,
             medical_store=SqlMedicalStore(engine, pool=pool),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]

@@ -11,8 +11,10 @@ Every refusal is a JSON body ``{"error": {"code": ..., "message": ..., "request_
 (with ``field``, a JSON pointer, when one field is at fault; `switch.his_parse`) with a 4xx
 status, and stores nothing; every answer carries X-Request-Id. A retry of a stored bill gets it
 back whatever happened since; ``GET /his/v1/bills`` finds a bill by the hospital's own number or
-lists its bills page by page. The bill service is synchronous (SQLite through SQLAlchemy
-Core); handlers run it in a worker thread so the event loop never waits on the database.
+lists its bills page by page, and ``GET /his/v1/reconciliation`` a service date's bills with
+their shares and totals (`switch.his_reconcile`). The bill service is synchronous (SQLite
+through SQLAlchemy Core); handlers run it in a worker thread so the event loop never waits on
+the database.
 
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
@@ -69,6 +71,7 @@ from switch.his_parse import (
     parse_submission,
 )
 from switch.his_rate import RateLimiter
+from switch.his_reconcile import reconciliation_page
 from switch.his_sweep import sweep_expired_bills
 from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
@@ -338,6 +341,13 @@ async def cancel_bill(request: web.Request) -> web.Response:
     return await _idempotent(request, None, answer)
 
 
+async def get_reconciliation(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    store, query = deps.service.store, dict(request.query)
+    page = await _call(reconciliation_page, store, _institution(request), query)
+    return web.json_response(page)
+
+
 async def get_catalogue(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     directory = deps.service.directory
@@ -371,6 +381,7 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)
     app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
     app.router.add_get(f"{prefix}/catalogue", get_catalogue)
+    app.router.add_get(f"{prefix}/reconciliation", get_reconciliation)
     return app
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from switch.config import Config
 from switch.his_api import HisDeps, mount_his_app
+from switch.his_observe import his_observer
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
 
 log = logging.getLogger("medswitch.his")
@@ -43,7 +44,8 @@ async def start_his_site(his: HisDeps, limits: HttpLimits, config: Config) -> Hi
     assert settings.port is not None
     tls = tls_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     guard = HttpGuard(limits)
-    app = web.Application(middlewares=[guard.middleware], client_max_size=limits.body_bytes_max)
+    middlewares = [his_observer(his.metrics), guard.middleware]  # counted, timed and logged
+    app = web.Application(middlewares=middlewares, client_max_size=limits.body_bytes_max)
     mount_his_app(app, his)
     drain_s = config.http.drain_timeout_s
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=drain_s)

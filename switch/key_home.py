@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from hsm.errors import LmkError
 from hsm.interface import Hsm
+from hsm.keycard import HsmIdentity
 from hsm.keys import KeyRef
 from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # the ledger (and SQLAlchemy) load when personal data is used
     from ledger.personal import PersonalKeys
 
 LMK_CONFIG = "lmk.json"
+#: The software HSM's Ed25519 identity, which custodians' key cards are bound to (hsm.keycard).
+HSM_IDENTITY = "hsm-identity.json"
 #: Files this process creates are its user's alone: the database and its WAL, keys, the audit
 #: log, logs (issue 22: a 0644 database in a 0755 home held every cardholder).
 PRIVATE_UMASK = 0o077
@@ -76,7 +79,7 @@ def private_home(path: Path) -> Path:
     os.umask(PRIVATE_UMASK)
     path.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
     _tighten(path, PRIVATE_HOME_MODE)
-    for name in ("keys.jsonl", "audit.jsonl", LMK_CONFIG):  # the key home's own files
+    for name in ("keys.jsonl", "audit.jsonl", LMK_CONFIG, HSM_IDENTITY):  # the key home's files
         _tighten(path / name, 0o600)
     return path
 
@@ -88,6 +91,22 @@ def _tighten(path: Path, mode: int) -> None:
     current = path.stat().st_mode
     if current & 0o777 & ~mode and not current & stat.S_ISVTX:
         path.chmod(mode)
+
+
+def hsm_identity(home: Path, *, create: bool = False) -> HsmIdentity:
+    """The software HSM's identity key in HOME (made, 0600, when `create` and none yet);
+    LmkError when there is none."""
+    path = home / HSM_IDENTITY
+    if not path.exists():
+        if not create:
+            raise LmkError(f"no HSM identity in {home}: key cards are bound with "
+                           "`medswitch keys key-card init`")
+        home.mkdir(PRIVATE_HOME_MODE, parents=True, exist_ok=True)
+        made = HsmIdentity.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"private": made.private_bytes().hex()}) + "\n")
+    return HsmIdentity(bytes.fromhex(json.loads(path.read_text())["private"]))
 
 
 def ceremony_now() -> datetime:

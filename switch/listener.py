@@ -79,7 +79,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._settings = settings = listener.settings
-        self._decoder = FrameDecoder(settings.length_format, settings.frame_bytes_max)
+        self._decoder = FrameDecoder(
+            settings.length_format, settings.frame_bytes_max, settings.measure
+        )
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from messages.framing import LengthFormat
+from messages.framing import LengthFormat, Measure
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class ListenerSettings:
     drain_timeout_s: float = 10.0  # at stop: the longest wait for replies to go out
     backlog: int = 1024
     allowed_addresses: tuple[str, ...] = ()  # peers' IP addresses; empty: any
+    measure: Measure | None = None  # where a message ends, when frames have no length header
 
 
 class ListenLimits(Protocol):
@@ -59,6 +60,7 @@ def listener_settings(
     *,
     reuse_port: bool = False,
     allowed_addresses: tuple[str, ...] = (),
+    measure: Measure | None = None,
 ) -> ListenerSettings:
     """The settings of a listener configured by ``limits``."""
     return ListenerSettings(
@@ -75,4 +77,5 @@ def listener_settings(
         write_buffer_bytes_max=limits.write_buffer_bytes_max,
         drain_timeout_s=limits.drain_timeout_s,
         allowed_addresses=allowed_addresses,
+        measure=measure,
     )

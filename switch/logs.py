@@ -23,6 +23,7 @@ from typing import TextIO
 
 from messages.pretty import mask_pan
 
+QUIET_LIBRARIES = ("alembic",)
 _text = encode_basestring  # a str as JSON, quoted (not ASCII-only: ensure_ascii is off)
 _INFINITY = float("inf")
 # The keys of a message line besides its envelope's, in their order.
@@ -201,6 +202,10 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries' own progress notes (Alembic's "Context impl SQLiteImpl.") are not the
+    # switch's: their warnings still show.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def log_message(

@@ -48,10 +48,12 @@ from messages.codec import Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.table import Route
+from switch import trace
 from switch.logs import log_message
 from switch.metrics import Metrics
 from switch.ratelimit import RateLimitedWarnings
 from switch.replies import Replay, ReplyCache
+from switch.txn_types import transaction_type
 
 log = logging.getLogger("medswitch.pipeline")
 
@@ -203,12 +205,15 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
         link = self.link
+        trace.frame(link.name, "in", peer, payload)  # when a trace file is set (switch.trace)
         try:
             read = link.read(payload, peer)
         except CodecError as err:
             self.metrics.format_errors.labels(link.name).inc()
             self._format_warnings.warning("%s: format error from %s: %s", link.name, peer, err)
             answer = link.format_error(payload, err)
+            if answer:
+                trace.frame(link.name, "out", peer, answer)
             return answer  # None: no message type the interface defines; the listener closes
         if read is None:
             return b""
@@ -227,8 +232,11 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         finally:
             timer.cancel()
         if work.done():
-            return work.result()
-        return await self._timed_out(request, message, work, exchange)
+            answer = work.result()
+        else:
+            answer = await self._timed_out(request, message, work, exchange)
+        trace.frame(link.name, "out", peer, answer)
+        return answer
 
     async def _work(
         self, request: Req, message: Message, payload: bytes, exchange: _Exchange
@@ -241,7 +249,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             served = self._fault(request, error, exchange)
         if isinstance(served, Repeat):
             if not exchange.late:
-                self.metrics.answered(link.name, message.mti, "repeat")
+                self.metrics.answered(
+                    link.name, transaction_type(request), message.mti, "repeat"
+                )
             return served.original
         reply, mac_key, handler, replay, reason, bill = served
         try:
@@ -252,14 +262,17 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             reason = "reply_not_sealed"
             encoded = await link.seal(reply, None)
         if not exchange.late:
-            self.metrics.answered(link.name, reply.mti, reply.response_code)
-            self.metrics.handled(handler, time.perf_counter() - started)
+            code = reply.response_code
+            self.metrics.answered(link.name, transaction_type(request), reply.mti, code)
+            self.metrics.handled(handler, code, time.perf_counter() - started)
         if link.log.isEnabledFor(logging.INFO):
             envelope = link.envelope(request, message)
             if exchange.late:
                 envelope["late"] = "yes"  # answered 96 at the deadline
             code = reply.response_code
-            if code != _APPROVED:  # every refusal says why (and which bill), no card data
+            # every refusal says why (and which bill), no card data; an approval when its
+            # handler noted something (e.g. a settlement without its visit script)
+            if code != _APPROVED or reason:
                 envelope["reason"] = reason or refusal_reason(code)
                 if bill:
                     envelope["bill"] = bill
@@ -328,7 +341,8 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             " ".join(f"{name}={value}" for name, value in envelope.items()),
         )
         refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
-        self.metrics.answered(link.name, refusal.mti, refusal.response_code)
+        kind = transaction_type(request)
+        self.metrics.answered(link.name, kind, refusal.mti, refusal.response_code)
         return await link.seal(refusal, exchange.mac_key)
 
     def _keep(self, work: asyncio.Task[bytes]) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,47 +53,75 @@ class SqlTerminals:
     """Terminal records in the database, cached in the process; ``connect`` opens a
     ``sqlite3``-like connection (SQLite, or PostgreSQL through ``ledger.pg_bridge``).
 
-    Reads go to the database (a thread per call) only on a miss or when asked to ``refresh``
-    (the pipeline does so before answering 77, so a batch opened by a promoted sign-on — here or
-    at another worker — is seen)."""
+    Reads go to the database (a thread per call) on a miss, when asked to ``refresh`` (the
+    pipeline does so before answering 77, so a batch opened by a promoted sign-on — here or at
+    another worker — is seen) and, with ``keep_s`` (the daemon's), once the kept records are
+    older than that: each read also reads the estate's change count (``directory_version`` row
+    2, moved by triggers on every change of a terminal's institution, kind or status and of any
+    institution, whoever makes it: `medswitch terminals disable`, the admin API, raw SQL) and
+    forgets every kept record when it moved — a disabled terminal is answered 97 at its next
+    message after the change, never served from an old record. A terminal of an institution
+    that is not active reads as status ``institution_<its status>``."""
 
-    def __init__(self, connect: Callable[[], Any]) -> None:
+    def __init__(self, connect: Callable[[], Any], *, keep_s: float | None = None) -> None:
         self._connect = connect
         self._cache: dict[str, TerminalRecord | None] = {}
+        self._keep_s = keep_s  # None: kept until refreshed (tools and tests)
+        self._version = -1  # the estate change count the kept records were read under
+        self._checked = 0.0  # when it was last read (time.monotonic)
 
-    def _get(self, terminal_id: str) -> TerminalRecord | None:
+    def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
         with contextlib.closing(self._connect()) as connection:
-            row = connection.execute(
-                "SELECT id, institution_id, kind, status, batch_no FROM terminals WHERE id = ?",
-                (terminal_id,),
+            row = connection.execute(_TERMINAL_SQL, (terminal_id,)).fetchone()
+            counted = connection.execute(
+                "SELECT version FROM directory_version WHERE id = 2"
             ).fetchone()
+        version = -1 if counted is None else int(counted[0])
         if row is None:
-            return None
-        return TerminalRecord(row[0], row[1], row[2], row[3], f"{int(row[4]):06d}")
+            return None, version
+        status = row[3] if row[5] in (None, "active") else f"institution_{row[5]}"
+        return TerminalRecord(row[0], row[1], row[2], status, f"{int(row[4]):06d}"), version
 
     def kept(self, terminal_id: str) -> TerminalRecord | None:
-        """The record in the cache, without a coroutine; ``None`` when none is kept (unknown,
-        or not yet read): then :meth:`get`."""
-        return self._cache.get(terminal_id)
+        """The record in the cache, without a coroutine, while what is kept is fresh; ``None``
+        when none is kept (unknown, not yet read, or due to be checked): then :meth:`get`."""
+        return self._cache.get(terminal_id) if self._fresh() else None
+
+    def _fresh(self) -> bool:
+        return self._keep_s is None or time.monotonic() - self._checked <= self._keep_s
+
+    def forget(self) -> None:
+        """Read every terminal afresh from now on (a change was made through this process)."""
+        self._cache.clear()
 
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
-        if not refresh and terminal_id in self._cache:
+        if not refresh and terminal_id in self._cache and self._fresh():
             return self._cache[terminal_id]
-        record = await asyncio.to_thread(self._get, terminal_id)
+        record, version = await asyncio.to_thread(self._get, terminal_id)
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        self._checked = time.monotonic()
         if len(self._cache) > 100_000:  # bounded: a flood of unknown ids cannot grow it forever
             self._cache.clear()
         self._cache[terminal_id] = record
         return record
 
 
+_TERMINAL_SQL = (
+    "SELECT t.id, t.institution_id, t.kind, t.status, t.batch_no, i.status FROM terminals t "
+    "LEFT JOIN institutions i ON i.id = t.institution_id WHERE t.id = ?"
+)
+
+
 class SqliteTerminals(SqlTerminals):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keep_s: float | None = None) -> None:
         def connect() -> sqlite3.Connection:
             connection = sqlite3.connect(path, timeout=10.0)
             connection.execute("PRAGMA busy_timeout = 10000")
             return connection
 
-        super().__init__(connect)
+        super().__init__(connect, keep_s=keep_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from switch.metrics import Latencies, Latency
+from switch.latency import Latencies, Latency
 
 
 class Timed:

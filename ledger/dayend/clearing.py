@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ledger.dayend.plan import Plan
 from ledger.dayend.snapshot import Flow, Snapshot
 from ledger.events.common import TransferCode as C
+from ledger.medical.split import yuan
 
 FORMAT = "MEDSWITCH-CLEARING"
 VERSION = "01"
@@ -154,18 +155,19 @@ def render(report: Clearing) -> bytes:
 
 
 def summary(report: Clearing) -> list[str]:
-    """A few lines for the operator."""
+    """A few lines for the operator (amounts in yuan; the report file keeps fen)."""
     lines = [f"business date {report.snapshot.business_date}: "
              f"{sum(f.count for f in report.snapshot.flows)} transfers cleared"]
     for party, totals in sorted(report.institutions.items()):
         net = totals.get("net", (0, 0))[1]
         ed, ep = totals.get("card_ed", (0, 0))[1], totals.get("card_ep", (0, 0))[1]
         pooled = totals.get("pooled", (0, 0))[1]
-        lines.append(f"  {party}: card ED {ed} EP {ep} pooled {pooled} net {net} fen")
+        lines.append(f"  {party}: card ED {yuan(ed)} EP {yuan(ep)} pooled {yuan(pooled)}"
+                     f" net {yuan(net)} yuan")
     for f in report.plan.files:
-        lines.append(f"  {f.name}: {len(f.lines)} payments, {f.file.total_fen} fen")
+        lines.append(f"  {f.name}: {len(f.lines)} payments, {yuan(f.file.total_fen)} yuan")
     for held in report.plan.held:
-        lines.append(f"  held {held.account} {held.amount_fen} fen: {held.reason}")
+        lines.append(f"  held {held.account} {yuan(held.amount_fen)} yuan: {held.reason}")
     if report.snapshot.in_doubt:
         lines.append(f"  {len(report.snapshot.in_doubt)} loads/unloads still in doubt")
     return lines

@@ -1,7 +1,8 @@
 """The payout plan of a business date (pure): each payable with money at the cut-over becomes one
 payout line — institutions' insurance payables from the fund bank account, their EP payables and
 cardholders' refunds from the EP float — grouped into one file per (bank, source, kind). What
-cannot be paid (no settlement account, no bank known) is held, with the reason.
+cannot be paid (no settlement account, no bank known, a returned payout's account not corrected)
+is held, with the reason.
 
 Ids derive from the date, the source and the party, so a second run plans the same payouts and
 the same transfers (``transfer_id("payout", payout id)``, as ``ledger.events.post_payout``).
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from ledger.core import Transfer, transfer_id
 from ledger.dayend import payout_file as pf
+from ledger.dayend.returned_hold import hold_reason
 from ledger.dayend.snapshot import Snapshot
 from ledger.events.common import TransferCode, centre
 from ledger.kinds import AccountKind as K
@@ -96,6 +98,10 @@ def plan(snapshot: Snapshot) -> Plan:
             held.append(Held(account, amount, target))
             continue
         bank, number, name = target
+        hold = hold_reason(snapshot.returned.get(account, ()), bank, number)
+        if hold is not None:  # never again to the account the bank returned it from
+            held.append(Held(account, amount, hold))
+            continue
         payouts.append(Payout(payout_id, account, source, "refund" if letter == "R" else
                               "institution", party, bank, number, name, amount))
     groups: dict[tuple[str, str, str], list[Payout]] = defaultdict(list)

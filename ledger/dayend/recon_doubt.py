@@ -11,6 +11,7 @@ adds nothing. The clock is passed in (`now_us`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, select
@@ -86,8 +87,27 @@ def review_item(aged: AgedAttempt) -> ReviewItem:
         reference=f"{op}|{attempt.purse.value}|{attempt.application_serial}|"
         f"{attempt.online_counter}|{attempt.message_key}"[:240],
         amount_fen=attempt.amount_fen,
-        detail=f"in doubt since {aged.posted_at_us} us ({aged.age_s} s); party {attempt.party}",
+        detail=f"in doubt since {_utc(aged.posted_at_us)} ({_age(aged.age_s)}); "
+        f"party {attempt.party}",
     )
+
+
+def _age(seconds: int) -> str:
+    """A duration for people.
+
+    >>> _age(90_000), _age(7_200), _age(300)
+    ('25 h', '2 h', '5 min')
+    """
+    return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
+
+
+def _utc(at_us: int) -> str:
+    """A time for people (the review item's detail), not microseconds.
+
+    >>> _utc(1_764_151_200_000_000)
+    '2025-11-26 10:00:00Z'
+    """
+    return dt.datetime.fromtimestamp(at_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 async def sweep(

@@ -169,22 +169,35 @@ class ReviewQueue:
             return {(s, r): int(n) for s, r, n in connection.execute(statement)}
 
     def find(self, ref: str, connection: Connection | None = None) -> QueuedItem:
-        """An item by its key, a unique prefix of it (6 characters at least) or ``#seq``."""
+        """An item by its key, a unique prefix of it (6 characters at least), ``#seq`` or the
+        number ``seq`` as `review list` shows it (a number of 6+ digits that is no item's seq
+        is read as a key prefix)."""
         if connection is None:
             with self.engine.connect() as fresh:
                 return self.find(ref, fresh)
-        if ref.startswith("#") and ref[1:].isdigit():
-            statement = select(*_ITEM_COLUMNS).where(_R.seq == int(ref[1:]))
+        number = ref.removeprefix("#")
+        if number.isdigit() and (ref.startswith("#") or len(ref) < 6):
+            statement = select(*_ITEM_COLUMNS).where(_R.seq == int(number))
+        elif ref.isdigit() and self._seq_exists(int(ref), connection):
+            statement = select(*_ITEM_COLUMNS).where(_R.seq == int(ref))
         elif len(ref) >= 6 and re.fullmatch(r"[0-9a-f]+", ref):
             statement = select(*_ITEM_COLUMNS).where(_R.key.like(ref + "%")).limit(2)
         else:
-            raise ReviewError(f"an item is named by its key (6+ hex digits) or #seq, not {ref!r}")
+            raise ReviewError(
+                f"an item is named by its number (as listed), #number or key (6+ hex digits),"
+                f" not {ref!r}"
+            )
         found = connection.execute(statement).fetchall()
         if not found:
             raise ReviewError(f"no review item {ref}")
         if len(found) > 1:
             raise ReviewError(f"{ref} names more than one item: give more of the key")
         return _item(tuple(found[0]))
+
+    @staticmethod
+    def _seq_exists(seq: int, connection: Connection) -> bool:
+        found = connection.execute(select(_R.seq).where(_R.seq == seq)).first()
+        return found is not None
 
     def trail(self, key: str) -> list[AuditEntry]:
         """The audit entries about an item (and its adjustments), oldest first."""

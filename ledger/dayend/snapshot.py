@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from ledger.dayend.calendar import Cutover
+from ledger.dayend.returned_hold import ReturnedPayout, outstanding
 from ledger.events.common import TransferCode
 
 #: Kinds with one account per card or cardholder: the date's flows group them by kind only.
@@ -86,6 +87,8 @@ class Snapshot:
     refund_targets: dict[str, RefundTarget]
     late_uploads: tuple[int, int]  # (count, fen) of offline records with an earlier card date
     notes: tuple[str, ...] = field(default=())
+    # payable → its returned payouts not yet re-issued (ledger.dayend.returned_hold)
+    returned: dict[str, tuple[ReturnedPayout, ...]] = field(default_factory=dict)
 
 
 def _prefix(column: str, dialect: str) -> str:
@@ -113,8 +116,9 @@ def read(engine: Engine, date: dt.date, cutover: Cutover) -> Snapshot:
                    and v > 0]
         targets = _refund_targets(connection, refunds, end)
         late = _late_uploads(connection, start, end, cutover)
+        returned = outstanding(connection)
     return Snapshot(date, start, end, flows, payables, institutions, in_doubt, pooled, targets,
-                    late, notes)
+                    late, notes, returned)
 
 
 def _rows(connection: Connection, sql: str, *params: Any) -> list[Any]:

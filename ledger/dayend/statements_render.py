@@ -21,6 +21,8 @@ import html
 import io
 from dataclasses import dataclass
 
+from ledger.medical.split import yuan
+
 Cell = str | int
 
 
@@ -45,11 +47,6 @@ class PartyStatement:
     def stem(self) -> str:
         """The files' name without extension."""
         return f"{self.kind}_{self.party_id}_{self.date_from}_{self.date_to}"
-
-
-def yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def _header(column: str) -> str:

@@ -253,24 +253,23 @@ def _kinds(value: Any) -> dict[str, frozenset[str]]:
 
 EXAMPLE = """\
 year = 2026
-annual_pooled_cap_fen = 5000000          # 50 000 yuan of pooled fund per person and year
-deductible_counts = ["offline_purchases"]
-
-[deductible_fen]                         # by institution level 1, 2, 3
+annual_pooled_cap_fen = 5000000          # the pooled fund pays at most this per person and year
+deductible_counts = ["offline_purchases"] # what counts towards the deductible besides the
+                                          # eligible amounts: class_b_self_pay, offline_purchases
+[deductible_fen]                          # 起付标准 by person category, institution levels 1, 2, 3
 employed = [30000, 50000, 80000]
 retired = [20000, 35000, 60000]
 
-[pooled_bp.employed]                     # pooled share above the deductible, levels 1, 2, 3
+[pooled_bp.employed]                      # pooled share above the deductible, levels 1, 2, 3
 "甲" = [9000, 8500, 8000]
 "乙" = [8500, 8000, 7500]
-
 [pooled_bp.retired]
 "甲" = [9500, 9200, 9000]
 "乙" = [9000, 8700, 8500]
 
-[[contribution]]                         # personal-account share of a contribution by age
-age_below = 35
-personal_bp = 3000
+[[contribution]]                          # personal-account share of a contribution by age
+age_below = 35                            # (bands ascending; the last is age_below = 200);
+personal_bp = 3000                        # the pooled fund gets the rest
 [[contribution]]
 age_below = 45
 personal_bp = 3500
@@ -278,15 +277,15 @@ personal_bp = 3500
 age_below = 200
 personal_bp = 4000
 
-[special.chronic]
-name = "门诊慢性病"
-pooled_bp = [8000, 8000, 8000]
+[special.chronic]                         # special-expense categories: payable regardless of
+name = "门诊慢性病"                        # the deductible, only for persons authorised for them
+pooled_bp = [8000, 8000, 8000]            # that year (`medswitch authorise grant PERSON chronic`)
 
-[item_categories]                        # billing categories of catalogue codes; others: general
-drug = ["A01", "A04", "B01", "B03", "C01"]
+[item_categories]                         # optional: billing category → catalogue codes
+drug = ["A01", "A04", "B01", "B03", "C01"]  # (a code not listed is `general`)
 examination = ["A03", "B02"]
 bed_day = ["B04"]
 
-[institution_kinds]                      # what each kind may bill; a kind not listed: everything
-pharmacy = ["drug"]
+[institution_kinds]                       # optional: the categories each kind may bill
+pharmacy = ["drug"]                       # (a kind not listed bills every category)
 """

@@ -227,8 +227,12 @@ class MedicalService:
         submission.bill.validate()
         known = self.store.get(bill_id_for(institution_id, submission.his_bill_no))
         if known is not None and known.institution_id == institution_id:
-            if known.request_digest != submission.digest():
-                raise DuplicateBillError(f"bill number {submission.his_bill_no} already used")
+            if known.request_digest != submission.digest():  # the number stays its bill's
+                raise DuplicateBillError(
+                    f"bill number {submission.his_bill_no} already used by bill "
+                    f"{known.bill_id} ({known.state.value}) with other content: a new bill "
+                    "needs a new number"
+                )
             return known, False
         holder, person, level, year = self._inputs(institution_id, submission)
         catalogue, policy = self._rules(institution_id, submission, level)

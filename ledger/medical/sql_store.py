@@ -29,6 +29,7 @@ The writes themselves, as they run on the writer, are `ledger.medical.sql_writes
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
     BillRecord,
     BillState,
+    DayTotal,
     Held,
 )
 from ledger.medical.pg_store import PgWrites
@@ -305,6 +307,37 @@ class SqlMedicalStore:
                 (institution_id, after_no, since_us, limit),
             ).fetchall()
         return [self._decoded.record(row) for row in rows]
+
+    def bills_dated(
+        self, institution_id: str, service_date: dt.date, after_no: str, limit: int
+    ) -> list[BillRecord]:
+        """Along the (institution_id, his_bill_no) unique index; the date filters."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {BILL_COLUMNS} FROM medical_bills WHERE institution_id = ?"
+                " AND service_date = ? AND his_bill_no > ? ORDER BY his_bill_no LIMIT ?",
+                (institution_id, self._day(service_date), after_no, limit),
+            ).fetchall()
+        return [self._decoded.record(row) for row in rows]
+
+    def dated_totals(self, institution_id: str, service_date: dt.date) -> list[DayTotal]:
+        """A bill's shares are its accumulator delta's (`d_…`); its total is their sum."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT state, count(*), coalesce(sum(d_personal_account_fen), 0),"
+                " coalesce(sum(d_pooled_fen), 0), coalesce(sum(d_self_pay_fen), 0)"
+                " FROM medical_bills WHERE institution_id = ? AND service_date = ?"
+                " GROUP BY state ORDER BY state",
+                (institution_id, self._day(service_date)),
+            ).fetchall()
+        return [
+            DayTotal(BillState(state), n, pa + po + sp, pa, po, sp)
+            for state, n, pa, po, sp in ((r[0], *map(int, r[1:])) for r in rows)
+        ]
+
+    def _day(self, service_date: dt.date) -> dt.date | str:
+        """A date parameter: asyncpg takes the date, SQLite its ISO text (as stored)."""
+        return service_date if self._pg is not None else service_date.isoformat()
 
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         """The institution's open bills for the person's year, not expired at `now_us` (a

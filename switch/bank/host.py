@@ -73,9 +73,12 @@ class BankHost:
         *,
         workers: int = 1,
         worker: int = 0,
+        on_drop: Callable[[str, str], None] | None = None,
     ) -> None:
         """With several ``workers`` each runs every bank's links (the listeners share their
-        ports); only worker 0 changes keys on schedule and sweeps ended cards."""
+        ports); only worker 0 changes keys on schedule and sweeps ended cards. ``on_drop``
+        hears (bank, reason) of every outbound response dropped (missing_mac, bad_mac,
+        unmatched, late, unreadable)."""
         self.config = config
         self.clock = clock
         self.stores = stores
@@ -90,6 +93,7 @@ class BankHost:
                 stores,
                 reuse_port=workers > 1,
                 primary=self.primary,
+                on_drop=on_drop,
             )
             for bank in bank_configs(config)
         ]

@@ -4,85 +4,64 @@ multiplexed and matched to their responses by (message class, F11, F7, F32), a t
 request, and late or unknown responses logged as unmatched (ideas from moov-io's
 iso8583-connection and jPOS QMUX).
 
-MACs: every financial request carries F128 (X9.19 under the link's ZAK) and every financial
-response must verify, or it is dropped as if it never came (the request then times out).
+The link speaks its bank's dialect (:mod:`switch.bank.dialect`): framing, encodings, which
+messages carry a MAC (F128, X9.19 under the link's ZAK) and which responses must. A response
+whose MAC is missing or does not verify where the dialect requires one is dropped as if it never
+came (the request then times out); every dropped response is logged with its reason and given
+to ``on_drop`` (``missing_mac``, ``bad_mac``, ``unmatched``, ``late``, ``unreadable``).
+
+The bank may start requests on this connection too (:mod:`switch.bank.outbound_requests`):
+its echo and sign-on are answered 00, a sign-off 00 (no requests go out until it signs on
+again), anything else refused with a code; a request that does not decode is answered 30 with
+its envelope.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from hsm.interface import Hsm, MacAlgorithm
+from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from messages import bank
 from messages.bank import BankEcho, BankMessage, BankReply, BankSignOn, SavingsDebit
-from messages.codec import Codec, Message
-from messages.envelope import message_class
+from messages.codec import Message
 from messages.errors import CodecError, FramingError
-from messages.framing import FrameDecoder, LengthFormat, encode_frame
-from messages.spec_bank import BANK
 from routing.bank_context import LINK_DOWN, TIMED_OUT
+from switch.bank import outbound_requests
+from switch.bank.link_types import (
+    FixedKey,
+    LinkDown,
+    LinkLost,
+    MacKeys,
+    OutboundSettings,
+    reply_key,
+)
 from switch.bank.stans import NoStanAhead, Stans
+from switch.bank.wire import LinkWire
 from switch.sequences import Sequences, stan
 
-__all__ = ["BankLinkClient", "BankLinkPool", "LinkDown", "LinkLost", "NoStanAhead", "Stans"]
+__all__ = [
+    "BankLinkClient",
+    "BankLinkPool",
+    "FixedKey",
+    "LinkDown",
+    "LinkLost",
+    "MacKeys",
+    "NoStanAhead",
+    "OutboundSettings",
+    "Stans",
+    "reply_key",
+]
 
 log = logging.getLogger("medswitch.bank.out")
-
-
-class LinkDown(ConnectionError):
-    """The link is not connected and signed on: the request was not sent."""
-
-
-class LinkLost(LinkDown):
-    """The connection was lost with the request sent and unanswered: it may have been done."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundSettings:
-    host: str
-    port: int
-    acquirer_id: str  # the centre's F32 towards this bank
-    timeout_s: float = 10.0  # a request unanswered this long has timed out
-    echo_idle_s: float = 30.0  # an echo after this long without traffic
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 30.0
-    frame_bytes_max: int = 8192
-
-
-def reply_key(mti: str, stan: str, transmitted: str, acquirer_id: str) -> str:
-    """The key a request and its response share: the request's class, F11, F7, F32."""
-    request_mti = f"{int(mti) - 10:04d}" if int(mti[2]) % 2 == 1 else mti
-    return f"{message_class(request_mti)}|{stan}|{transmitted}|{int(acquirer_id)}"
-
-
-class MacKeys(Protocol):
-    """The link's ZAK: the current one MACs, these verify (the previous too, for a while after
-    a key change: :class:`switch.bank.keys.LinkKeys`)."""
-
-    async def current(self) -> KeyRef | None: ...
-
-    async def accepted(self) -> list[KeyRef]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class FixedKey:
-    """A ZAK that never changes."""
-
-    zak: KeyRef
-
-    async def current(self) -> KeyRef | None:
-        return self.zak
-
-    async def accepted(self) -> list[KeyRef]:
-        return [self.zak]
+TIMED_OUT_KEPT = 1024  # keys of timed-out requests remembered, to tell a late answer
 
 
 class BankLinkClient:
@@ -93,17 +72,22 @@ class BankLinkClient:
         zak: KeyRef | MacKeys,
         clock: Callable[[], datetime] = datetime.now,
         stans: Stans | Iterator[int] | None = None,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.hsm = hsm
         self.keys: MacKeys = FixedKey(zak) if isinstance(zak, KeyRef) else zak
         self.clock = clock
-        self.codec = Codec(BANK)
+        self.wire = LinkWire(settings.dialect, hsm)
+        self.codec = self.wire.codec
+        self.on_drop = on_drop  # a response dropped, with its reason (metrics)
         self.unmatched = 0  # responses that matched no pending request (late ones)
+        self.signed_off = False  # the bank signed this connection off: nothing goes out
         self.connects = 0
         self.sent = 0  # requests sent on this connection
         self._stan: Stans | Iterator[int] = stans if stans is not None else Stans()
         self._pending: dict[str, asyncio.Future[BankReply]] = {}
+        self._timed_out: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._writer: asyncio.StreamWriter | None = None
         self._up = asyncio.Event()
         self._closing = False
@@ -111,7 +95,8 @@ class BankLinkClient:
 
     @property
     def up(self) -> bool:
-        return self._up.is_set()
+        """Connected and signed on (by us, and not signed off by the bank since)."""
+        return self._up.is_set() and not self.signed_off
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -145,13 +130,13 @@ class BankLinkClient:
     def _envelope(self, number: int) -> dict[str, Any]:
         return {
             "stan": stan(number),
-            "transmitted": self.clock().strftime("%m%d%H%M%S"),
+            "transmitted": self.settings.dialect.transmitted(self.clock()),
             "acquirer_id": self.settings.acquirer_id,
         }
 
     async def request(self, typed: BankMessage) -> BankReply:
         """Send ``typed`` and wait for its response; LinkDown or TimeoutError otherwise."""
-        if not self.up:
+        if not self.up or self.signed_off:
             raise LinkDown(f"bank link {self.settings.host}:{self.settings.port} is down")
         self.sent += 1
         return await self._exchange(typed)
@@ -160,29 +145,36 @@ class BankLinkClient:
         writer = self._writer
         if writer is None:
             raise LinkDown("not connected")
-        mti, _, _ = typed.codes()
+        mti, _, network = typed.codes()
         key = reply_key(mti, typed.stan, typed.transmitted, typed.acquirer_id)
         future: asyncio.Future[BankReply] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            payload = await self._encode(typed, mac=not mti.startswith("08"))
-            writer.write(encode_frame(payload, LengthFormat.ASCII4))
+            payload = await self._encode(typed, mac=self.settings.dialect.signs(mti, network))
+            writer.write(self.wire.frame(payload))
             return await asyncio.wait_for(future, self.settings.timeout_s)
+        except TimeoutError:
+            self._timed_out[key] = None  # its answer, if it comes, is late
+            while len(self._timed_out) > TIMED_OUT_KEPT:
+                self._timed_out.popitem(last=False)
+            raise
         finally:
             self._pending.pop(key, None)
 
     async def _encode(self, typed: BankMessage, *, mac: bool) -> bytes:
         message = bank.build(typed)
-        if not mac:
-            return self.codec.encode(message)
-        zak = await self.keys.current()
-        if zak is None:
-            raise LinkDown("the link has no ZAK")
-        fields = dict(message.fields)
-        fields[128] = bytes(8)
-        payload = self.codec.encode(Message(message.mti, fields))
-        code = await self.hsm.generate_mac(zak, MacAlgorithm.X9_19, self.codec.mac_block(payload))
-        return self.codec.with_mac(payload, code)
+        if isinstance(typed, SavingsDebit):
+            fields = dict(message.fields)
+            optional = self.settings.dialect.debit_fields(
+                typed.stan, typed.transmitted, self.clock()
+            )
+            message = Message(message.mti, {**fields, **optional})
+        zak = None
+        if mac:
+            zak = await self.keys.current()
+            if zak is None:
+                raise LinkDown("the link has no ZAK")
+        return await self.wire.encode(message, zak)
 
     async def _run(self) -> None:
         backoff = self.settings.backoff_initial_s
@@ -203,6 +195,7 @@ class BankLinkClient:
             asyncio.open_connection(settings.host, settings.port), settings.timeout_s
         )
         self._writer = writer
+        self.signed_off = False
         self.connects += 1
         reading = asyncio.ensure_future(self._read(reader))
         try:
@@ -229,7 +222,7 @@ class BankLinkClient:
                     future.set_exception(LinkLost("the connection was lost"))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        decoder = FrameDecoder(LengthFormat.ASCII4, self.settings.frame_bytes_max)
+        decoder = self.wire.decoder(self.settings.frame_bytes_max)
         while data := await reader.read(65536):
             try:
                 frames = decoder.feed(data)
@@ -240,33 +233,47 @@ class BankLinkClient:
                 await self._deliver(frame)
 
     async def _deliver(self, frame: bytes) -> None:
+        bank_id = self.settings.bank_id
+        mti = self.wire.mti_of(frame)
+        if mti and int(mti[2]) % 2 == 0:  # the bank starts a request on this connection
+            keys = await self.keys.accepted()
+            answer = await outbound_requests.answer(self.wire, keys, frame, bank_id)
+            if answer.signed_on is not None:
+                self.signed_off = not answer.signed_on
+            if self._writer is not None and answer.payload:
+                self._writer.write(self.wire.frame(answer.payload))
+            return
         try:
-            reply = bank.parse(self.codec.decode(frame))
+            message = self.codec.decode(frame)
+            reply = bank.parse(message)
         except CodecError as err:
-            log.warning("bank link: unreadable response: %s", err)
+            self._dropped("unreadable", "bank %s link: unreadable response: %s", bank_id, err)
             return
-        if not isinstance(reply, BankReply):
-            log.warning("bank link: unexpected request %s from the bank", reply.codes()[0])
+        if not isinstance(reply, BankReply):  # an MTI its request class would have taken
+            self._dropped("unreadable", "bank %s link: a request as a response", bank_id)
             return
-        if not reply.mti.startswith("08") and not await self._mac_ok(frame, reply.mac):
-            log.warning("bank link: response %s stan=%s fails its MAC", reply.mti, reply.stan)
+        check = await self.wire.check(frame, message, await self.keys.accepted())
+        if not check.ok:
+            why = "carries no MAC (missing)" if check.reason == "missing_mac" else "fails its MAC"
+            what = "bank %s link: response %s stan=%s code=%s " + why + "; dropped"
+            self._dropped(
+                check.reason or "bad_mac", what, bank_id, reply.mti, reply.stan, reply.response_code
+            )
             return
         key = reply_key(reply.mti, reply.stan, reply.transmitted, reply.acquirer_id)
         future = self._pending.get(key)
         if future is None or future.done():
             self.unmatched += 1
-            log.warning("bank link: unmatched response %s stan=%s", reply.mti, reply.stan)
+            reason = "late" if key in self._timed_out else "unmatched"
+            what = "bank %s link: " + reason + " response %s stan=%s code=%s"
+            self._dropped(reason, what, bank_id, reply.mti, reply.stan, reply.response_code)
             return
         future.set_result(reply)
 
-    async def _mac_ok(self, frame: bytes, mac: bytes | None) -> bool:
-        if mac is None:
-            return False
-        block = self.codec.mac_block(frame)
-        for zak in await self.keys.accepted():
-            if await self.hsm.verify_mac(zak, MacAlgorithm.X9_19, block, mac):
-                return True
-        return False
+    def _dropped(self, reason: str, what: str, *args: object) -> None:
+        log.warning(what, *args)
+        if self.on_drop is not None:
+            self.on_drop(reason)
 
 
 class BankLinkPool:
@@ -290,14 +297,17 @@ class BankLinkPool:
         clock: Callable[[], datetime],
         connections: int,
         sequences: Sequences | None = None,
+        on_drop: Callable[[str], None] | None = None,
     ) -> BankLinkPool:
         """``connections`` to one bank sharing one STAN source: the ``sequences`` when given
-        (the daemon's), else counting in the process."""
+        (the daemon's), else counting in the process; ``on_drop`` hears of every response
+        dropped, with its reason."""
         stans = Stans(sequences)
-        return cls(
-            [BankLinkClient(settings, hsm, keys, clock, stans) for _ in range(max(1, connections))],
-            stans,
-        )
+        clients = [
+            BankLinkClient(settings, hsm, keys, clock, stans, on_drop)
+            for _ in range(max(1, connections))
+        ]
+        return cls(clients, stans)
 
     @property
     def settings(self) -> OutboundSettings:

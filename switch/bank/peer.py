@@ -17,13 +17,11 @@ from hsm.interface import Hsm
 from hsm.keys import KeyUsage
 from ledger.core import Ledger
 from messages.bank import KeyChange
-from messages.codec import Codec
-from messages.framing import LengthFormat
-from messages.spec_bank import BANK
 from routing.bank_context import SavingsRoute
 from routing.bank_routes import bank_routes
 from routing.context import CardDirectory, OfflineLimits
 from switch.bank.cards import CardStatusStore
+from switch.bank.dialect import dialect_of
 from switch.bank.keys import (
     KeyChangeError,
     LinkKeys,
@@ -34,6 +32,7 @@ from switch.bank.keys import (
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
 from switch.bank.saf import ReversalQueue, SafSender
 from switch.bank.service import BankService
+from switch.bank.wire import LinkWire
 from switch.config import BankConfig
 from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
@@ -88,8 +87,11 @@ class BankPeer:
         *,
         reuse_port: bool = False,
         primary: bool = True,
+        on_drop: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
+        self.dialect = dialect_of(config)
+        self.on_drop = on_drop  # (bank, reason) of every outbound response dropped: metrics
         self.stores = stores
         self.reuse_port = reuse_port  # several workers share the listener's port
         self.primary = primary  # the one worker that changes keys on schedule
@@ -126,8 +128,15 @@ class BankPeer:
             log.error("bank outbound link: no key %s; EP loads refused", link.outbound_zak_alias)
             return
         settings = OutboundSettings(
-            link.outbound_host, link.outbound_port, link.centre_id, link.outbound_timeout_s
+            link.outbound_host,
+            link.outbound_port,
+            link.centre_id,
+            link.outbound_timeout_s,
+            dialect=self.dialect,
+            bank_id=self.bank_id,
         )
+        on_drop = self.on_drop
+        bank_id = self.bank_id
         self.outbound_keys = keys
         self.outbound = BankLinkPool.open(
             settings,
@@ -136,6 +145,7 @@ class BankPeer:
             self.clock,
             link.outbound_connections,
             self.stores.sequences,
+            None if on_drop is None else lambda reason: on_drop(bank_id, reason),
         )
         if self.outbound.stans is not None:
             await self.outbound.stans.fill()  # kiosk EP loads take their F11 from these
@@ -158,7 +168,7 @@ class BankPeer:
         """The listener for the bank's counters; returns its port."""
         link = self.config
         self.service = BankService(
-            codec=Codec(BANK),
+            wire=LinkWire(self.dialect, self.hsm),
             hsm=self.hsm,
             link=link,
             keys=LinkKeys(self.hsm, self.sessions, inbound_aliases(link), link.key_overlap_s),
@@ -180,9 +190,10 @@ class BankPeer:
         )
         settings = listener_settings(
             link,
-            LengthFormat.ASCII4,
+            self.dialect.length_header,
             reuse_port=self.reuse_port,
             allowed_addresses=link.allowed_peers,  # others refused at accept
+            measure=self.service.codec.frame_length,  # for a dialect without length header
         )
         malformed = self.metrics.format_errors.labels("bank").inc
         self.listener = Listener(settings, pipeline.handle, malformed)

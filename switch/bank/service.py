@@ -5,9 +5,11 @@ Before anything, the peer must be allowed (else no answer). A frame that does no
 answered 30 with the envelope it could read when its MTI is a request the interface defines;
 otherwise the connection is closed. A reply where a request belongs is not answered.
 
-Admission, in order: acquirer F32 (03); MAC X9.19 under the link's ZAK on every financial
-message, and on network management when it carries one (A0, moving nothing); link signed on
-(91 before a 0800 F70 = 001). Then the pipeline's retransmission check by (F32, F7, F11, class)
+Admission, in order: acquirer F32 (03); MAC X9.19 under the link's ZAK as the link's dialect
+requires it (:mod:`switch.bank.dialect`: by default on every financial message, on a sign-off or
+key change, and on other network management when it carries one; A0, moving nothing, the log
+saying whether it was missing or wrong); link signed on (91 before a 0800 F70 = 001). Then the
+pipeline's retransmission check by (F32, F7, F11, class)
 → the original reply byte for byte (94 for the same key with other content), and route (40).
 
 The link's sign-on state lives in this process (one inbound link per bank; a bank that finds the
@@ -23,7 +25,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from hsm.interface import Hsm, MacAlgorithm
+from hsm.interface import Hsm
 from hsm.keys import KeyRef, KeyUsage
 from ledger.core import Ledger
 from messages import bank
@@ -35,7 +37,7 @@ from messages.bank import (
     CardService,
     CounterEpLoad,
 )
-from messages.codec import Codec, FieldValue, Message
+from messages.codec import Message
 from messages.envelope import message_class, response_mti
 from messages.errors import CodecError
 from messages.outcome import Outcome
@@ -43,6 +45,7 @@ from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
 from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
 from routing.table import Route, RouteTable
 from switch.bank.keys import LinkKeys
+from switch.bank.wire import LinkWire
 from switch.config import BankConfig
 from switch.pipeline import Admitted, Served
 from switch.sessions import Sessions, SqlTerminals
@@ -66,7 +69,7 @@ class BankService:
     def __init__(
         self,
         *,
-        codec: Codec,
+        wire: LinkWire,
         hsm: Hsm,
         link: BankConfig,
         keys: LinkKeys,
@@ -80,7 +83,8 @@ class BankService:
         clock: Callable[[], datetime],
         savings: SavingsLink | None,
     ) -> None:
-        self.codec = codec
+        self.wire = wire
+        self.codec = wire.codec
         self.hsm = hsm
         self.link = link
         self.keys = keys
@@ -104,7 +108,13 @@ class BankService:
             self.log.warning("bank link: %s is not an allowed peer; not answered", peer)
             return None
         message = self.codec.decode(payload)
-        request = bank.parse(message)
+        try:
+            request = bank.parse(message)
+        except CodecError as err:  # decoded, but no transaction: echo what it carries
+            envelope = err.envelope or self.wire.envelope(message)
+            raise CodecError(
+                err.reason, field=err.field, offset=err.offset, envelope=envelope
+            ) from None
         if isinstance(request, BankReply):
             self.log.warning("bank link: unexpected reply %s from %s", message.mti, peer)
             return None
@@ -117,19 +127,26 @@ class BankService:
         financial = not mti.startswith("08")
         if request.acquirer_id != self.link.acquirer_id:
             return Served(self.refuse(request, Outcome.INVALID_MERCHANT))
-        mac = message.fields.get(128)
-        zak = None  # the key the request's MAC verified under: the reply is MACed under it
-        if financial or mac is not None:
-            zak = await self._mac_key(payload, mac)
-            if zak is None:
-                return Served(self.refuse(request, Outcome.MAC_ERROR))
+        # the key the request's MAC verified under: the reply is MACed under it
+        check = await self.wire.check(payload, message, await self.keys.accepted())
+        if not check.ok:
+            self.log.warning(
+                "bank link %s: %s stan=%s F70=%s: %s; refused A0",
+                request.acquirer_id,
+                mti,
+                request.stan,
+                message.fields.get(70, "-"),
+                "no MAC (missing)" if check.reason == "missing_mac" else "the MAC fails",
+            )
+            return Served(self.refuse(request, Outcome.MAC_ERROR))
+        zak = check.key
         if financial and request.acquirer_id not in self.signed_on:
             return Served(self.refuse(request, Outcome.ISSUER_INOPERATIVE), zak)
         kind = message_class(mti)
         message_key = f"{request.acquirer_id}|{request.transmitted}|{request.stan}|{kind}"
         digest = None
         if financial:  # network management is simply done again
-            block = kind.encode() + self.codec.mac_block(payload)[4:]
+            block = kind.encode() + self.wire.body_digest_block(payload, message)
             digest = hashlib.blake2b(block, digest_size=16).digest()
         return Admitted(zak, message_key, digest, None)
 
@@ -191,41 +208,15 @@ class BankService:
             "transmitted": request.transmitted,
         }
 
-    async def _mac_key(self, payload: bytes, mac: FieldValue | None) -> KeyRef | None:
-        """The ZAK (current, or the previous within the overlap) the MAC verifies under."""
-        if not isinstance(mac, bytes):
-            return None
-        block = self.codec.mac_block(payload)
-        for zak in await self.keys.accepted():
-            if await self.hsm.verify_mac(zak, MacAlgorithm.X9_19, block, mac):
-                return zak
-        return None
-
     def refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
         return bank.reply_to(request, outcome.code, pan=getattr(request, "pan", None))
 
     async def seal(self, reply: BankReply, mac_key: KeyRef | None) -> bytes:
-        message = bank.build(reply)
-        if mac_key is None:
-            return self.codec.encode(message)
-        fields = dict(message.fields)
-        fields[128] = bytes(8)
-        payload = self.codec.encode(Message(message.mti, fields))
-        mac = await self.hsm.generate_mac(
-            mac_key, MacAlgorithm.X9_19, self.codec.mac_block(payload)
-        )
-        return self.codec.with_mac(payload, mac)
+        return await self.wire.seal(reply, mac_key)
 
     def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
         """Answer 30 to a request the interface defines, echoing what could be read of the
         envelope; None (the connection is closed) when the MTI is not one of those."""
-        reply_mti = RESPONSE_MTIS.get(payload[:4].decode("ascii", "replace"))
-        if reply_mti is None:
+        if self.wire.mti_of(payload) not in RESPONSE_MTIS:
             return None
-        fields: dict[int, FieldValue] = {39: Outcome.FORMAT_ERROR.code}
-        fields.update(err.envelope)
-        reply = Message(reply_mti, fields)
-        try:
-            return self.codec.encode(reply)
-        except CodecError:
-            return self.codec.encode(Message(reply.mti, {39: "30"}))
+        return self.wire.format_error(payload, err.envelope)

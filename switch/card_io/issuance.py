@@ -109,6 +109,19 @@ class IssuanceRecord:
                    parts[8])
 
 
+def card_files(record: IssuanceRecord, issued: date) -> tuple[bytes, bytes]:
+    """EF 0015 (30 bytes) and EF 0016 (39 bytes) of a record. The name is GBK in 20 bytes;
+    the 18-character ID number is packed as BCD (X as A) in the 16 ID bytes, F-padded."""
+    public = (
+        bytes.fromhex(CITY_CODE + "000000000000") + b"\x03\x01" + record.serial_bytes
+        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}") + b"\x00\x00"
+    )
+    name = record.name.encode("gbk", errors="replace")[:20].ljust(20, b"\x00")
+    id_no = bytes.fromhex(record.id_no.upper().replace("X", "A").ljust(32, "F")[:32])
+    holder = b"\x00\x00" + name + id_no + b"\x00"
+    return public, holder
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     batch_id: str

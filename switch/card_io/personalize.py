@@ -32,6 +32,7 @@ SFI_PUBLIC, SFI_HOLDER, SFI_AUTHORISATION = 0x15, 0x16, 0x17
 AUTHORISATION_DATA_BYTES = 60
 PSAM_PURCHASE_USAGE = 0x22  # one level of diversification, purchase key
 KEY_TYPE_CONTROL = 0x39
+RECORD_KEY_INDEX = 0x02  # the record key DRK: a second maintenance key (card type 36)
 
 # The chip makers' transport keys of the demo deployment — TEST ONLY, published so the virtual
 # card and PSAM factories (simulators) and the demo HSM agree: blank cards leave the factory
@@ -90,6 +91,7 @@ class CardMasterKeys:
     app_maint: KeyRef
     data_check: KeyRef
     version: int = 1
+    record: KeyRef | None = None  # MK_RECORD: the record book's key DRK (specs/card-layout.md)
 
     def path(self, key: KeyRef, serial: bytes) -> CardKeyPath:
         return CardKeyPath(key, (card_factor(serial),))
@@ -104,6 +106,7 @@ class CardMasterKeys:
             (self.tac, 0x34, KEY_INDEX),
             (self.pin_reload, 0x38, 0),
             (self.pin_unblock, 0x37, 0),
+            *([] if self.record is None else [(self.record, 0x36, RECORD_KEY_INDEX)]),
         ]
 
 
@@ -244,6 +247,15 @@ async def personalize_psam(
     if len(terminal_id) != 6:
         raise ValueError("a terminal number is 6 bytes")
     expect(conn, bytes([0x00, 0xD6, 0x96, 0x00, 0x06]) + terminal_id, "UPDATE 0016")
+    await write_psam_purchase_key(conn, hsm, transport, purchase, psam_serial, key_version)
+
+
+async def write_psam_purchase_key(
+    conn: CardConnection, hsm: Hsm, transport: KeyRef, purchase: KeyRef, psam_serial: bytes,
+    key_version: int,
+) -> None:
+    """A purchase master key version into a PSAM (an issued one too: a new card key version)
+    under its transport key."""
     header = bytes([0x84, 0xD4, 0x01, key_version])
     attributes = bytes([PSAM_PURCHASE_USAGE]) + RIGHTS + bytes([key_version, ALG_3DES])
     path = CardKeyPath(transport, (card_factor(psam_serial),))

@@ -18,12 +18,24 @@ COMMANDS = {
         "Special-expense authorisations per person and year (later written to the card).",
     ),
     "bank": Lazy("switch.cli.bank:bank_group", "The bank host links of the running daemon."),
+    "bills": Lazy(
+        "switch.cli.estate_lists:bills_group", "Medical bills: list and show (card numbers masked)."
+    ),
+    "blacklist": Lazy(
+        "switch.cli.estate_lists:blacklist_group",
+        "The blacklist: entries with reasons, each change a new version for the terminals.",
+    ),
     "cards": Lazy(
-        "switch.cli.cards:cards", "Card issuance: batch files, approval, personalisation."
+        "switch.cli.cards:cards",
+        "Cards: issuance (batch files, approval, personalisation), list and show (masked).",
     ),
     "catalogue": Lazy(
         "switch.cli.medical:catalogue",
         "The catalogue of drugs and services (药物标准管理): versions with effective dates.",
+    ),
+    "config": Lazy(
+        "switch.cli.config_cmd:config_group",
+        "The configuration: check a file, show the effective values, print the reference.",
     ),
     "dayend": Lazy(
         "switch.cli.groups:dayend_group",
@@ -34,11 +46,15 @@ COMMANDS = {
         "A demo deployment on the embedded SQLite database or on PostgreSQL.",
     ),
     "his": Lazy(
-        "switch.cli.medical:his_group",
+        "switch.cli.his:his_group",
         "The HIS interface on its own (the daemon mounts the same application).",
     ),
     "hsm": Lazy("switch.cli.hsm:hsm_group", "The network HSM."),
     "import": Lazy("switch.cli.groups:import_group", "Import counterparties' files."),
+    "institutions": Lazy(
+        "switch.cli.terminals:institutions_group",
+        "Institutions: add, list, show, disable, enable (audited).",
+    ),
     "keys": Lazy(
         "switch.cli.keys:keys",
         "Key ceremonies: components, LMK, keys (shown by KCV only), audit log.",
@@ -59,13 +75,21 @@ COMMANDS = {
         "switch.cli.nac:nac_group",
         "The network access controller: modem lines in, routed by TPDU to hosts.",
     ),
+    "operators": Lazy(
+        "switch.cli.operators:operators_group",
+        "Operators: roles, passwords (scrypt), logins for back-office and key commands.",
+    ),
+    "parameters": Lazy(
+        "switch.cli.estate_lists:parameters_group",
+        "Terminal parameters: versioned offline limits and categories per group or institution.",
+    ),
     "policy": Lazy(
         "switch.cli.medical:policy",
-        "The insurance policy per calendar year (a TOML file, specs/medical-files.md §2).",
+        "The insurance policy per calendar year (a TOML file, specs/medical-files.md §3).",
     ),
     "psams": Lazy(
         "switch.cli.cards:psams",
-        "PSAMs: personalisation with the purchase key, bound to a terminal.",
+        "PSAMs: personalisation, bound to a terminal; list, show, disable, enable, unbind.",
     ),
     "review": Lazy(
         "switch.cli.review:review_group",
@@ -89,9 +113,18 @@ COMMANDS = {
         "switch.cli.groups:sim_group",
         "Simulators: a hospital charging system (HIS), a bank, a POS with its PSAM, a kiosk.",
     ),
+    "status": Lazy(
+        "switch.cli.status:status",
+        "The running daemon's health and money at risk: terminals, bank links, SAF, loads in "
+        "doubt, review queue, day-end, ledger writer (exit 1 when something needs attention).",
+    ),
     "statements": Lazy(
         "switch.cli.statements:statements_group",
         "Statements for institutions and employer units (CSV and HTML).",
+    ),
+    "terminals": Lazy(
+        "switch.cli.terminals:terminals_group",
+        "Terminals: add, list, show, disable, enable, move, replace the PSAM (audited).",
     ),
 }
 

@@ -58,7 +58,7 @@ def bank_sim() -> None:
 def _key_options(function: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
-            home_option(default="var/demo", help="Key home holding the link's ZAK."),
+            home_option(help="Key home holding the link's ZAK."),
             click.option("--zak", "zak_alias", default="bank/01020000/ZAK", show_default=True),
             click.option("--acquirer", "acquirer_id", default="01020000", show_default=True),
             component_files_option,

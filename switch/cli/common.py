@@ -38,13 +38,17 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 HOME_ENV = "MEDSWITCH_HOME"
+#: The deployment's home when MEDSWITCH_HOME is unset: the demo's (as ``switch.config``), so
+#: every command — keys, cards, daemon, ledger, back office — works on the same deployment.
+DEFAULT_HOME = "var/demo"
 
 
 # -- options ------------------------------------------------------------------------------------
 def home_option(
-    *names: str, default: str = "var/keys", help: str = "The key store's directory."
+    *names: str, default: str = DEFAULT_HOME, help: str = "The deployment's home (its key store)."
 ) -> Callable[[F], F]:
-    """The key home (`--home` or `--keys-home`), env MEDSWITCH_HOME."""
+    """The deployment's home (`--home` or `--keys-home`), env MEDSWITCH_HOME, default the
+    demo's: the key home is the deployment's home."""
     return click.option(
         *(names or ("--home",)),
         envvar=HOME_ENV,
@@ -55,13 +59,30 @@ def home_option(
     )
 
 
+class ComponentSource(click.ParamType[Path]):
+    """A custodian's component file (existing), or `key-card:READER[#SLOT]`: the component on
+    the custodian's key card (switch.cli.key_cards)."""
+
+    name = "FILE|key-card:READER"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        text = str(value)
+        if text.startswith("key-card:"):
+            if not text.removeprefix("key-card:").strip():
+                self.fail("key-card: needs a reader name", param, ctx)
+        elif not Path(text).is_file():
+            self.fail(f"file {text!r} does not exist", param, ctx)
+        return Path(text)
+
+
 component_files_option = click.option(
     "-c",
     "--component-file",
     "component_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LMK component file of one custodian (repeat); prompts when absent.",
+    type=ComponentSource(),
+    help="LMK component file of one custodian, or key-card:READER (repeat); prompts when absent.",
 )
 component_count_option = click.option(
     "--components",
@@ -86,7 +107,12 @@ config_option = click.option(
 
 def default_db() -> Path:
     """The demo deployment's database, as the configuration places it by default."""
-    return Path(os.environ.get(HOME_ENV, "var/demo")) / "medswitch.db"
+    return deployment_home() / "medswitch.db"
+
+
+def deployment_home() -> Path:
+    """$MEDSWITCH_HOME, else the demo's home."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,14 +263,17 @@ def database_errors() -> Iterator[None]:
 
 
 # -- the key home and the HSM -------------------------------------------------------------------
-def read_components(files: Sequence[Path], count: int, what: str) -> list[Component]:
-    """Components from the custodians' files, or at hidden prompts when no file is given."""
+def read_components(
+    files: Sequence[Path], count: int, what: str, home: Path | None = None
+) -> list[Component]:
+    """Components from the custodians' files or key cards (read for HOME's HSM), or at hidden
+    prompts when none is given."""
     from hsm.lmk import Component
-    from switch.key_home import component_files_of
+    from switch.cli.key_cards import read_sources
 
     if files:
         with cli_errors():
-            return component_files_of(files)
+            return read_sources(files, home)
     components = []
     for i in range(1, count + 1):
         custodian = click.prompt(f"{what} component {i}: custodian name")
@@ -263,7 +292,7 @@ def load_hsm(
     from hsm.lmk import is_test_only
     from switch.key_home import TEST_ONLY_BANNER, open_soft_hsm
 
-    components = read_components(files, count, "LMK")
+    components = read_components(files, count, "LMK", home.path)
     with cli_errors():
         hsm = open_soft_hsm(home.path, components, production=production)
     if is_test_only(components):

@@ -33,8 +33,10 @@ from ledger.dayend import payout_file as pf
 from ledger.dayend import run as dayend
 from ledger.dayend import store
 from ledger.dayend.calendar import CalendarError, Cutover, parse_date
+from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError, PersonalKeys
 from switch import config as config_module
+from switch.cli.auth import operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -92,8 +94,6 @@ date_option = click.option("--date", "date", required=True, help="Business date,
 out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                           default=None, help="Output directory (default: [dayend] out_dir, "
                           "else $MEDSWITCH_HOME/dayend).")
-operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", required=True,
-                               help="Who does this (recorded; maker and checker must differ).")
 
 
 @click.command("run")
@@ -102,8 +102,7 @@ operator_option = click.option("--operator", envvar="MEDSWITCH_OPERATOR", requir
 @keys_home_option
 @component_files_option
 @out_option
-@click.option("--operator", envvar="MEDSWITCH_OPERATOR", default=getpass.getuser,
-              show_default="the login name", help="The maker (recorded in the approval).")
+@operator_login("maker")
 @click.option("--now", "now_text", default=None, hidden=True,
               help="The clock's time, ISO (drills and tests only); default: now.")
 def run_command(date: str, database: Database, keys_home: Path,
@@ -165,7 +164,7 @@ def run_command(date: str, database: Database, keys_home: Path,
 @date_option
 @database_options
 @out_option
-@operator_option
+@operator_login("checker")
 def approve_command(date: str, database: Database, out: Path | None, operator: str) -> None:
     """Approve DATE's prepared payouts (the checker, not the maker): post them and release the
     files to the outbox."""
@@ -189,7 +188,7 @@ def approve_command(date: str, database: Database, out: Path | None, operator: s
 @click.command("reject")
 @date_option
 @database_options
-@operator_option
+@operator_login("checker")
 @click.option("--reason", required=True, help="Why (recorded).")
 def reject_command(date: str, database: Database, operator: str, reason: str) -> None:
     """Reject DATE's prepared payouts: nothing posts or is released; run day-end again."""
@@ -221,7 +220,7 @@ def status_command(date: str, database: Database) -> None:
     click.echo(f"report {day['report_name']} sha256 {day['report_sha256']}")
     for f in files:
         click.echo(f"file {f['name']} {f['status']} {f['record_count']} payments "
-                   f"{f['total_fen']} fen MAC {f['mac']}")
+                   f"{yuan(f['total_fen'])} yuan MAC {f['mac']}")
     by_status: dict[str, int] = {}
     for p in payouts:
         by_status[p["status"]] = by_status.get(p["status"], 0) + 1
@@ -255,7 +254,7 @@ def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...
         raise click.ClickException(f"{file.name}: REFUSED: {error}") from None
     f = checked.file
     click.echo(f"{file.name}: OK {f.kind} {f.business_date} bank {f.bank_id} source {f.source}: "
-               f"{len(f.lines)} payments, {f.total_fen} fen, MAC {checked.mac}")
+               f"{len(f.lines)} payments, {yuan(f.total_fen)} yuan, MAC {checked.mac}")
 
 
 def _bank_from_name(name: str) -> str | None:

@@ -21,12 +21,12 @@ SIM = {
         "Build realistic bills from the catalogue and submit them to the HIS API.",
     ),
     "kiosk": Lazy(
-        "switch.cli.terminals:sim_kiosk",
+        "switch.cli.sim_terminals:sim_kiosk",
         "A self-service kiosk: PIN, balances, ED load from the personal fund, EP load from "
         "bank savings, torn-load recovery.",
     ),
     "pos": Lazy(
-        "switch.cli.terminals:sim_pos",
+        "switch.cli.sim_terminals:sim_pos",
         "A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch.",
     ),
 }
@@ -49,6 +49,11 @@ IMPORT = {
 }
 
 DAYEND = {
+    "confirm-reissue": Lazy(
+        "switch.cli.payouts:confirm_reissue_command",
+        "Confirm that a returned PAYOUT_ID may be paid again to the same account: the next "
+        "day-end re-issues it.",
+    ),
     "approve": Lazy(
         "switch.cli.dayend:approve_command",
         "Approve DATE's prepared payouts (the checker, not the maker): post them and release "
@@ -73,6 +78,11 @@ DAYEND = {
     "run": Lazy(
         "switch.cli.dayend:run_command",
         "Clear business DATE and prepare its payouts (the maker).",
+    ),
+    "settlement-account": Lazy(
+        "switch.cli.payouts:settlement_account_command",
+        "Set or correct an INSTITUTION's settlement bank and account; its returned payouts are "
+        "re-issued to it by the next day-end.",
     ),
     "status": Lazy(
         "switch.cli.dayend:status_command",

@@ -6,28 +6,31 @@ Where things live: `--home DIR` (or MEDSWITCH_HOME), holding `keys.jsonl` (wrapp
 
 The LMK exists only in memory: every command that needs it forms it again from its components,
 entered by their custodians at hidden prompts or read from the custodians' separate files
-(`-c FILE`, repeated). Components are printed once when generated, with their KCVs; keys are
-only ever shown by KCV.
+(`-c FILE`, repeated) or their key cards (`-c key-card:READER`). Components are printed once
+when generated, with their KCVs; keys are only ever shown by KCV.
+
+Keys leaving for outside parties (`export --form tr31`, `export-components`, `import-block`,
+`policy`): switch/cli/key_distribution.py and specs/key-ceremony.md; key age and scheduled
+TMK rotation (`age`, `rotate-tmks`): switch/cli/key_age.py; custodians' key cards
+(`key-card`, `component --key-card`): switch/cli/key_cards.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
 import os
 import secrets
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
 from hsm.des import kcv
-from hsm.keys import KeyRef, KeyUsage
+from hsm.keys import KeyUsage
 from hsm.lmk import Lmk, combine, generate_component, is_test_only
+from switch.cli.auth import key_operator
 from switch.cli.common import (
-    cli_errors,
+    ComponentSource,
     component_count_option,
     component_files_option,
     home_option,
@@ -35,14 +38,20 @@ from switch.cli.common import (
     read_components,
     resolve,
 )
+from switch.cli.key_age import age, rotate_tmks
+from switch.cli.key_cards import key_card, write_to_card
+from switch.cli.key_distribution import (
+    export_blocks,
+    export_components,
+    import_block,
+    policy_,
+    write_private,
+)
+from switch.cli.key_distribution import report as _report
+from switch.cli.key_distribution import run as _run
 from switch.key_home import LMK_CONFIG, TEST_ONLY_BANNER, Home, ceremony_now
 
 T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    with cli_errors(named=True):  # messages carry no key material
-        return asyncio.run(coro)
 
 
 usage_option = click.option(
@@ -50,15 +59,23 @@ usage_option = click.option(
     required=True,
     type=click.Choice([u.value for u in KeyUsage]),
 )
+exportable_option = click.option(
+    "--exportable",
+    is_flag=True,
+    help="The key may leave the HSM as `medswitch keys policy` allows (fixed now, for good).",
+)
 
 
 @click.group()
 @home_option(help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).")
-@click.option("--operator", default=None, help="Who performs the step (default: login name).")
+@click.option("--operator", default=None,
+              help="Who performs the step: checked against the login once the deployment has "
+              "operators (switch/cli/auth.py); before that, recorded as given (default: login "
+              "name).")
 @click.pass_context
 def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
     """Key ceremonies: components, LMK, keys (shown by KCV only), audit log."""
-    ctx.obj = Home(home, operator or getpass.getuser())
+    ctx.obj = Home(home, key_operator(home, operator, ctx.invoked_subcommand))
 
 
 @keys.command("component")
@@ -69,11 +86,22 @@ def keys(ctx: click.Context, home: Path, operator: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write it to this file (the custodian's medium) instead of printing it.",
 )
+@click.option("--key-card", "reader", default=None,
+              help="Or write it onto the custodian's key card in this reader (PIN asked).")
+@click.option("--slot", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="The key card's slot.")
+@click.option("--label", default="LMK", show_default=True, help="What the component is for.")
 @click.pass_obj
-def component(home: Home, length: str, custodian: str, out: Path | None) -> None:
+def component(home: Home, length: str, custodian: str, out: Path | None, reader: str | None,
+              slot: int, label: str) -> None:
     """Generate one random key component (odd parity) for one custodian."""
+    if out is not None and reader is not None:
+        raise click.UsageError("--out or --key-card, not both")
     part = generate_component(secrets.token_bytes, int(length))
-    if out is None:
+    if reader is not None:
+        write_to_card(home, reader, slot, label, custodian, part)
+        click.echo(f"component for {custodian} written to the key card in {reader}, slot {slot}")
+    elif out is None:
         click.echo(f"component for {custodian} (shown once, write it down): {part.reveal()}")
     else:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -91,7 +119,7 @@ def component(home: Home, length: str, custodian: str, out: Path | None) -> None
 @click.pass_obj
 def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: bool) -> None:
     """Form the LMK from 2–9 components and check (or, with --new, record) its KCV."""
-    components = read_components(component_files, count, "LMK")
+    components = read_components(component_files, count, "LMK", home.path)
     if not 2 <= len(components) <= 9:
         raise click.ClickException("the LMK needs 2 to 9 components")
     formed_kcv = kcv(combine(components, minimum=2))
@@ -123,29 +151,42 @@ def lmk_form(home: Home, component_files: tuple[Path, ...], count: int, new: boo
 @keys.command("generate")
 @click.argument("alias")
 @usage_option
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
 def generate(
-    home: Home, alias: str, usage: str, component_files: tuple[Path, ...], count: int
+    home: Home,
+    alias: str,
+    usage: str,
+    exportable: bool,
+    component_files: tuple[Path, ...],
+    count: int,
 ) -> None:
     """Generate a random key as the next version of ALIAS."""
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(alias, KeyUsage(usage), now=ceremony_now()))
-    _report(home, "key.generate", ref)
+    ref = _run(
+        hsm.generate_key(alias, KeyUsage(usage), now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.generate", ref, exportable=exportable)
 
 
 @keys.command("rotate")
 @click.argument("alias")
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
-def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int) -> None:
+def rotate(
+    home: Home, alias: str, exportable: bool, component_files: tuple[Path, ...], count: int
+) -> None:
     """A new random version of ALIAS, same usage; the old versions stay for stored data."""
     current = _run(resolve(home, alias))
     hsm = load_hsm(home, component_files, count)
-    ref = _run(hsm.generate_key(current.alias, current.usage, now=ceremony_now()))
-    _report(home, "key.rotate", ref, previous_version=current.version)
+    ref = _run(
+        hsm.generate_key(current.alias, current.usage, now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.rotate", ref, previous_version=current.version, exportable=exportable)
 
 
 @keys.command("form")
@@ -156,12 +197,13 @@ def rotate(home: Home, alias: str, component_files: tuple[Path, ...], count: int
     "--key-component-file",
     "key_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ComponentSource(),
     help="A component of the key being formed (repeat); prompts when absent.",
 )
 @click.option(
     "--key-components", "key_count", default=2, show_default=True, type=click.IntRange(1, 9)
 )
+@exportable_option
 @component_files_option
 @component_count_option
 @click.pass_obj
@@ -170,15 +212,18 @@ def form(
     alias: str,
     usage: str,
     key_files: tuple[Path, ...],
+    exportable: bool,
     key_count: int,
     component_files: tuple[Path, ...],
     count: int,
 ) -> None:
     """Form a key (a bank's ZMK, a terminal's TMK) from clear components."""
     hsm = load_hsm(home, component_files, count)
-    parts = read_components(key_files, key_count, alias)
-    ref = _run(hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now()))
-    _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts])
+    parts = read_components(key_files, key_count, alias, home.path)
+    ref = _run(
+        hsm.form_key(alias, KeyUsage(usage), parts, now=ceremony_now(), exportable=exportable)
+    )
+    _report(home, "key.form", ref, component_kcvs=[p.kcv for p in parts], exportable=exportable)
 
 
 @keys.command("import")
@@ -214,15 +259,49 @@ def import_(
 
 
 @keys.command("export")
-@click.argument("key")
-@click.option("--kek", required=True, help="ZMK or TMK alias[:version] to export under.")
+@click.argument("key_list", metavar="KEY...", nargs=-1, required=True)
+@click.option("--kek", required=True, help="The key-encryption key alias[:version].")
+@click.option(
+    "--form",
+    "form_",
+    default="ecb",
+    show_default=True,
+    type=click.Choice(["ecb", "tr31"]),
+    help="ecb: under a ZMK or TMK (one key); tr31: key blocks under a transport key.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="tr31: write the export file here (new file) instead of printing it.",
+)
 @component_files_option
 @component_count_option
 @click.pass_obj
-def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], count: int) -> None:
-    """Print KEY encrypted under a ZMK or TMK, with its KCV."""
-    key_ref, kek_ref = _run(resolve(home, key)), _run(resolve(home, kek))
+def export(
+    home: Home,
+    key_list: tuple[str, ...],
+    kek: str,
+    form_: str,
+    out: Path | None,
+    component_files: tuple[Path, ...],
+    count: int,
+) -> None:
+    """KEY encrypted under a KEK with its KCV, as `medswitch keys policy` allows."""
     hsm = load_hsm(home, component_files, count)
+    if form_ == "tr31":
+        kek_ref, text, lines = _run(export_blocks(hsm, home, key_list, kek))
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            write_private(out, text)
+            click.echo(f"{len(lines)} keys under {kek_ref.alias} v{kek_ref.version} -> {out}")
+        for line in lines:
+            home.audit("key.export", alias=line.alias, version=line.version, kcv=line.kcv,
+                       kek=f"{kek_ref.alias}:{kek_ref.version}", form="tr31")
+        return
+    if len(key_list) != 1:
+        raise click.ClickException("--form ecb exports one key at a time")
+    key_ref, kek_ref = _run(resolve(home, key_list[0])), _run(resolve(home, kek))
     exported = _run(hsm.export_key(key_ref, kek_ref))
     click.echo(
         f"{key_ref.alias} v{key_ref.version} under {kek_ref.alias} v{kek_ref.version}: "
@@ -234,6 +313,7 @@ def export(home: Home, key: str, kek: str, component_files: tuple[Path, ...], co
         version=key_ref.version,
         kcv=exported.kcv,
         kek=f"{kek_ref.alias}:{kek_ref.version}",
+        form="ecb",
     )
 
 
@@ -272,8 +352,5 @@ def list_(home: Home, alias: str | None) -> None:
         click.echo(f"{r.alias}\t{r.usage.value}\tv{r.version}\t{r.kcv}\t{r.created_at}")
 
 
-def _report(home: Home, what: str, ref: KeyRef, **details: object) -> None:
-    click.echo(f"{ref.alias} v{ref.version} {ref.usage.value} KCV {ref.kcv}")
-    home.audit(
-        what, alias=ref.alias, version=ref.version, usage=ref.usage.value, kcv=ref.kcv, **details
-    )
+for command in (export_components, import_block, policy_, age, rotate_tmks, key_card):
+    keys.add_command(command)

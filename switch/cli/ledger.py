@@ -15,9 +15,11 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from ledger.core import Balance, PostedTransfer, ReviewItem
 from ledger.demo import init_demo
+from ledger.medical.split import yuan
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from ledger.personal import PersonalKeys
-from switch.cli.common import Database, database_options, with_back_office
+from switch.cli.common import Database, database_options, deployment_home, with_back_office
+from switch.cli.human import human_time
 from switch.key_home import PRIVATE_UMASK
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
@@ -59,8 +61,8 @@ def balance(account: str, database: Database) -> None:
     if found is None:
         raise click.ClickException(f"no account {account}")
     click.echo(
-        f"{found.account_id} {found.kind.name} debits={found.debits_posted_fen} "
-        f"credits={found.credits_posted_fen} balance_fen={found.balance_fen}"
+        f"{found.account_id} {found.kind.name} debits {yuan(found.debits_posted_fen)} "
+        f"credits {yuan(found.credits_posted_fen)} balance {yuan(found.balance_fen)} yuan"
         + (" closed" if found.closed else "")
     )
 
@@ -78,8 +80,9 @@ def history(account: str, limit: int, database: Database) -> None:
     for posted in with_back_office(database, use):
         t = posted.transfer
         click.echo(
-            f"{posted.seq:>8} {t.code:>4} {t.debit_account_id} -> {t.credit_account_id} "
-            f"{t.amount_fen} {t.reference}"
+            f"{posted.seq:>8} {human_time(posted.posted_at_us)} {t.code:>4} "
+            f"{t.debit_account_id} -> {t.credit_account_id} {yuan(t.amount_fen):>12} yuan "
+            f"{t.reference}"
         )
 
 
@@ -92,7 +95,9 @@ def reviews(database: Database) -> None:
         return await (await office.ledger()).reviews()
 
     for item in with_back_office(database, use):
-        click.echo(f"{item.reason:<24} {item.amount_fen:>10} {item.reference} {item.detail}")
+        click.echo(
+            f"{item.reason:<24} {yuan(item.amount_fen):>12} yuan {item.reference} {item.detail}"
+        )
 
 
 @click.command("init")
@@ -118,7 +123,7 @@ def demo_init(
 
     url = database.resolve()
     if is_postgres(url):
-        home = keys_home or Path(os.environ.get("MEDSWITCH_HOME", "var/demo"))
+        home = keys_home or deployment_home()
         _demo_init_postgres(url, cardholders, seed, force, _demo_keys(home))
         return
     db = Path(url.removeprefix("sqlite:///"))
@@ -138,6 +143,10 @@ def demo_init(
         f"{summary.personal_fen / 100:,.2f} yuan, pooled fund {summary.pooled_fen / 100:,.2f} "
         f"yuan ({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    for line in enrol_demo(url):
+        click.echo(line)
 
 
 def _demo_keys(home: Path) -> PersonalKeys:
@@ -173,3 +182,7 @@ def _demo_init_postgres(
         f"{summary.cardholders} cardholders, {summary.accounts} accounts "
         f"({time.perf_counter() - start:.1f} s)"
     )
+    from switch.cli.operators import enrol_demo
+
+    for line in enrol_demo(url):
+        click.echo(line)

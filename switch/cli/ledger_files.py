@@ -40,6 +40,7 @@ from ledger.medical.policy import Category
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError
+from switch.cli.auth import operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -49,6 +50,7 @@ from switch.cli.common import (
     hsm_and_key,
     keys_home_option,
     with_back_office,
+    with_engine,
 )
 from switch.key_home import Home
 
@@ -64,6 +66,13 @@ def _hsm_and_key(keys_home: Path, files: tuple[Path, ...], alias: str) -> tuple[
     return hsm_and_key(Home(keys_home, getpass.getuser()), files, alias)
 
 
+def _audit(url: str, operator: str, action: str, subject: str, **detail: object) -> None:
+    """Who imported the file (after its import: the import itself is idempotent)."""
+    from switch.estate.common import record
+
+    with_engine(url, lambda engine: record(engine, operator, action, subject, **detail))
+
+
 def _records(data: bytes) -> int:
     return max(data.count(b"\nD|"), 0)
 
@@ -71,12 +80,14 @@ def _records(data: bytes) -> int:
 @click.command("contributions", epilog=BUILDER_HINT.format("build-contributions"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @database_options
+@operator_login("maker")
 @keys_home_option
 @component_files_option
 @file_key_option
 def import_contributions_command(
     file: Path,
     database: Database,
+    operator: str,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
@@ -96,6 +107,7 @@ def import_contributions_command(
             done = with_back_office(url, post)
     except (MedicalFileError, HsmError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
+    _audit(url, operator, "import.contributions", done.file.file_id, posted=done.posted)
     click.echo(
         f"{file}: contributions {done.file.file_id} for {done.file.period}: "
         f"{len(done.file.records)} lines, {yuan(done.file.amount_total_fen)} — personal funds "
@@ -107,12 +119,14 @@ def import_contributions_command(
 @click.command("cardholders", epilog=BUILDER_HINT.format("build-cardholders"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @database_options
+@operator_login("maker")
 @keys_home_option
 @component_files_option
 @file_key_option
 def import_cardholders_command(
     file: Path,
     database: Database,
+    operator: str,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
@@ -136,6 +150,8 @@ def import_cardholders_command(
         raise click.ClickException(str(error)) from None
     except (MedicalFileError, HsmError, PersonalDataError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
+    _audit(url, operator, "import.cardholders", done.file.file_id,
+           records=len(done.file.records))
     click.echo(
         f"{file}: cardholders {done.file.file_id}: {len(done.file.records)} records, "
         f"{done.added} added, {done.updated} updated, {done.unchanged} unchanged"

@@ -43,8 +43,7 @@ from ledger.medical.sql_reference import (
     digest,
     load_catalogue,
 )
-from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
-from ledger.migrate import upgrade_sqlite
+from switch.cli.auth import operator_login
 from switch.cli.common import (
     Database,
     component_files_option,
@@ -90,19 +89,21 @@ def catalogue() -> None:
 @catalogue.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @database_options
+@operator_login("maker")
 @keys_home_option
 @component_files_option
 @file_key_option
 def catalogue_import(
     file: Path,
     database: Database,
+    operator: str,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
 ) -> None:
     """Import a catalogue FILE: its MAC, totals and every record are checked, or nothing is."""
     data = file.read_bytes()
-    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, operator), component_files, file_key)
     try:
         framed = parse(data, CATALOGUE_KIND)
         _run(filemac.verify(hsm, key, framed))
@@ -112,8 +113,7 @@ def catalogue_import(
 
     def store(engine: Engine) -> None:
         previous = [v for v, _ in catalogue_versions(engine) if v < version.number]
-        user = getpass.getuser()
-        if not ReferenceData(engine).add_catalogue(version, digest(data), _now_us(), user):
+        if not ReferenceData(engine).add_catalogue(version, digest(data), _now_us(), operator):
             raise click.ClickException(f"catalogue version {version.number} is already imported")
         click.echo(
             f"catalogue v{version.number} effective {version.effective_from}: "
@@ -241,19 +241,20 @@ def catalogue_diff(before: int, after: int, database: Database) -> None:
 # -- policy -------------------------------------------------------------------------------------
 @click.group()
 def policy() -> None:
-    """The insurance policy per calendar year (a TOML file, specs/medical-files.md §2)."""
+    """The insurance policy per calendar year (a TOML file, specs/medical-files.md §3)."""
 
 
 @policy.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @database_options
-def policy_import(file: Path, database: Database) -> None:
+@operator_login("maker")
+def policy_import(file: Path, database: Database, operator: str) -> None:
     """Import a year's policy; a year already stored is refused (policies are not edited)."""
     text = file.read_text(encoding="utf-8")
     try:
         stored = _on_engine(
             database,
-            lambda engine: ReferenceData(engine).set_policy(text, _now_us(), getpass.getuser()),
+            lambda engine: ReferenceData(engine).set_policy(text, _now_us(), operator),
         )
     except (PolicyError, ValueError) as error:
         raise click.ClickException(f"{file}: refused: {error}") from None
@@ -297,8 +298,9 @@ def authorise() -> None:
 @click.argument("category")
 @click.option("--year", type=int, default=None, help="Default: this year.")
 @database_options
+@operator_login("maker")
 def authorise_grant(
-    person_id: str, category: str, year: int | None, database: Database
+    person_id: str, category: str, year: int | None, database: Database, operator: str
 ) -> None:
     year = year or _now().year
 
@@ -307,8 +309,7 @@ def authorise_grant(
         if found is None or category not in found.special:
             message = f"{category} is not a special category of the {year} policy"
             raise click.ClickException(message)
-        user = getpass.getuser()
-        return ReferenceData(engine).authorise(person_id, category, year, _now_us(), user)
+        return ReferenceData(engine).authorise(person_id, category, year, _now_us(), operator)
 
     fresh = _on_engine(database, grant)
     click.echo(
@@ -322,15 +323,19 @@ def authorise_grant(
 @click.argument("category")
 @click.option("--year", type=int, default=None)
 @database_options
+@operator_login("maker")
 def authorise_revoke(
-    person_id: str, category: str, year: int | None, database: Database
+    person_id: str, category: str, year: int | None, database: Database, operator: str
 ) -> None:
-    done = _on_engine(
-        database,
-        lambda engine: ReferenceData(engine).revoke(
-            person_id, category, year or _now().year, _now_us()
-        ),
-    )
+    def revoke(engine: Engine) -> bool:
+        from switch.estate.common import record
+
+        done = ReferenceData(engine).revoke(person_id, category, year or _now().year, _now_us())
+        if done:
+            record(engine, operator, "authorise.revoke", person_id, category=category)
+        return bool(done)
+
+    done = _on_engine(database, revoke)
     click.echo("revoked" if done else "no such authorisation")
 
 
@@ -353,6 +358,7 @@ def authorise_list(person_id: str, database: Database) -> None:
     help="Show the day-end match for the file's institution and date.",
 )
 @database_options
+@operator_login("maker")
 @keys_home_option
 @component_files_option
 @file_key_option
@@ -360,12 +366,13 @@ def import_fee_records(
     file: Path,
     match: bool,
     database: Database,
+    operator: str,
     keys_home: Path,
     component_files: tuple[Path, ...],
     file_key: str,
 ) -> None:
     """Import a hospital's fee-record FILE (MAC and totals checked, or nothing is stored)."""
-    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, operator), component_files, file_key)
     data = file.read_bytes()
 
     async def store(office: BackOffice) -> list[str]:
@@ -387,44 +394,3 @@ def import_fee_records(
 
     for line in with_back_office(database, store, create=True):
         click.echo(line)
-
-
-# -- his ----------------------------------------------------------------------------------------
-@click.group("his")
-def his_group() -> None:
-    """The HIS interface on its own (the daemon mounts the same application)."""
-
-
-@his_group.command("credential")
-@click.argument("institution_id")
-@database_options
-def his_credential(institution_id: str, database: Database) -> None:
-    """Issue a new HIS token for INSTITUTION_ID (shown once; only its hash is kept)."""
-    token = _on_engine(
-        database, lambda engine: ReferenceData(engine).issue_credential(institution_id, _now_us())
-    )
-    click.echo(f"institution {institution_id} HIS token (shown once): {token}")
-
-
-@his_group.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5881, show_default=True, type=int)
-@database_options
-def his_serve(host: str, port: int, database: Database) -> None:
-    """Serve the HIS API over HTTP until interrupted (on a SQLite deployment; on PostgreSQL the
-    daemon serves it)."""
-    from aiohttp import web
-
-    from ledger.medical.service import MedicalService
-    from switch.database import sqlite_file
-    from switch.his_api import HisDeps, make_his_app
-
-    db = sqlite_file(database.resolve())
-    if db is None:
-        raise click.ClickException("his serve works on SQLite: pass --db FILE")
-    db.parent.mkdir(parents=True, exist_ok=True)
-    upgrade_sqlite(db)
-    engine = sqlite_engine(db)
-    service = MedicalService(SqlMedicalStore(engine), SqlDirectory(engine))
-    app = make_his_app(HisDeps(service, ReferenceData(engine)))
-    web.run_app(app, host=host, port=port, print=lambda text: click.echo(text))

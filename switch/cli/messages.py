@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -30,10 +31,38 @@ def messages() -> None:
 @click.option(
     "--interface", type=click.Choice(sorted(_INTERFACES)), default="terminal", show_default=True
 )
-def decode(frame_hex: str | None, interface: str) -> None:
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A frame trace the daemon wrote (setting trace_file): every frame in it, in order.",
+)
+def decode(frame_hex: str | None, interface: str, trace_file: Path | None) -> None:
     """Show FRAME_HEX (or hex on stdin): length prefix included, one or more frames."""
-    spec, length_format, row_of = _INTERFACES[interface]
+    if trace_file is not None:
+        _decode_trace(trace_file)
+        return
     text = frame_hex if frame_hex is not None else sys.stdin.read()
+    _decode(text, interface)
+
+
+def _decode_trace(path: Path) -> None:
+    from switch.trace import read
+
+    with path.open(encoding="utf-8") as lines:
+        for traced in read(lines):
+            click.echo(f"{traced.ts} {traced.interface} {traced.direction} {traced.peer}")
+            if not traced.frame_hex or traced.interface not in _INTERFACES:
+                click.echo("(a frame that did not decode: not traced)\n")
+                continue
+            for number, value in sorted(traced.masked.items()):
+                click.echo(f"F{int(number):03d} (taken out of the traced frame): {value}")
+            _decode(traced.frame_hex, traced.interface)
+
+
+def _decode(text: str, interface: str) -> None:
+    spec, length_format, row_of = _INTERFACES[interface]
     try:
         data = bytes.fromhex("".join(text.split()))
     except ValueError:

@@ -11,7 +11,6 @@ PostgreSQL (`switch.cli.common`).
 from __future__ import annotations
 
 import asyncio
-import getpass
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from simulators.bank_files import (
     return_file,
     statement_file,
 )
+from switch.cli.auth import operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -119,13 +119,7 @@ def _options(function: click.decorators.FC) -> click.decorators.FC:
             keys_home_option,
             component_files_option,
             click.option("--file-key", default=None, help="ALIAS[:VERSION] (default: [dayend])."),
-            click.option(
-                "--operator",
-                envvar="MEDSWITCH_OPERATOR",
-                default=getpass.getuser,
-                show_default="the login name",
-                help="Who imports (recorded in the audit log).",
-            ),
+            operator_login("maker"),
         ]
     ):
         function = option(function)
@@ -228,7 +222,7 @@ def _returned(values: tuple[str, ...]) -> dict[str, tuple[str, str]]:
 
 
 _sim_options = [
-    home_option(default="var/demo", help="Key home holding the file key."),
+    home_option(help="Key home holding the file key."),
     component_files_option,
     click.option("--file-key", default=None, help="ALIAS (default: [dayend] bank/{bank}/FILE)."),
     click.option(

@@ -9,7 +9,8 @@
     medswitch review decline-adjustment ID --operator bob --note …
     medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]
 
-KEY is an item's key, a unique prefix of it (6+ hex digits) or ``#seq``. Amounts are shown in
+KEY is an item's number as `review list` shows it (``#1`` or ``1``), its key or a unique prefix
+of it (6+ hex digits). Amounts are shown in
 yuan; card numbers are masked. Every action is appended to the audit log with the operator and
 the time; a refused action changes nothing and exits non-zero with the reason. The database is
 the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
@@ -33,7 +34,9 @@ from ledger.dayend.recon_doubt import SweepResult
 from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Status
 from ledger.medical.split import yuan
 from messages.pretty import mask_pan
+from switch.cli.auth import operator_login
 from switch.cli.common import Database, database_options, with_back_office, with_engine
+from switch.cli.human import human_duration, human_time
 
 if TYPE_CHECKING:  # the database drivers load when a command runs, not for --help
     from switch.database import BackOffice
@@ -89,15 +92,6 @@ def _refused(error: ReviewError) -> click.ClickException:
     return click.ClickException(f"refused: {error}")
 
 
-def _when(at_us: int | None) -> str:
-    if at_us is None:
-        return "-"
-    return dt.datetime.fromtimestamp(at_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-operator_option = click.option(
-    "--operator", required=True, help="Who acts (recorded in the audit log)."
-)
 note_option = click.option("--note", default="", help="Why (recorded in the audit log).")
 
 
@@ -117,7 +111,8 @@ def list_items(status: str | None, reason: str | None, limit: int, database: Dat
     click.echo(f"{'#':>6}  {'key':<12} {'status':<10} {'reason':<26} {'yuan':>12}  reference")
     for item in items:
         click.echo(
-            f"{item.seq:>6}  {item.key[:12]:<12} {item.status:<10} {item.reason[:26]:<26} "
+            f"{'#' + str(item.seq):>6}  {item.key[:12]:<12} {item.status:<10} "
+            f"{item.reason[:26]:<26} "
             f"{yuan(item.amount_fen):>12}  {mask_text(item.reference)[:80]}"
         )
     click.echo(f"{len(items)} item(s)")
@@ -130,9 +125,9 @@ def _echo_item(item: QueuedItem) -> None:
     click.echo(f"  amount     {yuan(item.amount_fen)} yuan")
     click.echo(f"  reference  {mask_text(item.reference)}")
     click.echo(f"  detail     {mask_text(item.detail)}")
-    click.echo(f"  created    {_when(item.created_at_us)}")
+    click.echo(f"  created    {human_time(item.created_at_us)}")
     if item.resolved_by:
-        click.echo(f"  resolved   {_when(item.resolved_at_us)} by {item.resolved_by}")
+        click.echo(f"  resolved   {human_time(item.resolved_at_us)} by {item.resolved_by}")
 
 
 @review_group.command("show")
@@ -154,7 +149,8 @@ def show(key: str, database: Database) -> None:
             )
         for entry in queue.trail(item.key):
             click.echo(
-                f"  audit {_when(entry.at_us)} {entry.actor:<12} {entry.action:<28} {entry.detail}"
+                f"  audit {human_time(entry.at_us)} {entry.actor:<12} {entry.action:<28} "
+                f"{entry.detail}"
             )
 
     _on_queue(database, echo)
@@ -162,9 +158,9 @@ def show(key: str, database: Database) -> None:
 
 @review_group.command("accept")
 @click.argument("key")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def accept(key: str, operator: str, note: str, database: Database) -> None:
     """The item stands as posted: close it."""
     item = _on_queue(database, lambda queue: queue.accept(key, operator, note, now_us()))
@@ -173,9 +169,9 @@ def accept(key: str, operator: str, note: str, database: Database) -> None:
 
 @review_group.command("reject")
 @click.argument("key")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def reject(key: str, operator: str, note: str, database: Database) -> None:
     """The item is judged wrong (nothing to post): close it."""
     item = _on_queue(database, lambda queue: queue.reject(key, operator, note, now_us()))
@@ -187,9 +183,9 @@ def reject(key: str, operator: str, note: str, database: Database) -> None:
 @click.option("--debit", required=True, help="The account debited (e.g. payins:h1).")
 @click.option("--credit", required=True, help="The account credited (e.g. pool:centre).")
 @click.option("--amount", required=True, help="Yuan, e.g. 12.34.")
-@operator_option
 @note_option
 @database_options
+@operator_login("maker")
 def adjust(
     key: str, debit: str, credit: str, amount: str, operator: str, note: str, database: Database
 ) -> None:
@@ -201,14 +197,15 @@ def adjust(
     click.echo(
         f"adjustment {pending.approval_id} pending: {debit} -> {credit} "
         f"{yuan(adjustment.amount_fen)} yuan, made by {operator}; "
-        f"approve with: medswitch review approve-adjustment {pending.approval_id} --operator OTHER"
+        f"another operator approves with: medswitch review approve-adjustment "
+        f"{pending.approval_id}"
     )
 
 
 @review_group.command("approve-adjustment")
 @click.argument("approval_id", type=int)
-@operator_option
 @database_options
+@operator_login("checker")
 def approve_adjustment(approval_id: int, operator: str, database: Database) -> None:
     """Post a pending adjustment (the operator must differ from its maker)."""
 
@@ -225,9 +222,9 @@ def approve_adjustment(approval_id: int, operator: str, database: Database) -> N
 
 @review_group.command("decline-adjustment")
 @click.argument("approval_id", type=int)
-@operator_option
 @note_option
 @database_options
+@operator_login("checker")
 def decline_adjustment(approval_id: int, operator: str, note: str, database: Database) -> None:
     """Decline a pending adjustment: the item is open again."""
     _on_queue(
@@ -279,6 +276,9 @@ def sweep(now_text: str | None, age_text: str, database: Database) -> None:
         click.echo(
             f"{'unload' if attempt.unload else 'load':<6} {attempt.purse.value} "
             f"{attempt.application_serial} counter {attempt.online_counter} "
-            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {aged.age_s} s"
+            f"{yuan(attempt.amount_fen):>10} yuan  in doubt {human_duration(aged.age_s)}"
         )
-    click.echo(f"{len(done.aged)} in doubt for {age_s} s or more; {done.added} new review item(s)")
+    click.echo(
+        f"{len(done.aged)} in doubt for {human_duration(age_s)} or more; "
+        f"{done.added} new review item(s)"
+    )

@@ -150,6 +150,7 @@ async def _master_keys(home: Home) -> perso.CardMasterKeys:
         tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
         pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
         data_check=await ref(demo_keys.centre_alias(U.DATA_CHECK)), version=1,
+        record=card[U.MK_RECORD],
     )
 
 
@@ -262,8 +263,11 @@ def quick_start(home: Path, terminal_port: int, his_url: str) -> list[str]:
         "settle_batch, quit):",
         f"medswitch sim pos --terminal-id {pos['terminal_id']} --institution {hospital} "
         f"{tmk(pos)} --psam {out / pos['psam']} --state {out / 'pos-state.json'} {common}",
-        "# 4. the day's end, once the business date has closed (cut-over 23:00 centre time;"
-        " before it the command says so):",
+        "# 4. the day's end by the demo's maker, logged in first (TEST ONLY password), once"
+        " the business date has closed (cut-over 23:00 centre time; before it the command"
+        " says so):",
+        f"echo demo-maker-password | MEDSWITCH_HOME={home} medswitch operators login demo-maker"
+        f" --db {home / 'medswitch.db'}",
         f"MEDSWITCH_HOME={home} medswitch dayend run --date $(TZ=Asia/Shanghai date +%F) "
         f"--db {home / 'medswitch.db'} --keys-home {home} "
         + " ".join(f"-c {f}" for f in demo_keys.custodian_files(home)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +90,13 @@ def _serve_one(config: Config, worker: int = 0) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
-    asyncio.run(_run(config, worker))
+    try:
+        asyncio.run(_run(config, worker))
+    except OSError as error:  # a port in use or not ours: one line, no traceback
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        click.echo(f"Error: cannot listen: {error.strerror or error}", err=True)
+        raise SystemExit(1) from None
 
 
 @click.command()
@@ -112,9 +119,16 @@ def serve(config_path: Path | None, workers: int | None) -> None:
     /readyz. Stops on SIGTERM."""
     from switch import logs
 
-    logs.configure(logging.INFO)
     config = _load_config(config_path)
+    logs.configure(logging.getLevelNamesMapping()[config.log_level.upper()])
     private_home(config.home_path)  # 0700, and what the daemon writes 0600
+    if config.trace_file:
+        from switch.trace import open_trace
+
+        try:
+            open_trace(Path(config.trace_file))
+        except OSError as err:
+            raise click.ClickException(f"trace_file: {err.strerror}: {config.trace_file}") from None
     if workers is not None:
         config = dataclasses.replace(config, workers=workers)
         try:
@@ -162,6 +176,7 @@ def run(ctx: click.Context, cardholders: int) -> None:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ledger.demo import init_demo
+    from switch.cli.operators import enrol_demo
     from switch.demo import keys as demo_keys
     from switch.demo import medical as demo_medical
 
@@ -181,10 +196,12 @@ def run(ctx: click.Context, cardholders: int) -> None:
     with sqlite3.connect(database) as connection:
         terminals = [row[0] for row in connection.execute("SELECT id FROM terminals")]
     created = asyncio.run(demo_keys.provision(home, terminals))
-    for alias, check_value in created.items():
-        click.echo(f"key {alias} KCV {check_value}")
-    for what in demo_medical.provision(home, database, datetime.now(UTC)):
-        click.echo(f"medical: {what}")
+    made = list(demo_medical.provision(home, database, datetime.now(UTC)))
+    if created:  # one line, not one per key: their check values are in the key store
+        made.insert(0, f"{len(created)} keys (check values: medswitch keys --home {home} list)")
+    made += enrol_demo(f"sqlite:///{database}")
+    if made:
+        click.echo("demo: " + "; ".join(made))
     demo_keys.write_config(home)
     from switch.cli import sandbox
 

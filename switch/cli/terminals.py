@@ -1,481 +1,204 @@
-"""`medswitch sim pos` and `medswitch sim kiosk`: the network's terminals (simulators/pos.py,
-simulators/kiosk.py), scriptable and interactive.
+"""`medswitch terminals` and `medswitch institutions`: the estate's terminals (with their PSAMs)
+and institutions, by command instead of SQL (switch/estate). Every change is made by an
+authenticated operator with the ``maker`` role and written to the audit log; a running daemon
+sees it at the terminal's next message (a disabled terminal, or one of a disabled institution,
+is answered 97).
 
-    medswitch sim pos --terminal-id P0000001 --institution 101320000000001 \\
-        --tmk-component tmk.a --tmk-component tmk.b --card card.json --psam psam.json \\
-        --pan 3100000000000001 --state pos.json --script day.txt
-    medswitch sim kiosk --terminal-id K0000001 --home var/demo -c a.component -c b.component \\
-        --card card.json --pan 3100000000000001 --state kiosk.json
-
-The terminal's TMK: its clear components as the key-loading device injects them
-(``--tmk-component``, repeat), or ``tmk/<terminal id>`` in a key home (``--home`` with the LMK's
-``-c`` files). The card (and the POS's PSAM): a virtual card's JSON file (``--card``) or a PC/SC
-reader (``--card-reader``). A script has one command per line (``#`` starts a comment); with no
-script the terminal prompts for commands on the screen.
-
-POS commands: sign_on · params · blacklist · settle BILL_ID TOTAL_FEN (self-pay in cash) ·
-settle_ep BILL_ID TOTAL_FEN (self-pay from the card's EP) · purchase FEN / purchase_ep FEN (no
-bill: online, or offline through the PSAM when the centre is unreachable) · offline FEN /
-offline_ep FEN (offline at once) · void BILL_ID · settle_batch · records. Kiosk commands:
-sign_on · insert · balance · history · load FEN · load_lost FEN (the card is credited, the
-confirmation never sent) · ep_load FEN (from bank savings: the bank PIN under the session PIK) ·
-ep_load_lost FEN · recover.
+    medswitch terminals add P0000100 --institution h1 --kind pos [--group night]
+    medswitch terminals disable P0000100
+    medswitch terminals move P0000100 --institution h2 | --group NAME | --no-group
+    medswitch terminals replace-psam P0000100 --psam SERIAL
+    medswitch institutions add h9 --kind hospital --name "…" --level 2
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import shlex
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hsm.des import kcv
-from hsm.keys import KeyRef, KeyUsage
-from hsm.keystore import MemoryKeyStore
-from hsm.lmk import Component, Lmk, combine
-from hsm.soft import SoftHsm
-from messages.line_framing import LineFraming
-from simulators.card import VirtualCard
-from simulators.dial_link import Dial
-from simulators.kiosk import Kiosk
-from simulators.pos import Pos
-from simulators.psam import VirtualPsam
-from simulators.terminal_link import (
-    Endpoint,
-    TerminalError,
-    TerminalLink,
-    TerminalState,
-    yuan,
-)
-from switch.card_io.connection import (
-    CardConnection,
-    CardConnectionError,
-    DirectConnection,
-    PcscConnection,
-)
-from switch.cli.common import component_count_option, component_files_option, load_hsm
-from switch.cli.common import resolve as resolve_key
-from switch.key_home import Home, component_files_of
-
-COMMANDS_MAX = 100_000  # interactive commands in one session, at most
-Handler = Callable[[list[str]], Awaitable[list[str]]]
+from switch.cli.common import Database
+from switch.cli.estate_run import estate_options, run, show
+from switch.estate import institutions as inst
+from switch.estate import terminals as term
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    name: str
-    args: tuple[str, ...]  # argument names; FEN arguments are whole fen
-    handler: Handler
+def _terminal_line(t: term.Terminal) -> str:
+    return (f"{t.terminal_id}  {t.institution_id:<16} {t.kind:<12} {t.status:<9} "
+            f"batch {t.batch_no:06d}  group {t.group or '-'}  PSAM {t.psam_serial or '-'}")
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    line_no: int
-    command: Command
-    args: list[str]
+@click.group("terminals")
+def terminals_group() -> None:
+    """Terminals: add, list, show, disable, enable, move, replace the PSAM (audited)."""
 
 
-class ScriptError(click.ClickException):
-    pass
+@terminals_group.command("add")
+@click.argument("terminal_id")
+@click.option("--institution", required=True, help="The institution it belongs to.")
+@click.option("--kind", required=True, type=click.Choice(term.KINDS))
+@click.option("--group", default=None, help="Its parameter group (medswitch parameters).")
+@estate_options
+def add(terminal_id: str, institution: str, kind: str, group: str | None,
+        token_file: Path | None, as_json: bool, database: Database) -> None:
+    """Register a terminal (its TMK is made by `medswitch keys`)."""
+    added = run(database, token_file, "maker", lambda e, who: term.add_terminal(
+        e, who, terminal_id, institution, kind, group))
+    show(added, as_json, _terminal_line)
 
 
-def parse_line(text: str, line_no: int, commands: dict[str, Command], where: str) -> Step | None:
-    try:
-        words = shlex.split(text, comments=True)
-    except ValueError as error:
-        raise ScriptError(f"{where}:{line_no}: {error}") from None
-    if not words:
-        return None
-    name, args = words[0], words[1:]
-    command = commands.get(name)
-    if command is None:
-        known = ", ".join(sorted(commands))
-        raise ScriptError(f"{where}:{line_no}: unknown command {name!r} (known: {known})")
-    if len(args) != len(command.args):
-        usage = " ".join([name, *command.args])
-        raise ScriptError(
-            f"{where}:{line_no}: {name} takes {len(command.args)} argument(s): {usage}"
-        )
-    for arg_name, value in zip(command.args, args, strict=True):
-        if arg_name.endswith("FEN") and not (value.isdigit() and 0 < int(value) < 10**10):
-            raise ScriptError(f"{where}:{line_no}: {arg_name} must be a whole number of fen > 0")
-    return Step(line_no, command, args)
+@terminals_group.command("list")
+@click.option("--institution", default=None)
+@click.option("--status", default=None, type=click.Choice(term.TERMINAL_STATUSES))
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 1000))
+@estate_options
+def list_(institution: str | None, status: str | None, limit: int, token_file: Path | None,
+          as_json: bool, database: Database) -> None:
+    """Terminals, by id."""
+    rows = run(database, token_file, None, lambda e, _: term.list_terminals(
+        e, institution=institution, status=status, limit=limit))
+    show(rows, as_json, _terminal_line)
 
 
-def parse_script(path: Path, commands: dict[str, Command]) -> list[Step]:
-    steps = []
-    for line_no, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        step = parse_line(text, line_no, commands, str(path))
-        if step is not None:
-            steps.append(step)
-    return steps
+@terminals_group.command("show")
+@click.argument("terminal_id")
+@estate_options
+def show_(terminal_id: str, token_file: Path | None, as_json: bool, database: Database) -> None:
+    """One terminal, its PSAM and the parameters it downloads next."""
+    from switch.estate.parameters import for_terminal
+
+    def use(engine: Any, _: str) -> tuple[term.Terminal, Any]:
+        return term.show_terminal(engine, terminal_id), for_terminal(engine, terminal_id)
+
+    found, parameters = run(database, token_file, None, use)
+    if as_json:
+        data = found.as_json()
+        data["parameters_version"] = parameters.version if parameters else 0
+        click.echo(json.dumps(data, indent=1))
+        return
+    click.echo(_terminal_line(found))
+    click.echo("next parameter download: " + (
+        f"version {parameters.version}" if parameters else "the configuration's [offline]"))
 
 
-ABOUT = {
-    "sign_on": "sign on: working keys, batch, the centre's clock",
-    "params": "download the offline limits and categories",
-    "blacklist": "download the blacklist changes since the version held",
-    "settle": "settle a HIS bill: personal share from the card's ED, self-pay in cash",
-    "settle_ep": "settle a HIS bill: self-pay from the card's EP",
-    "settle_cash": "settle a HIS bill: the personal share paid in cash",
-    "purchase": "a purchase with no bill from the ED (offline if the centre is unreachable)",
-    "purchase_ep": "a purchase with no bill from the EP",
-    "offline": "an offline ED purchase through the PSAM at once",
-    "offline_ep": "an offline EP purchase through the PSAM at once",
-    "void": "void a settled bill",
-    "settle_batch": "batch settlement; uploads every record when not balanced; signs on again",
-    "records": "this batch's card debits",
-    "insert": "read the card, verify the PIN",
-    "balance": "the card's ED and EP, the centre's balances",
-    "history": "the card's recent transactions at the centre",
-    "load": "load the ED from the personal fund",
-    "load_lost": "load the ED, the confirmation never sent (a torn load)",
-    "ep_load": "load the EP from bank savings (the bank PIN under the PIK)",
-    "ep_load_lost": "load the EP, the confirmation never sent",
-    "recover": "resolve a torn load (GET TRANSACTION PROVE)",
-}
+def _status(terminal_id: str, status: str, token_file: Path | None, as_json: bool,
+            database: Database) -> None:
+    changed = run(database, token_file, "maker", lambda e, who: term.set_terminal_status(
+        e, who, terminal_id, status))
+    show(changed, as_json, _terminal_line)
 
 
-def help_lines(commands: dict[str, Command]) -> list[str]:
-    """`help`: every command with its arguments (FEN: whole fen) and what it does."""
-    usages = {c.name: " ".join([c.name, *c.args]) for c in commands.values()}
-    width = max(len(u) for u in usages.values())
-    lines = [f"  {usages[n]:<{width}}  {ABOUT.get(n, '')}".rstrip() for n in usages]
-    return ["commands (amounts FEN in whole fen):", *lines, f"  {'help':<{width}}  this list",
-            f"  {'quit':<{width}}  leave"]
+@terminals_group.command("disable")
+@click.argument("terminal_id")
+@estate_options
+def disable(terminal_id: str, token_file: Path | None, as_json: bool, database: Database) -> None:
+    """Disable a terminal: its next message is answered 97."""
+    _status(terminal_id, "disabled", token_file, as_json, database)
 
 
-def prompted(commands: dict[str, Command], title: str) -> Iterator[Step]:
-    click.echo(click.style(f"== {title} ==", bold=True))
-    click.echo("commands: " + " · ".join(" ".join([c.name, *c.args]) for c in commands.values()))
-    click.echo("help lists them with what they do, quit to leave")
-    for count in range(1, COMMANDS_MAX + 1):
-        try:
-            text = click.prompt(click.style(f"{title}>", fg="cyan"), default="", show_default=False)
-        except (click.Abort, EOFError):
-            return
-        if text.strip() in ("quit", "exit"):
-            return
-        if text.strip() in ("help", "?"):
-            click.echo("\n".join(help_lines(commands)))
-            continue
-        try:
-            step = parse_line(text, count, commands, "input")
-        except ScriptError as error:
-            click.echo(click.style(error.message, fg="red"))
-            continue
-        if step is not None:
-            yield step
+@terminals_group.command("enable")
+@click.argument("terminal_id")
+@estate_options
+def enable(terminal_id: str, token_file: Path | None, as_json: bool, database: Database) -> None:
+    """Enable a disabled terminal again."""
+    _status(terminal_id, "active", token_file, as_json, database)
 
 
-async def run_steps(steps: Iterator[Step] | list[Step], *, stop_on_error: bool) -> int:
-    failures = 0
-    for step in steps:
-        try:
-            lines = await step.command.handler(step.args)
-        except (TerminalError, CardConnectionError) as error:
-            failures += 1
-            message = f"line {step.line_no}: {step.command.name}: {error}"
-            click.echo(click.style(message, fg="red"), err=True)
-            if stop_on_error:
-                return failures
-            continue
-        for line in lines:
-            click.echo(line)
-    return failures
+@terminals_group.command("move")
+@click.argument("terminal_id")
+@click.option("--institution", default=None, help="Its new institution.")
+@click.option("--group", default=None, help="Its new parameter group.")
+@click.option("--no-group", is_flag=True, help="No parameter group any more.")
+@estate_options
+def move(terminal_id: str, institution: str | None, group: str | None, no_group: bool,
+         token_file: Path | None, as_json: bool, database: Database) -> None:
+    """Move a terminal to another institution and/or parameter group."""
+    moved = run(database, token_file, "maker", lambda e, who: term.move_terminal(
+        e, who, terminal_id, institution_id=institution, group=group, no_group=no_group))
+    show(moved, as_json, _terminal_line)
 
 
-def ephemeral_module(files: tuple[Path, ...]) -> tuple[SoftHsm, list[Component]]:
-    """A terminal's secure module: a fresh random LMK, the TMK injected from its components."""
-    lmk_parts = [Component(secrets.token_bytes(16)) for _ in range(2)]
-    hsm = SoftHsm(Lmk(lmk_parts, kcv(combine(lmk_parts))), MemoryKeyStore())
-    try:
-        return hsm, component_files_of(files)
-    except Exception as error:
-        raise click.ClickException(f"TMK component: {error}") from None
+@terminals_group.command("replace-psam")
+@click.argument("terminal_id")
+@click.option("--psam", "serial", required=True, help="The new PSAM's serial.")
+@estate_options
+def replace_psam(terminal_id: str, serial: str, token_file: Path | None, as_json: bool,
+                 database: Database) -> None:
+    """Bind another PSAM of the institution to the terminal; the old one is retired."""
+    replaced = run(database, token_file, "maker", lambda e, who: term.replace_psam(
+        e, who, terminal_id, serial))
+    show(replaced, as_json, _terminal_line)
 
 
-def connection(
-    file: Path | None, reader: str | None, what: str, psam: bool = False
-) -> CardConnection:
-    conn: CardConnection
-    if file is not None:
-        try:
-            device: Any = VirtualPsam.load(file) if psam else VirtualCard.load(file)
-        except (OSError, ValueError, KeyError) as error:
-            raise click.ClickException(f"{file}: {error}") from None
-        conn = DirectConnection(device, f"virtual {what}")
-    elif reader is not None:
-        conn = PcscConnection(reader)
-    else:
-        raise click.UsageError(f"give the {what} as --{what} FILE or --{what}-reader NAME")
-    try:
-        conn.connect()
-    except CardConnectionError as error:
-        raise click.ClickException(str(error)) from None
-    return conn
+# -- institutions -------------------------------------------------------------------------------
+def _institution_line(i: inst.Institution) -> str:
+    level = f"level {i.level}" if i.level else "-"
+    return (f"{i.institution_id:<16} {i.kind:<13} {level:<8} {i.status:<9} "
+            f"{i.terminals:>4} terminal(s)  {i.name}")
 
 
-def terminal_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--host", default="127.0.0.1", show_default=True),
-        click.option("--port", default=5800, show_default=True, type=click.IntRange(1, 65535)),
-        click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300)),
-        click.option(
-            "--dial",
-            default=None,
-            metavar="NUMBER",
-            help="Dial NUMBER through the modem on --modem instead of TCP (specs/dialup.md).",
-        ),
-        click.option(
-            "--modem",
-            default=None,
-            metavar="PORT",
-            help="The modem's serial port: a device, or an access controller's pty line.",
-        ),
-        click.option(
-            "--framing",
-            default="cup",
-            show_default=True,
-            type=click.Choice(["cup", "stx"]),
-            help="The dial line's framing.",
-        ),
-        click.option("--terminal-id", required=True, help="The terminal's id (field 41)."),
-        click.option("--institution", default="centre", show_default=True, help="Field 42."),
-        click.option(
-            "--tmk-component",
-            "tmk_files",
-            multiple=True,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="A clear TMK component file as injected (repeat).",
-        ),
-        click.option(
-            "--home",
-            default=None,
-            type=click.Path(file_okay=False, path_type=Path),
-            help="A key home holding tmk/<terminal id> (with -c LMK components).",
-        ),
-        component_files_option,
-        component_count_option,
-        click.option(
-            "--state",
-            "state_file",
-            required=True,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="The terminal's records (JSON, kept across restarts).",
-        ),
-        click.option(
-            "--card",
-            "card_file",
-            default=None,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="A virtual card's JSON file.",
-        ),
-        click.option("--card-reader", default=None, help="A PC/SC reader with the card."),
-        click.option("--pan", required=True, help="The card number (as the HIS knows it)."),
-        click.option("--pin", default="123456", show_default=True, help="The cardholder's PIN."),
-        click.option(
-            "--script",
-            "script",
-            default=None,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="One command per line; prompts on the screen when absent.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+@click.group("institutions")
+def institutions_group() -> None:
+    """Institutions: add, list, show, disable, enable (audited)."""
 
 
-@dataclass
-class Common:
-    host: str
-    port: int
-    timeout: float
-    dial: str | None
-    modem: str | None
-    framing: str
-    terminal_id: str
-    institution: str
-    tmk_files: tuple[Path, ...]
-    home: Path | None
-    component_files: tuple[Path, ...]
-    count: int
-    state_file: Path
-    card_file: Path | None
-    card_reader: str | None
-    pan: str
-    pin: str
-    script: Path | None
+@institutions_group.command("add")
+@click.argument("institution_id")
+@click.option("--kind", required=True, type=click.Choice(inst.KINDS))
+@click.option("--name", required=True)
+@click.option("--level", default=None, type=click.IntRange(1, 3), help="Hospital level 1..3.")
+@click.option("--bank", "bank_id", default=None, help="Its settlement bank (an institution).")
+@estate_options
+def add_institution(institution_id: str, kind: str, name: str, level: int | None,
+                    bank_id: str | None, token_file: Path | None, as_json: bool,
+                    database: Database) -> None:
+    """Register an institution."""
+    added = run(database, token_file, "maker", lambda e, who: inst.add_institution(
+        e, who, institution_id, kind, name, level=level, settlement_bank_id=bank_id))
+    show(added, as_json, _institution_line)
 
 
-async def open_link(common: Common) -> TerminalLink:
-    now = datetime.now().replace(microsecond=0)
-    tmk: KeyRef
-    if common.tmk_files:
-        hsm, parts = ephemeral_module(common.tmk_files)
-        tmk = await hsm.form_key(f"tmk/{common.terminal_id}", KeyUsage.TMK, parts, now=now)
-    elif common.home is not None:
-        home = Home(common.home, f"terminal {common.terminal_id}")
-        hsm = load_hsm(home, common.component_files, common.count)
-        tmk = await resolve_key(home, f"tmk/{common.terminal_id}")
-    else:
-        raise click.UsageError("give the TMK: --tmk-component FILE (repeat) or --home with -c")
-    state = TerminalState.open(common.state_file)
-    endpoint: Endpoint | Dial = Endpoint(common.host, common.port, common.timeout)
-    if common.dial is not None:
-        if common.modem is None:
-            raise click.UsageError("--dial needs the modem's port: --modem PORT")
-        endpoint = Dial(common.modem, common.dial, LineFraming(common.framing), common.timeout)
-    return TerminalLink(endpoint, common.terminal_id, common.institution, hsm, tmk, state)
+@institutions_group.command("list")
+@click.option("--kind", default=None, type=click.Choice(inst.KINDS))
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 1000))
+@estate_options
+def list_institutions(kind: str | None, limit: int, token_file: Path | None, as_json: bool,
+                      database: Database) -> None:
+    """Institutions, by id, with their terminal counts."""
+    rows = run(database, token_file, None, lambda e, _: inst.list_institutions(
+        e, kind=kind, limit=limit))
+    show(rows, as_json, _institution_line)
 
 
-def run_session(
-    common: Common, commands: Callable[[TerminalLink], dict[str, Command]], title: str
-) -> None:
-    probe = commands_for_parsing(commands)
-    steps = parse_script(common.script, probe) if common.script else None
-
-    async def main() -> int:
-        link = await open_link(common)
-        try:
-            table = commands(link)
-            if steps is not None:
-                bound = [Step(s.line_no, table[s.command.name], s.args) for s in steps]
-                return await run_steps(bound, stop_on_error=True)
-            return await run_steps(prompted(table, title), stop_on_error=False)
-        finally:
-            await link.close()
-
-    failures = asyncio.run(main())
-    if steps is not None and failures:
-        raise SystemExit(1)
+@institutions_group.command("show")
+@click.argument("institution_id")
+@estate_options
+def show_institution(institution_id: str, token_file: Path | None, as_json: bool,
+                     database: Database) -> None:
+    """One institution."""
+    found = run(database, token_file, None, lambda e, _: inst.show_institution(e, institution_id))
+    show(found, as_json, _institution_line)
 
 
-def commands_for_parsing(
-    commands: Callable[[TerminalLink], dict[str, Command]],
-) -> dict[str, Command]:
-    """The command table's names and arguments, for checking a script before connecting."""
-
-    class Nothing:
-        def __getattr__(self, name: str) -> Any:
-            raise AssertionError("only for parsing")
-
-    return commands(Nothing())  # type: ignore[arg-type]
-
-
-@click.command("pos")
-@terminal_options
-@click.option(
-    "--psam",
-    "psam_file",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A virtual PSAM's JSON file.",
-)
-@click.option("--psam-reader", default=None, help="A PC/SC reader with the PSAM.")
-def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> None:
-    """A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch."""
-    common = Common(**options)
-    state: dict[str, Pos] = {}
-
-    def pos_of(link: TerminalLink) -> Pos:
-        if "pos" not in state:
-            card = connection(common.card_file, common.card_reader, "card")
-            psam = connection(psam_file, psam_reader, "psam", psam=True)
-            state["pos"] = Pos(link, card, psam, pan=common.pan, pin=common.pin)
-        return state["pos"]
-
-    def table(link: TerminalLink) -> dict[str, Command]:
-        async def records(_: list[str]) -> list[str]:
-            rows = link.state.records
-            lines = [f"batch {link.state.batch}: {len(rows)} record(s)"]
-            for row in rows:
-                kind = "online" if row.get("online") else "offline"
-                flags = " voided" if row["voided"] else ""
-                purse = row.get("purse", "ED")
-                lines.append(f"  {row['at']} {kind} {purse} {yuan(row['amount_fen'])}{flags}")
-            return lines
-
-        def pos() -> Pos:  # the card and the PSAM open on first use
-            return pos_of(link)
-
-        commands = (
-            Command("sign_on", (), lambda a: pos().sign_on()),
-            Command("params", (), lambda a: _lines(pos().download_parameters())),
-            Command("blacklist", (), lambda a: _lines(pos().download_blacklist())),
-            Command("settle", ("BILL_ID", "TOTAL_FEN"), lambda a: pos().settle(a[0], int(a[1]))),
-            Command(
-                "settle_ep",
-                ("BILL_ID", "TOTAL_FEN"),
-                lambda a: pos().settle(a[0], int(a[1]), self_pay="ep"),
-            ),
-            Command(
-                "settle_cash",
-                ("BILL_ID", "TOTAL_FEN"),
-                lambda a: pos().settle(a[0], int(a[1]), personal="cash"),
-            ),
-            Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
-            Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
-            Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),
-            Command("offline_ep", ("FEN",), lambda a: pos().offline(int(a[0]), "ep")),
-            Command("void", ("BILL_ID",), lambda a: pos().void(a[0])),
-            Command("settle_batch", (), lambda a: pos().settle_batch()),
-            Command("records", (), records),
-        )
-        return {c.name: c for c in commands}
-
-    run_session(common, table, f"POS {common.terminal_id}")
+@institutions_group.command("disable")
+@click.argument("institution_id")
+@estate_options
+def disable_institution(institution_id: str, token_file: Path | None, as_json: bool,
+                        database: Database) -> None:
+    """Disable an institution: its terminals are answered 97."""
+    changed = run(database, token_file, "maker", lambda e, who: inst.set_institution_status(
+        e, who, institution_id, "disabled"))
+    show(changed, as_json, _institution_line)
 
 
-@click.command("kiosk")
-@terminal_options
-@click.option("--bank-pin", default=None, help="The savings account's PIN (default: --pin).")
-def sim_kiosk(bank_pin: str | None, **options: Any) -> None:
-    """A self-service kiosk: PIN, balances, ED load from the personal fund, EP load from bank
-    savings, torn-load recovery."""
-    common = Common(**options)
-    state: dict[str, Kiosk] = {}
-
-    def kiosk_of(link: TerminalLink) -> Kiosk:
-        if "kiosk" not in state:
-            card = connection(common.card_file, common.card_reader, "card")
-            state["kiosk"] = Kiosk(link, card, pan=common.pan, pin=common.pin, bank_pin=bank_pin)
-        return state["kiosk"]
-
-    def table(link: TerminalLink) -> dict[str, Command]:
-        async def insert(_: list[str]) -> list[str]:
-            return kiosk_of(link).insert()
-
-        commands = (
-            Command("sign_on", (), lambda a: kiosk_of(link).sign_on()),
-            Command("insert", (), insert),
-            Command("balance", (), lambda a: kiosk_of(link).balance()),
-            Command("history", (), lambda a: kiosk_of(link).history()),
-            Command("load", ("FEN",), lambda a: kiosk_of(link).load(int(a[0]))),
-            Command(
-                "load_lost",
-                ("FEN",),
-                lambda a: kiosk_of(link).load(int(a[0]), lose_confirmation=True),
-            ),
-            Command("ep_load", ("FEN",), lambda a: kiosk_of(link).ep_load(int(a[0]))),
-            Command(
-                "ep_load_lost",
-                ("FEN",),
-                lambda a: kiosk_of(link).ep_load(int(a[0]), lose_confirmation=True),
-            ),
-            Command("recover", (), lambda a: kiosk_of(link).recover()),
-        )
-        return {c.name: c for c in commands}
-
-    run_session(common, table, f"kiosk {common.terminal_id}")
-
-
-async def _lines(line: Awaitable[str]) -> list[str]:
-    return [await line]
+@institutions_group.command("enable")
+@click.argument("institution_id")
+@estate_options
+def enable_institution(institution_id: str, token_file: Path | None, as_json: bool,
+                       database: Database) -> None:
+    """Enable a disabled institution again."""
+    changed = run(database, token_file, "maker", lambda e, who: inst.set_institution_status(
+        e, who, institution_id, "active"))
+    show(changed, as_json, _institution_line)

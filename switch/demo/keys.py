@@ -1,7 +1,10 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
 terminal, the card master keys (key version 1), the data-check and PSAM transport keys, the
-keys cardholders' names and ID numbers are sealed and indexed under, and a file key per bank
-for the day-end payout and return files.
+file key card issuance batches are sealed under (`cards/file`), the
+keys cardholders' names and ID numbers are sealed and indexed under, a file key per bank for the
+day-end payout and return files, and a ZMK per bank formed from the TEST ONLY components
+published in specs/dayend-files.md ("File keys"), so the bank's side of the key exchange can be
+done by hand on the demo (`medswitch keys export bank/<bank>/FILE --kek bank/<bank>/ZMK`).
 
 Everything is created through the HSM and recorded in the ceremony audit log; only check values
 are printed. A production deployment runs the ceremony by hand (`medswitch keys ...`) and an
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from hsm.des import kcv
 from hsm.keys import KeyUsage
-from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
+from hsm.lmk import TEST_ONLY_COMPONENTS, TEST_ONLY_KEY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
 from ledger.demo import institutions
 from ledger.personal import PersonalKeys
@@ -34,6 +37,7 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_PIN_UNBLOCK,
     KeyUsage.MK_APP_MAINT,
     KeyUsage.MK_CONTROL,
+    KeyUsage.MK_RECORD,
 )
 CENTRE_USAGES = (
     KeyUsage.DATA_CHECK,
@@ -41,6 +45,14 @@ CENTRE_USAGES = (
     KeyUsage.PERSONAL_DATA,  # centre/PERSONAL_DATA: cardholders' names and ID numbers sealed
     KeyUsage.PERSONAL_INDEX,  # centre/PERSONAL_INDEX: their ID numbers' keyed hashes
 )
+
+
+CARD_BATCH_FILE_KEY = "cards/file"  # `cards issue|approve|personalize --file-key` default
+
+# TEST ONLY: each demo bank's ZMK components, published in specs/dayend-files.md ("File keys").
+TEST_ONLY_BANK_ZMK_COMPONENTS = {
+    bank: TEST_ONLY_KEY_COMPONENTS[f"zmk {bank}"] for bank in ("b1", "b2")
+}
 
 
 def centre_alias(usage: KeyUsage) -> str:
@@ -55,6 +67,11 @@ def demo_bank_ids() -> list[str]:
 def bank_file_alias(bank_id: str) -> str:
     """The alias day-end's default `[dayend] file_key_alias` names for a bank's file key."""
     return f"bank/{bank_id}/FILE"
+
+
+def bank_zmk_alias(bank_id: str) -> str:
+    """The alias a bank link's `zmk_alias` names for its ZMK (specs/bank-interface.md)."""
+    return f"bank/{bank_id}/ZMK"
 
 
 def custodian_files(home: Path) -> list[Path]:
@@ -90,7 +107,27 @@ async def provision(home: Path, terminal_ids: Iterable[str]) -> dict[str, str]:
     wanted += [(centre_alias(u), u) for u in CENTRE_USAGES]
     wanted += [(tmk_alias(t), KeyUsage.TMK) for t in terminal_ids]
     wanted += [(bank_file_alias(b), KeyUsage.FILE) for b in demo_bank_ids()]
-    return await _provision(home, wanted)
+    wanted += [(CARD_BATCH_FILE_KEY, KeyUsage.FILE)]  # `medswitch cards issue` seals under it
+    created = await _provision(home, wanted)
+    return created | await _form_bank_zmks(home)
+
+
+async def _form_bank_zmks(home: Path) -> dict[str, str]:
+    """Each demo bank's ZMK from its published TEST ONLY components, when missing."""
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    audit = Home(home, "demo")
+    existing = {stored.alias for stored in await audit.store.list()}
+    created: dict[str, str] = {}
+    for bank in demo_bank_ids():
+        alias = bank_zmk_alias(bank)
+        if alias in existing or bank not in TEST_ONLY_BANK_ZMK_COMPONENTS:
+            continue
+        parts = [Component.parse(c) for c in TEST_ONLY_BANK_ZMK_COMPONENTS[bank]]
+        ref = await hsm.form_key(alias, KeyUsage.ZMK, parts, now=_now())
+        created[alias] = ref.kcv
+        audit.audit("key.form", alias=alias, usage="ZMK", version=ref.version, kcv=ref.kcv,
+                    component_kcvs=[c.kcv for c in parts], test_only=True)
+    return created
 
 
 async def _provision(home: Path, wanted: list[tuple[str, KeyUsage]]) -> dict[str, str]:

@@ -59,16 +59,17 @@ class Deployment:
 
 
 @contextmanager
-def running(tmp: Path, extra_config: str = "") -> Iterator[Deployment]:
-    """`medswitch run` with the demo's settings, and `extra_config` (TOML sections) after them."""
+def running(tmp: Path, extra_toml: str = "") -> Iterator[Deployment]:
+    """The daemon over ``tmp``'s demo deployment (made on first use; served as it is on the
+    next), ``extra_toml`` appended to its medswitch.toml."""
     home = tmp / "demo"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     deployment = Deployment(home, free_port(), free_port())
     components = ", ".join(f'"{home}/custodians/{c}.component"' for c in ("a", "b"))
     (home / "medswitch.toml").write_text(
         f'home = "{home}"\n\n[terminal]\nport = {deployment.terminal_port}\n\n'
         f'[http]\nport = {deployment.http_port}\n\n[hsm]\nbackend = "soft"\n'
-        f"lmk_components = [{components}]\n{extra_config}"
+        f"lmk_components = [{components}]\n{extra_toml}"
     )
     log = tmp / "run.log"
     env = {"MEDSWITCH_HOME": str(home), "MEDSWITCH_WRITER_PROCESS": "0", "PATH": "/usr/bin:/bin"}

@@ -14,8 +14,8 @@ from pathlib import Path
 from tests.contract.wire import des, tdes_ecb
 
 KEY_LOAD, KEY_PURCHASE, KEY_TAC = 0x3F, 0x3E, 0x34
-ED = 1
-TYPE_ED_LOAD, TYPE_ED_PURCHASE = 0x01, 0x05
+ED, EP = 1, 2
+TYPE_ED_LOAD, TYPE_EP_LOAD, TYPE_ED_PURCHASE = 0x01, 0x02, 0x05
 
 
 def diversify(master: bytes, app_serial: bytes) -> bytes:
@@ -62,24 +62,29 @@ class Card:
     balance_fen: int = 0
     online_counter: int = 0
     offline_counter: int = 0
+    purse: int = ED  # the purse this model loads: ED (type 01) or EP (type 02)
     _load: tuple[bytes, int, bytes, int] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_image(cls, path: Path) -> Card:
-        """The sandbox's card image: the serial, the card keys by type, the ED purse."""
+    def from_image(cls, path: Path, purse: int = ED) -> Card:
+        """The sandbox's card image: the serial, the card keys by type, one purse."""
         raw = json.loads(path.read_text())
         keys = {k["type"]: bytes.fromhex(k["value"]) for k in raw["keys"]}
         version = next(k["version"] for k in raw["keys"] if k["type"] == KEY_LOAD)
-        purse = raw["purses"][str(ED)]
-        return cls(bytes.fromhex(raw["serial"]), keys, version, purse["balance"],
-                   purse["online_ctr"], purse["offline_ctr"])
+        state = raw["purses"][str(purse)]
+        return cls(bytes.fromhex(raw["serial"]), keys, version, state["balance"],
+                   state["online_ctr"], state["offline_ctr"], purse)
+
+    @property
+    def load_type(self) -> int:
+        return TYPE_EP_LOAD if self.purse == EP else TYPE_ED_LOAD
 
     def initialize_for_load(self, amount_fen: int, terminal: bytes) -> LoadInit:
         rnd = secrets.token_bytes(4)
         key = session_key(self.keys[KEY_LOAD], rnd + self.online_counter.to_bytes(2, "big")
                           + b"\x80\x00")
         mac1 = pboc_mac(key, self.balance_fen.to_bytes(4, "big") + amount_fen.to_bytes(4, "big")
-                        + bytes([TYPE_ED_LOAD]) + terminal)
+                        + bytes([self.load_type]) + terminal)
         self._load = (key, amount_fen, terminal, self.online_counter)
         return LoadInit(self.balance_fen, self.online_counter, self.key_version, 0, rnd, mac1)
 
@@ -87,7 +92,7 @@ class Card:
         """Checks the centre's MAC2 (9302 otherwise), credits, returns the TAC."""
         assert self._load is not None, "CREDIT FOR LOAD without INITIALIZE"
         key, amount, terminal, counter = self._load
-        tail = amount.to_bytes(4, "big") + bytes([TYPE_ED_LOAD]) + terminal
+        tail = amount.to_bytes(4, "big") + bytes([self.load_type]) + terminal
         assert pboc_mac(key, tail + card_datetime) == mac2, "9302: MAC2 does not verify"
         self.balance_fen += amount
         self.online_counter += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sqlite3
 from pathlib import Path
 
@@ -61,8 +62,12 @@ def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
     assert forced.exit_code == 0, forced.output
     shown = runner.invoke(ledger_group, ["balance", "pf:0000000001", "--db", db])
     assert shown.exit_code == 0 and "PERSONAL_FUND" in shown.output
+    # amounts in yuan, as the simulators print them
+    assert re.search(r" debits \d+\.\d\d credits \d+\.\d\d balance -?\d+\.\d\d yuan$", shown.output)
     listed = runner.invoke(ledger_group, ["history", "pf:0000000001", "--db", db])
     assert listed.exit_code == 0 and "contribution|" in listed.output
+    # a clock time, not microseconds
+    assert re.search(r" 20\d\d-\d\d-\d\d \d\d:\d\d:\d\dZ .* \d+\.\d\d yuan ", listed.output)
     assert runner.invoke(ledger_group, ["reviews", "--db", db]).exit_code == 0
     migrated = runner.invoke(ledger_group, ["migrate", "--db", db])
     assert migrated.exit_code == 0 and f"revision {head()} (newest {head()})" in migrated.output

@@ -19,7 +19,7 @@ from tests.support.frames import TERMINAL_CODEC, v8_payload
 V8_PAYLOAD = v8_payload()
 
 payloads = st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=12)
-formats = st.sampled_from(list(LengthFormat))
+formats = st.sampled_from([f for f in LengthFormat if f is not LengthFormat.NONE])  # headed
 
 
 @given(payloads=payloads, length_format=formats, data=st.data())
@@ -89,3 +89,21 @@ def test_corrupted_frames_raise_only_codec_errors(edits: list[tuple[int, int]], 
         payload[index] = value
     with contextlib.suppress(CodecError):
         terminal_table.parse(TERMINAL_CODEC.decode(bytes(payload[:cut])))
+
+
+def test_without_a_header_a_message_ends_where_its_fields_end() -> None:
+    """``none``: the codec measures each message; any split gives the same messages."""
+    from messages.codec import Codec, Message
+    from messages.spec_bank import BANK
+
+    codec = Codec(BANK)
+    first = codec.encode(Message("0800", {7: "1207150000", 11: "000001", 32: "0102", 70: "001"}))
+    second = codec.encode(Message("0810", {7: "1207150000", 11: "000001", 32: "0102", 39: "00"}))
+    stream = first + second
+    for cut in range(1, len(stream)):
+        decoder = FrameDecoder(LengthFormat.NONE, measure=codec.frame_length)
+        assert decoder.feed(stream[:cut]) + decoder.feed(stream[cut:]) == [first, second]
+    with pytest.raises(FramingError):
+        FrameDecoder(LengthFormat.NONE, measure=codec.frame_length).feed(
+            b"0800@" + bytes(7) + b"xx"
+        )

@@ -150,6 +150,18 @@ class Terminal:
             assert check, "the reply's MAC does not verify"
         return reply
 
+    async def sign_on(self) -> SignOnReply:
+        """Sign on (00 expected); the secure module takes the keys, checking their KCVs."""
+        reply = await self.exchange(SignOn(**self.envelope()), mac=False)
+        assert isinstance(reply, SignOnReply)
+        assert reply.response_code == "00"
+        assert reply.keys is not None
+        self.keys = await self.hsm.accept_sign_on(
+            self.tmk, reply.keys.build(), f"pos/{self.terminal_id}", now=now()
+        )
+        self.batch = reply.batch
+        return reply
+
     def envelope(self) -> dict[str, str]:
         return {
             "stan": self.next_stan(),
@@ -163,7 +175,7 @@ class Terminal:
 class Daemon:
     app: App
     hsm: SoftHsm
-    store: MemoryKeyStore
+    store: KeyStore
     home: Path
 
     def sql(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
@@ -220,9 +232,17 @@ async def running_daemon(
     *,
     cardholders: int = 0,
     backend: str = "sqlite",
+    database_url: str | None = None,
 ) -> AsyncIterator[Daemon]:
     """The daemon over a database with ``terminals`` (and nothing else), or, with
-    ``cardholders``, over a demo deployment (institutions, terminals, funded cards)."""
+    ``cardholders``, over a demo deployment (institutions, terminals, funded cards); on
+    PostgreSQL a fresh schema, or the (empty) database at ``database_url`` (a demo only)."""
+    if database_url is not None:
+        personal = await demo_personal_keys(tmp)
+        await asyncio.to_thread(init_demo, database_url, cardholders, personal=personal)
+        async with _serving(tmp, database_url) as daemon:
+            yield daemon
+        return
     if backend == "postgres":
         async with fresh_schema() as schema:
             url = f"{DSN}?schema={schema}"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from hsm.des import kcv
+from hsm.lmk import TEST_ONLY_COMPONENTS
 from ledger import events as ev
 from ledger.core import Ledger
 from ledger.dayend.calendar import Cutover
@@ -20,19 +22,25 @@ from ledger.personal import PersonalKeys
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys
+from tests.support.operators import NamedOperators
 
 BANKS = ("b1", "b2")
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
 
 
-def make_keys(tmp: Path) -> tuple[Path, list[str]]:
-    """A key home (test LMK components from two custodians) holding bank/<b>/FILE keys and
-    the keys cardholders' names and ID numbers are sealed under (`personal_of`)."""
+def make_keys(tmp: Path, *, test_only_lmk: bool = False) -> tuple[Path, list[str]]:
+    """A key home (LMK components from two custodians: random, or with `test_only_lmk` the
+    published TEST ONLY ones, under which alone the published TEST ONLY keys may be formed)
+    holding bank/<b>/FILE keys and the keys cardholders' names and ID numbers are sealed under
+    (`personal_of`)."""
     home, runner, components = tmp / "keys", CliRunner(), []
-    for who in ("alice", "bob"):
+    for who, published in zip(("alice", "bob"), TEST_ONLY_COMPONENTS, strict=True):
         path = tmp / f"{who}.component"
-        args = ["keys", "--home", str(home), "component", "--custodian", who]
-        assert runner.invoke(main, [*args, "--out", str(path)]).exit_code == 0
+        if test_only_lmk:
+            path.write_text(f"{published}\nKCV:{kcv(bytes.fromhex(published))}\n")
+        else:
+            args = ["keys", "--home", str(home), "component", "--custodian", who]
+            assert runner.invoke(main, [*args, "--out", str(path)]).exit_code == 0
         components += ["-c", str(path)]
     steps = [["lmk-form", "--new", *components]]
     steps += [["generate", f"bank/{b}/FILE", "--usage", "FILE", *components] for b in BANKS]
@@ -64,9 +72,11 @@ class Cli:
     components: list[str]
     out: Path
     runner: CliRunner
+    _operators: NamedOperators | None = None
 
     def invoke(self, *args: str, ok: bool = True) -> Result:
-        result = self.runner.invoke(main, list(args))
+        """As the operator ``--operator NAME`` names (enrolled on first use)."""
+        result = self.runner.invoke(main, list(args), env=self.operators.env(args))
         assert (result.exit_code == 0) is ok, (args, result.output)
         return result
 
@@ -90,6 +100,12 @@ class Cli:
         """Every file under the output directory, by relative path."""
         return {str(p.relative_to(self.out)): p.read_bytes()
                 for p in sorted(self.out.rglob("*")) if p.is_file()}
+
+    @property
+    def operators(self) -> NamedOperators:
+        if self._operators is None:
+            self._operators = NamedOperators(self.db, self.out.parent / "operator-tokens")
+        return self._operators
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.db) as connection:

@@ -15,10 +15,13 @@ class CardOnFile:
     cardholder_id: str
 
 
-def first_card(database: Path) -> CardOnFile:
+def first_card(database: Path, offset: int = 0) -> CardOnFile:
+    """The first card by number (or the one OFFSET places after it)."""
     with sqlite3.connect(database) as connection:
         row = connection.execute(
-            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT 1"
+            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no"
+            " LIMIT 1 OFFSET ?",
+            (offset,),
         ).fetchone()
     return CardOnFile(*row)
 

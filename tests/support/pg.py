@@ -34,3 +34,33 @@ async def pg_ledger(**options: object) -> AsyncIterator[PgLedger]:
             yield ledger
         finally:
             await ledger.close()
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """The DSN of a new database of its own (dropped afterwards): its backends can be told
+    apart in ``pg_stat_activity`` by ``datname`` (see :func:`terminate_backends`)."""
+    name = f"t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(DSN)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield f"{DSN.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def terminate_backends(dsn: str) -> int:
+    """Terminate every other backend connected to ``dsn``'s database (as a PostgreSQL restart
+    or an operator would); how many there were."""
+    name = dsn.rsplit("/", 1)[1].split("?")[0]
+    admin = await asyncpg.connect(DSN)
+    try:
+        killed = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await admin.close()
+    return len(killed)

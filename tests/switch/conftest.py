@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.daemon import BACKENDS
+from tests.support.pcsc import pcscd  # noqa: F401 (the PC/SC tests' fixture)
 
 
 @pytest.fixture(params=BACKENDS)

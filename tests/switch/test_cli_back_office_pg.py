@@ -33,6 +33,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.dayend import CUTOVER, make_keys, personal_of, today_and_after
+from tests.support.operators import NamedOperators
 from tests.support.pg import DSN
 
 pytestmark = pytest.mark.postgres
@@ -65,7 +66,15 @@ class Office:
     runner: CliRunner
 
     def invoke(self, *args: str, db: bool = True, ok: bool = True) -> str:
-        result = self.runner.invoke(main, [*args, *(self.database if db else [])])
+        """As the operator ``--operator NAME`` names, else as the clerk (enrolled on first
+        use)."""
+        where = self.database[1]
+        operators = NamedOperators(where if where.startswith("postgres") else Path(where),
+                                   self.out.with_name(self.out.name + "-operator-tokens"))
+        named = args if "--operator" in args else (*args, "--operator", "clerk")  # imports
+        result = self.runner.invoke(
+            main, [*args, *(self.database if db else [])], env=operators.env(named)
+        )
         assert (result.exit_code == 0) is ok, (args, result.output)
         return _CLOCK.sub("", result.output.replace(str(self.out), "OUT"))
 
@@ -188,6 +197,11 @@ def _script(office: Office) -> list[str]:
     for _ in range(2):
         run(office.keyed("dayend", "import-returns", str(returned), "--operator", "carol"))
     assert "1 paid, 1 returned now" in said[-2] and "2 already answered" in said[-1]
+    # h1's account corrected (PostgreSQL: the institution row, the audit entry, the returned
+    # payouts the next day-end re-issues; ledger.dayend.returned_hold).
+    run(office.invoke("dayend", "settlement-account", "h1", "--bank", "b1", "--account",
+                      "6200000099", "--operator", "carol"))
+    assert f"returned payout {compact}-I-h1: re-issued by the next day-end" in said[-1]
     run(office.invoke("sim", "bank-files", "statement", "--bank", "b1", "--date", next_day,
                       "--account", "FUND", "--contribution", "u2=10000", "--contribution", "u3=5",
                       "--paid-from", str(returned), *bank, db=False))
@@ -201,7 +215,7 @@ def _script(office: Office) -> list[str]:
     run(office.invoke("review", "sweep", "--now", late, "--age", "1h"))
     assert "1 new review item(s)" in said[-1]
     run(office.invoke("review", "list", "--status", "open"))
-    keys = re.findall(r"^\s+\d+\s+([0-9a-f]{12}) ", said[-1], re.MULTILINE)
+    keys = re.findall(r"^\s+#\d+\s+([0-9a-f]{12}) ", said[-1], re.MULTILINE)
     assert len(keys) >= 3, said[-1]
     run(office.invoke("review", "accept", keys[0], "--operator", "alice", "--note", "as posted"))
     run(office.invoke("review", "adjust", keys[1], "--debit", "payins:h1", "--credit",

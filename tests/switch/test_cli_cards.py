@@ -25,6 +25,7 @@ from switch.cli import main
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.card_issuance import load_checked, make_db
+from tests.support.operators import NamedOperators
 
 NOW = "2026-11-25T10:00:00"
 
@@ -38,9 +39,8 @@ def deployment(tmp_path: Path) -> dict[str, Any]:
     make_db(db, 3)
     base = ["--home", str(home), "--db", str(db)] + [a for f in files for a in ("-c", f)]
     runner = CliRunner()
-    assert runner.invoke(main, ["keys", "--home", str(home), "--operator", "alice", "generate",
-                                "cards/file", "--usage", "FILE", *[a for f in files for a in
-                                ("-c", f)]]).exit_code == 0
+    listed = runner.invoke(main, ["keys", "--home", str(home), "list", "--alias", "cards/file"])
+    assert "cards/file\tFILE\tv1" in listed.output  # the demo makes issuance's file key
     return {"home": home, "db": db, "base": base, "runner": runner, "tmp": tmp_path}
 
 
@@ -51,7 +51,8 @@ def cli(
     connect = (lambda name: DirectConnection((readers or {})[name], name)) if readers else None
     obj = {"connect": connect} if connect else None
     runner: CliRunner = d["runner"]
-    return runner.invoke(main, [group, *d["base"], "--operator", who, *args], obj=obj)
+    env = NamedOperators(d["db"], d["tmp"] / "operator-tokens").env(["--operator", who])
+    return runner.invoke(main, [group, *d["base"], "--operator", who, *args], obj=obj, env=env)
 
 
 def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
@@ -138,8 +139,9 @@ def test_issuing_10000_cards_is_deterministic(tmp_path: Path, deployment: dict[s
         make_db(db, 10_000)
         out = tmp_path / f"out-{run}"
         base = ["--home", str(d["home"]), "--db", str(db), *d["base"][4:]]
+        env = NamedOperators(db, d["tmp"] / f"tokens-{run}").env(["--operator", "alice"])
         result = d["runner"].invoke(main, ["cards", *base, "--operator", "alice", "issue",
-                                           "--out", str(out), "--now", NOW])
+                                           "--out", str(out), "--now", NOW], env=env)
         assert result.exit_code == 0, result.output
         outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.bat"))})
     assert len(outputs[0]) == 10 and outputs[0] == outputs[1]

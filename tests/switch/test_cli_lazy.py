@@ -64,8 +64,8 @@ def test_the_groups_spanning_modules_are_tables() -> None:
     assert names == {
         "sim": {"bank", "bank-files", "his", "kiosk", "pos"},
         "import": {"cardholders", "contributions", "fee-records"},
-        "dayend": {"approve", "import-returns", "import-statement", "reject", "run", "status",
-                   "verify"},
+        "dayend": {"approve", "confirm-reissue", "import-returns", "import-statement", "reject",
+                   "run", "settlement-account", "status", "verify"},
     }
 
 

@@ -37,6 +37,7 @@ from ledger.medical.sql_store import sqlite_engine
 from ledger.personal import Person, people
 from switch.cli import main
 from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys, resolve
+from tests.support.operators import NamedOperators
 
 HOLDERS = 12
 
@@ -62,7 +63,10 @@ class World:
     runner: CliRunner
 
     def run(self, *args: str, ok: bool = True) -> Result:
-        result = self.runner.invoke(main, list(args))
+        """Imports run as the clerk, an operator enrolled on first use."""
+        operators = NamedOperators(self.db, self.tmp / "operator-tokens")
+        env = operators.env([*args, "--operator", "clerk"]) if args[0] == "import" else {}
+        result = self.runner.invoke(main, list(args), env=env)
         assert (result.exit_code == 0) is ok, result.output
         return result
 

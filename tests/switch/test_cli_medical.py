@@ -23,6 +23,7 @@ from switch.his_api import HisDeps, make_his_app
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.his import serving_in_thread
 from tests.support.medical_world import HOLDERS, sql_world
+from tests.support.operators import as_operator, enrol
 
 CSV_V2 = """code,name,unit,ceiling_fen,class,self_pay_bp
 A01,阿莫西林胶囊,盒,1100,甲,0
@@ -35,9 +36,10 @@ def test_back_office_through_the_cli(tmp_path: Path) -> None:
     db, keys_home = tmp_path / "ledger.db", tmp_path / "keys"
     engine = sql_world(db)  # cards, institutions, catalogue v1 and the 2026 policy
     runner = CliRunner()
+    as_mia = as_operator(enrol(db, tmp_path / "tokens", "mia", "maker"))  # who imports
 
     def run(*args: str, ok: bool = True) -> Result:
-        result = runner.invoke(main, list(args))
+        result = runner.invoke(main, list(args), env=as_mia)
         assert (result.exit_code == 0) is ok, result.output
         return result
 

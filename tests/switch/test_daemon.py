@@ -31,7 +31,6 @@ from tests.support.daemon import (
     CODEC,
     Daemon,
     Terminal,
-    now,
     running_daemon,
 )
 
@@ -39,16 +38,7 @@ TERMINALS = {"POS00001": "pos", "KIOSK001": "kiosk"}
 
 
 async def sign_on(terminal: Terminal) -> SignOnReply:
-    reply = await terminal.exchange(SignOn(**terminal.envelope()), mac=False)
-    assert isinstance(reply, SignOnReply)
-    assert reply.response_code == "00"
-    assert reply.keys is not None
-    # The terminal's secure module checks the check values while storing the keys.
-    terminal.keys = await terminal.hsm.accept_sign_on(
-        terminal.tmk, reply.keys.build(), f"pos/{terminal.terminal_id}", now=now()
-    )
-    terminal.batch = reply.batch
-    return reply
+    return await terminal.sign_on()  # its secure module checks the keys' check values
 
 
 def run(tmp_path: Path, scenario, backend: str = "sqlite") -> None:  # type: ignore[no-untyped-def]
@@ -216,10 +206,12 @@ def test_metrics_health_and_readiness(tmp_path: Path, backend: str) -> None:
         status, text = await asyncio.to_thread(get, "/metrics")
         assert status == 200
         assert (
-            'medswitch_messages_total{interface="terminal",mti="0830",response_code="00"}' in text
+            'medswitch_messages_total{interface="terminal",mti="0830",response_code="00",'
+            'type="echo"}' in text
         )
         assert (
-            'medswitch_messages_total{interface="terminal",mti="0810",response_code="00"}' in text
+            'medswitch_messages_total{interface="terminal",mti="0810",response_code="00",'
+            'type="sign_on"}' in text
         )
         assert "medswitch_handler_seconds_bucket" in text
         assert 'medswitch_hsm_seconds_count{operation="verify_mac"}' in text

@@ -38,7 +38,7 @@ def test_more_than_one_worker_needs_postgresql(tmp_path: Path) -> None:
         ('[database]\nurl = "mysql://x"\n', "sqlite:///FILE or postgresql"),
         ("[database]\npool = 3\n", "unknown setting database.pool"),
         ('database = "x"\n', "database must be a table"),
-        ("workers = 0\n", "at least 1"),
+        ("workers = 0\n", "workers must be 1–64"),
     ],
 )
 def test_bad_database_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -20,3 +20,23 @@ def test_provision_creates_catalogue_policy_and_credentials_once(tmp_path: Path)
     assert credentials.stat().st_mode & 0o077 == 0  # the tokens are secrets
     assert len(credentials.read_text().splitlines()) == 11  # a comment and 10 institutions
     assert demo_medical.provision(tmp_path, database, now) == []
+
+
+def test_the_demo_stores_the_example_policy_of_the_spec(tmp_path: Path) -> None:
+    """specs/medical-files.md §3's example is `EXAMPLE`, and the demo stores it (this year)."""
+    from ledger.medical.policy import EXAMPLE, parse_policy
+    from ledger.medical.sql_reference import SqlDirectory
+    from ledger.medical.sql_store import sqlite_engine
+    from tests.support.spec_examples import examples
+
+    spec = examples("medical-files.md")["policy"]
+    assert spec == EXAMPLE
+    database = tmp_path / "medswitch.db"
+    init_demo(database, 2, personal=demo_keys(database.parent))
+    demo_medical.provision(tmp_path, database, dt.datetime(2027, 3, 1, tzinfo=dt.UTC))
+    engine = sqlite_engine(database)
+    try:
+        stored = SqlDirectory(engine).policy(2027)
+    finally:
+        engine.dispose()
+    assert stored == parse_policy(spec.replace("year = 2026", "year = 2027"))

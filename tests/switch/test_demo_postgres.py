@@ -39,7 +39,7 @@ def test_demo_init_on_postgres_equals_the_sqlite_demo(tmp_path: Path) -> None:
                 )
                 assert done.exit_code == 0, done.output
                 if command[0] == "balance":
-                    assert "pf:0000000001" in done.output and "balance_fen=" in done.output
+                    assert "pf:0000000001" in done.output and " yuan" in done.output
             pg = await PgLedger.open(DSN, schema=schema, migrate=False)
             lite = SqliteLedger.open(tmp_path / "demo.db")
             try:

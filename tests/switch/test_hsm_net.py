@@ -10,13 +10,14 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from hsm import hostcmd
-from hsm.errors import InvalidInputError, KeyNotFoundError, NotSupportedError
+from hsm.errors import InvalidInputError, KeyNotFoundError, KeyUsageError, NotSupportedError
 from hsm.interface import MacAlgorithm
 from hsm.keys import KeyRef, KeyUsage
 from switch.cli import main
@@ -82,6 +83,27 @@ def test_pipelined_requests_match_their_responses() -> None:
                 await client.kcv(KeyRef("missing", 1, KeyUsage.ZPK))
             with pytest.raises(InvalidInputError):
                 await client.generate_mac(mak, MacAlgorithm.X9_9, bytes(70_000))
+        finally:
+            await client.close()
+            await server.stop()
+
+    asyncio.run(run())
+
+
+def test_an_export_the_policy_forbids_is_refused_over_the_network_naming_its_rule() -> None:
+    async def run() -> None:
+        soft = make_soft_hsm()
+        server = HsmServer(soft)
+        port = await server.start("127.0.0.1", 0)
+        client = await HsmClient.connect("127.0.0.1", port)
+        try:
+            now = datetime(2026, 12, 7)
+            zmk = await client.generate_key("zmk/bank1", KeyUsage.ZMK, now=now)
+            load = await client.generate_key("card/MK_LOAD", KeyUsage.MK_LOAD, now=now)
+            zpk = await client.generate_key("bank1/zpk", KeyUsage.ZPK, now=now)
+            assert (await client.export_key(zpk, zmk)).kcv == zpk.kcv
+            with pytest.raises(KeyUsageError, match="only by rule card-masters-to-bureau"):
+                await client.export_key(load, zmk)
         finally:
             await client.close()
             await server.stop()

@@ -31,11 +31,11 @@ def test_limits_from_the_file_and_the_environment_reach_the_listener(tmp_path: P
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[terminal]\nin_flight_max = 0\n", "terminal.in_flight_max must be above 0"),
+        ("[terminal]\nin_flight_max = 0\n", "terminal.in_flight_max must be at least 1"),
         ("[http]\nbody_timeout_s = -1.0\n", "http.body_timeout_s must be above 0"),
         (
             "[bank]\n[[bank.links]]\nconnections_per_address_max = 0\n",
-            "bank.links[0].connections_per_address_max must be above 0",
+            "bank.links[0].connections_per_address_max must be at least 1",
         ),
     ],
 )

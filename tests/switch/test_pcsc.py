@@ -12,14 +12,6 @@ failed (MEDSWITCH_PCSC_UNAVAILABLE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import importlib.util
-import os
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -27,16 +19,18 @@ import pytest
 from click.testing import CliRunner
 
 from hsm import pboc
+from hsm.des import kcv
 from hsm.interface import OnlineTxn, PurchaseRecord
 from hsm.keys import CardKeyPath
+from hsm.lmk import Component, combine
 from hsm.pboc import card_factor
 from simulators.card import Tear, VirtualCard
 from simulators.card.factory import blank_card, blank_psam
+from simulators.keycard import KeyCardState, VirtualKeyCard
 from simulators.psam import VirtualPsam
-from simulators.vpcd import VPCD_PORT, VpcdClient
+from simulators.vpcd import VPCD_PORT
 from switch.card_io import personalize as perso
 from switch.card_io.connection import (
-    CardConnectionError,
     CardRemovedError,
     PcscConnection,
     expect,
@@ -54,154 +48,13 @@ from tests.support.issuer import (
     make_issuer,
     purchase,
 )
-
-VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-CARD_READER = "Virtual PCD 00 00"
-PSAM_READER = "Virtual PCD 00 01"
-WAIT_S = 10.0
-LOCK_FILE = Path("/tmp/medswitch-pcsc-tests.lock")
-LOCK_WAIT_S = 180.0
-
-
-def _missing() -> str | None:
-    if shutil.which("pcscd") is None:
-        return "pcscd is not installed (apt-get install pcscd)"
-    if not VPCD_DRIVER.exists():
-        return "the vpcd driver is not installed (apt-get install vsmartcard-vpcd)"
-    if importlib.util.find_spec("smartcard") is None:
-        return "pyscard is not installed (pip install '.[pcsc]', needs swig, libpcsclite-dev)"
-    return None
-
-
-def _listening(port: int) -> bool:
-    """Whether something listens on the port, read from /proc: connecting to probe would
-    itself count as a card put into the vpcd slot."""
-    wanted = f":{port:04X}"
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        if not table.exists():
-            continue
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(wanted) and fields[3] == "0A":  # 0A: LISTEN
-                return True
-    return False
-
-
-@pytest.fixture(scope="module")
-def pcscd() -> Iterator[None]:
-    missing = _missing()
-    if missing is not None:
-        unavailable = os.environ.get("MEDSWITCH_PCSC_UNAVAILABLE")
-        if os.environ.get("CI") == "true" and not unavailable:
-            pytest.fail(f"CI=true and the PC/SC stack is missing: {missing}")
-        pytest.skip(f"{missing}" + (f" ({unavailable})" if unavailable else ""))
-    with _exclusive():
-        yield from _running_pcscd()
-
-
-@contextlib.contextmanager
-def _exclusive() -> Iterator[None]:
-    """One PC/SC test run at a time on this machine: pcscd's socket and the vpcd ports are
-    machine-wide, and developers' test runs share the machine (CI runs alone)."""
-    with LOCK_FILE.open("a") as lock:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip("another test run holds the PC/SC stack (pcscd, vpcd ports)")
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _running_pcscd() -> Iterator[None]:
-    process = None
-    if not _listening(VPCD_PORT):
-        process = subprocess.Popen(
-            ["pcscd", "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not _listening(VPCD_PORT) and time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                pytest.fail(f"pcscd exited with {process.returncode}")
-            time.sleep(0.1)
-        assert _listening(VPCD_PORT), "pcscd did not open the vpcd port"
-        while time.monotonic() < deadline:  # the readers come before pcscd's client socket
-            try:
-                if CARD_READER in pcsc_readers():
-                    break
-            except CardConnectionError:
-                pass
-            time.sleep(0.1)
-        yield
-    finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-def settle(card: VirtualCard | VirtualPsam) -> None:
-    """Wait out pcscd's handling of a fresh insertion: it powers the card to read the ATR and,
-    nobody having connected, powers it down after a grace period. A connection made at that
-    very moment can see the card powered down under it (the next APDU then finds a card
-    with no session), so connect only once the card is down again (bounded)."""
-    deadline = time.monotonic() + 1.0
-    while not card.powered and time.monotonic() < deadline:
-        time.sleep(0.02)
-    deadline = time.monotonic() + 2.0
-    while card.powered and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def inserted(
-    card: VirtualCard | VirtualPsam, port: int, reader: str
-) -> tuple[VpcdClient, PcscConnection]:
-    client = VpcdClient(card, port=port)
-    client.start()
-    assert client.connected.wait(WAIT_S), "the vpcd client did not connect"
-    settle(card)
-    conn = PcscConnection(reader)
-    deadline = time.monotonic() + WAIT_S
-    while True:  # pcscd polls the slot; the card shows up within a moment
-        try:
-            atr = conn.connect()
-            break
-        except CardConnectionError:
-            if time.monotonic() > deadline:
-                client.stop()
-                raise
-            time.sleep(0.2)
-    assert atr == card.atr
-    return client, conn
-
-
-def reconnect(
-    client: VpcdClient, card: VirtualCard | VirtualPsam, reader: str
-) -> PcscConnection:
-    """After a hang-up the client comes back by itself: wait for it and the reader."""
-    deadline = time.monotonic() + WAIT_S
-    while not client.connected.is_set() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    settle(card)
-    conn = PcscConnection(reader)
-    while True:
-        try:
-            assert conn.connect() == card.atr
-            return conn
-        except CardConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+from tests.support.operators import NamedOperators
+from tests.support.pcsc import (
+    CARD_READER,
+    PSAM_READER,
+    inserted,
+    reconnect,
+)
 
 
 def test_readers_listed(pcscd: None) -> None:
@@ -272,8 +125,12 @@ def test_cli_personalises_over_pcsc_then_load_and_purchase(pcscd: None, tmp_path
     lmk = [a for f in custodian_files(home) for a in ("-c", str(f))]
     runner = CliRunner()
 
+    operators = NamedOperators(db, tmp_path / "operator-tokens")
+
     def run(*args: str) -> None:
-        result = runner.invoke(main, [*args[:1], "--home", str(home), *args[1:]])
+        """As the operator ``--operator NAME`` names (enrolled on first use)."""
+        result = runner.invoke(main, [*args[:1], "--home", str(home), *args[1:]],
+                               env=operators.env(args))
         assert result.exit_code == 0, result.output
 
     run("keys", "--operator", "alice", "generate", "cards/file", "--usage", "FILE", *lmk)
@@ -337,3 +194,40 @@ async def purchase_checked(
     )
     balance = expect(card, bytes.fromhex("805C000204"), "BALANCE")
     assert int.from_bytes(balance, "big") == 256 - 100
+
+
+def test_custodian_key_cards_over_pcsc(pcscd: None, tmp_path: Path) -> None:
+    """Issue 19 item 6 through the real PC/SC stack: two custodians' key cards in the two vpcd
+    readers get their PINs and LMK components at the ceremony; the LMK is formed reading both
+    through pyscard after each PIN; a wrong PIN counts down."""
+    home = tmp_path / "home"
+    cards = [VirtualKeyCard(KeyCardState.new(), path=tmp_path / f"{who}.keycard.json")
+             for who in ("alice", "bob")]
+    clients = []
+    try:
+        for card, port, reader in ((cards[0], VPCD_PORT, CARD_READER),
+                                   (cards[1], VPCD_PORT + 1, PSAM_READER)):
+            client, conn = inserted(card, port, reader)
+            conn.disconnect()
+            clients.append(client)
+        runner = CliRunner()
+
+        def keys(*args: str, typed: str, ok: bool = True) -> str:
+            result = runner.invoke(main, ["keys", "--home", str(home), *args], input=typed)
+            assert (result.exit_code == 0) is ok, result.output
+            return result.output
+
+        for reader, who, pin in ((CARD_READER, "alice", "1357"), (PSAM_READER, "bob", "8642")):
+            keys("key-card", "init", "--reader", reader, "--custodian", who,
+                 typed=f"{pin}\n{pin}\n")
+            keys("component", "--custodian", who, "--key-card", reader, typed=f"{pin}\n")
+        sources = ["-c", f"key-card:{CARD_READER}", "-c", f"key-card:{PSAM_READER}"]
+        out = keys("lmk-form", "--new", *sources, typed="1357\n8642\n")
+        clear = [Component(c.state.slots[1].value) for c in cards]
+        assert f"LMK KCV {kcv(combine(clear, minimum=2))}" in out
+        out = keys("lmk-form", *sources, typed="1111\n", ok=False)
+        assert "wrong PIN: 2 tries left" in out
+        keys("generate", "zmk/bank1", "--usage", "ZMK", *sources, typed="1357\n8642\n")
+    finally:
+        for client in clients:
+            client.stop()

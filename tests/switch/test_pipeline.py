@@ -296,8 +296,9 @@ def test_a_frame_the_link_cannot_answer_hangs_up() -> None:
 def test_format_errors_from_a_flood_write_a_bounded_number_of_lines(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    pipeline = _unreadable_pipeline()
+
     async def main() -> None:
-        pipeline = _unreadable_pipeline()
         for _ in range(1_000):
             assert await pipeline.handle(b"\xab\xcd", "peer") is None
 
@@ -305,3 +306,6 @@ def test_format_errors_from_a_flood_write_a_bounded_number_of_lines(
     asyncio.run(asyncio.wait_for(main(), timeout=10))
     lines = [r for r in caplog.records if "format error" in r.getMessage()]
     assert 1 <= len(lines) <= 10  # counted in medswitch_format_errors_total, not logged each
+    registry = pipeline.metrics.registry
+    counted = registry.get_sample_value("medswitch_format_errors_total", {"interface": "test"})
+    assert counted == 1_000

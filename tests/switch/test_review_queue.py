@@ -6,6 +6,7 @@ action in the audit log, the sweep of loads in doubt past their age; the ledger 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ledger.demo import init_demo
 from ledger.events import Purse, load, post_into_doubt
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
+from tests.support.operators import NamedOperators
 from tests.support.personal import demo_keys
 
 PAN = "6212340000000019"  # Luhn-valid
@@ -44,7 +46,10 @@ def db(tmp_path: Path) -> Path:
 
 
 def run(db: Path, *args: str, ok: bool = True) -> Result:
-    result = CliRunner().invoke(main, ["review", *args, "--db", str(db)])
+    """`medswitch review ARGS` as the operator ``--operator NAME`` names (enrolled on first
+    use on this database)."""
+    operators = NamedOperators(db, db.parent / "operator-tokens")
+    result = CliRunner().invoke(main, ["review", *args, "--db", str(db)], env=operators.env(args))
     assert (result.exit_code == 0) is ok, result.output
     return result
 
@@ -84,7 +89,9 @@ def test_accept_and_reject_are_final_and_audited(db: Path) -> None:
         ("accepted", "alice"),
         ("rejected", "bob"),
     ]
-    audit = rows(db, "SELECT actor, action, subject FROM audit_log ORDER BY seq")
+    audit = rows(
+        db, "SELECT actor, action, subject FROM audit_log WHERE action LIKE 'review.%' ORDER BY seq"
+    )
     assert audit == [("alice", "review.accept", "a" * 32), ("bob", "review.reject", "b" * 32)]
     shown = run(db, "show", "aaaaaa").output
     assert "review.accept" in shown and "card says so" in shown and PAN not in shown
@@ -115,7 +122,8 @@ def test_adjustment_needs_a_second_operator(db: Path) -> None:
     same = run(db, "approve-adjustment", "1", "--operator", "alice", ok=False).output
     assert "different operator" in same
     assert balance(db, "payins:h1") == before_h1  # nothing moved
-    assert "accept needs it open" in run(db, "accept", "cccccc", "--operator", "x", ok=False).output
+    refused = run(db, "accept", "cccccc", "--operator", "xavier", ok=False).output
+    assert "accept needs it open" in refused
     run(db, "approve-adjustment", "1", "--operator", "bob")
     assert balance(db, "payins:h1") == before_h1 + 500
     assert balance(db, "pool:centre") == before_pool - 500
@@ -128,7 +136,12 @@ def test_adjustment_needs_a_second_operator(db: Path) -> None:
     assert rows(db, "SELECT made_by, approved_by, status FROM approvals") == [
         ("alice", "bob", "approved")
     ]
-    actions = [r[0] for r in rows(db, "SELECT action FROM audit_log ORDER BY seq")]
+    actions = [
+        r[0]
+        for r in rows(
+            db, "SELECT action FROM audit_log WHERE action NOT LIKE 'operators.%' ORDER BY seq"
+        )
+    ]
     assert actions == ["review.adjust", "review.approve-refused", "review.approve-adjustment"]
     debits, credits = sums(db)
     assert debits == credits and debits == zero[0] + 500
@@ -267,3 +280,15 @@ def test_sweep_puts_old_loads_in_doubt_into_review_once(db: Path) -> None:
     out = run(db, "list", "--reason", "load_in_doubt_aged").output
     assert "10.00" in out and "20.00" in out and "2 item(s)" in out
     assert "time zone" in run(db, "sweep", "--now", "2100-01-01T00:00:00", ok=False).output
+
+
+def test_an_item_is_named_as_the_list_shows_it(db: Path) -> None:
+    """`review list` shows #N; `review show` takes it as listed, or without the #."""
+    listed = run(db, "list").output.splitlines()
+    numbers = re.findall(r"^\s*(#\d+)\s", "\n".join(listed), re.MULTILINE)
+    assert numbers == ["#1", "#2", "#3"], listed
+    for ref in ("#2", "2"):
+        shown = run(db, "show", ref).output
+        assert shown.startswith("item #2 " + "b" * 32), shown
+    assert "created    20" in shown and "Z" in shown  # a clock time, not microseconds
+    assert "no review item 9" in run(db, "show", "9", ok=False).output

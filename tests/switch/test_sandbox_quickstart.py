@@ -60,7 +60,9 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
             text = Path(log.name).read_text()
         lines = text.splitlines()
         start = lines.index(next(ln for ln in lines if ln.startswith("# TEST ONLY")))
-        printed = [ln for ln in lines[start:] if ln.startswith(("medswitch sim", "MEDSWITCH_"))]
+        printed = [
+            ln for ln in lines[start:] if ln.startswith(("medswitch sim", "MEDSWITCH_", "echo "))
+        ]
         yield home, printed
     finally:
         process.send_signal(signal.SIGTERM)
@@ -87,10 +89,10 @@ def shell(command: str, home: Path, typed: str = "") -> str:
 
 def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]) -> None:
     home, printed = daemon
-    assert [c.split()[1] if c.startswith("medswitch") else c.split()[2] for c in printed] == [
-        "sim", "sim", "sim", "dayend",
+    assert [c.split("medswitch ", 1)[1].split()[0] for c in printed] == [
+        "sim", "sim", "sim", "operators", "dayend",
     ]
-    his, kiosk, pos, dayend = printed
+    his, kiosk, pos, login, dayend = printed
     readme = (home / "sandbox" / "README.txt").read_text().splitlines()
     assert [ln for ln in readme if not ln.startswith("#")] == printed
 
@@ -106,6 +108,8 @@ def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]
     assert f"bill {bill_id}: total {int(total) / 100:.2f}" in out, out
     assert "card ED debited, advice 00" in out and "balanced" in out, out
 
+    out = shell(login, home)
+    assert "logged in as demo-maker (maker)" in out, out
     out = shell(dayend, home)
     assert "has not closed" in out or "report " in out, out
 

@@ -53,7 +53,7 @@ def answered(metrics_port: int) -> dict[str, float]:
     found: dict[str, float] = {}
     pattern = (
         r'medswitch_messages_total\{interface="terminal",mti="\d+",'
-        r'response_code="(\w+)"\} (\S+)'
+        r'response_code="(\w+)",type="\w+"\} (\S+)'
     )
     for code, value in re.findall(pattern, text):
         found[code] = found.get(code, 0.0) + float(value)

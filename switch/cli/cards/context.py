@@ -57,6 +57,20 @@ class Context:
         self.db = db
         self.connect = connect
         self._hsm: SoftHsm | None = None
+        self.typed_operator: str | None = None  # --operator, checked against the login
+
+    def authenticate(self, role: str | None = None) -> str:
+        """The authenticated operator's name (switch.cli.auth), with ``role``; from now on
+        the one the key home's audit log records."""
+        from switch.cli.auth import authenticate
+
+        engine = self.engine()
+        try:
+            operator = authenticate(engine, role, typed=self.typed_operator)
+        finally:
+            engine.dispose()
+        self.home = Home(self.home.path, operator.name)
+        return str(operator.name)
 
     @property
     def hsm(self) -> SoftHsm:
@@ -88,7 +102,9 @@ def make_context(ctx: click.Context, home: Path, operator: str | None, db: Path,
     obj = ctx.ensure_object(dict)
     connect: Connect = obj.get("connect", PcscConnection)
     who = operator or getpass.getuser()
-    return Context(Home(home, who), component_files, count, db, connect)
+    context = Context(Home(home, who), component_files, count, db, connect)
+    context.typed_operator = operator
+    return context
 
 
 pass_context = click.make_pass_decorator(Context)

@@ -27,6 +27,8 @@ from switch.cli.common import resolve
 from switch.key_home import KeyNotFound, personal_keys
 
 U = KeyUsage
+CARD_MASTERS = (U.MK_CONTROL, U.MK_LOAD, U.MK_PURCHASE, U.MK_TAC, U.MK_UNLOAD, U.MK_PIN_RELOAD,
+                U.MK_PIN_UNBLOCK, U.MK_APP_MAINT)
 
 
 @click.command("issue")
@@ -34,17 +36,22 @@ U = KeyUsage
 @click.option("--file-key", default="cards/file", show_default=True, help="FILE key alias.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--bin", "bin_prefix", default="621098", show_default=True)
-@click.option("--key-version", default=1, show_default=True, type=int)
+@click.option("--key-version", default=None, type=click.IntRange(1, 255),
+              help="Card master key version of the new cards [default: the newest].")
 @click.option("--now", default=None, help="Issue date-time (ISO); default the clock.")
 @click.option("--renew-before", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Also renew cards expiring before this date.")
 @pass_context
 def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str,
-          key_version: int, now: str | None, renew_before: datetime | None) -> None:
+          key_version: int | None, now: str | None, renew_before: datetime | None) -> None:
     """Cardholders without a live card (none, or only replaced/cancelled ones, or one expiring
     before --renew-before) → encrypted batch files; the new cards recorded as issued and
-    the cards they replace pointed at them."""
+    the cards they replace pointed at them. New cards get the newest card master key version
+    (cards of earlier versions keep theirs and keep working)."""
+    c.authenticate("maker")
     when = now_or(now)
+    if key_version is None:
+        key_version = run_hsm(newest_card_version(c))
     engine = c.engine()
     cards_t = schema.cards
     with engine.connect() as db:
@@ -109,6 +116,48 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
         ])
 
 
+async def newest_card_version(c: Context) -> int:
+    """The newest version every card master key has (a generation half made is not used)."""
+    versions = []
+    for usage in CARD_MASTERS:
+        records = await c.home.store.list(f"card/{usage.value}")
+        if not records:
+            raise click.ClickException(f"no card/{usage.value}: generate the card master keys")
+        versions.append(max(r.version for r in records))
+    return min(versions)
+
+
+@click.command("activate")
+@click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--personalised-by", "bureau", required=True,
+              help="The personalisation bureau that wrote the batch's cards.")
+@click.option("--file-key", default="cards/file", show_default=True)
+@pass_context
+def activate(c: Context, batch_file: Path, bureau: str, file_key: str) -> None:
+    """Cards of an approved batch personalised by a bureau (from the keys exported to it):
+    recorded active, so the switch serves them, as `cards personalize` does for the centre's."""
+    c.authenticate("maker")
+    data = batch_file.read_bytes()
+
+    async def check() -> issuance.Batch:
+        batch: issuance.Batch = await issuance.open_batch(
+            c.hsm, await resolve(c.home, file_key), data
+        )
+        return batch
+
+    batch = run_hsm(check())
+    check_approval(batch_file, data, batch)
+    numbers = [r.card_no for r in batch.records]
+    with c.engine().begin() as db:
+        done = db.execute(sa.update(schema.cards)
+                          .where(schema.cards.c.card_no.in_(numbers))
+                          .where(schema.cards.c.status == STATUS_ISSUED)
+                          .values(status=STATUS_ACTIVE)).rowcount
+    c.home.audit("cards.activate", batch=batch.batch_id, bureau=bureau, activated=done,
+                 records=len(numbers), key_version=batch.key_version)
+    click.echo(f"batch {batch.batch_id}: {done} cards active (personalised by {bureau})")
+
+
 @click.command("replace")
 @click.argument("card_no")
 @click.option("--reason", type=click.Choice(["lost", "damaged", "stolen"]), required=True)
@@ -116,6 +165,7 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
 def replace(c: Context, card_no: str, reason: str) -> None:
     """Blacklist a card for replacement: it is refused from now on, and the next `cards issue`
     makes its cardholder a new card. Its balances move per DESIGN §5 after the grace period."""
+    c.authenticate("maker")
     with c.engine().begin() as db:
         done = db.execute(sa.update(schema.cards)
                           .where(schema.cards.c.card_no == card_no)
@@ -137,6 +187,7 @@ def approval_path(batch_file: Path) -> Path:
 @pass_context
 def approve(c: Context, batch_file: Path, file_key: str) -> None:
     """The checker: verifies the batch whole and approves it; never its own maker."""
+    c.authenticate("checker")
     data = batch_file.read_bytes()
 
     async def check() -> issuance.Batch:

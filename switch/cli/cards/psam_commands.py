@@ -41,6 +41,7 @@ PSAM_FILE_KEY = "cards/file"
 @pass_context
 def issue(c: Context, out: Path, file_key: str, key_version: int, now: str | None) -> None:
     """POS terminals without a PSAM → one encrypted PSAM batch; the PSAMs recorded as issued."""
+    c.authenticate("maker")
     when = now_or(now)
     engine = c.engine()
     t, p = schema.terminals, schema.psams
@@ -88,6 +89,7 @@ def issue(c: Context, out: Path, file_key: str, key_version: int, now: str | Non
 @pass_context
 def approve(c: Context, batch_file: Path, file_key: str) -> None:
     """The checker: verifies the PSAM batch whole and approves it; never its own maker."""
+    c.authenticate("checker")
     data = batch_file.read_bytes()
     batch_id, maker, _, records = _open(c, data, file_key)
     if maker == c.home.operator:
@@ -128,6 +130,7 @@ def personalize(c: Context, batch_file: Path | None, readers: tuple[str, ...], f
                 terminal: str | None, key_version: int) -> None:
     """Terminal number, then the purchase master key under the PSAM's transport key; each
     PSAM recorded in the ledger as active, bound to its terminal."""
+    c.authenticate("maker")
     if batch_file is None:
         if not (serial and terminal_no and institution):
             raise click.ClickException("without a batch: --serial, --terminal-no, --institution")

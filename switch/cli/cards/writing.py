@@ -48,19 +48,6 @@ def _find_card(c: Context, readers: tuple[str, ...], serial: bytes) -> CardConne
     return None
 
 
-def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, bytes]:
-    """EF 0015 (30 bytes) and EF 0016 (39 bytes) of a record. The name is GBK in 20 bytes;
-    the 18-character ID number is packed as BCD (X as A) in the 16 ID bytes, F-padded."""
-    public = (
-        bytes.fromhex(issuance.CITY_CODE + "000000000000") + b"\x03\x01" + record.serial_bytes
-        + bytes.fromhex(f"{issued:%Y%m%d}{record.expiry:%Y%m%d}") + b"\x00\x00"
-    )
-    name = record.name.encode("gbk", errors="replace")[:20].ljust(20, b"\x00")
-    id_no = bytes.fromhex(record.id_no.upper().replace("X", "A").ljust(32, "F")[:32])
-    holder = b"\x00\x00" + name + id_no + b"\x00"
-    return public, holder
-
-
 @click.command("personalize")
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reader", "readers", multiple=True, required=True,
@@ -70,6 +57,7 @@ def card_files(record: issuance.IssuanceRecord, issued: date) -> tuple[bytes, by
 def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key: str) -> None:
     """Write each approved card: keys by secure messaging, files, data check code. Finished
     cards are skipped on a re-run; a failed card is reported and the batch goes on."""
+    c.authenticate("maker")
     data = batch_file.read_bytes()
 
     async def run() -> tuple[int, int]:
@@ -132,7 +120,7 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
     conn = _find_card(c, readers, record.serial_bytes)
     if conn is None:
         return "not in any reader"
-    public, holder = card_files(record, issued)
+    public, holder = issuance.card_files(record, issued)
     try:
         await perso.personalize_card(conn, c.hsm, keys, record.serial_bytes, public, holder,
                                      bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
@@ -149,6 +137,7 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
 @pass_context
 def factory_keys(c: Context) -> None:
     """Form the chip makers' TEST ONLY transport keys in the HSM (demo deployments)."""
+    c.authenticate("key_custodian")
     click.echo("*** TEST ONLY factory transport keys: never for production ***", err=True)
 
     async def form() -> list[KeyRef]:
@@ -181,6 +170,7 @@ def factory_keys(c: Context) -> None:
 def write_authorisation(c: Context, reader: str, grants: tuple[str, ...]) -> None:
     """Write the person's special-expense authorisations to the card's authorisation file,
     with a fresh card data check code from the HSM."""
+    c.authenticate("maker")
     entries = []
     for grant in grants:
         category, _, year = grant.partition(":")

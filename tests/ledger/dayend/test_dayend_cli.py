@@ -10,7 +10,9 @@ import asyncio
 from pathlib import Path
 
 from ledger.dayend import payout_file as pf
+from switch.cli import main
 from tests.support.dayend import Cli, cards_of, post_both, today_and_after
+from tests.support.operators import as_operator
 
 
 def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
@@ -22,7 +24,7 @@ def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
                ok=False)  # now: the date has not closed
     before = cli.sums()
     out = cli.run(date, after).output
-    assert "prepared: awaiting approval" in out and "held payins:nobody 99" in out
+    assert "prepared: awaiting approval" in out and "held payins:nobody 0.99 yuan" in out
     compact = date.replace("-", "")
     staging = cli.out / "staging" / compact
     names = sorted(p.name for p in staging.iterdir())
@@ -46,8 +48,15 @@ def test_dayend_pays_what_the_model_owes_under_maker_checker(cli: Cli) -> None:
 
     refused = cli.approve(date, "alice", ok=False).output
     assert "cannot also approve" in refused and not (cli.out / "outbox").exists()
-    assert "cannot also approve" in cli.approve(date, " Alice", ok=False).output
-    assert "an operator must be named" in cli.approve(date, " ", ok=False).output
+    # Maker-checker compares authenticated operators: alice logged in is alice, whatever
+    # name she types, and without a login nobody approves.
+    approve = ["dayend", "approve", "--date", date, "--db", str(cli.db), "--out", str(cli.out)]
+    as_alice = as_operator(cli.operators.token("alice"))
+    typed = cli.runner.invoke(main, [*approve, "--operator", "bob"], env=as_alice)
+    assert typed.exit_code == 1 and "not the authenticated operator (alice)" in typed.output
+    untyped = cli.runner.invoke(main, approve, env=as_alice)
+    assert untyped.exit_code == 1 and "cannot also approve" in untyped.output
+    assert "no operator logged in" in cli.approve(date, " ", ok=False).output
     approved = cli.approve(date, "bob").output
     assert "5 payouts posted" in approved
     assert sorted(p.name for p in (cli.out / "outbox").iterdir()) == names

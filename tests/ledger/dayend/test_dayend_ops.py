@@ -75,8 +75,9 @@ def test_an_approval_that_crashed_after_posting_resumes(
         raise RuntimeError("power cut")
 
     monkeypatch.setattr(store, "mark_approved", crash)
-    result = CliRunner().invoke(main, ["dayend", "approve", "--date", date, "--db", str(cli.db),
-                                       "--out", str(cli.out), "--operator", "bob"])
+    args = ["dayend", "approve", "--date", date, "--db", str(cli.db), "--out", str(cli.out),
+            "--operator", "bob"]
+    result = CliRunner().invoke(main, args, env=cli.operators.env(args))
     assert isinstance(result.exception, RuntimeError)
     posted = cli.sums()
     assert cli.rows("SELECT status FROM business_days") == [("prepared",)]

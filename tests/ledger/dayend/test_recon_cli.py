@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -146,8 +145,9 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
     assert _snapshot(cli) == before
 
     # The next day-end re-issues h1's payment (after the account is corrected).
-    with sqlite3.connect(cli.db) as c:
-        c.execute("UPDATE institutions SET settlement_account_no = '6200000099' WHERE id = 'h1'")
+    out = cli.invoke("dayend", "settlement-account", "h1", "--bank", "b1", "--account",
+                     "6200000099", "--db", str(cli.db), "--operator", "carol").output
+    assert f"returned payout {h1}: re-issued by the next day-end to this account" in out
     after_next = CUTOVER.instant(dt.date.fromisoformat(next_day)) + dt.timedelta(minutes=2)
     cli.run(next_day, after_next.isoformat())
     cli.approve(next_day, "bob")
@@ -178,7 +178,8 @@ def test_returned_payment_is_reviewed_and_reissued_statements_match(cli: Cli) ->
 def _import_with_key(cli: Cli, path: Path, alias: str) -> str:
     args = ("--db", str(cli.db), "--keys-home", str(cli.keys_home), *cli.components)
     return cli.invoke(
-        "dayend", "import-returns", str(path), *args, "--file-key", alias, ok=False
+        "dayend", "import-returns", str(path), *args, "--file-key", alias, "--operator", "carol",
+        ok=False
     ).output
 
 

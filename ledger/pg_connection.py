@@ -1,0 +1,119 @@
+"""A PostgreSQL connection that heals: lost (the server restarted, the backend was terminated,
+the network dropped) it is connected again, at most once per backoff period.
+
+The ledger's group-committing writers each hold one connection of their own (not a pool: a
+batch is one transaction on it). :class:`Healing` keeps it: :meth:`Healing.ready` says whether
+there is a live connection now, trying to make one when the last attempt is far enough back
+(the wait doubles from ``first_s`` to ``longest_s`` while attempts fail, and starts again after
+one succeeds), so a batch that arrives while PostgreSQL is away fails at once rather than
+waiting on a connect per caller. :func:`lost` tells a lost connection from an error of the
+statement (a deadlock, a constraint): only the first is healed.
+
+What was in flight when the connection was lost has an unknown outcome (a COMMIT may have
+reached the server before the socket closed): the caller answers it as unavailable (96), never
+as done; every ledger write is safe to retry by its idempotency key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg  # type: ignore[import-untyped]
+
+CONNECT_TIMEOUT_S = 5.0
+#: Errors that mean the connection, not the statement, failed (with ``is_closed()``, which an
+#: ``InterfaceError`` on a closed connection also shows).
+_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # 08xxx, and asyncpg's ConnectionDoesNotExistError
+    asyncpg.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+)
+
+
+def lost(error: BaseException, connection: asyncpg.Connection) -> bool:
+    """Whether ``error`` on ``connection`` means the connection is gone."""
+    return bool(connection.is_closed()) or isinstance(error, _LOST)
+
+
+class Backoff:
+    """The wait before the next connect attempt: ``first_s``, doubled per failure up to
+    ``longest_s``; none after a success.
+
+    >>> backoff = Backoff(first_s=0.5, longest_s=1.5)
+    >>> [backoff.failed() for _ in range(4)]
+    [0.5, 1.0, 1.5, 1.5]
+    >>> backoff.succeeded(); backoff.failed()
+    0.5
+    """
+
+    def __init__(self, *, first_s: float = 0.05, longest_s: float = 2.0) -> None:
+        assert 0 < first_s <= longest_s
+        self.first_s, self.longest_s = first_s, longest_s
+        self._next_s = first_s
+
+    def failed(self) -> float:
+        wait_s = self._next_s
+        self._next_s = min(self._next_s * 2, self.longest_s)
+        return wait_s
+
+    def succeeded(self) -> None:
+        self._next_s = self.first_s
+
+
+class Healing:
+    """One connection, made again by ``connect`` when it is lost (see the module)."""
+
+    def __init__(
+        self,
+        connection: asyncpg.Connection,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connection = connection
+        self._connect = connect
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._retry_at = 0.0
+        self.reconnects = 0  # connections made again (for tests and logs)
+        self.last_error: BaseException | None = None
+
+    @property
+    def up(self) -> bool:
+        return not self.connection.is_closed()
+
+    @property
+    def retry_in_s(self) -> float:
+        """How long until the next connect attempt is due (0: now)."""
+        return max(0.0, self._retry_at - self._clock())
+
+    def drop(self) -> None:
+        """Forget a connection found lost (closed at once, without a goodbye to the server)."""
+        if not self.connection.is_closed():
+            self.connection.terminate()
+
+    async def ready(self) -> bool:
+        """Whether there is a live connection, after one connect attempt if it is down and
+        the backoff has passed (the attempt bounded by its connect timeout)."""
+        if self.up:
+            return True
+        if self._clock() < self._retry_at:
+            return False
+        try:
+            self.connection = await self._connect()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            self.last_error = error
+            self._retry_at = self._clock() + self._backoff.failed()
+            return False
+        self._backoff.succeeded()
+        self.reconnects += 1
+        self.last_error = None
+        return True
+
+    async def close(self) -> None:
+        if not self.connection.is_closed():
+            await self.connection.close(timeout=CONNECT_TIMEOUT_S)

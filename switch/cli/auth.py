@@ -1,0 +1,147 @@
+"""How a command knows its operator: the token `medswitch operators login NAME` wrote, read
+from ``--token-file`` / MEDSWITCH_OPERATOR_TOKEN_FILE (default
+``$MEDSWITCH_HOME/operators/<login user>.token``), or, with no token file and a terminal, the
+operator's name and password at prompts. The identity so authenticated — never a name typed on
+the command line — acts, is checked for its role, is compared by maker-checker and is written to
+the audit log. A command's ``--operator NAME``, where one is still accepted, must name the
+authenticated operator (a script's assertion), or the command is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from switch.cli.common import Database, deployment_home, with_engine
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TOKEN_FILE_ENV = "MEDSWITCH_OPERATOR_TOKEN_FILE"
+
+
+def token_file(given: Path | None = None) -> Path:
+    if given is not None:
+        return given
+    from_env = os.environ.get(TOKEN_FILE_ENV)
+    if from_env:
+        return Path(from_env)
+    return deployment_home() / "operators" / f"{getpass.getuser()}.token"
+
+
+def authenticate(
+    engine: Any, role: str | None = None, *, typed: str | None = None,
+    token_path: Path | None = None,
+) -> Any:
+    """The authenticated :class:`switch.operators.Operator` (with ``role``, when given); one-line
+    errors for a missing, expired or refused login, a missing role, or a typed name that is
+    not the authenticated operator's."""
+    from switch.operators import AuthError, login, operator_of_token, require
+
+    path = token_file(token_path)
+    try:
+        if path.exists():
+            operator = operator_of_token(engine, path.read_text().strip())
+        elif sys.stdin.isatty():
+            name = click.prompt("operator")
+            password = getpass.getpass(f"{name}, your password: ")
+            operator, _ = login(engine, name, password, 60)  # this command's login only
+        else:
+            raise AuthError(
+                f"no operator logged in (no token file {path}): run `medswitch operators "
+                f"login NAME` or set {TOKEN_FILE_ENV}"
+            )
+        if typed is not None and typed != operator.name:
+            raise AuthError(
+                f"--operator {typed} is not the authenticated operator ({operator.name}): "
+                "an operator acts under their own login only"
+            )
+        return operator if role is None else require(operator, role)
+    except AuthError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def write_token(path: Path, token: str) -> None:
+    """The token file: the operator's alone (0600), replaced whole."""
+    path.parent.mkdir(0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    temporary.replace(path)
+
+
+def operator_login(role: str | None) -> Callable[[F], F]:
+    """A command run by an authenticated operator (with ``role``): adds ``--token-file`` and
+    ``--operator NAME`` (optional; when given it must name the authenticated operator) and
+    gives the command ``operator``, the authenticated name. Goes below `database_options`
+    (it authenticates on the command's ``database``)."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            typed, path = kwargs.pop("operator"), kwargs.pop("token_file")
+            database: Database = kwargs["database"]
+            operator = with_engine(
+                database, lambda engine: authenticate(engine, role, typed=typed, token_path=path)
+            )
+            kwargs["operator"] = operator.name
+            return function(*args, **kwargs)
+
+        for option in (
+            click.option("--operator", default=None,
+                         help="The operator you are logged in as (checked; optional)."),
+            click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                         default=None,
+                         help=f"The login token (env {TOKEN_FILE_ENV}, default "
+                         "$MEDSWITCH_HOME/operators/<login user>.token)."),
+        ):
+            wrapper = option(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+#: `medswitch keys` sub-commands that change nothing (any role may run them).
+KEY_READS = frozenset({"list", "policy", "age"})
+
+
+def key_operator(home: Path, typed: str | None, command: str | None) -> str:
+    """Who performs a key ceremony step in the key home ``home``: once the deployment has
+    operators, the authenticated operator with the ``key_custodian`` role for a step that
+    changes something (``--operator`` is then only checked); reads (:data:`KEY_READS`) need no
+    login. The deployment's operators are in
+    its database: MEDSWITCH_DATABASE_URL when set, else ``home/medswitch.db``. Before there are
+    any — a blank deployment's first ceremony, which comes before its database — the step is
+    recorded under ``--operator`` or the login name, as the audit log has always shown it."""
+    import sqlite3
+
+    if command in KEY_READS:  # aliases, KCVs and ages: read by anyone, as review lists are
+        return typed or getpass.getuser()
+    url = os.environ.get("MEDSWITCH_DATABASE_URL") or ""
+    if not url:
+        db = home / "medswitch.db"
+        if not db.exists():
+            return typed or getpass.getuser()
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                (count,) = connection.execute("SELECT count(*) FROM operators").fetchone()
+        except sqlite3.Error:  # a database from before operators: none enrolled
+            count = 0
+        if not count:
+            return typed or getpass.getuser()
+        url = f"sqlite:///{db}"
+    from switch.operators import has_operators
+
+    def who(engine: Any) -> str:
+        if not has_operators(engine):
+            return typed or getpass.getuser()
+        return str(authenticate(engine, "key_custodian", typed=typed).name)
+
+    return with_engine(url, who)

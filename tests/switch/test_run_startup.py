@@ -1,0 +1,63 @@
+"""`medswitch run` starts quietly (issue 21): one summary line for what it set up instead of a
+line per key, the sandbox's commands, the serving line — no library's progress notes (Alembic)
+among them — and the key listing it points to works as printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from switch.demo.keys import write_config
+
+BIN = Path(sys.executable).parent
+START_S = 120.0
+
+
+def test_run_prints_one_summary_and_no_library_noise(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    home.mkdir()
+    write_config(home, terminal_port=0, http_port=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSWITCH_")}
+    env |= {"MEDSWITCH_HOME": str(home), "MEDSWITCH_WRITER_PROCESS": "0"}
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "medswitch"), "run", "--cardholders", "5"],
+            env=env, stdout=stdout, stderr=stderr, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + START_S
+            while "medswitch serving" not in out.read_text():
+                assert process.poll() is None, err.read_text()[-2000:]
+                assert time.monotonic() < deadline, err.read_text()[-2000:]
+                time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+    lines = out.read_text().splitlines()
+    assert not [ln for ln in lines if re.match(r"key \S+ KCV", ln)]
+    (summary,) = [ln for ln in lines if ln.startswith("demo: ")]
+    found = re.match(
+        r"demo: (\d+) keys \(check values: (medswitch keys --home \S+ list)\); ", summary
+    )
+    assert found, summary
+    assert len(lines) <= 15, lines
+    logged = [json.loads(ln) for ln in err.read_text().splitlines() if ln.startswith("{")]
+    assert logged and all(entry["logger"].startswith("medswitch") for entry in logged), logged
+
+    listed = subprocess.run(
+        found.group(2).split(), env=env | {"PATH": f"{BIN}:{env.get('PATH', '')}"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) >= int(found.group(1))
