@@ -10,11 +10,11 @@
     medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]    (a maker)
 
 Every command runs as a logged-in operator (`switch.cli.auth`): list and show by any role,
-accept, reject, adjust and sweep by a maker, approvals by a checker. KEY is an item's number as `review list` shows it (``#1`` or ``1``), its key or a unique prefix
-of it (6+ hex digits). Amounts are shown in
-yuan; card numbers are masked. Every action is appended to the audit log with the operator and
-the time; a refused action changes nothing and exits non-zero with the reason. The database is
-the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
+accept, reject, adjust and sweep by a maker, approvals by a checker. KEY is an item's number as
+`review list` shows it (``#1`` or ``1``), its key or a unique prefix of it (6+ hex digits).
+Amounts are shown in yuan; card numbers are masked. Every action is appended to the audit log
+with the operator and the time; a refused action changes nothing and exits non-zero with the
+reason. The database is the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from ledger.demo import init_demo
 from switch.cli import COMMANDS, main
-from switch.cli.lazy import Lazy, LazyGroup, load
 from switch.cli.auth import TOKEN_FILE_ENV
+from switch.cli.lazy import Lazy, LazyGroup, load
 from tests.support.operators import READER, reader_env
 from tests.support.personal import demo_keys
 
