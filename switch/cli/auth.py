@@ -116,6 +116,31 @@ def logged_in(function: F) -> F:
     return operator_login(None, reads=True)(function)
 
 
+class HelpFirstGroup(click.Group):
+    """A group whose callback authenticates (`medswitch keys`): a sub-command's ``--help`` is
+    answered before it, without a login. Only when a help option is among the sub-command's
+    arguments is it parsed first (and then exits with its help); otherwise as click does."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and name is not None:
+            _help_first(ctx, name, command, rest)
+        return name, command, rest
+
+
+def _help_first(ctx: click.Context, name: str, command: click.Command, rest: list[str]) -> None:
+    if isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        inner = command.get_command(ctx, rest[0])
+        if inner is not None:  # a nested group's command (`keys key-card status --help`)
+            with click.Context(command, info_name=name, parent=ctx) as group:
+                _help_first(group, rest[0], inner, rest[1:])
+            return
+    if any(arg in ctx.help_option_names for arg in rest):
+        command.make_context(name, list(rest), parent=ctx)  # help: prints it, exits
+
+
 #: `medswitch keys` sub-commands that change nothing (any authenticated role may run them).
 KEY_READS = frozenset({"list", "policy", "age"})
 

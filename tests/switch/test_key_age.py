@@ -136,3 +136,9 @@ def test_scheduled_rotation_under_a_kif_key(tmp_path: Path) -> None:
     assert party.by_alias(f"tmk/{TERMINALS[0]}", 2).kcv in listed
     refused = c.keys("rotate-tmks", "--older-than", "365", "--kif", "kif/vendor", ok=False)
     assert "--kif ALIAS --out FILE" in refused.output
+    # The next scheduled run finds the last export not yet collected: nothing rotates.
+    uncollected = c.keys("rotate-tmks", "--older-than", "1", "--kif", "kif/vendor", "--out",
+                         str(export), "--now", later(800), ok=False).output
+    assert uncollected == (f"Error: {export} exists (the last rotation's export, not yet "
+                           "collected?): nothing rotated\n")
+    assert c.keys("list").output == listed

@@ -152,7 +152,17 @@ def test_key_steps_need_a_logged_in_custodian_once_there_are_operators(tmp_path:
     assert "mia lacks the role key_custodian" in component("mia").output
     assert "not the authenticated operator (kim)" in component("kim", "--operator", "lee").output
     assert component("kim").exit_code == 0
-    listed = CliRunner().invoke(main, ["keys", "--home", str(tmp_path), "list"])
-    assert listed.exit_code == 0, listed.output  # reads need no login
+    def keys(who: str | None, *args: str) -> Result:
+        token = office.token(who) if who else tmp_path / "nobody.token"
+        return CliRunner().invoke(main, ["keys", "--home", str(tmp_path), *args],
+                                  env={"MEDSWITCH_OPERATOR_TOKEN_FILE": str(token)})
+
+    for read in (["list"], ["policy"], ["age"]):  # reads: any logged-in operator
+        assert "no operator logged in" in keys(None, *read).output
+        assert keys("mia", *read).exit_code == 0, keys("mia", *read).output
+    for asked in (["rotate-tmks", "--help"], ["key-card", "status", "--help"],
+                  ["generate", "x/y", "-h"]):  # a command's help, before any login
+        helped = keys(None, *asked)
+        assert helped.exit_code == 0 and helped.output.startswith("Usage: "), helped.output
     steps = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert steps[-1]["who"] == "kim"
