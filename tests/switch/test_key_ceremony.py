@@ -66,12 +66,18 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     sealing = asyncio.run(personal_keys(hsm, FileKeyStore(c.home / "keys.jsonl")))
     init_demo(db, 3, personal=sealing)
     card_row, psam_row = first_card(db), first_psam(db)
-    # A new terminal, by the estate's way today (a row; `terminals add` is coming), its PSAM.
-    with sqlite3.connect(db) as sql:
-        sql.execute("INSERT INTO terminals (id, institution_id, kind) VALUES (?, ?, 'pos')",
-                    (NEW_POS, psam_row.institution_id))
-        sql.execute("UPDATE psams SET terminal_id = ? WHERE serial = ?",
-                    (NEW_POS, psam_row.serial))
+    # A new terminal is added, and the institution's PSAM moved to it, by command.
+    out = c.estate("terminals", "add", NEW_POS, "--institution", psam_row.institution_id,
+                   "--kind", "pos").output
+    assert NEW_POS in out
+    c.cards("unbind", psam_row.serial, group="psams")
+    assert psam_row.serial in c.estate("terminals", "replace-psam", NEW_POS, "--psam",
+                                       psam_row.serial).output
+    with sqlite3.connect(db) as sql:  # audited under the logged-in operator
+        done = sql.execute("SELECT actor, action FROM audit_log WHERE subject IN (?, ?) "
+                           "ORDER BY seq", (NEW_POS, psam_row.serial)).fetchall()
+    assert done == [("alice", "terminals.add"), ("alice", "psams.unbind"),
+                    ("alice", "terminals.replace-psam")]
 
     # The terminals' TMKs leave as two custodians' components for the key-loading device.
     tmk_parts = {}
