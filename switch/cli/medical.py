@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import getpass
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,7 @@ from ledger.medical.sql_reference import (
     digest,
     load_catalogue,
 )
-from switch.cli.auth import logged_in, operator_login
+from switch.cli.auth import key_login, logged_in, operator_login
 from switch.cli.common import (
     Database,
     component_files_option,
@@ -162,7 +161,8 @@ def catalogue_build(
                 raise click.ClickException(f"{csv_file}: {error}") from None
             items[item.code] = item
     version = CatalogueVersion(number, effective_from.date(), items)
-    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, key_login(keys_home, None, None)), component_files,
+                           file_key)  # the key home's HSM: a logged-in operator's, once any
     out.write_bytes(_run(filemac.seal(hsm, key, build_catalogue(version))))
     click.echo(f"{out}: catalogue v{number}, {len(items)} items")
 
