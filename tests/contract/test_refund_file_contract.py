@@ -137,9 +137,9 @@ def day_end(centre: Centre, day: dt.date, out: Path) -> None:
     """`dayend run` by a maker, `dayend approve` by a checker (dayend-files "Running day-end")."""
     ran = centre.run("dayend", "run", "--date", day.isoformat(), "--now", after_cutover(day),
                      "--operator", "alice", *centre.keys, "--out", str(out), *centre.db).out
-    assert "closed" not in ran, ran  # there is a refund to pay
-    centre.run("dayend", "approve", "--date", day.isoformat(), "--operator", "bob", "--out",
-               str(out), *centre.db)
+    if "closed" not in ran:  # something to pay
+        centre.run("dayend", "approve", "--date", day.isoformat(), "--operator", "bob",
+                   "--out", str(out), *centre.db)
 
 
 def test_a_live_refund_file_is_read_and_answered_from_the_spec(tmp_path: Path) -> None:
@@ -156,6 +156,7 @@ def test_a_live_refund_file_is_read_and_answered_from_the_spec(tmp_path: Path) -
         medswitch(home, "keys", "--home", str(home), "generate", f"bank/{BANK}/FILE",
                   "--usage", "FILE", "--exportable", "-c", components[0], "-c", components[1])
         with running(tmp_path, bank_toml(port, issuer.port)) as deployment:
+            first_day = business_date()
             assert issuer.next_request("08").fields[70] == "001"  # the centre signs on
             counter = Counter(Dialect.of("medswitch"), port, BANK, keys["ZAK"])
             try:
@@ -164,16 +165,17 @@ def test_a_live_refund_file_is_read_and_answered_from_the_spec(tmp_path: Path) -
             finally:
                 counter.close()
             centre = Centre(home)
-            day = business_date()
-            day_end(centre, day, tmp_path / "dayend")
+            for day in sorted({first_day, business_date()}):  # a cut-over may have passed
+                day_end(centre, day, tmp_path / "dayend")
             file_key = receive_file_key(centre, BANK, keys["ZMK"])
     finally:
         issuer.close()
 
     # -- the refund file: decrypted, every line read, the MAC checked ---------------------------
-    compact = day.strftime("%Y%m%d")
-    name = f"REFUND_{compact}_{BANK}_EP.enc"
-    sealed = (tmp_path / "dayend" / "outbox" / name).read_bytes()
+    (path,) = (tmp_path / "dayend" / "outbox").glob(f"REFUND_*_{BANK}_EP.enc")
+    name, compact = path.name, path.name.split("_")[1]
+    day = dt.datetime.strptime(compact, "%Y%m%d").date()
+    sealed = path.read_bytes()
     assert pan.encode() not in sealed
     refund = files.read_fixed(file_key, files.decrypt(file_key, sealed), PAYOUT)
     assert (refund.header["format"], refund.header["version"], refund.header["date"],
