@@ -153,8 +153,9 @@ def test_a_live_refund_file_is_read_and_answered_from_the_spec(tmp_path: Path) -
         for name, key in keys.items():
             form_key(home, f"bank/{BANK}/{name}", USAGES[name], key, tmp_path)
         components = [str(home / "custodians" / f"{c}.component") for c in ("a", "b")]
-        medswitch(home, "keys", "--home", str(home), "generate", f"bank/{BANK}/FILE",
-                  "--usage", "FILE", "--exportable", "-c", components[0], "-c", components[1])
+        # dayend-files, "On the demo": a link's bank's file key, generated once, exportable
+        medswitch(home, "keys", "generate", f"bank/{BANK}/FILE", "--usage", "FILE",
+                  "--exportable", "-c", components[0], "-c", components[1])
         with running(tmp_path, bank_toml(port, issuer.port)) as deployment:
             first_day = business_date()
             assert issuer.next_request("08").fields[70] == "001"  # the centre signs on
