@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import cast
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from hsm.interface import Hsm, SignOnKeys
 from ledger.core import Health, Ledger
+from ledger.medical.card_copies import VisitCopies
 from ledger.medical.service import CALLER_THREADS, MedicalService
 from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
@@ -43,6 +45,7 @@ from switch.his_rate import RateLimiter
 from switch.his_serve import HisSite, start_his_site
 from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
+from switch.key_home import personal_keys
 from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.observe_http import Observer
@@ -291,7 +294,7 @@ async def _compose(
     medical = cast(
         MedicalService,
         Timed(
-            _medical_service(stores, config),
+            _medical_service(stores, config, timed_hsm, sessions),
             metrics.medical_seconds,
             calls=True,
         ),
@@ -370,15 +373,21 @@ def _zone_clock(config: Config) -> Callable[[], datetime]:
     return lambda: datetime.now(zone)
 
 
-def _medical_service(stores: Stores, config: Config) -> MedicalService:
-    """The bill service with the configured plausibility limits and holds ([his])."""
+def _medical_service(
+    stores: Stores, config: Config, hsm: Hsm, sessions: Sessions
+) -> MedicalService:
+    """The bill service with the configured plausibility limits and holds ([his]), and the
+    centre's copies of the visits it writes to cards, sealed under the key store's
+    PERSONAL_DATA key (found when first needed)."""
     open_ttl, bill_ttl = config.his.ttls()
+    copies = VisitCopies(stores.medical_store, partial(personal_keys, hsm, sessions.key_store))
     return MedicalService(
         stores.medical_store,
         stores.directory,
         bill_ttl=bill_ttl,
         open_ttl=open_ttl,
         limits=config.his.bill_limits(),
+        visit_copies=copies,
     )
 
 
