@@ -362,6 +362,7 @@ async def _compose(
                 IdempotencySettings(retention_s=config.his.idempotency_retention_s)
             ),
             timezone=config.timezone,
+            reviews=timed_ledger.add_review,
         ),
         risk=risk_watch(stores.reference.engine, config),
         worker=worker,

@@ -3,7 +3,9 @@ every visit record the centre writes to a card — the 72 bytes the card holds: 
 institution, department, ICD-10 diagnoses, bill id, total and split — kept in ``card_visits``
 sealed under the HSM's PERSONAL_DATA key (ledger.personal), the context
 ``visit|<application serial>|<bill id>`` bound in: a copy moved to another card or bill does not
-open, and the database holds no diagnosis in clear.
+open, and the database holds no diagnosis in clear. Beside them, ``card_health`` keeps each
+person's health data (EF 0019's 92 data bytes) as an authorised institution last sent it
+through the HIS API, sealed for ``health|<person id>``, pending until a card is written with it.
 
 The copy is kept before the reply carries the record's script: a card never holds a record the
 centre has no copy of. It is one write of its own on the store's writer (the SQLite ledger's, or
@@ -35,6 +37,21 @@ UPSERT_PG = (
     f"INSERT INTO card_visits ({COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
     f" ON CONFLICT (bill_id) DO UPDATE SET {_SET}"
 )
+HEALTH_COLUMNS = "person_id, sealed, key_version, updated_by, updated_at_us, pending"
+SELECT_HEALTH = f"SELECT {HEALTH_COLUMNS} FROM card_health WHERE person_id = ?"
+_SET_HEALTH = (
+    "sealed = excluded.sealed, key_version = excluded.key_version,"
+    " updated_by = excluded.updated_by, updated_at_us = excluded.updated_at_us,"
+    " pending = excluded.pending"
+)
+UPSERT_HEALTH_SQLITE = (
+    f"INSERT INTO card_health ({HEALTH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT (person_id) DO UPDATE SET {_SET_HEALTH}"
+)
+UPSERT_HEALTH_PG = (
+    f"INSERT INTO card_health ({HEALTH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    f" ON CONFLICT (person_id) DO UPDATE SET {_SET_HEALTH}"
+)
 
 
 class VisitCopy(NamedTuple):
@@ -47,6 +64,17 @@ class VisitCopy(NamedTuple):
     written_at_us: int
 
 
+class HealthCopy(NamedTuple):
+    """A row of ``card_health``: the person's health data sealed."""
+
+    person_id: str
+    sealed: bytes
+    key_version: int
+    updated_by: str  # the institution
+    updated_at_us: int
+    pending: bool  # no card of the person written with it yet
+
+
 class CopyStore(Protocol):
     """Where copies are kept (`ledger.medical.sql_store.SqlMedicalStore`)."""
 
@@ -56,9 +84,19 @@ class CopyStore(Protocol):
 
     def visit_copy(self, bill_id: str) -> VisitCopy | None: ...
 
+    async def keep_health_async(self, copy: HealthCopy) -> None:
+        """Write (or replace) the person's health data."""
+        ...
+
+    def health_copy(self, person_id: str) -> HealthCopy | None: ...
+
 
 def context_of(application_serial: str, bill_id: str) -> bytes:
     return f"visit|{application_serial}|{bill_id}".encode()
+
+
+def health_context(person_id: str) -> bytes:
+    return f"health|{person_id}".encode()
 
 
 class VisitCopies:
@@ -93,6 +131,34 @@ class VisitCopies:
         keys = await self._personal()
         context = context_of(application_serial, bill_id)
         return await keys.open_value(context, copy.sealed, copy.key_version)
+
+    async def keep_health(
+        self, person_id: str, institution_id: str, data: bytes, now_us: int
+    ) -> None:
+        """The person's health data (EF 0019's 92 data bytes), sealed and kept, pending."""
+        keys = await self._personal()
+        sealed = await keys.seal_value(health_context(person_id), data)
+        row = HealthCopy(person_id, sealed.sealed, sealed.key_version, institution_id, now_us, True)
+        await self._store.keep_health_async(row)
+
+    async def health(self, person_id: str) -> tuple[HealthCopy, bytes] | None:
+        """The person's kept health data, its row and the data opened; None when none."""
+        row = await asyncio.to_thread(self._store.health_copy, person_id)
+        if row is None:
+            return None
+        keys = await self._personal()
+        clear = await keys.open_value(health_context(person_id), row.sealed, row.key_version)
+        return row, clear
+
+
+@dataclass(frozen=True, slots=True)
+class KeepHealth:
+    """The SQLite write of a person's health data (pickles, as `KeepVisit`)."""
+
+    copy: HealthCopy
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        db.execute(UPSERT_HEALTH_SQLITE, tuple(self.copy))
 
 
 @dataclass(frozen=True, slots=True)

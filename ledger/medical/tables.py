@@ -10,7 +10,8 @@ the Alembic revision ``0002_medical``. Amounts in fen (BIGINT); times in µs sin
 - HIS credentials per institution (token hashes, never tokens);
 - imported fee-record files and their records;
 - the centre's copy of each visit record it wrote to a card (specs/card-layout.md), sealed under
-  the PERSONAL_DATA key (``ledger.medical.card_copies``): department and diagnoses never in clear.
+  the PERSONAL_DATA key (``ledger.medical.card_copies``): department and diagnoses never in clear;
+  and each person's health data as an authorised institution last sent it, sealed the same way.
 """
 
 from __future__ import annotations
@@ -170,6 +171,17 @@ card_visits = Table(
     Index(None, "application_serial", "written_at_us"),
 )
 
+card_health = Table(
+    "card_health",
+    metadata,
+    Column("person_id", String(20), primary_key=True),  # the cardholder: every card of theirs
+    Column("sealed", LargeBinary, nullable=False),  # EF 0019's 92 data bytes, health|<person id>
+    Column("key_version", SmallInteger, nullable=False),
+    Column("updated_by", String(32), nullable=False),  # the institution
+    Column("updated_at_us", BigInteger, nullable=False),
+    Column("pending", Boolean, nullable=False, server_default=false()),  # not on a card yet
+)
+
 MEDICAL_TABLES = (
     medical_catalogue_versions,
     medical_catalogue_items,
@@ -182,4 +194,5 @@ MEDICAL_TABLES = (
     medical_fee_files,
     medical_fee_records,
     card_visits,
+    card_health,
 )
