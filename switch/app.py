@@ -291,10 +291,15 @@ async def _compose(
     sessions.count_into(metrics.sign_ons)
     timed_hsm = cast(Hsm, Timed(hsm, metrics.hsm_seconds))
     timed_ledger = cast(Ledger, Timed(stores.ledger, metrics.ledger_seconds))
+    service = _medical_service(stores, config)
+    # the centre's copies of the visits it writes to cards, sealed under the key store's
+    # PERSONAL_DATA key (found when first needed)
+    keys = partial(personal_keys, timed_hsm, sessions.key_store)
+    service.visit_copies = VisitCopies(stores.medical_store, keys)
     medical = cast(
         MedicalService,
         Timed(
-            _medical_service(stores, config, timed_hsm, sessions),
+            service,
             metrics.medical_seconds,
             calls=True,
         ),
@@ -374,21 +379,15 @@ def _zone_clock(config: Config) -> Callable[[], datetime]:
     return lambda: datetime.now(zone)
 
 
-def _medical_service(
-    stores: Stores, config: Config, hsm: Hsm, sessions: Sessions
-) -> MedicalService:
-    """The bill service with the configured plausibility limits and holds ([his]), and the
-    centre's copies of the visits it writes to cards, sealed under the key store's
-    PERSONAL_DATA key (found when first needed)."""
+def _medical_service(stores: Stores, config: Config) -> MedicalService:
+    """The bill service with the configured plausibility limits and holds ([his])."""
     open_ttl, bill_ttl = config.his.ttls()
-    copies = VisitCopies(stores.medical_store, partial(personal_keys, hsm, sessions.key_store))
     return MedicalService(
         stores.medical_store,
         stores.directory,
         bill_ttl=bill_ttl,
         open_ttl=open_ttl,
         limits=config.his.bill_limits(),
-        visit_copies=copies,
     )
 
 
