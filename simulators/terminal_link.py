@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
+from hsm.errors import KcvMismatchError
 from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef
 from hsm.soft import SoftHsm
@@ -274,9 +275,16 @@ class TerminalLink:
         reply = await self.exchange(SignOn(**self.envelope()), mac=False)
         if not isinstance(reply, SignOnReply) or reply.keys is None:
             raise refused(reply, "sign-on")
-        self.keys = await self.hsm.accept_sign_on(
-            self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
-        )
+        try:
+            self.keys = await self.hsm.accept_sign_on(
+                self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
+            )
+        except KcvMismatchError:
+            raise TerminalError(
+                "the working keys of field 62 do not match their check values under this "
+                "terminal's TMK: it holds another TMK than the centre's "
+                f"tmk/{self.terminal_id} (load that one's components)"
+            ) from None
         self.offset = centre_offset(reply.host_date, reply.host_time, self.clock())
         self.state.clock_offset_s = int(self.offset.total_seconds())
         if reply.batch:

@@ -164,7 +164,7 @@ class App:
             self.his_site = await start_his_site(his, http_limits, self.config)
         AdminApi(self.stores.directory.engine, self._estate_changed).mount(http)
         if self.bank is not None:
-            self.bank.mount(http)
+            self.bank.mount(http, self.stores.directory.engine)
         self.http_runner = web.AppRunner(
             http, access_log=None, shutdown_timeout=limits.drain_timeout_s
         )

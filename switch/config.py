@@ -80,7 +80,7 @@ class HsmConfig:
     backend: str = "soft"  # soft | network
     host: str = "127.0.0.1"
     port: int = 1500
-    lmk_components: tuple[str, ...] = ()  # custodians' component files (soft backend)
+    lmk_components: tuple[str, ...] = ()  # component files or key-card:READER (soft backend)
     timeout_s: float = 5.0
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -202,11 +203,26 @@ class BankHost:
                     log.info("card %s swept after its grace period: %s", serial, outcome)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
-    def mount(self, http: web.Application) -> None:
-        """POST /bank/{bank}/key-change: the operator's trigger (bind HTTP to loopback)."""
-        http.router.add_post("/bank/{bank}/key-change", self._key_change)
+    def mount(self, http: web.Application, engine: Any) -> None:
+        """POST /bank/{bank}/key-change: the operator's trigger (bind HTTP to loopback), by a
+        ``key_custodian`` logged in (``Authorization: Bearer TOKEN``, the operators of the
+        back office's ``engine``); the audit log records who changed which link's keys."""
 
-    async def _key_change(self, request: web.Request) -> web.Response:
+        async def key_change(request: web.Request) -> web.Response:
+            return await self._key_change(request, engine)
+
+        http.router.add_post("/bank/{bank}/key-change", key_change)
+
+    async def _key_change(self, request: web.Request, engine: Any) -> web.Response:
+        from switch.estate.common import record
+        from switch.operators import AuthError, http_status, operator_of_bearer
+
+        header = request.headers.get("Authorization", "")
+        try:
+            operator = await asyncio.to_thread(operator_of_bearer, engine, header,
+                                               "key_custodian")
+        except AuthError as err:
+            return web.json_response({"error": str(err)}, status=http_status(err))
         bank_id = request.match_info["bank"]
         if self.peer(bank_id) is None:
             return web.json_response({"error": "no such bank link"}, status=404)
@@ -214,7 +230,11 @@ class BankHost:
             kcv = await self.change_keys(bank_id)
         except (KeyChangeError, LinkDown, TimeoutError) as err:
             reason = str(err) or type(err).__name__
+            await asyncio.to_thread(record, engine, operator.name, "bank.key-change", bank_id,
+                                    refused=reason[:200])
             return web.json_response({"error": reason}, status=409)
+        await asyncio.to_thread(record, engine, operator.name, "bank.key-change", bank_id,
+                                zak_kcv=kcv)
         return web.json_response({"bank": bank_id, "zak_kcv": kcv})
 
     async def stop(self) -> None:

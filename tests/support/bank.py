@@ -28,6 +28,7 @@ from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, new_hsm, now
 from tests.support.on_file import CardOnFile
+from tests.support.operators import enrol
 from tests.support.pg import DSN, fresh_schema
 
 BANK = "01020000"
@@ -56,6 +57,17 @@ class BankDaemon:
     @property
     def database(self) -> Path:
         return self.daemon.home / "medswitch.db"
+
+    async def operator(self, name: str, *roles: str) -> Path:
+        """The token file of operator ``name`` with ``roles``, logged in (enrolled on first
+        use) on the daemon's database."""
+        tokens = self.daemon.home / "operator-tokens"
+        return await asyncio.to_thread(enrol, self.database, tokens, name, *roles)
+
+    async def bearer(self, name: str, *roles: str) -> dict[str, str]:
+        """The Authorization header of that operator's login."""
+        token = (await self.operator(name, *roles)).read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
     async def balances(self, *ids: str) -> list[int]:
         ledger = self.app.ledger
