@@ -218,9 +218,7 @@ class PgStore:
         if not records:
             return []
         keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
-        found = await self.conn.fetch(
-            _HELD_OFFLINE, [k[0] for k in keys], [k[1] for k in keys]
-        )
+        found = await self.conn.fetch(_HELD_OFFLINE, [k[0] for k in keys], [k[1] for k in keys])
         results, writes = decide_offline(held_of(found), records)
         if writes:
             columns = zip(*writes, strict=True)

@@ -80,8 +80,7 @@ INSERT_ACCOUNTS = (
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
 )
 LOCK_ACCOUNTS = (
-    f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id"
-    " FOR UPDATE"
+    f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 )
 _OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)

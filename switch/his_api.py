@@ -61,6 +61,7 @@ from switch.his_auth import (
 )
 from switch.his_body import BODY_BYTES_MAX, BODY_LIMIT_TEXT, ClientGone, json_body
 from switch.his_catalogue import catalogue_response
+from switch.his_health import Reviews, put_health
 from switch.his_idempotency import HEADER, REPLAYED, Answer, IdempotencyKeys, fingerprint, key_of
 from switch.his_parse import (
     BILL_ID,
@@ -100,6 +101,7 @@ class HisDeps:
     rate: RateLimiter = field(default_factory=RateLimiter)  # requests per institution
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
     timezone: str = "Asia/Shanghai"  # the centre's: service dates and "today" are in it
+    reviews: Reviews | None = None  # the ledger's add_review: refused health updates (his_health)
 
     def today(self) -> dt.date:
         return self.clock().astimezone(ZoneInfo(self.timezone)).date()
@@ -355,6 +357,12 @@ async def get_catalogue(request: web.Request) -> web.Response:
     return await catalogue_response(request, directory, _institution(request), deps.clock, zone)
 
 
+async def put_card_health(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    now = deps.clock().astimezone(ZoneInfo(deps.timezone))
+    return await put_health(request, deps.service, deps.reviews, now)
+
+
 async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
     deps = app[DEPS]
     task = None
@@ -382,6 +390,7 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
     app.router.add_get(f"{prefix}/catalogue", get_catalogue)
     app.router.add_get(f"{prefix}/reconciliation", get_reconciliation)
+    app.router.add_put(f"{prefix}/cards/{{card_no}}/health", put_card_health)
     return app
 
 

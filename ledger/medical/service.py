@@ -31,6 +31,7 @@ from ledger.medical.bills import (
     Submission,
     bill_id_for,
 )
+from ledger.medical.card_copies import VisitCopies
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
 from ledger.medical.limits import BillLimits, HoldExpiry, check_bill, check_held
@@ -165,6 +166,7 @@ class MedicalService:
         bill_ttl: dt.timedelta = BILL_TTL,
         open_ttl: dt.timedelta = OPEN_TTL,
         limits: BillLimits | None = None,
+        visit_copies: VisitCopies | None = None,
     ) -> None:
         if not dt.timedelta(0) < open_ttl <= bill_ttl:
             raise ValueError("0 < open_ttl <= bill_ttl")
@@ -173,6 +175,8 @@ class MedicalService:
         self.bill_ttl = bill_ttl
         self.open_ttl = open_ttl
         self.limits = limits or BillLimits()
+        # the centre's copies of the visits written to cards (None: none kept, none written)
+        self.visit_copies = visit_copies
 
     # -- from the HIS ---------------------------------------------------------------------------
     def _inputs(

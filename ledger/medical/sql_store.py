@@ -48,6 +48,14 @@ from ledger.medical.bills import (
     DayTotal,
     Held,
 )
+from ledger.medical.card_copies import (
+    SELECT_COPY,
+    SELECT_HEALTH,
+    HealthCopy,
+    KeepHealth,
+    KeepVisit,
+    VisitCopy,
+)
 from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Split
 from ledger.medical.sql_writes import (
@@ -270,6 +278,35 @@ class SqlMedicalStore:
         if self._pg is not None:
             return await self._pg.transition_async(bill_id, target, now_us, check)
         return await self._writes().submit(TransitionWrite(bill_id, target, now_us, check))
+
+    # -- the centre's copies of the cards' visit records (ledger.medical.card_copies) -----------
+    async def keep_visit_async(self, copy: VisitCopy) -> None:
+        if self._pg is not None:
+            await self._pg.keep_visit(copy)
+            return
+        await self._writes().submit(KeepVisit(copy))
+
+    def visit_copy(self, bill_id: str) -> VisitCopy | None:
+        with self._reading() as db:
+            row = db.execute(SELECT_COPY, (bill_id,)).fetchone()
+        if row is None:
+            return None
+        return VisitCopy(str(row[0]), str(row[1]), bytes(row[2]), int(row[3]), int(row[4]))
+
+    async def keep_health_async(self, copy: HealthCopy) -> None:
+        if self._pg is not None:
+            await self._pg.keep_health(copy)
+            return
+        await self._writes().submit(KeepHealth(copy))
+
+    def health_copy(self, person_id: str) -> HealthCopy | None:
+        with self._reading() as db:
+            row = db.execute(SELECT_HEALTH, (person_id,)).fetchone()
+        if row is None:
+            return None
+        return HealthCopy(
+            str(row[0]), bytes(row[1]), int(row[2]), str(row[3]), int(row[4]), bool(row[5])
+        )
 
     @property
     def posts_with_ledger(self) -> bool:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from hsm import pboc, pinblock
 from hsm.des import Des
 from hsm.keys import KeyRef, KeyUsage
+from ledger.personal import DATA_ALIAS, INDEX_ALIAS
 from routing.cardkeys import card_master_alias
 from simulators.card import CardState, VirtualCard
 from switch.card_io.connection import CardConnection, DirectConnection
@@ -44,11 +45,23 @@ async def book_keys(daemon: Daemon, *, record_key: bool = True) -> BookKeys:
     """Every card master key in the daemon's HSM, with card/MK_RECORD unless ``record_key`` is
     False."""
     keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
+    await centre_personal_keys(daemon)
     if record_key:
         alias = card_master_alias(KeyUsage.MK_RECORD)
         record = await daemon.hsm.generate_key(alias, KeyUsage.MK_RECORD, now=now())
         keys = replace(keys, record=record)
     return BookKeys(keys, clear_control, pik, clear_pik)
+
+
+async def centre_personal_keys(daemon: Daemon) -> None:
+    """PERSONAL_DATA and PERSONAL_INDEX in the daemon's key store (unless there already): the
+    centre's copies of the visits it writes are sealed under them."""
+    for alias, usage in (
+        (DATA_ALIAS, KeyUsage.PERSONAL_DATA),
+        (INDEX_ALIAS, KeyUsage.PERSONAL_INDEX),
+    ):
+        if not await daemon.store.list(alias):
+            await daemon.hsm.generate_key(alias, usage, now=now())
 
 
 def blank_book_card(bundle: BookKeys, on_file: CardOnFile) -> VirtualCard:
