@@ -14,8 +14,9 @@ a file; :func:`frame` costs one level check when it is off. The frame travels to
 formatter (:class:`TraceFormatter`, which holds the codecs) as the record's message, masked
 there: no other handler sees it (the logger does not propagate), and as text it is only
 "frame terminal in". The outbound bank links' frames are traced as ``bank`` frames too (peer
-"HOST:PORT outbound"), read in the link's dialect and written in the bank interface's own
-encoding (ASCII, length ``ascii4``), so decode reads them whatever the dialect. Tracing writes
+"HOST:PORT outbound"); a bank frame, either way, is read in its link's dialect and written in
+the bank interface's own encoding (ASCII, length ``ascii4``), so decode reads it whatever the
+dialect. Tracing writes
 each frame as it
 passes: for finding a fault, not for a day at full load.
 
