@@ -34,6 +34,7 @@ from messages.bank import BankEcho, BankMessage, BankReply, BankSignOn, SavingsD
 from messages.codec import Message
 from messages.errors import CodecError, FramingError
 from routing.bank_context import LINK_DOWN, TIMED_OUT
+from switch import trace
 from switch.bank import outbound_requests
 from switch.bank.link_types import (
     FixedKey,
@@ -84,6 +85,7 @@ class BankLinkClient:
         self.clock = clock
         self.wire = LinkWire(settings.dialect, hsm)
         self.codec = self.wire.codec
+        self._peer = f"{settings.host}:{settings.port} outbound"  # as the frame trace names it
         self.on_drop = on_drop  # a response dropped, with its reason (metrics)
         self.unmatched = 0  # responses that matched no pending request (late ones)
         self.signed_off = False  # the bank signed this connection off: nothing goes out
@@ -161,6 +163,7 @@ class BankLinkClient:
         try:
             payload = await self._encode(typed, mac=self.settings.dialect.signs(mti, network))
             writer.write(self.wire.frame(payload))
+            trace.frame("bank", "out", self._peer, payload, self.codec)
             self.events.sent(typed, mti)
             reply = await asyncio.wait_for(future, self.settings.timeout_s)
         except TimeoutError:
@@ -248,6 +251,7 @@ class BankLinkClient:
                 await self._deliver(frame)
 
     async def _deliver(self, frame: bytes) -> None:
+        trace.frame("bank", "in", self._peer, frame, self.codec)
         bank_id = self.settings.bank_id
         mti = self.wire.mti_of(frame)
         if mti and int(mti[2]) % 2 == 0:  # the bank starts a request on this connection
@@ -257,6 +261,7 @@ class BankLinkClient:
                 self.signed_off = not answer.signed_on
             if self._writer is not None and answer.payload:
                 self._writer.write(self.wire.frame(answer.payload))
+                trace.frame("bank", "out", self._peer, answer.payload, self.codec)
             return
         try:
             message = self.codec.decode(frame)

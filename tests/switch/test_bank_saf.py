@@ -7,6 +7,7 @@ acknowledgement."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shlex
 from collections.abc import Callable, Coroutine
@@ -63,8 +64,10 @@ async def statuses_until(bank: BankDaemon, reached: Callable[[set[str]], bool]) 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(
-    backend: str, tmp_path: Path
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "medswitch.bank.out")
+
     async def scenario(bank: BankDaemon) -> None:
         bank.issuer.rules = IssuerRules(unanswered_reversals=(STUCK,))
         stuck = await queue_reversal(bank.app, STUCK, 3_000, WHEN)
@@ -89,6 +92,15 @@ def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(
         assert sample(samples, "medswitch_saf_oldest_age_seconds", bank=BANK) == 0
         labels = {"bank": BANK, "type": "reversal", "response_code": "00"}
         assert sample(samples, "medswitch_bank_requests_total", **labels) == 1
+        # Each event a line (medswitch.bank.out): sent, answered, retried, given up.
+        lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert ("INFO", f"bank {BANK}: link to 127.0.0.1:{bank.issuer.port} signed on") in lines
+        said = {level: " | ".join(m for lv, m in lines if lv == level) for level, _ in lines}
+        assert re.search(f"bank {BANK}: sent 0420 reversal stan=", said["INFO"])
+        assert re.search(f"bank {BANK}: response 0430 reversal stan=\\d+ code=00", said["INFO"])
+        assert re.search(rf"bank {BANK}: reversal {following} stan=\d+ acknowledged", said["INFO"])
+        assert f"bank {BANK}: reversal {stuck} stan=" in said["WARNING"]  # not acknowledged
+        assert f"bank {BANK}: reversal {stuck} given up to review: " in said["ERROR"]
 
     async def daemon_run() -> None:
         settings = {
