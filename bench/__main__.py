@@ -15,6 +15,7 @@ MODULES = (
     "bench.bench_pipeline",
     "bench.bench_dayend",
     "bench.bench_bank_link",
+    "bench.bench_nac",
     "bench.bench_fuzz",  # 1,000,000 frames: minutes
 )
 

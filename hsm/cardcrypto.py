@@ -25,7 +25,8 @@ from hsm.des import Des
 from hsm.errors import InvalidInputError
 from hsm.interface import OnlineTxn, PurchaseRecord
 
-SCRIPT_INS = frozenset({0x1E, 0x18, 0x16, 0xD6, 0xDC})  # app block/unblock, card block, updates
+# app block/unblock, card block, updates, APPEND RECORD (the record book)
+SCRIPT_INS = frozenset({0x1E, 0x18, 0x16, 0xD6, 0xDC, 0xE2})
 
 
 def online_session(card_key: Des, txn: OnlineTxn) -> Des:

@@ -13,7 +13,7 @@ from hsm.des import Des, kcv
 from hsm.errors import KeyExistsError, KeyTamperedError, KeyUsageError
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage, check_alias
 from hsm.keystore import KeyStore
-from hsm.lmk import Lmk
+from hsm.lmk import Lmk, refuse_test_only_key
 
 PUT_ATTEMPTS = 3
 
@@ -65,6 +65,11 @@ class KeyCache:
     @property
     def lmk_kcv(self) -> str:
         return self._lmk.kcv
+
+    @property
+    def lmk_test_only(self) -> bool:
+        """Whether the LMK is formed from the published TEST ONLY components (the demo's)."""
+        return self._lmk.test_only
 
     def erase(self) -> None:
         """Forget every clear key and erase the LMK (best effort: Python bytes are immutable,
@@ -147,7 +152,9 @@ class KeyCache:
         self, alias: str, usage: KeyUsage, key: bytes, now: datetime, *, exportable: bool = False
     ) -> KeyRef:
         """Store a new clear key (wrapped) as the next version of `alias`. Another process
-        sharing the store may take a version first; then the next one is tried."""
+        sharing the store may take a version first; then the next one is tried. A published
+        TEST ONLY key is refused unless the LMK is the TEST ONLY one (`refuse_test_only_key`)."""
+        refuse_test_only_key(self._lmk, alias, key)
         for attempt in range(PUT_ATTEMPTS):
             version = await self.next_version(alias, usage)
             ref = KeyRef(alias, version, usage, kcv(key))

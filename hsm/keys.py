@@ -32,6 +32,7 @@ class KeyUsage(enum.StrEnum):
     MK_PIN_UNBLOCK = "MK_PIN_UNBLOCK"
     MK_APP_MAINT = "MK_APP_MAINT"
     MK_CONTROL = "MK_CONTROL"  # card/application master control key (personalisation)
+    MK_RECORD = "MK_RECORD"  # the card's record book: health data and visit records (DRK)
     DATA_CHECK = "DATA_CHECK"  # card data check code key
     PSAM_TRANSPORT = "PSAM_TRANSPORT"  # PSAM transport key: wraps the purchase key into PSAMs
     PERSONAL_DATA = "PERSONAL_DATA"  # seals names and ID numbers at rest (hsm.personal)
@@ -67,6 +68,7 @@ TR31_ATTRIBUTES: dict[KeyUsage, tuple[str, str, str]] = {
     KeyUsage.MK_PIN_UNBLOCK: ("E6", "X", "N"),
     KeyUsage.MK_APP_MAINT: ("E6", "X", "N"),
     KeyUsage.MK_CONTROL: ("E5", "X", "N"),
+    KeyUsage.MK_RECORD: ("E6", "X", "N"),
     KeyUsage.DATA_CHECK: ("E3", "X", "N"),
     KeyUsage.PERSONAL_DATA: ("D0", "B", "N"),
     KeyUsage.PERSONAL_INDEX: ("M7", "C", "N"),  # HMAC

@@ -79,15 +79,41 @@ TEST_ONLY_COMPONENTS = (
     "0123456789ABCDEFFEDCBA9876543210",
     "10101010101010102323232323232323",
 )
-TEST_ONLY_KCVS = frozenset(kcv(bytes.fromhex(c)) for c in TEST_ONLY_COMPONENTS)
+# The other published TEST ONLY keys (specs/dayend-files.md, "Worked examples"): the demo banks'
+# ZMKs and the examples' file key. An HSM whose LMK is not TEST ONLY refuses to form a key from
+# any of these components or to store any of these keys (`SoftHsm.form_key`, `KeyCache.put`).
+TEST_ONLY_KEY_COMPONENTS = {
+    "zmk b1": ("4A7C1F3D5B2F6D089E3B7A5D1C6E2F4A", "B5E3C1A7F8D3E5C7837A5B9D1F2F4C6B"),
+    "zmk b2": ("2C4F6B8AADCEE0F13B5D7F9EA1C2E5F7", "D3B0F7E5C8A8E6F4C2A1E5D6B9F1A2C4"),
+    "file key": ("5D8F2A4C6E1A3E7968E5C2A1B3D5F7E9", "9B2C4F6E8A1C3E5B7C9E2A4C6E8A1C3E"),
+}
+_PUBLISHED = (TEST_ONLY_COMPONENTS, *TEST_ONLY_KEY_COMPONENTS.values())
+TEST_ONLY_KCVS = frozenset(kcv(bytes.fromhex(c)) for parts in _PUBLISHED for c in parts)
+TEST_ONLY_KEYS = frozenset(
+    adjust_parity(xor(*(bytes.fromhex(c) for c in parts))) for parts in _PUBLISHED
+)
 TEST_ONLY_LMK_KCV = kcv(
     adjust_parity(xor(*(bytes.fromhex(c) for c in TEST_ONLY_COMPONENTS)))
 )
 
 
 def is_test_only(components: Sequence[Component]) -> bool:
-    """True when any component is a published test component."""
+    """True when any component is a published test component.
+
+    >>> is_test_only([Component.parse(TEST_ONLY_KEY_COMPONENTS["zmk b1"][0])])
+    True
+    """
     return any(c.kcv in TEST_ONLY_KCVS for c in components)
+
+
+def refuse_test_only_key(lmk: Lmk, alias: str, key: bytes) -> None:
+    """A published TEST ONLY key is stored only under the TEST ONLY LMK (the demo's): under any
+    other LMK — a production estate's — it protects nothing and is refused."""
+    if not lmk.test_only and adjust_parity(key) in TEST_ONLY_KEYS:
+        raise InvalidInputError(
+            f"{alias}: a published TEST ONLY key (KCV {kcv(key)}) is refused: this HSM's LMK "
+            "is not TEST ONLY"
+        )
 
 
 class Lmk:

@@ -31,7 +31,7 @@ from hsm.interface import ExportedKey, MacAlgorithm, OnlineTxn, PurchaseRecord, 
 from hsm.keycache import KeyCache, LoadedKey
 from hsm.keys import CARD_MASTER_USAGES, CardKeyPath, KeyRef, KeyUsage
 from hsm.keystore import KeyStore
-from hsm.lmk import Component, Lmk, combine
+from hsm.lmk import Component, Lmk, combine, is_test_only
 from hsm.padding import pad_method_2, unpad_method_2
 from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
 
@@ -94,7 +94,13 @@ class SoftHsm:
         now: datetime,
         exportable: bool = False,
     ) -> KeyRef:
-        """A key from 1–9 clear components entered at a ceremony (XOR, odd parity)."""
+        """A key from 1–9 clear components entered at a ceremony (XOR, odd parity). Under an
+        LMK that is not TEST ONLY, a published TEST ONLY component is refused."""
+        if not self._keys.lmk_test_only and is_test_only(components):
+            raise InvalidInputError(
+                f"{alias}: a published TEST ONLY component is refused: this HSM's LMK is not "
+                "TEST ONLY"
+            )
         return await self._keys.put(alias, usage, combine(components), now, exportable=exportable)
 
     # Key distribution to outside parties (console operations: `medswitch keys`, not on the
@@ -374,7 +380,8 @@ class SoftHsm:
         return results
 
     async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
-        damk = await self._keys.card_key(key, U.MK_APP_MAINT)
+        # The DAMK (files and blocks) or the record key DRK (the record book): both MAC scripts.
+        damk = await self._keys.card_key(key, U.MK_APP_MAINT, U.MK_RECORD)
         return cardcrypto.script_mac(damk, challenge, command)
 
     async def write_card_key(

@@ -55,6 +55,11 @@ class Sealed(NamedTuple):
         }
 
 
+class SealedValue(NamedTuple):
+    sealed: bytes
+    key_version: int  # the PERSONAL_DATA version that sealed it
+
+
 def _context(cardholder_id: str) -> bytes:
     return f"cardholder|{cardholder_id}".encode()
 
@@ -90,6 +95,15 @@ class PersonalKeys:
         clear = await self.hsm.decrypt_personal(key, _context(cardholder_id), personal)
         ssn, _, name = clear.decode().partition("\n")
         return Person(ssn, name)
+
+    async def seal_value(self, context: bytes, clear: bytes) -> SealedValue:
+        """Any personal value (a visit record, health data) sealed for ``context``."""
+        sealed = await self.hsm.encrypt_personal(self.data, context, clear)
+        return SealedValue(sealed, self.data.version)
+
+    async def open_value(self, context: bytes, sealed: bytes, key_version: int) -> bytes:
+        """What `seal_value` sealed for ``context`` under the PERSONAL_DATA ``key_version``."""
+        return await self.hsm.decrypt_personal(self._version(key_version), context, sealed)
 
     def _version(self, version: int) -> KeyRef:
         for key in (self.data, *self.earlier):

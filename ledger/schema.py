@@ -207,6 +207,10 @@ reversal_queue = Table(
     Column("status", String(16), nullable=False, server_default="queued"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at_us", BigInteger, nullable=False),
+    Column("stan", String(6)),  # F11 and F7 of its first sending: a repeat carries them again
+    Column("transmitted", String(10)),
+    Column("next_at_us", BigInteger, nullable=False, server_default="0"),  # its next attempt
+    Column("last_at_us", BigInteger),
 )
 
 audit_log = Table(

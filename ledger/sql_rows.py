@@ -37,6 +37,8 @@ class WriterConnection(sqlite3.Connection):
     them: a thread of this process or the ledger's writer process (`ledger.writer.process`)."""
 
     kept: Any = None
+
+
 T = TypeVar("T")
 
 

@@ -316,7 +316,7 @@ def row_of(message: Message) -> Row:
     mti = message.mti
     processing = message.fields.get(3)
     network = message.fields.get(70)
-    if mti in ("0420", "0421", "0430"):
+    if mti in ("0420", "0421", "0430", "0431"):
         found = _BY_KEY.get(("0200", processing if isinstance(processing, str) else None, None))
         if found is None or not found[0].reversible:
             raise UnknownTransaction("reversal of a transaction that is not reversible", field="3")

@@ -182,6 +182,14 @@ class Codec:
             envelope=envelope,
         )
 
+    def envelope_of(self, message: Message) -> dict[int, str]:
+        """The interface's envelope fields of a decoded ``message`` that are well-formed: what
+        a fault found after decoding (a mandatory field missing, no transaction) echoes."""
+        fields = message.fields
+        return self._envelope(
+            {str(number): value for number, value in fields.items() if isinstance(value, str)}
+        )
+
     def _envelope(self, doc_dec: Mapping[str, str]) -> dict[int, str]:
         """The interface's envelope fields among ``doc_dec`` that are well-formed."""
         envelope: dict[int, str] = {}

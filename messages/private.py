@@ -205,6 +205,10 @@ class BillData(_TlvRecord):
     cash_fen: int | None = None
     explanation: str | None = None  # receipt lines, newline separated
     health_data: bytes | None = None
+    department: str | None = None  # the visit's department code (specs/card-layout.md)
+    diagnoses: str | None = None  # the visit's ICD-10 codes, comma separated (at most 4)
+    visit_script: bytes | None = None  # APPEND RECORD of the visit, MACed for the challenge
+    card_visit: bytes | None = None  # the card's newest visit record, as the POS read it
 
     FIELD: ClassVar[str] = "63"
     LAYOUT: ClassVar[tuple[Tag, ...]] = (
@@ -218,6 +222,10 @@ class BillData(_TlvRecord):
         Tag(0x08, "cash_fen", TagKind.UINT, 4),
         Tag(0x09, "explanation", TagKind.TEXT),
         Tag(0x0A, "health_data", TagKind.BYTES),
+        Tag(0x0B, "department", TagKind.TEXT),
+        Tag(0x0C, "diagnoses", TagKind.TEXT),
+        Tag(0x0D, "visit_script", TagKind.BYTES),
+        Tag(0x0E, "card_visit", TagKind.BYTES),
     )
 
 

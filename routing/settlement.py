@@ -14,13 +14,17 @@ with the receipt's explanation lines.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ledger import events as ev
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from ledger.medical.split import explain
+from messages.card_records import RecordFormatError
 from messages.outcome import Outcome
 from messages.private import BillData, construct
 from messages.terminal import CashClose, Settlement, TerminalReply
+from routing import visit_records
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 from routing.loads import block_script, card_refusal
@@ -80,6 +84,12 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return answer(request, context, refusal, reason=reason, bill_id=bill_id)
     if not bill_id:
         return answer(request, context, Outcome.FORMAT_ERROR, reason=F63_NO_BILL)
+    try:
+        visit_records.diagnoses_of(wanted)
+    except RecordFormatError as bad:
+        return answer(request, context, Outcome.FORMAT_ERROR, reason=f"format: field 63 {bad}")
+    if wanted.card_visit is not None and card is not None:
+        await visit_records.check_card_visit(context, card, wanted.card_visit)
     medical = context.medical
     institution = context.terminal.institution_id
     try:  # one round trip to the writer: the checks run inside the store's write (DESIGN §6)
@@ -92,8 +102,14 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         )
     except (MedicalError, BillStateError) as refused:
         return refuse_bill(request, context, refused, bill_id)
-    cipher = await context.hsm.encrypt_data(tdk, split_answer(record).build())
-    return answer(request, context, Outcome.APPROVED, bill=cipher)
+    split, why = split_answer(record), ""
+    if card is not None:  # the visit for the card's record book (routing.visit_records)
+        append = await visit_records.visit_script(
+            context, card, request.card.challenge, record, wanted
+        )
+        split, why = replace(split, visit_script=append.apdu), append.reason
+    cipher = await context.hsm.encrypt_data(tdk, split.build())
+    return answer(request, context, Outcome.APPROVED, bill=cipher, reason=why)
 
 
 async def handle_cash_close(request: CashClose, context: RequestContext) -> TerminalReply:

@@ -14,6 +14,7 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from messages import bank
 from messages.bank import BankMessage, BankReply, BankReversal, KeyChange, SavingsDebit
+from messages.codec import Message
 from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
@@ -29,6 +30,8 @@ class IssuerRules:
     drop: bool = False  # never answer (the switch times out and reverses)
     drop_reversal_replies: int = 0  # apply the first N reversals but lose their answers
     disconnect: bool = False  # apply a debit, then drop the connection without answering
+    unanswered_reversals: tuple[str, ...] = ()  # originals' F11: their reversals never answered
+    repeat_reply_mti: str = "0430"  # a repeated reversal (0421) answered 0430, or 0431
     unsigned_replies: bool = False  # answer without F128 (a bank whose dialect MACs no response)
 
 
@@ -143,12 +146,16 @@ class BankIssuer:
             if rules.disconnect:
                 return DISCONNECT
         elif isinstance(typed, BankReversal):
+            if typed.original[4:10] in self.rules.unanswered_reversals:
+                return None  # stuck: neither applied nor answered
             original = _original_key(typed)
             self.applied.pop(original, None)  # once, however often it is repeated
             self.reversals_seen += 1
             if self.reversals_seen <= self.rules.drop_reversal_replies:
                 return None
         reply = bank.build(bank.reply_to(typed, code))
+        if message.mti == "0421":
+            reply = Message(self.rules.repeat_reply_mti, reply.fields)
         if not financial or self.rules.unsigned_replies:
             return CODEC.encode(reply)
         return await mac_payload(self.hsm, zak, reply)

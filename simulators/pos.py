@@ -31,7 +31,7 @@ from messages.terminal import (
     Settlement,
     Void,
 )
-from simulators import pos_batch, terminal_card
+from simulators import pos_batch, pos_records, terminal_card
 from simulators.pos_rules import check_offline, offline_records, receipt, self_pay_line
 from simulators.terminal_link import (
     BLACKLIST_ROUNDS_MAX,
@@ -148,11 +148,11 @@ class Pos:
         self.state.save()
         return record
 
-    async def _bill(self, bill_id: str, ep_fen: int | None = None) -> bytes:
+    async def _bill(self, bill_id: str, ep_fen: int | None = None, **visit: Any) -> bytes:
         keys = self.link.signed_on()
         if keys.tdk is None:
             raise TerminalError("no TDK from sign-on")
-        plain = BillData(bill_id=bill_id, ep_fen=ep_fen).build()
+        plain = BillData(bill_id=bill_id, ep_fen=ep_fen, **visit).build()
         return await self.link.hsm.encrypt_data(keys.tdk, plain)
 
     async def _advise(self, record: dict[str, Any], data: CardData, bill: bytes | None) -> str:
@@ -204,16 +204,17 @@ class Pos:
         self.state.save()
         return [f"reversal of STAN {pending['stan']} answered {answered(answer.response_code)}"]
 
-    async def settle(
-        self, bill_id: str, total_fen: int, self_pay: str = "cash", personal: str = "card"
-    ) -> list[str]:
+    async def settle(  # visit: the department and the ICD-10 diagnoses, for the card's book
+        self, bill_id: str, total_fen: int, self_pay: str = "cash", personal: str = "card",
+        visit: tuple[str, tuple[str, ...]] = ("", ()),
+    ) -> list[str]:  # fmt: skip
         """A HIS bill: 0200 settlement → the split → the card's ED pays the personal share
         through the PSAM → 0220 advice with the TAC; the self-pay share from the card's EP
         (its own debit and advice) or in cash, as ``self_pay`` chooses (``ep`` | ``cash``).
         With ``personal`` = ``cash`` the personal share is paid in cash instead of by the card.
         A bill no card debit completes (its personal share paid in cash, or nil with the
         self-pay in cash) is closed in cash at the centre (0220, 60.1 = 22). A reversal when
-        no answer came."""
+        no answer came. The visit goes into the card's record book (simulators.pos_records)."""
         if self_pay not in SELF_PAY:
             raise TerminalError(f"self-pay is paid by {' or '.join(SELF_PAY)}, not {self_pay!r}")
         if personal not in ("card", "cash"):
@@ -229,10 +230,14 @@ class Pos:
         if serial.hex() in self.state.blacklist:
             raise TerminalError("card on the blacklist")
         bill = await self._bill(bill_id)
+        book = pos_records.before_settlement(self.card)
+        asked = await self._bill(
+            bill_id, department=visit[0] or None, diagnoses=",".join(visit[1]) or None,
+            card_visit=book.newest,
+        )  # fmt: skip
         envelope = self.link.envelope()
-        request = Settlement(
-            **envelope, pan=self.pan, amount_fen=total_fen, card=CardData(), bill=bill
-        )
+        request = Settlement(**envelope, pan=self.pan, amount_fen=total_fen,
+                             card=CardData(challenge=book.challenge), bill=asked)  # fmt: skip
         try:
             reply = await self.link.exchange(request)
         except NotSent as error:
@@ -250,6 +255,7 @@ class Pos:
         assert keys.tdk is not None
         split = BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, reply.bill))
         lines = [*flushed, *receipt(bill_id, split)]
+        lines.append(pos_records.apply_visit_script(self.card, split.visit_script))
         paid = {"online": True, "bill_id": bill_id, "settlement_stan": envelope["stan"]}
         paid["settlement_fen"] = total_fen
         ed = split.ed_fen or 0

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
+from hsm.errors import KcvMismatchError
 from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef
 from hsm.soft import SoftHsm
@@ -32,6 +33,7 @@ from messages.terminal import (
 from messages.terminal_actions import explain
 from simulators import terminal_card
 from simulators.card.state import read_json, write_atomic
+from simulators.dial_link import Dial, LineDown, ModemLine
 from switch.card_io.connection import CardConnection, expect
 
 CODEC = Codec(TERMINAL)
@@ -140,7 +142,7 @@ class TerminalLink:
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: Endpoint | Dial,
         terminal_id: str,
         institution_id: str,
         hsm: SoftHsm,
@@ -162,20 +164,26 @@ class TerminalLink:
         self.keys: SignOnKeys | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._modem: ModemLine | None = None  # dialling: the modem line, kept between calls
 
     async def close(self) -> None:
+        modem, self._modem = self._modem, None
+        if modem is not None:
+            modem.close()  # DTR dropped: the call ends
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(
+        self, endpoint: Endpoint
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.endpoint.host, self.endpoint.port),
-                    self.endpoint.timeout_s,
+                    asyncio.open_connection(endpoint.host, endpoint.port),
+                    endpoint.timeout_s,
                 )
             except (OSError, TimeoutError) as error:
                 reason = str(error) or type(error).__name__
@@ -216,13 +224,18 @@ class TerminalLink:
         return reply
 
     async def _send(self, payload: bytes) -> bytes:
-        reader, writer = await self._connect()
+        endpoint = self.endpoint
+        if isinstance(endpoint, Dial):
+            return await self._dial(endpoint, payload)
+        if self._modem is not None:
+            await self.close()
+        reader, writer = await self._connect(endpoint)
         try:
             writer.write(encode_frame(payload, LengthFormat.BINARY2))
             await writer.drain()
             decoder = FrameDecoder(LengthFormat.BINARY2)
             for _ in range(READS_MAX):
-                data = await asyncio.wait_for(reader.read(4096), self.endpoint.timeout_s)
+                data = await asyncio.wait_for(reader.read(4096), endpoint.timeout_s)
                 if not data:
                     raise Unreachable("the centre closed the connection")
                 frames = decoder.feed(data)
@@ -234,6 +247,18 @@ class TerminalLink:
             if isinstance(error, Unreachable):
                 raise
             raise Unreachable(f"no reply from the centre: {type(error).__name__}") from None
+
+    async def _dial(self, dial: Dial, payload: bytes) -> bytes:
+        """Through the terminal's modem: dialled when the line is down, kept up after."""
+        if self._modem is None or self._modem.dial != dial:
+            await self.close()
+            self._modem = ModemLine(dial)
+        try:
+            return await self._modem.exchange(payload)
+        except LineDown as down:
+            if down.sent:
+                raise Unreachable(str(down)) from None
+            raise NotSent(f"centre unreachable: {down}") from None
 
     def now(self) -> datetime:
         """The terminal's clock set to the centre's at sign-on (naive, the centre's time)."""
@@ -250,9 +275,16 @@ class TerminalLink:
         reply = await self.exchange(SignOn(**self.envelope()), mac=False)
         if not isinstance(reply, SignOnReply) or reply.keys is None:
             raise refused(reply, "sign-on")
-        self.keys = await self.hsm.accept_sign_on(
-            self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
-        )
+        try:
+            self.keys = await self.hsm.accept_sign_on(
+                self.tmk, reply.keys.build(), f"terminal/{self.terminal_id}", now=self.clock()
+            )
+        except KcvMismatchError:
+            raise TerminalError(
+                "the working keys of field 62 do not match their check values under this "
+                "terminal's TMK: it holds another TMK than the centre's "
+                f"tmk/{self.terminal_id} (load that one's components)"
+            ) from None
         self.offset = centre_offset(reply.host_date, reply.host_time, self.clock())
         self.state.clock_offset_s = int(self.offset.total_seconds())
         if reply.batch:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from typing import cast
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from hsm.interface import Hsm, SignOnKeys
 from ledger.core import Health, Ledger
+from ledger.medical.card_copies import VisitCopies
 from ledger.medical.service import CALLER_THREADS, MedicalService
 from ledger.medical.sql_store import SqlMedicalStore
 from messages.codec import Codec
@@ -43,6 +45,7 @@ from switch.his_rate import RateLimiter
 from switch.his_serve import HisSite, start_his_site
 from switch.his_throttle import LoginThrottle
 from switch.http_server import GuardedSite, HttpGuard, HttpLimits
+from switch.key_home import personal_keys
 from switch.listener import Listener, listener_settings
 from switch.metrics import Metrics
 from switch.observe_http import Observer
@@ -161,7 +164,7 @@ class App:
             self.his_site = await start_his_site(his, http_limits, self.config)
         AdminApi(self.stores.directory.engine, self._estate_changed).mount(http)
         if self.bank is not None:
-            self.bank.mount(http)
+            self.bank.mount(http, self.stores.directory.engine)
         self.http_runner = web.AppRunner(
             http, access_log=None, shutdown_timeout=limits.drain_timeout_s
         )
@@ -202,6 +205,10 @@ class App:
         health = self.ledger.health()
         if health is not Health.OK:  # its writer process died (and may be restarting)
             return web.json_response({"status": f"ledger {health.value}"}, status=503)
+        banks = self.bank.readiness()  # [bank] ready_when over the outbound links
+        if not banks.ready:
+            down = {"status": "bank links down", "banks": banks.down}
+            return web.json_response(down, status=503)
         return web.json_response({"status": "ready"})
 
     @property
@@ -284,10 +291,15 @@ async def _compose(
     sessions.count_into(metrics.sign_ons)
     timed_hsm = cast(Hsm, Timed(hsm, metrics.hsm_seconds))
     timed_ledger = cast(Ledger, Timed(stores.ledger, metrics.ledger_seconds))
+    service = _medical_service(stores, config)
+    # the centre's copies of the visits it writes to cards, sealed under the key store's
+    # PERSONAL_DATA key (found when first needed)
+    keys = partial(personal_keys, timed_hsm, sessions.key_store)
+    service.visit_copies = VisitCopies(stores.medical_store, keys)
     medical = cast(
         MedicalService,
         Timed(
-            _medical_service(stores, config),
+            service,
             metrics.medical_seconds,
             calls=True,
         ),
@@ -355,6 +367,7 @@ async def _compose(
                 IdempotencySettings(retention_s=config.his.idempotency_retention_s)
             ),
             timezone=config.timezone,
+            reviews=timed_ledger.add_review,
         ),
         risk=risk_watch(stores.reference.engine, config),
         worker=worker,

@@ -80,7 +80,7 @@ class HsmConfig:
     backend: str = "soft"  # soft | network
     host: str = "127.0.0.1"
     port: int = 1500
-    lmk_components: tuple[str, ...] = ()  # custodians' component files (soft backend)
+    lmk_components: tuple[str, ...] = ()  # component files or key-card:READER (soft backend)
     timeout_s: float = 5.0
 
 
@@ -130,6 +130,13 @@ class BankConfig:
     field7: str = ""  # gmt | local
     repeat: str = ""  # keep | new: a repeated reversal's F11 and F7
     omit_fields: tuple[str, ...] = ()  # optional savings-debit fields the bank does not want
+    saf_backoff_initial_s: float = 5.0  # wait after a reversal's first failed attempt; doubling
+    saf_backoff_max_s: float = 300.0  # the longest wait between attempts
+    saf_attempts_max: int = 50  # then the reversal goes to review
+    saf_age_max_s: float = 86_400.0  # a reversal not acknowledged this long goes to review
+    saf_in_flight_max: int = 8  # reversals sent at once (each on its own schedule)
+    saf_ordered: bool = False  # the bank requires order: one at a time, oldest first
+    ready_when: str = "any"  # /readyz: any | all of the outbound links signed on, or ignore
     # More banks, each a [[bank.links]] table with these settings (its own port, peers, keys).
     links: tuple[BankConfig, ...] = ()
     connections_max: int = 64
@@ -327,6 +334,8 @@ def check(config: Config, sources: Mapping[str, str] | None = None) -> None:
             dialect_of(section, where)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if section.saf_backoff_initial_s > section.saf_backoff_max_s:
+            raise ConfigError(f"{where}: saf_backoff_initial_s <= saf_backoff_max_s")
     if not config.sign_on.per_minute <= config.sign_on.pending_max:
         raise ConfigError(
             "sign_on: per_minute <= pending_max (a set a sign-on issued must outlive the next"

@@ -8,7 +8,8 @@ take any value). A number without a rule is an error of the table
 (``tests/switch/test_config_check.py`` checks every setting has one), and
 ``specs/configuration.md`` states each setting's rule as :attr:`Rule.text` says it.
 
-The module knows no configuration class: it walks any frozen dataclass (`switch.config`).
+The module knows no configuration class: it walks any frozen dataclass (`switch.config`); the
+bank dialect settings take their values from `switch.bank.dialect`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from switch.bank import dialect
 
 ENV_PREFIX = "MEDSWITCH_"
 
@@ -50,11 +53,32 @@ def above(low: float) -> Rule:
     return Rule(f"> {low}", fault)
 
 
-def one_of(*choices: str) -> Rule:
-    def fault(value: str) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
+def one_of(*choices: str, empty: str = "") -> Rule:
+    """One of ``choices`` — or also "" when ``empty`` says what "" means; a typo is answered
+    with the closest choice."""
 
-    return Rule(", ".join(choices), fault)
+    def fault(value: str) -> str | None:
+        if value in choices or (empty and value == ""):
+            return None
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"must be one of {', '.join(choices)}{hint}"
+
+    text = ", ".join(choices)
+    return Rule(f"{text}; empty: {empty}" if empty else text, fault)
+
+
+def fields_among(numbers: Iterable[int]) -> Rule:
+    """A list of ISO 8583 field numbers (``F12`` or ``12``), each one of ``numbers``."""
+    allowed = sorted(numbers)
+    names = ", ".join(f"F{n}" for n in allowed)
+
+    def fault(values: tuple[str, ...]) -> str | None:
+        given = [v.upper().removeprefix("F") for v in values]
+        good = all(g.isdigit() and int(g) in allowed for g in given)
+        return None if good else f"must each be one of {names}"
+
+    return Rule(f"each one of {names}; empty: none", fault)
 
 
 def _clock(value: str) -> str | None:
@@ -109,6 +133,13 @@ BY_PATH: Mapping[str, Rule] = {
     "bank.outbound_connections": between(1, 64),
     "bank.key_change_interval_s": at_least(0, " (0: never)"),
     "bank.key_overlap_s": at_least(0),
+    "bank.ready_when": one_of("any", "all", "ignore"),
+    "bank.dialect": one_of(*dialect.PRESETS),
+    **{
+        f"bank.{name}": one_of(*choices, empty="the preset's")
+        for name, choices in dialect.CHOICES.items()
+    },
+    "bank.omit_fields": fields_among(dialect.OPTIONAL_FIELDS),
     "dayend.cutover": CLOCK,
     "dayend.timezone": ZONE_OR_EMPTY,
     "dayend.settle_s": at_least(0),

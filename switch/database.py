@@ -27,9 +27,9 @@ from ledger.pg_connection import CONNECT_TIMEOUT_S
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
-from switch.bank.saf import ReversalQueue, SqliteReversalQueue
+from switch.bank.saf_store import PgReversalQueue, ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
-from switch.pg_stores import PgCardStatus, PgKeyStore, PgReversalQueue
+from switch.pg_stores import PgCardStatus, PgKeyStore
 from switch.replies import ReplyCache
 from switch.reply_file import FileReplyCache
 from switch.reply_store import SharedReplyCache

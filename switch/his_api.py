@@ -11,8 +11,10 @@ Every refusal is a JSON body ``{"error": {"code": ..., "message": ..., "request_
 (with ``field``, a JSON pointer, when one field is at fault; `switch.his_parse`) with a 4xx
 status, and stores nothing; every answer carries X-Request-Id. A retry of a stored bill gets it
 back whatever happened since; ``GET /his/v1/bills`` finds a bill by the hospital's own number or
-lists its bills page by page. The bill service is synchronous (SQLite through SQLAlchemy
-Core); handlers run it in a worker thread so the event loop never waits on the database.
+lists its bills page by page, and ``GET /his/v1/reconciliation`` a service date's bills with
+their shares and totals (`switch.his_reconcile`). The bill service is synchronous (SQLite
+through SQLAlchemy Core); handlers run it in a worker thread so the event loop never waits on
+the database.
 
 Abuse: failed logins are throttled per institution id and per client address
 (`switch.his_throttle`: 429 ``too_many_attempts`` with Retry-After, counted in /metrics); a bill
@@ -59,6 +61,7 @@ from switch.his_auth import (
 )
 from switch.his_body import BODY_BYTES_MAX, BODY_LIMIT_TEXT, ClientGone, json_body
 from switch.his_catalogue import catalogue_response
+from switch.his_health import Reviews, put_health
 from switch.his_idempotency import HEADER, REPLAYED, Answer, IdempotencyKeys, fingerprint, key_of
 from switch.his_parse import (
     BILL_ID,
@@ -69,6 +72,7 @@ from switch.his_parse import (
     parse_submission,
 )
 from switch.his_rate import RateLimiter
+from switch.his_reconcile import reconciliation_page
 from switch.his_sweep import sweep_expired_bills
 from switch.his_throttle import LoginThrottle
 from switch.metrics import Metrics
@@ -97,6 +101,7 @@ class HisDeps:
     rate: RateLimiter = field(default_factory=RateLimiter)  # requests per institution
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
     timezone: str = "Asia/Shanghai"  # the centre's: service dates and "today" are in it
+    reviews: Reviews | None = None  # the ledger's add_review: refused health updates (his_health)
 
     def today(self) -> dt.date:
         return self.clock().astimezone(ZoneInfo(self.timezone)).date()
@@ -338,11 +343,24 @@ async def cancel_bill(request: web.Request) -> web.Response:
     return await _idempotent(request, None, answer)
 
 
+async def get_reconciliation(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    store, query = deps.service.store, dict(request.query)
+    page = await _call(reconciliation_page, store, _institution(request), query)
+    return web.json_response(page)
+
+
 async def get_catalogue(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     directory = deps.service.directory
     zone = ZoneInfo(deps.timezone)
     return await catalogue_response(request, directory, _institution(request), deps.clock, zone)
+
+
+async def put_card_health(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    now = deps.clock().astimezone(ZoneInfo(deps.timezone))
+    return await put_health(request, deps.service, deps.reviews, now)
 
 
 async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
@@ -371,6 +389,8 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app.router.add_get(f"{prefix}/bills/{{bill_id}}", get_bill)
     app.router.add_post(f"{prefix}/bills/{{bill_id}}/cancel", cancel_bill)
     app.router.add_get(f"{prefix}/catalogue", get_catalogue)
+    app.router.add_get(f"{prefix}/reconciliation", get_reconciliation)
+    app.router.add_put(f"{prefix}/cards/{{card_no}}/health", put_card_health)
     return app
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Directory
 from ledger.medical.policy import Policy
-from switch.his_parse import DATE, ApiError, encode_cursor, parse_cursor
+from switch.his_parse import DATE, ApiError, encode_cursor, parse_cursor, parse_limit
 
 LIMIT_MAX = 500
 LIMIT_DEFAULT = 200
@@ -46,10 +46,7 @@ def parse_catalogue_query(query: dict[str, str], today: dt.date) -> CatalogueQue
             day = None
         if day is None:
             raise ApiError(400, "invalid_request", "on is a date (YYYY-MM-DD)", field="?on")
-    text = query.get("limit", str(LIMIT_DEFAULT))
-    limit = int(text) if text.isdigit() and len(text) <= 4 else 0
-    if not 1 <= limit <= LIMIT_MAX:
-        raise ApiError(400, "invalid_request", f"limit is from 1 to {LIMIT_MAX}", field="?limit")
+    limit = parse_limit(query, LIMIT_DEFAULT, LIMIT_MAX)
     after = parse_cursor(query["cursor"]) if "cursor" in query else ""
     assert day is not None
     return CatalogueQuery(day, after, limit)

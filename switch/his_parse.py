@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ CARD_NO = re.compile(r"^[0-9]{12,19}$")
 TEXT_ID = re.compile(r"^[\x21-\x7e]{1,40}$")  # printable ASCII, no space
 CODE = re.compile(r"^[\x21-\x7e]{1,20}$")
 CATEGORY = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")  # ASCII digits only (not \d)
+# RFC 3339 date-time (section 5.6): Python's fromisoformat also takes forms it does not
+DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 LIST_LIMIT_MAX = 100
 LIST_LIMIT_DEFAULT = 50
 
@@ -158,17 +163,22 @@ def parse_cursor(text: str) -> str:
 
 
 def _since(text: str) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        when = None
-    _require(
-        when is not None and when.tzinfo is not None,
-        "since is a date-time with its offset (RFC 3339)",
-        "?since",
-    )
+    when = None
+    if DATE_TIME.match(text):
+        with contextlib.suppress(ValueError):  # a day or an hour out of range, a leap second
+            when = dt.datetime.fromisoformat(text.upper())
+    _require(when is not None, "since is a date-time with its offset (RFC 3339)", "?since")
     assert when is not None
     return when
+
+
+def parse_limit(query: dict[str, str], default: int, maximum: int) -> int:
+    """`limit`: a decimal integer from 1 to `maximum` (ASCII digits: `²` or `٣` is no
+    number here, though str.isdigit says so), `default` when absent."""
+    text = query.get("limit", str(default))
+    limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
+    _require(1 <= limit <= maximum, f"limit is from 1 to {maximum}", "?limit")
+    return limit
 
 
 def parse_list_query(query: dict[str, str]) -> ListQuery:
@@ -176,9 +186,7 @@ def parse_list_query(query: dict[str, str]) -> ListQuery:
     `next_cursor` of the page before); another parameter is refused."""
     unknown = sorted(set(query) - {"since", "limit", "cursor"})
     _require(not unknown, f"unknown query parameters {unknown}", _first("?", unknown))
-    limit_text = query.get("limit", str(LIST_LIMIT_DEFAULT))
-    limit = int(limit_text) if limit_text.isdigit() and len(limit_text) <= 4 else 0
-    _require(1 <= limit <= LIST_LIMIT_MAX, f"limit is from 1 to {LIST_LIMIT_MAX}", "?limit")
+    limit = parse_limit(query, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
     since = _since(query["since"]) if "since" in query else EPOCH
     after = parse_cursor(query["cursor"]) if "cursor" in query else ""
     return ListQuery(since, after, limit)

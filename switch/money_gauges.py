@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from ledger.dayend.recon_doubt import REASON as LOAD_IN_DOUBT_AGED
 from ledger.events.common import ReviewReason
-from switch.risk import DAYEND_STATES, Risk, oldest_age_s, reasons
+from switch.risk import DAYEND_STATES, Risk, oldest_age_s, reasons, review_ages_s
 
 #: Reasons shown at 0 when no item has them, so that an alert sees 0 rather than nothing.
 KNOWN_REASONS = (*(reason.value for reason in ReviewReason), LOAD_IN_DOUBT_AGED)
@@ -47,6 +47,13 @@ class MoneyGauges:
         self.review_items = Gauge(
             "medswitch_review_items",
             "Review items a person still has to act on (open or adjusting), by reason",
+            ("reason",),
+            registry=registry,
+        )
+        self.review_oldest = Gauge(
+            "medswitch_review_oldest_age_seconds",
+            "Seconds the oldest review item still open (or adjusting) has waited, by reason"
+            " (0 when none is)",
             ("reason",),
             registry=registry,
         )
@@ -83,8 +90,10 @@ class MoneyGauges:
         counts = reasons(KNOWN_REASONS, risk)
         for reason in self._reasons - counts.keys():  # none open now
             counts[reason] = 0
+        ages = review_ages_s(risk)
         for reason, count in counts.items():
             self.review_items.labels(reason).set(count)
+            self.review_oldest.labels(reason).set(ages.get(reason, 0.0) if count else 0.0)
         self._reasons |= counts.keys()
         for state in DAYEND_STATES:
             self.dayend_state.labels(state).set(1 if risk.dayend.state == state else 0)

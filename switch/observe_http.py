@@ -23,7 +23,7 @@ from ledger.core import Health
 from switch.bank.host import BankHost
 from switch.listener import Listener
 from switch.metrics import Metrics, version
-from switch.risk import Risk, RiskWatch, oldest_age_s
+from switch.risk import Risk, RiskWatch, oldest_age_s, review_ages_s
 from switch.sessions import Sessions
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -31,6 +31,9 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 SAF_OLDEST_S = 300.0
 IN_DOUBT_OLDEST_S = 3600.0
 DAYEND_APPROVED_WITHIN_S = 11 * 3600.0  # 10:00 for a 23:00 cut-over
+#: A review item is raised to be worked the same business day: one left open longer is
+#: attention (a fresh one is the queue doing its job, not a fault).
+REVIEW_OLDEST_S = 24 * 3600.0
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Observer:
         if self.bank.listener is not None:
             metrics.connections.labels("bank").set(self.bank.listener.connections)
         metrics.signed_on.set(self.sessions.signed_on)
+        await self.bank.show_metrics()  # the bank links' state, their reversal queues' depth
         writer_up = self.health() is Health.OK
         try:
             risk = await self.risk.current()
@@ -75,6 +79,7 @@ class Observer:
         except RuntimeError as err:
             error = {"code": "database_unavailable", "message": str(err)}
             return web.json_response({"error": error}, status=503)
+        await self.bank.show_metrics()  # the links' signed-on gauges /status reads, current
         return web.json_response(self.status(risk))
 
     def _allowed(self, request: web.Request) -> bool:
@@ -121,6 +126,9 @@ class Observer:
             "saf": saf,
             "loads_in_doubt": in_doubt,
             "review_queue": dict(sorted(risk.review.items())),
+            "review_oldest_age_s": {
+                reason: round(age, 1) for reason, age in review_ages_s(risk).items()
+            },
             "dayend": dayend,
             "ledger_writer": health.value,
         }
@@ -175,9 +183,14 @@ def attention(status: dict[str, Any]) -> list[str]:
             f"{doubt['count']} loads in doubt ({doubt['fen'] / 100:.2f} yuan), oldest"
             f" {doubt['oldest_age_s']:.0f} s"
         )
-    open_items = sum(status["review_queue"].values())
-    if open_items:
-        lines.append(f"{open_items} review items open")
+    old = {
+        reason: age
+        for reason, age in status["review_oldest_age_s"].items()
+        if age > REVIEW_OLDEST_S
+    }
+    if old:
+        reasons = ", ".join(f"{reason} {age / 3600:.0f} h" for reason, age in old.items())
+        lines.append(f"review items open longer than 24 h: {reasons}")
     dayend = status["dayend"]
     if dayend["state"] != "approved" and dayend["cutover_age_s"] > DAYEND_APPROVED_WITHIN_S:
         lines.append(f"day-end of {dayend['business_date']} {dayend['state']}, not approved")

@@ -58,8 +58,11 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored: str, password: str) -> bool:
-    """>>> verify_password(hash_password("correct horse"), "correct horse")
-    True"""
+    """Whether `password` is the one `stored` was made from (scrypt, constant-time compare).
+
+    >>> verify_password(hash_password("correct horse"), "correct horse")
+    True
+    """
     try:
         kind, n, r, p, salt, digest = stored.split("$")
         if kind != "scrypt":
@@ -221,6 +224,20 @@ def operator_of_token(engine: Any, token: str) -> Operator:
     if row[2] != "active":
         raise AuthError(f"operator {row[0]} is disabled")
     return _operator(row)
+
+
+def operator_of_bearer(engine: Any, authorization: str, role: str | None) -> Operator:
+    """The operator an HTTP request's ``Authorization: Bearer TOKEN`` names (with ``role``,
+    when given): the daemon's internal endpoints (the admin API, a bank link's key change)."""
+    if not authorization.startswith("Bearer "):
+        raise AuthError("an operator's login token is required (Bearer)")
+    operator = operator_of_token(engine, authorization.removeprefix("Bearer "))
+    return operator if role is None else require(operator, role)
+
+
+def http_status(error: AuthError) -> int:
+    """403 for an operator without the role, else 401."""
+    return 403 if "lacks the role" in str(error) else 401
 
 
 def require(operator: Operator, role: str) -> Operator:

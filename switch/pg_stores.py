@@ -22,9 +22,7 @@ from hsm.keyblock import StoredKey
 from hsm.keys import KeyUsage
 from hsm.keystore import KeyStore
 from routing.bank_context import StatusChange
-from switch.bank import saf
 from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
-from switch.bank.saf import Pending, pending_of
 from switch.session_store import (
     CURRENT,
     PENDING,
@@ -298,20 +296,3 @@ class PgCardStatus:
         before ``at_us``: the ones whose shadows are due to be swept."""
         rows = await self._pool.fetch(ENDED_BEFORE.format("$1"), at_us)
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
-
-
-class PgReversalQueue:
-    """The reversal queue's delivery state (``switch.bank.saf.ReversalQueue``)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def pending(self, bank_id: str, limit: int = 100) -> list[Pending]:
-        rows = await self._pool.fetch(saf.PENDING.format("$1", "$2"), bank_id, limit)
-        return pending_of(list(rows))
-
-    async def mark(self, key: str, *, acknowledged: bool) -> None:
-        status = ", status = 'acknowledged'" if acknowledged else ""
-        await self._pool.execute(
-            f"UPDATE reversal_queue SET attempts = attempts + 1{status} WHERE key = $1", key
-        )

@@ -44,7 +44,7 @@ import time
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ledger.core import LedgerUnavailable
-from messages.codec import Message
+from messages.codec import Codec, Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.table import Route
@@ -105,6 +105,7 @@ class Link(Protocol[Req, Rep, Key, Party]):
 
     name: str  # "terminal" | "bank": the metrics' label, the log line's interface
     log: logging.Logger
+    codec: Codec  # the link's wire encoding (a bank's dialect): how the frame trace reads it
 
     def read(self, payload: bytes, peer: str) -> tuple[Message, Req] | None:
         """The decoded frame and its typed request (CodecError when it does not decode); None:
@@ -205,7 +206,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
 
     async def handle(self, payload: bytes, peer: str) -> bytes | None:
         link = self.link
-        trace.frame(link.name, "in", peer, payload)  # when a trace file is set (switch.trace)
+        trace.frame(link.name, "in", peer, payload, link.codec)  # if tracing (switch.trace)
         try:
             read = link.read(payload, peer)
         except CodecError as err:
@@ -213,7 +214,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             self._format_warnings.warning("%s: format error from %s: %s", link.name, peer, err)
             answer = link.format_error(payload, err)
             if answer:
-                trace.frame(link.name, "out", peer, answer)
+                trace.frame(link.name, "out", peer, answer, link.codec)
             return answer  # None: no message type the interface defines; the listener closes
         if read is None:
             return b""
@@ -235,7 +236,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             answer = work.result()
         else:
             answer = await self._timed_out(request, message, work, exchange)
-        trace.frame(link.name, "out", peer, answer)
+        trace.frame(link.name, "out", peer, answer, link.codec)
         return answer
 
     async def _work(
@@ -270,7 +271,9 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if exchange.late:
                 envelope["late"] = "yes"  # answered 96 at the deadline
             code = reply.response_code
-            if code != _APPROVED:  # every refusal says why (and which bill), no card data
+            # every refusal says why (and which bill), no card data; an approval when its
+            # handler noted something (e.g. a settlement without its visit script)
+            if code != _APPROVED or reason:
                 envelope["reason"] = reason or refusal_reason(code)
                 if bill:
                     envelope["bill"] = bill

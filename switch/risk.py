@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, select
 
@@ -71,18 +71,21 @@ class Risk:
     dayend: DayEnd
     signed_on: dict[str, int]  # institution → terminals with a current session
     saf: dict[str, tuple[int, int]] = field(default_factory=dict)  # bank → (queued, oldest µs)
+    review_oldest_us: dict[str, int] = field(default_factory=dict)  # reason → oldest item's µs
 
 
 def read_risk(engine: Any, cutover: Cutover, now_us: int) -> Risk:
     """One read of the database (SQLAlchemy Core: SQLite's Engine or the PostgreSQL bridge's)."""
     with engine.connect() as connection:
+        review = _review(connection)
         return Risk(
             now_us,
             _in_doubt(connection),
-            _review(connection),
+            review.counts,
             _dayend(connection, cutover, now_us),
             _signed_on(connection),
             _saf(connection),
+            review.oldest_us,
         )
 
 
@@ -124,19 +127,26 @@ def _in_doubt(connection: Any) -> InDoubt:
     )
 
 
-def _review(connection: Any) -> dict[str, int]:
+class _Review(NamedTuple):
+    counts: dict[str, int]  # reason → open items
+    oldest_us: dict[str, int]  # reason → when its oldest open item was raised
+
+
+def _review(connection: Any) -> _Review:
     r = schema.review_items.c
     statement = (
-        select(r.reason, func.count())
+        select(r.reason, func.count(), func.min(r.created_at_us))
         .where(r.status.in_(OPEN_STATUSES))
         .group_by(r.reason)
         .order_by(func.count().desc())
     )
     counts: dict[str, int] = {}
-    for reason, count in connection.execute(statement):
+    oldest: dict[str, int] = {}
+    for reason, count, first in connection.execute(statement):
         key = str(reason) if len(counts) < REASONS_MAX else "other"
         counts[key] = counts.get(key, 0) + int(count)
-    return counts
+        oldest[key] = min(oldest.get(key, int(first)), int(first))
+    return _Review(counts, oldest)
 
 
 def _dayend(connection: Any, cutover: Cutover, now_us: int) -> DayEnd:
@@ -221,6 +231,14 @@ def oldest_age_s(risk: Risk) -> float:
     """Seconds since the oldest load in doubt went into doubt (0 when none is)."""
     oldest = risk.in_doubt.oldest_at_us
     return 0.0 if oldest is None else max(0.0, (risk.read_at_us - oldest) / 1e6)
+
+
+def review_ages_s(risk: Risk) -> dict[str, float]:
+    """Reason → seconds its oldest open review item has waited."""
+    return {
+        reason: max(0.0, (risk.read_at_us - at) / 1e6)
+        for reason, at in sorted(risk.review_oldest_us.items())
+    }
 
 
 def reasons(known: Sequence[str], risk: Risk) -> dict[str, int]:

@@ -165,6 +165,11 @@ class Sessions:
         self._counted: Counter | None = None
         self._turns: dict[str, _Turn] = {}  # terminals with a sign-on under way or waiting
 
+    @property
+    def key_store(self) -> KeyStore:
+        """The key store of the ceremonies' keys (the centre's PERSONAL_DATA among them)."""
+        return self._store
+
     def attach(self, sets: SessionStore) -> None:
         """Keep the sets in ``sets`` unless a store was given (the app: its database's)."""
         if self._set_store is None:

@@ -88,7 +88,15 @@ class TerminalService:
 
     def read(self, payload: bytes, peer: str) -> tuple[Message, TerminalMessage]:
         message = self.codec.decode(payload)
-        request = terminal_table.parse(message)
+        try:
+            request = terminal_table.parse(message)
+        except CodecError as err:  # decoded, but not a request it defines: echo its envelope
+            raise type(err)(
+                err.reason,
+                field=err.field,
+                offset=err.offset,
+                envelope=err.envelope or self.codec.envelope_of(message),
+            ) from err
         if isinstance(request, TerminalReply):  # the switch sends no requests to terminals
             raise UnknownTransaction("a response where a request belongs", field="MTI")
         return message, request

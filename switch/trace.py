@@ -13,7 +13,11 @@ The trace is a logger (``medswitch.trace``) of its own, off unless :func:`open_t
 a file; :func:`frame` costs one level check when it is off. The frame travels to the file's
 formatter (:class:`TraceFormatter`, which holds the codecs) as the record's message, masked
 there: no other handler sees it (the logger does not propagate), and as text it is only
-"frame terminal in". Tracing writes each frame as it
+"frame terminal in". The outbound bank links' frames are traced as ``bank`` frames too (peer
+"HOST:PORT outbound"); a bank frame, either way, is read in its link's dialect and written in
+the bank interface's own encoding (ASCII, length ``ascii4``), so decode reads it whatever the
+dialect. Tracing writes
+each frame as it
 passes: for finding a fault, not for a day at full load.
 
 """
@@ -63,6 +67,7 @@ class Passing(NamedTuple):
     direction: str
     peer: str
     payload: bytes
+    wire: Codec | None = None  # the codec the payload is in, if not the interface's own
 
     def __str__(self) -> str:
         return f"frame {self.interface} {self.direction}"
@@ -88,7 +93,7 @@ class TraceFormatter(logging.Formatter):
         if not isinstance(passing, Passing) or passing.interface not in self._codecs:
             return self._json.line(record.created, "debug", record.name, "not a frame", {})
         codec, length_format = self._codecs[passing.interface]
-        found = masked(codec, length_format, passing.payload)
+        found = masked(passing.wire or codec, length_format, passing.payload, codec)
         fields: dict[str, object] = {
             "interface": passing.interface,
             "direction": passing.direction,
@@ -110,14 +115,21 @@ def open_trace(path: Path) -> None:
     log.propagate = False  # not in the daemon's log
 
 
-def frame(interface: str, direction: str, peer: str, payload: bytes) -> None:
-    """Trace one frame's payload (without its length prefix), if tracing is on."""
+def frame(
+    interface: str, direction: str, peer: str, payload: bytes, wire: Codec | None = None
+) -> None:
+    """Trace one frame's payload (without its length prefix), if tracing is on; ``wire``: the
+    codec of the link's dialect, when it is not the interface's (an outbound bank link)."""
     if payload and log.isEnabledFor(logging.DEBUG):
-        log.debug(Passing(interface, direction, peer, payload))
+        log.debug(Passing(interface, direction, peer, payload, wire))
 
 
-def masked(codec: Codec, length_format: LengthFormat, payload: bytes) -> Masked | None:
-    """The frame without its secrets; ``None`` if it does not decode."""
+def masked(
+    codec: Codec, length_format: LengthFormat, payload: bytes, written: Codec | None = None
+) -> Masked | None:
+    """The frame without its secrets, encoded by ``written`` (default ``codec``: a frame
+    read in a bank dialect is written as the interface's own, which decode reads); ``None``
+    if it does not decode."""
     try:
         message = codec.decode(payload)
         kept = {
@@ -131,7 +143,8 @@ def masked(codec: Codec, length_format: LengthFormat, payload: bytes) -> Masked 
             if n in _PAN_FIELDS
         }
         stripped = Message(message.mti, kept, message.tpdu, message.header)
-        return Masked(encode_frame(codec.encode(stripped), length_format).hex().upper(), taken)
+        encoded = (written or codec).encode(stripped)
+        return Masked(encode_frame(encoded, length_format).hex().upper(), taken)
     except CodecError:
         return None
 

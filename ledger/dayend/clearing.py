@@ -121,15 +121,24 @@ def render(report: Clearing) -> bytes:
     """The clearing report: CSV (LF line ends), one row per (section, party, item, detail)."""
     snap, out = report.snapshot, io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow([FORMAT, VERSION, snap.business_date.isoformat(), _iso(snap.start_us),
-                _iso(snap.end_us)])
+    w.writerow(
+        [FORMAT, VERSION, snap.business_date.isoformat(), _iso(snap.start_us), _iso(snap.end_us)]
+    )
     w.writerow(["section", "party", "item", "detail", "count", "amount_fen"])
     for party, totals in sorted(report.institutions.items()):
         for item, (count, amount) in sorted(totals.items()):
             w.writerow(["institution", party, item, "", count, amount])
         for part in (p for p in snap.pooled if p.institution_id == party):
-            w.writerow(["institution", party, "pooled_by_class", f"{part.category}/{part.coverage}",
-                        part.bills, part.amount_fen])
+            w.writerow(
+                [
+                    "institution",
+                    party,
+                    "pooled_by_class",
+                    f"{part.category}/{part.coverage}",
+                    part.bills,
+                    part.amount_fen,
+                ]
+            )
     for account, amount in sorted(snap.payables.items()):
         if amount:
             w.writerow(["payable", _party(account), _prefix(account)[:-1], "at_cutover", 1, amount])
@@ -142,11 +151,13 @@ def render(report: Clearing) -> bytes:
     for doubt in snap.in_doubt:
         age_s = (snap.end_us - doubt.since_us) // 1_000_000
         w.writerow(["in_doubt", doubt.account, "age_s", age_s, 1, doubt.amount_fen])
-    w.writerow(["late_uploads", "", "offline_records", "card_date_before_window",
-                *snap.late_uploads])
+    w.writerow(
+        ["late_uploads", "", "offline_records", "card_date_before_window", *snap.late_uploads]
+    )
     for f in report.plan.files:
-        w.writerow(["file", f.file.bank_id, f.file.kind.lower(), f.name, len(f.lines),
-                    f.file.total_fen])
+        w.writerow(
+            ["file", f.file.bank_id, f.file.kind.lower(), f.name, len(f.lines), f.file.total_fen]
+        )
     for held in report.plan.held:
         w.writerow(["held", held.account, "not_paid", held.reason, 1, held.amount_fen])
     for note in snap.notes:
@@ -156,14 +167,18 @@ def render(report: Clearing) -> bytes:
 
 def summary(report: Clearing) -> list[str]:
     """A few lines for the operator (amounts in yuan; the report file keeps fen)."""
-    lines = [f"business date {report.snapshot.business_date}: "
-             f"{sum(f.count for f in report.snapshot.flows)} transfers cleared"]
+    lines = [
+        f"business date {report.snapshot.business_date}: "
+        f"{sum(f.count for f in report.snapshot.flows)} transfers cleared"
+    ]
     for party, totals in sorted(report.institutions.items()):
         net = totals.get("net", (0, 0))[1]
         ed, ep = totals.get("card_ed", (0, 0))[1], totals.get("card_ep", (0, 0))[1]
         pooled = totals.get("pooled", (0, 0))[1]
-        lines.append(f"  {party}: card ED {yuan(ed)} EP {yuan(ep)} pooled {yuan(pooled)}"
-                     f" net {yuan(net)} yuan")
+        lines.append(
+            f"  {party}: card ED {yuan(ed)} EP {yuan(ep)} pooled {yuan(pooled)}"
+            f" net {yuan(net)} yuan"
+        )
     for f in report.plan.files:
         lines.append(f"  {f.name}: {len(f.lines)} payments, {yuan(f.file.total_fen)} yuan")
     for held in report.plan.held:

@@ -37,8 +37,16 @@ MAC_INPUT_TRAILER_BYTES = 27  # "T" + count (8) + total (18): the MAC covers the
 
 # (name, width) of each line kind's fields, in order; widths in bytes.
 HEADER = (("type", 1), ("format", 8), ("version", 2), ("date", 8), ("bank", 32), ("source", 10))
-DETAIL = (("type", 1), ("line", 6), ("payout_id", 48), ("payee_id", 32), ("account_no", 40),
-          ("account_name", 60), ("amount_fen", 15), ("currency", 3))
+DETAIL = (
+    ("type", 1),
+    ("line", 6),
+    ("payout_id", 48),
+    ("payee_id", 32),
+    ("account_no", 40),
+    ("account_name", 60),
+    ("amount_fen", 15),
+    ("currency", 3),
+)
 TRAILER = (("type", 1), ("count", 8), ("total_fen", 18), ("mac", 16))
 
 
@@ -121,25 +129,49 @@ def render(f: PayoutFile) -> bytes:
     if f.kind == REFUND and f.source != EP:
         raise PayoutFileError("refunds are EP money")
     date = f.business_date.replace("-", "")
-    out = [_line(HEADER, {"type": "H", "format": FORMATS[f.kind], "version": VERSION,
-                          "date": date, "bank": f.bank_id, "source": f.source.upper()}, set())]
+    out = [
+        _line(
+            HEADER,
+            {
+                "type": "H",
+                "format": FORMATS[f.kind],
+                "version": VERSION,
+                "date": date,
+                "bank": f.bank_id,
+                "source": f.source.upper(),
+            },
+            set(),
+        )
+    ]
     for number, p in enumerate(f.lines, 1):
         if p.amount_fen <= 0:
             raise PayoutFileError(f"line {number}: an amount must be positive")
-        values = {"type": "D", "line": str(number), "payout_id": p.payout_id,
-                  "payee_id": p.payee_id, "account_no": p.account_no,
-                  "account_name": p.account_name, "amount_fen": str(p.amount_fen),
-                  "currency": "CNY"}
+        values = {
+            "type": "D",
+            "line": str(number),
+            "payout_id": p.payout_id,
+            "payee_id": p.payee_id,
+            "account_no": p.account_no,
+            "account_name": p.account_name,
+            "amount_fen": str(p.amount_fen),
+            "currency": "CNY",
+        }
         out.append(_line(DETAIL, values, {"line", "amount_fen"}))
-    out.append(b"T" + _field(str(len(f.lines)), 8, "count", digits=True)
-               + _field(str(f.total_fen), 18, "total", digits=True))
+    out.append(
+        b"T"
+        + _field(str(len(f.lines)), 8, "count", digits=True)
+        + _field(str(f.total_fen), 18, "total", digits=True)
+    )
     return b"".join(out)
 
 
 def _finish(mac_input: bytes, mac: bytes) -> bytes:
     trailer = mac_input[mac_input.rindex(b"\n") + 1 :] + mac.hex().upper().encode()
-    return mac_input[: len(mac_input) - MAC_INPUT_TRAILER_BYTES] + trailer.ljust(
-        LINE_BYTES, b" ") + b"\n"
+    return (
+        mac_input[: len(mac_input) - MAC_INPUT_TRAILER_BYTES]
+        + trailer.ljust(LINE_BYTES, b" ")
+        + b"\n"
+    )
 
 
 async def build(hsm: Hsm, file_key: KeyRef, f: PayoutFile) -> tuple[bytes, str]:
@@ -195,11 +227,13 @@ def split(plain: bytes) -> tuple[PayoutFile, str, bytes]:
     details = [_detail(number, line) for number, line in enumerate(lines[1:-1], 1)]
     if int(tail["count"]) != len(details):
         raise PayoutFileError(
-            f"the trailer counts {int(tail['count'])} payments, the file holds {len(details)}")
+            f"the trailer counts {int(tail['count'])} payments, the file holds {len(details)}"
+        )
     total = sum(p.amount_fen for p in details)
     if int(tail["total_fen"]) != total:
         raise PayoutFileError(
-            f"the trailer's total {int(tail['total_fen'])} fen differs from the lines' {total}")
+            f"the trailer's total {int(tail['total_fen'])} fen differs from the lines' {total}"
+        )
     d = head["date"]
     f = PayoutFile(kind, f"{d[:4]}-{d[4:6]}-{d[6:]}", head["bank"], source, tuple(details))
     mac_input = plain[: len(plain) - LINE_BYTES - 1] + lines[-1][:MAC_INPUT_TRAILER_BYTES]
@@ -212,8 +246,9 @@ def _detail(number: int, line: bytes) -> PayoutLine:
         raise PayoutFileError(f"line {number}: not the payment line expected there")
     if not v["amount_fen"].isdigit() or int(v["amount_fen"]) <= 0 or v["currency"] != "CNY":
         raise PayoutFileError(f"line {number}: malformed amount or currency")
-    return PayoutLine(v["payout_id"], v["payee_id"], v["account_no"], v["account_name"],
-                      int(v["amount_fen"]))
+    return PayoutLine(
+        v["payout_id"], v["payee_id"], v["account_no"], v["account_name"], int(v["amount_fen"])
+    )
 
 
 async def parse(hsm: Hsm, file_key: KeyRef, data: bytes) -> CheckedFile:
@@ -226,8 +261,9 @@ async def parse(hsm: Hsm, file_key: KeyRef, data: bytes) -> CheckedFile:
         try:
             plain = await hsm.decrypt_data(file_key, data)
         except ValueError:
-            raise PayoutFileError("the file is neither a plain payout file nor decrypts under "
-                                  "this file key") from None
+            raise PayoutFileError(
+                "the file is neither a plain payout file nor decrypts under this file key"
+            ) from None
         if plain[:9] != b"H" + FORMATS[REFUND].encode():
             raise PayoutFileError("the file does not decrypt under this file key to a refund file")
     f, mac_hex, mac_input = split(plain)
@@ -236,6 +272,7 @@ async def parse(hsm: Hsm, file_key: KeyRef, data: bytes) -> CheckedFile:
     except ValueError:
         raise PayoutFileError("the trailer's MAC is not hex") from None
     if len(mac) != 8 or not await hsm.verify_mac(file_key, MacAlgorithm.X9_19, mac_input, mac):
-        raise PayoutFileError("the file's MAC does not verify under the bank's file key "
-                              "(altered, or another key)")
+        raise PayoutFileError(
+            "the file's MAC does not verify under the bank's file key (altered, or another key)"
+        )
     return CheckedFile(f, mac_hex, plain)

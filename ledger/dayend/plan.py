@@ -28,8 +28,11 @@ from ledger.dayend.snapshot import Snapshot
 from ledger.events.common import TransferCode, centre
 from ledger.kinds import AccountKind as K
 
-_SOURCE = {"payins": (pf.INSURANCE, pf.PAYOUT, "I"), "payep": (pf.EP, pf.PAYOUT, "E"),
-           "refund": (pf.EP, pf.REFUND, "R")}
+_SOURCE = {
+    "payins": (pf.INSURANCE, pf.PAYOUT, "I"),
+    "payep": (pf.EP, pf.PAYOUT, "E"),
+    "refund": (pf.EP, pf.REFUND, "R"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +50,24 @@ class Payout:
     @property
     def transfer(self) -> Transfer:
         """payable → payouts in flight: the same transfer ``ledger.events.post_payout`` posts."""
-        in_flight = K.INSURANCE_PAYOUTS_IN_FLIGHT if self.source == pf.INSURANCE else (
-            K.EP_PAYOUTS_IN_FLIGHT)
-        return Transfer(transfer_id("payout", self.payout_id), self.payable_account,
-                        centre(in_flight), self.amount_fen, TransferCode.PAYOUT,
-                        f"payout|{self.payout_id}")
+        in_flight = (
+            K.INSURANCE_PAYOUTS_IN_FLIGHT
+            if self.source == pf.INSURANCE
+            else (K.EP_PAYOUTS_IN_FLIGHT)
+        )
+        return Transfer(
+            transfer_id("payout", self.payout_id),
+            self.payable_account,
+            centre(in_flight),
+            self.amount_fen,
+            TransferCode.PAYOUT,
+            f"payout|{self.payout_id}",
+        )
 
     def line(self) -> pf.PayoutLine:
-        return pf.PayoutLine(self.payout_id, self.party_id, self.account_no, self.account_name,
-                             self.amount_fen)
+        return pf.PayoutLine(
+            self.payout_id, self.party_id, self.account_no, self.account_name, self.amount_fen
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +114,28 @@ def plan(snapshot: Snapshot) -> Plan:
         if hold is not None:  # never again to the account the bank returned it from
             held.append(Held(account, amount, hold))
             continue
-        payouts.append(Payout(payout_id, account, source, "refund" if letter == "R" else
-                              "institution", party, bank, number, name, amount))
+        payouts.append(
+            Payout(
+                payout_id,
+                account,
+                source,
+                "refund" if letter == "R" else "institution",
+                party,
+                bank,
+                number,
+                name,
+                amount,
+            )
+        )
     groups: dict[tuple[str, str, str], list[Payout]] = defaultdict(list)
     for p in payouts:
         groups[(p.bank_id, p.source, pf.REFUND if p.kind == "refund" else pf.PAYOUT)].append(p)
     files = []
     for (bank, source, kind), lines in sorted(groups.items()):
         lines.sort(key=lambda p: p.party_id)
-        f = pf.PayoutFile(kind, snapshot.business_date.isoformat(), bank, source,
-                          tuple(p.line() for p in lines))
+        f = pf.PayoutFile(
+            kind, snapshot.business_date.isoformat(), bank, source, tuple(p.line() for p in lines)
+        )
         files.append(PlannedFile(pf.file_name(f), f, tuple(lines)))
     files.sort(key=lambda f: f.name)
     return Plan(tuple(files), tuple(held))

@@ -34,13 +34,19 @@ from ledger.medical.sql_store import write_transaction
 
 CONFIRMED = "payout.reissue_confirmed"
 ACCOUNT_SET = "institution.settlement_account"
-_PAYABLE = {("insurance", "institution"): "payins", ("ep", "institution"): "payep",
-            ("ep", "refund"): "refund"}
+_PAYABLE = {
+    ("insurance", "institution"): "payins",
+    ("ep", "institution"): "payep",
+    ("ep", "refund"): "refund",
+}
 
 
 def audit(c: Connection, at_us: int, actor: str, action: str, subject: str, detail: str) -> None:
-    c.execute(insert(s.audit_log).values(at_us=at_us, actor=actor, action=action,
-                                         subject=subject, detail=detail))
+    c.execute(
+        insert(s.audit_log).values(
+            at_us=at_us, actor=actor, action=action, subject=subject, detail=detail
+        )
+    )
 
 
 class HoldError(ValueError):
@@ -68,12 +74,27 @@ def hold_reason(returned: tuple[ReturnedPayout, ...], bank: str, account_no: str
 
 def outstanding(connection: Connection) -> dict[str, tuple[ReturnedPayout, ...]]:
     """Returned payouts not yet re-issued, by the payable they came from."""
-    confirmed = {row[0] for row in connection.execute(
-        select(s.audit_log.c.subject).where(s.audit_log.c.action == CONFIRMED))}
+    confirmed = {
+        row[0]
+        for row in connection.execute(
+            select(s.audit_log.c.subject).where(s.audit_log.c.action == CONFIRMED)
+        )
+    }
     p = s.payouts.c
     rows = connection.execute(
-        select(p.id, p.source, p.kind, p.institution_id, p.cardholder_id, p.bank_id,
-               p.account_no, p.reason).where(p.status == "returned").order_by(p.id))
+        select(
+            p.id,
+            p.source,
+            p.kind,
+            p.institution_id,
+            p.cardholder_id,
+            p.bank_id,
+            p.account_no,
+            p.reason,
+        )
+        .where(p.status == "returned")
+        .order_by(p.id)
+    )
     found: dict[str, list[ReturnedPayout]] = defaultdict(list)
     for pid, source, kind, institution, holder, bank, account, reason in rows:
         prefix = _PAYABLE.get((source, kind))
@@ -81,13 +102,15 @@ def outstanding(connection: Connection) -> dict[str, tuple[ReturnedPayout, ...]]
             continue
         party = holder if kind == "refund" else institution
         payable = f"{prefix}:{party}"
-        found[payable].append(ReturnedPayout(pid, payable, bank, account, reason or "",
-                                             pid in confirmed))
+        found[payable].append(
+            ReturnedPayout(pid, payable, bank, account, reason or "", pid in confirmed)
+        )
     return {account: tuple(items) for account, items in found.items()}
 
 
-def set_settlement_account(engine: Engine, institution: str, bank: str, account_no: str,
-                           operator: str, now_us: int) -> list[str]:
+def set_settlement_account(
+    engine: Engine, institution: str, bank: str, account_no: str, operator: str, now_us: int
+) -> list[str]:
     """Correct (or confirm) an institution's settlement account; returns the returned payouts
     the next day-end re-issues to it. Re-entering the account a payout was returned from
     confirms that account for those payouts (as :func:`confirm_reissue`)."""
@@ -95,20 +118,27 @@ def set_settlement_account(engine: Engine, institution: str, bank: str, account_
         raise HoldError("the account number must be 1 to 40 ASCII characters")
     i = s.institutions.c
     with write_transaction(engine) as c:
-        row = c.execute(select(i.kind, i.settlement_bank_id, i.settlement_account_no)
-                        .where(i.id == institution)).first()
+        row = c.execute(
+            select(i.kind, i.settlement_bank_id, i.settlement_account_no).where(i.id == institution)
+        ).first()
         if row is None or row[0] in ("bank", "centre"):
             raise HoldError(f"{institution} is not an institution the centre pays")
         kind = c.execute(select(i.kind).where(i.id == bank)).scalar()
         if kind != "bank":
             raise HoldError(f"{bank} is not a bank on file")
-        c.execute(update(s.institutions).where(i.id == institution)
-                  .values(settlement_bank_id=bank, settlement_account_no=account_no))
+        c.execute(
+            update(s.institutions)
+            .where(i.id == institution)
+            .values(settlement_bank_id=bank, settlement_account_no=account_no)
+        )
         detail = json.dumps({"before": [row[1], row[2]], "after": [bank, account_no]})
         audit(c, now_us, operator, ACCOUNT_SET, institution, detail)
-        mine = [r for key, items in outstanding(c).items()
-                if key.partition(":")[2] == institution and not key.startswith("refund:")
-                for r in items]
+        mine = [
+            r
+            for key, items in outstanding(c).items()
+            if key.partition(":")[2] == institution and not key.startswith("refund:")
+            for r in items
+        ]
         for r in mine:
             if (r.bank_id, r.account_no) == (bank, account_no) and not r.confirmed:
                 audit(c, now_us, operator, CONFIRMED, r.payout_id, "the same account")
@@ -125,8 +155,11 @@ def confirm_reissue(engine: Engine, payout_id: str, operator: str, now_us: int) 
             raise HoldError(f"no payout {payout_id}")
         if row[0] != "returned":
             raise HoldError(f"payout {payout_id} is {row[0]}, not returned")
-        if c.execute(select(s.audit_log.c.seq).where(s.audit_log.c.action == CONFIRMED,
-                                                     s.audit_log.c.subject == payout_id)).first():
+        if c.execute(
+            select(s.audit_log.c.seq).where(
+                s.audit_log.c.action == CONFIRMED, s.audit_log.c.subject == payout_id
+            )
+        ).first():
             return f"payout {payout_id}: confirmed before, nothing changed"
         audit(c, now_us, operator, CONFIRMED, payout_id, "the same account")
     return f"payout {payout_id}: the next day-end pays it again through {row[1]}"

@@ -90,26 +90,40 @@ class _Clock:
             self.progress(name)
 
 
-async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cutover,
-              out_dir: Path, operator: str, now_us: int, *, settle_s: int = 60,
-              progress: Progress | None = None,
-              personal: PersonalKeys | None = None) -> RunResult:
+async def run(
+    engine: Engine,
+    hsm: Hsm,
+    key_for: KeyFor,
+    date: str,
+    cutover: Cutover,
+    out_dir: Path,
+    operator: str,
+    now_us: int,
+    *,
+    settle_s: int = 60,
+    progress: Progress | None = None,
+    personal: PersonalKeys | None = None,
+) -> RunResult:
     """The maker's day-end run for `date` (yyyy-mm-dd). Refunds name their cardholders, whose
     names are sealed at rest: a day with refunds needs ``personal``, the keys to open them."""
     day = parse_date(date)
     date = day.isoformat()
     end_us = cutover.instant_us(day)
     if now_us < end_us + settle_s * 1_000_000:
-        raise DayendError(f"business date {date} has not closed: its cut-over is at "
-                          f"{cutover.instant(day).isoformat()} (run at least {settle_s} s after)")
+        raise DayendError(
+            f"business date {date} has not closed: its cut-over is at "
+            f"{cutover.instant(day).isoformat()} (run at least {settle_s} s after)"
+        )
     stored = store.day(engine, date)
     _check_order(engine, date, stored)
     clock = _Clock(progress)
     snapshot = snap.read(engine, day, cutover)
     if snapshot.refund_targets:
         if personal is None:
-            raise DayendError("refunds name their cardholders: the personal-data keys "
-                              "(PERSONAL_DATA, PERSONAL_INDEX) are needed to open the names")
+            raise DayendError(
+                "refunds name their cardholders: the personal-data keys "
+                "(PERSONAL_DATA, PERSONAL_INDEX) are needed to open the names"
+            )
         found = await people(engine, personal, snapshot.refund_targets)
         snapshot = snap.with_names(snapshot, {i: p.name for i, p in found.items()})
     clock.step("snapshot")
@@ -123,11 +137,30 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
     for planned in payout_plan.files:
         data, mac = await pf.build(hsm, await key_for(planned.file.bank_id), planned.file)
         built.append((staging / planned.name, data))
-        staged.append(store.StagedFile(planned.name, planned.file.kind, planned.file.bank_id,
-                                       planned.file.source, len(planned.lines),
-                                       planned.file.total_fen, mac, sha256(data)))
-    prepared = store.Prepared(date, end_us, cutover.zone.key, operator, now_us, now_us,
-                              report_path.name, sha256(report_bytes), payout_plan, tuple(staged))
+        staged.append(
+            store.StagedFile(
+                planned.name,
+                planned.file.kind,
+                planned.file.bank_id,
+                planned.file.source,
+                len(planned.lines),
+                planned.file.total_fen,
+                mac,
+                sha256(data),
+            )
+        )
+    prepared = store.Prepared(
+        date,
+        end_us,
+        cutover.zone.key,
+        operator,
+        now_us,
+        now_us,
+        report_path.name,
+        sha256(report_bytes),
+        payout_plan,
+        tuple(staged),
+    )
     _refuse_changed_approval(engine, prepared, stored)
     write_atomic(report_path, report_bytes)
     for path, data in built:
@@ -139,43 +172,59 @@ async def run(engine: Engine, hsm: Hsm, key_for: KeyFor, date: str, cutover: Cut
     clock.step("files")
     status = _store(engine, prepared, stored, operator, now_us)
     clock.step("store")
-    return RunResult(date, status, report_path, written, payout_plan, cl.summary(report),
-                     clock.timings)
+    return RunResult(
+        date, status, report_path, written, payout_plan, cl.summary(report), clock.timings
+    )
 
 
 def _check_order(engine: Engine, date: str, stored: dict[str, object] | None) -> None:
     """Dates are prepared in order, each once its predecessors are decided."""
     earlier = store.pending_before(engine, date)
     if earlier and (stored is None or stored["status"] != "approved"):
-        raise DayendError(f"the payouts of {', '.join(earlier)} await approval: approve or "
-                          "reject them first (medswitch dayend approve|reject --date ...)")
+        raise DayendError(
+            f"the payouts of {', '.join(earlier)} await approval: approve or "
+            "reject them first (medswitch dayend approve|reject --date ...)"
+        )
     later = store.runs_after(engine, date)
     if later and (stored is None or stored["status"] == "rejected"):
-        raise DayendError(f"{later[0]} was run already and paid what {date} owed: an earlier "
-                          "date cannot be prepared after a later one")
+        raise DayendError(
+            f"{later[0]} was run already and paid what {date} owed: an earlier "
+            "date cannot be prepared after a later one"
+        )
 
 
 def _same(stored: dict[str, object], files: list[dict[str, object]], p: store.Prepared) -> bool:
     mine = sorted((f.name, f.sha256) for f in p.files)
     return stored["report_sha256"] == p.report_sha256 and mine == sorted(
-        (str(f["name"]), str(f["sha256"])) for f in files)
+        (str(f["name"]), str(f["sha256"])) for f in files
+    )
 
 
-def _refuse_changed_approval(engine: Engine, p: store.Prepared,
-                             stored: dict[str, object] | None) -> None:
+def _refuse_changed_approval(
+    engine: Engine, p: store.Prepared, stored: dict[str, object] | None
+) -> None:
     """An approved date is never prepared again: a run that now computes other bytes writes
     and stores nothing."""
-    if stored is not None and stored["status"] == "approved" and not _same(
-            stored, store.files_of(engine, p.date), p):
-        raise DayendError(f"{p.date} was approved by {stored['approved_by']}, and a run now "
-                          "computes other files: the ledger changed before the cut-over; "
-                          "nothing written or stored (investigate; the approved files stand)")
+    if (
+        stored is not None
+        and stored["status"] == "approved"
+        and not _same(stored, store.files_of(engine, p.date), p)
+    ):
+        raise DayendError(
+            f"{p.date} was approved by {stored['approved_by']}, and a run now "
+            "computes other files: the ledger changed before the cut-over; "
+            "nothing written or stored (investigate; the approved files stand)"
+        )
 
 
-def _store(engine: Engine, p: store.Prepared, stored: dict[str, object] | None, operator: str,
-           now_us: int) -> str:
-    if (stored is not None and stored["status"] != "rejected"
-            and _same(stored, store.files_of(engine, p.date), p)):
+def _store(
+    engine: Engine, p: store.Prepared, stored: dict[str, object] | None, operator: str, now_us: int
+) -> str:
+    if (
+        stored is not None
+        and stored["status"] != "rejected"
+        and _same(stored, store.files_of(engine, p.date), p)
+    ):
         store.count_rerun(engine, p.date, operator, now_us)
         return "unchanged"
     if stored is not None and stored["status"] == "prepared" and stored["approval_id"]:
@@ -194,8 +243,9 @@ class ApproveResult:
     reissued: int = 0  # earlier returned payouts this approval's payouts re-issue
 
 
-async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_dir: Path,
-                  now_us: int) -> ApproveResult:
+async def approve(
+    engine: Engine, ledger: Ledger, date: str, operator: str, out_dir: Path, now_us: int
+) -> ApproveResult:
     """The checker's approval: post and release the date's prepared payouts."""
     stored = store.day(engine, date)
     if stored is None:
@@ -207,8 +257,10 @@ async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_
     request = store.approval(engine, int(stored["approval_id"]))
     assert request is not None
     if _same_person(str(request["made_by"]), operator):
-        raise DayendError(f"{operator} prepared the payouts of {date} and cannot also approve "
-                          "them: a second operator must (maker-checker)")
+        raise DayendError(
+            f"{operator} prepared the payouts of {date} and cannot also approve "
+            "them: a second operator must (maker-checker)"
+        )
     _, staging, outbox = paths(out_dir, date)
     files = store.files_of(engine, date)
     contents = {}
@@ -218,8 +270,10 @@ async def approve(engine: Engine, ledger: Ledger, date: str, operator: str, out_
             raise DayendError(f"staged file {path} is missing: run day-end again, then approve")
         data = path.read_bytes()
         if sha256(data) != f["sha256"]:
-            raise DayendError(f"staged file {path} differs from what was prepared (altered?): "
-                              "nothing posted or released")
+            raise DayendError(
+                f"staged file {path} differs from what was prepared (altered?): "
+                "nothing posted or released"
+            )
         contents[f["name"]] = data
     posted, already = await _post(engine, ledger, date)
     released = []
@@ -242,8 +296,12 @@ def _same_person(maker: str, operator: str) -> bool:
 async def _post(engine: Engine, ledger: Ledger, date: str) -> tuple[int, int]:
     """Every prepared payout's transfer, all or none (linked)."""
     rows = store.payouts_of(engine, date)
-    transfers = [Payout(r["id"], _payable(r), r["source"], r["kind"], "", "", "", "",
-                        int(r["amount_fen"])).transfer for r in rows]
+    transfers = [
+        Payout(
+            r["id"], _payable(r), r["source"], r["kind"], "", "", "", "", int(r["amount_fen"])
+        ).transfer
+        for r in rows
+    ]
     for row, transfer in zip(rows, transfers, strict=True):
         if transfer.id != row["transfer_id"]:
             raise DayendError(f"payout {row['id']}: its transfer id does not match the stored one")

@@ -112,13 +112,26 @@ def read(engine: Engine, date: dt.date, cutover: Cutover) -> Snapshot:
         institutions = _institutions(connection)
         in_doubt = tuple(_in_doubt(connection, end))
         pooled, notes = _pooled(connection, start, end)
-        refunds = [a.partition(":")[2] for a, v in payables.items() if a.startswith("refund:")
-                   and v > 0]
+        refunds = [
+            a.partition(":")[2] for a, v in payables.items() if a.startswith("refund:") and v > 0
+        ]
         targets = _refund_targets(connection, refunds, end)
         late = _late_uploads(connection, start, end, cutover)
         returned = outstanding(connection)
-    return Snapshot(date, start, end, flows, payables, institutions, in_doubt, pooled, targets,
-                    late, notes, returned)
+    return Snapshot(
+        date,
+        start,
+        end,
+        flows,
+        payables,
+        institutions,
+        in_doubt,
+        pooled,
+        targets,
+        late,
+        notes,
+        returned,
+    )
 
 
 def _rows(connection: Connection, sql: str, *params: Any) -> list[Any]:
@@ -128,9 +141,11 @@ def _rows(connection: Connection, sql: str, *params: Any) -> list[Any]:
 def _flows(connection: Connection, start: int, end: int) -> Iterator[Flow]:
     dialect = connection.dialect.name
     debit, credit = _grouped("debit_account_id", dialect), _grouped("credit_account_id", dialect)
-    sql = (f"SELECT code, {debit} AS d, {credit} AS c, COUNT(*), SUM(amount_fen) FROM transfers "
-           "WHERE result = 0 AND posted_at_us >= ? AND posted_at_us < ? AND code <> ? "
-           "GROUP BY code, d, c ORDER BY code, d, c")
+    sql = (
+        f"SELECT code, {debit} AS d, {credit} AS c, COUNT(*), SUM(amount_fen) FROM transfers "
+        "WHERE result = 0 AND posted_at_us >= ? AND posted_at_us < ? AND code <> ? "
+        "GROUP BY code, d, c ORDER BY code, d, c"
+    )
     # Payouts are reported by their own business date (the payouts table), not by when the
     # checker's approval posted them.
     for code, d, c, count, amount in _rows(connection, sql, start, end, int(TransferCode.PAYOUT)):
@@ -144,20 +159,25 @@ def _payables(connection: Connection, date: str, end: int) -> dict[str, int]:
         account: int(credits) - int(debits)
         for account, debits, credits in _rows(
             connection,
-            f"SELECT id, debits_posted, credits_posted FROM accounts WHERE kind IN ({kinds})")
+            f"SELECT id, debits_posted, credits_posted FROM accounts WHERE kind IN ({kinds})",
+        )
     }
     likes = " OR ".join(f"{{side}} LIKE '{k}:%'" for k in PAYABLE_KINDS)
     for side, sign in (("debit_account_id", 1), ("credit_account_id", -1)):
-        sql = (f"SELECT {side}, SUM(amount_fen) FROM transfers WHERE result = 0 "
-               f"AND posted_at_us >= ? AND ({likes.format(side=side)}) GROUP BY {side}")
+        sql = (
+            f"SELECT {side}, SUM(amount_fen) FROM transfers WHERE result = 0 "
+            f"AND posted_at_us >= ? AND ({likes.format(side=side)}) GROUP BY {side}"
+        )
         for account, amount in _rows(connection, sql, end):
             balances[account] = balances.get(account, 0) + sign * int(amount)
     # A payout belongs to its business date, whenever its approval posted it: an earlier
     # date's posted after the cut-over is still owed no more; this date's (or a later one's)
     # posted before it (a clock set back, a drill) is still to be paid by this date.
-    sql = ("SELECT t.debit_account_id, SUM(t.amount_fen), p.business_date < ?, "
-           "t.posted_at_us < ? FROM payouts p JOIN transfers t ON t.id = p.transfer_id "
-           "WHERE t.result = 0 GROUP BY 1, 3, 4")  # by position: PostgreSQL too
+    sql = (
+        "SELECT t.debit_account_id, SUM(t.amount_fen), p.business_date < ?, "
+        "t.posted_at_us < ? FROM payouts p JOIN transfers t ON t.id = p.transfer_id "
+        "WHERE t.result = 0 GROUP BY 1, 3, 4"
+    )  # by position: PostgreSQL too
     for account, amount, earlier, before in _rows(connection, sql, date, end):
         if bool(earlier) != bool(before):
             sign = -1 if earlier else 1
@@ -166,8 +186,10 @@ def _payables(connection: Connection, date: str, end: int) -> dict[str, int]:
 
 
 def _institutions(connection: Connection) -> dict[str, Institution]:
-    sql = ("SELECT id, kind, name, settlement_bank_id, settlement_account_no FROM institutions "
-           "ORDER BY id")
+    sql = (
+        "SELECT id, kind, name, settlement_bank_id, settlement_account_no FROM institutions "
+        "ORDER BY id"
+    )
     return {row[0]: Institution(*row) for row in _rows(connection, sql)}
 
 
@@ -178,24 +200,31 @@ def _in_doubt(connection: Connection, end: int) -> Iterator[InDoubt]:
         for account, debits, credits in _rows(
             connection,
             f"SELECT id, debits_posted, credits_posted FROM accounts WHERE kind IN ({kinds}) "
-            "AND debits_posted <> credits_posted")
+            "AND debits_posted <> credits_posted",
+        )
     }
     # Accounts balanced now may not have been at the cut-over: add those moved after it.
-    likes = " OR ".join(f"credit_account_id LIKE '{k}:%' OR debit_account_id LIKE '{k}:%'"
-                        for k in IN_DOUBT_KINDS)
-    later = _rows(connection, "SELECT debit_account_id, credit_account_id, amount_fen FROM "
-                  f"transfers WHERE result = 0 AND posted_at_us >= ? AND ({likes})", end)
+    likes = " OR ".join(
+        f"credit_account_id LIKE '{k}:%' OR debit_account_id LIKE '{k}:%'" for k in IN_DOUBT_KINDS
+    )
+    later = _rows(
+        connection,
+        "SELECT debit_account_id, credit_account_id, amount_fen FROM "
+        f"transfers WHERE result = 0 AND posted_at_us >= ? AND ({likes})",
+        end,
+    )
     for debit, credit, amount in later:
         current[credit] = current.get(credit, 0) - int(amount)
         current[debit] = current.get(debit, 0) + int(amount)
-    open_accounts = sorted(a for a, v in current.items() if v and a.split(":")[0] in
-                           IN_DOUBT_KINDS)
+    open_accounts = sorted(a for a, v in current.items() if v and a.split(":")[0] in IN_DOUBT_KINDS)
     moves: dict[str, list[tuple[int, int]]] = defaultdict(list)  # account → (signed fen, time)
     for chunk in _chunks(open_accounts):
         marks = ", ".join("?" * len(chunk))
-        sql = ("SELECT debit_account_id, credit_account_id, amount_fen, posted_at_us FROM "
-               f"transfers WHERE (debit_account_id IN ({marks}) OR credit_account_id IN "
-               f"({marks})) AND result = 0 AND posted_at_us < ? ORDER BY seq")
+        sql = (
+            "SELECT debit_account_id, credit_account_id, amount_fen, posted_at_us FROM "
+            f"transfers WHERE (debit_account_id IN ({marks}) OR credit_account_id IN "
+            f"({marks})) AND result = 0 AND posted_at_us < ? ORDER BY seq"
+        )
         wanted = set(chunk)
         for debit, credit, amount, posted in _rows(connection, sql, *chunk, *chunk, end):
             if debit in wanted:
@@ -217,16 +246,19 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[at : at + CHUNK]
 
 
-def _pooled(connection: Connection, start: int, end: int) -> tuple[tuple[PooledPart, ...],
-                                                                   tuple[str, ...]]:
+def _pooled(
+    connection: Connection, start: int, end: int
+) -> tuple[tuple[PooledPart, ...], tuple[str, ...]]:
     """The date's pooled-fund shares (bills completed, less voids) by institution, category and
     class, from each bill's split (its pooled share is the sum of its lines' pooled parts); what
     the splits do not explain is shown unattributed ("-") with a note."""
     codes = (int(TransferCode.BILL_POOLED_SHARE), int(TransferCode.VOID_POOLED))
     posted: dict[str, int] = defaultdict(int)  # institution → pooled fen posted (voids less)
-    sql = ("SELECT code, debit_account_id, credit_account_id, SUM(amount_fen) FROM transfers "
-           "WHERE result = 0 AND posted_at_us >= ? AND posted_at_us < ? AND code IN (?, ?) "
-           "GROUP BY code, debit_account_id, credit_account_id")
+    sql = (
+        "SELECT code, debit_account_id, credit_account_id, SUM(amount_fen) FROM transfers "
+        "WHERE result = 0 AND posted_at_us >= ? AND posted_at_us < ? AND code IN (?, ?) "
+        "GROUP BY code, debit_account_id, credit_account_id"
+    )
     for code, debit, credit, amount in _rows(connection, sql, start, end, *codes):
         sign = 1 if code == codes[0] else -1
         posted[(credit if sign > 0 else debit).partition(":")[2]] += sign * int(amount)
@@ -245,16 +277,18 @@ def _pooled(connection: Connection, start: int, end: int) -> tuple[tuple[PooledP
             gap = amount - explained[institution]
             _add(totals[(institution, "-", "-")], gap)
             notes.append(f"{institution}: {gap} fen of pooled shares not explained by bill splits")
-    pooled = tuple(PooledPart(i, c, k, v[0], v[1]) for (i, c, k), v in sorted(totals.items())
-                   if v[0] or v[1])
+    pooled = tuple(
+        PooledPart(i, c, k, v[0], v[1]) for (i, c, k), v in sorted(totals.items()) if v[0] or v[1]
+    )
     return pooled, tuple(notes)
 
 
 Part = tuple[str, str, str, int, int]  # institution, category, coverage, fen, bills
 
 
-def _parts_sqlite(connection: Connection, start: int, end: int, codes: tuple[int, int]
-                  ) -> list[Part]:
+def _parts_sqlite(
+    connection: Connection, start: int, end: int, codes: tuple[int, int]
+) -> list[Part]:
     """Set-based in SQLite's JSON functions: one pass over the date's pooled-share transfers
     joined with their bills' split lines."""
     sql = (
@@ -269,16 +303,24 @@ def _parts_sqlite(connection: Connection, start: int, end: int, codes: tuple[int
         "json_each(b.split_json, '$.lines') l, json_each(l.value, '$.parts') p "
         "WHERE t.result = 0 AND t.posted_at_us >= ? AND t.posted_at_us < ? AND t.code IN (?, ?) "
         "AND json_extract(p.value, '$.share') = 'pooled' "
-        "GROUP BY inst, category, coverage")
+        "GROUP BY inst, category, coverage"
+    )
     rows = _rows(connection, sql, codes[0], codes[0], start, end, *codes)
     return [(str(i), str(c), str(k), int(a), int(n)) for i, c, k, a, n in rows]
 
 
-def _parts_python(connection: Connection, start: int, end: int, codes: tuple[int, int]
-                  ) -> list[Part]:
-    moves = _rows(connection, "SELECT code, reference, debit_account_id, credit_account_id "
-                  "FROM transfers WHERE result = 0 AND posted_at_us >= ? AND "
-                  "posted_at_us < ? AND code IN (?, ?)", start, end, *codes)
+def _parts_python(
+    connection: Connection, start: int, end: int, codes: tuple[int, int]
+) -> list[Part]:
+    moves = _rows(
+        connection,
+        "SELECT code, reference, debit_account_id, credit_account_id "
+        "FROM transfers WHERE result = 0 AND posted_at_us >= ? AND "
+        "posted_at_us < ? AND code IN (?, ?)",
+        start,
+        end,
+        *codes,
+    )
     bill_ids = sorted({ref.partition("|")[2] for _, ref, _, _ in moves})
     splits: dict[str, str] = {}
     for chunk in _chunks(bill_ids):
@@ -314,23 +356,36 @@ def _split_parts(text: str) -> dict[tuple[str, str], int]:
 
 def with_names(snapshot: Snapshot, names: dict[str, str]) -> Snapshot:
     """`snapshot` with its refund targets' names (opened through the HSM: ledger.personal)."""
-    targets = {holder: dataclasses.replace(target, name=names.get(holder, ""))
-               for holder, target in snapshot.refund_targets.items()}
+    targets = {
+        holder: dataclasses.replace(target, name=names.get(holder, ""))
+        for holder, target in snapshot.refund_targets.items()
+    }
     return dataclasses.replace(snapshot, refund_targets=targets)
 
 
-def _refund_targets(connection: Connection, cardholders: Iterable[str],
-                    end: int) -> dict[str, RefundTarget]:
+def _refund_targets(
+    connection: Connection, cardholders: Iterable[str], end: int
+) -> dict[str, RefundTarget]:
     targets = {}
     load = int(TransferCode.LOAD_INTO_DOUBT)
     for holder in sorted(cardholders):
-        cards = _rows(connection, "SELECT card_no, application_serial FROM cards WHERE "
-                      "cardholder_id = ? ORDER BY card_no", holder)
+        cards = _rows(
+            connection,
+            "SELECT card_no, application_serial FROM cards WHERE "
+            "cardholder_id = ? ORDER BY card_no",
+            holder,
+        )
         best: tuple[int, str, str] | None = None
         for card_no, serial in cards:
-            rows = _rows(connection, "SELECT seq, debit_account_id FROM transfers WHERE "
-                         "credit_account_id = ? AND code = ? AND result = 0 AND posted_at_us < ? "
-                         "ORDER BY seq DESC LIMIT 1", f"epload:{serial}", load, end)
+            rows = _rows(
+                connection,
+                "SELECT seq, debit_account_id FROM transfers WHERE "
+                "credit_account_id = ? AND code = ? AND result = 0 AND posted_at_us < ? "
+                "ORDER BY seq DESC LIMIT 1",
+                f"epload:{serial}",
+                load,
+                end,
+            )
             if rows and (best is None or rows[0][0] > best[0]):
                 best = (int(rows[0][0]), rows[0][1].partition(":")[2], card_no)
         name = ""  # sealed at rest: the run opens it through the HSM (`with_names`)
@@ -341,10 +396,17 @@ def _refund_targets(connection: Connection, cardholders: Iterable[str],
     return targets
 
 
-def _late_uploads(connection: Connection, start: int, end: int,
-                  cutover: Cutover) -> tuple[int, int]:
+def _late_uploads(
+    connection: Connection, start: int, end: int, cutover: Cutover
+) -> tuple[int, int]:
     opened = dt.datetime.fromtimestamp(start / 1_000_000, cutover.zone).strftime("%Y%m%d%H%M%S")
-    rows = _rows(connection, "SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) FROM offline_records "
-                 "WHERE received_at_us >= ? AND received_at_us < ? AND card_datetime < ? "
-                 "AND transfer_id IS NOT NULL", start, end, opened)
+    rows = _rows(
+        connection,
+        "SELECT COUNT(*), COALESCE(SUM(amount_fen), 0) FROM offline_records "
+        "WHERE received_at_us >= ? AND received_at_us < ? AND card_datetime < ? "
+        "AND transfer_id IS NOT NULL",
+        start,
+        end,
+        opened,
+    )
     return int(rows[0][0]), int(rows[0][1])

@@ -72,6 +72,17 @@ class Held(NamedTuple):
     total_fen: int
 
 
+class DayTotal(NamedTuple):
+    """An institution's bills of one service date in one state, added up (`dated_totals`)."""
+
+    state: BillState
+    bills: int
+    total_fen: int
+    personal_account_fen: int
+    pooled_fen: int
+    self_pay_fen: int
+
+
 class BillStateError(ValueError):
     def __init__(self, bill_id: str, state: BillState, target: BillState) -> None:
         super().__init__(f"bill {bill_id} is {state.value}: it cannot become {target.value}")
@@ -195,6 +206,18 @@ class MedicalStore(Protocol):
         first): the HIS's listing, page by page."""
         ...
 
+    def bills_dated(
+        self, institution_id: str, service_date: dt.date, after_no: str, limit: int
+    ) -> list[BillRecord]:
+        """Up to `limit` of the institution's bills of `service_date`, by bill number, those
+        after `after_no`: the reconciliation listing, page by page."""
+        ...
+
+    def dated_totals(self, institution_id: str, service_date: dt.date) -> list[DayTotal]:
+        """The institution's bills of `service_date` added up per state (states without bills
+        left out), in the order of the states' names."""
+        ...
+
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         """`institution_id`'s open bills for the person's year that have not expired at
         `now_us`: what it holds of the person without the card."""
@@ -309,6 +332,40 @@ class MemoryMedicalStore:
                 and r.created_at_us >= since_us
             ]
         return sorted(found, key=lambda r: r.his_bill_no)[:limit]
+
+    def bills_dated(
+        self, institution_id: str, service_date: dt.date, after_no: str, limit: int
+    ) -> list[BillRecord]:
+        with self._lock:
+            found = [
+                r
+                for r in self._bills.values()
+                if (r.institution_id, r.service_date) == (institution_id, service_date)
+                and r.his_bill_no > after_no
+            ]
+        return sorted(found, key=lambda r: r.his_bill_no)[:limit]
+
+    def dated_totals(self, institution_id: str, service_date: dt.date) -> list[DayTotal]:
+        with self._lock:
+            day = [
+                r
+                for r in self._bills.values()
+                if (r.institution_id, r.service_date) == (institution_id, service_date)
+            ]
+        totals = []
+        for state in sorted({r.state for r in day}, key=lambda s: s.value):
+            splits = [r.split for r in day if r.state is state]
+            totals.append(
+                DayTotal(
+                    state,
+                    len(splits),
+                    sum(x.total_fen for x in splits),
+                    sum(x.personal_account_fen for x in splits),
+                    sum(x.pooled_fen for x in splits),
+                    sum(x.self_pay_fen for x in splits),
+                )
+            )
+        return totals
 
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         with self._lock:

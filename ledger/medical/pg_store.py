@@ -44,6 +44,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillRecord, BillState, DuplicateBillError, check_transition
+from ledger.medical.card_copies import UPSERT_HEALTH_PG, UPSERT_PG, HealthCopy, VisitCopy
 from ledger.medical.codec import bill_to_dict, split_to_dict
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgBridge
@@ -316,6 +317,20 @@ class PgWrites:
             except Exception as error:
                 outcomes[n] = error
         return outcomes
+
+    async def keep_visit(self, copy: VisitCopy) -> None:
+        """The centre's copy of a visit (ledger.medical.card_copies), one statement."""
+        if self._pool is None:
+            await asyncio.to_thread(self._run, lambda db: db.execute(UPSERT_PG, *copy))
+            return
+        await self._pool.execute(UPSERT_PG, *copy)
+
+    async def keep_health(self, copy: HealthCopy) -> None:
+        """A person's health data (ledger.medical.card_copies), one statement."""
+        if self._pool is None:
+            await asyncio.to_thread(self._run, lambda db: db.execute(UPSERT_HEALTH_PG, *copy))
+            return
+        await self._pool.execute(UPSERT_HEALTH_PG, *copy)
 
     # -- reads --------------------------------------------------------------------------------
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:

@@ -113,8 +113,11 @@ def parse(data: bytes, kind: str) -> Framed:
             raise MedicalFileError("expected a detail record D|...", number)
     trailer_line = len(rows) - 1
     if trailer[0] == "D":
-        raise MedicalFileError("the trailer is missing (a detail record before the MAC line; "
-                               "expected T|count|amount total)", trailer_line)
+        raise MedicalFileError(
+            "the trailer is missing (a detail record before the MAC line; "
+            "expected T|count|amount total)",
+            trailer_line,
+        )
     if trailer[0] != "T" or len(trailer) != 3:
         raise MedicalFileError("the trailer is T|count|amount total", trailer_line)
     count = parse_int(trailer[1], "record count", trailer_line)

@@ -32,6 +32,7 @@ from ledger.medical.bills import (
     Submission,
     bill_id_for,
 )
+from ledger.medical.card_copies import VisitCopies
 from ledger.medical.catalogue import CatalogueVersion
 from ledger.medical.directory import Cardholder, Directory
 from ledger.medical.limits import BillLimits, HoldExpiry, check_bill, check_held
@@ -169,6 +170,7 @@ class MedicalService:
         bill_ttl: dt.timedelta = BILL_TTL,
         open_ttl: dt.timedelta = OPEN_TTL,
         limits: BillLimits | None = None,
+        visit_copies: VisitCopies | None = None,
     ) -> None:
         if not dt.timedelta(0) < open_ttl <= bill_ttl:
             raise ValueError("0 < open_ttl <= bill_ttl")
@@ -177,6 +179,8 @@ class MedicalService:
         self.bill_ttl = bill_ttl
         self.open_ttl = open_ttl
         self.limits = limits or BillLimits()
+        # the centre's copies of the visits written to cards (None: none kept, none written)
+        self.visit_copies = visit_copies
 
     # -- from the HIS ---------------------------------------------------------------------------
     def _inputs(
@@ -231,8 +235,12 @@ class MedicalService:
         submission.bill.validate()
         known = self.store.get(bill_id_for(institution_id, submission.his_bill_no))
         if known is not None and known.institution_id == institution_id:
-            if known.request_digest != submission.digest():
-                raise DuplicateBillError(f"bill number {submission.his_bill_no} already used")
+            if known.request_digest != submission.digest():  # the number stays its bill's
+                raise DuplicateBillError(
+                    f"bill number {submission.his_bill_no} already used by bill "
+                    f"{known.bill_id} ({known.state.value}) with other content: a new bill "
+                    "needs a new number"
+                )
             return known, False
         holder, person, level, year = self._inputs(institution_id, submission)
         catalogue, policy = self._rules(institution_id, submission, level)

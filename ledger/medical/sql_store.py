@@ -29,6 +29,7 @@ The writes themselves, as they run on the writer, are `ledger.medical.sql_writes
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -44,7 +45,16 @@ from ledger.medical.accumulators import ZERO, Totals
 from ledger.medical.bills import (
     BillRecord,
     BillState,
+    DayTotal,
     Held,
+)
+from ledger.medical.card_copies import (
+    SELECT_COPY,
+    SELECT_HEALTH,
+    HealthCopy,
+    KeepHealth,
+    KeepVisit,
+    VisitCopy,
 )
 from ledger.medical.pg_store import LedgerTransition, PgWrites
 from ledger.medical.split import Split
@@ -279,6 +289,35 @@ class SqlMedicalStore:
             return await self._pg.transition_async(bill_id, target, now_us, check)
         return await self._writes().submit(TransitionWrite(bill_id, target, now_us, check))
 
+    # -- the centre's copies of the cards' visit records (ledger.medical.card_copies) -----------
+    async def keep_visit_async(self, copy: VisitCopy) -> None:
+        if self._pg is not None:
+            await self._pg.keep_visit(copy)
+            return
+        await self._writes().submit(KeepVisit(copy))
+
+    def visit_copy(self, bill_id: str) -> VisitCopy | None:
+        with self._reading() as db:
+            row = db.execute(SELECT_COPY, (bill_id,)).fetchone()
+        if row is None:
+            return None
+        return VisitCopy(str(row[0]), str(row[1]), bytes(row[2]), int(row[3]), int(row[4]))
+
+    async def keep_health_async(self, copy: HealthCopy) -> None:
+        if self._pg is not None:
+            await self._pg.keep_health(copy)
+            return
+        await self._writes().submit(KeepHealth(copy))
+
+    def health_copy(self, person_id: str) -> HealthCopy | None:
+        with self._reading() as db:
+            row = db.execute(SELECT_HEALTH, (person_id,)).fetchone()
+        if row is None:
+            return None
+        return HealthCopy(
+            str(row[0]), bytes(row[1]), int(row[2]), str(row[3]), int(row[4]), bool(row[5])
+        )
+
     @property
     def posts_with_ledger(self) -> bool:
         """Whether its writes share the ledger's transactions (`transition_write`): the SQLite
@@ -318,6 +357,37 @@ class SqlMedicalStore:
                 (institution_id, after_no, since_us, limit),
             ).fetchall()
         return [self._decoded.record(row) for row in rows]
+
+    def bills_dated(
+        self, institution_id: str, service_date: dt.date, after_no: str, limit: int
+    ) -> list[BillRecord]:
+        """Along the (institution_id, his_bill_no) unique index; the date filters."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT {BILL_COLUMNS} FROM medical_bills WHERE institution_id = ?"
+                " AND service_date = ? AND his_bill_no > ? ORDER BY his_bill_no LIMIT ?",
+                (institution_id, self._day(service_date), after_no, limit),
+            ).fetchall()
+        return [self._decoded.record(row) for row in rows]
+
+    def dated_totals(self, institution_id: str, service_date: dt.date) -> list[DayTotal]:
+        """A bill's shares are its accumulator delta's (`d_…`); its total is their sum."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT state, count(*), coalesce(sum(d_personal_account_fen), 0),"
+                " coalesce(sum(d_pooled_fen), 0), coalesce(sum(d_self_pay_fen), 0)"
+                " FROM medical_bills WHERE institution_id = ? AND service_date = ?"
+                " GROUP BY state ORDER BY state",
+                (institution_id, self._day(service_date)),
+            ).fetchall()
+        return [
+            DayTotal(BillState(state), n, pa + po + sp, pa, po, sp)
+            for state, n, pa, po, sp in ((r[0], *map(int, r[1:])) for r in rows)
+        ]
+
+    def _day(self, service_date: dt.date) -> dt.date | str:
+        """A date parameter: asyncpg takes the date, SQLite its ISO text (as stored)."""
+        return service_date if self._pg is not None else service_date.isoformat()
 
     def held(self, institution_id: str, person_id: str, year: int, now_us: int) -> Held:
         """The institution's open bills for the person's year, not expired at `now_us` (a

@@ -8,7 +8,10 @@ the Alembic revision ``0002_medical``. Amounts in fen (BIGINT); times in µs sin
 - bills from the HIS with their split (JSON) and accumulator delta columns;
 - offline purchases counted into the accumulators, once per PSAM terminal number and serial;
 - HIS credentials per institution (token hashes, never tokens);
-- imported fee-record files and their records.
+- imported fee-record files and their records;
+- the centre's copy of each visit record it wrote to a card (specs/card-layout.md), sealed under
+  the PERSONAL_DATA key (``ledger.medical.card_copies``): department and diagnoses never in clear;
+  and each person's health data as an authorised institution last sent it, sealed the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from sqlalchemy import (
     Date,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -155,6 +160,28 @@ medical_fee_records = Table(
     Index(None, "reference"),
 )
 
+card_visits = Table(
+    "card_visits",
+    metadata,
+    Column("bill_id", String(16), primary_key=True),  # one visit per settled bill
+    Column("application_serial", String(20), nullable=False),  # hex, as cards.application_serial
+    Column("sealed", LargeBinary, nullable=False),  # the 72-byte record, context visit|serial|bill
+    Column("key_version", SmallInteger, nullable=False),  # the PERSONAL_DATA version that sealed it
+    Column("written_at_us", BigInteger, nullable=False),
+    Index(None, "application_serial", "written_at_us"),
+)
+
+card_health = Table(
+    "card_health",
+    metadata,
+    Column("person_id", String(20), primary_key=True),  # the cardholder: every card of theirs
+    Column("sealed", LargeBinary, nullable=False),  # EF 0019's 92 data bytes, health|<person id>
+    Column("key_version", SmallInteger, nullable=False),
+    Column("updated_by", String(32), nullable=False),  # the institution
+    Column("updated_at_us", BigInteger, nullable=False),
+    Column("pending", Boolean, nullable=False, server_default=false()),  # not on a card yet
+)
+
 MEDICAL_TABLES = (
     medical_catalogue_versions,
     medical_catalogue_items,
@@ -166,4 +193,6 @@ MEDICAL_TABLES = (
     his_credentials,
     medical_fee_files,
     medical_fee_records,
+    card_visits,
+    card_health,
 )

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulators.card import purse, security
+from simulators.card import purse, records, security
 from simulators.card.apdu import (
     SW_APP_LOCKED_PERMANENT,
     SW_CLA_UNSUPPORTED,
@@ -187,6 +187,8 @@ class VirtualCard:
         if key == (0x80, 0x16):
             security.card_block(self.state, apdu, self._take_challenge(), self._persist)
             return b""
+        if records.targets_records(apdu, s.current_ef):
+            return self._record_book(apdu)
         if key == (0x00, 0xB0):
             return self._read_binary(apdu)
         if key == (0x00, 0xD6):
@@ -268,7 +270,8 @@ class VirtualCard:
             return self._select_mf()
         if fid == APP_FID:
             return self._select_app()
-        if s.in_app and (fid in BINARY_SIZES or fid == EF_DETAIL or fid in PURSE_FIDS):
+        known = fid in BINARY_SIZES or fid == EF_DETAIL or fid in records.RECORD_FIDS
+        if s.in_app and (known or fid in PURSE_FIDS):
             s.current_ef = fid
             return b""
         raise CardStatus(SW_FILE_NOT_FOUND)
@@ -344,6 +347,16 @@ class VirtualCard:
             self.state.binary[fid] = current[:offset] + content + current[offset + len(content) :]
 
         self._persist(write)
+        return b""
+
+    def _record_book(self, apdu: Apdu) -> bytes:
+        """EF 0019 / EF 001A: simulators.card.records."""
+        s = self._session
+        if apdu.ins == 0xB0:
+            return records.read_binary(self.state, apdu, s.pin_verified)
+        if apdu.ins == 0xB2:
+            return records.read_record(self.state, apdu, s.pin_verified)
+        records.write(self.state, apdu, self._take_challenge(), self._persist)
         return b""
 
     def _read_record(self, apdu: Apdu) -> bytes:

@@ -110,6 +110,7 @@ class CardState:
     pin_tries_left: int = 3
     binary: dict[int, bytes] = field(default_factory=dict)
     details: list[bytes] = field(default_factory=list)  # newest first
+    visits: list[bytes] = field(default_factory=list)  # EF 001A (simulators.card.records)
     purses: dict[int, Purse] = field(default_factory=dict)
     proofs: dict[int, Proof] = field(default_factory=dict)  # by transaction type
     app_block: str = BLOCK_NONE
@@ -158,6 +159,7 @@ class CardState:
             "pin_tries_left": self.pin_tries_left,
             "binary": {f"{fid:04X}": data.hex() for fid, data in self.binary.items()},
             "details": [d.hex() for d in self.details],
+            "visits": [v.hex() for v in self.visits],
             "purses": {str(p): vars(purse) for p, purse in self.purses.items()},
             "proofs": {
                 str(t): {"ctr": p.ctr, "mac": p.mac.hex(), "tac": p.tac.hex()}
@@ -178,6 +180,7 @@ class CardState:
             pin_tries_left=raw["pin_tries_left"],
             binary={int(fid, 16): bytes.fromhex(d) for fid, d in raw["binary"].items()},
             details=[bytes.fromhex(d) for d in raw["details"]],
+            visits=[bytes.fromhex(v) for v in raw.get("visits", [])],  # none before the book
             purses={int(p): Purse(**v) for p, v in raw["purses"].items()},
             proofs={
                 int(t): Proof(p["ctr"], bytes.fromhex(p["mac"]), bytes.fromhex(p["tac"]))

@@ -211,7 +211,8 @@ class Settings:
     omit_fields: tuple[str, ...] = ()
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+#: Each dialect setting's values (also the configuration's rule table's, `switch.config_rules`).
+CHOICES: dict[str, tuple[str, ...]] = {
     "length_header": tuple(f.value for f in LengthFormat),
     "bitmap": ("binary", "hex"),
     "binary_fields": ("raw", "hex"),
@@ -233,7 +234,7 @@ def dialect_of(settings: DialectSettings, where: str = "bank") -> Dialect:
     if preset is None:
         raise ValueError(f"{where}.dialect must be one of {', '.join(PRESETS)}")
     values: dict[str, object] = {}
-    for name, choices in _CHOICES.items():
+    for name, choices in CHOICES.items():
         given = getattr(settings, name)
         if not given:
             continue

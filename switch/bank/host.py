@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from routing.context import CardDirectory, OfflineLimits
 from switch.bank.cards import sweep_ended_cards
 from switch.bank.keys import KeyChangeError, LinkKeys
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings
+from switch.bank.observe import BankMetrics, Readiness, ready
 from switch.bank.peer import BankPeer, BankStores, change_keys
 from switch.bank.saf import SafSender
 from switch.bank.service import BankService
@@ -83,6 +85,7 @@ class BankHost:
         self.clock = clock
         self.stores = stores
         self.primary = worker == 0
+        self.observed = BankMetrics(metrics.registry)
         self.peers = [
             BankPeer(
                 bank,
@@ -93,7 +96,8 @@ class BankHost:
                 stores,
                 reuse_port=workers > 1,
                 primary=self.primary,
-                on_drop=on_drop,
+                on_drop=on_drop or self.observed.count_drop,
+                observed=self.observed,
             )
             for bank in bank_configs(config)
         ]
@@ -141,6 +145,20 @@ class BankHost:
         """Where kiosk EP loads go: each bank's savings link, for its BINs."""
         return [route for peer in self.peers for route in peer.savings_routes()]
 
+    async def show_metrics(self) -> None:
+        """Every bank's link and queue gauges, as they are now (before a scrape)."""
+        for peer in self.peers:
+            self.observed.show(peer.bank_id, await peer.link_state())
+
+    def readiness(self) -> Readiness:
+        """`[bank] ready_when` over the banks' outbound links (those configured)."""
+        links = [
+            (peer.bank_id, peer.outbound is not None and peer.outbound.up)
+            for peer in self.peers
+            if peer.config.outbound_host  # configured, started or not (no key: down)
+        ]
+        return ready(self.config.ready_when, links)
+
     async def start_outbound(self) -> None:
         for peer in self.peers:
             await peer.start_outbound()
@@ -185,11 +203,26 @@ class BankHost:
                     log.info("card %s swept after its grace period: %s", serial, outcome)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
-    def mount(self, http: web.Application) -> None:
-        """POST /bank/{bank}/key-change: the operator's trigger (bind HTTP to loopback)."""
-        http.router.add_post("/bank/{bank}/key-change", self._key_change)
+    def mount(self, http: web.Application, engine: Any) -> None:
+        """POST /bank/{bank}/key-change: the operator's trigger (bind HTTP to loopback), by a
+        ``key_custodian`` logged in (``Authorization: Bearer TOKEN``, the operators of the
+        back office's ``engine``); the audit log records who changed which link's keys."""
 
-    async def _key_change(self, request: web.Request) -> web.Response:
+        async def key_change(request: web.Request) -> web.Response:
+            return await self._key_change(request, engine)
+
+        http.router.add_post("/bank/{bank}/key-change", key_change)
+
+    async def _key_change(self, request: web.Request, engine: Any) -> web.Response:
+        from switch.estate.common import record
+        from switch.operators import AuthError, http_status, operator_of_bearer
+
+        header = request.headers.get("Authorization", "")
+        try:
+            operator = await asyncio.to_thread(operator_of_bearer, engine, header,
+                                               "key_custodian")
+        except AuthError as err:
+            return web.json_response({"error": str(err)}, status=http_status(err))
         bank_id = request.match_info["bank"]
         if self.peer(bank_id) is None:
             return web.json_response({"error": "no such bank link"}, status=404)
@@ -197,7 +230,11 @@ class BankHost:
             kcv = await self.change_keys(bank_id)
         except (KeyChangeError, LinkDown, TimeoutError) as err:
             reason = str(err) or type(err).__name__
+            await asyncio.to_thread(record, engine, operator.name, "bank.key-change", bank_id,
+                                    refused=reason[:200])
             return web.json_response({"error": reason}, status=409)
+        await asyncio.to_thread(record, engine, operator.name, "bank.key-change", bank_id,
+                                zak_kcv=kcv)
         return web.json_response({"bank": bank_id, "zak_kcv": kcv})
 
     async def stop(self) -> None:

@@ -34,6 +34,7 @@ from messages.bank import BankEcho, BankMessage, BankReply, BankSignOn, SavingsD
 from messages.codec import Message
 from messages.errors import CodecError, FramingError
 from routing.bank_context import LINK_DOWN, TIMED_OUT
+from switch import trace
 from switch.bank import outbound_requests
 from switch.bank.link_types import (
     FixedKey,
@@ -43,6 +44,7 @@ from switch.bank.link_types import (
     OutboundSettings,
     reply_key,
 )
+from switch.bank.observe import LinkEvents
 from switch.bank.stans import NoStanAhead, Stans
 from switch.bank.wire import LinkWire
 from switch.sequences import Sequences, stan
@@ -73,13 +75,17 @@ class BankLinkClient:
         clock: Callable[[], datetime] = datetime.now,
         stans: Stans | Iterator[int] | None = None,
         on_drop: Callable[[str], None] | None = None,
+        events: LinkEvents | None = None,
     ) -> None:
         self.settings = settings
+        # A log line for each request, response, timeout and link failure; metrics if given.
+        self.events = events or LinkEvents(settings.bank_id or settings.host)
         self.hsm = hsm
         self.keys: MacKeys = FixedKey(zak) if isinstance(zak, KeyRef) else zak
         self.clock = clock
         self.wire = LinkWire(settings.dialect, hsm)
         self.codec = self.wire.codec
+        self._peer = f"{settings.host}:{settings.port} outbound"  # as the frame trace names it
         self.on_drop = on_drop  # a response dropped, with its reason (metrics)
         self.unmatched = 0  # responses that matched no pending request (late ones)
         self.signed_off = False  # the bank signed this connection off: nothing goes out
@@ -97,6 +103,11 @@ class BankLinkClient:
     def up(self) -> bool:
         """Connected and signed on (by us, and not signed off by the bank since)."""
         return self._up.is_set() and not self.signed_off
+
+    @property
+    def connected(self) -> bool:
+        """Connected (signed on or not)."""
+        return self._writer is not None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -152,14 +163,19 @@ class BankLinkClient:
         try:
             payload = await self._encode(typed, mac=self.settings.dialect.signs(mti, network))
             writer.write(self.wire.frame(payload))
-            return await asyncio.wait_for(future, self.settings.timeout_s)
+            trace.frame("bank", "out", self._peer, payload, self.codec)
+            self.events.sent(typed, mti)
+            reply = await asyncio.wait_for(future, self.settings.timeout_s)
         except TimeoutError:
             self._timed_out[key] = None  # its answer, if it comes, is late
             while len(self._timed_out) > TIMED_OUT_KEPT:
                 self._timed_out.popitem(last=False)
+            self.events.timed_out(typed)
             raise
         finally:
             self._pending.pop(key, None)
+        self.events.answered(typed, reply)
+        return reply
 
     async def _encode(self, typed: BankMessage, *, mac: bool) -> bytes:
         message = bank.build(typed)
@@ -182,8 +198,10 @@ class BankLinkClient:
             try:
                 await self._session()
                 backoff = self.settings.backoff_initial_s
+                ended = ConnectionResetError("the connection was closed")
+                self.events.link_failed(self.settings.host, self.settings.port, ended)
             except (OSError, ConnectionError, TimeoutError, CodecError) as err:
-                log.info("bank link %s: %s", self.settings.host, type(err).__name__)
+                self.events.link_failed(self.settings.host, self.settings.port, err)
             self._up.clear()
             await asyncio.sleep(backoff)  # close() cancels the task, ending the sleep
             backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -203,7 +221,7 @@ class BankLinkClient:
             if reply.response_code != "00":
                 raise ConnectionError(f"sign-on refused {reply.response_code}")
             self._up.set()
-            log.info("bank link %s:%d signed on", settings.host, settings.port)
+            self.events.signed_on(settings.host, settings.port)
             while not reading.done():
                 done, _ = await asyncio.wait({reading}, timeout=settings.echo_idle_s)
                 if not done:
@@ -233,6 +251,7 @@ class BankLinkClient:
                 await self._deliver(frame)
 
     async def _deliver(self, frame: bytes) -> None:
+        trace.frame("bank", "in", self._peer, frame, self.codec)
         bank_id = self.settings.bank_id
         mti = self.wire.mti_of(frame)
         if mti and int(mti[2]) % 2 == 0:  # the bank starts a request on this connection
@@ -242,6 +261,7 @@ class BankLinkClient:
                 self.signed_off = not answer.signed_on
             if self._writer is not None and answer.payload:
                 self._writer.write(self.wire.frame(answer.payload))
+                trace.frame("bank", "out", self._peer, answer.payload, self.codec)
             return
         try:
             message = self.codec.decode(frame)
@@ -298,13 +318,14 @@ class BankLinkPool:
         connections: int,
         sequences: Sequences | None = None,
         on_drop: Callable[[str], None] | None = None,
+        events: LinkEvents | None = None,
     ) -> BankLinkPool:
         """``connections`` to one bank sharing one STAN source: the ``sequences`` when given
         (the daemon's), else counting in the process; ``on_drop`` hears of every response
         dropped, with its reason."""
         stans = Stans(sequences)
         clients = [
-            BankLinkClient(settings, hsm, keys, clock, stans, on_drop)
+            BankLinkClient(settings, hsm, keys, clock, stans, on_drop, events)
             for _ in range(max(1, connections))
         ]
         return cls(clients, stans)
@@ -316,6 +337,10 @@ class BankLinkPool:
     @property
     def up(self) -> bool:
         return any(client.up for client in self.clients)
+
+    @property
+    def connected(self) -> bool:
+        return any(client.connected for client in self.clients)
 
     @property
     def unmatched(self) -> int:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,8 @@ from switch.bank.keys import (
     outbound_aliases,
 )
 from switch.bank.link import BankLinkPool, LinkDown, OutboundSavings, OutboundSettings
-from switch.bank.saf import ReversalQueue, SafSender
+from switch.bank.observe import BankMetrics, LinkEvents, LinkState, SafEvents
+from switch.bank.saf import ReversalQueue, SafSender, SafSettings, now_us
 from switch.bank.service import BankService
 from switch.bank.wire import LinkWire
 from switch.config import BankConfig
@@ -88,13 +89,15 @@ class BankPeer:
         reuse_port: bool = False,
         primary: bool = True,
         on_drop: Callable[[str, str], None] | None = None,
+        observed: BankMetrics | None = None,
     ) -> None:
         self.config = config
         self.dialect = dialect_of(config)
         self.on_drop = on_drop  # (bank, reason) of every outbound response dropped: metrics
+        self.observed = observed  # the bank links' metrics (switch.bank.observe)
         self.stores = stores
         self.reuse_port = reuse_port  # several workers share the listener's port
-        self.primary = primary  # the one worker that changes keys on schedule
+        self.primary = primary  # the one worker that changes keys and sends reversals
         self.hsm = hsm
         self.sessions = sessions
         self.metrics = metrics
@@ -146,12 +149,16 @@ class BankPeer:
             link.outbound_connections,
             self.stores.sequences,
             None if on_drop is None else lambda reason: on_drop(bank_id, reason),
+            LinkEvents(self.bank_id, self.observed),
         )
         if self.outbound.stans is not None:
             await self.outbound.stans.fill()  # kiosk EP loads take their F11 from these
         self.outbound.start()
-        self.saf = SafSender(self.stores.reversal_queue, self.outbound, self.bank_id)
-        self.saf.start()
+        if self.primary:  # one sender per bank, whatever the number of workers
+            events = SafEvents(self.bank_id, self.observed)
+            queue = self.stores.reversal_queue
+            self.saf = SafSender(queue, self.outbound, self.bank_id, SafSettings.of(link), events)
+            self.saf.start()
         self.savings = OutboundSavings(self.outbound, self.bank_id, keys.zpk)
         if link.key_change_interval_s > 0 and self.primary:
             self._schedule = asyncio.ensure_future(self._change_on_schedule())
@@ -200,6 +207,25 @@ class BankPeer:
         await self.listener.start()
         log.info("bank link %s on %s:%d", link.acquirer_id, link.host, self.listener.port)
         return self.listener.port
+
+    async def link_state(self) -> LinkState:
+        """Both links' state and the reversal queue's depth, as the metrics show them."""
+        outbound, service, listener = self.outbound, self.service, self.listener
+        configured = self.config.enabled and bool(self.config.outbound_host)
+        state = LinkState(  # an outbound link configured but not started (no key) is down
+            (outbound is not None and outbound.connected) if configured else None,
+            (outbound is not None and outbound.up) if configured else None,
+            None if listener is None else listener.connections > 0,
+            None if service is None else self.bank_id in service.signed_on,
+        )
+        if not configured:
+            return state
+        try:
+            depth = await self.stores.reversal_queue.depth(self.bank_id)
+        except Exception:  # the database away: the links still show, the depth as last read
+            return state
+        oldest_s = 0.0 if depth.oldest_at_us is None else (now_us() - depth.oldest_at_us) / 1e6
+        return replace(state, saf_depth=depth.count, saf_oldest_age_s=max(0.0, oldest_s))
 
     async def change_keys(self) -> str:
         """Change the outbound link's zone keys now (KeyChangeError, LinkDown when not)."""

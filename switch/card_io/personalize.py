@@ -32,6 +32,7 @@ SFI_PUBLIC, SFI_HOLDER, SFI_AUTHORISATION = 0x15, 0x16, 0x17
 AUTHORISATION_DATA_BYTES = 60
 PSAM_PURCHASE_USAGE = 0x22  # one level of diversification, purchase key
 KEY_TYPE_CONTROL = 0x39
+RECORD_KEY_INDEX = 0x02  # the record key DRK: a second maintenance key (card type 36)
 
 # The chip makers' transport keys of the demo deployment — TEST ONLY, published so the virtual
 # card and PSAM factories (simulators) and the demo HSM agree: blank cards leave the factory
@@ -90,6 +91,7 @@ class CardMasterKeys:
     app_maint: KeyRef
     data_check: KeyRef
     version: int = 1
+    record: KeyRef | None = None  # MK_RECORD: the record book's key DRK (specs/card-layout.md)
 
     def path(self, key: KeyRef, serial: bytes) -> CardKeyPath:
         return CardKeyPath(key, (card_factor(serial),))
@@ -104,6 +106,7 @@ class CardMasterKeys:
             (self.tac, 0x34, KEY_INDEX),
             (self.pin_reload, 0x38, 0),
             (self.pin_unblock, 0x37, 0),
+            *([] if self.record is None else [(self.record, 0x36, RECORD_KEY_INDEX)]),
         ]
 
 

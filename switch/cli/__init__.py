@@ -71,6 +71,10 @@ COMMANDS = {
         "switch.cli.messages:messages",
         "Decode ISO 8583 frames of the terminal and bank interfaces.",
     ),
+    "nac": Lazy(
+        "switch.cli.nac:nac_group",
+        "The network access controller: modem lines in, routed by TPDU to hosts.",
+    ),
     "operators": Lazy(
         "switch.cli.operators:operators_group",
         "Operators: roles, passwords (scrypt), logins for back-office and key commands.",

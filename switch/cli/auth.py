@@ -77,11 +77,12 @@ def write_token(path: Path, token: str) -> None:
     temporary.replace(path)
 
 
-def operator_login(role: str | None) -> Callable[[F], F]:
+def operator_login(role: str | None, *, reads: bool = False) -> Callable[[F], F]:
     """A command run by an authenticated operator (with ``role``): adds ``--token-file`` and
     ``--operator NAME`` (optional; when given it must name the authenticated operator) and
-    gives the command ``operator``, the authenticated name. Goes below `database_options`
-    (it authenticates on the command's ``database``)."""
+    gives the command ``operator``, the authenticated name — unless it ``reads`` only (any
+    role may: it is then not given the name). Goes below `database_options` (it
+    authenticates on the command's ``database``)."""
 
     def decorate(function: F) -> F:
         @functools.wraps(function)
@@ -91,7 +92,8 @@ def operator_login(role: str | None) -> Callable[[F], F]:
             operator = with_engine(
                 database, lambda engine: authenticate(engine, role, typed=typed, token_path=path)
             )
-            kwargs["operator"] = operator.name
+            if not reads:
+                kwargs["operator"] = operator.name
             return function(*args, **kwargs)
 
         for option in (
@@ -108,22 +110,57 @@ def operator_login(role: str | None) -> Callable[[F], F]:
     return decorate
 
 
-#: `medswitch keys` sub-commands that change nothing (any role may run them).
+def logged_in(function: F) -> F:
+    """A command that only reads the back office: run by any authenticated operator (an
+    auditor suffices); see :func:`operator_login`."""
+    return operator_login(None, reads=True)(function)
+
+
+class HelpFirstGroup(click.Group):
+    """A group whose callback authenticates (`medswitch keys`): a sub-command's ``--help`` is
+    answered before it, without a login. Only when a help option is among the sub-command's
+    arguments is it parsed first (and then exits with its help); otherwise as click does."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and name is not None:
+            _help_first(ctx, name, command, rest)
+        return name, command, rest
+
+
+def _help_first(ctx: click.Context, name: str, command: click.Command, rest: list[str]) -> None:
+    if isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        inner = command.get_command(ctx, rest[0])
+        if inner is not None:  # a nested group's command (`keys key-card status --help`)
+            with click.Context(command, info_name=name, parent=ctx) as group:
+                _help_first(group, rest[0], inner, rest[1:])
+            return
+    if any(arg in ctx.help_option_names for arg in rest):
+        command.make_context(name, list(rest), parent=ctx)  # help: prints it, exits
+
+
+#: `medswitch keys` sub-commands that change nothing (any authenticated role may run them).
 KEY_READS = frozenset({"list", "policy", "age"})
 
 
 def key_operator(home: Path, typed: str | None, command: str | None) -> str:
     """Who performs a key ceremony step in the key home ``home``: once the deployment has
     operators, the authenticated operator with the ``key_custodian`` role for a step that
-    changes something (``--operator`` is then only checked); reads (:data:`KEY_READS`) need no
-    login. The deployment's operators are in
+    changes something (``--operator`` is then only checked), any authenticated operator for a
+    read (:data:`KEY_READS`: an auditor suffices). The deployment's operators are in
     its database: MEDSWITCH_DATABASE_URL when set, else ``home/medswitch.db``. Before there are
     any — a blank deployment's first ceremony, which comes before its database — the step is
     recorded under ``--operator`` or the login name, as the audit log has always shown it."""
+    return key_login(home, typed, None if command in KEY_READS else "key_custodian")
+
+
+def key_login(home: Path, typed: str | None, role: str | None) -> str:
+    """The operator of a command on the key home ``home`` (with ``role``; any role for
+    None), as :func:`key_operator` finds them."""
     import sqlite3
 
-    if command in KEY_READS:  # aliases, KCVs and ages: read by anyone, as review lists are
-        return typed or getpass.getuser()
     url = os.environ.get("MEDSWITCH_DATABASE_URL") or ""
     if not url:
         db = home / "medswitch.db"
@@ -142,6 +179,6 @@ def key_operator(home: Path, typed: str | None, command: str | None) -> str:
     def who(engine: Any) -> str:
         if not has_operators(engine):
             return typed or getpass.getuser()
-        return str(authenticate(engine, "key_custodian", typed=typed).name)
+        return str(authenticate(engine, role, typed=typed).name)
 
     return with_engine(url, who)

@@ -1,5 +1,6 @@
 """`medswitch sim bank`: a bank host simulator, both sides of the link (simulators/bank.py);
-`medswitch bank key-change`: the running daemon changes a bank link's zone keys now.
+`medswitch bank key-change`: the running daemon changes a bank link's zone keys now, asked by a
+logged-in key custodian (the login's token, `switch.cli.auth`, sent as ``Bearer``).
 
     medswitch sim bank acquirer --card 6212340000000016 --reader "Virtual PCD 00 00" \\
         --script counter.txt -c custodians/a.component -c custodians/b.component
@@ -219,9 +220,24 @@ def bank_group() -> None:
     help="The daemon's HTTP side (default: http://[http] host:port of the configuration).",
 )
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600))
-def key_change(bank_id: str, url: str | None, timeout: float) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The key custodian's login token (env MEDSWITCH_OPERATOR_TOKEN_FILE, default "
+              "$MEDSWITCH_HOME/operators/<login user>.token).")
+def key_change(bank_id: str, url: str | None, timeout: float, token_file: Path | None) -> None:
     """Change the outbound link's zone keys now: new ZAK, ZPK and file key under the link's
-    ZMK, taken by the bank (its KCVs checked) before the daemon uses them."""
+    ZMK, taken by the bank (its KCVs checked) before the daemon uses them. Run by a logged-in
+    key custodian (`medswitch operators login NAME`); the daemon's audit log records them."""
+    from switch.cli.auth import TOKEN_FILE_ENV
+    from switch.cli.auth import token_file as token_path
+
+    path = token_path(token_file)
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        raise click.ClickException(
+            f"no operator logged in (no token file {path}): run `medswitch operators login "
+            f"NAME` or set {TOKEN_FILE_ENV}"
+        ) from None
     if url is None:
         from switch.config import ConfigError, load
 
@@ -231,7 +247,9 @@ def key_change(bank_id: str, url: str | None, timeout: float) -> None:
             raise click.ClickException(f"configuration: {err}") from None
         url = f"http://{http.host}:{http.port}"
     target = f"{url.rstrip('/')}/bank/{bank_id}/key-change"
-    request = urllib.request.Request(target, data=b"", method="POST")
+    request = urllib.request.Request(
+        target, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = json.loads(response.read())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import getpass
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from ledger.dayend.calendar import CalendarError, Cutover, parse_date
 from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError, PersonalKeys
 from switch import config as config_module
-from switch.cli.auth import operator_login
+from switch.cli.auth import key_login, logged_in, operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -204,6 +203,7 @@ def reject_command(date: str, database: Database, operator: str, reason: str) ->
 @click.command("status")
 @date_option
 @database_options
+@logged_in
 def status_command(date: str, database: Database) -> None:
     """DATE's day-end: status, who ran and approved it, its files and payouts."""
     date = _date(date)
@@ -242,7 +242,7 @@ def verify_command(file: Path, keys_home: Path, component_files: tuple[Path, ...
     if bank is None and file_key is None:
         raise click.ClickException("cannot tell the bank: pass --bank or --file-key")
     alias = file_key or load_config().dayend.file_key_alias.format(bank=bank)
-    home = Home(keys_home, getpass.getuser())
+    home = Home(keys_home, key_login(keys_home, None, None))  # any operator checks a file
     hsm = load_hsm(home, component_files, 2)
 
     async def check() -> pf.CheckedFile:

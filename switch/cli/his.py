@@ -11,7 +11,7 @@ from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_sqlite
 from switch.cli.auth import operator_login
-from switch.cli.common import Database, database_options, with_engine
+from switch.cli.common import Database, database_options, load_config, with_engine
 from switch.estate.common import now_us, record
 
 
@@ -37,11 +37,19 @@ def his_credential(institution_id: str, database: Database, operator: str) -> No
 
 @his_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5881, show_default=True, type=int)
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Default: the configuration's `his.port`, else its `http.port` (where `sim his` looks).",
+)
 @database_options
-def his_serve(host: str, port: int, database: Database) -> None:
+def his_serve(host: str, port: int | None, database: Database) -> None:
     """Serve the HIS API over HTTP until interrupted (on a SQLite deployment; on PostgreSQL the
     daemon serves it)."""
+    if port is None:
+        config = load_config()
+        port = config.http.port if config.his.port is None else config.his.port
     from aiohttp import web
 
     from ledger.medical.service import MedicalService

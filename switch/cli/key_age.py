@@ -112,6 +112,9 @@ def rotate_tmks(home: Home, days: int, custodians: tuple[str, ...], out_dir: Pat
                                "FILE")
     if by_components and len(set(custodians)) != len(custodians):
         raise click.ClickException("each custodian carries one component: names repeat")
+    if out is not None and out.exists():  # before anything rotates: a run from a timer
+        raise click.ClickException(f"{out} exists (the last rotation's export, not yet "
+                                   "collected?): nothing rotated")
     now = _now(now_text)
     due = [a for a in key_ages(run(home.store.list()))
            if a.usage is KeyUsage.TMK and a.alias.startswith("tmk/") and a.age_days(now) >= days]

@@ -28,7 +28,7 @@ import click
 from hsm.des import kcv
 from hsm.keys import KeyUsage
 from hsm.lmk import Lmk, combine, generate_component, is_test_only
-from switch.cli.auth import key_operator
+from switch.cli.auth import HelpFirstGroup, key_operator
 from switch.cli.common import (
     ComponentSource,
     component_count_option,
@@ -66,7 +66,7 @@ exportable_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=HelpFirstGroup)
 @home_option(help="Directory of the key store, LMK check value and audit log (env MEDSWITCH_HOME).")
 @click.option("--operator", default=None,
               help="Who performs the step: checked against the login once the deployment has "

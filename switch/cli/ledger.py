@@ -18,6 +18,7 @@ from ledger.demo import init_demo
 from ledger.medical.split import yuan
 from ledger.migrate import current_sqlite, head, upgrade_sqlite
 from ledger.personal import PersonalKeys
+from switch.cli.auth import logged_in
 from switch.cli.common import Database, database_options, deployment_home, with_back_office
 from switch.cli.human import human_time
 from switch.key_home import PRIVATE_UMASK
@@ -51,6 +52,7 @@ def migrate(database: Database) -> None:
 @ledger_group.command()
 @click.argument("account")
 @database_options
+@logged_in
 def balance(account: str, database: Database) -> None:
     """Show an account's posted debits, credits and balance (ids like pf:0000000001)."""
 
@@ -71,6 +73,7 @@ def balance(account: str, database: Database) -> None:
 @click.argument("account")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @database_options
+@logged_in
 def history(account: str, limit: int, database: Database) -> None:
     """The last transfers touching an account, oldest first."""
 
@@ -88,6 +91,7 @@ def history(account: str, limit: int, database: Database) -> None:
 
 @ledger_group.command()
 @database_options
+@logged_in
 def reviews(database: Database) -> None:
     """Exceptions held for a person."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,7 @@ from ledger.medical.policy import Category
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from ledger.personal import PersonalDataError
-from switch.cli.auth import operator_login
+from switch.cli.auth import key_login, operator_login
 from switch.cli.common import (
     Database,
     check_database,
@@ -63,7 +62,9 @@ BUILDER_HINT = "Build one with `medswitch ledger-files {} CSV --out FILE` (specs
 
 
 def _hsm_and_key(keys_home: Path, files: tuple[Path, ...], alias: str) -> tuple[Hsm, KeyRef]:
-    return hsm_and_key(Home(keys_home, getpass.getuser()), files, alias)
+    """The HSM of the key home, used by a logged-in operator of any role once the deployment
+    has operators (`switch.cli.auth.key_login`)."""
+    return hsm_and_key(Home(keys_home, key_login(keys_home, None, None)), files, alias)
 
 
 def _audit(url: str, operator: str, action: str, subject: str, **detail: object) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
-import getpass
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,7 @@ from ledger.medical.sql_reference import (
     digest,
     load_catalogue,
 )
-from switch.cli.auth import operator_login
+from switch.cli.auth import key_login, logged_in, operator_login
 from switch.cli.common import (
     Database,
     component_files_option,
@@ -162,7 +161,8 @@ def catalogue_build(
                 raise click.ClickException(f"{csv_file}: {error}") from None
             items[item.code] = item
     version = CatalogueVersion(number, effective_from.date(), items)
-    hsm, key = hsm_and_key(Home(keys_home, getpass.getuser()), component_files, file_key)
+    hsm, key = hsm_and_key(Home(keys_home, key_login(keys_home, None, None)), component_files,
+                           file_key)  # the key home's HSM: a logged-in operator's, once any
     out.write_bytes(_run(filemac.seal(hsm, key, build_catalogue(version))))
     click.echo(f"{out}: catalogue v{number}, {len(items)} items")
 
@@ -191,6 +191,7 @@ def _catalogue(engine: Engine, number: int | None, on: dt.date | None) -> Catalo
 )
 @click.option("--code", default=None)
 @database_options
+@logged_in
 def catalogue_show(
     number: int | None, on: dt.datetime | None, code: str | None, database: Database
 ) -> None:
@@ -229,6 +230,7 @@ def _echo_diff(before: CatalogueVersion, after: CatalogueVersion) -> None:
 @click.argument("before", type=int)
 @click.argument("after", type=int)
 @database_options
+@logged_in
 def catalogue_diff(before: int, after: int, database: Database) -> None:
     """What changed from version BEFORE to version AFTER."""
 
@@ -267,6 +269,7 @@ def policy_import(file: Path, database: Database, operator: str) -> None:
 @policy.command("show")
 @click.argument("year", type=int)
 @database_options
+@logged_in
 def policy_show(year: int, database: Database) -> None:
     found = _on_engine(database, lambda engine: SqlDirectory(engine).policy(year))
     if found is None:
@@ -342,6 +345,7 @@ def authorise_revoke(
 @authorise.command("list")
 @click.argument("person_id")
 @database_options
+@logged_in
 def authorise_list(person_id: str, database: Database) -> None:
     found = _on_engine(database, lambda engine: ReferenceData(engine).authorisations(person_id))
     for category, year, active in found:

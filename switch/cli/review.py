@@ -7,13 +7,14 @@
     medswitch review adjust KEY --debit A --credit B --amount 12.34 --operator alice --note …
     medswitch review approve-adjustment ID --operator bob      (a different operator)
     medswitch review decline-adjustment ID --operator bob --note …
-    medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]
+    medswitch review sweep [--now 2026-11-25T18:00:00+08:00] [--age 24h]    (a maker)
 
-KEY is an item's number as `review list` shows it (``#1`` or ``1``), its key or a unique prefix
-of it (6+ hex digits). Amounts are shown in
-yuan; card numbers are masked. Every action is appended to the audit log with the operator and
-the time; a refused action changes nothing and exits non-zero with the reason. The database is
-the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
+Every command runs as a logged-in operator (`switch.cli.auth`): list and show by any role,
+accept, reject, adjust and sweep by a maker, approvals by a checker. KEY is an item's number as
+`review list` shows it (``#1`` or ``1``), its key or a unique prefix of it (6+ hex digits).
+Amounts are shown in yuan; card numbers are masked. Every action is appended to the audit log
+with the operator and the time; a refused action changes nothing and exits non-zero with the
+reason. The database is the deployment's, SQLite or PostgreSQL (`switch.cli.common`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ledger.dayend.recon_doubt import SweepResult
 from ledger.dayend.review_queue import QueuedItem, ReviewError, ReviewQueue, Status
 from ledger.medical.split import yuan
 from messages.pretty import mask_pan
-from switch.cli.auth import operator_login
+from switch.cli.auth import logged_in, operator_login
 from switch.cli.common import Database, database_options, with_back_office, with_engine
 from switch.cli.human import human_duration, human_time
 
@@ -105,6 +106,7 @@ def review_group() -> None:
 @click.option("--reason", default=None, help="Only items with this reason.")
 @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 100_000))
 @database_options
+@logged_in
 def list_items(status: str | None, reason: str | None, limit: int, database: Database) -> None:
     """A table of review items, oldest first."""
     items = _on_queue(database, lambda queue: queue.items(status, reason, limit))
@@ -133,6 +135,7 @@ def _echo_item(item: QueuedItem) -> None:
 @review_group.command("show")
 @click.argument("key")
 @database_options
+@logged_in
 def show(key: str, database: Database) -> None:
     """One item, its adjustments and its audit trail."""
 
@@ -263,12 +266,19 @@ def parse_now(text: str | None) -> int:
     help="Loads in doubt at least this old go to review (env MEDSWITCH_REVIEW_DOUBT_AGE).",
 )
 @database_options
-def sweep(now_text: str | None, age_text: str, database: Database) -> None:
-    """Put loads and unloads still in doubt past their age into review (once each)."""
+@operator_login("maker")
+def sweep(now_text: str | None, age_text: str, operator: str, database: Database) -> None:
+    """Put loads and unloads still in doubt past their age into review (once each); the
+    audit log records who swept, when, for what age and what it added."""
+    from switch.estate.common import record
+
     age_s, at_us = parse_age(age_text), parse_now(now_text)
 
     async def swept(office: BackOffice) -> SweepResult:
-        return await recon_doubt.sweep(office.engine, await office.ledger(), at_us, age_s)
+        done = await recon_doubt.sweep(office.engine, await office.ledger(), at_us, age_s)
+        record(office.engine, operator, "review.sweep", "loads-in-doubt", age_s=age_s,
+               as_of_us=at_us, in_doubt=len(done.aged), added=done.added)
+        return done
 
     done = with_back_office(database, swept)
     for aged in done.aged:
@@ -280,5 +290,5 @@ def sweep(now_text: str | None, age_text: str, database: Database) -> None:
         )
     click.echo(
         f"{len(done.aged)} in doubt for {human_duration(age_s)} or more; "
-        f"{done.added} new review item(s)"
+        f"{done.added} new review item(s); swept by {operator}"
     )

@@ -1,4 +1,9 @@
-"""`medswitch serve` (the daemon) and `medswitch routes` (the route table)."""
+"""`medswitch serve` (the daemon) and `medswitch routes` (the route table).
+
+The software HSM's LMK is formed at start from ``hsm.lmk_components``: custodians' component
+files, or ``key-card:READER[#SLOT]`` — a custodian's key card, read through PC/SC only into this
+home's HSM after its PIN, asked once at start (before any worker forks).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import click
 
 from hsm.interface import Hsm
 from hsm.keystore import KeyStore
+from hsm.lmk import Component
 from routing.bank_routes import bank_routes
 from routing.table import RouteTable
 from routing.terminal_routes import terminal_routes
@@ -32,11 +38,10 @@ def _load_config(path: Path | None) -> Config:
         raise click.ClickException(f"configuration: {err}") from None
 
 
-def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
-    """The software HSM over ``store``, its LMK formed from the configured components and
-    checked against the home's recorded check value (`switch.key_home.soft_hsm_over`)."""
+def _lmk_components(config: Config) -> list[Component]:
+    """The configured LMK components: files read, key cards read after their PINs."""
     from hsm.errors import HsmError
-    from switch.key_home import component_files_of, soft_hsm_over
+    from switch.cli.key_cards import read_sources
 
     files = [Path(f) for f in config.hsm.lmk_components]
     if not files:
@@ -44,12 +49,25 @@ def _soft_hsm(config: Config, store: KeyStore) -> Hsm:
             "hsm.lmk_components names no component files: the daemon forms the LMK from them"
         )
     try:
-        return soft_hsm_over(config.home_path, component_files_of(files), store)
+        return read_sources(files, config.home_path)
+    except (HsmError, OSError, ValueError) as err:
+        raise click.ClickException(f"HSM: {err}") from None
+
+
+def _soft_hsm(config: Config, store: KeyStore, components: list[Component]) -> Hsm:
+    """The software HSM over ``store``, its LMK formed from the components and checked against
+    the home's recorded check value (`switch.key_home.soft_hsm_over`)."""
+    from hsm.errors import HsmError
+    from switch.key_home import soft_hsm_over
+
+    try:
+        return soft_hsm_over(config.home_path, components, store)
     except (HsmError, OSError) as err:
         raise click.ClickException(f"HSM: {err}") from None
 
 
-async def _run(config: Config, worker: int = 0) -> None:
+async def _run(config: Config, worker: int = 0, components: list[Component] | None = None,
+               ) -> None:
     """One worker: the stores, the key store and HSM over them, the app until SIGTERM.
 
     Keys: terminals' working keys and their sets go to the database (``session_keys``,
@@ -75,7 +93,7 @@ async def _run(config: Config, worker: int = 0) -> None:
                 config.hsm.host, config.hsm.port, config.hsm.timeout_s
             )
         else:
-            hsm = _soft_hsm(config, store)
+            hsm = _soft_hsm(config, store, components or [])
         app = await open_app(config, hsm, sessions, stores=stores, worker=worker)
     except BaseException:
         await stores.close()
@@ -83,7 +101,8 @@ async def _run(config: Config, worker: int = 0) -> None:
     await serve_until_signalled(app)
 
 
-def _serve_one(config: Config, worker: int = 0) -> None:
+def _serve_one(config: Config, worker: int = 0, components: list[Component] | None = None,
+               ) -> None:
     try:
         import uvloop
 
@@ -91,7 +110,7 @@ def _serve_one(config: Config, worker: int = 0) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
     try:
-        asyncio.run(_run(config, worker))
+        asyncio.run(_run(config, worker, components))
     except OSError as error:  # a port in use or not ours: one line, no traceback
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
@@ -141,10 +160,11 @@ def serve(config_path: Path | None, workers: int | None) -> None:
         )
     if config.hsm.backend not in ("soft", "network"):
         raise click.ClickException("hsm.backend is soft or network")
+    components = _lmk_components(config) if config.hsm.backend == "soft" else None
     if config.workers == 1:
-        _serve_one(config)
+        _serve_one(config, 0, components)
         return
-    code = run_workers(config.workers, lambda index: _serve_one(config, index))
+    code = run_workers(config.workers, lambda index: _serve_one(config, index, components))
     if code:
         raise SystemExit(code)
 

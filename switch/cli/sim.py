@@ -14,12 +14,37 @@ from ledger.medical.catalogue import parse_catalogue
 from ledger.medical.recordfile import MedicalFileError
 from ledger.medical.split import yuan
 from simulators.his import HisClient, Summary, simulate
+from switch.cli.common import load_config
+from switch.cli.status import ANY_ADDRESS
+from switch.config import Config
+
+
+def his_url(config: Config) -> str:
+    """Where the configured daemon serves the HIS API: its own port when ``[his] port`` is set
+    (HTTPS with its certificate), else the HTTP port."""
+    his, http = config.his, config.http  # both ports bind http.host
+    port = http.port if his.port is None else his.port
+    scheme = "https" if his.port is not None and his.tls_cert and his.tls_key else "http"
+    return f"{scheme}://{'127.0.0.1' if http.host in ANY_ADDRESS else http.host}:{port}"
+
 
 BILLS_LISTED = 20  # bills listed one per line, at most
 
 
 @click.command("his")
-@click.option("--url", default="http://127.0.0.1:5881", show_default=True)
+@click.option(
+    "--url",
+    default=None,
+    help="The HIS API (default: the configuration's `his.port`, else its `http.port`, on"
+    " 127.0.0.1 when the daemon binds every address).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file the default URL is read from (default $MEDSWITCH_HOME/medswitch.toml).",
+)
 @click.option("--institution", required=True, help="The institution id (HTTP Basic user).")
 @click.option(
     "--token",
@@ -47,7 +72,8 @@ BILLS_LISTED = 20  # bills listed one per line, at most
     help="Service date (default: today).",
 )
 def sim_his(
-    url: str,
+    url: str | None,
+    config_path: Path | None,
     institution: str,
     token: str,
     catalogue_file: Path,
@@ -59,6 +85,8 @@ def sim_his(
     day: dt.datetime | None,
 ) -> None:
     """Build realistic bills from the catalogue and submit them to the HIS API."""
+    if url is None:
+        url = his_url(load_config(config_path))
     try:
         catalogue = parse_catalogue(catalogue_file.read_bytes())
     except MedicalFileError as error:

@@ -75,6 +75,8 @@ ABOUT = {
     "settle": "settle a HIS bill: personal share from the card's ED, self-pay in cash",
     "settle_ep": "settle a HIS bill: self-pay from the card's EP",
     "settle_cash": "settle a HIS bill: the personal share paid in cash",
+    "settle_visit": "settle a HIS bill (as settle) with the visit's department and ICD-10 codes",
+    "book": "the card's record book after the PIN: health data and recent visits",
     "purchase": "a purchase with no bill from the ED (offline if the centre is unreachable)",
     "purchase_ep": "a purchase with no bill from the EP",
     "offline": "an offline ED purchase through the PSAM at once",

@@ -39,7 +39,10 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
+from messages.line_framing import LineFraming
+from simulators import pos_records
 from simulators.card import VirtualCard
+from simulators.dial_link import Dial
 from simulators.kiosk import Kiosk
 from simulators.pos import Pos
 from simulators.psam import VirtualPsam
@@ -97,6 +100,25 @@ def terminal_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--host", default="127.0.0.1", show_default=True),
         click.option("--port", default=5800, show_default=True, type=click.IntRange(1, 65535)),
         click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 300)),
+        click.option(
+            "--dial",
+            default=None,
+            metavar="NUMBER",
+            help="Dial NUMBER through the modem on --modem instead of TCP (specs/dialup.md).",
+        ),
+        click.option(
+            "--modem",
+            default=None,
+            metavar="PORT",
+            help="The modem's serial port: a device, or an access controller's pty line.",
+        ),
+        click.option(
+            "--framing",
+            default="cup",
+            show_default=True,
+            type=click.Choice(["cup", "stx"]),
+            help="The dial line's framing.",
+        ),
         click.option("--terminal-id", required=True, help="The terminal's id (field 41)."),
         click.option("--institution", default="centre", show_default=True, help="Field 42."),
         click.option(
@@ -149,6 +171,9 @@ class Common:
     host: str
     port: int
     timeout: float
+    dial: str | None
+    modem: str | None
+    framing: str
     terminal_id: str
     institution: str
     tmk_files: tuple[Path, ...]
@@ -176,7 +201,11 @@ async def open_link(common: Common) -> TerminalLink:
     else:
         raise click.UsageError("give the TMK: --tmk-component FILE (repeat) or --home with -c")
     state = TerminalState.open(common.state_file)
-    endpoint = Endpoint(common.host, common.port, common.timeout)
+    endpoint: Endpoint | Dial = Endpoint(common.host, common.port, common.timeout)
+    if common.dial is not None:
+        if common.modem is None:
+            raise click.UsageError("--dial needs the modem's port: --modem PORT")
+        endpoint = Dial(common.modem, common.dial, LineFraming(common.framing), common.timeout)
     return TerminalLink(endpoint, common.terminal_id, common.institution, hsm, tmk, state)
 
 
@@ -265,6 +294,12 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
                 ("BILL_ID", "TOTAL_FEN"),
                 lambda a: pos().settle(a[0], int(a[1]), personal="cash"),
             ),
+            Command(
+                "settle_visit",
+                ("BILL_ID", "TOTAL_FEN", "DEPARTMENT", "ICD10_CODES"),
+                lambda a: pos().settle(a[0], int(a[1]), visit=(a[2], tuple(a[3].split(",")))),
+            ),
+            Command("book", (), lambda a: pos_records.book(pos().card, pos().pin)),
             Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
             Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
             Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),

@@ -20,6 +20,7 @@ from ledger.dayend.party_statements import (
     unit_statement,
 )
 from ledger.dayend.statements_render import PartyStatement, render_csv, render_html
+from switch.cli.auth import logged_in
 from switch.cli.common import Database, check_database, database_options, with_engine
 
 Build = Callable[[Engine, str, dt.date, dt.date, Cutover], PartyStatement]
@@ -72,6 +73,7 @@ def _range_options(function: click.decorators.FC) -> click.decorators.FC:
                 help="Directory for the CSV and HTML files.",
             ),
             database_options,
+            logged_in,
         ]
     ):
         function = option(function)

@@ -128,7 +128,11 @@ def screen(status: dict[str, Any]) -> list[str]:
         lines.append("loads in doubt none")
     review = status["review_queue"]
     total = sum(review.values())
-    detail = ", ".join(f"{reason} {count}" for reason, count in review.items())
+    ages = status.get("review_oldest_age_s", {})
+    detail = ", ".join(
+        f"{reason} {count}" + (f" (oldest {_age(ages[reason])})" if reason in ages else "")
+        for reason, count in review.items()
+    )
     lines.append(f"review queue   {total} open" + (f": {detail}" if detail else ""))
     dayend = status["dayend"]
     lines.append(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hsm.des import kcv
 from hsm.keys import KeyUsage
-from hsm.lmk import TEST_ONLY_COMPONENTS, Component, combine
+from hsm.lmk import TEST_ONLY_COMPONENTS, TEST_ONLY_KEY_COMPONENTS, Component, combine
 from hsm.soft import SoftHsm
 from ledger.demo import institutions
 from ledger.personal import PersonalKeys
@@ -37,6 +37,7 @@ CARD_MASTER_USAGES = (
     KeyUsage.MK_PIN_UNBLOCK,
     KeyUsage.MK_APP_MAINT,
     KeyUsage.MK_CONTROL,
+    KeyUsage.MK_RECORD,
 )
 CENTRE_USAGES = (
     KeyUsage.DATA_CHECK,
@@ -50,8 +51,7 @@ CARD_BATCH_FILE_KEY = "cards/file"  # `cards issue|approve|personalize --file-ke
 
 # TEST ONLY: each demo bank's ZMK components, published in specs/dayend-files.md ("File keys").
 TEST_ONLY_BANK_ZMK_COMPONENTS = {
-    "b1": ("4A7C1F3D5B2F6D089E3B7A5D1C6E2F4A", "B5E3C1A7F8D3E5C7837A5B9D1F2F4C6B"),
-    "b2": ("2C4F6B8AADCEE0F13B5D7F9EA1C2E5F7", "D3B0F7E5C8A8E6F4C2A1E5D6B9F1A2C4"),
+    bank: TEST_ONLY_KEY_COMPONENTS[f"zmk {bank}"] for bank in ("b1", "b2")
 }
 
 

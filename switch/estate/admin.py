@@ -129,7 +129,7 @@ class AdminApi:
 
     def _handler(self, operation: Operation, role: str | None) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            from switch.operators import AuthError, operator_of_token, require
+            from switch.operators import AuthError, http_status, operator_of_bearer
 
             header = request.headers.get("Authorization", "")
             if not header.startswith("Bearer "):
@@ -145,16 +145,13 @@ class AdminApi:
                 body = loaded
 
             def call() -> Any:
-                operator = operator_of_token(self.engine, header.removeprefix("Bearer "))
-                if role is not None:
-                    require(operator, role)
+                operator = operator_of_bearer(self.engine, header, role)
                 return operation(self.engine, operator.name, request, body)
 
             try:
                 result = await asyncio.to_thread(call)
             except AuthError as error:
-                status = 403 if "lacks the role" in str(error) else 401
-                return _error(status, str(error))
+                return _error(http_status(error), str(error))
             except NotFound as error:
                 return _error(404, str(error))
             except EstateError as error:

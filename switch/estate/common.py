@@ -26,12 +26,6 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def masked(card_no: str) -> str:
-    """>>> masked("3100000000000001")
-    '310000******0001'"""
-    return card_no[:6] + "*" * max(len(card_no) - 10, 0) + card_no[-4:]
-
-
 @contextmanager
 def changing(engine: Any) -> Iterator[Any]:
     """A write transaction (BEGIN IMMEDIATE on SQLite)."""

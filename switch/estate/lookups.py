@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from ledger import schema
 from ledger.medical import tables
-from switch.estate.common import NotFound, limit_of, masked
+from messages.pretty import mask_pan
+from switch.estate.common import NotFound, limit_of
 
 MB = tables.medical_bills
 C = schema.cards
@@ -44,7 +45,7 @@ _BILL_COLUMNS = (MB.c.bill_id, MB.c.institution_id, MB.c.his_bill_no, MB.c.card_
 
 
 def _bill(row: Any, items: int = 0) -> Bill:
-    return Bill(row[0], row[1], row[2], masked(row[3]), row[4], str(row[5]), row[6],
+    return Bill(row[0], row[1], row[2], mask_pan(row[3]), row[4], str(row[5]), row[6],
                 int(row[7]), int(row[8]), int(row[9]), int(row[10]), int(row[11]), items)
 
 
@@ -96,8 +97,8 @@ _CARD_COLUMNS = (C.c.card_no, C.c.application_serial, C.c.cardholder_id, C.c.key
 
 
 def _card(row: Any) -> Card:
-    replaced = None if row[6] is None else masked(row[6])
-    return Card(masked(row[0]), row[1], row[2], int(row[3]), row[4], str(row[5]), replaced)
+    replaced = None if row[6] is None else mask_pan(row[6])
+    return Card(mask_pan(row[0]), row[1], row[2], int(row[3]), row[4], str(row[5]), replaced)
 
 
 def list_cards(

@@ -47,8 +47,11 @@ class ParameterSet:
 
 
 def scope_of(institution: str | None, group: str | None) -> str:
-    """>>> scope_of(None, None), scope_of("h1", None), scope_of(None, "night")
-    ('all', 'institution:h1', 'group:night')"""
+    """The scope a parameter set is filed under.
+
+    >>> scope_of(None, None), scope_of("h1", None), scope_of(None, "night")
+    ('all', 'institution:h1', 'group:night')
+    """
     if institution and group:
         raise EstateError("parameters are for an institution or a group, not both")
     if group:

@@ -162,6 +162,32 @@ def read_fixed(key: bytes, data: bytes, layouts: tuple[Layout, Layout, Layout]) 
     return Fixed(head, details, tail)
 
 
+def masked(card_no: str) -> str:
+    """A refund's account number in a return file: the first 6 and last 4 digits with `*`
+    between (all `*` when shorter than 11)."""
+    if len(card_no) < 11:
+        return "*" * len(card_no)
+    return card_no[:6] + "*" * (len(card_no) - 10) + card_no[-4:]
+
+
+def return_file(key: bytes, bank: str, day: str, payout_name: str, payout: Fixed,
+                accounts: dict[str, str]) -> bytes:
+    """The bank's return file (every payment paid) for a payout or refund file; `accounts`:
+    payout id → the account number to write (else the payout file's)."""
+    details, total = [], 0
+    for n, d in enumerate(payout.details, 1):
+        total += int(d["amount"])
+        details.append(line(RETURN_DETAIL, {
+            "type": "D", "line": n, "payout_line": d["line"], "payout_id": d["payout_id"],
+            "payee_id": d["payee_id"], "account_no": accounts.get(d["payout_id"], d["account_no"]),
+            "amount": int(d["amount"]), "currency": "CNY", "status": "P"}))
+    head = line(RETURN_HEADER, {"type": "H", "format": "MSRETURN", "version": "01", "date": day,
+                                "bank": bank, "payout_file": payout_name,
+                                "payout_mac": payout.trailer["mac"]})
+    trailer = f"T{len(details):08d}{total:018d}{len(details):08d}{total:018d}{0:08d}{0:018d}"
+    return sealed(key, head, details, trailer.encode())
+
+
 # -- record files (medical-files §1, ledger-files §1) ----------------------------------------
 
 

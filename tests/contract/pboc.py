@@ -15,7 +15,7 @@ from tests.contract.wire import des, tdes_ecb
 
 KEY_LOAD, KEY_PURCHASE, KEY_TAC = 0x3F, 0x3E, 0x34
 ED, EP = 1, 2
-TYPE_ED_LOAD, TYPE_EP_LOAD, TYPE_ED_PURCHASE = 0x01, 0x02, 0x05
+TYPE_ED_LOAD, TYPE_EP_LOAD, TYPE_ED_PURCHASE, TYPE_EP_PURCHASE = 0x01, 0x02, 0x05, 0x06
 
 
 def diversify(master: bytes, app_serial: bytes) -> bytes:
@@ -79,6 +79,10 @@ class Card:
     def load_type(self) -> int:
         return TYPE_EP_LOAD if self.purse == EP else TYPE_ED_LOAD
 
+    @property
+    def purchase_type(self) -> int:
+        return TYPE_EP_PURCHASE if self.purse == EP else TYPE_ED_PURCHASE
+
     def initialize_for_load(self, amount_fen: int, terminal: bytes) -> LoadInit:
         rnd = secrets.token_bytes(4)
         key = session_key(self.keys[KEY_LOAD], rnd + self.online_counter.to_bytes(2, "big")
@@ -109,7 +113,7 @@ class Card:
         serial = terminal_serial.to_bytes(4, "big")
         key = session_key(self.keys[KEY_PURCHASE], rnd + counter.to_bytes(2, "big") + serial[2:])
         amount = amount_fen.to_bytes(4, "big")
-        tail = bytes([TYPE_ED_PURCHASE]) + terminal
+        tail = bytes([self.purchase_type]) + terminal
         mac1 = pboc_mac(key, amount + tail + card_datetime)  # the PSAM's, checked by the card
         assert len(mac1) == 4
         self.balance_fen -= amount_fen

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import ast
 import json
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +31,21 @@ from tests.contract.bank_peer import (
     pin_of,
     presets,
 )
+from tests.contract.counter import (
+    LOAD_FEN,
+    custodian_login,
+    form_key,
+    load_at_counter,
+    odd_parity_key,
+)
 from tests.contract.daemon import Deployment, free_port, running
-from tests.contract.wire import check_value, parse_tlv, tlv, uint
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = json.loads((HERE.parents[1] / "specs" / "examples" / "frames.json").read_text())
-COUNTER_TERMINAL_NO = bytes.fromhex("000000000099")  # the counter's reader, in MAC1
-LOAD_FEN = 10_000
 PIN = "123456"  # the sandbox cards' PIN
 OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.support")
 BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
 USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK"}
-
-
-def odd_parity_key() -> bytes:
-    return bytes(b & 0xFE | (bin(b & 0xFE).count("1") + 1) % 2 for b in secrets.token_bytes(16))
 
 
 @dataclass
@@ -69,22 +66,10 @@ class Banks:
 
 def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
     """Each bank's zone keys formed in the deployment's key store from one clear component."""
-    medswitch = str(Path(sys.executable).parent / "medswitch")
-    custodians = [str(home / "custodians" / f"{c}.component") for c in ("a", "b")]
-    env = {"MEDSWITCH_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    # The demo's key custodian logs in (README, "Operators": TEST ONLY password).
-    subprocess.run([medswitch, "operators", "login", "demo-custodian"], check=True,
-                   input=b"demo-custodian-password\n", capture_output=True, timeout=60, env=env)
+    custodian_login(home)
     for bank in banks.values():
         for name, key in bank.keys.items():
-            part = tmp / f"{bank.bank_id}-{name.replace('/', '-')}.component"
-            part.write_text(f"{key.hex().upper()}\nKCV:{check_value(key).hex().upper()[:6]}\n")
-            subprocess.run(
-                [medswitch, "keys", "--home", str(home), "form",
-                 f"bank/{bank.bank_id}/{name}", "--usage", USAGES[name], "-k", str(part),
-                 "--key-components", "1", "-c", custodians[0], "-c", custodians[1]],
-                check=True, capture_output=True, timeout=60, env=env,
-            )
+            form_key(home, f"bank/{bank.bank_id}/{name}", USAGES[name], key, tmp)
 
 
 def bank_toml(bank: Bank, first: bool) -> str:
@@ -126,34 +111,6 @@ def three_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
 def card_for(deployment: Deployment, index: int, purse: int) -> tuple[pboc.Card, str]:
     entry: Any = deployment.listing()["cards"][index]
     return pboc.Card.from_image(deployment.sandbox / entry["image"], purse), entry["card_no"]
-
-
-def load_tlv(card: pboc.Card, init: pboc.LoadInit, amount: int) -> dict[int, bytes]:
-    """INITIALIZE FOR LOAD as terminal field 58 carries it (F122 is the same TLV)."""
-    return {1: card.app_serial, 2: bytes([card.purse]), 3: bytes([init.key_version]),
-            4: bytes([init.algorithm_id]), 5: init.card_random, 7: uint(init.online_counter, 2),
-            9: uint(init.old_balance_fen, 4), 10: uint(amount, 4), 12: init.mac1,
-            16: COUNTER_TERMINAL_NO}
-
-
-def load_at_counter(counter: Counter, card: pboc.Card, pan: str, f3: str,
-                    extra: dict[int, str | bytes]) -> tuple[str, bytes | None]:
-    """0200 then, when approved, the card's credit and 0220 with its TAC: (code, TAC)."""
-    init = card.initialize_for_load(LOAD_FEN, COUNTER_TERMINAL_NO)
-    data = load_tlv(card, init, LOAD_FEN)
-    money = {2: pan, 3: f3, 4: f"{LOAD_FEN:012d}", 25: "91"}
-    reply = counter.exchange("0200", {**money, **extra, 122: bytes.fromhex(tlv(data))})
-    code = reply.text(39)
-    if code != "00":
-        return code, None
-    answer = reply.fields[122]
-    assert isinstance(answer, bytes)
-    element = parse_tlv(answer)
-    tac = card.credit_for_load(element[0x12], element[0x0D])  # the card checks MAC2
-    confirm = {**data, 0x0F: tac, 0x13: uint(card.balance_fen, 4)}
-    confirmed = counter.exchange("0220", {**money, 122: bytes.fromhex(tlv(confirm))})
-    assert confirmed.text(39) == "00", confirmed.fields
-    return code, tac
 
 
 @pytest.mark.parametrize("preset", list(BANKS))

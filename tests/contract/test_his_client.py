@@ -199,6 +199,22 @@ def test_a_generated_client_submits_reads_looks_up_cancels_and_retries(
                                          idempotency_key=str(uuid.uuid4()))
         assert cancelled.status_code == 200 and cancelled.parsed.state.value == "cancelled"
 
+        # the day's reconciliation: the bill, cancelled, with its shares; the day's totals
+        reconcile = importlib.import_module("his_client.api.default.get_reconciliation")
+        day = dt.date.fromisoformat(_today())
+        seen, cursor = [], None
+        for _page in range(1000):  # the sandbox's day holds what other tests billed too
+            page = reconcile.sync(client=session, service_date=day, limit=100, cursor=cursor)
+            assert isinstance(page, models.ReconciliationPage) and page.service_date == day
+            seen += [line for line in page.bills if line.his_bill_no == number]
+            cursor = page.next_cursor if isinstance(page.next_cursor, str) else None
+            if cursor is None:
+                break
+        assert [(line.bill_id, line.state.value, line.total_fen) for line in seen] == [
+            (stored.bill_id, "cancelled", 2_500)]
+        cancelled_total = {t.state.value: t for t in page.totals}["cancelled"]
+        assert cancelled_total.bills >= 1 and cancelled_total.total_fen >= 2_500
+
         # the retry by Idempotency-Key: the first answer as it was sent
         replay = submit.sync_detailed(client=session, body=body, idempotency_key=key)
         assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"

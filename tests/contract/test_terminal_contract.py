@@ -11,33 +11,18 @@ are checked. This suite imports nothing of medswitch (a test below reads its own
 from __future__ import annotations
 
 import ast
-import base64
-import json
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.contract import pboc
-from tests.contract.daemon import Deployment, Link, running
-from tests.contract.wire import (
-    Frame,
-    WorkingKeys,
-    check_mac,
-    decrypt_63,
-    encode,
-    encrypt_63,
-    parse_tlv,
-    sign_on_keys,
-    tlv,
-    uint,
-)
+from tests.contract.daemon import Deployment, running
+from tests.contract.pos import CENTRE_ZONE, Terminal, card_datetime, his_submit
+from tests.contract.wire import decrypt_63, encrypt_63, parse_tlv, tlv, uint
 
-CENTRE_ZONE = ZoneInfo("Asia/Shanghai")  # spec: "Identifiers, amounts and clocks"
 KIOSK_TERMINAL_NO = bytes.fromhex("000000000001")  # spec: kiosk K0000001's own number
 LOAD_FEN = 20_000
 HERE = Path(__file__).resolve().parent
@@ -48,69 +33,6 @@ OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.s
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     with running(tmp_path_factory.mktemp("contract")) as found:
         yield found
-
-
-class Terminal:
-    """A terminal's envelope: F41, F42 (padded with spaces to 15), STAN, batch, working keys."""
-
-    def __init__(self, port: int, terminal_id: str, institution: str, tmk: bytes) -> None:
-        self.link = Link(port)
-        self.terminal_id, self.institution, self.tmk = terminal_id, institution, tmk
-        self.stan = 0
-        self.batch = "000000"
-        self.keys: WorkingKeys | None = None
-
-    def envelope(self, type_code: str, network: str) -> dict[int, str]:
-        self.stan += 1
-        return {11: f"{self.stan:06d}", 41: self.terminal_id, 42: self.institution.ljust(15),
-                60: type_code + self.batch + network}
-
-    def sign_on(self) -> Frame:
-        reply = self.link.exchange(encode("0800", self.envelope("00", "004"), None))
-        assert reply.mti == "0810" and reply.fields[39] == "00", reply.fields
-        self.keys = sign_on_keys(self.tmk, reply.fields[62])
-        check_mac(reply, self.keys.mak)
-        self.batch = reply.fields[60][2:8]
-        assert len(reply.fields[12]) == 6 and len(reply.fields[13]) == 4  # the centre's clock
-        return reply
-
-    def send(self, mti: str, fields: dict[int, str], type_code: str, network: str = "000",
-             expect: str = "00") -> Frame:
-        assert self.keys is not None
-        request = {**self.envelope(type_code, network), **fields}
-        reply = self.link.exchange(encode(mti, request, self.keys.mak))
-        assert reply.mti == f"{int(mti) + 10:04d}", reply.mti
-        check_mac(reply, self.keys.mak)
-        assert reply.fields[39] == expect, (mti, type_code, reply.fields)
-        for echoed in (11, 41, 42):
-            assert reply.fields[echoed] == request[echoed], f"F{echoed} not echoed"
-        return reply
-
-
-def card_datetime(now: datetime) -> bytes:
-    return bytes.fromhex(now.astimezone(CENTRE_ZONE).strftime("%Y%m%d%H%M%S"))
-
-
-def his_submit(deployment: Deployment, institution: str, card_no: str) -> dict[str, Any]:
-    body = {
-        "his_bill_no": "CONTRACT-1",
-        "card_no": card_no,
-        "service_date": datetime.now(CENTRE_ZONE).date().isoformat(),
-        "lines": [
-            {"code": "A02", "quantity": 1, "unit_price_fen": 500},
-            {"code": "A01", "quantity": 2, "unit_price_fen": 1000},
-        ],
-    }
-    token = base64.b64encode(f"{institution}:{deployment.his_token(institution)}".encode())
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{deployment.http_port}/his/v1/bills",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token.decode()}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=15) as answer:
-        assert answer.status == 201
-        return dict(json.loads(answer.read()))
 
 
 def test_sign_on_bill_settlement_debit_advice_upload_batch(deployment: Deployment) -> None:

@@ -19,6 +19,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.groups import demo_group
 from switch.cli.ledger import ledger_group
 from tests.support.events import check_balances
+from tests.support.operators import reader_env
 from tests.support.personal import demo_keys
 
 
@@ -60,6 +61,7 @@ def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "exists" in again.output
     forced = runner.invoke(demo_group, ["init", "--cardholders", "5", "--db", db, "--force"])
     assert forced.exit_code == 0, forced.output
+    runner = CliRunner(env=reader_env(Path(db), tmp_path / "tokens"))  # read by an auditor
     shown = runner.invoke(ledger_group, ["balance", "pf:0000000001", "--db", db])
     assert shown.exit_code == 0 and "PERSONAL_FUND" in shown.output
     # amounts in yuan, as the simulators print them

@@ -124,7 +124,7 @@ CASES: list[tuple[str, Callable[[VirtualCard], None], str, int]] = [
     ("PROVE short", setup_none, "805A00020100", 0x6700),
     ("READ BINARY 0015 by SFI", setup_none, "00B0950000", 0x9000),
     ("READ BINARY offset beyond", setup_none, "00B0952000", 0x6B00),
-    ("READ BINARY unknown SFI", setup_none, "00B0990000", 0x6A82),
+    ("READ BINARY unknown SFI", setup_none, "00B09E0000", 0x6A82),
     ("READ BINARY purse", setup_none, "00B0820000", 0x6981),
     ("READ BINARY no current EF", setup_none, "00B0000000", 0x6985),
     ("UPDATE BINARY in clear", setup_none, "00D6950002AAAA", 0x6982),

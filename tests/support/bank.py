@@ -28,6 +28,7 @@ from switch.demo.keys import demo_personal_keys
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, new_hsm, now
 from tests.support.on_file import CardOnFile
+from tests.support.operators import enrol
 from tests.support.pg import DSN, fresh_schema
 
 BANK = "01020000"
@@ -57,6 +58,17 @@ class BankDaemon:
     def database(self) -> Path:
         return self.daemon.home / "medswitch.db"
 
+    async def operator(self, name: str, *roles: str) -> Path:
+        """The token file of operator ``name`` with ``roles``, logged in (enrolled on first
+        use) on the daemon's database."""
+        tokens = self.daemon.home / "operator-tokens"
+        return await asyncio.to_thread(enrol, self.database, tokens, name, *roles)
+
+    async def bearer(self, name: str, *roles: str) -> dict[str, str]:
+        """The Authorization header of that operator's login."""
+        token = (await self.operator(name, *roles)).read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
     async def balances(self, *ids: str) -> list[int]:
         ledger = self.app.ledger
         assert ledger is not None
@@ -70,6 +82,15 @@ class BankDaemon:
             account_id(AccountKind.EP_LOADS_IN_DOUBT, serial),
             account_id(AccountKind.BANK_CLEARING, BANK),
         )
+
+    async def restart(self) -> None:
+        """Stop the daemon and start it again on the same home, keys and database (its bank
+        links sign on again once their bank is there)."""
+        old = self.daemon.app
+        await old.stop()
+        app = await open_app(old.config, self.daemon.hsm, Sessions(self.daemon.store), clock=now)
+        await app.start()
+        self.daemon.app = app
 
     def reversal_statuses(self) -> list[str]:
         with sqlite3.connect(self.database) as connection:
@@ -188,15 +209,15 @@ async def _bank_daemon(
     )
     app = await open_app(config, hsm, Sessions(store), clock=now)
     await app.start()
+    daemon = Daemon(app, hsm, store, tmp)
     try:
         assert app.bank is not None and app.bank.outbound is not None
         assert await app.bank.outbound.wait_up(5)
         for peer in app.bank.peers:
             assert peer.outbound is not None and await peer.outbound.wait_up(5)
-        daemon = Daemon(app, hsm, store, tmp)
         yield BankDaemon(daemon, issuer, zak_in, clear_zpk, zmk, issuer_b, zak_in_b)
     finally:
-        await app.stop()
+        await daemon.app.stop()  # the one running (restart() replaces it)
         await issuer.close()
         if issuer_b is not None:
             await issuer_b.close()

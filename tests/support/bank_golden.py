@@ -15,17 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hsm.des import Des
+from hsm.des import Des, kcv
 from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
-from hsm.lmk import Component
+from hsm.lmk import TEST_ONLY_COMPONENTS, Component, Lmk, combine
 from hsm.pinblock import encode_format0
+from hsm.soft import SoftHsm
 from messages import bank
 from messages.bank import SavingsDebit
 from messages.codec import Message
 from switch.bank.dialect import PRESETS
 from switch.bank.wire import LinkWire
-from tests.support.daemon import new_hsm
 
 CLOCK = datetime(2026, 12, 7, 6, 30, 15, tzinfo=UTC)
 ZAK = "0123456789ABCDEFFEDCBA9876543210"  # TEST ONLY
@@ -53,7 +53,8 @@ async def frame(preset: str) -> bytes:
     """The preset's savings debit, framed, MACed under the ZAK (F7 = the clock in GMT, F12/F13
     the clock's own time of day and date)."""
     dialect = PRESETS[preset]
-    hsm = new_hsm(MemoryKeyStore())
+    lmk = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]  # the ZAK is a published one
+    hsm = SoftHsm(Lmk(lmk, kcv(combine(lmk))), MemoryKeyStore())
     zak = await hsm.form_key("golden/ZAK", KeyUsage.ZAK, [Component(bytes.fromhex(ZAK))], now=CLOCK)
     wire = LinkWire(dialect, hsm)
     typed = debit()

@@ -41,14 +41,23 @@ class Ceremony:
         assert (result.exit_code == 0) is ok, result.output
         return result
 
-    def cards(self, *args: str, who: str = "alice", ok: bool = True) -> Result:
-        """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS`, as
-        WHO logged in (enrolled on first use)."""
+    def cards(self, *args: str, who: str = "alice", ok: bool = True, group: str = "cards",
+              ) -> Result:
+        """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS` (or
+        the ``group`` psams), as WHO logged in (enrolled on first use)."""
         lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
         db = self.home / "medswitch.db"
-        argv = ["cards", "--home", str(self.home), "--db", str(db), "--operator", who, *lmk, *args]
+        argv = [group, "--home", str(self.home), "--db", str(db), "--operator", who, *lmk, *args]
         result = CliRunner().invoke(main, argv, env=self.login(argv))
         assert (result.exit_code == 0) is ok, result.output
+        return result
+
+    def estate(self, *args: str, who: str = "alice") -> Result:
+        """`medswitch ARGS --db HOME/medswitch.db` (terminals, institutions, …) as WHO logged
+        in."""
+        argv = [*args, "--db", str(self.home / "medswitch.db")]
+        result = CliRunner().invoke(main, argv, env=self.login(["--operator", who]))
+        assert result.exit_code == 0, result.output
         return result
 
     def login(self, argv: list[str]) -> dict[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from hsm.des import kcv
+from hsm.lmk import TEST_ONLY_COMPONENTS
 from ledger import events as ev
 from ledger.core import Ledger
 from ledger.dayend.calendar import Cutover
@@ -26,14 +28,19 @@ BANKS = ("b1", "b2")
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
 
 
-def make_keys(tmp: Path) -> tuple[Path, list[str]]:
-    """A key home (test LMK components from two custodians) holding bank/<b>/FILE keys and
-    the keys cardholders' names and ID numbers are sealed under (`personal_of`)."""
+def make_keys(tmp: Path, *, test_only_lmk: bool = False) -> tuple[Path, list[str]]:
+    """A key home (LMK components from two custodians: random, or with `test_only_lmk` the
+    published TEST ONLY ones, under which alone the published TEST ONLY keys may be formed)
+    holding bank/<b>/FILE keys and the keys cardholders' names and ID numbers are sealed under
+    (`personal_of`)."""
     home, runner, components = tmp / "keys", CliRunner(), []
-    for who in ("alice", "bob"):
+    for who, published in zip(("alice", "bob"), TEST_ONLY_COMPONENTS, strict=True):
         path = tmp / f"{who}.component"
-        args = ["keys", "--home", str(home), "component", "--custodian", who]
-        assert runner.invoke(main, [*args, "--out", str(path)]).exit_code == 0
+        if test_only_lmk:
+            path.write_text(f"{published}\nKCV:{kcv(bytes.fromhex(published))}\n")
+        else:
+            args = ["keys", "--home", str(home), "component", "--custodian", who]
+            assert runner.invoke(main, [*args, "--out", str(path)]).exit_code == 0
         components += ["-c", str(path)]
     steps = [["lmk-form", "--new", *components]]
     steps += [["generate", f"bank/{b}/FILE", "--usage", "FILE", *components] for b in BANKS]

@@ -16,6 +16,8 @@ from switch.operators import VALID_NAME, add_operator, has_operators, list_opera
 
 T = TypeVar("T")
 ADMIN = "admin"
+READER = "reader"  # an auditor: reads only
+DEMO_ADMIN = "demo-admin"  # a demo deployment's (switch/demo/operators.py), TEST ONLY
 
 
 def password_of(name: str) -> str:
@@ -55,8 +57,9 @@ def enrol(database: Path | str, tokens: Path, name: str, *roles: str) -> Path:
         if not has_operators(engine):
             add_operator(engine, None, ADMIN, ("admin",), password_of(ADMIN))
         known = {operator.name for operator in list_operators(engine)}
-        if name not in known:  # else logged in again
-            admin, _ = login(engine, ADMIN, password_of(ADMIN), 3600)
+        if name not in known:  # else logged in again; the demo's own admin on a demo's
+            by = ADMIN if ADMIN in known or DEMO_ADMIN not in known else DEMO_ADMIN
+            admin, _ = login(engine, by, password_of(by), 3600)
             add_operator(engine, admin, name, roles, password_of(name))
         _, token = login(engine, name, password_of(name), 3600)
         path = tokens / f"{name}.token"
@@ -90,9 +93,23 @@ class NamedOperators:
             self._known[name] = enrol(self.database, self.tokens, name, *BACK_OFFICE_ROLES)
         return self._known[name]
 
+    def reader(self) -> Path:
+        """The token of ``READER``, an auditor only: who runs the commands that only read."""
+        if READER not in self._known:
+            self._known[READER] = enrol(self.database, self.tokens, READER, "auditor")
+        return self._known[READER]
+
     def env(self, args: list[str] | tuple[str, ...]) -> dict[str, str]:
-        """The environment of the operator ``args`` name (``--operator NAME``), else none."""
+        """The environment of the operator ``args`` name (``--operator NAME``); with no
+        ``--operator``, the auditor ``READER``'s; with a name no operator can have, nobody's."""
         names = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--operator"]
-        if not names or not VALID_NAME.fullmatch(names[-1]):  # no one logged in
+        if not names:
+            return as_operator(self.reader())
+        if not VALID_NAME.fullmatch(names[-1]):  # no one logged in
             return as_operator(self.tokens / "nobody.token")
         return as_operator(self.token(names[-1]))
+
+
+def reader_env(database: Path | str, tokens: Path) -> dict[str, str]:
+    """The environment of the auditor ``READER`` (enrolled and logged in on ``database``)."""
+    return as_operator(enrol(database, tokens, READER, "auditor"))

@@ -24,24 +24,36 @@ SCRIPT = str(Path(sys.executable).parent / "medswitch")
 class Ports:
     terminal: int
     http: int
+    before: tuple[str, ...] = ()  # what it said before it listened (key cards read)
 
 
 @contextlib.contextmanager
-def serving(home: Path) -> Iterator[tuple[subprocess.Popen[str], Ports]]:
-    """`medswitch serve` on ``home``; stopped (SIGTERM, then SIGKILL) and its writer process
-    reaped after use, whether or not the test killed it first."""
+def serving(
+    home: Path, typed: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], Ports]]:
+    """`medswitch serve` on ``home`` (``typed`` on its standard input: key cards' PINs);
+    stopped (SIGTERM, then SIGKILL) and its writer process reaped after use, whether or not
+    the test killed it first."""
     env = {**os.environ, "MEDSWITCH_HOME": str(home)}
     process = subprocess.Popen(
-        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL if typed is None else subprocess.PIPE,
     )
     helpers: list[int] = []
     try:
         assert process.stdout is not None and process.stderr is not None
+        if typed is not None and process.stdin is not None:
+            process.stdin.write(typed)
+            process.stdin.close()
+        before: list[str] = []
         line = process.stdout.readline()
+        while line and "medswitch serving" not in line and len(before) < 10:
+            before.append(line.rstrip("\n"))
+            line = process.stdout.readline()
         match = re.search(r"terminals on 127\.0\.0\.1:(\d+).*HTTP on [^:]+:(\d+)", line)
         assert match, line + (process.stderr.read() if process.poll() is not None else "")
         helpers = children(process.pid)  # its ledger writer
-        yield process, Ports(int(match.group(1)), int(match.group(2)))
+        yield process, Ports(int(match.group(1)), int(match.group(2)), tuple(before))
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

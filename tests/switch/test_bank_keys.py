@@ -7,6 +7,7 @@ an offer whose KCV does not match is refused (89) and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -57,16 +58,28 @@ def test_the_centre_changes_its_outbound_keys_and_loads_go_on(tmp_path: Path) ->
             assert (await kiosk.ep_load(1_000))[0].startswith("loaded")
             base = f"http://127.0.0.1:{bank.app.http_port}"
             url = f"{base}/bank/{BANK}/key-change"
-            async with aiohttp.ClientSession() as http, http.post(url) as response:
-                assert response.status == 200
-                answer = await response.json()
+            custodian = await bank.bearer("kim", "key_custodian")
+            async with aiohttp.ClientSession() as http:  # a login, and a key custodian's
+                async with http.post(url) as response:
+                    assert response.status == 401
+                async with http.post(url, headers=await bank.bearer("ann", "auditor")) as answer:
+                    assert answer.status == 403
+                    assert "ann lacks the role key_custodian" in (await answer.json())["error"]
+                async with http.post(url, headers=custodian) as response:
+                    assert response.status == 200
+                    answer = await response.json()
             new_zak, new_zpk = await keys.current(), await keys.zpk()
             assert new_zak is not None and old_zak is not None and new_zpk is not None
             assert (new_zak.version, answer["zak_kcv"]) == (old_zak.version + 1, new_zak.kcv)
             assert bank.issuer.zak.kcv == new_zak.kcv and new_zpk != old_zpk
             assert (await kiosk.ep_load(2_000))[0].startswith("loaded")  # under the new keys
 
-            result = await invoke(["bank", "key-change", "--bank", BANK, "--url", base])
+            refused = await invoke(["bank", "key-change", "--bank", BANK, "--url", base,
+                                    "--token-file", str(tmp_path / "none.token")])
+            assert refused.exit_code == 1 and "no operator logged in" in refused.output
+            token = await bank.operator("kim", "key_custodian")
+            key_change = ["bank", "key-change", "--token-file", str(token)]
+            result = await invoke([*key_change, "--bank", BANK, "--url", base])
             assert result.exit_code == 0, result.output
             newest = await keys.current()
             assert newest is not None and newest.kcv in result.output
@@ -76,10 +89,16 @@ def test_the_centre_changes_its_outbound_keys_and_loads_go_on(tmp_path: Path) ->
             assert len(debits) == 3 and sum(bank.issuer.applied.values()) == 6_000
 
             other = url.replace(BANK, "09999999")
-            async with aiohttp.ClientSession() as http, http.post(other) as response:
+            async with aiohttp.ClientSession() as http, http.post(
+                other, headers=custodian
+            ) as response:
                 assert response.status == 404
-            missing = await invoke(["bank", "key-change", "--bank", "x", "--url", base])
+            missing = await invoke([*key_change, "--bank", "x", "--url", base])
             assert missing.exit_code != 0 and "no such bank link" in missing.output
+            changed = await bank.fetch("SELECT actor, subject, detail FROM audit_log "
+                                       "WHERE action = 'bank.key-change' ORDER BY seq")
+            assert [(who, link, json.loads(d)["zak_kcv"]) for who, link, d in changed] == [
+                ("kim", BANK, answer["zak_kcv"]), ("kim", BANK, newest.kcv)]
         finally:
             await kiosk.link.close()
 

@@ -5,10 +5,12 @@ after the bank goes away; a queued reversal delivered once across an outage, 042
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from hsm.keys import KeyRef
 from hsm.soft import SoftHsm
@@ -19,17 +21,24 @@ from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
-from switch.bank.saf import SafSender, SqliteReversalQueue
+from switch.bank.observe import BankMetrics, LinkEvents
+from switch.bank.saf import SafSender, SafSettings, SqliteReversalQueue
 from tests.support.bank import BANK
 from tests.support.bank_link import CENTRE, PAN, keys, run, until
 from tests.support.daemon import now
 
 
-def client(hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5) -> BankLinkClient:
+def client(
+    hsm: SoftHsm, zak: KeyRef, port: int, timeout_s: float = 0.5, metrics: BankMetrics | None = None
+) -> BankLinkClient:
     settings = OutboundSettings(
         "127.0.0.1", port, CENTRE, timeout_s=timeout_s, backoff_initial_s=0.05, backoff_max_s=0.2
     )
-    return BankLinkClient(settings, hsm, zak, clock=now)
+    if metrics is None:
+        return BankLinkClient(settings, hsm, zak, clock=now)
+    events = LinkEvents(BANK, metrics)
+    on_drop = functools.partial(metrics.count_drop, BANK)
+    return BankLinkClient(settings, hsm, zak, clock=now, on_drop=on_drop, events=events)
 
 
 def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebit:
@@ -43,7 +52,8 @@ def test_link_matches_times_out_and_reconnects() -> None:
         bank = BankIssuer(hsm, zak, IssuerRules(decline_above_fen=10_000))
         await bank.start()
         port = bank.port
-        link = client(hsm, zak, port)
+        registry = CollectorRegistry()
+        link = client(hsm, zak, port, metrics=BankMetrics(registry))
         link.start()
         try:
             assert await link.wait_up(5)
@@ -56,6 +66,10 @@ def test_link_matches_times_out_and_reconnects() -> None:
             with pytest.raises(TimeoutError):
                 await link.request(debit(link, 700))
             await until(lambda: link.unmatched == 1)  # the late answer, logged and dropped
+            late = {"bank": BANK, "reason": "late"}
+            assert registry.get_sample_value("medswitch_bank_responses_dropped_total", late) == 1
+            answered = {"bank": BANK, "type": "debit", "response_code": "51"}
+            assert registry.get_sample_value("medswitch_bank_requests_total", answered) == 1
             bank.rules = IssuerRules()
             await bank.close()  # the bank goes away
             await until(lambda: not link.up)
@@ -82,7 +96,8 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
         port = bank.port
         link = client(hsm, zak, port, timeout_s=0.3)
         link.start()
-        saf = SafSender(SqliteReversalQueue(database), link, BANK, interval_s=0.05)
+        fast = SafSettings(backoff_initial_s=0.05, poll_s=0.05)
+        saf = SafSender(SqliteReversalQueue(database), link, BANK, fast)
         try:
             assert await link.wait_up(5)
             # A counter's EP load forwarded as a savings debit, keeping the counter's F32/F7/F11.
@@ -99,8 +114,11 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
             assert [p.item.key for p in await saf.queue.pending(BANK)] == [queued.key]
             await bank.start(port=port)
             await until(lambda: _done(database))
-            reversals = [r.mti for r in bank.received if r.mti.startswith("04")]
+            sent = [r for r in bank.received if r.mti.startswith("04")]
+            reversals = [r.mti for r in sent]
             assert reversals == ["0420", "0421"]  # the first answer was lost: repeated
+            first, repeat = (r.typed for r in sent)  # a repeat keeps its F11 and F7
+            assert (repeat.stan, repeat.transmitted) == (first.stan, first.transmitted)
             assert bank.applied == {}  # reversed once
             assert await saf.drain() == 0 and len(bank.received) == len(reversals) + 3
         finally:

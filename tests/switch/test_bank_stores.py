@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from ledger.core import QueuedReversal
+from ledger.core import QueuedReversal, ReviewItem
 from switch.bank.cards import CardStatusStore
-from switch.bank.saf import ReversalQueue
+from switch.bank.saf import Depth, ReversalQueue
 from switch.database import Stores, open_stores
 from tests.support.daemon import BACKENDS, make_database, make_pg_database
 from tests.support.pg import DSN, fresh_schema
@@ -148,12 +148,25 @@ def test_reversal_queue_behaves_alike_on_both_backends(backend: str, tmp_path: P
             pending = await queue.pending("b1")
             assert [(p.item, p.attempts) for p in pending] == [(items[0], 0), (items[2], 0)]
             assert [p.item for p in await queue.pending("b1", limit=1)] == [items[0]]
-            await queue.mark("rev-1", acknowledged=False)
-            await queue.mark("rev-1", acknowledged=False)
+            await queue.sending("rev-1", "000007", "1207150000", 1)
+            await queue.attempted("rev-1", acknowledged=False, next_at_us=5)
+            await queue.sending("rev-1", "000009", "1207150101", 6)  # the first sending's kept
+            await queue.attempted("rev-1", acknowledged=False, next_at_us=9)
+            first = (await queue.pending("b1"))[0]
+            assert (first.attempts, first.next_at_us) == (2, 9)
+            assert (first.stan, first.transmitted) == ("000007", "1207150000")
             assert [p.attempts for p in await queue.pending("b1")] == [2, 0]
-            await queue.mark("rev-1", acknowledged=True)
+            depth = await queue.depth("b1")
+            assert depth.count == 2 and depth.oldest_at_us == first.created_at_us > 0
+            await queue.attempted("rev-1", acknowledged=True, next_at_us=0)
             assert [p.item.key for p in await queue.pending("b1")] == ["rev-3"]
             assert [p.item.key for p in await queue.pending("b2")] == ["rev-2"]
             assert await queue.pending("b9") == []
+            assert await queue.depth("b9") == Depth(0, None)
+            review = ReviewItem("r" * 32, "reversal_undelivered", items[2].reference, 300, "why")
+            assert await queue.give_up("rev-3", review, 10)
+            assert not await queue.give_up("rev-3", review, 11)  # once
+            assert await queue.pending("b1") == [] and (await queue.depth("b1")).count == 0
+            assert await stores.ledger.reviews() == [review]
 
     run(scenario())

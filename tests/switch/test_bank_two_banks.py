@@ -82,7 +82,8 @@ def test_two_banks_each_with_its_links_peers_bins_and_keys(tmp_path: Path) -> No
 
         zak_a, zak_b = bank.issuer.zak, bank.issuer_b.zak
         url = f"http://127.0.0.1:{app.http_port}/bank/{BANK_B}/key-change"
-        async with aiohttp.ClientSession() as http, http.post(url) as response:
+        custodian = await bank.bearer("kim", "key_custodian")
+        async with aiohttp.ClientSession() as http, http.post(url, headers=custodian) as response:
             assert response.status == 200
         assert bank.issuer.zak == zak_a and bank.issuer_b.zak.kcv != zak_b.kcv
 

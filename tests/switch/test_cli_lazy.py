@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from ledger.demo import init_demo
 from switch.cli import COMMANDS, main
+from switch.cli.auth import TOKEN_FILE_ENV
 from switch.cli.lazy import Lazy, LazyGroup, load
+from tests.support.operators import READER, reader_env
 from tests.support.personal import demo_keys
 
 HEAVY = ("ledger", "sqlalchemy", "asyncpg", "aiohttp", "simulators", "switch.database",
@@ -116,12 +118,14 @@ def two_deployments(tmp_path: Path) -> tuple[Path, Path]:
     personal = demo_keys(tmp_path / "keys")
     init_demo(small, 2, personal=personal)
     init_demo(large, 4, personal=personal)
+    reader_env(large, tmp_path / "tokens")  # an auditor of the large one reads (by its token)
     return small, large
 
 
-def _balance(args: list[str], env: dict[str, str] | None = None) -> str:
-    result = CliRunner().invoke(main, ["ledger", "balance", "pf:0000000004", *args],
-                                env=env)
+def _balance(args: list[str], env: dict[str, str | None]) -> str:
+    """"found", else the one-line error (the small database knows neither the account nor
+    the large one's reader, whose token the command is given)."""
+    result = CliRunner().invoke(main, ["ledger", "balance", "pf:0000000004", *args], env=env)
     return "found" if result.exit_code == 0 else result.output.strip()
 
 
@@ -131,7 +135,8 @@ def test_the_configured_database_unless_db_or_database_is_given(
     small, large = two_deployments
     config = tmp_path / "medswitch.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{large}"\n')
-    clean = {k: None for k in os.environ if k.startswith("MEDSWITCH_")}
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MEDSWITCH_")}
+    clean[TOKEN_FILE_ENV] = str(tmp_path / "tokens" / f"{READER}.token")
     assert _balance(["--config", str(config)], clean) == "found"
     assert _balance(["--config", str(config), "--db", str(small)], clean).startswith("Error")
     assert _balance(["--config", str(config), "--database", f"sqlite:///{small}"],

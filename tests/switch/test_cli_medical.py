@@ -136,11 +136,11 @@ def test_back_office_through_the_cli(tmp_path: Path) -> None:
             "2026-12-02",
         ).output
         assert "submitted 6" in out
+        # Without --url: the configured daemon's HIS API (here its [http] port).
+        as_mia |= {"MEDSWITCH_HOME": str(tmp_path), "MEDSWITCH_HTTP_PORT": url.rpartition(":")[2]}
         out = run(
             "sim",
             "his",
-            "--url",
-            url,
             "--institution",
             "H001",
             "--token",

@@ -60,6 +60,10 @@ BAD_ENV = [
     ),
     ({"MEDSWITCH_TIMEZONE": "Mars/Olympus"}, "timezone must be an IANA time zone"),
     ({"MEDSWITCH_HTTP_IDLE_TIMEOUT_S": "nan"}, "MEDSWITCH_HTTP_IDLE_TIMEOUT_S must be a number"),
+    (
+        {"MEDSWITCH_BANK_NUMERICS": "bdc"},
+        "bank.numerics must be one of ascii, bcd (did you mean bcd?), not 'bdc' (env ",
+    ),
 ]
 BAD_FILE = [
     ("[terminal]\nidle_timeout_s = -5\n", "terminal.idle_timeout_s must be above 0, not -5.0"),
@@ -71,6 +75,18 @@ BAD_FILE = [
     ("[terminal]\nport = 5800.5\n", "terminal.port must be a whole number"),
     ('log_level = "loud"\n', "log_level must be one of debug, info, warning, error"),
     ("[terminal]\nprot = 1\n", "unknown setting terminal.prot (did you mean terminal.port?)"),
+    (
+        '[bank]\ndialect = "jpos-iso87"\n',
+        "bank.dialect must be one of medswitch, jpos-iso87a, binary-header (did you mean"
+        " jpos-iso87a?)",
+    ),
+    ('[bank]\nready_when = "al"\n', "bank.ready_when must be one of any, all, ignore (did you"),
+    (
+        '[[bank.links]]\nresponse_mac = "requird"\n',
+        "bank.links[0].response_mac must be one of required, optional, none (did you mean"
+        " required?)",
+    ),
+    ('[bank]\nomit_fields = ["F12", "F99"]\n', "bank.omit_fields must each be one of F12,"),
 ]
 
 

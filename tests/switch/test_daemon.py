@@ -126,6 +126,26 @@ def test_format_error_is_answered_30_to_the_right_stan(tmp_path: Path, backend: 
     run(tmp_path, scenario, backend)
 
 
+def test_a_settlement_without_field_58_is_answered_30_echoing_its_envelope(
+    tmp_path: Path,
+) -> None:
+    """It decodes, but lacks a field its row requires: 30 with F3, F11, F25, F41, F42 and F60
+    echoed and no MAC, on a connection that stays open (a sign-on follows on it)."""
+    envelope = {3: "000000", 11: "000043", 25: "00", 41: "POS00001", 42: "101320000000001",
+                60: "22000001000"}
+    fields = {**envelope, 2: "6225880123456789", 4: "000000001000", 63: bytes(16)}
+    payload = CODEC.encode(Message("0200", fields, bytes.fromhex("6000030000"), bytes(6)))
+
+    async def scenario(daemon: Daemon) -> None:
+        async with daemon.terminal("POS00001") as pos:
+            answer = CODEC.decode(await pos.send(payload))
+            assert answer.mti == "0210"
+            assert answer.fields == {39: "30", **envelope}
+            await pos.sign_on()
+
+    run(tmp_path, scenario)
+
+
 def test_a_secondary_bitmap_is_answered_30_echoing_the_envelope_from_the_right_offsets(
     tmp_path: Path,
 ) -> None:

@@ -234,6 +234,25 @@ def test_admin_api_disables_at_once_under_a_token_with_roles(tmp_path: Path) -> 
                 listed_now = await answer.json()
                 assert listed_now["version"] == 1
                 assert listed_now["entries"][0]["reason"] == "stolen"
+            # The rest of the estate, read by the auditor as the console would.
+            for path, member, expected in (
+                ("institutions", "institution_id", INSTITUTION), ("psams", None, None),
+                ("cards", None, None), ("bills", None, None), ("parameters", "version", version),
+            ):
+                async with http.get(f"{base}/{path}", headers=bearer(auditor)) as answer:
+                    assert answer.status == 200, path
+                    rows = await answer.json()
+                    assert isinstance(rows, list), path
+                    assert member is None or expected in {row[member] for row in rows}, path
+            async with http.get(f"{base}/institutions/{INSTITUTION}",
+                                headers=bearer(auditor)) as answer:
+                assert (await answer.json())["institution_id"] == INSTITUTION
+            async with http.get(f"{base}/parameters/{version}", headers=bearer(auditor)) as answer:
+                assert (await answer.json())["floor_fen"] == 123
+            for verb in ("disable", "enable"):  # an institution's status, by the maker
+                async with http.post(f"{base}/institutions/{INSTITUTION}/{verb}",
+                                     headers=bearer(maker)) as answer:
+                    assert answer.status == 200, await answer.text()
         async with daemon.terminal("POS00003") as new:
             await sign_on(new)  # registered through the API: served without a restart
             got = await parameters_of(new)
@@ -241,6 +260,7 @@ def test_admin_api_disables_at_once_under_a_token_with_roles(tmp_path: Path) -> 
 
     run(tmp_path, scenario)
     assert ("mia", "terminals.add", "POS00003") in audit_rows(db)
+    assert ("mia", "institutions.disable", INSTITUTION) in audit_rows(db)
 
 
 def test_roles_and_refusals_by_command(tmp_path: Path) -> None:

@@ -63,3 +63,49 @@ def test_psams_cards_and_the_estate_rules(tmp_path: Path) -> None:
         ("mia", "psams.disable", "1000000000000002"),
         ("mia", "terminals.move", "P0000001"),
     ]
+
+
+def test_the_estate_read_by_an_auditor(tmp_path: Path) -> None:
+    """institutions, parameters, PSAMs and the blacklist listed and shown by an auditor (any
+    role reads); what a maker changed shows who and when."""
+    db = tmp_path / "medswitch.db"
+    init_demo(db, 3, personal=demo_keys(tmp_path))
+    maker = as_operator(enrol(db, tmp_path / "tokens", "mia", "maker"))
+    auditor = as_operator(enrol(db, tmp_path / "tokens", "avery", "auditor"))
+
+    def run(env: dict[str, str], *args: str, group_db: bool = False) -> str:
+        argv = [args[0], "--db", str(db), *args[1:]] if group_db else [*args, "--db", str(db)]
+        result: Result = CliRunner().invoke(main, argv, env=env)
+        assert result.exit_code == 0, (args, result.output)
+        return result.output
+
+    run(maker, "parameters", "set", "--institution", "h1", "--floor-fen", "5000", "--count-max",
+        "10", "--age-max-h", "12")
+    run(maker, "blacklist", "add", "6212340000000019", "--reason", "stolen", "--note", "desk 3")
+    listed = run(auditor, "institutions", "list")
+    assert all(f"\n{i} " in f"\n{listed}" for i in ("centre", "h1", "h2", "b1"))
+    h1 = json.loads(run(auditor, "institutions", "show", "h1", "--json"))
+    assert (h1["institution_id"], h1["kind"], h1["status"]) == ("h1", "hospital", "active")
+    (version,) = json.loads(run(auditor, "parameters", "list", "--json"))
+    assert version == json.loads(run(auditor, "parameters", "show", "1", "--json"))
+    assert (version["version"], version["scope"], version["floor_fen"]) == (
+        1, "institution:h1", 5000)
+    assert version["created_by"] == "mia" and version["created_at_us"] > 0
+    psams = run(auditor, "psams", "list", group_db=True)
+    assert "1000000000000001" in psams and "bound to P0000001" in psams
+    blacklist = json.loads(run(auditor, "blacklist", "list", "--json"))
+    (entry,) = blacklist["entries"]
+    assert blacklist["version"] == entry["version"] >= 1
+    assert (entry["application_serial"], entry["reason"], entry["note"]) == (
+        "3100000000000001", "stolen", "desk 3")  # the card's serial, not its number
+    refused = CliRunner().invoke(main, ["parameters", "set", "--institution", "h1",
+                                        "--floor-fen", "1", "--count-max", "1", "--age-max-h",
+                                        "1", "--db", str(db)], env=auditor)
+    assert refused.exit_code == 1 and "avery lacks the role maker" in refused.output
+    with sqlite3.connect(db) as connection:  # who, what, when
+        changes = connection.execute(
+            "SELECT actor, action, at_us FROM audit_log WHERE action NOT LIKE 'operators.%' "
+            "ORDER BY seq").fetchall()
+    assert [(who, what) for who, what, _ in changes] == [
+        ("mia", "parameters.set"), ("mia", "blacklist.add")]
+    assert all(at_us >= version["created_at_us"] for _, _, at_us in changes)

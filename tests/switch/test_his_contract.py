@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from ledger.medical.service import MedicalService
 from switch.his_api import BODY_BYTES_MAX, make_his_app, mount_his_app
 from tests.support.his import BILLS, CARD, H1, H2, JSON, bill, expect_error, make_deps, serving
 from tests.support.medical_pg import BACKENDS, service_on
-from tests.support.medical_world import memory_service
+from tests.support.medical_world import NOW, memory_service
 
 SPEC = Path(__file__).parents[2] / "specs" / "his-api.yaml"
+RECON = "/his/v1/reconciliation"
+SHARES = ("total_fen", "personal_account_fen", "pooled_fen", "self_pay_fen")
 Body = Callable[[aiohttp.ClientSession, str, MedicalService], Awaitable[None]]
 
 
@@ -140,6 +143,68 @@ def test_a_duplicate_bill_no_names_the_stored_bill_which_the_lookup_finds() -> N
     run(body)
 
 
+def test_the_same_content_is_the_parsed_json_not_its_text() -> None:
+    """The spec's "the same content": key order, whitespace, and special_category null or
+    absent are the same bill (200, counted once); a number not written as an integer is no
+    bill at all (400), so it never makes a retry differ."""
+
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill("S-1"), headers=H1) as response:
+            assert response.status == 201
+            stored = await response.json()
+        _, view = svc.accumulators("P11", 2026)
+        same = bill("S-1", special_category=None)
+        texts = [
+            json.dumps(dict(reversed(list(bill("S-1").items())))),  # keys in another order
+            json.dumps(bill("S-1"), indent=4, separators=(" , ", " : ")),  # other whitespace
+            json.dumps(same),  # special_category null, not absent
+        ]
+        for text in texts:
+            async with session.post(url + BILLS, data=text, headers=H1 | JSON) as response:
+                assert response.status == 200, await response.text()
+                assert await response.json() == stored
+        assert svc.accumulators("P11", 2026)[1] == view  # counted once
+        spelled = json.dumps(bill("S-1")).replace('"unit_price_fen": 1000', '"unit_price_fen": 1e3')
+        async with session.post(url + BILLS, data=spelled, headers=H1 | JSON) as response:
+            await expect_error(response, 400, "invalid_request")
+            assert (await response.json())["error"]["field"] == "/lines/0/unit_price_fen"
+
+    run(body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cancelled_bills_number_stays_taken_and_the_409_says_so(
+    backend: str, tmp_path: Path
+) -> None:
+    """The spec's decision: a number belongs to its bill for good (the POS's bill_id is derived
+    from it); a new bill under a cancelled bill's number is 409 naming that bill and its state,
+    and the same bill under a new number is accepted."""
+
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        async with session.post(url + BILLS, json=bill("RX-9"), headers=H1) as response:
+            assert response.status == 201
+            stored = await response.json()
+        cancel = f"{url}{BILLS}/{stored['bill_id']}/cancel"
+        async with session.post(cancel, headers=H1) as response:
+            assert response.status == 200
+        corrected = bill("RX-9", lines=[{"code": "A01", "quantity": 2, "unit_price_fen": 1000}])
+        async with session.post(url + BILLS, json=corrected, headers=H1) as response:
+            await expect_error(response, 409, "duplicate_bill_no")
+            error = (await response.json())["error"]
+        assert error["bill_id"] == stored["bill_id"]
+        assert f"bill {stored['bill_id']} (cancelled)" in error["message"]
+        assert "a new bill needs a new number" in error["message"]
+        async with session.post(url + BILLS, json={**corrected, "his_bill_no": "RX-9-2"},
+                                headers=H1) as response:
+            assert response.status == 201
+            assert (await response.json())["bill_id"] != stored["bill_id"]
+        async with session.get(url + BILLS, params={"his_bill_no": "RX-9"}, headers=H1) as found:
+            assert [b["state"] for b in (await found.json())["bills"]] == ["cancelled"]
+
+    with service_on(backend, tmp_path) as service:
+        run(body, service=service)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_path: Path) -> None:
     async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
@@ -164,6 +229,69 @@ def test_the_listing_pages_through_the_institutions_own_bills(backend: str, tmp_
             assert await response.json() == {"bills": [], "next_cursor": None}
         for wrong, where in (({"limit": "101"}, "?limit"), ({"cursor": "!!"}, "?cursor")):
             async with session.get(url + BILLS, params=wrong, headers=H1) as response:
+                await expect_error(response, 400, "invalid_request")
+                assert (await response.json())["error"]["field"] == where
+
+    with service_on(backend, tmp_path) as service:
+        run(body, service=service)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_reconciliation_lists_a_service_dates_bills_with_shares_and_totals(
+    backend: str, tmp_path: Path
+) -> None:
+    """Build: "a reconciliation listing" — a service date's bills in every state with their
+    shares, page by page, and the whole date's totals per state on every page."""
+
+    async def body(session: aiohttp.ClientSession, url: str, svc: MedicalService) -> None:
+        stored = {}
+        for number in ("R1", "R2", "R3", "R5"):
+            async with session.post(url + BILLS, json=bill(number), headers=H1) as response:
+                stored[number] = await response.json()
+        other_day = bill("R4", service_date="2026-11-24")
+        async with session.post(url + BILLS, json=other_day, headers=H1) as response:
+            assert response.status == 201
+        async with session.post(url + BILLS, json=bill("R1"), headers=H2) as response:
+            assert response.status == 201  # another institution's bill of the day
+        async with session.post(f"{url}{BILLS}/{stored['R2']['bill_id']}/cancel",
+                                headers=H1) as response:
+            assert response.status == 200
+        r3 = stored["R3"]
+        svc.approve_bill(r3["bill_id"], "H001", CARD, NOW, r3["split"]["total_fen"])
+        svc.complete_bill(r3["bill_id"], NOW)
+
+        lines, totals = [], []
+        params = {"service_date": "2026-11-25", "limit": "2"}
+        for _page in range(5):
+            async with session.get(url + RECON, params=params, headers=H1) as response:
+                assert response.status == 200, await response.text()
+                page = await response.json()
+            lines += page["bills"]
+            totals.append(page["totals"])
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert [(x["his_bill_no"], x["state"]) for x in lines] == [
+            ("R1", "open"), ("R2", "cancelled"), ("R3", "completed"), ("R5", "open")]
+        for line in lines:
+            split = stored[line["his_bill_no"]]["split"]
+            assert line["bill_id"] == stored[line["his_bill_no"]]["bill_id"]
+            assert [line[k] for k in SHARES] == [split[k] for k in SHARES]
+            assert line["total_fen"] == sum(line[k] for k in SHARES[1:])
+        by_state = {"cancelled": ["R2"], "completed": ["R3"], "open": ["R1", "R5"]}
+        assert all(t == totals[0] for t in totals) and totals[0] == [  # on every page
+            {"state": state, "bills": len(numbers),
+             **{k: sum(stored[no]["split"][k] for no in numbers) for k in SHARES}}
+            for state, numbers in by_state.items()]
+        async with session.get(url + RECON, params={"service_date": "2026-11-23"},
+                               headers=H1) as response:
+            assert await response.json() == {"service_date": "2026-11-23", "totals": [],
+                                             "bills": [], "next_cursor": None}
+        for wrong, where in (({}, "?service_date"), ({"service_date": "2026-13-01"},
+                                                      "?service_date"),
+                             ({"service_date": "2026-11-25", "since": "x"}, "?since"),
+                             ({"service_date": "2026-11-25", "limit": "0"}, "?limit")):
+            async with session.get(url + RECON, params=wrong, headers=H1) as response:
                 await expect_error(response, 400, "invalid_request")
                 assert (await response.json())["error"]["field"] == where
 
@@ -210,3 +338,15 @@ def test_the_spec_leaves_the_error_code_open() -> None:
     assert "enum" not in error["properties"]["code"]
     assert error.get("additionalProperties", True) is True
     assert {"request_id", "field", "bill_id"} <= set(error["properties"])
+
+
+def test_the_document_is_1_minor_and_each_minor_is_in_the_changelog() -> None:
+    """Versioning: `info.version` is 1.MINOR, MINOR growing with each compatible addition, each
+    recorded in specs/CHANGELOG.md; the path's version is /his/v1."""
+    version = str(_spec()["info"]["version"])
+    major, _, minor = version.partition(".")
+    assert major == "1" and minor.isdigit(), version
+    changelog = (SPEC.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    for each in range(1, int(minor) + 1):
+        assert f"his-api 1.{each}:" in changelog, f"his-api 1.{each} is not in the CHANGELOG"
+    assert all(path.startswith("/his/v1/") for path in _spec()["paths"])

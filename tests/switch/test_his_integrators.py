@@ -267,3 +267,39 @@ def test_a_utf8_charset_is_accepted_and_another_is_415() -> None:
         assert JSON["Content-Type"] == "application/json"
 
     run(body)
+
+
+# -- listing queries: what a number and a date-time are ------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        (BILLS, {"limit": "²"}, "?limit"),  # str.isdigit() says yes, int() raised: it was a 500
+        (BILLS, {"limit": "٣"}, "?limit"),  # Arabic-Indic 3: it was taken as 3
+        (BILLS, {"his_bill_no": "N1", "limit": "²"}, "?limit"),
+        (CATALOGUE, {"limit": "²"}, "?limit"),
+        ("/his/v1/reconciliation", {"service_date": "2026-11-25", "limit": "²"}, "?limit"),
+        ("/his/v1/reconciliation", {"service_date": "２０２６-11-25"}, "?service_date"),
+        (BILLS, {"since": "20261125T000000+0800"}, "?since"),  # ISO 8601 basic, not RFC 3339
+        (BILLS, {"since": "2026-11-25 00:00:00+08:00"}, "?since"),
+        (BILLS, {"since": "2026-11-25T00:00:00+0800"}, "?since"),
+    ],
+)
+def test_a_limit_and_a_since_are_ascii_rfc_3339_or_a_400(
+    path: str, query: dict[str, str], field: str
+) -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        async with session.get(url + path, params=query, headers=H1) as response:
+            await expect_error(response, 400, "invalid_request")
+            assert (await error_of(response))["field"] == field
+
+    run(body)
+
+
+def test_rfc_3339_lower_case_t_and_z_and_fractions_are_a_since() -> None:
+    async def body(session: aiohttp.ClientSession, url: str, _: MedicalService) -> None:
+        for since in ("2026-11-25t00:00:00z", "2026-11-25T00:00:00.123456789+08:00"):
+            async with session.get(url + BILLS, params={"since": since}, headers=H1) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["bills"] == []
+
+    run(body)

@@ -8,6 +8,7 @@ export is refused with its rule named. No key value appears in anything the cent
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import uvloop
 from hsm.keys import KeyUsage
 from hsm.policy import POLICY
 from ledger.demo import init_demo
+from messages.pretty import mask_pan
 from simulators import bureau
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
@@ -66,12 +68,18 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     sealing = asyncio.run(personal_keys(hsm, FileKeyStore(c.home / "keys.jsonl")))
     init_demo(db, 3, personal=sealing)
     card_row, psam_row = first_card(db), first_psam(db)
-    # A new terminal, by the estate's way today (a row; `terminals add` is coming), its PSAM.
-    with sqlite3.connect(db) as sql:
-        sql.execute("INSERT INTO terminals (id, institution_id, kind) VALUES (?, ?, 'pos')",
-                    (NEW_POS, psam_row.institution_id))
-        sql.execute("UPDATE psams SET terminal_id = ? WHERE serial = ?",
-                    (NEW_POS, psam_row.serial))
+    # A new terminal is added, and the institution's PSAM moved to it, by command.
+    out = c.estate("terminals", "add", NEW_POS, "--institution", psam_row.institution_id,
+                   "--kind", "pos").output
+    assert NEW_POS in out
+    c.cards("unbind", psam_row.serial, group="psams")
+    assert psam_row.serial in c.estate("terminals", "replace-psam", NEW_POS, "--psam",
+                                       psam_row.serial).output
+    with sqlite3.connect(db) as sql:  # audited under the logged-in operator
+        done = sql.execute("SELECT actor, action FROM audit_log WHERE subject IN (?, ?) "
+                           "ORDER BY seq", (NEW_POS, psam_row.serial)).fetchall()
+    assert done == [("alice", "terminals.add"), ("alice", "psams.unbind"),
+                    ("alice", "terminals.replace-psam")]
 
     # The terminals' TMKs leave as two custodians' components for the key-loading device.
     tmk_parts = {}
@@ -113,6 +121,7 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
                      psam_row.terminal_no, "--out", str(out),
                      *[a for k in keks for a in ("--kek-component", str(k))]])
     terminals = Terminals(tmp_path, psam_row.institution_id, psam_path, tmk_parts)
+    bills: list[str] = []
 
     async def day_one() -> None:
         async with serving(c) as daemon:
@@ -120,6 +129,7 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
             assert "loaded 200.00: ED now 200.00" in out
             assert "centre: card ED (shadow) 200.00" in out
             bill = await his_bill(daemon, psam_row.institution_id, card_row.card_no, "HIS-C-1")
+            bills.append(bill)
             out = await terminals.pos(daemon, card_row.card_no, card_path,
                                       f"settle {bill} 2000\npurchase 1500")
             assert out.startswith("signed on: batch 000002")
@@ -128,6 +138,11 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
             assert "batch 000002: 2 debits, 35.00\nbalanced" in out
 
     timed(day_one())
+    (bill,) = bills  # the bill settled at the new POS, by command: card number masked
+    assert bill in c.estate("bills", "list").output
+    shown = json.loads(c.estate("bills", "show", bill, "--json").output)
+    assert (shown["his_bill_no"], shown["card"]) == ("HIS-C-1", mask_pan(card_row.card_no))
+    assert card_row.card_no not in c.estate("bills", "list").output
 
     # Card master key version 2: new cards on it, version 1 cards keep working.
     for alias in CARD_KEYS:

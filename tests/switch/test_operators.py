@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -152,7 +157,66 @@ def test_key_steps_need_a_logged_in_custodian_once_there_are_operators(tmp_path:
     assert "mia lacks the role key_custodian" in component("mia").output
     assert "not the authenticated operator (kim)" in component("kim", "--operator", "lee").output
     assert component("kim").exit_code == 0
-    listed = CliRunner().invoke(main, ["keys", "--home", str(tmp_path), "list"])
-    assert listed.exit_code == 0, listed.output  # reads need no login
+    def keys(who: str | None, *args: str) -> Result:
+        token = office.token(who) if who else tmp_path / "nobody.token"
+        return CliRunner().invoke(main, ["keys", "--home", str(tmp_path), *args],
+                                  env={"MEDSWITCH_OPERATOR_TOKEN_FILE": str(token)})
+
+    for read in (["list"], ["policy"], ["age"]):  # reads: any logged-in operator
+        assert "no operator logged in" in keys(None, *read).output
+        assert keys("mia", *read).exit_code == 0, keys("mia", *read).output
+    for asked in (["rotate-tmks", "--help"], ["key-card", "status", "--help"],
+                  ["generate", "x/y", "-h"]):  # a command's help, before any login
+        helped = keys(None, *asked)
+        assert helped.exit_code == 0 and helped.output.startswith("Usage: "), helped.output
     steps = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert steps[-1]["who"] == "kim"
+
+
+def on_a_terminal(argv: list[str], env: dict[str, str], typed: list[str]) -> str:
+    """`argv` run on a pseudo-terminal (as an operator at a console): each of ``typed`` is
+    entered after the next prompt (a line ending in ": "); everything it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, its standard streams the terminal
+        os.execve(argv[0], argv, env)
+    said, deadline = b"", time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the command ended: the terminal is gone
+                break
+            if not chunk:
+                break
+            said += chunk
+            if typed and said.rstrip(b" ").endswith(b":"):
+                os.write(fd, typed.pop(0).encode() + b"\n")
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    assert not typed, said
+    return said.decode(errors="replace") + f"\nexit {os.waitstatus_to_exitcode(status)}"
+
+
+def test_a_command_on_a_terminal_asks_for_the_operator(tmp_path: Path) -> None:
+    office = Office(tmp_path, demo=True)
+    office.run("operators", "add", "root-admin", "--role", "admin",
+               input=twice(PASSWORDS["root-admin"]))
+    office.login("root-admin")
+    office.run("operators", "add", "ava", "--role", "auditor", who="root-admin",
+               input=twice("ava-pass-01"))
+    medswitch = str(Path(sys.executable).parent / "medswitch")
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path),
+           "MEDSWITCH_OPERATOR_TOKEN_FILE": str(tmp_path / "no.token")}  # no login: a prompt
+    argv = [medswitch, "review", "list", "--db", str(office.db)]
+    said = on_a_terminal(argv, env, ["ava", "ava-pass-01"])
+    assert "operator: " in said and "ava, your password: " in said
+    assert "ava-pass-01" not in said  # not echoed
+    assert "0 item(s)" in said and said.endswith("exit 0")
+    wrong = on_a_terminal(argv, env, ["ava", "not-her-password"])
+    assert "wrong operator name or password" in wrong and wrong.endswith("exit 1")
+    logins = office.rows("SELECT actor, action FROM audit_log WHERE actor = 'ava' ORDER BY seq")
+    assert logins[-2:] == [("ava", "operators.login"), ("ava", "operators.login-refused")]

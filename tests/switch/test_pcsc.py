@@ -40,6 +40,7 @@ from switch.cli import main
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.card_issuance import load_checked, make_db
+from tests.support.daemon import make_database
 from tests.support.issuer import (
     CARD_SERIAL,
     PSAM_SERIAL,
@@ -55,6 +56,7 @@ from tests.support.pcsc import (
     inserted,
     reconnect,
 )
+from tests.support.serve import serving
 
 
 def test_readers_listed(pcscd: None) -> None:
@@ -228,6 +230,17 @@ def test_custodian_key_cards_over_pcsc(pcscd: None, tmp_path: Path) -> None:
         out = keys("lmk-form", *sources, typed="1111\n", ok=False)
         assert "wrong PIN: 2 tries left" in out
         keys("generate", "zmk/bank1", "--usage", "ZMK", *sources, typed="1357\n8642\n")
+
+        # The daemon reads the LMK's components from the same cards at start, each PIN once.
+        make_database(home / "medswitch.db", {"P0000001": "pos"})
+        readers = ", ".join(f'"key-card:{r}"' for r in (CARD_READER, PSAM_READER))
+        (home / "medswitch.toml").write_text(
+            f"[terminal]\nport = 0\n[http]\nport = 0\n[hsm]\nlmk_components = [{readers}]\n")
+        with serving(home, typed="1357\n8642\n") as (daemon, ports):
+            assert ports.before == tuple(
+                f"component read from the key card in {r}, KCV {c.kcv}"
+                for r, c in zip((CARD_READER, PSAM_READER), clear, strict=True))
+            assert daemon.poll() is None and ports.terminal > 0
     finally:
         for client in clients:
             client.stop()

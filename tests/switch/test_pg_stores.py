@@ -206,9 +206,9 @@ def test_the_reversal_queue_delivery_state() -> None:
         assert await first.ledger.queue_reversal(item)
         pending = await second.reversal_queue.pending("b1")
         assert [(p.item, p.attempts) for p in pending] == [(item, 0)]
-        await second.reversal_queue.mark("rev-1", acknowledged=False)
+        await second.reversal_queue.attempted("rev-1", acknowledged=False, next_at_us=1)
         assert (await first.reversal_queue.pending("b1"))[0].attempts == 1
-        await first.reversal_queue.mark("rev-1", acknowledged=True)
+        await first.reversal_queue.attempted("rev-1", acknowledged=True, next_at_us=0)
         assert await second.reversal_queue.pending("b1") == []
 
     run(scenario)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -40,21 +41,6 @@ from tests.support.settlement import his_get, his_submit, medical_reference
 
 KIOSK = "K0000001"
 RULES = OPS / "prometheus" / "medswitch-rules.yml"
-#: Series another module provides (switch/bank/observe.py, CONTRACTS.md): until it is there,
-#: the panels reading only these are reported, not failed.
-BANK_SERIES = (
-    "medswitch_bank_link_up",
-    "medswitch_bank_signed_on",
-    "medswitch_bank_requests_total",
-    "medswitch_saf_depth",
-    "medswitch_saf_oldest_age_seconds",
-)
-
-
-def bank_series_built() -> bool:
-    return importlib.util.find_spec("switch.bank.observe") is not None
-
-
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     promtool = require("promtool")
     for command in (
@@ -143,9 +129,19 @@ def test_every_dashboard_panel_has_data_after_a_scripted_day(tmp_path: Path) -> 
                 assert seen, "Prometheus never scraped the day's end"
                 await asyncio.to_thread(check_panels, server)
                 await asyncio.to_thread(check_values, server)
-                rules = await asyncio.to_thread(server.api, "rules")
-                groups = {group["name"]: group for group in rules["groups"]}
-                assert all(r["health"] == "ok" for g in groups.values() for r in g["rules"])
+                groups = await asyncio.to_thread(evaluated_rules, server)
+                unhealthy = [(r["name"], r.get("lastError")) for g in groups.values()
+                             for r in g["rules"] if r["health"] != "ok"]
+                assert not unhealthy, unhealthy
+
+    def evaluated_rules(server: Prometheus) -> dict[str, Any]:
+        """The rule groups once each rule has been evaluated (bounded: 20 s)."""
+        for _ in range(40):
+            groups = {g["name"]: g for g in server.api("rules")["groups"]}
+            if all(r["health"] != "unknown" for g in groups.values() for r in g["rules"]):
+                break
+            time.sleep(0.5)
+        return groups
 
     def check_panels(server: Prometheus) -> None:
         empty = []
@@ -153,11 +149,7 @@ def test_every_dashboard_panel_has_data_after_a_scripted_day(tmp_path: Path) -> 
             found = server.wait_for(expr, timeout_s=5.0)
             if not found:
                 empty.append((title, expr))
-        if not bank_series_built():
-            waiting = [(t, e) for t, e in empty if any(s in e for s in BANK_SERIES)]
-            empty = [item for item in empty if item not in waiting]
-            print(f"bank series not built yet (switch/bank/observe.py): {waiting}")
-        assert not empty, empty
+        assert not empty, empty  # the bank and SAF panels included: none is let off
 
     def check_values(server: Prometheus) -> None:
         def value(expr: str) -> float:

@@ -6,6 +6,7 @@ action in the audit log, the sweep of loads in doubt past their age; the ledger 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -271,15 +272,26 @@ def test_sweep_puts_old_loads_in_doubt_into_review_once(db: Path) -> None:
             await ledger.close()
 
     asyncio.run(into_doubt())
-    early = run(db, "sweep", "--now", "2000-01-01T00:00:00Z").output
+    early = run(db, "sweep", "--now", "2000-01-01T00:00:00Z", "--operator", "alice").output
     assert "0 in doubt" in early
-    later = run(db, "sweep", "--now", "2100-01-01T00:00:00+08:00", "--age", "2h").output
-    assert "2 in doubt" in later and "2 new review item(s)" in later
-    again = run(db, "sweep", "--now", "2100-01-01T00:00:00+08:00", "--age", "2h").output
+    refused = run(db, "sweep", "--now", "2100-01-01T00:00:00+08:00", ok=False).output
+    assert "reader lacks the role maker" in refused  # an auditor reads, a maker sweeps
+    later = run(db, "sweep", "--now", "2100-01-01T00:00:00+08:00", "--age", "2h",
+                "--operator", "alice").output
+    assert "2 in doubt" in later and "2 new review item(s); swept by alice" in later
+    again = run(db, "sweep", "--now", "2100-01-01T00:00:00+08:00", "--age", "2h",
+                "--operator", "bob").output
     assert "0 new review item(s)" in again
-    out = run(db, "list", "--reason", "load_in_doubt_aged").output
+    out = run(db, "list", "--reason", "load_in_doubt_aged").output  # by the auditor
     assert "10.00" in out and "20.00" in out and "2 item(s)" in out
-    assert "time zone" in run(db, "sweep", "--now", "2100-01-01T00:00:00", ok=False).output
+    assert "time zone" in run(db, "sweep", "--now", "2100-01-01T00:00:00", "--operator",
+                              "alice", ok=False).output
+    with sqlite3.connect(db) as sql:  # who swept, for what age, with what result
+        swept = sql.execute("SELECT actor, detail FROM audit_log WHERE action = 'review.sweep' "
+                            "ORDER BY seq").fetchall()
+    assert [(who, json.loads(d)["added"]) for who, d in swept] == [
+        ("alice", 0), ("alice", 2), ("bob", 0)]
+    assert json.loads(swept[1][1])["age_s"] == 7200
 
 
 def test_an_item_is_named_as_the_list_shows_it(db: Path) -> None:

@@ -1,6 +1,6 @@
 """`medswitch run` starts quietly (issue 21): one summary line for what it set up instead of a
 line per key, the sandbox's commands, the serving line — no library's progress notes (Alembic)
-among them — and the key listing it points to works as printed."""
+among them — and the key listing it points to works as printed, by a logged-in operator."""
 
 from __future__ import annotations
 
@@ -55,9 +55,17 @@ def test_run_prints_one_summary_and_no_library_noise(tmp_path: Path) -> None:
     logged = [json.loads(ln) for ln in err.read_text().splitlines() if ln.startswith("{")]
     assert logged and all(entry["logger"].startswith("medswitch") for entry in logged), logged
 
+    assert "operators demo-admin, " in summary and "demo-auditor" in summary
+    path = env | {"PATH": f"{BIN}:{env.get('PATH', '')}"}
+    refused = subprocess.run(found.group(2).split(), env=path, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)  # keys are read by a logged-in operator
+    assert refused.returncode == 1 and "medswitch operators login NAME" in refused.stderr
+    logged_in = subprocess.run(["medswitch", "operators", "login", "demo-auditor"], env=path,
+                               input="demo-auditor-password\n", capture_output=True, text=True,
+                               timeout=60, cwd=tmp_path)  # the summary's TEST ONLY auditor
+    assert logged_in.returncode == 0, logged_in.stderr
     listed = subprocess.run(
-        found.group(2).split(), env=env | {"PATH": f"{BIN}:{env.get('PATH', '')}"},
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        found.group(2).split(), env=path, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) >= int(found.group(1))

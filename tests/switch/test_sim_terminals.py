@@ -227,6 +227,26 @@ def test_interactive_prompts_name_a_bad_command_and_quit(tmp_path: Path) -> None
     assert "settle a HIS bill: personal share from the card's ED" in result.output
 
 
+def test_a_terminal_loaded_with_another_tmk_is_told_in_one_line(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        on_file = first_card(daemon.home / "medswitch.db")
+        conn, _ = await issue_card_with_keys(daemon, on_file)
+        VirtualCard(conn._card.state, path=tmp_path / "card.json")  # type: ignore[attr-defined]
+        await tmk_file(daemon, KIOSK, tmp_path / "centre.tmk")  # the centre's TMK
+        other = await tmk_file(daemon, "K0000999", tmp_path / "other.tmk")  # not this kiosk's
+        args = ["sim", "kiosk", "--terminal-id", KIOSK, "--tmk-component", str(other),
+                "--state", str(tmp_path / "state.json"), "--pan", on_file.card_no,
+                "--card", str(tmp_path / "card.json"), "--port", str(daemon.app.terminal_port)]
+        result = await invoke([*args, "--script", str(_write(tmp_path, "sign_on"))])
+        assert result.exit_code == 1
+        assert result.output == (
+            "line 1: sign_on: the working keys of field 62 do not match their check values "
+            f"under this terminal's TMK: it holds another TMK than the centre's tmk/{KIOSK} "
+            "(load that one's components)\n")
+
+    run(tmp_path, scenario)
+
+
 def test_a_load_torn_after_the_card_wrote_is_recovered_by_the_cli(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"

@@ -38,6 +38,7 @@ from ledger.medical.policy import EXAMPLE, Category, parse_policy
 from ledger.medical.split import Bill, BillLine, Person, split_bill
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli import main
+from tests.support.operators import reader_env
 from tests.support.personal import demo_keys
 
 CUTOVER = Cutover.parse("23:00", "Asia/Shanghai")  # the [dayend] defaults
@@ -100,7 +101,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def run(tmp: Path, *args: str, ok: bool = True) -> Result:
-    runner = CliRunner(env={"MEDSWITCH_HOME": str(tmp)})
+    """`medswitch statements ARGS` as an auditor logged in on the fixture's database."""
+    reader = reader_env(tmp / "demo.db", tmp / "tokens")
+    runner = CliRunner(env={"MEDSWITCH_HOME": str(tmp), **reader})
     result = runner.invoke(main, ["statements", *args])
     assert (result.exit_code == 0) is ok, result.output
     return result

@@ -1,18 +1,20 @@
 """`medswitch status` and ``/status`` through the real daemon: `medswitch serve` as a process
-answers the command (one screen; exit 1 while a review item is open; exit 2, one line, when no
-daemon answers), ``/status`` answers only the loopback address or the status token, and the
-daemon in a test process reports terminals signed on per institution, a load in doubt and the
-review queue as they happen."""
+answers the command (one screen; exit 0 with a fresh review item, 1 once one has been open over
+24 h; exit 2, one line, when no daemon answers), ``/status`` answers only the loopback address
+or the status token, and the daemon in a test process reports terminals signed on per
+institution, a load in doubt and the review queue as they happen."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import http.client
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +70,31 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_medswitch_status_through_the_serving_daemon(home: Path) -> None:
-    with sqlite3.connect(home / "medswitch.db") as db:  # an exception held for a person
+    with sqlite3.connect(home / "medswitch.db") as db:  # a fresh item: the queue at work
+        today = dt.date.today()
+        for days in range(-2, 2):  # the day-ends around now approved: the review rule alone
+            db.execute(
+                "INSERT INTO business_days (business_date, status, cutover_at_us, timezone,"
+                " run_by, run_started_at_us, run_finished_at_us) VALUES"
+                " (?, 'approved', 0, 'UTC', 'test', 0, 0)",
+                ((today + dt.timedelta(days=days)).isoformat(),),
+            )
         db.execute(
             "INSERT INTO review_items (key, reason, reference, amount_fen, created_at_us)"
-            " VALUES ('k1', 'bank_unmatched', 'line 7', 1200, 1)"
+            " VALUES ('k2', 'ledger_refused', 'line 9', 300, ?)",
+            (int(time.time() * 1e6),),
+        )
+    with serving(home) as (_, ports):
+        done = shell("medswitch status", home)
+        assert done.returncode == 0, done.stdout + done.stderr  # listed, not attention
+        assert "review queue   1 open: ledger_refused 1 (oldest " in done.stdout
+        assert done.stdout.rstrip().endswith("all well"), done.stdout
+    with sqlite3.connect(home / "medswitch.db") as db:  # an exception held for days
+        db.execute("DELETE FROM review_items")
+        db.execute(
+            "INSERT INTO review_items (key, reason, reference, amount_fen, created_at_us)"
+            " VALUES ('k1', 'bank_unmatched', 'line 7', 1200, ?)",
+            (int((time.time() - 3 * 86400) * 1e6),),
         )
     with serving(home) as (_, ports):
         done = shell("medswitch status", home)
@@ -82,16 +105,18 @@ def test_medswitch_status_through_the_serving_daemon(home: Path) -> None:
         assert "bank links     none configured" in out
         assert "SAF            empty" in out
         assert "loads in doubt none" in out
-        assert "review queue   1 open: bank_unmatched 1" in out
+        assert "review queue   1 open: bank_unmatched 1 (oldest 72.0 h)" in out
         assert "ledger writer  ok" in out
-        assert "attention:\n  - 1 review items open" in out
+        assert out.rstrip().endswith(
+            "attention:\n  - review items open longer than 24 h: bank_unmatched 72 h"
+        ), out
         assert "day-end        " in out
 
         done = shell("medswitch status --json", home)
         assert done.returncode == 1
         answer = json.loads(done.stdout)
         assert answer["review_queue"] == {"bank_unmatched": 1}
-        assert answer["dayend"]["state"] == "pending"
+        assert answer["dayend"]["state"] == "approved"
         assert answer["ledger_writer"] == "ok"
 
         # Beyond loopback (127.0.0.2 is not 127.0.0.1): the token, or 403.

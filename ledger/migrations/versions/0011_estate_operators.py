@@ -46,8 +46,10 @@ CREATE FUNCTION count_estate_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN UPDATE directory_version SET version = version + 1 WHERE id = 2; RETURN NULL; END $$
 """
 _PG_TRIGGERS = (
-    ("terminals_estate", "AFTER INSERT OR DELETE OR UPDATE OF institution_id, kind, status "
-     "ON terminals"),
+    (
+        "terminals_estate",
+        "AFTER INSERT OR DELETE OR UPDATE OF institution_id, kind, status ON terminals",
+    ),
     ("institutions_estate", "AFTER INSERT OR UPDATE OR DELETE ON institutions"),
 )
 _PG_TRIGGER = """
@@ -59,8 +61,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION count_estate_change()
 def upgrade() -> None:
     op.create_table(
         "terminal_parameters",
-        sa.Column("version", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                  autoincrement=True, nullable=False),
+        sa.Column(
+            "version",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("scope", sa.String(length=48), nullable=False),
         sa.Column("floor_fen", sa.BigInteger(), nullable=False),
         sa.Column("count_max", sa.Integer(), nullable=False),
@@ -90,8 +96,9 @@ def upgrade() -> None:
         sa.Column("operator", sa.String(length=40), nullable=False),
         sa.Column("issued_at_us", sa.BigInteger(), nullable=False),
         sa.Column("expires_at_us", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(["operator"], ["operators.name"],
-                                name=op.f("fk_operator_tokens_operator_operators")),
+        sa.ForeignKeyConstraint(
+            ["operator"], ["operators.name"], name=op.f("fk_operator_tokens_operator_operators")
+        ),
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_operator_tokens")),
     )
     with op.batch_alter_table("terminals") as batch:

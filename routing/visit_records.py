@@ -1,0 +1,156 @@
+"""The visit a settlement leaves in the card's record book (specs/card-layout.md), and the check
+of the visit the card already holds.
+
+An approved settlement whose request carried the card's GET CHALLENGE gets, in its reply's
+field 63 (under the session's TDK), an APPEND RECORD of EF 001A MACed by the HSM under the
+card's record key (MK_RECORD diversified by the application serial) for that challenge: only
+the centre can make a record the card accepts, and only once. The record is the centre's facts
+about the bill — its service date, institution, total and split — with the department and the
+ICD-10 diagnoses the POS sent beside the bill reference.
+
+Before the reply carries the script, the centre keeps its own copy of the record, sealed
+(ledger.medical.card_copies): no copy, no script — a card never holds a record the centre
+cannot show again.
+
+The card's newest visit, when the POS sent it (`card_visit`), must be one the centre wrote:
+a bill of this card, at the institution and for the amounts the record says, and byte for byte
+the centre's copy — department and diagnoses too. Otherwise the card goes to review
+(`card_visit_mismatch`); the settlement itself is answered as ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import NamedTuple
+
+from hsm.errors import HsmError
+from hsm.keys import KeyUsage
+from ledger.medical.bills import BillRecord
+from ledger.medical.card_copies import VisitCopies
+from ledger.medical.service import micros
+from messages.card_records import RecordFormatError, Visit, append_visit_command
+from messages.private import BillData
+from routing.cardkeys import card_key
+from routing.common import note
+from routing.context import CardRecord, RequestContext
+
+MISMATCH = "card_visit_mismatch"
+SCRIPT_UNAVAILABLE = "visit_script_unavailable"
+COPY_UNAVAILABLE = "visit_copy_unavailable"
+
+
+def diagnoses_of(wanted: BillData) -> tuple[str, ...]:
+    """The request's ICD-10 codes ("J45.9,I10"); RecordFormatError when they do not fit."""
+    codes = tuple(c.strip() for c in (wanted.diagnoses or "").split(",") if c.strip())
+    Visit("20000101", "X", wanted.department or "", codes, "00" * 8, 0, 0, 0, 0).encode()
+    return codes
+
+
+def visit_of(record: BillRecord, wanted: BillData) -> Visit:
+    split = record.split
+    return Visit(
+        record.service_date.strftime("%Y%m%d"),
+        record.institution_id,
+        wanted.department or "",
+        diagnoses_of(wanted),
+        record.bill_id,
+        split.total_fen,
+        split.personal_account_fen,
+        split.pooled_fen,
+        split.self_pay_fen,
+    )
+
+
+class VisitScript(NamedTuple):
+    apdu: bytes | None  # the APPEND RECORD with its MAC; None: no record this time
+    reason: str  # why not, for the request's log line ("" when made or not asked for)
+
+
+async def visit_script(
+    context: RequestContext,
+    card: CardRecord,
+    challenge: bytes | None,
+    record: BillRecord,
+    wanted: BillData,
+) -> VisitScript:
+    """The line-protected APPEND RECORD for the card's challenge; none without a challenge, or
+    when the HSM cannot make it (no MK_RECORD of the card's key version: the reason says so) —
+    the settlement stands either way."""
+    if challenge is None:
+        return VisitScript(None, "")
+    visit = visit_of(record, wanted)
+    command = append_visit_command(visit)
+    try:
+        mac = await context.hsm.script_mac(card_key(KeyUsage.MK_RECORD, card), challenge, command)
+    except HsmError as error:
+        return VisitScript(None, f"{SCRIPT_UNAVAILABLE}: {type(error).__name__}")
+    copies = None if context.medical is None else context.medical.visit_copies
+    if copies is None:
+        return VisitScript(None, f"{COPY_UNAVAILABLE}: no copy store")
+    try:
+        await copies.keep(
+            card.application_serial, record.bill_id, visit.encode(), micros(context.now)
+        )
+    except (HsmError, LookupError, ValueError, OSError, sqlite3.Error) as error:
+        return VisitScript(None, f"{COPY_UNAVAILABLE}: {type(error).__name__}")
+    return VisitScript(command + mac, "")
+
+
+async def check_card_visit(context: RequestContext, card: CardRecord, reported: bytes) -> None:
+    """The card's newest visit against the centre's bill; a disagreement goes to review."""
+    subject = f"card|{card.application_serial}"
+    try:
+        visit = Visit.decode(reported)
+    except RecordFormatError:
+        await note(context, MISMATCH, subject, 0, "the card's newest visit record is unreadable")
+        return
+    medical = context.medical
+    found = None if medical is None else await asyncio.to_thread(medical.get_bill, visit.bill_id)
+    why = _disagreement(card, visit, found)
+    if not why and medical is not None and medical.visit_copies is not None:
+        why = await _against_copy(medical.visit_copies, card, visit.bill_id, reported)
+    if why:
+        await note(context, MISMATCH, f"{subject}|bill|{visit.bill_id}", visit.total_fen, why)
+
+
+async def _against_copy(
+    copies: VisitCopies, card: CardRecord, bill_id: str, reported: bytes
+) -> str:
+    """Why the card's record is not the centre's copy ("" when it is)."""
+    try:
+        kept = await copies.find(card.application_serial, bill_id)
+    except (HsmError, LookupError, ValueError) as error:
+        return f"the centre's copy of the visit cannot be opened ({type(error).__name__})"
+    if kept is None:
+        return "the centre keeps no copy of the card's visit"
+    if kept != reported:
+        return "the card's visit record differs from the centre's copy (department or diagnoses)"
+    return ""
+
+
+def _disagreement(card: CardRecord, visit: Visit, found: BillRecord | None) -> str:
+    if found is None:
+        return "the card holds a visit for a bill the centre does not know"
+    if found.card_no != card.card_no:
+        return "the card holds a visit for another card's bill"
+    split = found.split
+    expected = (
+        found.service_date.strftime("%Y%m%d"),
+        found.institution_id,
+        split.total_fen,
+        split.personal_account_fen,
+        split.pooled_fen,
+        split.self_pay_fen,
+    )
+    held = (
+        visit.date,
+        visit.institution_id,
+        visit.total_fen,
+        visit.personal_fen,
+        visit.pooled_fen,
+        visit.self_pay_fen,
+    )
+    if held != expected:
+        return "the card's visit record differs from the centre's bill (date, place or amounts)"
+    return ""

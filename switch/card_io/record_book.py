@@ -1,0 +1,48 @@
+"""Issuer-side writes of the card's record book (specs/card-layout.md) over a card connection,
+every cryptogram from the HSM: the health data file EF 0019 with its data check code, written
+by line-protected UPDATE BINARY under the card's record key (MK_RECORD diversified by the
+application serial), for the card's own challenge — at issuance (initial health data) or on a
+replacement card written from the centre's data.
+"""
+
+from __future__ import annotations
+
+from hsm.interface import Hsm
+from messages.card_records import HealthData, update_health_command
+from switch.card_io.connection import CardConnection, expect
+from switch.card_io.personalize import SELECT_APP, CardMasterKeys, challenge
+
+
+class NoRecordKeyError(ValueError):
+    """Card master keys without MK_RECORD: the record book cannot be written."""
+
+
+async def health_update(
+    hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData, card_challenge: bytes
+) -> bytes:
+    """The UPDATE BINARY of EF 0019 for ``card_challenge``: the 92 data bytes, their data check
+    code (DATA_CHECK, diversified) and the script MAC (record key)."""
+    if keys.record is None:
+        raise NoRecordKeyError("no MK_RECORD among the card master keys")
+    data = health.encode()
+    code = await hsm.card_data_check_code(keys.path(keys.data_check, serial), data)
+    command = update_health_command(data + code)
+    mac = await hsm.script_mac(keys.path(keys.record, serial), card_challenge, command)
+    return command + mac
+
+
+async def write_health(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData
+) -> None:
+    """SELECT, GET CHALLENGE, then the HSM's UPDATE BINARY of EF 0019 (the card checks it)."""
+    expect(conn, SELECT_APP, "SELECT")
+    apdu = await health_update(hsm, keys, serial, health, challenge(conn))
+    expect(conn, apdu, "UPDATE BINARY 0019")
+
+
+async def check_health(hsm: Hsm, keys: CardMasterKeys, serial: bytes, file_bytes: bytes) -> bool:
+    """Whether EF 0019 as read (96 bytes, after VERIFY) carries the centre's data check code."""
+    if len(file_bytes) != 96:
+        return False
+    path = keys.path(keys.data_check, serial)
+    return await hsm.verify_card_data_check_code(path, file_bytes[:92], file_bytes[92:])

@@ -1,0 +1,98 @@
+"""The record book's day (issue 24): cards personalised with the record key (MK_RECORD) as well
+as every other card key, and one POS terminal at each of three institutions."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+from hsm import pboc, pinblock
+from hsm.des import Des
+from hsm.keys import KeyRef, KeyUsage
+from ledger.personal import DATA_ALIAS, INDEX_ALIAS
+from routing.cardkeys import card_master_alias
+from simulators.card import CardState, VirtualCard
+from switch.card_io.connection import CardConnection, DirectConnection
+from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
+from tests.support.daemon import Daemon, now
+from tests.support.kiosk import PIN, card_master_keys
+from tests.support.on_file import CardOnFile, PsamOnFile
+
+
+def psams_of_three_institutions(database: Path) -> list[PsamOnFile]:
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
+            "ORDER BY institution_id, serial"
+        ).fetchall()
+    chosen: dict[str, PsamOnFile] = {}
+    for row in rows:
+        chosen.setdefault(row[2], PsamOnFile(*row))
+    assert len(chosen) >= 3, "the demo deployment has three medical institutions"
+    return list(chosen.values())[:3]
+
+
+class BookKeys(NamedTuple):
+    keys: CardMasterKeys
+    clear_control: bytes  # the control master's clear value: the chip maker's blank cards
+    pik: KeyRef
+    clear_pik: bytes
+
+
+async def book_keys(daemon: Daemon, *, record_key: bool = True) -> BookKeys:
+    """Every card master key in the daemon's HSM, with card/MK_RECORD unless ``record_key`` is
+    False."""
+    keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
+    await centre_personal_keys(daemon)
+    if record_key:
+        alias = card_master_alias(KeyUsage.MK_RECORD)
+        record = await daemon.hsm.generate_key(alias, KeyUsage.MK_RECORD, now=now())
+        keys = replace(keys, record=record)
+    return BookKeys(keys, clear_control, pik, clear_pik)
+
+
+async def centre_personal_keys(daemon: Daemon) -> None:
+    """PERSONAL_DATA and PERSONAL_INDEX in the daemon's key store (unless there already): the
+    centre's copies of the visits it writes are sealed under them."""
+    for alias, usage in (
+        (DATA_ALIAS, KeyUsage.PERSONAL_DATA),
+        (INDEX_ALIAS, KeyUsage.PERSONAL_INDEX),
+    ):
+        if not await daemon.store.list(alias):
+            await daemon.hsm.generate_key(alias, usage, now=now())
+
+
+def blank_book_card(bundle: BookKeys, on_file: CardOnFile) -> VirtualCard:
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    control = pboc.diversify(Des(bundle.clear_control), pboc.card_factor(serial))
+    return VirtualCard(CardState.blank(serial, control))
+
+
+async def personalise_book_card(
+    daemon: Daemon, conn: CardConnection, bundle: BookKeys, on_file: CardOnFile
+) -> None:
+    """Keys (the DRK among them when the bundle has MK_RECORD), files and the PIN, through the
+    daemon's HSM, over whatever connection reaches the card."""
+    serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
+    clear_block = pinblock.encode_format0(PIN, on_file.card_no)
+    entry = PinEntry(bundle.pik, Des(bundle.clear_pik).encrypt_ecb(clear_block), on_file.card_no)
+    public = bytes(10) + serial + bytes(10)
+    keys = bundle.keys
+    await personalize_card(conn, daemon.hsm, keys, serial, public, bytes(39), bytes(60), entry)
+
+
+async def issue_book_cards(
+    daemon: Daemon, cards: list[CardOnFile], *, record_key: bool = True
+) -> tuple[list[CardConnection], CardMasterKeys]:
+    """Virtual cards personalised through the daemon's HSM, with the record key DRK (from a
+    generated card/MK_RECORD) unless ``record_key`` is False."""
+    bundle = await book_keys(daemon, record_key=record_key)
+    connections: list[CardConnection] = []
+    for on_file in cards:
+        conn = DirectConnection(blank_book_card(bundle, on_file))
+        conn.connect()
+        await personalise_book_card(daemon, conn, bundle, on_file)
+        connections.append(conn)
+    return connections, bundle.keys
