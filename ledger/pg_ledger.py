@@ -7,6 +7,10 @@ as the model, then written with one set-based INSERT and one set-based UPDATE (`
 processes may share the database: account locks serialise them, a unique-id race or a deadlock
 retries the batch (bounded). Each caller's future resolves only after COMMIT.
 
+A card debit's bill completes in the batch that posts the debit (``post_and_call``: the medical
+store's write on the writer's connection, with the bill's pooled share), so an advice is one
+commit shared with the batch's other jobs, never one of its own (``ledger.pg_post``).
+
 A writer's connection heals (``ledger.pg_connection``): a batch whose connection is lost fails
 with :class:`LedgerUnavailable` (its outcome unknown: answered 96, safe to retry), and the
 writer connects again before its next batch, no more often than its backoff allows; batches
@@ -42,13 +46,14 @@ from ledger.core import (
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
-from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
+from ledger.pg_post import POSTS, LedgerCall, decide_offline, held_of, post_jobs
 from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import (
     AccountState,
     Remembered,
     check_open,
 )
+from ledger.writer.jobs import PostedThenCalled, Postings
 
 RETRIES_MAX = 3
 #: Jobs that only read (run last in their batch).
@@ -56,6 +61,7 @@ READS = frozenset(
     {"balances", "all_balances", "lookup_transfers", "history", "reviews", "offline_records",
      "offline_counters", "queued_reversals"}
 )  # fmt: skip
+_NOT_ONE_BY_ONE = READS | POSTS | {"open_accounts", "call"}  # what `execute` runs in phases
 _RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
@@ -97,7 +103,7 @@ class PgStore:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.conn = connection
 
-    async def execute(self, batch: Sequence[_Job]) -> None:
+    async def execute(self, batch: Sequence[_Job], *, guarded: bool = False) -> None:
         """The batch in phases, each as few statements as it can be: accounts opened, then
         every posting together (one lock, one lookup, one INSERT, one UPDATE), then the other
         writes in order, then the reads (balances merged into one query) — which see all of
@@ -105,13 +111,14 @@ class PgStore:
         is one they could have had; a caller's own jobs keep theirs (a record behind its
         posting, a read behind both)."""
         posts = [job for job in batch if job.kind in POSTS]
+        calls = [job for job in batch if job.kind == "call"]
         opening = [job for job in batch if job.kind == "open_accounts"]
         reads = [job for job in batch if job.kind in READS]
-        writes = [job for job in batch if job.kind not in READS | POSTS | {"open_accounts"}]
+        writes = [job for job in batch if job.kind not in _NOT_ONE_BY_ONE]
         for job in opening:
             job.value = await self.open_accounts(*job.args)
-        if posts:
-            await self.post(posts)
+        if posts or calls:
+            await post_jobs(self.conn, posts, calls=calls, guarded=guarded)
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
         balances = [job for job in reads if job.kind == "balances"]
@@ -131,11 +138,6 @@ class PgStore:
     async def load_remembered(self, ids: Sequence[str]) -> dict[str, Remembered]:
         sql = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
         return {row[0]: rows.remembered(row) for row in await self.conn.fetch(sql, list(ids))}
-
-    async def post(self, jobs: Sequence[_Job]) -> None:
-        """Every ``post`` and ``post_and_record`` of the batch decided together, in two
-        statements (``ledger.pg_post``)."""
-        await post_jobs(self.conn, jobs)
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         existing = await self.load_accounts(sorted({a.id for a in accounts}), lock=True)
@@ -349,13 +351,15 @@ class PgLedger(Ledger):
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(self._queue.get(), timeout=wait_s)
 
-    async def _run_batch(self, store: PgStore, batch: list[_Job]) -> bool:
+    async def _run_batch(self, store: PgStore, batch: list[_Job], guarded: bool = False) -> bool:
         """The batch committed, or its callers told why not; False when the connection was
-        lost (every caller then gets LedgerUnavailable: the outcome is unknown)."""
+        lost (every caller then gets LedgerUnavailable: the outcome is unknown). A batch that
+        fails runs again job by job, ``guarded``: a ``post_and_call``'s call in a savepoint of
+        its own, so that a call failing in SQL leaves its debit posted (``ledger.pg_post``)."""
         for attempt in range(RETRIES_MAX):
             try:
                 async with store.conn.transaction():
-                    await store.execute(batch)
+                    await store.execute(batch, guarded=guarded)
             except _RETRYABLE:
                 if attempt + 1 < RETRIES_MAX:
                     continue
@@ -371,9 +375,9 @@ class PgLedger(Ledger):
                         job.future.set_result(job.value)
                 return True
             break
-        if len(batch) > 1:  # find the culprit: every job again on its own
+        if not guarded:  # find the culprit: every job again on its own
             for index, job in enumerate(batch):
-                if not await self._run_batch(store, [job]):
+                if not await self._run_batch(store, [job], guarded=True):
                     _fail(batch[index + 1 :], LedgerUnavailable("PostgreSQL connection lost"))
                     return False
             return True
@@ -406,6 +410,35 @@ class PgLedger(Ledger):
             "post_and_record", list(transfers), list(records), opening
         )
         return result
+
+    async def post_and_call(
+        self,
+        transfers: Sequence[Transfer],
+        records: Sequence[OfflineRecord],
+        opening: Opening,
+        call: LedgerCall,
+        postings: Postings,
+        likely: Sequence[Transfer] = (),
+    ) -> PostedThenCalled[Any]:
+        """:meth:`post_and_record`, then — when every transfer is in the ledger (posted now or
+        before) — ``call`` (a write of another store on this database, with the others of its
+        kind in the batch) and the postings its value names, all in one transaction and one
+        commit: a card debit, the bill it completes and the bill's pooled share
+        (``ledger.pg_post``). ``likely``: the postings the call will probably name, read with
+        the debit's (a guess that misses costs a read)."""
+        found: PostedThenCalled[Any] = await self._submit(
+            "post_and_call", list(transfers), list(records), opening, call, postings, list(likely)
+        )
+        return found
+
+    async def call(self, call: LedgerCall) -> Any:
+        """``call`` (a write of another store on this database: a bill's transition) in a
+        batch, with the others of its kind, sharing the batch's commit; its value once
+        committed, or the exception that refused it (nothing of it written)."""
+        found = await self._submit("call", call)
+        if isinstance(found, BaseException):
+            raise found
+        return found
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
         result: dict[str, Balance] = await self._submit("balances", list(ids))

@@ -14,19 +14,32 @@ Every ``post`` and ``post_and_record`` of the writer's batch is decided together
 An account opened by a ``post_and_record`` (the first time a card is seen) is inserted by a
 statement of its own before the write (rare; the write's UPDATE must see it).
 
+A ``post_and_call`` is a ``post_and_record`` whose call (a write of another store: the bill a
+card debit completes) runs, when its transfers are in the ledger, between the decision and the
+write, with the other calls of its kind in one statement; the postings the call's value names
+(the bill's pooled share) are decided in the same batch and written by the same write. Their
+likely accounts and ids come with the job, read and locked by the one read, so they cost no
+read of their own and take no lock out of order. A call refusing (a bill unknown, not this
+debit's share, reversed) fails alone, having written nothing; a batch run alone again after a
+failure (``guarded``) runs each call in a savepoint of its own, so that one failing in SQL
+leaves its debit posted. A ``call`` job is a call with no posting (a bill's approval): it runs
+with the others, so that it too shares the batch's commit.
+
 asyncpg prepares each statement once per connection (its statement cache) — every batch uses
 the same three shapes whatever its size, the values travelling as arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, OfflineRecord
+from ledger.core import Account, OfflineRecord, Transfer
+from ledger.pg_connection import lost
 from ledger.sqlite_offline import offline_row
 from ledger.state import (
     AccountState,
@@ -36,8 +49,10 @@ from ledger.state import (
     offline_decision,
     open_missing,
 )
+from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
 
-POSTS = frozenset({"post", "post_and_record"})  # the job kinds decided here
+POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
+_RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
 _READ = (
     "SELECT"
@@ -86,10 +101,47 @@ _OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one 
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
 
 
+_REMEMBERED = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
+Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
+
+
 class Job(Protocol):
     kind: str
     args: tuple[Any, ...]
     value: Any
+
+
+class LedgerCall(Protocol):
+    """A ``post_and_call``'s or a ``call``'s call: ``runner`` runs the calls of its kind of a
+    batch together on the batch's connection, each one's outcome in order (its value, or the
+    exception that refused it with nothing written); it raises only when SQL failed (the
+    transaction did)."""
+
+    @property
+    def runner(self) -> Runner: ...
+
+
+class LedgerCalls(Protocol):
+    """A ledger that runs calls in its batches (``PgLedger.call``)."""
+
+    async def call(self, call: LedgerCall) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Follow:
+    """The postings a call's value names, decided as a ``post_and_record`` of their own."""
+
+    args: tuple[Any, ...]
+    kind: str = "post_and_record"
+    value: Any = None
+
+
+@dataclass(slots=True)
+class _Asked:
+    """The accounts and transfer ids the batch has read (found or not)."""
+
+    accounts: set[str]
+    ids: set[str]
 
 
 def decide_offline(held: Held, records: Sequence[OfflineRecord]) -> tuple[list[bool], list[Any]]:
@@ -111,32 +163,37 @@ def held_of(found: Sequence[Any] | None) -> Held:
     return {(r[0], int(r[1])): (bool(r[2]), r[3], int(r[4])) for r in found or ()}
 
 
-async def post_jobs(connection: asyncpg.Connection, jobs: Sequence[Job]) -> None:
+async def post_jobs(
+    connection: asyncpg.Connection,
+    jobs: Sequence[Job],
+    *,
+    calls: Sequence[Job] = (),
+    guarded: bool = False,
+) -> None:
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
-    all the postings, in job order."""
-    ids, account_ids = needed_ids(t for job in jobs for t in job.args[0])
-    records = [r for job in jobs if job.kind == "post_and_record" for r in job.args[1]]
+    all the postings, in job order. ``calls`` (``call`` jobs) run with the ``post_and_call``
+    jobs' calls, after the accounts are locked (the order every batch takes its locks in)."""
+    if not jobs:
+        if calls:
+            outcomes = await run_calls(connection, [(j, j.args[0]) for j in calls], guarded=guarded)
+            for job in calls:
+                job.value = outcomes[id(job)]
+        return
+    likely = [t for job in jobs if job.kind == "post_and_call" for t in job.args[5]]
+    ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
+    records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
     locked, known, on_file = await connection.fetchrow(
         _READ, sorted(account_ids), sorted(ids), [k[0] for k in keys], [k[1] for k in keys]
     )
     accounts = {row[0]: rows.account_state(row) for row in locked or ()}
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
-    opened: list[Account] = []
-    for job in jobs:
-        if job.kind == "post":
-            transfers, linked = job.args
-            job.value = batch.post(transfers, linked=linked)
-        else:
-            transfers, _, opening = job.args
-            before, wanted = before_and_missing(batch.accounts, transfers, opening)
-            if wanted:  # those that exist, for open_missing to see (locked too)
-                unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
-                found = await connection.fetch(LOCK_ACCOUNTS, unseen)
-                batch.accounts.update({r[0]: rows.account_state(r) for r in found})
-                opened += open_missing(batch.accounts, wanted)
-            job.value = (batch.post(transfers, linked=False), before)
+    opened = await _decide(connection, batch, jobs)
+    chained = [job for job in jobs if job.kind == "post_and_call"]
+    if chained or calls:
+        asked = _Asked(account_ids, ids)
+        opened += await _call(connection, batch, chained, calls, asked, guarded=guarded)
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -148,6 +205,110 @@ async def post_jobs(connection: asyncpg.Connection, jobs: Sequence[Job]) -> None
     _, offline = decide_offline(held_of(on_file), records)
     if batch.written or offline:
         await connection.execute(_WRITE, *_write_arguments(batch, offline))
+
+
+async def _decide(
+    connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job]
+) -> list[Account]:
+    """Each job decided in ``batch`` (which holds what they name, or knows it missing); the
+    accounts opened on the way (locked first, those that exist)."""
+    opened: list[Account] = []
+    for job in jobs:
+        if job.kind == "post":
+            transfers, linked = job.args
+            job.value = batch.post(transfers, linked=linked)
+            continue
+        transfers, _, opening = job.args[:3]
+        before, wanted = before_and_missing(batch.accounts, transfers, opening)
+        if wanted:  # those that exist, for open_missing to see (locked too)
+            unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
+            found = await connection.fetch(LOCK_ACCOUNTS, unseen)
+            batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+            opened += open_missing(batch.accounts, wanted)
+        job.value = (batch.post(transfers, linked=False), before)
+    return opened
+
+
+async def _call(
+    connection: asyncpg.Connection,
+    batch: Batch,
+    chained: Sequence[Job],
+    plain: Sequence[Job],
+    asked: _Asked,
+    *,
+    guarded: bool,
+) -> list[Account]:
+    """The calls of the ``post_and_call`` jobs whose transfers are all in the ledger (as
+    decided, not yet written: the calls write other tables) and of the ``call`` jobs, then the
+    postings their values name, decided in ``batch``; each ``post_and_call``'s value made a
+    ``PostedThenCalled``, each ``call``'s its outcome."""
+    ready = [job for job in chained if all(r.ok for r in job.value[0])]
+    pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
+    outcomes = await run_calls(connection, pending, guarded=guarded)
+    for job in plain:
+        job.value = outcomes[id(job)]
+    follows: dict[int, _Follow] = {}
+    for job in ready:
+        outcome = outcomes[id(job)]
+        if not isinstance(outcome, BaseException):
+            transfers, opening = job.args[4](outcome)
+            follows[id(job)] = _Follow((list(transfers), [], opening))
+    opened: list[Account] = []
+    if follows:
+        await _read_more(connection, batch, [t for f in follows.values() for t in f.args[0]], asked)
+        opened = await _decide(connection, batch, follows.values())
+    for job in chained:
+        results, before = job.value
+        called: Any = None
+        if id(job) in outcomes:
+            called = outcomes[id(job)]
+            follow = follows.get(id(job))
+            if follow is not None:
+                called = CalledAndPosted(called, follow.value[0])
+        job.value = PostedThenCalled(Posted(results, before), called)
+    return opened
+
+
+async def run_calls(
+    connection: asyncpg.Connection, pending: Sequence[tuple[Job, LedgerCall]], *, guarded: bool
+) -> dict[int, Any]:
+    """Each job's call's outcome, by the job's ``id``: the calls of one runner together, or
+    ``guarded`` each in a savepoint of its own (a call failing in SQL: its error its outcome)."""
+    groups: dict[Runner, list[tuple[Job, LedgerCall]]] = {}
+    for job, call in pending:
+        groups.setdefault(call.runner, []).append((job, call))
+    outcomes: dict[int, Any] = {}
+    for runner, group in groups.items():
+        if not guarded:
+            found = await runner(connection, [call for _, call in group])
+            outcomes.update(zip((id(job) for job, _ in group), found, strict=True))
+            continue
+        for job, call in group:
+            try:
+                async with connection.transaction():  # a savepoint
+                    (outcomes[id(job)],) = await runner(connection, [call])
+            except Exception as error:
+                if lost(error, connection):
+                    raise
+                outcomes[id(job)] = error
+    return outcomes
+
+
+async def _read_more(
+    connection: asyncpg.Connection, batch: Batch, transfers: Sequence[Transfer], asked: _Asked
+) -> None:
+    """What ``transfers`` name that the batch has not read yet (none when the jobs said the
+    postings their calls would name): the accounts locked, the ids looked up."""
+    wanted_ids, wanted_accounts = needed_ids(transfers)
+    accounts, ids = sorted(wanted_accounts - asked.accounts), sorted(wanted_ids - asked.ids)
+    asked.accounts.update(accounts)
+    asked.ids.update(ids)
+    if accounts:
+        found = await connection.fetch(LOCK_ACCOUNTS, accounts)
+        batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+    if ids:
+        found = await connection.fetch(_REMEMBERED, ids)
+        batch.remembered.update({r[0]: rows.remembered(r) for r in found})
 
 
 def _write_arguments(batch: Batch, offline: list[Any]) -> list[Any]:

@@ -108,11 +108,14 @@ class SqliteLedger(Ledger):
         opening: Opening,
         call: j.Write[T],
         postings: j.Postings,
+        likely: Sequence[Transfer] = (),
     ) -> j.PostedThenCalled[T]:
         """:meth:`post_and_record`, then — when every transfer is in the ledger (posted now or
         before) — ``call`` (a write of another store on this file, in its savepoint) and the
         postings it names, all in one writer round and one transaction: a card debit, the bill
-        it completes and the bill's pooled share (`ledger.writer.jobs.PostThenCall`)."""
+        it completes and the bill's pooled share (`ledger.writer.jobs.PostThenCall`).
+        ``likely`` is for `PgLedger.post_and_call`'s sake: the writer reads what it needs
+        without a round trip."""
         op = j.PostThenCall(list(transfers), list(records), opening, call, postings)
         found: j.PostedThenCalled[T] = await self.writer.submit(op)
         return found

@@ -68,7 +68,7 @@ async def post_debits(
         )
         for debit, institution in zip(debits, paid, strict=True)
     ]
-    if _one_paid_bill(context, debits, bills):  # an advice, on the embedded default
+    if _one_paid_bill(context, debits, bills):  # an advice, bills in the ledger's commits
         bill_id = bills[0]
         assert bill_id is not None
         return [await _post_and_complete(context, debits[0], bill_id, transfers, paid, on_file)]
@@ -103,7 +103,7 @@ def _institutions(context: RequestContext, debits: Sequence[Debit]) -> list[str]
 def _one_paid_bill(
     context: RequestContext, debits: Sequence[Debit], bills: Sequence[str | None]
 ) -> bool:
-    """One ED debit paying a bill, with the bills in the ledger's transactions (SQLite)."""
+    """One ED debit paying a bill, with the bills in the ledger's transactions."""
     medical = context.medical
     return (
         len(debits) == 1
@@ -122,16 +122,19 @@ async def _post_and_complete(
     paid: list[str],
     on_file: Sequence[OfflineRecord],
 ) -> bool:
-    """An advice's ED debit of its bill's personal share, on the SQLite default: the debit
-    posted and kept on file, then — if it is in the ledger — the bill completed and its pooled
-    share posted, in one writer round and one transaction (``SqliteLedger.post_and_call``);
+    """An advice's ED debit of its bill's personal share, on the SQLite default and the
+    daemon's PostgreSQL: the debit posted and kept on file, then — if it is in the ledger — the
+    bill completed and its pooled share posted, in one writer round, one transaction and one
+    commit (``SqliteLedger.post_and_call``, ``PgLedger.post_and_call``);
     then the debit's review notes, as :func:`post_debits` makes them."""
     medical = context.medical
     assert medical is not None
     amount = debit.record.amount_fen
     write = medical.paid_completion_write(bill_id, amount, context.now)
+    # the pooled share it will likely post: the bill is the debit's institution's
+    likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, paid[0], 1))
     (results, before), completed = await context.ledger.post_and_call(  # type: ignore[attr-defined]
-        transfers, on_file, _debit_accounts, write, _completion_postings
+        transfers, on_file, _debit_accounts, write, _completion_postings, likely
     )
     outcomes = [_OUTCOMES.get(r, ev.Outcome.REFUSED) for r in results]
     await _review(context, [debit], transfers, paid, outcomes, before)

@@ -174,7 +174,9 @@ async def _open_postgres(url: str) -> Stores:
             ledger=ledger,
             terminals=SqlTerminals(bridge.connection, keep_s=KEEP_S),
             cards=cards,
-            medical_store=SqlMedicalStore(engine, pool=pool),
+            # the daemon's bill transitions in the ledger's group commits (a card debit's
+            # completion in the batch of its debit: post_and_call)
+            medical_store=SqlMedicalStore(engine, pool=pool, pg_ledger=ledger),
             directory=SqlDirectory(engine),  # type: ignore[arg-type]
             reference=ReferenceData(engine),  # type: ignore[arg-type]
             card_status=Forgetting(PgCardStatus(pool), cards),

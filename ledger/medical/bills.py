@@ -28,11 +28,14 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from ledger.medical.accumulators import AccumulatorBook, Totals
 from ledger.medical.codec import bill_to_dict
 from ledger.medical.split import Bill, Split
+
+if TYPE_CHECKING:
+    from ledger.pg_post import LedgerCall
 
 EXPIRE_BATCH_MAX = 1000
 
@@ -232,7 +235,7 @@ class MedicalStore(Protocol):
 
     @property
     def posts_with_ledger(self) -> bool:
-        """Whether its writes run in the SQLite ledger's transactions (`transition_write`)."""
+        """Whether its writes run in the ledger's transactions (`transition_write`)."""
         ...
 
     def transition_write(
@@ -241,9 +244,10 @@ class MedicalStore(Protocol):
         target: BillState,
         now_us: int,
         check: Callable[[BillRecord], BillState] | None,
-    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | None:
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | LedgerCall | None:
         """`transition` as a write for the ledger's writer to run in one of its transactions
-        (`ledger.writer.jobs.PostThenCall`); None when this store does not write there."""
+        (`ledger.writer.jobs.PostThenCall` on SQLite, a `ledger.pg_post.LedgerCall` on
+        PostgreSQL); None when this store does not write there."""
         ...
 
 

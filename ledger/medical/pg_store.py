@@ -22,6 +22,13 @@ decided on a fresh read. Retries end: a bill's states only move forward.
 
 The synchronous methods run on the bridge's loop (threads); `transition_async` runs on the
 caller's loop with the pool given to the store (the daemon's), else through a thread.
+
+The daemon's card-debit completions run on the ledger's writer instead, inside the group commit
+that posts their debits (`ledger.pg_ledger.PgLedger.post_and_call`): a `LedgerTransition` each,
+all of one batch moved by :meth:`PgWrites.transitions` in one statement, so an advice costs no
+commit of its own. Those writes take the person's lock after the batch's account locks and hold
+it to the batch's commit; nothing that holds a person's lock waits for an account, so the
+order has no cycle.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -51,6 +58,14 @@ _SUBMIT = (
     + ")"
 )
 _TRANSITION = "SELECT medical_transition($1, $2, $3, $4, $5, $6, $7)"
+#: Several transitions in one statement, in the order given (`PgWrites.transitions`).
+_TRANSITIONS = (
+    "SELECT medical_transition(u.b, u.f, u.t, u.n, u.e, u.p, u.y) FROM unnest($1::varchar[],"
+    " $2::varchar[], $3::varchar[], $4::bigint[], $5::text[], $6::varchar[], $7::int[])"
+    " WITH ORDINALITY AS u(b, f, t, n, e, p, y, o) ORDER BY u.o"
+)
+#: What a transition's SQL may fail with: the transaction's failure, never the bill's refusal.
+_SQL_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _OFFLINE_READ = (
     "SELECT EXISTS (SELECT 1 FROM medical_offline_counts WHERE key = $1), medical_view($2, $3)"
 )
@@ -61,6 +76,18 @@ _ACCUMULATORS = (  # one statement: one snapshot for the committed figures and t
     " coalesce(c.self_pay_fen, 0)], medical_view($1, $2) FROM (SELECT 1) AS one"
     " LEFT JOIN medical_accumulators AS c ON c.person_id = $1 AND c.year = $2"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTransition:
+    """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
+    transaction (`PgWrites.transitions`, which ``runner`` is), on the writer's connection."""
+
+    bill_id: str
+    target: BillState
+    now_us: int
+    check: Check | None
+    runner: Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
 class Decoder(Protocol):
@@ -101,6 +128,9 @@ class PgWrites:
         self._pool = pool
         self._recent = Recent()
         self._select_bill = f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = $1"
+        self._select_bills = (
+            f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = ANY($1::varchar[])"
+        )
         self._submit_read = (
             f"SELECT {', '.join('b.' + c.strip() for c in bill_columns.split(','))},"
             " medical_view($2, $3) FROM (SELECT 1) AS one"
@@ -208,6 +238,85 @@ class PgWrites:
                 self._recent.put(record)
                 return record, True
             record = None  # it moved meanwhile: read it again
+
+    def ledger_transition(
+        self, bill_id: str, target: BillState, now_us: int, check: Check | None
+    ) -> LedgerTransition:
+        return LedgerTransition(bill_id, target, now_us, check, self.transitions)
+
+    async def transitions(
+        self, db: asyncpg.Connection, writes: Sequence[LedgerTransition]
+    ) -> list[Any]:
+        """Each write's outcome, in order — (record, changed), or the exception that refused
+        it (KeyError for an unknown bill, the check's, BillStateError) with nothing written —
+        run on ``db`` inside its transaction: the bills not remembered read in one statement,
+        every decision made in Python, every move in one statement (in person order); a bill
+        that moved meanwhile, or was decided on a remembered record that no longer fits, is
+        done again alone as :meth:`transition` does. A failure of SQL is raised: it failed the
+        transaction."""
+        outcomes: list[Any] = [None] * len(writes)
+        known = [self._recent.get(w.bill_id) for w in writes]
+        missing = [w.bill_id for w, record in zip(writes, known, strict=True) if record is None]
+        read: dict[str, BillRecord] = {}
+        if missing:
+            for row in await db.fetch(self._select_bills, missing):
+                record = self._decoder.record(row)
+                read[record.bill_id] = record
+        moves: list[tuple[int, BillRecord, BillState, str]] = []
+        again: list[int] = []
+        for n, (write, remembered) in enumerate(zip(writes, known, strict=True)):
+            found = remembered or read.get(write.bill_id)
+            fresh = remembered is None
+            if found is None:
+                outcomes[n] = KeyError(write.bill_id)
+                continue
+            record = found
+            try:
+                to = write.target if write.check is None else write.check(record)
+                effect = check_transition(record, to)
+            except Exception as error:  # a refusal, decided in Python: nothing written
+                if fresh:
+                    outcomes[n] = error
+                else:
+                    again.append(n)
+                continue
+            if effect is None and fresh:
+                self._recent.put(record)
+                outcomes[n] = (record, False)
+            elif effect is None:
+                again.append(n)
+            else:
+                moves.append((n, record, to, effect))
+        moves.sort(key=lambda m: (m[1].person_id, m[1].year, m[1].bill_id))
+        if moves:
+            moved = await db.fetch(
+                _TRANSITIONS,
+                [r.bill_id for _, r, _, _ in moves],
+                [r.state.value for _, r, _, _ in moves],
+                [to.value for _, _, to, _ in moves],
+                [writes[n].now_us for n, _, _, _ in moves],
+                [effect for _, _, _, effect in moves],
+                [r.person_id for _, r, _, _ in moves],
+                [r.year for _, r, _, _ in moves],
+            )
+            for (n, record, to, _), row in zip(moves, moved, strict=True):
+                if row[0]:
+                    record = replace(record, state=to, updated_at_us=writes[n].now_us)
+                    self._recent.put(record)
+                    outcomes[n] = (record, True)
+                else:
+                    again.append(n)
+        for n in sorted(again):
+            write = writes[n]
+            try:
+                outcomes[n] = await self._transition(
+                    db, write.bill_id, write.target, write.now_us, write.check
+                )
+            except _SQL_FAILURES:
+                raise
+            except Exception as error:
+                outcomes[n] = error
+        return outcomes
 
     async def keep_visit(self, copy: VisitCopy) -> None:
         """The centre's copy of a visit (ledger.medical.card_copies), one statement."""

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ledger.medical.accumulators import Totals
 from ledger.medical.billable import unbillable
@@ -37,6 +38,9 @@ from ledger.medical.directory import Cardholder, Directory
 from ledger.medical.limits import BillLimits, HoldExpiry, check_bill, check_held
 from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
+
+if TYPE_CHECKING:
+    from ledger.pg_post import LedgerCall
 
 BILL_TTL = dt.timedelta(hours=24)  # a bill the POS approved: released this long after submission
 OPEN_TTL = dt.timedelta(hours=2)  # an open bill (not yet approved by the POS): its expires_at
@@ -379,18 +383,19 @@ class MedicalService:
 
     @property
     def posts_with_ledger(self) -> bool:
-        """Whether the store writes in the ledger's transactions (the embedded SQLite default):
-        then a card debit, the bill it completes and the bill's pooled share are one write
-        (:meth:`paid_completion_write`)."""
+        """Whether the store writes in the ledger's transactions (the embedded SQLite default,
+        and the daemon's PostgreSQL): then a card debit, the bill it completes and the bill's
+        pooled share are one write and one commit (:meth:`paid_completion_write`)."""
         return self.store.posts_with_ledger
 
     def paid_completion_write(
         self, bill_id: str, personal_account_fen: int, now: dt.datetime
-    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]]:
+    ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | LedgerCall:
         """The write of :meth:`complete_paid_bill_async`, for the ledger to run behind the
         card debit that paid the share, in the same transaction
-        (``SqliteLedger.post_and_call``). It raises KeyError for an unknown bill, MedicalError
-        ``amount_mismatch``, BillStateError. Only when :attr:`posts_with_ledger`."""
+        (``SqliteLedger.post_and_call``, ``PgLedger.post_and_call``). It raises KeyError for an
+        unknown bill, MedicalError ``amount_mismatch``, BillStateError. Only when
+        :attr:`posts_with_ledger`."""
         write = self.store.transition_write(
             bill_id, BillState.COMPLETED, micros(now), _Paid(personal_account_fen)
         )

@@ -56,7 +56,7 @@ from ledger.medical.card_copies import (
     KeepVisit,
     VisitCopy,
 )
-from ledger.medical.pg_store import PgWrites
+from ledger.medical.pg_store import LedgerTransition, PgWrites
 from ledger.medical.split import Split
 from ledger.medical.sql_writes import (
     BILL_COLUMNS,
@@ -71,6 +71,7 @@ from ledger.medical.sql_writes import (
     TransitionWrite,
 )
 from ledger.pg_bridge import PgEngine
+from ledger.pg_post import LedgerCalls
 from ledger.sql_rows import WriterConnection
 from ledger.writer.engine import Writer
 from ledger.writer.jobs import Call, Stats, Submits, Write
@@ -176,10 +177,12 @@ class SqlMedicalStore:
         batch_max: int = BATCH_MAX,
         ledger_writer: Submits | None = None,
         pool: asyncpg.Pool | None = None,
+        pg_ledger: LedgerCalls | None = None,
     ) -> None:
         self.engine = engine
         self.writer: LedgerWrites | None = None  # SQLite's; PostgreSQL's writes are `_pg`'s
         self._pg: PgWrites | None = None
+        self._pg_ledger: LedgerCalls | None = None  # runs the async transitions in its batches
         self._shared = False  # writes in the SQLite ledger's transactions
         self._readers = threading.local()
         self._decoded = Decoded()
@@ -189,6 +192,8 @@ class SqlMedicalStore:
         if isinstance(engine, PgEngine):
             self._connect: Callable[[], Any] = engine.bridge.connection
             self._pg = PgWrites(engine.bridge, self._decoded, BILL_COLUMNS, pool)
+            self._pg_ledger = pg_ledger  # the daemon's PgLedger, on this database
+            self._shared = pg_ledger is not None
             return
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database:
@@ -273,8 +278,13 @@ class SqlMedicalStore:
         self, bill_id: str, target: BillState, now_us: int, check: Check | None = None
     ) -> tuple[BillRecord, bool]:
         """`transition` from the event loop: on the ledger's writer the write is queued as its
-        job and awaited, with no thread in between; on PostgreSQL, awaited on the store's pool
+        job and awaited, with no thread in between; on PostgreSQL, a job of the ledger's
+        batches given ``pg_ledger`` (sharing their commits), else awaited on the store's pool
         (through a thread without one)."""
+        if self._pg is not None and self._pg_ledger is not None:
+            write = self._pg.ledger_transition(bill_id, target, now_us, check)
+            found: tuple[BillRecord, bool] = await self._pg_ledger.call(write)
+            return found
         if self._pg is not None:
             return await self._pg.transition_async(bill_id, target, now_us, check)
         return await self._writes().submit(TransitionWrite(bill_id, target, now_us, check))
@@ -310,17 +320,20 @@ class SqlMedicalStore:
 
     @property
     def posts_with_ledger(self) -> bool:
-        """Whether its writes share the SQLite ledger's transactions (`transition_write`)."""
+        """Whether its writes share the ledger's transactions (`transition_write`): the SQLite
+        ledger's writer given, or on PostgreSQL ``pg_ledger`` (the ledger on this database)."""
         return self._shared
 
     def transition_write(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
-    ) -> Write[tuple[BillRecord, bool]] | None:
+    ) -> Write[tuple[BillRecord, bool]] | LedgerTransition | None:
         """The write of `transition`, for the ledger's writer to run inside a job of its own
-        (`SqliteLedger.post_and_call`): KeyError when the bill is unknown. None unless
-        `posts_with_ledger`."""
+        (`SqliteLedger.post_and_call`, `PgLedger.post_and_call`): KeyError when the bill is
+        unknown. None unless `posts_with_ledger`."""
         if not self._shared:
             return None
+        if self._pg is not None:
+            return self._pg.ledger_transition(bill_id, target, now_us, check)
         return TransitionWrite(bill_id, target, now_us, check)
 
     def expirable(self, now_us: int, limit: int) -> list[str]:

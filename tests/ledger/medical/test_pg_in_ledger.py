@@ -1,0 +1,221 @@
+"""A card debit's bill completed inside the PostgreSQL ledger's group commit
+(`PgLedger.post_and_call` with the store's `LedgerTransition`, `PgWrites.transitions`), and the
+daemon's other transitions in its batches (`PgLedger.call`): they answer exactly as the pool's
+`approve_bill_async` and `complete_paid_bill_async` do, the completions of one batch move
+together, the same bill twice in a batch completes once, and a record another worker moved
+meanwhile is read again rather than trusted; every refusal leaves its debit posted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from itertools import count
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from ledger import events as ev
+from ledger.core import Account, Transfer, TransferResult
+from ledger.kinds import AccountKind as K
+from ledger.kinds import account_id
+from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
+from ledger.medical.pg_store import LedgerTransition
+from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.split import Bill, BillLine
+from ledger.medical.sql_reference import SqlDirectory
+from ledger.medical.sql_store import SqlMedicalStore
+from ledger.pg_bridge import PgEngine, server_settings, split_url
+from ledger.pg_ledger import PgLedger
+from tests.support.medical_pg import pg_engine
+from tests.support.medical_world import HOLDERS, NOW
+
+pytestmark = pytest.mark.postgres
+
+CARD, RETIREE, _ = (holder.card_no for holder in HOLDERS)
+DEBITS = count(1)
+PAYABLE = account_id(K.INSTITUTION_PAYABLE_INSURANCE, "H001")
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[PgEngine, str]]:
+    with pg_engine() as found:
+        yield found
+
+
+@asynccontextmanager
+async def worker(
+    engine: PgEngine, url: str, *, in_ledger: bool = True
+) -> AsyncIterator[tuple[MedicalService, PgLedger]]:
+    """A daemon worker: its async transitions in its ledger's batches (``in_ledger``) or on a
+    pool of this loop."""
+    dsn, schema = split_url(url)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=2, server_settings=server_settings(schema)
+    )
+    ledger = await PgLedger.open(dsn, schema=schema, migrate=False)
+    await ledger.open_accounts(ev.centre_accounts())  # the pooled fund
+    store = SqlMedicalStore(engine, pool=pool, pg_ledger=ledger if in_ledger else None)
+    try:
+        yield MedicalService(store, SqlDirectory(engine)), ledger  # type: ignore[arg-type]
+    finally:
+        store.close()
+        await ledger.close()
+        await pool.close()
+
+
+async def submitted(service: MedicalService, number: str, card: str = CARD) -> BillRecord:
+    bill = Bill((BillLine("A01", 10, 1000),))
+    submission = Submission(number, card, NOW.date(), bill)
+    record, _ = await asyncio.to_thread(service.submit_bill, "H001", submission, NOW)
+    return record
+
+
+def _accounts(_: Transfer) -> list[Account]:
+    return ev.card_accounts("C1") + ev.institution_accounts("H001")
+
+
+def _postings(found: tuple[BillRecord, bool]) -> tuple[list[Transfer], Any]:
+    completion = ev.BillCompletion(found[0].bill_id, "H001", found[0].split.pooled_fen)
+    return ev.bill_completion_transfers(completion), _accounts
+
+
+async def in_ledger(
+    service: MedicalService, ledger: PgLedger, bill_id: str, amount: int
+) -> tuple[BillRecord, bool]:
+    """The advice's way: a fresh card debit of ``amount`` and the bill's completion in one
+    commit; the completion's answer as the pool's is (the debit is always posted)."""
+    shadow = account_id(K.CARD_ED_SHADOW, "C1")
+    debit = Transfer(f"debit-{next(DEBITS)}", shadow, PAYABLE, amount, 1)
+    write = service.paid_completion_write(bill_id, amount, NOW)
+    assert isinstance(write, LedgerTransition)  # PostgreSQL's, not SQLite's
+    likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, "H001", 1))
+    (results, _), called = await ledger.post_and_call(
+        [debit], [], _accounts, write, _postings, likely
+    )
+    assert results == [TransferResult.CREATED]
+    assert called is not None
+    if isinstance(called, KeyError):
+        raise MedicalError("not_found", "no such bill")
+    if isinstance(called, BaseException):
+        raise called
+    found, posted = called
+    assert all(r.ok for r in posted)
+    return found  # type: ignore[no-any-return]
+
+
+async def outcome(call: Any) -> object:
+    try:
+        record, changed = await call
+    except MedicalError as error:
+        return error.code
+    except BillStateError as error:
+        return f"BillStateError:{error.state.value}"
+    return record.state.value, changed
+
+
+async def attempts(service: MedicalService, ledger: PgLedger | None) -> list[object]:
+    """Approvals and completions of every kind, on the pool (``ledger`` None) or in the
+    ledger's batches (a completion with its debit)."""
+
+    def complete(bill_id: str, amount: int) -> Any:
+        if ledger is None:
+            return service.complete_paid_bill_async(bill_id, amount, NOW)
+        return in_ledger(service, ledger, bill_id, amount)
+
+    async def approve(bill_id: str, card: str = CARD) -> tuple[BillRecord, bool]:
+        return await service.approve_bill_async(bill_id, "H001", card, NOW), True
+
+    first, reversed_ = await submitted(service, "A1"), await submitted(service, "A2")
+    personal = first.split.personal_account_fen
+    found = [
+        await outcome(approve("0000000000000000")),
+        await outcome(approve(first.bill_id, RETIREE)),
+        await outcome(complete(first.bill_id, personal)),  # not approved yet
+    ]
+    for bill in (first, reversed_):
+        await service.approve_bill_async(bill.bill_id, "H001", CARD, NOW)
+    await asyncio.to_thread(service.reverse_bill, reversed_.bill_id, NOW)
+    found += [
+        await outcome(complete("0000000000000000", personal)),
+        await outcome(complete(first.bill_id, personal - 1)),
+        await outcome(complete(first.bill_id, personal)),
+        await outcome(complete(first.bill_id, personal)),
+        await outcome(complete(reversed_.bill_id, personal)),
+        service.accumulators("P11", 2026),
+    ]
+    return found
+
+
+def test_a_completion_in_the_ledger_answers_as_the_pools(
+    world: tuple[PgEngine, str],
+) -> None:
+    async def by(engine: PgEngine, url: str, pool: bool) -> list[object]:
+        async with worker(engine, url, in_ledger=not pool) as (service, ledger):
+            return await attempts(service, None if pool else ledger)
+
+    by_pool = asyncio.run(by(*world, pool=True))
+    with pg_engine() as other:  # the same bills, numbers and times on a world of their own
+        in_the_ledger = asyncio.run(by(*other, pool=False))
+    assert by_pool[:8] == [
+        "not_found",
+        "card_mismatch",
+        "BillStateError:open",
+        "not_found",
+        "amount_mismatch",
+        ("completed", True),
+        ("completed", False),
+        "BillStateError:reversed",
+    ]
+    assert in_the_ledger == by_pool
+
+
+def test_a_batch_of_completions_moves_together_and_a_bill_twice_completes_once(
+    world: tuple[PgEngine, str],
+) -> None:
+    async def scenario() -> None:
+        async with worker(*world) as (service, ledger):
+            bills = [
+                await submitted(service, f"B{n}", CARD if n % 2 else RETIREE) for n in range(4)
+            ]
+            for bill in bills:
+                await service.approve_bill_async(bill.bill_id, "H001", bill.card_no, NOW)
+            twice = [*bills, bills[0]]
+            done = await asyncio.gather(
+                *(
+                    in_ledger(service, ledger, b.bill_id, b.split.personal_account_fen)
+                    for b in twice
+                )
+            )
+            assert {record.state for record, _ in done} == {BillState.COMPLETED}
+            assert [changed for _, changed in done][:4] == [True] * 4
+            assert not done[4][1]  # the same bill again, in the same batch: no second commit
+            committed = service.accumulators("P11", 2026)[0]
+            assert committed == bills[1].split.delta + bills[3].split.delta
+            pooled = sum(b.split.pooled_fen for b in bills)  # once each
+            personal = sum(b.split.personal_account_fen for b in twice)  # five debits
+            balance = (await ledger.balances([PAYABLE]))[PAYABLE]
+            assert balance.credits_posted_fen == pooled + personal
+
+    asyncio.run(scenario())
+
+
+def test_a_record_moved_by_another_worker_is_read_again(
+    world: tuple[PgEngine, str],
+) -> None:
+    async def scenario() -> None:
+        async with worker(*world) as (one, ledger), worker(*world) as (other, _):
+            reversed_, moved = await submitted(one, "M1"), await submitted(one, "M2")
+            approved = await one.approve_bill_async(reversed_.bill_id, "H001", CARD, NOW)
+            await asyncio.to_thread(other.reverse_bill, reversed_.bill_id, NOW)
+            paid = approved.split.personal_account_fen
+            with pytest.raises(BillStateError):  # not the remembered "approved"
+                await in_ledger(one, ledger, reversed_.bill_id, paid)
+            # remembered as open (its submission); approved by the other worker meanwhile
+            await other.approve_bill_async(moved.bill_id, "H001", CARD, NOW)
+            record, changed = await in_ledger(one, ledger, moved.bill_id, paid)
+            assert changed and record.state is BillState.COMPLETED
+            assert one.accumulators("P11", 2026)[0] == moved.split.delta
+
+    asyncio.run(scenario())
