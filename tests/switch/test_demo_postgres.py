@@ -14,6 +14,7 @@ from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.groups import demo_group
 from switch.cli.ledger import ledger_group
+from tests.support.operators import reader_env
 from tests.support.personal import demo_keys
 from tests.support.pg import DSN, fresh_schema
 
@@ -33,9 +34,10 @@ def test_demo_init_on_postgres_equals_the_sqlite_demo(tmp_path: Path) -> None:
             assert "30 cardholders" in result.output
             again = await asyncio.to_thread(runner.invoke, demo_group, args)
             assert again.exit_code != 0 and "already holds a deployment" in again.output
+            env = await asyncio.to_thread(reader_env, url, tmp_path / "tokens")  # an auditor
             for command in (["migrate"], ["balance", "pf:0000000001"], ["reviews"]):
                 done = await asyncio.to_thread(
-                    runner.invoke, ledger_group, [*command, "--database", url]
+                    runner.invoke, ledger_group, [*command, "--database", url], env=env
                 )
                 assert done.exit_code == 0, done.output
                 if command[0] == "balance":
