@@ -1,6 +1,7 @@
 """A bank host's side of specs/bank-interface.md, written from the spec alone and encoded by
 hand (no ISO 8583 library): the field table and the dialect presets are read from the spec's
-own tables; frames, bitmaps, fields, the X9.19 MAC with its padding and the ISO 9564 format 0
+own tables; frames (4 ASCII digits, 2 bytes or no header), bitmaps, fields (ASCII or packed
+BCD numerics), the X9.19 MAC with its padding and the ISO 9564 format 0
 PIN block follow the spec's words ("Frame", "Dialects", "MAC"). Two roles: the bank's counters
 (a client of the centre's inbound link) and the bank as savings issuer (a server the centre's
 outbound link connects to). Imports nothing of medswitch."""
@@ -71,15 +72,22 @@ class Dialect:
     length_header: str
     bitmap: str
     binary_fields: str
+    numerics: str
+    network_mac: str
     mac_field: int
     mac_padding: str
 
     @classmethod
-    def of(cls, preset: str) -> Dialect:
-        settings = presets()[preset]
-        assert settings["numerics"] == "ascii", "this peer writes ASCII numerics only"
+    def of(cls, preset: str, **overrides: str) -> Dialect:
+        """The preset's column of the "Dialects" table, with a section's overrides."""
+        settings = {**presets()[preset], **overrides}
         return cls(settings["length_header"], settings["bitmap"], settings["binary_fields"],
-                   int(settings["mac_field"]), settings["mac_padding"])
+                   settings["numerics"], settings["network_mac"], int(settings["mac_field"]),
+                   settings["mac_padding"])
+
+    @property
+    def bcd(self) -> bool:
+        return self.numerics == "bcd"
 
     @property
     def mac_width(self) -> int:
@@ -104,15 +112,29 @@ def _binary_out(dialect: Dialect, number: int, value: bytes) -> bytes:
     return value
 
 
+def _packed(digits: str, *, trailing: bool = False) -> bytes:
+    """Digits as packed BCD; an odd count padded with a 0 nibble (leading unless ``trailing``)."""
+    if len(digits) % 2:
+        digits = digits + "0" if trailing else "0" + digits
+    return bytes.fromhex(digits)
+
+
+def _prefix(dialect: Dialect, spec: Field, count: int) -> bytes:
+    """An LL/LLL prefix: ASCII digits, or (bcd) 1 byte for LL and 2 bytes for LLL."""
+    if dialect.bcd:
+        return _packed(str(count).zfill(2 * (spec.prefix - 1)))
+    return str(count).zfill(spec.prefix).encode()
+
+
 def encode(dialect: Dialect, mti: str, fields: dict[int, Value]) -> bytes:
-    """MTI (4 ASCII digits), bitmaps, fields in order; no length header."""
+    """MTI (4 ASCII digits, or 2 bytes of BCD), bitmaps, fields in order; no length header."""
     numbers = sorted(fields)
     secondary = any(n > 64 for n in numbers)
     bits = 0
     for n in numbers + ([1] if secondary else []):
         bits |= 1 << (128 - n)
     maps = bits.to_bytes(16, "big")[: 16 if secondary else 8]
-    out = mti.encode()
+    out = _packed(mti) if dialect.bcd else mti.encode()
     for i in range(0, len(maps), 8):
         chunk = maps[i : i + 8]
         out += chunk.hex().upper().encode() if dialect.bitmap == "hex" else chunk
@@ -124,26 +146,45 @@ def encode(dialect: Dialect, mti: str, fields: dict[int, Value]) -> bytes:
             count = len(value)
         else:
             assert isinstance(value, str)
+            assert spec.kind != "z" or not dialect.bcd, "this peer sends no track data in BCD"
             if spec.prefix == 0 and spec.kind == "n":
                 value = value.rjust(spec.length, "0")
-            data = value.encode()
-            count = len(data)
+            count = len(value)
+            packed = dialect.bcd and spec.kind == "n"
+            data = _packed(value, trailing=spec.prefix > 0) if packed else value.encode()
             assert spec.prefix or count == spec.length, f"F{n} is {spec.length} long"
         if spec.prefix:
-            out += str(count).zfill(spec.prefix).encode()
+            out += _prefix(dialect, spec, count)
         out += data
     return out
 
 
+class Short(Exception):
+    """The bytes end inside the message (a stream without a length header: read more)."""
+
+
 def decode(dialect: Dialect, raw: bytes) -> Msg:
-    at = 4
-    mti = raw[:4].decode()
+    msg, used = parse(dialect, raw)
+    assert used == len(raw), f"{msg.mti}: {len(raw) - used} bytes after the last field"
+    return msg
+
+
+def parse(dialect: Dialect, raw: bytes) -> tuple[Msg, int]:
+    """The message ``raw`` starts with and how many bytes it takes; Short when it ends early."""
+    at = 0
+
+    def take(n: int) -> bytes:
+        nonlocal at
+        if at + n > len(raw):
+            raise Short
+        at += n
+        return raw[at - n : at]
+
+    mti = take(2).hex() if dialect.bcd else take(4).decode()
     width = 16 if dialect.bitmap == "hex" else 8
 
     def bitmap() -> int:
-        nonlocal at
-        chunk = raw[at : at + width]
-        at += width
+        chunk = take(width)
         return int(chunk.decode(), 16) if dialect.bitmap == "hex" else int.from_bytes(chunk, "big")
 
     bits = bitmap() << 64
@@ -155,48 +196,67 @@ def decode(dialect: Dialect, raw: bytes) -> Msg:
             continue
         spec = FIELDS[n]
         count = spec.length
-        if spec.prefix:
-            count = int(raw[at : at + spec.prefix])
-            at += spec.prefix
+        if spec.prefix and dialect.bcd:
+            count = int(take(spec.prefix - 1).hex())
+        elif spec.prefix:
+            count = int(take(spec.prefix))
         if spec.kind == "b":
             if spec.prefix == 0 and dialect.binary_fields == "hex":
-                fields[n] = bytes.fromhex(raw[at : at + 2 * count].decode())
-                at += 2 * count
+                fields[n] = bytes.fromhex(take(2 * count).decode())
             else:
-                fields[n] = raw[at : at + count]
-                at += count
+                fields[n] = take(count)
+        elif dialect.bcd and spec.kind == "n":
+            digits = take((count + 1) // 2).hex()
+            fields[n] = digits[:count] if spec.prefix else digits[-count:]
         else:
-            fields[n] = raw[at : at + count].decode()
-            at += count
-    assert at == len(raw), f"{mti}: {len(raw) - at} bytes after the last field"
-    return Msg(mti, fields, raw)
+            fields[n] = take(count).decode()
+    return Msg(mti, fields, raw[:at]), at
 
 
 def frame(dialect: Dialect, payload: bytes) -> bytes:
     if dialect.length_header == "ascii4":
         return b"%04d" % len(payload) + payload
-    assert dialect.length_header == "binary2", "this peer frames with a length header"
+    if dialect.length_header == "none":
+        return payload
+    assert dialect.length_header == "binary2", dialect.length_header
     return len(payload).to_bytes(2, "big") + payload
 
 
-def read_frame(dialect: Dialect, sock: socket.socket) -> bytes | None:
-    """One frame's payload; None when the peer closed."""
-    width = 4 if dialect.length_header == "ascii4" else 2
-    head = _read(sock, width)
-    if head is None:
-        return None
-    size = int(head) if width == 4 else int.from_bytes(head, "big")
-    return _read(sock, size)
+class Stream:
+    """Messages off one connection: after a length header, or (``none``) where the fields the
+    bitmaps name end."""
 
+    def __init__(self, dialect: Dialect, sock: socket.socket) -> None:
+        self.dialect, self.sock, self.buffer = dialect, sock, b""
 
-def _read(sock: socket.socket, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def _take(self, n: int) -> bytes | None:
+        while len(self.buffer) < n:
+            if not self._fill():
+                return None
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read(self) -> bytes | None:
+        """One message's bytes (without its header); None when the peer closed."""
+        if self.dialect.length_header == "none":
+            while True:
+                try:
+                    _, used = parse(self.dialect, self.buffer)
+                except Short:
+                    if not self._fill():
+                        return None
+                    continue
+                return self._take(used)
+        width = 4 if self.dialect.length_header == "ascii4" else 2
+        head = self._take(width)
+        if head is None:
             return None
-        data += chunk
-    return data
+        return self._take(int(head) if width == 4 else int.from_bytes(head, "big"))
 
 
 # -- cryptography (spec: "MAC"; PINs ISO 9564 format 0) -------------------------------------
@@ -259,6 +319,7 @@ class Counter:
     def __init__(self, dialect: Dialect, port: int, bank_id: str, zak: bytes) -> None:
         self.dialect, self.bank_id, self.zak = dialect, bank_id, zak
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=REPLY_S)
+        self.stream = Stream(dialect, self.sock)
         self.stan = 0
 
     def envelope(self) -> dict[int, Value]:
@@ -271,7 +332,16 @@ class Counter:
         payload = (sealed(self.dialect, self.zak, mti, request) if mac
                    else encode(self.dialect, mti, request))
         self.sock.sendall(frame(self.dialect, payload))
-        raw = read_frame(self.dialect, self.sock)
+        return self.reply_to(mti, request, mac=mac)
+
+    def send(self, mti: str, fields: dict[int, Value]) -> dict[int, Value]:
+        """A request sent as it is (no MAC, no check of the answer): the fields sent."""
+        request = {**self.envelope(), **fields}
+        self.sock.sendall(frame(self.dialect, encode(self.dialect, mti, request)))
+        return request
+
+    def reply_to(self, mti: str, request: dict[int, Value], *, mac: bool) -> Msg:
+        raw = self.stream.read()
         assert raw is not None, "the centre closed the connection"
         reply = decode(self.dialect, raw)
         assert reply.mti == f"{int(mti) // 10 * 10 + 10:04d}", reply.mti
@@ -296,6 +366,8 @@ class Issuer:
     pin: str  # the cardholder's PIN the bank knows
     bank_id: str
     hold_debits: bool = False  # take debits but never answer (the centre times out)
+    mac_network: bool = True  # MAC 0810s when network_mac is required (False: a bank that
+    # does not, whose answers the centre must drop)
     stan: int = 0  # the bank's own requests on the centre's connection
     requests: queue.Queue[Msg] = field(default_factory=queue.Queue)
     responses: queue.Queue[Msg] = field(default_factory=queue.Queue)
@@ -317,8 +389,9 @@ class Issuer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        stream = Stream(self.dialect, conn)
         with conn:
-            while (raw := read_frame(self.dialect, conn)) is not None:
+            while (raw := stream.read()) is not None:
                 msg = decode(self.dialect, raw)
                 if int(msg.mti[2]) % 2:
                     self.responses.put(msg)
@@ -332,8 +405,13 @@ class Issuer:
     def _answer(self, msg: Msg) -> bytes | None:
         echoed = {n: v for n, v in msg.fields.items() if n in (2, 3, 4, 7, 11, 32, 70, 90)}
         reply_mti = f"{int(msg.mti) // 10 * 10 + 10:04d}"
-        if msg.mti == "0800":  # network management: MAC optional, none sent
-            return encode(self.dialect, reply_mti, {**echoed, 39: "00"})
+        if msg.mti == "0800":  # network management: MACed both ways only when required
+            if self.dialect.network_mac != "required":
+                return encode(self.dialect, reply_mti, {**echoed, 39: "00"})
+            code = "00" if mac_verifies(self.dialect, self.zak, msg) else "A0"
+            if not self.mac_network:
+                return encode(self.dialect, reply_mti, {**echoed, 39: code})
+            return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: code})
         if not mac_verifies(self.dialect, self.zak, msg):
             return encode(self.dialect, reply_mti, {**echoed, 39: "A0"})
         code = "00"
@@ -359,11 +437,22 @@ class Issuer:
         assert reply.mti == f"{int(mti) // 10 * 10 + 10:04d}", reply.mti
         for n in (7, 11, 32):
             assert reply.fields.get(n) == request[n], f"F{n} not echoed"
+        if mac and reply.fields[39] != "A0":  # spec: a reply to a MAC that verified has one
+            assert mac_verifies(self.dialect, self.zak, reply), f"{reply.mti}: MAC is wrong"
         return reply
 
+    def send(self, mti: str, fields: dict[int, Value]) -> None:
+        """A message on the centre's outbound connection, unsigned, expecting nothing."""
+        assert self._conn is not None, "the centre has not connected"
+        self.stan += 1
+        message = {7: gmt_now(), 11: f"{900000 + self.stan:06d}", 32: self.bank_id, **fields}
+        with self._lock:
+            self._conn.sendall(frame(self.dialect, encode(self.dialect, mti, message)))
+
     def echo(self) -> Msg:
-        """The bank's own echo on the centre's outbound connection."""
-        return self.request("0800", {70: "301"})
+        """The bank's own echo on the centre's outbound connection (MACed when the dialect
+        requires it of network management)."""
+        return self.request("0800", {70: "301"}, mac=self.dialect.network_mac == "required")
 
     def next_request(self, mti_prefix: str, timeout_s: float = REPLY_S) -> Msg:
         """The next request the centre sent whose MTI starts with ``mti_prefix``."""

@@ -7,17 +7,24 @@ echo both ways (the counters on the inbound link, the bank on the centre's outbo
 connection); a counter ED load (MAC1 → MAC2 → TAC); an EP load from savings (the PIN under the
 counter's ZPK, the savings debit checked by the bank: MAC, PIN under the outbound ZPK); a debit
 the bank leaves unanswered (98), then its reversal (0420/0421, F90 naming it) acknowledged.
-Plus the golden savings debits of the spec. Imports nothing of medswitch."""
+A second daemon does the same with banks that override their preset (BCD numerics, no length
+header, network management MACed both ways, the MAC in F64 padded by method 2), and with a bank
+that requires MACed network management but does not MAC its own 0810s: the centre drops them,
+never signs on, and says so on /metrics. Plus the golden savings debits of the spec. Imports
+nothing of medswitch."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import secrets
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,32 @@ LOAD_FEN = 10_000
 PIN = "123456"  # the sandbox cards' PIN
 OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.support")
 BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A bank of the suite: its preset, the settings its section overrides, its deployment."""
+
+    preset: str
+    bank_id: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    deployment: str = "presets"
+    macs_network: bool = True  # the bank MACs its 0810s when network_mac is required
+
+
+PROFILES = {
+    **{preset: Profile(preset, bank_id) for preset, bank_id in BANKS.items()},
+    "bcd-network-mac": Profile("medswitch", "01050000",
+                               {"numerics": "bcd", "network_mac": "required"}, "overrides"),
+    "jpos-no-header": Profile("jpos-iso87a", "01060000", {"length_header": "none"},
+                              "overrides"),
+    "bcd-no-header-f64": Profile("binary-header", "01070000",
+                                 {"numerics": "bcd", "length_header": "none", "mac_field": "64",
+                                  "mac_padding": "method2"}, "overrides"),
+    "network-mac-unsigned": Profile("medswitch", "01080000", {"network_mac": "required"},
+                                    "overrides", macs_network=False),
+}
+DAYS = [name for name, profile in PROFILES.items() if profile.macs_network]
 USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK"}
 
 
@@ -53,12 +86,13 @@ def odd_parity_key() -> bytes:
 
 @dataclass
 class Bank:
-    preset: str
+    profile: Profile
     bank_id: str
     dialect: Dialect
     keys: dict[str, bytes]  # ZAK, ZPK (inbound), out/ZAK, out/ZPK: clear, TEST ONLY
     issuer: Issuer
     port: int  # the centre's inbound listener for this bank
+    card_index: int  # its own card of the deployment's sandbox (which lists 3)
 
 
 @dataclass
@@ -91,8 +125,10 @@ def bank_toml(bank: Bank, first: bool) -> str:
     table = "[bank]" if first else "[[bank.links]]"
     prefix = f"bank/{bank.bank_id}"
     bins = '["621234"]' if first else f'["99{bank.bank_id[2:6]}"]'
+    overrides = "".join(f'{name} = "{value}"\n' for name, value in bank.profile.overrides.items())
     return (
-        f'\n{table}\nenabled = true\ndialect = "{bank.preset}"\nport = {bank.port}\n'
+        f'\n{table}\nenabled = true\ndialect = "{bank.profile.preset}"\n{overrides}'
+        f"port = {bank.port}\n"
         f'acquirer_id = "{bank.bank_id}"\nzak_alias = "{prefix}/ZAK"\n'
         f'zpk_alias = "{prefix}/ZPK"\nzmk_alias = "{prefix}/ZMK"\n'
         f'outbound_host = "127.0.0.1"\noutbound_port = {bank.issuer.port}\n'
@@ -101,26 +137,47 @@ def bank_toml(bank: Bank, first: bool) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def three_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
-    tmp = tmp_path_factory.mktemp("bank-contract")
+def serve(tmp: Path, deployment: str) -> Iterator[Banks]:
+    """The daemon with the deployment's banks, each a bank host of its own on a free port."""
     banks = {}
-    for preset, bank_id in BANKS.items():
-        keys = {name: odd_parity_key() for name in USAGES}
-        dialect = Dialect.of(preset)
-        issuer = Issuer(dialect, keys["out/ZAK"], keys["out/ZPK"], PIN, bank_id)
-        banks[preset] = Bank(preset, bank_id, dialect, keys, issuer, free_port())
+    for name, profile in PROFILES.items():
+        if profile.deployment != deployment:
+            continue
+        keys = {usage: odd_parity_key() for usage in USAGES}
+        dialect = Dialect.of(profile.preset, **profile.overrides)
+        issuer = Issuer(dialect, keys["out/ZAK"], keys["out/ZPK"], PIN, profile.bank_id,
+                        mac_network=profile.macs_network)
+        banks[name] = Bank(profile, profile.bank_id, dialect, keys, issuer, free_port(),
+                           len(banks))
     try:
         with running(tmp) as first:  # the demo deployment made, then stopped
             home = first.home
         form_keys(home, banks, tmp)
         # the first bank is [bank]; [[bank.links]] must follow every plain [bank] key
         extra = "".join(bank_toml(bank, i == 0) for i, bank in enumerate(banks.values()))
-        with running(tmp, extra) as deployment:
-            yield Banks(deployment, banks)
+        with running(tmp, extra) as served:
+            yield Banks(served, banks)
     finally:
         for bank in banks.values():
             bank.issuer.close()
+
+
+@pytest.fixture(scope="module")
+def three_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
+    """One bank per preset, as the preset has it."""
+    yield from serve(tmp_path_factory.mktemp("bank-contract"), "presets")
+
+
+@pytest.fixture(scope="module")
+def overriding_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
+    """Banks whose sections override their preset's settings."""
+    yield from serve(tmp_path_factory.mktemp("bank-overrides"), "overrides")
+
+
+def bank_of(request: pytest.FixtureRequest, name: str) -> tuple[Banks, Bank]:
+    fixture = {"presets": "three_banks", "overrides": "overriding_banks"}
+    banks: Banks = request.getfixturevalue(fixture[PROFILES[name].deployment])
+    return banks, banks.banks[name]
 
 
 def card_for(deployment: Deployment, index: int, purse: int) -> tuple[pboc.Card, str]:
@@ -156,28 +213,44 @@ def load_at_counter(counter: Counter, card: pboc.Card, pan: str, f3: str,
     return code, tac
 
 
-@pytest.mark.parametrize("preset", list(BANKS))
-def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str) -> None:
-    bank = three_banks.banks[preset]
+def signs_network(bank: Bank) -> bool:
+    return bank.dialect.network_mac == "required"
+
+
+def sign_on_counter(bank: Bank) -> Counter:
+    """The bank's counters connect and sign on (network management MACed only when the
+    dialect requires it: then an unsigned sign-on is refused A0 first)."""
+    counter = Counter(bank.dialect, bank.port, bank.bank_id, bank.keys["ZAK"])
+    if signs_network(bank):
+        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "A0"
+    assert counter.exchange("0800", {70: "001"}, mac=signs_network(bank)).fields[39] == "00"
+    return counter
+
+
+@pytest.mark.parametrize("name", DAYS)
+def test_a_bank_speaking_the_dialect_does_the_day(
+    request: pytest.FixtureRequest, name: str
+) -> None:
+    banks, bank = bank_of(request, name)
     issuer, keys = bank.issuer, bank.keys
     # -- the centre signs on to the bank (its outbound link), the bank echoes on that line ----
     sign_on = issuer.next_request("08")
     assert sign_on.fields[70] == "001" and sign_on.fields[32] == "09990000"
+    if signs_network(bank):
+        assert mac_verifies(bank.dialect, keys["out/ZAK"], sign_on)
     assert issuer.echo().fields[39] == "00"
 
-    # -- the bank's counters: sign-on, echo (not MACed: network management MAC optional) ----
-    counter = Counter(bank.dialect, bank.port, bank.bank_id, keys["ZAK"])
+    # -- the bank's counters: sign-on, echo -------------------------------------------------
+    counter = sign_on_counter(bank)
     try:
-        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "00"
-        assert counter.exchange("0800", {70: "301"}, mac=False).fields[39] == "00"
+        assert counter.exchange("0800", {70: "301"}, mac=signs_network(bank)).fields[39] == "00"
 
-        index = list(BANKS).index(preset)  # a card of its own per bank (the sandbox lists 3)
-        ed, pan = card_for(three_banks.deployment, index, pboc.ED)
+        ed, pan = card_for(banks.deployment, bank.card_index, pboc.ED)
         code, _ = load_at_counter(counter, ed, pan, "600000", {})
         assert code == "00" and ed.balance_fen == LOAD_FEN
 
         # -- EP load from savings: the PIN under the counter's ZPK, the bank debits ----------
-        ep, _ = card_for(three_banks.deployment, index, pboc.EP)
+        ep, _ = card_for(banks.deployment, bank.card_index, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         code, tac = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "00" and tac is not None and ep.balance_fen == LOAD_FEN
@@ -185,6 +258,8 @@ def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str
         assert (debit.fields[3], debit.fields[4]) == ("401000", f"{LOAD_FEN:012d}")
         assert debit.fields[11] == f"{counter.stan - 1:06d}"  # the counter's F11, kept
         assert mac_verifies(bank.dialect, keys["out/ZAK"], debit)
+        expected_mac = 64 if bank.dialect.mac_field == 64 else 128  # no field above 64
+        assert expected_mac in debit.fields and (192 - expected_mac) not in debit.fields
         pin = debit.fields[52]
         assert isinstance(pin, bytes) and pin_of(pin, pan, keys["out/ZPK"]) == PIN
         assert (debit.fields[25], debit.fields[49], debit.fields[22]) == ("00", "156", "051")
@@ -205,30 +280,95 @@ def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str
         counter.close()
 
 
-@pytest.mark.parametrize("preset", list(BANKS))
+@pytest.mark.parametrize("name", DAYS)
 def test_the_banks_own_requests_on_the_centres_connection_are_answered(
-    three_banks: Banks, preset: str
+    request: pytest.FixtureRequest, name: str
 ) -> None:
     """Spec: "The bank's requests on the outbound connection" — none is dropped."""
-    bank = three_banks.banks[preset]
+    banks, bank = bank_of(request, name)
     issuer, keys = bank.issuer, bank.keys
-    counter = Counter(bank.dialect, bank.port, bank.bank_id, keys["ZAK"])
+    signed = signs_network(bank)
+    counter = sign_on_counter(bank)
     try:
-        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "00"
-        ep, pan = card_for(three_banks.deployment, list(BANKS).index(preset), pboc.EP)
+        ep, pan = card_for(banks.deployment, bank.card_index, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         assert issuer.request("0200", {2: pan, 3: "310000"},
                               mac=True).fields[39] == "40"  # not on this connection
         unknown = issuer.request("0800", {70: "999"})
         assert (unknown.fields[39], unknown.fields[70]) == ("30", "999")
+        if signed:  # network management must be MACed: an unsigned echo is refused
+            assert issuer.request("0800", {70: "301"}).fields[39] == "A0"
         assert issuer.request("0800", {70: "002"}, mac=True).fields[39] == "00"  # sign-off
         code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "91"  # nothing goes to a bank that signed the line off
-        assert issuer.request("0800", {70: "001"}).fields[39] == "00"  # signed on again
+        assert issuer.request("0800", {70: "001"}, mac=signed).fields[39] == "00"  # on again
         code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "00"
     finally:
         counter.close()
+
+
+def metric(banks: Banks, name: str, **labels: str) -> float | None:
+    """One sample of the daemon's /metrics (its [http] port), None when absent."""
+    url = f"http://127.0.0.1:{banks.deployment.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=15) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if found and dict(re.findall(r'(\w+)="([^"]*)"', found[1])) == labels:
+            return float(found[2])
+    return None
+
+
+def test_a_bank_that_does_not_mac_its_network_replies_is_never_signed_on(
+    overriding_banks: Banks,
+) -> None:
+    """network_mac = "required": the centre MACs its sign-on, and drops the bank's unsigned
+    0810 as `missing_mac`, so the link never signs on; /metrics says both."""
+    bank = overriding_banks.banks["network-mac-unsigned"]
+    sign_on = bank.issuer.next_request("08")
+    assert sign_on.fields[70] == "001"
+    assert mac_verifies(bank.dialect, bank.keys["out/ZAK"], sign_on)
+    labels = {"bank": bank.bank_id}
+    dropped = None
+    for _ in range(100):  # bounded: the 0810 is dropped as soon as it arrives
+        dropped = metric(overriding_banks, "medswitch_bank_responses_dropped_total",
+                         **labels, reason="missing_mac")
+        if dropped:
+            break
+        time.sleep(0.2)
+    assert dropped is not None and dropped >= 1
+    assert metric(overriding_banks, "medswitch_bank_signed_on", **labels,
+                  connection="outbound") == 0
+
+
+def test_stray_replies_get_no_answer_and_undefined_requests_a_code(
+    overriding_banks: Banks,
+) -> None:
+    """A reply where a request belongs is not answered (inbound); on the centre's connection a
+    reply to nothing it sent is dropped as `unmatched`. A request MTI the interface does not
+    define is refused 30 under its response MTI on either connection."""
+    bank = overriding_banks.banks["jpos-no-header"]  # no header: a stray must not desync
+    counter = sign_on_counter(bank)
+    try:
+        counter.send("0810", {70: "301", 39: "00"})
+        echo = counter.exchange("0800", {70: "301"}, mac=False)  # the next answer is the echo's
+        assert echo.fields[39] == "00"
+        assert counter.exchange("0600", {70: "301"}, mac=False).fields[39] == "30"
+        assert counter.exchange("0800", {70: "301"}, mac=False).fields[39] == "00"  # still open
+    finally:
+        counter.close()
+    assert bank.issuer.request("0600", {70: "301"}).fields[39] == "30"
+    labels = {"bank": bank.bank_id, "reason": "unmatched"}
+    before = metric(overriding_banks, "medswitch_bank_responses_dropped_total", **labels) or 0
+    bank.issuer.send("0810", {70: "301", 39: "00"})
+    after = before
+    for _ in range(100):  # bounded
+        after = metric(overriding_banks, "medswitch_bank_responses_dropped_total", **labels) or 0
+        if after > before:
+            break
+        time.sleep(0.2)
+    assert after == before + 1
 
 
 @pytest.mark.parametrize("preset", list(BANKS))
