@@ -441,13 +441,17 @@ class Issuer:
             assert mac_verifies(self.dialect, self.zak, reply), f"{reply.mti}: MAC is wrong"
         return reply
 
-    def send(self, mti: str, fields: dict[int, Value]) -> None:
-        """A message on the centre's outbound connection, unsigned, expecting nothing."""
+    def send(self, mti: str, fields: dict[int, Value], *, zak: bytes | None = None,
+             cut: int = 0) -> None:
+        """A message on the centre's outbound connection expecting nothing: MACed under
+        ``zak`` when given, its last ``cut`` bytes left off (in its frame)."""
         assert self._conn is not None, "the centre has not connected"
         self.stan += 1
         message = {7: gmt_now(), 11: f"{900000 + self.stan:06d}", 32: self.bank_id, **fields}
+        payload = (encode(self.dialect, mti, message) if zak is None
+                   else sealed(self.dialect, zak, mti, message))
         with self._lock:
-            self._conn.sendall(frame(self.dialect, encode(self.dialect, mti, message)))
+            self._conn.sendall(frame(self.dialect, payload[: len(payload) - cut]))
 
     def echo(self) -> Msg:
         """The bank's own echo on the centre's outbound connection (MACed when the dialect

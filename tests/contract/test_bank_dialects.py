@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,16 +359,35 @@ def test_stray_replies_get_no_answer_and_undefined_requests_a_code(
     finally:
         counter.close()
     assert bank.issuer.request("0600", {70: "301"}).fields[39] == "30"
-    labels = {"bank": bank.bank_id, "reason": "unmatched"}
-    before = metric(overriding_banks, "medswitch_bank_responses_dropped_total", **labels) or 0
-    bank.issuer.send("0810", {70: "301", 39: "00"})
+    assert dropped_once(overriding_banks, bank, "unmatched",
+                        lambda: bank.issuer.send("0810", {70: "301", 39: "00"}))
+
+
+def dropped_once(banks: Banks, bank: Bank, reason: str, send: Callable[[], None]) -> bool:
+    """Whether what ``send`` sends the centre drops, counted once under ``reason``."""
+    labels = {"bank": bank.bank_id, "reason": reason}
+    before = metric(banks, "medswitch_bank_responses_dropped_total", **labels) or 0
+    send()
     after = before
     for _ in range(100):  # bounded
-        after = metric(overriding_banks, "medswitch_bank_responses_dropped_total", **labels) or 0
+        after = metric(banks, "medswitch_bank_responses_dropped_total", **labels) or 0
         if after > before:
             break
         time.sleep(0.2)
-    assert after == before + 1
+    return after == before + 1
+
+
+def test_responses_dropped_are_counted_by_reason(overriding_banks: Banks) -> None:
+    """On the centre's connection, a response whose MAC is wrong is dropped as `bad_mac`, one
+    that does not decode as `unreadable`; the link stays up."""
+    bank = overriding_banks.banks["bcd-network-mac"]  # a length header: a cut frame is whole
+    wrong = odd_parity_key()
+    reply = {70: "301", 39: "00"}
+    assert dropped_once(overriding_banks, bank, "bad_mac",
+                        lambda: bank.issuer.send("0810", reply, zak=wrong))
+    assert dropped_once(overriding_banks, bank, "unreadable",
+                        lambda: bank.issuer.send("0810", reply, cut=3))
+    assert bank.issuer.echo().fields[39] == "00"  # the connection serves on
 
 
 @pytest.mark.parametrize("preset", list(BANKS))
