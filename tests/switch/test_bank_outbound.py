@@ -21,7 +21,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
-from switch.bank.observe import BankMetrics, LinkEvents
+from switch.bank.observe import BankMetrics, LinkEvents, SafEvents
 from switch.bank.saf import SafSender, SafSettings, SqliteReversalQueue
 from tests.support.bank import BANK
 from tests.support.bank_link import CENTRE, PAN, keys, run, until
@@ -85,6 +85,18 @@ def test_link_matches_times_out_and_reconnects() -> None:
     run(scenario())
 
 
+class Delays(SafEvents):
+    """The backoff of each unacknowledged attempt, as the sender chose it."""
+
+    def __init__(self) -> None:
+        super().__init__(BANK)
+        self.delays: list[float] = []
+
+    def retried(self, key: str, stan: str, code: str, attempts: int, delay_s: float) -> None:
+        self.delays.append(delay_s)
+        super().retried(key, stan, code, attempts, delay_s)
+
+
 def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) -> None:
     async def scenario() -> None:
         database = tmp_path / "medswitch.db"
@@ -97,7 +109,8 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
         link = client(hsm, zak, port, timeout_s=0.3)
         link.start()
         fast = SafSettings(backoff_initial_s=0.05, poll_s=0.05)
-        saf = SafSender(SqliteReversalQueue(database), link, BANK, fast)
+        events = Delays()  # the jitter's draw half way: 5 % off the 0.05 s backoff
+        saf = SafSender(SqliteReversalQueue(database), link, BANK, fast, events, draw=lambda: 0.5)
         try:
             assert await link.wait_up(5)
             # A counter's EP load forwarded as a savings debit, keeping the counter's F32/F7/F11.
@@ -117,6 +130,7 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
             sent = [r for r in bank.received if r.mti.startswith("04")]
             reversals = [r.mti for r in sent]
             assert reversals == ["0420", "0421"]  # the first answer was lost: repeated
+            assert events.delays == [pytest.approx(0.0475)]
             first, repeat = (r.typed for r in sent)  # a repeat keeps its F11 and F7
             assert (repeat.stan, repeat.transmitted) == (first.stan, first.transmitted)
             assert bank.applied == {}  # reversed once
