@@ -73,6 +73,7 @@ class Dialect:
     bitmap: str
     binary_fields: str
     numerics: str
+    response_mac: str
     network_mac: str
     mac_field: int
     mac_padding: str
@@ -82,8 +83,8 @@ class Dialect:
         """The preset's column of the "Dialects" table, with a section's overrides."""
         settings = {**presets()[preset], **overrides}
         return cls(settings["length_header"], settings["bitmap"], settings["binary_fields"],
-                   settings["numerics"], settings["network_mac"], int(settings["mac_field"]),
-                   settings["mac_padding"])
+                   settings["numerics"], settings["response_mac"], settings["network_mac"],
+                   int(settings["mac_field"]), settings["mac_padding"])
 
     @property
     def bcd(self) -> bool:
@@ -421,6 +422,8 @@ class Issuer:
             code = "00" if pin_of(block, msg.text(2), self.zpk) == self.pin else "55"
             if self.hold_debits:
                 return None
+        if self.dialect.response_mac == "none":  # this bank MACs no response
+            return encode(self.dialect, reply_mti, {**echoed, 39: code})
         return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: code})
 
     def request(self, mti: str, fields: dict[int, Value], *, mac: bool = False) -> Msg:

@@ -8,7 +8,8 @@ connection); a counter ED load (MAC1 → MAC2 → TAC); an EP load from savings 
 counter's ZPK, the savings debit checked by the bank: MAC, PIN under the outbound ZPK); a debit
 the bank leaves unanswered (98), then its reversal (0420/0421, F90 naming it) acknowledged.
 A second daemon does the same with banks that override their preset (BCD numerics, no length
-header, network management MACed both ways, the MAC in F64 padded by method 2), and with a bank
+header, network management MACed both ways, no MAC on responses, the MAC in F64 padded by
+method 2, optional debit fields omitted), and with a bank
 that requires MACed network management but does not MAC its own 0810s: the centre drops them,
 never signs on, and says so on /metrics. Plus the golden savings debits of the spec. Imports
 nothing of medswitch."""
@@ -62,17 +63,19 @@ class Profile:
     overrides: dict[str, str] = field(default_factory=dict)
     deployment: str = "presets"
     macs_network: bool = True  # the bank MACs its 0810s when network_mac is required
+    omit: tuple[int, ...] = ()  # omit_fields: the savings debit's optional fields left off
 
 
 PROFILES = {
     **{preset: Profile(preset, bank_id) for preset, bank_id in BANKS.items()},
     "bcd-network-mac": Profile("medswitch", "01050000",
                                {"numerics": "bcd", "network_mac": "required"}, "overrides"),
-    "jpos-no-header": Profile("jpos-iso87a", "01060000", {"length_header": "none"},
-                              "overrides"),
+    # the spec's own example: a jPOS-style bank that MACs no response (here with no header)
+    "jpos-no-header": Profile("jpos-iso87a", "01060000",
+                              {"length_header": "none", "response_mac": "none"}, "overrides"),
     "bcd-no-header-f64": Profile("binary-header", "01070000",
                                  {"numerics": "bcd", "length_header": "none", "mac_field": "64",
-                                  "mac_padding": "method2"}, "overrides"),
+                                  "mac_padding": "method2"}, "overrides", omit=(12, 13, 37)),
     "network-mac-unsigned": Profile("medswitch", "01080000", {"network_mac": "required"},
                                     "overrides", macs_network=False),
 }
@@ -126,6 +129,8 @@ def bank_toml(bank: Bank, first: bool) -> str:
     prefix = f"bank/{bank.bank_id}"
     bins = '["621234"]' if first else f'["99{bank.bank_id[2:6]}"]'
     overrides = "".join(f'{name} = "{value}"\n' for name, value in bank.profile.overrides.items())
+    if bank.profile.omit:
+        overrides += f"omit_fields = {[str(n) for n in bank.profile.omit]}\n".replace("'", '"')
     return (
         f'\n{table}\nenabled = true\ndialect = "{bank.profile.preset}"\n{overrides}'
         f"port = {bank.port}\n"
@@ -263,6 +268,8 @@ def test_a_bank_speaking_the_dialect_does_the_day(
         pin = debit.fields[52]
         assert isinstance(pin, bytes) and pin_of(pin, pan, keys["out/ZPK"]) == PIN
         assert (debit.fields[25], debit.fields[49], debit.fields[22]) == ("00", "156", "051")
+        carried = {12, 13, 22, 25, 37, 49} - set(bank.profile.omit)
+        assert carried <= set(debit.fields) and not set(bank.profile.omit) & set(debit.fields)
 
         # -- a debit the bank never answers: 98, then its reversal, acknowledged ------------
         issuer.hold_debits = True
