@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ledger.core import QueuedReversal
 from ledger.migrate import upgrade_sqlite
 from ledger.sqlite_ledger import SqliteLedger
 from messages.bank import SavingsDebit
+from messages.pretty import mask_pan
 from simulators.bank import BankIssuer, IssuerRules
 from switch.bank.link import BankLinkClient, LinkDown, OutboundSettings
 from switch.bank.observe import BankMetrics, LinkEvents, SafEvents
@@ -46,7 +48,15 @@ def debit(link: BankLinkClient, amount_fen: int, **envelope: str) -> SavingsDebi
     return SavingsDebit(**values, pan=PAN, amount_fen=amount_fen, pin_block=bytes(8))
 
 
-def test_link_matches_times_out_and_reconnects() -> None:
+def outbound_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    lines = [r.getMessage() for r in caplog.records if r.name == "medswitch.bank.out"]
+    assert lines and not any(PAN in line for line in lines)  # card numbers masked
+    return lines
+
+
+def test_link_matches_times_out_and_reconnects(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "medswitch.bank.out")
+
     async def scenario() -> None:
         hsm, zak = await keys()
         bank = BankIssuer(hsm, zak, IssuerRules(decline_above_fen=10_000))
@@ -63,13 +73,22 @@ def test_link_matches_times_out_and_reconnects() -> None:
             )
             assert [r.response_code for r in replies] == ["00", "51"]
             bank.rules = IssuerRules(delay_s=0.8)
+            slow = debit(link, 700)
             with pytest.raises(TimeoutError):
-                await link.request(debit(link, 700))
+                await link.request(slow)
             await until(lambda: link.unmatched == 1)  # the late answer, logged and dropped
             late = {"bank": BANK, "reason": "late"}
             assert registry.get_sample_value("medswitch_bank_responses_dropped_total", late) == 1
             answered = {"bank": BANK, "type": "debit", "response_code": "51"}
             assert registry.get_sample_value("medswitch_bank_requests_total", answered) == 1
+            # a line for each request sent, each response (its code), the timeout: PAN masked
+            lines = outbound_log(caplog)
+            masked = f"pan={mask_pan(PAN)}"
+            for stan, code in ((r.stan, r.response_code) for r in replies):
+                assert any(f"sent 0200 debit stan={stan} {masked}" in x for x in lines), lines
+                wanted = f"response 0210 debit stan={stan} code={code} {masked}"
+                assert any(wanted in line for line in lines), lines
+            assert any(f"debit stan={slow.stan} timed out" in line for line in lines), lines
             bank.rules = IssuerRules()
             await bank.close()  # the bank goes away
             await until(lambda: not link.up)
@@ -97,7 +116,11 @@ class Delays(SafEvents):
         super().retried(key, stan, code, attempts, delay_s)
 
 
-def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) -> None:
+def test_a_queued_reversal_is_delivered_once_across_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "medswitch.bank.out")
+
     async def scenario() -> None:
         database = tmp_path / "medswitch.db"
         upgrade_sqlite(database)
@@ -133,6 +156,12 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(tmp_path: Path) ->
             assert events.delays == [pytest.approx(0.0475)]
             first, repeat = (r.typed for r in sent)  # a repeat keeps its F11 and F7
             assert (repeat.stan, repeat.transmitted) == (first.stan, first.transmitted)
+            lines = outbound_log(caplog)  # each attempt, its answer lost, then acknowledged
+            for mti in reversals:
+                wanted = f"sent {mti} reversal stan={first.stan}"
+                assert sum(wanted in line for line in lines) == 1, lines
+            assert any(f"stan={first.stan} not acknowledged" in line for line in lines), lines
+            assert any(f"stan={first.stan} acknowledged code=00" in line for line in lines)
             assert bank.applied == {}  # reversed once
             assert await saf.drain() == 0 and len(bank.received) == len(reversals) + 3
         finally:
