@@ -427,3 +427,18 @@ def test_the_suite_imports_nothing_of_medswitch() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(OURS), f"{path.name} imports {name}"
+
+
+def test_metrics_show_each_links_state(overriding_banks: Banks) -> None:
+    """/metrics: per bank and connection, whether the link is up and signed on."""
+    bank = overriding_banks.banks["bcd-network-mac"]
+    labels = {"bank": bank.bank_id}
+    counter = sign_on_counter(bank)
+    try:
+        for connection in ("inbound", "outbound"):
+            for name in ("medswitch_bank_link_up", "medswitch_bank_signed_on"):
+                value = metric(overriding_banks, name, **labels, connection=connection)
+                assert value == 1, (name, connection)
+        assert metric(overriding_banks, "medswitch_saf_depth", **labels) == 0
+    finally:
+        counter.close()
