@@ -96,6 +96,7 @@ class Bank:
     issuer: Issuer
     port: int  # the centre's inbound listener for this bank
     card_index: int  # its own card of the deployment's sandbox (which lists 3)
+    cards: dict[int, tuple[pboc.Card, str]] = field(default_factory=dict)  # purse → card, PAN
 
 
 @dataclass
@@ -185,9 +186,26 @@ def bank_of(request: pytest.FixtureRequest, name: str) -> tuple[Banks, Bank]:
     return banks, banks.banks[name]
 
 
-def card_for(deployment: Deployment, index: int, purse: int) -> tuple[pboc.Card, str]:
-    entry: Any = deployment.listing()["cards"][index]
-    return pboc.Card.from_image(deployment.sandbox / entry["image"], purse), entry["card_no"]
+def balances(f54: str) -> dict[str, int]:
+    """F54 ("Private fields"): 20-character entries of account type (2), amount type (2: 02),
+    currency (3: 156), sign (1: C/D) and amount (12, fen) → account type: signed fen."""
+    assert f54 and len(f54) % 20 == 0 and len(f54) <= 120, f54
+    found = {}
+    for at in range(0, len(f54), 20):
+        entry = f54[at : at + 20]
+        assert (entry[2:4], entry[4:7], entry[7] in "CD") == ("02", "156", True), entry
+        found[entry[:2]] = int(entry[8:]) * (1 if entry[7] == "C" else -1)
+    return found
+
+
+def card_for(banks: Banks, bank: Bank, purse: int) -> tuple[pboc.Card, str]:
+    """The bank's own card of the sandbox (read from its image once: the card, its counters
+    and balance, then lives on from test to test as a real card would)."""
+    if purse not in bank.cards:
+        entry: Any = banks.deployment.listing()["cards"][bank.card_index]
+        card = pboc.Card.from_image(banks.deployment.sandbox / entry["image"], purse)
+        bank.cards[purse] = card, entry["card_no"]
+    return bank.cards[purse]
 
 
 def load_tlv(card: pboc.Card, init: pboc.LoadInit, amount: int) -> dict[int, bytes]:
@@ -212,7 +230,8 @@ def load_at_counter(counter: Counter, card: pboc.Card, pan: str, f3: str,
     assert isinstance(answer, bytes)
     element = parse_tlv(answer)
     tac = card.credit_for_load(element[0x12], element[0x0D])  # the card checks MAC2
-    confirm = {**data, 0x0F: tac, 0x13: uint(card.balance_fen, 4)}
+    # the spec's confirmation: TAC, new balance and the card date/time the load was made at
+    confirm = {**data, 0x0F: tac, 0x12: element[0x12], 0x13: uint(card.balance_fen, 4)}
     confirmed = counter.exchange("0220", {**money, 122: bytes.fromhex(tlv(confirm))})
     assert confirmed.text(39) == "00", confirmed.fields
     return code, tac
@@ -250,12 +269,12 @@ def test_a_bank_speaking_the_dialect_does_the_day(
     try:
         assert counter.exchange("0800", {70: "301"}, mac=signs_network(bank)).fields[39] == "00"
 
-        ed, pan = card_for(banks.deployment, bank.card_index, pboc.ED)
+        ed, pan = card_for(banks, bank, pboc.ED)
         code, _ = load_at_counter(counter, ed, pan, "600000", {})
         assert code == "00" and ed.balance_fen == LOAD_FEN
 
         # -- EP load from savings: the PIN under the counter's ZPK, the bank debits ----------
-        ep, _ = card_for(banks.deployment, bank.card_index, pboc.EP)
+        ep, _ = card_for(banks, bank, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         code, tac = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "00" and tac is not None and ep.balance_fen == LOAD_FEN
@@ -270,6 +289,12 @@ def test_a_bank_speaking_the_dialect_does_the_day(
         assert (debit.fields[25], debit.fields[49], debit.fields[22]) == ("00", "156", "051")
         carried = {12, 13, 22, 25, 37, 49} - set(bank.profile.omit)
         assert carried <= set(debit.fields) and not set(bank.profile.omit) & set(debit.fields)
+
+        # -- the counter's balance inquiry: both loads confirmed into the card's shadows -----
+        inquiry = counter.exchange("0200", {2: pan, 3: "310000"})
+        assert inquiry.fields[39] == "00"
+        shown = balances(inquiry.text(54))
+        assert (shown["92"], shown["93"]) == (LOAD_FEN, LOAD_FEN), shown
 
         # -- a debit the bank never answers: 98, then its reversal, acknowledged ------------
         issuer.hold_debits = True
@@ -297,7 +322,7 @@ def test_the_banks_own_requests_on_the_centres_connection_are_answered(
     signed = signs_network(bank)
     counter = sign_on_counter(bank)
     try:
-        ep, pan = card_for(banks.deployment, bank.card_index, pboc.EP)
+        ep, pan = card_for(banks, bank, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         assert issuer.request("0200", {2: pan, 3: "310000"},
                               mac=True).fields[39] == "40"  # not on this connection
