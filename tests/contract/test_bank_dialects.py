@@ -1,6 +1,7 @@
 """The bank interface as a contract, per dialect preset: a bank host written from
-specs/bank-interface.md alone (`tests/contract/bank_peer.py`: the field table and the presets
-read from the spec's tables, frames and the X9.19 MAC encoded by hand) against `medswitch run`'s
+specs/bank-interface.md alone (`bank_peer.py`, `bank_codec.py`: the field table and the presets
+read from the spec's tables, frames and the X9.19 MAC encoded by hand; the banks and their
+deployment in `bank_banks.py`) against `medswitch run`'s
 daemon with three banks, one per preset (`medswitch keys form` makes their zone keys from clear
 TEST ONLY components). For each: the centre signs on to the bank; the bank's counters sign on;
 echo both ways (the counters on the inbound link, the bank on the centre's outbound
@@ -18,154 +19,36 @@ from __future__ import annotations
 
 import ast
 import json
-import re
-import secrets
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.contract import pboc
-from tests.contract.bank_peer import (
-    Counter,
-    Dialect,
-    Issuer,
-    decode,
-    mac_verifies,
-    pin_block,
-    pin_of,
-    presets,
+from tests.contract.bank_banks import (
+    BANKS,
+    DAYS,
+    LOAD_FEN,
+    PIN,
+    PROFILES,
+    Bank,
+    Banks,
+    balances,
+    card_for,
+    dropped_once,
+    load_at_counter,
+    metric,
+    odd_parity_key,
+    serve,
+    sign_on_counter,
+    signs_network,
 )
-from tests.contract.daemon import Deployment, free_port, running
-from tests.contract.wire import check_value, parse_tlv, tlv, uint
+from tests.contract.bank_codec import Dialect, decode, mac_verifies, pin_block, pin_of, presets
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = json.loads((HERE.parents[1] / "specs" / "examples" / "frames.json").read_text())
-COUNTER_TERMINAL_NO = bytes.fromhex("000000000099")  # the counter's reader, in MAC1
-LOAD_FEN = 10_000
-PIN = "123456"  # the sandbox cards' PIN
 OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.support")
-BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A bank of the suite: its preset, the settings its section overrides, its deployment."""
-
-    preset: str
-    bank_id: str
-    overrides: dict[str, str] = field(default_factory=dict)
-    deployment: str = "presets"
-    macs_network: bool = True  # the bank MACs its 0810s when network_mac is required
-    omit: tuple[int, ...] = ()  # omit_fields: the savings debit's optional fields left off
-
-
-PROFILES = {
-    **{preset: Profile(preset, bank_id) for preset, bank_id in BANKS.items()},
-    "bcd-network-mac": Profile("medswitch", "01050000",
-                               {"numerics": "bcd", "network_mac": "required"}, "overrides"),
-    # the spec's own example: a jPOS-style bank that MACs no response (here with no header)
-    "jpos-no-header": Profile("jpos-iso87a", "01060000",
-                              {"length_header": "none", "response_mac": "none"}, "overrides"),
-    "bcd-no-header-f64": Profile("binary-header", "01070000",
-                                 {"numerics": "bcd", "length_header": "none", "mac_field": "64",
-                                  "mac_padding": "method2"}, "overrides", omit=(12, 13, 37)),
-    "network-mac-unsigned": Profile("medswitch", "01080000", {"network_mac": "required"},
-                                    "overrides", macs_network=False),
-}
-DAYS = [name for name, profile in PROFILES.items() if profile.macs_network]
-USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK"}
-
-
-def odd_parity_key() -> bytes:
-    return bytes(b & 0xFE | (bin(b & 0xFE).count("1") + 1) % 2 for b in secrets.token_bytes(16))
-
-
-@dataclass
-class Bank:
-    profile: Profile
-    bank_id: str
-    dialect: Dialect
-    keys: dict[str, bytes]  # ZAK, ZPK (inbound), out/ZAK, out/ZPK: clear, TEST ONLY
-    issuer: Issuer
-    port: int  # the centre's inbound listener for this bank
-    card_index: int  # its own card of the deployment's sandbox (which lists 3)
-    cards: dict[int, tuple[pboc.Card, str]] = field(default_factory=dict)  # purse → card, PAN
-
-
-@dataclass
-class Banks:
-    deployment: Deployment
-    banks: dict[str, Bank]
-
-
-def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
-    """Each bank's zone keys formed in the deployment's key store from one clear component."""
-    medswitch = str(Path(sys.executable).parent / "medswitch")
-    custodians = [str(home / "custodians" / f"{c}.component") for c in ("a", "b")]
-    env = {"MEDSWITCH_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    # The demo's key custodian logs in (README, "Operators": TEST ONLY password).
-    subprocess.run([medswitch, "operators", "login", "demo-custodian"], check=True,
-                   input=b"demo-custodian-password\n", capture_output=True, timeout=60, env=env)
-    for bank in banks.values():
-        for name, key in bank.keys.items():
-            part = tmp / f"{bank.bank_id}-{name.replace('/', '-')}.component"
-            part.write_text(f"{key.hex().upper()}\nKCV:{check_value(key).hex().upper()[:6]}\n")
-            subprocess.run(
-                [medswitch, "keys", "--home", str(home), "form",
-                 f"bank/{bank.bank_id}/{name}", "--usage", USAGES[name], "-k", str(part),
-                 "--key-components", "1", "-c", custodians[0], "-c", custodians[1]],
-                check=True, capture_output=True, timeout=60, env=env,
-            )
-
-
-def bank_toml(bank: Bank, first: bool) -> str:
-    table = "[bank]" if first else "[[bank.links]]"
-    prefix = f"bank/{bank.bank_id}"
-    bins = '["621234"]' if first else f'["99{bank.bank_id[2:6]}"]'
-    overrides = "".join(f'{name} = "{value}"\n' for name, value in bank.profile.overrides.items())
-    if bank.profile.omit:
-        overrides += f"omit_fields = {[str(n) for n in bank.profile.omit]}\n".replace("'", '"')
-    return (
-        f'\n{table}\nenabled = true\ndialect = "{bank.profile.preset}"\n{overrides}'
-        f"port = {bank.port}\n"
-        f'acquirer_id = "{bank.bank_id}"\nzak_alias = "{prefix}/ZAK"\n'
-        f'zpk_alias = "{prefix}/ZPK"\nzmk_alias = "{prefix}/ZMK"\n'
-        f'outbound_host = "127.0.0.1"\noutbound_port = {bank.issuer.port}\n'
-        f'outbound_zak_alias = "{prefix}/out/ZAK"\noutbound_zpk_alias = "{prefix}/out/ZPK"\n'
-        f"outbound_timeout_s = 2.0\nbins = {bins}\n"
-    )
-
-
-def serve(tmp: Path, deployment: str) -> Iterator[Banks]:
-    """The daemon with the deployment's banks, each a bank host of its own on a free port."""
-    banks = {}
-    for name, profile in PROFILES.items():
-        if profile.deployment != deployment:
-            continue
-        keys = {usage: odd_parity_key() for usage in USAGES}
-        dialect = Dialect.of(profile.preset, **profile.overrides)
-        issuer = Issuer(dialect, keys["out/ZAK"], keys["out/ZPK"], PIN, profile.bank_id,
-                        mac_network=profile.macs_network)
-        banks[name] = Bank(profile, profile.bank_id, dialect, keys, issuer, free_port(),
-                           len(banks))
-    try:
-        with running(tmp) as first:  # the demo deployment made, then stopped
-            home = first.home
-        form_keys(home, banks, tmp)
-        # the first bank is [bank]; [[bank.links]] must follow every plain [bank] key
-        extra = "".join(bank_toml(bank, i == 0) for i, bank in enumerate(banks.values()))
-        with running(tmp, extra) as served:
-            yield Banks(served, banks)
-    finally:
-        for bank in banks.values():
-            bank.issuer.close()
 
 
 @pytest.fixture(scope="module")
@@ -184,71 +67,6 @@ def bank_of(request: pytest.FixtureRequest, name: str) -> tuple[Banks, Bank]:
     fixture = {"presets": "three_banks", "overrides": "overriding_banks"}
     banks: Banks = request.getfixturevalue(fixture[PROFILES[name].deployment])
     return banks, banks.banks[name]
-
-
-def balances(f54: str) -> dict[str, int]:
-    """F54 ("Private fields"): 20-character entries of account type (2), amount type (2: 02),
-    currency (3: 156), sign (1: C/D) and amount (12, fen) → account type: signed fen."""
-    assert f54 and len(f54) % 20 == 0 and len(f54) <= 120, f54
-    found = {}
-    for at in range(0, len(f54), 20):
-        entry = f54[at : at + 20]
-        assert (entry[2:4], entry[4:7], entry[7] in "CD") == ("02", "156", True), entry
-        found[entry[:2]] = int(entry[8:]) * (1 if entry[7] == "C" else -1)
-    return found
-
-
-def card_for(banks: Banks, bank: Bank, purse: int) -> tuple[pboc.Card, str]:
-    """The bank's own card of the sandbox (read from its image once: the card, its counters
-    and balance, then lives on from test to test as a real card would)."""
-    if purse not in bank.cards:
-        entry: Any = banks.deployment.listing()["cards"][bank.card_index]
-        card = pboc.Card.from_image(banks.deployment.sandbox / entry["image"], purse)
-        bank.cards[purse] = card, entry["card_no"]
-    return bank.cards[purse]
-
-
-def load_tlv(card: pboc.Card, init: pboc.LoadInit, amount: int) -> dict[int, bytes]:
-    """INITIALIZE FOR LOAD as terminal field 58 carries it (F122 is the same TLV)."""
-    return {1: card.app_serial, 2: bytes([card.purse]), 3: bytes([init.key_version]),
-            4: bytes([init.algorithm_id]), 5: init.card_random, 7: uint(init.online_counter, 2),
-            9: uint(init.old_balance_fen, 4), 10: uint(amount, 4), 12: init.mac1,
-            16: COUNTER_TERMINAL_NO}
-
-
-def load_at_counter(counter: Counter, card: pboc.Card, pan: str, f3: str,
-                    extra: dict[int, str | bytes]) -> tuple[str, bytes | None]:
-    """0200 then, when approved, the card's credit and 0220 with its TAC: (code, TAC)."""
-    init = card.initialize_for_load(LOAD_FEN, COUNTER_TERMINAL_NO)
-    data = load_tlv(card, init, LOAD_FEN)
-    money = {2: pan, 3: f3, 4: f"{LOAD_FEN:012d}", 25: "91"}
-    reply = counter.exchange("0200", {**money, **extra, 122: bytes.fromhex(tlv(data))})
-    code = reply.text(39)
-    if code != "00":
-        return code, None
-    answer = reply.fields[122]
-    assert isinstance(answer, bytes)
-    element = parse_tlv(answer)
-    tac = card.credit_for_load(element[0x12], element[0x0D])  # the card checks MAC2
-    # the spec's confirmation: TAC, new balance and the card date/time the load was made at
-    confirm = {**data, 0x0F: tac, 0x12: element[0x12], 0x13: uint(card.balance_fen, 4)}
-    confirmed = counter.exchange("0220", {**money, 122: bytes.fromhex(tlv(confirm))})
-    assert confirmed.text(39) == "00", confirmed.fields
-    return code, tac
-
-
-def signs_network(bank: Bank) -> bool:
-    return bank.dialect.network_mac == "required"
-
-
-def sign_on_counter(bank: Bank) -> Counter:
-    """The bank's counters connect and sign on (network management MACed only when the
-    dialect requires it: then an unsigned sign-on is refused A0 first)."""
-    counter = Counter(bank.dialect, bank.port, bank.bank_id, bank.keys["ZAK"])
-    if signs_network(bank):
-        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "A0"
-    assert counter.exchange("0800", {70: "001"}, mac=signs_network(bank)).fields[39] == "00"
-    return counter
 
 
 @pytest.mark.parametrize("name", DAYS)
@@ -340,18 +158,6 @@ def test_the_banks_own_requests_on_the_centres_connection_are_answered(
         counter.close()
 
 
-def metric(banks: Banks, name: str, **labels: str) -> float | None:
-    """One sample of the daemon's /metrics (its [http] port), None when absent."""
-    url = f"http://127.0.0.1:{banks.deployment.http_port}/metrics"
-    with urllib.request.urlopen(url, timeout=15) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if found and dict(re.findall(r'(\w+)="([^"]*)"', found[1])) == labels:
-            return float(found[2])
-    return None
-
-
 def test_a_bank_that_does_not_mac_its_network_replies_is_never_signed_on(
     overriding_banks: Banks,
 ) -> None:
@@ -395,20 +201,6 @@ def test_stray_replies_get_no_answer_and_undefined_requests_a_code(
                         lambda: bank.issuer.send("0810", {70: "301", 39: "00"}))
 
 
-def dropped_once(banks: Banks, bank: Bank, reason: str, send: Callable[[], None]) -> bool:
-    """Whether what ``send`` sends the centre drops, counted once under ``reason``."""
-    labels = {"bank": bank.bank_id, "reason": reason}
-    before = metric(banks, "medswitch_bank_responses_dropped_total", **labels) or 0
-    send()
-    after = before
-    for _ in range(100):  # bounded
-        after = metric(banks, "medswitch_bank_responses_dropped_total", **labels) or 0
-        if after > before:
-            break
-        time.sleep(0.2)
-    return after == before + 1
-
-
 def test_responses_dropped_are_counted_by_reason(overriding_banks: Banks) -> None:
     """On the centre's connection, a response whose MAC is wrong is dropped as `bad_mac`, one
     that does not decode as `unreadable`; the link stays up."""
@@ -445,7 +237,8 @@ def test_the_spec_names_every_preset() -> None:
 
 
 def test_the_suite_imports_nothing_of_medswitch() -> None:
-    for path in (HERE / "test_bank_dialects.py", HERE / "bank_peer.py"):
+    for path in (HERE / "test_bank_dialects.py", HERE / "bank_peer.py", HERE / "bank_codec.py",
+                 HERE / "bank_banks.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
