@@ -1,7 +1,7 @@
 """An outbound bank link (the bank as issuer of savings accounts): one persistent connection
-with sign-on on connect, echo when idle, reconnect with capped exponential backoff, requests
-multiplexed and matched to their responses by (message class, F11, F7, F32), a timeout per
-request, and late or unknown responses logged as unmatched (ideas from moov-io's
+with sign-on on connect, echo when idle, reconnect with capped exponential backoff (less up to
+10 % jitter), requests multiplexed and matched to their responses by (message class, F11, F7,
+F32), a timeout per request, and late or unknown responses logged as unmatched (ideas from moov-io's
 iso8583-connection and jPOS QMUX).
 
 The link speaks its bank's dialect (:mod:`switch.bank.dialect`): framing, encodings, which
@@ -23,6 +23,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ from switch.bank.link_types import (
     LinkLost,
     MacKeys,
     OutboundSettings,
+    jittered,
     reply_key,
 )
 from switch.bank.observe import LinkEvents
@@ -88,6 +90,7 @@ class BankLinkClient:
         self._peer = f"{settings.host}:{settings.port} outbound"  # as the frame trace names it
         self.on_drop = on_drop  # a response dropped, with its reason (metrics)
         self.unmatched = 0  # responses that matched no pending request (late ones)
+        self._draw = random.Random().random  # the reconnect backoff's jitter (not a secret)
         self.signed_off = False  # the bank signed this connection off: nothing goes out
         self.connects = 0
         self.sent = 0  # requests sent on this connection
@@ -203,7 +206,8 @@ class BankLinkClient:
             except (OSError, ConnectionError, TimeoutError, CodecError) as err:
                 self.events.link_failed(self.settings.host, self.settings.port, err)
             self._up.clear()
-            await asyncio.sleep(backoff)  # close() cancels the task, ending the sleep
+            # close() cancels the task, ending the sleep
+            await asyncio.sleep(jittered(backoff, self._draw()))
             backoff = min(backoff * 2, self.settings.backoff_max_s)
 
     async def _session(self) -> None:

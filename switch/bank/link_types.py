@@ -1,5 +1,5 @@
 """What the outbound bank link's parts share: its settings, its errors, the key a request and
-its response share, and where its ZAK comes from."""
+its response share, where its ZAK comes from, and how a backoff is jittered."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ from typing import Protocol
 from hsm.keys import KeyRef
 from messages.envelope import message_class
 from switch.bank.dialect import PRESETS, Dialect
+
+#: A backoff is shortened by up to this share of itself, at random, so that links and queued
+#: reversals that failed together do not all come due at the same instant.
+JITTER = 0.1
+
+
+def jittered(delay_s: float, draw: float) -> float:
+    """``delay_s`` less up to :data:`JITTER` of it, ``draw`` being a random number in [0, 1):
+    never longer than the backoff the spec states, never shorter than 90 % of it.
+
+    >>> jittered(10.0, 0.0), jittered(10.0, 0.5), 9.0 < jittered(10.0, 0.9999) <= 10.0
+    (10.0, 9.5, True)
+    """
+    return delay_s * (1.0 - JITTER * draw)
 
 
 class LinkDown(ConnectionError):

@@ -10,7 +10,8 @@ The rules (specs/bank-interface.md, "Store-and-forward"):
   later one is a repeat, 0421, with the same F11 and F7.
 - An attempt not acknowledged (answered otherwise, timed out, or its connection lost) makes the
   item due again after ``saf_backoff_initial_s`` × 2^(attempts − 1), at most
-  ``saf_backoff_max_s``; the due time is kept in the queue (a restart keeps the backoff). A
+  ``saf_backoff_max_s``, less a random jitter of up to 10 %; the due time is kept in the queue
+  (a restart keeps the backoff). A
   request never sent (the link is down) is not an attempt.
 - After ``saf_attempts_max`` attempts, or ``saf_age_max_s`` after it was queued, the item is
   given up: status ``review`` and a review item (reason ``reversal_undelivered``) in one
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from ledger.core import QueuedReversal, ReviewItem, transfer_id
 from ledger.events import Attempt
 from messages.bank import BankReversal
 from switch.bank.link import BankLinkClient, BankLinkPool, LinkDown, LinkLost
+from switch.bank.link_types import jittered
 from switch.bank.observe import SafEvents
 from switch.bank.saf_store import (
     Depth,
@@ -126,6 +129,7 @@ class SafSender:
         settings: SafSettings | None = None,
         events: SafEvents | None = None,
         clock_us: Callable[[], int] = now_us,
+        draw: Callable[[], float] | None = None,
     ) -> None:
         self.queue = queue
         self.link = link
@@ -140,6 +144,7 @@ class SafSender:
         # send finished is stale (it would be sent again, as if never sent).
         self._finishes = 0
         self._finished_as: dict[str, int] = {}
+        self._draw = draw or random.Random().random  # the backoff's jitter (not a secret)
 
     async def depth(self) -> Depth:
         return await self.queue.depth(self.bank_id)
@@ -243,7 +248,7 @@ class SafSender:
             code = reply.response_code
         attempts = pending.attempts + 1
         done = code in ACKNOWLEDGED
-        delay_s = 0.0 if done else self.settings.delay_s(attempts)
+        delay_s = 0.0 if done else jittered(self.settings.delay_s(attempts), self._draw())
         next_at_us = self.clock_us() + int(delay_s * 1e6)
         await self.queue.attempted(pending.key, acknowledged=done, next_at_us=next_at_us)
         if done:

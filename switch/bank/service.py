@@ -1,9 +1,11 @@
 """The inbound bank link's profile of :mod:`switch.pipeline`: how a bank host's frame is read,
 checked, routed and answered. The bank host is the acquirer for its counters.
 
-Before anything, the peer must be allowed (else no answer). A frame that does not decode is
-answered 30 with the envelope it could read when its MTI is a request the interface defines;
-otherwise the connection is closed. A reply where a request belongs is not answered.
+Before anything, the peer must be allowed (else no answer). A frame that does not decode, or
+decodes but names no transaction the interface defines (an MTI such as 0600 included), is
+answered 30 under its request MTI's response MTI with the envelope it could read, so the bank
+can match the refusal, as the outbound connection answers the bank's requests; a frame with no
+readable request MTI closes the connection. A reply where a request belongs is not answered.
 
 Admission, in order: acquirer F32 (03); MAC X9.19 under the link's ZAK as the link's dialect
 requires it (:mod:`switch.bank.dialect`: by default on every financial message, on a sign-off or
@@ -20,9 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 from hsm.interface import Hsm
@@ -38,7 +39,7 @@ from messages.bank import (
     CounterEpLoad,
 )
 from messages.codec import Message
-from messages.envelope import message_class, response_mti
+from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
@@ -49,12 +50,6 @@ from switch.bank.wire import LinkWire
 from switch.config import BankConfig
 from switch.pipeline import Admitted, Served
 from switch.sessions import Sessions, SqlTerminals
-
-#: The request MTIs the bank interface defines, each with its response's MTI: a format error
-#: is answered only to these (specs/bank-interface.md).
-RESPONSE_MTIS: Mapping[str, str] = MappingProxyType(
-    {mti: response_mti(mti) for mti in {row.mti for row, _ in bank.TABLE} | {"0420", "0421"}}
-)
 
 BankAdmitted = Admitted[KeyRef, None]
 BankServed = Served[BankReply, KeyRef]
@@ -215,8 +210,7 @@ class BankService:
         return await self.wire.seal(reply, mac_key)
 
     def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
-        """Answer 30 to a request the interface defines, echoing what could be read of the
-        envelope; None (the connection is closed) when the MTI is not one of those."""
-        if self.wire.mti_of(payload) not in RESPONSE_MTIS:
-            return None
+        """Answer 30 to a request MTI (third digit even: a request, advice or notification,
+        defined here or not), echoing what could be read of the envelope; None (the
+        connection is closed) when the payload has no such MTI."""
         return self.wire.format_error(payload, err.envelope)

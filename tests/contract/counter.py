@@ -68,7 +68,8 @@ def load_at_counter(counter: Counter, card: pboc.Card, pan: str, f3: str,
     assert isinstance(answer, bytes)
     element = parse_tlv(answer)
     tac = card.credit_for_load(element[0x12], element[0x0D])  # the card checks MAC2
-    confirm = {**data, 0x0F: tac, 0x13: uint(card.balance_fen, 4)}
+    # the spec's confirmation: TAC, new balance and the card date/time the load was made at
+    confirm = {**data, 0x0F: tac, 0x12: element[0x12], 0x13: uint(card.balance_fen, 4)}
     confirmed = counter.exchange("0220", {**money, 122: bytes.fromhex(tlv(confirm))})
     assert confirmed.text(39) == "00", confirmed.fields
     return code, tac

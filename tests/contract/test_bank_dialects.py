@@ -1,140 +1,96 @@
 """The bank interface as a contract, per dialect preset: a bank host written from
-specs/bank-interface.md alone (`tests/contract/bank_peer.py`: the field table and the presets
-read from the spec's tables, frames and the X9.19 MAC encoded by hand) against `medswitch run`'s
+specs/bank-interface.md alone (`bank_peer.py`, `bank_codec.py`: the field table and the presets
+read from the spec's tables, frames and the X9.19 MAC encoded by hand; the banks and their
+deployment in `bank_banks.py`) against `medswitch run`'s
 daemon with three banks, one per preset (`medswitch keys form` makes their zone keys from clear
 TEST ONLY components). For each: the centre signs on to the bank; the bank's counters sign on;
 echo both ways (the counters on the inbound link, the bank on the centre's outbound
 connection); a counter ED load (MAC1 → MAC2 → TAC); an EP load from savings (the PIN under the
 counter's ZPK, the savings debit checked by the bank: MAC, PIN under the outbound ZPK); a debit
 the bank leaves unanswered (98), then its reversal (0420/0421, F90 naming it) acknowledged.
-Plus the golden savings debits of the spec. Imports nothing of medswitch."""
+A second daemon does the same with banks that override their preset (BCD numerics, no length
+header, network management MACed both ways, no MAC on responses, the MAC in F64 padded by
+method 2, optional debit fields omitted), and with a bank
+that requires MACed network management but does not MAC its own 0810s: the centre drops them,
+never signs on, and says so on /metrics. Plus the golden savings debits of the spec. Imports
+nothing of medswitch."""
 
 from __future__ import annotations
 
 import ast
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.contract import pboc
-from tests.contract.bank_peer import (
-    Counter,
-    Dialect,
-    Issuer,
-    decode,
-    mac_verifies,
-    pin_block,
-    pin_of,
-    presets,
+from tests.contract.bank_banks import (
+    BANKS,
+    DAYS,
+    PIN,
+    PROFILES,
+    Bank,
+    Banks,
+    balances,
+    card_for,
+    dropped_once,
+    metric,
+    serve,
+    sign_on_counter,
+    signs_network,
 )
-from tests.contract.counter import (
-    LOAD_FEN,
-    custodian_login,
-    form_key,
-    load_at_counter,
-    odd_parity_key,
-)
-from tests.contract.daemon import Deployment, free_port, running
+from tests.contract.bank_codec import Dialect, decode, mac_verifies, pin_block, pin_of, presets
+from tests.contract.counter import LOAD_FEN, load_at_counter, odd_parity_key
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = json.loads((HERE.parents[1] / "specs" / "examples" / "frames.json").read_text())
-PIN = "123456"  # the sandbox cards' PIN
 OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.support")
-BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
-USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK"}
-
-
-@dataclass
-class Bank:
-    preset: str
-    bank_id: str
-    dialect: Dialect
-    keys: dict[str, bytes]  # ZAK, ZPK (inbound), out/ZAK, out/ZPK: clear, TEST ONLY
-    issuer: Issuer
-    port: int  # the centre's inbound listener for this bank
-
-
-@dataclass
-class Banks:
-    deployment: Deployment
-    banks: dict[str, Bank]
-
-
-def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
-    """Each bank's zone keys formed in the deployment's key store from one clear component."""
-    custodian_login(home)
-    for bank in banks.values():
-        for name, key in bank.keys.items():
-            form_key(home, f"bank/{bank.bank_id}/{name}", USAGES[name], key, tmp)
-
-
-def bank_toml(bank: Bank, first: bool) -> str:
-    table = "[bank]" if first else "[[bank.links]]"
-    prefix = f"bank/{bank.bank_id}"
-    bins = '["621234"]' if first else f'["99{bank.bank_id[2:6]}"]'
-    return (
-        f'\n{table}\nenabled = true\ndialect = "{bank.preset}"\nport = {bank.port}\n'
-        f'acquirer_id = "{bank.bank_id}"\nzak_alias = "{prefix}/ZAK"\n'
-        f'zpk_alias = "{prefix}/ZPK"\nzmk_alias = "{prefix}/ZMK"\n'
-        f'outbound_host = "127.0.0.1"\noutbound_port = {bank.issuer.port}\n'
-        f'outbound_zak_alias = "{prefix}/out/ZAK"\noutbound_zpk_alias = "{prefix}/out/ZPK"\n'
-        f"outbound_timeout_s = 2.0\nbins = {bins}\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def three_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
-    tmp = tmp_path_factory.mktemp("bank-contract")
-    banks = {}
-    for preset, bank_id in BANKS.items():
-        keys = {name: odd_parity_key() for name in USAGES}
-        dialect = Dialect.of(preset)
-        issuer = Issuer(dialect, keys["out/ZAK"], keys["out/ZPK"], PIN, bank_id)
-        banks[preset] = Bank(preset, bank_id, dialect, keys, issuer, free_port())
-    try:
-        with running(tmp) as first:  # the demo deployment made, then stopped
-            home = first.home
-        form_keys(home, banks, tmp)
-        # the first bank is [bank]; [[bank.links]] must follow every plain [bank] key
-        extra = "".join(bank_toml(bank, i == 0) for i, bank in enumerate(banks.values()))
-        with running(tmp, extra) as deployment:
-            yield Banks(deployment, banks)
-    finally:
-        for bank in banks.values():
-            bank.issuer.close()
+    """One bank per preset, as the preset has it."""
+    yield from serve(tmp_path_factory.mktemp("bank-contract"), "presets")
 
 
-def card_for(deployment: Deployment, index: int, purse: int) -> tuple[pboc.Card, str]:
-    entry: Any = deployment.listing()["cards"][index]
-    return pboc.Card.from_image(deployment.sandbox / entry["image"], purse), entry["card_no"]
+@pytest.fixture(scope="module")
+def overriding_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
+    """Banks whose sections override their preset's settings."""
+    yield from serve(tmp_path_factory.mktemp("bank-overrides"), "overrides")
 
 
-@pytest.mark.parametrize("preset", list(BANKS))
-def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str) -> None:
-    bank = three_banks.banks[preset]
+def bank_of(request: pytest.FixtureRequest, name: str) -> tuple[Banks, Bank]:
+    fixture = {"presets": "three_banks", "overrides": "overriding_banks"}
+    banks: Banks = request.getfixturevalue(fixture[PROFILES[name].deployment])
+    return banks, banks.banks[name]
+
+
+@pytest.mark.parametrize("name", DAYS)
+def test_a_bank_speaking_the_dialect_does_the_day(
+    request: pytest.FixtureRequest, name: str
+) -> None:
+    banks, bank = bank_of(request, name)
     issuer, keys = bank.issuer, bank.keys
     # -- the centre signs on to the bank (its outbound link), the bank echoes on that line ----
     sign_on = issuer.next_request("08")
     assert sign_on.fields[70] == "001" and sign_on.fields[32] == "09990000"
+    if signs_network(bank):
+        assert mac_verifies(bank.dialect, keys["out/ZAK"], sign_on)
     assert issuer.echo().fields[39] == "00"
 
-    # -- the bank's counters: sign-on, echo (not MACed: network management MAC optional) ----
-    counter = Counter(bank.dialect, bank.port, bank.bank_id, keys["ZAK"])
+    # -- the bank's counters: sign-on, echo -------------------------------------------------
+    counter = sign_on_counter(bank)
     try:
-        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "00"
-        assert counter.exchange("0800", {70: "301"}, mac=False).fields[39] == "00"
+        assert counter.exchange("0800", {70: "301"}, mac=signs_network(bank)).fields[39] == "00"
 
-        index = list(BANKS).index(preset)  # a card of its own per bank (the sandbox lists 3)
-        ed, pan = card_for(three_banks.deployment, index, pboc.ED)
+        ed, pan = card_for(banks, bank, pboc.ED)
         code, _ = load_at_counter(counter, ed, pan, "600000", {})
         assert code == "00" and ed.balance_fen == LOAD_FEN
 
         # -- EP load from savings: the PIN under the counter's ZPK, the bank debits ----------
-        ep, _ = card_for(three_banks.deployment, index, pboc.EP)
+        ep, _ = card_for(banks, bank, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         code, tac = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "00" and tac is not None and ep.balance_fen == LOAD_FEN
@@ -142,9 +98,19 @@ def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str
         assert (debit.fields[3], debit.fields[4]) == ("401000", f"{LOAD_FEN:012d}")
         assert debit.fields[11] == f"{counter.stan - 1:06d}"  # the counter's F11, kept
         assert mac_verifies(bank.dialect, keys["out/ZAK"], debit)
+        expected_mac = 64 if bank.dialect.mac_field == 64 else 128  # no field above 64
+        assert expected_mac in debit.fields and (192 - expected_mac) not in debit.fields
         pin = debit.fields[52]
         assert isinstance(pin, bytes) and pin_of(pin, pan, keys["out/ZPK"]) == PIN
         assert (debit.fields[25], debit.fields[49], debit.fields[22]) == ("00", "156", "051")
+        carried = {12, 13, 22, 25, 37, 49} - set(bank.profile.omit)
+        assert carried <= set(debit.fields) and not set(bank.profile.omit) & set(debit.fields)
+
+        # -- the counter's balance inquiry: both loads confirmed into the card's shadows -----
+        inquiry = counter.exchange("0200", {2: pan, 3: "310000"})
+        assert inquiry.fields[39] == "00"
+        shown = balances(inquiry.text(54))
+        assert (shown["92"], shown["93"]) == (LOAD_FEN, LOAD_FEN), shown
 
         # -- a debit the bank never answers: 98, then its reversal, acknowledged ------------
         issuer.hold_debits = True
@@ -162,30 +128,88 @@ def test_a_bank_speaking_the_preset_does_the_day(three_banks: Banks, preset: str
         counter.close()
 
 
-@pytest.mark.parametrize("preset", list(BANKS))
+@pytest.mark.parametrize("name", DAYS)
 def test_the_banks_own_requests_on_the_centres_connection_are_answered(
-    three_banks: Banks, preset: str
+    request: pytest.FixtureRequest, name: str
 ) -> None:
     """Spec: "The bank's requests on the outbound connection" — none is dropped."""
-    bank = three_banks.banks[preset]
+    banks, bank = bank_of(request, name)
     issuer, keys = bank.issuer, bank.keys
-    counter = Counter(bank.dialect, bank.port, bank.bank_id, keys["ZAK"])
+    signed = signs_network(bank)
+    counter = sign_on_counter(bank)
     try:
-        assert counter.exchange("0800", {70: "001"}, mac=False).fields[39] == "00"
-        ep, pan = card_for(three_banks.deployment, list(BANKS).index(preset), pboc.EP)
+        ep, pan = card_for(banks, bank, pboc.EP)
         block = pin_block(PIN, pan, keys["ZPK"])
         assert issuer.request("0200", {2: pan, 3: "310000"},
                               mac=True).fields[39] == "40"  # not on this connection
         unknown = issuer.request("0800", {70: "999"})
         assert (unknown.fields[39], unknown.fields[70]) == ("30", "999")
+        if signed:  # network management must be MACed: an unsigned echo is refused
+            assert issuer.request("0800", {70: "301"}).fields[39] == "A0"
         assert issuer.request("0800", {70: "002"}, mac=True).fields[39] == "00"  # sign-off
         code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "91"  # nothing goes to a bank that signed the line off
-        assert issuer.request("0800", {70: "001"}).fields[39] == "00"  # signed on again
+        assert issuer.request("0800", {70: "001"}, mac=signed).fields[39] == "00"  # on again
         code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})
         assert code == "00"
     finally:
         counter.close()
+
+
+def test_a_bank_that_does_not_mac_its_network_replies_is_never_signed_on(
+    overriding_banks: Banks,
+) -> None:
+    """network_mac = "required": the centre MACs its sign-on, and drops the bank's unsigned
+    0810 as `missing_mac`, so the link never signs on; /metrics says both."""
+    bank = overriding_banks.banks["network-mac-unsigned"]
+    sign_on = bank.issuer.next_request("08")
+    assert sign_on.fields[70] == "001"
+    assert mac_verifies(bank.dialect, bank.keys["out/ZAK"], sign_on)
+    labels = {"bank": bank.bank_id}
+    dropped = None
+    for _ in range(100):  # bounded: the 0810 is dropped as soon as it arrives
+        dropped = metric(overriding_banks, "medswitch_bank_responses_dropped_total",
+                         **labels, reason="missing_mac")
+        if dropped:
+            break
+        time.sleep(0.2)
+    assert dropped is not None and dropped >= 1
+    assert metric(overriding_banks, "medswitch_bank_signed_on", **labels,
+                  connection="outbound") == 0
+
+
+def test_stray_replies_get_no_answer_and_undefined_requests_a_code(
+    overriding_banks: Banks,
+) -> None:
+    """A reply where a request belongs is not answered (inbound); on the centre's connection a
+    reply to nothing it sent is dropped as `unmatched`. A request MTI the interface does not
+    define is refused 30 under its response MTI on either connection."""
+    bank = overriding_banks.banks["jpos-no-header"]  # no header: a stray must not desync
+    counter = sign_on_counter(bank)
+    try:
+        counter.send("0810", {70: "301", 39: "00"})
+        echo = counter.exchange("0800", {70: "301"}, mac=False)  # the next answer is the echo's
+        assert echo.fields[39] == "00"
+        assert counter.exchange("0600", {70: "301"}, mac=False).fields[39] == "30"
+        assert counter.exchange("0800", {70: "301"}, mac=False).fields[39] == "00"  # still open
+    finally:
+        counter.close()
+    assert bank.issuer.request("0600", {70: "301"}).fields[39] == "30"
+    assert dropped_once(overriding_banks, bank, "unmatched",
+                        lambda: bank.issuer.send("0810", {70: "301", 39: "00"}))
+
+
+def test_responses_dropped_are_counted_by_reason(overriding_banks: Banks) -> None:
+    """On the centre's connection, a response whose MAC is wrong is dropped as `bad_mac`, one
+    that does not decode as `unreadable`; the link stays up."""
+    bank = overriding_banks.banks["bcd-network-mac"]  # a length header: a cut frame is whole
+    wrong = odd_parity_key()
+    reply = {70: "301", 39: "00"}
+    assert dropped_once(overriding_banks, bank, "bad_mac",
+                        lambda: bank.issuer.send("0810", reply, zak=wrong))
+    assert dropped_once(overriding_banks, bank, "unreadable",
+                        lambda: bank.issuer.send("0810", reply, cut=3))
+    assert bank.issuer.echo().fields[39] == "00"  # the connection serves on
 
 
 @pytest.mark.parametrize("preset", list(BANKS))
@@ -211,10 +235,26 @@ def test_the_spec_names_every_preset() -> None:
 
 
 def test_the_suite_imports_nothing_of_medswitch() -> None:
-    for path in (HERE / "test_bank_dialects.py", HERE / "bank_peer.py"):
+    for path in (HERE / "test_bank_dialects.py", HERE / "bank_peer.py", HERE / "bank_codec.py",
+                 HERE / "bank_banks.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(OURS), f"{path.name} imports {name}"
+
+
+def test_metrics_show_each_links_state(overriding_banks: Banks) -> None:
+    """/metrics: per bank and connection, whether the link is up and signed on."""
+    bank = overriding_banks.banks["bcd-network-mac"]
+    labels = {"bank": bank.bank_id}
+    counter = sign_on_counter(bank)
+    try:
+        for connection in ("inbound", "outbound"):
+            for name in ("medswitch_bank_link_up", "medswitch_bank_signed_on"):
+                value = metric(overriding_banks, name, **labels, connection=connection)
+                assert value == 1, (name, connection)
+        assert metric(overriding_banks, "medswitch_saf_depth", **labels) == 0
+    finally:
+        counter.close()

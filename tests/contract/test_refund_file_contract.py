@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.contract import files, pboc
-from tests.contract.bank_peer import Counter, Dialect, Issuer, pin_block
+from tests.contract.bank_codec import Dialect, pin_block
+from tests.contract.bank_peer import Counter, Issuer
 from tests.contract.centre import Centre, after_cutover, business_date, receive_file_key
 from tests.contract.counter import (
     custodian_login,

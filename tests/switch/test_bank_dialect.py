@@ -18,7 +18,7 @@ from hsm.des import Des
 from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
 from messages import bank
-from messages.bank import BankEcho, BankSignOff, SavingsDebit
+from messages.bank import BankEcho, BankSignOff, KeyChange, SavingsDebit
 from messages.codec import Message
 from messages.framing import FrameDecoder, LengthFormat
 from messages.private import Purse
@@ -135,6 +135,11 @@ def test_an_unsigned_sign_off_is_refused_and_logged(
             with caplog.at_level(logging.WARNING, "medswitch.bank"):
                 assert (await counter.exchange(sign_off, mac=False)).response_code == "A0"
             assert any("F70=002: no MAC (missing)" in r.getMessage() for r in caplog.records)
+            # an unsigned key change (F70 101) likewise: refused A0 and logged
+            offered = KeyChange(**counter.envelope(), keys=f"ZAK={'A' * 32}/ABCDEF")
+            with caplog.at_level(logging.WARNING, "medswitch.bank"):
+                assert (await counter.exchange(offered, mac=False)).response_code == "A0"
+            assert any("F70=101: no MAC (missing)" in r.getMessage() for r in caplog.records)
             echo = await counter.exchange(BankEcho(**counter.envelope()), mac=False)
             assert echo.response_code == "00"  # still signed on
             signed = BankSignOff(**counter.envelope())

@@ -182,22 +182,30 @@ def test_a_peer_not_allowed_is_not_answered(tmp_path: Path) -> None:
     run(tmp_path, scenario, allowed_peers=("192.0.2.1",))
 
 
-def test_a_frame_whose_mti_the_interface_does_not_define_closes_the_link(tmp_path: Path) -> None:
-    """No 30 under an MTI the bank interface does not define (0600 → 0610), and no silence
-    on an open link for an MTI that is not even digits: the connection is closed."""
+def test_a_request_mti_the_interface_does_not_define_is_refused_30(tmp_path: Path) -> None:
+    """A request the bank starts is served or refused with a code (issue 20): an MTI the
+    interface does not define (0600) is answered 0610 30 echoing the envelope, on a connection
+    that stays open; an MTI that is not digits has no response MTI: the connection is closed."""
     envelope = {7: "1207120000", 11: "000042", 32: ACQUIRER, 70: "301"}
     undefined = CODEC.encode(Message("0600", envelope))
     unreadable = b"AB" + undefined[2:]
 
     async def scenario(daemon: Daemon, zak: KeyRef) -> None:
-        for frame in (undefined, unreadable):
-            reader, writer = await asyncio.open_connection("127.0.0.1", daemon.app.bank_port)
-            try:
-                writer.write(encode_frame(frame, LengthFormat.ASCII4))
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.app.bank_port)
+        try:
+            for _ in range(2):  # answered each time: the connection stays open
+                writer.write(encode_frame(undefined, LengthFormat.ASCII4))
                 await writer.drain()
-                assert await asyncio.wait_for(reader.read(4096), timeout=10) == b""
-            finally:
-                writer.close()
+                head = await asyncio.wait_for(reader.readexactly(4), timeout=10)
+                answer = CODEC.decode(await reader.readexactly(int(head)))
+                assert answer.mti == "0610" and answer.fields[39] == "30"
+                assert {n: answer.fields.get(n) for n in envelope} == envelope
+                assert 128 not in answer.fields
+            writer.write(encode_frame(unreadable, LengthFormat.ASCII4))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(4096), timeout=10) == b""
+        finally:
+            writer.close()
         async with counter(daemon, zak) as bank_counter:  # the link serves on
             assert (await bank_counter.sign_on()).response_code == "00"
 
