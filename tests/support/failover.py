@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import asyncpg  # type: ignore[import-untyped]
 from bench.bench_settle import Lanes, code_of
 from ledger.pg_bridge import split_url
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
+from tests.support.serve import stop
 from tests.support.workers import SCRIPT
 
 REPLY_TIMEOUT_S = 30.0  # a reply, 96 included, comes within the daemon's own deadline
@@ -76,13 +76,7 @@ def serving(
         assert "medswitch serving" in line, f"the daemon did not start; its log:\n{_tail(log)}"
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)
 
 
 def _tail(log: Path) -> str:
