@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from bench.bench_settle import (
     build_lanes,
     drive_once,
 )
-from bench.bench_switch import report
+from bench.bench_switch import report, stop
 from bench.pg_waits import WaitSampler
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
@@ -176,12 +175,7 @@ def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Ite
             assert "medswitch serving" in line, f"the daemon did not start: {line!r}"
         yield
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server, timeout_s=60)
 
 
 async def _schema(action: str, name: str) -> None:

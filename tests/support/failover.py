@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from bench.bench_settle import Lanes, code_of
+from bench.bench_switch import stop
 from ledger.pg_bridge import split_url
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
-from tests.support.serve import stop
 from tests.support.workers import SCRIPT
 
 REPLY_TIMEOUT_S = 30.0  # a reply, 96 included, comes within the daemon's own deadline

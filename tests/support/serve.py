@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_switch import children
+from bench.bench_switch import alive, children, stop
 
 SCRIPT = str(Path(sys.executable).parent / "medswitch")
 
@@ -60,17 +60,6 @@ def serving(
         _reap(helpers)
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    """A daemon process stopped: SIGTERM, then SIGKILL when it has not ended within 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def wait_serving(process: subprocess.Popen[Any], out: Path, errors: Path, within_s: float) -> str:
     """What the process wrote to ``out`` once it says "medswitch serving"; AssertionError with
     the end of ``errors`` when it ends first or does not say it within ``within_s``."""
@@ -88,16 +77,8 @@ def _reap(pids: list[int]) -> None:
     """The daemon's children end when its end of their socket closes; bounded wait, then kill."""
     deadline = time.monotonic() + 15
     for pid in pids:
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.bench_switch import stop
 from switch.demo.keys import write_config
-from tests.support.serve import stop, wait_serving
+from tests.support.serve import wait_serving
 
 BIN = Path(sys.executable).parent
 START_S = 120.0
