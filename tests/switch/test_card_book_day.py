@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 import uvloop
 
-from ledger.medical.sql_reference import ReferenceData
-from ledger.medical.sql_store import sqlite_engine
 from messages.card_records import Visit, append_visit_command
 from simulators import pos_records, terminal_card
 from simulators.pos import Pos
@@ -32,7 +30,7 @@ from tests.support.card_book import (
 from tests.support.daemon import Daemon, now, run, running_daemon
 from tests.support.kiosk import PIN, issue_psam
 from tests.support.scripted_day import cards_on_file, present, terminal_link
-from tests.support.settlement import his_submit, medical_reference
+from tests.support.settlement import his_submit, his_tokens
 
 CARDS = 3
 
@@ -49,13 +47,7 @@ def test_visits_at_two_hospitals_are_read_back_at_a_third(tmp_path: Path) -> Non
         cards = cards_on_file(db, CARDS)
         rows = psams_of_three_institutions(db)
         institutions = [row.institution_id for row in rows]
-        tokens = {
-            institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])
-        }
-        reference = ReferenceData(sqlite_engine(db))
-        micros = int(now().timestamp() * 1_000_000)
-        for institution in institutions[1:]:
-            tokens[institution] = reference.issue_credential(institution, micros)
+        tokens = await his_tokens(daemon, institutions)
         conns, keys = await issue_book_cards(daemon, cards[:2])
         bare, _ = await issue_book_cards(daemon, cards[2:], record_key=False)
         psams = [await issue_psam(daemon, row, keys.purchase) for row in rows]
