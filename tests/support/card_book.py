@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,19 +21,14 @@ from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
 from tests.support.daemon import Daemon, now
 from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
-from tests.support.on_file import CardOnFile, PsamOnFile
+from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
 from tests.support.settlement import his_submit, medical_reference
 
 
 def psams_of_three_institutions(database: Path) -> list[PsamOnFile]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
-            "ORDER BY institution_id, serial"
-        ).fetchall()
     chosen: dict[str, PsamOnFile] = {}
-    for row in rows:
-        chosen.setdefault(row[2], PsamOnFile(*row))
+    for psam in psams_on_file(database):
+        chosen.setdefault(psam.institution_id, psam)
     assert len(chosen) >= 3, "the demo deployment has three medical institutions"
     return list(chosen.values())[:3]
 
