@@ -30,7 +30,6 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ from pathlib import Path
 import uvloop
 
 from bench.bench_settle import CODEC, Pos, peek, sign_on, signed
-from bench.bench_switch import children
+from bench.bench_switch import children, stop
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
@@ -390,12 +389,7 @@ def daemon(home: Path, log: Path) -> Iterator[tuple[int, int]]:
         assert match, "the daemon did not start"
         yield server.pid, int(match.group(1))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server)
 
 
 def log_summary(log: Path) -> tuple[Counter[str], Counter[str]]:

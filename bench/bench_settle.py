@@ -45,6 +45,7 @@ from hsm.interface import MacAlgorithm, SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
+from ledger.events.purchases import card_debit_id
 from ledger.medical.bills import Submission
 from ledger.medical.codec import bill_to_dict
 from ledger.medical.split import Bill, BillLine
@@ -61,6 +62,7 @@ from messages.terminal import (
     SignOn,
     SignOnReply,
     TerminalMessage,
+    TerminalReply,
 )
 from messages.terminal_table import build, parse
 from routing.cardkeys import card_master_alias
@@ -134,6 +136,26 @@ async def sign_on(port: int, hsm: SoftHsm, pos: Pos) -> None:
 
 
 Lanes = list[list[tuple[bytes, bytes]]]
+
+
+def code_of(reply: bytes) -> str:
+    """The response code of a terminal reply."""
+    answer = parse(CODEC.decode(reply))
+    assert isinstance(answer, TerminalReply), answer
+    return answer.response_code
+
+
+def debit_ids(lanes: Lanes) -> dict[tuple[int, int], str]:
+    """(POS, index) of each advice → the id of the card-debit transfer it posts."""
+    found = {}
+    for number, lane in enumerate(lanes):
+        for index, (payload, _) in enumerate(lane):
+            request = parse(CODEC.decode(payload))
+            if isinstance(request, DebitAdvice):
+                card = request.card
+                assert card.psam_terminal is not None and card.psam_serial is not None
+                found[number, index] = card_debit_id(card.psam_terminal.hex(), card.psam_serial)
+    return found
 
 
 class Submitted(NamedTuple):

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import uvloop
 
@@ -193,6 +193,26 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (Linux /proc): not ended, not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop(process: subprocess.Popen[Any], timeout_s: float = 30.0) -> None:
+    """A daemon process stopped: SIGTERM, then SIGKILL when it has not ended in ``timeout_s``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 class CpuMeter:
     """CPU time a process spends between :meth:`start` and :meth:`stop` (Linux /proc): user
     and system seconds, and seconds per thread (the main thread's id is the process id). On a
@@ -308,12 +328,7 @@ def processes(
         yield Ports(int(match.group(1)), echo_port, int(match.group(2)))
     finally:
         for process in (server, echo):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from bench.bench_settle import (
     build_lanes,
     drive_once,
 )
-from bench.bench_switch import report
+from bench.bench_switch import report, stop
 from bench.pg_waits import WaitSampler
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
@@ -72,6 +71,26 @@ def reference_data(engine: PgEngine) -> None:
     reference.add_catalogue(catalogue, digest, micros, "bench")
     text = EXAMPLE.replace(f"year = {parse_policy(EXAMPLE).year}", f"year = {now.year}")
     reference.set_policy(text, micros, "bench")
+
+
+def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
+    """A demo deployment in the (empty) database at ``url``: institutions, terminals with their
+    TMKs in the home's key store, funded cards, the catalogue and policy; the daemon's config
+    (ports from the environment); the chip maker the POS's cards come from."""
+    personal = asyncio.run(demo_keys.demo_personal_keys(home))
+    init_demo(url, cardholders, personal=personal)
+    files = demo_keys.write_test_components(home)
+    hsm = open_soft_hsm(home, component_files_of(files))
+    maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
+    bridge = PgBridge(url)
+    try:
+        rows = bridge.connection().execute("SELECT id FROM terminals").fetchall()
+        uvloop.run(demo_keys.provision(home, [row[0] for row in rows]))
+        reference_data(PgEngine(bridge))
+    finally:
+        bridge.close()
+    demo_keys.write_config(home, terminal_port=0, http_port=0)
+    return maker
 
 
 async def prepare(
@@ -156,12 +175,7 @@ def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Ite
             assert "medswitch serving" in line, f"the daemon did not start: {line!r}"
         yield
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server, timeout_s=60)
 
 
 async def _schema(action: str, name: str) -> None:
@@ -181,19 +195,7 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
     try:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
-            personal = asyncio.run(demo_keys.demo_personal_keys(home))
-            init_demo(url, args.cardholders, personal=personal)
-            files = demo_keys.write_test_components(home)
-            hsm = open_soft_hsm(home, component_files_of(files))
-            maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
-            bridge = PgBridge(url)
-            try:
-                rows = bridge.connection().execute("SELECT id FROM terminals").fetchall()
-                uvloop.run(demo_keys.provision(home, [row[0] for row in rows]))
-                reference_data(PgEngine(bridge))
-            finally:
-                bridge.close()
-            demo_keys.write_config(home, terminal_port=0, http_port=0)
+            maker = deploy(home, url, args.cardholders)
             port, http_port = free_port(), free_port()
             with daemon(home, url, workers, port, http_port):
                 started = time.perf_counter()

@@ -3,33 +3,32 @@ as every other card key, and one POS terminal at each of three institutions."""
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hsm import pboc, pinblock
 from hsm.des import Des
 from hsm.keys import KeyRef, KeyUsage
 from ledger.personal import DATA_ALIAS, INDEX_ALIAS
+from messages.private import BillData, CardData
+from messages.terminal import Settlement
 from routing.cardkeys import card_master_alias
 from simulators.card import CardState, VirtualCard
 from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
 from tests.support.daemon import Daemon, now
-from tests.support.kiosk import PIN, card_master_keys
-from tests.support.on_file import CardOnFile, PsamOnFile
+from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
+from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
+from tests.support.settlement import his_submit, medical_reference
 
 
 def psams_of_three_institutions(database: Path) -> list[PsamOnFile]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
-            "ORDER BY institution_id, serial"
-        ).fetchall()
     chosen: dict[str, PsamOnFile] = {}
-    for row in rows:
-        chosen.setdefault(row[2], PsamOnFile(*row))
+    for psam in psams_on_file(database):
+        chosen.setdefault(psam.institution_id, psam)
     assert len(chosen) >= 3, "the demo deployment has three medical institutions"
     return list(chosen.values())[:3]
 
@@ -96,3 +95,45 @@ async def issue_book_cards(
         await personalise_book_card(daemon, conn, bundle, on_file)
         connections.append(conn)
     return connections, bundle.keys
+
+
+class KioskSettled(NamedTuple):
+    card_no: str
+    total_fen: int  # the HIS API's split of the bill
+    split: BillData  # what the approval's field 62 carried back
+
+
+async def settle_first_card(
+    daemon: Daemon, his_bill_no: str, lines: list[dict[str, Any]], diagnoses: str
+) -> KioskSettled:
+    """The first card on file settles a bill of ``lines`` (submitted through the HIS API) at the
+    first PSAM's terminal, signed on as a kiosk; the settlement is approved with a bill."""
+    on_file, psam = daemon.first_card(), daemon.first_psam()
+    token = await asyncio.to_thread(medical_reference, daemon, psam.institution_id)
+    body = {"his_bill_no": his_bill_no, "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(), "lines": lines}  # fmt: skip
+    submitted = await asyncio.to_thread(
+        his_submit, daemon.app.http_port, psam.institution_id, token, body
+    )
+    total_fen = submitted["split"]["total_fen"]
+    async with daemon.terminal(psam.terminal_id) as pos:
+        await signed_on_kiosk(daemon, pos, psam.institution_id)
+        assert pos.keys is not None and pos.keys.tdk is not None
+        plain = BillData(bill_id=submitted["bill_id"], diagnoses=diagnoses).build()
+        bill = await pos.hsm.encrypt_data(pos.keys.tdk, plain)
+        reply = await pos.exchange(
+            Settlement(**pos.envelope(), pan=on_file.card_no, amount_fen=total_fen,
+                       card=CardData(challenge=bytes.fromhex("01020304")), bill=bill)
+        )  # fmt: skip
+        assert reply.response_code == "00" and reply.bill is not None
+        split = BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
+    return KioskSettled(on_file.card_no, total_fen, split)
+
+
+def terminal_log_fields(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
+    """The structured fields of the medswitch.terminal log lines among ``records``."""
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in records
+        if r.name == "medswitch.terminal" and isinstance(getattr(r, "fields", None), dict)
+    ]

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -84,6 +85,24 @@ class Ceremony:
         path = self.media / name
         self.keys("component", "--custodian", custodian, "--out", str(path), who=custodian)
         return path
+
+
+def later(days: int) -> str:
+    """The time ``days`` from now, to the second, as `--now` takes it."""
+    return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0).isoformat()
+
+
+def with_tmks(tmp_path: Path, terminals: tuple[str, ...]) -> Ceremony:
+    """A home whose LMK alice and bob formed from their components, with an exportable TMK for
+    each of ``terminals``."""
+    media = tmp_path / "media"
+    media.mkdir()
+    c = Ceremony(tmp_path / "home", media)
+    c.lmk_files = [c.component("alice", "lmk.alice"), c.component("bob", "lmk.bob")]
+    c.keys("lmk-form", "--new", *[a for f in c.lmk_files for a in ("-c", str(f))])
+    for terminal in terminals:
+        c.keys("generate", f"tmk/{terminal}", "--usage", "TMK", "--exportable")
+    return c
 
 
 async def invoke(args: list[str]) -> Result:

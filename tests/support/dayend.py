@@ -9,6 +9,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from click.testing import CliRunner, Result
 
@@ -160,3 +161,19 @@ async def post_both(db: Path, cards: list[Card]) -> MemoryLedger:
     finally:
         await ledger.close()
     return model
+
+
+class ApprovedDay(NamedTuple):
+    cards: list[Card]
+    date: str  # the business date, YYYY-MM-DD
+    compact: str  # the same, YYYYMMDD, as in file names and payout ids
+
+
+def approved_day(cli: Cli) -> ApprovedDay:
+    """Four cards' day posted, its day-end run through the CLI and approved by bob."""
+    cards = cards_of(cli.db, 4)
+    asyncio.run(post_both(cli.db, cards))
+    date, after = today_and_after()
+    cli.run(date, after)
+    cli.approve(date, "bob")
+    return ApprovedDay(cards, date, date.replace("-", ""))

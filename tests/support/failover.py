@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,45 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-import uvloop
 
-from bench.bench_settle import CODEC, Lanes
-from bench.bench_workers import reference_data
-from ledger.demo import init_demo
-from ledger.events.purchases import card_debit_id
-from ledger.pg_bridge import PgBridge, PgEngine, split_url
+from bench.bench_settle import Lanes, code_of
+from bench.bench_switch import stop
+from ledger.pg_bridge import split_url
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
-from messages.terminal import DebitAdvice, TerminalReply
-from messages.terminal_table import parse
-from simulators.factory import ChipMaker
-from switch.demo import keys as demo_keys
-from switch.key_home import component_files_of, open_soft_hsm
 from tests.support.workers import SCRIPT
 
 REPLY_TIMEOUT_S = 30.0  # a reply, 96 included, comes within the daemon's own deadline
 RETRY_S = 0.05  # a POS sends a request answered 96 again after this pause
 TRIES = 600  # per request: bounds an outage the drill rides out at about 30 s
 START_LINES = 50  # lines a starting daemon may print before "medswitch serving"
-
-
-def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
-    """A demo deployment in the (empty) database at ``url``: institutions, terminals with their
-    TMKs in the home's key store, funded cards, the catalogue and policy; the daemon's config
-    (ports from the environment); the chip maker the POS's cards come from."""
-    personal = asyncio.run(demo_keys.demo_personal_keys(home))
-    init_demo(url, cardholders, personal=personal)
-    files = demo_keys.write_test_components(home)
-    hsm = open_soft_hsm(home, component_files_of(files))
-    maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
-    bridge = PgBridge(url)
-    try:
-        rows = bridge.connection().execute("SELECT id FROM terminals").fetchall()
-        uvloop.run(demo_keys.provision(home, [row[0] for row in rows]))
-        reference_data(PgEngine(bridge))
-    finally:
-        bridge.close()
-    demo_keys.write_config(home, terminal_port=0, http_port=0)
-    return maker
 
 
 @dataclass(frozen=True)
@@ -105,36 +76,11 @@ def serving(
         assert "medswitch serving" in line, f"the daemon did not start; its log:\n{_tail(log)}"
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)
 
 
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
-
-
-def code_of(reply: bytes) -> str:
-    answer = parse(CODEC.decode(reply))
-    assert isinstance(answer, TerminalReply), answer
-    return answer.response_code
-
-
-def debit_ids(lanes: Lanes) -> dict[tuple[int, int], str]:
-    """(POS, index) of each advice → the id of the card-debit transfer it posts."""
-    found = {}
-    for number, lane in enumerate(lanes):
-        for index, (payload, _) in enumerate(lane):
-            request = parse(CODEC.decode(payload))
-            if isinstance(request, DebitAdvice):
-                card = request.card
-                assert card.psam_terminal is not None and card.psam_serial is not None
-                found[number, index] = card_debit_id(card.psam_terminal.hex(), card.psam_serial)
-    return found
 
 
 @dataclass

@@ -41,3 +41,13 @@ def first_psam(database: Path) -> PsamOnFile:
             "ORDER BY serial LIMIT 1"
         ).fetchone()
     return PsamOnFile(*row)
+
+
+def psams_on_file(database: Path) -> list[PsamOnFile]:
+    """Every PSAM, by institution, then serial."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
+            "ORDER BY institution_id, serial"
+        ).fetchall()
+    return [PsamOnFile(*row) for row in rows]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_switch import alive
 from tests.support.workers import free_ports
 
 TOOLS = ("initdb", "pg_ctl", "pg_basebackup")
@@ -137,7 +138,7 @@ class Cluster:
         assert pid is not None, f"{self.name} is not running"
         os.kill(pid, signal.SIGKILL)
         for _ in range(500):  # bounded: the postmaster is gone at once (root reaps nothing)
-            if not _alive(pid):
+            if not alive(pid):
                 return
             time.sleep(0.01)
         raise AssertionError(f"{self.name}'s postmaster {pid} survived SIGKILL")
@@ -148,7 +149,7 @@ class Cluster:
         except OSError:
             return None
         pid = int(first) if first.strip().isdigit() else None
-        return pid if pid is not None and _alive(pid) else None
+        return pid if pid is not None and alive(pid) else None
 
     def dsn(self, host: str = "127.0.0.1", database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{host}:{self.port}/{database}"
@@ -167,14 +168,6 @@ class Pair:
         asyncpg's ``target_session_attrs=read-write``)."""
         hosts = f"{host}:{self.primary.port},{host}:{self.standby.port}"
         return f"postgresql://{SUPERUSER}@{hosts}/{database}?target_session_attrs=read-write"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _settings(port: int, socket_dir: Path, listen: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import PinEntry, personalize_card
 from tests.support.daemon import Daemon, new_hsm, now
 from tests.support.kiosk import PIN, card_master_keys
-from tests.support.on_file import CardOnFile, PsamOnFile
+from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
 
 CARDS = 50
 KIOSKS = ("K0000001", "K0000002")
@@ -46,12 +46,7 @@ def cards_on_file(database: Path, count: int) -> list[CardOnFile]:
 
 def three_psams(database: Path) -> list[PsamOnFile]:
     """Two PSAMs (POS) of the first institution, one of the second."""
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT serial, psam_terminal_no, institution_id, terminal_id FROM psams "
-            "ORDER BY institution_id, serial"
-        ).fetchall()
-    psams = [PsamOnFile(*row) for row in rows]
+    psams = psams_on_file(database)
     first = [p for p in psams if p.institution_id == psams[0].institution_id][:2]
     other = next(p for p in psams if p.institution_id != psams[0].institution_id)
     assert len(first) == 2

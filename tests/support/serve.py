@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench.bench_switch import children
+from bench.bench_switch import alive, children, stop
 
 SCRIPT = str(Path(sys.executable).parent / "medswitch")
 
@@ -29,12 +30,12 @@ class Ports:
 
 @contextlib.contextmanager
 def serving(
-    home: Path, typed: str | None = None
+    home: Path, typed: str | None = None, settings: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], Ports]]:
-    """`medswitch serve` on ``home`` (``typed`` on its standard input: key cards' PINs);
-    stopped (SIGTERM, then SIGKILL) and its writer process reaped after use, whether or not
-    the test killed it first."""
-    env = {**os.environ, "MEDSWITCH_HOME": str(home)}
+    """`medswitch serve` on ``home`` (``typed`` on its standard input: key cards' PINs;
+    ``settings``: more MEDSWITCH_* variables); stopped (SIGTERM, then SIGKILL) and its writer
+    process reaped after use, whether or not the test stopped or killed it first."""
+    env = {**os.environ, **(settings or {}), "MEDSWITCH_HOME": str(home)}
     process = subprocess.Popen(
         [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL if typed is None else subprocess.PIPE,
@@ -55,30 +56,29 @@ def serving(
         helpers = children(process.pid)  # its ledger writer
         yield process, Ports(int(match.group(1)), int(match.group(2)), tuple(before))
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)
         _reap(helpers)
+
+
+def wait_serving(process: subprocess.Popen[Any], out: Path, errors: Path, within_s: float) -> str:
+    """What the process wrote to ``out`` once it says "medswitch serving"; AssertionError with
+    the end of ``errors`` when it ends first or does not say it within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    text = out.read_text()
+    while "medswitch serving" not in text:
+        assert process.poll() is None, f"it ended: {errors.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"it did not start: {errors.read_text()[-2000:]}"
+        time.sleep(0.2)
+        text = out.read_text()
+    return text
 
 
 def _reap(pids: list[int]) -> None:
     """The daemon's children end when its end of their socket closes; bounded wait, then kill."""
     deadline = time.monotonic() + 15
     for pid in pids:
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

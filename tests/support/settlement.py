@@ -3,6 +3,7 @@ HIS API's client calls, and the settlement over the terminal interface."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import urllib.error
@@ -11,6 +12,8 @@ from typing import Any
 
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage
 from ledger.medical.policy import EXAMPLE
+from ledger.medical.sql_reference import ReferenceData
+from ledger.medical.sql_store import sqlite_engine
 from messages.private import BillData, CardData
 from messages.terminal import (
     Settlement,
@@ -41,6 +44,17 @@ def medical_reference(daemon: Daemon, institution: str) -> str:
     reference.add_catalogue(CATALOGUE, "0" * 64, micros, "test")
     reference.set_policy(EXAMPLE.replace("2026", str(now().year)), micros, "test")
     return reference.issue_credential(institution, micros)
+
+
+async def his_tokens(daemon: Daemon, institutions: list[str]) -> dict[str, str]:
+    """The catalogue and this year's policy, and each institution's HIS credential (on the
+    daemon's SQLite database)."""
+    tokens = {institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])}
+    reference = ReferenceData(sqlite_engine(daemon.home / "medswitch.db"))
+    micros = int(now().timestamp() * 1_000_000)
+    for institution in institutions[1:]:
+        tokens[institution] = reference.issue_credential(institution, micros)
+    return tokens
 
 
 def his_submit(port: int, institution: str, token: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -17,19 +17,20 @@ from typing import Any
 import pytest
 import uvloop
 
-from ledger.medical.sql_reference import ReferenceData
-from ledger.medical.sql_store import sqlite_engine
 from messages.card_records import Visit, append_visit_command
-from messages.private import BillData, CardData
-from messages.terminal import Settlement
 from simulators import pos_records, terminal_card
 from simulators.pos import Pos
 from switch.card_io.connection import ApduError, CardConnection
-from tests.support.card_book import issue_book_cards, psams_of_three_institutions
+from tests.support.card_book import (
+    issue_book_cards,
+    psams_of_three_institutions,
+    settle_first_card,
+    terminal_log_fields,
+)
 from tests.support.daemon import Daemon, now, run, running_daemon
-from tests.support.kiosk import PIN, issue_psam, signed_on_kiosk
+from tests.support.kiosk import PIN, issue_psam
 from tests.support.scripted_day import cards_on_file, present, terminal_link
-from tests.support.settlement import his_submit, medical_reference
+from tests.support.settlement import his_submit, his_tokens
 
 CARDS = 3
 
@@ -46,13 +47,7 @@ def test_visits_at_two_hospitals_are_read_back_at_a_third(tmp_path: Path) -> Non
         cards = cards_on_file(db, CARDS)
         rows = psams_of_three_institutions(db)
         institutions = [row.institution_id for row in rows]
-        tokens = {
-            institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])
-        }
-        reference = ReferenceData(sqlite_engine(db))
-        micros = int(now().timestamp() * 1_000_000)
-        for institution in institutions[1:]:
-            tokens[institution] = reference.issue_credential(institution, micros)
+        tokens = await his_tokens(daemon, institutions)
         conns, keys = await issue_book_cards(daemon, cards[:2])
         bare, _ = await issue_book_cards(daemon, cards[2:], record_key=False)
         psams = [await issue_psam(daemon, row, keys.purchase) for row in rows]
@@ -175,34 +170,13 @@ def test_without_mk_record_the_settlement_stands_and_its_log_says_why(
     caplog.set_level(logging.INFO, logger="medswitch.terminal")
 
     async def scenario(daemon: Daemon) -> None:
-        on_file, psam = daemon.first_card(), daemon.first_psam()
-        token = await asyncio.to_thread(medical_reference, daemon, psam.institution_id)
-        body = {"his_bill_no": "NO-KEY", "card_no": on_file.card_no,
-                "service_date": now().date().isoformat(),
-                "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}  # fmt: skip
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam.institution_id, token, body
-        )
-        async with daemon.terminal(psam.terminal_id) as pos:
-            await signed_on_kiosk(daemon, pos, psam.institution_id)
-            assert pos.keys is not None and pos.keys.tdk is not None
-            plain = BillData(bill_id=submitted["bill_id"], diagnoses="J45.9").build()
-            bill = await pos.hsm.encrypt_data(pos.keys.tdk, plain)
-            reply = await pos.exchange(
-                Settlement(**pos.envelope(), pan=on_file.card_no,
-                           amount_fen=submitted["split"]["total_fen"],
-                           card=CardData(challenge=bytes.fromhex("01020304")), bill=bill)
-            )  # fmt: skip
-            assert reply.response_code == "00" and reply.bill is not None
-            split = BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
-            assert split.visit_script is None and split.total_fen == submitted["split"]["total_fen"]
-        lines = [
-            r.fields  # type: ignore[attr-defined]
-            for r in caplog.records
-            if r.name == "medswitch.terminal" and isinstance(getattr(r, "fields", None), dict)
-        ]
-        approved = [f for f in lines if f.get("rc") == "00" and f.get("reason")]
+        drug = [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]
+        settled = await settle_first_card(daemon, "NO-KEY", drug, "J45.9")
+        assert settled.split.visit_script is None
+        assert settled.split.total_fen == settled.total_fen
+        logged = terminal_log_fields(caplog.records)
+        approved = [f for f in logged if f.get("rc") == "00" and f.get("reason")]
         assert [f["reason"] for f in approved] == ["visit_script_unavailable: KeyNotFoundError"]
-        assert on_file.card_no not in str(approved)
+        assert settled.card_no not in str(approved)
 
     run(tmp_path, scenario)

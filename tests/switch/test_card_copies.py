@@ -19,15 +19,13 @@ import uvloop
 
 from hsm.keys import KeyUsage
 from ledger.medical.card_copies import VisitCopies
-from messages.private import BillData, CardData
-from messages.terminal import Settlement
 from routing.cardkeys import card_master_alias
 from simulators import pos_records, terminal_card
 from simulators.pos import Pos
 from switch.key_home import personal_keys
-from tests.support.card_book import issue_book_cards
+from tests.support.card_book import issue_book_cards, settle_first_card, terminal_log_fields
 from tests.support.daemon import Daemon, now, run, running_daemon
-from tests.support.kiosk import PIN, issue_psam, signed_on_kiosk
+from tests.support.kiosk import PIN, issue_psam
 from tests.support.on_file import CardOnFile
 from tests.support.scripted_day import terminal_link
 from tests.support.settlement import his_submit, medical_reference
@@ -152,32 +150,10 @@ def test_without_the_personal_data_key_no_visit_is_written(
     async def scenario(daemon: Daemon) -> None:
         alias = card_master_alias(KeyUsage.MK_RECORD)
         await daemon.hsm.generate_key(alias, KeyUsage.MK_RECORD, now=now())
-        on_file, psam = daemon.first_card(), daemon.first_psam()
-        token = await asyncio.to_thread(medical_reference, daemon, psam.institution_id)
-        body = {"his_bill_no": "NO-COPY", "card_no": on_file.card_no,
-                "service_date": now().date().isoformat(), "lines": DRUG}  # fmt: skip
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam.institution_id, token, body
-        )
-        async with daemon.terminal(psam.terminal_id) as pos:
-            await signed_on_kiosk(daemon, pos, psam.institution_id)
-            assert pos.keys is not None and pos.keys.tdk is not None
-            plain = BillData(bill_id=submitted["bill_id"], diagnoses="E11.9").build()
-            bill = await pos.hsm.encrypt_data(pos.keys.tdk, plain)
-            reply = await pos.exchange(
-                Settlement(**pos.envelope(), pan=on_file.card_no,
-                           amount_fen=submitted["split"]["total_fen"],
-                           card=CardData(challenge=bytes.fromhex("01020304")), bill=bill)
-            )  # fmt: skip
-            assert reply.response_code == "00" and reply.bill is not None
-            split = BillData.parse(await pos.hsm.decrypt_data(pos.keys.tdk, reply.bill))
-            assert split.visit_script is None
+        settled = await settle_first_card(daemon, "NO-COPY", DRUG, "E11.9")
+        assert settled.split.visit_script is None
         assert daemon.sql("SELECT COUNT(*) FROM card_visits") == [(0,)]
-        reasons = [
-            r.fields.get("reason")  # type: ignore[attr-defined]
-            for r in caplog.records
-            if r.name == "medswitch.terminal" and isinstance(getattr(r, "fields", None), dict)
-        ]
+        reasons = [fields.get("reason") for fields in terminal_log_fields(caplog.records)]
         assert "visit_copy_unavailable: KeyNotFound" in reasons, reasons
 
     run(tmp_path, scenario)

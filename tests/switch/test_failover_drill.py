@@ -24,8 +24,9 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_workers import prepare
-from tests.support.failover import Listen, Seen, check_ledger, debit_ids, deploy, drive, serving
+from bench.bench_settle import debit_ids
+from bench.bench_workers import deploy, prepare
+from tests.support.failover import Listen, Seen, check_ledger, drive, serving
 from tests.support.pgcluster import Pair, replicated_pair
 from tests.support.workers import free_ports
 

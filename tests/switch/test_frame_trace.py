@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from messages.codec import Codec
@@ -22,8 +19,8 @@ from messages.terminal_table import build
 from switch.demo.keys import provision, write_config
 from switch.trace import Passing, TraceFormatter, masked
 from tests.support.daemon import INSTITUTION, make_database
+from tests.support.serve import SCRIPT, serving
 
-SCRIPT = str(Path(sys.executable).parent / "medswitch")
 GOLDEN = Path(__file__).resolve().parents[2] / "specs" / "examples" / "frames.json"
 
 
@@ -59,27 +56,15 @@ def test_the_trace_masks_what_it_writes_and_decode_reads_it_back(tmp_path: Path)
     asyncio.run(provision(tmp_path, ["POS00001"]))
     write_config(tmp_path, terminal_port=0, http_port=0)
     trace = tmp_path / "trace.jsonl"
-    env = {**os.environ, "MEDSWITCH_HOME": str(tmp_path), "MEDSWITCH_TRACE_FILE": str(trace)}
     codec = Codec(TERMINAL)
     inquiry = golden("balance_inquiry")[0]  # K0000001 is no terminal here: refused, traced
     pan = str(codec.decode(inquiry[2:]).fields[2])
-    process = subprocess.Popen(
-        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", line)
-        assert match, line
+    with serving(tmp_path, settings={"MEDSWITCH_TRACE_FILE": str(trace)}) as (process, ports):
         request = SignOn(stan="000001", terminal_id="POS00001", institution_id=INSTITUTION)
         framed = encode_frame(codec.encode(build(request)), LengthFormat.BINARY2)
-        replies = asyncio.run(exchange(int(match.group(1)), [framed, inquiry]))
+        replies = asyncio.run(exchange(ports.terminal, [framed, inquiry]))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
     assert len(replies) == 2
     signed_on = codec.decode(replies[0])
     assert signed_on.fields[39] == "00"

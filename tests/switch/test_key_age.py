@@ -6,7 +6,6 @@ components signs on, its old TMK no longer does."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvloop
@@ -20,24 +19,14 @@ from simulators.card import VirtualCard
 from simulators.card.factory import blank_card
 from switch.cli import main
 from switch.key_home import component_files_of
-from tests.support.ceremony import Ceremony, serving
+from tests.support.ceremony import Ceremony, later, serving, with_tmks
 from tests.support.daemon import INSTITUTION, make_database
 
 TERMINALS = ("P0000101", "P0000102")
 
 
-def later(days: int) -> str:
-    return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0).isoformat()
-
-
 def deployment(tmp_path: Path) -> Ceremony:
-    media = tmp_path / "media"
-    media.mkdir()
-    c = Ceremony(tmp_path / "home", media)
-    c.lmk_files = [c.component("alice", "lmk.alice"), c.component("bob", "lmk.bob")]
-    c.keys("lmk-form", "--new", *[a for f in c.lmk_files for a in ("-c", str(f))])
-    for terminal in TERMINALS:
-        c.keys("generate", f"tmk/{terminal}", "--usage", "TMK", "--exportable")
+    c = with_tmks(tmp_path, TERMINALS)
     c.keys("generate", "zmk/bank1", "--usage", "ZMK")
     return c
 

@@ -27,11 +27,8 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import CODEC, Lanes, demo_home, prepare
-from ledger.events.purchases import card_debit_id
+from bench.bench_settle import Lanes, code_of, debit_ids, demo_home, prepare
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
-from messages.terminal import DebitAdvice
-from messages.terminal_table import parse
 from tests.support.serve import serving
 
 POS = 6
@@ -83,23 +80,6 @@ async def _one_frame(reader: asyncio.StreamReader, decoder: FrameDecoder) -> byt
         if frames:
             return frames[0]
     raise AssertionError("no whole reply in 1000 reads")
-
-
-def code_of(reply: bytes) -> str:
-    return parse(CODEC.decode(reply)).response_code
-
-
-def debit_ids(lanes: Lanes) -> dict[tuple[int, int], str]:
-    """(POS, index) of each advice → the id of the card-debit transfer it posts."""
-    found = {}
-    for number, lane in enumerate(lanes):
-        for index, (payload, _) in enumerate(lane):
-            request = parse(CODEC.decode(payload))
-            if isinstance(request, DebitAdvice):
-                card = request.card
-                assert card.psam_terminal is not None and card.psam_serial is not None
-                found[number, index] = card_debit_id(card.psam_terminal.hex(), card.psam_serial)
-    return found
 
 
 def transfer_counts(database: Path, ids: list[str]) -> dict[str, int]:

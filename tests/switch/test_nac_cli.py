@@ -11,15 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simulators.card import VirtualCard
 from simulators.dial_link import Dial, LineDown, ModemLine
-from simulators.psam import VirtualPsam
-from tests.support.daemon import Daemon, now, run
-from tests.support.kiosk import issue_card_with_keys, issue_psam
+from tests.support.daemon import Daemon, run
 from tests.support.nac import NUMBER, running_nac, table_text
-from tests.support.on_file import first_card, first_psam
-from tests.support.settlement import his_get, his_submit, medical_reference
-from tests.support.sim import invoke, tmk_file
+from tests.support.settlement import his_get
+from tests.support.sim import billed_card, invoke, tmk_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDSWITCH = str(Path(sys.executable).parent / "medswitch")
@@ -106,23 +102,9 @@ def test_sim_pos_dials_through_the_controller(tmp_path: Path) -> None:
     cash, closed at the centre, everything else as over TCP."""
 
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-        body = {
-            "his_bill_no": "HIS-DIAL-CLI",
-            "card_no": on_file.card_no,
-            "service_date": now().date().isoformat(),
-            "lines": [{"code": "B02", "quantity": 10, "unit_price_fen": 15000}],
-        }
-        bill = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
-        )
-        conn, keys = await issue_card_with_keys(daemon, on_file)
-        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        on_file, psam_row, token, bill, card_path, psam_path = await billed_card(
+            daemon, tmp_path, "HIS-DIAL-CLI"
+        )  # B02 × 10: past the deductible
         tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
         text = table_text(tmp_path, {"0003": [daemon.app.terminal_port]}, framing="stx")
         script = tmp_path / "script.txt"

@@ -24,7 +24,7 @@ from tests.support.kiosk import KIOSK, give_ep, issue_card_with_keys, issue_psam
 from tests.support.on_file import first_card, first_psam
 from tests.support.relay import dead_port
 from tests.support.settlement import his_submit, medical_reference
-from tests.support.sim import invoke, tmk_file
+from tests.support.sim import billed_card, invoke, tmk_file
 
 EP_FEN = 9_000
 
@@ -132,23 +132,10 @@ def test_ep_self_pay_and_automatic_offline_fallback(tmp_path: Path) -> None:
 
 def test_a_card_that_cannot_pay_its_share_has_the_settlement_reversed(tmp_path: Path) -> None:
     async def scenario(daemon: Daemon) -> None:
-        db = daemon.home / "medswitch.db"
-        on_file, psam_row = first_card(db), first_psam(db)
-        token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-        body = {
-            "his_bill_no": "HIS-EMPTY-1",
-            "card_no": on_file.card_no,
-            "service_date": now().date().isoformat(),
-            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
-        }
-        submitted = await asyncio.to_thread(
-            his_submit, daemon.app.http_port, psam_row.institution_id, token, body
-        )
-        conn, keys = await issue_card_with_keys(daemon, on_file)  # never loaded: ED 0
-        psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-        card_path, psam_path = tmp_path / "card.json", tmp_path / "psam.json"
-        VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-        VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
+        drug = {"code": "A01", "quantity": 2, "unit_price_fen": 1000}
+        on_file, psam_row, _, submitted, card_path, psam_path = await billed_card(
+            daemon, tmp_path, "HIS-EMPTY-1", drug
+        )  # the card never loaded: ED 0
         tmk = await tmk_file(daemon, psam_row.terminal_id, tmp_path / "pos.tmk")
         script = tmp_path / "pos.txt"
         script.write_text(f"sign_on\nsettle {submitted['bill_id']} 2000\n")

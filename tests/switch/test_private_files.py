@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -19,8 +16,7 @@ from ledger.migrate import upgrade_sqlite
 from switch.cli import main
 from switch.demo.keys import provision, write_config
 from tests.support.daemon import make_database, sign_on_once
-
-SCRIPT = str(Path(sys.executable).parent / "medswitch")
+from tests.support.serve import serving
 
 
 def mode(path: Path) -> int:
@@ -68,26 +64,14 @@ def test_the_daemon_makes_its_home_and_files_private(tmp_path: Path) -> None:
     write_config(home, terminal_port=0, http_port=0)
     for name in ("medswitch.db", "keys.jsonl", "audit.jsonl"):
         (home / name).chmod(0o644)  # as an earlier deployment left them
-    env = {**os.environ, "MEDSWITCH_HOME": str(home)}
-    process = subprocess.Popen(
-        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", line)
-        assert match, line + (process.stderr.read() if process.poll() is not None else "")
-        assert asyncio.run(sign_on_once(int(match.group(1)))).response_code == "00"
+    with serving(home) as (process, ports):
+        assert asyncio.run(sign_on_once(ports.terminal)).response_code == "00"
         assert mode(home) == 0o700
         for name in ("medswitch.db", "medswitch.db-wal", "medswitch.db-shm", "keys.jsonl"):
             assert mode(home / name) == 0o600, name  # the WAL is being written now
         assert mode(home / "audit.jsonl") == 0o600
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def test_a_shared_directory_is_never_taken_for_a_home(tmp_path: Path) -> None:

@@ -12,11 +12,10 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ledger.migrate import upgrade_sqlite
-from tests.support.ceremony import Ceremony
+from tests.support.ceremony import later, with_tmks
 from tests.support.operators import enrol, password_of
 
 UNIT = Path(__file__).parents[2] / "ops" / "systemd" / "medswitch-rotate-tmks.service"
@@ -25,18 +24,8 @@ TERMINALS = ("P0000201", "P0000202")
 RUN_S = 120
 
 
-def later(days: int) -> str:
-    return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0).isoformat()
-
-
 def test_the_rotation_unit_runs_as_systemd_would(tmp_path: Path) -> None:
-    media = tmp_path / "media"
-    media.mkdir()
-    c = Ceremony(tmp_path / "home", media)
-    c.lmk_files = [c.component("alice", "lmk.alice"), c.component("bob", "lmk.bob")]
-    c.keys("lmk-form", "--new", *[a for f in c.lmk_files for a in ("-c", str(f))])
-    for terminal in TERMINALS:
-        c.keys("generate", f"tmk/{terminal}", "--usage", "TMK", "--exportable")
+    c = with_tmks(tmp_path, TERMINALS)
     upgrade_sqlite(c.home / "medswitch.db")  # the deployment's operators from now on
     enrol(c.home / "medswitch.db", tmp_path / "enrolled", "tmk-rotation", "key_custodian")
     kif = [c.component(o, f"kif.{o}") for o in ("ivan", "judy")]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bench.bench_switch import stop
 from switch.demo.keys import write_config
+from tests.support.serve import wait_serving
 
 BIN = Path(sys.executable).parent
 START_S = 120.0
@@ -32,18 +32,9 @@ def test_run_prints_one_summary_and_no_library_noise(tmp_path: Path) -> None:
             env=env, stdout=stdout, stderr=stderr, cwd=tmp_path,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + START_S
-            while "medswitch serving" not in out.read_text():
-                assert process.poll() is None, err.read_text()[-2000:]
-                assert time.monotonic() < deadline, err.read_text()[-2000:]
-                time.sleep(0.2)
+            wait_serving(process, out, err, START_S)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop(process)
     lines = out.read_text().splitlines()
     assert not [ln for ln in lines if re.match(r"key \S+ KCV", ln)]
     (summary,) = [ln for ln in lines if ln.startswith("demo: ")]

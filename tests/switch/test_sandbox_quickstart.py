@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.bench_switch import stop
 from switch.demo.keys import write_config
+from tests.support.serve import wait_serving
 
 BIN = Path(sys.executable).parent
 START_S = 120.0
@@ -51,13 +51,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + START_S
-        text = ""
-        while "medswitch serving" not in text:
-            assert process.poll() is None, f"medswitch run ended: {text[-2000:]}"
-            assert time.monotonic() < deadline, f"medswitch run did not start: {text[-2000:]}"
-            time.sleep(0.2)
-            text = Path(log.name).read_text()
+        text = wait_serving(process, Path(log.name), Path(log.name), START_S)
         lines = text.splitlines()
         start = lines.index(next(ln for ln in lines if ln.startswith("# TEST ONLY")))
         printed = [
@@ -65,12 +59,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         ]
         yield home, printed
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         log.close()
 
 

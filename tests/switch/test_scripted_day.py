@@ -37,7 +37,7 @@ import uvloop
 from ledger import events as ev
 from ledger.kinds import AccountKind, account_id
 from ledger.medical.service import MedicalService
-from ledger.medical.sql_reference import ReferenceData, SqlDirectory
+from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from messages.outcome import Outcome
 from messages.private import CardData, Purse
@@ -65,7 +65,7 @@ from tests.support.scripted_day import (
     terminal_link,
     three_psams,
 )
-from tests.support.settlement import his_submit, medical_reference
+from tests.support.settlement import his_submit, his_tokens
 
 EP_CARDS = range(3, CARDS, 5)  # their bills have a self-pay line the card's EP pays
 EP_FEN = 6_000
@@ -127,13 +127,7 @@ def test_a_scripted_day_of_three_pos_two_kiosks_and_fifty_cards(tmp_path: Path) 
         cards = cards_on_file(db, CARDS)
         psam_rows = three_psams(db)
         institutions = sorted({p.institution_id for p in psam_rows})
-        tokens = {
-            institutions[0]: await asyncio.to_thread(medical_reference, daemon, institutions[0])
-        }
-        reference = ReferenceData(sqlite_engine(db))
-        micros = int(now().timestamp() * 1_000_000)
-        for institution in institutions[1:]:
-            tokens[institution] = reference.issue_credential(institution, micros)
+        tokens = await his_tokens(daemon, institutions)
 
         conns, keys = await issue_cards(daemon, cards)
         psams = [await issue_psam(daemon, row, keys.purchase) for row in psam_rows]

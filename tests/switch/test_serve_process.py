@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from switch.demo.keys import provision, write_config
 from tests.support.daemon import make_database, sign_on_once
-
-SCRIPT = str(Path(sys.executable).parent / "medswitch")
+from tests.support.serve import serving
 
 
 def test_serve_answers_a_sign_on_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -21,24 +16,12 @@ def test_serve_answers_a_sign_on_and_stops_on_sigterm(tmp_path: Path) -> None:
     created = asyncio.run(provision(tmp_path, ["POS00001"]))
     assert "tmk/POS00001" in created and "card/MK_LOAD" in created
     write_config(tmp_path, terminal_port=0, http_port=0)
-    env = {**os.environ, "MEDSWITCH_HOME": str(tmp_path)}
-    process = subprocess.Popen(
-        [SCRIPT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"terminals on 127\.0\.0\.1:(\d+)", line)
-        assert match, line + (process.stderr.read() if process.poll() is not None else "")
-        reply = asyncio.run(sign_on_once(int(match.group(1))))
+    with serving(tmp_path) as (process, ports):
+        reply = asyncio.run(sign_on_once(ports.terminal))
         assert reply.response_code == "00"
         assert reply.keys is not None and reply.keys.tdk is not None
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
     audit = (tmp_path / "audit.jsonl").read_text()
     assert "TEST" not in audit or '"test_only": true' in audit
     assert "0123456789ABCDEF" not in audit  # components never in the audit log

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
 from click.testing import CliRunner
 
@@ -18,16 +17,15 @@ from simulators import terminal_card
 from simulators.card import VirtualCard
 from simulators.card.card import Tear
 from simulators.kiosk import Kiosk
-from simulators.psam import VirtualPsam
 from simulators.terminal_link import Endpoint, TerminalLink, TerminalState
 from switch.card_io.connection import DirectConnection
 from switch.cli import main
-from tests.support.daemon import Daemon, now, run
-from tests.support.kiosk import KIOSK, balances, issue_card_with_keys, issue_psam
-from tests.support.on_file import CardOnFile, PsamOnFile, first_card, first_psam
+from tests.support.daemon import Daemon, run
+from tests.support.kiosk import KIOSK, balances, issue_card_with_keys
+from tests.support.on_file import first_card
 from tests.support.relay import ReplyDropper
-from tests.support.settlement import his_get, his_submit, medical_reference
-from tests.support.sim import invoke, tmk_file
+from tests.support.settlement import his_get
+from tests.support.sim import billed_card, invoke, tmk_file
 
 
 def card_ed(path: Path) -> int:
@@ -35,35 +33,6 @@ def card_ed(path: Path) -> int:
     conn.connect()
     terminal_card.open_application(conn, "123456")
     return terminal_card.balance(conn)
-
-
-PAST_DEDUCTIBLE = {"code": "B02", "quantity": 10, "unit_price_fen": 15000}
-
-
-async def billed_card(
-    daemon: Daemon, tmp: Path, his_bill_no: str, line: dict[str, Any] = PAST_DEDUCTIBLE
-) -> tuple[CardOnFile, PsamOnFile, str, dict[str, Any], Path, Path]:
-    """The first card with a HIS bill of one ``line`` (by default past the deductible) at the
-    first PSAM's institution, the card and the PSAM issued and saved for the simulators:
-    (card, PSAM, HIS token, the HIS's answer, card file, PSAM file)."""
-    db = daemon.home / "medswitch.db"
-    on_file, psam_row = first_card(db), first_psam(db)
-    token = await asyncio.to_thread(medical_reference, daemon, psam_row.institution_id)
-    body = {
-        "his_bill_no": his_bill_no,
-        "card_no": on_file.card_no,
-        "service_date": now().date().isoformat(),
-        "lines": [line],
-    }
-    submitted = await asyncio.to_thread(
-        his_submit, daemon.app.http_port, psam_row.institution_id, token, body
-    )
-    conn, keys = await issue_card_with_keys(daemon, on_file)
-    psam_conn = await issue_psam(daemon, psam_row, keys.purchase)
-    card_path, psam_path = tmp / "card.json", tmp / "psam.json"
-    VirtualCard(conn._card.state, path=card_path)  # type: ignore[attr-defined]
-    VirtualPsam(psam_conn._card.state, path=psam_path)  # type: ignore[attr-defined]
-    return on_file, psam_row, token, submitted, card_path, psam_path
 
 
 def test_a_scripted_kiosk_and_pos_day(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench.bench_workers import prepare
+from bench.bench_settle import debit_ids
+from bench.bench_workers import deploy, prepare
 from hsm.keys import KeyUsage
 from messages.terminal import BalanceInquiry, TerminalReply
 from switch.demo.keys import custodian_files, tmk_alias
@@ -33,8 +34,6 @@ from tests.support.failover import (
     Listen,
     Seen,
     check_ledger,
-    debit_ids,
-    deploy,
     drive,
     serving,
     summary,

@@ -138,14 +138,7 @@ def activate(c: Context, batch_file: Path, bureau: str, file_key: str) -> None:
     recorded active, so the switch serves them, as `cards personalize` does for the centre's."""
     c.authenticate("maker")
     data = batch_file.read_bytes()
-
-    async def check() -> issuance.Batch:
-        batch: issuance.Batch = await issuance.open_batch(
-            c.hsm, await resolve(c.home, file_key), data
-        )
-        return batch
-
-    batch = run_hsm(check())
+    batch = opened_batch(c, data, file_key)
     check_approval(batch_file, data, batch)
     numbers = [r.card_no for r in batch.records]
     with c.engine().begin() as db:
@@ -177,6 +170,19 @@ def replace(c: Context, card_no: str, reason: str) -> None:
     click.echo(f"card {card_no[:6]}…{card_no[-4:]} blacklisted for replacement ({reason})")
 
 
+def opened_batch(c: Context, data: bytes, file_key: str) -> issuance.Batch:
+    """The batch file's content verified whole and decrypted under the file key."""
+
+    async def check() -> issuance.Batch:
+        batch: issuance.Batch = await issuance.open_batch(
+            c.hsm, await resolve(c.home, file_key), data
+        )
+        return batch
+
+    opened: issuance.Batch = run_hsm(check())
+    return opened
+
+
 def approval_path(batch_file: Path) -> Path:
     return batch_file.with_name(batch_file.name + ".approval")
 
@@ -189,14 +195,7 @@ def approve(c: Context, batch_file: Path, file_key: str) -> None:
     """The checker: verifies the batch whole and approves it; never its own maker."""
     c.authenticate("checker")
     data = batch_file.read_bytes()
-
-    async def check() -> issuance.Batch:
-        batch: issuance.Batch = await issuance.open_batch(
-            c.hsm, await resolve(c.home, file_key), data
-        )
-        return batch
-
-    batch = run_hsm(check())
+    batch = opened_batch(c, data, file_key)
     if batch.maker == c.home.operator:
         raise click.ClickException(f"{c.home.operator} made batch {batch.batch_id}: "
                                    "a second operator approves it")

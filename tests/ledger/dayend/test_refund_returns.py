@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ledger.dayend import bank_files as bf
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.support.dayend import Cli, cards_of, post_both, today_and_after
+from tests.support.dayend import Cli, approved_day
 
 TABLES = ("transfers", "payouts", "review_items")
 
@@ -31,12 +31,7 @@ def _with_clear_card(cli: Cli, answer: Path, card_no: str) -> Path:
 
 
 def test_a_refund_return_with_the_card_number_in_clear_is_refused_by_the_import(cli: Cli) -> None:
-    cards = cards_of(cli.db, 4)
-    asyncio.run(post_both(cli.db, cards))
-    date, after = today_and_after()
-    compact = date.replace("-", "")
-    cli.run(date, after)
-    cli.approve(date, "bob")
+    cards, date, compact = approved_day(cli)
     refund = cli.out / "outbox" / f"REFUND_{compact}_b1_EP.enc"
     (card_no,), = cli.rows(f"SELECT account_no FROM payouts WHERE id = '{compact}-R-"
                            f"{cards[0].holder}'")

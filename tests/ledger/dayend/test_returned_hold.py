@@ -7,11 +7,10 @@ new account only, each naming the returned one, which becomes `reissued`."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 
-from tests.support.dayend import CUTOVER, Cli, cards_of, post_both, today_and_after
+from tests.support.dayend import CUTOVER, Cli, approved_day
 
 
 def _after(date: str) -> str:
@@ -34,12 +33,7 @@ def _held(cli: Cli, date: str) -> dict[str, str]:
 
 
 def test_a_returned_payout_is_held_until_its_account_is_corrected_or_confirmed(cli: Cli) -> None:
-    cards = cards_of(cli.db, 4)
-    asyncio.run(post_both(cli.db, cards))
-    date, after = today_and_after()
-    compact = date.replace("-", "")
-    cli.run(date, after)
-    cli.approve(date, "bob")
+    cards, date, compact = approved_day(cli)
     h1, refund = f"{compact}-I-h1", f"{compact}-R-{cards[0].holder}"
     (old_account,), = cli.rows(f"SELECT account_no FROM payouts WHERE id = '{h1}'")
     (card_no,), = cli.rows(f"SELECT account_no FROM payouts WHERE id = '{refund}'")
