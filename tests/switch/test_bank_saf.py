@@ -25,6 +25,7 @@ from switch.config import ConfigError, load
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.bank_observe import queue_reversal, sample, scrape
 from tests.support.daemon import BACKENDS
+from tests.support.operators import reader_env
 
 STUCK, NEXT = "000101", "000102"  # the originals' F11
 WHEN = "1207093000"
@@ -112,14 +113,17 @@ def test_a_stuck_reversal_does_not_delay_the_next_and_goes_to_review(
             await scenario(bank)
             url = bank.app.config.database_url
             if url:  # PostgreSQL: its schema is dropped when the daemon is gone
-                await asyncio.to_thread(review_list, {"MEDSWITCH_DATABASE_URL": url})
+                await asyncio.to_thread(review_list, url, tmp_path, "MEDSWITCH_DATABASE_URL")
 
     run(daemon_run())
     if backend == "sqlite":  # the operators see it, the daemon stopped or not
-        review_list({"MEDSWITCH_DB": str(tmp_path / "medswitch.db")})
+        review_list(tmp_path / "medswitch.db", tmp_path, "MEDSWITCH_DB")
 
 
-def review_list(env: dict[str, str]) -> None:
+def review_list(database: Path | str, tmp: Path, variable: str) -> None:
+    """`medswitch review list …` as the spec prints it, run by a logged-in auditor (a SQLite
+    file as a path, PostgreSQL as its URL)."""
+    env = {variable: str(database), **reader_env(database, tmp / "tokens")}
     result = CliRunner().invoke(main, shlex.split(REVIEW_LIST)[1:], env=env)
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "reversal_undelivered" in line]
