@@ -1,6 +1,7 @@
-"""The bank hosts of the bank contract suite (`test_bank_dialects.py`): each bank's profile (a
-preset and the settings its section overrides), its clear TEST ONLY zone keys formed in the
-deployment's key store, its `[bank]` / `[[bank.links]]` section, `medswitch run` serving them,
+"""The bank hosts of the bank contract suite (`test_bank_dialects.py`,
+`test_bank_key_change.py`): each bank's profile (a preset and the settings its section
+overrides), its clear TEST ONLY zone keys formed in the deployment's key store (and a ZMK for a
+bank whose keys change), its `[bank]` / `[[bank.links]]` section, `medswitch run` serving them,
 and what a bank's counter does (sign-on, a load at the counter with its confirmation, a balance
 inquiry's F54) and sees on /metrics. Written from the specs alone; imports nothing of medswitch."""
 
