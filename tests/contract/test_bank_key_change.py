@@ -28,8 +28,9 @@ EXAMPLES = json.loads(
 def test_the_bank_changes_its_keys_toward_the_centre(overriding_banks: Banks) -> None:
     """Spec: F48, "Key exchange": the bank's 0800 F70 101 on its link, MACed under the current
     ZAK, offers new keys under the ZMK; unsigned it is refused A0, with a KCV that does not
-    match 89 (nothing changes). Taken: the reply (MACed under the old ZAK) echoes the KCVs, the
-    new ZAK and ZPK serve, and after the overlap a MAC under the old ZAK is A0."""
+    match or without a ZAK 89 (nothing changes: the old ZAK still verifies past the overlap).
+    Taken: the reply (MACed under the old ZAK) echoes the KCVs, the new ZAK and ZPK serve, and
+    after the overlap a MAC under the old ZAK is A0."""
     banks, bank = overriding_banks, overriding_banks.banks["key-change"]
     counter = sign_on_counter(bank)
     try:
@@ -42,7 +43,10 @@ def test_the_bank_changes_its_keys_toward_the_centre(overriding_banks: Banks) ->
         wrong = field48.replace(f"/{kcv(fresh['ZPK'])}", "/000000")
         assert wrong != field48
         assert counter.exchange("0800", {70: "101", 48: wrong}).fields[39] == "89"
-        assert counter.exchange("0800", {70: "301"}).fields[39] == "00"  # still the old ZAK
+        no_zak = offer(bank.keys["ZMK"], {"ZPK": fresh["ZPK"]})
+        assert counter.exchange("0800", {70: "101", 48: no_zak}).fields[39] == "89"
+        time.sleep(OVERLAP_S + 0.5)  # had a refused change taken a key, the old ZAK would fail
+        assert counter.exchange("0800", {70: "301"}).fields[39] == "00"  # still the ZAK
 
         reply = counter.exchange("0800", change)  # its F128 checked under the old ZAK
         assert reply.fields[39] == "00"
