@@ -74,7 +74,8 @@ class BankEcho(BankMessage):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyChange(BankMessage):
-    """New ZPK/ZAK/file keys under the link's ZMK with KCVs, as ``usage=hex;kcv=hex`` items."""
+    """New ZAK/ZPK/file keys under the link's ZMK with KCVs: F48 ``USAGE=<key hex>/<KCV>`` items
+    joined by ``;`` (specs/bank-interface.md, "Private fields")."""
 
     keys: str
     BINDS: ClassVar[tuple[Bind, ...]] = (Bind("keys", 48),)

@@ -1,6 +1,7 @@
-"""The bank hosts of the bank contract suite (`test_bank_dialects.py`): each bank's profile (a
-preset and the settings its section overrides), its clear TEST ONLY zone keys formed in the
-deployment's key store, its `[bank]` / `[[bank.links]]` section, `medswitch run` serving them,
+"""The bank hosts of the bank contract suite (`test_bank_dialects.py`,
+`test_bank_key_change.py`): each bank's profile (a preset and the settings its section
+overrides), its clear TEST ONLY zone keys formed in the deployment's key store (and a ZMK for a
+bank whose keys change), its `[bank]` / `[[bank.links]]` section, `medswitch run` serving them,
 and what a bank's counter does (sign-on, a load at the counter with its confirmation, a balance
 inquiry's F54) and sees on /metrics. Written from the specs alone; imports nothing of medswitch."""
 
@@ -21,6 +22,7 @@ from tests.contract.counter import custodian_login, form_key, odd_parity_key
 from tests.contract.daemon import Deployment, free_port, running
 
 PIN = "123456"  # the sandbox cards' PIN
+OVERLAP_S = 1.0  # the key-change bank's key_overlap_s
 BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
 
 
@@ -34,6 +36,9 @@ class Profile:
     deployment: str = "presets"
     macs_network: bool = True  # the bank MACs its 0810s when network_mac is required
     omit: tuple[int, ...] = ()  # omit_fields: the savings debit's optional fields left off
+    settings: str = ""  # more of its section's settings, as TOML lines
+    day: bool = True  # does the whole day (test_a_bank_speaking_the_dialect_does_the_day)
+    zmk: bool = False  # has a ZMK: its keys change both ways
 
 
 PROFILES = {
@@ -48,10 +53,17 @@ PROFILES = {
                                   "mac_padding": "method2"}, "overrides", omit=(12, 13, 37)),
     "network-mac-unsigned": Profile("medswitch", "01080000", {"network_mac": "required"},
                                     "overrides", macs_network=False),
+    # keys changed both ways; the previous ZAK verifies 1 s after a change
+    "key-change": Profile("medswitch", "01090000", {}, "overrides",
+                          settings=f"key_overlap_s = {OVERLAP_S}\n", day=False, zmk=True),
+    "request-mac-none": Profile("medswitch", "01100000", {"request_mac": "none"}, "overrides",
+                                day=False),
+    "request-mac-optional": Profile("medswitch", "01110000", {"request_mac": "optional"},
+                                    "overrides", day=False),
 }
 
-DAYS = [name for name, profile in PROFILES.items() if profile.macs_network]
-USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK"}
+DAYS = [name for name, profile in PROFILES.items() if profile.macs_network and profile.day]
+USAGES = {"ZAK": "ZAK", "ZPK": "ZPK", "out/ZAK": "ZAK", "out/ZPK": "ZPK", "ZMK": "ZMK"}
 
 
 @dataclass
@@ -62,14 +74,14 @@ class Bank:
     keys: dict[str, bytes]  # ZAK, ZPK (inbound), out/ZAK, out/ZPK: clear, TEST ONLY
     issuer: Issuer
     port: int  # the centre's inbound listener for this bank
-    card_index: int  # its own card of the deployment's sandbox (which lists 3)
-    cards: dict[int, tuple[pboc.Card, str]] = field(default_factory=dict)  # purse → card, PAN
+    card_index: int  # its card of the deployment's sandbox (which lists 3: banks share them)
 
 
 @dataclass
 class Banks:
     deployment: Deployment
     banks: dict[str, Bank]
+    cards: dict[tuple[int, int], tuple[pboc.Card, str]] = field(default_factory=dict)
 
 
 def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
@@ -94,7 +106,7 @@ def bank_toml(bank: Bank, first: bool) -> str:
         f'zpk_alias = "{prefix}/ZPK"\nzmk_alias = "{prefix}/ZMK"\n'
         f'outbound_host = "127.0.0.1"\noutbound_port = {bank.issuer.port}\n'
         f'outbound_zak_alias = "{prefix}/out/ZAK"\noutbound_zpk_alias = "{prefix}/out/ZPK"\n'
-        f"outbound_timeout_s = 2.0\nbins = {bins}\n"
+        f"outbound_timeout_s = 2.0\nbins = {bins}\n{bank.profile.settings}"
     )
 
 
@@ -104,10 +116,10 @@ def serve(tmp: Path, deployment: str) -> Iterator[Banks]:
     for name, profile in PROFILES.items():
         if profile.deployment != deployment:
             continue
-        keys = {usage: odd_parity_key() for usage in USAGES}
+        keys = {name: odd_parity_key() for name in USAGES if name != "ZMK" or profile.zmk}
         dialect = Dialect.of(profile.preset, **profile.overrides)
         issuer = Issuer(dialect, keys["out/ZAK"], keys["out/ZPK"], PIN, profile.bank_id,
-                        mac_network=profile.macs_network)
+                        mac_network=profile.macs_network, zmk=keys.get("ZMK"))
         banks[name] = Bank(profile, profile.bank_id, dialect, keys, issuer, free_port(),
                            len(banks))
     try:
@@ -136,13 +148,16 @@ def balances(f54: str) -> dict[str, int]:
 
 
 def card_for(banks: Banks, bank: Bank, purse: int) -> tuple[pboc.Card, str]:
-    """The bank's own card of the sandbox (read from its image once: the card, its counters
-    and balance, then lives on from test to test as a real card would)."""
-    if purse not in bank.cards:
-        entry: Any = banks.deployment.listing()["cards"][bank.card_index]
+    """The bank's card of the sandbox (read from its image once: the card, its counters and
+    balance, then lives on from test to test as a real card would; banks past the sandbox's
+    count share one)."""
+    cards: Any = banks.deployment.listing()["cards"]
+    index = bank.card_index % len(cards)
+    if (index, purse) not in banks.cards:
+        entry = cards[index]
         card = pboc.Card.from_image(banks.deployment.sandbox / entry["image"], purse)
-        bank.cards[purse] = card, entry["card_no"]
-    return bank.cards[purse]
+        banks.cards[index, purse] = card, entry["card_no"]
+    return banks.cards[index, purse]
 
 
 def signs_network(bank: Bank) -> bool:

@@ -69,6 +69,7 @@ class Dialect:
     bitmap: str
     binary_fields: str
     numerics: str
+    request_mac: str
     response_mac: str
     network_mac: str
     mac_field: int
@@ -79,7 +80,8 @@ class Dialect:
         """The preset's column of the "Dialects" table, with a section's overrides."""
         settings = {**presets()[preset], **overrides}
         return cls(settings["length_header"], settings["bitmap"], settings["binary_fields"],
-                   settings["numerics"], settings["response_mac"], settings["network_mac"],
+                   settings["numerics"], settings["request_mac"], settings["response_mac"],
+                   settings["network_mac"],
                    int(settings["mac_field"]), settings["mac_padding"])
 
     @property

@@ -23,6 +23,8 @@ from tests.contract.bank_codec import (
     pin_of,
     sealed,
 )
+from tests.contract.bank_keys import Offered, take
+from tests.contract.bank_keys import kcv as kcv_of
 
 REPLY_S = 15.0
 
@@ -42,12 +44,15 @@ class Counter:
         return {7: gmt_now(), 11: f"{self.stan:06d}", 32: self.bank_id, 41: "CTR00001",
                 42: "BRANCH000000001"}
 
-    def exchange(self, mti: str, fields: dict[int, Value], *, mac: bool = True) -> Msg:
+    def exchange(self, mti: str, fields: dict[int, Value], *, mac: bool = True,
+                 zak: bytes | None = None) -> Msg:
+        """A request MACed under the counter's ZAK (or ``zak``, when given) unless not ``mac``;
+        the centre's reply."""
         request = {**self.envelope(), **fields}
-        payload = (sealed(self.dialect, self.zak, mti, request) if mac
+        payload = (sealed(self.dialect, zak or self.zak, mti, request) if mac
                    else encode(self.dialect, mti, request))
         self.sock.sendall(frame(self.dialect, payload))
-        return self.reply_to(mti, request, mac=mac)
+        return self.reply_to(mti, request, mac=mac, zak=zak)
 
     def send(self, mti: str, fields: dict[int, Value]) -> dict[int, Value]:
         """A request sent as it is (no MAC, no check of the answer): the fields sent."""
@@ -55,15 +60,20 @@ class Counter:
         self.sock.sendall(frame(self.dialect, encode(self.dialect, mti, request)))
         return request
 
-    def reply_to(self, mti: str, request: dict[int, Value], *, mac: bool) -> Msg:
+    def reply_to(self, mti: str, request: dict[int, Value], *, mac: bool,
+                 zak: bytes | None = None) -> Msg:
         raw = self.stream.read()
         assert raw is not None, "the centre closed the connection"
         reply = decode(self.dialect, raw)
         assert reply.mti == f"{int(mti) // 10 * 10 + 10:04d}", reply.mti
         for n in (7, 11, 32):
             assert reply.fields.get(n) == request[n], f"F{n} not echoed"
-        if mac:  # spec: every reply to a MACed request carries its own F128
-            assert mac_verifies(self.dialect, self.zak, reply), f"{reply.mti}: F128 is wrong"
+        policy = self.dialect.network_mac if mti.startswith("08") else self.dialect.request_mac
+        if mac and policy == "none":  # spec: a MAC neither checked nor sent by the centre
+            assert not {64, 128} & set(reply.fields), f"{reply.mti}: MACed under none"
+        elif mac and reply.fields.get(39) != "A0":  # spec: a reply to a MAC that verified
+            # carries its own, under the key the request verified with (an A0 is not MACed)
+            assert mac_verifies(self.dialect, zak or self.zak, reply), f"{reply.mti}: bad F128"
         return reply
 
     def close(self) -> None:
@@ -83,9 +93,11 @@ class Issuer:
     hold_debits: bool = False  # take debits but never answer (the centre times out)
     mac_network: bool = True  # MAC 0810s when network_mac is required (False: a bank that
     # does not, whose answers the centre must drop)
+    zmk: bytes | None = None  # the link's ZMK: the bank takes the centre's key changes
     stan: int = 0  # the bank's own requests on the centre's connection
     requests: queue.Queue[Msg] = field(default_factory=queue.Queue)
     responses: queue.Queue[Msg] = field(default_factory=queue.Queue)
+    changes: queue.Queue[Offered] = field(default_factory=queue.Queue)  # key changes taken
     _conn: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,6 +132,8 @@ class Issuer:
     def _answer(self, msg: Msg) -> bytes | None:
         echoed = {n: v for n, v in msg.fields.items() if n in (2, 3, 4, 7, 11, 32, 70, 90)}
         reply_mti = f"{int(msg.mti) // 10 * 10 + 10:04d}"
+        if msg.mti == "0800" and msg.fields.get(70) == "101":
+            return self._key_change(msg, reply_mti, echoed)
         if msg.mti == "0800":  # network management: MACed both ways only when required
             if self.dialect.network_mac != "required":
                 return encode(self.dialect, reply_mti, {**echoed, 39: "00"})
@@ -127,7 +141,7 @@ class Issuer:
             if not self.mac_network:
                 return encode(self.dialect, reply_mti, {**echoed, 39: code})
             return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: code})
-        if not mac_verifies(self.dialect, self.zak, msg):
+        if not self._request_mac_ok(msg):
             return encode(self.dialect, reply_mti, {**echoed, 39: "A0"})
         code = "00"
         if msg.mti == "0200":
@@ -140,13 +154,40 @@ class Issuer:
             return encode(self.dialect, reply_mti, {**echoed, 39: code})
         return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: code})
 
-    def request(self, mti: str, fields: dict[int, Value], *, mac: bool = False) -> Msg:
-        """The bank's own request on the centre's outbound connection; the centre's answer
-        (its F7, F11 and F32 checked to echo the request's)."""
+    def _request_mac_ok(self, msg: Msg) -> bool:
+        """The dialect's request_mac: required, optional (verified when there) or none."""
+        policy = self.dialect.request_mac
+        if policy == "none" or (policy == "optional" and not {64, 128} & set(msg.fields)):
+            return True
+        return mac_verifies(self.dialect, self.zak, msg)
+
+    def _key_change(self, msg: Msg, reply_mti: str, echoed: dict[int, Value]) -> bytes:
+        """The centre's key change (spec: F48, "Key exchange"): MACed under the current ZAK,
+        the keys under the ZMK with their KCVs; answered 00 with the KCVs under the same ZAK,
+        and the new ZAK and ZPK serve from the next message on."""
+        assert self.zmk is not None, "this bank takes no key change"
+        if not mac_verifies(self.dialect, self.zak, msg):
+            return encode(self.dialect, reply_mti, {**echoed, 39: "A0"})
+        offered = take(self.zmk, msg.text(48))
+        kcvs = {usage: kcv_of(key) for usage, key in offered.keys.items()}
+        if kcvs != offered.kcvs:
+            return sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: "89"})
+        data = ";".join(f"{usage}={check}" for usage, check in kcvs.items())
+        reply = sealed(self.dialect, self.zak, reply_mti, {**echoed, 39: "00", 48: data})
+        self.zak, self.zpk = offered.keys["ZAK"], offered.keys.get("ZPK", self.zpk)
+        self.changes.put(offered)
+        return reply
+
+    def request(self, mti: str, fields: dict[int, Value], *, mac: bool = False,
+                zak: bytes | None = None) -> Msg:
+        """The bank's own request on the centre's outbound connection (MACed under ``zak``
+        when given, else under its current ZAK when ``mac``); the centre's answer (its F7, F11
+        and F32 checked to echo the request's)."""
         assert self._conn is not None, "the centre has not connected"
         self.stan += 1
         request = {7: gmt_now(), 11: f"{900000 + self.stan:06d}", 32: self.bank_id, **fields}
-        payload = (sealed(self.dialect, self.zak, mti, request) if mac
+        mac = mac or zak is not None
+        payload = (sealed(self.dialect, zak or self.zak, mti, request) if mac
                    else encode(self.dialect, mti, request))
         with self._lock:
             self._conn.sendall(frame(self.dialect, payload))
@@ -155,7 +196,7 @@ class Issuer:
         for n in (7, 11, 32):
             assert reply.fields.get(n) == request[n], f"F{n} not echoed"
         if mac and reply.fields[39] != "A0":  # spec: a reply to a MAC that verified has one
-            assert mac_verifies(self.dialect, self.zak, reply), f"{reply.mti}: MAC is wrong"
+            assert mac_verifies(self.dialect, zak or self.zak, reply), f"{reply.mti}: bad MAC"
         return reply
 
     def send(self, mti: str, fields: dict[int, Value], *, zak: bytes | None = None,

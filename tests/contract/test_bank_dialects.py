@@ -12,15 +12,16 @@ A second daemon does the same with banks that override their preset (BCD numeric
 header, network management MACed both ways, no MAC on responses, the MAC in F64 padded by
 method 2, optional debit fields omitted), and with a bank
 that requires MACed network management but does not MAC its own 0810s: the centre drops them,
-never signs on, and says so on /metrics. Plus the golden savings debits of the spec. Imports
-nothing of medswitch."""
+never signs on, and says so on /metrics; and with banks whose request_mac is "none" or
+"optional" (unMACed requests served, a wrong MAC refused A0 under optional). Plus the golden
+savings debits of the spec. The deployments are `conftest.py`'s, shared with
+`test_bank_key_change.py`. Imports nothing of medswitch."""
 
 from __future__ import annotations
 
 import ast
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,6 @@ from tests.contract.bank_banks import (
     card_for,
     dropped_once,
     metric,
-    serve,
     sign_on_counter,
     signs_network,
 )
@@ -47,18 +47,6 @@ from tests.contract.counter import LOAD_FEN, load_at_counter, odd_parity_key
 HERE = Path(__file__).resolve().parent
 EXAMPLES = json.loads((HERE.parents[1] / "specs" / "examples" / "frames.json").read_text())
 OURS = ("messages", "hsm", "routing", "ledger", "switch", "simulators", "tests.support")
-
-
-@pytest.fixture(scope="module")
-def three_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
-    """One bank per preset, as the preset has it."""
-    yield from serve(tmp_path_factory.mktemp("bank-contract"), "presets")
-
-
-@pytest.fixture(scope="module")
-def overriding_banks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Banks]:
-    """Banks whose sections override their preset's settings."""
-    yield from serve(tmp_path_factory.mktemp("bank-overrides"), "overrides")
 
 
 def bank_of(request: pytest.FixtureRequest, name: str) -> tuple[Banks, Bank]:
@@ -86,14 +74,16 @@ def test_a_bank_speaking_the_dialect_does_the_day(
         assert counter.exchange("0800", {70: "301"}, mac=signs_network(bank)).fields[39] == "00"
 
         ed, pan = card_for(banks, bank, pboc.ED)
+        before = ed.balance_fen
         code, _ = load_at_counter(counter, ed, pan, "600000", {})
-        assert code == "00" and ed.balance_fen == LOAD_FEN
+        assert code == "00" and ed.balance_fen == before + LOAD_FEN
 
         # -- EP load from savings: the PIN under the counter's ZPK, the bank debits ----------
         ep, _ = card_for(banks, bank, pboc.EP)
+        before = ep.balance_fen
         block = pin_block(PIN, pan, keys["ZPK"])
         code, tac = load_at_counter(counter, ep, pan, "601000", {52: block})
-        assert code == "00" and tac is not None and ep.balance_fen == LOAD_FEN
+        assert code == "00" and tac is not None and ep.balance_fen == before + LOAD_FEN
         debit = issuer.next_request("02")
         assert (debit.fields[3], debit.fields[4]) == ("401000", f"{LOAD_FEN:012d}")
         assert debit.fields[11] == f"{counter.stan - 1:06d}"  # the counter's F11, kept
@@ -110,7 +100,7 @@ def test_a_bank_speaking_the_dialect_does_the_day(
         inquiry = counter.exchange("0200", {2: pan, 3: "310000"})
         assert inquiry.fields[39] == "00"
         shown = balances(inquiry.text(54))
-        assert (shown["92"], shown["93"]) == (LOAD_FEN, LOAD_FEN), shown
+        assert (shown["92"], shown["93"]) == (ed.balance_fen, ep.balance_fen), shown
 
         # -- a debit the bank never answers: 98, then its reversal, acknowledged ------------
         issuer.hold_debits = True
@@ -236,7 +226,8 @@ def test_the_spec_names_every_preset() -> None:
 
 def test_the_suite_imports_nothing_of_medswitch() -> None:
     for path in (HERE / "test_bank_dialects.py", HERE / "bank_peer.py", HERE / "bank_codec.py",
-                 HERE / "bank_banks.py"):
+                 HERE / "bank_banks.py", HERE / "bank_keys.py", HERE / "counter.py",
+                 HERE / "conftest.py", HERE / "test_bank_key_change.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -258,3 +249,32 @@ def test_metrics_show_each_links_state(overriding_banks: Banks) -> None:
         assert metric(overriding_banks, "medswitch_saf_depth", **labels) == 0
     finally:
         counter.close()
+
+
+@pytest.mark.parametrize("name", ["request-mac-none", "request-mac-optional"])
+def test_request_mac_none_and_optional_serve_unmaced_requests(
+    overriding_banks: Banks, name: str
+) -> None:
+    """Spec: MAC policy. request_mac = "none": the bank's financial requests are served
+    without a MAC (none checked), the centre's savings debit carries none. "optional": served
+    with or without one, a wrong one refused A0; the centre MACs its debit."""
+    banks, bank = overriding_banks, overriding_banks.banks[name]
+    counter = sign_on_counter(bank)
+    try:
+        ep, pan = card_for(banks, bank, pboc.EP)
+        inquiry = {2: pan, 3: "310000"}
+        unsigned = counter.exchange("0200", inquiry, mac=False)
+        assert unsigned.fields[39] == "00" and 128 not in unsigned.fields
+        wrong = counter.exchange("0200", inquiry, zak=odd_parity_key()).fields[39]
+        if name == "request-mac-optional":
+            assert counter.exchange("0200", inquiry).fields[39] == "00"  # reply MAC checked
+            assert wrong == "A0"
+        else:
+            assert wrong == "00"  # not checked
+        block = pin_block(PIN, pan, bank.keys["ZPK"])
+        code, _ = load_at_counter(counter, ep, pan, "601000", {52: block})  # unMACed too
+        assert code == "00"
+    finally:
+        counter.close()
+    debit = bank.issuer.next_request("02")
+    assert (128 in debit.fields) == (name == "request-mac-optional")

@@ -1,6 +1,8 @@
 """The bank dialects' golden frames (specs/examples/frames.json → ``bank_dialects``): for each
 preset, the centre's savings debit as :class:`switch.bank.link.BankLinkClient` encodes it,
-from TEST ONLY clear keys, PIN, PAN and a fixed clock. Written once with
+from TEST ONLY clear keys, PIN, PAN and a fixed clock; and the centre's key change (0800 F70
+101, ``medswitch`` preset) as :meth:`switch.bank.keys.LinkKeys.offer` makes its F48 from TEST
+ONLY new keys under a TEST ONLY ZMK. Written once with
 
     python -m tests.support.bank_golden specs/examples/frames.json
 
@@ -22,10 +24,12 @@ from hsm.lmk import TEST_ONLY_COMPONENTS, Component, Lmk, combine
 from hsm.pinblock import encode_format0
 from hsm.soft import SoftHsm
 from messages import bank
-from messages.bank import SavingsDebit
+from messages.bank import KeyChange, SavingsDebit
 from messages.codec import Message
 from switch.bank.dialect import PRESETS
+from switch.bank.keys import LinkAliases, LinkKeys
 from switch.bank.wire import LinkWire
+from switch.sessions import Sessions
 
 CLOCK = datetime(2026, 12, 7, 6, 30, 15, tzinfo=UTC)
 ZAK = "0123456789ABCDEFFEDCBA9876543210"  # TEST ONLY
@@ -35,6 +39,12 @@ PAN = "6212340000000019"
 STAN = "000001"
 CENTRE = "09990000"
 AMOUNT_FEN = 20_000
+ZMK = "F1E3D3C4B5A79789796B5B4C3D2F1F01"  # TEST ONLY, odd parity
+NEW_KEYS = {  # TEST ONLY, odd parity: what the centre's HSM draws for the key change
+    "ZAK": "1F2F3D4C5B6B79808091A2B3C4D5E6F7",
+    "ZPK": "0E1F2C3D4A5B68797086A4B5C2D3E0F1",
+    "FILE": "2C3D0E1F68794A5BC2D3A4B5E0F18697",
+}
 
 
 def debit(clock: datetime = CLOCK) -> SavingsDebit:
@@ -64,6 +74,24 @@ async def frame(preset: str) -> bytes:
     return wire.frame(payload)
 
 
+async def key_change_frame() -> bytes:
+    """The centre's key change in the ``medswitch`` preset: F48 as the centre offers the new
+    keys (drawn as NEW_KEYS) under the ZMK, MACed under the current ZAK (ZAK above)."""
+    draws = iter(bytes.fromhex(NEW_KEYS[usage]) for usage in ("ZAK", "ZPK", "FILE"))
+    store = MemoryKeyStore()
+    lmk = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]
+    hsm = SoftHsm(Lmk(lmk, kcv(combine(lmk))), store, random_bytes=lambda _n: next(draws))
+    await hsm.form_key("golden/ZMK", KeyUsage.ZMK, [Component(bytes.fromhex(ZMK))], now=CLOCK)
+    zak = await hsm.form_key("golden/ZAK", KeyUsage.ZAK, [Component(bytes.fromhex(ZAK))],
+                             now=CLOCK)
+    aliases = LinkAliases("golden/ZMK", "golden/ZAK", "golden/ZPK", "golden/FILE")
+    field48, _ = await LinkKeys(hsm, Sessions(store), aliases, 300.0).offer(CLOCK)
+    typed = KeyChange(stan=STAN, transmitted=CLOCK.strftime("%m%d%H%M%S"), acquirer_id=CENTRE,
+                      keys=field48)
+    wire = LinkWire(PRESETS["medswitch"], hsm)
+    return wire.frame(await wire.encode(bank.build(typed), zak))
+
+
 async def golden() -> dict[str, Any]:
     return {
         "test_only": "TEST ONLY keys and PIN: never for production",
@@ -73,6 +101,12 @@ async def golden() -> dict[str, Any]:
         "pin": PIN,
         "pan": PAN,
         "frames": {preset: (await frame(preset)).hex().upper() for preset in PRESETS},
+        "key_change": {
+            "preset": "medswitch",
+            "zmk": ZMK,
+            "new_keys": NEW_KEYS,
+            "frame": (await key_change_frame()).hex().upper(),
+        },
     }
 
 

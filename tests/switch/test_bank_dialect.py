@@ -292,3 +292,10 @@ def test_mac_policy_by_message_class() -> None:
         "1207143015",
         "1207063015",
     )
+
+
+def test_the_centre_encodes_the_golden_key_change() -> None:
+    """specs/examples/frames.json → bank_dialects.key_change: the centre's offer (its F48 from
+    LinkKeys.offer) and its MAC make the frozen bytes."""
+    frozen = json.loads(EXAMPLES.read_text())["bank_dialects"]["key_change"]["frame"]
+    assert asyncio.run(bank_golden.key_change_frame()).hex().upper() == frozen
