@@ -18,33 +18,12 @@ from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import IssuerRules
 from simulators.kiosk import Kiosk
-from simulators.terminal_link import TerminalError
 from tests.support.bank import BankDaemon, bank_daemon, until
 from tests.support.kiosk import PIN
+from tests.support.kiosk_traffic import KioskTraffic
 from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
 
 ROUNDS_MAX = 400  # loads per kiosk, at most
-
-
-class Traffic:
-    def __init__(self) -> None:
-        self.approved: dict[str, int] = {}  # card number → fen approved
-        self.codes: list[str] = []
-        self.stop = asyncio.Event()
-
-    async def run(self, kiosk: Kiosk) -> None:
-        for round_no in range(ROUNDS_MAX):
-            if self.stop.is_set():
-                return
-            amount = 100 + round_no
-            try:
-                await kiosk.ep_load(amount)
-            except TerminalError as error:
-                self.codes.append(error.code or "no answer")
-            else:
-                self.codes.append("00")
-                self.approved[kiosk.pan] = self.approved.get(kiosk.pan, 0) + amount
-            await asyncio.sleep(0.05)
 
 
 def test_a_bank_link_killed_under_traffic_loses_and_doubles_nothing(tmp_path: Path) -> None:
@@ -59,7 +38,7 @@ def test_a_bank_link_killed_under_traffic_loses_and_doubles_nothing(tmp_path: Pa
                 daemon, f"K000000{i + 1}", "centre", tmp_path / f"k{i}.json", port, 10.0
             )
             kiosks.append(Kiosk(link, conn, pan=on_file.card_no, pin=PIN))
-        traffic = Traffic()
+        traffic = KioskTraffic(ROUNDS_MAX)
         try:
             for kiosk in kiosks:
                 await kiosk.sign_on()

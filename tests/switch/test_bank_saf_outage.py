@@ -23,35 +23,14 @@ from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import IssuerRules
 from simulators.kiosk import Kiosk
-from simulators.terminal_link import TerminalError
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.bank_observe import readyz, sample, scrape
 from tests.support.kiosk import PIN
+from tests.support.kiosk_traffic import KioskTraffic
 from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
 
 LOADS_MAX = 25  # per kiosk: 50 transactions at most
 LOST = 10**6  # reversals whose answers the bank loses while it misbehaves
-
-
-class Traffic:
-    def __init__(self) -> None:
-        self.approved: dict[str, int] = {}  # card number → fen approved
-        self.codes: list[str] = []
-        self.stop = asyncio.Event()
-
-    async def run(self, kiosk: Kiosk) -> None:
-        for round_no in range(LOADS_MAX):
-            if self.stop.is_set():
-                return
-            amount = 100 + round_no
-            try:
-                await kiosk.ep_load(amount)
-            except TerminalError as error:
-                self.codes.append(error.code or "no answer")
-            else:
-                self.codes.append("00")
-                self.approved[kiosk.pan] = self.approved.get(kiosk.pan, 0) + amount
-            await asyncio.sleep(0.05)
 
 
 async def ready_is(bank: BankDaemon, status: int) -> None:
@@ -73,7 +52,7 @@ def test_a_bank_killed_under_traffic_drains_its_queue_when_it_returns(
 ) -> None:
     caplog.set_level(logging.WARNING, "medswitch.bank.out")
 
-    async def outage(bank: BankDaemon, traffic: Traffic) -> list[Any]:
+    async def outage(bank: BankDaemon, traffic: KioskTraffic) -> list[Any]:
         """The traffic through the outage; the cards (their readers' connections)."""
         daemon = bank.daemon
         cards = cards_on_file(bank.database, 2)
@@ -104,7 +83,7 @@ def test_a_bank_killed_under_traffic_drains_its_queue_when_it_returns(
         return connections
 
     async def scenario(bank: BankDaemon) -> None:
-        traffic = Traffic()
+        traffic = KioskTraffic(LOADS_MAX)
         connections = await outage(bank, traffic)
         depth = await queued(bank)
         assert depth >= 1
