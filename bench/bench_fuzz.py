@@ -43,8 +43,8 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import CODEC, Pos, peek, sign_on, signed
 from bench.bench_switch import children, stop
+from bench.pos_side import CODEC, Pos, peek, sign_on, signed
 from hsm.soft import SoftHsm
 from ledger.demo import init_demo
 from messages.framing import FrameDecoder, LengthFormat, encode_frame

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import Lanes, demo_home, peek, prepare
+from bench.bench_settle import demo_home, prepare
 from bench.bench_switch import CpuMeter, children
+from bench.pos_side import Lanes, peek
 from simulators.factory import ChipMaker
 from switch import logs
 from switch.app import open_app, settle_garbage_collector

@@ -36,8 +36,9 @@ from typing import Any, cast
 
 import uvloop
 
-from bench.bench_settle import Lanes, Pos, drive_once, sign_on, signed
+from bench.bench_settle import drive_once
 from bench.bench_switch import processes, report
+from bench.pos_side import Lanes, Pos, sign_on, signed
 from hsm import pboc
 from hsm.des import Des, adjust_parity, kcv
 from hsm.keys import KeyRef, KeyUsage

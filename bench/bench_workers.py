@@ -31,14 +31,10 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench.bench_settle import (
-    Lanes,
-    Submitted,
-    build_lanes,
-    drive_once,
-)
+from bench.bench_settle import Submitted, build_lanes, drive_once
 from bench.bench_switch import report, stop
 from bench.pg_waits import WaitSampler
+from bench.pos_side import Lanes
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
 from ledger.medical.bills import Submission

@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from bench.bench_settle import Lanes, code_of
 from bench.bench_switch import stop
+from bench.pos_side import Lanes, code_of
 from ledger.pg_bridge import split_url
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from tests.support.workers import SCRIPT

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import debit_ids
 from bench.bench_workers import deploy, prepare
+from bench.pos_side import debit_ids
 from tests.support.failover import Listen, Seen, check_ledger, drive, serving
 from tests.support.pgcluster import Pair, replicated_pair
 from tests.support.workers import free_ports

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import Lanes, code_of, debit_ids, demo_home, prepare
+from bench.bench_settle import demo_home, prepare
+from bench.pos_side import Lanes, code_of, debit_ids
 from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from tests.support.serve import serving
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench.bench_settle import CODEC, Pos, exchange, sign_on, signed
+from bench.pos_side import CODEC, Pos, exchange, sign_on, signed
 from ledger.demo import init_demo
 from messages.terminal import Echo, SignOn
 from messages.terminal_table import build, parse

@@ -22,8 +22,8 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench.bench_settle import debit_ids
 from bench.bench_workers import deploy, prepare
+from bench.pos_side import debit_ids
 from hsm.keys import KeyUsage
 from messages.terminal import BalanceInquiry, TerminalReply
 from switch.demo.keys import custodian_files, tmk_alias
