@@ -34,7 +34,8 @@ from tests.support.settlement import his_submit, medical_reference
 U = KeyUsage
 SPEC = Path(__file__).parents[2] / "specs" / "key-ceremony.md"
 CARD_KEYS = [f"card/{u}" for u in ("MK_CONTROL", "MK_LOAD", "MK_PURCHASE", "MK_TAC", "MK_UNLOAD",
-                                     "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT")]
+                                     "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT",
+                                     "MK_RECORD")]  # the record key: bureau cards hold the DRK
 NEW_POS, KIOSK = "P0009001", "K0000001"
 
 
@@ -134,6 +135,7 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
                                       f"settle {bill} 2000\npurchase 1500")
             assert out.startswith("signed on: batch 000002")
             assert "personal account 20.00: card ED debited, advice 00" in out
+            assert "visit recorded on the card" in out  # the bureau wrote the card's DRK
             assert "purchase 15.00 from the card's ED, advice 00" in out
             assert "batch 000002: 2 debits, 35.00\nbalanced" in out
 
@@ -184,6 +186,11 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
             assert "loaded 50.00: ED now 50.00" in out
             out = await terminals.pos(daemon, new_no, new_path, "purchase 1200")
             assert "purchase 12.00 from the card's ED, advice 00" in out
+            bill = await his_bill(daemon, psam_row.institution_id, new_no, "HIS-C-2",
+                                  first=False)
+            out = await terminals.pos(daemon, new_no, new_path, f"settle_visit {bill} 2000 IM "
+                                      "J45.9\nbook")  # a key version 2 card from the bureau
+            assert "visit recorded on the card" in out and "visits on the card: 1" in out
             out = await terminals.pos(daemon, card_row.card_no, card_path, "purchase 500")
             assert "purchase 5.00 from the card's ED, advice 00" in out
 
@@ -202,9 +209,16 @@ def timed(day: Coroutine[Any, Any, None]) -> None:
         runner.run(asyncio.wait_for(day, timeout=120))
 
 
-async def his_bill(daemon: Daemon, institution: str, card_no: str, his_no: str) -> str:
-    """A bill of 20.00 (two A01 at 10.00) for the card at the institution: its id."""
-    token = await asyncio.to_thread(medical_reference, daemon, institution)
+async def his_bill(daemon: Daemon, institution: str, card_no: str, his_no: str,
+                   *, first: bool = True) -> str:
+    """A bill of 20.00 (two A01 at 10.00) for the card at the institution: its id (the
+    catalogue and policy stored with the ``first``)."""
+    if first:
+        token = await asyncio.to_thread(medical_reference, daemon, institution)
+    else:
+        assert daemon.app.stores is not None
+        micros = int(now().timestamp() * 1_000_000)
+        token = daemon.app.stores.reference.issue_credential(institution, micros)
     body = {"his_bill_no": his_no, "card_no": card_no, "service_date": now().date().isoformat(),
             "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
     bill = await asyncio.to_thread(his_submit, daemon.app.http_port, institution, token, body)
