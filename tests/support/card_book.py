@@ -137,3 +137,13 @@ def terminal_log_fields(records: list[logging.LogRecord]) -> list[dict[str, Any]
         for r in records
         if r.name == "medswitch.terminal" and isinstance(getattr(r, "fields", None), dict)
     ]
+
+
+async def next_second() -> None:
+    """Until the test clock (whole seconds, as the daemon's) has moved on."""
+    start = now()
+    for _ in range(40):
+        if now() != start:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the clock did not move")

@@ -18,9 +18,9 @@ from messages.card_records import Visit
 from switch.key_home import personal_keys
 from tests.support.card_book import centre_personal_keys
 from tests.support.daemon import Daemon, running_daemon
+from tests.support.estate_cli import database_of
 from tests.support.on_file import CardOnFile
 from tests.support.operators import on_engine
-from tests.switch.test_estate import database_of
 
 OLD_SERIAL = "31010000009999"
 

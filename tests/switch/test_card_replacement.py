@@ -27,13 +27,14 @@ from switch.card_io.connection import CardConnection, DirectConnection
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys, resolve
 from switch.keystore_file import FileKeyStore
+from tests.support.card_book import next_second
 from tests.support.ceremony import Ceremony, serving
 from tests.support.daemon import Daemon, now
+from tests.support.his_health import put_health
 from tests.support.kiosk import PIN, issue_psam
 from tests.support.on_file import first_card, first_psam
 from tests.support.scripted_day import terminal_link
 from tests.support.settlement import his_submit, medical_reference
-from tests.switch.test_his_health import put_health
 
 DRUG = [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]
 VISITS = (("IM", ("J45.9",)), ("END", ("E11.9", "I10")), ("CAR", ("I10",)))
@@ -83,16 +84,6 @@ def book_of(card: VirtualCard) -> tuple[Any, list[Visit]]:
     conn = connected(card)
     terminal_card.open_application(conn, PIN)
     return pos_records.health(conn), pos_records.recent_visits(conn)
-
-
-async def next_second() -> None:
-    """Until the test clock (whole seconds, as the daemon's) has moved on."""
-    start = now()
-    for _ in range(40):
-        if now() != start:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the clock did not move")
 
 
 def test_a_replacement_card_is_written_from_the_centres_copy(tmp_path: Path) -> None:

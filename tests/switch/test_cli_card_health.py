@@ -29,9 +29,9 @@ from switch.card_io.connection import DirectConnection, expect
 from switch.card_io.personalize import GET_CHALLENGE, SELECT_APP
 from switch.demo.keys import custodian_files
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.switch.test_cli_cards import NOW, cli, deployment
+from tests.support.card_issuance import NOW, cli, deployment
 
-__all__ = ["deployment"]  # the fixture, shared with test_cli_cards
+__all__ = ["deployment"]  # the fixture
 
 GIVEN = {
     "cardholder_id": "P0000001", "blood_type": "AB-", "organ_donor": "donor",

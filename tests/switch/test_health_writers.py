@@ -16,9 +16,9 @@ import uvloop
 
 from tests.support.card_book import centre_personal_keys
 from tests.support.daemon import Daemon, now, running_daemon
+from tests.support.estate_cli import cli, database_of, ok
+from tests.support.his_health import HEALTH, put_health
 from tests.support.operators import enrol
-from tests.switch.test_estate import cli, database_of, ok
-from tests.switch.test_his_health import HEALTH, put_health
 
 
 def test_authorise_and_revoke_health_writers(tmp_path: Path, backend: str) -> None:
