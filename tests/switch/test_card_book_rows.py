@@ -14,15 +14,32 @@ import uvloop
 
 from ledger.medical import card_book_rows as rows
 from ledger.medical.card_copies import HealthCopy, VisitCopies
-from messages.card_records import Visit
+from messages.card_records import DONOR_NO, HealthData, Visit, read_health_command
+from simulators import pos_records, terminal_card
+from switch.card_io.connection import expect
+from switch.card_io.record_book import check_health
 from switch.key_home import personal_keys
-from tests.support.card_book import centre_personal_keys
-from tests.support.daemon import Daemon, running_daemon
+from tests.support.card_book import centre_personal_keys, issue_book_cards
+from tests.support.daemon import Daemon, run, running_daemon
 from tests.support.estate_cli import database_of
+from tests.support.kiosk import PIN
 from tests.support.on_file import CardOnFile
 from tests.support.operators import on_engine
 
 OLD_SERIAL = "31010000009999"
+
+
+def test_the_tests_issuance_writes_initial_health_data(tmp_path: Path) -> None:
+    async def scenario(daemon: Daemon) -> None:
+        health = HealthData("B+", ("PCN",), (), "", DONOR_NO, ("I10",), "centre", "20261207090000")
+        (conn,), keys = await issue_book_cards(daemon, [daemon.first_card()], health=health)
+        serial = bytes.fromhex(daemon.first_card().serial).rjust(10, b"\0")
+        terminal_card.open_application(conn, PIN)
+        assert pos_records.health(conn) == health
+        whole = expect(conn, read_health_command(), "READ 0019")
+        assert await check_health(daemon.hsm, keys, serial, whole)  # the centre's code
+
+    run(tmp_path, scenario)
 
 
 def test_a_persons_copies_on_any_engine(tmp_path: Path, backend: str) -> None:
