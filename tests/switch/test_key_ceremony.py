@@ -21,9 +21,11 @@ from hsm.keys import KeyUsage
 from hsm.policy import POLICY
 from ledger.demo import init_demo
 from messages.pretty import mask_pan
-from simulators import bureau
+from simulators import bureau, pos_records
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
+from simulators.terminal_card import open_application
+from switch.card_io.connection import DirectConnection
 from switch.key_home import component_files_of, open_soft_hsm, personal_keys
 from switch.keystore_file import FileKeyStore
 from tests.support.ceremony import Ceremony, invoke, serving
@@ -156,7 +158,10 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
            "--out", str(media / "psam-issuer-v2.keys"))
     replaced = first_card(db, offset=1)
     c.cards("replace", replaced.card_no, "--reason", "lost")
-    out = c.cards("issue", "--out", str(media / "batches")).output
+    health = media / "health.jsonl"  # the new card is issued with initial health data
+    health.write_text(json.dumps({"cardholder_id": replaced.cardholder_id, "blood_type": "B-",
+                                  "chronic_conditions": ["I10"]}) + "\n")  # fmt: skip
+    out = c.cards("issue", "--out", str(media / "batches"), "--health", str(health)).output
     assert "1 cards" in out
     (batch,) = (media / "batches").glob("*.bat")
     c.cards("approve", str(batch), who="bob")
@@ -177,7 +182,17 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     with sqlite3.connect(db) as sql:
         assert sql.execute("SELECT key_version, status FROM cards WHERE card_no = ?",
                            (new_no,)).fetchone() == (2, "issued")
+    conn = DirectConnection(new_card)  # the bureau wrote them, with the centre's check code
+    conn.connect()
+    open_application(conn, "123456")
+    on_card = pos_records.health(conn)
+    assert on_card is not None and (on_card.blood_type, on_card.chronic) == ("B-", ("I10",))
+    pending = "SELECT pending FROM card_health WHERE person_id = ?"
+    with sqlite3.connect(db) as sql:
+        assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (1,)
     out = c.cards("activate", str(batch), "--personalised-by", "acme", who="carol").output
+    with sqlite3.connect(db) as sql:  # activated: the centre's copy is on a card
+        assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (0,)
     assert "1 cards active (personalised by acme)" in out
 
     async def day_two() -> None:
