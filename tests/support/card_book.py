@@ -25,6 +25,9 @@ from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
 from tests.support.settlement import his_submit, medical_reference
 
 
+SIGNING_ALIAS = "centre/CARD_SIGN"
+
+
 def psams_of_three_institutions(database: Path) -> list[PsamOnFile]:
     chosen: dict[str, PsamOnFile] = {}
     for psam in psams_on_file(database):
@@ -40,15 +43,21 @@ class BookKeys(NamedTuple):
     clear_pik: bytes
 
 
-async def book_keys(daemon: Daemon, *, record_key: bool = True) -> BookKeys:
+async def book_keys(
+    daemon: Daemon, *, record_key: bool = True, signing: bool = True
+) -> BookKeys:
     """Every card master key in the daemon's HSM, with card/MK_RECORD unless ``record_key`` is
-    False."""
+    False, and the centre's signing key centre/CARD_SIGN (the holder and health data signed)
+    unless ``signing`` is False."""
     keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
     await centre_personal_keys(daemon)
     if record_key:
         alias = card_master_alias(KeyUsage.MK_RECORD)
         record = await daemon.hsm.generate_key(alias, KeyUsage.MK_RECORD, now=now())
         keys = replace(keys, record=record)
+    if signing:
+        sign = await daemon.hsm.generate_key(SIGNING_ALIAS, KeyUsage.CARD_SIGN, now=now())
+        keys = replace(keys, signing=sign)
     return BookKeys(keys, clear_control, pik, clear_pik)
 
 
@@ -83,11 +92,12 @@ async def personalise_book_card(
 
 
 async def issue_book_cards(
-    daemon: Daemon, cards: list[CardOnFile], *, record_key: bool = True
+    daemon: Daemon, cards: list[CardOnFile], *, record_key: bool = True, signing: bool = True
 ) -> tuple[list[CardConnection], CardMasterKeys]:
     """Virtual cards personalised through the daemon's HSM, with the record key DRK (from a
-    generated card/MK_RECORD) unless ``record_key`` is False."""
-    bundle = await book_keys(daemon, record_key=record_key)
+    generated card/MK_RECORD) unless ``record_key`` is False, the holder data signed unless
+    ``signing`` is False."""
+    bundle = await book_keys(daemon, record_key=record_key, signing=signing)
     connections: list[CardConnection] = []
     for on_file in cards:
         conn = DirectConnection(blank_book_card(bundle, on_file))
