@@ -4,8 +4,8 @@ The exact usage, alias, version and creation time ride in proprietary optional b
 the KCV in the standard KC block, so all are covered by the block's MAC: an edited index
 record or block is refused (`KeyTamperedError`). The centre's RSA signing key (CARD_SIGN) is
 stored the same way, its PKCS#8 DER as the block's key (algorithm `R`), its fingerprint
-(hsm.rsakey) in proprietary block 05 instead of a KCV. psec uses `cryptography`'s deprecated TripleDES
-location with 16-byte keys; exactly that warning is silenced around each psec call.
+(hsm.rsakey) in proprietary block 05 instead of a KCV. psec uses `cryptography`'s deprecated
+TripleDES location with 16-byte keys; exactly that warning is silenced around each psec call.
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ def is_test_only(der: bytes) -> bool:
 
 def public_pem(der: bytes) -> bytes:
     """The public key as published: SubjectPublicKeyInfo PEM."""
-    return _private(der).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        _private(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from hsm import cardcrypto, distribution, mac, personal, pinblock, policy, signon
-from hsm.signing import SigningKeys
 from hsm.des import Des, adjust_parity
 from hsm.errors import (
     CardNotAuthenticatedError,
@@ -35,6 +34,7 @@ from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk, combine, is_test_only
 from hsm.padding import pad_method_2, unpad_method_2
 from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
+from hsm.signing import SigningKeys
 
 U = KeyUsage
 # Key lengths a new key of each usage gets (MAKs are single length: the CUP layouts carry 8).

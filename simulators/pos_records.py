@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from messages.card_signatures import PublishedKey
-
 from messages.card_records import (
     HEALTH_BYTES,
     HEALTH_OPEN_BYTES,
@@ -24,6 +22,7 @@ from messages.card_records import (
     read_health_command,
     read_visit_command,
 )
+from messages.card_signatures import PublishedKey
 from simulators import pos_signatures, terminal_card
 from simulators.terminal_link import yuan
 from switch.card_io.connection import ApduError, CardConnection, expect
@@ -97,9 +96,7 @@ def visit_lines(visits: list[Visit]) -> list[str]:
     ]
 
 
-async def book(
-    card: CardConnection, pin: str, keys: Sequence[PublishedKey] = ()
-) -> list[str]:
+async def book(card: CardConnection, pin: str, keys: Sequence[PublishedKey] = ()) -> list[str]:
     """The POS's `book` command: SELECT and VERIFY (the cardholder's consent), then the book."""
     terminal_card.open_application(card, pin)
     return book_lines(card, keys)

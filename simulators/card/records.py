@@ -21,12 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from messages.card_signatures import (
-    EF_SIGNATURES,
-    HOLDER_RECORDS,
-    SIGNATURE_RECORD_BYTES,
-    SIGNATURE_RECORDS,
-)
 from messages.card_records import (
     EF_HEALTH,
     EF_VISITS,
@@ -35,6 +29,12 @@ from messages.card_records import (
     KEY_INDEX_RECORD,
     VISIT_RECORD_BYTES,
     VISIT_RECORDS_MAX,
+)
+from messages.card_signatures import (
+    EF_SIGNATURES,
+    HOLDER_RECORDS,
+    SIGNATURE_RECORD_BYTES,
+    SIGNATURE_RECORDS,
 )
 from simulators.card.apdu import (
     SW_FUNCTION_UNSUPPORTED,

@@ -49,9 +49,7 @@ KEY_BYTES = 16
 ATTRIBUTE_BYTES = 5
 
 
-def check_line_mac(
-    key: bytes, challenge: bytes | None, apdu: Apdu, sequence: int = 0
-) -> bytes:
+def check_line_mac(key: bytes, challenge: bytes | None, apdu: Apdu, sequence: int = 0) -> bytes:
     """Verify a line-protected command's MAC (IV challenge ‖ `sequence`: the command's number
     in a chained script); returns its data without the MAC."""
     if challenge is None:

@@ -263,7 +263,9 @@ def commands_for_parsing(
     "holder and health data against it.",
 )
 def sim_pos(
-    psam_file: Path | None, psam_reader: str | None, card_sign_keys: tuple[str, ...],
+    psam_file: Path | None,
+    psam_reader: str | None,
+    card_sign_keys: tuple[str, ...],
     **options: Any,
 ) -> None:
     """A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch."""

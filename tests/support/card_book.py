@@ -24,7 +24,6 @@ from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
 from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
 from tests.support.settlement import his_submit, medical_reference
 
-
 SIGNING_ALIAS = "centre/CARD_SIGN"
 
 
@@ -43,9 +42,7 @@ class BookKeys(NamedTuple):
     clear_pik: bytes
 
 
-async def book_keys(
-    daemon: Daemon, *, record_key: bool = True, signing: bool = True
-) -> BookKeys:
+async def book_keys(daemon: Daemon, *, record_key: bool = True, signing: bool = True) -> BookKeys:
     """Every card master key in the daemon's HSM, with card/MK_RECORD unless ``record_key`` is
     False, and the centre's signing key centre/CARD_SIGN (the holder and health data signed)
     unless ``signing`` is False."""

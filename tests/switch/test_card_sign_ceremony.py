@@ -23,8 +23,9 @@ SPEC = Path(__file__).parents[2] / "specs" / "key-ceremony.md"
 
 def fingerprint(pem: bytes) -> str:
     digest = hashes.Hash(hashes.SHA256())
-    digest.update(load_pem_public_key(pem).public_bytes(Encoding.DER,
-                                                       PublicFormat.SubjectPublicKeyInfo))
+    digest.update(
+        load_pem_public_key(pem).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
     return digest.finalize()[:3].hex().upper()
 
 

@@ -76,7 +76,8 @@ def test_the_pos_checks_holder_and_health_signatures_offline(tmp_path: Path) -> 
         terminal_card.open_application(card, PIN)
         assert pos_records.book_lines(card, published)[-1] == expect_holder  # no health yet
         assert pos_records.book_lines(card)[-1] == (
-            "holder data NOT signed by the centre (no published key of the centre configured)")
+            "holder data NOT signed by the centre (no published key of the centre configured)"
+        )
 
         await record_book.write_health(card, daemon.hsm, keys, serial, HEALTH)
         terminal_card.open_application(card, PIN)
