@@ -99,7 +99,10 @@ def signed_version(
     keys: Sequence[PublishedKey], domain: bytes, serial: bytes, data: bytes, signature: bytes
 ) -> int | None:
     """The version of the published key the signature verifies under (None: none does)."""
-    builder = holder_message if domain == DOMAIN_HOLDER else health_message
+    builders = {DOMAIN_HOLDER: holder_message, DOMAIN_HEALTH: health_message}
+    if domain not in builders:
+        raise ValueError(f"no signed message of domain {domain!r}")
+    builder = builders[domain]
     for key in sorted(keys, key=lambda k: -k.version):
         if verify(key.pem, builder(serial, data, version=key.version), signature):
             return key.version

@@ -24,6 +24,8 @@ from messages.card_signatures import (
     update_signature_command,
 )
 
+SIGNING_ALIAS = "centre/CARD_SIGN"  # the newest version signs (specs/key-ceremony.md)
+
 
 class SigningKeyError(ValueError):
     """A signing key the card's messages cannot name (not CARD_SIGN, or a version over 255)."""

@@ -19,12 +19,11 @@ from routing.cardkeys import card_master_alias
 from simulators.card import CardState, VirtualCard
 from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
+from switch.card_io.signatures import SIGNING_ALIAS
 from tests.support.daemon import Daemon, now
 from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
 from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
 from tests.support.settlement import his_submit, medical_reference
-
-SIGNING_ALIAS = "centre/CARD_SIGN"
 
 
 def psams_of_three_institutions(database: Path) -> list[PsamOnFile]:

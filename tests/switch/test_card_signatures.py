@@ -21,13 +21,9 @@ from simulators import pos_records, pos_signatures, terminal_card
 from simulators.pos_signatures import Verdict
 from switch.card_io import record_book
 from switch.card_io.connection import DirectConnection
+from switch.card_io.signatures import SIGNING_ALIAS
 from tests.support import signature_golden
-from tests.support.card_book import (
-    SIGNING_ALIAS,
-    blank_book_card,
-    book_keys,
-    personalise_book_card,
-)
+from tests.support.card_book import blank_book_card, book_keys, personalise_book_card
 from tests.support.daemon import Daemon, new_hsm, now, run
 from tests.support.kiosk import PIN
 from tests.support.on_file import first_card

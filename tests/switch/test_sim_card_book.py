@@ -1,8 +1,9 @@
 """`medswitch sim pos` and the card's record book, through the CLI against a real daemon: a
 settlement with the visit's department and ICD-10 codes leaves the visit on the card file, and
 `book` shows it after the PIN, and that the holder data carry the centre's signature (checked
-with the published key given as `--card-sign-key`); codes that do not fit the card are refused by the centre (30)
-and nothing is settled or written. (The card is loaded at a kiosk first: its ED pays.)"""
+with the published key given as `--card-sign-key`); codes that do not fit the card are refused
+by the centre (30) and nothing is settled or written. (The card is loaded at a kiosk first: its
+ED pays.)"""
 
 from __future__ import annotations
 
