@@ -8,11 +8,10 @@ the public key's SubjectPublicKeyInfo DER, 6 upper-case hex digits. The publishe
 (specs/card-layout.md "Golden traces") is known here by its whole SHA-256, so that an HSM whose
 LMK is not TEST ONLY refuses it (`refuse_test_only`).
 
->>> der = generate()
->>> pem = public_pem(der)
->>> pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+>>> key = load(generate())
+>>> public_pem(key).startswith(b"-----BEGIN PUBLIC KEY-----")
 True
->>> len(sign(der, b"message")) == SIGNATURE_BYTES
+>>> len(sign(key, b"message")) == SIGNATURE_BYTES
 True
 """
 
@@ -33,7 +32,8 @@ TEST_ONLY_PUBLIC_SHA256 = frozenset(
 )
 
 
-def _private(der: bytes) -> rsa.RSAPrivateKey:
+def load(der: bytes) -> rsa.RSAPrivateKey:
+    """The key of a PKCS#8 DER (checked: the costly part, done once per key in hsm.signing)."""
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, TypeError):
@@ -77,22 +77,24 @@ def _sha256(data: bytes) -> bytes:
 
 
 def private_fingerprint(der: bytes) -> str:
-    return _sha256(_spki(_private(der)))[:3].hex().upper()
+    return fingerprint(load(der))
+
+
+def fingerprint(key: rsa.RSAPrivateKey) -> str:
+    return _sha256(_spki(key))[:3].hex().upper()
 
 
 def is_test_only(der: bytes) -> bool:
-    return _sha256(_spki(_private(der))).hex().upper() in TEST_ONLY_PUBLIC_SHA256
+    return _sha256(_spki(load(der))).hex().upper() in TEST_ONLY_PUBLIC_SHA256
 
 
-def public_pem(der: bytes) -> bytes:
+def public_pem(key: rsa.RSAPrivateKey) -> bytes:
     """The public key as published: SubjectPublicKeyInfo PEM."""
-    return (
-        _private(der)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def sign(der: bytes, message: bytes) -> bytes:
+def sign(key: rsa.RSAPrivateKey, message: bytes) -> bytes:
     """RSASSA-PKCS1-v1_5 with SHA-256 over ``message``: 256 bytes."""
-    return _private(der).sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(message, padding.PKCS1v15(), hashes.SHA256())

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from hsm import rsakey
 from hsm.errors import InvalidInputError, KeyTamperedError, KeyUsageError
 from hsm.keycache import KeyCache
@@ -19,7 +21,7 @@ KEYS_MAX = 64
 class SigningKeys:
     def __init__(self, keys: KeyCache) -> None:
         self._keys = keys
-        self._loaded: dict[tuple[str, int], tuple[str, bytes]] = {}
+        self._loaded: dict[tuple[str, int], tuple[str, rsa.RSAPrivateKey]] = {}
 
     def __repr__(self) -> str:
         return f"SigningKeys({len(self._loaded)} loaded)"
@@ -50,27 +52,29 @@ class SigningKeys:
         self._remember(ref, der)
         return ref
 
-    async def _der(self, ref: KeyRef) -> bytes:
+    async def _key(self, ref: KeyRef) -> rsa.RSAPrivateKey:
         ref.require(KeyUsage.CARD_SIGN)
         found = self._loaded.get((ref.alias, ref.version))
         if found is None:
             der = await self._keys.unwrapped(ref)  # checks the reference's fingerprint
-            self._remember(ref, der)
-            return der
-        fingerprint, der = found
+            return self._remember(ref, der)
+        fingerprint, key = found
         if ref.kcv and ref.kcv != fingerprint:
             raise KeyTamperedError(f"key {ref.alias} v{ref.version}: fingerprint differs")
-        return der
+        return key
 
-    def _remember(self, ref: KeyRef, der: bytes) -> None:
+    def _remember(self, ref: KeyRef, der: bytes) -> rsa.RSAPrivateKey:
+        """Keep the parsed key: parsing checks it, which costs far more than a signature."""
         if len(self._loaded) >= KEYS_MAX:
             del self._loaded[next(iter(self._loaded))]
-        self._loaded[(ref.alias, ref.version)] = (rsakey.private_fingerprint(der), der)
+        key = rsakey.load(der)
+        self._loaded[(ref.alias, ref.version)] = (rsakey.fingerprint(key), key)
+        return key
 
     async def sign(self, ref: KeyRef, message: bytes) -> bytes:
         if not 1 <= len(message) <= MESSAGE_BYTES_MAX:
             raise InvalidInputError(f"a message to sign is 1 to {MESSAGE_BYTES_MAX} bytes")
-        return rsakey.sign(await self._der(ref), message)
+        return rsakey.sign(await self._key(ref), message)
 
     async def public_key(self, ref: KeyRef) -> bytes:
-        return rsakey.public_pem(await self._der(ref))
+        return rsakey.public_pem(await self._key(ref))
