@@ -27,6 +27,7 @@ from hsm.interface import OnlineTxn, PurchaseRecord
 
 # app block/unblock, card block, updates, APPEND RECORD (the record book)
 SCRIPT_INS = frozenset({0x1E, 0x18, 0x16, 0xD6, 0xDC, 0xE2})
+SCRIPT_CLA = frozenset({0x04, 0x14, 0x84, 0x94})  # x4 line-protected; bit 10: chained
 
 
 def online_session(card_key: Des, txn: OnlineTxn) -> Des:
@@ -96,18 +97,21 @@ def pin_reload_mac(drpk: bytes, pin: str) -> bytes:
     return mac.pboc_mac(Des(pboc.tac_key(drpk)), pin_bcd(pin))
 
 
-def line_mac(key: bytes, challenge: bytes, command: bytes) -> bytes:
+def line_mac(key: bytes, challenge: bytes, command: bytes, sequence: int = 0) -> bytes:
+    """IV = challenge ‖ sequence (4 bytes big-endian): command `sequence` of a chained script
+    (specs/card-layout.md "Multi-command scripts"); 0 for a single command."""
     if len(key) == 8:
-        return mac.line_protection_mac(Des(key), None, challenge, command)
-    return mac.line_protection_mac(Des(key[:8]), Des(key), challenge, command)
+        return mac.line_protection_mac(Des(key), None, challenge, command, sequence)
+    return mac.line_protection_mac(Des(key[:8]), Des(key), challenge, command, sequence)
 
 
-def script_mac(damk: bytes, challenge: bytes, command: bytes) -> bytes:
-    if len(command) < 5 or command[0] & 0x0F != 0x04 or command[1] not in SCRIPT_INS:
+def script_mac(damk: bytes, challenge: bytes, command: bytes, sequence: int = 0) -> bytes:
+    """CLA `04`, or `14` (chained: more of the script follows), then INS P1 P2 Lc data."""
+    if len(command) < 5 or command[0] not in SCRIPT_CLA or command[1] not in SCRIPT_INS:
         raise InvalidInputError("not a line-protected maintenance command")
     if command[4] != len(command) - 5 + 4:
         raise InvalidInputError("Lc must count the data and the 4-byte MAC")
-    return line_mac(damk, challenge, command)
+    return line_mac(damk, challenge, command, sequence)
 
 
 def protected_apdu(key: bytes, challenge: bytes, header: bytes, plain: bytes) -> bytes:

@@ -78,7 +78,7 @@ COMMANDS: tuple[Command, ...] = (
     _c("W2", "generate_purchase_mac1", "key:P record:U rnd:B offline_ctr:N", "B"),
     _c("W4", "verify_purchase_mac2", "key:P record:U rnd:B offline_ctr:N mac2:B", "?"),
     _c("W6", "verify_purchase_tac", "key:P record:U tac:B", "?"),
-    _c("W8", "script_mac", "key:P challenge:B command:B", "B"),
+    _c("W8", "script_mac", "key:P challenge:B command:B sequence:N", "B"),
     _c("Y0", "write_card_key", "control:P key:P challenge:B header:B attributes:B", "B"),
     _c("Y2", "write_psam_key", "transport:P key:K challenge:B header:B attributes:B", "B"),
     _c("Y4", "card_data_check_code", "key:P data:B", "B"),
@@ -86,6 +86,8 @@ COMMANDS: tuple[Command, ...] = (
     _c("Y8", "pin_reload_mac", "reload_key:P pin_key:K pin_block:B pan:S", "B"),
     _c("Z0", "pin_unblock_command",
        "unblock_key:P pin_key:K pin_block:B pan:S challenge:B key_index:N", "B"),
+    _c("Z2", "sign", "key:K message:B", "B"),
+    _c("Z4", "public_key", "key:K", "B"),
 )
 BY_CODE = {c.code: c for c in COMMANDS}
 BY_METHOD = {c.method: c for c in COMMANDS if c.code != "CC"}

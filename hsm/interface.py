@@ -208,9 +208,21 @@ class Hsm(Protocol):
         window in one call. Misuse in any item raises, as the single call would."""
         ...
 
-    async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
-        """Line-protection MAC (DAMK) for APPLICATION BLOCK/UNBLOCK, CARD BLOCK, UPDATE
-        BINARY/RECORD: `command` is CLA INS P1 P2 Lc(+4) data."""
+    async def script_mac(
+        self, key: CardKeyPath, challenge: bytes, command: bytes, sequence: int = 0
+    ) -> bytes:
+        """Line-protection MAC (DAMK, or the record key DRK) for APPLICATION BLOCK/UNBLOCK,
+        CARD BLOCK, UPDATE BINARY/RECORD, APPEND RECORD: `command` is CLA INS P1 P2 Lc(+4)
+        data; IV challenge ‖ `sequence` (command `sequence` of a chained script, from 0)."""
+        ...
+
+    # -- card data signatures (CARD_SIGN, hsm.rsakey) -------------------------------------
+    async def sign(self, key: KeyRef, message: bytes) -> bytes:
+        """RSA-2048 PKCS#1 v1.5 SHA-256 signature (256 bytes) under a CARD_SIGN key."""
+        ...
+
+    async def public_key(self, key: KeyRef) -> bytes:
+        """A CARD_SIGN key's public part, SubjectPublicKeyInfo PEM: what the centre publishes."""
         ...
 
     async def write_card_key(

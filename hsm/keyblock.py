@@ -2,8 +2,10 @@
 
 The exact usage, alias, version and creation time ride in proprietary optional blocks, and
 the KCV in the standard KC block, so all are covered by the block's MAC: an edited index
-record or block is refused (`KeyTamperedError`). psec uses `cryptography`'s deprecated TripleDES
-location with 16-byte keys; exactly that warning is silenced around each psec call.
+record or block is refused (`KeyTamperedError`). The centre's RSA signing key (CARD_SIGN) is
+stored the same way, its PKCS#8 DER as the block's key (algorithm `R`), its fingerprint
+(hsm.rsakey) in proprietary block 05 instead of a KCV. psec uses `cryptography`'s deprecated
+TripleDES location with 16-byte keys; exactly that warning is silenced around each psec call.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from dataclasses import dataclass
 from cryptography.utils import CryptographyDeprecationWarning
 from psec import tr31
 
+from hsm import rsakey
 from hsm.des import kcv
 from hsm.errors import InvalidInputError, KeyTamperedError, KeyUsageError
 from hsm.keys import TR31_ATTRIBUTES, KeyRef, KeyUsage
 
-_USAGE, _ALIAS, _VERSION, _CREATED = "01", "02", "03", "04"
+_USAGE, _ALIAS, _VERSION, _CREATED, _FINGERPRINT = "01", "02", "03", "04", "05"
+_RSA = frozenset({KeyUsage.CARD_SIGN})
+
+
+def check_value(usage: KeyUsage, key: bytes) -> str:
+    """What names a key without showing it: the KCV, or an RSA key's fingerprint."""
+    return rsakey.private_fingerprint(key) if usage in _RSA else kcv(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +61,22 @@ def wrap(
     """Wrap a clear key under the LMK with its usage bound; `exportable` sets the block's
     exportability to "E" (hsm.policy), otherwise it is the usage's default."""
     usage_code, mode, exportability = TR31_ATTRIBUTES[ref.usage]
-    header = tr31.Header("B", usage_code, "T", mode, "00", "E" if exportable else exportability)
+    algorithm = "R" if ref.usage in _RSA else "T"
+    header = tr31.Header(
+        "B", usage_code, algorithm, mode, "00", "E" if exportable else exportability
+    )
     header.blocks[_USAGE] = ref.usage.value
     header.blocks[_ALIAS] = ref.alias
     header.blocks[_VERSION] = str(ref.version)
     header.blocks[_CREATED] = created_at
-    header.blocks["KC"] = "00" + kcv(key)  # KC block: 00 = legacy KCV (encrypt zeros)
+    check = check_value(ref.usage, key)
+    if ref.usage in _RSA:
+        header.blocks[_FINGERPRINT] = check
+    else:
+        header.blocks["KC"] = "00" + check  # KC block: 00 = legacy KCV (encrypt zeros)
     with _psec_quiet():
         block = tr31.KeyBlock(lmk, header).wrap(key)
-    return StoredKey(ref.alias, ref.version, ref.usage, kcv(key), created_at, block)
+    return StoredKey(ref.alias, ref.version, ref.usage, check, created_at, block)
 
 
 def unwrap(lmk: bytes, stored: StoredKey, expected: KeyRef) -> bytes:
@@ -77,10 +93,10 @@ def unwrap(lmk: bytes, stored: StoredKey, expected: KeyRef) -> bytes:
         blocks.get(_USAGE),
         blocks.get(_ALIAS),
         blocks.get(_VERSION),
-        blocks.get("KC", "")[2:],
+        blocks.get(_FINGERPRINT, "") if stored.usage in _RSA else blocks.get("KC", "")[2:],
     )
     record = (stored.usage.value, stored.alias, str(stored.version), stored.kcv)
-    if bound != record or kcv(key) != stored.kcv:
+    if bound != record or check_value(stored.usage, key) != stored.kcv:
         raise KeyTamperedError(f"{where}: key block does not match its record")
     if (stored.alias, stored.version) != (expected.alias, expected.version):
         raise KeyTamperedError(f"{where}: the store returned another key")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hsm import keyblock, pboc
-from hsm.des import Des, kcv
+from hsm.des import Des
 from hsm.errors import KeyExistsError, KeyTamperedError, KeyUsageError
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage, check_alias
 from hsm.keystore import KeyStore
@@ -151,13 +151,23 @@ class KeyCache:
     async def put(
         self, alias: str, usage: KeyUsage, key: bytes, now: datetime, *, exportable: bool = False
     ) -> KeyRef:
-        """Store a new clear key (wrapped) as the next version of `alias`. Another process
-        sharing the store may take a version first; then the next one is tried. A published
-        TEST ONLY key is refused unless the LMK is the TEST ONLY one (`refuse_test_only_key`)."""
+        """Store a new clear key (wrapped) as the next version of `alias`. A published TEST
+        ONLY key is refused unless the LMK is the TEST ONLY one (`refuse_test_only_key`)."""
         refuse_test_only_key(self._lmk, alias, key)
+        ref = await self.put_wrapped(alias, usage, key, now, exportable=exportable)
+        self._remember(LoadedKey(ref, key))
+        return ref
+
+    async def put_wrapped(
+        self, alias: str, usage: KeyUsage, key: bytes, now: datetime, *, exportable: bool = False
+    ) -> KeyRef:
+        """Wrap and store `key` as the next version of `alias` (not kept in memory: the RSA
+        signing key's way in, hsm.signing). Another process sharing the store may take a
+        version first; then the next one is tried."""
+        check = keyblock.check_value(usage, key)
         for attempt in range(PUT_ATTEMPTS):
             version = await self.next_version(alias, usage)
-            ref = KeyRef(alias, version, usage, kcv(key))
+            ref = KeyRef(alias, version, usage, check)
             stored = keyblock.wrap(
                 self._lmk.key_bytes(), ref, key, now.isoformat(), exportable=exportable
             )
@@ -167,9 +177,13 @@ class KeyCache:
                 if attempt + 1 == PUT_ATTEMPTS:
                     raise
                 continue
-            self._remember(LoadedKey(ref, key))
             return ref
         raise AssertionError("unreachable")
+
+    async def unwrapped(self, ref: KeyRef) -> bytes:
+        """The stored key of `ref`, checked and unwrapped, not kept (hsm.signing keeps it)."""
+        stored = await self.store.get(ref.alias, ref.version)
+        return keyblock.unwrap(self._lmk.key_bytes(), stored, ref)
 
     def _remember(self, entry: LoadedKey) -> LoadedKey:
         if len(self._loaded) >= self._size_max:

@@ -37,6 +37,9 @@ class KeyUsage(enum.StrEnum):
     PSAM_TRANSPORT = "PSAM_TRANSPORT"  # PSAM transport key: wraps the purchase key into PSAMs
     PERSONAL_DATA = "PERSONAL_DATA"  # seals names and ID numbers at rest (hsm.personal)
     PERSONAL_INDEX = "PERSONAL_INDEX"  # keyed hash of ID numbers: lookups without clear text
+    # The centre's RSA-2048 key signing the card's holder and health data (hsm.signing): its
+    # private part never leaves the HSM, its public part is published (specs/card-layout.md).
+    CARD_SIGN = "CARD_SIGN"
     # Transport keys shared with outside parties (specs/key-ceremony.md): what leaves goes
     # under one of them, as hsm.policy allows.
     KIF_KEK = "KIF_KEK"  # a key-injection facility's: terminals' TMKs travel under it
@@ -72,6 +75,7 @@ TR31_ATTRIBUTES: dict[KeyUsage, tuple[str, str, str]] = {
     KeyUsage.DATA_CHECK: ("E3", "X", "N"),
     KeyUsage.PERSONAL_DATA: ("D0", "B", "N"),
     KeyUsage.PERSONAL_INDEX: ("M7", "C", "N"),  # HMAC
+    KeyUsage.CARD_SIGN: ("S0", "S", "N"),  # asymmetric key pair for signatures, sign only
 }
 
 CARD_MASTER_USAGES = frozenset(

@@ -73,6 +73,7 @@ def xor_blocks(data: bytes) -> int:
 # The mask of the lower n blocks, made once for messages up to 64 blocks (a quarter of
 # xor_blocks' time went into making them).
 _LOW_BLOCKS_KEPT = 65
+SEQUENCE_MAX = 0xFFFFFFFF  # a chained script's command number: 4 bytes of the IV
 _LOW_BLOCKS = tuple((1 << (64 * n)) - 1 for n in range(_LOW_BLOCKS_KEPT))
 
 
@@ -81,15 +82,20 @@ def pboc_mac(key: Des, data: bytes, iv: bytes = ZERO8) -> bytes:
     return key.cbc_last(pad_method_2(data), iv)[:4]
 
 
-def line_protection_mac(left: Des, full: Des | None, challenge: bytes, command: bytes) -> bytes:
-    """Secure-messaging MAC (4 bytes) over an APDU with IV = challenge(4) || 00000000.
+def line_protection_mac(
+    left: Des, full: Des | None, challenge: bytes, command: bytes, sequence: int = 0
+) -> bytes:
+    """Secure-messaging MAC (4 bytes) over an APDU with IV = challenge(4) || sequence(4), the
+    sequence 0 but for the later commands of a chained script.
 
     An 8-byte key (`full` None) uses the PBOC DES MAC; a 16-byte key uses alg 3. Both pad with
     method 2, always appended.
     """
     if len(challenge) != 4:
         raise InvalidInputError("a card challenge is 4 bytes")
-    iv = challenge + bytes(4)
+    if not 0 <= sequence <= SEQUENCE_MAX:
+        raise InvalidInputError(f"a script's command sequence is 0 to {SEQUENCE_MAX}")
+    iv = challenge + sequence.to_bytes(4, "big")
     if full is None:
         return pboc_mac(left, command, iv)
     return iso9797_alg3(left, full, command, padding=2, iv=iv)[:4]

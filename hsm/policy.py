@@ -82,7 +82,10 @@ POLICY: tuple[Rule, ...] = (
     Rule("psam-keys-to-issuer", (U.MK_PURCHASE, U.PSAM_TRANSPORT), U.PSAM_KEK, Form.TR31, True),
     Rule(
         "stays-in-hsm",
-        (U.ZMK, U.KIF_KEK, U.BUREAU_KEK, U.PSAM_KEK, U.PERSONAL_DATA, U.PERSONAL_INDEX),
+        (
+            U.ZMK, U.KIF_KEK, U.BUREAU_KEK, U.PSAM_KEK, U.PERSONAL_DATA, U.PERSONAL_INDEX,
+            U.CARD_SIGN,
+        ),
         None,
         Form.NEVER,
         False,

@@ -34,6 +34,7 @@ from hsm.keystore import KeyStore
 from hsm.lmk import Component, Lmk, combine, is_test_only
 from hsm.padding import pad_method_2, unpad_method_2
 from hsm.pboc import LOAD_TYPES, PURCHASE_TYPES, TYPE_ED_UNLOAD
+from hsm.signing import SigningKeys
 
 U = KeyUsage
 # Key lengths a new key of each usage gets (MAKs are single length: the CUP layouts carry 8).
@@ -58,6 +59,7 @@ class SoftHsm:
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         self._keys = KeyCache(lmk, store)
+        self._signing = SigningKeys(self._keys)  # CARD_SIGN: RSA, hsm.signing
         self._random = random_bytes
         # Session keys of recent loads, so MAC1 verify → MAC2 derive the session once.
         self._sessions: dict[tuple[object, ...], Des] = {}
@@ -68,6 +70,7 @@ class SoftHsm:
     async def close(self) -> None:
         """Erase the LMK and every key in memory; later operations raise LmkError."""
         self._sessions.clear()
+        self._signing.erase()
         self._keys.erase()
 
     # -- keys ---------------------------------------------------------------------------------
@@ -80,7 +83,10 @@ class SoftHsm:
     async def generate_key(
         self, alias: str, usage: KeyUsage, *, now: datetime, exportable: bool = False
     ) -> KeyRef:
-        """`exportable`: the key may leave as hsm.policy's rules marked so allow (fixed now)."""
+        """`exportable`: the key may leave as hsm.policy's rules marked so allow (fixed now).
+        CARD_SIGN: an RSA-2048 key pair (hsm.signing), never exportable."""
+        if usage is U.CARD_SIGN:
+            return await self._signing.generate(alias, now=now, exportable=exportable)
         return await self._keys.put(
             alias, usage, self._new_key(usage), now, exportable=exportable
         )
@@ -102,6 +108,18 @@ class SoftHsm:
                 "TEST ONLY"
             )
         return await self._keys.put(alias, usage, combine(components), now, exportable=exportable)
+
+    async def import_signing_key(self, alias: str, pem: bytes, *, now: datetime) -> KeyRef:
+        """A CARD_SIGN key pair given in clear: only the published TEST ONLY key under the TEST
+        ONLY LMK makes sense (hsm.signing); a console operation, not on the network."""
+        return await self._signing.import_private(alias, pem, now=now)
+
+    # -- card data signatures (hsm.rsakey) -------------------------------------------------------
+    async def sign(self, key: KeyRef, message: bytes) -> bytes:
+        return await self._signing.sign(key, message)
+
+    async def public_key(self, key: KeyRef) -> bytes:
+        return await self._signing.public_key(key)
 
     # Key distribution to outside parties (console operations: `medswitch keys`, not on the
     # network HSM's command set).
@@ -379,10 +397,12 @@ class SoftHsm:
             results.append(cardcrypto.verify_purchase_tac(tac_key, record, tac))
         return results
 
-    async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
+    async def script_mac(
+        self, key: CardKeyPath, challenge: bytes, command: bytes, sequence: int = 0
+    ) -> bytes:
         # The DAMK (files and blocks) or the record key DRK (the record book): both MAC scripts.
         damk = await self._keys.card_key(key, U.MK_APP_MAINT, U.MK_RECORD)
-        return cardcrypto.script_mac(damk, challenge, command)
+        return cardcrypto.script_mac(damk, challenge, command, sequence)
 
     async def write_card_key(
         self,

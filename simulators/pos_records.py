@@ -1,13 +1,15 @@
 """The POS and the card's record book (specs/card-layout.md): before a settlement it reads the
 card's newest visit (reported to the centre) and takes the card's challenge; after the approval
 it hands the centre's visit script to the card as it came; and it shows the hospital the
-cardholder's recent visits and health data, once the cardholder has entered the PIN.
+cardholder's recent visits and health data, once the cardholder has entered the PIN, with
+whether the holder and health data carry the centre's signature (simulators.pos_signatures).
 
 The POS makes no record itself: it cannot — only the centre's HSM holds the record key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from messages.card_records import (
@@ -20,7 +22,8 @@ from messages.card_records import (
     read_health_command,
     read_visit_command,
 )
-from simulators import terminal_card
+from messages.card_signatures import PublishedKey
+from simulators import pos_signatures, terminal_card
 from simulators.terminal_link import yuan
 from switch.card_io.connection import ApduError, CardConnection, expect
 
@@ -93,16 +96,18 @@ def visit_lines(visits: list[Visit]) -> list[str]:
     ]
 
 
-async def book(card: CardConnection, pin: str) -> list[str]:
+async def book(card: CardConnection, pin: str, keys: Sequence[PublishedKey] = ()) -> list[str]:
     """The POS's `book` command: SELECT and VERIFY (the cardholder's consent), then the book."""
     terminal_card.open_application(card, pin)
-    return book_lines(card)
+    return book_lines(card, keys)
 
 
-def book_lines(card: CardConnection) -> list[str]:
+def book_lines(card: CardConnection, keys: Sequence[PublishedKey] = ()) -> list[str]:
     """The card's record book as the POS shows it, in the application after VERIFY: the health
-    data (or that there are none) and the recent visits, newest first."""
-    found = health(card)
+    data (or that there are none), the recent visits, newest first, then whether the holder
+    and health data are signed by the centre (checked with ``keys``, its published keys)."""
+    raw = expect(card, read_health_command(0, HEALTH_BYTES), "READ 0019")
+    found = None if raw[0] == 0 else HealthData.decode(raw)
     lines = ["health data: none on the card"]
     if found is not None:
         lines = [
@@ -114,4 +119,8 @@ def book_lines(card: CardConnection) -> list[str]:
         ]
     visits = recent_visits(card)
     lines.append(f"visits on the card: {len(visits)}")
-    return lines + [f"  {line}" for line in visit_lines(visits)]
+    lines += [f"  {line}" for line in visit_lines(visits)]
+    lines.append(pos_signatures.check_holder(card, keys).line("holder data"))
+    if found is not None:
+        lines.append(pos_signatures.check_health(card, keys, raw).line("health data"))
+    return lines

@@ -322,8 +322,10 @@ class HsmClient:
         calls = [self.verify_purchase_tac(key, record, tac) for key, record, tac in items]
         return list(await asyncio.gather(*calls))
 
-    async def script_mac(self, key: CardKeyPath, challenge: bytes, command: bytes) -> bytes:
-        result: bytes = await self.call("script_mac", key, challenge, command)
+    async def script_mac(
+        self, key: CardKeyPath, challenge: bytes, command: bytes, sequence: int = 0
+    ) -> bytes:
+        result: bytes = await self.call("script_mac", key, challenge, command, sequence)
         return result
 
     async def write_card_key(
@@ -352,6 +354,14 @@ class HsmClient:
         self, key: CardKeyPath, data: bytes, code: bytes
     ) -> bool:
         result: bool = await self.call("verify_card_data_check_code", key, data, code)
+        return result
+
+    async def sign(self, key: KeyRef, message: bytes) -> bytes:
+        result: bytes = await self.call("sign", key, message)
+        return result
+
+    async def public_key(self, key: KeyRef) -> bytes:
+        result: bytes = await self.call("public_key", key)
         return result
 
 

@@ -41,6 +41,7 @@ SW_WRONG_P1P2 = 0x6A86
 SW_OFFSET_OUT_OF_RANGE = 0x6B00
 SW_INS_UNSUPPORTED = 0x6D00
 SW_CLA_UNSUPPORTED = 0x6E00
+SW_CHAINING_UNSUPPORTED = 0x6884  # the chaining bit on a command that is not a script's write
 SW_PIN_TRIES_BASE = 0x63C0  # 63Cx: x tries left
 SW_UNKNOWN = 0x6F00  # no precise diagnosis (a fault in the simulator itself)
 

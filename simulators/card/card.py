@@ -8,7 +8,11 @@ Files: MF 3F00 ("1PAY.SYS.DDF01") and the medical application DF 1001 (AID D1560
 the ED (0001) and EP (0002) balances, EF 0015 public data (application serial at bytes 11-20),
 EF 0016 cardholder data, EF 0017 authorisation data (60 bytes, then a 4-byte data check code),
 EF 0018 the cyclic transaction detail (23-byte records, newest first; reading needs the PIN).
-EFs are written only by line-protected UPDATE BINARY (`04 D6`, MAC under the DAMK).
+EFs are written only by line-protected UPDATE BINARY (`04 D6`, MAC under the DAMK). The record
+book (EF 0019, 001A, 001B: simulators.card.records) is written under the record key, by single
+commands or a chained script (CLA `14` but for its last command, `04`; command i MACed with
+IV challenge ‖ i): after an accepted CLA-14 command the challenge stays pending for command
+i+1; the last command, a refused one or any other command ends the script.
 
 State is saved (atomically) after every change when the card has a path. `tear_next(...)` makes
 the next CREDIT/DEBIT lose power before or after it writes the balance; `power_off()` drops the
@@ -26,6 +30,7 @@ from pathlib import Path
 from simulators.card import purse, records, security
 from simulators.card.apdu import (
     SW_APP_LOCKED_PERMANENT,
+    SW_CHAINING_UNSUPPORTED,
     SW_CLA_UNSUPPORTED,
     SW_CONDITIONS,
     SW_EEPROM_FAILED,
@@ -86,6 +91,7 @@ class Session:
     current_ef: int | None = None
     pin_verified: bool = False
     challenge: bytes | None = None
+    script_next: int = 0  # a chained script under way: the sequence of its next command
     pending: purse.Pending | None = None
 
 
@@ -153,12 +159,17 @@ class VirtualCard:
             return status(SW_UNKNOWN)
 
     def _dispatch(self, apdu: Apdu) -> bytes:
-        if apdu.cla not in (0x00, 0x04, 0x80, 0x84):
+        if apdu.cla not in (0x00, 0x04, 0x14, 0x80, 0x84):
             raise CardStatus(SW_CLA_UNSUPPORTED)
+        s = self._session
+        script_write = records.script_write(apdu, s.current_ef)
+        if s.script_next and not script_write:  # anything else ends a chained script
+            s.challenge, s.script_next = None, 0
+        if apdu.cla == 0x14 and not script_write:
+            raise CardStatus(SW_CHAINING_UNSUPPORTED)
         if self.state.card_blocked:
             raise CardStatus(SW_FUNCTION_UNSUPPORTED)
         key = (apdu.cla & 0xF0, apdu.ins)
-        s = self._session
         if apdu.ins == 0xA4 and apdu.cla == 0x00:
             return self._select(apdu)
         if apdu.ins == 0x84 and apdu.cla == 0x00:
@@ -350,13 +361,19 @@ class VirtualCard:
         return b""
 
     def _record_book(self, apdu: Apdu) -> bytes:
-        """EF 0019 / EF 001A: simulators.card.records."""
+        """EF 0019 / 001A / 001B: simulators.card.records. A write uses up the challenge, but
+        an accepted CLA-14 command keeps it for the script's next command."""
         s = self._session
+        fid = records.target(apdu, s.current_ef)
         if apdu.ins == 0xB0:
-            return records.read_binary(self.state, apdu, s.pin_verified)
+            return records.read_binary(self.state, apdu, fid, s.pin_verified)
         if apdu.ins == 0xB2:
-            return records.read_record(self.state, apdu, s.pin_verified)
-        records.write(self.state, apdu, self._take_challenge(), self._persist)
+            return records.read_record(self.state, apdu, fid, s.pin_verified)
+        challenge, sequence = s.challenge, s.script_next
+        s.challenge, s.script_next = None, 0
+        records.write(self.state, apdu, fid, challenge, sequence, self._persist)
+        if apdu.cla == 0x14:
+            s.challenge, s.script_next = challenge, sequence + 1
         return b""
 
     def _read_record(self, apdu: Apdu) -> bytes:

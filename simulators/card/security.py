@@ -49,12 +49,13 @@ KEY_BYTES = 16
 ATTRIBUTE_BYTES = 5
 
 
-def check_line_mac(key: bytes, challenge: bytes | None, apdu: Apdu) -> bytes:
-    """Verify a line-protected command's MAC; returns its data without the MAC."""
+def check_line_mac(key: bytes, challenge: bytes | None, apdu: Apdu, sequence: int = 0) -> bytes:
+    """Verify a line-protected command's MAC (IV challenge ‖ `sequence`: the command's number
+    in a chained script); returns its data without the MAC."""
     if challenge is None:
         raise CardStatus(SW_REFERENCE_DATA_INVALID)
     body, given = split_mac(apdu)
-    expected = cardcrypto.line_mac(key, challenge[:4], body)
+    expected = cardcrypto.line_mac(key, challenge[:4], body, sequence)
     if not hmac.compare_digest(expected, given):
         raise CardStatus(SW_SM_DATA_INCORRECT)
     return apdu.data[:-4]

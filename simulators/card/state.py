@@ -111,6 +111,8 @@ class CardState:
     binary: dict[int, bytes] = field(default_factory=dict)
     details: list[bytes] = field(default_factory=list)  # newest first
     visits: list[bytes] = field(default_factory=list)  # EF 001A (simulators.card.records)
+    # EF 001B: the centre's signatures, 4 records of 128 bytes (zeros: never written)
+    signatures: list[bytes] = field(default_factory=lambda: [bytes(128)] * 4)
     purses: dict[int, Purse] = field(default_factory=dict)
     proofs: dict[int, Proof] = field(default_factory=dict)  # by transaction type
     app_block: str = BLOCK_NONE
@@ -160,6 +162,7 @@ class CardState:
             "binary": {f"{fid:04X}": data.hex() for fid, data in self.binary.items()},
             "details": [d.hex() for d in self.details],
             "visits": [v.hex() for v in self.visits],
+            "signatures": [r.hex() for r in self.signatures],
             "purses": {str(p): vars(purse) for p, purse in self.purses.items()},
             "proofs": {
                 str(t): {"ctr": p.ctr, "mac": p.mac.hex(), "tac": p.tac.hex()}
@@ -181,6 +184,7 @@ class CardState:
             binary={int(fid, 16): bytes.fromhex(d) for fid, d in raw["binary"].items()},
             details=[bytes.fromhex(d) for d in raw["details"]],
             visits=[bytes.fromhex(v) for v in raw.get("visits", [])],  # none before the book
+            signatures=[bytes.fromhex(r) for r in raw.get("signatures", [])] or [bytes(128)] * 4,
             purses={int(p): Purse(**v) for p, v in raw["purses"].items()},
             proofs={
                 int(t): Proof(p["ctr"], bytes.fromhex(p["mac"]), bytes.fromhex(p["tac"]))

@@ -3,7 +3,9 @@
 ever holds a clear key or PIN).
 
 - `personalize_card`: the card keys under the master control key, EF 0015/0016/0017 by
-  line-protected UPDATE BINARY (DAMK), the initial PIN by PIN UNBLOCK (enciphered under DPUK);
+  line-protected UPDATE BINARY (DAMK), the centre's signature of EF 0016 into EF 001B (with a
+  signing key and the record key: switch.card_io.signatures), the initial PIN by PIN UNBLOCK
+  (enciphered under DPUK);
 - `personalize_psam`: the terminal number, then the purchase master key under the PSAM's
   transport key;
 - lifecycle: application block/unblock, PIN reload and unblock, writing the authorisation file
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from hsm.interface import Hsm
 from hsm.keys import CardKeyPath, KeyRef
 from hsm.pboc import card_factor
+from switch.card_io import signatures
 from switch.card_io.connection import CardConnection, expect
 
 KEY_INDEX = 0x01
@@ -92,6 +95,7 @@ class CardMasterKeys:
     data_check: KeyRef
     version: int = 1
     record: KeyRef | None = None  # MK_RECORD: the record book's key DRK (specs/card-layout.md)
+    signing: KeyRef | None = None  # CARD_SIGN: the centre's signature on holder and health data
 
     def path(self, key: KeyRef, serial: bytes) -> CardKeyPath:
         return CardKeyPath(key, (card_factor(serial),))
@@ -158,6 +162,8 @@ async def personalize_card(
     await update_binary(conn, hsm, keys, serial, SFI_PUBLIC, public)
     await update_binary(conn, hsm, keys, serial, SFI_HOLDER, holder)
     await write_authorisation(conn, hsm, keys, serial, authorisation)
+    if keys.signing is not None and keys.record is not None:
+        await write_holder_signature(conn, hsm, keys, serial, holder)
     if pin is not None:
         await unblock_pin(conn, hsm, keys, serial, pin)
 
@@ -168,6 +174,21 @@ async def update_binary(
     command = bytes([0x04, 0xD6, 0x80 | sfi, 0x00, len(data) + 4]) + data
     mac = await hsm.script_mac(keys.path(keys.app_maint, serial), challenge(conn), command)
     expect(conn, command + mac, f"UPDATE BINARY {sfi:02X}")
+
+
+async def write_holder_signature(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, holder: bytes
+) -> None:
+    """EF 001B records 1-2: the centre's signature over EF 0016 as written, one chained
+    script under one challenge (the record key)."""
+    if keys.signing is None or keys.record is None:
+        raise ValueError("the holder signature needs the signing key and the record key")
+    record_key = keys.path(keys.record, serial)
+    commands = await signatures.holder_script(
+        hsm, keys.signing, record_key, serial, holder, challenge(conn)
+    )
+    for command in commands:
+        expect(conn, command, "UPDATE RECORD 001B")
 
 
 async def write_authorisation(

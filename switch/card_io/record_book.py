@@ -3,7 +3,10 @@ every cryptogram from the HSM: the health data file EF 0019 with its data check 
 by line-protected UPDATE BINARY under the card's record key (MK_RECORD diversified by the
 application serial), for the card's own challenge — at issuance (initial health data) or on a
 replacement card written from the centre's data; and, on a replacement card, the visit records
-the centre kept (EF 001A), each by APPEND RECORD under a challenge of its own.
+the centre kept (EF 001A), each by APPEND RECORD under a challenge of its own. With the centre's
+signing key (CARD_SIGN) the health script first writes the data's signature into EF 001B
+(switch.card_io.signatures), chained under the same challenge, so a POS can check the data
+offline.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from messages.card_records import (
     append_record_command,
     update_health_command,
 )
+from switch.card_io import signatures
 from switch.card_io.connection import CardConnection, expect
 from switch.card_io.personalize import SELECT_APP, CardMasterKeys, challenge
 
@@ -39,13 +43,33 @@ async def health_update(
     return command + mac
 
 
+async def health_script(
+    hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData, card_challenge: bytes
+) -> list[bytes]:
+    """The whole health-data script for ``card_challenge``, to send in order (stopping at the
+    first status word that is not 9000): with a signing key (``keys.signing``) the signature's
+    UPDATE RECORD 3 and 4 of EF 001B (CLA `14`), then the UPDATE BINARY of EF 0019 (CLA `04`)
+    — the data last, so a script cut short leaves the card's data as they were and the centre
+    sees them differ at the next contact; without one, the UPDATE BINARY alone."""
+    if keys.record is None:
+        raise NoRecordKeyError("no MK_RECORD among the card master keys")
+    data = health.encode()
+    code = await hsm.card_data_check_code(keys.path(keys.data_check, serial), data)
+    commands = []
+    if keys.signing is not None:
+        commands += await signatures.health_signature_commands(hsm, keys.signing, serial, data)
+    commands.append(update_health_command(data + code))
+    record_key = keys.path(keys.record, serial)
+    return await signatures.script(hsm, record_key, card_challenge, commands)
+
+
 async def write_health(
     conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData
 ) -> None:
-    """SELECT, GET CHALLENGE, then the HSM's UPDATE BINARY of EF 0019 (the card checks it)."""
+    """SELECT, GET CHALLENGE, then the HSM's health script (the card checks every command)."""
     expect(conn, SELECT_APP, "SELECT")
-    apdu = await health_update(hsm, keys, serial, health, challenge(conn))
-    expect(conn, apdu, "UPDATE BINARY 0019")
+    for apdu in await health_script(hsm, keys, serial, health, challenge(conn)):
+        expect(conn, apdu, "UPDATE RECORD 001B" if apdu[1] == 0xDC else "UPDATE BINARY 0019")
 
 
 async def check_health(hsm: Hsm, keys: CardMasterKeys, serial: bytes, file_bytes: bytes) -> bool:

@@ -342,6 +342,38 @@ def sign_on(
             _report(home, "key.sign-on", ref, tmk=f"{tmk_ref.alias}:{tmk_ref.version}")
 
 
+@keys.command("public-key")
+@click.argument("alias")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the PEM to this new file (default: standard output).")
+@component_files_option
+@component_count_option
+@click.pass_obj
+def public_key(
+    home: Home, alias: str, out: Path | None, component_files: tuple[Path, ...], count: int
+) -> None:
+    """The public key of the signing key ALIAS[:VERSION] (CARD_SIGN), as the centre publishes it
+    for POS and HIS to check the signatures on cards (specs/card-layout.md): PEM. The private
+    key never leaves the HSM."""
+    ref = _run(resolve(home, alias))
+    if ref.usage is not KeyUsage.CARD_SIGN:
+        raise click.ClickException(f"{ref.alias} v{ref.version} is {ref.usage.value}: only a "
+                                   "CARD_SIGN key has a public key")
+    hsm = load_hsm(home, component_files, count)
+    pem = _run(hsm.public_key(ref)).decode("ascii")
+    if out is None:
+        click.echo(pem, nl=False)
+    else:
+        try:
+            write_private(out, pem)
+        except FileExistsError:
+            raise click.ClickException(f"{out} exists: the public key goes to a new file") from None
+        out.chmod(0o644)  # a public key: anyone may read it
+    click.echo(f"{ref.alias} v{ref.version} CARD_SIGN fingerprint {ref.kcv}", err=True)
+    home.audit("key.public-key", alias=ref.alias, version=ref.version, usage=ref.usage.value,
+               kcv=ref.kcv, out=str(out) if out is not None else "stdout")
+
+
 @keys.command("list")
 @click.option("--alias", default=None, help="Only this alias.")
 @click.pass_obj

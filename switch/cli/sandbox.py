@@ -153,7 +153,7 @@ async def _master_keys(home: Home) -> perso.CardMasterKeys:
         tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
         pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
         data_check=await ref(demo_keys.centre_alias(U.DATA_CHECK)), version=1,
-        record=card[U.MK_RECORD],
+        record=card[U.MK_RECORD], signing=await ref(demo_keys.centre_alias(U.CARD_SIGN)),
     )
 
 

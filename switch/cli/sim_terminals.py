@@ -40,7 +40,7 @@ from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
 from messages.line_framing import LineFraming
-from simulators import pos_records
+from simulators import pos_records, pos_signatures
 from simulators.card import VirtualCard
 from simulators.dial_link import Dial
 from simulators.kiosk import Kiosk
@@ -253,9 +253,27 @@ def commands_for_parsing(
     help="A virtual PSAM's JSON file.",
 )
 @click.option("--psam-reader", default=None, help="A PC/SC reader with the PSAM.")
-def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> None:
+@click.option(
+    "--card-sign-key",
+    "card_sign_keys",
+    multiple=True,
+    metavar="VERSION:FILE",
+    help="The centre's published card signing key of that version (the PEM `medswitch keys "
+    "public-key centre/CARD_SIGN` wrote; repeat for older versions): `book` checks the card's "
+    "holder and health data against it.",
+)
+def sim_pos(
+    psam_file: Path | None,
+    psam_reader: str | None,
+    card_sign_keys: tuple[str, ...],
+    **options: Any,
+) -> None:
     """A hospital/pharmacy POS with its PSAM: sign-on, bills, offline purchases, batch."""
     common = Common(**options)
+    try:
+        published = [pos_signatures.load_published_key(spec) for spec in card_sign_keys]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--card-sign-key") from None
     state: dict[str, Pos] = {}
 
     def pos_of(link: TerminalLink) -> Pos:
@@ -299,7 +317,7 @@ def sim_pos(psam_file: Path | None, psam_reader: str | None, **options: Any) -> 
                 ("BILL_ID", "TOTAL_FEN", "DEPARTMENT", "ICD10_CODES"),
                 lambda a: pos().settle(a[0], int(a[1]), visit=(a[2], tuple(a[3].split(",")))),
             ),
-            Command("book", (), lambda a: pos_records.book(pos().card, pos().pin)),
+            Command("book", (), lambda a: pos_records.book(pos().card, pos().pin, published)),
             Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
             Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
             Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),

@@ -1,5 +1,7 @@
 """Keys of the demo deployment: an LMK from the published TEST ONLY components, a TMK per
 terminal, the card master keys (key version 1), the data-check and PSAM transport keys, the
+centre's card-data signing key (`centre/CARD_SIGN`, RSA-2048: its public key by `medswitch keys
+public-key centre/CARD_SIGN`), the
 file key card issuance batches are sealed under (`cards/file`), the
 keys cardholders' names and ID numbers are sealed and indexed under, a file key per bank for the
 day-end payout and return files, and a ZMK per bank formed from the TEST ONLY components
@@ -44,6 +46,7 @@ CENTRE_USAGES = (
     KeyUsage.PSAM_TRANSPORT,
     KeyUsage.PERSONAL_DATA,  # centre/PERSONAL_DATA: cardholders' names and ID numbers sealed
     KeyUsage.PERSONAL_INDEX,  # centre/PERSONAL_INDEX: their ID numbers' keyed hashes
+    KeyUsage.CARD_SIGN,  # centre/CARD_SIGN: signs the cards' holder and health data (RSA)
 )
 
 

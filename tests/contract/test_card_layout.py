@@ -24,7 +24,9 @@ def golden(name: str) -> bytes:
 
 
 def traces() -> list[list[tuple[str, bytes]]]:
-    blocks = re.findall(r"```\n(.*?)```", spec(), re.DOTALL)
+    """The APDU traces: the fenced blocks without a language (```text blocks are values)."""
+    blocks = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", spec(), re.DOTALL)
+              if not lang]  # fmt: skip
     out = []
     for block in blocks:
         steps = [(line[0], bytes.fromhex(line[2:])) for line in block.splitlines() if line]

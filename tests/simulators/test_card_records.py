@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from hsm import cardcrypto
 from messages.card_records import (
     DONOR_YES,
     Emergency,
@@ -21,29 +20,14 @@ from messages.card_records import (
 )
 from simulators.card import CardKey, CardState, VirtualCard
 from simulators.card.state import KEY_APP_MAINT
+from tests.support.card_scripts import book_card, scripted
 from tests.support.cards import DAMK, SELECT_APP, call, ok, v4_card
 
-DRK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 VERIFY = "0020000003123456"
 VISIT = Visit("20261207", "H001", "IM", ("J45.9", "I10"), "9054CA9CBE34A38E", 12000, 3000,
               8000, 1000)  # fmt: skip
 HEALTH = HealthData("O+", ("PCN",), ("PM",), "13800138000", DONOR_YES, ("E11.9",), "H001",
                     "20261207093000")  # fmt: skip
-
-
-def book_card() -> VirtualCard:
-    """The V4 card with the record key, its challenges random (not scripted)."""
-    state = v4_card().state
-    state.keys[(KEY_APP_MAINT, 2)] = CardKey(KEY_APP_MAINT, 2, 1, 0, DRK)
-    card = VirtualCard(state)
-    ok(card, SELECT_APP)
-    return card
-
-
-def scripted(card: VirtualCard, command: bytes, key: bytes = DRK) -> bytes:
-    """The command MACed for the card's fresh challenge, as the centre's HSM does it."""
-    challenge = ok(card, "0084000004")
-    return command + cardcrypto.script_mac(key, challenge, command)
 
 
 def test_a_scripted_visit_is_appended_and_read_back_newest_first_after_verify() -> None:
@@ -127,8 +111,10 @@ def test_the_virtual_card_answers_the_specs_golden_traces() -> None:
     state.keys[(KEY_APP_MAINT, 2)] = CardKey(KEY_APP_MAINT, 2, 1, 0, golden("DRK"))
     challenges = [golden("challenge")]
     card = VirtualCard(state, random_bytes=lambda n: challenges.pop(0))
-    steps = [line for block in re.findall(r"```\n(.*?)```", text, re.DOTALL)
-             for line in block.splitlines() if line]  # fmt: skip
+    blocks = [
+        body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.DOTALL) if not lang
+    ][:2]  # the visit's write and read (the signatures': test_card_signatures)
+    steps = [line for block in blocks for line in block.splitlines() if line]
     assert len(steps) == 16
     for command, expected in zip(steps[::2], steps[1::2], strict=True):
         assert command.startswith("> ") and expected.startswith("< ")

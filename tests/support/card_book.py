@@ -21,6 +21,7 @@ from simulators.card import CardState, VirtualCard
 from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
 from switch.card_io.record_book import write_health
+from switch.card_io.signatures import SIGNING_ALIAS
 from tests.support.daemon import Daemon, now
 from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
 from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
@@ -42,15 +43,19 @@ class BookKeys(NamedTuple):
     clear_pik: bytes
 
 
-async def book_keys(daemon: Daemon, *, record_key: bool = True) -> BookKeys:
+async def book_keys(daemon: Daemon, *, record_key: bool = True, signing: bool = True) -> BookKeys:
     """Every card master key in the daemon's HSM, with card/MK_RECORD unless ``record_key`` is
-    False."""
+    False, and the centre's signing key centre/CARD_SIGN (the holder and health data signed)
+    unless ``signing`` is False."""
     keys, clear_control, pik, clear_pik = await card_master_keys(daemon)
     await centre_personal_keys(daemon)
     if record_key:
         alias = card_master_alias(KeyUsage.MK_RECORD)
         record = await daemon.hsm.generate_key(alias, KeyUsage.MK_RECORD, now=now())
         keys = replace(keys, record=record)
+    if signing:
+        sign = await daemon.hsm.generate_key(SIGNING_ALIAS, KeyUsage.CARD_SIGN, now=now())
+        keys = replace(keys, signing=sign)
     return BookKeys(keys, clear_control, pik, clear_pik)
 
 
@@ -96,12 +101,13 @@ async def issue_book_cards(
     cards: list[CardOnFile],
     *,
     record_key: bool = True,
+    signing: bool = True,
     health: HealthData | None = None,
 ) -> tuple[list[CardConnection], CardMasterKeys]:
     """Virtual cards personalised through the daemon's HSM, with the record key DRK (from a
-    generated card/MK_RECORD) unless ``record_key`` is False, and ``health`` (initial health
-    data, EF 0019) when given."""
-    bundle = await book_keys(daemon, record_key=record_key)
+    generated card/MK_RECORD) unless ``record_key`` is False, the holder data signed unless
+    ``signing`` is False, and ``health`` (initial health data, EF 0019) when given."""
+    bundle = await book_keys(daemon, record_key=record_key, signing=signing)
     connections: list[CardConnection] = []
     for on_file in cards:
         conn = DirectConnection(blank_book_card(bundle, on_file))

@@ -1,7 +1,9 @@
 """`medswitch sim pos` and the card's record book, through the CLI against a real daemon: a
 settlement with the visit's department and ICD-10 codes leaves the visit on the card file, and
-`book` shows it after the PIN; codes that do not fit the card are refused by the centre (30)
-and nothing is settled or written. (The card is loaded at a kiosk first: its ED pays.)"""
+`book` shows it after the PIN, and that the holder data carry the centre's signature (checked
+with the published key given as `--card-sign-key`); codes that do not fit the card are refused
+by the centre (30) and nothing is settled or written. (The card is loaded at a kiosk first: its
+ED pays.)"""
 
 from __future__ import annotations
 
@@ -56,6 +58,9 @@ def test_a_visit_settled_at_the_cli_pos_is_on_the_card_and_in_its_book(tmp_path:
         args += ["--tmk-component", str(tmk), "--state", str(tmp_path / "pos.json")]
         args += ["--psam", str(psam_path), "--pan", on_file.card_no, "--card", str(card_path)]
         args += ["--port", str(daemon.app.terminal_port)]
+        assert keys.signing is not None  # the centre's published key: the POS checks the card
+        (tmp_path / "centre.pem").write_bytes(await daemon.hsm.public_key(keys.signing))
+        args += ["--card-sign-key", f"{keys.signing.version}:{tmp_path / 'centre.pem'}"]
         script = tmp_path / "pos.txt"
         script.write_text(f"sign_on\nsettle_visit {good} IM J45.9,I10\nbook\n")
         result = await invoke([*args, "--script", str(script)])
@@ -64,6 +69,7 @@ def test_a_visit_settled_at_the_cli_pos_is_on_the_card_and_in_its_book(tmp_path:
         assert "visits on the card: 1" in result.output
         assert f"{now():%Y%m%d} {institution} IM J45.9,I10 bill {good.split()[0]}" in result.output
         assert len(VirtualCard.load(card_path).state.visits) == 1
+        assert f"holder data signed by the centre (key v{keys.signing.version})" in result.output
 
         script.write_text(f"sign_on\nsettle_visit {bad} IM J45.9,NOTACODE\n")
         result = await invoke([*args, "--script", str(script)])
