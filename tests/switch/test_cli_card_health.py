@@ -2,7 +2,7 @@
 through `medswitch cards issue --health | approve | personalize` on virtual cards: a file that
 does not fit is refused naming its line and field, nothing written; the data given are kept
 sealed in ``card_health`` and carried in the batch; the personalised card holds them in EF 0019
-with the centre's data check code (read after VERIFY) and its record key DRK takes a visit
+with the centre's data check code (read after VERIFY) and signature and its record key DRK takes a visit
 script; the centre's copy is then no longer pending. A batch whose health fields do not fit is
 refused naming the line."""
 
@@ -21,12 +21,14 @@ import pytest
 from hsm.keys import CardKeyPath
 from hsm.pboc import card_factor
 from messages.card_records import DONOR_YES, HealthData, Visit, append_visit_command
+from messages.card_signatures import PublishedKey
 from simulators import pos_records, terminal_card
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card
 from switch.card_io import issuance
 from switch.card_io.connection import DirectConnection, expect
 from switch.card_io.personalize import GET_CHALLENGE, SELECT_APP
+from switch.card_io.signatures import SIGNING_ALIAS
 from switch.demo.keys import custodian_files
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
 from tests.support.card_issuance import NOW, cli, deployment
@@ -117,6 +119,13 @@ def test_health_data_given_at_issuance_reach_the_card(deployment: dict[str, Any]
         mac = await hsm.script_mac(CardKeyPath(record_key, factor), challenge, command)
         expect(first, command + mac, "APPEND RECORD")
         assert pos_records.recent_visits(first) == [visit]
+        # The holder and health data carry the centre's signature (centre/CARD_SIGN, which the
+        # demo makes), checked with the key the centre publishes.
+        published = PublishedKey(1, await hsm.public_key(await resolve(home, SIGNING_ALIAS)))
+        assert pos_records.book_lines(first, [published])[-2:] == [
+            "holder data signed by the centre (key v1)",
+            "health data signed by the centre (key v1)",
+        ]
         second = DirectConnection(cards["r2"])
         second.connect()
         terminal_card.open_application(second, "123456")
