@@ -34,11 +34,11 @@ from messages.terminal import TerminalMessage, TerminalReply
 from routing.context import OfflineLimits, TerminalRecord
 from routing.terminal_routes import terminal_routes
 from switch.bank.host import BankHost, BankStores
+from switch.card_io.record_book import CentreHealthScripts
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
 from switch.estate.admin import AdminApi
-from switch.card_io.record_book import CentreHealthScripts
 from switch.his_api import HisDeps, mount_his_app
 from switch.his_idempotency import IdempotencyKeys, IdempotencySettings
 from switch.his_observe import his_observer

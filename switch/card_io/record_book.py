@@ -72,9 +72,7 @@ class CentreHealthScripts:
             key_version, master(KeyUsage.MK_RECORD),
         )  # fmt: skip
         serial = bytes.fromhex(application_serial.rjust(20, "0"))
-        return await health_script(
-            self._hsm, keys, serial, HealthData.decode(data), card_challenge
-        )
+        return await health_script(self._hsm, keys, serial, HealthData.decode(data), card_challenge)
 
 
 async def write_health(
