@@ -232,10 +232,9 @@ class VisitCopies:
     async def open_consent(self, consent: Consent) -> None:
         await self._store.open_consent_async(consent)
 
-    async def consented(self, institution_id: str, application_serial: str, now_us: int) -> bool:
-        """Whether the institution's consent window for the card is open at ``now_us``."""
-        found = await asyncio.to_thread(self._store.consent, institution_id, application_serial)
-        return found is not None and found.opened_at_us <= now_us < found.until_us
+    async def consent(self, institution_id: str, application_serial: str) -> Consent | None:
+        """The institution's newest consent window for the card (open or not)."""
+        return await asyncio.to_thread(self._store.consent, institution_id, application_serial)
 
 
 @dataclass(frozen=True, slots=True)
