@@ -125,11 +125,11 @@ def test_the_virtual_card_answers_the_specs_golden_traces() -> None:
 
     state = CardState.blank(golden("application serial"), bytes(16), pin=golden("PIN"))
     state.keys[(KEY_APP_MAINT, 2)] = CardKey(KEY_APP_MAINT, 2, 1, 0, golden("DRK"))
-    challenges = [golden("challenge")]
+    challenges = [golden("challenge"), golden("health challenge")]
     card = VirtualCard(state, random_bytes=lambda n: challenges.pop(0))
     steps = [line for block in re.findall(r"```\n(.*?)```", text, re.DOTALL)
              for line in block.splitlines() if line]  # fmt: skip
-    assert len(steps) == 16
+    assert len(steps) == 30
     for command, expected in zip(steps[::2], steps[1::2], strict=True):
         assert command.startswith("> ") and expected.startswith("< ")
         assert card.process(bytes.fromhex(command[2:])).hex().upper() == expected[2:], command
