@@ -27,8 +27,9 @@ from tests.support.card_book import (
 )
 from tests.support.daemon import Daemon, now, running_daemon
 from tests.support.kiosk import PIN, issue_psam
+from tests.support.on_file import CardOnFile
 from tests.support.scripted_day import cards_on_file, terminal_link
-from tests.support.settlement import his_tokens
+from tests.support.settlement import his_tokens, medical_reference
 
 HEALTH = {
     "blood_type": "O+",
@@ -180,6 +181,63 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
 
     async def main() -> None:
         async with running_daemon(tmp_path, cardholders=1) as daemon:
+            await scenario(daemon)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_the_update_reaches_the_card_and_clears_on_sqlite_and_postgresql(
+    tmp_path: Path, backend: str
+) -> None:
+    """The same way on either database: kept pending, written at the next use, no longer
+    pending at the following contact; the book through the HIS within the consent window."""
+
+    async def scenario(daemon: Daemon) -> None:
+        psam = daemon.first_psam()
+        card = CardOnFile(*daemon.sql(
+            "SELECT card_no, application_serial, cardholder_id FROM cards ORDER BY card_no LIMIT 1"
+        )[0])  # fmt: skip
+        at = psam.institution_id
+        token = await asyncio.to_thread(medical_reference, daemon, at)
+        conns, keys = await issue_book_cards(daemon, [card])
+        link = await terminal_link(daemon, psam.terminal_id, at, tmp_path / "pos.json",
+                                   daemon.app.terminal_port, 5.0)  # fmt: skip
+        pos = Pos(link, conns[0], await issue_psam(daemon, psam, keys.purchase),
+                  pan=card.card_no, pin=PIN)  # fmt: skip
+
+        def his(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            return his_call(daemon.app.http_port, at, token, method, path, body)
+
+        async def settle(number: str) -> list[str]:
+            body = {"his_bill_no": number, "card_no": card.card_no,
+                    "service_date": now().date().isoformat(), "lines": DRUG}  # fmt: skip
+            status, bill = await asyncio.to_thread(his, "POST", "/bills", body)
+            assert status == 201, bill
+            total = bill["split"]["total_fen"]
+            return await pos.settle(bill["bill_id"], total, personal="cash", visit=("IM", ()))
+
+        def pending() -> list[bool]:
+            return [bool(row[0]) for row in daemon.sql("SELECT pending FROM card_health")]
+
+        try:
+            await pos.sign_on()
+            status, _ = await asyncio.to_thread(his, "PUT", f"/cards/{card.card_no}/health", HEALTH)
+            assert status == 202 and pending() == [True]
+            assert UPDATED in await settle("BOTH-1")
+            assert pending() == [True]
+            assert UPDATED not in await settle("BOTH-2")
+            assert pending() == [False]
+            status, book = await asyncio.to_thread(his, "GET", f"/cards/{card.card_no}/book")
+            assert status == 200 and book["health"]["blood_type"] == "O+", book
+            assert len(book["visits"]) == 2 and book["visits"][0]["institution_id"] == at
+            rows = daemon.sql("SELECT institution_id, application_serial FROM card_consents")
+            assert [tuple(row) for row in rows] == [(at, card.serial)]
+        finally:
+            await pos.link.close()
+
+    async def main() -> None:
+        async with running_daemon(tmp_path, cardholders=1, backend=backend) as daemon:
             await scenario(daemon)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
