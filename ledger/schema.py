@@ -50,6 +50,8 @@ institutions = Table(
     Column("settlement_bank_id", String(32), ForeignKey("institutions.id")),
     Column("settlement_account_no", String(40)),
     Column("status", String(16), nullable=False, server_default="active"),
+    # may send cardholders' health data (HIS PUT …/health); NULL: by kind, a hospital only
+    Column("health_writer", Boolean),
 )
 
 terminals = Table(

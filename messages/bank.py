@@ -56,6 +56,10 @@ class BankMessage:
         """(MTI, F3, F70)."""
         return (self.ROW.mti, self.ROW.processing_code, self.ROW.network_code)
 
+    def card_number(self) -> str | None:
+        """The PAN this message carries; None for a type without one (network management)."""
+        return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BankSignOn(BankMessage):
@@ -87,6 +91,9 @@ class CounterInquiry(BankMessage):
     card: CardData | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, Bind("card", 122, CARD, required=False))
 
+    def card_number(self) -> str | None:
+        return self.pan
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CounterLoad(BankMessage):
@@ -97,6 +104,9 @@ class CounterLoad(BankMessage):
     card: CardData
     pin_block: bytes | None = field(default=None, repr=False)
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD, _PIN)
+
+    def card_number(self) -> str | None:
+        return self.pan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +149,9 @@ class SavingsDebit(BankMessage):
         Bind("account", 102, required=False),
     )
 
+    def card_number(self) -> str | None:
+        return self.pan
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CardService(BankMessage):
@@ -163,6 +176,9 @@ class CardService(BankMessage):
             raise UnknownTransaction(f"no card service named {self.service!r}", field="3")
         return (row.mti, row.processing_code, None)
 
+    def card_number(self) -> str | None:
+        return self.pan
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BankReversal(BankMessage):
@@ -181,6 +197,9 @@ class BankReversal(BankMessage):
 
     def codes(self) -> tuple[str, str | None, str | None]:
         return ("0421" if self.repeat else "0420", self.processing_code, None)
+
+    def card_number(self) -> str | None:
+        return self.pan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +228,9 @@ class BankReply(BankMessage):
 
     def codes(self) -> tuple[str, str | None, str | None]:
         return (self.mti, self.processing_code, self.network_code)
+
+    def card_number(self) -> str | None:
+        return self.pan
 
 
 TABLE: tuple[tuple[Row, type[BankMessage]], ...] = (

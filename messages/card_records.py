@@ -228,7 +228,13 @@ class Emergency:
 def append_visit_command(visit: Visit) -> bytes:
     """APPEND RECORD to EF 001A, line-protected: `04 E2 00 D0 4C record(72)` (the MAC's 4
     bytes are counted in Lc and appended by the HSM's script MAC)."""
-    record = visit.encode()
+    return append_record_command(visit.encode())
+
+
+def append_record_command(record: bytes) -> bytes:
+    """The same for a record as the centre kept it (72 bytes)."""
+    if len(record) != VISIT_RECORD_BYTES:
+        raise RecordFormatError(f"a visit record is {VISIT_RECORD_BYTES} bytes")
     return bytes([0x04, 0xE2, 0x00, EF_VISITS << 3, len(record) + 4]) + record
 
 

@@ -13,8 +13,9 @@ Before the reply carries the script, the centre keeps its own copy of the record
 cannot show again.
 
 The card's newest visit, when the POS sent it (`card_visit`), must be one the centre wrote:
-a bill of this card, at the institution and for the amounts the record says, and byte for byte
-the centre's copy — department and diagnoses too. Otherwise the card goes to review
+a bill of this card (or of an earlier card of the same person: a replacement card is written
+with the visits the centre kept), at the institution and for the amounts the record says, and
+byte for byte the centre's copy — department and diagnoses too. Otherwise the card goes to review
 (`card_visit_mismatch`); the settlement itself is answered as ever.
 """
 
@@ -107,19 +108,23 @@ async def check_card_visit(context: RequestContext, card: CardRecord, reported: 
         return
     medical = context.medical
     found = None if medical is None else await asyncio.to_thread(medical.get_bill, visit.bill_id)
-    why = _disagreement(card, visit, found)
+    serial = card.application_serial  # the card the bill was settled with
+    if found is not None and medical is not None and found.card_no != card.card_no:
+        earlier = await asyncio.to_thread(medical.directory.cardholder, found.card_no)
+        if earlier is not None and earlier.person_id == card.cardholder_id:
+            serial = earlier.application_serial  # a replacement card holds its person's visits
+    why = _disagreement(card, visit, found, serial != card.application_serial)
     if not why and medical is not None and medical.visit_copies is not None:
-        why = await _against_copy(medical.visit_copies, card, visit.bill_id, reported)
+        why = await _against_copy(medical.visit_copies, serial, visit.bill_id, reported)
     if why:
         await note(context, MISMATCH, f"{subject}|bill|{visit.bill_id}", visit.total_fen, why)
 
 
-async def _against_copy(
-    copies: VisitCopies, card: CardRecord, bill_id: str, reported: bytes
-) -> str:
-    """Why the card's record is not the centre's copy ("" when it is)."""
+async def _against_copy(copies: VisitCopies, serial: str, bill_id: str, reported: bytes) -> str:
+    """Why the card's record is not the centre's copy kept for the bill's card ("" when it
+    is)."""
     try:
-        kept = await copies.find(card.application_serial, bill_id)
+        kept = await copies.find(serial, bill_id)
     except (HsmError, LookupError, ValueError) as error:
         return f"the centre's copy of the visit cannot be opened ({type(error).__name__})"
     if kept is None:
@@ -129,10 +134,14 @@ async def _against_copy(
     return ""
 
 
-def _disagreement(card: CardRecord, visit: Visit, found: BillRecord | None) -> str:
+def _disagreement(
+    card: CardRecord, visit: Visit, found: BillRecord | None, earlier_card: bool
+) -> str:
+    """``earlier_card``: the bill is of an earlier card of the same person (the replacement
+    card was written with the visits the centre kept)."""
     if found is None:
         return "the card holds a visit for a bill the centre does not know"
-    if found.card_no != card.card_no:
+    if found.card_no != card.card_no and not earlier_card:
         return "the card holds a visit for another card's bill"
     split = found.split
     expected = (

@@ -23,6 +23,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.lmk import Component, Lmk, combine
 from hsm.soft import SoftHsm
+from messages.card_records import HealthData
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
@@ -36,6 +37,7 @@ from switch.card_io.personalize import (
     personalize_psam,
     write_psam_purchase_key,
 )
+from switch.card_io.record_book import NoRecordKeyError, write_health
 
 U = KeyUsage
 EXPORT_MAGIC = "medswitch key export 1"
@@ -71,6 +73,11 @@ class Party:
         if len(matching) != 1:
             raise LookupError(f"{len(matching)} keys {usage.value} v{version} received")
         return matching[0]
+
+    def received(self, usage: KeyUsage, version: int) -> KeyRef | None:
+        """The key of USAGE at VERSION when it was received, else None."""
+        found = [ref for (_, v), ref in self.keys.items() if ref.usage is usage and v == version]
+        return found[0] if len(found) == 1 else None
 
     def by_alias(self, alias: str, version: int) -> KeyRef:
         return self.keys[(alias, version)]
@@ -112,9 +119,11 @@ async def receive(
 
 
 async def personalise_card(party: Party, serial: bytes, public: bytes, holder: bytes,
-                           key_version: int) -> VirtualCard:
+                           key_version: int, health: HealthData | None = None) -> VirtualCard:
     """A blank card (factory control key) personalised with the centre's card master keys of
-    KEY_VERSION; the card keeps its factory PIN."""
+    KEY_VERSION — the record key DRK too when MK_RECORD was received — and the health data
+    (EF 0019, with its data check code) when the batch carries them; the card keeps its
+    factory PIN."""
     factory = await party.hsm.form_key(
         "factory/control", U.MK_CONTROL, [Component.parse(FACTORY_TEST_ONLY_CONTROL)], now=_now()
     )
@@ -126,12 +135,17 @@ async def personalise_card(party: Party, serial: bytes, public: bytes, holder: b
         control=k(U.MK_CONTROL), load=k(U.MK_LOAD), purchase=k(U.MK_PURCHASE), tac=k(U.MK_TAC),
         unload=k(U.MK_UNLOAD), pin_reload=k(U.MK_PIN_RELOAD), pin_unblock=k(U.MK_PIN_UNBLOCK),
         app_maint=k(U.MK_APP_MAINT), data_check=party.key(U.DATA_CHECK), version=key_version,
+        record=party.received(U.MK_RECORD, key_version),
     )
+    if health is not None and masters.record is None:
+        raise NoRecordKeyError(f"health data to write and no MK_RECORD v{key_version} received")
     card = VirtualCard(blank_card(serial))
     conn = DirectConnection(card)
     conn.connect()
     await personalize_card(conn, party.hsm, masters, serial, public, holder, bytes(60), None,
                            factory=factory)
+    if health is not None:
+        await write_health(conn, party.hsm, masters, serial, health)
     return card
 
 
@@ -143,7 +157,7 @@ async def personalise_batch(party: Party, batch_data: bytes) -> list[tuple[str, 
     for record in batch.records:
         public, holder = issuance.card_files(record, batch.created.date())
         card = await personalise_card(party, record.serial_bytes, public, holder,
-                                      batch.key_version)
+                                      batch.key_version, record.health)
         cards.append((record.card_no, card))
     return cards
 

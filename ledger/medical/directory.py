@@ -30,11 +30,30 @@ class Directory(Protocol):
 
     def institution_kind(self, institution_id: str) -> str | None: ...
 
+    def may_write_health(self, institution_id: str) -> bool:
+        """Whether the institution may send cardholders' health data (its ``health_writer``
+        attribute; unset: every hospital, nothing else)."""
+        ...
+
     def authorised(self, person_id: str, year: int) -> frozenset[str]: ...
 
     def catalogue_on(self, day: dt.date) -> CatalogueVersion | None: ...
 
     def policy(self, year: int) -> Policy | None: ...
+
+
+HEALTH_WRITER_KINDS = ("hospital",)  # a clinical institution; a pharmacy dispenses
+
+
+def health_writer(attribute: bool | None, kind: str | None) -> bool:
+    """An institution's ``health_writer`` as it applies: set, or by default by its kind.
+
+    >>> health_writer(None, "hospital"), health_writer(None, "pharmacy")
+    (True, False)
+    >>> health_writer(True, "pharmacy"), health_writer(False, "hospital")
+    (True, False)
+    """
+    return attribute if attribute is not None else kind in HEALTH_WRITER_KINDS
 
 
 @dataclass
@@ -45,6 +64,7 @@ class MemoryDirectory:
     catalogues: list[CatalogueVersion] = field(default_factory=list)
     policies: dict[int, Policy] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)  # institution → hospital | pharmacy
+    health_writers: dict[str, bool] = field(default_factory=dict)  # set explicitly
 
     def cardholder(self, card_no: str) -> Cardholder | None:
         return self.cards.get(card_no)
@@ -58,6 +78,10 @@ class MemoryDirectory:
 
     def institution_kind(self, institution_id: str) -> str | None:
         return self.kinds.get(institution_id)
+
+    def may_write_health(self, institution_id: str) -> bool:
+        kind = self.kinds.get(institution_id)
+        return health_writer(self.health_writers.get(institution_id), kind)
 
     def authorised(self, person_id: str, year: int) -> frozenset[str]:
         return self.authorisations.get((person_id, year), frozenset())

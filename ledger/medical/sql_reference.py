@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 
 from ledger.medical.catalogue import CatalogueItem, CatalogueVersion, Coverage, effective_on
-from ledger.medical.directory import Cardholder
+from ledger.medical.directory import Cardholder, health_writer
 from ledger.medical.policy import Category, Policy, parse_policy
 from ledger.medical.sql_store import write_transaction
 from ledger.medical.tables import (
@@ -73,6 +73,16 @@ class SqlDirectory:
     def institution_kind(self, institution_id: str) -> str | None:
         row = self._one(select(institutions.c.kind).where(institutions.c.id == institution_id))
         return None if row is None else str(row.kind)
+
+    def may_write_health(self, institution_id: str) -> bool:
+        row = self._one(
+            select(institutions.c.kind, institutions.c.health_writer).where(
+                institutions.c.id == institution_id
+            )
+        )
+        if row is None:
+            return False
+        return health_writer(row.health_writer, str(row.kind))
 
     def authorised(self, person_id: str, year: int) -> frozenset[str]:
         a = medical_authorisations.c

@@ -41,7 +41,7 @@ async def answer(wire: LinkWire, keys: list[KeyRef], frame: bytes, bank_id: str)
     if isinstance(request, BankReply):  # not with an even third MTI digit: for the type
         return Answer(wire.format_error(frame, wire.envelope(message)) or b"")
     check = await wire.check(frame, message, keys)
-    pan = getattr(request, "pan", None)
+    pan = request.card_number()
     if not check.ok:
         log.warning(
             "bank %s outbound: request %s stan=%s: %s; refused A0",

@@ -156,7 +156,7 @@ class BankService:
             None,
             network if isinstance(network, str) else None,
             processing_code[2:4] if processing_code else None,
-            getattr(request, "pan", None) or "",
+            request.card_number() or "",
         )
 
     async def context(self, request: BankMessage, admitted: BankAdmitted) -> Any:
@@ -204,7 +204,7 @@ class BankService:
         }
 
     def refuse(self, request: BankMessage, outcome: Outcome) -> BankReply:
-        return bank.reply_to(request, outcome.code, pan=getattr(request, "pan", None))
+        return bank.reply_to(request, outcome.code, pan=request.card_number())
 
     async def seal(self, reply: BankReply, mac_key: KeyRef | None) -> bytes:
         return await self.wire.seal(reply, mac_key)

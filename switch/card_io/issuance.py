@@ -11,7 +11,12 @@ Batch plaintext, UTF-8, one `|`-separated line each, `\\n`-terminated:
 
     H|MEDSWITCH-CARDS|1|<batch id>|<created yyyymmddhhmmss>|<maker>|<key version>
     D|<seq>|<card no>|<application serial>|<cardholder id>|<name>|<id no>|<expiry yymm>|<svc>
+      [|<blood type>|<donor 0/1/2>|<emergency phone>|<allergies>|<implants>|<chronic ICD-10>
+       |<updated by>|<updated at yyyymmddhhmmss>]
     T|<record count>|<X9.19 MAC, hex, of every byte before the T line, under the file key>
+
+The eight fields in brackets (specs/key-ceremony.md, "Card issuance batch"): the cardholder's
+health data for EF 0019, lists comma-separated; absent when there are none.
 
 >>> card_number("621098", 1)
 '6210980000000014'
@@ -28,6 +33,7 @@ from datetime import date, datetime
 
 from hsm.interface import Hsm, MacAlgorithm
 from hsm.keys import KeyRef
+from messages.card_records import HealthData, RecordFormatError
 
 FORMAT = "MEDSWITCH-CARDS"
 PRINT_FORMAT = "MEDSWITCH-CARD-PRINT"
@@ -73,6 +79,7 @@ class IssuanceRecord:
     id_no: str
     expiry: date
     service_code: str = SERVICE_CODE
+    health: HealthData | None = None  # written to EF 0019 at personalisation
 
     @property
     def serial_bytes(self) -> bytes:
@@ -93,6 +100,7 @@ class IssuanceRecord:
             self.id_no,
             f"{self.expiry:%y%m}",
             self.service_code,
+            *([] if self.health is None else health_fields(self.health)),
         )
         for value in fields:
             if "|" in value or "\n" in value:
@@ -102,11 +110,41 @@ class IssuanceRecord:
     @classmethod
     def decode(cls, line: str) -> IssuanceRecord:
         parts = line.split("|")
-        if len(parts) != 9 or parts[0] != "D":
+        if len(parts) not in (9, 9 + len(HEALTH_FIELDS)) or parts[0] != "D":
             raise BatchError("malformed record")
         expiry = _month_end(parts[7])
+        health = None if len(parts) == 9 else health_of_fields(parts[9:])
         return cls(int(parts[1]), parts[2], parts[3], parts[4], parts[5], parts[6], expiry,
-                   parts[8])
+                   parts[8], health)
+
+
+HEALTH_FIELDS = ("blood type", "organ donor", "emergency phone", "allergies", "implants",
+                 "chronic conditions", "updated by", "updated at")
+
+
+def health_fields(health: HealthData) -> list[str]:
+    """A record's health data as its eight batch fields."""
+    return [health.blood_type, str(health.donor), health.emergency_phone,
+            ",".join(health.allergies), ",".join(health.implants), ",".join(health.chronic),
+            health.updated_by, health.updated_at]
+
+
+def health_of_fields(parts: list[str]) -> HealthData:
+    """The eight batch fields as health data; BatchError naming the field that does not fit."""
+    blood, donor, phone, allergies, implants, chronic, by, at = parts
+    if donor not in ("0", "1", "2"):
+        raise BatchError("organ donor: 0 not recorded, 1 donor, 2 not a donor")
+
+    def listed(text: str) -> tuple[str, ...]:
+        return tuple(text.split(",")) if text else ()
+
+    health = HealthData(blood, listed(allergies), listed(implants), phone, int(donor),
+                        listed(chronic), by, at)
+    try:
+        health.encode()
+    except RecordFormatError as error:
+        raise BatchError(str(error)) from None
+    return health
 
 
 def card_files(record: IssuanceRecord, issued: date) -> tuple[bytes, bytes]:
@@ -180,10 +218,16 @@ async def open_batch(hsm: Hsm, file_key: KeyRef, data: bytes) -> Batch:
         raise BatchError("not a card issuance batch")
     try:
         created = datetime.strptime(header[4], "%Y%m%d%H%M%S")
-        records = tuple(IssuanceRecord.decode(line) for line in lines[1:])
-        return Batch(header[3], created, header[5], int(header[6]), records)
+        key_version = int(header[6])
     except ValueError as error:
-        raise BatchError(f"malformed batch: {error}") from None
+        raise BatchError(f"malformed batch: line 1: {error}") from None
+    records = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            records.append(IssuanceRecord.decode(line))
+        except ValueError as error:  # BatchError among them
+            raise BatchError(f"malformed batch: line {number}: {error}") from None
+    return Batch(header[3], created, header[5], key_version, tuple(records))
 
 
 PSAM_FORMAT = "MEDSWITCH-PSAMS"

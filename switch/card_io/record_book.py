@@ -2,16 +2,24 @@
 every cryptogram from the HSM: the health data file EF 0019 with its data check code, written
 by line-protected UPDATE BINARY under the card's record key (MK_RECORD diversified by the
 application serial), for the card's own challenge — at issuance (initial health data) or on a
-replacement card written from the centre's data.
+replacement card written from the centre's data; and, on a replacement card, the visit records
+the centre kept (EF 001A), each by APPEND RECORD under a challenge of its own.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from hsm.errors import KeyNotFoundError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
-from messages.card_records import HealthData, update_health_command
+from messages.card_records import (
+    VISIT_RECORDS_MAX,
+    HealthData,
+    append_record_command,
+    update_health_command,
+)
 from routing.cardkeys import card_master_alias
 from switch.card_io.connection import CardConnection, expect
 from switch.card_io.personalize import SELECT_APP, CardMasterKeys, challenge
@@ -90,3 +98,38 @@ async def check_health(hsm: Hsm, keys: CardMasterKeys, serial: bytes, file_bytes
         return False
     path = keys.path(keys.data_check, serial)
     return await hsm.verify_card_data_check_code(path, file_bytes[:92], file_bytes[92:])
+
+
+class BookCopy(NamedTuple):
+    """What personalisation writes into a card's record book: the person's health data (None:
+    the file stays unwritten) and visit records (72 bytes each), oldest first."""
+
+    health: HealthData | None
+    visits: tuple[bytes, ...] = ()
+
+
+async def append_visit(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, record: bytes
+) -> None:
+    """GET CHALLENGE, then the HSM's APPEND RECORD of the visit record (72 bytes, as the centre
+    kept it) to EF 001A, MACed under the card's record key."""
+    if keys.record is None:
+        raise NoRecordKeyError("no MK_RECORD among the card master keys")
+    command = append_record_command(record)
+    mac = await hsm.script_mac(keys.path(keys.record, serial), challenge(conn), command)
+    expect(conn, command + mac, "APPEND RECORD 001A")
+
+
+async def write_book(
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, book: BookCopy
+) -> None:
+    """The health data, then each visit oldest first (so record 1 is the newest), at most the
+    newest ten the card's file holds."""
+    if book.health is None and not book.visits:
+        return
+    if book.health is not None:
+        await write_health(conn, hsm, keys, serial, book.health)
+    else:
+        expect(conn, SELECT_APP, "SELECT")
+    for record in book.visits[-VISIT_RECORDS_MAX:]:
+        await append_visit(conn, hsm, keys, serial, record)

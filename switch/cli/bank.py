@@ -200,7 +200,7 @@ def _print_received(received: Received) -> None:
         "key": received.message_key,
         "mti": received.mti,
         "repeat": received.repeat,
-        "pan": mask_pan(getattr(typed, "pan", None) or ""),
+        "pan": mask_pan(typed.card_number() or ""),
         "amount_fen": getattr(typed, "amount_fen", None),
     }
     sys.stdout.write(json.dumps(record) + "\n")

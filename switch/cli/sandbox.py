@@ -8,8 +8,9 @@ daemon with the simulators or their own terminal, written beside the database in
   formed in the centre's HSM from exactly these components (``form_key``).
 - ``cards/<card number>.json``: virtual card images of the first cardholders, personalised
   with the centre's card master keys through the HSM (as ``cards personalize`` writes a card in a
-  reader). PIN 123456. A card image holds its diversified keys in clear — as the chip does — so a
-  vendor's own card model can compute MAC1/TAC from it. TEST ONLY: never a real card.
+  reader), the first with demo health data (``sandbox_book``). PIN 123456. A card image holds
+  its diversified keys in clear — as the chip does — so a vendor's own card model can compute
+  MAC1/TAC from it. TEST ONLY: never a real card.
 - ``psams/<terminal>.json``: the POS terminals' PSAM images, with their terminal numbers.
 - ``catalogue.txt``: the catalogue file, MACed under the sandbox's catalogue FILE key.
 - ``his-credentials.txt`` (in the home): the HIS user and token of every hospital.
@@ -41,12 +42,14 @@ from hsm.lmk import Component
 from hsm.soft import SoftHsm
 from ledger.medical.catalogue import build_catalogue
 from ledger.medical.filemac import seal
+from messages.card_records import HealthData
 from simulators.card import VirtualCard
 from simulators.card.factory import blank_card, blank_psam
 from simulators.psam import VirtualPsam
 from switch.card_io import personalize as perso
 from switch.card_io.connection import DirectConnection
-from switch.cli import sandbox_his
+from switch.card_io.record_book import write_health
+from switch.cli import sandbox_book, sandbox_his
 from switch.demo import keys as demo_keys
 from switch.demo import medical as demo_medical
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
@@ -155,7 +158,7 @@ async def _master_keys(home: Home) -> perso.CardMasterKeys:
 
 
 async def _write_card(hsm: SoftHsm, keys: perso.CardMasterKeys, factory: KeyRef,
-                      card: SandboxCard, path: Path) -> None:
+                      card: SandboxCard, path: Path, health: HealthData | None) -> None:
     serial = bytes.fromhex(card.application_serial).rjust(10, b"\0")
     device = VirtualCard(blank_card(serial, pin=bytes.fromhex(CARD_PIN)), path=path)
     conn = DirectConnection(device, "sandbox card")
@@ -163,6 +166,8 @@ async def _write_card(hsm: SoftHsm, keys: perso.CardMasterKeys, factory: KeyRef,
     public = bytes(10) + serial + bytes(10)
     await perso.personalize_card(conn, hsm, keys, serial, public, bytes(39),
                                  bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
+    if health is not None:
+        await write_health(conn, hsm, keys, serial, health)
     conn.disconnect()
 
 
@@ -209,8 +214,12 @@ async def _provision(home_path: Path, database: Path, now: dt.datetime) -> None:
             await _write_psam(hsm, transport, keys.purchase, terminal,
                               out / "psams" / f"{terminal.terminal_id}.json")
     cards = sandbox_cards(database)
-    for card in cards:
-        await _write_card(hsm, keys, factory, card, out / "cards" / f"{card.card_no}.json")
+    for index, card in enumerate(cards):  # the first with demo health data (sandbox_book)
+        health = sandbox_book.demo_health(now) if index == 0 else None
+        await _write_card(hsm, keys, factory, card, out / "cards" / f"{card.card_no}.json",
+                          health)
+        if health is not None:
+            await sandbox_book.keep_copy(hsm, home, database, card.cardholder_id, health, now)
     catalogue_key = await _key(home, hsm, CATALOGUE_KEY, U.FILE, None, now)
     catalogue = demo_medical.catalogue_version(now)
     (out / "catalogue.txt").write_bytes(await seal(hsm, catalogue_key, build_catalogue(catalogue)))

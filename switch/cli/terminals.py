@@ -9,6 +9,7 @@ is answered 97).
     medswitch terminals move P0000100 --institution h2 | --group NAME | --no-group
     medswitch terminals replace-psam P0000100 --psam SERIAL
     medswitch institutions add h9 --kind hospital --name "…" --level 2
+    medswitch institutions authorise-health p3 | revoke-health h9
 """
 
 from __future__ import annotations
@@ -135,13 +136,15 @@ def replace_psam(terminal_id: str, serial: str, token_file: Path | None, as_json
 # -- institutions -------------------------------------------------------------------------------
 def _institution_line(i: inst.Institution) -> str:
     level = f"level {i.level}" if i.level else "-"
+    health = "health writer" if i.health_writer else "-"
     return (f"{i.institution_id:<16} {i.kind:<13} {level:<8} {i.status:<9} "
-            f"{i.terminals:>4} terminal(s)  {i.name}")
+            f"{i.terminals:>4} terminal(s)  {health:<13}  {i.name}")
 
 
 @click.group("institutions")
 def institutions_group() -> None:
-    """Institutions: add, list, show, disable, enable (audited)."""
+    """Institutions: add, list, show, disable, enable, authorise-health, revoke-health
+    (audited)."""
 
 
 @institutions_group.command("add")
@@ -201,4 +204,26 @@ def enable_institution(institution_id: str, token_file: Path | None, as_json: bo
     """Enable a disabled institution again."""
     changed = run(database, token_file, "maker", lambda e, who: inst.set_institution_status(
         e, who, institution_id, "active"))
+    show(changed, as_json, _institution_line)
+
+
+@institutions_group.command("authorise-health")
+@click.argument("institution_id")
+@estate_options
+def authorise_health(institution_id: str, token_file: Path | None, as_json: bool,
+                     database: Database) -> None:
+    """Authorise an institution to send cardholders' health data (HIS PUT …/health)."""
+    changed = run(database, token_file, "maker", lambda e, who: inst.set_health_writer(
+        e, who, institution_id, True))
+    show(changed, as_json, _institution_line)
+
+
+@institutions_group.command("revoke-health")
+@click.argument("institution_id")
+@estate_options
+def revoke_health(institution_id: str, token_file: Path | None, as_json: bool,
+                  database: Database) -> None:
+    """Revoke it: the institution's health data are refused (403) and go to review."""
+    changed = run(database, token_file, "maker", lambda e, who: inst.set_health_writer(
+        e, who, institution_id, False))
     show(changed, as_json, _institution_line)

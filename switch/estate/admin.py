@@ -10,7 +10,8 @@ here is seen by this daemon at once (it forgets the terminal and card records it
          no_group?} | /replace-psam {psam}
     GET  /admin/v1/psams, /admin/v1/psams/{serial}; POST …/{serial}/disable | /enable | /unbind
     GET  /admin/v1/institutions, …/{id}; POST /admin/v1/institutions {institution_id, kind,
-         name, level?, bank?}; POST …/{id}/disable | /enable
+         name, level?, bank?}; POST …/{id}/disable | /enable | /authorise-health |
+         /revoke-health
     GET  /admin/v1/parameters, …/{version}; POST /admin/v1/parameters {institution? | group?,
          floor_fen, count_max, age_max_h, categories?}
     GET  /admin/v1/blacklist[?all=1]; POST /admin/v1/blacklist {card, reason, note?};
@@ -91,6 +92,8 @@ class AdminApi:
             e, who, _text(b, "institution_id"), _text(b, "kind"), _text(b, "name"),
             level=_integer(b, "level", required=False),
             settlement_bank_id=_optional(b, "bank"))))
+        for verb, allowed in (("authorise-health", True), ("revoke-health", False)):
+            r.add_post(f"{PREFIX}/institutions/{{id}}/{verb}", post(_health_writer(allowed)))
         r.add_get(f"{PREFIX}/parameters", get(
             lambda e, _, q, b: params.list_parameters(e, limit=_limit(q))))
         r.add_get(f"{PREFIX}/parameters/{{version}}", get(
@@ -173,6 +176,13 @@ def _psam_status(status: str) -> Operation:
 def _institution_status(status: str) -> Operation:
     def change(engine: Any, who: str, request: web.Request, _: dict[str, Any]) -> Any:
         return inst.set_institution_status(engine, who, request.match_info["id"], status)
+
+    return change
+
+
+def _health_writer(allowed: bool) -> Operation:
+    def change(engine: Any, who: str, request: web.Request, _: dict[str, Any]) -> Any:
+        return inst.set_health_writer(engine, who, request.match_info["id"], allowed)
 
     return change
 

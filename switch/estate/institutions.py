@@ -1,6 +1,7 @@
 """Institutions: hospitals, pharmacies, banks, employer units. Add, list, show, disable,
-enable. A disabled institution's terminals are answered 97 (the daemon reads a terminal's
-institution with it), its HIS credentials stay as they are."""
+enable; authorise to write cardholders' health data, or revoke it (``health_writer``: unset,
+every hospital may and nothing else). A disabled institution's terminals are answered 97 (the
+daemon reads a terminal's institution with it), its HIS credentials stay as they are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ledger import schema
+from ledger.medical.directory import health_writer
 from switch.estate.common import EstateError, NotFound, audit, changing, limit_of
 
 INST = schema.institutions
@@ -27,12 +29,14 @@ class Institution:
     settlement_bank_id: str | None
     status: str
     terminals: int
+    health_writer: bool  # may send cardholders' health data (set, or by default by kind)
 
     def as_json(self) -> dict[str, object]:
         return {
             "institution_id": self.institution_id, "kind": self.kind, "name": self.name,
             "level": self.level, "settlement_bank_id": self.settlement_bank_id,
             "status": self.status, "terminals": self.terminals,
+            "health_writer": self.health_writer,
         }
 
 
@@ -42,13 +46,14 @@ def _query() -> sa.Select[Any]:
     ).group_by(schema.terminals.c.institution_id).subquery()
     return sa.select(
         INST.c.id, INST.c.kind, INST.c.name, INST.c.level, INST.c.settlement_bank_id, INST.c.status,
-        sa.func.coalesce(counted.c.n, 0),
+        sa.func.coalesce(counted.c.n, 0), INST.c.health_writer,
     ).select_from(INST.outerjoin(counted, counted.c.institution_id == INST.c.id))
 
 
 def _institution(row: Any) -> Institution:
     level = None if row[3] is None else int(row[3])
-    return Institution(row[0], row[1], row[2], level, row[4], row[5], int(row[6]))
+    writer = health_writer(None if row[7] is None else bool(row[7]), row[1])
+    return Institution(row[0], row[1], row[2], level, row[4], row[5], int(row[6]), writer)
 
 
 def _get(connection: Any, institution_id: str) -> Institution:
@@ -115,4 +120,24 @@ def set_institution_status(
         connection.execute(sa.update(INST).where(INST.c.id == institution_id).values(status=status))
         verb = "enable" if status == "active" else "disable"
         audit(connection, actor, f"institutions.{verb}", institution_id, {"was": before.status})
+        return _get(connection, institution_id)
+
+
+def set_health_writer(engine: Any, actor: str, institution_id: str, allowed: bool) -> Institution:
+    """Authorise the institution to write cardholders' health data (``allowed``), or revoke it;
+    audited (``institutions.authorise-health`` / ``institutions.revoke-health``). Refused when
+    it already is as asked."""
+    with changing(engine) as connection:
+        before = _get(connection, institution_id)
+        if before.health_writer == allowed:
+            state = "authorised" if allowed else "not authorised"
+            raise EstateError(
+                f"institution {institution_id} is already {state} to write health data"
+            )
+        connection.execute(
+            sa.update(INST).where(INST.c.id == institution_id).values(health_writer=allowed)
+        )
+        verb = "authorise-health" if allowed else "revoke-health"
+        audit(connection, actor, f"institutions.{verb}", institution_id,
+              {"was": before.health_writer, "kind": before.kind})
         return _get(connection, institution_id)

@@ -17,12 +17,14 @@ from hsm import pboc, pinblock
 from hsm.des import Des
 from hsm.keys import KeyRef, KeyUsage
 from ledger.personal import DATA_ALIAS, INDEX_ALIAS
+from messages.card_records import HealthData
 from messages.private import BillData, CardData
 from messages.terminal import Settlement
 from routing.cardkeys import card_master_alias
 from simulators.card import CardState, VirtualCard
 from switch.card_io.connection import CardConnection, DirectConnection
 from switch.card_io.personalize import CardMasterKeys, PinEntry, personalize_card
+from switch.card_io.record_book import write_health
 from tests.support.daemon import Daemon, now
 from tests.support.kiosk import PIN, card_master_keys, signed_on_kiosk
 from tests.support.on_file import CardOnFile, PsamOnFile, psams_on_file
@@ -74,29 +76,41 @@ def blank_book_card(bundle: BookKeys, on_file: CardOnFile) -> VirtualCard:
 
 
 async def personalise_book_card(
-    daemon: Daemon, conn: CardConnection, bundle: BookKeys, on_file: CardOnFile
+    daemon: Daemon,
+    conn: CardConnection,
+    bundle: BookKeys,
+    on_file: CardOnFile,
+    health: HealthData | None = None,
 ) -> None:
     """Keys (the DRK among them when the bundle has MK_RECORD), files and the PIN, through the
-    daemon's HSM, over whatever connection reaches the card."""
+    daemon's HSM, over whatever connection reaches the card; and ``health`` in EF 0019 (with
+    its data check code) when given."""
     serial = bytes.fromhex(on_file.serial).rjust(10, b"\0")
     clear_block = pinblock.encode_format0(PIN, on_file.card_no)
     entry = PinEntry(bundle.pik, Des(bundle.clear_pik).encrypt_ecb(clear_block), on_file.card_no)
     public = bytes(10) + serial + bytes(10)
     keys = bundle.keys
     await personalize_card(conn, daemon.hsm, keys, serial, public, bytes(39), bytes(60), entry)
+    if health is not None:
+        await write_health(conn, daemon.hsm, keys, serial, health)
 
 
 async def issue_book_cards(
-    daemon: Daemon, cards: list[CardOnFile], *, record_key: bool = True
+    daemon: Daemon,
+    cards: list[CardOnFile],
+    *,
+    record_key: bool = True,
+    health: HealthData | None = None,
 ) -> tuple[list[CardConnection], CardMasterKeys]:
     """Virtual cards personalised through the daemon's HSM, with the record key DRK (from a
-    generated card/MK_RECORD) unless ``record_key`` is False."""
+    generated card/MK_RECORD) unless ``record_key`` is False, and ``health`` (initial health
+    data, EF 0019) when given."""
     bundle = await book_keys(daemon, record_key=record_key)
     connections: list[CardConnection] = []
     for on_file in cards:
         conn = DirectConnection(blank_book_card(bundle, on_file))
         conn.connect()
-        await personalise_book_card(daemon, conn, bundle, on_file)
+        await personalise_book_card(daemon, conn, bundle, on_file, health)
         connections.append(conn)
     return connections, bundle.keys
 
@@ -190,3 +204,13 @@ def his_call(
     except urllib.error.HTTPError as error:
         with error:
             return error.code, json.loads(error.read())
+
+
+async def next_second() -> None:
+    """Until the test clock (whole seconds, as the daemon's) has moved on."""
+    start = now()
+    for _ in range(40):
+        if now() != start:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the clock did not move")

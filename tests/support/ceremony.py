@@ -11,10 +11,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
 from switch.app import open_app
+from switch.card_io.connection import DirectConnection
 from switch.cli import main
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.key_home import component_files_of, open_soft_hsm
@@ -43,13 +45,17 @@ class Ceremony:
         return result
 
     def cards(self, *args: str, who: str = "alice", ok: bool = True, group: str = "cards",
-              ) -> Result:
+              readers: dict[str, Any] | None = None) -> Result:
         """`medswitch cards --home HOME --db HOME/medswitch.db --operator WHO -c … ARGS` (or
-        the ``group`` psams), as WHO logged in (enrolled on first use)."""
+        the ``group`` psams), as WHO logged in (enrolled on first use); ``readers`` (name →
+        virtual card) stand in for PC/SC."""
         lmk = [a for f in self.lmk_files for a in ("-c", str(f))]
         db = self.home / "medswitch.db"
         argv = [group, "--home", str(self.home), "--db", str(db), "--operator", who, *lmk, *args]
-        result = CliRunner().invoke(main, argv, env=self.login(argv))
+        obj = None
+        if readers:
+            obj = {"connect": lambda name: DirectConnection(readers[name], name)}
+        result = CliRunner().invoke(main, argv, env=self.login(argv), obj=obj)
         assert (result.exit_code == 0) is ok, result.output
         return result
 

@@ -9,9 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
 from hsm.keys import CardKeyPath
 from hsm.pboc import card_factor
@@ -22,38 +20,12 @@ from simulators.psam import VirtualPsam
 from switch.card_io.connection import DirectConnection
 from switch.card_io.personalize import decode_authorisations
 from switch.cli import main
-from switch.demo.keys import custodian_files, provision
+from switch.demo.keys import custodian_files
 from switch.key_home import Home, component_files_of, open_soft_hsm, resolve
-from tests.support.card_issuance import load_checked, make_db
+from tests.support.card_issuance import NOW, cli, deployment, load_checked, make_db
 from tests.support.operators import NamedOperators
 
-NOW = "2026-11-25T10:00:00"
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> dict[str, Any]:
-    home = tmp_path / "home"
-    asyncio.run(provision(home, []))
-    files = [str(f) for f in custodian_files(home)]
-    db = tmp_path / "medswitch.db"
-    make_db(db, 3)
-    base = ["--home", str(home), "--db", str(db)] + [a for f in files for a in ("-c", f)]
-    runner = CliRunner()
-    listed = runner.invoke(main, ["keys", "--home", str(home), "list", "--alias", "cards/file"])
-    assert "cards/file\tFILE\tv1" in listed.output  # the demo makes issuance's file key
-    return {"home": home, "db": db, "base": base, "runner": runner, "tmp": tmp_path}
-
-
-def cli(
-    d: dict[str, Any], group: str, who: str, *args: str, readers: dict[str, Any] | None = None
-) -> Result:
-    """Run `medswitch GROUP` as WHO; READERS (name → virtual card) stand in for PC/SC."""
-    connect = (lambda name: DirectConnection((readers or {})[name], name)) if readers else None
-    obj = {"connect": connect} if connect else None
-    runner: CliRunner = d["runner"]
-    env = NamedOperators(d["db"], d["tmp"] / "operator-tokens").env(["--operator", who])
-    return runner.invoke(main, [group, *d["base"], "--operator", who, *args], obj=obj, env=env)
-
+__all__ = ["deployment"]  # the fixture
 
 def test_issue_approve_personalize(deployment: dict[str, Any]) -> None:
     d = deployment

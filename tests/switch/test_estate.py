@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import uvloop
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from messages.terminal import (
     BlacklistDownload,
@@ -27,25 +27,10 @@ from messages.terminal import (
 )
 from switch.cli import main
 from tests.support.daemon import INSTITUTION, Daemon, Terminal, now, running_daemon
-from tests.support.operators import as_operator, enrol
+from tests.support.estate_cli import cli, database_of, ok
+from tests.support.operators import enrol
 
 TERMINALS = {"POS00001": "pos", "POS00002": "pos"}
-
-
-def medswitch(db: Path | str, token: Path, *args: str) -> Result:
-    """`medswitch ARGS` on the daemon's database (a SQLite file or a PostgreSQL URL)."""
-    where = ["--database", db] if isinstance(db, str) else ["--db", str(db)]
-    return CliRunner().invoke(main, [*args, *where], env=as_operator(token))
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-async def cli(db: Path | str, token: Path, *args: str) -> Result:
-    """A command while the daemon runs on this loop (the CLI runs its own loop)."""
-    return await asyncio.to_thread(medswitch, db, token, *args)
 
 
 async def sign_on(terminal: Terminal) -> None:
@@ -71,12 +56,6 @@ def run(tmp_path: Path, scenario: Any, backend: str = "sqlite") -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(main_(), timeout=120))
-
-
-def database_of(daemon: Daemon) -> Path | str:
-    """The daemon's database as a command names it."""
-    url = daemon.app.stores.url
-    return url if url.startswith("postgres") else Path(url.removeprefix("sqlite:///"))
 
 
 def audit_rows(db: Path) -> list[tuple[str, str, str]]:

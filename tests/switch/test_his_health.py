@@ -7,10 +7,7 @@ and on SQLite no chronic condition appears in clear in the database's files."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import urllib.error
-import urllib.request
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,34 +19,7 @@ from messages.card_records import DONOR_YES, HealthData
 from switch.key_home import personal_keys
 from tests.support.card_book import centre_personal_keys
 from tests.support.daemon import Daemon, now, running_daemon
-
-HEALTH = {
-    "blood_type": "O+",
-    "organ_donor": "donor",
-    "emergency_phone": "13800138000",
-    "allergies": ["PCN"],
-    "implants": ["PM"],
-    "chronic_conditions": ["E11.9", "I10"],
-}
-CLEAR_FORMS = (b"E11.9", b"E119")
-
-
-def put_health(
-    port: int, institution: str, token: str, card_no: str, body: Any
-) -> tuple[int, dict[str, Any]]:
-    credentials = base64.b64encode(f"{institution}:{token}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/his/v1/cards/{card_no}/health",
-        json.dumps(body).encode(),
-        method="PUT",
-        headers={"Content-Type": "application/json", "Authorization": "Basic " + credentials},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
+from tests.support.his_health import CLEAR_FORMS, HEALTH, put_health
 
 
 def test_a_hospital_updates_health_data_and_a_pharmacy_is_refused(

@@ -21,9 +21,11 @@ from hsm.keys import KeyUsage
 from hsm.policy import POLICY
 from ledger.demo import init_demo
 from messages.pretty import mask_pan
-from simulators import bureau
+from simulators import bureau, pos_records
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
+from simulators.terminal_card import open_application
+from switch.card_io.connection import DirectConnection
 from switch.key_home import component_files_of, open_soft_hsm, personal_keys
 from switch.keystore_file import FileKeyStore
 from tests.support.ceremony import Ceremony, invoke, serving
@@ -34,7 +36,8 @@ from tests.support.settlement import his_submit, medical_reference
 U = KeyUsage
 SPEC = Path(__file__).parents[2] / "specs" / "key-ceremony.md"
 CARD_KEYS = [f"card/{u}" for u in ("MK_CONTROL", "MK_LOAD", "MK_PURCHASE", "MK_TAC", "MK_UNLOAD",
-                                     "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT")]
+                                     "MK_PIN_RELOAD", "MK_PIN_UNBLOCK", "MK_APP_MAINT",
+                                     "MK_RECORD")]  # the record key: bureau cards hold the DRK
 NEW_POS, KIOSK = "P0009001", "K0000001"
 
 
@@ -134,6 +137,7 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
                                       f"settle {bill} 2000\npurchase 1500")
             assert out.startswith("signed on: batch 000002")
             assert "personal account 20.00: card ED debited, advice 00" in out
+            assert "visit recorded on the card" in out  # the bureau wrote the card's DRK
             assert "purchase 15.00 from the card's ED, advice 00" in out
             assert "batch 000002: 2 debits, 35.00\nbalanced" in out
 
@@ -154,7 +158,10 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
            "--out", str(media / "psam-issuer-v2.keys"))
     replaced = first_card(db, offset=1)
     c.cards("replace", replaced.card_no, "--reason", "lost")
-    out = c.cards("issue", "--out", str(media / "batches")).output
+    health = media / "health.jsonl"  # the new card is issued with initial health data
+    health.write_text(json.dumps({"cardholder_id": replaced.cardholder_id, "blood_type": "B-",
+                                  "chronic_conditions": ["I10"]}) + "\n")  # fmt: skip
+    out = c.cards("issue", "--out", str(media / "batches"), "--health", str(health)).output
     assert "1 cards" in out
     (batch,) = (media / "batches").glob("*.bat")
     c.cards("approve", str(batch), who="bob")
@@ -175,7 +182,17 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     with sqlite3.connect(db) as sql:
         assert sql.execute("SELECT key_version, status FROM cards WHERE card_no = ?",
                            (new_no,)).fetchone() == (2, "issued")
+    conn = DirectConnection(new_card)  # the bureau wrote them, with the centre's check code
+    conn.connect()
+    open_application(conn, "123456")
+    on_card = pos_records.health(conn)
+    assert on_card is not None and (on_card.blood_type, on_card.chronic) == ("B-", ("I10",))
+    pending = "SELECT pending FROM card_health WHERE person_id = ?"
+    with sqlite3.connect(db) as sql:
+        assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (1,)
     out = c.cards("activate", str(batch), "--personalised-by", "acme", who="carol").output
+    with sqlite3.connect(db) as sql:  # activated: the centre's copy is on a card
+        assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (0,)
     assert "1 cards active (personalised by acme)" in out
 
     async def day_two() -> None:
@@ -184,6 +201,11 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
             assert "loaded 50.00: ED now 50.00" in out
             out = await terminals.pos(daemon, new_no, new_path, "purchase 1200")
             assert "purchase 12.00 from the card's ED, advice 00" in out
+            bill = await his_bill(daemon, psam_row.institution_id, new_no, "HIS-C-2",
+                                  first=False)
+            out = await terminals.pos(daemon, new_no, new_path, f"settle_visit {bill} 2000 IM "
+                                      "J45.9\nbook")  # a key version 2 card from the bureau
+            assert "visit recorded on the card" in out and "visits on the card: 1" in out
             out = await terminals.pos(daemon, card_row.card_no, card_path, "purchase 500")
             assert "purchase 5.00 from the card's ED, advice 00" in out
 
@@ -202,9 +224,16 @@ def timed(day: Coroutine[Any, Any, None]) -> None:
         runner.run(asyncio.wait_for(day, timeout=120))
 
 
-async def his_bill(daemon: Daemon, institution: str, card_no: str, his_no: str) -> str:
-    """A bill of 20.00 (two A01 at 10.00) for the card at the institution: its id."""
-    token = await asyncio.to_thread(medical_reference, daemon, institution)
+async def his_bill(daemon: Daemon, institution: str, card_no: str, his_no: str,
+                   *, first: bool = True) -> str:
+    """A bill of 20.00 (two A01 at 10.00) for the card at the institution: its id (the
+    catalogue and policy stored with the ``first``)."""
+    if first:
+        token = await asyncio.to_thread(medical_reference, daemon, institution)
+    else:
+        assert daemon.app.stores is not None
+        micros = int(now().timestamp() * 1_000_000)
+        token = daemon.app.stores.reference.issue_credential(institution, micros)
     body = {"his_bill_no": his_no, "card_no": card_no, "service_date": now().date().isoformat(),
             "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
     bill = await asyncio.to_thread(his_submit, daemon.app.http_port, institution, token, body)

@@ -93,9 +93,11 @@ def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]
     out = shell(kiosk, home, "sign_on\ninsert\nload 20000\nbalance\nquit\n")
     assert "signed on" in out and "loaded 200.00: ED now 200.00" in out, out
 
-    out = shell(pos, home, f"sign_on\nsettle {bill_id} {total}\nsettle_batch\nquit\n")
+    out = shell(pos, home, f"sign_on\nsettle {bill_id} {total}\nsettle_batch\nbook\nquit\n")
     assert f"bill {bill_id}: total {int(total) / 100:.2f}" in out, out
     assert "card ED debited, advice 00" in out and "balanced" in out, out
+    # The first card was issued with the sandbox's demo health data (EF 0019, after the PIN).
+    assert "by centre): blood A+, allergies PCN, implants -, chronic I10, donor 1" in out, out
 
     out = shell(login, home)
     assert "logged in as demo-maker (maker)" in out, out

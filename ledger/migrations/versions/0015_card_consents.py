@@ -4,7 +4,7 @@ institution and card, 30 minutes in which the institution's HIS may read the cen
 the card's record book. One row per institution and card, the newest window.
 
 Revision ID: 0015_card_consents
-Revises: 0013_card_copies (0014_health_writers on the branch that has it)
+Revises: 0014_health_writers
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_card_consents"
-down_revision = "0013_card_copies"
+down_revision = "0014_health_writers"
 branch_labels = None
 depends_on = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace as with_
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hsm.keys import KeyUsage
 from ledger import schema
 from ledger.personal import Person, PersonalDataError, people, seal_clear_cardholders
 from switch.card_io import issuance
+from switch.cli.cards import book
 from switch.cli.cards.context import (
     STATUS_ACTIVE,
     STATUS_ISSUED,
@@ -24,6 +26,7 @@ from switch.cli.cards.context import (
     run_hsm,
 )
 from switch.cli.common import resolve
+from switch.estate.common import now_us
 from switch.key_home import KeyNotFound, personal_keys
 
 U = KeyUsage
@@ -41,13 +44,18 @@ CARD_MASTERS = (U.MK_CONTROL, U.MK_LOAD, U.MK_PURCHASE, U.MK_TAC, U.MK_UNLOAD, U
 @click.option("--now", default=None, help="Issue date-time (ISO); default the clock.")
 @click.option("--renew-before", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Also renew cards expiring before this date.")
+@click.option("--health", "health_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Initial health data: JSON lines, one cardholder each (specs/key-ceremony.md).")
 @pass_context
 def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str,
-          key_version: int | None, now: str | None, renew_before: datetime | None) -> None:
+          key_version: int | None, now: str | None, renew_before: datetime | None,
+          health_path: Path | None) -> None:
     """Cardholders without a live card (none, or only replaced/cancelled ones, or one expiring
     before --renew-before) → encrypted batch files; the new cards recorded as issued and
     the cards they replace pointed at them. New cards get the newest card master key version
-    (cards of earlier versions keep theirs and keep working)."""
+    (cards of earlier versions keep theirs and keep working). Each card carries the person's
+    health data: from --health, kept sealed as the centre's copy, else the centre's copy."""
     c.authenticate("maker")
     when = now_or(now)
     if key_version is None:
@@ -70,6 +78,8 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
             .where(schema.cards.c.application_serial.like(f"{issuance.CITY_CODE}%"))
         ).scalars().all()
     first = 1 + max((int(s[len(issuance.CITY_CODE):]) for s in serials), default=0)
+    given = book.health_file(health_path, holder_ids, f"{when:%Y%m%d%H%M%S}")
+    personal = book.Personal(c.hsm, c.home)
 
     async def clear_people() -> dict[str, Person]:  # names and ID numbers: sealed at rest
         keys = await personal_keys(c.hsm, c.home.store)
@@ -86,6 +96,11 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     if not records:
         click.echo("every active cardholder has a card")
         return
+    try:
+        health = run_hsm(book.health_to_issue(engine, personal, holder_ids, given))
+    except (KeyNotFound, PersonalDataError) as error:
+        raise click.ClickException(str(error)) from None
+    records = [with_(r, health=health.get(r.cardholder_id)) for r in records]
     out.mkdir(parents=True, exist_ok=True)
 
     async def write() -> list[tuple[Path, issuance.Batch, bytes]]:
@@ -114,6 +129,9 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
              "cardholder_id": r.cardholder_id, "key_version": key_version,
              "status": STATUS_ISSUED, "expiry": r.expiry} for r in records
         ])
+    run_hsm(book.keep_given(engine, personal, given, now_us()))
+    if given:
+        c.home.audit("cards.health", cardholders=len(given), file=str(health_path))
 
 
 async def newest_card_version(c: Context) -> int:
@@ -141,11 +159,19 @@ def activate(c: Context, batch_file: Path, bureau: str, file_key: str) -> None:
     batch = opened_batch(c, data, file_key)
     check_approval(batch_file, data, batch)
     numbers = [r.card_no for r in batch.records]
-    with c.engine().begin() as db:
+    engine = c.engine()
+    with engine.begin() as db:
         done = db.execute(sa.update(schema.cards)
                           .where(schema.cards.c.card_no.in_(numbers))
                           .where(schema.cards.c.status == STATUS_ISSUED)
                           .values(status=STATUS_ACTIVE)).rowcount
+
+    async def written() -> None:  # the health data the bureau wrote: no longer pending
+        personal = book.Personal(c.hsm, c.home)
+        for record in batch.records:
+            await book.mark_written(engine, personal, record)
+
+    run_hsm(written())
     c.home.audit("cards.activate", batch=batch.batch_id, bureau=bureau, activated=done,
                  records=len(numbers), key_version=batch.key_version)
     click.echo(f"batch {batch.batch_id}: {done} cards active (personalised by {bureau})")

@@ -12,9 +12,12 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from hsm.errors import HsmError
 from hsm.keys import KeyRef, KeyUsage
 from ledger import schema
+from ledger.personal import PersonalDataError
 from switch.card_io import issuance
 from switch.card_io import personalize as perso
 from switch.card_io.connection import CardConnection, CardConnectionError, expect
+from switch.card_io.record_book import BookCopy, NoRecordKeyError, write_book
+from switch.cli.cards.book import Personal, book_of, mark_written
 from switch.cli.cards.context import (
     FACTORY_CONTROL_ALIAS,
     FACTORY_TRANSPORT_ALIAS,
@@ -27,6 +30,7 @@ from switch.cli.cards.context import (
 )
 from switch.cli.cards.issuing import check_approval, mark, progress
 from switch.cli.common import resolve
+from switch.key_home import KeyNotFound
 
 U = KeyUsage
 
@@ -55,8 +59,10 @@ def _find_card(c: Context, readers: tuple[str, ...], serial: bytes) -> CardConne
 @click.option("--file-key", default="cards/file", show_default=True)
 @pass_context
 def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key: str) -> None:
-    """Write each approved card: keys by secure messaging, files, data check code. Finished
-    cards are skipped on a re-run; a failed card is reported and the batch goes on."""
+    """Write each approved card: keys by secure messaging, files, data check code, and its
+    record book — the batch's health data and, for a replacement, the person's newest visits
+    the centre kept. Finished cards are skipped on a re-run; a failed card is reported and the
+    batch goes on."""
     c.authenticate("maker")
     data = batch_file.read_bytes()
 
@@ -67,6 +73,7 @@ def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key
         keys = await _master_keys(c, batch.key_version)
         factory = await resolve(c.home, FACTORY_CONTROL_ALIAS)
         done = progress(batch_file)
+        engine, personal = c.engine(), Personal(c.hsm, c.home)
         ok = failed = 0
         with tqdm(total=len(batch.records), unit="card", disable=None) as bar:
             for record in batch.records:
@@ -74,11 +81,12 @@ def personalize(c: Context, batch_file: Path, readers: tuple[str, ...], file_key
                 if done.get(record.application_serial) == "done":
                     continue
                 error = await _personalize_one(c, readers, keys, factory, record,
-                                               batch.created.date())
+                                               batch.created.date(), engine, personal)
                 if error is None:
                     ok += 1
                     mark(batch_file, record.application_serial, "done")
                     set_card_status(c, record.card_no, STATUS_ACTIVE)
+                    await mark_written(engine, personal, record)
                 else:
                     failed += 1
                     mark(batch_file, record.application_serial, "failed")
@@ -111,12 +119,27 @@ async def _master_keys(c: Context, version: int) -> perso.CardMasterKeys:
         tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
         pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
         data_check=await ref("centre/DATA_CHECK", U.DATA_CHECK), version=version,
+        record=await _record_key(c, version),
     )
 
 
+async def _record_key(c: Context, version: int) -> KeyRef | None:
+    """card/MK_RECORD of the version, when the centre has one: the card gets its DRK (and can
+    hold the record book); None — a deployment without it — leaves the book unwritable."""
+    found = [r.ref for r in await c.home.store.list("card/MK_RECORD") if r.version == version]
+    if not found:
+        return None
+    found[-1].require(U.MK_RECORD)
+    return found[-1]
+
+
 async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.CardMasterKeys,
-                           factory: KeyRef, record: issuance.IssuanceRecord,
-                           issued: date) -> str | None:
+                           factory: KeyRef, record: issuance.IssuanceRecord, issued: date,
+                           engine: sa.Engine, personal: Personal) -> str | None:
+    try:
+        book = await _book(keys, engine, personal, record)
+    except (KeyNotFound, PersonalDataError, HsmError, NoRecordKeyError) as error:
+        return f"{type(error).__name__}: {error}"
     conn = _find_card(c, readers, record.serial_bytes)
     if conn is None:
         return "not in any reader"
@@ -124,11 +147,23 @@ async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.Car
     try:
         await perso.personalize_card(conn, c.hsm, keys, record.serial_bytes, public, holder,
                                      bytes(perso.AUTHORISATION_DATA_BYTES), None, factory)
+        await write_book(conn, c.hsm, keys, record.serial_bytes, book)
     except (CardConnectionError, HsmError) as error:
         return f"{type(error).__name__}: {error}"
     finally:
         conn.disconnect()
     return None
+
+
+async def _book(keys: perso.CardMasterKeys, engine: sa.Engine, personal: Personal,
+                record: issuance.IssuanceRecord) -> BookCopy:
+    """The card's record book, checked before the card is touched: NoRecordKeyError when
+    there is one to write and no card/MK_RECORD of the card's version."""
+    book = await book_of(engine, personal, record)
+    if keys.record is None and (book.health is not None or book.visits):
+        raise NoRecordKeyError(f"no card/MK_RECORD v{keys.version}: its record book cannot be "
+                               "written")
+    return book
 
 
 
