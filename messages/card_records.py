@@ -252,3 +252,24 @@ def read_visit_command(number: int) -> bytes:
 
 def read_health_command(offset: int = 0, length: int = HEALTH_BYTES) -> bytes:
     return bytes([0x00, 0xB0, 0x80 | EF_HEALTH, offset, length & 0xFF])
+
+
+def pack_script(commands: list[bytes]) -> bytes:
+    """A centre script in one field 63 element (``health_script``): each command as its
+    1-byte length then the command, in the order the card takes them."""
+    if any(not 0 < len(c) <= 255 for c in commands):
+        raise RecordFormatError("script: each command 1-255 bytes")
+    return b"".join(bytes([len(c)]) + c for c in commands)
+
+
+def unpack_script(value: bytes) -> list[bytes]:
+    """:func:`pack_script`'s commands back; RecordFormatError when a length overruns."""
+    commands, index = [], 0
+    while index < len(value):
+        size = value[index]
+        command = value[index + 1 : index + 1 + size]
+        if size == 0 or len(command) != size:
+            raise RecordFormatError("script: a command's length overruns the element")
+        commands.append(command)
+        index += 1 + size
+    return commands

@@ -215,7 +215,13 @@ class CashClose(TerminalMessage):
     pan: str = field(repr=False)
     amount_fen: int
     bill: bytes
-    BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, Bind("bill", 63, BINARY))
+    card: CardData | None = None  # the card's challenge, for the health data's script
+    BINDS: ClassVar[tuple[Bind, ...]] = (
+        _PAN,
+        _AMOUNT,
+        Bind("card", 58, CARD, required=False),
+        Bind("bill", 63, BINARY),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

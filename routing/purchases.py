@@ -28,6 +28,7 @@ from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
 from messages.outcome import Outcome
 from messages.terminal import DebitAdvice, TerminalReply
+from routing import health_contact
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 from routing.debits import Debit, read_debit, verify_debit
@@ -296,7 +297,11 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     bill = await bill_data(context, request.bill)
     bills = [bill.bill_id if bill is not None else None]
     (ok,) = await post_debits(context, [debit], bills, [debit.on_file(True)])
-    return answer(request, context, Outcome.APPROVED if ok else Outcome.SYSTEM_FAULT)
+    if not ok:
+        return answer(request, context, Outcome.SYSTEM_FAULT)
+    # a settlement's advice: the card's pending health data (routing.health_contact)
+    health = await health_contact.at_advice(context, debit.card, request.card.challenge, bill)
+    return answer(request, context, Outcome.APPROVED, bill=health.bill, reason=health.reason)
 
 
 async def complete_bill(

@@ -24,7 +24,7 @@ from messages.card_records import RecordFormatError
 from messages.outcome import Outcome
 from messages.private import BillData, construct
 from messages.terminal import CashClose, Settlement, TerminalReply
-from routing import visit_records
+from routing import health_contact, visit_records
 from routing.common import answer, bill_data, note
 from routing.context import RequestContext
 from routing.loads import block_script, card_refusal
@@ -108,6 +108,7 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
             context, card, request.card.challenge, record, wanted
         )
         split, why = replace(split, visit_script=append.apdu), append.reason
+        await health_contact.at_settlement(context, card, wanted)
     cipher = await context.hsm.encrypt_data(tdk, split.build())
     return answer(request, context, Outcome.APPROVED, bill=cipher, reason=why)
 
@@ -137,7 +138,14 @@ async def handle_cash_close(request: CashClose, context: RequestContext) -> Term
                    request.amount_fen, detail)  # fmt: skip
     completion = ev.BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
     posted = await ev.post_bill_completion(context.ledger, completion)
-    return answer(request, context, Outcome.APPROVED if posted.ok else Outcome.SYSTEM_FAULT)
+    if not posted.ok:
+        return answer(request, context, Outcome.SYSTEM_FAULT)
+    card = context.cards.get(request.pan)
+    if card is None:
+        return answer(request, context, Outcome.APPROVED)
+    challenge = request.card.challenge if request.card is not None else None
+    health = await health_contact.at_advice(context, card, challenge, wanted)
+    return answer(request, context, Outcome.APPROVED, bill=health.bill, reason=health.reason)
 
 
 def split_answer(record: BillRecord) -> BillData:

@@ -15,6 +15,7 @@ JSON file written atomically after every change, so it survives a restart.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -155,9 +156,22 @@ class Pos:
         plain = BillData(bill_id=bill_id, ep_fen=ep_fen, **visit).build()
         return await self.link.hsm.encrypt_data(keys.tdk, plain)
 
-    async def _advise(self, record: dict[str, Any], data: CardData, bill: bytes | None) -> str:
+    async def _advise(
+        self,
+        record: dict[str, Any],
+        data: CardData,
+        bill: bytes | None,
+        contact: pos_records.Contact | None = None,
+    ) -> str:
         """0220 with the debit's TAC; unanswered, it is sent again at the batch settlement
-        (and the record goes with the batch upload)."""
+        (and the record goes with the batch upload). A settlement's (``contact``) carries the
+        card's challenge and a refused script to report; its 0230 may bring a health script."""
+        if contact is not None:
+            data = replace(data, challenge=contact.challenge())
+            record["card"] = data.build().hex()  # sent again as it was sent
+            if contact.refused is not None:
+                record["refused"] = contact.refused.hex()
+            bill = await self._bill(record["bill_id"], script_refused=contact.refused)
         advice = DebitAdvice(
             **self.link.envelope(),
             pan=self.pan,
@@ -173,7 +187,17 @@ class Pos:
             return "advice not answered: sent again at the batch settlement"
         record["advised"] = answer.response_code == "00"
         self.state.save()
+        if contact is not None and answer.response_code == "00":
+            contact.answered(await self._split(answer.bill))
         return f"advice {answered(answer.response_code)}"
+
+    async def _split(self, cipher: bytes | None) -> BillData | None:
+        """A reply's field 63 under the session's TDK."""
+        if cipher is None:
+            return None
+        keys = self.link.signed_on()
+        assert keys.tdk is not None
+        return BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, cipher))
 
     async def flush_reversal(self) -> list[str]:
         """Send the stored reversal until the centre answers: 0400, then 0401 repeats with
@@ -229,11 +253,12 @@ class Pos:
         serial = self._serial()
         if serial.hex() in self.state.blacklist:
             raise TerminalError("card on the blacklist")
-        bill = await self._bill(bill_id)
         book = pos_records.before_settlement(self.card)
+        report = self.state.script_refusals.get(self.pan)  # a refusal at the card's last contact
         asked = await self._bill(
             bill_id, department=visit[0] or None, diagnoses=",".join(visit[1]) or None,
-            card_visit=book.newest,
+            card_visit=book.newest, card_health=book.health,
+            script_refused=bytes.fromhex(report) if report else None,
         )  # fmt: skip
         envelope = self.link.envelope()
         request = Settlement(**envelope, pan=self.pan, amount_fen=total_fen,
@@ -249,13 +274,14 @@ class Pos:
                 "the card is not debited, the reversal is stored",
                 *await self.flush_reversal(),
             ]
-        if reply.response_code != "00" or reply.bill is None:
+        split = await self._split(reply.bill)
+        if reply.response_code != "00" or split is None:
             raise refused(reply, "settlement")
-        keys = self.link.signed_on()
-        assert keys.tdk is not None
-        split = BillData.parse(await self.link.hsm.decrypt_data(keys.tdk, reply.bill))
+        self.state.script_refusals.pop(self.pan, None)  # reported
         lines = [*flushed, *receipt(bill_id, split)]
-        lines.append(pos_records.apply_visit_script(self.card, split.visit_script))
+        applied = pos_records.apply_visit_script(self.card, split.visit_script)
+        lines.append(applied.line)
+        contact = pos_records.Contact(self.card, applied.refused)
         paid = {"online": True, "bill_id": bill_id, "settlement_stan": envelope["stan"]}
         paid["settlement_fen"] = total_fen
         ed = split.ed_fen or 0
@@ -272,31 +298,41 @@ class Pos:
                     f" ({'; '.join(answered)})"
                 ) from None
             record = self._record(data, **paid)
-            status = await self._advise(record, data, bill)
+            status = await self._advise(record, data, None, contact)
             lines.append(f"  personal account {yuan(ed)}: card ED debited, {status}")
         owed = (split.ep_fen or 0) + (split.cash_fen or 0)
         ep_paid = False
         if owed:
-            paid_lines, ep_paid = await self._self_pay(owed, serial, self_pay, bill, paid)
+            paid_lines, ep_paid = await self._self_pay(owed, serial, self_pay, paid, contact)
             lines += paid_lines
         # The centre completes a bill on the card debit of its personal share (or, with none,
         # of its EP self-pay); any other bill is closed in cash.
         if personal == "cash" or not (ed or ep_paid):
-            lines.append(await self._close_in_cash(ed if personal == "cash" else 0, bill))
-        return lines
+            lines.append(
+                await self._close_in_cash(ed if personal == "cash" else 0, bill_id, contact)
+            )
+        if contact.refused is not None:  # reported at the card's next contact here
+            self.state.script_refusals[self.pan] = contact.refused.hex()
+            self.state.save()
+        return lines + contact.lines
 
-    async def _close_in_cash(self, personal_fen: int, bill: bytes) -> str:
+    async def _close_in_cash(
+        self, personal_fen: int, bill_id: str, contact: pos_records.Contact
+    ) -> str:
         """0220, 60.1 = 22: the bill's personal share (``personal_fen``, maybe nil) was paid in
-        cash; the centre completes the bill."""
+        cash; the centre completes the bill (and its 0230 may bring a health script)."""
+        bill = await self._bill(bill_id, script_refused=contact.refused)
         request = CashClose(
-            **self.link.envelope(), pan=self.pan, amount_fen=personal_fen, bill=bill
-        )
+            **self.link.envelope(), pan=self.pan, amount_fen=personal_fen, bill=bill,
+            card=CardData(challenge=contact.challenge()),
+        )  # fmt: skip
         try:
             reply = await self.link.exchange(request)
         except (NotSent, Unreachable) as error:
             return f"  bill closed in cash, not answered ({error}): close it again with settle"
         if reply.response_code != "00":
             raise refused(reply, "close in cash")
+        contact.answered(await self._split(reply.bill))
         return "  bill closed in cash at the centre 00"
 
     def _store_reversal(self, envelope: Envelope, total_fen: int, bill_id: str) -> None:
@@ -310,7 +346,12 @@ class Pos:
         self.state.save()
 
     async def _self_pay(
-        self, owed: int, serial: bytes, how: str, bill: bytes, paid: dict[str, Any]
+        self,
+        owed: int,
+        serial: bytes,
+        how: str,
+        paid: dict[str, Any],
+        contact: pos_records.Contact,
     ) -> tuple[list[str], bool]:
         """The self-pay share: a DEBIT FOR PURCHASE on the card's EP and its advice, or cash
         (also when the EP cannot pay it: the card refuses, 9401); and whether the EP paid."""
@@ -323,7 +364,7 @@ class Pos:
                 lines = [f"  the card's EP cannot pay {yuan(owed)}", self_pay_line("cash", owed)]
                 return lines, False
             record = self._record(data, **paid)
-            status = await self._advise(record, data, bill)
+            status = await self._advise(record, data, None, contact)
             return [f"{self_pay_line('ep', owed, data.tac)}, {status}"], True
         return [self_pay_line("cash", owed)], False
 

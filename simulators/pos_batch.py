@@ -56,8 +56,9 @@ async def flush_advices(pos: Pos) -> list[str]:
         record["stan"], record["sent_batch"] = envelope["stan"], envelope["batch"]
         pos.state.save()
         bill = None
-        if record.get("bill_id"):
-            bill = await _bill(pos, record["bill_id"])
+        if record.get("bill_id"):  # as first sent: a refused script reported with it
+            refused = bytes.fromhex(record["refused"]) if record.get("refused") else None
+            bill = await _bill(pos, record["bill_id"], refused)
         advice = DebitAdvice(
             **envelope,
             pan=record["pan"],
@@ -77,10 +78,11 @@ async def flush_advices(pos: Pos) -> list[str]:
     return lines
 
 
-async def _bill(pos: Pos, bill_id: str) -> bytes:
+async def _bill(pos: Pos, bill_id: str, refused: bytes | None = None) -> bytes:
     keys = pos.link.signed_on()
     assert keys.tdk is not None
-    return await pos.link.hsm.encrypt_data(keys.tdk, BillData(bill_id=bill_id).build())
+    plain = BillData(bill_id=bill_id, script_refused=refused).build()
+    return await pos.link.hsm.encrypt_data(keys.tdk, plain)
 
 
 async def settle_batch(pos: Pos) -> list[str]:

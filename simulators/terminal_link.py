@@ -88,6 +88,9 @@ class TerminalState:
     pending_load: dict[str, Any] | None = None
     pending_reversal: dict[str, Any] | None = None  # store and forward until answered
     clock_offset_s: int = 0  # the centre's clock minus ours at the last sign-on
+    # a centre script a card refused, to report at the card's next settlement: PAN → the
+    # field 63 script_refused (hex)
+    script_refusals: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path | None) -> TerminalState:
@@ -109,6 +112,7 @@ class TerminalState:
             raw.get("pending_load"),
             raw.get("pending_reversal"),
             raw.get("clock_offset_s", 0),
+            dict(raw.get("script_refusals", {})),
         )
 
     def save(self) -> None:
@@ -128,6 +132,7 @@ class TerminalState:
                 "pending_load": self.pending_load,
                 "pending_reversal": self.pending_reversal,
                 "clock_offset_s": self.clock_offset_s,
+                "script_refusals": self.script_refusals,
             },
         )
 

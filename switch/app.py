@@ -34,6 +34,7 @@ from messages.terminal import TerminalMessage, TerminalReply
 from routing.context import OfflineLimits, TerminalRecord
 from routing.terminal_routes import terminal_routes
 from switch.bank.host import BankHost, BankStores
+from switch.card_io.record_book import CentreHealthScripts
 from switch.cards import SqlCards
 from switch.config import Config
 from switch.database import Stores, open_stores
@@ -295,7 +296,8 @@ async def _compose(
     # the centre's copies of the visits it writes to cards, sealed under the key store's
     # PERSONAL_DATA key (found when first needed)
     keys = partial(personal_keys, timed_hsm, sessions.key_store)
-    service.visit_copies = VisitCopies(stores.medical_store, keys)
+    scripts = CentreHealthScripts(timed_hsm, sessions.key_store)  # pending health data
+    service.visit_copies = VisitCopies(stores.medical_store, keys, scripts)
     medical = cast(
         MedicalService,
         Timed(

@@ -60,6 +60,7 @@ from switch.his_auth import (
     credentials,
 )
 from switch.his_body import BODY_BYTES_MAX, BODY_LIMIT_TEXT, ClientGone, json_body
+from switch.his_book import get_book
 from switch.his_catalogue import catalogue_response
 from switch.his_health import Reviews, put_health
 from switch.his_idempotency import HEADER, REPLAYED, Answer, IdempotencyKeys, fingerprint, key_of
@@ -357,6 +358,11 @@ async def get_catalogue(request: web.Request) -> web.Response:
     return await catalogue_response(request, directory, _institution(request), deps.clock, zone)
 
 
+async def get_card_book(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    return await get_book(request, deps.service, deps.clock().astimezone(ZoneInfo(deps.timezone)))
+
+
 async def put_card_health(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     now = deps.clock().astimezone(ZoneInfo(deps.timezone))
@@ -391,6 +397,7 @@ def make_his_app(deps: HisDeps, *, prefix: str = PREFIX) -> web.Application:
     app.router.add_get(f"{prefix}/catalogue", get_catalogue)
     app.router.add_get(f"{prefix}/reconciliation", get_reconciliation)
     app.router.add_put(f"{prefix}/cards/{{card_no}}/health", put_card_health)
+    app.router.add_get(f"{prefix}/cards/{{card_no}}/book", get_card_book)
     return app
 
 

@@ -52,6 +52,31 @@ UPSERT_HEALTH_PG = (
     f"INSERT INTO card_health ({HEALTH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
     f" ON CONFLICT (person_id) DO UPDATE SET {_SET_HEALTH}"
 )
+HEALTH_WRITTEN = (  # only the data the card was found with: a newer update stays pending
+    "UPDATE card_health SET pending = FALSE WHERE person_id = ? AND updated_at_us = ?"
+)
+HEALTH_WRITTEN_PG = (
+    "UPDATE card_health SET pending = FALSE WHERE person_id = $1 AND updated_at_us = $2"
+)
+VISITS_SHOWN_MAX = 10  # as many as the card's cyclic file holds
+SELECT_VISITS_OF = (
+    f"SELECT {COLUMNS} FROM card_visits WHERE application_serial = ?"
+    f" ORDER BY written_at_us DESC LIMIT {VISITS_SHOWN_MAX}"
+)
+CONSENT_COLUMNS = "institution_id, application_serial, opened_at_us, until_us"
+SELECT_CONSENT = (
+    f"SELECT {CONSENT_COLUMNS} FROM card_consents"
+    " WHERE institution_id = ? AND application_serial = ?"
+)
+_SET_CONSENT = "opened_at_us = excluded.opened_at_us, until_us = excluded.until_us"
+UPSERT_CONSENT_SQLITE = (
+    f"INSERT INTO card_consents ({CONSENT_COLUMNS}) VALUES (?, ?, ?, ?)"
+    f" ON CONFLICT (institution_id, application_serial) DO UPDATE SET {_SET_CONSENT}"
+)
+UPSERT_CONSENT_PG = (
+    f"INSERT INTO card_consents ({CONSENT_COLUMNS}) VALUES ($1, $2, $3, $4)"
+    f" ON CONFLICT (institution_id, application_serial) DO UPDATE SET {_SET_CONSENT}"
+)
 
 
 class VisitCopy(NamedTuple):
@@ -75,6 +100,16 @@ class HealthCopy(NamedTuple):
     pending: bool  # no card of the person written with it yet
 
 
+class Consent(NamedTuple):
+    """A row of ``card_consents``: the cardholder gave the PIN at the institution's POS, which
+    may read the centre's copy of the card's book through the HIS until ``until_us``."""
+
+    institution_id: str
+    application_serial: str
+    opened_at_us: int
+    until_us: int
+
+
 class CopyStore(Protocol):
     """Where copies are kept (`ledger.medical.sql_store.SqlMedicalStore`)."""
 
@@ -90,6 +125,29 @@ class CopyStore(Protocol):
 
     def health_copy(self, person_id: str) -> HealthCopy | None: ...
 
+    async def health_written_async(self, person_id: str, updated_at_us: int) -> None:
+        """The person's health data of ``updated_at_us`` found on a card: no longer pending."""
+        ...
+
+    def visit_copies_of(self, application_serial: str) -> list[VisitCopy]:
+        """The card's newest copies, newest first, at most VISITS_SHOWN_MAX."""
+        ...
+
+    async def open_consent_async(self, consent: Consent) -> None: ...
+
+    def consent(self, institution_id: str, application_serial: str) -> Consent | None: ...
+
+
+class HealthScripts(Protocol):
+    """What makes the script bringing a person's health data to a card (the switch's
+    ``CentreHealthScripts``: the HSM's commands, each MACed for the card's challenge)."""
+
+    async def __call__(
+        self, application_serial: str, key_version: int, data: bytes, card_challenge: bytes
+    ) -> list[bytes]:
+        """The commands, in order, for EF 0019's 92 data bytes ``data``."""
+        ...
+
 
 def context_of(application_serial: str, bill_id: str) -> bytes:
     return f"visit|{application_serial}|{bill_id}".encode()
@@ -104,10 +162,16 @@ class VisitCopies:
     data keys (looked up in the key store when first needed, kept once found: a centre may
     generate them after the daemon started); it raises while there are none."""
 
-    def __init__(self, store: CopyStore, keys: Callable[[], Awaitable[PersonalKeys]]) -> None:
+    def __init__(
+        self,
+        store: CopyStore,
+        keys: Callable[[], Awaitable[PersonalKeys]],
+        scripts: HealthScripts | None = None,
+    ) -> None:
         self._store = store
         self._resolve = keys
         self._keys: PersonalKeys | None = None
+        self.scripts = scripts  # None: pending health data wait (no script maker here)
 
     async def _personal(self) -> PersonalKeys:
         if self._keys is None:
@@ -149,6 +213,49 @@ class VisitCopies:
         keys = await self._personal()
         clear = await keys.open_value(health_context(person_id), row.sealed, row.key_version)
         return row, clear
+
+    async def health_written(self, person_id: str, updated_at_us: int) -> None:
+        await self._store.health_written_async(person_id, updated_at_us)
+
+    async def visits(self, application_serial: str) -> list[bytes]:
+        """The card's newest visit records as the centre wrote them, newest first, opened."""
+        rows = await asyncio.to_thread(self._store.visit_copies_of, application_serial)
+        if not rows:
+            return []
+        keys = await self._personal()
+        return [
+            await keys.open_value(context_of(application_serial, row.bill_id), row.sealed,
+                                  row.key_version)
+            for row in rows
+        ]  # fmt: skip
+
+    async def open_consent(self, consent: Consent) -> None:
+        await self._store.open_consent_async(consent)
+
+    async def consent(self, institution_id: str, application_serial: str) -> Consent | None:
+        """The institution's newest consent window for the card (open or not)."""
+        return await asyncio.to_thread(self._store.consent, institution_id, application_serial)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthWritten:
+    """The SQLite write of :meth:`CopyStore.health_written_async` (pickles, as `KeepVisit`)."""
+
+    person_id: str
+    updated_at_us: int
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        db.execute(HEALTH_WRITTEN, (self.person_id, self.updated_at_us))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenConsent:
+    """The SQLite write of a consent window (pickles, as `KeepVisit`)."""
+
+    consent: Consent
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        db.execute(UPSERT_CONSENT_SQLITE, tuple(self.consent))
 
 
 @dataclass(frozen=True, slots=True)

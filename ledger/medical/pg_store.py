@@ -44,7 +44,15 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillRecord, BillState, DuplicateBillError, check_transition
-from ledger.medical.card_copies import UPSERT_HEALTH_PG, UPSERT_PG, HealthCopy, VisitCopy
+from ledger.medical.card_copies import (
+    HEALTH_WRITTEN_PG,
+    UPSERT_CONSENT_PG,
+    UPSERT_HEALTH_PG,
+    UPSERT_PG,
+    Consent,
+    HealthCopy,
+    VisitCopy,
+)
 from ledger.medical.codec import bill_to_dict, split_to_dict
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgBridge
@@ -331,6 +339,19 @@ class PgWrites:
             await asyncio.to_thread(self._run, lambda db: db.execute(UPSERT_HEALTH_PG, *copy))
             return
         await self._pool.execute(UPSERT_HEALTH_PG, *copy)
+
+    async def health_written(self, person_id: str, updated_at_us: int) -> None:
+        await self._statement(HEALTH_WRITTEN_PG, person_id, updated_at_us)
+
+    async def open_consent(self, consent: Consent) -> None:
+        await self._statement(UPSERT_CONSENT_PG, *consent)
+
+    async def _statement(self, sql: str, *args: Any) -> None:
+        """One statement on the pool (through a thread without one)."""
+        if self._pool is None:
+            await asyncio.to_thread(self._run, lambda db: db.execute(sql, *args))
+            return
+        await self._pool.execute(sql, *args)
 
     # -- reads --------------------------------------------------------------------------------
     def accumulators(self, person_id: str, year: int) -> tuple[Totals, Totals]:

@@ -49,11 +49,16 @@ from ledger.medical.bills import (
     Held,
 )
 from ledger.medical.card_copies import (
+    SELECT_CONSENT,
     SELECT_COPY,
     SELECT_HEALTH,
+    SELECT_VISITS_OF,
+    Consent,
     HealthCopy,
+    HealthWritten,
     KeepHealth,
     KeepVisit,
+    OpenConsent,
     VisitCopy,
 )
 from ledger.medical.pg_store import LedgerTransition, PgWrites
@@ -317,6 +322,28 @@ class SqlMedicalStore:
         return HealthCopy(
             str(row[0]), bytes(row[1]), int(row[2]), str(row[3]), int(row[4]), bool(row[5])
         )
+
+    async def health_written_async(self, person_id: str, updated_at_us: int) -> None:
+        if self._pg is not None:
+            await self._pg.health_written(person_id, updated_at_us)
+            return
+        await self._writes().submit(HealthWritten(person_id, updated_at_us))
+
+    def visit_copies_of(self, application_serial: str) -> list[VisitCopy]:
+        with self._reading() as db:
+            rows = db.execute(SELECT_VISITS_OF, (application_serial,)).fetchall()
+        return [VisitCopy(str(r[0]), str(r[1]), bytes(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    async def open_consent_async(self, consent: Consent) -> None:
+        if self._pg is not None:
+            await self._pg.open_consent(consent)
+            return
+        await self._writes().submit(OpenConsent(consent))
+
+    def consent(self, institution_id: str, application_serial: str) -> Consent | None:
+        with self._reading() as db:
+            row = db.execute(SELECT_CONSENT, (institution_id, application_serial)).fetchone()
+        return None if row is None else Consent(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
 
     @property
     def posts_with_ledger(self) -> bool:

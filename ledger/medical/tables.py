@@ -182,6 +182,15 @@ card_health = Table(
     Column("pending", Boolean, nullable=False, server_default=false()),  # not on a card yet
 )
 
+card_consents = Table(  # the cardholder's PIN at an institution's POS: its HIS may read the book
+    "card_consents",
+    metadata,
+    Column("institution_id", String(32), primary_key=True),
+    Column("application_serial", String(20), primary_key=True),
+    Column("opened_at_us", BigInteger, nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+)
+
 MEDICAL_TABLES = (
     medical_catalogue_versions,
     medical_catalogue_items,
@@ -195,4 +204,5 @@ MEDICAL_TABLES = (
     medical_fee_records,
     card_visits,
     card_health,
+    card_consents,
 )

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from hsm.errors import KeyNotFoundError
 from hsm.interface import Hsm
+from hsm.keys import KeyRef, KeyUsage
+from hsm.keystore import KeyStore
 from messages.card_records import (
     VISIT_RECORDS_MAX,
     HealthData,
     append_record_command,
     update_health_command,
 )
+from routing.cardkeys import card_master_alias
 from switch.card_io import signatures
 from switch.card_io.connection import CardConnection, expect
 from switch.card_io.personalize import SELECT_APP, CardMasterKeys, challenge
+
+DATA_CHECK_ALIAS = "centre/DATA_CHECK"
 
 
 class NoRecordKeyError(ValueError):
@@ -61,6 +67,42 @@ async def health_script(
     commands.append(update_health_command(data + code))
     record_key = keys.path(keys.record, serial)
     return await signatures.script(hsm, record_key, card_challenge, commands)
+
+
+class CentreHealthScripts:
+    """The script that brings a person's pending health data to a card at its next contact
+    (routing.health_contact; ledger.medical.card_copies.HealthScripts): :func:`health_script`
+    under the card master keys of the card's key version, the newest centre/DATA_CHECK and the
+    newest centre/CARD_SIGN."""
+
+    def __init__(self, hsm: Hsm, store: KeyStore) -> None:
+        self._hsm = hsm
+        self._store = store
+
+    async def _signing(self) -> KeyRef | None:
+        """The newest centre/CARD_SIGN, which signs the health data (None: sent unsigned)."""
+        found = await self._store.list(signatures.SIGNING_ALIAS)
+        return max(found, key=lambda stored: stored.version).ref if found else None
+
+    async def __call__(
+        self, application_serial: str, key_version: int, data: bytes, card_challenge: bytes
+    ) -> list[bytes]:
+        checks = await self._store.list(DATA_CHECK_ALIAS)
+        if not checks:
+            raise KeyNotFoundError(f"no {DATA_CHECK_ALIAS}")
+        newest = max(checks, key=lambda stored: stored.version)
+
+        def master(usage: KeyUsage) -> KeyRef:
+            return KeyRef(card_master_alias(usage), key_version, usage)
+
+        keys = CardMasterKeys(
+            master(KeyUsage.MK_CONTROL), master(KeyUsage.MK_LOAD), master(KeyUsage.MK_PURCHASE),
+            master(KeyUsage.MK_TAC), master(KeyUsage.MK_UNLOAD), master(KeyUsage.MK_PIN_RELOAD),
+            master(KeyUsage.MK_PIN_UNBLOCK), master(KeyUsage.MK_APP_MAINT), newest.ref,
+            key_version, master(KeyUsage.MK_RECORD), await self._signing(),
+        )  # fmt: skip
+        serial = bytes.fromhex(application_serial.rjust(20, "0"))
+        return await health_script(self._hsm, keys, serial, HealthData.decode(data), card_challenge)
 
 
 async def write_health(

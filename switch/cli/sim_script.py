@@ -77,6 +77,7 @@ ABOUT = {
     "settle_cash": "settle a HIS bill: the personal share paid in cash",
     "settle_visit": "settle a HIS bill (as settle) with the visit's department and ICD-10 codes",
     "book": "the card's record book after the PIN: health data and recent visits",
+    "emergency": "the emergency block of the card's health data, without the PIN",
     "purchase": "a purchase with no bill from the ED (offline if the centre is unreachable)",
     "purchase_ep": "a purchase with no bill from the EP",
     "offline": "an offline ED purchase through the PSAM at once",

@@ -318,6 +318,7 @@ def sim_pos(
                 lambda a: pos().settle(a[0], int(a[1]), visit=(a[2], tuple(a[3].split(",")))),
             ),
             Command("book", (), lambda a: pos_records.book(pos().card, pos().pin, published)),
+            Command("emergency", (), lambda a: pos_records.emergency_lines(pos().card)),
             Command("purchase", ("FEN",), lambda a: pos().purchase(int(a[0]))),
             Command("purchase_ep", ("FEN",), lambda a: pos().purchase(int(a[0]), "ep")),
             Command("offline", ("FEN",), lambda a: pos().offline(int(a[0]))),

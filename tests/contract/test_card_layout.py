@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.contract.wire import des, tdes_ecb
+from tests.contract.wire import decrypt_63, des, parse_tlv, tdes_ecb
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "card-layout.md"
 
@@ -83,3 +83,40 @@ def test_the_golden_read_needs_the_pin_and_returns_the_record_as_the_table_says(
     assert amounts == [12000, 3000, 8000, 1000] and sum(amounts[1:]) == amounts[0]
     assert record[69:] == bytes(3)
     assert read[7] == ("<", bytes.fromhex("6A83"))
+
+
+def test_the_golden_health_update_is_the_centres_and_its_file_reads_as_the_table_says() -> None:
+    """The UPDATE BINARY of the 0230's health_script: its data check code under the data check
+    key (DATA_CHECK diversified by the serial), its MAC for the health challenge; then the
+    emergency block without the PIN and the whole file after it."""
+    check_key = diversify(golden("DATA_CHECK"), golden("application serial"))
+    assert check_key == golden("data check key")
+    trace = traces()[2]
+    assert trace[3] == ("<", golden("health challenge") + bytes.fromhex("9000"))
+    script = trace[4][1]
+    assert script[:5] == bytes.fromhex("04D6990064") and len(script) == 5 + 96 + 4
+    assert script_mac(golden("DRK"), golden("health challenge"), script[:-4]) == script[-4:]
+    data, code = script[5:97], script[97:101]
+    assert script_mac(check_key, bytes(4), data) == code  # alg 3, zero IV
+    assert trace[5] == ("<", bytes.fromhex("9000"))
+    assert trace[7] == ("<", data[:48] + bytes.fromhex("9000"))  # the emergency block, no PIN
+    assert trace[9] == ("<", bytes.fromhex("6982"))
+    assert trace[13] == ("<", data + code + bytes.fromhex("9000"))
+    assert data[0] == 1 and data[1:4] == b"O+ " and data[4] == 1
+    assert data[5:13].hex().upper().rstrip("F") == "13800138000"
+    assert data[13:33].rstrip() == b"PCN" and data[33:48].rstrip() == b"PM"
+    assert data[48:54] == b"E119  " and data[54:72] == b" " * 18
+    assert data[72:80] == b"H001    " and data[80:87].hex() == "20261207093000"
+    assert data[87:92] == bytes(5)
+
+
+def test_the_golden_0230_carries_the_script_as_length_and_command() -> None:
+    """Field 63 of the 0230 under the worked example's TDK: bill_id, then health_script (tag
+    0F) = the command's 1-byte length and the command of the golden trace."""
+    text = " ".join(spec().split())
+    found = re.search(r"\(`([0-9A-F]{32})`\): `([0-9A-F]+)`", text)
+    assert found, "the 0230's field 63 example"
+    elements = parse_tlv(decrypt_63(bytes.fromhex(found.group(1)), found.group(2)))
+    assert elements[0x01] == b"9054CA9CBE34A38E"
+    command = traces()[2][4][1]
+    assert elements[0x0F] == bytes([len(command)]) + command

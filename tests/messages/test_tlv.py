@@ -65,7 +65,7 @@ def test_card_data_errors(data: str, reason: str, offset: int | None) -> None:
         ("0102 ff41", "private tag 01 is malformed", 0),  # not UTF-8
         ("0902 c328", "private tag 09 is malformed", 0),
         ("0203 000000", "private tag 02 has a wrong length", 0),
-        ("0f00", "unknown private tag 0F", 0),
+        ("1200", "unknown private tag 12", 0),
     ],
 )
 def test_bill_data_errors(data: str, reason: str, offset: int) -> None:
@@ -109,6 +109,9 @@ uint = st.integers(0, 2**32 - 1)
         diagnoses=st.none() | st.text(max_size=40),
         visit_script=st.none() | st.binary(max_size=255),
         card_visit=st.none() | st.binary(max_size=72),
+        health_script=st.none() | st.binary(max_size=255),
+        card_health=st.none() | st.binary(min_size=96, max_size=96),
+        script_refused=st.none() | st.binary(min_size=3, max_size=3),
     ),
 )
 def test_records_read_back_what_they_write(card: CardData, bill: BillData) -> None:

@@ -109,13 +109,13 @@ def test_the_virtual_card_answers_the_specs_golden_traces() -> None:
 
     state = CardState.blank(golden("application serial"), bytes(16), pin=golden("PIN"))
     state.keys[(KEY_APP_MAINT, 2)] = CardKey(KEY_APP_MAINT, 2, 1, 0, golden("DRK"))
-    challenges = [golden("challenge")]
+    challenges = [golden("challenge"), golden("health challenge")]
     card = VirtualCard(state, random_bytes=lambda n: challenges.pop(0))
     blocks = [
         body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.DOTALL) if not lang
-    ][:2]  # the visit's write and read (the signatures': test_card_signatures)
+    ][:3]  # the visit's write and read, the health update (the signatures': test_card_signatures)
     steps = [line for block in blocks for line in block.splitlines() if line]
-    assert len(steps) == 16
+    assert len(steps) == 30
     for command, expected in zip(steps[::2], steps[1::2], strict=True):
         assert command.startswith("> ") and expected.startswith("< ")
         assert card.process(bytes.fromhex(command[2:])).hex().upper() == expected[2:], command

@@ -4,7 +4,11 @@ as every other card key, and one POS terminal at each of three institutions."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -157,6 +161,55 @@ def terminal_log_fields(records: list[logging.LogRecord]) -> list[dict[str, Any]
         for r in records
         if r.name == "medswitch.terminal" and isinstance(getattr(r, "fields", None), dict)
     ]
+
+
+class TamperedReader:
+    """A card reader between the POS and the card that alters the centre's scripts on their way
+    (a tampered terminal): a command of class 04 whose INS is in ``instructions`` has one data
+    byte changed (the record's department, or the health file's blood type), its MAC kept."""
+
+    def __init__(self, card: CardConnection, instructions: set[int]) -> None:
+        self.card = card
+        self.instructions = instructions
+        self.altered = 0  # how many scripts it altered
+
+    @property
+    def reader_name(self) -> str:
+        return self.card.reader_name
+
+    def connect(self) -> bytes:
+        return self.card.connect()
+
+    def disconnect(self) -> None:
+        self.card.disconnect()
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        if apdu[0] == 0x04 and apdu[1] in self.instructions and len(apdu) > 20:
+            changed = bytearray(apdu)
+            changed[5 + 14] ^= 0x01  # visit: department; health: an allergy's letter
+            self.altered += 1
+            return self.card.transmit(bytes(changed))
+        return self.card.transmit(apdu)
+
+
+def his_call(
+    port: int, institution: str, token: str, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """One HIS API request with the institution's credential: (status, the JSON answer)."""
+    credentials = base64.b64encode(f"{institution}:{token}".encode()).decode()
+    headers = {"Authorization": "Basic " + credentials}
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/his/v1{path}", data, headers=headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
 
 
 async def next_second() -> None:

@@ -3,11 +3,9 @@ call, and the clear forms of its chronic conditions no database file may hold.""
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.error
-import urllib.request
 from typing import Any
+
+from tests.support.card_book import his_call
 
 HEALTH = {
     "blood_type": "O+",
@@ -23,16 +21,5 @@ CLEAR_FORMS = (b"E11.9", b"E119")
 def put_health(
     port: int, institution: str, token: str, card_no: str, body: Any
 ) -> tuple[int, dict[str, Any]]:
-    credentials = base64.b64encode(f"{institution}:{token}".encode()).decode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/his/v1/cards/{card_no}/health",
-        json.dumps(body).encode(),
-        method="PUT",
-        headers={"Content-Type": "application/json", "Authorization": "Basic " + credentials},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read())
+    status, answer = his_call(port, institution, token, "PUT", f"/cards/{card_no}/health", body)
+    return status, dict(answer)

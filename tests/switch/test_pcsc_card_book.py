@@ -15,6 +15,8 @@ from switch.card_io.connection import expect
 from tests.support.card_book import (
     blank_book_card,
     book_keys,
+    centre_personal_keys,
+    his_call,
     personalise_book_card,
     psams_of_three_institutions,
 )
@@ -29,43 +31,69 @@ from tests.support.settlement import his_submit, medical_reference
 
 def test_record_book_over_pcsc(pcscd: None, tmp_path: Path) -> None:
     """Issue 24 over the real PC/SC path (pcscd + vpcd + pyscard): a card personalised with its
-    record key through the daemon's HSM; a settlement at a hospital's POS leaves the visit on
-    it (the centre's script); a forged write is refused 6988; a second hospital's reader shows
-    the visit after the cardholder's PIN."""
+    record key through the daemon's HSM; the hospital sends health data through the HIS; a
+    settlement at its POS leaves the visit on the card (the centre's script) and brings the
+    health data (the script in the 0230 to the settlement's 0220); a forged write is refused
+    6988; a second hospital's reader shows the emergency block without the PIN, the visit and
+    the health data after it."""
 
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"
         on_file, rows = first_card(db), psams_of_three_institutions(db)
         at = rows[0].institution_id
         token = await asyncio.to_thread(medical_reference, daemon, at)
-        body = {"his_bill_no": "PCSC-1", "card_no": on_file.card_no,
-                "service_date": now().date().isoformat(),
-                "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}]}
+        body = {
+            "his_bill_no": "PCSC-1",
+            "card_no": on_file.card_no,
+            "service_date": now().date().isoformat(),
+            "lines": [{"code": "A01", "quantity": 2, "unit_price_fen": 1000}],
+        }
         bill = await asyncio.to_thread(his_submit, daemon.app.http_port, at, token, body)
+        await centre_personal_keys(daemon)
+        health = {"blood_type": "A+", "allergies": ["PCN"], "chronic_conditions": ["I10"]}
+        status, _ = await asyncio.to_thread(his_call, daemon.app.http_port, at, token, "PUT",
+                                            f"/cards/{on_file.card_no}/health", health)  # fmt: skip
+        assert status == 202
         bundle = await book_keys(daemon)
         card = blank_book_card(bundle, on_file)
         client, conn = inserted(card, VPCD_PORT, CARD_READER)
         try:
             await personalise_book_card(daemon, conn, bundle, on_file)
             psam = await issue_psam(daemon, rows[0], bundle.keys.purchase)
-            link = await terminal_link(daemon, rows[0].terminal_id, at, tmp_path / "pos.json",
-                                       daemon.app.terminal_port, 5.0)
+            link = await terminal_link(
+                daemon,
+                rows[0].terminal_id,
+                at,
+                tmp_path / "pos.json",
+                daemon.app.terminal_port,
+                5.0,
+            )
             pos = Pos(link, conn, psam, pan=on_file.card_no, pin=PIN)
             try:
                 await pos.sign_on()
-                lines = await pos.settle(bill["bill_id"], bill["split"]["total_fen"],
-                                         personal="cash", visit=("IM", ("J45.9",)))
+                lines = await pos.settle(
+                    bill["bill_id"],
+                    bill["split"]["total_fen"],
+                    personal="cash",
+                    visit=("IM", ("J45.9",)),
+                )
             finally:
                 await link.close()
             assert "  visit recorded on the card" in lines, lines
+            assert "  health data updated on the card" in lines, lines
             terminal_card.open_application(conn, PIN)
             assert len(expect(conn, bytes.fromhex("0084000004"), "GET CHALLENGE")) == 4
-            forged = append_visit_command(Visit(f"{now():%Y%m%d}", at, "IM", (), "00" * 8,
-                                                1, 0, 0, 1)) + bytes(4)
+            forged = append_visit_command(
+                Visit(f"{now():%Y%m%d}", at, "IM", (), "00" * 8, 1, 0, 0, 1)
+            ) + bytes(4)
             assert conn.transmit(forged)[1] == 0x6988
             conn.disconnect()
             conn = reconnect(client, card, CARD_READER)  # the next hospital's reader
+            shown = await pos_records.emergency_lines(conn)  # no PIN
+            assert shown[0].startswith("emergency block: blood A+, allergies PCN,"), shown
             terminal_card.open_application(conn, PIN)
+            kept = pos_records.health(conn)
+            assert kept is not None and (kept.chronic, kept.updated_by) == (("I10",), at)
             visits = pos_records.recent_visits(conn)
             assert [(v.institution_id, v.bill_id, v.diagnoses) for v in visits] == [
                 (at, bill["bill_id"], ("J45.9",))

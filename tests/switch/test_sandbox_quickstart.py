@@ -97,7 +97,7 @@ def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]
     assert f"bill {bill_id}: total {int(total) / 100:.2f}" in out, out
     assert "card ED debited, advice 00" in out and "balanced" in out, out
     # The first card was issued with the sandbox's demo health data (EF 0019, after the PIN).
-    assert "by centre): blood A+, allergies PCN, implants -, chronic I10, donor 1" in out, out
+    assert "by centre): blood A+, allergies PCN, implants -, chronic I10, donor yes" in out, out
 
     out = shell(login, home)
     assert "logged in as demo-maker (maker)" in out, out
