@@ -209,7 +209,8 @@ class BillData(_TlvRecord):
     diagnoses: str | None = None  # the visit's ICD-10 codes, comma separated (at most 4)
     visit_script: bytes | None = None  # APPEND RECORD of the visit, MACed for the challenge
     card_visit: bytes | None = None  # the card's newest visit record, as the POS read it
-    health_script: bytes | None = None  # the centre's health script: commands, 1-byte length each
+    health_script: bytes | None = None  # the centre's health script: commands, 1-byte length
+    # each, over as many consecutive tag 0F elements as it needs (255 bytes but the last)
     card_health: bytes | None = None  # EF 0019 as the POS read it after VERIFY (96 bytes)
     script_refused: bytes | None = None  # the script's tag (0D/0F) and the card's status word
 
@@ -229,7 +230,7 @@ class BillData(_TlvRecord):
         Tag(0x0C, "diagnoses", TagKind.TEXT),
         Tag(0x0D, "visit_script", TagKind.BYTES),
         Tag(0x0E, "card_visit", TagKind.BYTES),
-        Tag(0x0F, "health_script", TagKind.BYTES),
+        Tag(0x0F, "health_script", TagKind.CHAINED),
         Tag(0x10, "card_health", TagKind.BYTES, 96),
         Tag(0x11, "script_refused", TagKind.BYTES, 3),
     )

@@ -21,7 +21,7 @@ from messages.spec_bank import BANK
 from messages.spec_terminal import TERMINAL
 from messages.terminal import _ENVELOPE, _REPLY
 from messages.terminal_actions import TERMINAL_ACTIONS, meaning
-from messages.tlv import Tag
+from messages.tlv import Tag, TagKind
 
 
 def field_table(interface: InterfaceSpec) -> str:
@@ -75,6 +75,8 @@ def tlv_table(layout: tuple[Tag, ...]) -> str:
     lines = ["| tag | element | type | bytes |", "|---|---|---|---|"]
     for tag in layout:
         size = str(tag.size) if tag.size else "≤ 255"
+        if tag.kind is TagKind.CHAINED:
+            size = "any (≤ 255 an element)"
         lines.append(f"| {tag.tag:02X} | {tag.name} | {tag.kind.value} | {size} |")
     return "\n".join(lines)
 

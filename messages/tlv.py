@@ -27,6 +27,8 @@ class TagKind(enum.Enum):
     BYTES = "bytes"  # exactly `size` bytes, or up to 255 when size is 0
     TEXT = "text"  # UTF-8, up to 255 bytes
     BCD = "bcd"  # `size` bytes of packed BCD, as a digit string
+    CHAINED = "chained"  # bytes of any length, as consecutive elements of the tag, 255 at most
+    # each (all but the last exactly 255): the value is their concatenation
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class Tag:
 
 # How encode_tlv writes a value: an integer of a fixed 1-255 bytes (to_bytes gives exactly that
 # many or raises, so its length needs no check), bytes, text, BCD digits, any other integer.
-_PUT_UINT, _PUT_RAW, _PUT_TEXT, _PUT_BCD, _PUT_INT = 0, 1, 2, 3, 4
+_PUT_UINT, _PUT_RAW, _PUT_TEXT, _PUT_BCD, _PUT_INT, _PUT_CHAINED = 0, 1, 2, 3, 4, 5
 
 EncodePlan = tuple[tuple[str, int, int, int, bytes], ...]  # (name, tag, size, how, tag+size)
 
@@ -52,7 +54,8 @@ def encoders(layout: tuple[Tag, ...]) -> EncodePlan:
         if t.kind is TagKind.UINT:
             how = _PUT_UINT if 0 < t.size <= 255 else _PUT_INT
         else:
-            how = {TagKind.BYTES: _PUT_RAW, TagKind.TEXT: _PUT_TEXT, TagKind.BCD: _PUT_BCD}[t.kind]
+            how = {TagKind.BYTES: _PUT_RAW, TagKind.TEXT: _PUT_TEXT, TagKind.BCD: _PUT_BCD,
+                   TagKind.CHAINED: _PUT_CHAINED}[t.kind]  # fmt: skip
         plan.append((t.name, t.tag, t.size, how, bytes((t.tag, t.size & 0xFF))))
     return tuple(plan)
 
@@ -67,6 +70,12 @@ def encode_tlv(plan: EncodePlan, record: object) -> bytes:
         if how == _PUT_UINT:
             out += head
             out += int(value).to_bytes(fixed, "big")
+            continue
+        if how == _PUT_CHAINED:
+            raw = bytes(value)
+            for start in range(0, len(raw) or 1, 255):  # an empty value: one empty element
+                chunk = raw[start : start + 255]
+                out += bytes((tag, len(chunk))) + chunk
             continue
         if how == _PUT_RAW:
             raw = bytes(value)
@@ -87,7 +96,7 @@ def encode_tlv(plan: EncodePlan, record: object) -> bytes:
 
 # How decode_tlv reads a tag's value, by its kind: an int code per tag instead of a decoder
 # call, so that the common kinds cost no Python call (a 1-byte integer is the byte itself).
-_RAW, _UINT, _UINT1, _TEXT, _BCD = 0, 1, 2, 3, 4
+_RAW, _UINT, _UINT1, _TEXT, _BCD, _CHAINED = 0, 1, 2, 3, 4, 5
 
 TagTable = tuple[tuple[str, int, int] | None, ...]  # (name, size, how) by tag number 0-255
 
@@ -100,7 +109,8 @@ def index_layout(layout: tuple[Tag, ...]) -> TagTable:
         if t.kind is TagKind.UINT:
             how = _UINT1 if t.size == 1 else _UINT
         else:
-            how = {TagKind.BYTES: _RAW, TagKind.TEXT: _TEXT, TagKind.BCD: _BCD}[t.kind]
+            how = {TagKind.BYTES: _RAW, TagKind.TEXT: _TEXT, TagKind.BCD: _BCD,
+                   TagKind.CHAINED: _CHAINED}[t.kind]  # fmt: skip
         table[t.tag] = (t.name, t.size, how)
     return tuple(table)
 
@@ -109,6 +119,7 @@ def decode_tlv(by_tag: TagTable, data: bytes, field: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     index = 0
     size = len(data)
+    chain_end = -1  # where a chained element of 255 bytes ended: its tag may continue there
     while index < size:
         if index + 2 > size:
             raise CodecError("truncated private tag", field=field, offset=index)
@@ -122,11 +133,19 @@ def decode_tlv(by_tag: TagTable, data: bytes, field: str) -> dict[str, Any]:
         if end > size or (fixed and length != fixed):
             raise CodecError(f"private tag {tag:02X} has a wrong length", field=field, offset=index)
         if name in values:
-            raise CodecError(f"private tag {tag:02X} repeated", field=field, offset=index)
+            if how != _CHAINED or index != chain_end:
+                raise CodecError(f"private tag {tag:02X} repeated", field=field, offset=index)
+            values[name] += data[index + 2 : end]
+            chain_end = end if length == 255 else -1
+            index = end
+            continue
         if how == _UINT1:
             values[name] = data[index + 2]
         elif how == _RAW:
             values[name] = data[index + 2 : end]
+        elif how == _CHAINED:
+            values[name] = data[index + 2 : end]
+            chain_end = end if length == 255 else -1
         elif how == _UINT:
             values[name] = int.from_bytes(data[index + 2 : end])
         else:

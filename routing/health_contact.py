@@ -35,7 +35,6 @@ SCRIPT_REFUSED = "card_script_refused"
 SCRIPT_UNAVAILABLE = "health_script_unavailable"
 CONSENT_WINDOW = dt.timedelta(minutes=30)
 SCRIPT_NAMES = {0x0D: "visit", 0x0F: "health"}
-ELEMENT_BYTES_MAX = 255  # field 63 elements have a 1-byte length
 
 
 def _copies(context: RequestContext) -> VisitCopies | None:
@@ -108,8 +107,6 @@ async def health_script(
         value = pack_script(commands)
     except (HsmError, LookupError, ValueError, RecordFormatError) as error:
         return HealthScript(None, f"{SCRIPT_UNAVAILABLE}: {type(error).__name__}")
-    if len(value) > ELEMENT_BYTES_MAX:  # one TLV element
-        return HealthScript(None, f"{SCRIPT_UNAVAILABLE}: the script is over 255 bytes")
     return HealthScript(value, "")
 
 

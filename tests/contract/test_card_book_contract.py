@@ -3,10 +3,10 @@ specs/terminal-interface.md, specs/card-layout.md and specs/his-api.yaml alone, 
 run`'s daemon (sandbox, TEST ONLY keys): a hospital's HIS sends health data (202 pending); the
 HIS may not read the card's book yet (403 consent_required); the POS settles with the card's
 health file in field 63 (tag 10), closes the bill in cash with the card's challenge in field
-58, and the 0230 carries field 63 `health_script` (tag 0F): one UPDATE BINARY of EF 0019
-(`04 D6 99 00 64`) holding the data sent, made for that challenge; the same 0220 again gets the
-same 0230; the hospital's HIS now reads the book (200, pending), another institution's may not.
-Imports nothing of medswitch."""
+58, and the 0230 carries field 63 `health_script` (tag 0F, chained): the signature's records
+then one UPDATE BINARY of EF 0019 (`04 D6 99 00 64`) holding the data sent, made for that
+challenge; the same 0220 again gets the same 0230; the hospital's HIS now reads the book (200,
+pending), another institution's may not. Imports nothing of medswitch."""
 
 from __future__ import annotations
 
@@ -88,10 +88,17 @@ def test_health_data_reach_the_pos_in_the_0230_and_the_book_opens_with_consent(
     reply = p.send("0220", close, "22")
     answered = parse_tlv(decrypt_63(p.keys.tdk, reply.fields[63]))
     assert answered[1] == bill_id
-    script = answered[0x0F]
-    length, command = script[0], script[1:]
-    assert length == len(command) == 5 + 96 + 4  # one command: 1-byte length ‖ command
-    assert command[:5] == bytes.fromhex("04D6990064")
+    script, commands = answered[0x0F], []
+    while script:  # each command as 1-byte length ‖ command
+        commands.append(script[1 : 1 + script[0]])
+        assert len(commands[-1]) == script[0]
+        script = script[1 + script[0] :]
+    # The centre signs the health data (the demo holds centre/CARD_SIGN): the signature's two
+    # records of EF 001B first, chained (CLA 14), then EF 0019 (CLA 04) — 382 bytes in all, so
+    # field 63 carries the script in two chained elements of tag 0F.
+    assert [c[:5].hex().upper() for c in commands] == ["14DC03DC84", "14DC04DC84", "04D6990064"]
+    assert [len(c) for c in commands] == [5 + 128 + 4, 5 + 128 + 4, 5 + 96 + 4]
+    command = commands[-1]
     data = command[5:97]
     assert data[0] == 1 and data[1:4] == b"B+ " and data[13:33].rstrip() == b"PCN"
     assert data[48:54] == b"E119  " and data[72:80] == hospital.encode().ljust(8)

@@ -196,12 +196,17 @@ def tlv(elements: dict[int, bytes]) -> str:
 
 
 def parse_tlv(data: bytes) -> dict[int, bytes]:
+    """Tag → value; a chained element (a value over 255 bytes in consecutive elements of its
+    tag, 255 bytes each but the last) joined, as the spec's "Field 58" says."""
     out: dict[int, bytes] = {}
-    i = 0
+    i, joins = 0, -1  # joins: the tag whose 255-byte element ended at i, which may continue
     while i < len(data):
         tag, length = data[i], data[i + 1]
-        out[tag] = data[i + 2 : i + 2 + length]
-        assert len(out[tag]) == length, f"TLV tag {tag:02X} truncated"
+        value = data[i + 2 : i + 2 + length]
+        assert len(value) == length, f"TLV tag {tag:02X} truncated"
+        assert tag not in out or tag == joins, f"TLV tag {tag:02X} repeated"
+        out[tag] = out.get(tag, b"") + value
+        joins = tag if length == 255 else -1
         i += 2 + length
     return out
 

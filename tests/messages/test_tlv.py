@@ -109,7 +109,7 @@ uint = st.integers(0, 2**32 - 1)
         diagnoses=st.none() | st.text(max_size=40),
         visit_script=st.none() | st.binary(max_size=255),
         card_visit=st.none() | st.binary(max_size=72),
-        health_script=st.none() | st.binary(max_size=255),
+        health_script=st.none() | st.binary(max_size=600),
         card_health=st.none() | st.binary(min_size=96, max_size=96),
         script_refused=st.none() | st.binary(min_size=3, max_size=3),
     ),
@@ -121,3 +121,25 @@ def test_records_read_back_what_they_write(card: CardData, bill: BillData) -> No
         type(getattr(card, k)) for k in vars(parsed)
     ]
     assert BillData.parse(bill.build()) == bill
+
+
+@given(st.binary(min_size=1, max_size=1200))
+def test_a_chained_element_carries_any_length_in_consecutive_255_byte_elements(
+    script: bytes,
+) -> None:
+    data = BillData(bill_id="B1", health_script=script).build()
+    assert BillData.parse(data).health_script == script
+    chunks = [script[i : i + 255] for i in range(0, len(script), 255)]
+    assert data.endswith(b"".join(bytes((0x0F, len(c))) + c for c in chunks))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "0F0141" + "0F0142",  # a short element then the tag again: repeated, not continued
+        "0FFF" + "41" * 255 + "0E0100" + "0F0142",  # another tag in between
+    ],
+)
+def test_a_chained_element_continues_only_right_after_a_full_one(data: str) -> None:
+    with pytest.raises(CodecError, match="repeated"):
+        BillData.parse(bytes.fromhex(data))

@@ -17,6 +17,7 @@ from typing import Any
 import uvloop
 
 from messages.card_records import HealthData
+from messages.card_signatures import PublishedKey
 from simulators import pos_records
 from simulators.pos import Pos
 from tests.support.card_book import (
@@ -126,11 +127,17 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             shown = await pos_records.emergency_lines(conns[0])
             assert shown == ["emergency block: blood O+, allergies PCN, implants PM, donor yes,"
                              " emergency contact 13800138000"], shown  # fmt: skip
-            shown = await pos_records.book(conns[0], PIN)
+            assert keys.signing is not None
+            published = PublishedKey(1, await daemon.hsm.public_key(keys.signing))
+            shown = await pos_records.book(conns[0], PIN, [published])
             assert "chronic E11.9" in shown[0] and f"by {hospitals[0]}" in shown[0], shown
             assert shown[1] == "visits on the card: 2", shown
-            assert [s.split()[1:3] for s in shown[2:]] == [[hospitals[1], "RAD"],
-                                                          [hospitals[0], "IM"]]  # fmt: skip
+            assert [s.split()[1:3] for s in shown[2:4]] == [[hospitals[1], "RAD"],
+                                                           [hospitals[0], "IM"]]  # fmt: skip
+            # The update came with the centre's signature (the 0230's chained script): the
+            # POS checks it offline with the centre's published key.
+            assert shown[4:] == ["holder data signed by the centre (key v1)",
+                                 "health data signed by the centre (key v1)"], shown  # fmt: skip
             # Hospital 2's HIS within its consent window: the centre's copy, decoded; the
             # third's (no settlement there yet) may not.
             status, answer = await asyncio.to_thread(his, hospitals[1], "GET", book)

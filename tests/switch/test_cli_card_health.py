@@ -2,9 +2,9 @@
 through `medswitch cards issue --health | approve | personalize` on virtual cards: a file that
 does not fit is refused naming its line and field, nothing written; the data given are kept
 sealed in ``card_health`` and carried in the batch; the personalised card holds them in EF 0019
-with the centre's data check code (read after VERIFY) and signature and its record key DRK takes a visit
-script; the centre's copy is then no longer pending. A batch whose health fields do not fit is
-refused naming the line."""
+with the centre's data check code (read after VERIFY) and signature, and its record key DRK takes
+a visit script; the centre's copy is then no longer pending. A batch whose health fields do not
+fit is refused naming the line."""
 
 from __future__ import annotations
 
