@@ -45,15 +45,18 @@ from ledger.core import (
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
+from ledger.pg_fold import BatchConflict
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
 from ledger.writer.jobs import PostedThenCalled, Postings
 
 RETRIES_MAX = 3
-_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, BatchConflict)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
 WATCH_S = 1.0  # an idle writer looks at its connection this often
+
+
 class PgLedger(Ledger):
     """:class:`Ledger` on PostgreSQL. Open with :meth:`open`; close with :meth:`close`."""
 

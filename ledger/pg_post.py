@@ -38,11 +38,12 @@ from typing import Any, Protocol
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, OfflineRecord, Transfer
+from ledger.core import Account, AccountFlags, OfflineRecord, Transfer, TransferResult
+from ledger.kinds import is_shared
 from ledger.pg_connection import lost
+from ledger.pg_fold import BatchConflict, Fold, FoldedCall, statements
 from ledger.sqlite_offline import offline_row
 from ledger.state import (
-    AccountState,
     Batch,
     before_and_missing,
     needed_ids,
@@ -54,12 +55,16 @@ from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
 POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
+_NEVER = int(AccountFlags.NEVER_NEGATIVE)
+_ACCOUNT_ROW = "ROW(l.id, l.kind, l.owner, l.flags, l.debits_posted, l.credits_posted, l.closed)"
+#: The batch's read: $1 the accounts it locks (one card's or cardholder's), $2 the transfer
+#: ids, $3/$4 the offline records' keys, $5 the shared accounts (read unlocked, unless one is
+#: never-negative: then it is locked with the others, in id order); the folds' after.
 _READ = (
     "SELECT"
-    " (SELECT array_agg(ROW(l.id, l.kind, l.owner, l.flags, l.debits_posted, l.credits_posted,"
-    "   l.closed) ORDER BY l.id) FROM (SELECT id, kind, owner, flags, debits_posted,"
-    "   credits_posted, closed FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)"
-    "   AS l),"
+    f" (SELECT array_agg({_ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
+    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($5::text[]) AND flags & {_NEVER}"
+    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
     " (SELECT array_agg(ROW(t.id, t.debit_account_id, t.credit_account_id, t.amount_fen, t.code,"
     "   t.reference, t.result)) FROM transfers AS t WHERE t.id = ANY($2::text[])),"
     " (SELECT array_agg(ROW(h.psam_terminal_no, h.psam_serial, h.posted, h.terminal_id,"
@@ -67,14 +72,22 @@ _READ = (
     "   o.transfer_id IS NOT NULL AS posted, o.terminal_id, o.batch_no FROM offline_records AS o"
     "   JOIN unnest($3::text[], $4::bigint[]) AS k(p, s)"
     "   ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
-    "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h)"
+    "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h),"
+    f" (SELECT array_agg({_ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($5::text[])"
+    f"   AND l.flags & {_NEVER} = 0)"
 )
+#: The batch's write: its transfers, each touched account's totals moved by the batch's net
+#: delta (``x = x + delta``: a shared account is locked only here, to the commit, never across
+#: the batch's read and decision; in id order; a closed one not updated, and the batch then
+#: runs again), its offline records; the folds' CTEs after (``ledger.pg_fold.statements``).
 _WRITE = (
     "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
     " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])),"
-    " a AS (UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
-    " FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS u(id, d, c) WHERE a.id = u.id),"
+    " a AS (UPDATE accounts AS a SET debits_posted = a.debits_posted + u.d,"
+    " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
+    " $10::bigint[], $11::bigint[]) AS v(id, d, c) ORDER BY v.id) AS u"
+    " WHERE a.id = u.id AND NOT a.closed RETURNING a.id),"
     " o AS (INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
     " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
     " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $23"
@@ -87,15 +100,21 @@ _WRITE = (
     " amount_fen = excluded.amount_fen, tac = excluded.tac,"
     " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
     " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us)"
-    " SELECT 1"
 )
 INSERT_ACCOUNTS = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
     " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
 )
-LOCK_ACCOUNTS = (
-    f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+#: Accounts read after the batch's read (opened now, or named by a call's postings): $1 locked,
+#: $2 shared (as in the batch's read).
+_LOAD = (
+    "SELECT"
+    f" (SELECT array_agg({_ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
+    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($2::text[]) AND flags & {_NEVER}"
+    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
+    f" (SELECT array_agg({_ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($2::text[])"
+    f"   AND l.flags & {_NEVER} = 0)"
 )
 _OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
@@ -173,27 +192,42 @@ async def post_jobs(
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
     all the postings, in job order. ``calls`` (``call`` jobs) run with the ``post_and_call``
-    jobs' calls, after the accounts are locked (the order every batch takes its locks in)."""
-    if not jobs:
-        if calls:
-            outcomes = await run_calls(connection, [(j, j.args[0]) for j in calls], guarded=guarded)
-            for job in calls:
-                job.value = outcomes[id(job)]
+    jobs' calls, after the accounts are locked (the order every batch takes its locks in).
+    Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
+    write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements."""
+    chained = [job for job in jobs if job.kind == "post_and_call"]
+    wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
+    folds = {} if guarded else _folds(wanted)
+    if not jobs and not folds:
+        outcomes = await run_calls(connection, wanted, guarded=guarded)
+        for job in calls:
+            job.value = outcomes[id(job)]
         return
-    likely = [t for job in jobs if job.kind == "post_and_call" for t in job.args[5]]
+    likely = [t for job in chained for t in job.args[5]]
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
+    locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
-    locked, known, on_file = await connection.fetchrow(
-        _READ, sorted(account_ids), sorted(ids), [k[0] for k in keys], [k[1] for k in keys]
+    read, write = statements(_READ, _WRITE, tuple(folds))
+    found = await connection.fetchrow(
+        read,
+        locking,
+        sorted(ids),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        shared,
+        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
     )
-    accounts = {row[0]: rows.account_state(row) for row in locked or ()}
+    locked, known, on_file, unlocked = found[:4]
+    accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
     opened = await _decide(connection, batch, jobs)
-    chained = [job for job in jobs if job.kind == "post_and_call"]
+    moves: list[list[Any]] = []
     if chained or calls:
         asked = _Asked(account_ids, ids)
-        opened += await _call(connection, batch, chained, calls, asked, guarded=guarded)
+        read_by_fold = dict(zip(folds, found[4:], strict=True))
+        folded = _Folded(read_by_fold, moves)
+        opened += await _call(connection, batch, chained, calls, asked, folded, guarded=guarded)
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -203,15 +237,53 @@ async def post_jobs(
             [int(a.flags) for a in opened],
         )
     _, offline = decide_offline(held_of(on_file), records)
-    if batch.written or offline:
-        await connection.execute(_WRITE, *_write_arguments(batch, offline))
+    if batch.written or offline or any(column for column in moves):
+        changed = _deltas(batch)
+        updated, applied = await connection.fetchrow(
+            write, *_write_arguments(batch, changed, offline), *moves
+        )
+        if updated != len(changed) or not applied:
+            raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
+
+
+def _split(account_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The accounts a batch locks as it reads them, and the shared ones it does not (both in id
+    order)."""
+    ordered = sorted(account_ids)
+    return [a for a in ordered if not is_shared(a)], [a for a in ordered if is_shared(a)]
+
+
+def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Job, Any]]]:
+    folds: dict[Fold, list[tuple[Job, Any]]] = {}
+    for job, call in wanted:
+        if isinstance(call, FoldedCall):
+            folds.setdefault(call.fold, []).append((job, call))
+    return folds
+
+
+@dataclass(slots=True)
+class _Folded:
+    """The rows each fold's calls read in the batch's read, and the columns of their moves
+    (the write's parameters after its own), filled in as the calls are decided."""
+
+    read: dict[Fold, Any]
+    moves: list[list[Any]]
+
+
+async def _load(connection: asyncpg.Connection, batch: Batch, account_ids: Iterable[str]) -> None:
+    """Accounts read after the batch's read: locked in id order, the shared ones not."""
+    locking, shared = _split(account_ids)
+    if locking or shared:
+        locked, unlocked = await connection.fetchrow(_LOAD, locking, shared)
+        found = (*(locked or ()), *(unlocked or ()))
+        batch.accounts.update({row[0]: rows.account_state(row) for row in found})
 
 
 async def _decide(
     connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job]
 ) -> list[Account]:
     """Each job decided in ``batch`` (which holds what they name, or knows it missing); the
-    accounts opened on the way (locked first, those that exist)."""
+    accounts opened on the way (those that exist read first: locked, unless shared)."""
     opened: list[Account] = []
     for job in jobs:
         if job.kind == "post":
@@ -220,10 +292,8 @@ async def _decide(
             continue
         transfers, _, opening = job.args[:3]
         before, wanted = before_and_missing(batch.accounts, transfers, opening)
-        if wanted:  # those that exist, for open_missing to see (locked too)
-            unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
-            found = await connection.fetch(LOCK_ACCOUNTS, unseen)
-            batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+        if wanted:  # those that exist, for open_missing to see
+            await _load(connection, batch, [a.id for a in wanted if a.id not in batch.accounts])
             opened += open_missing(batch.accounts, wanted)
         job.value = (batch.post(transfers, linked=False), before)
     return opened
@@ -235,16 +305,25 @@ async def _call(
     chained: Sequence[Job],
     plain: Sequence[Job],
     asked: _Asked,
+    folded: _Folded,
     *,
     guarded: bool,
 ) -> list[Account]:
     """The calls of the ``post_and_call`` jobs whose transfers are all in the ledger (as
-    decided, not yet written: the calls write other tables) and of the ``call`` jobs, then the
-    postings their values name, decided in ``batch``; each ``post_and_call``'s value made a
-    ``PostedThenCalled``, each ``call``'s its outcome."""
+    decided, not yet written: the calls write other tables) and of the ``call`` jobs — the
+    folded ones decided from the batch's read, their moves left for its write; the others run
+    now — then the postings their values name, decided in ``batch``; each ``post_and_call``'s
+    value made a ``PostedThenCalled``, each ``call``'s its outcome."""
     ready = [job for job in chained if all(r.ok for r in job.value[0])]
     pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
-    outcomes = await run_calls(connection, pending, guarded=guarded)
+    outcomes: dict[int, Any] = {}
+    for fold, found in folded.read.items():
+        group = [(job, call) for job, call in pending if _fold_of(call) is fold]
+        decided = fold.decide([call for _, call in group], found)
+        outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
+        folded.moves += decided.columns
+    rest = [(job, call) for job, call in pending if id(job) not in outcomes]
+    outcomes.update(await run_calls(connection, rest, guarded=guarded))
     for job in plain:
         job.value = outcomes[id(job)]
     follows: dict[int, _Follow] = {}
@@ -267,6 +346,10 @@ async def _call(
                 called = CalledAndPosted(called, follow.value[0])
         job.value = PostedThenCalled(Posted(results, before), called)
     return opened
+
+
+def _fold_of(call: LedgerCall) -> Fold | None:
+    return call.fold if isinstance(call, FoldedCall) else None
 
 
 async def run_calls(
@@ -303,23 +386,32 @@ async def _read_more(
     accounts, ids = sorted(wanted_accounts - asked.accounts), sorted(wanted_ids - asked.ids)
     asked.accounts.update(accounts)
     asked.ids.update(ids)
-    if accounts:
-        found = await connection.fetch(LOCK_ACCOUNTS, accounts)
-        batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+    await _load(connection, batch, accounts)
     if ids:
         found = await connection.fetch(_REMEMBERED, ids)
         batch.remembered.update({r[0]: rows.remembered(r) for r in found})
 
 
-def _write_arguments(batch: Batch, offline: list[Any]) -> list[Any]:
+def _deltas(batch: Batch) -> dict[str, list[int]]:
+    """Each account's net move in the batch (debits, credits), from the transfers it posts, in
+    id order."""
+    moved: dict[str, list[int]] = {}
+    for row in batch.written:
+        if row.result is TransferResult.CREATED:
+            transfer = row.transfer
+            moved.setdefault(transfer.debit_account_id, [0, 0])[0] += transfer.amount_fen
+            moved.setdefault(transfer.credit_account_id, [0, 0])[1] += transfer.amount_fen
+    return dict(sorted(moved.items()))
+
+
+def _write_arguments(batch: Batch, changed: dict[str, list[int]], offline: list[Any]) -> list[Any]:
     at_us = rows.now_us()
     written = [rows.transfer_row(r, at_us) for r in batch.written]
-    changed: list[AccountState] = [batch.accounts[a] for a in sorted(batch.dirty)]
     return [
         *_columns(written, 8),
-        [a.id for a in changed],
-        [a.debits_posted_fen for a in changed],
-        [a.credits_posted_fen for a in changed],
+        list(changed),
+        [d for d, _ in changed.values()],
+        [c for _, c in changed.values()],
         *_columns(offline, _OFFLINE_WIDTH),
         at_us,
     ]

@@ -48,6 +48,7 @@ from ledger.medical.card_copies import UPSERT_HEALTH_PG, UPSERT_PG, HealthCopy, 
 from ledger.medical.codec import bill_to_dict, split_to_dict
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgBridge
+from ledger.pg_fold import Decided, Fold, FoldedCall
 
 T = TypeVar("T")
 Check = Callable[[BillRecord], BillState]
@@ -79,15 +80,17 @@ _ACCUMULATORS = (  # one statement: one snapshot for the committed figures and t
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerTransition:
+class LedgerTransition(FoldedCall):
     """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
-    transaction (`PgWrites.transitions`, which ``runner`` is), on the writer's connection."""
+    transaction: folded into the batch's read and write (``fold``, the store's `PgWrites`), or
+    alone on the writer's connection (`PgWrites.transitions`, which ``runner`` is)."""
 
     bill_id: str
     target: BillState
     now_us: int
     check: Check | None
     runner: Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
+    fold: Fold
 
 
 class Decoder(Protocol):
@@ -131,8 +134,9 @@ class PgWrites:
         self._select_bills = (
             f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = ANY($1::varchar[])"
         )
+        self._bill_row = ", ".join("b." + c.strip() for c in bill_columns.split(","))
         self._submit_read = (
-            f"SELECT {', '.join('b.' + c.strip() for c in bill_columns.split(','))},"
+            f"SELECT {self._bill_row},"
             " medical_view($2, $3) FROM (SELECT 1) AS one"
             " LEFT JOIN medical_bills AS b ON b.bill_id = $1"
         )
@@ -242,7 +246,62 @@ class PgWrites:
     def ledger_transition(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
     ) -> LedgerTransition:
-        return LedgerTransition(bill_id, target, now_us, check, self.transitions)
+        return LedgerTransition(bill_id, target, now_us, check, self.transitions, self)
+
+    # -- the transitions folded into the ledger's batches (ledger.pg_fold.Fold) ----------------
+    width = 7
+
+    def read_sql(self, keys: int) -> str:
+        return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
+            f" WHERE b.bill_id = ANY(${keys}::varchar[])"
+        )
+
+    def write_sql(self, first: int) -> str:
+        types = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
+        arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(types))
+        return (
+            "SELECT medical_transition(u.b, u.f, u.t, u.n, u.e, u.p, u.y) AS ok"
+            f" FROM unnest({arrays}) WITH ORDINALITY AS u(b, f, t, n, e, p, y, o) ORDER BY u.o"
+        )
+
+    def keys(self, calls: Sequence[Any]) -> list[Any]:
+        return list(dict.fromkeys(call.bill_id for call in calls))
+
+    def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
+        """As :meth:`transitions` decides, from the bills as the batch read them (no lock: a
+        move applies only from the state it was decided on, else the batch runs again); a bill
+        moved twice in one batch is decided the second time from the first move."""
+        records = {row[0]: self._decoder.record(row) for row in found or ()}
+        outcomes: list[Any] = []
+        moves: list[tuple[BillRecord, BillState, str, int]] = []
+        for write in calls:
+            record = records.get(write.bill_id)
+            if record is None:
+                outcomes.append(KeyError(write.bill_id))
+                continue
+            try:
+                to = write.target if write.check is None else write.check(record)
+                effect = check_transition(record, to)
+            except Exception as error:  # a refusal: nothing written
+                outcomes.append(error)
+                continue
+            if effect is None:
+                outcomes.append((record, False))
+                continue
+            moves.append((record, to, effect, write.now_us))
+            records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
+            outcomes.append((moved, True))
+        moves.sort(key=lambda m: (m[0].person_id, m[0].year))  # stable: a bill's moves in order
+        columns: list[list[Any]] = [
+            [r.bill_id for r, _, _, _ in moves],
+            [r.state.value for r, _, _, _ in moves],
+            [to.value for _, to, _, _ in moves],
+            [now_us for _, _, _, now_us in moves],
+            [effect for _, _, effect, _ in moves],
+            [r.person_id for r, _, _, _ in moves],
+            [r.year for r, _, _, _ in moves],
+        ]
+        return Decided(outcomes, columns)
 
     async def transitions(
         self, db: asyncpg.Connection, writes: Sequence[LedgerTransition]
