@@ -44,7 +44,7 @@ from ledger.core import (
 )
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
-from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
+from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
 from ledger.pg_fold import BatchConflict
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
@@ -83,7 +83,12 @@ class PgLedger(Ledger):
         settings = server_settings(schema, f"{APPLICATION}-ledger")
 
         async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S)
+            return await asyncpg.connect(
+                dsn,
+                server_settings=settings,
+                timeout=CONNECT_TIMEOUT_S,
+                connection_class=KeptAlive,
+            )
 
         connections: list[asyncpg.Connection] = []
         try:

@@ -1,32 +1,41 @@
 """A group commit's postings on PostgreSQL in two statements, however many jobs it holds.
 
-Every ``post`` and ``post_and_record`` of the writer's batch is decided together:
+Every ``post``, ``post_and_record``, ``post_and_call`` and ``call`` of the writer's batch is
+decided together:
 
-1. one read — the touched accounts locked in id order (``FOR UPDATE``), the transfer ids already
-   remembered, and the offline records the batch's jobs carry that are on file (locked too), as
-   three arrays of one row;
+1. one read — the touched accounts of one card or cardholder locked in id order (``FOR
+   UPDATE``), the shared ones (``ledger.kinds.SHARED_KINDS``: the pooled fund, the payables —
+   the hot rows) read without a lock, the transfer ids already remembered, the offline records
+   the batch's jobs carry that are on file (locked), and the rows its folded calls decide on
+   (``ledger.pg_fold``: the bills to approve or complete), as arrays of one row;
 2. the decision in Python, by the same pure state machine as every ledger (``ledger.state``),
-   and of the offline records by ``offline_decision``, in job order;
-3. one write — the new transfers (``unnest``), each touched account's totals once (however many
-   transfers hit it: a hot account such as the pooled fund or a payable is one row update per
-   commit) and the offline records (an upsert), as data-modifying CTEs of one statement.
+   of the offline records by ``offline_decision``, in job order, and of the calls by their
+   fold (the bill's checks and transition);
+3. one write — the new transfers (``unnest``), each touched account's totals moved once by the
+   batch's net delta (``x = x + delta``, however many transfers hit it; a shared account is
+   locked here, to the commit, never across the read and the decision), the offline records
+   (an upsert) and the calls' moves, as CTEs of one statement (``ledger.pg_batch_sql``).
+
+No decision depends on a shared account's totals (none is never-negative: one that is is
+locked with the others). What the batch read unlocked and decided on is checked by the write:
+a shared account closed meanwhile is not updated, a bill moved meanwhile does not move, and
+the write then fails with ``BatchConflict`` — nothing of the batch written — and the batch runs
+again from a fresh read.
 
 An account opened by a ``post_and_record`` (the first time a card is seen) is inserted by a
 statement of its own before the write (rare; the write's UPDATE must see it).
 
 A ``post_and_call`` is a ``post_and_record`` whose call (a write of another store: the bill a
-card debit completes) runs, when its transfers are in the ledger, between the decision and the
-write, with the other calls of its kind in one statement; the postings the call's value names
-(the bill's pooled share) are decided in the same batch and written by the same write. Their
-likely accounts and ids come with the job, read and locked by the one read, so they cost no
-read of their own and take no lock out of order. A call refusing (a bill unknown, not this
-debit's share, reversed) fails alone, having written nothing; a batch run alone again after a
-failure (``guarded``) runs each call in a savepoint of its own, so that one failing in SQL
-leaves its debit posted. A ``call`` job is a call with no posting (a bill's approval): it runs
-with the others, so that it too shares the batch's commit.
-
-asyncpg prepares each statement once per connection (its statement cache) — every batch uses
-the same three shapes whatever its size, the values travelling as arrays.
+card debit completes) is decided, when its transfers are in the ledger, between the decision
+and the write; the postings the call's value names (the bill's pooled share) are decided in the
+same batch and written by the same write. Their likely accounts and ids come with the job, read
+by the one read, so they cost no read of their own and take no lock out of order. A call
+refusing (a bill unknown, not this debit's share, reversed) fails alone, having written
+nothing. A call that does not fold runs its ``runner`` between the decision and the write. A
+batch run alone again after a failure (``guarded``) runs each call through its runner in a
+savepoint of its own, so that one failing in SQL leaves its debit posted. A ``call`` job is a
+call with no posting (a bill's approval): it runs with the others, so that it too shares the
+batch's commit.
 """
 
 from __future__ import annotations
@@ -38,8 +47,9 @@ from typing import Any, Protocol
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, AccountFlags, OfflineRecord, Transfer, TransferResult
+from ledger.core import Account, OfflineRecord, Transfer, TransferResult
 from ledger.kinds import is_shared
+from ledger.pg_batch_sql import INSERT_ACCOUNTS, LOAD, READ, REMEMBERED, WRITE
 from ledger.pg_connection import lost
 from ledger.pg_fold import BatchConflict, Fold, FoldedCall, statements
 from ledger.sqlite_offline import offline_row
@@ -55,72 +65,10 @@ from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
 POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
-_NEVER = int(AccountFlags.NEVER_NEGATIVE)
-_ACCOUNT_ROW = "ROW(l.id, l.kind, l.owner, l.flags, l.debits_posted, l.credits_posted, l.closed)"
-#: The batch's read: $1 the accounts it locks (one card's or cardholder's), $2 the transfer
-#: ids, $3/$4 the offline records' keys, $5 the shared accounts (read unlocked, unless one is
-#: never-negative: then it is locked with the others, in id order); the folds' after.
-_READ = (
-    "SELECT"
-    f" (SELECT array_agg({_ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
-    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($5::text[]) AND flags & {_NEVER}"
-    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
-    " (SELECT array_agg(ROW(t.id, t.debit_account_id, t.credit_account_id, t.amount_fen, t.code,"
-    "   t.reference, t.result)) FROM transfers AS t WHERE t.id = ANY($2::text[])),"
-    " (SELECT array_agg(ROW(h.psam_terminal_no, h.psam_serial, h.posted, h.terminal_id,"
-    "   h.batch_no)) FROM (SELECT o.psam_terminal_no, o.psam_serial,"
-    "   o.transfer_id IS NOT NULL AS posted, o.terminal_id, o.batch_no FROM offline_records AS o"
-    "   JOIN unnest($3::text[], $4::bigint[]) AS k(p, s)"
-    "   ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
-    "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h),"
-    f" (SELECT array_agg({_ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($5::text[])"
-    f"   AND l.flags & {_NEVER} = 0)"
-)
-#: The batch's write: its transfers, each touched account's totals moved by the batch's net
-#: delta (``x = x + delta``: a shared account is locked only here, to the commit, never across
-#: the batch's read and decision; in id order; a closed one not updated, and the batch then
-#: runs again), its offline records; the folds' CTEs after (``ledger.pg_fold.statements``).
-_WRITE = (
-    "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])),"
-    " a AS (UPDATE accounts AS a SET debits_posted = a.debits_posted + u.d,"
-    " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
-    " $10::bigint[], $11::bigint[]) AS v(id, d, c) ORDER BY v.id) AS u"
-    " WHERE a.id = u.id AND NOT a.closed RETURNING a.id),"
-    " o AS (INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $23"
-    " FROM unnest($12::text[], $13::bigint[], $14::text[], $15::int[], $16::text[], $17::text[],"
-    " $18::bigint[], $19::text[], $20::text[], $21::text[], $22::int[])"
-    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
-    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
-    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
-    " application_serial = excluded.application_serial, purse = excluded.purse,"
-    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
-    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us)"
-)
-INSERT_ACCOUNTS = (
-    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
-    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
-)
-#: Accounts read after the batch's read (opened now, or named by a call's postings): $1 locked,
-#: $2 shared (as in the batch's read).
-_LOAD = (
-    "SELECT"
-    f" (SELECT array_agg({_ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
-    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($2::text[]) AND flags & {_NEVER}"
-    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
-    f" (SELECT array_agg({_ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($2::text[])"
-    f"   AND l.flags & {_NEVER} = 0)"
-)
 _OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
 
 
-_REMEMBERED = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -208,7 +156,7 @@ async def post_jobs(
     locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
-    read, write = statements(_READ, _WRITE, tuple(folds))
+    read, write = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
         read,
         locking,
@@ -274,7 +222,7 @@ async def _load(connection: asyncpg.Connection, batch: Batch, account_ids: Itera
     """Accounts read after the batch's read: locked in id order, the shared ones not."""
     locking, shared = _split(account_ids)
     if locking or shared:
-        locked, unlocked = await connection.fetchrow(_LOAD, locking, shared)
+        locked, unlocked = await connection.fetchrow(LOAD, locking, shared)
         found = (*(locked or ()), *(unlocked or ()))
         batch.accounts.update({row[0]: rows.account_state(row) for row in found})
 
@@ -388,7 +336,7 @@ async def _read_more(
     asked.ids.update(ids)
     await _load(connection, batch, accounts)
     if ids:
-        found = await connection.fetch(_REMEMBERED, ids)
+        found = await connection.fetch(REMEMBERED, ids)
         batch.remembered.update({r[0]: rows.remembered(r) for r in found})
 
 
