@@ -89,9 +89,12 @@ class LedgerCall(Protocol):
 
 
 class LedgerCalls(Protocol):
-    """A ledger that runs calls in its batches (``PgLedger.call``)."""
+    """A ledger that runs calls in its batches (``PgLedger.call``, and from a thread
+    ``PgLedger.call_from_thread``)."""
 
     async def call(self, call: LedgerCall) -> Any: ...
+
+    def call_from_thread(self, call: LedgerCall) -> Any: ...
 
 
 @dataclass(slots=True)

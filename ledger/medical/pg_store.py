@@ -23,12 +23,16 @@ decided on a fresh read. Retries end: a bill's states only move forward.
 The synchronous methods run on the bridge's loop (threads); `transition_async` runs on the
 caller's loop with the pool given to the store (the daemon's), else through a thread.
 
-The daemon's card-debit completions run on the ledger's writer instead, inside the group commit
-that posts their debits (`ledger.pg_ledger.PgLedger.post_and_call`): a `LedgerTransition` each,
-all of one batch moved by :meth:`PgWrites.transitions` in one statement, so an advice costs no
-commit of its own. Those writes take the person's lock after the batch's account locks and hold
-it to the batch's commit; nothing that holds a person's lock waits for an account, so the
-order has no cycle.
+The daemon's approvals and card-debit completions run on the ledger's writer instead, inside
+its group commits (`ledger.pg_ledger.PgLedger.call`, `post_and_call`): a `LedgerTransition`
+each, all of one batch read by the batch's one read and moved by its one write
+(`ledger.medical.pg_batch.BillFold`), so an advice costs no commit and no round trip of its
+own; a batch run again job by job after a failure moves them with :meth:`PgWrites.transitions`.
+Given the daemon's ledger, the HIS API's submissions run in its batches too
+(`LedgerSubmission`, :meth:`PgWrites.submissions`): one commit per batch, not per bill. Those
+writes take the person's lock after the batch's account locks (and the shared accounts' in the
+write) and hold it to the batch's commit; nothing that holds a person's lock waits for an
+account, so the order has no cycle.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -46,12 +50,11 @@ from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillRecord, BillState, DuplicateBillError, check_transition
 from ledger.medical.card_copies import UPSERT_HEALTH_PG, UPSERT_PG, HealthCopy, VisitCopy
 from ledger.medical.codec import bill_to_dict, split_to_dict
+from ledger.medical.pg_batch import BillFold, Check, Decoder, LedgerSubmission, LedgerTransition
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgBridge
-from ledger.pg_fold import Decided, Fold, FoldedCall
 
 T = TypeVar("T")
-Check = Callable[[BillRecord], BillState]
 
 _SUBMIT = (
     "SELECT outcome, current_view FROM medical_submit("
@@ -77,24 +80,6 @@ _ACCUMULATORS = (  # one statement: one snapshot for the committed figures and t
     " coalesce(c.self_pay_fen, 0)], medical_view($1, $2) FROM (SELECT 1) AS one"
     " LEFT JOIN medical_accumulators AS c ON c.person_id = $1 AND c.year = $2"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerTransition(FoldedCall):
-    """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
-    transaction: folded into the batch's read and write (``fold``, the store's `PgWrites`), or
-    alone on the writer's connection (`PgWrites.transitions`, which ``runner`` is)."""
-
-    bill_id: str
-    target: BillState
-    now_us: int
-    check: Check | None
-    runner: Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
-    fold: Fold
-
-
-class Decoder(Protocol):
-    def record(self, row: Any) -> BillRecord: ...
 
 
 class Recent:
@@ -135,6 +120,7 @@ class PgWrites:
             f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = ANY($1::varchar[])"
         )
         self._bill_row = ", ".join("b." + c.strip() for c in bill_columns.split(","))
+        self.fold = BillFold(decoder, self._bill_row)  # its transitions in the ledger's batches
         self._submit_read = (
             f"SELECT {self._bill_row},"
             " medical_view($2, $3) FROM (SELECT 1) AS one"
@@ -188,6 +174,27 @@ class PgWrites:
         if known[7] != record.request_digest:
             raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
         return self._decoder.record(known), False
+
+    def ledger_submission(
+        self, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> LedgerSubmission:
+        return LedgerSubmission(record, compute, self.submissions)
+
+    async def submissions(
+        self, db: asyncpg.Connection, calls: Sequence[LedgerSubmission]
+    ) -> list[Any]:
+        """Each submission's outcome in order — (record, created), or the exception that
+        refused it (DuplicateBillError) — run on ``db`` inside the ledger's batch: the person's
+        lock each takes is held to the batch's commit. A failure of SQL is raised."""
+        outcomes: list[Any] = []
+        for call in calls:
+            try:
+                outcomes.append(await self._submit(db, call.record, call.compute))
+            except _SQL_FAILURES:
+                raise
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
 
     # -- transitions ----------------------------------------------------------------------------
     def transition(
@@ -246,62 +253,7 @@ class PgWrites:
     def ledger_transition(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
     ) -> LedgerTransition:
-        return LedgerTransition(bill_id, target, now_us, check, self.transitions, self)
-
-    # -- the transitions folded into the ledger's batches (ledger.pg_fold.Fold) ----------------
-    width = 7
-
-    def read_sql(self, keys: int) -> str:
-        return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
-            f" WHERE b.bill_id = ANY(${keys}::varchar[])"
-        )
-
-    def write_sql(self, first: int) -> str:
-        types = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
-        arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(types))
-        return (
-            "SELECT medical_transition(u.b, u.f, u.t, u.n, u.e, u.p, u.y) AS ok"
-            f" FROM unnest({arrays}) WITH ORDINALITY AS u(b, f, t, n, e, p, y, o) ORDER BY u.o"
-        )
-
-    def keys(self, calls: Sequence[Any]) -> list[Any]:
-        return list(dict.fromkeys(call.bill_id for call in calls))
-
-    def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
-        """As :meth:`transitions` decides, from the bills as the batch read them (no lock: a
-        move applies only from the state it was decided on, else the batch runs again); a bill
-        moved twice in one batch is decided the second time from the first move."""
-        records = {row[0]: self._decoder.record(row) for row in found or ()}
-        outcomes: list[Any] = []
-        moves: list[tuple[BillRecord, BillState, str, int]] = []
-        for write in calls:
-            record = records.get(write.bill_id)
-            if record is None:
-                outcomes.append(KeyError(write.bill_id))
-                continue
-            try:
-                to = write.target if write.check is None else write.check(record)
-                effect = check_transition(record, to)
-            except Exception as error:  # a refusal: nothing written
-                outcomes.append(error)
-                continue
-            if effect is None:
-                outcomes.append((record, False))
-                continue
-            moves.append((record, to, effect, write.now_us))
-            records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
-            outcomes.append((moved, True))
-        moves.sort(key=lambda m: (m[0].person_id, m[0].year))  # stable: a bill's moves in order
-        columns: list[list[Any]] = [
-            [r.bill_id for r, _, _, _ in moves],
-            [r.state.value for r, _, _, _ in moves],
-            [to.value for _, to, _, _ in moves],
-            [now_us for _, _, _, now_us in moves],
-            [effect for _, _, effect, _ in moves],
-            [r.person_id for r, _, _, _ in moves],
-            [r.year for r, _, _, _ in moves],
-        ]
-        return Decided(outcomes, columns)
+        return LedgerTransition(bill_id, target, now_us, check, self.transitions, self.fold)
 
     async def transitions(
         self, db: asyncpg.Connection, writes: Sequence[LedgerTransition]

@@ -20,8 +20,15 @@ from ledger import events as ev
 from ledger.core import Account, Transfer, TransferResult
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
-from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
-from ledger.medical.pg_store import LedgerTransition, PgWrites
+from ledger.medical.bills import (
+    BillRecord,
+    BillState,
+    BillStateError,
+    DuplicateBillError,
+    Submission,
+)
+from ledger.medical.pg_batch import LedgerTransition
+from ledger.medical.pg_store import PgWrites
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
@@ -291,3 +298,35 @@ def test_a_bill_moved_between_the_batchs_read_and_write_is_decided_again(
             assert (await ledger.balances([POOL]))[POOL].debits_posted_fen == pooled
 
     asyncio.run(scenario())
+
+
+def test_the_his_apis_submissions_run_in_the_ledgers_batches(
+    world: tuple[PgEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the daemon's ledger, a submission (from the HIS API's thread) is a call of the
+    ledger's batches, never a commit of its own on the bridge: created once, the same
+    submission again answered with the stored bill, the same number with other content
+    refused; submissions at once each counted against the person's view once."""
+    on_bridge: list[str] = []
+
+    def submit(_: object, record: BillRecord, compute: object) -> None:
+        on_bridge.append(record.bill_id)
+        raise AssertionError("a submission committed on its own")
+
+    monkeypatch.setattr(PgWrites, "submit", submit)
+
+    async def scenario() -> None:
+        async with worker(*world) as (service, _):
+            first = await submitted(service, "S1")
+            again = await submitted(service, "S1")
+            assert again.bill_id == first.bill_id and again.split == first.split
+            other = Submission("S1", CARD, NOW.date(), Bill((BillLine("A01", 10, 2000),)))
+            with pytest.raises(DuplicateBillError):
+                await asyncio.to_thread(service.submit_bill, "H001", other, NOW)
+            many = await asyncio.gather(*(submitted(service, f"S{n}") for n in range(2, 8)))
+            assert len({bill.bill_id for bill in many}) == 6
+            _, view = service.accumulators("P11", 2026)
+            assert view == sum((b.split.delta for b in many), first.split.delta)
+
+    asyncio.run(scenario())
+    assert on_bridge == []
