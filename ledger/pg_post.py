@@ -174,11 +174,16 @@ async def post_jobs(
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
     opened = await _decide(connection, batch, jobs)
     moves: list[list[Any]] = []
-    if chained or calls:
+    # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
+    # the write, so that every batch takes its locks in one order: the cards' accounts, the
+    # shared accounts, then the people's.
+    early = [job for job in calls if _fold_of(job.args[0]) in folds]
+    late = [job for job in calls if _fold_of(job.args[0]) not in folds]
+    if chained or early:
         asked = _Asked(account_ids, ids)
         read_by_fold = dict(zip(folds, found[4:], strict=True))
         folded = _Folded(read_by_fold, moves)
-        opened += await _call(connection, batch, chained, calls, asked, folded, guarded=guarded)
+        opened += await _call(connection, batch, chained, early, asked, folded, guarded=guarded)
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -195,6 +200,10 @@ async def post_jobs(
         )
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
+    if late:
+        outcomes = await run_calls(connection, [(j, j.args[0]) for j in late], guarded=guarded)
+        for job in late:
+            job.value = outcomes[id(job)]
 
 
 def _split(account_ids: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -184,16 +184,19 @@ class PgWrites:
         self, db: asyncpg.Connection, calls: Sequence[LedgerSubmission]
     ) -> list[Any]:
         """Each submission's outcome in order — (record, created), or the exception that
-        refused it (DuplicateBillError) — run on ``db`` inside the ledger's batch: the person's
-        lock each takes is held to the batch's commit. A failure of SQL is raised."""
-        outcomes: list[Any] = []
-        for call in calls:
+        refused it (DuplicateBillError) — run on ``db`` inside the ledger's batch, after its
+        write, in person order: the person's lock each takes is held to the batch's commit. A
+        failure of SQL is raised."""
+        outcomes: list[Any] = [None] * len(calls)
+        ordered = sorted(range(len(calls)), key=lambda n: _person_of(calls[n].record))
+        for n in ordered:  # the people's locks in one order
+            call = calls[n]
             try:
-                outcomes.append(await self._submit(db, call.record, call.compute))
+                outcomes[n] = await self._submit(db, call.record, call.compute)
             except _SQL_FAILURES:
                 raise
             except Exception as error:
-                outcomes.append(error)
+                outcomes[n] = error
         return outcomes
 
     # -- transitions ----------------------------------------------------------------------------
@@ -375,6 +378,10 @@ class PgWrites:
                 _POST_OFFLINE, key, person_id, year, list(delta.as_tuple()), view
             )
         return bool(outcome == "created")
+
+
+def _person_of(record: BillRecord) -> tuple[str, int]:
+    return record.person_id, record.year
 
 
 def _json(value: Any) -> str:
