@@ -32,8 +32,8 @@ import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
 from bench.bench_settle import Submitted, build_lanes, drive_once
-from bench.bench_switch import report, stop
-from bench.pg_waits import WaitSampler
+from bench.bench_switch import children, report, stop
+from bench.pg_waits import WaitSampler, cpu_s
 from bench.pos_side import Lanes
 from hsm.keys import KeyUsage
 from ledger.demo import init_demo
@@ -143,8 +143,13 @@ def mean_latencies(http_port: int) -> dict[str, float]:
     return {name: sums[name] / counts[name] for name in sums if counts.get(name)}
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a daemon: its parent process and its workers."""
+    return cpu_s(pid) + sum(cpu_s(child) for child in children(pid))
+
+
 @contextlib.contextmanager
-def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Iterator[None]:
+def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Iterator[int]:
     script = str(Path(sys.executable).parent / "medswitch")
     env = {
         **os.environ,
@@ -169,7 +174,7 @@ def daemon(home: Path, url: str, workers: int, port: int, http_port: int) -> Ite
         for _ in range(workers):
             line = server.stdout.readline()
             assert "medswitch serving" in line, f"the daemon did not start: {line!r}"
-        yield
+        yield server.pid
     finally:
         stop(server, timeout_s=60)
 
@@ -193,7 +198,7 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
             home = Path(tmp)
             maker = deploy(home, url, args.cardholders)
             port, http_port = free_port(), free_port()
-            with daemon(home, url, workers, port, http_port):
+            with daemon(home, url, workers, port, http_port) as pid:
                 started = time.perf_counter()
                 lanes, cards = uvloop.run(
                     prepare(home, url, port, maker, args.terminals, args.bills)
@@ -204,7 +209,14 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     flush=True,
                 )
                 with WaitSampler(DSN) as waits:
+                    cpu_at_start = tree_cpu_s(pid)
                     result = uvloop.run(drive_once(port, lanes))
+                    daemon_cpu_s = tree_cpu_s(pid) - cpu_at_start
+                exchanges = sum(len(frames) for frames in lanes)
+                print(
+                    f"  CPU per exchange: daemon {daemon_cpu_s / exchanges * 1000:.2f} ms,"
+                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms"
+                )
                 print("  PostgreSQL backends (pg_stat_activity samples):\n" + waits.report())
                 means = mean_latencies(http_port)
                 slow = sorted(means.items(), key=lambda item: -item[1])[:8]

@@ -55,7 +55,7 @@ class WaitSampler:
         connection = await asyncpg.connect(self._dsn)
         try:
             pids = {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
-            self._cpu_at_start = {pid: _cpu_s(pid) for pid in pids}
+            self._cpu_at_start = {pid: cpu_s(pid) for pid in pids}
             while not self._stop.is_set() and self.samples < SAMPLES_MAX:
                 for app, state, wait, query in await connection.fetch(
                     _SAMPLE, "medswitch%", self._chars
@@ -65,7 +65,7 @@ class WaitSampler:
                 self.samples += 1
                 await asyncio.sleep(self._interval_s)
             pids |= {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
-            self.cpu_s = sum(_cpu_s(pid) - self._cpu_at_start.get(pid, 0.0) for pid in pids)
+            self.cpu_s = sum(cpu_s(pid) - self._cpu_at_start.get(pid, 0.0) for pid in pids)
         finally:
             await connection.close()
 
@@ -82,7 +82,7 @@ class WaitSampler:
         return f"{head}, {self.cpu_s:.1f} s CPU:\n" + "\n".join(rows)
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a local process (0 when it is gone or not readable)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

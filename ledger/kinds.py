@@ -78,6 +78,28 @@ NEVER_NEGATIVE_KINDS = frozenset({_K.PERSONAL_FUND, _K.POOLED_FUND})
 #: Kinds that get the never-negative flag when opened with default flags.
 NEVER_NEGATIVE_BY_DEFAULT = frozenset({_K.PERSONAL_FUND})
 
+#: Kinds whose accounts many cards' transfers share (the pooled fund, the institutions' payables,
+#: the clearing and in-flight accounts) — the hot rows. Every other kind is one card's or one
+#: cardholder's. Unless flagged never-negative, no transfer's decision depends on a shared
+#: account's totals, so the PostgreSQL ledger adds to them without locking them first
+#: (``ledger.pg_post``).
+SHARED_KINDS = frozenset(
+    {
+        _K.POOLED_FUND,
+        _K.INSTITUTION_PAYABLE_INSURANCE,
+        _K.FUND_BANK,
+        _K.CONTRIBUTIONS_RECEIVABLE,
+        _K.ED_PROOF_CLEARING,
+        _K.INSURANCE_PAYOUTS_IN_FLIGHT,
+        _K.EP_FLOAT,
+        _K.INSTITUTION_PAYABLE_EP,
+        _K.BANK_CLEARING,
+        _K.EP_PROOF_CLEARING,
+        _K.EP_PAYOUTS_IN_FLIGHT,
+    }
+)
+_SHARED_PREFIXES = frozenset(kind.value for kind in SHARED_KINDS)
+
 #: Every (debit kind, credit kind) a transfer may join, one row per posting of DESIGN §5's table.
 ALLOWED_PAIRS: frozenset[tuple[AccountKind, AccountKind]] = frozenset(
     {
@@ -145,3 +167,12 @@ def kind_of(account: str) -> AccountKind:
     """
     prefix, _, _ = account.partition(":")
     return _BY_PREFIX[prefix]
+
+
+def is_shared(account: str) -> bool:
+    """Whether the account id is of a :data:`SHARED_KINDS` kind (no lookup of the kind).
+
+    >>> is_shared("pool:main"), is_shared("ed:8888"), is_shared("nokind")
+    (True, False, False)
+    """
+    return account.partition(":")[0] in _SHARED_PREFIXES

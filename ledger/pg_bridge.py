@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from ledger.pg_connection import CONNECT_TIMEOUT_S
+from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive
 
 T = TypeVar("T")
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
@@ -100,7 +100,12 @@ class PgBridge:
     async def _open(self, size: int) -> asyncpg.Pool:
         settings = server_settings(self.schema)
         return await asyncpg.create_pool(  # lost connections are made again at acquire
-            self.dsn, min_size=1, max_size=size, server_settings=settings, timeout=CONNECT_TIMEOUT_S
+            self.dsn,
+            min_size=1,
+            max_size=size,
+            server_settings=settings,
+            timeout=CONNECT_TIMEOUT_S,
+            connection_class=KeptAlive,
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -16,12 +16,23 @@ as done; every ledger write is safe to retry by its idempotency key.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 CONNECT_TIMEOUT_S = 5.0
+#: A silent drop (a peer gone without a reset: a cable, a failed-over address, a firewall's
+#: state lost) noticed in seconds, not when TCP gives up (~15 min of retransmissions): probes
+#: after KEEPALIVE_IDLE_S of silence, every KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES unanswered
+#: end it; data sent and not acknowledged for USER_TIMEOUT_S ends it too (keepalive does not
+#: probe while a request is unacknowledged).
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_PROBES = 3
+USER_TIMEOUT_S = 15
 #: Errors that mean the connection, not the statement, failed (with ``is_closed()``, which an
 #: ``InterfaceError`` on a closed connection also shows).
 _LOST = (
@@ -36,6 +47,26 @@ _LOST = (
 def lost(error: BaseException, connection: asyncpg.Connection) -> bool:
     """Whether ``error`` on ``connection`` means the connection is gone."""
     return bool(connection.is_closed()) or isinstance(error, _LOST)
+
+
+def keep_alive(sock: Any) -> None:
+    """TCP keepalive and a user timeout on a connection's socket (a TCP one, on Linux)."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_S * 1000)
+
+
+class KeptAlive(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection whose socket notices a silent drop (:func:`keep_alive`): pass
+    ``connection_class=KeptAlive`` to ``asyncpg.connect`` or ``create_pool``."""
+
+    def __init__(self, protocol: Any, transport: Any, *args: Any) -> None:
+        super().__init__(protocol, transport, *args)
+        keep_alive(transport.get_extra_info("socket"))
 
 
 class Backoff:

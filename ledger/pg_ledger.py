@@ -20,6 +20,7 @@ meanwhile fail at once, and :meth:`PgLedger.health` says ``RESTARTING``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -44,16 +45,20 @@ from ledger.core import (
 )
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
-from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, lost
+from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
+from ledger.pg_fold import BatchConflict
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
 from ledger.writer.jobs import PostedThenCalled, Postings
 
 RETRIES_MAX = 3
-_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, BatchConflict)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
 WATCH_S = 1.0  # an idle writer looks at its connection this often
+CALL_TIMEOUT_S = 30.0  # a call from another thread waits this long at most
+
+
 class PgLedger(Ledger):
     """:class:`Ledger` on PostgreSQL. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -62,6 +67,7 @@ class PgLedger(Ledger):
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
         self._batch_max = batch_max
         self._closed = False
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._write(link)) for link in links]
 
     @classmethod
@@ -80,7 +86,12 @@ class PgLedger(Ledger):
         settings = server_settings(schema, f"{APPLICATION}-ledger")
 
         async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S)
+            return await asyncpg.connect(
+                dsn,
+                server_settings=settings,
+                timeout=CONNECT_TIMEOUT_S,
+                connection_class=KeptAlive,
+            )
 
         connections: list[asyncpg.Connection] = []
         try:
@@ -228,6 +239,23 @@ class PgLedger(Ledger):
         if isinstance(found, BaseException):
             raise found
         return found
+
+    def call_from_thread(self, call: LedgerCall, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        """:meth:`call` for a synchronous caller on another thread (the HIS API's submission
+        runs in one): its value once committed, or its exception; TimeoutError after
+        ``timeout_s`` (the call may still commit: its write is idempotent by its key)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("call_from_thread on the ledger's own loop: await call()")
+        future = asyncio.run_coroutine_threadsafe(self.call(call), self._loop)
+        try:
+            return future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError("the ledger's writer did not answer in time") from None
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:
         result: dict[str, Balance] = await self._submit("balances", list(ids))

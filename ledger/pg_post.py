@@ -1,32 +1,41 @@
 """A group commit's postings on PostgreSQL in two statements, however many jobs it holds.
 
-Every ``post`` and ``post_and_record`` of the writer's batch is decided together:
+Every ``post``, ``post_and_record``, ``post_and_call`` and ``call`` of the writer's batch is
+decided together:
 
-1. one read — the touched accounts locked in id order (``FOR UPDATE``), the transfer ids already
-   remembered, and the offline records the batch's jobs carry that are on file (locked too), as
-   three arrays of one row;
+1. one read — the touched accounts of one card or cardholder locked in id order (``FOR
+   UPDATE``), the shared ones (``ledger.kinds.SHARED_KINDS``: the pooled fund, the payables —
+   the hot rows) read without a lock, the transfer ids already remembered, the offline records
+   the batch's jobs carry that are on file (locked), and the rows its folded calls decide on
+   (``ledger.pg_fold``: the bills to approve or complete), as arrays of one row;
 2. the decision in Python, by the same pure state machine as every ledger (``ledger.state``),
-   and of the offline records by ``offline_decision``, in job order;
-3. one write — the new transfers (``unnest``), each touched account's totals once (however many
-   transfers hit it: a hot account such as the pooled fund or a payable is one row update per
-   commit) and the offline records (an upsert), as data-modifying CTEs of one statement.
+   of the offline records by ``offline_decision``, in job order, and of the calls by their
+   fold (the bill's checks and transition);
+3. one write — the new transfers (``unnest``), each touched account's totals moved once by the
+   batch's net delta (``x = x + delta``, however many transfers hit it; a shared account is
+   locked here, to the commit, never across the read and the decision), the offline records
+   (an upsert) and the calls' moves, as CTEs of one statement (``ledger.pg_batch_sql``).
+
+No decision depends on a shared account's totals (none is never-negative: one that is is
+locked with the others). What the batch read unlocked and decided on is checked by the write:
+a shared account closed meanwhile is not updated, a bill moved meanwhile does not move, and
+the write then fails with ``BatchConflict`` — nothing of the batch written — and the batch runs
+again from a fresh read.
 
 An account opened by a ``post_and_record`` (the first time a card is seen) is inserted by a
 statement of its own before the write (rare; the write's UPDATE must see it).
 
 A ``post_and_call`` is a ``post_and_record`` whose call (a write of another store: the bill a
-card debit completes) runs, when its transfers are in the ledger, between the decision and the
-write, with the other calls of its kind in one statement; the postings the call's value names
-(the bill's pooled share) are decided in the same batch and written by the same write. Their
-likely accounts and ids come with the job, read and locked by the one read, so they cost no
-read of their own and take no lock out of order. A call refusing (a bill unknown, not this
-debit's share, reversed) fails alone, having written nothing; a batch run alone again after a
-failure (``guarded``) runs each call in a savepoint of its own, so that one failing in SQL
-leaves its debit posted. A ``call`` job is a call with no posting (a bill's approval): it runs
-with the others, so that it too shares the batch's commit.
-
-asyncpg prepares each statement once per connection (its statement cache) — every batch uses
-the same three shapes whatever its size, the values travelling as arrays.
+card debit completes) is decided, when its transfers are in the ledger, between the decision
+and the write; the postings the call's value names (the bill's pooled share) are decided in the
+same batch and written by the same write. Their likely accounts and ids come with the job, read
+by the one read, so they cost no read of their own and take no lock out of order. A call
+refusing (a bill unknown, not this debit's share, reversed) fails alone, having written
+nothing. A call that does not fold runs its ``runner`` between the decision and the write. A
+batch run alone again after a failure (``guarded``) runs each call through its runner in a
+savepoint of its own, so that one failing in SQL leaves its debit posted. A ``call`` job is a
+call with no posting (a bill's approval): it runs with the others, so that it too shares the
+batch's commit.
 """
 
 from __future__ import annotations
@@ -38,11 +47,13 @@ from typing import Any, Protocol
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, OfflineRecord, Transfer
+from ledger.core import Account, OfflineRecord, Transfer, TransferResult
+from ledger.kinds import is_shared
+from ledger.pg_batch_sql import INSERT_ACCOUNTS, LOAD, READ, REMEMBERED, WRITE
 from ledger.pg_connection import lost
+from ledger.pg_fold import BatchConflict, Fold, FoldedCall, statements
 from ledger.sqlite_offline import offline_row
 from ledger.state import (
-    AccountState,
     Batch,
     before_and_missing,
     needed_ids,
@@ -54,54 +65,10 @@ from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
 POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
-_READ = (
-    "SELECT"
-    " (SELECT array_agg(ROW(l.id, l.kind, l.owner, l.flags, l.debits_posted, l.credits_posted,"
-    "   l.closed) ORDER BY l.id) FROM (SELECT id, kind, owner, flags, debits_posted,"
-    "   credits_posted, closed FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)"
-    "   AS l),"
-    " (SELECT array_agg(ROW(t.id, t.debit_account_id, t.credit_account_id, t.amount_fen, t.code,"
-    "   t.reference, t.result)) FROM transfers AS t WHERE t.id = ANY($2::text[])),"
-    " (SELECT array_agg(ROW(h.psam_terminal_no, h.psam_serial, h.posted, h.terminal_id,"
-    "   h.batch_no)) FROM (SELECT o.psam_terminal_no, o.psam_serial,"
-    "   o.transfer_id IS NOT NULL AS posted, o.terminal_id, o.batch_no FROM offline_records AS o"
-    "   JOIN unnest($3::text[], $4::bigint[]) AS k(p, s)"
-    "   ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
-    "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h)"
-)
-_WRITE = (
-    "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])),"
-    " a AS (UPDATE accounts AS a SET debits_posted = u.d, credits_posted = u.c"
-    " FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS u(id, d, c) WHERE a.id = u.id),"
-    " o AS (INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $23"
-    " FROM unnest($12::text[], $13::bigint[], $14::text[], $15::int[], $16::text[], $17::text[],"
-    " $18::bigint[], $19::text[], $20::text[], $21::text[], $22::int[])"
-    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
-    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
-    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
-    " application_serial = excluded.application_serial, purse = excluded.purse,"
-    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
-    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us)"
-    " SELECT 1"
-)
-INSERT_ACCOUNTS = (
-    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
-    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
-)
-LOCK_ACCOUNTS = (
-    f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-)
 _OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
 
 
-_REMEMBERED = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -122,9 +89,12 @@ class LedgerCall(Protocol):
 
 
 class LedgerCalls(Protocol):
-    """A ledger that runs calls in its batches (``PgLedger.call``)."""
+    """A ledger that runs calls in its batches (``PgLedger.call``, and from a thread
+    ``PgLedger.call_from_thread``)."""
 
     async def call(self, call: LedgerCall) -> Any: ...
+
+    def call_from_thread(self, call: LedgerCall) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -173,27 +143,47 @@ async def post_jobs(
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
     all the postings, in job order. ``calls`` (``call`` jobs) run with the ``post_and_call``
-    jobs' calls, after the accounts are locked (the order every batch takes its locks in)."""
-    if not jobs:
-        if calls:
-            outcomes = await run_calls(connection, [(j, j.args[0]) for j in calls], guarded=guarded)
-            for job in calls:
-                job.value = outcomes[id(job)]
+    jobs' calls, after the accounts are locked (the order every batch takes its locks in).
+    Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
+    write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements."""
+    chained = [job for job in jobs if job.kind == "post_and_call"]
+    wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
+    folds = {} if guarded else _folds(wanted)
+    if not jobs and not folds:
+        outcomes = await run_calls(connection, wanted, guarded=guarded)
+        for job in calls:
+            job.value = outcomes[id(job)]
         return
-    likely = [t for job in jobs if job.kind == "post_and_call" for t in job.args[5]]
+    likely = [t for job in chained for t in job.args[5]]
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
+    locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
-    locked, known, on_file = await connection.fetchrow(
-        _READ, sorted(account_ids), sorted(ids), [k[0] for k in keys], [k[1] for k in keys]
+    read, write = statements(READ, WRITE, tuple(folds))
+    found = await connection.fetchrow(
+        read,
+        locking,
+        sorted(ids),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        shared,
+        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
     )
-    accounts = {row[0]: rows.account_state(row) for row in locked or ()}
+    locked, known, on_file, unlocked = found[:4]
+    accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
     opened = await _decide(connection, batch, jobs)
-    chained = [job for job in jobs if job.kind == "post_and_call"]
-    if chained or calls:
+    moves: list[list[Any]] = []
+    # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
+    # the write, so that every batch takes its locks in one order: the cards' accounts, the
+    # shared accounts, then the people's.
+    early = [job for job in calls if _fold_of(job.args[0]) in folds]
+    late = [job for job in calls if _fold_of(job.args[0]) not in folds]
+    if chained or early:
         asked = _Asked(account_ids, ids)
-        opened += await _call(connection, batch, chained, calls, asked, guarded=guarded)
+        read_by_fold = dict(zip(folds, found[4:], strict=True))
+        folded = _Folded(read_by_fold, moves)
+        opened += await _call(connection, batch, chained, early, asked, folded, guarded=guarded)
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -203,15 +193,57 @@ async def post_jobs(
             [int(a.flags) for a in opened],
         )
     _, offline = decide_offline(held_of(on_file), records)
-    if batch.written or offline:
-        await connection.execute(_WRITE, *_write_arguments(batch, offline))
+    if batch.written or offline or any(column for column in moves):
+        changed = _deltas(batch)
+        updated, applied = await connection.fetchrow(
+            write, *_write_arguments(batch, changed, offline), *moves
+        )
+        if updated != len(changed) or not applied:
+            raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
+    if late:
+        outcomes = await run_calls(connection, [(j, j.args[0]) for j in late], guarded=guarded)
+        for job in late:
+            job.value = outcomes[id(job)]
+
+
+def _split(account_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The accounts a batch locks as it reads them, and the shared ones it does not (both in id
+    order)."""
+    ordered = sorted(account_ids)
+    return [a for a in ordered if not is_shared(a)], [a for a in ordered if is_shared(a)]
+
+
+def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Job, Any]]]:
+    folds: dict[Fold, list[tuple[Job, Any]]] = {}
+    for job, call in wanted:
+        if isinstance(call, FoldedCall):
+            folds.setdefault(call.fold, []).append((job, call))
+    return folds
+
+
+@dataclass(slots=True)
+class _Folded:
+    """The rows each fold's calls read in the batch's read, and the columns of their moves
+    (the write's parameters after its own), filled in as the calls are decided."""
+
+    read: dict[Fold, Any]
+    moves: list[list[Any]]
+
+
+async def _load(connection: asyncpg.Connection, batch: Batch, account_ids: Iterable[str]) -> None:
+    """Accounts read after the batch's read: locked in id order, the shared ones not."""
+    locking, shared = _split(account_ids)
+    if locking or shared:
+        locked, unlocked = await connection.fetchrow(LOAD, locking, shared)
+        found = (*(locked or ()), *(unlocked or ()))
+        batch.accounts.update({row[0]: rows.account_state(row) for row in found})
 
 
 async def _decide(
     connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job]
 ) -> list[Account]:
     """Each job decided in ``batch`` (which holds what they name, or knows it missing); the
-    accounts opened on the way (locked first, those that exist)."""
+    accounts opened on the way (those that exist read first: locked, unless shared)."""
     opened: list[Account] = []
     for job in jobs:
         if job.kind == "post":
@@ -220,10 +252,8 @@ async def _decide(
             continue
         transfers, _, opening = job.args[:3]
         before, wanted = before_and_missing(batch.accounts, transfers, opening)
-        if wanted:  # those that exist, for open_missing to see (locked too)
-            unseen = sorted(a.id for a in wanted if a.id not in batch.accounts)
-            found = await connection.fetch(LOCK_ACCOUNTS, unseen)
-            batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+        if wanted:  # those that exist, for open_missing to see
+            await _load(connection, batch, [a.id for a in wanted if a.id not in batch.accounts])
             opened += open_missing(batch.accounts, wanted)
         job.value = (batch.post(transfers, linked=False), before)
     return opened
@@ -235,16 +265,25 @@ async def _call(
     chained: Sequence[Job],
     plain: Sequence[Job],
     asked: _Asked,
+    folded: _Folded,
     *,
     guarded: bool,
 ) -> list[Account]:
     """The calls of the ``post_and_call`` jobs whose transfers are all in the ledger (as
-    decided, not yet written: the calls write other tables) and of the ``call`` jobs, then the
-    postings their values name, decided in ``batch``; each ``post_and_call``'s value made a
-    ``PostedThenCalled``, each ``call``'s its outcome."""
+    decided, not yet written: the calls write other tables) and of the ``call`` jobs — the
+    folded ones decided from the batch's read, their moves left for its write; the others run
+    now — then the postings their values name, decided in ``batch``; each ``post_and_call``'s
+    value made a ``PostedThenCalled``, each ``call``'s its outcome."""
     ready = [job for job in chained if all(r.ok for r in job.value[0])]
     pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
-    outcomes = await run_calls(connection, pending, guarded=guarded)
+    outcomes: dict[int, Any] = {}
+    for fold, found in folded.read.items():
+        group = [(job, call) for job, call in pending if _fold_of(call) is fold]
+        decided = fold.decide([call for _, call in group], found)
+        outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
+        folded.moves += decided.columns
+    rest = [(job, call) for job, call in pending if id(job) not in outcomes]
+    outcomes.update(await run_calls(connection, rest, guarded=guarded))
     for job in plain:
         job.value = outcomes[id(job)]
     follows: dict[int, _Follow] = {}
@@ -267,6 +306,10 @@ async def _call(
                 called = CalledAndPosted(called, follow.value[0])
         job.value = PostedThenCalled(Posted(results, before), called)
     return opened
+
+
+def _fold_of(call: LedgerCall) -> Fold | None:
+    return call.fold if isinstance(call, FoldedCall) else None
 
 
 async def run_calls(
@@ -303,23 +346,32 @@ async def _read_more(
     accounts, ids = sorted(wanted_accounts - asked.accounts), sorted(wanted_ids - asked.ids)
     asked.accounts.update(accounts)
     asked.ids.update(ids)
-    if accounts:
-        found = await connection.fetch(LOCK_ACCOUNTS, accounts)
-        batch.accounts.update({r[0]: rows.account_state(r) for r in found})
+    await _load(connection, batch, accounts)
     if ids:
-        found = await connection.fetch(_REMEMBERED, ids)
+        found = await connection.fetch(REMEMBERED, ids)
         batch.remembered.update({r[0]: rows.remembered(r) for r in found})
 
 
-def _write_arguments(batch: Batch, offline: list[Any]) -> list[Any]:
+def _deltas(batch: Batch) -> dict[str, list[int]]:
+    """Each account's net move in the batch (debits, credits), from the transfers it posts, in
+    id order."""
+    moved: dict[str, list[int]] = {}
+    for row in batch.written:
+        if row.result is TransferResult.CREATED:
+            transfer = row.transfer
+            moved.setdefault(transfer.debit_account_id, [0, 0])[0] += transfer.amount_fen
+            moved.setdefault(transfer.credit_account_id, [0, 0])[1] += transfer.amount_fen
+    return dict(sorted(moved.items()))
+
+
+def _write_arguments(batch: Batch, changed: dict[str, list[int]], offline: list[Any]) -> list[Any]:
     at_us = rows.now_us()
     written = [rows.transfer_row(r, at_us) for r in batch.written]
-    changed: list[AccountState] = [batch.accounts[a] for a in sorted(batch.dirty)]
     return [
         *_columns(written, 8),
-        [a.id for a in changed],
-        [a.debits_posted_fen for a in changed],
-        [a.credits_posted_fen for a in changed],
+        list(changed),
+        [d for d, _ in changed.values()],
+        [c for _, c in changed.values()],
         *_columns(offline, _OFFLINE_WIDTH),
         at_us,
     ]

@@ -23,7 +23,7 @@ from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
-from ledger.pg_connection import CONNECT_TIMEOUT_S
+from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
@@ -161,6 +161,7 @@ async def _open_postgres(url: str) -> Stores:
         max_size=POOL_MAX,
         server_settings=server_settings(schema),
         timeout=CONNECT_TIMEOUT_S,  # an unreachable server: 96 soon, not a minute's wait
+        connection_class=KeptAlive,  # a silent drop noticed in seconds
     )
     opened: list[Any] = [pool]
     try:

@@ -23,12 +23,16 @@ decided on a fresh read. Retries end: a bill's states only move forward.
 The synchronous methods run on the bridge's loop (threads); `transition_async` runs on the
 caller's loop with the pool given to the store (the daemon's), else through a thread.
 
-The daemon's card-debit completions run on the ledger's writer instead, inside the group commit
-that posts their debits (`ledger.pg_ledger.PgLedger.post_and_call`): a `LedgerTransition` each,
-all of one batch moved by :meth:`PgWrites.transitions` in one statement, so an advice costs no
-commit of its own. Those writes take the person's lock after the batch's account locks and hold
-it to the batch's commit; nothing that holds a person's lock waits for an account, so the
-order has no cycle.
+The daemon's approvals and card-debit completions run on the ledger's writer instead, inside
+its group commits (`ledger.pg_ledger.PgLedger.call`, `post_and_call`): a `LedgerTransition`
+each, all of one batch read by the batch's one read and moved by its one write
+(`ledger.medical.pg_batch.BillFold`), so an advice costs no commit and no round trip of its
+own; a batch run again job by job after a failure moves them with :meth:`PgWrites.transitions`.
+Given the daemon's ledger, the HIS API's submissions run in its batches too
+(`LedgerSubmission`, :meth:`PgWrites.submissions`): one commit per batch, not per bill. Those
+writes take the person's lock after the batch's account locks (and the shared accounts' in the
+write) and hold it to the batch's commit; nothing that holds a person's lock waits for an
+account, so the order has no cycle.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -54,11 +58,11 @@ from ledger.medical.card_copies import (
     VisitCopy,
 )
 from ledger.medical.codec import bill_to_dict, split_to_dict
+from ledger.medical.pg_batch import BillFold, Check, Decoder, LedgerSubmission, LedgerTransition
 from ledger.medical.split import Split
 from ledger.pg_bridge import PgBridge
 
 T = TypeVar("T")
-Check = Callable[[BillRecord], BillState]
 
 _SUBMIT = (
     "SELECT outcome, current_view FROM medical_submit("
@@ -84,22 +88,6 @@ _ACCUMULATORS = (  # one statement: one snapshot for the committed figures and t
     " coalesce(c.self_pay_fen, 0)], medical_view($1, $2) FROM (SELECT 1) AS one"
     " LEFT JOIN medical_accumulators AS c ON c.person_id = $1 AND c.year = $2"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerTransition:
-    """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
-    transaction (`PgWrites.transitions`, which ``runner`` is), on the writer's connection."""
-
-    bill_id: str
-    target: BillState
-    now_us: int
-    check: Check | None
-    runner: Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
-
-
-class Decoder(Protocol):
-    def record(self, row: Any) -> BillRecord: ...
 
 
 class Recent:
@@ -139,8 +127,10 @@ class PgWrites:
         self._select_bills = (
             f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = ANY($1::varchar[])"
         )
+        self._bill_row = ", ".join("b." + c.strip() for c in bill_columns.split(","))
+        self.fold = BillFold(decoder, self._bill_row)  # its transitions in the ledger's batches
         self._submit_read = (
-            f"SELECT {', '.join('b.' + c.strip() for c in bill_columns.split(','))},"
+            f"SELECT {self._bill_row},"
             " medical_view($2, $3) FROM (SELECT 1) AS one"
             " LEFT JOIN medical_bills AS b ON b.bill_id = $1"
         )
@@ -192,6 +182,30 @@ class PgWrites:
         if known[7] != record.request_digest:
             raise DuplicateBillError(f"bill number {record.his_bill_no} already used")
         return self._decoder.record(known), False
+
+    def ledger_submission(
+        self, record: BillRecord, compute: Callable[[Totals], Split]
+    ) -> LedgerSubmission:
+        return LedgerSubmission(record, compute, self.submissions)
+
+    async def submissions(
+        self, db: asyncpg.Connection, calls: Sequence[LedgerSubmission]
+    ) -> list[Any]:
+        """Each submission's outcome in order — (record, created), or the exception that
+        refused it (DuplicateBillError) — run on ``db`` inside the ledger's batch, after its
+        write, in person order: the person's lock each takes is held to the batch's commit. A
+        failure of SQL is raised."""
+        outcomes: list[Any] = [None] * len(calls)
+        ordered = sorted(range(len(calls)), key=lambda n: _person_of(calls[n].record))
+        for n in ordered:  # the people's locks in one order
+            call = calls[n]
+            try:
+                outcomes[n] = await self._submit(db, call.record, call.compute)
+            except _SQL_FAILURES:
+                raise
+            except Exception as error:
+                outcomes[n] = error
+        return outcomes
 
     # -- transitions ----------------------------------------------------------------------------
     def transition(
@@ -250,7 +264,7 @@ class PgWrites:
     def ledger_transition(
         self, bill_id: str, target: BillState, now_us: int, check: Check | None
     ) -> LedgerTransition:
-        return LedgerTransition(bill_id, target, now_us, check, self.transitions)
+        return LedgerTransition(bill_id, target, now_us, check, self.transitions, self.fold)
 
     async def transitions(
         self, db: asyncpg.Connection, writes: Sequence[LedgerTransition]
@@ -385,6 +399,10 @@ class PgWrites:
                 _POST_OFFLINE, key, person_id, year, list(delta.as_tuple()), view
             )
         return bool(outcome == "created")
+
+
+def _person_of(record: BillRecord) -> tuple[str, int]:
+    return record.person_id, record.year
 
 
 def _json(value: Any) -> str:

@@ -61,7 +61,8 @@ from ledger.medical.card_copies import (
     OpenConsent,
     VisitCopy,
 )
-from ledger.medical.pg_store import LedgerTransition, PgWrites
+from ledger.medical.pg_batch import LedgerTransition
+from ledger.medical.pg_store import PgWrites
 from ledger.medical.split import Split
 from ledger.medical.sql_writes import (
     BILL_COLUMNS,
@@ -259,9 +260,13 @@ class SqlMedicalStore:
     def submit(
         self, record: BillRecord, compute: Callable[[Totals], Split]
     ) -> tuple[BillRecord, bool]:
+        if self._pg is not None and self._pg_ledger is not None:  # in the ledger's commits
+            found: tuple[BillRecord, bool] = self._pg_ledger.call_from_thread(
+                self._pg.ledger_submission(record, compute)
+            )
+            return found
         if self._pg is not None:
             return self._pg.submit(record, compute)
-
         return self._writes().run(SubmitWrite(record, compute))
 
     def get(self, bill_id: str) -> BillRecord | None:

@@ -5,8 +5,24 @@ connection once the server answers — and nothing attempted in between."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
 
-from ledger.pg_connection import Backoff, Healing
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from ledger.pg_connection import (
+    KEEPALIVE_IDLE_S,
+    KEEPALIVE_INTERVAL_S,
+    KEEPALIVE_PROBES,
+    USER_TIMEOUT_S,
+    Backoff,
+    Healing,
+    KeptAlive,
+    keep_alive,
+)
+from tests.support.pg import DSN
 
 
 class FakeConnection:
@@ -63,3 +79,46 @@ def test_a_lost_connection_is_made_again_on_the_backoff_schedule() -> None:
         assert link.last_error is None
 
     asyncio.run(main())
+
+
+def test_a_tcp_connection_is_kept_alive_with_a_user_timeout() -> None:
+    """A silent drop is noticed in seconds: keepalive probes after 5 s of silence, and data
+    unacknowledged for 15 s ends the connection (keepalive does not probe while a request
+    waits for its acknowledgement)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname()) as client:
+        keep_alive(client)
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        tcp = socket.IPPROTO_TCP
+        assert client.getsockopt(tcp, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        assert client.getsockopt(tcp, socket.TCP_KEEPINTVL) == KEEPALIVE_INTERVAL_S
+        assert client.getsockopt(tcp, socket.TCP_KEEPCNT) == KEEPALIVE_PROBES
+        assert client.getsockopt(tcp, socket.TCP_USER_TIMEOUT) == USER_TIMEOUT_S * 1000
+    one, other = socket.socketpair()  # not TCP: left alone
+    with one, other:
+        keep_alive(one)
+        assert one.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+@pytest.mark.postgres
+def test_the_ledgers_connections_are_kept_alive() -> None:
+    """The writer's connection (``KeptAlive``): its socket's keepalive timer runs (``ss``)."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+
+    async def main() -> str:
+        connection = await asyncpg.connect(DSN, connection_class=KeptAlive)
+        try:
+            port = await connection.fetchval("SELECT inet_client_port()")
+            found = subprocess.run(
+                ["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            return found.stdout
+        finally:
+            await connection.close()
+
+    assert "timer:(keepalive" in asyncio.run(main())

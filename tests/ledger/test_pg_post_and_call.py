@@ -213,7 +213,9 @@ def test_calls_without_postings_share_the_batch_and_a_refusal_is_raised() -> Non
                 ledger.post_and_call([debit], [], opening, Count("z", store), share(1)),
                 return_exceptions=True,
             )
-            assert store.rounds == [3]  # the calls of one runner, together
+            # one batch: the debit's call before the write (its share is posted by it), the
+            # plain calls of the runner together after it (the people's locks last)
+            assert store.rounds == [1, 2]
             assert found[0] == "x" and isinstance(found[1], LookupError)
             assert found[2][1] == ("z", [TransferResult.CREATED])
             assert await ledger.call(Count("w", store)) == "w"  # alone: no posting read

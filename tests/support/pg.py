@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -64,3 +65,17 @@ async def terminate_backends(dsn: str) -> int:
     finally:
         await admin.close()
     return len(killed)
+
+
+async def until_waiting(holder: asyncpg.Connection) -> None:
+    """Until another backend waits for a row lock that ``holder``'s transaction holds (checked
+    every 25 ms, at most 10 s)."""
+    waiting = (
+        "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h ON h.transactionid ="
+        " w.transactionid AND h.granted WHERE NOT w.granted AND h.pid = $1"
+    )
+    for _ in range(400):
+        if await holder.fetchval(waiting, holder.get_server_pid()):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("nothing waited for the held row")

@@ -20,8 +20,15 @@ from ledger import events as ev
 from ledger.core import Account, Transfer, TransferResult
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
-from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
-from ledger.medical.pg_store import LedgerTransition
+from ledger.medical.bills import (
+    BillRecord,
+    BillState,
+    BillStateError,
+    DuplicateBillError,
+    Submission,
+)
+from ledger.medical.pg_batch import LedgerTransition
+from ledger.medical.pg_store import PgWrites
 from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
@@ -30,12 +37,14 @@ from ledger.pg_bridge import PgEngine, server_settings, split_url
 from ledger.pg_ledger import PgLedger
 from tests.support.medical_pg import pg_engine
 from tests.support.medical_world import HOLDERS, NOW
+from tests.support.pg import until_waiting
 
 pytestmark = pytest.mark.postgres
 
 CARD, RETIREE, _ = (holder.card_no for holder in HOLDERS)
 DEBITS = count(1)
 PAYABLE = account_id(K.INSTITUTION_PAYABLE_INSURANCE, "H001")
+POOL = account_id(K.POOLED_FUND, ev.CENTRE)
 
 
 @pytest.fixture
@@ -219,3 +228,105 @@ def test_a_record_moved_by_another_worker_is_read_again(
             assert one.accumulators("P11", 2026)[0] == moved.split.delta
 
     asyncio.run(scenario())
+
+
+def test_the_transitions_fold_into_the_batchs_read_and_write(
+    world: tuple[PgEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approvals and completions decide on the bills the batch's one read brings and move in
+    its one write: the store's own statements (`PgWrites.transitions`) never run."""
+    alone: list[int] = []
+
+    async def transitions(_: object, db: asyncpg.Connection, writes: list[Any]) -> list[Any]:
+        alone.append(len(writes))
+        raise AssertionError("a transition ran on its own")
+
+    monkeypatch.setattr(PgWrites, "transitions", transitions)
+
+    async def scenario() -> None:
+        async with worker(*world) as (service, ledger):
+            bills = [await submitted(service, f"F{n}") for n in range(3)]
+            await asyncio.gather(
+                *(service.approve_bill_async(b.bill_id, "H001", CARD, NOW) for b in bills)
+            )
+            paid = [b.split.personal_account_fen for b in bills]
+            done = await asyncio.gather(
+                *(
+                    in_ledger(service, ledger, b.bill_id, p)
+                    for b, p in zip(bills, paid, strict=True)
+                )
+            )
+            assert [(r.state, changed) for r, changed in done] == [(BillState.COMPLETED, True)] * 3
+            assert service.accumulators("P11", 2026)[0] == sum(
+                (b.split.delta for b in bills[1:]), bills[0].split.delta
+            )
+
+    asyncio.run(scenario())
+    assert alone == []
+
+
+def test_a_bill_moved_between_the_batchs_read_and_write_is_decided_again(
+    world: tuple[PgEngine, str],
+) -> None:
+    """The batch reads its bills without locking them: a bill another process moves after the
+    read makes the write not apply (nothing of the batch written), and the batch runs again
+    from a fresh read — the completion refused, its debit posted, no pooled share."""
+
+    async def scenario() -> None:
+        async with worker(*world) as (service, ledger):
+            bill = await submitted(service, "C1")
+            approved = await service.approve_bill_async(bill.bill_id, "H001", CARD, NOW)
+            pooled = (await ledger.balances([POOL]))[POOL].debits_posted_fen
+            dsn, schema = split_url(world[1])
+            other = await asyncpg.connect(dsn, server_settings=server_settings(schema))
+            try:
+                moving = other.transaction()
+                await moving.start()
+                await other.execute(
+                    "UPDATE medical_bills SET state = 'reversed' WHERE bill_id = $1", bill.bill_id
+                )
+                paid = approved.split.personal_account_fen
+                completing = asyncio.create_task(in_ledger(service, ledger, bill.bill_id, paid))
+                await until_waiting(other)  # the batch's write, for the bill's row
+                await moving.commit()
+                with pytest.raises(BillStateError):
+                    await completing
+            finally:
+                await other.close()
+            payable = (await ledger.balances([PAYABLE]))[PAYABLE]
+            assert payable.credits_posted_fen == paid  # the debit, once
+            assert (await ledger.balances([POOL]))[POOL].debits_posted_fen == pooled
+
+    asyncio.run(scenario())
+
+
+def test_the_his_apis_submissions_run_in_the_ledgers_batches(
+    world: tuple[PgEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the daemon's ledger, a submission (from the HIS API's thread) is a call of the
+    ledger's batches, never a commit of its own on the bridge: created once, the same
+    submission again answered with the stored bill, the same number with other content
+    refused; submissions at once each counted against the person's view once."""
+    on_bridge: list[str] = []
+
+    def submit(_: object, record: BillRecord, compute: object) -> None:
+        on_bridge.append(record.bill_id)
+        raise AssertionError("a submission committed on its own")
+
+    monkeypatch.setattr(PgWrites, "submit", submit)
+
+    async def scenario() -> None:
+        async with worker(*world) as (service, _):
+            first = await submitted(service, "S1")
+            again = await submitted(service, "S1")
+            assert again.bill_id == first.bill_id and again.split == first.split
+            other = Submission("S1", CARD, NOW.date(), Bill((BillLine("A01", 10, 2000),)))
+            with pytest.raises(DuplicateBillError):
+                await asyncio.to_thread(service.submit_bill, "H001", other, NOW)
+            many = await asyncio.gather(*(submitted(service, f"S{n}") for n in range(2, 8)))
+            assert len({bill.bill_id for bill in many}) == 6
+            _, view = service.accumulators("P11", 2026)
+            assert view == sum((b.split.delta for b in many), first.split.delta)
+
+    asyncio.run(scenario())
+    assert on_bridge == []

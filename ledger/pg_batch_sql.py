@@ -1,0 +1,72 @@
+"""The statements of a PostgreSQL group commit's postings (``ledger.pg_post``): the batch's one
+read, its one write, and the two rarer ones (accounts opened, accounts and transfer ids read
+after the read). Each is prepared once per connection (asyncpg's statement cache), its values
+travelling as arrays whatever the batch's size."""
+
+from __future__ import annotations
+
+from ledger import sql_rows as rows
+from ledger.core import AccountFlags
+
+NEVER = int(AccountFlags.NEVER_NEGATIVE)
+ACCOUNT_ROW = "ROW(l.id, l.kind, l.owner, l.flags, l.debits_posted, l.credits_posted, l.closed)"
+#: The batch's read: $1 the accounts it locks (one card's or cardholder's), $2 the transfer
+#: ids, $3/$4 the offline records' keys, $5 the shared accounts (read unlocked, unless one is
+#: never-negative: then it is locked with the others, in id order); the folds' after.
+READ = (
+    "SELECT"
+    f" (SELECT array_agg({ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
+    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($5::text[]) AND flags & {NEVER}"
+    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
+    " (SELECT array_agg(ROW(t.id, t.debit_account_id, t.credit_account_id, t.amount_fen, t.code,"
+    "   t.reference, t.result)) FROM transfers AS t WHERE t.id = ANY($2::text[])),"
+    " (SELECT array_agg(ROW(h.psam_terminal_no, h.psam_serial, h.posted, h.terminal_id,"
+    "   h.batch_no)) FROM (SELECT o.psam_terminal_no, o.psam_serial,"
+    "   o.transfer_id IS NOT NULL AS posted, o.terminal_id, o.batch_no FROM offline_records AS o"
+    "   JOIN unnest($3::text[], $4::bigint[]) AS k(p, s)"
+    "   ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
+    "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h),"
+    f" (SELECT array_agg({ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($5::text[])"
+    f"   AND l.flags & {NEVER} = 0)"
+)
+#: The batch's write: its transfers, each touched account's totals moved by the batch's net
+#: delta (``x = x + delta``: a shared account is locked only here, to the commit, never across
+#: the batch's read and decision; in id order; a closed one not updated, and the batch then
+#: runs again), its offline records; the folds' CTEs after (``ledger.pg_fold.statements``).
+WRITE = (
+    "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
+    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])),"
+    " a AS (UPDATE accounts AS a SET debits_posted = a.debits_posted + u.d,"
+    " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
+    " $10::bigint[], $11::bigint[]) AS v(id, d, c) ORDER BY v.id) AS u"
+    " WHERE a.id = u.id AND NOT a.closed RETURNING a.id),"
+    " o AS (INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
+    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
+    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $23"
+    " FROM unnest($12::text[], $13::bigint[], $14::text[], $15::int[], $16::text[], $17::text[],"
+    " $18::bigint[], $19::text[], $20::text[], $21::text[], $22::int[])"
+    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
+    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
+    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
+    " application_serial = excluded.application_serial, purse = excluded.purse,"
+    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
+    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
+    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us)"
+)
+INSERT_ACCOUNTS = (
+    "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
+    " SELECT u.id, u.kind, u.owner, u.flags, 0, 0, false"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(id, kind, owner, flags)"
+)
+#: Accounts read after the batch's read (opened now, or named by a call's postings): $1 locked,
+#: $2 shared (as in the batch's read).
+LOAD = (
+    "SELECT"
+    f" (SELECT array_agg({ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
+    f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($2::text[]) AND flags & {NEVER}"
+    "   <> 0) ORDER BY id FOR UPDATE) AS l),"
+    f" (SELECT array_agg({ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($2::text[])"
+    f"   AND l.flags & {NEVER} = 0)"
+)
+REMEMBERED = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1::text[])"
