@@ -97,6 +97,7 @@ class Stores:
             await asyncio.to_thread(self._session_sets.close)
         await self.ledger.close()
         self.cards.close()
+        self.terminals.close()
         await asyncio.to_thread(self.medical_store.close)
         if self.bridge is not None:
             await asyncio.to_thread(self.bridge.close)

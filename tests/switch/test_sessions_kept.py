@@ -4,6 +4,7 @@ return from the cache, or ``None`` to send the caller to ``get``."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from hsm.interface import SignOnKeys
@@ -11,7 +12,7 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from routing.context import TerminalRecord
 from switch.session_store import SqliteSessionKeys
-from switch.sessions import Sessions, SharedSessions, SqliteTerminals
+from switch.sessions import Sessions, SharedSessions, SqliteTerminals, SqlTerminals
 from tests.support.daemon import make_database
 
 
@@ -60,3 +61,53 @@ def test_terminals_kept_is_the_cached_record() -> None:
     terminals._cache["P1"] = record
     assert terminals.kept("P1") is record
     assert asyncio.run(terminals.get("P1")) is record
+
+
+def test_kept_terminals_stand_until_the_estate_count_moves(tmp_path: Path) -> None:
+    """With ``keep_s``, a due check reads the estate's change count, not the records: a batch
+    written behind the daemon's back (no count) is not seen until asked for (``refresh``), a
+    disabled terminal (the count moves) is seen at its next use."""
+
+    async def main() -> None:
+        path = tmp_path / "m.db"
+        make_database(path, {"P1": "pos"})
+        terminals = SqliteTerminals(path, keep_s=0.0)
+        try:
+            first = await terminals.get("P1")
+            assert first is not None and first.active and first.batch == "000001"
+            with sqlite3.connect(path) as connection:
+                connection.execute("UPDATE terminals SET batch_no = 7 WHERE id = 'P1'")
+            assert await terminals.get("P1") is first  # the count has not moved
+            assert (await terminals.get("P1", refresh=True)).batch == "000007"  # type: ignore[union-attr]
+            with sqlite3.connect(path) as connection:
+                connection.execute("UPDATE terminals SET status = 'disabled' WHERE id = 'P1'")
+            assert terminals.kept("P1") is None  # due: ``kept`` sends the caller to ``get``
+            disabled = await terminals.get("P1")
+            assert disabled is not None and disabled.status == "disabled"
+        finally:
+            terminals.close()
+
+    asyncio.run(main())
+
+
+def test_uses_due_at_once_read_the_count_once(tmp_path: Path) -> None:
+    """Elsewhere than the embedded file (PostgreSQL) the count is read in a thread, once for
+    every use that finds it due at the same time."""
+    path = tmp_path / "m.db"
+    make_database(path, {f"P{n}": "pos" for n in range(20)})
+    opened: list[int] = []
+
+    def connect() -> sqlite3.Connection:
+        opened.append(1)
+        return sqlite3.connect(path)
+
+    async def main() -> None:
+        terminals = SqlTerminals(connect, keep_s=0.0)  # every use finds the count due
+        for n in range(20):
+            assert await terminals.get(f"P{n}") is not None
+        assert len(opened) == 20
+        found = await asyncio.gather(*(terminals.get(f"P{n}") for n in range(20)))
+        assert [r.terminal_id for r in found if r is not None] == [f"P{n}" for n in range(20)]
+        assert len(opened) == 21  # one read of the count, no record read again
+
+    asyncio.run(main())
