@@ -3,7 +3,7 @@
 `medswitch serve` on the embedded SQLite default, next to a raw loopback echo and raw pyiso8583
 decode+encode measured in the same run.
 
-    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120] [--no-pin]
+    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120] [--no-pin] [--card-book]
 
 The generator runs on one core and the daemon and the echo server on the other (``--no-pin``:
 wherever the scheduler puts them), as a load test would run its generator elsewhere:
@@ -93,9 +93,13 @@ async def build_lanes(
     submit: Submit,
     bills: int,
     now: dt.datetime,
+    card_book: bool = False,
 ) -> Lanes:
     """Each card issued and loaded at a kiosk, a PSAM in each POS, `bills` bills submitted, and
-    every POS's settlement and advice frames built: the lanes of (payload, STAN) per POS."""
+    every POS's settlement and advice frames built: the lanes of (payload, STAN) per POS. With
+    ``card_book`` each settlement carries the card's challenge and the visit's department and
+    diagnoses, so the centre makes, seals and keeps a visit record and answers its script
+    (specs/card-layout.md) — the record book's cost on the settlement path."""
     kiosk = Pos("K0000001", "centre", psam=None)  # type: ignore[arg-type]
     await sign_on(port, hsm, kiosk)
     assert kiosk.keys is not None
@@ -141,12 +145,17 @@ async def build_lanes(
         card_no, serial, conn = chips[number % len(chips)]
         assert pos.keys is not None and pos.keys.tdk is not None
         bill = await hsm.encrypt_data(pos.keys.tdk, BillData(bill_id=record.bill_id).build())
+        asked, card = bill, CardData()
+        if card_book:
+            visit = BillData(bill_id=record.bill_id, department="IM", diagnoses="J45.9,I10")
+            asked = await hsm.encrypt_data(pos.keys.tdk, visit.build())
+            card = CardData(challenge=number.to_bytes(4, "big"))
         settle = Settlement(
             **pos.envelope(),
             pan=card_no,
             amount_fen=BILL_FEN,
-            card=CardData(),
-            bill=bill,
+            card=card,
+            bill=asked,
         )
         lanes[number % len(terminals)].append(
             (await signed(hsm, pos.keys, settle), f"{pos.stan:06d}".encode())
@@ -209,7 +218,9 @@ async def prepare(
             bill = await clients[institution].submit(bill_body(submission))
             return Submitted(bill["bill_id"], bill["split"]["personal_account_fen"])
 
-        lanes = await build_lanes(port, hsm, maker, cards, psams, submit, args.bills, now)
+        lanes = await build_lanes(
+            port, hsm, maker, cards, psams, submit, args.bills, now, args.card_book
+        )
     return lanes, len(cards)
 
 
@@ -341,6 +352,12 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=Path, default=None, help="py-spy record the daemon into this SVG/file"
     )
     parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
+    parser.add_argument(
+        "--card-book",
+        action="store_true",
+        help="settlements carry the card's challenge and the visit (the centre writes a visit "
+        "record and its script: specs/card-layout.md)",
+    )
     parser.add_argument(
         "--no-pin",
         action="store_true",
