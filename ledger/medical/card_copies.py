@@ -138,6 +138,15 @@ class CopyStore(Protocol):
     def consent(self, institution_id: str, application_serial: str) -> Consent | None: ...
 
 
+class Signed(NamedTuple):
+    """A message the centre signed and its signature (specs/card-layout.md "Signatures"): the
+    HIS's book carries the health data's, so a HIS checks them as a POS checks the card's."""
+
+    version: int
+    message: bytes
+    signature: bytes
+
+
 class HealthScripts(Protocol):
     """What makes the script bringing a person's health data to a card (the switch's
     ``CentreHealthScripts``: the HSM's commands, each MACed for the card's challenge)."""
@@ -146,6 +155,11 @@ class HealthScripts(Protocol):
         self, application_serial: str, key_version: int, data: bytes, card_challenge: bytes
     ) -> list[bytes]:
         """The commands, in order, for EF 0019's 92 data bytes ``data``."""
+        ...
+
+    async def signature(self, application_serial: str, data: bytes) -> Signed | None:
+        """The centre's signature over the health message of that card for ``data`` (as the
+        health script writes it into EF 001B); None: the centre has no signing key."""
         ...
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import uvloop
 
 from messages.card_records import HealthData
-from messages.card_signatures import PublishedKey
+from messages.card_signatures import PublishedKey, health_message, verify
 from simulators import pos_records
 from simulators.pos import Pos
 from tests.support.card_book import (
@@ -144,6 +144,16 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             assert status == 200, answer
             assert answer["health"]["chronic_conditions"] == ["E11.9"]
             assert answer["health"]["pending"] is False
+            # ... with the centre's signature over them, the one on the card: the HIS checks
+            # it offline with the published key, and the signed bytes are the card's file.
+            signed = answer["health"]["signed"]
+            message = bytes.fromhex(signed["message"])
+            signature = bytes.fromhex(signed["signature"])
+            assert signed["key_version"] == 1 and verify(published.pem, message, signature)
+            serial = bytes.fromhex(card.serial.rjust(20, "0"))
+            chip = conns[0]._card.state  # type: ignore[attr-defined]
+            assert message == health_message(serial, chip.binary[0x19][:92], version=1)
+            assert signature == b"".join(chip.signatures[2:4])
             assert [(v["institution_id"], v["diagnoses"]) for v in answer["visits"]] == [
                 (hospitals[1], ["S52.5", "W19"]), (hospitals[0], ["J45.9"])]  # fmt: skip
             assert card.card_no not in str(answer)
