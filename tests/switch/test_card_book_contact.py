@@ -24,6 +24,7 @@ from tests.support.card_book import (
     TamperedReader,
     his_call,
     issue_book_cards,
+    next_second,
     psams_of_three_institutions,
 )
 from tests.support.daemon import Daemon, now, running_daemon
@@ -119,6 +120,7 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             assert "  visit recorded on the card" in lines and UPDATED in lines, lines
             assert pending() == [True]  # written, not yet seen on the card
             # The following contact (hospital 2): the card holds them; nothing more is sent.
+            await next_second()  # the book's order is the time the copies were kept (seconds)
             lines = await settle(1, "DAY-2", ("RAD", ("S52.5", "W19")))
             assert "  visit recorded on the card" in lines and UPDATED not in lines, lines
             assert pending() == [False]
