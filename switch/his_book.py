@@ -1,6 +1,7 @@
 """``GET /his/v1/cards/{card_no}/book`` (specs/his-api.yaml, specs/card-layout.md "Consent"):
-the centre's copy of the card's record book — the person's health data and the newest visits
-the centre wrote to the card, decoded — for an institution whose POS the cardholder gave the
+the centre's copy of the card's record book — the person's health data (with the centre's
+signature over them, as the card holds it) and the newest visits the centre wrote to the card,
+decoded — for an institution whose POS the cardholder gave the
 PIN within the last 30 minutes (a settlement carrying the card's health file, readable only
 after VERIFY, opens that window: routing.health_contact). Outside it: 403 ``consent_required``.
 """
@@ -14,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from hsm.errors import HsmError
-from ledger.medical.card_copies import VisitCopies
+from ledger.medical.card_copies import Signed, VisitCopies
 from ledger.medical.directory import Cardholder
 from ledger.medical.service import MedicalService, micros
 from messages.card_records import DONOR_NO, DONOR_YES, HealthData, RecordFormatError, Visit
@@ -39,7 +40,19 @@ def _dotted(code: str) -> str:
     return code if len(code) <= 3 or "." in code else f"{code[:3]}.{code[3:]}"
 
 
-def health_json(data: bytes, pending: bool) -> dict[str, Any]:
+def signed_json(signed: Signed | None) -> dict[str, Any] | None:
+    """The health message and the centre's signature over it, in hex (card-layout.md
+    "Signatures"): what a HIS checks offline with the centre's published key."""
+    if signed is None:
+        return None
+    return {
+        "key_version": signed.version,
+        "message": signed.message.hex().upper(),
+        "signature": signed.signature.hex().upper(),
+    }
+
+
+def health_json(data: bytes, pending: bool, signed: Signed | None) -> dict[str, Any]:
     health = HealthData.decode(data)
     return {
         "blood_type": health.blood_type,
@@ -51,6 +64,7 @@ def health_json(data: bytes, pending: bool) -> dict[str, Any]:
         "updated_by": health.updated_by,
         "updated_at": _when(health.updated_at),
         "pending": pending,
+        "signed": signed_json(signed),
     }
 
 
@@ -92,7 +106,11 @@ async def get_book(request: web.Request, service: MedicalService, now: dt.dateti
     try:
         kept = await copies.health(holder.person_id)
         visits = await copies.visits(serial)
-        health = None if kept is None else health_json(kept[1], kept[0].pending)
+        health = None
+        if kept is not None:
+            scripts = copies.scripts
+            signed = None if scripts is None else await scripts.signature(serial, kept[1])
+            health = health_json(kept[1], kept[0].pending, signed)
         shown = [visit_json(raw) for raw in visits]
     except (HsmError, LookupError) as error:
         raise ApiError(

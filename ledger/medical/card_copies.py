@@ -59,9 +59,14 @@ HEALTH_WRITTEN_PG = (
     "UPDATE card_health SET pending = FALSE WHERE person_id = $1 AND updated_at_us = $2"
 )
 VISITS_SHOWN_MAX = 10  # as many as the card's cyclic file holds
+# The card's book: the newest visits of any card of the card's holder — a replacement card is
+# written with the newest of the cards it replaced (card_book_rows.person_visits), so its book
+# holds them too.
 SELECT_VISITS_OF = (
-    f"SELECT {COLUMNS} FROM card_visits WHERE application_serial = ?"
-    f" ORDER BY written_at_us DESC LIMIT {VISITS_SHOWN_MAX}"
+    f"SELECT {COLUMNS} FROM card_visits WHERE application_serial IN ("
+    "SELECT application_serial FROM cards WHERE cardholder_id = ("
+    "SELECT cardholder_id FROM cards WHERE application_serial = ?))"
+    f" ORDER BY written_at_us DESC, bill_id DESC LIMIT {VISITS_SHOWN_MAX}"
 )
 CONSENT_COLUMNS = "institution_id, application_serial, opened_at_us, until_us"
 SELECT_CONSENT = (
@@ -130,12 +135,22 @@ class CopyStore(Protocol):
         ...
 
     def visit_copies_of(self, application_serial: str) -> list[VisitCopy]:
-        """The card's newest copies, newest first, at most VISITS_SHOWN_MAX."""
+        """The newest copies of any card of the card's holder, newest first, at most
+        VISITS_SHOWN_MAX."""
         ...
 
     async def open_consent_async(self, consent: Consent) -> None: ...
 
     def consent(self, institution_id: str, application_serial: str) -> Consent | None: ...
+
+
+class Signed(NamedTuple):
+    """A message the centre signed and its signature (specs/card-layout.md "Signatures"): the
+    HIS's book carries the health data's, so a HIS checks them as a POS checks the card's."""
+
+    version: int
+    message: bytes
+    signature: bytes
 
 
 class HealthScripts(Protocol):
@@ -146,6 +161,11 @@ class HealthScripts(Protocol):
         self, application_serial: str, key_version: int, data: bytes, card_challenge: bytes
     ) -> list[bytes]:
         """The commands, in order, for EF 0019's 92 data bytes ``data``."""
+        ...
+
+    async def signature(self, application_serial: str, data: bytes) -> Signed | None:
+        """The centre's signature over the health message of that card for ``data`` (as the
+        health script writes it into EF 001B); None: the centre has no signing key."""
         ...
 
 
@@ -218,13 +238,15 @@ class VisitCopies:
         await self._store.health_written_async(person_id, updated_at_us)
 
     async def visits(self, application_serial: str) -> list[bytes]:
-        """The card's newest visit records as the centre wrote them, newest first, opened."""
+        """The card's book as the centre wrote it: the newest visit records of any card of its
+        holder (a replacement holds those of the cards it replaced), newest first, opened —
+        each under the card it was kept for."""
         rows = await asyncio.to_thread(self._store.visit_copies_of, application_serial)
         if not rows:
             return []
         keys = await self._personal()
         return [
-            await keys.open_value(context_of(application_serial, row.bill_id), row.sealed,
+            await keys.open_value(context_of(row.application_serial, row.bill_id), row.sealed,
                                   row.key_version)
             for row in rows
         ]  # fmt: skip

@@ -17,12 +17,14 @@ from hsm.errors import KeyNotFoundError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import KeyStore
+from ledger.medical.card_copies import Signed
 from messages.card_records import (
     VISIT_RECORDS_MAX,
     HealthData,
     append_record_command,
     update_health_command,
 )
+from messages.card_signatures import health_message
 from routing.cardkeys import card_master_alias
 from switch.card_io import signatures
 from switch.card_io.connection import CardConnection, expect
@@ -83,6 +85,18 @@ class CentreHealthScripts:
         """The newest centre/CARD_SIGN, which signs the health data (None: sent unsigned)."""
         found = await self._store.list(signatures.SIGNING_ALIAS)
         return max(found, key=lambda stored: stored.version).ref if found else None
+
+    async def signature(self, application_serial: str, data: bytes) -> Signed | None:
+        """The newest centre/CARD_SIGN's signature over the health message of EF 0019's 92
+        data bytes for that card: the same bytes the health script writes into EF 001B
+        (RSASSA-PKCS1-v1_5 is deterministic). None: no signing key."""
+        signing = await self._signing()
+        if signing is None:
+            return None
+        serial = bytes.fromhex(application_serial.rjust(20, "0"))
+        signature = await signatures.sign_health(self._hsm, signing, serial, data)
+        message = health_message(serial, data, version=signing.version)
+        return Signed(signing.version, message, signature)
 
     async def __call__(
         self, application_serial: str, key_version: int, data: bytes, card_challenge: bytes

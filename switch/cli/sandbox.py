@@ -255,6 +255,9 @@ def quick_start(home: Path, terminal_port: int, his_url: str) -> list[str]:
     token = his_token(home, hospital)
     common = f"--port {terminal_port} --pan {card['card_no']} --card {out / card['image']}"
 
+    custodians = " ".join(f"-c {f}" for f in demo_keys.custodian_files(home))
+    published = out / "centre-card-sign-v1.pem"  # the centre's public key, as published
+
     def tmk(terminal: dict[str, str]) -> str:
         return " ".join(f"--tmk-component {out / c}" for c in terminal["tmk_components"])
 
@@ -278,8 +281,19 @@ def quick_start(home: Path, terminal_port: int, his_url: str) -> list[str]:
         f"echo demo-maker-password | MEDSWITCH_HOME={home} medswitch operators login demo-maker"
         f" --db {home / 'medswitch.db'}",
         f"MEDSWITCH_HOME={home} medswitch dayend run --date $(TZ=Asia/Shanghai date +%F) "
-        f"--db {home / 'medswitch.db'} --keys-home {home} "
-        + " ".join(f"-c {f}" for f in demo_keys.custodian_files(home)),
+        f"--db {home / 'medswitch.db'} --keys-home {home} " + custodians,
+        "# 5. the card's record book: the demo's key custodian (TEST ONLY password) publishes"
+        " the centre's card signing key, the POS shows the emergency block without the PIN,"
+        " then the book after it with the centre's signatures checked (type: emergency, book,"
+        " quit); within 30 minutes of step 3 the hospital's HIS reads the centre's copy:",
+        f"echo demo-custodian-password | MEDSWITCH_HOME={home} medswitch operators login"
+        f" demo-custodian --db {home / 'medswitch.db'}",
+        f"MEDSWITCH_HOME={home} medswitch keys public-key centre/CARD_SIGN {custodians}"
+        f" > {published}",
+        f"medswitch sim pos --terminal-id {pos['terminal_id']} --institution {hospital} "
+        f"{tmk(pos)} --psam {out / pos['psam']} --state {out / 'pos-state.json'} {common} "
+        f"--card-sign-key 1:{published}",
+        f"curl -s -u {hospital}:{token} {his_url}/his/v1/cards/{card['card_no']}/book",
     ]
 
 

@@ -6,7 +6,8 @@ health file in field 63 (tag 10), closes the bill in cash with the card's challe
 58, and the 0230 carries field 63 `health_script` (tag 0F, chained): the signature's records
 then one UPDATE BINARY of EF 0019 (`04 D6 99 00 64`) holding the data sent, made for that
 challenge; the same 0220 again gets the same 0230; the hospital's HIS now reads the book (200,
-pending), another institution's may not. Imports nothing of medswitch."""
+pending, with the signature the script wrote), another institution's may not. Imports nothing
+of medswitch."""
 
 from __future__ import annotations
 
@@ -115,5 +116,12 @@ def test_health_data_reach_the_pos_in_the_0230_and_the_book_opens_with_consent(
     assert answer["health"]["blood_type"] == "B+" and answer["health"]["pending"] is True
     assert answer["health"]["chronic_conditions"] == ["E11.9"]
     assert answer["card_no"] != pan and isinstance(answer["visits"], list)
+    # With the centre's signature (his-api.yaml HealthSignature): the health message of
+    # card-layout.md "Signatures" over the data the 0230 brought, signed as EF 001B gets it.
+    signed = answer["health"]["signed"]
+    message, version = bytes.fromhex(signed["message"]), signed["key_version"]
+    assert message == b"MEDSWITCH HEALTH" + bytes([version]) + card.app_serial + data
+    signature = bytes.fromhex(signed["signature"])
+    assert signature == commands[0][5:133] + commands[1][5:133]
     status, answer = his(deployment, other, "GET", f"/cards/{pan}/book")
     assert (status, answer["error"]["code"]) == (403, "consent_required"), answer

@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.contract.wire import des, tdes_ecb
+from tests.contract.wire import des, parse_tlv, tdes_ecb
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "card-layout.md"
 
@@ -99,6 +99,20 @@ def test_each_command_of_a_chained_script_is_maced_with_its_number() -> None:
             assert mac3(drk, challenge + i.to_bytes(4, "big"), command[:-4]) == command[-4:]
             other = (i + 1).to_bytes(4, "big")
             assert mac3(drk, challenge + other, command[:-4]) != command[-4:]
+
+
+def test_the_signed_0230_carries_the_health_script_in_two_chained_elements() -> None:
+    """The 0230's field 63 (before its encryption): bill_id, then tag 0F as 255 bytes and the
+    rest, joined by the reader into the script: each command as 1-byte length ‖ command."""
+    plain = bytes.fromhex("".join(example("signed-health-field-sixty-three").split()))
+    assert plain[:18] == bytes([0x01, 16]) + b"9054CA9CBE34A38E"
+    assert plain[18:20] == bytes([0x0F, 255]) and plain[275:277] == bytes([0x0F, 127])
+    assert len(plain) == 277 + 127
+    health = scripts()[1][1]
+    assert parse_tlv(plain) == {
+        0x01: b"9054CA9CBE34A38E",
+        0x0F: b"".join(bytes([len(command)]) + command for command in health),
+    }
 
 
 def test_the_health_file_is_the_values_with_its_data_check_code() -> None:

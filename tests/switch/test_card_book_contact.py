@@ -17,13 +17,14 @@ from typing import Any
 import uvloop
 
 from messages.card_records import HealthData
-from messages.card_signatures import PublishedKey
+from messages.card_signatures import PublishedKey, health_message, verify
 from simulators import pos_records
 from simulators.pos import Pos
 from tests.support.card_book import (
     TamperedReader,
     his_call,
     issue_book_cards,
+    next_second,
     psams_of_three_institutions,
 )
 from tests.support.daemon import Daemon, now, running_daemon
@@ -119,6 +120,7 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             assert "  visit recorded on the card" in lines and UPDATED in lines, lines
             assert pending() == [True]  # written, not yet seen on the card
             # The following contact (hospital 2): the card holds them; nothing more is sent.
+            await next_second()  # the book's order is the time the copies were kept (seconds)
             lines = await settle(1, "DAY-2", ("RAD", ("S52.5", "W19")))
             assert "  visit recorded on the card" in lines and UPDATED not in lines, lines
             assert pending() == [False]
@@ -144,6 +146,16 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             assert status == 200, answer
             assert answer["health"]["chronic_conditions"] == ["E11.9"]
             assert answer["health"]["pending"] is False
+            # ... with the centre's signature over them, the one on the card: the HIS checks
+            # it offline with the published key, and the signed bytes are the card's file.
+            signed = answer["health"]["signed"]
+            message = bytes.fromhex(signed["message"])
+            signature = bytes.fromhex(signed["signature"])
+            assert signed["key_version"] == 1 and verify(published.pem, message, signature)
+            serial = bytes.fromhex(card.serial.rjust(20, "0"))
+            chip = conns[0]._card.state  # type: ignore[attr-defined]
+            assert message == health_message(serial, chip.binary[0x19][:92], version=1)
+            assert signature == b"".join(chip.signatures[2:4])
             assert [(v["institution_id"], v["diagnoses"]) for v in answer["visits"]] == [
                 (hospitals[1], ["S52.5", "W19"]), (hospitals[0], ["J45.9"])]  # fmt: skip
             assert card.card_no not in str(answer)

@@ -5,7 +5,7 @@ three visits at a hospital's POS and gets a health update through the HIS API; i
 and the new card — personalised by command — reads back, after VERIFY, the same three visits
 (newest first) and the updated health data, each written under the new card's own record key;
 its health data are no longer pending; it takes the next visit script, and its newest visit (a
-bill of the card it replaced) raises no review."""
+bill of the card it replaced) raises no review; the HIS's book shows what the card holds."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from switch.card_io.connection import CardConnection, DirectConnection
 from switch.demo.keys import custodian_files, provision
 from switch.key_home import Home, component_files_of, open_soft_hsm, personal_keys, resolve
 from switch.keystore_file import FileKeyStore
-from tests.support.card_book import next_second
+from tests.support.card_book import his_call, next_second
 from tests.support.ceremony import Ceremony, serving
 from tests.support.daemon import Daemon, now
 from tests.support.his_health import put_health
@@ -150,6 +150,13 @@ def test_a_replacement_card_is_written_from_the_centres_copy(tmp_path: Path) -> 
                 "SELECT reference, detail FROM review_items WHERE reason = 'card_visit_mismatch'"
             )
             assert mismatches == []
+            # The hospital's HIS, within the consent of that settlement, reads the book the
+            # card holds: the four visits, the three of the card it replaced among them.
+            port, path = daemon.app.http_port, f"/cards/{second_no}/book"
+            status, book = await asyncio.to_thread(his_call, port, institution, token, "GET", path)
+            assert status == 200, book
+            shown = [(v["department"], tuple(v["diagnoses"])) for v in book["visits"]]
+            assert shown == [(v.department, v.diagnoses) for v in visits], shown
         finally:
             await pos.link.close()
 

@@ -17,6 +17,7 @@ from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
 from messages.card_records import DONOR_YES, HealthData
 from messages.card_signatures import PublishedKey
+from messages.private import BillData
 from simulators import pos_records, pos_signatures, terminal_card
 from simulators.pos_signatures import Verdict
 from switch.card_io import record_book
@@ -38,6 +39,11 @@ def test_the_specs_golden_traces_are_what_the_code_writes_and_reads() -> None:
     spec = examples("card-layout.md")
     assert signature_golden.trace_text(made.write) == spec["signature-write"]
     assert signature_golden.trace_text(made.read) == spec["signature-read"]
+    # The 0230 carrying the health script (field 63 before the TDK): the real codec's frame.
+    health = [command for command, _ in made.write[-3:]]
+    script = b"".join(bytes([len(command)]) + command for command in health)
+    built = BillData(bill_id="9054CA9CBE34A38E", health_script=script).build()
+    assert built == bytes.fromhex("".join(spec["signed-health-field-sixty-three"].split()))
     assert made.holder.line("holder data") == "holder data signed by the centre (key v1)"
     assert made.health.line("health data") == "health data signed by the centre (key v1)"
 

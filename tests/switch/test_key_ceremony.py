@@ -21,7 +21,7 @@ from hsm.keys import KeyUsage
 from hsm.policy import POLICY
 from ledger.demo import init_demo
 from messages.pretty import mask_pan
-from simulators import bureau, pos_records
+from simulators import bureau, pos_records, pos_signatures
 from simulators.card import VirtualCard
 from simulators.psam import VirtualPsam
 from simulators.terminal_card import open_application
@@ -187,6 +187,12 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     open_application(conn, "123456")
     on_card = pos_records.health(conn)
     assert on_card is not None and (on_card.blood_type, on_card.chronic) == ("B-", ("I10",))
+    # Not built yet (card-layout.md): the bureau cannot sign, so records 3-4 of EF 001B stay
+    # empty and the health data read as unsigned.
+    ef0019, sw = conn.transmit(bytes.fromhex("00B0990060"))
+    assert sw == 0x9000
+    unsigned = pos_signatures.check_health(conn, [], ef0019)
+    assert unsigned.verdict is pos_signatures.Verdict.NO_SIGNATURE
     pending = "SELECT pending FROM card_health WHERE person_id = ?"
     with sqlite3.connect(db) as sql:
         assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (1,)

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from messages.card_records import Visit, append_visit_command
+from messages.card_signatures import PublishedKey
 from simulators import pos_records, terminal_card
 from simulators.pos import Pos
 from simulators.vpcd import VPCD_PORT
@@ -35,7 +36,7 @@ def test_record_book_over_pcsc(pcscd: None, tmp_path: Path) -> None:
     settlement at its POS leaves the visit on the card (the centre's script) and brings the
     health data (the script in the 0230 to the settlement's 0220); a forged write is refused
     6988; a second hospital's reader shows the emergency block without the PIN, the visit and
-    the health data after it."""
+    the health data after it, both signatures checked with the centre's published key."""
 
     async def scenario(daemon: Daemon) -> None:
         db = daemon.home / "medswitch.db"
@@ -98,6 +99,13 @@ def test_record_book_over_pcsc(pcscd: None, tmp_path: Path) -> None:
             assert [(v.institution_id, v.bill_id, v.diagnoses) for v in visits] == [
                 (at, bill["bill_id"], ("J45.9",))
             ]
+            # The signatures came through PC/SC too (personalisation's holder script, the
+            # 0230's chained health script): this reader checks them with the published key.
+            assert bundle.keys.signing is not None
+            published = PublishedKey(1, await daemon.hsm.public_key(bundle.keys.signing))
+            shown = await pos_records.book(conn, PIN, [published])
+            assert shown[-2:] == ["holder data signed by the centre (key v1)",
+                                  "health data signed by the centre (key v1)"], shown  # fmt: skip
         finally:
             conn.disconnect()
             client.stop()

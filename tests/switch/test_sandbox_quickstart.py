@@ -55,7 +55,9 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         lines = text.splitlines()
         start = lines.index(next(ln for ln in lines if ln.startswith("# TEST ONLY")))
         printed = [
-            ln for ln in lines[start:] if ln.startswith(("medswitch sim", "MEDSWITCH_", "echo "))
+            ln
+            for ln in lines[start:]
+            if ln.startswith(("medswitch sim", "MEDSWITCH_", "echo ", "curl "))
         ]
         yield home, printed
     finally:
@@ -78,10 +80,18 @@ def shell(command: str, home: Path, typed: str = "") -> str:
 
 def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]) -> None:
     home, printed = daemon
-    assert [c.split("medswitch ", 1)[1].split()[0] for c in printed] == [
-        "sim", "sim", "sim", "operators", "dayend",
+    assert [c.split("medswitch ", 1)[-1].split()[0] for c in printed] == [
+        "sim",
+        "sim",
+        "sim",
+        "operators",
+        "dayend",
+        "operators",
+        "keys",
+        "sim",
+        "curl",
     ]
-    his, kiosk, pos, login, dayend = printed
+    his, kiosk, pos, login, dayend, custodian, publish, reader, his_book = printed
     readme = (home / "sandbox" / "README.txt").read_text().splitlines()
     assert [ln for ln in readme if not ln.startswith("#")] == printed
 
@@ -103,6 +113,21 @@ def test_the_printed_quick_start_works_as_printed(daemon: tuple[Path, list[str]]
     assert "logged in as demo-maker (maker)" in out, out
     out = shell(dayend, home)
     assert "has not closed" in out or "report " in out, out
+
+    # The record book: the published key, the emergency block, the book with its signatures
+    # checked, and the HIS's read of the centre's copy within the consent window of step 3.
+    out = shell(custodian, home)
+    assert "logged in as demo-custodian" in out, out
+    out = shell(publish, home)
+    assert "centre/CARD_SIGN v1 CARD_SIGN fingerprint" in out, out
+    out = shell(reader, home, "emergency\nbook\nquit\n")
+    assert "emergency block: blood A+, allergies PCN, implants -, donor yes," in out, out
+    assert "holder data signed by the centre (key v1)" in out, out
+    assert "health data signed by the centre (key v1)" in out, out
+    assert "visits on the card: 1" in out, out
+    book = json.loads(shell(his_book, home))
+    assert book["health"]["blood_type"] == "A+" and book["health"]["signed"]["key_version"] == 1
+    assert len(book["visits"]) == 1, book
 
     listing = json.loads((home / "sandbox" / "terminals.json").read_text())
     assert "TEST ONLY" in listing["test_only"]
