@@ -3,7 +3,8 @@
 `medswitch serve` on the embedded SQLite default, next to a raw loopback echo and raw pyiso8583
 decode+encode measured in the same run.
 
-    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120] [--no-pin] [--card-book]
+    python -m bench.bench_settle [--terminals 20] [--bills 2400] [--cardholders 120] [--no-pin]
+                                 [--card-book]
 
 The generator runs on one core and the daemon and the echo server on the other (``--no-pin``:
 wherever the scheduler puts them), as a load test would run its generator elsewhere:
