@@ -162,7 +162,7 @@ def test_kill9_under_load_loses_nothing_and_doubles_nothing(tmp_path: Path) -> N
         assert daemon.wait(timeout=30) == -signal.SIGKILL
     known = check_consistent(first, second)
     with contextlib.closing(sqlite3.connect(home / "medswitch-replies.db")) as db:
-        (kept,) = db.execute("SELECT COUNT(*) FROM response_cache").fetchone()
+        (kept,) = db.execute("SELECT COUNT(*) FROM replies").fetchone()
     assert kept >= KILL_AFTER  # the replies' own file (not the ledger's) had them after kill -9
     assert sum(r is not None for lane in known for r in lane) < total  # killed in the middle
     with serving(home) as (_, ports):

@@ -94,7 +94,7 @@ async def _scenario(tmp: Path) -> None:
     finally:
         await app.stop()
     with sqlite3.connect(tmp / "medswitch-replies.db") as db:  # the reply is in its file
-        assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] >= 3
+        assert db.execute("SELECT count(*) FROM replies").fetchone()[0] >= 3
     with sqlite3.connect(tmp / "medswitch.db") as db:  # and no longer in the ledger's
         assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] == 0
 
@@ -153,7 +153,7 @@ def test_the_replies_file_is_read_by_the_next_run_and_stays_bounded(tmp_path: Pa
     assert again == {"a": b"reply a", "b": b"reply b", "c": b"reply c", "d": None}
     asyncio.run(_cache_run(path, ["e"], entries_max=2))  # its first write purges all but 2
     with sqlite3.connect(replies_file(path)) as db:
-        kept = [row[0] for row in db.execute("SELECT message_key FROM response_cache")]
+        kept = [row[0] for row in db.execute("SELECT message_key FROM replies")]
     assert "e" in kept and len(kept) <= 2, kept
 
 
@@ -183,5 +183,24 @@ def test_replies_of_the_ledgers_file_before_the_upgrade_are_moved_and_answered(
         "gone": b"reply gone",
     }
     with contextlib.closing(sqlite3.connect(replies_file(path))) as db:
-        rows = dict(db.execute("SELECT message_key, response FROM response_cache").fetchall())
+        rows = dict(db.execute("SELECT message_key, response FROM replies").fetchall())
     assert rows == {"old": DIGEST + b"old reply", "gone": DIGEST + b"reply gone"}
+
+
+def test_a_key_written_again_is_read_as_its_newest_row(tmp_path: Path) -> None:
+    """A key whose row was no longer read (beyond the rows read at start) is handled afresh and
+    written again: the next start reads the newer row."""
+    from switch.reply_file import ReplyFile
+
+    now_us = time.time_ns() // 1000
+    file = ReplyFile(tmp_path / "r.db")
+    try:
+        file.store([("k", DIGEST + b"first"), ("j", DIGEST + b"other")], now_us, now_us + 10**9)
+        file.store([("k", DIGEST + b"again")], now_us, now_us + 10**9)
+        assert [(e.key, e.row) for e in file.load(now_us, 10)] == [
+            ("j", DIGEST + b"other"),
+            ("k", DIGEST + b"again"),
+        ]
+        assert file.purge(now_us + 2 * 10**9, 10) == 3  # all expired by then
+    finally:
+        file.close()
