@@ -294,7 +294,7 @@ class FileReplyCache(ReplyCache):
             if purge:
                 file.purge(now_us, rows_max)
 
-        self._writing = writing = asyncio.ensure_future(self._run(write))
+        self._writing = writing = self._run(write)
         writing.add_done_callback(lambda done: self._written(group, done))
 
     def _written(self, group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
@@ -307,15 +307,17 @@ class FileReplyCache(ReplyCache):
 
     def _sync(self) -> None:
         self._sync_due = None
-        asyncio.ensure_future(self._run(lambda file: file.sync())).add_done_callback(_logged)
+        self._run(lambda file: file.sync()).add_done_callback(_logged)
 
-    async def _run(self, work: Callable[[ReplyFile], T]) -> T:
+    def _run(self, work: Callable[[ReplyFile], T]) -> asyncio.Future[T]:
+        """``work`` on the file's thread (a future of the loop's: no task per write)."""
+
         def call() -> T:
             if self._file is None:
                 self._file = ReplyFile(replies_file(self._ledger_file))
             return work(self._file)
 
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        return asyncio.get_running_loop().run_in_executor(self._thread, call)
 
 
 def _settle(group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
