@@ -67,6 +67,7 @@ class Stores:
     bridge: PgBridge | None = None  # PostgreSQL: the synchronous stores' pool
     _engine: Any = field(default=None, repr=False)
     _session_sets: PgKeyStore | SqliteSessionKeys | None = field(default=None, repr=False)
+    _replies: ReplyCache | None = field(default=None, repr=False)
 
     @property
     def postgres(self) -> bool:
@@ -83,16 +84,23 @@ class Stores:
         return self._session_sets
 
     def reply_cache(self) -> ReplyCache:
-        """The retransmission cache: shared through the database on PostgreSQL (several
-        workers); on SQLite (one process) in the process, and durable in the file through the
-        ledger's writer (a restart still answers a retransmission byte for byte)."""
-        if self.pool is not None:
-            return SharedReplyCache(self.pool)
-        if isinstance(self.ledger, SqliteLedger):
-            return FileReplyCache(self.ledger.writer)
-        return ReplyCache()
+        """The retransmission cache (one, closed with the stores): shared through the database
+        on PostgreSQL (several workers); on SQLite (one process) in the process, and durable in
+        its own file beside the ledger's, written by a thread of its own (a restart still
+        answers a retransmission byte for byte)."""
+        if self._replies is None:
+            if self.pool is not None:
+                self._replies = SharedReplyCache(self.pool)
+            elif isinstance(self.ledger, SqliteLedger):
+                path = Path(self.url.removeprefix("sqlite:///"))
+                self._replies = FileReplyCache(path, self.ledger.writer)
+            else:
+                self._replies = ReplyCache()
+        return self._replies
 
     async def close(self) -> None:
+        if self._replies is not None:  # its last writes, before the ledger's
+            await self._replies.close()
         if isinstance(self._session_sets, SqliteSessionKeys):
             await asyncio.to_thread(self._session_sets.close)
         await self.ledger.close()

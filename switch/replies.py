@@ -91,6 +91,9 @@ class ReplyCache:
             self.finish(replay[0], replay[1], encoded)
         return encoded
 
+    async def close(self) -> None:
+        """Let what the cache is writing finish and release what it holds (here: nothing)."""
+
     def begin(self, key: str, digest: bytes) -> None:
         self._pending[key] = (digest, None)
 

@@ -1,17 +1,30 @@
-"""The retransmission cache on the embedded SQLite file: durable, so that a retransmission after
-a restart gets the original reply byte for byte (DESIGN §5's message identity), as it does on
-PostgreSQL (`switch.reply_store`).
+"""The retransmission cache on the embedded SQLite deployment: durable, so that a retransmission
+after a crash or restart gets the original reply byte for byte (DESIGN §5's message identity),
+as it does on PostgreSQL (`switch.reply_store`).
 
-One process serves a SQLite file, so the process's cache holds every reply it has made: lookups
-stay in memory (no read per request). What the table adds is the replies of earlier runs, read
-once, before the first lookup (the most recent `entries_max` unexpired ones). A reply is written
-through the ledger's writer — one statement for each loop turn's replies, in the writer's next
-group commit with the other requests' work — and sent once that commit is done. A commit of
-replies alone is not fsynced (an unsynced `Call`): a reply then survives the daemon's crash or
-restart, and the next commit's fsync takes it to the disk; were the machine to fail in between,
-its retransmission is handled afresh, which the ledger's idempotent transfers keep safe. The table
-is bounded like the memory: rows older than the cache's age and beyond its size are deleted now
-and then in the same writes.
+One process serves a SQLite deployment (``workers > 1`` needs PostgreSQL), so the process's
+cache holds every reply it has made: lookups stay in memory (no read per request). What the file
+adds is the replies of earlier runs, read once, before the first lookup (the most recent
+``entries_max`` unexpired ones).
+
+The replies live in a file of their own beside the ledger's (``medswitch-replies.db`` beside
+``medswitch.db``: `replies_file`), written by a thread of their own — not the ledger's writer,
+whose group commits wait for an fsync: each loop turn's replies are one transaction on that
+thread (one thread hop per turn; turns that end while a write is running go together in the
+next), and a reply is sent once its transaction has committed. The file is in WAL mode with
+``synchronous=NORMAL``: a commit is in the operating system's hands when it returns, so a reply
+survives the daemon's crash (kill -9) or restart; it reaches the disk at the file's next
+checkpoint — SQLite's own every ~1,000 pages, one this thread runs `SYNC_EVERY_S` after a
+write, and the one at close. Were the machine to fail in between, the retransmission of a reply
+made since is handled afresh, which the ledger's idempotent transfers keep safe (the request's
+own work was committed before its reply was made). The table is bounded like the
+memory: rows older than the cache's age and beyond its size are deleted now and then in the
+same writes.
+
+Before this file existed the replies were rows of the ledger's ``response_cache`` table (written
+through the ledger's writer). At start, any such rows are copied into this file (unexpired ones,
+kept if already here) and then deleted from the ledger's table: a restart after the upgrade still
+answers retransmissions of replies made before it.
 """
 
 from __future__ import annotations
@@ -21,21 +34,44 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar
 
+from ledger.migrate import private_sqlite
 from ledger.writer.jobs import Call, Operation
 from messages.outcome import Outcome
 from switch.replies import Remembered, Replay, ReplyCache
 from switch.reply_store import BATCH_MAX, DIGEST_BYTES
 
 log = logging.getLogger("medswitch.replies")
+T = TypeVar("T")
 PURGE_EVERY_S = 600.0
-_INSERT = (
-    "INSERT OR IGNORE INTO response_cache (message_key, response, created_at_us, expires_at_us)"
-    " VALUES (?, ?, ?, ?)"
+#: At most this long after a write, the thread checkpoints the file (its WAL fsynced, then the
+#: database): how long a reply may be only in the operating system's memory.
+SYNC_EVERY_S = 1.0
+#: Rows in the order they were written (the rowid), no other index: nothing looks a key up in
+#: the file (the start reads the newest rows; a key written again — handled afresh once its row
+#: was no longer read — is read as its newest row), and an index would double a commit's cost
+#: (some 60 against 30 µs of CPU for a commit of four replies, measured here).
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS replies (message_key TEXT NOT NULL, response BLOB NOT NULL,"
+    " created_at_us INTEGER NOT NULL, expires_at_us INTEGER NOT NULL)",
 )
+_INSERT = (
+    "INSERT INTO replies (message_key, response, created_at_us, expires_at_us) VALUES (?, ?, ?, ?)"
+)
+_EARLIER = (
+    "SELECT message_key, response, created_at_us, expires_at_us FROM response_cache"
+    " WHERE expires_at_us > ?"
+)
+
+
+def replies_file(ledger_file: Path) -> Path:
+    """The reply cache's file for the ledger file ``ledger_file``: beside it, named after it."""
+    return ledger_file.with_name(f"{ledger_file.stem}-replies{ledger_file.suffix}")
 
 
 class Writes(Protocol):
@@ -44,64 +80,125 @@ class Writes(Protocol):
     async def submit(self, op: Operation) -> Any: ...
 
 
-@dataclass(frozen=True, slots=True)
-class StoreReplies:
-    """Write replies (message key, digest + reply) in the writer's transaction; with
-    ``purge_before_us``, delete the rows expired by then and all but the newest ``rows_max``.
-    Runs on the writer (it pickles: the writer may be a process of its own)."""
+class Earlier(NamedTuple):
+    """A reply of an earlier run, as read at start."""
 
-    rows: tuple[tuple[str, bytes], ...]
-    created_at_us: int
-    expires_at_us: int
-    purge_before_us: int | None
-    rows_max: int
+    key: str
+    row: bytes  # the request's digest, then the reply
+    created_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetLedgerReplies:
+    """Delete the rows of the ledger's old ``response_cache`` table (copied into the replies
+    file first). Runs on the ledger's writer (it pickles: the writer may be a process)."""
 
     def __call__(self, db: sqlite3.Connection) -> int:
-        created, expires = self.created_at_us, self.expires_at_us
-        db.executemany(_INSERT, [(key, row, created, expires) for key, row in self.rows])
-        if self.purge_before_us is None:
-            return 0
-        purged = db.execute(
-            "DELETE FROM response_cache WHERE expires_at_us < ?", (self.purge_before_us,)
-        ).rowcount
-        purged += db.execute(
-            "DELETE FROM response_cache WHERE expires_at_us <= (SELECT expires_at_us FROM"
-            " response_cache ORDER BY expires_at_us DESC LIMIT 1 OFFSET ?)",
-            (self.rows_max,),
-        ).rowcount
+        return int(db.execute("DELETE FROM response_cache").rowcount)
+
+
+class ReplyFile:
+    """The replies file's statements, on the one connection of the thread that runs them all."""
+
+    def __init__(self, path: Path) -> None:
+        private_sqlite(path)  # 0600, as the ledger's: replies carry card numbers and balances
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout = 10000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        for statement in SCHEMA:
+            self.db.execute(statement)
+
+    def adopt(self, ledger_file: Path, now_us: int) -> int:
+        """Copy the unexpired rows of the ledger's old table here; how many there were."""
+        ledger = sqlite3.connect(ledger_file, isolation_level=None)
+        try:
+            ledger.execute("PRAGMA busy_timeout = 10000")
+            try:
+                rows = ledger.execute(_EARLIER, (now_us,)).fetchall()
+            except sqlite3.OperationalError:  # no such table: nothing to adopt
+                return 0
+        finally:
+            ledger.close()
+        if rows:
+            with self._transaction():
+                self.db.executemany(_INSERT, [(k, bytes(r), c, e) for k, r, c, e in rows])
+        return len(rows)
+
+    def load(self, now_us: int, rows_max: int) -> list[Earlier]:
+        """The newest unexpired row of each key, of the newest ``rows_max`` rows, oldest first."""
+        rows = self.db.execute(
+            "SELECT message_key, response, created_at_us FROM replies"
+            " WHERE expires_at_us > ? ORDER BY rowid DESC LIMIT ?",
+            (now_us, rows_max),
+        ).fetchall()
+        newest: dict[str, Earlier] = {}
+        for key, row, created in rows:
+            newest.setdefault(key, Earlier(key, bytes(row), int(created)))
+        return list(reversed(newest.values()))
+
+    def store(self, rows: list[tuple[str, bytes]], now_us: int, expires_us: int) -> None:
+        with self._transaction():
+            for start in range(0, len(rows), BATCH_MAX):
+                chunk = rows[start : start + BATCH_MAX]
+                self.db.executemany(_INSERT, [(k, row, now_us, expires_us) for k, row in chunk])
+
+    def purge(self, now_us: int, rows_max: int) -> int:
+        """Delete the rows expired by ``now_us`` and all but the newest ``rows_max``."""
+        with self._transaction():  # rows expire in the order they were written (one age)
+            purged = self.db.execute(
+                "DELETE FROM replies WHERE rowid < coalesce((SELECT rowid FROM replies"
+                " WHERE expires_at_us >= ? ORDER BY rowid LIMIT 1),"
+                " (SELECT max(rowid) + 1 FROM replies))",
+                (now_us,),
+            ).rowcount
+            purged += self.db.execute(
+                "DELETE FROM replies WHERE rowid <= (SELECT rowid FROM replies"
+                " ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                (rows_max,),
+            ).rowcount
         return int(purged)
 
+    def sync(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-@dataclass(frozen=True, slots=True)
-class LoadReplies:
-    """The newest ``rows_max`` unexpired rows (key, digest + reply, created at), oldest first."""
+    def close(self) -> None:
+        self.db.close()
 
-    now_us: int
-    rows_max: int
-
-    def __call__(self, db: sqlite3.Connection) -> list[tuple[str, bytes, int]]:
-        rows = db.execute(
-            "SELECT message_key, response, created_at_us FROM response_cache"
-            " WHERE expires_at_us > ? ORDER BY expires_at_us DESC LIMIT ?",
-            (self.now_us, self.rows_max),
-        ).fetchall()
-        return [(key, bytes(row), int(created)) for key, row, created in reversed(rows)]
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
 
 class FileReplyCache(ReplyCache):
-    """`ReplyCache` whose replies are durable in the SQLite file before they are sent."""
+    """`ReplyCache` whose replies are durable in the replies file before they are sent."""
 
     def __init__(
-        self, writer: Writes, entries_max: int = 200_000, age_max_s: float = 24 * 3600.0
+        self,
+        ledger_file: Path,
+        ledger_writer: Writes,
+        entries_max: int = 200_000,
+        age_max_s: float = 24 * 3600.0,
     ) -> None:
         super().__init__(entries_max=entries_max, age_max_s=age_max_s)
-        self._writer = writer
-        self._queued: list[tuple[str, bytes]] = []  # this loop turn's replies, written at its end
+        self._ledger_file, self._ledger_writer = ledger_file, ledger_writer
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="medswitch-replies")
+        self._file: ReplyFile | None = None  # opened on the thread by the first job
+        self._queued: list[tuple[str, bytes]] = []  # replies waiting for the next write
         self._group: asyncio.Future[None] | None = None  # resolved once they are written
+        self._writing: asyncio.Future[None] | None = None  # the write running on the thread
+        self._flush_due = False
         self._loaded: asyncio.Future[None] | None = None
         with contextlib.suppress(RuntimeError):  # on a loop (the daemon's start): read now
             self._loaded = asyncio.get_running_loop().create_task(self._load())
         self._purged_at_s = time.monotonic() - PURGE_EVERY_S  # the first write purges
+        self._sync_due: asyncio.TimerHandle | None = None  # the checkpoint scheduled
 
     async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
         if self._loaded is None or not self._loaded.done():
@@ -118,7 +215,8 @@ class FileReplyCache(ReplyCache):
     async def _load(self) -> None:
         now_us = _now_us()
         try:
-            rows = await self._writer.submit(Call(LoadReplies(now_us, self._entries_max)))
+            adopted = await self._run(lambda file: file.adopt(self._ledger_file, now_us))
+            rows = await self._run(lambda file: file.load(now_us, self._entries_max))
         except Exception as error:  # served from memory: the ledger stays idempotent
             log.error("response cache: earlier runs' replies not read: %s", error)
             return
@@ -129,16 +227,21 @@ class FileReplyCache(ReplyCache):
             at_s = now_s - (now_us - created_us) / 1_000_000
             self._entries[key] = Remembered(row[:DIGEST_BYTES], row[DIGEST_BYTES:], at_s)
         log.info("response cache: %d replies of earlier runs", len(rows))
+        if adopted:  # copied here, committed: the ledger's old rows can go
+            try:
+                await self._ledger_writer.submit(Call(ForgetLedgerReplies(), synced=False))
+            except Exception as error:  # copied again (kept) at the next start
+                log.error("response cache: the ledger's old rows not deleted: %s", error)
+            log.info("response cache: %d replies moved from the ledger's file", adopted)
 
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         super().finish(key, digest, reply)
         if reply is None:
             return
-        if self._group is None:  # the loop turn's replies: one write, one future
-            loop = asyncio.get_running_loop()
-            self._group = loop.create_future()
-            loop.call_soon(self._flush)
+        if self._group is None:  # the replies of this turn (and of any while a write runs)
+            self._group = asyncio.get_running_loop().create_future()
         self._queued.append((key, digest + reply))
+        self._schedule()
 
     async def remember(self, replay: Replay | None, reply: Awaitable[bytes]) -> bytes:
         """The reply, once it is in the file too (a restart then still knows it)."""
@@ -149,25 +252,72 @@ class FileReplyCache(ReplyCache):
                 await asyncio.shield(group)
         return encoded
 
+    async def close(self) -> None:
+        """Let the last writes finish, then close the file and its thread."""
+        if self._loaded is not None and not self._loaded.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._loaded)
+        for _ in range(3):  # the running write, then the queued ones (bounded: none come now)
+            if self._writing is None and self._queued:
+                self._flush()
+            if self._writing is None:
+                break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        if self._sync_due is not None:  # closing checkpoints the file
+            self._sync_due.cancel()
+            self._sync_due = None
+        with contextlib.suppress(Exception):
+            await self._run(lambda file: file.close())
+        self._thread.shutdown(wait=False)
+
+    def _schedule(self) -> None:
+        if not self._flush_due and self._writing is None:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_due = False
         rows, group = self._queued, self._group
         self._queued, self._group = [], None
         if group is None or not rows:
             return
-        writing = asyncio.ensure_future(self._write(rows))
-        writing.add_done_callback(lambda done: _settle(group, done))
-
-    async def _write(self, rows: list[tuple[str, bytes]]) -> None:
         now_us = _now_us()
-        purge = None
-        if time.monotonic() - self._purged_at_s > PURGE_EVERY_S:
-            self._purged_at_s = time.monotonic()
-            purge = now_us
         expires_us = now_us + int(self._age_max_s * 1_000_000)
-        for start in range(0, len(rows), BATCH_MAX):
-            chunk = tuple(rows[start : start + BATCH_MAX])
-            store = StoreReplies(chunk, now_us, expires_us, purge, self._entries_max)
-            await self._writer.submit(Call(store, synced=False))
+        purge = time.monotonic() - self._purged_at_s > PURGE_EVERY_S
+        if purge:
+            self._purged_at_s = time.monotonic()
+        rows_max = self._entries_max
+
+        def write(file: ReplyFile) -> None:
+            file.store(rows, now_us, expires_us)
+            if purge:
+                file.purge(now_us, rows_max)
+
+        self._writing = writing = self._run(write)
+        writing.add_done_callback(lambda done: self._written(group, done))
+
+    def _written(self, group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
+        self._writing = None
+        _settle(group, done)
+        if self._sync_due is None:  # to the disk within SYNC_EVERY_S (the next write may wait)
+            self._sync_due = asyncio.get_running_loop().call_later(SYNC_EVERY_S, self._sync)
+        if self._queued:
+            self._schedule()
+
+    def _sync(self) -> None:
+        self._sync_due = None
+        self._run(lambda file: file.sync()).add_done_callback(_logged)
+
+    def _run(self, work: Callable[[ReplyFile], T]) -> asyncio.Future[T]:
+        """``work`` on the file's thread (a future of the loop's: no task per write)."""
+
+        def call() -> T:
+            if self._file is None:
+                self._file = ReplyFile(replies_file(self._ledger_file))
+            return work(self._file)
+
+        return asyncio.get_running_loop().run_in_executor(self._thread, call)
 
 
 def _settle(group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
@@ -180,6 +330,11 @@ def _settle(group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
         group.set_exception(error)
     else:
         group.set_result(None)
+
+
+def _logged(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and (error := done.exception()) is not None:
+        log.error("response cache checkpoint failed: %s", error)
 
 
 def _now_us() -> int:

@@ -8,8 +8,8 @@ batched into one statement each (``= ANY``, ``unnest``). A row holds the request
 the reply. Rows expire with the cache's age; a worker deletes expired rows now and then.
 
 A write of replies is committed without waiting for its WAL flush (``synchronous_commit`` off
-for that transaction alone), as the SQLite file's unsynced commit of replies
-(``switch.reply_file``): it survives the daemon's crash or restart at once, and the next
+for that transaction alone), as the SQLite deployment's replies file is written without an
+fsync (``switch.reply_file``): it survives the daemon's crash or restart at once, and the next
 synchronous commit — a ledger group commit, a bill's transition, any worker's — flushes it,
 since the WAL is flushed in order. Were the database's machine to fail in between, the
 retransmission is handled afresh, which the ledger's idempotent transfers keep safe. Every

@@ -134,8 +134,11 @@ def demo_init(
     if db.exists():
         if not force:
             raise click.ClickException(f"{db} exists (use --force to replace it)")
-        for suffix in ("", "-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        from switch.reply_file import replies_file
+
+        for file in (db, replies_file(db)):  # the old deployment's replies go with it
+            for suffix in ("", "-wal", "-shm"):
+                file.with_name(file.name + suffix).unlink(missing_ok=True)
     db.parent.mkdir(0o700, parents=True, exist_ok=True)  # new: private (the file: 0600)
     personal = _demo_keys(keys_home or db.parent)
     start = time.perf_counter()

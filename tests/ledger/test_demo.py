@@ -18,6 +18,7 @@ from ledger.personal import Person, people
 from ledger.sqlite_ledger import SqliteLedger
 from switch.cli.groups import demo_group
 from switch.cli.ledger import ledger_group
+from switch.reply_file import replies_file
 from tests.support.events import check_balances
 from tests.support.operators import reader_env
 from tests.support.personal import demo_keys
@@ -59,8 +60,11 @@ def test_cli_demo_init_then_ledger_commands(tmp_path: Path) -> None:
     assert "30 cardholders" in made.output
     again = runner.invoke(demo_group, ["init", "--cardholders", "30", "--db", db])
     assert again.exit_code != 0 and "exists" in again.output
+    replies = replies_file(Path(db))  # the old deployment's replies: not the new one's
+    replies.write_bytes(b"")
     forced = runner.invoke(demo_group, ["init", "--cardholders", "5", "--db", db, "--force"])
     assert forced.exit_code == 0, forced.output
+    assert not replies.exists()
     runner = CliRunner(env=reader_env(Path(db), tmp_path / "tokens"))  # read by an auditor
     shown = runner.invoke(ledger_group, ["balance", "pf:0000000001", "--db", db])
     assert shown.exit_code == 0 and "PERSONAL_FUND" in shown.output

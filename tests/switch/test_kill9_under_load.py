@@ -7,7 +7,8 @@ while that runs, started again, and everything is sent once more. Then:
 - every advice answered 00 before a kill is in the ledger (its card-debit transfer) at once
   after the restart, before anything is re-sent;
 - a re-sent request answered before gets its original reply byte for byte (the reply cache is
-  durable on SQLite); one never answered is answered 00 at the end;
+  durable on SQLite, in its own file beside the ledger's); one never answered is answered 00 at
+  the end;
 - each advice's card-debit transfer is in the ledger exactly once, and there are as many
   card-debit transfers as advices: nothing lost, nothing doubled;
 - the accounts sum to zero and each account's totals are its transfers'.
@@ -160,6 +161,9 @@ def test_kill9_under_load_loses_nothing_and_doubles_nothing(tmp_path: Path) -> N
         second = uvloop.run(drive(ports.terminal, lanes, AGAIN_KILL_AFTER, daemon.kill))
         assert daemon.wait(timeout=30) == -signal.SIGKILL
     known = check_consistent(first, second)
+    with contextlib.closing(sqlite3.connect(home / "medswitch-replies.db")) as db:
+        (kept,) = db.execute("SELECT COUNT(*) FROM replies").fetchone()
+    assert kept >= KILL_AFTER  # the replies' own file (not the ledger's) had them after kill -9
     assert sum(r is not None for lane in known for r in lane) < total  # killed in the middle
     with serving(home) as (_, ports):
         check_durable(database, advices, known)

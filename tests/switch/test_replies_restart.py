@@ -1,11 +1,14 @@
-"""Retransmissions after a restart on the embedded SQLite file: the reply cache is durable there
-(switch.reply_file), so a request resent to a restarted daemon gets its original reply byte for
-byte — here a 0200 whose bill has since completed, which handled afresh would answer 12."""
+"""Retransmissions after a restart on the embedded SQLite deployment: the reply cache is durable
+in its own file beside the ledger's (switch.reply_file), so a request resent to a restarted
+daemon gets its original reply byte for byte — here a 0200 whose bill has since completed, which
+handled afresh would answer 12. (After a kill -9: tests/switch/test_kill9_under_load.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,12 +16,16 @@ import uvloop
 
 from hsm.keystore import MemoryKeyStore
 from ledger.demo import init_demo
+from ledger.migrate import upgrade_sqlite
+from ledger.sqlite_ledger import SqliteLedger
+from ledger.writer.process import ProcessWriter
+from messages.outcome import Outcome
 from messages.private import BillData
 from messages.terminal import DebitAdvice
 from switch.app import App, open_app
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.demo.keys import demo_personal_keys
-from switch.reply_file import FileReplyCache
+from switch.reply_file import FileReplyCache, replies_file
 from switch.sessions import Sessions
 from tests.support.daemon import Daemon, Terminal, new_hsm, now
 from tests.support.kiosk import (
@@ -29,6 +36,8 @@ from tests.support.kiosk import (
     signed_on_kiosk,
 )
 from tests.support.settlement import his_submit, medical_reference, settle
+
+DIGEST = b"d" * 16
 
 
 async def _started(tmp: Path, hsm, store: MemoryKeyStore) -> App:  # type: ignore[no-untyped-def]
@@ -84,12 +93,14 @@ async def _scenario(tmp: Path) -> None:
             session = (pos.keys, pos.batch, pos.institution_id, pos.tmk)
     finally:
         await app.stop()
-    with sqlite3.connect(tmp / "medswitch.db") as db:  # the reply is in the file
-        assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] >= 3
+    with sqlite3.connect(tmp / "medswitch-replies.db") as db:  # the reply is in its file
+        assert db.execute("SELECT count(*) FROM replies").fetchone()[0] >= 3
+    with sqlite3.connect(tmp / "medswitch.db") as db:  # and no longer in the ledger's
+        assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] == 0
 
     app = await _started(tmp, hsm, store)  # the restart: a new process's memory
     try:
-        assert isinstance(app.stores.reply_cache(), FileReplyCache)  # type: ignore[union-attr]
+        assert isinstance(app.stores.reply_cache(), FileReplyCache)
         reader, writer = await asyncio.open_connection("127.0.0.1", app.terminal_port)
         try:
             keys_, batch, institution, tmk = session
@@ -108,36 +119,88 @@ def test_a_retransmission_after_a_restart_gets_the_original_reply(tmp_path: Path
         runner.run(asyncio.wait_for(_scenario(tmp_path), timeout=120))
 
 
-def test_the_file_cache_survives_its_writer_process_and_stays_bounded(tmp_path: Path) -> None:
-    from ledger.sqlite_ledger import SqliteLedger
-    from ledger.writer.process import ProcessWriter
-
-    path = tmp_path / "ledger.db"
-
-    async def run(keys: list[str], *, entries_max: int) -> dict[str, object]:
-        ledger = SqliteLedger.open(path, process=True)  # the daemon's writer: a child process
+async def _cache_run(
+    path: Path, keys: list[str], *, entries_max: int = 10
+) -> dict[str, bytes | Outcome | None]:
+    """A daemon's run, as far as the cache goes: the ledger on ``path`` with its writer process,
+    the cache beside it; each key looked up, and answered (``reply KEY``) if it was not known."""
+    ledger = SqliteLedger.open(path, process=True)
+    try:
+        assert isinstance(ledger.writer, ProcessWriter)
+        await ledger.writer.attach()
+        cache = FileReplyCache(path, ledger.writer, entries_max=entries_max)
         try:
-            assert isinstance(ledger.writer, ProcessWriter)
-            await ledger.writer.attach()
-            cache = FileReplyCache(ledger.writer, entries_max=entries_max)
-            found = {key: await cache.earlier(key, b"d" * 16) for key in keys}
+            found = {key: await cache.earlier(key, DIGEST) for key in keys}
             for key in keys:
                 if found[key] is None:
-                    cache.begin(key, b"d" * 16)
+                    cache.begin(key, DIGEST)
                     reply = asyncio.sleep(0, result=f"reply {key}".encode())
-                    assert await cache.remember((key, b"d" * 16), reply) == reply_of(key)
+                    assert await cache.remember((key, DIGEST), reply) == f"reply {key}".encode()
             return found
         finally:
-            await ledger.close()
+            await cache.close()
+    finally:
+        await ledger.close()
 
-    def reply_of(key: str) -> bytes:
-        return f"reply {key}".encode()
 
-    first = asyncio.run(run(["a", "b", "c"], entries_max=10))
+def test_the_replies_file_is_read_by_the_next_run_and_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    first = asyncio.run(_cache_run(path, ["a", "b", "c"]))
     assert set(first.values()) == {None}
-    again = asyncio.run(run(["a", "b", "c", "d"], entries_max=10))
+    assert replies_file(path) == tmp_path / "ledger-replies.db"
+    assert replies_file(path).stat().st_mode & 0o777 == 0o600  # replies carry card data
+    again = asyncio.run(_cache_run(path, ["a", "b", "c", "d"]))
     assert again == {"a": b"reply a", "b": b"reply b", "c": b"reply c", "d": None}
-    asyncio.run(run(["e"], entries_max=2))  # its first write purges all but the newest 2
-    with sqlite3.connect(path) as db:
-        kept = [row[0] for row in db.execute("SELECT message_key FROM response_cache")]
+    asyncio.run(_cache_run(path, ["e"], entries_max=2))  # its first write purges all but 2
+    with sqlite3.connect(replies_file(path)) as db:
+        kept = [row[0] for row in db.execute("SELECT message_key FROM replies")]
     assert "e" in kept and len(kept) <= 2, kept
+
+
+def test_replies_of_the_ledgers_file_before_the_upgrade_are_moved_and_answered(
+    tmp_path: Path,
+) -> None:
+    """Before the replies had a file of their own they were rows of the ledger's
+    ``response_cache`` (request digest, then reply): a restart after the upgrade still answers
+    their retransmissions, and the rows move to the replies file."""
+    path = tmp_path / "medswitch.db"
+    upgrade_sqlite(path)
+    now_us = time.time_ns() // 1000
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executemany(
+            "INSERT INTO response_cache VALUES (?, ?, ?, ?)",
+            [
+                ("old", DIGEST + b"old reply", now_us - 10**6, now_us + 3600 * 10**6),
+                ("gone", DIGEST + b"expired", now_us - 10**8, now_us - 10**6),
+            ],
+        )
+    found = asyncio.run(_cache_run(path, ["old", "gone"]))
+    assert found == {"old": b"old reply", "gone": None}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM response_cache").fetchone()[0] == 0
+    assert asyncio.run(_cache_run(path, ["old", "gone"])) == {
+        "old": b"old reply",
+        "gone": b"reply gone",
+    }
+    with contextlib.closing(sqlite3.connect(replies_file(path))) as db:
+        rows = dict(db.execute("SELECT message_key, response FROM replies").fetchall())
+    assert rows == {"old": DIGEST + b"old reply", "gone": DIGEST + b"reply gone"}
+
+
+def test_a_key_written_again_is_read_as_its_newest_row(tmp_path: Path) -> None:
+    """A key whose row was no longer read (beyond the rows read at start) is handled afresh and
+    written again: the next start reads the newer row."""
+    from switch.reply_file import ReplyFile
+
+    now_us = time.time_ns() // 1000
+    file = ReplyFile(tmp_path / "r.db")
+    try:
+        file.store([("k", DIGEST + b"first"), ("j", DIGEST + b"other")], now_us, now_us + 10**9)
+        file.store([("k", DIGEST + b"again")], now_us, now_us + 10**9)
+        assert [(e.key, e.row) for e in file.load(now_us, 10)] == [
+            ("j", DIGEST + b"other"),
+            ("k", DIGEST + b"again"),
+        ]
+        assert file.purge(now_us + 2 * 10**9, 10) == 3  # all expired by then
+    finally:
+        file.close()
