@@ -190,7 +190,12 @@ async def submit_all(
 
 
 async def prepare(
-    home: Path, port: int, http_port: int, maker: ChipMaker, args: argparse.Namespace
+    home: Path,
+    port: int,
+    http_port: int,
+    maker: ChipMaker,
+    args: argparse.Namespace,
+    card_book: bool = False,
 ) -> tuple[Lanes, int]:
     """Cards issued and loaded, PSAMs in the POS, bills submitted to the daemon's HIS API (as
     the hospitals' charging systems submit them, so the daemon's writer has each bill as it
@@ -220,7 +225,7 @@ async def prepare(
             return Submitted(bill["bill_id"], bill["split"]["personal_account_fen"])
 
         lanes = await build_lanes(
-            port, hsm, maker, cards, psams, submit, args.bills, now, args.card_book
+            port, hsm, maker, cards, psams, submit, args.bills, now, card_book
         )
     return lanes, len(cards)
 
@@ -378,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"CPUs: generator {sorted(generator)}, daemon and echo server {sorted(servers)}")
         with processes(home, pids, servers, generator) as (port, echo_port, http_port):
             started = time.perf_counter()
-            lanes, cards = uvloop.run(prepare(home, port, http_port, maker, args))
+            lanes, cards = uvloop.run(
+                prepare(home, port, http_port, maker, args, card_book=args.card_book)
+            )
             print(
                 f"prepared {args.bills} bills on {cards} cards and {len(lanes)} POS "
                 f"in {time.perf_counter() - started:.0f} s"
