@@ -53,7 +53,8 @@ COMMANDS = {
     "import": Lazy("switch.cli.groups:import_group", "Import counterparties' files."),
     "institutions": Lazy(
         "switch.cli.terminals:institutions_group",
-        "Institutions: add, list, show, disable, enable (audited).",
+        "Institutions: add, list, show, disable, enable, authorise-health, revoke-health"
+        " (audited).",
     ),
     "keys": Lazy(
         "switch.cli.keys:keys",
