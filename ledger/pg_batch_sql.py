@@ -29,6 +29,29 @@ READ = (
     f" (SELECT array_agg({ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($5::text[])"
     f"   AND l.flags & {NEVER} = 0)"
 )
+
+
+def upsert_offline(first: int) -> str:
+    """The offline records' upsert, its eleven arrays and the receipt time numbered from
+    ``$first`` (on its own, or as a CTE of the batch's write)."""
+    n = [f"${first + i}" for i in range(12)]
+    return (
+        "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
+        " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
+        f" received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc,"
+        f" {n[11]} FROM unnest({n[0]}::text[], {n[1]}::bigint[], {n[2]}::text[], {n[3]}::int[],"
+        f" {n[4]}::text[], {n[5]}::text[], {n[6]}::bigint[], {n[7]}::text[], {n[8]}::text[],"
+        f" {n[9]}::text[], {n[10]}::int[])"
+        " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
+        " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
+        " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
+        " application_serial = excluded.application_serial, purse = excluded.purse,"
+        " amount_fen = excluded.amount_fen, tac = excluded.tac,"
+        " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
+        " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
+    )
+
+
 #: The batch's write: its transfers, each touched account's totals moved by the batch's net
 #: delta (``x = x + delta``: a shared account is locked only here, to the commit, never across
 #: the batch's read and decision; in id order; a closed one not updated, and the batch then
@@ -41,18 +64,7 @@ WRITE = (
     " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
     " $10::bigint[], $11::bigint[]) AS v(id, d, c) ORDER BY v.id) AS u"
     " WHERE a.id = u.id AND NOT a.closed RETURNING a.id),"
-    " o AS (INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $23"
-    " FROM unnest($12::text[], $13::bigint[], $14::text[], $15::int[], $16::text[], $17::text[],"
-    " $18::bigint[], $19::text[], $20::text[], $21::text[], $22::int[])"
-    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
-    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
-    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
-    " application_serial = excluded.application_serial, purse = excluded.purse,"
-    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
-    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us)"
+    f" o AS ({upsert_offline(12)})"
 )
 INSERT_ACCOUNTS = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"

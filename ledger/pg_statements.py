@@ -21,6 +21,7 @@ from ledger.core import (
     QueuedReversal,
     ReviewItem,
 )
+from ledger.pg_batch_sql import upsert_offline
 from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
 from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import AccountState, Remembered, check_open
@@ -32,20 +33,7 @@ READS = frozenset(
 )  # fmt: skip
 _NOT_ONE_BY_ONE = READS | POSTS | {"open_accounts", "call"}  # what `execute` runs in phases
 
-_UPSERT_OFFLINE = (
-    "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
-    " application_serial, purse, amount_fen, tac, card_datetime, transfer_id, card_counter,"
-    " received_at_us) SELECT u.p, u.s, u.t, u.b, u.a, u.pu, u.am, u.tac, u.cd, u.tid, u.cc, $12"
-    " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[],"
-    " $7::bigint[], $8::text[], $9::text[], $10::text[], $11::int[])"
-    " WITH ORDINALITY AS u(p, s, t, b, a, pu, am, tac, cd, tid, cc, n) ORDER BY u.n"
-    " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
-    " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
-    " application_serial = excluded.application_serial, purse = excluded.purse,"
-    " amount_fen = excluded.amount_fen, tac = excluded.tac,"
-    " card_datetime = excluded.card_datetime, transfer_id = excluded.transfer_id,"
-    " card_counter = excluded.card_counter, received_at_us = excluded.received_at_us"
-)
+_UPSERT_OFFLINE = upsert_offline(1)
 _HELD_OFFLINE = (
     "SELECT o.psam_terminal_no, o.psam_serial, o.transfer_id IS NOT NULL, o.terminal_id,"
     " o.batch_no FROM offline_records AS o"
