@@ -119,11 +119,15 @@ async def receive(
 
 
 async def personalise_card(party: Party, serial: bytes, public: bytes, holder: bytes,
-                           key_version: int, health: HealthData | None = None) -> VirtualCard:
+                           key_version: int, health: HealthData | None = None,
+                           signed: issuance.BatchSignatures | None = None) -> VirtualCard:
     """A blank card (factory control key) personalised with the centre's card master keys of
     KEY_VERSION — the record key DRK too when MK_RECORD was received — and the health data
     (EF 0019, with its data check code) when the batch carries them; the card keeps its
-    factory PIN."""
+    factory PIN. The centre's signatures the batch carries (SIGNED) go into EF 001B — records
+    1-2 the holder's, 3-4 the health data's — by the chained scripts the bureau MACs under the
+    card's DRK (the signing key itself never leaves the centre's HSM); a card without the DRK
+    (no MK_RECORD received) cannot take them."""
     factory = await party.hsm.form_key(
         "factory/control", U.MK_CONTROL, [Component.parse(FACTORY_TEST_ONLY_CONTROL)], now=_now()
     )
@@ -142,10 +146,12 @@ async def personalise_card(party: Party, serial: bytes, public: bytes, holder: b
     card = VirtualCard(blank_card(serial))
     conn = DirectConnection(card)
     conn.connect()
+    holder_signature = None if signed is None else signed.holder
     await personalize_card(conn, party.hsm, masters, serial, public, holder, bytes(60), None,
-                           factory=factory)
+                           factory=factory, holder_signature=holder_signature)
     if health is not None:
-        await write_health(conn, party.hsm, masters, serial, health)
+        health_signature = None if signed is None else signed.health
+        await write_health(conn, party.hsm, masters, serial, health, health_signature)
     return card
 
 
@@ -157,7 +163,7 @@ async def personalise_batch(party: Party, batch_data: bytes) -> list[tuple[str, 
     for record in batch.records:
         public, holder = issuance.card_files(record, batch.created.date())
         card = await personalise_card(party, record.serial_bytes, public, holder,
-                                      batch.key_version, record.health)
+                                      batch.key_version, record.health, record.signed)
         cards.append((record.card_no, card))
     return cards
 

@@ -13,10 +13,13 @@ Batch plaintext, UTF-8, one `|`-separated line each, `\\n`-terminated:
     D|<seq>|<card no>|<application serial>|<cardholder id>|<name>|<id no>|<expiry yymm>|<svc>
       [|<blood type>|<donor 0/1/2>|<emergency phone>|<allergies>|<implants>|<chronic ICD-10>
        |<updated by>|<updated at yyyymmddhhmmss>]
+      [|<signing key version>|<holder signature, hex>|<health signature, hex, or empty>]
     T|<record count>|<X9.19 MAC, hex, of every byte before the T line, under the file key>
 
-The eight fields in brackets (specs/key-ceremony.md, "Card issuance batch"): the cardholder's
-health data for EF 0019, lists comma-separated; absent when there are none.
+The eight fields in the first brackets (specs/key-ceremony.md, "Card issuance batch"): the
+cardholder's health data for EF 0019, lists comma-separated; absent when there are none. The
+three in the second: the centre's signatures (centre/CARD_SIGN, made at the batch's creation)
+the personaliser writes into EF 001B; absent when the centre has no signing key.
 
 >>> card_number("621098", 1)
 '6210980000000014'
@@ -80,6 +83,7 @@ class IssuanceRecord:
     expiry: date
     service_code: str = SERVICE_CODE
     health: HealthData | None = None  # written to EF 0019 at personalisation
+    signed: BatchSignatures | None = None  # written to EF 001B at personalisation
 
     @property
     def serial_bytes(self) -> bytes:
@@ -101,6 +105,7 @@ class IssuanceRecord:
             f"{self.expiry:%y%m}",
             self.service_code,
             *([] if self.health is None else health_fields(self.health)),
+            *([] if self.signed is None else self.signed.fields()),
         )
         for value in fields:
             if "|" in value or "\n" in value:
@@ -110,12 +115,51 @@ class IssuanceRecord:
     @classmethod
     def decode(cls, line: str) -> IssuanceRecord:
         parts = line.split("|")
-        if len(parts) not in (9, 9 + len(HEALTH_FIELDS)) or parts[0] != "D":
+        with_health = 9 + len(HEALTH_FIELDS)
+        if len(parts) not in (9, 12, with_health, with_health + 3) or parts[0] != "D":
             raise BatchError("malformed record")
         expiry = _month_end(parts[7])
-        health = None if len(parts) == 9 else health_of_fields(parts[9:])
+        health = health_of_fields(parts[9:with_health]) if len(parts) >= with_health else None
+        signed = None
+        if len(parts) in (12, with_health + 3):
+            signed = BatchSignatures.of_fields(parts[-3:], health is not None)
         return cls(int(parts[1]), parts[2], parts[3], parts[4], parts[5], parts[6], expiry,
-                   parts[8], health)
+                   parts[8], health, signed)
+
+
+SIGNATURE_HEX = 512  # RSA-2048: 256 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSignatures:
+    """The centre's signatures over a card's holder file (EF 0016) and health data (EF 0019
+    bytes 0-91; None when the card gets none), made by centre/CARD_SIGN of `version` when the
+    batch was created (specs/card-layout.md, "Signatures")."""
+
+    version: int
+    holder: bytes
+    health: bytes | None = None
+
+    def fields(self) -> list[str]:
+        health = "" if self.health is None else self.health.hex().upper()
+        return [str(self.version), self.holder.hex().upper(), health]
+
+    @classmethod
+    def of_fields(cls, parts: list[str], with_health: bool) -> BatchSignatures:
+        """The three batch fields; BatchError naming the one that does not fit."""
+        version, holder, health = parts
+        if not version.isdigit() or not 1 <= int(version) <= 255:
+            raise BatchError("signing key version: 1 to 255")
+
+        def signature(text: str, what: str) -> bytes:
+            if len(text) != SIGNATURE_HEX or set(text) - set("0123456789ABCDEF"):
+                raise BatchError(f"{what} signature: {SIGNATURE_HEX} upper-case hex digits")
+            return bytes.fromhex(text)
+
+        if with_health != bool(health):
+            raise BatchError("health signature: given exactly when the card gets health data")
+        return cls(int(version), signature(holder, "holder"),
+                   signature(health, "health") if health else None)
 
 
 HEALTH_FIELDS = ("blood type", "organ donor", "emergency phone", "allergies", "implants",

@@ -137,12 +137,15 @@ async def personalize_card(
     authorisation: bytes,
     pin: PinEntry | None,
     factory: KeyRef | None = None,
+    holder_signature: bytes | None = None,
 ) -> None:
     """Keys, files (the authorisation file gets its data check code) and the initial PIN
     (None: the card keeps its factory PIN until the cardholder changes it).
 
     `factory`: the chip maker's control master the blank card's control key is diversified
-    from; the issuer's control key is then written first, under it."""
+    from; the issuer's control key is then written first, under it. `holder_signature`: the
+    centre's signature over `holder` made beforehand (a batch's, for a bureau); else the
+    signing key among `keys` signs it now; either way written when the card gets its DRK."""
     expect(conn, SELECT_APP, "SELECT")
     control = keys.path(keys.control, serial)
     if factory is not None:
@@ -162,8 +165,9 @@ async def personalize_card(
     await update_binary(conn, hsm, keys, serial, SFI_PUBLIC, public)
     await update_binary(conn, hsm, keys, serial, SFI_HOLDER, holder)
     await write_authorisation(conn, hsm, keys, serial, authorisation)
-    if keys.signing is not None and keys.record is not None:
-        await write_holder_signature(conn, hsm, keys, serial, holder)
+    signed = holder_signature is not None or keys.signing is not None
+    if signed and keys.record is not None:
+        await write_holder_signature(conn, hsm, keys, serial, holder, holder_signature)
     if pin is not None:
         await unblock_pin(conn, hsm, keys, serial, pin)
 
@@ -177,16 +181,21 @@ async def update_binary(
 
 
 async def write_holder_signature(
-    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, holder: bytes
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, holder: bytes,
+    signature: bytes | None = None,
 ) -> None:
-    """EF 001B records 1-2: the centre's signature over EF 0016 as written, one chained
-    script under one challenge (the record key)."""
-    if keys.signing is None or keys.record is None:
-        raise ValueError("the holder signature needs the signing key and the record key")
+    """EF 001B records 1-2: the centre's signature over EF 0016 as written (`signature`, made
+    beforehand, or the signing key's now), one chained script under one challenge (the record
+    key)."""
+    if keys.record is None:
+        raise ValueError("the holder signature needs the record key")
     record_key = keys.path(keys.record, serial)
-    commands = await signatures.holder_script(
-        hsm, keys.signing, record_key, serial, holder, challenge(conn)
-    )
+    if signature is None:
+        if keys.signing is None:
+            raise ValueError("the holder signature needs a signature or the signing key")
+        signature = await signatures.sign_holder(hsm, keys.signing, serial, holder)
+    commands = await signatures.holder_signature_script(hsm, record_key, signature,
+                                                        challenge(conn))
     for command in commands:
         expect(conn, command, "UPDATE RECORD 001B")
 

@@ -24,7 +24,7 @@ from messages.card_records import (
     append_record_command,
     update_health_command,
 )
-from messages.card_signatures import health_message
+from messages.card_signatures import HEALTH_RECORDS, health_message
 from routing.cardkeys import card_master_alias
 from switch.card_io import signatures
 from switch.card_io.connection import CardConnection, expect
@@ -52,11 +52,13 @@ async def health_update(
 
 
 async def health_script(
-    hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData, card_challenge: bytes
+    hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData, card_challenge: bytes,
+    signature: bytes | None = None,
 ) -> list[bytes]:
     """The whole health-data script for ``card_challenge``, to send in order (stopping at the
-    first status word that is not 9000): with a signing key (``keys.signing``) the signature's
-    UPDATE RECORD 3 and 4 of EF 001B (CLA `14`), then the UPDATE BINARY of EF 0019 (CLA `04`)
+    first status word that is not 9000): with a signature (``signature``, made beforehand — a
+    batch's, for a bureau — or the signing key's, ``keys.signing``, now) its UPDATE RECORD 3
+    and 4 of EF 001B (CLA `14`), then the UPDATE BINARY of EF 0019 (CLA `04`)
     — the data last, so a script cut short leaves the card's data as they were and the centre
     sees them differ at the next contact; without one, the UPDATE BINARY alone."""
     if keys.record is None:
@@ -64,7 +66,9 @@ async def health_script(
     data = health.encode()
     code = await hsm.card_data_check_code(keys.path(keys.data_check, serial), data)
     commands = []
-    if keys.signing is not None:
+    if signature is not None:
+        commands += signatures.signature_commands(signature, HEALTH_RECORDS, last=False)
+    elif keys.signing is not None:
         commands += await signatures.health_signature_commands(hsm, keys.signing, serial, data)
     commands.append(update_health_command(data + code))
     record_key = keys.path(keys.record, serial)
@@ -120,11 +124,13 @@ class CentreHealthScripts:
 
 
 async def write_health(
-    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData
+    conn: CardConnection, hsm: Hsm, keys: CardMasterKeys, serial: bytes, health: HealthData,
+    signature: bytes | None = None,
 ) -> None:
-    """SELECT, GET CHALLENGE, then the HSM's health script (the card checks every command)."""
+    """SELECT, GET CHALLENGE, then the HSM's health script (the card checks every command);
+    `signature`: the health signature made beforehand (see :func:`health_script`)."""
     expect(conn, SELECT_APP, "SELECT")
-    for apdu in await health_script(hsm, keys, serial, health, challenge(conn)):
+    for apdu in await health_script(hsm, keys, serial, health, challenge(conn), signature):
         expect(conn, apdu, "UPDATE RECORD 001B" if apdu[1] == 0xDC else "UPDATE BINARY 0019")
 
 

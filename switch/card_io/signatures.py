@@ -11,6 +11,8 @@ every version checks an old card with the old key); it is the key's version in t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date
 
 from hsm.interface import Hsm
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage
@@ -23,6 +25,7 @@ from messages.card_signatures import (
     split_signature,
     update_signature_command,
 )
+from switch.card_io.issuance import BatchSignatures, IssuanceRecord, card_files
 
 SIGNING_ALIAS = "centre/CARD_SIGN"  # the newest version signs (specs/key-ceremony.md)
 
@@ -85,6 +88,14 @@ async def holder_script(
 ) -> list[bytes]:
     """Records 1-2 of EF 001B for the holder file as written (personalisation)."""
     signature = await sign_holder(hsm, signing, serial, ef0016)
+    return await holder_signature_script(hsm, record_key, signature, card_challenge)
+
+
+async def holder_signature_script(
+    hsm: Hsm, record_key: CardKeyPath, signature: bytes, card_challenge: bytes
+) -> list[bytes]:
+    """Records 1-2 of EF 001B for a holder signature already made (the one an issuance batch
+    carries, made when the centre created it): MACed by the record key, not signed again."""
     commands = signature_commands(signature, HOLDER_RECORDS, last=True)
     return await script(hsm, record_key, card_challenge, commands)
 
@@ -96,3 +107,20 @@ async def health_signature_commands(
     commands, before its UPDATE BINARY of EF 0019 (switch.card_io.record_book)."""
     signature = await sign_health(hsm, signing, serial, ef0019_data)
     return signature_commands(signature, HEALTH_RECORDS, last=False)
+
+
+async def sign_record(
+    hsm: Hsm, signing: KeyRef, record: IssuanceRecord, issued: date
+) -> IssuanceRecord:
+    """The record with the centre's signatures over the holder file the personaliser will write
+    (issuance.card_files) and over its health data (when it carries any): what a batch carries
+    so that a bureau, which never holds the signing key, writes them into EF 001B."""
+    _, holder = card_files(record, issued)
+    serial = record.serial_bytes
+    health = record.health
+    signed = BatchSignatures(
+        _version(signing),
+        await sign_holder(hsm, signing, serial, holder),
+        None if health is None else await sign_health(hsm, signing, serial, health.encode()),
+    )
+    return replace(record, signed=signed)

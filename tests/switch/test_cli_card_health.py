@@ -145,3 +145,40 @@ def test_a_batch_whose_health_fields_do_not_fit_is_refused(deployment: dict[str,
     data = asyncio.run(issuance.seal(hsm, key, batch))
     with pytest.raises(issuance.BatchError, match="line 3: blood type: one of A"):
         asyncio.run(issuance.open_batch(hsm, key, data))
+
+
+def test_a_batch_whose_signature_fields_do_not_fit_is_refused(
+    deployment: dict[str, Any],
+) -> None:
+    """Lines of 9 and 17 fields (no signing key) still read; 12 and 20 carry the signatures
+    back as sealed; a signature that is not 512 upper-case hex digits, a version out of range,
+    a health signature without health data (or none with them) refuse the batch, naming the
+    line."""
+    home = deployment["home"]
+    hsm = open_soft_hsm(home, component_files_of(custodian_files(home)))
+    key = asyncio.run(resolve(Home(home, "t"), "cards/file"))
+    (record,) = issuance.plan([("P1", "张三", "110101199001011234")], first_sequence=1,
+                              bin_prefix="621098", issued=date(2026, 11, 25))  # fmt: skip
+    health = HealthData("B-", (), (), "", 0, ("I10",), "centre", "20261125100000")
+    signed = issuance.BatchSignatures(1, bytes(range(256)), bytes(reversed(range(256))))
+    good = (record, replace(record, health=health),
+            replace(record, signed=replace(signed, health=None)),
+            replace(record, health=health, signed=signed))  # fmt: skip
+
+    def opened(*records: issuance.IssuanceRecord) -> issuance.Batch:
+        batch = issuance.Batch("b1", datetime(2026, 11, 25), "alice", 1, records)
+        sealed = asyncio.run(issuance.seal(hsm, key, batch))
+        return asyncio.run(issuance.open_batch(hsm, key, sealed))
+
+    assert [len(r.encode().split("|")) for r in good] == [9, 17, 12, 20]
+    assert opened(*good).records == good
+    for bad, why in (
+        (replace(record, signed=signed), "health signature: given exactly when"),
+        (replace(record, health=health, signed=replace(signed, health=None)), "health sig"),
+        (replace(record, signed=replace(signed, version=256, health=None)),
+         "signing key version: 1 to 255"),
+        (replace(record, signed=replace(signed, holder=bytes(255), health=None)),
+         "holder signature: 512 upper-case hex digits"),
+    ):
+        with pytest.raises(issuance.BatchError, match=f"line 3: {why}"):
+            opened(record, bad)

@@ -156,6 +156,9 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
            "--kek", "bureau/acme", "--form", "tr31", "--out", str(media / "bureau-v2.keys"))
     c.keys("export", "card/MK_PURCHASE:2", "--kek", "psam-issuer/kek", "--form", "tr31",
            "--out", str(media / "psam-issuer-v2.keys"))
+    c.keys("generate", "centre/CARD_SIGN", "--usage", "CARD_SIGN")  # signs the new cards' data
+    published = media / "centre-card-sign-v1.pem"  # what every POS vendor and HIS gets
+    c.keys("public-key", "centre/CARD_SIGN", "--out", str(published))
     replaced = first_card(db, offset=1)
     c.cards("replace", replaced.card_no, "--reason", "lost")
     health = media / "health.jsonl"  # the new card is issued with initial health data
@@ -187,12 +190,12 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
     open_application(conn, "123456")
     on_card = pos_records.health(conn)
     assert on_card is not None and (on_card.blood_type, on_card.chronic) == ("B-", ("I10",))
-    # Not built yet (card-layout.md): the bureau cannot sign, so records 3-4 of EF 001B stay
-    # empty and the health data read as unsigned.
+    # The centre signed them when it made the batch; the bureau, which never holds the signing
+    # key, wrote the batch's signatures into EF 001B (records 1-2 and 3-4).
     ef0019, sw = conn.transmit(bytes.fromhex("00B0990060"))
     assert sw == 0x9000
-    unsigned = pos_signatures.check_health(conn, [], ef0019)
-    assert unsigned.verdict is pos_signatures.Verdict.NO_SIGNATURE
+    unpublished = pos_signatures.check_health(conn, [], ef0019)
+    assert unpublished.verdict is pos_signatures.Verdict.NO_KEY
     pending = "SELECT pending FROM card_health WHERE person_id = ?"
     with sqlite3.connect(db) as sql:
         assert sql.execute(pending, (replaced.cardholder_id,)).fetchone() == (1,)
@@ -210,8 +213,10 @@ def test_ceremony_from_a_blank_deployment(tmp_path: Path) -> None:
             bill = await his_bill(daemon, psam_row.institution_id, new_no, "HIS-C-2",
                                   first=False)
             out = await terminals.pos(daemon, new_no, new_path, f"settle_visit {bill} 2000 IM "
-                                      "J45.9\nbook")  # a key version 2 card from the bureau
+                                      "J45.9\nbook", signed_by=published)  # a v2 bureau card
             assert "visit recorded on the card" in out and "visits on the card: 1" in out
+            assert "holder data signed by the centre (key v1)" in out  # offline, by the POS
+            assert "health data signed by the centre (key v1)" in out
             out = await terminals.pos(daemon, card_row.card_no, card_path, "purchase 500")
             assert "purchase 5.00 from the card's ED, advice 00" in out
 
@@ -271,7 +276,10 @@ class Terminals:
         args = ["sim", "kiosk", "--terminal-id", KIOSK]
         return await self._run(daemon, args, KIOSK, pan, card, f"insert\n{script}\nbalance")
 
-    async def pos(self, daemon: Daemon, pan: str, card: Path, script: str) -> str:
+    async def pos(self, daemon: Daemon, pan: str, card: Path, script: str,
+                  signed_by: Path | None = None) -> str:
+        """`signed_by`: the centre's published card signing key v1, for `book` to check."""
         args = ["sim", "pos", "--terminal-id", NEW_POS, "--institution", self.institution,
                 "--psam", str(self.psam)]
+        args += [] if signed_by is None else ["--card-sign-key", f"1:{signed_by}"]
         return await self._run(daemon, args, NEW_POS, pan, card, f"{script}\nsettle_batch")

@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from hsm.keys import KeyUsage
+from hsm.keys import KeyRef, KeyUsage
 from ledger import schema
 from ledger.personal import Person, PersonalDataError, people, seal_clear_cardholders
 from switch.card_io import issuance
+from switch.card_io.signatures import SIGNING_ALIAS, sign_record
 from switch.cli.cards import book
 from switch.cli.cards.context import (
     STATUS_ACTIVE,
@@ -105,8 +106,12 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
 
     async def write() -> list[tuple[Path, issuance.Batch, bytes]]:
         key = await resolve(c.home, file_key)
+        signing = await signing_key(c)  # the bureau writes its signatures, never holding it
+        signed = records if signing is None else [
+            await sign_record(c.hsm, signing, r, when.date()) for r in records
+        ]
         written = []
-        for index, group in enumerate(issuance.batches(records, batch_size), start=1):
+        for index, group in enumerate(issuance.batches(signed, batch_size), start=1):
             batch = issuance.Batch(f"{when:%Y%m%d%H%M%S}-{index:04d}", when, c.home.operator,
                                    key_version, tuple(group))
             data = await issuance.seal(c.hsm, key, batch)
@@ -132,6 +137,18 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     run_hsm(book.keep_given(engine, personal, given, now_us()))
     if given:
         c.home.audit("cards.health", cardholders=len(given), file=str(health_path))
+
+
+async def signing_key(c: Context) -> KeyRef | None:
+    """The newest centre/CARD_SIGN, when the centre has one: it signs the holder data (and the
+    health data) of the cards (specs/card-layout.md, "Signatures") — at issuance, into the
+    batch, and at the centre's personalisation; None leaves them unsigned, which a POS shows
+    as "NOT signed by the centre"."""
+    found = sorted(await c.home.store.list(SIGNING_ALIAS), key=lambda r: r.version)
+    if not found:
+        return None
+    found[-1].ref.require(U.CARD_SIGN)
+    return found[-1].ref
 
 
 async def newest_card_version(c: Context) -> int:

@@ -17,7 +17,6 @@ from switch.card_io import issuance
 from switch.card_io import personalize as perso
 from switch.card_io.connection import CardConnection, CardConnectionError, expect
 from switch.card_io.record_book import BookCopy, NoRecordKeyError, write_book
-from switch.card_io.signatures import SIGNING_ALIAS
 from switch.cli.cards.book import Personal, book_of, mark_written
 from switch.cli.cards.context import (
     FACTORY_CONTROL_ALIAS,
@@ -29,7 +28,7 @@ from switch.cli.cards.context import (
     run_hsm,
     set_card_status,
 )
-from switch.cli.cards.issuing import check_approval, mark, progress
+from switch.cli.cards.issuing import check_approval, mark, progress, signing_key
 from switch.cli.common import resolve
 from switch.key_home import KeyNotFound
 
@@ -120,7 +119,7 @@ async def _master_keys(c: Context, version: int) -> perso.CardMasterKeys:
         tac=card[U.MK_TAC], unload=card[U.MK_UNLOAD], pin_reload=card[U.MK_PIN_RELOAD],
         pin_unblock=card[U.MK_PIN_UNBLOCK], app_maint=card[U.MK_APP_MAINT],
         data_check=await ref("centre/DATA_CHECK", U.DATA_CHECK), version=version,
-        record=await _record_key(c, version), signing=await _signing_key(c),
+        record=await _record_key(c, version), signing=await signing_key(c),
     )
 
 
@@ -132,17 +131,6 @@ async def _record_key(c: Context, version: int) -> KeyRef | None:
         return None
     found[-1].require(U.MK_RECORD)
     return found[-1]
-
-
-async def _signing_key(c: Context) -> KeyRef | None:
-    """The newest centre/CARD_SIGN, when the centre has one: it signs the holder data (and the
-    health data) written to the card (specs/card-layout.md, "Signatures"); None leaves them
-    unsigned, which a POS shows as "NOT signed by the centre"."""
-    found = sorted(await c.home.store.list(SIGNING_ALIAS), key=lambda r: r.version)
-    if not found:
-        return None
-    found[-1].ref.require(U.CARD_SIGN)
-    return found[-1].ref
 
 
 async def _personalize_one(c: Context, readers: tuple[str, ...], keys: perso.CardMasterKeys,
