@@ -16,10 +16,11 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from cryptography.hazmat.primitives import hashes
 
 EF_HEALTH = 0x19  # SFI and file id 0019
 EF_VISITS = 0x1A  # SFI and file id 001A
@@ -171,7 +172,10 @@ class FileEntry(NamedTuple):
 
 
 def record_digest(record: bytes) -> bytes:
-    return hashlib.sha256(record).digest()[:8]
+    """The first 8 bytes of SHA-256 over the record's 72 bytes."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(record)
+    return digest.finalize()[:8]
 
 
 def visit_file(records: list[bytes]) -> bytes:
