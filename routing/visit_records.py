@@ -151,7 +151,7 @@ async def check_card_file(
     if newest is not None and len(newest) == VISIT_RECORD_BYTES:
         checked = FileEntry.of(newest)
     others = [entry for entry in dict.fromkeys(entries) if entry != checked]
-    # at most 9 openings, at once: over a network HSM they travel pipelined on its connection
+    # at most 10 openings (9 beside the newest), at once: pipelined over a network HSM
     found = await asyncio.gather(*(_entry_against_copy(context, card, copies, e) for e in others))
     for entry, (why, fen) in zip(others, found, strict=True):
         if why:
