@@ -1,4 +1,5 @@
-"""HSM throughput: MAC verify (CUP-ECB, X9.19), PIN translate and a load's MAC1 verify + MAC2,
+"""HSM throughput: MAC verify (CUP-ECB, X9.19), PIN translate, a load's MAC1 verify + MAC2 and
+the opening of a visit copy (a settlement's card_visit_file opens up to 9),
 in process (SoftHsm) and over the network HSM on 127.0.0.1 (server in another process,
 requests pipelined on one connection), next to the bare primitive.
 
@@ -22,7 +23,7 @@ from hsm.des import Des, kcv
 from hsm.interface import Hsm, MacAlgorithm, OnlineTxn
 from hsm.keys import CardKeyPath, KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
-from hsm.lmk import Component, Lmk, combine
+from hsm.lmk import TEST_ONLY_COMPONENTS, Component, Lmk, combine
 from hsm.pinblock import encode_format0
 from hsm.soft import SoftHsm
 
@@ -37,6 +38,8 @@ KEYS = {
     "load": (U.MK_LOAD, "00112233445566778899AABBCCDDEEFF"),
 }
 REFS = {alias: KeyRef(alias, 1, usage) for alias, (usage, _) in KEYS.items()}
+PERSONAL = KeyRef("centre/PERSONAL_DATA", 1, U.PERSONAL_DATA)
+VISIT_CONTEXT = b"visit|0000000012345678|9054CA9CBE34A38E"  # a visit copy's associated data
 MAB = bytes(range(96))  # about a 0200's MAB
 PAN = "6222021234567890123"
 SERIAL = bytes.fromhex("0000000012345678")
@@ -45,10 +48,11 @@ LOADS = 5000  # distinct cards: more than the HSM's session and card-key caches 
 
 
 async def make_soft() -> SoftHsm:
-    a, b = Component(bytes(range(16))), Component(bytes(range(16, 32)))
-    soft = SoftHsm(Lmk([a, b], kcv(combine([a, b]))), MemoryKeyStore())
+    parts = [Component.parse(c) for c in TEST_ONLY_COMPONENTS]  # its keys are published ones
+    soft = SoftHsm(Lmk(parts, kcv(combine(parts))), MemoryKeyStore())
     for alias, (usage, value) in KEYS.items():
         await soft.form_key(alias, usage, [Component(bytes.fromhex(value))], now=NOW)
+    await soft.generate_key(PERSONAL.alias, U.PERSONAL_DATA, now=NOW)
     return soft
 
 
@@ -75,11 +79,17 @@ def fixtures() -> tuple[bytes, bytes, list[tuple[CardKeyPath, OnlineTxn]]]:
 def operations(hsm: Hsm) -> dict[str, Callable[[], Awaitable[object]]]:
     cup_mac, block, loads = fixtures()
     cycle = itertools.cycle(loads)
+    sealed: list[bytes] = []
 
     async def load() -> object:
         card, txn = next(cycle)
         assert await hsm.verify_mac1(card, txn)
         return await hsm.generate_mac2(card, txn, HOST_TIME)
+
+    async def open_visit() -> object:  # a settlement's card_visit_file: one per older record
+        if not sealed:
+            sealed.append(await hsm.encrypt_personal(PERSONAL, VISIT_CONTEXT, bytes(72)))
+        return await hsm.decrypt_personal(PERSONAL, VISIT_CONTEXT, sealed[0])
 
     async def verify_cup() -> object:
         assert await hsm.verify_mac(REFS["mak"], MacAlgorithm.CUP_ECB, MAB, cup_mac)
@@ -90,6 +100,7 @@ def operations(hsm: Hsm) -> dict[str, Callable[[], Awaitable[object]]]:
         "MAC generate X9.19": lambda: hsm.generate_mac(REFS["zak"], MacAlgorithm.X9_19, MAB),
         "PIN translate PIK->ZPK": lambda: hsm.translate_pin(REFS["pik"], REFS["zpk"], block, PAN),
         "load MAC1 verify + MAC2 (new card each)": load,
+        "visit copy open (PERSONAL_DATA)": open_visit,
     }
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from cryptography.hazmat.primitives import hashes
 
 EF_HEALTH = 0x19  # SFI and file id 0019
 EF_VISITS = 0x1A  # SFI and file id 001A
@@ -26,6 +29,7 @@ HEALTH_DATA_BYTES = 92
 HEALTH_OPEN_BYTES = 48  # bytes 0-47 are readable without the PIN (the emergency block)
 VISIT_RECORD_BYTES = 72
 VISIT_RECORDS_MAX = 10
+FILE_ENTRY_BYTES = 16  # card_visit_file: a record's bill id (8) and its digest (8)
 FORMAT = 0x01
 KEY_INDEX_RECORD = 0x02  # the record key DRK: card key type 36 (maintenance), index 02
 
@@ -147,6 +151,48 @@ class Visit:
     def same_as(self, other: Visit) -> bool:
         """Equal as the card holds them (a code's dot is not stored)."""
         return self.encode() == other.encode()
+
+
+class FileEntry(NamedTuple):
+    """One record of the card's visit file as the POS reports it (field 63 ``card_visit_file``):
+    the bill id the record names and the first 8 bytes of SHA-256 over its 72 bytes."""
+
+    bill_id: str  # 16 hex digits, upper case
+    digest: bytes  # 8 bytes
+
+    @classmethod
+    def of(cls, record: bytes) -> FileEntry:
+        """The entry of a record as read (any 72 bytes: an unreadable record is reported too)."""
+        if len(record) != VISIT_RECORD_BYTES:
+            raise RecordFormatError("a visit record is 72 bytes")
+        return cls(record[45:53].hex().upper(), record_digest(record))
+
+    def encode(self) -> bytes:
+        return bytes.fromhex(self.bill_id) + self.digest
+
+
+def record_digest(record: bytes) -> bytes:
+    """The first 8 bytes of SHA-256 over the record's 72 bytes."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(record)
+    return digest.finalize()[:8]
+
+
+def visit_file(records: list[bytes]) -> bytes:
+    """``card_visit_file`` for the records read, record 1 (the newest) first."""
+    return b"".join(FileEntry.of(record).encode() for record in records)
+
+
+def parse_visit_file(value: bytes) -> tuple[FileEntry, ...]:
+    """The entries of ``card_visit_file``, record 1 first; RecordFormatError unless 1 to 10
+    entries of 16 bytes."""
+    count, rest = divmod(len(value), FILE_ENTRY_BYTES)
+    if rest or not 1 <= count <= VISIT_RECORDS_MAX:
+        raise RecordFormatError("card_visit_file: 1 to 10 entries of 16 bytes")
+    return tuple(
+        FileEntry(value[i : i + 8].hex().upper(), value[i + 8 : i + FILE_ENTRY_BYTES])
+        for i in range(0, len(value), FILE_ENTRY_BYTES)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,6 +213,7 @@ class BillData(_TlvRecord):
     # each, over as many consecutive tag 0F elements as it needs (255 bytes but the last)
     card_health: bytes | None = None  # EF 0019 as the POS read it after VERIFY (96 bytes)
     script_refused: bytes | None = None  # the script's tag (0D/0F) and the card's status word
+    card_visit_file: bytes | None = None  # each record of EF 001A: bill id and digest, 16 bytes
 
     FIELD: ClassVar[str] = "63"
     LAYOUT: ClassVar[tuple[Tag, ...]] = (
@@ -233,6 +234,7 @@ class BillData(_TlvRecord):
         Tag(0x0F, "health_script", TagKind.CHAINED),
         Tag(0x10, "card_health", TagKind.BYTES, 96),
         Tag(0x11, "script_refused", TagKind.BYTES, 3),
+        Tag(0x12, "card_visit_file", TagKind.BYTES),
     )
 
 

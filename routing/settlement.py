@@ -90,6 +90,10 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
         return answer(request, context, Outcome.FORMAT_ERROR, reason=f"format: field 63 {bad}")
     if wanted.card_visit is not None and card is not None:
         await visit_records.check_card_visit(context, card, wanted.card_visit)
+    if wanted.card_visit_file is not None and card is not None:
+        await visit_records.check_card_file(
+            context, card, wanted.card_visit_file, wanted.card_visit
+        )
     medical = context.medical
     institution = context.terminal.institution_id
     try:  # one round trip to the writer: the checks run inside the store's write (DESIGN §6)

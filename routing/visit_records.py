@@ -17,6 +17,10 @@ a bill of this card (or of an earlier card of the same person: a replacement car
 with the visits the centre kept), at the institution and for the amounts the record says, and
 byte for byte the centre's copy — department and diagnoses too. Otherwise the card goes to review
 (`card_visit_mismatch`); the settlement itself is answered as ever.
+
+The card's whole visit file, when the POS sent it (`card_visit_file`: each record's bill id and
+the first 8 bytes of its SHA-256), is checked the same way record by record against the copies:
+an older record altered on the chip goes to review as well.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from hsm.keys import KeyUsage
 from ledger.medical.bills import BillRecord
 from ledger.medical.card_copies import VisitCopies
 from ledger.medical.service import micros
-from messages.card_records import RecordFormatError, Visit, append_visit_command
+from messages.card_records import (
+    VISIT_RECORD_BYTES,
+    FileEntry,
+    RecordFormatError,
+    Visit,
+    append_visit_command,
+    parse_visit_file,
+    record_digest,
+)
 from messages.private import BillData
 from routing.cardkeys import card_key
 from routing.common import note
@@ -39,6 +51,7 @@ from routing.context import CardRecord, RequestContext
 MISMATCH = "card_visit_mismatch"
 SCRIPT_UNAVAILABLE = "visit_script_unavailable"
 COPY_UNAVAILABLE = "visit_copy_unavailable"
+FILE_DIFFERS = "the card's visit file differs from the centre's copies"
 
 
 def diagnoses_of(wanted: BillData) -> tuple[str, ...]:
@@ -107,17 +120,78 @@ async def check_card_visit(context: RequestContext, card: CardRecord, reported: 
         await note(context, MISMATCH, subject, 0, "the card's newest visit record is unreadable")
         return
     medical = context.medical
-    found = None if medical is None else await asyncio.to_thread(medical.get_bill, visit.bill_id)
-    serial = card.application_serial  # the card the bill was settled with
-    if found is not None and medical is not None and found.card_no != card.card_no:
-        earlier = await asyncio.to_thread(medical.directory.cardholder, found.card_no)
-        if earlier is not None and earlier.person_id == card.cardholder_id:
-            serial = earlier.application_serial  # a replacement card holds its person's visits
+    found, serial = await _bill_of(context, card, visit.bill_id)
     why = _disagreement(card, visit, found, serial != card.application_serial)
     if not why and medical is not None and medical.visit_copies is not None:
         why = await _against_copy(medical.visit_copies, serial, visit.bill_id, reported)
     if why:
         await note(context, MISMATCH, f"{subject}|bill|{visit.bill_id}", visit.total_fen, why)
+
+
+async def check_card_file(
+    context: RequestContext, card: CardRecord, reported: bytes, newest: bytes | None
+) -> None:
+    """Every record of the card's visit file (``card_visit_file``: each record's bill id and
+    digest) against the centre's copy of that bill's record: one that is not a copy kept for
+    this card (or an earlier card of its person), or whose digest is not the copy's, goes to
+    review. The record the request also carries whole (``newest``) was checked by
+    `check_card_visit`; a copy the card does not hold (a lost or refused script) is no
+    difference: the check runs from the card to the centre."""
+    subject = f"card|{card.application_serial}"
+    try:
+        entries = parse_visit_file(reported)
+    except RecordFormatError:
+        await note(context, MISMATCH, subject, 0, "the card's visit file report is unreadable")
+        return
+    medical = context.medical
+    copies = None if medical is None else medical.visit_copies
+    if copies is None:
+        return  # no copies to compare with (a centre without a medical store)
+    checked = None
+    if newest is not None and len(newest) == VISIT_RECORD_BYTES:
+        checked = FileEntry.of(newest)
+    others = [entry for entry in dict.fromkeys(entries) if entry != checked]
+    # at most 10 openings (9 beside the newest), at once: pipelined over a network HSM
+    found = await asyncio.gather(*(_entry_against_copy(context, card, copies, e) for e in others))
+    for entry, (why, fen) in zip(others, found, strict=True):
+        if why:
+            await note(context, MISMATCH, f"{subject}|bill|{entry.bill_id}", fen, why)
+
+
+class EntryCheck(NamedTuple):
+    why: str  # "" when the record is the centre's copy
+    total_fen: int  # the bill's total, for the review item (0: no such bill)
+
+
+async def _entry_against_copy(
+    context: RequestContext, card: CardRecord, copies: VisitCopies, entry: FileEntry
+) -> EntryCheck:
+    found, serial = await _bill_of(context, card, entry.bill_id)
+    fen = 0 if found is None else found.split.total_fen
+    try:
+        kept = await copies.find(serial, entry.bill_id)
+    except (HsmError, LookupError, ValueError) as error:
+        return EntryCheck(
+            f"the centre's copy of the visit cannot be opened ({type(error).__name__})", fen
+        )
+    differs = kept is None or record_digest(kept) != entry.digest
+    return EntryCheck(FILE_DIFFERS if differs else "", fen)
+
+
+async def _bill_of(
+    context: RequestContext, card: CardRecord, bill_id: str
+) -> tuple[BillRecord | None, str]:
+    """The centre's bill and the application serial of the card it was settled with: this
+    card's, or an earlier card's of the same person (a replacement card holds its person's
+    visits); this card's when the bill is unknown or another person's."""
+    medical = context.medical
+    found = None if medical is None else await asyncio.to_thread(medical.get_bill, bill_id)
+    serial = card.application_serial
+    if found is not None and medical is not None and found.card_no != card.card_no:
+        earlier = await asyncio.to_thread(medical.directory.cardholder, found.card_no)
+        if earlier is not None and earlier.person_id == card.cardholder_id:
+            serial = earlier.application_serial
+    return found, serial
 
 
 async def _against_copy(copies: VisitCopies, serial: str, bill_id: str, reported: bytes) -> str:

@@ -257,7 +257,7 @@ class Pos:
         report = self.state.script_refusals.get(self.pan)  # a refusal at the card's last contact
         asked = await self._bill(
             bill_id, department=visit[0] or None, diagnoses=",".join(visit[1]) or None,
-            card_visit=book.newest, card_health=book.health,
+            card_visit=book.newest, card_health=book.health, card_visit_file=book.visit_file,
             script_refused=bytes.fromhex(report) if report else None,
         )  # fmt: skip
         envelope = self.link.envelope()

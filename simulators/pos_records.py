@@ -1,5 +1,6 @@
 """The POS and the card's record book (specs/card-layout.md): before a settlement it reads the
-card's newest visit and its health data file (both reported to the centre) and takes the card's
+card's visit file (the newest record whole, every record's bill id and digest) and its health
+data file (all reported to the centre) and takes the card's
 challenge; after the approval it hands the centre's visit script to the card as it came; before
 each 0220 of the settlement it takes a challenge again, and hands the card the centre's health
 script when the 0230 carries one; a script the card refuses is reported to the centre
@@ -29,6 +30,7 @@ from messages.card_records import (
     read_health_command,
     read_visit_command,
     unpack_script,
+    visit_file,
 )
 from messages.card_signatures import PublishedKey
 from messages.private import BillData
@@ -52,15 +54,19 @@ class BeforeSettlement(NamedTuple):
     challenge: bytes  # the card's GET CHALLENGE: the centre MACs the visit script for it
     newest: bytes | None  # the card's newest visit record (None: the book is empty)
     health: bytes | None  # EF 0019, all 96 bytes (None: a card without the file)
+    visit_file: bytes | None  # field 63 card_visit_file: each record's bill id and digest
 
 
 def before_settlement(card: CardConnection) -> BeforeSettlement:
-    """In the application, after VERIFY: READ RECORD 1 of EF 001A, READ BINARY of EF 0019,
-    then GET CHALLENGE last (the script must be the next protected command the card sees)."""
-    newest = _visit(card, 1)
+    """In the application, after VERIFY: READ RECORD 1…10 of EF 001A (until none), READ BINARY
+    of EF 0019, then GET CHALLENGE last (the script must be the next protected command the card
+    sees)."""
+    records = _records(card)
     data, sw = card.transmit(read_health_command(0, HEALTH_BYTES))
     health = data if sw == SW_OK and len(data) == HEALTH_BYTES else None
-    return BeforeSettlement(expect(card, GET_CHALLENGE, "GET CHALLENGE"), newest, health)
+    newest = records[0] if records else None
+    whole = visit_file(records) if records else None
+    return BeforeSettlement(expect(card, GET_CHALLENGE, "GET CHALLENGE"), newest, health, whole)
 
 
 class Applied(NamedTuple):
@@ -103,15 +109,20 @@ def _visit(card: CardConnection, number: int) -> bytes | None:
     return data
 
 
-def recent_visits(card: CardConnection, count: int = VISIT_RECORDS_MAX) -> list[Visit]:
-    """Newest first; in the application after VERIFY (the card refuses otherwise: 6982)."""
+def _records(card: CardConnection, count: int = VISIT_RECORDS_MAX) -> list[bytes]:
+    """The records of EF 001A as read, newest first, until the card has no more."""
     found = []
     for number in range(1, min(count, VISIT_RECORDS_MAX) + 1):
         raw = _visit(card, number)
         if raw is None:
             break
-        found.append(Visit.decode(raw))
+        found.append(raw)
     return found
+
+
+def recent_visits(card: CardConnection, count: int = VISIT_RECORDS_MAX) -> list[Visit]:
+    """Newest first; in the application after VERIFY (the card refuses otherwise: 6982)."""
+    return [Visit.decode(raw) for raw in _records(card, count)]
 
 
 def emergency(card: CardConnection) -> Emergency | None:

@@ -2,7 +2,8 @@
 specs/terminal-interface.md, specs/card-layout.md and specs/his-api.yaml alone, against `make
 run`'s daemon (sandbox, TEST ONLY keys): a hospital's HIS sends health data (202 pending); the
 HIS may not read the card's book yet (403 consent_required); the POS settles with the card's
-health file in field 63 (tag 10), closes the bill in cash with the card's challenge in field
+health file in field 63 (tag 10) and a visit file the centre did not write (tag 12: answered as
+ever), closes the bill in cash with the card's challenge in field
 58, and the 0230 carries field 63 `health_script` (tag 0F, chained): the signature's records
 then one UPDATE BINARY of EF 0019 (`04 D6 99 00 64`) holding the data sent, made for that
 challenge; the same 0220 again gets the same 0230; the hospital's HIS now reads the book (200,
@@ -78,7 +79,11 @@ def test_health_data_reach_the_pos_in_the_0230_and_the_book_opens_with_consent(
     assert p.keys is not None
     bill_id = bill["bill_id"].encode()
     never_written = bytes(96)  # the card's EF 0019 as read after VERIFY: never written
-    asked = encrypt_63(p.keys.tdk, bytes.fromhex(tlv({1: bill_id, 0x10: never_written})))
+    # The card's visit file (tag 12) names a record the centre never wrote: the centre reviews
+    # the card (card_visit_mismatch), the settlement is answered as ever.
+    visit_file = bytes.fromhex("9054CA9CBE34A38EF0BB9019E7778CB4")  # card-layout.md's golden
+    book = {1: bill_id, 0x10: never_written, 0x12: visit_file}
+    asked = encrypt_63(p.keys.tdk, bytes.fromhex(tlv(book)))
     settle = {2: pan, 3: "000000", 4: f"{total:012d}", 25: "00",
               58: tlv({1: card.app_serial}), 63: asked}  # fmt: skip
     p.send("0200", settle, "22")

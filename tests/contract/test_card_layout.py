@@ -1,10 +1,11 @@
 """The card's record book from specs/card-layout.md alone: the record key diversified from
-MK_RECORD, the script MAC over the golden APPEND RECORD for the golden challenge, and the visit
-record decoded with the spec's table into the worked example's values. Imports nothing of ours
-but the contract suite's own DES helpers."""
+MK_RECORD, the script MAC over the golden APPEND RECORD for the golden challenge, the visit
+record decoded with the spec's table into the worked example's values, and the read record's
+`card_visit_file` entry. Imports nothing of ours but the contract suite's own DES helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def test_the_golden_read_needs_the_pin_and_returns_the_record_as_the_table_says(
     assert amounts == [12000, 3000, 8000, 1000] and sum(amounts[1:]) == amounts[0]
     assert record[69:] == bytes(3)
     assert read[7] == ("<", bytes.fromhex("6A83"))
+    # field 63 card_visit_file (tag 12) for this one-record file: bill id ‖ SHA-256[:8]
+    assert golden("card_visit_file") == record[45:53] + hashlib.sha256(record).digest()[:8]
 
 
 def test_the_golden_health_update_is_the_centres_and_its_file_reads_as_the_table_says() -> None:

@@ -65,7 +65,7 @@ def test_card_data_errors(data: str, reason: str, offset: int | None) -> None:
         ("0102 ff41", "private tag 01 is malformed", 0),  # not UTF-8
         ("0902 c328", "private tag 09 is malformed", 0),
         ("0203 000000", "private tag 02 has a wrong length", 0),
-        ("1200", "unknown private tag 12", 0),
+        ("1300", "unknown private tag 13", 0),
     ],
 )
 def test_bill_data_errors(data: str, reason: str, offset: int) -> None:

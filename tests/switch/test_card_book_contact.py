@@ -5,19 +5,22 @@ POS applies it — and is no longer pending at the following contact; a pharmacy
 refused and reviewed; visits at two hospitals are read back at a third (its POS after the PIN,
 the emergency block without it; its HIS only within the cardholder's consent window); scripts a
 tampered reader alters are refused by the card (6988), reported by the POS and reviewed; a card
-whose health file the centre did not write goes to review."""
+whose health file the centre did not write goes to review, and so does one with an older visit
+record altered on the chip (the POS reports the whole visit file)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from messages.card_records import HealthData
+from messages.card_records import HealthData, Visit
 from messages.card_signatures import PublishedKey, health_message, verify
+from routing.visit_records import FILE_DIFFERS
 from simulators import pos_records
 from simulators.pos import Pos
 from tests.support.card_book import (
@@ -194,6 +197,20 @@ def test_health_update_reaches_the_card_and_the_book_is_read_with_consent(
             state.binary[0x19] = bytes(altered)
             await settle(0, "DAY-6", ("IM", ()))
             assert reviews("card_health_mismatch") == [f"card|{card.serial}"]
+
+            # The whole visit file, reconciled: DAY-3's copy is not on the card (its script was
+            # refused) and is no difference; an older record altered on the chip (DAY-4's, the
+            # card's record 3: another diagnosis) goes to review at the card's next use.
+            assert not reviews("card_visit_mismatch")
+            older = Visit.decode(state.visits[2])
+            state.visits[2] = dataclasses.replace(older, diagnoses=("F32.9",)).encode()
+            lines = await settle(0, "DAY-7", ("IM", ()))
+            assert "  visit recorded on the card" in lines, lines
+            query = (
+                "SELECT reference, detail FROM review_items WHERE reason = 'card_visit_mismatch'"
+            )
+            assert rows_of(db, query) == [
+                (f"card|{card.serial}|bill|{older.bill_id}", FILE_DIFFERS)]  # fmt: skip
         finally:
             for pos in poses:
                 await pos.link.close()

@@ -139,8 +139,8 @@ def test_a_replacement_card_is_written_from_the_centres_copy(tmp_path: Path) -> 
             pending = daemon.sql("SELECT pending FROM card_health")
             assert [bool(row[0]) for row in pending] == [False]
 
-            # It takes the next visit script; its newest visit (the old card's bill) is no
-            # mismatch.
+            # It takes the next visit script; its visit file (the old card's three bills, the
+            # newest among them, each checked against the old card's copy) is no mismatch.
             pos.card, pos.pan = connected(second), second_no
             await next_second()
             await settle(second_no, "REPL-4", ("DER", ("L20.9",)))
