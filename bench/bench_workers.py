@@ -4,6 +4,7 @@ each settling HIS bills — 0200 with the bill under the TDK — and confirming 
 on a fresh PostgreSQL schema with the same demo deployment, in the same process.
 
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
+        [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon (bench_settle's)
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
 done before the timed phase, with the same simulators and HSM code as bench_settle.
