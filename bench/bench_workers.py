@@ -4,6 +4,7 @@ each settling HIS bills — 0200 with the bill under the TDK — and confirming 
 on a fresh PostgreSQL schema with the same demo deployment, in the same process.
 
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
+        [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon (bench_settle's)
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
 done before the timed phase, with the same simulators and HSM code as bench_settle.
@@ -31,7 +32,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench.bench_settle import Submitted, build_lanes, drive_once
+from bench.bench_settle import Submitted, build_lanes, drive_once, profiled
 from bench.bench_switch import children, report, stop
 from bench.pg_waits import WaitSampler, cpu_s
 from bench.pos_side import Lanes
@@ -208,7 +209,8 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
-                with WaitSampler(DSN) as waits:
+                profile = args.profile if workers == 1 else None  # the one worker is the parent
+                with WaitSampler(DSN) as waits, profiled(pid, profile, gil=args.profile_gil):
                     cpu_at_start = tree_cpu_s(pid)
                     result = uvloop.run(drive_once(port, lanes))
                     daemon_cpu_s = tree_cpu_s(pid) - cpu_at_start
@@ -235,6 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--bills", type=int, default=1200)
     parser.add_argument("--cardholders", type=int, default=120)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy record the 1-worker daemon into this file",
+    )
+    parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     results = {}
     for workers in (int(n) for n in args.workers.split(",")):

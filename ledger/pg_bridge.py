@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
-from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive
+from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive, keep_session
 
 T = TypeVar("T")
 _DIALECT = asyncpg_dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
@@ -106,6 +106,7 @@ class PgBridge:
             server_settings=settings,
             timeout=CONNECT_TIMEOUT_S,
             connection_class=KeptAlive,
+            reset=keep_session,  # no reset query: no session state to undo
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -69,6 +69,15 @@ class KeptAlive(asyncpg.Connection):  # type: ignore[misc]
         keep_alive(transport.get_extra_info("socket"))
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """A pool's ``reset``: nothing beyond asyncpg's own (an open transaction rolled back, its
+    listeners dropped), not its default query (``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``) — a round trip on every release, a fifth of the daemon's CPU on
+    PostgreSQL. None is needed: the daemon's connections hold no session state past a
+    transaction (advisory locks are ``pg_advisory_xact_lock``, settings ``set_config(...,
+    true)`` or the connection's own ``server_settings``, no LISTEN, no cursor ``WITH HOLD``)."""
+
+
 class Backoff:
     """The wait before the next connect attempt: ``first_s``, doubled per failure up to
     ``longest_s``; none after a success.

@@ -23,7 +23,7 @@ from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
-from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive
+from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive, keep_session
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
@@ -171,6 +171,7 @@ async def _open_postgres(url: str) -> Stores:
         server_settings=server_settings(schema),
         timeout=CONNECT_TIMEOUT_S,  # an unreachable server: 96 soon, not a minute's wait
         connection_class=KeptAlive,  # a silent drop noticed in seconds
+        reset=keep_session,  # no reset query: no session state to undo
     )
     opened: list[Any] = [pool]
     try:

@@ -12,6 +12,8 @@ writes it; they change rarely). Both hold wrapped key blocks under the LMK only,
 
 from __future__ import annotations
 
+import functools
+from collections import defaultdict
 from collections.abc import Callable
 
 import asyncpg  # type: ignore[import-untyped]
@@ -23,6 +25,7 @@ from hsm.keys import KeyUsage
 from hsm.keystore import KeyStore
 from routing.bank_context import StatusChange
 from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
+from switch.reply_store import Batcher
 from switch.session_store import (
     CURRENT,
     PENDING,
@@ -53,12 +56,25 @@ def _stored(row: asyncpg.Record) -> StoredKey:
     return StoredKey(row[0], int(row[1]), KeyUsage(row[2]), row[3], row[4], row[5])
 
 
+async def _read_sets(pool: asyncpg.Pool, terminal_ids: list[str]) -> list[KeySets]:
+    """The sets of each terminal asked for, in one statement."""
+    rows = await pool.fetch(
+        f"SELECT terminal_id, {SET_COLUMNS} FROM session_sets WHERE terminal_id = ANY($1::text[])",
+        sorted(set(terminal_ids)),
+    )
+    found: defaultdict[str, list[tuple[object, ...]]] = defaultdict(list)
+    for row in rows:
+        found[row[0]].append(tuple(row[1:]))
+    return [sets_of(terminal_id, found[terminal_id]) for terminal_id in terminal_ids]
+
+
 class PgKeyStore:
     """Terminals' wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``) and
     their key sets in ``session_sets`` (``switch.session_store.SessionStore``)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._set_reads: Batcher[str, KeySets] = Batcher(functools.partial(_read_sets, pool))
 
     async def get(self, alias: str, version: int) -> StoredKey:
         row = await self._pool.fetchrow(
@@ -93,10 +109,12 @@ class PgKeyStore:
         return [_stored(row) for row in rows]
 
     async def key_sets(self, terminal_id: str) -> KeySets:
-        rows = await self._pool.fetch(
-            f"SELECT {SET_COLUMNS} FROM session_sets WHERE terminal_id = $1", terminal_id
-        )
-        return sets_of(terminal_id, rows)
+        """The terminal's sets as stored now: every message reads them (``SharedSessions``),
+        so the reads that come together go as one statement (a read asked for while one runs
+        goes in the next, which starts after it: it sees every change committed before it was
+        asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
+        of the daemon's CPU under ``bench_workers``."""
+        return await self._set_reads(terminal_id)
 
     async def offer(self, terminal_id: str, keys: SignOnKeys, pending_max: int) -> Change:
         change = await self._change(

@@ -99,6 +99,28 @@ def test_session_keys_written_by_one_worker_are_used_by_the_other() -> None:
 
 
 @pytest.mark.postgres
+def test_key_set_reads_that_come_together_each_get_their_terminals_sets() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        assert first.pool is not None and second.pool is not None
+        files = MemoryKeyStore()
+        hsm = new_hsm(RoutedKeyStore(PgKeyStore(first.pool), files))
+        tmk = await hsm.generate_key("tmk/POS00001", KeyUsage.TMK, now=now())
+        keys = replace(await hsm.sign_on(tmk, 60, "term/POS00001", now=now()), field62=b"")
+        store = PgKeyStore(second.pool)
+        before = asyncio.gather(*(store.key_sets(t) for t in ("POS00001", "POS00009")))
+        assert await before == [NO_KEYS, NO_KEYS]
+        await SharedSessions(files, PgKeyStore(first.pool)).offer("POS00001", keys)
+        # asked for after the other worker's commit: read after it, in one batch or the next
+        found = await asyncio.gather(
+            *(store.key_sets(t) for t in ("POS00001", "POS00009", "POS00001"))
+        )
+        assert found[0] == found[2] and found[0].pending == (keys,) and found[0].current is None
+        assert found[1] == NO_KEYS
+
+    run(scenario)
+
+
+@pytest.mark.postgres
 def test_a_reply_remembered_by_one_worker_answers_a_copy_at_the_other() -> None:
     async def scenario(first: Stores, second: Stores) -> None:
         assert first.pool is not None and second.pool is not None
