@@ -17,27 +17,16 @@ from messages.bank import BankReversal
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import IssuerRules
-from simulators.kiosk import Kiosk
 from tests.support.bank import BankDaemon, bank_daemon, until
 from tests.support.kiosk import PIN
-from tests.support.kiosk_traffic import KioskTraffic
-from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
+from tests.support.kiosk_traffic import KioskTraffic, kiosks_with_cards
 
 ROUNDS_MAX = 400  # loads per kiosk, at most
 
 
 def test_a_bank_link_killed_under_traffic_loses_and_doubles_nothing(tmp_path: Path) -> None:
     async def scenario(bank: BankDaemon) -> None:
-        daemon = bank.daemon
-        cards = cards_on_file(bank.database, 2)
-        connections, _ = await issue_cards(daemon, cards)
-        port = daemon.app.terminal_port
-        kiosks = []
-        for i, (on_file, conn) in enumerate(zip(cards, connections, strict=True)):
-            link = await terminal_link(
-                daemon, f"K000000{i + 1}", "centre", tmp_path / f"k{i}.json", port, 10.0
-            )
-            kiosks.append(Kiosk(link, conn, pan=on_file.card_no, pin=PIN))
+        cards, connections, kiosks = await kiosks_with_cards(bank, tmp_path)
         traffic = KioskTraffic(ROUNDS_MAX)
         try:
             for kiosk in kiosks:

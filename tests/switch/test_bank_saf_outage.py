@@ -22,12 +22,11 @@ from messages.bank import BankReversal
 from messages.private import Purse
 from simulators import terminal_card
 from simulators.bank import IssuerRules
-from simulators.kiosk import Kiosk
 from tests.support.bank import BANK, BankDaemon, bank_daemon, until
 from tests.support.bank_observe import readyz, sample, scrape
 from tests.support.kiosk import PIN
-from tests.support.kiosk_traffic import KioskTraffic
-from tests.support.scripted_day import cards_on_file, issue_cards, terminal_link
+from tests.support.kiosk_traffic import KioskTraffic, kiosks_with_cards
+from tests.support.scripted_day import cards_on_file
 
 LOADS_MAX = 25  # per kiosk: 50 transactions at most
 LOST = 10**6  # reversals whose answers the bank loses while it misbehaves
@@ -54,16 +53,7 @@ def test_a_bank_killed_under_traffic_drains_its_queue_when_it_returns(
 
     async def outage(bank: BankDaemon, traffic: KioskTraffic) -> list[Any]:
         """The traffic through the outage; the cards (their readers' connections)."""
-        daemon = bank.daemon
-        cards = cards_on_file(bank.database, 2)
-        connections, _ = await issue_cards(daemon, cards)
-        port = daemon.app.terminal_port
-        kiosks = []
-        for i, (on_file, conn) in enumerate(zip(cards, connections, strict=True)):
-            link = await terminal_link(
-                daemon, f"K000000{i + 1}", "centre", tmp_path / f"k{i}.json", port, 10.0
-            )
-            kiosks.append(Kiosk(link, conn, pan=on_file.card_no, pin=PIN))
+        _, connections, kiosks = await kiosks_with_cards(bank, tmp_path)
         try:
             for kiosk in kiosks:
                 await kiosk.sign_on()
