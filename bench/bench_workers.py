@@ -1,10 +1,12 @@
 """`medswitch serve --workers N` on PostgreSQL: the settlement load of ``bench_settle`` (N POS,
 each settling HIS bills — 0200 with the bill under the TDK — and confirming the card's debit —
 0220 with its TAC — one outstanding per POS) against 1 worker and against N workers, each run
-on a fresh PostgreSQL schema with the same demo deployment, in the same process.
+on a fresh PostgreSQL schema with the same demo deployment, in the same process; and, first,
+the same load on the embedded SQLite default (as the PostgreSQL runs: nothing pinned), so the
+two are compared on the same box in the same minutes.
 
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
-        [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon (bench_settle's)
+        [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
 done before the timed phase, with the same simulators and HSM code as bench_settle.
@@ -32,8 +34,9 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench.bench_settle import Submitted, build_lanes, drive_once, profiled
-from bench.bench_switch import children, report, stop
+from bench import bench_settle
+from bench.bench_settle import Submitted, build_lanes, demo_home, drive_once, profiled
+from bench.bench_switch import children, processes, report, stop
 from bench.pg_waits import WaitSampler, cpu_s
 from bench.pos_side import Lanes
 from hsm.keys import KeyUsage
@@ -231,6 +234,31 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
         asyncio.run(_schema("DROP", schema))
 
 
+def run_embedded(args: argparse.Namespace) -> tuple[float, list[float], dict[str, int]]:
+    """The same load on the embedded SQLite default: bench_settle's deployment and daemon, but
+    unpinned, with its ledger writer process counted in the daemon's CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        maker = demo_home(home, args.cardholders)
+        pids: dict[str, int] = {}
+        with processes(home, pids) as ports:
+            started = time.perf_counter()
+            lanes, cards = uvloop.run(
+                bench_settle.prepare(home, ports.terminal, ports.http, maker, args)
+            )
+            print(
+                f"embedded SQLite: prepared {args.bills} bills on {cards} cards and "
+                f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+            cpu_at_start = tree_cpu_s(pids["daemon"])
+            result = uvloop.run(drive_once(ports.terminal, lanes))
+            daemon_cpu_s = tree_cpu_s(pids["daemon"]) - cpu_at_start
+        exchanges = sum(len(frames) for frames in lanes)
+        print(f"  CPU per exchange: daemon and its writer {daemon_cpu_s / exchanges * 1000:.2f} ms")
+        return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
@@ -244,13 +272,20 @@ def main(argv: list[str] | None = None) -> None:
         help="py-spy record the 1-worker daemon into this file",
     )
     parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
+    parser.add_argument(
+        "--no-embedded",
+        action="store_true",
+        help="skip the embedded SQLite default's run (by default measured first, same load)",
+    )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     results = {}
+    if not args.no_embedded:
+        results["embedded SQLite default"] = run_embedded(args)
     for workers in (int(n) for n in args.workers.split(",")):
-        results[workers] = run_one(workers, args)
-    print(f"PostgreSQL, {args.terminals} POS, one outstanding each; settlement + advice per bill:")
-    for workers, (rate, latencies, codes) in results.items():
-        report(f"--workers {workers}", rate, latencies)
+        results[f"PostgreSQL --workers {workers}"] = run_one(workers, args)
+    print(f"{args.terminals} POS, one outstanding each; settlement + advice per bill:")
+    for name, (rate, latencies, codes) in results.items():
+        report(name, rate, latencies)
         print(f"{'':34s} response codes {codes}")
 
 
