@@ -78,6 +78,9 @@ def test_health_data_given_at_issuance_reach_the_card(deployment: dict[str, Any]
     issued = cli(d, "cards", "alice", "issue", "--out", str(out), "--now", NOW,
                  "--health", str(health))  # fmt: skip
     assert issued.exit_code == 0, issued.output
+    audited = [json.loads(line) for line in (d["home"] / "audit.jsonl").read_text().splitlines()]
+    (issue,) = [a for a in audited if a["what"] == "cards.issue"]
+    assert issue["signed_by"] == "centre/CARD_SIGN v1"  # which key signed this batch's cards
     ((person, by, pending, sealed),) = health_rows(d["db"])
     assert (person, by, bool(pending)) == ("P0000001", "centre", True)
     assert b"E119" not in bytes(sealed) and b"AB-" not in bytes(sealed)

@@ -104,9 +104,10 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     records = [with_(r, health=health.get(r.cardholder_id)) for r in records]
     out.mkdir(parents=True, exist_ok=True)
 
+    signing = run_hsm(signing_key(c))  # the bureau writes its signatures, never holding it
+
     async def write() -> list[tuple[Path, issuance.Batch, bytes]]:
         key = await resolve(c.home, file_key)
-        signing = await signing_key(c)  # the bureau writes its signatures, never holding it
         signed = records if signing is None else [
             await sign_record(c.hsm, signing, r, when.date()) for r in records
         ]
@@ -121,7 +122,8 @@ def issue(c: Context, out: Path, file_key: str, batch_size: int, bin_prefix: str
     for path, batch, data in run_hsm(write()):
         path.write_bytes(data)
         c.home.audit("cards.issue", batch=batch.batch_id, records=len(batch.records),
-                     sha256=hashlib.sha256(data).hexdigest(), file=str(path))
+                     sha256=hashlib.sha256(data).hexdigest(), file=str(path),
+                     signed_by=None if signing is None else f"{signing.alias} v{signing.version}")
         click.echo(f"{path}: {len(batch.records)} cards")
     with engine.begin() as db:
         for r in records:  # the cards these replace or renew now point at their successor
