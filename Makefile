@@ -27,7 +27,7 @@ run: $(STAMP)
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict messages hsm routing ledger switch simulators
+	$(VENV)/bin/mypy --strict messages hsm routing ledger switch simulators tests/support
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -39,6 +39,7 @@ from messages.terminal_table import build, parse
 from switch.demo import keys as demo_keys
 from switch.demo.keys import demo_personal_keys
 from switch.key_home import component_files_of, open_soft_hsm
+from switch.sessions import tmk_alias
 
 CODEC = Codec(TERMINAL)
 
@@ -149,7 +150,7 @@ async def sign_on_all(
         writer.close()
         reply = parse(CODEC.decode(frames[0]))
         assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
-        tmk = KeyRef(demo_keys.tmk_alias(terminal_id), 1, KeyUsage.TMK)
+        tmk = KeyRef(tmk_alias(terminal_id), 1, KeyUsage.TMK)
         keys: SignOnKeys = await hsm.accept_sign_on(
             tmk, reply.keys.build(), f"bench/{terminal_id}", now=now
         )

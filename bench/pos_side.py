@@ -18,8 +18,10 @@ from messages.private import CardData  # noqa: F401 (peek's doctest)
 from messages.spec_terminal import TERMINAL
 from messages.terminal import DebitAdvice, SignOn, SignOnReply, TerminalMessage, TerminalReply
 from messages.terminal_table import build, parse
+from simulators.terminal_link import Envelope
 from switch.card_io.connection import CardConnection
 from switch.demo import keys as demo_keys
+from switch.sessions import tmk_alias
 
 CODEC = Codec(TERMINAL)
 U = KeyUsage
@@ -34,7 +36,7 @@ class Pos:
     batch: str = "000000"
     stan: int = 0
 
-    def envelope(self) -> dict[str, str]:
+    def envelope(self) -> Envelope:
         self.stan += 1
         return {
             "stan": f"{self.stan:06d}",
@@ -70,7 +72,7 @@ async def exchange(port: int, payload: bytes) -> bytes:
 async def sign_on(port: int, hsm: SoftHsm, pos: Pos) -> None:
     reply = parse(CODEC.decode(await exchange(port, CODEC.encode(build(SignOn(**pos.envelope()))))))
     assert isinstance(reply, SignOnReply) and reply.keys is not None, reply
-    tmk = KeyRef(demo_keys.tmk_alias(pos.terminal_id), 1, U.TMK)
+    tmk = KeyRef(tmk_alias(pos.terminal_id), 1, U.TMK)
     pos.keys = await hsm.accept_sign_on(
         tmk, reply.keys.build(), f"bench/{pos.terminal_id}", now=demo_keys._now()
     )

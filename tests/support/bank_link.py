@@ -20,7 +20,7 @@ PAN = "6212340000000016"
 
 def run(coro: Awaitable[None]) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(asyncio.wait_for(coro, timeout=60))  # type: ignore[arg-type]
+        runner.run(asyncio.wait_for(coro, timeout=60))
 
 
 async def keys() -> tuple[SoftHsm, KeyRef]:

@@ -35,6 +35,7 @@ from messages.framing import FrameDecoder, LengthFormat, encode_frame
 from messages.spec_terminal import TERMINAL
 from messages.terminal import SignOn, SignOnReply, TerminalMessage, TerminalReply
 from messages.terminal_table import build, parse
+from simulators.terminal_link import Envelope
 from switch.app import App, open_app
 from switch.config import Config, HttpConfig, ListenConfig
 from switch.demo.keys import demo_personal_keys
@@ -162,7 +163,7 @@ class Terminal:
         self.batch = reply.batch
         return reply
 
-    def envelope(self) -> dict[str, str]:
+    def envelope(self) -> Envelope:
         return {
             "stan": self.next_stan(),
             "terminal_id": self.terminal_id,

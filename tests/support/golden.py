@@ -203,11 +203,12 @@ class Side:
 
     async def sign_on(self, port: int) -> None:
         reply = await self.send(port, "sign_on", "0800", {}, "00", "004")
-        keys = reply.fields[62]
+        keys, batch = reply.fields[62], reply.fields[60]
+        assert isinstance(keys, bytes) and isinstance(batch, str)
         tmk = Des(self.tmk)
         self.mak = tmk.decrypt_ecb(keys[20:28])
         self.tdk = tmk.decrypt_ecb(keys[40:56])
-        self.batch = reply.fields[60][2:8]
+        self.batch = batch[2:8]
 
     def field63(self, elements: dict[int, bytes]) -> bytes:
         plain = tlv(elements) + b"\x80"
@@ -234,7 +235,9 @@ async def record(daemon: GoldenDaemon) -> list[dict[str, str]]:
             9: bytes(4), 10: LOAD_FEN.to_bytes(4, "big"), 12: mac1, 16: KIOSK_NUMBER}
     money = {2: card_no, 3: "600000", 4: f"{LOAD_FEN:012d}", 25: "91"}
     reply = await kiosk.send(port, "ed_load", "0200", {**money, 58: tlv(load)}, "45")
-    answer = parse_tlv(reply.fields[58])
+    field58 = reply.fields[58]
+    assert isinstance(field58, bytes)
+    answer = parse_tlv(field58)
     dtk = card_key(KeyUsage.MK_TAC, serial)
     result = LOAD_FEN.to_bytes(4, "big") + bytes(2) + LOAD_FEN.to_bytes(4, "big") + b"\x01"
     tac = pboc_mac(Des(pboc.tac_key(dtk)), result + KIOSK_NUMBER + answer[0x12])

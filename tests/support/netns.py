@@ -72,7 +72,7 @@ def _free_network() -> ipaddress.IPv4Network:
     ).stdout
     used = [ipaddress.ip_interface(part).network for part in text.split() if "/" in part]
     for _ in range(NETWORKS_TRIED):
-        network = ipaddress.ip_network(
+        network = ipaddress.IPv4Network(
             f"10.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.0/24"
         )
         if not any(network.overlaps(other) for other in used):
