@@ -1,8 +1,8 @@
 """What the daemon's PostgreSQL backends are doing while a bench runs: ``pg_stat_activity``
 sampled every few milliseconds from a thread of its own (pg_stat_statements needs a server
 restart to load; this needs nothing), counted by backend (``application_name``: the daemon's
-pool ``medswitch``, its ledger writers ``medswitch-ledger``), state and wait event, and the
-statement's first words. ``active`` with no wait event is a backend on the CPU (or waiting for
+pool ``medswitch``, its ledger writers ``medswitch-ledger``, its synchronous stores' bridge
+``medswitch-bridge``), state and wait event, and the statement's first words. ``active`` with no wait event is a backend on the CPU (or waiting for
 one); ``idle in transaction`` is a transaction waiting for its client (a round trip, the
 client's own CPU); ``Lock:transactionid``/``tuple`` is a row lock another transaction holds;
 ``IO:WALSync`` (or ``LWLock:WALWrite``) is the commit's fsync.
