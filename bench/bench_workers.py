@@ -222,7 +222,12 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                 exchanges = sum(len(frames) for frames in lanes)
                 print(
                     f"  CPU per exchange: daemon {daemon_cpu_s / exchanges * 1000:.2f} ms,"
-                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms"
+                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms ("
+                    + ", ".join(
+                        f"{name} {used / exchanges * 1000:.2f}"
+                        for name, used in sorted(waits.cpu_by_application.items())
+                    )
+                    + ")"
                 )
                 print("  PostgreSQL backends (pg_stat_activity samples):\n" + waits.report())
                 if counting:
