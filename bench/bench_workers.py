@@ -7,6 +7,7 @@ two are compared on the same box in the same minutes.
 
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
         [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon
+        [--statements]   # per exchange, from pg_stat_statements (bench.pg_statements)
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
 done before the timed phase, with the same simulators and HSM code as bench_settle.
@@ -34,7 +35,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from bench import bench_settle
+from bench import bench_settle, pg_statements
 from bench.bench_settle import Submitted, build_lanes, demo_home, drive_once, profiled
 from bench.bench_switch import children, processes, report, stop
 from bench.pg_waits import WaitSampler, cpu_s
@@ -213,6 +214,7 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     flush=True,
                 )
                 profile = args.profile if workers == 1 else None  # the one worker is the parent
+                counting = args.statements and uvloop.run(pg_statements.reset(DSN))
                 with WaitSampler(DSN) as waits, profiled(pid, profile, gil=args.profile_gil):
                     cpu_at_start = tree_cpu_s(pid)
                     result = uvloop.run(drive_once(port, lanes))
@@ -220,9 +222,16 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                 exchanges = sum(len(frames) for frames in lanes)
                 print(
                     f"  CPU per exchange: daemon {daemon_cpu_s / exchanges * 1000:.2f} ms,"
-                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms"
+                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms ("
+                    + ", ".join(
+                        f"{name} {used / exchanges * 1000:.2f}"
+                        for name, used in sorted(waits.cpu_by_application.items())
+                    )
+                    + ")"
                 )
                 print("  PostgreSQL backends (pg_stat_activity samples):\n" + waits.report())
+                if counting:
+                    print(uvloop.run(pg_statements.report(DSN, exchanges)))
                 means = mean_latencies(http_port)
                 slow = sorted(means.items(), key=lambda item: -item[1])[:8]
                 print(
@@ -276,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         "--no-embedded",
         action="store_true",
         help="skip the embedded SQLite default's run (by default measured first, same load)",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="statements per exchange (a server preloading pg_stat_statements)",
     )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     results = {}

@@ -1,11 +1,12 @@
 """What the daemon's PostgreSQL backends are doing while a bench runs: ``pg_stat_activity``
 sampled every few milliseconds from a thread of its own (pg_stat_statements needs a server
 restart to load; this needs nothing), counted by backend (``application_name``: the daemon's
-pool ``medswitch``, its ledger writers ``medswitch-ledger``), state and wait event, and the
-statement's first words. ``active`` with no wait event is a backend on the CPU (or waiting for
-one); ``idle in transaction`` is a transaction waiting for its client (a round trip, the
-client's own CPU); ``Lock:transactionid``/``tuple`` is a row lock another transaction holds;
-``IO:WALSync`` (or ``LWLock:WALWrite``) is the commit's fsync.
+pool ``medswitch``, its ledger writers ``medswitch-ledger``, its synchronous stores' bridge
+``medswitch-bridge``), state and wait event, and the statement's first words; and the CPU of
+those backends, by ``application_name``. ``active`` with no wait event is a backend on the CPU
+(or waiting for one); ``idle in transaction`` is a transaction waiting for its client (a round
+trip, the client's own CPU); ``Lock:transactionid``/``tuple`` is a row lock another transaction
+holds; ``IO:WALSync`` (or ``LWLock:WALWrite``) is the commit's fsync.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from types import TracebackType
 
 import asyncpg  # type: ignore[import-untyped]
 
-_PIDS = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1"
+_PIDS = "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE $1"
 _TICKS_S = os.sysconf("SC_CLK_TCK")
 _SAMPLE = (
     "SELECT application_name, state, coalesce(wait_event_type || ':' || wait_event, 'CPU'),"
@@ -40,6 +41,7 @@ class WaitSampler:
         self.seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._cpu_at_start: dict[int, float] = {}
         self.cpu_s = 0.0  # CPU the daemon's backends used while sampled (same host only)
+        self.cpu_by_application: dict[str, float] = {}
 
     def __enter__(self) -> WaitSampler:
         self._thread.start()
@@ -54,7 +56,7 @@ class WaitSampler:
     async def _run(self) -> None:
         connection = await asyncpg.connect(self._dsn)
         try:
-            pids = {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
+            pids = {int(r[0]): r[1] for r in await connection.fetch(_PIDS, "medswitch%")}
             self._cpu_at_start = {pid: cpu_s(pid) for pid in pids}
             while not self._stop.is_set() and self.samples < SAMPLES_MAX:
                 for app, state, wait, query in await connection.fetch(
@@ -64,8 +66,12 @@ class WaitSampler:
                     self.seen[(app, what, query)] += 1
                 self.samples += 1
                 await asyncio.sleep(self._interval_s)
-            pids |= {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
-            self.cpu_s = sum(cpu_s(pid) - self._cpu_at_start.get(pid, 0.0) for pid in pids)
+            pids |= {int(r[0]): r[1] for r in await connection.fetch(_PIDS, "medswitch%")}
+            for pid, application in pids.items():
+                used = cpu_s(pid) - self._cpu_at_start.get(pid, 0.0)
+                by = self.cpu_by_application
+                by[application] = by.get(application, 0.0) + used
+            self.cpu_s = sum(self.cpu_by_application.values())
         finally:
             await connection.close()
 

@@ -83,9 +83,17 @@ def rowcount(status: str) -> int:
 class PgBridge:
     """An asyncpg pool served by a loop on a daemon thread; :meth:`run` from any other thread."""
 
-    def __init__(self, url: str, *, size: int = 8, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        size: int = 8,
+        timeout_s: float = 30.0,
+        application: str = APPLICATION,
+    ) -> None:
         self.dsn, self.schema = split_url(url)
         self.timeout_s = timeout_s
+        self.application = application  # its backends' application_name
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="pg-bridge", daemon=True
@@ -98,7 +106,7 @@ class PgBridge:
             raise
 
     async def _open(self, size: int) -> asyncpg.Pool:
-        settings = server_settings(self.schema)
+        settings = server_settings(self.schema, self.application)
         return await asyncpg.create_pool(  # lost connections are made again at acquire
             self.dsn,
             min_size=1,

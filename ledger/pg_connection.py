@@ -78,6 +78,24 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     true)`` or the connection's own ``server_settings``, no LISTEN, no cursor ``WITH HOLD``)."""
 
 
+#: The array types the daemon's statements bind or return. asyncpg knows scalar types but
+#: derives each array's codec from the server's catalogue, once per connection, at the first
+#: statement that uses it (``WITH RECURSIVE typeinfo_tree``: some milliseconds of a cold
+#: backend's CPU each); :func:`warm` asks for them all in one statement when a pool connects.
+ARRAY_TYPES = ("text", "varchar", "smallint", "int", "bigint", "bytea")
+_WARM = "SELECT " + ", ".join(f"NULL::{name}[]" for name in ARRAY_TYPES)
+
+
+async def warm(connection: asyncpg.Connection) -> None:
+    """A pool's ``init``: the array codecs learnt now, in one introspection, not by the first
+    requests served on the connection (measured under ``bench_workers``: a tenth of the
+    database's busy backends were these introspections on connections the pools opened under
+    load). Only for a pool whose statements bind arrays (the daemon's event loop pool): on a
+    cold backend the introspection costs milliseconds, for nothing where none is used (the
+    bridge's card and terminal reads)."""
+    await connection.fetchval(_WARM)
+
+
 class Backoff:
     """The wait before the next connect attempt: ``first_s``, doubled per failure up to
     ``longest_s``; none after a success.

@@ -22,8 +22,8 @@ from ledger.core import Ledger
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
-from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
-from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive, keep_session
+from ledger.pg_bridge import APPLICATION, PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive, keep_session, warm
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
@@ -164,20 +164,28 @@ async def migrate_postgres(url: str) -> None:
 async def _open_postgres(url: str) -> Stores:
     dsn, schema = split_url(url)
     await migrate_postgres(url)
+    # Opened whole and kept: the terminals' sign-ons at the start of a day (each a transaction)
+    # take every connection at once, and a connection opened then, or again after five idle
+    # minutes (asyncpg's default), cost its backend's cold start and its array types'
+    # introspection in the middle of the traffic (bench_workers: 14 of each per run).
     pool = await asyncpg.create_pool(  # lost connections are made again at acquire
         dsn,
-        min_size=1,
+        min_size=POOL_MAX,
         max_size=POOL_MAX,
+        max_inactive_connection_lifetime=0,
         server_settings=server_settings(schema),
         timeout=CONNECT_TIMEOUT_S,  # an unreachable server: 96 soon, not a minute's wait
         connection_class=KeptAlive,  # a silent drop noticed in seconds
         reset=keep_session,  # no reset query: no session state to undo
+        init=warm,  # the array codecs in one statement at connect
     )
     opened: list[Any] = [pool]
     try:
         ledger = await PgLedger.open(dsn, schema=schema, writers=LEDGER_WRITERS, migrate=False)
         opened.append(ledger)
-        bridge = await asyncio.to_thread(PgBridge, url, size=POOL_MAX)
+        bridge = await asyncio.to_thread(
+            PgBridge, url, size=POOL_MAX, application=f"{APPLICATION}-bridge"
+        )
         engine = PgEngine(bridge)
         cards = SqlCards(bridge.connection(), keep_s=KEEP_S)
         return Stores(
