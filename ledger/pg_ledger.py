@@ -46,13 +46,18 @@ from ledger.core import (
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
-from ledger.pg_fold import BatchConflict
+from ledger.pg_fold import BatchConflict, NeedsTransaction
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
 from ledger.writer.jobs import PostedThenCalled, Postings
 
 RETRIES_MAX = 3
-_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, BatchConflict)
+_RETRYABLE = (
+    asyncpg.UniqueViolationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,  # a write with no transaction open found its reads changed
+    BatchConflict,
+)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
 WATCH_S = 1.0  # an idle writer looks at its connection this often
@@ -158,8 +163,7 @@ class PgLedger(Ledger):
         its own, so that a call failing in SQL leaves its debit posted (``ledger.pg_post``)."""
         for attempt in range(RETRIES_MAX):
             try:
-                async with store.conn.transaction():
-                    await store.execute(batch, guarded=guarded)
+                await self._attempt(store, batch, guarded)
             except _RETRYABLE:
                 if attempt + 1 < RETRIES_MAX:
                     continue
@@ -184,6 +188,20 @@ class PgLedger(Ledger):
         if not batch[0].future.done():
             batch[0].future.set_exception(error or RuntimeError("retries exhausted"))
         return True
+
+    @staticmethod
+    async def _attempt(store: PgStore, batch: list[Job], guarded: bool) -> None:
+        """The batch once: with no transaction open when it may (``ledger.pg_write``: its reads
+        lock nothing, its write checks them and is its own transaction), else — or when it
+        turns out to need one — in one."""
+        if not guarded and store.may_run_free(batch):
+            try:
+                await store.execute(batch, free=True)
+                return
+            except NeedsTransaction:
+                pass
+        async with store.conn.transaction():
+            await store.execute(batch, guarded=guarded)
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))
