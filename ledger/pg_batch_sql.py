@@ -91,10 +91,12 @@ WRITE = (
 #: offline record inserted only if still not on file — its answer ``ledger_conflict`` of the
 #: counts against $30-$32 and of the folds' moves, which fails the statement (nothing of it
 #: written) when anything changed. Totals only grow, so equal totals are an unchanged account.
+#: The answer runs the parts in turn, the accounts last: a hot row (a pooled fund, a payable)
+#: is locked from its update to the commit, so the batch updates it when all else is done.
 WRITE_FREE = (
     "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[])),"
+    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[]) RETURNING 1),"
     " a AS (UPDATE accounts AS a SET debits_posted = a.debits_posted + u.d,"
     " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
     " $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) AS v(id, d, c, od, oc)"
@@ -106,9 +108,9 @@ WRITE_FREE = (
     " ORDER BY a.id FOR SHARE OF a),"
     f" o AS ({upsert_offline(18, new_only=True)})"
 )
-WRITE_FREE_ANSWER = (
-    "SELECT ledger_conflict((SELECT count(*) FROM a) = $30 AND (SELECT count(*) FROM s) = $31"
-    " AND (SELECT count(*) FROM o) = $32 AND {moved})"
+WRITE_FREE_ANSWER = (  # in the order it runs: the hot rows (the shared accounts) last
+    "SELECT ledger_conflict((SELECT count(*) FROM t) >= 0 AND (SELECT count(*) FROM o) = $32"
+    " AND {moved} AND (SELECT count(*) FROM s) = $31 AND (SELECT count(*) FROM a) = $30)"
 )
 WRITE_FREE_PARAMETERS = 32
 

@@ -43,9 +43,10 @@ class Fold(Protocol):
         their keys in parameter ``$keys``."""
         ...
 
-    def write_sql(self, first: int) -> str:
-        """A query for a CTE: the moves, their columns in parameters ``$first`` onwards
-        (``width`` of them), one row with a boolean ``ok`` per move (it applied)."""
+    def write_ctes(self, first: int, name: str) -> str:
+        """CTEs of the write: the moves, their columns in parameters ``$first`` onwards
+        (``width`` of them); the last one named ``name``, with a boolean column ``ok``, false
+        in some row when a move did not apply (others may be named ``name`` + a suffix)."""
         ...
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
@@ -90,7 +91,7 @@ def statements(
     read = head + "".join(f", ({fold.read_sql(6 + n)})" for n, fold in enumerate(folds))
     ctes, first, moved = "", write_parameters + 1, "true"
     for n, fold in enumerate(folds):
-        ctes += f", f{n} AS ({fold.write_sql(first)})"
+        ctes += f", {fold.write_ctes(first, f'f{n}')}"
         moved += f" AND (SELECT coalesce(bool_and(ok), true) FROM f{n})"
         first += fold.width
     return read, f"{write_head}{ctes} {answer.format(moved=moved)}"

@@ -24,6 +24,13 @@ from ledger.medical.split import Split
 from ledger.pg_fold import Decided, Fold, FoldedCall
 
 Check = Callable[[BillRecord], BillState]
+PERSON_LOCK = 1835361395  # the people's advisory locks' class (migration 0008)
+_TYPES = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
+_TOTALS = ("eligible_fen", "deductible_fen", "pooled_fen", "personal_account_fen", "self_pay_fen")
+_NAMES = ", ".join(_TOTALS)
+_DELTAS = ", ".join(f"b.d_{name}" for name in _TOTALS)
+_SUMS = ", ".join(f"sum(m.sign * m.d_{name})" for name in _TOTALS)
+_ADDS = ", ".join(f"{name} = a.{name} + excluded.{name}" for name in _TOTALS)
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -61,19 +68,39 @@ class BillFold:
     def __init__(self, decoder: Decoder, bill_row: str) -> None:
         self._decoder, self._bill_row = decoder, bill_row
 
-    width = 7
+    width = 14  # the moves' seven columns moved together, then seven moved one by one
 
     def read_sql(self, keys: int) -> str:
         return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
             f" WHERE b.bill_id = ANY(${keys}::varchar[])"
         )
 
-    def write_sql(self, first: int) -> str:
-        types = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
-        arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(types))
+    def write_ctes(self, first: int, name: str) -> str:
+        """The moves of bills each moved once in the batch (``$first`` onwards) together, as
+        ``medical_transition`` (migration 0008) moves one: the people's locks of the moves
+        with an effect, in order; every bill moved only from the state it was decided on;
+        each person's accumulators by the sum of the effects, once. The moves of a batch that
+        moves a bill twice (``$first + 7`` onwards) by ``medical_transition``, one by one."""
+        arrays = [f"${first + n}::{kind}[]" for n, kind in enumerate(_TYPES * 2)]
+        b, f, t, n, e, p, y = arrays[:7]
         return (
-            "SELECT medical_transition(u.b, u.f, u.t, u.n, u.e, u.p, u.y) AS ok"
-            f" FROM unnest({arrays}) WITH ORDINALITY AS u(b, f, t, n, e, p, y, o) ORDER BY u.o"
+            f"{name}l AS (SELECT pg_advisory_xact_lock({PERSON_LOCK}, hashtext(k.p || '/' || k.y))"
+            f" FROM (SELECT DISTINCT x.p, x.y FROM unnest({p}, {y}, {e}) AS x(p, y, e)"
+            "  WHERE x.e <> 'none' ORDER BY x.p, x.y) AS k),"
+            f" {name}m AS (UPDATE medical_bills AS b SET state = u.t, updated_at_us = u.n"
+            f"  FROM unnest({b}, {f}, {t}, {n}, {e}) AS u(b, f, t, n, e)"
+            f"  WHERE b.bill_id = u.b AND b.state = u.f AND (SELECT count(*) FROM {name}l) >= 0"
+            "  RETURNING b.person_id, b.year,"
+            f"  CASE u.e WHEN 'commit' THEN 1 WHEN 'void' THEN -1 ELSE 0 END AS sign, {_DELTAS}),"
+            f" {name}a AS (INSERT INTO medical_accumulators AS a (person_id, year, {_NAMES})"
+            f"  SELECT m.person_id, m.year, {_SUMS} FROM {name}m AS m WHERE m.sign <> 0"
+            "  GROUP BY m.person_id, m.year ORDER BY m.person_id, m.year"
+            f"  ON CONFLICT (person_id, year) DO UPDATE SET {_ADDS},"
+            "  lock_version = a.lock_version + 1),"
+            f" {name} AS (SELECT (SELECT count(*) FROM {name}m) = cardinality({b}) AS ok"
+            "  UNION ALL SELECT r.ok FROM (SELECT medical_transition(u.b, u.f, u.t, u.n, u.e,"
+            f"  u.p, u.y) AS ok, u.o FROM unnest({', '.join(arrays[7:])}) WITH ORDINALITY"
+            "  AS u(b, f, t, n, e, p, y, o) ORDER BY u.o) AS r)"
         )
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
@@ -104,13 +131,19 @@ class BillFold:
             records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
             outcomes.append((moved, True))
         moves.sort(key=lambda m: (m[0].person_id, m[0].year))  # stable: a bill's moves in order
-        columns: list[list[Any]] = [
-            [r.bill_id for r, _, _, _ in moves],
-            [r.state.value for r, _, _, _ in moves],
-            [to.value for _, to, _, _ in moves],
-            [now_us for _, _, _, now_us in moves],
-            [effect for _, _, effect, _ in moves],
-            [r.person_id for r, _, _, _ in moves],
-            [r.year for r, _, _, _ in moves],
-        ]
-        return Decided(outcomes, columns)
+        columns = _columns(moves)
+        empty: list[list[Any]] = [[] for _ in columns]
+        once = len({record.bill_id for record, _, _, _ in moves}) == len(moves)
+        return Decided(outcomes, columns + empty if once else empty + columns)
+
+
+def _columns(moves: Sequence[tuple[BillRecord, BillState, str, int]]) -> list[list[Any]]:
+    return [
+        [r.bill_id for r, _, _, _ in moves],
+        [r.state.value for r, _, _, _ in moves],
+        [to.value for _, to, _, _ in moves],
+        [now_us for _, _, _, now_us in moves],
+        [effect for _, _, effect, _ in moves],
+        [r.person_id for r, _, _, _ in moves],
+        [r.year for r, _, _, _ in moves],
+    ]
