@@ -217,7 +217,12 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                 exchanges = sum(len(frames) for frames in lanes)
                 print(
                     f"  CPU per exchange: daemon {daemon_cpu_s / exchanges * 1000:.2f} ms,"
-                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms"
+                    f" PostgreSQL backends {waits.cpu_s / exchanges * 1000:.2f} ms ("
+                    + ", ".join(
+                        f"{app} {used / exchanges * 1000:.2f}"
+                        for app, used in sorted(waits.cpu_s_by_app.items())
+                    )
+                    + ")"
                 )
                 print("  PostgreSQL backends (pg_stat_activity samples):\n" + waits.report())
                 means = mean_latencies(http_port)

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import asyncpg  # type: ignore[import-untyped]
 
-_PIDS = "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1"
+_PIDS = "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE $1"
 _TICKS_S = os.sysconf("SC_CLK_TCK")
 _SAMPLE = (
     "SELECT application_name, state, coalesce(wait_event_type || ':' || wait_event, 'CPU'),"
@@ -40,6 +40,7 @@ class WaitSampler:
         self.seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._cpu_at_start: dict[int, float] = {}
         self.cpu_s = 0.0  # CPU the daemon's backends used while sampled (same host only)
+        self.cpu_s_by_app: dict[str, float] = {}  # of which, by application_name
 
     def __enter__(self) -> WaitSampler:
         self._thread.start()
@@ -54,8 +55,8 @@ class WaitSampler:
     async def _run(self) -> None:
         connection = await asyncpg.connect(self._dsn)
         try:
-            pids = {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
-            self._cpu_at_start = {pid: cpu_s(pid) for pid in pids}
+            apps = {int(r[0]): r[1] for r in await connection.fetch(_PIDS, "medswitch%")}
+            self._cpu_at_start = {pid: cpu_s(pid) for pid in apps}
             while not self._stop.is_set() and self.samples < SAMPLES_MAX:
                 for app, state, wait, query in await connection.fetch(
                     _SAMPLE, "medswitch%", self._chars
@@ -64,8 +65,11 @@ class WaitSampler:
                     self.seen[(app, what, query)] += 1
                 self.samples += 1
                 await asyncio.sleep(self._interval_s)
-            pids |= {int(r[0]) for r in await connection.fetch(_PIDS, "medswitch%")}
-            self.cpu_s = sum(cpu_s(pid) - self._cpu_at_start.get(pid, 0.0) for pid in pids)
+            apps |= {int(r[0]): r[1] for r in await connection.fetch(_PIDS, "medswitch%")}
+            for pid, app in apps.items():
+                used = cpu_s(pid) - self._cpu_at_start.get(pid, 0.0)
+                self.cpu_s_by_app[app] = self.cpu_s_by_app.get(app, 0.0) + used
+            self.cpu_s = sum(self.cpu_s_by_app.values())
         finally:
             await connection.close()
 
