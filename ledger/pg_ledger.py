@@ -163,7 +163,7 @@ class PgLedger(Ledger):
         its own, so that a call failing in SQL leaves its debit posted (``ledger.pg_post``)."""
         for attempt in range(RETRIES_MAX):
             try:
-                await self._attempt(store, batch, guarded)
+                await self._attempt(store, batch, guarded, free=attempt == 0)
             except _RETRYABLE:
                 if attempt + 1 < RETRIES_MAX:
                     continue
@@ -190,11 +190,13 @@ class PgLedger(Ledger):
         return True
 
     @staticmethod
-    async def _attempt(store: PgStore, batch: list[Job], guarded: bool) -> None:
-        """The batch once: with no transaction open when it may (``ledger.pg_write``: its reads
-        lock nothing, its write checks them and is its own transaction), else — or when it
-        turns out to need one — in one."""
-        if not guarded and store.may_run_free(batch):
+    async def _attempt(store: PgStore, batch: list[Job], guarded: bool, *, free: bool) -> None:
+        """The batch once: with no transaction open when it may and ``free`` (the first
+        attempt: ``ledger.pg_write``, its reads lock nothing, its write checks them and is its
+        own transaction), else — or when it turns out to need one — in one, its reads locking
+        what it decides on: a batch whose reads changed before its write runs again locked,
+        so contention on an account costs one attempt more, never a run of them."""
+        if free and not guarded and store.may_run_free(batch):
             try:
                 await store.execute(batch, free=True)
                 return

@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, OfflineRecord, Transfer
+from ledger.core import Account, Transfer
 from ledger.kinds import is_shared
 from ledger.pg_batch_sql import (
     INSERT_ACCOUNTS,
@@ -63,13 +63,18 @@ from ledger.pg_batch_sql import (
 )
 from ledger.pg_connection import lost
 from ledger.pg_fold import BatchConflict, Fold, FoldedCall, NeedsTransaction, statements
-from ledger.pg_write import Totals, deltas, free_arguments, write_arguments
-from ledger.sqlite_offline import offline_row
+from ledger.pg_write import (
+    Totals,
+    decide_offline,
+    deltas,
+    free_arguments,
+    held_of,
+    write_arguments,
+)
 from ledger.state import (
     Batch,
     before_and_missing,
     needed_ids,
-    offline_decision,
     open_missing,
 )
 from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
@@ -78,7 +83,6 @@ POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
 _READ_FREE, _LOAD_FREE = read_sql(lock=False), load_sql(lock=False)
-Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
 
 
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
@@ -130,27 +134,11 @@ class _Asked:
     checked: dict[str, Totals] = field(default_factory=dict)
 
     def decided_on(self, found: Sequence[Any] | None) -> None:
-        if not self.lock:
-            self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
-
-
-def decide_offline(held: Held, records: Sequence[OfflineRecord]) -> tuple[list[bool], list[Any]]:
-    """Each record's result in order (``offline_decision``, as every ledger) and the rows to
-    write: a debit written twice is written once, where it was first written, with its last
-    values. ``held`` follows the decisions."""
-    results, writes = [], {}
-    for record in records:
-        key = (record.psam_terminal_no, record.psam_serial)
-        new, write = offline_decision(held.get(key), record)
-        if write:
-            held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-            writes[key] = record  # a dict keeps the first position, takes the last value
-        results.append(new)
-    return results, [offline_row(r) for r in writes.values()]
-
-
-def held_of(found: Sequence[Any] | None) -> Held:
-    return {(r[0], int(r[1])): (bool(r[2]), r[3], int(r[4])) for r in found or ()}
+        if self.lock:
+            return
+        if any(is_shared(row[0]) for row in found or ()):  # never negative: a hot row decided on
+            raise NeedsTransaction("a shared account the batch decides on")
+        self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
 
 
 async def post_jobs(

@@ -22,7 +22,8 @@ from ledger.core import (
     ReviewItem,
 )
 from ledger.pg_batch_sql import upsert_offline
-from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
+from ledger.pg_post import POSTS, post_jobs
+from ledger.pg_write import decide_offline, held_of
 from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import AccountState, Remembered, check_open
 

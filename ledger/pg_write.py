@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger import sql_rows as rows
-from ledger.core import TransferResult
-from ledger.state import Batch
+from ledger.core import OfflineRecord, TransferResult
+from ledger.sqlite_offline import offline_row
+from ledger.state import Batch, offline_decision
 
 OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Totals = tuple[int, int, bool]  # an account as the batch read it: debits, credits, closed
+Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
 
 
 def deltas(batch: Batch) -> dict[str, list[int]]:
@@ -105,3 +107,22 @@ def columns(table: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     if not table:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*table, strict=True)]
+
+
+def decide_offline(held: Held, records: Sequence[OfflineRecord]) -> tuple[list[bool], list[Any]]:
+    """Each record's result in order (``offline_decision``, as every ledger) and the rows to
+    write: a debit written twice is written once, where it was first written, with its last
+    values. ``held`` follows the decisions."""
+    results, writes = [], {}
+    for record in records:
+        key = (record.psam_terminal_no, record.psam_serial)
+        new, write = offline_decision(held.get(key), record)
+        if write:
+            held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
+            writes[key] = record  # a dict keeps the first position, takes the last value
+        results.append(new)
+    return results, [offline_row(r) for r in writes.values()]
+
+
+def held_of(found: Sequence[Any] | None) -> Held:
+    return {(r[0], int(r[1])): (bool(r[2]), r[3], int(r[4])) for r in found or ()}

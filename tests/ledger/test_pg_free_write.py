@@ -15,7 +15,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from ledger import events as ev
-from ledger.core import Transfer, TransferResult
+from ledger.core import AccountFlags, Transfer, TransferResult, new_account
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.pg_connection import KeptAlive
@@ -86,7 +86,7 @@ def test_a_fund_debited_between_the_read_and_the_write_is_read_again() -> None:
     assert result == [TransferResult.INSUFFICIENT_FUNDS]
     assert (debits, credits) == (50, 100)
     assert waiting.startswith("WITH t AS (INSERT")  # the write waits, not the read
-    assert transactions == 0  # read, write, read again, write: each statement its own
+    assert transactions == 1  # the run again: in a transaction, its read locking the fund
 
 
 def test_a_refusal_is_not_remembered_on_totals_that_changed() -> None:
@@ -103,14 +103,51 @@ def test_a_refusal_is_not_remembered_on_totals_that_changed() -> None:
     result, debits, credits, _, transactions = asyncio.run(_meanwhile(100, load, credit_100))
     assert result == [TransferResult.CREATED]
     assert (debits, credits) == (150, 200)
-    assert transactions == 0
+    assert transactions == 1
 
 
-def test_an_unchanged_fund_is_debited_once() -> None:
+def test_an_unchanged_fund_is_debited_once_with_no_transaction_open() -> None:
     async def nothing(other: asyncpg.Connection) -> None:
         return None
 
     load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
-    result, debits, credits, _, _ = asyncio.run(_meanwhile(100, load, nothing))
+    result, debits, credits, _, transactions = asyncio.run(_meanwhile(100, load, nothing))
     assert result == [TransferResult.CREATED]
     assert (debits, credits) == (80, 100)
+    assert transactions == 0  # the read, the write: each statement its own transaction
+
+
+def test_writers_debiting_a_never_negative_pooled_fund_never_overdraw_it() -> None:
+    """A shared account that is never negative is a hot row the batches decide on (they lock
+    it, in a transaction): two writers' debits of it together never take it below zero."""
+    pool = account_id(K.POOLED_FUND, "centre")
+    payable = account_id(K.INSTITUTION_PAYABLE_INSURANCE, "H001")
+    source = account_id(K.CONTRIBUTIONS_RECEIVABLE, "U1")
+
+    async def main() -> None:
+        async with fresh_schema() as schema:
+            ledgers = [await PgLedger.open(DSN, schema=schema, writers=2) for _ in range(2)]
+            try:
+                flags = AccountFlags.NEVER_NEGATIVE
+                accounts = [
+                    new_account(K.POOLED_FUND, "centre", flags),
+                    *ev.institution_accounts("H001"),
+                    *ev.unit_accounts("U1"),
+                ]
+                await ledgers[0].open_accounts(accounts)
+                funded = await ledgers[0].post([Transfer("fund", source, pool, 1000, 1)])
+                assert funded == [TransferResult.CREATED]
+                posts = [
+                    ledgers[n % 2].post([Transfer(f"pay-{n}", pool, payable, 100, 1)])
+                    for n in range(20)
+                ]
+                results = [r for found in await asyncio.gather(*posts) for r in found]
+                assert results.count(TransferResult.CREATED) == 10
+                assert results.count(TransferResult.INSUFFICIENT_FUNDS) == 10
+                found = (await ledgers[1].balances([pool]))[pool]
+                assert (found.debits_posted_fen, found.credits_posted_fen) == (1000, 1000)
+            finally:
+                for ledger in ledgers:
+                    await ledger.close()
+
+    asyncio.run(main())
