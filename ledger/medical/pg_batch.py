@@ -4,10 +4,11 @@ folded into the batch's one read and one write by :class:`BillFold`) and a submi
 (:class:`LedgerSubmission`, run by ``PgWrites.submissions`` on the writer's connection).
 
 The fold reads the batch's bills without a lock and decides each transition in Python as
-``PgWrites.transitions`` does; the write moves each bill with ``medical_transition`` (in person
-order: the person's lock, then the bill's row), which moves it only from the state it was
-decided on — a bill moved meanwhile fails the batch's write (``BatchConflict``), which runs
-again from a fresh read.
+``PgWrites.transitions`` does; the write moves the batch's bills together, set-based, as
+``medical_transition`` (migration 0008) moves one — the people's locks in person order, then
+the bills' rows, each moved only from the state it was decided on, each person's accumulators
+once — and a bill moved meanwhile fails the batch's write (``BatchConflict``, or with no
+transaction open ``ledger_conflict``), which runs again from a fresh read.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ledger.pg_fold import Decided, Fold, FoldedCall
 
 Check = Callable[[BillRecord], BillState]
 PERSON_LOCK = 1835361395  # the people's advisory locks' class (migration 0008)
-_TYPES = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
+_TYPES = ("varchar", "varchar", "varchar", "bigint", "int", "boolean", "varchar", "int")
+_SIGNS = {"commit": 1, "void": -1, "release": 0, "none": 0}  # on the person's accumulators
 _TOTALS = ("eligible_fen", "deductible_fen", "pooled_fen", "personal_account_fen", "self_pay_fen")
 _NAMES = ", ".join(_TOTALS)
 _DELTAS = ", ".join(f"b.d_{name}" for name in _TOTALS)
@@ -68,7 +70,7 @@ class BillFold:
     def __init__(self, decoder: Decoder, bill_row: str) -> None:
         self._decoder, self._bill_row = decoder, bill_row
 
-    width = 14  # the moves' seven columns moved together, then seven moved one by one
+    width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
     def read_sql(self, keys: int) -> str:
         return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
@@ -76,31 +78,25 @@ class BillFold:
         )
 
     def write_ctes(self, first: int, name: str) -> str:
-        """The moves of bills each moved once in the batch (``$first`` onwards) together, as
-        ``medical_transition`` (migration 0008) moves one: the people's locks of the moves
-        with an effect, in order; every bill moved only from the state it was decided on;
-        each person's accumulators by the sum of the effects, once. The moves of a batch that
-        moves a bill twice (``$first + 7`` onwards) by ``medical_transition``, one by one."""
-        arrays = [f"${first + n}::{kind}[]" for n, kind in enumerate(_TYPES * 2)]
-        b, f, t, n, e, p, y = arrays[:7]
+        """The batch's moves together, as ``medical_transition`` (migration 0008) makes one:
+        the people's locks of the moves with an effect, in order; every bill moved only from
+        the state it was decided on; each person's accumulators by the sum of the effects
+        (``sign`` times the bill's delta), once."""
+        b, f, t, n, sign, lock, p, y = (f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
         return (
             f"{name}l AS (SELECT pg_advisory_xact_lock({PERSON_LOCK}, hashtext(k.p || '/' || k.y))"
-            f" FROM (SELECT DISTINCT x.p, x.y FROM unnest({p}, {y}, {e}) AS x(p, y, e)"
-            "  WHERE x.e <> 'none' ORDER BY x.p, x.y) AS k),"
+            f" FROM (SELECT DISTINCT x.p, x.y FROM unnest({p}, {y}, {lock}) AS x(p, y, k)"
+            "  WHERE x.k ORDER BY x.p, x.y) AS k),"
             f" {name}m AS (UPDATE medical_bills AS b SET state = u.t, updated_at_us = u.n"
-            f"  FROM unnest({b}, {f}, {t}, {n}, {e}) AS u(b, f, t, n, e)"
+            f"  FROM unnest({b}, {f}, {t}, {n}, {sign}) AS u(b, f, t, n, s)"
             f"  WHERE b.bill_id = u.b AND b.state = u.f AND (SELECT count(*) FROM {name}l) >= 0"
-            "  RETURNING b.person_id, b.year,"
-            f"  CASE u.e WHEN 'commit' THEN 1 WHEN 'void' THEN -1 ELSE 0 END AS sign, {_DELTAS}),"
+            f"  RETURNING b.person_id, b.year, u.s AS sign, {_DELTAS}),"
             f" {name}a AS (INSERT INTO medical_accumulators AS a (person_id, year, {_NAMES})"
             f"  SELECT m.person_id, m.year, {_SUMS} FROM {name}m AS m WHERE m.sign <> 0"
             "  GROUP BY m.person_id, m.year ORDER BY m.person_id, m.year"
             f"  ON CONFLICT (person_id, year) DO UPDATE SET {_ADDS},"
             "  lock_version = a.lock_version + 1),"
-            f" {name} AS (SELECT (SELECT count(*) FROM {name}m) = cardinality({b}) AS ok"
-            "  UNION ALL SELECT r.ok FROM (SELECT medical_transition(u.b, u.f, u.t, u.n, u.e,"
-            f"  u.p, u.y) AS ok, u.o FROM unnest({', '.join(arrays[7:])}) WITH ORDINALITY"
-            "  AS u(b, f, t, n, e, p, y, o) ORDER BY u.o) AS r)"
+            f" {name} AS (SELECT (SELECT count(*) FROM {name}m) = cardinality({b}) AS ok)"
         )
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
@@ -130,20 +126,33 @@ class BillFold:
             moves.append((record, to, effect, write.now_us))
             records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
             outcomes.append((moved, True))
-        moves.sort(key=lambda m: (m[0].person_id, m[0].year))  # stable: a bill's moves in order
-        columns = _columns(moves)
-        empty: list[list[Any]] = [[] for _ in columns]
-        once = len({record.bill_id for record, _, _, _ in moves}) == len(moves)
-        return Decided(outcomes, columns + empty if once else empty + columns)
+        return Decided(outcomes, _columns(moves))
 
 
 def _columns(moves: Sequence[tuple[BillRecord, BillState, str, int]]) -> list[list[Any]]:
+    """The write's columns: a bill moved twice in the batch (approved, then completed) moves
+    once, from its first state to its last, its signs added (the accumulators' effects are
+    each a sign times the bill's delta); in person order.
+
+    >>> from ledger.medical.bills import BillState as S
+    >>> class R:
+    ...     def __init__(self, state): self.bill_id, self.state, self.person_id, self.year = (
+    ...         "B1", state, "P1", 2026)
+    >>> _columns([(R(S.OPEN), S.APPROVED, "none", 1), (R(S.APPROVED), S.COMPLETED, "commit", 2)])
+    [['B1'], ['open'], ['completed'], [2], [1], [True], ['P1'], [2026]]
+    """
+    bills: dict[str, list[Any]] = {}
+    for record, to, effect, now_us in moves:
+        move = bills.setdefault(record.bill_id, [record, record.state, to, now_us, 0, False])
+        move[2:] = [to, now_us, move[4] + _SIGNS[effect], move[5] or effect != "none"]
+    ordered = sorted(bills.values(), key=lambda m: (m[0].person_id, m[0].year))
     return [
-        [r.bill_id for r, _, _, _ in moves],
-        [r.state.value for r, _, _, _ in moves],
-        [to.value for _, to, _, _ in moves],
-        [now_us for _, _, _, now_us in moves],
-        [effect for _, _, effect, _ in moves],
-        [r.person_id for r, _, _, _ in moves],
-        [r.year for r, _, _, _ in moves],
+        [m[0].bill_id for m in ordered],
+        [m[1].value for m in ordered],
+        [m[2].value for m in ordered],
+        [m[3] for m in ordered],
+        [m[4] for m in ordered],
+        [m[5] for m in ordered],
+        [m[0].person_id for m in ordered],
+        [m[0].year for m in ordered],
     ]

@@ -336,10 +336,10 @@ def test_the_his_apis_submissions_run_in_the_ledgers_batches(
 def test_one_batch_moving_a_bill_twice_and_one_voiding_and_releasing(
     world: tuple[PgEngine, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch that moves a bill twice (approved, then completed) moves it one move at a time
-    (``medical_transition``); a batch of bills each moved once moves them together — a void
-    takes its delta off the person's accumulators, a release nothing — and neither runs the
-    store's own statements (the batch never fell back to running its jobs one by one)."""
+    """A batch that moves a bill twice (approved, then completed) moves it once, from its first
+    state to its last, its accumulators committed; a batch's moves go together — a void takes
+    its delta off the person's accumulators, a release nothing — and no batch runs the store's
+    own statements (it never fell back to running its jobs one by one)."""
 
     async def transitions(_: object, db: asyncpg.Connection, writes: list[Any]) -> list[Any]:
         raise AssertionError("a transition ran on its own")
