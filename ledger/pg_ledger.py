@@ -1,11 +1,14 @@
 """The ledger on PostgreSQL through asyncpg, group-committed.
 
 Callers' jobs queue on the event loop; a writer task takes everything waiting (bounded) as one
-batch and runs it in one transaction on its own connection: the touched accounts are locked in id
-order (``FOR UPDATE``), the transfer ids looked up, the batch decided by the same pure state machine
-as the model, then written with one set-based INSERT and one set-based UPDATE (``unnest``). Several
-processes may share the database: account locks serialise them, a unique-id race or a deadlock
-retries the batch (bounded). Each caller's future resolves only after COMMIT.
+batch on its own connection: the touched accounts and transfer ids read, the batch decided by the
+same pure state machine as the model, then written with one set-based statement (``unnest``). A
+batch of postings, calls and reads runs with no transaction open: its read locks nothing and its
+write, its own transaction, checks what the batch decided on (``ledger.pg_write``); any other
+batch, or one whose reads changed before its write, runs in one transaction whose read locks the
+accounts it decides on in id order (``FOR UPDATE``). Several processes may share the database: a
+changed read, a unique-id race or a deadlock retries the batch (bounded). Each caller's future
+resolves only after the commit.
 
 A card debit's bill completes in the batch that posts the debit (``post_and_call``: the medical
 store's write on the writer's connection, with the bill's pooled share), so an advice is one
