@@ -27,6 +27,12 @@ class BatchConflict(Exception):
     by another process): the write is not applied; the batch is run again (retryable)."""
 
 
+class NeedsTransaction(Exception):
+    """A batch read with no transaction open (``ledger.pg_write``) needs what only a transaction
+    gives (an account to open, a call that does not fold, an offline record already on file):
+    nothing of it is written; it runs in a transaction instead."""
+
+
 class Fold(Protocol):
     """How the calls of one kind join a batch's read and write. Hashable (one per store)."""
 
@@ -37,9 +43,10 @@ class Fold(Protocol):
         their keys in parameter ``$keys``."""
         ...
 
-    def write_sql(self, first: int) -> str:
-        """A query for a CTE: the moves, their columns in parameters ``$first`` onwards
-        (``width`` of them), one row with a boolean ``ok`` per move (it applied)."""
+    def write_ctes(self, first: int, name: str) -> str:
+        """CTEs of the write: the moves, their columns in parameters ``$first`` onwards
+        (``width`` of them); the last one named ``name``, with a boolean column ``ok``, false
+        in some row when a move did not apply (others may be named ``name`` + a suffix)."""
         ...
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
@@ -70,14 +77,21 @@ class FoldedCall:
 
 
 @functools.lru_cache(maxsize=32)
-def statements(head: str, write_head: str, folds: tuple[Fold, ...]) -> tuple[str, str]:
+def statements(
+    head: str,
+    write_head: str,
+    folds: tuple[Fold, ...],
+    write_parameters: int = 23,
+    answer: str = "SELECT (SELECT count(*) FROM a), {moved}",
+) -> tuple[str, str]:
     """The batch's read and write with ``folds``' parts: the read's parameters after the
-    head's five (``$6`` onwards, one per fold), the write's after the head's 23. The write
-    answers (accounts updated, every move applied)."""
+    head's five (``$6`` onwards, one per fold), the write's after the head's
+    ``write_parameters``. The write answers ``answer`` with ``{moved}`` the condition that
+    every move applied (by default: the accounts updated, and that)."""
     read = head + "".join(f", ({fold.read_sql(6 + n)})" for n, fold in enumerate(folds))
-    ctes, first, moved = "", 24, "true"
+    ctes, first, moved = "", write_parameters + 1, "true"
     for n, fold in enumerate(folds):
-        ctes += f", f{n} AS ({fold.write_sql(first)})"
+        ctes += f", {fold.write_ctes(first, f'f{n}')}"
         moved += f" AND (SELECT coalesce(bool_and(ok), true) FROM f{n})"
         first += fold.width
-    return read, f"{write_head}{ctes} SELECT (SELECT count(*) FROM a), {moved}"
+    return read, f"{write_head}{ctes} {answer.format(moved=moved)}"

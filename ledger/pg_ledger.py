@@ -1,11 +1,14 @@
 """The ledger on PostgreSQL through asyncpg, group-committed.
 
 Callers' jobs queue on the event loop; a writer task takes everything waiting (bounded) as one
-batch and runs it in one transaction on its own connection: the touched accounts are locked in id
-order (``FOR UPDATE``), the transfer ids looked up, the batch decided by the same pure state machine
-as the model, then written with one set-based INSERT and one set-based UPDATE (``unnest``). Several
-processes may share the database: account locks serialise them, a unique-id race or a deadlock
-retries the batch (bounded). Each caller's future resolves only after COMMIT.
+batch on its own connection: the touched accounts and transfer ids read, the batch decided by the
+same pure state machine as the model, then written with one set-based statement (``unnest``). A
+batch of postings, calls and reads runs with no transaction open: its read locks nothing and its
+write, its own transaction, checks what the batch decided on (``ledger.pg_write``); any other
+batch, or one whose reads changed before its write, runs in one transaction whose read locks the
+accounts it decides on in id order (``FOR UPDATE``). Several processes may share the database: a
+changed read, a unique-id race or a deadlock retries the batch (bounded). Each caller's future
+resolves only after the commit.
 
 A card debit's bill completes in the batch that posts the debit (``post_and_call``: the medical
 store's write on the writer's connection, with the bill's pooled share), so an advice is one
@@ -46,13 +49,18 @@ from ledger.core import (
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
 from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
-from ledger.pg_fold import BatchConflict
+from ledger.pg_fold import BatchConflict, NeedsTransaction
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
 from ledger.writer.jobs import PostedThenCalled, Postings
 
 RETRIES_MAX = 3
-_RETRYABLE = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, BatchConflict)
+_RETRYABLE = (
+    asyncpg.UniqueViolationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,  # a write with no transaction open found its reads changed
+    BatchConflict,
+)
 
 BATCH_MAX = 1024  # jobs one writer connection commits together
 WATCH_S = 1.0  # an idle writer looks at its connection this often
@@ -158,8 +166,7 @@ class PgLedger(Ledger):
         its own, so that a call failing in SQL leaves its debit posted (``ledger.pg_post``)."""
         for attempt in range(RETRIES_MAX):
             try:
-                async with store.conn.transaction():
-                    await store.execute(batch, guarded=guarded)
+                await self._attempt(store, batch, guarded, free=attempt == 0)
             except _RETRYABLE:
                 if attempt + 1 < RETRIES_MAX:
                     continue
@@ -184,6 +191,22 @@ class PgLedger(Ledger):
         if not batch[0].future.done():
             batch[0].future.set_exception(error or RuntimeError("retries exhausted"))
         return True
+
+    @staticmethod
+    async def _attempt(store: PgStore, batch: list[Job], guarded: bool, *, free: bool) -> None:
+        """The batch once: with no transaction open when it may and ``free`` (the first
+        attempt: ``ledger.pg_write``, its reads lock nothing, its write checks them and is its
+        own transaction), else — or when it turns out to need one — in one, its reads locking
+        what it decides on: a batch whose reads changed before its write runs again locked,
+        so contention on an account costs one attempt more, never a run of them."""
+        if free and not guarded and store.may_run_free(batch):
+            try:
+                await store.execute(batch, free=True)
+                return
+            except NeedsTransaction:
+                pass
+        async with store.conn.transaction():
+            await store.execute(batch, guarded=guarded)
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))

@@ -41,23 +41,40 @@ batch's commit.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, OfflineRecord, Transfer, TransferResult
+from ledger.core import Account, Transfer
 from ledger.kinds import is_shared
-from ledger.pg_batch_sql import INSERT_ACCOUNTS, LOAD, READ, REMEMBERED, WRITE
+from ledger.pg_batch_sql import (
+    INSERT_ACCOUNTS,
+    LOAD,
+    READ,
+    REMEMBERED,
+    WRITE,
+    WRITE_FREE,
+    WRITE_FREE_ANSWER,
+    WRITE_FREE_PARAMETERS,
+    load_sql,
+    read_sql,
+)
 from ledger.pg_connection import lost
-from ledger.pg_fold import BatchConflict, Fold, FoldedCall, statements
-from ledger.sqlite_offline import offline_row
+from ledger.pg_fold import BatchConflict, Fold, FoldedCall, NeedsTransaction, statements
+from ledger.pg_write import (
+    Totals,
+    decide_offline,
+    deltas,
+    free_arguments,
+    held_of,
+    write_arguments,
+)
 from ledger.state import (
     Batch,
     before_and_missing,
     needed_ids,
-    offline_decision,
     open_missing,
 )
 from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
@@ -65,8 +82,7 @@ from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
 POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
-_OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
-Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
+_READ_FREE, _LOAD_FREE = read_sql(lock=False), load_sql(lock=False)
 
 
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
@@ -108,29 +124,21 @@ class _Follow:
 
 @dataclass(slots=True)
 class _Asked:
-    """The accounts and transfer ids the batch has read (found or not)."""
+    """The accounts and transfer ids the batch has read (found or not); ``lock``: inside the
+    batch's transaction, reads lock what the batch decides on, else (``free``) ``checked``
+    keeps it as read, for the write to check."""
 
     accounts: set[str]
     ids: set[str]
+    lock: bool = True
+    checked: dict[str, Totals] = field(default_factory=dict)
 
-
-def decide_offline(held: Held, records: Sequence[OfflineRecord]) -> tuple[list[bool], list[Any]]:
-    """Each record's result in order (``offline_decision``, as every ledger) and the rows to
-    write: a debit written twice is written once, where it was first written, with its last
-    values. ``held`` follows the decisions."""
-    results, writes = [], {}
-    for record in records:
-        key = (record.psam_terminal_no, record.psam_serial)
-        new, write = offline_decision(held.get(key), record)
-        if write:
-            held[key] = (record.transfer_id is not None, record.terminal_id, record.batch_no)
-            writes[key] = record  # a dict keeps the first position, takes the last value
-        results.append(new)
-    return results, [offline_row(r) for r in writes.values()]
-
-
-def held_of(found: Sequence[Any] | None) -> Held:
-    return {(r[0], int(r[1])): (bool(r[2]), r[3], int(r[4])) for r in found or ()}
+    def decided_on(self, found: Sequence[Any] | None) -> None:
+        if self.lock:
+            return
+        if any(is_shared(row[0]) for row in found or ()):  # never negative: a hot row decided on
+            raise NeedsTransaction("a shared account the batch decides on")
+        self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
 
 
 async def post_jobs(
@@ -139,16 +147,21 @@ async def post_jobs(
     *,
     calls: Sequence[Job] = (),
     guarded: bool = False,
+    free: bool = False,
 ) -> None:
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
     all the postings, in job order. ``calls`` (``call`` jobs) run with the ``post_and_call``
     jobs' calls, after the accounts are locked (the order every batch takes its locks in).
     Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
-    write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements."""
+    write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements.
+    ``free``: run with no transaction open (``ledger.pg_write``), the write its own; raises
+    ``NeedsTransaction``, having written nothing, when the batch needs one."""
     chained = [job for job in jobs if job.kind == "post_and_call"]
     wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
     folds = {} if guarded else _folds(wanted)
+    if free and (guarded or any(not isinstance(call, FoldedCall) for _, call in wanted)):
+        raise NeedsTransaction("a call that does not fold")
     if not jobs and not folds:
         outcomes = await run_calls(connection, wanted, guarded=guarded)
         for job in calls:
@@ -159,7 +172,12 @@ async def post_jobs(
     locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
-    read, write = statements(READ, WRITE, tuple(folds))
+    if free:
+        read, write = statements(
+            _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
+        )
+    else:
+        read, write = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
         read,
         locking,
@@ -170,9 +188,13 @@ async def post_jobs(
         *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
     )
     locked, known, on_file, unlocked = found[:4]
+    if free and on_file:
+        raise NeedsTransaction("offline records on file")
+    asked = _Asked(account_ids, ids, lock=not free)
+    asked.decided_on(locked)
     accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
     batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
-    opened = await _decide(connection, batch, jobs)
+    opened = await _decide(connection, batch, jobs, asked)
     moves: list[list[Any]] = []
     # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
     # the write, so that every batch takes its locks in one order: the cards' accounts, the
@@ -180,10 +202,11 @@ async def post_jobs(
     early = [job for job in calls if _fold_of(job.args[0]) in folds]
     late = [job for job in calls if _fold_of(job.args[0]) not in folds]
     if chained or early:
-        asked = _Asked(account_ids, ids)
         read_by_fold = dict(zip(folds, found[4:], strict=True))
         folded = _Folded(read_by_fold, moves)
         opened += await _call(connection, batch, chained, early, asked, folded, guarded=guarded)
+    if opened and free:
+        raise NeedsTransaction("accounts to open")
     if opened:  # a concurrent process opening one too: a unique violation, retried
         await connection.execute(
             INSERT_ACCOUNTS,
@@ -194,9 +217,14 @@ async def post_jobs(
         )
     _, offline = decide_offline(held_of(on_file), records)
     if batch.written or offline or any(column for column in moves):
-        changed = _deltas(batch)
+        changed = deltas(batch)
+        if free:  # its answer, or a serialization failure when anything it checks changed
+            await connection.fetchval(
+                write, *free_arguments(batch, changed, offline, asked.checked), *moves
+            )
+            return
         updated, applied = await connection.fetchrow(
-            write, *_write_arguments(batch, changed, offline), *moves
+            write, *write_arguments(batch, changed, offline), *moves
         )
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
@@ -230,17 +258,22 @@ class _Folded:
     moves: list[list[Any]]
 
 
-async def _load(connection: asyncpg.Connection, batch: Batch, account_ids: Iterable[str]) -> None:
-    """Accounts read after the batch's read: locked in id order, the shared ones not."""
+async def _load(
+    connection: asyncpg.Connection, batch: Batch, account_ids: Iterable[str], asked: _Asked
+) -> None:
+    """Accounts read after the batch's read: locked in id order (or kept to be checked), the
+    shared ones not."""
     locking, shared = _split(account_ids)
     if locking or shared:
-        locked, unlocked = await connection.fetchrow(LOAD, locking, shared)
+        sql = LOAD if asked.lock else _LOAD_FREE
+        locked, unlocked = await connection.fetchrow(sql, locking, shared)
+        asked.decided_on(locked)
         found = (*(locked or ()), *(unlocked or ()))
         batch.accounts.update({row[0]: rows.account_state(row) for row in found})
 
 
 async def _decide(
-    connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job]
+    connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job], asked: _Asked
 ) -> list[Account]:
     """Each job decided in ``batch`` (which holds what they name, or knows it missing); the
     accounts opened on the way (those that exist read first: locked, unless shared)."""
@@ -253,7 +286,8 @@ async def _decide(
         transfers, _, opening = job.args[:3]
         before, wanted = before_and_missing(batch.accounts, transfers, opening)
         if wanted:  # those that exist, for open_missing to see
-            await _load(connection, batch, [a.id for a in wanted if a.id not in batch.accounts])
+            missing = [a.id for a in wanted if a.id not in batch.accounts]
+            await _load(connection, batch, missing, asked)
             opened += open_missing(batch.accounts, wanted)
         job.value = (batch.post(transfers, linked=False), before)
     return opened
@@ -295,7 +329,7 @@ async def _call(
     opened: list[Account] = []
     if follows:
         await _read_more(connection, batch, [t for f in follows.values() for t in f.args[0]], asked)
-        opened = await _decide(connection, batch, follows.values())
+        opened = await _decide(connection, batch, follows.values(), asked)
     for job in chained:
         results, before = job.value
         called: Any = None
@@ -346,43 +380,7 @@ async def _read_more(
     accounts, ids = sorted(wanted_accounts - asked.accounts), sorted(wanted_ids - asked.ids)
     asked.accounts.update(accounts)
     asked.ids.update(ids)
-    await _load(connection, batch, accounts)
+    await _load(connection, batch, accounts, asked)
     if ids:
         found = await connection.fetch(REMEMBERED, ids)
         batch.remembered.update({r[0]: rows.remembered(r) for r in found})
-
-
-def _deltas(batch: Batch) -> dict[str, list[int]]:
-    """Each account's net move in the batch (debits, credits), from the transfers it posts, in
-    id order."""
-    moved: dict[str, list[int]] = {}
-    for row in batch.written:
-        if row.result is TransferResult.CREATED:
-            transfer = row.transfer
-            moved.setdefault(transfer.debit_account_id, [0, 0])[0] += transfer.amount_fen
-            moved.setdefault(transfer.credit_account_id, [0, 0])[1] += transfer.amount_fen
-    return dict(sorted(moved.items()))
-
-
-def _write_arguments(batch: Batch, changed: dict[str, list[int]], offline: list[Any]) -> list[Any]:
-    at_us = rows.now_us()
-    written = [rows.transfer_row(r, at_us) for r in batch.written]
-    return [
-        *_columns(written, 8),
-        list(changed),
-        [d for d, _ in changed.values()],
-        [c for _, c in changed.values()],
-        *_columns(offline, _OFFLINE_WIDTH),
-        at_us,
-    ]
-
-
-def _columns(table: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """The columns of ``table`` (``width`` empty lists when it has no rows).
-
-    >>> _columns([(1, "a"), (2, "b")], 2), _columns([], 2)
-    ([[1, 2], ['a', 'b']], [[], []])
-    """
-    if not table:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*table, strict=True)]

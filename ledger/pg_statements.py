@@ -22,7 +22,8 @@ from ledger.core import (
     ReviewItem,
 )
 from ledger.pg_batch_sql import upsert_offline
-from ledger.pg_post import POSTS, decide_offline, held_of, post_jobs
+from ledger.pg_post import POSTS, post_jobs
+from ledger.pg_write import decide_offline, held_of
 from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import AccountState, Remembered, check_open
 
@@ -32,6 +33,7 @@ READS = frozenset(
      "offline_counters", "queued_reversals"}
 )  # fmt: skip
 _NOT_ONE_BY_ONE = READS | POSTS | {"open_accounts", "call"}  # what `execute` runs in phases
+_FREE = READS | POSTS | {"call"}  # what may run with no transaction open (``ledger.pg_write``)
 
 _UPSERT_OFFLINE = upsert_offline(1)
 _HELD_OFFLINE = (
@@ -57,13 +59,23 @@ class PgStore:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.conn = connection
 
-    async def execute(self, batch: Sequence[Job], *, guarded: bool = False) -> None:
+    @staticmethod
+    def may_run_free(batch: Sequence[Job]) -> bool:
+        """The batch holds only postings, calls and reads: it may run with no transaction
+        open (``ledger.pg_write``)."""
+        return all(job.kind in _FREE for job in batch)
+
+    async def execute(
+        self, batch: Sequence[Job], *, guarded: bool = False, free: bool = False
+    ) -> None:
         """The batch in phases, each as few statements as it can be: accounts opened, then
         every posting together (one lock, one lookup, one INSERT, one UPDATE), then the other
         writes in order, then the reads (balances merged into one query) — which see all of
-        it. Jobs in one batch are concurrent (their callers had not heard back), so any order
-        is one they could have had; a caller's own jobs keep theirs (a record behind its
-        posting, a read behind both)."""
+        it. ``free`` (a batch that :meth:`may_run_free`): no transaction is open, the postings'
+        write is a transaction of its own (it raises ``NeedsTransaction`` when it needs one,
+        having written nothing). Jobs in one batch are concurrent (their callers had not
+        heard back), so any order is one they could have had; a caller's own jobs keep theirs
+        (a record behind its posting, a read behind both)."""
         posts = [job for job in batch if job.kind in POSTS]
         calls = [job for job in batch if job.kind == "call"]
         opening = [job for job in batch if job.kind == "open_accounts"]
@@ -72,7 +84,7 @@ class PgStore:
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts or calls:
-            await post_jobs(self.conn, posts, calls=calls, guarded=guarded)
+            await post_jobs(self.conn, posts, calls=calls, guarded=guarded, free=free)
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
         balances = [job for job in reads if job.kind == "balances"]

@@ -4,10 +4,11 @@ folded into the batch's one read and one write by :class:`BillFold`) and a submi
 (:class:`LedgerSubmission`, run by ``PgWrites.submissions`` on the writer's connection).
 
 The fold reads the batch's bills without a lock and decides each transition in Python as
-``PgWrites.transitions`` does; the write moves each bill with ``medical_transition`` (in person
-order: the person's lock, then the bill's row), which moves it only from the state it was
-decided on — a bill moved meanwhile fails the batch's write (``BatchConflict``), which runs
-again from a fresh read.
+``PgWrites.transitions`` does; the write moves the batch's bills together, set-based, as
+``medical_transition`` (migration 0008) moves one — the people's locks in person order, then
+the bills' rows, each moved only from the state it was decided on, each person's accumulators
+once — and a bill moved meanwhile fails the batch's write (``BatchConflict``, or with no
+transaction open ``ledger_conflict``), which runs again from a fresh read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from ledger.medical.split import Split
 from ledger.pg_fold import Decided, Fold, FoldedCall
 
 Check = Callable[[BillRecord], BillState]
+PERSON_LOCK = 1835361395  # the people's advisory locks' class (migration 0008)
+_TYPES = ("varchar", "varchar", "varchar", "bigint", "int", "boolean", "varchar", "int")
+_SIGNS = {"commit": 1, "void": -1, "release": 0, "none": 0}  # on the person's accumulators
+_TOTALS = ("eligible_fen", "deductible_fen", "pooled_fen", "personal_account_fen", "self_pay_fen")
+_NAMES = ", ".join(_TOTALS)
+_DELTAS = ", ".join(f"b.d_{name}" for name in _TOTALS)
+_SUMS = ", ".join(f"sum(m.sign * m.d_{name})" for name in _TOTALS)
+_ADDS = ", ".join(f"{name} = a.{name} + excluded.{name}" for name in _TOTALS)
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -61,19 +70,33 @@ class BillFold:
     def __init__(self, decoder: Decoder, bill_row: str) -> None:
         self._decoder, self._bill_row = decoder, bill_row
 
-    width = 7
+    width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
     def read_sql(self, keys: int) -> str:
         return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
             f" WHERE b.bill_id = ANY(${keys}::varchar[])"
         )
 
-    def write_sql(self, first: int) -> str:
-        types = ("varchar", "varchar", "varchar", "bigint", "text", "varchar", "int")
-        arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(types))
+    def write_ctes(self, first: int, name: str) -> str:
+        """The batch's moves together, as ``medical_transition`` (migration 0008) makes one:
+        the people's locks of the moves with an effect, in order; every bill moved only from
+        the state it was decided on; each person's accumulators by the sum of the effects
+        (``sign`` times the bill's delta), once."""
+        b, f, t, n, sign, lock, p, y = (f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
         return (
-            "SELECT medical_transition(u.b, u.f, u.t, u.n, u.e, u.p, u.y) AS ok"
-            f" FROM unnest({arrays}) WITH ORDINALITY AS u(b, f, t, n, e, p, y, o) ORDER BY u.o"
+            f"{name}l AS (SELECT pg_advisory_xact_lock({PERSON_LOCK}, hashtext(k.p || '/' || k.y))"
+            f" FROM (SELECT DISTINCT x.p, x.y FROM unnest({p}, {y}, {lock}) AS x(p, y, k)"
+            "  WHERE x.k ORDER BY x.p, x.y) AS k),"
+            f" {name}m AS (UPDATE medical_bills AS b SET state = u.t, updated_at_us = u.n"
+            f"  FROM unnest({b}, {f}, {t}, {n}, {sign}) AS u(b, f, t, n, s)"
+            f"  WHERE b.bill_id = u.b AND b.state = u.f AND (SELECT count(*) FROM {name}l) >= 0"
+            f"  RETURNING b.person_id, b.year, u.s AS sign, {_DELTAS}),"
+            f" {name}a AS (INSERT INTO medical_accumulators AS a (person_id, year, {_NAMES})"
+            f"  SELECT m.person_id, m.year, {_SUMS} FROM {name}m AS m WHERE m.sign <> 0"
+            "  GROUP BY m.person_id, m.year ORDER BY m.person_id, m.year"
+            f"  ON CONFLICT (person_id, year) DO UPDATE SET {_ADDS},"
+            "  lock_version = a.lock_version + 1),"
+            f" {name} AS (SELECT (SELECT count(*) FROM {name}m) = cardinality({b}) AS ok)"
         )
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
@@ -103,14 +126,33 @@ class BillFold:
             moves.append((record, to, effect, write.now_us))
             records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
             outcomes.append((moved, True))
-        moves.sort(key=lambda m: (m[0].person_id, m[0].year))  # stable: a bill's moves in order
-        columns: list[list[Any]] = [
-            [r.bill_id for r, _, _, _ in moves],
-            [r.state.value for r, _, _, _ in moves],
-            [to.value for _, to, _, _ in moves],
-            [now_us for _, _, _, now_us in moves],
-            [effect for _, _, effect, _ in moves],
-            [r.person_id for r, _, _, _ in moves],
-            [r.year for r, _, _, _ in moves],
-        ]
-        return Decided(outcomes, columns)
+        return Decided(outcomes, _columns(moves))
+
+
+def _columns(moves: Sequence[tuple[BillRecord, BillState, str, int]]) -> list[list[Any]]:
+    """The write's columns: a bill moved twice in the batch (approved, then completed) moves
+    once, from its first state to its last, its signs added (the accumulators' effects are
+    each a sign times the bill's delta); in person order.
+
+    >>> from ledger.medical.bills import BillState as S
+    >>> class R:
+    ...     def __init__(self, state): self.bill_id, self.state, self.person_id, self.year = (
+    ...         "B1", state, "P1", 2026)
+    >>> _columns([(R(S.OPEN), S.APPROVED, "none", 1), (R(S.APPROVED), S.COMPLETED, "commit", 2)])
+    [['B1'], ['open'], ['completed'], [2], [1], [True], ['P1'], [2026]]
+    """
+    bills: dict[str, list[Any]] = {}
+    for record, to, effect, now_us in moves:
+        move = bills.setdefault(record.bill_id, [record, record.state, to, now_us, 0, False])
+        move[2:] = [to, now_us, move[4] + _SIGNS[effect], move[5] or effect != "none"]
+    ordered = sorted(bills.values(), key=lambda m: (m[0].person_id, m[0].year))
+    return [
+        [m[0].bill_id for m in ordered],
+        [m[1].value for m in ordered],
+        [m[2].value for m in ordered],
+        [m[3] for m in ordered],
+        [m[4] for m in ordered],
+        [m[5] for m in ordered],
+        [m[0].person_id for m in ordered],
+        [m[0].year for m in ordered],
+    ]

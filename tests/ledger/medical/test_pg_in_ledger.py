@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from itertools import count
 from typing import Any
 
@@ -330,3 +331,52 @@ def test_the_his_apis_submissions_run_in_the_ledgers_batches(
 
     asyncio.run(scenario())
     assert on_bridge == []
+
+
+def test_one_batch_moving_a_bill_twice_and_one_voiding_and_releasing(
+    world: tuple[PgEngine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that moves a bill twice (approved, then completed) moves it once, from its first
+    state to its last, its accumulators committed; a batch's moves go together — a void takes
+    its delta off the person's accumulators, a release nothing — and no batch runs the store's
+    own statements (it never fell back to running its jobs one by one)."""
+
+    async def transitions(_: object, db: asyncpg.Connection, writes: list[Any]) -> list[Any]:
+        raise AssertionError("a transition ran on its own")
+
+    monkeypatch.setattr(PgWrites, "transitions", transitions)
+
+    async def scenario() -> None:
+        async with worker(*world) as (service, ledger):
+            bill, other = await submitted(service, "T1"), await submitted(service, "T2")
+            write = service.paid_completion_write(bill.bill_id, 1, NOW)
+            assert isinstance(write, LedgerTransition)
+
+            def move(bill_id: str, target: BillState) -> Any:
+                return ledger.call(replace(write, bill_id=bill_id, target=target, check=None))
+
+            done = await asyncio.gather(
+                move(bill.bill_id, BillState.APPROVED),
+                move(bill.bill_id, BillState.COMPLETED),
+                move(other.bill_id, BillState.APPROVED),
+            )
+            assert [(r.state, changed) for r, changed in done] == [
+                (BillState.APPROVED, True),
+                (BillState.COMPLETED, True),
+                (BillState.APPROVED, True),
+            ]
+            committed, view = service.accumulators("P11", 2026)
+            assert committed == bill.split.delta
+            assert view == bill.split.delta + other.split.delta  # the other one reserved
+            done = await asyncio.gather(
+                move(bill.bill_id, BillState.VOIDED), move(other.bill_id, BillState.REVERSED)
+            )
+            assert [(r.state, changed) for r, changed in done] == [
+                (BillState.VOIDED, True),
+                (BillState.REVERSED, True),
+            ]
+            committed, view = service.accumulators("P11", 2026)
+            assert committed == bill.split.delta - bill.split.delta
+            assert view == committed
+
+    asyncio.run(scenario())
