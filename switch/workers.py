@@ -5,7 +5,9 @@ SIGTERM/SIGINT to them and waits for every one to finish its graceful shutdown.
 Only on PostgreSQL: every piece of session state a message needs (terminals' working keys and
 batches, the retransmission cache, bills and accumulators, the ledger) is in the database, so
 any worker serves any message. A worker that dies unexpectedly stops the others: the service
-manager restarts the whole set (one exit code, no half-running daemon).
+manager restarts the whole set (one exit code, no half-running daemon). A parent that dies —
+even by SIGKILL, which it cannot forward — takes its workers with it: each asks the kernel for
+SIGTERM when its parent ends (Linux's parent-death signal) and shuts down gracefully.
 
 Metrics: a scrape of ``/metrics`` on the shared HTTP port is answered by whichever worker accepts
 it; with ``http.worker_metrics_port`` set, worker ``i`` also serves its own ``/metrics`` on that
@@ -15,6 +17,7 @@ port + ``i`` — scrape each of those and sum.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,6 +27,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("medswitch.workers")
 STOP_GRACE_S = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_workers(count: int, serve: Callable[[int], None]) -> int:
@@ -34,18 +38,20 @@ def run_workers(count: int, serve: Callable[[int], None]) -> int:
     for index in range(count):
         if supervisor.stopping:
             break
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
-            os._exit(_worker(index, serve))
+            os._exit(_worker(index, serve, parent))
         supervisor.children[pid] = index
     return supervisor.wait()
 
 
-def _worker(index: int, serve: Callable[[int], None]) -> int:
+def _worker(index: int, serve: Callable[[int], None], parent: int) -> int:
     code = 0
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _end_with(parent)
         serve(index)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
@@ -92,6 +98,18 @@ class _Supervisor:
             if not self.stopping:
                 self.forward()
         return code
+
+
+def _end_with(parent: int) -> None:
+    """SIGTERM to this worker when ``parent`` ends, however it ends (Linux: prctl's parent-death
+    signal; elsewhere nothing, and a killed parent leaves its workers to the service manager).
+    A parent already gone before the request took effect: the signal now."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("no parent-death signal: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -1,8 +1,10 @@
 """The parent of `serve --workers N`: SIGTERM reaches every worker and the parent waits for all;
-a worker that dies on its own stops the others and sets the exit code."""
+a worker that dies on its own stops the others and sets the exit code; a parent killed outright
+(SIGKILL: nothing to forward) takes its workers with it, each shutting down gracefully."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -65,3 +67,38 @@ def test_a_worker_that_dies_stops_the_others() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_killed_parent_takes_its_workers_with_it() -> None:
+    process = start("serve")
+    try:
+        assert process.stdout is not None
+        started = [process.stdout.readline().split() for _ in range(2)]
+        workers = [int(line[2]) for line in started if len(line) == 3]
+        assert len(workers) == 2, started
+        process.kill()  # SIGKILL: the parent forwards nothing
+        process.wait(timeout=10)
+        rest = process.stdout.read()  # the pipe closes when the last worker has ended
+        assert "worker 0 stopped" in rest and "worker 1 stopped" in rest  # gracefully
+        for pid in workers:
+            for _ in range(100):  # bounded: 10 s for the kernel to reap the orphan
+                if not _alive(pid):
+                    break
+                time.sleep(0.1)
+            assert not _alive(pid), f"worker {pid} outlived its parent"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie not yet reaped by init counts as ended
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
