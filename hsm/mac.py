@@ -13,6 +13,8 @@ Functions take `Des` objects so the caller keeps contexts per key (DESIGN §6).
 
 from __future__ import annotations
 
+from binascii import hexlify
+
 from hsm.des import ZERO8, Des
 from hsm.errors import InvalidInputError
 from hsm.padding import pad_method_1, pad_method_2
@@ -44,13 +46,12 @@ def cup_ecb(key: Des, mab: bytes) -> bytes:
     """The CUP POS "ECB" MAC of field 64, as the 8 ASCII hex characters that go on the wire.
 
     Zero-pad when unaligned; XOR all blocks; hex the result; encrypt the first 8 hex chars,
-    XOR with the last 8, encrypt again; the first 4 bytes as uppercase hex.
+    XOR with the last 8, encrypt again; the first 4 bytes as uppercase hex. The two
+    encryptions are the CBC encryption of the 16 hex characters under a zero IV: one call of
+    the key's CBC context instead of two ECB calls and the XOR between them.
     """
-    hexed = xor_blocks(mab).to_bytes(8, "big").hex().upper().encode()
-    e1 = key.encrypt_ecb(hexed[:8])
-    t = int.from_bytes(e1, "big") ^ int.from_bytes(hexed[8:], "big")
-    e2 = key.encrypt_ecb(t.to_bytes(8, "big"))
-    return e2[:4].hex().upper().encode()
+    hexed = hexlify(xor_blocks(mab).to_bytes(8, "big")).upper()
+    return hexlify(key.cbc_last(hexed)[:4]).upper()
 
 
 def xor_blocks(data: bytes) -> int:
