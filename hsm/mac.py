@@ -13,8 +13,6 @@ Functions take `Des` objects so the caller keeps contexts per key (DESIGN §6).
 
 from __future__ import annotations
 
-from binascii import hexlify
-
 from hsm.des import ZERO8, Des
 from hsm.errors import InvalidInputError
 from hsm.padding import pad_method_1, pad_method_2
@@ -50,8 +48,8 @@ def cup_ecb(key: Des, mab: bytes) -> bytes:
     encryptions are the CBC encryption of the 16 hex characters under a zero IV: one call of
     the key's CBC context instead of two ECB calls and the XOR between them.
     """
-    hexed = hexlify(xor_blocks(mab).to_bytes(8, "big")).upper()
-    return hexlify(key.cbc_last(hexed)[:4]).upper()
+    hexed = xor_blocks(mab).to_bytes(8, "big").hex().upper().encode()
+    return key.cbc_last(hexed)[:4].hex().upper().encode()
 
 
 def xor_blocks(data: bytes) -> int:
