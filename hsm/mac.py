@@ -44,13 +44,12 @@ def cup_ecb(key: Des, mab: bytes) -> bytes:
     """The CUP POS "ECB" MAC of field 64, as the 8 ASCII hex characters that go on the wire.
 
     Zero-pad when unaligned; XOR all blocks; hex the result; encrypt the first 8 hex chars,
-    XOR with the last 8, encrypt again; the first 4 bytes as uppercase hex.
+    XOR with the last 8, encrypt again; the first 4 bytes as uppercase hex. The two
+    encryptions are the CBC encryption of the 16 hex characters under a zero IV: one call of
+    the key's CBC context instead of two ECB calls and the XOR between them.
     """
     hexed = xor_blocks(mab).to_bytes(8, "big").hex().upper().encode()
-    e1 = key.encrypt_ecb(hexed[:8])
-    t = int.from_bytes(e1, "big") ^ int.from_bytes(hexed[8:], "big")
-    e2 = key.encrypt_ecb(t.to_bytes(8, "big"))
-    return e2[:4].hex().upper().encode()
+    return key.cbc_last(hexed)[:4].hex().upper().encode()
 
 
 def xor_blocks(data: bytes) -> int:

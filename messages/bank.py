@@ -60,6 +60,10 @@ class BankMessage:
         """The PAN this message carries; None for a type without one (network management)."""
         return None
 
+    def amount(self) -> int | None:
+        """The amount (F4) in fen this message carries; None for a type without one."""
+        return None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BankSignOn(BankMessage):
@@ -108,6 +112,9 @@ class CounterLoad(BankMessage):
     def card_number(self) -> str | None:
         return self.pan
 
+    def amount(self) -> int | None:
+        return self.amount_fen
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CounterEpLoad(CounterLoad):
@@ -151,6 +158,9 @@ class SavingsDebit(BankMessage):
 
     def card_number(self) -> str | None:
         return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,6 +211,9 @@ class BankReversal(BankMessage):
     def card_number(self) -> str | None:
         return self.pan
 
+    def amount(self) -> int | None:
+        return self.amount_fen
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BankReply(BankMessage):
@@ -231,6 +244,9 @@ class BankReply(BankMessage):
 
     def card_number(self) -> str | None:
         return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 TABLE: tuple[tuple[Row, type[BankMessage]], ...] = (

@@ -36,7 +36,10 @@ class LengthFormat(enum.Enum):
 
     @property
     def width(self) -> int:
-        return {LengthFormat.BINARY2: 2, LengthFormat.ASCII4: 4, LengthFormat.NONE: 0}[self]
+        return _WIDTHS[self]
+
+
+_WIDTHS = {LengthFormat.BINARY2: 2, LengthFormat.ASCII4: 4, LengthFormat.NONE: 0}
 
 
 def encode_frame(payload: bytes, length_format: LengthFormat) -> bytes:
@@ -60,7 +63,15 @@ class FrameDecoder:
     the stream cannot be resynchronised after that, so the caller closes the connection.
     """
 
-    __slots__ = ("_buffer", "_frame_bytes_max", "_length_format", "_measure", "_offset")
+    __slots__ = (
+        "_binary",
+        "_buffer",
+        "_frame_bytes_max",
+        "_length_format",
+        "_measure",
+        "_offset",
+        "_width",
+    )
 
     def __init__(
         self,
@@ -72,6 +83,8 @@ class FrameDecoder:
             raise ValueError("frames without a length header need a measure")
         self._measure = measure
         self._length_format = length_format
+        self._width = length_format.width  # read once: a frame is fed in every data event
+        self._binary = length_format is LengthFormat.BINARY2
         self._frame_bytes_max = frame_bytes_max
         self._buffer = bytearray()
         self._offset = 0  # bytes of the stream consumed before the buffer's start
@@ -88,10 +101,10 @@ class FrameDecoder:
         if self._measure is not None and self._length_format is LengthFormat.NONE:
             return self._feed_unframed(self._measure)
         frames: list[bytes] = []
-        width = self._length_format.width
+        width = self._width
         start = 0
         while len(buffer) - start >= width:
-            size = self._frame_size(buffer[start : start + width], start)
+            size = self._frame_size(buffer, start)
             end = start + width + size
             if end > len(buffer):
                 break
@@ -122,10 +135,12 @@ class FrameDecoder:
             self._offset += size
         return frames
 
-    def _frame_size(self, prefix: bytearray, start: int) -> int:
-        if self._length_format is LengthFormat.BINARY2:
-            size = int.from_bytes(prefix, "big")
+    def _frame_size(self, buffer: bytearray, start: int) -> int:
+        """The length the header at ``start`` of ``buffer`` gives (checked)."""
+        if self._binary:
+            size = buffer[start] << 8 | buffer[start + 1]
         else:
+            prefix = buffer[start : start + 4]
             if not prefix.isdigit():
                 raise FramingError(
                     "length header is not 4 ASCII digits", offset=self._offset + start

@@ -97,6 +97,14 @@ class TerminalMessage:
         row = self.ROW
         return (row.mti, row.processing_code, row.condition_code, row.txn_type, row.network_code)
 
+    def card_number(self) -> str | None:
+        """The PAN this message carries; None for a type without one (sign-on, echo...)."""
+        return None
+
+    def amount(self) -> int | None:
+        """The amount (F4) in fen this message carries; None for a type without one."""
+        return None
+
 
 @dataclass(frozen=True, kw_only=True)
 class TerminalReply(TerminalMessage):
@@ -131,6 +139,12 @@ class TerminalReply(TerminalMessage):
             self.txn_type,
             self.network_code,
         )
+
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 # ---- requests -------------------------------------------------------------------------------
@@ -173,6 +187,9 @@ class BalanceInquiry(TerminalMessage):
     card: CardData | None = None
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, Bind("card", 58, CARD, required=False))
 
+    def card_number(self) -> str | None:
+        return self.pan
+
 
 @dataclass(frozen=True, kw_only=True)
 class HistoryInquiry(BalanceInquiry):
@@ -189,6 +206,12 @@ class Settlement(TerminalMessage):
     bill: bytes
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD, Bind("bill", 63, BINARY))
 
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
+
 
 @dataclass(frozen=True, kw_only=True)
 class DebitAdvice(TerminalMessage):
@@ -204,6 +227,12 @@ class DebitAdvice(TerminalMessage):
         _CARD,
         Bind("bill", 63, BINARY, required=False),
     )
+
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +252,12 @@ class CashClose(TerminalMessage):
         Bind("bill", 63, BINARY),
     )
 
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
+
 
 @dataclass(frozen=True, kw_only=True)
 class Void(TerminalMessage):
@@ -238,6 +273,12 @@ class Void(TerminalMessage):
         Bind("card", 58, CARD, required=False),
         Bind("bill", 63, BINARY, required=False),
     )
+
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,6 +308,12 @@ class Reversal(TerminalMessage):
         mti = "0401" if self.repeat else "0400"
         return (mti, self.processing_code, self.condition_code, self.txn_type, "000")
 
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
+
 
 @dataclass(frozen=True, kw_only=True)
 class EdLoad(TerminalMessage):
@@ -277,6 +324,12 @@ class EdLoad(TerminalMessage):
     amount_fen: int
     card: CardData
     BINDS: ClassVar[tuple[Bind, ...]] = (_PAN, _AMOUNT, _CARD)
+
+    def card_number(self) -> str | None:
+        return self.pan
+
+    def amount(self) -> int | None:
+        return self.amount_fen
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,7 +33,7 @@ def answer(
     when the outcome is a refusal."""
     if reason or bill_id:
         context.note_why(reason, bill_id)
-    values.setdefault("amount_fen", getattr(request, "amount_fen", None))
+    values.setdefault("amount_fen", request.amount())
     host_time, host_date = host_stamps(context.now)  # once, not once per stamp
     return reply_to(request, outcome.code, cls, host_time=host_time, host_date=host_date, **values)
 

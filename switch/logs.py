@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from messages.pretty import mask_pan
 
@@ -208,11 +208,19 @@ def configure(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
+class Logged(Protocol):
+    """What a message line reads of a link's typed request (terminal and bank messages)."""
+
+    def card_number(self) -> str | None: ...
+
+    def amount(self) -> int | None: ...
+
+
 def log_message(
     log: logging.Logger,
     interface: str,
     envelope: Mapping[str, object],
-    request: object,
+    request: Logged,
     response_code: str,
     handler: str,
     started: float,
@@ -222,8 +230,8 @@ def log_message(
     ``started`` (``time.perf_counter()``). Nothing is built when INFO is off."""
     if not log.isEnabledFor(logging.INFO):
         return
-    pan = mask_pan(getattr(request, "pan", None) or "")
-    amount_fen = getattr(request, "amount_fen", None)
+    pan = mask_pan(request.card_number() or "")
+    amount_fen = request.amount()
     ms = round((time.perf_counter() - started) * 1000, 3)
     direct = _only_handler(log)
     if direct is not None:

@@ -47,9 +47,10 @@ from ledger.core import LedgerUnavailable
 from messages.codec import Codec, Message
 from messages.errors import CodecError
 from messages.outcome import Outcome
+from routing.context import Why
 from routing.table import Route
 from switch import trace
-from switch.logs import log_message
+from switch.logs import Logged, log_message
 from switch.metrics import Metrics
 from switch.ratelimit import RateLimitedWarnings
 from switch.replies import Replay, ReplyCache
@@ -68,7 +69,7 @@ class Reply(Protocol):
     def response_code(self) -> str: ...
 
 
-Req = TypeVar("Req")
+Req = TypeVar("Req", bound=Logged)  # a link's typed request: its log line reads the card and amount
 Rep = TypeVar("Rep", bound=Reply)
 Key = TypeVar("Key")  # what a reply is MACed under: a terminal's session, a bank link's ZAK
 Party = TypeVar("Party")  # who the link admitted: a terminal's record; nothing on a bank link
@@ -124,6 +125,11 @@ class Link(Protocol[Req, Rep, Key, Party]):
 
     async def context(self, request: Req, admitted: Admitted[Key, Party]) -> Any:
         """What the route's handler is given beside the request."""
+        ...
+
+    def why(self, context: Any) -> Why | None:
+        """The handler's note on why it refused (the log line's reason and bill), read from
+        the ``context`` it was given; None: it noted nothing."""
         ...
 
     async def answered(
@@ -311,7 +317,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if replay is not None:
                 self.replies.finish(replay[0], replay[1], None)
             raise
-        why = getattr(context, "why", None)  # a terminal handler's note: why it refused
+        why = link.why(context)
         if why is not None:
             return Served(reply, mac_key, route.name, replay, why.reason, why.bill_id)
         return Served(reply, mac_key, route.name, replay)

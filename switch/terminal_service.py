@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 from hsm.interface import Hsm, MacAlgorithm, SignOnKeys
 from ledger.core import Ledger
@@ -33,6 +32,7 @@ from routing.context import (
     OfflineLimits,
     RequestContext,
     TerminalRecord,
+    Why,
     host_stamps,
 )
 from routing.table import Route, RouteTable
@@ -156,10 +156,12 @@ class TerminalService:
             txn_type,
             network_code,
             None,
-            getattr(request, "pan", None) or "",
+            request.card_number() or "",
         )
 
-    async def context(self, request: TerminalMessage, admitted: TerminalAdmitted) -> Any:
+    async def context(
+        self, request: TerminalMessage, admitted: TerminalAdmitted
+    ) -> RequestContext:
         return RequestContext(
             admitted.party,
             admitted.mac_key,
@@ -173,6 +175,9 @@ class TerminalService:
             self.offline,
             self.medical,
         )
+
+    def why(self, context: RequestContext) -> Why | None:
+        return context.why  # noted by routing.common.answer
 
     async def answered(
         self, request: TerminalMessage, reply: TerminalReply, admitted: TerminalAdmitted

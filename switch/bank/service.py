@@ -43,7 +43,7 @@ from messages.envelope import message_class
 from messages.errors import CodecError
 from messages.outcome import Outcome
 from routing.bank_context import BankContext, CardStatusRegister, SavingsLink
-from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord
+from routing.context import CardDirectory, OfflineLimits, RequestContext, TerminalRecord, Why
 from routing.table import Route, RouteTable
 from switch.bank.keys import LinkKeys
 from switch.bank.wire import LinkWire
@@ -182,6 +182,10 @@ class BankService:
         return BankContext(
             base, self.card_status, link.acquirer_id, self.savings, zpk_in, self.keys
         )
+
+    def why(self, context: Any) -> Why | None:
+        """None: the bank handlers note no reason (their refusals' codes say it)."""
+        return None
 
     async def answered(
         self, request: BankMessage, reply: BankReply, admitted: BankAdmitted

@@ -177,6 +177,16 @@ class Answer(NamedTuple):
     response_code: str
 
 
+class Request(str):
+    """An `EchoLink` request: its text; no card, no amount for the log line."""
+
+    def card_number(self) -> str | None:
+        return None
+
+    def amount(self) -> int | None:
+        return None
+
+
 class EchoLink:
     """A link of the pipeline in miniature: a frame is ``MTI|key|content``; every request
     is admitted, remembered by its key, and routed to ``handler``; a reply is ``MTI|code``."""
@@ -190,7 +200,7 @@ class EchoLink:
 
     def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
         mti, _, rest = payload.decode().partition("|")
-        return Message(mti, {}), rest
+        return Message(mti, {}), Request(rest)
 
     def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
         return None
@@ -207,6 +217,9 @@ class EchoLink:
 
     async def answered(self, request: str, reply: Answer, admitted: Admitted[str, None]) -> str:
         return "mac"
+
+    def why(self, context: Any) -> None:
+        return None
 
     def refuse(self, request: str, outcome: Outcome) -> Answer:
         return Answer("0210", outcome.code)
