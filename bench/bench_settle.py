@@ -349,6 +349,13 @@ def profiled(pid: int, out: Path | None, gil: bool = False) -> Iterator[None]:
         recorder.wait(timeout=60)
 
 
+def _is_writer(pid: int) -> bool:
+    """Whether ``pid`` is the ledger's writer process (not the resource tracker)."""
+    with contextlib.suppress(OSError):
+        return b"ledger.writer.child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--terminals", type=int, default=20)
@@ -358,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=Path, default=None, help="py-spy record the daemon into this SVG/file"
     )
     parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
+    parser.add_argument(
+        "--profile-writer", type=Path, default=None, help="py-spy record the writer child too"
+    )
     parser.add_argument(
         "--card-book",
         action="store_true",
@@ -396,7 +406,11 @@ def main(argv: list[str] | None = None) -> None:
             echo.start()
             raw_rate, raw_lat, _ = uvloop.run(drive_once(echo_port, lanes))
             echo.stop()
-            with profiled(pids["daemon"], args.profile, args.profile_gil):
+            writer = next((h.pid for h in helpers if _is_writer(h.pid)), 0)
+            with (
+                profiled(pids["daemon"], args.profile, args.profile_gil),
+                profiled(writer, args.profile_writer),
+            ):
                 daemon.start()
                 for helper in helpers:
                     helper.start()

@@ -18,13 +18,13 @@ notes).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ledger import events as ev
-from ledger.core import Account, Balance, OfflineRecord, Transfer, TransferResult
+from ledger.core import Balance, OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review
 from ledger.kinds import AccountKind as K
-from ledger.medical.bills import BillRecord, BillStateError
+from ledger.medical.bills import BillStateError
 from ledger.medical.service import MedicalError
 from messages.outcome import Outcome
 from messages.terminal import DebitAdvice, TerminalReply
@@ -135,7 +135,7 @@ async def _post_and_complete(
     # the pooled share it will likely post: the bill is the debit's institution's
     likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, paid[0], 1))
     (results, before), completed = await context.ledger.post_and_call(  # type: ignore[attr-defined]
-        transfers, on_file, _debit_accounts, write, _completion_postings, likely
+        transfers, on_file, ev.debit_accounts, write, ev.bill_completion_postings, likely
     )
     outcomes = [_OUTCOMES.get(r, ev.Outcome.REFUSED) for r in results]
     await _review(context, [debit], transfers, paid, outcomes, before)
@@ -153,7 +153,7 @@ async def _post_and_complete(
         await _note_completion(context, bill_id, amount, changed, before)
     if not posted:  # no pooled share, nothing posted: outcome_of would say NOTHING_TO_POST
         return True
-    completion = ev.bill_completion_transfers(_completion(record))
+    completion = ev.bill_completion_transfers(ev.bill_completion(record))
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
 
@@ -215,17 +215,9 @@ async def _post(
         if on_file:
             await ledger.record_offline(on_file)
         return [], {}
-    results, before = await ledger.post_and_record(transfers, on_file, opening=_debit_accounts)
+    results, before = await ledger.post_and_record(transfers, on_file, opening=ev.debit_accounts)
     refused = ev.Outcome.REFUSED
     return [_OUTCOMES.get(r, refused) for r in results], before
-
-
-def _debit_accounts(transfer: Transfer) -> list[Account]:
-    """A card debit naming an account not yet open: its card's accounts (the shadow debited
-    names the card) and its institution's (the payable credited names it)."""
-    card = transfer.debit_account_id.partition(":")[2]
-    institution = transfer.credit_account_id.partition(":")[2]
-    return ev.card_accounts(card) + ev.institution_accounts(institution)
 
 
 async def _review(
@@ -326,7 +318,7 @@ async def complete_bill(
                 bill_id, amount, context.now
             )
             await _note_completion(context, bill_id, amount, changed, posted_before)
-            return await ev.post_bill_completion(context.ledger, _completion(completed))
+            return await ev.post_bill_completion(context.ledger, ev.bill_completion(completed))
         else:
             record = await asyncio.to_thread(medical.get_bill, bill_id)
             split = record.split if record is not None else None
@@ -340,22 +332,7 @@ async def complete_bill(
         # ledger (in review when the bill cannot complete).
         return ev.EventResult(ev.Outcome.NOTHING_TO_POST)
     await _note_after_upload(context, bill_id, amount, changed and posted_before)
-    return await ev.post_bill_completion(context.ledger, _completion(completed))
-
-
-def _completion(record: BillRecord) -> ev.BillCompletion:
-    return ev.BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
-
-
-def _completion_postings(
-    found: tuple[BillRecord, bool],
-) -> tuple[list[Transfer], Callable[[Transfer], list[Account]]]:
-    """Run on the writer, in the completing transaction: the bill's pooled share, and the
-    institution's accounts opened if it has none yet (built only then: the writer holds the
-    GIL the event loop waits for)."""
-    completion = _completion(found[0])
-    institution = completion.institution_id
-    return ev.bill_completion_transfers(completion), lambda _: ev.institution_accounts(institution)
+    return await ev.post_bill_completion(context.ledger, ev.bill_completion(completed))
 
 
 async def _note_after_upload(

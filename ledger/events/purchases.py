@@ -10,9 +10,11 @@ to review beside it, never to the bin.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ledger.core import Ledger, Transfer, transfer_id
+from ledger.core import Account, Ledger, Transfer, transfer_id
 from ledger.events.common import (
     EventResult,
     Outcome,
@@ -29,6 +31,9 @@ from ledger.events.common import (
 )
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
+
+if TYPE_CHECKING:
+    from ledger.medical.bills import BillRecord
 
 GRACE_PERIOD = dt.timedelta(days=30)
 
@@ -133,6 +138,31 @@ def bill_completion_transfers(bill: BillCompletion) -> list[Transfer]:
             f"bill|{bill.bill_id}",
         )
     ]
+
+
+def debit_accounts(transfer: Transfer) -> list[Account]:
+    """A card debit naming an account not yet open: its card's accounts (the shadow debited
+    names the card) and its institution's (the payable credited names it). Run on the ledger's
+    writer (an `Opening`): here, not in routing, so that the writer process never imports the
+    switch's handlers to unpickle it."""
+    card = transfer.debit_account_id.partition(":")[2]
+    institution = transfer.credit_account_id.partition(":")[2]
+    return card_accounts(card) + institution_accounts(institution)
+
+
+def bill_completion(record: BillRecord) -> BillCompletion:
+    return BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
+
+
+def bill_completion_postings(
+    found: tuple[BillRecord, bool],
+) -> tuple[list[Transfer], Callable[[Transfer], list[Account]]]:
+    """Run on the writer, in the completing transaction (a `ledger.writer.jobs.Postings`): the
+    bill's pooled share, and the institution's accounts opened if it has none yet (built only
+    then)."""
+    completion = bill_completion(found[0])
+    institution = completion.institution_id
+    return bill_completion_transfers(completion), lambda _: institution_accounts(institution)
 
 
 async def post_void(ledger: Ledger, void: Void) -> EventResult:

@@ -10,6 +10,7 @@ parent's stop mark, or its end closing, ends it once what it sent is written.
 from __future__ import annotations
 
 import pickle
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -54,10 +55,12 @@ def serve(conn: Connection, path: str, batch_max: int, wire: Wire) -> None:
         conn.send_bytes(pickle.dumps(portable(error)))
         return
     conn.send_bytes(pickle.dumps(None))
+    ready = select.poll()
+    ready.register(conn.fileno(), select.POLLIN)
     try:
         stop = False
         while not stop:
-            batch, stop = _gather(conn, batch_max, wire)
+            batch, stop = _gather(conn, batch_max, wire, ready)
             if batch:
                 writer.run_batch(batch)
     finally:
@@ -65,8 +68,12 @@ def serve(conn: Connection, path: str, batch_max: int, wire: Wire) -> None:
         conn.close()
 
 
-def _gather(conn: Connection, batch_max: int, wire: Wire) -> tuple[list[Job], bool]:
-    """The jobs the parent sent: its first message waited for, then those already here."""
+def _gather(
+    conn: Connection, batch_max: int, wire: Wire, ready: select.poll
+) -> tuple[list[Job], bool]:
+    """The jobs the parent sent: its first message waited for, then those already here
+    (``ready``: a poll object on ``conn``, made once: ``conn.poll`` builds a selector per call,
+    4 µs per message)."""
     jobs: list[Job] = []
     try:
         message = conn.recv_bytes()
@@ -75,7 +82,7 @@ def _gather(conn: Connection, batch_max: int, wire: Wire) -> tuple[list[Job], bo
                 return jobs, True
             for ticket, op in wire.loads(message):
                 jobs.append(Job(op, ticket=ticket))
-            if len(jobs) >= batch_max or not conn.poll(0):
+            if len(jobs) >= batch_max or not ready.poll(0):
                 return jobs, False
             message = conn.recv_bytes()
     except (EOFError, OSError):  # the parent is gone: write what it sent, then end

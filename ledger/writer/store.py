@@ -49,6 +49,8 @@ _WRITE_ACCOUNTS = (
     " VALUES {values} ON CONFLICT (id) DO UPDATE SET debits_posted = excluded.debits_posted,"
     " credits_posted = excluded.credits_posted"
 )
+#: Accounts the writer keeps between batches (`SqliteStore.load_accounts`); all dropped at this.
+ACCOUNTS_KEPT_MAX = 100_000
 _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, kind, owner, flags, debits_posted, credits_posted, closed)"
     " VALUES (?, ?, ?, ?, 0, 0, 0)"
@@ -144,6 +146,13 @@ class SqliteStore(OfflineRecords):
         self.path = path
         self.db: sqlite3.Connection | None = None
         self._unsynced = False  # synchronous=NORMAL: the batch is only unsynced calls
+        # The accounts' rows as the last commit left them, so that a post reads only those it
+        # has not seen (the hot ones — pooled fund, payables, a busy card — are read once).
+        # A batch's decisions change these very objects, so a rollback drops them all; a
+        # commit by any other connection (another writer on the file: a CLI) changes
+        # ``PRAGMA data_version``, read once per batch, and drops them too.
+        self._accounts: dict[str, AccountState] = {}
+        self._version = -1
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -153,6 +162,7 @@ class SqliteStore(OfflineRecords):
     def connect(self) -> None:
         self.db = connect(self.path)
         self._unsynced = False
+        self._accounts.clear()
 
     def disconnect(self) -> None:
         if self.db is not None:
@@ -163,6 +173,7 @@ class SqliteStore(OfflineRecords):
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._accounts.clear()  # the batch may have changed them: as the file says, again
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
@@ -195,10 +206,14 @@ class SqliteStore(OfflineRecords):
             self.conn.execute(f"PRAGMA synchronous={'NORMAL' if unsynced else 'FULL'}")
             self._unsynced = unsynced
         self.conn.execute("BEGIN IMMEDIATE")
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:  # another connection committed: it may have posted
+            self._accounts.clear()
+            self._version = version
         try:
             self._execute(batch, savepoints=False)
         except Tainted:
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             self.conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 job.value, job.error = None, None
@@ -292,8 +307,19 @@ class SqliteStore(OfflineRecords):
         return found
 
     def load_accounts(self, ids: Sequence[str]) -> dict[str, AccountState]:
-        sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({{marks}})"
-        return {row[0]: rows.account_state(row) for row in self._select_in(sql, ids)}
+        """The accounts of ``ids`` that exist: those kept since an earlier batch, the others
+        read (and kept). The caller's batch may change them; a rollback forgets them all."""
+        kept = self._accounts
+        found = {i: kept[i] for i in ids if i in kept}
+        if len(found) < len(ids):
+            sql = f"SELECT {rows.ACCOUNT_COLUMNS} FROM accounts WHERE id IN ({{marks}})"
+            unseen = [i for i in ids if i not in found]
+            read = {row[0]: rows.account_state(row) for row in self._select_in(sql, unseen)}
+            if len(kept) + len(read) > ACCOUNTS_KEPT_MAX:
+                kept.clear()
+            kept.update(read)
+            found.update(read)
+        return found
 
     def load_remembered(self, ids: Sequence[str]) -> dict[str, Remembered]:
         sql = f"SELECT {rows.TRANSFER_COLUMNS} FROM transfers WHERE id IN ({{marks}})"
@@ -367,6 +393,7 @@ class SqliteStore(OfflineRecords):
         return results
 
     def close_accounts(self, ids: Sequence[str]) -> list[CloseResult]:
+        self._accounts.clear()  # rare: the kept rows are read again rather than patched
         results = []
         for account in ids:
             row = self.conn.execute(
