@@ -151,3 +151,51 @@ def test_writers_debiting_a_never_negative_pooled_fund_never_overdraw_it() -> No
                     await ledger.close()
 
     asyncio.run(main())
+
+
+def test_a_transfer_sent_to_two_writers_at_once_moves_the_shared_accounts_once() -> None:
+    """The same transfer between two shared accounts (moved by delta, no totals checked) in
+    two processes' batches at once, both decided new: the second write's transfer id is not
+    new, so nothing of it is written, and its batch, run again, finds the transfer."""
+    pool = account_id(K.POOLED_FUND, ev.CENTRE)
+    payable = account_id(K.INSTITUTION_PAYABLE_INSURANCE, "H001")
+    waiting = (  # backends waiting for $1, or for one that waits for it (the row's queue)
+        "SELECT count(*) FROM pg_stat_activity AS a WHERE pg_blocking_pids(a.pid) && ARRAY[$1::int]"
+        " OR EXISTS (SELECT 1 FROM pg_stat_activity AS b WHERE pg_blocking_pids(a.pid)"
+        " && ARRAY[b.pid] AND pg_blocking_pids(b.pid) && ARRAY[$1::int])"
+    )
+
+    async def main() -> tuple[list[TransferResult], int, int]:
+        async with fresh_schema() as schema:
+            ledgers = [await PgLedger.open(DSN, schema=schema) for _ in range(2)]
+            other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                await ledgers[0].open_accounts(
+                    ev.centre_accounts() + ev.institution_accounts("H001")
+                )
+                holding = other.transaction()
+                await holding.start()
+                await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", pool)
+                share = Transfer("share-1", payable, pool, 700, 1)
+                posts = [asyncio.create_task(ledger.post([share])) for ledger in ledgers]
+                for _ in range(400):  # both writes wait for the pool
+                    assert not any(post.done() for post in posts)
+                    if await other.fetchval(waiting, other.get_server_pid()) >= 2:
+                        break
+                    await asyncio.sleep(0.025)
+                await holding.commit()
+                results = [r for found in await asyncio.gather(*posts) for r in found]
+                found = (await ledgers[1].balances([pool]))[pool]
+                return (
+                    sorted(results),
+                    found.credits_posted_fen,
+                    len(await ledgers[1].history(pool)),
+                )
+            finally:
+                await other.close()
+                for ledger in ledgers:
+                    await ledger.close()
+
+    results, credited, posted = asyncio.run(main())
+    assert results == sorted([TransferResult.CREATED, TransferResult.EXISTS])
+    assert (credited, posted) == (700, 1)
