@@ -199,3 +199,29 @@ def test_a_transfer_sent_to_two_writers_at_once_moves_the_shared_accounts_once()
     results, credited, posted = asyncio.run(main())
     assert results == sorted([TransferResult.CREATED, TransferResult.EXISTS])
     assert (credited, posted) == (700, 1)
+
+
+def test_a_read_failing_after_the_write_fails_alone() -> None:
+    """A batch's reads run after its write, which with no transaction open has committed: a
+    read failing then (an id PostgreSQL cannot hold) fails alone — the batch is not run again
+    job by job, which would answer the posting sent once "exists", as if it were a replay."""
+
+    async def main() -> tuple[object, object, int]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            try:
+                await ledger.open_accounts(ev.cardholder_accounts("P1") + ev.unit_accounts("U1"))
+                posted, looked_up = await asyncio.gather(
+                    ledger.post([Transfer("in", RECEIVABLE, FUND, 5, 1)]),
+                    ledger.lookup_transfers(["in\x00"]),
+                    return_exceptions=True,
+                )
+                found = (await ledger.balances([FUND]))[FUND]
+                return posted, looked_up, found.credits_posted_fen
+            finally:
+                await ledger.close()
+
+    posted, looked_up, credited = asyncio.run(main())
+    assert posted == [TransferResult.CREATED]
+    assert isinstance(looked_up, asyncpg.CharacterNotInRepertoireError)
+    assert credited == 5
