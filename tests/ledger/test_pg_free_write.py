@@ -15,7 +15,14 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from ledger import events as ev
-from ledger.core import AccountFlags, Transfer, TransferResult, new_account
+from ledger.core import (
+    AccountFlags,
+    Health,
+    LedgerUnavailable,
+    Transfer,
+    TransferResult,
+    new_account,
+)
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.pg_connection import KeptAlive
@@ -225,3 +232,42 @@ def test_a_read_failing_after_the_write_fails_alone() -> None:
     assert posted == [TransferResult.CREATED]
     assert isinstance(looked_up, asyncpg.CharacterNotInRepertoireError)
     assert credited == 5
+
+
+def test_a_write_whose_connection_drops_is_unknown_and_safe_to_send_again() -> None:
+    """The writer's connection lost while its no-transaction write waits (its outcome unknown
+    to the writer): the posting fails LedgerUnavailable — never answered as posted, never run
+    again by the ledger — and sent again it posts once."""
+
+    async def main() -> tuple[list[TransferResult], int]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                await _funded(ledger, 100)
+                holding = other.transaction()
+                await holding.start()
+                await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", FUND)
+                load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
+                posting = asyncio.create_task(ledger.post([load]))
+                await until_waiting(other)
+                killed = await other.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE pg_blocking_pids(pid) && ARRAY[$1::int]",
+                    other.get_server_pid(),
+                )
+                assert killed == 1
+                await holding.commit()
+                with pytest.raises(LedgerUnavailable):
+                    await posting
+                for _ in range(100):  # the writer connects again (its backoff)
+                    if ledger.health() is Health.OK:
+                        break
+                    await asyncio.sleep(0.1)
+                again = await ledger.post([load])
+                return again, (await ledger.balances([FUND]))[FUND].debits_posted_fen
+            finally:
+                await other.close()
+                await ledger.close()
+
+    assert asyncio.run(main()) == ([TransferResult.CREATED], 80)
