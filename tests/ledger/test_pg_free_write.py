@@ -113,6 +113,19 @@ def test_a_refusal_is_not_remembered_on_totals_that_changed() -> None:
     assert transactions == 1
 
 
+def test_a_fund_closed_between_the_read_and_the_write_is_not_debited() -> None:
+    """Closing an account leaves its totals as they were: the write checks it is still open."""
+
+    async def close(other: asyncpg.Connection) -> None:
+        await other.execute("UPDATE accounts SET closed = true WHERE id = $1", FUND)
+
+    load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
+    result, debits, credits, _, transactions = asyncio.run(_meanwhile(100, load, close))
+    assert result == [TransferResult.DEBIT_ACCOUNT_CLOSED]
+    assert (debits, credits) == (0, 100)
+    assert transactions == 1
+
+
 def test_an_unchanged_fund_is_debited_once_with_no_transaction_open() -> None:
     async def nothing(other: asyncpg.Connection) -> None:
         return None
