@@ -91,8 +91,10 @@ WRITE = (
 #: offline record inserted only if still not on file — its answer ``ledger_conflict`` of the
 #: counts against $30-$32 and of the folds' moves, which fails the statement (nothing of it
 #: written) when anything changed. Totals only grow, so equal totals are an unchanged account.
-#: The answer runs the parts in turn, the accounts last: a hot row (a pooled fund, a payable)
-#: is locked from its update to the commit, so the batch updates it when all else is done.
+#: The answer runs the parts in turn, in the order a batch in a transaction takes its locks
+#: (the accounts, the card's then the shared ones, then the people's: the folds' moves, a
+#: submission after the write), then the inserts: a write that locked a person first and then
+#: waited for a payable would deadlock with a batch holding that payable and locking the person.
 WRITE_FREE = (
     "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
     " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
@@ -108,9 +110,9 @@ WRITE_FREE = (
     " ORDER BY a.id FOR SHARE OF a),"
     f" o AS ({upsert_offline(18, new_only=True)})"
 )
-WRITE_FREE_ANSWER = (  # in the order it runs: the hot rows (the shared accounts) last
-    "SELECT ledger_conflict((SELECT count(*) FROM t) >= 0 AND (SELECT count(*) FROM o) = $32"
-    " AND {moved} AND (SELECT count(*) FROM s) = $31 AND (SELECT count(*) FROM a) = $30)"
+WRITE_FREE_ANSWER = (  # in the order it runs: the accounts, the people (the folds), the inserts
+    "SELECT ledger_conflict((SELECT count(*) FROM s) = $31 AND (SELECT count(*) FROM a) = $30"
+    " AND {moved} AND (SELECT count(*) FROM t) >= 0 AND (SELECT count(*) FROM o) = $32)"
 )
 WRITE_FREE_PARAMETERS = 32
 

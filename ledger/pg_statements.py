@@ -22,6 +22,7 @@ from ledger.core import (
     ReviewItem,
 )
 from ledger.pg_batch_sql import upsert_offline
+from ledger.pg_connection import lost
 from ledger.pg_post import POSTS, post_jobs
 from ledger.pg_write import decide_offline, held_of
 from ledger.sqlite_offline import OFFLINE_COLUMNS
@@ -73,9 +74,11 @@ class PgStore:
         writes in order, then the reads (balances merged into one query) — which see all of
         it. ``free`` (a batch that :meth:`may_run_free`): no transaction is open, the postings'
         write is a transaction of its own (it raises ``NeedsTransaction`` when it needs one,
-        having written nothing). Jobs in one batch are concurrent (their callers had not
-        heard back), so any order is one they could have had; a caller's own jobs keep theirs
-        (a record behind its posting, a read behind both)."""
+        having written nothing; a read failing after that write fails alone, the postings
+        committed are not run again — they would answer "exists"). Jobs in one batch are
+        concurrent (their callers had not heard back), so any order is one they could have
+        had; a caller's own jobs keep theirs (a record behind its posting, a read behind
+        both)."""
         posts = [job for job in batch if job.kind in POSTS]
         calls = [job for job in batch if job.kind == "call"]
         opening = [job for job in batch if job.kind == "open_accounts"]
@@ -87,6 +90,24 @@ class PgStore:
             await post_jobs(self.conn, posts, calls=calls, guarded=guarded, free=free)
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
+        if not free:
+            await self._read(reads)
+            return
+        try:
+            await self._read(reads)
+        except Exception as error:  # the postings' write has committed: not run again
+            if lost(error, self.conn):
+                raise
+            for job in reads:  # each alone, a failing one failing alone
+                try:
+                    await self._read([job])
+                except Exception as alone:
+                    if lost(alone, self.conn):
+                        raise
+                    job.future.set_exception(alone)
+
+    async def _read(self, reads: Sequence[Job]) -> None:
+        """The reads' values (the balances merged into one query)."""
         balances = [job for job in reads if job.kind == "balances"]
         if balances:
             found = await self.balances(sorted({a for job in balances for a in job.args[0]}))

@@ -15,7 +15,14 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from ledger import events as ev
-from ledger.core import AccountFlags, Transfer, TransferResult, new_account
+from ledger.core import (
+    AccountFlags,
+    Health,
+    LedgerUnavailable,
+    Transfer,
+    TransferResult,
+    new_account,
+)
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.pg_connection import KeptAlive
@@ -106,6 +113,19 @@ def test_a_refusal_is_not_remembered_on_totals_that_changed() -> None:
     assert transactions == 1
 
 
+def test_a_fund_closed_between_the_read_and_the_write_is_not_debited() -> None:
+    """Closing an account leaves its totals as they were: the write checks it is still open."""
+
+    async def close(other: asyncpg.Connection) -> None:
+        await other.execute("UPDATE accounts SET closed = true WHERE id = $1", FUND)
+
+    load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
+    result, debits, credits, _, transactions = asyncio.run(_meanwhile(100, load, close))
+    assert result == [TransferResult.DEBIT_ACCOUNT_CLOSED]
+    assert (debits, credits) == (0, 100)
+    assert transactions == 1
+
+
 def test_an_unchanged_fund_is_debited_once_with_no_transaction_open() -> None:
     async def nothing(other: asyncpg.Connection) -> None:
         return None
@@ -151,3 +171,116 @@ def test_writers_debiting_a_never_negative_pooled_fund_never_overdraw_it() -> No
                     await ledger.close()
 
     asyncio.run(main())
+
+
+def test_a_transfer_sent_to_two_writers_at_once_moves_the_shared_accounts_once() -> None:
+    """The same transfer between two shared accounts (moved by delta, no totals checked) in
+    two processes' batches at once, both decided new: the second write's transfer id is not
+    new, so nothing of it is written, and its batch, run again, finds the transfer."""
+    pool = account_id(K.POOLED_FUND, ev.CENTRE)
+    payable = account_id(K.INSTITUTION_PAYABLE_INSURANCE, "H001")
+    waiting = (  # backends waiting for $1, or for one that waits for it (the row's queue)
+        "SELECT count(*) FROM pg_stat_activity AS a WHERE pg_blocking_pids(a.pid) && ARRAY[$1::int]"
+        " OR EXISTS (SELECT 1 FROM pg_stat_activity AS b WHERE pg_blocking_pids(a.pid)"
+        " && ARRAY[b.pid] AND pg_blocking_pids(b.pid) && ARRAY[$1::int])"
+    )
+
+    async def main() -> tuple[list[TransferResult], int, int]:
+        async with fresh_schema() as schema:
+            ledgers = [await PgLedger.open(DSN, schema=schema) for _ in range(2)]
+            other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                await ledgers[0].open_accounts(
+                    ev.centre_accounts() + ev.institution_accounts("H001")
+                )
+                holding = other.transaction()
+                await holding.start()
+                await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", pool)
+                share = Transfer("share-1", payable, pool, 700, 1)
+                posts = [asyncio.create_task(ledger.post([share])) for ledger in ledgers]
+                for _ in range(400):  # both writes wait for the pool
+                    assert not any(post.done() for post in posts)
+                    if await other.fetchval(waiting, other.get_server_pid()) >= 2:
+                        break
+                    await asyncio.sleep(0.025)
+                await holding.commit()
+                results = [r for found in await asyncio.gather(*posts) for r in found]
+                found = (await ledgers[1].balances([pool]))[pool]
+                return (
+                    sorted(results),
+                    found.credits_posted_fen,
+                    len(await ledgers[1].history(pool)),
+                )
+            finally:
+                await other.close()
+                for ledger in ledgers:
+                    await ledger.close()
+
+    results, credited, posted = asyncio.run(main())
+    assert results == sorted([TransferResult.CREATED, TransferResult.EXISTS])
+    assert (credited, posted) == (700, 1)
+
+
+def test_a_read_failing_after_the_write_fails_alone() -> None:
+    """A batch's reads run after its write, which with no transaction open has committed: a
+    read failing then (an id PostgreSQL cannot hold) fails alone — the batch is not run again
+    job by job, which would answer the posting sent once "exists", as if it were a replay."""
+
+    async def main() -> tuple[object, object, int]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            try:
+                await ledger.open_accounts(ev.cardholder_accounts("P1") + ev.unit_accounts("U1"))
+                posted, looked_up = await asyncio.gather(
+                    ledger.post([Transfer("in", RECEIVABLE, FUND, 5, 1)]),
+                    ledger.lookup_transfers(["in\x00"]),
+                    return_exceptions=True,
+                )
+                found = (await ledger.balances([FUND]))[FUND]
+                return posted, looked_up, found.credits_posted_fen
+            finally:
+                await ledger.close()
+
+    posted, looked_up, credited = asyncio.run(main())
+    assert posted == [TransferResult.CREATED]
+    assert isinstance(looked_up, asyncpg.CharacterNotInRepertoireError)
+    assert credited == 5
+
+
+def test_a_write_whose_connection_drops_is_unknown_and_safe_to_send_again() -> None:
+    """The writer's connection lost while its no-transaction write waits (its outcome unknown
+    to the writer): the posting fails LedgerUnavailable — never answered as posted, never run
+    again by the ledger — and sent again it posts once."""
+
+    async def main() -> tuple[list[TransferResult], int]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                await _funded(ledger, 100)
+                holding = other.transaction()
+                await holding.start()
+                await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", FUND)
+                load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
+                posting = asyncio.create_task(ledger.post([load]))
+                await until_waiting(other)
+                killed = await other.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE pg_blocking_pids(pid) && ARRAY[$1::int]",
+                    other.get_server_pid(),
+                )
+                assert killed == 1
+                await holding.commit()
+                with pytest.raises(LedgerUnavailable):
+                    await posting
+                for _ in range(100):  # the writer connects again (its backoff)
+                    if ledger.health() is Health.OK:
+                        break
+                    await asyncio.sleep(0.1)
+                again = await ledger.post([load])
+                return again, (await ledger.balances([FUND]))[FUND].debits_posted_fen
+            finally:
+                await other.close()
+                await ledger.close()
+
+    assert asyncio.run(main()) == ([TransferResult.CREATED], 80)
