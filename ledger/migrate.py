@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sqlite3
@@ -81,7 +82,8 @@ def upgrade_sqlite(path: Path | str, revision: str = "head") -> None:
     """Create or upgrade the SQLite database at `path` (its files 0600: `private_sqlite`).
     A new database at head is a copy of the first one this process migrated."""
     private_sqlite(path)
-    if revision == "head" and os.path.getsize(path) == 0:
+    wal = Path(f"{path}-wal")
+    if revision == "head" and os.path.getsize(path) == 0 and not wal.exists():
         _new_at_head(Path(path))
         return
     engine = create_engine(f"sqlite:///{path}")
@@ -121,6 +123,7 @@ def current_sqlite(path: Path | str) -> str | None:
         engine.dispose()
 
 
+@functools.cache  # the migrations do not change while a process runs: made once
 def postgres_ddl(start: str | None, revision: str = "head") -> str:
     """The DDL that takes a PostgreSQL database from `start` (None: empty) to `revision`."""
     buffer = io.StringIO()
