@@ -11,8 +11,10 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -70,15 +73,45 @@ def private_sqlite(path: Path | str) -> None:
                 file.chmod(SQLITE_FILE_MODE)
 
 
+#: A new database at head, as made by the migrations once in this process (SQLite's serialized
+#: image): the next new database is that image written whole, not the migrations run again.
+_HEAD_IMAGE: list[bytes] = []
+
+
 def upgrade_sqlite(path: Path | str, revision: str = "head") -> None:
-    """Create or upgrade the SQLite database at `path` (its files 0600: `private_sqlite`)."""
+    """Create or upgrade the SQLite database at `path` (its files 0600: `private_sqlite`).
+    A new database at head is a copy of the first one this process migrated."""
     private_sqlite(path)
+    wal = Path(f"{path}-wal")
+    if revision == "head" and os.path.getsize(path) == 0 and not wal.exists():
+        _new_at_head(Path(path))
+        return
     engine = create_engine(f"sqlite:///{path}")
     try:
         with engine.begin() as connection:
             upgrade_connection(connection, revision)
     finally:
         engine.dispose()
+
+
+def _new_at_head(path: Path) -> None:
+    if not _HEAD_IMAGE:
+        made = sqlite3.connect(":memory:")
+        try:
+            engine = create_engine("sqlite://", creator=lambda: made, poolclass=StaticPool)
+            with engine.begin() as connection:
+                upgrade_connection(connection)
+            _HEAD_IMAGE.append(made.serialize())
+        finally:
+            made.close()
+    image = sqlite3.connect(":memory:")
+    target = sqlite3.connect(path)
+    try:
+        image.deserialize(_HEAD_IMAGE[0])
+        image.backup(target)
+    finally:
+        target.close()
+        image.close()
 
 
 def current_sqlite(path: Path | str) -> str | None:
@@ -90,6 +123,7 @@ def current_sqlite(path: Path | str) -> str | None:
         engine.dispose()
 
 
+@functools.cache  # the migrations do not change while a process runs: made once
 def postgres_ddl(start: str | None, revision: str = "head") -> str:
     """The DDL that takes a PostgreSQL database from `start` (None: empty) to `revision`."""
     buffer = io.StringIO()

@@ -11,6 +11,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.contract.daemon import Deployment, free_port, running
 
 PIN = "123456"  # the sandbox cards' PIN
 OVERLAP_S = 1.0  # the key-change bank's key_overlap_s
+FORMING_AT_ONCE = 4  # `medswitch keys form` processes at a time
 BANKS = {"medswitch": "01020000", "jpos-iso87a": "01030000", "binary-header": "01040000"}
 
 
@@ -85,11 +87,16 @@ class Banks:
 
 
 def form_keys(home: Path, banks: dict[str, Bank], tmp: Path) -> None:
-    """Each bank's zone keys formed in the deployment's key store from one clear component."""
+    """Each bank's zone keys formed in the deployment's key store from one clear component,
+    a few `medswitch keys form` at a time (the key store takes appends from several processes;
+    each key is its own alias): some thirty one after the other were most of a deployment's
+    start."""
     custodian_login(home)
-    for bank in banks.values():
-        for name, key in bank.keys.items():
-            form_key(home, f"bank/{bank.bank_id}/{name}", USAGES[name], key, tmp)
+    steps = [(f"bank/{bank.bank_id}/{name}", USAGES[name], key)
+             for bank in banks.values() for name, key in bank.keys.items()]
+    with ThreadPoolExecutor(max_workers=FORMING_AT_ONCE) as pool:
+        for done in [pool.submit(form_key, home, *step, tmp) for step in steps]:
+            done.result()
 
 
 def bank_toml(bank: Bank, first: bool) -> str:

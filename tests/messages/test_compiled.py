@@ -83,7 +83,19 @@ def same_encode(codec: Codec, message: Message, *, fast_expected: bool = False) 
 # --- messages of any fields of the interface -----------------------------------------------
 
 
+# Strategies are built once per (interface, field) and reused: one built inside a draw is
+# validated again on every example.
+_VALUES: dict[tuple[int, int], st.SearchStrategy[Any]] = {}
+
+
 def value_of(interface: InterfaceSpec, number: int) -> st.SearchStrategy[Any]:
+    key = (id(interface), number)  # an interface is not hashable; there are two
+    if key not in _VALUES:
+        _VALUES[key] = _value_of(interface, number)
+    return _VALUES[key]
+
+
+def _value_of(interface: InterfaceSpec, number: int) -> st.SearchStrategy[Any]:
     spec = interface.fields[number]
     if spec.kind is Kind.Z and interface.encoding is Encoding.BCD:  # track data: digits and D
         low = spec.length if spec.var is Var.FIXED else 0
