@@ -15,15 +15,9 @@ import pytest
 from ledger.medical.bills import BillState
 from ledger.medical.pg_batch import PERSON_LOCK
 from ledger.pg_bridge import PgEngine, server_settings, split_url
-from tests.ledger.medical.test_pg_in_ledger import (
-    CARD,
-    NOW,
-    PAYABLE,
-    in_ledger,
-    submitted,
-    worker,
-)
 from tests.support.medical_pg import pg_engine
+from tests.support.medical_pg_ledger import CARD, PAYABLE, in_ledger, submitted, worker
+from tests.support.medical_world import NOW
 from tests.support.pg import until_waiting
 
 pytestmark = pytest.mark.postgres
