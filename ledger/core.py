@@ -148,6 +148,37 @@ class Balance:
             return self.debits_posted_fen - self.credits_posted_fen
         return self.credits_posted_fen - self.debits_posted_fen
 
+    def __reduce__(self) -> tuple[Callable[..., Balance], tuple[object, ...]]:
+        """Its values, the kind and flags by value, rebuilt in one call: the writer process
+        sends two per posting (``Posted.before``), each enum on its own cost more."""
+        values = self.debits_posted_fen, self.credits_posted_fen, self.closed
+        return _balance, (self.account_id, self.kind._value_, self.flags._value_, *values)
+
+
+_KINDS = {kind.value: kind for kind in AccountKind}
+_FLAGS = {flags.value: flags for flags in (AccountFlags.NONE, AccountFlags.NEVER_NEGATIVE)}
+
+
+#: Balance's slots set directly, as its frozen ``__init__`` does through ``object.__setattr__``
+#: (0.6 µs a balance against its 1.4).
+_SETS = tuple(getattr(Balance, name).__set__ for name in Balance.__slots__)
+
+
+def _balance(
+    account_id: str, kind: str, flags: int, debits: int, credits: int, closed: bool
+) -> Balance:
+    """A `Balance` as `Balance.__reduce__` gave it."""
+    found = _FLAGS.get(flags)
+    balance: Balance = object.__new__(Balance)
+    set_id, set_kind, set_flags, set_debits, set_credits, set_closed = _SETS
+    set_id(balance, account_id)
+    set_kind(balance, _KINDS[kind])
+    set_flags(balance, AccountFlags(flags) if found is None else found)
+    set_debits(balance, debits)
+    set_credits(balance, credits)
+    set_closed(balance, closed)
+    return balance
+
 
 @dataclass(frozen=True, slots=True)
 class ReviewItem:
