@@ -4,12 +4,13 @@ a worker that dies on its own stops the others and sets the exit code; a parent 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+
+from bench.bench_switch import alive
 
 SCRIPT = textwrap.dedent(
     """
@@ -82,23 +83,11 @@ def test_a_killed_parent_takes_its_workers_with_it() -> None:
         assert "worker 0 stopped" in rest and "worker 1 stopped" in rest  # gracefully
         for pid in workers:
             for _ in range(100):  # bounded: 10 s for the kernel to reap the orphan
-                if not _alive(pid):
+                if not alive(pid):
                     break
                 time.sleep(0.1)
-            assert not _alive(pid), f"worker {pid} outlived its parent"
+            assert not alive(pid), f"worker {pid} outlived its parent"
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie not yet reaped by init counts as ended
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
