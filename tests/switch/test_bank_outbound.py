@@ -149,7 +149,11 @@ def test_a_queued_reversal_is_delivered_once_across_an_outage(
             await asyncio.sleep(0.3)  # the link is down: nothing goes, nothing is lost
             assert [p.item.key for p in await saf.queue.pending(BANK)] == [queued.key]
             await bank.start(port=port)
-            await until(lambda: _done(database))
+            # the row is acknowledged first, then its line is logged: wait for both
+            acknowledged = " acknowledged code=00"
+            await until(
+                lambda: _done(database) and any(acknowledged in x for x in outbound_log(caplog))
+            )
             sent = [r for r in bank.received if r.mti.startswith("04")]
             reversals = [r.mti for r in sent]
             assert reversals == ["0420", "0421"]  # the first answer was lost: repeated
