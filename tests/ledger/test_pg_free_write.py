@@ -25,6 +25,7 @@ from ledger.core import (
 )
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
+from ledger.pg_batch_sql import WRITE_FREE
 from ledger.pg_connection import KeptAlive
 from ledger.pg_ledger import PgLedger
 from tests.support.pg import DSN, fresh_schema, until_waiting
@@ -92,7 +93,7 @@ def test_a_fund_debited_between_the_read_and_the_write_is_read_again() -> None:
     result, debits, credits, waiting, transactions = asyncio.run(_meanwhile(100, load, debit_50))
     assert result == [TransferResult.INSUFFICIENT_FUNDS]
     assert (debits, credits) == (50, 100)
-    assert waiting.startswith("WITH t AS (INSERT")  # the write waits, not the read
+    assert waiting == WRITE_FREE[:20]  # the write waits, not the read
     assert transactions == 1  # the run again: in a transaction, its read locking the fund
 
 
