@@ -48,13 +48,9 @@ def read_sql(*, lock: bool) -> str:
 READ = read_sql(lock=True)
 
 
-def upsert_offline(first: int, *, new_only: bool = False) -> str:
+def upsert_offline(first: int) -> str:
     """The offline records' upsert, its eleven arrays and the receipt time numbered from
-    ``$first`` (on its own, or as a CTE of the batch's write); ``new_only``: records not on
-    file when read, each inserted only if still not (a row for each inserted)."""
-    if new_only:
-        conflict = " ON CONFLICT (psam_terminal_no, psam_serial) DO NOTHING RETURNING 1"
-        return insert_offline(first) + conflict
+    ``$first`` (on its own, or as a CTE of the batch's write)."""
     return insert_offline(first) + (
         " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
         " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
