@@ -17,13 +17,21 @@ def read_sql(*, lock: bool) -> str:
     transfer ids, $3/$4 the offline records' keys, $5 the shared accounts (read apart, unless
     one is never-negative: then it is read with the others, in id order); the folds' after.
     ``lock``: inside the batch's transaction, the first ones and the records locked (``FOR
-    UPDATE``); without one (``ledger.pg_write``), nothing locked: the write checks them."""
-    held = " FOR UPDATE" if lock else ""
+    UPDATE``); without one (``ledger.pg_write``), nothing locked: the write checks them, and
+    the four reads are a function with kept plans (migration 0017), in the statement's
+    snapshot."""
+    if not lock:
+        return (
+            "WITH r AS MATERIALIZED (SELECT * FROM ledger_batch_read($1::text[], $2::text[],"
+            " $3::text[], $4::bigint[], $5::text[]))"
+            " SELECT (SELECT accounts FROM r), (SELECT transfers FROM r), (SELECT held FROM r),"
+            " (SELECT shared FROM r)"
+        )
     return (
         "SELECT"
         f" (SELECT array_agg({ACCOUNT_ROW} ORDER BY l.id) FROM (SELECT {rows.ACCOUNT_COLUMNS}"
         f"   FROM accounts WHERE id = ANY($1::text[]) OR (id = ANY($5::text[]) AND flags & {NEVER}"
-        f"   <> 0) ORDER BY id{held}) AS l),"
+        "   <> 0) ORDER BY id FOR UPDATE) AS l),"
         " (SELECT array_agg(ROW(t.id, t.debit_account_id, t.credit_account_id, t.amount_fen,"
         "   t.code, t.reference, t.result)) FROM transfers AS t WHERE t.id = ANY($2::text[])),"
         " (SELECT array_agg(ROW(h.psam_terminal_no, h.psam_serial, h.posted, h.terminal_id,"
@@ -31,7 +39,7 @@ def read_sql(*, lock: bool) -> str:
         "   o.transfer_id IS NOT NULL AS posted, o.terminal_id, o.batch_no FROM offline_records"
         "   AS o JOIN unnest($3::text[], $4::bigint[]) AS k(p, s)"
         "   ON o.psam_terminal_no = k.p AND o.psam_serial = k.s"
-        f"   ORDER BY o.psam_terminal_no, o.psam_serial{held and held + ' OF o'}) AS h),"
+        "   ORDER BY o.psam_terminal_no, o.psam_serial FOR UPDATE OF o) AS h),"
         f" (SELECT array_agg({ACCOUNT_ROW}) FROM accounts AS l WHERE l.id = ANY($5::text[])"
         f"   AND l.flags & {NEVER} = 0)"
     )
@@ -40,13 +48,9 @@ def read_sql(*, lock: bool) -> str:
 READ = read_sql(lock=True)
 
 
-def upsert_offline(first: int, *, new_only: bool = False) -> str:
+def upsert_offline(first: int) -> str:
     """The offline records' upsert, its eleven arrays and the receipt time numbered from
-    ``$first`` (on its own, or as a CTE of the batch's write); ``new_only``: records not on
-    file when read, each inserted only if still not (a row for each inserted)."""
-    if new_only:
-        conflict = " ON CONFLICT (psam_terminal_no, psam_serial) DO NOTHING RETURNING 1"
-        return insert_offline(first) + conflict
+    ``$first`` (on its own, or as a CTE of the batch's write)."""
     return insert_offline(first) + (
         " ON CONFLICT (psam_terminal_no, psam_serial) DO UPDATE SET"
         " terminal_id = excluded.terminal_id, batch_no = excluded.batch_no,"
@@ -95,24 +99,19 @@ WRITE = (
 #: (the accounts, the card's then the shared ones, then the people's: the folds' moves, a
 #: submission after the write), then the inserts: a write that locked a person first and then
 #: waited for a payable would deadlock with a batch holding that payable and locking the person.
+#: The accounts' part and the inserts are functions with kept plans (migration 0017): only the
+#: folds' CTEs are planned for each batch.
 WRITE_FREE = (
-    "WITH t AS (INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_fen, code,"
-    " reference, result, posted_at_us) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[]) RETURNING 1),"
-    " a AS (UPDATE accounts AS a SET debits_posted = a.debits_posted + u.d,"
-    " credits_posted = a.credits_posted + u.c FROM (SELECT * FROM unnest($9::text[],"
-    " $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) AS v(id, d, c, od, oc)"
-    " ORDER BY v.id) AS u WHERE a.id = u.id AND NOT a.closed AND (u.od IS NULL"
-    " OR (a.debits_posted = u.od AND a.credits_posted = u.oc)) RETURNING a.id),"
-    " s AS (SELECT a.id FROM accounts AS a JOIN unnest($14::text[], $15::bigint[],"
-    " $16::bigint[], $17::boolean[]) AS k(id, od, oc, cl) ON a.id = k.id"
-    " WHERE a.debits_posted = k.od AND a.credits_posted = k.oc AND a.closed = k.cl"
-    " ORDER BY a.id FOR SHARE OF a),"
-    f" o AS ({upsert_offline(18, new_only=True)})"
+    "WITH a AS MATERIALIZED (SELECT ledger_batch_accounts($9::text[], $10::bigint[],"
+    " $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[],"
+    " $17::boolean[], $30::int, $31::int) AS ok),"
+    " o AS MATERIALIZED (SELECT ledger_batch_inserts($1::text[], $2::text[], $3::text[],"
+    " $4::bigint[], $5::int[], $6::text[], $7::smallint[], $8::bigint[], $18::text[],"
+    " $19::bigint[], $20::text[], $21::int[], $22::text[], $23::text[], $24::bigint[],"
+    " $25::text[], $26::text[], $27::text[], $28::int[], $29::bigint, $32::int) AS ok)"
 )
 WRITE_FREE_ANSWER = (  # in the order it runs: the accounts, the people (the folds), the inserts
-    "SELECT ledger_conflict((SELECT count(*) FROM s) = $31 AND (SELECT count(*) FROM a) = $30"
-    " AND {moved} AND (SELECT count(*) FROM t) >= 0 AND (SELECT count(*) FROM o) = $32)"
+    "SELECT ledger_conflict((SELECT ok FROM a) AND {moved} AND (SELECT ok FROM o))"
 )
 WRITE_FREE_PARAMETERS = 32
 

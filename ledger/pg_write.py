@@ -11,11 +11,13 @@ totals are an unchanged account; locked ``FOR SHARE`` to the commit), each trans
 new (else a unique violation), each offline record still not on file, each folded call's row
 still in the state it was decided on (``ledger.pg_fold``) — and otherwise fails with a
 serialization failure (``ledger_conflict``, migration 0016): nothing of it written, the batch
-runs again from a fresh read. The shared accounts (``ledger.kinds.SHARED_KINDS``) move by delta
-as in a transaction: no decision reads their totals. So nothing waits on the daemon with a row
-locked: no "idle in transaction", no BEGIN or COMMIT round trip. A batch that needs more (an
-account to open, a call that does not fold, an offline record already on file, any job other
-than postings, calls and reads) runs in a transaction as before (``NeedsTransaction``).
+runs again from a fresh read. The read and the write's checked parts are functions whose
+plans are kept for the session (migration 0017), not made again for each batch. The shared
+accounts (``ledger.kinds.SHARED_KINDS``) move by delta as in a transaction: no decision reads
+their totals. So nothing waits on the daemon with a row locked: no "idle in transaction", no
+BEGIN or COMMIT round trip. A batch that needs more (an account to open, a call that does not
+fold, an offline record already on file, any job other than postings, calls and reads) runs in
+a transaction as before (``NeedsTransaction``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ is where the batch's transaction starts (nothing waits on the daemon with a row 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
 from unittest import mock
 
 import asyncpg  # type: ignore[import-untyped]
@@ -19,12 +20,14 @@ from ledger.core import (
     AccountFlags,
     Health,
     LedgerUnavailable,
+    OfflineRecord,
     Transfer,
     TransferResult,
     new_account,
 )
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
+from ledger.pg_batch_sql import WRITE_FREE
 from ledger.pg_connection import KeptAlive
 from ledger.pg_ledger import PgLedger
 from tests.support.pg import DSN, fresh_schema, until_waiting
@@ -50,11 +53,15 @@ async def _funded(ledger: PgLedger, fen: int) -> None:
 
 
 async def _meanwhile(
-    fen: int, load: Transfer, change: Callable[[asyncpg.Connection], Awaitable[None]]
+    fen: int,
+    load: Transfer,
+    change: Callable[[asyncpg.Connection], Awaitable[None]],
+    records: Sequence[OfflineRecord] = (),
 ) -> tuple[list[TransferResult], int, int, str, int]:
-    """``load`` posted on a fund of ``fen`` while another transaction holds the fund's row and,
-    once the batch's write waits for it, makes ``change``: the load's result, the fund's totals
-    after, the waiting statement, and how many transactions the writer opened meanwhile."""
+    """``load`` posted (with ``records``) on a fund of ``fen`` while another transaction holds
+    the fund's row and, once the batch's write waits for it, makes ``change``: the load's
+    result, the fund's totals after, the waiting statement, and how many transactions the
+    writer opened meanwhile."""
     async with fresh_schema() as schema:
         ledger = await PgLedger.open(DSN, schema=schema)
         other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
@@ -65,12 +72,12 @@ async def _meanwhile(
             await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", FUND)
             opened = mock.Mock(side_effect=_TRANSACTION)
             with mock.patch.object(KeptAlive, "transaction", lambda *a, **k: opened(*a, **k)):
-                posting = asyncio.create_task(ledger.post([load]))
+                posting = asyncio.create_task(ledger.post_and_record([load], records))
                 await until_waiting(other)
                 waiting = await other.fetchval(_WRITER)
                 await change(other)
                 await holding.commit()
-                result = await posting
+                result, _ = await posting
             found = (await ledger.balances([FUND]))[FUND]
             totals = found.debits_posted_fen, found.credits_posted_fen
             return result, *totals, waiting, opened.call_count
@@ -92,7 +99,7 @@ def test_a_fund_debited_between_the_read_and_the_write_is_read_again() -> None:
     result, debits, credits, waiting, transactions = asyncio.run(_meanwhile(100, load, debit_50))
     assert result == [TransferResult.INSUFFICIENT_FUNDS]
     assert (debits, credits) == (50, 100)
-    assert waiting.startswith("WITH t AS (INSERT")  # the write waits, not the read
+    assert waiting == WRITE_FREE[:20]  # the write waits, not the read
     assert transactions == 1  # the run again: in a transaction, its read locking the fund
 
 
@@ -124,6 +131,31 @@ def test_a_fund_closed_between_the_read_and_the_write_is_not_debited() -> None:
     assert result == [TransferResult.DEBIT_ACCOUNT_CLOSED]
     assert (debits, credits) == (0, 100)
     assert transactions == 1
+
+
+def test_an_offline_record_filed_between_the_read_and_the_write_is_read_again() -> None:
+    """The batch read the record as not on file; another process files it before the write
+    (its insert does nothing then): the write does not apply, the batch runs again in a
+    transaction and finds the record on file — kept as filed, not written twice."""
+    record = OfflineRecord(
+        "000000000001", 7, "P0000001", 3, "3100000000000001", "ED", 80, "a1b2c3d4",
+        "20261125101500", "load-80", 4,
+    )  # fmt: skip
+
+    async def filed(other: asyncpg.Connection) -> None:
+        await other.execute(
+            "INSERT INTO offline_records (psam_terminal_no, psam_serial, terminal_id, batch_no,"
+            " application_serial, purse, amount_fen, tac, card_datetime, transfer_id,"
+            " card_counter, received_at_us) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+            " $11, 1",
+            *(getattr(record, f.name) for f in dataclasses.fields(record)),
+        )
+
+    load = Transfer("load-80", FUND, IN_DOUBT, 80, 1)
+    result, debits, credits, _, transactions = asyncio.run(_meanwhile(100, load, filed, [record]))
+    assert result == [TransferResult.CREATED]
+    assert (debits, credits) == (80, 100)
+    assert transactions == 1  # the write refused; run again in a transaction
 
 
 def test_an_unchanged_fund_is_debited_once_with_no_transaction_open() -> None:
