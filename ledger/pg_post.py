@@ -49,6 +49,7 @@ import asyncpg  # type: ignore[import-untyped]
 from ledger import sql_rows as rows
 from ledger.core import Account, Transfer
 from ledger.kinds import is_shared
+from ledger.pg_arrays import text_arrays
 from ledger.pg_batch_sql import (
     INSERT_ACCOUNTS,
     LOAD,
@@ -173,20 +174,15 @@ async def post_jobs(
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
     if free:
-        read, write = statements(
+        sql = statements(
             _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
         )
     else:
-        read, write = statements(READ, WRITE, tuple(folds))
-    found = await connection.fetchrow(
-        read,
-        locking,
-        sorted(ids),
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        shared,
-        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
-    )
+        sql = statements(READ, WRITE, tuple(folds))
+    read, write = text_arrays(sql[0]), text_arrays(sql[1])  # arrays as literals (ledger.pg_arrays)
+    arguments = [locking, sorted(ids), [k[0] for k in keys], [k[1] for k in keys], shared]
+    arguments += [fold.keys([call for _, call in group]) for fold, group in folds.items()]
+    found = await connection.fetchrow(read.sql, *read.arguments(arguments))
     locked, known, on_file, unlocked = found[:4]
     if free and on_file:
         raise NeedsTransaction("offline records on file")
@@ -219,13 +215,11 @@ async def post_jobs(
     if batch.written or offline or any(column for column in moves):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
-            await connection.fetchval(
-                write, *free_arguments(batch, changed, offline, asked.checked), *moves
-            )
+            arguments = free_arguments(batch, changed, offline, asked.checked) + moves
+            await connection.fetchval(write.sql, *write.arguments(arguments))
             return
-        updated, applied = await connection.fetchrow(
-            write, *write_arguments(batch, changed, offline), *moves
-        )
+        arguments = write_arguments(batch, changed, offline) + moves
+        updated, applied = await connection.fetchrow(write.sql, *write.arguments(arguments))
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
     if late:
