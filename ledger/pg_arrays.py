@@ -1,14 +1,19 @@
-"""A group commit's array parameters sent as PostgreSQL array literals, one text value each.
+"""A group commit's write sends its array parameters as PostgreSQL array literals, one text
+value each.
 
-The batch's read and write (``ledger.pg_post``) carry their values as arrays, some forty of
-them in the write. asyncpg encodes an array parameter element by element, asking of every
-element whether it is itself a nested array (``isinstance`` against ``collections.abc``
-classes, a Python call each): for a batch of ten exchanges that is most of the write's cost in
-the daemon (~120 µs of ~150). An array literal (``{"a","b"}``, ``{1,2}``) is one ``str.join``;
-PostgreSQL parses it (``array_in``) as cheaply as it decodes the binary form. So a statement's
-``$n::type[]`` becomes ``$n::text::type[]`` and its list there is sent as the literal — same
-values, same NULLs, same order; a value of the wrong type still fails (TypeError), as asyncpg's
-own encoding would, never as a silently different array.
+The batch's write (``ledger.pg_post``) carries its values as some forty arrays. asyncpg encodes
+an array parameter element by element, asking of every element whether it is itself a nested
+array (``isinstance`` against ``collections.abc`` classes, a Python call each): for a batch of
+ten exchanges that is most of the write's cost in the daemon (~120 µs of ~150). An array
+literal (``{"a","b"}``, ``{1,2}``) is one ``str.join``. So a statement's ``$n::type[]`` becomes
+``$n::text::type[]`` and its list there is sent as the literal — same values, same NULLs, same
+order; a value of the wrong type still fails (TypeError), as asyncpg's own encoding would,
+never as a silently different array.
+
+Only where each array is read once — ``unnest``, ``cardinality`` — as in the write. The
+parsed array is not a constant to the planner: compared with ``= ANY`` it is parsed again for
+every row a scan filters (the batch's read so doubled the ledger backend's CPU), so
+:func:`text_arrays` refuses a statement with ``ANY``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ class TextArrays:
 
 @functools.lru_cache(maxsize=64)
 def text_arrays(sql: str) -> TextArrays:
-    """``sql`` with its array parameters of text, integers and booleans read from text.
+    """``sql`` with its array parameters of text, integers and booleans read from text (a
+    statement with ``ANY`` refused: see the module).
 
     >>> s = text_arrays("SELECT unnest($1::text[], $2::bigint[]), $3::int")
     >>> s.sql
@@ -56,6 +62,8 @@ def text_arrays(sql: str) -> TextArrays:
     >>> s.arguments([["x"], [5], 3])
     ['{"x"}', '{5}', 3]
     """
+    if re.search(r"\bANY\s*\(", sql, re.IGNORECASE):
+        raise ValueError("an array compared with ANY is parsed for every row: keep it binary")
     kinds: dict[int, str] = {}
 
     def rewrite(match: re.Match[str]) -> str:

@@ -179,10 +179,16 @@ async def post_jobs(
         )
     else:
         sql = statements(READ, WRITE, tuple(folds))
-    read, write = text_arrays(sql[0]), text_arrays(sql[1])  # arrays as literals (ledger.pg_arrays)
-    arguments = [locking, sorted(ids), [k[0] for k in keys], [k[1] for k in keys], shared]
-    arguments += [fold.keys([call for _, call in group]) for fold, group in folds.items()]
-    found = await connection.fetchrow(read.sql, *read.arguments(arguments))
+    read, write = sql[0], text_arrays(sql[1])  # the write's arrays as literals (ledger.pg_arrays)
+    found = await connection.fetchrow(
+        read,
+        locking,
+        sorted(ids),
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        shared,
+        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
+    )
     locked, known, on_file, unlocked = found[:4]
     if free and on_file:
         raise NeedsTransaction("offline records on file")

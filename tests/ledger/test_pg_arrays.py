@@ -64,6 +64,11 @@ def test_the_statement_reads_each_array_parameter_from_text() -> None:
     assert statement.arguments([["a"], [1.5], 2]) == ['{"a"}', [1.5], 2]  # numeric[]: as it was
 
 
+def test_an_array_compared_with_any_is_refused() -> None:
+    with pytest.raises(ValueError, match="ANY"):
+        text_arrays("SELECT id FROM accounts WHERE id = any ($1::text[])")
+
+
 def test_a_parameter_used_as_two_array_types_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\$1"):
         text_arrays("SELECT $1::text[], $1::bigint[]")
