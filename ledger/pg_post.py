@@ -49,7 +49,6 @@ import asyncpg  # type: ignore[import-untyped]
 from ledger import sql_rows as rows
 from ledger.core import Account, Transfer
 from ledger.kinds import is_shared
-from ledger.pg_arrays import text_arrays
 from ledger.pg_batch_sql import (
     INSERT_ACCOUNTS,
     LOAD,
@@ -174,12 +173,11 @@ async def post_jobs(
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
     if free:
-        sql = statements(
+        read, write = statements(
             _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
         )
     else:
-        sql = statements(READ, WRITE, tuple(folds))
-    read, write = sql[0], text_arrays(sql[1])  # the write's arrays as literals (ledger.pg_arrays)
+        read, write = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
         read,
         locking,
@@ -221,11 +219,13 @@ async def post_jobs(
     if batch.written or offline or any(column for column in moves):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
-            arguments = free_arguments(batch, changed, offline, asked.checked) + moves
-            await connection.fetchval(write.sql, *write.arguments(arguments))
+            await connection.fetchval(
+                write, *free_arguments(batch, changed, offline, asked.checked), *moves
+            )
             return
-        arguments = write_arguments(batch, changed, offline) + moves
-        updated, applied = await connection.fetchrow(write.sql, *write.arguments(arguments))
+        updated, applied = await connection.fetchrow(
+            write, *write_arguments(batch, changed, offline), *moves
+        )
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
     if late:
