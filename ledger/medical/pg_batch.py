@@ -13,8 +13,9 @@ transaction open ``ledger_conflict``), which runs again from a fresh read.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
@@ -124,9 +125,27 @@ class BillFold:
                 outcomes.append((record, False))
                 continue
             moves.append((record, to, effect, write.now_us))
-            records[write.bill_id] = moved = replace(record, state=to, updated_at_us=write.now_us)
+            records[write.bill_id] = moved = _moved(record, to, write.now_us)
             outcomes.append((moved, True))
         return Decided(outcomes, _columns(moves))
+
+
+def _moved(record: BillRecord, state: BillState, at_us: int) -> BillRecord:
+    """``record`` moved to ``state`` at ``at_us``: ``dataclasses.replace`` without its
+    field-by-field rebuild (a quarter of its cost; each exchange moves a bill).
+
+    >>> import datetime as dt
+    >>> from ledger.medical.bills import BillState as S
+    >>> r = BillRecord("B1", "H1", "N1", "C1", "P1", 2026, dt.date(2026, 1, 2), "d", None,
+    ...     None, S.OPEN, 1, 9, 1)
+    >>> m = _moved(r, S.APPROVED, 5)
+    >>> (m.state, m.updated_at_us, m.expires_at_us, r.state, r.updated_at_us)
+    (<BillState.APPROVED: 'approved'>, 5, 9, <BillState.OPEN: 'open'>, 1)
+    """
+    moved = copy.copy(record)  # a new record, not yet seen by anyone: set before it is shared
+    object.__setattr__(moved, "state", state)
+    object.__setattr__(moved, "updated_at_us", at_us)
+    return moved
 
 
 def _columns(moves: Sequence[tuple[BillRecord, BillState, str, int]]) -> list[list[Any]]:
