@@ -1,8 +1,8 @@
 """A framed TCP listener: length-prefixed frames in, a handler per frame, replies out.
 
-Many connections, several outstanding requests per connection (a task per frame; replies may
-leave out of order — terminals match them by STAN). Everything a peer can make the daemon hold
-has a bound:
+Many connections, several outstanding requests per connection (a handler's answer per frame;
+replies may leave out of order — terminals match them by STAN). Everything a peer can make the
+daemon hold has a bound:
 
 - **Requests in flight** per connection: at most ``in_flight_max`` handlers run for one
   connection. At the mark the transport stops reading (``pause_reading``): the peer's further
@@ -160,16 +160,17 @@ class _Connection(asyncio.Protocol):
         in_flight_max = self._settings.in_flight_max
         while self._waiting and self._in_flight < in_flight_max and not self._paused & _WRITING:
             self._in_flight += 1
-            self._listener.spawn(self._serve(self._waiting.popleft()))
+            self._listener.spawn(self, self._waiting.popleft())
         if self._waiting or self._in_flight >= in_flight_max:
             self._pause(_IN_FLIGHT)
 
-    async def _serve(self, frame: bytes) -> None:
-        reply: bytes | None = b""  # stays b"" if the handler raises (the task's callback logs)
-        try:
-            reply = await self._listener.handler(frame, self.peer)
-        finally:
-            self._answered(reply)
+    def served(self, answer: asyncio.Future[bytes | None]) -> None:
+        """A handler's answer is known (its future's callback: no task per frame here)."""
+        self._listener.done(answer)
+        reply: bytes | None = b""  # stays b"" if the handler failed or was cancelled
+        if not answer.cancelled() and answer.exception() is None:
+            reply = answer.result()
+        self._answered(reply)
 
     def _answered(self, reply: bytes | None) -> None:
         self._in_flight -= 1
@@ -302,7 +303,7 @@ class Listener:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._per_address: collections.Counter[str] = collections.Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[bytes | None]] = set()  # the handlers' answers
         self._warnings: RateLimitedWarnings | None = None
         self._draining = False
         self._emptied = asyncio.Event()
@@ -390,15 +391,22 @@ class Listener:
         if self._warnings is not None:
             self._warnings.warning(message, *args)
 
-    def spawn(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+    def spawn(self, connection: _Connection, frame: bytes) -> None:
+        """Hand ``frame`` to the handler; ``connection`` sends its answer. A handler that
+        returns a future (`switch.pipeline.Pipeline.handle`) costs no task here."""
+        answer: asyncio.Future[bytes | None]
+        try:
+            answer = asyncio.ensure_future(self.handler(frame, connection.peer))
+        except Exception as error:  # failed before it awaited: as if its awaitable raised
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(error)
+        self._tasks.add(answer)
+        answer.add_done_callback(connection.served)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request failed", exc_info=task.exception())
+    def done(self, answer: asyncio.Future[bytes | None]) -> None:
+        self._tasks.discard(answer)
+        if not answer.cancelled() and answer.exception() is not None:
+            log.error("request failed", exc_info=answer.exception())
 
     def stop_accepting(self) -> None:
         """The drain's first step: no new connection, no new request (idempotent)."""
