@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ledger.migrate import private_sqlite
 from ledger.writer.jobs import Call, Operation
 from messages.outcome import Outcome
-from switch.replies import Remembered, Replay, ReplyCache
+from switch.replies import Replay, ReplyCache
 from switch.reply_store import BATCH_MAX, DIGEST_BYTES
 
 log = logging.getLogger("medswitch.replies")
@@ -225,7 +225,7 @@ class FileReplyCache(ReplyCache):
             if key in self._entries or key in self._pending:
                 continue  # made in this run already (while the rows were read)
             at_s = now_s - (now_us - created_us) / 1_000_000
-            self._entries[key] = Remembered(row[:DIGEST_BYTES], row[DIGEST_BYTES:], at_s)
+            self._entries[key] = (row[:DIGEST_BYTES], row[DIGEST_BYTES:], at_s)
         log.info("response cache: %d replies of earlier runs", len(rows))
         if adopted:  # copied here, committed: the ledger's old rows can go
             try:
