@@ -33,7 +33,8 @@ daemon hold has a bound:
 reading on every connection, so no new request is taken; frames already read (in flight or
 queued) are answered; each connection closes once it has none left and its replies are flushed
 (``transport.close`` writes its buffer out first). :meth:`Listener.close` waits for that up to
-``drain_timeout_s``, then aborts what is left and cancels handlers still running.
+``drain_timeout_s``, then aborts what is left and stops waiting for the answers still
+outstanding (cancelled; a pipeline's work runs on: `switch.pipeline`).
 
 A connection that ends this way (drain, or an unanswerable frame) sends FIN once its replies
 are out and then reads and drops what the peer still sends for ``LINGER_S`` (longer while a
@@ -303,7 +304,7 @@ class Listener:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._per_address: collections.Counter[str] = collections.Counter()
-        self._tasks: set[asyncio.Future[bytes | None]] = set()  # the handlers' answers
+        self._answers: set[asyncio.Future[bytes | None]] = set()  # the handlers' answers
         self._warnings: RateLimitedWarnings | None = None
         self._draining = False
         self._emptied = asyncio.Event()
@@ -321,7 +322,7 @@ class Listener:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return len(self._answers)
 
     @property
     def write_buffered_bytes(self) -> int:
@@ -400,11 +401,11 @@ class Listener:
         except Exception as error:  # failed before it awaited: as if its awaitable raised
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(error)
-        self._tasks.add(answer)
+        self._answers.add(answer)
         answer.add_done_callback(connection.served)
 
     def done(self, answer: asyncio.Future[bytes | None]) -> None:
-        self._tasks.discard(answer)
+        self._answers.discard(answer)
         if not answer.cancelled() and answer.exception() is not None:
             log.error("request failed", exc_info=answer.exception())
 
@@ -422,7 +423,7 @@ class Listener:
 
     async def close(self, drain_timeout_s: float | None = None) -> None:
         """Stop accepting and reading, answer what was read, flush, close (bounded by the
-        drain timeout; then what is left is aborted and its handlers cancelled)."""
+        drain timeout; then what is left is aborted and its answers cancelled)."""
         self.stop_accepting()
         timeout_s = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         with contextlib.suppress(TimeoutError):
@@ -435,9 +436,9 @@ class Listener:
             )
         for connection in list(self._connections):
             connection.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=1.0)
+        for answer in list(self._answers):
+            answer.cancel()
+        if self._answers:
+            await asyncio.wait(set(self._answers), timeout=1.0)
         if self._server is not None:
             await self._server.wait_closed()
