@@ -1,8 +1,8 @@
 """A framed TCP listener: length-prefixed frames in, a handler per frame, replies out.
 
-Many connections, several outstanding requests per connection (a task per frame; replies may
-leave out of order — terminals match them by STAN). Everything a peer can make the daemon hold
-has a bound:
+Many connections, several outstanding requests per connection (a handler's answer per frame;
+replies may leave out of order — terminals match them by STAN). Everything a peer can make the
+daemon hold has a bound:
 
 - **Requests in flight** per connection: at most ``in_flight_max`` handlers run for one
   connection. At the mark the transport stops reading (``pause_reading``): the peer's further
@@ -33,7 +33,8 @@ has a bound:
 reading on every connection, so no new request is taken; frames already read (in flight or
 queued) are answered; each connection closes once it has none left and its replies are flushed
 (``transport.close`` writes its buffer out first). :meth:`Listener.close` waits for that up to
-``drain_timeout_s``, then aborts what is left and cancels handlers still running.
+``drain_timeout_s``, then aborts what is left and stops waiting for the answers still
+outstanding (cancelled; a pipeline's work runs on: `switch.pipeline`).
 
 A connection that ends this way (drain, or an unanswerable frame) sends FIN once its replies
 are out and then reads and drops what the peer still sends for ``LINGER_S`` (longer while a
@@ -160,16 +161,17 @@ class _Connection(asyncio.Protocol):
         in_flight_max = self._settings.in_flight_max
         while self._waiting and self._in_flight < in_flight_max and not self._paused & _WRITING:
             self._in_flight += 1
-            self._listener.spawn(self._serve(self._waiting.popleft()))
+            self._listener.spawn(self, self._waiting.popleft())
         if self._waiting or self._in_flight >= in_flight_max:
             self._pause(_IN_FLIGHT)
 
-    async def _serve(self, frame: bytes) -> None:
-        reply: bytes | None = b""  # stays b"" if the handler raises (the task's callback logs)
-        try:
-            reply = await self._listener.handler(frame, self.peer)
-        finally:
-            self._answered(reply)
+    def served(self, answer: asyncio.Future[bytes | None]) -> None:
+        """A handler's answer is known (its future's callback: no task per frame here)."""
+        self._listener.done(answer)
+        reply: bytes | None = b""  # stays b"" if the handler failed or was cancelled
+        if not answer.cancelled() and answer.exception() is None:
+            reply = answer.result()
+        self._answered(reply)
 
     def _answered(self, reply: bytes | None) -> None:
         self._in_flight -= 1
@@ -302,7 +304,7 @@ class Listener:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._per_address: collections.Counter[str] = collections.Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._answers: set[asyncio.Future[bytes | None]] = set()  # the handlers' answers
         self._warnings: RateLimitedWarnings | None = None
         self._draining = False
         self._emptied = asyncio.Event()
@@ -320,7 +322,7 @@ class Listener:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return len(self._answers)
 
     @property
     def write_buffered_bytes(self) -> int:
@@ -390,15 +392,22 @@ class Listener:
         if self._warnings is not None:
             self._warnings.warning(message, *args)
 
-    def spawn(self, work: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+    def spawn(self, connection: _Connection, frame: bytes) -> None:
+        """Hand ``frame`` to the handler; ``connection`` sends its answer. A handler that
+        returns a future (`switch.pipeline.Pipeline.handle`) costs no task here."""
+        answer: asyncio.Future[bytes | None]
+        try:
+            answer = asyncio.ensure_future(self.handler(frame, connection.peer))
+        except Exception as error:  # failed before it awaited: as if its awaitable raised
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(error)
+        self._answers.add(answer)
+        answer.add_done_callback(connection.served)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request failed", exc_info=task.exception())
+    def done(self, answer: asyncio.Future[bytes | None]) -> None:
+        self._answers.discard(answer)
+        if not answer.cancelled() and answer.exception() is not None:
+            log.error("request failed", exc_info=answer.exception())
 
     def stop_accepting(self) -> None:
         """The drain's first step: no new connection, no new request (idempotent)."""
@@ -414,7 +423,7 @@ class Listener:
 
     async def close(self, drain_timeout_s: float | None = None) -> None:
         """Stop accepting and reading, answer what was read, flush, close (bounded by the
-        drain timeout; then what is left is aborted and its handlers cancelled)."""
+        drain timeout; then what is left is aborted and its answers cancelled)."""
         self.stop_accepting()
         timeout_s = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         with contextlib.suppress(TimeoutError):
@@ -427,9 +436,9 @@ class Listener:
             )
         for connection in list(self._connections):
             connection.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=1.0)
+        for answer in list(self._answers):
+            answer.cancel()
+        if self._answers:
+            await asyncio.wait(set(self._answers), timeout=1.0)
         if self._server is not None:
             await self._server.wait_closed()

@@ -39,6 +39,7 @@ sent and the connection stays open.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -170,17 +171,33 @@ def ledger_unavailable(error: BaseException) -> bool:
 
 
 class _Exchange:
-    """One request's progress, shared by its work and the wait that bounds it."""
+    """One request's progress, shared by its work, its answer and the deadline sweep."""
 
-    __slots__ = ("late", "mac_key")
+    __slots__ = ("answer", "deadline", "late", "mac_key", "message", "peer", "request", "work")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, request: Any, message: Message, peer: str, answer: asyncio.Future[bytes | None]
+    ) -> None:
+        self.request, self.message, self.peer = request, message, peer
+        self.answer = answer  # what the listener awaits: the work's reply, or the late 96
+        self.deadline = 0.0  # the loop's time by which it is answered
+        self.work: asyncio.Task[None] | None = None
         self.mac_key: Any = None  # set once admitted: a late 96 is sealed under it
         self.late = False  # answered 96 at the deadline; the work goes on
 
 
+#: How often the deadline sweep drops finished exchanges that a slow one ahead of them keeps
+#: (the sweep otherwise runs at the oldest running exchange's deadline).
+SWEEP_S = 1.0
+
+
 class Pipeline(Generic[Req, Rep, Key, Party]):
-    """The listener's handler for one link (``handle``)."""
+    """The listener's handler for one link (``handle``).
+
+    Per request: one task (the work) and one future (its answer), no timer. The deadlines are
+    kept by one sweep per pipeline: the exchanges in flight, in arrival order, and one timer at
+    the oldest running one's deadline (or `SWEEP_S`, whichever is sooner), which answers the
+    late ones 96 (their work goes on; its reply is remembered, not sent)."""
 
     def __init__(
         self,
@@ -195,55 +212,101 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         self.replies = replies
         self.metrics = metrics
         self.response_timeout_s = response_timeout_s
-        self._late: set[asyncio.Task[bytes]] = set()  # work answered 96 that still runs
+        self._late: set[asyncio.Task[None]] = set()  # work answered 96 (or abandoned) running
+        self._flight: collections.deque[_Exchange] = collections.deque()  # in arrival order
+        self._sweep: asyncio.TimerHandle | None = None
+        self._answering: set[asyncio.Task[None]] = set()  # late 96s being sealed
         self._format_warnings = RateLimitedWarnings(link.log)  # a flood must not fill the disk
 
     @property
     def late(self) -> int:
-        """Requests answered 96 at their deadline whose work still runs."""
+        """Requests answered 96 at their deadline (or whose answer nobody awaits any more: the
+        listener's drain gave up) whose work still runs."""
+        self._keep_abandoned()
         return len(self._late)
 
     async def settle_late(self, timeout_s: float) -> int:
         """Wait (at most ``timeout_s``) for the work answered 96 that still runs, so that a
         drain closes the ledger only after it; returns how many are still running."""
+        self._keep_abandoned()
         if self._late:
             await asyncio.wait(set(self._late), timeout=timeout_s)
         return len(self._late)
 
-    async def handle(self, payload: bytes, peer: str) -> bytes | None:
+    def handle(self, payload: bytes, peer: str) -> asyncio.Future[bytes | None]:
+        """The reply to ``payload`` (a future: cancelling it leaves the work running)."""
         link = self.link
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes | None] = loop.create_future()
         trace.frame(link.name, "in", peer, payload, link.codec)  # if tracing (switch.trace)
         try:
             read = link.read(payload, peer)
         except CodecError as err:
             self.metrics.format_errors.labels(link.name).inc()
             self._format_warnings.warning("%s: format error from %s: %s", link.name, peer, err)
-            answer = link.format_error(payload, err)
-            if answer:
-                trace.frame(link.name, "out", peer, answer, link.codec)
-            return answer  # None: no message type the interface defines; the listener closes
+            refusal = link.format_error(payload, err)
+            if refusal:
+                trace.frame(link.name, "out", peer, refusal, link.codec)
+            answer.set_result(refusal)  # None: no message type defined; the listener closes
+            return answer
         if read is None:
-            return b""
+            answer.set_result(b"")
+            return answer
         message, request = read
-        loop = asyncio.get_running_loop()
-        exchange = _Exchange()
-        work = loop.create_task(self._work(request, message, payload, exchange))
-        waiter = loop.create_future()
-        work.add_done_callback(lambda _: _wake(waiter))
-        timer = loop.call_later(self.response_timeout_s, _wake, waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:  # the listener's task (shutdown): the work goes on
-            self._keep(work)
-            raise
-        finally:
-            timer.cancel()
-        if work.done():
-            answer = work.result()
-        else:
-            answer = await self._timed_out(request, message, work, exchange)
-        trace.frame(link.name, "out", peer, answer, link.codec)
+        exchange = _Exchange(request, message, peer, answer)
+        exchange.deadline = loop.time() + self.response_timeout_s
+        exchange.work = loop.create_task(self._run(exchange, payload))
+        flight = self._flight
+        while flight and flight[0].work.done():  # type: ignore[union-attr]
+            flight.popleft()  # finished: most leave in about the order they came
+        flight.append(exchange)
+        if self._sweep is None:
+            self._sweep = loop.call_at(min(exchange.deadline, loop.time() + SWEEP_S), self._swept)
         return answer
+
+    async def _run(self, exchange: _Exchange, payload: bytes) -> None:
+        """The work, its reply the exchange's answer unless it was answered 96 already."""
+        try:
+            encoded = await self._work(exchange.request, exchange.message, payload, exchange)
+        except Exception as error:  # the 96 could not be sealed either
+            if exchange.late or exchange.answer.done():
+                self.link.log.error("%s: late work failed", self.link.name, exc_info=error)
+            else:
+                exchange.answer.set_exception(error)
+            return
+        if not exchange.late and not exchange.answer.done():
+            link = self.link
+            trace.frame(link.name, "out", exchange.peer, encoded, link.codec)
+            exchange.answer.set_result(encoded)
+
+    def _swept(self) -> None:
+        """The sweep's timer: answer 96 what passed its deadline; keep what still runs."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        next_at = now + SWEEP_S
+        running: collections.deque[_Exchange] = collections.deque()
+        for exchange in self._flight:
+            if exchange.work.done():  # type: ignore[union-attr]
+                continue
+            running.append(exchange)
+            if exchange.late or exchange.answer.done():
+                continue  # answered already (or nobody awaits it): the work just runs on
+            if exchange.deadline <= now:
+                self._timed_out(exchange)
+            else:
+                next_at = min(next_at, exchange.deadline)
+        self._flight = running
+        if running:
+            self._sweep = loop.call_at(next_at, self._swept)
+
+    def _keep_abandoned(self) -> None:
+        """Work whose answer was cancelled (the listener's drain) runs on: kept as late."""
+        for exchange in self._flight:
+            work = exchange.work
+            assert work is not None
+            if exchange.answer.cancelled() and not work.done() and work not in self._late:
+                self._keep(work)
 
     async def _work(
         self, request: Req, message: Message, payload: bytes, exchange: _Exchange
@@ -256,9 +319,7 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             served = self._fault(request, error, exchange)
         if isinstance(served, Repeat):
             if not exchange.late:
-                self.metrics.answered(
-                    link.name, transaction_type(request), message.mti, "repeat"
-                )
+                self.metrics.answered(link.name, transaction_type(request), message.mti, "repeat")
             return served.original
         reply, mac_key, handler, replay, reason, bill = served
         try:
@@ -333,14 +394,14 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
         return Served(refusal, exchange.mac_key, handler, reason=reason)
 
-    async def _timed_out(
-        self, request: Req, message: Message, work: asyncio.Task[bytes], exchange: _Exchange
-    ) -> bytes:
+    def _timed_out(self, exchange: _Exchange) -> None:
         """The deadline passed first: 96 now (not remembered); the work goes on."""
         exchange.late = True
-        self._keep(work)
+        assert exchange.work is not None
+        self._keep(exchange.work)
         link = self.link
-        envelope = link.envelope(request, message)
+        request = exchange.request
+        envelope = link.envelope(request, exchange.message)
         link.log.warning(
             "%s: no answer within %.1f s (%s): answered 96; its work goes on",
             link.name,
@@ -350,18 +411,22 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
         refusal = link.refuse(request, Outcome.SYSTEM_FAULT)
         kind = transaction_type(request)
         self.metrics.answered(link.name, kind, refusal.mti, refusal.response_code)
-        return await link.seal(refusal, exchange.mac_key)
+        sealing = asyncio.get_running_loop().create_task(self._answer_late(exchange, refusal))
+        self._answering.add(sealing)
+        sealing.add_done_callback(self._answering.discard)
 
-    def _keep(self, work: asyncio.Task[bytes]) -> None:
+    async def _answer_late(self, exchange: _Exchange, refusal: Rep) -> None:
+        try:
+            encoded = await self.link.seal(refusal, exchange.mac_key)
+        except Exception as error:  # the listener logs it (and sends nothing)
+            if not exchange.answer.done():
+                exchange.answer.set_exception(error)
+            return
+        if not exchange.answer.done():
+            link = self.link
+            trace.frame(link.name, "out", exchange.peer, encoded, link.codec)
+            exchange.answer.set_result(encoded)
+
+    def _keep(self, work: asyncio.Task[None]) -> None:
         self._late.add(work)
-        work.add_done_callback(self._late_done)
-
-    def _late_done(self, work: asyncio.Task[bytes]) -> None:
-        self._late.discard(work)
-        if not work.cancelled() and work.exception() is not None:  # seal failed: said once
-            self.link.log.error("%s: late work failed", self.link.name, exc_info=work.exception())
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        work.add_done_callback(self._late.discard)

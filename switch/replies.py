@@ -13,20 +13,18 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import NamedTuple
 
 from messages.outcome import Outcome
 
 Replay = tuple[str, bytes]  # (message key, digest of the request)
 
 
-class Remembered(NamedTuple):
-    """A reply kept (one per exchange: a named tuple, built in a third of a frozen
-    dataclass's time)."""
-
-    digest: bytes  # of the request's MAC block: what makes two requests "the same"
-    reply: bytes  # the encoded reply, byte for byte
-    at_s: float
+#: A reply kept (one per exchange): the digest of the request's MAC block (what makes two
+#: requests "the same"), the encoded reply byte for byte, and when (monotonic seconds). A plain
+#: tuple of bytes and a float: the garbage collector stops tracking it at its first collection
+#: (a named tuple stays tracked: every later collection of its generation would traverse it,
+#: for as long as the cache holds it).
+Remembered = tuple[bytes, bytes, float]
 
 
 class ReplyCache:
@@ -42,7 +40,7 @@ class ReplyCache:
 
     def get(self, key: str) -> Remembered | None:
         found = self._entries.get(key)
-        if found is not None and time.monotonic() - found.at_s > self._age_max_s:
+        if found is not None and time.monotonic() - found[2] > self._age_max_s:
             del self._entries[key]
             return None
         return found
@@ -67,7 +65,7 @@ class ReplyCache:
             return None  # a new request, as most are: no lookup more
         remembered = self.get(key)
         if remembered is not None:
-            return remembered.reply if remembered.digest == digest else Outcome.DUPLICATE
+            return remembered[1] if remembered[0] == digest else Outcome.DUPLICATE
         pending = self.pending(key)
         if pending is None:
             return None
@@ -107,7 +105,7 @@ class ReplyCache:
                 waiting.set_result(reply)
         if reply is None:
             return
-        self._entries[key] = Remembered(digest, reply, time.monotonic())
+        self._entries[key] = (digest, reply, time.monotonic())
         self._entries.move_to_end(key)
         while len(self._entries) > self._entries_max:
             self._entries.popitem(last=False)

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from ledger.migrate import private_sqlite
 from ledger.writer.jobs import Call, Operation
 from messages.outcome import Outcome
-from switch.replies import Remembered, Replay, ReplyCache
+from switch.replies import Replay, ReplyCache
 from switch.reply_store import BATCH_MAX, DIGEST_BYTES
 
 log = logging.getLogger("medswitch.replies")
@@ -191,8 +191,8 @@ class FileReplyCache(ReplyCache):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="medswitch-replies")
         self._file: ReplyFile | None = None  # opened on the thread by the first job
         self._queued: list[tuple[str, bytes]] = []  # replies waiting for the next write
-        self._group: asyncio.Future[None] | None = None  # resolved once they are written
-        self._writing: asyncio.Future[None] | None = None  # the write running on the thread
+        self._group: _Written | None = None  # resolved once they are written
+        self._writing: _Written | None = None  # the group being written on the thread
         self._flush_due = False
         self._loaded: asyncio.Future[None] | None = None
         with contextlib.suppress(RuntimeError):  # on a loop (the daemon's start): read now
@@ -225,7 +225,7 @@ class FileReplyCache(ReplyCache):
             if key in self._entries or key in self._pending:
                 continue  # made in this run already (while the rows were read)
             at_s = now_s - (now_us - created_us) / 1_000_000
-            self._entries[key] = Remembered(row[:DIGEST_BYTES], row[DIGEST_BYTES:], at_s)
+            self._entries[key] = (row[:DIGEST_BYTES], row[DIGEST_BYTES:], at_s)
         log.info("response cache: %d replies of earlier runs", len(rows))
         if adopted:  # copied here, committed: the ledger's old rows can go
             try:
@@ -239,7 +239,7 @@ class FileReplyCache(ReplyCache):
         if reply is None:
             return
         if self._group is None:  # the replies of this turn (and of any while a write runs)
-            self._group = asyncio.get_running_loop().create_future()
+            self._group = _Written(loop=asyncio.get_running_loop())
         self._queued.append((key, digest + reply))
         self._schedule()
 
@@ -249,7 +249,7 @@ class FileReplyCache(ReplyCache):
         group = self._group  # the one its finish() joined: nothing ran in between
         if replay is not None and group is not None:
             with contextlib.suppress(Exception):  # logged once; the ledger stays idempotent
-                await asyncio.shield(group)
+                await group  # shared by its replies, and not cancelled by one of them
         return encoded
 
     async def close(self) -> None:
@@ -263,7 +263,7 @@ class FileReplyCache(ReplyCache):
             if self._writing is None:
                 break
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._writing)
+                await self._writing
         if self._sync_due is not None:  # closing checkpoints the file
             self._sync_due.cancel()
             self._sync_due = None
@@ -288,18 +288,30 @@ class FileReplyCache(ReplyCache):
         if purge:
             self._purged_at_s = time.monotonic()
         rows_max = self._entries_max
+        loop = asyncio.get_running_loop()
 
-        def write(file: ReplyFile) -> None:
-            file.store(rows, now_us, expires_us)
-            if purge:
-                file.purge(now_us, rows_max)
+        def write() -> None:  # on the thread: the loop hears once, when the group is written
+            error: Exception | None = None
+            try:
+                file = self._opened()
+                file.store(rows, now_us, expires_us)
+                if purge:
+                    file.purge(now_us, rows_max)
+            except Exception as failed:
+                error = failed
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(self._written, group, error)
 
-        self._writing = writing = self._run(write)
-        writing.add_done_callback(lambda done: self._written(group, done))
+        self._writing = group
+        self._thread.submit(write)
 
-    def _written(self, group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
+    def _written(self, group: _Written, error: Exception | None) -> None:
         self._writing = None
-        _settle(group, done)
+        if error is None:
+            group.set_result(None)
+        else:
+            log.error("response cache write failed: %s", error)
+            group.set_exception(error)
         if self._sync_due is None:  # to the disk within SYNC_EVERY_S (the next write may wait)
             self._sync_due = asyncio.get_running_loop().call_later(SYNC_EVERY_S, self._sync)
         if self._queued:
@@ -312,24 +324,23 @@ class FileReplyCache(ReplyCache):
     def _run(self, work: Callable[[ReplyFile], T]) -> asyncio.Future[T]:
         """``work`` on the file's thread (a future of the loop's: no task per write)."""
 
-        def call() -> T:
-            if self._file is None:
-                self._file = ReplyFile(replies_file(self._ledger_file))
-            return work(self._file)
+        return asyncio.get_running_loop().run_in_executor(
+            self._thread, lambda: work(self._opened())
+        )
 
-        return asyncio.get_running_loop().run_in_executor(self._thread, call)
+    def _opened(self) -> ReplyFile:
+        """The file (opened on the thread by its first job)."""
+        if self._file is None:
+            self._file = ReplyFile(replies_file(self._ledger_file))
+        return self._file
 
 
-def _settle(group: asyncio.Future[None], done: asyncio.Future[None]) -> None:
-    if group.done():
-        return
-    if done.cancelled():
-        group.cancel()
-    elif (error := done.exception()) is not None:
-        log.error("response cache write failed: %s", error)
-        group.set_exception(error)
-    else:
-        group.set_result(None)
+class _Written(asyncio.Future[None]):
+    """A group of replies' write, awaited by the work of each of them: a cancelled one of
+    those does not cancel it for the others (in place of a shield per reply)."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
 
 
 def _logged(done: asyncio.Future[None]) -> None:

@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from messages.outcome import Outcome
-from switch.replies import Remembered, Replay, ReplyCache
+from switch.replies import Replay, ReplyCache
 
 log = logging.getLogger("medswitch.replies")
 A = TypeVar("A")
@@ -97,7 +97,7 @@ class SharedReplyCache(ReplyCache):
             # between this check and the caller's begin())
             return await super().earlier(key, digest)
         stored_digest, reply = row[:DIGEST_BYTES], row[DIGEST_BYTES:]
-        self._entries[key] = Remembered(stored_digest, reply, time.monotonic())
+        self._entries[key] = (stored_digest, reply, time.monotonic())
         return reply if stored_digest == digest else Outcome.DUPLICATE
 
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:

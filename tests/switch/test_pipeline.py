@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import uvloop
@@ -22,13 +22,12 @@ from ledger.writer.process import ProcessWriter, Restarts
 from messages import terminal_table
 from messages.codec import Message
 from messages.errors import CodecError
-from messages.outcome import Outcome
 from messages.terminal import DebitAdvice, SignOn, SignOnReply, TerminalReply
-from routing.table import Route
 from switch.metrics import Metrics
-from switch.pipeline import Admitted, Pipeline
+from switch.pipeline import Pipeline
 from switch.replies import ReplyCache
 from tests.support.daemon import CODEC, Daemon, Terminal, now, running_daemon
+from tests.support.echo_link import Answer, EchoLink
 from tests.support.kiosk import issue_card_with_keys, issue_psam, kiosk_load, pos_purchase
 from tests.support.on_file import PsamOnFile
 
@@ -170,65 +169,6 @@ def test_a_ledger_whose_writer_ended_is_answered_96_at_once_without_a_traceback(
 
 def _key(pos: Terminal, advice: DebitAdvice) -> str:
     return f"{pos.terminal_id}|{advice.batch}|{advice.stan}|0220"
-
-
-class Answer(NamedTuple):
-    mti: str
-    response_code: str
-
-
-class Request(str):
-    """An `EchoLink` request: its text; no card, no amount for the log line."""
-
-    def card_number(self) -> str | None:
-        return None
-
-    def amount(self) -> int | None:
-        return None
-
-
-class EchoLink:
-    """A link of the pipeline in miniature: a frame is ``MTI|key|content``; every request
-    is admitted, remembered by its key, and routed to ``handler``; a reply is ``MTI|code``."""
-
-    name = "test"
-    log = logging.getLogger("medswitch.test")
-    codec = CODEC  # the frame trace's (an interface it does not trace: not read)
-
-    def __init__(self, handler: Callable[[str, Any], Awaitable[Answer]]) -> None:
-        self.route_to = Route("test", "0200", handler=handler)
-
-    def read(self, payload: bytes, peer: str) -> tuple[Message, str]:
-        mti, _, rest = payload.decode().partition("|")
-        return Message(mti, {}), Request(rest)
-
-    def format_error(self, payload: bytes, err: CodecError) -> bytes | None:
-        return None
-
-    async def admit(self, request: str, message: Message, payload: bytes) -> Admitted[str, None]:
-        key, _, content = request.partition("|")
-        return Admitted("mac", key, content.encode(), None)
-
-    def route(self, request: str, message: Message) -> Route:
-        return self.route_to
-
-    async def context(self, request: str, admitted: Admitted[str, None]) -> None:
-        return None
-
-    async def answered(self, request: str, reply: Answer, admitted: Admitted[str, None]) -> str:
-        return "mac"
-
-    def why(self, context: Any) -> None:
-        return None
-
-    def refuse(self, request: str, outcome: Outcome) -> Answer:
-        return Answer("0210", outcome.code)
-
-    async def seal(self, reply: Answer, mac_key: str | None) -> bytes:
-        return f"{reply.mti}|{reply.response_code}".encode()
-
-    def envelope(self, request: str, message: Message) -> dict[str, str | None]:
-        return {"key": request.partition("|")[0]}
 
 
 def test_a_failing_handler_is_answered_96_with_its_traceback_logged_and_nothing_kept(

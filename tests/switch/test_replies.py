@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -61,3 +62,18 @@ def test_bounded_in_entries() -> None:
         assert len(cache) == 3 and cache.get("0") is None and cache.get("4") is not None
 
     asyncio.run(main())
+
+
+def test_a_kept_reply_leaves_the_garbage_collectors_generations() -> None:
+    """The cache holds one entry per exchange for a day: after a collection the collector no
+    longer tracks (nor traverses) them."""
+
+    async def main() -> None:
+        cache = ReplyCache()
+        cache.begin("k", b"d")
+        await cache.remember(("k", b"d"), asyncio.sleep(0, result=b"reply"))
+        gc.collect()
+        kept = cache.get("k")
+        assert kept is not None and not gc.is_tracked(kept)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))

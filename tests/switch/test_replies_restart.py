@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -204,3 +205,45 @@ def test_a_key_written_again_is_read_as_its_newest_row(tmp_path: Path) -> None:
         assert file.purge(now_us + 2 * 10**9, 10) == 3  # all expired by then
     finally:
         file.close()
+
+
+class NoLedger:
+    """No ledger's writer: nothing to adopt from a ledger file that has no old table."""
+
+    async def submit(self, op: object) -> object:
+        raise AssertionError("not used")
+
+
+def test_a_cancelled_reply_does_not_cancel_the_write_its_group_shares(tmp_path: Path) -> None:
+    """The replies of one loop turn wait for one write: one of them cancelled while it runs
+    leaves the others' wait (and the write) alone; that one ends cancelled after it."""
+    path = tmp_path / "ledger.db"
+
+    async def main() -> None:
+        cache = FileReplyCache(path, NoLedger())
+        await cache.load()
+        held = threading.Event()
+        busy = cache._run(lambda file: held.wait(10))  # the file's thread busy: the write waits
+        try:
+            works = []
+            for key in ("a", "b", "c"):
+                cache.begin(key, DIGEST)
+                reply = asyncio.sleep(0, result=f"reply {key}".encode())
+                works.append(asyncio.ensure_future(cache.remember((key, DIGEST), reply)))
+            await asyncio.sleep(0.05)
+            works[1].cancel()
+            await asyncio.sleep(0.05)
+            assert not any(work.done() for work in works)  # all three wait for the write
+            held.set()
+            await busy
+            done = await asyncio.gather(*works, return_exceptions=True)
+            assert done[0] == b"reply a" and done[2] == b"reply c"
+            assert isinstance(done[1], asyncio.CancelledError)
+        finally:
+            held.set()
+            await cache.close()
+        with contextlib.closing(sqlite3.connect(replies_file(path))) as db:
+            rows = dict(db.execute("SELECT message_key, response FROM replies").fetchall())
+        assert rows == {key: DIGEST + f"reply {key}".encode() for key in "abc"}
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
