@@ -135,7 +135,13 @@ async def _post_and_complete(
     # the pooled share it will likely post: the bill is the debit's institution's
     likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, paid[0], 1))
     (results, before), completed = await context.ledger.post_and_call(  # type: ignore[attr-defined]
-        transfers, on_file, ev.debit_accounts, write, ev.bill_completion_postings, likely
+        transfers,
+        on_file,
+        ev.debit_accounts,
+        write,
+        ev.bill_completion_postings,
+        likely,
+        ev.paid_bill,
     )
     outcomes = [_OUTCOMES.get(r, ev.Outcome.REFUSED) for r in results]
     await _review(context, [debit], transfers, paid, outcomes, before)
@@ -147,13 +153,13 @@ async def _post_and_complete(
         return True
     if isinstance(completed, BaseException):
         raise completed
-    (record, changed), posted = completed
+    (paid_bill, changed), posted = completed
     before = outcomes[0] is ev.Outcome.ALREADY_POSTED
     if changed == before:  # completed after its upload, or paid twice: else no note, no coroutine
         await _note_completion(context, bill_id, amount, changed, before)
     if not posted:  # no pooled share, nothing posted: outcome_of would say NOTHING_TO_POST
         return True
-    completion = ev.bill_completion_transfers(ev.bill_completion(record))
+    completion = ev.bill_completion_transfers(paid_bill)
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
 
