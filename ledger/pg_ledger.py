@@ -228,8 +228,8 @@ class PgLedger(Ledger):
         records: Sequence[OfflineRecord] = (),
         *,
         opening: Opening | None = None,
-    ) -> tuple[list[TransferResult], dict[str, Balance]]:
-        result: tuple[list[TransferResult], dict[str, Balance]] = await self._submit(
+    ) -> tuple[list[TransferResult], dict[str, int]]:
+        result: tuple[list[TransferResult], dict[str, int]] = await self._submit(
             "post_and_record", list(transfers), list(records), opening
         )
         return result

@@ -20,7 +20,6 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ledger.core import (
     Account,
-    Balance,
     OfflineRecord,
     Opening,
     QueuedReversal,
@@ -40,11 +39,11 @@ Postings = Callable[[Any], tuple[Sequence[Transfer], Opening | None]]
 
 # -- answers ---------------------------------------------------------------------------------
 class Posted(NamedTuple):
-    """A `PostAndRecord`'s answer: each transfer's result, and the balances the touched accounts
-    that existed had just before."""
+    """A `PostAndRecord`'s answer: each transfer's result, and the balances (``balance_fen``)
+    the touched accounts that existed had just before."""
 
     results: list[TransferResult]
-    before: dict[str, Balance]
+    before: dict[str, int]
 
 
 class CalledAndPosted(NamedTuple, Generic[T]):

@@ -113,7 +113,7 @@ def test_a_debit_its_call_and_the_postings_named_commit_as_one() -> None:
                 [debit], [], opening, Count("b", store), share(2), likely("b", 2)
             )
             assert results == [TransferResult.EXISTS]
-            assert before[TARGET.id].credits_posted_fen == 9
+            assert before[TARGET.id] == 9  # credited 7 + 2, in fen by its normal side
             assert outcome == ("b", [TransferResult.CREATED])
             # A refused call: nothing of it written, the debit posted.
             fresh = Transfer("debit-2", SOURCE.id, TARGET.id, 1, 1)
