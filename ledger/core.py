@@ -149,8 +149,8 @@ class Balance:
         return self.credits_posted_fen - self.debits_posted_fen
 
     def __reduce__(self) -> tuple[Callable[..., Balance], tuple[object, ...]]:
-        """Its values, the kind and flags by value, rebuilt in one call: the writer process
-        sends two per posting (``Posted.before``), each enum on its own cost more."""
+        """Its values, the kind and flags by value, rebuilt in one call (the writer process's
+        answers to `Balances` reads): each enum on its own cost more."""
         values = self.debits_posted_fen, self.credits_posted_fen, self.closed
         return _balance, (self.account_id, self.kind._value_, self.flags._value_, *values)
 
@@ -298,10 +298,11 @@ class Ledger(abc.ABC):
         records: Sequence[OfflineRecord] = (),
         *,
         opening: Opening | None = None,
-    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+    ) -> tuple[list[TransferResult], dict[str, int]]:
         """`post` (not linked) then `record_offline` in one round and one transaction (the
-        records behind the postings): the post's results, and the balances the touched
-        accounts that existed had just before it. A transfer naming an account that does not
+        records behind the postings): the post's results, and the balances (`Balance.balance_fen`:
+        what a caller reads, and all a writer process sends back) the touched accounts that
+        existed had just before it. A transfer naming an account that does not
         exist first gets the accounts ``opening`` gives for it opened (the core remembers a
         refusal for a missing account under the id, so a transfer must not meet its accounts
         missing). Records' own results are those of `record_offline`, not returned."""

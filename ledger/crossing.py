@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 
 from ledger import core
-from ledger.events import TransferCode
+from ledger.events import BillCompletion, TransferCode
 from ledger.kinds import AccountKind
 from ledger.medical import service, sql_writes
 from ledger.medical.accumulators import Totals
@@ -25,8 +25,8 @@ def sqlite_writer() -> Crossing:
     enums: tuple[type[enum.Enum], ...] = (core.AccountFlags, core.AccountResult, core.CloseResult)
     enums += (core.TransferResult, AccountKind, TransferCode, BillState, Coverage, Category)
     enums += (Reason, Share)
-    # core.Balance pickles by its own __reduce__ (enums by value, slots set directly)
+    # core.Balance and bills.BillRecord pickle by their own __reduce__ (enums by value)
     records: tuple[type, ...] = (core.Transfer, core.OfflineRecord, core.Account)
     records += (Totals, sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite)
-    records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS
+    records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS + (BillCompletion,)
     return Crossing(enums=enums, records=records, kept=(Bill, Split))

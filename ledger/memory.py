@@ -91,7 +91,7 @@ class MemoryModel:
         transfers: Sequence[Transfer],
         records: Sequence[OfflineRecord],
         opening: Opening | None,
-    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+    ) -> tuple[list[TransferResult], dict[str, int]]:
         before, wanted = before_and_missing(self.accounts, transfers, opening)
         open_missing(self.accounts, wanted)
         batch = Batch(self.accounts, self.remembered)
@@ -166,7 +166,7 @@ class MemoryLedger(Ledger):
         records: Sequence[OfflineRecord] = (),
         *,
         opening: Opening | None = None,
-    ) -> tuple[list[TransferResult], dict[str, Balance]]:
+    ) -> tuple[list[TransferResult], dict[str, int]]:
         return self.model.post_and_record(transfers, records, opening)
 
     async def balances(self, ids: Sequence[str]) -> dict[str, Balance]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -52,7 +52,7 @@ from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
 from ledger.pg_fold import BatchConflict, NeedsTransaction
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
-from ledger.writer.jobs import PostedThenCalled, Postings
+from ledger.writer.jobs import PostedThenCalled, Postings, briefed
 
 RETRIES_MAX = 3
 _RETRYABLE = (
@@ -228,8 +228,8 @@ class PgLedger(Ledger):
         records: Sequence[OfflineRecord] = (),
         *,
         opening: Opening | None = None,
-    ) -> tuple[list[TransferResult], dict[str, Balance]]:
-        result: tuple[list[TransferResult], dict[str, Balance]] = await self._submit(
+    ) -> tuple[list[TransferResult], dict[str, int]]:
+        result: tuple[list[TransferResult], dict[str, int]] = await self._submit(
             "post_and_record", list(transfers), list(records), opening
         )
         return result
@@ -242,17 +242,19 @@ class PgLedger(Ledger):
         call: LedgerCall,
         postings: Postings,
         likely: Sequence[Transfer] = (),
+        brief: Callable[[Any], Any] | None = None,
     ) -> PostedThenCalled[Any]:
         """:meth:`post_and_record`, then — when every transfer is in the ledger (posted now or
         before) — ``call`` (a write of another store on this database, with the others of its
         kind in the batch) and the postings its value names, all in one transaction and one
         commit: a card debit, the bill it completes and the bill's pooled share
         (``ledger.pg_post``). ``likely``: the postings the call will probably name, read with
-        the debit's (a guess that misses costs a read)."""
+        the debit's (a guess that misses costs a read); ``brief``: what of the call's value the
+        caller reads (``SqliteLedger.post_and_call``'s)."""
         found: PostedThenCalled[Any] = await self._submit(
             "post_and_call", list(transfers), list(records), opening, call, postings, list(likely)
         )
-        return found
+        return PostedThenCalled(found.posted, briefed(brief, found.called))
 
     async def call(self, call: LedgerCall) -> Any:
         """``call`` (a write of another store on this database: a bill's transition) in a

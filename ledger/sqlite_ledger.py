@@ -10,9 +10,9 @@ writer per file, one commit per group, no wait for SQLite's write lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ledger.core import (
     Account,
@@ -109,15 +109,17 @@ class SqliteLedger(Ledger):
         call: j.Write[T],
         postings: j.Postings,
         likely: Sequence[Transfer] = (),
-    ) -> j.PostedThenCalled[T]:
+        brief: Callable[[T], Any] | None = None,
+    ) -> j.PostedThenCalled[Any]:
         """:meth:`post_and_record`, then — when every transfer is in the ledger (posted now or
         before) — ``call`` (a write of another store on this file, in its savepoint) and the
         postings it names, all in one writer round and one transaction: a card debit, the bill
         it completes and the bill's pooled share (`ledger.writer.jobs.PostThenCall`).
         ``likely`` is for `PgLedger.post_and_call`'s sake: the writer reads what it needs
-        without a round trip."""
-        op = j.PostThenCall(list(transfers), list(records), opening, call, postings)
-        found: j.PostedThenCalled[T] = await self.writer.submit(op)
+        without a round trip. ``brief``: what of the call's value comes back (it must pickle:
+        the writer process applies it)."""
+        op = j.PostThenCall(list(transfers), list(records), opening, call, postings, brief)
+        found: j.PostedThenCalled[Any] = await self.writer.submit(op)
         return found
 
     async def post_and_record(

@@ -34,7 +34,13 @@ from ledger.core import (
     TransferResult,
     new_account,
 )
-from ledger.kinds import ALLOWED_PAIRS, NEVER_NEGATIVE_KINDS, AccountKind, account_id
+from ledger.kinds import (
+    ALLOWED_PAIRS,
+    DEBIT_NORMAL_KINDS,
+    NEVER_NEGATIVE_KINDS,
+    AccountKind,
+    account_id,
+)
 
 R = TransferResult
 
@@ -54,6 +60,13 @@ class AccountState:
     @classmethod
     def opened(cls, account: Account) -> AccountState:
         return cls(account.id, account.kind, account.owner, account.flags)
+
+    @property
+    def balance_fen(self) -> int:
+        """`Balance.balance_fen`, without the `Balance`."""
+        if self.kind in DEBIT_NORMAL_KINDS:
+            return self.debits_posted_fen - self.credits_posted_fen
+        return self.credits_posted_fen - self.debits_posted_fen
 
     def balance(self) -> Balance:
         return Balance(
@@ -201,12 +214,12 @@ class Batch:
 
 def before_and_missing(
     accounts: Mapping[str, AccountState], transfers: Sequence[Transfer], opening: Opening | None
-) -> tuple[dict[str, Balance], list[Account]]:
+) -> tuple[dict[str, int], list[Account]]:
     """For :meth:`ledger.core.Ledger.post_and_record` (every ledger): the balances of the
     touched accounts in ``accounts`` (those that exist) before the post, and the accounts
     ``opening`` gives for the transfers naming one not there, once each. The SQL ledgers then
     load those that exist (:func:`open_missing` needs them) before opening the rest."""
-    before: dict[str, Balance] = {}
+    before: dict[str, int] = {}
     wanted: dict[str, Account] = {}
     for transfer in transfers:
         found = 0
@@ -215,7 +228,7 @@ def before_and_missing(
             if state is not None:
                 found += 1
                 if touched not in before:
-                    before[touched] = state.balance()
+                    before[touched] = state.balance_fen
         if found < 2 and opening is not None:
             for account in opening(transfer):
                 wanted.setdefault(account.id, account)

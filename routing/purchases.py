@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Sequence
 
 from ledger import events as ev
-from ledger.core import Balance, OfflineRecord, Transfer, TransferResult
+from ledger.core import OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review
 from ledger.kinds import AccountKind as K
 from ledger.medical.bills import BillStateError
@@ -135,7 +135,13 @@ async def _post_and_complete(
     # the pooled share it will likely post: the bill is the debit's institution's
     likely = ev.bill_completion_transfers(ev.BillCompletion(bill_id, paid[0], 1))
     (results, before), completed = await context.ledger.post_and_call(  # type: ignore[attr-defined]
-        transfers, on_file, ev.debit_accounts, write, ev.bill_completion_postings, likely
+        transfers,
+        on_file,
+        ev.debit_accounts,
+        write,
+        ev.bill_completion_postings,
+        likely,
+        ev.paid_bill,
     )
     outcomes = [_OUTCOMES.get(r, ev.Outcome.REFUSED) for r in results]
     await _review(context, [debit], transfers, paid, outcomes, before)
@@ -147,13 +153,13 @@ async def _post_and_complete(
         return True
     if isinstance(completed, BaseException):
         raise completed
-    (record, changed), posted = completed
+    (paid_bill, changed), posted = completed
     before = outcomes[0] is ev.Outcome.ALREADY_POSTED
     if changed == before:  # completed after its upload, or paid twice: else no note, no coroutine
         await _note_completion(context, bill_id, amount, changed, before)
     if not posted:  # no pooled share, nothing posted: outcome_of would say NOTHING_TO_POST
         return True
-    completion = ev.bill_completion_transfers(ev.bill_completion(record))
+    completion = ev.bill_completion_transfers(paid_bill)
     return (await ev.outcome_of(context.ledger, f"bill|{bill_id}", completion, posted)).ok
 
 
@@ -204,7 +210,7 @@ _PREFIXES = {
 
 async def _post(
     context: RequestContext, transfers: Sequence[Transfer], on_file: Sequence[OfflineRecord]
-) -> tuple[list[ev.Outcome], dict[str, Balance]]:
+) -> tuple[list[ev.Outcome], dict[str, int]]:
     """One submission (``Ledger.post_and_record``: one writer round, the records behind
     their postings), and the touched accounts' balances just before it. A card or
     institution without accounts gets them first, in the same round: the core remembers a
@@ -226,7 +232,7 @@ async def _review(
     transfers: Sequence[Transfer],
     paid: Sequence[str],
     outcomes: Sequence[ev.Outcome],
-    before: dict[str, Balance],
+    before: dict[str, int],
 ) -> None:
     """Anomalies beside the postings: a refusal; for new debits, a PSAM of another institution
     than the terminal's, a shadow below zero after the debit (from the balance read before the
@@ -252,8 +258,7 @@ async def _review(
         account = transfer.debit_account_id  # the card's shadow of the debit's purse
         left = running.get(account)
         if left is None:
-            held = before.get(account)
-            left = 0 if held is None else held.balance_fen
+            left = before.get(account, 0)
         running[account] = left = left - amount
         if left < 0:
             await review(ledger, ev.ReviewReason.SHADOW_BELOW_ZERO, debit.subject, left)

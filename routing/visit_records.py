@@ -55,7 +55,10 @@ FILE_DIFFERS = "the card's visit file differs from the centre's copies"
 
 
 def diagnoses_of(wanted: BillData) -> tuple[str, ...]:
-    """The request's ICD-10 codes ("J45.9,I10"); RecordFormatError when they do not fit."""
+    """The request's ICD-10 codes ("J45.9,I10"); RecordFormatError when they do not fit.
+    Neither codes nor a department (a settlement without a card book): nothing to check."""
+    if not wanted.diagnoses and not wanted.department:
+        return ()
     codes = tuple(c.strip() for c in (wanted.diagnoses or "").split(",") if c.strip())
     Visit("20000101", "X", wanted.department or "", codes, "00" * 8, 0, 0, 0, 0).encode()
     return codes

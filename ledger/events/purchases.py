@@ -154,6 +154,13 @@ def bill_completion(record: BillRecord) -> BillCompletion:
     return BillCompletion(record.bill_id, record.institution_id, record.split.pooled_fen)
 
 
+def paid_bill(found: tuple[BillRecord, bool]) -> tuple[BillCompletion, bool]:
+    """What an advice reads of the bill its debit completed (a ``post_and_call``'s ``brief``,
+    run on the ledger's writer): its completion, and whether the debit moved it — not the
+    whole record back across the writer process's wire."""
+    return bill_completion(found[0]), found[1]
+
+
 def bill_completion_postings(
     found: tuple[BillRecord, bool],
 ) -> tuple[list[Transfer], Callable[[Transfer], list[Account]]]:

@@ -144,6 +144,40 @@ class BillRecord:
     expires_at_us: int
     updated_at_us: int
 
+    def __reduce__(self) -> tuple[Callable[..., BillRecord], tuple[object, ...]]:
+        """Its values, the day by ordinal and the state by value, rebuilt in one call: the
+        writer process answers each approval with a record, which pickle's default (a dict of
+        names, the date and enum each reduced) took twice as long both ways to send."""
+        day = self.service_date
+        return _bill_record, (
+            self.bill_id, self.institution_id, self.his_bill_no, self.card_no, self.person_id,
+            self.year, day.toordinal() if type(day) is dt.date else day, self.request_digest,
+            self.bill, self.split, self.state._value_, self.created_at_us, self.expires_at_us,
+            self.updated_at_us,
+        )  # fmt: skip
+
+
+_STATES = {state._value_: state for state in BillState}
+_new = object.__new__
+
+
+def _bill_record(
+    bill_id: str, institution_id: str, his_bill_no: str, card_no: str, person_id: str,
+    year: int, day: int | dt.date, request_digest: str, bill: Bill, split: Split, state: str,
+    created_at_us: int, expires_at_us: int, updated_at_us: int,
+) -> BillRecord:  # fmt: skip
+    """A `BillRecord` as `BillRecord.__reduce__` gave it, its fields set without its frozen
+    ``__init__``."""
+    record: BillRecord = _new(BillRecord)
+    record.__dict__.update(
+        bill_id=bill_id, institution_id=institution_id, his_bill_no=his_bill_no,
+        card_no=card_no, person_id=person_id, year=year,
+        service_date=dt.date.fromordinal(day) if type(day) is int else day,
+        request_digest=request_digest, bill=bill, split=split, state=_STATES[state],
+        created_at_us=created_at_us, expires_at_us=expires_at_us, updated_at_us=updated_at_us,
+    )  # fmt: skip
+    return record
+
 
 def check_transition(record: BillRecord, target: BillState) -> Effect | None:
     """The accumulator effect of moving `record` to `target`; None when it already is there."""

@@ -312,20 +312,21 @@ def yuan(fen: int) -> str:
 
 
 def explain(split: Split) -> tuple[str, ...]:
-    """Lines a receipt or a statement prints (amounts in yuan, two decimals)."""
+    """Lines a receipt or a statement prints (amounts in yuan, two decimals); the enums'
+    ``_value_``, as ``.value`` (a Python property on 3.11) gives it: a receipt per settlement."""
     out = [
         f"policy {split.policy_year} rules v{split.rules_version} catalogue v"
-        f"{split.catalogue_version} level {split.institution_level} {split.category.value}"
+        f"{split.catalogue_version} level {split.institution_level} {split.category._value_}"
     ]
     for line in split.lines:
-        coverage = line.coverage.value if line.coverage else "-"
+        coverage = line.coverage._value_ if line.coverage else "-"
         out.append(
             f"{line.number:>3} {line.code} {line.name} [{coverage}] {line.quantity} x "
             f"{yuan(line.unit_price_fen)} = {yuan(line.amount_fen)}"
         )
         for part in line.parts:  # loops, not extend(generator): a receipt per settlement
             out.append(
-                f"      {part.share.value:<16} {yuan(part.amount_fen):>10}  {part.reason.value}"
+                f"      {part.share._value_:<16} {yuan(part.amount_fen):>10}  {part.reason._value_}"
             )
     for note in split.notes:
         out.append(f"note: {note}")

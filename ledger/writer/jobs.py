@@ -20,7 +20,6 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from ledger.core import (
     Account,
-    Balance,
     OfflineRecord,
     Opening,
     QueuedReversal,
@@ -40,11 +39,11 @@ Postings = Callable[[Any], tuple[Sequence[Transfer], Opening | None]]
 
 # -- answers ---------------------------------------------------------------------------------
 class Posted(NamedTuple):
-    """A `PostAndRecord`'s answer: each transfer's result, and the balances the touched accounts
-    that existed had just before."""
+    """A `PostAndRecord`'s answer: each transfer's result, and the balances (``balance_fen``)
+    the touched accounts that existed had just before."""
 
     results: list[TransferResult]
-    before: dict[str, Balance]
+    before: dict[str, int]
 
 
 class CalledAndPosted(NamedTuple, Generic[T]):
@@ -61,6 +60,18 @@ class PostedThenCalled(NamedTuple, Generic[T]):
 
     posted: Posted
     called: CalledAndPosted[T] | BaseException | None
+
+
+def briefed(brief: Callable[[Any], Any] | None, outcome: Any) -> Any:
+    """A `PostThenCall`'s call outcome as its caller reads it: a `CalledAndPosted`'s value
+    through ``brief`` (when there is one); None or the exception as they are.
+
+    >>> briefed(len, CalledAndPosted("abc", [])).value
+    3
+    """
+    if brief is None or not isinstance(outcome, CalledAndPosted):
+        return outcome
+    return CalledAndPosted(brief(outcome.value), outcome.results)
 
 
 # -- writes ----------------------------------------------------------------------------------
@@ -106,13 +117,15 @@ class CallThenPost:
 class PostThenCall:
     """A `PostAndRecord`, then — when every transfer is in the ledger (posted now or before) —
     a `CallThenPost`, all in one transaction: a card debit, the bill it completes and the
-    bill's pooled share. Answer: `PostedThenCalled`."""
+    bill's pooled share. Answer: `PostedThenCalled`, the call's value as ``brief`` gives it
+    when there is one (what of it the caller reads: the rest is not sent back)."""
 
     transfers: list[Transfer]
     records: list[OfflineRecord]
     opening: Opening | None
     write: Write[Any]
     postings: Postings
+    brief: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -348,7 +348,8 @@ class SqliteStore(OfflineRecords):
             for n, (job, post) in enumerate(chained):
                 ran = calls.get(n)
                 outcome = None if ran is None else ran.error or ran.value
-                job.value = j.PostedThenCalled(post.value, outcome)
+                assert isinstance(job.op, j.PostThenCall)
+                job.value = j.PostedThenCalled(post.value, j.briefed(job.op.brief, outcome))
         changed = dict.fromkeys([a.id for a in opened] + list(batch.dirty))
         write_values(
             self.conn, _WRITE_ACCOUNTS, [rows.account_row(batch.accounts[a]) for a in changed]

@@ -112,7 +112,8 @@ def test_postings_that_cannot_be_made_roll_the_write_back(tmp_path: Path) -> Non
 
 def test_a_post_then_the_call_its_money_allows(tmp_path: Path) -> None:
     """`post_and_call`: the debit posted first; the call and its postings only when the debit
-    is in the ledger (now or before); a refused call leaves the debit posted."""
+    is in the ledger (now or before); a refused call leaves the debit posted. Its ``brief``
+    gives what of a call's value comes back; a refusal or no call comes back as it is."""
     path = tmp_path / "ledger.db"
     debit = Transfer("debit-1", SOURCE.id, TARGET.id, 7, 1)
 
@@ -127,20 +128,20 @@ def test_a_post_then_the_call_its_money_allows(tmp_path: Path) -> None:
         assert outcome == ("a", [TransferResult.CREATED])
         # The same debit again (an advice sent twice): in the ledger before, so the call runs.
         (results, before), outcome = await ledger.post_and_call(
-            [debit], [], opening, write_counter("b"), postings(2, [])
+            [debit], [], opening, write_counter("b"), postings(2, []), brief=str.upper
         )
-        assert results == [TransferResult.EXISTS] and before[TARGET.id].credits_posted_fen == 9
-        assert outcome == ("b", [TransferResult.CREATED])
+        assert results == [TransferResult.EXISTS] and before[TARGET.id] == 9  # 7 + 2, in fen
+        assert outcome == ("B", [TransferResult.CREATED])
         # A refused call: its write is rolled back, the debit stays.
         fresh = Transfer("debit-2", SOURCE.id, TARGET.id, 1, 1)
         (results, _), outcome = await ledger.post_and_call(
-            [fresh], [], opening, write_counter("c", fail=True), postings(2, [])
+            [fresh], [], opening, write_counter("c", fail=True), postings(2, []), brief=str.upper
         )
         assert results == [TransferResult.CREATED] and isinstance(outcome, LookupError)
         # A debit the ledger refuses (its id taken by other data): no call at all.
         clash = Transfer("debit-1", SOURCE.id, TARGET.id, 8, 1)
         (results, _), outcome = await ledger.post_and_call(
-            [clash], [], opening, write_counter("d"), postings(2, [])
+            [clash], [], opening, write_counter("d"), postings(2, []), brief=str.upper
         )
         assert results == [TransferResult.EXISTS_WITH_DIFFERENT_DATA] and outcome is None
         assert (await ledger.balances([TARGET.id]))[TARGET.id].credits_posted_fen == 7 + 2 + 2 + 1

@@ -110,11 +110,11 @@ def test_a_debit_its_call_and_the_postings_named_commit_as_one() -> None:
             assert outcome == ("a", [TransferResult.CREATED])
             # The same debit again (an advice sent twice): in the ledger, so the call runs.
             (results, before), outcome = await ledger.post_and_call(
-                [debit], [], opening, Count("b", store), share(2), likely("b", 2)
+                [debit], [], opening, Count("b", store), share(2), likely("b", 2), str.upper
             )
             assert results == [TransferResult.EXISTS]
-            assert before[TARGET.id].credits_posted_fen == 9
-            assert outcome == ("b", [TransferResult.CREATED])
+            assert before[TARGET.id] == 9  # credited 7 + 2, in fen by its normal side
+            assert outcome == ("B", [TransferResult.CREATED])  # the value as brief gives it
             # A refused call: nothing of it written, the debit posted.
             fresh = Transfer("debit-2", SOURCE.id, TARGET.id, 1, 1)
             (results, _), outcome = await ledger.post_and_call(

@@ -1,5 +1,6 @@
-"""The writer's heavy answers (a bill's record, the balances before a posting) cross to the
-daemon equal, every field of the same type; a balance smaller than by its fields (issue 25)."""
+"""The writer's answers (a bill's record, a paid bill's completion, the balances before a
+posting) cross to the daemon equal, every field of the same type; a balance (a `Balances`
+read's) smaller than by its fields (issue 25)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from ledger.core import AccountFlags, Balance, TransferResult
 from ledger.crossing import sqlite_writer
+from ledger.events import BillCompletion
 from ledger.kinds import AccountKind
 from ledger.medical.accumulators import ZERO
 from ledger.medical.bills import BillRecord, BillState
@@ -53,8 +55,10 @@ def _record(state: BillState) -> BillRecord:
 
 RECORDS = [_record(state) for state in BillState]
 ANSWER = PostedThenCalled(
-    Posted([TransferResult.CREATED, TransferResult.EXISTS], dict(enumerate(BALANCES[:2]))),  # type: ignore[arg-type]
-    CalledAndPosted((RECORDS[0], True), [TransferResult.CREATED]),
+    Posted([TransferResult.CREATED, TransferResult.EXISTS], {"ed:1": -1, "payins:h1": 10**15}),
+    CalledAndPosted(
+        (BillCompletion("9054CA9CBE34A38E", "H001", 5_001), True), [TransferResult.CREATED]
+    ),
 )
 
 
@@ -92,13 +96,17 @@ def test_a_balance_pickles_smaller_than_by_its_fields(balance: Balance) -> None:
 def test_the_answers_cross_the_wire_equal_and_smaller() -> None:
     wire = Wire(sqlite_writer())
     sent, received = Sent(wire), Received(wire)
+    message: list[tuple[int, object, None]]
     message = [(n, ANSWER if n % 2 else (record, False), None) for n, record in enumerate(RECORDS)]
+    message.append((len(message), BALANCES, None))
     data = sent.dump(message)
     got = received.load(data)
     assert got == message
     answer = got[1][1]
-    assert _fields(answer.called.value[0]) == _fields(RECORDS[0])
-    assert [_fields(b) for b in answer.posted.before.values()] == [_fields(b) for b in BALANCES[:2]]
-    assert answer.posted.before[0].kind is AccountKind.PERSONAL_FUND
+    assert _fields(got[0][1][0]) == _fields(RECORDS[0])
+    assert _fields(answer.called.value[0]) == _fields(ANSWER.called.value[0])  # type: ignore[union-attr]
+    assert answer.posted.before == ANSWER.posted.before
+    assert [_fields(b) for b in got[-1][1]] == [_fields(b) for b in BALANCES]
+    assert got[-1][1][0].kind is AccountKind.PERSONAL_FUND
     assert type(answer.posted.results[0]) is TransferResult
     assert len(data) < len(pickle.dumps(message, PROTOCOL))

@@ -369,6 +369,7 @@ def test_the_split_answer_carries_every_receipt_line_or_says_how_many_more() -> 
     that ends with how many lines more and where to see them (the old answer dropped lines
     silently: a receipt showed 1 of 4). The shares are the split's."""
     import datetime as dt
+    from dataclasses import replace
 
     from ledger.medical.accumulators import ZERO
     from ledger.medical.bills import BillRecord, BillState
@@ -392,6 +393,9 @@ def test_the_split_answer_carries_every_receipt_line_or_says_how_many_more() -> 
         short.split.personal_account_fen,
         short.split.self_pay_fen,
     )
+    assert answer.visit_script is None
+    scripted = split_answer(short, b"\x00\xe2\x00\x00")  # with the visit's APPEND RECORD
+    assert scripted == replace(answer, visit_script=b"\x00\xe2\x00\x00")
     long = record(tuple(BillLine("A01", n, 1200) for n in range(1, 13)))
     assert len("\n".join(explain(long.split)).encode()) > EXPLANATION_BYTES_MAX
     explanation = split_answer(long).explanation
