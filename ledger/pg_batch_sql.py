@@ -100,7 +100,7 @@ WRITE = (
 #: submission after the write), then the inserts: a write that locked a person first and then
 #: waited for a payable would deadlock with a batch holding that payable and locking the person.
 #: The accounts' part and the inserts are functions with kept plans (migration 0017), as are
-#: the bills' fold's moves (0019): only the statement's calls of them are planned for each batch.
+#: the bills' fold's moves (0018): only the statement's calls of them are planned for each batch.
 WRITE_FREE = (
     "WITH a AS MATERIALIZED (SELECT ledger_batch_accounts($9::text[], $10::bigint[],"
     " $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[],"

@@ -9,7 +9,7 @@ The fold reads the batch's bills without a lock and decides each transition in P
 the bills' rows, each moved only from the state it was decided on, each person's accumulators
 once — and a bill moved meanwhile fails the batch's write (``BatchConflict``, or with no
 transaction open ``ledger_conflict``), which runs again from a fresh read. The read and the
-moves are functions whose plans are kept (migration 0019): the batch plans only their calls.
+moves are functions whose plans are kept (migration 0018): the batch plans only their calls.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ Check = Callable[[BillRecord], BillState]
 PERSON_LOCK = 1835361395  # the people's advisory locks' class (migration 0008)
 _TYPES = ("varchar", "varchar", "varchar", "bigint", "int", "boolean", "varchar", "int")
 _SIGNS = {"commit": 1, "void": -1, "release": 0, "none": 0}  # on the person's accumulators
-#: The bill's row as ``medical_bills_read`` returns it (``medical_bill_row``, migration 0019).
+#: The bill's row as ``medical_bills_read`` returns it (``medical_bill_row``, migration 0018).
 BILL_ROW = ", ".join("b." + c.strip() for c in BILL_COLUMNS.split(","))
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
@@ -75,12 +75,12 @@ class BillFold:
     width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
     def read_sql(self, keys: int) -> str:
-        """The bills as ``medical_bills_read`` (migration 0019) reads them: a kept plan."""
+        """The bills as ``medical_bills_read`` (migration 0018) reads them: a kept plan."""
         return f"SELECT medical_bills_read(${keys}::varchar[])"
 
     def write_ctes(self, first: int, name: str) -> str:
         """The batch's moves together, as ``medical_transition`` (migration 0008) makes one,
-        by ``medical_bills_move`` (migration 0019: a kept plan): the people's locks of the moves
+        by ``medical_bills_move`` (migration 0018: a kept plan): the people's locks of the moves
         with an effect, in order; every bill moved only from the state it was decided on; each
         person's accumulators by the sum of the effects (``sign`` times the bill's delta),
         once. Materialized: it runs once, where the write's answer first asks for it (after

@@ -1,6 +1,6 @@
 """The PostgreSQL ledger's batch with no transaction open reads and checks through functions
 whose plans are kept for the session (migration 0017), and the bills' transitions folded into
-its batches read and move their bills through two more (0019): one generic plan per statement,
+its batches read and move their bills through two more (0018): one generic plan per statement,
 made once. A generic plan made on small tables must not scan them (a scan kept while ``transfers``
 grows is what once cost two thirds of the ledger's throughput), so each plan, made here on
 empty tables, is index lookups only. The plans are read as ``auto_explain`` gives them (a

@@ -1,4 +1,4 @@
-"""The bills' fold's functions (migration 0019), called as the ledger's batch calls them:
+"""The bills' fold's functions (migration 0018), called as the ledger's batch calls them:
 ``medical_bills_read`` returns the bills with the columns the store's decoder reads, and
 ``medical_bills_move`` moves the batch's bills only from the states they were decided on —
 one bill moved meanwhile and nothing of the batch's moves is kept (the batch's write fails) —

@@ -19,7 +19,7 @@ index lookups whatever the tables' size when it is made.
 
 Nothing on SQLite.
 
-Revision ID: 0019_fold_plans
+Revision ID: 0018_fold_plans
 Revises: 0017_ledger_plans
 Create Date: 2026-12-08
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0019_fold_plans"
+revision = "0018_fold_plans"
 down_revision = "0017_ledger_plans"
 branch_labels = None
 depends_on = None
