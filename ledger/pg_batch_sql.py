@@ -99,8 +99,8 @@ WRITE = (
 #: (the accounts, the card's then the shared ones, then the people's: the folds' moves, a
 #: submission after the write), then the inserts: a write that locked a person first and then
 #: waited for a payable would deadlock with a batch holding that payable and locking the person.
-#: The accounts' part and the inserts are functions with kept plans (migration 0017): only the
-#: folds' CTEs are planned for each batch.
+#: The accounts' part and the inserts are functions with kept plans (migration 0017), as are
+#: the bills' fold's moves (0018): only the statement's calls of them are planned for each batch.
 WRITE_FREE = (
     "WITH a AS MATERIALIZED (SELECT ledger_batch_accounts($9::text[], $10::bigint[],"
     " $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[],"

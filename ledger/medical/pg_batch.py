@@ -8,7 +8,8 @@ The fold reads the batch's bills without a lock and decides each transition in P
 ``medical_transition`` (migration 0008) moves one — the people's locks in person order, then
 the bills' rows, each moved only from the state it was decided on, each person's accumulators
 once — and a bill moved meanwhile fails the batch's write (``BatchConflict``, or with no
-transaction open ``ledger_conflict``), which runs again from a fresh read.
+transaction open ``ledger_conflict``), which runs again from a fresh read. The read and the
+moves are functions whose plans are kept (migration 0018): the batch plans only their calls.
 """
 
 from __future__ import annotations
@@ -23,17 +24,15 @@ import asyncpg  # type: ignore[import-untyped]
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillRecord, BillState, check_transition
 from ledger.medical.split import Split
+from ledger.medical.sql_writes import BILL_COLUMNS
 from ledger.pg_fold import Decided, Fold, FoldedCall
 
 Check = Callable[[BillRecord], BillState]
 PERSON_LOCK = 1835361395  # the people's advisory locks' class (migration 0008)
 _TYPES = ("varchar", "varchar", "varchar", "bigint", "int", "boolean", "varchar", "int")
 _SIGNS = {"commit": 1, "void": -1, "release": 0, "none": 0}  # on the person's accumulators
-_TOTALS = ("eligible_fen", "deductible_fen", "pooled_fen", "personal_account_fen", "self_pay_fen")
-_NAMES = ", ".join(_TOTALS)
-_DELTAS = ", ".join(f"b.d_{name}" for name in _TOTALS)
-_SUMS = ", ".join(f"sum(m.sign * m.d_{name})" for name in _TOTALS)
-_ADDS = ", ".join(f"{name} = a.{name} + excluded.{name}" for name in _TOTALS)
+#: The bill's row as ``medical_bills_read`` returns it (``medical_bill_row``, migration 0018).
+BILL_ROW = ", ".join("b." + c.strip() for c in BILL_COLUMNS.split(","))
 Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
 
 
@@ -69,36 +68,25 @@ class BillFold:
     """The bills' transitions of a batch in its read and write (``ledger.pg_fold.Fold``)."""
 
     def __init__(self, decoder: Decoder, bill_row: str) -> None:
-        self._decoder, self._bill_row = decoder, bill_row
+        if bill_row != BILL_ROW:  # what the decoder reads is what the read's function returns
+            raise ValueError(f"the bills' fold reads {BILL_ROW}, not {bill_row}")
+        self._decoder = decoder
 
     width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
     def read_sql(self, keys: int) -> str:
-        return f"SELECT array_agg(ROW({self._bill_row})) FROM medical_bills AS b" + (
-            f" WHERE b.bill_id = ANY(${keys}::varchar[])"
-        )
+        """The bills as ``medical_bills_read`` (migration 0018) reads them: a kept plan."""
+        return f"SELECT medical_bills_read(${keys}::varchar[])"
 
     def write_ctes(self, first: int, name: str) -> str:
-        """The batch's moves together, as ``medical_transition`` (migration 0008) makes one:
-        the people's locks of the moves with an effect, in order; every bill moved only from
-        the state it was decided on; each person's accumulators by the sum of the effects
-        (``sign`` times the bill's delta), once."""
-        b, f, t, n, sign, lock, p, y = (f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
-        return (
-            f"{name}l AS (SELECT pg_advisory_xact_lock({PERSON_LOCK}, hashtext(k.p || '/' || k.y))"
-            f" FROM (SELECT DISTINCT x.p, x.y FROM unnest({p}, {y}, {lock}) AS x(p, y, k)"
-            "  WHERE x.k ORDER BY x.p, x.y) AS k),"
-            f" {name}m AS (UPDATE medical_bills AS b SET state = u.t, updated_at_us = u.n"
-            f"  FROM unnest({b}, {f}, {t}, {n}, {sign}) AS u(b, f, t, n, s)"
-            f"  WHERE b.bill_id = u.b AND b.state = u.f AND (SELECT count(*) FROM {name}l) >= 0"
-            f"  RETURNING b.person_id, b.year, u.s AS sign, {_DELTAS}),"
-            f" {name}a AS (INSERT INTO medical_accumulators AS a (person_id, year, {_NAMES})"
-            f"  SELECT m.person_id, m.year, {_SUMS} FROM {name}m AS m WHERE m.sign <> 0"
-            "  GROUP BY m.person_id, m.year ORDER BY m.person_id, m.year"
-            f"  ON CONFLICT (person_id, year) DO UPDATE SET {_ADDS},"
-            "  lock_version = a.lock_version + 1),"
-            f" {name} AS (SELECT (SELECT count(*) FROM {name}m) = cardinality({b}) AS ok)"
-        )
+        """The batch's moves together, as ``medical_transition`` (migration 0008) makes one,
+        by ``medical_bills_move`` (migration 0018: a kept plan): the people's locks of the moves
+        with an effect, in order; every bill moved only from the state it was decided on; each
+        person's accumulators by the sum of the effects (``sign`` times the bill's delta),
+        once. Materialized: it runs once, where the write's answer first asks for it (after
+        the accounts' locks, before the inserts)."""
+        columns = ", ".join(f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
+        return f"{name} AS MATERIALIZED (SELECT medical_bills_move({columns}) AS ok)"
 
     def keys(self, calls: Sequence[Any]) -> list[Any]:
         return list(dict.fromkeys(call.bill_id for call in calls))

@@ -1,6 +1,7 @@
 """The PostgreSQL ledger's batch with no transaction open reads and checks through functions
-whose plans are kept for the session (migration 0017): one generic plan per statement, made
-once. A generic plan made on small tables must not scan them (a scan kept while ``transfers``
+whose plans are kept for the session (migration 0017), and the bills' transitions folded into
+its batches read and move their bills through two more (0018): one generic plan per statement,
+made once. A generic plan made on small tables must not scan them (a scan kept while ``transfers``
 grows is what once cost two thirds of the ledger's throughput), so each plan, made here on
 empty tables, is index lookups only. The plans are read as ``auto_explain`` gives them (a
 superuser's session; skipped where the test's role cannot load it)."""
@@ -29,9 +30,16 @@ _CALLS = (
     " ARRAY[5::bigint], ARRAY['TAC'], ARRAY['20261208000000'], ARRAY['t1'], ARRAY[1], 1, 1)",
 )
 _INNER_STATEMENTS = 4 + 2 + 2  # the reads; the lock and the update; the two inserts
+_FOLD_CALLS = (
+    "SELECT medical_bills_read(ARRAY['B1', 'B2']::varchar[])",
+    "SELECT medical_bills_move(ARRAY['B1']::varchar[], ARRAY['open']::varchar[],"
+    " ARRAY['approved']::varchar[], ARRAY[1::bigint], ARRAY[0], ARRAY[true],"
+    " ARRAY['P1']::varchar[], ARRAY[2026])",
+)
+_FOLD_INNER = 1 + 2  # the read; the people's locks and the moves (their accumulators in it)
 
 
-async def _plans(schema: str) -> list[str]:
+async def _plans(schema: str, calls: tuple[str, ...]) -> list[str]:
     """The plans of the statements the batch's functions run (not of the calls themselves),
     made on empty tables."""
     connection = await asyncpg.connect(DSN, server_settings={"search_path": schema})
@@ -49,15 +57,15 @@ async def _plans(schema: str) -> list[str]:
         transaction = connection.transaction()
         await transaction.start()
         try:
-            for call in _CALLS:
+            for call in calls:
                 await connection.fetch(call)
         finally:
             await transaction.rollback()  # nothing written
     finally:
         await connection.close()
     texts = [m.split("Query Text:", 1)[1] for m in logged if "Query Text:" in m]
-    calls = [text for text in texts if "ledger_batch_" in text.split("\n", 1)[0]]
-    assert len(calls) == len(_CALLS), texts
+    made = [text for text in texts if text.split("\n", 1)[0].strip() in calls]  # their own
+    assert len(made) == len(calls), texts
     return [text for text in texts if "unnest(p_" in text or "ANY(p_" in text]
 
 
@@ -66,10 +74,24 @@ def test_the_batch_functions_plans_are_index_lookups_on_empty_tables() -> None:
         async with fresh_schema() as schema:
             ledger = await PgLedger.open(DSN, schema=schema)
             await ledger.close()
-            return await _plans(schema)
+            return await _plans(schema, _CALLS)
 
     inner = asyncio.run(main())
     assert len(inner) == _INNER_STATEMENTS, inner
     assert not [p for p in inner if "Seq Scan" in p], inner
     lookups = [p for p in inner if "Index Scan" in p]
     assert len(lookups) == 4 + 2, inner  # every read, the lock and the update: by the index
+
+
+def test_the_bills_fold_functions_plans_are_index_lookups_on_empty_tables() -> None:
+    async def main() -> list[str]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            await ledger.close()
+            return await _plans(schema, _FOLD_CALLS)
+
+    inner = asyncio.run(main())
+    assert len(inner) == _FOLD_INNER, inner
+    assert not [p for p in inner if "Seq Scan" in p], inner
+    by_key = [p for p in inner if "pk_medical_bills" in p and "ix_medical_bills" not in p]
+    assert len(by_key) == 2, inner  # the read and the moves: by the bills' key, not their state
