@@ -17,7 +17,7 @@ from __future__ import annotations
 from ledger import events as ev
 from ledger.medical.bills import BillRecord, BillStateError
 from ledger.medical.service import MedicalError
-from ledger.medical.split import explain
+from ledger.medical.split import explain, explained_bytes_at_least
 from messages.card_records import RecordFormatError
 from messages.outcome import Outcome
 from messages.private import BillData, construct
@@ -157,10 +157,12 @@ def split_answer(record: BillRecord, visit_script: bytes | None = None) -> BillD
     APPEND RECORD for the card's record book, when there is one (given here: a
     `dataclasses.replace` of the answer afterwards cost 12 us a settlement)."""
     split = record.split
-    lines = explain(split)
-    explanation = "\n".join(lines)
-    if len(explanation.encode()) > EXPLANATION_BYTES_MAX:  # a long bill: every line, short
+    if explained_bytes_at_least(split) > EXPLANATION_BYTES_MAX:  # not built to find it too long
         explanation = _compact(record)
+    else:
+        explanation = "\n".join(explain(split))
+        if len(explanation.encode()) > EXPLANATION_BYTES_MAX:  # a long bill: every line, short
+            explanation = _compact(record)
     # BillData(**values) without its frozen __init__, each field set through object.__setattr__
     return construct(
         BillData,

@@ -304,6 +304,7 @@ async def _compose(
             service,
             metrics.medical_seconds,
             calls=True,
+            fixed=("visit_copies", "posts_with_ledger"),  # set above, and the store's
         ),
     )
     offline = OfflineLimits(

@@ -19,6 +19,11 @@ True
 >>> timed = Timed(Backend(), seconds, calls=True)
 >>> timed.split(10), timed.limit, seconds.labels("split").totals()[1] > 0
 (5, 3, True)
+>>> backend = Backend()
+>>> timed = Timed(backend, seconds, fixed=("limit",))
+>>> backend.limit = 4  # a plain attribute named fixed is read once, when wrapped
+>>> timed.limit, "limit" in vars(timed)
+(3, True)
 """
 
 from __future__ import annotations
@@ -35,11 +40,23 @@ class Timed:
     """Times the target's coroutine methods; with ``calls`` also its plain methods (run where
     they are called: the medical service's, in the threads its callers hand them to)."""
 
-    def __init__(self, target: object, seconds: Latencies, *, calls: bool = False) -> None:
+    def __init__(
+        self,
+        target: object,
+        seconds: Latencies,
+        *,
+        calls: bool = False,
+        fixed: tuple[str, ...] = (),
+    ) -> None:
         self._target = target
         self._seconds = seconds
         self._calls = calls
         self._plain: set[str] = set()  # attributes that are not timed
+        # Plain attributes the caller says will not change (``visit_copies``, the property
+        # ``posts_with_ledger``: read per settlement and advice): read once, here, and kept as the
+        # proxy's own, found without a Python call; the others are read afresh on each use.
+        for name in fixed:
+            setattr(self, name, getattr(target, name))
 
     def __repr__(self) -> str:
         return f"Timed({self._target!r})"

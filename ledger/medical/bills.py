@@ -159,6 +159,9 @@ class BillRecord:
 
 _STATES = {state._value_: state for state in BillState}
 _new = object.__new__
+_from_ordinal = dt.date.fromordinal
+#: a record's ``__dict__`` set whole, in C (its frozen ``__setattr__`` refuses it)
+_set_dict = BillRecord.__dict__["__dict__"].__set__
 
 
 def _bill_record(
@@ -169,13 +172,14 @@ def _bill_record(
     """A `BillRecord` as `BillRecord.__reduce__` gave it, its fields set without its frozen
     ``__init__``."""
     record: BillRecord = _new(BillRecord)
-    record.__dict__.update(
-        bill_id=bill_id, institution_id=institution_id, his_bill_no=his_bill_no,
-        card_no=card_no, person_id=person_id, year=year,
-        service_date=dt.date.fromordinal(day) if type(day) is int else day,
-        request_digest=request_digest, bill=bill, split=split, state=_STATES[state],
-        created_at_us=created_at_us, expires_at_us=expires_at_us, updated_at_us=updated_at_us,
-    )  # fmt: skip
+    _set_dict(record, {  # a dict display, not keywords to update(): no dict copied
+        "bill_id": bill_id, "institution_id": institution_id, "his_bill_no": his_bill_no,
+        "card_no": card_no, "person_id": person_id, "year": year,
+        "service_date": _from_ordinal(day) if type(day) is int else day,
+        "request_digest": request_digest, "bill": bill, "split": split, "state": _STATES[state],
+        "created_at_us": created_at_us, "expires_at_us": expires_at_us,
+        "updated_at_us": updated_at_us,
+    })  # fmt: skip
     return record
 
 

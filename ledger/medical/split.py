@@ -335,3 +335,29 @@ def explain(split: Split) -> tuple[str, ...]:
         f"pooled fund {yuan(split.pooled_fen)}, self-pay {yuan(split.self_pay_fen)}"
     )
     return tuple(out)
+
+
+_REASON_BYTES = {reason: len(reason._value_.encode()) for reason in Reason}
+
+
+def explained_bytes_at_least(split: Split) -> int:
+    """A lower bound of the UTF-8 size of `explain`'s lines joined by newlines, from their fixed
+    text, each number at its fewest characters and the reasons' known sizes, without formatting
+    them: a settlement's answer that cannot hold the receipt (most cannot: a one-line bill's is
+    over 255 bytes) prints a short form without building it (issue 25).
+
+    >>> split = Split(1, 2026, 7, 2, Category.EMPLOYED, None, 100, 30, 70, 0, (), Totals(), ())
+    >>> explained_bytes_at_least(split) <= len("\\n".join(explain(split)).encode())
+    True
+    """
+    # the header's 35 characters and 4 numbers, the total line's 50 and 4 amounts ("0.00"),
+    # a newline after each line but the last (the bill lines' and parts' counted with them)
+    size = 39 + 66 + 1 + len(split.notes)
+    for line in split.lines:
+        # "  1 code name [-] 1 x 0.00 = 0.00" and a newline; a part "{6}{16} {10}  reason\\n"
+        size += 26 + len(line.code) + len(line.name) + len(line.parts) * 36
+        for part in line.parts:
+            size += _REASON_BYTES[part.reason]
+    for note in split.notes:
+        size += 6 + len(note)  # "note: "; characters are at least a byte each
+    return size

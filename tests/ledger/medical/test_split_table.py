@@ -13,7 +13,19 @@ import pytest
 
 from ledger.medical.accumulators import ZERO, AccumulatorBook, Totals
 from ledger.medical.policy import Category, Counted
-from ledger.medical.split import Bill, BillLine, Person, Reason, Share, explain, split_bill
+from ledger.medical.split import (
+    Bill,
+    BillLine,
+    LineSplit,
+    Part,
+    Person,
+    Reason,
+    Share,
+    Split,
+    explain,
+    explained_bytes_at_least,
+    split_bill,
+)
 from tests.support.medical import CATALOGUE, POLICY, policy
 
 EMP, RET = Category.EMPLOYED, Category.RETIRED
@@ -172,6 +184,31 @@ def test_reasons_are_explained_line_by_line() -> None:
     ]
     text = "\n".join(explain(split))
     assert "超限价自付" in text and "丙类自费" in text and "目录外项目" in text
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_a_receipt_is_at_least_its_lower_bound(case: Case) -> None:
+    """A settlement's answer prints the short form when the bound passes its 255 bytes, without
+    building the receipt: the bound is never above the receipt's size, by one to many lines."""
+    for lines in (case.lines, case.lines * 3, (*case.lines, ("Z99", 1, 0), ("B02", 9, 99_999))):
+        bill = Bill(tuple(BillLine(*line) for line in lines), case.special)
+        split = split_bill(bill, CATALOGUE, POLICY, Person(case.category, case.authorised),
+                           case.level, case.before)  # fmt: skip
+        size = len("\n".join(explain(split)).encode())
+        assert 0.75 * size <= explained_bytes_at_least(split) <= size, (split, size)
+
+
+def test_the_lower_bound_is_reached_by_a_receipt_of_the_fewest_characters() -> None:
+    """Every number at its fewest characters, no code or name: the bound is the size but for
+    the category's name (which it leaves out), so no constant of it is too large."""
+    parts = (
+        Part(Share.POOLED, 0, Reason.POOLED),
+        Part(Share.PERSONAL_ACCOUNT, 0, Reason.DEDUCTIBLE),
+    )
+    line = LineSplit(1, "", "", None, 1, 0, None, 0, parts)
+    split = Split(1, 1, 1, 1, EMP, None, 0, 0, 0, 0, (line, line), ZERO, ("", "x"))
+    size = len("\n".join(explain(split)).encode())
+    assert explained_bytes_at_least(split) == size - len(EMP.value.encode())
 
 
 def test_class_b_self_pay_may_count_towards_the_deductible() -> None:
