@@ -69,14 +69,20 @@ async def _plans(schema: str, calls: tuple[str, ...]) -> list[str]:
     return [text for text in texts if "unnest(p_" in text or "ANY(p_" in text]
 
 
-def test_the_batch_functions_plans_are_index_lookups_on_empty_tables() -> None:
+def _plans_on_empty_tables(calls: tuple[str, ...]) -> list[str]:
+    """The inner statements' plans of ``calls``, made in a new schema at head, tables empty."""
+
     async def main() -> list[str]:
         async with fresh_schema() as schema:
             ledger = await PgLedger.open(DSN, schema=schema)
             await ledger.close()
-            return await _plans(schema, _CALLS)
+            return await _plans(schema, calls)
 
-    inner = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_the_batch_functions_plans_are_index_lookups_on_empty_tables() -> None:
+    inner = _plans_on_empty_tables(_CALLS)
     assert len(inner) == _INNER_STATEMENTS, inner
     assert not [p for p in inner if "Seq Scan" in p], inner
     lookups = [p for p in inner if "Index Scan" in p]
@@ -84,13 +90,7 @@ def test_the_batch_functions_plans_are_index_lookups_on_empty_tables() -> None:
 
 
 def test_the_bills_fold_functions_plans_are_index_lookups_on_empty_tables() -> None:
-    async def main() -> list[str]:
-        async with fresh_schema() as schema:
-            ledger = await PgLedger.open(DSN, schema=schema)
-            await ledger.close()
-            return await _plans(schema, _FOLD_CALLS)
-
-    inner = asyncio.run(main())
+    inner = _plans_on_empty_tables(_FOLD_CALLS)
     assert len(inner) == _FOLD_INNER, inner
     assert not [p for p in inner if "Seq Scan" in p], inner
     by_key = [p for p in inner if "pk_medical_bills" in p and "ix_medical_bills" not in p]
