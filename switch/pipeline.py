@@ -274,10 +274,8 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             else:
                 exchange.answer.set_exception(error)
             return
-        if not exchange.late and not exchange.answer.done():
-            link = self.link
-            trace.frame(link.name, "out", exchange.peer, encoded, link.codec)
-            exchange.answer.set_result(encoded)
+        if not exchange.late:
+            self._answer(exchange, encoded)
 
     def _swept(self) -> None:
         """The sweep's timer: answer 96 what passed its deadline; keep what still runs."""
@@ -422,6 +420,10 @@ class Pipeline(Generic[Req, Rep, Key, Party]):
             if not exchange.answer.done():
                 exchange.answer.set_exception(error)
             return
+        self._answer(exchange, encoded)
+
+    def _answer(self, exchange: _Exchange, encoded: bytes) -> None:
+        """The exchange's reply, unless it was answered already (or nobody awaits it)."""
         if not exchange.answer.done():
             link = self.link
             trace.frame(link.name, "out", exchange.peer, encoded, link.codec)
