@@ -80,6 +80,15 @@ def rowcount(status: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
+def gone(held: Any) -> bool:
+    """Whether a pooled connection held between uses was lost (the pool takes a lost one back
+    by itself, after which the proxy refuses every call)."""
+    try:
+        return bool(held.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 class PgBridge:
     """An asyncpg pool served by a loop on a daemon thread; :meth:`run` from any other thread."""
 
@@ -250,6 +259,8 @@ class SyncConnection:
 
     async def _on_kept(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
         async with self._turn:
+            if self._kept is not None and gone(self._kept):
+                await self._release_kept()  # seen lost: a new one, as an acquire would make
             if self._kept is None:
                 self._kept = await self._bridge.pool.acquire()
             try:

@@ -25,6 +25,7 @@ from hsm.interface import SignOnKeys
 from hsm.keyblock import StoredKey
 from hsm.keys import KeyUsage
 from hsm.keystore import KeyStore
+from ledger.pg_bridge import gone
 from routing.bank_context import StatusChange
 from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
 from switch.reply_store import Batcher
@@ -69,6 +70,8 @@ class HeldReads:
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async with self._turn:
+            if self._held is not None and gone(self._held):
+                await self._give_back()  # seen lost: a new one, as an acquire would make
             if self._held is None:
                 self._held = await self._pool.acquire()
             try:

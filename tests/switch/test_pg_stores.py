@@ -236,6 +236,12 @@ def test_held_reads_keep_one_connection_between_reads_and_give_it_back() -> None
         assert pool.get_idle_size() == pool.get_size()  # a failed read gives it back
         both = await asyncio.gather(*(reads.fetch("SELECT $1::int", n) for n in range(3)))
         assert both == [[(0,)], [(1,)], [(2,)]]  # in turn, on the one connection
+        ((pid,),) = await reads.fetch("SELECT pg_backend_pid()")
+        assert second.pool is not None
+        await second.pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)  # the lost connection seen: the next read is on a new one
+        ((other,),) = await reads.fetch("SELECT pg_backend_pid()")
+        assert other != pid
         await reads.close()
         assert pool.get_idle_size() == pool.get_size()  # back before the pool closes
 
