@@ -80,6 +80,15 @@ def rowcount(status: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
+def gone(held: Any) -> bool:
+    """Whether a pooled connection held between uses was lost (the pool takes a lost one back
+    by itself, after which the proxy refuses every call)."""
+    try:
+        return bool(held.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 class PgBridge:
     """An asyncpg pool served by a loop on a daemon thread; :meth:`run` from any other thread."""
 
@@ -129,8 +138,8 @@ class PgBridge:
             future.cancel()
             raise TimeoutError("PostgreSQL did not answer in time") from None
 
-    def connection(self, lock_key: int | None = None) -> SyncConnection:
-        return SyncConnection(self, lock_key)
+    def connection(self, lock_key: int | None = None, *, keep: bool = False) -> SyncConnection:
+        return SyncConnection(self, lock_key, keep=keep)
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -163,13 +172,22 @@ class Cursor:
 
 class SyncConnection:
     """What the raw stores use of ``sqlite3.Connection``, on PostgreSQL. Outside a transaction
-    each statement runs on any pooled connection (autocommit); inside, on one held for it."""
+    each statement runs on any pooled connection (autocommit) — or, with ``keep``, on one
+    pooled connection kept between statements, taken in turn, given back by :meth:`close` (or
+    by a statement that fails): for a store that reads often, as the daemon's card directory
+    (asyncpg's acquire and release cost more CPU than a point read); inside a transaction, on
+    one held for it."""
 
-    def __init__(self, bridge: PgBridge, lock_key: int | None = None) -> None:
+    def __init__(
+        self, bridge: PgBridge, lock_key: int | None = None, *, keep: bool = False
+    ) -> None:
         self._bridge = bridge
         self._lock_key = lock_key
         self._held: asyncpg.Connection | None = None
         self._transaction: Any = None
+        self._keep = keep
+        self._kept: Any = None  # with keep: the pool's connection between statements
+        self._turn = asyncio.Lock()  # with keep: one statement at a time on it
         self.total_changes = 0
 
     @property
@@ -201,6 +219,8 @@ class SyncConnection:
     def close(self) -> None:
         if self._held is not None:
             self._bridge.run(self._end(False))
+        if self._kept is not None:
+            self._bridge.run(self._give_back())
 
     async def _begin(self, *, immediate: bool) -> None:
         if self._transaction is not None:
@@ -226,6 +246,8 @@ class SyncConnection:
                 await self._bridge.pool.release(held)
 
     async def _statement(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+        if self._held is None and self._keep:
+            return await self._on_kept(sql, parameters)
         if self._held is None:
             async with self._bridge.pool.acquire() as connection:
                 return await _run(connection, sql, parameters)
@@ -234,6 +256,27 @@ class SyncConnection:
         except Exception:
             await self._end(False)  # PostgreSQL refuses the rest of the transaction anyway
             raise
+
+    async def _on_kept(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
+        async with self._turn:
+            if self._kept is not None and gone(self._kept):
+                await self._release_kept()  # seen lost: a new one, as an acquire would make
+            if self._kept is None:
+                self._kept = await self._bridge.pool.acquire()
+            try:
+                return await _run(self._kept, sql, parameters)
+            except BaseException:
+                await self._release_kept()  # a lost connection is made again at the next acquire
+                raise
+
+    async def _give_back(self) -> None:
+        async with self._turn:
+            await self._release_kept()
+
+    async def _release_kept(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await self._bridge.pool.release(kept)
 
 
 async def _run(connection: asyncpg.Connection, sql: str, parameters: tuple[Any, ...]) -> Cursor:

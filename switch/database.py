@@ -29,7 +29,7 @@ from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus
 from switch.bank.saf_store import PgReversalQueue, ReversalQueue, SqliteReversalQueue
 from switch.cards import KEEP_S, Forgetting, SqlCards, SqliteCards
-from switch.pg_stores import PgCardStatus, PgKeyStore
+from switch.pg_stores import HeldReads, PgCardStatus, PgKeyStore
 from switch.replies import ReplyCache
 from switch.reply_file import FileReplyCache
 from switch.reply_store import SharedReplyCache
@@ -68,6 +68,7 @@ class Stores:
     _engine: Any = field(default=None, repr=False)
     _session_sets: PgKeyStore | SqliteSessionKeys | None = field(default=None, repr=False)
     _replies: ReplyCache | None = field(default=None, repr=False)
+    _reads: HeldReads | None = field(default=None, repr=False)  # PostgreSQL: one held connection
 
     @property
     def postgres(self) -> bool:
@@ -78,7 +79,7 @@ class Stores:
         this database (one store, closed with the others)."""
         if self._session_sets is None:
             if self.pool is not None:
-                self._session_sets = PgKeyStore(self.pool)
+                self._session_sets = PgKeyStore(self.pool, self._reads)
             else:
                 self._session_sets = SqliteSessionKeys(Path(self.url.removeprefix("sqlite:///")))
         return self._session_sets
@@ -111,6 +112,8 @@ class Stores:
             await asyncio.to_thread(self.bridge.close)
         elif self._engine is not None:
             self._engine.dispose()
+        if self._reads is not None:  # its connection back, before the pool closes
+            await self._reads.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -187,7 +190,8 @@ async def _open_postgres(url: str) -> Stores:
             PgBridge, url, size=POOL_MAX, application=f"{APPLICATION}-bridge"
         )
         engine = PgEngine(bridge)
-        cards = SqlCards(bridge.connection(), keep_s=KEEP_S)
+        cards = SqlCards(bridge.connection(keep=True), keep_s=KEEP_S)
+        reads = HeldReads(pool)  # the key sets' reads
         return Stores(
             url=url,
             ledger=ledger,
@@ -203,6 +207,7 @@ async def _open_postgres(url: str) -> Stores:
             sequences=PgSequences(pool),
             pool=pool,
             bridge=bridge,
+            _reads=reads,
         )
     except BaseException:
         for item in reversed(opened):

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from hsm.errors import KeyExistsError, KeyNotFoundError
@@ -22,7 +23,7 @@ from ledger.migrate import upgrade_sqlite
 from messages.outcome import Outcome
 from switch.cards import KEEP_S
 from switch.database import Stores, open_stores
-from switch.pg_stores import PgKeyStore, RoutedKeyStore
+from switch.pg_stores import HeldReads, PgKeyStore, RoutedKeyStore
 from switch.reply_store import SharedReplyCache
 from switch.sequences import SqliteSequences
 from switch.session_store import NO_KEYS
@@ -217,6 +218,59 @@ def test_a_worker_keeps_card_records_until_another_changes_the_directory() -> No
         await asyncio.sleep(KEEP_S * 2)  # the other worker reads the moved count at its next use
         theirs = second.cards.get("6212340000000001")
         assert theirs is not None and theirs.status == "lost"
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_held_reads_keep_one_connection_between_reads_and_give_it_back() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        pool = first.pool
+        assert pool is not None and pool.get_idle_size() == pool.get_size()
+        reads = HeldReads(pool)
+        ((pid,),) = await reads.fetch("SELECT pg_backend_pid()")
+        assert await reads.fetch("SELECT pg_backend_pid()") == [(pid,)]  # the same backend
+        assert pool.get_idle_size() == pool.get_size() - 1  # held between reads
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await reads.fetch("SELECT 1 / $1::int", 0)
+        assert pool.get_idle_size() == pool.get_size()  # a failed read gives it back
+        both = await asyncio.gather(*(reads.fetch("SELECT $1::int", n) for n in range(3)))
+        assert both == [[(0,)], [(1,)], [(2,)]]  # in turn, on the one connection
+        ((pid,),) = await reads.fetch("SELECT pg_backend_pid()")
+        assert second.pool is not None
+        await second.pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)  # the lost connection seen: the next read is on a new one
+        ((other,),) = await reads.fetch("SELECT pg_backend_pid()")
+        assert other != pid
+        await reads.close()
+        assert pool.get_idle_size() == pool.get_size()  # back before the pool closes
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_a_kept_bridge_connection_reads_on_one_backend_and_gives_it_back() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        bridge = first.bridge
+        assert bridge is not None
+
+        def in_use() -> int:
+            return int(bridge.pool.get_size() - bridge.pool.get_idle_size())
+
+        def reads() -> list[object]:
+            kept = bridge.connection(keep=True)
+            seen: list[object] = [kept.execute("SELECT pg_backend_pid()").fetchone()]
+            seen += [kept.execute("SELECT pg_backend_pid()").fetchone(), in_use()]
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                kept.execute("SELECT 1 / ?::int", (0,))
+            seen.append(in_use())  # a failed statement gave it back
+            kept.execute("SELECT 1")
+            kept.close()
+            return [*seen, in_use()]
+
+        first.cards.close()  # the daemon's card directory keeps one too: given back
+        pid, again, held, failed, closed = await asyncio.to_thread(reads)
+        assert (again, held, failed, closed) == (pid, 1, 0, 0)
 
     run(scenario)
 
