@@ -1,8 +1,9 @@
-"""What crosses between the daemon and its ledger writer process, and how it is pickled: through
-a dispatch table (looked up in C, calling Python only for the types it names) that sends enum
-members by number and the hot records (frozen dataclasses, named tuples) by their fields; the
-child's answers also send the objects of `Crossing.kept` (a bill's lines and split) by number once
-the parent has them (`Sent`, `Received`).
+"""What crosses between the daemon and its ledger writer process, and how it is pickled: the
+classes, enum members and functions of a `Crossing` by number (both ends' memo starts with them:
+`Wire.known`), the hot records (frozen dataclasses, named tuples) by their fields through a
+dispatch table (looked up in C, calling Python only for the types it names); the child's answers
+also send the objects of `Crossing.kept` (a bill's lines and split) by number once the parent has
+them (`Sent`, `Received`).
 
 The wire imports none of the classes it pickles: it is given them (`Crossing`), by whoever opens
 the writer process, as the dotted name of a function both processes call (`load_crossing`).
@@ -26,11 +27,14 @@ import io
 import itertools
 import operator
 import pickle
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: 3, not 5: its memo puts name their index (BINPUT), where protocol 4's MEMOIZE takes the
+#: unpickler's count, which a memo copied in (`_Seeded`) does not set on Python 3.11.
+PROTOCOL = 3
 SENT_MAX = 16384  # kept objects the child remembers having sent; the parent keeps twice
 
 
@@ -43,6 +47,10 @@ class Crossing(NamedTuple):
     enums: Sequence[type[enum.Enum]] = ()
     records: Sequence[type] = ()
     kept: Sequence[type] = ()
+    #: Module-level functions and classes the jobs and answers carry (a job's checks, an
+    #: answer's rebuilding function): sent by number, not by name. Only immutable objects
+    #: both ends import; one left out still crosses, by name.
+    named: Sequence[Any] = ()
 
 
 def load_crossing(name: str) -> Crossing:
@@ -99,18 +107,79 @@ class Wire:
                 get = operator.attrgetter(*(f.name for f in fields))
                 table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
         self.table = table
+        #: What both ends' memo starts with, in this order: a reference to one of them is a
+        #: memo get (two bytes), where a class or function by name costs an import lookup
+        #: both ways (about 5 µs a load) and an enum member a Python call.
+        self.known: list[Any] = [_kept, _keep, _member, *self.members, *crossing.enums]
+        self.known += [*crossing.records, *crossing.kept, *crossing.named]
+        self.known = list({id(obj): obj for obj in self.known}.values())  # each once
+        self._seeded = _Seeded(self.known)
 
     def dumps(self, value: Any) -> bytes:
         """``value`` pickled with the table's reducers."""
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, PROTOCOL)
-        pickler.dispatch_table = self.table
-        pickler.dump(value)
-        return out.getvalue()
+        self._seeded.pickler(out, self.table).dump(value)
+        return framed(out)
 
     def loads(self, data: bytes | bytearray) -> Any:
         _receiving.members = self.members
-        return pickle.loads(data)
+        return self._seeded.load(data)
+
+
+class _Seeded:
+    """Picklers and unpicklers whose memo starts with ``known`` (copied in C from one made at
+    the start), so that both ends number them alike."""
+
+    def __init__(self, known: Sequence[Any]) -> None:
+        template = pickle.Pickler(io.BytesIO(), PROTOCOL)
+        template.memo = {id(obj): (n, obj) for n, obj in enumerate(known)}
+        self._pickler_memo = template.memo
+        # The unpickler's memo is set by loading a stream that puts each object at its index
+        # (a dict given to ``Unpickler.memo`` is dropped on Python 3.11).
+        stream = [b"\x80\x02"]
+        for n in range(len(known)):
+            stream.append(b"J" + n.to_bytes(4, "little") + b"Q")  # BININT n, BINPERSID
+            stream.append(b"r" + n.to_bytes(4, "little") + b"0")  # LONG_BINPUT n, POP
+        seed = _Known(io.BytesIO(b"".join(stream) + b"N."), known)
+        seed.load()
+        self._unpickler_memo = seed.memo
+        self._template = (template, seed)  # what the memo proxies read from
+
+    def pickler(self, out: io.BytesIO, table: dict[type, Callable[[Any], Any]]) -> pickle.Pickler:
+        pickler = pickle.Pickler(out, PROTOCOL)
+        pickler.dispatch_table = table
+        pickler.memo = self._pickler_memo
+        return pickler
+
+    def load(self, data: bytes | bytearray) -> Any:
+        unpickler = pickle.Unpickler(io.BytesIO(data))
+        unpickler.memo = self._unpickler_memo
+        return unpickler.load()
+
+
+_FRAME = struct.Struct("<Q")
+
+
+def framed(out: io.BytesIO) -> bytes:
+    """A protocol-3 pickle in ``out`` made one frame (protocol 4's opcode, which any
+    unpickler reads): the unpickler reads the frame in one call, not each opcode from the
+    file it is given (half its work, on a job's 50 opcodes)."""
+    view = out.getbuffer()
+    try:
+        return b"".join((view[:2], b"\x95", _FRAME.pack(len(view) - 2), view[2:]))
+    finally:
+        view.release()
+
+
+class _Known(pickle.Unpickler):
+    """Loads `_Seeded`'s stream: persistent id n is the n-th known object."""
+
+    def __init__(self, file: io.BytesIO, known: Sequence[Any]) -> None:
+        super().__init__(file)
+        self._known = known
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._known[pid]
 
 
 class Sent:
@@ -121,6 +190,7 @@ class Sent:
     (`Received`)."""
 
     def __init__(self, wire: Wire) -> None:
+        self._seeded = wire._seeded
         self._dispatch = dict(wire.table)
         for cls in wire.crossing.kept:
             self._dispatch[cls] = self._reduce_kept
@@ -131,8 +201,7 @@ class Sent:
 
     def dump(self, answers: Any) -> bytes:
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, PROTOCOL)
-        pickler.dispatch_table = self._dispatch
+        pickler = self._seeded.pickler(out, self._dispatch)
         self._added, self._fresh = [], None
         try:
             pickler.dump(answers)
@@ -140,7 +209,7 @@ class Sent:
             for key in self._added:
                 del self._sent[key]
             raise
-        return out.getvalue()
+        return framed(out)
 
     def _reduce_kept(self, obj: Any) -> Any:
         if obj is self._fresh:  # inside its own _keep(number, obj): as pickle makes it
@@ -175,12 +244,13 @@ class Received:
 
     def __init__(self, wire: Wire) -> None:
         self._members = wire.members
+        self._seeded = wire._seeded
         self._kept: dict[int, Any] = {}
 
     def load(self, data: bytes | bytearray) -> Any:
         _receiving.kept = self._kept
         _receiving.members = self._members
-        return pickle.loads(data)
+        return self._seeded.load(data)
 
 
 def portable(error: BaseException | None) -> BaseException | None:
