@@ -29,6 +29,7 @@ import operator
 import pickle
 import struct
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -75,13 +76,39 @@ def _reduce_member(numbers: dict[Any, int], member: Any) -> Any:
     return _member, (number,)
 
 
-def _reduce_fields(cls: type, get: Callable[[Any], Any], single: bool, obj: Any) -> Any:
+def _reduce_fields(
+    cls: Callable[..., Any], get: Callable[[Any], Any], single: bool, obj: Any
+) -> Any:
     values = get(obj)
     return cls, ((values,) if single else values)
 
 
 def _reduce_tuple(cls: type, obj: Any) -> Any:
     return cls, tuple(obj) if isinstance(obj, tuple) else ()
+
+
+def _maker(cls: type, names: Sequence[str]) -> Callable[..., Any] | None:
+    """A function making ``cls`` from its fields' values without its ``__init__`` — each slot
+    set through its descriptor, where a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` by name (about 40 % more per field) — for a class with slots
+    whose ``__init__`` does nothing else (no ``__post_init__``); else None."""
+    if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        return None
+    slots = []
+    for name in names:
+        slot = next((vars(k)[name] for k in cls.__mro__ if name in vars(k)), None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        slots.append(slot.__set__)
+    values = [f"v{n}" for n in range(len(names))]
+    body = "".join(f"    s{n}(made, v{n})\n" for n in range(len(names)))
+    source = f"def make({', '.join(values)}):\n    made = new(cls)\n{body}    return made\n"
+    scope: dict[str, Any] = {f"s{n}": slot for n, slot in enumerate(slots)}
+    scope.update(new=object.__new__, cls=cls)
+    exec(source, scope)  # generated from the field count alone: nothing of the input
+    make: Callable[..., Any] = scope["make"]
+    make.__qualname__ = f"make_{cls.__name__}"
+    return make
 
 
 class Wire:
@@ -91,6 +118,7 @@ class Wire:
         self.crossing = crossing
         self.members: list[enum.Enum] = [m for cls in crossing.enums for m in cls]
         table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+        makers: list[Callable[..., Any]] = []  # crossing by number (`known`), not by name
         index: dict[type, dict[Any, int]] = {}
         for number, member in enumerate(self.members):
             index.setdefault(type(member), {})[member] = number
@@ -103,15 +131,19 @@ class Wire:
             fields = dataclasses.fields(cls)  # type: ignore[arg-type]
             if not fields:  # nothing to carry but the class
                 table[cls] = functools.partial(_reduce_tuple, cls)
-            elif all(f.init for f in fields):  # by ``__init__``: pickle's default costs more
-                get = operator.attrgetter(*(f.name for f in fields))
-                table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
+            elif all(f.init for f in fields):  # by its values: pickle's default costs more
+                names = [f.name for f in fields]
+                get = operator.attrgetter(*names)
+                make = _maker(cls, names)
+                if make is not None:
+                    makers.append(make)
+                table[cls] = functools.partial(_reduce_fields, make or cls, get, len(fields) == 1)
         self.table = table
         #: What both ends' memo starts with, in this order: a reference to one of them is a
         #: memo get (two bytes), where a class or function by name costs an import lookup
         #: both ways (about 5 µs a load) and an enum member a Python call.
         self.known: list[Any] = [_kept, _keep, _member, *self.members, *crossing.enums]
-        self.known += [*crossing.records, *crossing.kept, *crossing.named]
+        self.known += [*crossing.records, *crossing.kept, *crossing.named, *makers]
         self.known = list({id(obj): obj for obj in self.known}.values())  # each once
         self._seeded = _Seeded(self.known)
 

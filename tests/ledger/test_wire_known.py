@@ -4,8 +4,11 @@ a job and an answer cross equal, the named objects themselves, in one frame (iss
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import pickletools
+
+import pytest
 
 from ledger.core import Transfer, TransferResult
 from ledger.crossing import sqlite_writer
@@ -14,7 +17,7 @@ from ledger.medical.bills import BillState
 from ledger.medical.service import CHECKS
 from ledger.medical.sql_writes import TransitionWrite
 from ledger.writer.jobs import Posted, PostedThenCalled, PostThenCall
-from ledger.writer.wire import Received, Sent, Wire
+from ledger.writer.wire import Crossing, Received, Sent, Wire, _maker
 
 WIRE = Wire(sqlite_writer())
 
@@ -72,3 +75,32 @@ def test_answers_cross_with_the_kept_objects_by_number() -> None:
         data = sent.dump([(7, answer, None)])
         assert _globals(data) == []
         assert received.load(data) == [(7, answer, None)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checked:
+    value: int
+
+    def __post_init__(self) -> None:
+        if self.value < 0:
+            raise ValueError("negative")
+
+
+def test_a_slotted_record_is_made_without_its_init_and_stays_frozen() -> None:
+    names = [f.name for f in dataclasses.fields(Transfer)]
+    make = _maker(Transfer, names)
+    assert make is not None
+    transfer = Transfer("t", "a", "b", 1, TransferCode.CARD_DEBIT, "r")
+    made = make(*(getattr(transfer, name) for name in names))
+    assert type(made) is Transfer and made == transfer and hash(made) == hash(transfer)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.amount_fen = 2  # type: ignore[misc]
+    reduced = WIRE.table[Transfer](transfer)[0]  # a maker of the wire's own, sent by number
+    assert reduced is not Transfer and any(reduced is known for known in WIRE.known)
+    assert WIRE.loads(WIRE.dumps(transfer)) == transfer
+
+
+def test_a_record_whose_init_checks_is_made_by_its_init() -> None:
+    assert _maker(_Checked, ["value"]) is None
+    wire = Wire(Crossing(records=(_Checked,)))
+    assert wire.table[_Checked](_Checked(3))[0] is _Checked
