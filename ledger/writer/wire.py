@@ -22,6 +22,7 @@ import copyreg
 import dataclasses
 import enum
 import functools
+import hashlib
 import importlib
 import io
 import itertools
@@ -146,6 +147,14 @@ class Wire:
         self.known += [*crossing.records, *crossing.kept, *crossing.named, *makers]
         self.known = list({id(obj): obj for obj in self.known}.values())  # each once
         self._seeded = _Seeded(self.known)
+
+    def fingerprint(self) -> str:
+        """What `known` numbers, by name: the child's must be the parent's (a child started
+        from code changed on disk since the daemon started would read one object as another)."""
+        names = [
+            f"{getattr(o, '__module__', '')}.{getattr(o, '__qualname__', o)!r}" for o in self.known
+        ]
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
     def dumps(self, value: Any) -> bytes:
         """``value`` pickled with the table's reducers."""

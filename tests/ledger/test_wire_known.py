@@ -4,19 +4,23 @@ a job and an answer cross equal, the named objects themselves, in one frame (iss
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pickle
 import pickletools
+from pathlib import Path
 
 import pytest
 
-from ledger.core import Transfer, TransferResult
+from ledger.core import LedgerUnavailable, Transfer, TransferResult
 from ledger.crossing import sqlite_writer
 from ledger.events import TransferCode, purchases
 from ledger.medical.bills import BillState
 from ledger.medical.service import CHECKS
 from ledger.medical.sql_writes import TransitionWrite
+from ledger.migrate import upgrade_sqlite
 from ledger.writer.jobs import Posted, PostedThenCalled, PostThenCall
+from ledger.writer.process import ProcessWriter
 from ledger.writer.wire import Crossing, Received, Sent, Wire, _maker
 
 WIRE = Wire(sqlite_writer())
@@ -104,3 +108,15 @@ def test_a_record_whose_init_checks_is_made_by_its_init() -> None:
     assert _maker(_Checked, ["value"]) is None
     wire = Wire(Crossing(records=(_Checked,)))
     assert wire.table[_Checked](_Checked(3))[0] is _Checked
+
+
+def test_a_child_numbering_other_objects_does_not_start(tmp_path: Path) -> None:
+    """A child whose wire numbers other objects would read one job's check as another's."""
+    path = tmp_path / "ledger.db"
+    upgrade_sqlite(path)
+    writer = ProcessWriter(path, crossing="tests.support.skewed_crossing:skewed")
+    with pytest.raises(LedgerUnavailable, match="another wire"):
+        writer.start()
+    same = ProcessWriter(path, crossing="ledger.crossing:sqlite_writer")
+    same.start()
+    asyncio.run(same.stop())
