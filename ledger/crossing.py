@@ -5,12 +5,15 @@ these classes itself)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import functools
+from typing import Any
 
 from ledger import core
-from ledger.events import BillCompletion, TransferCode
+from ledger.events import BillCompletion, TransferCode, purchases
 from ledger.kinds import AccountKind
-from ledger.medical import service, sql_writes
+from ledger.medical import bills, catalogue, policy, service, split, sql_writes
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillState
 from ledger.medical.catalogue import Coverage
@@ -29,4 +32,11 @@ def sqlite_writer() -> Crossing:
     records: tuple[type, ...] = (core.Transfer, core.OfflineRecord, core.Account)
     records += (Totals, sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite)
     records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS + (BillCompletion,)
-    return Crossing(enums=enums, records=records, kept=(Bill, Split))
+    # by number, not by name: an advice's functions, the answers' rebuilding functions, and
+    # what a submitted bill's split and record carry
+    named: tuple[Any, ...] = (purchases.debit_accounts, purchases.bill_completion_postings)
+    named += (purchases.paid_bill, bills._bill_record, core._balance, core.PostedTransfer)
+    named += (split.BillLine, split.LineSplit, split.Part, split.Person, split.split_bill)
+    named += (functools.partial, dt.date, catalogue.CatalogueVersion, catalogue.CatalogueItem)
+    named += (policy.Policy, policy.ContributionBand, policy.SpecialCategory, policy.Counted)
+    return Crossing(enums=enums, records=records, kept=(Bill, Split), named=named)

@@ -54,7 +54,7 @@ def serve(conn: Connection, path: str, batch_max: int, wire: Wire) -> None:
     except BaseException as error:  # reported to the parent's start()
         conn.send_bytes(pickle.dumps(portable(error)))
         return
-    conn.send_bytes(pickle.dumps(None))
+    conn.send_bytes(pickle.dumps(wire.fingerprint()))  # started: what its wire numbers
     ready = select.poll()
     ready.register(conn.fileno(), select.POLLIN)
     try:

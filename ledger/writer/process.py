@@ -106,15 +106,19 @@ def spawn(path: str, batch_max: int, crossing: str) -> tuple[Connection, subproc
         conn.close()
         raise LedgerUnavailable("the ledger's writer process did not start")
     try:
-        error = pickle.loads(conn.recv_bytes())
+        started = pickle.loads(conn.recv_bytes())  # its wire's fingerprint, or what it raised
     except EOFError:
         process.wait()
         conn.close()
         raise LedgerUnavailable("the ledger's writer process ended while starting") from None
-    if error is not None:
+    if isinstance(started, BaseException):
         conn.close()
         process.wait(START_TIMEOUT_S)
-        raise error
+        raise started
+    if started != Wire(load_crossing(crossing)).fingerprint():  # not the daemon's code
+        conn.close()
+        reap(process)  # its end closed: it writes nothing and ends
+        raise LedgerUnavailable("the ledger's writer process numbers another wire's objects")
     return conn, process
 
 

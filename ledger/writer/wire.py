@@ -1,8 +1,9 @@
-"""What crosses between the daemon and its ledger writer process, and how it is pickled: through
-a dispatch table (looked up in C, calling Python only for the types it names) that sends enum
-members by number and the hot records (frozen dataclasses, named tuples) by their fields; the
-child's answers also send the objects of `Crossing.kept` (a bill's lines and split) by number once
-the parent has them (`Sent`, `Received`).
+"""What crosses between the daemon and its ledger writer process, and how it is pickled: the
+classes, enum members and functions of a `Crossing` by number (both ends' memo starts with them:
+`Wire.known`), the hot records (frozen dataclasses, named tuples) by their fields through a
+dispatch table (looked up in C, calling Python only for the types it names); the child's answers
+also send the objects of `Crossing.kept` (a bill's lines and split) by number once the parent has
+them (`Sent`, `Received`).
 
 The wire imports none of the classes it pickles: it is given them (`Crossing`), by whoever opens
 the writer process, as the dotted name of a function both processes call (`load_crossing`).
@@ -21,16 +22,21 @@ import copyreg
 import dataclasses
 import enum
 import functools
+import hashlib
 import importlib
 import io
 import itertools
 import operator
 import pickle
+import struct
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: 3, not 5: its memo puts name their index (BINPUT), where protocol 4's MEMOIZE takes the
+#: unpickler's count, which a memo copied in (`_Seeded`) does not set on Python 3.11.
+PROTOCOL = 3
 SENT_MAX = 16384  # kept objects the child remembers having sent; the parent keeps twice
 
 
@@ -43,6 +49,10 @@ class Crossing(NamedTuple):
     enums: Sequence[type[enum.Enum]] = ()
     records: Sequence[type] = ()
     kept: Sequence[type] = ()
+    #: Module-level functions and classes the jobs and answers carry (a job's checks, an
+    #: answer's rebuilding function): sent by number, not by name. Only immutable objects
+    #: both ends import; one left out still crosses, by name.
+    named: Sequence[Any] = ()
 
 
 def load_crossing(name: str) -> Crossing:
@@ -67,13 +77,39 @@ def _reduce_member(numbers: dict[Any, int], member: Any) -> Any:
     return _member, (number,)
 
 
-def _reduce_fields(cls: type, get: Callable[[Any], Any], single: bool, obj: Any) -> Any:
+def _reduce_fields(
+    cls: Callable[..., Any], get: Callable[[Any], Any], single: bool, obj: Any
+) -> Any:
     values = get(obj)
     return cls, ((values,) if single else values)
 
 
 def _reduce_tuple(cls: type, obj: Any) -> Any:
     return cls, tuple(obj) if isinstance(obj, tuple) else ()
+
+
+def _maker(cls: type, names: Sequence[str]) -> Callable[..., Any] | None:
+    """A function making ``cls`` from its fields' values without its ``__init__`` — each slot
+    set through its descriptor, where a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` by name (about 40 % more per field) — for a class with slots
+    whose ``__init__`` does nothing else (no ``__post_init__``); else None."""
+    if hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
+        return None
+    slots = []
+    for name in names:
+        slot = next((vars(k)[name] for k in cls.__mro__ if name in vars(k)), None)
+        if type(slot) is not types.MemberDescriptorType:
+            return None
+        slots.append(slot.__set__)
+    values = [f"v{n}" for n in range(len(names))]
+    body = "".join(f"    s{n}(made, v{n})\n" for n in range(len(names)))
+    source = f"def make({', '.join(values)}):\n    made = new(cls)\n{body}    return made\n"
+    scope: dict[str, Any] = {f"s{n}": slot for n, slot in enumerate(slots)}
+    scope.update(new=object.__new__, cls=cls)
+    exec(source, scope)  # generated from the field count alone: nothing of the input
+    make: Callable[..., Any] = scope["make"]
+    make.__qualname__ = f"make_{cls.__name__}"
+    return make
 
 
 class Wire:
@@ -83,6 +119,7 @@ class Wire:
         self.crossing = crossing
         self.members: list[enum.Enum] = [m for cls in crossing.enums for m in cls]
         table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+        makers: list[Callable[..., Any]] = []  # crossing by number (`known`), not by name
         index: dict[type, dict[Any, int]] = {}
         for number, member in enumerate(self.members):
             index.setdefault(type(member), {})[member] = number
@@ -95,22 +132,95 @@ class Wire:
             fields = dataclasses.fields(cls)  # type: ignore[arg-type]
             if not fields:  # nothing to carry but the class
                 table[cls] = functools.partial(_reduce_tuple, cls)
-            elif all(f.init for f in fields):  # by ``__init__``: pickle's default costs more
-                get = operator.attrgetter(*(f.name for f in fields))
-                table[cls] = functools.partial(_reduce_fields, cls, get, len(fields) == 1)
+            elif all(f.init for f in fields):  # by its values: pickle's default costs more
+                names = [f.name for f in fields]
+                get = operator.attrgetter(*names)
+                make = _maker(cls, names)
+                if make is not None:
+                    makers.append(make)
+                table[cls] = functools.partial(_reduce_fields, make or cls, get, len(fields) == 1)
         self.table = table
+        #: What both ends' memo starts with, in this order: a reference to one of them is a
+        #: memo get (two bytes), where a class or function by name costs an import lookup
+        #: both ways (about 5 µs a load) and an enum member a Python call.
+        self.known: list[Any] = [_kept, _keep, _member, *self.members, *crossing.enums]
+        self.known += [*crossing.records, *crossing.kept, *crossing.named, *makers]
+        self.known = list({id(obj): obj for obj in self.known}.values())  # each once
+        self._seeded = _Seeded(self.known)
+
+    def fingerprint(self) -> str:
+        """What `known` numbers, by name: the child's must be the parent's (a child started
+        from code changed on disk since the daemon started would read one object as another)."""
+        names = [
+            f"{getattr(o, '__module__', '')}.{getattr(o, '__qualname__', o)!r}" for o in self.known
+        ]
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
     def dumps(self, value: Any) -> bytes:
         """``value`` pickled with the table's reducers."""
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, PROTOCOL)
-        pickler.dispatch_table = self.table
-        pickler.dump(value)
-        return out.getvalue()
+        self._seeded.pickler(out, self.table).dump(value)
+        return framed(out)
 
     def loads(self, data: bytes | bytearray) -> Any:
         _receiving.members = self.members
-        return pickle.loads(data)
+        return self._seeded.load(data)
+
+
+class _Seeded:
+    """Picklers and unpicklers whose memo starts with ``known`` (copied in C from one made at
+    the start), so that both ends number them alike."""
+
+    def __init__(self, known: Sequence[Any]) -> None:
+        template = pickle.Pickler(io.BytesIO(), PROTOCOL)
+        template.memo = {id(obj): (n, obj) for n, obj in enumerate(known)}
+        self._pickler_memo = template.memo
+        # The unpickler's memo is set by loading a stream that puts each object at its index
+        # (a dict given to ``Unpickler.memo`` is dropped on Python 3.11).
+        stream = [b"\x80\x02"]
+        for n in range(len(known)):
+            stream.append(b"J" + n.to_bytes(4, "little") + b"Q")  # BININT n, BINPERSID
+            stream.append(b"r" + n.to_bytes(4, "little") + b"0")  # LONG_BINPUT n, POP
+        seed = _Known(io.BytesIO(b"".join(stream) + b"N."), known)
+        seed.load()
+        self._unpickler_memo = seed.memo
+        self._template = (template, seed)  # what the memo proxies read from
+
+    def pickler(self, out: io.BytesIO, table: dict[type, Callable[[Any], Any]]) -> pickle.Pickler:
+        pickler = pickle.Pickler(out, PROTOCOL)
+        pickler.dispatch_table = table
+        pickler.memo = self._pickler_memo
+        return pickler
+
+    def load(self, data: bytes | bytearray) -> Any:
+        unpickler = pickle.Unpickler(io.BytesIO(data))
+        unpickler.memo = self._unpickler_memo
+        return unpickler.load()
+
+
+_FRAME = struct.Struct("<Q")
+
+
+def framed(out: io.BytesIO) -> bytes:
+    """A protocol-3 pickle in ``out`` made one frame (protocol 4's opcode, which any
+    unpickler reads): the unpickler reads the frame in one call, not each opcode from the
+    file it is given (half its work, on a job's 50 opcodes)."""
+    view = out.getbuffer()
+    try:
+        return b"".join((view[:2], b"\x95", _FRAME.pack(len(view) - 2), view[2:]))
+    finally:
+        view.release()
+
+
+class _Known(pickle.Unpickler):
+    """Loads `_Seeded`'s stream: persistent id n is the n-th known object."""
+
+    def __init__(self, file: io.BytesIO, known: Sequence[Any]) -> None:
+        super().__init__(file)
+        self._known = known
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._known[pid]
 
 
 class Sent:
@@ -121,6 +231,7 @@ class Sent:
     (`Received`)."""
 
     def __init__(self, wire: Wire) -> None:
+        self._seeded = wire._seeded
         self._dispatch = dict(wire.table)
         for cls in wire.crossing.kept:
             self._dispatch[cls] = self._reduce_kept
@@ -131,8 +242,7 @@ class Sent:
 
     def dump(self, answers: Any) -> bytes:
         out = io.BytesIO()
-        pickler = pickle.Pickler(out, PROTOCOL)
-        pickler.dispatch_table = self._dispatch
+        pickler = self._seeded.pickler(out, self._dispatch)
         self._added, self._fresh = [], None
         try:
             pickler.dump(answers)
@@ -140,7 +250,7 @@ class Sent:
             for key in self._added:
                 del self._sent[key]
             raise
-        return out.getvalue()
+        return framed(out)
 
     def _reduce_kept(self, obj: Any) -> Any:
         if obj is self._fresh:  # inside its own _keep(number, obj): as pickle makes it
@@ -175,12 +285,13 @@ class Received:
 
     def __init__(self, wire: Wire) -> None:
         self._members = wire.members
+        self._seeded = wire._seeded
         self._kept: dict[int, Any] = {}
 
     def load(self, data: bytes | bytearray) -> Any:
         _receiving.kept = self._kept
         _receiving.members = self._members
-        return pickle.loads(data)
+        return self._seeded.load(data)
 
 
 def portable(error: BaseException | None) -> BaseException | None:
