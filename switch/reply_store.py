@@ -140,7 +140,6 @@ class SharedReplyCache(ReplyCache):
         """The cache on a connection of its own to ``dsn`` (made again when lost)."""
         settings = server_settings(schema, f"{APPLICATION}-replies")
         settings["synchronous_commit"] = "off"  # this connection writes replies only
-        settings["plan_cache_mode"] = "auto"  # its statements' plans depend on no parameter
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(
