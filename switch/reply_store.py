@@ -7,13 +7,18 @@ the same key); a reply is written there before it is sent. A row holds the reque
 then the reply. Rows expire with the cache's age; a worker deletes expired rows now and then.
 
 The cache has a connection of its own (not the pool's: no acquire and release per batch), kept
-by :class:`~ledger.pg_connection.Healing`: lost, it is made again on the backoff schedule at a
-later batch. The lookups and writes queued while a statement ran go together in the next one
-(``= ANY``, ``unnest``; both in one statement when there are both), and every caller of a batch
-awaits one future for it (a mapping of the keys found, for lookups): no task or future per
-request. A batch that fails — its statement, or the connection down — is logged once: its
-lookups answer "not found" (the request is handled afresh, which the ledger's idempotent
-transfers keep safe) and its replies are sent unwritten.
+by :class:`~ledger.pg_connection.Healing`: lost, it is made again on the backoff schedule by a
+later batch. One task, while anything is queued, sends what was queued while its last statement
+ran as the next one (``= ANY``, ``unnest``; lookups and writes in one statement when both are
+queued, which under ``bench_workers`` is seldom: a terminal's requests and its replies come in
+turns). Every caller of a batch awaits one future for it (for lookups, a mapping of the keys
+found): no task or future per request. That future is not cancelled by one caller's
+cancellation: a cancelled exchange wakes when its batch is answered (one statement's time).
+
+A batch that fails — its statement, or the connection down (a batch then fails at once until
+the backoff allows the next connect attempt) — is logged once: its lookups answer "not found"
+(the request is handled afresh, which the ledger's idempotent transfers keep safe) and its
+replies are sent unwritten (a copy at another worker is then handled afresh too).
 
 The connection's writes are committed without waiting for their WAL flush
 (``synchronous_commit`` off for this connection, which writes only replies), as the SQLite
@@ -227,9 +232,7 @@ class SharedReplyCache(ReplyCache):
         now = _now_us()
         try:
             if not await link.ready():
-                raise ConnectionError(
-                    f"PostgreSQL connection lost ({link.last_error}); reconnecting"
-                )
+                raise ConnectionError(f"PostgreSQL connection down: {link.last_error}")
             connection = link.connection
             if rows:
                 expires = now + int(self._age_max_s * 1_000_000)
@@ -242,16 +245,19 @@ class SharedReplyCache(ReplyCache):
                     await connection.execute(WRITE, written_keys, blobs, now, expires)
             else:
                 records = await connection.fetch(READ, keys, now)
-        except Exception as error:
-            if lost(error, link.connection):
+        except BaseException as error:  # cancelled too (the loop's end): nobody left waiting
+            if isinstance(error, Exception) and lost(error, link.connection):
                 link.drop()
             log.error(
                 "response cache: %d lookups and %d writes failed: %s", len(keys), len(rows), error
             )
+            failure = error if isinstance(error, Exception) else ConnectionError("cancelled")
             for future in (found, written):
                 if future is not None:
-                    future.set_exception(error)
+                    future.set_exception(failure)
                     future.exception()  # retrieved: nobody may be waiting (no log at collection)
+            if not isinstance(error, Exception):
+                raise
             return
         if found is not None:
             found.set_result({record[0]: record[1] for record in records})
