@@ -86,13 +86,12 @@ class Stores:
 
     def reply_cache(self) -> ReplyCache:
         """The retransmission cache (one, closed with the stores): shared through the database
-        on PostgreSQL (several workers); on SQLite (one process) in the process, and durable in
-        its own file beside the ledger's, written by a thread of its own (a restart still
-        answers a retransmission byte for byte)."""
+        on PostgreSQL (several workers; opened with the stores, on a connection of its own); on
+        SQLite (one process) in the process, and durable in its own file beside the ledger's,
+        written by a thread of its own (a restart still answers a retransmission byte for
+        byte)."""
         if self._replies is None:
-            if self.pool is not None:
-                self._replies = SharedReplyCache(self.pool)
-            elif isinstance(self.ledger, SqliteLedger):
+            if isinstance(self.ledger, SqliteLedger):
                 path = Path(self.url.removeprefix("sqlite:///"))
                 self._replies = FileReplyCache(path, self.ledger.writer)
             else:
@@ -192,6 +191,8 @@ async def _open_postgres(url: str) -> Stores:
         engine = PgEngine(bridge)
         cards = SqlCards(bridge.connection(keep=True), keep_s=KEEP_S)
         reads = HeldReads(pool)  # the key sets' reads
+        replies = await SharedReplyCache.open(dsn, schema)  # a connection of its own
+        opened.append(replies)
         return Stores(
             url=url,
             ledger=ledger,
@@ -208,6 +209,7 @@ async def _open_postgres(url: str) -> Stores:
             pool=pool,
             bridge=bridge,
             _reads=reads,
+            _replies=replies,
         )
     except BaseException:
         for item in reversed(opened):

@@ -44,7 +44,7 @@ from ledger.migrate import private_sqlite
 from ledger.writer.jobs import Call, Operation
 from messages.outcome import Outcome
 from switch.replies import Replay, ReplyCache
-from switch.reply_store import BATCH_MAX, DIGEST_BYTES
+from switch.reply_store import BATCH_MAX, DIGEST_BYTES, Shared
 
 log = logging.getLogger("medswitch.replies")
 T = TypeVar("T")
@@ -191,8 +191,8 @@ class FileReplyCache(ReplyCache):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="medswitch-replies")
         self._file: ReplyFile | None = None  # opened on the thread by the first job
         self._queued: list[tuple[str, bytes]] = []  # replies waiting for the next write
-        self._group: _Written | None = None  # resolved once they are written
-        self._writing: _Written | None = None  # the group being written on the thread
+        self._group: Shared[None] | None = None  # resolved once they are written
+        self._writing: Shared[None] | None = None  # the group being written on the thread
         self._flush_due = False
         self._loaded: asyncio.Future[None] | None = None
         with contextlib.suppress(RuntimeError):  # on a loop (the daemon's start): read now
@@ -239,7 +239,7 @@ class FileReplyCache(ReplyCache):
         if reply is None:
             return
         if self._group is None:  # the replies of this turn (and of any while a write runs)
-            self._group = _Written(loop=asyncio.get_running_loop())
+            self._group = Shared(loop=asyncio.get_running_loop())
         self._queued.append((key, digest + reply))
         self._schedule()
 
@@ -305,7 +305,7 @@ class FileReplyCache(ReplyCache):
         self._writing = group
         self._thread.submit(write)
 
-    def _written(self, group: _Written, error: Exception | None) -> None:
+    def _written(self, group: Shared[None], error: Exception | None) -> None:
         self._writing = None
         if error is None:
             group.set_result(None)
@@ -333,14 +333,6 @@ class FileReplyCache(ReplyCache):
         if self._file is None:
             self._file = ReplyFile(replies_file(self._ledger_file))
         return self._file
-
-
-class _Written(asyncio.Future[None]):
-    """A group of replies' write, awaited by the work of each of them: a cancelled one of
-    those does not cancel it for the others (in place of a shield per reply)."""
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
 
 
 def _logged(done: asyncio.Future[None]) -> None:

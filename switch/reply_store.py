@@ -3,18 +3,32 @@
 
 A request missing from this worker's cache is looked up in the table (so a retransmission that
 reaches another worker gets the original reply, byte for byte, or 94 for other content under
-the same key); a reply is written there before it is sent. Concurrent lookups and writes are
-batched into one statement each (``= ANY``, ``unnest``). A row holds the request's digest then
-the reply. Rows expire with the cache's age; a worker deletes expired rows now and then.
+the same key); a reply is written there before it is sent. A row holds the request's digest
+then the reply. Rows expire with the cache's age; a worker deletes expired rows now and then.
 
-A write of replies is committed without waiting for its WAL flush (``synchronous_commit`` off
-for that transaction alone), as the SQLite deployment's replies file is written without an
-fsync (``switch.reply_file``): it survives the daemon's crash or restart at once, and the next
-synchronous commit — a ledger group commit, a bill's transition, any worker's — flushes it,
-since the WAL is flushed in order. Were the database's machine to fail in between, the
-retransmission is handled afresh, which the ledger's idempotent transfers keep safe. Every
-commit of money stays synchronous. (Measured: each of these commits waited for its own fsync,
-some 3.5 ms each on a busy disk, a third of the database's WAL waits in ``bench_workers``.)
+The cache has a connection of its own (not the pool's: no acquire and release per batch), kept
+by :class:`~ledger.pg_connection.Healing`: lost, it is made again on the backoff schedule by a
+later batch. One task, while anything is queued, sends what was queued while its last statement
+ran as the next one (``= ANY``, ``unnest``; lookups and writes in one statement when both are
+queued, which under ``bench_workers`` is seldom: a terminal's requests and its replies come in
+turns). Every caller of a batch awaits one future for it (for lookups, a mapping of the keys
+found): no task or future per request. That future is not cancelled by one caller's
+cancellation: a cancelled exchange wakes when its batch is answered (one statement's time).
+
+A batch that fails — its statement, or the connection down (a batch then fails at once until
+the backoff allows the next connect attempt) — is logged once: its lookups answer "not found"
+(the request is handled afresh, which the ledger's idempotent transfers keep safe) and its
+replies are sent unwritten (a copy at another worker is then handled afresh too).
+
+The connection's writes are committed without waiting for their WAL flush
+(``synchronous_commit`` off for this connection, which writes only replies), as the SQLite
+deployment's replies file is written without an fsync (``switch.reply_file``): a reply survives
+the daemon's crash or restart at once, and the next synchronous commit — a ledger group commit,
+a bill's transition, any worker's — flushes it, since the WAL is flushed in order. Were the
+database's machine to fail in between, the retransmission is handled afresh, which the ledger's
+idempotent transfers keep safe. Every commit of money stays synchronous. (Measured: each of
+these commits waited for its own fsync, some 3.5 ms each on a busy disk, a third of the
+database's WAL waits in ``bench_workers``.)
 """
 
 from __future__ import annotations
@@ -24,24 +38,47 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ledger.pg_bridge import APPLICATION, server_settings
+from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
 from messages.outcome import Outcome
 from switch.replies import Replay, ReplyCache
 
 log = logging.getLogger("medswitch.replies")
 A = TypeVar("A")
 R = TypeVar("R")
+T = TypeVar("T")
 DIGEST_BYTES = 16
 BATCH_MAX = 500
 PURGE_EVERY_S = 600.0
 
+_COLUMNS = "message_key, response, created_at_us, expires_at_us"
+_INSERT = (
+    f"INSERT INTO response_cache ({_COLUMNS})"
+    " SELECT u.k, u.r, $3, $4 FROM unnest($1::text[], $2::bytea[]) AS u(k, r)"
+    " ON CONFLICT (message_key) DO NOTHING"
+)
+WRITE = _INSERT
+READ = (
+    "SELECT message_key, response FROM response_cache"
+    " WHERE message_key = ANY($1::text[]) AND expires_at_us > $2"
+)
+#: A batch's writes and lookups in one round trip: the lookups see the table as it was when the
+#: statement began (not this batch's writes: a key this worker writes is in its memory already).
+BOTH = (
+    f"WITH written AS ({_INSERT}) SELECT message_key, response FROM response_cache"
+    " WHERE message_key = ANY($5::text[]) AND expires_at_us > $3"
+)
+PURGE = "DELETE FROM response_cache WHERE expires_at_us < $1"
+
 
 class Batcher(Generic[A, R]):
     """Calls ``run`` with every argument queued while the previous call ran (at most
-    ``batch_max``); each caller gets its own result."""
+    ``batch_max``); each caller gets its own result, as a future (no coroutine per call), the
+    calls run by one task while any are queued."""
 
     def __init__(
         self, run: Callable[[list[A]], Awaitable[Sequence[R]]], batch_max: int = BATCH_MAX
@@ -51,46 +88,90 @@ class Batcher(Generic[A, R]):
         self._queue: list[tuple[A, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def __call__(self, argument: A) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+    def __call__(self, argument: A) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
         self._queue.append((argument, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await future
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        return future
 
     async def _drain(self) -> None:
-        await asyncio.sleep(0)  # one loop turn: let every ready caller queue up
-        while self._queue:
-            batch, self._queue = self._queue[: self._batch_max], self._queue[self._batch_max :]
-            try:
-                results = await self._run([argument for argument, _ in batch])
-            except Exception as error:  # each caller hears it
-                for _, future in batch:
+        try:
+            await asyncio.sleep(0)  # one loop turn: let every ready caller queue up
+            while self._queue:
+                batch = self._queue[: self._batch_max]
+                self._queue = self._queue[self._batch_max :]
+                try:
+                    results = await self._run([argument for argument, _ in batch])
+                except Exception as error:  # each caller hears it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+                        future.set_result(result)
+        finally:
+            self._task = None  # no await since the queue was found empty
+
+
+class Shared(asyncio.Future[T]):
+    """A batch's outcome, awaited by each of its callers: a cancelled one of those does not
+    cancel it for the others (in place of a shield per caller)."""
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
 
 
 class SharedReplyCache(ReplyCache):
-    def __init__(self, pool: asyncpg.Pool, age_max_s: float = 24 * 3600.0) -> None:
+    """:class:`ReplyCache` whose replies are in ``response_cache`` before they are sent, and
+    whose misses are looked up there (see the module)."""
+
+    def __init__(self, link: Healing, age_max_s: float = 24 * 3600.0) -> None:
         super().__init__(age_max_s=age_max_s)
-        self._pool = pool
-        self._lookup: Batcher[str, bytes | None] = Batcher(self._read)
-        self._store: Batcher[tuple[str, bytes], None] = Batcher(self._write)
-        self._writing: dict[str, asyncio.Future[None]] = {}
+        self._link = link
+        self._keys: list[str] = []  # lookups waiting for the next statement
+        self._found: Shared[dict[str, bytes]] | None = None  # resolved by it
+        self._rows: list[tuple[str, bytes]] = []  # replies waiting for the next statement
+        self._written: Shared[None] | None = None  # resolved once they are written
+        self._draining: asyncio.Task[None] | None = None
         self._purged_at = time.monotonic()
+
+    @classmethod
+    async def open(
+        cls, dsn: str, schema: str | None = None, age_max_s: float = 24 * 3600.0
+    ) -> SharedReplyCache:
+        """The cache on a connection of its own to ``dsn`` (made again when lost)."""
+        settings = server_settings(schema, f"{APPLICATION}-replies")
+        settings["synchronous_commit"] = "off"  # this connection writes replies only
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(
+                dsn,
+                server_settings=settings,
+                timeout=CONNECT_TIMEOUT_S,
+                connection_class=KeptAlive,
+            )
+
+        return cls(Healing(await connect(), connect), age_max_s=age_max_s)
+
+    @property
+    def link(self) -> Healing:
+        return self._link
 
     async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
         found = await super().earlier(key, digest)
         if found is not None:
             return found
+        if self._found is None:
+            self._found = Shared(loop=asyncio.get_running_loop())
+            self._drain_soon()
+        found_now = self._found
+        self._keys.append(key)
         try:
-            row = await self._lookup(key)
-        except (OSError, asyncpg.PostgresError) as error:
-            log.error("response cache lookup failed: %s", error)  # the ledger stays idempotent
+            row = (await found_now).get(key)
+        except Exception:  # logged once for the batch: the ledger stays idempotent
             row = None
         if row is None:
             # a copy that began here while the lookup ran: wait for its reply (no await
@@ -103,55 +184,89 @@ class SharedReplyCache(ReplyCache):
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         super().finish(key, digest, reply)
         if reply is not None:
-            writing = asyncio.ensure_future(self._store((key, digest + reply)))
-            self._writing[key] = writing
-            writing.add_done_callback(lambda done: self._written(key, done))
-
-    def _written(self, key: str, done: asyncio.Future[None]) -> None:
-        if self._writing.get(key) is done and not done.cancelled() and done.exception() is None:
-            del self._writing[key]  # nobody awaits it (remember() pops it first when it does)
-        elif not done.cancelled() and done.exception() is not None:
-            log.error("response cache write failed: %s", done.exception())
-            self._writing.pop(key, None)
+            if self._written is None:
+                self._written = Shared(loop=asyncio.get_running_loop())
+                self._drain_soon()
+            self._rows.append((key, digest + reply))
 
     async def remember(self, replay: Replay | None, reply: Awaitable[bytes]) -> bytes:
         """The reply, once it is in the database too (a copy at another worker then finds it)."""
         encoded = await super().remember(replay, reply)
-        if replay is not None:
-            writing = self._writing.pop(replay[0], None)
-            if writing is not None:
-                with contextlib.suppress(OSError, asyncpg.PostgresError):  # logged when done
-                    await writing
+        written = self._written  # the batch its finish() joined: nothing ran in between
+        if replay is not None and written is not None:
+            with contextlib.suppress(Exception):  # logged once for the batch
+                await written
         return encoded
 
-    async def _read(self, keys: list[str]) -> list[bytes | None]:
-        rows = await self._pool.fetch(
-            "SELECT message_key, response FROM response_cache"
-            " WHERE message_key = ANY($1::text[]) AND expires_at_us > $2",
-            keys,
-            _now_us(),
-        )
-        found = {row[0]: bytes(row[1]) for row in rows}
-        return [found.get(key) for key in keys]
+    async def close(self) -> None:
+        """Let the queued lookups and writes finish, then close the connection."""
+        if self._draining is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._draining)
+        await self._link.close()
 
-    async def _write(self, items: list[tuple[str, bytes]]) -> list[None]:
+    def _drain_soon(self) -> None:
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # one loop turn: let every ready caller queue up
+            while self._found is not None or self._written is not None:
+                keys, found, self._keys, self._found = self._keys, self._found, [], None
+                rows, written, self._rows, self._written = self._rows, self._written, [], None
+                await self._batch(keys, found, rows, written)
+        finally:
+            self._draining = None  # no await since the queues were found empty
+
+    async def _batch(
+        self,
+        keys: list[str],
+        found: Shared[dict[str, bytes]] | None,
+        rows: list[tuple[str, bytes]],
+        written: Shared[None] | None,
+    ) -> None:
+        """One statement for the lookups and writes of a batch; every caller hears how it
+        went."""
+        link = self._link
         now = _now_us()
-        expires = now + int(self._age_max_s * 1_000_000)
-        await self._pool.execute(
-            "WITH unsynced AS (SELECT set_config('synchronous_commit', 'off', true))"
-            " INSERT INTO response_cache (message_key, response, created_at_us, expires_at_us)"
-            " SELECT u.k, u.r, $3, $4 FROM unnest($1::text[], $2::bytea[]) AS u(k, r), unsynced"
-            " ON CONFLICT (message_key) DO NOTHING",
-            [key for key, _ in items],
-            [row for _, row in items],
-            now,
-            expires,
-        )
-        if time.monotonic() - self._purged_at > PURGE_EVERY_S:
-            self._purged_at = time.monotonic()
-            with contextlib.suppress(asyncpg.PostgresError):
-                await self._pool.execute("DELETE FROM response_cache WHERE expires_at_us < $1", now)
-        return [None] * len(items)
+        try:
+            if not await link.ready():
+                raise ConnectionError(f"PostgreSQL connection down: {link.last_error}")
+            connection = link.connection
+            if rows:
+                expires = now + int(self._age_max_s * 1_000_000)
+                written_keys = [key for key, _ in rows]
+                blobs = [row for _, row in rows]
+                if keys:
+                    records = await connection.fetch(BOTH, written_keys, blobs, now, expires, keys)
+                else:
+                    records = []
+                    await connection.execute(WRITE, written_keys, blobs, now, expires)
+            else:
+                records = await connection.fetch(READ, keys, now)
+        except BaseException as error:  # cancelled too (the loop's end): nobody left waiting
+            if isinstance(error, Exception) and lost(error, link.connection):
+                link.drop()
+            log.error(
+                "response cache: %d lookups and %d writes failed: %s", len(keys), len(rows), error
+            )
+            failure = error if isinstance(error, Exception) else ConnectionError("cancelled")
+            for future in (found, written):
+                if future is not None:
+                    future.set_exception(failure)
+                    future.exception()  # retrieved: nobody may be waiting (no log at collection)
+            if not isinstance(error, Exception):
+                raise
+            return
+        if found is not None:
+            found.set_result({record[0]: record[1] for record in records})
+        if written is not None:
+            written.set_result(None)
+            if time.monotonic() - self._purged_at > PURGE_EVERY_S:
+                self._purged_at = time.monotonic()
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await connection.execute(PURGE, now)
 
 
 def _now_us() -> int:

@@ -124,8 +124,8 @@ def test_key_set_reads_that_come_together_each_get_their_terminals_sets() -> Non
 @pytest.mark.postgres
 def test_a_reply_remembered_by_one_worker_answers_a_copy_at_the_other() -> None:
     async def scenario(first: Stores, second: Stores) -> None:
-        assert first.pool is not None and second.pool is not None
-        mine, theirs = SharedReplyCache(first.pool), SharedReplyCache(second.pool)
+        mine, theirs = first.reply_cache(), second.reply_cache()
+        assert isinstance(mine, SharedReplyCache) and isinstance(theirs, SharedReplyCache)
         assert await mine.earlier("k1", b"d" * 16) is None
         mine.begin("k1", b"d" * 16)
         assert await mine.remember(("k1", b"d" * 16), asyncio.sleep(0, result=b"reply")) == (
@@ -135,6 +135,67 @@ def test_a_reply_remembered_by_one_worker_answers_a_copy_at_the_other() -> None:
         assert await theirs.earlier("k1", b"e" * 16) is Outcome.DUPLICATE
         found = await asyncio.gather(*(theirs.earlier(f"n{i}", b"d" * 16) for i in range(50)))
         assert found == [None] * 50  # fifty lookups, batched, none known
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_lookups_and_writes_that_come_together_go_in_one_statement() -> None:
+    async def scenario(first: Stores, second: Stores) -> None:
+        mine, theirs = first.reply_cache(), second.reply_cache()
+        assert isinstance(mine, SharedReplyCache) and isinstance(theirs, SharedReplyCache)
+        for n in range(3):
+            mine.begin(f"w{n}", b"d" * 16)
+            await mine.remember((f"w{n}", b"d" * 16), asyncio.sleep(0, result=b"r%d" % n))
+        for n in range(3):
+            theirs.begin(f"x{n}", b"e" * 16)
+
+        async def reply(n: int) -> bytes:
+            return await theirs.remember((f"x{n}", b"e" * 16), asyncio.sleep(0, result=b"x"))
+
+        # one turn: three lookups (two known at the other worker) and three writes
+        together = await asyncio.gather(
+            *(theirs.earlier(f"w{n}", b"d" * 16) for n in (0, 1)),
+            theirs.earlier("w9", b"d" * 16),
+            *(reply(n) for n in range(3)),
+        )
+        assert together == [b"r0", b"r1", None, b"x", b"x", b"x"]
+        assert [await mine.earlier(f"x{n}", b"e" * 16) for n in range(3)] == [b"x"] * 3
+
+    run(scenario)
+
+
+@pytest.mark.postgres
+def test_a_lost_reply_connection_is_made_again_and_its_loss_only_costs_lookups(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cache's own connection terminated: the lookups and writes of the batch that finds
+    it lost are logged and answer as the module says (not found; the reply sent unwritten),
+    and a later batch makes the connection again."""
+
+    async def scenario(first: Stores, second: Stores) -> None:
+        mine, theirs = first.reply_cache(), second.reply_cache()
+        assert isinstance(mine, SharedReplyCache) and isinstance(theirs, SharedReplyCache)
+        assert second.pool is not None
+        mine.begin("k1", b"d" * 16)
+        await mine.remember(("k1", b"d" * 16), asyncio.sleep(0, result=b"reply"))
+        pid = theirs.link.connection.get_server_pid()
+        assert await second.pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+        theirs.begin("k2", b"d" * 16)
+        during = await asyncio.gather(
+            theirs.earlier("k1", b"d" * 16),  # known, but the connection is lost
+            theirs.remember(("k2", b"d" * 16), asyncio.sleep(0, result=b"two")),
+        )
+        assert during == [None, b"two"]  # handled afresh; the reply sent unwritten
+        assert "response cache: 1 lookups and 1 writes failed" in caplog.text
+        for _ in range(100):  # the backoff's wait, then a batch connects again
+            if await theirs.earlier("k1", b"d" * 16) == b"reply":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the connection was not made again")
+        assert theirs.link.reconnects == 1
+        assert await mine.earlier("k2", b"d" * 16) is None  # it was not written
 
     run(scenario)
 
