@@ -334,7 +334,7 @@ def _fields_reader(plan: tuple[tuple[int, int, Any], ...]) -> FieldsReader:
             lines += [f"    {line.format(n=number)}" for line in _READ[form]]
     lines += ["    if at != size: return None", "    return fields"]
     namespace: dict[str, Any] = dict(tables)
-    exec(compile("\n".join(lines), "<compiled fields reader>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<compiled fields reader>", "exec"), namespace)
     reader: FieldsReader = namespace["read"]
     return reader
 
@@ -467,8 +467,6 @@ def compile_encoder(
     return encode
 
 
-
-
 def _fields_writer(
     given: tuple[Any, ...], steps: Mapping[int, EncodeStep], wide: bool
 ) -> FieldsWriter | None:
@@ -531,7 +529,7 @@ def _fields_writer(
         raw = (bitmap >> 64).to_bytes(_BITMAP_BYTES, "big")
     lines.append(f"    return {raw!r}")
     namespace: dict[str, Any] = {"fromhex": bytes.fromhex, **prefixes}
-    exec(compile("\n".join(lines), "<compiled fields writer>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<compiled fields writer>", "exec"), namespace)
     writer: FieldsWriter = namespace["write"]
     return writer
 
