@@ -41,6 +41,7 @@ from messages.errors import CodecError
 from messages.fieldspec import Encoding, InterfaceSpec, Kind
 from messages.message import FieldValue as FieldValue
 from messages.message import Message as Message
+from messages.message import message
 
 _TEXT, _DIGITS, _BINARY, _HEX = 0, 1, 2, 3  # how decode treats each field's value
 _INCOMPLETE = re.compile(r"is (\d+) (?:bytes|nibbles)(?: wide)?, expecting (\d+)$")
@@ -86,7 +87,7 @@ class Codec:
             # hex fields too: the fast path has no form for them, so it declines them
             "binary": frozenset(n for n, k in kinds.items() if k in (_BINARY, _HEX)),
         }
-        fast_decode = compile_decoder(self._spec, make=Message, **layout)
+        fast_decode = compile_decoder(self._spec, make=message, **layout)
         object.__setattr__(self, "fast_decode", fast_decode)
         object.__setattr__(self, "fast_encode", compile_encoder(self._spec, **layout))
 

@@ -50,8 +50,13 @@ _LEAD, _TRAIL = {BCD: BCD_LEAD, NIBBLES: NIBBLES_LEAD}, {BCD: BCD_TRAIL, NIBBLES
 TPDU_BYTES = 5  # of the bytes before the MTI; the header is the rest
 _BITMAP_BYTES = 8
 _CACHED_BITMAPS_MAX = 256  # distinct bitmaps whose field plans are kept; others planned per call
+_PRIMARY_MAX = (1 << 64) - 1  # a larger bitmap key holds a secondary bitmap
 
 Decoder = Callable[[bytes], "Message | None"]
+FieldsWriter = Callable[[Mapping[int, Any], list[bytes]], "bytes | None"]
+# (bitmap bit, form, pad of an odd nibble count ("": declined; None: counted in bytes), fixed
+# count or -1, length prefixes by count)
+EncodeStep = tuple[int, int, "str | None", int, tuple["bytes | None", ...]]
 Encoder = Callable[["Message"], "bytes | None"]
 Spec = Mapping[str, Mapping[str, Any]]
 
@@ -175,6 +180,7 @@ def compile_decoder(
     # With a secondary bitmap the key is primary << 64 | secondary: field n is bit 128 - n.
     wide_defined = sum(1 << (128 - n) for n in numbers) | 1 << 127
     plans: dict[int, tuple[tuple[int, int, Any], ...]] = {}
+    readers: dict[int, FieldsReader] = {}  # the kept plans, each as straight-line code
 
     def plan_of(key: int, wide: bool) -> tuple[tuple[int, int, Any], ...] | None:
         width = 128 if wide else 64
@@ -183,6 +189,8 @@ def compile_decoder(
         plan = tuple(steps[n] for n in numbers if n <= width and key >> (width - n) & 1)
         if len(plans) < _CACHED_BITMAPS_MAX:
             plans[key] = plan
+            if plan:
+                readers[key] = _fields_reader(plan)
         return plan
 
     def decode(payload: bytes) -> Message | None:
@@ -204,9 +212,15 @@ def compile_decoder(
                     return None
                 key = key << 64 | second
                 at += _BITMAP_BYTES
-                plan = plans.get(key) or plan_of(key, True)
-            else:
-                plan = plans.get(key) or plan_of(key, False)
+            reader = readers.get(key)
+            if reader is not None:  # a kept bitmap: its fields read by its own code
+                read = reader(payload, at, size)
+                if read is None:
+                    return None
+                if prefix:
+                    return make(mti, read, payload[:TPDU_BYTES], payload[TPDU_BYTES:prefix])
+                return make(mti, read)
+            plan = plans.get(key) or plan_of(key, key > _PRIMARY_MAX)
             if not plan:
                 return None
             fields: dict[int, str | bytes] = {}
@@ -266,6 +280,65 @@ def compile_decoder(
     return decode
 
 
+FieldsReader = Callable[[bytes, int, int], "dict[int, str | bytes] | None"]
+
+# How each decode form's value is read from ``d`` (the field's bytes) into ``fields[n]``: the
+# loop's branches of `compile_decoder`, written out per field.
+_READ = {
+    BINARY: ["fields[{n}] = d"],
+    BCD: ["v = d.hex()", "if not v.isdigit(): return None", "fields[{n}] = v"],
+    TEXT: ['fields[{n}] = d.decode("ascii")'],
+    TEXT_DIGITS: ["if not d.isdigit(): return None", 'fields[{n}] = d.decode("ascii")'],
+    BCD_LEAD: [
+        "v = d.hex()",
+        'if v[0] != "0" or not v.isdigit(): return None',
+        "fields[{n}] = v[1:]",
+    ],
+    BCD_TRAIL: [
+        "v = d.hex()",
+        'if v[-1] != "0" or not v.isdigit(): return None',
+        "fields[{n}] = v[:-1]",
+    ],
+    NIBBLES: ["fields[{n}] = d.hex().upper()"],
+    NIBBLES_LEAD: ["v = d.hex().upper()", 'if v[0] != "0": return None', "fields[{n}] = v[1:]"],
+    NIBBLES_TRAIL: ["v = d.hex().upper()", 'if v[-1] != "0": return None', "fields[{n}] = v[:-1]"],
+}
+
+
+def _fields_reader(plan: tuple[tuple[int, int, Any], ...]) -> FieldsReader:
+    """One bitmap's plan as a function of its own: ``(payload, at, size)`` → the fields read
+    from ``at`` on, or ``None`` where the loop in `compile_decoder` declines (an exception
+    raised declines there too). The same reads in the same order, without the loop's per-field
+    unpacking and form dispatch (a third of a message's decoding). A field that runs past the
+    payload is not checked where it is read: ``at`` then ends past ``size``, which declines."""
+    lines = ["def read(payload, at, size):", "    fields = {}"]
+    tables: dict[str, Any] = {}
+    for number, width, table in plan:
+        if width:
+            tables[f"t{number}"] = table
+            lines += [
+                f"    count, form = t{number}[payload[at : at + {width}]]",
+                f"    at += {width}",
+                "    end = at + count",
+                "    d = payload[at:end]",
+                "    at = end",
+            ]
+            forms = sorted({form for _, form in table.values()})
+            for index, form in enumerate(forms):
+                test = "if" if index == 0 else "elif"
+                lines.append(f"    {test} form == {form}:")
+                lines += [f"        {line.format(n=number)}" for line in _READ[form]]
+        else:
+            count, form = table
+            lines += [f"    end = at + {count}", "    d = payload[at:end]", "    at = end"]
+            lines += [f"    {line.format(n=number)}" for line in _READ[form]]
+    lines += ["    if at != size: return None", "    return fields"]
+    namespace: dict[str, Any] = dict(tables)
+    exec(compile("\n".join(lines), "<compiled fields reader>", "exec"), namespace)
+    reader: FieldsReader = namespace["read"]
+    return reader
+
+
 def compile_encoder(
     spec: Spec,
     *,
@@ -288,7 +361,7 @@ def compile_encoder(
     width = 128 if wide else 64
     # (bitmap bit, form, pad of an odd nibble count ("": declined; None: counted in bytes),
     # fixed count or -1, length prefixes by count)
-    steps: dict[int, tuple[int, int, str | None, int, tuple[bytes | None, ...]]] = {
+    steps: dict[int, EncodeStep] = {
         n: (
             1 << (width - n),
             f.form,
@@ -302,6 +375,7 @@ def compile_encoder(
     }
     low_half = (1 << 64) - 1
     fromhex = bytes.fromhex  # skips whitespace, which pyiso8583's a2b_hex refuses: not given
+    writers: dict[tuple[int, ...], FieldsWriter] = {}  # by the fields' numbers, as given
 
     def encode(message: Message) -> bytes | None:
         try:
@@ -322,6 +396,18 @@ def compile_encoder(
                 parts = [tpdu, header, raw_mti, b""]
             else:
                 parts = [raw_mti, b""]
+            given = tuple(fields)
+            writer = writers.get(given)
+            if writer is None and len(writers) < _CACHED_BITMAPS_MAX:
+                writer = _fields_writer(given, steps, wide)
+                if writer is not None:
+                    writers[given] = writer
+            if writer is not None:  # a kept field set: its fields written by its own code
+                raw = writer(fields, parts)
+                if raw is None:
+                    return None
+                parts[3 if prefix else 1] = raw
+                return b"".join(parts)
             bitmap = 0
             for number in sorted(fields):
                 bit, form, pad, fixed, prefixes = steps[number]
@@ -379,3 +465,74 @@ def compile_encoder(
             return None
 
     return encode
+
+
+def _fields_writer(
+    given: tuple[Any, ...], steps: Mapping[int, EncodeStep], wide: bool
+) -> FieldsWriter | None:
+    """The loop of `compile_encoder` for one set of field numbers, as a function of its own:
+    ``(fields, parts)`` appends each field's length prefix and bytes to ``parts`` and returns
+    the bitmap's bytes, or ``None`` where the loop declines (an exception raised declines there
+    too). The same checks in the same order, without the loop's per-field unpacking and form
+    dispatch; the bitmap is known beforehand. A number that is not a fast field gives a writer
+    that declines; keys that are not all ``int`` none (the loop takes them)."""
+    if not all(type(number) is int for number in given):
+        return None
+    numbers = sorted(given)
+    if not all(number in steps for number in numbers):
+        return _declined
+    lines = ["def write(fields, parts):", "    append = parts.append"]
+    prefixes: dict[str, Any] = {}
+    bitmap = 0
+    for number in numbers:
+        bit, form, pad, fixed, lengths = steps[number]
+        bitmap |= bit
+        lines.append(f"    v = fields[{number}]")
+        count = "len(d)"
+        if form == BINARY:
+            lines += ["    if type(v) is not bytes: return None", "    d = v"]
+        else:
+            lines.append("    if type(v) is not str: return None")
+            if form == TEXT:
+                lines.append('    d = v.encode("ascii")')
+            elif form == TEXT_DIGITS:
+                lines += ["    if not v.isdigit(): return None", '    d = v.encode("ascii")']
+            else:
+                if form == BCD:
+                    lines.append("    if not v.isdigit(): return None")
+                else:
+                    lines.append("    if v and not v.isalnum(): return None")
+                if pad is not None:  # counted in nibbles: an odd count takes a pad nibble
+                    count = "c"
+                    lines.append("    c = len(v)")
+                    if not pad:
+                        lines.append("    if c & 1: return None")
+                    else:
+                        padded = '"0" + v' if pad == "L" else 'v + "0"'
+                        lines.append(f"    if c & 1: v = {padded}")
+                lines.append("    d = fromhex(v)")
+        if fixed >= 0:
+            lines += [f"    if {count} != {fixed}: return None", "    append(d)"]
+        else:
+            prefixes[f"p{number}"] = lengths
+            lines += [
+                f"    length = p{number}[{count}]",
+                "    if length is None: return None",
+                "    append(length)",
+                "    append(d)",
+            ]
+    if not wide:
+        raw = bitmap.to_bytes(_BITMAP_BYTES, "big")
+    elif bitmap & (1 << 64) - 1:
+        raw = (bitmap | 1 << 127).to_bytes(2 * _BITMAP_BYTES, "big")
+    else:
+        raw = (bitmap >> 64).to_bytes(_BITMAP_BYTES, "big")
+    lines.append(f"    return {raw!r}")
+    namespace: dict[str, Any] = {"fromhex": bytes.fromhex, **prefixes}
+    exec(compile("\n".join(lines), "<compiled fields writer>", "exec"), namespace)
+    writer: FieldsWriter = namespace["write"]
+    return writer
+
+
+def _declined(fields: Mapping[int, Any], parts: list[bytes]) -> None:
+    return None

@@ -27,6 +27,7 @@ from messages.binding import build_planned, parse_planned
 from messages.codec import FieldValue, Message
 from messages.envelope import Row, response_mti
 from messages.errors import CodecError, UnknownTransaction
+from messages.message import message
 from messages.private import build_field60, construct, parse_field60
 from messages.terminal import (
     BalanceInquiry,
@@ -383,8 +384,9 @@ def parse(message: Message) -> TerminalMessage:
     return result
 
 
-def build(typed: TerminalMessage) -> Message:
-    """The message for a typed request or reply."""
+def build(typed: TerminalMessage, mac: bytes | None = None) -> Message:
+    """The message for a typed request or reply; with ``mac``, that in field 64 (the MAC's
+    placeholder of a reply to be MACed, without copying the message to put it there)."""
     mti, processing_code, condition_code, txn_type, network_code = typed.codes()
     fields: dict[int, FieldValue] = {}
     if processing_code is not None:
@@ -395,7 +397,9 @@ def build(typed: TerminalMessage) -> Message:
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
     )
     build_planned(typed.BUILD_PLAN, typed, fields)
-    return Message(mti, fields, typed.tpdu, typed.header)
+    if mac is not None:
+        fields[64] = mac
+    return message(mti, fields, typed.tpdu, typed.header)
 
 
 def reply_to(

@@ -40,6 +40,7 @@ from switch.pipeline import Admitted, Served
 from switch.sessions import Sessions, SqlTerminals
 
 _MAC_ERROR = Outcome.MAC_ERROR.code  # read once: an enum's value is two Python calls away
+_MAC_PLACEHOLDER = bytes(8)  # field 64 while the MAC block is encoded
 
 #: The request MTIs the interface defines, each with its response's MTI: a format error is
 #: answered only to these (specs/terminal-interface.md).
@@ -129,7 +130,9 @@ class TerminalService:
                     reason = (
                         "not_signed_on"
                         if proven is Outcome.RE_SIGN_ON
-                        else "mac_mismatch" if isinstance(mac, bytes) else "mac_missing"
+                        else "mac_mismatch"
+                        if isinstance(mac, bytes)
+                        else "mac_missing"
                     )
                     return Served(self.refuse(request, proven), reason=reason)
                 session = proven
@@ -159,9 +162,7 @@ class TerminalService:
             request.card_number() or "",
         )
 
-    async def context(
-        self, request: TerminalMessage, admitted: TerminalAdmitted
-    ) -> RequestContext:
+    async def context(self, request: TerminalMessage, admitted: TerminalAdmitted) -> RequestContext:
         return RequestContext(
             admitted.party,
             admitted.mac_key,
@@ -217,10 +218,7 @@ class TerminalService:
     async def seal(self, reply: TerminalReply, mac_key: SignOnKeys | None) -> bytes:
         if mac_key is None or reply.response_code == _MAC_ERROR:
             return self.codec.encode(terminal_table.build(reply))
-        message = terminal_table.build(reply)
-        fields = dict(message.fields)
-        fields[64] = bytes(8)
-        payload = self.codec.encode(Message(message.mti, fields, message.tpdu, message.header))
+        payload = self.codec.encode(terminal_table.build(reply, _MAC_PLACEHOLDER))
         mac = await self.hsm.generate_mac(
             mac_key.mak, MacAlgorithm.CUP_ECB, self.codec.mac_block(payload)
         )
