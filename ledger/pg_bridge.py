@@ -186,6 +186,7 @@ class SyncConnection:
         self._held: asyncpg.Connection | None = None
         self._transaction: Any = None
         self._keep = keep
+        self._closed = False  # with keep: closed, nothing kept again
         self._kept: Any = None  # with keep: the pool's connection between statements
         self._turn = asyncio.Lock()  # with keep: one statement at a time on it
         self.total_changes = 0
@@ -219,7 +220,7 @@ class SyncConnection:
     def close(self) -> None:
         if self._held is not None:
             self._bridge.run(self._end(False))
-        if self._kept is not None:
+        if self._keep:  # under the turn, on the bridge's loop: a statement may be taking one
             self._bridge.run(self._give_back())
 
     async def _begin(self, *, immediate: bool) -> None:
@@ -259,6 +260,9 @@ class SyncConnection:
 
     async def _on_kept(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
         async with self._turn:
+            if self._closed:  # a statement after close(): a pooled connection for itself
+                async with self._bridge.pool.acquire() as connection:
+                    return await _run(connection, sql, parameters)
             if self._kept is not None and gone(self._kept):
                 await self._release_kept()  # seen lost: a new one, as an acquire would make
             if self._kept is None:
@@ -271,6 +275,7 @@ class SyncConnection:
 
     async def _give_back(self) -> None:
         async with self._turn:
+            self._closed = True
             await self._release_kept()
 
     async def _release_kept(self) -> None:

@@ -185,14 +185,14 @@ async def _open_postgres(url: str) -> Stores:
     try:
         ledger = await PgLedger.open(dsn, schema=schema, writers=LEDGER_WRITERS, migrate=False)
         opened.append(ledger)
+        replies = await SharedReplyCache.open(dsn, schema)  # a connection of its own
+        opened.append(replies)
         bridge = await asyncio.to_thread(
             PgBridge, url, size=POOL_MAX, application=f"{APPLICATION}-bridge"
         )
         engine = PgEngine(bridge)
         cards = SqlCards(bridge.connection(keep=True), keep_s=KEEP_S)
         reads = HeldReads(pool)  # the key sets' reads
-        replies = await SharedReplyCache.open(dsn, schema)  # a connection of its own
-        opened.append(replies)
         return Stores(
             url=url,
             ledger=ledger,

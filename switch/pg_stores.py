@@ -67,15 +67,19 @@ class HeldReads:
         self._pool = pool
         self._held: Any = None  # the pool's connection proxy, between reads
         self._turn = asyncio.Lock()
+        self._closed = False  # closed: a read takes a connection of the pool for itself
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         async with self._turn:
+            if self._closed:  # a read still running past close(): none held again
+                rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+                return rows
             if self._held is not None and gone(self._held):
                 await self._give_back()  # seen lost: a new one, as an acquire would make
             if self._held is None:
                 self._held = await self._pool.acquire()
             try:
-                rows: list[asyncpg.Record] = await self._held.fetch(sql, *args)
+                rows = await self._held.fetch(sql, *args)
             except BaseException:
                 await self._give_back()
                 raise
@@ -88,6 +92,7 @@ class HeldReads:
 
     async def close(self) -> None:
         async with self._turn:
+            self._closed = True
             await self._give_back()
 
 

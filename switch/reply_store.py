@@ -92,9 +92,19 @@ class Batcher(Generic[A, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._queue.append((argument, future))
-        if self._task is None:
+        if self._task is None or self._task.done():  # done: cancelled before its first step
             self._task = loop.create_task(self._drain())
+            self._task.add_done_callback(self._ended)
         return future
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled (even before its first step) fails what it left queued."""
+        if self._task in (None, task):
+            self._task = None
+            queued, self._queue = self._queue, []
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(ConnectionError("cancelled"))
 
     async def _drain(self) -> None:
         try:
@@ -137,6 +147,7 @@ class SharedReplyCache(ReplyCache):
         self._written: Shared[None] | None = None  # resolved once they are written
         self._draining: asyncio.Task[None] | None = None
         self._purged_at = time.monotonic()
+        self._closed = False  # closed: in memory only, the connection not made again
 
     @classmethod
     async def open(
@@ -162,7 +173,7 @@ class SharedReplyCache(ReplyCache):
 
     async def earlier(self, key: str, digest: bytes) -> bytes | Outcome | None:
         found = await super().earlier(key, digest)
-        if found is not None:
+        if found is not None or self._closed:
             return found
         if self._found is None:
             self._found = Shared(loop=asyncio.get_running_loop())
@@ -183,7 +194,7 @@ class SharedReplyCache(ReplyCache):
 
     def finish(self, key: str, digest: bytes, reply: bytes | None) -> None:
         super().finish(key, digest, reply)
-        if reply is not None:
+        if reply is not None and not self._closed:
             if self._written is None:
                 self._written = Shared(loop=asyncio.get_running_loop())
                 self._drain_soon()
@@ -199,15 +210,27 @@ class SharedReplyCache(ReplyCache):
         return encoded
 
     async def close(self) -> None:
-        """Let the queued lookups and writes finish, then close the connection."""
+        """Let the queued lookups and writes finish, then close the connection; later
+        exchanges (one still running past the daemon's drain) use the memory alone."""
+        self._closed = True
         if self._draining is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._draining)
         await self._link.close()
 
     def _drain_soon(self) -> None:
-        if self._draining is None:
+        if self._draining is None or self._draining.done():  # done: cancelled before its start
             self._draining = asyncio.get_running_loop().create_task(self._drain())
+            self._draining.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled (even before its first step) fails what it left queued, and the
+        next caller starts another."""
+        if self._draining in (None, task):
+            self._draining = None
+            found, written, self._found, self._written = self._found, self._written, None, None
+            self._keys, self._rows = [], []
+            _fail((found, written), ConnectionError("cancelled"))
 
     async def _drain(self) -> None:
         try:
@@ -252,10 +275,7 @@ class SharedReplyCache(ReplyCache):
                 "response cache: %d lookups and %d writes failed: %s", len(keys), len(rows), error
             )
             failure = error if isinstance(error, Exception) else ConnectionError("cancelled")
-            for future in (found, written):
-                if future is not None:
-                    future.set_exception(failure)
-                    future.exception()  # retrieved: nobody may be waiting (no log at collection)
+            _fail((found, written), failure)
             if not isinstance(error, Exception):
                 raise
             return
@@ -265,8 +285,15 @@ class SharedReplyCache(ReplyCache):
             written.set_result(None)
             if time.monotonic() - self._purged_at > PURGE_EVERY_S:
                 self._purged_at = time.monotonic()
-                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                with contextlib.suppress(Exception):  # a lost connection: the next batch sees it
                     await connection.execute(PURGE, now)
+
+
+def _fail(futures: Sequence[Shared[Any] | None], failure: Exception) -> None:
+    for future in futures:
+        if future is not None and not future.done():
+            future.set_exception(failure)
+            future.exception()  # retrieved: nobody may be waiting (no log at collection)
 
 
 def _now_us() -> int:

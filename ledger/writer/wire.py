@@ -149,12 +149,10 @@ class Wire:
         self._seeded = _Seeded(self.known)
 
     def fingerprint(self) -> str:
-        """What `known` numbers, by name: the child's must be the parent's (a child started
-        from code changed on disk since the daemon started would read one object as another)."""
-        names = [
-            f"{getattr(o, '__module__', '')}.{getattr(o, '__qualname__', o)!r}" for o in self.known
-        ]
-        return hashlib.sha256("\n".join(names).encode()).hexdigest()
+        """What `known` numbers, by name and a record's fields in order: the child's must be
+        the parent's (a child started from code changed on disk since the daemon started would
+        read one object as another, or a record's values into the wrong fields)."""
+        return hashlib.sha256("\n".join(map(_described, self.known)).encode()).hexdigest()
 
     def dumps(self, value: Any) -> bytes:
         """``value`` pickled with the table's reducers."""
@@ -165,6 +163,15 @@ class Wire:
     def loads(self, data: bytes | bytearray) -> Any:
         _receiving.members = self.members
         return self._seeded.load(data)
+
+
+def _described(obj: Any) -> str:
+    name = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)!r}"
+    if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+        return name + repr([field.name for field in dataclasses.fields(obj)])
+    if isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields"):
+        return name + repr(list(obj._fields))
+    return name
 
 
 class _Seeded:

@@ -120,3 +120,19 @@ def test_a_child_numbering_other_objects_does_not_start(tmp_path: Path) -> None:
     same = ProcessWriter(path, crossing="ledger.crossing:sqlite_writer")
     same.start()
     asyncio.run(same.stop())
+
+
+def test_a_record_whose_fields_were_reordered_changes_the_fingerprint() -> None:
+    """Same module, same name, fields in another order: the child would fill the wrong slots,
+    so the parent must see another fingerprint."""
+
+    def record(*names: str) -> type:
+        made = dataclasses.make_dataclass("Moved", names, frozen=True, slots=True)
+        made.__module__ = __name__
+        return made
+
+    one = Wire(Crossing(records=(record("amount_fen", "account"),)))
+    other = Wire(Crossing(records=(record("account", "amount_fen"),)))
+    again = Wire(Crossing(records=(record("amount_fen", "account"),)))
+    assert one.fingerprint() != other.fingerprint()
+    assert one.fingerprint() == again.fingerprint()

@@ -305,6 +305,8 @@ def test_held_reads_keep_one_connection_between_reads_and_give_it_back() -> None
         assert other != pid
         await reads.close()
         assert pool.get_idle_size() == pool.get_size()  # back before the pool closes
+        assert await reads.fetch("SELECT 1") == [(1,)]  # a read still running past close()
+        assert pool.get_idle_size() == pool.get_size()  # holds nothing again
 
     run(scenario)
 
@@ -327,11 +329,13 @@ def test_a_kept_bridge_connection_reads_on_one_backend_and_gives_it_back() -> No
             seen.append(in_use())  # a failed statement gave it back
             kept.execute("SELECT 1")
             kept.close()
+            seen.append(in_use())
+            kept.execute("SELECT 1")  # a statement past close() keeps nothing
             return [*seen, in_use()]
 
         first.cards.close()  # the daemon's card directory keeps one too: given back
-        pid, again, held, failed, closed = await asyncio.to_thread(reads)
-        assert (again, held, failed, closed) == (pid, 1, 0, 0)
+        pid, again, held, failed, closed, after = await asyncio.to_thread(reads)
+        assert (again, held, failed, closed, after) == (pid, 1, 0, 0, 0)
 
     run(scenario)
 

@@ -10,7 +10,7 @@ import pytest
 
 from ledger.pg_connection import Healing
 from messages.outcome import Outcome
-from switch.reply_store import BOTH, READ, WRITE, SharedReplyCache
+from switch.reply_store import BOTH, READ, WRITE, Batcher, SharedReplyCache
 
 DIGEST = b"d" * 16
 
@@ -111,5 +111,77 @@ def test_callers_of_a_batch_whose_task_is_cancelled_hear_it(
         assert await lookup is None
         assert await sent == b"r"
         assert "response cache: 1 lookups and 1 writes failed" in caplog.text
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_what_was_queued_behind_a_cancelled_batch_hears_it_and_later_calls_drain_again() -> None:
+    """Lookups and writes queued while the cancelled statement ran fail with it (none waits
+    forever), and the next lookup starts a statement of its own."""
+
+    async def main() -> None:
+        connection = Held({"k1": DIGEST + b"one"})
+        replies = cache(connection)
+        first = asyncio.ensure_future(replies.earlier("a", DIGEST))
+        await asyncio.sleep(0.01)  # its statement is running
+        queued = asyncio.ensure_future(replies.earlier("b", DIGEST))
+        replies.begin("w", DIGEST)
+        sent = asyncio.ensure_future(replies.remember(("w", DIGEST), asyncio.sleep(0, result=b"r")))
+        await asyncio.sleep(0.01)
+        draining = replies._draining
+        assert draining is not None
+        draining.cancel()
+        assert await asyncio.gather(first, queued, sent) == [None, None, b"r"]
+        connection.go.set()
+        assert await replies.earlier("k1", DIGEST) == b"one"  # a statement of its own
+        assert connection.statements[-1] == ("read", 1, 1)
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_a_task_cancelled_before_its_first_step_is_started_again() -> None:
+    async def main() -> None:
+        connection = Held({"k1": DIGEST + b"one"})
+        connection.go.set()
+        replies = cache(connection)
+        lookup = asyncio.ensure_future(replies.earlier("k1", DIGEST))
+        await asyncio.sleep(0)  # the lookup queued and its task made, not yet run
+        draining = replies._draining
+        assert draining is not None
+        draining.cancel()
+        assert await lookup is None  # its batch failed with the task
+        assert await replies.earlier("k1", DIGEST) == b"one"
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_after_close_the_cache_keeps_to_memory() -> None:
+    async def main() -> None:
+        connection = Held({"k1": DIGEST + b"one"})
+        connection.go.set()
+        replies = cache(connection)
+        await replies.close()
+        assert await replies.earlier("k1", DIGEST) is None  # no statement, no new connection
+        replies.begin("w", DIGEST)
+        assert await replies.remember(("w", DIGEST), asyncio.sleep(0, result=b"r")) == b"r"
+        assert await replies.earlier("w", DIGEST) == b"r"  # from memory
+        assert connection.statements == []
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_a_batcher_cancelled_before_its_first_step_fails_its_callers_and_starts_again() -> None:
+    async def main() -> None:
+        async def run(arguments: list[int]) -> list[int]:
+            return [2 * a for a in arguments]
+
+        batcher: Batcher[int, int] = Batcher(run)
+        first = batcher(1)
+        task = batcher._task
+        assert task is not None
+        task.cancel()
+        with pytest.raises(ConnectionError):
+            await first
+        assert await batcher(2) == 4
 
     asyncio.run(asyncio.wait_for(main(), timeout=10))
