@@ -121,6 +121,18 @@ class Backoff:
         self._next_s = self.first_s
 
 
+def connector(dsn: str, settings: dict[str, str]) -> Callable[[], Awaitable[asyncpg.Connection]]:
+    """What makes (and, for :class:`Healing`, makes again) one connection of ours to ``dsn``:
+    its session ``settings``, the connect timeout, a socket that notices a silent drop."""
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(
+            dsn, server_settings=settings, timeout=CONNECT_TIMEOUT_S, connection_class=KeptAlive
+        )
+
+    return connect
+
+
 class Healing:
     """One connection, made again by ``connect`` when it is lost (see the module)."""
 

@@ -48,7 +48,7 @@ from ledger.core import (
 )
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
-from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
+from ledger.pg_connection import Healing, connector, lost
 from ledger.pg_fold import BatchConflict, NeedsTransaction
 from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
@@ -91,16 +91,7 @@ class PgLedger(Ledger):
         """Connect `writers` connections (each group-commits its own batches) and migrate."""
         # Plan each statement for its actual parameters and the tables' current size: a generic
         # plan made while `transfers` was small keeps scanning it sequentially once it is large.
-        settings = server_settings(schema, f"{APPLICATION}-ledger")
-
-        async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(
-                dsn,
-                server_settings=settings,
-                timeout=CONNECT_TIMEOUT_S,
-                connection_class=KeptAlive,
-            )
-
+        connect = connector(dsn, server_settings(schema, f"{APPLICATION}-ledger"))
         connections: list[asyncpg.Connection] = []
         try:
             for _ in range(writers):

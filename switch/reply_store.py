@@ -40,10 +40,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-import asyncpg  # type: ignore[import-untyped]
-
 from ledger.pg_bridge import APPLICATION, server_settings
-from ledger.pg_connection import CONNECT_TIMEOUT_S, Healing, KeptAlive, lost
+from ledger.pg_connection import Healing, connector, lost
 from messages.outcome import Outcome
 from switch.replies import Replay, ReplyCache
 
@@ -156,15 +154,7 @@ class SharedReplyCache(ReplyCache):
         """The cache on a connection of its own to ``dsn`` (made again when lost)."""
         settings = server_settings(schema, f"{APPLICATION}-replies")
         settings["synchronous_commit"] = "off"  # this connection writes replies only
-
-        async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(
-                dsn,
-                server_settings=settings,
-                timeout=CONNECT_TIMEOUT_S,
-                connection_class=KeptAlive,
-            )
-
+        connect = connector(dsn, settings)
         return cls(Healing(await connect(), connect), age_max_s=age_max_s)
 
     @property
