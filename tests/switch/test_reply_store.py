@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from ledger.pg_connection import Healing
@@ -183,5 +184,50 @@ def test_a_batcher_cancelled_before_its_first_step_fails_its_callers_and_starts_
         with pytest.raises(ConnectionError):
             await first
         assert await batcher(2) == 4
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+class Lost(Held):
+    """A connection whose statements find it lost, as a terminated backend's do."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.closed = False
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[str, bytes]]:
+        self.closed = True
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        await self.fetch(sql)
+        return ""
+
+
+def test_a_batch_that_meets_a_lost_connection_costs_only_its_lookups_and_the_next_connects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        fresh = Held({"k1": DIGEST + b"one"})
+        fresh.go.set()
+
+        async def connect() -> Any:
+            return fresh
+
+        replies = SharedReplyCache(Healing(Lost(), connect))
+        replies.begin("w", DIGEST)
+        during = await asyncio.gather(
+            replies.earlier("k1", DIGEST),
+            replies.remember(("w", DIGEST), asyncio.sleep(0, result=b"r")),
+        )
+        assert during == [None, b"r"]  # handled afresh; the reply sent unwritten
+        assert "response cache: 1 lookups and 1 writes failed" in caplog.text
+        assert await replies.earlier("k1", DIGEST) == b"one"  # on the connection made again
+        assert replies.link.reconnects == 1
 
     asyncio.run(asyncio.wait_for(main(), timeout=10))
