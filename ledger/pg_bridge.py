@@ -24,7 +24,7 @@ import functools
 import re
 import threading
 from collections import namedtuple
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -87,6 +87,46 @@ def gone(held: Any) -> bool:
         return bool(held.is_closed())
     except asyncpg.InterfaceError:
         return True
+
+
+class HeldConnection:
+    """One connection of an asyncpg pool held between uses, taken in turn: for point reads that
+    come often (asyncpg's acquire and release cost more CPU than such a read: 360 µs a read
+    through ``pool.fetch``, 110 µs on a held connection, measured on the bench box). A use that
+    fails gives it back, as does one that finds it lost (the next acquire makes a new one);
+    after :meth:`close`, a use takes a pooled connection for itself (the pool's close would
+    wait for one held again)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._held: Any = None  # the pool's connection proxy, between uses
+        self._turn = asyncio.Lock()
+        self._closed = False
+
+    async def use(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        async with self._turn:
+            if self._closed:
+                async with self._pool.acquire() as connection:
+                    return await work(connection)
+            if self._held is not None and gone(self._held):
+                await self._give_back()
+            if self._held is None:
+                self._held = await self._pool.acquire()
+            try:
+                return await work(self._held)
+            except BaseException:
+                await self._give_back()
+                raise
+
+    async def close(self) -> None:
+        async with self._turn:
+            self._closed = True
+            await self._give_back()
+
+    async def _give_back(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await self._pool.release(held)
 
 
 class PgBridge:
@@ -185,10 +225,7 @@ class SyncConnection:
         self._lock_key = lock_key
         self._held: asyncpg.Connection | None = None
         self._transaction: Any = None
-        self._keep = keep
-        self._closed = False  # with keep: closed, nothing kept again
-        self._kept: Any = None  # with keep: the pool's connection between statements
-        self._turn = asyncio.Lock()  # with keep: one statement at a time on it
+        self._kept = HeldConnection(bridge.pool) if keep else None
         self.total_changes = 0
 
     @property
@@ -220,8 +257,8 @@ class SyncConnection:
     def close(self) -> None:
         if self._held is not None:
             self._bridge.run(self._end(False))
-        if self._keep:  # under the turn, on the bridge's loop: a statement may be taking one
-            self._bridge.run(self._give_back())
+        if self._kept is not None:  # on the bridge's loop: a statement may be taking it
+            self._bridge.run(self._kept.close())
 
     async def _begin(self, *, immediate: bool) -> None:
         if self._transaction is not None:
@@ -247,8 +284,8 @@ class SyncConnection:
                 await self._bridge.pool.release(held)
 
     async def _statement(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
-        if self._held is None and self._keep:
-            return await self._on_kept(sql, parameters)
+        if self._held is None and self._kept is not None:
+            return await self._kept.use(functools.partial(_run, sql=sql, parameters=parameters))
         if self._held is None:
             async with self._bridge.pool.acquire() as connection:
                 return await _run(connection, sql, parameters)
@@ -257,31 +294,6 @@ class SyncConnection:
         except Exception:
             await self._end(False)  # PostgreSQL refuses the rest of the transaction anyway
             raise
-
-    async def _on_kept(self, sql: str, parameters: tuple[Any, ...]) -> Cursor:
-        async with self._turn:
-            if self._closed:  # a statement after close(): a pooled connection for itself
-                async with self._bridge.pool.acquire() as connection:
-                    return await _run(connection, sql, parameters)
-            if self._kept is not None and gone(self._kept):
-                await self._release_kept()  # seen lost: a new one, as an acquire would make
-            if self._kept is None:
-                self._kept = await self._bridge.pool.acquire()
-            try:
-                return await _run(self._kept, sql, parameters)
-            except BaseException:
-                await self._release_kept()  # a lost connection is made again at the next acquire
-                raise
-
-    async def _give_back(self) -> None:
-        async with self._turn:
-            self._closed = True
-            await self._release_kept()
-
-    async def _release_kept(self) -> None:
-        kept, self._kept = self._kept, None
-        if kept is not None:
-            await self._bridge.pool.release(kept)
 
 
 async def _run(connection: asyncpg.Connection, sql: str, parameters: tuple[Any, ...]) -> Cursor:

@@ -12,11 +12,9 @@ writes it; they change rarely). Both hold wrapped key blocks under the LMK only,
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -25,7 +23,7 @@ from hsm.interface import SignOnKeys
 from hsm.keyblock import StoredKey
 from hsm.keys import KeyUsage
 from hsm.keystore import KeyStore
-from ledger.pg_bridge import gone
+from ledger.pg_bridge import HeldConnection
 from routing.bank_context import StatusChange
 from switch.bank.cards import ENDED_BEFORE, can_end, ending_status, replacement_problem
 from switch.reply_store import Batcher
@@ -55,45 +53,13 @@ _NEXT_VERSION = (
 )
 
 
-class HeldReads:
-    """Reads that come one at a time — the key sets' batches (``PgKeyStore.key_sets``) — on
-    one connection of the worker's pool, held between them (taken in turn): asyncpg's acquire
-    and release (a proxy, a future, a shielded task) cost more CPU than such a read itself
-    (measured on the bench box: 110 µs a read on a held connection, 360 µs through
-    ``pool.fetch``). A read that fails gives the connection back (a lost one is made again at
-    the next acquire); :meth:`close` gives it back before the pool closes."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self._held: Any = None  # the pool's connection proxy, between reads
-        self._turn = asyncio.Lock()
-        self._closed = False  # closed: a read takes a connection of the pool for itself
+class HeldReads(HeldConnection):
+    """The key sets' reads (``PgKeyStore.key_sets``: batches, one at a time) on one connection
+    of the worker's pool held between them."""
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        async with self._turn:
-            if self._closed:  # a read still running past close(): none held again
-                rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
-                return rows
-            if self._held is not None and gone(self._held):
-                await self._give_back()  # seen lost: a new one, as an acquire would make
-            if self._held is None:
-                self._held = await self._pool.acquire()
-            try:
-                rows = await self._held.fetch(sql, *args)
-            except BaseException:
-                await self._give_back()
-                raise
-            return rows
-
-    async def _give_back(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            await self._pool.release(held)
-
-    async def close(self) -> None:
-        async with self._turn:
-            self._closed = True
-            await self._give_back()
+        rows: list[asyncpg.Record] = await self.use(lambda connection: connection.fetch(sql, *args))
+        return rows
 
 
 def _stored(row: asyncpg.Record) -> StoredKey:
