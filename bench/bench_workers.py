@@ -6,7 +6,7 @@ the same load on the embedded SQLite default (as the PostgreSQL runs: nothing pi
 two are compared on the same box in the same minutes.
 
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
-        [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy the 1-worker daemon
+        [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy a worker: out-1w.txt, ...
         [--statements]   # per exchange, from pg_stat_statements (bench.pg_statements)
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
@@ -213,9 +213,11 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     f"{len(lanes)} POS in {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
-                profile = args.profile if workers == 1 else None  # the one worker is the parent
+                # the one worker is the parent; of several, the first (the parent only waits)
+                spied = pid if workers == 1 else children(pid)[0]
+                profile = args.profile and args.profile.with_stem(f"{args.profile.stem}-{workers}w")
                 counting = args.statements and uvloop.run(pg_statements.reset(DSN))
-                with WaitSampler(DSN) as waits, profiled(pid, profile, gil=args.profile_gil):
+                with WaitSampler(DSN) as waits, profiled(spied, profile, gil=args.profile_gil):
                     cpu_at_start = tree_cpu_s(pid)
                     result = uvloop.run(drive_once(port, lanes))
                     daemon_cpu_s = tree_cpu_s(pid) - cpu_at_start
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         "--profile",
         type=Path,
         default=None,
-        help="py-spy record the 1-worker daemon into this file",
+        help="py-spy record a worker (with N workers, the first) into this file, its stem"
+        " suffixed -1w, -2w, ... by the worker count",
     )
     parser.add_argument("--profile-gil", action="store_true", help="sample the GIL holder only")
     parser.add_argument(
