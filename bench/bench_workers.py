@@ -5,9 +5,13 @@ on a fresh PostgreSQL schema with the same demo deployment, in the same process;
 the same load on the embedded SQLite default (as the PostgreSQL runs: nothing pinned), so the
 two are compared on the same box in the same minutes.
 
-    python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200]
+    python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200] [--rounds 1]
         [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy a worker: out-1w.txt, ...
         [--statements]   # per exchange, from pg_stat_statements (bench.pg_statements)
+
+With ``--rounds N`` the whole set runs N times, its runs alternated (embedded, 1 worker, 2, then
+again), and a summary gives each one's median and range: on a shared, noisy machine one run's
+rate says little.
 
 Everything a terminal computes (cards' purchases through their PSAMs, MACs, TDK encryption) is
 done before the timed phase, with the same simulators and HSM code as bench_settle.
@@ -24,12 +28,14 @@ import os
 import re
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -194,7 +200,25 @@ async def _schema(action: str, name: str) -> None:
         await connection.close()
 
 
-def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float], dict[str, int]]:
+@dataclass(frozen=True)
+class Measured:
+    """One run: exchanges/s, each exchange's latency (s), the response codes seen, and CPU per
+    exchange in ms — the daemon's (with its writer process, embedded) and PostgreSQL's backends'
+    (None: embedded)."""
+
+    rate: float
+    latencies: list[float]
+    codes: dict[str, int]
+    daemon_ms: float
+    backends_ms: float | None = None
+
+    @property
+    def p99_ms(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[int(len(ordered) * 0.99) - 1] * 1000 if ordered else 0.0
+
+
+def run_one(workers: int, args: argparse.Namespace) -> Measured:
     schema = f"bench_{secrets.token_hex(4)}"
     asyncio.run(_schema("CREATE", schema))
     url = f"{DSN}?schema={schema}"
@@ -240,12 +264,14 @@ def run_one(workers: int, args: argparse.Namespace) -> tuple[float, list[float],
                     "  mean latency (one worker): "
                     + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in slow)
                 )
-                return result
+                return Measured(
+                    *result, daemon_cpu_s / exchanges * 1000, waits.cpu_s / exchanges * 1000
+                )
     finally:
         asyncio.run(_schema("DROP", schema))
 
 
-def run_embedded(args: argparse.Namespace) -> tuple[float, list[float], dict[str, int]]:
+def run_embedded(args: argparse.Namespace) -> Measured:
     """The same load on the embedded SQLite default: bench_settle's deployment and daemon, but
     unpinned, with its ledger writer process counted in the daemon's CPU."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +293,7 @@ def run_embedded(args: argparse.Namespace) -> tuple[float, list[float], dict[str
             daemon_cpu_s = tree_cpu_s(pids["daemon"]) - cpu_at_start
         exchanges = sum(len(frames) for frames in lanes)
         print(f"  CPU per exchange: daemon and its writer {daemon_cpu_s / exchanges * 1000:.2f} ms")
-        return result
+        return Measured(*result, daemon_cpu_s / exchanges * 1000)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--bills", type=int, default=1200)
     parser.add_argument("--cardholders", type=int, default=120)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the whole set this many times, alternated"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -295,15 +324,41 @@ def main(argv: list[str] | None = None) -> None:
         help="statements per exchange (a server preloading pg_stat_statements)",
     )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
-    results = {}
-    if not args.no_embedded:
-        results["embedded SQLite default"] = run_embedded(args)
-    for workers in (int(n) for n in args.workers.split(",")):
-        results[f"PostgreSQL --workers {workers}"] = run_one(workers, args)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    results: dict[str, list[Measured]] = {}
+    for done in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {done + 1} of {args.rounds}", flush=True)
+        if not args.no_embedded:
+            results.setdefault("embedded SQLite default", []).append(run_embedded(args))
+        for workers in (int(n) for n in args.workers.split(",")):
+            measured = run_one(workers, args)
+            results.setdefault(f"PostgreSQL --workers {workers}", []).append(measured)
     print(f"{args.terminals} POS, one outstanding each; settlement + advice per bill:")
-    for name, (rate, latencies, codes) in results.items():
-        report(name, rate, latencies)
-        print(f"{'':34s} response codes {codes}")
+    for name, runs in results.items():
+        for run in runs:
+            report(name, run.rate, run.latencies)
+            print(f"{'':34s} response codes {run.codes}")
+    if args.rounds > 1:
+        print(f"medians (ranges) of {args.rounds} alternated rounds:")
+        for name, runs in results.items():
+            print(summary(name, runs))
+
+
+def summary(name: str, runs: list[Measured]) -> str:
+    """One line: the runs' median rate and its range, their p99s' range, median CPU."""
+
+    def spread(values: list[float], form: str) -> str:
+        return f"{statistics.median(values):{form}} ({min(values):{form}}–{max(values):{form}})"
+
+    line = (
+        f"{name:34s} {spread([run.rate for run in runs], ',.0f')} exchanges/s,"
+        f" p99 {min(run.p99_ms for run in runs):.1f}–{max(run.p99_ms for run in runs):.1f} ms,"
+        f" CPU per exchange: daemon {statistics.median(run.daemon_ms for run in runs):.2f} ms"
+    )
+    backends = [run.backends_ms for run in runs if run.backends_ms is not None]
+    return line + (f", backends {statistics.median(backends):.2f} ms" if backends else "")
 
 
 if __name__ == "__main__":
