@@ -99,11 +99,21 @@ class SqlCards:
             (version,) = self._connection.execute(
                 "SELECT version FROM directory_version WHERE id = 1"
             ).fetchone()
-            if version != self._version:
-                self.forget()
-                self._version = version
-            self._checked = now
+            self.saw_count(version, now)
         return True
+
+    def saw_count(self, version: int, read_at: float) -> None:
+        """The change count as read by a statement sent at ``read_at`` (``time.monotonic``):
+        here, or with the key sets a message reads (``switch.pg_stores.PgKeyStore``). What is
+        kept is forgotten when it differs from the count it was read under (an older read
+        arriving after a newer one only forgets once more); it is trusted for ``keep_s`` after
+        the latest read sent."""
+        if not self._keep_s:
+            return
+        if version != self._version:
+            self.forget()
+            self._version = version
+        self._checked = max(self._checked, read_at)
 
     def forget(self) -> None:
         """Read every card and PSAM afresh from now on (a change was made)."""

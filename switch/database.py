@@ -192,11 +192,15 @@ async def _open_postgres(url: str) -> Stores:
         )
         engine = PgEngine(bridge)
         cards = SqlCards(bridge.connection(keep=True), keep_s=KEEP_S)
+        terminals = SqlTerminals(bridge.connection, keep_s=KEEP_S)
         reads = HeldReads(pool)  # the key sets' reads
+        # which read the directories' change counts too: no statement of their own per message
+        key_sets = PgKeyStore(pool, reads, cards=cards, estate=terminals)
+        terminals.count_through(key_sets.counts)
         return Stores(
             url=url,
             ledger=ledger,
-            terminals=SqlTerminals(bridge.connection, keep_s=KEEP_S),
+            terminals=terminals,
             cards=cards,
             # the daemon's bill transitions in the ledger's group commits (a card debit's
             # completion in the batch of its debit: post_and_call)
@@ -209,6 +213,7 @@ async def _open_postgres(url: str) -> Stores:
             pool=pool,
             bridge=bridge,
             _reads=reads,
+            _session_sets=key_sets,
             _replies=replies,
         )
     except BaseException:

@@ -12,9 +12,12 @@ writes it; they change rarely). Both hold wrapped key blocks under the LMK only,
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -66,27 +69,88 @@ def _stored(row: asyncpg.Record) -> StoredKey:
     return StoredKey(row[0], int(row[1]), KeyUsage(row[2]), row[3], row[4], row[5])
 
 
-async def _read_sets(pool: asyncpg.Pool | HeldReads, terminal_ids: list[str]) -> list[KeySets]:
-    """The sets of each terminal asked for, in one statement."""
-    rows = await pool.fetch(
-        f"SELECT terminal_id, {SET_COLUMNS} FROM session_sets WHERE terminal_id = ANY($1::text[])",
-        sorted(set(terminal_ids)),
-    )
-    found: defaultdict[str, list[tuple[object, ...]]] = defaultdict(list)
-    for row in rows:
-        found[row[0]].append(tuple(row[1:]))
-    return [sets_of(terminal_id, found[terminal_id]) for terminal_id in terminal_ids]
+class Counted(Protocol):
+    """What keeps records while a ``directory_version`` count stands (``switch.cards.SqlCards``:
+    row 1; ``switch.sessions.SqlTerminals``: row 2)."""
+
+    def saw_count(self, version: int, read_at: float) -> None: ...
+
+
+#: The sets of the terminals asked for ($1) and both change counts of ``directory_version``
+#: (cards, PSAMs and the blacklist: row 1; the estate: row 2), in one statement: one row with
+#: no terminal when none of them has a set.
+_SETS_AND_COUNTS = (
+    f"SELECT s.terminal_id, {', '.join('s.' + c for c in SET_COLUMNS.split(', '))},"
+    " c.cards, c.estate FROM (SELECT max(version) FILTER (WHERE id = 1) AS cards,"
+    " max(version) FILTER (WHERE id = 2) AS estate FROM directory_version"
+    " WHERE id IN (1, 2)) AS c"
+    " LEFT JOIN session_sets s ON s.terminal_id = ANY($1::text[])"
+)
 
 
 class PgKeyStore:
     """Terminals' wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``) and
-    their key sets in ``session_sets`` (``switch.session_store.SessionStore``)."""
+    their key sets in ``session_sets`` (``switch.session_store.SessionStore``).
 
-    def __init__(self, pool: asyncpg.Pool, reads: HeldReads | None = None) -> None:
+    Every read of key sets also reads the directories' change counts and hands them to
+    ``cards`` and ``estate`` (``saw_count``, with the time the statement was sent): the card
+    directory, which a message uses after its key sets, needs no statement of its own to learn
+    that nothing changed. The terminal records are used before them: when their count is due,
+    :meth:`counts` reads it with the key sets of the message's terminal, and the message's own
+    :meth:`key_sets` then takes those (read after the message came, as its own read would be:
+    one statement instead of two)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        reads: HeldReads | None = None,
+        *,
+        cards: Counted | None = None,
+        estate: Counted | None = None,
+    ) -> None:
         self._pool = pool
-        self._set_reads: Batcher[str, KeySets] = Batcher(
-            functools.partial(_read_sets, pool if reads is None else reads)
+        self._reader: asyncpg.Pool | HeldReads = pool if reads is None else reads
+        self._counted = (cards, estate)
+        self._set_reads: Batcher[str, KeySets] = Batcher(self._read_sets)
+        # the sets read by a message's (task's) count check, until that message asks for them
+        self._ahead: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[str, KeySets]] = (
+            weakref.WeakKeyDictionary()
         )
+
+    async def _read_sets(self, asked: list[str]) -> list[KeySets]:
+        """The sets of each terminal asked for, and the change counts, in one statement."""
+        read_at = time.monotonic()  # sent after this: it sees every change committed before
+        rows = await self._reader.fetch(_SETS_AND_COUNTS, sorted(set(asked)))
+        for counted, version in zip(self._counted, rows[0][-2:], strict=True):
+            if counted is not None:
+                counted.saw_count(-1 if version is None else int(version), read_at)
+        found: defaultdict[str, list[tuple[object, ...]]] = defaultdict(list)
+        for row in rows:
+            if row[0] is not None:
+                found[row[0]].append(tuple(row[1:-2]))
+        return [sets_of(terminal_id, found[terminal_id]) for terminal_id in asked]
+
+    async def counts(self, terminal_id: str) -> None:
+        """The change counts read afresh (by a statement sent after this call) and handed to
+        ``cards`` and ``estate``, with ``terminal_id``'s key sets: the next :meth:`key_sets`
+        of it by the same task (a message) takes them instead of reading again."""
+        sets = await self._set_reads(terminal_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._ahead[task] = (terminal_id, sets)
+
+    async def key_sets(self, terminal_id: str) -> KeySets:
+        """The terminal's sets as stored now: every message reads them (``SharedSessions``),
+        so the reads that come together go as one statement (a read asked for while one runs
+        goes in the next, which starts after it: it sees every change committed before it was
+        asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
+        of the daemon's CPU under ``bench_workers``. Read already by this task's
+        :meth:`counts` (its message's terminal check, just before): those, once."""
+        task = asyncio.current_task()
+        ahead = None if task is None else self._ahead.pop(task, None)
+        if ahead is not None and ahead[0] == terminal_id:
+            return ahead[1]
+        return await self._set_reads(terminal_id)
 
     async def get(self, alias: str, version: int) -> StoredKey:
         row = await self._pool.fetchrow(
@@ -120,14 +184,6 @@ class PgKeyStore:
             rows = await self._pool.fetch(sql + " WHERE alias = $1 ORDER BY version", alias)
         return [_stored(row) for row in rows]
 
-    async def key_sets(self, terminal_id: str) -> KeySets:
-        """The terminal's sets as stored now: every message reads them (``SharedSessions``),
-        so the reads that come together go as one statement (a read asked for while one runs
-        goes in the next, which starts after it: it sees every change committed before it was
-        asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
-        of the daemon's CPU under ``bench_workers``."""
-        return await self._set_reads(terminal_id)
-
     async def offer(self, terminal_id: str, keys: SignOnKeys, pending_max: int) -> Change:
         change = await self._change(
             terminal_id, lambda sets: offered(sets, keys, pending_max), keys
@@ -154,7 +210,11 @@ class PgKeyStore:
         promoting: bool = False,
     ) -> Change | None:
         """One transaction, serialised per terminal (an advisory lock: a terminal with no
-        row yet has nothing to lock): read the sets, ``decide``, write the change."""
+        row yet has nothing to lock): read the sets, ``decide``, write the change (and this
+        task's sets read ahead, if any, are no longer what it may take)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._ahead.pop(task, None)
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", SESSION_LOCK, terminal_id

@@ -20,7 +20,7 @@ import collections
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,11 +74,21 @@ class SqlTerminals:
         self._version = -1  # the estate change count the kept records were read under
         self._checked = 0.0  # when it was last read (time.monotonic)
         self._counting: asyncio.Future[None] | None = None  # the count's read under way
+        self._counter: Callable[[str], Awaitable[None]] | None = None  # reads it elsewhere
+
+    def count_through(self, counter: Callable[[str], Awaitable[None]]) -> None:
+        """Read the change count by awaiting ``counter`` with the terminal in use, which hands
+        it to :meth:`saw_count` (on PostgreSQL: ``PgKeyStore.counts``, on the event loop, the
+        uses due at the same time in one statement with their terminals' key sets) instead of
+        in a thread."""
+        self._counter = counter
 
     def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
         with contextlib.closing(self._connect()) as connection:
-            row = connection.execute(_TERMINAL_SQL, (terminal_id,)).fetchone()
+            # the count first: a change committed between the two reads moves it past the
+            # one the record is kept under, so it is forgotten at the next check
             version = _count(connection)
+            row = connection.execute(_TERMINAL_SQL, (terminal_id,)).fetchone()
         if row is None:
             return None, version
         status = row[3] if row[5] in (None, "active") else f"institution_{row[5]}"
@@ -99,25 +109,32 @@ class SqlTerminals:
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
         if not refresh and terminal_id in self._cache:
             if not self._fresh():
-                await self._check()  # the count only: the kept records stand unless it moved
+                await self._check(terminal_id)  # the count: the kept records stand unless it moved
             if terminal_id in self._cache:  # still: the count had not moved
                 return self._cache[terminal_id]
+        read_at = time.monotonic()
         record, version = await asyncio.to_thread(self._get, terminal_id)
-        self._saw(version)
+        self.saw_count(version, read_at)
         if len(self._cache) > 100_000:  # bounded: a flood of unknown ids cannot grow it forever
             self._cache.clear()
         self._cache[terminal_id] = record
         return record
 
-    def _saw(self, version: int) -> None:
-        """The change count as just read: what is kept is forgotten when it moved."""
+    def saw_count(self, version: int, read_at: float) -> None:
+        """The change count as read by a statement sent at ``read_at`` (``time.monotonic``):
+        what is kept is forgotten when it differs from the count it was read under (an older
+        read arriving after a newer one only forgets once more); it is trusted for ``keep_s``
+        after the latest read sent."""
         if version != self._version:
             self._cache.clear()
             self._version = version
-        self._checked = time.monotonic()
+        self._checked = max(self._checked, read_at)
 
-    async def _check(self) -> None:
+    async def _check(self, terminal_id: str) -> None:
         """Reads the change count once for every use that finds it due at the same time."""
+        if self._counter is not None:
+            await self._counter(terminal_id)
+            return
         if self._counting is None:
             self._counting = asyncio.ensure_future(self._read_count())
             self._counting.add_done_callback(self._counted)
@@ -127,7 +144,8 @@ class SqlTerminals:
         self._counting = None
 
     async def _read_count(self) -> None:
-        self._saw(await asyncio.to_thread(self._count_afresh))
+        read_at = time.monotonic()
+        self.saw_count(await asyncio.to_thread(self._count_afresh), read_at)
 
     def _count_afresh(self) -> int:
         with contextlib.closing(self._connect()) as connection:
@@ -164,12 +182,13 @@ class SqliteTerminals(SqlTerminals):
         self._path = path
         self._reader: sqlite3.Connection | None = None  # opened at the first count
 
-    async def _check(self) -> None:
+    async def _check(self, terminal_id: str) -> None:
         if self._reader is None:
             reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
             reader.execute("PRAGMA query_only = ON")
             self._reader = reader
-        self._saw(_count(self._reader))
+        read_at = time.monotonic()
+        self.saw_count(_count(self._reader), read_at)
 
     def close(self) -> None:
         if self._reader is not None:
