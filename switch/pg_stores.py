@@ -12,12 +12,10 @@ writes it; they change rarely). Both hold wrapped key blocks under the LMK only,
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -95,10 +93,8 @@ class PgKeyStore:
     Every read of key sets also reads the directories' change counts and hands them to
     ``cards`` and ``estate`` (``saw_count``, with the time the statement was sent): the card
     directory, which a message uses after its key sets, needs no statement of its own to learn
-    that nothing changed. The terminal records are used before them: when their count is due,
-    :meth:`counts` reads it with the key sets of the message's terminal, and the message's own
-    :meth:`key_sets` then takes those (read after the message came, as its own read would be:
-    one statement instead of two)."""
+    that nothing changed; the terminal records, used before them, read theirs when due through
+    :meth:`counts` (on the event loop, no thread)."""
 
     def __init__(
         self,
@@ -111,16 +107,15 @@ class PgKeyStore:
         self._pool = pool
         self._reader: asyncpg.Pool | HeldReads = pool if reads is None else reads
         self._counted = (cards, estate)
-        self._set_reads: Batcher[str, KeySets] = Batcher(self._read_sets)
-        # the sets read by a message's (task's) count check, until that message asks for them
-        self._ahead: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[str, KeySets]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._set_reads: Batcher[str | None, KeySets | None] = Batcher(self._read_sets)
 
-    async def _read_sets(self, asked: list[str]) -> list[KeySets]:
-        """The sets of each terminal asked for, and the change counts, in one statement."""
+    async def _read_sets(self, asked: list[str | None]) -> list[KeySets | None]:
+        """The sets of each terminal asked for (None: the counts only) and the change counts,
+        in one statement."""
         read_at = time.monotonic()  # sent after this: it sees every change committed before
-        rows = await self._reader.fetch(_SETS_AND_COUNTS, sorted(set(asked)))
+        rows = await self._reader.fetch(
+            _SETS_AND_COUNTS, sorted({terminal for terminal in asked if terminal is not None})
+        )
         for counted, version in zip(self._counted, rows[0][-2:], strict=True):
             if counted is not None:
                 counted.saw_count(-1 if version is None else int(version), read_at)
@@ -128,29 +123,12 @@ class PgKeyStore:
         for row in rows:
             if row[0] is not None:
                 found[row[0]].append(tuple(row[1:-2]))
-        return [sets_of(terminal_id, found[terminal_id]) for terminal_id in asked]
+        return [None if t is None else sets_of(t, found[t]) for t in asked]
 
-    async def counts(self, terminal_id: str) -> None:
-        """The change counts read afresh (by a statement sent after this call) and handed to
-        ``cards`` and ``estate``, with ``terminal_id``'s key sets: the next :meth:`key_sets`
-        of it by the same task (a message) takes them instead of reading again."""
-        sets = await self._set_reads(terminal_id)
-        task = asyncio.current_task()
-        if task is not None:
-            self._ahead[task] = (terminal_id, sets)
-
-    async def key_sets(self, terminal_id: str) -> KeySets:
-        """The terminal's sets as stored now: every message reads them (``SharedSessions``),
-        so the reads that come together go as one statement (a read asked for while one runs
-        goes in the next, which starts after it: it sees every change committed before it was
-        asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
-        of the daemon's CPU under ``bench_workers``. Read already by this task's
-        :meth:`counts` (its message's terminal check, just before): those, once."""
-        task = asyncio.current_task()
-        ahead = None if task is None else self._ahead.pop(task, None)
-        if ahead is not None and ahead[0] == terminal_id:
-            return ahead[1]
-        return await self._set_reads(terminal_id)
+    async def counts(self) -> None:
+        """The change counts read afresh (by a statement sent after this call, with the key
+        sets asked for meanwhile) and handed to ``cards`` and ``estate``."""
+        await self._set_reads(None)
 
     async def get(self, alias: str, version: int) -> StoredKey:
         row = await self._pool.fetchrow(
@@ -184,6 +162,16 @@ class PgKeyStore:
             rows = await self._pool.fetch(sql + " WHERE alias = $1 ORDER BY version", alias)
         return [_stored(row) for row in rows]
 
+    async def key_sets(self, terminal_id: str) -> KeySets:
+        """The terminal's sets as stored now: every message reads them (``SharedSessions``),
+        so the reads that come together go as one statement (a read asked for while one runs
+        goes in the next, which starts after it: it sees every change committed before it was
+        asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
+        of the daemon's CPU under ``bench_workers``."""
+        sets = await self._set_reads(terminal_id)
+        assert sets is not None
+        return sets
+
     async def offer(self, terminal_id: str, keys: SignOnKeys, pending_max: int) -> Change:
         change = await self._change(
             terminal_id, lambda sets: offered(sets, keys, pending_max), keys
@@ -210,11 +198,7 @@ class PgKeyStore:
         promoting: bool = False,
     ) -> Change | None:
         """One transaction, serialised per terminal (an advisory lock: a terminal with no
-        row yet has nothing to lock): read the sets, ``decide``, write the change (and this
-        task's sets read ahead, if any, are no longer what it may take)."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._ahead.pop(task, None)
+        row yet has nothing to lock): read the sets, ``decide``, write the change."""
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", SESSION_LOCK, terminal_id

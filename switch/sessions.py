@@ -74,13 +74,11 @@ class SqlTerminals:
         self._version = -1  # the estate change count the kept records were read under
         self._checked = 0.0  # when it was last read (time.monotonic)
         self._counting: asyncio.Future[None] | None = None  # the count's read under way
-        self._counter: Callable[[str], Awaitable[None]] | None = None  # reads it elsewhere
+        self._counter: Callable[[], Awaitable[None]] | None = None  # reads it elsewhere
 
-    def count_through(self, counter: Callable[[str], Awaitable[None]]) -> None:
-        """Read the change count by awaiting ``counter`` with the terminal in use, which hands
-        it to :meth:`saw_count` (on PostgreSQL: ``PgKeyStore.counts``, on the event loop, the
-        uses due at the same time in one statement with their terminals' key sets) instead of
-        in a thread."""
+    def count_through(self, counter: Callable[[], Awaitable[None]]) -> None:
+        """Read the change count by awaiting ``counter``, which hands it to :meth:`saw_count`
+        (on PostgreSQL: ``PgKeyStore.counts``, on the event loop), instead of in a thread."""
         self._counter = counter
 
     def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
@@ -109,7 +107,7 @@ class SqlTerminals:
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
         if not refresh and terminal_id in self._cache:
             if not self._fresh():
-                await self._check(terminal_id)  # the count: the kept records stand unless it moved
+                await self._check()  # the count only: the kept records stand unless it moved
             if terminal_id in self._cache:  # still: the count had not moved
                 return self._cache[terminal_id]
         read_at = time.monotonic()
@@ -130,11 +128,8 @@ class SqlTerminals:
             self._version = version
         self._checked = max(self._checked, read_at)
 
-    async def _check(self, terminal_id: str) -> None:
+    async def _check(self) -> None:
         """Reads the change count once for every use that finds it due at the same time."""
-        if self._counter is not None:
-            await self._counter(terminal_id)
-            return
         if self._counting is None:
             self._counting = asyncio.ensure_future(self._read_count())
             self._counting.add_done_callback(self._counted)
@@ -144,6 +139,9 @@ class SqlTerminals:
         self._counting = None
 
     async def _read_count(self) -> None:
+        if self._counter is not None:
+            await self._counter()
+            return
         read_at = time.monotonic()
         self.saw_count(await asyncio.to_thread(self._count_afresh), read_at)
 
@@ -182,7 +180,7 @@ class SqliteTerminals(SqlTerminals):
         self._path = path
         self._reader: sqlite3.Connection | None = None  # opened at the first count
 
-    async def _check(self, terminal_id: str) -> None:
+    async def _check(self) -> None:
         if self._reader is None:
             reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
             reader.execute("PRAGMA query_only = ON")

@@ -411,33 +411,19 @@ def test_key_set_reads_carry_the_directories_change_counts() -> None:
 
 
 @pytest.mark.postgres
-def test_a_due_terminal_check_reads_its_messages_key_sets_once() -> None:
-    """The terminal records' count check (``PgKeyStore.counts``) reads the message's key sets
-    with it; the same message's (task's) next read of them takes those, once; another
-    message, or the same after a change of the sets through the store, reads afresh."""
+def test_terminal_uses_due_at_once_share_one_count_read_on_the_event_loop() -> None:
+    """The daemon's terminal records read their count, when due, through the key sets' reads
+    (``PgKeyStore.counts``): one statement for every use due at the same time, no thread."""
 
     async def scenario(first: Stores, second: Stores) -> None:
-        assert first.pool is not None and second.pool is not None
-        files = MemoryKeyStore()
-        reads = Statements(HeldReads(first.pool))
-        store = PgKeyStore(first.pool, reads)  # type: ignore[arg-type]
-
-        async def message(terminal_id: str, *, change: bool = False) -> tuple[object, int]:
-            before = len(reads.seen)
-            await store.counts("POS00001")  # the terminal check, due
-            if change:  # this message's own change (a sign-on, say)
-                await SharedSessions(files, store).offer("POS00001", keys)
-            return await store.key_sets(terminal_id), len(reads.seen) - before
-
-        hsm = new_hsm(RoutedKeyStore(PgKeyStore(second.pool), files))
-        tmk = await hsm.generate_key("tmk/POS00001", KeyUsage.TMK, now=now())
-        keys = replace(await hsm.sign_on(tmk, 60, "term/POS00001", now=now()), field62=b"")
-        assert await asyncio.create_task(message("POS00001")) == (NO_KEYS, 1)  # one statement
-        assert await asyncio.create_task(message("POS00009")) == (NO_KEYS, 2)  # not its terminal
-        sets, statements = await asyncio.create_task(message("POS00001", change=True))
-        assert sets.pending == (keys,) and statements == 2  # type: ignore[attr-defined]
-        await store.counts("POS00001")  # taken by no key_sets of this task's ...
-        assert await asyncio.create_task(store.key_sets("POS00001")) == sets  # ... others read
-        await reads.wrapped.close()
+        assert first._reads is not None
+        reads = Statements(first._reads)
+        first.session_sets()._reader = reads  # type: ignore[union-attr]
+        terminals = first.terminals
+        assert (terminal := await terminals.get("POS00001")) is not None
+        terminals._checked = 0.0  # due
+        before = len(reads.seen)
+        found = await asyncio.gather(*(terminals.get("POS00001") for _ in range(5)))
+        assert found == [terminal] * 5 and len(reads.seen) - before == 1
 
     run(scenario)
