@@ -11,7 +11,11 @@ another worker, the CLI, a tool with raw SQL). The count is read again at a card
 ``keep_s`` (5 ms in the daemon) has passed since it was last read: a change by another process is
 seen by every use that comes 5 ms or more after its commit (at any quieter moment, by the very
 next use), and a change made through this daemon — a loss report at a bank counter — at once
-(:class:`Forgetting`). Without ``keep_s`` (tools, tests) every use reads the database.
+(:class:`Forgetting`). Without ``keep_s`` (tools, tests) every use reads the database. On
+PostgreSQL every read of a message's key sets reads the count too and hands it here
+(:meth:`SqlCards.saw_count`, with the time that statement was sent), so a card used within 5 ms
+of it reads no count of its own: under bench_workers each wave of messages read it twice, once
+here and once for the terminal records.
 """
 
 from __future__ import annotations

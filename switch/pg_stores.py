@@ -92,9 +92,8 @@ class PgKeyStore:
 
     Every read of key sets also reads the directories' change counts and hands them to
     ``cards`` and ``estate`` (``saw_count``, with the time the statement was sent): the card
-    directory, which a message uses after its key sets, needs no statement of its own to learn
-    that nothing changed; the terminal records, used before them, read theirs when due through
-    :meth:`counts` (on the event loop, no thread)."""
+    directory and the terminal records need no statement of their own to learn that nothing
+    changed while such reads come at least every 5 ms (``switch.cards.KEEP_S``)."""
 
     def __init__(
         self,
@@ -107,15 +106,12 @@ class PgKeyStore:
         self._pool = pool
         self._reader: asyncpg.Pool | HeldReads = pool if reads is None else reads
         self._counted = (cards, estate)
-        self._set_reads: Batcher[str | None, KeySets | None] = Batcher(self._read_sets)
+        self._set_reads: Batcher[str, KeySets] = Batcher(self._read_sets)
 
-    async def _read_sets(self, asked: list[str | None]) -> list[KeySets | None]:
-        """The sets of each terminal asked for (None: the counts only) and the change counts,
-        in one statement."""
+    async def _read_sets(self, asked: list[str]) -> list[KeySets]:
+        """The sets of each terminal asked for and the change counts, in one statement."""
         read_at = time.monotonic()  # sent after this: it sees every change committed before
-        rows = await self._reader.fetch(
-            _SETS_AND_COUNTS, sorted({terminal for terminal in asked if terminal is not None})
-        )
+        rows = await self._reader.fetch(_SETS_AND_COUNTS, sorted(set(asked)))
         for counted, version in zip(self._counted, rows[0][-2:], strict=True):
             if counted is not None:
                 counted.saw_count(-1 if version is None else int(version), read_at)
@@ -123,12 +119,7 @@ class PgKeyStore:
         for row in rows:
             if row[0] is not None:
                 found[row[0]].append(tuple(row[1:-2]))
-        return [None if t is None else sets_of(t, found[t]) for t in asked]
-
-    async def counts(self) -> None:
-        """The change counts read afresh (by a statement sent after this call, with the key
-        sets asked for meanwhile) and handed to ``cards`` and ``estate``."""
-        await self._set_reads(None)
+        return [sets_of(terminal_id, found[terminal_id]) for terminal_id in asked]
 
     async def get(self, alias: str, version: int) -> StoredKey:
         row = await self._pool.fetchrow(
@@ -168,9 +159,7 @@ class PgKeyStore:
         goes in the next, which starts after it: it sees every change committed before it was
         asked for). Measured: a pool acquire, round trip and release per exchange were a tenth
         of the daemon's CPU under ``bench_workers``."""
-        sets = await self._set_reads(terminal_id)
-        assert sets is not None
-        return sets
+        return await self._set_reads(terminal_id)
 
     async def offer(self, terminal_id: str, keys: SignOnKeys, pending_max: int) -> Change:
         change = await self._change(

@@ -20,7 +20,7 @@ import collections
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,7 +65,10 @@ class SqlTerminals:
     that is not active reads as status ``institution_<its status>``.
 
     Re-reading the records themselves instead (a thread and a connection per terminal each
-    time the 5 ms passed) cost the daemon some 500 µs of CPU per exchange under bench_settle."""
+    time the 5 ms passed) cost the daemon some 500 µs of CPU per exchange under bench_settle.
+    On PostgreSQL the count also comes with every read of key sets (``PgKeyStore``, which hands
+    it to :meth:`saw_count`). A record is read after its count (the other way round, a change
+    committed between the two reads was kept unseen)."""
 
     def __init__(self, connect: Callable[[], Any], *, keep_s: float | None = None) -> None:
         self._connect = connect
@@ -74,12 +77,6 @@ class SqlTerminals:
         self._version = -1  # the estate change count the kept records were read under
         self._checked = 0.0  # when it was last read (time.monotonic)
         self._counting: asyncio.Future[None] | None = None  # the count's read under way
-        self._counter: Callable[[], Awaitable[None]] | None = None  # reads it elsewhere
-
-    def count_through(self, counter: Callable[[], Awaitable[None]]) -> None:
-        """Read the change count by awaiting ``counter``, which hands it to :meth:`saw_count`
-        (on PostgreSQL: ``PgKeyStore.counts``, on the event loop), instead of in a thread."""
-        self._counter = counter
 
     def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
         with contextlib.closing(self._connect()) as connection:
@@ -139,9 +136,6 @@ class SqlTerminals:
         self._counting = None
 
     async def _read_count(self) -> None:
-        if self._counter is not None:
-            await self._counter()
-            return
         read_at = time.monotonic()
         self.saw_count(await asyncio.to_thread(self._count_afresh), read_at)
 

@@ -357,8 +357,7 @@ def test_the_reversal_queue_delivery_state() -> None:
 
 
 class Statements:
-    """The statements a store's connection runs (the card directory's kept bridge connection,
-    or the key sets' held reads)."""
+    """The statements the card directory runs on its kept bridge connection."""
 
     def __init__(self, wrapped: Any) -> None:
         self.wrapped = wrapped
@@ -367,10 +366,6 @@ class Statements:
     def execute(self, sql: str, parameters: Any = ()) -> Any:
         self.seen.append(sql)
         return self.wrapped.execute(sql, parameters)
-
-    async def fetch(self, sql: str, *args: object) -> Any:
-        self.seen.append(sql)
-        return await self.wrapped.fetch(sql, *args)
 
     def close(self) -> None:
         self.wrapped.close()
@@ -406,24 +401,5 @@ def test_key_set_reads_carry_the_directories_change_counts() -> None:
         lost = cards.get(CARD)
         assert lost is not None and lost.status == "lost"
         assert not any("directory_version" in sql for sql in directory.seen[read:])
-
-    run(scenario)
-
-
-@pytest.mark.postgres
-def test_terminal_uses_due_at_once_share_one_count_read_on_the_event_loop() -> None:
-    """The daemon's terminal records read their count, when due, through the key sets' reads
-    (``PgKeyStore.counts``): one statement for every use due at the same time, no thread."""
-
-    async def scenario(first: Stores, second: Stores) -> None:
-        assert first._reads is not None
-        reads = Statements(first._reads)
-        first.session_sets()._reader = reads  # type: ignore[union-attr]
-        terminals = first.terminals
-        assert (terminal := await terminals.get("POS00001")) is not None
-        terminals._checked = 0.0  # due
-        before = len(reads.seen)
-        found = await asyncio.gather(*(terminals.get("POS00001") for _ in range(5)))
-        assert found == [terminal] * 5 and len(reads.seen) - before == 1
 
     run(scenario)

@@ -154,28 +154,13 @@ def test_a_change_between_a_records_reads_is_not_kept_unseen(tmp_path: Path) -> 
 def test_a_count_read_elsewhere_keeps_the_records_or_forgets_them() -> None:
     """``saw_count``: the estate's count read by another statement (on PostgreSQL, with the
     key sets), trusted ``keep_s`` from when that statement was sent."""
+    terminals = SqlTerminals(lambda: None, keep_s=0.005)
+    record = TerminalRecord("P1", "H001", "pos", "active", "000001")
+    terminals.saw_count(7, time.monotonic())
+    terminals._cache["P1"] = record
+    assert terminals.kept("P1") is record
+    terminals.saw_count(7, time.monotonic() - 0.010)  # an older read: changes nothing
+    assert terminals.kept("P1") is record
+    terminals.saw_count(8, time.monotonic())  # moved: forgotten
+    assert terminals.kept("P1") is None
 
-    async def main() -> None:
-        terminals = SqlTerminals(lambda: None, keep_s=0.005)
-        record = TerminalRecord("P1", "H001", "pos", "active", "000001")
-        terminals.saw_count(7, time.monotonic())
-        terminals._cache["P1"] = record
-        assert terminals.kept("P1") is record
-        terminals.saw_count(7, time.monotonic() - 0.010)  # an older read: changes nothing
-        assert terminals.kept("P1") is record
-        terminals.saw_count(8, time.monotonic())  # moved: forgotten
-        assert terminals.kept("P1") is None
-        asked: list[str] = []
-
-        async def counter() -> None:  # as PgKeyStore.counts: hands it back
-            asked.append("count")
-            terminals.saw_count(8, time.monotonic())
-
-        terminals.count_through(counter)
-        terminals._cache["P1"] = record
-        terminals._checked -= 1  # due
-        assert terminals.kept("P1") is None
-        assert await terminals.get("P1") is record  # the count, through the counter: unmoved
-        assert asked == ["count"]
-
-    asyncio.run(main())
