@@ -12,9 +12,10 @@ writes it; they change rarely). Both hold wrapped key blocks under the LMK only,
 
 from __future__ import annotations
 
-import functools
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Protocol
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -66,27 +67,59 @@ def _stored(row: asyncpg.Record) -> StoredKey:
     return StoredKey(row[0], int(row[1]), KeyUsage(row[2]), row[3], row[4], row[5])
 
 
-async def _read_sets(pool: asyncpg.Pool | HeldReads, terminal_ids: list[str]) -> list[KeySets]:
-    """The sets of each terminal asked for, in one statement."""
-    rows = await pool.fetch(
-        f"SELECT terminal_id, {SET_COLUMNS} FROM session_sets WHERE terminal_id = ANY($1::text[])",
-        sorted(set(terminal_ids)),
-    )
-    found: defaultdict[str, list[tuple[object, ...]]] = defaultdict(list)
-    for row in rows:
-        found[row[0]].append(tuple(row[1:]))
-    return [sets_of(terminal_id, found[terminal_id]) for terminal_id in terminal_ids]
+class Counted(Protocol):
+    """What keeps records while a ``directory_version`` count stands (``switch.cards.SqlCards``:
+    row 1; ``switch.sessions.SqlTerminals``: row 2)."""
+
+    def saw_count(self, version: int, read_at: float) -> None: ...
+
+
+#: The sets of the terminals asked for ($1) and both change counts of ``directory_version``
+#: (cards, PSAMs and the blacklist: row 1; the estate: row 2), in one statement: one row with
+#: no terminal when none of them has a set.
+_SETS_AND_COUNTS = (
+    f"SELECT s.terminal_id, {', '.join('s.' + c for c in SET_COLUMNS.split(', '))},"
+    " c.cards, c.estate FROM (SELECT max(version) FILTER (WHERE id = 1) AS cards,"
+    " max(version) FILTER (WHERE id = 2) AS estate FROM directory_version"
+    " WHERE id IN (1, 2)) AS c"
+    " LEFT JOIN session_sets s ON s.terminal_id = ANY($1::text[])"
+)
 
 
 class PgKeyStore:
     """Terminals' wrapped session keys in ``session_keys`` (``hsm.keystore.KeyStore``) and
-    their key sets in ``session_sets`` (``switch.session_store.SessionStore``)."""
+    their key sets in ``session_sets`` (``switch.session_store.SessionStore``).
 
-    def __init__(self, pool: asyncpg.Pool, reads: HeldReads | None = None) -> None:
+    Every read of key sets also reads the directories' change counts and hands them to
+    ``cards`` and ``estate`` (``saw_count``, with the time the statement was sent): the card
+    directory and the terminal records need no statement of their own to learn that nothing
+    changed while such reads come at least every 5 ms (``switch.cards.KEEP_S``)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        reads: HeldReads | None = None,
+        *,
+        cards: Counted | None = None,
+        estate: Counted | None = None,
+    ) -> None:
         self._pool = pool
-        self._set_reads: Batcher[str, KeySets] = Batcher(
-            functools.partial(_read_sets, pool if reads is None else reads)
-        )
+        self._reader: asyncpg.Pool | HeldReads = pool if reads is None else reads
+        self._counted = (cards, estate)
+        self._set_reads: Batcher[str, KeySets] = Batcher(self._read_sets)
+
+    async def _read_sets(self, asked: list[str]) -> list[KeySets]:
+        """The sets of each terminal asked for and the change counts, in one statement."""
+        read_at = time.monotonic()  # sent after this: it sees every change committed before
+        rows = await self._reader.fetch(_SETS_AND_COUNTS, sorted(set(asked)))
+        for counted, version in zip(self._counted, rows[0][-2:], strict=True):
+            if counted is not None:
+                counted.saw_count(-1 if version is None else int(version), read_at)
+        found: defaultdict[str, list[tuple[object, ...]]] = defaultdict(list)
+        for row in rows:
+            if row[0] is not None:
+                found[row[0]].append(tuple(row[1:-2]))
+        return [sets_of(terminal_id, found[terminal_id]) for terminal_id in asked]
 
     async def get(self, alias: str, version: int) -> StoredKey:
         row = await self._pool.fetchrow(

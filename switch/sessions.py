@@ -65,7 +65,10 @@ class SqlTerminals:
     that is not active reads as status ``institution_<its status>``.
 
     Re-reading the records themselves instead (a thread and a connection per terminal each
-    time the 5 ms passed) cost the daemon some 500 µs of CPU per exchange under bench_settle."""
+    time the 5 ms passed) cost the daemon some 500 µs of CPU per exchange under bench_settle.
+    On PostgreSQL the count also comes with every read of key sets (``PgKeyStore``, which hands
+    it to :meth:`saw_count`). A record is read after its count (the other way round, a change
+    committed between the two reads was kept unseen)."""
 
     def __init__(self, connect: Callable[[], Any], *, keep_s: float | None = None) -> None:
         self._connect = connect
@@ -77,8 +80,10 @@ class SqlTerminals:
 
     def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
         with contextlib.closing(self._connect()) as connection:
-            row = connection.execute(_TERMINAL_SQL, (terminal_id,)).fetchone()
+            # the count first: a change committed between the two reads moves it past the
+            # one the record is kept under, so it is forgotten at the next check
             version = _count(connection)
+            row = connection.execute(_TERMINAL_SQL, (terminal_id,)).fetchone()
         if row is None:
             return None, version
         status = row[3] if row[5] in (None, "active") else f"institution_{row[5]}"
@@ -102,19 +107,23 @@ class SqlTerminals:
                 await self._check()  # the count only: the kept records stand unless it moved
             if terminal_id in self._cache:  # still: the count had not moved
                 return self._cache[terminal_id]
+        read_at = time.monotonic()
         record, version = await asyncio.to_thread(self._get, terminal_id)
-        self._saw(version)
+        self.saw_count(version, read_at)
         if len(self._cache) > 100_000:  # bounded: a flood of unknown ids cannot grow it forever
             self._cache.clear()
         self._cache[terminal_id] = record
         return record
 
-    def _saw(self, version: int) -> None:
-        """The change count as just read: what is kept is forgotten when it moved."""
+    def saw_count(self, version: int, read_at: float) -> None:
+        """The change count as read by a statement sent at ``read_at`` (``time.monotonic``):
+        what is kept is forgotten when it differs from the count it was read under (an older
+        read arriving after a newer one only forgets once more); it is trusted for ``keep_s``
+        after the latest read sent."""
         if version != self._version:
             self._cache.clear()
             self._version = version
-        self._checked = time.monotonic()
+        self._checked = max(self._checked, read_at)
 
     async def _check(self) -> None:
         """Reads the change count once for every use that finds it due at the same time."""
@@ -127,7 +136,8 @@ class SqlTerminals:
         self._counting = None
 
     async def _read_count(self) -> None:
-        self._saw(await asyncio.to_thread(self._count_afresh))
+        read_at = time.monotonic()
+        self.saw_count(await asyncio.to_thread(self._count_afresh), read_at)
 
     def _count_afresh(self) -> int:
         with contextlib.closing(self._connect()) as connection:
@@ -169,7 +179,8 @@ class SqliteTerminals(SqlTerminals):
             reader = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
             reader.execute("PRAGMA query_only = ON")
             self._reader = reader
-        self._saw(_count(self._reader))
+        read_at = time.monotonic()
+        self.saw_count(_count(self._reader), read_at)
 
     def close(self) -> None:
         if self._reader is not None:

@@ -164,3 +164,35 @@ def test_a_change_through_the_daemons_register_is_seen_at_once(
     now = directory.get(CARD)
     assert now is not None and now.status == "lost"
     directory.close()
+
+
+def test_a_count_read_elsewhere_stands_for_the_directorys_own(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change count handed in (``saw_count``: on PostgreSQL, read with a message's key
+    sets) is trusted ``keep_s`` from when its statement was sent, as one read here: a moved
+    count forgets what is kept, an unmoved one saves the directory's own read."""
+    clock = Clock()
+    monkeypatch.setattr(cards_module.time, "monotonic", clock)
+    counting = Counting(sqlite3.connect(database))
+    directory = SqlCards(counting, keep_s=0.005)
+    first = directory.get(CARD)
+    assert first is not None and first.status == "active"
+    (version,) = counting.connection.execute("SELECT version FROM directory_version").fetchone()
+    clock.now += 0.006
+    directory.saw_count(version, clock.now - 0.001)  # unmoved, sent a moment ago
+    read = len(counting.statements)
+    assert directory.get(CARD) == first
+    assert counting.statements[read:] == []  # neither the count nor the card read here
+    clock.now += 0.0045  # 5.5 ms since that statement was sent: due again
+    assert directory.get(CARD) == first
+    assert counting.statements[read:] == ["version"]
+    elsewhere(database, f"UPDATE cards SET status = 'lost' WHERE card_no = '{CARD}'")
+    directory.saw_count(version + 1, clock.now)  # moved: forgotten at once
+    again = directory.get(CARD)
+    assert again is not None and again.status == "lost"
+    directory.saw_count(version, clock.now - 1)  # an older read arriving late: forgets again
+    read = len(counting.statements)
+    assert directory.get(CARD) == again
+    assert counting.statements[read:] == ["?"]  # the card read afresh, the count still trusted
+    directory.close()

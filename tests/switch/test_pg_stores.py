@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -30,6 +31,8 @@ from switch.session_store import NO_KEYS
 from switch.sessions import SharedSessions
 from tests.support.daemon import make_pg_database, new_hsm, now
 from tests.support.pg import DSN, fresh_schema
+
+CARD = "6212340000000001"
 
 
 def key(alias: str, version: int, usage: KeyUsage = KeyUsage.MAK) -> StoredKey:
@@ -349,5 +352,54 @@ def test_the_reversal_queue_delivery_state() -> None:
         assert (await first.reversal_queue.pending("b1"))[0].attempts == 1
         await first.reversal_queue.attempted("rev-1", acknowledged=True, next_at_us=0)
         assert await second.reversal_queue.pending("b1") == []
+
+    run(scenario)
+
+
+class Statements:
+    """The statements the card directory runs on its kept bridge connection."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+        self.seen: list[str] = []
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        self.seen.append(sql)
+        return self.wrapped.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.wrapped.close()
+
+
+@pytest.mark.postgres
+def test_key_set_reads_carry_the_directories_change_counts() -> None:
+    """A message's key set read tells the card directory and the terminal records whether
+    their change counts moved: once due, they read no count of their own after it — kept
+    while it stands, forgotten when another worker's change moved it."""
+
+    async def scenario(first: Stores, second: Stores) -> None:
+        await one_card(first)
+        cards, terminals = first.cards, first.terminals
+        cards._connection = directory = Statements(cards._connection)
+        cards._keep_s = terminals._keep_s = 60.0  # due only when set so below
+        assert (card := cards.get(CARD)) is not None and card.status == "active"
+        assert (terminal := await terminals.get("POS00001")) is not None and terminal.active
+        cards._checked = terminals._checked = 0.0  # both due
+        assert terminals.kept("POS00001") is None
+        await first.session_sets().key_sets("POS00001")  # a message's, at another terminal
+        assert terminals.kept("POS00001") is terminal  # unmoved: the kept record stands
+        read = len(directory.seen)
+        assert cards.get(CARD) == card
+        assert directory.seen[read:] == []  # no count read by the directory itself
+        await second.card_status.report_lost(CARD, 1)  # the other worker's register
+        assert second.pool is not None
+        await second.pool.execute("UPDATE terminals SET status = 'disabled'")
+        assert cards.get(CARD) == card and terminals.kept("POS00001") is terminal  # not due
+        await first.session_sets().key_sets("POS00009")
+        assert terminals.kept("POS00001") is None  # forgotten: read afresh at its next use
+        assert (await terminals.get("POS00001")).status == "disabled"  # type: ignore[union-attr]
+        lost = cards.get(CARD)
+        assert lost is not None and lost.status == "lost"
+        assert not any("directory_version" in sql for sql in directory.seen[read:])
 
     run(scenario)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 from hsm.interface import SignOnKeys
@@ -111,3 +112,55 @@ def test_uses_due_at_once_read_the_count_once(tmp_path: Path) -> None:
         assert len(opened) == 21  # one read of the count, no record read again
 
     asyncio.run(main())
+
+
+def test_a_change_between_a_records_reads_is_not_kept_unseen(tmp_path: Path) -> None:
+    """A record is read after the change count it is kept under: a change committed between
+    the two reads (here: after the first) moves the count past the kept one, so the next
+    check forgets the record (read the other way round, the old record was kept under the new
+    count until the estate changed again)."""
+    path = tmp_path / "m.db"
+    make_database(path, {"P1": "pos"})
+    meddled: list[int] = []
+
+    class Rows(list[tuple[object, ...]]):
+        def fetchone(self) -> tuple[object, ...] | None:
+            return self[0] if self else None
+
+    class Meddling:
+        def __init__(self) -> None:
+            self.connection = sqlite3.connect(path)
+
+        def execute(self, sql: str, parameters: object = ()) -> Rows:
+            cursor = Rows(self.connection.execute(sql, parameters).fetchall())  # type: ignore[arg-type]
+            if not meddled:  # another process disables the terminal after the first read
+                meddled.append(1)
+                with sqlite3.connect(path) as other:
+                    other.execute("UPDATE terminals SET status = 'disabled' WHERE id = 'P1'")
+            return cursor
+
+        def close(self) -> None:
+            self.connection.close()
+
+    async def main() -> None:
+        terminals = SqlTerminals(Meddling, keep_s=0.0)  # every use finds the count due
+        await terminals.get("P1")
+        record = await terminals.get("P1")
+        assert record is not None and record.status == "disabled"
+
+    asyncio.run(main())
+
+
+def test_a_count_read_elsewhere_keeps_the_records_or_forgets_them() -> None:
+    """``saw_count``: the estate's count read by another statement (on PostgreSQL, with the
+    key sets), trusted ``keep_s`` from when that statement was sent."""
+    terminals = SqlTerminals(lambda: None, keep_s=0.005)
+    record = TerminalRecord("P1", "H001", "pos", "active", "000001")
+    terminals.saw_count(7, time.monotonic())
+    terminals._cache["P1"] = record
+    assert terminals.kept("P1") is record
+    terminals.saw_count(7, time.monotonic() - 0.010)  # an older read: changes nothing
+    assert terminals.kept("P1") is record
+    terminals.saw_count(8, time.monotonic())  # moved: forgotten
+    assert terminals.kept("P1") is None
+
