@@ -58,6 +58,18 @@ class Fold(Protocol):
         that refused it) and the columns of the moves to write, from the rows read."""
         ...
 
+    def remembers(self, calls: Sequence[Any]) -> bool:
+        """Whether :meth:`recall` may decide ``calls``: every row they decide on remembered."""
+        ...
+
+    def recall(self, calls: Sequence[Any]) -> Decided | None:
+        """:meth:`decide` from the rows as this process last read or moved them, with no read
+        (a batch its writer knows all of, ``ledger.pg_write.Known``); None unless every call's
+        decision is a move, which the write checks (applied only from the state it was decided
+        on): a refusal or a call with no effect on a remembered row may be stale, so the batch
+        is then decided from a read."""
+        ...
+
 
 class Decided:
     """The outcomes of a fold's calls and the columns of their moves."""

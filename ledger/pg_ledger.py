@@ -161,10 +161,12 @@ class PgLedger(Ledger):
             try:
                 await self._attempt(store, batch, guarded, free=attempt == 0)
             except _RETRYABLE:
+                store.known.forget()  # perhaps what went stale
                 if attempt + 1 < RETRIES_MAX:
                     continue
                 error: BaseException | None = None
             except Exception as exc:
+                store.known.forget()  # the outcome perhaps unknown
                 if lost(exc, store.conn):
                     _fail(batch, LedgerUnavailable(f"PostgreSQL connection lost: {exc}"))
                     return False
@@ -198,6 +200,7 @@ class PgLedger(Ledger):
                 return
             except NeedsTransaction:
                 pass
+        store.known.forget()  # what this batch writes is not learnt
         async with store.conn.transaction():
             await store.execute(batch, guarded=guarded)
 

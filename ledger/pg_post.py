@@ -64,6 +64,7 @@ from ledger.pg_batch_sql import (
 from ledger.pg_connection import lost
 from ledger.pg_fold import BatchConflict, Fold, FoldedCall, NeedsTransaction, statements
 from ledger.pg_write import (
+    Known,
     Totals,
     decide_offline,
     deltas,
@@ -148,6 +149,7 @@ async def post_jobs(
     calls: Sequence[Job] = (),
     guarded: bool = False,
     free: bool = False,
+    known: Known | None = None,
 ) -> None:
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
@@ -156,7 +158,9 @@ async def post_jobs(
     Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
     write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements.
     ``free``: run with no transaction open (``ledger.pg_write``), the write its own; raises
-    ``NeedsTransaction``, having written nothing, when the batch needs one."""
+    ``NeedsTransaction``, having written nothing, when the batch needs one. ``known`` (with
+    ``free``): what the writer knows; a batch it knows all of is decided with no read, one
+    statement (``ledger.pg_write.Known``), and the accounts the write commits are learnt."""
     chained = [job for job in jobs if job.kind == "post_and_call"]
     wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
     folds = {} if guarded else _folds(wanted)
@@ -169,15 +173,35 @@ async def post_jobs(
         return
     likely = [t for job in chained for t in job.args[5]]
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
-    locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
+    plan = _Plan(jobs, calls, chained, folds, records, guarded, free)
+    if free and known is not None:
+        recalled = known.recall(account_ids)
+        if recalled is not None and all(
+            fold.remembers([call for _, call in group]) for fold, group in folds.items()
+        ):
+            asked = _Asked(set(account_ids), set(ids), lock=False)
+            asked.checked.update(
+                (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
+                for a, s in recalled.items()
+                if not is_shared(a)
+            )
+            batch = Batch(recalled, {})
+            try:
+                await _decide_and_write(connection, plan, batch, asked, [], None)
+            except _Unread:
+                pass  # a decision the write would not check: decided again from a read
+            else:
+                known.learn(batch.accounts.values())
+                return
+    locking, shared = _split(account_ids)
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
     if free:
-        read, write = statements(
+        read, _ = statements(
             _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
         )
     else:
-        read, write = statements(READ, WRITE, tuple(folds))
+        read, _ = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
         read,
         locking,
@@ -187,13 +211,48 @@ async def post_jobs(
         shared,
         *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
     )
-    locked, known, on_file, unlocked = found[:4]
+    locked, remembered, on_file, unlocked = found[:4]
     if free and on_file:
         raise NeedsTransaction("offline records on file")
     asked = _Asked(account_ids, ids, lock=not free)
     asked.decided_on(locked)
     accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
-    batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
+    batch = Batch(accounts, {row[0]: rows.remembered(row) for row in remembered or ()})
+    read_by_fold = dict(zip(folds, found[4:], strict=True))
+    await _decide_and_write(connection, plan, batch, asked, on_file, read_by_fold)
+    if free and known is not None:
+        known.learn(batch.accounts.values())
+
+
+class _Unread(Exception):
+    """A batch decided with no read (its writer knew everything) made a decision its write
+    would not check: it is decided again from a read, nothing of it written."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A batch's jobs as :func:`post_jobs` sorted them."""
+
+    jobs: Sequence[Job]
+    calls: Sequence[Job]
+    chained: list[Job]
+    folds: dict[Fold, list[tuple[Job, Any]]]
+    records: list[Any]
+    guarded: bool
+    free: bool
+
+
+async def _decide_and_write(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    batch: Batch,
+    asked: _Asked,
+    on_file: Sequence[Any] | None,
+    read_by_fold: dict[Fold, Any] | None,
+) -> None:
+    """The batch decided in ``batch`` (what it read, or what its writer knew: then
+    ``read_by_fold`` is None and the folds recall their rows) and written."""
+    jobs, calls, chained, folds, free = plan.jobs, plan.calls, plan.chained, plan.folds, plan.free
     opened = await _decide(connection, batch, jobs, asked)
     moves: list[list[Any]] = []
     # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
@@ -202,9 +261,10 @@ async def post_jobs(
     early = [job for job in calls if _fold_of(job.args[0]) in folds]
     late = [job for job in calls if _fold_of(job.args[0]) not in folds]
     if chained or early:
-        read_by_fold = dict(zip(folds, found[4:], strict=True))
-        folded = _Folded(read_by_fold, moves)
-        opened += await _call(connection, batch, chained, early, asked, folded, guarded=guarded)
+        folded = _Folded(folds, read_by_fold, moves)
+        opened += await _call(
+            connection, batch, chained, early, asked, folded, guarded=plan.guarded
+        )
     if opened and free:
         raise NeedsTransaction("accounts to open")
     if opened:  # a concurrent process opening one too: a unique violation, retried
@@ -215,20 +275,25 @@ async def post_jobs(
             [a.owner for a in opened],
             [int(a.flags) for a in opened],
         )
-    _, offline = decide_offline(held_of(on_file), records)
+    _, offline = decide_offline(held_of(on_file), plan.records)
     if batch.written or offline or any(column for column in moves):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
+            _, write = statements(
+                _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
+            )
             await connection.fetchval(
                 write, *free_arguments(batch, changed, offline, asked.checked), *moves
             )
             return
+        _, write = statements(READ, WRITE, tuple(folds))
         updated, applied = await connection.fetchrow(
             write, *write_arguments(batch, changed, offline), *moves
         )
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
     if late:
+        guarded = plan.guarded
         outcomes = await run_calls(connection, [(j, j.args[0]) for j in late], guarded=guarded)
         for job in late:
             job.value = outcomes[id(job)]
@@ -251,10 +316,12 @@ def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Jo
 
 @dataclass(slots=True)
 class _Folded:
-    """The rows each fold's calls read in the batch's read, and the columns of their moves
-    (the write's parameters after its own), filled in as the calls are decided."""
+    """The rows each fold's calls read in the batch's read (None: the batch has no read, the
+    folds recall them), and the columns of their moves (the write's parameters after its own),
+    filled in as the calls are decided."""
 
-    read: dict[Fold, Any]
+    folds: Iterable[Fold]
+    read: dict[Fold, Any] | None
     moves: list[list[Any]]
 
 
@@ -311,9 +378,15 @@ async def _call(
     ready = [job for job in chained if all(r.ok for r in job.value[0])]
     pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
     outcomes: dict[int, Any] = {}
-    for fold, found in folded.read.items():
+    for fold in folded.folds:
         group = [(job, call) for job, call in pending if _fold_of(call) is fold]
-        decided = fold.decide([call for _, call in group], found)
+        if folded.read is None:
+            recalled = fold.recall([call for _, call in group])
+            if recalled is None:
+                raise _Unread(f"a call's decision that {fold!r}'s write would not check")
+            decided = recalled
+        else:
+            decided = fold.decide([call for _, call in group], folded.read[fold])
         outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
         folded.moves += decided.columns
     rest = [(job, call) for job, call in pending if id(job) not in outcomes]

@@ -40,6 +40,14 @@ class Decoder(Protocol):
     def record(self, row: Any) -> BillRecord: ...
 
 
+class Recent(Protocol):
+    """The last record of each bill this process read or wrote (``pg_store.Recent``)."""
+
+    def get(self, bill_id: str) -> BillRecord | None: ...
+
+    def put(self, record: BillRecord) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerTransition(FoldedCall):
     """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
@@ -67,10 +75,11 @@ class LedgerSubmission:
 class BillFold:
     """The bills' transitions of a batch in its read and write (``ledger.pg_fold.Fold``)."""
 
-    def __init__(self, decoder: Decoder, bill_row: str) -> None:
+    def __init__(self, decoder: Decoder, bill_row: str, recent: Recent | None = None) -> None:
         if bill_row != BILL_ROW:  # what the decoder reads is what the read's function returns
             raise ValueError(f"the bills' fold reads {BILL_ROW}, not {bill_row}")
         self._decoder = decoder
+        self._recent = recent  # the bills this process last read or moved (``recall``)
 
     width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
@@ -94,8 +103,40 @@ class BillFold:
     def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
         """As ``PgWrites.transitions`` decides, from the bills as the batch read them (no lock: a
         move applies only from the state it was decided on, else the batch runs again); a bill
-        moved twice in one batch is decided the second time from the first move."""
+        moved twice in one batch is decided the second time from the first move. The bills read
+        and moved are remembered (``recall``)."""
         records = {row[0]: self._decoder.record(row) for row in found or ()}
+        if self._recent is not None:
+            for record in records.values():
+                self._recent.put(record)
+        decided, _ = self._decide(calls, records)
+        return decided
+
+    def recall(self, calls: Sequence[Any]) -> Decided | None:
+        """:meth:`decide` from the bills as this process last read or moved them, without a
+        read — or None when one is not remembered, or a decision made from one is not a move
+        (a refusal, a transition with no effect): only a move is checked by the write (it
+        applies only from the state it was decided on), so only moves are decided on what may
+        be stale (as ``PgWrites.transitions`` refuses only on a fresh read)."""
+        if self._recent is None:
+            return None
+        records: dict[str, BillRecord] = {}
+        for call in calls:
+            record = self._recent.get(call.bill_id)
+            if record is None:
+                return None
+            records[call.bill_id] = record
+        decided, all_moves = self._decide(calls, records)
+        return decided if all_moves else None
+
+    def remembers(self, calls: Sequence[Any]) -> bool:
+        """Whether every bill ``calls`` decide on is remembered (``recall`` may decide them)."""
+        recent = self._recent
+        return recent is not None and all(recent.get(c.bill_id) is not None for c in calls)
+
+    def _decide(self, calls: Sequence[Any], records: dict[str, BillRecord]) -> tuple[Decided, bool]:
+        """Each call's outcome from ``records`` (moved as decided), and whether every call is a
+        move."""
         outcomes: list[Any] = []
         moves: list[tuple[BillRecord, BillState, str, int]] = []
         for write in calls:
@@ -114,8 +155,10 @@ class BillFold:
                 continue
             moves.append((record, to, effect, write.now_us))
             records[write.bill_id] = moved = _moved(record, to, write.now_us)
+            if self._recent is not None:  # a hint until the write commits: moves are checked
+                self._recent.put(moved)
             outcomes.append((moved, True))
-        return Decided(outcomes, _columns(moves))
+        return Decided(outcomes, _columns(moves)), len(moves) == len(calls)
 
 
 def _moved(record: BillRecord, state: BillState, at_us: int) -> BillRecord:
