@@ -200,9 +200,10 @@ class PgLedger(Ledger):
                 return
             except NeedsTransaction:
                 pass
-        store.known.forget()  # what this batch writes is not learnt
+        store.known.forget()  # what this batch writes is learnt once it commits
         async with store.conn.transaction():
             await store.execute(batch, guarded=guarded)
+        store.known.commit()
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))

@@ -40,7 +40,7 @@ batch's commit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,7 @@ from ledger.pg_write import (
     write_arguments,
 )
 from ledger.state import (
+    AccountState,
     Batch,
     before_and_missing,
     needed_ids,
@@ -141,6 +142,15 @@ class _Asked:
             raise NeedsTransaction("a shared account the batch decides on")
         self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
 
+    def recalled(self, known: Mapping[str, AccountState]) -> None:
+        """Accounts the writer knew (``ledger.pg_write.Known``), decided on as if read: checked
+        by the write, the shared ones moved by delta as read ones are."""
+        self.checked.update(
+            (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
+            for a, s in known.items()
+            if not is_shared(a)
+        )
+
 
 async def post_jobs(
     connection: asyncpg.Connection,
@@ -158,9 +168,10 @@ async def post_jobs(
     Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
     write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements.
     ``free``: run with no transaction open (``ledger.pg_write``), the write its own; raises
-    ``NeedsTransaction``, having written nothing, when the batch needs one. ``known`` (with
-    ``free``): what the writer knows; a batch it knows all of is decided with no read, one
-    statement (``ledger.pg_write.Known``), and the accounts the write commits are learnt."""
+    ``NeedsTransaction``, having written nothing, when the batch needs one. ``known``: what the
+    writer knows (``ledger.pg_write.Known``), which learns the accounts the batch decided on
+    (staged in a transaction); with ``free`` the accounts it knows are not read, and a batch it
+    knows all of is decided with no read, one statement."""
     chained = [job for job in jobs if job.kind == "post_and_call"]
     wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
     folds = {} if guarded else _folds(wanted)
@@ -175,26 +186,24 @@ async def post_jobs(
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     plan = _Plan(jobs, calls, chained, folds, records, guarded, free)
+    recalled: dict[str, AccountState] = {}
+    unknown: Iterable[str] = account_ids
     if free and known is not None:
-        recalled = known.recall(account_ids)
-        if recalled is not None and all(
+        recalled, unknown = known.recall(account_ids)
+        if not unknown and all(
             fold.remembers([call for _, call in group]) for fold, group in folds.items()
         ):
             asked = _Asked(set(account_ids), set(ids), lock=False)
-            asked.checked.update(
-                (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
-                for a, s in recalled.items()
-                if not is_shared(a)
-            )
+            asked.recalled(recalled)
             batch = Batch(recalled, {})
             try:
                 await _decide_and_write(connection, plan, batch, asked, [], None)
-            except _Unread:
-                pass  # a decision the write would not check: decided again from a read
+            except _Unread:  # a decision the write would not check: decided from a read
+                recalled, unknown = known.recall(account_ids)
             else:
                 known.learn(batch.accounts.values())
                 return
-    locking, shared = _split(account_ids)
+    locking, shared = _split(unknown)  # the accounts the writer knows are not read again
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
     if free:
         read, _ = statements(
@@ -216,12 +225,14 @@ async def post_jobs(
         raise NeedsTransaction("offline records on file")
     asked = _Asked(account_ids, ids, lock=not free)
     asked.decided_on(locked)
-    accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
-    batch = Batch(accounts, {row[0]: rows.remembered(row) for row in remembered or ()})
+    asked.recalled(recalled)
+    for row in (*(locked or ()), *(unlocked or ())):
+        recalled[row[0]] = rows.account_state(row)
+    batch = Batch(recalled, {row[0]: rows.remembered(row) for row in remembered or ()})
     read_by_fold = dict(zip(folds, found[4:], strict=True))
     await _decide_and_write(connection, plan, batch, asked, on_file, read_by_fold)
-    if free and known is not None:
-        known.learn(batch.accounts.values())
+    if known is not None:  # in a transaction: once it commits
+        known.learn(batch.accounts.values(), staged=not free)
 
 
 class _Unread(Exception):

@@ -88,8 +88,9 @@ class PgStore:
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts or calls:
-            known = self.known if free else None
-            await post_jobs(self.conn, posts, calls=calls, guarded=guarded, free=free, known=known)
+            await post_jobs(
+                self.conn, posts, calls=calls, guarded=guarded, free=free, known=self.known
+            )
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
         if not free:

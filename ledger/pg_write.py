@@ -19,18 +19,18 @@ BEGIN or COMMIT round trip. A batch that needs more (an account to open, a call 
 fold, an offline record already on file, any job other than postings, calls and reads) runs in
 a transaction as before (``NeedsTransaction``).
 
-A batch whose writer knows everything it decides on runs with no read at all, one round trip
-(:class:`Known`): the accounts as the writer's last batches with none open left them, the bills
-as its process last read or moved them (``ledger.pg_fold.Fold.recall``), its transfer ids taken
-as new and its offline records as not on file. That is a hint, never trusted unchecked: the
-write checks every account decided on against the totals the decision used and every bill's
-move against the state it was decided from; an id taken is a unique violation and a record on
-file fails the inserts' count, so a stale hint fails the write (nothing of it written) and the
-batch runs again in a transaction from a locked read, the writer's knowledge forgotten. A
-decision the write would not check (a bill's refusal, a transition with no effect) is never
-made from memory: the batch is then decided from a read. A shared account's totals are the
-writer's own view (another process's deltas unseen): no decision reads them (a never-negative
-one is never recalled), only the balances reported before a posting.
+A batch reads only the accounts its writer does not know, and one whose writer knows everything it
+decides on runs with no read at all, one round trip (:class:`Known`): the accounts as the writer's
+last batches left them, the bills as its process last read or moved them
+(``ledger.pg_fold.Fold.recall``), its transfer ids taken as new and its offline records as not on
+file. That is a hint, never trusted unchecked: the write checks every account decided on against
+the totals the decision used and every bill's move against the state it was decided from; an id
+taken is a unique violation and a record on file fails the inserts' count, so a stale hint fails
+the write (nothing of it written) and the batch runs again in a transaction from a locked read, the
+writer's knowledge forgotten. A decision the write would not check (a bill's refusal, a transition
+with no effect) is never made from memory: the batch is then decided from a read. A shared
+account's totals are the writer's own view (another process's deltas unseen): no decision reads
+them (a never-negative one is never recalled), only the balances reported before a posting.
 """
 
 from __future__ import annotations
@@ -53,32 +53,37 @@ KNOWN_MAX = 65536  # accounts one writer remembers (oldest out first)
 
 
 class Known:
-    """The accounts as one writer's last batches with no transaction open left them (see the
-    module): a hint the write checks, forgotten whenever a batch of the writer fails or runs in
-    a transaction.
+    """The accounts as one writer's last batches left them (see the module): a hint the write
+    checks, forgotten whenever a batch of the writer fails, and before one runs in a transaction
+    (learnt again once it commits).
 
     >>> from ledger.core import AccountKind
     >>> known = Known(2)
     >>> known.learn([AccountState("ed:1", AccountKind.CARD_ED_SHADOW, "o", AccountFlags(0), 5, 0)])
-    >>> copy = known.recall(["ed:1"]); copy["ed:1"].debits_posted_fen += 1
-    >>> known.recall(["ed:1"])["ed:1"].debits_posted_fen, known.recall(["ed:1", "ed:2"])
-    (5, None)
+    >>> copies, _ = known.recall(["ed:1"]); copies["ed:1"].debits_posted_fen += 1
+    >>> copies, unknown = known.recall(["ed:1", "ed:2"])
+    >>> copies["ed:1"].debits_posted_fen, unknown
+    (5, ['ed:2'])
     """
 
-    __slots__ = ("_accounts", "_size_max")
+    __slots__ = ("_accounts", "_size_max", "_staged")
 
     def __init__(self, size_max: int = KNOWN_MAX) -> None:
         self._accounts: dict[str, AccountState] = {}
+        self._staged: list[AccountState] = []
         self._size_max = size_max
 
-    def recall(self, ids: Iterable[str]) -> dict[str, AccountState] | None:
-        """Copies of the accounts ``ids`` (a batch's to decide on), or None unless every one is
-        known and none is a shared never-negative one (its batch needs a transaction)."""
+    def recall(self, ids: Iterable[str]) -> tuple[dict[str, AccountState], list[str]]:
+        """Copies of the accounts of ``ids`` (a batch's to decide on) it knows, and the others
+        (a shared never-negative one among them, known or not: its batch needs a
+        transaction)."""
         copies: dict[str, AccountState] = {}
+        unknown: list[str] = []
         for account in ids:
             state = self._accounts.get(account)
             if state is None or (AccountFlags.NEVER_NEGATIVE in state.flags and is_shared(account)):
-                return None
+                unknown.append(account)
+                continue
             copies[account] = AccountState(
                 state.id,
                 state.kind,
@@ -88,11 +93,15 @@ class Known:
                 state.credits_posted_fen,
                 state.closed,
             )
-        return copies
+        return copies, unknown
 
-    def learn(self, states: Iterable[AccountState]) -> None:
+    def learn(self, states: Iterable[AccountState], *, staged: bool = False) -> None:
         """The accounts as a batch that has committed left them (kept, not copied: the batch
-        is done with them)."""
+        is done with them); ``staged``: a batch in a transaction not yet committed, learnt by
+        :meth:`commit`."""
+        if staged:
+            self._staged.extend(states)
+            return
         accounts = self._accounts
         for state in states:
             accounts.pop(state.id, None)
@@ -100,8 +109,14 @@ class Known:
         while len(accounts) > self._size_max:
             del accounts[next(iter(accounts))]
 
+    def commit(self) -> None:
+        """The staged accounts learnt: their transaction has committed."""
+        staged, self._staged = self._staged, []
+        self.learn(staged)
+
     def forget(self) -> None:
         self._accounts.clear()
+        self._staged.clear()
 
 
 def deltas(batch: Batch) -> dict[str, list[int]]:
