@@ -186,25 +186,78 @@ async def post_jobs(
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
     plan = _Plan(jobs, calls, chained, folds, records, guarded, free)
+    if free and known is not None:
+        try:
+            await _read_decide_write(connection, plan, ids, account_ids, known, remembered=True)
+            return
+        except _Unread:  # a decision the write would not check, on a remembered row
+            pass
+    await _read_decide_write(connection, plan, ids, account_ids, known, remembered=False)
+
+
+async def _read_decide_write(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    ids: set[str],
+    account_ids: set[str],
+    known: Known | None,
+    *,
+    remembered: bool,
+) -> None:
+    """The batch read, decided and written. With no transaction open (``plan.free``), the
+    accounts the writer knows are not read; ``remembered``: nor the folds' rows this process
+    remembers — and with nothing else to read, nothing is: the transfer ids are taken as new,
+    the offline records as not on file (``ledger.pg_write``)."""
+    free, folds = plan.free, plan.folds
     recalled: dict[str, AccountState] = {}
     unknown: Iterable[str] = account_ids
     if free and known is not None:
         recalled, unknown = known.recall(account_ids)
-        if not unknown and all(
-            fold.remembers([call for _, call in group]) for fold, group in folds.items()
-        ):
-            asked = _Asked(set(account_ids), set(ids), lock=False)
-            asked.recalled(recalled)
-            batch = Batch(recalled, {})
-            try:
-                await _decide_and_write(connection, plan, batch, asked, [], None)
-            except _Unread:  # a decision the write would not check: decided from a read
-                recalled, unknown = known.recall(account_ids)
-            else:
-                known.learn(batch.accounts.values())
-                return
-    locking, shared = _split(unknown)  # the accounts the writer knows are not read again
-    keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
+    unread = [
+        fold.keys([call for _, call in group], remembered=remembered)
+        for fold, group in folds.items()
+    ]
+    if remembered and not unknown and not any(unread):
+        asked = _Asked(set(account_ids), set(ids), lock=False)
+        asked.recalled(recalled)
+        batch = Batch(recalled, {})
+        await _decide_and_write(connection, plan, batch, asked, [], dict.fromkeys(folds), True)
+    else:
+        got = await _read(connection, plan, ids, account_ids, unknown, recalled, unread)
+        batch = got.batch
+        await _decide_and_write(
+            connection, plan, batch, got.asked, got.on_file, got.read_by_fold, remembered
+        )
+    if known is not None:  # in a transaction: once it commits
+        known.learn(batch.accounts.values(), staged=not free)
+
+
+@dataclass(slots=True)
+class _Read:
+    """A batch's read: what it decides in, what it asked for, the offline records on file, the
+    folds' rows."""
+
+    batch: Batch
+    asked: _Asked
+    on_file: Sequence[Any] | None
+    read_by_fold: dict[Fold, Any]
+
+
+async def _read(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    ids: set[str],
+    account_ids: set[str],
+    unknown: Iterable[str],
+    recalled: dict[str, AccountState],
+    unread: list[list[Any]],
+) -> _Read:
+    """The batch's read (locking what it decides on in a transaction): the accounts of
+    ``unknown`` (the others ``recalled``), the transfer ids, the offline records, and each
+    fold's ``unread`` rows."""
+    free, folds = plan.free, plan.folds
+    locking, shared = _split(unknown)
+    keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in plan.records))
     if free:
         read, _ = statements(
             _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
@@ -212,13 +265,7 @@ async def post_jobs(
     else:
         read, _ = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
-        read,
-        locking,
-        sorted(ids),
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        shared,
-        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
+        read, locking, sorted(ids), [k[0] for k in keys], [k[1] for k in keys], shared, *unread
     )
     locked, remembered, on_file, unlocked = found[:4]
     if free and on_file:
@@ -229,15 +276,12 @@ async def post_jobs(
     for row in (*(locked or ()), *(unlocked or ())):
         recalled[row[0]] = rows.account_state(row)
     batch = Batch(recalled, {row[0]: rows.remembered(row) for row in remembered or ()})
-    read_by_fold = dict(zip(folds, found[4:], strict=True))
-    await _decide_and_write(connection, plan, batch, asked, on_file, read_by_fold)
-    if known is not None:  # in a transaction: once it commits
-        known.learn(batch.accounts.values(), staged=not free)
+    return _Read(batch, asked, on_file, dict(zip(folds, found[4:], strict=True)))
 
 
 class _Unread(Exception):
-    """A batch decided with no read (its writer knew everything) made a decision its write
-    would not check: it is decided again from a read, nothing of it written."""
+    """A batch decided on rows its process remembers made a decision its write would not
+    check: it is decided again from a read of all its rows, nothing of it written."""
 
 
 @dataclass(slots=True)
@@ -259,10 +303,11 @@ async def _decide_and_write(
     batch: Batch,
     asked: _Asked,
     on_file: Sequence[Any] | None,
-    read_by_fold: dict[Fold, Any] | None,
+    read_by_fold: dict[Fold, Any],
+    remembered: bool,
 ) -> None:
-    """The batch decided in ``batch`` (what it read, or what its writer knew: then
-    ``read_by_fold`` is None and the folds recall their rows) and written."""
+    """The batch decided in ``batch`` (what it read, and what its writer knew) and written;
+    ``remembered``: the folds decide on the rows not read as they remember them."""
     jobs, calls, chained, folds, free = plan.jobs, plan.calls, plan.chained, plan.folds, plan.free
     opened = await _decide(connection, batch, jobs, asked)
     moves: list[list[Any]] = []
@@ -272,7 +317,7 @@ async def _decide_and_write(
     early = [job for job in calls if _fold_of(job.args[0]) in folds]
     late = [job for job in calls if _fold_of(job.args[0]) not in folds]
     if chained or early:
-        folded = _Folded(folds, read_by_fold, moves)
+        folded = _Folded(read_by_fold, moves, remembered)
         opened += await _call(
             connection, batch, chained, early, asked, folded, guarded=plan.guarded
         )
@@ -327,13 +372,13 @@ def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Jo
 
 @dataclass(slots=True)
 class _Folded:
-    """The rows each fold's calls read in the batch's read (None: the batch has no read, the
-    folds recall them), and the columns of their moves (the write's parameters after its own),
-    filled in as the calls are decided."""
+    """The rows each fold's calls read in the batch's read (``remembered``: the others as the
+    fold remembers them), and the columns of their moves (the write's parameters after its
+    own), filled in as the calls are decided."""
 
-    folds: Iterable[Fold]
-    read: dict[Fold, Any] | None
+    read: dict[Fold, Any]
     moves: list[list[Any]]
+    remembered: bool
 
 
 async def _load(
@@ -389,15 +434,12 @@ async def _call(
     ready = [job for job in chained if all(r.ok for r in job.value[0])]
     pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
     outcomes: dict[int, Any] = {}
-    for fold in folded.folds:
+    for fold, found in folded.read.items():
         group = [(job, call) for job, call in pending if _fold_of(call) is fold]
-        if folded.read is None:
-            recalled = fold.recall([call for _, call in group])
-            if recalled is None:
-                raise _Unread(f"a call's decision that {fold!r}'s write would not check")
-            decided = recalled
-        else:
-            decided = fold.decide([call for _, call in group], folded.read[fold])
+        calls = [call for _, call in group]
+        decided = fold.decide(calls, found, remembered=folded.remembered)
+        if decided is None:
+            raise _Unread(f"a decision on a remembered row that {fold!r}'s write would not check")
         outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
         folded.moves += decided.columns
     rest = [(job, call) for job, call in pending if id(job) not in outcomes]

@@ -97,46 +97,53 @@ class BillFold:
         columns = ", ".join(f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
         return f"{name} AS MATERIALIZED (SELECT medical_bills_move({columns}) AS ok)"
 
-    def keys(self, calls: Sequence[Any]) -> list[Any]:
-        return list(dict.fromkeys(call.bill_id for call in calls))
+    def keys(self, calls: Sequence[Any], *, remembered: bool = False) -> list[Any]:
+        """The bills ``calls`` decide on; ``remembered``: those this process does not
+        remember (:meth:`decide` decides the others from memory)."""
+        wanted = dict.fromkeys(call.bill_id for call in calls)
+        recent = self._recent
+        if remembered and recent is not None:
+            return [bill_id for bill_id in wanted if recent.get(bill_id) is None]
+        return list(wanted)
 
-    def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
+    def decide(
+        self, calls: Sequence[Any], found: Sequence[Any] | None, *, remembered: bool = False
+    ) -> Decided | None:
         """As ``PgWrites.transitions`` decides, from the bills as the batch read them (no lock: a
         move applies only from the state it was decided on, else the batch runs again); a bill
         moved twice in one batch is decided the second time from the first move. The bills read
-        and moved are remembered (``recall``)."""
-        records = {row[0]: self._decoder.record(row) for row in found or ()}
-        if self._recent is not None:
-            for record in records.values():
-                self._recent.put(record)
-        decided, _ = self._decide(calls, records)
-        return decided
-
-    def recall(self, calls: Sequence[Any]) -> Decided | None:
-        """:meth:`decide` from the bills as this process last read or moved them, without a
-        read — or None when one is not remembered, or a decision made from one is not a move
-        (a refusal, a transition with no effect): only a move is checked by the write (it
+        and moved are remembered. ``remembered``: a bill not read is decided on as this process
+        last read or moved it — None when one is not remembered, or a decision on one is not a
+        move (a refusal, a transition with no effect): only a move is checked by the write (it
         applies only from the state it was decided on), so only moves are decided on what may
         be stale (as ``PgWrites.transitions`` refuses only on a fresh read)."""
-        if self._recent is None:
-            return None
-        records: dict[str, BillRecord] = {}
-        for call in calls:
-            record = self._recent.get(call.bill_id)
-            if record is None:
-                return None
-            records[call.bill_id] = record
-        decided, all_moves = self._decide(calls, records)
-        return decided if all_moves else None
+        records = {row[0]: self._decoder.record(row) for row in found or ()}
+        recent = self._recent
+        if recent is not None:
+            for record in records.values():
+                recent.put(record)
+        stale: set[str] = set()  # decided on from memory, not moved yet in this batch
+        if remembered:
+            for call in calls:
+                if call.bill_id in records:
+                    continue
+                kept = None if recent is None else recent.get(call.bill_id)
+                if kept is None:
+                    return None
+                records[call.bill_id] = kept
+                stale.add(call.bill_id)
+        return self._decide(calls, records, stale)
 
     def remembers(self, calls: Sequence[Any]) -> bool:
-        """Whether every bill ``calls`` decide on is remembered (``recall`` may decide them)."""
-        recent = self._recent
-        return recent is not None and all(recent.get(c.bill_id) is not None for c in calls)
+        """Whether every bill ``calls`` decide on is remembered (none for :meth:`keys` to
+        read)."""
+        return not self.keys(calls, remembered=True) and self._recent is not None
 
-    def _decide(self, calls: Sequence[Any], records: dict[str, BillRecord]) -> tuple[Decided, bool]:
-        """Each call's outcome from ``records`` (moved as decided), and whether every call is a
-        move."""
+    def _decide(
+        self, calls: Sequence[Any], records: dict[str, BillRecord], stale: set[str]
+    ) -> Decided | None:
+        """Each call's outcome from ``records`` (moved as decided) — None when a decision on a
+        ``stale`` record is not a move."""
         outcomes: list[Any] = []
         moves: list[tuple[BillRecord, BillState, str, int]] = []
         for write in calls:
@@ -148,17 +155,22 @@ class BillFold:
                 to = write.target if write.check is None else write.check(record)
                 effect = check_transition(record, to)
             except Exception as error:  # a refusal: nothing written
+                if write.bill_id in stale:
+                    return None
                 outcomes.append(error)
                 continue
             if effect is None:
+                if write.bill_id in stale:
+                    return None
                 outcomes.append((record, False))
                 continue
             moves.append((record, to, effect, write.now_us))
             records[write.bill_id] = moved = _moved(record, to, write.now_us)
+            stale.discard(write.bill_id)  # moved from what it was decided on, or not at all
             if self._recent is not None:  # a hint until the write commits: moves are checked
                 self._recent.put(moved)
             outcomes.append((moved, True))
-        return Decided(outcomes, _columns(moves)), len(moves) == len(calls)
+        return Decided(outcomes, _columns(moves))
 
 
 def _moved(record: BillRecord, state: BillState, at_us: int) -> BillRecord:

@@ -38,13 +38,16 @@ _TRANSACTION = asyncpg.Connection.transaction
 
 
 @asynccontextmanager
-async def _reads() -> AsyncIterator[list[str]]:
-    """The batches' reads (``ledger_batch_read``, with none open) on the writers' connections."""
+async def _reads(bills: list[list[str]] | None = None) -> AsyncIterator[list[str]]:
+    """The batches' reads (``ledger_batch_read``, with none open) on the writers' connections;
+    ``bills``: the bills each asks for."""
     found: list[str] = []
 
     async def fetchrow(self: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
         if "ledger_batch_read" in sql:
             found.append(sql)
+            if bills is not None and "medical_bills_read" in sql:
+                bills.append(list(args[5]))
         return await _FETCHROW(self, sql, *args, **kwargs)
 
     with mock.patch.object(KeptAlive, "fetchrow", fetchrow):
@@ -209,5 +212,32 @@ def test_a_move_decided_on_a_remembered_bill_moved_elsewhere_does_not_apply(
                 await in_ledger(one, ledger, bill.bill_id, bill.split.personal_account_fen)
             assert raised.value.state is BillState.REVERSED
             assert one.accumulators("P11", 2026)[0] == warm.split.delta
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_reads_only_the_bills_the_process_does_not_remember(
+    world: tuple[PgEngine, str],
+) -> None:
+    """An approval of a bill submitted through another worker and a completion of one this
+    worker approved, together: only the first bill is read."""
+
+    async def scenario() -> None:
+        async with worker(*world) as (one, ledger), worker(*world) as (other, _):
+            warm, bill = await submitted(one, "P1"), await submitted(one, "P2")
+            for known in (warm, bill):
+                await one.approve_bill_async(known.bill_id, "H001", CARD, NOW)
+            await in_ledger(one, ledger, warm.bill_id, warm.split.personal_account_fen)
+            elsewhere = await submitted(other, "P3")
+            asked: list[list[str]] = []
+            async with _reads(asked):
+                approved, (completed, changed) = await asyncio.gather(
+                    one.approve_bill_async(elsewhere.bill_id, "H001", CARD, NOW),
+                    in_ledger(one, ledger, bill.bill_id, bill.split.personal_account_fen),
+                )
+            assert approved.state is BillState.APPROVED
+            assert changed and completed.state is BillState.COMPLETED
+            assert [elsewhere.bill_id] in asked
+            assert not any(bill.bill_id in read for read in asked)
 
     asyncio.run(scenario())
