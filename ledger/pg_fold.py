@@ -49,13 +49,27 @@ class Fold(Protocol):
         in some row when a move did not apply (others may be named ``name`` + a suffix)."""
         ...
 
-    def keys(self, calls: Sequence[Any]) -> list[Any]:
-        """The keys of the rows ``calls`` decide on (the read's parameter)."""
+    def keys(self, calls: Sequence[Any], *, remembered: bool = False) -> list[Any]:
+        """The keys of the rows ``calls`` decide on (the read's parameter); ``remembered``:
+        only those this process does not remember (``decide`` decides on the others as it
+        remembers them)."""
         ...
 
-    def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
+    def decide(
+        self, calls: Sequence[Any], found: Sequence[Any] | None, *, remembered: bool = False
+    ) -> Decided | None:
         """Each call's outcome in order (its value as if its move applied, or the exception
-        that refused it) and the columns of the moves to write, from the rows read."""
+        that refused it) and the columns of the moves to write, from the rows read and, when
+        ``remembered``, the rows not read as this process last read or moved them (a batch
+        with a writer that knows its accounts, ``ledger.pg_write.Known``) — then None unless
+        every decision on a remembered row is a move, which the write checks (applied only
+        from the state it was decided on): a refusal or a call with no effect on a remembered
+        row may be stale, so the batch is then decided from a read of all its rows."""
+        ...
+
+    def remembers(self, calls: Sequence[Any]) -> bool:
+        """Whether every row ``calls`` decide on is remembered (none for :meth:`keys` to
+        read)."""
         ...
 
 

@@ -161,10 +161,12 @@ class PgLedger(Ledger):
             try:
                 await self._attempt(store, batch, guarded, free=attempt == 0)
             except _RETRYABLE:
+                store.known.forget()  # perhaps what went stale
                 if attempt + 1 < RETRIES_MAX:
                     continue
                 error: BaseException | None = None
             except Exception as exc:
+                store.known.forget()  # the outcome perhaps unknown
                 if lost(exc, store.conn):
                     _fail(batch, LedgerUnavailable(f"PostgreSQL connection lost: {exc}"))
                     return False
@@ -198,8 +200,10 @@ class PgLedger(Ledger):
                 return
             except NeedsTransaction:
                 pass
+        store.known.forget()  # what this batch writes is learnt once it commits
         async with store.conn.transaction():
             await store.execute(batch, guarded=guarded)
+        store.known.commit()
 
     async def open_accounts(self, accounts: Sequence[Account]) -> list[AccountResult]:
         result: list[AccountResult] = await self._submit("open_accounts", list(accounts))

@@ -40,7 +40,7 @@ batch's commit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,7 @@ from ledger.pg_batch_sql import (
 from ledger.pg_connection import lost
 from ledger.pg_fold import BatchConflict, Fold, FoldedCall, NeedsTransaction, statements
 from ledger.pg_write import (
+    Known,
     Totals,
     decide_offline,
     deltas,
@@ -72,6 +73,7 @@ from ledger.pg_write import (
     write_arguments,
 )
 from ledger.state import (
+    AccountState,
     Batch,
     before_and_missing,
     needed_ids,
@@ -140,6 +142,15 @@ class _Asked:
             raise NeedsTransaction("a shared account the batch decides on")
         self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
 
+    def recalled(self, known: Mapping[str, AccountState]) -> None:
+        """Accounts the writer knew (``ledger.pg_write.Known``), decided on as if read: checked
+        by the write, the shared ones moved by delta as read ones are."""
+        self.checked.update(
+            (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
+            for a, s in known.items()
+            if not is_shared(a)
+        )
+
 
 async def post_jobs(
     connection: asyncpg.Connection,
@@ -148,6 +159,7 @@ async def post_jobs(
     calls: Sequence[Job] = (),
     guarded: bool = False,
     free: bool = False,
+    known: Known | None = None,
 ) -> None:
     """Decide and write every posting job of a batch (see the module); each job's ``value``
     set to what its caller gets. The records of each ``post_and_record`` are decided behind
@@ -156,7 +168,10 @@ async def post_jobs(
     Unless ``guarded``, the folded calls' reads and writes are parts of the batch's read and
     write (``ledger.pg_fold``): a batch of postings and bill transitions is two statements.
     ``free``: run with no transaction open (``ledger.pg_write``), the write its own; raises
-    ``NeedsTransaction``, having written nothing, when the batch needs one."""
+    ``NeedsTransaction``, having written nothing, when the batch needs one. ``known``: what the
+    writer knows (``ledger.pg_write.Known``), which learns the accounts the batch decided on
+    (staged in a transaction); with ``free`` the accounts it knows are not read, and a batch it
+    knows all of is decided with no read, one statement."""
     chained = [job for job in jobs if job.kind == "post_and_call"]
     wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
     folds = {} if guarded else _folds(wanted)
@@ -169,31 +184,131 @@ async def post_jobs(
         return
     likely = [t for job in chained for t in job.args[5]]
     ids, account_ids = needed_ids([t for job in jobs for t in job.args[0]] + likely)
-    locking, shared = _split(account_ids)
     records = [r for job in jobs if job.kind in _RECORDING for r in job.args[1]]
-    keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in records))
+    plan = _Plan(jobs, calls, chained, folds, records, guarded, free)
+    if free and known is not None:
+        try:
+            await _read_decide_write(connection, plan, ids, account_ids, known, remembered=True)
+            return
+        except _Unread:  # a decision the write would not check, on a remembered row
+            pass
+    await _read_decide_write(connection, plan, ids, account_ids, known, remembered=False)
+
+
+async def _read_decide_write(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    ids: set[str],
+    account_ids: set[str],
+    known: Known | None,
+    *,
+    remembered: bool,
+) -> None:
+    """The batch read, decided and written. With no transaction open (``plan.free``), the
+    accounts the writer knows are not read; ``remembered``: nor the folds' rows this process
+    remembers — and with nothing else to read, nothing is: the transfer ids are taken as new,
+    the offline records as not on file (``ledger.pg_write``)."""
+    free, folds = plan.free, plan.folds
+    recalled: dict[str, AccountState] = {}
+    unknown: Iterable[str] = account_ids
+    if free and known is not None:
+        recalled, unknown = known.recall(account_ids)
+    unread = [
+        fold.keys([call for _, call in group], remembered=remembered)
+        for fold, group in folds.items()
+    ]
+    if remembered and not unknown and not any(unread):
+        asked = _Asked(set(account_ids), set(ids), lock=False)
+        asked.recalled(recalled)
+        batch = Batch(recalled, {})
+        await _decide_and_write(connection, plan, batch, asked, [], dict.fromkeys(folds), True)
+    else:
+        got = await _read(connection, plan, ids, account_ids, unknown, recalled, unread)
+        batch = got.batch
+        await _decide_and_write(
+            connection, plan, batch, got.asked, got.on_file, got.read_by_fold, remembered
+        )
+    if known is not None:  # in a transaction: once it commits
+        known.learn(batch.accounts.values(), staged=not free)
+
+
+@dataclass(slots=True)
+class _Read:
+    """A batch's read: what it decides in, what it asked for, the offline records on file, the
+    folds' rows."""
+
+    batch: Batch
+    asked: _Asked
+    on_file: Sequence[Any] | None
+    read_by_fold: dict[Fold, Any]
+
+
+async def _read(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    ids: set[str],
+    account_ids: set[str],
+    unknown: Iterable[str],
+    recalled: dict[str, AccountState],
+    unread: list[list[Any]],
+) -> _Read:
+    """The batch's read (locking what it decides on in a transaction): the accounts of
+    ``unknown`` (the others ``recalled``), the transfer ids, the offline records, and each
+    fold's ``unread`` rows."""
+    free, folds = plan.free, plan.folds
+    locking, shared = _split(unknown)
+    keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in plan.records))
     if free:
-        read, write = statements(
+        read, _ = statements(
             _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
         )
     else:
-        read, write = statements(READ, WRITE, tuple(folds))
+        read, _ = statements(READ, WRITE, tuple(folds))
     found = await connection.fetchrow(
-        read,
-        locking,
-        sorted(ids),
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        shared,
-        *(fold.keys([call for _, call in group]) for fold, group in folds.items()),
+        read, locking, sorted(ids), [k[0] for k in keys], [k[1] for k in keys], shared, *unread
     )
-    locked, known, on_file, unlocked = found[:4]
+    locked, remembered, on_file, unlocked = found[:4]
     if free and on_file:
         raise NeedsTransaction("offline records on file")
     asked = _Asked(account_ids, ids, lock=not free)
     asked.decided_on(locked)
-    accounts = {row[0]: rows.account_state(row) for row in (*(locked or ()), *(unlocked or ()))}
-    batch = Batch(accounts, {row[0]: rows.remembered(row) for row in known or ()})
+    asked.recalled(recalled)
+    for row in (*(locked or ()), *(unlocked or ())):
+        recalled[row[0]] = rows.account_state(row)
+    batch = Batch(recalled, {row[0]: rows.remembered(row) for row in remembered or ()})
+    return _Read(batch, asked, on_file, dict(zip(folds, found[4:], strict=True)))
+
+
+class _Unread(Exception):
+    """A batch decided on rows its process remembers made a decision its write would not
+    check: it is decided again from a read of all its rows, nothing of it written."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A batch's jobs as :func:`post_jobs` sorted them."""
+
+    jobs: Sequence[Job]
+    calls: Sequence[Job]
+    chained: list[Job]
+    folds: dict[Fold, list[tuple[Job, Any]]]
+    records: list[Any]
+    guarded: bool
+    free: bool
+
+
+async def _decide_and_write(
+    connection: asyncpg.Connection,
+    plan: _Plan,
+    batch: Batch,
+    asked: _Asked,
+    on_file: Sequence[Any] | None,
+    read_by_fold: dict[Fold, Any],
+    remembered: bool,
+) -> None:
+    """The batch decided in ``batch`` (what it read, and what its writer knew) and written;
+    ``remembered``: the folds decide on the rows not read as they remember them."""
+    jobs, calls, chained, folds, free = plan.jobs, plan.calls, plan.chained, plan.folds, plan.free
     opened = await _decide(connection, batch, jobs, asked)
     moves: list[list[Any]] = []
     # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
@@ -202,9 +317,10 @@ async def post_jobs(
     early = [job for job in calls if _fold_of(job.args[0]) in folds]
     late = [job for job in calls if _fold_of(job.args[0]) not in folds]
     if chained or early:
-        read_by_fold = dict(zip(folds, found[4:], strict=True))
-        folded = _Folded(read_by_fold, moves)
-        opened += await _call(connection, batch, chained, early, asked, folded, guarded=guarded)
+        folded = _Folded(read_by_fold, moves, remembered)
+        opened += await _call(
+            connection, batch, chained, early, asked, folded, guarded=plan.guarded
+        )
     if opened and free:
         raise NeedsTransaction("accounts to open")
     if opened:  # a concurrent process opening one too: a unique violation, retried
@@ -215,20 +331,25 @@ async def post_jobs(
             [a.owner for a in opened],
             [int(a.flags) for a in opened],
         )
-    _, offline = decide_offline(held_of(on_file), records)
+    _, offline = decide_offline(held_of(on_file), plan.records)
     if batch.written or offline or any(column for column in moves):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
+            _, write = statements(
+                _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
+            )
             await connection.fetchval(
                 write, *free_arguments(batch, changed, offline, asked.checked), *moves
             )
             return
+        _, write = statements(READ, WRITE, tuple(folds))
         updated, applied = await connection.fetchrow(
             write, *write_arguments(batch, changed, offline), *moves
         )
         if updated != len(changed) or not applied:
             raise BatchConflict(f"{len(changed) - updated} accounts closed, moves {applied}")
     if late:
+        guarded = plan.guarded
         outcomes = await run_calls(connection, [(j, j.args[0]) for j in late], guarded=guarded)
         for job in late:
             job.value = outcomes[id(job)]
@@ -251,11 +372,13 @@ def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Jo
 
 @dataclass(slots=True)
 class _Folded:
-    """The rows each fold's calls read in the batch's read, and the columns of their moves
-    (the write's parameters after its own), filled in as the calls are decided."""
+    """The rows each fold's calls read in the batch's read (``remembered``: the others as the
+    fold remembers them), and the columns of their moves (the write's parameters after its
+    own), filled in as the calls are decided."""
 
     read: dict[Fold, Any]
     moves: list[list[Any]]
+    remembered: bool
 
 
 async def _load(
@@ -313,7 +436,10 @@ async def _call(
     outcomes: dict[int, Any] = {}
     for fold, found in folded.read.items():
         group = [(job, call) for job, call in pending if _fold_of(call) is fold]
-        decided = fold.decide([call for _, call in group], found)
+        calls = [call for _, call in group]
+        decided = fold.decide(calls, found, remembered=folded.remembered)
+        if decided is None:
+            raise _Unread(f"a decision on a remembered row that {fold!r}'s write would not check")
         outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
         folded.moves += decided.columns
     rest = [(job, call) for job, call in pending if id(job) not in outcomes]

@@ -24,7 +24,7 @@ from ledger.core import (
 from ledger.pg_batch_sql import upsert_offline
 from ledger.pg_connection import lost
 from ledger.pg_post import POSTS, post_jobs
-from ledger.pg_write import decide_offline, held_of
+from ledger.pg_write import Known, decide_offline, held_of
 from ledger.sqlite_offline import OFFLINE_COLUMNS
 from ledger.state import AccountState, Remembered, check_open
 
@@ -59,6 +59,7 @@ class PgStore:
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.conn = connection
+        self.known = Known()  # what this writer's batches left (``ledger.pg_write.Known``)
 
     @staticmethod
     def may_run_free(batch: Sequence[Job]) -> bool:
@@ -87,7 +88,9 @@ class PgStore:
         for job in opening:
             job.value = await self.open_accounts(*job.args)
         if posts or calls:
-            await post_jobs(self.conn, posts, calls=calls, guarded=guarded, free=free)
+            await post_jobs(
+                self.conn, posts, calls=calls, guarded=guarded, free=free, known=self.known
+            )
         for job in writes:
             job.value = await getattr(self, job.kind)(*job.args)
         if not free:

@@ -18,21 +18,105 @@ their totals. So nothing waits on the daemon with a row locked: no "idle in tran
 BEGIN or COMMIT round trip. A batch that needs more (an account to open, a call that does not
 fold, an offline record already on file, any job other than postings, calls and reads) runs in
 a transaction as before (``NeedsTransaction``).
+
+A batch reads only the accounts its writer does not know, and one whose writer knows everything it
+decides on runs with no read at all, one round trip (:class:`Known`): the accounts as the writer's
+last batches left them, the bills as its process last read or moved them
+(``ledger.pg_fold.Fold.recall``), its transfer ids taken as new and its offline records as not on
+file. That is a hint, never trusted unchecked: the write checks every account decided on against
+the totals the decision used and every bill's move against the state it was decided from; an id
+taken is a unique violation and a record on file fails the inserts' count, so a stale hint fails
+the write (nothing of it written) and the batch runs again in a transaction from a locked read, the
+writer's knowledge forgotten. A decision the write would not check (a bill's refusal, a transition
+with no effect) is never made from memory: the batch is then decided from a read. A shared
+account's totals are the writer's own view (another process's deltas unseen): no decision reads
+them (a never-negative one is never recalled), only the balances reported before a posting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ledger import sql_rows as rows
-from ledger.core import OfflineRecord, TransferResult
+from ledger.core import AccountFlags, OfflineRecord, TransferResult
+from ledger.kinds import is_shared
 from ledger.sqlite_offline import offline_row
-from ledger.state import Batch, offline_decision
+from ledger.state import AccountState, Batch, offline_decision
 
 OFFLINE_WIDTH = 11  # the record's columns in the write (received_at_us is one value)
 Totals = tuple[int, int, bool]  # an account as the batch read it: debits, credits, closed
 Held = dict[tuple[str, int], tuple[bool, str, int]]  # (psam, serial): (posted, terminal, batch)
+
+
+KNOWN_MAX = 65536  # accounts one writer remembers (oldest out first)
+
+
+class Known:
+    """The accounts as one writer's last batches left them (see the module): a hint the write
+    checks, forgotten whenever a batch of the writer fails, and before one runs in a transaction
+    (learnt again once it commits).
+
+    >>> from ledger.core import AccountKind
+    >>> known = Known(2)
+    >>> known.learn([AccountState("ed:1", AccountKind.CARD_ED_SHADOW, "o", AccountFlags(0), 5, 0)])
+    >>> copies, _ = known.recall(["ed:1"]); copies["ed:1"].debits_posted_fen += 1
+    >>> copies, unknown = known.recall(["ed:1", "ed:2"])
+    >>> copies["ed:1"].debits_posted_fen, unknown
+    (5, ['ed:2'])
+    """
+
+    __slots__ = ("_accounts", "_size_max", "_staged")
+
+    def __init__(self, size_max: int = KNOWN_MAX) -> None:
+        self._accounts: dict[str, AccountState] = {}
+        self._staged: list[AccountState] = []
+        self._size_max = size_max
+
+    def recall(self, ids: Iterable[str]) -> tuple[dict[str, AccountState], list[str]]:
+        """Copies of the accounts of ``ids`` (a batch's to decide on) it knows, and the others
+        (a shared never-negative one among them, known or not: its batch needs a
+        transaction)."""
+        copies: dict[str, AccountState] = {}
+        unknown: list[str] = []
+        for account in ids:
+            state = self._accounts.get(account)
+            if state is None or (AccountFlags.NEVER_NEGATIVE in state.flags and is_shared(account)):
+                unknown.append(account)
+                continue
+            copies[account] = AccountState(
+                state.id,
+                state.kind,
+                state.owner,
+                state.flags,
+                state.debits_posted_fen,
+                state.credits_posted_fen,
+                state.closed,
+            )
+        return copies, unknown
+
+    def learn(self, states: Iterable[AccountState], *, staged: bool = False) -> None:
+        """The accounts as a batch that has committed left them (kept, not copied: the batch
+        is done with them); ``staged``: a batch in a transaction not yet committed, learnt by
+        :meth:`commit`."""
+        if staged:
+            self._staged.extend(states)
+            return
+        accounts = self._accounts
+        for state in states:
+            accounts.pop(state.id, None)
+            accounts[state.id] = state
+        while len(accounts) > self._size_max:
+            del accounts[next(iter(accounts))]
+
+    def commit(self) -> None:
+        """The staged accounts learnt: their transaction has committed."""
+        staged, self._staged = self._staged, []
+        self.learn(staged)
+
+    def forget(self) -> None:
+        self._accounts.clear()
+        self._staged.clear()
 
 
 def deltas(batch: Batch) -> dict[str, list[int]]:

@@ -40,6 +40,14 @@ class Decoder(Protocol):
     def record(self, row: Any) -> BillRecord: ...
 
 
+class Recent(Protocol):
+    """The last record of each bill this process read or wrote (``pg_store.Recent``)."""
+
+    def get(self, bill_id: str) -> BillRecord | None: ...
+
+    def put(self, record: BillRecord) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerTransition(FoldedCall):
     """A bill's transition for the PostgreSQL ledger's writer to run inside its batch's
@@ -67,10 +75,11 @@ class LedgerSubmission:
 class BillFold:
     """The bills' transitions of a batch in its read and write (``ledger.pg_fold.Fold``)."""
 
-    def __init__(self, decoder: Decoder, bill_row: str) -> None:
+    def __init__(self, decoder: Decoder, bill_row: str, recent: Recent | None = None) -> None:
         if bill_row != BILL_ROW:  # what the decoder reads is what the read's function returns
             raise ValueError(f"the bills' fold reads {BILL_ROW}, not {bill_row}")
         self._decoder = decoder
+        self._recent = recent  # the bills this process last read or moved (``recall``)
 
     width = 8  # a bill's move: bill, from, to, at, sign, lock, person, year
 
@@ -88,14 +97,53 @@ class BillFold:
         columns = ", ".join(f"${first + k}::{kind}[]" for k, kind in enumerate(_TYPES))
         return f"{name} AS MATERIALIZED (SELECT medical_bills_move({columns}) AS ok)"
 
-    def keys(self, calls: Sequence[Any]) -> list[Any]:
-        return list(dict.fromkeys(call.bill_id for call in calls))
+    def keys(self, calls: Sequence[Any], *, remembered: bool = False) -> list[Any]:
+        """The bills ``calls`` decide on; ``remembered``: those this process does not
+        remember (:meth:`decide` decides the others from memory)."""
+        wanted = dict.fromkeys(call.bill_id for call in calls)
+        recent = self._recent
+        if remembered and recent is not None:
+            return [bill_id for bill_id in wanted if recent.get(bill_id) is None]
+        return list(wanted)
 
-    def decide(self, calls: Sequence[Any], found: Sequence[Any] | None) -> Decided:
+    def decide(
+        self, calls: Sequence[Any], found: Sequence[Any] | None, *, remembered: bool = False
+    ) -> Decided | None:
         """As ``PgWrites.transitions`` decides, from the bills as the batch read them (no lock: a
         move applies only from the state it was decided on, else the batch runs again); a bill
-        moved twice in one batch is decided the second time from the first move."""
+        moved twice in one batch is decided the second time from the first move. The bills read
+        and moved are remembered. ``remembered``: a bill not read is decided on as this process
+        last read or moved it — None when one is not remembered, or a decision on one is not a
+        move (a refusal, a transition with no effect): only a move is checked by the write (it
+        applies only from the state it was decided on), so only moves are decided on what may
+        be stale (as ``PgWrites.transitions`` refuses only on a fresh read)."""
         records = {row[0]: self._decoder.record(row) for row in found or ()}
+        recent = self._recent
+        if recent is not None:
+            for record in records.values():
+                recent.put(record)
+        stale: set[str] = set()  # decided on from memory, not moved yet in this batch
+        if remembered:
+            for call in calls:
+                if call.bill_id in records:
+                    continue
+                kept = None if recent is None else recent.get(call.bill_id)
+                if kept is None:
+                    return None
+                records[call.bill_id] = kept
+                stale.add(call.bill_id)
+        return self._decide(calls, records, stale)
+
+    def remembers(self, calls: Sequence[Any]) -> bool:
+        """Whether every bill ``calls`` decide on is remembered (none for :meth:`keys` to
+        read)."""
+        return not self.keys(calls, remembered=True) and self._recent is not None
+
+    def _decide(
+        self, calls: Sequence[Any], records: dict[str, BillRecord], stale: set[str]
+    ) -> Decided | None:
+        """Each call's outcome from ``records`` (moved as decided) — None when a decision on a
+        ``stale`` record is not a move."""
         outcomes: list[Any] = []
         moves: list[tuple[BillRecord, BillState, str, int]] = []
         for write in calls:
@@ -107,13 +155,20 @@ class BillFold:
                 to = write.target if write.check is None else write.check(record)
                 effect = check_transition(record, to)
             except Exception as error:  # a refusal: nothing written
+                if write.bill_id in stale:
+                    return None
                 outcomes.append(error)
                 continue
             if effect is None:
+                if write.bill_id in stale:
+                    return None
                 outcomes.append((record, False))
                 continue
             moves.append((record, to, effect, write.now_us))
             records[write.bill_id] = moved = _moved(record, to, write.now_us)
+            stale.discard(write.bill_id)  # moved from what it was decided on, or not at all
+            if self._recent is not None:  # a hint until the write commits: moves are checked
+                self._recent.put(moved)
             outcomes.append((moved, True))
         return Decided(outcomes, _columns(moves))
 

@@ -128,7 +128,8 @@ class PgWrites:
             f"SELECT {bill_columns} FROM medical_bills WHERE bill_id = ANY($1::varchar[])"
         )
         self._bill_row = ", ".join("b." + c.strip() for c in bill_columns.split(","))
-        self.fold = BillFold(decoder, self._bill_row)  # its transitions in the ledger's batches
+        # its transitions in the ledger's batches, recalled from what it last read or moved
+        self.fold = BillFold(decoder, self._bill_row, self._recent)
         self._submit_read = (
             f"SELECT {self._bill_row},"
             " medical_view($2, $3) FROM (SELECT 1) AS one"

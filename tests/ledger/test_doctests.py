@@ -28,6 +28,7 @@ MODULES = (
     "ledger.pg_connection",
     "ledger.pg_ledger",
     "ledger.pg_post",
+    "ledger.pg_write",
     "ledger.schema",
     "ledger.sql_rows",
     "ledger.sqlite_ledger",
