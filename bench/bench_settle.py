@@ -214,20 +214,27 @@ async def prepare(
             (args.terminals,),
         ).fetchall()
     async with aiohttp.ClientSession() as session:
-        url = f"http://127.0.0.1:{http_port}"
-        clients = {
-            institution: HisClient(session, url, institution, token)
-            for institution, token in his_credentials(home).items()
-        }
-
-        async def submit(institution: str, submission: Submission) -> Submitted:
-            bill = await clients[institution].submit(bill_body(submission))
-            return Submitted(bill["bill_id"], bill["split"]["personal_account_fen"])
-
+        submit = his_submit(session, http_port, home)
         lanes = await build_lanes(
             port, hsm, maker, cards, psams, submit, args.bills, now, card_book
         )
     return lanes, len(cards)
+
+
+def his_submit(session: aiohttp.ClientSession, http_port: int, home: Path) -> Submit:
+    """Bills submitted to the daemon's HIS API on ``http_port``, each by its institution's
+    client with the token the home's credentials file holds."""
+    url = f"http://127.0.0.1:{http_port}"
+    clients = {
+        institution: HisClient(session, url, institution, token)
+        for institution, token in his_credentials(home).items()
+    }
+
+    async def submit(institution: str, submission: Submission) -> Submitted:
+        bill = await clients[institution].submit(bill_body(submission))
+        return Submitted(bill["bill_id"], bill["split"]["personal_account_fen"])
+
+    return submit
 
 
 def his_credentials(home: Path) -> dict[str, str]:

@@ -8,6 +8,13 @@ two are compared on the same box in the same minutes.
     python -m bench.bench_workers [--workers 1,2] [--terminals 20] [--bills 1200] [--rounds 1]
         [--no-embedded] [--profile out.txt [--profile-gil]]   # py-spy a worker: out-1w.txt, ...
         [--statements]   # per exchange, from pg_stat_statements (bench.pg_statements)
+        [--direct-bills]   # the bills written to the database, not through the HIS API
+
+The bills are submitted to the daemon's HIS API before the timed phase, as the embedded run
+(and bench_settle, and a hospital's charging system) submits them: the worker that took a bill
+has it as it wrote it when the bill's settlement comes (with 2 workers, the HIS connection and
+the POS's may reach different ones). Until 2026-12-08 they were written to the database
+directly (``--direct-bills``), so that no worker had them and every ledger batch read them.
 
 With ``--rounds N`` the whole set runs N times, its runs alternated (embedded, 1 worker, 2, then
 again), and a summary gives each one's median and range: on a shared, noisy machine one run's
@@ -38,11 +45,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
 from bench import bench_settle, pg_statements
-from bench.bench_settle import Submitted, build_lanes, demo_home, drive_once, profiled
+from bench.bench_settle import (
+    Submitted,
+    build_lanes,
+    demo_home,
+    drive_once,
+    his_submit,
+    profiled,
+)
 from bench.bench_switch import children, processes, report, stop
 from bench.pg_waits import WaitSampler, cpu_s
 from bench.pos_side import Lanes
@@ -59,7 +74,7 @@ from messages.codec import Codec
 from messages.spec_terminal import TERMINAL
 from simulators.factory import ChipMaker
 from switch.demo import keys as demo_keys
-from switch.demo.medical import ITEMS
+from switch.demo.medical import CREDENTIALS_FILE, ITEMS
 from switch.key_home import component_files_of, open_soft_hsm
 
 DSN = os.environ.get("MEDSWITCH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -68,8 +83,9 @@ PROFILE = os.environ.get("BENCH_WORKERS_CPROFILE", "")  # a file: cProfile the 1
 U = KeyUsage
 
 
-def reference_data(engine: PgEngine) -> None:
-    """The demo's catalogue and this year's policy (as switch.demo.medical on SQLite)."""
+def reference_data(engine: PgEngine, home: Path, medical: list[str]) -> None:
+    """The demo's catalogue and this year's policy, and the ``medical`` institutions' HIS
+    credentials in the home's file (as switch.demo.medical on SQLite)."""
     now = dt.datetime.now(dt.UTC)
     micros = int(now.timestamp() * 1_000_000)
     reference = ReferenceData(engine)  # type: ignore[arg-type]
@@ -78,6 +94,8 @@ def reference_data(engine: PgEngine) -> None:
     reference.add_catalogue(catalogue, digest, micros, "bench")
     text = EXAMPLE.replace(f"year = {parse_policy(EXAMPLE).year}", f"year = {now.year}")
     reference.set_policy(text, micros, "bench")
+    lines = [f"{i} {reference.issue_credential(i, micros)}" for i in medical]
+    (home / CREDENTIALS_FILE).write_text("\n".join(lines) + "\n")
 
 
 def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
@@ -91,9 +109,13 @@ def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
     maker = uvloop.run(ChipMaker.form(hsm, "card/", demo_keys._now()))
     bridge = PgBridge(url)
     try:
-        rows = bridge.connection().execute("SELECT id FROM terminals").fetchall()
+        db = bridge.connection()
+        rows = db.execute("SELECT id FROM terminals").fetchall()
         uvloop.run(demo_keys.provision(home, [row[0] for row in rows]))
-        reference_data(PgEngine(bridge))
+        medical = db.execute(
+            "SELECT id FROM institutions WHERE kind IN ('hospital', 'pharmacy') ORDER BY id"
+        ).fetchall()
+        reference_data(PgEngine(bridge), home, [row[0] for row in medical])
     finally:
         bridge.close()
     demo_keys.write_config(home, terminal_port=0, http_port=0)
@@ -101,8 +123,17 @@ def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
 
 
 async def prepare(
-    home: Path, url: str, port: int, maker: ChipMaker, terminals: int, bills: int
+    home: Path,
+    url: str,
+    port: int,
+    maker: ChipMaker,
+    terminals: int,
+    bills: int,
+    http_port: int | None = None,
 ) -> tuple[Lanes, int]:
+    """Cards, PSAMs and each terminal's frames as bench_settle's; the bills submitted to the
+    daemon's HIS API on ``http_port`` (as bench_settle: the worker that took a bill has it as
+    it wrote it), or with None written to the database directly (no worker has them)."""
     hsm = open_soft_hsm(home, component_files_of(demo_keys.custodian_files(home)))
     now = demo_keys._now()
     bridge = PgBridge(url)
@@ -126,7 +157,12 @@ async def prepare(
             record, _ = await asyncio.to_thread(submit_bill, institution, submission, now_utc)
             return Submitted(record.bill_id, record.split.personal_account_fen)
 
-        lanes = await build_lanes(port, hsm, maker, cards, psams, submit, bills, now)
+        if http_port is None:
+            lanes = await build_lanes(port, hsm, maker, cards, psams, submit, bills, now)
+        else:
+            async with aiohttp.ClientSession() as session:
+                through_his = his_submit(session, http_port, home)
+                lanes = await build_lanes(port, hsm, maker, cards, psams, through_his, bills, now)
         store.close()
         return lanes, len(cards)
     finally:
@@ -229,8 +265,9 @@ def run_one(workers: int, args: argparse.Namespace) -> Measured:
             port, http_port = free_port(), free_port()
             with daemon(home, url, workers, port, http_port) as pid:
                 started = time.perf_counter()
+                his = None if args.direct_bills else http_port
                 lanes, cards = uvloop.run(
-                    prepare(home, url, port, maker, args.terminals, args.bills)
+                    prepare(home, url, port, maker, args.terminals, args.bills, his)
                 )
                 print(
                     f"{workers} worker(s): prepared {args.bills} bills on {cards} cards and "
@@ -304,6 +341,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cardholders", type=int, default=120)
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the whole set this many times, alternated"
+    )
+    parser.add_argument(
+        "--direct-bills",
+        action="store_true",
+        help="write the bills to the database (before 2026-12-08: no worker has them), not"
+        " through the daemon's HIS API as the embedded run and bench_settle submit them",
     )
     parser.add_argument(
         "--profile",
