@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from messages.binding import build_planned, parse_planned
 from messages.codec import FieldValue, Message
 from messages.envelope import Row, response_mti
 from messages.errors import CodecError, UnknownTransaction
@@ -360,7 +359,7 @@ def parse(message: Message) -> TerminalMessage:
     txn_type, batch, network_code, rest = _field60(message)
     _, cls = _lookup(message, txn_type, network_code)
     fields = message.fields
-    values = parse_planned(cls.PARSE_PLAN, fields)
+    values = cls.PARSE(fields)  # parse_planned(cls.PARSE_PLAN, fields), written out
     values["batch"] = batch
     values["field60_rest"] = rest
     values["tpdu"] = message.tpdu
@@ -396,7 +395,7 @@ def build(typed: TerminalMessage, mac: bytes | None = None) -> Message:
     fields[60] = build_field60(
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
     )
-    build_planned(typed.BUILD_PLAN, typed, fields)
+    typed.BUILD(fields)  # build_planned(typed.BUILD_PLAN, typed, fields), written out
     if mac is not None:
         fields[64] = mac
     return message(mti, fields, typed.tpdu, typed.header)
