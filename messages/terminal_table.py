@@ -306,6 +306,7 @@ def _index() -> tuple[Mapping[_Key, tuple[Row, type[Any]]], Mapping[type[Any], R
 
 
 _BY_KEY, _BY_CLASS = _index()
+_FIND = dict(_BY_KEY).get  # a read-only proxy's get is a method call through the proxy
 # Each reply class's field names, to check what reply_to is given.
 _REPLY_FIELDS: Mapping[type[TerminalReply], frozenset[str]] = MappingProxyType(
     {reply: frozenset(f.name for f in dataclasses.fields(reply)) for _, _, reply in TABLE}
@@ -339,16 +340,17 @@ def row_of(message: Message) -> Row:
 
 def _lookup(message: Message, txn_type: str, network_code: str) -> tuple[Row, type[Any]]:
     processing = message.fields.get(3)
-    if not isinstance(processing, str | None):
+    if processing is not None and not isinstance(processing, str):
         raise CodecError("processing code must be digits", field="3")
-    if message.mti in REVERSAL_MTIS or message.mti == "0410":
-        original = _BY_KEY.get(_key("0200", processing, txn_type, "000"))
+    mti = message.mti
+    if mti in REVERSAL_MTIS or mti == "0410":
+        original = _FIND(("0200", processing, txn_type, "000"))
         if original is None or not original[0].reversible:
             raise UnknownTransaction("reversal of a transaction that is not reversible", field="3")
-        return original[0], Reversal if message.mti != "0410" else TerminalReply
-    found = _BY_KEY.get(_key(message.mti, processing, txn_type, network_code))
+        return original[0], Reversal if mti != "0410" else TerminalReply
+    found = _FIND((mti, processing, txn_type, network_code))  # _key's tuple, written out
     if found is None and processing is not None:
-        found = _BY_KEY.get(_key(message.mti, None, txn_type, network_code))
+        found = _FIND((mti, None, txn_type, network_code))
     if found is None:
         raise UnknownTransaction("no transaction matches MTI, F3, 60.1 and 60.3", field="60")
     return found
