@@ -187,13 +187,15 @@ _FAST_READ = {
 
 def tlv_reader(layout: tuple[Tag, ...]) -> TlvReader:
     """:func:`decode_tlv` of ``layout``'s tags when they come in layout order, each once (as
-    :func:`encode_tlv` writes them), as a function of its own: a tag costs a byte compared,
-    where the loop looks it up, unpacks its entry and dispatches on its kind (half a private
-    field's decoding). Anything else — tags out of order or repeated, a chained tag's second
-    element, an unknown tag, a wrong length, a malformed value — returns ``None``, and the
-    loop reads the record (raising what it raises)."""
+    :func:`encode_tlv` writes them), as a function of its own: a tag costs an int compared
+    (the tag byte is read once per element), where the loop looks it up, unpacks its entry
+    and dispatches on its kind (half a private field's decoding). Anything else — tags out of
+    order or repeated, a chained tag's second element, an unknown tag, a wrong length, a
+    malformed value — returns ``None``, and the loop reads the record (raising what it
+    raises)."""
     table = index_layout(layout)
     lines = ["def read(data):", "    values = {}", "    at = 0", "    size = len(data)"]
+    lines.append("    t = data[0] if size else -1")  # the tag at ``at`` (-1: none left)
     for tag in sorted(t.tag for t in layout):
         entry = table[tag]
         assert entry is not None
@@ -201,7 +203,7 @@ def tlv_reader(layout: tuple[Tag, ...]) -> TlvReader:
         if not name.isidentifier():
             raise ValueError(f"tag {tag:02X}'s name {name!r} is not an identifier")
         lines += [
-            f"    if at < size and data[at] == {tag}:",
+            f"    if t == {tag}:",
             "        if at + 2 > size: return None",
         ]
         if how == _UINT1:  # one byte: the value is the byte itself
@@ -226,7 +228,7 @@ def tlv_reader(layout: tuple[Tag, ...]) -> TlvReader:
                 ]
             else:
                 lines.append(f"        values[{name!r}] = {_FAST_READ[how]}")
-        lines.append("        at = end")
+        lines += ["        at = end", "        t = data[at] if at < size else -1"]
     lines += ["    if at != size: return None", "    return values"]
     namespace: dict[str, Any] = {"_decode_bcd": _decode_bcd}
     exec(compile("\n".join(lines), "<tlv reader>", "exec"), namespace)
