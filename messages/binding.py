@@ -156,3 +156,66 @@ def build_planned(plan: BuildPlan, source: object, fields: dict[int, FieldValue]
                 raise CodecError("mandatory field missing", field=str(number))
             continue
         fields[number] = value if build is None else build(value)
+
+
+# The plans' straight-line code: a plan's walk written out as a function of its own (as
+# `messages.straight` does for the codec's fields), generated from its field numbers, attribute
+# names and flags only — the same reads, checks, errors and order, without unpacking each step.
+PlannedParse = Callable[[Mapping[int, FieldValue]], dict[str, Any]]
+PlannedBuild = Callable[[object, dict[int, FieldValue]], None]
+
+
+def planned_parse(plan: ParsePlan) -> PlannedParse:
+    """:func:`parse_planned` of ``plan`` as a function of the fields alone."""
+    lines = ["def parse(fields):", "    values = {}", "    get = fields.get"]
+    namespace: dict[str, Any] = {"CodecError": CodecError}
+    for index, (number, attr, required, binary, parse) in enumerate(plan):
+        _check_step(number, attr)
+        lines += [f"    raw = get({number})", "    if raw is None:"]
+        if required:
+            lines.append(f'        raise CodecError("mandatory field missing", field="{number}")')
+        else:
+            lines.append("        pass")
+        lines += [
+            f"    elif isinstance(raw, bytes) is not {binary}:",
+            f'        raise CodecError("field has the wrong type for its use", field="{number}")',
+            "    else:",
+        ]
+        if parse is None:
+            lines.append(f"        values[{attr!r}] = raw")
+        else:
+            namespace[f"p{index}"] = parse
+            lines.append(f"        values[{attr!r}] = p{index}(raw)")
+    lines.append("    return values")
+    exec(compile("\n".join(lines), "<planned parse>", "exec"), namespace)
+    made: PlannedParse = namespace["parse"]
+    return made
+
+
+def planned_build(plan: BuildPlan) -> PlannedBuild:
+    """:func:`build_planned` of ``plan`` as a function of the source and the fields."""
+    lines = ["def build(source, fields):"]
+    namespace: dict[str, Any] = {"CodecError": CodecError}
+    for index, (attr, number, required, build) in enumerate(plan):
+        _check_step(number, attr)
+        lines += [f"    value = source.{attr}", "    if value is None:"]
+        if required:
+            lines.append(f'        raise CodecError("mandatory field missing", field="{number}")')
+        else:
+            lines.append("        pass")
+        lines.append("    else:")
+        if build is None:
+            lines.append(f"        fields[{number}] = value")
+        else:
+            namespace[f"b{index}"] = build
+            lines.append(f"        fields[{number}] = b{index}(value)")
+    lines.append("    return None")
+    exec(compile("\n".join(lines), "<planned build>", "exec"), namespace)
+    made: PlannedBuild = namespace["build"]
+    return made
+
+
+def _check_step(number: object, attr: str) -> None:
+    """What generated code may name: an int field number and an identifier."""
+    if type(number) is not int or not attr.isidentifier():
+        raise ValueError(f"bind {attr!r} in field {number!r} cannot be planned")

@@ -22,10 +22,13 @@ from messages.tlv import (
     Tag,
     TagKind,
     TagTable,
+    TlvReader,
+    TlvWriter,
     decode_tlv,
-    encode_tlv,
     encoders,
     index_layout,
+    tlv_reader,
+    tlv_writer,
 )
 
 T = TypeVar("T")
@@ -97,6 +100,8 @@ class _TlvRecord:
     _ENUMS: ClassVar[dict[str, type[enum.IntEnum]]] = {}
     _BY_TAG: ClassVar[TagTable]
     _ENCODERS: ClassVar[EncodePlan]
+    _READ: ClassVar[TlvReader]  # the layout's straight-line decode_tlv (tags in order)
+    _WRITE: ClassVar[TlvWriter]  # and its encode_tlv
     # (name, enum, its members by value) of each _ENUMS entry: a dict get instead of the
     # enum's call (~0.5 us each); a value that is no member's still goes through the call.
     _MEMBERS: ClassVar[tuple[tuple[str, type[enum.IntEnum], Mapping[Any, enum.IntEnum]], ...]]
@@ -106,6 +111,8 @@ class _TlvRecord:
         super().__init_subclass__(**kwargs)
         cls._BY_TAG = index_layout(cls.LAYOUT)
         cls._ENCODERS = encoders(cls.LAYOUT)
+        cls._READ = tlv_reader(cls.LAYOUT)
+        cls._WRITE = tlv_writer(cls.LAYOUT)  # a plain function: called as a method
         cls._MEMBERS = tuple(
             (name, kind, {member.value: member for member in kind})
             for name, kind in cls._ENUMS.items()
@@ -115,7 +122,9 @@ class _TlvRecord:
     def parse(cls, data: bytes) -> Self:
         if not data:  # a settlement's field 58: no tag, nothing to read
             return construct(cls, {})
-        values = decode_tlv(cls._BY_TAG, data, cls.FIELD)
+        values = cls._READ(data)
+        if values is None:  # not in layout order, or not readable: the loop says why
+            values = decode_tlv(cls._BY_TAG, data, cls.FIELD)
         for name, kind, members in cls._MEMBERS:
             if name in values:
                 value = values[name]
@@ -129,7 +138,7 @@ class _TlvRecord:
         return construct(cls, values)
 
     def build(self) -> bytes:
-        return encode_tlv(self._ENCODERS, self)
+        return self._WRITE()
 
 
 @dataclass(frozen=True)  # no slots: parse builds it with construct()

@@ -21,8 +21,12 @@ from messages.binding import (
     Bind,
     BuildPlan,
     ParsePlan,
+    PlannedBuild,
+    PlannedParse,
     build_plan,
     parse_plan,
+    planned_build,
+    planned_parse,
 )
 from messages.envelope import Row
 from messages.private import (
@@ -83,6 +87,10 @@ class TerminalMessage:
     WIRE_BINDS: ClassVar[tuple[Bind, ...]] = _ENVELOPE  # the envelope's, then BINDS
     PARSE_PLAN: ClassVar[ParsePlan] = parse_plan(_ENVELOPE)  # WIRE_BINDS', for the table
     BUILD_PLAN: ClassVar[BuildPlan] = build_plan(_ENVELOPE)
+    # The plans as straight-line code (parse_planned and build_planned of them): a plain
+    # function on the class, so ``typed.BUILD(fields)`` builds ``typed``'s fields.
+    PARSE: ClassVar[PlannedParse] = planned_parse(PARSE_PLAN)
+    BUILD: ClassVar[PlannedBuild] = planned_build(BUILD_PLAN)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Join each class's binds to the envelope's, and plan them, once, not on every parse
@@ -91,6 +99,8 @@ class TerminalMessage:
         cls.WIRE_BINDS = (*_ENVELOPE, *cls.BINDS)
         cls.PARSE_PLAN = parse_plan(cls.WIRE_BINDS)
         cls.BUILD_PLAN = build_plan(cls.WIRE_BINDS)
+        cls.PARSE = planned_parse(cls.PARSE_PLAN)
+        cls.BUILD = planned_build(cls.BUILD_PLAN)
 
     def codes(self) -> tuple[str, str | None, str | None, str | None, str | None]:
         """(MTI, F3, F25, 60.1, 60.3) of this message."""

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from messages.binding import build_planned, parse_planned
 from messages.codec import FieldValue, Message
 from messages.envelope import Row, response_mti
 from messages.errors import CodecError, UnknownTransaction
@@ -307,6 +306,7 @@ def _index() -> tuple[Mapping[_Key, tuple[Row, type[Any]]], Mapping[type[Any], R
 
 
 _BY_KEY, _BY_CLASS = _index()
+_FIND = dict(_BY_KEY).get  # a read-only proxy's get is a method call through the proxy
 # Each reply class's field names, to check what reply_to is given.
 _REPLY_FIELDS: Mapping[type[TerminalReply], frozenset[str]] = MappingProxyType(
     {reply: frozenset(f.name for f in dataclasses.fields(reply)) for _, _, reply in TABLE}
@@ -340,16 +340,17 @@ def row_of(message: Message) -> Row:
 
 def _lookup(message: Message, txn_type: str, network_code: str) -> tuple[Row, type[Any]]:
     processing = message.fields.get(3)
-    if not isinstance(processing, str | None):
+    if processing is not None and not isinstance(processing, str):
         raise CodecError("processing code must be digits", field="3")
-    if message.mti in REVERSAL_MTIS or message.mti == "0410":
-        original = _BY_KEY.get(_key("0200", processing, txn_type, "000"))
+    mti = message.mti
+    if mti in REVERSAL_MTIS or mti == "0410":
+        original = _FIND(("0200", processing, txn_type, "000"))
         if original is None or not original[0].reversible:
             raise UnknownTransaction("reversal of a transaction that is not reversible", field="3")
-        return original[0], Reversal if message.mti != "0410" else TerminalReply
-    found = _BY_KEY.get(_key(message.mti, processing, txn_type, network_code))
+        return original[0], Reversal if mti != "0410" else TerminalReply
+    found = _FIND((mti, processing, txn_type, network_code))  # _key's tuple, written out
     if found is None and processing is not None:
-        found = _BY_KEY.get(_key(message.mti, None, txn_type, network_code))
+        found = _FIND((mti, None, txn_type, network_code))
     if found is None:
         raise UnknownTransaction("no transaction matches MTI, F3, 60.1 and 60.3", field="60")
     return found
@@ -360,7 +361,7 @@ def parse(message: Message) -> TerminalMessage:
     txn_type, batch, network_code, rest = _field60(message)
     _, cls = _lookup(message, txn_type, network_code)
     fields = message.fields
-    values = parse_planned(cls.PARSE_PLAN, fields)
+    values = cls.PARSE(fields)  # parse_planned(cls.PARSE_PLAN, fields), written out
     values["batch"] = batch
     values["field60_rest"] = rest
     values["tpdu"] = message.tpdu
@@ -396,7 +397,7 @@ def build(typed: TerminalMessage, mac: bytes | None = None) -> Message:
     fields[60] = build_field60(
         txn_type or "00", typed.batch, network_code or "000", typed.field60_rest
     )
-    build_planned(typed.BUILD_PLAN, typed, fields)
+    typed.BUILD(fields)  # build_planned(typed.BUILD_PLAN, typed, fields), written out
     if mac is not None:
         fields[64] = mac
     return message(mti, fields, typed.tpdu, typed.header)

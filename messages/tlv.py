@@ -16,6 +16,7 @@ values always give the same bytes. A layout is indexed once (:func:`index_layout
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,3 +166,117 @@ def _decode_bcd(raw: bytes) -> str:
     if not digits.isdigit():
         raise ValueError("not BCD")
     return digits
+
+
+# -- a layout's straight-line code ------------------------------------------------------------
+# The loops above, written out per layout (as `messages.straight` does for the codec's fields):
+# generated from the layout's tag numbers, sizes and attribute names only, never from a message.
+
+TlvReader = Callable[[bytes], "dict[str, Any] | None"]
+TlvWriter = Callable[[object], bytes]
+
+# How a fast read turns a tag's bytes ``d`` into its value, by its kind (as decode_tlv does).
+_FAST_READ = {
+    _RAW: "d",
+    _CHAINED: "d",
+    _UINT: "int.from_bytes(d)",
+    _TEXT: 'd.decode("utf-8")',
+    _BCD: "_decode_bcd(d)",
+}
+
+
+def tlv_reader(layout: tuple[Tag, ...]) -> TlvReader:
+    """:func:`decode_tlv` of ``layout``'s tags when they come in layout order, each once (as
+    :func:`encode_tlv` writes them), as a function of its own: a tag costs an int compared
+    (the tag byte is read once per element), where the loop looks it up, unpacks its entry
+    and dispatches on its kind (half a private field's decoding). Anything else — tags out of
+    order or repeated, a chained tag's second element, an unknown tag, a wrong length, a
+    malformed value — returns ``None``, and the loop reads the record (raising what it
+    raises)."""
+    table = index_layout(layout)
+    lines = ["def read(data):", "    values = {}", "    at = 0", "    size = len(data)"]
+    lines.append("    t = data[0] if size else -1")  # the tag at ``at`` (-1: none left)
+    for tag in sorted(t.tag for t in layout):
+        entry = table[tag]
+        assert entry is not None
+        name, fixed, how = entry
+        if not name.isidentifier():
+            raise ValueError(f"tag {tag:02X}'s name {name!r} is not an identifier")
+        lines += [
+            f"    if t == {tag}:",
+            "        if at + 2 > size: return None",
+        ]
+        if how == _UINT1:  # one byte: the value is the byte itself
+            lines += [
+                "        end = at + 3",
+                "        if end > size or data[at + 1] != 1: return None",
+                f"        values[{name!r}] = data[at + 2]",
+            ]
+        else:
+            lines.append("        end = at + 2 + data[at + 1]")
+            if fixed:
+                lines.append(f"        if end > size or end - at != {fixed + 2}: return None")
+            else:
+                lines.append("        if end > size: return None")
+            lines.append("        d = data[at + 2 : end]")
+            if how in (_TEXT, _BCD):
+                lines += [
+                    "        try:",
+                    f"            values[{name!r}] = {_FAST_READ[how]}",
+                    "        except ValueError:",
+                    "            return None",
+                ]
+            else:
+                lines.append(f"        values[{name!r}] = {_FAST_READ[how]}")
+        lines += ["        at = end", "        t = data[at] if at < size else -1"]
+    lines += ["    if at != size: return None", "    return values"]
+    namespace: dict[str, Any] = {"_decode_bcd": _decode_bcd}
+    exec(compile("\n".join(lines), "<tlv reader>", "exec"), namespace)
+    reader: TlvReader = namespace["read"]
+    return reader
+
+
+def tlv_writer(layout: tuple[Tag, ...]) -> TlvWriter:
+    """:func:`encode_tlv` of ``layout``'s plan as a function of its own: the same writes, checks
+    and errors in the same order, without the loop's per-tag unpacking and dispatch."""
+    lines = ["def write(record):", "    out = bytearray()"]
+    namespace: dict[str, Any] = {"CodecError": CodecError}
+    for name, tag, fixed, how, head in encoders(layout):
+        if not name.isidentifier():
+            raise ValueError(f"tag {tag:02X}'s name {name!r} is not an identifier")
+        namespace[f"h{tag}"] = head
+        lines += [f"    v = record.{name}", "    if v is not None:"]
+        if how == _PUT_UINT:
+            lines += [f"        out += h{tag}", f'        out += int(v).to_bytes({fixed}, "big")']
+            continue
+        if how == _PUT_CHAINED:
+            lines += [
+                "        raw = bytes(v)",
+                "        for start in range(0, len(raw) or 1, 255):",
+                "            chunk = raw[start : start + 255]",
+                f"            out += bytes(({tag}, len(chunk))) + chunk",
+            ]
+            continue
+        lines.append(
+            "        raw = "
+            + {
+                _PUT_RAW: "bytes(v)",
+                _PUT_TEXT: 'str(v).encode("utf-8")',
+                _PUT_BCD: "bytes.fromhex(v)",
+                _PUT_INT: f'int(v).to_bytes({fixed}, "big")',
+            }[how]
+        )
+        lines.append("        size = len(raw)")
+        wrong = f"({name}) has a wrong length"
+        test = f"size != {fixed} or size > 255" if fixed else "size > 255"
+        lines += [
+            f"        if {test}:",
+            f'            raise CodecError("private tag {tag:02X} {wrong}")',
+            f"        out.append({tag})",
+            "        out.append(size)",
+            "        out += raw",
+        ]
+    lines.append("    return bytes(out)")
+    exec(compile("\n".join(lines), "<tlv writer>", "exec"), namespace)
+    writer: TlvWriter = namespace["write"]
+    return writer

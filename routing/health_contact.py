@@ -121,6 +121,12 @@ async def script_refused(context: RequestContext, card: CardRecord, reported: by
     await note(context, SCRIPT_REFUSED, subject, 0, detail)
 
 
+def reports_at_settlement(wanted: BillData) -> bool:
+    """Whether :func:`at_settlement` has anything to do (most settlements: not; the caller
+    skips the coroutine)."""
+    return wanted.script_refused is not None or wanted.card_health is not None
+
+
 async def at_settlement(context: RequestContext, card: CardRecord, wanted: BillData) -> None:
     """An approved settlement's field 63: a refusal the POS reports, the card's health data."""
     if wanted.script_refused is not None:
@@ -132,6 +138,15 @@ async def at_settlement(context: RequestContext, card: CardRecord, wanted: BillD
 class AdviceReply(NamedTuple):
     bill: bytes | None  # the 0230's field 63 under the TDK: health_script; None: no field 63
     reason: str  # why no script, for the log line
+
+
+NO_ADVICE_REPLY = AdviceReply(None, "")
+
+
+def quiet_advice(challenge: bytes | None, wanted: BillData | None) -> bool:
+    """Whether :func:`at_advice` would only answer `NO_ADVICE_REPLY`: no refusal reported and no
+    challenge to make a script for (the caller skips the coroutine)."""
+    return challenge is None and (wanted is None or wanted.script_refused is None)
 
 
 async def at_advice(

@@ -297,7 +297,11 @@ async def handle_debit_advice(request: DebitAdvice, context: RequestContext) -> 
     if not ok:
         return answer(request, context, Outcome.SYSTEM_FAULT)
     # a settlement's advice: the card's pending health data (routing.health_contact)
-    health = await health_contact.at_advice(context, debit.card, request.card.challenge, bill)
+    challenge = request.card.challenge
+    if health_contact.quiet_advice(challenge, bill):
+        health = health_contact.NO_ADVICE_REPLY
+    else:
+        health = await health_contact.at_advice(context, debit.card, challenge, bill)
     return answer(request, context, Outcome.APPROVED, bill=health.bill, reason=health.reason)
 
 

@@ -105,11 +105,11 @@ async def handle_settlement(request: Settlement, context: RequestContext) -> Ter
     except (MedicalError, BillStateError) as refused:
         return refuse_bill(request, context, refused, bill_id)
     apdu, why = None, ""
-    if card is not None:  # the visit for the card's record book (routing.visit_records)
-        append = await visit_records.visit_script(
-            context, card, request.card.challenge, record, wanted
-        )
-        apdu, why = append.apdu, append.reason
+    challenge = request.card.challenge
+    if card is not None and challenge is not None:  # the visit for the card's record book
+        append = await visit_records.visit_script(context, card, challenge, record, wanted)
+        apdu, why = append.apdu, append.reason  # (routing.visit_records; none without a challenge)
+    if card is not None and health_contact.reports_at_settlement(wanted):
         await health_contact.at_settlement(context, card, wanted)
     split = split_answer(record, apdu)
     cipher = await context.hsm.encrypt_data(tdk, split.build())

@@ -31,6 +31,13 @@ _MESSAGE_KEYS = frozenset(
     ("ts", "level", "logger", "msg", "interface", "rc", "handler", "pan", "amount_fen", "ms")
 )
 
+# The envelope's keys as they open their JSON member (``"terminal":``), made once per key; the
+# same few keys come in every message line (bounded all the same: keys are the caller's).
+_HEADS: dict[str, str] = {}
+_HEADS_MAX = 64
+# A timestamp's milliseconds and zone, by the milliseconds (0-999).
+_MILLIS = tuple(f".{millis:03d}+00:00" for millis in range(1000))
+
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # And its C encoding function, made once: JSONEncoder.encode makes it again for every line
@@ -92,10 +99,19 @@ class JsonFormatter(logging.Formatter):
         else:
             return None
         parts = []
+        heads = _HEADS
         for key, value in envelope.items():
-            if type(key) is not str or type(value) is not str or key in _MESSAGE_KEYS:
+            head = heads.get(key) if type(key) is str else None
+            if head is None:  # a key not seen yet (or not a line's own key)
+                if type(key) is not str or key in _MESSAGE_KEYS:
+                    return None
+                head = f"{_text(key)}:"
+                if len(heads) < _HEADS_MAX:
+                    heads[key] = head
+            if type(value) is not str:
                 return None
-            parts.append(f"{_text(key)}:{_text(value)},")
+            # letters and digits need no escaping: quoted as they are (a terminal id, a STAN)
+            parts.append(f'{head}"{value}",' if value.isalnum() else f"{head}{_text(value)},")
         rc, handler, pan = texts
         if not (type(rc) is type(handler) is type(pan) is type(interface) is type(logger) is str):
             return None
@@ -119,7 +135,9 @@ class JsonFormatter(logging.Formatter):
             moment = dt.datetime.fromtimestamp(second, dt.UTC)
             self._second, self._prefix = second, moment.strftime("%Y-%m-%dT%H:%M:%S")
         millis = int((created - second) * 1000)
-        return f"{self._prefix}.{str(1000 + millis)[1:]}+00:00"  # :03d costs twice as much
+        if millis >= 0:  # its ".mmm+00:00" made once (before 1970 the count runs negative)
+            return self._prefix + _MILLIS[millis]
+        return f"{self._prefix}.{str(1000 + millis)[1:]}+00:00"
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

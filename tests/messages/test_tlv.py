@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from messages.errors import CodecError
 from messages.private import BillData, CardData, Prove, Purse, TerminalParameters
+from messages.tlv import decode_tlv, encode_tlv
+from tests.support.message_strategies import tlv_record
 
 ADVICE_58 = bytes.fromhex(
     "010a00003100000000000001020101080200000a04000003e80b01050f04ca85e64d"
@@ -143,3 +145,66 @@ def test_a_chained_element_carries_any_length_in_consecutive_255_byte_elements(
 def test_a_chained_element_continues_only_right_after_a_full_one(data: str) -> None:
     with pytest.raises(CodecError, match="repeated"):
         BillData.parse(bytes.fromhex(data))
+
+
+RECORDS = (CardData, BillData, TerminalParameters)
+
+
+def _decoded(cls: type, data: bytes) -> object:
+    """What the loop makes of ``data``: its values, or its error's reason, field and offset."""
+    try:
+        return decode_tlv(cls._BY_TAG, data, cls.FIELD)  # type: ignore[attr-defined]
+    except CodecError as error:
+        return ("error", str(error), error.field, error.offset)
+
+
+def _tag_soup() -> st.SearchStrategy[bytes]:
+    """Bytes that are mostly TLV elements of the records' tags (some of them wrong lengths,
+    repeated or out of order), and sometimes anything at all."""
+    element = st.tuples(st.integers(0, 0x19), st.binary(max_size=12)).map(
+        lambda tv: bytes((tv[0], len(tv[1]))) + tv[1]
+    )
+    in_order = st.lists(element, max_size=12).map(lambda es: b"".join(sorted(es)))
+    return st.one_of(in_order, st.lists(element, max_size=8).map(b"".join), st.binary(max_size=40))
+
+
+@given(_tag_soup(), st.sampled_from(RECORDS))
+def test_the_straight_line_reader_reads_what_the_loop_reads_or_leaves_it_to_it(
+    data: bytes, cls: type
+) -> None:
+    read = cls._READ(data)  # type: ignore[attr-defined]
+    if read is not None:
+        assert read == _decoded(cls, data)
+        assert list(read) == list(_decoded(cls, data))  # type: ignore[call-overload]
+
+
+@given(tlv_record(CardData), tlv_record(BillData), tlv_record(TerminalParameters))
+def test_the_straight_line_code_writes_and_reads_as_the_loops_do(
+    card: CardData, bill: BillData, parameters: TerminalParameters
+) -> None:
+    for record in (card, bill, parameters):
+        cls = type(record)
+        data = encode_tlv(cls._ENCODERS, record)
+        assert record.build() == data
+        assert cls._READ(data) == decode_tlv(cls._BY_TAG, data, cls.FIELD)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (BillData(explanation="x" * 256), "private tag 09 (explanation) has a wrong length"),
+        (BillData(card_health=bytes(95)), "private tag 10 (card_health) has a wrong length"),
+        (CardData(tac=b"\x01"), "private tag 0F (tac) has a wrong length"),
+    ],
+)
+def test_the_straight_line_writer_refuses_as_the_loop_does(record: object, reason: str) -> None:
+    with pytest.raises(CodecError) as loop:
+        encode_tlv(type(record)._ENCODERS, record)  # type: ignore[attr-defined]
+    with pytest.raises(CodecError) as straight:
+        record.build()  # type: ignore[attr-defined]
+    assert str(straight.value) == str(loop.value) and reason in str(loop.value)
+
+
+def test_an_uint_too_large_fails_alike() -> None:
+    with pytest.raises(OverflowError):
+        CardData(purse=256).build()  # type: ignore[arg-type]

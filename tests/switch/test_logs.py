@@ -3,6 +3,7 @@ JSON-lines handler or through logging's dispatch (an extra handler, a filter, ca
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -62,6 +63,7 @@ def test_the_direct_line_is_the_dispatched_line() -> None:
         ({"terminal": 'P"\\\n\x01é中'}, ("A0", "refused", ""), None, 0.0),
         ({}, ("30", "h", "*****"), 0, 12345.678),
         ({"batch": "000001", "stan": "000042"}, ("00", "h", "p"), -7, 1e-05),
+        ({"terminal": "门诊01", "batch": "a b", "stan": ""}, ("00", "h", "p"), 1, 2.0),
     ],
 )  # fmt: skip
 def test_the_written_out_line_is_the_encoded_line(
@@ -77,6 +79,17 @@ def test_the_written_out_line_is_the_encoded_line(
     )
     assert line == formatter.line(created, "info", "medswitch.terminal", "message", fields)
     assert list(json.loads(line)) == ["ts", "level", "logger", "msg", *fields]
+
+
+@pytest.mark.parametrize(
+    "created", [1764151200.0, 1764151200.0425, 1764151200.9999, 1764151201.001, 0.5, -2.25]
+)
+def test_the_timestamp_is_iso_with_milliseconds(created: float) -> None:
+    second = int(created)
+    millis = int((created - second) * 1000)
+    moment = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    expected = f"{moment}.{str(1000 + millis)[1:]}+00:00"
+    assert JsonFormatter()._timestamp(created) == expected
 
 
 @pytest.mark.parametrize(
