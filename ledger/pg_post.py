@@ -134,6 +134,7 @@ class _Asked:
     ids: set[str]
     lock: bool = True
     checked: dict[str, Totals] = field(default_factory=dict)
+    hinted: bool = False  # some of ``checked`` recalled, not read: only the write checks them
 
     def decided_on(self, found: Sequence[Any] | None) -> None:
         if self.lock:
@@ -145,11 +146,13 @@ class _Asked:
     def recalled(self, known: Mapping[str, AccountState]) -> None:
         """Accounts the writer knew (``ledger.pg_write.Known``), decided on as if read: checked
         by the write, the shared ones moved by delta as read ones are."""
+        before = len(self.checked)
         self.checked.update(
             (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
             for a, s in known.items()
             if not is_shared(a)
         )
+        self.hinted |= len(self.checked) > before
 
 
 async def post_jobs(
@@ -332,7 +335,9 @@ async def _decide_and_write(
             [int(a.flags) for a in opened],
         )
     _, offline = decide_offline(held_of(on_file), plan.records)
-    if batch.written or offline or any(column for column in moves):
+    # a decision on a recalled account is checked by the write alone, even one writing nothing
+    # (a linked refusal): the write then runs to check it
+    if batch.written or offline or any(column for column in moves) or (free and asked.hinted):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
             _, write = statements(
