@@ -45,6 +45,8 @@ class Asked:
     lock: bool = True
     checked: dict[str, Totals] = field(default_factory=dict)
     hinted: bool = False  # some of ``checked`` recalled, not read: only the write checks them
+    # ids taken as new, not read: only the write's insert of each checks it
+    unread: set[str] = field(default_factory=set)
 
     def decided_on(self, found: Sequence[Any] | None) -> None:
         if self.lock:

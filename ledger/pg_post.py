@@ -144,7 +144,7 @@ async def _read_decide_write(
         for fold, group in folds.items()
     ]
     if remembered and not unknown and not any(unread):
-        asked = Asked(set(account_ids), set(ids), lock=False)
+        asked = Asked(set(account_ids), set(ids), lock=False, unread=set(ids))
         asked.recalled(recalled)
         batch = Batch(recalled, {})
         await _decide_and_write(connection, plan, batch, asked, [], dict.fromkeys(folds), True)
@@ -253,6 +253,11 @@ async def _decide_and_write(
             [int(a.flags) for a in opened],
         )
     _, offline = decide_offline(held_of(on_file), plan.records)
+    written = {row.transfer.id for row in batch.written}
+    if any(t.id in asked.unread and t.id not in written for job in jobs for t in job.args[0]):
+        # a job's id taken as new that the write does not insert (a linked refusal): nothing
+        # would find it taken — a retransmission refused instead of found — so it is read
+        raise Unread("a transfer id taken as new, not written")
     # a decision on a recalled account is checked by the write alone, even one writing nothing
     # (a linked refusal): the write then runs to check it
     if batch.written or offline or any(column for column in moves) or (free and asked.hinted):
