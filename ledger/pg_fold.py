@@ -12,7 +12,7 @@ write with :class:`BatchConflict`, and the batch runs again from a fresh read â€
 written.
 
 A batch run again job by job after a failure (``guarded``) runs the calls through their
-``runner`` instead, each in a savepoint of its own (``ledger.pg_post.run_calls``).
+``runner`` instead, each in a savepoint of its own (``ledger.pg_calls.run_calls``).
 """
 
 from __future__ import annotations

@@ -48,9 +48,9 @@ from ledger.core import (
 )
 from ledger.migrate import upgrade_postgres
 from ledger.pg_bridge import APPLICATION, server_settings
+from ledger.pg_calls import LedgerCall
 from ledger.pg_connection import Healing, connector, lost
 from ledger.pg_fold import BatchConflict, NeedsTransaction
-from ledger.pg_post import LedgerCall
 from ledger.pg_statements import Job, PgStore
 from ledger.writer.jobs import PostedThenCalled, Postings, briefed
 

@@ -36,120 +36,46 @@ batch run alone again after a failure (``guarded``) runs each call through its r
 savepoint of its own, so that one failing in SQL leaves its debit posted. A ``call`` job is a
 call with no posting (a bill's approval): it runs with the others, so that it too shares the
 batch's commit.
+
+The accounts' reads and the jobs' decisions are ``ledger.pg_accounts``; the calls are
+``ledger.pg_calls``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from ledger import sql_rows as rows
-from ledger.core import Account, Transfer
-from ledger.kinds import is_shared
+from ledger.pg_accounts import Asked, Job, decide, split_shared
 from ledger.pg_batch_sql import (
     INSERT_ACCOUNTS,
-    LOAD,
     READ,
-    REMEMBERED,
     WRITE,
     WRITE_FREE,
     WRITE_FREE_ANSWER,
     WRITE_FREE_PARAMETERS,
-    load_sql,
     read_sql,
 )
-from ledger.pg_connection import lost
+from ledger.pg_calls import Folded, Unread, call_jobs, fold_of, folds_of, run_calls
 from ledger.pg_fold import BatchConflict, Fold, FoldedCall, NeedsTransaction, statements
 from ledger.pg_write import (
     Known,
-    Totals,
     decide_offline,
     deltas,
     free_arguments,
     held_of,
     write_arguments,
 )
-from ledger.state import (
-    AccountState,
-    Batch,
-    before_and_missing,
-    needed_ids,
-    open_missing,
-)
-from ledger.writer.jobs import CalledAndPosted, Posted, PostedThenCalled
+from ledger.state import AccountState, Batch, needed_ids
 
 POSTS = frozenset({"post", "post_and_record", "post_and_call"})  # the job kinds decided here
 _RECORDING = frozenset({"post_and_record", "post_and_call"})  # with records, and an opening
 
-_READ_FREE, _LOAD_FREE = read_sql(lock=False), load_sql(lock=False)
-
-
-Runner = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[list[Any]]]
-
-
-class Job(Protocol):
-    kind: str
-    args: tuple[Any, ...]
-    value: Any
-
-
-class LedgerCall(Protocol):
-    """A ``post_and_call``'s or a ``call``'s call: ``runner`` runs the calls of its kind of a
-    batch together on the batch's connection, each one's outcome in order (its value, or the
-    exception that refused it with nothing written); it raises only when SQL failed (the
-    transaction did)."""
-
-    @property
-    def runner(self) -> Runner: ...
-
-
-class LedgerCalls(Protocol):
-    """A ledger that runs calls in its batches (``PgLedger.call``, and from a thread
-    ``PgLedger.call_from_thread``)."""
-
-    async def call(self, call: LedgerCall) -> Any: ...
-
-    def call_from_thread(self, call: LedgerCall) -> Any: ...
-
-
-@dataclass(slots=True)
-class _Follow:
-    """The postings a call's value names, decided as a ``post_and_record`` of their own."""
-
-    args: tuple[Any, ...]
-    kind: str = "post_and_record"
-    value: Any = None
-
-
-@dataclass(slots=True)
-class _Asked:
-    """The accounts and transfer ids the batch has read (found or not); ``lock``: inside the
-    batch's transaction, reads lock what the batch decides on, else (``free``) ``checked``
-    keeps it as read, for the write to check."""
-
-    accounts: set[str]
-    ids: set[str]
-    lock: bool = True
-    checked: dict[str, Totals] = field(default_factory=dict)
-
-    def decided_on(self, found: Sequence[Any] | None) -> None:
-        if self.lock:
-            return
-        if any(is_shared(row[0]) for row in found or ()):  # never negative: a hot row decided on
-            raise NeedsTransaction("a shared account the batch decides on")
-        self.checked.update({row[0]: (row[4], row[5], row[6]) for row in found or ()})
-
-    def recalled(self, known: Mapping[str, AccountState]) -> None:
-        """Accounts the writer knew (``ledger.pg_write.Known``), decided on as if read: checked
-        by the write, the shared ones moved by delta as read ones are."""
-        self.checked.update(
-            (a, (s.debits_posted_fen, s.credits_posted_fen, s.closed))
-            for a, s in known.items()
-            if not is_shared(a)
-        )
+_READ_FREE = read_sql(lock=False)
 
 
 async def post_jobs(
@@ -174,7 +100,7 @@ async def post_jobs(
     knows all of is decided with no read, one statement."""
     chained = [job for job in jobs if job.kind == "post_and_call"]
     wanted = [(job, job.args[3]) for job in chained] + [(job, job.args[0]) for job in calls]
-    folds = {} if guarded else _folds(wanted)
+    folds = {} if guarded else folds_of(wanted)
     if free and (guarded or any(not isinstance(call, FoldedCall) for _, call in wanted)):
         raise NeedsTransaction("a call that does not fold")
     if not jobs and not folds:
@@ -190,7 +116,7 @@ async def post_jobs(
         try:
             await _read_decide_write(connection, plan, ids, account_ids, known, remembered=True)
             return
-        except _Unread:  # a decision the write would not check, on a remembered row
+        except Unread:  # a decision the write would not check, on a remembered row
             pass
     await _read_decide_write(connection, plan, ids, account_ids, known, remembered=False)
 
@@ -218,7 +144,7 @@ async def _read_decide_write(
         for fold, group in folds.items()
     ]
     if remembered and not unknown and not any(unread):
-        asked = _Asked(set(account_ids), set(ids), lock=False)
+        asked = Asked(set(account_ids), set(ids), lock=False, unread=set(ids))
         asked.recalled(recalled)
         batch = Batch(recalled, {})
         await _decide_and_write(connection, plan, batch, asked, [], dict.fromkeys(folds), True)
@@ -238,7 +164,7 @@ class _Read:
     folds' rows."""
 
     batch: Batch
-    asked: _Asked
+    asked: Asked
     on_file: Sequence[Any] | None
     read_by_fold: dict[Fold, Any]
 
@@ -256,7 +182,7 @@ async def _read(
     ``unknown`` (the others ``recalled``), the transfer ids, the offline records, and each
     fold's ``unread`` rows."""
     free, folds = plan.free, plan.folds
-    locking, shared = _split(unknown)
+    locking, shared = split_shared(unknown)
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in plan.records))
     if free:
         read, _ = statements(
@@ -270,18 +196,13 @@ async def _read(
     locked, remembered, on_file, unlocked = found[:4]
     if free and on_file:
         raise NeedsTransaction("offline records on file")
-    asked = _Asked(account_ids, ids, lock=not free)
+    asked = Asked(account_ids, ids, lock=not free)
     asked.decided_on(locked)
     asked.recalled(recalled)
     for row in (*(locked or ()), *(unlocked or ())):
         recalled[row[0]] = rows.account_state(row)
     batch = Batch(recalled, {row[0]: rows.remembered(row) for row in remembered or ()})
     return _Read(batch, asked, on_file, dict(zip(folds, found[4:], strict=True)))
-
-
-class _Unread(Exception):
-    """A batch decided on rows its process remembers made a decision its write would not
-    check: it is decided again from a read of all its rows, nothing of it written."""
 
 
 @dataclass(slots=True)
@@ -301,7 +222,7 @@ async def _decide_and_write(
     connection: asyncpg.Connection,
     plan: _Plan,
     batch: Batch,
-    asked: _Asked,
+    asked: Asked,
     on_file: Sequence[Any] | None,
     read_by_fold: dict[Fold, Any],
     remembered: bool,
@@ -309,16 +230,16 @@ async def _decide_and_write(
     """The batch decided in ``batch`` (what it read, and what its writer knew) and written;
     ``remembered``: the folds decide on the rows not read as they remember them."""
     jobs, calls, chained, folds, free = plan.jobs, plan.calls, plan.chained, plan.folds, plan.free
-    opened = await _decide(connection, batch, jobs, asked)
+    opened = await decide(connection, batch, jobs, asked)
     moves: list[list[Any]] = []
     # ``call`` jobs that do not fold (a bill's submission: it takes the person's lock) run after
     # the write, so that every batch takes its locks in one order: the cards' accounts, the
     # shared accounts, then the people's.
-    early = [job for job in calls if _fold_of(job.args[0]) in folds]
-    late = [job for job in calls if _fold_of(job.args[0]) not in folds]
+    early = [job for job in calls if fold_of(job.args[0]) in folds]
+    late = [job for job in calls if fold_of(job.args[0]) not in folds]
     if chained or early:
-        folded = _Folded(read_by_fold, moves, remembered)
-        opened += await _call(
+        folded = Folded(read_by_fold, moves, remembered)
+        opened += await call_jobs(
             connection, batch, chained, early, asked, folded, guarded=plan.guarded
         )
     if opened and free:
@@ -332,7 +253,14 @@ async def _decide_and_write(
             [int(a.flags) for a in opened],
         )
     _, offline = decide_offline(held_of(on_file), plan.records)
-    if batch.written or offline or any(column for column in moves):
+    written = {row.transfer.id for row in batch.written}
+    if any(t.id in asked.unread and t.id not in written for job in jobs for t in job.args[0]):
+        # a job's id taken as new that the write does not insert (a linked refusal): nothing
+        # would find it taken — a retransmission refused instead of found — so it is read
+        raise Unread("a transfer id taken as new, not written")
+    # a decision on a recalled account is checked by the write alone, even one writing nothing
+    # (a linked refusal): the write then runs to check it
+    if batch.written or offline or any(column for column in moves) or (free and asked.hinted):
         changed = deltas(batch)
         if free:  # its answer, or a serialization failure when anything it checks changed
             _, write = statements(
@@ -353,160 +281,3 @@ async def _decide_and_write(
         outcomes = await run_calls(connection, [(j, j.args[0]) for j in late], guarded=guarded)
         for job in late:
             job.value = outcomes[id(job)]
-
-
-def _split(account_ids: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The accounts a batch locks as it reads them, and the shared ones it does not (both in id
-    order)."""
-    ordered = sorted(account_ids)
-    return [a for a in ordered if not is_shared(a)], [a for a in ordered if is_shared(a)]
-
-
-def _folds(wanted: Sequence[tuple[Job, LedgerCall]]) -> dict[Fold, list[tuple[Job, Any]]]:
-    folds: dict[Fold, list[tuple[Job, Any]]] = {}
-    for job, call in wanted:
-        if isinstance(call, FoldedCall):
-            folds.setdefault(call.fold, []).append((job, call))
-    return folds
-
-
-@dataclass(slots=True)
-class _Folded:
-    """The rows each fold's calls read in the batch's read (``remembered``: the others as the
-    fold remembers them), and the columns of their moves (the write's parameters after its
-    own), filled in as the calls are decided."""
-
-    read: dict[Fold, Any]
-    moves: list[list[Any]]
-    remembered: bool
-
-
-async def _load(
-    connection: asyncpg.Connection, batch: Batch, account_ids: Iterable[str], asked: _Asked
-) -> None:
-    """Accounts read after the batch's read: locked in id order (or kept to be checked), the
-    shared ones not."""
-    locking, shared = _split(account_ids)
-    if locking or shared:
-        sql = LOAD if asked.lock else _LOAD_FREE
-        locked, unlocked = await connection.fetchrow(sql, locking, shared)
-        asked.decided_on(locked)
-        found = (*(locked or ()), *(unlocked or ()))
-        batch.accounts.update({row[0]: rows.account_state(row) for row in found})
-
-
-async def _decide(
-    connection: asyncpg.Connection, batch: Batch, jobs: Iterable[Job], asked: _Asked
-) -> list[Account]:
-    """Each job decided in ``batch`` (which holds what they name, or knows it missing); the
-    accounts opened on the way (those that exist read first: locked, unless shared)."""
-    opened: list[Account] = []
-    for job in jobs:
-        if job.kind == "post":
-            transfers, linked = job.args
-            job.value = batch.post(transfers, linked=linked)
-            continue
-        transfers, _, opening = job.args[:3]
-        before, wanted = before_and_missing(batch.accounts, transfers, opening)
-        if wanted:  # those that exist, for open_missing to see
-            missing = [a.id for a in wanted if a.id not in batch.accounts]
-            await _load(connection, batch, missing, asked)
-            opened += open_missing(batch.accounts, wanted)
-        job.value = (batch.post(transfers, linked=False), before)
-    return opened
-
-
-async def _call(
-    connection: asyncpg.Connection,
-    batch: Batch,
-    chained: Sequence[Job],
-    plain: Sequence[Job],
-    asked: _Asked,
-    folded: _Folded,
-    *,
-    guarded: bool,
-) -> list[Account]:
-    """The calls of the ``post_and_call`` jobs whose transfers are all in the ledger (as
-    decided, not yet written: the calls write other tables) and of the ``call`` jobs — the
-    folded ones decided from the batch's read, their moves left for its write; the others run
-    now — then the postings their values name, decided in ``batch``; each ``post_and_call``'s
-    value made a ``PostedThenCalled``, each ``call``'s its outcome."""
-    ready = [job for job in chained if all(r.ok for r in job.value[0])]
-    pending = [(job, job.args[3]) for job in ready] + [(job, job.args[0]) for job in plain]
-    outcomes: dict[int, Any] = {}
-    for fold, found in folded.read.items():
-        group = [(job, call) for job, call in pending if _fold_of(call) is fold]
-        calls = [call for _, call in group]
-        decided = fold.decide(calls, found, remembered=folded.remembered)
-        if decided is None:
-            raise _Unread(f"a decision on a remembered row that {fold!r}'s write would not check")
-        outcomes.update(zip((id(job) for job, _ in group), decided.outcomes, strict=True))
-        folded.moves += decided.columns
-    rest = [(job, call) for job, call in pending if id(job) not in outcomes]
-    outcomes.update(await run_calls(connection, rest, guarded=guarded))
-    for job in plain:
-        job.value = outcomes[id(job)]
-    follows: dict[int, _Follow] = {}
-    for job in ready:
-        outcome = outcomes[id(job)]
-        if not isinstance(outcome, BaseException):
-            transfers, opening = job.args[4](outcome)
-            follows[id(job)] = _Follow((list(transfers), [], opening))
-    opened: list[Account] = []
-    if follows:
-        await _read_more(connection, batch, [t for f in follows.values() for t in f.args[0]], asked)
-        opened = await _decide(connection, batch, follows.values(), asked)
-    for job in chained:
-        results, before = job.value
-        called: Any = None
-        if id(job) in outcomes:
-            called = outcomes[id(job)]
-            follow = follows.get(id(job))
-            if follow is not None:
-                called = CalledAndPosted(called, follow.value[0])
-        job.value = PostedThenCalled(Posted(results, before), called)
-    return opened
-
-
-def _fold_of(call: LedgerCall) -> Fold | None:
-    return call.fold if isinstance(call, FoldedCall) else None
-
-
-async def run_calls(
-    connection: asyncpg.Connection, pending: Sequence[tuple[Job, LedgerCall]], *, guarded: bool
-) -> dict[int, Any]:
-    """Each job's call's outcome, by the job's ``id``: the calls of one runner together, or
-    ``guarded`` each in a savepoint of its own (a call failing in SQL: its error its outcome)."""
-    groups: dict[Runner, list[tuple[Job, LedgerCall]]] = {}
-    for job, call in pending:
-        groups.setdefault(call.runner, []).append((job, call))
-    outcomes: dict[int, Any] = {}
-    for runner, group in groups.items():
-        if not guarded:
-            found = await runner(connection, [call for _, call in group])
-            outcomes.update(zip((id(job) for job, _ in group), found, strict=True))
-            continue
-        for job, call in group:
-            try:
-                async with connection.transaction():  # a savepoint
-                    (outcomes[id(job)],) = await runner(connection, [call])
-            except Exception as error:
-                if lost(error, connection):
-                    raise
-                outcomes[id(job)] = error
-    return outcomes
-
-
-async def _read_more(
-    connection: asyncpg.Connection, batch: Batch, transfers: Sequence[Transfer], asked: _Asked
-) -> None:
-    """What ``transfers`` name that the batch has not read yet (none when the jobs said the
-    postings their calls would name): the accounts locked, the ids looked up."""
-    wanted_ids, wanted_accounts = needed_ids(transfers)
-    accounts, ids = sorted(wanted_accounts - asked.accounts), sorted(wanted_ids - asked.ids)
-    asked.accounts.update(accounts)
-    asked.ids.update(ids)
-    await _load(connection, batch, accounts, asked)
-    if ids:
-        found = await connection.fetch(REMEMBERED, ids)
-        batch.remembered.update({r[0]: rows.remembered(r) for r in found})

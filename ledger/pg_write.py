@@ -28,7 +28,9 @@ the totals the decision used and every bill's move against the state it was deci
 taken is a unique violation and a record on file fails the inserts' count, so a stale hint fails
 the write (nothing of it written) and the batch runs again in a transaction from a locked read, the
 writer's knowledge forgotten. A decision the write would not check (a bill's refusal, a transition
-with no effect) is never made from memory: the batch is then decided from a read. A shared
+with no effect, a linked refusal of ids taken as new: nothing inserted) is never made from memory:
+the batch is then decided from a read; and one on recalled accounts that writes nothing still
+sends its write, which checks them. A shared
 account's totals are the writer's own view (another process's deltas unseen): no decision reads
 them (a never-negative one is never recalled), only the balances reported before a posting.
 """

@@ -119,10 +119,14 @@ class SqlTerminals:
         """The change count as read by a statement sent at ``read_at`` (``time.monotonic``):
         what is kept is forgotten when it differs from the count it was read under (an older
         read arriving after a newer one only forgets once more); it is trusted for ``keep_s``
-        after the latest read sent."""
+        after the latest read sent under that count. A count that moved is trusted from its own
+        read only: a record read before a change, its reply after a newer count's, is kept
+        under its own older count, and must not borrow the newer read's time."""
         if version != self._version:
             self._cache.clear()
             self._version = version
+            self._checked = read_at
+            return
         self._checked = max(self._checked, read_at)
 
     async def _check(self) -> None:

@@ -35,7 +35,7 @@ from ledger.medical.codec import bill_to_dict
 from ledger.medical.split import Bill, Split
 
 if TYPE_CHECKING:
-    from ledger.pg_post import LedgerCall
+    from ledger.pg_calls import LedgerCall
 
 EXPIRE_BATCH_MAX = 1000
 
@@ -284,7 +284,7 @@ class MedicalStore(Protocol):
         check: Callable[[BillRecord], BillState] | None,
     ) -> Callable[[sqlite3.Connection], tuple[BillRecord, bool]] | LedgerCall | None:
         """`transition` as a write for the ledger's writer to run in one of its transactions
-        (`ledger.writer.jobs.PostThenCall` on SQLite, a `ledger.pg_post.LedgerCall` on
+        (`ledger.writer.jobs.PostThenCall` on SQLite, a `ledger.pg_calls.LedgerCall` on
         PostgreSQL); None when this store does not write there."""
         ...
 

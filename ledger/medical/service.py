@@ -40,7 +40,7 @@ from ledger.medical.policy import Policy
 from ledger.medical.split import ZERO, Person, Split, offline_delta, split_bill
 
 if TYPE_CHECKING:
-    from ledger.pg_post import LedgerCall
+    from ledger.pg_calls import LedgerCall
 
 BILL_TTL = dt.timedelta(hours=24)  # a bill the POS approved: released this long after submission
 OPEN_TTL = dt.timedelta(hours=2)  # an open bill (not yet approved by the POS): its expires_at

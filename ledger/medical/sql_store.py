@@ -77,7 +77,7 @@ from ledger.medical.sql_writes import (
     TransitionWrite,
 )
 from ledger.pg_bridge import PgEngine
-from ledger.pg_post import LedgerCalls
+from ledger.pg_calls import LedgerCalls
 from ledger.sql_rows import WriterConnection
 from ledger.writer.engine import Writer
 from ledger.writer.jobs import Call, Stats, Submits, Write

@@ -27,6 +27,8 @@ MODULES = (
     "ledger.migrate",
     "ledger.pg_connection",
     "ledger.pg_ledger",
+    "ledger.pg_accounts",
+    "ledger.pg_calls",
     "ledger.pg_post",
     "ledger.pg_write",
     "ledger.schema",

@@ -241,3 +241,58 @@ def test_a_batch_reads_only_the_bills_the_process_does_not_remember(
             assert not any(bill.bill_id in read for read in asked)
 
     asyncio.run(scenario())
+
+
+def test_a_linked_refusal_decided_on_a_stale_account_is_not_answered_unchecked() -> None:
+    """The writer knows the fund at 99; another process credits it 100. A linked load of 150
+    decided on what the writer knew is refused, and a linked refusal writes nothing — so no
+    write checks the fund: the refusal must come from a read, not from memory."""
+
+    async def main() -> tuple[list[TransferResult], tuple[int, int]]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            other = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+            try:
+                await _funded(ledger, 100)
+                assert await ledger.post([Transfer("load-0", FUND, IN_DOUBT, 1, 1)]) == [
+                    TransferResult.CREATED
+                ]
+                await other.execute(
+                    "UPDATE accounts SET credits_posted = credits_posted + 100 WHERE id = $1", FUND
+                )
+                load = Transfer("load-150", FUND, IN_DOUBT, 150, 1)
+                result = await ledger.post([load], linked=True)
+                found = (await ledger.balances([FUND]))[FUND]
+                return result, (found.debits_posted_fen, found.credits_posted_fen)
+            finally:
+                await other.close()
+                await ledger.close()
+
+    result, totals = asyncio.run(main())
+    assert result == [TransferResult.CREATED]
+    assert totals == (151, 200)
+
+
+def test_a_linked_event_sent_again_to_its_writer_is_found_not_refused() -> None:
+    """A linked load this writer posted, emptying the fund, sent again (a retransmission): its
+    batch, on accounts the writer knows, takes the ids as new and is refused for want of funds
+    — a linked refusal writes nothing, so no insert finds the ids taken: the batch must be
+    decided from a read of its ids, and answer "exists", not a refusal of money posted."""
+
+    async def main() -> tuple[list[TransferResult], list[TransferResult], tuple[int, int]]:
+        async with fresh_schema() as schema:
+            ledger = await PgLedger.open(DSN, schema=schema)
+            try:
+                await _funded(ledger, 100)
+                load = [Transfer("load-100", FUND, IN_DOUBT, 100, 1)]
+                first = await ledger.post(load, linked=True)
+                again = await ledger.post(load, linked=True)
+                found = (await ledger.balances([FUND]))[FUND]
+                return first, again, (found.debits_posted_fen, found.credits_posted_fen)
+            finally:
+                await ledger.close()
+
+    first, again, totals = asyncio.run(main())
+    assert first == [TransferResult.CREATED]
+    assert again == [TransferResult.EXISTS]
+    assert totals == (100, 100)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from unittest import mock
 
+import switch.sessions as sessions_module
 from hsm.interface import SignOnKeys
 from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
@@ -164,3 +167,46 @@ def test_a_count_read_elsewhere_keeps_the_records_or_forgets_them() -> None:
     terminals.saw_count(8, time.monotonic())  # moved: forgotten
     assert terminals.kept("P1") is None
 
+
+def test_a_record_read_before_a_change_is_not_trusted_on_a_newer_counts_time() -> None:
+    """A record read under count 1 whose reply comes after a key-set read sent later has seen
+    count 2 (the record's terminal disabled between): the record is kept under count 1, but
+    must be trusted only ``keep_s`` from when its own read was sent — not from the newer read's
+    time, which would serve the old record 5 ms and more after the change was committed."""
+    now = [100.0]
+    state = {"count": 1, "status": "active"}
+    inside, release = threading.Event(), threading.Event()
+
+    class Rows(list[tuple[object, ...]]):
+        def fetchone(self) -> tuple[object, ...] | None:
+            return self[0] if self else None
+
+    class Connection:
+        def execute(self, sql: str, parameters: object = ()) -> Rows:
+            if "directory_version" in sql:
+                return Rows([(state["count"],)])
+            row = Rows([("P1", "H001", "pos", state["status"], 1, None)])
+            if not inside.is_set():  # the first record read: held until the change is seen
+                inside.set()
+                assert release.wait(5)
+            return row
+
+        def close(self) -> None:
+            pass
+
+    async def main() -> TerminalRecord | None:
+        terminals = SqlTerminals(Connection, keep_s=0.005)
+        reading = asyncio.ensure_future(terminals.get("P1"))  # sent at 100.000, count 1
+        assert await asyncio.to_thread(inside.wait, 5)
+        state.update(count=2, status="disabled")  # committed at 100.001
+        now[0] = 100.002
+        terminals.saw_count(2, 100.002)  # a key-set read sent after the change
+        release.set()
+        first = await reading
+        assert first is not None and first.status == "active"  # read before the change
+        now[0] = 100.0065  # 5.5 ms after the change's commit
+        return await terminals.get("P1")
+
+    with mock.patch.object(sessions_module.time, "monotonic", lambda: now[0]):
+        record = asyncio.run(main())
+    assert record is not None and record.status == "disabled"
