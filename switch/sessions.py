@@ -77,6 +77,7 @@ class SqlTerminals:
         self._version = -1  # the estate change count the kept records were read under
         self._checked = 0.0  # when it was last read (time.monotonic)
         self._counting: asyncio.Future[None] | None = None  # the count's read under way
+        self._forgotten = 0  # how many times forget() was called: reads begun before keep none
 
     def _get(self, terminal_id: str) -> tuple[TerminalRecord | None, int]:
         with contextlib.closing(self._connect()) as connection:
@@ -98,8 +99,11 @@ class SqlTerminals:
         return self._keep_s is None or time.monotonic() - self._checked <= self._keep_s
 
     def forget(self) -> None:
-        """Read every terminal afresh from now on (a change was made through this process)."""
+        """Read every terminal afresh from now on (a change was made through this process):
+        a read under way, begun before the change, gives its caller what it read but keeps
+        nothing."""
         self._cache.clear()
+        self._forgotten += 1
 
     async def get(self, terminal_id: str, *, refresh: bool = False) -> TerminalRecord | None:
         if not refresh and terminal_id in self._cache:
@@ -107,8 +111,10 @@ class SqlTerminals:
                 await self._check()  # the count only: the kept records stand unless it moved
             if terminal_id in self._cache:  # still: the count had not moved
                 return self._cache[terminal_id]
-        read_at = time.monotonic()
+        read_at, forgotten = time.monotonic(), self._forgotten
         record, version = await asyncio.to_thread(self._get, terminal_id)
+        if forgotten != self._forgotten:
+            return record  # forgotten meanwhile: its change may be newer than this read
         self.saw_count(version, read_at)
         if len(self._cache) > 100_000:  # bounded: a flood of unknown ids cannot grow it forever
             self._cache.clear()

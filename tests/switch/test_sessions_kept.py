@@ -154,6 +154,49 @@ def test_a_change_between_a_records_reads_is_not_kept_unseen(tmp_path: Path) -> 
     asyncio.run(main())
 
 
+def test_a_read_under_way_when_a_change_is_made_here_keeps_nothing(tmp_path: Path) -> None:
+    """A change made through this process (the admin API) forgets the kept records at once; a
+    read begun before it — the old record, the old count — answers its own caller but is not
+    kept, so the next message reads the change (kept, it was served for the next 5 ms)."""
+    path = tmp_path / "m.db"
+    make_database(path, {"P1": "pos"})
+    read, release = threading.Event(), threading.Event()
+
+    class Rows(list[tuple[object, ...]]):
+        def fetchone(self) -> tuple[object, ...] | None:
+            return self[0] if self else None
+
+    class Slow:  # the record read, then its answer held until the change is made
+        def __init__(self) -> None:
+            self.connection = sqlite3.connect(path)
+
+        def execute(self, sql: str, parameters: object = ()) -> Rows:
+            rows = Rows(self.connection.execute(sql, parameters).fetchall())  # type: ignore[arg-type]
+            if "FROM terminals" in sql and not read.is_set():
+                read.set()
+                release.wait(10)
+            return rows
+
+        def close(self) -> None:
+            self.connection.close()
+
+    async def main() -> None:
+        terminals = SqlTerminals(Slow, keep_s=60.0)
+        reading = asyncio.ensure_future(terminals.get("P1"))
+        assert await asyncio.to_thread(read.wait, 10)  # the old record read, not yet answered
+        with sqlite3.connect(path) as other:  # the admin API's change, then its forget()
+            other.execute("UPDATE terminals SET status = 'disabled' WHERE id = 'P1'")
+        terminals.forget()
+        release.set()
+        old = await reading
+        assert old is not None and old.active  # what it read, for the message that asked
+        assert terminals.kept("P1") is None
+        record = await terminals.get("P1")
+        assert record is not None and record.status == "disabled"
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
 def test_a_count_read_elsewhere_keeps_the_records_or_forgets_them() -> None:
     """``saw_count``: the estate's count read by another statement (on PostgreSQL, with the
     key sets), trusted ``keep_s`` from when that statement was sent."""
