@@ -22,7 +22,8 @@ from ledger.medical.service import MedicalError, MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
-from ledger.pg_bridge import PgEngine, server_settings, split_url
+from ledger.pg_bridge import server_settings, split_url
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from tests.support.medical_world import HOLDERS, NOW
 
