@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.medical.bills import BillState, BillStateError, Submission
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
