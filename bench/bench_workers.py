@@ -69,7 +69,8 @@ from ledger.medical.policy import EXAMPLE, parse_policy
 from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
-from ledger.pg_bridge import PgBridge, PgEngine
+from ledger.pg_bridge import PgBridge
+from ledger.pg_engine import PgEngine
 from messages.codec import Codec
 from messages.spec_terminal import TERMINAL
 from simulators.factory import ChipMaker

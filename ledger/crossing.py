@@ -13,7 +13,7 @@ from typing import Any
 from ledger import core
 from ledger.events import BillCompletion, TransferCode, purchases
 from ledger.kinds import AccountKind
-from ledger.medical import bills, catalogue, policy, service, split, sql_writes
+from ledger.medical import bills, catalogue, policy, refusals, split, sql_writes
 from ledger.medical.accumulators import Totals
 from ledger.medical.bills import BillState
 from ledger.medical.catalogue import Coverage
@@ -31,7 +31,7 @@ def sqlite_writer() -> Crossing:
     # core.Balance and bills.BillRecord pickle by their own __reduce__ (enums by value)
     records: tuple[type, ...] = (core.Transfer, core.OfflineRecord, core.Account)
     records += (Totals, sql_writes.TransitionWrite, sql_writes.SubmitWrite, sql_writes.OfflineWrite)
-    records += service.CHECKS + jobs.OPERATIONS + jobs.ANSWERS + (BillCompletion,)
+    records += refusals.CHECKS + jobs.OPERATIONS + jobs.ANSWERS + (BillCompletion,)
     # by number, not by name: an advice's functions, the answers' rebuilding functions, and
     # what a submitted bill's split and record carry
     named: tuple[Any, ...] = (purchases.debit_accounts, purchases.bill_completion_postings)

@@ -27,7 +27,8 @@ from ledger import schema
 from ledger.core import Account, Ledger, Transfer
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
 from ledger.personal import Person, PersonalKeys
-from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_bridge import PgBridge, server_settings, split_url
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 

@@ -25,7 +25,7 @@ from ledger.core import OfflineRecord, Transfer, TransferResult
 from ledger.events.common import review
 from ledger.kinds import AccountKind as K
 from ledger.medical.bills import BillStateError
-from ledger.medical.service import MedicalError
+from ledger.medical.refusals import MedicalError
 from messages.outcome import Outcome
 from messages.terminal import DebitAdvice, TerminalReply
 from routing import health_contact

@@ -17,7 +17,7 @@ import asyncio
 
 from ledger import events as ev
 from ledger.medical.bills import BillState, BillStateError
-from ledger.medical.service import MedicalError
+from ledger.medical.refusals import MedicalError
 from messages.outcome import Outcome
 from messages.terminal import Reversal, TerminalReply, Void
 from routing.common import answer, bill_data, note
@@ -78,9 +78,7 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
         )
     if record.card_no != request.pan or record.split.total_fen != request.amount_fen:
         reason = "void_card_mismatch" if record.card_no != request.pan else "void_amount_mismatch"
-        return answer(
-            request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id
-        )
+        return answer(request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id)
     completed = record.state in (BillState.COMPLETED, BillState.VOIDED)
     cardholder = context.cards.get(request.pan)
     if completed and cardholder is not None:
@@ -121,7 +119,5 @@ async def handle_void(request: Void, context: RequestContext) -> TerminalReply:
         await asyncio.to_thread(medical.void_bill, record.bill_id, context.now)
     except BillStateError as error:
         reason = f"bill_state: {error.state.value}"
-        return answer(
-            request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id
-        )
+        return answer(request, context, Outcome.INVALID_TRANSACTION, reason=reason, bill_id=bill_id)
     return answer(request, context, Outcome.APPROVED)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ledger import events as ev
 from ledger.medical.bills import BillRecord, BillStateError
-from ledger.medical.service import MedicalError
+from ledger.medical.refusals import MedicalError
 from ledger.medical.split import explain, explained_bytes_at_least
 from messages.card_records import RecordFormatError
 from messages.outcome import Outcome

@@ -15,10 +15,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import ledger.dayend.bank_files as bf
 import ledger.dayend.payout_file as pf
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
+from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
+from ledger.dayend import return_file as rf
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,10 @@ class ReturnRule:
         for key in (line.payout_id, line.payee_id):
             if key in self.returned:
                 code, text = self.returned[key]
-                return bf.RETURNED, code, text or bf.REASONS[code]
+                return rf.RETURNED, code, text or rf.REASONS[code]
         if self.above_fen is not None and line.amount_fen > self.above_fen:
-            return bf.RETURNED, "R099", f"above {self.above_fen} fen"
-        return bf.PAID, "", ""
+            return rf.RETURNED, "R099", f"above {self.above_fen} fen"
+        return rf.PAID, "", ""
 
 
 async def return_file(
@@ -54,14 +56,14 @@ async def return_file(
     for number, x in enumerate(f.lines, 1):
         status, code, text = rule.decide(x)
         # a refund's account number is the card number: never in clear in a return file
-        account = bf.masked_card(x.account_no) if f.kind == pf.REFUND else x.account_no
+        account = rf.masked_card(x.account_no) if f.kind == pf.REFUND else x.account_no
         lines.append(
-            bf.ReturnLine(
+            rf.ReturnLine(
                 number, x.payout_id, x.payee_id, account, x.amount_fen, status, code, text
             )
         )
-    answer = bf.ReturnFile(f.bank_id, return_date, pf.file_name(f), checked.mac, tuple(lines))
-    return bf.return_name(answer), await bf.seal(hsm, file_key, bf.render_return(answer))
+    answer = rf.ReturnFile(f.bank_id, return_date, pf.file_name(f), checked.mac, tuple(lines))
+    return rf.return_name(answer), await bf.seal(hsm, file_key, rf.render_return(answer))
 
 
 def issuer_savings_debits(log_lines: Iterable[str]) -> int:
@@ -88,29 +90,29 @@ class StatementInput:
     account: str  # FUND | EPFLOAT
     contributions: tuple[tuple[str, int], ...] = ()  # (unit, fen) credits (FUND)
     savings_debits_fen: int = 0  # the day's savings debits, one credit (EPFLOAT)
-    paid: tuple[bf.ReturnFile, ...] = ()  # return files whose paid payments left the account
+    paid: tuple[rf.ReturnFile, ...] = ()  # return files whose paid payments left the account
     others: tuple[tuple[str, int, str], ...] = ()  # (counterparty, fen, C|D) unexplained items
 
 
-def statement_entries(given: StatementInput) -> list[bf.StatementEntry]:
+def statement_entries(given: StatementInput) -> list[bs.StatementEntry]:
     date = given.date.replace("-", "")
-    entries: list[bf.StatementEntry] = []
+    entries: list[bs.StatementEntry] = []
 
     def ref(letter: str) -> str:
         return f"{date}{given.account[0]}{letter}{len(entries) + 1:05d}"
 
     for unit, fen in given.contributions:
         entries.append(
-            bf.StatementEntry(
-                ref("C"), bf.CONTRIBUTION, bf.CREDIT, fen, unit, f"contributions from {unit}"
+            bs.StatementEntry(
+                ref("C"), bs.CONTRIBUTION, bs.CREDIT, fen, unit, f"contributions from {unit}"
             )
         )
     if given.savings_debits_fen:
         entries.append(
-            bf.StatementEntry(
+            bs.StatementEntry(
                 ref("S"),
-                bf.SAVINGS_DEBITS,
-                bf.CREDIT,
+                bs.SAVINGS_DEBITS,
+                bs.CREDIT,
                 given.savings_debits_fen,
                 given.bank_id,
                 "savings debits for EP loads",
@@ -118,32 +120,32 @@ def statement_entries(given: StatementInput) -> list[bf.StatementEntry]:
         )
     for answer in given.paid:
         for x in answer.lines:
-            if x.status == bf.PAID:
+            if x.status == rf.PAID:
                 entries.append(
-                    bf.StatementEntry(
+                    bs.StatementEntry(
                         ref("P"),
-                        bf.PAYOUT,
-                        bf.DEBIT,
+                        bs.PAYOUT,
+                        bs.DEBIT,
                         x.amount_fen,
                         x.payout_id,
                         f"payout to {x.payee_id}",
                     )
                 )
     for party, fen, direction in given.others:
-        entries.append(bf.StatementEntry(ref("O"), bf.OTHER, direction, fen, party, "other"))
+        entries.append(bs.StatementEntry(ref("O"), bs.OTHER, direction, fen, party, "other"))
     return entries
 
 
 async def statement_file(hsm: Hsm, file_key: KeyRef, given: StatementInput) -> tuple[str, bytes]:
     """(file name, bytes) of the day's statement of one of the centre's accounts."""
     date = given.date.replace("-", "")
-    statement = bf.Statement(
+    statement = bs.Statement(
         given.bank_id,
         given.date,
         given.account,
         f"{given.bank_id}-{given.account}-{date}",
         tuple(statement_entries(given)),
     )
-    return bf.statement_name(statement), await bf.seal(
-        hsm, file_key, bf.render_statement(statement)
+    return bs.statement_name(statement), await bf.seal(
+        hsm, file_key, bs.render_statement(statement)
     )

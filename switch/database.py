@@ -22,8 +22,9 @@ from ledger.core import Ledger
 from ledger.medical.sql_reference import ReferenceData, SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore, sqlite_engine
 from ledger.migrate import upgrade_postgres, upgrade_sqlite
-from ledger.pg_bridge import APPLICATION, PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_bridge import APPLICATION, PgBridge, server_settings, split_url
 from ledger.pg_connection import CONNECT_TIMEOUT_S, KeptAlive, keep_session, warm
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from ledger.sqlite_ledger import SqliteLedger
 from switch.bank.cards import CardStatusStore, SqliteCardStatus

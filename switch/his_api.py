@@ -49,7 +49,8 @@ from ledger.medical.bills import (
     bill_id_for,
 )
 from ledger.medical.codec import bill_to_dict, split_to_dict
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import BillError, Split, explain
 from switch.his_auth import (
     REALM,

@@ -43,6 +43,8 @@ SIMULATORS_FROM_LEDGER = {
     "ledger.medical.catalogue",
     "ledger.dayend.payout_file",  # the bank simulator reads payout files, writes its answers
     "ledger.dayend.bank_files",
+    "ledger.dayend.return_file",
+    "ledger.dayend.bank_statement",
 }
 MESSAGES_STDLIB = {
     "__future__",

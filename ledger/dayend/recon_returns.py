@@ -30,18 +30,17 @@ from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
-from ledger.dayend.bank_files import (
+from ledger.dayend.bank_files import BankFileError, check_dates
+from ledger.dayend.calendar import Cutover
+from ledger.dayend.recon_statement import rematch_payouts
+from ledger.dayend.return_file import (
     PAID,
     REASONS,
     RETURNED,
-    BankFileError,
     ReturnFile,
-    check_dates,
     masked_card,
 )
-from ledger.dayend.bank_files import parse_return as parse_file
-from ledger.dayend.calendar import Cutover
-from ledger.dayend.recon_statement import rematch_payouts
+from ledger.dayend.return_file import parse_return as parse_file
 from ledger.dayend.review_queue import audit, audit_refusal
 from ledger.events.funds import resolve_payout
 from ledger.medical.sql_store import write_transaction

@@ -37,6 +37,7 @@ from hsm.keys import KeyRef
 from ledger import schema
 from ledger.core import Ledger, ReviewItem, transfer_id
 from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
 from ledger.dayend.calendar import Cutover
 from ledger.dayend.review_queue import (
     ReviewError,
@@ -57,17 +58,17 @@ from ledger.medical.sql_store import write_transaction
 
 REASON = "bank_unmatched"
 KIND_ROW = {
-    bf.CONTRIBUTION: "contribution",
-    bf.SAVINGS_DEBITS: "savings_debit",
-    bf.PAYOUT: "payout_paid",
-    bf.OTHER: "other",
+    bs.CONTRIBUTION: "contribution",
+    bs.SAVINGS_DEBITS: "savings_debit",
+    bs.PAYOUT: "payout_paid",
+    bs.OTHER: "other",
 }
-SOURCE_OF = {bf.FUND: "insurance", bf.EP_FLOAT: "ep"}
+SOURCE_OF = {bs.FUND: "insurance", bs.EP_FLOAT: "ep"}
 
 
 @dataclass(frozen=True)
 class LineOutcome:
-    entry: bf.StatementEntry
+    entry: bs.StatementEntry
     status: str  # matched | review | already | conflict
     transfer_id: str | None
     why: str
@@ -75,7 +76,7 @@ class LineOutcome:
 
 @dataclass(frozen=True)
 class StatementImport:
-    statement: bf.Statement
+    statement: bs.Statement
     lines: tuple[LineOutcome, ...]
     rematched: int = 0  # payout lines of earlier imports waiting in review, matched now
 
@@ -87,7 +88,7 @@ def _content(statement_date: str, kind: str, amount_fen: int, counterparty: str)
     return (statement_date, kind, int(amount_fen), counterparty[:120])
 
 
-def _entry_content(s: bf.Statement, e: bf.StatementEntry) -> tuple[Any, ...]:
+def _entry_content(s: bs.Statement, e: bs.StatementEntry) -> tuple[Any, ...]:
     return _content(s.statement_date, KIND_ROW[e.kind], e.amount_fen, e.counterparty)
 
 
@@ -107,7 +108,7 @@ def _on_record(engine: Engine, bank_id: str, refs: list[str]) -> dict[str, tuple
     return found
 
 
-def _conflict(s: bf.Statement, e: bf.StatementEntry, was: tuple[Any, ...]) -> LineOutcome:
+def _conflict(s: bs.Statement, e: bs.StatementEntry, was: tuple[Any, ...]) -> LineOutcome:
     date, kind, amount_fen, counterparty = was
     why = (
         f"reference {e.line_ref} is on record for another line ({date} {kind} {amount_fen} fen "
@@ -134,7 +135,7 @@ class _Context:
         return True
 
 
-def _line(s: bf.Statement, e: bf.StatementEntry) -> StatementLine:
+def _line(s: bs.Statement, e: bs.StatementEntry) -> StatementLine:
     return StatementLine(f"{s.bank_id}:{e.line_ref}", 0, e.counterparty, e.amount_fen)
 
 
@@ -145,10 +146,10 @@ def _posting_ids(line: StatementLine) -> list[str]:
 
 
 async def _context(
-    engine: Engine, ledger: Ledger, s: bf.Statement, entries: list[bf.StatementEntry]
+    engine: Engine, ledger: Ledger, s: bs.Statement, entries: list[bs.StatementEntry]
 ) -> _Context:
     i, p = schema.institutions.c, schema.payouts.c
-    payout_ids = sorted({e.counterparty for e in entries if e.kind == bf.PAYOUT})
+    payout_ids = sorted({e.counterparty for e in entries if e.kind == bs.PAYOUT})
     with engine.connect() as connection:
         kinds = {row.id: row.kind for row in connection.execute(select(i.id, i.kind))}
         found = connection.execute(select(schema.payouts).where(p.id.in_(payout_ids)))
@@ -163,30 +164,30 @@ async def _context(
     return _Context(kinds, owed, posted, payouts)
 
 
-def _decide(ctx: _Context, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:
+def _decide(ctx: _Context, s: bs.Statement, e: bs.StatementEntry) -> LineOutcome:
     """Matched (with the transfer that posts or posted it) or to review, with why."""
     line = _line(s, e)
     before = next((i for i in _posting_ids(line) if i in ctx.posted), None)
     if before is not None:  # an interrupted import posted it, but did not record the line
         return LineOutcome(e, "matched", before, "")
-    if e.kind == bf.CONTRIBUTION and (e.direction, s.account) == (bf.CREDIT, bf.FUND):
+    if e.kind == bs.CONTRIBUTION and (e.direction, s.account) == (bs.CREDIT, bs.FUND):
         if ctx.kinds.get(e.counterparty) != "employer_unit":
             return LineOutcome(e, "review", None, f"{e.counterparty} is no employer unit")
         if not ctx.take(account_id(K.CONTRIBUTIONS_RECEIVABLE, e.counterparty), e.amount_fen):
             return LineOutcome(e, "review", None, "more than the unit's contributions owed")
         return LineOutcome(e, "matched", _posting_ids(line)[0], "")
-    if e.kind == bf.SAVINGS_DEBITS and (e.direction, s.account) == (bf.CREDIT, bf.EP_FLOAT):
+    if e.kind == bs.SAVINGS_DEBITS and (e.direction, s.account) == (bs.CREDIT, bs.EP_FLOAT):
         if e.counterparty != s.bank_id:
             return LineOutcome(e, "review", None, "savings debits of another bank")
         if not ctx.take(account_id(K.BANK_CLEARING, s.bank_id), e.amount_fen):
             return LineOutcome(e, "review", None, "more than the bank's savings debits owed")
         return LineOutcome(e, "matched", _posting_ids(line)[1], "")
-    if e.kind == bf.PAYOUT and e.direction == bf.DEBIT:
+    if e.kind == bs.PAYOUT and e.direction == bs.DEBIT:
         return _match_payout(ctx, s, e)
     return LineOutcome(e, "review", None, f"{e.kind}/{e.direction} on {s.account}: unexpected")
 
 
-def _match_payout(ctx: _Context, s: bf.Statement, e: bf.StatementEntry) -> LineOutcome:
+def _match_payout(ctx: _Context, s: bs.Statement, e: bs.StatementEntry) -> LineOutcome:
     p = ctx.payouts.get(e.counterparty)
     if p is None:
         return LineOutcome(e, "review", None, f"no payout {e.counterparty}")
@@ -198,19 +199,19 @@ def _match_payout(ctx: _Context, s: bf.Statement, e: bf.StatementEntry) -> LineO
     return LineOutcome(e, "matched", transfer_id("payout-result", e.counterparty), "")
 
 
-async def _post(ledger: Ledger, s: bf.Statement, outcome: LineOutcome) -> LineOutcome:
+async def _post(ledger: Ledger, s: bs.Statement, outcome: LineOutcome) -> LineOutcome:
     """Post a matched contribution or savings-debits line (a replay posts nothing)."""
     e = outcome.entry
-    if outcome.status != "matched" or e.kind not in (bf.CONTRIBUTION, bf.SAVINGS_DEBITS):
+    if outcome.status != "matched" or e.kind not in (bs.CONTRIBUTION, bs.SAVINGS_DEBITS):
         return outcome
-    post = post_contribution_received if e.kind == bf.CONTRIBUTION else post_savings_debits_settled
+    post = post_contribution_received if e.kind == bs.CONTRIBUTION else post_savings_debits_settled
     result = await post(ledger, _line(s, e))
     if not result.ok:
         return LineOutcome(e, "review", None, f"the ledger refused it: {result.outcome.value}")
     return outcome
 
 
-def review_item(s: bf.Statement, outcome: LineOutcome) -> ReviewItem:
+def review_item(s: bs.Statement, outcome: LineOutcome) -> ReviewItem:
     e = outcome.entry
     key = transfer_id("review", REASON, s.bank_id, e.line_ref)
     if outcome.status == "conflict":  # one item per distinct content under the reference
@@ -240,7 +241,7 @@ async def import_statement(
     """Check the statement whole (its date no later than the next business date, a file name's
     date the header's), then match, post and record each new line once."""
     try:
-        s = await bf.parse_statement(hsm, file_key, data)
+        s = await bs.parse_statement(hsm, file_key, data)
         bf.check_dates(s.statement_date, file_name, cutover.date_of(now_us) + dt.timedelta(days=1))
     except bf.BankFileError as error:
         audit_refusal(
@@ -275,7 +276,7 @@ async def import_statement(
                 "counterparty": x.entry.counterparty[:120],
                 "status": x.status,
                 "matched_transfer_id": x.transfer_id,
-                "file_name": bf.statement_name(s),
+                "file_name": bs.statement_name(s),
                 "imported_at_us": now_us,
             }
             for x in fresh
@@ -290,7 +291,7 @@ async def import_statement(
             now_us,
             operator,
             "recon.statement",
-            bf.statement_name(s),
+            bs.statement_name(s),
             bank=s.bank_id,
             date=s.statement_date,
             new=len(fresh),
@@ -316,7 +317,7 @@ LINES_MAX = 10_000  # re-matched per call; the rest at the next import
 
 
 def _account(file_name: str) -> str:
-    """The account of a recorded line: its file name is ``bf.statement_name``'s (the centre's
+    """The account of a recorded line: its file name is ``bs.statement_name``'s (the centre's
     canonical name, not the incoming file's), whose last part is the account."""
     return file_name.rsplit(".", 1)[0].rsplit("_", 1)[-1]
 
@@ -331,7 +332,7 @@ def rematch_payouts(engine: Engine, operator: str, now_us: int, bank_id: str | N
     statement = (
         select(_L.seq, _L.bank_id, _L.line_ref, _L.file_name, _P.id, _P.source)
         .select_from(joined)
-        .where(_L.kind == KIND_ROW[bf.PAYOUT], _L.status == "review", _P.status == "paid")
+        .where(_L.kind == KIND_ROW[bs.PAYOUT], _L.status == "review", _P.status == "paid")
         .order_by(_L.seq)
         .limit(LINES_MAX)
     )

@@ -76,8 +76,8 @@ from ledger.medical.sql_writes import (
     SubmitWrite,
     TransitionWrite,
 )
-from ledger.pg_bridge import PgEngine
 from ledger.pg_calls import LedgerCalls
+from ledger.pg_engine import PgEngine
 from ledger.sql_rows import WriterConnection
 from ledger.writer.engine import Writer
 from ledger.writer.jobs import Call, Stats, Submits, Write

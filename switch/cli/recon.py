@@ -22,7 +22,9 @@ from hsm.errors import HsmError
 from hsm.interface import Hsm
 from hsm.keys import KeyRef
 from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
 from ledger.dayend import payout_file as pf
+from ledger.dayend import return_file as rf
 from ledger.dayend.calendar import CalendarError, Cutover
 from ledger.dayend.recon_returns import ReturnImport, import_returns
 from ledger.dayend.recon_statement import StatementImport, import_statement
@@ -152,10 +154,10 @@ def import_returns_command(
     if done.changed_nothing:
         click.echo(f"{file.name}: imported before: nothing changed")
     for x in r.lines:
-        if x.status == bf.RETURNED and x.payout_id in done.answered_now:
+        if x.status == rf.RETURNED and x.payout_id in done.answered_now:
             click.echo(
                 f"returned {x.payout_id} {x.payee_id} {yuan(x.amount_fen)} yuan: "
-                f"{x.reason_code} {bf.REASONS[x.reason_code]} {x.reason}".rstrip()
+                f"{x.reason_code} {rf.REASONS[x.reason_code]} {x.reason}".rstrip()
             )
 
 
@@ -213,9 +215,9 @@ def _returned(values: tuple[str, ...]) -> dict[str, tuple[str, str]]:
         key, _, rest = value.partition(":")
         code, _, text = rest.partition(":")
         code = code or "R002"
-        if code not in bf.REASONS:
+        if code not in rf.REASONS:
             raise click.BadParameter(
-                f"{code}: one of {', '.join(bf.REASONS)}", param_hint="--return"
+                f"{code}: one of {', '.join(rf.REASONS)}", param_hint="--return"
             )
         found[key] = (code, text)
     return found
@@ -278,8 +280,8 @@ def sim_returns(
     except (pf.PayoutFileError, HsmError) as error:
         raise click.ClickException(f"{payout_file.name}: REFUSED by the bank: {error}") from None
     path = _write(out, name, sealed)
-    answer, _, _ = bf.split_return(sealed)
-    back = [x for x in answer.lines if x.status == bf.RETURNED]
+    answer, _, _ = rf.split_return(sealed)
+    back = [x for x in answer.lines if x.status == rf.RETURNED]
     click.echo(f"{path}: {len(answer.lines)} payments, {len(back)} returned")
 
 
@@ -301,7 +303,7 @@ def _unit_amounts(values: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
 @_with_sim_options
 @click.option("--bank", "bank_id", required=True, help="The bank's id (b1, b2…).")
 @click.option("--date", "statement_date", required=True, help="yyyy-mm-dd.")
-@click.option("--account", type=click.Choice([bf.FUND, bf.EP_FLOAT]), required=True)
+@click.option("--account", type=click.Choice([bs.FUND, bs.EP_FLOAT]), required=True)
 @click.option("--contribution", multiple=True, help="UNIT=FEN received (FUND; repeat).")
 @click.option("--savings-debits", type=int, default=0, help="The day's savings debits (EPFLOAT).")
 @click.option(
@@ -336,16 +338,16 @@ def sim_statement(
     if issuer_log is not None:
         savings_debits = issuer_savings_debits(issuer_log)
     try:
-        paid = tuple(asyncio.run(bf.parse_return(hsm, key, p.read_bytes())) for p in paid_from)
+        paid = tuple(asyncio.run(rf.parse_return(hsm, key, p.read_bytes())) for p in paid_from)
     except (bf.BankFileError, HsmError) as error:
         raise click.ClickException(f"--paid-from: {error}") from None
     others = []
     for value in other:
         party, _, rest = value.partition("=")
         fen, _, direction = rest.partition(":")
-        if not fen.isdigit() or direction not in ("", bf.CREDIT, bf.DEBIT):
+        if not fen.isdigit() or direction not in ("", bs.CREDIT, bs.DEBIT):
             raise click.BadParameter(f"{value!r}: PARTY=FEN[:C|D]", param_hint="--other")
-        others.append((party, int(fen), direction or bf.CREDIT))
+        others.append((party, int(fen), direction or bs.CREDIT))
     given = StatementInput(
         bank_id,
         statement_date,
@@ -360,8 +362,8 @@ def sim_statement(
     except (bf.BankFileError, HsmError) as error:
         raise click.ClickException(str(error)) from None
     path = _write(out, name, sealed)
-    statement, _, _ = bf.split_statement(sealed)
+    statement, _, _ = bs.split_statement(sealed)
     click.echo(
-        f"{path}: {len(statement.entries)} lines, credits {yuan(statement.total_fen(bf.CREDIT))}"
-        f" yuan, debits {yuan(statement.total_fen(bf.DEBIT))} yuan"
+        f"{path}: {len(statement.entries)} lines, credits {yuan(statement.total_fen(bs.CREDIT))}"
+        f" yuan, debits {yuan(statement.total_fen(bs.DEBIT))} yuan"
     )

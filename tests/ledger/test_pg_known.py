@@ -20,8 +20,8 @@ from ledger.core import Transfer, TransferResult
 from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.medical.bills import BillState, BillStateError
-from ledger.pg_bridge import PgEngine
 from ledger.pg_connection import KeptAlive
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from tests.support.medical_pg import pg_engine
 from tests.support.medical_pg_ledger import CARD, in_ledger, submitted, worker

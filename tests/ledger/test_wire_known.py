@@ -16,7 +16,7 @@ from ledger.core import LedgerUnavailable, Transfer, TransferResult
 from ledger.crossing import sqlite_writer
 from ledger.events import TransferCode, purchases
 from ledger.medical.bills import BillState
-from ledger.medical.service import CHECKS
+from ledger.medical.refusals import CHECKS
 from ledger.medical.sql_writes import TransitionWrite
 from ledger.migrate import upgrade_sqlite
 from ledger.writer.jobs import Posted, PostedThenCalled, PostThenCall

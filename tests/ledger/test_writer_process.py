@@ -31,7 +31,8 @@ from ledger.core import (
 from ledger.crossing import sqlite_writer
 from ledger.kinds import AccountKind
 from ledger.medical.bills import BillState, BillStateError, Submission
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine, Split
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore

@@ -14,7 +14,9 @@ from hsm.keys import KeyRef, KeyUsage
 from hsm.keystore import MemoryKeyStore
 from hsm.soft import SoftHsm
 from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
 from ledger.dayend import payout_file as pf
+from ledger.dayend import return_file as rf
 from simulators.bank_files import (
     ReturnRule,
     StatementInput,
@@ -60,17 +62,17 @@ def test_all_paid_then_one_returned_by_payee(hsm_keys: tuple[SoftHsm, KeyRef, Ke
     payout, mac = asyncio.run(pf.build(hsm, key, PAYOUT))
     name, data = asyncio.run(return_file(hsm, key, payout, "2026-11-26", ReturnRule({})))
     assert name == "RETURN_PAYOUT_20261125_b1_INS_20261126.txt"
-    answer = asyncio.run(bf.parse_return(hsm, key, data))
+    answer = asyncio.run(rf.parse_return(hsm, key, data))
     assert answer.payout_file == "PAYOUT_20261125_b1_INS.txt" and answer.payout_mac == mac
-    assert [x.status for x in answer.lines] == [bf.PAID] * 3
+    assert [x.status for x in answer.lines] == [rf.PAID] * 3
     assert [x.payout_line for x in answer.lines] == [1, 2, 3]
     rule = ReturnRule({"h3": ("R001", "")}, above_fen=50_000)
     _, data = asyncio.run(return_file(hsm, key, payout, "2026-11-26", rule))
-    answer = asyncio.run(bf.parse_return(hsm, key, data))
+    answer = asyncio.run(rf.parse_return(hsm, key, data))
     assert [(x.status, x.reason_code, x.reason) for x in answer.lines] == [
-        (bf.PAID, "", ""),
-        (bf.RETURNED, "R001", "account closed"),
-        (bf.RETURNED, "R099", "above 50000 fen"),
+        (rf.PAID, "", ""),
+        (rf.RETURNED, "R001", "account closed"),
+        (rf.RETURNED, "R099", "above 50000 fen"),
     ]
     again = asyncio.run(return_file(hsm, key, payout, "2026-11-26", rule))
     assert again[1] == data  # byte-deterministic
@@ -101,11 +103,11 @@ def test_a_tampered_return_file_is_refused(hsm_keys: tuple[SoftHsm, KeyRef, KeyR
     changed = line[:status_at] + b"RR002" + line[status_at + 5 :]
     tampered = data.replace(line, changed)
     with pytest.raises(bf.BankFileError):
-        asyncio.run(bf.parse_return(hsm, key, tampered))
+        asyncio.run(rf.parse_return(hsm, key, tampered))
     with pytest.raises(bf.BankFileError, match="MAC"):
-        asyncio.run(bf.parse_return(hsm, other, data))
+        asyncio.run(rf.parse_return(hsm, other, data))
     with pytest.raises(bf.BankFileError, match="line break"):
-        asyncio.run(bf.parse_return(hsm, key, data[:-1]))
+        asyncio.run(rf.parse_return(hsm, key, data[:-1]))
 
 
 def test_statements_from_totals_and_return_files(
@@ -115,31 +117,31 @@ def test_statements_from_totals_and_return_files(
     payout, _ = asyncio.run(pf.build(hsm, key, PAYOUT))
     rule = ReturnRule({"20261125-I-h3": ("R002", "wrong number")})
     _, data = asyncio.run(return_file(hsm, key, payout, "2026-11-26", rule))
-    answer = asyncio.run(bf.parse_return(hsm, key, data))
+    answer = asyncio.run(rf.parse_return(hsm, key, data))
     given = StatementInput(
         "b1",
         "2026-11-26",
-        bf.FUND,
+        bs.FUND,
         (("u1", 30_000), ("u2", 1)),
         paid=(answer,),
-        others=(("x", 7, bf.DEBIT),),
+        others=(("x", 7, bs.DEBIT),),
     )
     name, sealed = asyncio.run(statement_file(hsm, key, given))
     assert name == "STMT_20261126_b1_FUND.txt"
     assert asyncio.run(statement_file(hsm, key, given))[1] == sealed
-    s = asyncio.run(bf.parse_statement(hsm, key, sealed))
+    s = asyncio.run(bs.parse_statement(hsm, key, sealed))
     assert [(e.kind, e.direction, e.amount_fen, e.counterparty) for e in s.entries] == [
-        (bf.CONTRIBUTION, bf.CREDIT, 30_000, "u1"),
-        (bf.CONTRIBUTION, bf.CREDIT, 1, "u2"),
-        (bf.PAYOUT, bf.DEBIT, 12_345, "20261125-I-h1"),
-        (bf.PAYOUT, bf.DEBIT, 99_000, "20261125-I-p2"),
-        (bf.OTHER, bf.DEBIT, 7, "x"),
+        (bs.CONTRIBUTION, bs.CREDIT, 30_000, "u1"),
+        (bs.CONTRIBUTION, bs.CREDIT, 1, "u2"),
+        (bs.PAYOUT, bs.DEBIT, 12_345, "20261125-I-h1"),
+        (bs.PAYOUT, bs.DEBIT, 99_000, "20261125-I-p2"),
+        (bs.OTHER, bs.DEBIT, 7, "x"),
     ]
     assert len({e.line_ref for e in s.entries}) == 5
-    assert s.total_fen(bf.CREDIT) == 30_001 and s.total_fen(bf.DEBIT) == 111_352
+    assert s.total_fen(bs.CREDIT) == 30_001 and s.total_fen(bs.DEBIT) == 111_352
     tampered = sealed.replace(b"000000000030000", b"000000000030001", 1)
     with pytest.raises(bf.BankFileError):
-        asyncio.run(bf.parse_statement(hsm, key, tampered))
+        asyncio.run(bs.parse_statement(hsm, key, tampered))
 
 
 def test_savings_debits_from_the_issuer_log() -> None:
@@ -167,6 +169,6 @@ def test_a_refund_file_is_decrypted_and_answered(hsm_keys: tuple[SoftHsm, KeyRef
     rule = ReturnRule({"0000000001": ("R004", "")})
     name, answer = asyncio.run(return_file(hsm, key, data, "2026-11-26", rule))
     assert name == "RETURN_REFUND_20261125_b1_EP_20261126.txt"
-    (line,) = asyncio.run(bf.parse_return(hsm, key, answer)).lines
-    assert (line.status, line.reason_code, line.reason) == (bf.RETURNED, "R004", "account frozen")
+    (line,) = asyncio.run(rf.parse_return(hsm, key, answer)).lines
+    assert (line.status, line.reason_code, line.reason) == (rf.RETURNED, "R004", "account frozen")
     assert line.account_no == "**********" and b"6222000011" not in answer  # the card number

@@ -10,7 +10,8 @@ from ledger.medical.bills import (
     Submission,
     bill_id_for,
 )
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from tests.support.medical_world import DAY, HOLDERS, NOW
 
@@ -21,6 +22,7 @@ def submission(
     no: str, *lines: tuple[str, int, int], card: str = CARD, special: str | None = None
 ) -> Submission:
     return Submission(no, card, DAY, Bill(tuple(BillLine(*line) for line in lines), special))
+
 
 ACTIONS = ["submit", "approve", "complete", "cancel", "reverse", "void", "expire", "offline"]
 

@@ -15,7 +15,8 @@ from ledger.medical.service import MedicalService
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
 from ledger.migrate import upgrade_postgres
-from ledger.pg_bridge import PgBridge, PgEngine
+from ledger.pg_bridge import PgBridge
+from ledger.pg_engine import PgEngine
 from tests.support.medical_world import memory_service, populate, sql_service
 from tests.support.pg import DSN, fresh_schema
 

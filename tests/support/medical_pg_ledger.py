@@ -18,11 +18,13 @@ from ledger.kinds import AccountKind as K
 from ledger.kinds import account_id
 from ledger.medical.bills import BillRecord, Submission
 from ledger.medical.pg_batch import LedgerTransition
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
-from ledger.pg_bridge import PgEngine, server_settings, split_url
+from ledger.pg_bridge import server_settings, split_url
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from tests.support.medical_world import HOLDERS, NOW
 

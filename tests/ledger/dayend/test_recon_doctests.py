@@ -8,7 +8,11 @@ import importlib
 
 import pytest
 
-MODULES = ("ledger.dayend.bank_files", "ledger.dayend.statements_render")
+MODULES = (
+    "ledger.dayend.bank_files",
+    "ledger.dayend.return_file",
+    "ledger.dayend.statements_render",
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
 from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
+from ledger.dayend import return_file as rf
 from ledger.dayend.payout_file import LINE_BYTES
 from tests.support.daemon import new_hsm, now
 
@@ -29,68 +31,68 @@ _ids = st.text(st.sampled_from("abcdef0123456789-"), min_size=1, max_size=32)  #
 
 
 @st.composite
-def return_files(draw: st.DrawFn) -> bf.ReturnFile:
+def return_files(draw: st.DrawFn) -> rf.ReturnFile:
     count = draw(st.integers(0, 6))
     lines = []
     for number in range(1, count + 1):
         returned = draw(st.booleans())
         lines.append(
-            bf.ReturnLine(
+            rf.ReturnLine(
                 number,
                 draw(_ids),
                 draw(_ids),
                 draw(st.text("0123456789", max_size=30)),
                 draw(st.integers(1, 10**12)),
-                bf.RETURNED if returned else bf.PAID,
-                draw(st.sampled_from(sorted(bf.REASONS))) if returned else "",
+                rf.RETURNED if returned else rf.PAID,
+                draw(st.sampled_from(sorted(rf.REASONS))) if returned else "",
                 draw(_text(12)) if returned else "",
             )
         )
-    return bf.ReturnFile("b1", "2026-11-26", "PAYOUT_20261125_b1_INS.txt", "0A" * 8, tuple(lines))
+    return rf.ReturnFile("b1", "2026-11-26", "PAYOUT_20261125_b1_INS.txt", "0A" * 8, tuple(lines))
 
 
 @st.composite
-def statements(draw: st.DrawFn) -> bf.Statement:
+def statements(draw: st.DrawFn) -> bs.Statement:
     count = draw(st.integers(0, 6))
     entries = [
-        bf.StatementEntry(
+        bs.StatementEntry(
             f"REF{n}",
-            draw(st.sampled_from(bf.STATEMENT_KINDS)),
-            draw(st.sampled_from((bf.CREDIT, bf.DEBIT))),
+            draw(st.sampled_from(bs.STATEMENT_KINDS)),
+            draw(st.sampled_from((bs.CREDIT, bs.DEBIT))),
             draw(st.integers(1, 10**12)),
             draw(_ids),
             draw(_text(20)),
         )
         for n in range(count)
     ]
-    account = draw(st.sampled_from((bf.FUND, bf.EP_FLOAT)))
-    return bf.Statement("b1", "2026-11-26", account, "S-1", tuple(entries))
+    account = draw(st.sampled_from((bs.FUND, bs.EP_FLOAT)))
+    return bs.Statement("b1", "2026-11-26", account, "S-1", tuple(entries))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(return_files())
-def test_return_files_round_trip(answer: bf.ReturnFile) -> None:
-    sealed = asyncio.run(bf.seal(HSM, KEY, bf.render_return(answer)))
+def test_return_files_round_trip(answer: rf.ReturnFile) -> None:
+    sealed = asyncio.run(bf.seal(HSM, KEY, rf.render_return(answer)))
     assert all(len(line) == LINE_BYTES for line in sealed[:-1].split(b"\n"))
-    assert asyncio.run(bf.parse_return(HSM, KEY, sealed)) == answer
+    assert asyncio.run(rf.parse_return(HSM, KEY, sealed)) == answer
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(statements())
-def test_statements_round_trip(statement: bf.Statement) -> None:
-    sealed = asyncio.run(bf.seal(HSM, KEY, bf.render_statement(statement)))
-    assert asyncio.run(bf.parse_statement(HSM, KEY, sealed)) == statement
+def test_statements_round_trip(statement: bs.Statement) -> None:
+    sealed = asyncio.run(bf.seal(HSM, KEY, bs.render_statement(statement)))
+    assert asyncio.run(bs.parse_statement(HSM, KEY, sealed)) == statement
 
 
 @settings(max_examples=60, deadline=None)
 @given(statements(), st.data())
-def test_any_changed_byte_is_refused(statement: bf.Statement, data: st.DataObject) -> None:
-    sealed = asyncio.run(bf.seal(HSM, KEY, bf.render_statement(statement)))
+def test_any_changed_byte_is_refused(statement: bs.Statement, data: st.DataObject) -> None:
+    sealed = asyncio.run(bf.seal(HSM, KEY, bs.render_statement(statement)))
     at = data.draw(st.integers(0, len(sealed) - 2))  # not the final line break
     value = data.draw(st.integers(0, 255).filter(lambda b: b != sealed[at]))
     changed = sealed[:at] + bytes([value]) + sealed[at + 1 :]
     try:
-        parsed = asyncio.run(bf.parse_statement(HSM, KEY, changed))
+        parsed = asyncio.run(bs.parse_statement(HSM, KEY, changed))
     except bf.BankFileError:
         return
     # a change inside trailing filler of a line is the only one that may pass: same content
@@ -98,14 +100,14 @@ def test_any_changed_byte_is_refused(statement: bf.Statement, data: st.DataObjec
 
 
 def _sealed_statement(*refs: str) -> bytes:
-    entries = tuple(bf.StatementEntry(r, bf.OTHER, bf.CREDIT, 5, "x") for r in refs)
-    statement = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", entries)
-    return asyncio.run(bf.seal(HSM, KEY, bf.render_statement(statement)))
+    entries = tuple(bs.StatementEntry(r, bs.OTHER, bs.CREDIT, 5, "x") for r in refs)
+    statement = bs.Statement("b1", "2026-11-26", bs.FUND, "S1", entries)
+    return asyncio.run(bf.seal(HSM, KEY, bs.render_statement(statement)))
 
 
 def _refusal(data: bytes) -> str:
     with pytest.raises(bf.BankFileError) as refused:
-        asyncio.run(bf.parse_statement(HSM, KEY, data))
+        asyncio.run(bs.parse_statement(HSM, KEY, data))
     return str(refused.value)
 
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from ledger import events as ev
 from ledger.dayend import bank_files as bf
+from ledger.dayend import return_file as rf
 from ledger.dayend.recon_returns import check
 from ledger.demo import init_demo
 from ledger.sqlite_ledger import SqliteLedger
@@ -189,9 +190,9 @@ def test_a_return_line_with_a_card_number_in_clear_is_refused() -> None:
         "account_no": card,
     }
 
-    def answer(account_no: str) -> bf.ReturnFile:
-        line = bf.ReturnLine(1, payout["id"], "0000000001", account_no, 300, bf.PAID)
-        return bf.ReturnFile("b1", "2026-11-26", "REFUND_20261125_b1_EP.enc", "00" * 8, (line,))
+    def answer(account_no: str) -> rf.ReturnFile:
+        line = rf.ReturnLine(1, payout["id"], "0000000001", account_no, 300, rf.PAID)
+        return rf.ReturnFile("b1", "2026-11-26", "REFUND_20261125_b1_EP.enc", "00" * 8, (line,))
 
     with pytest.raises(bf.BankFileError, match=r"line 1: .* masked .* never in clear"):
         check(answer(card), sent, [payout])

@@ -14,6 +14,7 @@ import pytest
 from hsm.keys import KeyUsage
 from hsm.keystore import MemoryKeyStore
 from ledger.dayend import bank_files as bf
+from ledger.dayend import bank_statement as bs
 from ledger.dayend.recon_statement import import_statement
 from ledger.demo import init_demo
 from ledger.events import ContributionLine, StatementLine, post_contribution
@@ -26,11 +27,11 @@ from tests.support.personal import demo_keys
 
 NOW_US = CUTOVER.instant_us(dt.date(2026, 11, 27)) - 60_000_000  # business date 2026-11-27
 ENTRIES = (
-    bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half"),
-    bf.StatementEntry("R2", bf.CONTRIBUTION, bf.CREDIT, 4_000, "u2", "second half"),
-    bf.StatementEntry("R3", bf.CONTRIBUTION, bf.CREDIT, 1, "u2", "one fen too many"),
-    bf.StatementEntry("R4", bf.CONTRIBUTION, bf.CREDIT, 5, "h1", "not a unit"),
-    bf.StatementEntry("R5", bf.SAVINGS_DEBITS, bf.CREDIT, 5, "b1", "on the wrong account"),
+    bs.StatementEntry("R1", bs.CONTRIBUTION, bs.CREDIT, 6_000, "u2", "first half"),
+    bs.StatementEntry("R2", bs.CONTRIBUTION, bs.CREDIT, 4_000, "u2", "second half"),
+    bs.StatementEntry("R3", bs.CONTRIBUTION, bs.CREDIT, 1, "u2", "one fen too many"),
+    bs.StatementEntry("R4", bs.CONTRIBUTION, bs.CREDIT, 5, "h1", "not a unit"),
+    bs.StatementEntry("R5", bs.SAVINGS_DEBITS, bs.CREDIT, 5, "b1", "on the wrong account"),
 )
 
 
@@ -44,8 +45,8 @@ async def _scenario(db: Path) -> None:
     hsm = new_hsm(MemoryKeyStore())
     key = await hsm.generate_key("bank/b1/FILE", KeyUsage.FILE, now=now())
     other = await hsm.generate_key("bank/b2/FILE", KeyUsage.FILE, now=now())
-    statement = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", ENTRIES)
-    data = await bf.seal(hsm, key, bf.render_statement(statement))
+    statement = bs.Statement("b1", "2026-11-26", bs.FUND, "S1", ENTRIES)
+    data = await bf.seal(hsm, key, bs.render_statement(statement))
     engine = sqlite_engine(db)
     ledger = SqliteLedger.open(db)
     try:
@@ -97,17 +98,17 @@ def test_a_reference_reused_for_another_line_goes_to_review(tmp_path: Path) -> N
 async def _reused(db: Path) -> None:
     hsm = new_hsm(MemoryKeyStore())
     key = await hsm.generate_key("bank/b1/FILE", KeyUsage.FILE, now=now())
-    first = bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 6_000, "u2", "first half")
-    later = bf.StatementEntry("R1", bf.CONTRIBUTION, bf.CREDIT, 4_000, "u2", "second half")
-    day1 = bf.Statement("b1", "2026-11-26", bf.FUND, "S1", (first,))
-    day2 = bf.Statement("b1", "2026-11-27", bf.FUND, "S2", (later,))
+    first = bs.StatementEntry("R1", bs.CONTRIBUTION, bs.CREDIT, 6_000, "u2", "first half")
+    later = bs.StatementEntry("R1", bs.CONTRIBUTION, bs.CREDIT, 4_000, "u2", "second half")
+    day1 = bs.Statement("b1", "2026-11-26", bs.FUND, "S1", (first,))
+    day2 = bs.Statement("b1", "2026-11-27", bs.FUND, "S2", (later,))
     engine = sqlite_engine(db)
     ledger = SqliteLedger.open(db)
     try:
         line = ContributionLine("u2", "2026-11", "0000000001", 3_000, 7_000)
         assert (await post_contribution(ledger, line)).ok
-        data1 = await bf.seal(hsm, key, bf.render_statement(day1))
-        data2 = await bf.seal(hsm, key, bf.render_statement(day2))
+        data1 = await bf.seal(hsm, key, bs.render_statement(day1))
+        data2 = await bf.seal(hsm, key, bs.render_statement(day2))
         assert (
             await import_statement(
                 engine, ledger, hsm, key, data1, "carol", NOW_US + 1, cutover=CUTOVER

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import Engine
 
 from ledger.medical.bills import BillRecord, BillState, BillStateError, Submission
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import LedgerWrites, SqlMedicalStore, sqlite_engine

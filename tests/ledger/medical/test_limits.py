@@ -13,7 +13,8 @@ import pytest
 from ledger.medical.accumulators import ZERO
 from ledger.medical.bills import BillState, Submission, bill_id_for
 from ledger.medical.limits import BillLimits, check_bill
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from tests.support.medical import CATALOGUE
 from tests.support.medical_pg import BACKENDS, service_on

@@ -14,7 +14,8 @@ import pytest
 
 from ledger.medical.bills import BillState
 from ledger.medical.pg_batch import PERSON_LOCK
-from ledger.pg_bridge import PgEngine, server_settings, split_url
+from ledger.pg_bridge import server_settings, split_url
+from ledger.pg_engine import PgEngine
 from tests.support.medical_pg import pg_engine
 from tests.support.medical_pg_ledger import CARD, PAYABLE, in_ledger, submitted, worker
 from tests.support.medical_world import NOW

@@ -27,9 +27,11 @@ from ledger.medical.bills import (
 )
 from ledger.medical.pg_batch import LedgerTransition
 from ledger.medical.pg_store import PgWrites
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
-from ledger.pg_bridge import PgEngine, server_settings, split_url
+from ledger.pg_bridge import server_settings, split_url
+from ledger.pg_engine import PgEngine
 from ledger.pg_ledger import PgLedger
 from tests.support.medical_pg import pg_engine
 from tests.support.medical_pg_ledger import CARD, PAYABLE, in_ledger, submitted, worker

@@ -20,11 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.medical.bills import BillState, BillStateError, Submission
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from ledger.medical.sql_reference import SqlDirectory
 from ledger.medical.sql_store import SqlMedicalStore
-from ledger.pg_bridge import PgBridge, PgEngine, server_settings, split_url
+from ledger.pg_bridge import PgBridge, server_settings, split_url
+from ledger.pg_engine import PgEngine
 from ledger.sqlite_ledger import SqliteLedger
 from tests.support.medical_model import ACTIONS, _apply
 from tests.support.medical_pg import pg_engine

@@ -18,7 +18,8 @@ from ledger.medical.bills import (
     DuplicateBillError,
     Submission,
 )
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from tests.support.medical import known_bills as bills
 from tests.support.medical_model import ACTIONS, CARD, LOST, RETIREE, _apply, submission

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ledger.medical.bills import BillState, Submission
-from ledger.medical.service import MedicalError, MedicalService
+from ledger.medical.refusals import MedicalError
+from ledger.medical.service import MedicalService
 from ledger.medical.split import Bill, BillLine
 from tests.support.medical_world import DAY, HOLDERS, NOW, memory_service, sql_service
 
