@@ -26,6 +26,7 @@ from messages.private import (
     TerminalParameters,
     WorkingKeys,
 )
+from messages.straight import defined
 
 T = TypeVar("T")
 
@@ -187,8 +188,7 @@ def planned_parse(plan: ParsePlan) -> PlannedParse:
             namespace[f"p{index}"] = parse
             lines.append(f"        values[{attr!r}] = p{index}(raw)")
     lines.append("    return values")
-    exec(compile("\n".join(lines), "<planned parse>", "exec"), namespace)
-    made: PlannedParse = namespace["parse"]
+    made: PlannedParse = defined(lines, namespace, "<planned parse>")
     return made
 
 
@@ -210,8 +210,7 @@ def planned_build(plan: BuildPlan) -> PlannedBuild:
             namespace[f"b{index}"] = build
             lines.append(f"        fields[{number}] = b{index}(value)")
     lines.append("    return None")
-    exec(compile("\n".join(lines), "<planned build>", "exec"), namespace)
-    made: PlannedBuild = namespace["build"]
+    made: PlannedBuild = defined(lines, namespace, "<planned build>")
     return made
 
 

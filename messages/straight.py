@@ -82,8 +82,7 @@ def fields_reader(plan: tuple[tuple[int, int, Any], ...]) -> FieldsReader:
             lines += [f"    {line.format(n=number)}" for line in _READ[form]]
     lines += ["    if at != size: return None", "    return fields"]
     namespace: dict[str, Any] = dict(tables)
-    exec(compile("\n".join(lines), "<compiled fields reader>", "exec"), namespace)
-    reader: FieldsReader = namespace["read"]
+    reader: FieldsReader = defined(lines, namespace, "<compiled fields reader>")
     return reader
 
 
@@ -149,9 +148,15 @@ def fields_writer(
         raw = (bitmap >> 64).to_bytes(BITMAP_BYTES, "big")
     lines.append(f"    return {raw!r}")
     namespace: dict[str, Any] = {"fromhex": bytes.fromhex, **prefixes}
-    exec(compile("\n".join(lines), "<compiled fields writer>", "exec"), namespace)
-    writer: FieldsWriter = namespace["write"]
+    writer: FieldsWriter = defined(lines, namespace, "<compiled fields writer>")
     return writer
+
+
+def defined(lines: list[str], namespace: dict[str, Any], where: str) -> Any:
+    """The one function ``lines`` define (named on their first line), compiled with
+    ``namespace`` as its globals; ``where`` names it in tracebacks (``<...>``)."""
+    exec(compile("\n".join(lines), where, "exec"), namespace)
+    return namespace[lines[0].removeprefix("def ").partition("(")[0]]
 
 
 def _declined(fields: Mapping[int, Any], parts: list[bytes]) -> None:

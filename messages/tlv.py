@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from messages.errors import CodecError
+from messages.straight import defined
 
 
 class TagKind(enum.Enum):
@@ -231,8 +232,7 @@ def tlv_reader(layout: tuple[Tag, ...]) -> TlvReader:
         lines += ["        at = end", "        t = data[at] if at < size else -1"]
     lines += ["    if at != size: return None", "    return values"]
     namespace: dict[str, Any] = {"_decode_bcd": _decode_bcd}
-    exec(compile("\n".join(lines), "<tlv reader>", "exec"), namespace)
-    reader: TlvReader = namespace["read"]
+    reader: TlvReader = defined(lines, namespace, "<tlv reader>")
     return reader
 
 
@@ -277,6 +277,5 @@ def tlv_writer(layout: tuple[Tag, ...]) -> TlvWriter:
             "        out += raw",
         ]
     lines.append("    return bytes(out)")
-    exec(compile("\n".join(lines), "<tlv writer>", "exec"), namespace)
-    writer: TlvWriter = namespace["write"]
+    writer: TlvWriter = defined(lines, namespace, "<tlv writer>")
     return writer
