@@ -184,12 +184,7 @@ async def _read(
     free, folds = plan.free, plan.folds
     locking, shared = split_shared(unknown)
     keys = list(dict.fromkeys((r.psam_terminal_no, r.psam_serial) for r in plan.records))
-    if free:
-        read, _ = statements(
-            _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
-        )
-    else:
-        read, _ = statements(READ, WRITE, tuple(folds))
+    read, _ = plan.statements()
     found = await connection.fetchrow(
         read, locking, sorted(ids), [k[0] for k in keys], [k[1] for k in keys], shared, *unread
     )
@@ -216,6 +211,16 @@ class _Plan:
     records: list[Any]
     guarded: bool
     free: bool
+
+    def statements(self) -> tuple[str, str]:
+        """The batch's read and write: with no transaction open (``free``) or in one, with its
+        folds' parts (``ledger.pg_fold.statements``, kept)."""
+        folds = tuple(self.folds)
+        if self.free:
+            return statements(
+                _READ_FREE, WRITE_FREE, folds, WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
+            )
+        return statements(READ, WRITE, folds)
 
 
 async def _decide_and_write(
@@ -262,15 +267,12 @@ async def _decide_and_write(
     # (a linked refusal): the write then runs to check it
     if batch.written or offline or any(column for column in moves) or (free and asked.hinted):
         changed = deltas(batch)
+        _, write = plan.statements()
         if free:  # its answer, or a serialization failure when anything it checks changed
-            _, write = statements(
-                _READ_FREE, WRITE_FREE, tuple(folds), WRITE_FREE_PARAMETERS, WRITE_FREE_ANSWER
-            )
             await connection.fetchval(
                 write, *free_arguments(batch, changed, offline, asked.checked), *moves
             )
             return
-        _, write = statements(READ, WRITE, tuple(folds))
         updated, applied = await connection.fetchrow(
             write, *write_arguments(batch, changed, offline), *moves
         )

@@ -21,8 +21,8 @@ a transaction as before (``NeedsTransaction``).
 
 A batch reads only the accounts its writer does not know, and one whose writer knows everything it
 decides on runs with no read at all, one round trip (:class:`Known`): the accounts as the writer's
-last batches left them, the bills as its process last read or moved them
-(``ledger.pg_fold.Fold.recall``), its transfer ids taken as new and its offline records as not on
+last batches left them, the bills as its process last read or moved them (``remembered`` in
+``ledger.pg_fold.Fold.decide``), its transfer ids taken as new and its offline records as not on
 file. That is a hint, never trusted unchecked: the write checks every account decided on against
 the totals the decision used and every bill's move against the state it was decided from; an id
 taken is a unique violation and a record on file fails the inserts' count, so a stale hint fails
