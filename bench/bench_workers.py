@@ -96,7 +96,9 @@ def reference_data(engine: PgEngine, home: Path, medical: list[str]) -> None:
     text = EXAMPLE.replace(f"year = {parse_policy(EXAMPLE).year}", f"year = {now.year}")
     reference.set_policy(text, micros, "bench")
     lines = [f"{i} {reference.issue_credential(i, micros)}" for i in medical]
-    (home / CREDENTIALS_FILE).write_text("\n".join(lines) + "\n")
+    credentials = home / CREDENTIALS_FILE
+    credentials.touch(mode=0o600)  # tokens: the owner's only, as the demo writes them
+    credentials.write_text("\n".join(lines) + "\n")
 
 
 def deploy(home: Path, url: str, cardholders: int) -> ChipMaker:
